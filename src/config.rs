@@ -1,0 +1,403 @@
+//! One `Config`, loaded from (lowest to highest precedence) built-in defaults, a TOML file,
+//! `BELLWETHER_*` environment variables and command-line flags.
+//!
+//! Every key is optional and documented here and in the README. A bad value fails at start
+//! with a message naming where it came from (file path or variable), the key and the reason.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::limits;
+
+/// Default data directory, relative to the working directory.
+pub const DATA_DIR_DEFAULT: &str = "./bellwether-data";
+/// Default HTTP listen address.
+pub const LISTEN_DEFAULT: &str = "127.0.0.1:8780";
+/// Source name given to write keys that come from `BELLWETHER_WRITE_KEYS` without a name.
+pub const SOURCE_NAME_DEFAULT: &str = "default";
+
+/// The environment variables bellwether reads. Any other `BELLWETHER_*` variable is an
+/// error, so a typo cannot silently leave a default in force.
+pub const ENV_VARS: &[&str] = &[
+    "BELLWETHER_CONFIG",
+    "BELLWETHER_DATA_DIR",
+    "BELLWETHER_LISTEN",
+    "BELLWETHER_WRITE_KEYS",
+    "BELLWETHER_DEDUP_WINDOW_DAYS",
+    "BELLWETHER_QUEUE_BYTES_MAX",
+    "BELLWETHER_LOG",
+    "BELLWETHER_LOG_FORMAT",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {path}: {reason}")]
+    File { path: PathBuf, reason: String },
+    #[error("config file {path}: key `{key}`: {reason}")]
+    Key { path: PathBuf, key: String, reason: String },
+    #[error("environment variable {var}: {reason}")]
+    Env { var: String, reason: String },
+    #[error("flag --{flag}: {reason}")]
+    Flag { flag: String, reason: String },
+}
+
+/// The whole configuration after all layers are applied and validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Directory holding the database file. Created if missing.
+    pub data_dir: PathBuf,
+    /// Address `serve` listens on.
+    pub listen: SocketAddr,
+    /// Write key -> source name. The source name is recorded with every event.
+    pub write_keys: BTreeMap<String, String>,
+    pub ingest: IngestConfig,
+    /// Where the file layer came from, for messages.
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngestConfig {
+    /// A retried message (same source and `messageId`) received within this many days of
+    /// the first copy is not stored again.
+    pub dedup_window_days: u32,
+    /// Bound of the ingest queue in bytes of request bodies; past it `/v1` answers 503.
+    pub queue_bytes_max: u64,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig { dedup_window_days: 7, queue_bytes_max: limits::QUEUE_BYTES_MAX_DEFAULT }
+    }
+}
+
+/// The file layer, exactly as the TOML file may spell it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileLayer {
+    data_dir: Option<PathBuf>,
+    listen: Option<String>,
+    write_keys: Option<BTreeMap<String, String>>,
+    ingest: Option<FileIngest>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileIngest {
+    dedup_window_days: Option<u32>,
+    queue_bytes_max: Option<u64>,
+}
+
+/// Values given on the command line; `None` means "not given".
+#[derive(Debug, Default, Clone)]
+pub struct Flags {
+    pub config: Option<PathBuf>,
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<String>,
+}
+
+impl Config {
+    /// Loads defaults <- file <- environment <- flags, then validates.
+    pub fn load(flags: &Flags, env: &[(String, String)]) -> Result<Config, ConfigError> {
+        let env_get = |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        for (name, _) in env {
+            if name.starts_with("BELLWETHER_") && !ENV_VARS.contains(&name.as_str()) {
+                return Err(ConfigError::Env {
+                    var: name.clone(),
+                    reason: format!("unknown variable; known: {}", ENV_VARS.join(", ")),
+                });
+            }
+        }
+        let file = flags.config.clone().or_else(|| env_get("BELLWETHER_CONFIG").map(PathBuf::from));
+        let layer = match &file {
+            Some(path) => read_file_layer(path)?,
+            None => FileLayer::default(),
+        };
+        let mut config = Config::from_file_layer(layer, file.as_deref())?;
+        config.apply_env(&env_get)?;
+        config.apply_flags(flags)?;
+        Ok(config)
+    }
+
+    fn from_file_layer(layer: FileLayer, path: Option<&Path>) -> Result<Config, ConfigError> {
+        let key_error = |key: &str, reason: String| ConfigError::Key {
+            path: path.map(Path::to_path_buf).unwrap_or_default(),
+            key: key.to_string(),
+            reason,
+        };
+        let listen = layer.listen.as_deref().unwrap_or(LISTEN_DEFAULT);
+        let listen = parse_listen(listen).map_err(|reason| key_error("listen", reason))?;
+        let mut ingest = IngestConfig::default();
+        if let Some(file_ingest) = layer.ingest {
+            if let Some(days) = file_ingest.dedup_window_days {
+                ingest.dedup_window_days = check_window_days(days)
+                    .map_err(|reason| key_error("ingest.dedup_window_days", reason))?;
+            }
+            if let Some(bytes) = file_ingest.queue_bytes_max {
+                ingest.queue_bytes_max = check_queue_bytes(bytes)
+                    .map_err(|reason| key_error("ingest.queue_bytes_max", reason))?;
+            }
+        }
+        let write_keys = layer.write_keys.unwrap_or_default();
+        check_write_keys(&write_keys).map_err(|(key, reason)| key_error(&key, reason))?;
+        Ok(Config {
+            data_dir: layer.data_dir.unwrap_or_else(|| PathBuf::from(DATA_DIR_DEFAULT)),
+            listen,
+            write_keys,
+            ingest,
+            file: path.map(Path::to_path_buf),
+        })
+    }
+
+    fn apply_env(&mut self, env_get: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        let env_error = |var: &str, reason: String| ConfigError::Env { var: var.to_string(), reason };
+        if let Some(dir) = env_get("BELLWETHER_DATA_DIR") {
+            if dir.is_empty() {
+                return Err(env_error("BELLWETHER_DATA_DIR", "must not be empty".into()));
+            }
+            self.data_dir = PathBuf::from(dir);
+        }
+        if let Some(listen) = env_get("BELLWETHER_LISTEN") {
+            self.listen = parse_listen(&listen).map_err(|r| env_error("BELLWETHER_LISTEN", r))?;
+        }
+        if let Some(keys) = env_get("BELLWETHER_WRITE_KEYS") {
+            let parsed = parse_env_write_keys(&keys);
+            check_write_keys(&parsed)
+                .map_err(|(_, reason)| env_error("BELLWETHER_WRITE_KEYS", reason))?;
+            self.write_keys = parsed;
+        }
+        if let Some(days) = env_get("BELLWETHER_DEDUP_WINDOW_DAYS") {
+            let days: u32 = days
+                .parse()
+                .map_err(|_| env_error("BELLWETHER_DEDUP_WINDOW_DAYS", format!("not a whole number: {days:?}")))?;
+            self.ingest.dedup_window_days =
+                check_window_days(days).map_err(|r| env_error("BELLWETHER_DEDUP_WINDOW_DAYS", r))?;
+        }
+        if let Some(bytes) = env_get("BELLWETHER_QUEUE_BYTES_MAX") {
+            let bytes: u64 = bytes
+                .parse()
+                .map_err(|_| env_error("BELLWETHER_QUEUE_BYTES_MAX", format!("not a whole number: {bytes:?}")))?;
+            self.ingest.queue_bytes_max =
+                check_queue_bytes(bytes).map_err(|r| env_error("BELLWETHER_QUEUE_BYTES_MAX", r))?;
+        }
+        Ok(())
+    }
+
+    fn apply_flags(&mut self, flags: &Flags) -> Result<(), ConfigError> {
+        if let Some(dir) = &flags.data_dir {
+            self.data_dir = dir.clone();
+        }
+        if let Some(listen) = &flags.listen {
+            self.listen = parse_listen(listen)
+                .map_err(|reason| ConfigError::Flag { flag: "listen".into(), reason })?;
+        }
+        Ok(())
+    }
+
+    /// The database file inside the data directory.
+    pub fn database_path(&self) -> PathBuf {
+        self.data_dir.join("bellwether.db")
+    }
+}
+
+fn read_file_layer(path: &Path) -> Result<FileLayer, ConfigError> {
+    let file_error = |reason: String| ConfigError::File { path: path.to_path_buf(), reason };
+    let meta = std::fs::metadata(path).map_err(|e| file_error(format!("cannot read: {e}")))?;
+    if meta.len() > limits::CONFIG_BYTES_MAX {
+        return Err(file_error(format!(
+            "{} bytes, larger than the {} byte limit",
+            meta.len(),
+            limits::CONFIG_BYTES_MAX
+        )));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| file_error(format!("cannot read: {e}")))?;
+    toml::from_str::<FileLayer>(&text).map_err(|e| {
+        // toml names the line, column and (for type errors) the key; keep its words.
+        let key = e.span().map(|span| key_at(&text, span.start)).unwrap_or_default();
+        let reason = e.message().to_string();
+        let line = e.span().map(|span| text[..span.start].lines().count().max(1)).unwrap_or(0);
+        if key.is_empty() {
+            file_error(format!("line {line}: {reason}"))
+        } else {
+            ConfigError::Key { path: path.to_path_buf(), key, reason: format!("line {line}: {reason}") }
+        }
+    })
+}
+
+/// The dotted key whose value or name starts at byte `offset` of a TOML document: the
+/// last `[table]` header before it plus the key on that line.
+fn key_at(text: &str, offset: usize) -> String {
+    let before = &text[..offset.min(text.len())];
+    let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
+    let line_end = text[line_start..].find('\n').map(|i| line_start + i).unwrap_or(text.len());
+    let line = &text[line_start..line_end];
+    let table = before[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('[') && l.ends_with(']'))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+    let trimmed = line.trim();
+    if trimmed.starts_with('[') {
+        return trimmed.trim_matches(|c| c == '[' || c == ']').trim().to_string();
+    }
+    let key = trimmed.split('=').next().unwrap_or("").trim().trim_matches('"').to_string();
+    match (table, key.is_empty()) {
+        (Some(t), false) => format!("{t}.{key}"),
+        (Some(t), true) => t,
+        (None, _) => key,
+    }
+}
+
+fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    text.parse::<SocketAddr>()
+        .map_err(|_| format!("not an address like 127.0.0.1:8780: {text:?}"))
+}
+
+fn check_window_days(days: u32) -> Result<u32, String> {
+    if days == 0 || days > limits::DEDUP_WINDOW_DAYS_MAX {
+        return Err(format!("must be 1 to {}, got {days}", limits::DEDUP_WINDOW_DAYS_MAX));
+    }
+    Ok(days)
+}
+
+fn check_queue_bytes(bytes: u64) -> Result<u64, String> {
+    let min = limits::BATCH_BYTES_MAX as u64;
+    if bytes < min {
+        return Err(format!("must be at least {min} (one full batch), got {bytes}"));
+    }
+    Ok(bytes)
+}
+
+/// `key1,key2` or `key1=web,key2=mobile`: a key without `=name` gets the default source name.
+fn parse_env_write_keys(text: &str) -> BTreeMap<String, String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(|item| match item.split_once('=') {
+            Some((key, name)) => (key.trim().to_string(), name.trim().to_string()),
+            None => (item.to_string(), SOURCE_NAME_DEFAULT.to_string()),
+        })
+        .collect()
+}
+
+/// Returns the offending key path (`write_keys.<source>` style, never the secret) and reason.
+fn check_write_keys(keys: &BTreeMap<String, String>) -> Result<(), (String, String)> {
+    if keys.len() > limits::WRITE_KEYS_MAX {
+        return Err(("write_keys".into(), format!("more than {} keys", limits::WRITE_KEYS_MAX)));
+    }
+    for (key, source) in keys {
+        let at = format!("write_keys (source {source:?})");
+        if key.is_empty() || key.len() > limits::WRITE_KEY_BYTES_MAX {
+            return Err((at, format!("a write key must be 1 to {} bytes", limits::WRITE_KEY_BYTES_MAX)));
+        }
+        if key.chars().any(|c| c.is_whitespace() || c.is_control() || c == ':') {
+            return Err((at, "a write key must not contain spaces, control characters or ':'".into()));
+        }
+        let name_ok = !source.is_empty()
+            && source.len() <= limits::SOURCE_NAME_BYTES_MAX
+            && source.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        if !name_ok {
+            return Err((
+                at,
+                format!(
+                    "a source name must be 1 to {} characters of A-Z a-z 0-9 - _ .",
+                    limits::SOURCE_NAME_BYTES_MAX
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_apply_without_file_env_or_flags() {
+        let config = Config::load(&Flags::default(), &[]).unwrap();
+        assert_eq!(config.data_dir, PathBuf::from("./bellwether-data"));
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8780");
+        assert!(config.write_keys.is_empty());
+        assert_eq!(config.ingest.dedup_window_days, 7);
+    }
+
+    #[test]
+    fn flag_beats_env_which_beats_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "listen = \"127.0.0.1:1001\"\ndata_dir = \"/from-file\"\n[ingest]\ndedup_window_days = 3\n").unwrap();
+        let flags = Flags { config: Some(path.clone()), ..Flags::default() };
+        let config = Config::load(&flags, &[]).unwrap();
+        assert_eq!(config.listen.port(), 1001);
+        assert_eq!(config.data_dir, PathBuf::from("/from-file"));
+        assert_eq!(config.ingest.dedup_window_days, 3);
+
+        let vars = env(&[("BELLWETHER_LISTEN", "127.0.0.1:1002"), ("BELLWETHER_DATA_DIR", "/from-env")]);
+        let config = Config::load(&flags, &vars).unwrap();
+        assert_eq!(config.listen.port(), 1002);
+        assert_eq!(config.data_dir, PathBuf::from("/from-env"));
+
+        let flags = Flags { listen: Some("127.0.0.1:1003".into()), ..flags };
+        let config = Config::load(&flags, &vars).unwrap();
+        assert_eq!(config.listen.port(), 1003);
+        assert_eq!(config.data_dir, PathBuf::from("/from-env"));
+    }
+
+    #[test]
+    fn write_keys_from_env_and_file_table() {
+        let vars = env(&[("BELLWETHER_WRITE_KEYS", "k1, k2=mobile")]);
+        let config = Config::load(&Flags::default(), &vars).unwrap();
+        assert_eq!(config.write_keys.get("k1").map(String::as_str), Some("default"));
+        assert_eq!(config.write_keys.get("k2").map(String::as_str), Some("mobile"));
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[write_keys]\nwk_abc = \"web-app\"\n").unwrap();
+        let config = Config::load(&Flags { config: Some(path), ..Flags::default() }, &[]).unwrap();
+        assert_eq!(config.write_keys.get("wk_abc").map(String::as_str), Some("web-app"));
+    }
+
+    #[test]
+    fn bad_config_names_file_key_and_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        let check = |text: &str, expect: &[&str]| {
+            std::fs::write(&path, text).unwrap();
+            let err = Config::load(&Flags { config: Some(path.clone()), ..Flags::default() }, &[])
+                .unwrap_err()
+                .to_string();
+            for part in expect {
+                assert!(err.contains(part), "{err:?} should contain {part:?}");
+            }
+            assert!(err.contains("bad.toml"), "{err:?} should name the file");
+        };
+        check("[ingest]\ndedup_window_days = \"seven\"\n", &["ingest.dedup_window_days", "invalid type"]);
+        check("[ingest]\ndedup_window_days = 0\n", &["ingest.dedup_window_days", "must be 1 to 365"]);
+        check("listen = \"localhost\"\n", &["listen", "not an address"]);
+        check("lisen = \"127.0.0.1:1\"\n", &["lisen", "unknown field"]);
+        check("[write_keys]\nk = \"bad name!\"\n", &["write_keys", "source name"]);
+        check("listen = \n", &["line 1"]);
+    }
+
+    #[test]
+    fn bad_environment_names_the_variable() {
+        let err = Config::load(&Flags::default(), &env(&[("BELLWETHER_LISTN", "x")])).unwrap_err();
+        assert!(err.to_string().contains("BELLWETHER_LISTN: unknown variable"), "{err}");
+        let err = Config::load(&Flags::default(), &env(&[("BELLWETHER_DEDUP_WINDOW_DAYS", "x")]))
+            .unwrap_err();
+        assert!(err.to_string().contains("BELLWETHER_DEDUP_WINDOW_DAYS: not a whole number"), "{err}");
+        let err = Config::load(&Flags::default(), &env(&[("BELLWETHER_WRITE_KEYS", "a b")])).unwrap_err();
+        assert!(err.to_string().contains("BELLWETHER_WRITE_KEYS"), "{err}");
+        let missing = Flags { config: Some("/nonexistent/x.toml".into()), ..Flags::default() };
+        let err = Config::load(&missing, &[]).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/x.toml: cannot read"), "{err}");
+    }
+}

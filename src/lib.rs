@@ -1,0 +1,14 @@
+//! bellwether: self-hosted customer-success analytics.
+//!
+//! Modules in data-flow order (see ARCHITECTURE.md): configuration and limits, then
+//! ingest -> store, then the web and command-line surfaces.
+
+pub mod config;
+pub mod limits;
+pub mod telemetry;
+
+pub mod ingest;
+pub mod store;
+
+pub mod web;
+pub mod cli;

@@ -1,0 +1,258 @@
+//! The store: the only module that does I/O on the database.
+//!
+//! The embedded backend is one SQLite file (`bellwether.db`) in the data directory, in WAL
+//! mode with `synchronous = FULL`, so a committed transaction survives power loss and
+//! readers (the API, the CLI in another process) never block the writer.
+//! Writes go through the single [`writer`]; everything else here reads.
+
+pub mod dedup;
+pub mod schema;
+pub mod writer;
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::ingest::format_timestamp;
+use crate::limits;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("data directory {path}: {source}")]
+    DataDir { path: PathBuf, source: std::io::Error },
+    #[error("database {path}: {source}")]
+    Open { path: PathBuf, source: rusqlite::Error },
+    #[error("database {path}: {reason}")]
+    Schema { path: PathBuf, reason: String },
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("cannot start the writer thread: {0}")]
+    Thread(String),
+}
+
+/// A handle on the embedded store: its path; connections are opened per use.
+#[derive(Debug, Clone)]
+pub struct Store {
+    path: PathBuf,
+}
+
+impl Store {
+    /// Creates the data directory and database if needed and runs pending migrations.
+    pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir { path: data_dir.to_path_buf(), source })?;
+        let path = data_dir.join("bellwether.db");
+        let mut conn = connect(&path)?;
+        schema::migrate(&mut conn)
+            .map_err(|source| StoreError::Open { path: path.clone(), source })?
+            .map_err(|reason| StoreError::Schema { path: path.clone(), reason })?;
+        Ok(Store { path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A new connection for reading (or for the writer).
+    pub fn connect(&self) -> Result<Connection, StoreError> {
+        connect(&self.path)
+    }
+}
+
+/// Opens a connection with the pragmas every connection needs.
+fn connect(path: &Path) -> Result<Connection, StoreError> {
+    let open_error = |source| StoreError::Open { path: path.to_path_buf(), source };
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).map_err(open_error)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(open_error)?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = FULL;
+         PRAGMA cache_size = -32768;
+         PRAGMA temp_store = MEMORY;",
+    )
+    .map_err(open_error)?;
+    Ok(conn)
+}
+
+/// Which events to list; `since_ms`/`until_ms` bound the time bellwether received them.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    pub since_ms: i64,
+    pub until_ms: Option<i64>,
+    pub user: Option<String>,
+    pub account: Option<String>,
+    pub limit: usize,
+}
+
+/// A stored event with its user and account resolved as METRICS.md says.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StoredEvent {
+    pub id: i64,
+    pub received_at: String,
+    pub source: String,
+    pub message_id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// `userId`, or the user an `anonymousId` was later linked to by alias or identify.
+    pub user_id: Option<String>,
+    pub anonymous_id: Option<String>,
+    /// `context.groupId` (or a group call's `groupId`), else the account the user was last
+    /// grouped into at or before `timestamp`, else (an event before the user's first group
+    /// call) the first account the user joined.
+    pub account_id: Option<String>,
+    pub event: Option<String>,
+    pub timestamp: String,
+    #[serde(skip)]
+    pub received_ms: i64,
+    #[serde(skip)]
+    pub timestamp_ms: i64,
+    #[serde(skip)]
+    pub raw: String,
+}
+
+impl StoredEvent {
+    /// The message as received, plus `messageId` if the client sent none (the one
+    /// generated at ingest) and `receivedAt`.
+    pub fn as_received(&self) -> Map<String, Value> {
+        let mut object: Map<String, Value> = match serde_json::from_str(&self.raw) {
+            Ok(Value::Object(object)) => object,
+            _ => Map::new(),
+        };
+        if !object.contains_key("messageId") {
+            object.insert("messageId".into(), Value::String(self.message_id.clone()));
+        }
+        object.insert("receivedAt".into(), Value::String(self.received_at.clone()));
+        object
+    }
+}
+
+const LIST_EVENTS: &str = "SELECT e.id, e.received_ms, e.source, e.message_id, e.type,
+        coalesce(e.user_id, (SELECT l.user_id FROM identity_links l WHERE l.previous_id = e.anonymous_id
+                             ORDER BY l.timestamp_ms LIMIT 1)),
+        e.anonymous_id, e.group_id, e.event, e.timestamp_ms, e.raw
+    FROM events e
+    WHERE e.received_ms >= ?1 AND e.received_ms < ?2 AND e.id > ?3
+    ORDER BY e.id LIMIT ?4";
+const ACCOUNT_AT: &str = "SELECT account_id FROM memberships
+    WHERE (user_id = ?1 OR (?1 IS NULL AND anonymous_id = ?2)) AND timestamp_ms <= ?3
+    ORDER BY timestamp_ms DESC, event_id DESC LIMIT 1";
+/// Events before a user's first group call go to the first account they joined.
+const ACCOUNT_FIRST: &str = "SELECT account_id FROM memberships
+    WHERE (user_id = ?1 OR (?1 IS NULL AND anonymous_id = ?2))
+    ORDER BY timestamp_ms, event_id LIMIT 1";
+const SCAN_PAGE_ROWS: i64 = 4_096;
+
+/// Events received in the filter's range, oldest first, at most `filter.limit`
+/// (capped at [`limits::EVENTS_LIST_ROWS_MAX`]).
+pub fn list_events(conn: &Connection, filter: &EventFilter) -> Result<Vec<StoredEvent>, StoreError> {
+    let limit = filter.limit.clamp(1, limits::EVENTS_LIST_ROWS_MAX);
+    let until = filter.until_ms.unwrap_or(i64::MAX);
+    let mut page = conn.prepare_cached(LIST_EVENTS)?;
+    let mut account_at = conn.prepare_cached(ACCOUNT_AT)?;
+    let mut account_first = conn.prepare_cached(ACCOUNT_FIRST)?;
+    let mut out = Vec::new();
+    let mut after_id = 0_i64;
+    loop {
+        let rows: Vec<StoredEvent> = page
+            .query_map(params![filter.since_ms, until, after_id, SCAN_PAGE_ROWS], |r| {
+                let received_ms: i64 = r.get(1)?;
+                let timestamp_ms: i64 = r.get(9)?;
+                Ok(StoredEvent {
+                    id: r.get(0)?,
+                    received_at: format_timestamp(received_ms),
+                    source: r.get(2)?,
+                    message_id: r.get(3)?,
+                    kind: r.get(4)?,
+                    user_id: r.get(5)?,
+                    anonymous_id: r.get(6)?,
+                    account_id: r.get(7)?,
+                    event: r.get(8)?,
+                    timestamp: format_timestamp(timestamp_ms),
+                    received_ms,
+                    timestamp_ms,
+                    raw: r.get(10)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        let Some(last) = rows.last() else { break };
+        after_id = last.id;
+        let full_page = rows.len() as i64 == SCAN_PAGE_ROWS;
+        for mut event in rows {
+            if event.account_id.is_none() {
+                event.account_id = account_at
+                    .query_row(params![event.user_id, event.anonymous_id, event.timestamp_ms], |r| r.get(0))
+                    .optional()?;
+            }
+            if event.account_id.is_none() {
+                event.account_id = account_first
+                    .query_row(params![event.user_id, event.anonymous_id], |r| r.get(0))
+                    .optional()?;
+            }
+            let user_ok = filter.user.as_ref().is_none_or(|u| event.user_id.as_ref() == Some(u));
+            let account_ok = filter.account.as_ref().is_none_or(|a| event.account_id.as_ref() == Some(a));
+            if user_ok && account_ok {
+                out.push(event);
+                if out.len() == limit {
+                    return Ok(out);
+                }
+            }
+        }
+        if !full_page {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// Roles an API token can have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Admin,
+    Read,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Read => "read",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Role> {
+        match text {
+            "admin" => Some(Role::Admin),
+            "read" => Some(Role::Read),
+            _ => None,
+        }
+    }
+}
+
+/// Creates an API token and returns its secret, shown once; only its SHA-256 is stored.
+pub fn create_token(conn: &Connection, name: &str, role: Role) -> Result<String, StoreError> {
+    let secret = format!("bw_{}", hex(&rand::random::<[u8; 24]>()));
+    conn.execute(
+        "INSERT INTO api_tokens (name, role, token_sha256, created_ms) VALUES (?1, ?2, ?3, ?4)",
+        params![name, role.as_str(), token_digest(&secret), chrono::Utc::now().timestamp_millis()],
+    )?;
+    Ok(secret)
+}
+
+/// The role of a presented token, if it is known. The lookup is by SHA-256 of the token,
+/// so timing reveals nothing about stored secrets.
+pub fn token_role(conn: &Connection, secret: &str) -> Result<Option<Role>, StoreError> {
+    let role: Option<String> = conn
+        .query_row("SELECT role FROM api_tokens WHERE token_sha256 = ?1", [token_digest(secret)], |r| r.get(0))
+        .optional()?;
+    Ok(role.as_deref().and_then(Role::parse))
+}
+
+fn token_digest(secret: &str) -> String {
+    hex(&Sha256::digest(secret.as_bytes()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,111 @@
+//! Schema migrations, applied in order at start. `PRAGMA user_version` records how many
+//! have run. A migration is never edited once released: add a new one instead.
+
+use rusqlite::Connection;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: raw events, identities, accounts, API tokens.
+    r#"
+    CREATE TABLE events (
+        id           INTEGER PRIMARY KEY,   -- assigned by the single writer, in commit order
+        received_ms  INTEGER NOT NULL,
+        source       TEXT NOT NULL,         -- source name of the write key
+        message_id   TEXT NOT NULL,
+        type         TEXT NOT NULL,         -- track identify group page screen alias
+        user_id      TEXT,
+        anonymous_id TEXT,
+        group_id     TEXT,                  -- groupId of a group call, else context.groupId
+        event        TEXT,                  -- track event, page/screen name
+        timestamp_ms INTEGER NOT NULL,      -- after clock-skew correction
+        raw          TEXT NOT NULL          -- the message exactly as received
+    );
+    -- Appends only (received_ms grows with id): cheap to maintain, used to rebuild the
+    -- dedup index at start and to list recent events.
+    CREATE INDEX events_received ON events(received_ms);
+
+    CREATE TABLE users (
+        user_id       TEXT PRIMARY KEY,
+        traits        TEXT NOT NULL DEFAULT '{}',
+        traits_ms     INTEGER NOT NULL,     -- timestamp of the newest identify merged in
+        first_seen_ms INTEGER NOT NULL
+    );
+    CREATE TABLE user_traits (               -- every identify, for trait history
+        user_id      TEXT NOT NULL,
+        timestamp_ms INTEGER NOT NULL,
+        event_id     INTEGER NOT NULL,
+        traits       TEXT NOT NULL
+    );
+    CREATE INDEX user_traits_user ON user_traits(user_id, timestamp_ms);
+
+    CREATE TABLE accounts (
+        account_id TEXT PRIMARY KEY,
+        name       TEXT,
+        parent_id  TEXT,
+        segment    TEXT,
+        plan       TEXT,
+        csm        TEXT,
+        timezone   TEXT,
+        created_ms INTEGER NOT NULL,
+        traits     TEXT NOT NULL DEFAULT '{}',
+        traits_ms  INTEGER NOT NULL
+    );
+    CREATE TABLE account_traits (
+        account_id   TEXT NOT NULL,
+        timestamp_ms INTEGER NOT NULL,
+        event_id     INTEGER NOT NULL,
+        traits       TEXT NOT NULL
+    );
+    CREATE INDEX account_traits_account ON account_traits(account_id, timestamp_ms);
+
+    -- Who belonged to which account from when on: history, never overwritten.
+    CREATE TABLE memberships (
+        user_id      TEXT,
+        anonymous_id TEXT,
+        account_id   TEXT NOT NULL,
+        timestamp_ms INTEGER NOT NULL,
+        event_id     INTEGER NOT NULL
+    );
+    CREATE INDEX memberships_user ON memberships(user_id, timestamp_ms);
+    CREATE INDEX memberships_anonymous ON memberships(anonymous_id, timestamp_ms);
+
+    -- previous_id (an anonymousId, or an older userId) now known as user_id: from alias
+    -- calls and from identify calls carrying both ids.
+    CREATE TABLE identity_links (
+        previous_id  TEXT NOT NULL,
+        user_id      TEXT NOT NULL,
+        timestamp_ms INTEGER NOT NULL,
+        event_id     INTEGER NOT NULL
+    );
+    CREATE INDEX identity_links_previous ON identity_links(previous_id, timestamp_ms);
+
+    CREATE TABLE api_tokens (
+        id           INTEGER PRIMARY KEY,
+        name         TEXT NOT NULL,
+        role         TEXT NOT NULL CHECK (role IN ('admin', 'read')),
+        token_sha256 TEXT NOT NULL UNIQUE,
+        created_ms   INTEGER NOT NULL
+    );
+    "#,
+];
+
+/// The schema version this binary writes.
+pub const VERSION: usize = MIGRATIONS.len();
+
+/// Runs the migrations not yet applied, each in its own transaction. A database written by
+/// a newer bellwether is refused rather than misread.
+pub fn migrate(conn: &mut Connection) -> rusqlite::Result<Result<(), String>> {
+    let current: usize = conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))? as usize;
+    if current > VERSION {
+        return Ok(Err(format!(
+            "database schema version {current} is newer than this bellwether understands ({VERSION}); upgrade bellwether"
+        )));
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (index + 1) as i64)?;
+        tx.commit()?;
+        tracing::info!(version = index + 1, "applied schema migration");
+    }
+    Ok(Ok(()))
+}

@@ -1,0 +1,249 @@
+//! The single writer: drains the ingest queue, dedups, stores and applies identity effects
+//! in one transaction per group of requests, then answers each request.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use rusqlite::{params, Connection, OptionalExtension, Statement, Transaction, TransactionBehavior};
+
+use super::dedup::{Dedup, Key, SEGMENT_SHIFT};
+use super::{connect, StoreError};
+use crate::ingest::queue::JobReceiver;
+use crate::ingest::{Job, JobOutcome, Kind, Message};
+use crate::limits;
+use crate::telemetry::Telemetry;
+
+const EXPIRE_EVERY: Duration = Duration::from_secs(60);
+const REBUILD_PROGRESS_ROWS: u64 = 1_000_000;
+
+/// Opens the database, rebuilds the dedup index from the events of the window and starts
+/// the writer thread. Errors here are start-up errors.
+pub fn spawn(
+    path: &Path,
+    dedup_window_days: u32,
+    receiver: JobReceiver,
+    telemetry: Telemetry,
+) -> Result<std::thread::JoinHandle<()>, StoreError> {
+    let conn = connect(path)?;
+    let mut state = State { dedup: Dedup::new(dedup_window_days), next_id: next_id(&conn)? };
+    rebuild_dedup(&conn, &mut state.dedup, dedup_window_days)?;
+    telemetry.dedup_entries.set(state.dedup.len() as i64);
+    let handle = std::thread::Builder::new()
+        .name("store-writer".into())
+        .spawn(move || run(conn, state, receiver, telemetry))
+        .map_err(|e| StoreError::Thread(e.to_string()))?;
+    Ok(handle)
+}
+
+struct State {
+    dedup: Dedup,
+    next_id: i64,
+}
+
+fn run(mut conn: Connection, mut state: State, mut receiver: JobReceiver, telemetry: Telemetry) {
+    let mut last_expire = Instant::now();
+    while let Some(first) = receiver.blocking_recv() {
+        let mut count = first.messages.len();
+        let mut jobs = vec![first];
+        while count < limits::COMMIT_MESSAGES_MAX {
+            match receiver.try_recv() {
+                Ok(job) => {
+                    count += job.messages.len();
+                    jobs.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        let started = Instant::now();
+        let result = commit(&mut conn, &mut state, &jobs);
+        telemetry.commit_seconds.observe(started.elapsed().as_secs_f64());
+        telemetry.commit_messages.observe(count as f64);
+        match result {
+            Ok(outcomes) => {
+                for (job, outcome) in jobs.into_iter().zip(outcomes) {
+                    telemetry.accepted.inc_by(outcome.stored as u64);
+                    telemetry.deduplicated.inc_by(outcome.duplicates as u64);
+                    let _ = job.reply.send(Ok(outcome));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, messages = count, "store commit failed; nothing of this group was stored and its requests get 503");
+                telemetry.reject("store_error");
+                match next_id(&conn) {
+                    Ok(id) => state.next_id = id,
+                    Err(e) => tracing::error!(error = %e, "cannot read the last event id after a failed commit"),
+                }
+                let reason = e.to_string();
+                for job in jobs {
+                    let _ = job.reply.send(Err(reason.clone()));
+                }
+            }
+        }
+        if last_expire.elapsed() >= EXPIRE_EVERY {
+            let dropped = state.dedup.expire(chrono::Utc::now().timestamp_millis());
+            if dropped > 0 {
+                tracing::debug!(dropped, "expired message ids past the dedup window");
+            }
+            last_expire = Instant::now();
+        }
+        telemetry.dedup_entries.set(state.dedup.len() as i64);
+    }
+    tracing::info!("store writer stopped: ingest queue closed");
+}
+
+const INSERT_EVENT: &str = "INSERT INTO events (id, received_ms, source, message_id, type, user_id, anonymous_id, group_id, event, timestamp_ms, raw) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
+const FIND_STORED: &str = "SELECT 1 FROM events WHERE id BETWEEN ?1 AND ?2 AND message_id = ?3 AND source = ?4 LIMIT 1";
+
+/// One group commit. On error the transaction rolls back and the dedup index is restored,
+/// so nothing of the group is stored and a retry is handled as new.
+fn commit(conn: &mut Connection, state: &mut State, jobs: &[Job]) -> Result<Vec<JobOutcome>, rusqlite::Error> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut undo = Vec::new();
+    let result = store_jobs(&tx, state, jobs, &mut undo).and_then(|outcomes| tx.commit().map(|()| outcomes));
+    if result.is_err() {
+        for entry in undo {
+            state.dedup.remove(entry);
+        }
+    }
+    result
+}
+
+fn store_jobs(tx: &Transaction, state: &mut State, jobs: &[Job], undo: &mut Vec<u64>) -> Result<Vec<JobOutcome>, rusqlite::Error> {
+    let mut insert = tx.prepare_cached(INSERT_EVENT)?;
+    let mut find = tx.prepare_cached(FIND_STORED)?;
+    let mut outcomes = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let mut outcome = JobOutcome::default();
+        for message in &job.messages {
+            let key = state.dedup.key(&job.source, &message.message_id);
+            if !message.message_id_generated && is_stored(&mut find, &state.dedup, key, &job.source, &message.message_id)? {
+                outcome.duplicates += 1;
+                continue;
+            }
+            let id = state.next_id;
+            insert.execute(params![
+                id,
+                message.received_ms,
+                &*job.source,
+                message.message_id,
+                message.kind.as_str(),
+                message.user_id,
+                message.anonymous_id,
+                message.group_id,
+                message.event,
+                message.timestamp_ms,
+                message.raw,
+            ])?;
+            state.next_id += 1;
+            undo.push(state.dedup.insert(key, id, message.received_ms));
+            apply_identity(tx, id, message)?;
+            outcome.stored += 1;
+        }
+        outcomes.push(outcome);
+    }
+    Ok(outcomes)
+}
+
+fn is_stored(find: &mut Statement, dedup: &Dedup, key: Key, source: &str, message_id: &str) -> Result<bool, rusqlite::Error> {
+    for (first, last) in dedup.candidates(key) {
+        if find.exists(params![first, last, message_id, source])? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+const UPSERT_USER: &str = "INSERT INTO users (user_id, traits, traits_ms, first_seen_ms) VALUES (?1, ?2, ?3, ?3)
+    ON CONFLICT(user_id) DO UPDATE SET
+      traits = CASE WHEN excluded.traits_ms >= users.traits_ms THEN json_patch(users.traits, excluded.traits)
+                    ELSE json_patch(excluded.traits, users.traits) END,
+      traits_ms = max(users.traits_ms, excluded.traits_ms),
+      first_seen_ms = min(users.first_seen_ms, excluded.first_seen_ms)";
+const UPSERT_ACCOUNT: &str = "INSERT INTO accounts (account_id, name, plan, created_ms, traits, traits_ms)
+    VALUES (?1, json_extract(?2, '$.name'), json_extract(?2, '$.plan'), ?3, ?2, ?3)
+    ON CONFLICT(account_id) DO UPDATE SET
+      traits = CASE WHEN excluded.traits_ms >= accounts.traits_ms THEN json_patch(accounts.traits, excluded.traits)
+                    ELSE json_patch(excluded.traits, accounts.traits) END,
+      name = CASE WHEN excluded.traits_ms >= accounts.traits_ms THEN coalesce(excluded.name, accounts.name)
+                  ELSE coalesce(accounts.name, excluded.name) END,
+      plan = CASE WHEN excluded.traits_ms >= accounts.traits_ms THEN coalesce(excluded.plan, accounts.plan)
+                  ELSE coalesce(accounts.plan, excluded.plan) END,
+      traits_ms = max(accounts.traits_ms, excluded.traits_ms),
+      created_ms = min(accounts.created_ms, excluded.created_ms)";
+
+/// What identify, group and alias calls mean beyond the raw event: users and their trait
+/// history, accounts and membership history, and links from earlier ids to a user.
+/// Traits merge key by key; of two values for a key, the later `timestamp` wins, whatever
+/// order the calls arrive in.
+fn apply_identity(tx: &Transaction, id: i64, message: &Message) -> Result<(), rusqlite::Error> {
+    let ts = message.timestamp_ms;
+    let traits = message.traits.as_deref().unwrap_or("{}");
+    match message.kind {
+        Kind::Identify => {
+            if let Some(user) = &message.user_id {
+                tx.prepare_cached(UPSERT_USER)?.execute(params![user, traits, ts])?;
+                tx.prepare_cached("INSERT INTO user_traits (user_id, timestamp_ms, event_id, traits) VALUES (?1, ?2, ?3, ?4)")?
+                    .execute(params![user, ts, id, traits])?;
+                if let Some(anonymous) = &message.anonymous_id {
+                    link(tx, anonymous, user, ts, id)?;
+                }
+            }
+        }
+        Kind::Group => {
+            let account = message.group_id.as_deref().expect("invariant: ingest requires groupId on group calls");
+            tx.prepare_cached(UPSERT_ACCOUNT)?.execute(params![account, traits, ts])?;
+            if message.traits.is_some() {
+                tx.prepare_cached("INSERT INTO account_traits (account_id, timestamp_ms, event_id, traits) VALUES (?1, ?2, ?3, ?4)")?
+                    .execute(params![account, ts, id, traits])?;
+            }
+            tx.prepare_cached("INSERT INTO memberships (user_id, anonymous_id, account_id, timestamp_ms, event_id) VALUES (?1, ?2, ?3, ?4, ?5)")?
+                .execute(params![message.user_id, message.anonymous_id, account, ts, id])?;
+        }
+        Kind::Alias => {
+            let user = message.user_id.as_deref().expect("invariant: ingest requires userId on alias calls");
+            let previous = message.previous_id.as_deref().expect("invariant: ingest requires previousId on alias calls");
+            link(tx, previous, user, ts, id)?;
+        }
+        Kind::Track | Kind::Page | Kind::Screen => {}
+    }
+    Ok(())
+}
+
+fn link(tx: &Transaction, previous: &str, user: &str, ts: i64, id: i64) -> Result<(), rusqlite::Error> {
+    if previous == user {
+        return Ok(());
+    }
+    tx.prepare_cached("INSERT INTO identity_links (previous_id, user_id, timestamp_ms, event_id) VALUES (?1, ?2, ?3, ?4)")?
+        .execute(params![previous, user, ts, id])?;
+    Ok(())
+}
+
+fn next_id(conn: &Connection) -> Result<i64, rusqlite::Error> {
+    conn.query_row("SELECT coalesce(max(id), 0) + 1 FROM events", [], |r| r.get(0))
+}
+
+/// Loads the ids of every message received within the window (from the start of the
+/// segment holding the first one, so whole segments are covered).
+fn rebuild_dedup(conn: &Connection, dedup: &mut Dedup, window_days: u32) -> Result<(), rusqlite::Error> {
+    let cutoff = chrono::Utc::now().timestamp_millis() - i64::from(window_days) * 86_400_000;
+    let first: Option<i64> = conn
+        .query_row("SELECT id FROM events WHERE received_ms >= ?1 ORDER BY received_ms LIMIT 1", [cutoff], |r| r.get(0))
+        .optional()?;
+    let Some(first) = first else { return Ok(()) };
+    let start = (first >> SEGMENT_SHIFT) << SEGMENT_SHIFT;
+    let started = Instant::now();
+    let mut stmt = conn.prepare("SELECT id, source, message_id, received_ms FROM events WHERE id >= ?1 ORDER BY id")?;
+    let mut rows = stmt.query([start])?;
+    let mut loaded: u64 = 0;
+    while let Some(row) = rows.next()? {
+        let (id, source, message_id, received_ms): (i64, String, String, i64) = (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?);
+        let key = dedup.key(&source, &message_id);
+        dedup.insert(key, id, received_ms);
+        loaded += 1;
+        if loaded % REBUILD_PROGRESS_ROWS == 0 {
+            tracing::info!(loaded, "rebuilding the dedup index from stored events");
+        }
+    }
+    tracing::info!(loaded, elapsed_ms = started.elapsed().as_millis() as u64, window_days, "dedup index ready");
+    Ok(())
+}

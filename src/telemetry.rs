@@ -1,0 +1,80 @@
+//! Operational counters exported at `/metrics` in the Prometheus text format.
+
+use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+
+/// Every counter bellwether exports. Cheap to clone (the prometheus types are `Arc`s inside).
+#[derive(Clone)]
+pub struct Telemetry {
+    registry: Registry,
+    /// Messages durably stored.
+    pub accepted: IntCounter,
+    /// Requests or batch items refused, by reason.
+    pub rejected: IntCounterVec,
+    /// Messages not stored because the same source and messageId were already stored.
+    pub deduplicated: IntCounter,
+    /// Bytes of request bodies waiting for the writer.
+    pub queue_bytes: IntGauge,
+    /// Messages held in the in-memory dedup index.
+    pub dedup_entries: IntGauge,
+    /// Time of one group commit, fsync included.
+    pub commit_seconds: Histogram,
+    /// Messages per group commit.
+    pub commit_messages: Histogram,
+}
+
+impl Telemetry {
+    pub fn new() -> Telemetry {
+        let registry = Registry::new();
+        let accepted = IntCounter::new("bellwether_ingest_accepted_total", "messages durably stored").expect("invariant: valid metric");
+        let rejected = IntCounterVec::new(
+            Opts::new("bellwether_ingest_rejected_total", "requests or batch items refused, by reason"),
+            &["reason"],
+        )
+        .expect("invariant: valid metric");
+        let deduplicated = IntCounter::new("bellwether_ingest_deduplicated_total", "retried messages not stored again")
+            .expect("invariant: valid metric");
+        let queue_bytes = IntGauge::new("bellwether_ingest_queue_bytes", "request bytes waiting for the writer")
+            .expect("invariant: valid metric");
+        let dedup_entries = IntGauge::new("bellwether_dedup_entries", "message ids in the dedup window")
+            .expect("invariant: valid metric");
+        let commit_seconds = Histogram::with_opts(
+            HistogramOpts::new("bellwether_store_commit_seconds", "duration of one group commit, fsync included")
+                .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]),
+        )
+        .expect("invariant: valid metric");
+        let commit_messages = Histogram::with_opts(
+            HistogramOpts::new("bellwether_store_commit_messages", "messages per group commit")
+                .buckets(vec![1.0, 10.0, 100.0, 500.0, 1000.0, 5000.0, 10000.0, 20000.0]),
+        )
+        .expect("invariant: valid metric");
+        for collector in [
+            Box::new(accepted.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(rejected.clone()),
+            Box::new(deduplicated.clone()),
+            Box::new(queue_bytes.clone()),
+            Box::new(dedup_entries.clone()),
+            Box::new(commit_seconds.clone()),
+            Box::new(commit_messages.clone()),
+        ] {
+            registry.register(collector).expect("invariant: metric names are unique");
+        }
+        Telemetry { registry, accepted, rejected, deduplicated, queue_bytes, dedup_entries, commit_seconds, commit_messages }
+    }
+
+    pub fn reject(&self, reason: &str) {
+        self.rejected.with_label_values(&[reason]).inc();
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("invariant: encoding to a Vec cannot fail");
+        String::from_utf8(out).expect("invariant: the text format is UTF-8")
+    }
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Telemetry::new()
+    }
+}

@@ -1,0 +1,98 @@
+//! The HTTP surface: the Segment tracking API (`/v1`), the REST API (`/api/v1`) and the
+//! operational endpoints. Only this module knows HTTP; handlers extract, call one function
+//! of another module and render.
+
+pub mod api;
+pub mod ops;
+pub mod segment;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::ingest::Ingestor;
+use crate::store::{self, Store, StoreError};
+use crate::telemetry::Telemetry;
+
+/// Everything a handler may use.
+#[derive(Clone)]
+pub struct AppState {
+    pub ingestor: Ingestor,
+    pub store: Store,
+    pub telemetry: Telemetry,
+    /// Write key -> source name.
+    pub write_keys: Arc<HashMap<String, Arc<str>>>,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(segment::router())
+        .merge(api::router())
+        .merge(ops::router())
+        .with_state(state)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("server error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Opens the store, starts the writer and serves until SIGINT or SIGTERM; then stops
+/// accepting, lets the writer commit what it was given, and returns.
+/// `on_listening` is called with the bound address (useful with port 0).
+pub async fn serve(config: &Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(), ServeError> {
+    let store = Store::open(&config.data_dir)?;
+    let telemetry = Telemetry::new();
+    let (ingestor, receiver) = Ingestor::new(config.ingest.queue_bytes_max);
+    let writer = store::writer::spawn(store.path(), config.ingest.dedup_window_days, receiver, telemetry.clone())?;
+    let write_keys = config
+        .write_keys
+        .iter()
+        .map(|(key, source)| (key.clone(), Arc::<str>::from(source.as_str())))
+        .collect::<HashMap<_, _>>();
+    if write_keys.is_empty() {
+        tracing::warn!("no write keys configured: /v1 answers 401 to every request (set BELLWETHER_WRITE_KEYS or [write_keys])");
+    }
+    let state = AppState { ingestor, store, telemetry, write_keys: Arc::new(write_keys) };
+    let listener = TcpListener::bind(config.listen).await.map_err(|source| ServeError::Bind { addr: config.listen, source })?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, data_dir = %config.data_dir.display(), "serving");
+    on_listening(addr);
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal()).await?;
+    tracing::info!("stopped accepting; waiting for the writer to finish");
+    // The router (and with it every Ingestor clone) is dropped once serve returns, which
+    // closes the queue; the writer commits what it holds and exits.
+    tokio::task::spawn_blocking(move || writer.join()).await.ok();
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutdown signal received");
+}

@@ -1,0 +1,136 @@
+//! The REST API under `/api/v1`, authenticated by bearer API tokens
+//! (`bellwether token create`). Errors are RFC 9457 `application/problem+json`.
+
+use axum::extract::{FromRequestParts, Query, State};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::AppState;
+use crate::store::{self, EventFilter, Role, StoreError};
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/api/v1/events", get(list_events))
+}
+
+/// One error shape for the whole API.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("a bearer API token is required")]
+    Unauthenticated,
+    #[error("this token's role cannot do that")]
+    Forbidden,
+    #[error("{field}: {reason}")]
+    BadParameter { field: String, reason: String },
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        ApiError::Internal(e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, title) = match &self {
+            ApiError::Unauthenticated => (StatusCode::UNAUTHORIZED, "unauthenticated"),
+            ApiError::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::BadParameter { .. } => (StatusCode::BAD_REQUEST, "bad parameter"),
+            ApiError::Internal(cause) => {
+                tracing::error!(cause = %cause, "api internal error");
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+            }
+        };
+        let mut body = json!({"type": "about:blank", "title": title, "status": status.as_u16(), "detail": self.to_string()});
+        if let ApiError::BadParameter { field, .. } = &self {
+            body["field"] = json!(field);
+        }
+        let mut response = (status, Json(body)).into_response();
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/problem+json"));
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+/// A request carrying a valid API token; `role` says what it may do.
+pub struct Caller {
+    pub role: Role,
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(|t| t.trim().to_string())
+            .ok_or(ApiError::Unauthenticated)?;
+        let store = state.store.clone();
+        let role = tokio::task::spawn_blocking(move || store::token_role(&store.connect()?, &token))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))??;
+        role.map(|role| Caller { role }).ok_or(ApiError::Unauthenticated)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct EventsQuery {
+    since: Option<String>,
+    until: Option<String>,
+    user: Option<String>,
+    account: Option<String>,
+    limit: Option<usize>,
+    format: Option<String>,
+}
+
+/// `GET /api/v1/events?since=&until=&user=&account=&limit=&format=json|ndjson`: stored
+/// events by the time they were received, for debugging an integration.
+async fn list_events(caller: Caller, State(state): State<AppState>, Query(query): Query<EventsQuery>) -> Result<Response, ApiError> {
+    let _ = caller.role; // every role may read events
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let bad = |field: &str, reason: String| ApiError::BadParameter { field: field.into(), reason };
+    let since_ms = match &query.since {
+        Some(text) => crate::ingest::parse_date_or_time(text).map_err(|r| bad("since", r))?,
+        None => now_ms - 86_400_000,
+    };
+    let until_ms = match &query.until {
+        Some(text) => Some(crate::ingest::parse_date_or_time(text).map_err(|r| bad("until", r))?),
+        None => None,
+    };
+    let limit = query.limit.unwrap_or(1_000);
+    if limit == 0 || limit > crate::limits::EVENTS_LIST_ROWS_MAX {
+        return Err(bad("limit", format!("must be 1 to {}", crate::limits::EVENTS_LIST_ROWS_MAX)));
+    }
+    let ndjson = match query.format.as_deref() {
+        None | Some("json") => false,
+        Some("ndjson") => true,
+        Some(other) => return Err(bad("format", format!("{other:?} is not json or ndjson"))),
+    };
+    let filter = EventFilter { since_ms, until_ms, user: query.user, account: query.account, limit };
+    let store = state.store.clone();
+    let events = tokio::task::spawn_blocking(move || store::list_events(&store.connect()?, &filter))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    if ndjson {
+        let mut body = String::new();
+        for event in &events {
+            body.push_str(&serde_json::Value::Object(event.as_received()).to_string());
+            body.push('\n');
+        }
+        return Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response());
+    }
+    Ok(Json(json!({"events": events})).into_response())
+}

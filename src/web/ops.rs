@@ -1,0 +1,39 @@
+//! Operational endpoints: `/healthz` (the process answers), `/readyz` (it can take
+//! events now) and `/metrics` (Prometheus text format).
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+
+use super::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).route("/metrics", get(metrics))
+}
+
+async fn healthz() -> impl IntoResponse {
+    Json(json!({"status": "ok"}))
+}
+
+/// Ready when the writer runs, the queue has room and the database answers.
+async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    let writer = state.ingestor.writer_alive();
+    let queue_room = state.ingestor.depth_bytes() < state.ingestor.capacity_bytes();
+    let store = state.store.clone();
+    let database = tokio::task::spawn_blocking(move || {
+        store.connect().and_then(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(Into::into)).is_ok()
+    })
+    .await
+    .unwrap_or(false);
+    let ready = writer && queue_room && database;
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(json!({"ready": ready, "writer": writer, "queue_room": queue_room, "database": database})))
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    state.telemetry.queue_bytes.set(state.ingestor.depth_bytes() as i64);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.telemetry.render())
+}

@@ -1,0 +1,192 @@
+//! The Segment HTTP Tracking API: `/v1/track|identify|group|page|screen|alias` (one message
+//! each) and `/v1/batch` (`/v1/import` is the same). A 200 means durably committed.
+//!
+//! Responses: `200 {"success":true}`; a batch with refused items still stores the valid
+//! ones and answers `200 {"success":true,"rejected":[{"index","field","reason"}]}`; a batch
+//! with no valid item, or any refused single call, is `400 {"success":false,"field","reason"}`
+//! (plus `rejected` for batches). 401 unknown write key, 413 too large, 415 unknown
+//! Content-Encoding, 503 queue full or storage failing (retry later).
+
+use std::io::Read;
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use base64::Engine;
+use serde_json::json;
+
+use super::AppState;
+use crate::ingest::{self, Kind, Rejection, SubmitError};
+use crate::limits;
+
+pub fn router() -> Router<AppState> {
+    let single = |kind: Kind| post(move |state: State<AppState>, headers: HeaderMap, body: Body| call(state, headers, body, kind));
+    Router::new()
+        .route("/v1/track", single(Kind::Track))
+        .route("/v1/identify", single(Kind::Identify))
+        .route("/v1/group", single(Kind::Group))
+        .route("/v1/page", single(Kind::Page))
+        .route("/v1/screen", single(Kind::Screen))
+        .route("/v1/alias", single(Kind::Alias))
+        .route("/v1/batch", post(batch))
+        .route("/v1/import", post(batch))
+}
+
+async fn call(State(state): State<AppState>, headers: HeaderMap, body: Body, kind: Kind) -> Response {
+    let received_ms = chrono::Utc::now().timestamp_millis();
+    let header_source = match header_source(&state, &headers) {
+        Ok(source) => source,
+        Err(response) => return response,
+    };
+    let bytes = match read_body(&state, &headers, body, limits::CALL_BYTES_MAX).await {
+        Ok(bytes) => bytes,
+        Err(response) => return response,
+    };
+    let (body_key, message) = match ingest::parse_call(kind, &bytes, received_ms) {
+        Ok(parsed) => parsed,
+        Err(rejection) => return bad_request(&state, rejection, None),
+    };
+    let Some(source) = header_source.or_else(|| body_source(&state, body_key.as_deref())) else {
+        return unauthorized(&state);
+    };
+    match state.ingestor.submit(source, vec![message], bytes.len() as u64).await {
+        Ok(_) => (StatusCode::OK, Json(json!({"success": true}))).into_response(),
+        Err(e) => unavailable(&state, e),
+    }
+}
+
+async fn batch(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    let received_ms = chrono::Utc::now().timestamp_millis();
+    let header_source = match header_source(&state, &headers) {
+        Ok(source) => source,
+        Err(response) => return response,
+    };
+    let bytes = match read_body(&state, &headers, body, limits::BATCH_BYTES_MAX).await {
+        Ok(bytes) => bytes,
+        Err(response) => return response,
+    };
+    let parsed = match ingest::parse_batch(&bytes, received_ms) {
+        Ok(parsed) => parsed,
+        Err(rejection) => return bad_request(&state, rejection, None),
+    };
+    let Some(source) = header_source.or_else(|| body_source(&state, parsed.write_key.as_deref())) else {
+        return unauthorized(&state);
+    };
+    for item in &parsed.rejected {
+        state.telemetry.reject(Rejection { field: item.field.clone(), reason: item.reason.clone() }.metric_label());
+    }
+    if parsed.messages.is_empty() && !parsed.rejected.is_empty() {
+        let rejection = Rejection { field: "batch".into(), reason: "no valid message".into() };
+        return bad_request(&state, rejection, Some(json!(parsed.rejected)));
+    }
+    match state.ingestor.submit(source, parsed.messages, bytes.len() as u64).await {
+        Ok(_) if parsed.rejected.is_empty() => (StatusCode::OK, Json(json!({"success": true}))).into_response(),
+        Ok(_) => (StatusCode::OK, Json(json!({"success": true, "rejected": parsed.rejected}))).into_response(),
+        Err(e) => unavailable(&state, e),
+    }
+}
+
+/// The source of an `Authorization: Basic` write key. `Ok(None)` when there is no such
+/// header (the body may carry `writeKey`); an unknown key is a 401 at once.
+fn header_source(state: &AppState, headers: &HeaderMap) -> Result<Option<Arc<str>>, Response> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else { return Ok(None) };
+    let key = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Basic ").or_else(|| v.strip_prefix("basic ")))
+        .and_then(|b64| base64::engine::general_purpose::STANDARD.decode(b64.trim()).ok())
+        .and_then(|decoded| String::from_utf8(decoded).ok())
+        .map(|user_pass| user_pass.split_once(':').map(|(user, _)| user.to_string()).unwrap_or(user_pass));
+    match key.and_then(|k| state.write_keys.get(&k).cloned()) {
+        Some(source) => Ok(Some(source)),
+        None => Err(unauthorized(state)),
+    }
+}
+
+fn body_source(state: &AppState, key: Option<&str>) -> Option<Arc<str>> {
+    key.and_then(|k| state.write_keys.get(k).cloned())
+}
+
+/// Reads the body up to `limit` bytes after gzip decompression.
+async fn read_body(state: &AppState, headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, Response> {
+    let too_large = || {
+        state.telemetry.reject("too_large");
+        error(StatusCode::PAYLOAD_TOO_LARGE, "body", &format!("longer than {limit} bytes"))
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return Err(too_large());
+    }
+    let raw = match axum::body::to_bytes(body, limit).await {
+        Ok(raw) => raw,
+        Err(_) => return Err(too_large()),
+    };
+    let encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or("identity");
+    match encoding.trim().to_ascii_lowercase().as_str() {
+        "identity" | "" => Ok(raw),
+        "gzip" | "x-gzip" => {
+            let mut out = Vec::with_capacity(raw.len() * 4);
+            let read = flate2::read::MultiGzDecoder::new(&raw[..]).take(limit as u64 + 1).read_to_end(&mut out);
+            match read {
+                Err(e) => {
+                    state.telemetry.reject("invalid_gzip");
+                    Err(error(StatusCode::BAD_REQUEST, "body", &format!("invalid gzip: {e}")))
+                }
+                Ok(n) if n > limit => Err(too_large()),
+                Ok(_) => Ok(Bytes::from(out)),
+            }
+        }
+        other => {
+            state.telemetry.reject("unsupported_encoding");
+            Err(error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "Content-Encoding",
+                &format!("{other:?} is not supported; send identity or gzip"),
+            ))
+        }
+    }
+}
+
+fn error(status: StatusCode, field: &str, reason: &str) -> Response {
+    (status, Json(json!({"success": false, "field": field, "reason": reason}))).into_response()
+}
+
+fn bad_request(state: &AppState, rejection: Rejection, rejected: Option<serde_json::Value>) -> Response {
+    state.telemetry.reject(rejection.metric_label());
+    tracing::debug!(field = %rejection.field, reason = %rejection.reason, "rejected request");
+    let mut body = json!({"success": false, "field": rejection.field, "reason": rejection.reason});
+    if let Some(rejected) = rejected {
+        body["rejected"] = rejected;
+    }
+    (StatusCode::BAD_REQUEST, Json(body)).into_response()
+}
+
+fn unauthorized(state: &AppState) -> Response {
+    state.telemetry.reject("unauthorized");
+    let mut response = error(StatusCode::UNAUTHORIZED, "writeKey", "unknown write key; send it as the Basic auth user name or as writeKey");
+    response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Basic realm=\"bellwether\""));
+    response
+}
+
+fn unavailable(state: &AppState, e: SubmitError) -> Response {
+    let reason = match &e {
+        SubmitError::QueueFull => {
+            state.telemetry.reject("queue_full");
+            "ingest queue is full; retry later"
+        }
+        SubmitError::WriterGone | SubmitError::Commit(_) => {
+            tracing::error!(error = %e, "ingest failed; answered 503");
+            "storage is unavailable; nothing of this request was stored; retry later"
+        }
+    };
+    let mut response = (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"success": false, "reason": reason}))).into_response();
+    response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+    response
+}

@@ -1,0 +1,11 @@
+//! The one integration-test binary: every test drives the real `bellwether` binary through
+//! its public entry points (HTTP, CLI, the official Segment client libraries).
+
+mod it {
+    pub mod support;
+
+    mod config_cli;
+    mod durability;
+    mod ingest_http;
+    mod segment_clients;
+}

@@ -1,0 +1,178 @@
+//! Starting servers, sending requests and reading back what was stored.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+use serde_json::Value;
+
+pub const KEY: &str = "test-write-key";
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_bellwether")
+}
+
+/// A command for the binary with a clean environment (no stray BELLWETHER_* variables).
+pub fn command(data_dir: &Path) -> Command {
+    let mut cmd = Command::new(bin());
+    cmd.env_clear();
+    if let Ok(path) = std::env::var("PATH") {
+        cmd.env("PATH", path);
+    }
+    cmd.env("BELLWETHER_LOG", "warn");
+    cmd.arg("--data-dir").arg(data_dir);
+    cmd
+}
+
+/// Runs a CLI command to completion.
+pub fn cli(data_dir: &Path, args: &[&str]) -> Output {
+    command(data_dir).args(args).output().expect("run bellwether")
+}
+
+/// A `bellwether serve` process on a free loopback port, killed when dropped.
+pub struct Server {
+    child: Option<Child>,
+    pub base: String,
+    pub data_dir: PathBuf,
+}
+
+impl Server {
+    pub fn start(data_dir: &Path, env: &[(&str, &str)]) -> Server {
+        let mut cmd = command(data_dir);
+        cmd.env("BELLWETHER_WRITE_KEYS", format!("{KEY},other-key=other"));
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.args(["serve", "--listen", "127.0.0.1:0"]).stdout(Stdio::piped()).stderr(Stdio::inherit());
+        let mut child = cmd.spawn().expect("spawn bellwether serve");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("read listening line");
+        let base = line
+            .trim()
+            .strip_prefix("bellwether listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+            .to_string();
+        Server { child: Some(child), base, data_dir: data_dir.to_path_buf() }
+    }
+
+    /// A handle on a server another `Server` owns (for use from another thread).
+    pub fn attach(base: &str) -> Server {
+        Server { child: None, base: base.to_string(), data_dir: PathBuf::new() }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill9(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let child = self.child.as_mut().expect("an owned server");
+        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        child.wait().expect("wait for bellwether")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder().http_status_as_error(false).build().into()
+}
+
+/// A response reduced to what tests look at.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+    pub retry_after: Option<String>,
+    pub content_type: Option<String>,
+}
+
+fn reply(mut response: ureq::http::Response<ureq::Body>) -> Reply {
+    let status = response.status().as_u16();
+    let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let retry_after = header("retry-after");
+    let content_type = header("content-type");
+    let mut text = String::new();
+    response.body_mut().as_reader().read_to_string(&mut text).expect("read body");
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    Reply { status, body, retry_after, content_type }
+}
+
+/// POST with the write key as Basic auth user name (when `key` is given).
+pub fn post(server: &Server, path: &str, key: Option<&str>, body: impl AsRef<[u8]>) -> Reply {
+    post_with(server, path, key, &[], body)
+}
+
+pub fn post_with(server: &Server, path: &str, key: Option<&str>, headers: &[(&str, &str)], body: impl AsRef<[u8]>) -> Reply {
+    let mut request = agent().post(&server.url(path)).header("content-type", "application/json");
+    if let Some(key) = key {
+        use base64::Engine;
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!("{key}:"));
+        request = request.header("authorization", &format!("Basic {basic}"));
+    }
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    reply(request.send(body.as_ref()).expect("POST"))
+}
+
+pub fn get(server: &Server, path: &str, token: Option<&str>) -> Reply {
+    let mut request = agent().get(&server.url(path));
+    if let Some(token) = token {
+        request = request.header("authorization", &format!("Bearer {token}"));
+    }
+    reply(request.call().expect("GET"))
+}
+
+pub fn create_token(data_dir: &Path, role: &str) -> String {
+    let out = cli(data_dir, &["token", "create", "--role", role]);
+    assert!(out.status.success(), "token create: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("utf-8").trim().to_string()
+}
+
+/// Every stored event (as resolved by the API: user, account, timestamp ...).
+pub fn stored_events(server: &Server, token: &str) -> Vec<Value> {
+    let reply = get(server, "/api/v1/events?since=2000-01-01&limit=10000", Some(token));
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    reply.body["events"].as_array().expect("events array").clone()
+}
+
+/// Every stored event as received (the CLI's ndjson), read from the data dir directly.
+pub fn stored_raw(data_dir: &Path) -> Vec<Value> {
+    let out = cli(data_dir, &["events", "--since", "2000-01-01", "--format", "ndjson", "--limit", "10000"]);
+    assert!(out.status.success(), "events: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("ndjson line"))
+        .collect()
+}
+
+/// A Prometheus counter's value from `/metrics` (0 when absent).
+pub fn counter(server: &Server, series: &str) -> f64 {
+    let text = match get(server, "/metrics", None).body {
+        Value::String(text) => text,
+        other => panic!("metrics not text: {other:?}"),
+    };
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .map(|v| v.trim().parse().expect("number"))
+        .unwrap_or(0.0)
+}
+
+pub fn clients_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients")
+}
