@@ -144,6 +144,35 @@ const ACCOUNT_FIRST: &str = "SELECT account_id FROM memberships
     ORDER BY timestamp_ms, event_id LIMIT 1";
 const SCAN_PAGE_ROWS: i64 = 4_096;
 
+/// How far out of receive order a row can be (a request's wait in the bounded queue plus
+/// its commit): ranges by receive time start this much earlier and filter.
+const RECEIVE_DISORDER_MS: i64 = 60_000;
+
+/// The smallest id that may hold an event received at or after `since_ms` (ids follow
+/// receive order up to [`RECEIVE_DISORDER_MS`]); found by binary search on the rowid.
+pub fn first_id_received_since(conn: &Connection, since_ms: i64) -> Result<Option<i64>, StoreError> {
+    let target = since_ms.saturating_sub(RECEIVE_DISORDER_MS);
+    let mut at_or_after = conn.prepare_cached("SELECT id, received_ms FROM events WHERE id >= ?1 ORDER BY id LIMIT 1")?;
+    let mut row_at = |id: i64| -> Result<Option<(i64, i64)>, StoreError> {
+        Ok(at_or_after.query_row([id], |r| Ok((r.get(0)?, r.get(1)?))).optional()?)
+    };
+    let Some((first, first_ms)) = row_at(i64::MIN)? else { return Ok(None) };
+    if first_ms >= target {
+        return Ok(Some(first));
+    }
+    let last: i64 = conn.query_row("SELECT max(id) FROM events", [], |r| r.get(0))?;
+    // Invariant: the row at or after `low` is received before target; `high` is past it.
+    let (mut low, mut high) = (first, last + 1);
+    while high - low > 1 {
+        let mid = low + (high - low) / 2;
+        match row_at(mid)? {
+            Some((id, ms)) if ms < target => low = id.max(mid),
+            _ => high = mid,
+        }
+    }
+    Ok(if high > last { None } else { Some(high) })
+}
+
 /// Events received in the filter's range, oldest first, at most `filter.limit`
 /// (capped at [`limits::EVENTS_LIST_ROWS_MAX`]).
 pub fn list_events(conn: &Connection, filter: &EventFilter) -> Result<Vec<StoredEvent>, StoreError> {
@@ -153,7 +182,8 @@ pub fn list_events(conn: &Connection, filter: &EventFilter) -> Result<Vec<Stored
     let mut account_at = conn.prepare_cached(ACCOUNT_AT)?;
     let mut account_first = conn.prepare_cached(ACCOUNT_FIRST)?;
     let mut out = Vec::new();
-    let mut after_id = 0_i64;
+    let Some(first_id) = first_id_received_since(conn, filter.since_ms)? else { return Ok(out) };
+    let mut after_id = first_id - 1;
     loop {
         let rows: Vec<StoredEvent> = page
             .query_map(params![filter.since_ms, until, after_id, SCAN_PAGE_ROWS], |r| {

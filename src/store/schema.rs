@@ -19,9 +19,8 @@ const MIGRATIONS: &[&str] = &[
         timestamp_ms INTEGER NOT NULL,      -- after clock-skew correction
         raw          TEXT NOT NULL          -- the message exactly as received
     );
-    -- Appends only (received_ms grows with id): cheap to maintain, used to rebuild the
-    -- dedup index at start and to list recent events.
-    CREATE INDEX events_received ON events(received_ms);
+    -- No index on received_ms: ids follow receive order, so time ranges are found by
+    -- binary search on id (store::first_id_received_since); every index costs each insert.
 
     CREATE TABLE users (
         user_id       TEXT PRIMARY KEY,

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use rusqlite::{params, Connection, OptionalExtension, Statement, Transaction, TransactionBehavior};
+use rusqlite::{params, Connection, Statement, Transaction, TransactionBehavior};
 
 use super::dedup::{Dedup, Key, SEGMENT_SHIFT};
 use super::{connect, StoreError};
@@ -25,14 +25,57 @@ pub fn spawn(
     telemetry: Telemetry,
 ) -> Result<std::thread::JoinHandle<()>, StoreError> {
     let conn = connect(path)?;
+    // Checkpoints copy the WAL into the database file and fsync it. A background thread
+    // does most of that copying between commits; the writer's own small autocheckpoint
+    // then has little left to copy, and because it runs between the writer's
+    // transactions it always catches up, which lets the WAL restart from its beginning.
+    conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)?;
+    let checkpointer = spawn_checkpointer(path)?;
     let mut state = State { dedup: Dedup::new(dedup_window_days), next_id: next_id(&conn)? };
     rebuild_dedup(&conn, &mut state.dedup, dedup_window_days)?;
     telemetry.dedup_entries.set(state.dedup.len() as i64);
     let handle = std::thread::Builder::new()
         .name("store-writer".into())
-        .spawn(move || run(conn, state, receiver, telemetry))
+        .spawn(move || {
+            run(conn, state, receiver, telemetry);
+            drop(checkpointer); // the checkpointer does a last checkpoint and stops
+        })
         .map_err(|e| StoreError::Thread(e.to_string()))?;
     Ok(handle)
+}
+
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
+/// The writer checkpoints when the WAL holds this many 4 KiB pages (16 MiB).
+const WAL_AUTOCHECKPOINT_PAGES: i64 = 4_096;
+/// A WAL larger than this many pages (256 MiB) is truncated by the background thread.
+const WAL_PAGES_TRUNCATE: i64 = 65_536;
+
+/// Starts the checkpoint thread; it stops (after a final checkpoint) when the returned
+/// sender is dropped.
+fn spawn_checkpointer(path: &Path) -> Result<std::sync::mpsc::Sender<()>, StoreError> {
+    let conn = connect(path)?;
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    std::thread::Builder::new()
+        .name("store-checkpoint".into())
+        .spawn(move || loop {
+            let last = matches!(stopped.recv_timeout(CHECKPOINT_EVERY), Err(std::sync::mpsc::RecvTimeoutError::Disconnected));
+            let result: rusqlite::Result<(i64, i64, i64)> =
+                conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)));
+            match result {
+                Ok((_, wal_pages, _)) if wal_pages > WAL_PAGES_TRUNCATE || last => {
+                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
+                        tracing::warn!(error = %e, "WAL truncate checkpoint failed");
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed; will retry"),
+            }
+            if last {
+                break;
+            }
+        })
+        .map_err(|e| StoreError::Thread(e.to_string()))?;
+    Ok(stop)
 }
 
 struct State {
@@ -224,12 +267,9 @@ fn next_id(conn: &Connection) -> Result<i64, rusqlite::Error> {
 
 /// Loads the ids of every message received within the window (from the start of the
 /// segment holding the first one, so whole segments are covered).
-fn rebuild_dedup(conn: &Connection, dedup: &mut Dedup, window_days: u32) -> Result<(), rusqlite::Error> {
+fn rebuild_dedup(conn: &Connection, dedup: &mut Dedup, window_days: u32) -> Result<(), StoreError> {
     let cutoff = chrono::Utc::now().timestamp_millis() - i64::from(window_days) * 86_400_000;
-    let first: Option<i64> = conn
-        .query_row("SELECT id FROM events WHERE received_ms >= ?1 ORDER BY received_ms LIMIT 1", [cutoff], |r| r.get(0))
-        .optional()?;
-    let Some(first) = first else { return Ok(()) };
+    let Some(first) = super::first_id_received_since(conn, cutoff)? else { return Ok(()) };
     let start = (first >> SEGMENT_SHIFT) << SEGMENT_SHIFT;
     let started = Instant::now();
     let mut stmt = conn.prepare("SELECT id, source, message_id, received_ms FROM events WHERE id >= ?1 ORDER BY id")?;

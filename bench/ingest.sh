@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Ingest benchmark (issue 3). Prints numbers, asserts nothing. Measures, in one run on the
+# same machine:
+#   1. the ceiling: an axum server with the same Segment parser that stores nothing
+#      (examples/ceiling.rs), for 100-event batches and single calls;
+#   2. bellwether serve (durable: a 200 means fsynced), same loads, as a ratio to 1;
+#   3. p99 acknowledgement latency at 70% of bellwether's measured batched maximum;
+#   4. server RSS after TOTAL_EVENTS events (default 10 M) have been stored.
+# Usage: bench/ingest.sh [SECONDS=10] [TOTAL_EVENTS=10000000]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECONDS_PER_RUN=${1:-10}
+TOTAL_EVENTS=${2:-10000000}
+CONNECTIONS=${CONNECTIONS:-64}
+cargo build --release --locked --bin bellwether --example ceiling --example loadgen >&2
+BIN=target/release/bellwether
+LOADGEN=target/release/examples/loadgen
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+
+start() { # start NAME CMD...: runs CMD, waits for its "listening on URL" line, sets URL and PID
+    local name=$1; shift
+    "$@" > "$work/$name.out" 2> "$work/$name.err" &
+    PID=$!; pids+=("$PID")
+    for _ in $(seq 1 200); do
+        URL=$(grep -o 'http://[0-9.:]*' "$work/$name.out" 2>/dev/null | head -1 || true)
+        [ -n "$URL" ] && return 0
+        sleep 0.05
+    done
+    echo "$name did not start" >&2; cat "$work/$name.err" >&2; exit 1
+}
+field() { python3 -c "import json,sys; print(json.loads(sys.argv[1])['$2'])" "$1"; }
+rss_mb() { awk '/VmRSS/ {printf "%.0f", $2/1024}' "/proc/$1/status"; }
+hwm_mb() { awk '/VmHWM/ {printf "%.0f", $2/1024}' "/proc/$1/status"; }
+
+echo "machine: $(nproc) cores, $(uname -r), $(date -u +%Y-%m-%dT%H:%MZ)"
+
+start ceiling target/release/examples/ceiling
+ceil_batch=$($LOADGEN --url "$URL" --batch 100 --connections "$CONNECTIONS" --seconds "$SECONDS_PER_RUN")
+ceil_single=$($LOADGEN --url "$URL" --batch 1 --connections "$CONNECTIONS" --seconds "$SECONDS_PER_RUN")
+kill -9 "$PID"
+
+BELLWETHER_WRITE_KEYS=bench-key BELLWETHER_LOG=warn start bellwether "$BIN" serve --data-dir "$work/data" --listen 127.0.0.1:0
+BW_PID=$PID
+bw_batch=$($LOADGEN --url "$URL" --batch 100 --connections "$CONNECTIONS" --seconds "$SECONDS_PER_RUN")
+bw_single=$($LOADGEN --url "$URL" --batch 1 --connections "$CONNECTIONS" --seconds "$SECONDS_PER_RUN")
+max=$(field "$bw_batch" events_per_sec)
+rate=$(python3 -c "print(int($max * 0.7))")
+bw_rated=$($LOADGEN --url "$URL" --batch 100 --connections "$CONNECTIONS" --seconds "$SECONDS_PER_RUN" --rate "$rate")
+
+stored=$(curl -s "$URL/metrics" | awk '/^bellwether_ingest_accepted_total/ {print $2}')
+remaining=$(python3 -c "print(max(0, $TOTAL_EVENTS - int(float('$stored'))))")
+echo "filling to $TOTAL_EVENTS stored events ($remaining more)..." >&2
+fill=$($LOADGEN --url "$URL" --batch 100 --connections "$CONNECTIONS" --seconds 100000 --total-events "$remaining")
+stored=$(curl -s "$URL/metrics" | awk '/^bellwether_ingest_accepted_total/ {print $2}')
+rss=$(rss_mb "$BW_PID"); hwm=$(hwm_mb "$BW_PID")
+db_mb=$(du -sm "$work/data" | cut -f1)
+
+ratio() { python3 -c "print(f'{$(field "$1" events_per_sec) / $(field "$2" events_per_sec):.2f}')"; }
+echo
+echo "| measure | ceiling (no storage) | bellwether (durable) | ratio |"
+echo "|---|---|---|---|"
+echo "| 100-event batches, $CONNECTIONS connections, events/s | $(field "$ceil_batch" events_per_sec) | $(field "$bw_batch" events_per_sec) | $(ratio "$bw_batch" "$ceil_batch") |"
+echo "| single calls, $CONNECTIONS connections, events/s | $(field "$ceil_single" events_per_sec) | $(field "$bw_single" events_per_sec) | $(ratio "$bw_single" "$ceil_single") |"
+echo
+echo "| at 70% of max ($rate events/s, batches of 100) | value |"
+echo "|---|---|"
+echo "| achieved events/s | $(field "$bw_rated" events_per_sec) |"
+echo "| p50 / p99 / max ack latency ms | $(field "$bw_rated" p50_ms) / $(field "$bw_rated" p99_ms) / $(field "$bw_rated" max_ms) |"
+echo "| errors | $(field "$bw_rated" errors) |"
+echo
+echo "| after $stored events stored | value |"
+echo "|---|---|"
+echo "| fill rate events/s | $(field "$fill" events_per_sec) (errors $(field "$fill" errors)) |"
+echo "| server RSS now / peak MB | $rss / $hwm |"
+echo "| data dir MB | $db_mb |"

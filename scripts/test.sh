@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The README's test command: installs everything the tests need on a fresh machine of
+# this kind (Debian, PyPI and npm packages), builds once and runs every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "test dependencies: the official Segment libraries (PyPI, npm)"
+python3 -m pip install --quiet --disable-pip-version-check -r tests/clients/requirements.txt
+(cd tests/clients && npm ci --no-audit --no-fund --loglevel=error)
+
+step "build (debug, tests included)"
+cargo build --locked --all-targets
+
+step "tests"
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --locked --no-fail-fast
+else
+    cargo test --locked --no-fail-fast
+fi
