@@ -33,6 +33,13 @@ enum Command {
     Demo(ServeArgs),
     /// List stored events, to debug an integration (works while a server runs).
     Events(EventsArgs),
+    /// Import customer records from a CSV or NDJSON file, all or nothing (works while a server runs).
+    Import(ImportArgs),
+    /// Erase a person (GDPR): their events, traits and survey answers.
+    DeleteUser {
+        /// The person's userId.
+        user_id: String,
+    },
     /// Manage API tokens for /api/v1.
     Token {
         #[command(subcommand)]
@@ -69,6 +76,18 @@ struct EventsArgs {
     limit: usize,
 }
 
+#[derive(Debug, Args)]
+struct ImportArgs {
+    /// What the file holds: accounts, subscriptions, tickets, survey_responses, suggestions, kpis or csms.
+    #[arg(value_parser = crate::records::KINDS.iter().map(|k| k.name).collect::<Vec<_>>())]
+    kind: String,
+    /// The file (`-` for standard input).
+    file: PathBuf,
+    /// csv or ndjson [default: from the file extension].
+    #[arg(long, value_parser = ["csv", "ndjson"])]
+    format: Option<String>,
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum EventsFormat {
     Table,
@@ -101,6 +120,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(_) => serve(&config),
         Command::Demo(_) => demo(config),
         Command::Events(args) => events(&config, &args),
+        Command::Import(args) => import(&config, &args),
+        Command::DeleteUser { user_id } => {
+            let store = Store::open(&config.data_dir)?;
+            let deletion = store::records::delete_user(&mut store.connect()?, &user_id)?;
+            println!("{}", serde_json::to_string_pretty(&deletion)?);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Token { command: TokenCommand::Create { role, name } } => {
             let role = Role::parse(&role).context("role must be admin or read")?;
             let store = Store::open(&config.data_dir)?;
@@ -132,6 +158,44 @@ fn demo(mut config: Config) -> anyhow::Result<ExitCode> {
     eprintln!("bellwether demo: the demo data generator is not built yet; serving {} (empty unless you send events)", config.data_dir.display());
     eprintln!("send events with the write key(s): {}", config.write_keys.keys().cloned().collect::<Vec<_>>().join(", "));
     serve(&config)
+}
+
+fn import(config: &Config, args: &ImportArgs) -> anyhow::Result<ExitCode> {
+    use crate::ingest::import::Format;
+    let kind = crate::records::kind(&args.kind).context("unknown record kind")?;
+    let format = match &args.format {
+        Some(f) => Format::parse(f).context("format must be csv or ndjson")?,
+        None => Format::from_path(&args.file)
+            .with_context(|| format!("cannot tell the format of {} from its extension; pass --format csv|ndjson", args.file.display()))?,
+    };
+    let input: Box<dyn std::io::Read> = if args.file.as_os_str() == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(std::fs::File::open(&args.file).with_context(|| format!("cannot read {}", args.file.display()))?)
+    };
+    let store = Store::open(&config.data_dir)?;
+    let mut conn = store.connect()?;
+    let currency = config.currency.clone();
+    let check = move |code: &str| currency.check(code);
+    let checks = crate::store::records::Checks { currency: &check };
+    let mut progress = |rows: usize| eprint!("\rimporting {}: {rows} rows", kind.name);
+    let report = crate::ingest::import::import(&mut conn, kind, format, std::io::BufReader::new(input), checks, &mut progress)?;
+    if report.rows >= crate::ingest::import::PROGRESS_EVERY_ROWS {
+        eprintln!();
+    }
+    if report.stored {
+        eprintln!("imported {} {}: {} new, {} updated", report.rows, kind.name, report.inserted, report.updated);
+        return Ok(ExitCode::SUCCESS);
+    }
+    eprintln!("{}: nothing was imported; {} error(s) in {} rows:", args.file.display(), report.error_count, report.rows);
+    for e in &report.errors {
+        let column = if e.column.is_empty() { String::new() } else { format!(", column {}", e.column) };
+        eprintln!("  row {}{column}: {}", e.row, e.reason);
+    }
+    if report.error_count > report.errors.len() {
+        eprintln!("  ... and {} more", report.error_count - report.errors.len());
+    }
+    Ok(ExitCode::FAILURE)
 }
 
 fn events(config: &Config, args: &EventsArgs) -> anyhow::Result<ExitCode> {

@@ -54,6 +54,7 @@ pub struct Config {
     /// Write key -> source name. The source name is recorded with every event.
     pub write_keys: BTreeMap<String, String>,
     pub ingest: IngestConfig,
+    pub currency: CurrencyConfig,
     /// Where the file layer came from, for messages.
     pub file: Option<PathBuf>,
 }
@@ -65,6 +66,38 @@ pub struct IngestConfig {
     pub dedup_window_days: u32,
     /// Bound of the ingest queue in bytes of request bodies; past it `/v1` answers 503.
     pub queue_bytes_max: u64,
+}
+
+/// ARR keeps its own currency; reports convert it into `report` with `rates`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CurrencyConfig {
+    /// ISO 4217 code money is reported in.
+    pub report: String,
+    /// Value of one unit of each other currency in the report currency (`EUR = 1.08`).
+    pub rates: BTreeMap<String, f64>,
+}
+
+impl Default for CurrencyConfig {
+    fn default() -> Self {
+        CurrencyConfig { report: "USD".into(), rates: BTreeMap::new() }
+    }
+}
+
+impl CurrencyConfig {
+    /// An amount in `currency` converted to the report currency. A missing rate is an
+    /// error, never a silent 1.0.
+    pub fn to_report(&self, amount: f64, currency: &str) -> Result<f64, String> {
+        if currency == self.report {
+            return Ok(amount);
+        }
+        self.rates.get(currency).map(|rate| amount * rate).ok_or_else(|| {
+            format!("no exchange rate for {currency} to the report currency {}: add it to [currency.rates] in the config", self.report)
+        })
+    }
+
+    pub fn check(&self, currency: &str) -> Result<(), String> {
+        self.to_report(0.0, currency).map(|_| ())
+    }
 }
 
 impl Default for IngestConfig {
@@ -81,6 +114,14 @@ struct FileLayer {
     listen: Option<String>,
     write_keys: Option<BTreeMap<String, String>>,
     ingest: Option<FileIngest>,
+    currency: Option<FileCurrency>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileCurrency {
+    report: Option<String>,
+    rates: Option<BTreeMap<String, f64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -140,6 +181,20 @@ impl Config {
                     .map_err(|reason| key_error("ingest.queue_bytes_max", reason))?;
             }
         }
+        let mut currency = CurrencyConfig::default();
+        if let Some(file_currency) = layer.currency {
+            if let Some(report) = file_currency.report {
+                currency.report = check_currency_code(&report).map_err(|r| key_error("currency.report", r))?;
+            }
+            for (code, rate) in file_currency.rates.unwrap_or_default() {
+                let key = format!("currency.rates.{code}");
+                check_currency_code(&code).map_err(|r| key_error(&key, r))?;
+                if !(rate.is_finite() && rate > 0.0) {
+                    return Err(key_error(&key, format!("a rate must be a positive number, got {rate}")));
+                }
+                currency.rates.insert(code, rate);
+            }
+        }
         let write_keys = layer.write_keys.unwrap_or_default();
         check_write_keys(&write_keys).map_err(|(key, reason)| key_error(&key, reason))?;
         Ok(Config {
@@ -147,6 +202,7 @@ impl Config {
             listen,
             write_keys,
             ingest,
+            currency,
             file: path.map(Path::to_path_buf),
         })
     }
@@ -248,6 +304,14 @@ fn key_at(text: &str, offset: usize) -> String {
         (Some(t), false) => format!("{t}.{key}"),
         (Some(t), true) => t,
         (None, _) => key,
+    }
+}
+
+fn check_currency_code(code: &str) -> Result<String, String> {
+    if code.len() == 3 && code.chars().all(|c| c.is_ascii_uppercase()) {
+        Ok(code.to_string())
+    } else {
+        Err(format!("not an ISO 4217 currency code (three capital letters): {code:?}"))
     }
 }
 
@@ -385,6 +449,19 @@ mod tests {
         check("lisen = \"127.0.0.1:1\"\n", &["lisen", "unknown field"]);
         check("[write_keys]\nk = \"bad name!\"\n", &["write_keys", "source name"]);
         check("listen = \n", &["line 1"]);
+        check("[currency.rates]\nEUR = -1.0\n", &["currency.rates.EUR", "positive"]);
+        check("[currency]\nreport = \"usd\"\n", &["currency.report", "ISO 4217"]);
+    }
+
+    #[test]
+    fn a_missing_exchange_rate_is_an_error_not_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[currency]\nreport = \"EUR\"\n[currency.rates]\nSEK = 0.09\n").unwrap();
+        let config = Config::load(&Flags { config: Some(path), ..Flags::default() }, &[]).unwrap();
+        assert_eq!(config.currency.to_report(100.0, "EUR"), Ok(100.0));
+        assert!((config.currency.to_report(100.0, "SEK").unwrap() - 9.0).abs() < 1e-9);
+        assert!(config.currency.to_report(100.0, "USD").unwrap_err().contains("no exchange rate for USD"));
     }
 
     #[test]

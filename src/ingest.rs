@@ -5,6 +5,7 @@
 //! [`Rejection`] naming the field and the reason. The raw text of every message is kept
 //! exactly as received, because raw events are the source of truth.
 
+pub mod import;
 pub mod queue;
 
 use std::borrow::Cow;

@@ -7,6 +7,8 @@ pub mod config;
 pub mod limits;
 pub mod telemetry;
 
+pub mod records;
+
 pub mod ingest;
 pub mod store;
 

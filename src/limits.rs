@@ -42,3 +42,25 @@ pub const WRITE_KEYS_MAX: usize = 1_000;
 /// Longest write key and longest source name, in bytes.
 pub const WRITE_KEY_BYTES_MAX: usize = 256;
 pub const SOURCE_NAME_BYTES_MAX: usize = 64;
+
+/// Longest free-text record field (a comment, a title), in bytes.
+pub const RECORD_TEXT_BYTES_MAX: usize = 10_000;
+
+/// Most row errors one import report lists (the count of all errors is always given).
+pub const IMPORT_ERRORS_MAX: usize = 100;
+
+/// Most rows one import file may hold.
+pub const IMPORT_ROWS_MAX: usize = 5_000_000;
+
+/// Largest import body over HTTP (`POST /api/v1/import/<kind>`). Larger files: the CLI.
+pub const IMPORT_BODY_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// Largest JSON body of one record over the REST API.
+pub const RECORD_BODY_BYTES_MAX: usize = 64 * 1024;
+
+/// Most records one API list page returns.
+pub const API_PAGE_ROWS_MAX: usize = 1_000;
+
+/// How much of a body past its limit is still read (and dropped) before answering 413, so
+/// the client, still sending, reads the 413 instead of a reset connection.
+pub const OVERSIZE_DRAIN_BYTES_MAX: usize = 8 * 1024 * 1024;

@@ -6,6 +6,7 @@
 //! Writes go through the single [`writer`]; everything else here reads.
 
 pub mod dedup;
+pub mod records;
 pub mod schema;
 pub mod writer;
 
@@ -60,12 +61,16 @@ impl Store {
     }
 }
 
+/// How long a write waits for another writer (an import in another process, say) before
+/// failing. A large import holds the write lock for its whole file.
+const BUSY_TIMEOUT_SECS: u64 = 60;
+
 /// Opens a connection with the pragmas every connection needs.
 fn connect(path: &Path) -> Result<Connection, StoreError> {
     let open_error = |source| StoreError::Open { path: path.to_path_buf(), source };
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags).map_err(open_error)?;
-    conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(open_error)?;
+    conn.busy_timeout(std::time::Duration::from_secs(BUSY_TIMEOUT_SECS)).map_err(open_error)?;
     conn.execute_batch(
         "PRAGMA journal_mode = WAL;
          PRAGMA synchronous = FULL;

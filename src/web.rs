@@ -3,7 +3,9 @@
 //! of another module and render.
 
 pub mod api;
+pub mod openapi;
 pub mod ops;
+pub mod records;
 pub mod segment;
 
 use std::collections::HashMap;
@@ -13,7 +15,7 @@ use std::sync::Arc;
 use axum::Router;
 use tokio::net::TcpListener;
 
-use crate::config::Config;
+use crate::config::{Config, CurrencyConfig};
 use crate::ingest::Ingestor;
 use crate::store::{self, Store, StoreError};
 use crate::telemetry::Telemetry;
@@ -26,12 +28,14 @@ pub struct AppState {
     pub telemetry: Telemetry,
     /// Write key -> source name.
     pub write_keys: Arc<HashMap<String, Arc<str>>>,
+    pub currency: Arc<CurrencyConfig>,
 }
 
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(segment::router())
         .merge(api::router())
+        .merge(records::router())
         .merge(ops::router())
         .with_state(state)
 }
@@ -62,7 +66,7 @@ pub async fn serve(config: &Config, on_listening: impl FnOnce(SocketAddr)) -> Re
     if write_keys.is_empty() {
         tracing::warn!("no write keys configured: /v1 answers 401 to every request (set BELLWETHER_WRITE_KEYS or [write_keys])");
     }
-    let state = AppState { ingestor, store, telemetry, write_keys: Arc::new(write_keys) };
+    let state = AppState { ingestor, store, telemetry, write_keys: Arc::new(write_keys), currency: Arc::new(config.currency.clone()) };
     let listener = TcpListener::bind(config.listen).await.map_err(|source| ServeError::Bind { addr: config.listen, source })?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "serving");
@@ -73,6 +77,24 @@ pub async fn serve(config: &Config, on_listening: impl FnOnce(SocketAddr)) -> Re
     // closes the queue; the writer commits what it holds and exits.
     tokio::task::spawn_blocking(move || writer.join()).await.ok();
     Ok(())
+}
+
+/// Reads a request body of at most `limit` bytes. `Err(())` when it is longer; the rest of
+/// the body is then read and dropped (up to [`crate::limits::OVERSIZE_DRAIN_BYTES_MAX`]) so
+/// the client gets the 413 rather than a reset connection.
+pub async fn read_body_limited(headers: &axum::http::HeaderMap, body: axum::body::Body, limit: usize) -> Result<axum::body::Bytes, ()> {
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        if declared.is_some_and(|len| len <= crate::limits::OVERSIZE_DRAIN_BYTES_MAX) {
+            let _ = axum::body::to_bytes(body, crate::limits::OVERSIZE_DRAIN_BYTES_MAX).await;
+        }
+        return Err(());
+    }
+    // Without a length the body is read up to the limit: past it, the connection closes.
+    axum::body::to_bytes(body, limit).await.map_err(|_| ())
 }
 
 async fn shutdown_signal() {

@@ -7,5 +7,6 @@ mod it {
     mod config_cli;
     mod durability;
     mod ingest_http;
+    mod records;
     mod segment_clients;
 }

@@ -36,6 +36,12 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX user_traits_user ON user_traits(user_id, timestamp_ms);
 
+    -- Records (see records.rs for the meaning of every column). Date-times are TEXT in
+    -- RFC 3339 UTC with milliseconds, dates TEXT YYYY-MM-DD: both sort as text.
+    CREATE TABLE csms (
+        csm_id TEXT PRIMARY KEY, name TEXT, email TEXT,
+        traits TEXT NOT NULL DEFAULT '{}'
+    );
     CREATE TABLE accounts (
         account_id TEXT PRIMARY KEY,
         name       TEXT,
@@ -44,10 +50,11 @@ const MIGRATIONS: &[&str] = &[
         plan       TEXT,
         csm        TEXT,
         timezone   TEXT,
-        created_ms INTEGER NOT NULL,
+        created_at TEXT,
         traits     TEXT NOT NULL DEFAULT '{}',
-        traits_ms  INTEGER NOT NULL
+        traits_ms  INTEGER NOT NULL DEFAULT 0   -- timestamp of the newest group call merged in
     );
+    CREATE INDEX accounts_parent ON accounts(parent_id);
     CREATE TABLE account_traits (
         account_id   TEXT NOT NULL,
         timestamp_ms INTEGER NOT NULL,
@@ -55,6 +62,41 @@ const MIGRATIONS: &[&str] = &[
         traits       TEXT NOT NULL
     );
     CREATE INDEX account_traits_account ON account_traits(account_id, timestamp_ms);
+    CREATE TABLE subscriptions (
+        subscription_id TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL, product TEXT, plan TEXT, seats INTEGER, arr REAL, currency TEXT,
+        start_date TEXT NOT NULL, end_date TEXT, status TEXT, outcome TEXT,
+        provisioned_at TEXT, go_live_at TEXT,
+        traits TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX subscriptions_account ON subscriptions(account_id);
+    CREATE TABLE tickets (
+        ticket_id TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL, user_id TEXT, type TEXT, priority TEXT,
+        opened_at TEXT NOT NULL, first_response_at TEXT, resolved_at TEXT, escalated INTEGER NOT NULL DEFAULT 0,
+        traits TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX tickets_account ON tickets(account_id);
+    CREATE TABLE survey_responses (
+        response_id TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL, user_id TEXT, kind TEXT NOT NULL, score INTEGER NOT NULL,
+        comment TEXT, answered_at TEXT NOT NULL, trigger TEXT,
+        traits TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX survey_responses_account ON survey_responses(account_id);
+    CREATE INDEX survey_responses_user ON survey_responses(user_id);
+    CREATE TABLE suggestions (
+        suggestion_id TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL, user_id TEXT, title TEXT NOT NULL, category TEXT, status TEXT,
+        created_at TEXT NOT NULL,
+        traits TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX suggestions_account ON suggestions(account_id);
+    CREATE TABLE kpis (
+        account_id TEXT NOT NULL, name TEXT NOT NULL, date TEXT NOT NULL, value REAL NOT NULL,
+        traits TEXT NOT NULL DEFAULT '{}',
+        PRIMARY KEY (account_id, name, date)
+    );
 
     -- Who belonged to which account from when on: history, never overwritten.
     CREATE TABLE memberships (

@@ -202,8 +202,8 @@ const UPSERT_USER: &str = "INSERT INTO users (user_id, traits, traits_ms, first_
                     ELSE json_patch(excluded.traits, users.traits) END,
       traits_ms = max(users.traits_ms, excluded.traits_ms),
       first_seen_ms = min(users.first_seen_ms, excluded.first_seen_ms)";
-const UPSERT_ACCOUNT: &str = "INSERT INTO accounts (account_id, name, plan, created_ms, traits, traits_ms)
-    VALUES (?1, json_extract(?2, '$.name'), json_extract(?2, '$.plan'), ?3, ?2, ?3)
+const UPSERT_ACCOUNT: &str = "INSERT INTO accounts (account_id, name, plan, traits, traits_ms)
+    VALUES (?1, json_extract(?2, '$.name'), json_extract(?2, '$.plan'), ?2, ?3)
     ON CONFLICT(account_id) DO UPDATE SET
       traits = CASE WHEN excluded.traits_ms >= accounts.traits_ms THEN json_patch(accounts.traits, excluded.traits)
                     ELSE json_patch(excluded.traits, accounts.traits) END,
@@ -211,8 +211,7 @@ const UPSERT_ACCOUNT: &str = "INSERT INTO accounts (account_id, name, plan, crea
                   ELSE coalesce(accounts.name, excluded.name) END,
       plan = CASE WHEN excluded.traits_ms >= accounts.traits_ms THEN coalesce(excluded.plan, accounts.plan)
                   ELSE coalesce(accounts.plan, excluded.plan) END,
-      traits_ms = max(accounts.traits_ms, excluded.traits_ms),
-      created_ms = min(accounts.created_ms, excluded.created_ms)";
+      traits_ms = max(accounts.traits_ms, excluded.traits_ms)";
 
 /// What identify, group and alias calls mean beyond the raw event: users and their trait
 /// history, accounts and membership history, and links from earlier ids to a user.

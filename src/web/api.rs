@@ -14,7 +14,14 @@ use super::AppState;
 use crate::store::{self, EventFilter, Role, StoreError};
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/api/v1/events", get(list_events))
+    Router::new()
+        .route("/api/v1/events", get(list_events))
+        .route("/api/v1/openapi.json", get(openapi))
+}
+
+async fn openapi() -> Response {
+    let document = super::openapi::document();
+    ([(header::CONTENT_TYPE, "application/json")], document).into_response()
 }
 
 /// One error shape for the whole API.
@@ -26,6 +33,16 @@ pub enum ApiError {
     Forbidden,
     #[error("{field}: {reason}")]
     BadParameter { field: String, reason: String },
+    #[error("{}", .0.iter().map(|(f, r)| format!("{f}: {r}")).collect::<Vec<_>>().join("; "))]
+    Invalid(Vec<(String, String)>),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("import stored nothing: {} error(s)", .0.error_count)]
+    ImportFailed(Box<crate::store::records::ImportReport>),
     #[error("internal error")]
     Internal(String),
 }
@@ -42,14 +59,28 @@ impl IntoResponse for ApiError {
             ApiError::Unauthenticated => (StatusCode::UNAUTHORIZED, "unauthenticated"),
             ApiError::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::BadParameter { .. } => (StatusCode::BAD_REQUEST, "bad parameter"),
+            ApiError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid record"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not found"),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too large"),
+            ApiError::ImportFailed(_) => (StatusCode::UNPROCESSABLE_ENTITY, "import failed"),
             ApiError::Internal(cause) => {
                 tracing::error!(cause = %cause, "api internal error");
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal error")
             }
         };
         let mut body = json!({"type": "about:blank", "title": title, "status": status.as_u16(), "detail": self.to_string()});
-        if let ApiError::BadParameter { field, .. } = &self {
-            body["field"] = json!(field);
+        match &self {
+            ApiError::BadParameter { field, .. } => body["field"] = json!(field),
+            ApiError::Invalid(errors) => {
+                body["errors"] = errors.iter().map(|(field, reason)| json!({"field": field, "reason": reason})).collect();
+            }
+            ApiError::ImportFailed(report) => {
+                body["errors"] = json!(report.errors);
+                body["error_count"] = json!(report.error_count);
+                body["rows"] = json!(report.rows);
+            }
+            _ => {}
         }
         let mut response = (status, Json(body)).into_response();
         response

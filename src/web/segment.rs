@@ -117,17 +117,7 @@ async fn read_body(state: &AppState, headers: &HeaderMap, body: Body, limit: usi
         state.telemetry.reject("too_large");
         error(StatusCode::PAYLOAD_TOO_LARGE, "body", &format!("longer than {limit} bytes"))
     };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|len| len > limit) {
-        return Err(too_large());
-    }
-    let raw = match axum::body::to_bytes(body, limit).await {
-        Ok(raw) => raw,
-        Err(_) => return Err(too_large()),
-    };
+    let raw = super::read_body_limited(headers, body, limit).await.map_err(|()| too_large())?;
     let encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or("identity");
     match encoding.trim().to_ascii_lowercase().as_str() {
         "identity" | "" => Ok(raw),

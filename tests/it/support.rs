@@ -117,7 +117,10 @@ pub fn post(server: &Server, path: &str, key: Option<&str>, body: impl AsRef<[u8
 }
 
 pub fn post_with(server: &Server, path: &str, key: Option<&str>, headers: &[(&str, &str)], body: impl AsRef<[u8]>) -> Reply {
-    let mut request = agent().post(&server.url(path)).header("content-type", "application/json");
+    let mut request = agent().post(&server.url(path));
+    if !headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("content-type")) {
+        request = request.header("content-type", "application/json");
+    }
     if let Some(key) = key {
         use base64::Engine;
         let basic = base64::engine::general_purpose::STANDARD.encode(format!("{key}:"));

@@ -1,0 +1,393 @@
+//! Records in SQLite: generic create/read/update/delete/list driven by the spec in
+//! `records.rs`, all-or-nothing imports, and GDPR deletion of a person.
+
+use std::collections::{HashMap, HashSet};
+
+use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
+use rusqlite::{params_from_iter, Connection, OptionalExtension, ToSql, Transaction, TransactionBehavior};
+use serde_json::{Map, Value};
+
+use super::StoreError;
+use crate::limits;
+use crate::records::{self, Cell, ColumnType, FieldError, Kind, Record};
+
+impl ToSql for Cell {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(match self {
+            Cell::Null => ToSqlOutput::Owned(SqlValue::Null),
+            Cell::Text(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
+            Cell::Int(i) => ToSqlOutput::Owned(SqlValue::Integer(*i)),
+            Cell::Real(f) => ToSqlOutput::Owned(SqlValue::Real(*f)),
+        })
+    }
+}
+
+fn cell_from_sql(value: ValueRef, ty: ColumnType) -> Cell {
+    match (value, ty) {
+        (ValueRef::Null, _) => Cell::Null,
+        (ValueRef::Integer(i), ColumnType::Money | ColumnType::Number) => Cell::Real(i as f64),
+        (ValueRef::Integer(i), _) => Cell::Int(i),
+        (ValueRef::Real(f), _) => Cell::Real(f),
+        (ValueRef::Text(t) | ValueRef::Blob(t), _) => Cell::Text(String::from_utf8_lossy(t).into_owned()),
+    }
+}
+
+fn column_list(kind: &Kind) -> String {
+    kind.columns.iter().map(|c| c.name).collect::<Vec<_>>().join(", ")
+}
+
+fn key_condition(kind: &Kind, first_param: usize) -> String {
+    kind.key.iter().enumerate().map(|(i, k)| format!("{k} = ?{}", first_param + i)).collect::<Vec<_>>().join(" AND ")
+}
+
+fn read_record(kind: &Kind, row: &rusqlite::Row) -> rusqlite::Result<Record> {
+    let mut cells = Vec::with_capacity(kind.columns.len());
+    for (i, column) in kind.columns.iter().enumerate() {
+        cells.push(cell_from_sql(row.get_ref(i)?, column.ty));
+    }
+    let traits_text: String = row.get(kind.columns.len())?;
+    let traits = match serde_json::from_str(&traits_text) {
+        Ok(Value::Object(map)) => map,
+        _ => Map::new(),
+    };
+    Ok(Record { cells, traits })
+}
+
+pub fn get(conn: &Connection, kind: &Kind, key: &[String]) -> Result<Option<Record>, StoreError> {
+    let sql = format!("SELECT {}, traits FROM {} WHERE {}", column_list(kind), kind.name, key_condition(kind, 1));
+    Ok(conn.prepare_cached(&sql)?.query_row(params_from_iter(key), |r| read_record(kind, r)).optional()?)
+}
+
+/// Inserts or replaces the record's columns; traits are merged into the stored ones.
+/// Returns true when the record was new.
+fn upsert(tx: &Connection, kind: &Kind, record: &Record) -> Result<bool, StoreError> {
+    let existed = get(tx, kind, &record.key(kind))?.is_some();
+    let names = column_list(kind);
+    let placeholders: Vec<String> = (1..=kind.columns.len() + 1).map(|i| format!("?{i}")).collect();
+    let updates: Vec<String> = kind
+        .columns
+        .iter()
+        .filter(|c| !kind.key.contains(&c.name))
+        .map(|c| format!("{0} = excluded.{0}", c.name))
+        .chain([format!("traits = json_patch({}.traits, excluded.traits)", kind.name)])
+        .collect();
+    let sql = format!(
+        "INSERT INTO {table} ({names}, traits) VALUES ({values}) ON CONFLICT({key}) DO UPDATE SET {updates}",
+        table = kind.name,
+        values = placeholders.join(", "),
+        key = kind.key.join(", "),
+        updates = updates.join(", ")
+    );
+    let traits = Value::Object(record.traits.clone()).to_string();
+    let mut params: Vec<&dyn ToSql> = record.cells.iter().map(|c| c as &dyn ToSql).collect();
+    params.push(&traits);
+    tx.prepare_cached(&sql)?.execute(params.as_slice())?;
+    Ok(!existed)
+}
+
+/// One filter of a list request, already checked against the kind's spec.
+#[derive(Debug, Clone)]
+pub enum ListFilter {
+    Equals(&'static str, Cell),
+    AtLeast(&'static str, Cell),
+    AtMost(&'static str, Cell),
+}
+
+/// A page of records and the cursor of the next page, if there is one.
+pub struct Page {
+    pub records: Vec<Record>,
+    pub next_cursor: Option<Vec<String>>,
+}
+
+pub fn list(conn: &Connection, kind: &Kind, filters: &[ListFilter], after: Option<&[String]>, limit: usize) -> Result<Page, StoreError> {
+    let limit = limit.clamp(1, limits::API_PAGE_ROWS_MAX);
+    let mut conditions = Vec::new();
+    let mut params: Vec<&dyn ToSql> = Vec::new();
+    for filter in filters {
+        let (column, op, cell) = match filter {
+            ListFilter::Equals(c, v) => (c, "=", v),
+            ListFilter::AtLeast(c, v) => (c, ">=", v),
+            ListFilter::AtMost(c, v) => (c, "<=", v),
+        };
+        params.push(cell);
+        conditions.push(format!("{column} {op} ?{}", params.len()));
+    }
+    if let Some(after) = after {
+        let first = params.len() + 1;
+        for value in after {
+            params.push(value);
+        }
+        let placeholders: Vec<String> = (first..first + after.len()).map(|i| format!("?{i}")).collect();
+        conditions.push(format!("({}) > ({})", kind.key.join(", "), placeholders.join(", ")));
+    }
+    let where_clause = if conditions.is_empty() { String::new() } else { format!("WHERE {}", conditions.join(" AND ")) };
+    let sql = format!(
+        "SELECT {}, traits FROM {} {where_clause} ORDER BY {} LIMIT {}",
+        column_list(kind),
+        kind.name,
+        kind.key.join(", "),
+        limit + 1
+    );
+    let mut records: Vec<Record> = conn
+        .prepare(&sql)?
+        .query_map(params.as_slice(), |r| read_record(kind, r))?
+        .collect::<Result<_, _>>()?;
+    let next_cursor = if records.len() > limit {
+        records.truncate(limit);
+        records.last().map(|r| r.key(kind))
+    } else {
+        None
+    };
+    Ok(Page { records, next_cursor })
+}
+
+/// What a delete did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Deleted {
+    Yes,
+    NotFound,
+    /// Other records still refer to it (named); nothing was deleted.
+    Referenced(String),
+}
+
+pub fn delete(conn: &mut Connection, kind: &Kind, key: &[String]) -> Result<Deleted, StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    if get(&tx, kind, key)?.is_none() {
+        return Ok(Deleted::NotFound);
+    }
+    if kind.name == records::ACCOUNTS.name {
+        let id = &key[0];
+        let mut referring = Vec::new();
+        let children: i64 = tx.query_row("SELECT count(*) FROM accounts WHERE parent_id = ?1", [id], |r| r.get(0))?;
+        if children > 0 {
+            referring.push(format!("{children} child account(s)"));
+        }
+        for other in records::KINDS.iter().filter(|k| k.references_account) {
+            let n: i64 = tx.query_row(&format!("SELECT count(*) FROM {} WHERE account_id = ?1", other.name), [id], |r| r.get(0))?;
+            if n > 0 {
+                referring.push(format!("{n} {}", other.name));
+            }
+        }
+        if !referring.is_empty() {
+            return Ok(Deleted::Referenced(format!("account {id} still has {}", referring.join(", "))));
+        }
+    }
+    tx.execute(&format!("DELETE FROM {} WHERE {}", kind.name, key_condition(kind, 1)), params_from_iter(key))?;
+    tx.commit()?;
+    Ok(Deleted::Yes)
+}
+
+/// A problem with one row of an import (row numbers count a CSV header as row 1).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RowError {
+    pub row: usize,
+    pub column: String,
+    pub reason: String,
+}
+
+/// The outcome of an import: either everything was stored, or nothing and the errors.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ImportReport {
+    pub kind: &'static str,
+    pub rows: usize,
+    pub inserted: usize,
+    pub updated: usize,
+    /// True when the file was stored; false when nothing was.
+    pub stored: bool,
+    /// All errors found; only the first [`limits::IMPORT_ERRORS_MAX`] are listed.
+    pub error_count: usize,
+    pub errors: Vec<RowError>,
+}
+
+/// Checks reaching beyond one record: its account exists, the currency has a rate.
+pub struct Checks<'a> {
+    /// `Err(reason)` when ARR in this currency cannot be reported.
+    pub currency: &'a dyn Fn(&str) -> Result<(), String>,
+}
+
+/// An import in progress: one IMMEDIATE transaction that either commits whole or rolls back.
+pub struct Import<'c> {
+    tx: Transaction<'c>,
+    kind: &'static Kind,
+    checks: Checks<'c>,
+    keys: HashMap<Vec<String>, usize>,
+    account_rows: HashMap<String, usize>,
+    report: ImportReport,
+}
+
+impl<'c> Import<'c> {
+    pub fn begin(conn: &'c mut Connection, kind: &'static Kind, checks: Checks<'c>) -> Result<Import<'c>, StoreError> {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let report = ImportReport { kind: kind.name, rows: 0, inserted: 0, updated: 0, stored: false, error_count: 0, errors: Vec::new() };
+        Ok(Import { tx, kind, checks, keys: HashMap::new(), account_rows: HashMap::new(), report })
+    }
+
+    pub fn error(&mut self, row: usize, column: &str, reason: impl Into<String>) {
+        self.report.error_count += 1;
+        if self.report.errors.len() < limits::IMPORT_ERRORS_MAX {
+            self.report.errors.push(RowError { row, column: column.to_string(), reason: reason.into() });
+        }
+    }
+
+    pub fn has_errors(&self) -> bool {
+        self.report.error_count > 0
+    }
+
+    pub fn rows(&self) -> usize {
+        self.report.rows
+    }
+
+    /// Validates one row's references and stores it (inside the transaction). Field errors
+    /// from parsing come in as `Err` and are only recorded.
+    pub fn row(&mut self, row: usize, parsed: Result<Record, Vec<FieldError>>) -> Result<(), StoreError> {
+        self.report.rows += 1;
+        if self.report.rows > limits::IMPORT_ROWS_MAX {
+            self.error(row, "", format!("more than {} rows; split the file", limits::IMPORT_ROWS_MAX));
+            return Ok(());
+        }
+        let record = match parsed {
+            Ok(record) => record,
+            Err(errors) => {
+                for e in errors {
+                    self.error(row, &e.column, e.reason);
+                }
+                return Ok(());
+            }
+        };
+        let key = record.key(self.kind);
+        if let Some(first) = self.keys.get(&key) {
+            let shown = key.join("/");
+            self.error(row, self.kind.key[0], format!("duplicate id {shown:?} (first at row {first})"));
+            return Ok(());
+        }
+        self.keys.insert(key.clone(), row);
+        if self.kind.references_account {
+            let account = record.get(self.kind, "account_id").as_text().unwrap_or_default().to_string();
+            if !account_exists(&self.tx, &account)? {
+                self.error(row, "account_id", format!("unknown account {account:?}"));
+                return Ok(());
+            }
+        }
+        if self.kind.name == records::SUBSCRIPTIONS.name {
+            if let Some(currency) = record.get(self.kind, "currency").as_text() {
+                if let Err(reason) = (self.checks.currency)(currency) {
+                    self.error(row, "currency", reason);
+                    return Ok(());
+                }
+            }
+        }
+        if self.kind.name == records::ACCOUNTS.name {
+            self.account_rows.insert(key[0].clone(), row);
+        }
+        if self.has_errors() {
+            return Ok(()); // nothing will be stored; keep validating only
+        }
+        if upsert(&self.tx, self.kind, &record)? {
+            self.report.inserted += 1;
+        } else {
+            self.report.updated += 1;
+        }
+        Ok(())
+    }
+
+    /// Runs the whole-file checks (account hierarchy) and commits, or rolls back if any row
+    /// had an error.
+    pub fn finish(mut self) -> Result<ImportReport, StoreError> {
+        if self.kind.name == records::ACCOUNTS.name && !self.has_errors() {
+            for (row, column, reason) in hierarchy_errors(&self.tx, &self.account_rows)? {
+                self.error(row, column, reason);
+            }
+        }
+        if self.has_errors() {
+            self.report.inserted = 0;
+            self.report.updated = 0;
+            self.report.errors.sort_by_key(|e| e.row);
+            return Ok(self.report); // dropping the transaction rolls it back
+        }
+        self.tx.commit()?;
+        self.report.stored = true;
+        Ok(self.report)
+    }
+}
+
+fn account_exists(conn: &Connection, id: &str) -> Result<bool, StoreError> {
+    Ok(conn.prepare_cached("SELECT 1 FROM accounts WHERE account_id = ?1")?.exists([id])?)
+}
+
+/// Unknown parents and cycles among the accounts just written (the transaction sees them).
+fn hierarchy_errors(tx: &Connection, imported: &HashMap<String, usize>) -> Result<Vec<(usize, &'static str, String)>, StoreError> {
+    let parents: HashMap<String, Option<String>> = tx
+        .prepare("SELECT account_id, parent_id FROM accounts")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut errors = Vec::new();
+    let mut reported_cycles: HashSet<String> = HashSet::new();
+    let mut ids: Vec<(&String, &usize)> = imported.iter().collect();
+    ids.sort_by_key(|(_, row)| **row);
+    for (id, &row) in ids {
+        let Some(Some(parent)) = parents.get(id) else { continue };
+        if !parents.contains_key(parent) {
+            errors.push((row, "parent_id", format!("unknown parent account {parent:?}")));
+            continue;
+        }
+        let mut path = vec![id.clone()];
+        let mut at = parent.clone();
+        while let Some(next) = parents.get(&at) {
+            path.push(at.clone());
+            if at == *id {
+                if reported_cycles.insert(id.clone()) {
+                    errors.push((row, "parent_id", format!("hierarchy cycle: {}", path.join(" -> "))));
+                }
+                break;
+            }
+            if path.len() > parents.len() {
+                break; // a cycle above this account, reported at its own row
+            }
+            match next {
+                Some(p) => at = p.clone(),
+                None => break,
+            }
+        }
+    }
+    Ok(errors)
+}
+
+/// What deleting a person removed.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct UserDeletion {
+    pub user_id: String,
+    pub events: usize,
+    pub trait_versions: usize,
+    pub memberships: usize,
+    pub identity_links: usize,
+    pub survey_responses: usize,
+    /// Tickets and suggestions keep their account but lose the person.
+    pub tickets_unlinked: usize,
+    pub suggestions_unlinked: usize,
+}
+
+/// GDPR erasure: the person's events (by userId and by every id linked to it), traits and
+/// their history, memberships, identity links and survey answers; tickets and suggestions
+/// are kept for the account with the person removed. One transaction.
+pub fn delete_user(conn: &mut Connection, user_id: &str) -> Result<UserDeletion, StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let linked: Vec<String> = tx
+        .prepare("SELECT previous_id FROM identity_links WHERE user_id = ?1")?
+        .query_map([user_id], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let mut deletion = UserDeletion { user_id: user_id.to_string(), ..UserDeletion::default() };
+    deletion.events = tx.execute("DELETE FROM events WHERE user_id = ?1", [user_id])?;
+    for previous in &linked {
+        deletion.events += tx.execute("DELETE FROM events WHERE user_id IS NULL AND anonymous_id = ?1", [previous])?;
+        deletion.memberships += tx.execute("DELETE FROM memberships WHERE user_id IS NULL AND anonymous_id = ?1", [previous])?;
+    }
+    tx.execute("DELETE FROM users WHERE user_id = ?1", [user_id])?;
+    deletion.trait_versions = tx.execute("DELETE FROM user_traits WHERE user_id = ?1", [user_id])?;
+    deletion.memberships += tx.execute("DELETE FROM memberships WHERE user_id = ?1", [user_id])?;
+    deletion.identity_links = tx.execute("DELETE FROM identity_links WHERE user_id = ?1 OR previous_id = ?1", [user_id])?;
+    deletion.survey_responses = tx.execute("DELETE FROM survey_responses WHERE user_id = ?1", [user_id])?;
+    deletion.tickets_unlinked = tx.execute("UPDATE tickets SET user_id = NULL WHERE user_id = ?1", [user_id])?;
+    deletion.suggestions_unlinked = tx.execute("UPDATE suggestions SET user_id = NULL WHERE user_id = ?1", [user_id])?;
+    tx.commit()?;
+    Ok(deletion)
+}

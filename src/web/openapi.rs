@@ -1,0 +1,361 @@
+//! The OpenAPI 3.1 document served at `/api/v1/openapi.json`, built with utoipa from the
+//! same record spec (`records::KINDS`) that the handlers and the store use, so the
+//! document cannot drift from the code.
+
+use std::sync::OnceLock;
+
+use utoipa::openapi::content::Content;
+use utoipa::openapi::path::{HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn, PathItem};
+use utoipa::openapi::request_body::RequestBodyBuilder;
+use utoipa::openapi::response::ResponseBuilder;
+use utoipa::openapi::schema::{AdditionalProperties, ArrayBuilder, KnownFormat, ObjectBuilder, Schema, SchemaFormat, SchemaType, Type};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{ComponentsBuilder, InfoBuilder, OpenApiBuilder, Paths, Ref, RefOr, Required};
+
+use crate::limits;
+use crate::records::{self, Column, ColumnType, Filter, Kind};
+
+/// The document as JSON text, built once.
+pub fn document() -> String {
+    static DOCUMENT: OnceLock<String> = OnceLock::new();
+    DOCUMENT.get_or_init(|| build().to_pretty_json().expect("invariant: the document serializes")).clone()
+}
+
+fn schema_name(kind: &Kind) -> String {
+    kind.singular.split('_').map(|w| w[..1].to_uppercase() + &w[1..]).collect()
+}
+
+fn reference(name: &str) -> RefOr<Schema> {
+    RefOr::Ref(Ref::from_schema_name(name))
+}
+
+fn typed(ty: Type, nullable: bool) -> ObjectBuilder {
+    let schema_type = if nullable { SchemaType::from_iter([ty, Type::Null]) } else { SchemaType::from(ty) };
+    ObjectBuilder::new().schema_type(schema_type)
+}
+
+fn column_schema(column: &Column, nullable: bool) -> Schema {
+    let builder = match column.ty {
+        ColumnType::Id => typed(Type::String, nullable).min_length(Some(1)).max_length(Some(limits::ID_BYTES_MAX)),
+        ColumnType::Text => typed(Type::String, nullable).max_length(Some(limits::RECORD_TEXT_BYTES_MAX)),
+        ColumnType::Date => typed(Type::String, nullable).format(Some(SchemaFormat::KnownFormat(KnownFormat::Date))),
+        ColumnType::DateTime => typed(Type::String, nullable).format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime))),
+        ColumnType::Count => typed(Type::Integer, nullable).minimum(Some(0)),
+        ColumnType::Money => typed(Type::Number, nullable).minimum(Some(0)),
+        ColumnType::Number => typed(Type::Number, nullable),
+        ColumnType::Bool => typed(Type::Boolean, nullable),
+        ColumnType::Currency => typed(Type::String, nullable).pattern(Some("^[A-Z]{3}$")),
+        ColumnType::Timezone => typed(Type::String, nullable).examples(["Europe/Stockholm"]),
+        ColumnType::Enum(values) => {
+            let mut all: Vec<serde_json::Value> = values.iter().map(|v| serde_json::Value::from(*v)).collect();
+            if nullable {
+                all.push(serde_json::Value::Null);
+            }
+            typed(Type::String, nullable).enum_values(Some(all))
+        }
+        ColumnType::Score => typed(Type::Integer, nullable),
+    };
+    builder.description(Some(column.doc)).into()
+}
+
+/// The record as returned: every column present (null when empty) plus traits.
+fn record_schema(kind: &Kind) -> Schema {
+    let mut object = ObjectBuilder::new().schema_type(Type::Object);
+    for column in kind.columns {
+        object = object.property(column.name, column_schema(column, !column.required)).required(column.name);
+    }
+    object.property("traits", traits_schema()).required("traits").into()
+}
+
+/// The record as sent: required columns must be there; unknown fields are refused.
+fn input_schema(kind: &Kind) -> Schema {
+    let mut object = ObjectBuilder::new().schema_type(Type::Object);
+    for column in kind.columns {
+        object = object.property(column.name, column_schema(column, !column.required));
+        if column.required {
+            object = object.required(column.name);
+        }
+    }
+    object
+        .property("traits", traits_schema())
+        .additional_properties(Some(AdditionalProperties::FreeForm(false)))
+        .into()
+}
+
+fn traits_schema() -> Schema {
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .additional_properties(Some(AdditionalProperties::FreeForm(true)))
+        .description(Some("extra fields (CSV columns not in the spec)"))
+        .into()
+}
+
+fn page_schema(kind: &Kind) -> Schema {
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .property("items", ArrayBuilder::new().items(reference(&schema_name(kind))))
+        .required("items")
+        .property("next_cursor", typed(Type::String, true).description(Some("pass as ?cursor= for the next page; null on the last page")))
+        .required("next_cursor")
+        .into()
+}
+
+fn problem_schema() -> Schema {
+    let field_error = ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .property("field", typed(Type::String, false))
+        .property("reason", typed(Type::String, false));
+    let row_error = ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .property("row", typed(Type::Integer, false))
+        .property("column", typed(Type::String, false))
+        .property("reason", typed(Type::String, false));
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .description(Some("RFC 9457 problem details"))
+        .property("type", typed(Type::String, false))
+        .required("type")
+        .property("title", typed(Type::String, false))
+        .required("title")
+        .property("status", typed(Type::Integer, false))
+        .required("status")
+        .property("detail", typed(Type::String, false))
+        .required("detail")
+        .property("field", typed(Type::String, false))
+        .property(
+            "errors",
+            ArrayBuilder::new().items(RefOr::T(Schema::OneOf(
+                utoipa::openapi::schema::OneOfBuilder::new().item(field_error).item(row_error).build(),
+            ))),
+        )
+        .property("error_count", typed(Type::Integer, false))
+        .property("rows", typed(Type::Integer, false))
+        .into()
+}
+
+fn free_object(description: &str) -> Schema {
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .additional_properties(Some(AdditionalProperties::FreeForm(true)))
+        .description(Some(description))
+        .into()
+}
+
+fn json_response(description: &str, schema: RefOr<Schema>) -> utoipa::openapi::Response {
+    ResponseBuilder::new().description(description).content("application/json", Content::new(Some(schema))).build()
+}
+
+fn problem(description: &str) -> utoipa::openapi::Response {
+    ResponseBuilder::new()
+        .description(description)
+        .content("application/problem+json", Content::new(Some(reference("Problem"))))
+        .build()
+}
+
+fn path_param(name: &str) -> utoipa::openapi::path::Parameter {
+    ParameterBuilder::new()
+        .name(name)
+        .parameter_in(ParameterIn::Path)
+        .required(Required::True)
+        .schema(Some(typed(Type::String, false).min_length(Some(1)).max_length(Some(limits::ID_BYTES_MAX))))
+        .build()
+}
+
+fn query_param(name: &str, schema: Schema, description: &str) -> utoipa::openapi::path::Parameter {
+    ParameterBuilder::new()
+        .name(name)
+        .parameter_in(ParameterIn::Query)
+        .required(Required::False)
+        .schema(Some(schema))
+        .description(Some(description))
+        .build()
+}
+
+fn with_common(op: OperationBuilder, write: bool) -> OperationBuilder {
+    let op = op.response("401", problem("no or unknown bearer token")).response("400", problem("a bad parameter or body"));
+    if write {
+        op.response("403", problem("the token's role may only read"))
+    } else {
+        op
+    }
+}
+
+fn list_operation(kind: &Kind) -> OperationBuilder {
+    let mut op = OperationBuilder::new()
+        .operation_id(Some(format!("list_{}", kind.name)))
+        .summary(Some(format!("List {} in key order, a page at a time", kind.name)))
+        .tag(kind.name)
+        .parameter(query_param(
+            "limit",
+            typed(Type::Integer, false).minimum(Some(1)).maximum(Some(limits::API_PAGE_ROWS_MAX)).into(),
+            "records per page (default 100)",
+        ))
+        .parameter(query_param("cursor", typed(Type::String, false).into(), "next_cursor of the previous page"));
+    for column in kind.columns {
+        match column.filter {
+            Filter::Equals => op = op.parameter(query_param(column.name, column_schema(column, false), column.doc)),
+            Filter::Range => {
+                op = op
+                    .parameter(query_param(&format!("{}_from", column.name), column_schema(column, false), "at or after"))
+                    .parameter(query_param(&format!("{}_to", column.name), column_schema(column, false), "at or before"));
+            }
+            Filter::None => {}
+        }
+    }
+    with_common(op.response("200", json_response("a page", reference(&format!("{}Page", schema_name(kind))))), false)
+}
+
+fn record_operations(kind: &Kind, key_params: &[&str]) -> PathItem {
+    let name = schema_name(kind);
+    let with_key = |mut op: OperationBuilder| {
+        for k in key_params {
+            op = op.parameter(path_param(k));
+        }
+        op
+    };
+    let body = RequestBodyBuilder::new()
+        .content("application/json", Content::new(Some(reference(&format!("{name}Input")))))
+        .required(Some(Required::True))
+        .build();
+    let get = with_common(
+        with_key(OperationBuilder::new().operation_id(Some(format!("get_{}", kind.singular))).tag(kind.name))
+            .response("200", json_response("the record", reference(&name)))
+            .response("404", problem("no such record")),
+        false,
+    );
+    let put = with_common(
+        with_key(OperationBuilder::new().operation_id(Some(format!("put_{}", kind.singular))).tag(kind.name))
+            .summary(Some("Create or replace the record (traits are merged)"))
+            .request_body(Some(body))
+            .response("200", json_response("replaced", reference(&name)))
+            .response("201", json_response("created", reference(&name)))
+            .response("413", problem("body too large")),
+        true,
+    );
+    let delete = with_common(
+        with_key(OperationBuilder::new().operation_id(Some(format!("delete_{}", kind.singular))).tag(kind.name))
+            .response("204", ResponseBuilder::new().description("deleted").build())
+            .response("404", problem("no such record"))
+            .response("409", problem("other records refer to it")),
+        true,
+    );
+    let mut item = PathItem::new(HttpMethod::Get, get.build());
+    item.merge_operations(PathItem::new(HttpMethod::Put, put.build()));
+    item.merge_operations(PathItem::new(HttpMethod::Delete, delete.build()));
+    item
+}
+
+fn collection_operations(kind: &Kind) -> PathItem {
+    let name = schema_name(kind);
+    let body = RequestBodyBuilder::new()
+        .content("application/json", Content::new(Some(reference(&format!("{name}Input")))))
+        .required(Some(Required::True))
+        .build();
+    let post = with_common(
+        OperationBuilder::new()
+            .operation_id(Some(format!("create_{}", kind.singular)))
+            .tag(kind.name)
+            .request_body(Some(body))
+            .response("201", json_response("created", reference(&name)))
+            .response("409", problem("it already exists"))
+            .response("413", problem("body too large")),
+        true,
+    );
+    let mut item = PathItem::new(HttpMethod::Get, list_operation(kind).build());
+    item.merge_operations(PathItem::new(HttpMethod::Post, post.build()));
+    item
+}
+
+fn import_operation(kind: &Kind) -> PathItem {
+    let body = RequestBodyBuilder::new()
+        .description(Some(format!(
+            "CSV with the header {} (extra columns become traits), or NDJSON with the same field names",
+            kind.columns.iter().map(|c| c.name).collect::<Vec<_>>().join(",")
+        )))
+        .content("text/csv", Content::new(Some(typed(Type::String, false))))
+        .content("application/x-ndjson", Content::new(Some(typed(Type::String, false))))
+        .required(Some(Required::True))
+        .build();
+    let op = with_common(
+        OperationBuilder::new()
+            .operation_id(Some(format!("import_{}", kind.name)))
+            .summary(Some("Import a file, all or nothing"))
+            .tag("import")
+            .parameter(query_param("format", typed(Type::String, false).enum_values(Some(["csv", "ndjson"])).into(), "overrides Content-Type"))
+            .request_body(Some(body))
+            .response("200", json_response("stored", reference("ImportReport")))
+            .response("413", problem("body too large"))
+            .response("422", problem("nothing stored; errors by row and column")),
+        true,
+    );
+    PathItem::new(HttpMethod::Post, op.build())
+}
+
+fn build() -> utoipa::openapi::OpenApi {
+    let mut paths = Paths::new();
+    let mut components = ComponentsBuilder::new()
+        .schema("Problem", problem_schema())
+        .schema("ImportReport", free_object("rows, inserted, updated, stored, error_count, errors"))
+        .schema("UserDeletion", free_object("counts of what was removed"))
+        .schema("EventList", free_object("{\"events\": [...]}"))
+        .security_scheme("bearer", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+    for kind in records::KINDS {
+        let name = schema_name(kind);
+        components = components
+            .schema(name.clone(), record_schema(kind))
+            .schema(format!("{name}Input"), input_schema(kind))
+            .schema(format!("{name}Page"), page_schema(kind));
+        paths.paths.insert(format!("/api/v1/{}", kind.name), collection_operations(kind));
+        let key_path: Vec<String> = kind.key.iter().map(|k| format!("{{{k}}}")).collect();
+        paths.paths.insert(format!("/api/v1/{}/{}", kind.name, key_path.join("/")), record_operations(kind, kind.key));
+        paths.paths.insert(format!("/api/v1/import/{}", kind.name), import_operation(kind));
+    }
+    let delete_user = with_common(
+        OperationBuilder::new()
+            .operation_id(Some("delete_user"))
+            .summary(Some("GDPR erasure of a person's events, traits and survey answers"))
+            .tag("users")
+            .parameter(path_param("id"))
+            .response("200", json_response("what was removed", reference("UserDeletion"))),
+        true,
+    );
+    paths.paths.insert("/api/v1/users/{id}".into(), PathItem::new(HttpMethod::Delete, delete_user.build()));
+    let events = with_common(
+        OperationBuilder::new()
+            .operation_id(Some("list_events"))
+            .summary(Some("Stored events by receive time, for debugging an integration"))
+            .tag("events")
+            .parameter(query_param("since", typed(Type::String, false).into(), "YYYY-MM-DD or ISO-8601 (default: 24 h ago)"))
+            .parameter(query_param("until", typed(Type::String, false).into(), "YYYY-MM-DD or ISO-8601"))
+            .parameter(query_param("user", typed(Type::String, false).into(), "resolved user id"))
+            .parameter(query_param("account", typed(Type::String, false).into(), "resolved account id"))
+            .parameter(query_param(
+                "limit",
+                typed(Type::Integer, false).minimum(Some(1)).maximum(Some(limits::EVENTS_LIST_ROWS_MAX)).into(),
+                "most events (default 1000)",
+            ))
+            .parameter(query_param("format", typed(Type::String, false).enum_values(Some(["json", "ndjson"])).into(), "json (default) or ndjson"))
+            .response(
+                "200",
+                ResponseBuilder::new()
+                    .description("events")
+                    .content("application/json", Content::new(Some(reference("EventList"))))
+                    .content("application/x-ndjson", Content::new(Some(typed(Type::String, false))))
+                    .build(),
+            ),
+        false,
+    );
+    paths.paths.insert("/api/v1/events".into(), PathItem::new(HttpMethod::Get, events.build()));
+    OpenApiBuilder::new()
+        .info(
+            InfoBuilder::new()
+                .title("bellwether API")
+                .version(env!("CARGO_PKG_VERSION"))
+                .description(Some("Customer records, imports and events. Authenticate with `Authorization: Bearer <token>` (bellwether token create)."))
+                .build(),
+        )
+        .paths(paths)
+        .components(Some(components.build()))
+        .security(Some(vec![SecurityRequirement::new("bearer", Vec::<String>::new())]))
+        .build()
+}
