@@ -6,8 +6,8 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n== %s\n' "$*"; }
 
-step "test dependencies: the official Segment libraries (PyPI, npm)"
-python3 -m pip install --quiet --disable-pip-version-check -r tests/clients/requirements.txt
+step "test dependencies: the official Segment libraries and schemathesis (PyPI, npm)"
+python3 -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 (cd tests/clients && npm ci --no-audit --no-fund --loglevel=error)
 
 step "build (debug, tests included)"

@@ -7,6 +7,7 @@ mod it {
     mod config_cli;
     mod durability;
     mod ingest_http;
+    mod openapi;
     mod records;
     mod segment_clients;
 }

@@ -93,6 +93,34 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// `Path` whose rejection is an [`ApiError`] (problem+json), not axum's plain text.
+pub struct ApiPath<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(value)| ApiPath(value))
+            .map_err(|e| ApiError::BadParameter { field: "path".into(), reason: e.body_text() })
+    }
+}
+
+/// `Query` whose rejection is an [`ApiError`] (problem+json), not axum's plain text.
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(value)| ApiQuery(value))
+            .map_err(|e| ApiError::BadParameter { field: "query".into(), reason: e.body_text() })
+    }
+}
+
 /// A request carrying a valid API token; `role` says what it may do.
 pub struct Caller {
     pub role: Role,
@@ -129,7 +157,7 @@ struct EventsQuery {
 
 /// `GET /api/v1/events?since=&until=&user=&account=&limit=&format=json|ndjson`: stored
 /// events by the time they were received, for debugging an integration.
-async fn list_events(caller: Caller, State(state): State<AppState>, Query(query): Query<EventsQuery>) -> Result<Response, ApiError> {
+async fn list_events(caller: Caller, State(state): State<AppState>, ApiQuery(query): ApiQuery<EventsQuery>) -> Result<Response, ApiError> {
     let _ = caller.role; // every role may read events
     let now_ms = chrono::Utc::now().timestamp_millis();
     let bad = |field: &str, reason: String| ApiError::BadParameter { field: field.into(), reason };

@@ -101,15 +101,14 @@ fn page_schema(kind: &Kind) -> Schema {
 }
 
 fn problem_schema() -> Schema {
-    let field_error = ObjectBuilder::new()
+    // One shape for both kinds of error item: a record's field, or an import's row and column.
+    let error_item = ObjectBuilder::new()
         .schema_type(Type::Object)
         .property("field", typed(Type::String, false))
-        .property("reason", typed(Type::String, false));
-    let row_error = ObjectBuilder::new()
-        .schema_type(Type::Object)
         .property("row", typed(Type::Integer, false))
         .property("column", typed(Type::String, false))
-        .property("reason", typed(Type::String, false));
+        .property("reason", typed(Type::String, false))
+        .required("reason");
     ObjectBuilder::new()
         .schema_type(Type::Object)
         .description(Some("RFC 9457 problem details"))
@@ -122,12 +121,7 @@ fn problem_schema() -> Schema {
         .property("detail", typed(Type::String, false))
         .required("detail")
         .property("field", typed(Type::String, false))
-        .property(
-            "errors",
-            ArrayBuilder::new().items(RefOr::T(Schema::OneOf(
-                utoipa::openapi::schema::OneOfBuilder::new().item(field_error).item(row_error).build(),
-            ))),
-        )
+        .property("errors", ArrayBuilder::new().items(error_item))
         .property("error_count", typed(Type::Integer, false))
         .property("rows", typed(Type::Integer, false))
         .into()
@@ -172,7 +166,10 @@ fn query_param(name: &str, schema: Schema, description: &str) -> utoipa::openapi
 }
 
 fn with_common(op: OperationBuilder, write: bool) -> OperationBuilder {
-    let op = op.response("401", problem("no or unknown bearer token")).response("400", problem("a bad parameter or body"));
+    let op = op
+        .response("401", problem("no or unknown bearer token"))
+        .response("400", problem("a bad parameter or body"))
+        .response("414", ResponseBuilder::new().description("URI too long").build());
     if write {
         op.response("403", problem("the token's role may only read"))
     } else {

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -14,7 +14,7 @@ use base64::Engine;
 use rusqlite::Connection;
 use serde_json::{json, Map, Value};
 
-use super::api::{ApiError, Caller};
+use super::api::{ApiError, ApiPath as Path, ApiQuery as Query, Caller};
 use super::AppState;
 use crate::ingest::import::{self, Format};
 use crate::limits;
