@@ -29,8 +29,11 @@ pub struct Cli {
 enum Command {
     /// Serve the Segment tracking API, the REST API and the dashboard.
     Serve(ServeArgs),
-    /// Run bellwether on demo data and serve it.
-    Demo(ServeArgs),
+    /// Generate a demo customer base (first run), load it, and serve it [data dir: ./bellwether-demo].
+    Demo(DemoArgs),
+    /// Write a generated customer base with known ground truth to a directory: events
+    /// (Segment batch NDJSON, gzipped), import CSVs, truth.json and the config they need.
+    Generate(GenerateArgs),
     /// List stored events, to debug an integration (works while a server runs).
     Events(EventsArgs),
     /// Import customer records from a CSV or NDJSON file, all or nothing (works while a server runs).
@@ -52,6 +55,50 @@ struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:8780] (also BELLWETHER_LISTEN). Port 0 picks a free port.
     #[arg(long, value_name = "ADDR")]
     listen: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct SizeArgs {
+    /// Random seed: the same seed, size and end date give byte-identical output.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Accounts, enterprise parents included.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    accounts: u64,
+    /// Years of history.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=10))]
+    years: u32,
+    /// Last day of the data (YYYY-MM-DD) [default: today, UTC].
+    #[arg(long, value_name = "DATE")]
+    end_date: Option<String>,
+}
+
+impl SizeArgs {
+    fn options(&self) -> anyhow::Result<crate::demo::generate::Options> {
+        let end_date = match &self.end_date {
+            Some(text) => crate::records::parse_date(text).map_err(|e| anyhow::anyhow!("--end-date: {e}"))?,
+            None => chrono::Utc::now().date_naive(),
+        };
+        Ok(crate::demo::generate::Options { seed: self.seed, accounts: self.accounts as usize, years: self.years, end_date })
+    }
+}
+
+#[derive(Debug, Args)]
+struct DemoArgs {
+    /// Address to listen on [default: 127.0.0.1:8780] (also BELLWETHER_LISTEN). Port 0 picks a free port.
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    #[command(flatten)]
+    size: SizeArgs,
+}
+
+#[derive(Debug, Args)]
+struct GenerateArgs {
+    /// Directory to write (created if missing).
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    #[command(flatten)]
+    size: SizeArgs,
 }
 
 #[derive(Debug, Args)]
@@ -110,15 +157,22 @@ enum TokenCommand {
 /// Runs the command line; errors are printed by `main`.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let listen = match &cli.command {
-        Command::Serve(args) | Command::Demo(args) => args.listen.clone(),
+        Command::Serve(args) => args.listen.clone(),
+        Command::Demo(args) => args.listen.clone(),
         _ => None,
     };
+    // The demo keeps its data apart unless a data dir is named.
+    let demo_dir_default = matches!(cli.command, Command::Demo(_)) && cli.data_dir.is_none() && std::env::var_os("BELLWETHER_DATA_DIR").is_none();
     let flags = Flags { config: cli.config.clone(), data_dir: cli.data_dir.clone(), listen };
     let env: Vec<(String, String)> = std::env::vars().collect();
-    let config = Config::load(&flags, &env)?;
+    let mut config = Config::load(&flags, &env)?;
+    if demo_dir_default && config.file.is_none() {
+        config.data_dir = PathBuf::from(DEMO_DATA_DIR);
+    }
     match cli.command {
         Command::Serve(_) => serve(&config),
-        Command::Demo(_) => demo(config),
+        Command::Demo(args) => demo(config, &args),
+        Command::Generate(args) => generate(&args),
         Command::Events(args) => events(&config, &args),
         Command::Import(args) => import(&config, &args),
         Command::DeleteUser { user_id } => {
@@ -144,20 +198,98 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn serve(config: &Config) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(crate::web::serve(config, |addr| {
-        println!("bellwether listening on http://{addr}");
-        let _ = std::io::stdout().flush();
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "bellwether listening on http://{addr}");
+        let _ = out.flush();
     }))?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// Until the demo generator exists, the demo serves an empty data dir with a demo write key.
-fn demo(mut config: Config) -> anyhow::Result<ExitCode> {
-    if config.write_keys.is_empty() {
-        config.write_keys.insert("demo-write-key".into(), "demo".into());
+const DEMO_DATA_DIR: &str = "./bellwether-demo";
+const DEMO_WRITE_KEY: &str = "demo-write-key";
+
+fn generation_bar(accounts: usize) -> indicatif::ProgressBar {
+    indicatif::ProgressBar::new(accounts as u64).with_style(
+        indicatif::ProgressStyle::with_template("  accounts {bar:40} {pos}/{len}  {msg}").expect("invariant: valid template"),
+    )
+}
+
+fn generate(args: &GenerateArgs) -> anyhow::Result<ExitCode> {
+    let options = args.size.options()?;
+    let bar = generation_bar(options.accounts);
+    let summary = crate::demo::generate::generate(&options, &args.out, &mut |summary, done| {
+        bar.set_position(done as u64);
+        bar.set_message(format!("{} users, {} events", summary.users, summary.events));
+    })
+    .with_context(|| format!("writing {}", args.out.display()))?;
+    bar.finish();
+    eprintln!(
+        "wrote {}: {} accounts, {} users, {} events in {} batches, {} subscriptions, {} tickets, {} survey responses",
+        args.out.display(), summary.accounts, summary.users, summary.events, summary.batches, summary.subscriptions, summary.tickets, summary.survey_responses
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Generates and loads the demo on the first run (through the import and ingest paths a
+/// user's data takes), then serves. Later runs reuse the loaded data dir.
+fn demo(mut config: Config, args: &DemoArgs) -> anyhow::Result<ExitCode> {
+    config.write_keys.entry(DEMO_WRITE_KEY.into()).or_insert_with(|| "demo".into());
+    for (code, rate) in crate::demo::generate::RATES {
+        config.currency.rates.entry(code.to_string()).or_insert(*rate);
     }
-    eprintln!("bellwether demo: the demo data generator is not built yet; serving {} (empty unless you send events)", config.data_dir.display());
-    eprintln!("send events with the write key(s): {}", config.write_keys.keys().cloned().collect::<Vec<_>>().join(", "));
-    serve(&config)
+    let options = args.size.options()?;
+    runtime()?.block_on(async {
+        let app = crate::web::App::start(&config)?;
+        let loaded = match crate::demo::read_marker(&config.data_dir) {
+            Some(loaded) => {
+                eprintln!("bellwether demo: reusing the demo data in {} (delete it to start over)", config.data_dir.display());
+                loaded
+            }
+            None => load_demo(&config, &options, &app).await?,
+        };
+        app.serve(config.listen, |addr| {
+            // Written without println!: a closed stdout must not stop the server.
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "bellwether demo listening on http://{addr}");
+            let _ = writeln!(out, "  data:      {} ({} accounts, {} years to {}, {} events)", config.data_dir.display(), loaded.accounts, loaded.years, loaded.end_date, loaded.events);
+            let _ = writeln!(out, "  API:       http://{addr}/api/v1/accounts   (Authorization: Bearer {})", loaded.api_token);
+            let _ = writeln!(out, "  OpenAPI:   http://{addr}/api/v1/openapi.json");
+            let _ = writeln!(out, "  send more: curl -u {DEMO_WRITE_KEY}: http://{addr}/v1/track -d '{{\"userId\":\"u1\",\"event\":\"Tried It\"}}'");
+            let _ = writeln!(out, "  (the dashboard and login arrive with the dashboard issue; metrics and health with theirs)");
+            let _ = out.flush();
+        })
+        .await?;
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn load_demo(config: &Config, options: &crate::demo::generate::Options, app: &crate::web::App) -> anyhow::Result<crate::demo::Loaded> {
+    let input = config.data_dir.join("demo-input");
+    eprintln!(
+        "bellwether demo: generating {} accounts over {} years (seed {}) into {}",
+        options.accounts, options.years, options.seed, input.display()
+    );
+    let bar = generation_bar(options.accounts);
+    let summary = crate::demo::generate::generate(options, &input, &mut |summary, done| {
+        bar.set_position(done as u64);
+        bar.set_message(format!("{} users, {} events", summary.users, summary.events));
+    })?;
+    bar.finish();
+    eprintln!("bellwether demo: loading records and events");
+    crate::demo::import_records(&app.state.store, &input, &config.currency)?;
+    let events = crate::demo::load_events(&app.state.ingestor, &input).await?;
+    let api_token = store::create_token(&app.state.store.connect()?, "demo", Role::Admin)?;
+    let loaded = crate::demo::Loaded {
+        seed: options.seed,
+        accounts: summary.accounts,
+        years: options.years,
+        end_date: options.end_date.to_string(),
+        events,
+        api_token,
+    };
+    std::fs::write(config.data_dir.join(crate::demo::MARKER), serde_json::to_string_pretty(&loaded)?)?;
+    Ok(loaded)
 }
 
 fn import(config: &Config, args: &ImportArgs) -> anyhow::Result<ExitCode> {

@@ -13,4 +13,5 @@ pub mod ingest;
 pub mod store;
 
 pub mod web;
+pub mod demo;
 pub mod cli;

@@ -50,33 +50,51 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
 }
 
-/// Opens the store, starts the writer and serves until SIGINT or SIGTERM; then stops
-/// accepting, lets the writer commit what it was given, and returns.
-/// `on_listening` is called with the bound address (useful with port 0).
-pub async fn serve(config: &Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(), ServeError> {
-    let store = Store::open(&config.data_dir)?;
-    let telemetry = Telemetry::new();
-    let (ingestor, receiver) = Ingestor::new(config.ingest.queue_bytes_max);
-    let writer = store::writer::spawn(store.path(), config.ingest.dedup_window_days, receiver, telemetry.clone())?;
-    let write_keys = config
-        .write_keys
-        .iter()
-        .map(|(key, source)| (key.clone(), Arc::<str>::from(source.as_str())))
-        .collect::<HashMap<_, _>>();
-    if write_keys.is_empty() {
-        tracing::warn!("no write keys configured: /v1 answers 401 to every request (set BELLWETHER_WRITE_KEYS or [write_keys])");
+/// A started bellwether: its store open, its writer running, its handler state ready.
+pub struct App {
+    pub state: AppState,
+    writer: std::thread::JoinHandle<()>,
+}
+
+impl App {
+    /// Opens the store (creating and migrating it) and starts the writer.
+    pub fn start(config: &Config) -> Result<App, ServeError> {
+        let store = Store::open(&config.data_dir)?;
+        let telemetry = Telemetry::new();
+        let (ingestor, receiver) = Ingestor::new(config.ingest.queue_bytes_max);
+        let writer = store::writer::spawn(store.path(), config.ingest.dedup_window_days, receiver, telemetry.clone())?;
+        let write_keys = config
+            .write_keys
+            .iter()
+            .map(|(key, source)| (key.clone(), Arc::<str>::from(source.as_str())))
+            .collect::<HashMap<_, _>>();
+        if write_keys.is_empty() {
+            tracing::warn!("no write keys configured: /v1 answers 401 to every request (set BELLWETHER_WRITE_KEYS or [write_keys])");
+        }
+        let state = AppState { ingestor, store, telemetry, write_keys: Arc::new(write_keys), currency: Arc::new(config.currency.clone()) };
+        Ok(App { state, writer })
     }
-    let state = AppState { ingestor, store, telemetry, write_keys: Arc::new(write_keys), currency: Arc::new(config.currency.clone()) };
-    let listener = TcpListener::bind(config.listen).await.map_err(|source| ServeError::Bind { addr: config.listen, source })?;
-    let addr = listener.local_addr()?;
-    tracing::info!(%addr, data_dir = %config.data_dir.display(), "serving");
-    on_listening(addr);
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal()).await?;
-    tracing::info!("stopped accepting; waiting for the writer to finish");
-    // The router (and with it every Ingestor clone) is dropped once serve returns, which
-    // closes the queue; the writer commits what it holds and exits.
-    tokio::task::spawn_blocking(move || writer.join()).await.ok();
-    Ok(())
+
+    /// Serves until SIGINT or SIGTERM; then stops accepting, lets the writer commit what
+    /// it was given, and returns. `on_listening` gets the bound address (useful with port 0).
+    pub async fn serve(self, listen: SocketAddr, on_listening: impl FnOnce(SocketAddr)) -> Result<(), ServeError> {
+        let listener = TcpListener::bind(listen).await.map_err(|source| ServeError::Bind { addr: listen, source })?;
+        let addr = listener.local_addr()?;
+        tracing::info!(%addr, database = %self.state.store.path().display(), "serving");
+        on_listening(addr);
+        axum::serve(listener, router(self.state)).with_graceful_shutdown(shutdown_signal()).await?;
+        tracing::info!("stopped accepting; waiting for the writer to finish");
+        // The router (and with it every Ingestor clone) is dropped once serve returns, which
+        // closes the queue; the writer commits what it holds and exits.
+        let writer = self.writer;
+        tokio::task::spawn_blocking(move || writer.join()).await.ok();
+        Ok(())
+    }
+}
+
+/// `bellwether serve`: start and serve on the configured address.
+pub async fn serve(config: &Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(), ServeError> {
+    App::start(config)?.serve(config.listen, on_listening).await
 }
 
 /// Reads a request body of at most `limit` bytes. `Err(())` when it is longer; the rest of

@@ -5,6 +5,7 @@ mod it {
     pub mod support;
 
     mod config_cli;
+    mod demo;
     mod durability;
     mod ingest_http;
     mod openapi;
