@@ -8,8 +8,13 @@
 //! Each entry is one `u64`: the top 44 bits of a keyed hash of (source, messageId) and the
 //! low 20 bits of the *segment* (event id / 4096) where that message was stored. A lookup
 //! that matches the 44 bits is verified against the rows of that segment on disk, so a
-//! hash collision can never drop a distinct message: the answer is exact. Memory is
-//! about 9-18 bytes per message in the window.
+//! hash collision can never drop a distinct message: the answer is exact.
+//!
+//! Memory is 8 bytes per message in the window: new entries go to a small hash table
+//! (capped at [`ACTIVE_ENTRIES_MAX`], below the size where it would double); when it is
+//! full its entries are sorted and merged, in place and from the back, into one sorted
+//! `Vec<u64>`. Entries are uniform hashes, so a lookup in the sorted part starts at the
+//! interpolated position and gallops to the answer in a few cache lines.
 
 use std::collections::VecDeque;
 use std::hash::{BuildHasher, RandomState};
@@ -21,8 +26,15 @@ pub const SEGMENT_SHIFT: u32 = 12;
 const SEGMENT_BITS: u32 = 20;
 const SEGMENT_MASK: u64 = (1 << SEGMENT_BITS) - 1;
 
+/// Entries the hash table holds before they are sealed into the sorted part: just under
+/// 7/8 of 2^20 buckets, hashbrown's growth point, so the table never doubles (~9 MiB).
+pub const ACTIVE_ENTRIES_MAX: usize = 900_000;
+
 pub struct Dedup {
+    /// Recent entries.
     table: HashTable<u64>,
+    /// Older entries, sorted ascending (so by hash bits first).
+    sealed: Vec<u64>,
     hasher: RandomState,
     /// (segment number, received_ms of its first row), oldest first.
     segments: VecDeque<(i64, i64)>,
@@ -37,6 +49,7 @@ impl Dedup {
     pub fn new(window_days: u32) -> Dedup {
         Dedup {
             table: HashTable::new(),
+            sealed: Vec::new(),
             hasher: RandomState::new(),
             segments: VecDeque::new(),
             window_ms: i64::from(window_days) * 86_400_000,
@@ -48,20 +61,24 @@ impl Dedup {
     }
 
     pub fn len(&self) -> usize {
-        self.table.len()
+        self.table.len() + self.sealed.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.table.is_empty()
+        self.len() == 0
     }
 
     /// Row id ranges (inclusive) where a message with this key may be stored. Empty in the
     /// common case of a new message; the caller checks each range on disk.
     pub fn candidates(&self, key: Key) -> Vec<(i64, i64)> {
         let Some(&(newest, _)) = self.segments.back() else { return Vec::new() };
+        let prefix = key.0 >> SEGMENT_BITS;
+        let start = lower_bound(&self.sealed, key.0 & !SEGMENT_MASK);
+        let sealed = self.sealed[start..].iter().take_while(|&&entry| entry >> SEGMENT_BITS == prefix);
         self.table
             .iter_hash(table_hash(key.0))
-            .filter(|&&entry| entry >> SEGMENT_BITS == key.0 >> SEGMENT_BITS)
+            .filter(|&&entry| entry >> SEGMENT_BITS == prefix)
+            .chain(sealed)
             .map(|&entry| {
                 let back = ((newest as u64).wrapping_sub(entry) & SEGMENT_MASK) as i64;
                 let segment = newest - back;
@@ -80,6 +97,32 @@ impl Dedup {
         let entry = (key.0 & !SEGMENT_MASK) | (segment as u64 & SEGMENT_MASK);
         self.table.insert_unique(table_hash(entry), entry, |&e| table_hash(e));
         entry
+    }
+
+    /// Moves the hash table's entries into the sorted part once the table is full. Call it
+    /// between transactions only: [`Dedup::remove`] undoes entries in the table.
+    pub fn seal_if_full(&mut self) {
+        if self.table.len() < ACTIVE_ENTRIES_MAX {
+            return;
+        }
+        let mut fresh: Vec<u64> = self.table.drain().collect();
+        fresh.sort_unstable();
+        let old_len = self.sealed.len();
+        self.sealed.reserve_exact(fresh.len());
+        self.sealed.resize(old_len + fresh.len(), 0);
+        // Merge from the back so no second buffer is needed.
+        let (mut i, mut j, mut k) = (old_len, fresh.len(), old_len + fresh.len());
+        while j > 0 {
+            k -= 1;
+            if i > 0 && self.sealed[i - 1] > fresh[j - 1] {
+                self.sealed[k] = self.sealed[i - 1];
+                i -= 1;
+            } else {
+                self.sealed[k] = fresh[j - 1];
+                j -= 1;
+            }
+        }
+        debug_assert!(self.sealed.windows(2).all(|w| w[0] <= w[1]), "sealed entries stay sorted");
     }
 
     /// Undoes an [`Dedup::insert`] whose row was rolled back.
@@ -105,11 +148,55 @@ impl Dedup {
             return 0;
         };
         let span = (newest - oldest) as u64;
-        let before = self.table.len();
-        self.table.retain(|entry| ((newest as u64).wrapping_sub(*entry) & SEGMENT_MASK) <= span);
-        self.table.shrink_to_fit(|&e| table_hash(e));
-        before - self.table.len()
+        let before = self.len();
+        let keep = |entry: &u64| ((newest as u64).wrapping_sub(*entry) & SEGMENT_MASK) <= span;
+        self.table.retain(|entry| keep(entry));
+        self.sealed.retain(keep);
+        self.sealed.shrink_to_fit();
+        before - self.len()
     }
+}
+
+/// The first index of `sorted` whose value is >= `target`. The values are uniform over
+/// u64, so the target's rank is close to `target / 2^64 * len`: start there and gallop.
+fn lower_bound(sorted: &[u64], target: u64) -> usize {
+    let n = sorted.len();
+    if n == 0 {
+        return 0;
+    }
+    let guess = ((u128::from(target) * n as u128) >> 64) as usize;
+    let guess = guess.min(n - 1);
+    // Invariant: every value before `lo` is < target; every value from `hi` on is >= target.
+    let mut lo = 0;
+    let mut hi;
+    let mut step = 64;
+    if sorted[guess] < target {
+        lo = guess + 1;
+        loop {
+            let probe = lo.saturating_add(step).min(n);
+            if probe == n || sorted[probe] >= target {
+                hi = probe;
+                break;
+            }
+            lo = probe + 1;
+            step *= 2;
+        }
+    } else {
+        hi = guess;
+        loop {
+            let probe = hi.saturating_sub(step);
+            if sorted[probe] < target {
+                lo = probe + 1;
+                break;
+            }
+            if probe == 0 {
+                break;
+            }
+            hi = probe;
+            step *= 2;
+        }
+    }
+    lo + sorted[lo..hi].partition_point(|&e| e < target)
 }
 
 /// The 44 hash bits of an entry spread over all 64 bits, as hashbrown uses both the low
@@ -132,6 +219,48 @@ mod tests {
         assert_eq!(dedup.candidates(key), vec![(4096, 8191)]);
         assert!(dedup.candidates(dedup.key("web", "m-2")).is_empty());
         assert!(dedup.candidates(dedup.key("mobile", "m-1")).is_empty());
+    }
+
+    #[test]
+    fn lower_bound_matches_a_plain_binary_search() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        for n in [0, 1, 2, 3, 100, 10_000] {
+            let mut values: Vec<u64> = (0..n).map(|_| rng.random()).collect();
+            values.extend(values.clone().iter().take(n / 10)); // duplicates
+            values.sort_unstable();
+            let mut targets: Vec<u64> = (0..500).map(|_| rng.random()).collect();
+            targets.extend(values.iter().copied().take(200));
+            targets.extend([0, 1, u64::MAX, u64::MAX - 1]);
+            for target in targets {
+                assert_eq!(lower_bound(&values, target), values.partition_point(|&v| v < target), "n {n} target {target}");
+            }
+        }
+    }
+
+    #[test]
+    fn sealed_entries_are_still_found_and_expire() {
+        let mut dedup = Dedup::new(1);
+        let keys: Vec<Key> = (0..ACTIVE_ENTRIES_MAX + 10).map(|i| dedup.key("s", &format!("m-{i}"))).collect();
+        for (i, key) in keys.iter().enumerate() {
+            dedup.insert(*key, i as i64 + 1, 0);
+            dedup.seal_if_full();
+        }
+        assert_eq!(dedup.sealed.len(), ACTIVE_ENTRIES_MAX);
+        assert_eq!(dedup.len(), ACTIVE_ENTRIES_MAX + 10);
+        for (i, key) in keys.iter().enumerate().step_by(997) {
+            let segment = (i as i64 + 1) >> SEGMENT_SHIFT;
+            assert!(dedup.candidates(*key).contains(&(segment << SEGMENT_SHIFT, ((segment + 1) << SEGMENT_SHIFT) - 1)), "entry {i}");
+        }
+        assert!(dedup.candidates(dedup.key("s", "never")).is_empty());
+        let day = 86_400_000;
+        let late = dedup.key("s", "late");
+        dedup.insert(late, ACTIVE_ENTRIES_MAX as i64 + 8192, 3 * day);
+        let dropped = dedup.expire(3 * day);
+        assert!(dropped > 0 && dedup.candidates(keys[0]).is_empty(), "old sealed entries expire");
+        assert!(!dedup.candidates(keys[keys.len() - 1]).is_empty(), "the segment just before the window's start is kept");
+        assert!(!dedup.candidates(late).is_empty());
+        assert_eq!(dedup.len() + dropped, ACTIVE_ENTRIES_MAX + 11);
     }
 
     #[test]

@@ -25,6 +25,8 @@ pub fn spawn(
     telemetry: Telemetry,
 ) -> Result<std::thread::JoinHandle<()>, StoreError> {
     let conn = connect(path)?;
+    // Appends need little page cache: keep the writer's small (8 MiB).
+    conn.pragma_update(None, "cache_size", -8192)?;
     // Checkpoints copy the WAL into the database file and fsync it. A background thread
     // does most of that copying between commits; the writer's own small autocheckpoint
     // then has little left to copy, and because it runs between the writer's
@@ -54,6 +56,7 @@ const WAL_PAGES_TRUNCATE: i64 = 65_536;
 /// sender is dropped.
 fn spawn_checkpointer(path: &Path) -> Result<std::sync::mpsc::Sender<()>, StoreError> {
     let conn = connect(path)?;
+    conn.pragma_update(None, "cache_size", -1024)?;
     let (stop, stopped) = std::sync::mpsc::channel::<()>();
     std::thread::Builder::new()
         .name("store-checkpoint".into())
@@ -103,6 +106,7 @@ fn run(mut conn: Connection, mut state: State, mut receiver: JobReceiver, teleme
         telemetry.commit_messages.observe(count as f64);
         match result {
             Ok(outcomes) => {
+                state.dedup.seal_if_full();
                 for (job, outcome) in jobs.into_iter().zip(outcomes) {
                     telemetry.accepted.inc_by(outcome.stored as u64);
                     telemetry.deduplicated.inc_by(outcome.duplicates as u64);
@@ -278,6 +282,7 @@ fn rebuild_dedup(conn: &Connection, dedup: &mut Dedup, window_days: u32) -> Resu
         let (id, source, message_id, received_ms): (i64, String, String, i64) = (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?);
         let key = dedup.key(&source, &message_id);
         dedup.insert(key, id, received_ms);
+        dedup.seal_if_full();
         loaded += 1;
         if loaded % REBUILD_PROGRESS_ROWS == 0 {
             tracing::info!(loaded, "rebuilding the dedup index from stored events");
