@@ -36,14 +36,19 @@ pub fn router() -> Router<AppState> {
         .route("/v1/import", post(batch))
 }
 
-async fn call(State(state): State<AppState>, headers: HeaderMap, body: Body, kind: Kind) -> Response {
+/// What every tracking call does first: note the receive time, authenticate by the
+/// Basic header if there is one (an unknown key is refused before the body is read), and
+/// read the body within `limit`.
+async fn receive(state: &AppState, headers: &HeaderMap, body: Body, limit: usize) -> Result<(i64, Option<Arc<str>>, Bytes), Response> {
     let received_ms = chrono::Utc::now().timestamp_millis();
-    let header_source = match header_source(&state, &headers) {
-        Ok(source) => source,
-        Err(response) => return response,
-    };
-    let bytes = match read_body(&state, &headers, body, limits::CALL_BYTES_MAX).await {
-        Ok(bytes) => bytes,
+    let header_source = header_source(state, headers)?;
+    let bytes = read_body(state, headers, body, limit).await?;
+    Ok((received_ms, header_source, bytes))
+}
+
+async fn call(State(state): State<AppState>, headers: HeaderMap, body: Body, kind: Kind) -> Response {
+    let (received_ms, header_source, bytes) = match receive(&state, &headers, body, limits::CALL_BYTES_MAX).await {
+        Ok(received) => received,
         Err(response) => return response,
     };
     let (body_key, message) = match ingest::parse_call(kind, &bytes, received_ms) {
@@ -60,13 +65,8 @@ async fn call(State(state): State<AppState>, headers: HeaderMap, body: Body, kin
 }
 
 async fn batch(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    let received_ms = chrono::Utc::now().timestamp_millis();
-    let header_source = match header_source(&state, &headers) {
-        Ok(source) => source,
-        Err(response) => return response,
-    };
-    let bytes = match read_body(&state, &headers, body, limits::BATCH_BYTES_MAX).await {
-        Ok(bytes) => bytes,
+    let (received_ms, header_source, bytes) = match receive(&state, &headers, body, limits::BATCH_BYTES_MAX).await {
+        Ok(received) => received,
         Err(response) => return response,
     };
     let parsed = match ingest::parse_batch(&bytes, received_ms) {
