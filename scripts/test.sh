@@ -6,7 +6,14 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n== %s\n' "$*"; }
 
-step "test dependencies: the official Segment libraries and schemathesis (PyPI, npm)"
+step "test dependencies: Debian's chromium (browser tests)"
+if ! command -v chromium >/dev/null 2>&1; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq chromium >/dev/null
+fi
+
+step "test dependencies: the official Segment libraries, playwright-core and schemathesis (PyPI, npm)"
 python3 -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 (cd tests/clients && npm ci --no-audit --no-fund --loglevel=error)
 

@@ -4,6 +4,7 @@
 mod it {
     pub mod support;
 
+    mod browser;
     mod config_cli;
     mod demo;
     mod durability;

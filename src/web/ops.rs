@@ -1,5 +1,5 @@
 //! Operational endpoints: `/healthz` (the process answers), `/readyz` (it can take
-//! events now) and `/metrics` (Prometheus text format).
+//! events now), `/metrics` (Prometheus text format) and `/js/activity.js`.
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -11,7 +11,25 @@ use serde_json::json;
 use super::AppState;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).route("/metrics", get(metrics))
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/js/activity.js", get(activity_js))
+}
+
+/// The active-time script (see its header). Embedded in the binary: no CDN, no files.
+const ACTIVITY_JS: &str = include_str!("assets/activity.js");
+
+async fn activity_js() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "application/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+            (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+        ],
+        ACTIVITY_JS,
+    )
 }
 
 async fn healthz() -> impl IntoResponse {
