@@ -249,6 +249,9 @@ fn message_from_wire(
     batch_sent_at: Option<i64>,
     received_ms: i64,
 ) -> Result<Message, Rejection> {
+    if json_depth(raw) > limits::JSON_DEPTH_MAX {
+        return Err(Rejection::new("message", format!("nested more than {} levels deep", limits::JSON_DEPTH_MAX)));
+    }
     let user_id = optional_id(&wire.user_id, "userId")?;
     let anonymous_id = optional_id(&wire.anonymous_id, "anonymousId")?;
     let previous_id = optional_id(&wire.previous_id, "previousId")?;
@@ -324,6 +327,32 @@ fn corrected_timestamp(wire: &Wire, batch_sent_at: Option<i64>, received_ms: i64
         Some(sent) => received_ms - (sent - timestamp),
         None => timestamp,
     })
+}
+
+/// The deepest nesting of objects and arrays in a JSON text (strings are skipped).
+fn json_depth(text: &str) -> usize {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0_usize, 0_usize, false, false);
+    for byte in text.bytes() {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
 }
 
 fn body_text(body: &[u8]) -> Result<&str, Rejection> {
@@ -455,6 +484,15 @@ mod tests {
         assert_eq!(m.timestamp_ms, NOW);
         let (_, m) = parse_call(Kind::Track, br#"{"userId":"u","event":"E","timestamp":"2026-01-15T11:00:00+01:00"}"#, 0).unwrap();
         assert_eq!(m.timestamp_ms, NOW);
+    }
+
+    #[test]
+    fn nesting_is_limited_and_strings_do_not_count() {
+        assert_eq!(json_depth(r#"{"a":[{"b":"[[[{{{\"]"}]}"#), 3);
+        let deep = format!(r#"{{"userId":"u","event":"E","properties":{{"a":{}1{}}}}}"#, "[".repeat(30), "]".repeat(30));
+        assert!(parse_call(Kind::Track, deep.as_bytes(), NOW).is_ok(), "32 levels (message, properties, 30 arrays) pass");
+        let deeper = format!(r#"{{"userId":"u","event":"E","properties":{{"a":{}1{}}}}}"#, "[".repeat(31), "]".repeat(31));
+        assert_eq!(parse_call(Kind::Track, deeper.as_bytes(), NOW).unwrap_err().field, "message");
     }
 
     #[test]

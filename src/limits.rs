@@ -64,3 +64,7 @@ pub const API_PAGE_ROWS_MAX: usize = 1_000;
 /// How much of a body past its limit is still read (and dropped) before answering 413, so
 /// the client, still sending, reads the 413 instead of a reset connection.
 pub const OVERSIZE_DRAIN_BYTES_MAX: usize = 8 * 1024 * 1024;
+
+/// Deepest nesting of objects and arrays in one message. SQLite's JSON functions stop at
+/// 1000 and serde_json's Value at 128; real Segment payloads are a few levels deep.
+pub const JSON_DEPTH_MAX: usize = 32;

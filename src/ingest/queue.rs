@@ -21,6 +21,16 @@ pub struct Job {
     _slot: QueueSlot,
 }
 
+impl Job {
+    /// Frees the job's queue space, then answers its request (in that order, so a client
+    /// that got its answer never sees its own bytes still queued).
+    pub fn answer(self, result: Result<JobOutcome, String>) {
+        let Job { reply, _slot, .. } = self;
+        drop(_slot);
+        let _ = reply.send(result);
+    }
+}
+
 struct QueueSlot {
     _permit: OwnedSemaphorePermit,
     bytes: u64,

@@ -366,7 +366,8 @@ pub struct UserDeletion {
     pub suggestions_unlinked: usize,
 }
 
-/// GDPR erasure: the person's events (by userId and by every id linked to it), traits and
+/// GDPR erasure: the person's events (by userId and by every id linked to it: anonymous
+/// ids, and older userIds aliased to it), traits and
 /// their history, memberships, identity links and survey answers; tickets and suggestions
 /// are kept for the account with the person removed. One transaction.
 pub fn delete_user(conn: &mut Connection, user_id: &str) -> Result<UserDeletion, StoreError> {
@@ -377,9 +378,15 @@ pub fn delete_user(conn: &mut Connection, user_id: &str) -> Result<UserDeletion,
         .collect::<Result<_, _>>()?;
     let mut deletion = UserDeletion { user_id: user_id.to_string(), ..UserDeletion::default() };
     deletion.events = tx.execute("DELETE FROM events WHERE user_id = ?1", [user_id])?;
+    // A linked id is an anonymousId, or an older userId the person had before an alias.
     for previous in &linked {
-        deletion.events += tx.execute("DELETE FROM events WHERE user_id IS NULL AND anonymous_id = ?1", [previous])?;
-        deletion.memberships += tx.execute("DELETE FROM memberships WHERE user_id IS NULL AND anonymous_id = ?1", [previous])?;
+        deletion.events += tx.execute("DELETE FROM events WHERE (user_id IS NULL AND anonymous_id = ?1) OR user_id = ?1", [previous])?;
+        deletion.memberships += tx.execute("DELETE FROM memberships WHERE (user_id IS NULL AND anonymous_id = ?1) OR user_id = ?1", [previous])?;
+        tx.execute("DELETE FROM users WHERE user_id = ?1", [previous])?;
+        deletion.trait_versions += tx.execute("DELETE FROM user_traits WHERE user_id = ?1", [previous])?;
+        deletion.survey_responses += tx.execute("DELETE FROM survey_responses WHERE user_id = ?1", [previous])?;
+        deletion.tickets_unlinked += tx.execute("UPDATE tickets SET user_id = NULL WHERE user_id = ?1", [previous])?;
+        deletion.suggestions_unlinked += tx.execute("UPDATE suggestions SET user_id = NULL WHERE user_id = ?1", [previous])?;
     }
     tx.execute("DELETE FROM users WHERE user_id = ?1", [user_id])?;
     deletion.trait_versions = tx.execute("DELETE FROM user_traits WHERE user_id = ?1", [user_id])?;

@@ -34,13 +34,17 @@ pub fn spawn(
     let conn = connect(path)?;
     // Appends need little page cache: keep the writer's small (8 MiB).
     conn.pragma_update(None, "cache_size", -8192)?;
+    // Another writer (a large import) may hold the lock for long: wait it out rather than
+    // fail; the byte-bounded queue answers 503 to new requests meanwhile.
+    conn.busy_timeout(WRITER_BUSY_TIMEOUT)?;
     // Checkpoints copy the WAL into the database file and fsync it. A background thread
     // does most of that copying between commits; the writer's own small autocheckpoint
     // then has little left to copy, and because it runs between the writer's
     // transactions it always catches up, which lets the WAL restart from its beginning.
     conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)?;
     let checkpointer = spawn_checkpointer(path)?;
-    let mut state = State { dedup: Dedup::new(dedup_window_days), next_id: next_id(&conn)? };
+    let last_received_ms: i64 = conn.query_row("SELECT coalesce(max(received_ms), 0) FROM events", [], |r| r.get(0))?;
+    let mut state = State { dedup: Dedup::new(dedup_window_days), next_id: next_id(&conn)?, last_received_ms };
     rebuild_dedup(&conn, &mut state.dedup, dedup_window_days)?;
     telemetry.dedup_entries.set(state.dedup.len() as i64);
     let handle = std::thread::Builder::new()
@@ -53,6 +57,7 @@ pub fn spawn(
     Ok(handle)
 }
 
+const WRITER_BUSY_TIMEOUT: Duration = Duration::from_secs(3_600);
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 /// The writer checkpoints when the WAL holds this many 4 KiB pages (16 MiB).
 const WAL_AUTOCHECKPOINT_PAGES: i64 = 4_096;
@@ -64,6 +69,8 @@ const WAL_PAGES_TRUNCATE: i64 = 65_536;
 fn spawn_checkpointer(path: &Path) -> Result<std::sync::mpsc::Sender<()>, StoreError> {
     let conn = connect(path)?;
     conn.pragma_update(None, "cache_size", -1024)?;
+    // Never make the writer wait behind a checkpoint that waits for readers: try, retry later.
+    conn.busy_timeout(Duration::from_millis(100))?;
     let (stop, stopped) = std::sync::mpsc::channel::<()>();
     std::thread::Builder::new()
         .name("store-checkpoint".into())
@@ -91,6 +98,9 @@ fn spawn_checkpointer(path: &Path) -> Result<std::sync::mpsc::Sender<()>, StoreE
 struct State {
     dedup: Dedup,
     next_id: i64,
+    /// Stored receive times never go backwards (a wall-clock step back, a slow upload),
+    /// so ids stay in receive order for `first_id_received_since`.
+    last_received_ms: i64,
 }
 
 fn run(mut conn: Connection, mut state: State, mut receiver: JobReceiver, telemetry: Telemetry) {
@@ -121,9 +131,11 @@ fn run(mut conn: Connection, mut state: State, mut receiver: JobReceiver, teleme
             Ok(outcomes) => {
                 state.dedup.seal_if_full();
                 for (job, outcome) in jobs.into_iter().zip(outcomes) {
-                    telemetry.accepted.inc_by(outcome.stored as u64);
-                    telemetry.deduplicated.inc_by(outcome.duplicates as u64);
-                    let _ = job.reply.send(Ok(outcome));
+                    if let Ok(outcome) = &outcome {
+                        telemetry.accepted.inc_by(outcome.stored as u64);
+                        telemetry.deduplicated.inc_by(outcome.duplicates as u64);
+                    }
+                    job.answer(outcome);
                 }
             }
             Err(e) => {
@@ -135,7 +147,7 @@ fn run(mut conn: Connection, mut state: State, mut receiver: JobReceiver, teleme
                 }
                 let reason = e.to_string();
                 for job in jobs {
-                    let _ = job.reply.send(Err(reason.clone()));
+                    job.answer(Err(reason.clone()));
                 }
             }
         }
@@ -154,25 +166,57 @@ fn run(mut conn: Connection, mut state: State, mut receiver: JobReceiver, teleme
 const INSERT_EVENT: &str = "INSERT INTO events (id, received_ms, source, message_id, type, user_id, anonymous_id, group_id, event, timestamp_ms, raw) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
 const FIND_STORED: &str = "SELECT 1 FROM events WHERE id BETWEEN ?1 AND ?2 AND message_id = ?3 AND source = ?4 LIMIT 1";
 
-/// One group commit. On error the transaction rolls back and the dedup index is restored,
-/// so nothing of the group is stored and a retry is handled as new.
-fn commit(conn: &mut Connection, state: &mut State, jobs: &[Job]) -> Result<Vec<JobOutcome>, rusqlite::Error> {
+/// Each job's answer: its outcome, or why it alone was not stored.
+type JobResult = Result<JobOutcome, String>;
+
+/// One group commit. Each job runs inside a savepoint, so a job that fails (its SQL
+/// refused) is rolled back alone and answered with an error while the others commit. If
+/// the commit itself fails the whole transaction rolls back; either way the dedup index
+/// is restored for what was not stored, so a retry is handled as new.
+fn commit(conn: &mut Connection, state: &mut State, jobs: &[Job]) -> Result<Vec<JobResult>, rusqlite::Error> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut undo = Vec::new();
+    let (next_id_before, last_received_before) = (state.next_id, state.last_received_ms);
     let result = store_jobs(&tx, state, jobs, &mut undo).and_then(|outcomes| tx.commit().map(|()| outcomes));
     if result.is_err() {
         for entry in undo {
             state.dedup.remove(entry);
         }
+        state.next_id = next_id_before;
+        state.last_received_ms = last_received_before;
     }
     result
 }
 
-fn store_jobs(tx: &Transaction, state: &mut State, jobs: &[Job], undo: &mut Vec<u64>) -> Result<Vec<JobOutcome>, rusqlite::Error> {
-    let mut insert = tx.prepare_cached(INSERT_EVENT)?;
-    let mut find = tx.prepare_cached(FIND_STORED)?;
+fn store_jobs(tx: &Transaction, state: &mut State, jobs: &[Job], undo: &mut Vec<u64>) -> Result<Vec<JobResult>, rusqlite::Error> {
     let mut outcomes = Vec::with_capacity(jobs.len());
     for job in jobs {
+        tx.execute_batch("SAVEPOINT job")?;
+        let (next_id_before, last_received_before, undo_before) = (state.next_id, state.last_received_ms, undo.len());
+        match store_job(tx, state, job, undo) {
+            Ok(outcome) => {
+                tx.execute_batch("RELEASE job")?;
+                outcomes.push(Ok(outcome));
+            }
+            Err(e) => {
+                tx.execute_batch("ROLLBACK TO job; RELEASE job")?;
+                for entry in undo.drain(undo_before..) {
+                    state.dedup.remove(entry);
+                }
+                state.next_id = next_id_before;
+                state.last_received_ms = last_received_before;
+                tracing::warn!(error = %e, source = %job.source, "a request's messages were refused by the database; the rest of its group is stored");
+                outcomes.push(Err(e.to_string()));
+            }
+        }
+    }
+    Ok(outcomes)
+}
+
+fn store_job(tx: &Transaction, state: &mut State, job: &Job, undo: &mut Vec<u64>) -> Result<JobOutcome, rusqlite::Error> {
+    let mut insert = tx.prepare_cached(INSERT_EVENT)?;
+    let mut find = tx.prepare_cached(FIND_STORED)?;
+    {
         let mut outcome = JobOutcome::default();
         for message in &job.messages {
             let key = state.dedup.key(&job.source, &message.message_id);
@@ -181,9 +225,10 @@ fn store_jobs(tx: &Transaction, state: &mut State, jobs: &[Job], undo: &mut Vec<
                 continue;
             }
             let id = state.next_id;
+            let received_ms = message.received_ms.max(state.last_received_ms);
             insert.execute(params![
                 id,
-                message.received_ms,
+                received_ms,
                 &*job.source,
                 message.message_id,
                 message.kind.as_str(),
@@ -195,13 +240,13 @@ fn store_jobs(tx: &Transaction, state: &mut State, jobs: &[Job], undo: &mut Vec<
                 message.raw,
             ])?;
             state.next_id += 1;
-            undo.push(state.dedup.insert(key, id, message.received_ms));
+            state.last_received_ms = received_ms;
+            undo.push(state.dedup.insert(key, id, received_ms));
             apply_identity(tx, id, message)?;
             outcome.stored += 1;
         }
-        outcomes.push(outcome);
+        Ok(outcome)
     }
-    Ok(outcomes)
 }
 
 fn is_stored(find: &mut Statement, dedup: &Dedup, key: Key, source: &str, message_id: &str) -> Result<bool, rusqlite::Error> {

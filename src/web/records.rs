@@ -190,6 +190,14 @@ async fn replace_record(state: &AppState, kind: &'static Kind, key: Vec<String>,
         }
     }
     let record = records::from_json(kind, &object).map_err(field_errors)?;
+    // The key is stored as validated (trimmed, dates as YYYY-MM-DD): a path that is not
+    // already in that form would write one record and read back another.
+    if record.key(kind) != key {
+        return Err(ApiError::Invalid(vec![(
+            kind.key.join("/"),
+            format!("the path must give the key in canonical form: {}", record.key(kind).join("/")),
+        )]));
+    }
     let report = save(state, kind, record).await?;
     let Json(stored) = read_record(state, kind, key).await?;
     let status = if report.inserted > 0 { StatusCode::CREATED } else { StatusCode::OK };

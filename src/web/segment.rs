@@ -36,13 +36,14 @@ pub fn router() -> Router<AppState> {
         .route("/v1/import", post(batch))
 }
 
-/// What every tracking call does first: note the receive time, authenticate by the
-/// Basic header if there is one (an unknown key is refused before the body is read), and
-/// read the body within `limit`.
+/// What every tracking call does first: authenticate by the Basic header if there is one
+/// (an unknown key is refused before the body is read), read the body within `limit`, and
+/// note the receive time.
 async fn receive(state: &AppState, headers: &HeaderMap, body: Body, limit: usize) -> Result<(i64, Option<Arc<str>>, Bytes), Response> {
-    let received_ms = chrono::Utc::now().timestamp_millis();
     let header_source = header_source(state, headers)?;
     let bytes = read_body(state, headers, body, limit).await?;
+    // Received when the whole body is in: a slow upload is not received at its start.
+    let received_ms = chrono::Utc::now().timestamp_millis();
     Ok((received_ms, header_source, bytes))
 }
 

@@ -71,6 +71,7 @@ fn bad_inputs_get_their_status_and_message_and_change_nothing() {
         ("/v1/track", Some(KEY), &[], br#"{"userId":"u1","event":"E","context":{"groupId":[1]}}"#.to_vec(), 400, "context.groupId", "expected a string or a number"),
         ("/v1/track", Some(KEY), &[], br#"{"userId":"u1","event":"E","userId":"u2"}"#.to_vec(), 400, "body", "duplicate field"),
         ("/v1/identify", Some(KEY), &[], br#"{"userId":"u1","traits":"pro"}"#.to_vec(), 400, "traits", "expected an object"),
+        ("/v1/group", Some(KEY), &[], format!(r#"{{"userId":"u1","groupId":"a1","traits":{{"a":{}1{}}}}}"#, "[".repeat(40), "]".repeat(40)).into_bytes(), 400, "message", "nested more than 32 levels"),
         ("/v1/group", Some(KEY), &[], br#"{"userId":"u1"}"#.to_vec(), 400, "groupId", "required for group"),
         ("/v1/alias", Some(KEY), &[], br#"{"userId":"u1"}"#.to_vec(), 400, "previousId", "required for alias"),
         ("/v1/alias", Some(KEY), &[], br#"{"previousId":"p"}"#.to_vec(), 400, "userId", "required for alias"),
