@@ -43,6 +43,19 @@ enum Command {
         /// The person's userId.
         user_id: String,
     },
+    /// Write a consistent copy of the database to FILE, while a server may be running.
+    Backup {
+        /// The new backup file (must not exist).
+        file: PathBuf,
+    },
+    /// Restore a backup as the data dir's database (stop the server first).
+    Restore {
+        /// A file written by `bellwether backup`.
+        file: PathBuf,
+        /// Replace an existing database in the data dir.
+        #[arg(long)]
+        force: bool,
+    },
     /// Manage API tokens for /api/v1.
     Token {
         #[command(subcommand)]
@@ -179,6 +192,19 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let store = Store::open(&config.data_dir)?;
             let deletion = store::records::delete_user(&mut store.connect()?, &user_id)?;
             println!("{}", serde_json::to_string_pretty(&deletion)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Backup { file } => {
+            if !config.database_path().exists() {
+                bail!("no database at {}: nothing to back up (see --data-dir)", config.database_path().display());
+            }
+            let bytes = store::backup(&Store::open(&config.data_dir)?, &file)?;
+            eprintln!("backed up {} to {} ({bytes} bytes)", config.database_path().display(), file.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Restore { file, force } => {
+            store::restore(&file, &config.data_dir, force)?;
+            eprintln!("restored {} into {}", file.display(), config.database_path().display());
             Ok(ExitCode::SUCCESS)
         }
         Command::Token { command: TokenCommand::Create { role, name } } => {

@@ -65,6 +65,56 @@ impl Store {
 /// failing. A large import holds the write lock for its whole file.
 const BUSY_TIMEOUT_SECS: u64 = 60;
 
+/// Writes a consistent copy of the database to `target` while it is in use: `VACUUM INTO`
+/// copies one read snapshot, so concurrent commits neither block it nor restart it. The
+/// copy is written beside the target and renamed into place once complete and synced.
+pub fn backup(store: &Store, target: &Path) -> Result<u64, StoreError> {
+    let io_error = |source| StoreError::DataDir { path: target.to_path_buf(), source };
+    if target.exists() {
+        return Err(io_error(std::io::Error::new(std::io::ErrorKind::AlreadyExists, "already exists; choose a new file")));
+    }
+    let partial = target.with_extension("partial");
+    let _ = std::fs::remove_file(&partial);
+    let conn = store.connect()?;
+    conn.execute("VACUUM INTO ?1", [partial.to_string_lossy()])?;
+    std::fs::File::open(&partial).and_then(|f| f.sync_all()).map_err(io_error)?;
+    std::fs::rename(&partial, target).map_err(io_error)?;
+    std::fs::metadata(target).map(|m| m.len()).map_err(io_error)
+}
+
+/// Puts a backup in place as the data dir's database (stop the server first). Refuses a
+/// file that is not a bellwether database or fails SQLite's integrity check, and refuses
+/// to replace an existing database unless `replace` is set. Older schemas are migrated.
+pub fn restore(backup: &Path, data_dir: &Path, replace: bool) -> Result<Store, StoreError> {
+    let bad = |reason: String| StoreError::Schema { path: backup.to_path_buf(), reason };
+    {
+        let source = Connection::open_with_flags(backup, OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|source| StoreError::Open { path: backup.to_path_buf(), source })?;
+        let check: String = source.query_row("PRAGMA quick_check", [], |r| r.get(0)).map_err(|e| bad(format!("not a readable database: {e}")))?;
+        if check != "ok" {
+            return Err(bad(format!("integrity check failed: {check}")));
+        }
+        let has_events: bool = source.query_row("SELECT count(*) > 0 FROM sqlite_master WHERE name = 'events'", [], |r| r.get(0))?;
+        if !has_events {
+            return Err(bad("not a bellwether database (no events table)".into()));
+        }
+    }
+    std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir { path: data_dir.to_path_buf(), source })?;
+    let target = data_dir.join("bellwether.db");
+    if target.exists() && !replace {
+        return Err(StoreError::Schema { path: target, reason: "a database is already there; pass --force to replace it (stop the server first)".into() });
+    }
+    let io_error = |source| StoreError::DataDir { path: target.clone(), source };
+    let partial = data_dir.join("bellwether.db.restoring");
+    std::fs::copy(backup, &partial).map_err(io_error)?;
+    std::fs::File::open(&partial).and_then(|f| f.sync_all()).map_err(io_error)?;
+    for stale in ["bellwether.db-wal", "bellwether.db-shm"] {
+        let _ = std::fs::remove_file(data_dir.join(stale));
+    }
+    std::fs::rename(&partial, &target).map_err(io_error)?;
+    Store::open(data_dir)
+}
+
 /// Opens a connection with the pragmas every connection needs.
 fn connect(path: &Path) -> Result<Connection, StoreError> {
     let open_error = |source| StoreError::Open { path: path.to_path_buf(), source };

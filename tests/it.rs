@@ -4,6 +4,7 @@
 mod it {
     pub mod support;
 
+    mod backup;
     mod browser;
     mod config_cli;
     mod demo;
