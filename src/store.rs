@@ -199,8 +199,9 @@ const ACCOUNT_FIRST: &str = "SELECT account_id FROM memberships
     ORDER BY timestamp_ms, event_id LIMIT 1";
 const SCAN_PAGE_ROWS: i64 = 4_096;
 
-/// How far out of receive order a row can be (a request's wait in the bounded queue plus
-/// its commit): ranges by receive time start this much earlier and filter.
+/// Safety margin of the binary search by receive time. The writer stores receive times
+/// that never decrease with id, so none is needed for rows it wrote; ranges still start
+/// this much earlier and filter, which costs a little scanning and guards the invariant.
 const RECEIVE_DISORDER_MS: i64 = 60_000;
 
 /// The smallest id that may hold an event received at or after `since_ms` (ids follow
