@@ -26,8 +26,9 @@ pub struct AppState {
     pub ingestor: Ingestor,
     pub store: Store,
     pub telemetry: Telemetry,
-    /// Write key -> source name.
-    pub write_keys: Arc<HashMap<String, Arc<str>>>,
+    /// SHA-256 of each write key -> source name. Looking keys up by digest means the time a
+    /// lookup takes says nothing about the stored keys.
+    pub write_keys: Arc<HashMap<[u8; 32], Arc<str>>>,
     pub currency: Arc<CurrencyConfig>,
 }
 
@@ -37,7 +38,27 @@ pub fn router(state: AppState) -> Router {
         .merge(api::router())
         .merge(records::router())
         .merge(ops::router())
+        .layer(axum::middleware::map_response(security_headers))
         .with_state(state)
+}
+
+/// The SHA-256 of a write key, the form write keys are looked up in.
+pub fn key_digest(key: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(key.as_bytes()).into()
+}
+
+/// Headers every response carries: no sniffing, no framing, no referrer leaks, and no
+/// caching of API answers (the activity script sets its own Cache-Control).
+async fn security_headers(mut response: axum::response::Response) -> axum::response::Response {
+    use axum::http::header::{self, HeaderValue};
+    let headers = response.headers_mut();
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"));
+    headers.entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));
+    response
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,7 +87,7 @@ impl App {
         let write_keys = config
             .write_keys
             .iter()
-            .map(|(key, source)| (key.clone(), Arc::<str>::from(source.as_str())))
+            .map(|(key, source)| (key_digest(key), Arc::<str>::from(source.as_str())))
             .collect::<HashMap<_, _>>();
         if write_keys.is_empty() {
             tracing::warn!("no write keys configured: /v1 answers 401 to every request (set BELLWETHER_WRITE_KEYS or [write_keys])");

@@ -102,14 +102,14 @@ fn header_source(state: &AppState, headers: &HeaderMap) -> Result<Option<Arc<str
         .and_then(|b64| base64::engine::general_purpose::STANDARD.decode(b64.trim()).ok())
         .and_then(|decoded| String::from_utf8(decoded).ok())
         .map(|user_pass| user_pass.split_once(':').map(|(user, _)| user.to_string()).unwrap_or(user_pass));
-    match key.and_then(|k| state.write_keys.get(&k).cloned()) {
+    match key.and_then(|k| state.write_keys.get(&super::key_digest(&k)).cloned()) {
         Some(source) => Ok(Some(source)),
         None => Err(unauthorized(state)),
     }
 }
 
 fn body_source(state: &AppState, key: Option<&str>) -> Option<Arc<str>> {
-    key.and_then(|k| state.write_keys.get(k).cloned())
+    key.and_then(|k| state.write_keys.get(&super::key_digest(k)).cloned())
 }
 
 /// Reads the body up to `limit` bytes after gzip decompression.

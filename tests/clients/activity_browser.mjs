@@ -21,7 +21,8 @@ try {
     if (request.url().endsWith('/v1/track') && JSON.parse(request.postData()).event === 'Active Ping') pings += 1
   })
   await page.clock.install({ time: new Date('2026-11-24T10:00:00Z') })
-  await page.goto(`${opts.base}/healthz`)
+  // A page of the customer's own (not one of bellwether's: those forbid scripts by CSP).
+  await page.setContent('<!doctype html><html><head><title>Customer app</title></head><body><p>app</p></body></html>')
   await page.addScriptTag({ content: `window.bellwetherActivity = {host: ${JSON.stringify(opts.base)}, writeKey: ${JSON.stringify(opts['write-key'])}, userId: ${JSON.stringify(opts.user)}}` })
   await page.addScriptTag({ url: `${opts.base}/js/activity.js` })
 

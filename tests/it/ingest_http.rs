@@ -336,6 +336,29 @@ fn events_api_needs_a_token_and_serves_messages_as_received() {
 }
 
 #[test]
+fn every_response_carries_security_headers() {
+    let (_dir, server, token) = server();
+    let agent = agent();
+    let checks = [
+        agent.get(&server.url("/healthz")).call().unwrap(),
+        agent.get(&server.url("/api/v1/events")).header("authorization", &format!("Bearer {token}")).call().unwrap(),
+        agent.get(&server.url("/api/v1/events")).call().unwrap(),
+        agent.post(&server.url("/v1/track")).send(&b"{}"[..]).unwrap(),
+        agent.get(&server.url("/no/such/page")).call().unwrap(),
+    ];
+    for response in checks {
+        let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+        assert_eq!(header("x-content-type-options"), "nosniff", "{:?}", response.status());
+        assert_eq!(header("x-frame-options"), "DENY");
+        assert_eq!(header("referrer-policy"), "no-referrer");
+        assert!(header("content-security-policy").contains("frame-ancestors 'none'"));
+        assert_eq!(header("cache-control"), "no-store");
+    }
+    let script = agent.get(&server.url("/js/activity.js")).call().unwrap();
+    assert_eq!(script.headers().get("cache-control").unwrap(), "public, max-age=3600", "the script keeps its own caching");
+}
+
+#[test]
 fn health_and_metrics_endpoints_report_state() {
     let (_dir, server, _token) = server();
     assert_eq!(get(&server, "/healthz", None).status, 200);
