@@ -141,10 +141,6 @@ fn run(mut conn: Connection, mut state: State, mut receiver: JobReceiver, teleme
             Err(e) => {
                 tracing::error!(error = %e, messages = count, "store commit failed; nothing of this group was stored and its requests get 503");
                 telemetry.reject("store_error");
-                match next_id(&conn) {
-                    Ok(id) => state.next_id = id,
-                    Err(e) => tracing::error!(error = %e, "cannot read the last event id after a failed commit"),
-                }
                 let reason = e.to_string();
                 for job in jobs {
                     job.answer(Err(reason.clone()));
