@@ -36,6 +36,10 @@ enum Command {
     Generate(GenerateArgs),
     /// List stored events, to debug an integration (works while a server runs).
     Events(EventsArgs),
+    /// Print every account's metrics at a date (the export contract; works while a server runs).
+    Metrics(MetricsArgs),
+    /// Drop the per-user-per-day rollups and recompute them from the raw events.
+    Rebuild,
     /// Import customer records from a CSV or NDJSON file, all or nothing (works while a server runs).
     Import(ImportArgs),
     /// Erase a person (GDPR): their events, traits and survey answers.
@@ -137,6 +141,16 @@ struct EventsArgs {
 }
 
 #[derive(Debug, Args)]
+struct MetricsArgs {
+    /// The day the metrics are for (YYYY-MM-DD, in each account's timezone) [default: today, UTC].
+    #[arg(long, value_name = "DATE")]
+    as_of: Option<String>,
+    /// csv (one row per account, null as empty) or json (an array of objects).
+    #[arg(long, value_parser = ["csv", "json"], default_value = "csv")]
+    format: String,
+}
+
+#[derive(Debug, Args)]
 struct ImportArgs {
     /// What the file holds: accounts, subscriptions, tickets, survey_responses, suggestions, kpis or csms.
     #[arg(value_parser = crate::records::KINDS.iter().map(|k| k.name).collect::<Vec<_>>())]
@@ -182,12 +196,21 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if demo_dir_default && config.file.is_none() {
         config.data_dir = PathBuf::from(DEMO_DATA_DIR);
     }
+    // A demo data dir carries money in the demo's currencies: every command on it knows
+    // their rates unless the config sets its own.
+    if crate::demo::read_marker(&config.data_dir).is_some() {
+        for (code, rate) in crate::demo::generate::RATES {
+            config.currency.rates.entry(code.to_string()).or_insert(*rate);
+        }
+    }
     match cli.command {
         Command::Serve(_) => serve(&config),
         Command::Demo(args) => demo(config, &args),
         Command::Generate(args) => generate(&args),
         Command::Events(args) => events(&config, &args),
         Command::Import(args) => import(&config, &args),
+        Command::Metrics(args) => metrics(&config, &args),
+        Command::Rebuild => rebuild(&config),
         Command::DeleteUser { user_id } => {
             let store = Store::open(&config.data_dir)?;
             let deletion = store::records::delete_user(&mut store.connect()?, &user_id)?;
@@ -354,6 +377,65 @@ fn import(config: &Config, args: &ImportArgs) -> anyhow::Result<ExitCode> {
         eprintln!("  ... and {} more", report.error_count - report.errors.len());
     }
     Ok(ExitCode::FAILURE)
+}
+
+/// A bar for rolling up events, shown only when there is much to do.
+fn rollup_progress() -> impl FnMut(i64, i64) {
+    let mut bar: Option<indicatif::ProgressBar> = None;
+    move |done, total| {
+        if bar.is_none() && total - done > store::rollup::STEP_EVENTS as i64 {
+            let b = indicatif::ProgressBar::new(total as u64).with_style(
+                indicatif::ProgressStyle::with_template("  rollups {bar:40} {pos}/{len} events").expect("invariant: valid template"),
+            );
+            bar = Some(b);
+        }
+        if let Some(b) = &bar {
+            b.set_position(done as u64);
+            if done >= total {
+                b.finish();
+            }
+        }
+    }
+}
+
+fn open_existing(config: &Config) -> anyhow::Result<Store> {
+    if !config.database_path().exists() {
+        bail!("no database at {}: nothing has been stored in this data dir (see --data-dir)", config.database_path().display());
+    }
+    Ok(Store::open(&config.data_dir)?)
+}
+
+fn metrics(config: &Config, args: &MetricsArgs) -> anyhow::Result<ExitCode> {
+    let as_of = match &args.as_of {
+        Some(text) => crate::records::parse_date(text).map_err(|e| anyhow::anyhow!("--as-of: {e}"))?,
+        None => chrono::Utc::now().date_naive(),
+    };
+    let store = open_existing(config)?;
+    let mut conn = store.connect()?;
+    // Bring the rollups up to date first: a server may not be running to do it.
+    store::rollup::catch_up(&mut conn, &mut store::rollup::Rollup::new(&config.metrics), &mut rollup_progress())?;
+    let rows = store::metrics::snapshot(&conn, as_of, &config.metrics, &config.currency)?;
+    let mut out = std::io::stdout().lock();
+    if args.format == "json" {
+        serde_json::to_writer(&mut out, &rows)?;
+        writeln!(out)?;
+    } else {
+        let mut writer = csv::Writer::from_writer(&mut out);
+        writer.write_record(crate::metrics::COLUMNS)?;
+        for row in &rows {
+            writer.write_record(crate::metrics::COLUMNS.iter().map(|c| crate::metrics::csv_cell(&row[*c])))?;
+        }
+        writer.flush()?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn rebuild(config: &Config) -> anyhow::Result<ExitCode> {
+    let store = open_existing(config)?;
+    let started = std::time::Instant::now();
+    let step = store::rollup::rebuild(&mut store.connect()?, &config.metrics, &mut rollup_progress())?;
+    eprintln!("rebuilt the rollups from {} activity events (up to event {}) in {:.1} s", step.events, step.last_event_id, started.elapsed().as_secs_f64());
+    Ok(ExitCode::SUCCESS)
 }
 
 fn events(config: &Config, args: &EventsArgs) -> anyhow::Result<ExitCode> {

@@ -55,6 +55,7 @@ pub struct Config {
     pub write_keys: BTreeMap<String, String>,
     pub ingest: IngestConfig,
     pub currency: CurrencyConfig,
+    pub metrics: MetricsConfig,
     /// Where the file layer came from, for messages.
     pub file: Option<PathBuf>,
 }
@@ -100,6 +101,117 @@ impl CurrencyConfig {
     }
 }
 
+/// Everything ../shared/METRICS.md leaves open (`[metrics]` in the config file). Changing
+/// a key that shapes the rollups (names, features, key actions, education) rebuilds them at
+/// the next start; see [`MetricsConfig::rollup_fingerprint`].
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// The track event that is a login.
+    pub login_event: String,
+    /// The track event that is a logout (never a feature).
+    pub logout_event: String,
+    /// The heartbeat event sent by /js/activity.js: activity, never a feature.
+    pub heartbeat_event: String,
+    /// Event names (or globs) stored but counted for no activity metric.
+    pub passive_events: Vec<String>,
+    /// Event name or glob -> feature. Unmapped names are their own feature.
+    pub features: BTreeMap<String, String>,
+    /// Features that are key actions (for `rate_of_adoption`).
+    pub key_actions: Vec<String>,
+    /// The feature whose first use is the value moment when no go_live_at is known.
+    pub value_feature: Option<String>,
+    /// Plan -> features available on it (for `feature_breadth`).
+    pub plan_features: BTreeMap<String, Vec<String>>,
+    /// Event-name prefixes that make an event an education event.
+    pub education_prefixes: Vec<String>,
+    /// A login session ends after this many minutes without activity.
+    pub session_idle_minutes: u32,
+    /// `usage_frequency` is `daily` from this many active days in the 14-day window.
+    pub daily_min_active_days: u32,
+    /// Full adoption: at least this many logins in each of the last `adoption_weeks` weeks.
+    pub adoption_logins_per_week: u32,
+    pub adoption_weeks: u32,
+    /// Weights of the engagement score's components.
+    pub engagement_weights: EngagementWeights,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngagementWeights {
+    pub active_days_14d: f64,
+    pub active_minutes_14d: f64,
+    pub active_users_14d: f64,
+    pub license_utilization: f64,
+}
+
+impl Default for EngagementWeights {
+    fn default() -> Self {
+        EngagementWeights { active_days_14d: 1.0, active_minutes_14d: 1.0, active_users_14d: 1.0, license_utilization: 1.0 }
+    }
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            login_event: "Signed In".into(),
+            logout_event: "Signed Out".into(),
+            heartbeat_event: "Active Ping".into(),
+            passive_events: Vec::new(),
+            features: BTreeMap::new(),
+            key_actions: Vec::new(),
+            value_feature: None,
+            plan_features: BTreeMap::new(),
+            education_prefixes: ["Doc ", "Tutorial ", "Webinar ", "Course "].map(String::from).to_vec(),
+            session_idle_minutes: 30,
+            daily_min_active_days: 10,
+            adoption_logins_per_week: 3,
+            adoption_weeks: 4,
+            engagement_weights: EngagementWeights::default(),
+        }
+    }
+}
+
+impl MetricsConfig {
+    /// `Err((key, reason))` for the first bad value.
+    fn check(&self) -> Result<(), (String, String)> {
+        for (name, value) in [("login_event", &self.login_event), ("logout_event", &self.logout_event), ("heartbeat_event", &self.heartbeat_event)] {
+            if value.is_empty() || value.len() > limits::ID_BYTES_MAX {
+                return Err((name.into(), format!("must be 1 to {} bytes", limits::ID_BYTES_MAX)));
+            }
+        }
+        for pattern in self.passive_events.iter().chain(self.features.keys()) {
+            globset::Glob::new(pattern).map_err(|e| ("features".to_string(), format!("bad glob {pattern:?}: {e}")))?;
+        }
+        if !(1..=1440).contains(&self.session_idle_minutes) {
+            return Err(("session_idle_minutes".into(), format!("must be 1 to 1440, got {}", self.session_idle_minutes)));
+        }
+        if !(1..=14).contains(&self.daily_min_active_days) {
+            return Err(("daily_min_active_days".into(), format!("must be 1 to 14, got {}", self.daily_min_active_days)));
+        }
+        if !(1..=8).contains(&self.adoption_weeks) {
+            return Err(("adoption_weeks".into(), format!("must be 1 to 8, got {}", self.adoption_weeks)));
+        }
+        let w = &self.engagement_weights;
+        let weights = [w.active_days_14d, w.active_minutes_14d, w.active_users_14d, w.license_utilization];
+        if weights.iter().any(|x| !x.is_finite() || *x < 0.0) || weights.iter().sum::<f64>() <= 0.0 {
+            return Err(("engagement_weights".into(), "weights must be non-negative numbers, not all zero".into()));
+        }
+        Ok(())
+    }
+
+    /// The keys the stored rollups depend on, as one string: when it differs from the one
+    /// the rollups were built with, they are rebuilt.
+    pub fn rollup_fingerprint(&self) -> String {
+        serde_json::json!({
+            "login": self.login_event, "logout": self.logout_event, "heartbeat": self.heartbeat_event,
+            "passive": self.passive_events, "features": self.features, "key_actions": self.key_actions,
+            "education": self.education_prefixes,
+        })
+        .to_string()
+    }
+}
+
 impl Default for IngestConfig {
     fn default() -> Self {
         IngestConfig { dedup_window_days: 7, queue_bytes_max: limits::QUEUE_BYTES_MAX_DEFAULT }
@@ -115,6 +227,7 @@ struct FileLayer {
     write_keys: Option<BTreeMap<String, String>>,
     ingest: Option<FileIngest>,
     currency: Option<FileCurrency>,
+    metrics: Option<MetricsConfig>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -195,6 +308,8 @@ impl Config {
                 currency.rates.insert(code, rate);
             }
         }
+        let metrics = layer.metrics.unwrap_or_default();
+        metrics.check().map_err(|(key, reason)| key_error(&format!("metrics.{key}"), reason))?;
         let write_keys = layer.write_keys.unwrap_or_default();
         check_write_keys(&write_keys).map_err(|(key, reason)| key_error(&key, reason))?;
         Ok(Config {
@@ -203,6 +318,7 @@ impl Config {
             write_keys,
             ingest,
             currency,
+            metrics,
             file: path.map(Path::to_path_buf),
         })
     }

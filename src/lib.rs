@@ -11,6 +11,7 @@ pub mod records;
 
 pub mod ingest;
 pub mod store;
+pub mod metrics;
 
 pub mod web;
 pub mod demo;

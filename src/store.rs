@@ -6,7 +6,9 @@
 //! Writes go through the single [`writer`]; everything else here reads.
 
 pub mod dedup;
+pub mod metrics;
 pub mod records;
+pub mod rollup;
 pub mod schema;
 pub mod writer;
 
@@ -29,6 +31,8 @@ pub enum StoreError {
     Schema { path: PathBuf, reason: String },
     #[error("database: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("stored data: {0}")]
+    Invalid(String),
     #[error("cannot start the writer thread: {0}")]
     Thread(String),
 }

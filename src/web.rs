@@ -3,6 +3,7 @@
 //! of another module and render.
 
 pub mod api;
+pub mod metrics;
 pub mod openapi;
 pub mod ops;
 pub mod records;
@@ -15,7 +16,7 @@ use std::sync::Arc;
 use axum::Router;
 use tokio::net::TcpListener;
 
-use crate::config::{Config, CurrencyConfig};
+use crate::config::{Config, CurrencyConfig, MetricsConfig};
 use crate::ingest::Ingestor;
 use crate::store::{self, Store, StoreError};
 use crate::telemetry::Telemetry;
@@ -30,12 +31,16 @@ pub struct AppState {
     /// lookup takes says nothing about the stored keys.
     pub write_keys: Arc<HashMap<[u8; 32], Arc<str>>>,
     pub currency: Arc<CurrencyConfig>,
+    pub metrics: Arc<MetricsConfig>,
+    /// The last full metrics snapshot, for ranking one account against its segment.
+    pub snapshots: Arc<std::sync::Mutex<Option<metrics::SnapshotCache>>>,
 }
 
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(segment::router())
         .merge(api::router())
+        .merge(metrics::router())
         .merge(records::router())
         .merge(ops::router())
         .layer(axum::middleware::map_response(security_headers))
@@ -84,6 +89,8 @@ impl App {
         let telemetry = Telemetry::new();
         let (ingestor, receiver) = Ingestor::new(config.ingest.queue_bytes_max);
         let writer = store::writer::spawn(store.path(), config.ingest.dedup_window_days, receiver, telemetry.clone())?;
+        // Runs for the life of the process; a step interrupted by exit rolls back.
+        store::rollup::spawn(&store, &config.metrics)?;
         let write_keys = config
             .write_keys
             .iter()
@@ -92,7 +99,10 @@ impl App {
         if write_keys.is_empty() {
             tracing::warn!("no write keys configured: /v1 answers 401 to every request (set BELLWETHER_WRITE_KEYS or [write_keys])");
         }
-        let state = AppState { ingestor, store, telemetry, write_keys: Arc::new(write_keys), currency: Arc::new(config.currency.clone()) };
+        let state = AppState { ingestor, store, telemetry, write_keys: Arc::new(write_keys), currency: Arc::new(config.currency.clone()),
+            metrics: Arc::new(config.metrics.clone()),
+            snapshots: Arc::default(),
+        };
         Ok(App { state, writer })
     }
 

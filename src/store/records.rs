@@ -388,6 +388,12 @@ pub fn delete_user(conn: &mut Connection, user_id: &str) -> Result<UserDeletion,
         deletion.tickets_unlinked += tx.execute("UPDATE tickets SET user_id = NULL WHERE user_id = ?1", [previous])?;
         deletion.suggestions_unlinked += tx.execute("UPDATE suggestions SET user_id = NULL WHERE user_id = ?1", [previous])?;
     }
+    // Their rollup rows go too; the accounts' first-use days are recomputed without them.
+    let mut ids = linked.clone();
+    ids.push(user_id.to_string());
+    for account in super::rollup::forget(&tx, &ids)? {
+        super::rollup::refresh_account_features(&tx, &account)?;
+    }
     tx.execute("DELETE FROM users WHERE user_id = ?1", [user_id])?;
     deletion.trait_versions = tx.execute("DELETE FROM user_traits WHERE user_id = ?1", [user_id])?;
     deletion.memberships += tx.execute("DELETE FROM memberships WHERE user_id = ?1", [user_id])?;

@@ -127,6 +127,63 @@ const MIGRATIONS: &[&str] = &[
         created_ms   INTEGER NOT NULL
     );
     "#,
+    // 2: per-user-per-day rollups (store::rollup) and the indexes that find one person's
+    // events when their identity or membership changes after the fact.
+    r#"
+    CREATE INDEX events_user ON events(user_id, timestamp_ms);
+    CREATE INDEX events_anonymous ON events(anonymous_id, timestamp_ms);
+    CREATE INDEX identity_links_user ON identity_links(user_id);
+
+    -- One row per account, local day (days since 1970-01-01 in the account's timezone)
+    -- and person (the canonical userId). Minute lists are sorted distinct UTC minutes
+    -- (minutes since the epoch) as little-endian u32.
+    CREATE TABLE user_days (
+        account_id    TEXT NOT NULL,
+        day           INTEGER NOT NULL,
+        user_id       TEXT NOT NULL,
+        events        INTEGER NOT NULL,   -- activity events (track, page, screen; not passive)
+        logins        INTEGER NOT NULL,
+        sessions      INTEGER NOT NULL,   -- runs of activity split by the idle timeout
+        transactions  INTEGER NOT NULL,   -- feature events
+        education     INTEGER NOT NULL,
+        minutes_count INTEGER NOT NULL,
+        minutes       BLOB NOT NULL,
+        login_minutes BLOB NOT NULL,
+        key_minutes   BLOB NOT NULL,
+        first_ms      INTEGER NOT NULL,
+        last_ms       INTEGER NOT NULL,
+        PRIMARY KEY (account_id, day, user_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX user_days_user ON user_days(user_id);
+    CREATE TABLE user_day_features (
+        account_id TEXT NOT NULL,
+        day        INTEGER NOT NULL,
+        user_id    TEXT NOT NULL,
+        feature    TEXT NOT NULL,
+        uses       INTEGER NOT NULL,
+        PRIMARY KEY (account_id, day, user_id, feature)
+    ) WITHOUT ROWID;
+    CREATE INDEX user_day_features_user ON user_day_features(user_id);
+    -- First day each account used each feature (kept equal to min(day) of user_day_features).
+    CREATE TABLE account_features (
+        account_id TEXT NOT NULL,
+        feature    TEXT NOT NULL,
+        first_day  INTEGER NOT NULL,
+        PRIMARY KEY (account_id, feature)
+    ) WITHOUT ROWID;
+    -- The timezone each account's days were cut with; a change rebuilds its rows.
+    CREATE TABLE rollup_accounts (
+        account_id TEXT PRIMARY KEY,
+        timezone   TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE rollup_state (
+        id            INTEGER PRIMARY KEY CHECK (id = 1),
+        last_event_id INTEGER NOT NULL,   -- every event up to this id is in the rollups
+        fingerprint   TEXT NOT NULL,      -- MetricsConfig::rollup_fingerprint they were built with
+        version       INTEGER NOT NULL    -- bumped on every rollup change, for caches
+    );
+    INSERT INTO rollup_state VALUES (1, 0, '', 0);
+    "#,
 ];
 
 /// The schema version this binary writes.

@@ -1,0 +1,571 @@
+//! Every per-account number of ../shared/METRICS.md, computed from an account's rollups and
+//! records for one `as_of` day. Pure: `store::metrics` loads an [`AccountData`], this module
+//! turns it into a [`Row`] whose keys are exactly the export column names ([`COLUMNS`]).
+//!
+//! Days are local days of the account (days since 1970-01-01, see [`activity::local_day`]);
+//! a window of N days ending at `as_of` is `as_of - N + 1 ..= as_of`.
+
+pub mod activity;
+pub mod outcomes;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use serde_json::{json, Map, Value};
+
+use crate::config::{CurrencyConfig, MetricsConfig};
+
+/// The export columns, in order (../shared/METRICS.md, Export contract).
+pub const COLUMNS: &[&str] = &[
+    "account_id",
+    "segment",
+    "active_days_14d",
+    "usage_frequency",
+    "active_minutes_14d",
+    "active_users_14d",
+    "active_users_30d",
+    "dau",
+    "wau",
+    "mau",
+    "logins_per_user_week",
+    "seats",
+    "license_utilization",
+    "engagement_score",
+    "features_used_30d",
+    "feature_breadth",
+    "new_features_30d",
+    "transactions_30d",
+    "user_adoption_growth",
+    "rate_of_adoption",
+    "education_events_30d",
+    "time_to_provision_days",
+    "time_to_value_days",
+    "initial_adoption",
+    "go_live_recommend_rate",
+    "tickets_opened_90d",
+    "tickets_open",
+    "tickets_closed_90d",
+    "tickets_by_type",
+    "escalations_open",
+    "median_resolution_hours_90d",
+    "p90_resolution_hours_90d",
+    "median_first_response_hours_90d",
+    "nps",
+    "csat",
+    "ces",
+    "suggestions_90d",
+    "suggestions_by_category",
+    "business_results",
+];
+
+/// Metrics with one number per day, for time series and segment statistics.
+pub fn is_numeric(column: &str) -> bool {
+    !matches!(
+        column,
+        "account_id" | "segment" | "usage_frequency" | "tickets_by_type" | "suggestions_by_category" | "business_results" | "initial_adoption"
+    )
+}
+
+/// Metrics whose sum over accounts means something (counts of things that do not overlap).
+pub fn is_additive(column: &str) -> bool {
+    matches!(
+        column,
+        "active_minutes_14d"
+            | "active_users_14d"
+            | "active_users_30d"
+            | "dau"
+            | "wau"
+            | "mau"
+            | "seats"
+            | "transactions_30d"
+            | "education_events_30d"
+            | "tickets_opened_90d"
+            | "tickets_open"
+            | "tickets_closed_90d"
+            | "escalations_open"
+            | "suggestions_90d"
+    )
+}
+
+/// One person's activity on one local day in one account (a `user_days` row).
+#[derive(Debug, Clone, Default)]
+pub struct UserDay {
+    pub day: i32,
+    pub user: String,
+    pub logins: i64,
+    pub transactions: i64,
+    pub education: i64,
+    pub minutes: Vec<u32>,
+    pub login_minutes: Vec<u32>,
+    pub key_minutes: Vec<u32>,
+}
+
+#[derive(Debug, Clone)]
+pub struct FeatureDay {
+    pub day: i32,
+    pub feature: String,
+    pub uses: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Subscription {
+    pub product: Option<String>,
+    pub plan: Option<String>,
+    pub seats: i64,
+    /// In the report currency.
+    pub arr: f64,
+    pub start: i32,
+    /// Inclusive; `None` is open-ended.
+    pub end: Option<i32>,
+    pub outcome: Option<String>,
+    /// Local day of provisioned_at / go_live_at.
+    pub provisioned: Option<i32>,
+    pub go_live: Option<i32>,
+}
+
+impl Subscription {
+    pub fn in_force(&self, day: i32) -> bool {
+        self.start <= day && self.end.is_none_or(|end| day <= end)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Ticket {
+    pub kind: Option<String>,
+    pub opened_ms: i64,
+    pub opened: i32,
+    pub first_response_ms: Option<i64>,
+    pub first_response: Option<i32>,
+    pub resolved_ms: Option<i64>,
+    pub resolved: Option<i32>,
+    pub escalated: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Survey {
+    pub response_id: String,
+    pub user: Option<String>,
+    pub kind: String,
+    pub score: i64,
+    pub answered_ms: i64,
+    pub answered: i32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Suggestion {
+    pub category: Option<String>,
+    pub created: i32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Kpi {
+    pub name: String,
+    pub date: i32,
+    pub value: f64,
+}
+
+/// Everything one account's metrics are computed from (or a subtree's: several accounts'
+/// data merged, see [`AccountData::merge`]).
+#[derive(Debug, Clone, Default)]
+pub struct AccountData {
+    pub account_id: String,
+    pub segment: String,
+    pub plan: Option<String>,
+    /// Rollup rows over the loaded day range.
+    pub days: Vec<UserDay>,
+    pub features: Vec<FeatureDay>,
+    /// First day the account used each feature (all time).
+    pub first_use: HashMap<String, i32>,
+    /// Rows of the 30 days from the value moment on (for `initial_adoption`).
+    pub value_days: Vec<UserDay>,
+    pub subscriptions: Vec<Subscription>,
+    pub tickets: Vec<Ticket>,
+    pub surveys: Vec<Survey>,
+    pub suggestions: Vec<Suggestion>,
+    pub kpis: Vec<Kpi>,
+}
+
+/// How many days before `as_of` the rollup rows must reach: 30-day windows one period
+/// earlier (user_adoption_growth) start 59 days before.
+pub const LOOKBACK_DAYS: i32 = 59;
+
+impl AccountData {
+    /// Adds a child's data, for subtree metrics: people are counted once across the
+    /// subtree, so a person active in two children on one day is one active user.
+    pub fn merge(&mut self, other: AccountData) {
+        self.days.extend(other.days);
+        self.features.extend(other.features);
+        for (feature, day) in other.first_use {
+            let first = self.first_use.entry(feature).or_insert(day);
+            *first = (*first).min(day);
+        }
+        self.value_days.extend(other.value_days);
+        self.subscriptions.extend(other.subscriptions);
+        self.tickets.extend(other.tickets);
+        self.surveys.extend(other.surveys);
+        self.suggestions.extend(other.suggestions);
+        self.kpis.extend(other.kpis);
+    }
+
+    /// The plan features and breadth are judged against: the account's own, else the plan
+    /// of its newest subscription in force.
+    fn plan_at(&self, day: i32) -> Option<&str> {
+        self.plan.as_deref().or_else(|| {
+            self.subscriptions.iter().filter(|s| s.in_force(day)).max_by_key(|s| s.start).and_then(|s| s.plan.as_deref())
+        })
+    }
+
+    /// The value moment: the earliest go-live if any subscription has one, else the first use
+    /// of the configured value feature.
+    pub fn value_moment(&self, config: &MetricsConfig) -> Option<i32> {
+        let go_live = self.subscriptions.iter().filter_map(|s| s.go_live).min();
+        go_live.or_else(|| config.value_feature.as_ref().and_then(|f| self.first_use.get(f).copied()))
+    }
+
+    fn first_subscription(&self) -> Option<&Subscription> {
+        self.subscriptions.iter().min_by_key(|s| s.start)
+    }
+}
+
+/// One account's metrics: column name -> value (null when undefined).
+pub type Row = Map<String, Value>;
+
+fn in_window(day: i32, as_of: i32, days: i32) -> bool {
+    day <= as_of && day > as_of - days
+}
+
+/// Linear-interpolation quantile (DuckDB `quantile_cont`, numpy's default).
+pub fn quantile(sorted: &[f64], q: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let position = q * (sorted.len() - 1) as f64;
+    let low = position.floor() as usize;
+    let high = position.ceil() as usize;
+    Some(sorted[low] + (sorted[high] - sorted[low]) * (position - low as f64))
+}
+
+fn number(x: Option<f64>) -> Value {
+    x.filter(|x| x.is_finite()).map(Value::from).unwrap_or(Value::Null)
+}
+
+/// Monday-based weekday (0 = Monday) of a day number; 1970-01-01 was a Thursday.
+pub fn weekday(day: i32) -> i32 {
+    (day + 3).rem_euclid(7)
+}
+
+/// Computes every metric of one account (or merged subtree) at `as_of`, except
+/// `engagement_score`, which needs the segment: see [`engagement_scores`].
+pub fn compute(data: &AccountData, as_of: i32, config: &MetricsConfig) -> Row {
+    let mut row = Row::new();
+    row.insert("account_id".into(), data.account_id.clone().into());
+    row.insert("segment".into(), data.segment.clone().into());
+
+    // People and days, with a person's minutes merged across accounts of a subtree.
+    let mut person_days: HashMap<(&str, i32), Vec<&UserDay>> = HashMap::new();
+    for d in data.days.iter().filter(|d| d.day <= as_of && d.day > as_of - LOOKBACK_DAYS - 1) {
+        person_days.entry((d.user.as_str(), d.day)).or_default().push(d);
+    }
+    let users_in = |from: i32, to: i32| -> HashSet<&str> {
+        person_days.keys().filter(|(_, day)| *day >= from && *day <= to).map(|(u, _)| *u).collect()
+    };
+    let active_days: HashSet<i32> = person_days.keys().filter(|(_, day)| in_window(*day, as_of, 14)).map(|(_, d)| *d).collect();
+    let active_days_14d = active_days.len() as i64;
+    let first_half = active_days.iter().any(|d| *d <= as_of - 7);
+    let second_half = active_days.iter().any(|d| *d > as_of - 7);
+    let frequency = if active_days_14d >= i64::from(config.daily_min_active_days) {
+        "daily"
+    } else if first_half && second_half {
+        "weekly"
+    } else if active_days_14d >= 1 {
+        "infrequent"
+    } else {
+        "dormant"
+    };
+    let mut active_minutes = 0usize;
+    for ((_, day), rows) in &person_days {
+        if in_window(*day, as_of, 14) {
+            active_minutes += if rows.len() == 1 {
+                rows[0].minutes.len()
+            } else {
+                rows.iter().flat_map(|r| r.minutes.iter()).collect::<HashSet<_>>().len()
+            };
+        }
+    }
+    let active_users_14d = users_in(as_of - 13, as_of).len() as i64;
+    let users_30 = users_in(as_of - 29, as_of);
+    let active_users_30d = users_30.len() as i64;
+    let users_30_before = users_in(as_of - 59, as_of - 30).len() as i64;
+    let sum_in = |days: i32, field: fn(&UserDay) -> i64| -> i64 {
+        data.days.iter().filter(|d| in_window(d.day, as_of, days)).map(field).sum()
+    };
+    let logins_28 = sum_in(28, |d| d.logins);
+    let seats: i64 = data.subscriptions.iter().filter(|s| s.in_force(as_of)).map(|s| s.seats).sum();
+    let ratio = |num: f64, den: f64| if den == 0.0 { None } else { Some(num / den) };
+
+    row.insert("active_days_14d".into(), active_days_14d.into());
+    row.insert("usage_frequency".into(), frequency.into());
+    row.insert("active_minutes_14d".into(), (active_minutes as i64).into());
+    row.insert("active_users_14d".into(), active_users_14d.into());
+    row.insert("active_users_30d".into(), active_users_30d.into());
+    row.insert("dau".into(), (users_in(as_of, as_of).len() as i64).into());
+    row.insert("wau".into(), (users_in(as_of - 6, as_of).len() as i64).into());
+    row.insert("mau".into(), active_users_30d.into());
+    row.insert("logins_per_user_week".into(), number(ratio(logins_28 as f64, active_users_30d as f64).map(|x| x / 4.0)));
+    row.insert("seats".into(), seats.into());
+    row.insert("license_utilization".into(), number(ratio(active_users_30d as f64, seats as f64)));
+    row.insert("engagement_score".into(), Value::Null);
+
+    // Adoption.
+    let used: HashSet<&str> = data.features.iter().filter(|f| in_window(f.day, as_of, 30) && f.uses > 0).map(|f| f.feature.as_str()).collect();
+    let available = data.plan_at(as_of).and_then(|plan| config.plan_features.get(plan)).map(Vec::len).filter(|n| *n > 0);
+    let new_features = used.iter().filter(|f| data.first_use.get(**f).is_some_and(|first| *first > as_of - 30)).count();
+    row.insert("features_used_30d".into(), (used.len() as i64).into());
+    row.insert("feature_breadth".into(), number(available.map(|n| used.len() as f64 / n as f64)));
+    row.insert("new_features_30d".into(), (new_features as i64).into());
+    row.insert("transactions_30d".into(), sum_in(30, |d| d.transactions).into());
+    row.insert("user_adoption_growth".into(), number(ratio(active_users_30d as f64, users_30_before as f64).map(|x| x - 1.0)));
+    let adopted = users_30.iter().filter(|u| fully_adopted(data, u, as_of, config)).count();
+    row.insert("rate_of_adoption".into(), number(ratio(adopted as f64, active_users_30d as f64)));
+    row.insert("education_events_30d".into(), sum_in(30, |d| d.education).into());
+
+    // Onboarding.
+    let first = data.first_subscription().filter(|s| s.start <= as_of);
+    let provisioned = first.and_then(|s| s.provisioned).filter(|p| *p <= as_of);
+    row.insert("time_to_provision_days".into(), match (first, provisioned) {
+        (Some(s), Some(p)) => Value::from(p - s.start),
+        _ => Value::Null,
+    });
+    let value_moment = data.value_moment(config).filter(|v| *v <= as_of);
+    row.insert("time_to_value_days".into(), match (value_moment, provisioned) {
+        (Some(v), Some(p)) => Value::from(v - p),
+        _ => Value::Null,
+    });
+    row.insert("initial_adoption".into(), match value_moment {
+        Some(v) => {
+            let window: Vec<&UserDay> = data.value_days.iter().filter(|d| d.day >= v && d.day < v + 30 && d.day <= as_of).collect();
+            let users: HashSet<&str> = window.iter().map(|d| d.user.as_str()).collect();
+            json!({"active_users": users.len(), "transactions": window.iter().map(|d| d.transactions).sum::<i64>()})
+        }
+        None => Value::Null,
+    });
+    let go_live: Vec<&Survey> = data.surveys.iter().filter(|s| s.kind == "go_live_recommend" && s.answered <= as_of).collect();
+    row.insert(
+        "go_live_recommend_rate".into(),
+        number(ratio(go_live.iter().filter(|s| s.score == 1).count() as f64, go_live.len() as f64)),
+    );
+
+    support(&mut row, data, as_of);
+    feedback(&mut row, data, as_of);
+    row
+}
+
+/// A person is fully adopted when, in each of the last `adoption_weeks` complete weeks
+/// (Monday to Sunday, ending on or before `as_of`), they logged in at least
+/// `adoption_logins_per_week` times and every login session held a key action. A login
+/// session runs from a login to the next login or to `session_idle_minutes` without
+/// activity (minute resolution).
+fn fully_adopted(data: &AccountData, user: &str, as_of: i32, config: &MetricsConfig) -> bool {
+    if config.key_actions.is_empty() {
+        return false;
+    }
+    let last_sunday = as_of - (weekday(as_of) + 1) % 7;
+    let weeks = config.adoption_weeks as i32;
+    let first_monday = last_sunday - 7 * weeks + 1;
+    let rows: Vec<&UserDay> = data.days.iter().filter(|d| d.user == user && d.day >= first_monday && d.day <= as_of).collect();
+    let mut minutes: Vec<u32> = rows.iter().flat_map(|d| d.minutes.iter().copied()).collect();
+    activity::normalize(&mut minutes);
+    let mut keys: Vec<u32> = rows.iter().flat_map(|d| d.key_minutes.iter().copied()).collect();
+    activity::normalize(&mut keys);
+    let mut logins: Vec<(u32, i32)> = rows.iter().flat_map(|d| d.login_minutes.iter().map(move |m| (*m, d.day))).collect();
+    logins.sort_unstable();
+    logins.dedup_by_key(|(m, _)| *m);
+    for week in 0..weeks {
+        let monday = first_monday + 7 * week;
+        let sunday = monday + 6;
+        let count: i64 = rows.iter().filter(|d| d.day >= monday && d.day <= sunday).map(|d| d.logins).sum();
+        if count < i64::from(config.adoption_logins_per_week) {
+            return false;
+        }
+        for (index, (login, day)) in logins.iter().enumerate() {
+            if *day < monday || *day > sunday {
+                continue;
+            }
+            let next_login = logins.get(index + 1).map(|(m, _)| *m).unwrap_or(u32::MAX);
+            // The session's end: the last activity minute before an idle gap or the next login.
+            let mut end = *login;
+            let start = minutes.partition_point(|m| *m < *login);
+            for m in &minutes[start..] {
+                if *m >= next_login || *m > end + config.session_idle_minutes {
+                    break;
+                }
+                end = *m;
+            }
+            let key_at = keys.partition_point(|k| *k < *login);
+            if !keys.get(key_at).is_some_and(|k| *k <= end && *k < next_login) {
+                return false;
+            }
+        }
+    }
+    true
+}
+
+fn support(row: &mut Row, data: &AccountData, as_of: i32) {
+    let is_open = |t: &Ticket| t.opened <= as_of && t.resolved.is_none_or(|r| r > as_of);
+    let opened = |t: &Ticket| in_window(t.opened, as_of, 90);
+    let closed = |t: &Ticket| t.resolved.is_some_and(|r| in_window(r, as_of, 90));
+    let count = |f: &dyn Fn(&Ticket) -> bool| data.tickets.iter().filter(|t| f(t)).count() as i64;
+    row.insert("tickets_opened_90d".into(), count(&opened).into());
+    row.insert("tickets_open".into(), count(&is_open).into());
+    row.insert("tickets_closed_90d".into(), count(&closed).into());
+    let mut by_type: BTreeMap<String, [i64; 3]> = BTreeMap::new();
+    for t in &data.tickets {
+        let flags = [opened(t), is_open(t), closed(t)];
+        if flags.iter().any(|f| *f) {
+            let counts = by_type.entry(t.kind.clone().unwrap_or_else(|| "unspecified".into())).or_default();
+            for (c, f) in counts.iter_mut().zip(flags) {
+                *c += i64::from(f);
+            }
+        }
+    }
+    let by_type: Map<String, Value> =
+        by_type.into_iter().map(|(k, [o, n, c])| (k, json!({"opened_90d": o, "open": n, "closed_90d": c}))).collect();
+    row.insert("tickets_by_type".into(), Value::Object(by_type));
+    row.insert("escalations_open".into(), count(&|t| is_open(t) && t.escalated).into());
+    let hours = |from: i64, to: i64| (to - from) as f64 / 3_600_000.0;
+    let mut resolution: Vec<f64> = data.tickets.iter().filter(|t| closed(t)).map(|t| hours(t.opened_ms, t.resolved_ms.unwrap_or(t.opened_ms))).collect();
+    resolution.sort_by(f64::total_cmp);
+    let mut response: Vec<f64> = data
+        .tickets
+        .iter()
+        .filter(|t| t.first_response.is_some_and(|r| in_window(r, as_of, 90)))
+        .map(|t| hours(t.opened_ms, t.first_response_ms.unwrap_or(t.opened_ms)))
+        .collect();
+    response.sort_by(f64::total_cmp);
+    row.insert("median_resolution_hours_90d".into(), number(quantile(&resolution, 0.5)));
+    row.insert("p90_resolution_hours_90d".into(), number(quantile(&resolution, 0.9)));
+    row.insert("median_first_response_hours_90d".into(), number(quantile(&response, 0.5)));
+}
+
+fn feedback(row: &mut Row, data: &AccountData, as_of: i32) {
+    // NPS over the latest answer of each person in 180 days (an answer without a person
+    // stands for itself).
+    let mut latest: HashMap<&str, &Survey> = HashMap::new();
+    for s in data.surveys.iter().filter(|s| s.kind == "nps" && in_window(s.answered, as_of, 180)) {
+        let who = s.user.as_deref().unwrap_or(s.response_id.as_str());
+        let keep = latest.get(who).is_none_or(|old| (s.answered_ms, &s.response_id) > (old.answered_ms, &old.response_id));
+        if keep {
+            latest.insert(who, s);
+        }
+    }
+    let n = latest.len() as f64;
+    let promoters = latest.values().filter(|s| s.score >= 9).count() as f64;
+    let detractors = latest.values().filter(|s| s.score <= 6).count() as f64;
+    row.insert("nps".into(), number((n > 0.0).then(|| 100.0 * (promoters - detractors) / n)));
+    let scores = |kind: &str| -> Vec<i64> {
+        data.surveys.iter().filter(|s| s.kind == kind && in_window(s.answered, as_of, 90)).map(|s| s.score).collect()
+    };
+    let csat = scores("csat");
+    let ces = scores("ces");
+    row.insert("csat".into(), number((!csat.is_empty()).then(|| csat.iter().filter(|s| **s >= 4).count() as f64 / csat.len() as f64)));
+    row.insert("ces".into(), number((!ces.is_empty()).then(|| ces.iter().sum::<i64>() as f64 / ces.len() as f64)));
+    let suggestions: Vec<&Suggestion> = data.suggestions.iter().filter(|s| in_window(s.created, as_of, 90)).collect();
+    let mut by_category: BTreeMap<String, i64> = BTreeMap::new();
+    for s in &suggestions {
+        *by_category.entry(s.category.clone().unwrap_or_else(|| "unspecified".into())).or_default() += 1;
+    }
+    row.insert("suggestions_90d".into(), (suggestions.len() as i64).into());
+    row.insert("suggestions_by_category".into(), json!(by_category));
+    // Each KPI's latest value at as_of and its change from the value before.
+    let mut kpis: BTreeMap<&str, Vec<&Kpi>> = BTreeMap::new();
+    for k in data.kpis.iter().filter(|k| k.date <= as_of) {
+        kpis.entry(k.name.as_str()).or_default().push(k);
+    }
+    let mut results = Map::new();
+    for (name, mut values) in kpis {
+        values.sort_by_key(|k| k.date);
+        let last = values[values.len() - 1];
+        let change = values.len().checked_sub(2).map(|i| last.value - values[i].value);
+        results.insert(
+            name.to_string(),
+            json!({"value": last.value, "date": activity::day_date(last.date).to_string(), "change": change}),
+        );
+    }
+    row.insert("business_results".into(), Value::Object(results));
+}
+
+/// Fills `engagement_score` in every row: each component's mid-rank percentile among the
+/// rows of the same segment with a value, averaged with the configured weights (a null
+/// component is left out and the other weights rescaled).
+pub fn engagement_scores(rows: &mut [Row], config: &MetricsConfig) {
+    let w = &config.engagement_weights;
+    let components = [
+        ("active_days_14d", w.active_days_14d),
+        ("active_minutes_14d", w.active_minutes_14d),
+        ("active_users_14d", w.active_users_14d),
+        ("license_utilization", w.license_utilization),
+    ];
+    let mut by_segment: HashMap<String, Vec<usize>> = HashMap::new();
+    for (index, row) in rows.iter().enumerate() {
+        by_segment.entry(row["segment"].as_str().unwrap_or_default().to_string()).or_default().push(index);
+    }
+    for members in by_segment.values() {
+        let mut scores = vec![(0.0, 0.0); members.len()];
+        for (name, weight) in components {
+            if weight == 0.0 {
+                continue;
+            }
+            let mut values: Vec<f64> = members.iter().filter_map(|i| rows[*i][name].as_f64()).collect();
+            values.sort_by(f64::total_cmp);
+            for (slot, i) in members.iter().enumerate() {
+                if let Some(x) = rows[*i][name].as_f64() {
+                    let below = values.partition_point(|v| *v < x) as f64;
+                    let equal = values.partition_point(|v| *v <= x) as f64 - below;
+                    let rank = 100.0 * (below + equal / 2.0) / values.len() as f64;
+                    scores[slot].0 += weight * rank;
+                    scores[slot].1 += weight;
+                }
+            }
+        }
+        for (slot, i) in members.iter().enumerate() {
+            let (sum, weights) = scores[slot];
+            rows[*i].insert("engagement_score".into(), number((weights > 0.0).then(|| sum / weights)));
+        }
+    }
+}
+
+/// One CSV cell: null as empty, objects as compact JSON.
+pub fn csv_cell(value: &Value) -> String {
+    match value {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// ARR in the report currency; a subscription without ARR counts 0.
+pub fn report_arr(arr: Option<f64>, currency: Option<&str>, rates: &CurrencyConfig) -> Result<f64, String> {
+    match arr {
+        Some(amount) => rates.to_report(amount, currency.unwrap_or(&rates.report)),
+        None => Ok(0.0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_interpolate_like_duckdb() {
+        assert_eq!(quantile(&[1.0, 2.0, 3.0, 10.0], 0.5), Some(2.5));
+        assert!((quantile(&[1.0, 2.0, 3.0, 10.0], 0.9).unwrap() - 7.9).abs() < 1e-9);
+        assert_eq!(quantile(&[4.0], 0.9), Some(4.0));
+        assert_eq!(quantile(&[], 0.5), None);
+    }
+
+    #[test]
+    fn weekdays_start_on_monday() {
+        let day = activity::day_number(chrono::NaiveDate::from_ymd_opt(2026, 11, 23).unwrap());
+        assert_eq!(weekday(day), 0, "2026-11-23 is a Monday");
+        assert_eq!(weekday(day + 6), 6);
+    }
+}

@@ -1,0 +1,363 @@
+//! Reads what the metrics are computed from: rollups and records, per account, converted
+//! to local days and the report currency; and the computations that need many accounts
+//! (export snapshot, segment statistics, time series, outcomes).
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::NaiveDate;
+use rusqlite::{params, Connection};
+use serde_json::{json, Value};
+
+use super::StoreError;
+use crate::config::{CurrencyConfig, MetricsConfig};
+use crate::metrics::activity::{self, day_number};
+use crate::metrics::{self, AccountData, FeatureDay, Kpi, Row, Subscription, Suggestion, Survey, Ticket, UserDay};
+
+/// An account as the metrics see it.
+#[derive(Debug, Clone)]
+pub struct AccountInfo {
+    pub account_id: String,
+    pub parent_id: Option<String>,
+    pub segment: String,
+    pub plan: Option<String>,
+    pub tz: chrono_tz::Tz,
+}
+
+/// Every account, by id order. The segment is the account's `segment`, else its `plan`,
+/// else `unknown`.
+pub fn accounts(conn: &Connection) -> Result<Vec<AccountInfo>, StoreError> {
+    let mut query = conn.prepare("SELECT account_id, parent_id, segment, plan, timezone FROM accounts ORDER BY account_id")?;
+    let rows = query.query_map([], |r| {
+        let segment: Option<String> = r.get(2)?;
+        let plan: Option<String> = r.get(3)?;
+        let tz: Option<String> = r.get(4)?;
+        Ok(AccountInfo {
+            account_id: r.get(0)?,
+            parent_id: r.get(1)?,
+            segment: segment.or_else(|| plan.clone()).unwrap_or_else(|| "unknown".into()),
+            plan,
+            tz: tz.and_then(|t| t.parse().ok()).unwrap_or(chrono_tz::UTC),
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The account and every account below it.
+pub fn subtree(all: &[AccountInfo], root: &str) -> Vec<String> {
+    let mut children: HashMap<&str, Vec<&str>> = HashMap::new();
+    for a in all {
+        if let Some(parent) = &a.parent_id {
+            children.entry(parent.as_str()).or_default().push(a.account_id.as_str());
+        }
+    }
+    let mut out = vec![root.to_string()];
+    let mut index = 0;
+    while index < out.len() {
+        if let Some(kids) = children.get(out[index].as_str()) {
+            out.extend(kids.iter().map(|k| k.to_string()).filter(|k| !out.contains(k)).collect::<Vec<_>>());
+        }
+        index += 1;
+    }
+    out
+}
+
+fn ms_of(text: &str) -> Result<i64, StoreError> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.timestamp_millis())
+        .map_err(|_| StoreError::Invalid(format!("stored date-time is not RFC 3339: {text:?}")))
+}
+
+fn day_of_date(text: &str) -> Result<i32, StoreError> {
+    text.parse::<NaiveDate>().map(day_number).map_err(|_| StoreError::Invalid(format!("stored date is not YYYY-MM-DD: {text:?}")))
+}
+
+/// Records of accounts, grouped by account id: one query per table for all accounts.
+#[derive(Default)]
+struct Records {
+    subscriptions: HashMap<String, Vec<Subscription>>,
+    tickets: HashMap<String, Vec<Ticket>>,
+    surveys: HashMap<String, Vec<Survey>>,
+    suggestions: HashMap<String, Vec<Suggestion>>,
+    kpis: HashMap<String, Vec<Kpi>>,
+}
+
+fn load_records(conn: &Connection, only: Option<&str>, tz_of: &dyn Fn(&str) -> chrono_tz::Tz, currency: &CurrencyConfig) -> Result<Records, StoreError> {
+    let mut records = Records::default();
+    let filter = "WHERE ?1 IS NULL OR account_id = ?1";
+    let local = |account: &str, ms: i64| activity::local_day(ms, tz_of(account));
+
+    let mut query = conn.prepare(&format!(
+        "SELECT account_id, subscription_id, product, plan, seats, arr, currency, start_date, end_date, outcome, provisioned_at, go_live_at FROM subscriptions {filter}"
+    ))?;
+    let mut rows = query.query(params![only])?;
+    while let Some(r) = rows.next()? {
+        let account: String = r.get(0)?;
+        let id: String = r.get(1)?;
+        let arr = metrics::report_arr(r.get(5)?, r.get::<_, Option<String>>(6)?.as_deref(), currency)
+            .map_err(|reason| StoreError::Invalid(format!("subscription {id}: {reason}")))?;
+        let end: Option<String> = r.get(8)?;
+        let provisioned: Option<String> = r.get(10)?;
+        let go_live: Option<String> = r.get(11)?;
+        let sub = Subscription {
+            product: r.get(2)?,
+            plan: r.get(3)?,
+            seats: r.get::<_, Option<i64>>(4)?.unwrap_or(0),
+            arr,
+            start: day_of_date(&r.get::<_, String>(7)?)?,
+            end: end.as_deref().map(day_of_date).transpose()?,
+            outcome: r.get(9)?,
+            provisioned: provisioned.as_deref().map(ms_of).transpose()?.map(|ms| local(&account, ms)),
+            go_live: go_live.as_deref().map(ms_of).transpose()?.map(|ms| local(&account, ms)),
+        };
+        records.subscriptions.entry(account).or_default().push(sub);
+    }
+
+    let mut query = conn.prepare(&format!("SELECT account_id, type, opened_at, first_response_at, resolved_at, escalated FROM tickets {filter}"))?;
+    let mut rows = query.query(params![only])?;
+    while let Some(r) = rows.next()? {
+        let account: String = r.get(0)?;
+        let opened_ms = ms_of(&r.get::<_, String>(2)?)?;
+        let first_response_ms = r.get::<_, Option<String>>(3)?.as_deref().map(ms_of).transpose()?;
+        let resolved_ms = r.get::<_, Option<String>>(4)?.as_deref().map(ms_of).transpose()?;
+        let ticket = Ticket {
+            kind: r.get(1)?,
+            opened_ms,
+            opened: local(&account, opened_ms),
+            first_response_ms,
+            first_response: first_response_ms.map(|ms| local(&account, ms)),
+            resolved_ms,
+            resolved: resolved_ms.map(|ms| local(&account, ms)),
+            escalated: r.get::<_, i64>(5)? != 0,
+        };
+        records.tickets.entry(account).or_default().push(ticket);
+    }
+
+    let mut query = conn.prepare(&format!("SELECT account_id, response_id, user_id, kind, score, answered_at FROM survey_responses {filter}"))?;
+    let mut rows = query.query(params![only])?;
+    while let Some(r) = rows.next()? {
+        let account: String = r.get(0)?;
+        let answered_ms = ms_of(&r.get::<_, String>(5)?)?;
+        let survey = Survey {
+            response_id: r.get(1)?,
+            user: r.get(2)?,
+            kind: r.get(3)?,
+            score: r.get(4)?,
+            answered_ms,
+            answered: local(&account, answered_ms),
+        };
+        records.surveys.entry(account).or_default().push(survey);
+    }
+
+    let mut query = conn.prepare(&format!("SELECT account_id, category, created_at FROM suggestions {filter}"))?;
+    let mut rows = query.query(params![only])?;
+    while let Some(r) = rows.next()? {
+        let account: String = r.get(0)?;
+        let created = local(&account, ms_of(&r.get::<_, String>(2)?)?);
+        records.suggestions.entry(account).or_default().push(Suggestion { category: r.get(1)?, created });
+    }
+
+    let mut query = conn.prepare(&format!("SELECT account_id, name, date, value FROM kpis {filter}"))?;
+    let mut rows = query.query(params![only])?;
+    while let Some(r) = rows.next()? {
+        let account: String = r.get(0)?;
+        let kpi = Kpi { name: r.get(1)?, date: day_of_date(&r.get::<_, String>(2)?)?, value: r.get(3)? };
+        records.kpis.entry(account).or_default().push(kpi);
+    }
+    Ok(records)
+}
+
+fn user_days(conn: &Connection, account: &str, from: i32, to: i32) -> Result<Vec<UserDay>, StoreError> {
+    let mut query = conn.prepare_cached(
+        "SELECT day, user_id, logins, transactions, education, minutes, login_minutes, key_minutes
+         FROM user_days WHERE account_id = ?1 AND day BETWEEN ?2 AND ?3",
+    )?;
+    let rows = query.query_map(params![account, from, to], |r| {
+        Ok(UserDay {
+            day: r.get(0)?,
+            user: r.get(1)?,
+            logins: r.get(2)?,
+            transactions: r.get(3)?,
+            education: r.get(4)?,
+            minutes: activity::decode_minutes(&r.get::<_, Vec<u8>>(5)?),
+            login_minutes: activity::decode_minutes(&r.get::<_, Vec<u8>>(6)?),
+            key_minutes: activity::decode_minutes(&r.get::<_, Vec<u8>>(7)?),
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Loads the data of `infos` with rollup rows from `from_day - LOOKBACK_DAYS` to `to_day`.
+pub fn load(
+    conn: &Connection,
+    infos: &[&AccountInfo],
+    from_day: i32,
+    to_day: i32,
+    config: &MetricsConfig,
+    currency: &CurrencyConfig,
+) -> Result<Vec<AccountData>, StoreError> {
+    let tz: HashMap<&str, chrono_tz::Tz> = infos.iter().map(|i| (i.account_id.as_str(), i.tz)).collect();
+    let tz_of = |account: &str| tz.get(account).copied().unwrap_or(chrono_tz::UTC);
+    let only = if infos.len() == 1 { Some(infos[0].account_id.as_str()) } else { None };
+    let mut records = load_records(conn, only, &tz_of, currency)?;
+    let mut out = Vec::with_capacity(infos.len());
+    for info in infos {
+        let id = info.account_id.as_str();
+        let mut data = AccountData {
+            account_id: info.account_id.clone(),
+            segment: info.segment.clone(),
+            plan: info.plan.clone(),
+            subscriptions: records.subscriptions.remove(id).unwrap_or_default(),
+            tickets: records.tickets.remove(id).unwrap_or_default(),
+            surveys: records.surveys.remove(id).unwrap_or_default(),
+            suggestions: records.suggestions.remove(id).unwrap_or_default(),
+            kpis: records.kpis.remove(id).unwrap_or_default(),
+            ..AccountData::default()
+        };
+        data.days = user_days(conn, id, from_day - metrics::LOOKBACK_DAYS, to_day)?;
+        let mut features = conn.prepare_cached("SELECT day, feature, uses FROM user_day_features WHERE account_id = ?1 AND day BETWEEN ?2 AND ?3")?;
+        data.features = features
+            .query_map(params![id, from_day - metrics::LOOKBACK_DAYS, to_day], |r| Ok(FeatureDay { day: r.get(0)?, feature: r.get(1)?, uses: r.get(2)? }))?
+            .collect::<Result<_, _>>()?;
+        let mut first = conn.prepare_cached("SELECT feature, first_day FROM account_features WHERE account_id = ?1")?;
+        data.first_use = first.query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+        if let Some(moment) = data.value_moment(config) {
+            data.value_days = user_days(conn, id, moment, moment + 29)?;
+        }
+        out.push(data);
+    }
+    Ok(out)
+}
+
+/// Every account's metrics at `as_of` (the export), engagement scores included.
+pub fn snapshot(conn: &Connection, as_of: NaiveDate, config: &MetricsConfig, currency: &CurrencyConfig) -> Result<Vec<Row>, StoreError> {
+    let day = day_number(as_of);
+    let infos = accounts(conn)?;
+    let refs: Vec<&AccountInfo> = infos.iter().collect();
+    let data = load(conn, &refs, day, day, config, currency)?;
+    let mut rows: Vec<Row> = data.iter().map(|d| metrics::compute(d, day, config)).collect();
+    metrics::engagement_scores(&mut rows, config);
+    Ok(rows)
+}
+
+/// One account's metrics at `as_of` (with `subtree`, the account and all below it counted
+/// as one), its engagement score ranked against `peers` (a snapshot of the same day).
+pub fn account(
+    conn: &Connection,
+    account_id: &str,
+    as_of: NaiveDate,
+    subtree: bool,
+    peers: &[Row],
+    config: &MetricsConfig,
+    currency: &CurrencyConfig,
+) -> Result<Option<Row>, StoreError> {
+    let day = day_number(as_of);
+    let infos = accounts(conn)?;
+    let Some(info) = infos.iter().find(|i| i.account_id == account_id) else { return Ok(None) };
+    let ids = if subtree { self::subtree(&infos, account_id) } else { vec![account_id.to_string()] };
+    let mut merged: Option<AccountData> = None;
+    for id in &ids {
+        let member = infos.iter().find(|i| &i.account_id == id).expect("invariant: subtree ids are accounts");
+        let mut data = load(conn, &[member], day, day, config, currency)?.pop().expect("one account loaded");
+        match &mut merged {
+            None => {
+                data.segment = info.segment.clone();
+                merged = Some(data);
+            }
+            Some(m) => m.merge(data),
+        }
+    }
+    let data = merged.expect("invariant: the subtree holds its root");
+    let row = metrics::compute(&data, day, config);
+    // Rank among the segment's snapshot, with this account's fresh values in place.
+    let mut rows: Vec<Row> = peers.iter().filter(|p| p["segment"] == row["segment"] && p["account_id"] != row["account_id"]).cloned().collect();
+    rows.push(row);
+    metrics::engagement_scores(&mut rows, config);
+    Ok(rows.pop())
+}
+
+/// One metric of one account for every day of `from ..= to`.
+pub fn timeseries(
+    conn: &Connection,
+    account_id: &str,
+    metric: &str,
+    from: NaiveDate,
+    to: NaiveDate,
+    config: &MetricsConfig,
+    currency: &CurrencyConfig,
+) -> Result<Option<Vec<(NaiveDate, Value)>>, StoreError> {
+    let (first, last) = (day_number(from), day_number(to));
+    let infos = accounts(conn)?;
+    let Some(info) = infos.iter().find(|i| i.account_id == account_id) else { return Ok(None) };
+    // The engagement score ranks the account in its segment, so it needs the peers too.
+    let members: Vec<&AccountInfo> =
+        if metric == "engagement_score" { infos.iter().filter(|i| i.segment == info.segment).collect() } else { vec![info] };
+    let data = load(conn, &members, first, last, config, currency)?;
+    let mut series = Vec::new();
+    for day in first..=last {
+        let value = if metric == "engagement_score" {
+            let mut rows: Vec<Row> = data.iter().map(|d| metrics::compute(d, day, config)).collect();
+            metrics::engagement_scores(&mut rows, config);
+            rows.into_iter().find(|r| r["account_id"] == account_id).map(|r| r[metric].clone()).unwrap_or(Value::Null)
+        } else {
+            let own = data.iter().find(|d| d.account_id == account_id).expect("invariant: loaded");
+            metrics::compute(own, day, config).remove(metric).unwrap_or(Value::Null)
+        };
+        series.push((activity::day_date(day), value));
+    }
+    Ok(Some(series))
+}
+
+/// Segment (or plan) statistics of a snapshot: account count, and per numeric metric the
+/// count of accounts with a value, median, p25, p75, and the sum where sums mean something.
+pub fn segments(rows: &[Row], infos: &[AccountInfo], by_plan: bool) -> Vec<Value> {
+    let plan_of: HashMap<&str, &str> = infos.iter().map(|i| (i.account_id.as_str(), i.plan.as_deref().unwrap_or("unknown"))).collect();
+    let mut groups: BTreeMap<String, Vec<&Row>> = BTreeMap::new();
+    for row in rows {
+        let id = row["account_id"].as_str().unwrap_or_default();
+        let key = if by_plan { plan_of.get(id).copied().unwrap_or("unknown").to_string() } else { row["segment"].as_str().unwrap_or_default().to_string() };
+        groups.entry(key).or_default().push(row);
+    }
+    groups
+        .into_iter()
+        .map(|(group, members)| {
+            let mut stats = serde_json::Map::new();
+            for column in metrics::COLUMNS.iter().filter(|c| metrics::is_numeric(c)) {
+                let mut values: Vec<f64> = members.iter().filter_map(|r| r[*column].as_f64()).collect();
+                values.sort_by(f64::total_cmp);
+                let mut entry = json!({
+                    "count": values.len(),
+                    "median": metrics::quantile(&values, 0.5),
+                    "p25": metrics::quantile(&values, 0.25),
+                    "p75": metrics::quantile(&values, 0.75),
+                });
+                if metrics::is_additive(column) {
+                    entry["sum"] = json!(values.iter().sum::<f64>());
+                }
+                stats.insert(column.to_string(), entry);
+            }
+            let frequency = members.iter().fold(BTreeMap::<String, i64>::new(), |mut m, r| {
+                *m.entry(r["usage_frequency"].as_str().unwrap_or_default().to_string()).or_default() += 1;
+                m
+            });
+            json!({ if by_plan { "plan" } else { "segment" }: group, "accounts": members.len(), "usage_frequency": frequency, "metrics": stats })
+        })
+        .collect()
+}
+
+/// Outcomes over [from, to) split by `interval`, per segment or over all accounts.
+pub fn outcomes(
+    conn: &Connection,
+    from: NaiveDate,
+    to: NaiveDate,
+    interval: metrics::outcomes::Interval,
+    by_segment: bool,
+    currency: &CurrencyConfig,
+) -> Result<Vec<Value>, StoreError> {
+    let infos = accounts(conn)?;
+    let tz: HashMap<&str, chrono_tz::Tz> = infos.iter().map(|i| (i.account_id.as_str(), i.tz)).collect();
+    let mut records = load_records(conn, None, &|a| tz.get(a).copied().unwrap_or(chrono_tz::UTC), currency)?;
+    let accounts: Vec<(String, Vec<Subscription>)> =
+        infos.iter().map(|i| (i.segment.clone(), records.subscriptions.remove(&i.account_id).unwrap_or_default())).collect();
+    let periods = metrics::outcomes::periods(from, to, interval);
+    Ok(metrics::outcomes::outcomes(&accounts, &periods, by_segment))
+}

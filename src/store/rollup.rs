@@ -1,0 +1,533 @@
+//! Per-user-per-day rollups, kept up to date from committed events.
+//!
+//! The rollup worker follows the events table by id (ids are assigned in commit order, so
+//! "every event up to `last_event_id`" is a complete prefix). Each [`step`] is one IMMEDIATE
+//! transaction that reads the next events, updates `user_days`, `user_day_features` and
+//! `account_features`, and advances `rollup_state.last_event_id`: a crash loses nothing and
+//! counts nothing twice. Several processes (a server and `bellwether metrics`) may step the
+//! same database; SQLite serialises them and each reads the cursor inside its transaction.
+//!
+//! Late events simply add to their (past) day. What cannot be added is a change of meaning
+//! after the fact: a `group` call dated before activity already counted, an `alias` or
+//! `identify` that links an id whose events were counted under another id (or not at all),
+//! an account's timezone changing. The person concerned is then recomputed from their raw
+//! events (indexed by user and anonymous id), so the rollups always equal what
+//! [`rebuild`] computes from scratch.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+
+use super::StoreError;
+use crate::config::MetricsConfig;
+use crate::metrics::activity::{self, Classifier};
+
+/// Events read per transaction: large enough to amortise, small enough that the ingest
+/// writer never waits long for the lock.
+pub const STEP_EVENTS: usize = 20_000;
+
+/// The rollup maintainer of one process.
+pub struct Rollup {
+    classifier: Classifier,
+    fingerprint: String,
+    idle_minutes: u32,
+}
+
+/// What one step did.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Step {
+    pub events: usize,
+    pub recomputed_users: usize,
+    /// The id every event up to which is now rolled up.
+    pub last_event_id: i64,
+}
+
+#[derive(Debug, Default)]
+struct DayAgg {
+    events: i64,
+    logins: i64,
+    transactions: i64,
+    education: i64,
+    minutes: Vec<u32>,
+    login_minutes: Vec<u32>,
+    key_minutes: Vec<u32>,
+    first_ms: i64,
+    last_ms: i64,
+    features: BTreeMap<String, i64>,
+}
+
+/// (account, local day, person)
+type DayKey = (String, i32, String);
+
+struct EventRow {
+    id: i64,
+    kind: String,
+    user_id: Option<String>,
+    anonymous_id: Option<String>,
+    group_id: Option<String>,
+    event: Option<String>,
+    timestamp_ms: i64,
+}
+
+const EVENT_COLUMNS: &str = "id, type, user_id, anonymous_id, group_id, event, timestamp_ms";
+
+fn event_row(r: &rusqlite::Row) -> rusqlite::Result<EventRow> {
+    Ok(EventRow {
+        id: r.get(0)?,
+        kind: r.get(1)?,
+        user_id: r.get(2)?,
+        anonymous_id: r.get(3)?,
+        group_id: r.get(4)?,
+        event: r.get(5)?,
+        timestamp_ms: r.get(6)?,
+    })
+}
+
+/// Lookups valid within one transaction.
+struct Lookups {
+    timezones: HashMap<String, chrono_tz::Tz>,
+    canonical: HashMap<String, Option<String>>,
+    /// canonical person -> (timestamp, event id, account) of every membership, sorted.
+    memberships: HashMap<String, Vec<(i64, i64, String)>>,
+}
+
+impl Rollup {
+    pub fn new(config: &MetricsConfig) -> Rollup {
+        Rollup { classifier: Classifier::new(config), fingerprint: config.rollup_fingerprint(), idle_minutes: config.session_idle_minutes }
+    }
+
+    /// Rolls up at most `max_events` new events in one transaction.
+    pub fn step(&mut self, conn: &mut Connection, max_events: usize) -> Result<Step, StoreError> {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let (last, fingerprint): (i64, String) =
+            tx.query_row("SELECT last_event_id, fingerprint FROM rollup_state WHERE id = 1", [], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let last = if fingerprint != self.fingerprint {
+            if !fingerprint.is_empty() {
+                tracing::info!("the [metrics] settings the rollups depend on changed: rebuilding them from the raw events");
+            }
+            clear(&tx)?;
+            tx.execute("UPDATE rollup_state SET last_event_id = 0, fingerprint = ?1", [&self.fingerprint])?;
+            0
+        } else {
+            last
+        };
+        let mut lookups = Lookups { timezones: load_timezones(&tx)?, canonical: HashMap::new(), memberships: HashMap::new() };
+        let mut dirty: BTreeSet<String> = BTreeSet::new();
+
+        // Accounts whose timezone changed since their days were cut: recompute their people.
+        let used: Vec<(String, String)> =
+            tx.prepare("SELECT account_id, timezone FROM rollup_accounts")?.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+        for (account, used_tz) in used {
+            let now = lookups.timezones.get(&account).copied().unwrap_or(chrono_tz::UTC);
+            if now.name() != used_tz {
+                let mut people = tx.prepare("SELECT DISTINCT user_id FROM user_days WHERE account_id = ?1")?;
+                for person in people.query_map([&account], |r| r.get::<_, String>(0))? {
+                    dirty.insert(person?);
+                }
+            }
+        }
+
+        let rows: Vec<EventRow> = tx
+            .prepare_cached(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE id > ?1 ORDER BY id LIMIT ?2"))?
+            .query_map(params![last, max_events as i64], event_row)?
+            .collect::<Result<_, _>>()?;
+        let batch_max = rows.last().map(|r| r.id).unwrap_or(last);
+
+        // Pass 1: identity and membership changes that rewrite what was already counted.
+        for row in &rows {
+            match row.kind.as_str() {
+                "group" => {
+                    let id = row.user_id.as_deref().or(row.anonymous_id.as_deref());
+                    let Some(person) = id.and_then(|id| lookups.canonical_of(&tx, id, row.user_id.is_some()).transpose()).transpose()? else { continue };
+                    if has_activity(&tx, &identity_set(&tx, &person)?, Some(row.timestamp_ms), row.id)? {
+                        dirty.insert(person);
+                    }
+                }
+                "alias" | "identify" => {
+                    let (Some(user), Some(previous)) = (row.user_id.as_deref(), previous_id(&tx, row)?) else { continue };
+                    if has_activity(&tx, &[previous], None, row.id)? {
+                        if let Some(person) = lookups.canonical_of(&tx, user, true)? {
+                            dirty.insert(person);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+
+        // Pass 2: everything else simply adds up.
+        let mut pending: HashMap<DayKey, DayAgg> = HashMap::new();
+        let mut events = 0;
+        for row in &rows {
+            let Some(act) = self.classifier.classify(&row.kind, row.event.as_deref()) else { continue };
+            let person = match (&row.user_id, &row.anonymous_id) {
+                (Some(user), _) => lookups.canonical_of(&tx, user, true)?,
+                (None, Some(anonymous)) => lookups.canonical_of(&tx, anonymous, false)?,
+                (None, None) => None,
+            };
+            let Some(person) = person else { continue };
+            if dirty.contains(&person) {
+                continue;
+            }
+            if self.add(&tx, &mut lookups, &mut pending, &person, row, &act)? {
+                events += 1;
+            }
+        }
+
+        // Recompute the people whose past changed, from their raw events up to batch_max.
+        let mut touched_accounts: BTreeSet<String> = BTreeSet::new();
+        for person in &dirty {
+            let ids = identity_set(&tx, person)?;
+            touched_accounts.extend(forget(&tx, &ids)?);
+            let mut own: Vec<EventRow> = Vec::new();
+            for id in &ids {
+                let mut by_user = tx.prepare_cached(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE user_id = ?1 AND id <= ?2"))?;
+                own.extend(by_user.query_map(params![id, batch_max], event_row)?.collect::<Result<Vec<_>, _>>()?);
+                let mut by_anonymous =
+                    tx.prepare_cached(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE user_id IS NULL AND anonymous_id = ?1 AND id <= ?2"))?;
+                own.extend(by_anonymous.query_map(params![id, batch_max], event_row)?.collect::<Result<Vec<_>, _>>()?);
+            }
+            own.sort_by_key(|r| r.id);
+            own.dedup_by_key(|r| r.id);
+            for row in &own {
+                let Some(act) = self.classifier.classify(&row.kind, row.event.as_deref()) else { continue };
+                // Each event counts for the person its own ids resolve to (an id linked
+                // elsewhere later belongs to that other person).
+                let owner = match (&row.user_id, &row.anonymous_id) {
+                    (Some(user), _) => lookups.canonical_of(&tx, user, true)?,
+                    (None, Some(anonymous)) => lookups.canonical_of(&tx, anonymous, false)?,
+                    (None, None) => None,
+                };
+                if owner.as_deref() == Some(person.as_str()) {
+                    self.add(&tx, &mut lookups, &mut pending, person, row, &act)?;
+                }
+            }
+        }
+
+        let changed = !pending.is_empty() || !dirty.is_empty();
+        flush(&tx, pending, &lookups, self.idle_minutes)?;
+        for account in &touched_accounts {
+            refresh_account_features(&tx, account)?;
+        }
+        // Accounts whose timezone changed are now all cut with the current one.
+        tx.execute(
+            "UPDATE rollup_accounts SET timezone = coalesce((SELECT coalesce(a.timezone, 'UTC') FROM accounts a WHERE a.account_id = rollup_accounts.account_id), 'UTC')",
+            [],
+        )?;
+        tx.execute(
+            "UPDATE rollup_state SET last_event_id = ?1, version = version + ?2 WHERE id = 1",
+            params![batch_max, i64::from(changed)],
+        )?;
+        tx.commit()?;
+        Ok(Step { events, recomputed_users: dirty.len(), last_event_id: batch_max })
+    }
+
+    /// Adds one activity event of `person` to `pending`; false when it counts for no account.
+    fn add(&self, tx: &Transaction, lookups: &mut Lookups, pending: &mut HashMap<DayKey, DayAgg>, person: &str, row: &EventRow, act: &activity::Activity) -> Result<bool, StoreError> {
+        let account = match &row.group_id {
+            Some(group) => Some(group.clone()),
+            None => lookups.account_at(tx, person, row.timestamp_ms)?,
+        };
+        let Some(account) = account else { return Ok(false) };
+        let tz = lookups.timezones.get(&account).copied().unwrap_or(chrono_tz::UTC);
+        let day = activity::local_day(row.timestamp_ms, tz);
+        let agg = pending.entry((account, day, person.to_string())).or_insert_with(|| DayAgg { first_ms: i64::MAX, last_ms: i64::MIN, ..DayAgg::default() });
+        let minute = activity::minute(row.timestamp_ms);
+        agg.events += 1;
+        agg.minutes.push(minute);
+        agg.first_ms = agg.first_ms.min(row.timestamp_ms);
+        agg.last_ms = agg.last_ms.max(row.timestamp_ms);
+        if act.login {
+            agg.logins += 1;
+            agg.login_minutes.push(minute);
+        }
+        if act.education {
+            agg.education += 1;
+        }
+        if let Some(feature) = &act.feature {
+            agg.transactions += 1;
+            *agg.features.entry(feature.clone()).or_default() += 1;
+            if act.key {
+                agg.key_minutes.push(minute);
+            }
+        }
+        Ok(true)
+    }
+}
+
+impl Lookups {
+    /// The person an id stands for: ids linked by alias/identify resolve to the newest
+    /// userId they were linked to. An anonymous id never linked stands for nobody.
+    fn canonical_of(&mut self, tx: &Transaction, id: &str, is_user: bool) -> Result<Option<String>, StoreError> {
+        let cache_key = format!("{}{id}", if is_user { 'u' } else { 'a' });
+        if let Some(known) = self.canonical.get(&cache_key) {
+            return Ok(known.clone());
+        }
+        let mut current = id.to_string();
+        let mut linked = false;
+        let mut seen = HashSet::new();
+        while seen.insert(current.clone()) && seen.len() <= 16 {
+            let next: Option<String> = tx
+                .prepare_cached("SELECT user_id FROM identity_links WHERE previous_id = ?1 ORDER BY timestamp_ms DESC, event_id DESC LIMIT 1")?
+                .query_row([&current], |r| r.get(0))
+                .optional()?;
+            match next {
+                Some(next) => {
+                    current = next;
+                    linked = true;
+                }
+                None => break,
+            }
+        }
+        let person = if is_user || linked { Some(current) } else { None };
+        self.canonical.insert(cache_key, person.clone());
+        Ok(person)
+    }
+
+    /// The account `person` was last grouped into at or before `ts`.
+    fn account_at(&mut self, tx: &Transaction, person: &str, ts: i64) -> Result<Option<String>, StoreError> {
+        if !self.memberships.contains_key(person) {
+            let mut all = Vec::new();
+            for id in identity_set(tx, person)? {
+                let mut query = tx.prepare_cached(
+                    "SELECT timestamp_ms, event_id, account_id FROM memberships WHERE user_id = ?1
+                     UNION ALL SELECT timestamp_ms, event_id, account_id FROM memberships WHERE user_id IS NULL AND anonymous_id = ?1",
+                )?;
+                all.extend(query.query_map([&id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<Result<Vec<_>, _>>()?);
+            }
+            all.sort();
+            self.memberships.insert(person.to_string(), all);
+        }
+        let list = &self.memberships[person];
+        let index = list.partition_point(|(at, _, _)| *at <= ts);
+        Ok(index.checked_sub(1).map(|i| list[i].2.clone()))
+    }
+}
+
+fn load_timezones(tx: &Transaction) -> Result<HashMap<String, chrono_tz::Tz>, StoreError> {
+    let mut query = tx.prepare("SELECT account_id, timezone FROM accounts WHERE timezone IS NOT NULL")?;
+    let rows = query.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    let mut map = HashMap::new();
+    for row in rows {
+        let (account, tz) = row?;
+        // Timezones are validated when stored; an unknown one (older data) counts as UTC.
+        map.insert(account, tz.parse().unwrap_or(chrono_tz::UTC));
+    }
+    Ok(map)
+}
+
+/// Every id that stands for `person`: itself and the ids linked to it, transitively.
+fn identity_set(tx: &Transaction, person: &str) -> Result<Vec<String>, StoreError> {
+    let mut ids = vec![person.to_string()];
+    let mut index = 0;
+    while index < ids.len() && ids.len() < 1000 {
+        let previous: Vec<String> = tx
+            .prepare_cached("SELECT DISTINCT previous_id FROM identity_links WHERE user_id = ?1")?
+            .query_map([&ids[index]], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        for id in previous {
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        index += 1;
+    }
+    Ok(ids)
+}
+
+/// The previous id an alias (previousId) or identify (anonymousId) links to its userId.
+fn previous_id(tx: &Transaction, row: &EventRow) -> Result<Option<String>, StoreError> {
+    if row.kind == "identify" {
+        return Ok(row.anonymous_id.clone());
+    }
+    Ok(tx
+        .prepare_cached("SELECT previous_id FROM identity_links WHERE event_id = ?1")?
+        .query_row([row.id], |r| r.get(0))
+        .optional()?)
+}
+
+/// Whether any of `ids` has activity events (at or after `since`, if given) stored before
+/// event `before`.
+fn has_activity(tx: &Transaction, ids: &[String], since: Option<i64>, before: i64) -> Result<bool, StoreError> {
+    let since = since.unwrap_or(i64::MIN);
+    for id in ids {
+        let found: Option<i64> = tx
+            .prepare_cached(
+                "SELECT 1 FROM events WHERE user_id = ?1 AND timestamp_ms >= ?2 AND id < ?3 AND type IN ('track', 'page', 'screen')
+                 UNION ALL
+                 SELECT 1 FROM events WHERE anonymous_id = ?1 AND user_id IS NULL AND timestamp_ms >= ?2 AND id < ?3 AND type IN ('track', 'page', 'screen')
+                 LIMIT 1",
+            )?
+            .query_row(params![id, since, before], |r| r.get(0))
+            .optional()?;
+        if found.is_some() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Deletes the rollup rows of `ids`; returns the accounts they were in.
+pub(crate) fn forget(tx: &Transaction, ids: &[String]) -> Result<BTreeSet<String>, StoreError> {
+    let mut accounts = BTreeSet::new();
+    for id in ids {
+        let mut query = tx.prepare_cached("SELECT DISTINCT account_id FROM user_days WHERE user_id = ?1")?;
+        for account in query.query_map([id], |r| r.get::<_, String>(0))? {
+            accounts.insert(account?);
+        }
+        tx.prepare_cached("DELETE FROM user_days WHERE user_id = ?1")?.execute([id])?;
+        tx.prepare_cached("DELETE FROM user_day_features WHERE user_id = ?1")?.execute([id])?;
+    }
+    Ok(accounts)
+}
+
+/// Recomputes one account's first day of each feature from its feature rows.
+pub(crate) fn refresh_account_features(tx: &Transaction, account: &str) -> Result<(), StoreError> {
+    tx.prepare_cached("DELETE FROM account_features WHERE account_id = ?1")?.execute([account])?;
+    tx.prepare_cached(
+        "INSERT INTO account_features (account_id, feature, first_day)
+         SELECT account_id, feature, min(day) FROM user_day_features WHERE account_id = ?1 GROUP BY feature",
+    )?
+    .execute([account])?;
+    Ok(())
+}
+
+fn flush(tx: &Transaction, pending: HashMap<DayKey, DayAgg>, lookups: &Lookups, idle: u32) -> Result<(), StoreError> {
+    let mut seen_accounts = HashSet::new();
+    for ((account, day, person), mut agg) in pending {
+        let existing = tx
+            .prepare_cached(
+                "SELECT events, logins, transactions, education, minutes, login_minutes, key_minutes, first_ms, last_ms
+                 FROM user_days WHERE account_id = ?1 AND day = ?2 AND user_id = ?3",
+            )?
+            .query_row(params![account, day, person], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, Vec<u8>>(4)?,
+                    r.get::<_, Vec<u8>>(5)?,
+                    r.get::<_, Vec<u8>>(6)?,
+                    r.get::<_, i64>(7)?,
+                    r.get::<_, i64>(8)?,
+                ))
+            })
+            .optional()?;
+        if let Some((events, logins, transactions, education, minutes, login_minutes, key_minutes, first_ms, last_ms)) = existing {
+            agg.events += events;
+            agg.logins += logins;
+            agg.transactions += transactions;
+            agg.education += education;
+            agg.minutes.extend(activity::decode_minutes(&minutes));
+            agg.login_minutes.extend(activity::decode_minutes(&login_minutes));
+            agg.key_minutes.extend(activity::decode_minutes(&key_minutes));
+            agg.first_ms = agg.first_ms.min(first_ms);
+            agg.last_ms = agg.last_ms.max(last_ms);
+        }
+        activity::normalize(&mut agg.minutes);
+        activity::normalize(&mut agg.login_minutes);
+        activity::normalize(&mut agg.key_minutes);
+        tx.prepare_cached(
+            "INSERT OR REPLACE INTO user_days (account_id, day, user_id, events, logins, sessions, transactions, education,
+                 minutes_count, minutes, login_minutes, key_minutes, first_ms, last_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+        )?
+        .execute(params![
+            account,
+            day,
+            person,
+            agg.events,
+            agg.logins,
+            activity::sessions(&agg.minutes, idle),
+            agg.transactions,
+            agg.education,
+            agg.minutes.len() as i64,
+            activity::encode_minutes(&agg.minutes),
+            activity::encode_minutes(&agg.login_minutes),
+            activity::encode_minutes(&agg.key_minutes),
+            agg.first_ms,
+            agg.last_ms,
+        ])?;
+        for (feature, uses) in &agg.features {
+            tx.prepare_cached(
+                "INSERT INTO user_day_features (account_id, day, user_id, feature, uses) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT DO UPDATE SET uses = uses + excluded.uses",
+            )?
+            .execute(params![account, day, person, feature, uses])?;
+            tx.prepare_cached(
+                "INSERT INTO account_features (account_id, feature, first_day) VALUES (?1, ?2, ?3)
+                 ON CONFLICT DO UPDATE SET first_day = min(first_day, excluded.first_day)",
+            )?
+            .execute(params![account, feature, day])?;
+        }
+        if seen_accounts.insert(account.clone()) {
+            let tz = lookups.timezones.get(&account).copied().unwrap_or(chrono_tz::UTC);
+            tx.prepare_cached("INSERT OR IGNORE INTO rollup_accounts (account_id, timezone) VALUES (?1, ?2)")?.execute(params![account, tz.name()])?;
+        }
+    }
+    Ok(())
+}
+
+fn clear(tx: &Transaction) -> Result<(), StoreError> {
+    tx.execute_batch(
+        "DELETE FROM user_days; DELETE FROM user_day_features; DELETE FROM account_features; DELETE FROM rollup_accounts;",
+    )?;
+    Ok(())
+}
+
+/// Steps until every committed event is rolled up; `progress` gets (done, total) events.
+pub fn catch_up(conn: &mut Connection, rollup: &mut Rollup, progress: &mut dyn FnMut(i64, i64)) -> Result<Step, StoreError> {
+    let mut total = Step::default();
+    loop {
+        let step = rollup.step(conn, STEP_EVENTS)?;
+        total.events += step.events;
+        total.recomputed_users += step.recomputed_users;
+        total.last_event_id = step.last_event_id;
+        let max: i64 = conn.query_row("SELECT coalesce(max(id), 0) FROM events", [], |r| r.get(0))?;
+        progress(step.last_event_id, max);
+        if step.last_event_id >= max {
+            return Ok(total);
+        }
+    }
+}
+
+/// `bellwether rebuild`: drops every rollup and recomputes them from the raw events.
+pub fn rebuild(conn: &mut Connection, config: &MetricsConfig, progress: &mut dyn FnMut(i64, i64)) -> Result<Step, StoreError> {
+    {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        clear(&tx)?;
+        tx.execute("UPDATE rollup_state SET last_event_id = 0, version = version + 1 WHERE id = 1", [])?;
+        tx.commit()?;
+    }
+    catch_up(conn, &mut Rollup::new(config), progress)
+}
+
+/// The rollup version: it changes whenever any rollup row does (for caches).
+pub fn version(conn: &Connection) -> Result<(i64, i64), StoreError> {
+    Ok(conn.query_row("SELECT version, last_event_id FROM rollup_state WHERE id = 1", [], |r| Ok((r.get(0)?, r.get(1)?)))?)
+}
+
+/// Starts the background thread that keeps the rollups current while serving: it steps
+/// whenever there are new events, and checks every `POLL` otherwise.
+pub fn spawn(store: &super::Store, config: &MetricsConfig) -> Result<std::thread::JoinHandle<()>, StoreError> {
+    const POLL: std::time::Duration = std::time::Duration::from_millis(100);
+    let mut conn = store.connect()?;
+    let mut rollup = Rollup::new(config);
+    std::thread::Builder::new()
+        .name("rollup".into())
+        .spawn(move || {
+            let mut last = -1;
+            loop {
+                match rollup.step(&mut conn, STEP_EVENTS) {
+                    Ok(step) if step.last_event_id != last || step.recomputed_users > 0 => last = step.last_event_id,
+                    Ok(_) => std::thread::sleep(POLL),
+                    Err(error) => {
+                        tracing::error!(%error, "rollup step failed; retrying in 1 s");
+                        std::thread::sleep(std::time::Duration::from_secs(1));
+                    }
+                }
+            }
+        })
+        .map_err(|e| StoreError::Thread(e.to_string()))
+}
