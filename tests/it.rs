@@ -10,6 +10,7 @@ mod it {
     mod demo;
     mod durability;
     mod ingest_http;
+    mod metrics;
     mod openapi;
     mod records;
     mod segment_clients;

@@ -288,6 +288,101 @@ fn import_operation(kind: &Kind) -> PathItem {
     PathItem::new(HttpMethod::Post, op.build())
 }
 
+/// One account's metrics: every export column (../shared/METRICS.md), null when undefined.
+fn metrics_row_schema() -> Schema {
+    let mut object = ObjectBuilder::new().schema_type(Type::Object).description(Some("one account's metrics (the export's columns)"));
+    for column in crate::metrics::COLUMNS {
+        let schema: Schema = match *column {
+            "account_id" | "segment" => typed(Type::String, false).into(),
+            "usage_frequency" => typed(Type::String, false).enum_values(Some(["daily", "weekly", "infrequent", "dormant"])).into(),
+            "tickets_by_type" | "suggestions_by_category" | "business_results" => free_object(column),
+            "initial_adoption" => ObjectBuilder::new()
+                .schema_type(SchemaType::from_iter([Type::Object, Type::Null]))
+                .property("active_users", typed(Type::Integer, false))
+                .property("transactions", typed(Type::Integer, false))
+                .into(),
+            c if crate::metrics::is_additive(c) || matches!(c, "active_days_14d" | "features_used_30d" | "new_features_30d") => typed(Type::Integer, false).into(),
+            "time_to_provision_days" | "time_to_value_days" => typed(Type::Integer, true).into(),
+            _ => typed(Type::Number, true).into(),
+        };
+        object = object.property(*column, schema).required(*column);
+    }
+    object.into()
+}
+
+fn date_param(name: &str, description: &str) -> utoipa::openapi::path::Parameter {
+    query_param(name, typed(Type::String, false).format(Some(SchemaFormat::KnownFormat(KnownFormat::Date))).into(), description)
+}
+
+fn metrics_paths(paths: &mut Paths) {
+    let read = |id: &str, summary: &str| OperationBuilder::new().operation_id(Some(id)).summary(Some(summary)).tag("metrics");
+    let all = with_common(
+        read("all_metrics", "Every account's metrics at a date (the rows of `bellwether metrics`)")
+            .parameter(date_param("as_of", "YYYY-MM-DD (default: today, UTC)"))
+            .response("200", json_response("as_of, columns, accounts", free_object("metrics of every account").into())),
+        false,
+    );
+    paths.paths.insert("/api/v1/metrics".into(), PathItem::new(HttpMethod::Get, all.build()));
+    let account = with_common(
+        read("account_metrics", "One account's metrics; subtree=true counts the account and all below it as one")
+            .parameter(path_param("id"))
+            .parameter(date_param("as_of", "YYYY-MM-DD (default: today, UTC)"))
+            .parameter(query_param("subtree", typed(Type::Boolean, false).into(), "include child accounts (default false)"))
+            .response(
+                "200",
+                json_response(
+                    "metrics",
+                    ObjectBuilder::new()
+                        .schema_type(Type::Object)
+                        .property("as_of", typed(Type::String, false))
+                        .property("subtree", typed(Type::Boolean, false))
+                        .property("metrics", reference("AccountMetrics"))
+                        .into(),
+                ),
+            )
+            .response("404", problem("no such account")),
+        false,
+    );
+    paths.paths.insert("/api/v1/accounts/{id}/metrics".into(), PathItem::new(HttpMethod::Get, account.build()));
+    let numeric: Vec<&str> = crate::metrics::COLUMNS.iter().copied().filter(|c| crate::metrics::is_numeric(c)).collect();
+    let series = with_common(
+        read("account_timeseries", "One numeric metric of an account for every day of a range")
+            .parameter(path_param("id"))
+            .parameter(
+                ParameterBuilder::new()
+                    .name("metric")
+                    .parameter_in(ParameterIn::Query)
+                    .required(Required::True)
+                    .schema(Some(typed(Type::String, false).enum_values(Some(numeric))))
+                    .build(),
+            )
+            .parameter(date_param("from", "first day (default: 89 days before `to`)"))
+            .parameter(date_param("to", "last day (default: today, UTC); at most 1000 days"))
+            .response("200", json_response("account_id, metric, points [{date, value}]", free_object("a daily series").into()))
+            .response("404", problem("no such account")),
+        false,
+    );
+    paths.paths.insert("/api/v1/accounts/{id}/timeseries".into(), PathItem::new(HttpMethod::Get, series.build()));
+    let segments = with_common(
+        read("segments", "Per segment (or plan) statistics of every metric: count, median, p25, p75, and sums where they add up")
+            .parameter(date_param("as_of", "YYYY-MM-DD (default: today, UTC)"))
+            .parameter(query_param("by", typed(Type::String, false).enum_values(Some(["segment", "plan"])).into(), "group by (default segment)"))
+            .response("200", json_response("as_of, by, groups", free_object("statistics per group").into())),
+        false,
+    );
+    paths.paths.insert("/api/v1/segments".into(), PathItem::new(HttpMethod::Get, segments.build()));
+    let outcomes = with_common(
+        read("outcomes", "Renewals, expansion, contraction, churn, GRR, NRR and logo retention over [from, to)")
+            .parameter(date_param("from", "first day (default: 12 months before `to`)"))
+            .parameter(date_param("to", "the day after the period (default: the first of this month)"))
+            .parameter(query_param("by", typed(Type::String, false).enum_values(Some(["segment", "all"])).into(), "per segment (default) or all accounts"))
+            .parameter(query_param("interval", typed(Type::String, false).enum_values(Some(["whole", "month", "quarter"])).into(), "split the range (default whole)"))
+            .response("200", json_response("from, to, currency, periods", free_object("outcome rows").into())),
+        false,
+    );
+    paths.paths.insert("/api/v1/outcomes".into(), PathItem::new(HttpMethod::Get, outcomes.build()));
+}
+
 fn build() -> utoipa::openapi::OpenApi {
     let mut paths = Paths::new();
     let mut components = ComponentsBuilder::new()
@@ -343,6 +438,8 @@ fn build() -> utoipa::openapi::OpenApi {
         false,
     );
     paths.paths.insert("/api/v1/events".into(), PathItem::new(HttpMethod::Get, events.build()));
+    components = components.schema("AccountMetrics", metrics_row_schema());
+    metrics_paths(&mut paths);
     OpenApiBuilder::new()
         .info(
             InfoBuilder::new()
