@@ -304,7 +304,8 @@ fn demo(mut config: Config, args: &DemoArgs) -> anyhow::Result<ExitCode> {
             let _ = writeln!(out, "  API:       http://{addr}/api/v1/accounts   (Authorization: Bearer {})", loaded.api_token);
             let _ = writeln!(out, "  OpenAPI:   http://{addr}/api/v1/openapi.json");
             let _ = writeln!(out, "  send more: curl -u {DEMO_WRITE_KEY}: http://{addr}/v1/track -d '{{\"userId\":\"u1\",\"event\":\"Tried It\"}}'");
-            let _ = writeln!(out, "  (the dashboard and login arrive with the dashboard issue; metrics and health with theirs)");
+            let _ = writeln!(out, "  metrics:   http://{addr}/api/v1/metrics?as_of={}   or: bellwether metrics --data-dir {} --as-of {}", loaded.end_date, config.data_dir.display(), loaded.end_date);
+            let _ = writeln!(out, "  (the dashboard and login arrive with the dashboard issue; health tiers with theirs)");
             let _ = out.flush();
         })
         .await?;

@@ -134,6 +134,29 @@ pub struct MetricsConfig {
     pub adoption_weeks: u32,
     /// Weights of the engagement score's components.
     pub engagement_weights: EngagementWeights,
+    /// Window lengths; the column names keep the default's number.
+    pub windows: Windows,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Windows {
+    /// active_days_14d, active_minutes_14d, active_users_14d, usage_frequency.
+    pub engagement_days: u32,
+    /// The 30-day adoption metrics, active_users_30d, and initial_adoption after the value moment.
+    pub adoption_days: u32,
+    /// logins_per_user_week counts logins over this many days (a whole number of weeks).
+    pub logins_days: u32,
+    /// The 90-day support, CSAT, CES and suggestion metrics.
+    pub support_days: u32,
+    /// NPS.
+    pub nps_days: u32,
+}
+
+impl Default for Windows {
+    fn default() -> Self {
+        Windows { engagement_days: 14, adoption_days: 30, logins_days: 28, support_days: 90, nps_days: 180 }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
@@ -168,6 +191,7 @@ impl Default for MetricsConfig {
             adoption_logins_per_week: 3,
             adoption_weeks: 4,
             engagement_weights: EngagementWeights::default(),
+            windows: Windows::default(),
         }
     }
 }
@@ -186,8 +210,17 @@ impl MetricsConfig {
         if !(1..=1440).contains(&self.session_idle_minutes) {
             return Err(("session_idle_minutes".into(), format!("must be 1 to 1440, got {}", self.session_idle_minutes)));
         }
-        if !(1..=14).contains(&self.daily_min_active_days) {
-            return Err(("daily_min_active_days".into(), format!("must be 1 to 14, got {}", self.daily_min_active_days)));
+        let w = &self.windows;
+        for (name, days) in [("engagement_days", w.engagement_days), ("adoption_days", w.adoption_days), ("logins_days", w.logins_days), ("support_days", w.support_days), ("nps_days", w.nps_days)] {
+            if !(2..=730).contains(&days) {
+                return Err((format!("windows.{name}"), format!("must be 2 to 730 days, got {days}")));
+            }
+        }
+        if w.logins_days % 7 != 0 {
+            return Err(("windows.logins_days".into(), format!("must be a whole number of weeks, got {}", w.logins_days)));
+        }
+        if !(1..=w.engagement_days).contains(&self.daily_min_active_days) {
+            return Err(("daily_min_active_days".into(), format!("must be 1 to windows.engagement_days ({}), got {}", w.engagement_days, self.daily_min_active_days)));
         }
         if !(1..=8).contains(&self.adoption_weeks) {
             return Err(("adoption_weeks".into(), format!("must be 1 to 8, got {}", self.adoption_weeks)));
@@ -198,6 +231,12 @@ impl MetricsConfig {
             return Err(("engagement_weights".into(), "weights must be non-negative numbers, not all zero".into()));
         }
         Ok(())
+    }
+
+    /// How many days before `as_of` the rollup rows must reach for every window.
+    pub fn lookback_days(&self) -> i32 {
+        let w = &self.windows;
+        [w.engagement_days, 2 * w.adoption_days, w.logins_days, 7 * self.adoption_weeks + 7].into_iter().max().unwrap_or(60) as i32
     }
 
     /// The keys the stored rollups depend on, as one string: when it differs from the one

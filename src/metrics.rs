@@ -184,10 +184,6 @@ pub struct AccountData {
     pub kpis: Vec<Kpi>,
 }
 
-/// How many days before `as_of` the rollup rows must reach: 30-day windows one period
-/// earlier (user_adoption_growth) start 59 days before.
-pub const LOOKBACK_DAYS: i32 = 59;
-
 impl AccountData {
     /// Adds a child's data, for subtree metrics: people are counted once across the
     /// subtree, so a person active in two children on one day is one active user.
@@ -256,22 +252,24 @@ pub fn weekday(day: i32) -> i32 {
 /// Computes every metric of one account (or merged subtree) at `as_of`, except
 /// `engagement_score`, which needs the segment: see [`engagement_scores`].
 pub fn compute(data: &AccountData, as_of: i32, config: &MetricsConfig) -> Row {
+    let w = &config.windows;
+    let (engagement, adoption, logins_window) = (w.engagement_days as i32, w.adoption_days as i32, w.logins_days as i32);
     let mut row = Row::new();
     row.insert("account_id".into(), data.account_id.clone().into());
     row.insert("segment".into(), data.segment.clone().into());
 
     // People and days, with a person's minutes merged across accounts of a subtree.
     let mut person_days: HashMap<(&str, i32), Vec<&UserDay>> = HashMap::new();
-    for d in data.days.iter().filter(|d| d.day <= as_of && d.day > as_of - LOOKBACK_DAYS - 1) {
+    for d in data.days.iter().filter(|d| d.day <= as_of && d.day > as_of - config.lookback_days() - 1) {
         person_days.entry((d.user.as_str(), d.day)).or_default().push(d);
     }
     let users_in = |from: i32, to: i32| -> HashSet<&str> {
         person_days.keys().filter(|(_, day)| *day >= from && *day <= to).map(|(u, _)| *u).collect()
     };
-    let active_days: HashSet<i32> = person_days.keys().filter(|(_, day)| in_window(*day, as_of, 14)).map(|(_, d)| *d).collect();
+    let active_days: HashSet<i32> = person_days.keys().filter(|(_, day)| in_window(*day, as_of, engagement)).map(|(_, d)| *d).collect();
     let active_days_14d = active_days.len() as i64;
-    let first_half = active_days.iter().any(|d| *d <= as_of - 7);
-    let second_half = active_days.iter().any(|d| *d > as_of - 7);
+    let first_half = active_days.iter().any(|d| *d <= as_of - engagement / 2);
+    let second_half = active_days.iter().any(|d| *d > as_of - engagement / 2);
     let frequency = if active_days_14d >= i64::from(config.daily_min_active_days) {
         "daily"
     } else if first_half && second_half {
@@ -283,7 +281,7 @@ pub fn compute(data: &AccountData, as_of: i32, config: &MetricsConfig) -> Row {
     };
     let mut active_minutes = 0usize;
     for ((_, day), rows) in &person_days {
-        if in_window(*day, as_of, 14) {
+        if in_window(*day, as_of, engagement) {
             active_minutes += if rows.len() == 1 {
                 rows[0].minutes.len()
             } else {
@@ -291,14 +289,14 @@ pub fn compute(data: &AccountData, as_of: i32, config: &MetricsConfig) -> Row {
             };
         }
     }
-    let active_users_14d = users_in(as_of - 13, as_of).len() as i64;
-    let users_30 = users_in(as_of - 29, as_of);
+    let active_users_14d = users_in(as_of - engagement + 1, as_of).len() as i64;
+    let users_30 = users_in(as_of - adoption + 1, as_of);
     let active_users_30d = users_30.len() as i64;
-    let users_30_before = users_in(as_of - 59, as_of - 30).len() as i64;
+    let users_30_before = users_in(as_of - 2 * adoption + 1, as_of - adoption).len() as i64;
     let sum_in = |days: i32, field: fn(&UserDay) -> i64| -> i64 {
         data.days.iter().filter(|d| in_window(d.day, as_of, days)).map(field).sum()
     };
-    let logins_28 = sum_in(28, |d| d.logins);
+    let logins_28 = sum_in(logins_window, |d| d.logins);
     let seats: i64 = data.subscriptions.iter().filter(|s| s.in_force(as_of)).map(|s| s.seats).sum();
     let ratio = |num: f64, den: f64| if den == 0.0 { None } else { Some(num / den) };
 
@@ -310,23 +308,23 @@ pub fn compute(data: &AccountData, as_of: i32, config: &MetricsConfig) -> Row {
     row.insert("dau".into(), (users_in(as_of, as_of).len() as i64).into());
     row.insert("wau".into(), (users_in(as_of - 6, as_of).len() as i64).into());
     row.insert("mau".into(), active_users_30d.into());
-    row.insert("logins_per_user_week".into(), number(ratio(logins_28 as f64, active_users_30d as f64).map(|x| x / 4.0)));
+    row.insert("logins_per_user_week".into(), number(ratio(logins_28 as f64, active_users_30d as f64).map(|x| x / (logins_window / 7) as f64)));
     row.insert("seats".into(), seats.into());
     row.insert("license_utilization".into(), number(ratio(active_users_30d as f64, seats as f64)));
     row.insert("engagement_score".into(), Value::Null);
 
     // Adoption.
-    let used: HashSet<&str> = data.features.iter().filter(|f| in_window(f.day, as_of, 30) && f.uses > 0).map(|f| f.feature.as_str()).collect();
+    let used: HashSet<&str> = data.features.iter().filter(|f| in_window(f.day, as_of, adoption) && f.uses > 0).map(|f| f.feature.as_str()).collect();
     let available = data.plan_at(as_of).and_then(|plan| config.plan_features.get(plan)).map(Vec::len).filter(|n| *n > 0);
-    let new_features = used.iter().filter(|f| data.first_use.get(**f).is_some_and(|first| *first > as_of - 30)).count();
+    let new_features = used.iter().filter(|f| data.first_use.get(**f).is_some_and(|first| *first > as_of - adoption)).count();
     row.insert("features_used_30d".into(), (used.len() as i64).into());
     row.insert("feature_breadth".into(), number(available.map(|n| used.len() as f64 / n as f64)));
     row.insert("new_features_30d".into(), (new_features as i64).into());
-    row.insert("transactions_30d".into(), sum_in(30, |d| d.transactions).into());
+    row.insert("transactions_30d".into(), sum_in(adoption, |d| d.transactions).into());
     row.insert("user_adoption_growth".into(), number(ratio(active_users_30d as f64, users_30_before as f64).map(|x| x - 1.0)));
     let adopted = users_30.iter().filter(|u| fully_adopted(data, u, as_of, config)).count();
     row.insert("rate_of_adoption".into(), number(ratio(adopted as f64, active_users_30d as f64)));
-    row.insert("education_events_30d".into(), sum_in(30, |d| d.education).into());
+    row.insert("education_events_30d".into(), sum_in(adoption, |d| d.education).into());
 
     // Onboarding.
     let first = data.first_subscription().filter(|s| s.start <= as_of);
@@ -342,7 +340,7 @@ pub fn compute(data: &AccountData, as_of: i32, config: &MetricsConfig) -> Row {
     });
     row.insert("initial_adoption".into(), match value_moment {
         Some(v) => {
-            let window: Vec<&UserDay> = data.value_days.iter().filter(|d| d.day >= v && d.day < v + 30 && d.day <= as_of).collect();
+            let window: Vec<&UserDay> = data.value_days.iter().filter(|d| d.day >= v && d.day < v + adoption && d.day <= as_of).collect();
             let users: HashSet<&str> = window.iter().map(|d| d.user.as_str()).collect();
             json!({"active_users": users.len(), "transactions": window.iter().map(|d| d.transactions).sum::<i64>()})
         }
@@ -354,8 +352,8 @@ pub fn compute(data: &AccountData, as_of: i32, config: &MetricsConfig) -> Row {
         number(ratio(go_live.iter().filter(|s| s.score == 1).count() as f64, go_live.len() as f64)),
     );
 
-    support(&mut row, data, as_of);
-    feedback(&mut row, data, as_of);
+    support(&mut row, data, as_of, w.support_days as i32);
+    feedback(&mut row, data, as_of, w.support_days as i32, w.nps_days as i32);
     row
 }
 
@@ -409,10 +407,10 @@ fn fully_adopted(data: &AccountData, user: &str, as_of: i32, config: &MetricsCon
     true
 }
 
-fn support(row: &mut Row, data: &AccountData, as_of: i32) {
+fn support(row: &mut Row, data: &AccountData, as_of: i32, window: i32) {
     let is_open = |t: &Ticket| t.opened <= as_of && t.resolved.is_none_or(|r| r > as_of);
-    let opened = |t: &Ticket| in_window(t.opened, as_of, 90);
-    let closed = |t: &Ticket| t.resolved.is_some_and(|r| in_window(r, as_of, 90));
+    let opened = |t: &Ticket| in_window(t.opened, as_of, window);
+    let closed = |t: &Ticket| t.resolved.is_some_and(|r| in_window(r, as_of, window));
     let count = |f: &dyn Fn(&Ticket) -> bool| data.tickets.iter().filter(|t| f(t)).count() as i64;
     row.insert("tickets_opened_90d".into(), count(&opened).into());
     row.insert("tickets_open".into(), count(&is_open).into());
@@ -437,7 +435,7 @@ fn support(row: &mut Row, data: &AccountData, as_of: i32) {
     let mut response: Vec<f64> = data
         .tickets
         .iter()
-        .filter(|t| t.first_response.is_some_and(|r| in_window(r, as_of, 90)))
+        .filter(|t| t.first_response.is_some_and(|r| in_window(r, as_of, window)))
         .map(|t| hours(t.opened_ms, t.first_response_ms.unwrap_or(t.opened_ms)))
         .collect();
     response.sort_by(f64::total_cmp);
@@ -446,11 +444,11 @@ fn support(row: &mut Row, data: &AccountData, as_of: i32) {
     row.insert("median_first_response_hours_90d".into(), number(quantile(&response, 0.5)));
 }
 
-fn feedback(row: &mut Row, data: &AccountData, as_of: i32) {
+fn feedback(row: &mut Row, data: &AccountData, as_of: i32, window: i32, nps_window: i32) {
     // NPS over the latest answer of each person in 180 days (an answer without a person
     // stands for itself).
     let mut latest: HashMap<&str, &Survey> = HashMap::new();
-    for s in data.surveys.iter().filter(|s| s.kind == "nps" && in_window(s.answered, as_of, 180)) {
+    for s in data.surveys.iter().filter(|s| s.kind == "nps" && in_window(s.answered, as_of, nps_window)) {
         let who = s.user.as_deref().unwrap_or(s.response_id.as_str());
         let keep = latest.get(who).is_none_or(|old| (s.answered_ms, &s.response_id) > (old.answered_ms, &old.response_id));
         if keep {
@@ -462,13 +460,13 @@ fn feedback(row: &mut Row, data: &AccountData, as_of: i32) {
     let detractors = latest.values().filter(|s| s.score <= 6).count() as f64;
     row.insert("nps".into(), number((n > 0.0).then(|| 100.0 * (promoters - detractors) / n)));
     let scores = |kind: &str| -> Vec<i64> {
-        data.surveys.iter().filter(|s| s.kind == kind && in_window(s.answered, as_of, 90)).map(|s| s.score).collect()
+        data.surveys.iter().filter(|s| s.kind == kind && in_window(s.answered, as_of, window)).map(|s| s.score).collect()
     };
     let csat = scores("csat");
     let ces = scores("ces");
     row.insert("csat".into(), number((!csat.is_empty()).then(|| csat.iter().filter(|s| **s >= 4).count() as f64 / csat.len() as f64)));
     row.insert("ces".into(), number((!ces.is_empty()).then(|| ces.iter().sum::<i64>() as f64 / ces.len() as f64)));
-    let suggestions: Vec<&Suggestion> = data.suggestions.iter().filter(|s| in_window(s.created, as_of, 90)).collect();
+    let suggestions: Vec<&Suggestion> = data.suggestions.iter().filter(|s| in_window(s.created, as_of, window)).collect();
     let mut by_category: BTreeMap<String, i64> = BTreeMap::new();
     for s in &suggestions {
         *by_category.entry(s.category.clone().unwrap_or_else(|| "unspecified".into())).or_default() += 1;

@@ -186,7 +186,7 @@ fn user_days(conn: &Connection, account: &str, from: i32, to: i32) -> Result<Vec
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// Loads the data of `infos` with rollup rows from `from_day - LOOKBACK_DAYS` to `to_day`.
+/// Loads the data of `infos` with rollup rows from `from_day - lookback` to `to_day`.
 pub fn load(
     conn: &Connection,
     infos: &[&AccountInfo],
@@ -213,15 +213,15 @@ pub fn load(
             kpis: records.kpis.remove(id).unwrap_or_default(),
             ..AccountData::default()
         };
-        data.days = user_days(conn, id, from_day - metrics::LOOKBACK_DAYS, to_day)?;
+        data.days = user_days(conn, id, from_day - config.lookback_days(), to_day)?;
         let mut features = conn.prepare_cached("SELECT day, feature, uses FROM user_day_features WHERE account_id = ?1 AND day BETWEEN ?2 AND ?3")?;
         data.features = features
-            .query_map(params![id, from_day - metrics::LOOKBACK_DAYS, to_day], |r| Ok(FeatureDay { day: r.get(0)?, feature: r.get(1)?, uses: r.get(2)? }))?
+            .query_map(params![id, from_day - config.lookback_days(), to_day], |r| Ok(FeatureDay { day: r.get(0)?, feature: r.get(1)?, uses: r.get(2)? }))?
             .collect::<Result<_, _>>()?;
         let mut first = conn.prepare_cached("SELECT feature, first_day FROM account_features WHERE account_id = ?1")?;
         data.first_use = first.query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
         if let Some(moment) = data.value_moment(config) {
-            data.value_days = user_days(conn, id, moment, moment + 29)?;
+            data.value_days = user_days(conn, id, moment, moment + config.windows.adoption_days as i32 - 1)?;
         }
         out.push(data);
     }

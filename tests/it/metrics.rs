@@ -286,6 +286,23 @@ fn every_metric_matches_the_hand_computed_fixture() {
     let beta_line = csv.lines().find(|l| l.starts_with("beta,")).unwrap();
     assert!(beta_line.contains(",0,,"), "seats 0 then an empty utilization: {beta_line}");
 
+    // Windows are configurable: with a 7-day engagement window acme was active on 03-12,
+    // 03-13 and 03-15: fewer than 5 days, active in both halves (..03-12 and 03-13..): weekly.
+    let short = dir.path().join("short.toml");
+    std::fs::write(&short, format!("{}[metrics.windows]\nengagement_days = 7\n", CONFIG.replace("[metrics]\n", "[metrics]\ndaily_min_active_days = 5\n"))).unwrap();
+    let out = cli(dir.path(), &["--config", short.to_str().unwrap(), "metrics", "--as-of", AS_OF, "--format", "json"]);
+    let short_rows: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let short_acme = short_rows.iter().find(|r| r["account_id"] == "acme").unwrap();
+    assert_eq!(short_acme["active_days_14d"], 3);
+    assert_eq!(short_acme["active_users_14d"], 3);
+    assert_eq!(short_acme["usage_frequency"], "weekly");
+    // A bad window is refused with its key.
+    std::fs::write(&short, format!("{CONFIG}[metrics.windows]\nlogins_days = 10\n")).unwrap();
+    let out = cli(dir.path(), &["--config", short.to_str().unwrap(), "metrics", "--as-of", AS_OF]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("metrics.windows.logins_days") && stderr.contains("whole number of weeks"), "{stderr}");
+
     // The API gives the same numbers; a subtree counts people once.
     let token = create_token(dir.path(), "read");
     let reply = get(&server, &format!("/api/v1/accounts/acme/metrics?as_of={AS_OF}"), Some(&token));
