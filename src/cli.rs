@@ -40,6 +40,15 @@ enum Command {
     Metrics(MetricsArgs),
     /// Drop the per-user-per-day rollups and recompute them from the raw events.
     Rebuild,
+    /// Rank features by how well their usage separated renewals from churns, per segment.
+    Indicators(IndicatorsArgs),
+    /// Run the health analysis now and store it as a new model version.
+    Recalibrate(RecalibrateArgs),
+    /// Every account's tier, expected renewal rate and health score at a date.
+    Health(HealthArgs),
+    /// Score every account with only the data before a date and compare with the renewals
+    /// decided after it.
+    Backtest(BacktestArgs),
     /// Import customer records from a CSV or NDJSON file, all or nothing (works while a server runs).
     Import(ImportArgs),
     /// Erase a person (GDPR): their events, traits and survey answers.
@@ -151,6 +160,49 @@ struct MetricsArgs {
 }
 
 #[derive(Debug, Args)]
+struct IndicatorsArgs {
+    /// Only this segment.
+    #[arg(long)]
+    segment: Option<String>,
+    /// Analyse the renewals decided before this day (YYYY-MM-DD) [default: the newest stored model, else today].
+    #[arg(long, value_name = "DATE")]
+    as_of: Option<String>,
+    /// table (readable) or json (an array of objects).
+    #[arg(long, value_parser = ["table", "json"], default_value = "table")]
+    format: String,
+}
+
+#[derive(Debug, Args)]
+struct RecalibrateArgs {
+    /// Train on the renewals decided before this day [default: today, UTC].
+    #[arg(long, value_name = "DATE")]
+    as_of: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct HealthArgs {
+    /// The day [default: today, UTC].
+    #[arg(long, value_name = "DATE")]
+    as_of: Option<String>,
+    /// csv or json (json includes the component breakdown).
+    #[arg(long, value_parser = ["csv", "json"], default_value = "csv")]
+    format: String,
+}
+
+#[derive(Debug, Args)]
+struct BacktestArgs {
+    /// Score with the data before this day (YYYY-MM-DD).
+    #[arg(long, value_name = "DATE")]
+    as_of: String,
+    /// Renewals decided in this many days from --as-of are the outcomes.
+    #[arg(long, default_value_t = 180, value_parser = clap::value_parser!(i64).range(1..=1098))]
+    horizon_days: i64,
+    /// table or json.
+    #[arg(long, value_parser = ["table", "json"], default_value = "table")]
+    format: String,
+}
+
+#[derive(Debug, Args)]
 struct ImportArgs {
     /// What the file holds: accounts, subscriptions, tickets, survey_responses, suggestions, kpis or csms.
     #[arg(value_parser = crate::records::KINDS.iter().map(|k| k.name).collect::<Vec<_>>())]
@@ -211,6 +263,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Import(args) => import(&config, &args),
         Command::Metrics(args) => metrics(&config, &args),
         Command::Rebuild => rebuild(&config),
+        Command::Indicators(args) => indicators(&config, &args),
+        Command::Recalibrate(args) => recalibrate(&config, &args),
+        Command::Health(args) => health(&config, &args),
+        Command::Backtest(args) => backtest(&config, &args),
         Command::DeleteUser { user_id } => {
             let store = Store::open(&config.data_dir)?;
             let deletion = store::records::delete_user(&mut store.connect()?, &user_id)?;
@@ -427,6 +483,157 @@ fn metrics(config: &Config, args: &MetricsArgs) -> anyhow::Result<ExitCode> {
             writer.write_record(crate::metrics::COLUMNS.iter().map(|c| crate::metrics::csv_cell(&row[*c])))?;
         }
         writer.flush()?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn date_arg(flag: &str, text: Option<&str>) -> anyhow::Result<chrono::NaiveDate> {
+    match text {
+        Some(text) => crate::records::parse_date(text).map_err(|e| anyhow::anyhow!("--{flag}: {e}")),
+        None => Ok(chrono::Utc::now().date_naive()),
+    }
+}
+
+/// Opens the store with the rollups brought up to date (a server may not be running).
+fn store_caught_up(config: &Config) -> anyhow::Result<(Store, rusqlite::Connection)> {
+    let store = open_existing(config)?;
+    let mut conn = store.connect()?;
+    store::rollup::catch_up(&mut conn, &mut store::rollup::Rollup::new(&config.metrics), &mut rollup_progress())?;
+    Ok((store, conn))
+}
+
+fn settings(config: &Config) -> store::health::Settings<'_> {
+    store::health::Settings { metrics: &config.metrics, health: &config.health, currency: &config.currency }
+}
+
+fn fmt(value: &serde_json::Value, digits: usize) -> String {
+    match value.as_f64() {
+        Some(x) if value.is_f64() => format!("{x:.digits$}"),
+        _ if value.is_null() => "-".into(),
+        _ => crate::metrics::csv_cell(value),
+    }
+}
+
+fn indicators(config: &Config, args: &IndicatorsArgs) -> anyhow::Result<ExitCode> {
+    let (_store, conn) = store_caught_up(config)?;
+    let model = match &args.as_of {
+        Some(text) => store::health::analyse(&conn, date_arg("as-of", Some(text))?, "indicators", settings(config))?,
+        None => match store::health::model_for(&conn, None)? {
+            Some(model) => model,
+            None => store::health::analyse(&conn, chrono::Utc::now().date_naive(), "indicators", settings(config))?,
+        },
+    };
+    if let Some(segment) = &args.segment {
+        if !model.segments.contains_key(segment) {
+            bail!("--segment: no segment {segment:?}; segments: {}", model.segments.keys().cloned().collect::<Vec<_>>().join(", "));
+        }
+    }
+    let rows = store::health::indicator_rows(&model, args.segment.as_deref());
+    let mut out = std::io::stdout().lock();
+    if args.format == "json" {
+        serde_json::to_writer(&mut out, &rows)?;
+        writeln!(out)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    writeln!(out, "renewals decided before {} ({} decisions, terms {} to {})", model.as_of, model.decided_renewals, model.data_from.as_deref().unwrap_or("-"), model.data_to.as_deref().unwrap_or("-"))?;
+    for (name, segment) in &model.segments {
+        if args.segment.as_ref().is_some_and(|s| s != name) {
+            continue;
+        }
+        writeln!(out, "\n{name}: power feature {}{}", segment.power_feature.as_deref().unwrap_or("-"), if segment.fallback { " (all-accounts model)" } else { "" })?;
+        if let Some(note) = &segment.note {
+            writeln!(out, "  note: {note}")?;
+        }
+        writeln!(out, "  {:>4} {:<28} {:>6} {:>8} {:>8} {:>8} {:>9} {:>9}", "rank", "feature", "auc", "arr_auc", "renewed", "churned", "users_rr", "non_rr")?;
+        for i in segment.indicators.iter().take(10) {
+            let v = serde_json::to_value(i)?;
+            writeln!(
+                out,
+                "  {:>4} {:<28} {:>6} {:>8} {:>8} {:>8} {:>9} {:>9}{}",
+                i.rank,
+                i.feature,
+                fmt(&v["auc"], 3),
+                fmt(&v["arr_weighted_auc"], 3),
+                i.renewed_accounts,
+                i.churned_accounts,
+                fmt(&v["renewal_rate_users"], 2),
+                fmt(&v["renewal_rate_non_users"], 2),
+                if i.power_feature { "  <- power feature" } else { "" }
+            )?;
+        }
+        if let Some(warning) = segment.indicators.first().and_then(|i| i.warning.as_ref()) {
+            writeln!(out, "  warning: {warning}")?;
+        }
+        writeln!(out, "  tiers by monthly uses:")?;
+        for b in &segment.buckets {
+            let v = serde_json::to_value(b)?;
+            writeln!(out, "    {:<10} {:<7} {:>5} decided  renewal rate {} (95% {} - {})", b.label, b.tier, b.decided, fmt(&v["renewal_rate"], 2), fmt(&v["wilson_low"], 2), fmt(&v["wilson_high"], 2))?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn recalibrate(config: &Config, args: &RecalibrateArgs) -> anyhow::Result<ExitCode> {
+    let as_of = date_arg("as-of", args.as_of.as_deref())?;
+    let (_store, conn) = store_caught_up(config)?;
+    let model = store::health::recalibrate(&conn, as_of, "manual", settings(config))?;
+    eprintln!("stored health model {} (renewals decided before {}: {})", model.id, model.as_of, model.decided_renewals);
+    for (name, segment) in &model.segments {
+        eprintln!("  {name}: power feature {}{}", segment.power_feature.as_deref().unwrap_or("-"), if segment.fallback { " (all-accounts model)" } else { "" });
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn health(config: &Config, args: &HealthArgs) -> anyhow::Result<ExitCode> {
+    let as_of = date_arg("as-of", args.as_of.as_deref())?;
+    let (_store, conn) = store_caught_up(config)?;
+    let Some((model, rows)) = store::health::snapshot(&conn, as_of, settings(config))? else {
+        bail!("no health model yet: run `bellwether recalibrate` (a running server makes the first one itself)");
+    };
+    let mut out = std::io::stdout().lock();
+    if args.format == "json" {
+        serde_json::to_writer(&mut out, &serde_json::json!({"as_of": as_of.to_string(), "model_id": model.id, "accounts": rows}))?;
+        writeln!(out)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let columns = ["account_id", "segment", "tier", "expected_renewal_rate", "power_feature", "power_feature_monthly_uses", "health_score", "health_band", "model_id"];
+    let mut writer = csv::Writer::from_writer(&mut out);
+    writer.write_record(columns)?;
+    for row in &rows {
+        writer.write_record(columns.iter().map(|c| crate::metrics::csv_cell(&row[*c])))?;
+    }
+    writer.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn backtest(config: &Config, args: &BacktestArgs) -> anyhow::Result<ExitCode> {
+    let as_of = date_arg("as-of", Some(&args.as_of))?;
+    let (_store, conn) = store_caught_up(config)?;
+    let report = store::health::backtest(&conn, as_of, args.horizon_days, settings(config))?;
+    let mut out = std::io::stdout().lock();
+    if args.format == "json" {
+        serde_json::to_writer(&mut out, &report)?;
+        writeln!(out)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    writeln!(out, "backtest: scored with data through {}, renewals decided {} + {} days", report["scored_with_data_through"].as_str().unwrap_or("-"), as_of, args.horizon_days)?;
+    writeln!(out, "{:<12} {:>8} {:>8} {:>8} {:>10} {:>8} {:>10} {:>10}", "segment", "decided", "renewed", "churned", "auc_score", "auc_tier", "auc_rate", "auc_logins")?;
+    for s in report["segments"].as_array().into_iter().flatten() {
+        writeln!(
+            out,
+            "{:<12} {:>8} {:>8} {:>8} {:>10} {:>8} {:>10} {:>10}",
+            s["segment"].as_str().unwrap_or("-"),
+            s["decided"],
+            s["renewed"],
+            s["churned"],
+            fmt(&s["auc_health_score"], 3),
+            fmt(&s["auc_tier"], 3),
+            fmt(&s["auc_expected_renewal_rate"], 3),
+            fmt(&s["auc_logins_per_user_week"], 3)
+        )?;
+        for c in s["calibration"].as_array().into_iter().flatten() {
+            writeln!(out, "    {:<7} decided {:>5}  predicted {:>5}  observed {:>5}  lift {:>5}", c["tier"].as_str().unwrap_or("-"), c["decided"], fmt(&c["predicted_renewal_rate"], 2), fmt(&c["observed_renewal_rate"], 2), fmt(&c["lift"], 2))?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -56,6 +56,7 @@ pub struct Config {
     pub ingest: IngestConfig,
     pub currency: CurrencyConfig,
     pub metrics: MetricsConfig,
+    pub health: HealthConfig,
     /// Where the file layer came from, for messages.
     pub file: Option<PathBuf>,
 }
@@ -251,6 +252,106 @@ impl MetricsConfig {
     }
 }
 
+/// The health model (`[health]`): ../shared/METRICS.md, Health.
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HealthConfig {
+    /// Indicators backed by fewer renewals or churns than this carry a warning.
+    pub min_outcomes: u64,
+    /// A segment with fewer decided renewals (or without both outcomes) uses the
+    /// all-accounts model.
+    pub min_decided: u64,
+    /// Monthly power-feature uses where buckets start: `"auto"` (from the data) or a list
+    /// such as `[1, 6, 11, 16]`.
+    #[serde(deserialize_with = "cut_points")]
+    pub cut_points: Option<Vec<f64>>,
+    /// Segment -> power feature, overriding the top of the ranking.
+    pub power_features: BTreeMap<String, String>,
+    /// Measure -> weight of the 0-100 health score.
+    pub score_weights: BTreeMap<String, f64>,
+    /// Score colour bands: red below the first, orange below the second, yellow below the
+    /// third, green from it.
+    pub score_bands: [f64; 3],
+    /// Recalibrate when the newest model is older than this many days.
+    pub recalibrate_every_days: u32,
+    /// Current monthly power-feature uses are counted over this many days.
+    pub usage_days: u32,
+    /// How many days of daily score and tier history to compute on first start.
+    pub history_days: u32,
+}
+
+fn cut_points<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Vec<f64>>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Cuts {
+        Word(String),
+        List(Vec<f64>),
+    }
+    match Cuts::deserialize(deserializer)? {
+        Cuts::Word(word) if word == "auto" => Ok(None),
+        Cuts::Word(word) => Err(serde::de::Error::custom(format!("expected \"auto\" or a list of numbers, got {word:?}"))),
+        Cuts::List(list) => Ok(Some(list)),
+    }
+}
+
+/// Measures a health score can weigh, besides the numeric metrics.
+pub const SCORE_MEASURES_EXTRA: &[&str] = &["tier", "expected_renewal_rate"];
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            min_outcomes: 20,
+            min_decided: 30,
+            cut_points: None,
+            power_features: BTreeMap::new(),
+            score_weights: [("engagement_score", 40.0), ("tier", 30.0), ("nps", 10.0), ("escalations_open", 10.0), ("license_utilization", 10.0)]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+            score_bands: [40.0, 60.0, 80.0],
+            recalibrate_every_days: 91,
+            usage_days: 90,
+            history_days: 180,
+        }
+    }
+}
+
+impl HealthConfig {
+    fn check(&self) -> Result<(), (String, String)> {
+        if let Some(cuts) = &self.cut_points {
+            if cuts.is_empty() || cuts.len() > 10 || cuts.iter().any(|c| !c.is_finite() || *c <= 0.0) || cuts.windows(2).any(|w| w[0] >= w[1]) {
+                return Err(("cut_points".into(), "must be \"auto\" or 1 to 10 increasing positive numbers".into()));
+            }
+        }
+        for (measure, weight) in &self.score_weights {
+            let known = crate::metrics::COLUMNS.contains(&measure.as_str()) && crate::metrics::is_numeric(measure) || SCORE_MEASURES_EXTRA.contains(&measure.as_str());
+            if !known {
+                return Err((format!("score_weights.{measure}"), "not a numeric metric, `tier` or `expected_renewal_rate`".into()));
+            }
+            if !weight.is_finite() || *weight < 0.0 {
+                return Err((format!("score_weights.{measure}"), format!("a weight must be a non-negative number, got {weight}")));
+            }
+        }
+        if self.score_weights.values().sum::<f64>() <= 0.0 {
+            return Err(("score_weights".into(), "at least one weight must be positive".into()));
+        }
+        let b = self.score_bands;
+        if !(0.0 <= b[0] && b[0] <= b[1] && b[1] <= b[2] && b[2] <= 100.0) {
+            return Err(("score_bands".into(), "three increasing numbers from 0 to 100".into()));
+        }
+        if !(1..=3660).contains(&self.recalibrate_every_days) {
+            return Err(("recalibrate_every_days".into(), format!("must be 1 to 3660, got {}", self.recalibrate_every_days)));
+        }
+        if !(7..=730).contains(&self.usage_days) {
+            return Err(("usage_days".into(), format!("must be 7 to 730, got {}", self.usage_days)));
+        }
+        if self.history_days > 3660 {
+            return Err(("history_days".into(), format!("must be at most 3660, got {}", self.history_days)));
+        }
+        Ok(())
+    }
+}
+
 impl Default for IngestConfig {
     fn default() -> Self {
         IngestConfig { dedup_window_days: 7, queue_bytes_max: limits::QUEUE_BYTES_MAX_DEFAULT }
@@ -267,6 +368,7 @@ struct FileLayer {
     ingest: Option<FileIngest>,
     currency: Option<FileCurrency>,
     metrics: Option<MetricsConfig>,
+    health: Option<HealthConfig>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -349,6 +451,8 @@ impl Config {
         }
         let metrics = layer.metrics.unwrap_or_default();
         metrics.check().map_err(|(key, reason)| key_error(&format!("metrics.{key}"), reason))?;
+        let health = layer.health.unwrap_or_default();
+        health.check().map_err(|(key, reason)| key_error(&format!("health.{key}"), reason))?;
         let write_keys = layer.write_keys.unwrap_or_default();
         check_write_keys(&write_keys).map_err(|(key, reason)| key_error(&key, reason))?;
         Ok(Config {
@@ -358,6 +462,7 @@ impl Config {
             ingest,
             currency,
             metrics,
+            health,
             file: path.map(Path::to_path_buf),
         })
     }

@@ -12,6 +12,7 @@ pub mod records;
 pub mod ingest;
 pub mod store;
 pub mod metrics;
+pub mod health;
 
 pub mod web;
 pub mod demo;

@@ -6,6 +6,7 @@
 //! Writes go through the single [`writer`]; everything else here reads.
 
 pub mod dedup;
+pub mod health;
 pub mod metrics;
 pub mod records;
 pub mod rollup;

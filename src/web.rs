@@ -3,6 +3,7 @@
 //! of another module and render.
 
 pub mod api;
+pub mod health;
 pub mod metrics;
 pub mod openapi;
 pub mod ops;
@@ -16,7 +17,7 @@ use std::sync::Arc;
 use axum::Router;
 use tokio::net::TcpListener;
 
-use crate::config::{Config, CurrencyConfig, MetricsConfig};
+use crate::config::{Config, CurrencyConfig, HealthConfig, MetricsConfig};
 use crate::ingest::Ingestor;
 use crate::store::{self, Store, StoreError};
 use crate::telemetry::Telemetry;
@@ -32,6 +33,7 @@ pub struct AppState {
     pub write_keys: Arc<HashMap<[u8; 32], Arc<str>>>,
     pub currency: Arc<CurrencyConfig>,
     pub metrics: Arc<MetricsConfig>,
+    pub health: Arc<HealthConfig>,
     /// The last full metrics snapshot, for ranking one account against its segment.
     pub snapshots: Arc<std::sync::Mutex<Option<metrics::SnapshotCache>>>,
 }
@@ -41,6 +43,7 @@ pub fn router(state: AppState) -> Router {
         .merge(segment::router())
         .merge(api::router())
         .merge(metrics::router())
+        .merge(health::router())
         .merge(records::router())
         .merge(ops::router())
         .layer(axum::middleware::map_response(security_headers))
@@ -91,6 +94,7 @@ impl App {
         let writer = store::writer::spawn(store.path(), config.ingest.dedup_window_days, receiver, telemetry.clone())?;
         // Runs for the life of the process; a step interrupted by exit rolls back.
         store::rollup::spawn(&store, &config.metrics)?;
+        store::health::spawn(&store, config.metrics.clone(), config.health.clone(), config.currency.clone())?;
         let write_keys = config
             .write_keys
             .iter()
@@ -101,6 +105,7 @@ impl App {
         }
         let state = AppState { ingestor, store, telemetry, write_keys: Arc::new(write_keys), currency: Arc::new(config.currency.clone()),
             metrics: Arc::new(config.metrics.clone()),
+            health: Arc::new(config.health.clone()),
             snapshots: Arc::default(),
         };
         Ok(App { state, writer })

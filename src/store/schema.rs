@@ -184,6 +184,38 @@ const MIGRATIONS: &[&str] = &[
     );
     INSERT INTO rollup_state VALUES (1, 0, '', 0);
     "#,
+    // 3: health models, daily score and tier history, tier changes.
+    r#"
+    CREATE TABLE health_models (
+        id         INTEGER PRIMARY KEY,
+        created_ms INTEGER NOT NULL,
+        as_of      TEXT NOT NULL,      -- renewals decided before this day trained it
+        reason     TEXT NOT NULL,      -- schedule, manual, first start
+        body       TEXT NOT NULL       -- JSON: per segment indicators, power feature, cut points, buckets
+    );
+    CREATE TABLE health_history (
+        account_id    TEXT NOT NULL,
+        day           INTEGER NOT NULL,
+        score         REAL,
+        band          TEXT,
+        tier          TEXT,
+        expected_rate REAL,
+        monthly_uses  REAL,
+        model_id      INTEGER NOT NULL,
+        PRIMARY KEY (account_id, day)
+    ) WITHOUT ROWID;
+    CREATE INDEX health_history_day ON health_history(day);
+    CREATE TABLE tier_changes (
+        id         INTEGER PRIMARY KEY,
+        account_id TEXT NOT NULL,
+        day        INTEGER NOT NULL,
+        from_tier  TEXT NOT NULL,
+        to_tier    TEXT NOT NULL,
+        model_id   INTEGER NOT NULL,
+        created_ms INTEGER NOT NULL
+    );
+    CREATE INDEX tier_changes_account ON tier_changes(account_id, day);
+    "#,
 ];
 
 /// The schema version this binary writes.

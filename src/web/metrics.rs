@@ -74,6 +74,11 @@ struct AsOf {
     as_of: Option<String>,
 }
 
+/// The segment snapshot used to rank single accounts (cached up to `SNAPSHOT_TTL`).
+pub async fn cached_snapshot(state: &AppState, as_of: NaiveDate) -> Result<Arc<Vec<Row>>, ApiError> {
+    snapshot(state, as_of, false).await
+}
+
 /// `GET /api/v1/metrics?as_of=`: every account's metrics (the export's rows).
 async fn all_metrics(_caller: Caller, State(state): State<AppState>, Query(query): Query<AsOf>) -> Result<Json<Value>, ApiError> {
     let as_of = date_param("as_of", query.as_of.as_deref(), today())?;

@@ -1,0 +1,430 @@
+//! Health on the store: decided renewals as examples, versioned models, per-account health
+//! (tier, score, breakdown), the daily history with tier changes, and the backtest.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::NaiveDate;
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+use super::metrics::{self as sm, AccountInfo};
+use super::StoreError;
+use crate::config::{CurrencyConfig, HealthConfig, MetricsConfig};
+use crate::health::{self, Example, SegmentModel};
+use crate::metrics::activity::{day_date, day_number};
+use crate::metrics::{self, Row};
+
+/// Everything health needs from the config.
+#[derive(Clone, Copy)]
+pub struct Settings<'a> {
+    pub metrics: &'a MetricsConfig,
+    pub health: &'a HealthConfig,
+    pub currency: &'a CurrencyConfig,
+}
+
+/// A stored model: the analysis of one run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Model {
+    pub id: i64,
+    pub created_at: String,
+    /// Renewals decided before this day trained it; tiers from it apply from this day on.
+    pub as_of: String,
+    pub reason: String,
+    /// First and last day of the renewal terms it learned from.
+    pub data_from: Option<String>,
+    pub data_to: Option<String>,
+    pub decided_renewals: usize,
+    pub segments: BTreeMap<String, SegmentModel>,
+}
+
+/// The first day with activity in the rollups: terms starting before it are not whole.
+fn data_start(conn: &Connection) -> Result<Option<i32>, StoreError> {
+    Ok(conn.query_row("SELECT min(day) FROM user_days", [], |r| r.get(0))?)
+}
+
+/// Every renewal decided before `as_of` whose whole term lies inside the data, with the
+/// account's monthly use of each feature in the term.
+pub fn examples(conn: &Connection, as_of: i32, infos: &[AccountInfo], currency: &CurrencyConfig) -> Result<(Vec<Example>, Option<(i32, i32)>), StoreError> {
+    let Some(start) = data_start(conn)? else { return Ok((Vec::new(), None)) };
+    let segment_of: HashMap<&str, &str> = infos.iter().map(|i| (i.account_id.as_str(), i.segment.as_str())).collect();
+    let mut query = conn.prepare(
+        "SELECT account_id, arr, currency, start_date, end_date, outcome FROM subscriptions
+         WHERE outcome IN ('renewed', 'churned') AND end_date IS NOT NULL ORDER BY account_id, start_date",
+    )?;
+    let rows: Vec<(String, Option<f64>, Option<String>, String, String, String)> =
+        query.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))?.collect::<Result<_, _>>()?;
+    let mut usage = conn.prepare_cached("SELECT feature, sum(uses) FROM user_day_features WHERE account_id = ?1 AND day BETWEEN ?2 AND ?3 GROUP BY feature")?;
+    let mut out = Vec::new();
+    let mut span: Option<(i32, i32)> = None;
+    for (account, arr, code, from, to, outcome) in rows {
+        let (Ok(from), Ok(to)) = (from.parse::<NaiveDate>(), to.parse::<NaiveDate>()) else { continue };
+        let (first, last) = (day_number(from), day_number(to));
+        if first < start || last >= as_of || last < first {
+            continue;
+        }
+        let Some(segment) = segment_of.get(account.as_str()) else { continue };
+        let days = f64::from(last - first + 1);
+        let monthly: HashMap<String, f64> = usage
+            .query_map(params![account, first, last], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
+            .map(|r| r.map(|(f, uses)| (f, uses as f64 * 30.0 / days)))
+            .collect::<Result<_, _>>()?;
+        let arr = metrics::report_arr(arr, code.as_deref(), currency).map_err(StoreError::Invalid)?;
+        span = Some(span.map_or((first, last), |(a, b)| (a.min(first), b.max(last))));
+        out.push(Example { account_id: account, segment: segment.to_string(), arr, renewed: outcome == "renewed", monthly });
+    }
+    Ok((out, span))
+}
+
+/// Builds a model from the renewals decided before `as_of` (not stored).
+pub fn analyse(conn: &Connection, as_of: NaiveDate, reason: &str, settings: Settings) -> Result<Model, StoreError> {
+    let infos = sm::accounts(conn)?;
+    let (examples, span) = examples(conn, day_number(as_of), &infos, settings.currency)?;
+    let mut segments: Vec<String> = infos.iter().map(|i| i.segment.clone()).collect();
+    segments.sort();
+    segments.dedup();
+    Ok(Model {
+        id: 0,
+        created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        as_of: as_of.to_string(),
+        reason: reason.to_string(),
+        data_from: span.map(|s| day_date(s.0).to_string()),
+        data_to: span.map(|s| day_date(s.1).to_string()),
+        decided_renewals: examples.len(),
+        segments: health::build_models(&examples, &segments, settings.health),
+    })
+}
+
+/// Runs the analysis and stores it as a new model version.
+pub fn recalibrate(conn: &Connection, as_of: NaiveDate, reason: &str, settings: Settings) -> Result<Model, StoreError> {
+    let mut model = analyse(conn, as_of, reason, settings)?;
+    let body = serde_json::to_string(&model).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    conn.execute(
+        "INSERT INTO health_models (created_ms, as_of, reason, body) VALUES (?1, ?2, ?3, ?4)",
+        params![chrono::Utc::now().timestamp_millis(), model.as_of, reason, body],
+    )?;
+    model.id = conn.last_insert_rowid();
+    Ok(model)
+}
+
+fn parse_model(id: i64, body: String) -> Result<Model, StoreError> {
+    let mut model: Model = serde_json::from_str(&body).map_err(|e| StoreError::Invalid(format!("health model {id}: {e}")))?;
+    model.id = id;
+    Ok(model)
+}
+
+/// The model in force on `day`: the newest trained as of that day or before; for days
+/// before the first model, the first model. `None` when there is no model at all.
+pub fn model_for(conn: &Connection, day: Option<NaiveDate>) -> Result<Option<Model>, StoreError> {
+    let newest = |sql: &str, arg: String| -> Result<Option<(i64, String)>, StoreError> {
+        Ok(conn.query_row(sql, [arg], |r| Ok((r.get(0)?, r.get(1)?))).optional()?)
+    };
+    let row = match day {
+        Some(day) => match newest("SELECT id, body FROM health_models WHERE as_of <= ?1 ORDER BY as_of DESC, id DESC LIMIT 1", day.to_string())? {
+            Some(row) => Some(row),
+            None => newest("SELECT id, body FROM health_models WHERE ?1 = ?1 ORDER BY as_of ASC, id ASC LIMIT 1", String::new())?,
+        },
+        None => newest("SELECT id, body FROM health_models WHERE ?1 = ?1 ORDER BY id DESC LIMIT 1", String::new())?,
+    };
+    row.map(|(id, body)| parse_model(id, body)).transpose()
+}
+
+pub fn model(conn: &Connection, id: i64) -> Result<Option<Model>, StoreError> {
+    let row: Option<String> = conn.query_row("SELECT body FROM health_models WHERE id = ?1", [id], |r| r.get(0)).optional()?;
+    row.map(|body| parse_model(id, body)).transpose()
+}
+
+/// Every model, newest first, without its indicator lists.
+pub fn models(conn: &Connection) -> Result<Vec<Value>, StoreError> {
+    let mut query = conn.prepare("SELECT id, body FROM health_models ORDER BY id DESC")?;
+    let rows: Vec<(i64, String)> = query.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+    rows.into_iter()
+        .map(|(id, body)| {
+            let model = parse_model(id, body)?;
+            let segments: Map<String, Value> = model
+                .segments
+                .iter()
+                .map(|(name, s)| (name.clone(), json!({"power_feature": s.power_feature, "fallback": s.fallback, "cut_points": s.cut_points})))
+                .collect();
+            Ok(json!({"id": model.id, "created_at": model.created_at, "as_of": model.as_of, "reason": model.reason,
+                      "data_from": model.data_from, "data_to": model.data_to, "decided_renewals": model.decided_renewals, "segments": segments}))
+        })
+        .collect()
+}
+
+/// Current monthly power-feature uses: uses in the last `usage_days` days (or since the
+/// first subscription started, if shorter) x 30 / days.
+fn monthly_uses(conn: &Connection, account: &str, feature: &str, as_of: i32, usage_days: i32, customer_since: Option<i32>) -> Result<f64, StoreError> {
+    let first = customer_since.map_or(as_of - usage_days + 1, |since| (as_of - usage_days + 1).max(since));
+    let days = (as_of - first + 1).max(1);
+    let uses: i64 = conn
+        .prepare_cached("SELECT coalesce(sum(uses), 0) FROM user_day_features WHERE account_id = ?1 AND day BETWEEN ?2 AND ?3 AND feature = ?4")?
+        .query_row(params![account, first, as_of, feature], |r| r.get(0))?;
+    Ok(uses as f64 * 30.0 / f64::from(days))
+}
+
+fn customer_since(conn: &Connection, account: &str) -> Result<Option<i32>, StoreError> {
+    let first: Option<String> = conn.query_row("SELECT min(start_date) FROM subscriptions WHERE account_id = ?1", [account], |r| r.get(0))?;
+    Ok(first.and_then(|d| d.parse::<NaiveDate>().ok()).map(day_number))
+}
+
+/// Adds health to one account's metrics row: power feature use, tier, expected renewal
+/// rate, score, band, breakdown and the model that gave them.
+pub fn assess(conn: &Connection, row: &Row, model: &Model, as_of: i32, settings: Settings) -> Result<Map<String, Value>, StoreError> {
+    let account = row["account_id"].as_str().unwrap_or_default();
+    let segment = row["segment"].as_str().unwrap_or_default();
+    let segment_model = model.segments.get(segment).or_else(|| model.segments.get("all"));
+    let mut out = Map::new();
+    out.insert("account_id".into(), account.into());
+    out.insert("segment".into(), segment.into());
+    out.insert("model_id".into(), model.id.into());
+    let (tier, rate, uses, power) = match segment_model.and_then(|m| m.power_feature.as_ref().map(|p| (m, p))) {
+        Some((m, power)) => {
+            let since = customer_since(conn, account)?;
+            let uses = monthly_uses(conn, account, power, as_of, settings.health.usage_days as i32, since)?;
+            let (tier, rate) = health::tier_of(m, uses);
+            (Some(tier), rate, Some(uses), Some(power.clone()))
+        }
+        None => (None, None, None, None),
+    };
+    out.insert("model_fallback".into(), segment_model.map(|m| m.fallback).into());
+    out.insert("power_feature".into(), power.into());
+    out.insert("power_feature_monthly_uses".into(), uses.into());
+    out.insert("tier".into(), tier.clone().into());
+    out.insert("expected_renewal_rate".into(), rate.into());
+    let mut measures = row.clone();
+    measures.insert("tier".into(), tier.into());
+    measures.insert("expected_renewal_rate".into(), rate.into());
+    let (score, band, components) = health::score(&measures, settings.health);
+    out.insert("health_score".into(), score.into());
+    out.insert("health_band".into(), band.into());
+    out.insert("components".into(), serde_json::to_value(components).unwrap_or_default());
+    Ok(out)
+}
+
+/// Every account's health at `as_of` under the model in force that day.
+pub fn snapshot(conn: &Connection, as_of: NaiveDate, settings: Settings) -> Result<Option<(Model, Vec<Map<String, Value>>)>, StoreError> {
+    let Some(model) = model_for(conn, Some(as_of))? else { return Ok(None) };
+    let rows = sm::snapshot(conn, as_of, settings.metrics, settings.currency)?;
+    let day = day_number(as_of);
+    let assessed = rows.iter().map(|row| assess(conn, row, &model, day, settings)).collect::<Result<Vec<_>, _>>()?;
+    Ok(Some((model, assessed)))
+}
+
+/// Computes and stores the daily history from the day after the last stored one (at most
+/// `history_days` back) through `through`, and the tier changes: a tier different from the
+/// account's tier 7 days earlier, recorded once per change. Returns the days written.
+pub fn update_history(conn: &mut Connection, through: NaiveDate, settings: Settings, progress: &mut dyn FnMut(usize, usize)) -> Result<usize, StoreError> {
+    let last: Option<i32> = conn.query_row("SELECT max(day) FROM health_history", [], |r| r.get(0))?;
+    let end = day_number(through);
+    // The last stored day is recomputed: it may have been written before the day was over.
+    let start = last.map_or(end - settings.health.history_days as i32 + 1, |l| l.min(end));
+    let total = (end - start + 1).max(0) as usize;
+    for (index, day) in (start..=end).enumerate() {
+        let Some((model, rows)) = snapshot(conn, day_date(day), settings)? else { return Ok(0) };
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        for row in &rows {
+            let account = row["account_id"].as_str().unwrap_or_default();
+            let tier = row["tier"].as_str();
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO health_history (account_id, day, score, band, tier, expected_rate, monthly_uses, model_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![
+                account,
+                day,
+                row["health_score"].as_f64(),
+                row["health_band"].as_str(),
+                tier,
+                row["expected_renewal_rate"].as_f64(),
+                row["power_feature_monthly_uses"].as_f64(),
+                model.id
+            ])?;
+            let before: Option<Option<String>> = tx
+                .prepare_cached("SELECT tier FROM health_history WHERE account_id = ?1 AND day = ?2")?
+                .query_row(params![account, day - 7], |r| r.get(0))
+                .optional()?;
+            if let (Some(Some(before)), Some(tier)) = (before, tier) {
+                let recorded: Option<i64> = tx
+                    .prepare_cached("SELECT 1 FROM tier_changes WHERE account_id = ?1 AND day > ?2 AND day <= ?3 AND to_tier = ?4")?
+                    .query_row(params![account, day - 7, day, tier], |r| r.get(0))
+                    .optional()?;
+                if before != tier && recorded.is_none() {
+                    tx.prepare_cached("INSERT INTO tier_changes (account_id, day, from_tier, to_tier, model_id, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
+                        .execute(params![account, day, before, tier, model.id, chrono::Utc::now().timestamp_millis()])?;
+                }
+            }
+        }
+        tx.commit()?;
+        progress(index + 1, total);
+    }
+    Ok(total)
+}
+
+/// One account's stored daily history over [from, to].
+pub fn history(conn: &Connection, account: &str, from: NaiveDate, to: NaiveDate) -> Result<Vec<Value>, StoreError> {
+    let mut query = conn.prepare(
+        "SELECT day, score, band, tier, expected_rate, monthly_uses, model_id FROM health_history
+         WHERE account_id = ?1 AND day BETWEEN ?2 AND ?3 ORDER BY day",
+    )?;
+    let rows = query.query_map(params![account, day_number(from), day_number(to)], |r| {
+        Ok(json!({"date": day_date(r.get(0)?).to_string(), "health_score": r.get::<_, Option<f64>>(1)?, "health_band": r.get::<_, Option<String>>(2)?,
+                  "tier": r.get::<_, Option<String>>(3)?, "expected_renewal_rate": r.get::<_, Option<f64>>(4)?,
+                  "power_feature_monthly_uses": r.get::<_, Option<f64>>(5)?, "model_id": r.get::<_, i64>(6)?}))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Tier changes on or after `since` (optionally of one account), oldest first.
+pub fn tier_changes(conn: &Connection, since: NaiveDate, account: Option<&str>) -> Result<Vec<Value>, StoreError> {
+    let mut query = conn.prepare(
+        "SELECT id, account_id, day, from_tier, to_tier, model_id FROM tier_changes
+         WHERE day >= ?1 AND (?2 IS NULL OR account_id = ?2) ORDER BY day, id",
+    )?;
+    let rows = query.query_map(params![day_number(since), account], |r| {
+        Ok(json!({"id": r.get::<_, i64>(0)?, "account_id": r.get::<_, String>(1)?, "date": day_date(r.get(2)?).to_string(),
+                  "from": r.get::<_, String>(3)?, "to": r.get::<_, String>(4)?, "model_id": r.get::<_, i64>(5)?}))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Backtest: a model trained on renewals decided before `as_of`, every account scored with
+/// data before `as_of` only (metrics as of the day before), against the renewals decided
+/// in the `horizon_days` from `as_of`. Per segment and overall: ROC AUC of the health
+/// score, of the tier, of the expected renewal rate and, as a baseline, of logins per user
+/// and week; a calibration table per tier with lift.
+pub fn backtest(conn: &Connection, as_of: NaiveDate, horizon_days: i64, settings: Settings) -> Result<Value, StoreError> {
+    let mut model = analyse(conn, as_of, "backtest", settings)?;
+    model.id = 0;
+    let scored_at = as_of - chrono::Duration::days(1);
+    let rows = sm::snapshot(conn, scored_at, settings.metrics, settings.currency)?;
+    let day = day_number(scored_at);
+    let mut assessed: HashMap<String, (Map<String, Value>, Row)> = HashMap::new();
+    for row in &rows {
+        let health = assess(conn, row, &model, day, settings)?;
+        assessed.insert(row["account_id"].as_str().unwrap_or_default().to_string(), (health, row.clone()));
+    }
+    let horizon_end = as_of + chrono::Duration::days(horizon_days);
+    let mut query = conn.prepare(
+        "SELECT account_id, outcome FROM subscriptions WHERE outcome IN ('renewed', 'churned') AND end_date >= ?1 AND end_date < ?2",
+    )?;
+    let decided: Vec<(String, bool)> = query
+        .query_map(params![as_of.to_string(), horizon_end.to_string()], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)? == "renewed")))?
+        .collect::<Result<_, _>>()?;
+    let mut groups: BTreeMap<String, Vec<(&Map<String, Value>, &Row, bool)>> = BTreeMap::new();
+    for (account, renewed) in &decided {
+        if let Some((health, row)) = assessed.get(account) {
+            let segment = health["segment"].as_str().unwrap_or_default().to_string();
+            groups.entry(segment).or_default().push((health, row, *renewed));
+            groups.entry("all".into()).or_default().push((health, row, *renewed));
+        }
+    }
+    let segments: Vec<Value> = groups
+        .into_iter()
+        .map(|(segment, items)| {
+            let auc_of = |f: &dyn Fn(&Map<String, Value>, &Row) -> Option<f64>| {
+                let points: Vec<(f64, bool, f64)> = items.iter().map(|(h, r, renewed)| (f(h, r).unwrap_or(0.0), *renewed, 1.0)).collect();
+                health::auc(&points)
+            };
+            let tier_index = |h: &Map<String, Value>| h["tier"].as_str().and_then(|t| health::TIERS.iter().position(|x| *x == t)).map(|i| i as f64);
+            let renewed = items.iter().filter(|i| i.2).count();
+            let overall = renewed as f64 / items.len() as f64;
+            let calibration: Vec<Value> = health::TIERS
+                .iter()
+                .map(|tier| {
+                    let inside: Vec<&(&Map<String, Value>, &Row, bool)> = items.iter().filter(|(h, _, _)| h["tier"] == *tier).collect();
+                    let n = inside.len();
+                    let observed = (n > 0).then(|| inside.iter().filter(|i| i.2).count() as f64 / n as f64);
+                    let predicted = (n > 0).then(|| inside.iter().filter_map(|i| i.0["expected_renewal_rate"].as_f64()).sum::<f64>() / n as f64);
+                    json!({"tier": tier, "decided": n, "predicted_renewal_rate": predicted, "observed_renewal_rate": observed,
+                           "lift": observed.map(|o| if overall > 0.0 { o / overall } else { 0.0 })})
+                })
+                .collect();
+            json!({
+                "segment": segment,
+                "decided": items.len(),
+                "renewed": renewed,
+                "churned": items.len() - renewed,
+                "auc_health_score": auc_of(&|h, _| h["health_score"].as_f64()),
+                "auc_tier": auc_of(&|h, _| tier_index(h)),
+                "auc_expected_renewal_rate": auc_of(&|h, _| h["expected_renewal_rate"].as_f64()),
+                "auc_logins_per_user_week": auc_of(&|_, r| r["logins_per_user_week"].as_f64()),
+                "calibration": calibration,
+            })
+        })
+        .collect();
+    let powers: Map<String, Value> = model.segments.iter().map(|(s, m)| (s.clone(), json!(m.power_feature))).collect();
+    Ok(json!({
+        "as_of": as_of.to_string(),
+        "scored_with_data_through": scored_at.to_string(),
+        "horizon_days": horizon_days,
+        "model": {"decided_renewals": model.decided_renewals, "data_from": model.data_from, "data_to": model.data_to, "power_features": powers},
+        "segments": segments,
+    }))
+}
+
+/// The indicators of a model as rows (`segment`, `feature`, `rank`, `auc`, ...), optionally
+/// of one segment. Fallback segments are listed under their own name with the pooled ranking.
+pub fn indicator_rows(model: &Model, segment: Option<&str>) -> Vec<Value> {
+    model
+        .segments
+        .iter()
+        .filter(|(name, _)| segment.is_none_or(|s| s == name.as_str()))
+        .flat_map(|(name, m)| {
+            m.indicators.iter().map(move |i| {
+                let mut v = serde_json::to_value(i).unwrap_or_default();
+                v["segment"] = json!(name);
+                v["model_fallback"] = json!(m.fallback);
+                v
+            })
+        })
+        .collect()
+}
+
+/// Starts the background health thread: it waits for the rollups to catch up, recalibrates
+/// when there is no model or the newest is older than `recalibrate_every_days`, and brings
+/// the daily history up to today; then again every `PERIOD`.
+pub fn spawn(store: &super::Store, metrics: MetricsConfig, health: HealthConfig, currency: CurrencyConfig) -> Result<std::thread::JoinHandle<()>, StoreError> {
+    const PERIOD: std::time::Duration = std::time::Duration::from_secs(600);
+    let mut conn = store.connect()?;
+    std::thread::Builder::new()
+        .name("health".into())
+        .spawn(move || loop {
+            let settings = Settings { metrics: &metrics, health: &health, currency: &currency };
+            let wait = match run_once(&mut conn, settings) {
+                Ok(true) => PERIOD,
+                Ok(false) => std::time::Duration::from_secs(2),
+                Err(error) => {
+                    tracing::error!(%error, "health update failed; retrying in 60 s");
+                    std::time::Duration::from_secs(60)
+                }
+            };
+            std::thread::sleep(wait);
+        })
+        .map_err(|e| StoreError::Thread(e.to_string()))
+}
+
+/// One pass of the health thread; `false` when the rollups are still catching up.
+fn run_once(conn: &mut Connection, settings: Settings) -> Result<bool, StoreError> {
+    let (_, rolled) = super::rollup::version(conn)?;
+    let max: i64 = conn.query_row("SELECT coalesce(max(id), 0) FROM events", [], |r| r.get(0))?;
+    if max - rolled > super::rollup::STEP_EVENTS as i64 {
+        return Ok(false);
+    }
+    let today = chrono::Utc::now().date_naive();
+    let newest = model_for(conn, None)?;
+    let due = match &newest {
+        None => Some("first model"),
+        Some(m) => m.as_of.parse::<NaiveDate>().ok().filter(|d| (today - *d).num_days() < i64::from(settings.health.recalibrate_every_days)).map_or(Some("schedule"), |_| None),
+    };
+    if let Some(reason) = due {
+        let model = recalibrate(conn, today, reason, settings)?;
+        tracing::info!(model = model.id, decided = model.decided_renewals, reason, "health model recalibrated");
+    }
+    let started = std::time::Instant::now();
+    let days = update_history(conn, today, settings, &mut |_, _| {})?;
+    if days > 1 {
+        tracing::info!(days, seconds = started.elapsed().as_secs_f64(), "health history updated");
+    }
+    Ok(true)
+}
