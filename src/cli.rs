@@ -42,7 +42,8 @@ enum Command {
     Rebuild,
     /// Rank features by how well their usage separated renewals from churns, per segment.
     Indicators(IndicatorsArgs),
-    /// Run the health analysis now and store it as a new model version.
+    /// Run the health analysis now, store it as a new model version, and bring the daily
+    /// score and tier history up to today.
     Recalibrate(RecalibrateArgs),
     /// Every account's tier, expected renewal rate and health score at a date.
     Health(HealthArgs),
@@ -581,6 +582,17 @@ fn recalibrate(config: &Config, args: &RecalibrateArgs) -> anyhow::Result<ExitCo
     for (name, segment) in &model.segments {
         eprintln!("  {name}: power feature {}{}", segment.power_feature.as_deref().unwrap_or("-"), if segment.fallback { " (all-accounts model)" } else { "" });
     }
+    // Tiers and scores from the new model, day by day up to today.
+    let mut conn = conn;
+    let bar = indicatif::ProgressBar::new(0).with_style(
+        indicatif::ProgressStyle::with_template("  history {bar:40} {pos}/{len} days").expect("invariant: valid template"),
+    );
+    let days = store::health::update_history(&mut conn, chrono::Utc::now().date_naive(), settings(config), &mut |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    })?;
+    bar.finish_and_clear();
+    eprintln!("daily score and tier history brought up to today ({days} days computed)");
     Ok(ExitCode::SUCCESS)
 }
 

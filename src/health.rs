@@ -187,7 +187,8 @@ fn label(cuts: &[f64], index: usize) -> String {
 
 /// The buckets of the power feature with their renewal rates, mapped to tiers: the bucket
 /// below the first cut point (no real use) is red; the others take red, orange, yellow,
-/// green by rank of their renewal rate (an empty bucket ranks like the one below it).
+/// green by rank of their renewal rate, spread so the best is green (four buckets: one
+/// each; two: red and green), an empty bucket ranking like the one below it.
 pub fn buckets(cuts: &[f64], examples: &[(f64, bool)]) -> Vec<Bucket> {
     let mut out: Vec<Bucket> = (0..=cuts.len())
         .map(|i| {
@@ -215,9 +216,11 @@ pub fn buckets(cuts: &[f64], examples: &[(f64, bool)]) -> Vec<Bucket> {
         ranked.push((previous, i));
     }
     ranked.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    // Ranks spread over the four tiers: the best bucket is always green.
     let n = ranked.len();
     for (rank, (_, i)) in ranked.into_iter().enumerate() {
-        out[i].tier = TIERS[(rank * TIERS.len() / n.max(1)).min(TIERS.len() - 1)].to_string();
+        let index = if n <= 1 { 3 } else { ((rank * 3) as f64 / (n - 1) as f64).round() as usize };
+        out[i].tier = TIERS[index.min(3)].to_string();
     }
     out
 }
@@ -406,6 +409,30 @@ mod tests {
         assert_eq!(summary, vec![("< 1", 4, 1, "red"), ("1-6", 2, 1, "red"), ("6-11", 2, 2, "yellow"), ("11-16", 0, 0, "green"), ("16+", 2, 1, "orange")]);
         assert_eq!(b[1].renewal_rate, Some(0.5));
         assert_eq!(b[3].renewal_rate, None);
+    }
+
+    #[test]
+    fn one_bucket_of_real_use_is_green_and_zero_use_red() {
+        let b = buckets(&[1.0], &[(0.0, false), (2.0, true)]);
+        assert_eq!(b.iter().map(|b| b.tier.as_str()).collect::<Vec<_>>(), vec!["red", "green"]);
+    }
+
+    #[test]
+    fn the_scorecard_rescales_weights_over_measures_with_a_value() {
+        let config = HealthConfig::default();
+        // engagement 70 x 40, tier yellow (66.67) x 30, nps 20 -> 60 x 10, escalations 1 -> 50 x 10,
+        // utilization null (left out): (2800 + 2000 + 600 + 500) / 90 = 65.56 -> yellow.
+        let row: serde_json::Map<String, Value> = serde_json::from_value(serde_json::json!({
+            "engagement_score": 70.0, "tier": "yellow", "nps": 20.0, "escalations_open": 1, "license_utilization": null
+        }))
+        .unwrap();
+        let (score, band, components) = score(&row, &config);
+        assert!((score.unwrap() - 5900.0 / 90.0).abs() < 1e-9, "{score:?}");
+        assert_eq!(band.as_deref(), Some("yellow"));
+        let utilization = components.iter().find(|c| c.measure == "license_utilization").unwrap();
+        assert_eq!((utilization.points, utilization.contribution), (None, None));
+        let tier = components.iter().find(|c| c.measure == "tier").unwrap();
+        assert!((tier.contribution.unwrap() - 2000.0 / 90.0).abs() < 1e-9);
     }
 
     #[test]

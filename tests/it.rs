@@ -9,6 +9,7 @@ mod it {
     mod config_cli;
     mod demo;
     mod durability;
+    mod health;
     mod ingest_http;
     mod metrics;
     mod openapi;

@@ -63,7 +63,9 @@ fn planted_rates(segment: &str) -> [f64; 5] {
     match segment {
         "trial" => [0.10, 0.25, 0.40, 0.55, 0.70],
         "starter" => [0.80, 0.88, 0.92, 0.95, 0.98], // monthly terms
-        _ => [0.30, 0.50, 0.60, 0.70, 0.80],        // the seed's yearly steps
+        // The seed's yearly steps (50/60/70/80%), made steeper so that the ~50 yearly
+        // decisions per segment of the default demo show them above the noise.
+        _ => [0.10, 0.35, 0.55, 0.75, 0.92],
     }
 }
 
@@ -438,10 +440,19 @@ fn simulate_account(
 /// Adds users up to the account's seat use, each arriving with anonymous visits that an
 /// identify then links, and a group call.
 fn grow_users(rng: &mut ChaCha8Rng, account: &Account, seats: i64, day: NaiveDate, users: &mut Vec<User>, events: &mut Events, summary: &mut Summary) -> std::io::Result<()> {
-    let target = ((seats as f64) * account.activity * 1.1).ceil() as usize;
-    if users.len() >= target || !(users.is_empty() || rng.random_bool(0.08)) {
+    // Most people arrive in the first weeks (a rollout), then one now and then: general
+    // activity barely grows with an account's age, so it does not stand in for survival.
+    let target = ((seats as f64) * account.activity * 0.75).ceil() as usize;
+    if users.len() >= target || !(users.is_empty() || rng.random_bool(0.3)) {
         return Ok(());
     }
+    for _ in 0..target.div_ceil(8).min(target - users.len()) {
+        add_user(rng, account, day, users, events, summary)?;
+    }
+    Ok(())
+}
+
+fn add_user(rng: &mut ChaCha8Rng, account: &Account, day: NaiveDate, users: &mut Vec<User>, events: &mut Events, summary: &mut Summary) -> std::io::Result<()> {
     let n = users.len() + 1;
     let user_id = format!("{}-u{:03}", account.id, n);
     let anonymous = format!("anon-{}-{:03}", account.id, n);
@@ -487,14 +498,16 @@ fn simulate_day(rng: &mut ChaCha8Rng, account: &Account, day: NaiveDate, users: 
         active.push((i, start_minute));
         session(rng, account, day, &users[i].id, start_minute, events)?;
     }
-    // Power usage: account-wide, at its own rate (weekday-shaped), by whoever is active.
+    // Power usage: account-wide, at its own rate (weekday-shaped), by whoever is active
+    // (anyone of the account on a quiet day), so it does not follow general activity.
     let lambda = account.power_rate * fade * factor / 30.0 * (7.0 / 5.3);
-    if active.is_empty() || lambda <= 0.0 {
+    let joined: Vec<usize> = (0..users.len()).filter(|i| users[*i].joined <= day).collect();
+    if joined.is_empty() || lambda <= 0.0 {
         return Ok(0);
     }
     let uses = Poisson::new(lambda).map(|p| p.sample(rng) as u64).unwrap_or(0);
     for u in 0..uses {
-        let (i, start_minute) = active[rng.random_range(0..active.len())];
+        let (i, start_minute) = if active.is_empty() { (joined[rng.random_range(0..joined.len())], rng.random_range(0..9 * 60)) } else { active[rng.random_range(0..active.len())] };
         let minute = start_minute + 3 + u as u32;
         events.push(json!({"type": "track", "userId": users[i].id, "event": power_feature(account.segment),
             "timestamp": ts(local(account, day, 8 + minute / 60, minute % 60))}))?;

@@ -35,6 +35,10 @@ pub struct Model {
     pub data_from: Option<String>,
     pub data_to: Option<String>,
     pub decided_renewals: usize,
+    /// Subscriptions with a decided outcome ending before `as_of` when it was trained
+    /// (whole terms or not), to notice new outcomes.
+    #[serde(default)]
+    pub subscriptions_decided: i64,
     pub segments: BTreeMap<String, SegmentModel>,
 }
 
@@ -80,6 +84,11 @@ pub fn examples(conn: &Connection, as_of: i32, infos: &[AccountInfo], currency: 
 pub fn analyse(conn: &Connection, as_of: NaiveDate, reason: &str, settings: Settings) -> Result<Model, StoreError> {
     let infos = sm::accounts(conn)?;
     let (examples, span) = examples(conn, day_number(as_of), &infos, settings.currency)?;
+    let subscriptions_decided: i64 = conn.query_row(
+        "SELECT count(*) FROM subscriptions WHERE outcome IN ('renewed', 'churned') AND end_date < ?1",
+        [as_of.to_string()],
+        |r| r.get(0),
+    )?;
     let mut segments: Vec<String> = infos.iter().map(|i| i.segment.clone()).collect();
     segments.sort();
     segments.dedup();
@@ -91,6 +100,7 @@ pub fn analyse(conn: &Connection, as_of: NaiveDate, reason: &str, settings: Sett
         data_from: span.map(|s| day_date(s.0).to_string()),
         data_to: span.map(|s| day_date(s.1).to_string()),
         decided_renewals: examples.len(),
+        subscriptions_decided,
         segments: health::build_models(&examples, &segments, settings.health),
     })
 }
@@ -114,7 +124,8 @@ fn parse_model(id: i64, body: String) -> Result<Model, StoreError> {
 }
 
 /// The model in force on `day`: the newest trained as of that day or before; for days
-/// before the first model, the first model. `None` when there is no model at all.
+/// before the first model, the newest of the earliest `as_of` (history computed on a first
+/// start uses the model trained that day). `None` when there is no model at all.
 pub fn model_for(conn: &Connection, day: Option<NaiveDate>) -> Result<Option<Model>, StoreError> {
     let newest = |sql: &str, arg: String| -> Result<Option<(i64, String)>, StoreError> {
         Ok(conn.query_row(sql, [arg], |r| Ok((r.get(0)?, r.get(1)?))).optional()?)
@@ -122,7 +133,7 @@ pub fn model_for(conn: &Connection, day: Option<NaiveDate>) -> Result<Option<Mod
     let row = match day {
         Some(day) => match newest("SELECT id, body FROM health_models WHERE as_of <= ?1 ORDER BY as_of DESC, id DESC LIMIT 1", day.to_string())? {
             Some(row) => Some(row),
-            None => newest("SELECT id, body FROM health_models WHERE ?1 = ?1 ORDER BY as_of ASC, id ASC LIMIT 1", String::new())?,
+            None => newest("SELECT id, body FROM health_models WHERE ?1 = ?1 ORDER BY as_of ASC, id DESC LIMIT 1", String::new())?,
         },
         None => newest("SELECT id, body FROM health_models WHERE ?1 = ?1 ORDER BY id DESC LIMIT 1", String::new())?,
     };
@@ -211,16 +222,30 @@ pub fn snapshot(conn: &Connection, as_of: NaiveDate, settings: Settings) -> Resu
     Ok(Some((model, assessed)))
 }
 
-/// Computes and stores the daily history from the day after the last stored one (at most
-/// `history_days` back) through `through`, and the tier changes: a tier different from the
+/// Computes and stores the daily history of the last `history_days` days through
+/// `through` (only the days that need it), and the tier changes: a tier different from the
 /// account's tier 7 days earlier, recorded once per change. Returns the days written.
 pub fn update_history(conn: &mut Connection, through: NaiveDate, settings: Settings, progress: &mut dyn FnMut(usize, usize)) -> Result<usize, StoreError> {
-    let last: Option<i32> = conn.query_row("SELECT max(day) FROM health_history", [], |r| r.get(0))?;
     let end = day_number(through);
-    // The last stored day is recomputed: it may have been written before the day was over.
-    let start = last.map_or(end - settings.health.history_days as i32 + 1, |l| l.min(end));
-    let total = (end - start + 1).max(0) as usize;
-    for (index, day) in (start..=end).enumerate() {
+    let first = end - settings.health.history_days as i32 + 1;
+    // A day is (re)computed when it has no rows, when its rows came from another model
+    // than the one now in force that day (a first real model replacing an empty one), or
+    // when it is the last stored day (it may have been written before the day was over).
+    let last: Option<i32> = conn.query_row("SELECT max(day) FROM health_history", [], |r| r.get(0))?;
+    let mut todo = Vec::new();
+    for day in first..=end {
+        let Some(model) = model_for(conn, Some(day_date(day)))? else { return Ok(0) };
+        let (rows, other): (i64, i64) = conn.query_row(
+            "SELECT count(*), count(*) FILTER (WHERE model_id != ?2) FROM health_history WHERE day = ?1",
+            params![day, model.id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        if rows == 0 || other > 0 || Some(day) >= last {
+            todo.push(day);
+        }
+    }
+    let total = todo.len();
+    for (index, day) in todo.into_iter().enumerate() {
         let Some((model, rows)) = snapshot(conn, day_date(day), settings)? else { return Ok(0) };
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         for row in &rows {
@@ -385,7 +410,7 @@ pub fn indicator_rows(model: &Model, segment: Option<&str>) -> Vec<Value> {
 /// when there is no model or the newest is older than `recalibrate_every_days`, and brings
 /// the daily history up to today; then again every `PERIOD`.
 pub fn spawn(store: &super::Store, metrics: MetricsConfig, health: HealthConfig, currency: CurrencyConfig) -> Result<std::thread::JoinHandle<()>, StoreError> {
-    const PERIOD: std::time::Duration = std::time::Duration::from_secs(600);
+    const PERIOD: std::time::Duration = std::time::Duration::from_secs(60);
     let mut conn = store.connect()?;
     std::thread::Builder::new()
         .name("health".into())
@@ -413,8 +438,16 @@ fn run_once(conn: &mut Connection, settings: Settings) -> Result<bool, StoreErro
     }
     let today = chrono::Utc::now().date_naive();
     let newest = model_for(conn, None)?;
+    // Due: no model yet, the newest is older than the schedule, or renewals decided since
+    // it have grown by a fifth (an import of history, the first data after an empty start).
+    let decided_now: i64 = conn.query_row(
+        "SELECT count(*) FROM subscriptions WHERE outcome IN ('renewed', 'churned') AND end_date < ?1",
+        [today.to_string()],
+        |r| r.get(0),
+    )?;
     let due = match &newest {
         None => Some("first model"),
+        Some(m) if decided_now as f64 > m.subscriptions_decided as f64 * 1.2 + 10.0 => Some("new outcomes"),
         Some(m) => m.as_of.parse::<NaiveDate>().ok().filter(|d| (today - *d).num_days() < i64::from(settings.health.recalibrate_every_days)).map_or(Some("schedule"), |_| None),
     };
     if let Some(reason) = due {

@@ -383,6 +383,97 @@ fn metrics_paths(paths: &mut Paths) {
     paths.paths.insert("/api/v1/outcomes".into(), PathItem::new(HttpMethod::Get, outcomes.build()));
 }
 
+fn health_paths(paths: &mut Paths) {
+    let read = |id: &str, summary: &str| OperationBuilder::new().operation_id(Some(id)).summary(Some(summary)).tag("health");
+    let object = |description: &str| json_response(description, free_object(description).into());
+    let add = |paths: &mut Paths, path: &str, method: HttpMethod, op: OperationBuilder, write: bool| {
+        paths.paths.insert(path.into(), PathItem::new(method, with_common(op, write).build()));
+    };
+    add(
+        paths,
+        "/api/v1/indicators",
+        HttpMethod::Get,
+        read("indicators", "Feature ranking per segment (newest model, or a fresh analysis as of a date)")
+            .parameter(query_param("segment", typed(Type::String, false).into(), "one segment"))
+            .parameter(date_param("as_of", "analyse the renewals decided before this day"))
+            .response("200", object("model_id, as_of, notes, indicators"))
+            .response("404", problem("no model yet, or no such segment")),
+        false,
+    );
+    add(paths, "/api/v1/models", HttpMethod::Get, read("models", "Every stored health model, newest first").response("200", object("models")), false);
+    add(
+        paths,
+        "/api/v1/models/{id}",
+        HttpMethod::Get,
+        read("model", "One health model in full")
+            .parameter(
+                ParameterBuilder::new().name("id").parameter_in(ParameterIn::Path).required(Required::True).schema(Some(typed(Type::Integer, false))).build(),
+            )
+            .response("200", object("the model"))
+            .response("404", problem("no such model")),
+        false,
+    );
+    add(
+        paths,
+        "/api/v1/recalibrate",
+        HttpMethod::Post,
+        read("recalibrate", "Run the health analysis now and store a new model (admin)").response("200", object("model_id, as_of, decided_renewals")),
+        true,
+    );
+    add(
+        paths,
+        "/api/v1/health",
+        HttpMethod::Get,
+        read("all_health", "Every account's tier, expected renewal rate, score and breakdown")
+            .parameter(date_param("as_of", "YYYY-MM-DD (default: today, UTC)"))
+            .response("200", object("as_of, model_id, accounts"))
+            .response("404", problem("no model yet")),
+        false,
+    );
+    add(
+        paths,
+        "/api/v1/accounts/{id}/health",
+        HttpMethod::Get,
+        read("account_health", "One account's tier, score, breakdown and the model that gave them")
+            .parameter(path_param("id"))
+            .parameter(date_param("as_of", "YYYY-MM-DD (default: today, UTC)"))
+            .response("200", object("as_of, health, model"))
+            .response("404", problem("no such account, or no model yet")),
+        false,
+    );
+    add(
+        paths,
+        "/api/v1/accounts/{id}/health/history",
+        HttpMethod::Get,
+        read("account_health_history", "Stored daily score and tier of one account")
+            .parameter(path_param("id"))
+            .parameter(date_param("from", "first day (default: 89 days before `to`)"))
+            .parameter(date_param("to", "last day (default: today, UTC)"))
+            .response("200", object("account_id, points")),
+        false,
+    );
+    add(
+        paths,
+        "/api/v1/tier_changes",
+        HttpMethod::Get,
+        read("tier_changes", "tier_changed events")
+            .parameter(date_param("since", "first day (default: 30 days ago)"))
+            .parameter(query_param("account", typed(Type::String, false).into(), "one account"))
+            .response("200", object("since, tier_changes")),
+        false,
+    );
+    add(
+        paths,
+        "/api/v1/backtest",
+        HttpMethod::Get,
+        read("backtest", "Score with data before a date, compare with renewals decided in the horizon")
+            .parameter(date_param("as_of", "YYYY-MM-DD (default: 180 days ago)"))
+            .parameter(query_param("horizon_days", typed(Type::Integer, false).minimum(Some(1)).maximum(Some(1098)).into(), "default 180"))
+            .response("200", object("per segment AUCs and calibration")),
+        false,
+    );
+}
+
 fn build() -> utoipa::openapi::OpenApi {
     let mut paths = Paths::new();
     let mut components = ComponentsBuilder::new()
@@ -440,6 +531,7 @@ fn build() -> utoipa::openapi::OpenApi {
     paths.paths.insert("/api/v1/events".into(), PathItem::new(HttpMethod::Get, events.build()));
     components = components.schema("AccountMetrics", metrics_row_schema());
     metrics_paths(&mut paths);
+    health_paths(&mut paths);
     OpenApiBuilder::new()
         .info(
             InfoBuilder::new()
