@@ -83,7 +83,8 @@ struct Records {
 
 fn load_records(conn: &Connection, only: Option<&str>, tz_of: &dyn Fn(&str) -> chrono_tz::Tz, currency: &CurrencyConfig) -> Result<Records, StoreError> {
     let mut records = Records::default();
-    let filter = "WHERE ?1 IS NULL OR account_id = ?1";
+    // Two forms so that a single account's rows are found by the account index.
+    let filter = if only.is_some() { "WHERE account_id = ?1" } else { "WHERE ?1 IS NULL" };
     let local = |account: &str, ms: i64| activity::local_day(ms, tz_of(account));
 
     let mut query = conn.prepare(&format!(
@@ -199,42 +200,49 @@ pub fn load(
     let tz_of = |account: &str| tz.get(account).copied().unwrap_or(chrono_tz::UTC);
     let only = if infos.len() == 1 { Some(infos[0].account_id.as_str()) } else { None };
     let mut records = load_records(conn, only, &tz_of, currency)?;
-    let mut out = Vec::with_capacity(infos.len());
-    for info in infos {
-        let id = info.account_id.as_str();
-        let mut data = AccountData {
-            account_id: info.account_id.clone(),
-            segment: info.segment.clone(),
-            plan: info.plan.clone(),
-            subscriptions: records.subscriptions.remove(id).unwrap_or_default(),
-            tickets: records.tickets.remove(id).unwrap_or_default(),
-            surveys: records.surveys.remove(id).unwrap_or_default(),
-            suggestions: records.suggestions.remove(id).unwrap_or_default(),
-            kpis: records.kpis.remove(id).unwrap_or_default(),
-            ..AccountData::default()
-        };
-        data.days = user_days(conn, id, from_day - config.lookback_days(), to_day)?;
-        let mut features = conn.prepare_cached("SELECT day, feature, uses FROM user_day_features WHERE account_id = ?1 AND day BETWEEN ?2 AND ?3")?;
-        data.features = features
-            .query_map(params![id, from_day - config.lookback_days(), to_day], |r| Ok(FeatureDay { day: r.get(0)?, feature: r.get(1)?, uses: r.get(2)? }))?
-            .collect::<Result<_, _>>()?;
-        let mut first = conn.prepare_cached("SELECT feature, first_day FROM account_features WHERE account_id = ?1")?;
-        data.first_use = first.query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
-        if let Some(moment) = data.value_moment(config) {
-            data.value_days = user_days(conn, id, moment, moment + config.windows.adoption_days as i32 - 1)?;
-        }
-        out.push(data);
+    infos.iter().map(|info| load_one(conn, info, &mut records, from_day, to_day, config)).collect()
+}
+
+/// One account's data, taking its records out of `records`.
+fn load_one(conn: &Connection, info: &AccountInfo, records: &mut Records, from_day: i32, to_day: i32, config: &MetricsConfig) -> Result<AccountData, StoreError> {
+    let id = info.account_id.as_str();
+    let mut data = AccountData {
+        account_id: info.account_id.clone(),
+        segment: info.segment.clone(),
+        plan: info.plan.clone(),
+        subscriptions: records.subscriptions.remove(id).unwrap_or_default(),
+        tickets: records.tickets.remove(id).unwrap_or_default(),
+        surveys: records.surveys.remove(id).unwrap_or_default(),
+        suggestions: records.suggestions.remove(id).unwrap_or_default(),
+        kpis: records.kpis.remove(id).unwrap_or_default(),
+        ..AccountData::default()
+    };
+    data.days = user_days(conn, id, from_day - config.lookback_days(), to_day)?;
+    let mut features = conn.prepare_cached("SELECT day, feature, uses FROM user_day_features WHERE account_id = ?1 AND day BETWEEN ?2 AND ?3")?;
+    data.features = features
+        .query_map(params![id, from_day - config.lookback_days(), to_day], |r| Ok(FeatureDay { day: r.get(0)?, feature: r.get(1)?, uses: r.get(2)? }))?
+        .collect::<Result<_, _>>()?;
+    let mut first = conn.prepare_cached("SELECT feature, first_day FROM account_features WHERE account_id = ?1")?;
+    data.first_use = first.query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+    if let Some(moment) = data.value_moment(config) {
+        data.value_days = user_days(conn, id, moment, moment + config.windows.adoption_days as i32 - 1)?;
     }
-    Ok(out)
+    Ok(data)
 }
 
 /// Every account's metrics at `as_of` (the export), engagement scores included.
 pub fn snapshot(conn: &Connection, as_of: NaiveDate, config: &MetricsConfig, currency: &CurrencyConfig) -> Result<Vec<Row>, StoreError> {
     let day = day_number(as_of);
     let infos = accounts(conn)?;
-    let refs: Vec<&AccountInfo> = infos.iter().collect();
-    let data = load(conn, &refs, day, day, config, currency)?;
-    let mut rows: Vec<Row> = data.iter().map(|d| metrics::compute(d, day, config)).collect();
+    // Records for every account in one pass per table; rollups account by account, each
+    // dropped once computed, so memory stays that of one account's rows.
+    let tz: HashMap<&str, chrono_tz::Tz> = infos.iter().map(|i| (i.account_id.as_str(), i.tz)).collect();
+    let mut records = load_records(conn, None, &|a| tz.get(a).copied().unwrap_or(chrono_tz::UTC), currency)?;
+    let mut rows = Vec::with_capacity(infos.len());
+    for info in &infos {
+        let data = load_one(conn, info, &mut records, day, day, config)?;
+        rows.push(metrics::compute(&data, day, config));
+    }
     metrics::engagement_scores(&mut rows, config);
     Ok(rows)
 }
