@@ -4,11 +4,11 @@
 use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use chrono::NaiveDate;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::api::{ApiError, ApiPath as Path, ApiQuery as Query, Caller};
+use super::metrics::{bad, date_param, today};
 use super::records::with_conn;
 use super::AppState;
 use crate::store::health::{self as sh, Settings};
@@ -29,21 +29,6 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/accounts/{id}/health/history", get(history))
         .route("/api/v1/tier_changes", get(tier_changes))
         .route("/api/v1/backtest", get(backtest))
-}
-
-fn bad(field: &str, reason: impl Into<String>) -> ApiError {
-    ApiError::BadParameter { field: field.into(), reason: reason.into() }
-}
-
-fn date_param(field: &str, text: Option<&str>, default: NaiveDate) -> Result<NaiveDate, ApiError> {
-    match text {
-        None => Ok(default),
-        Some(text) => crate::records::parse_date(text).map_err(|r| bad(field, r)),
-    }
-}
-
-fn today() -> NaiveDate {
-    chrono::Utc::now().date_naive()
 }
 
 /// Runs `work` with the health settings of the server.

@@ -40,18 +40,19 @@ pub struct SnapshotCache {
     rows: Arc<Vec<Row>>,
 }
 
-fn bad(field: &str, reason: impl Into<String>) -> ApiError {
+pub(super) fn bad(field: &str, reason: impl Into<String>) -> ApiError {
     ApiError::BadParameter { field: field.into(), reason: reason.into() }
 }
 
-fn date_param(field: &str, text: Option<&str>, default: NaiveDate) -> Result<NaiveDate, ApiError> {
+/// A `YYYY-MM-DD` query parameter, `default` when absent.
+pub(super) fn date_param(field: &str, text: Option<&str>, default: NaiveDate) -> Result<NaiveDate, ApiError> {
     match text {
         None => Ok(default),
         Some(text) => crate::records::parse_date(text).map_err(|r| bad(field, r)),
     }
 }
 
-fn today() -> NaiveDate {
+pub(super) fn today() -> NaiveDate {
     chrono::Utc::now().date_naive()
 }
 
