@@ -269,6 +269,8 @@ pub struct HealthConfig {
     pub power_features: BTreeMap<String, String>,
     /// Measure -> weight of the 0-100 health score.
     pub score_weights: BTreeMap<String, f64>,
+    /// Segment -> measure -> weight, replacing `score_weights` for that segment.
+    pub segment_score_weights: BTreeMap<String, BTreeMap<String, f64>>,
     /// Score colour bands: red below the first, orange below the second, yellow below the
     /// third, green from it.
     pub score_bands: [f64; 3],
@@ -308,6 +310,7 @@ impl Default for HealthConfig {
                 .into_iter()
                 .map(|(k, v)| (k.to_string(), v))
                 .collect(),
+            segment_score_weights: BTreeMap::new(),
             score_bands: [40.0, 60.0, 80.0],
             recalibrate_every_days: 91,
             usage_days: 90,
@@ -316,24 +319,37 @@ impl Default for HealthConfig {
     }
 }
 
+fn check_weights(key: &str, weights: &BTreeMap<String, f64>) -> Result<(), (String, String)> {
+    for (measure, weight) in weights {
+        let known = crate::metrics::COLUMNS.contains(&measure.as_str()) && crate::metrics::is_numeric(measure) || SCORE_MEASURES_EXTRA.contains(&measure.as_str());
+        if !known {
+            return Err((format!("{key}.{measure}"), "not a numeric metric, `tier` or `expected_renewal_rate`".into()));
+        }
+        if !weight.is_finite() || *weight < 0.0 {
+            return Err((format!("{key}.{measure}"), format!("a weight must be a non-negative number, got {weight}")));
+        }
+    }
+    if weights.values().sum::<f64>() <= 0.0 {
+        return Err((key.into(), "at least one weight must be positive".into()));
+    }
+    Ok(())
+}
+
 impl HealthConfig {
+    /// The score weights of a segment: its own table if configured, else `score_weights`.
+    pub fn weights_for(&self, segment: &str) -> &BTreeMap<String, f64> {
+        self.segment_score_weights.get(segment).unwrap_or(&self.score_weights)
+    }
+
     fn check(&self) -> Result<(), (String, String)> {
         if let Some(cuts) = &self.cut_points {
             if cuts.is_empty() || cuts.len() > 10 || cuts.iter().any(|c| !c.is_finite() || *c <= 0.0) || cuts.windows(2).any(|w| w[0] >= w[1]) {
                 return Err(("cut_points".into(), "must be \"auto\" or 1 to 10 increasing positive numbers".into()));
             }
         }
-        for (measure, weight) in &self.score_weights {
-            let known = crate::metrics::COLUMNS.contains(&measure.as_str()) && crate::metrics::is_numeric(measure) || SCORE_MEASURES_EXTRA.contains(&measure.as_str());
-            if !known {
-                return Err((format!("score_weights.{measure}"), "not a numeric metric, `tier` or `expected_renewal_rate`".into()));
-            }
-            if !weight.is_finite() || *weight < 0.0 {
-                return Err((format!("score_weights.{measure}"), format!("a weight must be a non-negative number, got {weight}")));
-            }
-        }
-        if self.score_weights.values().sum::<f64>() <= 0.0 {
-            return Err(("score_weights".into(), "at least one weight must be positive".into()));
+        check_weights("score_weights", &self.score_weights)?;
+        for (segment, weights) in &self.segment_score_weights {
+            check_weights(&format!("segment_score_weights.{segment}"), weights)?;
         }
         let b = self.score_bands;
         if !(0.0 <= b[0] && b[0] <= b[1] && b[1] <= b[2] && b[2] <= 100.0) {
@@ -642,6 +658,30 @@ mod tests {
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn health_and_metrics_sections_are_checked_key_by_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        let load = |text: &str| {
+            std::fs::write(&path, text).unwrap();
+            Config::load(&Flags { config: Some(path.clone()), ..Flags::default() }, &[]).map_err(|e| e.to_string())
+        };
+        let ok = load("[health]\ncut_points = [1, 6, 11, 16]\n[health.segment_score_weights.pro]\ntier = 2\nnps = 1\n").unwrap();
+        assert_eq!(ok.health.cut_points, Some(vec![1.0, 6.0, 11.0, 16.0]));
+        assert_eq!(ok.health.weights_for("pro").len(), 2);
+        assert_eq!(ok.health.weights_for("starter"), &ok.health.score_weights);
+        let bad = load("[health.segment_score_weights.pro]\nlogins = 1\n").unwrap_err();
+        assert!(bad.contains("health.segment_score_weights.pro.logins") && bad.contains("not a numeric metric"), "{bad}");
+        let bad = load("[health]\ncut_points = [6, 1]\n").unwrap_err();
+        assert!(bad.contains("health.cut_points") && bad.contains("increasing"), "{bad}");
+        let bad = load("[health]\ncut_points = \"often\"\n").unwrap_err();
+        assert!(bad.contains("auto"), "{bad}");
+        let bad = load("[metrics]\nsession_idle_minutes = 0\n").unwrap_err();
+        assert!(bad.contains("metrics.session_idle_minutes"), "{bad}");
+        let bad = load("[metrics.features]\n\"Report [\" = \"r\"\n").unwrap_err();
+        assert!(bad.contains("metrics.features") && bad.contains("bad glob"), "{bad}");
     }
 
     #[test]

@@ -338,10 +338,11 @@ fn points(measure: &str, value: &Value) -> Option<f64> {
 }
 
 /// The scorecard: weighted mean of the measures' points (missing ones left out, the other
-/// weights rescaled), its colour band, and the breakdown.
+/// weights rescaled) with the weights of the row's segment, its colour band, and the breakdown.
 pub fn score(row: &serde_json::Map<String, Value>, config: &HealthConfig) -> (Option<f64>, Option<String>, Vec<Component>) {
+    let segment = row.get("segment").and_then(Value::as_str).unwrap_or_default();
     let mut components: Vec<Component> = config
-        .score_weights
+        .weights_for(segment)
         .iter()
         .map(|(measure, weight)| {
             let value = row.get(measure).cloned().unwrap_or(Value::Null);
@@ -433,6 +434,19 @@ mod tests {
         assert_eq!((utilization.points, utilization.contribution), (None, None));
         let tier = components.iter().find(|c| c.measure == "tier").unwrap();
         assert!((tier.contribution.unwrap() - 2000.0 / 90.0).abs() < 1e-9);
+        // A segment with its own weights: tier alone.
+        let mut per_segment = config.clone();
+        per_segment.segment_score_weights.insert("pro".into(), [("tier".to_string(), 1.0)].into_iter().collect());
+        let mut pro = row.clone();
+        pro.insert("segment".into(), "pro".into());
+        let (pro_score, pro_band, pro_components) = super::score(&pro, &per_segment);
+        assert!((pro_score.unwrap() - 200.0 / 3.0).abs() < 1e-9);
+        assert_eq!((pro_band.as_deref(), pro_components.len()), (Some("yellow"), 1));
+        assert!((score_of(&row, &per_segment) - 5900.0 / 90.0).abs() < 1e-9, "other segments keep the defaults");
+    }
+
+    fn score_of(row: &serde_json::Map<String, Value>, config: &HealthConfig) -> f64 {
+        super::score(row, config).0.unwrap()
     }
 
     #[test]
