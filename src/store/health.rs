@@ -198,6 +198,7 @@ pub fn assess(conn: &Connection, row: &Row, model: &Model, as_of: i32, settings:
         }
         None => (None, None, None, None),
     };
+    out.insert("engagement_score".into(), row.get("engagement_score").cloned().unwrap_or(Value::Null));
     out.insert("model_fallback".into(), segment_model.map(|m| m.fallback).into());
     out.insert("power_feature".into(), power.into());
     out.insert("power_feature_monthly_uses".into(), uses.into());
@@ -252,8 +253,8 @@ pub fn update_history(conn: &mut Connection, through: NaiveDate, settings: Setti
             let account = row["account_id"].as_str().unwrap_or_default();
             let tier = row["tier"].as_str();
             tx.prepare_cached(
-                "INSERT OR REPLACE INTO health_history (account_id, day, score, band, tier, expected_rate, monthly_uses, model_id)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                "INSERT OR REPLACE INTO health_history (account_id, day, score, band, tier, expected_rate, monthly_uses, model_id, engagement)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?
             .execute(params![
                 account,
@@ -263,7 +264,8 @@ pub fn update_history(conn: &mut Connection, through: NaiveDate, settings: Setti
                 tier,
                 row["expected_renewal_rate"].as_f64(),
                 row["power_feature_monthly_uses"].as_f64(),
-                model.id
+                model.id,
+                row["engagement_score"].as_f64()
             ])?;
             let before: Option<Option<String>> = tx
                 .prepare_cached("SELECT tier FROM health_history WHERE account_id = ?1 AND day = ?2")?
@@ -289,13 +291,14 @@ pub fn update_history(conn: &mut Connection, through: NaiveDate, settings: Setti
 /// One account's stored daily history over [from, to].
 pub fn history(conn: &Connection, account: &str, from: NaiveDate, to: NaiveDate) -> Result<Vec<Value>, StoreError> {
     let mut query = conn.prepare(
-        "SELECT day, score, band, tier, expected_rate, monthly_uses, model_id FROM health_history
+        "SELECT day, score, band, tier, expected_rate, monthly_uses, model_id, engagement FROM health_history
          WHERE account_id = ?1 AND day BETWEEN ?2 AND ?3 ORDER BY day",
     )?;
     let rows = query.query_map(params![account, day_number(from), day_number(to)], |r| {
         Ok(json!({"date": day_date(r.get(0)?).to_string(), "health_score": r.get::<_, Option<f64>>(1)?, "health_band": r.get::<_, Option<String>>(2)?,
                   "tier": r.get::<_, Option<String>>(3)?, "expected_renewal_rate": r.get::<_, Option<f64>>(4)?,
-                  "power_feature_monthly_uses": r.get::<_, Option<f64>>(5)?, "model_id": r.get::<_, i64>(6)?}))
+                  "power_feature_monthly_uses": r.get::<_, Option<f64>>(5)?, "model_id": r.get::<_, i64>(6)?,
+                  "engagement_score": r.get::<_, Option<f64>>(7)?}))
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
 }

@@ -196,6 +196,7 @@ const MIGRATIONS: &[&str] = &[
     CREATE TABLE health_history (
         account_id    TEXT NOT NULL,
         day           INTEGER NOT NULL,
+        engagement    REAL,                -- engagement_score (0-100, within the segment)
         score         REAL,
         band          TEXT,
         tier          TEXT,

@@ -163,6 +163,10 @@ fn awkward_segments_fall_back_and_a_fading_account_turns_red_with_a_tier_change(
     assert_eq!(tiers.len(), 20, "{history}");
     assert_eq!(tiers[19 - 12], "green");
     assert_eq!(tiers[19], "red");
+    let engagement = &history["points"][19]["engagement_score"];
+    // Segment x today: x1 active on days -13..-10, x2..x4 not at all: 87.5 for days, minutes
+    // and users ((3 + 1/2) / 4); utilization only x1 has seats for: 50. (3 x 87.5 + 50) / 4.
+    assert_eq!(engagement.as_f64(), Some(78.125), "{engagement}");
     let changes = get(&server, &format!("/api/v1/tier_changes?since={}&account=x1", day(-19)), Some(&admin)).body;
     let changes = changes["tier_changes"].as_array().unwrap();
     assert_eq!(changes.len(), 1, "{changes:?}");
