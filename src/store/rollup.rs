@@ -98,6 +98,18 @@ impl Rollup {
 
     /// Rolls up at most `max_events` new events in one transaction.
     pub fn step(&mut self, conn: &mut Connection, max_events: usize) -> Result<Step, StoreError> {
+        // Nothing to do (the usual case when idle): answer without taking the write lock.
+        let (cursor, fingerprint): (i64, String) =
+            conn.query_row("SELECT last_event_id, fingerprint FROM rollup_state WHERE id = 1", [], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let newest: i64 = conn.query_row("SELECT coalesce(max(id), 0) FROM events", [], |r| r.get(0))?;
+        let moved: i64 = conn.query_row(
+            "SELECT count(*) FROM rollup_accounts r LEFT JOIN accounts a ON a.account_id = r.account_id WHERE r.timezone != coalesce(a.timezone, 'UTC')",
+            [],
+            |r| r.get(0),
+        )?;
+        if fingerprint == self.fingerprint && newest <= cursor && moved == 0 {
+            return Ok(Step { events: 0, recomputed_users: 0, last_event_id: cursor });
+        }
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let (last, fingerprint): (i64, String) =
             tx.query_row("SELECT last_event_id, fingerprint FROM rollup_state WHERE id = 1", [], |r| Ok((r.get(0)?, r.get(1)?)))?;
@@ -117,9 +129,11 @@ impl Rollup {
         // Accounts whose timezone changed since their days were cut: recompute their people.
         let used: Vec<(String, String)> =
             tx.prepare("SELECT account_id, timezone FROM rollup_accounts")?.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+        let mut moved: Vec<(String, &'static str)> = Vec::new();
         for (account, used_tz) in used {
             let now = lookups.timezones.get(&account).copied().unwrap_or(chrono_tz::UTC);
             if now.name() != used_tz {
+                moved.push((account.clone(), now.name()));
                 let mut people = tx.prepare("SELECT DISTINCT user_id FROM user_days WHERE account_id = ?1")?;
                 for person in people.query_map([&account], |r| r.get::<_, String>(0))? {
                     dirty.insert(person?);
@@ -210,10 +224,9 @@ impl Rollup {
             refresh_account_features(&tx, account)?;
         }
         // Accounts whose timezone changed are now all cut with the current one.
-        tx.execute(
-            "UPDATE rollup_accounts SET timezone = coalesce((SELECT coalesce(a.timezone, 'UTC') FROM accounts a WHERE a.account_id = rollup_accounts.account_id), 'UTC')",
-            [],
-        )?;
+        for (account, tz) in &moved {
+            tx.execute("UPDATE rollup_accounts SET timezone = ?2 WHERE account_id = ?1", params![account, tz])?;
+        }
         tx.execute(
             "UPDATE rollup_state SET last_event_id = ?1, version = version + ?2 WHERE id = 1",
             params![batch_max, i64::from(changed)],

@@ -63,6 +63,17 @@ fn export(dir: &Path, config: &Path) -> serde_json::Map<String, Value> {
     rows.into_iter().map(|r| (r["account_id"].as_str().unwrap().to_string(), r)).collect()
 }
 
+fn ureq_put(server: &Server, path: &str, token: &str, body: Value) -> u16 {
+    agent()
+        .put(&server.url(path))
+        .header("authorization", &format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .send(body.to_string().as_bytes())
+        .expect("PUT")
+        .status()
+        .as_u16()
+}
+
 fn close(actual: &Value, expected: f64, what: &str) {
     let x = actual.as_f64().unwrap_or_else(|| panic!("{what}: not a number: {actual}"));
     assert!((x - expected).abs() < 1e-9, "{what}: expected {expected}, got {x}");
@@ -325,6 +336,23 @@ fn every_metric_matches_the_hand_computed_fixture() {
     assert_eq!(pro["accounts"], 2);
     close(&pro["metrics"]["active_days_14d"]["median"], 6.0, "of 5 and 7");
     close(&pro["metrics"]["active_users_14d"]["sum"], 6.0, "3 + 3");
+
+    // Moving beta to Auckland (UTC+13) moves u3's 12:00Z visit of 03-05 to 03-06 local.
+    let dau = |server: &Server| -> Vec<Value> {
+        let series = get(server, "/api/v1/accounts/beta/timeseries?metric=dau&from=2026-03-05&to=2026-03-06", Some(&token)).body;
+        series["points"].as_array().unwrap().iter().map(|p| p["value"].clone()).collect()
+    };
+    assert_eq!(dau(&server), vec![json!(1), json!(0)]);
+    let reply = ureq_put(&server, "/api/v1/accounts/beta", &admin, json!({"account_id": "beta", "segment": "pro", "plan": "pro", "timezone": "Pacific/Auckland"}));
+    assert_eq!(reply, 200);
+    let moved = export(dir.path(), &config);
+    assert_eq!(moved["beta"]["active_days_14d"], 7, "03-02..04 (22:00 local), 03-06, 03-09..11");
+    assert_eq!(dau(&server), vec![json!(0), json!(1)]);
+    let out = cli(dir.path(), &["--config", config.to_str().unwrap(), "rebuild"]);
+    assert!(out.status.success());
+    assert_eq!(export(dir.path(), &config), moved, "incremental timezone change equals a rebuild");
+    let back = ureq_put(&server, "/api/v1/accounts/beta", &admin, json!({"account_id": "beta", "segment": "pro", "plan": "pro"}));
+    assert_eq!(back, 200);
 
     // Rebuilding from raw events gives the very same export.
     let out = cli(dir.path(), &["--config", config.to_str().unwrap(), "rebuild"]);
