@@ -68,6 +68,14 @@ pub struct IngestConfig {
     pub dedup_window_days: u32,
     /// Bound of the ingest queue in bytes of request bodies; past it `/v1` answers 503.
     pub queue_bytes_max: u64,
+    /// Messages per second each source (write key) may send; 0 = no limit. Past it `/v1`
+    /// answers 429 with Retry-After. Bursts of up to one second's worth pass.
+    pub rate_limit_per_second: u32,
+    /// Source name -> its own messages per second, overriding `rate_limit_per_second`.
+    pub rate_limits: BTreeMap<String, u32>,
+    /// Origins browsers may send `/v1` calls from (CORS); `"*"` allows any. None: no CORS
+    /// headers, so browsers refuse cross-origin calls.
+    pub cors_origins: Vec<String>,
 }
 
 /// ARR keeps its own currency; reports convert it into `report` with `rates`.
@@ -370,7 +378,13 @@ impl HealthConfig {
 
 impl Default for IngestConfig {
     fn default() -> Self {
-        IngestConfig { dedup_window_days: 7, queue_bytes_max: limits::QUEUE_BYTES_MAX_DEFAULT }
+        IngestConfig {
+            dedup_window_days: 7,
+            queue_bytes_max: limits::QUEUE_BYTES_MAX_DEFAULT,
+            rate_limit_per_second: 0,
+            rate_limits: BTreeMap::new(),
+            cors_origins: Vec::new(),
+        }
     }
 }
 
@@ -399,6 +413,9 @@ struct FileCurrency {
 struct FileIngest {
     dedup_window_days: Option<u32>,
     queue_bytes_max: Option<u64>,
+    rate_limit_per_second: Option<u32>,
+    rate_limits: Option<BTreeMap<String, u32>>,
+    cors_origins: Option<Vec<String>>,
 }
 
 /// Values given on the command line; `None` means "not given".
@@ -449,6 +466,21 @@ impl Config {
             if let Some(bytes) = file_ingest.queue_bytes_max {
                 ingest.queue_bytes_max = check_queue_bytes(bytes)
                     .map_err(|reason| key_error("ingest.queue_bytes_max", reason))?;
+            }
+            if let Some(rate) = file_ingest.rate_limit_per_second {
+                ingest.rate_limit_per_second = rate;
+            }
+            ingest.rate_limits = file_ingest.rate_limits.unwrap_or_default();
+            for origin in file_ingest.cors_origins.unwrap_or_default() {
+                let ok = origin == "*"
+                    || ((origin.starts_with("http://") || origin.starts_with("https://"))
+                        && !origin.ends_with('/')
+                        && origin.len() <= 2048
+                        && axum::http::HeaderValue::from_str(&origin).is_ok());
+                if !ok {
+                    return Err(key_error("ingest.cors_origins", format!("{origin:?} is not \"*\" or an origin like https://app.example.com (scheme and host, no path)")));
+                }
+                ingest.cors_origins.push(origin);
             }
         }
         let mut currency = CurrencyConfig::default();

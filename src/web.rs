@@ -34,13 +34,17 @@ pub struct AppState {
     pub currency: Arc<CurrencyConfig>,
     pub metrics: Arc<MetricsConfig>,
     pub health: Arc<HealthConfig>,
+    /// Source name -> its message rate limiter (sources without a limit are absent).
+    pub rate_limiters: Arc<HashMap<String, governor::DefaultDirectRateLimiter>>,
+    /// Origins allowed to call `/v1` from a browser.
+    pub cors_origins: Arc<Vec<String>>,
     /// The last full metrics snapshot, for ranking one account against its segment.
     pub snapshots: Arc<std::sync::Mutex<Option<metrics::SnapshotCache>>>,
 }
 
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .merge(segment::router())
+        .merge(segment::router().layer(cors(&state.cors_origins)))
         .merge(api::router())
         .merge(metrics::router())
         .merge(health::router())
@@ -48,6 +52,39 @@ pub fn router(state: AppState) -> Router {
         .merge(ops::router())
         .layer(axum::middleware::map_response(security_headers))
         .with_state(state)
+}
+
+/// CORS for the tracking API: browsers on the configured origins may POST with a write key.
+fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
+    use axum::http::{header, HeaderValue, Method};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    CorsLayer::new()
+        .allow_origin(allow)
+        .allow_methods([Method::POST])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::CONTENT_ENCODING])
+        .max_age(std::time::Duration::from_secs(86_400))
+}
+
+/// One limiter per source with a rate limit.
+fn rate_limiters(config: &Config) -> HashMap<String, governor::DefaultDirectRateLimiter> {
+    let mut sources: Vec<&String> = config.write_keys.values().collect();
+    sources.sort();
+    sources.dedup();
+    for named in config.ingest.rate_limits.keys().filter(|s| !sources.contains(s)) {
+        tracing::warn!(source = %named, "[ingest.rate_limits] names a source no write key has; it limits nothing");
+    }
+    sources
+        .into_iter()
+        .filter_map(|source| {
+            let rate = config.ingest.rate_limits.get(source).copied().unwrap_or(config.ingest.rate_limit_per_second);
+            std::num::NonZeroU32::new(rate).map(|rate| (source.clone(), governor::RateLimiter::direct(governor::Quota::per_second(rate))))
+        })
+        .collect()
 }
 
 /// The SHA-256 of a write key, the form write keys are looked up in.
@@ -106,6 +143,8 @@ impl App {
         let state = AppState { ingestor, store, telemetry, write_keys: Arc::new(write_keys), currency: Arc::new(config.currency.clone()),
             metrics: Arc::new(config.metrics.clone()),
             health: Arc::new(config.health.clone()),
+            rate_limiters: Arc::new(rate_limiters(config)),
+            cors_origins: Arc::new(config.ingest.cors_origins.clone()),
             snapshots: Arc::default(),
         };
         Ok(App { state, writer })

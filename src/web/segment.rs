@@ -5,7 +5,8 @@
 //! ones and answers `200 {"success":true,"rejected":[{"index","field","reason"}]}`; a batch
 //! with no valid item, or any refused single call, is `400 {"success":false,"field","reason"}`
 //! (plus `rejected` for batches). 401 unknown write key, 413 too large, 415 unknown
-//! Content-Encoding, 503 queue full or storage failing (retry later).
+//! Content-Encoding, 429 over the source's rate limit (Retry-After), 503 queue full or
+//! storage failing (retry later). Browsers may call from `[ingest] cors_origins`.
 
 use std::io::Read;
 use std::sync::Arc;
@@ -59,6 +60,9 @@ async fn call(State(state): State<AppState>, headers: HeaderMap, body: Body, kin
     let Some(source) = header_source.or_else(|| body_source(&state, body_key.as_deref())) else {
         return unauthorized(&state);
     };
+    if let Err(response) = rate_check(&state, &source, 1) {
+        return response;
+    }
     match state.ingestor.submit(source, vec![message], bytes.len() as u64).await {
         Ok(_) => (StatusCode::OK, Json(json!({"success": true}))).into_response(),
         Err(e) => unavailable(&state, e),
@@ -83,6 +87,9 @@ async fn batch(State(state): State<AppState>, headers: HeaderMap, body: Body) ->
     if parsed.messages.is_empty() && !parsed.rejected.is_empty() {
         let rejection = Rejection { field: "batch".into(), reason: "no valid message".into() };
         return bad_request(&state, rejection, Some(json!(parsed.rejected)));
+    }
+    if let Err(response) = rate_check(&state, &source, parsed.messages.len()) {
+        return response;
     }
     match state.ingestor.submit(source, parsed.messages, bytes.len() as u64).await {
         Ok(_) if parsed.rejected.is_empty() => (StatusCode::OK, Json(json!({"success": true}))).into_response(),
@@ -142,6 +149,27 @@ async fn read_body(state: &AppState, headers: &HeaderMap, body: Body, limit: usi
                 &format!("{other:?} is not supported; send identity or gzip"),
             ))
         }
+    }
+}
+
+/// The source's rate limit: `n` messages more now, or a 429 saying when to retry. A batch
+/// larger than one second's allowance is refused whole (send smaller batches).
+fn rate_check(state: &AppState, source: &str, n: usize) -> Result<(), Response> {
+    let Some(limiter) = state.rate_limiters.get(source) else { return Ok(()) };
+    let Some(n) = std::num::NonZeroU32::new(n.max(1) as u32) else { return Ok(()) };
+    let refuse = |retry: u64, reason: String| {
+        state.telemetry.reject("rate_limited");
+        let mut response = error(StatusCode::TOO_MANY_REQUESTS, "writeKey", &reason);
+        response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(retry));
+        response
+    };
+    match limiter.check_n(n) {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(not_until)) => {
+            let wait = not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));
+            Err(refuse(wait.as_secs_f64().ceil().max(1.0) as u64, format!("source {source} is over its rate limit; retry later")))
+        }
+        Err(_) => Err(refuse(1, format!("{n} messages are more than source {source} may send in one second; send smaller batches"))),
     }
 }
 

@@ -374,3 +374,56 @@ fn health_and_metrics_endpoints_report_state() {
     assert_eq!(counter(&server, "bellwether_store_commit_seconds_count"), 2.0);
     assert_eq!(counter(&server, "bellwether_ingest_queue_bytes"), 0.0);
 }
+
+#[test]
+fn a_source_over_its_rate_limit_gets_429_and_browsers_need_an_allowed_origin() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bellwether.toml");
+    std::fs::write(
+        &config,
+        "[ingest]\nrate_limit_per_second = 5\ncors_origins = [\"https://app.example.com\"]\n[ingest.rate_limits]\nother = 0\n",
+    )
+    .unwrap();
+    let server = Server::start(dir.path(), &[("BELLWETHER_CONFIG", config.to_str().unwrap())]);
+    let track = |id: &str| json!({"type": "track", "userId": "u1", "event": "E", "messageId": id});
+    let batch = |ids: &[&str]| json!({"batch": ids.iter().map(|i| track(i)).collect::<Vec<_>>()}).to_string();
+    // A second's allowance (5) passes at once; the next message is refused with Retry-After.
+    assert_eq!(post(&server, "/v1/batch", Some(KEY), batch(&["a1", "a2", "a3", "a4", "a5"])).status, 200);
+    let over = post(&server, "/v1/track", Some(KEY), track("a6").to_string());
+    assert_eq!(over.status, 429, "{:?}", over.body);
+    assert_eq!(over.body["field"], "writeKey");
+    assert!(over.retry_after.as_deref().and_then(|r| r.parse::<u64>().ok()).is_some_and(|r| r >= 1), "{:?}", over.retry_after);
+    // A batch larger than a second's allowance can never pass: it says so.
+    let big = post(&server, "/v1/batch", Some(KEY), batch(&["b1", "b2", "b3", "b4", "b5", "b6"]));
+    assert_eq!(big.status, 429);
+    assert!(big.body["reason"].as_str().unwrap().contains("smaller batches"), "{:?}", big.body);
+    // Another source has no limit (`other = 0`).
+    for i in 0..12 {
+        assert_eq!(post(&server, "/v1/track", Some("other-key"), track(&format!("o{i}")).to_string()).status, 200);
+    }
+    // Refused messages were not stored; the limit refills.
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    assert_eq!(post(&server, "/v1/track", Some(KEY), track("a6").to_string()).status, 200);
+    let token = create_token(dir.path(), "read");
+    let ids: Vec<String> = stored_events(&server, &token).iter().map(|e| e["message_id"].as_str().unwrap_or_default().to_string()).collect();
+    assert_eq!(ids.iter().filter(|i| i.starts_with('a')).count(), 6, "{ids:?}");
+    assert!(!ids.iter().any(|i| i.starts_with('b')), "{ids:?}");
+    assert_eq!(counter(&server, "bellwether_ingest_rejected_total{reason=\"rate_limited\"}"), 2.0);
+
+    // CORS: a preflight from the allowed origin is answered; another origin gets no grant.
+    let preflight = |origin: &str| {
+        agent()
+            .options(&server.url("/v1/track"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "authorization, content-type")
+            .call()
+            .expect("OPTIONS")
+    };
+    let allowed = preflight("https://app.example.com");
+    assert_eq!(allowed.headers().get("access-control-allow-origin").and_then(|v| v.to_str().ok()), Some("https://app.example.com"));
+    let methods = allowed.headers().get("access-control-allow-methods").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    assert!(methods.contains("POST"), "{methods}");
+    let refused = preflight("https://evil.example.com");
+    assert!(refused.headers().get("access-control-allow-origin").is_none());
+}
