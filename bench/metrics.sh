@@ -55,20 +55,7 @@ start_demo() { # start_demo NAME: runs the demo on $DATA, waits for its listenin
     done
     TOKEN=$(grep -o 'Bearer bw_[0-9a-f]*' "$work/$name.out" | head -1 | cut -d' ' -f2)
 }
-stop() { kill -TERM "$1"; for _ in $(seq 1 100); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done; kill -9 "$1" 2>/dev/null || true; }
-hwm_mb() { awk '/VmHWM/ {printf "%.0f", $2/1024}' "/proc/$1/status"; }
-sql() { python3 -c 'import sqlite3, sys; c = sqlite3.connect(f"file:{sys.argv[1]}?mode=ro", uri=True); print("|".join(str(v) for v in c.execute(sys.argv[2]).fetchone()))' "$DATA/bellwether.db" "$1"; }
-timed() { # timed OUT CMD...: runs CMD with stdout to OUT; prints "wall_seconds peak_rss_mb"
-    local out=$1; shift
-    python3 -c '
-import resource, subprocess, sys, time
-with open(sys.argv[1], "wb") as out, open(sys.argv[1] + ".err", "wb") as err:
-    started = time.monotonic()
-    subprocess.run(sys.argv[2:], stdout=out, stderr=err, check=True)
-    wall = time.monotonic() - started
-print(f"{wall:.3f} {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024:.0f}")' "$out" "$@"
-}
-median() { python3 -c 'import statistics, sys; print(f"{statistics.median(float(x) for x in sys.argv[1:]):.3f}")' "$@"; }
+. bench/lib.sh
 ms() { python3 -c 'import sys; print(f"{float(sys.argv[1]) * 1000:.1f}")' "$1"; }
 
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r), $(date -u +%Y-%m-%dT%H:%MZ); HEAD $(git rev-parse --short HEAD 2>/dev/null || echo "?") (binary built $(date -u -r "$BIN" +%Y-%m-%dT%H:%MZ)); duckdb $(python3 -c 'import duckdb; print(duckdb.__version__)')"
