@@ -80,15 +80,20 @@ pub fn examples(conn: &Connection, as_of: i32, infos: &[AccountInfo], currency: 
     Ok((out, span))
 }
 
+/// Subscriptions with a decided outcome that ended before `day` (whole terms or not).
+fn decided_before(conn: &Connection, day: NaiveDate) -> Result<i64, StoreError> {
+    Ok(conn.query_row(
+        "SELECT count(*) FROM subscriptions WHERE outcome IN ('renewed', 'churned') AND end_date < ?1",
+        [day.to_string()],
+        |r| r.get(0),
+    )?)
+}
+
 /// Builds a model from the renewals decided before `as_of` (not stored).
 pub fn analyse(conn: &Connection, as_of: NaiveDate, reason: &str, settings: Settings) -> Result<Model, StoreError> {
     let infos = sm::accounts(conn)?;
     let (examples, span) = examples(conn, day_number(as_of), &infos, settings.currency)?;
-    let subscriptions_decided: i64 = conn.query_row(
-        "SELECT count(*) FROM subscriptions WHERE outcome IN ('renewed', 'churned') AND end_date < ?1",
-        [as_of.to_string()],
-        |r| r.get(0),
-    )?;
+    let subscriptions_decided = decided_before(conn, as_of)?;
     let mut segments: Vec<String> = infos.iter().map(|i| i.segment.clone()).collect();
     segments.sort();
     segments.dedup();
@@ -434,7 +439,7 @@ pub fn spawn(store: &super::Store, metrics: MetricsConfig, health: HealthConfig,
 
 /// One pass of the health thread; `false` when the rollups are still catching up.
 fn run_once(conn: &mut Connection, settings: Settings) -> Result<bool, StoreError> {
-    let (_, rolled) = super::rollup::version(conn)?;
+    let rolled = super::rollup::rolled_up_to(conn)?;
     let max: i64 = conn.query_row("SELECT coalesce(max(id), 0) FROM events", [], |r| r.get(0))?;
     if max - rolled > super::rollup::STEP_EVENTS as i64 {
         return Ok(false);
@@ -443,11 +448,7 @@ fn run_once(conn: &mut Connection, settings: Settings) -> Result<bool, StoreErro
     let newest = model_for(conn, None)?;
     // Due: no model yet, the newest is older than the schedule, or renewals decided since
     // it have grown by a fifth (an import of history, the first data after an empty start).
-    let decided_now: i64 = conn.query_row(
-        "SELECT count(*) FROM subscriptions WHERE outcome IN ('renewed', 'churned') AND end_date < ?1",
-        [today.to_string()],
-        |r| r.get(0),
-    )?;
+    let decided_now = decided_before(conn, today)?;
     let due = match &newest {
         None => Some("first model"),
         Some(m) if decided_now as f64 > m.subscriptions_decided as f64 * 1.2 + 10.0 => Some("new outcomes"),

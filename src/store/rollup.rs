@@ -102,12 +102,12 @@ impl Rollup {
         let (cursor, fingerprint): (i64, String) =
             conn.query_row("SELECT last_event_id, fingerprint FROM rollup_state WHERE id = 1", [], |r| Ok((r.get(0)?, r.get(1)?)))?;
         let newest: i64 = conn.query_row("SELECT coalesce(max(id), 0) FROM events", [], |r| r.get(0))?;
-        let moved: i64 = conn.query_row(
+        let timezones_moved: i64 = conn.query_row(
             "SELECT count(*) FROM rollup_accounts r LEFT JOIN accounts a ON a.account_id = r.account_id WHERE r.timezone != coalesce(a.timezone, 'UTC')",
             [],
             |r| r.get(0),
         )?;
-        if fingerprint == self.fingerprint && newest <= cursor && moved == 0 {
+        if fingerprint == self.fingerprint && newest <= cursor && timezones_moved == 0 {
             return Ok(Step { events: 0, recomputed_users: 0, last_event_id: cursor });
         }
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -174,12 +174,7 @@ impl Rollup {
         let mut events = 0;
         for row in &rows {
             let Some(act) = self.classifier.classify(&row.kind, row.event.as_deref()) else { continue };
-            let person = match (&row.user_id, &row.anonymous_id) {
-                (Some(user), _) => lookups.canonical_of(&tx, user, true)?,
-                (None, Some(anonymous)) => lookups.canonical_of(&tx, anonymous, false)?,
-                (None, None) => None,
-            };
-            let Some(person) = person else { continue };
+            let Some(person) = lookups.person_of(&tx, row)? else { continue };
             if dirty.contains(&person) {
                 continue;
             }
@@ -207,18 +202,12 @@ impl Rollup {
                 let Some(act) = self.classifier.classify(&row.kind, row.event.as_deref()) else { continue };
                 // Each event counts for the person its own ids resolve to (an id linked
                 // elsewhere later belongs to that other person).
-                let owner = match (&row.user_id, &row.anonymous_id) {
-                    (Some(user), _) => lookups.canonical_of(&tx, user, true)?,
-                    (None, Some(anonymous)) => lookups.canonical_of(&tx, anonymous, false)?,
-                    (None, None) => None,
-                };
-                if owner.as_deref() == Some(person.as_str()) {
+                if lookups.person_of(&tx, row)?.as_deref() == Some(person.as_str()) {
                     self.add(&tx, &mut lookups, &mut pending, person, row, &act)?;
                 }
             }
         }
 
-        let changed = !pending.is_empty() || !dirty.is_empty();
         flush(&tx, pending, &lookups, self.idle_minutes)?;
         for account in &touched_accounts {
             refresh_account_features(&tx, account)?;
@@ -227,10 +216,7 @@ impl Rollup {
         for (account, tz) in &moved {
             tx.execute("UPDATE rollup_accounts SET timezone = ?2 WHERE account_id = ?1", params![account, tz])?;
         }
-        tx.execute(
-            "UPDATE rollup_state SET last_event_id = ?1, version = version + ?2 WHERE id = 1",
-            params![batch_max, i64::from(changed)],
-        )?;
+        tx.execute("UPDATE rollup_state SET last_event_id = ?1 WHERE id = 1", [batch_max])?;
         tx.commit()?;
         Ok(Step { events, recomputed_users: dirty.len(), last_event_id: batch_max })
     }
@@ -269,6 +255,15 @@ impl Rollup {
 }
 
 impl Lookups {
+    /// The person an event counts for: its userId's, else its anonymousId's (if linked).
+    fn person_of(&mut self, tx: &Transaction, row: &EventRow) -> Result<Option<String>, StoreError> {
+        match (&row.user_id, &row.anonymous_id) {
+            (Some(user), _) => self.canonical_of(tx, user, true),
+            (None, Some(anonymous)) => self.canonical_of(tx, anonymous, false),
+            (None, None) => Ok(None),
+        }
+    }
+
     /// The person an id stands for: ids linked by alias/identify resolve to the newest
     /// userId they were linked to. An anonymous id never linked stands for nobody.
     fn canonical_of(&mut self, tx: &Transaction, id: &str, is_user: bool) -> Result<Option<String>, StoreError> {
@@ -505,20 +500,17 @@ pub fn catch_up(conn: &mut Connection, rollup: &mut Rollup, progress: &mut dyn F
     }
 }
 
-/// `bellwether rebuild`: drops every rollup and recomputes them from the raw events.
+/// `bellwether rebuild`: drops every rollup and recomputes them from the raw events. It
+/// forgets the fingerprint the rollups were built with, so the next step (this process's,
+/// or a server's) clears them and starts over, as after a config change.
 pub fn rebuild(conn: &mut Connection, config: &MetricsConfig, progress: &mut dyn FnMut(i64, i64)) -> Result<Step, StoreError> {
-    {
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        clear(&tx)?;
-        tx.execute("UPDATE rollup_state SET last_event_id = 0, version = version + 1 WHERE id = 1", [])?;
-        tx.commit()?;
-    }
+    conn.execute("UPDATE rollup_state SET fingerprint = '' WHERE id = 1", [])?;
     catch_up(conn, &mut Rollup::new(config), progress)
 }
 
-/// The rollup version: it changes whenever any rollup row does (for caches).
-pub fn version(conn: &Connection) -> Result<(i64, i64), StoreError> {
-    Ok(conn.query_row("SELECT version, last_event_id FROM rollup_state WHERE id = 1", [], |r| Ok((r.get(0)?, r.get(1)?)))?)
+/// Every event up to this id is in the rollups.
+pub fn rolled_up_to(conn: &Connection) -> Result<i64, StoreError> {
+    Ok(conn.query_row("SELECT last_event_id FROM rollup_state WHERE id = 1", [], |r| r.get(0))?)
 }
 
 /// Starts the background thread that keeps the rollups current while serving: it steps

@@ -179,10 +179,9 @@ const MIGRATIONS: &[&str] = &[
     CREATE TABLE rollup_state (
         id            INTEGER PRIMARY KEY CHECK (id = 1),
         last_event_id INTEGER NOT NULL,   -- every event up to this id is in the rollups
-        fingerprint   TEXT NOT NULL,      -- MetricsConfig::rollup_fingerprint they were built with
-        version       INTEGER NOT NULL    -- bumped on every rollup change, for caches
+        fingerprint   TEXT NOT NULL       -- MetricsConfig::rollup_fingerprint they were built with ('': none)
     );
-    INSERT INTO rollup_state VALUES (1, 0, '', 0);
+    INSERT INTO rollup_state VALUES (1, 0, '');
     "#,
     // 3: health models, daily score and tier history, tier changes.
     r#"
