@@ -81,7 +81,10 @@ struct Records {
     kpis: HashMap<String, Vec<Kpi>>,
 }
 
-fn load_records(conn: &Connection, only: Option<&str>, tz_of: &dyn Fn(&str) -> chrono_tz::Tz, currency: &CurrencyConfig) -> Result<Records, StoreError> {
+/// Records of `only` one account or of all, their times cut into the local days of `infos`.
+fn load_records<'a>(conn: &Connection, only: Option<&str>, infos: impl IntoIterator<Item = &'a AccountInfo>, currency: &CurrencyConfig) -> Result<Records, StoreError> {
+    let tz: HashMap<&str, chrono_tz::Tz> = infos.into_iter().map(|i| (i.account_id.as_str(), i.tz)).collect();
+    let tz_of = |account: &str| tz.get(account).copied().unwrap_or(chrono_tz::UTC);
     let mut records = Records::default();
     // Two forms so that a single account's rows are found by the account index.
     let filter = if only.is_some() { "WHERE account_id = ?1" } else { "WHERE ?1 IS NULL" };
@@ -196,10 +199,8 @@ pub fn load(
     config: &MetricsConfig,
     currency: &CurrencyConfig,
 ) -> Result<Vec<AccountData>, StoreError> {
-    let tz: HashMap<&str, chrono_tz::Tz> = infos.iter().map(|i| (i.account_id.as_str(), i.tz)).collect();
-    let tz_of = |account: &str| tz.get(account).copied().unwrap_or(chrono_tz::UTC);
     let only = if infos.len() == 1 { Some(infos[0].account_id.as_str()) } else { None };
-    let mut records = load_records(conn, only, &tz_of, currency)?;
+    let mut records = load_records(conn, only, infos.iter().copied(), currency)?;
     infos.iter().map(|info| load_one(conn, info, &mut records, from_day, to_day, config)).collect()
 }
 
@@ -236,8 +237,7 @@ pub fn snapshot(conn: &Connection, as_of: NaiveDate, config: &MetricsConfig, cur
     let infos = accounts(conn)?;
     // Records for every account in one pass per table; rollups account by account, each
     // dropped once computed, so memory stays that of one account's rows.
-    let tz: HashMap<&str, chrono_tz::Tz> = infos.iter().map(|i| (i.account_id.as_str(), i.tz)).collect();
-    let mut records = load_records(conn, None, &|a| tz.get(a).copied().unwrap_or(chrono_tz::UTC), currency)?;
+    let mut records = load_records(conn, None, &infos, currency)?;
     let mut rows = Vec::with_capacity(infos.len());
     for info in &infos {
         let data = load_one(conn, info, &mut records, day, day, config)?;
@@ -260,17 +260,17 @@ pub fn account(
 ) -> Result<Option<Row>, StoreError> {
     let day = day_number(as_of);
     let infos = accounts(conn)?;
-    let Some(info) = infos.iter().find(|i| i.account_id == account_id) else { return Ok(None) };
+    if !infos.iter().any(|i| i.account_id == account_id) {
+        return Ok(None);
+    }
     let ids = if subtree { self::subtree(&infos, account_id) } else { vec![account_id.to_string()] };
     let mut merged: Option<AccountData> = None;
     for id in &ids {
         let member = infos.iter().find(|i| &i.account_id == id).expect("invariant: subtree ids are accounts");
-        let mut data = load(conn, &[member], day, day, config, currency)?.pop().expect("one account loaded");
+        // The root comes first: the merged data keeps its id and segment.
+        let data = load(conn, &[member], day, day, config, currency)?.pop().expect("one account loaded");
         match &mut merged {
-            None => {
-                data.segment = info.segment.clone();
-                merged = Some(data);
-            }
+            None => merged = Some(data),
             Some(m) => m.merge(data),
         }
     }
@@ -362,8 +362,7 @@ pub fn outcomes(
     currency: &CurrencyConfig,
 ) -> Result<Vec<Value>, StoreError> {
     let infos = accounts(conn)?;
-    let tz: HashMap<&str, chrono_tz::Tz> = infos.iter().map(|i| (i.account_id.as_str(), i.tz)).collect();
-    let mut records = load_records(conn, None, &|a| tz.get(a).copied().unwrap_or(chrono_tz::UTC), currency)?;
+    let mut records = load_records(conn, None, &infos, currency)?;
     let accounts: Vec<(String, Vec<Subscription>)> =
         infos.iter().map(|i| (i.segment.clone(), records.subscriptions.remove(&i.account_id).unwrap_or_default())).collect();
     let periods = metrics::outcomes::periods(from, to, interval);
