@@ -464,14 +464,8 @@ fn open_existing(config: &Config) -> anyhow::Result<Store> {
 }
 
 fn metrics(config: &Config, args: &MetricsArgs) -> anyhow::Result<ExitCode> {
-    let as_of = match &args.as_of {
-        Some(text) => crate::records::parse_date(text).map_err(|e| anyhow::anyhow!("--as-of: {e}"))?,
-        None => chrono::Utc::now().date_naive(),
-    };
-    let store = open_existing(config)?;
-    let mut conn = store.connect()?;
-    // Bring the rollups up to date first: a server may not be running to do it.
-    store::rollup::catch_up(&mut conn, &mut store::rollup::Rollup::new(&config.metrics), &mut rollup_progress())?;
+    let as_of = date_arg("as-of", args.as_of.as_deref())?;
+    let (_store, conn) = store_caught_up(config)?;
     let rows = store::metrics::snapshot(&conn, as_of, &config.metrics, &config.currency)?;
     let mut out = std::io::stdout().lock();
     if args.format == "json" {
@@ -670,10 +664,7 @@ fn events(config: &Config, args: &EventsArgs) -> anyhow::Result<ExitCode> {
         Some(text) => Some(crate::ingest::parse_date_or_time(text).map_err(|r| anyhow::anyhow!("--until: {r}"))?),
         None => None,
     };
-    if !config.database_path().exists() {
-        bail!("no database at {}: nothing has been stored in this data dir (see --data-dir)", config.database_path().display());
-    }
-    let store = Store::open(&config.data_dir)?;
+    let store = open_existing(config)?;
     let filter = EventFilter { since_ms, until_ms, user: args.user.clone(), account: args.account.clone(), limit: args.limit };
     let events = store::list_events(&store.connect()?, &filter)?;
     let mut out = std::io::stdout().lock();

@@ -8,10 +8,10 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::api::{ApiError, ApiPath as Path, ApiQuery as Query, Caller};
-use super::metrics::{bad, date_param, today};
+use super::metrics::{bad, date_param, today, with_settings};
 use super::records::with_conn;
 use super::AppState;
-use crate::store::health::{self as sh, Settings};
+use crate::store::health as sh;
 use crate::store::Role;
 
 /// Longest backtest horizon and history range per request.
@@ -29,12 +29,6 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/accounts/{id}/health/history", get(history))
         .route("/api/v1/tier_changes", get(tier_changes))
         .route("/api/v1/backtest", get(backtest))
-}
-
-/// Runs `work` with the health settings of the server.
-async fn with_settings<T: Send + 'static>(state: &AppState, work: impl FnOnce(&mut rusqlite::Connection, Settings) -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
-    let (metrics, health, currency) = (state.metrics.clone(), state.health.clone(), state.currency.clone());
-    with_conn(&state.store, move |conn| work(conn, Settings { metrics: &metrics, health: &health, currency: &currency })).await
 }
 
 fn no_model() -> ApiError {

@@ -15,6 +15,7 @@ use super::api::{ApiError, ApiPath as Path, ApiQuery as Query, Caller};
 use super::records::with_conn;
 use super::AppState;
 use crate::metrics::{self as m, outcomes::Interval, Row};
+use crate::store::health::Settings;
 use crate::store::metrics as sm;
 
 /// Longest time series one request may ask for.
@@ -52,6 +53,13 @@ pub(super) fn date_param(field: &str, text: Option<&str>, default: NaiveDate) ->
     }
 }
 
+/// Runs `work` off the async threads with a connection and the server's metrics, health
+/// and currency settings.
+pub(super) async fn with_settings<T: Send + 'static>(state: &AppState, work: impl FnOnce(&mut rusqlite::Connection, Settings) -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
+    let (metrics, health, currency) = (state.metrics.clone(), state.health.clone(), state.currency.clone());
+    with_conn(&state.store, move |conn| work(conn, Settings { metrics: &metrics, health: &health, currency: &currency })).await
+}
+
 pub(super) fn today() -> NaiveDate {
     chrono::Utc::now().date_naive()
 }
@@ -64,8 +72,7 @@ async fn snapshot(state: &AppState, as_of: NaiveDate, fresh: bool) -> Result<Arc
             return Ok(c.rows.clone());
         }
     }
-    let (metrics, currency) = (state.metrics.clone(), state.currency.clone());
-    let rows = Arc::new(with_conn(&state.store, move |conn| Ok(sm::snapshot(conn, as_of, &metrics, &currency)?)).await?);
+    let rows = Arc::new(with_settings(state, move |conn, s| Ok(sm::snapshot(conn, as_of, s.metrics, s.currency)?)).await?);
     *state.snapshots.lock().expect("invariant: not poisoned") = Some(SnapshotCache { as_of, made: Instant::now(), rows: rows.clone() });
     Ok(rows)
 }
@@ -99,9 +106,8 @@ async fn account_metrics(_caller: Caller, State(state): State<AppState>, Path(id
     let as_of = date_param("as_of", query.as_of.as_deref(), today())?;
     let subtree = query.subtree.unwrap_or(false);
     let peers = snapshot(&state, as_of, false).await?;
-    let (metrics, currency) = (state.metrics.clone(), state.currency.clone());
     let account = id.clone();
-    let row = with_conn(&state.store, move |conn| Ok(sm::account(conn, &account, as_of, subtree, &peers, &metrics, &currency)?)).await?;
+    let row = with_settings(&state, move |conn, s| Ok(sm::account(conn, &account, as_of, subtree, &peers, s.metrics, s.currency)?)).await?;
     let row = row.ok_or_else(|| ApiError::NotFound(format!("no account {id}")))?;
     Ok(Json(json!({"as_of": as_of.to_string(), "subtree": subtree, "metrics": row})))
 }
@@ -129,9 +135,8 @@ async fn timeseries(_caller: Caller, State(state): State<AppState>, Path(id): Pa
     if (to - from).num_days() >= TIMESERIES_DAYS_MAX {
         return Err(bad("to", format!("at most {TIMESERIES_DAYS_MAX} days per request")));
     }
-    let (metrics, currency) = (state.metrics.clone(), state.currency.clone());
     let (account, name) = (id.clone(), metric.clone());
-    let series = with_conn(&state.store, move |conn| Ok(sm::timeseries(conn, &account, &name, from, to, &metrics, &currency)?)).await?;
+    let series = with_settings(&state, move |conn, s| Ok(sm::timeseries(conn, &account, &name, from, to, s.metrics, s.currency)?)).await?;
     let series = series.ok_or_else(|| ApiError::NotFound(format!("no account {id}")))?;
     let points: Vec<Value> = series.into_iter().map(|(date, value)| json!({"date": date.to_string(), "value": value})).collect();
     Ok(Json(json!({"account_id": id, "metric": metric, "points": points})))
@@ -187,7 +192,6 @@ async fn outcomes(_caller: Caller, State(state): State<AppState>, Query(query): 
         None => Interval::Whole,
         Some(text) => Interval::parse(text).ok_or_else(|| bad("interval", format!("{text:?} is not whole, month or quarter")))?,
     };
-    let currency = state.currency.clone();
-    let rows = with_conn(&state.store, move |conn| Ok(sm::outcomes(conn, from, to, interval, by_segment, &currency)?)).await?;
+    let rows = with_settings(&state, move |conn, s| Ok(sm::outcomes(conn, from, to, interval, by_segment, s.currency)?)).await?;
     Ok(Json(json!({"from": from.to_string(), "to": to.to_string(), "currency": state.currency.report, "periods": rows})))
 }
