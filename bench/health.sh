@@ -33,19 +33,7 @@ RUNS=${RUNS:-3}
 AS_OF=${AS_OF:-2025-11-20}
 HORIZON=${HORIZON:-365}
 INDICATORS_AS_OF=${INDICATORS_AS_OF:-2026-11-21}
-if [ -z "${BIN:-}" ]; then
-    cargo build --release --locked --bin bellwether >&2
-    BIN=target/release/bellwether
-fi
 python3 -c 'import sklearn' 2>/dev/null || pip install --quiet scikit-learn==1.9.1 >&2
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
-# A private copy: a rebuild during the run cannot change the binary under test.
-cp "$BIN" "$work/bellwether"
-B=$work/bellwether
-DATA=$work/data
 
 . bench/lib.sh
 

@@ -1,4 +1,19 @@
-# Shell helpers shared by the benchmark scripts (sourced; they use $DATA for sql).
+# Set-up and shell helpers shared by the benchmark scripts (sourced from the repo root):
+# builds the binary unless BIN is given, makes $work (removed on exit, with every pid in
+# pids killed), copies the binary to $B, and names the data dir $DATA.
+if [ -z "${BIN:-}" ]; then
+    cargo build --release --locked --bin bellwether >&2
+    BIN=target/release/bellwether
+fi
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+# A private copy: a rebuild during the run cannot change the binary under test.
+cp "$BIN" "$work/bellwether"
+B=$work/bellwether
+DATA=$work/data
+
 stop() { kill -TERM "$1"; for _ in $(seq 1 100); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done; kill -9 "$1" 2>/dev/null || true; }
 hwm_mb() { awk '/VmHWM/ {printf "%.0f", $2/1024}' "/proc/$1/status"; }
 sql() { python3 -c 'import sqlite3, sys; c = sqlite3.connect(f"file:{sys.argv[1]}?mode=ro", uri=True); print("|".join(str(v) for v in c.execute(sys.argv[2]).fetchone()))' "$DATA/bellwether.db" "$1"; }

@@ -28,19 +28,8 @@ END_DATE=${END_DATE:-2026-11-20}
 SEED=${SEED:-42}
 RUNS=${RUNS:-3}
 PAGE_CALLS=${PAGE_CALLS:-20}
-if [ -z "${BIN:-}" ]; then
-    cargo build --release --locked --bin bellwether >&2
-    BIN=target/release/bellwether
-fi
 python3 -c 'import duckdb' 2>/dev/null || pip install --quiet duckdb==1.5.6 >&2
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
-# A private copy: a rebuild during the run cannot change the binary under test.
-cp "$BIN" "$work/bellwether"
-B=$work/bellwether
-DATA=$work/data
+. bench/lib.sh
 
 start_demo() { # start_demo NAME: runs the demo on $DATA, waits for its listening line (a first run loads first); sets URL, TOKEN, PID
     local name=$1
@@ -55,7 +44,6 @@ start_demo() { # start_demo NAME: runs the demo on $DATA, waits for its listenin
     done
     TOKEN=$(grep -o 'Bearer bw_[0-9a-f]*' "$work/$name.out" | head -1 | cut -d' ' -f2)
 }
-. bench/lib.sh
 ms() { python3 -c 'import sys; print(f"{float(sys.argv[1]) * 1000:.1f}")' "$1"; }
 
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r), $(date -u +%Y-%m-%dT%H:%MZ); HEAD $(git rev-parse --short HEAD 2>/dev/null || echo "?") (binary built $(date -u -r "$BIN" +%Y-%m-%dT%H:%MZ)); duckdb $(python3 -c 'import duckdb; print(duckdb.__version__)')"
