@@ -75,6 +75,25 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Manage dashboard users (sign-in with roles admin, csm, viewer).
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Print a signed link to an account's quarterly review that works without sign-in.
+    ReviewLink {
+        /// The account's id.
+        account: String,
+        /// The quarter, like 2026-Q3 [default: the last complete quarter].
+        #[arg(long)]
+        quarter: Option<String>,
+        /// How long the link works: 30d, 12h, 45m or 10s (at most 365d).
+        #[arg(long, default_value = "30d")]
+        valid_for: String,
+        /// The dashboard's address as customers reach it [default: http://LISTEN].
+        #[arg(long, value_name = "URL")]
+        base_url: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -234,6 +253,31 @@ enum TokenCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Create a user (or reset one with --replace). The password is read from the first
+    /// line of stdin with --password-stdin, else from BELLWETHER_PASSWORD, else generated
+    /// and printed once.
+    Create {
+        username: String,
+        /// admin (everything), csm (reads, shares reviews; sees their accounts first) or viewer (reads).
+        #[arg(long, value_parser = ["admin", "csm", "viewer"])]
+        role: String,
+        /// The csms record this user is (for "my accounts").
+        #[arg(long, value_name = "CSM_ID")]
+        csm: Option<String>,
+        #[arg(long)]
+        password_stdin: bool,
+        /// Reset the role and password of an existing user (ends their sessions).
+        #[arg(long)]
+        replace: bool,
+    },
+    /// List users.
+    List,
+    /// Delete a user and end their sessions.
+    Delete { username: String },
+}
+
 /// Runs the command line; errors are printed by `main`.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let listen = match &cli.command {
@@ -287,6 +331,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             eprintln!("restored {} into {}", file.display(), config.database_path().display());
             Ok(ExitCode::SUCCESS)
         }
+        Command::User { command } => user(&config, command),
+        Command::ReviewLink { account, quarter, valid_for, base_url } => review_link(&config, &account, quarter.as_deref(), &valid_for, base_url.as_deref()),
         Command::Token { command: TokenCommand::Create { role, name } } => {
             let role = Role::parse(&role).context("role must be admin or read")?;
             let store = Store::open(&config.data_dir)?;
@@ -346,28 +392,91 @@ fn demo(mut config: Config, args: &DemoArgs) -> anyhow::Result<ExitCode> {
     let options = args.size.options()?;
     runtime()?.block_on(async {
         let app = crate::web::App::start(&config)?;
-        let loaded = match crate::demo::read_marker(&config.data_dir) {
+        let mut loaded = match crate::demo::read_marker(&config.data_dir) {
             Some(loaded) => {
                 eprintln!("bellwether demo: reusing the demo data in {} (delete it to start over)", config.data_dir.display());
                 loaded
             }
             None => load_demo(&config, &options, &app).await?,
         };
+        crate::demo::ensure_logins(&app.state.store, &config.data_dir, &mut loaded)?;
         app.serve(config.listen, |addr| {
             // Written without println!: a closed stdout must not stop the server.
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "bellwether demo listening on http://{addr}");
+            let _ = writeln!(out, "  dashboard: http://{addr}/   sign in as:");
+            for (user, password, role) in &loaded.logins {
+                let _ = writeln!(out, "    {user} / {password}   ({role})");
+            }
             let _ = writeln!(out, "  data:      {} ({} accounts, {} years to {}, {} events)", config.data_dir.display(), loaded.accounts, loaded.years, loaded.end_date, loaded.events);
             let _ = writeln!(out, "  API:       http://{addr}/api/v1/accounts   (Authorization: Bearer {})", loaded.api_token);
             let _ = writeln!(out, "  OpenAPI:   http://{addr}/api/v1/openapi.json");
             let _ = writeln!(out, "  send more: curl -u {DEMO_WRITE_KEY}: http://{addr}/v1/track -d '{{\"userId\":\"u1\",\"event\":\"Tried It\"}}'");
             let _ = writeln!(out, "  metrics:   http://{addr}/api/v1/metrics?as_of={}   or: bellwether metrics --data-dir {} --as-of {}", loaded.end_date, config.data_dir.display(), loaded.end_date);
-            let _ = writeln!(out, "  (the dashboard and login arrive with the dashboard issue; health tiers with theirs)");
             let _ = out.flush();
         })
         .await?;
         anyhow::Ok(())
     })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn user(config: &Config, command: UserCommand) -> anyhow::Result<ExitCode> {
+    use crate::store::users::{self, User, UserRole};
+    let store = Store::open(&config.data_dir)?;
+    let conn = store.connect()?;
+    match command {
+        UserCommand::Create { username, role, csm, password_stdin, replace } => {
+            let role = UserRole::parse(&role).context("role must be admin, csm or viewer")?;
+            let (password, generated) = if password_stdin {
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line).context("cannot read the password from stdin")?;
+                (line.trim_end_matches(['\r', '\n']).to_string(), false)
+            } else if let Ok(password) = std::env::var("BELLWETHER_PASSWORD") {
+                (password, false)
+            } else {
+                (store::hex(&rand::random::<[u8; 12]>()), true)
+            };
+            users::create_user(&conn, &User { username: username.clone(), role, csm_id: csm }, &password, replace)?;
+            if generated {
+                println!("{password}");
+                eprintln!("created {} user {username:?} with the password above; it is shown only now", role.as_str());
+            } else {
+                eprintln!("saved {} user {username:?}", role.as_str());
+            }
+        }
+        UserCommand::List => {
+            for u in users::list_users(&conn)? {
+                println!("{}\t{}\t{}", u.username, u.role.as_str(), u.csm_id.unwrap_or_default());
+            }
+        }
+        UserCommand::Delete { username } => {
+            if !users::delete_user(&conn, &username)? {
+                bail!("no user {username:?}");
+            }
+            eprintln!("deleted user {username:?}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn review_link(config: &Config, account: &str, quarter: Option<&str>, valid_for: &str, base_url: Option<&str>) -> anyhow::Result<ExitCode> {
+    use crate::share::{self, Quarter};
+    let quarter = match quarter {
+        Some(text) => Quarter::parse(text).map_err(|r| anyhow::anyhow!("--quarter: {r}"))?,
+        None => Quarter::of(chrono::Utc::now().date_naive()).previous(),
+    };
+    let seconds = share::parse_validity(valid_for).map_err(|r| anyhow::anyhow!("--valid-for: {r}"))?;
+    let store = Store::open(&config.data_dir)?;
+    let conn = store.connect()?;
+    let known: i64 = conn.query_row("SELECT COUNT(*) FROM accounts WHERE account_id = ?1", [account], |r| r.get(0))?;
+    if known == 0 {
+        bail!("no account {account:?}");
+    }
+    let token = share::sign(&store::users::secret(&conn, share::SECRET_NAME)?, account, quarter, chrono::Utc::now().timestamp() + seconds);
+    let base = base_url.map(|b| b.trim_end_matches('/').to_string()).unwrap_or_else(|| format!("http://{}", config.listen));
+    println!("{base}/r/{token}");
+    eprintln!("review of {account} for {quarter}, valid for {valid_for}");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -394,6 +503,7 @@ async fn load_demo(config: &Config, options: &crate::demo::generate::Options, ap
         end_date: options.end_date.to_string(),
         events,
         api_token,
+        logins: Vec::new(),
     };
     std::fs::write(config.data_dir.join(crate::demo::MARKER), serde_json::to_string_pretty(&loaded)?)?;
     Ok(loaded)

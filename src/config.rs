@@ -30,6 +30,8 @@ pub const ENV_VARS: &[&str] = &[
     "BELLWETHER_QUEUE_BYTES_MAX",
     "BELLWETHER_LOG",
     "BELLWETHER_LOG_FORMAT",
+    // Read by `user create` only.
+    "BELLWETHER_PASSWORD",
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -31,6 +31,8 @@ pub enum DemoError {
     Import { kind: &'static str, report: String },
     #[error("loading events: {0}")]
     Events(String),
+    #[error("demo sign-ins: {0}")]
+    Users(String),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
 }
@@ -45,6 +47,29 @@ pub struct Loaded {
     pub events: u64,
     /// An admin API token for the demo (demo data only).
     pub api_token: String,
+    /// Dashboard sign-ins made for the demo: (user name, password, role).
+    #[serde(default)]
+    pub logins: Vec<(String, String, String)>,
+}
+
+/// Makes the demo's dashboard users (an admin, and a CSM who owns some accounts) once, and
+/// records their passwords in the marker so later runs print them again.
+pub fn ensure_logins(store: &Store, data_dir: &Path, loaded: &mut Loaded) -> Result<(), DemoError> {
+    use crate::store::users::{self, User, UserRole};
+    if !loaded.logins.is_empty() {
+        return Ok(());
+    }
+    let conn = store.connect()?;
+    let csm: Option<String> = conn.query_row("SELECT MIN(csm) FROM accounts", [], |r| r.get(0)).map_err(crate::store::StoreError::from)?;
+    for (name, role, csm_id) in [("admin", UserRole::Admin, None), ("csm", UserRole::Csm, csm)] {
+        let password = crate::store::hex(&rand::random::<[u8; 8]>());
+        let user = User { username: name.into(), role, csm_id };
+        users::create_user(&conn, &user, &password, true).map_err(|e| DemoError::Users(format!("{name}: {e}")))?;
+        loaded.logins.push((name.into(), password, role.as_str().into()));
+    }
+    let path = data_dir.join(MARKER);
+    let text = serde_json::to_string_pretty(&loaded).expect("invariant: the marker serialises");
+    std::fs::write(&path, text).map_err(|source| DemoError::Io { path, source })
 }
 
 pub fn read_marker(data_dir: &Path) -> Option<Loaded> {

@@ -6,11 +6,13 @@
 //! Writes go through the single [`writer`]; everything else here reads.
 
 pub mod dedup;
+pub mod dashboard;
 pub mod health;
 pub mod metrics;
 pub mod records;
 pub mod rollup;
 pub mod schema;
+pub mod users;
 pub mod writer;
 
 use std::path::{Path, PathBuf};
@@ -340,10 +342,22 @@ pub fn token_role(conn: &Connection, secret: &str) -> Result<Option<Role>, Store
     Ok(role.as_deref().and_then(Role::parse))
 }
 
-fn token_digest(secret: &str) -> String {
+/// Every API token: (id, name, role, created ms); secrets are not kept.
+pub fn list_tokens(conn: &Connection) -> Result<Vec<(i64, String, String, i64)>, StoreError> {
+    let mut query = conn.prepare("SELECT id, name, role, created_ms FROM api_tokens ORDER BY id")?;
+    let rows = query.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Revokes a token at once; false when there was none with that id.
+pub fn delete_token(conn: &Connection, id: i64) -> Result<bool, StoreError> {
+    Ok(conn.execute("DELETE FROM api_tokens WHERE id = ?1", [id])? > 0)
+}
+
+pub(crate) fn token_digest(secret: &str) -> String {
     hex(&Sha256::digest(secret.as_bytes()))
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -7,6 +7,7 @@ pub mod health;
 pub mod metrics;
 pub mod openapi;
 pub mod ops;
+pub mod pages;
 pub mod records;
 pub mod segment;
 
@@ -50,6 +51,7 @@ pub fn router(state: AppState) -> Router {
         .merge(health::router())
         .merge(records::router())
         .merge(ops::router())
+        .merge(pages::router())
         .layer(axum::middleware::map_response(security_headers))
         .with_state(state)
 }
@@ -100,8 +102,9 @@ async fn security_headers(mut response: axum::response::Response) -> axum::respo
     let headers = response.headers_mut();
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"));
+    headers.entry(header::REFERRER_POLICY).or_insert(HeaderValue::from_static("no-referrer"));
+    // Dashboard pages set their own (they load the embedded stylesheet and script).
+    headers.entry(header::CONTENT_SECURITY_POLICY).or_insert(HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"));
     headers.entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));
     response
 }

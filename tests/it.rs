@@ -7,6 +7,7 @@ mod it {
     mod backup;
     mod browser;
     mod config_cli;
+    mod dashboard;
     mod demo;
     mod durability;
     mod health;

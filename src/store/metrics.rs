@@ -315,6 +315,16 @@ pub fn timeseries(
     Ok(Some(series))
 }
 
+/// One account's metrics row on each of `days` (ascending), from one load. The engagement
+/// score, which needs the segment, is left as computed alone.
+pub fn rows_on(conn: &Connection, account_id: &str, days: &[NaiveDate], config: &MetricsConfig, currency: &CurrencyConfig) -> Result<Option<Vec<Row>>, StoreError> {
+    let (Some(first), Some(last)) = (days.first(), days.last()) else { return Ok(Some(Vec::new())) };
+    let infos = accounts(conn)?;
+    let Some(info) = infos.iter().find(|i| i.account_id == account_id) else { return Ok(None) };
+    let data = load(conn, &[info], day_number(*first), day_number(*last), config, currency)?.pop().expect("one account loaded");
+    Ok(Some(days.iter().map(|d| metrics::compute(&data, day_number(*d), config)).collect()))
+}
+
 /// Segment (or plan) statistics of a snapshot: account count, and per numeric metric the
 /// count of accounts with a value, median, p25, p75, and the sum where sums mean something.
 pub fn segments(rows: &[Row], infos: &[AccountInfo], by_plan: bool) -> Vec<Value> {

@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 
 use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
-use rusqlite::{params_from_iter, Connection, OptionalExtension, ToSql, Transaction, TransactionBehavior};
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension, ToSql, Transaction, TransactionBehavior};
 use serde_json::{Map, Value};
 
 use super::StoreError;
@@ -56,6 +56,16 @@ fn read_record(kind: &Kind, row: &rusqlite::Row) -> rusqlite::Result<Record> {
 pub fn get(conn: &Connection, kind: &Kind, key: &[String]) -> Result<Option<Record>, StoreError> {
     let sql = format!("SELECT {}, traits FROM {} WHERE {}", column_list(kind), kind.name, key_condition(kind, 1));
     Ok(conn.prepare_cached(&sql)?.query_row(params_from_iter(key), |r| read_record(kind, r)).optional()?)
+}
+
+/// An account's records of `kind`, newest first by `order_by` (a column of the kind), at
+/// most `limit`, as JSON objects.
+pub fn of_account(conn: &Connection, kind: &Kind, account: &str, order_by: &str, limit: usize) -> Result<Vec<Value>, StoreError> {
+    assert!(kind.columns.iter().any(|c| c.name == order_by), "invariant: {order_by} is a column of {}", kind.name);
+    let sql = format!("SELECT {}, traits FROM {} WHERE account_id = ?1 ORDER BY {order_by} DESC LIMIT ?2", column_list(kind), kind.name);
+    let mut query = conn.prepare_cached(&sql)?;
+    let rows = query.query_map(params![account, limit as i64], |r| read_record(kind, r))?;
+    rows.map(|r| Ok(r?.to_json(kind))).collect()
 }
 
 /// Inserts or replaces the record's columns; traits are merged into the stored ones.

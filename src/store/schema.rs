@@ -216,6 +216,33 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX tier_changes_account ON tier_changes(account_id, day);
     "#,
+    // 4: dashboard users and sessions, the server's signing secret, quarterly review goals.
+    r#"
+    CREATE TABLE dashboard_users (
+        username      TEXT PRIMARY KEY,
+        role          TEXT NOT NULL,       -- admin, csm, viewer
+        csm_id        TEXT,                -- the csms record a CSM user is ("my accounts")
+        password_hash TEXT NOT NULL,       -- argon2id PHC string
+        created_ms    INTEGER NOT NULL
+    );
+    CREATE TABLE web_sessions (
+        token_sha256 TEXT PRIMARY KEY,     -- the cookie's secret is never stored
+        username     TEXT NOT NULL,       -- deleted with the user
+        csrf         TEXT NOT NULL,
+        expires_ms   INTEGER NOT NULL
+    );
+    CREATE TABLE secrets (
+        name  TEXT PRIMARY KEY,
+        value BLOB NOT NULL
+    );
+    CREATE TABLE review_goals (
+        account_id TEXT NOT NULL,
+        quarter    TEXT NOT NULL,          -- 2026-Q3
+        goals      TEXT NOT NULL,
+        updated_ms INTEGER NOT NULL,
+        PRIMARY KEY (account_id, quarter)
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// The schema version this binary writes.

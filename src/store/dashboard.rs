@@ -1,0 +1,174 @@
+//! What the dashboard shows beside the metrics: each account's name, owner, current ARR,
+//! seats and renewal date, last contact, and its health from the stored daily history.
+
+use std::collections::HashMap;
+
+use chrono::NaiveDate;
+use rusqlite::{params, Connection};
+
+use super::StoreError;
+use crate::config::CurrencyConfig;
+use crate::metrics::activity::{day_date, day_number};
+
+/// One day of an account's stored health.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthDay {
+    pub day: NaiveDate,
+    pub score: Option<f64>,
+    pub tier: Option<String>,
+    pub expected_rate: Option<f64>,
+}
+
+/// An account as the portfolio lists it.
+#[derive(Debug, Clone, Default)]
+pub struct Facts {
+    pub account_id: String,
+    pub name: String,
+    pub parent_id: Option<String>,
+    pub segment: String,
+    pub plan: Option<String>,
+    pub csm_id: Option<String>,
+    pub csm_name: Option<String>,
+    /// ARR of the contracts in force on the day, in the report currency.
+    pub arr: f64,
+    pub seats: i64,
+    /// The earliest end of a contract in force on the day.
+    pub renewal: Option<NaiveDate>,
+    /// The start of the account's first contract.
+    pub customer_since: Option<NaiveDate>,
+    /// The latest ticket opened or answered survey, up to the day.
+    pub last_contact: Option<String>,
+    pub health: Option<HealthDay>,
+    /// The health seven days before `health`, for the trend.
+    pub week_before: Option<HealthDay>,
+}
+
+impl Facts {
+    /// ARR times the chance of not renewing: what the portfolio sorts by first.
+    pub fn revenue_at_risk(&self) -> f64 {
+        self.arr * (1.0 - self.health.as_ref().and_then(|h| h.expected_rate).unwrap_or(1.0))
+    }
+}
+
+/// Days between the newest stored health and the comparison for the trend arrow.
+pub const TREND_DAYS: i32 = 7;
+
+/// Every account's facts on `as_of`.
+pub fn facts(conn: &Connection, as_of: NaiveDate, currency: &CurrencyConfig) -> Result<Vec<Facts>, StoreError> {
+    let day = as_of.to_string();
+    let mut out: Vec<Facts> = Vec::new();
+    let mut query = conn.prepare(
+        "SELECT a.account_id, a.name, a.parent_id, a.segment, a.plan, a.csm, c.name FROM accounts a
+         LEFT JOIN csms c ON c.csm_id = a.csm ORDER BY a.account_id",
+    )?;
+    let mut rows = query.query([])?;
+    while let Some(r) = rows.next()? {
+        let account_id: String = r.get(0)?;
+        let plan: Option<String> = r.get(4)?;
+        let segment: Option<String> = r.get(3)?;
+        out.push(Facts {
+            name: r.get::<_, Option<String>>(1)?.unwrap_or_else(|| account_id.clone()),
+            account_id,
+            parent_id: r.get(2)?,
+            segment: segment.or_else(|| plan.clone()).unwrap_or_else(|| "unknown".into()),
+            plan,
+            csm_id: r.get(5)?,
+            csm_name: r.get(6)?,
+            ..Facts::default()
+        });
+    }
+    let index: HashMap<String, usize> = out.iter().enumerate().map(|(i, f)| (f.account_id.clone(), i)).collect();
+
+    let mut query = conn.prepare(
+        "SELECT account_id, arr, currency, seats, end_date FROM subscriptions
+         WHERE start_date <= ?1 AND (end_date IS NULL OR end_date >= ?1)",
+    )?;
+    let mut rows = query.query([&day])?;
+    while let Some(r) = rows.next()? {
+        let Some(&i) = index.get(&r.get::<_, String>(0)?) else { continue };
+        let facts = &mut out[i];
+        if let (Some(arr), currency_code) = (r.get::<_, Option<f64>>(1)?, r.get::<_, Option<String>>(2)?) {
+            facts.arr += crate::metrics::report_arr(Some(arr), currency_code.as_deref(), currency).map_err(StoreError::Invalid)?;
+        }
+        facts.seats += r.get::<_, Option<i64>>(3)?.unwrap_or(0);
+        if let Some(end) = r.get::<_, Option<String>>(4)?.and_then(|e| e.parse::<NaiveDate>().ok()) {
+            facts.renewal = Some(facts.renewal.map_or(end, |r| r.min(end)));
+        }
+    }
+
+    let mut query = conn.prepare("SELECT account_id, MIN(start_date) FROM subscriptions GROUP BY account_id")?;
+    let mut rows = query.query([])?;
+    while let Some(r) = rows.next()? {
+        if let Some(&i) = index.get(&r.get::<_, String>(0)?) {
+            out[i].customer_since = r.get::<_, Option<String>>(1)?.and_then(|d| d.parse().ok());
+        }
+    }
+
+    // Timestamps are stored as RFC 3339 UTC text, so text order is time order.
+    let through = format!("{day}T23:59:59.999Z");
+    let mut query = conn.prepare(
+        "SELECT account_id, MAX(at) FROM (
+            SELECT account_id, opened_at AS at FROM tickets WHERE opened_at <= ?1
+            UNION ALL SELECT account_id, answered_at FROM survey_responses WHERE answered_at <= ?1)
+         GROUP BY account_id",
+    )?;
+    let mut rows = query.query([&through])?;
+    while let Some(r) = rows.next()? {
+        if let Some(&i) = index.get(&r.get::<_, String>(0)?) {
+            out[i].last_contact = r.get(1)?;
+        }
+    }
+
+    let newest: Option<i32> = conn.query_row("SELECT MAX(day) FROM health_history WHERE day <= ?1", [day_number(as_of)], |r| r.get(0))?;
+    if let Some(newest) = newest {
+        for (target, earlier) in [(newest, false), (newest - TREND_DAYS, true)] {
+            let mut query = conn.prepare("SELECT account_id, score, tier, expected_rate FROM health_history WHERE day = ?1")?;
+            let mut rows = query.query(params![target])?;
+            while let Some(r) = rows.next()? {
+                let Some(&i) = index.get(&r.get::<_, String>(0)?) else { continue };
+                let health = HealthDay { day: day_date(target), score: r.get(1)?, tier: r.get(2)?, expected_rate: r.get(3)? };
+                if earlier {
+                    out[i].week_before = Some(health);
+                } else {
+                    out[i].health = Some(health);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Every CSM record: (id, name).
+pub fn csms(conn: &Connection) -> Result<Vec<(String, String)>, StoreError> {
+    let mut query = conn.prepare("SELECT csm_id, COALESCE(name, csm_id) FROM csms ORDER BY 2")?;
+    let rows = query.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Every feature any account has used, by name.
+pub fn known_features(conn: &Connection) -> Result<Vec<String>, StoreError> {
+    let mut query = conn.prepare("SELECT DISTINCT feature FROM account_features ORDER BY feature")?;
+    let rows = query.query_map([], |r| r.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// An account's uses of each feature over [from, to] (account-local days), by feature.
+pub fn feature_uses(conn: &Connection, account: &str, from: NaiveDate, to: NaiveDate) -> Result<Vec<(String, i64)>, StoreError> {
+    let mut query = conn.prepare(
+        "SELECT feature, SUM(uses) FROM user_day_features WHERE account_id = ?1 AND day BETWEEN ?2 AND ?3 GROUP BY feature ORDER BY 2 DESC, 1",
+    )?;
+    let rows = query.query_map(params![account, day_number(from), day_number(to)], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The newest events of the account's people (users a group call made members; by the
+/// events(user_id, ts) index): (timestamp ms, type, event name, user id).
+pub fn recent_events(conn: &Connection, account: &str, limit: usize) -> Result<Vec<(i64, String, Option<String>, Option<String>)>, StoreError> {
+    let mut query = conn.prepare(
+        "SELECT timestamp_ms, type, event, user_id FROM events
+         WHERE user_id IN (SELECT DISTINCT user_id FROM memberships WHERE account_id = ?1 AND user_id IS NOT NULL)
+         ORDER BY timestamp_ms DESC LIMIT ?2",
+    )?;
+    let rows = query.query_map(params![account, limit as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}

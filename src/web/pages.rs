@@ -1,0 +1,303 @@
+//! The dashboard: server-rendered pages (maud) for signed-in users, with a small embedded
+//! stylesheet and script and charts drawn as SVG on the server. Pages read through the same
+//! store functions as the REST API, so both show the same numbers.
+
+pub mod account;
+pub mod analysis;
+pub mod auth;
+pub mod charts;
+pub mod portfolio;
+pub mod review;
+pub mod settings;
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use chrono::NaiveDate;
+use maud::{html, Markup, PreEscaped, DOCTYPE};
+
+use super::api::ApiError;
+use super::AppState;
+use crate::store::users::{User, UserRole};
+use crate::store::StoreError;
+
+pub use auth::SignedIn;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/", get(|| async { Redirect::to("/portfolio") }))
+        .route("/login", get(auth::login_page).post(auth::login))
+        .route("/logout", post(auth::logout))
+        .route("/portfolio", get(portfolio::page))
+        .route("/accounts/{id}", get(account::page))
+        .route("/accounts/{id}/review", get(review::internal))
+        .route("/accounts/{id}/review/share", post(review::share))
+        .route("/accounts/{id}/review/goals", post(review::goals))
+        .route("/r/{token}", get(review::shared))
+        .route("/segments", get(analysis::segments))
+        .route("/indicators", get(analysis::indicators))
+        .route("/outcomes", get(analysis::outcomes))
+        .route("/onboarding", get(analysis::onboarding))
+        .route("/inbox", get(analysis::inbox))
+        .route("/settings", get(settings::page))
+        .route("/settings/users", post(settings::create_user))
+        .route("/settings/users/delete", post(settings::delete_user))
+        .route("/settings/tokens", post(settings::create_token))
+        .route("/settings/tokens/delete", post(settings::delete_token))
+        .route("/assets/app.css", get(|| async { asset("text/css; charset=utf-8", include_str!("assets/app.css")) }))
+        .route("/assets/app.js", get(|| async { asset("application/javascript; charset=utf-8", include_str!("assets/app.js")) }))
+        .layer(axum::middleware::map_response(page_headers))
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "public, max-age=3600")], body).into_response()
+}
+
+/// Pages may load their own stylesheet and script and nothing else; forms post only here.
+/// Referrers go to this site only: browsers then send `Origin` on our own form posts
+/// (with `no-referrer` they send `Origin: null`), which the CSRF check reads.
+async fn page_headers(mut response: Response) -> Response {
+    response.headers_mut().insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    response.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
+    );
+    response
+}
+
+/// An error shown as a page.
+#[derive(Debug)]
+pub struct PageError {
+    status: StatusCode,
+    message: String,
+}
+
+impl PageError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> PageError {
+        PageError { status, message: message.into() }
+    }
+
+    pub fn not_found(what: impl Into<String>) -> PageError {
+        PageError::new(StatusCode::NOT_FOUND, what)
+    }
+
+    pub fn bad_request(what: impl Into<String>) -> PageError {
+        PageError::new(StatusCode::BAD_REQUEST, what)
+    }
+
+    pub fn forbidden(what: impl Into<String>) -> PageError {
+        PageError::new(StatusCode::FORBIDDEN, what)
+    }
+}
+
+impl From<StoreError> for PageError {
+    fn from(e: StoreError) -> Self {
+        ApiError::from(e).into()
+    }
+}
+
+impl From<ApiError> for PageError {
+    fn from(e: ApiError) -> Self {
+        let status = match &e {
+            ApiError::BadParameter { .. } | ApiError::Invalid(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Forbidden => StatusCode::FORBIDDEN,
+            ApiError::Unauthenticated => StatusCode::UNAUTHORIZED,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Internal(cause) => {
+                tracing::error!(cause = %cause, "page internal error");
+                return PageError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error (see the server log)");
+            }
+            _ => StatusCode::BAD_REQUEST,
+        };
+        PageError::new(status, e.to_string())
+    }
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        let title = self.status.canonical_reason().unwrap_or("error");
+        let body = bare(title, html! {
+            main.narrow {
+                h1 { (self.status.as_u16()) " " (title) }
+                p.error role="alert" { (self.message) }
+                p { a href="/portfolio" { "Back to the portfolio" } }
+            }
+        });
+        (self.status, body).into_response()
+    }
+}
+
+pub type PageResult = Result<Markup, PageError>;
+
+/// A page without navigation (login, errors, the shared review).
+pub fn bare(title: &str, content: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · bellwether" }
+                link rel="icon" href="data:,";
+                link rel="stylesheet" href="/assets/app.css";
+                script src="/assets/app.js" defer {}
+            }
+            body { (content) }
+        }
+    }
+}
+
+/// A page of the signed-in dashboard: navigation, the user, sign-out.
+pub fn layout(user: &SignedIn, title: &str, active: &str, content: Markup) -> Markup {
+    let links: &[(&str, &str)] = &[
+        ("/portfolio", "Portfolio"),
+        ("/segments", "Segments"),
+        ("/indicators", "Indicators"),
+        ("/outcomes", "Outcomes"),
+        ("/onboarding", "Onboarding"),
+        ("/inbox", "Inbox"),
+    ];
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · bellwether" }
+                link rel="icon" href="data:,";
+                link rel="stylesheet" href="/assets/app.css";
+                script src="/assets/app.js" defer {}
+            }
+            body {
+                a.skip href="#main" { "Skip to content" }
+                header.top {
+                    a.brand href="/portfolio" { "bellwether" }
+                    nav aria-label="Main" {
+                        @for (href, label) in links {
+                            a href=(href) aria-current=[(*href == active).then_some("page")] { (label) }
+                        }
+                        @if user.user.role == UserRole::Admin {
+                            a href="/settings" aria-current=[("/settings" == active).then_some("page")] { "Settings" }
+                        }
+                    }
+                    form.signout method="post" action="/logout" {
+                        input type="hidden" name="csrf" value=(user.csrf);
+                        span.who { (user.user.username) " (" (user.user.role.as_str()) ")" }
+                        button type="submit" { "Sign out" }
+                    }
+                }
+                main id="main" { (content) }
+            }
+        }
+    }
+}
+
+/// A hidden CSRF field for a form of the signed-in dashboard.
+pub fn csrf_field(user: &SignedIn) -> Markup {
+    html! { input type="hidden" name="csrf" value=(user.csrf); }
+}
+
+/// Whether the user may change things (not a viewer).
+pub fn can_write(user: &User) -> bool {
+    user.role != UserRole::Viewer
+}
+
+// ---- formatting: one place, so every page shows numbers the same way ----
+
+/// 1234567.8 -> "1,234,568".
+pub fn thousands(value: f64) -> String {
+    let rounded = value.round();
+    let digits = format!("{:.0}", rounded.abs());
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if rounded < 0.0 {
+        format!("-{out}")
+    } else {
+        out
+    }
+}
+
+/// An amount in the report currency: "12,500 USD".
+pub fn money(value: f64, currency: &str) -> String {
+    format!("{} {currency}", thousands(value))
+}
+
+/// A number with up to `decimals` decimals, or "–" when absent.
+pub fn number(value: Option<f64>, decimals: usize) -> String {
+    match value {
+        None => "–".into(),
+        Some(v) if v.abs() >= 1000.0 => thousands(v),
+        Some(v) => format!("{v:.decimals$}"),
+    }
+}
+
+/// A share 0-1 as a percentage, or "–".
+pub fn percent(value: Option<f64>) -> String {
+    value.map_or("–".into(), |v| format!("{:.0}%", v * 100.0))
+}
+
+/// A tier as a coloured label that does not rely on colour alone.
+pub fn tier_badge(tier: Option<&str>) -> Markup {
+    match tier {
+        Some(t) => html! { span class=(format!("tier tier-{t}")) data-tier=(t) { (t) } },
+        None => html! { span.tier.tier-none data-tier="" title="no tier: no health model yet, or none for this segment" { "no tier" } },
+    }
+}
+
+/// A UTC timestamp shown in the viewer's timezone (by the page script; the UTC text stays
+/// readable without it).
+pub fn timestamp(rfc3339: &str) -> Markup {
+    html! { time datetime=(rfc3339) data-local { (rfc3339.get(..16).unwrap_or(rfc3339).replace('T', " ")) " UTC" } }
+}
+
+/// A date as text, or "–".
+pub fn date(day: Option<NaiveDate>) -> String {
+    day.map_or("–".into(), |d| d.to_string())
+}
+
+/// Today (UTC) unless the page is asked for another day with `?as_of=`.
+pub fn as_of(text: Option<&str>) -> Result<NaiveDate, PageError> {
+    Ok(super::metrics::date_param("as_of", text, super::metrics::today())?)
+}
+
+/// A JSON value as display text.
+pub fn value_text(value: Option<&serde_json::Value>) -> String {
+    match value {
+        None | Some(serde_json::Value::Null) => "–".into(),
+        Some(serde_json::Value::Number(n)) => match n.as_f64() {
+            Some(v) if v.fract() == 0.0 => number(Some(v), 0),
+            v => number(v, 2),
+        },
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(serde_json::Value::Bool(b)) => if *b { "yes" } else { "no" }.into(),
+        Some(other) => other.to_string(),
+    }
+}
+
+/// Rendered text for `PreEscaped` use in SVG (already escaped by the caller).
+pub fn raw(text: String) -> PreEscaped<String> {
+    PreEscaped(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thousands_groups_digits_and_keeps_the_sign() {
+        assert_eq!(thousands(0.0), "0");
+        assert_eq!(thousands(999.4), "999");
+        assert_eq!(thousands(1234567.8), "1,234,568");
+        assert_eq!(thousands(-12500.0), "-12,500");
+        assert_eq!(money(100000.0, "USD"), "100,000 USD");
+        assert_eq!(percent(Some(0.534)), "53%");
+        assert_eq!(number(None, 1), "–");
+    }
+}

@@ -1,0 +1,244 @@
+//! Account 360: header, health and its breakdown, charts over time, features used and not,
+//! onboarding, tickets, surveys, suggestions, KPIs, revenue history, alerts and raw events.
+
+use axum::extract::{Path, Query, State};
+use chrono::{Duration, NaiveDate};
+use maud::{html, Markup};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::charts::{self, Series};
+use super::{as_of, date, layout, money, number, percent, tier_badge, timestamp, value_text, PageError, PageResult, SignedIn};
+use crate::records::kind;
+use crate::store::dashboard::{self, Facts};
+use crate::store::{health as sh, metrics as sm, records};
+use crate::web::metrics::{cached_snapshot, with_settings};
+use crate::web::AppState;
+
+/// Weeks of history the charts cover.
+const CHART_WEEKS: i64 = 26;
+/// Rows listed per record kind.
+const RECORDS_LISTED: usize = 20;
+/// Raw events listed.
+const EVENTS_LISTED: usize = 25;
+
+#[derive(Debug, Deserialize)]
+pub struct AccountQuery {
+    as_of: Option<String>,
+}
+
+/// Everything the page shows, read in one go.
+struct View {
+    facts: Facts,
+    parent: Option<Facts>,
+    children: Vec<Facts>,
+    row: Map<String, Value>,
+    health: Option<(sh::Model, Map<String, Value>)>,
+    weekly: Vec<(NaiveDate, Map<String, Value>)>,
+    history: Vec<Value>,
+    features: Vec<(String, i64)>,
+    unused: Vec<String>,
+    records: Vec<(&'static str, Vec<Value>)>,
+    changes: Vec<Value>,
+    events: Vec<(i64, String, Option<String>, Option<String>)>,
+}
+
+pub async fn page(user: SignedIn, State(state): State<AppState>, Path(id): Path<String>, Query(query): Query<AccountQuery>) -> PageResult {
+    let as_of = as_of(query.as_of.as_deref())?;
+    let peers = cached_snapshot(&state, as_of).await?;
+    let account = id.clone();
+    let view = with_settings(&state, move |conn, s| {
+        let Some(row) = sm::account(conn, &account, as_of, false, &peers, s.metrics, s.currency)? else { return Ok(None) };
+        let all = dashboard::facts(conn, as_of, s.currency)?;
+        let facts = all.iter().find(|f| f.account_id == account).cloned().unwrap_or_default();
+        let parent = facts.parent_id.as_ref().and_then(|p| all.iter().find(|f| &f.account_id == p)).cloned();
+        let children = all.iter().filter(|f| f.parent_id.as_deref() == Some(account.as_str())).cloned().collect();
+        let health = match sh::model_for(conn, Some(as_of))? {
+            Some(model) => {
+                let assessed = sh::assess(conn, &row, &model, crate::metrics::activity::day_number(as_of), s)?;
+                Some((model, assessed))
+            }
+            None => None,
+        };
+        let days: Vec<NaiveDate> = (0..CHART_WEEKS).rev().map(|w| as_of - Duration::weeks(w)).collect();
+        let rows = sm::rows_on(conn, &account, &days, s.metrics, s.currency)?.unwrap_or_default();
+        let weekly = days.into_iter().zip(rows).collect();
+        let history = sh::history(conn, &account, as_of - Duration::weeks(CHART_WEEKS), as_of)?;
+        let features = dashboard::feature_uses(conn, &account, as_of - Duration::days(29), as_of)?;
+        let unused = dashboard::known_features(conn)?.into_iter().filter(|f| !features.iter().any(|(used, _)| used == f)).collect();
+        let mut listed = Vec::new();
+        for (name, order) in [("subscriptions", "start_date"), ("tickets", "opened_at"), ("survey_responses", "answered_at"), ("suggestions", "created_at"), ("kpis", "date")] {
+            let kind = kind(name).expect("invariant: a record kind");
+            listed.push((name, records::of_account(conn, kind, &account, order, RECORDS_LISTED)?));
+        }
+        let changes = sh::tier_changes(conn, as_of - Duration::days(365), Some(&account))?;
+        let events = dashboard::recent_events(conn, &account, EVENTS_LISTED)?;
+        Ok(Some(View { facts, parent, children, row, health, weekly, history, features, unused, records: listed, changes, events }))
+    })
+    .await?
+    .ok_or_else(|| PageError::not_found(format!("no account {id}")))?;
+    let currency = state.currency.report.clone();
+    Ok(layout(&user, &view.facts.name, "/portfolio", render(&view, &currency, as_of)))
+}
+
+fn field(row: &Map<String, Value>, name: &str) -> Markup {
+    let value = row.get(name);
+    html! { dd data-field=(name) data-value=[value.and_then(Value::as_f64)] { (value_text(value)) } }
+}
+
+fn render(v: &View, currency: &str, as_of: NaiveDate) -> Markup {
+    let f = &v.facts;
+    let labels: Vec<String> = v.weekly.iter().map(|(d, _)| d.to_string()).collect();
+    let col = |name: &str| -> Vec<Option<f64>> { v.weekly.iter().map(|(_, r)| r.get(name).and_then(Value::as_f64)).collect() };
+    let health = v.health.as_ref();
+    html! {
+        header.account-head {
+            h1 { (f.name) }
+            p.muted { (f.account_id) " · segment " (f.segment) " · plan " (f.plan.as_deref().unwrap_or("–")) " · CSM " (f.csm_name.as_deref().unwrap_or("none")) }
+            dl.facts {
+                dt { "ARR" } dd data-field="arr" data-value=(f.arr) { (money(f.arr, currency)) }
+                dt { "Seats" } dd data-field="seats" data-value=(f.seats) { (f.seats) }
+                dt { "Renewal" } dd data-field="renewal" { (date(f.renewal)) }
+                dt { "Tier" } dd data-field="tier" { (tier_badge(health.and_then(|(_, h)| h["tier"].as_str()))) }
+                dt { "Health score" } dd data-field="health_score" data-value=[health.and_then(|(_, h)| h["health_score"].as_f64())] { (number(health.and_then(|(_, h)| h["health_score"].as_f64()), 0)) }
+            }
+            p {
+                @if let Some(p) = &v.parent { "Part of " a href=(format!("/accounts/{}", p.account_id)) { (p.name) } ". " }
+                @if !v.children.is_empty() {
+                    "Children: "
+                    @for (i, c) in v.children.iter().enumerate() {
+                        @if i > 0 { ", " }
+                        a href=(format!("/accounts/{}", c.account_id)) { (c.name) }
+                    }
+                    "."
+                }
+                " " a href=(format!("/accounts/{}/review", f.account_id)) { "Quarterly review" }
+            }
+        }
+        section aria-labelledby="health" {
+            h2 id="health" { "Health" }
+            @match health {
+                None => p.empty { "No health model yet: it is learned once enough renewals and churns are decided (see Indicators)." },
+                Some((model, h)) => {
+                    p {
+                        "Model " (model.id) " (trained " (model.as_of) ", " (model.reason) ")"
+                        @if h["model_fallback"] == Value::Bool(true) { " — this segment has too few decided renewals of its own; the pooled model of all segments applies" }
+                        ". Power feature: " strong { (h["power_feature"].as_str().unwrap_or("none")) }
+                        ", used " (number(h["power_feature_monthly_uses"].as_f64(), 1)) " times a month; accounts like this renewed "
+                        strong data-field="expected_renewal_rate" { (percent(h["expected_renewal_rate"].as_f64())) } " of the time."
+                    }
+                    table.data {
+                        caption { "Score breakdown (band " (h["health_band"].as_str().unwrap_or("–")) ")" }
+                        thead { tr { th scope="col" { "Measure" } th scope="col" { "Value" } th scope="col" { "Points (0-100)" } th scope="col" { "Weight" } th scope="col" { "Contribution" } } }
+                        tbody {
+                            @for c in h["components"].as_array().into_iter().flatten() {
+                                tr {
+                                    th scope="row" { (c["measure"].as_str().unwrap_or("")) }
+                                    td { (value_text(Some(&c["value"]))) }
+                                    td.num { (number(c["points"].as_f64(), 0)) }
+                                    td.num { (number(c["weight"].as_f64(), 2)) }
+                                    td.num { (number(c["contribution"].as_f64(), 1)) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        section aria-labelledby="trends" {
+            h2 id="trends" { "Over time (weekly, " (CHART_WEEKS) " weeks)" }
+            div.charts {
+                (charts::line("Active days (last 14)", &labels, &[Series { label: "active days".into(), class: "s1", values: col("active_days_14d") }], false))
+                (charts::line("Active minutes (last 14 days)", &labels, &[Series { label: "active minutes".into(), class: "s2", values: col("active_minutes_14d") }], false))
+                (charts::line("Active users (30 days) and seats", &labels, &[
+                    Series { label: "active users".into(), class: "s1", values: col("active_users_30d") },
+                    Series { label: "seats".into(), class: "s3", values: col("seats") },
+                ], false))
+                (charts::line("Features used (30 days)", &labels, &[Series { label: "features".into(), class: "s2", values: col("features_used_30d") }], false))
+                @let history_labels: Vec<String> = v.history.iter().map(|h| h["date"].as_str().unwrap_or("").to_string()).collect();
+                (charts::line("Health score and expected renewal rate", &history_labels, &[
+                    Series { label: "health score / 100".into(), class: "s1", values: v.history.iter().map(|h| h["health_score"].as_f64().map(|s| s / 100.0)).collect() },
+                    Series { label: "expected renewal rate".into(), class: "s4", values: v.history.iter().map(|h| h["expected_renewal_rate"].as_f64()).collect() },
+                ], true))
+            }
+            @if !v.history.is_empty() {
+                p { "Tier by week: "
+                    @for h in v.history.iter().rev().step_by(7).collect::<Vec<_>>().into_iter().rev() {
+                        span title=(h["date"].as_str().unwrap_or("")) { (tier_badge(h["tier"].as_str())) } " "
+                    }
+                }
+            }
+        }
+        section aria-labelledby="usage" {
+            h2 id="usage" { "Usage on " (as_of) }
+            dl.grid {
+                @for name in ["usage_frequency", "active_days_14d", "active_minutes_14d", "active_users_14d", "active_users_30d", "dau", "wau", "mau", "logins_per_user_week", "license_utilization", "engagement_score", "features_used_30d", "feature_breadth", "new_features_30d", "transactions_30d", "user_adoption_growth", "rate_of_adoption", "education_events_30d"] {
+                    dt { (name.replace('_', " ")) } (field(&v.row, name))
+                }
+            }
+        }
+        section aria-labelledby="features" {
+            h2 id="features" { "Features (last 30 days)" }
+            div.two {
+                div {
+                    h3 { "Used" }
+                    @if v.features.is_empty() { p.empty { "No feature used in the last 30 days." } }
+                    ul { @for (feature, uses) in &v.features { li { (feature) " — " (uses) " uses" } } }
+                }
+                div {
+                    h3 { "Not used yet: educate them on" }
+                    @if v.unused.is_empty() { p.empty { "They use every feature we have seen used." } }
+                    ul data-field="unused_features" { @for feature in &v.unused { li { (feature) } } }
+                }
+            }
+        }
+        section aria-labelledby="onboarding" {
+            h2 id="onboarding" { "Onboarding" }
+            dl.grid {
+                @for name in ["time_to_provision_days", "time_to_value_days", "initial_adoption", "go_live_recommend_rate"] {
+                    dt { (name.replace('_', " ")) } (field(&v.row, name))
+                }
+            }
+        }
+        section aria-labelledby="support" {
+            h2 id="support" { "Support and voice of the customer" }
+            dl.grid {
+                @for name in ["tickets_opened_90d", "tickets_open", "escalations_open", "median_resolution_hours_90d", "median_first_response_hours_90d", "nps", "csat", "ces", "suggestions_90d"] {
+                    dt { (name.replace('_', " ")) } (field(&v.row, name))
+                }
+            }
+            @for (kind, rows) in &v.records { (record_table(kind, rows)) }
+        }
+        section aria-labelledby="alerts" {
+            h2 id="alerts" { "Alerts" }
+            @if v.changes.is_empty() { p.empty { "No tier change in the last year." } }
+            ul { @for c in &v.changes { li { (c["date"].as_str().unwrap_or("")) ": tier " (tier_badge(c["from"].as_str())) " → " (tier_badge(c["to"].as_str())) } } }
+        }
+        section aria-labelledby="events" {
+            h2 id="events" { "Recent events" }
+            @if v.events.is_empty() { p.empty { "No events from this account's people." } }
+            table.data {
+                thead { tr { th scope="col" { "When" } th scope="col" { "Type" } th scope="col" { "Event" } th scope="col" { "User" } } }
+                tbody { @for (ms, kind, event, user) in &v.events { tr {
+                    td { (timestamp(&crate::ingest::format_timestamp(*ms))) } td { (kind) } td { (event.as_deref().unwrap_or("")) } td { (user.as_deref().unwrap_or("")) }
+                } } }
+            }
+        }
+    }
+}
+
+/// A kind's newest records as a table of its columns (the account column left out).
+fn record_table(kind_name: &str, rows: &[Value]) -> Markup {
+    let kind = kind(kind_name).expect("invariant: a record kind");
+    let columns: Vec<&str> = kind.columns.iter().map(|c| c.name).filter(|c| *c != "account_id").collect();
+    let title = kind_name.replace('_', " ");
+    html! {
+        h3 { (title[..1].to_uppercase()) (title[1..]) }
+        @if rows.is_empty() { p.empty { "None." } } @else {
+            div.scroll { table.data {
+                thead { tr { @for c in &columns { th scope="col" { (c.replace('_', " ")) } } } }
+                tbody { @for r in rows { tr { @for c in &columns { td { (value_text(r.get(*c))) } } } } }
+            } }
+        }
+    }
+}

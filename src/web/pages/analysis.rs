@@ -1,0 +1,345 @@
+//! The pages across accounts: segments side by side, indicators and the model, outcomes,
+//! onboarding against segment medians, and the alert inbox.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Query, State};
+use chrono::{Datelike, Duration, Months};
+use maud::{html, Markup};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::charts::{self, RateBar, Series};
+use super::{as_of, layout, money, number, percent, tier_badge, value_text, PageError, PageResult, SignedIn};
+use crate::metrics::outcomes::Interval;
+use crate::store::{dashboard, health as sh, metrics as sm};
+use crate::web::metrics::{cached_snapshot, with_settings};
+use crate::web::AppState;
+
+/// Accounts whose first contract started this many days ago or less are in onboarding.
+pub const ONBOARDING_DAYS: i64 = 180;
+/// Days of tier changes the inbox lists.
+pub const INBOX_DAYS: i64 = 30;
+
+const SEGMENT_MEASURES: &[&str] = &[
+    "active_days_14d",
+    "active_minutes_14d",
+    "active_users_30d",
+    "logins_per_user_week",
+    "license_utilization",
+    "engagement_score",
+    "features_used_30d",
+    "feature_breadth",
+    "education_events_30d",
+    "tickets_opened_90d",
+    "nps",
+    "csat",
+    "ces",
+];
+
+#[derive(Debug, Deserialize)]
+pub struct SegmentsQuery {
+    by: Option<String>,
+    as_of: Option<String>,
+}
+
+pub async fn segments(user: SignedIn, State(state): State<AppState>, Query(query): Query<SegmentsQuery>) -> PageResult {
+    let as_of = as_of(query.as_of.as_deref())?;
+    let by_plan = query.by.as_deref() == Some("plan");
+    let rows = cached_snapshot(&state, as_of).await?;
+    let (infos, facts) = with_settings(&state, move |conn, s| Ok((sm::accounts(conn)?, dashboard::facts(conn, as_of, s.currency)?))).await?;
+    let groups = sm::segments(&rows, &infos, by_plan);
+    let key = if by_plan { "plan" } else { "segment" };
+    let names: Vec<String> = groups.iter().map(|g| g[key].as_str().unwrap_or("").to_string()).collect();
+    // Health distribution per group, from the stored daily history.
+    let mut tiers: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
+    let mut scores: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for f in &facts {
+        let group = if by_plan { f.plan.clone().unwrap_or_else(|| "unknown".into()) } else { f.segment.clone() };
+        let tier = f.health.as_ref().and_then(|h| h.tier.clone()).unwrap_or_else(|| "none".into());
+        *tiers.entry(group.clone()).or_default().entry(tier).or_default() += 1;
+        if let Some(score) = f.health.as_ref().and_then(|h| h.score) {
+            scores.entry(group).or_default().push(score);
+        }
+    }
+    Ok(layout(&user, "Segments", "/segments", html! {
+        h1 { "Segments side by side" }
+        p { "By " a href="/segments?by=segment" aria-current=[(!by_plan).then_some("page")] { "segment" } " · " a href="/segments?by=plan" aria-current=[by_plan.then_some("page")] { "plan" } ". Medians on " (as_of) " (p25–p75 below)." }
+        @if groups.is_empty() { p.empty { "No accounts yet: import accounts or send group calls." } } @else {
+            div.scroll { table.data id="segments" {
+                thead { tr { th scope="col" { "Measure" } @for n in &names { th scope="col" { (n) } } } }
+                tbody {
+                    tr { th scope="row" { "accounts" } @for g in &groups { td.num { (g["accounts"]) } } }
+                    @for measure in SEGMENT_MEASURES {
+                        tr {
+                            th scope="row" { (measure.replace('_', " ")) }
+                            @for g in &groups {
+                                @let m = &g["metrics"][*measure];
+                                td.num data-group=(g[key].as_str().unwrap_or("")) data-field=(measure) data-value=[m["median"].as_f64()] {
+                                    (number(m["median"].as_f64(), 1))
+                                    br; small.muted { (number(m["p25"].as_f64(), 1)) "–" (number(m["p75"].as_f64(), 1)) }
+                                }
+                            }
+                        }
+                    }
+                    tr { th scope="row" { "usage frequency" } @for g in &groups { td { @for (f, n) in g["usage_frequency"].as_object().into_iter().flatten() { (f) ": " (n) br; } } } }
+                    tr { th scope="row" { "tiers" } @for n in &names { td { @for (t, c) in tiers.get(n).into_iter().flatten() { (tier_badge((t != "none").then_some(t.as_str()))) " " (c) br; } } } }
+                    tr { th scope="row" { "median health score" } @for n in &names { td.num { (number(median(scores.get(n)), 0)) } } }
+                }
+            } }
+        }
+    }))
+}
+
+fn median(values: Option<&Vec<f64>>) -> Option<f64> {
+    let mut values = values?.clone();
+    values.sort_by(f64::total_cmp);
+    crate::metrics::quantile(&values, 0.5)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct IndicatorsQuery {
+    segment: Option<String>,
+    backtest: Option<String>,
+}
+
+pub async fn indicators(user: SignedIn, State(state): State<AppState>, Query(query): Query<IndicatorsQuery>) -> PageResult {
+    let today = crate::web::metrics::today();
+    let backtest_at = match query.backtest.as_deref() {
+        None | Some("") => None,
+        Some(text) => Some(crate::records::parse_date(text).map_err(|r| PageError::bad_request(format!("backtest: {r}")))?),
+    };
+    let (model, history, backtest) = with_settings(&state, move |conn, s| {
+        let backtest = match backtest_at {
+            Some(at) => Some(sh::backtest(conn, at, 365, s)?),
+            None => None,
+        };
+        Ok((sh::model_for(conn, None)?, sh::models(conn)?, backtest))
+    })
+    .await?;
+    let Some(model) = model else {
+        return Ok(layout(&user, "Indicators", "/indicators", html! {
+            h1 { "Indicators" }
+            p.empty { "No health model yet. One is learned as soon as renewals and churns are decided (import subscriptions with outcomes), or run " code { "bellwether recalibrate" } "." }
+        }));
+    };
+    let segment = query.segment.clone().filter(|s| model.segments.contains_key(s)).or_else(|| model.segments.keys().next().cloned()).unwrap_or_default();
+    let sm_model = &model.segments[&segment];
+    let bars: Vec<RateBar> = sm_model
+        .buckets
+        .iter()
+        .map(|b| RateBar { label: b.label.clone(), rate: b.renewal_rate, low: b.wilson_low, high: b.wilson_high, count: b.decided, tier: Some(b.tier.clone()) })
+        .collect();
+    Ok(layout(&user, "Indicators", "/indicators", html! {
+        h1 { "Indicators" }
+        p { "Model " (model.id) ", trained " (model.as_of) " (" (model.reason) ") on " (model.decided_renewals) " decided renewals." }
+        nav.tabs aria-label="Segments" {
+            @for name in model.segments.keys() {
+                a href=(format!("/indicators?segment={name}")) aria-current=[(*name == segment).then_some("page")] { (name) }
+            }
+        }
+        h2 { "Segment " (segment) }
+        @if let Some(note) = &sm_model.note { p.note { (note) } }
+        p { "Power feature: " strong data-field="power_feature" { (sm_model.power_feature.as_deref().unwrap_or("none")) } " (" (sm_model.power_feature_source) ")." }
+        (charts::rates(&format!("Renewal rate by monthly uses of {} (95% Wilson interval)", sm_model.power_feature.as_deref().unwrap_or("the power feature")), &bars))
+        table.data {
+            caption { "Usage buckets" }
+            thead { tr { th scope="col" { "Monthly uses" } th scope="col" { "Decided" } th scope="col" { "Renewed" } th scope="col" { "Renewal rate" } th scope="col" { "95% interval" } th scope="col" { "Tier" } } }
+            tbody { @for b in &sm_model.buckets { tr {
+                th scope="row" { (b.label) } td.num { (b.decided) } td.num { (b.renewed) } td.num { (percent(b.renewal_rate)) }
+                td.num { (percent(b.wilson_low)) "–" (percent(b.wilson_high)) } td { (tier_badge(Some(&b.tier))) }
+            } } }
+        }
+        div.scroll { table.data id="ranking" {
+            caption { "Feature ranking: how well each feature's monthly use separates renewals from churn" }
+            thead { tr { th scope="col" { "Rank" } th scope="col" { "Feature" } th scope="col" { "AUC" } th scope="col" { "ARR-weighted AUC" } th scope="col" { "Renewal rate, users" } th scope="col" { "non-users" } th scope="col" { "Lift" } th scope="col" { "Note" } } }
+            tbody { @for i in &sm_model.indicators { tr class=[i.power_feature.then_some("power")] {
+                td.num { (i.rank) } th scope="row" { (i.feature) } td.num { (number(i.auc, 3)) } td.num { (number(i.arr_weighted_auc, 3)) }
+                td.num { (percent(i.renewal_rate_users)) } td.num { (percent(i.renewal_rate_non_users)) } td.num { (number(i.lift, 2)) } td { (i.warning.as_deref().unwrap_or("")) }
+            } } }
+        } }
+        h2 { "Model history" }
+        table.data {
+            thead { tr { th scope="col" { "Model" } th scope="col" { "Trained as of" } th scope="col" { "Reason" } th scope="col" { "Decided renewals" } th scope="col" { "Power features" } } }
+            tbody { @for m in history.iter().rev() { tr {
+                td.num { (m["id"]) } td { (value_text(Some(&m["as_of"]))) } td { (value_text(Some(&m["reason"]))) } td.num { (m["decided_renewals"]) }
+                td { @for (s, v) in m["segments"].as_object().into_iter().flatten() { (s) ": " (v["power_feature"].as_str().unwrap_or("none")) br; } }
+            } } }
+        }
+        h2 { "Backtest" }
+        @match &backtest {
+            None => {
+                form method="get" action="/indicators" {
+                    input type="hidden" name="segment" value=(segment);
+                    label { "Train on renewals decided before " input type="date" name="backtest" value=((today - Duration::days(365)).to_string()); }
+                    " and score the next 365 days. "
+                    button type="submit" { "Run backtest" }
+                }
+            }
+            Some(report) => (backtest_table(report)),
+        }
+    }))
+}
+
+fn backtest_table(report: &Value) -> Markup {
+    html! {
+        p { "Trained before " (value_text(Some(&report["as_of"]))) ", scored on data through " (value_text(Some(&report["scored_with_data_through"]))) ", renewals decided in the next " (report["horizon_days"]) " days." }
+        table.data id="backtest" {
+            thead { tr { th scope="col" { "Segment" } th scope="col" { "Decided" } th scope="col" { "AUC score" } th scope="col" { "AUC tier" } th scope="col" { "AUC expected rate" } th scope="col" { "AUC logins (baseline)" } } }
+            tbody { @for s in report["segments"].as_array().into_iter().flatten() { tr {
+                th scope="row" { (value_text(Some(&s["segment"]))) } td.num { (s["decided"]) }
+                td.num { (number(s["auc_health_score"].as_f64(), 3)) } td.num { (number(s["auc_tier"].as_f64(), 3)) }
+                td.num { (number(s["auc_expected_renewal_rate"].as_f64(), 3)) } td.num { (number(s["auc_logins_per_user_week"].as_f64(), 3)) }
+            } } }
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct OutcomesQuery {
+    interval: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+}
+
+pub async fn outcomes(user: SignedIn, State(state): State<AppState>, Query(query): Query<OutcomesQuery>) -> PageResult {
+    let today = crate::web::metrics::today();
+    let quarter_start = today.with_day(1).and_then(|d| d.with_month(((d.month() - 1) / 3) * 3 + 1)).expect("a quarter start exists");
+    let to = crate::web::metrics::date_param("to", query.to.as_deref(), quarter_start)?;
+    let from = crate::web::metrics::date_param("from", query.from.as_deref(), to - Months::new(12))?;
+    if from >= to || (to - from).num_days() > crate::web::metrics::OUTCOME_DAYS_MAX {
+        return Err(PageError::bad_request("from: must be before `to`, at most 20 years apart"));
+    }
+    let interval_name = query.interval.clone().unwrap_or_else(|| "quarter".into());
+    let interval = Interval::parse(&interval_name).ok_or_else(|| PageError::bad_request(format!("interval: {interval_name:?} is not whole, month or quarter")))?;
+    let (all, by_segment) = with_settings(&state, move |conn, s| {
+        Ok((sm::outcomes(conn, from, to, interval, false, s.currency)?, sm::outcomes(conn, from, to, interval, true, s.currency)?))
+    })
+    .await?;
+    let currency = state.currency.report.clone();
+    let labels: Vec<String> = all.iter().map(|r| r["from"].as_str().unwrap_or("").to_string()).collect();
+    Ok(layout(&user, "Outcomes", "/outcomes", html! {
+        h1 { "Outcomes" }
+        form.filters method="get" action="/outcomes" {
+            label { "From" input type="date" name="from" value=(from.to_string()); }
+            label { "To (exclusive)" input type="date" name="to" value=(to.to_string()); }
+            label { "Per" select name="interval" { @for i in ["month", "quarter", "whole"] { option value=(i) selected[interval_name == i] { (i) } } } }
+            button type="submit" { "Apply" }
+        }
+        (charts::line("Retention per period", &labels, &[
+            Series { label: "NRR".into(), class: "s1", values: all.iter().map(|r| r["nrr"].as_f64()).collect() },
+            Series { label: "GRR".into(), class: "s2", values: all.iter().map(|r| r["grr"].as_f64()).collect() },
+            Series { label: "logo retention".into(), class: "s3", values: all.iter().map(|r| r["logo_retention"].as_f64()).collect() },
+        ], true))
+        h2 { "All accounts" }
+        (outcome_table(&all, &currency, "outcomes-all"))
+        h2 { "By segment" }
+        (outcome_table(&by_segment, &currency, "outcomes-segments"))
+    }))
+}
+
+fn outcome_table(rows: &[Value], currency: &str, id: &str) -> Markup {
+    let m = |v: &Value| money(v.as_f64().unwrap_or(0.0), currency);
+    html! {
+        @if rows.is_empty() { p.empty { "No period in this range." } } @else {
+            div.scroll { table.data id=(id) {
+                thead { tr {
+                    th scope="col" { "Period" } th scope="col" { "Segment" } th scope="col" { "Starting ARR" } th scope="col" { "Renewals" } th scope="col" { "Expansion" }
+                    th scope="col" { "Contraction" } th scope="col" { "Churned" } th scope="col" { "New" } th scope="col" { "GRR" } th scope="col" { "NRR" } th scope="col" { "Logo retention" }
+                } }
+                tbody { @for r in rows { tr {
+                    th scope="row" { (r["from"].as_str().unwrap_or("")) " – " (r["to"].as_str().unwrap_or("")) }
+                    td { (r["segment"].as_str().unwrap_or("")) }
+                    td.num { (m(&r["starting_arr"])) }
+                    td.num { (r["renewals"]) " · " (m(&r["renewals_arr"])) }
+                    td.num { (m(&r["expansion_arr"])) }
+                    td.num { (m(&r["contraction_arr"])) }
+                    td.num { (r["churned_accounts"]) " · " (m(&r["churned_arr"])) }
+                    td.num { (r["new_accounts"]) " · " (m(&r["new_arr"])) }
+                    td.num data-field="grr" { (percent(r["grr"].as_f64())) }
+                    td.num data-field="nrr" { (percent(r["nrr"].as_f64())) }
+                    td.num { (percent(r["logo_retention"].as_f64())) }
+                } } }
+            } }
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct AsOfQuery {
+    as_of: Option<String>,
+}
+
+pub async fn onboarding(user: SignedIn, State(state): State<AppState>, Query(query): Query<AsOfQuery>) -> PageResult {
+    let as_of = as_of(query.as_of.as_deref())?;
+    let rows = cached_snapshot(&state, as_of).await?;
+    let (infos, facts) = with_settings(&state, move |conn, s| Ok((sm::accounts(conn)?, dashboard::facts(conn, as_of, s.currency)?))).await?;
+    let groups = sm::segments(&rows, &infos, false);
+    let medians: BTreeMap<&str, &Value> = groups.iter().map(|g| (g["segment"].as_str().unwrap_or(""), &g["metrics"])).collect();
+    let since = as_of - Duration::days(ONBOARDING_DAYS);
+    let mut new: Vec<&dashboard::Facts> = facts.iter().filter(|f| f.customer_since.is_some_and(|d| d > since && d <= as_of)).collect();
+    new.sort_by_key(|f| std::cmp::Reverse(f.customer_since));
+    let row_of = |id: &str| rows.iter().find(|r| r["account_id"] == id);
+    let measures = ["time_to_provision_days", "time_to_value_days"];
+    Ok(layout(&user, "Onboarding", "/onboarding", html! {
+        h1 { "Onboarding" }
+        p { "Accounts whose first contract started in the " (ONBOARDING_DAYS) " days to " (as_of) ", against their segment's median." }
+        @if new.is_empty() { p.empty { "No account started in that time." } } @else {
+            div.scroll { table.data id="onboarding" {
+                thead { tr { th scope="col" { "Account" } th scope="col" { "Segment" } th scope="col" { "Customer since" }
+                    th scope="col" { "Days to provision (median)" } th scope="col" { "Days to value (median)" } th scope="col" { "Initial adoption" } } }
+                tbody { @for f in &new {
+                    @let row = row_of(&f.account_id);
+                    tr data-account=(f.account_id) {
+                        th scope="row" { a href=(format!("/accounts/{}", f.account_id)) { (f.name) } }
+                        td { (f.segment) }
+                        td { (super::date(f.customer_since)) }
+                        @for m in measures {
+                            td.num data-field=(m) {
+                                (number(row.and_then(|r| r[m].as_f64()), 0))
+                                " (" (number(medians.get(f.segment.as_str()).and_then(|s| s[m]["median"].as_f64()), 0)) ")"
+                            }
+                        }
+                        td { (value_text(row.map(|r| &r["initial_adoption"]))) }
+                    }
+                } }
+            } }
+        }
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct InboxQuery {
+    csm: Option<String>,
+}
+
+pub async fn inbox(user: SignedIn, State(state): State<AppState>, Query(query): Query<InboxQuery>) -> PageResult {
+    let today = crate::web::metrics::today();
+    let since = today - Duration::days(INBOX_DAYS);
+    let (changes, facts) = with_settings(&state, move |conn, s| Ok((sh::tier_changes(conn, since, None)?, dashboard::facts(conn, today, s.currency)?))).await?;
+    let mine = query.csm.as_deref() != Some("all") && user.user.csm_id.is_some();
+    let currency = state.currency.report.clone();
+    let shown: Vec<(&Value, &dashboard::Facts)> = changes
+        .iter()
+        .rev()
+        .filter_map(|c| facts.iter().find(|f| c["account_id"] == f.account_id.as_str()).map(|f| (c, f)))
+        .filter(|(_, f)| !mine || f.csm_id == user.user.csm_id)
+        .collect();
+    Ok(layout(&user, "Inbox", "/inbox", html! {
+        h1 { "Inbox" }
+        p { "Tier changes of the last " (INBOX_DAYS) " days"
+            @if mine { " on your accounts (" a href="/inbox?csm=all" { "show everyone's" } ")" } "." }
+        @if shown.is_empty() { p.empty { "Nothing changed tier lately." } } @else {
+            table.data id="inbox" {
+                thead { tr { th scope="col" { "Date" } th scope="col" { "Account" } th scope="col" { "Change" } th scope="col" { "ARR" } th scope="col" { "Renewal" } } }
+                tbody { @for (c, f) in &shown { tr {
+                    td { (c["date"].as_str().unwrap_or("")) }
+                    th scope="row" { a href=(format!("/accounts/{}", f.account_id)) { (f.name) } }
+                    td { (tier_badge(c["from"].as_str())) " → " (tier_badge(c["to"].as_str())) }
+                    td.num { (money(f.arr, &currency)) }
+                    td { (super::date(f.renewal)) }
+                } } }
+            }
+        }
+    }))
+}

@@ -1,0 +1,173 @@
+//! Sign-in and sessions: argon2id password check, a random session secret in an
+//! HttpOnly SameSite=Strict cookie (Secure behind TLS), a per-session CSRF token in every
+//! form, and an Origin check on every post.
+
+use axum::extract::{Form, FromRequestParts, Query, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
+use maud::html;
+use serde::Deserialize;
+
+use super::{bare, PageError};
+use crate::store::users::{self, User};
+use crate::web::records::with_conn;
+use crate::web::AppState;
+
+pub const SESSION_COOKIE: &str = "bw_session";
+
+/// A request from a signed-in user.
+pub struct SignedIn {
+    pub user: User,
+    pub csrf: String,
+}
+
+impl SignedIn {
+    /// Checks a posted form's CSRF token and that the post came from this site.
+    pub fn check_post(&self, headers: &HeaderMap, csrf: &str) -> Result<(), PageError> {
+        use subtle_eq::eq;
+        if !same_origin(headers) || !eq(csrf.as_bytes(), self.csrf.as_bytes()) {
+            return Err(PageError::forbidden("the form was stale or came from another site; reload the page and try again"));
+        }
+        Ok(())
+    }
+}
+
+/// Constant-time comparison of two byte strings.
+mod subtle_eq {
+    pub fn eq(a: &[u8], b: &[u8]) -> bool {
+        use sha2::Digest;
+        // Comparing digests makes the time independent of where the inputs differ.
+        sha2::Sha256::digest(a) == sha2::Sha256::digest(b)
+    }
+}
+
+impl FromRequestParts<AppState> for SignedIn {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let to_login = || {
+            let next = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/portfolio");
+            let query = serde_urlencoded::to_string([("next", next)]).unwrap_or_default();
+            Redirect::to(&format!("/login?{query}")).into_response()
+        };
+        let jar = CookieJar::from_headers(&parts.headers);
+        let Some(secret) = jar.get(SESSION_COOKIE).map(|c| c.value().to_string()) else { return Err(to_login()) };
+        let session = with_conn(&state.store, move |conn| Ok(users::session(conn, &secret)?)).await.map_err(|e| PageError::from(e).into_response())?;
+        match session {
+            Some(s) => Ok(SignedIn { user: s.user, csrf: s.csrf }),
+            None => Err(to_login()),
+        }
+    }
+}
+
+/// Whether a post came from this site: its Origin (or, lacking one, Referer) names the
+/// Host it was sent to. Browsers send Origin on every cross-site post.
+pub fn same_origin(headers: &HeaderMap) -> bool {
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else { return false };
+    let source = headers.get(header::ORIGIN).or_else(|| headers.get(header::REFERER)).and_then(|h| h.to_str().ok());
+    match source {
+        None => true, // not a browser form post (curl, tests); the CSRF token still guards
+        Some(source) => {
+            let rest = source.strip_prefix("https://").or_else(|| source.strip_prefix("http://")).unwrap_or("");
+            rest.split('/').next() == Some(host)
+        }
+    }
+}
+
+/// Only local paths may be returned to after sign-in (no open redirect).
+fn safe_next(next: Option<&str>) -> String {
+    match next {
+        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_string(),
+        _ => "/portfolio".into(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LoginQuery {
+    next: Option<String>,
+}
+
+fn login_form(next: &str, error: Option<&str>, username: &str) -> maud::Markup {
+    bare("Sign in", html! {
+        main.narrow id="main" {
+            h1 { "bellwether" }
+            p { "Sign in to see your customers' health." }
+            @if let Some(error) = error {
+                p.error role="alert" { (error) }
+            }
+            form.stack method="post" action="/login" {
+                input type="hidden" name="next" value=(next);
+                label { "User name" input name="username" autocomplete="username" required value=(username) autofocus; }
+                label { "Password" input type="password" name="password" autocomplete="current-password" required; }
+                button type="submit" { "Sign in" }
+            }
+            p.muted { "Accounts are made with " code { "bellwether user create" } "." }
+        }
+    })
+}
+
+pub async fn login_page(Query(query): Query<LoginQuery>) -> maud::Markup {
+    login_form(&safe_next(query.next.as_deref()), None, "")
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LoginForm {
+    username: String,
+    password: String,
+    next: Option<String>,
+}
+
+pub async fn login(State(state): State<AppState>, headers: HeaderMap, Form(form): Form<LoginForm>) -> Result<Response, PageError> {
+    let next = safe_next(form.next.as_deref());
+    if !same_origin(&headers) {
+        return Err(PageError::forbidden("sign-in must come from this site's own form"));
+    }
+    let (name, password) = (form.username.clone(), form.password);
+    let secret = with_conn(&state.store, move |conn| Ok(users::sign_in(conn, &name, &password)?)).await?;
+    let Some(secret) = secret else {
+        tracing::info!(username = %form.username, "dashboard sign-in refused");
+        return Ok((StatusCode::UNAUTHORIZED, login_form(&next, Some("Wrong user name or password."), &form.username)).into_response());
+    };
+    tracing::info!(username = %form.username, "dashboard sign-in");
+    let secure = headers.get("x-forwarded-proto").and_then(|v| v.to_str().ok()) == Some("https");
+    let cookie = Cookie::build((SESSION_COOKIE, secret)).http_only(true).same_site(SameSite::Strict).path("/").secure(secure);
+    Ok((CookieJar::new().add(cookie), Redirect::to(&next)).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CsrfForm {
+    csrf: String,
+}
+
+pub async fn logout(user: SignedIn, State(state): State<AppState>, headers: HeaderMap, jar: CookieJar, Form(form): Form<CsrfForm>) -> Result<Response, PageError> {
+    user.check_post(&headers, &form.csrf)?;
+    if let Some(secret) = jar.get(SESSION_COOKIE).map(|c| c.value().to_string()) {
+        with_conn(&state.store, move |conn| Ok(users::sign_out(conn, &secret)?)).await?;
+    }
+    Ok((jar.remove(Cookie::build(SESSION_COOKIE).path("/")), Redirect::to("/login")).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_local_paths_are_followed_after_sign_in() {
+        assert_eq!(safe_next(Some("/accounts/a1")), "/accounts/a1");
+        assert_eq!(safe_next(Some("//evil.example/x")), "/portfolio");
+        assert_eq!(safe_next(Some("https://evil.example")), "/portfolio");
+        assert_eq!(safe_next(None), "/portfolio");
+    }
+
+    #[test]
+    fn posts_from_another_origin_are_refused() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, "127.0.0.1:8780".parse().unwrap());
+        headers.insert(header::ORIGIN, "http://127.0.0.1:8780".parse().unwrap());
+        assert!(same_origin(&headers));
+        headers.insert(header::ORIGIN, "http://evil.example".parse().unwrap());
+        assert!(!same_origin(&headers));
+    }
+}

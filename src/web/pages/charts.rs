@@ -1,0 +1,147 @@
+//! Charts drawn as SVG on the server: nothing to load, print-ready, readable without script.
+//! Each chart carries a text summary for screen readers.
+
+use maud::{html, Markup};
+
+const WIDTH: f64 = 640.0;
+const HEIGHT: f64 = 180.0;
+const LEFT: f64 = 44.0;
+const RIGHT: f64 = 8.0;
+const TOP: f64 = 10.0;
+const BOTTOM: f64 = 22.0;
+
+/// One line of a line chart.
+pub struct Series {
+    pub label: String,
+    /// CSS class giving the colour (`s1` .. `s4`).
+    pub class: &'static str,
+    pub values: Vec<Option<f64>>,
+}
+
+fn axis_label(value: f64, percent: bool) -> String {
+    if percent {
+        format!("{:.0}%", value * 100.0)
+    } else if value >= 1000.0 {
+        super::thousands(value)
+    } else if value.fract() == 0.0 {
+        format!("{value:.0}")
+    } else {
+        format!("{value:.1}")
+    }
+}
+
+/// A line chart over `labels` (x axis, e.g. dates); `None` values break the line.
+pub fn line(title: &str, labels: &[String], series: &[Series], percent: bool) -> Markup {
+    let max = series.iter().flat_map(|s| s.values.iter().flatten()).fold(0.0_f64, |m, v| m.max(*v));
+    let max = if max <= 0.0 { 1.0 } else { max * 1.1 };
+    let n = labels.len().max(2);
+    let x = |i: usize| LEFT + (WIDTH - LEFT - RIGHT) * i as f64 / (n - 1) as f64;
+    let y = |v: f64| TOP + (HEIGHT - TOP - BOTTOM) * (1.0 - v / max);
+    let summary = series
+        .iter()
+        .map(|s| {
+            let last = s.values.iter().rev().flatten().next();
+            format!("{}: latest {}", s.label, last.map_or("none".into(), |v| axis_label(*v, percent)))
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    let paths: Vec<(String, &Series)> = series
+        .iter()
+        .map(|s| {
+            let mut d = String::new();
+            let mut pen_down = false;
+            for (i, v) in s.values.iter().enumerate() {
+                match v {
+                    Some(v) => {
+                        d.push_str(&format!("{}{:.1},{:.1} ", if pen_down { "L" } else { "M" }, x(i), y(*v)));
+                        pen_down = true;
+                    }
+                    None => pen_down = false,
+                }
+            }
+            (d, s)
+        })
+        .collect();
+    html! {
+        figure.chart {
+            figcaption { (title) }
+            svg viewBox=(format!("0 0 {WIDTH} {HEIGHT}")) role="img" aria-label=(format!("{title}. {summary}")) preserveAspectRatio="none" {
+                @for frac in [0.0, 0.5, 1.0] {
+                    @let v = max / 1.1 * frac;
+                    line.grid x1=(LEFT) x2=(WIDTH - RIGHT) y1=(y(v)) y2=(y(v)) {}
+                    text.axis x=(LEFT - 4.0) y=(y(v) + 4.0) text-anchor="end" { (axis_label(v, percent)) }
+                }
+                @if let (Some(first), Some(last)) = (labels.first(), labels.last()) {
+                    text.axis x=(LEFT) y=(HEIGHT - 6.0) { (first) }
+                    text.axis x=(WIDTH - RIGHT) y=(HEIGHT - 6.0) text-anchor="end" { (last) }
+                }
+                @for (d, s) in &paths {
+                    path class=(format!("line {}", s.class)) d=(d) {}
+                }
+            }
+            ul.legend {
+                @for s in series { li { span class=(format!("swatch {}", s.class)) {} (s.label) } }
+            }
+        }
+    }
+}
+
+/// One bar of a rate chart: a renewal rate with its interval.
+pub struct RateBar {
+    pub label: String,
+    pub rate: Option<f64>,
+    pub low: Option<f64>,
+    pub high: Option<f64>,
+    pub count: u64,
+    /// The tier the bucket maps to (colours the bar).
+    pub tier: Option<String>,
+}
+
+/// Bars of rates 0-100% with interval whiskers, one per bucket.
+pub fn rates(title: &str, bars: &[RateBar]) -> Markup {
+    let n = bars.len().max(1) as f64;
+    let slot = (WIDTH - LEFT - RIGHT) / n;
+    let y = |v: f64| TOP + (HEIGHT - TOP - BOTTOM) * (1.0 - v);
+    let summary = bars
+        .iter()
+        .map(|b| format!("{}: {} of {}", b.label, b.rate.map_or("no data".into(), |r| format!("{:.0}%", r * 100.0)), b.count))
+        .collect::<Vec<_>>()
+        .join("; ");
+    html! {
+        figure.chart {
+            figcaption { (title) }
+            svg viewBox=(format!("0 0 {WIDTH} {HEIGHT}")) role="img" aria-label=(format!("{title}. {summary}")) {
+                @for v in [0.0, 0.5, 1.0] {
+                    line.grid x1=(LEFT) x2=(WIDTH - RIGHT) y1=(y(v)) y2=(y(v)) {}
+                    text.axis x=(LEFT - 4.0) y=(y(v) + 4.0) text-anchor="end" { (format!("{:.0}%", v * 100.0)) }
+                }
+                @for (i, bar) in bars.iter().enumerate() {
+                    @let cx = LEFT + slot * (i as f64 + 0.5);
+                    @if let Some(rate) = bar.rate {
+                        rect class=(format!("bar tier-{}", bar.tier.as_deref().unwrap_or("none"))) x=(cx - slot * 0.3) y=(y(rate)) width=(slot * 0.6) height=(y(0.0) - y(rate)) {}
+                        @if let (Some(low), Some(high)) = (bar.low, bar.high) {
+                            line.whisker x1=(cx) x2=(cx) y1=(y(low)) y2=(y(high)) {}
+                            line.whisker x1=(cx - 6.0) x2=(cx + 6.0) y1=(y(low)) y2=(y(low)) {}
+                            line.whisker x1=(cx - 6.0) x2=(cx + 6.0) y1=(y(high)) y2=(y(high)) {}
+                        }
+                    }
+                    text.axis x=(cx) y=(HEIGHT - 6.0) text-anchor="middle" { (bar.label) " (n=" (bar.count) ")" }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_value_breaks_the_line() {
+        let chart = line("t", &["a".into(), "b".into(), "c".into()], &[Series { label: "x".into(), class: "s1", values: vec![Some(1.0), None, Some(2.0)] }], false)
+            .into_string();
+        let d = chart.split("d=\"").nth(1).unwrap().split('"').next().unwrap();
+        assert_eq!(d.matches('M').count(), 2, "{d}");
+        assert!(!d.contains('L'), "{d}");
+    }
+}

@@ -1,0 +1,152 @@
+//! The dashboard in headless Chromium (Debian's, driven by playwright-core) against a demo:
+//! sign-in, portfolio filters, an account's numbers equal the API's, every page renders,
+//! the review share link works signed out and refuses altered and expired links, a CSM
+//! starts on their own accounts. Screenshots of each page are saved as test artifacts.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use serde_json::{json, Value};
+
+use super::support::*;
+
+#[test]
+fn dashboard_shows_the_api_numbers_and_shares_reviews_by_signed_links() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = command(dir.path())
+        .args(["demo", "--accounts", "60", "--years", "3", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let base = line.trim().strip_prefix("bellwether demo listening on ").unwrap_or_else(|| panic!("{line:?}")).to_string();
+    let server = Server::attach(&base);
+    let marker: Value = serde_json::from_slice(&std::fs::read(dir.path().join("demo.json")).unwrap()).unwrap();
+    let token = marker["api_token"].as_str().unwrap();
+    let login = |role: &str| {
+        let l = marker["logins"].as_array().unwrap().iter().find(|l| l[2] == role).unwrap_or_else(|| panic!("a demo {role} login: {marker}"));
+        format!("{}:{}", l[0].as_str().unwrap(), l[1].as_str().unwrap())
+    };
+    let api = |path: &str| {
+        let reply = get(&server, path, Some(token));
+        assert_eq!(reply.status, 200, "{path}: {:?}", reply.body);
+        reply.body
+    };
+
+    // A link made to expire at once, for the refusal check.
+    let out = cli(dir.path(), &["review-link", "acct-0003", "--valid-for", "1s", "--base-url", &base]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let expired = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    std::thread::sleep(std::time::Duration::from_millis(1_100));
+
+    let screenshots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-screenshots");
+    std::fs::create_dir_all(&screenshots).unwrap();
+    let out = Command::new("node")
+        .arg(clients_dir().join("dashboard_browser.mjs"))
+        .args(["--base", &base, "--admin", &login("admin"), "--csm", &login("csm"), "--expired-link", &expired])
+        .args(["--screenshots", screenshots.to_str().unwrap()])
+        .output()
+        .expect("run node");
+    assert!(
+        out.status.success(),
+        "browser steps failed (chromium and playwright-core are installed by the README's test command):\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+
+    // Sign-in guards every page; a wrong password is refused; sign-out ends the session.
+    assert_eq!(report["signed_out_url"], "/login", "{report}");
+    assert!(report["wrong_password_error"].as_str().unwrap().contains("Wrong user name or password"), "{report}");
+    assert_eq!(report["after_login_url"], "/portfolio");
+    assert_eq!(report["after_signout_url"], "/login");
+    assert_eq!(report["console_errors"], json!([]), "no script errors or CSP violations");
+
+    // The portfolio lists every account; the segment filter keeps exactly that segment's.
+    let metrics = api("/api/v1/metrics");
+    let rows = metrics["accounts"].as_array().unwrap();
+    assert_eq!(report["portfolio_rows"].as_u64().unwrap() as usize, rows.len());
+    let pro = rows.iter().filter(|r| r["segment"] == "pro").count();
+    assert!(pro > 0);
+    assert_eq!(report["filtered_count"].as_u64().unwrap() as usize, pro);
+    let shown: Vec<&Value> = report["filtered_segments"].as_array().unwrap().iter().collect();
+    assert_eq!(shown.len(), pro);
+    assert!(shown.iter().all(|s| *s == "pro"), "{shown:?}");
+    assert_eq!(report["first_tab"], "Skip to content");
+    assert!(!report["localized_time"].as_str().unwrap().ends_with("UTC"), "timestamps are shown in the viewer's timezone: {report}");
+
+    // The account page shows the API's numbers.
+    let account = report["account"].as_str().unwrap();
+    let page = &report["account_shown"];
+    let ours = api(&format!("/api/v1/accounts/{account}/metrics"));
+    for field in ["seats", "license_utilization", "active_users_30d", "active_days_14d", "features_used_30d", "tickets_open"] {
+        let shown = page[field].as_str().map(|s| s.parse::<f64>().unwrap());
+        assert_eq!(shown, ours["metrics"][field].as_f64(), "{field}: page {page} vs API {}", ours["metrics"]);
+    }
+    let health = api(&format!("/api/v1/accounts/{account}/health"));
+    // The page marks an account without a tier (no power feature in its model) with "".
+    assert_eq!(report["account_tier"].as_str().unwrap(), health["health"]["tier"].as_str().unwrap_or(""), "{report}");
+    assert_eq!(page["health_score"].as_str().unwrap().parse::<f64>().unwrap(), health["health"]["health_score"].as_f64().unwrap());
+    assert_eq!(report["account_charts"], 5);
+
+    for (path, title) in [("/segments", "Segments side by side"), ("/indicators", "Indicators"), ("/outcomes", "Outcomes"), ("/onboarding", "Onboarding"), ("/inbox", "Inbox"), ("/settings", "Settings")] {
+        assert_eq!(report["pages"][path], json!({"status": 200, "h1": title}), "{path}");
+    }
+
+    // The shared review: readable signed out, nothing internal, goals shown; altered and
+    // expired links refused.
+    let shared = &report["shared"];
+    assert_eq!(shared["status"], 200, "{shared}");
+    assert!(shared["h1"].as_str().unwrap().contains("quarterly review"), "{shared}");
+    assert_eq!(shared["nav"], 0, "no dashboard navigation for the customer");
+    let text = shared["text"].as_str().unwrap().to_lowercase();
+    for internal in ["tier", "health score", "model", "power feature", "revenue at risk"] {
+        assert!(!text.contains(internal), "the customer's review mentions {internal:?}");
+    }
+    assert_eq!(shared["goals"], "Roll out reporting to the finance team");
+    assert_eq!(report["altered_status"], 403);
+    assert_eq!(report["expired_status"], 410);
+    assert!(report["expired_text"].as_str().unwrap().contains("expired"));
+
+    // A CSM starts on their own accounts and cannot open settings.
+    assert_eq!(report["csm_owner_filter"], "mine");
+    let csm_user = login("csm");
+    let csm_name = csm_user.split(':').next().unwrap();
+    let listed = Command::new(bin()).args(["--data-dir", dir.path().to_str().unwrap(), "user", "list"]).output().unwrap();
+    let csm_id = String::from_utf8(listed.stdout).unwrap().lines().find(|l| l.starts_with(&format!("{csm_name}\t"))).unwrap().split('\t').nth(2).unwrap().to_string();
+    let own: Vec<String> = api(&format!("/api/v1/accounts?csm={csm_id}&limit=1000"))["items"].as_array().unwrap().iter().map(|a| a["account_id"].as_str().unwrap().to_string()).collect();
+    let mut rows: Vec<String> = report["csm_rows"].as_array().unwrap().iter().map(|r| r.as_str().unwrap().to_string()).collect();
+    rows.sort();
+    assert!(!own.is_empty());
+    assert_eq!(rows, own);
+    assert_eq!(report["csm_settings_status"], 403);
+    for name in ["01-login", "02-portfolio", "03-account", "05-review-internal", "06-review-shared"] {
+        assert!(screenshots.join(format!("{name}.png")).exists(), "{name} screenshot");
+    }
+    let _ = child.kill();
+}
+
+#[test]
+fn user_create_rejects_bad_input_by_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str], password: &str| {
+        let mut command = command(dir.path());
+        command.args(args).env("BELLWETHER_PASSWORD", password);
+        command.output().unwrap()
+    };
+    let out = run(&["user", "create", "ann", "--role", "admin"], "short");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("password: must have at least 10 characters"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(&["user", "create", "a b", "--role", "admin"], "long enough password");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("username: ' ' is not allowed"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(&["user", "create", "ann", "--role", "csm", "--csm", "csm-9"], "long enough password");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no csms record \"csm-9\""), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(run(&["user", "create", "ann", "--role", "admin"], "long enough password").status.success());
+    let out = run(&["user", "create", "ann", "--role", "viewer"], "another long password");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("user ann exists already"));
+    assert!(run(&["user", "create", "ann", "--role", "viewer", "--replace"], "another long password").status.success());
+    let listed = run(&["user", "list"], "");
+    assert_eq!(String::from_utf8(listed.stdout).unwrap(), "ann\tviewer\t\n");
+}
