@@ -495,7 +495,14 @@ async fn load_demo(config: &Config, options: &crate::demo::generate::Options, ap
     eprintln!("bellwether demo: loading records and events");
     crate::demo::import_records(&app.state.store, &input, &config.currency)?;
     let events = crate::demo::load_events(&app.state.ingestor, &input).await?;
-    let api_token = store::create_token(&app.state.store.connect()?, "demo", Role::Admin)?;
+    // The dashboard should open on real tiers, not wait for the background thread's
+    // schedule: roll up what was loaded and learn the first model from its renewals now.
+    eprintln!("bellwether demo: rolling up activity and learning the health model");
+    let mut conn = app.state.store.connect()?;
+    store::rollup::catch_up(&mut conn, &mut store::rollup::Rollup::new(&config.metrics), &mut rollup_progress())?;
+    let model = store::health::recalibrate(&conn, chrono::Utc::now().date_naive(), "demo loaded", settings(config))?;
+    eprintln!("bellwether demo: health model {} learned from {} decided renewals", model.id, model.decided_renewals);
+    let api_token = store::create_token(&conn, "demo", Role::Admin)?;
     let loaded = crate::demo::Loaded {
         seed: options.seed,
         accounts: summary.accounts,

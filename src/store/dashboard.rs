@@ -7,8 +7,9 @@ use chrono::NaiveDate;
 use rusqlite::{params, Connection};
 
 use super::StoreError;
-use crate::config::CurrencyConfig;
+use super::health::Settings;
 use crate::metrics::activity::{day_date, day_number};
+use crate::metrics::Row;
 
 /// One day of an account's stored health.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,7 +40,7 @@ pub struct Facts {
     /// The latest ticket opened or answered survey, up to the day.
     pub last_contact: Option<String>,
     pub health: Option<HealthDay>,
-    /// The health seven days before `health`, for the trend.
+    /// The stored health seven days before `health`, for the trend.
     pub week_before: Option<HealthDay>,
 }
 
@@ -50,11 +51,14 @@ impl Facts {
     }
 }
 
-/// Days between the newest stored health and the comparison for the trend arrow.
+/// Days between today's health and the stored one the trend arrow compares with.
 pub const TREND_DAYS: i32 = 7;
 
-/// Every account's facts on `as_of`.
-pub fn facts(conn: &Connection, as_of: NaiveDate, currency: &CurrencyConfig) -> Result<Vec<Facts>, StoreError> {
+/// Every account's facts on `as_of`. Health is assessed now from `snapshot` (the metrics
+/// snapshot of `as_of`) under the model in force, exactly as the health API does; the
+/// stored daily history gives the score a week earlier, for the trend.
+pub fn facts(conn: &Connection, as_of: NaiveDate, snapshot: &[Row], settings: Settings) -> Result<Vec<Facts>, StoreError> {
+    let currency = settings.currency;
     let day = as_of.to_string();
     let mut out: Vec<Facts> = Vec::new();
     let mut query = conn.prepare(
@@ -119,21 +123,24 @@ pub fn facts(conn: &Connection, as_of: NaiveDate, currency: &CurrencyConfig) -> 
         }
     }
 
-    let newest: Option<i32> = conn.query_row("SELECT MAX(day) FROM health_history WHERE day <= ?1", [day_number(as_of)], |r| r.get(0))?;
-    if let Some(newest) = newest {
-        for (target, earlier) in [(newest, false), (newest - TREND_DAYS, true)] {
-            let mut query = conn.prepare("SELECT account_id, score, tier, expected_rate FROM health_history WHERE day = ?1")?;
-            let mut rows = query.query(params![target])?;
-            while let Some(r) = rows.next()? {
-                let Some(&i) = index.get(&r.get::<_, String>(0)?) else { continue };
-                let health = HealthDay { day: day_date(target), score: r.get(1)?, tier: r.get(2)?, expected_rate: r.get(3)? };
-                if earlier {
-                    out[i].week_before = Some(health);
-                } else {
-                    out[i].health = Some(health);
-                }
-            }
+    if let Some(model) = super::health::model_for(conn, Some(as_of))? {
+        for row in snapshot {
+            let Some(&i) = row["account_id"].as_str().and_then(|id| index.get(id)) else { continue };
+            let h = super::health::assess(conn, row, &model, day_number(as_of), settings)?;
+            out[i].health = Some(HealthDay {
+                day: as_of,
+                score: h["health_score"].as_f64(),
+                tier: h["tier"].as_str().map(str::to_string),
+                expected_rate: h["expected_renewal_rate"].as_f64(),
+            });
         }
+    }
+    let mut query = conn.prepare("SELECT account_id, score, tier, expected_rate FROM health_history WHERE day = ?1")?;
+    let earlier = day_number(as_of) - TREND_DAYS;
+    let mut found = query.query(params![earlier])?;
+    while let Some(r) = found.next()? {
+        let Some(&i) = index.get(&r.get::<_, String>(0)?) else { continue };
+        out[i].week_before = Some(HealthDay { day: day_date(earlier), score: r.get(1)?, tier: r.get(2)?, expected_rate: r.get(3)? });
     }
     Ok(out)
 }

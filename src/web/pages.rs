@@ -257,6 +257,11 @@ pub fn timestamp(rfc3339: &str) -> Markup {
     html! { time datetime=(rfc3339) data-local { (rfc3339.get(..16).unwrap_or(rfc3339).replace('T', " ")) " UTC" } }
 }
 
+/// The day of a UTC timestamp, in the viewer's timezone (by the page script).
+pub fn day_of(rfc3339: &str) -> Markup {
+    html! { time datetime=(rfc3339) data-local="date" { (rfc3339.get(..10).unwrap_or(rfc3339)) } }
+}
+
 /// A date as text, or "–".
 pub fn date(day: Option<NaiveDate>) -> String {
     day.map_or("–".into(), |d| d.to_string())

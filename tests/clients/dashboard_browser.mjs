@@ -46,11 +46,18 @@ try {
   await signIn(page, opts.admin)
   report.after_login_url = new URL(page.url()).pathname
 
-  // 2. The portfolio, then filtered to one segment (the select submits on change).
+  // 2. The portfolio (current customers), all accounts, then one segment's (a select
+  // submits on change).
   report.portfolio_rows = await page.locator('#portfolio tbody tr').count()
-  report.first_row_order = await page.$$eval('#portfolio tbody tr', (rows) => rows.slice(0, 5).map((r) => r.dataset.account))
+  report.portfolio_health = await page.$$eval('#portfolio tbody tr', (rows) => rows.slice(0, 8).map((r) => ({
+    account: r.dataset.account,
+    tier: r.querySelector('[data-tier]').dataset.tier,
+    score: r.querySelector('[data-field=health_score]').dataset.value ?? null,
+  })))
   report.localized_time = await page.locator('time[data-local]').first().textContent()
   await shot(page, '02-portfolio')
+  await Promise.all([page.waitForNavigation(), page.selectOption('select[name=status]', 'all')])
+  report.all_rows = await page.locator('#portfolio tbody tr').count()
   await Promise.all([page.waitForNavigation(), page.selectOption('select[name=segment]', 'pro')])
   report.filtered_segments = await page.$$eval('#portfolio td[data-field=segment]', (cells) => cells.map((c) => c.textContent))
   report.filtered_count = Number(await page.textContent('[data-field=count]'))

@@ -64,16 +64,24 @@ fn dashboard_shows_the_api_numbers_and_shares_reviews_by_signed_links() {
     assert_eq!(report["after_signout_url"], "/login");
     assert_eq!(report["console_errors"], json!([]), "no script errors or CSP violations");
 
-    // The portfolio lists every account; the segment filter keeps exactly that segment's.
     let metrics = api("/api/v1/metrics");
     let rows = metrics["accounts"].as_array().unwrap();
-    assert_eq!(report["portfolio_rows"].as_u64().unwrap() as usize, rows.len());
+    // Current customers by default (the demo has churned ones), every account on request.
+    let current = report["portfolio_rows"].as_u64().unwrap() as usize;
+    assert!(0 < current && current < rows.len(), "{current} of {}", rows.len());
+    assert_eq!(report["all_rows"].as_u64().unwrap() as usize, rows.len());
     let pro = rows.iter().filter(|r| r["segment"] == "pro").count();
     assert!(pro > 0);
     assert_eq!(report["filtered_count"].as_u64().unwrap() as usize, pro);
     let shown: Vec<&Value> = report["filtered_segments"].as_array().unwrap().iter().collect();
     assert_eq!(shown.len(), pro);
     assert!(shown.iter().all(|s| *s == "pro"), "{shown:?}");
+    // Its tiers and scores are the health API's.
+    for row in report["portfolio_health"].as_array().unwrap() {
+        let health = api(&format!("/api/v1/accounts/{}/health", row["account"].as_str().unwrap()));
+        assert_eq!(row["tier"].as_str().unwrap(), health["health"]["tier"].as_str().unwrap_or(""), "{row} vs {health}");
+        assert_eq!(row["score"].as_str().map(|s| s.parse::<f64>().unwrap()), health["health"]["health_score"].as_f64(), "{row} vs {health}");
+    }
     assert_eq!(report["first_tab"], "Skip to content");
     assert!(!report["localized_time"].as_str().unwrap().ends_with("UTC"), "timestamps are shown in the viewer's timezone: {report}");
 

@@ -2,9 +2,11 @@
 (function () {
   "use strict";
   // Timestamps in the viewer's timezone (the server writes UTC).
-  var format = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" });
+  var withTime = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" });
+  var dayOnly = new Intl.DateTimeFormat(undefined, { dateStyle: "medium" });
   document.querySelectorAll("time[data-local]").forEach(function (el) {
     var when = new Date(el.getAttribute("datetime"));
+    var format = el.dataset.local === "date" ? dayOnly : withTime;
     if (!isNaN(when)) { el.textContent = format.format(when); el.title = el.getAttribute("datetime"); }
   });
   // Filters apply as soon as a choice changes.

@@ -49,7 +49,8 @@ pub async fn page(user: SignedIn, State(state): State<AppState>, Path(id): Path<
     let account = id.clone();
     let view = with_settings(&state, move |conn, s| {
         let Some(row) = sm::account(conn, &account, as_of, false, &peers, s.metrics, s.currency)? else { return Ok(None) };
-        let all = dashboard::facts(conn, as_of, s.currency)?;
+        // The account's own health is assessed below; the family's is not shown.
+        let all = dashboard::facts(conn, as_of, &[], s)?;
         let facts = all.iter().find(|f| f.account_id == account).cloned().unwrap_or_default();
         let parent = facts.parent_id.as_ref().and_then(|p| all.iter().find(|f| &f.account_id == p)).cloned();
         let children = all.iter().filter(|f| f.parent_id.as_deref() == Some(account.as_str())).cloned().collect();

@@ -47,7 +47,8 @@ pub async fn segments(user: SignedIn, State(state): State<AppState>, Query(query
     let as_of = as_of(query.as_of.as_deref())?;
     let by_plan = query.by.as_deref() == Some("plan");
     let rows = cached_snapshot(&state, as_of).await?;
-    let (infos, facts) = with_settings(&state, move |conn, s| Ok((sm::accounts(conn)?, dashboard::facts(conn, as_of, s.currency)?))).await?;
+    let snapshot = rows.clone();
+    let (infos, facts) = with_settings(&state, move |conn, s| Ok((sm::accounts(conn)?, dashboard::facts(conn, as_of, &snapshot, s)?))).await?;
     let groups = sm::segments(&rows, &infos, by_plan);
     let key = if by_plan { "plan" } else { "segment" };
     let names: Vec<String> = groups.iter().map(|g| g[key].as_str().unwrap_or("").to_string()).collect();
@@ -273,7 +274,8 @@ pub struct AsOfQuery {
 pub async fn onboarding(user: SignedIn, State(state): State<AppState>, Query(query): Query<AsOfQuery>) -> PageResult {
     let as_of = as_of(query.as_of.as_deref())?;
     let rows = cached_snapshot(&state, as_of).await?;
-    let (infos, facts) = with_settings(&state, move |conn, s| Ok((sm::accounts(conn)?, dashboard::facts(conn, as_of, s.currency)?))).await?;
+    let snapshot = rows.clone();
+    let (infos, facts) = with_settings(&state, move |conn, s| Ok((sm::accounts(conn)?, dashboard::facts(conn, as_of, &snapshot, s)?))).await?;
     let groups = sm::segments(&rows, &infos, false);
     let medians: BTreeMap<&str, &Value> = groups.iter().map(|g| (g["segment"].as_str().unwrap_or(""), &g["metrics"])).collect();
     let since = as_of - Duration::days(ONBOARDING_DAYS);
@@ -316,7 +318,8 @@ pub struct InboxQuery {
 pub async fn inbox(user: SignedIn, State(state): State<AppState>, Query(query): Query<InboxQuery>) -> PageResult {
     let today = crate::web::metrics::today();
     let since = today - Duration::days(INBOX_DAYS);
-    let (changes, facts) = with_settings(&state, move |conn, s| Ok((sh::tier_changes(conn, since, None)?, dashboard::facts(conn, today, s.currency)?))).await?;
+    // Tier changes come from the stored history; the account facts need no health here.
+    let (changes, facts) = with_settings(&state, move |conn, s| Ok((sh::tier_changes(conn, since, None)?, dashboard::facts(conn, today, &[], s)?))).await?;
     let mine = query.csm.as_deref() != Some("all") && user.user.csm_id.is_some();
     let currency = state.currency.report.clone();
     let shown: Vec<(&Value, &dashboard::Facts)> = changes

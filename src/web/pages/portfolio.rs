@@ -10,7 +10,7 @@ use maud::html;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{as_of, date, layout, money, number, percent, tier_badge, timestamp, PageResult, SignedIn};
+use super::{as_of, date, day_of, layout, money, number, percent, tier_badge, PageResult, SignedIn};
 use crate::store::dashboard::{self, Facts};
 use crate::web::metrics::{cached_snapshot, with_settings};
 use crate::web::AppState;
@@ -28,6 +28,8 @@ pub struct Filters {
     /// `top` for accounts without a parent, or an account id for it and its children.
     parent: Option<String>,
     q: Option<String>,
+    /// `current` (default: a contract in force, or a child with one), `former` or `all`.
+    status: Option<String>,
     sort: Option<String>,
     as_of: Option<String>,
 }
@@ -56,9 +58,10 @@ pub async fn page(user: SignedIn, State(state): State<AppState>, Query(filters):
     let as_of = as_of(filters.as_of.as_deref())?;
     let rows = cached_snapshot(&state, as_of).await?;
     let since = as_of - Duration::days(7);
+    let snapshot = rows.clone();
     let (all, changes, csms, infos) = with_settings(&state, move |conn, s| {
         Ok((
-            dashboard::facts(conn, as_of, s.currency)?,
+            dashboard::facts(conn, as_of, &snapshot, s)?,
             crate::store::health::tier_changes(conn, since, None)?,
             dashboard::csms(conn)?,
             crate::store::metrics::accounts(conn)?,
@@ -79,6 +82,13 @@ pub async fn page(user: SignedIn, State(state): State<AppState>, Query(filters):
         Some(id) => crate::store::metrics::subtree(&infos, id),
     };
     let q = filters.q.as_deref().unwrap_or("").trim().to_lowercase();
+    let status = filters.status.clone().unwrap_or_else(|| "current".into());
+    let in_force = |f: &Facts| f.renewal.is_some() || f.arr > 0.0;
+    let current: std::collections::HashSet<&str> = all
+        .iter()
+        .filter(|f| in_force(f) || all.iter().any(|c| c.parent_id.as_deref() == Some(f.account_id.as_str()) && in_force(c)))
+        .map(|f| f.account_id.as_str())
+        .collect();
     let empty = |v: &Option<String>| v.as_deref().is_none_or(str::is_empty);
     let mut shown: Vec<&Facts> = all
         .iter()
@@ -90,6 +100,11 @@ pub async fn page(user: SignedIn, State(state): State<AppState>, Query(filters):
             None | Some("") => true,
             Some("top") => f.parent_id.is_none(),
             Some(_) => parent_ids.contains(&f.account_id),
+        })
+        .filter(|f| match status.as_str() {
+            "all" => true,
+            "former" => !current.contains(f.account_id.as_str()),
+            _ => current.contains(f.account_id.as_str()),
         })
         .filter(|f| q.is_empty() || f.name.to_lowercase().contains(&q) || f.account_id.to_lowercase().contains(&q))
         .collect();
@@ -143,6 +158,9 @@ pub async fn page(user: SignedIn, State(state): State<AppState>, Query(filters):
                 option value="top" selected[selected(&filters.parent, "top")] { "top-level only" }
                 @for p in &parents { option value=(p.account_id) selected[selected(&filters.parent, &p.account_id)] { (p.name) " and children" } }
             } }
+            label { "Customers" select name="status" {
+                @for (key, label) in [("current", "current"), ("former", "former"), ("all", "all")] { option value=(key) selected[status == key] { (label) } }
+            } }
             label { "Sort" select name="sort" {
                 @for (key, label) in SORTS { option value=(key) selected[sort == *key] { (label) } }
             } }
@@ -186,7 +204,7 @@ pub async fn page(user: SignedIn, State(state): State<AppState>, Query(filters):
                                 td data-field="usage_frequency" { (m.and_then(|m| m["usage_frequency"].as_str()).unwrap_or("–")) }
                                 td.num data-field="license_utilization" data-value=[m.and_then(|m| m["license_utilization"].as_f64())] { (percent(m.and_then(|m| m["license_utilization"].as_f64()))) }
                                 td.num data-field="escalations_open" { (number(m.and_then(|m| m["escalations_open"].as_f64()), 0)) }
-                                td { @match &f.last_contact { Some(t) => (timestamp(t)), None => "–" } }
+                                td { @match &f.last_contact { Some(t) => (day_of(t)), None => "–" } }
                                 td { (f.csm_name.as_deref().unwrap_or("–")) }
                             }
                         }
