@@ -158,3 +158,80 @@ fn user_create_rejects_bad_input_by_field() {
     let listed = run(&["user", "list"], "");
     assert_eq!(String::from_utf8(listed.stdout).unwrap(), "ann\tviewer\t\n");
 }
+
+/// A signed-in browser session without a browser: its session cookie.
+struct Session {
+    cookie: String,
+}
+
+fn no_redirects() -> ureq::Agent {
+    ureq::Agent::config_builder().http_status_as_error(false).max_redirects(0).build().into()
+}
+
+fn sign_in(server: &Server, user: &str, password: &str) -> Session {
+    let response = no_redirects()
+        .post(&server.url("/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .send(format!("username={user}&password={password}").as_bytes())
+        .unwrap();
+    assert_eq!(response.status(), 303);
+    let set = response.headers().get("set-cookie").unwrap().to_str().unwrap().to_string();
+    for flag in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(set.contains(flag), "session cookie lacks {flag}: {set}");
+    }
+    Session { cookie: set.split(';').next().unwrap().to_string() }
+}
+
+fn page(server: &Server, session: &Session, path: &str) -> (u16, String) {
+    let mut response = no_redirects().get(&server.url(path)).header("cookie", &session.cookie).call().unwrap();
+    (response.status().as_u16(), response.body_mut().read_to_string().unwrap())
+}
+
+fn form_post(server: &Server, session: &Session, path: &str, origin: Option<&str>, body: &str) -> u16 {
+    let mut request = no_redirects().post(&server.url(path)).header("cookie", &session.cookie).header("content-type", "application/x-www-form-urlencoded");
+    if let Some(origin) = origin {
+        request = request.header("origin", origin);
+    }
+    request.send(body.as_bytes()).unwrap().status().as_u16()
+}
+
+#[test]
+fn forms_need_the_session_csrf_token_and_this_origin_and_roles_limit_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    for (user, role) in [("root", "admin"), ("vera", "viewer")] {
+        let out = command(dir.path()).args(["user", "create", user, "--role", role]).env("BELLWETHER_PASSWORD", "correct horse battery").output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let server = Server::start(dir.path(), &[]);
+    let admin = sign_in(&server, "root", "correct%20horse%20battery");
+    let (status, html) = page(&server, &admin, "/settings");
+    assert_eq!(status, 200);
+    let csrf = html.split("name=\"csrf\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_string();
+    let own_origin = server.base.clone();
+
+    // Wrong token, another site's origin: refused, nothing made.
+    assert_eq!(form_post(&server, &admin, "/settings/tokens", Some(&own_origin), "csrf=forged&name=x&role=admin"), 403);
+    assert_eq!(form_post(&server, &admin, "/settings/tokens", Some("http://evil.example"), &format!("csrf={csrf}&name=x&role=admin")), 403);
+    assert!(!page(&server, &admin, "/settings").1.contains(">x</th>"));
+    // The session's token from this origin: done.
+    assert_eq!(form_post(&server, &admin, "/settings/tokens", Some(&own_origin), &format!("csrf={csrf}&name=made-here&role=read")), 200);
+    assert!(page(&server, &admin, "/settings").1.contains(">made-here</th>"));
+
+    // A viewer reads pages but cannot open settings or change anything.
+    let viewer = sign_in(&server, "vera", "correct%20horse%20battery");
+    assert_eq!(page(&server, &viewer, "/portfolio").0, 200);
+    assert_eq!(page(&server, &viewer, "/settings").0, 403);
+    let (_, html) = page(&server, &viewer, "/portfolio");
+    let viewer_csrf = html.split("name=\"csrf\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_string();
+    assert_eq!(form_post(&server, &viewer, "/settings/tokens", None, &format!("csrf={viewer_csrf}&name=y&role=admin")), 403);
+
+    // Signed out: pages redirect to sign-in; a wrong password is a 401 page.
+    let (status, _) = page(&server, &Session { cookie: "bw_session=nothing".into() }, "/portfolio");
+    assert_eq!(status, 303);
+    let wrong = no_redirects().post(&server.url("/login")).header("content-type", "application/x-www-form-urlencoded").send(&b"username=root&password=nope"[..]).unwrap();
+    assert_eq!(wrong.status(), 401);
+    // Pages carry their own content security policy.
+    let response = no_redirects().get(&server.url("/login")).call().unwrap();
+    let csp = response.headers().get("content-security-policy").unwrap().to_str().unwrap();
+    assert!(csp.contains("script-src 'self'") && csp.contains("form-action 'self'"), "{csp}");
+}
