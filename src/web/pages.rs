@@ -47,7 +47,7 @@ pub fn router() -> Router<AppState> {
         .route("/settings/tokens/delete", post(settings::delete_token))
         .route("/assets/app.css", get(|| async { asset("text/css; charset=utf-8", include_str!("assets/app.css")) }))
         .route("/assets/app.js", get(|| async { asset("application/javascript; charset=utf-8", include_str!("assets/app.js")) }))
-        .layer(axum::middleware::map_response(page_headers))
+        .route_layer(axum::middleware::map_response(page_headers))
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
