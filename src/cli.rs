@@ -75,6 +75,12 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Alert rules: `alerts test RULE` shows which accounts would fire now (sends nothing);
+    /// `alerts rules` lists the rules in force.
+    Alerts {
+        #[command(subcommand)]
+        command: AlertsCommand,
+    },
     /// Manage dashboard users (sign-in with roles admin, csm, viewer).
     User {
         #[command(subcommand)]
@@ -254,6 +260,21 @@ enum TokenCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum AlertsCommand {
+    /// Which accounts RULE fires for now, with the reason; records and sends nothing.
+    Test {
+        rule: String,
+        /// Evaluate as of this day [default: today].
+        #[arg(long, value_name = "DATE")]
+        as_of: Option<String>,
+        #[arg(long, value_parser = ["table", "json"], default_value = "table")]
+        format: String,
+    },
+    /// The rules in force (config and API) and their conditions.
+    Rules,
+}
+
+#[derive(Debug, Subcommand)]
 enum UserCommand {
     /// Create a user (or reset one with --replace). The password is read from the first
     /// line of stdin with --password-stdin, else from BELLWETHER_PASSWORD, else generated
@@ -332,6 +353,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::User { command } => user(&config, command),
+        Command::Alerts { command } => alerts(&config, command),
         Command::ReviewLink { account, quarter, valid_for, base_url } => review_link(&config, &account, quarter.as_deref(), &valid_for, base_url.as_deref()),
         Command::Token { command: TokenCommand::Create { role, name } } => {
             let role = Role::parse(&role).context("role must be admin or read")?;
@@ -455,6 +477,31 @@ fn user(config: &Config, command: UserCommand) -> anyhow::Result<ExitCode> {
                 bail!("no user {username:?}");
             }
             eprintln!("deleted user {username:?}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn alerts(config: &Config, command: AlertsCommand) -> anyhow::Result<ExitCode> {
+    let (_store, mut conn) = store_caught_up(config)?;
+    match command {
+        AlertsCommand::Rules => {
+            for ready in store::actions::rules(&conn, &config.actions)? {
+                let r = &ready.rule;
+                println!("{}\t{}\tcooldown {} d\tnotify [{}]\t{} task(s){}", r.name, r.when, r.cooldown_days, ready.notify.join(", "), ready.tasks.len(), if r.enabled { "" } else { "\t(disabled)" });
+            }
+        }
+        AlertsCommand::Test { rule, as_of, format } => {
+            let as_of = date_arg("as-of", as_of.as_deref())?;
+            let fired = store::actions::evaluate(&mut conn, as_of, settings(config), &config.actions, &crate::web::base_url(config), Some(&rule), true)?;
+            if format == "json" {
+                println!("{}", serde_json::to_string_pretty(&fired)?);
+            } else {
+                for f in &fired {
+                    println!("{}\t{}\t{}", f.account_id, f.account_name, f.reason);
+                }
+            }
+            eprintln!("rule {rule} fires for {} account(s) as of {as_of} (dry run: nothing recorded or sent)", fired.len());
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -32,6 +32,8 @@ pub const ENV_VARS: &[&str] = &[
     "BELLWETHER_LOG_FORMAT",
     // Read by `user create` only.
     "BELLWETHER_PASSWORD",
+    // The password for [actions.smtp] username (kept out of the config file).
+    "BELLWETHER_SMTP_PASSWORD",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +61,7 @@ pub struct Config {
     pub currency: CurrencyConfig,
     pub metrics: MetricsConfig,
     pub health: HealthConfig,
+    pub actions: crate::actions::ActionsConfig,
     /// Where the file layer came from, for messages.
     pub file: Option<PathBuf>,
 }
@@ -401,6 +404,7 @@ struct FileLayer {
     currency: Option<FileCurrency>,
     metrics: Option<MetricsConfig>,
     health: Option<HealthConfig>,
+    actions: Option<crate::actions::ActionsConfig>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -503,6 +507,8 @@ impl Config {
         metrics.check().map_err(|(key, reason)| key_error(&format!("metrics.{key}"), reason))?;
         let health = layer.health.unwrap_or_default();
         health.check().map_err(|(key, reason)| key_error(&format!("health.{key}"), reason))?;
+        let actions = layer.actions.unwrap_or_default();
+        actions.check().map_err(|(key, reason)| key_error(&format!("actions.{key}"), reason))?;
         let write_keys = layer.write_keys.unwrap_or_default();
         check_write_keys(&write_keys).map_err(|(key, reason)| key_error(&key, reason))?;
         Ok(Config {
@@ -513,6 +519,7 @@ impl Config {
             currency,
             metrics,
             health,
+            actions,
             file: path.map(Path::to_path_buf),
         })
     }

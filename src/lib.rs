@@ -13,6 +13,7 @@ pub mod ingest;
 pub mod store;
 pub mod metrics;
 pub mod health;
+pub mod actions;
 pub mod share;
 
 pub mod web;

@@ -1,6 +1,6 @@
-//! Signed, expiring links that show one account's quarterly review without signing in.
-//! A link is `base64url(account \n quarter \n expires_unix) . base64url(HMAC-SHA256)`
-//! under the server's `share-links` secret; changing any byte breaks the signature.
+//! Signed, expiring tokens: links that show one account's quarterly review without
+//! signing in, and survey answer links. A token is `base64url(payload \n expires_unix) .
+//! base64url(HMAC-SHA256)` under a server secret; changing any byte breaks the signature.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -65,7 +65,7 @@ impl std::fmt::Display for Quarter {
 pub enum LinkError {
     #[error("this link is not valid (it was altered or cut short)")]
     Invalid,
-    #[error("this link expired; ask your customer success manager for a new one")]
+    #[error("this link expired")]
     Expired,
 }
 
@@ -75,16 +75,17 @@ fn mac(secret: &[u8], payload: &[u8]) -> Hmac<Sha256> {
     mac
 }
 
-/// A link token for `account`'s review of `quarter`, valid until `expires_unix`.
-pub fn sign(secret: &[u8], account: &str, quarter: Quarter, expires_unix: i64) -> String {
-    let payload = format!("{account}\n{quarter}\n{expires_unix}");
+/// A token for `payload` (which must not hold the token's own separators' meaning: any
+/// text is fine), valid until `expires_unix`.
+pub fn sign_payload(secret: &[u8], payload: &str, expires_unix: i64) -> String {
+    let payload = format!("{payload}\n{expires_unix}");
     let tag = mac(secret, payload.as_bytes()).finalize().into_bytes();
     format!("{}.{}", URL_SAFE_NO_PAD.encode(payload), URL_SAFE_NO_PAD.encode(tag))
 }
 
-/// The account and quarter of a token, if its signature holds and it has not expired at
-/// `now_unix`. The signature is checked (in constant time) before anything is read.
-pub fn verify(secret: &[u8], token: &str, now_unix: i64) -> Result<(String, Quarter), LinkError> {
+/// The payload of a token, if its signature holds and it has not expired at `now_unix`.
+/// The signature is checked (in constant time) before anything is read.
+pub fn verify_payload(secret: &[u8], token: &str, now_unix: i64) -> Result<String, LinkError> {
     if token.len() > TOKEN_CHARS_MAX {
         return Err(LinkError::Invalid);
     }
@@ -93,15 +94,24 @@ pub fn verify(secret: &[u8], token: &str, now_unix: i64) -> Result<(String, Quar
     let tag = URL_SAFE_NO_PAD.decode(tag).map_err(|_| LinkError::Invalid)?;
     mac(secret, &payload).verify_slice(&tag).map_err(|_| LinkError::Invalid)?;
     let text = String::from_utf8(payload).map_err(|_| LinkError::Invalid)?;
-    let mut parts = text.split('\n');
-    let (Some(account), Some(quarter), Some(expires), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
-        return Err(LinkError::Invalid);
-    };
-    let quarter = Quarter::parse(quarter).map_err(|_| LinkError::Invalid)?;
+    let (payload, expires) = text.rsplit_once('\n').ok_or(LinkError::Invalid)?;
     let expires: i64 = expires.parse().map_err(|_| LinkError::Invalid)?;
     if now_unix >= expires {
         return Err(LinkError::Expired);
     }
+    Ok(payload.to_string())
+}
+
+/// A review link token for `account`'s review of `quarter`.
+pub fn sign(secret: &[u8], account: &str, quarter: Quarter, expires_unix: i64) -> String {
+    sign_payload(secret, &format!("{account}\n{quarter}"), expires_unix)
+}
+
+/// The account and quarter of a review link token.
+pub fn verify(secret: &[u8], token: &str, now_unix: i64) -> Result<(String, Quarter), LinkError> {
+    let payload = verify_payload(secret, token, now_unix)?;
+    let (account, quarter) = payload.split_once('\n').ok_or(LinkError::Invalid)?;
+    let quarter = Quarter::parse(quarter).map_err(|_| LinkError::Invalid)?;
     Ok((account.to_string(), quarter))
 }
 

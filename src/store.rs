@@ -6,6 +6,7 @@
 //! Writes go through the single [`writer`]; everything else here reads.
 
 pub mod dedup;
+pub mod actions;
 pub mod dashboard;
 pub mod health;
 pub mod metrics;

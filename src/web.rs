@@ -2,6 +2,7 @@
 //! operational endpoints. Only this module knows HTTP; handlers extract, call one function
 //! of another module and render.
 
+pub mod actions;
 pub mod api;
 pub mod health;
 pub mod metrics;
@@ -41,6 +42,14 @@ pub struct AppState {
     pub cors_origins: Arc<Vec<String>>,
     /// The last full metrics snapshot, for ranking one account against its segment.
     pub snapshots: Arc<std::sync::Mutex<Option<metrics::SnapshotCache>>>,
+    pub actions: Arc<crate::actions::ActionsConfig>,
+    /// The dashboard's address as people reach it, for links in messages.
+    pub base_url: Arc<str>,
+}
+
+/// `[actions] dashboard_url`, else `http://LISTEN`.
+pub fn base_url(config: &Config) -> String {
+    config.actions.dashboard_url.clone().unwrap_or_else(|| format!("http://{}", config.listen)).trim_end_matches('/').to_string()
 }
 
 pub fn router(state: AppState) -> Router {
@@ -49,6 +58,7 @@ pub fn router(state: AppState) -> Router {
         .merge(api::router())
         .merge(metrics::router())
         .merge(health::router())
+        .merge(actions::router())
         .merge(records::router())
         .merge(ops::router())
         .merge(pages::router())
@@ -67,7 +77,7 @@ fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
     };
     CorsLayer::new()
         .allow_origin(allow)
-        .allow_methods([Method::POST])
+        .allow_methods([Method::GET, Method::POST])
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::CONTENT_ENCODING])
         .max_age(std::time::Duration::from_secs(86_400))
 }
@@ -135,6 +145,7 @@ impl App {
         // Runs for the life of the process; a step interrupted by exit rolls back.
         store::rollup::spawn(&store, &config.metrics)?;
         store::health::spawn(&store, config.metrics.clone(), config.health.clone(), config.currency.clone())?;
+        store::actions::spawn(&store, config.metrics.clone(), config.health.clone(), config.currency.clone(), config.actions.clone(), base_url(config))?;
         let write_keys = config
             .write_keys
             .iter()
@@ -149,6 +160,8 @@ impl App {
             rate_limiters: Arc::new(rate_limiters(config)),
             cors_origins: Arc::new(config.ingest.cors_origins.clone()),
             snapshots: Arc::default(),
+            actions: Arc::new(config.actions.clone()),
+            base_url: Arc::from(base_url(config)),
         };
         Ok(App { state, writer })
     }

@@ -463,5 +463,9 @@ fn run_once(conn: &mut Connection, settings: Settings) -> Result<bool, StoreErro
     if days > 1 {
         tracing::info!(days, seconds = started.elapsed().as_secs_f64(), "health history updated");
     }
+    if due.is_some() || days > 1 {
+        // Tiers moved: rules on tiers may fire now rather than at their next schedule.
+        super::actions::poke();
+    }
     Ok(true)
 }

@@ -243,6 +243,67 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (account_id, quarter)
     ) WITHOUT ROWID;
     "#,
+    // 5: actions: API-made rules, alerts, the outbox, CSM tasks, survey sends.
+    r#"
+    CREATE TABLE rules (
+        name       TEXT PRIMARY KEY,
+        body       TEXT NOT NULL,          -- JSON of actions::Rule
+        created_ms INTEGER NOT NULL
+    );
+    CREATE TABLE alerts (
+        id         INTEGER PRIMARY KEY,
+        rule       TEXT NOT NULL,
+        account_id TEXT NOT NULL,
+        fired_ms   INTEGER NOT NULL,
+        reason     TEXT NOT NULL,
+        measures   TEXT NOT NULL           -- JSON: the account's measures when it fired
+    );
+    CREATE INDEX alerts_rule_account ON alerts(rule, account_id, fired_ms);
+    -- Written in the transaction that decides to send; the worker sends and marks.
+    CREATE TABLE outbox (
+        id              INTEGER PRIMARY KEY,
+        idempotency_key TEXT NOT NULL UNIQUE,
+        alert_id        INTEGER,
+        channel         TEXT NOT NULL,
+        kind            TEXT NOT NULL,     -- slack, webhook, email
+        target          TEXT NOT NULL,     -- URL or address
+        subject         TEXT,
+        body            TEXT NOT NULL,
+        status          TEXT NOT NULL,     -- pending, sent, dead
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_ms INTEGER NOT NULL,
+        last_error      TEXT,
+        created_ms      INTEGER NOT NULL,
+        sent_ms         INTEGER
+    );
+    CREATE INDEX outbox_due ON outbox(status, next_attempt_ms);
+    CREATE TABLE tasks (
+        id            INTEGER PRIMARY KEY,
+        account_id    TEXT NOT NULL,
+        alert_id      INTEGER,
+        csm           TEXT,                -- the account's CSM when it was made
+        title         TEXT NOT NULL,
+        status        TEXT NOT NULL,       -- open, snoozed, done
+        due           TEXT,                -- YYYY-MM-DD
+        snoozed_until TEXT,                -- YYYY-MM-DD
+        created_ms    INTEGER NOT NULL,
+        updated_ms    INTEGER NOT NULL
+    );
+    CREATE INDEX tasks_account ON tasks(account_id);
+    CREATE TABLE survey_sends (
+        id          INTEGER PRIMARY KEY,
+        key         TEXT NOT NULL UNIQUE,  -- the occasion and person (actions::surveys::Trigger::key)
+        user_id     TEXT NOT NULL,
+        account_id  TEXT NOT NULL,
+        kind        TEXT NOT NULL,
+        trigger     TEXT NOT NULL,
+        delivery    TEXT NOT NULL,         -- email or snippet
+        sent_ms     INTEGER NOT NULL,
+        answered_ms INTEGER,
+        response_id TEXT
+    );
+    CREATE INDEX survey_sends_user ON survey_sends(user_id, sent_ms);
+    "#,
 ];
 
 /// The schema version this binary writes.

@@ -35,6 +35,7 @@ pub fn router() -> Router<AppState> {
         .route("/accounts/{id}/review/share", post(review::share))
         .route("/accounts/{id}/review/goals", post(review::goals))
         .route("/r/{token}", get(review::shared))
+        .route("/s/{token}", get(super::actions::survey_page).post(super::actions::survey_answer))
         .route("/segments", get(analysis::segments))
         .route("/indicators", get(analysis::indicators))
         .route("/outcomes", get(analysis::outcomes))

@@ -218,6 +218,7 @@ async fn save(state: &AppState, kind: &'static Kind, record: Record) -> Result<I
     if !report.stored {
         return Err(ApiError::Invalid(report.errors.into_iter().map(|e| (e.column, e.reason)).collect()));
     }
+    crate::store::actions::poke();
     Ok(report)
 }
 
@@ -292,6 +293,8 @@ async fn import_file(
     })
     .await?;
     if report.stored {
+        // New tickets, answers or contracts may make rules fire.
+        crate::store::actions::poke();
         Ok(Json(report).into_response())
     } else {
         Err(ApiError::ImportFailed(Box::new(report)))
