@@ -4,6 +4,7 @@
 mod it {
     pub mod support;
 
+    mod actions;
     mod backup;
     mod browser;
     mod config_cli;

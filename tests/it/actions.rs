@@ -1,0 +1,314 @@
+//! Actions against real receivers: a Python HTTP server standing in for Slack and a
+//! webhook target, and an aiosmtpd SMTP server. Firing, cooldown, retries after 500s,
+//! signatures, tasks, a kill -9 in the middle of a delivery, and surveys answered through
+//! their hosted page (reuse and tampering refused).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use serde_json::{json, Value};
+
+use super::support::*;
+
+/// A sink process, killed when dropped.
+struct Sink {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Sink {
+    fn start(dir: &Path, script: &str, name: &str, args: &[&str]) -> Sink {
+        let (log, port_file) = (dir.join(format!("{name}.jsonl")), dir.join(format!("{name}.port")));
+        let child = Command::new("python3")
+            .arg(clients_dir().join(script))
+            .args(["--log", log.to_str().unwrap(), "--port-file", port_file.to_str().unwrap()])
+            .args(args)
+            .spawn()
+            .expect("python3");
+        let started = Instant::now();
+        while !port_file.exists() {
+            assert!(started.elapsed() < Duration::from_secs(20), "{script} did not start (aiosmtpd is installed by the README's test command)");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let port = std::fs::read_to_string(&port_file).unwrap().trim().parse().unwrap();
+        Sink { child, port, log }
+    }
+
+    fn lines(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.log).unwrap_or_default().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+
+    /// Waits (bounded) until `done` holds for the log.
+    fn wait_for(&self, what: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let started = Instant::now();
+        loop {
+            let lines = self.lines();
+            if done(&lines) {
+                return lines;
+            }
+            assert!(started.elapsed() < Duration::from_secs(60), "waited a minute for {what}: {lines:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+fn days_ago(days: i64) -> String {
+    (Utc::now() - chrono::Duration::days(days)).format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// Two accounts of CSM Maja; `esc` has an escalated ticket open for 10 days, `calm` none.
+fn import_fixture(dir: &Path) {
+    let today = Utc::now().date_naive();
+    let files = [
+        ("csms", "csm_id,name,email\ncsm-1,Maja Lind,maja@vendor.example\n".to_string()),
+        ("accounts", "account_id,name,parent_id,segment,plan,csm,timezone,created_at\nesc,Escalated Co,,pro,pro,csm-1,,\ncalm,Calm Co,,pro,pro,csm-1,,\n".to_string()),
+        (
+            "subscriptions",
+            format!(
+                "subscription_id,account_id,product,plan,seats,arr,currency,start_date,end_date,status,outcome,provisioned_at,go_live_at\ns-esc,esc,app,pro,10,12000,USD,{},{},active,open,,\ns-calm,calm,app,pro,10,12000,USD,{},{},active,open,,\n",
+                today - chrono::Duration::days(100),
+                today + chrono::Duration::days(200),
+                today - chrono::Duration::days(100),
+                today + chrono::Duration::days(200)
+            ),
+        ),
+        ("tickets", format!("ticket_id,account_id,user_id,type,priority,opened_at,first_response_at,resolved_at,escalated\nt-1,esc,u-1,bug,high,{},,,true\nt-2,calm,u-2,question,normal,{},,{},false\n", days_ago(10), days_ago(3), days_ago(1))),
+    ];
+    for (kind, text) in files {
+        let path = dir.join(format!("{kind}.csv"));
+        std::fs::write(&path, text).unwrap();
+        let out = cli(dir, &["import", kind, path.to_str().unwrap()]);
+        assert!(out.status.success(), "{kind}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+fn config(dir: &Path, hook: u16, smtp: u16, surveys: bool) -> PathBuf {
+    let path = dir.join("bellwether.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[actions]
+builtin_rules = false
+evaluate_every_seconds = 1
+retry_base_seconds = 1
+dashboard_url = "https://cs.vendor.example"
+
+[actions.channels.hook]
+type = "webhook"
+url = "http://127.0.0.1:{hook}/hook"
+secret = "s3cret"
+
+[actions.channels.slack]
+type = "slack"
+url = "http://127.0.0.1:{hook}/slack"
+
+[actions.channels.mail]
+type = "email"
+to = "owner"
+
+[actions.smtp]
+host = "127.0.0.1"
+port = {smtp}
+from = "bellwether@vendor.example"
+
+[actions.playbooks.escalation]
+notify = ["slack", "mail"]
+tasks = [{{ title = "Call {{account}} about the escalation", due_days = 2 }}]
+
+[[actions.rules]]
+name = "escalation-open"
+when = "escalation_open_days > 7"
+cooldown_days = 7
+notify = ["hook"]
+playbook = "escalation"
+
+[actions.surveys]
+enabled = {surveys}
+quarterly_nps = false
+go_live = false
+"#
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn start(dir: &Path, config: &Path) -> Server {
+    Server::start(dir, &[("BELLWETHER_CONFIG", config.to_str().unwrap())])
+}
+
+fn hmac_hex(secret: &str, message: &[u8]) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(message);
+    mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn a_rule_fires_once_through_every_channel_with_retries_signature_and_a_task() {
+    let dir = tempfile::tempdir().unwrap();
+    import_fixture(dir.path());
+    // The first two requests get 500s: the outbox retries them.
+    let hook = Sink::start(dir.path(), "http_sink.py", "hook", &["--fail-first", "2"]);
+    let smtp = Sink::start(dir.path(), "smtp_sink.py", "smtp", &[]);
+    let config = config(dir.path(), hook.port, smtp.port, false);
+
+    // Dry run first: the CLI names the account and records nothing.
+    let out = cli(dir.path(), &["--config", config.to_str().unwrap(), "alerts", "test", "escalation-open"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    assert!(stdout.starts_with("esc\tEscalated Co\tescalation_open_days is 10"), "{stdout}");
+
+    let server = start(dir.path(), &config);
+    let token = create_token(dir.path(), "admin");
+    let delivered = |lines: &[Value], path: &str| lines.iter().filter(|l| l["path"] == path && l["status"] == 200).count();
+    let lines = hook.wait_for("the webhook and Slack message", |l| delivered(l, "/hook") == 1 && delivered(l, "/slack") == 1);
+    let mails = smtp.wait_for("the email to the CSM", |l| !l.is_empty());
+
+    // The webhook: signed over "t.body" with the channel's secret; the idempotency key in
+    // the header and the body.
+    let webhook = lines.iter().find(|l| l["path"] == "/hook" && l["status"] == 200).unwrap();
+    let signature = webhook["headers"]["x-bellwether-signature"].as_str().unwrap();
+    let (t, v1) = signature.strip_prefix("t=").unwrap().split_once(",v1=").unwrap();
+    let body = webhook["body"].as_str().unwrap();
+    assert_eq!(v1, hmac_hex("s3cret", format!("{t}.{body}").as_bytes()), "signature verifies");
+    assert_ne!(v1, hmac_hex("wrong", format!("{t}.{body}").as_bytes()));
+    let payload: Value = serde_json::from_str(body).unwrap();
+    assert_eq!(payload["account_id"], "esc");
+    assert_eq!(payload["rule"], "escalation-open");
+    assert_eq!(payload["link"], "https://cs.vendor.example/accounts/esc");
+    assert_eq!(payload["id"], webhook["headers"]["idempotency-key"]);
+    // Slack: Block Kit with the account, the reason and a button to the dashboard.
+    let slack: Value = serde_json::from_str(lines.iter().find(|l| l["path"] == "/slack" && l["status"] == 200).unwrap()["body"].as_str().unwrap()).unwrap();
+    assert_eq!(slack["blocks"][0]["text"]["text"], "Escalated Co: escalation-open");
+    assert!(slack["blocks"][2]["text"]["text"].as_str().unwrap().contains("escalation_open_days is 10"));
+    assert_eq!(slack["blocks"][3]["elements"][0]["url"], "https://cs.vendor.example/accounts/esc");
+    // Email to the owning CSM.
+    assert_eq!(mails.len(), 1);
+    assert_eq!(mails[0]["to"], json!(["maja@vendor.example"]));
+    assert_eq!(mails[0]["subject"], "[bellwether] Escalated Co: escalation-open");
+    assert!(mails[0]["body"].as_str().unwrap().contains("https://cs.vendor.example/accounts/esc"));
+
+    // Two 500s, then success: three attempts across the messages, none dead.
+    assert_eq!(lines.iter().filter(|l| l["status"] == 500).count(), 2);
+    let sent = get(&server, "/api/v1/outbox?status=sent", Some(&token)).body;
+    assert_eq!(sent["messages"].as_array().unwrap().len(), 3, "{sent}");
+    let attempts: i64 = sent["messages"].as_array().unwrap().iter().map(|m| m["attempts"].as_i64().unwrap()).sum();
+    assert_eq!(attempts, 5, "3 messages, 2 of their attempts failed: {sent}");
+    assert_eq!(get(&server, "/api/v1/outbox?status=dead", Some(&token)).body["messages"], json!([]));
+
+    // The playbook's task is in the CSM's inbox, due in 2 days.
+    let tasks = get(&server, "/api/v1/tasks?csm=csm-1", Some(&token)).body;
+    let tasks = tasks["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), 1, "{tasks:?}");
+    assert_eq!(tasks[0]["title"], "Call Escalated Co about the escalation");
+    assert_eq!(tasks[0]["due"], (Utc::now().date_naive() + chrono::Duration::days(2)).to_string());
+    let id = tasks[0]["id"].as_i64().unwrap();
+    let snooze = post_with(&server, &format!("/api/v1/tasks/{id}"), None, &[("authorization", &format!("Bearer {token}"))], "");
+    assert_eq!(snooze.status, 405, "tasks change by PATCH");
+    let patch = |body: &str| {
+        let mut response = agent().patch(&server.url(&format!("/api/v1/tasks/{id}"))).header("authorization", &format!("Bearer {token}")).send(body.as_bytes()).unwrap();
+        (response.status().as_u16(), serde_json::from_str::<Value>(&response.body_mut().read_to_string().unwrap()).unwrap())
+    };
+    let (status, body) = patch(r#"{"status": "snoozed"}"#);
+    assert_eq!((status, body["errors"][0]["field"].as_str()), (400, Some("snoozed_until")), "{body}");
+    let (status, body) = patch(r#"{"status": "done"}"#);
+    assert_eq!((status, body["status"].as_str()), (200, Some("done")));
+
+    // Cooldown: evaluating again fires nothing new, and nothing more arrives.
+    let again = post_with(&server, "/api/v1/alerts/evaluate", None, &[("authorization", &format!("Bearer {token}"))], "");
+    assert_eq!(again.status, 200, "{:?}", again.body);
+    assert_eq!(again.body["fired"].as_array().unwrap().len(), 1);
+    assert_eq!(again.body["fired"][0]["recorded"], false, "held back by the cooldown");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(hook.lines().iter().filter(|l| l["status"] == 200).count(), 2);
+    assert_eq!(smtp.lines().len(), 1);
+    assert_eq!(get(&server, "/api/v1/alerts", Some(&token)).body["alerts"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn a_kill_in_the_middle_of_a_delivery_neither_loses_nor_doubles_it() {
+    let dir = tempfile::tempdir().unwrap();
+    import_fixture(dir.path());
+    // The sink holds the first request 10 s: bellwether is killed while it waits.
+    let hook = Sink::start(dir.path(), "http_sink.py", "hook", &["--hold-first", "10"]);
+    let smtp = Sink::start(dir.path(), "smtp_sink.py", "smtp", &[]);
+    let config = config(dir.path(), hook.port, smtp.port, false);
+    let mut server = start(dir.path(), &config);
+    hook.wait_for("the first delivery to arrive", |l| !l.is_empty());
+    server.kill9();
+    let mut server = start(dir.path(), &config);
+    let token = create_token(dir.path(), "read");
+    hook.wait_for("the interrupted message again, and the next one", |l| {
+        let keys: std::collections::HashSet<&str> = l.iter().filter_map(|x| x["headers"]["idempotency-key"].as_str()).collect();
+        keys.len() == 2 && l.iter().filter(|x| x["headers"]["idempotency-key"] == l[0]["headers"]["idempotency-key"]).count() == 2
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let lines = hook.lines();
+    // The interrupted message came again with the same key: applied once, answered as a
+    // repeat; no third message; the alert was decided once.
+    let first_key = lines[0]["headers"]["idempotency-key"].as_str().unwrap();
+    let copies: Vec<&Value> = lines.iter().filter(|l| l["headers"]["idempotency-key"] == first_key).collect();
+    assert_eq!(copies.len(), 2, "{lines:?}");
+    assert_eq!(copies[1]["repeat"], true);
+    assert_eq!(lines.iter().filter(|l| l["repeat"] == false).count(), 2, "each message applied once: {lines:?}");
+    let sent = get(&server, "/api/v1/outbox?status=sent", Some(&token)).body;
+    assert_eq!(sent["messages"].as_array().unwrap().len(), 3, "{sent}");
+    assert_eq!(get(&server, "/api/v1/alerts", Some(&token)).body["alerts"].as_array().unwrap().len(), 1);
+    assert_eq!(smtp.wait_for("the email", |l| !l.is_empty()).len(), 1);
+    server.stop();
+}
+
+#[test]
+fn a_closed_ticket_brings_one_survey_answered_once_on_its_page() {
+    let dir = tempfile::tempdir().unwrap();
+    import_fixture(dir.path());
+    let hook = Sink::start(dir.path(), "http_sink.py", "hook", &[]);
+    let smtp = Sink::start(dir.path(), "smtp_sink.py", "smtp", &[]);
+    let config = config(dir.path(), hook.port, smtp.port, true);
+    let server = start(dir.path(), &config);
+    // u-2 (whose ticket at calm closed yesterday) has an email; u-1's ticket is still open.
+    let identify = post(&server, "/v1/identify", Some(KEY), r#"{"userId": "u-2", "traits": {"email": "ann@customer.example"}}"#);
+    assert_eq!(identify.status, 200);
+    let mails = smtp.wait_for("the survey email", |l| l.iter().any(|m| m["to"] == json!(["ann@customer.example"])));
+    let mail = mails.iter().find(|m| m["to"] == json!(["ann@customer.example"])).unwrap()["body"].as_str().unwrap().to_string();
+    let link = mail.split_whitespace().find(|w| w.starts_with("https://cs.vendor.example/s/")).unwrap().to_string();
+    let path = link.strip_prefix("https://cs.vendor.example").unwrap();
+
+    let page = agent().get(&server.url(path)).call().unwrap().into_body().read_to_string().unwrap();
+    assert!(page.contains("How satisfied are you with the help you got?"), "{page}");
+    let answer = |path: &str, body: &str| agent().post(&server.url(path)).header("content-type", "application/x-www-form-urlencoded").send(body.as_bytes()).unwrap().status().as_u16();
+    assert_eq!(answer(path, "score=9"), 400, "CSAT is 1 to 5");
+    assert_eq!(answer(path, "score=4&comment=Quick+and+kind"), 200);
+    assert_eq!(answer(path, "score=1"), 409, "one answer per link");
+    let (payload, signature) = path.strip_prefix("/s/").unwrap().split_once('.').unwrap();
+    let tampered = format!("/s/{payload}.{}{}", if signature.starts_with('A') { "B" } else { "A" }, &signature[1..]);
+    assert_eq!(answer(&tampered, "score=1"), 403);
+    assert_eq!(agent().get(&server.url(&tampered)).call().unwrap().status().as_u16(), 403);
+
+    // The answer is a survey response at once.
+    let token = create_token(dir.path(), "read");
+    let responses = get(&server, "/api/v1/survey_responses?account_id=calm", Some(&token)).body;
+    let items = responses["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{responses}");
+    assert_eq!((items[0]["kind"].as_str(), items[0]["score"].as_i64(), items[0]["trigger"].as_str(), items[0]["user_id"].as_str()), (Some("csat"), Some(4), Some("ticket"), Some("u-2")));
+    assert_eq!(items[0]["comment"], "Quick and kind");
+    // u-1 has no email: their survey waits for the web snippet (the open ticket gave none).
+    let pending = agent().get(&server.url(&format!("/v1/surveys/pending?writeKey={KEY}&userId=u-2"))).call().unwrap();
+    assert_eq!(pending.status().as_u16(), 204, "answered: nothing pending");
+    // One email in all: the same occasion never asks twice.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(smtp.lines().iter().filter(|m| m["to"] == json!(["ann@customer.example"])).count(), 1);
+}
