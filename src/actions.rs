@@ -399,13 +399,20 @@ pub fn task_title(template: &str, alert: &Alert) -> String {
 
 /// The reason a rule fired, in words: its clauses with the account's values.
 pub fn reason(ready: &Ready, measures: &Map<String, Value>) -> String {
-    ready
-        .condition
-        .clauses
-        .iter()
-        .map(|c| format!("{} is {}", c.measure, measures.get(&c.measure).map_or("null".to_string(), |v| v.to_string().trim_matches('"').to_string())))
-        .collect::<Vec<_>>()
-        .join(", ")
+    let mut parts: Vec<String> = Vec::new();
+    for clause in &ready.condition.clauses {
+        let value = match measures.get(&clause.measure) {
+            None | Some(Value::Null) => "none".to_string(),
+            Some(Value::Number(n)) => n.as_f64().map_or(n.to_string(), |v| if v.fract() == 0.0 { format!("{v:.0}") } else { format!("{v:.2}") }),
+            Some(Value::String(s)) => s.clone(),
+            Some(other) => other.to_string(),
+        };
+        let part = format!("{} is {value}", clause.measure);
+        if !parts.contains(&part) {
+            parts.push(part);
+        }
+    }
+    parts.join(", ")
 }
 
 /// A Slack incoming-webhook body (Block Kit): account, reason and a dashboard button.

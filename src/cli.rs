@@ -419,7 +419,13 @@ fn demo(mut config: Config, args: &DemoArgs) -> anyhow::Result<ExitCode> {
                 eprintln!("bellwether demo: reusing the demo data in {} (delete it to start over)", config.data_dir.display());
                 loaded
             }
-            None => load_demo(&config, &options, &app).await?,
+            None => {
+                // No rule may fire on half-loaded data.
+                store::actions::pause(true);
+                let loaded = load_demo(&config, &options, &app).await;
+                store::actions::pause(false);
+                loaded?
+            }
         };
         crate::demo::ensure_logins(&app.state.store, &config.data_dir, &mut loaded)?;
         app.serve(config.listen, |addr| {

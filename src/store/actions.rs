@@ -22,6 +22,18 @@ use crate::metrics::activity::day_number;
 /// evaluator waits on it with its schedule as the timeout.
 static POKE: (Mutex<bool>, Condvar) = (Mutex::new(false), Condvar::new());
 
+/// Set while a bulk load (the demo's) is under way: evaluating half-loaded data would fire
+/// on numbers that are not true yet.
+static PAUSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Holds (true) or releases (false) the evaluator; releasing pokes it.
+pub fn pause(paused: bool) {
+    PAUSED.store(paused, std::sync::atomic::Ordering::SeqCst);
+    if !paused {
+        poke();
+    }
+}
+
 /// Asks the evaluator (if one runs in this process) to evaluate soon.
 pub fn poke() {
     let (flag, wake) = &POKE;
@@ -542,6 +554,12 @@ pub fn spawn(store: &super::Store, metrics: crate::config::MetricsConfig, health
                 let settings = Settings { metrics: &metrics, health: &health, currency: &currency };
                 let today = chrono::Utc::now().date_naive();
                 let run = (|| -> Result<(usize, usize), StoreError> {
+                    // Not while a bulk load runs or the rollups lag behind the events.
+                    let rolled = super::rollup::rolled_up_to(&conn)?;
+                    let max: i64 = conn.query_row("SELECT coalesce(max(id), 0) FROM events", [], |r| r.get(0))?;
+                    if PAUSED.load(std::sync::atomic::Ordering::SeqCst) || max - rolled > super::rollup::STEP_EVENTS as i64 {
+                        return Ok((0, 0));
+                    }
                     wake_snoozed(&conn, today)?;
                     let fired = evaluate(&mut conn, today, settings, &config, &base_url, None, false)?;
                     let surveys = dispatch_surveys(&mut conn, today, &config, &base_url)?;

@@ -474,6 +474,81 @@ fn health_paths(paths: &mut Paths) {
     );
 }
 
+fn actions_paths(paths: &mut Paths) {
+    let op = |id: &str, summary: &str| OperationBuilder::new().operation_id(Some(id)).summary(Some(summary)).tag("actions");
+    let object = |description: &str| json_response(description, free_object(description).into());
+    let int_param = |name: &str| ParameterBuilder::new().name(name).parameter_in(ParameterIn::Path).required(Required::True).schema(Some(typed(Type::Integer, false))).build();
+    let json_body = |description: &str| {
+        RequestBodyBuilder::new().content("application/json", Content::new(Some(RefOr::T(free_object(description))))).required(Some(Required::True)).build()
+    };
+    let list_rules = with_common(op("list_rules", "The alert rules in force (config and API) and the measures rules may use").response("200", object("rules, measures")), false);
+    let create_rule = with_common(
+        op("create_rule", "Add or replace an API rule (admin)")
+            .request_body(Some(json_body("name, when, segments, cooldown_days, notify, tasks, playbook, enabled")))
+            .response("201", object("the rule"))
+            .response("409", problem("a config rule has that name")),
+        true,
+    );
+    let mut rules = PathItem::new(HttpMethod::Get, list_rules.build());
+    rules.merge_operations(PathItem::new(HttpMethod::Post, create_rule.build()));
+    paths.paths.insert("/api/v1/rules".into(), rules);
+    let delete_rule = with_common(
+        op("delete_rule", "Remove an API rule (admin)")
+            .parameter(path_param("name"))
+            .response("204", ResponseBuilder::new().description("removed").build())
+            .response("404", problem("no such API rule")),
+        true,
+    );
+    paths.paths.insert("/api/v1/rules/{name}".into(), PathItem::new(HttpMethod::Delete, delete_rule.build()));
+    let alerts = with_common(
+        op("list_alerts", "Alerts fired, newest first")
+            .parameter(date_param("since", "first day (default: 30 days ago)"))
+            .parameter(query_param("account", typed(Type::String, false).into(), "one account"))
+            .parameter(query_param("limit", typed(Type::Integer, false).minimum(Some(1)).maximum(Some(10_000)).into(), "most alerts (default 500)"))
+            .response("200", object("since, alerts")),
+        false,
+    );
+    paths.paths.insert("/api/v1/alerts".into(), PathItem::new(HttpMethod::Get, alerts.build()));
+    let evaluate = with_common(
+        op("evaluate_alerts", "Evaluate the rules now (admin); a dry run records and sends nothing")
+            .parameter(query_param("rule", typed(Type::String, false).into(), "only this rule"))
+            .parameter(query_param("dry_run", typed(Type::Boolean, false).into(), "default false"))
+            .response("200", object("dry_run, fired")),
+        true,
+    );
+    paths.paths.insert("/api/v1/alerts/evaluate".into(), PathItem::new(HttpMethod::Post, evaluate.build()));
+    let tasks = with_common(
+        op("list_tasks", "CSM tasks, open first by due date")
+            .parameter(query_param("status", typed(Type::String, false).enum_values(Some(["open", "snoozed", "done"])).into(), "one status"))
+            .parameter(query_param("csm", typed(Type::String, false).into(), "one CSM's"))
+            .parameter(query_param("account", typed(Type::String, false).into(), "one account's"))
+            .response("200", object("tasks")),
+        false,
+    );
+    paths.paths.insert("/api/v1/tasks".into(), PathItem::new(HttpMethod::Get, tasks.build()));
+    let update_task = with_common(
+        op("update_task", "Open, snooze (with snoozed_until) or finish a task; change its due day (admin)")
+            .parameter(int_param("id"))
+            .request_body(Some(json_body("status, snoozed_until, due")))
+            .response("200", object("the task"))
+            .response("404", problem("no such task")),
+        true,
+    );
+    paths.paths.insert("/api/v1/tasks/{id}".into(), PathItem::new(HttpMethod::Patch, update_task.build()));
+    let outbox = with_common(
+        op("list_outbox", "Notifications by status (default: the dead letters)")
+            .parameter(query_param("status", typed(Type::String, false).enum_values(Some(["pending", "sent", "dead"])).into(), "default dead"))
+            .response("200", object("status, messages")),
+        false,
+    );
+    paths.paths.insert("/api/v1/outbox".into(), PathItem::new(HttpMethod::Get, outbox.build()));
+    let retry = with_common(
+        op("retry_outbox", "Put a dead letter back in line (admin)").parameter(int_param("id")).response("200", object("id, status")).response("404", problem("no dead message with that id")),
+        true,
+    );
+    paths.paths.insert("/api/v1/outbox/{id}/retry".into(), PathItem::new(HttpMethod::Post, retry.build()));
+}
+
 fn build() -> utoipa::openapi::OpenApi {
     let mut paths = Paths::new();
     let mut components = ComponentsBuilder::new()
@@ -532,6 +607,7 @@ fn build() -> utoipa::openapi::OpenApi {
     components = components.schema("AccountMetrics", metrics_row_schema());
     metrics_paths(&mut paths);
     health_paths(&mut paths);
+    actions_paths(&mut paths);
     OpenApiBuilder::new()
         .info(
             InfoBuilder::new()

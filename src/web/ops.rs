@@ -1,5 +1,5 @@
 //! Operational endpoints: `/healthz` (the process answers), `/readyz` (it can take
-//! events now), `/metrics` (Prometheus text format) and `/js/activity.js`.
+//! events now), `/metrics` (Prometheus text format), `/js/activity.js` and `/js/survey.js`.
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -15,20 +15,24 @@ pub fn router() -> Router<AppState> {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route("/js/activity.js", get(activity_js))
+        .route("/js/activity.js", get(|| async { script(ACTIVITY_JS) }))
+        .route("/js/survey.js", get(|| async { script(SURVEY_JS) }))
 }
 
 /// The active-time script (see its header). Embedded in the binary: no CDN, no files.
 const ACTIVITY_JS: &str = include_str!("assets/activity.js");
 
-async fn activity_js() -> impl IntoResponse {
+/// The survey snippet (see its header).
+const SURVEY_JS: &str = include_str!("assets/survey.js");
+
+fn script(body: &'static str) -> impl IntoResponse {
     (
         [
             (header::CONTENT_TYPE, "application/javascript; charset=utf-8"),
             (header::CACHE_CONTROL, "public, max-age=3600"),
             (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
         ],
-        ACTIVITY_JS,
+        body,
     )
 }
 

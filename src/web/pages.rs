@@ -6,6 +6,7 @@ pub mod account;
 pub mod analysis;
 pub mod auth;
 pub mod charts;
+pub mod inbox;
 pub mod portfolio;
 pub mod review;
 pub mod settings;
@@ -40,12 +41,16 @@ pub fn router() -> Router<AppState> {
         .route("/indicators", get(analysis::indicators))
         .route("/outcomes", get(analysis::outcomes))
         .route("/onboarding", get(analysis::onboarding))
-        .route("/inbox", get(analysis::inbox))
+        .route("/inbox", get(inbox::page))
+        .route("/inbox/tasks/{id}", post(inbox::update))
         .route("/settings", get(settings::page))
         .route("/settings/users", post(settings::create_user))
         .route("/settings/users/delete", post(settings::delete_user))
         .route("/settings/tokens", post(settings::create_token))
         .route("/settings/tokens/delete", post(settings::delete_token))
+        .route("/settings/rules", post(settings::create_rule))
+        .route("/settings/rules/delete", post(settings::delete_rule))
+        .route("/settings/outbox/retry", post(settings::retry))
         .route("/assets/app.css", get(|| async { asset("text/css; charset=utf-8", include_str!("assets/app.css")) }))
         .route("/assets/app.js", get(|| async { asset("application/javascript; charset=utf-8", include_str!("assets/app.js")) }))
         .route_layer(axum::middleware::map_response(page_headers))

@@ -83,7 +83,22 @@ try {
     await shot(page, `04${path.replace('/', '-')}`)
   }
 
-  // 6. The quarterly review: share it, then open the link without signing in.
+  // 6. Tasks the built-in rules made: finish one from the inbox. Settings list the rules.
+  await page.goto(`${opts.base}/inbox`)
+  for (let tries = 0; (await page.locator('#tasks-table tbody tr').count()) === 0 && tries < 60; tries++) {
+    await page.waitForTimeout(500)
+    await page.goto(`${opts.base}/inbox`)
+  }
+  report.tasks = await page.locator('#tasks-table tbody tr').count()
+  const task = page.locator('#tasks-table tbody tr').first()
+  report.task_id = Number(await task.getAttribute('data-task'))
+  await Promise.all([page.waitForNavigation(), task.locator('button[value=done]').click()])
+  report.task_status = await page.textContent(`#tasks-table tr[data-task="${report.task_id}"] [data-field=status]`)
+  await shot(page, '07-inbox')
+  await page.goto(`${opts.base}/settings`)
+  report.rules = await page.locator('#rules-table tbody tr').count()
+
+  // 7. The quarterly review: share it, then open the link without signing in.
   await page.goto(`${opts.base}/accounts/${report.account}/review`)
   await page.fill('textarea[name=goals]', 'Roll out reporting to the finance team')
   await Promise.all([page.waitForNavigation(), page.click('form[action$="/goals"] button')])
@@ -109,7 +124,7 @@ try {
   report.expired_text = await guest.textContent('[role=alert]')
   await stranger.close()
 
-  // 7. A CSM sees their own accounts by default.
+  // 8. A CSM sees their own accounts by default.
   const csmContext = await browser.newContext()
   const csmPage = await csmContext.newPage()
   watch(csmPage)
@@ -120,7 +135,7 @@ try {
   report.csm_settings_status = (await csmPage.goto(`${opts.base}/settings`)).status()
   await csmContext.close()
 
-  // 8. Sign-out ends the session.
+  // 9. Sign-out ends the session.
   await page.goto(`${opts.base}/portfolio`)
   await Promise.all([page.waitForNavigation(), page.click('form.signout button')])
   await page.goto(`${opts.base}/portfolio`)

@@ -82,7 +82,7 @@ fn import_fixture(dir: &Path) {
                 today + chrono::Duration::days(200)
             ),
         ),
-        ("tickets", format!("ticket_id,account_id,user_id,type,priority,opened_at,first_response_at,resolved_at,escalated\nt-1,esc,u-1,bug,high,{},,,true\nt-2,calm,u-2,question,normal,{},,{},false\n", days_ago(10), days_ago(3), days_ago(1))),
+        ("tickets", format!("ticket_id,account_id,user_id,type,priority,opened_at,first_response_at,resolved_at,escalated\nt-1,esc,u-1,bug,high,{},,,true\nt-2,calm,u-2,question,normal,{},,{},false\nt-3,calm,u-3,question,low,{},,{},false\n", days_ago(10), days_ago(3), days_ago(1), days_ago(4), days_ago(2))),
     ];
     for (kind, text) in files {
         let path = dir.join(format!("{kind}.csv"));
@@ -305,9 +305,19 @@ fn a_closed_ticket_brings_one_survey_answered_once_on_its_page() {
     assert_eq!(items.len(), 1, "{responses}");
     assert_eq!((items[0]["kind"].as_str(), items[0]["score"].as_i64(), items[0]["trigger"].as_str(), items[0]["user_id"].as_str()), (Some("csat"), Some(4), Some("ticket"), Some("u-2")));
     assert_eq!(items[0]["comment"], "Quick and kind");
-    // u-1 has no email: their survey waits for the web snippet (the open ticket gave none).
-    let pending = agent().get(&server.url(&format!("/v1/surveys/pending?writeKey={KEY}&userId=u-2"))).call().unwrap();
-    assert_eq!(pending.status().as_u16(), 204, "answered: nothing pending");
+    let pending = |user: &str, key: &str| agent().get(&server.url(&format!("/v1/surveys/pending?writeKey={key}&userId={user}"))).call().unwrap();
+    assert_eq!(pending("u-2", KEY).status().as_u16(), 204, "answered: nothing pending");
+    // u-3 has no email: their survey waits for the web snippet, which gets a working link.
+    assert_eq!(pending("u-3", "not-a-key").status().as_u16(), 401);
+    let mut waiting = pending("u-3", KEY);
+    assert_eq!(waiting.status().as_u16(), 200);
+    let url = serde_json::from_str::<Value>(&waiting.body_mut().read_to_string().unwrap()).unwrap()["url"].as_str().unwrap().to_string();
+    let snippet_path = url.strip_prefix("https://cs.vendor.example").unwrap();
+    assert_eq!(answer(snippet_path, "score=5"), 200);
+    assert_eq!(pending("u-3", KEY).status().as_u16(), 204);
+    // u-1's ticket is still open: no survey for them.
+    assert_eq!(pending("u-1", KEY).status().as_u16(), 204);
+    assert_eq!(agent().get(&server.url("/js/survey.js")).call().unwrap().status().as_u16(), 200);
     // One email in all: the same occasion never asks twice.
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(smtp.lines().iter().filter(|m| m["to"] == json!(["ann@customer.example"])).count(), 1);

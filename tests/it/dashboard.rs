@@ -103,6 +103,13 @@ fn dashboard_shows_the_api_numbers_and_shares_reviews_by_signed_links() {
         assert_eq!(report["pages"][path], json!({"status": 200, "h1": title}), "{path}");
     }
 
+    // The built-in rules made tasks; one was finished from the inbox; settings list the rules.
+    assert!(report["tasks"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(report["task_status"], "done");
+    let tasks = api("/api/v1/tasks?status=done");
+    assert!(tasks["tasks"].as_array().unwrap().iter().any(|t| t["id"] == report["task_id"]), "{tasks}");
+    assert_eq!(report["rules"], 7);
+
     // The shared review: readable signed out, nothing internal, goals shown; altered and
     // expired links refused.
     let shared = &report["shared"];

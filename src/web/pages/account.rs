@@ -40,6 +40,8 @@ struct View {
     unused: Vec<String>,
     records: Vec<(&'static str, Vec<Value>)>,
     changes: Vec<Value>,
+    alerts: Vec<Value>,
+    tasks: Vec<Value>,
     events: Vec<(i64, String, Option<String>, Option<String>)>,
 }
 
@@ -73,8 +75,11 @@ pub async fn page(user: SignedIn, State(state): State<AppState>, Path(id): Path<
             listed.push((name, records::of_account(conn, kind, &account, order, RECORDS_LISTED)?));
         }
         let changes = sh::tier_changes(conn, as_of - Duration::days(365), Some(&account))?;
+        let year_ago = (as_of - Duration::days(365)).and_hms_opt(0, 0, 0).expect("midnight exists").and_utc().timestamp_millis();
+        let alerts = crate::store::actions::alerts(conn, year_ago, Some(&account), 50)?;
+        let tasks = crate::store::actions::tasks(conn, None, None, Some(&account), 50)?;
         let events = dashboard::recent_events(conn, &account, EVENTS_LISTED)?;
-        Ok(Some(View { facts, parent, children, row, health, weekly, history, features, unused, records: listed, changes, events }))
+        Ok(Some(View { facts, parent, children, row, health, weekly, history, features, unused, records: listed, changes, alerts, tasks, events }))
     })
     .await?
     .ok_or_else(|| PageError::not_found(format!("no account {id}")))?;
@@ -211,7 +216,14 @@ fn render(v: &View, currency: &str, as_of: NaiveDate) -> Markup {
             @for (kind, rows) in &v.records { (record_table(kind, rows)) }
         }
         section aria-labelledby="alerts" {
-            h2 id="alerts" { "Alerts" }
+            h2 id="alerts" { "Alerts and tasks" }
+            h3 { "Tasks" }
+            @if v.tasks.is_empty() { p.empty { "No tasks for this account." } }
+            ul { @for t in &v.tasks { li { (t["title"].as_str().unwrap_or("")) " — " (t["status"].as_str().unwrap_or("")) ", due " (t["due"].as_str().unwrap_or("–")) } } }
+            h3 { "Alerts (last year)" }
+            @if v.alerts.is_empty() { p.empty { "No alert fired." } }
+            ul { @for a in &v.alerts { li { (timestamp(a["fired_at"].as_str().unwrap_or(""))) ": " (a["rule"].as_str().unwrap_or("")) " (" (a["reason"].as_str().unwrap_or("")) ")" } } }
+            h3 { "Tier changes (last year)" }
             @if v.changes.is_empty() { p.empty { "No tier change in the last year." } }
             ul { @for c in &v.changes { li { (c["date"].as_str().unwrap_or("")) ": tier " (tier_badge(c["from"].as_str())) " → " (tier_badge(c["to"].as_str())) } } }
         }

@@ -1,5 +1,5 @@
 //! The pages across accounts: segments side by side, indicators and the model, outcomes,
-//! onboarding against segment medians, and the alert inbox.
+//! and onboarding against segment medians.
 
 use std::collections::BTreeMap;
 
@@ -18,8 +18,6 @@ use crate::web::AppState;
 
 /// Accounts whose first contract started this many days ago or less are in onboarding.
 pub const ONBOARDING_DAYS: i64 = 180;
-/// Days of tier changes the inbox lists.
-pub const INBOX_DAYS: i64 = 30;
 
 const SEGMENT_MEASURES: &[&str] = &[
     "active_days_14d",
@@ -306,43 +304,6 @@ pub async fn onboarding(user: SignedIn, State(state): State<AppState>, Query(que
                     }
                 } }
             } }
-        }
-    }))
-}
-
-#[derive(Debug, Deserialize)]
-pub struct InboxQuery {
-    csm: Option<String>,
-}
-
-pub async fn inbox(user: SignedIn, State(state): State<AppState>, Query(query): Query<InboxQuery>) -> PageResult {
-    let today = crate::web::metrics::today();
-    let since = today - Duration::days(INBOX_DAYS);
-    // Tier changes come from the stored history; the account facts need no health here.
-    let (changes, facts) = with_settings(&state, move |conn, s| Ok((sh::tier_changes(conn, since, None)?, dashboard::facts(conn, today, &[], s)?))).await?;
-    let mine = query.csm.as_deref() != Some("all") && user.user.csm_id.is_some();
-    let currency = state.currency.report.clone();
-    let shown: Vec<(&Value, &dashboard::Facts)> = changes
-        .iter()
-        .rev()
-        .filter_map(|c| facts.iter().find(|f| c["account_id"] == f.account_id.as_str()).map(|f| (c, f)))
-        .filter(|(_, f)| !mine || f.csm_id == user.user.csm_id)
-        .collect();
-    Ok(layout(&user, "Inbox", "/inbox", html! {
-        h1 { "Inbox" }
-        p { "Tier changes of the last " (INBOX_DAYS) " days"
-            @if mine { " on your accounts (" a href="/inbox?csm=all" { "show everyone's" } ")" } "." }
-        @if shown.is_empty() { p.empty { "Nothing changed tier lately." } } @else {
-            table.data id="inbox" {
-                thead { tr { th scope="col" { "Date" } th scope="col" { "Account" } th scope="col" { "Change" } th scope="col" { "ARR" } th scope="col" { "Renewal" } } }
-                tbody { @for (c, f) in &shown { tr {
-                    td { (c["date"].as_str().unwrap_or("")) }
-                    th scope="row" { a href=(format!("/accounts/{}", f.account_id)) { (f.name) } }
-                    td { (tier_badge(c["from"].as_str())) " → " (tier_badge(c["to"].as_str())) }
-                    td.num { (money(f.arr, &currency)) }
-                    td { (super::date(f.renewal)) }
-                } } }
-            }
         }
     }))
 }

@@ -1,4 +1,5 @@
-//! Settings (admins only): dashboard users and API tokens.
+//! Settings (admins only): dashboard users, API tokens, alert rules (the config's, and
+//! ones added here), channels, the survey policy and the dead letters.
 
 use axum::extract::{Form, Query, State};
 use axum::http::HeaderMap;
@@ -25,7 +26,19 @@ pub struct Notice {
 }
 
 async fn render(user: &SignedIn, state: &AppState, notice: Option<String>, new_token: Option<String>) -> PageResult {
-    let (people, tokens, csms) = with_conn(&state.store, |conn| Ok((users::list_users(conn)?, store::list_tokens(conn)?, store::dashboard::csms(conn)?))).await?;
+    let actions = state.actions.clone();
+    let (people, tokens, csms, rules, stored, dead) = with_conn(&state.store, move |conn| {
+        Ok((
+            users::list_users(conn)?,
+            store::list_tokens(conn)?,
+            store::dashboard::csms(conn)?,
+            store::actions::rules(conn, &actions)?,
+            store::actions::stored_rules(conn)?,
+            store::actions::outbox(conn, "dead", 200)?,
+        ))
+    })
+    .await?;
+    let policy = &state.actions.surveys;
     Ok(layout(user, "Settings", "/settings", html! {
         h1 { "Settings" }
         @if let Some(n) = &notice { p.notice role="status" { (n) } }
@@ -76,7 +89,64 @@ async fn render(user: &SignedIn, state: &AppState, notice: Option<String>, new_t
                 button type="submit" { "Create token" }
             }
         }
-        p.muted { "Alert rules and survey policies arrive with the actions feature." }
+        section aria-labelledby="rules" {
+            h2 id="rules" { "Alert rules" }
+            table.data id="rules-table" {
+                thead { tr { th scope="col" { "Rule" } th scope="col" { "When" } th scope="col" { "Segments" } th scope="col" { "Cooldown" } th scope="col" { "Notify" } th scope="col" { "Tasks" } th scope="col" { "From" } th scope="col" { span.sr { "Actions" } } } }
+                tbody { @for r in &rules {
+                    @let api = stored.iter().any(|s| s.name == r.rule.name);
+                    tr {
+                        th scope="row" { (r.rule.name) @if !r.rule.enabled { " (off)" } } td { code { (r.rule.when) } }
+                        td { @if r.rule.segments.is_empty() { "all" } @else { (r.rule.segments.join(", ")) } }
+                        td.num { (r.rule.cooldown_days) " d" } td { (r.notify.join(", ")) } td.num { (r.tasks.len()) }
+                        td { @if api { "added here" } @else { "config" } }
+                        td { @if api {
+                            form.inline method="post" action="/settings/rules/delete" { (csrf_field(user)) input type="hidden" name="name" value=(r.rule.name); button type="submit" { "Delete" } }
+                        } }
+                    }
+                } }
+            }
+            h3 { "Add a rule" }
+            form.stack method="post" action="/settings/rules" {
+                (csrf_field(user))
+                label { "Name (letters, digits, - _)" input name="name" required maxlength="64" pattern="[A-Za-z0-9_-]+"; }
+                label { "When (clauses joined by and, e.g. " code { "tier == 'red' and renewal_in_days <= 90" } ")" input name="when" required maxlength=(crate::actions::CONDITION_CHARS_MAX); }
+                label { "Segments (comma-separated; empty: all)" input name="segments"; }
+                label { "Cooldown days" input type="number" name="cooldown_days" value="7" min="1" max="3660" required; }
+                label { "Notify channels (comma-separated): " (state.actions.channels.keys().cloned().collect::<Vec<_>>().join(", ")) input name="notify"; }
+                label { "Task for the CSM ({account} is replaced; empty: none)" input name="task" maxlength="200"; }
+                button type="submit" { "Add rule" }
+            }
+            p.muted { "Measures: every metric of the export, and " (crate::actions::EXTRA_MEASURES.iter().map(|(m, _)| *m).collect::<Vec<_>>().join(", ")) "." }
+        }
+        section aria-labelledby="channels" {
+            h2 id="channels" { "Channels" }
+            @if state.actions.channels.is_empty() { p.empty { "No channel configured: alerts go to the inbox only. Add [actions.channels] to the config." } }
+            ul { @for (name, channel) in &state.actions.channels { li { (name) ": " (match channel { crate::actions::Channel::Slack { .. } => "Slack", crate::actions::Channel::Webhook { .. } => "webhook (signed)", crate::actions::Channel::Email { .. } => "email" }) } } }
+        }
+        section aria-labelledby="surveys" {
+            h2 id="surveys" { "Surveys" }
+            @if !policy.enabled { p { "Surveys are off. Turn them on with " code { "[actions.surveys] enabled = true" } "." } }
+            ul {
+                li { "After a ticket closes (CSAT): " (if policy.after_ticket { format!("at most once per {} days per person", policy.after_ticket_days) } else { "off".into() }) }
+                li { "Quarterly NPS for accounts with no ticket in the quarter: " (if policy.quarterly_nps { "on" } else { "off" }) }
+                li { "Go-live question: " (if policy.go_live { "on" } else { "off" }) }
+                li { "Never two surveys to one person within " (policy.global_gap_days) " days; links work " (policy.token_valid_days) " days." }
+            }
+        }
+        section aria-labelledby="dead" {
+            h2 id="dead" { "Dead letters" }
+            @if dead.is_empty() { p.empty { "None: every notification was delivered or is still being retried." } } @else {
+                table.data id="dead-table" {
+                    thead { tr { th scope="col" { "Id" } th scope="col" { "Channel" } th scope="col" { "Target" } th scope="col" { "Attempts" } th scope="col" { "Last error" } th scope="col" { span.sr { "Actions" } } } }
+                    tbody { @for m in &dead { tr {
+                        td.num { (m["id"]) } th scope="row" { (m["channel"].as_str().unwrap_or("")) } td { (m["target"].as_str().unwrap_or("")) }
+                        td.num { (m["attempts"]) } td { (m["last_error"].as_str().unwrap_or("")) }
+                        td { form.inline method="post" action="/settings/outbox/retry" { (csrf_field(user)) input type="hidden" name="id" value=(m["id"]); button type="submit" { "Retry" } } }
+                    } } }
+                }
+            }
+        }
     }))
 }
 
@@ -153,12 +223,12 @@ pub async fn create_token(user: SignedIn, State(state): State<AppState>, headers
 }
 
 #[derive(Debug, Deserialize)]
-pub struct DeleteTokenForm {
+pub struct IdForm {
     csrf: String,
     id: i64,
 }
 
-pub async fn delete_token(user: SignedIn, State(state): State<AppState>, headers: HeaderMap, Form(form): Form<DeleteTokenForm>) -> Result<Response, PageError> {
+pub async fn delete_token(user: SignedIn, State(state): State<AppState>, headers: HeaderMap, Form(form): Form<IdForm>) -> Result<Response, PageError> {
     user.check_post(&headers, &form.csrf)?;
     admin_only(&user)?;
     let id = form.id;
@@ -167,4 +237,69 @@ pub async fn delete_token(user: SignedIn, State(state): State<AppState>, headers
     }
     tracing::info!(id, by = %user.user.username, "API token revoked");
     Ok(Redirect::to("/settings?done=token+revoked").into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RuleForm {
+    csrf: String,
+    name: String,
+    when: String,
+    segments: Option<String>,
+    cooldown_days: u32,
+    notify: Option<String>,
+    task: Option<String>,
+}
+
+fn list(text: Option<&str>) -> Vec<String> {
+    text.unwrap_or("").split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect()
+}
+
+pub async fn create_rule(user: SignedIn, State(state): State<AppState>, headers: HeaderMap, Form(form): Form<RuleForm>) -> Result<Response, PageError> {
+    user.check_post(&headers, &form.csrf)?;
+    admin_only(&user)?;
+    let rule = crate::actions::Rule {
+        name: form.name.trim().to_string(),
+        when: form.when.trim().to_string(),
+        segments: list(form.segments.as_deref()),
+        cooldown_days: form.cooldown_days,
+        notify: list(form.notify.as_deref()),
+        tasks: form.task.filter(|t| !t.trim().is_empty()).map(|title| vec![crate::actions::TaskTemplate { title: title.trim().to_string(), due_days: 7 }]).unwrap_or_default(),
+        playbook: None,
+        enabled: true,
+    };
+    crate::actions::prepare(&rule, &state.actions).map_err(PageError::bad_request)?;
+    if state.actions.ready_rules().map_err(|(k, r)| PageError::bad_request(format!("{k}: {r}")))?.iter().any(|r| r.rule.name == rule.name) {
+        return Err(PageError::new(axum::http::StatusCode::CONFLICT, format!("name: rule {} is defined in the config", rule.name)));
+    }
+    let name = rule.name.clone();
+    with_conn(&state.store, move |conn| Ok(store::actions::save_rule(conn, &rule)?)).await?;
+    store::actions::poke();
+    tracing::info!(rule = %name, by = %user.user.username, "alert rule saved");
+    Ok(Redirect::to("/settings?done=rule+saved").into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct NameForm {
+    csrf: String,
+    name: String,
+}
+
+pub async fn delete_rule(user: SignedIn, State(state): State<AppState>, headers: HeaderMap, Form(form): Form<NameForm>) -> Result<Response, PageError> {
+    user.check_post(&headers, &form.csrf)?;
+    admin_only(&user)?;
+    let name = form.name.clone();
+    if !with_conn(&state.store, move |conn| Ok(store::actions::delete_rule(conn, &name)?)).await? {
+        return Err(PageError::not_found(format!("no rule {} added here", form.name)));
+    }
+    Ok(Redirect::to("/settings?done=rule+deleted").into_response())
+}
+
+pub async fn retry(user: SignedIn, State(state): State<AppState>, headers: HeaderMap, Form(form): Form<IdForm>) -> Result<Response, PageError> {
+    user.check_post(&headers, &form.csrf)?;
+    admin_only(&user)?;
+    let id = form.id;
+    if !with_conn(&state.store, move |conn| Ok(store::actions::retry(conn, id)?)).await? {
+        return Err(PageError::not_found(format!("no dead message {id}")));
+    }
+    Ok(Redirect::to("/settings?done=message+queued+again").into_response())
 }

@@ -1,0 +1,138 @@
+//! The inbox: the CSM's tasks (done, snooze, reopen), the alerts and the tier changes of
+//! the last 30 days; a CSM sees their own accounts unless they ask for everyone's.
+
+use axum::extract::{Form, Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Redirect, Response};
+use chrono::Duration;
+use maud::html;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::{can_write, csrf_field, layout, money, tier_badge, timestamp, PageError, PageResult, SignedIn};
+use crate::store::{actions as sa, dashboard, health as sh};
+use crate::web::metrics::{today, with_settings};
+use crate::web::records::with_conn;
+use crate::web::AppState;
+
+/// Days of alerts and tier changes the inbox lists.
+pub const INBOX_DAYS: i64 = 30;
+/// Days a "snooze" button puts a task away for.
+pub const SNOOZE_DAYS: i64 = 7;
+
+#[derive(Debug, Deserialize)]
+pub struct InboxQuery {
+    csm: Option<String>,
+}
+
+pub async fn page(user: SignedIn, State(state): State<AppState>, Query(query): Query<InboxQuery>) -> PageResult {
+    let today = today();
+    let since = today - Duration::days(INBOX_DAYS);
+    let since_ms = since.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc().timestamp_millis();
+    let mine = query.csm.as_deref() != Some("all") && user.user.csm_id.is_some();
+    let csm = if mine { user.user.csm_id.clone() } else { None };
+    let (changes, facts, tasks, alerts) = with_settings(&state, move |conn, s| {
+        Ok((
+            sh::tier_changes(conn, since, None)?,
+            dashboard::facts(conn, today, &[], s)?,
+            sa::tasks(conn, None, csm.as_deref(), None, 500)?,
+            sa::alerts(conn, since_ms, None, 500)?,
+        ))
+    })
+    .await?;
+    let own = |account: &str| !mine || facts.iter().any(|f| f.account_id == account && f.csm_id == user.user.csm_id);
+    let name = |account: &str| facts.iter().find(|f| f.account_id == account).map_or(account.to_string(), |f| f.name.clone());
+    let currency = state.currency.report.clone();
+    let changes: Vec<&Value> = changes.iter().rev().filter(|c| own(c["account_id"].as_str().unwrap_or(""))).collect();
+    let alerts: Vec<&Value> = alerts.iter().filter(|a| own(a["account_id"].as_str().unwrap_or(""))).collect();
+    let writable = can_write(&user.user);
+    Ok(layout(&user, "Inbox", "/inbox", html! {
+        h1 { "Inbox" }
+        p { @if mine { "Your accounts (" a href="/inbox?csm=all" { "show everyone's" } ")." } @else { "Everyone's accounts." } }
+        section aria-labelledby="tasks" {
+            h2 id="tasks" { "Tasks" }
+            @if tasks.is_empty() { p.empty { "No tasks. Rules and playbooks put them here." } } @else {
+                div.scroll { table.data id="tasks-table" {
+                    thead { tr { th scope="col" { "Due" } th scope="col" { "Task" } th scope="col" { "Account" } th scope="col" { "Status" } th scope="col" { span.sr { "Actions" } } } }
+                    tbody { @for t in &tasks {
+                        @let id = t["id"].as_i64().unwrap_or_default();
+                        @let status = t["status"].as_str().unwrap_or("");
+                        @let overdue = status == "open" && t["due"].as_str().is_some_and(|d| d < today.to_string().as_str());
+                        tr data-task=(id) class=[overdue.then_some("changed")] {
+                            td { (t["due"].as_str().unwrap_or("–")) @if overdue { " (overdue)" } }
+                            th scope="row" { (t["title"].as_str().unwrap_or("")) }
+                            td { a href=(format!("/accounts/{}", t["account_id"].as_str().unwrap_or(""))) { (t["account_name"].as_str().unwrap_or("")) } }
+                            td data-field="status" { (status) @if let Some(until) = t["snoozed_until"].as_str() { " until " (until) } }
+                            td { @if writable {
+                                form.inline method="post" action=(format!("/inbox/tasks/{id}")) {
+                                    (csrf_field(&user))
+                                    @if status != "done" { button type="submit" name="action" value="done" { "Done" } }
+                                    @if status == "open" { button type="submit" name="action" value="snooze" { "Snooze " (SNOOZE_DAYS) " days" } }
+                                    @if status != "open" { button type="submit" name="action" value="open" { "Reopen" } }
+                                }
+                            } }
+                        }
+                    } }
+                } }
+            }
+        }
+        section aria-labelledby="alerts" {
+            h2 id="alerts" { "Alerts (last " (INBOX_DAYS) " days)" }
+            @if alerts.is_empty() { p.empty { "No alert fired." } } @else {
+                table.data id="alerts-table" {
+                    thead { tr { th scope="col" { "When" } th scope="col" { "Account" } th scope="col" { "Rule" } th scope="col" { "Why" } } }
+                    tbody { @for a in &alerts { tr {
+                        td { (timestamp(a["fired_at"].as_str().unwrap_or(""))) }
+                        th scope="row" { a href=(format!("/accounts/{}", a["account_id"].as_str().unwrap_or(""))) { (name(a["account_id"].as_str().unwrap_or(""))) } }
+                        td { (a["rule"].as_str().unwrap_or("")) }
+                        td { (a["reason"].as_str().unwrap_or("")) }
+                    } } }
+                }
+            }
+        }
+        section aria-labelledby="changes" {
+            h2 id="changes" { "Tier changes (last " (INBOX_DAYS) " days)" }
+            @if changes.is_empty() { p.empty { "Nothing changed tier lately." } } @else {
+                table.data id="inbox" {
+                    thead { tr { th scope="col" { "Date" } th scope="col" { "Account" } th scope="col" { "Change" } th scope="col" { "ARR" } th scope="col" { "Renewal" } } }
+                    tbody { @for c in &changes {
+                        @let account = c["account_id"].as_str().unwrap_or("");
+                        @let f = facts.iter().find(|f| f.account_id == account);
+                        tr {
+                            td { (c["date"].as_str().unwrap_or("")) }
+                            th scope="row" { a href=(format!("/accounts/{account}")) { (name(account)) } }
+                            td { (tier_badge(c["from"].as_str())) " → " (tier_badge(c["to"].as_str())) }
+                            td.num { (money(f.map_or(0.0, |f| f.arr), &currency)) }
+                            td { (super::date(f.and_then(|f| f.renewal))) }
+                        }
+                    } }
+                }
+            }
+        }
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TaskForm {
+    csrf: String,
+    action: String,
+}
+
+/// `POST /inbox/tasks/{id}`: done, snooze (7 days) or reopen.
+pub async fn update(user: SignedIn, State(state): State<AppState>, headers: HeaderMap, Path(id): Path<i64>, Form(form): Form<TaskForm>) -> Result<Response, PageError> {
+    user.check_post(&headers, &form.csrf)?;
+    if !can_write(&user.user) {
+        return Err(PageError::forbidden("viewers cannot change tasks"));
+    }
+    let (status, snooze) = match form.action.as_str() {
+        "done" => ("done", None),
+        "open" => ("open", None),
+        "snooze" => ("snoozed", Some(today() + Duration::days(SNOOZE_DAYS))),
+        other => return Err(PageError::bad_request(format!("action: {other:?} is not done, snooze or open"))),
+    };
+    if !with_conn(&state.store, move |conn| Ok(sa::update_task(conn, id, status, snooze, None)?)).await? {
+        return Err(PageError::not_found(format!("no task {id}")));
+    }
+    tracing::info!(task = id, status, by = %user.user.username, "task updated");
+    Ok(Redirect::to("/inbox").into_response())
+}
