@@ -6,11 +6,11 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n== %s\n' "$*"; }
 
-step "test dependencies: Debian's chromium (browser tests)"
-if ! command -v chromium >/dev/null 2>&1; then
+step "test dependencies: Debian's chromium and chromium-driver (browser tests)"
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    apt-get install -y -qq chromium >/dev/null
+    apt-get install -y -qq chromium chromium-driver >/dev/null
 fi
 
 step "test dependencies: the official Segment libraries, playwright-core and schemathesis (PyPI, npm)"

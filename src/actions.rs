@@ -199,8 +199,21 @@ pub struct Condition {
 /// Longest `when` text.
 pub const CONDITION_CHARS_MAX: usize = 1_000;
 
+/// `uses_7d:FEATURE`: the account's uses of one feature (as `[metrics] features` names
+/// them) in the last 7 days: a condition on events.
+pub const FEATURE_USES_PREFIX: &str = "uses_7d:";
+
 fn known_measure(name: &str) -> bool {
-    crate::metrics::COLUMNS.contains(&name) || EXTRA_MEASURES.iter().any(|(m, _)| *m == name)
+    crate::metrics::COLUMNS.contains(&name)
+        || EXTRA_MEASURES.iter().any(|(m, _)| *m == name)
+        || name.strip_prefix(FEATURE_USES_PREFIX).is_some_and(|f| !f.trim().is_empty())
+}
+
+impl Condition {
+    /// The features named by `uses_7d:` clauses.
+    pub fn features(&self) -> impl Iterator<Item = &str> {
+        self.clauses.iter().filter_map(|c| c.measure.strip_prefix(FEATURE_USES_PREFIX))
+    }
 }
 
 impl Condition {
@@ -219,7 +232,10 @@ impl Condition {
             let measure = part[..at].trim();
             let literal = part[at + width..].trim();
             if !known_measure(measure) {
-                return Err(format!("{measure:?} is not a measure (a metric of the export, or one of: {})", EXTRA_MEASURES.iter().map(|(m, _)| *m).collect::<Vec<_>>().join(", ")));
+                return Err(format!(
+                    "{measure:?} is not a measure (a metric of the export, uses_7d:FEATURE, or one of: {})",
+                    EXTRA_MEASURES.iter().map(|(m, _)| *m).collect::<Vec<_>>().join(", ")
+                ));
             }
             let value = if literal.len() >= 2 && literal.starts_with('\'') && literal.ends_with('\'') {
                 Value::String(literal[1..literal.len() - 1].to_string())
@@ -476,6 +492,11 @@ mod tests {
         // A missing number is never below a threshold.
         assert!(!Condition::parse("nps < 0").unwrap().holds(&measures(&[])));
         assert!(Condition::parse("tier_dropped == true").unwrap().holds(&measures(&[("tier_dropped", json!(true))])));
+        // A condition on events: a feature's uses in the last 7 days.
+        let uses = Condition::parse("uses_7d:Report Exported >= 3").unwrap();
+        assert_eq!(uses.features().collect::<Vec<_>>(), vec!["Report Exported"]);
+        assert!(uses.holds(&measures(&[("uses_7d:Report Exported", json!(3))])));
+        assert!(!uses.holds(&measures(&[("uses_7d:Report Exported", json!(2))])));
     }
 
     #[test]

@@ -17,6 +17,8 @@ pub struct Policy {
     pub after_ticket: bool,
     /// ...at most once per this many days per person.
     pub after_ticket_days: u32,
+    /// What the after-ticket survey asks: `csat` (1-5) or `ces` (1-7, effort).
+    pub after_ticket_kind: String,
     /// NPS each quarter to the active people of accounts with no ticket in the quarter.
     pub quarterly_nps: bool,
     /// The go-live question ("would you recommend...", yes/no) when a contract goes live.
@@ -29,12 +31,24 @@ pub struct Policy {
 
 impl Default for Policy {
     fn default() -> Self {
-        Policy { enabled: false, after_ticket: true, after_ticket_days: 30, quarterly_nps: true, go_live: true, global_gap_days: 14, token_valid_days: 30 }
+        Policy {
+            enabled: false,
+            after_ticket: true,
+            after_ticket_days: 30,
+            after_ticket_kind: "csat".into(),
+            quarterly_nps: true,
+            go_live: true,
+            global_gap_days: 14,
+            token_valid_days: 30,
+        }
     }
 }
 
 impl Policy {
     pub fn check(&self) -> Result<(), (String, String)> {
+        if !["csat", "ces"].contains(&self.after_ticket_kind.as_str()) {
+            return Err(("after_ticket_kind".into(), format!("{:?} is not csat or ces", self.after_ticket_kind)));
+        }
         for (key, value, max) in [("after_ticket_days", self.after_ticket_days, 366), ("global_gap_days", self.global_gap_days, 366), ("token_valid_days", self.token_valid_days, 365)] {
             if value > max || (key == "token_valid_days" && value == 0) {
                 return Err((key.into(), format!("must be at most {max}{}", if key == "token_valid_days" { " and at least 1" } else { "" })));
@@ -65,10 +79,10 @@ impl Trigger {
         }
     }
 
-    /// The survey kind asked.
-    pub fn kind(&self) -> &'static str {
+    /// The survey kind asked (after a ticket: the policy's `after_ticket_kind`).
+    pub fn kind<'a>(&self, policy: &'a Policy) -> &'a str {
         match self {
-            Trigger::Ticket { .. } => "csat",
+            Trigger::Ticket { .. } => policy.after_ticket_kind.as_str(),
             Trigger::Quarterly { .. } => "nps",
             Trigger::GoLive { .. } => "go_live_recommend",
         }
@@ -179,6 +193,8 @@ mod tests {
         let t = Trigger::GoLive { subscription_id: "s1".into() };
         assert_eq!(t.key("u1"), "go-live:s1:u1");
         assert_ne!(t.key("u1"), t.key("u2"));
-        assert_eq!((t.kind(), t.name()), ("go_live_recommend", "go-live"));
+        assert_eq!((t.kind(&policy()), t.name()), ("go_live_recommend", "go-live"));
+        let ces = Policy { after_ticket_kind: "ces".into(), ..policy() };
+        assert_eq!(Trigger::Ticket { ticket_id: "t".into() }.kind(&ces), "ces");
     }
 }

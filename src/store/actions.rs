@@ -45,8 +45,9 @@ pub fn poke() {
 pub const SURVEY_SECRET: &str = "survey-links";
 
 /// Every account's measures for the rules on `today`: the metrics row plus
-/// [`act::EXTRA_MEASURES`]; with the account's display name.
-pub fn measures(conn: &Connection, today: NaiveDate, settings: Settings) -> Result<Vec<(Map<String, Value>, String)>, StoreError> {
+/// [`act::EXTRA_MEASURES`] and `uses_7d:FEATURE` for each of `features`; with the
+/// account's display name.
+pub fn measures(conn: &Connection, today: NaiveDate, settings: Settings, features: &[&str]) -> Result<Vec<(Map<String, Value>, String)>, StoreError> {
     let rows = super::metrics::snapshot(conn, today, settings.metrics, settings.currency)?;
     let facts = super::dashboard::facts(conn, today, &rows, settings)?;
     let by_id: HashMap<&str, &super::dashboard::Facts> = facts.iter().map(|f| (f.account_id.as_str(), f)).collect();
@@ -74,6 +75,8 @@ pub fn measures(conn: &Connection, today: NaiveDate, settings: Settings) -> Resu
     }
     let model = super::health::model_for(conn, Some(today))?;
     let day = day_number(today);
+    // By the (account, day) primary key prefix: a short range per account.
+    let mut feature_uses = conn.prepare("SELECT coalesce(SUM(uses), 0) FROM user_day_features WHERE account_id = ?1 AND day > ?2 AND day <= ?3 AND feature = ?4")?;
     let mut first_use = conn.prepare("SELECT first_day FROM account_features WHERE account_id = ?1 AND feature = ?2")?;
     let rank = |tier: Option<&str>| tier.and_then(|t| crate::health::TIERS.iter().position(|x| *x == t));
     let mut out = Vec::with_capacity(rows.len());
@@ -100,6 +103,10 @@ pub fn measures(conn: &Connection, today: NaiveDate, settings: Settings) -> Resu
             None => None,
         };
         m.insert("power_feature_first_use_days".into(), json!(first.map(|d| day - d)));
+        for feature in features {
+            let uses: i64 = feature_uses.query_row(params![id, day - 7, day, feature], |r| r.get(0))?;
+            m.insert(format!("{}{feature}", act::FEATURE_USES_PREFIX), json!(uses));
+        }
         out.push((m, f.name.clone()));
     }
     Ok(out)
@@ -167,7 +174,10 @@ pub fn evaluate(conn: &mut Connection, today: NaiveDate, settings: Settings, con
             return Err(StoreError::Invalid(format!("no rule {name:?}")));
         }
     }
-    let measures = measures(conn, today, settings)?;
+    let mut features: Vec<&str> = rules.iter().flat_map(|r| r.condition.features()).collect();
+    features.sort();
+    features.dedup();
+    let measures = measures(conn, today, settings, &features)?;
     let mut fired = Vec::new();
     for rule in &rules {
         for (m, name) in &measures {
@@ -513,13 +523,13 @@ pub fn dispatch_surveys(conn: &mut Connection, today: NaiveDate, config: &Action
         let delivery = if email.is_some() && config.smtp.is_some() { "email" } else { "snippet" };
         tx.execute(
             "INSERT INTO survey_sends (key, user_id, account_id, kind, trigger, delivery, sent_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![key, user, account, trigger.kind(), trigger.name(), delivery, now],
+            params![key, user, account, trigger.kind(policy), trigger.name(), delivery, now],
         )?;
         let id = tx.last_insert_rowid();
         if let (Some(to), "email") = (email, delivery) {
             let expires = now / 1000 + i64::from(policy.token_valid_days) * 86_400;
             let link = format!("{}/s/{}", base_url.trim_end_matches('/'), crate::share::sign_payload(&secret, &format!("survey\n{id}"), expires));
-            let body = format!("{}\n\nAnswer in one click (the link works for {} days):\n{link}\n", surveys::question(trigger.kind()), policy.token_valid_days);
+            let body = format!("{}\n\nAnswer in one click (the link works for {} days):\n{link}\n", surveys::question(trigger.kind(policy)), policy.token_valid_days);
             tx.execute(
                 "INSERT INTO outbox (idempotency_key, channel, kind, target, subject, body, status, next_attempt_ms, created_ms)
                  VALUES (?1, 'surveys', 'email', ?2, 'A quick question', ?3, 'pending', ?4, ?4)",
