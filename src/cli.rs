@@ -546,7 +546,7 @@ async fn load_demo(config: &Config, options: &crate::demo::generate::Options, ap
     })?;
     bar.finish();
     eprintln!("bellwether demo: loading records and events");
-    crate::demo::import_records(&app.state.store, &input, &config.currency)?;
+    crate::demo::import_records(&app.state.store, &input, &config.currency, &config.listening)?;
     let events = crate::demo::load_events(&app.state.ingestor, &input).await?;
     // The dashboard should open on real tiers, not wait for the background thread's
     // schedule: roll up what was loaded and learn the first model from its renewals now.
@@ -586,7 +586,8 @@ fn import(config: &Config, args: &ImportArgs) -> anyhow::Result<ExitCode> {
     let mut conn = store.connect()?;
     let currency = config.currency.clone();
     let check = move |code: &str| currency.check(code);
-    let checks = crate::store::records::Checks { currency: &check };
+    let reason = |code: &str| config.listening.check_reason(code);
+    let checks = crate::store::records::Checks { currency: &check, reason: &reason };
     let mut progress = |rows: usize| eprint!("\rimporting {}: {rows} rows", kind.name);
     let report = crate::ingest::import::import(&mut conn, kind, format, std::io::BufReader::new(input), checks, &mut progress)?;
     if report.rows >= crate::ingest::import::PROGRESS_EVERY_ROWS {

@@ -62,6 +62,7 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub health: HealthConfig,
     pub actions: crate::actions::ActionsConfig,
+    pub listening: crate::listening::ListeningConfig,
     /// Where the file layer came from, for messages.
     pub file: Option<PathBuf>,
 }
@@ -405,6 +406,7 @@ struct FileLayer {
     metrics: Option<MetricsConfig>,
     health: Option<HealthConfig>,
     actions: Option<crate::actions::ActionsConfig>,
+    listening: Option<crate::listening::ListeningConfig>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -507,6 +509,8 @@ impl Config {
         metrics.check().map_err(|(key, reason)| key_error(&format!("metrics.{key}"), reason))?;
         let health = layer.health.unwrap_or_default();
         health.check().map_err(|(key, reason)| key_error(&format!("health.{key}"), reason))?;
+        let listening = layer.listening.unwrap_or_default();
+        listening.check().map_err(|(key, reason)| key_error(&format!("listening.{key}"), reason))?;
         let actions = layer.actions.unwrap_or_default();
         actions.check().map_err(|(key, reason)| key_error(&format!("actions.{key}"), reason))?;
         let write_keys = layer.write_keys.unwrap_or_default();
@@ -520,6 +524,7 @@ impl Config {
             metrics,
             health,
             actions,
+            listening,
             file: path.map(Path::to_path_buf),
         })
     }

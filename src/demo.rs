@@ -78,13 +78,14 @@ pub fn read_marker(data_dir: &Path) -> Option<Loaded> {
 }
 
 /// Imports the generated CSVs (all kinds, accounts first) into the store.
-pub fn import_records(store: &Store, dir: &Path, currency: &CurrencyConfig) -> Result<(), DemoError> {
+pub fn import_records(store: &Store, dir: &Path, currency: &CurrencyConfig, listening: &crate::listening::ListeningConfig) -> Result<(), DemoError> {
     for kind in records::KINDS {
         let path = dir.join(format!("{}.csv", kind.name));
         let file = std::fs::File::open(&path).map_err(|source| DemoError::Io { path: path.clone(), source })?;
         let mut conn = store.connect()?;
         let check = |code: &str| currency.check(code);
-        let report = ingest::import::import(&mut conn, kind, ingest::import::Format::Csv, BufReader::new(file), Checks { currency: &check }, &mut |_| {})?;
+        let reason = |code: &str| listening.check_reason(code);
+        let report = ingest::import::import(&mut conn, kind, ingest::import::Format::Csv, BufReader::new(file), Checks { currency: &check, reason: &reason }, &mut |_| {})?;
         if !report.stored {
             let first: Vec<String> = report.errors.iter().take(3).map(|e| format!("row {} {}: {}", e.row, e.column, e.reason)).collect();
             return Err(DemoError::Import { kind: kind.name, report: first.join("; ") });

@@ -14,6 +14,7 @@ pub mod store;
 pub mod metrics;
 pub mod health;
 pub mod actions;
+pub mod listening;
 pub mod share;
 
 pub mod web;

@@ -58,6 +58,8 @@ pub struct Column {
     pub required: bool,
     pub filter: Filter,
     pub doc: &'static str,
+    /// Added after the first release: files may leave its header out (the value is empty).
+    pub optional_header: bool,
 }
 
 /// A record kind: its name (used in URLs, import commands and as the table name) and columns.
@@ -74,7 +76,12 @@ pub struct Kind {
 }
 
 const fn col(name: &'static str, ty: ColumnType, required: bool, filter: Filter, doc: &'static str) -> Column {
-    Column { name, ty, required, filter, doc }
+    Column { name, ty, required, filter, doc, optional_header: false }
+}
+
+/// A column added later: import files written before it keep working without its header.
+const fn later(name: &'static str, ty: ColumnType, filter: Filter, doc: &'static str) -> Column {
+    Column { name, ty, required: false, filter, doc, optional_header: true }
 }
 
 use ColumnType::*;
@@ -121,6 +128,8 @@ pub const SUBSCRIPTIONS: Kind = Kind {
         col("outcome", Enum(OUTCOMES), false, Equals, "renewal decision at the end: renewed, churned or open"),
         col("provisioned_at", DateTime, false, NoFilter, "when the customer could start using the product"),
         col("go_live_at", DateTime, false, NoFilter, "when the customer went live"),
+        later("reason", Text, Equals, "why it churned or contracted: a code of [listening] reasons (price, missing_feature, support, budget, competitor, no_adoption, company_closed, other)"),
+        later("feedback", Text, NoFilter, "what the customer said about leaving or shrinking"),
     ],
 };
 
@@ -139,6 +148,7 @@ pub const TICKETS: Kind = Kind {
         col("first_response_at", DateTime, false, NoFilter, "first answer to the customer"),
         col("resolved_at", DateTime, false, Range, "when it was resolved (empty: open)"),
         col("escalated", Bool, false, Equals, "escalated"),
+        later("subject", Text, NoFilter, "the ticket's subject line (a comment stream of listening)"),
     ],
 };
 

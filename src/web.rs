@@ -43,6 +43,7 @@ pub struct AppState {
     /// The last full metrics snapshot, for ranking one account against its segment.
     pub snapshots: Arc<std::sync::Mutex<Option<metrics::SnapshotCache>>>,
     pub actions: Arc<crate::actions::ActionsConfig>,
+    pub listening: Arc<crate::listening::ListeningConfig>,
     /// The dashboard's address as people reach it, for links in messages.
     pub base_url: Arc<str>,
 }
@@ -161,6 +162,7 @@ impl App {
             cors_origins: Arc::new(config.ingest.cors_origins.clone()),
             snapshots: Arc::default(),
             actions: Arc::new(config.actions.clone()),
+            listening: Arc::new(config.listening.clone()),
             base_url: Arc::from(base_url(config)),
         };
         Ok(App { state, writer })

@@ -116,7 +116,7 @@ fn check_headers(kind: &Kind, headers: &[String], import: &mut Import) -> bool {
             ok = false;
         }
     }
-    for column in kind.columns {
+    for column in kind.columns.iter().filter(|c| !c.optional_header) {
         if !headers.iter().any(|h| h == column.name) {
             let expected: Vec<&str> = kind.columns.iter().map(|c| c.name).collect();
             import.error(1, column.name, format!("missing header; {} files need: {}", kind.name, expected.join(",")));

@@ -209,10 +209,13 @@ pub struct ImportReport {
     pub errors: Vec<RowError>,
 }
 
-/// Checks reaching beyond one record: its account exists, the currency has a rate.
+/// Checks reaching beyond one record: its account exists, the currency has a rate, the
+/// churn reason is a configured code.
 pub struct Checks<'a> {
     /// `Err(reason)` when ARR in this currency cannot be reported.
     pub currency: &'a dyn Fn(&str) -> Result<(), String>,
+    /// `Err(reason)` when a subscription's `reason` is not a configured code.
+    pub reason: &'a dyn Fn(&str) -> Result<(), String>,
 }
 
 /// An import in progress: one IMMEDIATE transaction that either commits whole or rolls back.
@@ -282,6 +285,12 @@ impl<'c> Import<'c> {
             if let Some(currency) = record.get(self.kind, "currency").as_text() {
                 if let Err(reason) = (self.checks.currency)(currency) {
                     self.error(row, "currency", reason);
+                    return Ok(());
+                }
+            }
+            if let Some(code) = record.get(self.kind, "reason").as_text() {
+                if let Err(reason) = (self.checks.reason)(code) {
+                    self.error(row, "reason", reason);
                     return Ok(());
                 }
             }

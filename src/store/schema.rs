@@ -304,6 +304,21 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX survey_sends_user ON survey_sends(user_id, sent_ms);
     "#,
+    // 6: listening: churn reasons and feedback, ticket subjects, CSM notes.
+    r#"
+    ALTER TABLE subscriptions ADD COLUMN reason TEXT;
+    ALTER TABLE subscriptions ADD COLUMN feedback TEXT;
+    ALTER TABLE tickets ADD COLUMN subject TEXT;
+    CREATE TABLE notes (
+        id         INTEGER PRIMARY KEY,
+        account_id TEXT NOT NULL,
+        author     TEXT NOT NULL,          -- the dashboard user or API token name
+        person     TEXT,                   -- the customer's person it is about, if any
+        text       TEXT NOT NULL,
+        created_ms INTEGER NOT NULL
+    );
+    CREATE INDEX notes_account ON notes(account_id);
+    "#,
 ];
 
 /// The schema version this binary writes.

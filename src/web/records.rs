@@ -207,10 +207,11 @@ async fn replace_record(state: &AppState, kind: &'static Kind, key: Vec<String>,
 /// Stores one record through the same checks as an import (account exists, hierarchy,
 /// currency rate).
 async fn save(state: &AppState, kind: &'static Kind, record: Record) -> Result<ImportReport, ApiError> {
-    let currency = state.currency.clone();
+    let (currency, listening) = (state.currency.clone(), state.listening.clone());
     let report = with_conn(&state.store, move |conn| {
         let check = move |code: &str| currency.check(code);
-        let mut import = Import::begin(conn, kind, Checks { currency: &check })?;
+        let reason = move |code: &str| listening.check_reason(code);
+        let mut import = Import::begin(conn, kind, Checks { currency: &check, reason: &reason })?;
         import.row(1, Ok(record))?;
         Ok(import.finish()?)
     })
@@ -286,10 +287,11 @@ async fn import_file(
         }
     };
     let bytes = read_limited(&headers, body, limits::IMPORT_BODY_BYTES_MAX).await?;
-    let currency = state.currency.clone();
+    let (currency, listening) = (state.currency.clone(), state.listening.clone());
     let report = with_conn(&state.store, move |conn| {
         let check = move |code: &str| currency.check(code);
-        Ok(import::import(conn, kind, format, &bytes[..], Checks { currency: &check }, &mut |_| {})?)
+        let reason = move |code: &str| listening.check_reason(code);
+        Ok(import::import(conn, kind, format, &bytes[..], Checks { currency: &check, reason: &reason }, &mut |_| {})?)
     })
     .await?;
     if report.stored {
