@@ -9,6 +9,7 @@ pub mod dedup;
 pub mod actions;
 pub mod dashboard;
 pub mod health;
+pub mod listening;
 pub mod metrics;
 pub mod records;
 pub mod rollup;

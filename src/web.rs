@@ -5,6 +5,7 @@
 pub mod actions;
 pub mod api;
 pub mod health;
+pub mod listening;
 pub mod metrics;
 pub mod openapi;
 pub mod ops;
@@ -60,6 +61,7 @@ pub fn router(state: AppState) -> Router {
         .merge(metrics::router())
         .merge(health::router())
         .merge(actions::router())
+        .merge(listening::router())
         .merge(records::router())
         .merge(ops::router())
         .merge(pages::router())

@@ -93,6 +93,17 @@ pub const RATES: &[(&str, f64)] = &[("EUR", 1.08), ("GBP", 1.27), ("SEK", 0.095)
 const NAMES_A: &[&str] = &["Acme", "Globex", "Initech", "Umbrella", "Hooli", "Vandelay", "Stark", "Wayne", "Tyrell", "Soylent", "Cyberdyne", "Wonka", "Gringotts", "Oscorp", "Pied", "Dunder", "Prestige", "Monarch", "Nakatomi", "Aperture"];
 const NAMES_B: &[&str] = &["Labs", "Systems", "Works", "Group", "Partners", "Logistics", "Health", "Foods", "Media", "Energy", "Retail", "Capital", "Robotics", "Studios", "Analytics"];
 const CSAT_COMMENTS: &[&str] = &["Quick and helpful answer", "Took too long to get a reply", "Solved my problem", "Support did not understand the issue", "Great support team"];
+/// Churn reason codes with what a customer leaving for it says; the first is for accounts
+/// that never used their power feature.
+const CHURN_REASONS: &[(&str, &str)] = &[
+    ("no_adoption", "We never really got the team using it"),
+    ("price", "Too expensive for what we use"),
+    ("competitor", "Moving to a competitor with built-in SSO"),
+    ("missing_feature", "Missing scheduled PDF exports"),
+    ("budget", "Budget cuts across the department"),
+    ("support", "Support was slow to answer our tickets"),
+    ("company_closed", "The company was acquired and the office closed"),
+];
 const NPS_COMMENTS: &[&str] = &["Exports are slow on big reports", "Love the dashboards", "Too expensive for what we use", "Missing an SSO integration", "Easy to onboard new colleagues", "The mobile app is clunky"];
 const SUGGESTIONS: &[(&str, &str)] = &[("Scheduled PDF exports", "reporting"), ("SSO with Okta", "security"), ("Dark mode", "ui"), ("Slack notifications", "integrations"), ("Bulk edit tasks", "productivity"), ("API rate limit increase", "platform")];
 const HOLIDAYS: &[(u32, u32)] = &[(1, 1), (12, 24), (12, 25), (12, 26), (12, 31), (7, 4), (5, 1)];
@@ -192,7 +203,7 @@ pub fn generate(options: &Options, out: &Path, progress: &mut dyn FnMut(&Summary
     }
     csms.writer.flush()?;
     let mut accounts_csv = Csv::create(out, "accounts", &["account_id", "name", "parent_id", "segment", "plan", "csm", "timezone", "created_at", "region", "employees"])?;
-    let mut subs = Csv::create(out, "subscriptions", &["subscription_id", "account_id", "product", "plan", "seats", "arr", "currency", "start_date", "end_date", "status", "outcome", "provisioned_at", "go_live_at"])?;
+    let mut subs = Csv::create(out, "subscriptions", &["subscription_id", "account_id", "product", "plan", "seats", "arr", "currency", "start_date", "end_date", "status", "outcome", "provisioned_at", "go_live_at", "reason", "feedback"])?;
     let mut tickets = Csv::create(out, "tickets", &["ticket_id", "account_id", "user_id", "type", "priority", "opened_at", "first_response_at", "resolved_at", "escalated", "subject"])?;
     let mut surveys = Csv::create(out, "survey_responses", &["response_id", "account_id", "user_id", "kind", "score", "comment", "answered_at", "trigger"])?;
     let mut suggestions = Csv::create(out, "suggestions", &["suggestion_id", "account_id", "user_id", "title", "category", "status", "created_at"])?;
@@ -387,6 +398,13 @@ fn simulate_account(
             (true, false) => ("ended", "churned"),
         };
         let sub_id = format!("sub-{:06}", next("sub"));
+        // Why it churned: chosen without drawing from the random stream, so the rest of
+        // the data stays as it was; accounts that never used the power feature did not adopt.
+        let (reason, feedback) = match (outcome, b) {
+            ("churned", 0) => CHURN_REASONS[0],
+            ("churned", _) => CHURN_REASONS[1 + summary.subscriptions as usize % (CHURN_REASONS.len() - 1)],
+            _ => ("", ""),
+        };
         subs.row(&[
             sub_id,
             account.id.clone(),
@@ -401,6 +419,8 @@ fn simulate_account(
             outcome.into(),
             if first_term { ts(provisioned.and_hms_opt(9, 0, 0).expect("invariant: valid time")) } else { String::new() },
             if first_term { ts(go_live.and_hms_opt(9, 0, 0).expect("invariant: valid time")) } else { String::new() },
+            reason.into(),
+            feedback.into(),
         ])?;
         summary.subscriptions += 1;
         if first_term {
@@ -426,7 +446,7 @@ fn simulate_account(
             subs.row(&[
                 format!("sub-{:06}", next("sub")), account.id.clone(), "automation".into(), plan.into(), addon_seats.to_string(),
                 format!("{:.2}", addon_seats as f64 * 20.0 * 12.0), account.currency.into(), start.to_string(), end.to_string(),
-                status.into(), outcome.into(), String::new(), String::new(),
+                status.into(), outcome.into(), String::new(), String::new(), String::new(), String::new(),
             ])?;
             summary.subscriptions += 1;
         }

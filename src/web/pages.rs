@@ -7,6 +7,7 @@ pub mod analysis;
 pub mod auth;
 pub mod charts;
 pub mod inbox;
+pub mod listening;
 pub mod portfolio;
 pub mod review;
 pub mod settings;
@@ -41,6 +42,9 @@ pub fn router() -> Router<AppState> {
         .route("/indicators", get(analysis::indicators))
         .route("/outcomes", get(analysis::outcomes))
         .route("/onboarding", get(analysis::onboarding))
+        .route("/listening", get(listening::page))
+        .route("/accounts/{id}/notes", post(listening::add_note))
+        .route("/accounts/{id}/reason", post(listening::set_reason))
         .route("/inbox", get(inbox::page))
         .route("/inbox/tasks/{id}", post(inbox::update))
         .route("/settings", get(settings::page))
@@ -163,6 +167,7 @@ pub fn layout(user: &SignedIn, title: &str, active: &str, content: Markup) -> Ma
         ("/indicators", "Indicators"),
         ("/outcomes", "Outcomes"),
         ("/onboarding", "Onboarding"),
+        ("/listening", "Listening"),
         ("/inbox", "Inbox"),
     ];
     html! {

@@ -42,6 +42,7 @@ struct View {
     changes: Vec<Value>,
     alerts: Vec<Value>,
     tasks: Vec<Value>,
+    notes: Vec<Value>,
     events: Vec<(i64, String, Option<String>, Option<String>)>,
 }
 
@@ -78,13 +79,18 @@ pub async fn page(user: SignedIn, State(state): State<AppState>, Path(id): Path<
         let year_ago = (as_of - Duration::days(365)).and_hms_opt(0, 0, 0).expect("midnight exists").and_utc().timestamp_millis();
         let alerts = crate::store::actions::alerts(conn, year_ago, Some(&account), 50)?;
         let tasks = crate::store::actions::tasks(conn, None, None, Some(&account), 50)?;
+        let notes = crate::store::listening::notes(conn, &account)?;
         let events = dashboard::recent_events(conn, &account, EVENTS_LISTED)?;
-        Ok(Some(View { facts, parent, children, row, health, weekly, history, features, unused, records: listed, changes, alerts, tasks, events }))
+        Ok(Some(View { facts, parent, children, row, health, weekly, history, features, unused, records: listed, changes, alerts, tasks, notes, events }))
     })
     .await?
     .ok_or_else(|| PageError::not_found(format!("no account {id}")))?;
     let currency = state.currency.report.clone();
-    Ok(layout(&user, &view.facts.name, "/portfolio", render(&view, &currency, as_of)))
+    let reasons = state.listening.reasons.clone();
+    Ok(layout(&user, &view.facts.name, "/portfolio", html! {
+        (render(&view, &currency, as_of))
+        (listening_section(&user, &view, &reasons))
+    }))
 }
 
 fn field(row: &Map<String, Value>, name: &str) -> Markup {
@@ -235,6 +241,45 @@ fn render(v: &View, currency: &str, as_of: NaiveDate) -> Markup {
                 tbody { @for (ms, kind, event, user) in &v.events { tr {
                     td { (timestamp(&crate::ingest::format_timestamp(*ms))) } td { (kind) } td { (event.as_deref().unwrap_or("")) } td { (user.as_deref().unwrap_or("")) }
                 } } }
+            }
+        }
+    }
+}
+
+/// Notes (with a form) and the churn reason of each ended term (editable).
+fn listening_section(user: &SignedIn, v: &View, reasons: &[String]) -> Markup {
+    let id = &v.facts.account_id;
+    let writable = super::can_write(&user.user);
+    let ended: Vec<&Value> = v.records.iter().find(|(k, _)| *k == "subscriptions").map(|(_, rows)| rows.iter().filter(|s| s["outcome"] == "churned" || s["outcome"] == "renewed").collect()).unwrap_or_default();
+    html! {
+        section aria-labelledby="notes" {
+            h2 id="notes" { "Notes" }
+            @if writable {
+                form.stack method="post" action=(format!("/accounts/{id}/notes")) {
+                    (super::csrf_field(user))
+                    label { "Add a note (internal: never in the customer's review)" textarea name="text" rows="2" required maxlength=(crate::store::listening::NOTE_CHARS_MAX) {} }
+                    button type="submit" { "Add note" }
+                }
+            }
+            @if v.notes.is_empty() { p.empty { "No notes yet." } }
+            ul id="notes-list" { @for n in &v.notes { li { (timestamp(n["created_at"].as_str().unwrap_or(""))) " " strong { (n["author"].as_str().unwrap_or("")) } ": " (n["text"].as_str().unwrap_or("")) } } }
+        }
+        section aria-labelledby="listening" {
+            h2 id="listening" { "Churn and downgrade reasons" }
+            @if ended.is_empty() { p.empty { "No ended term." } }
+            @for s in &ended {
+                @let sid = s["subscription_id"].as_str().unwrap_or("");
+                form.inline method="post" action=(format!("/accounts/{id}/reason")) {
+                    (super::csrf_field(user))
+                    input type="hidden" name="subscription" value=(sid);
+                    span { (sid) " (" (s["outcome"].as_str().unwrap_or("")) ", ended " (s["end_date"].as_str().unwrap_or("")) ")" }
+                    label { "Reason " select name="reason" disabled[!writable] {
+                        option value="" { "none" }
+                        @for r in reasons { option value=(r) selected[s["reason"].as_str() == Some(r.as_str())] { (r.replace('_', " ")) } }
+                    } }
+                    label { "Feedback " input name="feedback" value=(s["feedback"].as_str().unwrap_or("")) disabled[!writable]; }
+                    @if writable { button type="submit" { "Save" } }
+                }
             }
         }
     }

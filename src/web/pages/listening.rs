@@ -1,0 +1,144 @@
+//! Listening: why customers leave (churn and downgrade reasons by quarter and segment, in
+//! money and counts) and what they say (themes over all comments, among detractors and
+//! among accounts red now, with quotes); CSM notes and reason edits from the account page.
+
+use axum::extract::{Form, Path, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Redirect, Response};
+use maud::{html, Markup};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::{can_write, layout, money, number, percent, PageError, PageResult, SignedIn};
+use crate::store::listening as sl;
+use crate::web::metrics::{today, with_settings};
+use crate::web::records::with_conn;
+use crate::web::AppState;
+
+/// Themes listed per table.
+const THEMES_LISTED: usize = 12;
+
+fn theme_table(id: &str, rows: &[Value], currency: &str) -> Markup {
+    html! {
+        @if rows.is_empty() { p.empty { "No comments here yet." } } @else {
+            div.scroll { table.data id=(id) {
+                thead { tr { th scope="col" { "Theme" } th scope="col" { "Comments" } th scope="col" { "Accounts" } th scope="col" { "Their ARR" }
+                    th scope="col" { "Churned / retained" } th scope="col" { "Sentiment" } th scope="col" { "Per quarter" } th scope="col" { "Keywords and a quote" } } }
+                tbody { @for r in rows.iter().take(THEMES_LISTED) { tr {
+                    th scope="row" data-field="theme" { (r["theme"].as_str().unwrap_or("")) }
+                    td.num data-field="comments" { (r["comments"]) }
+                    td.num { (r["accounts"]) }
+                    td.num { (money(r["arr"].as_f64().unwrap_or(0.0), currency)) }
+                    td.num { (percent(r["share_churned"].as_f64())) " / " (percent(r["share_retained"].as_f64())) }
+                    td.num { (number(r["sentiment"].as_f64(), 2)) }
+                    td { @for (q, n) in r["per_quarter"].as_object().into_iter().flatten() { (q) ": " (n) br; } }
+                    td {
+                        small.muted { (r["keywords"].as_array().map(|k| k.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", ")).unwrap_or_default()) }
+                        @if let Some(q) = r["quotes"].get(0) { br; q { (q["text"].as_str().unwrap_or("")) } }
+                    }
+                } } }
+            } }
+        }
+    }
+}
+
+pub async fn page(user: SignedIn, State(state): State<AppState>) -> PageResult {
+    let to = today() + chrono::Duration::days(1);
+    let from = to - chrono::Months::new(12);
+    let reasons = with_settings(&state, move |conn, s| Ok(sl::churn_reasons(conn, from, to, s.currency)?)).await?;
+    let all = crate::web::listening::theme_rows(&state, "all").await?;
+    let detractors = crate::web::listening::theme_rows(&state, "detractors").await?;
+    let red = crate::web::listening::theme_rows(&state, "red").await?;
+    let currency = state.currency.report.clone();
+    Ok(layout(&user, "Listening", "/listening", html! {
+        h1 { "Listening" }
+        section aria-labelledby="reasons" {
+            h2 id="reasons" { "Why customers left or shrank (terms ending " (from) " to " (to - chrono::Duration::days(1)) ")" }
+            @if reasons.is_empty() { p.empty { "No churn or downgrade in that time." } } @else {
+                div.scroll { table.data id="reasons-table" {
+                    thead { tr { th scope="col" { "Quarter" } th scope="col" { "Segment" } th scope="col" { "Reason" } th scope="col" { "Kind" } th scope="col" { "Accounts" } th scope="col" { "ARR lost" } } }
+                    tbody { @for r in &reasons { tr {
+                        td { (r["quarter"].as_str().unwrap_or("")) } td { (r["segment"].as_str().unwrap_or("")) }
+                        th scope="row" { (r["reason"].as_str().unwrap_or("").replace('_', " ")) } td { (r["kind"].as_str().unwrap_or("")) }
+                        td.num { (r["accounts"]) } td.num { (money(r["arr_lost"].as_f64().unwrap_or(0.0), &currency)) }
+                    } } }
+                } }
+                p { a href="/api/v1/reports/churn_reasons?format=csv" { "CSV" } " (with an API token)" }
+            }
+        }
+        section aria-labelledby="themes" {
+            h2 id="themes" { "What customers say: themes of every comment" }
+            (theme_table("themes-all", &all, &currency))
+        }
+        section aria-labelledby="detractors" {
+            h2 id="detractors" { "Among detractors (NPS 0-6)" }
+            (theme_table("themes-detractors", &detractors, &currency))
+        }
+        section aria-labelledby="red" {
+            h2 id="red" { "Among accounts red now" }
+            (theme_table("themes-red", &red, &currency))
+        }
+        p.muted { "Themes: a configured keyword rule ([listening.themes]) if one matches, else the comment's most distinctive word (TF-IDF) that other comments share. Sentiment: positive minus negative lexicon words over both, -1 to 1." }
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct NoteForm {
+    csrf: String,
+    text: String,
+}
+
+/// `POST /accounts/{id}/notes`: a CSM note from the account page.
+pub async fn add_note(user: SignedIn, State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>, Form(form): Form<NoteForm>) -> Result<Response, PageError> {
+    user.check_post(&headers, &form.csrf)?;
+    if !can_write(&user.user) {
+        return Err(PageError::forbidden("viewers cannot write notes"));
+    }
+    let text = form.text.trim().to_string();
+    if text.is_empty() || text.chars().count() > sl::NOTE_CHARS_MAX {
+        return Err(PageError::bad_request(format!("text: 1 to {} characters", sl::NOTE_CHARS_MAX)));
+    }
+    let (account, author) = (id.clone(), user.user.username.clone());
+    if with_conn(&state.store, move |conn| Ok(sl::add_note(conn, &account, &author, None, &text)?)).await?.is_none() {
+        return Err(PageError::not_found(format!("no account {id}")));
+    }
+    Ok(Redirect::to(&format!("/accounts/{id}#notes")).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ReasonForm {
+    csrf: String,
+    subscription: String,
+    reason: String,
+    feedback: String,
+}
+
+/// `POST /accounts/{id}/reason`: a subscription's churn reason and feedback.
+pub async fn set_reason(user: SignedIn, State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>, Form(form): Form<ReasonForm>) -> Result<Response, PageError> {
+    user.check_post(&headers, &form.csrf)?;
+    if !can_write(&user.user) {
+        return Err(PageError::forbidden("viewers cannot change reasons"));
+    }
+    let reason = Some(form.reason.trim().to_string()).filter(|r| !r.is_empty());
+    if let Some(code) = &reason {
+        state.listening.check_reason(code).map_err(|r| PageError::bad_request(format!("reason: {r}")))?;
+    }
+    let feedback = Some(form.feedback.trim().to_string()).filter(|f| !f.is_empty());
+    if feedback.as_ref().is_some_and(|f| f.len() > crate::limits::RECORD_TEXT_BYTES_MAX) {
+        return Err(PageError::bad_request("feedback: too long"));
+    }
+    let (account, subscription) = (id.clone(), form.subscription.clone());
+    let found = with_conn(&state.store, move |conn| {
+        let owner: Option<String> = rusqlite::OptionalExtension::optional(conn.query_row("SELECT account_id FROM subscriptions WHERE subscription_id = ?1", [&subscription], |r| r.get(0)))
+            .map_err(crate::store::StoreError::from)?;
+        if owner.as_deref() != Some(account.as_str()) {
+            return Ok(false);
+        }
+        Ok(sl::set_reason(conn, &subscription, reason.as_deref(), feedback.as_deref())?)
+    })
+    .await?;
+    if !found {
+        return Err(PageError::not_found(format!("no subscription {} of account {id}", form.subscription)));
+    }
+    Ok(Redirect::to(&format!("/accounts/{id}#listening")).into_response())
+}
