@@ -13,6 +13,7 @@ mod it {
     mod durability;
     mod health;
     mod ingest_http;
+    mod listening;
     mod metrics;
     mod openapi;
     mod records;
