@@ -549,6 +549,56 @@ fn actions_paths(paths: &mut Paths) {
     paths.paths.insert("/api/v1/outbox/{id}/retry".into(), PathItem::new(HttpMethod::Post, retry.build()));
 }
 
+fn listening_paths(paths: &mut Paths) {
+    let op = |id: &str, summary: &str| OperationBuilder::new().operation_id(Some(id)).summary(Some(summary)).tag("listening");
+    let json_or_csv = |description: &str| {
+        ResponseBuilder::new()
+            .description(description)
+            .content("application/json", Content::new(Some(RefOr::T(free_object(description)))))
+            .content("text/csv", Content::new(Some(typed(Type::String, false))))
+            .build()
+    };
+    let format = || query_param("format", typed(Type::String, false).enum_values(Some(["json", "csv"])).into(), "json (default) or csv");
+    let comments = with_common(
+        op("list_comments", "Every comment stream (survey comments, ticket subjects, suggestions, churn feedback, notes) with theme and sentiment")
+            .parameter(query_param("account", typed(Type::String, false).into(), "one account"))
+            .parameter(query_param("source", typed(Type::String, false).enum_values(Some(["survey", "ticket", "suggestion", "churn", "note"])).into(), "one stream"))
+            .parameter(format())
+            .response("200", json_or_csv("comments")),
+        false,
+    );
+    paths.paths.insert("/api/v1/comments".into(), PathItem::new(HttpMethod::Get, comments.build()));
+    let list_notes = with_common(op("list_notes", "An account's CSM notes, newest first").parameter(path_param("id")).response("200", json_response("notes", free_object("account_id, notes").into())), false);
+    let add_note = with_common(
+        op("add_note", "Add a CSM note to an account (admin)")
+            .parameter(path_param("id"))
+            .request_body(Some(RequestBodyBuilder::new().content("application/json", Content::new(Some(RefOr::T(free_object("text, person, author"))))).required(Some(Required::True)).build()))
+            .response("201", json_response("the note's id", free_object("id, account_id").into()))
+            .response("404", problem("no such account")),
+        true,
+    );
+    let mut notes = PathItem::new(HttpMethod::Get, list_notes.build());
+    notes.merge_operations(PathItem::new(HttpMethod::Post, add_note.build()));
+    paths.paths.insert("/api/v1/accounts/{id}/notes".into(), notes);
+    let themes = with_common(
+        op("list_themes", "Themes of the comments: count, accounts, their ARR, per quarter, churned vs retained share, sentiment, keywords, quotes")
+            .parameter(query_param("among", typed(Type::String, false).enum_values(Some(["all", "detractors", "red"])).into(), "all (default), detractors (NPS 0-6) or red accounts"))
+            .parameter(format())
+            .response("200", json_or_csv("among, currency, themes")),
+        false,
+    );
+    paths.paths.insert("/api/v1/themes".into(), PathItem::new(HttpMethod::Get, themes.build()));
+    let reasons = with_common(
+        op("churn_reasons", "Churn and downgrade reasons of terms ending in [from, to) by quarter, segment, reason and kind, in accounts and ARR lost")
+            .parameter(date_param("from", "first day (default: 12 months before `to`)"))
+            .parameter(date_param("to", "day after the last (default: tomorrow)"))
+            .parameter(format())
+            .response("200", json_or_csv("from, to, currency, reasons")),
+        false,
+    );
+    paths.paths.insert("/api/v1/reports/churn_reasons".into(), PathItem::new(HttpMethod::Get, reasons.build()));
+}
+
 fn build() -> utoipa::openapi::OpenApi {
     let mut paths = Paths::new();
     let mut components = ComponentsBuilder::new()
@@ -608,6 +658,7 @@ fn build() -> utoipa::openapi::OpenApi {
     metrics_paths(&mut paths);
     health_paths(&mut paths);
     actions_paths(&mut paths);
+    listening_paths(&mut paths);
     OpenApiBuilder::new()
         .info(
             InfoBuilder::new()

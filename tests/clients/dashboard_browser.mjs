@@ -77,7 +77,7 @@ try {
 
   // 5. Every other page renders.
   report.pages = {}
-  for (const path of ['/segments', '/indicators', '/outcomes', '/onboarding', '/inbox', '/settings']) {
+  for (const path of ['/segments', '/indicators', '/outcomes', '/onboarding', '/listening', '/inbox', '/settings']) {
     const response = await page.goto(`${opts.base}${path}`)
     report.pages[path] = { status: response.status(), h1: await page.textContent('h1') }
     await shot(page, `04${path.replace('/', '-')}`)

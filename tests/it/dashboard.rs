@@ -99,7 +99,7 @@ fn dashboard_shows_the_api_numbers_and_shares_reviews_by_signed_links() {
     assert_eq!(page["health_score"].as_str().unwrap().parse::<f64>().unwrap(), health["health"]["health_score"].as_f64().unwrap());
     assert_eq!(report["account_charts"], 5);
 
-    for (path, title) in [("/segments", "Segments side by side"), ("/indicators", "Indicators"), ("/outcomes", "Outcomes"), ("/onboarding", "Onboarding"), ("/inbox", "Inbox"), ("/settings", "Settings")] {
+    for (path, title) in [("/segments", "Segments side by side"), ("/indicators", "Indicators"), ("/outcomes", "Outcomes"), ("/onboarding", "Onboarding"), ("/listening", "Listening"), ("/inbox", "Inbox"), ("/settings", "Settings")] {
         assert_eq!(report["pages"][path], json!({"status": 200, "h1": title}), "{path}");
     }
 

@@ -23,7 +23,7 @@ fn theme_table(id: &str, rows: &[Value], currency: &str) -> Markup {
         @if rows.is_empty() { p.empty { "No comments here yet." } } @else {
             div.scroll { table.data id=(id) {
                 thead { tr { th scope="col" { "Theme" } th scope="col" { "Comments" } th scope="col" { "Accounts" } th scope="col" { "Their ARR" }
-                    th scope="col" { "Churned / retained" } th scope="col" { "Sentiment" } th scope="col" { "Per quarter" } th scope="col" { "Keywords and a quote" } } }
+                    th scope="col" { "Churned / retained" } th scope="col" { "Sentiment" } th scope="col" { "Last 4 quarters" } th scope="col" { "Keywords and a quote" } } }
                 tbody { @for r in rows.iter().take(THEMES_LISTED) { tr {
                     th scope="row" data-field="theme" { (r["theme"].as_str().unwrap_or("")) }
                     td.num data-field="comments" { (r["comments"]) }
@@ -31,7 +31,7 @@ fn theme_table(id: &str, rows: &[Value], currency: &str) -> Markup {
                     td.num { (money(r["arr"].as_f64().unwrap_or(0.0), currency)) }
                     td.num { (percent(r["share_churned"].as_f64())) " / " (percent(r["share_retained"].as_f64())) }
                     td.num { (number(r["sentiment"].as_f64(), 2)) }
-                    td { @for (q, n) in r["per_quarter"].as_object().into_iter().flatten() { (q) ": " (n) br; } }
+                    td { (last_quarters(&r["per_quarter"])) }
                     td {
                         small.muted { (r["keywords"].as_array().map(|k| k.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", ")).unwrap_or_default()) }
                         @if let Some(q) = r["quotes"].get(0) { br; q { (q["text"].as_str().unwrap_or("")) } }
@@ -40,6 +40,12 @@ fn theme_table(id: &str, rows: &[Value], currency: &str) -> Markup {
             } }
         }
     }
+}
+
+/// The newest four quarters of a per-quarter count, oldest first: "2026-Q1: 3 · 2026-Q2: 5".
+fn last_quarters(per_quarter: &Value) -> String {
+    let all: Vec<(&String, &Value)> = per_quarter.as_object().map(|m| m.iter().collect()).unwrap_or_default();
+    all[all.len().saturating_sub(4)..].iter().map(|(q, n)| format!("{q}: {n}")).collect::<Vec<_>>().join(" · ")
 }
 
 pub async fn page(user: SignedIn, State(state): State<AppState>) -> PageResult {
