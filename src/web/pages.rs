@@ -141,19 +141,26 @@ impl IntoResponse for PageError {
 
 pub type PageResult = Result<Markup, PageError>;
 
+/// The `<head>` of every page: the embedded stylesheet and script, nothing from elsewhere.
+fn head(title: &str) -> Markup {
+    html! {
+        head {
+            meta charset="utf-8";
+            meta name="viewport" content="width=device-width, initial-scale=1";
+            title { (title) " · bellwether" }
+            link rel="icon" href="data:,";
+            link rel="stylesheet" href="/assets/app.css";
+            script src="/assets/app.js" defer {}
+        }
+    }
+}
+
 /// A page without navigation (login, errors, the shared review).
 pub fn bare(title: &str, content: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { (title) " · bellwether" }
-                link rel="icon" href="data:,";
-                link rel="stylesheet" href="/assets/app.css";
-                script src="/assets/app.js" defer {}
-            }
+            (head(title))
             body { (content) }
         }
     }
@@ -173,14 +180,7 @@ pub fn layout(user: &SignedIn, title: &str, active: &str, content: Markup) -> Ma
     html! {
         (DOCTYPE)
         html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { (title) " · bellwether" }
-                link rel="icon" href="data:,";
-                link rel="stylesheet" href="/assets/app.css";
-                script src="/assets/app.js" defer {}
-            }
+            (head(title))
             body {
                 a.skip href="#main" { "Skip to content" }
                 header.top {

@@ -3,8 +3,7 @@
 //! the review share link works signed out and refuses altered and expired links, a CSM
 //! starts on their own accounts. Screenshots of each page are saved as test artifacts.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use serde_json::{json, Value};
 
@@ -13,16 +12,8 @@ use super::support::*;
 #[test]
 fn dashboard_shows_the_api_numbers_and_shares_reviews_by_signed_links() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = command(dir.path())
-        .args(["demo", "--accounts", "60", "--years", "3", "--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let base = line.trim().strip_prefix("bellwether demo listening on ").unwrap_or_else(|| panic!("{line:?}")).to_string();
-    let server = Server::attach(&base);
+    let (mut child, server) = start_demo(dir.path(), &["--accounts", "60", "--years", "3"]);
+    let base = server.base.clone();
     let marker: Value = serde_json::from_slice(&std::fs::read(dir.path().join("demo.json")).unwrap()).unwrap();
     let token = marker["api_token"].as_str().unwrap();
     let login = |role: &str| {

@@ -1,9 +1,7 @@
 //! Health: on the demo generator's planted truth (power features, bucket rates, backtest),
 //! and on a hand-made fixture (awkward segments, scorecard, history and tier changes).
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::Stdio;
 
 use chrono::{Duration, Utc};
 use serde_json::{json, Value};
@@ -19,16 +17,7 @@ fn json_out(dir: &Path, args: &[&str]) -> Value {
 #[test]
 fn planted_power_features_rank_first_and_tiers_match_the_planted_rates() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = command(dir.path())
-        .args(["demo", "--accounts", "300", "--years", "3", "--end-date", "2026-11-20", "--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let base = line.trim().strip_prefix("bellwether demo listening on ").unwrap_or_else(|| panic!("{line:?}")).to_string();
-    let server = Server::attach(&base);
+    let (mut child, server) = start_demo(dir.path(), &["--accounts", "300", "--years", "3", "--end-date", "2026-11-20"]);
     let truth: Value = serde_json::from_slice(&std::fs::read(dir.path().join("demo-input/truth.json")).unwrap()).unwrap();
     let marker: Value = serde_json::from_slice(&std::fs::read(dir.path().join("demo.json")).unwrap()).unwrap();
     let token = marker["api_token"].as_str().unwrap();

@@ -179,3 +179,20 @@ pub fn counter(server: &Server, series: &str) -> f64 {
 pub fn clients_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients")
 }
+
+/// Starts `bellwether demo` with `args` on port 0 in `data_dir` and waits until it serves;
+/// returns the child (kill it at the end) and a handle on its server.
+pub fn start_demo(data_dir: &Path, args: &[&str]) -> (Child, Server) {
+    let mut child = command(data_dir)
+        .arg("demo")
+        .args(args)
+        .args(["--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn bellwether demo");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("piped stdout")).read_line(&mut line).expect("read the listening line");
+    let base = line.trim().strip_prefix("bellwether demo listening on ").unwrap_or_else(|| panic!("unexpected first line: {line:?}")).to_string();
+    (child, Server::attach(&base))
+}
