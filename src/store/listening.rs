@@ -120,10 +120,15 @@ pub enum Among<'a> {
     Accounts(&'a HashSet<String>),
 }
 
+fn share(part: usize, whole: usize) -> Option<f64> {
+    (whole > 0).then(|| part as f64 / whole as f64)
+}
+
 /// Themes of the comments `among`, most comments first: count, accounts, ARR of those
 /// accounts now, per quarter counts, share of comments from churned accounts (no contract
-/// in force on `today` and a churned term) and from retained ones, mean sentiment,
-/// keywords and three recent quotes. `arr` maps account to its ARR in force.
+/// in force on `today` and a churned term) and from retained ones, the share of churned and
+/// of retained accounts raising it, mean sentiment, keywords and three recent quotes. `arr`
+/// maps account to its ARR in force.
 pub fn themes(conn: &Connection, rules: &BTreeMap<String, String>, today: NaiveDate, among: Among, arr: &HashMap<String, f64>) -> Result<Vec<Value>, StoreError> {
     let all = comments(conn)?;
     let (themed, keywords) = listening::themes(&all, rules);
@@ -153,6 +158,9 @@ pub fn themes(conn: &Connection, rules: &BTreeMap<String, String>, today: NaiveD
         quotes: Vec<&'c Comment>,
     }
     let mut tallies: BTreeMap<&str, Tally> = BTreeMap::new();
+    // Accounts with any comment in scope, churned or retained: what a theme's reach is
+    // measured against.
+    let mut voiced: (HashSet<&str>, HashSet<&str>) = (HashSet::new(), HashSet::new());
     for (comment, t) in all.iter().zip(&themed) {
         let included = match &among {
             Among::All => true,
@@ -161,6 +169,11 @@ pub fn themes(conn: &Connection, rules: &BTreeMap<String, String>, today: NaiveD
         };
         if !included {
             continue;
+        }
+        if churned.contains(&comment.account_id) {
+            voiced.0.insert(comment.account_id.as_str());
+        } else {
+            voiced.1.insert(comment.account_id.as_str());
         }
         let tally = tallies.entry(t.theme.as_str()).or_default();
         tally.count += 1;
@@ -185,6 +198,10 @@ pub fn themes(conn: &Connection, rules: &BTreeMap<String, String>, today: NaiveD
                 "per_quarter": t.quarters,
                 "share_churned": t.churned as f64 / n,
                 "share_retained": (t.count - t.churned) as f64 / n,
+                // Of the churned (retained) accounts that said anything, the share that
+                // raised this theme.
+                "churned_accounts_raising": share(t.accounts.iter().filter(|a| churned.contains(**a)).count(), voiced.0.len()),
+                "retained_accounts_raising": share(t.accounts.iter().filter(|a| !churned.contains(**a)).count(), voiced.1.len()),
                 "sentiment": t.sentiment / n,
                 "keywords": keywords.get(theme).cloned().unwrap_or_default(),
                 "quotes": quotes,

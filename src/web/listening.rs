@@ -164,7 +164,7 @@ async fn themes(_caller: Caller, State(state): State<AppState>, Query(query): Qu
     }
     let rows = theme_rows(&state, &among).await?;
     if csv {
-        let columns = ["theme", "comments", "accounts", "arr", "share_churned", "share_retained", "sentiment", "keywords"];
+        let columns = ["theme", "comments", "accounts", "arr", "share_churned", "share_retained", "churned_accounts_raising", "retained_accounts_raising", "sentiment", "keywords"];
         let cells = rows
             .iter()
             .map(|r| {

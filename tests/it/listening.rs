@@ -107,6 +107,11 @@ fn comments_get_themes_and_churn_reasons_add_up_by_quarter_and_segment() {
     assert_eq!(pricing["accounts"], 3, "a1, a2 and a3 (the note)");
     // a1 and a2 churned with no contract now; a3's last term also churned: all churned.
     assert_eq!(pricing["share_churned"], 1.0);
+    // Every account is churned and all three spoke; pricing came from all three.
+    assert_eq!(pricing["churned_accounts_raising"], 1.0);
+    assert_eq!(pricing["retained_accounts_raising"], Value::Null, "no retained account said anything");
+    let export = themes["themes"].as_array().unwrap().iter().find(|t| t["theme"] == "export").unwrap();
+    assert_eq!(export["churned_accounts_raising"].as_f64().unwrap(), 2.0 / 3.0, "a1 and a3 of a1, a2, a3");
     // Two churn feedbacks in 2026-Q1, the note today.
     use chrono::Datelike;
     let today = chrono::Utc::now().date_naive();

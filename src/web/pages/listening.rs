@@ -23,13 +23,13 @@ fn theme_table(id: &str, rows: &[Value], currency: &str) -> Markup {
         @if rows.is_empty() { p.empty { "No comments here yet." } } @else {
             div.scroll { table.data id=(id) {
                 thead { tr { th scope="col" { "Theme" } th scope="col" { "Comments" } th scope="col" { "Accounts" } th scope="col" { "Their ARR" }
-                    th scope="col" { "Churned / retained" } th scope="col" { "Sentiment" } th scope="col" { "Last 4 quarters" } th scope="col" { "Keywords and a quote" } } }
+                    th scope="col" { abbr title="share of the churned / retained accounts with comments that raised it" { "Raised by churned / retained" } } th scope="col" { "Sentiment" } th scope="col" { "Last 4 quarters" } th scope="col" { "Keywords and a quote" } } }
                 tbody { @for r in rows.iter().take(THEMES_LISTED) { tr {
                     th scope="row" data-field="theme" { (r["theme"].as_str().unwrap_or("")) }
                     td.num data-field="comments" { (r["comments"]) }
                     td.num { (r["accounts"]) }
                     td.num { (money(r["arr"].as_f64().unwrap_or(0.0), currency)) }
-                    td.num { (percent(r["share_churned"].as_f64())) " / " (percent(r["share_retained"].as_f64())) }
+                    td.num { (percent(r["churned_accounts_raising"].as_f64())) " / " (percent(r["retained_accounts_raising"].as_f64())) }
                     td.num { (number(r["sentiment"].as_f64(), 2)) }
                     td { (last_quarters(&r["per_quarter"])) }
                     td {
