@@ -11,6 +11,7 @@ mod it {
     mod dashboard;
     mod demo;
     mod durability;
+    mod faults;
     mod health;
     mod ingest_http;
     mod listening;
