@@ -26,3 +26,24 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
     cargo test --locked --no-fail-fast
 fi
+
+step "fuzz smoke run: every parser of outside input, 10 s each (fuzz/README.md)"
+if ! cargo fuzz --version >/dev/null 2>&1; then
+    cargo install cargo-fuzz --locked --version 0.13.2
+fi
+scratch=$(mktemp -d)
+(
+    cd fuzz
+    for target in segment_payload record_import config signed_tokens; do
+        mkdir -p "$scratch/$target"
+        if ! RUSTC_BOOTSTRAP=1 cargo fuzz run -O --sanitizer none "$target" "$scratch/$target" "corpus/$target" \
+            -- -max_total_time=10 -rss_limit_mb=2048 > "$scratch/$target.log" 2>&1; then
+            tail -40 "$scratch/$target.log" >&2
+            echo "fuzz target $target failed; its input is in fuzz/artifacts/$target" >&2
+            exit 1
+        fi
+        echo "$target: $(grep -E '^Done' "$scratch/$target.log")"
+    done
+)
+rm -rf "$scratch"
+

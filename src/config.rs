@@ -457,6 +457,12 @@ impl Config {
         Ok(config)
     }
 
+    /// A config from TOML text alone (defaults, then the text; no environment or flags):
+    /// what a config file would give. `path` names it in errors.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        Config::from_file_layer(parse_file_layer(text, path)?, Some(path))
+    }
+
     fn from_file_layer(layer: FileLayer, path: Option<&Path>) -> Result<Config, ConfigError> {
         let key_error = |key: &str, reason: String| ConfigError::Key {
             path: path.map(Path::to_path_buf).unwrap_or_default(),
@@ -591,9 +597,15 @@ fn read_file_layer(path: &Path) -> Result<FileLayer, ConfigError> {
         )));
     }
     let text = std::fs::read_to_string(path).map_err(|e| file_error(format!("cannot read: {e}")))?;
-    toml::from_str::<FileLayer>(&text).map_err(|e| {
+    parse_file_layer(&text, path)
+}
+
+/// The file layer from TOML text (`path` names it in errors).
+fn parse_file_layer(text: &str, path: &Path) -> Result<FileLayer, ConfigError> {
+    let file_error = |reason: String| ConfigError::File { path: path.to_path_buf(), reason };
+    toml::from_str::<FileLayer>(text).map_err(|e| {
         // toml names the line, column and (for type errors) the key; keep its words.
-        let key = e.span().map(|span| key_at(&text, span.start)).unwrap_or_default();
+        let key = e.span().map(|span| key_at(text, span.start)).unwrap_or_default();
         let reason = e.message().to_string();
         let line = e.span().map(|span| text[..span.start].lines().count().max(1)).unwrap_or(0);
         if key.is_empty() {

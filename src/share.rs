@@ -12,7 +12,11 @@ use sha2::Sha256;
 pub const SECRET_NAME: &str = "share-links";
 /// Longest validity a link may be given.
 pub const VALID_DAYS_MAX: i64 = 365;
-/// Longest token accepted before any decoding.
+/// Longest payload signed: a 256-byte account id with its quarter fits.
+pub const PAYLOAD_BYTES_MAX: usize = 300;
+/// Longest token accepted before any decoding: base64 of the longest payload with its
+/// expiry, the dot and the signature fit (a fuzz run found signed tokens longer than the
+/// old bound when payloads were unbounded).
 pub const TOKEN_CHARS_MAX: usize = 512;
 
 /// A calendar quarter.
@@ -78,6 +82,7 @@ fn mac(secret: &[u8], payload: &[u8]) -> Hmac<Sha256> {
 /// A token for `payload` (which must not hold the token's own separators' meaning: any
 /// text is fine), valid until `expires_unix`.
 pub fn sign_payload(secret: &[u8], payload: &str, expires_unix: i64) -> String {
+    assert!(payload.len() <= PAYLOAD_BYTES_MAX, "invariant: signed payloads are at most {PAYLOAD_BYTES_MAX} bytes (ids are at most 256)");
     let payload = format!("{payload}\n{expires_unix}");
     let tag = mac(secret, payload.as_bytes()).finalize().into_bytes();
     format!("{}.{}", URL_SAFE_NO_PAD.encode(payload), URL_SAFE_NO_PAD.encode(tag))
@@ -164,6 +169,17 @@ mod tests {
         let later = sign(KEY, "acct-1", Quarter::parse("2026-Q3").unwrap(), 9_999);
         let spliced = format!("{}.{}", later.split('.').next().unwrap(), token.split('.').nth(1).unwrap());
         assert_eq!(verify(KEY, &spliced, 0), Err(LinkError::Invalid));
+    }
+
+    #[test]
+    fn the_longest_payload_signed_still_verifies() {
+        // Found by fuzzing: a signed token must never be longer than verify accepts.
+        let account = "a".repeat(crate::limits::ID_BYTES_MAX);
+        let token = sign(KEY, &account, Quarter::parse("2026-Q3").unwrap(), i64::MAX);
+        assert!(token.len() <= TOKEN_CHARS_MAX, "{}", token.len());
+        assert_eq!(verify(KEY, &token, 0).map(|(a, _)| a), Ok(account));
+        let longest = "x".repeat(PAYLOAD_BYTES_MAX);
+        assert_eq!(verify_payload(KEY, &sign_payload(KEY, &longest, i64::MAX), 0), Ok(longest));
     }
 
     #[test]
