@@ -47,7 +47,13 @@ pub struct AppState {
     pub listening: Arc<crate::listening::ListeningConfig>,
     /// The dashboard's address as people reach it, for links in messages.
     pub base_url: Arc<str>,
+    /// Sign-in attempts per user name (password guessing is slowed to a trickle).
+    pub sign_ins: Arc<governor::DefaultKeyedRateLimiter<String>>,
 }
+
+/// Sign-in attempts one user name may make per minute (a burst of this many, then one
+/// every 60/N seconds).
+pub const SIGN_INS_PER_MINUTE: u32 = 10;
 
 /// `[actions] dashboard_url`, else `http://LISTEN`.
 pub fn base_url(config: &Config) -> String {
@@ -166,6 +172,9 @@ impl App {
             actions: Arc::new(config.actions.clone()),
             listening: Arc::new(config.listening.clone()),
             base_url: Arc::from(base_url(config)),
+            sign_ins: Arc::new(governor::RateLimiter::keyed(governor::Quota::per_minute(
+                std::num::NonZeroU32::new(SIGN_INS_PER_MINUTE).expect("invariant: a positive constant"),
+            ))),
         };
         Ok(App { state, writer })
     }

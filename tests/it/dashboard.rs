@@ -196,7 +196,7 @@ fn form_post(server: &Server, session: &Session, path: &str, origin: Option<&str
 #[test]
 fn forms_need_the_session_csrf_token_and_this_origin_and_roles_limit_settings() {
     let dir = tempfile::tempdir().unwrap();
-    for (user, role) in [("root", "admin"), ("vera", "viewer")] {
+    for (user, role) in [("root", "admin"), ("vera", "viewer"), ("pat", "viewer")] {
         let out = command(dir.path()).args(["user", "create", user, "--role", role]).env("BELLWETHER_PASSWORD", "correct horse battery").output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
@@ -228,6 +228,16 @@ fn forms_need_the_session_csrf_token_and_this_origin_and_roles_limit_settings() 
     assert_eq!(status, 303);
     let wrong = no_redirects().post(&server.url("/login")).header("content-type", "application/x-www-form-urlencoded").send(&b"username=root&password=nope"[..]).unwrap();
     assert_eq!(wrong.status(), 401);
+    // Password guessing: after 10 attempts a minute for one user name, 429 with Retry-After,
+    // even with the right password.
+    let attempt = |password: &str| {
+        no_redirects().post(&server.url("/login")).header("content-type", "application/x-www-form-urlencoded").send(format!("username=pat&password={password}").as_bytes()).unwrap()
+    };
+    let statuses: Vec<u16> = (0..10).map(|_| attempt("guess").status().as_u16()).collect();
+    assert_eq!(statuses, vec![401; 10]);
+    let limited = attempt("correct%20horse%20battery");
+    assert_eq!(limited.status(), 429);
+    assert_eq!(limited.headers().get("retry-after").unwrap(), "60");
     // Pages carry their own content security policy.
     let response = no_redirects().get(&server.url("/login")).call().unwrap();
     let csp = response.headers().get("content-security-policy").unwrap().to_str().unwrap();

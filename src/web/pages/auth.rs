@@ -124,6 +124,15 @@ pub async fn login(State(state): State<AppState>, headers: HeaderMap, Form(form)
     if !same_origin(&headers) {
         return Err(PageError::forbidden("sign-in must come from this site's own form"));
     }
+    if state.sign_ins.check_key(&form.username).is_err() {
+        tracing::warn!(username = %form.username, "dashboard sign-in rate limited");
+        return Ok((
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, "60")],
+            login_form(&next, Some("Too many sign-in attempts for this user name; wait a minute and try again."), &form.username),
+        )
+            .into_response());
+    }
     let (name, password) = (form.username.clone(), form.password);
     let secret = with_conn(&state.store, move |conn| Ok(users::sign_in(conn, &name, &password)?)).await?;
     let Some(secret) = secret else {
