@@ -1,5 +1,6 @@
 //! Faults: a full disk (a small tmpfs as the data dir) answers 503 with a clear log line and
-//! corrupts nothing; a kill -9 in the middle of an import leaves the database as it was.
+//! corrupts nothing; a kill -9 in the middle of an import leaves the database as it was; a
+//! kill -9 during recalibration keeps what committed and the next run completes.
 //! (kill -9 during ingest: durability.rs; during outbox delivery: actions.rs.)
 
 use std::collections::HashSet;
@@ -140,4 +141,39 @@ fn a_kill_during_an_import_leaves_nothing_half_imported() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let conn = rusqlite::Connection::open(&db).unwrap();
     assert_eq!(conn.query_row("SELECT COUNT(*) FROM tickets", [], |r| r.get::<_, i64>(0)).unwrap(), 400_000);
+}
+
+#[test]
+fn a_kill_during_recalibration_leaves_a_whole_database_and_the_next_run_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    // A 60-account demo, stopped: renewals to learn from and history to write.
+    let (mut demo, _server) = start_demo(dir.path(), &["--accounts", "60", "--years", "3"]);
+    let _ = Command::new("kill").arg("-TERM").arg(demo.id().to_string()).status();
+    demo.wait().unwrap();
+    let db = dir.path().join("bellwether.db");
+    let models_before: i64 = rusqlite::Connection::open(&db).unwrap().query_row("SELECT COUNT(*) FROM health_models", [], |r| r.get(0)).unwrap();
+
+    // Kill it once the model is stored, while it writes the daily history.
+    let mut run = command(dir.path()).arg("recalibrate").stderr(Stdio::piped()).spawn().unwrap();
+    let mut stderr = BufReader::new(run.stderr.take().unwrap());
+    let mut line = String::new();
+    while stderr.read_line(&mut line).unwrap() > 0 && !line.contains("stored health model") {
+        line.clear();
+    }
+    assert!(line.contains("stored health model"), "recalibrate stored a model before the kill");
+    let _ = run.kill();
+    let status = run.wait().unwrap();
+    assert!(!status.success(), "killed while writing history");
+    assert_eq!(integrity(&db), "ok");
+    let models: i64 = rusqlite::Connection::open(&db).unwrap().query_row("SELECT COUNT(*) FROM health_models", [], |r| r.get(0)).unwrap();
+    assert_eq!(models, models_before + 1, "the model committed before the kill is whole and kept");
+
+    // The next run completes; health is served from the newest model.
+    let out = cli(dir.path(), &["recalibrate"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("history brought up to today"));
+    let out = cli(dir.path(), &["health", "--format", "json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let health: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(health["model_id"], models_before + 2);
 }
