@@ -322,3 +322,48 @@ fn a_closed_ticket_brings_one_survey_answered_once_on_its_page() {
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(smtp.lines().iter().filter(|m| m["to"] == json!(["ann@customer.example"])).count(), 1);
 }
+
+#[test]
+fn a_message_that_keeps_failing_becomes_a_dead_letter_and_a_retry_delivers_it() {
+    let dir = tempfile::tempdir().unwrap();
+    import_fixture(dir.path());
+    // The receiver fails the first 4 requests: with max_attempts = 2 both HTTP messages die.
+    let hook = Sink::start(dir.path(), "http_sink.py", "hook", &["--fail-first", "4"]);
+    let smtp = Sink::start(dir.path(), "smtp_sink.py", "smtp", &[]);
+    let config = config(dir.path(), hook.port, smtp.port, false);
+    let text = std::fs::read_to_string(&config).unwrap().replace("retry_base_seconds = 1", "retry_base_seconds = 1\nmax_attempts = 2");
+    std::fs::write(&config, text).unwrap();
+    let server = start(dir.path(), &config);
+    let token = create_token(dir.path(), "admin");
+    let auth = [("authorization", format!("Bearer {token}"))];
+    let auth: Vec<(&str, &str)> = auth.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let started = Instant::now();
+    let dead = loop {
+        let dead = get(&server, "/api/v1/outbox?status=dead", Some(&token)).body;
+        if dead["messages"].as_array().unwrap().len() == 2 {
+            break dead;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "two dead letters expected: {dead}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    for message in dead["messages"].as_array().unwrap() {
+        assert_eq!(message["attempts"], 2);
+        assert_eq!(message["last_error"], "HTTP 500");
+        // Webhook URLs can be secrets: only their scheme and host are shown.
+        assert_eq!(message["target"], format!("http://127.0.0.1:{}", hook.port));
+    }
+    // Retried, they are delivered (the sink answers 200 from the 5th request on).
+    for message in dead["messages"].as_array().unwrap() {
+        let id = message["id"].as_i64().unwrap();
+        let retried = post_with(&server, &format!("/api/v1/outbox/{id}/retry"), None, &auth, "");
+        assert_eq!(retried.status, 200, "{:?}", retried.body);
+    }
+    assert_eq!(post_with(&server, "/api/v1/outbox/999999/retry", None, &auth, "").status, 404);
+    hook.wait_for("both messages delivered after the retry", |l| l.iter().filter(|x| x["status"] == 200).count() == 2);
+    let started = Instant::now();
+    while get(&server, "/api/v1/outbox?status=sent", Some(&token)).body["messages"].as_array().unwrap().len() < 3 {
+        assert!(started.elapsed() < Duration::from_secs(30), "the retried messages are marked sent");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(get(&server, "/api/v1/outbox?status=dead", Some(&token)).body["messages"], json!([]));
+}
