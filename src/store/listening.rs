@@ -124,90 +124,93 @@ fn share(part: usize, whole: usize) -> Option<f64> {
     (whole > 0).then(|| part as f64 / whole as f64)
 }
 
-/// Themes of the comments `among`, most comments first: count, accounts, ARR of those
-/// accounts now, per quarter counts, share of comments from churned accounts (no contract
-/// in force on `today` and a churned term) and from retained ones, the share of churned and
-/// of retained accounts raising it, mean sentiment, keywords and three recent quotes. `arr`
+/// Theme reports, one per entry of `among`, from one load of the comments and one theme
+/// pass. Each lists its themes most comments first: count, accounts, ARR of those accounts
+/// now, per quarter counts, share of comments from churned accounts (no contract in force
+/// on `today` and a churned term) and from retained ones, the share of churned and of
+/// retained accounts raising it, mean sentiment, keywords and three recent quotes. `arr`
 /// maps account to its ARR in force.
-pub fn themes(conn: &Connection, rules: &BTreeMap<String, String>, today: NaiveDate, among: Among, arr: &HashMap<String, f64>) -> Result<Vec<Value>, StoreError> {
+pub fn themes(conn: &Connection, rules: &BTreeMap<String, String>, today: NaiveDate, among: &[Among], arr: &HashMap<String, f64>) -> Result<Vec<Vec<Value>>, StoreError> {
     let all = comments(conn)?;
     let (themed, keywords) = listening::themes(&all, rules);
-    let detractors: HashSet<String> = match among {
-        Among::Detractors => {
-            let mut query = conn.prepare(
-                "SELECT user_id FROM survey_responses s WHERE kind = 'nps' AND user_id IS NOT NULL AND score <= 6
-                 AND answered_at = (SELECT MAX(answered_at) FROM survey_responses t WHERE t.kind = 'nps' AND t.user_id = s.user_id)",
-            )?;
-            let rows = query.query_map([], |r| r.get(0))?;
-            rows.collect::<Result<_, _>>()?
-        }
-        _ => HashSet::new(),
+    let detractors: HashSet<String> = if among.iter().any(|a| matches!(a, Among::Detractors)) {
+        let mut query = conn.prepare(
+            "SELECT user_id FROM survey_responses s WHERE kind = 'nps' AND user_id IS NOT NULL AND score <= 6
+             AND answered_at = (SELECT MAX(answered_at) FROM survey_responses t WHERE t.kind = 'nps' AND t.user_id = s.user_id)",
+        )?;
+        let rows = query.query_map([], |r| r.get(0))?;
+        rows.collect::<Result<_, _>>()?
+    } else {
+        HashSet::new()
     };
     let mut query = conn.prepare(
         "SELECT DISTINCT account_id FROM subscriptions s WHERE outcome = 'churned'
          AND NOT EXISTS (SELECT 1 FROM subscriptions n WHERE n.account_id = s.account_id AND n.start_date <= ?1 AND (n.end_date IS NULL OR n.end_date >= ?1))",
     )?;
     let churned: HashSet<String> = query.query_map([today.to_string()], |r| r.get(0))?.collect::<Result<_, _>>()?;
-    #[derive(Default)]
-    struct Tally<'c> {
-        count: usize,
-        accounts: BTreeSet<&'c str>,
-        quarters: BTreeMap<String, usize>,
-        churned: usize,
-        sentiment: f64,
-        quotes: Vec<&'c Comment>,
-    }
-    let mut tallies: BTreeMap<&str, Tally> = BTreeMap::new();
-    // Accounts with any comment in scope, churned or retained: what a theme's reach is
-    // measured against.
-    let mut voiced: (HashSet<&str>, HashSet<&str>) = (HashSet::new(), HashSet::new());
-    for (comment, t) in all.iter().zip(&themed) {
-        let included = match &among {
-            Among::All => true,
-            Among::Detractors => comment.person.as_ref().is_some_and(|p| detractors.contains(p)),
-            Among::Accounts(set) => set.contains(&comment.account_id),
-        };
-        if !included {
-            continue;
+    let report = |among: &Among| -> Vec<Value> {
+        #[derive(Default)]
+        struct Tally<'c> {
+            count: usize,
+            accounts: BTreeSet<&'c str>,
+            quarters: BTreeMap<String, usize>,
+            churned: usize,
+            sentiment: f64,
+            quotes: Vec<&'c Comment>,
         }
-        if churned.contains(&comment.account_id) {
-            voiced.0.insert(comment.account_id.as_str());
-        } else {
-            voiced.1.insert(comment.account_id.as_str());
+        let mut tallies: BTreeMap<&str, Tally> = BTreeMap::new();
+        // Accounts with any comment in scope, churned or retained: what a theme's reach is
+        // measured against.
+        let mut voiced: (HashSet<&str>, HashSet<&str>) = (HashSet::new(), HashSet::new());
+        for (comment, t) in all.iter().zip(&themed) {
+            let included = match among {
+                Among::All => true,
+                Among::Detractors => comment.person.as_ref().is_some_and(|p| detractors.contains(p)),
+                Among::Accounts(set) => set.contains(&comment.account_id),
+            };
+            if !included {
+                continue;
+            }
+            if churned.contains(&comment.account_id) {
+                voiced.0.insert(comment.account_id.as_str());
+            } else {
+                voiced.1.insert(comment.account_id.as_str());
+            }
+            let tally = tallies.entry(t.theme.as_str()).or_default();
+            tally.count += 1;
+            tally.accounts.insert(comment.account_id.as_str());
+            if let Ok(day) = comment.date.parse::<NaiveDate>() {
+                *tally.quarters.entry(Quarter::of(day).to_string()).or_default() += 1;
+            }
+            tally.churned += usize::from(churned.contains(&comment.account_id));
+            tally.sentiment += t.sentiment;
+            tally.quotes.push(comment);
         }
-        let tally = tallies.entry(t.theme.as_str()).or_default();
-        tally.count += 1;
-        tally.accounts.insert(comment.account_id.as_str());
-        if let Ok(day) = comment.date.parse::<NaiveDate>() {
-            *tally.quarters.entry(Quarter::of(day).to_string()).or_default() += 1;
-        }
-        tally.churned += usize::from(churned.contains(&comment.account_id));
-        tally.sentiment += t.sentiment;
-        tally.quotes.push(comment);
-    }
-    let mut out: Vec<Value> = tallies
-        .into_iter()
-        .map(|(theme, t)| {
-            let n = t.count as f64;
-            let quotes: Vec<Value> = t.quotes.iter().rev().take(3).map(|c| json!({"text": c.text, "source": c.source, "account_id": c.account_id, "date": c.date})).collect();
-            json!({
-                "theme": theme,
-                "comments": t.count,
-                "accounts": t.accounts.len(),
-                "arr": t.accounts.iter().map(|a| arr.get(*a).copied().unwrap_or(0.0)).sum::<f64>(),
-                "per_quarter": t.quarters,
-                "share_churned": t.churned as f64 / n,
-                "share_retained": (t.count - t.churned) as f64 / n,
-                // Of the churned (retained) accounts that said anything, the share that
-                // raised this theme.
-                "churned_accounts_raising": share(t.accounts.iter().filter(|a| churned.contains(**a)).count(), voiced.0.len()),
-                "retained_accounts_raising": share(t.accounts.iter().filter(|a| !churned.contains(**a)).count(), voiced.1.len()),
-                "sentiment": t.sentiment / n,
-                "keywords": keywords.get(theme).cloned().unwrap_or_default(),
-                "quotes": quotes,
+        let mut out: Vec<Value> = tallies
+            .into_iter()
+            .map(|(theme, t)| {
+                let n = t.count as f64;
+                let quotes: Vec<Value> = t.quotes.iter().rev().take(3).map(|c| json!({"text": c.text, "source": c.source, "account_id": c.account_id, "date": c.date})).collect();
+                json!({
+                    "theme": theme,
+                    "comments": t.count,
+                    "accounts": t.accounts.len(),
+                    "arr": t.accounts.iter().map(|a| arr.get(*a).copied().unwrap_or(0.0)).sum::<f64>(),
+                    "per_quarter": t.quarters,
+                    "share_churned": t.churned as f64 / n,
+                    "share_retained": (t.count - t.churned) as f64 / n,
+                    // Of the churned (retained) accounts that said anything, the share that
+                    // raised this theme.
+                    "churned_accounts_raising": share(t.accounts.iter().filter(|a| churned.contains(**a)).count(), voiced.0.len()),
+                    "retained_accounts_raising": share(t.accounts.iter().filter(|a| !churned.contains(**a)).count(), voiced.1.len()),
+                    "sentiment": t.sentiment / n,
+                    "keywords": keywords.get(theme).cloned().unwrap_or_default(),
+                    "quotes": quotes,
+                })
             })
-        })
-        .collect();
-    out.sort_by(|a, b| b["comments"].as_u64().cmp(&a["comments"].as_u64()).then_with(|| a["theme"].as_str().cmp(&b["theme"].as_str())));
-    Ok(out)
+            .collect();
+        out.sort_by(|a, b| b["comments"].as_u64().cmp(&a["comments"].as_u64()).then_with(|| a["theme"].as_str().cmp(&b["theme"].as_str())));
+        out
+    };
+    Ok(among.iter().map(report).collect())
 }

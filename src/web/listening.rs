@@ -120,15 +120,28 @@ async fn add_note(caller: Caller, State(state): State<AppState>, Path(id): Path<
     }
 }
 
-/// The accounts red now and everyone's ARR in force, from the cached snapshot.
-pub async fn red_and_arr(state: &AppState) -> Result<(HashSet<String>, HashMap<String, f64>), ApiError> {
+/// Theme reports for each of `among` (`all`, `detractors`, `red`) from one load of the
+/// comments and one pass over the accounts. Health (for `red`) is assessed only when asked
+/// for: the other reports need each account's ARR alone.
+pub async fn theme_rows(state: &AppState, among: &[&str]) -> Result<Vec<Vec<Value>>, ApiError> {
     let as_of = today();
-    let rows = cached_snapshot(state, as_of).await?;
+    // Assessing every account needs the metrics snapshot; ARR does not.
+    let snapshot = if among.contains(&"red") { Some(cached_snapshot(state, as_of).await?) } else { None };
+    let rules = state.listening.themes.clone();
+    let among: Vec<String> = among.iter().map(|a| a.to_string()).collect();
     with_settings(state, move |conn, s| {
-        let facts = dashboard::facts(conn, as_of, &rows, s)?;
-        let red = facts.iter().filter(|f| f.health.as_ref().and_then(|h| h.tier.as_deref()) == Some("red")).map(|f| f.account_id.clone()).collect();
-        let arr = facts.iter().map(|f| (f.account_id.clone(), f.arr)).collect();
-        Ok((red, arr))
+        let facts = dashboard::facts(conn, as_of, snapshot.as_deref().map_or(&[], |rows| rows.as_slice()), s)?;
+        let red: HashSet<String> = facts.iter().filter(|f| f.health.as_ref().and_then(|h| h.tier.as_deref()) == Some("red")).map(|f| f.account_id.clone()).collect();
+        let arr: HashMap<String, f64> = facts.iter().map(|f| (f.account_id.clone(), f.arr)).collect();
+        let which: Vec<Among> = among
+            .iter()
+            .map(|a| match a.as_str() {
+                "detractors" => Among::Detractors,
+                "red" => Among::Accounts(&red),
+                _ => Among::All,
+            })
+            .collect();
+        Ok(sl::themes(conn, &rules, as_of, &which, &arr)?)
     })
     .await
 }
@@ -139,22 +152,6 @@ struct ThemesQuery {
     format: Option<String>,
 }
 
-/// The theme report `among` all comments, detractors' or red accounts'.
-pub async fn theme_rows(state: &AppState, among: &str) -> Result<Vec<Value>, ApiError> {
-    let (red, arr) = red_and_arr(state).await?;
-    let rules = state.listening.themes.clone();
-    let among = among.to_string();
-    with_settings(state, move |conn, _| {
-        let which = match among.as_str() {
-            "detractors" => Among::Detractors,
-            "red" => Among::Accounts(&red),
-            _ => Among::All,
-        };
-        Ok(sl::themes(conn, &rules, today(), which, &arr)?)
-    })
-    .await
-}
-
 /// `GET /api/v1/themes?among=all|detractors|red&format=json|csv`.
 async fn themes(_caller: Caller, State(state): State<AppState>, Query(query): Query<ThemesQuery>) -> Result<Response, ApiError> {
     let csv = csv_wanted(query.format.as_deref())?;
@@ -162,7 +159,7 @@ async fn themes(_caller: Caller, State(state): State<AppState>, Query(query): Qu
     if !["all", "detractors", "red"].contains(&among.as_str()) {
         return Err(bad("among", format!("{among:?} is not all, detractors or red")));
     }
-    let rows = theme_rows(&state, &among).await?;
+    let rows = theme_rows(&state, &[among.as_str()]).await?.pop().unwrap_or_default();
     if csv {
         let columns = ["theme", "comments", "accounts", "arr", "share_churned", "share_retained", "churned_accounts_raising", "retained_accounts_raising", "sentiment", "keywords"];
         let cells = rows

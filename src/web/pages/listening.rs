@@ -52,9 +52,8 @@ pub async fn page(user: SignedIn, State(state): State<AppState>) -> PageResult {
     let to = today() + chrono::Duration::days(1);
     let from = to - chrono::Months::new(12);
     let reasons = with_settings(&state, move |conn, s| Ok(sl::churn_reasons(conn, from, to, s.currency)?)).await?;
-    let all = crate::web::listening::theme_rows(&state, "all").await?;
-    let detractors = crate::web::listening::theme_rows(&state, "detractors").await?;
-    let red = crate::web::listening::theme_rows(&state, "red").await?;
+    let reports = crate::web::listening::theme_rows(&state, &["all", "detractors", "red"]).await?;
+    let (all, detractors, red) = (&reports[0], &reports[1], &reports[2]);
     let currency = state.currency.report.clone();
     Ok(layout(&user, "Listening", "/listening", html! {
         h1 { "Listening" }
@@ -74,15 +73,15 @@ pub async fn page(user: SignedIn, State(state): State<AppState>) -> PageResult {
         }
         section aria-labelledby="themes" {
             h2 id="themes" { "What customers say: themes of every comment" }
-            (theme_table("themes-all", &all, &currency))
+            (theme_table("themes-all", all, &currency))
         }
         section aria-labelledby="detractors" {
             h2 id="detractors" { "Among detractors (NPS 0-6)" }
-            (theme_table("themes-detractors", &detractors, &currency))
+            (theme_table("themes-detractors", detractors, &currency))
         }
         section aria-labelledby="red" {
             h2 id="red" { "Among accounts red now" }
-            (theme_table("themes-red", &red, &currency))
+            (theme_table("themes-red", red, &currency))
         }
         p.muted { "Themes: a configured keyword rule ([listening.themes]) if one matches, else the comment's most distinctive word (TF-IDF) that other comments share. Sentiment: positive minus negative lexicon words over both, -1 to 1." }
     }))
