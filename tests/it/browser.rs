@@ -1,7 +1,6 @@
 //! `/js/activity.js` in headless Chromium (Debian's, driven by playwright-core): pings only
 //! while visible and recently active, at most once a minute, stored as track events.
 
-use std::process::Command;
 
 use serde_json::json;
 
@@ -17,19 +16,7 @@ fn activity_script_pings_at_most_once_a_minute_only_while_active_and_visible() {
     assert_eq!(script.content_type.as_deref(), Some("application/javascript; charset=utf-8"));
 
     let screenshot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("activity-browser.png");
-    let out = Command::new("node")
-        .arg(clients_dir().join("activity_browser.mjs"))
-        .args(["--base", &server.base, "--write-key", KEY, "--user", "browser-u1"])
-        .args(["--screenshot", screenshot.to_str().unwrap()])
-        .output()
-        .expect("run node");
-    assert!(
-        out.status.success(),
-        "browser steps failed (chromium and playwright-core are installed by the README's test command):\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = browser_report("activity_browser.mjs", &["--base", &server.base, "--write-key", KEY, "--user", "browser-u1", "--screenshot", screenshot.to_str().unwrap()]);
     assert_eq!(report["pings"], json!(4));
     // Every ping the page sent was stored for the configured user.
     let mut stored = Vec::new();

@@ -34,19 +34,10 @@ fn dashboard_shows_the_api_numbers_and_shares_reviews_by_signed_links() {
 
     let screenshots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-screenshots");
     std::fs::create_dir_all(&screenshots).unwrap();
-    let out = Command::new("node")
-        .arg(clients_dir().join("dashboard_browser.mjs"))
-        .args(["--base", &base, "--admin", &login("admin"), "--csm", &login("csm"), "--expired-link", &expired])
-        .args(["--screenshots", screenshots.to_str().unwrap()])
-        .output()
-        .expect("run node");
-    assert!(
-        out.status.success(),
-        "browser steps failed (chromium and playwright-core are installed by the README's test command):\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let report = browser_report(
+        "dashboard_browser.mjs",
+        &["--base", &base, "--admin", &login("admin"), "--csm", &login("csm"), "--expired-link", &expired, "--screenshots", screenshots.to_str().unwrap()],
     );
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
 
     // Sign-in guards every page; a wrong password is refused; sign-out ends the session.
     assert_eq!(report["signed_out_url"], "/login", "{report}");

@@ -196,3 +196,16 @@ pub fn start_demo(data_dir: &Path, args: &[&str]) -> (Child, Server) {
     let base = line.trim().strip_prefix("bellwether demo listening on ").unwrap_or_else(|| panic!("unexpected first line: {line:?}")).to_string();
     (child, Server::attach(&base))
 }
+
+/// Runs a browser script of `tests/clients/` (headless chromium via playwright-core) with
+/// `args` and returns the JSON report it prints; fails the test with its output otherwise.
+pub fn browser_report(script: &str, args: &[&str]) -> Value {
+    let out = Command::new("node").arg(clients_dir().join(script)).args(args).output().expect("run node");
+    assert!(
+        out.status.success(),
+        "browser steps failed (chromium and playwright-core are installed by the README's test command):\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{script} printed no JSON report: {e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
