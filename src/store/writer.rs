@@ -318,8 +318,15 @@ fn link(tx: &Transaction, previous: &str, user: &str, ts: i64, id: i64) -> Resul
     Ok(())
 }
 
+/// The id the next event gets: past every stored id and past the rollup cursor, so an id
+/// freed by a deletion (GDPR erasure of the newest events) is never handed out again and
+/// skipped by the rollups.
 fn next_id(conn: &Connection) -> Result<i64, rusqlite::Error> {
-    conn.query_row("SELECT coalesce(max(id), 0) + 1 FROM events", [], |r| r.get(0))
+    conn.query_row(
+        "SELECT max(coalesce((SELECT max(id) FROM events), 0), (SELECT last_event_id FROM rollup_state WHERE id = 1)) + 1",
+        [],
+        |r| r.get(0),
+    )
 }
 
 /// Loads the ids of every message received within the window (from the start of the

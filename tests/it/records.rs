@@ -304,10 +304,30 @@ fn deleting_a_user_erases_events_traits_and_survey_answers() {
     assert_eq!(get(&server, "/api/v1/survey_responses/r-1", Some(&read)).status, 404);
     assert_eq!(get(&server, "/api/v1/survey_responses/r-2", Some(&read)).status, 200);
     assert_eq!(get(&server, "/api/v1/tickets/t-1", Some(&read)).body["user_id"], Value::Null);
-    // The CLI does the same while the server runs.
+    // A backup taken from now on holds no trace of the person, not even in free pages.
+    let backup = dir.path().join("after-erasure.bwdb");
+    let out = cli(dir.path(), &["backup", backup.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let bytes = std::fs::read(&backup).unwrap();
+    for trace in ["u7@example.com", "old7@example.com", "anon-u7", "u-7-old", "Before rename"] {
+        assert!(!bytes.windows(trace.len()).any(|w| w == trace.as_bytes()), "{trace:?} is in a backup taken after the erasure");
+    }
+    // The CLI does the same while the server runs, here after the rollups read every event.
+    assert!(cli(dir.path(), &["--config", config.to_str().unwrap(), "metrics"]).status.success());
     let out = cli(dir.path(), &["delete-user", "u-8"]);
     assert!(out.status.success());
     assert!(stored_events(&server, &read).is_empty());
+
+    // The erased events were the newest: a restarted server must not hand their ids out
+    // again, or the rollups (already past them) would never count the new events.
+    drop(server);
+    let (server, _, _) = start(dir.path(), &config);
+    let body = r#"{"batch":[{"type":"group","userId":"u-9","groupId":"initech"},{"type":"track","userId":"u-9","event":"Exported"}]}"#;
+    assert_eq!(post(&server, "/v1/batch", Some(KEY), body).status, 200);
+    assert!(cli(dir.path(), &["--config", config.to_str().unwrap(), "metrics"]).status.success());
+    let conn = rusqlite::Connection::open(dir.path().join("bellwether.db")).unwrap();
+    let days: i64 = conn.query_row("SELECT count(*) FROM user_days WHERE user_id = 'u-9'", [], |r| r.get(0)).unwrap();
+    assert_eq!(days, 1, "u-9's event is rolled up");
 }
 
 #[test]
