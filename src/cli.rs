@@ -38,8 +38,16 @@ enum Command {
     Events(EventsArgs),
     /// Print every account's metrics at a date (the export contract; works while a server runs).
     Metrics(MetricsArgs),
-    /// Drop the per-user-per-day rollups and recompute them from the raw events.
+    /// Drop the per-user-per-day rollups and recompute them from the raw events (days before
+    /// the retention horizon, whose raw events are gone, are kept as they are).
     Rebuild,
+    /// Drop raw events older than [retention] raw_events_days now; the rollups, and so every
+    /// metric, keep them (a server does this every 6 hours by itself).
+    Retention {
+        /// Keep this many days instead of [retention] raw_events_days (at least the dedup window).
+        #[arg(long, value_name = "DAYS")]
+        raw_events_days: Option<u32>,
+    },
     /// Rank features by how well their usage separated renewals from churns, per segment.
     Indicators(IndicatorsArgs),
     /// Run the health analysis now, store it as a new model version, and bring the daily
@@ -329,6 +337,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Import(args) => import(&config, &args),
         Command::Metrics(args) => metrics(&config, &args),
         Command::Rebuild => rebuild(&config),
+        Command::Retention { raw_events_days } => retention(&config, raw_events_days),
         Command::Indicators(args) => indicators(&config, &args),
         Command::Recalibrate(args) => recalibrate(&config, &args),
         Command::Health(args) => health(&config, &args),
@@ -820,6 +829,40 @@ fn rebuild(config: &Config) -> anyhow::Result<ExitCode> {
     let started = std::time::Instant::now();
     let step = store::rollup::rebuild(&mut store.connect()?, &config.metrics, &mut rollup_progress())?;
     eprintln!("rebuilt the rollups from {} activity events (up to event {}) in {:.1} s", step.events, step.last_event_id, started.elapsed().as_secs_f64());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn retention(config: &Config, flag: Option<u32>) -> anyhow::Result<ExitCode> {
+    let window = config.ingest.dedup_window_days;
+    let days = match flag {
+        Some(days) if days == 0 || days < window => {
+            bail!("--raw-events-days: {days} is shorter than the dedup window ({window} days); give at least {window}")
+        }
+        Some(days) => days,
+        None if config.retention.raw_events_days == 0 => {
+            bail!("raw events are kept forever: set [retention] raw_events_days in the config file or pass --raw-events-days")
+        }
+        None => config.retention.raw_events_days,
+    };
+    let store = open_existing(config)?;
+    let mut conn = store.connect()?;
+    // Everything received so far is rolled up first, so it can go.
+    store::rollup::catch_up(&mut conn, &mut store::rollup::Rollup::new(&config.metrics), &mut rollup_progress())?;
+    let bar = indicatif::ProgressBar::new(0).with_style(
+        indicatif::ProgressStyle::with_template("dropping raw events {bar:30} {percent}% of ids").expect("valid template"),
+    );
+    let pruned = store::retention::prune(&mut conn, days, chrono::Utc::now().timestamp_millis(), &mut |done, total| {
+        bar.set_length(total.max(0) as u64);
+        bar.set_position(done.max(0) as u64);
+    })?;
+    bar.finish_and_clear();
+    match pruned.skipped {
+        Some(reason) => eprintln!("nothing dropped: {reason}"),
+        None => eprintln!(
+            "dropped {} raw events older than {days} days; rollups of days before {} are kept without their raw events",
+            pruned.events, pruned.horizon
+        ),
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -63,6 +63,7 @@ pub struct Config {
     pub health: HealthConfig,
     pub actions: crate::actions::ActionsConfig,
     pub listening: crate::listening::ListeningConfig,
+    pub retention: RetentionConfig,
     /// Where the file layer came from, for messages.
     pub file: Option<PathBuf>,
 }
@@ -82,6 +83,16 @@ pub struct IngestConfig {
     /// Origins browsers may send `/v1` calls from (CORS); `"*"` allows any. None: no CORS
     /// headers, so browsers refuse cross-origin calls.
     pub cors_origins: Vec<String>,
+}
+
+/// `[retention]`: how long raw events are kept (see `store::retention`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Raw events whose time and receipt are both older than this many days are dropped;
+    /// the rollups (and so every metric) keep them. 0 keeps raw events forever. At least
+    /// `[ingest] dedup_window_days`, so retried copies are still recognised.
+    pub raw_events_days: u32,
 }
 
 /// ARR keeps its own currency; reports convert it into `report` with `rates`.
@@ -407,6 +418,7 @@ struct FileLayer {
     health: Option<HealthConfig>,
     actions: Option<crate::actions::ActionsConfig>,
     listening: Option<crate::listening::ListeningConfig>,
+    retention: Option<RetentionConfig>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -454,13 +466,31 @@ impl Config {
         let mut config = Config::from_file_layer(layer, file.as_deref())?;
         config.apply_env(&env_get)?;
         config.apply_flags(flags)?;
+        config.check_retention()?;
         Ok(config)
     }
 
     /// A config from TOML text alone (defaults, then the text; no environment or flags):
     /// what a config file would give. `path` names it in errors.
     pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        Config::from_file_layer(parse_file_layer(text, path)?, Some(path))
+        let config = Config::from_file_layer(parse_file_layer(text, path)?, Some(path))?;
+        config.check_retention()?;
+        Ok(config)
+    }
+
+    /// Raw events must outlive the dedup window (checked once every layer is applied).
+    fn check_retention(&self) -> Result<(), ConfigError> {
+        let (kept, window) = (self.retention.raw_events_days, self.ingest.dedup_window_days);
+        if kept != 0 && kept < window {
+            return Err(ConfigError::Key {
+                path: self.file.clone().unwrap_or_default(),
+                key: "retention.raw_events_days".into(),
+                reason: format!(
+                    "{kept} days is shorter than the dedup window ({window} days, [ingest] dedup_window_days): retried messages could be stored twice; keep raw events at least {window} days, or 0 to keep them forever"
+                ),
+            });
+        }
+        Ok(())
     }
 
     fn from_file_layer(layer: FileLayer, path: Option<&Path>) -> Result<Config, ConfigError> {
@@ -531,6 +561,7 @@ impl Config {
             health,
             actions,
             listening,
+            retention: layer.retention.unwrap_or_default(),
             file: path.map(Path::to_path_buf),
         })
     }

@@ -12,6 +12,7 @@ pub mod health;
 pub mod listening;
 pub mod metrics;
 pub mod records;
+pub mod retention;
 pub mod rollup;
 pub mod schema;
 pub mod users;

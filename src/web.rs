@@ -153,6 +153,9 @@ impl App {
         let writer = store::writer::spawn(store.path(), config.ingest.dedup_window_days, receiver, telemetry.clone())?;
         // Runs for the life of the process; a step interrupted by exit rolls back.
         store::rollup::spawn(&store, &config.metrics)?;
+        if config.retention.raw_events_days > 0 {
+            store::retention::spawn(&store, config.retention.raw_events_days)?;
+        }
         store::health::spawn(&store, config.metrics.clone(), config.health.clone(), config.currency.clone())?;
         store::actions::spawn(&store, config.metrics.clone(), config.health.clone(), config.currency.clone(), config.actions.clone(), base_url(config))?;
         let write_keys = config

@@ -18,5 +18,6 @@ mod it {
     mod metrics;
     mod openapi;
     mod records;
+    mod retention;
     mod segment_clients;
 }

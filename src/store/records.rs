@@ -410,7 +410,7 @@ pub fn delete_user(conn: &mut Connection, user_id: &str) -> Result<UserDeletion,
     // Their rollup rows go too; the accounts' first-use days are recomputed without them.
     let mut ids = linked.clone();
     ids.push(user_id.to_string());
-    for account in super::rollup::forget(&tx, &ids)? {
+    for account in super::rollup::forget(&tx, &ids, None)? {
         super::rollup::refresh_account_features(&tx, &account)?;
     }
     tx.execute("DELETE FROM users WHERE user_id = ?1", [user_id])?;

@@ -13,6 +13,12 @@
 //! an account's timezone changing. The person concerned is then recomputed from their raw
 //! events (indexed by user and anonymous id), so the rollups always equal what
 //! [`rebuild`] computes from scratch.
+//!
+//! Retention ([`super::retention`]) may drop raw events of days before a horizon
+//! (`rollup_state.frozen_before_day`). Rows of those days are then kept as they are:
+//! recomputing a person, a timezone change or a rebuild rewrites only the days from the
+//! horizon on, and skips an old-day event already counted into the frozen rows (id up to
+//! `max(last_event_id, frozen_counted_to)`); an old-day event arriving late still adds.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -31,6 +37,13 @@ pub struct Rollup {
     classifier: Classifier,
     fingerprint: String,
     idle_minutes: u32,
+}
+
+/// The retention horizon as a step sees it (see the module notes).
+#[derive(Debug, Clone, Copy)]
+struct Frozen {
+    before_day: i64,
+    counted_to: i64,
 }
 
 /// What one step did.
@@ -111,18 +124,23 @@ impl Rollup {
             return Ok(Step { events: 0, recomputed_users: 0, last_event_id: cursor });
         }
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let (last, fingerprint): (i64, String) =
-            tx.query_row("SELECT last_event_id, fingerprint FROM rollup_state WHERE id = 1", [], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        let last = if fingerprint != self.fingerprint {
+        let (last, fingerprint, frozen_before, counted_to): (i64, String, Option<i64>, i64) = tx.query_row(
+            "SELECT last_event_id, fingerprint, frozen_before_day, frozen_counted_to FROM rollup_state WHERE id = 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )?;
+        let (last, counted_to) = if fingerprint != self.fingerprint {
             if !fingerprint.is_empty() {
-                tracing::info!("the [metrics] settings the rollups depend on changed: rebuilding them from the raw events");
+                tracing::info!(frozen_before_day = frozen_before, "the [metrics] settings the rollups depend on changed: rebuilding them from the raw events");
             }
-            clear(&tx)?;
-            tx.execute("UPDATE rollup_state SET last_event_id = 0, fingerprint = ?1", [&self.fingerprint])?;
-            0
+            let counted_to = clear(&tx, frozen_before, last.max(counted_to))?;
+            tx.execute("UPDATE rollup_state SET last_event_id = 0, fingerprint = ?1, frozen_counted_to = ?2", params![&self.fingerprint, counted_to])?;
+            (0, counted_to)
         } else {
-            last
+            (last, counted_to)
         };
+        // Days before the retention horizon: their rows already hold every event up to here.
+        let frozen = frozen_before.map(|day| Frozen { before_day: day, counted_to: last.max(counted_to) });
         let mut lookups = Lookups { timezones: load_timezones(&tx)?, canonical: HashMap::new(), memberships: HashMap::new() };
         let mut dirty: BTreeSet<String> = BTreeSet::new();
 
@@ -178,7 +196,7 @@ impl Rollup {
             if dirty.contains(&person) {
                 continue;
             }
-            if self.add(&tx, &mut lookups, &mut pending, &person, row, &act)? {
+            if self.add(&tx, &mut lookups, &mut pending, frozen, &person, row, &act)? {
                 events += 1;
             }
         }
@@ -187,7 +205,7 @@ impl Rollup {
         let mut touched_accounts: BTreeSet<String> = BTreeSet::new();
         for person in &dirty {
             let ids = identity_set(&tx, person)?;
-            touched_accounts.extend(forget(&tx, &ids)?);
+            touched_accounts.extend(forget(&tx, &ids, frozen.map(|f| f.before_day))?);
             let mut own: Vec<EventRow> = Vec::new();
             for id in &ids {
                 let mut by_user = tx.prepare_cached(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE user_id = ?1 AND id <= ?2"))?;
@@ -203,7 +221,7 @@ impl Rollup {
                 // Each event counts for the person its own ids resolve to (an id linked
                 // elsewhere later belongs to that other person).
                 if lookups.person_of(&tx, row)?.as_deref() == Some(person.as_str()) {
-                    self.add(&tx, &mut lookups, &mut pending, person, row, &act)?;
+                    self.add(&tx, &mut lookups, &mut pending, frozen, person, row, &act)?;
                 }
             }
         }
@@ -221,8 +239,19 @@ impl Rollup {
         Ok(Step { events, recomputed_users: dirty.len(), last_event_id: batch_max })
     }
 
-    /// Adds one activity event of `person` to `pending`; false when it counts for no account.
-    fn add(&self, tx: &Transaction, lookups: &mut Lookups, pending: &mut HashMap<DayKey, DayAgg>, person: &str, row: &EventRow, act: &activity::Activity) -> Result<bool, StoreError> {
+    /// Adds one activity event of `person` to `pending`; false when it counts for no account
+    /// or is already in a frozen (pre-retention) row.
+    #[allow(clippy::too_many_arguments)]
+    fn add(
+        &self,
+        tx: &Transaction,
+        lookups: &mut Lookups,
+        pending: &mut HashMap<DayKey, DayAgg>,
+        frozen: Option<Frozen>,
+        person: &str,
+        row: &EventRow,
+        act: &activity::Activity,
+    ) -> Result<bool, StoreError> {
         let account = match &row.group_id {
             Some(group) => Some(group.clone()),
             None => lookups.account_at(tx, person, row.timestamp_ms)?,
@@ -230,6 +259,9 @@ impl Rollup {
         let Some(account) = account else { return Ok(false) };
         let tz = lookups.timezones.get(&account).copied().unwrap_or(chrono_tz::UTC);
         let day = activity::local_day(row.timestamp_ms, tz);
+        if frozen.is_some_and(|f| i64::from(day) < f.before_day && row.id <= f.counted_to) {
+            return Ok(false);
+        }
         let agg = pending.entry((account, day, person.to_string())).or_insert_with(|| DayAgg { first_ms: i64::MAX, last_ms: i64::MIN, ..DayAgg::default() });
         let minute = activity::minute(row.timestamp_ms);
         agg.events += 1;
@@ -375,16 +407,18 @@ fn has_activity(tx: &Transaction, ids: &[String], since: Option<i64>, before: i6
     Ok(false)
 }
 
-/// Deletes the rollup rows of `ids`; returns the accounts they were in.
-pub(crate) fn forget(tx: &Transaction, ids: &[String]) -> Result<BTreeSet<String>, StoreError> {
+/// Deletes the rollup rows of `ids` (only those of days from `from_day` on, when given);
+/// returns the accounts they were in.
+pub(crate) fn forget(tx: &Transaction, ids: &[String], from_day: Option<i64>) -> Result<BTreeSet<String>, StoreError> {
+    let from_day = from_day.unwrap_or(i64::MIN);
     let mut accounts = BTreeSet::new();
     for id in ids {
-        let mut query = tx.prepare_cached("SELECT DISTINCT account_id FROM user_days WHERE user_id = ?1")?;
-        for account in query.query_map([id], |r| r.get::<_, String>(0))? {
+        let mut query = tx.prepare_cached("SELECT DISTINCT account_id FROM user_days WHERE user_id = ?1 AND day >= ?2")?;
+        for account in query.query_map(params![id, from_day], |r| r.get::<_, String>(0))? {
             accounts.insert(account?);
         }
-        tx.prepare_cached("DELETE FROM user_days WHERE user_id = ?1")?.execute([id])?;
-        tx.prepare_cached("DELETE FROM user_day_features WHERE user_id = ?1")?.execute([id])?;
+        tx.prepare_cached("DELETE FROM user_days WHERE user_id = ?1 AND day >= ?2")?.execute(params![id, from_day])?;
+        tx.prepare_cached("DELETE FROM user_day_features WHERE user_id = ?1 AND day >= ?2")?.execute(params![id, from_day])?;
     }
     Ok(accounts)
 }
@@ -477,11 +511,24 @@ fn flush(tx: &Transaction, pending: HashMap<DayKey, DayAgg>, lookups: &Lookups, 
     Ok(())
 }
 
-fn clear(tx: &Transaction) -> Result<(), StoreError> {
+/// Drops the rollups before a rebuild: all of them, or with a retention horizon only the
+/// days from it on. Returns the new `frozen_counted_to`: the frozen rows hold every event
+/// up to `counted_to`, which the rebuild must not add again.
+fn clear(tx: &Transaction, frozen_before: Option<i64>, counted_to: i64) -> Result<i64, StoreError> {
+    let Some(day) = frozen_before else {
+        tx.execute_batch(
+            "DELETE FROM user_days; DELETE FROM user_day_features; DELETE FROM account_features; DELETE FROM rollup_accounts;",
+        )?;
+        return Ok(0);
+    };
+    tx.execute("DELETE FROM user_days WHERE day >= ?1", [day])?;
+    tx.execute("DELETE FROM user_day_features WHERE day >= ?1", [day])?;
     tx.execute_batch(
-        "DELETE FROM user_days; DELETE FROM user_day_features; DELETE FROM account_features; DELETE FROM rollup_accounts;",
+        "DELETE FROM account_features;
+         INSERT INTO account_features (account_id, feature, first_day)
+             SELECT account_id, feature, min(day) FROM user_day_features GROUP BY account_id, feature;",
     )?;
-    Ok(())
+    Ok(counted_to)
 }
 
 /// Steps until every committed event is rolled up; `progress` gets (done, total) events.

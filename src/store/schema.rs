@@ -319,6 +319,13 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX notes_account ON notes(account_id);
     "#,
+    // 7: retention of raw events (store::retention): rollup days before frozen_before_day
+    // (a local day number) are kept as they are, their raw events may be gone; the frozen
+    // rows hold every event of those days with id <= max(last_event_id, frozen_counted_to).
+    r#"
+    ALTER TABLE rollup_state ADD COLUMN frozen_before_day INTEGER;
+    ALTER TABLE rollup_state ADD COLUMN frozen_counted_to INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
 
 /// The schema version this binary writes.

@@ -30,22 +30,22 @@ value_feature = "Report Created"
 pro = ["Report Created", "dashboards", "Export", "Share"]
 "#;
 
-fn setup() -> (tempfile::TempDir, PathBuf) {
+pub(super) fn setup() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("bellwether.toml");
     std::fs::write(&config, CONFIG).unwrap();
     (dir, config)
 }
 
-fn track(id: &str, user: &str, event: &str, ts: &str) -> Value {
+pub(super) fn track(id: &str, user: &str, event: &str, ts: &str) -> Value {
     json!({"type": "track", "messageId": id, "userId": user, "event": event, "timestamp": ts})
 }
 
-fn group(id: &str, user: &str, account: &str, ts: &str) -> Value {
+pub(super) fn group(id: &str, user: &str, account: &str, ts: &str) -> Value {
     json!({"type": "group", "messageId": id, "userId": user, "groupId": account, "timestamp": ts})
 }
 
-fn send(server: &Server, batch: Vec<Value>) {
+pub(super) fn send(server: &Server, batch: Vec<Value>) {
     let reply = post(server, "/v1/batch", Some(KEY), json!({"batch": batch}).to_string());
     assert_eq!(reply.status, 200, "{:?}", reply.body);
 }
@@ -56,7 +56,7 @@ fn create(server: &Server, token: &str, kind: &str, body: Value) {
 }
 
 /// `bellwether metrics --format json` rows by account id (it brings the rollups up to date first).
-fn export(dir: &Path, config: &Path) -> serde_json::Map<String, Value> {
+pub(super) fn export(dir: &Path, config: &Path) -> serde_json::Map<String, Value> {
     let out = cli(dir, &["--config", config.to_str().unwrap(), "metrics", "--as-of", AS_OF, "--format", "json"]);
     assert!(out.status.success(), "metrics: {}", String::from_utf8_lossy(&out.stderr));
     let rows: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
@@ -79,7 +79,7 @@ fn close(actual: &Value, expected: f64, what: &str) {
     assert!((x - expected).abs() < 1e-9, "{what}: expected {expected}, got {x}");
 }
 
-fn records(server: &Server, token: &str) {
+pub(super) fn records(server: &Server, token: &str) {
     for account in [
         json!({"account_id": "acme", "segment": "pro", "plan": "pro", "timezone": "Europe/Stockholm"}),
         json!({"account_id": "beta", "segment": "pro", "plan": "pro"}),
@@ -157,7 +157,7 @@ fn records(server: &Server, token: &str) {
 
 /// The first events: acme's u1 and u2, u3 still in beta, beta's two heavy users, the
 /// holding's children, an anonymous visit.
-fn first_batch() -> Vec<Value> {
+pub(super) fn first_batch() -> Vec<Value> {
     let mut batch = vec![
         group("g-u1", "u1", "acme", "2026-01-01T00:00:00Z"),
         group("g-u2", "u2", "acme", "2026-01-01T00:00:00Z"),
@@ -203,7 +203,7 @@ fn first_batch() -> Vec<Value> {
 
 /// Late and out-of-order: u3's move to acme dated 03-10, the alias of anon-9 to u2, a
 /// retry of e2, and an event dated a week before the newest.
-fn second_batch() -> Vec<Value> {
+pub(super) fn second_batch() -> Vec<Value> {
     vec![
         group("g-u3-acme", "u3", "acme", "2026-03-10T00:00:00Z"),
         json!({"type": "alias", "messageId": "al-9", "previousId": "anon-9", "userId": "u2", "timestamp": "2026-03-14T00:00:00Z"}),

@@ -1,0 +1,109 @@
+//! Retention of raw events: events older than `[retention] raw_events_days` are dropped
+//! while the rollups built from them stay.
+//!
+//! A pass first moves the retention horizon (`rollup_state.frozen_before_day`, a local day
+//! number) to today minus the kept days: from then on the rollup rows of earlier days are
+//! frozen (see [`super::rollup`]). It then deletes, in short transactions of at most
+//! [`CHUNK_IDS`] ids, the events that are
+//! - already rolled up (id up to the rollup cursor), never the newest one,
+//! - timed more than 14 hours before the horizon's UTC midnight, so their local day is
+//!   before the horizon in every timezone (UTC+14 is the furthest ahead), and
+//! - received before `now - raw_events_days`, so a retried copy within the dedup window
+//!   (never longer than the kept days) is still recognised after a restart.
+//!
+//! Only the `events` table shrinks: users, trait history, memberships, identity links and
+//! records stay. SQLite reuses the freed pages; `bellwether backup` writes a compact copy.
+
+use rusqlite::{params, Connection, TransactionBehavior};
+
+use super::StoreError;
+use crate::metrics::activity;
+
+/// Ids looked at per delete transaction: short enough that ingest never waits long.
+pub const CHUNK_IDS: i64 = 50_000;
+
+/// The furthest any timezone is ahead of UTC.
+const MAX_UTC_OFFSET_MS: i64 = 14 * 3_600_000;
+
+/// What a pass did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Pruned {
+    /// Raw events deleted.
+    pub events: u64,
+    /// First local day whose rollup rows are still backed by raw events.
+    pub horizon: chrono::NaiveDate,
+    /// Why nothing was deleted, when so.
+    pub skipped: Option<String>,
+}
+
+/// Drops the raw events older than `days` (see the module notes). `progress` gets (ids
+/// looked at, ids to look at).
+pub fn prune(conn: &mut Connection, days: u32, now_ms: i64, progress: &mut dyn FnMut(i64, i64)) -> Result<Pruned, StoreError> {
+    let today = activity::day_number(chrono::DateTime::from_timestamp_millis(now_ms).unwrap_or_default().date_naive());
+    let wanted = i64::from(today) - i64::from(days);
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let (last, counted_to, frozen_before): (i64, i64, Option<i64>) = tx.query_row(
+        "SELECT last_event_id, frozen_counted_to, frozen_before_day FROM rollup_state WHERE id = 1",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?;
+    let horizon = frozen_before.map_or(wanted, |day| day.max(wanted));
+    let horizon_date = activity::day_date(horizon.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32);
+    if last < counted_to {
+        // A rebuild is under way: rows of days about to be frozen are not complete yet.
+        return Ok(Pruned {
+            events: 0,
+            horizon: horizon_date,
+            skipped: Some("the rollups are being rebuilt; raw events are dropped once they are current".into()),
+        });
+    }
+    tx.execute("UPDATE rollup_state SET frozen_before_day = ?1 WHERE id = 1", [horizon])?;
+    let (first, newest): (i64, i64) =
+        tx.query_row("SELECT coalesce(min(id), 0), coalesce(max(id), 0) FROM events", [], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    tx.commit()?;
+
+    let timed_before = horizon * 86_400_000 - MAX_UTC_OFFSET_MS;
+    let received_before = now_ms - i64::from(days) * 86_400_000;
+    // Never the newest event (ids must keep growing) and nothing the rollups have not read.
+    let end = last.min(newest - 1);
+    let mut deleted = 0u64;
+    let mut low = first;
+    while low <= end {
+        let high = (low + CHUNK_IDS - 1).min(end);
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        deleted += tx
+            .prepare_cached("DELETE FROM events WHERE id BETWEEN ?1 AND ?2 AND timestamp_ms < ?3 AND received_ms < ?4")?
+            .execute(params![low, high, timed_before, received_before])? as u64;
+        tx.commit()?;
+        progress(high - first + 1, end - first + 1);
+        low = high + 1;
+    }
+    Ok(Pruned { events: deleted, horizon: horizon_date, skipped: None })
+}
+
+/// Starts the thread that runs a pass at start and then every 6 hours while serving.
+pub fn spawn(store: &super::Store, days: u32) -> Result<std::thread::JoinHandle<()>, StoreError> {
+    const EVERY: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
+    const RETRY: std::time::Duration = std::time::Duration::from_secs(600);
+    let mut conn = store.connect()?;
+    std::thread::Builder::new()
+        .name("retention".into())
+        .spawn(move || loop {
+            let wait = match prune(&mut conn, days, chrono::Utc::now().timestamp_millis(), &mut |_, _| {}) {
+                Ok(Pruned { skipped: Some(reason), .. }) => {
+                    tracing::info!(%reason, "retention pass skipped; trying again in 10 minutes");
+                    RETRY
+                }
+                Ok(pruned) => {
+                    tracing::info!(events = pruned.events, horizon = %pruned.horizon, raw_events_days = days, "retention pass dropped old raw events");
+                    EVERY
+                }
+                Err(error) => {
+                    tracing::error!(%error, "retention pass failed; trying again in 10 minutes");
+                    RETRY
+                }
+            };
+            std::thread::sleep(wait);
+        })
+        .map_err(|e| StoreError::Thread(e.to_string()))
+}
