@@ -168,13 +168,22 @@ pub fn feature_uses(conn: &Connection, account: &str, from: NaiveDate, to: Naive
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// The newest events of the account's people (users a group call made members; by the
-/// events(user_id, ts) index): (timestamp ms, type, event name, user id).
+/// The last `limit` events received from the account's people (users a group call made
+/// members; each one's newest through `person_events`, plus those not indexed yet), newest
+/// first by time: (timestamp ms, type, event name, user id).
 pub fn recent_events(conn: &Connection, account: &str, limit: usize) -> Result<Vec<(i64, String, Option<String>, Option<String>)>, StoreError> {
     let mut query = conn.prepare(
-        "SELECT timestamp_ms, type, event, user_id FROM events
-         WHERE user_id IN (SELECT DISTINCT user_id FROM memberships WHERE account_id = ?1 AND user_id IS NOT NULL)
-         ORDER BY timestamp_ms DESC LIMIT ?2",
+        "SELECT timestamp_ms, type, event, user_id FROM (
+             SELECT e.id, e.timestamp_ms, e.type, e.event, e.user_id
+             FROM (SELECT DISTINCT user_id FROM memberships WHERE account_id = ?1 AND user_id IS NOT NULL) m
+             JOIN events e ON e.id IN (SELECT id FROM person_events WHERE key = m.user_id ORDER BY id DESC LIMIT ?2)
+             WHERE e.user_id = m.user_id
+             UNION
+             SELECT id, timestamp_ms, type, event, user_id FROM events
+             WHERE id > (SELECT indexed_to FROM rollup_state WHERE id = 1)
+                 AND user_id IN (SELECT user_id FROM memberships WHERE account_id = ?1)
+             ORDER BY id DESC LIMIT ?2
+         ) ORDER BY timestamp_ms DESC",
     )?;
     let rows = query.query_map(params![account, limit as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
     Ok(rows.collect::<Result<_, _>>()?)

@@ -385,6 +385,29 @@ pub struct UserDeletion {
     pub suggestions_unlinked: usize,
 }
 
+/// Deletes the events whose userId is `id` (and, with `anonymous`, those without a userId
+/// whose anonymousId is `id`): found through `person_events`, plus the few newer events the
+/// rollup worker has not indexed yet; then their `person_events` rows (under both ids).
+fn delete_events_of(tx: &Transaction, id: &str, anonymous: bool) -> Result<usize, StoreError> {
+    const WHOSE: &str = "(user_id = ?1 OR (?2 AND user_id IS NULL AND anonymous_id = ?1)) RETURNING id, user_id, anonymous_id";
+    let mut gone: Vec<(i64, Option<String>, Option<String>)> = Vec::new();
+    for sql in [
+        format!("DELETE FROM events WHERE id IN (SELECT id FROM person_events WHERE key = ?1) AND {WHOSE}"),
+        format!("DELETE FROM events WHERE id > (SELECT indexed_to FROM rollup_state WHERE id = 1) AND {WHOSE}"),
+    ] {
+        let mut statement = tx.prepare_cached(&sql)?;
+        let rows = statement.query_map(params![id, anonymous], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        gone.extend(rows.collect::<Result<Vec<_>, _>>()?);
+    }
+    let mut unindex = tx.prepare_cached("DELETE FROM person_events WHERE key = ?1 AND id = ?2")?;
+    for (event, user, anonymous_id) in &gone {
+        for key in [user, anonymous_id].into_iter().flatten() {
+            unindex.execute(params![key, event])?;
+        }
+    }
+    Ok(gone.len())
+}
+
 /// GDPR erasure: the person's events (by userId and by every id linked to it: anonymous
 /// ids, and older userIds aliased to it), traits and
 /// their history, memberships, identity links and survey answers; tickets and suggestions
@@ -396,10 +419,10 @@ pub fn delete_user(conn: &mut Connection, user_id: &str) -> Result<UserDeletion,
         .query_map([user_id], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
     let mut deletion = UserDeletion { user_id: user_id.to_string(), ..UserDeletion::default() };
-    deletion.events = tx.execute("DELETE FROM events WHERE user_id = ?1", [user_id])?;
+    deletion.events = delete_events_of(&tx, user_id, false)?;
     // A linked id is an anonymousId, or an older userId the person had before an alias.
     for previous in &linked {
-        deletion.events += tx.execute("DELETE FROM events WHERE (user_id IS NULL AND anonymous_id = ?1) OR user_id = ?1", [previous])?;
+        deletion.events += delete_events_of(&tx, previous, true)?;
         deletion.memberships += tx.execute("DELETE FROM memberships WHERE (user_id IS NULL AND anonymous_id = ?1) OR user_id = ?1", [previous])?;
         tx.execute("DELETE FROM users WHERE user_id = ?1", [previous])?;
         deletion.trait_versions += tx.execute("DELETE FROM user_traits WHERE user_id = ?1", [previous])?;

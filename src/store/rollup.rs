@@ -11,7 +11,8 @@
 //! after the fact: a `group` call dated before activity already counted, an `alias` or
 //! `identify` that links an id whose events were counted under another id (or not at all),
 //! an account's timezone changing. The person concerned is then recomputed from their raw
-//! events (indexed by user and anonymous id), so the rollups always equal what
+//! events (found through `person_events`, which each step fills for its own batch before
+//! anything reads it), so the rollups always equal what
 //! [`rebuild`] computes from scratch.
 //!
 //! Retention ([`super::retention`]) may drop raw events of days before a horizon
@@ -123,6 +124,17 @@ impl Rollup {
         if fingerprint == self.fingerprint && newest <= cursor && timezones_moved == 0 {
             return Ok(Step { events: 0, recomputed_users: 0, last_event_id: cursor });
         }
+        // Read the new events before taking the write lock (WAL readers do not block the
+        // ingest writer); used below if no other process stepped meanwhile.
+        let prefetched: Option<(i64, Vec<EventRow>)> = if fingerprint == self.fingerprint {
+            let rows = conn
+                .prepare_cached(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE id > ?1 ORDER BY id LIMIT ?2"))?
+                .query_map(params![cursor, max_events as i64], event_row)?
+                .collect::<Result<_, _>>()?;
+            Some((cursor, rows))
+        } else {
+            None
+        };
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let (last, fingerprint, frozen_before, counted_to): (i64, String, Option<i64>, i64) = tx.query_row(
             "SELECT last_event_id, fingerprint, frozen_before_day, frozen_counted_to FROM rollup_state WHERE id = 1",
@@ -159,11 +171,15 @@ impl Rollup {
             }
         }
 
-        let rows: Vec<EventRow> = tx
-            .prepare_cached(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE id > ?1 ORDER BY id LIMIT ?2"))?
-            .query_map(params![last, max_events as i64], event_row)?
-            .collect::<Result<_, _>>()?;
+        let rows: Vec<EventRow> = match prefetched {
+            Some((from, rows)) if from == last => rows,
+            _ => tx
+                .prepare_cached(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE id > ?1 ORDER BY id LIMIT ?2"))?
+                .query_map(params![last, max_events as i64], event_row)?
+                .collect::<Result<_, _>>()?,
+        };
         let batch_max = rows.last().map(|r| r.id).unwrap_or(last);
+        index_people(&tx, &rows)?;
 
         // Pass 1: identity and membership changes that rewrite what was already counted.
         for row in &rows {
@@ -208,11 +224,11 @@ impl Rollup {
             touched_accounts.extend(forget(&tx, &ids, frozen.map(|f| f.before_day))?);
             let mut own: Vec<EventRow> = Vec::new();
             for id in &ids {
-                let mut by_user = tx.prepare_cached(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE user_id = ?1 AND id <= ?2"))?;
-                own.extend(by_user.query_map(params![id, batch_max], event_row)?.collect::<Result<Vec<_>, _>>()?);
-                let mut by_anonymous =
-                    tx.prepare_cached(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE user_id IS NULL AND anonymous_id = ?1 AND id <= ?2"))?;
-                own.extend(by_anonymous.query_map(params![id, batch_max], event_row)?.collect::<Result<Vec<_>, _>>()?);
+                let mut by_key = tx.prepare_cached(&format!(
+                    "SELECT {EVENT_COLUMNS} FROM events WHERE id IN (SELECT id FROM person_events WHERE key = ?1 AND id <= ?2)
+                         AND (user_id = ?1 OR (user_id IS NULL AND anonymous_id = ?1))"
+                ))?;
+                own.extend(by_key.query_map(params![id, batch_max], event_row)?.collect::<Result<Vec<_>, _>>()?);
             }
             own.sort_by_key(|r| r.id);
             own.dedup_by_key(|r| r.id);
@@ -386,6 +402,26 @@ fn previous_id(tx: &Transaction, row: &EventRow) -> Result<Option<String>, Store
         .optional()?)
 }
 
+/// Adds `rows` (the step's new events, in id order) to `person_events` under their userId
+/// and anonymousId, sorted so each index page is written once per step; skips what an
+/// earlier pass (a step before a rebuild) already indexed.
+fn index_people(tx: &Transaction, rows: &[EventRow]) -> Result<(), StoreError> {
+    let indexed_to: i64 = tx.query_row("SELECT indexed_to FROM rollup_state WHERE id = 1", [], |r| r.get(0))?;
+    let Some(newest) = rows.last().map(|r| r.id).filter(|&id| id > indexed_to) else { return Ok(()) };
+    let mut keys: Vec<(&str, i64)> = Vec::with_capacity(rows.len() * 2);
+    for row in rows.iter().filter(|r| r.id > indexed_to) {
+        keys.extend(row.user_id.as_deref().map(|k| (k, row.id)));
+        keys.extend(row.anonymous_id.as_deref().map(|k| (k, row.id)));
+    }
+    keys.sort_unstable();
+    let mut insert = tx.prepare_cached("INSERT OR IGNORE INTO person_events (key, id) VALUES (?1, ?2)")?;
+    for (key, id) in keys {
+        insert.execute(params![key, id])?;
+    }
+    tx.execute("UPDATE rollup_state SET indexed_to = ?1 WHERE id = 1", [newest])?;
+    Ok(())
+}
+
 /// Whether any of `ids` has activity events (at or after `since`, if given) stored before
 /// event `before`.
 fn has_activity(tx: &Transaction, ids: &[String], since: Option<i64>, before: i64) -> Result<bool, StoreError> {
@@ -393,10 +429,10 @@ fn has_activity(tx: &Transaction, ids: &[String], since: Option<i64>, before: i6
     for id in ids {
         let found: Option<i64> = tx
             .prepare_cached(
-                "SELECT 1 FROM events WHERE user_id = ?1 AND timestamp_ms >= ?2 AND id < ?3 AND type IN ('track', 'page', 'screen')
-                 UNION ALL
-                 SELECT 1 FROM events WHERE anonymous_id = ?1 AND user_id IS NULL AND timestamp_ms >= ?2 AND id < ?3 AND type IN ('track', 'page', 'screen')
-                 LIMIT 1",
+                "SELECT 1 FROM person_events p JOIN events e ON e.id = p.id
+                 WHERE p.key = ?1 AND p.id < ?3 AND e.timestamp_ms >= ?2 AND e.type IN ('track', 'page', 'screen')
+                     AND (e.user_id = ?1 OR (e.user_id IS NULL AND e.anonymous_id = ?1))
+                 ORDER BY p.id DESC LIMIT 1",
             )?
             .query_row(params![id, since, before], |r| r.get(0))
             .optional()?;

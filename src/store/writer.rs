@@ -34,9 +34,10 @@ pub fn spawn(
     let conn = connect(path)?;
     // Appends need little page cache: keep the writer's small (8 MiB).
     conn.pragma_update(None, "cache_size", -8192)?;
-    // Another writer (a large import) may hold the lock for long: wait it out rather than
-    // fail; the byte-bounded queue answers 503 to new requests meanwhile.
-    conn.busy_timeout(WRITER_BUSY_TIMEOUT)?;
+    // Another writer (a rollup step, a large import) may hold the lock: wait it out rather
+    // than fail; the byte-bounded queue answers 503 to new requests meanwhile. Polled finely
+    // at first: SQLite's own timeout sleeps up to 100 ms between tries, which an ack waits.
+    conn.busy_handler(Some(writer_busy))?;
     // Checkpoints copy the WAL into the database file and fsync it. A background thread
     // does most of that copying between commits; the writer's own small autocheckpoint
     // then has little left to copy, and because it runs between the writer's
@@ -57,7 +58,18 @@ pub fn spawn(
     Ok(handle)
 }
 
-const WRITER_BUSY_TIMEOUT: Duration = Duration::from_secs(3_600);
+/// The writer's busy handler: retry every 250 µs for the first half second (a rollup step
+/// holds the lock for milliseconds), then every 10 ms, giving up after about an hour.
+fn writer_busy(retries: i32) -> bool {
+    const FINE: i32 = 2_000;
+    if retries < FINE {
+        std::thread::sleep(Duration::from_micros(250));
+        true
+    } else {
+        std::thread::sleep(Duration::from_millis(10));
+        retries < FINE + 360_000
+    }
+}
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 /// The writer checkpoints when the WAL holds this many 4 KiB pages (16 MiB).
 const WAL_AUTOCHECKPOINT_PAGES: i64 = 4_096;
