@@ -330,12 +330,13 @@ fn link(tx: &Transaction, previous: &str, user: &str, ts: i64, id: i64) -> Resul
     Ok(())
 }
 
-/// The id the next event gets: past every stored id and past the rollup cursor, so an id
-/// freed by a deletion (GDPR erasure of the newest events) is never handed out again and
-/// skipped by the rollups.
+/// The id the next event gets: past every stored id and past every rollup mark (cursor,
+/// person index, frozen rows), so an id freed by a deletion (GDPR erasure of the newest
+/// events) is never handed out again and then skipped by the rollups.
 fn next_id(conn: &Connection) -> Result<i64, rusqlite::Error> {
     conn.query_row(
-        "SELECT max(coalesce((SELECT max(id) FROM events), 0), (SELECT last_event_id FROM rollup_state WHERE id = 1)) + 1",
+        "SELECT max(coalesce((SELECT max(id) FROM events), 0), last_event_id, indexed_to, frozen_counted_to) + 1
+         FROM rollup_state WHERE id = 1",
         [],
         |r| r.get(0),
     )
