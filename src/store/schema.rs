@@ -366,3 +366,38 @@ pub fn migrate(conn: &mut Connection) -> rusqlite::Result<Result<(), String>> {
     }
     Ok(Ok(()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migration_8_indexes_the_events_already_stored_and_drops_the_old_indexes() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for sql in &MIGRATIONS[..7] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 7).unwrap();
+        let insert = "INSERT INTO events (id, received_ms, source, message_id, type, user_id, anonymous_id, timestamp_ms, raw)
+                      VALUES (?1, 0, 'web', ?1, 'track', ?2, ?3, 0, '{}')";
+        for (id, user, anonymous) in [(1, Some("u1"), None), (2, None, Some("a1")), (3, Some("u1"), Some("a1")), (5, Some("u2"), None)] {
+            conn.execute(insert, rusqlite::params![id, user, anonymous]).unwrap();
+        }
+        migrate(&mut conn).unwrap().unwrap();
+        let keys: Vec<(String, i64)> = conn
+            .prepare("SELECT key, id FROM person_events ORDER BY key, id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let expected = [("a1", 2), ("a1", 3), ("u1", 1), ("u1", 3), ("u2", 5)].map(|(k, i)| (k.to_string(), i));
+        assert_eq!(keys, expected);
+        let indexed_to: i64 = conn.query_row("SELECT indexed_to FROM rollup_state", [], |r| r.get(0)).unwrap();
+        assert_eq!(indexed_to, 5);
+        let old_indexes: i64 = conn
+            .query_row("SELECT count(*) FROM sqlite_master WHERE name IN ('events_user', 'events_anonymous')", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(old_indexes, 0);
+    }
+}
