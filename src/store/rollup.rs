@@ -90,6 +90,13 @@ struct EventRow {
 
 const EVENT_COLUMNS: &str = "id, type, user_id, anonymous_id, group_id, event, timestamp_ms";
 
+/// The first `max` events after id `after`, in id order.
+fn events_after(conn: &Connection, after: i64, max: usize) -> Result<Vec<EventRow>, StoreError> {
+    let mut query = conn.prepare_cached(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE id > ?1 ORDER BY id LIMIT ?2"))?;
+    let rows = query.query_map(params![after, max as i64], event_row)?.collect::<Result<_, _>>()?;
+    Ok(rows)
+}
+
 fn event_row(r: &rusqlite::Row) -> rusqlite::Result<EventRow> {
     Ok(EventRow {
         id: r.get(0)?,
@@ -131,15 +138,7 @@ impl Rollup {
         }
         // Read the new events before taking the write lock (WAL readers do not block the
         // ingest writer); used below if no other process stepped meanwhile.
-        let prefetched: Option<(i64, Vec<EventRow>)> = if fingerprint == self.fingerprint {
-            let rows = conn
-                .prepare_cached(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE id > ?1 ORDER BY id LIMIT ?2"))?
-                .query_map(params![cursor, max_events as i64], event_row)?
-                .collect::<Result<_, _>>()?;
-            Some((cursor, rows))
-        } else {
-            None
-        };
+        let prefetched = if fingerprint == self.fingerprint { Some((cursor, events_after(conn, cursor, max_events)?)) } else { None };
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let (last, fingerprint, frozen_before, counted_to): (i64, String, Option<i64>, i64) = tx.query_row(
             "SELECT last_event_id, fingerprint, frozen_before_day, frozen_counted_to FROM rollup_state WHERE id = 1",
@@ -185,10 +184,7 @@ impl Rollup {
         };
         let rows: Vec<EventRow> = match prefetched {
             Some((from, rows)) if prefetch_holds(from, &rows)? => rows,
-            _ => tx
-                .prepare_cached(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE id > ?1 ORDER BY id LIMIT ?2"))?
-                .query_map(params![last, max_events as i64], event_row)?
-                .collect::<Result<_, _>>()?,
+            _ => events_after(&tx, last, max_events)?,
         };
         let batch_max = rows.last().map(|r| r.id).unwrap_or(last);
         index_people(&tx, &rows)?;
