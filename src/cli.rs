@@ -264,6 +264,9 @@ enum TokenCommand {
         /// A label to recognise the token by.
         #[arg(long, default_value = "api")]
         name: String,
+        /// How long it works: 90d, 12h, 45m or 10s (at most 365d) [default: until revoked].
+        #[arg(long, value_name = "DURATION")]
+        valid_for: Option<String>,
     },
 }
 
@@ -364,12 +367,17 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::User { command } => user(&config, command),
         Command::Alerts { command } => alerts(&config, command),
         Command::ReviewLink { account, quarter, valid_for, base_url } => review_link(&config, &account, quarter.as_deref(), &valid_for, base_url.as_deref()),
-        Command::Token { command: TokenCommand::Create { role, name } } => {
+        Command::Token { command: TokenCommand::Create { role, name, valid_for } } => {
             let role = Role::parse(&role).context("role must be admin or read")?;
+            let seconds = valid_for
+                .as_deref()
+                .map(|text| crate::share::parse_validity(text).map_err(|r| anyhow::anyhow!("--valid-for: {r}")))
+                .transpose()?;
             let store = Store::open(&config.data_dir)?;
-            let secret = store::create_token(&store.connect()?, &name, role)?;
+            let secret = store::create_token(&store.connect()?, &name, role, seconds)?;
             println!("{secret}");
-            eprintln!("created {} token {name:?}; it is shown only now", role.as_str());
+            let until = valid_for.map_or("until revoked".to_string(), |text| format!("for {text}"));
+            eprintln!("created {} token {name:?}, valid {until}; it is shown only now", role.as_str());
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -564,7 +572,7 @@ async fn load_demo(config: &Config, options: &crate::demo::generate::Options, ap
     store::rollup::catch_up(&mut conn, &mut store::rollup::Rollup::new(&config.metrics), &mut rollup_progress())?;
     let model = store::health::recalibrate(&conn, chrono::Utc::now().date_naive(), "demo loaded", settings(config))?;
     eprintln!("bellwether demo: health model {} learned from {} decided renewals", model.id, model.decided_renewals);
-    let api_token = store::create_token(&conn, "demo", Role::Admin)?;
+    let api_token = store::create_token(&conn, "demo", Role::Admin, None)?;
     let loaded = crate::demo::Loaded {
         seed: options.seed,
         accounts: summary.accounts,

@@ -326,29 +326,48 @@ impl Role {
     }
 }
 
-/// Creates an API token and returns its secret, shown once; only its SHA-256 is stored.
-pub fn create_token(conn: &Connection, name: &str, role: Role) -> Result<String, StoreError> {
+/// Creates an API token, valid for `valid_for_seconds` (None: until revoked), and returns
+/// its secret, shown once; only its SHA-256 is stored.
+pub fn create_token(conn: &Connection, name: &str, role: Role, valid_for_seconds: Option<i64>) -> Result<String, StoreError> {
     let secret = format!("bw_{}", hex(&rand::random::<[u8; 24]>()));
+    let now = chrono::Utc::now().timestamp_millis();
     conn.execute(
-        "INSERT INTO api_tokens (name, role, token_sha256, created_ms) VALUES (?1, ?2, ?3, ?4)",
-        params![name, role.as_str(), token_digest(&secret), chrono::Utc::now().timestamp_millis()],
+        "INSERT INTO api_tokens (name, role, token_sha256, created_ms, expires_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![name, role.as_str(), token_digest(&secret), now, valid_for_seconds.map(|s| now + s * 1000)],
     )?;
     Ok(secret)
 }
 
-/// The role of a presented token, if it is known. The lookup is by SHA-256 of the token,
-/// so timing reveals nothing about stored secrets.
+/// The role of a presented token, if it is known and has not expired. The lookup is by
+/// SHA-256 of the token, so timing reveals nothing about stored secrets.
 pub fn token_role(conn: &Connection, secret: &str) -> Result<Option<Role>, StoreError> {
     let role: Option<String> = conn
-        .query_row("SELECT role FROM api_tokens WHERE token_sha256 = ?1", [token_digest(secret)], |r| r.get(0))
+        .query_row(
+            "SELECT role FROM api_tokens WHERE token_sha256 = ?1 AND (expires_ms IS NULL OR expires_ms > ?2)",
+            params![token_digest(secret), chrono::Utc::now().timestamp_millis()],
+            |r| r.get(0),
+        )
         .optional()?;
     Ok(role.as_deref().and_then(Role::parse))
 }
 
-/// Every API token: (id, name, role, created ms); secrets are not kept.
-pub fn list_tokens(conn: &Connection) -> Result<Vec<(i64, String, String, i64)>, StoreError> {
-    let mut query = conn.prepare("SELECT id, name, role, created_ms FROM api_tokens ORDER BY id")?;
-    let rows = query.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+/// An API token as listed; its secret is not kept.
+#[derive(Debug, Clone)]
+pub struct ApiToken {
+    pub id: i64,
+    pub name: String,
+    pub role: String,
+    pub created_ms: i64,
+    /// None: until revoked.
+    pub expires_ms: Option<i64>,
+}
+
+/// Every API token, expired ones included.
+pub fn list_tokens(conn: &Connection) -> Result<Vec<ApiToken>, StoreError> {
+    let mut query = conn.prepare("SELECT id, name, role, created_ms, expires_ms FROM api_tokens ORDER BY id")?;
+    let rows = query.query_map([], |r| {
+        Ok(ApiToken { id: r.get(0)?, name: r.get(1)?, role: r.get(2)?, created_ms: r.get(3)?, expires_ms: r.get(4)? })
+    })?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 

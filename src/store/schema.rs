@@ -343,6 +343,10 @@ const MIGRATIONS: &[&str] = &[
     DROP INDEX events_user;
     DROP INDEX events_anonymous;
     "#,
+    // 9: API tokens may expire.
+    r#"
+    ALTER TABLE api_tokens ADD COLUMN expires_ms INTEGER;   -- NULL: never
+    "#,
 ];
 
 /// The schema version this binary writes.

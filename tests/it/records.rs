@@ -345,3 +345,28 @@ fn accounts_from_group_calls_and_imports_are_the_same_records() {
     assert_eq!((account["name"].clone(), account["plan"].clone()), (json!("Initech"), json!("pro")));
     assert_eq!(account["traits"]["employees"], json!(120), "group traits are kept");
 }
+
+#[test]
+fn an_api_token_stops_working_when_it_expires() {
+    let (dir, config) = setup();
+    let (server, _, _) = start(dir.path(), &config);
+    let out = cli(dir.path(), &["token", "create", "--role", "read", "--name", "quarterly", "--valid-for", "90d"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("valid for 90d"));
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert_eq!(get(&server, "/api/v1/accounts", Some(&token)).status, 200);
+
+    // Ninety days later (moved by hand): refused like an unknown token.
+    let conn = rusqlite::Connection::open(dir.path().join("bellwether.db")).unwrap();
+    let expires: i64 = conn.query_row("SELECT expires_ms FROM api_tokens WHERE name = 'quarterly'", [], |r| r.get(0)).unwrap();
+    let created: i64 = conn.query_row("SELECT created_ms FROM api_tokens WHERE name = 'quarterly'", [], |r| r.get(0)).unwrap();
+    assert_eq!(expires - created, 90 * 86_400_000);
+    conn.execute("UPDATE api_tokens SET expires_ms = ?1 WHERE name = 'quarterly'", [chrono::Utc::now().timestamp_millis() - 1]).unwrap();
+    assert_eq!(get(&server, "/api/v1/accounts", Some(&token)).status, 401);
+
+    // Tokens without --valid-for work until revoked; a bad duration is refused by name.
+    assert_eq!(get(&server, "/api/v1/accounts", Some(&create_token(dir.path(), "read"))).status, 200);
+    let out = cli(dir.path(), &["token", "create", "--role", "read", "--valid-for", "400d"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--valid-for: must be more than 0 and at most 365 days"), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -38,6 +38,7 @@ async fn render(user: &SignedIn, state: &AppState, notice: Option<String>, new_t
         ))
     })
     .await?;
+    let now_ms = chrono::Utc::now().timestamp_millis();
     let policy = &state.actions.surveys;
     Ok(layout(user, "Settings", "/settings", html! {
         h1 { "Settings" }
@@ -73,11 +74,15 @@ async fn render(user: &SignedIn, state: &AppState, notice: Option<String>, new_t
                 p.notice role="status" { "New token (shown once): " code id="new-token" { (secret) } }
             }
             table.data {
-                thead { tr { th scope="col" { "Id" } th scope="col" { "Name" } th scope="col" { "Role" } th scope="col" { "Created" } th scope="col" { span.sr { "Actions" } } } }
-                tbody { @for (id, name, role, created) in &tokens { tr {
-                    td.num { (id) } th scope="row" { (name) } td { (role) } td { (timestamp(&crate::ingest::format_timestamp(*created))) }
+                thead { tr { th scope="col" { "Id" } th scope="col" { "Name" } th scope="col" { "Role" } th scope="col" { "Created" } th scope="col" { "Expires" } th scope="col" { span.sr { "Actions" } } } }
+                tbody { @for token in &tokens { tr {
+                    td.num { (token.id) } th scope="row" { (token.name) } td { (token.role) } td { (timestamp(&crate::ingest::format_timestamp(token.created_ms))) }
+                    td { @match token.expires_ms {
+                        Some(ms) => { (timestamp(&crate::ingest::format_timestamp(ms))) @if ms <= now_ms { " (expired)" } }
+                        None => "never",
+                    } }
                     td { form.inline method="post" action="/settings/tokens/delete" {
-                        (csrf_field(user)) input type="hidden" name="id" value=(id);
+                        (csrf_field(user)) input type="hidden" name="id" value=(token.id);
                         button type="submit" { "Revoke" }
                     } }
                 } } }
@@ -86,6 +91,9 @@ async fn render(user: &SignedIn, state: &AppState, notice: Option<String>, new_t
                 (csrf_field(user))
                 label { "Name " input name="name" required maxlength="64"; }
                 label { "Role " select name="role" { option value="read" { "read" } option value="admin" { "admin" } } }
+                label { "Valid for " select name="valid_for" {
+                    option value="" { "until revoked" } option value="30d" { "30 days" } option value="90d" selected { "90 days" } option value="365d" { "365 days" }
+                } }
                 button type="submit" { "Create token" }
             }
         }
@@ -207,6 +215,9 @@ pub struct TokenForm {
     csrf: String,
     name: String,
     role: String,
+    /// Empty: until revoked; else a duration like 90d.
+    #[serde(default)]
+    valid_for: String,
 }
 
 pub async fn create_token(user: SignedIn, State(state): State<AppState>, headers: HeaderMap, Form(form): Form<TokenForm>) -> PageResult {
@@ -217,7 +228,11 @@ pub async fn create_token(user: SignedIn, State(state): State<AppState>, headers
     if name.is_empty() || name.chars().count() > 64 {
         return Err(PageError::bad_request("name: must be 1 to 64 characters"));
     }
-    let secret = with_conn(&state.store, move |conn| Ok(store::create_token(conn, &name, role)?)).await?;
+    let valid_for = match form.valid_for.trim() {
+        "" => None,
+        text => Some(crate::share::parse_validity(text).map_err(|r| PageError::bad_request(format!("valid_for: {r}")))?),
+    };
+    let secret = with_conn(&state.store, move |conn| Ok(store::create_token(conn, &name, role, valid_for)?)).await?;
     tracing::info!(name = %form.name, by = %user.user.username, "API token created");
     render(&user, &state, None, Some(secret)).await
 }
