@@ -390,22 +390,9 @@ pub struct UserDeletion {
 /// rollup worker has not indexed yet; then their `person_events` rows (under both ids).
 fn delete_events_of(tx: &Transaction, id: &str, anonymous: bool) -> Result<usize, StoreError> {
     const WHOSE: &str = "(user_id = ?1 OR (?2 AND user_id IS NULL AND anonymous_id = ?1)) RETURNING id, user_id, anonymous_id";
-    let mut gone: Vec<(i64, Option<String>, Option<String>)> = Vec::new();
-    for sql in [
-        format!("DELETE FROM events WHERE id IN (SELECT id FROM person_events WHERE key = ?1) AND {WHOSE}"),
-        format!("DELETE FROM events WHERE id > (SELECT indexed_to FROM rollup_state WHERE id = 1) AND {WHOSE}"),
-    ] {
-        let mut statement = tx.prepare_cached(&sql)?;
-        let rows = statement.query_map(params![id, anonymous], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-        gone.extend(rows.collect::<Result<Vec<_>, _>>()?);
-    }
-    let mut unindex = tx.prepare_cached("DELETE FROM person_events WHERE key = ?1 AND id = ?2")?;
-    for (event, user, anonymous_id) in &gone {
-        for key in [user, anonymous_id].into_iter().flatten() {
-            unindex.execute(params![key, event])?;
-        }
-    }
-    Ok(gone.len())
+    let indexed = format!("DELETE FROM events WHERE id IN (SELECT id FROM person_events WHERE key = ?1) AND {WHOSE}");
+    let newer = format!("DELETE FROM events WHERE id > (SELECT indexed_to FROM rollup_state WHERE id = 1) AND {WHOSE}");
+    Ok(super::rollup::delete_events(tx, &indexed, params![id, anonymous])? + super::rollup::delete_events(tx, &newer, params![id, anonymous])?)
 }
 
 /// GDPR erasure: the person's events (by userId and by every id linked to it: anonymous

@@ -12,7 +12,8 @@
 //!   (never longer than the kept days) is still recognised after a restart.
 //!
 //! Their `person_events` rows go with them. Users, trait history, memberships, identity
-//! links and records stay. SQLite reuses the freed pages; `bellwether backup` writes a compact copy.
+//! links and records stay. SQLite reuses the freed pages; `bellwether backup` writes a
+//! compact copy.
 
 use rusqlite::{params, Connection, TransactionBehavior};
 
@@ -71,24 +72,12 @@ pub fn prune(conn: &mut Connection, days: u32, now_ms: i64, progress: &mut dyn F
     while low <= end {
         let high = (low + CHUNK_IDS - 1).min(end);
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        {
-            let mut delete = tx.prepare_cached(
-                "DELETE FROM events WHERE id BETWEEN ?1 AND ?2 AND timestamp_ms < ?3 AND received_ms < ?4
-                 RETURNING id, user_id, anonymous_id",
-            )?;
-            let gone = delete
-                .query_map(params![low, high, timed_before, received_before], |r| {
-                    Ok((r.get::<_, i64>(0)?, r.get::<_, Option<String>>(1)?, r.get::<_, Option<String>>(2)?))
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
-            let mut unindex = tx.prepare_cached("DELETE FROM person_events WHERE key = ?1 AND id = ?2")?;
-            for (id, user, anonymous) in &gone {
-                for key in [user, anonymous].into_iter().flatten() {
-                    unindex.execute(params![key, id])?;
-                }
-            }
-            deleted += gone.len() as u64;
-        }
+        deleted += super::rollup::delete_events(
+            &tx,
+            "DELETE FROM events WHERE id BETWEEN ?1 AND ?2 AND timestamp_ms < ?3 AND received_ms < ?4
+             RETURNING id, user_id, anonymous_id",
+            params![low, high, timed_before, received_before],
+        )? as u64;
         tx.commit()?;
         progress(high - first + 1, end - first + 1);
         low = high + 1;

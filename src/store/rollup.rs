@@ -430,6 +430,20 @@ fn index_people(tx: &Transaction, rows: &[EventRow]) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Runs `delete`, a `DELETE FROM events ... RETURNING id, user_id, anonymous_id`, and
+/// removes the deleted events' `person_events` rows (under both ids); returns how many went.
+pub(crate) fn delete_events(tx: &Transaction, delete: &str, params: impl rusqlite::Params) -> Result<usize, StoreError> {
+    let gone: Vec<(i64, Option<String>, Option<String>)> =
+        tx.prepare_cached(delete)?.query_map(params, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<Result<_, _>>()?;
+    let mut unindex = tx.prepare_cached("DELETE FROM person_events WHERE key = ?1 AND id = ?2")?;
+    for (event, user, anonymous) in &gone {
+        for key in [user, anonymous].into_iter().flatten() {
+            unindex.execute(params![key, event])?;
+        }
+    }
+    Ok(gone.len())
+}
+
 /// Whether any of `ids` has activity events (at or after `since`, if given) stored before
 /// event `before`.
 fn has_activity(tx: &Transaction, ids: &[String], since: Option<i64>, before: i64) -> Result<bool, StoreError> {
