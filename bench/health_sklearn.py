@@ -23,6 +23,7 @@ Usage: health_sklearn.py DB AS_OF HORIZON_DAYS BACKTEST_JSON OUT_JSON [RUNS]
 """
 import datetime
 import json
+import os
 import resource
 import sqlite3
 import statistics
@@ -60,6 +61,8 @@ def main():
 
     started = time.monotonic()
     c = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    rollups = os.path.join(os.path.dirname(db), "rollups.db")  # the rollup tables' own file
+    c.execute("ATTACH DATABASE ? AS rollups", (f"file:{rollups}?mode=ro",))
     data_start = c.execute("SELECT min(day) FROM user_days").fetchone()[0]
     segment_of = dict(c.execute("SELECT account_id, coalesce(segment, plan, 'unknown') FROM accounts"))
     since = {a: day_number(d) for a, d in c.execute("SELECT account_id, min(start_date) FROM subscriptions GROUP BY account_id") if d}

@@ -16,7 +16,7 @@ DATA=$work/data
 
 stop() { kill -TERM "$1"; for _ in $(seq 1 100); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done; kill -9 "$1" 2>/dev/null || true; }
 hwm_mb() { awk '/VmHWM/ {printf "%.0f", $2/1024}' "/proc/$1/status"; }
-sql() { python3 -c 'import sqlite3, sys; c = sqlite3.connect(f"file:{sys.argv[1]}?mode=ro", uri=True); print("|".join(str(v) for v in c.execute(sys.argv[2]).fetchone()))' "$DATA/bellwether.db" "$1"; }
+sql() { python3 -c 'import sqlite3, sys; c = sqlite3.connect(f"file:{sys.argv[1]}/bellwether.db?mode=ro", uri=True); c.execute(f"ATTACH DATABASE \"file:{sys.argv[1]}/rollups.db?mode=ro\" AS rollups"); print("|".join(str(v) for v in c.execute(sys.argv[2]).fetchone()))' "$DATA" "$1"; }
 timed() { # timed OUT CMD...: runs CMD with stdout to OUT; prints "wall_seconds peak_rss_mb" (RSS from /usr/bin/time -v when there is one)
     local out=$1; shift
     if [ -x /usr/bin/time ]; then

@@ -1,8 +1,13 @@
 //! The store: the only module that does I/O on the database.
 //!
-//! The embedded backend is one SQLite file (`bellwether.db`) in the data directory, in WAL
-//! mode with `synchronous = FULL`, so a committed transaction survives power loss and
-//! readers (the API, the CLI in another process) never block the writer.
+//! The embedded backend is two SQLite files in the data directory: `bellwether.db` (events,
+//! records, everything else) and `rollups.db` (the rollup tables, attached to every
+//! connection as `rollups`), each in WAL mode with `synchronous = FULL`, so a committed
+//! transaction survives power loss and readers (the API, the CLI in another process) never
+//! block a writer. Two files, two write locks: the ingest writer commits to the first while
+//! the rollup worker commits to the second. A transaction writing both (an erasure, a
+//! retention pass) is atomic against crashes of the process; after a power loss in the
+//! middle of its commit, one file may hold it without the other.
 //! Writes go through the single [`writer`]; everything else here reads.
 
 pub mod dedup;
@@ -58,6 +63,10 @@ impl Store {
         schema::migrate(&mut conn)
             .map_err(|source| StoreError::Open { path: path.clone(), source })?
             .map_err(|reason| StoreError::Schema { path: path.clone(), reason })?;
+        let rollups = rollups_path(&path);
+        schema::split_rollups(&mut conn)
+            .map_err(|source| StoreError::Open { path: rollups.clone(), source })?
+            .map_err(|reason| StoreError::Schema { path: rollups, reason })?;
         Ok(Store { path })
     }
 
@@ -75,18 +84,38 @@ impl Store {
 /// failing. A large import holds the write lock for its whole file.
 const BUSY_TIMEOUT_SECS: u64 = 60;
 
-/// Writes a consistent copy of the database to `target` while it is in use: `VACUUM INTO`
-/// copies one read snapshot, so concurrent commits neither block it nor restart it. The
-/// copy is written beside the target and renamed into place once complete and synced.
+/// Writes a consistent copy of the database, rollups included, to one file `target` while
+/// it is in use: `VACUUM INTO` copies one read snapshot of a file, so concurrent commits
+/// neither block it nor restart it. The copy is written beside the target and renamed into
+/// place once complete and synced.
 pub fn backup(store: &Store, target: &Path) -> Result<u64, StoreError> {
     let io_error = |source| StoreError::DataDir { path: target.to_path_buf(), source };
     if target.exists() {
         return Err(io_error(std::io::Error::new(std::io::ErrorKind::AlreadyExists, "already exists; choose a new file")));
     }
     let partial = target.with_extension("partial");
+    let rollups = target.with_extension("rollups.partial");
     let _ = std::fs::remove_file(&partial);
+    let _ = std::fs::remove_file(&rollups);
     let conn = store.connect()?;
-    conn.execute("VACUUM INTO ?1", [partial.to_string_lossy()])?;
+    // The rollups first: the events copied after them include every event they counted.
+    conn.execute("VACUUM rollups INTO ?1", [rollups.to_string_lossy()])?;
+    conn.execute("VACUUM main INTO ?1", [partial.to_string_lossy()])?;
+    // One file to keep: the rollup tables go in beside the rest, and opening the restored
+    // file moves them back out into rollups.db (schema::split_rollups).
+    let copied = (|| -> rusqlite::Result<()> {
+        let mut copy = Connection::open(&partial)?;
+        copy.execute("ATTACH DATABASE ?1 AS copied", [rollups.to_string_lossy()])?;
+        let tx = copy.transaction()?;
+        for table in schema::ROLLUP_TABLES {
+            tx.execute_batch(&format!("CREATE TABLE main.{table} AS SELECT * FROM copied.{table}"))?;
+        }
+        tx.commit()?;
+        copy.execute("DETACH DATABASE copied", [])?;
+        Ok(())
+    })();
+    let _ = std::fs::remove_file(&rollups);
+    copied?;
     std::fs::File::open(&partial).and_then(|f| f.sync_all()).map_err(io_error)?;
     std::fs::rename(&partial, target).map_err(io_error)?;
     std::fs::metadata(target).map(|m| m.len()).map_err(io_error)
@@ -122,11 +151,39 @@ pub fn restore(backup: &Path, data_dir: &Path, replace: bool) -> Result<Store, S
         let _ = std::fs::remove_file(data_dir.join(stale));
     }
     std::fs::rename(&partial, &target).map_err(io_error)?;
+    // The backup carries its rollups in the one file; opening moves them into a new
+    // rollups.db (were the old one still there, they would replace its rows).
+    for stale in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(data_dir.join(format!("{ROLLUPS_FILE}{stale}")));
+    }
     Store::open(data_dir)
 }
 
-/// Opens a connection with the pragmas every connection needs.
+/// The rollups file beside the database at `path` (see [`schema`]).
+fn rollups_path(path: &Path) -> PathBuf {
+    path.with_file_name(ROLLUPS_FILE)
+}
+const ROLLUPS_FILE: &str = "rollups.db";
+
+/// Opens a connection with the pragmas every connection needs, with the rollups file
+/// attached as `rollups` (unqualified table names find its tables).
 fn connect(path: &Path) -> Result<Connection, StoreError> {
+    let conn = connect_main(path)?;
+    let rollups = rollups_path(path);
+    let open_error = |source| StoreError::Open { path: rollups.clone(), source };
+    conn.execute("ATTACH DATABASE ?1 AS rollups", [rollups.to_string_lossy()]).map_err(open_error)?;
+    conn.execute_batch(
+        "PRAGMA rollups.journal_mode = WAL;
+         PRAGMA rollups.synchronous = FULL;
+         PRAGMA rollups.cache_size = -32768;",
+    )
+    .map_err(open_error)?;
+    Ok(conn)
+}
+
+/// A connection to the main file alone: the ingest writer's, whose IMMEDIATE transactions
+/// then lock that file only (with `rollups` attached they would lock both).
+fn connect_main(path: &Path) -> Result<Connection, StoreError> {
     let open_error = |source| StoreError::Open { path: path.to_path_buf(), source };
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags).map_err(open_error)?;

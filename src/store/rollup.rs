@@ -1,11 +1,14 @@
 //! Per-user-per-day rollups, kept up to date from committed events.
 //!
+//! The rollup tables live in their own file, `rollups.db` (attached as `rollups`, see
+//! [`super::schema`]), with its own write lock: a step never makes the ingest writer wait.
 //! The rollup worker follows the events table by id (ids are assigned in commit order, so
-//! "every event up to `last_event_id`" is a complete prefix). Each [`step`] is one IMMEDIATE
-//! transaction that reads the next events, updates `user_days`, `user_day_features` and
-//! `account_features`, and advances `rollup_state.last_event_id`: a crash loses nothing and
-//! counts nothing twice. Several processes (a server and `bellwether metrics`) may step the
-//! same database; SQLite serialises them and each reads the cursor inside its transaction.
+//! "every event up to `last_event_id`" is a complete prefix). Each [`step`] is one
+//! transaction holding the rollups file's lock that reads the next events, updates
+//! `user_days`, `user_day_features` and `account_features`, and advances
+//! `rollup_state.last_event_id`: a crash loses nothing and counts nothing twice. Several
+//! processes (a server and `bellwether metrics`) may step the same database; SQLite
+//! serialises them and each reads the cursor inside its transaction.
 //!
 //! Late events simply add to their (past) day. What cannot be added is a change of meaning
 //! after the fact: a `group` call dated before activity already counted, an `alias` or
@@ -34,8 +37,8 @@ use super::StoreError;
 use crate::config::MetricsConfig;
 use crate::metrics::activity::{self, Classifier};
 
-/// Events read per transaction: large enough to amortise, small enough that the ingest
-/// writer never waits long for the lock.
+/// Events read per transaction: large enough to amortise, small enough that an erasure or
+/// a retention pass (which lock rollups.db too) never waits long for it.
 pub const STEP_EVENTS: usize = 20_000;
 
 /// The rollup maintainer of one process.
@@ -55,6 +58,9 @@ struct Frozen {
 /// What one step did.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Step {
+    /// Events read (of every kind).
+    pub read: usize,
+    /// Activity events counted.
     pub events: usize,
     pub recomputed_users: usize,
     /// The id every event up to which is now rolled up.
@@ -134,12 +140,17 @@ impl Rollup {
             |r| r.get(0),
         )?;
         if fingerprint == self.fingerprint && newest <= cursor && timezones_moved == 0 {
-            return Ok(Step { events: 0, recomputed_users: 0, last_event_id: cursor });
+            return Ok(Step { read: 0, events: 0, recomputed_users: 0, last_event_id: cursor });
         }
         // Read the new events before taking the write lock (WAL readers do not block the
         // ingest writer); used below if no other process stepped meanwhile.
         let prefetched = if fingerprint == self.fingerprint { Some((cursor, events_after(conn, cursor, max_events)?)) } else { None };
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // Lock rollups.db alone (IMMEDIATE would lock every attached file, the main one the
+        // ingest writer commits to included): a deferred transaction whose first statement
+        // writes there. Later reads of the main file see one snapshot, taken after the lock,
+        // so no other step or erasure can change what this one reads.
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
+        tx.execute("UPDATE rollups.rollup_state SET last_event_id = last_event_id WHERE id = 1", [])?;
         let (last, fingerprint, frozen_before, counted_to): (i64, String, Option<i64>, i64) = tx.query_row(
             "SELECT last_event_id, fingerprint, frozen_before_day, frozen_counted_to FROM rollup_state WHERE id = 1",
             [],
@@ -260,7 +271,7 @@ impl Rollup {
         }
         tx.execute("UPDATE rollup_state SET last_event_id = ?1 WHERE id = 1", [batch_max])?;
         tx.commit()?;
-        Ok(Step { events, recomputed_users: dirty.len(), last_event_id: batch_max })
+        Ok(Step { read: rows.len(), events, recomputed_users: dirty.len(), last_event_id: batch_max })
     }
 
     /// Adds one activity event of `person` to `pending`; false when it counts for no account
@@ -619,10 +630,16 @@ pub fn rolled_up_to(conn: &Connection) -> Result<i64, StoreError> {
 }
 
 /// Starts the background thread that keeps the rollups current while serving: it steps
-/// whenever there are new events, and checks every `POLL` otherwise.
+/// again at once while a step finds a full batch, waits `GATHER` after a partial one (the
+/// cost of a step is mostly per user-day touched, so a larger batch costs less per event),
+/// and checks every `POLL` when idle.
 pub fn spawn(store: &super::Store, config: &MetricsConfig) -> Result<std::thread::JoinHandle<()>, StoreError> {
     const POLL: std::time::Duration = std::time::Duration::from_millis(100);
+    const GATHER: std::time::Duration = std::time::Duration::from_millis(250);
     let mut conn = store.connect()?;
+    // Checkpoint rollups.db every 40 MiB of WAL rather than SQLite's 4 MiB: the same user-day
+    // pages are rewritten step after step, and each checkpoint copies them once.
+    conn.pragma_update(None, "wal_autocheckpoint", 10_000)?;
     let mut rollup = Rollup::new(config);
     std::thread::Builder::new()
         .name("rollup".into())
@@ -630,7 +647,12 @@ pub fn spawn(store: &super::Store, config: &MetricsConfig) -> Result<std::thread
             let mut last = -1;
             loop {
                 match rollup.step(&mut conn, STEP_EVENTS) {
-                    Ok(step) if step.last_event_id != last || step.recomputed_users > 0 => last = step.last_event_id,
+                    Ok(step) if step.last_event_id != last || step.recomputed_users > 0 => {
+                        last = step.last_event_id;
+                        if step.read < STEP_EVENTS {
+                            std::thread::sleep(GATHER);
+                        }
+                    }
                     Ok(_) => std::thread::sleep(POLL),
                     Err(error) => {
                         tracing::error!(%error, "rollup step failed; retrying in 1 s");

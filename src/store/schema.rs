@@ -347,7 +347,122 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE api_tokens ADD COLUMN expires_ms INTEGER;   -- NULL: never
     "#,
+    // 10: the rollup tables (made by 2, 7 and 8) live in their own file, rollups.db, so the
+    // rollup worker's commits take that file's write lock and never the one ingest commits
+    // under. The move needs that file attached and is done by `split_rollups` at every
+    // open (it also adopts the tables of a restored backup); this version marks databases
+    // an older bellwether must not open.
+    "",
 ];
+
+/// The tables of `rollups.db`, attached to every connection as `rollups` (unqualified names
+/// find them): per-user-day rollups, the person index and the rollup cursor. All derived
+/// from the events, except days frozen by retention (see `store::retention`).
+pub(crate) const ROLLUP_TABLES: &[&str] = &["user_days", "user_day_features", "account_features", "rollup_accounts", "rollup_state", "person_events"];
+
+/// The schema of `rollups.db` (its `user_version` 1); column order as in the main file's
+/// tables before version 10, so that rows move over unchanged.
+const ROLLUPS_SCHEMA: &str = r#"
+    -- One row per account, local day (days since 1970-01-01 in the account's timezone)
+    -- and person (the canonical userId). Minute lists are sorted distinct UTC minutes
+    -- (minutes since the epoch) as little-endian u32.
+    CREATE TABLE IF NOT EXISTS rollups.user_days (
+        account_id    TEXT NOT NULL,
+        day           INTEGER NOT NULL,
+        user_id       TEXT NOT NULL,
+        events        INTEGER NOT NULL,   -- activity events (track, page, screen; not passive)
+        logins        INTEGER NOT NULL,
+        sessions      INTEGER NOT NULL,   -- runs of activity split by the idle timeout
+        transactions  INTEGER NOT NULL,   -- feature events
+        education     INTEGER NOT NULL,
+        minutes_count INTEGER NOT NULL,
+        minutes       BLOB NOT NULL,
+        login_minutes BLOB NOT NULL,
+        key_minutes   BLOB NOT NULL,
+        first_ms      INTEGER NOT NULL,
+        last_ms       INTEGER NOT NULL,
+        PRIMARY KEY (account_id, day, user_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX IF NOT EXISTS rollups.user_days_user ON user_days(user_id);
+    CREATE TABLE IF NOT EXISTS rollups.user_day_features (
+        account_id TEXT NOT NULL,
+        day        INTEGER NOT NULL,
+        user_id    TEXT NOT NULL,
+        feature    TEXT NOT NULL,
+        uses       INTEGER NOT NULL,
+        PRIMARY KEY (account_id, day, user_id, feature)
+    ) WITHOUT ROWID;
+    CREATE INDEX IF NOT EXISTS rollups.user_day_features_user ON user_day_features(user_id);
+    -- First day each account used each feature (kept equal to min(day) of user_day_features).
+    CREATE TABLE IF NOT EXISTS rollups.account_features (
+        account_id TEXT NOT NULL,
+        feature    TEXT NOT NULL,
+        first_day  INTEGER NOT NULL,
+        PRIMARY KEY (account_id, feature)
+    ) WITHOUT ROWID;
+    -- The timezone each account's days were cut with; a change rebuilds its rows.
+    CREATE TABLE IF NOT EXISTS rollups.rollup_accounts (
+        account_id TEXT PRIMARY KEY,
+        timezone   TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS rollups.rollup_state (
+        id                INTEGER PRIMARY KEY CHECK (id = 1),
+        last_event_id     INTEGER NOT NULL,   -- every event up to this id is in the rollups
+        fingerprint       TEXT NOT NULL,      -- MetricsConfig::rollup_fingerprint they were built with ('': none)
+        frozen_before_day INTEGER,            -- retention: days before this local day are frozen
+        frozen_counted_to INTEGER NOT NULL DEFAULT 0,   -- frozen rows hold every event up to here
+        indexed_to        INTEGER NOT NULL DEFAULT 0    -- person_events holds every event up to here
+    );
+    INSERT OR IGNORE INTO rollups.rollup_state (id, last_event_id, fingerprint) VALUES (1, 0, '');
+    -- A person's events: the rollup worker fills it for each batch it reads.
+    CREATE TABLE IF NOT EXISTS rollups.person_events (
+        key TEXT NOT NULL,      -- a userId or anonymousId of the event (both, if it has both)
+        id  INTEGER NOT NULL,   -- events.id
+        PRIMARY KEY (key, id)
+    ) WITHOUT ROWID;
+"#;
+const ROLLUPS_VERSION: i64 = 1;
+
+/// Creates the tables of the attached `rollups` file if missing, and moves into it any
+/// rollup table the main file still holds (a database from before version 10, or a
+/// restored backup, which carries them in its one file): those rows replace the file's.
+/// One transaction. A missing `rollups.db` beside existing events is recreated empty and
+/// the rollup worker rebuilds it from the raw events.
+pub fn split_rollups(conn: &mut Connection) -> rusqlite::Result<Result<(), String>> {
+    let version: i64 = conn.query_row("PRAGMA rollups.user_version", [], |r| r.get(0))?;
+    if version > ROLLUPS_VERSION {
+        return Ok(Err(format!("rollups.db schema version {version} is newer than this bellwether understands ({ROLLUPS_VERSION}); upgrade bellwether")));
+    }
+    let in_main: i64 = conn.query_row(
+        &format!("SELECT count(*) FROM main.sqlite_master WHERE type = 'table' AND name IN ('{}')", ROLLUP_TABLES.join("', '")),
+        [],
+        |r| r.get(0),
+    )?;
+    if version == ROLLUPS_VERSION && in_main == 0 {
+        return Ok(Ok(())); // the usual open: nothing to write, so no lock to wait for
+    }
+    // IMMEDIATE: both files locked before anything is read (a deferred transaction could
+    // not upgrade a read snapshot another process has written past).
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    tx.execute_batch(ROLLUPS_SCHEMA)?;
+    tx.pragma_update(Some("rollups"), "user_version", ROLLUPS_VERSION)?;
+    for table in ROLLUP_TABLES {
+        let in_main: bool =
+            tx.query_row("SELECT count(*) > 0 FROM main.sqlite_master WHERE type = 'table' AND name = ?1", [table], |r| r.get(0))?;
+        if !in_main {
+            continue;
+        }
+        let columns: Vec<String> =
+            tx.prepare("SELECT name FROM pragma_table_info(?1, 'main')")?.query_map([table], |r| r.get(0))?.collect::<Result<_, _>>()?;
+        let columns = columns.join(", ");
+        tx.execute_batch(&format!(
+            "DELETE FROM rollups.{table}; INSERT INTO rollups.{table} ({columns}) SELECT {columns} FROM main.{table}; DROP TABLE main.{table};"
+        ))?;
+        tracing::info!(table, "moved rollup table into rollups.db");
+    }
+    tx.commit()?;
+    Ok(Ok(()))
+}
 
 /// The schema version this binary writes.
 pub const VERSION: usize = MIGRATIONS.len();
@@ -374,6 +489,58 @@ pub fn migrate(conn: &mut Connection) -> rusqlite::Result<Result<(), String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn opening_a_database_from_before_version_10_moves_its_rollups_into_rollups_db() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let conn = Connection::open(dir.path().join("bellwether.db")).unwrap();
+            for sql in &MIGRATIONS[..9] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 9).unwrap();
+            conn.execute_batch(
+                "INSERT INTO user_days VALUES ('acme', 20000, 'u1', 3, 1, 1, 2, 0, 2, x'01', x'', x'', 10, 20);
+                 INSERT INTO user_day_features VALUES ('acme', 20000, 'u1', 'Report Created', 2);
+                 INSERT INTO account_features VALUES ('acme', 'Report Created', 20000);
+                 INSERT INTO rollup_accounts VALUES ('acme', 'Europe/Stockholm');
+                 INSERT INTO person_events VALUES ('u1', 7);
+                 UPDATE rollup_state SET last_event_id = 7, fingerprint = 'f', frozen_before_day = 19990, frozen_counted_to = 5, indexed_to = 7;",
+            )
+            .unwrap();
+        }
+        for _ in 0..2 {
+            // The second open finds nothing to move and changes nothing.
+            let conn = crate::store::Store::open(dir.path()).unwrap().connect().unwrap();
+            let version: i64 = conn.query_row("PRAGMA main.user_version", [], |r| r.get(0)).unwrap();
+            assert_eq!(version, 10);
+            let left: i64 = conn
+                .query_row("SELECT count(*) FROM main.sqlite_master WHERE name IN ('user_days', 'user_day_features', 'account_features', 'rollup_accounts', 'rollup_state', 'person_events')", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(left, 0, "no rollup table left in bellwether.db");
+            let state: (i64, String, Option<i64>, i64, i64) = conn
+                .query_row("SELECT last_event_id, fingerprint, frozen_before_day, frozen_counted_to, indexed_to FROM rollups.rollup_state", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                })
+                .unwrap();
+            assert_eq!(state, (7, "f".to_string(), Some(19990), 5, 7));
+            let day: (String, i64, String, i64, i64, Vec<u8>, i64) = conn
+                .query_row("SELECT account_id, day, user_id, events, transactions, minutes, last_ms FROM rollups.user_days", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+                })
+                .unwrap();
+            assert_eq!(day, ("acme".to_string(), 20000, "u1".to_string(), 3, 2, vec![1], 20));
+            let others: (i64, i64, String, i64) = conn
+                .query_row(
+                    "SELECT (SELECT uses FROM rollups.user_day_features), (SELECT first_day FROM rollups.account_features),
+                            (SELECT timezone FROM rollups.rollup_accounts), (SELECT id FROM rollups.person_events WHERE key = 'u1')",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                )
+                .unwrap();
+            assert_eq!(others, (2, 20000, "Europe/Stockholm".to_string(), 7));
+        }
+    }
 
     #[test]
     fn migration_8_indexes_the_events_already_stored_and_drops_the_old_indexes() {

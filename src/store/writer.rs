@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use rusqlite::{params, Connection, Statement, Transaction, TransactionBehavior};
 
 use super::dedup::{Dedup, Key, SEGMENT_SHIFT};
-use super::{connect, StoreError};
+use super::{connect, connect_main, StoreError};
 use crate::ingest::queue::JobReceiver;
 use crate::ingest::{Job, JobOutcome, Kind, Message};
 use crate::limits;
@@ -31,7 +31,8 @@ pub fn spawn(
     receiver: JobReceiver,
     telemetry: Telemetry,
 ) -> Result<std::thread::JoinHandle<()>, StoreError> {
-    let conn = connect(path)?;
+    // The main file alone: the rollup worker commits to rollups.db meanwhile, unhindered.
+    let conn = connect_main(path)?;
     // Appends need little page cache: keep the writer's small (8 MiB).
     conn.pragma_update(None, "cache_size", -8192)?;
     // Another writer (a rollup step, a large import) may hold the lock: wait it out rather
@@ -45,7 +46,7 @@ pub fn spawn(
     conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)?;
     let checkpointer = spawn_checkpointer(path)?;
     let last_received_ms: i64 = conn.query_row("SELECT coalesce(max(received_ms), 0) FROM events", [], |r| r.get(0))?;
-    let mut state = State { dedup: Dedup::new(dedup_window_days), next_id: next_id(&conn)?, last_received_ms };
+    let mut state = State { dedup: Dedup::new(dedup_window_days), next_id: next_id(&connect(path)?)?, last_received_ms };
     rebuild_dedup(&conn, &mut state.dedup, dedup_window_days)?;
     telemetry.dedup_entries.set(state.dedup.len() as i64);
     let handle = std::thread::Builder::new()
@@ -79,7 +80,8 @@ const WAL_PAGES_TRUNCATE: i64 = 65_536;
 /// Starts the checkpoint thread; it stops (after a final checkpoint) when the returned
 /// sender is dropped.
 fn spawn_checkpointer(path: &Path) -> Result<std::sync::mpsc::Sender<()>, StoreError> {
-    let conn = connect(path)?;
+    // rollups.db is checkpointed by its own writer's commits (SQLite's autocheckpoint).
+    let conn = connect_main(path)?;
     conn.pragma_update(None, "cache_size", -1024)?;
     // Never make the writer wait behind a checkpoint that waits for readers: try, retry later.
     conn.busy_timeout(Duration::from_millis(100))?;

@@ -325,7 +325,7 @@ fn deleting_a_user_erases_events_traits_and_survey_answers() {
     let body = r#"{"batch":[{"type":"group","userId":"u-9","groupId":"initech"},{"type":"track","userId":"u-9","event":"Exported"}]}"#;
     assert_eq!(post(&server, "/v1/batch", Some(KEY), body).status, 200);
     assert!(cli(dir.path(), &["--config", config.to_str().unwrap(), "metrics"]).status.success());
-    let conn = rusqlite::Connection::open(dir.path().join("bellwether.db")).unwrap();
+    let conn = rusqlite::Connection::open(dir.path().join("rollups.db")).unwrap();
     let days: i64 = conn.query_row("SELECT count(*) FROM user_days WHERE user_id = 'u-9'", [], |r| r.get(0)).unwrap();
     assert_eq!(days, 1, "u-9's event is rolled up");
 }

@@ -91,6 +91,18 @@ fn dropping_old_raw_events_keeps_every_metric_through_recomputes_late_events_and
     assert_eq!(raw_events(kept.path()), 1);
     assert_eq!(export(kept.path(), &kept_config), after, "after the second pass");
 
+    // The rollups live in their own file (rollups.db); a backup carries them in its one
+    // file, so a restore keeps the days whose raw events are gone.
+    let backup = kept.path().join("kept.bwdb");
+    let out = cli(kept.path(), &["--config", kept_config.to_str().unwrap(), "backup", backup.to_str().unwrap()]);
+    assert!(out.status.success(), "backup: {}", String::from_utf8_lossy(&out.stderr));
+    let restored = tempfile::tempdir().unwrap();
+    let out = cli(restored.path(), &["restore", backup.to_str().unwrap()]);
+    assert!(out.status.success(), "restore: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(restored.path().join("rollups.db").exists());
+    assert_eq!(raw_events(restored.path()), 1);
+    assert_eq!(export(restored.path(), &kept_config), after, "restored from a backup");
+
     // Raw events must outlive the dedup window.
     let out = cli(kept.path(), &["--config", kept_config.to_str().unwrap(), "retention", "--raw-events-days", "3"]);
     assert!(!out.status.success());
