@@ -175,7 +175,7 @@ fn connect(path: &Path) -> Result<Connection, StoreError> {
     conn.execute_batch(
         "PRAGMA rollups.journal_mode = WAL;
          PRAGMA rollups.synchronous = FULL;
-         PRAGMA rollups.cache_size = -32768;",
+         PRAGMA rollups.cache_size = -16384;",
     )
     .map_err(open_error)?;
     Ok(conn)

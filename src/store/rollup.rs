@@ -640,10 +640,14 @@ pub fn spawn(store: &super::Store, config: &MetricsConfig) -> Result<std::thread
     // Checkpoint rollups.db every 40 MiB of WAL rather than SQLite's 4 MiB: the same user-day
     // pages are rewritten step after step, and each checkpoint copies them once.
     conn.pragma_update(None, "wal_autocheckpoint", 10_000)?;
+    // It reads bellwether.db in id order, once: a small cache there (4 MiB) is enough;
+    // rollups.db, which it rewrites, keeps the default.
+    conn.pragma_update(Some("main"), "cache_size", -4096)?;
     let mut rollup = Rollup::new(config);
     std::thread::Builder::new()
         .name("rollup".into())
         .spawn(move || {
+            lower_priority();
             let mut last = -1;
             loop {
                 match rollup.step(&mut conn, STEP_EVENTS) {
@@ -662,4 +666,22 @@ pub fn spawn(store: &super::Store, config: &MetricsConfig) -> Result<std::thread
             }
         })
         .map_err(|e| StoreError::Thread(e.to_string()))
+}
+
+/// The rollup thread's scheduling priority (a nice value): on a busy machine the CPU goes to
+/// parsing, storing and acknowledging events first; the rollups catch up when load drops
+/// (their lag pauses alerting, see `store::actions`). Measured in BENCHMARKS.md.
+const ROLLUP_NICE: libc::c_int = 19;
+
+/// Lowers the calling thread's priority to [`ROLLUP_NICE`] (Linux sets nice per thread);
+/// a failure only costs speed, so it is logged and ignored.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: gettid and setpriority take and return plain integers; no memory is shared.
+        let result = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, ROLLUP_NICE) };
+        if result != 0 {
+            tracing::debug!(error = %std::io::Error::last_os_error(), "could not lower the rollup thread's priority");
+        }
+    }
 }
