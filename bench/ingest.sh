@@ -31,6 +31,7 @@ start() { # start NAME CMD...: runs CMD, waits for its "listening on URL" line, 
     done
     echo "$name did not start" >&2; cat "$work/$name.err" >&2; exit 1
 }
+metric() { curl -s "$URL/metrics" | awk -v name="$1" '$1 == name {print $2}'; }
 field() { python3 -c "import json,sys; print(json.loads(sys.argv[1])['$2'])" "$1"; }
 rss_mb() { awk '/VmRSS/ {printf "%.0f", $2/1024}' "/proc/$1/status"; }
 hwm_mb() { awk '/VmHWM/ {printf "%.0f", $2/1024}' "/proc/$1/status"; }
@@ -45,6 +46,20 @@ kill -9 "$PID"
 BELLWETHER_WRITE_KEYS=bench-key BELLWETHER_LOG=warn start bellwether "$BIN" serve --data-dir "$work/data" --listen 127.0.0.1:0
 BW_PID=$PID
 bw_batch=$($LOADGEN --url "$URL" --batch 100 --connections "$CONNECTIONS" --seconds "$SECONDS_PER_RUN")
+# The rollup worker yields the CPU to ingest: how long after the burst until it has caught up.
+lag_at_end=$(metric bellwether_rollup_lag_events)
+caught_up_s=$(python3 - "$URL" <<'EOF2'
+import sys, time, urllib.request
+started = time.monotonic()
+while True:
+    text = urllib.request.urlopen(sys.argv[1] + "/metrics").read().decode()
+    lag = next(float(l.split()[1]) for l in text.splitlines() if l.startswith("bellwether_rollup_lag_events "))
+    if lag == 0:
+        print(f"{time.monotonic() - started:.1f}")
+        break
+    time.sleep(0.1)
+EOF2
+)
 bw_single=$($LOADGEN --url "$URL" --batch 1 --connections "$CONNECTIONS" --seconds "$SECONDS_PER_RUN")
 max=$(field "$bw_batch" events_per_sec)
 rate=$(python3 -c "print(int($max * 0.7))")
@@ -70,6 +85,8 @@ echo "| measure | ceiling (no storage) | bellwether (durable) | ratio |"
 echo "|---|---|---|---|"
 echo "| 100-event batches, $CONNECTIONS connections, events/s | $(field "$ceil_batch" events_per_sec) | $(field "$bw_batch" events_per_sec) | $(ratio "$bw_batch" "$ceil_batch") |"
 echo "| single calls, $CONNECTIONS connections, events/s | $(field "$ceil_single" events_per_sec) | $(field "$bw_single" events_per_sec) | $(ratio "$bw_single" "$ceil_single") |"
+echo
+echo "Rollups after the batched run: $lag_at_end events behind when it ended, caught up $caught_up_s s later."
 echo
 echo "| at 70% of bellwether's max ($rate events/s, batches of 100) | ceiling | bellwether |"
 echo "|---|---|---|"

@@ -20,6 +20,12 @@ pub struct Telemetry {
     pub commit_seconds: Histogram,
     /// Messages per group commit.
     pub commit_messages: Histogram,
+    /// Id of the newest stored event (set by the writer).
+    pub stored_to: IntGauge,
+    /// Every event up to this id is in the rollups (set by the rollup worker).
+    pub rolled_up_to: IntGauge,
+    /// Events stored but not rolled up yet: the difference of the two, at each scrape.
+    rollup_lag: IntGauge,
 }
 
 impl Telemetry {
@@ -47,6 +53,11 @@ impl Telemetry {
                 .buckets(vec![1.0, 10.0, 100.0, 500.0, 1000.0, 5000.0, 10000.0, 20000.0]),
         )
         .expect("invariant: valid metric");
+        let stored_to = IntGauge::new("bellwether_store_last_event_id", "id of the newest stored event").expect("invariant: valid metric");
+        let rolled_up_to = IntGauge::new("bellwether_rollup_last_event_id", "every event up to this id is in the rollups")
+            .expect("invariant: valid metric");
+        let rollup_lag = IntGauge::new("bellwether_rollup_lag_events", "events stored but not yet in the rollups (they catch up after a burst)")
+            .expect("invariant: valid metric");
         for collector in [
             Box::new(accepted.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(rejected.clone()),
@@ -55,10 +66,25 @@ impl Telemetry {
             Box::new(dedup_entries.clone()),
             Box::new(commit_seconds.clone()),
             Box::new(commit_messages.clone()),
+            Box::new(stored_to.clone()),
+            Box::new(rolled_up_to.clone()),
+            Box::new(rollup_lag.clone()),
         ] {
             registry.register(collector).expect("invariant: metric names are unique");
         }
-        Telemetry { registry, accepted, rejected, deduplicated, queue_bytes, dedup_entries, commit_seconds, commit_messages }
+        Telemetry {
+            registry,
+            accepted,
+            rejected,
+            deduplicated,
+            queue_bytes,
+            dedup_entries,
+            commit_seconds,
+            commit_messages,
+            stored_to,
+            rolled_up_to,
+            rollup_lag,
+        }
     }
 
     pub fn reject(&self, reason: &str) {
@@ -67,6 +93,7 @@ impl Telemetry {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
+        self.rollup_lag.set((self.stored_to.get() - self.rolled_up_to.get()).max(0));
         let mut out = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("invariant: encoding to a Vec cannot fail");
         String::from_utf8(out).expect("invariant: the text format is UTF-8")

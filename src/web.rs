@@ -152,7 +152,7 @@ impl App {
         let (ingestor, receiver) = Ingestor::new(config.ingest.queue_bytes_max);
         let writer = store::writer::spawn(store.path(), config.ingest.dedup_window_days, receiver, telemetry.clone())?;
         // Runs for the life of the process; a step interrupted by exit rolls back.
-        store::rollup::spawn(&store, &config.metrics)?;
+        store::rollup::spawn(&store, &config.metrics, telemetry.clone())?;
         if config.retention.raw_events_days > 0 {
             store::retention::spawn(&store, config.retention.raw_events_days)?;
         }

@@ -36,6 +36,7 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBe
 use super::StoreError;
 use crate::config::MetricsConfig;
 use crate::metrics::activity::{self, Classifier};
+use crate::telemetry::Telemetry;
 
 /// Events read per transaction: large enough to amortise, small enough that an erasure or
 /// a retention pass (which lock rollups.db too) never waits long for it.
@@ -633,7 +634,7 @@ pub fn rolled_up_to(conn: &Connection) -> Result<i64, StoreError> {
 /// again at once while a step finds a full batch, waits `GATHER` after a partial one (the
 /// cost of a step is mostly per user-day touched, so a larger batch costs less per event),
 /// and checks every `POLL` when idle.
-pub fn spawn(store: &super::Store, config: &MetricsConfig) -> Result<std::thread::JoinHandle<()>, StoreError> {
+pub fn spawn(store: &super::Store, config: &MetricsConfig, telemetry: Telemetry) -> Result<std::thread::JoinHandle<()>, StoreError> {
     const POLL: std::time::Duration = std::time::Duration::from_millis(100);
     const GATHER: std::time::Duration = std::time::Duration::from_millis(250);
     let mut conn = store.connect()?;
@@ -644,6 +645,7 @@ pub fn spawn(store: &super::Store, config: &MetricsConfig) -> Result<std::thread
     // rollups.db, which it rewrites, keeps the default.
     conn.pragma_update(Some("main"), "cache_size", -4096)?;
     let mut rollup = Rollup::new(config);
+    telemetry.rolled_up_to.set(rolled_up_to(&conn)?);
     std::thread::Builder::new()
         .name("rollup".into())
         .spawn(move || {
@@ -653,6 +655,7 @@ pub fn spawn(store: &super::Store, config: &MetricsConfig) -> Result<std::thread
                 match rollup.step(&mut conn, STEP_EVENTS) {
                     Ok(step) if step.last_event_id != last || step.recomputed_users > 0 => {
                         last = step.last_event_id;
+                        telemetry.rolled_up_to.set(last);
                         if step.read < STEP_EVENTS {
                             std::thread::sleep(GATHER);
                         }

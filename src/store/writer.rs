@@ -49,6 +49,7 @@ pub fn spawn(
     let mut state = State { dedup: Dedup::new(dedup_window_days), next_id: next_id(&connect(path)?)?, last_received_ms };
     rebuild_dedup(&conn, &mut state.dedup, dedup_window_days)?;
     telemetry.dedup_entries.set(state.dedup.len() as i64);
+    telemetry.stored_to.set(state.next_id - 1);
     let handle = std::thread::Builder::new()
         .name("store-writer".into())
         .spawn(move || {
@@ -143,6 +144,7 @@ fn run(mut conn: Connection, mut state: State, mut receiver: JobReceiver, teleme
         telemetry.commit_messages.observe(count as f64);
         match result {
             Ok(outcomes) => {
+                telemetry.stored_to.set(state.next_id - 1);
                 for (job, outcome) in jobs.into_iter().zip(outcomes) {
                     if let Ok(outcome) = &outcome {
                         telemetry.accepted.inc_by(outcome.stored as u64);

@@ -373,6 +373,20 @@ fn health_and_metrics_endpoints_report_state() {
     assert_eq!(counter(&server, "bellwether_ingest_rejected_total{reason=\"unauthorized\"}"), 1.0);
     assert_eq!(counter(&server, "bellwether_store_commit_seconds_count"), 2.0);
     assert_eq!(counter(&server, "bellwether_ingest_queue_bytes"), 0.0);
+    // The one stored event is id 1; the lag is what the rollups have not read yet (one
+    // scrape), and the rollup worker catches up.
+    let text = get(&server, "/metrics", None).body.as_str().unwrap().to_string();
+    let series = |name: &str| -> f64 {
+        text.lines().find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' '))).unwrap().trim().parse().unwrap()
+    };
+    assert_eq!(series("bellwether_store_last_event_id"), 1.0);
+    assert_eq!(series("bellwether_rollup_lag_events"), 1.0 - series("bellwether_rollup_last_event_id"));
+    let waited = std::time::Instant::now();
+    while counter(&server, "bellwether_rollup_last_event_id") < 1.0 {
+        assert!(waited.elapsed().as_secs() < 30, "the rollups never caught up");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(counter(&server, "bellwether_rollup_lag_events"), 0.0);
 }
 
 #[test]
