@@ -5,9 +5,13 @@
 //! connection as `rollups`), each in WAL mode with `synchronous = FULL`, so a committed
 //! transaction survives power loss and readers (the API, the CLI in another process) never
 //! block a writer. Two files, two write locks: the ingest writer commits to the first while
-//! the rollup worker commits to the second. A transaction writing both (an erasure, a
-//! retention pass) is atomic against crashes of the process; after a power loss in the
-//! middle of its commit, one file may hold it without the other.
+//! the rollup worker commits to the second. Write transactions lock through
+//! [`write_transaction`]: only the files they write, rollups.db before bellwether.db.
+//! A transaction writing both (an erasure, a retention pass) commits bellwether.db, then
+//! rollups.db, so a stop between the two (a crash, a full disk) leaves one without the other:
+//! an erasure notes the erased ids in bellwether.db and the rollup worker purges their rows
+//! if they were left; a retention pass leaves at worst index rows of deleted events, which
+//! nothing reads.
 //! Writes go through the single [`writer`]; everything else here reads.
 
 pub mod dedup;
@@ -97,13 +101,19 @@ pub fn backup(store: &Store, target: &Path) -> Result<u64, StoreError> {
     let rollups = target.with_extension("rollups.partial");
     let _ = std::fs::remove_file(&partial);
     let _ = std::fs::remove_file(&rollups);
-    let conn = store.connect()?;
-    // The rollups first: the events copied after them include every event they counted.
-    conn.execute("VACUUM rollups INTO ?1", [rollups.to_string_lossy()])?;
-    conn.execute("VACUUM main INTO ?1", [partial.to_string_lossy()])?;
-    // One file to keep: the rollup tables go in beside the rest, and opening the restored
-    // file moves them back out into rollups.db (schema::split_rollups).
-    let copied = (|| -> rusqlite::Result<()> {
+    // Both files are copied (rollups.db's write lock held by a second connection across
+    // the two copies, so no step, erasure or retention pass commits between them: a pair of
+    // snapshots that agree; ingest goes on and the rollups catch up after), then the rollup
+    // tables go into the copy of bellwether.db, one file to keep: opening the restored file
+    // moves them back out (schema::split_rollups). The partial files, which hold everything,
+    // are removed whatever happens (a killed backup leaves them; the next one removes them).
+    let copied = (|| -> Result<(), StoreError> {
+        let conn = store.connect()?;
+        let mut holder = store.connect()?;
+        let hold = write_transaction(&mut holder, Lock::Rollups)?;
+        conn.execute("VACUUM rollups INTO ?1", [rollups.to_string_lossy()])?;
+        conn.execute("VACUUM main INTO ?1", [partial.to_string_lossy()])?;
+        drop(hold);
         let mut copy = Connection::open(&partial)?;
         copy.execute("ATTACH DATABASE ?1 AS copied", [rollups.to_string_lossy()])?;
         let tx = copy.transaction()?;
@@ -115,7 +125,10 @@ pub fn backup(store: &Store, target: &Path) -> Result<u64, StoreError> {
         Ok(())
     })();
     let _ = std::fs::remove_file(&rollups);
-    copied?;
+    if let Err(error) = copied {
+        let _ = std::fs::remove_file(&partial);
+        return Err(error);
+    }
     std::fs::File::open(&partial).and_then(|f| f.sync_all()).map_err(io_error)?;
     std::fs::rename(&partial, target).map_err(io_error)?;
     std::fs::metadata(target).map(|m| m.len()).map_err(io_error)
@@ -147,16 +160,47 @@ pub fn restore(backup: &Path, data_dir: &Path, replace: bool) -> Result<Store, S
     let partial = data_dir.join("bellwether.db.restoring");
     std::fs::copy(backup, &partial).map_err(io_error)?;
     std::fs::File::open(&partial).and_then(|f| f.sync_all()).map_err(io_error)?;
-    for stale in ["bellwether.db-wal", "bellwether.db-shm"] {
-        let _ = std::fs::remove_file(data_dir.join(stale));
+    // The old files go, each WAL before its database (a WAL left beside a newer database
+    // would be replayed into it). The backup carries its rollups in its one file; opening
+    // moves them into a new rollups.db.
+    let stale = ["bellwether.db-wal", "bellwether.db-shm", "rollups.db-wal", "rollups.db-shm", ROLLUPS_FILE];
+    for name in stale {
+        let path = data_dir.join(name);
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(StoreError::DataDir { path, source: e }),
+            _ => {}
+        }
     }
     std::fs::rename(&partial, &target).map_err(io_error)?;
-    // The backup carries its rollups in the one file; opening moves them into a new
-    // rollups.db (were the old one still there, they would replace its rows).
-    for stale in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(data_dir.join(format!("{ROLLUPS_FILE}{stale}")));
-    }
     Store::open(data_dir)
+}
+
+/// Which files a write transaction locks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lock {
+    /// bellwether.db only: ingest and the rollup worker go on.
+    Main,
+    /// rollups.db, then bellwether.db (an erasure, a retention pass).
+    Both,
+    /// rollups.db only (a rollup step; a backup holds it to copy both files consistently).
+    Rollups,
+}
+
+/// Begins a write transaction holding the write lock of `lock`'s files before anything is
+/// read. `BEGIN IMMEDIATE` would lock every attached file, in attach order: a transaction
+/// writing only bellwether.db would then wait for a rollup step while holding the lock ingest
+/// commits under. So: a deferred transaction whose first statements are no-op writes, to
+/// rollups.db first (the order every transaction takes both in, so none waits on another
+/// holding what it needs), then to bellwether.db.
+pub(crate) fn write_transaction(conn: &mut Connection, lock: Lock) -> Result<rusqlite::Transaction<'_>, StoreError> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Deferred)?;
+    if matches!(lock, Lock::Both | Lock::Rollups) {
+        tx.execute("UPDATE rollups.rollup_state SET id = id WHERE id = 1", [])?;
+    }
+    if matches!(lock, Lock::Both | Lock::Main) {
+        tx.execute("UPDATE main.write_lock SET id = id WHERE id = 1", [])?;
+    }
+    Ok(tx)
 }
 
 /// The rollups file beside the database at `path` (see [`schema`]).

@@ -8,7 +8,7 @@ use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
 use chrono::NaiveDate;
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{json, Map, Value};
 
 use super::health::Settings;
@@ -191,7 +191,7 @@ pub fn evaluate(conn: &mut Connection, today: NaiveDate, settings: Settings, con
         return Ok(fired.into_iter().map(|(_, _, f)| f).collect());
     }
     let now = chrono::Utc::now().timestamp_millis();
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let tx = super::write_transaction(conn, super::Lock::Main)?;
     let mut out = Vec::new();
     for (rule, m, mut f) in fired {
         let since = now - i64::from(rule.rule.cooldown_days) * 86_400_000;
@@ -402,7 +402,7 @@ pub enum Answered {
 
 /// Records an answer as a survey response, once per send, in one transaction.
 pub fn answer(conn: &mut Connection, id: i64, score: i64, comment: Option<&str>) -> Result<Answered, StoreError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let tx = super::write_transaction(conn, super::Lock::Main)?;
     let send: Option<(String, String, String, String, Option<i64>)> = tx
         .query_row("SELECT user_id, account_id, kind, trigger, answered_ms FROM survey_sends WHERE id = ?1", [id], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
@@ -489,7 +489,7 @@ pub fn dispatch_surveys(conn: &mut Connection, today: NaiveDate, config: &Action
     let candidates = occasions(conn, today, policy)?;
     let secret = super::users::secret(conn, SURVEY_SECRET)?;
     let now = chrono::Utc::now().timestamp_millis();
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let tx = super::write_transaction(conn, super::Lock::Main)?;
     let mut sent = 0;
     for (user, account, trigger) in candidates {
         let key = trigger.key(&user);

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::NaiveDate;
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
@@ -253,7 +253,7 @@ pub fn update_history(conn: &mut Connection, through: NaiveDate, settings: Setti
     let total = todo.len();
     for (index, day) in todo.into_iter().enumerate() {
         let Some((model, rows)) = snapshot(conn, day_date(day), settings)? else { return Ok(0) };
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = super::write_transaction(conn, super::Lock::Main)?;
         for row in &rows {
             let account = row["account_id"].as_str().unwrap_or_default();
             let tier = row["tier"].as_str();

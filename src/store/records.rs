@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 
 use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
-use rusqlite::{params, params_from_iter, Connection, OptionalExtension, ToSql, Transaction, TransactionBehavior};
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension, ToSql, Transaction};
 use serde_json::{Map, Value};
 
 use super::StoreError;
@@ -161,7 +161,7 @@ pub enum Deleted {
 }
 
 pub fn delete(conn: &mut Connection, kind: &Kind, key: &[String]) -> Result<Deleted, StoreError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let tx = super::write_transaction(conn, super::Lock::Main)?;
     if get(&tx, kind, key)?.is_none() {
         return Ok(Deleted::NotFound);
     }
@@ -230,7 +230,7 @@ pub struct Import<'c> {
 
 impl<'c> Import<'c> {
     pub fn begin(conn: &'c mut Connection, kind: &'static Kind, checks: Checks<'c>) -> Result<Import<'c>, StoreError> {
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = super::write_transaction(conn, super::Lock::Main)?;
         let report = ImportReport { kind: kind.name, rows: 0, inserted: 0, updated: 0, stored: false, error_count: 0, errors: Vec::new() };
         Ok(Import { tx, kind, checks, keys: HashMap::new(), account_rows: HashMap::new(), report })
     }
@@ -398,9 +398,9 @@ fn delete_events_of(tx: &Transaction, id: &str, anonymous: bool) -> Result<usize
 /// GDPR erasure: the person's events (by userId and by every id linked to it: anonymous
 /// ids, and older userIds aliased to it), traits and
 /// their history, memberships, identity links and survey answers; tickets and suggestions
-/// are kept for the account with the person removed. One transaction.
+/// are kept for the account with the person removed. One transaction over both files.
 pub fn delete_user(conn: &mut Connection, user_id: &str) -> Result<UserDeletion, StoreError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let tx = super::write_transaction(conn, super::Lock::Both)?;
     let linked: Vec<String> = tx
         .prepare("SELECT previous_id FROM identity_links WHERE user_id = ?1")?
         .query_map([user_id], |r| r.get(0))?
@@ -418,10 +418,13 @@ pub fn delete_user(conn: &mut Connection, user_id: &str) -> Result<UserDeletion,
         deletion.suggestions_unlinked += tx.execute("UPDATE suggestions SET user_id = NULL WHERE user_id = ?1", [previous])?;
     }
     // Their rollup rows go too; the accounts' first-use days are recomputed without them.
+    // The ids are also noted in bellwether.db: a commit writes the two files one after the
+    // other, and should it stop between them, the rollup worker purges the rows still there.
     let mut ids = linked.clone();
     ids.push(user_id.to_string());
-    for account in super::rollup::forget(&tx, &ids, None)? {
-        super::rollup::refresh_account_features(&tx, &account)?;
+    super::rollup::purge_people(&tx, &ids)?;
+    for id in &ids {
+        tx.execute("INSERT OR IGNORE INTO erased_ids (key) VALUES (?1)", [id])?;
     }
     tx.execute("DELETE FROM users WHERE user_id = ?1", [user_id])?;
     deletion.trait_versions = tx.execute("DELETE FROM user_traits WHERE user_id = ?1", [user_id])?;
@@ -431,5 +434,9 @@ pub fn delete_user(conn: &mut Connection, user_id: &str) -> Result<UserDeletion,
     deletion.tickets_unlinked = tx.execute("UPDATE tickets SET user_id = NULL WHERE user_id = ?1", [user_id])?;
     deletion.suggestions_unlinked = tx.execute("UPDATE suggestions SET user_id = NULL WHERE user_id = ?1", [user_id])?;
     tx.commit()?;
+    // Both files committed: nothing left to purge (a failure here only costs a no-op purge).
+    for id in &ids {
+        conn.execute("DELETE FROM erased_ids WHERE key = ?1", [id])?;
+    }
     Ok(deletion)
 }

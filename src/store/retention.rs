@@ -15,7 +15,7 @@
 //! links and records stay. SQLite reuses the freed pages; `bellwether backup` writes a
 //! compact copy.
 
-use rusqlite::{params, Connection, TransactionBehavior};
+use rusqlite::{params, Connection};
 
 use super::StoreError;
 use crate::metrics::activity;
@@ -42,7 +42,7 @@ pub struct Pruned {
 pub fn prune(conn: &mut Connection, days: u32, now_ms: i64, progress: &mut dyn FnMut(i64, i64)) -> Result<Pruned, StoreError> {
     let today = activity::day_number(chrono::DateTime::from_timestamp_millis(now_ms).unwrap_or_default().date_naive());
     let wanted = i64::from(today) - i64::from(days);
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let tx = super::write_transaction(conn, super::Lock::Both)?;
     let (last, counted_to, frozen_before): (i64, i64, Option<i64>) = tx.query_row(
         "SELECT last_event_id, frozen_counted_to, frozen_before_day FROM rollup_state WHERE id = 1",
         [],
@@ -71,7 +71,7 @@ pub fn prune(conn: &mut Connection, days: u32, now_ms: i64, progress: &mut dyn F
     let mut low = first;
     while low <= end {
         let high = (low + CHUNK_IDS - 1).min(end);
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = super::write_transaction(conn, super::Lock::Both)?;
         deleted += super::rollup::delete_events(
             &tx,
             "DELETE FROM events WHERE id BETWEEN ?1 AND ?2 AND timestamp_ms < ?3 AND received_ms < ?4

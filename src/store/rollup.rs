@@ -31,7 +31,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
 use super::StoreError;
 use crate::config::MetricsConfig;
@@ -140,7 +140,8 @@ impl Rollup {
             [],
             |r| r.get(0),
         )?;
-        if fingerprint == self.fingerprint && newest <= cursor && timezones_moved == 0 {
+        let erased: i64 = conn.query_row("SELECT count(*) FROM erased_ids", [], |r| r.get(0))?;
+        if fingerprint == self.fingerprint && newest <= cursor && timezones_moved == 0 && erased == 0 {
             return Ok(Step { read: 0, events: 0, recomputed_users: 0, last_event_id: cursor });
         }
         // Read the new events before taking the write lock (WAL readers do not block the
@@ -150,8 +151,7 @@ impl Rollup {
         // ingest writer commits to included): a deferred transaction whose first statement
         // writes there. Later reads of the main file see one snapshot, taken after the lock,
         // so no other step or erasure can change what this one reads.
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
-        tx.execute("UPDATE rollups.rollup_state SET last_event_id = last_event_id WHERE id = 1", [])?;
+        let tx = super::write_transaction(conn, super::Lock::Rollups)?;
         let (last, fingerprint, frozen_before, counted_to): (i64, String, Option<i64>, i64) = tx.query_row(
             "SELECT last_event_id, fingerprint, frozen_before_day, frozen_counted_to FROM rollup_state WHERE id = 1",
             [],
@@ -169,6 +169,10 @@ impl Rollup {
         };
         // Days before the retention horizon: their rows already hold every event up to here.
         let frozen = frozen_before.map(|day| Frozen { before_day: day, counted_to: last.max(counted_to) });
+        // An erasure whose commit stopped after bellwether.db: purge the rows it left here.
+        let erased: Vec<String> =
+            tx.prepare("SELECT key FROM erased_ids")?.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+        purge_people(&tx, &erased)?;
         let mut lookups = Lookups { timezones: load_timezones(&tx)?, canonical: HashMap::new(), memberships: HashMap::new() };
         let mut dirty: BTreeSet<String> = BTreeSet::new();
 
@@ -272,6 +276,9 @@ impl Rollup {
         }
         tx.execute("UPDATE rollup_state SET last_event_id = ?1 WHERE id = 1", [batch_max])?;
         tx.commit()?;
+        for key in &erased {
+            conn.execute("DELETE FROM erased_ids WHERE key = ?1", [key])?;
+        }
         Ok(Step { read: rows.len(), events, recomputed_users: dirty.len(), last_event_id: batch_max })
     }
 
@@ -422,6 +429,20 @@ fn previous_id(tx: &Transaction, row: &EventRow) -> Result<Option<String>, Store
         .optional()?)
 }
 
+/// Removes every rollup row of the people known by `ids` (erasure): their days, frozen
+/// ones included, and their `person_events` rows; the accounts' first-use days are
+/// recomputed without them.
+pub(crate) fn purge_people(tx: &Transaction, ids: &[String]) -> Result<(), StoreError> {
+    for account in forget(tx, ids, None)? {
+        refresh_account_features(tx, &account)?;
+    }
+    let mut unindex = tx.prepare_cached("DELETE FROM person_events WHERE key = ?1")?;
+    for id in ids {
+        unindex.execute([id])?;
+    }
+    Ok(())
+}
+
 /// Adds `rows` (the step's new events, in id order) to `person_events` under their userId
 /// and anonymousId, sorted so each index page is written once per step; skips what an
 /// earlier pass (a step before a rebuild) already indexed.
@@ -506,6 +527,9 @@ pub(crate) fn refresh_account_features(tx: &Transaction, account: &str) -> Resul
 
 fn flush(tx: &Transaction, pending: HashMap<DayKey, DayAgg>, lookups: &Lookups, idle: u32) -> Result<(), StoreError> {
     let mut seen_accounts = HashSet::new();
+    // In key order, so the rows' B-tree pages are visited in order rather than at random.
+    let mut pending: Vec<(DayKey, DayAgg)> = pending.into_iter().collect();
+    pending.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     for ((account, day, person), mut agg) in pending {
         let existing = tx
             .prepare_cached(

@@ -353,6 +353,14 @@ const MIGRATIONS: &[&str] = &[
     // open (it also adopts the tables of a restored backup); this version marks databases
     // an older bellwether must not open.
     "",
+    // 11: write_lock, a one-row table whose no-op update takes bellwether.db's write lock
+    // alone (store::write_transaction); erased_ids, the ids of erased people whose rollup
+    // rows are still to be purged (store::records::delete_user, store::rollup).
+    r#"
+    CREATE TABLE write_lock (id INTEGER PRIMARY KEY CHECK (id = 1));
+    INSERT INTO write_lock VALUES (1);
+    CREATE TABLE erased_ids (key TEXT PRIMARY KEY) WITHOUT ROWID;
+    "#,
 ];
 
 /// The tables of `rollups.db`, attached to every connection as `rollups` (unqualified names
@@ -441,26 +449,41 @@ pub fn split_rollups(conn: &mut Connection) -> rusqlite::Result<Result<(), Strin
     if version == ROLLUPS_VERSION && in_main == 0 {
         return Ok(Ok(())); // the usual open: nothing to write, so no lock to wait for
     }
-    // IMMEDIATE: both files locked before anything is read (a deferred transaction could
-    // not upgrade a read snapshot another process has written past).
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    tx.execute_batch(ROLLUPS_SCHEMA)?;
-    tx.pragma_update(Some("rollups"), "user_version", ROLLUPS_VERSION)?;
-    for table in ROLLUP_TABLES {
-        let in_main: bool =
-            tx.query_row("SELECT count(*) > 0 FROM main.sqlite_master WHERE type = 'table' AND name = ?1", [table], |r| r.get(0))?;
-        if !in_main {
-            continue;
+    // Two IMMEDIATE transactions (locks taken before anything is read: a deferred one could
+    // not upgrade a snapshot another process has written past; rollups.db may have no
+    // tables yet for store::write_transaction): the copy into rollups.db commits first, then
+    // the tables leave bellwether.db. A commit writing both files is not atomic; stopped
+    // between the two, the next open copies again.
+    let moved: Vec<&str> = {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute_batch(ROLLUPS_SCHEMA)?;
+        tx.pragma_update(Some("rollups"), "user_version", ROLLUPS_VERSION)?;
+        let mut moved = Vec::new();
+        for &table in ROLLUP_TABLES {
+            let in_main: bool =
+                tx.query_row("SELECT count(*) > 0 FROM main.sqlite_master WHERE type = 'table' AND name = ?1", [table], |r| r.get(0))?;
+            if !in_main {
+                continue;
+            }
+            let columns: Vec<String> =
+                tx.prepare("SELECT name FROM pragma_table_info(?1, 'main')")?.query_map([table], |r| r.get(0))?.collect::<Result<_, _>>()?;
+            let columns = columns.join(", ");
+            tx.execute_batch(&format!(
+                "DELETE FROM rollups.{table}; INSERT INTO rollups.{table} ({columns}) SELECT {columns} FROM main.{table};"
+            ))?;
+            moved.push(table);
         }
-        let columns: Vec<String> =
-            tx.prepare("SELECT name FROM pragma_table_info(?1, 'main')")?.query_map([table], |r| r.get(0))?.collect::<Result<_, _>>()?;
-        let columns = columns.join(", ");
-        tx.execute_batch(&format!(
-            "DELETE FROM rollups.{table}; INSERT INTO rollups.{table} ({columns}) SELECT {columns} FROM main.{table}; DROP TABLE main.{table};"
-        ))?;
-        tracing::info!(table, "moved rollup table into rollups.db");
+        tx.commit()?;
+        moved
+    };
+    if !moved.is_empty() {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        for table in &moved {
+            tx.execute_batch(&format!("DROP TABLE main.{table};"))?;
+        }
+        tx.commit()?;
+        tracing::info!(tables = ?moved, "moved the rollup tables into rollups.db");
     }
-    tx.commit()?;
     Ok(Ok(()))
 }
 
@@ -513,7 +536,7 @@ mod tests {
             // The second open finds nothing to move and changes nothing.
             let conn = crate::store::Store::open(dir.path()).unwrap().connect().unwrap();
             let version: i64 = conn.query_row("PRAGMA main.user_version", [], |r| r.get(0)).unwrap();
-            assert_eq!(version, 10);
+            assert_eq!(version, VERSION as i64);
             let left: i64 = conn
                 .query_row("SELECT count(*) FROM main.sqlite_master WHERE name IN ('user_days', 'user_day_features', 'account_features', 'rollup_accounts', 'rollup_state', 'person_events')", [], |r| r.get(0))
                 .unwrap();

@@ -328,6 +328,26 @@ fn deleting_a_user_erases_events_traits_and_survey_answers() {
     let conn = rusqlite::Connection::open(dir.path().join("rollups.db")).unwrap();
     let days: i64 = conn.query_row("SELECT count(*) FROM user_days WHERE user_id = 'u-9'", [], |r| r.get(0)).unwrap();
     assert_eq!(days, 1, "u-9's event is rolled up");
+
+    // An erasure commits bellwether.db, then rollups.db. Were it stopped between the two,
+    // the id noted in bellwether.db makes the rollup worker purge the rows left behind.
+    conn.execute("UPDATE user_days SET user_id = 'u-gone' WHERE user_id = 'u-9'", []).unwrap();
+    conn.execute("INSERT INTO person_events (key, id) VALUES ('u-gone', 1)", []).unwrap();
+    let main = rusqlite::Connection::open(dir.path().join("bellwether.db")).unwrap();
+    main.execute("INSERT INTO erased_ids (key) VALUES ('u-gone')", []).unwrap();
+    let left = || -> (i64, i64, i64) {
+        let days = conn.query_row("SELECT count(*) FROM user_days WHERE user_id = 'u-gone'", [], |r| r.get(0)).unwrap();
+        let index = conn.query_row("SELECT count(*) FROM person_events WHERE key = 'u-gone'", [], |r| r.get(0)).unwrap();
+        let noted = main.query_row("SELECT count(*) FROM erased_ids", [], |r| r.get(0)).unwrap();
+        (days, index, noted)
+    };
+    assert_eq!(left(), (1, 1, 1));
+    let waited = std::time::Instant::now();
+    while left() != (0, 0, 0) {
+        assert!(waited.elapsed().as_secs() < 30, "not purged: {:?}", left());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    drop(server);
 }
 
 #[test]
@@ -369,4 +389,21 @@ fn an_api_token_stops_working_when_it_expires() {
     let out = cli(dir.path(), &["token", "create", "--role", "read", "--valid-for", "400d"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--valid-for: must be more than 0 and at most 365 days"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn imports_and_ingest_go_on_while_a_rollup_step_holds_the_rollups_file() {
+    let (dir, config) = setup();
+    let (server, admin, _) = start(dir.path(), &config);
+    // Hold rollups.db's write lock, as a long rollup step would.
+    let rollups = rusqlite::Connection::open(dir.path().join("rollups.db")).unwrap();
+    rollups.execute_batch("BEGIN IMMEDIATE").unwrap();
+    // A records import writes bellwether.db only: it must neither wait for the rollups nor,
+    // while waiting, hold up the events committed under bellwether.db's lock.
+    let body = "account_id,name,parent_id,segment,plan,csm,timezone,created_at\ninitech,Initech,,smb,pro,,,2024-06-30\n";
+    let reply = post_with_token(&server, "/api/v1/import/accounts", &admin, "text/csv", body);
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    let batch = r#"{"batch":[{"type":"track","userId":"u1","event":"Exported","messageId":"while-locked"}]}"#;
+    assert_eq!(post(&server, "/v1/batch", Some(KEY), batch).status, 200);
+    rollups.execute_batch("ROLLBACK").unwrap();
 }
