@@ -119,7 +119,8 @@ fn event_row(r: &rusqlite::Row) -> rusqlite::Result<EventRow> {
 /// Lookups valid within one transaction.
 struct Lookups {
     timezones: HashMap<String, chrono_tz::Tz>,
-    canonical: HashMap<String, Option<String>>,
+    /// (userIds, anonymousIds) -> the person each stands for, as found so far.
+    canonical: (HashMap<String, Option<String>>, HashMap<String, Option<String>>),
     /// canonical person -> (timestamp, event id, account) of every membership, sorted.
     memberships: HashMap<String, Vec<(i64, i64, String)>>,
 }
@@ -173,7 +174,7 @@ impl Rollup {
         let erased: Vec<String> =
             tx.prepare("SELECT key FROM erased_ids")?.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
         purge_people(&tx, &erased)?;
-        let mut lookups = Lookups { timezones: load_timezones(&tx)?, canonical: HashMap::new(), memberships: HashMap::new() };
+        let mut lookups = Lookups { timezones: load_timezones(&tx)?, canonical: Default::default(), memberships: HashMap::new() };
         let mut dirty: BTreeSet<String> = BTreeSet::new();
 
         // Accounts whose timezone changed since their days were cut: recompute their people.
@@ -342,8 +343,8 @@ impl Lookups {
     /// The person an id stands for: ids linked by alias/identify resolve to the newest
     /// userId they were linked to. An anonymous id never linked stands for nobody.
     fn canonical_of(&mut self, tx: &Transaction, id: &str, is_user: bool) -> Result<Option<String>, StoreError> {
-        let cache_key = format!("{}{id}", if is_user { 'u' } else { 'a' });
-        if let Some(known) = self.canonical.get(&cache_key) {
+        let cache = if is_user { &self.canonical.0 } else { &self.canonical.1 };
+        if let Some(known) = cache.get(id) {
             return Ok(known.clone());
         }
         let mut current = id.to_string();
@@ -363,7 +364,8 @@ impl Lookups {
             }
         }
         let person = if is_user || linked { Some(current) } else { None };
-        self.canonical.insert(cache_key, person.clone());
+        let cache = if is_user { &mut self.canonical.0 } else { &mut self.canonical.1 };
+        cache.insert(id.to_string(), person.clone());
         Ok(person)
     }
 
