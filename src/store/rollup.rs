@@ -148,10 +148,8 @@ impl Rollup {
         // Read the new events before taking the write lock (WAL readers do not block the
         // ingest writer); used below if no other process stepped meanwhile.
         let prefetched = if fingerprint == self.fingerprint { Some((cursor, events_after(conn, cursor, max_events)?)) } else { None };
-        // Lock rollups.db alone (IMMEDIATE would lock every attached file, the main one the
-        // ingest writer commits to included): a deferred transaction whose first statement
-        // writes there. Later reads of the main file see one snapshot, taken after the lock,
-        // so no other step or erasure can change what this one reads.
+        // rollups.db's lock alone; reads of bellwether.db then see one snapshot, taken after
+        // the lock, so no other step or erasure changes what this one reads.
         let tx = super::write_transaction(conn, super::Lock::Rollups)?;
         let (last, fingerprint, frozen_before, counted_to): (i64, String, Option<i64>, i64) = tx.query_row(
             "SELECT last_event_id, fingerprint, frozen_before_day, frozen_counted_to FROM rollup_state WHERE id = 1",

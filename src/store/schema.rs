@@ -449,14 +449,13 @@ pub fn split_rollups(conn: &mut Connection) -> rusqlite::Result<Result<(), Strin
     if version == ROLLUPS_VERSION && in_main == 0 {
         return Ok(Ok(())); // the usual open: nothing to write, so no lock to wait for
     }
-    // Two IMMEDIATE transactions (locks taken before anything is read: a deferred one could
-    // not upgrade a snapshot another process has written past; rollups.db may have no
-    // tables yet for store::write_transaction): the copy into rollups.db commits first, then
-    // the tables leave bellwether.db. A commit writing both files is not atomic; stopped
-    // between the two, the next open copies again.
+    // The tables (each statement idempotent), then two transactions locked as every writer
+    // locks (store::write_transaction): the copy into rollups.db commits first, then the
+    // tables leave bellwether.db. A commit writing both files is not atomic; stopped between
+    // the two, the next open copies again.
+    conn.execute_batch(ROLLUPS_SCHEMA)?;
     let moved: Vec<&str> = {
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        tx.execute_batch(ROLLUPS_SCHEMA)?;
+        let tx = crate::store::write_transaction(conn, crate::store::Lock::Rollups)?;
         tx.pragma_update(Some("rollups"), "user_version", ROLLUPS_VERSION)?;
         let mut moved = Vec::new();
         for &table in ROLLUP_TABLES {
@@ -477,7 +476,7 @@ pub fn split_rollups(conn: &mut Connection) -> rusqlite::Result<Result<(), Strin
         moved
     };
     if !moved.is_empty() {
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = crate::store::write_transaction(conn, crate::store::Lock::Main)?;
         for table in &moved {
             tx.execute_batch(&format!("DROP TABLE main.{table};"))?;
         }
