@@ -435,8 +435,6 @@ pub fn delete_user(conn: &mut Connection, user_id: &str) -> Result<UserDeletion,
     deletion.suggestions_unlinked = tx.execute("UPDATE suggestions SET user_id = NULL WHERE user_id = ?1", [user_id])?;
     tx.commit()?;
     // Both files committed: nothing left to purge (a failure here only costs a no-op purge).
-    for id in &ids {
-        conn.execute("DELETE FROM erased_ids WHERE key = ?1", [id])?;
-    }
+    super::rollup::purged(conn, &ids)?;
     Ok(deletion)
 }

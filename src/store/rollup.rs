@@ -275,9 +275,7 @@ impl Rollup {
         }
         tx.execute("UPDATE rollup_state SET last_event_id = ?1 WHERE id = 1", [batch_max])?;
         tx.commit()?;
-        for key in &erased {
-            conn.execute("DELETE FROM erased_ids WHERE key = ?1", [key])?;
-        }
+        purged(conn, &erased)?;
         Ok(Step { read: rows.len(), events, recomputed_users: dirty.len(), last_event_id: batch_max })
     }
 
@@ -439,6 +437,16 @@ pub(crate) fn purge_people(tx: &Transaction, ids: &[String]) -> Result<(), Store
     let mut unindex = tx.prepare_cached("DELETE FROM person_events WHERE key = ?1")?;
     for id in ids {
         unindex.execute([id])?;
+    }
+    Ok(())
+}
+
+/// Forgets the erased ids whose rollup rows are gone (both files committed): run after the
+/// commit of a [`purge_people`].
+pub(crate) fn purged(conn: &Connection, ids: &[String]) -> Result<(), StoreError> {
+    let mut done = conn.prepare_cached("DELETE FROM erased_ids WHERE key = ?1")?;
+    for id in ids {
+        done.execute([id])?;
     }
     Ok(())
 }
