@@ -42,7 +42,8 @@ pub struct Pruned {
 pub fn prune(conn: &mut Connection, days: u32, now_ms: i64, progress: &mut dyn FnMut(i64, i64)) -> Result<Pruned, StoreError> {
     let today = activity::day_number(chrono::DateTime::from_timestamp_millis(now_ms).unwrap_or_default().date_naive());
     let wanted = i64::from(today) - i64::from(days);
-    let tx = super::write_transaction(conn, super::Lock::Both)?;
+    // It writes only the horizon (rollups.db); the events it reads need no lock.
+    let tx = super::write_transaction(conn, super::Lock::Rollups)?;
     let (last, counted_to, frozen_before): (i64, i64, Option<i64>) = tx.query_row(
         "SELECT last_event_id, frozen_counted_to, frozen_before_day FROM rollup_state WHERE id = 1",
         [],
