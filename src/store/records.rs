@@ -392,7 +392,7 @@ fn delete_events_of(tx: &Transaction, id: &str, anonymous: bool) -> Result<usize
     const WHOSE: &str = "(user_id = ?1 OR (?2 AND user_id IS NULL AND anonymous_id = ?1)) RETURNING id, user_id, anonymous_id";
     let indexed = format!("DELETE FROM events WHERE id IN (SELECT id FROM person_events WHERE key = ?1) AND {WHOSE}");
     let newer = format!("DELETE FROM events WHERE id > (SELECT indexed_to FROM rollup_state WHERE id = 1) AND {WHOSE}");
-    Ok(super::rollup::delete_events(tx, &indexed, params![id, anonymous])? + super::rollup::delete_events(tx, &newer, params![id, anonymous])?)
+    Ok(super::rollup::delete_events(tx, &indexed, params![id, anonymous])?.0 + super::rollup::delete_events(tx, &newer, params![id, anonymous])?.0)
 }
 
 /// GDPR erasure: the person's events (by userId and by every id linked to it: anonymous

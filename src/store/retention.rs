@@ -11,7 +11,8 @@
 //! - received before `now - raw_events_days`, so a retried copy within the dedup window
 //!   (never longer than the kept days) is still recognised after a restart.
 //!
-//! Their `person_events` rows go with them. Users, trait history, memberships, identity
+//! Their `person_events` rows go with them, and their ids are noted in `pruned_ids`: a
+//! recompute keeps the frozen rows only of people who lost raw events. Users, trait history, memberships, identity
 //! links and records stay. SQLite reuses the freed pages; `bellwether backup` writes a
 //! compact copy.
 
@@ -59,7 +60,11 @@ pub fn prune(conn: &mut Connection, days: u32, now_ms: i64, progress: &mut dyn F
             skipped: Some("the rollups are being rebuilt; raw events are dropped once they are current".into()),
         });
     }
-    tx.execute("UPDATE rollup_state SET frozen_before_day = ?1 WHERE id = 1", [horizon])?;
+    // The first horizon starts the list of pruned ids: complete, as nothing was dropped before.
+    tx.execute(
+        "UPDATE rollup_state SET frozen_before_day = ?1, pruned_known = (pruned_known OR frozen_before_day IS NULL) WHERE id = 1",
+        [horizon],
+    )?;
     let (first, newest): (i64, i64) =
         tx.query_row("SELECT coalesce(min(id), 0), coalesce(max(id), 0) FROM events", [], |r| Ok((r.get(0)?, r.get(1)?)))?;
     tx.commit()?;
@@ -73,12 +78,18 @@ pub fn prune(conn: &mut Connection, days: u32, now_ms: i64, progress: &mut dyn F
     while low <= end {
         let high = (low + CHUNK_IDS - 1).min(end);
         let tx = super::write_transaction(conn, super::Lock::Both)?;
-        deleted += super::rollup::delete_events(
+        let (events, ids) = super::rollup::delete_events(
             &tx,
             "DELETE FROM events WHERE id BETWEEN ?1 AND ?2 AND timestamp_ms < ?3 AND received_ms < ?4
              RETURNING id, user_id, anonymous_id",
             params![low, high, timed_before, received_before],
-        )? as u64;
+        )?;
+        let mut note = tx.prepare_cached("INSERT OR IGNORE INTO pruned_ids (key) VALUES (?1)")?;
+        for id in &ids {
+            note.execute([id])?;
+        }
+        drop(note);
+        deleted += events as u64;
         tx.commit()?;
         progress(high - first + 1, end - first + 1);
         low = high + 1;

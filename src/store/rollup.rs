@@ -19,15 +19,17 @@
 //! [`rebuild`] computes from scratch.
 //!
 //! Retention ([`super::retention`]) may drop raw events of days before a horizon
-//! (`rollup_state.frozen_before_day`). Rows of those days are then kept as they are:
-//! recomputing a person, a timezone change or a rebuild rewrites only the days from the
-//! horizon on, and skips an old-day event already rolled up (id up to
-//! `max(last_event_id, frozen_counted_to)`): frozen rows keep the attribution it had then
-//! (an anonymous event that counted for nobody stays uncounted); an old-day event arriving
-//! late still adds. Known inexactness: the frozen test uses the account's timezone of now,
-//! so an event within a day of the horizon whose account's timezone changes, or that a
-//! retroactive group call moves to an account in another timezone, may count on both sides
-//! of the horizon or on neither (an exact test would need the day each event was cut into).
+//! (`rollup_state.frozen_before_day`). Rows of those days are then kept as they are when
+//! recomputing a person some of whose raw events were dropped (an id in `pruned_ids`; a
+//! person who lost nothing is recomputed whole, so a backfill of old days rolls up exactly),
+//! and by a rebuild: those rewrite only the days from the horizon on, and skip an old-day
+//! event already rolled up (id up to `max(last_event_id, frozen_counted_to)`): frozen rows
+//! keep the attribution it had then (an anonymous event that counted for nobody stays
+//! uncounted); an old-day event arriving late still adds. Known inexactness: the frozen test
+//! uses the account's timezone of now, so an event within a day of the horizon whose
+//! account's timezone changes, or that a retroactive group call moves to an account in
+//! another timezone, may count on both sides of the horizon or on neither (an exact test
+//! would need the day each event was cut into).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -241,9 +243,16 @@ impl Rollup {
         }
 
         // Recompute the people whose past changed, from their raw events up to batch_max.
+        let pruned_known: bool = tx.query_row("SELECT pruned_known FROM rollup_state WHERE id = 1", [], |r| r.get(0))?;
         let mut touched_accounts: BTreeSet<String> = BTreeSet::new();
         for person in &dirty {
             let ids = identity_set(&tx, person)?;
+            // Frozen rows stay only if some raw event of theirs may be gone, or a rebuild
+            // under way will skip old days' events beyond this batch (they are in those rows).
+            let frozen = match frozen {
+                Some(f) if pruned_known && f.counted_to <= batch_max && !any_pruned(&tx, &ids)? => None,
+                other => other,
+            };
             touched_accounts.extend(forget(&tx, &ids, frozen.map(|f| f.before_day))?);
             let mut own: Vec<EventRow> = Vec::new();
             for id in &ids {
@@ -428,15 +437,17 @@ fn previous_id(tx: &Transaction, row: &EventRow) -> Result<Option<String>, Store
 }
 
 /// Removes every rollup row of the people known by `ids` (erasure): their days, frozen
-/// ones included, and their `person_events` rows; the accounts' first-use days are
+/// ones included, their `person_events` and `pruned_ids` rows; the accounts' first-use days are
 /// recomputed without them.
 pub(crate) fn purge_people(tx: &Transaction, ids: &[String]) -> Result<(), StoreError> {
     for account in forget(tx, ids, None)? {
         refresh_account_features(tx, &account)?;
     }
     let mut unindex = tx.prepare_cached("DELETE FROM person_events WHERE key = ?1")?;
+    let mut unnote = tx.prepare_cached("DELETE FROM pruned_ids WHERE key = ?1")?;
     for id in ids {
         unindex.execute([id])?;
+        unnote.execute([id])?;
     }
     Ok(())
 }
@@ -472,17 +483,31 @@ fn index_people(tx: &Transaction, rows: &[EventRow]) -> Result<(), StoreError> {
 }
 
 /// Runs `delete`, a `DELETE FROM events ... RETURNING id, user_id, anonymous_id`, and
-/// removes the deleted events' `person_events` rows (under both ids); returns how many went.
-pub(crate) fn delete_events(tx: &Transaction, delete: &str, params: impl rusqlite::Params) -> Result<usize, StoreError> {
+/// removes the deleted events' `person_events` rows (under both ids); returns how many went
+/// and their ids.
+pub(crate) fn delete_events(tx: &Transaction, delete: &str, params: impl rusqlite::Params) -> Result<(usize, BTreeSet<String>), StoreError> {
     let gone: Vec<(i64, Option<String>, Option<String>)> =
         tx.prepare_cached(delete)?.query_map(params, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<Result<_, _>>()?;
     let mut unindex = tx.prepare_cached("DELETE FROM person_events WHERE key = ?1 AND id = ?2")?;
+    let mut ids = BTreeSet::new();
     for (event, user, anonymous) in &gone {
         for key in [user, anonymous].into_iter().flatten() {
             unindex.execute(params![key, event])?;
+            ids.insert(key.clone());
         }
     }
-    Ok(gone.len())
+    Ok((gone.len(), ids))
+}
+
+/// Whether retention dropped raw events of any of `ids`.
+fn any_pruned(tx: &Transaction, ids: &[String]) -> Result<bool, StoreError> {
+    let mut noted = tx.prepare_cached("SELECT 1 FROM pruned_ids WHERE key = ?1")?;
+    for id in ids {
+        if noted.exists([id])? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// Whether any of `ids` has activity events (at or after `since`, if given) stored before

@@ -366,7 +366,8 @@ const MIGRATIONS: &[&str] = &[
 /// The tables of `rollups.db`, attached to every connection as `rollups` (unqualified names
 /// find them): per-user-day rollups, the person index and the rollup cursor. All derived
 /// from the events, except days frozen by retention (see `store::retention`).
-pub(crate) const ROLLUP_TABLES: &[&str] = &["user_days", "user_day_features", "account_features", "rollup_accounts", "rollup_state", "person_events"];
+pub(crate) const ROLLUP_TABLES: &[&str] =
+    &["user_days", "user_day_features", "account_features", "rollup_accounts", "rollup_state", "person_events", "pruned_ids"];
 
 /// The schema of `rollups.db` (its `user_version` 1); column order as in the main file's
 /// tables before version 10, so that rows move over unchanged.
@@ -419,9 +420,15 @@ const ROLLUPS_SCHEMA: &str = r#"
         fingerprint       TEXT NOT NULL,      -- MetricsConfig::rollup_fingerprint they were built with ('': none)
         frozen_before_day INTEGER,            -- retention: days before this local day are frozen
         frozen_counted_to INTEGER NOT NULL DEFAULT 0,   -- frozen rows hold every event up to here
-        indexed_to        INTEGER NOT NULL DEFAULT 0    -- person_events holds every event up to here
+        indexed_to        INTEGER NOT NULL DEFAULT 0,   -- person_events holds every event up to here
+        pruned_known      INTEGER NOT NULL DEFAULT 0    -- 1: pruned_ids lists every id retention dropped events of
     );
-    INSERT OR IGNORE INTO rollups.rollup_state (id, last_event_id, fingerprint) VALUES (1, 0, '');
+    INSERT OR IGNORE INTO rollups.rollup_state (id, last_event_id, fingerprint, pruned_known) VALUES (1, 0, '', 1);
+    -- Ids (userId or anonymousId) some of whose raw events retention dropped: only their
+    -- people keep frozen rows through a recompute (store::rollup).
+    CREATE TABLE IF NOT EXISTS rollups.pruned_ids (
+        key TEXT PRIMARY KEY
+    ) WITHOUT ROWID;
     -- A person's events: the rollup worker fills it for each batch it reads.
     CREATE TABLE IF NOT EXISTS rollups.person_events (
         key TEXT NOT NULL,      -- a userId or anonymousId of the event (both, if it has both)
@@ -429,7 +436,7 @@ const ROLLUPS_SCHEMA: &str = r#"
         PRIMARY KEY (key, id)
     ) WITHOUT ROWID;
 "#;
-const ROLLUPS_VERSION: i64 = 1;
+const ROLLUPS_VERSION: i64 = 2;
 
 /// Creates the tables of the attached `rollups` file if missing, and moves into it any
 /// rollup table the main file still holds (a database from before version 10, or a
@@ -453,6 +460,12 @@ pub fn split_rollups(conn: &mut Connection) -> rusqlite::Result<Result<(), Strin
     // locks (store::write_transaction): the copy into rollups.db commits first, then the
     // tables leave bellwether.db. A commit writing both files is not atomic; stopped between
     // the two, the next open copies again.
+    // Version 2 added pruned_ids and rollup_state.pruned_known (set below).
+    let has_state: bool = conn.query_row("SELECT count(*) > 0 FROM rollups.sqlite_master WHERE name = 'rollup_state'", [], |r| r.get(0))?;
+    let has_known: bool = conn.query_row("SELECT count(*) > 0 FROM pragma_table_info('rollup_state', 'rollups') WHERE name = 'pruned_known'", [], |r| r.get(0))?;
+    if has_state && !has_known {
+        conn.execute_batch("ALTER TABLE rollups.rollup_state ADD COLUMN pruned_known INTEGER NOT NULL DEFAULT 0;")?;
+    }
     conn.execute_batch(ROLLUPS_SCHEMA)?;
     let moved: Vec<&str> = {
         let tx = crate::store::write_transaction(conn, crate::store::Lock::Rollups)?;
@@ -472,6 +485,9 @@ pub fn split_rollups(conn: &mut Connection) -> rusqlite::Result<Result<(), Strin
             ))?;
             moved.push(table);
         }
+        // The list of pruned ids (empty if none was copied) is complete if retention never
+        // ran; else only if the copied state says so.
+        tx.execute("UPDATE rollups.rollup_state SET pruned_known = 1 WHERE frozen_before_day IS NULL", [])?;
         tx.commit()?;
         moved
     };
@@ -540,12 +556,15 @@ mod tests {
                 .query_row("SELECT count(*) FROM main.sqlite_master WHERE name IN ('user_days', 'user_day_features', 'account_features', 'rollup_accounts', 'rollup_state', 'person_events')", [], |r| r.get(0))
                 .unwrap();
             assert_eq!(left, 0, "no rollup table left in bellwether.db");
-            let state: (i64, String, Option<i64>, i64, i64) = conn
-                .query_row("SELECT last_event_id, fingerprint, frozen_before_day, frozen_counted_to, indexed_to FROM rollups.rollup_state", [], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-                })
+            // Retention ran before pruned ids were noted: every frozen row stays frozen.
+            let state: (i64, String, Option<i64>, i64, i64, bool) = conn
+                .query_row(
+                    "SELECT last_event_id, fingerprint, frozen_before_day, frozen_counted_to, indexed_to, pruned_known FROM rollups.rollup_state",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
+                )
                 .unwrap();
-            assert_eq!(state, (7, "f".to_string(), Some(19990), 5, 7));
+            assert_eq!(state, (7, "f".to_string(), Some(19990), 5, 7, false));
             let day: (String, i64, String, i64, i64, Vec<u8>, i64) = conn
                 .query_row("SELECT account_id, day, user_id, events, transactions, minutes, last_ms FROM rollups.user_days", [], |r| {
                     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
@@ -561,6 +580,40 @@ mod tests {
                 )
                 .unwrap();
             assert_eq!(others, (2, 20000, "Europe/Stockholm".to_string(), 7));
+        }
+    }
+
+    #[test]
+    fn a_version_1_rollups_file_knows_its_pruned_ids_only_if_retention_never_ran() {
+        for (frozen_before_day, known) in [(None, true), (Some(19990), false)] {
+            let dir = tempfile::tempdir().unwrap();
+            drop(crate::store::Store::open(dir.path()).unwrap());
+            {
+                // Back to rollups.db as version 1 wrote it.
+                let conn = Connection::open(dir.path().join("rollups.db")).unwrap();
+                conn.execute_batch(
+                    "DROP TABLE pruned_ids;
+                     DROP TABLE rollup_state;
+                     CREATE TABLE rollup_state (
+                         id INTEGER PRIMARY KEY CHECK (id = 1), last_event_id INTEGER NOT NULL, fingerprint TEXT NOT NULL,
+                         frozen_before_day INTEGER, frozen_counted_to INTEGER NOT NULL DEFAULT 0, indexed_to INTEGER NOT NULL DEFAULT 0);
+                     PRAGMA user_version = 1;",
+                )
+                .unwrap();
+                conn.execute("INSERT INTO rollup_state (id, last_event_id, fingerprint, frozen_before_day) VALUES (1, 0, '', ?1)", [frozen_before_day])
+                    .unwrap();
+            }
+            let conn = crate::store::Store::open(dir.path()).unwrap().connect().unwrap();
+            let state: (Option<i64>, bool, i64) = conn
+                .query_row(
+                    "SELECT frozen_before_day, pruned_known, (SELECT count(*) FROM rollups.pruned_ids) FROM rollups.rollup_state",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .unwrap();
+            assert_eq!(state, (frozen_before_day, known, 0));
+            let version: i64 = conn.query_row("PRAGMA rollups.user_version", [], |r| r.get(0)).unwrap();
+            assert_eq!(version, ROLLUPS_VERSION);
         }
     }
 
