@@ -6,11 +6,12 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n== %s\n' "$*"; }
 
-step "test dependencies: Debian's chromium and chromium-driver (browser tests)"
-if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+step "test dependencies: Debian's chromium and chromium-driver (browser tests), clickhouse-server (the ClickHouse store's tests start it as a plain process)"
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1 || [ ! -x /usr/sbin/clickhouse-server ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    apt-get install -y -qq chromium chromium-driver >/dev/null
+    # The package's own service is not started (no init here); the tests run their own.
+    apt-get install -y -qq chromium chromium-driver clickhouse-server >/dev/null
 fi
 
 step "test dependencies: the official Segment libraries, playwright-core and schemathesis (PyPI, npm)"

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::config::{Config, Flags};
+use crate::config::{Config, Flags, StoreLocation};
 use crate::store::{self, EventFilter, Role, Store};
 
 /// Self-hosted customer-success analytics: Segment-compatible ingest, account health
@@ -21,6 +21,11 @@ pub struct Cli {
     /// Data directory holding the database [default: ./bellwether-data] (also BELLWETHER_DATA_DIR).
     #[arg(long, global = true, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// Where events are kept: `embedded` (files in the data dir, the default) or
+    /// clickhouse://host:port/database (also BELLWETHER_STORE; credentials from
+    /// BELLWETHER_CLICKHOUSE_USER and BELLWETHER_CLICKHOUSE_PASSWORD).
+    #[arg(long, global = true, value_name = "URL")]
+    store: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -175,7 +180,8 @@ struct EventsArgs {
     /// Only events attributed to this account.
     #[arg(long, value_name = "ACCOUNT_ID")]
     account: Option<String>,
-    /// Output format: a table, or each message as received plus receivedAt (ndjson).
+    /// Output format: a table, each message as received plus receivedAt (ndjson), or the
+    /// table's rows as a JSON array (json).
     #[arg(long, value_enum, default_value_t = EventsFormat::Table)]
     format: EventsFormat,
     /// Most events to print (at most 10000).
@@ -252,6 +258,8 @@ struct ImportArgs {
 enum EventsFormat {
     Table,
     Ndjson,
+    /// One JSON array of the table's rows (user and account resolved), as the API lists them.
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -319,7 +327,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     };
     // The demo keeps its data apart unless a data dir is named.
     let demo_dir_default = matches!(cli.command, Command::Demo(_)) && cli.data_dir.is_none() && std::env::var_os("BELLWETHER_DATA_DIR").is_none();
-    let flags = Flags { config: cli.config.clone(), data_dir: cli.data_dir.clone(), listen };
+    let flags = Flags { config: cli.config.clone(), data_dir: cli.data_dir.clone(), store: cli.store.clone(), listen };
     let env: Vec<(String, String)> = std::env::vars().collect();
     let mut config = Config::load(&flags, &env)?;
     if demo_dir_default && config.file.is_none() {
@@ -331,6 +339,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         for (code, rate) in crate::demo::generate::RATES {
             config.currency.rates.entry(code.to_string()).or_insert(*rate);
         }
+    }
+    if matches!(config.store, StoreLocation::ClickHouse(_)) && !matches!(cli.command, Command::Serve(_) | Command::Events(_) | Command::Generate(_)) {
+        bail!("this command needs the embedded store: on the ClickHouse store only `serve` (the tracking API) and `events` run so far; drop --store / BELLWETHER_STORE / `store` to use the data dir");
     }
     match cli.command {
         Command::Serve(_) => serve(&config),
@@ -886,15 +897,22 @@ fn events(config: &Config, args: &EventsArgs) -> anyhow::Result<ExitCode> {
         Some(text) => Some(crate::ingest::parse_date_or_time(text).map_err(|r| anyhow::anyhow!("--until: {r}"))?),
         None => None,
     };
-    let store = open_existing(config)?;
     let filter = EventFilter { since_ms, until_ms, user: args.user.clone(), account: args.account.clone(), limit: args.limit };
-    let events = store::list_events(&store.connect()?, &filter)?;
+    let events = match &config.store {
+        StoreLocation::ClickHouse(location) => store::clickhouse::block_on(async {
+            store::clickhouse::ClickHouse::open(location).await?.list_events(&filter).await
+        })??,
+        StoreLocation::Embedded => store::list_events(&open_existing(config)?.connect()?, &filter)?,
+    };
     let mut out = std::io::stdout().lock();
     match args.format {
         EventsFormat::Ndjson => {
             for event in &events {
                 writeln!(out, "{}", serde_json::Value::Object(event.as_received()))?;
             }
+        }
+        EventsFormat::Json => {
+            writeln!(out, "{}", serde_json::to_string_pretty(&events)?)?;
         }
         EventsFormat::Table => {
             writeln!(out, "{:<8} {:<24} {:<8} {:<20} {:<16} {:<24} {:<24} message_id", "id", "received_at", "type", "user_id", "account_id", "event", "timestamp")?;

@@ -28,6 +28,10 @@ pub const ENV_VARS: &[&str] = &[
     "BELLWETHER_WRITE_KEYS",
     "BELLWETHER_DEDUP_WINDOW_DAYS",
     "BELLWETHER_QUEUE_BYTES_MAX",
+    "BELLWETHER_STORE",
+    // The ClickHouse store's credentials (kept out of the config file and the URL).
+    "BELLWETHER_CLICKHOUSE_USER",
+    "BELLWETHER_CLICKHOUSE_PASSWORD",
     "BELLWETHER_LOG",
     "BELLWETHER_LOG_FORMAT",
     // Read by `user create` only.
@@ -64,8 +68,70 @@ pub struct Config {
     pub actions: crate::actions::ActionsConfig,
     pub listening: crate::listening::ListeningConfig,
     pub retention: RetentionConfig,
+    /// Where events and records are kept: the embedded files in `data_dir`, or ClickHouse.
+    pub store: StoreLocation,
     /// Where the file layer came from, for messages.
     pub file: Option<PathBuf>,
+}
+
+/// `store` (file), `BELLWETHER_STORE`, `--store`: `embedded` (the default) or
+/// `clickhouse://host:port/database`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum StoreLocation {
+    #[default]
+    Embedded,
+    ClickHouse(ClickHouseLocation),
+}
+
+/// A ClickHouse server's HTTP interface and the database bellwether keeps its tables in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClickHouseLocation {
+    /// `http://host:port`.
+    pub url: String,
+    pub database: String,
+    /// From BELLWETHER_CLICKHOUSE_USER / BELLWETHER_CLICKHOUSE_PASSWORD.
+    pub user: Option<String>,
+    pub password: Option<String>,
+}
+
+impl StoreLocation {
+    /// Parses `embedded` or `clickhouse://host:port/database` (the HTTP port, 8123 by
+    /// default; the database a plain name, created if missing).
+    pub fn parse(text: &str) -> Result<StoreLocation, String> {
+        const FORM: &str = "expected `embedded` or clickhouse://host:port/database";
+        if text == "embedded" {
+            return Ok(StoreLocation::Embedded);
+        }
+        let Some(rest) = text.strip_prefix("clickhouse://") else { return Err(format!("{FORM}, got {text:?}")) };
+        let Some((authority, database)) = rest.split_once('/') else {
+            return Err(format!("{FORM}: {text:?} names no database"));
+        };
+        if authority.contains('@') {
+            return Err("put no user or password in the URL: set BELLWETHER_CLICKHOUSE_USER and BELLWETHER_CLICKHOUSE_PASSWORD".into());
+        }
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((host, port)) if !host.ends_with(']') || authority.starts_with('[') => {
+                let port: u16 = port.parse().map_err(|_| format!("{FORM}: port {port:?} is not a number from 1 to 65535"))?;
+                if port == 0 {
+                    return Err(format!("{FORM}: port 0"));
+                }
+                (host, port)
+            }
+            _ => (authority, 8123),
+        };
+        let host_ok = !host.is_empty() && host.chars().all(|c| c.is_ascii_alphanumeric() || "-._[]:".contains(c));
+        if !host_ok {
+            return Err(format!("{FORM}: {host:?} is not a host name or address"));
+        }
+        let name_ok = !database.is_empty()
+            && database.len() <= 64
+            && database.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && !database.starts_with(|c: char| c.is_ascii_digit());
+        if !name_ok {
+            return Err(format!("{FORM}: database {database:?} must be 1 to 64 letters, digits and underscores, not starting with a digit"));
+        }
+        Ok(StoreLocation::ClickHouse(ClickHouseLocation { url: format!("http://{host}:{port}"), database: database.to_string(), user: None, password: None }))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -410,6 +476,7 @@ impl Default for IngestConfig {
 #[serde(deny_unknown_fields)]
 struct FileLayer {
     data_dir: Option<PathBuf>,
+    store: Option<String>,
     listen: Option<String>,
     write_keys: Option<BTreeMap<String, String>>,
     ingest: Option<FileIngest>,
@@ -443,6 +510,7 @@ struct FileIngest {
 pub struct Flags {
     pub config: Option<PathBuf>,
     pub data_dir: Option<PathBuf>,
+    pub store: Option<String>,
     pub listen: Option<String>,
 }
 
@@ -466,6 +534,7 @@ impl Config {
         let mut config = Config::from_file_layer(layer, file.as_deref())?;
         config.apply_env(&env_get)?;
         config.apply_flags(flags)?;
+        config.apply_credentials(&env_get);
         config.check_retention()?;
         Ok(config)
     }
@@ -501,6 +570,10 @@ impl Config {
         };
         let listen = layer.listen.as_deref().unwrap_or(LISTEN_DEFAULT);
         let listen = parse_listen(listen).map_err(|reason| key_error("listen", reason))?;
+        let store = match &layer.store {
+            Some(text) => StoreLocation::parse(text).map_err(|reason| key_error("store", reason))?,
+            None => StoreLocation::Embedded,
+        };
         let mut ingest = IngestConfig::default();
         if let Some(file_ingest) = layer.ingest {
             if let Some(days) = file_ingest.dedup_window_days {
@@ -562,6 +635,7 @@ impl Config {
             actions,
             listening,
             retention: layer.retention.unwrap_or_default(),
+            store,
             file: path.map(Path::to_path_buf),
         })
     }
@@ -573,6 +647,9 @@ impl Config {
                 return Err(env_error("BELLWETHER_DATA_DIR", "must not be empty".into()));
             }
             self.data_dir = PathBuf::from(dir);
+        }
+        if let Some(store) = env_get("BELLWETHER_STORE") {
+            self.store = StoreLocation::parse(&store).map_err(|r| env_error("BELLWETHER_STORE", r))?;
         }
         if let Some(listen) = env_get("BELLWETHER_LISTEN") {
             self.listen = parse_listen(&listen).map_err(|r| env_error("BELLWETHER_LISTEN", r))?;
@@ -600,9 +677,21 @@ impl Config {
         Ok(())
     }
 
+    /// The ClickHouse credentials come from the environment alone (after the flags, which
+    /// may name the store).
+    fn apply_credentials(&mut self, env_get: &dyn Fn(&str) -> Option<String>) {
+        if let StoreLocation::ClickHouse(location) = &mut self.store {
+            location.user = env_get("BELLWETHER_CLICKHOUSE_USER").filter(|u| !u.is_empty());
+            location.password = env_get("BELLWETHER_CLICKHOUSE_PASSWORD");
+        }
+    }
+
     fn apply_flags(&mut self, flags: &Flags) -> Result<(), ConfigError> {
         if let Some(dir) = &flags.data_dir {
             self.data_dir = dir.clone();
+        }
+        if let Some(store) = &flags.store {
+            self.store = StoreLocation::parse(store).map_err(|reason| ConfigError::Flag { flag: "store".into(), reason })?;
         }
         if let Some(listen) = &flags.listen {
             self.listen = parse_listen(listen)
@@ -747,6 +836,44 @@ mod tests {
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn a_clickhouse_store_url_names_host_port_and_database_and_the_flag_beats_the_environment() {
+        let parsed = StoreLocation::parse("clickhouse://ch.internal:9123/analytics_1").unwrap();
+        let StoreLocation::ClickHouse(location) = parsed else { panic!("not ClickHouse") };
+        assert_eq!((location.url.as_str(), location.database.as_str()), ("http://ch.internal:9123", "analytics_1"));
+        let StoreLocation::ClickHouse(location) = StoreLocation::parse("clickhouse://127.0.0.1/bw").unwrap() else { panic!() };
+        assert_eq!(location.url, "http://127.0.0.1:8123", "the HTTP port by default");
+        assert_eq!(StoreLocation::parse("embedded").unwrap(), StoreLocation::Embedded);
+        for (bad, reason) in [
+            ("clickhouse://h:0/bw", "port 0"),
+            ("clickhouse://h:99999/bw", "port \"99999\""),
+            ("clickhouse://h:8123/", "database \"\""),
+            ("clickhouse://h:8123/1st", "not starting with a digit"),
+            ("clickhouse://h:8123/a;DROP", "database \"a;DROP\""),
+            ("clickhouse://h o/bw", "\"h o\" is not a host name"),
+            ("clickhouse://u:p@h/bw", "BELLWETHER_CLICKHOUSE_USER"),
+            ("sqlite://x", "expected `embedded`"),
+        ] {
+            let error = StoreLocation::parse(bad).unwrap_err();
+            assert!(error.contains(reason), "{bad}: {error}");
+        }
+        let env = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>();
+        let from_env = env(&[("BELLWETHER_STORE", "clickhouse://a:1/x"), ("BELLWETHER_CLICKHOUSE_USER", "bw"), ("BELLWETHER_CLICKHOUSE_PASSWORD", "s3cret")]);
+        let config = Config::load(&Flags::default(), &from_env).unwrap();
+        let StoreLocation::ClickHouse(location) = &config.store else { panic!() };
+        assert_eq!((location.url.as_str(), location.user.as_deref(), location.password.as_deref()), ("http://a:1", Some("bw"), Some("s3cret")));
+        let flags = Flags { store: Some("clickhouse://b:2/y".into()), ..Flags::default() };
+        let StoreLocation::ClickHouse(location) = Config::load(&flags, &from_env).unwrap().store else { panic!() };
+        assert_eq!((location.url.as_str(), location.database.as_str(), location.user.as_deref()), ("http://b:2", "y", Some("bw")));
+        let error = Config::load(&Flags::default(), &env(&[("BELLWETHER_STORE", "clickhouse://a:1")])).unwrap_err().to_string();
+        assert!(error.contains("BELLWETHER_STORE") && error.contains("names no database"), "{error}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bellwether.toml");
+        std::fs::write(&path, "store = \"clickhouse://h:8123/bad-name\"\n").unwrap();
+        let error = Config::load(&Flags { config: Some(path), ..Flags::default() }, &[]).unwrap_err().to_string();
+        assert!(error.contains("key `store`") && error.contains("bad-name"), "{error}");
     }
 
     #[test]

@@ -16,6 +16,7 @@
 
 pub mod dedup;
 pub mod actions;
+pub mod clickhouse;
 pub mod dashboard;
 pub mod health;
 pub mod listening;
@@ -50,6 +51,8 @@ pub enum StoreError {
     Invalid(String),
     #[error("cannot start the writer thread: {0}")]
     Thread(String),
+    #[error("{0}")]
+    ClickHouse(String),
 }
 
 /// A handle on the embedded store: its path; connections are opened per use.
@@ -72,6 +75,12 @@ impl Store {
             .map_err(|source| StoreError::Open { path: rollups.clone(), source })?
             .map_err(|reason| StoreError::Schema { path: rollups, reason })?;
         Ok(Store { path })
+    }
+
+    /// A handle on the data dir's database that opens nothing: a node on ClickHouse keeps
+    /// it for the handlers it does not route (see `web::App::start`).
+    pub fn unopened(data_dir: &Path) -> Store {
+        Store { path: data_dir.join("bellwether.db") }
     }
 
     pub fn path(&self) -> &Path {

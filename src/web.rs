@@ -20,7 +20,7 @@ use std::sync::Arc;
 use axum::Router;
 use tokio::net::TcpListener;
 
-use crate::config::{Config, CurrencyConfig, HealthConfig, MetricsConfig};
+use crate::config::{Config, CurrencyConfig, HealthConfig, MetricsConfig, StoreLocation};
 use crate::ingest::Ingestor;
 use crate::store::{self, Store, StoreError};
 use crate::telemetry::Telemetry;
@@ -30,6 +30,9 @@ use crate::telemetry::Telemetry;
 pub struct AppState {
     pub ingestor: Ingestor,
     pub store: Store,
+    /// Set when the node runs on ClickHouse: only the routes of [`clickhouse_router`] are
+    /// served, and `store` is never opened.
+    pub clickhouse: Option<store::clickhouse::ClickHouse>,
     pub telemetry: Telemetry,
     /// SHA-256 of each write key -> source name. Looking keys up by digest means the time a
     /// lookup takes says nothing about the stored keys.
@@ -71,6 +74,23 @@ pub fn router(state: AppState) -> Router {
         .merge(records::router())
         .merge(ops::router())
         .merge(pages::router())
+        .layer(axum::middleware::map_response(security_headers))
+        .with_state(state)
+}
+
+/// The routes a node on ClickHouse serves so far: the tracking API and the operational
+/// endpoints. Any other path answers 501 naming the store it needs.
+pub fn clickhouse_router(state: AppState) -> Router {
+    use axum::http::StatusCode;
+    Router::new()
+        .merge(segment::router().layer(cors(&state.cors_origins)))
+        .merge(ops::router())
+        .fallback(|| async {
+            (
+                StatusCode::NOT_IMPLEMENTED,
+                axum::Json(serde_json::json!({"error": "not available on the ClickHouse store yet: this node serves /v1 (the tracking API), /healthz, /readyz and /metrics; `bellwether events --store ...` lists events"})),
+            )
+        })
         .layer(axum::middleware::map_response(security_headers))
         .with_state(state)
 }
@@ -147,17 +167,27 @@ pub struct App {
 impl App {
     /// Opens the store (creating and migrating it) and starts the writer.
     pub fn start(config: &Config) -> Result<App, ServeError> {
-        let store = Store::open(&config.data_dir)?;
         let telemetry = Telemetry::new();
         let (ingestor, receiver) = Ingestor::new(config.ingest.queue_bytes_max);
-        let writer = store::writer::spawn(store.path(), config.ingest.dedup_window_days, receiver, telemetry.clone())?;
-        // Runs for the life of the process; a step interrupted by exit rolls back.
-        store::rollup::spawn(&store, &config.metrics, telemetry.clone())?;
-        if config.retention.raw_events_days > 0 {
-            store::retention::spawn(&store, config.retention.raw_events_days)?;
-        }
-        store::health::spawn(&store, config.metrics.clone(), config.health.clone(), config.currency.clone())?;
-        store::actions::spawn(&store, config.metrics.clone(), config.health.clone(), config.currency.clone(), config.actions.clone(), base_url(config))?;
+        let (store, clickhouse, writer) = match &config.store {
+            StoreLocation::ClickHouse(location) => {
+                let clickhouse = store::clickhouse::block_on(store::clickhouse::ClickHouse::open(location))??;
+                let writer = store::clickhouse::spawn_writer(clickhouse.clone(), receiver, telemetry.clone())?;
+                (Store::unopened(&config.data_dir), Some(clickhouse), writer)
+            }
+            StoreLocation::Embedded => {
+                let store = Store::open(&config.data_dir)?;
+                let writer = store::writer::spawn(store.path(), config.ingest.dedup_window_days, receiver, telemetry.clone())?;
+                // Runs for the life of the process; a step interrupted by exit rolls back.
+                store::rollup::spawn(&store, &config.metrics, telemetry.clone())?;
+                if config.retention.raw_events_days > 0 {
+                    store::retention::spawn(&store, config.retention.raw_events_days)?;
+                }
+                store::health::spawn(&store, config.metrics.clone(), config.health.clone(), config.currency.clone())?;
+                store::actions::spawn(&store, config.metrics.clone(), config.health.clone(), config.currency.clone(), config.actions.clone(), base_url(config))?;
+                (store, None, writer)
+            }
+        };
         let write_keys = config
             .write_keys
             .iter()
@@ -166,7 +196,7 @@ impl App {
         if write_keys.is_empty() {
             tracing::warn!("no write keys configured: /v1 answers 401 to every request (set BELLWETHER_WRITE_KEYS or [write_keys])");
         }
-        let state = AppState { ingestor, store, telemetry, write_keys: Arc::new(write_keys), currency: Arc::new(config.currency.clone()),
+        let state = AppState { ingestor, store, clickhouse, telemetry, write_keys: Arc::new(write_keys), currency: Arc::new(config.currency.clone()),
             metrics: Arc::new(config.metrics.clone()),
             health: Arc::new(config.health.clone()),
             rate_limiters: Arc::new(rate_limiters(config)),
@@ -187,9 +217,18 @@ impl App {
     pub async fn serve(self, listen: SocketAddr, on_listening: impl FnOnce(SocketAddr)) -> Result<(), ServeError> {
         let listener = TcpListener::bind(listen).await.map_err(|source| ServeError::Bind { addr: listen, source })?;
         let addr = listener.local_addr()?;
-        tracing::info!(%addr, database = %self.state.store.path().display(), "serving");
+        let routes = match &self.state.clickhouse {
+            Some(clickhouse) => {
+                tracing::info!(%addr, store = ?clickhouse, "serving");
+                clickhouse_router(self.state)
+            }
+            None => {
+                tracing::info!(%addr, database = %self.state.store.path().display(), "serving");
+                router(self.state)
+            }
+        };
         on_listening(addr);
-        axum::serve(listener, router(self.state)).with_graceful_shutdown(shutdown_signal()).await?;
+        axum::serve(listener, routes).with_graceful_shutdown(shutdown_signal()).await?;
         tracing::info!("stopped accepting; waiting for the writer to finish");
         // The router (and with it every Ingestor clone) is dropped once serve returns, which
         // closes the queue; the writer commits what it holds and exits.

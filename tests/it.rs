@@ -7,6 +7,7 @@ mod it {
     mod actions;
     mod backup;
     mod browser;
+    mod clickhouse;
     mod config_cli;
     mod dashboard;
     mod demo;

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use super::support::*;
 
 /// Runs one client script and returns the messages it reports as sent.
-fn run_client(program: &str, script: &str, server: &Server, prefix: &str, extra: &[&str]) -> Vec<Value> {
+pub(super) fn run_client(program: &str, script: &str, server: &Server, prefix: &str, extra: &[&str]) -> Vec<Value> {
     let path = clients_dir().join(script);
     let out = Command::new(program)
         .arg(&path)

@@ -209,3 +209,105 @@ pub fn browser_report(script: &str, args: &[&str]) -> Value {
     );
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{script} printed no JSON report: {e}: {}", String::from_utf8_lossy(&out.stdout)))
 }
+
+/// A ClickHouse server (Debian's `clickhouse-server`, installed by the test command) as a
+/// plain process: its config, data and logs under a temp dir, HTTP and native ports free
+/// loopback ports. Killed when dropped.
+pub struct ClickHouseServer {
+    child: Child,
+    pub http_port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl ClickHouseServer {
+    pub const BINARY: &'static str = "/usr/sbin/clickhouse-server";
+
+    pub fn start() -> ClickHouseServer {
+        assert!(
+            Path::new(Self::BINARY).exists(),
+            "{} is missing: install Debian's clickhouse-server as the README's test command does",
+            Self::BINARY
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let free_port = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let (http_port, tcp_port) = (free_port(), free_port());
+        for sub in ["data", "tmp", "user_files", "log"] {
+            std::fs::create_dir_all(root.join(sub)).unwrap();
+        }
+        std::fs::write(
+            root.join("users.xml"),
+            r#"<?xml version="1.0"?>
+<yandex>
+  <profiles><default><max_memory_usage>2000000000</max_memory_usage></default></profiles>
+  <users><default><password></password><networks><ip>127.0.0.1</ip></networks><profile>default</profile><quota>default</quota></default></users>
+  <quotas><default><interval><duration>3600</duration><queries>0</queries><errors>0</errors><result_rows>0</result_rows><read_rows>0</read_rows><execution_time>0</execution_time></interval></default></quotas>
+</yandex>
+"#,
+        )
+        .unwrap();
+        let root_text = root.display();
+        std::fs::write(
+            root.join("config.xml"),
+            format!(
+                r#"<?xml version="1.0"?>
+<yandex>
+  <logger><level>warning</level><log>{root_text}/log/server.log</log><errorlog>{root_text}/log/error.log</errorlog><console>0</console></logger>
+  <http_port>{http_port}</http_port>
+  <tcp_port>{tcp_port}</tcp_port>
+  <listen_host>127.0.0.1</listen_host>
+  <path>{root_text}/data/</path>
+  <tmp_path>{root_text}/tmp/</tmp_path>
+  <user_files_path>{root_text}/user_files/</user_files_path>
+  <users_config>{root_text}/users.xml</users_config>
+  <default_profile>default</default_profile>
+  <default_database>default</default_database>
+  <mark_cache_size>268435456</mark_cache_size>
+  <max_concurrent_queries>100</max_concurrent_queries>
+</yandex>
+"#
+            ),
+        )
+        .unwrap();
+        let child = Command::new(Self::BINARY)
+            .arg(format!("--config-file={}", root.join("config.xml").display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start clickhouse-server");
+        let mut server = ClickHouseServer { child, http_port, _dir: dir };
+        let started = std::time::Instant::now();
+        loop {
+            let ping = agent().get(&format!("http://127.0.0.1:{http_port}/ping")).call();
+            if ping.is_ok_and(|r| r.status() == 200) {
+                return server;
+            }
+            if let Ok(Some(status)) = server.child.try_wait() {
+                let log = std::fs::read_to_string(server._dir.path().join("log/error.log")).unwrap_or_default();
+                panic!("clickhouse-server exited ({status}) before answering /ping:\n{log}");
+            }
+            assert!(started.elapsed().as_secs() < 60, "clickhouse-server did not answer /ping within 60 s");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
+    /// Runs one statement over HTTP; its output as text.
+    pub fn query(&self, sql: &str) -> String {
+        let mut reply = agent().post(&format!("http://127.0.0.1:{}/", self.http_port)).send(sql).expect("ClickHouse HTTP");
+        let text = reply.body_mut().read_to_string().unwrap();
+        assert_eq!(reply.status(), 200, "{sql}: {text}");
+        text
+    }
+
+    /// `clickhouse://127.0.0.1:PORT/database` for `--store`.
+    pub fn store_url(&self, database: &str) -> String {
+        format!("clickhouse://127.0.0.1:{}/{database}", self.http_port)
+    }
+}
+
+impl Drop for ClickHouseServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,375 @@
+//! The ClickHouse backend (`--store clickhouse://host:port/database`): several stateless
+//! bellwether nodes share one ClickHouse.
+//!
+//! What runs on it so far: the Segment tracking API (each node's writer inserts its group of
+//! requests as one block and answers only once ClickHouse accepted it), `/healthz`,
+//! `/readyz`, `/metrics` and `bellwether events`. Everything else still needs the embedded
+//! store and says so.
+//!
+//! Schema (created at start with `IF NOT EXISTS`, so nodes starting together agree):
+//! `events` is a ReplacingMergeTree partitioned by month of the event's UTC day and ordered
+//! for per-day reads. A retried message may land on two nodes at once, and the ClickHouse
+//! this is tested on (18.16) has no insert dedup for unreplicated tables, so duplicates are
+//! allowed on disk: every read keeps the first received copy of each (source, messageId)
+//! (`LIMIT 1 BY` after ordering by receipt), as the embedded store's write-time dedup does,
+//! and background merges drop the later copies that share a sort key (the version column
+//! `first_wins` makes a merge keep the first received copy, not the last inserted).
+//! Works on ClickHouse 18.16 and later: no window functions, CTEs, query parameters,
+//! Nullable key columns, DateTime64 or TTL; values are bound client-side with escaping.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::{EventFilter, StoreError, StoredEvent};
+use crate::config::ClickHouseLocation;
+use crate::ingest::queue::JobReceiver;
+use crate::ingest::{format_timestamp, Job, JobOutcome};
+use crate::limits;
+use crate::telemetry::Telemetry;
+
+/// A connection to one ClickHouse database (cheap to clone: a pooled HTTP client).
+#[derive(Clone)]
+pub struct ClickHouse {
+    client: clickhouse::Client,
+    location: ClickHouseLocation,
+}
+
+impl std::fmt::Debug for ClickHouse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ClickHouse({}/{})", self.location.url, self.location.database)
+    }
+}
+
+/// Every schema statement, each idempotent. `v` is the first column written: RowBinary
+/// data must not start with a whitespace byte on servers before 22.6 (ClickHouse issue
+/// 37420), and it is always 1.
+const SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS {db}.events (
+        v            UInt8,
+        day          Date,
+        timestamp_ms Int64,
+        received_ms  Int64,
+        position     UInt32,
+        source       String,
+        message_id   String,
+        type         String,
+        user_id      String,
+        anonymous_id String,
+        group_id     String,
+        event        String,
+        previous_id  String,
+        traits       String,
+        raw          String,
+        first_wins   UInt64
+    ) ENGINE = ReplacingMergeTree(first_wins)
+    PARTITION BY toYYYYMM(day)
+    ORDER BY (day, user_id, anonymous_id, source, message_id)",
+];
+
+#[derive(Debug, clickhouse::Row, Serialize, Deserialize)]
+struct EventRow {
+    v: u8,
+    day: u16,
+    timestamp_ms: i64,
+    received_ms: i64,
+    /// The message's place in its insert block: with `received_ms`, the listing order.
+    position: u32,
+    source: String,
+    message_id: String,
+    #[serde(rename = "type")]
+    kind: String,
+    user_id: String,
+    anonymous_id: String,
+    group_id: String,
+    event: String,
+    previous_id: String,
+    traits: String,
+    raw: String,
+    /// `u64::MAX - received_ms`: merges keep the copy with the highest, the first received.
+    first_wins: u64,
+}
+
+fn error(context: &str, e: clickhouse::error::Error) -> StoreError {
+    StoreError::ClickHouse(format!("{context}: {e}"))
+}
+
+impl ClickHouse {
+    /// Connects, creates the database and tables if missing.
+    pub async fn open(location: &ClickHouseLocation) -> Result<ClickHouse, StoreError> {
+        let mut client = clickhouse::Client::default().with_url(&location.url).with_validation(false);
+        if let Some(user) = &location.user {
+            client = client.with_user(user);
+        }
+        if let Some(password) = &location.password {
+            client = client.with_password(password);
+        }
+        let context = format!("ClickHouse at {}", location.url);
+        client.query("SELECT 1").execute().await.map_err(|e| error(&format!("{context} does not answer"), e))?;
+        let database = &location.database;
+        client.query(&format!("CREATE DATABASE IF NOT EXISTS {database}")).execute().await.map_err(|e| error(&context, e))?;
+        for statement in SCHEMA {
+            client.query(&statement.replace("{db}", database)).execute().await.map_err(|e| error(&context, e))?;
+        }
+        Ok(ClickHouse { client: client.with_database(database), location: location.clone() })
+    }
+
+    /// Answers when the server does.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.client.query("SELECT 1").execute().await.map_err(|e| error("ClickHouse ping", e))
+    }
+
+    /// Inserts the messages of `jobs` as one block; Ok once ClickHouse accepted it.
+    async fn insert(&self, jobs: &[Job]) -> Result<(), StoreError> {
+        let mut insert = self.client.insert::<EventRow>("events").await.map_err(|e| error("insert", e))?;
+        let mut position = 0u32;
+        for job in jobs {
+            for m in &job.messages {
+                position += 1;
+                let row = EventRow {
+                    v: 1,
+                    day: day_of(m.timestamp_ms),
+                    timestamp_ms: m.timestamp_ms,
+                    received_ms: m.received_ms,
+                    position,
+                    source: job.source.to_string(),
+                    message_id: m.message_id.clone(),
+                    kind: m.kind.as_str().to_string(),
+                    user_id: m.user_id.clone().unwrap_or_default(),
+                    anonymous_id: m.anonymous_id.clone().unwrap_or_default(),
+                    group_id: m.group_id.clone().unwrap_or_default(),
+                    event: m.event.clone().unwrap_or_default(),
+                    previous_id: m.previous_id.clone().unwrap_or_default(),
+                    traits: m.traits.clone().unwrap_or_default(),
+                    raw: m.raw.clone(),
+                    first_wins: u64::MAX - m.received_ms.max(0) as u64,
+                };
+                insert.write(&row).await.map_err(|e| error("insert", e))?;
+            }
+        }
+        insert.end().await.map_err(|e| error("insert", e))
+    }
+
+    /// Events received in the filter's range, oldest first, each message once (its first
+    /// received copy), with user and account resolved as the embedded store does.
+    pub async fn list_events(&self, filter: &EventFilter) -> Result<Vec<StoredEvent>, StoreError> {
+        let limit = filter.limit.clamp(1, limits::EVENTS_LIST_ROWS_MAX);
+        let until = filter.until_ms.unwrap_or(i64::MAX);
+        // Each message once (LIMIT 1 BY runs before LIMIT, after ORDER BY: its first copy).
+        // A user or account filter narrows the read to the events that may resolve to it
+        // (its own, its linked anonymous ids', its members'); the exact test follows below.
+        let mut sql = String::from("SELECT ?fields FROM events WHERE received_ms >= ? AND received_ms < ?");
+        const LINKED: &str = "SELECT if(type = 'alias', previous_id, anonymous_id) FROM events WHERE type IN ('alias', 'identify') AND user_id";
+        if filter.user.is_some() {
+            sql.push_str(&format!(" AND (user_id = ? OR (user_id = '' AND anonymous_id IN ({LINKED} = ?)))"));
+        }
+        if filter.account.is_some() {
+            const MEMBERS: &str = "SELECT user_id FROM events WHERE type = 'group' AND user_id != '' AND group_id = ?";
+            sql.push_str(&format!(
+                " AND (group_id = ? OR (group_id = '' AND (user_id IN ({MEMBERS})
+                      OR anonymous_id IN (SELECT anonymous_id FROM events WHERE type = 'group' AND user_id = '' AND group_id = ?)
+                      OR anonymous_id IN ({LINKED} IN ({MEMBERS})))))"
+            ));
+        }
+        sql.push_str(" ORDER BY received_ms, position, source, message_id LIMIT 1 BY source, message_id LIMIT ?");
+        let mut query = self.client.query(&sql).bind(filter.since_ms).bind(until);
+        if let Some(user) = &filter.user {
+            query = query.bind(user).bind(user);
+        }
+        if let Some(account) = &filter.account {
+            query = query.bind(account).bind(account).bind(account).bind(account);
+        }
+        let read = if filter.user.is_some() || filter.account.is_some() { limits::EVENTS_LIST_ROWS_MAX * 10 } else { limit };
+        let rows: Vec<EventRow> = query.bind(read).fetch_all().await.map_err(|e| error("list events", e))?;
+        let people: BTreeSet<String> = rows.iter().flat_map(|r| [r.user_id.clone(), r.anonymous_id.clone()]).filter(|k| !k.is_empty()).collect();
+        let links = self.links(&people).await?;
+        let memberships = self.memberships(&people, &links).await?;
+        let mut out = Vec::new();
+        for row in rows {
+            let user_id = non_empty(&row.user_id).or_else(|| links.get(&row.anonymous_id).cloned());
+            let anonymous_id = non_empty(&row.anonymous_id);
+            let mut account_id = non_empty(&row.group_id);
+            if account_id.is_none() {
+                let key = user_id.clone().or_else(|| anonymous_id.clone()).unwrap_or_default();
+                if let Some(joined) = memberships.get(&key) {
+                    account_id = joined.iter().rev().find(|(ms, _)| *ms <= row.timestamp_ms).or(joined.first()).map(|(_, a)| a.clone());
+                }
+            }
+            let user_ok = filter.user.as_ref().is_none_or(|u| user_id.as_ref() == Some(u));
+            let account_ok = filter.account.as_ref().is_none_or(|a| account_id.as_ref() == Some(a));
+            if !(user_ok && account_ok) {
+                continue;
+            }
+            out.push(StoredEvent {
+                id: 0,
+                received_at: format_timestamp(row.received_ms),
+                source: row.source,
+                message_id: row.message_id,
+                kind: row.kind,
+                user_id,
+                anonymous_id,
+                account_id,
+                event: non_empty(&row.event),
+                timestamp: format_timestamp(row.timestamp_ms),
+                received_ms: row.received_ms,
+                timestamp_ms: row.timestamp_ms,
+                raw: row.raw,
+            });
+            if out.len() == limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// anonymousId -> the userId an alias or identify call first linked it to.
+    async fn links(&self, keys: &BTreeSet<String>) -> Result<BTreeMap<String, String>, StoreError> {
+        #[derive(clickhouse::Row, Deserialize)]
+        struct Link {
+            previous: String,
+            user_id: String,
+        }
+        let keys: Vec<&String> = keys.iter().collect();
+        let mut out = BTreeMap::new();
+        for chunk in keys.chunks(1_000) {
+            let links: Vec<Link> = self
+                .client
+                .query(
+                    "SELECT if(type = 'alias', previous_id, anonymous_id) AS previous, argMin(user_id, timestamp_ms) AS user_id
+                     FROM (SELECT * FROM events WHERE type IN ('alias', 'identify') AND user_id != ''
+                           AND has(?, if(type = 'alias', previous_id, anonymous_id)) LIMIT 1 BY source, message_id)
+                     GROUP BY previous",
+                )
+                .bind(chunk)
+                .fetch_all()
+                .await
+                .map_err(|e| error("identity links", e))?;
+            out.extend(links.into_iter().map(|l| (l.previous, l.user_id)));
+        }
+        Ok(out)
+    }
+
+    /// Person (userId, else anonymousId) -> the group calls that placed them, by time.
+    async fn memberships(&self, keys: &BTreeSet<String>, links: &BTreeMap<String, String>) -> Result<BTreeMap<String, Vec<(i64, String)>>, StoreError> {
+        #[derive(clickhouse::Row, Deserialize)]
+        struct Joined {
+            user_id: String,
+            anonymous_id: String,
+            timestamp_ms: i64,
+            group_id: String,
+        }
+        let mut wanted: BTreeSet<&String> = keys.iter().collect();
+        wanted.extend(links.values());
+        let wanted: Vec<&String> = wanted.into_iter().collect();
+        let mut out: BTreeMap<String, Vec<(i64, String)>> = BTreeMap::new();
+        for chunk in wanted.chunks(1_000) {
+            let joined: Vec<Joined> = self
+                .client
+                .query(
+                    "SELECT user_id, anonymous_id, timestamp_ms, group_id FROM events
+                     WHERE type = 'group' AND group_id != '' AND (has(?, user_id) OR (user_id = '' AND has(?, anonymous_id)))
+                     ORDER BY received_ms LIMIT 1 BY source, message_id",
+                )
+                .bind(chunk)
+                .bind(chunk)
+                .fetch_all()
+                .await
+                .map_err(|e| error("memberships", e))?;
+            for j in joined {
+                let key = if j.user_id.is_empty() { j.anonymous_id } else { j.user_id };
+                out.entry(key).or_default().push((j.timestamp_ms, j.group_id));
+            }
+        }
+        for joined in out.values_mut() {
+            joined.sort();
+        }
+        Ok(out)
+    }
+}
+
+fn non_empty(text: &str) -> Option<String> {
+    (!text.is_empty()).then(|| text.to_string())
+}
+
+/// The event's UTC day as ClickHouse's `Date` (days since 1970-01-01, 0 to 65535: events
+/// outside 1970-2149 are filed under the nearest end).
+fn day_of(timestamp_ms: i64) -> u16 {
+    timestamp_ms.div_euclid(86_400_000).clamp(0, i64::from(u16::MAX)) as u16
+}
+
+/// Runs `future` to completion from synchronous code, inside or outside a tokio runtime.
+pub fn block_on<F: std::future::Future>(future: F) -> Result<F::Output, StoreError> {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) => Ok(tokio::task::block_in_place(|| handle.block_on(future))),
+        Err(_) => {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| StoreError::Thread(e.to_string()))?;
+            Ok(runtime.block_on(future))
+        }
+    }
+}
+
+/// Group commit for ClickHouse: gathers requests like the embedded writer (up to
+/// [`limits::COMMIT_MESSAGES_MAX`] messages, waiting at most `GROUP_WAIT` for more), inserts
+/// them as one block and answers each request once ClickHouse accepted it. A failed insert
+/// answers 503 and stores nothing the client will not resend.
+pub fn spawn_writer(store: ClickHouse, mut receiver: JobReceiver, telemetry: Telemetry) -> Result<std::thread::JoinHandle<()>, StoreError> {
+    const GROUP_WAIT: Duration = Duration::from_millis(20);
+    const GROUP_MESSAGES_ENOUGH: usize = 5_000;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| StoreError::Thread(e.to_string()))?;
+    std::thread::Builder::new()
+        .name("clickhouse-writer".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                while let Some(first) = receiver.recv().await {
+                    let mut count = first.messages.len();
+                    let mut jobs = vec![first];
+                    let deadline = tokio::time::Instant::now() + GROUP_WAIT;
+                    while count < GROUP_MESSAGES_ENOUGH.min(limits::COMMIT_MESSAGES_MAX) {
+                        match tokio::time::timeout_at(deadline, receiver.recv()).await {
+                            Ok(Some(job)) => {
+                                count += job.messages.len();
+                                jobs.push(job);
+                            }
+                            _ => break,
+                        }
+                    }
+                    let started = Instant::now();
+                    let result = store.insert(&jobs).await;
+                    telemetry.commit_seconds.observe(started.elapsed().as_secs_f64());
+                    telemetry.commit_messages.observe(count as f64);
+                    match result {
+                        Ok(()) => {
+                            for job in jobs {
+                                let stored = job.messages.len();
+                                telemetry.accepted.inc_by(stored as u64);
+                                job.answer(Ok(JobOutcome { stored, duplicates: 0 }));
+                            }
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, messages = count, "ClickHouse insert failed; the requests get 503 and are retried by their clients");
+                            telemetry.reject("store_error");
+                            for job in jobs {
+                                job.answer(Err(e.to_string()));
+                            }
+                        }
+                    }
+                }
+                tracing::info!("ClickHouse writer stopped: ingest queue closed");
+            })
+        })
+        .map_err(|e| StoreError::Thread(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn days_outside_clickhouse_dates_go_to_the_nearest_end() {
+        assert_eq!(day_of(0), 0);
+        assert_eq!(day_of(86_400_000 * 20_000 + 5), 20_000);
+        assert_eq!(day_of(-1), 0);
+        assert_eq!(day_of(i64::MAX), u16::MAX);
+    }
+}

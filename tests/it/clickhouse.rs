@@ -1,0 +1,157 @@
+//! The ClickHouse store against a real ClickHouse server (Debian's 18.16, started here as a
+//! plain process): several bellwether nodes share it, a retried message counts once, and
+//! what they list equals what the embedded store lists for the same input.
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Value};
+
+use super::segment_clients::run_client;
+use super::support::*;
+
+/// `bellwether events --format json` (every event since 2000), by message id.
+fn listed(dir: &std::path::Path, store: Option<&str>, extra: &[&str]) -> BTreeMap<String, Value> {
+    let mut args = vec!["events", "--since", "2000-01-01", "--limit", "10000", "--format", "json"];
+    if let Some(store) = store {
+        args.extend(["--store", store]);
+    }
+    args.extend(extra);
+    let out = cli(dir, &args);
+    assert!(out.status.success(), "events: {}", String::from_utf8_lossy(&out.stderr));
+    let rows: Vec<Value> = serde_json::from_slice(&out.stdout).expect("a JSON array");
+    let count = rows.len();
+    let by_id: BTreeMap<String, Value> = rows.into_iter().map(|r| (r["message_id"].as_str().unwrap().to_string(), r)).collect();
+    assert_eq!(by_id.len(), count, "a message listed twice");
+    by_id
+}
+
+/// What must agree across stores: everything but ids and receipt times (and the
+/// timestamp, compared apart: the library's copy had its clock skew corrected by the
+/// batch's sentAt, the resent copy carries none).
+fn comparable(rows: &BTreeMap<String, Value>) -> BTreeMap<String, Value> {
+    rows.iter()
+        .map(|(id, row)| {
+            let mut row = row.clone();
+            for volatile in ["id", "received_at", "timestamp"] {
+                row.as_object_mut().unwrap().remove(volatile);
+            }
+            (id.clone(), row)
+        })
+        .collect()
+}
+
+fn send_all(server: &Server, messages: &[Value]) {
+    for chunk in messages.chunks(100) {
+        let reply = post(server, "/v1/batch", Some(KEY), json!({"batch": chunk}).to_string());
+        assert_eq!(reply.status, 200, "{:?}", reply.body);
+    }
+}
+
+#[test]
+fn two_nodes_on_one_clickhouse_list_each_message_once_as_the_embedded_store_does() {
+    let clickhouse = ClickHouseServer::start();
+    let store = clickhouse.store_url("bw_two_nodes");
+    let (dir_a, dir_b, dir_e) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let node_a = Server::start(dir_a.path(), &[("BELLWETHER_STORE", &store)]);
+    let node_b = Server::start(dir_b.path(), &[("BELLWETHER_STORE", &store)]);
+    let embedded = Server::start(dir_e.path(), &[]);
+
+    // The official Segment library sends its scenario (identify, group, track, page,
+    // alias, 300 feature uses) to node A.
+    let sent = run_client("python3", "segment_python.py", &node_a, "ch", &[]);
+    assert_eq!(sent.len(), 307);
+    let first = listed(dir_b.path(), Some(&store), &[]);
+    assert_eq!(first.len(), sent.len(), "node B lists what node A stored");
+
+    // The messages as received go to the embedded node, and again, as retries, to node B
+    // and node A at once.
+    let out = cli(dir_a.path(), &["events", "--since", "2000-01-01", "--limit", "10000", "--format", "ndjson", "--store", &store]);
+    assert!(out.status.success());
+    let received: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let mut message: Value = serde_json::from_str(line).unwrap();
+            message.as_object_mut().unwrap().remove("receivedAt");
+            message
+        })
+        .collect();
+    assert_eq!(received.len(), sent.len());
+    send_all(&embedded, &received);
+    std::thread::scope(|scope| {
+        let (a, b) = (Server::attach(&node_a.base), Server::attach(&node_b.base));
+        let received = &received;
+        scope.spawn(move || send_all(&b, received));
+        scope.spawn(move || send_all(&a, received));
+    });
+
+    // Three copies of each went in; merging keeps one per sort key, the first received
+    // (the later copies differ in receipt time only, or also in their day if their clock
+    // skew correction moved them across midnight).
+    let inserted = 3 * sent.len();
+    clickhouse.query("OPTIMIZE TABLE bw_two_nodes.events FINAL");
+    let kept: usize = clickhouse.query("SELECT count() FROM bw_two_nodes.events").trim().parse().unwrap();
+    assert!(kept < inserted, "no duplicate merged away ({kept} rows)");
+
+    // Either node lists each message once, with the user and account the embedded store
+    // resolves (the anonymous visit counts for the user it was aliased to, events go to
+    // the account their user was grouped into).
+    let reference = listed(dir_e.path(), None, &[]);
+    assert_eq!(reference.len(), sent.len());
+    for node in [dir_a.path(), dir_b.path()] {
+        let rows = listed(node, Some(&store), &[]);
+        assert_eq!(comparable(&rows), comparable(&reference));
+        for (id, row) in &rows {
+            let at = |r: &Value| chrono::DateTime::parse_from_rfc3339(r["timestamp"].as_str().unwrap()).unwrap();
+            let skew = (at(row) - at(&reference[id])).num_milliseconds().abs();
+            assert!(skew < 5_000, "{id}: timestamp {} vs {}", row["timestamp"], reference[id]["timestamp"]);
+        }
+        // The first copy is the one kept: the library's, whose timestamp was corrected.
+        for (id, row) in &first {
+            assert_eq!(rows[id]["timestamp"], row["timestamp"], "{id}");
+        }
+    }
+    let pricing = reference.values().find(|r| r["event"] == json!("Visited Pricing")).unwrap();
+    assert_eq!(pricing["user_id"], json!("ch-u2"));
+    for (filter, value) in [("--user", "ch-u2"), ("--account", "ch-acct")] {
+        let on_clickhouse = listed(dir_b.path(), Some(&store), &[filter, value]);
+        assert!(!on_clickhouse.is_empty(), "{filter} {value} lists nothing");
+        assert_eq!(comparable(&on_clickhouse), comparable(&listed(dir_e.path(), None, &[filter, value])), "{filter} {value}");
+    }
+
+    // The nodes keep nothing of their own; what they do not serve yet says so.
+    for dir in [dir_a.path(), dir_b.path()] {
+        assert!(!dir.join("bellwether.db").exists(), "a node on ClickHouse wrote {}", dir.display());
+    }
+    let reply = get(&node_a, "/api/v1/accounts", None);
+    assert_eq!(reply.status, 501);
+    assert!(reply.body["error"].as_str().unwrap().contains("ClickHouse"), "{:?}", reply.body);
+    let ready = get(&node_b, "/readyz", None);
+    assert_eq!((ready.status, &ready.body["database"]), (200, &json!(true)));
+}
+
+#[test]
+fn a_clickhouse_store_that_does_not_answer_or_is_misspelled_fails_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    // A free port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("clickhouse://127.0.0.1:{port}/bw");
+    let out = command(dir.path()).env("BELLWETHER_WRITE_KEYS", KEY).args(["serve", "--listen", "127.0.0.1:0", "--store", &url]).output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(said.contains(&format!("ClickHouse at http://127.0.0.1:{port} does not answer")), "{said}");
+    for (bad, reason) in [
+        ("clickhouse://127.0.0.1:8123", "names no database"),
+        ("clickhouse://127.0.0.1:8123/bad-name", "database \"bad-name\""),
+        ("clickhouse://user:pw@127.0.0.1:8123/bw", "BELLWETHER_CLICKHOUSE_PASSWORD"),
+        ("postgres://127.0.0.1/bw", "expected `embedded` or clickhouse://host:port/database"),
+    ] {
+        let out = command(dir.path()).env("BELLWETHER_STORE", bad).args(["events"]).output().unwrap();
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && said.contains("BELLWETHER_STORE") && said.contains(reason), "{bad}: {said}");
+    }
+    // Commands that need the embedded store refuse a ClickHouse one rather than ignore it.
+    let out = cli(dir.path(), &["--store", &url, "metrics"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && said.contains("needs the embedded store"), "{said}");
+}
