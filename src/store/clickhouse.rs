@@ -66,7 +66,41 @@ const SCHEMA: &[&str] = &[
     ) ENGINE = ReplacingMergeTree(first_wins)
     PARTITION BY toYYYYMM(day)
     ORDER BY (day, user_id, anonymous_id, source, message_id)",
+    // The rollups ClickHouse keeps itself: per person ids, event and quarter hour (every
+    // timezone's offset is a whole number of quarter hours, so any account's local days are
+    // unions of buckets). Each state is safe under duplicate copies, which the view sees as
+    // the blocks arrive: the events are counted by distinct messageId, minutes are a set,
+    // first and last are min and max.
+    "CREATE TABLE IF NOT EXISTS {db}.activity (
+        day          Date,
+        bucket       UInt32,
+        source       String,
+        user_id      String,
+        anonymous_id String,
+        group_id     String,
+        type         String,
+        event        String,
+        messages     AggregateFunction(uniqExact, String),
+        minutes      AggregateFunction(groupUniqArray, UInt32),
+        first_ms     AggregateFunction(min, Int64),
+        last_ms      AggregateFunction(max, Int64)
+    ) ENGINE = AggregatingMergeTree
+    PARTITION BY toYYYYMM(day)
+    ORDER BY (day, user_id, anonymous_id, group_id, source, type, event, bucket)",
+    "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.activity_view TO {db}.activity AS
+    SELECT day, toUInt32(intDiv(greatest(timestamp_ms, 0), 900000)) AS bucket, source, user_id, anonymous_id, group_id, type, event,
+           uniqExactState(message_id) AS messages,
+           groupUniqArrayState(toUInt32(intDiv(greatest(timestamp_ms, 0), 60000))) AS minutes,
+           minState(timestamp_ms) AS first_ms, maxState(timestamp_ms) AS last_ms
+    FROM {db}.events
+    WHERE type IN ('track', 'page', 'screen')
+    GROUP BY day, bucket, source, user_id, anonymous_id, group_id, type, event",
 ];
+
+/// How long an insert may take to send and to be accepted, and a query to answer.
+const INSERT_SEND_TIMEOUT: Duration = Duration::from_secs(30);
+const INSERT_END_TIMEOUT: Duration = Duration::from_secs(60);
+const QUERY_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, clickhouse::Row, Serialize, Deserialize)]
 struct EventRow {
@@ -106,23 +140,32 @@ impl ClickHouse {
             client = client.with_password(password);
         }
         let context = format!("ClickHouse at {}", location.url);
-        client.query("SELECT 1").execute().await.map_err(|e| error(&format!("{context} does not answer"), e))?;
+        let answered = tokio::time::timeout(Duration::from_secs(10), client.query("SELECT 1").execute()).await;
+        match answered {
+            Ok(result) => result.map_err(|e| error(&format!("{context} does not answer"), e))?,
+            Err(_) => return Err(StoreError::ClickHouse(format!("{context} does not answer within 10 s"))),
+        }
         let database = &location.database;
-        client.query(&format!("CREATE DATABASE IF NOT EXISTS {database}")).execute().await.map_err(|e| error(&context, e))?;
+        execute(&client, &format!("CREATE DATABASE IF NOT EXISTS {database}"), &context).await?;
         for statement in SCHEMA {
-            client.query(&statement.replace("{db}", database)).execute().await.map_err(|e| error(&context, e))?;
+            execute(&client, &statement.replace("{db}", database), &context).await?;
         }
         Ok(ClickHouse { client: client.with_database(database), location: location.clone() })
     }
 
     /// Answers when the server does.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        self.client.query("SELECT 1").execute().await.map_err(|e| error("ClickHouse ping", e))
+        execute(&self.client, "SELECT 1", "ClickHouse ping").await
     }
 
     /// Inserts the messages of `jobs` as one block; Ok once ClickHouse accepted it.
     async fn insert(&self, jobs: &[Job]) -> Result<(), StoreError> {
-        let mut insert = self.client.insert::<EventRow>("events").await.map_err(|e| error("insert", e))?;
+        let mut insert = self
+            .client
+            .insert::<EventRow>("events")
+            .await
+            .map_err(|e| error("insert", e))?
+            .with_timeouts(Some(INSERT_SEND_TIMEOUT), Some(INSERT_END_TIMEOUT));
         let mut position = 0u32;
         for job in jobs {
             for m in &job.messages {
@@ -181,7 +224,7 @@ impl ClickHouse {
             query = query.bind(account).bind(account).bind(account).bind(account);
         }
         let read = if filter.user.is_some() || filter.account.is_some() { limits::EVENTS_LIST_ROWS_MAX * 10 } else { limit };
-        let rows: Vec<EventRow> = query.bind(read).fetch_all().await.map_err(|e| error("list events", e))?;
+        let rows: Vec<EventRow> = fetch_all(query.bind(read), "list events").await?;
         let people: BTreeSet<String> = rows.iter().flat_map(|r| [r.user_id.clone(), r.anonymous_id.clone()]).filter(|k| !k.is_empty()).collect();
         let links = self.links(&people).await?;
         let memberships = self.memberships(&people, &links).await?;
@@ -233,7 +276,7 @@ impl ClickHouse {
         let keys: Vec<&String> = keys.iter().collect();
         let mut out = BTreeMap::new();
         for chunk in keys.chunks(1_000) {
-            let links: Vec<Link> = self
+            let query = self
                 .client
                 .query(
                     "SELECT if(type = 'alias', previous_id, anonymous_id) AS previous, argMin(user_id, timestamp_ms) AS user_id
@@ -241,10 +284,8 @@ impl ClickHouse {
                            AND has(?, if(type = 'alias', previous_id, anonymous_id)) LIMIT 1 BY source, message_id)
                      GROUP BY previous",
                 )
-                .bind(chunk)
-                .fetch_all()
-                .await
-                .map_err(|e| error("identity links", e))?;
+                .bind(chunk);
+            let links: Vec<Link> = fetch_all(query, "identity links").await?;
             out.extend(links.into_iter().map(|l| (l.previous, l.user_id)));
         }
         Ok(out)
@@ -264,7 +305,7 @@ impl ClickHouse {
         let wanted: Vec<&String> = wanted.into_iter().collect();
         let mut out: BTreeMap<String, Vec<(i64, String)>> = BTreeMap::new();
         for chunk in wanted.chunks(1_000) {
-            let joined: Vec<Joined> = self
+            let query = self
                 .client
                 .query(
                     "SELECT user_id, anonymous_id, timestamp_ms, group_id FROM events
@@ -272,10 +313,8 @@ impl ClickHouse {
                      ORDER BY received_ms LIMIT 1 BY source, message_id",
                 )
                 .bind(chunk)
-                .bind(chunk)
-                .fetch_all()
-                .await
-                .map_err(|e| error("memberships", e))?;
+                .bind(chunk);
+            let joined: Vec<Joined> = fetch_all(query, "memberships").await?;
             for j in joined {
                 let key = if j.user_id.is_empty() { j.anonymous_id } else { j.user_id };
                 out.entry(key).or_default().push((j.timestamp_ms, j.group_id));
@@ -285,6 +324,22 @@ impl ClickHouse {
             joined.sort();
         }
         Ok(out)
+    }
+}
+
+/// Runs a query within [`QUERY_TIMEOUT`]; all its rows.
+async fn fetch_all<T: clickhouse::RowOwned + clickhouse::RowRead>(query: clickhouse::query::Query, context: &str) -> Result<Vec<T>, StoreError> {
+    match tokio::time::timeout(QUERY_TIMEOUT, query.fetch_all()).await {
+        Ok(result) => result.map_err(|e| error(context, e)),
+        Err(_) => Err(StoreError::ClickHouse(format!("{context}: no answer within {} s", QUERY_TIMEOUT.as_secs()))),
+    }
+}
+
+/// Runs one statement within [`QUERY_TIMEOUT`].
+async fn execute(client: &clickhouse::Client, sql: &str, context: &str) -> Result<(), StoreError> {
+    match tokio::time::timeout(QUERY_TIMEOUT, client.query(sql).execute()).await {
+        Ok(result) => result.map_err(|e| error(context, e)),
+        Err(_) => Err(StoreError::ClickHouse(format!("{context}: no answer within {} s", QUERY_TIMEOUT.as_secs()))),
     }
 }
 

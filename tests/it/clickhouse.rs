@@ -155,3 +155,66 @@ fn a_clickhouse_store_that_does_not_answer_or_is_misspelled_fails_at_start() {
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && said.contains("needs the embedded store"), "{said}");
 }
+
+#[test]
+fn clickhouse_keeps_per_person_quarter_hour_rollups_that_count_a_retried_message_once() {
+    let clickhouse = ClickHouseServer::start();
+    let store = clickhouse.store_url("bw_rollups");
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let node_a = Server::start(dir_a.path(), &[("BELLWETHER_STORE", &store)]);
+    let node_b = Server::start(dir_b.path(), &[("BELLWETHER_STORE", &store)]);
+    let track = |id: &str, who: (&str, &str), event: &str, ts: &str| {
+        let mut message = json!({"type": "track", "messageId": id, "event": event, "timestamp": ts});
+        message[who.0] = json!(who.1);
+        message
+    };
+    let u1 = ("userId", "u1");
+    let fixture = vec![
+        track("m1", u1, "Report Created", "2026-03-02T10:01:10Z"),
+        track("m2", u1, "Report Created", "2026-03-02T10:01:50Z"),
+        track("m3", u1, "Report Created", "2026-03-02T10:14:59Z"),
+        track("m4", u1, "Report Created", "2026-03-02T10:15:00Z"),
+        json!({"type": "page", "messageId": "p1", "userId": "u1", "name": "Docs", "timestamp": "2026-03-02T10:02:00Z"}),
+        track("m5", ("anonymousId", "a9"), "Signed In", "2026-03-02T23:50:00Z"),
+        json!({"type": "group", "messageId": "g1", "userId": "u1", "groupId": "acme", "timestamp": "2026-03-01T00:00:00Z"}),
+    ];
+    send_all(&node_a, &fixture);
+    // Retries: m1, m3 and p1 again through node B, m1 once more through node A.
+    send_all(&node_b, &[fixture[0].clone(), fixture[2].clone(), fixture[4].clone()]);
+    send_all(&node_a, &[fixture[0].clone()]);
+
+    let minute = |ts: &str| chrono::DateTime::parse_from_rfc3339(ts).unwrap().timestamp() / 60;
+    let ms = |ts: &str| chrono::DateTime::parse_from_rfc3339(ts).unwrap().timestamp_millis();
+    let bucket = |ts: &str| minute(ts) / 15;
+    // By hand: 10:00-10:15 holds m1, m2, m3 (minutes 10:01 and 10:14) and p1 (10:02);
+    // 10:15 opens the next quarter hour; the group call is no activity.
+    let expected = [
+        ("", "a9", "track", "Signed In", bucket("2026-03-02T23:50:00Z"), 1, vec![minute("2026-03-02T23:50:00Z")], ms("2026-03-02T23:50:00Z"), ms("2026-03-02T23:50:00Z")),
+        ("u1", "", "page", "Docs", bucket("2026-03-02T10:02:00Z"), 1, vec![minute("2026-03-02T10:02:00Z")], ms("2026-03-02T10:02:00Z"), ms("2026-03-02T10:02:00Z")),
+        ("u1", "", "track", "Report Created", bucket("2026-03-02T10:01:10Z"), 3, vec![minute("2026-03-02T10:01:10Z"), minute("2026-03-02T10:14:59Z")], ms("2026-03-02T10:01:10Z"), ms("2026-03-02T10:14:59Z")),
+        ("u1", "", "track", "Report Created", bucket("2026-03-02T10:15:00Z"), 1, vec![minute("2026-03-02T10:15:00Z")], ms("2026-03-02T10:15:00Z"), ms("2026-03-02T10:15:00Z")),
+    ];
+    let expected: Vec<String> = expected
+        .iter()
+        .map(|(user, anonymous, kind, event, bucket, messages, minutes, first, last)| {
+            let minutes: Vec<String> = minutes.iter().map(|m| m.to_string()).collect();
+            format!("{user}\t{anonymous}\t{kind}\t{event}\t{bucket}\t{messages}\t[{}]\t{first}\t{last}", minutes.join(","))
+        })
+        .collect();
+    let read = || {
+        clickhouse
+            .query(
+                "SELECT user_id, anonymous_id, type, event, bucket, uniqExactMerge(messages), arraySort(groupUniqArrayMerge(minutes)),
+                        minMerge(first_ms), maxMerge(last_ms)
+                 FROM bw_rollups.activity GROUP BY user_id, anonymous_id, type, event, bucket
+                 ORDER BY user_id, anonymous_id, type, event, bucket",
+            )
+            .lines()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(read(), expected);
+    // Merging the stored states changes nothing.
+    clickhouse.query("OPTIMIZE TABLE bw_rollups.activity FINAL");
+    assert_eq!(read(), expected);
+}
