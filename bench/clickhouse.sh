@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# ClickHouse store vs embedded store (issue 11). Prints numbers, asserts nothing. In one run
+# on the same machine, the same load generator sends TOTAL_EVENTS events (100-event batches)
+# to a node on the embedded store and to a node on ClickHouse (Debian's clickhouse-server,
+# started here as a plain process), and reports ingest rate, ack latency, memory of each
+# process and disk. The full metrics export runs on the embedded store only so far.
+# Usage: bench/clickhouse.sh [TOTAL_EVENTS=10000000]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TOTAL_EVENTS=${1:-10000000}
+CONNECTIONS=${CONNECTIONS:-32}
+CLICKHOUSE=${CLICKHOUSE:-/usr/sbin/clickhouse-server}
+[ -x "$CLICKHOUSE" ] || { echo "no $CLICKHOUSE: apt-get install clickhouse-server (scripts/test.sh does)" >&2; exit 1; }
+cargo build --release --locked --bin bellwether --example loadgen >&2
+BIN=target/release/bellwether
+LOADGEN=target/release/examples/loadgen
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+field() { python3 -c "import json,sys; print(json.loads(sys.argv[1])['$2'])" "$1"; }
+rss_mb() { awk '/VmRSS/ {printf "%.0f", $2/1024}' "/proc/$1/status"; }
+hwm_mb() { awk '/VmHWM/ {printf "%.0f", $2/1024}' "/proc/$1/status"; }
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+start() { # start NAME CMD...: runs CMD, waits for its "listening on URL" line, sets URL and PID
+    local name=$1; shift
+    "$@" > "$work/$name.out" 2> "$work/$name.err" &
+    PID=$!; pids+=("$PID"); disown "$PID"
+    for _ in $(seq 1 200); do
+        URL=$(grep -o 'http://[0-9.:]*' "$work/$name.out" 2>/dev/null | head -1 || true)
+        [ -n "$URL" ] && return 0
+        sleep 0.05
+    done
+    echo "$name did not start" >&2; cat "$work/$name.err" >&2; exit 1
+}
+
+# ClickHouse, configured as the tests configure it.
+ch="$work/clickhouse"; mkdir -p "$ch"/{data,tmp,user_files,log}
+http_port=$(free_port); tcp_port=$(free_port)
+cat > "$ch/users.xml" <<'XML'
+<?xml version="1.0"?>
+<yandex>
+  <profiles><default><max_memory_usage>4000000000</max_memory_usage></default></profiles>
+  <users><default><password></password><networks><ip>127.0.0.1</ip></networks><profile>default</profile><quota>default</quota></default></users>
+  <quotas><default><interval><duration>3600</duration><queries>0</queries><errors>0</errors><result_rows>0</result_rows><read_rows>0</read_rows><execution_time>0</execution_time></interval></default></quotas>
+</yandex>
+XML
+cat > "$ch/config.xml" <<XML
+<?xml version="1.0"?>
+<yandex>
+  <logger><level>warning</level><log>$ch/log/server.log</log><errorlog>$ch/log/error.log</errorlog><console>0</console></logger>
+  <http_port>$http_port</http_port><tcp_port>$tcp_port</tcp_port><listen_host>127.0.0.1</listen_host>
+  <path>$ch/data/</path><tmp_path>$ch/tmp/</tmp_path><user_files_path>$ch/user_files/</user_files_path>
+  <users_config>$ch/users.xml</users_config><default_profile>default</default_profile><default_database>default</default_database>
+  <mark_cache_size>268435456</mark_cache_size><max_concurrent_queries>100</max_concurrent_queries>
+</yandex>
+XML
+"$CLICKHOUSE" --config-file="$ch/config.xml" > /dev/null 2>&1 &
+CH_PID=$!; pids+=("$CH_PID"); disown "$CH_PID"
+for _ in $(seq 1 300); do curl -sf "http://127.0.0.1:$http_port/ping" > /dev/null && break; sleep 0.1; done
+
+echo "machine: $(nproc) cores, $(uname -r), $(date -u +%Y-%m-%dT%H:%MZ), clickhouse $(curl -s "http://127.0.0.1:$http_port/?query=SELECT%20version()")"
+run() { # run NAME [--store URL]: fills a fresh node with TOTAL_EVENTS events; sets RESULT, RSS, HWM
+    local name=$1; shift
+    BELLWETHER_WRITE_KEYS=bench-key BELLWETHER_LOG=warn start "$name" "$BIN" serve --data-dir "$work/$name" --listen 127.0.0.1:0 "$@"
+    echo "$name: sending $TOTAL_EVENTS events..." >&2
+    RESULT=$($LOADGEN --url "$URL" --batch 100 --connections "$CONNECTIONS" --seconds 100000 --total-events "$TOTAL_EVENTS")
+    RSS=$(rss_mb "$PID"); HWM=$(hwm_mb "$PID")
+    kill -9 "$PID"
+}
+run embedded
+emb=$RESULT; emb_rss=$RSS; emb_hwm=$HWM; emb_disk=$(du -sm "$work/embedded" | cut -f1)
+run clickhouse --store "clickhouse://127.0.0.1:$http_port/bench"
+chn=$RESULT; chn_rss=$RSS; chn_hwm=$HWM
+ch_rss=$(rss_mb "$CH_PID"); ch_hwm=$(hwm_mb "$CH_PID")
+ch_disk=$(du -sm "$ch/data" | cut -f1)
+rows=$(curl -s "http://127.0.0.1:$http_port/" --data-binary "SELECT count() FROM bench.events")
+activity=$(curl -s "http://127.0.0.1:$http_port/" --data-binary "SELECT count() FROM bench.activity")
+
+echo
+echo "| $TOTAL_EVENTS events, 100-event batches, $CONNECTIONS connections | embedded | ClickHouse |"
+echo "|---|---|---|"
+echo "| events/s | $(field "$emb" events_per_sec) | $(field "$chn" events_per_sec) |"
+echo "| p50 / p99 / max ack ms | $(field "$emb" p50_ms) / $(field "$emb" p99_ms) / $(field "$emb" max_ms) | $(field "$chn" p50_ms) / $(field "$chn" p99_ms) / $(field "$chn" max_ms) |"
+echo "| errors | $(field "$emb" errors) | $(field "$chn" errors) |"
+echo "| bellwether RSS now / peak MB | $emb_rss / $emb_hwm | $chn_rss / $chn_hwm |"
+echo "| clickhouse-server RSS now / peak MB | - | $ch_rss / $ch_hwm |"
+echo "| disk MB | $emb_disk | $ch_disk (events rows $rows, activity rows $activity, before merges) |"
+echo "| full metrics export | bench/metrics.sh | not yet on ClickHouse |"
