@@ -340,8 +340,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             config.currency.rates.entry(code.to_string()).or_insert(*rate);
         }
     }
-    if matches!(config.store, StoreLocation::ClickHouse(_)) && !matches!(cli.command, Command::Serve(_) | Command::Events(_) | Command::Generate(_)) {
-        bail!("this command needs the embedded store: on the ClickHouse store only `serve` (the tracking API) and `events` run so far; drop --store / BELLWETHER_STORE / `store` to use the data dir");
+    if matches!(config.store, StoreLocation::ClickHouse(_)) && !matches!(cli.command, Command::Serve(_) | Command::Events(_) | Command::Import(_) | Command::Generate(_)) {
+        bail!("this command needs the embedded store: on the ClickHouse store only `serve` (the tracking API), `events` and `import` run so far; drop --store / BELLWETHER_STORE / `store` to use the data dir");
     }
     match cli.command {
         Command::Serve(_) => serve(&config),
@@ -610,14 +610,24 @@ fn import(config: &Config, args: &ImportArgs) -> anyhow::Result<ExitCode> {
     } else {
         Box::new(std::fs::File::open(&args.file).with_context(|| format!("cannot read {}", args.file.display()))?)
     };
-    let store = Store::open(&config.data_dir)?;
-    let mut conn = store.connect()?;
     let currency = config.currency.clone();
     let check = move |code: &str| currency.check(code);
     let reason = |code: &str| config.listening.check_reason(code);
     let checks = crate::store::records::Checks { currency: &check, reason: &reason };
     let mut progress = |rows: usize| eprint!("\rimporting {}: {rows} rows", kind.name);
-    let report = crate::ingest::import::import(&mut conn, kind, format, std::io::BufReader::new(input), checks, &mut progress)?;
+    let input = std::io::BufReader::new(input);
+    let report = match &config.store {
+        StoreLocation::ClickHouse(location) => {
+            let clickhouse = store::clickhouse::block_on(store::clickhouse::ClickHouse::open(location))??;
+            let target = Box::new(store::clickhouse::RecordImport::new(clickhouse, kind));
+            let import = crate::store::records::Import::into_target(target, kind, checks);
+            crate::ingest::import::read_into(import, format, input, &mut progress)?
+        }
+        StoreLocation::Embedded => {
+            let store = Store::open(&config.data_dir)?;
+            crate::ingest::import::import(&mut store.connect()?, kind, format, input, checks, &mut progress)?
+        }
+    };
     if report.rows >= crate::ingest::import::PROGRESS_EVERY_ROWS {
         eprintln!();
     }

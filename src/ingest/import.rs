@@ -49,7 +49,12 @@ pub fn import(
     checks: Checks<'_>,
     progress: &mut dyn FnMut(usize),
 ) -> Result<ImportReport, StoreError> {
-    let mut import = Import::begin(conn, kind, checks)?;
+    read_into(Import::begin(conn, kind, checks)?, format, input, progress)
+}
+
+/// Reads the whole file into an import already begun (on any store) and returns its report.
+pub fn read_into(mut import: Import<'_>, format: Format, input: impl Read, progress: &mut dyn FnMut(usize)) -> Result<ImportReport, StoreError> {
+    let kind = import.kind();
     match format {
         Format::Csv => read_csv(kind, input, &mut import, progress)?,
         Format::Ndjson => read_ndjson(kind, input, &mut import, progress)?,

@@ -17,16 +17,19 @@
 //! Works on ClickHouse 18.16 and later: no window functions, CTEs, query parameters,
 //! Nullable key columns, DateTime64 or TTL; values are bound client-side with escaping.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
+use super::records::ImportTarget;
 use super::{EventFilter, StoreError, StoredEvent};
 use crate::config::ClickHouseLocation;
 use crate::ingest::queue::JobReceiver;
 use crate::ingest::{format_timestamp, Job, JobOutcome};
 use crate::limits;
+use crate::records::{self, Cell, ColumnType, Kind, Record};
 use crate::telemetry::Telemetry;
 
 /// A connection to one ClickHouse database (cheap to clone: a pooled HTTP client).
@@ -97,6 +100,35 @@ const SCHEMA: &[&str] = &[
     GROUP BY day, bucket, source, user_id, anonymous_id, group_id, type, event",
 ];
 
+/// The table of one record kind, from the spec: its columns (key columns plain `String`,
+/// the others Nullable), `traits` (JSON object text), and `version` (nanoseconds of the
+/// write: a ReplacingMergeTree keeps the newest row of each key) and `deleted`.
+fn record_table(kind: &Kind, database: &str) -> String {
+    let columns: Vec<String> = kind
+        .columns
+        .iter()
+        .map(|c| {
+            let ty = if kind.key.contains(&c.name) {
+                "String"
+            } else {
+                match c.ty {
+                    ColumnType::Count | ColumnType::Score | ColumnType::Bool => "Nullable(Int64)",
+                    ColumnType::Money | ColumnType::Number => "Nullable(Float64)",
+                    _ => "Nullable(String)",
+                }
+            };
+            format!("{} {ty}", c.name)
+        })
+        .collect();
+    format!(
+        "CREATE TABLE IF NOT EXISTS {database}.{table} ({columns}, traits String, version UInt64, deleted UInt8)
+         ENGINE = ReplacingMergeTree(version) ORDER BY ({key})",
+        table = kind.name,
+        columns = columns.join(", "),
+        key = kind.key.join(", ")
+    )
+}
+
 /// How long an insert may take to send and to be accepted, and a query to answer.
 const INSERT_SEND_TIMEOUT: Duration = Duration::from_secs(30);
 const INSERT_END_TIMEOUT: Duration = Duration::from_secs(60);
@@ -150,7 +182,12 @@ impl ClickHouse {
         for statement in SCHEMA {
             execute(&client, &statement.replace("{db}", database), &context).await?;
         }
-        Ok(ClickHouse { client: client.with_database(database), location: location.clone() })
+        for kind in records::KINDS {
+            execute(&client, &record_table(kind, database), &context).await?;
+        }
+        // Numbers in JSON output as numbers (18.16 quotes 64-bit integers by default).
+        let client = client.with_database(database).with_setting("output_format_json_quote_64bit_integers", "0");
+        Ok(ClickHouse { client, location: location.clone() })
     }
 
     /// Answers when the server does.
@@ -340,6 +377,176 @@ async fn execute(client: &clickhouse::Client, sql: &str, context: &str) -> Resul
     match tokio::time::timeout(QUERY_TIMEOUT, client.query(sql).execute()).await {
         Ok(result) => result.map_err(|e| error(context, e)),
         Err(_) => Err(StoreError::ClickHouse(format!("{context}: no answer within {} s", QUERY_TIMEOUT.as_secs()))),
+    }
+}
+
+/// An import into ClickHouse: rows are validated as for the embedded store and staged;
+/// `commit` reads the rows the import replaces (to merge their traits and count updates)
+/// and writes everything as one insert block, which ClickHouse stores whole or not at all.
+pub struct RecordImport {
+    store: ClickHouse,
+    kind: &'static Kind,
+    staged: Vec<Record>,
+    accounts: Option<HashSet<String>>,
+}
+
+impl RecordImport {
+    pub fn new(store: ClickHouse, kind: &'static Kind) -> RecordImport {
+        RecordImport { store, kind, staged: Vec::new(), accounts: None }
+    }
+
+    /// Current records of `kind` (all, or those whose joined key is in `keys`).
+    async fn current(&self, kind: &'static Kind, keys: Option<&[String]>) -> Result<Vec<Record>, StoreError> {
+        let names: Vec<&str> = kind.columns.iter().map(|c| c.name).collect();
+        let mut sql = format!("SELECT {}, traits FROM {} FINAL WHERE deleted = 0", names.join(", "), kind.name);
+        if keys.is_some() {
+            sql.push_str(&format!(" AND has(?, {})", joined_key(kind)));
+        }
+        let mut query = self.store.client.query(&sql);
+        if let Some(keys) = keys {
+            query = query.bind(keys);
+        }
+        let context = format!("read {}", kind.name);
+        let bytes = match tokio::time::timeout(QUERY_TIMEOUT, async { query.fetch_bytes("JSONEachRow")?.collect().await }).await {
+            Ok(result) => result.map_err(|e| error(&context, e))?,
+            Err(_) => return Err(StoreError::ClickHouse(format!("{context}: no answer within {} s", QUERY_TIMEOUT.as_secs()))),
+        };
+        let mut out = Vec::new();
+        for line in bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            let Value::Object(row) = serde_json::from_slice(line).map_err(|e| StoreError::Invalid(format!("{context}: {e}")))? else {
+                return Err(StoreError::Invalid(format!("{context}: a row is not an object")));
+            };
+            let cells = kind.columns.iter().map(|c| cell_from_json(row.get(c.name).unwrap_or(&Value::Null), c.ty)).collect();
+            let traits = match row.get("traits").and_then(Value::as_str).map(serde_json::from_str) {
+                Some(Ok(Value::Object(traits))) => traits,
+                _ => Map::new(),
+            };
+            out.push(Record { cells, traits });
+        }
+        Ok(out)
+    }
+}
+
+/// The key columns joined by the unit separator, as SQL.
+fn joined_key(kind: &Kind) -> String {
+    if kind.key.len() == 1 {
+        kind.key[0].to_string()
+    } else {
+        format!("concat({})", kind.key.join(", '\\x1f', "))
+    }
+}
+
+fn joined(kind: &Kind, record: &Record) -> String {
+    record.key(kind).join("\u{1f}")
+}
+
+fn cell_from_json(value: &Value, ty: ColumnType) -> Cell {
+    match (value, ty) {
+        (Value::Null, _) => Cell::Null,
+        (Value::Number(n), ColumnType::Money | ColumnType::Number) => n.as_f64().map_or(Cell::Null, Cell::Real),
+        (Value::Number(n), _) => n.as_i64().map_or(Cell::Null, Cell::Int),
+        (Value::String(text), _) => Cell::Text(text.clone()),
+        (other, _) => Cell::Text(other.to_string()),
+    }
+}
+
+fn cell_to_json(cell: &Cell) -> Value {
+    match cell {
+        Cell::Null => Value::Null,
+        Cell::Text(text) => Value::String(text.clone()),
+        Cell::Int(i) => Value::from(*i),
+        Cell::Real(f) => serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number),
+    }
+}
+
+/// JSON merge patch (RFC 7396), as SQLite's `json_patch`: a null removes a key.
+fn merge_patch(target: &mut Map<String, Value>, patch: &Map<String, Value>) {
+    for (key, value) in patch {
+        match value {
+            Value::Null => {
+                target.remove(key);
+            }
+            Value::Object(inner) => {
+                let slot = target.entry(key.clone()).or_insert_with(|| Value::Object(Map::new()));
+                if !slot.is_object() {
+                    *slot = Value::Object(Map::new());
+                }
+                if let Value::Object(existing) = slot {
+                    merge_patch(existing, inner);
+                }
+            }
+            other => {
+                target.insert(key.clone(), other.clone());
+            }
+        }
+    }
+}
+
+impl ImportTarget for RecordImport {
+    fn account_exists(&mut self, id: &str) -> Result<bool, StoreError> {
+        if self.accounts.is_none() {
+            let accounts = block_on(self.current(&records::ACCOUNTS, None))??;
+            self.accounts = Some(accounts.iter().map(|a| joined(&records::ACCOUNTS, a)).collect());
+        }
+        Ok(self.accounts.as_ref().is_some_and(|a| a.contains(id)))
+    }
+
+    fn upsert(&mut self, _kind: &'static Kind, record: &Record) -> Result<(), StoreError> {
+        self.staged.push(record.clone());
+        Ok(())
+    }
+
+    fn parents(&mut self) -> Result<HashMap<String, Option<String>>, StoreError> {
+        let accounts = &records::ACCOUNTS;
+        let parent_of = |a: &Record| a.get(accounts, "parent_id").as_text().map(str::to_string);
+        let mut parents: HashMap<String, Option<String>> =
+            block_on(self.current(accounts, None))??.iter().map(|a| (joined(accounts, a), parent_of(a))).collect();
+        if self.kind.name == accounts.name {
+            parents.extend(self.staged.iter().map(|a| (joined(accounts, a), parent_of(a))));
+        }
+        Ok(parents)
+    }
+
+    fn commit(self: Box<Self>) -> Result<(usize, usize), StoreError> {
+        let kind = self.kind;
+        let keys: Vec<String> = self.staged.iter().map(|r| joined(kind, r)).collect();
+        let mut existing: HashMap<String, Record> = HashMap::new();
+        for chunk in keys.chunks(1_000) {
+            for record in block_on(self.current(kind, Some(chunk)))?? {
+                existing.insert(joined(kind, &record), record);
+            }
+        }
+        let version = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+        let mut body = Vec::new();
+        let (mut inserted, mut updated) = (0, 0);
+        for (record, key) in self.staged.iter().zip(&keys) {
+            let mut traits = Map::new();
+            match existing.get(key) {
+                Some(old) => {
+                    updated += 1;
+                    traits = old.traits.clone();
+                }
+                None => inserted += 1,
+            }
+            merge_patch(&mut traits, &record.traits);
+            let mut row: Map<String, Value> = kind.columns.iter().zip(&record.cells).map(|(c, cell)| (c.name.to_string(), cell_to_json(cell))).collect();
+            row.insert("traits".into(), Value::String(Value::Object(traits).to_string()));
+            row.insert("version".into(), Value::from(version));
+            row.insert("deleted".into(), Value::from(0));
+            serde_json::to_writer(&mut body, &Value::Object(row)).map_err(|e| StoreError::Invalid(e.to_string()))?;
+            body.push(b'\n');
+        }
+        let names: Vec<&str> = kind.columns.iter().map(|c| c.name).collect();
+        let sql = format!("INSERT INTO {} ({}, traits, version, deleted) FORMAT JSONEachRow", kind.name, names.join(", "));
+        // One block for the whole file (ClickHouse stores a block whole or not at all).
+        let client = self.store.client.clone().with_setting("max_insert_block_size", (limits::IMPORT_ROWS_MAX + 1).to_string());
+        block_on(async move {
+            let mut insert = client.insert_formatted_with(sql).with_timeouts(Some(INSERT_SEND_TIMEOUT), Some(INSERT_END_TIMEOUT));
+            insert.send(body.into()).await?;
+            insert.end().await
+        })?
+        .map_err(|e| error(&format!("import {}", kind.name), e))?;
+        Ok((inserted, updated))
     }
 }
 

@@ -218,9 +218,55 @@ pub struct Checks<'a> {
     pub reason: &'a dyn Fn(&str) -> Result<(), String>,
 }
 
-/// An import in progress: one IMMEDIATE transaction that either commits whole or rolls back.
-pub struct Import<'c> {
+/// Where an import's records go: the embedded store's transaction ([`Import::begin`]) or
+/// ClickHouse (`store::clickhouse`). Nothing staged is visible until `commit`; a target
+/// dropped without it stores nothing.
+pub trait ImportTarget {
+    fn account_exists(&mut self, id: &str) -> Result<bool, StoreError>;
+    /// Stores (or stages) one valid record: a new key inserts, a known one updates (its
+    /// traits merged as JSON merge patch).
+    fn upsert(&mut self, kind: &'static Kind, record: &Record) -> Result<(), StoreError>;
+    /// Every account's parent as the import would leave them.
+    fn parents(&mut self) -> Result<HashMap<String, Option<String>>, StoreError>;
+    /// Makes everything visible at once; how many keys were new and how many updated.
+    fn commit(self: Box<Self>) -> Result<(usize, usize), StoreError>;
+}
+
+/// The embedded store's target: one transaction holding bellwether.db's write lock.
+struct Embedded<'c> {
     tx: Transaction<'c>,
+    inserted: usize,
+    updated: usize,
+}
+
+impl ImportTarget for Embedded<'_> {
+    fn account_exists(&mut self, id: &str) -> Result<bool, StoreError> {
+        account_exists(&self.tx, id)
+    }
+
+    fn upsert(&mut self, kind: &'static Kind, record: &Record) -> Result<(), StoreError> {
+        if upsert(&self.tx, kind, record)? {
+            self.inserted += 1;
+        } else {
+            self.updated += 1;
+        }
+        Ok(())
+    }
+
+    fn parents(&mut self) -> Result<HashMap<String, Option<String>>, StoreError> {
+        Ok(self.tx.prepare("SELECT account_id, parent_id FROM accounts")?.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?)
+    }
+
+    fn commit(self: Box<Self>) -> Result<(usize, usize), StoreError> {
+        self.tx.commit()?;
+        Ok((self.inserted, self.updated))
+    }
+}
+
+/// An import in progress: validated row by row into its target, which stores everything or
+/// nothing.
+pub struct Import<'c> {
+    target: Box<dyn ImportTarget + 'c>,
     kind: &'static Kind,
     checks: Checks<'c>,
     keys: HashMap<Vec<String>, usize>,
@@ -229,10 +275,16 @@ pub struct Import<'c> {
 }
 
 impl<'c> Import<'c> {
+    /// An import into the embedded store: one transaction, committed whole or rolled back.
     pub fn begin(conn: &'c mut Connection, kind: &'static Kind, checks: Checks<'c>) -> Result<Import<'c>, StoreError> {
         let tx = super::write_transaction(conn, super::Lock::Main)?;
+        Ok(Import::into_target(Box::new(Embedded { tx, inserted: 0, updated: 0 }), kind, checks))
+    }
+
+    /// An import into any target.
+    pub fn into_target(target: Box<dyn ImportTarget + 'c>, kind: &'static Kind, checks: Checks<'c>) -> Import<'c> {
         let report = ImportReport { kind: kind.name, rows: 0, inserted: 0, updated: 0, stored: false, error_count: 0, errors: Vec::new() };
-        Ok(Import { tx, kind, checks, keys: HashMap::new(), account_rows: HashMap::new(), report })
+        Import { target, kind, checks, keys: HashMap::new(), account_rows: HashMap::new(), report }
     }
 
     pub fn error(&mut self, row: usize, column: &str, reason: impl Into<String>) {
@@ -240,6 +292,10 @@ impl<'c> Import<'c> {
         if self.report.errors.len() < limits::IMPORT_ERRORS_MAX {
             self.report.errors.push(RowError { row, column: column.to_string(), reason: reason.into() });
         }
+    }
+
+    pub fn kind(&self) -> &'static Kind {
+        self.kind
     }
 
     pub fn has_errors(&self) -> bool {
@@ -276,7 +332,7 @@ impl<'c> Import<'c> {
         self.keys.insert(key.clone(), row);
         if self.kind.references_account {
             let account = record.get(self.kind, "account_id").as_text().unwrap_or_default().to_string();
-            if !account_exists(&self.tx, &account)? {
+            if !self.target.account_exists(&account)? {
                 self.error(row, "account_id", format!("unknown account {account:?}"));
                 return Ok(());
             }
@@ -301,29 +357,23 @@ impl<'c> Import<'c> {
         if self.has_errors() {
             return Ok(()); // nothing will be stored; keep validating only
         }
-        if upsert(&self.tx, self.kind, &record)? {
-            self.report.inserted += 1;
-        } else {
-            self.report.updated += 1;
-        }
-        Ok(())
+        self.target.upsert(self.kind, &record)
     }
 
     /// Runs the whole-file checks (account hierarchy) and commits, or rolls back if any row
     /// had an error.
     pub fn finish(mut self) -> Result<ImportReport, StoreError> {
         if self.kind.name == records::ACCOUNTS.name && !self.has_errors() {
-            for (row, column, reason) in hierarchy_errors(&self.tx, &self.account_rows)? {
+            let parents = self.target.parents()?;
+            for (row, column, reason) in hierarchy_errors(&parents, &self.account_rows) {
                 self.error(row, column, reason);
             }
         }
         if self.has_errors() {
-            self.report.inserted = 0;
-            self.report.updated = 0;
             self.report.errors.sort_by_key(|e| e.row);
-            return Ok(self.report); // dropping the transaction rolls it back
+            return Ok(self.report); // dropping the target stores nothing
         }
-        self.tx.commit()?;
+        (self.report.inserted, self.report.updated) = self.target.commit()?;
         self.report.stored = true;
         Ok(self.report)
     }
@@ -333,12 +383,9 @@ fn account_exists(conn: &Connection, id: &str) -> Result<bool, StoreError> {
     Ok(conn.prepare_cached("SELECT 1 FROM accounts WHERE account_id = ?1")?.exists([id])?)
 }
 
-/// Unknown parents and cycles among the accounts just written (the transaction sees them).
-fn hierarchy_errors(tx: &Connection, imported: &HashMap<String, usize>) -> Result<Vec<(usize, &'static str, String)>, StoreError> {
-    let parents: HashMap<String, Option<String>> = tx
-        .prepare("SELECT account_id, parent_id FROM accounts")?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<Result<_, _>>()?;
+/// Unknown parents and cycles among the accounts just imported (`parents`: every account's
+/// parent with the import applied).
+fn hierarchy_errors(parents: &HashMap<String, Option<String>>, imported: &HashMap<String, usize>) -> Vec<(usize, &'static str, String)> {
     let mut errors = Vec::new();
     let mut reported_cycles: HashSet<String> = HashSet::new();
     let mut ids: Vec<(&String, &usize)> = imported.iter().collect();
@@ -368,7 +415,7 @@ fn hierarchy_errors(tx: &Connection, imported: &HashMap<String, usize>) -> Resul
             }
         }
     }
-    Ok(errors)
+    errors
 }
 
 /// What deleting a person removed.

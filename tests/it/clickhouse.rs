@@ -218,3 +218,116 @@ fn clickhouse_keeps_per_person_quarter_hour_rollups_that_count_a_retried_message
     clickhouse.query("OPTIMIZE TABLE bw_rollups.activity FINAL");
     assert_eq!(read(), expected);
 }
+
+/// The stored rows of one record kind, key order: each column's JSON value, then traits.
+fn embedded_records(dir: &std::path::Path, kind: &str, columns: &[String], key: &str) -> Vec<Vec<Value>> {
+    let conn = rusqlite::Connection::open(dir.join("bellwether.db")).unwrap();
+    let sql = format!("SELECT {}, traits FROM {kind} ORDER BY {key}", columns.join(", "));
+    let mut query = conn.prepare(&sql).unwrap();
+    let rows = query
+        .query_map([], |r| {
+            let mut row = Vec::new();
+            for i in 0..columns.len() {
+                row.push(match r.get_ref(i).unwrap() {
+                    rusqlite::types::ValueRef::Null => Value::Null,
+                    rusqlite::types::ValueRef::Integer(n) => json!(n as f64),
+                    rusqlite::types::ValueRef::Real(f) => json!(f),
+                    rusqlite::types::ValueRef::Text(t) => json!(String::from_utf8_lossy(t)),
+                    rusqlite::types::ValueRef::Blob(_) => panic!("a blob"),
+                });
+            }
+            row.push(serde_json::from_str(&r.get::<_, String>(columns.len())?).unwrap());
+            Ok(row)
+        })
+        .unwrap();
+    rows.collect::<Result<_, _>>().unwrap()
+}
+
+fn clickhouse_records(clickhouse: &ClickHouseServer, database: &str, kind: &str, columns: &[String], key: &str) -> Vec<Vec<Value>> {
+    let sql = format!("SELECT {}, traits FROM {database}.{kind} FINAL WHERE deleted = 0 ORDER BY {key} FORMAT JSONEachRow", columns.join(", "));
+    clickhouse
+        .query(&sql)
+        .lines()
+        .map(|line| {
+            let row: serde_json::Map<String, Value> = serde_json::from_str(line).unwrap();
+            let mut out: Vec<Value> = columns.iter().map(|c| row[c].as_f64().map_or_else(|| row[c].clone(), |n| json!(n))).collect();
+            out.push(serde_json::from_str(row["traits"].as_str().unwrap()).unwrap());
+            out
+        })
+        .collect()
+}
+
+#[test]
+fn records_imported_into_clickhouse_equal_the_embedded_stores_and_a_bad_file_stores_nothing() {
+    let clickhouse = ClickHouseServer::start();
+    let store = clickhouse.store_url("bw_records");
+    let (embedded, config_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let config = config_dir.path().join("bellwether.toml");
+    std::fs::write(&config, "[currency]\nreport = \"USD\"\n[currency.rates]\nEUR = 1.08\n").unwrap();
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/records");
+    let import = |store: Option<&str>, kind: &str, file: &std::path::Path| {
+        let mut args = vec!["--config", config.to_str().unwrap(), "import", kind, file.to_str().unwrap()];
+        if let Some(store) = store {
+            args.extend(["--store", store]);
+        }
+        let out = cli(embedded.path(), &args);
+        (out.status.success(), String::from_utf8_lossy(&out.stderr).to_string())
+    };
+    // Every kind from CSV, then again from NDJSON (updates, traits merged): the same report
+    // from both stores and the same rows stored.
+    let kinds = ["csms", "accounts", "subscriptions", "tickets", "survey_responses", "suggestions", "kpis"];
+    for extension in ["csv", "ndjson"] {
+        for kind in kinds {
+            let file = data.join(format!("{kind}.{extension}"));
+            let on_embedded = import(None, kind, &file);
+            assert!(on_embedded.0, "{kind}.{extension}: {}", on_embedded.1);
+            assert_eq!(import(Some(&store), kind, &file), on_embedded, "{kind}.{extension}");
+        }
+    }
+    // The spec's columns (`traits_ms` is when a group call last merged traits, not imported).
+    let spec = |kind: &str| -> (Vec<String>, String) {
+        let conn = rusqlite::Connection::open(embedded.path().join("bellwether.db")).unwrap();
+        let columns: Vec<String> = conn
+            .prepare(&format!("SELECT name FROM pragma_table_info('{kind}') WHERE name NOT IN ('traits', 'traits_ms')"))
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let key: Vec<String> = conn
+            .prepare(&format!("SELECT name FROM pragma_table_info('{kind}') WHERE pk > 0 ORDER BY pk"))
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        (columns, key.join(", "))
+    };
+    for kind in kinds {
+        let (columns, key) = spec(kind);
+        let stored = embedded_records(embedded.path(), kind, &columns, &key);
+        assert!(!stored.is_empty(), "{kind}: nothing stored");
+        assert_eq!(clickhouse_records(&clickhouse, "bw_records", kind, &columns, &key), stored, "{kind}");
+    }
+
+    // A file with a hierarchy cycle and an unknown account: the same errors, nothing stored.
+    let bad = config_dir.path().join("bad.csv");
+    std::fs::write(&bad, "account_id,name,parent_id,segment,plan,csm,timezone,created_at\nloop1,L1,loop2,x,,,,\nloop2,L2,loop1,x,,,,\nfresh,F,,x,,,,\n").unwrap();
+    let on_embedded = import(None, "accounts", &bad);
+    assert!(!on_embedded.0 && on_embedded.1.contains("hierarchy cycle"), "{}", on_embedded.1);
+    assert_eq!(import(Some(&store), "accounts", &bad), on_embedded);
+    let bad = config_dir.path().join("bad_tickets.csv");
+    let header = std::fs::read_to_string(data.join("tickets.csv")).unwrap().lines().next().unwrap().to_string();
+    let columns = header.split(',').count();
+    let mut row = vec![String::new(); columns];
+    row[0] = "t-new".into();
+    row[1] = "nobody".into();
+    std::fs::write(&bad, format!("{header}\n{}\n", row.join(","))).unwrap();
+    let on_embedded = import(None, "tickets", &bad);
+    assert!(!on_embedded.0, "{}", on_embedded.1);
+    assert_eq!(import(Some(&store), "tickets", &bad), on_embedded);
+    for kind in ["accounts", "tickets"] {
+        let (columns, key) = spec(kind);
+        assert_eq!(clickhouse_records(&clickhouse, "bw_records", kind, &columns, &key), embedded_records(embedded.path(), kind, &columns, &key), "{kind} after bad files");
+    }
+}

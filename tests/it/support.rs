@@ -293,7 +293,9 @@ impl ClickHouseServer {
 
     /// Runs one statement over HTTP; its output as text.
     pub fn query(&self, sql: &str) -> String {
-        let mut reply = agent().post(&format!("http://127.0.0.1:{}/", self.http_port)).send(sql).expect("ClickHouse HTTP");
+        // 64-bit integers in JSON output as numbers (18.16 quotes them by default).
+        let url = format!("http://127.0.0.1:{}/?output_format_json_quote_64bit_integers=0", self.http_port);
+        let mut reply = agent().post(&url).send(sql).expect("ClickHouse HTTP");
         let text = reply.body_mut().read_to_string().unwrap();
         assert_eq!(reply.status(), 200, "{sql}: {text}");
         text
