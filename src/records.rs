@@ -243,6 +243,22 @@ impl Cell {
             _ => None,
         }
     }
+
+    pub fn as_i64(&self) -> Option<i64> {
+        match self {
+            Cell::Int(i) => Some(*i),
+            Cell::Real(f) => Some(*f as i64),
+            _ => None,
+        }
+    }
+
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            Cell::Int(i) => Some(*i as f64),
+            Cell::Real(f) => Some(*f),
+            _ => None,
+        }
+    }
 }
 
 /// One validated record: a cell per column of its kind, in column order, plus traits.

@@ -5,12 +5,14 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::NaiveDate;
+use rusqlite::types::ValueRef;
 use rusqlite::{params, Connection};
 use serde_json::{json, Value};
 
 use super::StoreError;
 use crate::config::{CurrencyConfig, MetricsConfig};
 use crate::metrics::activity::{self, day_number};
+use crate::records::Cell;
 use crate::metrics::{self, AccountData, FeatureDay, Kpi, Row, Subscription, Suggestion, Survey, Ticket, UserDay};
 
 /// An account as the metrics see it.
@@ -73,7 +75,7 @@ fn day_of_date(text: &str) -> Result<i32, StoreError> {
 
 /// Records of accounts, grouped by account id: one query per table for all accounts.
 #[derive(Default)]
-struct Records {
+pub(crate) struct Records {
     subscriptions: HashMap<String, Vec<Subscription>>,
     tickets: HashMap<String, Vec<Ticket>>,
     surveys: HashMap<String, Vec<Survey>>,
@@ -81,90 +83,113 @@ struct Records {
     kpis: HashMap<String, Vec<Kpi>>,
 }
 
+/// The record columns the metrics read, per kind (the order [`build_records`] takes them in).
+pub(crate) const RECORD_COLUMNS: &[(&str, &[&str])] = &[
+    ("subscriptions", &["account_id", "subscription_id", "product", "plan", "seats", "arr", "currency", "start_date", "end_date", "outcome", "provisioned_at", "go_live_at"]),
+    ("tickets", &["account_id", "type", "opened_at", "first_response_at", "resolved_at", "escalated"]),
+    ("survey_responses", &["account_id", "response_id", "user_id", "kind", "score", "answered_at"]),
+    ("suggestions", &["account_id", "category", "created_at"]),
+    ("kpis", &["account_id", "name", "date", "value"]),
+];
+
 /// Records of `only` one account or of all, their times cut into the local days of `infos`.
 fn load_records<'a>(conn: &Connection, only: Option<&str>, infos: impl IntoIterator<Item = &'a AccountInfo>, currency: &CurrencyConfig) -> Result<Records, StoreError> {
-    let tz: HashMap<&str, chrono_tz::Tz> = infos.into_iter().map(|i| (i.account_id.as_str(), i.tz)).collect();
-    let tz_of = |account: &str| tz.get(account).copied().unwrap_or(chrono_tz::UTC);
-    let mut records = Records::default();
     // Two forms so that a single account's rows are found by the account index.
     let filter = if only.is_some() { "WHERE account_id = ?1" } else { "WHERE ?1 IS NULL" };
-    let local = |account: &str, ms: i64| activity::local_day(ms, tz_of(account));
+    let mut rows = |table: &str, columns: &[&str]| -> Result<Vec<Vec<Cell>>, StoreError> {
+        let mut query = conn.prepare(&format!("SELECT {} FROM {table} {filter}", columns.join(", ")))?;
+        let rows = query.query_map(params![only], |r| {
+            (0..columns.len())
+                .map(|i| {
+                    Ok(match r.get_ref(i)? {
+                        ValueRef::Null => Cell::Null,
+                        ValueRef::Integer(n) => Cell::Int(n),
+                        ValueRef::Real(f) => Cell::Real(f),
+                        ValueRef::Text(t) | ValueRef::Blob(t) => Cell::Text(String::from_utf8_lossy(t).into_owned()),
+                    })
+                })
+                .collect::<rusqlite::Result<Vec<Cell>>>()
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    };
+    build_records(&mut rows, infos, currency)
+}
 
-    let mut query = conn.prepare(&format!(
-        "SELECT account_id, subscription_id, product, plan, seats, arr, currency, start_date, end_date, outcome, provisioned_at, go_live_at FROM subscriptions {filter}"
-    ))?;
-    let mut rows = query.query(params![only])?;
-    while let Some(r) = rows.next()? {
-        let account: String = r.get(0)?;
-        let id: String = r.get(1)?;
-        let arr = metrics::report_arr(r.get(5)?, r.get::<_, Option<String>>(6)?.as_deref(), currency)
+/// Builds the metrics' records from rows of [`RECORD_COLUMNS`] (`rows(table, columns)`),
+/// whichever store they come from.
+pub(crate) fn build_records<'a>(
+    rows: &mut dyn FnMut(&str, &[&str]) -> Result<Vec<Vec<Cell>>, StoreError>,
+    infos: impl IntoIterator<Item = &'a AccountInfo>,
+    currency: &CurrencyConfig,
+) -> Result<Records, StoreError> {
+    let tz: HashMap<&str, chrono_tz::Tz> = infos.into_iter().map(|i| (i.account_id.as_str(), i.tz)).collect();
+    let tz_of = |account: &str| tz.get(account).copied().unwrap_or(chrono_tz::UTC);
+    let local = |account: &str, ms: i64| activity::local_day(ms, tz_of(account));
+    let text = |cell: &Cell| cell.as_text().map(str::to_string);
+    let required = |cell: &Cell, what: &str| cell.as_text().map(str::to_string).ok_or_else(|| StoreError::Invalid(format!("stored {what} is empty")));
+    let mut records = Records::default();
+    let columns = |table: &str| RECORD_COLUMNS.iter().find(|(t, _)| *t == table).map(|(_, c)| *c).expect("invariant: a listed table");
+
+    for r in rows("subscriptions", columns("subscriptions"))? {
+        let account = required(&r[0], "account_id")?;
+        let id = required(&r[1], "subscription_id")?;
+        let arr = metrics::report_arr(r[5].as_f64(), r[6].as_text(), currency)
             .map_err(|reason| StoreError::Invalid(format!("subscription {id}: {reason}")))?;
-        let end: Option<String> = r.get(8)?;
-        let provisioned: Option<String> = r.get(10)?;
-        let go_live: Option<String> = r.get(11)?;
         let sub = Subscription {
-            product: r.get(2)?,
-            plan: r.get(3)?,
-            seats: r.get::<_, Option<i64>>(4)?.unwrap_or(0),
+            product: text(&r[2]),
+            plan: text(&r[3]),
+            seats: r[4].as_i64().unwrap_or(0),
             arr,
-            start: day_of_date(&r.get::<_, String>(7)?)?,
-            end: end.as_deref().map(day_of_date).transpose()?,
-            outcome: r.get(9)?,
-            provisioned: provisioned.as_deref().map(ms_of).transpose()?.map(|ms| local(&account, ms)),
-            go_live: go_live.as_deref().map(ms_of).transpose()?.map(|ms| local(&account, ms)),
+            start: day_of_date(&required(&r[7], "start_date")?)?,
+            end: r[8].as_text().map(day_of_date).transpose()?,
+            outcome: text(&r[9]),
+            provisioned: r[10].as_text().map(ms_of).transpose()?.map(|ms| local(&account, ms)),
+            go_live: r[11].as_text().map(ms_of).transpose()?.map(|ms| local(&account, ms)),
         };
         records.subscriptions.entry(account).or_default().push(sub);
     }
 
-    let mut query = conn.prepare(&format!("SELECT account_id, type, opened_at, first_response_at, resolved_at, escalated FROM tickets {filter}"))?;
-    let mut rows = query.query(params![only])?;
-    while let Some(r) = rows.next()? {
-        let account: String = r.get(0)?;
-        let opened_ms = ms_of(&r.get::<_, String>(2)?)?;
-        let first_response_ms = r.get::<_, Option<String>>(3)?.as_deref().map(ms_of).transpose()?;
-        let resolved_ms = r.get::<_, Option<String>>(4)?.as_deref().map(ms_of).transpose()?;
+    for r in rows("tickets", columns("tickets"))? {
+        let account = required(&r[0], "account_id")?;
+        let opened_ms = ms_of(&required(&r[2], "opened_at")?)?;
+        let first_response_ms = r[3].as_text().map(ms_of).transpose()?;
+        let resolved_ms = r[4].as_text().map(ms_of).transpose()?;
         let ticket = Ticket {
-            kind: r.get(1)?,
+            kind: text(&r[1]),
             opened_ms,
             opened: local(&account, opened_ms),
             first_response_ms,
             first_response: first_response_ms.map(|ms| local(&account, ms)),
             resolved_ms,
             resolved: resolved_ms.map(|ms| local(&account, ms)),
-            escalated: r.get::<_, i64>(5)? != 0,
+            escalated: r[5].as_i64().unwrap_or(0) != 0,
         };
         records.tickets.entry(account).or_default().push(ticket);
     }
 
-    let mut query = conn.prepare(&format!("SELECT account_id, response_id, user_id, kind, score, answered_at FROM survey_responses {filter}"))?;
-    let mut rows = query.query(params![only])?;
-    while let Some(r) = rows.next()? {
-        let account: String = r.get(0)?;
-        let answered_ms = ms_of(&r.get::<_, String>(5)?)?;
+    for r in rows("survey_responses", columns("survey_responses"))? {
+        let account = required(&r[0], "account_id")?;
+        let answered_ms = ms_of(&required(&r[5], "answered_at")?)?;
         let survey = Survey {
-            response_id: r.get(1)?,
-            user: r.get(2)?,
-            kind: r.get(3)?,
-            score: r.get(4)?,
+            response_id: required(&r[1], "response_id")?,
+            user: text(&r[2]),
+            kind: required(&r[3], "kind")?,
+            score: r[4].as_i64().ok_or_else(|| StoreError::Invalid("stored survey score is empty".into()))?,
             answered_ms,
             answered: local(&account, answered_ms),
         };
         records.surveys.entry(account).or_default().push(survey);
     }
 
-    let mut query = conn.prepare(&format!("SELECT account_id, category, created_at FROM suggestions {filter}"))?;
-    let mut rows = query.query(params![only])?;
-    while let Some(r) = rows.next()? {
-        let account: String = r.get(0)?;
-        let created = local(&account, ms_of(&r.get::<_, String>(2)?)?);
-        records.suggestions.entry(account).or_default().push(Suggestion { category: r.get(1)?, created });
+    for r in rows("suggestions", columns("suggestions"))? {
+        let account = required(&r[0], "account_id")?;
+        let created = local(&account, ms_of(&required(&r[2], "created_at")?)?);
+        records.suggestions.entry(account).or_default().push(Suggestion { category: text(&r[1]), created });
     }
 
-    let mut query = conn.prepare(&format!("SELECT account_id, name, date, value FROM kpis {filter}"))?;
-    let mut rows = query.query(params![only])?;
-    while let Some(r) = rows.next()? {
-        let account: String = r.get(0)?;
-        let kpi = Kpi { name: r.get(1)?, date: day_of_date(&r.get::<_, String>(2)?)?, value: r.get(3)? };
+    for r in rows("kpis", columns("kpis"))? {
+        let account = required(&r[0], "account_id")?;
+        let kpi = Kpi { name: required(&r[1], "name")?, date: day_of_date(&required(&r[2], "date")?)?, value: r[3].as_f64().unwrap_or(0.0) };
         records.kpis.entry(account).or_default().push(kpi);
     }
     Ok(records)
