@@ -340,8 +340,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             config.currency.rates.entry(code.to_string()).or_insert(*rate);
         }
     }
-    if matches!(config.store, StoreLocation::ClickHouse(_)) && !matches!(cli.command, Command::Serve(_) | Command::Events(_) | Command::Import(_) | Command::Generate(_)) {
-        bail!("this command needs the embedded store: on the ClickHouse store only `serve` (the tracking API), `events` and `import` run so far; drop --store / BELLWETHER_STORE / `store` to use the data dir");
+    if matches!(config.store, StoreLocation::ClickHouse(_)) && !matches!(cli.command, Command::Serve(_) | Command::Events(_) | Command::Import(_) | Command::Metrics(_) | Command::Generate(_)) {
+        bail!("this command needs the embedded store: on the ClickHouse store only `serve` (the tracking API), `events`, `import` and `metrics` run so far; drop --store / BELLWETHER_STORE / `store` to use the data dir");
     }
     match cli.command {
         Command::Serve(_) => serve(&config),
@@ -674,8 +674,15 @@ fn open_existing(config: &Config) -> anyhow::Result<Store> {
 
 fn metrics(config: &Config, args: &MetricsArgs) -> anyhow::Result<ExitCode> {
     let as_of = date_arg("as-of", args.as_of.as_deref())?;
-    let (_store, conn) = store_caught_up(config)?;
-    let rows = store::metrics::snapshot(&conn, as_of, &config.metrics, &config.currency)?;
+    let rows = match &config.store {
+        StoreLocation::ClickHouse(location) => store::clickhouse::block_on(async {
+            store::clickhouse::ClickHouse::open(location).await?.snapshot(as_of, &config.metrics, &config.currency).await
+        })??,
+        StoreLocation::Embedded => {
+            let (_store, conn) = store_caught_up(config)?;
+            store::metrics::snapshot(&conn, as_of, &config.metrics, &config.currency)?
+        }
+    };
     let mut out = std::io::stdout().lock();
     if args.format == "json" {
         serde_json::to_writer(&mut out, &rows)?;

@@ -20,12 +20,16 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
+use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::records::ImportTarget;
 use super::{EventFilter, StoreError, StoredEvent};
-use crate::config::ClickHouseLocation;
+use super::metrics::AccountInfo;
+use crate::config::{ClickHouseLocation, CurrencyConfig, MetricsConfig};
+use crate::metrics::activity::{self, Classifier};
+use crate::metrics::{self, FeatureDay, UserDay};
 use crate::ingest::queue::JobReceiver;
 use crate::ingest::{format_timestamp, Job, JobOutcome};
 use crate::limits;
@@ -547,6 +551,290 @@ impl ImportTarget for RecordImport {
         })?
         .map_err(|e| error(&format!("import {}", kind.name), e))?;
         Ok((inserted, updated))
+    }
+}
+
+/// One link of an identity (alias previousId, or identify anonymousId, to a userId).
+#[derive(clickhouse::Row, Deserialize)]
+struct LinkRow {
+    previous: String,
+    user_id: String,
+    timestamp_ms: i64,
+    received_ms: i64,
+    position: u32,
+}
+
+/// One group call.
+#[derive(clickhouse::Row, Deserialize)]
+struct GroupRow {
+    user_id: String,
+    anonymous_id: String,
+    group_id: String,
+    timestamp_ms: i64,
+    received_ms: i64,
+    position: u32,
+    plan: String,
+}
+
+/// One merged `activity` row.
+#[derive(clickhouse::Row, Deserialize)]
+struct ActivityRow {
+    user_id: String,
+    anonymous_id: String,
+    group_id: String,
+    kind: String,
+    event: String,
+    messages: u64,
+    minutes: Vec<u32>,
+    first_ms: i64,
+}
+
+/// Per-user-day rollups of every account, cut as the embedded store's rollup worker cuts
+/// them (see `store::rollup`): each activity row counts for the person its ids resolve to
+/// and for its event's account (`context.groupId`, else the account the person was grouped
+/// into at the time; none: not counted), on the local day of that account's timezone.
+#[derive(Default)]
+struct Rollups {
+    days: HashMap<String, Vec<UserDay>>,
+    features: HashMap<String, Vec<FeatureDay>>,
+    first_use: HashMap<String, HashMap<String, i32>>,
+}
+
+impl ClickHouse {
+    /// Every account's metrics at `as_of`, as `store::metrics::snapshot` computes them on
+    /// the embedded store: records and the `activity` rollups read from ClickHouse (events
+    /// already aggregated there), cut into per-user local days here, then the same pure
+    /// computation.
+    pub async fn snapshot(&self, as_of: NaiveDate, config: &MetricsConfig, currency: &CurrencyConfig) -> Result<Vec<metrics::Row>, StoreError> {
+        let day = activity::day_number(as_of);
+        let groups: Vec<GroupRow> = fetch_all(
+            self.client.query(
+                "SELECT user_id, anonymous_id, group_id, timestamp_ms, received_ms, position, visitParamExtractString(traits, 'plan') AS plan
+                 FROM events WHERE type = 'group'
+                 ORDER BY received_ms, position LIMIT 1 BY source, message_id",
+            ),
+            "group calls",
+        )
+        .await?;
+        let infos = self.account_infos(&groups).await?;
+        let mut rows: HashMap<&str, Vec<Vec<Cell>>> = HashMap::new();
+        for (table, columns) in super::metrics::RECORD_COLUMNS {
+            let kind = records::kind(table).expect("invariant: a record kind");
+            let index: Vec<usize> = columns.iter().map(|c| kind.columns.iter().position(|k| k.name == *c).expect("invariant: a column of the kind")).collect();
+            let current = self.current_records(kind, None).await?;
+            rows.insert(table, current.into_iter().map(|r| index.iter().map(|&i| r.cells[i].clone()).collect()).collect());
+        }
+        let mut records = super::metrics::build_records(&mut |table, _| Ok(rows.remove(table).unwrap_or_default()), &infos, currency)?;
+        let mut rollups = self.rollups(&infos, &groups, config).await?;
+        let mut out = Vec::with_capacity(infos.len());
+        for info in &infos {
+            let id = info.account_id.as_str();
+            let days = rollups.days.remove(id).unwrap_or_default();
+            let from = day - config.lookback_days();
+            let mut data = records.account_data(info);
+            data.features = rollups.features.remove(id).unwrap_or_default().into_iter().filter(|f| f.day >= from && f.day <= day).collect();
+            data.first_use = rollups.first_use.remove(id).unwrap_or_default();
+            data.days = days.iter().filter(|d| d.day >= from && d.day <= day).cloned().collect();
+            if let Some(moment) = data.value_moment(config) {
+                let last = moment + config.windows.adoption_days as i32 - 1;
+                data.value_days = days.into_iter().filter(|d| d.day >= moment && d.day <= last).collect();
+            }
+            out.push(metrics::compute(&data, day, config));
+        }
+        metrics::engagement_scores(&mut out, config);
+        Ok(out)
+    }
+
+    async fn current_records(&self, kind: &'static Kind, keys: Option<&[String]>) -> Result<Vec<Record>, StoreError> {
+        RecordImport::new(self.clone(), kind).current(kind, keys).await
+    }
+
+    /// The accounts of the records, plus those only group calls named (their plan from the
+    /// newest call's traits), by id: as the embedded store lists them.
+    async fn account_infos(&self, groups: &[GroupRow]) -> Result<Vec<AccountInfo>, StoreError> {
+        let kind = &records::ACCOUNTS;
+        let mut infos: BTreeMap<String, AccountInfo> = BTreeMap::new();
+        for account in self.current_records(kind, None).await? {
+            let text = |name: &str| account.get(kind, name).as_text().map(str::to_string);
+            let id = text("account_id").unwrap_or_default();
+            let plan = text("plan");
+            infos.insert(
+                id.clone(),
+                AccountInfo {
+                    account_id: id,
+                    parent_id: text("parent_id"),
+                    segment: text("segment").or_else(|| plan.clone()).unwrap_or_else(|| "unknown".into()),
+                    plan,
+                    tz: text("timezone").and_then(|t| t.parse().ok()).unwrap_or(chrono_tz::UTC),
+                },
+            );
+        }
+        let mut newest: BTreeMap<&str, &GroupRow> = BTreeMap::new();
+        for group in groups.iter().filter(|g| !infos.contains_key(&g.group_id)) {
+            let slot = newest.entry(&group.group_id).or_insert(group);
+            if (group.timestamp_ms, group.received_ms, group.position) >= (slot.timestamp_ms, slot.received_ms, slot.position) {
+                *slot = group;
+            }
+        }
+        for (id, group) in newest {
+            let plan = non_empty(&group.plan);
+            infos.insert(
+                id.to_string(),
+                AccountInfo { account_id: id.to_string(), parent_id: None, segment: plan.clone().unwrap_or_else(|| "unknown".into()), plan, tz: chrono_tz::UTC },
+            );
+        }
+        Ok(infos.into_values().collect())
+    }
+
+    async fn rollups(&self, infos: &[AccountInfo], groups: &[GroupRow], config: &MetricsConfig) -> Result<Rollups, StoreError> {
+        let links: Vec<LinkRow> = fetch_all(
+            self.client.query(
+                "SELECT if(type = 'alias', previous_id, anonymous_id) AS previous, user_id, timestamp_ms, received_ms, position
+                 FROM events WHERE type IN ('alias', 'identify') AND user_id != '' AND if(type = 'alias', previous_id, anonymous_id) != ''
+                 ORDER BY received_ms, position LIMIT 1 BY source, message_id",
+            ),
+            "identity links",
+        )
+        .await?;
+        let activity: Vec<ActivityRow> = fetch_all(
+            self.client.query(
+                "SELECT user_id, anonymous_id, group_id, type AS kind, event, uniqExactMerge(messages) AS messages,
+                        groupUniqArrayMerge(minutes) AS minutes, minMerge(first_ms) AS first_ms
+                 FROM activity GROUP BY user_id, anonymous_id, group_id, kind, event, bucket",
+            ),
+            "activity rollups",
+        )
+        .await?;
+        let timezones: HashMap<&str, chrono_tz::Tz> = infos.iter().map(|i| (i.account_id.as_str(), i.tz)).collect();
+        // The newest link of each id, as the rollup worker follows them.
+        let mut newest_link: HashMap<&str, &LinkRow> = HashMap::new();
+        let mut linked_from: HashMap<&str, Vec<&str>> = HashMap::new();
+        for link in links.iter().filter(|l| l.previous != l.user_id) {
+            let slot = newest_link.entry(&link.previous).or_insert(link);
+            if (link.timestamp_ms, link.received_ms, link.position) >= (slot.timestamp_ms, slot.received_ms, slot.position) {
+                *slot = link;
+            }
+            linked_from.entry(&link.user_id).or_default().push(&link.previous);
+        }
+        let canonical = |id: &str, is_user: bool| -> Option<String> {
+            let mut current = id;
+            let mut linked = false;
+            let mut seen = HashSet::new();
+            while seen.insert(current) && seen.len() <= 16 {
+                match newest_link.get(current) {
+                    Some(link) => {
+                        current = &link.user_id;
+                        linked = true;
+                    }
+                    None => break,
+                }
+            }
+            (is_user || linked).then(|| current.to_string())
+        };
+        // Each person's group calls under any id linked into it, by time.
+        let mut calls_of: HashMap<&str, Vec<&GroupRow>> = HashMap::new();
+        for group in groups {
+            let id = if group.user_id.is_empty() { &group.anonymous_id } else { &group.user_id };
+            calls_of.entry(id).or_default().push(group);
+        }
+        let mut memberships: HashMap<String, Vec<(i64, i64, u32, String)>> = HashMap::new();
+        let mut account_at = |person: &str, ts: i64| -> Option<String> {
+            let list = memberships.entry(person.to_string()).or_insert_with(|| {
+                let mut ids = vec![person];
+                let mut index = 0;
+                while index < ids.len() && ids.len() < 1000 {
+                    for previous in linked_from.get(ids[index]).into_iter().flatten() {
+                        if !ids.contains(previous) {
+                            ids.push(previous);
+                        }
+                    }
+                    index += 1;
+                }
+                let mut all: Vec<(i64, i64, u32, String)> = ids
+                    .iter()
+                    .flat_map(|id| calls_of.get(id).into_iter().flatten())
+                    .map(|g| (g.timestamp_ms, g.received_ms, g.position, g.group_id.clone()))
+                    .collect();
+                all.sort();
+                all
+            });
+            let index = list.partition_point(|(at, ..)| *at <= ts);
+            index.checked_sub(1).map(|i| list[i].3.clone())
+        };
+
+        #[derive(Default)]
+        struct Day {
+            logins: i64,
+            transactions: i64,
+            education: i64,
+            minutes: Vec<u32>,
+            login_minutes: Vec<u32>,
+            key_minutes: Vec<u32>,
+            features: BTreeMap<String, i64>,
+        }
+        let mut classifier = Classifier::new(config);
+        let mut cut: BTreeMap<(String, i32, String), Day> = BTreeMap::new();
+        for row in &activity {
+            let Some(act) = classifier.classify(&row.kind, non_empty(&row.event).as_deref()) else { continue };
+            let person = if !row.user_id.is_empty() {
+                canonical(&row.user_id, true)
+            } else if !row.anonymous_id.is_empty() {
+                canonical(&row.anonymous_id, false)
+            } else {
+                None
+            };
+            let Some(person) = person else { continue };
+            let account = match non_empty(&row.group_id) {
+                Some(group) => group,
+                None => match account_at(&person, row.first_ms) {
+                    Some(account) => account,
+                    None => continue,
+                },
+            };
+            let tz = timezones.get(account.as_str()).copied().unwrap_or(chrono_tz::UTC);
+            let local = activity::local_day(row.first_ms, tz);
+            let day = cut.entry((account, local, person)).or_default();
+            let uses = row.messages as i64;
+            day.minutes.extend(&row.minutes);
+            if act.login {
+                day.logins += uses;
+                day.login_minutes.extend(&row.minutes);
+            }
+            if act.education {
+                day.education += uses;
+            }
+            if let Some(feature) = &act.feature {
+                day.transactions += uses;
+                *day.features.entry(feature.clone()).or_default() += uses;
+                if act.key {
+                    day.key_minutes.extend(&row.minutes);
+                }
+            }
+        }
+        let mut out = Rollups::default();
+        for ((account, day, person), mut agg) in cut {
+            for list in [&mut agg.minutes, &mut agg.login_minutes, &mut agg.key_minutes] {
+                list.sort_unstable();
+                list.dedup();
+            }
+            let first = out.first_use.entry(account.clone()).or_default();
+            for (feature, uses) in agg.features {
+                let at = first.entry(feature.clone()).or_insert(day);
+                *at = (*at).min(day);
+                out.features.entry(account.clone()).or_default().push(FeatureDay { day, feature, uses });
+            }
+            out.days.entry(account).or_default().push(UserDay {
+                day,
+                user: person,
+                logins: agg.logins,
+                transactions: agg.transactions,
+                education: agg.education,
+                minutes: agg.minutes,
+                login_minutes: agg.login_minutes,
+                key_minutes: agg.key_minutes,
+            });
+        }
+        Ok(out)
     }
 }
 

@@ -229,20 +229,28 @@ pub fn load(
     infos.iter().map(|info| load_one(conn, info, &mut records, from_day, to_day, config)).collect()
 }
 
+impl Records {
+    /// An account's data with its records (taken out of these), its rollups still empty.
+    pub(crate) fn account_data(&mut self, info: &AccountInfo) -> AccountData {
+        let id = info.account_id.as_str();
+        AccountData {
+            account_id: info.account_id.clone(),
+            segment: info.segment.clone(),
+            plan: info.plan.clone(),
+            subscriptions: self.subscriptions.remove(id).unwrap_or_default(),
+            tickets: self.tickets.remove(id).unwrap_or_default(),
+            surveys: self.surveys.remove(id).unwrap_or_default(),
+            suggestions: self.suggestions.remove(id).unwrap_or_default(),
+            kpis: self.kpis.remove(id).unwrap_or_default(),
+            ..AccountData::default()
+        }
+    }
+}
+
 /// One account's data, taking its records out of `records`.
 fn load_one(conn: &Connection, info: &AccountInfo, records: &mut Records, from_day: i32, to_day: i32, config: &MetricsConfig) -> Result<AccountData, StoreError> {
     let id = info.account_id.as_str();
-    let mut data = AccountData {
-        account_id: info.account_id.clone(),
-        segment: info.segment.clone(),
-        plan: info.plan.clone(),
-        subscriptions: records.subscriptions.remove(id).unwrap_or_default(),
-        tickets: records.tickets.remove(id).unwrap_or_default(),
-        surveys: records.surveys.remove(id).unwrap_or_default(),
-        suggestions: records.suggestions.remove(id).unwrap_or_default(),
-        kpis: records.kpis.remove(id).unwrap_or_default(),
-        ..AccountData::default()
-    };
+    let mut data = records.account_data(info);
     data.days = user_days(conn, id, from_day - config.lookback_days(), to_day)?;
     let mut features = conn.prepare_cached("SELECT day, feature, uses FROM user_day_features WHERE account_id = ?1 AND day BETWEEN ?2 AND ?3")?;
     data.features = features

@@ -151,7 +151,7 @@ fn a_clickhouse_store_that_does_not_answer_or_is_misspelled_fails_at_start() {
         assert!(!out.status.success() && said.contains("BELLWETHER_STORE") && said.contains(reason), "{bad}: {said}");
     }
     // Commands that need the embedded store refuse a ClickHouse one rather than ignore it.
-    let out = cli(dir.path(), &["--store", &url, "metrics"]);
+    let out = cli(dir.path(), &["--store", &url, "rebuild"]);
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && said.contains("needs the embedded store"), "{said}");
 }
@@ -329,5 +329,55 @@ fn records_imported_into_clickhouse_equal_the_embedded_stores_and_a_bad_file_sto
     for kind in ["accounts", "tickets"] {
         let (columns, key) = spec(kind);
         assert_eq!(clickhouse_records(&clickhouse, "bw_records", kind, &columns, &key), embedded_records(embedded.path(), kind, &columns, &key), "{kind} after bad files");
+    }
+}
+
+#[test]
+fn the_metrics_fixture_exports_the_same_from_two_clickhouse_nodes_as_from_the_embedded_store() {
+    use super::metrics::{export, first_batch, record_bodies, records, second_batch, send, setup, AS_OF};
+    // The embedded store: records through the API, events through the tracking API.
+    let (embedded, config) = setup();
+    let mut server = Server::start(embedded.path(), &[("BELLWETHER_CONFIG", config.to_str().unwrap())]);
+    records(&server, &create_token(embedded.path(), "admin"));
+    send(&server, first_batch());
+    send(&server, second_batch());
+    server.stop();
+    let reference = export(embedded.path(), &config);
+    assert_eq!(reference.len(), 6);
+
+    // ClickHouse: the same records imported as NDJSON, the same events through two nodes,
+    // each batch retried through the other one.
+    let clickhouse = ClickHouseServer::start();
+    let store = clickhouse.store_url("bw_metrics");
+    let (dir_a, dir_b, files) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut kinds: Vec<&str> = Vec::new();
+    let mut lines: BTreeMap<&str, String> = BTreeMap::new();
+    for (kind, body) in record_bodies() {
+        if !kinds.contains(&kind) {
+            kinds.push(kind);
+        }
+        lines.entry(kind).or_default().push_str(&format!("{body}\n"));
+    }
+    for kind in kinds {
+        let file = files.path().join(format!("{kind}.ndjson"));
+        std::fs::write(&file, &lines[kind]).unwrap();
+        let out = cli(dir_a.path(), &["--config", config.to_str().unwrap(), "--store", &store, "import", kind, file.to_str().unwrap()]);
+        assert!(out.status.success(), "import {kind}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let env = [("BELLWETHER_CONFIG", config.to_str().unwrap()), ("BELLWETHER_STORE", store.as_str())];
+    let (node_a, node_b) = (Server::start(dir_a.path(), &env), Server::start(dir_b.path(), &env));
+    send(&node_a, first_batch());
+    send(&node_b, first_batch());
+    send(&node_b, second_batch());
+    send(&node_a, second_batch());
+    for node in [dir_a.path(), dir_b.path()] {
+        let out = cli(node, &["--config", config.to_str().unwrap(), "--store", &store, "metrics", "--as-of", AS_OF, "--format", "json"]);
+        assert!(out.status.success(), "metrics: {}", String::from_utf8_lossy(&out.stderr));
+        let rows: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+        let by_account: serde_json::Map<String, Value> = rows.into_iter().map(|r| (r["account_id"].as_str().unwrap().to_string(), r)).collect();
+        for (account, expected) in &reference {
+            assert_eq!(&by_account[account], expected, "{account}");
+        }
+        assert_eq!(by_account, reference);
     }
 }

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 use super::support::*;
 
-const AS_OF: &str = "2026-03-15";
+pub(super) const AS_OF: &str = "2026-03-15";
 
 const CONFIG: &str = r#"
 [currency]
@@ -79,7 +79,9 @@ fn close(actual: &Value, expected: f64, what: &str) {
     assert!((x - expected).abs() < 1e-9, "{what}: expected {expected}, got {x}");
 }
 
-pub(super) fn records(server: &Server, token: &str) {
+/// Every record of the fixture, by kind, in an order that creates accounts first.
+pub(super) fn record_bodies() -> Vec<(&'static str, Value)> {
+    let mut out = Vec::new();
     for account in [
         json!({"account_id": "acme", "segment": "pro", "plan": "pro", "timezone": "Europe/Stockholm"}),
         json!({"account_id": "beta", "segment": "pro", "plan": "pro"}),
@@ -88,7 +90,7 @@ pub(super) fn records(server: &Server, token: &str) {
         json!({"account_id": "north", "segment": "enterprise", "parent_id": "holding"}),
         json!({"account_id": "south", "segment": "enterprise", "parent_id": "holding"}),
     ] {
-        create(server, token, "accounts", account);
+        out.push(("accounts", account));
     }
     for sub in [
         // acme renews on the last day of Q1: 2025-04-01..2026-03-31, then 2026-04-01..2027-03-31.
@@ -108,7 +110,7 @@ pub(super) fn records(server: &Server, token: &str) {
         // zero: a contract with zero seats, open-ended, new in Q1.
         json!({"subscription_id": "z1", "account_id": "zero", "product": "core", "seats": 0, "arr": 0, "currency": "USD", "start_date": "2026-01-15"}),
     ] {
-        create(server, token, "subscriptions", sub);
+        out.push(("subscriptions", sub));
     }
     for ticket in [
         // t1: response 2 h, resolved after 24 h, inside 90 d.
@@ -126,7 +128,7 @@ pub(super) fn records(server: &Server, token: &str) {
         json!({"ticket_id": "t5", "account_id": "acme", "type": "billing", "opened_at": "2026-02-01T00:00:00Z",
                "first_response_at": "2026-02-01T04:00:00Z", "resolved_at": "2026-03-15T23:30:00Z"}),
     ] {
-        create(server, token, "tickets", ticket);
+        out.push(("tickets", ticket));
     }
     let answers = [
         ("r1", Some("u1"), "nps", json!(10), "2025-10-01T10:00:00Z"),
@@ -145,13 +147,20 @@ pub(super) fn records(server: &Server, token: &str) {
         ("r14", Some("u2"), "go_live_recommend", json!("no"), "2025-04-21T10:00:00Z"),
     ];
     for (id, user, kind, score, at) in answers {
-        create(server, token, "survey_responses", json!({"response_id": id, "account_id": "acme", "user_id": user, "kind": kind, "score": score, "answered_at": at}));
+        out.push(("survey_responses", json!({"response_id": id, "account_id": "acme", "user_id": user, "kind": kind, "score": score, "answered_at": at})));
     }
     for (id, category, at) in [("g1", "reports", "2026-03-01T10:00:00Z"), ("g2", "ui", "2026-02-01T10:00:00Z"), ("g3", "ui", "2025-11-01T10:00:00Z")] {
-        create(server, token, "suggestions", json!({"suggestion_id": id, "account_id": "acme", "title": "more", "category": category, "created_at": at}));
+        out.push(("suggestions", json!({"suggestion_id": id, "account_id": "acme", "title": "more", "category": category, "created_at": at})));
     }
     for (date, value) in [("2026-01-31", 10.0), ("2026-02-28", 16.0), ("2026-03-31", 30.0)] {
-        create(server, token, "kpis", json!({"account_id": "acme", "name": "hours_saved", "date": date, "value": value}));
+        out.push(("kpis", json!({"account_id": "acme", "name": "hours_saved", "date": date, "value": value})));
+    }
+    out
+}
+
+pub(super) fn records(server: &Server, token: &str) {
+    for (kind, body) in record_bodies() {
+        create(server, token, kind, body);
     }
 }
 
