@@ -213,8 +213,13 @@ impl AccountData {
     /// The value moment: the earliest go-live if any subscription has one, else the first use
     /// of the configured value feature.
     pub fn value_moment(&self, config: &MetricsConfig) -> Option<i32> {
+        self.value_moment_with(&self.first_use, config)
+    }
+
+    /// The value moment were the account's first feature uses `first_use`.
+    pub fn value_moment_with(&self, first_use: &HashMap<String, i32>, config: &MetricsConfig) -> Option<i32> {
         let go_live = self.subscriptions.iter().filter_map(|s| s.go_live).min();
-        go_live.or_else(|| config.value_feature.as_ref().and_then(|f| self.first_use.get(f).copied()))
+        go_live.or_else(|| config.value_feature.as_ref().and_then(|f| first_use.get(f).copied()))
     }
 
     fn first_subscription(&self) -> Option<&Subscription> {

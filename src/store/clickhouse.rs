@@ -137,6 +137,8 @@ fn record_table(kind: &Kind, database: &str) -> String {
 const INSERT_SEND_TIMEOUT: Duration = Duration::from_secs(30);
 const INSERT_END_TIMEOUT: Duration = Duration::from_secs(60);
 const QUERY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Reading every activity rollup row for an export may take a while on a large install.
+const ROLLUP_READ_TIMEOUT: Duration = Duration::from_secs(3600);
 
 #[derive(Debug, clickhouse::Row, Serialize, Deserialize)]
 struct EventRow {
@@ -625,13 +627,23 @@ impl ClickHouse {
             rows.insert(table, current.into_iter().map(|r| index.iter().map(|&i| r.cells[i].clone()).collect()).collect());
         }
         let mut records = super::metrics::build_records(&mut |table, _| Ok(rows.remove(table).unwrap_or_default()), &infos, currency)?;
-        let mut rollups = self.rollups(&infos, &groups, config).await?;
+        let mut datas: Vec<metrics::AccountData> = infos.iter().map(|info| records.account_data(info)).collect();
+        let position: HashMap<&str, usize> = infos.iter().enumerate().map(|(i, info)| (info.account_id.as_str(), i)).collect();
+        let from = day - config.lookback_days();
+        // The days the computation reads: the lookback window and the value window.
+        let windows = |account: &str, first_use: &HashMap<String, i32>| -> Vec<(i32, i32)> {
+            let mut windows = vec![(from, day)];
+            let moment = position.get(account).and_then(|&i| datas[i].value_moment_with(first_use, config));
+            if let Some(moment) = moment {
+                windows.push((moment, moment + config.windows.adoption_days as i32 - 1));
+            }
+            windows
+        };
+        let mut rollups = self.rollups(&infos, &groups, config, &windows).await?;
         let mut out = Vec::with_capacity(infos.len());
-        for info in &infos {
+        for (info, data) in infos.iter().zip(datas.iter_mut()) {
             let id = info.account_id.as_str();
             let days = rollups.days.remove(id).unwrap_or_default();
-            let from = day - config.lookback_days();
-            let mut data = records.account_data(info);
             data.features = rollups.features.remove(id).unwrap_or_default().into_iter().filter(|f| f.day >= from && f.day <= day).collect();
             data.first_use = rollups.first_use.remove(id).unwrap_or_default();
             data.days = days.iter().filter(|d| d.day >= from && d.day <= day).cloned().collect();
@@ -639,7 +651,7 @@ impl ClickHouse {
                 let last = moment + config.windows.adoption_days as i32 - 1;
                 data.value_days = days.into_iter().filter(|d| d.day >= moment && d.day <= last).collect();
             }
-            out.push(metrics::compute(&data, day, config));
+            out.push(metrics::compute(data, day, config));
         }
         metrics::engagement_scores(&mut out, config);
         Ok(out)
@@ -686,7 +698,16 @@ impl ClickHouse {
         Ok(infos.into_values().collect())
     }
 
-    async fn rollups(&self, infos: &[AccountInfo], groups: &[GroupRow], config: &MetricsConfig) -> Result<Rollups, StoreError> {
+    /// Two passes over the `activity` rows, streamed: the first finds each account's first
+    /// day of each feature, the second keeps the per-user days inside `windows(account,
+    /// first uses)` only, so memory is that of the days an export reads.
+    async fn rollups(
+        &self,
+        infos: &[AccountInfo],
+        groups: &[GroupRow],
+        config: &MetricsConfig,
+        windows: &dyn Fn(&str, &HashMap<String, i32>) -> Vec<(i32, i32)>,
+    ) -> Result<Rollups, StoreError> {
         let links: Vec<LinkRow> = fetch_all(
             self.client.query(
                 "SELECT if(type = 'alias', previous_id, anonymous_id) AS previous, user_id, timestamp_ms, received_ms, position
@@ -694,15 +715,6 @@ impl ClickHouse {
                  ORDER BY received_ms, position LIMIT 1 BY source, message_id",
             ),
             "identity links",
-        )
-        .await?;
-        let activity: Vec<ActivityRow> = fetch_all(
-            self.client.query(
-                "SELECT user_id, anonymous_id, group_id, type AS kind, event, uniqExactMerge(messages) AS messages,
-                        groupUniqArrayMerge(minutes) AS minutes, minMerge(first_ms) AS first_ms
-                 FROM activity GROUP BY user_id, anonymous_id, group_id, kind, event, bucket",
-            ),
-            "activity rollups",
         )
         .await?;
         let timezones: HashMap<&str, chrono_tz::Tz> = infos.iter().map(|i| (i.account_id.as_str(), i.tz)).collect();
@@ -774,53 +786,82 @@ impl ClickHouse {
         }
         let mut classifier = Classifier::new(config);
         let mut cut: BTreeMap<(String, i32, String), Day> = BTreeMap::new();
-        for row in &activity {
-            let Some(act) = classifier.classify(&row.kind, non_empty(&row.event).as_deref()) else { continue };
-            let person = if !row.user_id.is_empty() {
-                canonical(&row.user_id, true)
-            } else if !row.anonymous_id.is_empty() {
-                canonical(&row.anonymous_id, false)
-            } else {
-                None
-            };
-            let Some(person) = person else { continue };
-            let account = match non_empty(&row.group_id) {
-                Some(group) => group,
-                None => match account_at(&person, row.first_ms) {
-                    Some(account) => account,
-                    None => continue,
-                },
-            };
-            let tz = timezones.get(account.as_str()).copied().unwrap_or(chrono_tz::UTC);
-            let local = activity::local_day(row.first_ms, tz);
-            let day = cut.entry((account, local, person)).or_default();
-            let uses = row.messages as i64;
-            day.minutes.extend(&row.minutes);
-            if act.login {
-                day.logins += uses;
-                day.login_minutes.extend(&row.minutes);
-            }
-            if act.education {
-                day.education += uses;
-            }
-            if let Some(feature) = &act.feature {
-                day.transactions += uses;
-                *day.features.entry(feature.clone()).or_default() += uses;
-                if act.key {
-                    day.key_minutes.extend(&row.minutes);
+        let mut first_use: HashMap<String, HashMap<String, i32>> = HashMap::new();
+        let mut kept: Option<HashMap<String, Vec<(i32, i32)>>> = None;
+        for _pass in 0..2 {
+            // The rollup rows stream by (never all in memory).
+            let mut cursor = self
+                .client
+                .query(
+                    "SELECT user_id, anonymous_id, group_id, type AS kind, event, uniqExactMerge(messages) AS messages,
+                            groupUniqArrayMerge(minutes) AS minutes, minMerge(first_ms) AS first_ms
+                     FROM activity GROUP BY user_id, anonymous_id, group_id, kind, event, bucket",
+                )
+                .fetch::<ActivityRow>()
+                .map_err(|e| error("activity rollups", e))?;
+            let deadline = tokio::time::Instant::now() + ROLLUP_READ_TIMEOUT;
+            loop {
+                let next = match tokio::time::timeout_at(deadline, cursor.next()).await {
+                    Ok(next) => next.map_err(|e| error("activity rollups", e))?,
+                    Err(_) => return Err(StoreError::ClickHouse(format!("activity rollups: not read within {} s", ROLLUP_READ_TIMEOUT.as_secs()))),
+                };
+                let Some(row) = next else { break };
+                let Some(act) = classifier.classify(&row.kind, non_empty(&row.event).as_deref()) else { continue };
+                let person = if !row.user_id.is_empty() {
+                    canonical(&row.user_id, true)
+                } else if !row.anonymous_id.is_empty() {
+                    canonical(&row.anonymous_id, false)
+                } else {
+                    None
+                };
+                let Some(person) = person else { continue };
+                let account = match non_empty(&row.group_id) {
+                    Some(group) => group,
+                    None => match account_at(&person, row.first_ms) {
+                        Some(account) => account,
+                        None => continue,
+                    },
+                };
+                let tz = timezones.get(account.as_str()).copied().unwrap_or(chrono_tz::UTC);
+                let local = activity::local_day(row.first_ms, tz);
+                let Some(kept) = &kept else {
+                    if let Some(feature) = &act.feature {
+                        let first = first_use.entry(account).or_default().entry(feature.clone()).or_insert(local);
+                        *first = (*first).min(local);
+                    }
+                    continue;
+                };
+                let wanted = |windows: &Vec<(i32, i32)>| windows.iter().any(|&(from, to)| local >= from && local <= to);
+                if !kept.get(&account).map_or_else(|| wanted(&windows(&account, &HashMap::new())), wanted) {
+                    continue;
+                }
+                let day = cut.entry((account, local, person)).or_default();
+                let uses = row.messages as i64;
+                day.minutes.extend(&row.minutes);
+                if act.login {
+                    day.logins += uses;
+                    day.login_minutes.extend(&row.minutes);
+                }
+                if act.education {
+                    day.education += uses;
+                }
+                if let Some(feature) = &act.feature {
+                    day.transactions += uses;
+                    *day.features.entry(feature.clone()).or_default() += uses;
+                    if act.key {
+                        day.key_minutes.extend(&row.minutes);
+                    }
                 }
             }
+            kept = Some(first_use.iter().map(|(account, first)| (account.clone(), windows(account, first))).collect());
         }
-        let mut out = Rollups::default();
+        let mut out = Rollups { first_use, ..Rollups::default() };
         for ((account, day, person), mut agg) in cut {
             for list in [&mut agg.minutes, &mut agg.login_minutes, &mut agg.key_minutes] {
                 list.sort_unstable();
                 list.dedup();
             }
-            let first = out.first_use.entry(account.clone()).or_default();
             for (feature, uses) in agg.features {
-                let at = first.entry(feature.clone()).or_insert(day);
-                *at = (*at).min(day);
                 out.features.entry(account.clone()).or_default().push(FeatureDay { day, feature, uses });
             }
             out.days.entry(account).or_default().push(UserDay {
