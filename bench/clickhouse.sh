@@ -1,13 +1,22 @@
 #!/usr/bin/env bash
 # ClickHouse store vs embedded store (issue 11). Prints numbers, asserts nothing. In one run
-# on the same machine, the same load generator sends TOTAL_EVENTS events (100-event batches)
-# to a node on the embedded store and to a node on ClickHouse (Debian's clickhouse-server,
-# started here as a plain process), and reports ingest rate, ack latency, memory of each
-# process and disk. The full metrics export runs on the embedded store only so far.
-# Usage: bench/clickhouse.sh [TOTAL_EVENTS=10000000]
+# on the same machine, against ClickHouse (Debian's clickhouse-server, started here as a
+# plain process):
+#   1. the same load generator sends TOTAL_EVENTS synthetic events (100-event batches) to a
+#      node on the embedded store and to a node on ClickHouse: ingest rate, ack latency,
+#      memory of each process, disk;
+#   2. a generated customer base (ACCOUNTS accounts, one year: about 10 M events at 2,000)
+#      is loaded into each store the same way (records by `import`, events by the tracking
+#      API, GEN_CONNECTIONS connections), then the full metrics export is timed on each
+#      (second of two runs; the first brings the embedded rollups up to date) and the two
+#      exports compared cell by cell.
+# Usage: [ACCOUNTS=2000] [GEN_CONNECTIONS=32] bench/clickhouse.sh [TOTAL_EVENTS=10000000]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TOTAL_EVENTS=${1:-10000000}
+ACCOUNTS=${ACCOUNTS:-2000}
+GEN_CONNECTIONS=${GEN_CONNECTIONS:-32}
+END_DATE=2026-11-20
 CONNECTIONS=${CONNECTIONS:-32}
 CLICKHOUSE=${CLICKHOUSE:-/usr/sbin/clickhouse-server}
 [ -x "$CLICKHOUSE" ] || { echo "no $CLICKHOUSE: apt-get install clickhouse-server (scripts/test.sh does)" >&2; exit 1; }
@@ -18,6 +27,7 @@ work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
+trap 'echo "bench/clickhouse.sh failed at line $LINENO; the logs:" >&2; tail -n 20 "$work"/*.err >&2 2>/dev/null || true' ERR
 field() { python3 -c "import json,sys; print(json.loads(sys.argv[1])['$2'])" "$1"; }
 rss_mb() { awk '/VmRSS/ {printf "%.0f", $2/1024}' "/proc/$1/status"; }
 hwm_mb() { awk '/VmHWM/ {printf "%.0f", $2/1024}' "/proc/$1/status"; }
@@ -87,4 +97,48 @@ echo "| errors | $(field "$emb" errors) | $(field "$chn" errors) |"
 echo "| bellwether RSS now / peak MB | $emb_rss / $emb_hwm | $chn_rss / $chn_hwm |"
 echo "| clickhouse-server RSS now / peak MB | - | $ch_rss / $ch_hwm |"
 echo "| disk MB | $emb_disk | $ch_disk (events rows $rows, activity rows $activity, before merges) |"
-echo "| full metrics export | bench/metrics.sh | not yet on ClickHouse |"
+
+# 2. A generated customer base on both stores, and the full export.
+echo "generating $ACCOUNTS accounts, one year to $END_DATE..." >&2
+"$BIN" generate --out "$work/gen" --accounts "$ACCOUNTS" --years 1 --end-date "$END_DATE" --seed 42 >&2
+gen_config="$work/gen/bellwether.toml"
+load() { # load NAME [--store URL]: imports the records, sends the events; sets LOAD, HWM
+    local name=$1; shift
+    for kind in csms accounts subscriptions tickets survey_responses suggestions kpis; do
+        "$BIN" --config "$gen_config" --data-dir "$work/$name" "$@" import "$kind" "$work/gen/$kind.csv" > /dev/null 2> "$work/$name.import.err"
+    done
+    BELLWETHER_CONFIG=$gen_config BELLWETHER_WRITE_KEYS=bench-key BELLWETHER_LOG=warn start "$name" "$BIN" serve --data-dir "$work/$name" --listen 127.0.0.1:0 "$@"
+    echo "$name: sending the generated events..." >&2
+    LOAD=$($LOADGEN --url "$URL" --connections "$GEN_CONNECTIONS" --file "$work/gen/events.ndjson.gz" 2> "$work/$name.loadgen.err")
+    HWM=$(hwm_mb "$PID")
+    kill -TERM "$PID"; while kill -0 "$PID" 2>/dev/null; do sleep 0.1; done
+}
+export_time() { # export_time NAME OUT [--store URL]: the second of two full exports; sets SECONDS_RSS ("s MB")
+    local name=$1 out=$2; shift 2
+    for _ in 1 2; do
+        /usr/bin/time -o "$work/$name.time" -f "%e %M" "$BIN" --config "$gen_config" --data-dir "$work/$name" "$@" metrics --as-of "$END_DATE" --format json > "$out" 2> "$work/$name.export.err"
+        SECONDS_RSS=$(awk '{printf "%s %.0f", $1, $2/1024}' "$work/$name.time")
+    done
+}
+load gen_embedded
+emb_load=$LOAD; emb_load_hwm=$HWM
+export_time gen_embedded "$work/embedded.json"; emb_export=$SECONDS_RSS
+load gen_clickhouse --store "clickhouse://127.0.0.1:$http_port/bench_gen"
+chn_load=$LOAD; chn_load_hwm=$HWM
+export_time gen_clickhouse "$work/clickhouse.json" --store "clickhouse://127.0.0.1:$http_port/bench_gen"; chn_export=$SECONDS_RSS
+same=$(python3 - "$work/embedded.json" "$work/clickhouse.json" <<'EOF2'
+import json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:3])
+cells = sum(len(r) for r in a)
+differ = sum(1 for x, y in zip(a, b) for k in x if x[k] != y.get(k)) + abs(len(a) - len(b)) * len(a[0] if a else {})
+print(f"{len(a)} accounts, {cells} cells, {differ} differ")
+EOF2
+)
+echo
+echo "| generated base ($ACCOUNTS accounts, 1 year) | embedded | ClickHouse |"
+echo "|---|---|---|"
+echo "| events loaded | $(field "$emb_load" events) | $(field "$chn_load" events) |"
+echo "| ingest events/s ($GEN_CONNECTIONS connections, generated batches) | $(field "$emb_load" events_per_sec) | $(field "$chn_load" events_per_sec) |"
+echo "| node peak RSS while loading MB | $emb_load_hwm | $chn_load_hwm |"
+echo "| full export \`metrics --format json\`: seconds, peak RSS MB | $emb_export | $chn_export |"
+echo "| exports compared | $same | |"

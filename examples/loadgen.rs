@@ -3,6 +3,9 @@
 //! or open-loop at a fixed total rate. Latency in open loop is measured from each
 //! request's scheduled send time, so a stalled server cannot hide its queueing delay.
 //! Prints one JSON line: events_per_sec, requests, errors, p50_ms, p99_ms, max_ms.
+//! With `--file events.ndjson.gz` (what `bellwether generate` writes: one batch body per
+//! line) it sends those batches instead, each once, retrying one that is not answered 200
+//! (a full queue) until it is, so the whole file lands.
 
 use std::time::{Duration, Instant};
 
@@ -14,6 +17,7 @@ struct Args {
     seconds: f64,
     rate_events_per_sec: f64,
     total_events: u64,
+    file: Option<String>,
 }
 
 fn parse_args() -> Args {
@@ -25,6 +29,7 @@ fn parse_args() -> Args {
         seconds: 10.0,
         rate_events_per_sec: 0.0,
         total_events: u64::MAX,
+        file: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -37,6 +42,7 @@ fn parse_args() -> Args {
             "--seconds" => args.seconds = value.parse().expect("--seconds"),
             "--rate" => args.rate_events_per_sec = value.parse().expect("--rate"),
             "--total-events" => args.total_events = value.parse().expect("--total-events"),
+            "--file" => args.file = Some(value),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -53,6 +59,65 @@ fn message(run: u64, thread: usize, n: u64) -> String {
     )
 }
 
+/// Sends every line of a gzipped batch file from `connections` threads; prints the summary.
+fn send_file(args: &Args, path: &str, auth: &str) {
+    use std::io::BufRead;
+    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let lines = std::sync::Mutex::new(std::io::BufReader::new(flate2::read::GzDecoder::new(file)).lines());
+    let url = format!("{}/v1/batch", args.url);
+    let start = Instant::now();
+    let results: Vec<(u64, u64, u64, Vec<u64>)> = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..args.connections)
+            .map(|_| {
+                let (lines, url) = (&lines, &url);
+                scope.spawn(move || {
+                    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+                    let (mut events, mut requests, mut retries, mut latencies_us) = (0_u64, 0_u64, 0_u64, Vec::new());
+                    loop {
+                        let Some(line) = lines.lock().expect("lines").next() else { break };
+                        let line = line.expect("readable file");
+                        if line.trim().is_empty() {
+                            continue;
+                        }
+                        loop {
+                            let sent = Instant::now();
+                            let ok = agent
+                                .post(url)
+                                .header("authorization", auth)
+                                .header("content-type", "application/json")
+                                .send(line.as_bytes())
+                                .map(|r| r.status() == 200)
+                                .unwrap_or(false);
+                            latencies_us.push(sent.elapsed().as_micros() as u64);
+                            requests += 1;
+                            if ok {
+                                break;
+                            }
+                            retries += 1;
+                            std::thread::sleep(Duration::from_millis(10));
+                        }
+                        events += line.matches("\"messageId\"").count() as u64;
+                    }
+                    (events, requests, retries, latencies_us)
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().expect("send thread")).collect()
+    });
+    let elapsed = start.elapsed().as_secs_f64();
+    let (events, requests, retries) = results.iter().fold((0, 0, 0), |(e, r, x), t| (e + t.0, r + t.1, x + t.2));
+    let mut latencies: Vec<u64> = results.into_iter().flat_map(|t| t.3).collect();
+    latencies.sort_unstable();
+    let pct = |p: f64| latencies.get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1))).copied().unwrap_or(0) as f64 / 1000.0;
+    println!(
+        r#"{{"events_per_sec":{:.0},"events":{events},"requests":{requests},"errors":{retries},"p50_ms":{:.2},"p99_ms":{:.2},"max_ms":{:.2},"seconds":{elapsed:.1}}}"#,
+        events as f64 / elapsed,
+        pct(0.5),
+        pct(0.99),
+        pct(1.0)
+    );
+}
+
 fn main() {
     let args = parse_args();
     let run: u64 = rand::random::<u32>() as u64;
@@ -60,6 +125,10 @@ fn main() {
         use base64::Engine;
         format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{}:", args.key)))
     };
+    if let Some(file) = &args.file {
+        send_file(&args, file, &auth);
+        return;
+    }
     let (path, per_request) = if args.batch <= 1 { ("/v1/track", 1) } else { ("/v1/batch", args.batch) };
     let interval = if args.rate_events_per_sec > 0.0 {
         Some(Duration::from_secs_f64(per_request as f64 * args.connections as f64 / args.rate_events_per_sec))

@@ -901,18 +901,23 @@ pub fn block_on<F: std::future::Future>(future: F) -> Result<F::Output, StoreErr
 }
 
 /// Group commit for ClickHouse: gathers requests like the embedded writer (up to
-/// `GROUP_MESSAGES_ENOUGH` messages, waiting at most `GROUP_WAIT` for more), inserts them as
+/// `GROUP_MESSAGES_ENOUGH` messages, waiting at most `GROUP_WAIT` for more and at most
+/// `GROUP_IDLE` between two requests), inserts them as
 /// one block and answers each request once ClickHouse accepted it; up to `IN_FLIGHT` blocks
 /// are on their way at once (an insert is a network round trip, not CPU). A failed insert
 /// answers 503 and the clients resend. When the queue closes, the blocks in flight finish.
 pub fn spawn_writer(store: ClickHouse, mut receiver: JobReceiver, telemetry: Telemetry) -> Result<std::thread::JoinHandle<()>, StoreError> {
-    const GROUP_WAIT: Duration = Duration::from_millis(20);
-    const GROUP_MESSAGES_ENOUGH: usize = 5_000;
-    // Measured with ClickHouse on the same 2 cores (bench/clickhouse.sh): 1, 2 or 4 blocks in
-    // flight, and 5,000 or 20,000 messages per block, all land at 36-68 k events/s, within
-    // the noise: ClickHouse's own CPU is the limit there. With ClickHouse on its own machine
-    // the network round trip is what a block waits for, which blocks in flight overlap.
-    const IN_FLIGHT: u32 = 4;
+    const GROUP_WAIT: Duration = Duration::from_millis(50);
+    // A group also closes when no request came for this long (few clients: no point waiting).
+    const GROUP_IDLE: Duration = Duration::from_millis(5);
+    const GROUP_MESSAGES_ENOUGH: usize = 20_000;
+    // Every insert is a part ClickHouse writes and later merges: fewer, larger blocks. With
+    // ClickHouse on the same 2 cores (500 k events, 32 connections, two runs each): 20,000
+    // messages / 50 ms / 5 ms idle / 2 in flight gave 59-67 k events/s in ~160 inserts;
+    // 5,000 / 20 ms / 2 ms / 4 gave 47-63 k in 270-480 inserts; one block in flight 42-49 k.
+    // On its own machine the network round trip is what a block waits for, which the second
+    // block in flight overlaps.
+    const IN_FLIGHT: u32 = 2;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| StoreError::Thread(e.to_string()))?;
     std::thread::Builder::new()
         .name("clickhouse-writer".into())
@@ -924,7 +929,8 @@ pub fn spawn_writer(store: ClickHouse, mut receiver: JobReceiver, telemetry: Tel
                     let mut jobs = vec![first];
                     let deadline = tokio::time::Instant::now() + GROUP_WAIT;
                     while count < GROUP_MESSAGES_ENOUGH.min(limits::COMMIT_MESSAGES_MAX) {
-                        match tokio::time::timeout_at(deadline, receiver.recv()).await {
+                        let until = deadline.min(tokio::time::Instant::now() + GROUP_IDLE);
+                        match tokio::time::timeout_at(until, receiver.recv()).await {
                             Ok(Some(job)) => {
                                 count += job.messages.len();
                                 jobs.push(job);
