@@ -3,7 +3,8 @@
 //!
 //! What runs on it so far: the Segment tracking API (each node's writer inserts its group of
 //! requests as one block and answers only once ClickHouse accepted it), `/healthz`,
-//! `/readyz`, `/metrics` and `bellwether events`. Everything else still needs the embedded
+//! `/readyz`, `/metrics`, `bellwether events`, `bellwether import` ([`RecordImport`]) and
+//! the metrics export ([`ClickHouse::snapshot`]). Everything else still needs the embedded
 //! store and says so.
 //!
 //! Schema (created at start with `IF NOT EXISTS`, so nodes starting together agree):
@@ -774,18 +775,8 @@ impl ClickHouse {
             index.checked_sub(1).map(|i| list[i].3.clone())
         };
 
-        #[derive(Default)]
-        struct Day {
-            logins: i64,
-            transactions: i64,
-            education: i64,
-            minutes: Vec<u32>,
-            login_minutes: Vec<u32>,
-            key_minutes: Vec<u32>,
-            features: BTreeMap<String, i64>,
-        }
         let mut classifier = Classifier::new(config);
-        let mut cut: BTreeMap<(String, i32, String), Day> = BTreeMap::new();
+        let mut cut: BTreeMap<(String, i32, String), super::rollup::DayAgg> = BTreeMap::new();
         let mut first_use: HashMap<String, HashMap<String, i32>> = HashMap::new();
         let mut kept: Option<HashMap<String, Vec<(i32, i32)>>> = None;
         for _pass in 0..2 {
@@ -837,6 +828,7 @@ impl ClickHouse {
                 }
                 let day = cut.entry((account, local, person)).or_default();
                 let uses = row.messages as i64;
+                day.events += uses;
                 day.minutes.extend(&row.minutes);
                 if act.login {
                     day.logins += uses;

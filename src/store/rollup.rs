@@ -70,18 +70,20 @@ pub struct Step {
     pub last_event_id: i64,
 }
 
+/// One person's activity on one local day of one account, as it is added up (the ClickHouse
+/// store cuts its rollup rows into the same).
 #[derive(Debug, Default)]
-struct DayAgg {
-    events: i64,
-    logins: i64,
-    transactions: i64,
-    education: i64,
-    minutes: Vec<u32>,
-    login_minutes: Vec<u32>,
-    key_minutes: Vec<u32>,
-    first_ms: i64,
-    last_ms: i64,
-    features: BTreeMap<String, i64>,
+pub(crate) struct DayAgg {
+    pub(crate) events: i64,
+    pub(crate) logins: i64,
+    pub(crate) transactions: i64,
+    pub(crate) education: i64,
+    pub(crate) minutes: Vec<u32>,
+    pub(crate) login_minutes: Vec<u32>,
+    pub(crate) key_minutes: Vec<u32>,
+    pub(crate) first_ms: i64,
+    pub(crate) last_ms: i64,
+    pub(crate) features: BTreeMap<String, i64>,
 }
 
 /// (account, local day, person)
