@@ -203,7 +203,15 @@ fn a_rule_fires_once_through_every_channel_with_retries_signature_and_a_task() {
 
     // Two 500s, then success: three attempts across the messages, none dead.
     assert_eq!(lines.iter().filter(|l| l["status"] == 500).count(), 2);
-    let sent = get(&server, "/api/v1/outbox?status=sent", Some(&token)).body;
+    // The worker marks a message sent after the sink answered: wait for the last mark.
+    let waited = std::time::Instant::now();
+    let sent = loop {
+        let sent = get(&server, "/api/v1/outbox?status=sent", Some(&token)).body;
+        if sent["messages"].as_array().unwrap().len() == 3 || waited.elapsed().as_secs() >= 30 {
+            break sent;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
     assert_eq!(sent["messages"].as_array().unwrap().len(), 3, "{sent}");
     let attempts: i64 = sent["messages"].as_array().unwrap().iter().map(|m| m["attempts"].as_i64().unwrap()).sum();
     assert_eq!(attempts, 5, "3 messages, 2 of their attempts failed: {sent}");
