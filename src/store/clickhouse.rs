@@ -401,15 +401,17 @@ impl RecordImport {
     pub fn new(store: ClickHouse, kind: &'static Kind) -> RecordImport {
         RecordImport { store, kind, staged: Vec::new(), accounts: None }
     }
+}
 
+impl ClickHouse {
     /// Current records of `kind` (all, or those whose joined key is in `keys`).
-    async fn current(&self, kind: &'static Kind, keys: Option<&[String]>) -> Result<Vec<Record>, StoreError> {
+    async fn records_of(&self, kind: &'static Kind, keys: Option<&[String]>) -> Result<Vec<Record>, StoreError> {
         let names: Vec<&str> = kind.columns.iter().map(|c| c.name).collect();
         let mut sql = format!("SELECT {}, traits FROM {} FINAL WHERE deleted = 0", names.join(", "), kind.name);
         if keys.is_some() {
             sql.push_str(&format!(" AND has(?, {})", joined_key(kind)));
         }
-        let mut query = self.store.client.query(&sql);
+        let mut query = self.client.query(&sql);
         if let Some(keys) = keys {
             query = query.bind(keys);
         }
@@ -492,7 +494,7 @@ fn merge_patch(target: &mut Map<String, Value>, patch: &Map<String, Value>) {
 impl ImportTarget for RecordImport {
     fn account_exists(&mut self, id: &str) -> Result<bool, StoreError> {
         if self.accounts.is_none() {
-            let accounts = block_on(self.current(&records::ACCOUNTS, None))??;
+            let accounts = block_on(self.store.records_of(&records::ACCOUNTS, None))??;
             self.accounts = Some(accounts.iter().map(|a| joined(&records::ACCOUNTS, a)).collect());
         }
         Ok(self.accounts.as_ref().is_some_and(|a| a.contains(id)))
@@ -507,7 +509,7 @@ impl ImportTarget for RecordImport {
         let accounts = &records::ACCOUNTS;
         let parent_of = |a: &Record| a.get(accounts, "parent_id").as_text().map(str::to_string);
         let mut parents: HashMap<String, Option<String>> =
-            block_on(self.current(accounts, None))??.iter().map(|a| (joined(accounts, a), parent_of(a))).collect();
+            block_on(self.store.records_of(accounts, None))??.iter().map(|a| (joined(accounts, a), parent_of(a))).collect();
         if self.kind.name == accounts.name {
             parents.extend(self.staged.iter().map(|a| (joined(accounts, a), parent_of(a))));
         }
@@ -519,7 +521,7 @@ impl ImportTarget for RecordImport {
         let keys: Vec<String> = self.staged.iter().map(|r| joined(kind, r)).collect();
         let mut existing: HashMap<String, Record> = HashMap::new();
         for chunk in keys.chunks(1_000) {
-            for record in block_on(self.current(kind, Some(chunk)))?? {
+            for record in block_on(self.store.records_of(kind, Some(chunk)))?? {
                 existing.insert(joined(kind, &record), record);
             }
         }
@@ -624,7 +626,7 @@ impl ClickHouse {
         for (table, columns) in super::metrics::RECORD_COLUMNS {
             let kind = records::kind(table).expect("invariant: a record kind");
             let index: Vec<usize> = columns.iter().map(|c| kind.columns.iter().position(|k| k.name == *c).expect("invariant: a column of the kind")).collect();
-            let current = self.current_records(kind, None).await?;
+            let current = self.records_of(kind, None).await?;
             rows.insert(table, current.into_iter().map(|r| index.iter().map(|&i| r.cells[i].clone()).collect()).collect());
         }
         let mut records = super::metrics::build_records(&mut |table, _| Ok(rows.remove(table).unwrap_or_default()), &infos, currency)?;
@@ -658,16 +660,12 @@ impl ClickHouse {
         Ok(out)
     }
 
-    async fn current_records(&self, kind: &'static Kind, keys: Option<&[String]>) -> Result<Vec<Record>, StoreError> {
-        RecordImport::new(self.clone(), kind).current(kind, keys).await
-    }
-
     /// The accounts of the records, plus those only group calls named (their plan from the
     /// newest call's traits), by id: as the embedded store lists them.
     async fn account_infos(&self, groups: &[GroupRow]) -> Result<Vec<AccountInfo>, StoreError> {
         let kind = &records::ACCOUNTS;
         let mut infos: BTreeMap<String, AccountInfo> = BTreeMap::new();
-        for account in self.current_records(kind, None).await? {
+        for account in self.records_of(kind, None).await? {
             let text = |name: &str| account.get(kind, name).as_text().map(str::to_string);
             let id = text("account_id").unwrap_or_default();
             let plan = text("plan");
