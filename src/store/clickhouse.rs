@@ -134,6 +134,12 @@ fn record_table(kind: &Kind, database: &str) -> String {
     )
 }
 
+/// The id an identity call links to its userId: an alias's previousId, an identify's
+/// anonymousId.
+const LINKED_ID: &str = "if(type = 'alias', previous_id, anonymous_id)";
+/// Each message once, its first received copy (the dedup rule of every read).
+const FIRST_COPY: &str = "ORDER BY received_ms, position LIMIT 1 BY source, message_id";
+
 /// How long an insert may take to send and to be accepted, and a query to answer.
 const INSERT_SEND_TIMEOUT: Duration = Duration::from_secs(30);
 const INSERT_END_TIMEOUT: Duration = Duration::from_secs(60);
@@ -247,16 +253,16 @@ impl ClickHouse {
         // A user or account filter narrows the read to the events that may resolve to it
         // (its own, its linked anonymous ids', its members'); the exact test follows below.
         let mut sql = String::from("SELECT ?fields FROM events WHERE received_ms >= ? AND received_ms < ?");
-        const LINKED: &str = "SELECT if(type = 'alias', previous_id, anonymous_id) FROM events WHERE type IN ('alias', 'identify') AND user_id";
+        let linked = format!("SELECT {LINKED_ID} FROM events WHERE type IN ('alias', 'identify') AND user_id");
         if filter.user.is_some() {
-            sql.push_str(&format!(" AND (user_id = ? OR (user_id = '' AND anonymous_id IN ({LINKED} = ?)))"));
+            sql.push_str(&format!(" AND (user_id = ? OR (user_id = '' AND anonymous_id IN ({linked} = ?)))"));
         }
         if filter.account.is_some() {
             const MEMBERS: &str = "SELECT user_id FROM events WHERE type = 'group' AND user_id != '' AND group_id = ?";
             sql.push_str(&format!(
                 " AND (group_id = ? OR (group_id = '' AND (user_id IN ({MEMBERS})
                       OR anonymous_id IN (SELECT anonymous_id FROM events WHERE type = 'group' AND user_id = '' AND group_id = ?)
-                      OR anonymous_id IN ({LINKED} IN ({MEMBERS})))))"
+                      OR anonymous_id IN ({linked} IN ({MEMBERS})))))"
             ));
         }
         sql.push_str(" ORDER BY received_ms, position, source, message_id LIMIT 1 BY source, message_id LIMIT ?");
@@ -322,12 +328,12 @@ impl ClickHouse {
         for chunk in keys.chunks(1_000) {
             let query = self
                 .client
-                .query(
-                    "SELECT if(type = 'alias', previous_id, anonymous_id) AS previous, argMin(user_id, timestamp_ms) AS user_id
+                .query(&format!(
+                    "SELECT {LINKED_ID} AS previous, argMin(user_id, timestamp_ms) AS user_id
                      FROM (SELECT * FROM events WHERE type IN ('alias', 'identify') AND user_id != ''
-                           AND has(?, if(type = 'alias', previous_id, anonymous_id)) LIMIT 1 BY source, message_id)
-                     GROUP BY previous",
-                )
+                           AND has(?, {LINKED_ID}) LIMIT 1 BY source, message_id)
+                     GROUP BY previous"
+                ))
                 .bind(chunk);
             let links: Vec<Link> = fetch_all(query, "identity links").await?;
             out.extend(links.into_iter().map(|l| (l.previous, l.user_id)));
@@ -351,11 +357,11 @@ impl ClickHouse {
         for chunk in wanted.chunks(1_000) {
             let query = self
                 .client
-                .query(
+                .query(&format!(
                     "SELECT user_id, anonymous_id, timestamp_ms, group_id FROM events
                      WHERE type = 'group' AND group_id != '' AND (has(?, user_id) OR (user_id = '' AND has(?, anonymous_id)))
-                     ORDER BY received_ms LIMIT 1 BY source, message_id",
-                )
+                     {FIRST_COPY}"
+                ))
                 .bind(chunk)
                 .bind(chunk);
             let joined: Vec<Joined> = fetch_all(query, "memberships").await?;
@@ -613,11 +619,10 @@ impl ClickHouse {
     pub async fn snapshot(&self, as_of: NaiveDate, config: &MetricsConfig, currency: &CurrencyConfig) -> Result<Vec<metrics::Row>, StoreError> {
         let day = activity::day_number(as_of);
         let groups: Vec<GroupRow> = fetch_all(
-            self.client.query(
+            self.client.query(&format!(
                 "SELECT user_id, anonymous_id, group_id, timestamp_ms, received_ms, position, visitParamExtractString(traits, 'plan') AS plan
-                 FROM events WHERE type = 'group'
-                 ORDER BY received_ms, position LIMIT 1 BY source, message_id",
-            ),
+                 FROM events WHERE type = 'group' {FIRST_COPY}"
+            )),
             "group calls",
         )
         .await?;
@@ -708,11 +713,10 @@ impl ClickHouse {
         windows: &dyn Fn(&str, &HashMap<String, i32>) -> Vec<(i32, i32)>,
     ) -> Result<Rollups, StoreError> {
         let links: Vec<LinkRow> = fetch_all(
-            self.client.query(
-                "SELECT if(type = 'alias', previous_id, anonymous_id) AS previous, user_id, timestamp_ms, received_ms, position
-                 FROM events WHERE type IN ('alias', 'identify') AND user_id != '' AND if(type = 'alias', previous_id, anonymous_id) != ''
-                 ORDER BY received_ms, position LIMIT 1 BY source, message_id",
-            ),
+            self.client.query(&format!(
+                "SELECT {LINKED_ID} AS previous, user_id, timestamp_ms, received_ms, position
+                 FROM events WHERE type IN ('alias', 'identify') AND user_id != '' AND {LINKED_ID} != '' {FIRST_COPY}"
+            )),
             "identity links",
         )
         .await?;
@@ -820,8 +824,9 @@ impl ClickHouse {
                     }
                     continue;
                 };
-                let wanted = |windows: &Vec<(i32, i32)>| windows.iter().any(|&(from, to)| local >= from && local <= to);
-                if !kept.get(&account).map_or_else(|| wanted(&windows(&account, &HashMap::new())), wanted) {
+                // Days of accounts the export does not list, or outside its windows, are not kept.
+                let Some(spans) = kept.get(&account) else { continue };
+                if !spans.iter().any(|&(from, to)| local >= from && local <= to) {
                     continue;
                 }
                 let day = cut.entry((account, local, person)).or_default();
@@ -843,7 +848,8 @@ impl ClickHouse {
                     }
                 }
             }
-            kept = Some(first_use.iter().map(|(account, first)| (account.clone(), windows(account, first))).collect());
+            let none = HashMap::new();
+            kept = Some(infos.iter().map(|i| (i.account_id.clone(), windows(&i.account_id, first_use.get(&i.account_id).unwrap_or(&none)))).collect());
         }
         let mut out = Rollups { first_use, ..Rollups::default() };
         for ((account, day, person), mut agg) in cut {
