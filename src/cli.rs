@@ -340,8 +340,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             config.currency.rates.entry(code.to_string()).or_insert(*rate);
         }
     }
-    if matches!(config.store, StoreLocation::ClickHouse(_)) && !matches!(cli.command, Command::Serve(_) | Command::Events(_) | Command::Import(_) | Command::Metrics(_) | Command::Generate(_)) {
-        bail!("this command needs the embedded store: on the ClickHouse store only `serve` (the tracking API), `events`, `import` and `metrics` run so far; drop --store / BELLWETHER_STORE / `store` to use the data dir");
+    if matches!(config.store, StoreLocation::ClickHouse(_)) && !matches!(cli.command, Command::Serve(_) | Command::Events(_) | Command::Import(_) | Command::Metrics(_) | Command::Generate(_) | Command::Token { .. }) {
+        bail!("this command needs the embedded store: on the ClickHouse store only `serve` (the tracking API, the events and metrics API), `events`, `import`, `metrics` and `token create` run so far; drop --store / BELLWETHER_STORE / `store` to use the data dir");
     }
     match cli.command {
         Command::Serve(_) => serve(&config),
@@ -384,8 +384,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .as_deref()
                 .map(|text| crate::share::parse_validity(text).map_err(|r| anyhow::anyhow!("--valid-for: {r}")))
                 .transpose()?;
-            let store = Store::open(&config.data_dir)?;
-            let secret = store::create_token(&store.connect()?, &name, role, seconds)?;
+            let secret = match &config.store {
+                StoreLocation::ClickHouse(location) => store::clickhouse::block_on(async {
+                    store::clickhouse::ClickHouse::open(location).await?.create_token(&name, role, seconds).await
+                })??,
+                StoreLocation::Embedded => store::create_token(&Store::open(&config.data_dir)?.connect()?, &name, role, seconds)?,
+            };
             println!("{secret}");
             let until = valid_for.map_or("until revoked".to_string(), |text| format!("for {text}"));
             eprintln!("created {} token {name:?}, valid {until}; it is shown only now", role.as_str());
@@ -675,9 +679,13 @@ fn open_existing(config: &Config) -> anyhow::Result<Store> {
 fn metrics(config: &Config, args: &MetricsArgs) -> anyhow::Result<ExitCode> {
     let as_of = date_arg("as-of", args.as_of.as_deref())?;
     let rows = match &config.store {
-        StoreLocation::ClickHouse(location) => store::clickhouse::block_on(async {
-            store::clickhouse::ClickHouse::open(location).await?.snapshot(as_of, &config.metrics, &config.currency).await
-        })??,
+        StoreLocation::ClickHouse(location) => {
+            // The metrics' reads wait on ClickHouse from this thread, inside a runtime.
+            let runtime = runtime()?;
+            let _entered = runtime.enter();
+            let clickhouse = store::clickhouse::block_on(store::clickhouse::ClickHouse::open(location))??;
+            store::metrics::Source::snapshot(&clickhouse, as_of, &config.metrics, &config.currency)?
+        }
         StoreLocation::Embedded => {
             let (_store, conn) = store_caught_up(config)?;
             store::metrics::snapshot(&conn, as_of, &config.metrics, &config.currency)?

@@ -439,7 +439,7 @@ impl Role {
 /// Creates an API token, valid for `valid_for_seconds` (None: until revoked), and returns
 /// its secret, shown once; only its SHA-256 is stored.
 pub fn create_token(conn: &Connection, name: &str, role: Role, valid_for_seconds: Option<i64>) -> Result<String, StoreError> {
-    let secret = format!("bw_{}", hex(&rand::random::<[u8; 24]>()));
+    let secret = new_token_secret();
     let now = chrono::Utc::now().timestamp_millis();
     conn.execute(
         "INSERT INTO api_tokens (name, role, token_sha256, created_ms, expires_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -484,6 +484,11 @@ pub fn list_tokens(conn: &Connection) -> Result<Vec<ApiToken>, StoreError> {
 /// Revokes a token at once; false when there was none with that id.
 pub fn delete_token(conn: &Connection, id: i64) -> Result<bool, StoreError> {
     Ok(conn.execute("DELETE FROM api_tokens WHERE id = ?1", [id])? > 0)
+}
+
+/// A new API token's secret: `bw_` and 24 random bytes in hex.
+pub(crate) fn new_token_secret() -> String {
+    format!("bw_{}", hex(&rand::random::<[u8; 24]>()))
 }
 
 pub(crate) fn token_digest(secret: &str) -> String {

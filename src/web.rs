@@ -78,17 +78,19 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// The routes a node on ClickHouse serves so far: the tracking API and the operational
-/// endpoints. Any other path answers 501 naming the store it needs.
+/// The routes a node on ClickHouse serves so far: the tracking API, the events and metrics
+/// API and the operational endpoints. Any other path answers 501 naming what it serves.
 pub fn clickhouse_router(state: AppState) -> Router {
     use axum::http::StatusCode;
     Router::new()
         .merge(segment::router().layer(cors(&state.cors_origins)))
+        .merge(api::router())
+        .merge(metrics::router())
         .merge(ops::router())
         .fallback(|| async {
             (
                 StatusCode::NOT_IMPLEMENTED,
-                axum::Json(serde_json::json!({"error": "not available on the ClickHouse store yet: this node serves /v1 (the tracking API), /healthz, /readyz and /metrics; `bellwether events --store ...` lists events"})),
+                axum::Json(serde_json::json!({"error": "not available on the ClickHouse store yet: this node serves /v1 (the tracking API), /api/v1/events, /api/v1/openapi.json, the metrics API (/api/v1/metrics, /api/v1/accounts/{id}/metrics and /timeseries, /api/v1/segments, /api/v1/outcomes), /healthz, /readyz and /metrics"})),
             )
         })
         .layer(axum::middleware::map_response(security_headers))

@@ -4,7 +4,7 @@
 //! What runs on it so far: the Segment tracking API (each node's writer inserts its group of
 //! requests as one block and answers only once ClickHouse accepted it), `/healthz`,
 //! `/readyz`, `/metrics`, `bellwether events`, `bellwether import` ([`RecordImport`]) and
-//! the metrics export ([`ClickHouse::snapshot`]). Everything else still needs the embedded
+//! the metrics (`ClickHouse` is a `store::metrics::Source`). Everything else still needs the embedded
 //! store and says so.
 //!
 //! Schema (created at start with `IF NOT EXISTS`, so nodes starting together agree):
@@ -21,12 +21,11 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::records::ImportTarget;
-use super::{EventFilter, StoreError, StoredEvent};
+use super::{EventFilter, Role, StoreError, StoredEvent};
 use super::metrics::AccountInfo;
 use crate::config::{ClickHouseLocation, CurrencyConfig, MetricsConfig};
 use crate::metrics::activity::{self, Classifier};
@@ -95,6 +94,19 @@ const SCHEMA: &[&str] = &[
     ) ENGINE = AggregatingMergeTree
     PARTITION BY toYYYYMM(day)
     ORDER BY (day, user_id, anonymous_id, group_id, source, type, event, bucket)",
+    // API tokens shared by every node: a revocation is a newer version with `deleted`; reads
+    // take each id's newest version (argMax), never FINAL with a filter (older servers may
+    // filter before they merge).
+    "CREATE TABLE IF NOT EXISTS {db}.api_tokens (
+        id           Int64,
+        name         String,
+        role         String,
+        token_sha256 String,
+        created_ms   Int64,
+        expires_ms   Int64,
+        version      UInt64,
+        deleted      UInt8
+    ) ENGINE = ReplacingMergeTree(version) ORDER BY id",
     "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.activity_view TO {db}.activity AS
     SELECT day, toUInt32(intDiv(greatest(timestamp_ms, 0), 900000)) AS bucket, source, user_id, anonymous_id, group_id, type, event,
            uniqExactState(message_id) AS messages,
@@ -206,6 +218,50 @@ impl ClickHouse {
     /// Answers when the server does.
     pub async fn ping(&self) -> Result<(), StoreError> {
         execute(&self.client, "SELECT 1", "ClickHouse ping").await
+    }
+
+    /// Creates an API token (as `store::create_token` does on the embedded store) and returns
+    /// its secret; only its SHA-256 is stored.
+    pub async fn create_token(&self, name: &str, role: Role, valid_for_seconds: Option<i64>) -> Result<String, StoreError> {
+        let secret = super::new_token_secret();
+        let now = chrono::Utc::now().timestamp_millis();
+        // Ids stay below 2^53 so that JSON readers keep them exact.
+        let id = (rand::random::<u64>() >> 11) as i64;
+        let query = self
+            .client
+            .query("INSERT INTO api_tokens (id, name, role, token_sha256, created_ms, expires_ms, version, deleted) VALUES (?, ?, ?, ?, ?, ?, ?, 0)")
+            .bind(id)
+            .bind(name)
+            .bind(role.as_str())
+            .bind(super::token_digest(&secret))
+            .bind(now)
+            .bind(valid_for_seconds.map_or(0, |s| now + s * 1000))
+            .bind(now as u64);
+        match tokio::time::timeout(QUERY_TIMEOUT, query.execute()).await {
+            Ok(result) => result.map_err(|e| error("create token", e))?,
+            Err(_) => return Err(StoreError::ClickHouse(format!("create token: no answer within {} s", QUERY_TIMEOUT.as_secs()))),
+        }
+        Ok(secret)
+    }
+
+    /// The role of a presented token, if it is known, not revoked and not expired.
+    pub async fn token_role(&self, secret: &str) -> Result<Option<Role>, StoreError> {
+        #[derive(clickhouse::Row, Deserialize)]
+        struct Current {
+            role: String,
+            expires_ms: i64,
+            deleted: u8,
+        }
+        let query = self
+            .client
+            .query(
+                "SELECT argMax(role, version) AS role, argMax(expires_ms, version) AS expires_ms, argMax(deleted, version) AS deleted
+                 FROM api_tokens WHERE token_sha256 = ? GROUP BY id",
+            )
+            .bind(super::token_digest(secret));
+        let rows: Vec<Current> = fetch_all(query, "token lookup").await?;
+        let now = chrono::Utc::now().timestamp_millis();
+        Ok(rows.iter().find(|t| t.deleted == 0 && (t.expires_ms == 0 || t.expires_ms > now)).and_then(|t| Role::parse(&t.role)))
     }
 
     /// Inserts the messages of `jobs` as one block; Ok once ClickHouse accepted it.
@@ -612,57 +668,75 @@ struct Rollups {
 }
 
 impl ClickHouse {
-    /// Every account's metrics at `as_of`, as `store::metrics::snapshot` computes them on
-    /// the embedded store: records and the `activity` rollups read from ClickHouse (events
-    /// already aggregated there), cut into per-user local days here, then the same pure
-    /// computation.
-    pub async fn snapshot(&self, as_of: NaiveDate, config: &MetricsConfig, currency: &CurrencyConfig) -> Result<Vec<metrics::Row>, StoreError> {
-        let day = activity::day_number(as_of);
-        let groups: Vec<GroupRow> = fetch_all(
+    /// Every group call, each message once.
+    async fn group_calls(&self) -> Result<Vec<GroupRow>, StoreError> {
+        fetch_all(
             self.client.query(&format!(
                 "SELECT user_id, anonymous_id, group_id, timestamp_ms, received_ms, position, visitParamExtractString(traits, 'plan') AS plan
                  FROM events WHERE type = 'group' {FIRST_COPY}"
             )),
             "group calls",
         )
-        .await?;
-        let infos = self.account_infos(&groups).await?;
+        .await
+    }
+
+    /// Every account, by id order, as the embedded store lists them.
+    pub async fn accounts(&self) -> Result<Vec<AccountInfo>, StoreError> {
+        self.account_infos(&self.group_calls().await?).await
+    }
+
+    /// The records the metrics read, of the accounts of `infos` only.
+    async fn metric_records(&self, infos: &[&AccountInfo], currency: &CurrencyConfig) -> Result<super::metrics::Records, StoreError> {
+        let wanted: HashSet<&str> = infos.iter().map(|i| i.account_id.as_str()).collect();
         let mut rows: HashMap<&str, Vec<Vec<Cell>>> = HashMap::new();
         for (table, columns) in super::metrics::RECORD_COLUMNS {
             let kind = records::kind(table).expect("invariant: a record kind");
             let index: Vec<usize> = columns.iter().map(|c| kind.columns.iter().position(|k| k.name == *c).expect("invariant: a column of the kind")).collect();
             let current = self.records_of(kind, None).await?;
-            rows.insert(table, current.into_iter().map(|r| index.iter().map(|&i| r.cells[i].clone()).collect()).collect());
+            let of_wanted = current.into_iter().filter(|r| r.cells[index[0]].as_text().is_some_and(|a| wanted.contains(a)));
+            rows.insert(table, of_wanted.map(|r| index.iter().map(|&i| r.cells[i].clone()).collect()).collect());
         }
-        let mut records = super::metrics::build_records(&mut |table, _| Ok(rows.remove(table).unwrap_or_default()), &infos, currency)?;
+        super::metrics::build_records(&mut |table, _| Ok(rows.remove(table).unwrap_or_default()), infos.iter().copied(), currency)
+    }
+
+    /// The data of `infos` as `store::metrics::load` reads it on the embedded store: records
+    /// and the `activity` rollups read from ClickHouse (events already aggregated there),
+    /// cut into per-user local days here, from `from_day - lookback` to `to_day` plus each
+    /// account's value window.
+    pub async fn load(&self, infos: &[&AccountInfo], from_day: i32, to_day: i32, config: &MetricsConfig, currency: &CurrencyConfig) -> Result<Vec<metrics::AccountData>, StoreError> {
+        let groups = self.group_calls().await?;
+        let mut records = self.metric_records(infos, currency).await?;
         let mut datas: Vec<metrics::AccountData> = infos.iter().map(|info| records.account_data(info)).collect();
         let position: HashMap<&str, usize> = infos.iter().enumerate().map(|(i, info)| (info.account_id.as_str(), i)).collect();
-        let from = day - config.lookback_days();
+        let from = from_day - config.lookback_days();
         // The days the computation reads: the lookback window and the value window.
         let windows = |account: &str, first_use: &HashMap<String, i32>| -> Vec<(i32, i32)> {
-            let mut windows = vec![(from, day)];
+            let mut windows = vec![(from, to_day)];
             let moment = position.get(account).and_then(|&i| datas[i].value_moment_with(first_use, config));
             if let Some(moment) = moment {
                 windows.push((moment, moment + config.windows.adoption_days as i32 - 1));
             }
             windows
         };
-        let mut rollups = self.rollups(&infos, &groups, config, &windows).await?;
-        let mut out = Vec::with_capacity(infos.len());
+        let mut rollups = self.rollups(infos, &groups, config, &windows).await?;
         for (info, data) in infos.iter().zip(datas.iter_mut()) {
             let id = info.account_id.as_str();
             let days = rollups.days.remove(id).unwrap_or_default();
-            data.features = rollups.features.remove(id).unwrap_or_default().into_iter().filter(|f| f.day >= from && f.day <= day).collect();
+            data.features = rollups.features.remove(id).unwrap_or_default().into_iter().filter(|f| f.day >= from && f.day <= to_day).collect();
             data.first_use = rollups.first_use.remove(id).unwrap_or_default();
-            data.days = days.iter().filter(|d| d.day >= from && d.day <= day).cloned().collect();
+            data.days = days.iter().filter(|d| d.day >= from && d.day <= to_day).cloned().collect();
             if let Some(moment) = data.value_moment(config) {
                 let last = moment + config.windows.adoption_days as i32 - 1;
                 data.value_days = days.into_iter().filter(|d| d.day >= moment && d.day <= last).collect();
             }
-            out.push(metrics::compute(data, day, config));
         }
-        metrics::engagement_scores(&mut out, config);
-        Ok(out)
+        Ok(datas)
+    }
+
+    /// Every account's subscriptions, in the report currency.
+    async fn subscriptions(&self, infos: &[AccountInfo], currency: &CurrencyConfig) -> Result<HashMap<String, Vec<metrics::Subscription>>, StoreError> {
+        let all: Vec<&AccountInfo> = infos.iter().collect();
+        Ok(self.metric_records(&all, currency).await?.subscriptions)
     }
 
     /// The accounts of the records, plus those only group calls named (their plan from the
@@ -707,7 +781,7 @@ impl ClickHouse {
     /// first uses)` only, so memory is that of the days an export reads.
     async fn rollups(
         &self,
-        infos: &[AccountInfo],
+        infos: &[&AccountInfo],
         groups: &[GroupRow],
         config: &MetricsConfig,
         windows: &dyn Fn(&str, &HashMap<String, i32>) -> Vec<(i32, i32)>,
@@ -777,19 +851,41 @@ impl ClickHouse {
             index.checked_sub(1).map(|i| list[i].3.clone())
         };
 
+        let scope = people_of(infos, groups, &links);
         let mut classifier = Classifier::new(config);
         let mut cut: BTreeMap<(String, i32, String), super::rollup::DayAgg> = BTreeMap::new();
         let mut first_use: HashMap<String, HashMap<String, i32>> = HashMap::new();
         let mut kept: Option<HashMap<String, Vec<(i32, i32)>>> = None;
         for _pass in 0..2 {
             // The rollup rows stream by (never all in memory).
-            let mut cursor = self
-                .client
-                .query(
-                    "SELECT user_id, anonymous_id, group_id, type AS kind, event, uniqExactMerge(messages) AS messages,
-                            groupUniqArrayMerge(minutes) AS minutes, minMerge(first_ms) AS first_ms
-                     FROM activity GROUP BY user_id, anonymous_id, group_id, kind, event, bucket",
-                )
+            // An empty array literal has no element type on older servers: empty lists are left out.
+            let filter = match &scope {
+                None => String::new(),
+                Some((accounts, people)) => {
+                    let mut any = Vec::new();
+                    if !accounts.is_empty() {
+                        any.push("has(?, group_id)");
+                    }
+                    if !people.is_empty() {
+                        any.extend(["has(?, user_id)", "has(?, anonymous_id)"]);
+                    }
+                    if any.is_empty() { "WHERE 0".to_string() } else { format!("WHERE {}", any.join(" OR ")) }
+                }
+            };
+            let mut query = self.client.query(&format!(
+                "SELECT user_id, anonymous_id, group_id, type AS kind, event, uniqExactMerge(messages) AS messages,
+                        groupUniqArrayMerge(minutes) AS minutes, minMerge(first_ms) AS first_ms
+                 FROM activity {filter} GROUP BY user_id, anonymous_id, group_id, kind, event, bucket"
+            ));
+            if let Some((accounts, people)) = &scope {
+                if !accounts.is_empty() {
+                    query = query.bind(accounts);
+                }
+                if !people.is_empty() {
+                    query = query.bind(people).bind(people);
+                }
+            }
+            let mut cursor = query
                 .fetch::<ActivityRow>()
                 .map_err(|e| error("activity rollups", e))?;
             let deadline = tokio::time::Instant::now() + ROLLUP_READ_TIMEOUT;
@@ -872,6 +968,60 @@ impl ClickHouse {
             });
         }
         Ok(out)
+    }
+}
+
+/// Accounts read together up to which the `activity` rows are filtered by who may count
+/// for them (more: every row is read, which is cheaper than a long id list).
+const SCOPED_ACCOUNTS_MAX: usize = 64;
+/// Ids a scoped read may name before it reads every row instead.
+const SCOPED_IDS_MAX: usize = 100_000;
+
+/// For a read of a few accounts: their ids, and every user or anonymous id whose activity
+/// may count for them: the ids in their group calls and every id linked to those, however
+/// indirectly (a superset of the people the rollup rules resolve into these accounts).
+/// None: read every row.
+fn people_of(infos: &[&AccountInfo], groups: &[GroupRow], links: &[LinkRow]) -> Option<(Vec<String>, Vec<String>)> {
+    if infos.len() > SCOPED_ACCOUNTS_MAX {
+        return None;
+    }
+    let accounts: HashSet<&str> = infos.iter().map(|i| i.account_id.as_str()).collect();
+    let mut linked: HashMap<&str, Vec<&str>> = HashMap::new();
+    for link in links {
+        linked.entry(&link.previous).or_default().push(&link.user_id);
+        linked.entry(&link.user_id).or_default().push(&link.previous);
+    }
+    let mut people: HashSet<&str> = HashSet::new();
+    let mut next: Vec<&str> = groups
+        .iter()
+        .filter(|g| accounts.contains(g.group_id.as_str()))
+        .flat_map(|g| [g.user_id.as_str(), g.anonymous_id.as_str()])
+        .filter(|id| !id.is_empty())
+        .collect();
+    while let Some(id) = next.pop() {
+        if people.insert(id) {
+            if people.len() > SCOPED_IDS_MAX {
+                return None;
+            }
+            next.extend(linked.get(id).into_iter().flatten());
+        }
+    }
+    Some((accounts.into_iter().map(str::to_string).collect(), people.into_iter().map(str::to_string).collect()))
+}
+
+/// The metrics' reads, from synchronous code (a blocking thread of the server, or the CLI
+/// inside a runtime): each waits for its queries.
+impl super::metrics::Source for ClickHouse {
+    fn accounts(&self) -> Result<Vec<AccountInfo>, StoreError> {
+        block_on(ClickHouse::accounts(self))?
+    }
+
+    fn load(&self, infos: &[&AccountInfo], from_day: i32, to_day: i32, config: &MetricsConfig, currency: &CurrencyConfig) -> Result<Vec<metrics::AccountData>, StoreError> {
+        block_on(ClickHouse::load(self, infos, from_day, to_day, config, currency))?
+    }
+
+    fn subscriptions(&self, infos: &[AccountInfo], currency: &CurrencyConfig) -> Result<HashMap<String, Vec<metrics::Subscription>>, StoreError> {
+        block_on(ClickHouse::subscriptions(self, infos, currency))?
     }
 }
 

@@ -75,8 +75,8 @@ fn day_of_date(text: &str) -> Result<i32, StoreError> {
 
 /// Records of accounts, grouped by account id: one query per table for all accounts.
 #[derive(Default)]
-pub(crate) struct Records {
-    subscriptions: HashMap<String, Vec<Subscription>>,
+pub struct Records {
+    pub(crate) subscriptions: HashMap<String, Vec<Subscription>>,
     tickets: HashMap<String, Vec<Ticket>>,
     surveys: HashMap<String, Vec<Survey>>,
     suggestions: HashMap<String, Vec<Suggestion>>,
@@ -264,6 +264,48 @@ fn load_one(conn: &Connection, info: &AccountInfo, records: &mut Records, from_d
     Ok(data)
 }
 
+/// Where the metrics read accounts, records and rollups: the embedded store (a
+/// [`Connection`]) or ClickHouse (`store::clickhouse::ClickHouse`). The computations that
+/// need more than one account's numbers (one account ranked in its segment, time series,
+/// outcomes) are written once over it, so both stores answer them alike.
+pub trait Source {
+    /// Every account, by id order (see [`accounts`]).
+    fn accounts(&self) -> Result<Vec<AccountInfo>, StoreError>;
+    /// The data of `infos`, with rollup rows from `from_day - lookback` to `to_day` and
+    /// each account's value window (see [`load`]).
+    fn load(&self, infos: &[&AccountInfo], from_day: i32, to_day: i32, config: &MetricsConfig, currency: &CurrencyConfig) -> Result<Vec<AccountData>, StoreError>;
+    /// Every account's subscriptions in the report currency.
+    fn subscriptions(&self, infos: &[AccountInfo], currency: &CurrencyConfig) -> Result<HashMap<String, Vec<Subscription>>, StoreError>;
+
+    /// Every account's metrics at `as_of` (the export), engagement scores included.
+    fn snapshot(&self, as_of: NaiveDate, config: &MetricsConfig, currency: &CurrencyConfig) -> Result<Vec<Row>, StoreError> {
+        let day = day_number(as_of);
+        let infos = self.accounts()?;
+        let all: Vec<&AccountInfo> = infos.iter().collect();
+        let mut rows: Vec<Row> = self.load(&all, day, day, config, currency)?.iter().map(|data| metrics::compute(data, day, config)).collect();
+        metrics::engagement_scores(&mut rows, config);
+        Ok(rows)
+    }
+}
+
+impl Source for Connection {
+    fn accounts(&self) -> Result<Vec<AccountInfo>, StoreError> {
+        accounts(self)
+    }
+
+    fn load(&self, infos: &[&AccountInfo], from_day: i32, to_day: i32, config: &MetricsConfig, currency: &CurrencyConfig) -> Result<Vec<AccountData>, StoreError> {
+        load(self, infos, from_day, to_day, config, currency)
+    }
+
+    fn subscriptions(&self, infos: &[AccountInfo], currency: &CurrencyConfig) -> Result<HashMap<String, Vec<Subscription>>, StoreError> {
+        Ok(load_records(self, None, infos, currency)?.subscriptions)
+    }
+
+    fn snapshot(&self, as_of: NaiveDate, config: &MetricsConfig, currency: &CurrencyConfig) -> Result<Vec<Row>, StoreError> {
+        snapshot(self, as_of, config, currency)
+    }
+}
+
 /// Every account's metrics at `as_of` (the export), engagement scores included.
 pub fn snapshot(conn: &Connection, as_of: NaiveDate, config: &MetricsConfig, currency: &CurrencyConfig) -> Result<Vec<Row>, StoreError> {
     let day = day_number(as_of);
@@ -283,7 +325,7 @@ pub fn snapshot(conn: &Connection, as_of: NaiveDate, config: &MetricsConfig, cur
 /// One account's metrics at `as_of` (with `subtree`, the account and all below it counted
 /// as one), its engagement score ranked against `peers` (a snapshot of the same day).
 pub fn account(
-    conn: &Connection,
+    source: &dyn Source,
     account_id: &str,
     as_of: NaiveDate,
     subtree: bool,
@@ -292,7 +334,7 @@ pub fn account(
     currency: &CurrencyConfig,
 ) -> Result<Option<Row>, StoreError> {
     let day = day_number(as_of);
-    let infos = accounts(conn)?;
+    let infos = source.accounts()?;
     if !infos.iter().any(|i| i.account_id == account_id) {
         return Ok(None);
     }
@@ -301,7 +343,7 @@ pub fn account(
     for id in &ids {
         let member = infos.iter().find(|i| &i.account_id == id).expect("invariant: subtree ids are accounts");
         // The root comes first: the merged data keeps its id and segment.
-        let data = load(conn, &[member], day, day, config, currency)?.pop().expect("one account loaded");
+        let data = source.load(&[member], day, day, config, currency)?.pop().expect("one account loaded");
         match &mut merged {
             None => merged = Some(data),
             Some(m) => m.merge(data),
@@ -318,7 +360,7 @@ pub fn account(
 
 /// One metric of one account for every day of `from ..= to`.
 pub fn timeseries(
-    conn: &Connection,
+    source: &dyn Source,
     account_id: &str,
     metric: &str,
     from: NaiveDate,
@@ -327,12 +369,12 @@ pub fn timeseries(
     currency: &CurrencyConfig,
 ) -> Result<Option<Vec<(NaiveDate, Value)>>, StoreError> {
     let (first, last) = (day_number(from), day_number(to));
-    let infos = accounts(conn)?;
+    let infos = source.accounts()?;
     let Some(info) = infos.iter().find(|i| i.account_id == account_id) else { return Ok(None) };
     // The engagement score ranks the account in its segment, so it needs the peers too.
     let members: Vec<&AccountInfo> =
         if metric == "engagement_score" { infos.iter().filter(|i| i.segment == info.segment).collect() } else { vec![info] };
-    let data = load(conn, &members, first, last, config, currency)?;
+    let data = source.load(&members, first, last, config, currency)?;
     let mut series = Vec::new();
     for day in first..=last {
         let value = if metric == "engagement_score" {
@@ -350,11 +392,11 @@ pub fn timeseries(
 
 /// One account's metrics row on each of `days` (ascending), from one load. The engagement
 /// score, which needs the segment, is left as computed alone.
-pub fn rows_on(conn: &Connection, account_id: &str, days: &[NaiveDate], config: &MetricsConfig, currency: &CurrencyConfig) -> Result<Option<Vec<Row>>, StoreError> {
+pub fn rows_on(source: &dyn Source, account_id: &str, days: &[NaiveDate], config: &MetricsConfig, currency: &CurrencyConfig) -> Result<Option<Vec<Row>>, StoreError> {
     let (Some(first), Some(last)) = (days.first(), days.last()) else { return Ok(Some(Vec::new())) };
-    let infos = accounts(conn)?;
+    let infos = source.accounts()?;
     let Some(info) = infos.iter().find(|i| i.account_id == account_id) else { return Ok(None) };
-    let data = load(conn, &[info], day_number(*first), day_number(*last), config, currency)?.pop().expect("one account loaded");
+    let data = source.load(&[info], day_number(*first), day_number(*last), config, currency)?.pop().expect("one account loaded");
     Ok(Some(days.iter().map(|d| metrics::compute(&data, day_number(*d), config)).collect()))
 }
 
@@ -397,17 +439,17 @@ pub fn segments(rows: &[Row], infos: &[AccountInfo], by_plan: bool) -> Vec<Value
 
 /// Outcomes over [from, to) split by `interval`, per segment or over all accounts.
 pub fn outcomes(
-    conn: &Connection,
+    source: &dyn Source,
     from: NaiveDate,
     to: NaiveDate,
     interval: metrics::outcomes::Interval,
     by_segment: bool,
     currency: &CurrencyConfig,
 ) -> Result<Vec<Value>, StoreError> {
-    let infos = accounts(conn)?;
-    let mut records = load_records(conn, None, &infos, currency)?;
+    let infos = source.accounts()?;
+    let mut subscriptions = source.subscriptions(&infos, currency)?;
     let accounts: Vec<(String, Vec<Subscription>)> =
-        infos.iter().map(|i| (i.segment.clone(), records.subscriptions.remove(&i.account_id).unwrap_or_default())).collect();
+        infos.iter().map(|i| (i.segment.clone(), subscriptions.remove(&i.account_id).unwrap_or_default())).collect();
     let periods = metrics::outcomes::periods(from, to, interval);
     Ok(metrics::outcomes::outcomes(&accounts, &periods, by_segment))
 }

@@ -137,10 +137,15 @@ impl FromRequestParts<AppState> for Caller {
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(|t| t.trim().to_string())
             .ok_or(ApiError::Unauthenticated)?;
-        let store = state.store.clone();
-        let role = tokio::task::spawn_blocking(move || store::token_role(&store.connect()?, &token))
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))??;
+        let role = match &state.clickhouse {
+            Some(clickhouse) => clickhouse.token_role(&token).await?,
+            None => {
+                let store = state.store.clone();
+                tokio::task::spawn_blocking(move || store::token_role(&store.connect()?, &token))
+                    .await
+                    .map_err(|e| ApiError::Internal(e.to_string()))??
+            }
+        };
         role.map(|role| Caller { role }).ok_or(ApiError::Unauthenticated)
     }
 }
@@ -179,10 +184,15 @@ async fn list_events(caller: Caller, State(state): State<AppState>, ApiQuery(que
         Some(other) => return Err(bad("format", format!("{other:?} is not json or ndjson"))),
     };
     let filter = EventFilter { since_ms, until_ms, user: query.user, account: query.account, limit };
-    let store = state.store.clone();
-    let events = tokio::task::spawn_blocking(move || store::list_events(&store.connect()?, &filter))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    let events = match &state.clickhouse {
+        Some(clickhouse) => clickhouse.list_events(&filter).await?,
+        None => {
+            let store = state.store.clone();
+            tokio::task::spawn_blocking(move || store::list_events(&store.connect()?, &filter))
+                .await
+                .map_err(|e| ApiError::Internal(e.to_string()))??
+        }
+    };
     if ndjson {
         let mut body = String::new();
         for event in &events {

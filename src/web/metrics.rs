@@ -60,6 +60,18 @@ pub(super) async fn with_settings<T: Send + 'static>(state: &AppState, work: imp
     with_conn(&state.store, move |conn| work(conn, Settings { metrics: &metrics, health: &health, currency: &currency })).await
 }
 
+/// Runs `work` off the async threads with the store the metrics read (the embedded
+/// store's connection, or ClickHouse) and the server's settings.
+pub(super) async fn with_source<T: Send + 'static>(state: &AppState, work: impl FnOnce(&dyn sm::Source, Settings) -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
+    let Some(clickhouse) = state.clickhouse.clone() else {
+        return with_settings(state, move |conn, s| work(conn, s)).await;
+    };
+    let (metrics, health, currency) = (state.metrics.clone(), state.health.clone(), state.currency.clone());
+    tokio::task::spawn_blocking(move || work(&clickhouse, Settings { metrics: &metrics, health: &health, currency: &currency }))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+}
+
 pub(super) fn today() -> NaiveDate {
     chrono::Utc::now().date_naive()
 }
@@ -72,7 +84,7 @@ async fn snapshot(state: &AppState, as_of: NaiveDate, fresh: bool) -> Result<Arc
             return Ok(c.rows.clone());
         }
     }
-    let rows = Arc::new(with_settings(state, move |conn, s| Ok(sm::snapshot(conn, as_of, s.metrics, s.currency)?)).await?);
+    let rows = Arc::new(with_source(state, move |source, s| Ok(source.snapshot(as_of, s.metrics, s.currency)?)).await?);
     *state.snapshots.lock().expect("invariant: not poisoned") = Some(SnapshotCache { as_of, made: Instant::now(), rows: rows.clone() });
     Ok(rows)
 }
@@ -107,7 +119,7 @@ async fn account_metrics(_caller: Caller, State(state): State<AppState>, Path(id
     let subtree = query.subtree.unwrap_or(false);
     let peers = snapshot(&state, as_of, false).await?;
     let account = id.clone();
-    let row = with_settings(&state, move |conn, s| Ok(sm::account(conn, &account, as_of, subtree, &peers, s.metrics, s.currency)?)).await?;
+    let row = with_source(&state, move |source, s| Ok(sm::account(source, &account, as_of, subtree, &peers, s.metrics, s.currency)?)).await?;
     let row = row.ok_or_else(|| ApiError::NotFound(format!("no account {id}")))?;
     Ok(Json(json!({"as_of": as_of.to_string(), "subtree": subtree, "metrics": row})))
 }
@@ -136,7 +148,7 @@ async fn timeseries(_caller: Caller, State(state): State<AppState>, Path(id): Pa
         return Err(bad("to", format!("at most {TIMESERIES_DAYS_MAX} days per request")));
     }
     let (account, name) = (id.clone(), metric.clone());
-    let series = with_settings(&state, move |conn, s| Ok(sm::timeseries(conn, &account, &name, from, to, s.metrics, s.currency)?)).await?;
+    let series = with_source(&state, move |source, s| Ok(sm::timeseries(source, &account, &name, from, to, s.metrics, s.currency)?)).await?;
     let series = series.ok_or_else(|| ApiError::NotFound(format!("no account {id}")))?;
     let points: Vec<Value> = series.into_iter().map(|(date, value)| json!({"date": date.to_string(), "value": value})).collect();
     Ok(Json(json!({"account_id": id, "metric": metric, "points": points})))
@@ -157,7 +169,7 @@ async fn segments(_caller: Caller, State(state): State<AppState>, Query(query): 
         Some(other) => return Err(bad("by", format!("{other:?} is not segment or plan"))),
     };
     let rows = snapshot(&state, as_of, true).await?;
-    let infos = with_conn(&state.store, |conn| Ok(sm::accounts(conn)?)).await?;
+    let infos = with_source(&state, |source, _| Ok(source.accounts()?)).await?;
     Ok(Json(json!({"as_of": as_of.to_string(), "by": if by_plan { "plan" } else { "segment" }, "groups": sm::segments(&rows, &infos, by_plan)})))
 }
 
@@ -192,6 +204,6 @@ async fn outcomes(_caller: Caller, State(state): State<AppState>, Query(query): 
         None => Interval::Whole,
         Some(text) => Interval::parse(text).ok_or_else(|| bad("interval", format!("{text:?} is not whole, month or quarter")))?,
     };
-    let rows = with_settings(&state, move |conn, s| Ok(sm::outcomes(conn, from, to, interval, by_segment, s.currency)?)).await?;
+    let rows = with_source(&state, move |source, s| Ok(sm::outcomes(source, from, to, interval, by_segment, s.currency)?)).await?;
     Ok(Json(json!({"from": from.to_string(), "to": to.to_string(), "currency": state.currency.report, "periods": rows})))
 }

@@ -123,7 +123,16 @@ fn two_nodes_on_one_clickhouse_list_each_message_once_as_the_embedded_store_does
     for dir in [dir_a.path(), dir_b.path()] {
         assert!(!dir.join("bellwether.db").exists(), "a node on ClickHouse wrote {}", dir.display());
     }
-    let reply = get(&node_a, "/api/v1/accounts", None);
+    // A token made on one node is good on every node; the events API lists what the CLI does.
+    let out = cli(dir_a.path(), &["--store", &store, "token", "create", "--role", "read"]);
+    assert!(out.status.success(), "token create: {}", String::from_utf8_lossy(&out.stderr));
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert_eq!(get(&node_b, "/api/v1/events?since=2000-01-01", None).status, 401);
+    assert_eq!(get(&node_b, "/api/v1/events?since=2000-01-01", Some("bw_not-a-token")).status, 401);
+    let events = stored_events(&node_b, &token);
+    let by_id: BTreeMap<String, Value> = events.into_iter().map(|r| (r["message_id"].as_str().unwrap().to_string(), r)).collect();
+    assert_eq!(comparable(&by_id), comparable(&reference));
+    let reply = get(&node_a, "/api/v1/accounts", Some(&token));
     assert_eq!(reply.status, 501);
     assert!(reply.body["error"].as_str().unwrap().contains("ClickHouse"), "{:?}", reply.body);
     let ready = get(&node_b, "/readyz", None);
@@ -404,7 +413,7 @@ fn a_generated_customer_base_exports_the_same_metrics_from_clickhouse_as_from_th
     let config = generated.path().join("bellwether.toml");
     let clickhouse = ClickHouseServer::start();
     let store = clickhouse.store_url("bw_generated");
-    let export = |dir: &std::path::Path, store: Option<&str>| -> Vec<Value> {
+    let export = |dir: &std::path::Path, store: Option<&str>| -> (Vec<Value>, Server, String) {
         let mut flags = vec!["--config", config.to_str().unwrap()];
         if let Some(store) = store {
             flags.extend(["--store", store]);
@@ -420,18 +429,56 @@ fn a_generated_customer_base_exports_the_same_metrics_from_clickhouse_as_from_th
         }
         let mut server = Server::start(dir, &env);
         send_generated(&server, &generated.path().join("events.ndjson.gz"));
-        server.stop();
+        if store.is_none() {
+            // The embedded store's CLI reads once the server has let go of its data dir.
+            server.stop();
+        }
         let out = cli(dir, &[flags.as_slice(), &["metrics", "--as-of", "2026-11-20", "--format", "json"]].concat());
         assert!(out.status.success(), "metrics: {}", String::from_utf8_lossy(&out.stderr));
-        serde_json::from_slice(&out.stdout).unwrap()
+        let out_token = cli(dir, &[flags.as_slice(), &["token", "create", "--role", "read"]].concat());
+        assert!(out_token.status.success(), "token create: {}", String::from_utf8_lossy(&out_token.stderr));
+        if store.is_none() {
+            server = Server::start(dir, &env);
+        }
+        (serde_json::from_slice(&out.stdout).unwrap(), server, String::from_utf8(out_token.stdout).unwrap().trim().to_string())
     };
     let (embedded, node) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let reference = export(embedded.path(), None);
+    let (reference, embedded_server, embedded_token) = export(embedded.path(), None);
     assert_eq!(reference.len(), 20);
     assert!(reference.iter().filter(|r| r["active_users_30d"].as_f64().unwrap_or(0.0) > 0.0).count() > 10, "too little activity to compare");
-    let on_clickhouse = export(node.path(), Some(&store));
+    let (on_clickhouse, node_server, node_token) = export(node.path(), Some(&store));
     for (expected, actual) in reference.iter().zip(&on_clickhouse) {
         assert_eq!(actual, expected, "{}", expected["account_id"]);
     }
     assert_eq!(on_clickhouse.len(), reference.len());
+
+    // The metrics API answers alike on both stores: every account alone and with its
+    // subtree, time series (the engagement score ranks a whole segment each day),
+    // segment and plan statistics, outcomes.
+    let accounts: Vec<&str> = reference.iter().map(|r| r["account_id"].as_str().unwrap()).collect();
+    let mut paths = vec![
+        "/api/v1/metrics?as_of=2026-11-20".to_string(),
+        "/api/v1/segments?as_of=2026-11-20".to_string(),
+        "/api/v1/segments?as_of=2026-11-20&by=plan".to_string(),
+        "/api/v1/outcomes?from=2025-11-01&to=2026-11-01&interval=quarter".to_string(),
+        "/api/v1/outcomes?from=2025-11-01&to=2026-11-01&by=all".to_string(),
+    ];
+    // (By day, so that each node's cached segment snapshot serves a day's accounts.)
+    paths.extend(accounts.iter().map(|a| format!("/api/v1/accounts/{a}/metrics?as_of=2026-11-20")));
+    paths.extend(accounts.iter().map(|a| format!("/api/v1/accounts/{a}/metrics?as_of=2026-06-30&subtree=true")));
+    for account in &accounts[..3] {
+        paths.push(format!("/api/v1/accounts/{account}/timeseries?metric=active_users_30d&from=2026-10-01&to=2026-11-20"));
+    }
+    paths.push(format!("/api/v1/accounts/{}/timeseries?metric=engagement_score&from=2026-11-01&to=2026-11-20", accounts[0]));
+    paths.push("/api/v1/accounts/no-such-account/metrics".to_string());
+    for path in &paths {
+        let (expected, actual) = (get(&embedded_server, path, Some(&embedded_token)), get(&node_server, path, Some(&node_token)));
+        assert_eq!(actual.status, expected.status, "{path}: {:?}", actual.body);
+        assert_eq!(actual.body, expected.body, "{path}");
+    }
+    let with_subtree = accounts.iter().filter(|a| {
+        let path = |subtree: bool| format!("/api/v1/accounts/{a}/metrics?as_of=2026-06-30&subtree={subtree}");
+        get(&embedded_server, &path(true), Some(&embedded_token)).body["metrics"] != get(&embedded_server, &path(false), Some(&embedded_token)).body["metrics"]
+    });
+    assert!(with_subtree.count() > 0, "no account has a subtree to compare");
 }
