@@ -11,7 +11,7 @@
 #      (second of two runs; the first brings the embedded rollups up to date) and the two
 #      exports compared cell by cell.
 # Usage: [ACCOUNTS=2000] [GEN_CONNECTIONS=32] bench/clickhouse.sh [TOTAL_EVENTS=10000000]
-set -euo pipefail
+set -Eeuo pipefail
 cd "$(dirname "$0")/.."
 TOTAL_EVENTS=${1:-10000000}
 ACCOUNTS=${ACCOUNTS:-2000}

@@ -30,7 +30,7 @@ use crate::telemetry::Telemetry;
 pub struct AppState {
     pub ingestor: Ingestor,
     pub store: Store,
-    /// Set when the node runs on ClickHouse: only the routes of [`clickhouse_router`] are
+    /// Set when the node runs on ClickHouse: only the routes of [`CLICKHOUSE_ROUTES`] are
     /// served, and `store` is never opened.
     pub clickhouse: Option<store::clickhouse::ClickHouse>,
     pub telemetry: Telemetry,
@@ -64,7 +64,7 @@ pub fn base_url(config: &Config) -> String {
 }
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let mut routes = Router::new()
         .merge(segment::router().layer(cors(&state.cors_origins)))
         .merge(api::router())
         .merge(metrics::router())
@@ -73,28 +73,41 @@ pub fn router(state: AppState) -> Router {
         .merge(listening::router())
         .merge(records::router())
         .merge(ops::router())
-        .merge(pages::router())
-        .layer(axum::middleware::map_response(security_headers))
-        .with_state(state)
+        .merge(pages::router());
+    if state.clickhouse.is_some() {
+        routes = routes.route_layer(axum::middleware::from_fn(on_clickhouse_so_far)).fallback(|| async { not_on_clickhouse_yet() });
+    }
+    routes.layer(axum::middleware::map_response(security_headers)).with_state(state)
 }
 
-/// The routes a node on ClickHouse serves so far: the tracking API, the events and metrics
-/// API and the operational endpoints. Any other path answers 501 naming what it serves.
-pub fn clickhouse_router(state: AppState) -> Router {
-    use axum::http::StatusCode;
-    Router::new()
-        .merge(segment::router().layer(cors(&state.cors_origins)))
-        .merge(api::router())
-        .merge(metrics::router())
-        .merge(ops::router())
-        .fallback(|| async {
-            (
-                StatusCode::NOT_IMPLEMENTED,
-                axum::Json(serde_json::json!({"error": "not available on the ClickHouse store yet: this node serves /v1 (the tracking API), /api/v1/events, /api/v1/openapi.json, the metrics API (/api/v1/metrics, /api/v1/accounts/{id}/metrics and /timeseries, /api/v1/segments, /api/v1/outcomes), /healthz, /readyz and /metrics"})),
-            )
-        })
-        .layer(axum::middleware::map_response(security_headers))
-        .with_state(state)
+/// The routes a node on ClickHouse serves so far (as routed: path templates).
+pub const CLICKHOUSE_ROUTES: &[&str] = &[
+    "/v1/track", "/v1/identify", "/v1/group", "/v1/page", "/v1/screen", "/v1/alias", "/v1/batch", "/v1/import",
+    "/healthz", "/readyz", "/metrics", "/js/activity.js", "/js/survey.js",
+    "/api/v1/events", "/api/v1/openapi.json",
+    "/api/v1/metrics", "/api/v1/accounts/{id}/metrics", "/api/v1/accounts/{id}/timeseries", "/api/v1/segments", "/api/v1/outcomes",
+    "/api/v1/{kind}", "/api/v1/{kind}/{id}", "/api/v1/kpis/{account_id}/{name}/{date}", "/api/v1/import/{kind}",
+];
+
+/// On ClickHouse, a route not in [`CLICKHOUSE_ROUTES`] answers 501 before its handler runs
+/// (its handler would need the embedded store).
+async fn on_clickhouse_so_far(path: axum::extract::MatchedPath, request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if CLICKHOUSE_ROUTES.contains(&path.as_str()) {
+        next.run(request).await
+    } else {
+        not_on_clickhouse_yet().into_response()
+    }
+}
+
+fn not_on_clickhouse_yet() -> (axum::http::StatusCode, axum::Json<serde_json::Value>) {
+    (
+        axum::http::StatusCode::NOT_IMPLEMENTED,
+        axum::Json(serde_json::json!({
+            "error": "not available on the ClickHouse store yet (health, actions, listening, user erasure and the dashboard need the embedded store)",
+            "served": CLICKHOUSE_ROUTES,
+        })),
+    )
 }
 
 /// CORS for the tracking API: browsers on the configured origins may POST with a write key.
@@ -219,16 +232,11 @@ impl App {
     pub async fn serve(self, listen: SocketAddr, on_listening: impl FnOnce(SocketAddr)) -> Result<(), ServeError> {
         let listener = TcpListener::bind(listen).await.map_err(|source| ServeError::Bind { addr: listen, source })?;
         let addr = listener.local_addr()?;
-        let routes = match &self.state.clickhouse {
-            Some(clickhouse) => {
-                tracing::info!(%addr, store = ?clickhouse, "serving");
-                clickhouse_router(self.state)
-            }
-            None => {
-                tracing::info!(%addr, database = %self.state.store.path().display(), "serving");
-                router(self.state)
-            }
-        };
+        match &self.state.clickhouse {
+            Some(clickhouse) => tracing::info!(%addr, store = ?clickhouse, "serving"),
+            None => tracing::info!(%addr, database = %self.state.store.path().display(), "serving"),
+        }
+        let routes = router(self.state);
         on_listening(addr);
         axum::serve(listener, routes).with_graceful_shutdown(shutdown_signal()).await?;
         tracing::info!("stopped accepting; waiting for the writer to finish");

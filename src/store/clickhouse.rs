@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::records::ImportTarget;
+use super::records::{Deleted, ImportTarget, ListFilter, Page, RecordStore};
 use super::{EventFilter, Role, StoreError, StoredEvent};
 use super::metrics::AccountInfo;
 use crate::config::{ClickHouseLocation, CurrencyConfig, MetricsConfig};
@@ -468,15 +468,105 @@ impl RecordImport {
 impl ClickHouse {
     /// Current records of `kind` (all, or those whose joined key is in `keys`).
     async fn records_of(&self, kind: &'static Kind, keys: Option<&[String]>) -> Result<Vec<Record>, StoreError> {
-        let names: Vec<&str> = kind.columns.iter().map(|c| c.name).collect();
-        let mut sql = format!("SELECT {}, traits FROM {} FINAL WHERE deleted = 0", names.join(", "), kind.name);
-        if keys.is_some() {
-            sql.push_str(&format!(" AND has(?, {})", joined_key(kind)));
-        }
-        let mut query = self.client.query(&sql);
+        let inner = if keys.is_some() { format!("WHERE has(?, {})", joined_key(kind)) } else { String::new() };
+        let mut query = self.client.query(&current_records(kind, &inner, "", ""));
         if let Some(keys) = keys {
             query = query.bind(keys);
         }
+        self.read_records(kind, query).await
+    }
+
+    /// A page of current records by key order, after the key `after` (as
+    /// `store::records::list` on the embedded store).
+    async fn list_records(&self, kind: &'static Kind, filters: &[ListFilter], after: Option<&[String]>, limit: usize) -> Result<Page, StoreError> {
+        let limit = limit.clamp(1, limits::API_PAGE_ROWS_MAX);
+        // After (k1, k2, ...): k1 > a1, or k1 = a1 and k2 > a2, ... (no tuple comparison on older servers).
+        let inner = match after {
+            Some(after) => {
+                let any: Vec<String> = (0..after.len().min(kind.key.len()))
+                    .map(|i| {
+                        let mut all: Vec<String> = kind.key[..i].iter().map(|k| format!("{k} = ?")).collect();
+                        all.push(format!("{} > ?", kind.key[i]));
+                        format!("({})", all.join(" AND "))
+                    })
+                    .collect();
+                format!("WHERE {}", any.join(" OR "))
+            }
+            None => String::new(),
+        };
+        let outer: String = filters
+            .iter()
+            .map(|f| match f {
+                ListFilter::Equals(c, _) => format!(" AND {c} = ?"),
+                ListFilter::AtLeast(c, _) => format!(" AND {c} >= ?"),
+                ListFilter::AtMost(c, _) => format!(" AND {c} <= ?"),
+            })
+            .collect();
+        let tail = format!("ORDER BY {} LIMIT {}", kind.key.join(", "), limit + 1);
+        let mut query = self.client.query(&current_records(kind, &inner, &outer, &tail));
+        if let Some(after) = after {
+            for i in 0..after.len().min(kind.key.len()) {
+                for value in &after[..=i] {
+                    query = query.bind(value.as_str());
+                }
+            }
+        }
+        for filter in filters {
+            let (ListFilter::Equals(_, cell) | ListFilter::AtLeast(_, cell) | ListFilter::AtMost(_, cell)) = filter;
+            query = match cell {
+                Cell::Text(text) => query.bind(text.as_str()),
+                Cell::Int(n) => query.bind(*n),
+                Cell::Real(x) => query.bind(*x),
+                Cell::Null => query.bind(None::<i64>),
+            };
+        }
+        let mut records = self.read_records(kind, query).await?;
+        let next_cursor = if records.len() > limit {
+            records.truncate(limit);
+            records.last().map(|r| r.key(kind))
+        } else {
+            None
+        };
+        Ok(Page { records, next_cursor })
+    }
+
+    /// Deletes a record (a newer version marked `deleted`); an account only when no record
+    /// refers to it, as on the embedded store.
+    async fn delete_record(&self, kind: &'static Kind, key: &[String]) -> Result<Deleted, StoreError> {
+        let Some(record) = self.records_of(kind, Some(&[key.join("\u{1f}")])).await?.pop() else { return Ok(Deleted::NotFound) };
+        if kind.name == records::ACCOUNTS.name {
+            #[derive(clickhouse::Row, Deserialize)]
+            struct Count {
+                n: u64,
+            }
+            let id = &key[0];
+            let count = |table: &str, column: &str| {
+                let sql = format!("SELECT count() AS n FROM (SELECT {column}, deleted FROM {table} FINAL) WHERE deleted = 0 AND {column} = ?");
+                fetch_all::<Count>(self.client.query(&sql).bind(id.as_str()), "references of an account")
+            };
+            let mut referring = Vec::new();
+            let children = count("accounts", "parent_id").await?.first().map_or(0, |c| c.n);
+            if children > 0 {
+                referring.push(format!("{children} child account(s)"));
+            }
+            for other in records::KINDS.iter().filter(|k| k.references_account) {
+                let n = count(other.name, "account_id").await?.first().map_or(0, |c| c.n);
+                if n > 0 {
+                    referring.push(format!("{n} {}", other.name));
+                }
+            }
+            if !referring.is_empty() {
+                return Ok(Deleted::Referenced(format!("account {id} still has {}", referring.join(", "))));
+            }
+        }
+        let mut body = Vec::new();
+        record_line(kind, &record, &record.traits, true, &mut body)?;
+        self.insert_records(kind, body).await?;
+        Ok(Deleted::Yes)
+    }
+
+    /// Parses the JSON rows of a [`current_records`] query.
+    async fn read_records(&self, kind: &'static Kind, query: clickhouse::query::Query) -> Result<Vec<Record>, StoreError> {
         let context = format!("read {}", kind.name);
         let bytes = match tokio::time::timeout(QUERY_TIMEOUT, async { query.fetch_bytes("JSONEachRow")?.collect().await }).await {
             Ok(result) => result.map_err(|e| error(&context, e))?,
@@ -495,6 +585,61 @@ impl ClickHouse {
             out.push(Record { cells, traits });
         }
         Ok(out)
+    }
+
+    /// Writes [`record_line`]s as one insert block (stored whole or not at all).
+    async fn insert_records(&self, kind: &'static Kind, body: Vec<u8>) -> Result<(), StoreError> {
+        let names: Vec<&str> = kind.columns.iter().map(|c| c.name).collect();
+        let sql = format!("INSERT INTO {} ({}, traits, version, deleted) FORMAT JSONEachRow", kind.name, names.join(", "));
+        let client = self.client.clone().with_setting("max_insert_block_size", (limits::IMPORT_ROWS_MAX + 1).to_string());
+        let written = async move {
+            let mut insert = client.insert_formatted_with(sql).with_timeouts(Some(INSERT_SEND_TIMEOUT), Some(INSERT_END_TIMEOUT));
+            insert.send(body.into()).await?;
+            insert.end().await
+        };
+        written.await.map_err(|e| error(&format!("write {}", kind.name), e))
+    }
+}
+
+/// The current version of each record of `kind`, deleted ones left out. `FINAL` merges
+/// versions in a subquery, and `deleted` is filtered outside it: a filter on a non-key
+/// column next to `FINAL` may run before the merge on older servers and let an older
+/// version through. `inner` filters key columns only (inside, before the merge), `outer`
+/// adds ` AND ...` conditions on any column, `tail` orders and limits.
+fn current_records(kind: &Kind, inner: &str, outer: &str, tail: &str) -> String {
+    let names: Vec<&str> = kind.columns.iter().map(|c| c.name).collect();
+    let names = names.join(", ");
+    format!("SELECT {names}, traits FROM (SELECT {names}, traits, deleted FROM {} FINAL {inner}) WHERE deleted = 0{outer} {tail}", kind.name)
+}
+
+/// One record as a JSONEachRow line of its table, versioned by the time of writing.
+fn record_line(kind: &Kind, record: &Record, traits: &Map<String, Value>, deleted: bool, body: &mut Vec<u8>) -> Result<(), StoreError> {
+    let version = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    let mut row: Map<String, Value> = kind.columns.iter().zip(&record.cells).map(|(c, cell)| (c.name.to_string(), cell_to_json(cell))).collect();
+    row.insert("traits".into(), Value::String(Value::Object(traits.clone()).to_string()));
+    row.insert("version".into(), Value::from(version));
+    row.insert("deleted".into(), Value::from(u8::from(deleted)));
+    serde_json::to_writer(&mut *body, &Value::Object(row)).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    body.push(b'\n');
+    Ok(())
+}
+
+/// The API's record routes on ClickHouse, from a blocking thread.
+impl RecordStore for ClickHouse {
+    fn get(&self, kind: &'static Kind, key: &[String]) -> Result<Option<Record>, StoreError> {
+        Ok(block_on(self.records_of(kind, Some(&[key.join("\u{1f}")])))??.pop())
+    }
+
+    fn list(&self, kind: &'static Kind, filters: &[ListFilter], after: Option<&[String]>, limit: usize) -> Result<Page, StoreError> {
+        block_on(self.list_records(kind, filters, after, limit))?
+    }
+
+    fn delete(&mut self, kind: &'static Kind, key: &[String]) -> Result<Deleted, StoreError> {
+        block_on(self.delete_record(kind, key))?
+    }
+
+    fn import_target(&mut self, kind: &'static Kind) -> Result<Box<dyn ImportTarget + '_>, StoreError> {
+        Ok(Box::new(RecordImport::new(self.clone(), kind)))
     }
 }
 
@@ -587,7 +732,6 @@ impl ImportTarget for RecordImport {
                 existing.insert(joined(kind, &record), record);
             }
         }
-        let version = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
         let mut body = Vec::new();
         let (mut inserted, mut updated) = (0, 0);
         for (record, key) in self.staged.iter().zip(&keys) {
@@ -600,23 +744,10 @@ impl ImportTarget for RecordImport {
                 None => inserted += 1,
             }
             merge_patch(&mut traits, &record.traits);
-            let mut row: Map<String, Value> = kind.columns.iter().zip(&record.cells).map(|(c, cell)| (c.name.to_string(), cell_to_json(cell))).collect();
-            row.insert("traits".into(), Value::String(Value::Object(traits).to_string()));
-            row.insert("version".into(), Value::from(version));
-            row.insert("deleted".into(), Value::from(0));
-            serde_json::to_writer(&mut body, &Value::Object(row)).map_err(|e| StoreError::Invalid(e.to_string()))?;
-            body.push(b'\n');
+            record_line(kind, record, &traits, false, &mut body)?;
         }
-        let names: Vec<&str> = kind.columns.iter().map(|c| c.name).collect();
-        let sql = format!("INSERT INTO {} ({}, traits, version, deleted) FORMAT JSONEachRow", kind.name, names.join(", "));
-        // One block for the whole file (ClickHouse stores a block whole or not at all).
-        let client = self.store.client.clone().with_setting("max_insert_block_size", (limits::IMPORT_ROWS_MAX + 1).to_string());
-        block_on(async move {
-            let mut insert = client.insert_formatted_with(sql).with_timeouts(Some(INSERT_SEND_TIMEOUT), Some(INSERT_END_TIMEOUT));
-            insert.send(body.into()).await?;
-            insert.end().await
-        })?
-        .map_err(|e| error(&format!("import {}", kind.name), e))?;
+        // One block for the whole file.
+        block_on(self.store.insert_records(kind, body))??;
         Ok((inserted, updated))
     }
 }

@@ -232,6 +232,38 @@ pub trait ImportTarget {
     fn commit(self: Box<Self>) -> Result<(usize, usize), StoreError>;
 }
 
+/// Where records are kept: the embedded store (a `Connection`) or ClickHouse
+/// (`store::clickhouse::ClickHouse`). The API's record routes are written once over it.
+pub trait RecordStore {
+    /// The record with this key.
+    fn get(&self, kind: &'static Kind, key: &[String]) -> Result<Option<Record>, StoreError>;
+    /// A page of records by key order, after the key `after`.
+    fn list(&self, kind: &'static Kind, filters: &[ListFilter], after: Option<&[String]>, limit: usize) -> Result<Page, StoreError>;
+    /// Deletes a record nothing refers to.
+    fn delete(&mut self, kind: &'static Kind, key: &[String]) -> Result<Deleted, StoreError>;
+    /// Where one import of `kind` goes (stored whole or not at all).
+    fn import_target(&mut self, kind: &'static Kind) -> Result<Box<dyn ImportTarget + '_>, StoreError>;
+}
+
+impl RecordStore for Connection {
+    fn get(&self, kind: &'static Kind, key: &[String]) -> Result<Option<Record>, StoreError> {
+        get(self, kind, key)
+    }
+
+    fn list(&self, kind: &'static Kind, filters: &[ListFilter], after: Option<&[String]>, limit: usize) -> Result<Page, StoreError> {
+        list(self, kind, filters, after, limit)
+    }
+
+    fn delete(&mut self, kind: &'static Kind, key: &[String]) -> Result<Deleted, StoreError> {
+        delete(self, kind, key)
+    }
+
+    fn import_target(&mut self, _kind: &'static Kind) -> Result<Box<dyn ImportTarget + '_>, StoreError> {
+        let tx = super::write_transaction(self, super::Lock::Main)?;
+        Ok(Box::new(Embedded { tx, inserted: 0, updated: 0 }))
+    }
+}
+
 /// The embedded store's target: one transaction holding bellwether.db's write lock.
 struct Embedded<'c> {
     tx: Transaction<'c>,
@@ -277,8 +309,7 @@ pub struct Import<'c> {
 impl<'c> Import<'c> {
     /// An import into the embedded store: one transaction, committed whole or rolled back.
     pub fn begin(conn: &'c mut Connection, kind: &'static Kind, checks: Checks<'c>) -> Result<Import<'c>, StoreError> {
-        let tx = super::write_transaction(conn, super::Lock::Main)?;
-        Ok(Import::into_target(Box::new(Embedded { tx, inserted: 0, updated: 0 }), kind, checks))
+        Ok(Import::into_target(conn.import_target(kind)?, kind, checks))
     }
 
     /// An import into any target.

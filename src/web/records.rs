@@ -19,7 +19,7 @@ use super::AppState;
 use crate::ingest::import::{self, Format};
 use crate::limits;
 use crate::records::{self, FieldError, Filter, Kind, Record};
-use crate::store::records::{self as store_records, Checks, Deleted, Import, ImportReport, ListFilter};
+use crate::store::records::{self as store_records, Checks, Deleted, Import, ImportReport, ListFilter, RecordStore};
 use crate::store::{Role, Store};
 
 pub fn router() -> Router<AppState> {
@@ -62,6 +62,15 @@ pub async fn with_conn<T: Send + 'static>(
         .map_err(|e| ApiError::Internal(e.to_string()))?
 }
 
+/// Runs record work off the async threads on the store that keeps the records (the
+/// embedded store's connection, or ClickHouse).
+async fn with_records<T: Send + 'static>(state: &AppState, work: impl FnOnce(&mut dyn RecordStore) -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
+    match state.clickhouse.clone() {
+        Some(mut clickhouse) => tokio::task::spawn_blocking(move || work(&mut clickhouse)).await.map_err(|e| ApiError::Internal(e.to_string()))?,
+        None => with_conn(&state.store, move |conn| work(conn)).await,
+    }
+}
+
 fn field_errors(errors: Vec<FieldError>) -> ApiError {
     ApiError::Invalid(errors.into_iter().map(|e| (e.column, e.reason)).collect())
 }
@@ -88,7 +97,7 @@ async fn list(
             _ => filters.push(list_filter(kind, name, value)?),
         }
     }
-    let page = with_conn(&state.store, move |conn| Ok(store_records::list(conn, kind, &filters, cursor.as_deref(), limit)?)).await?;
+    let page = with_records(&state, move |records| Ok(records.list(kind, &filters, cursor.as_deref(), limit)?)).await?;
     let items: Vec<Value> = page.records.iter().map(|r| r.to_json(kind)).collect();
     Ok(Json(json!({"items": items, "next_cursor": page.next_cursor.map(|c| encode_cursor(&c))})))
 }
@@ -140,7 +149,7 @@ async fn read_kpi(caller: Caller, State(state): State<AppState>, Path(key): Path
 
 async fn read_record(state: &AppState, kind: &'static Kind, key: Vec<String>) -> Result<Json<Value>, ApiError> {
     let shown = key.join("/");
-    let record = with_conn(&state.store, move |conn| Ok(store_records::get(conn, kind, &key)?)).await?;
+    let record = with_records(state, move |records| Ok(records.get(kind, &key)?)).await?;
     record.map(|r| Json(r.to_json(kind))).ok_or_else(|| ApiError::NotFound(format!("no {} {shown}", kind.singular)))
 }
 
@@ -150,10 +159,9 @@ async fn create(caller: Caller, State(state): State<AppState>, Path(kind): Path<
     let object = json_body(&headers, body).await?;
     let record = records::from_json(kind, &object).map_err(field_errors)?;
     let key = record.key(kind);
-    let store = state.store.clone();
-    let exists = with_conn(&store, {
+    let exists = with_records(&state, {
         let key = key.clone();
-        move |conn| Ok(store_records::get(conn, kind, &key)?.is_some())
+        move |records| Ok(records.get(kind, &key)?.is_some())
     })
     .await?;
     if exists {
@@ -208,10 +216,10 @@ async fn replace_record(state: &AppState, kind: &'static Kind, key: Vec<String>,
 /// currency rate).
 async fn save(state: &AppState, kind: &'static Kind, record: Record) -> Result<ImportReport, ApiError> {
     let (currency, listening) = (state.currency.clone(), state.listening.clone());
-    let report = with_conn(&state.store, move |conn| {
+    let report = with_records(state, move |records| {
         let check = move |code: &str| currency.check(code);
         let reason = move |code: &str| listening.check_reason(code);
-        let mut import = Import::begin(conn, kind, Checks { currency: &check, reason: &reason })?;
+        let mut import = Import::into_target(records.import_target(kind)?, kind, Checks { currency: &check, reason: &reason });
         import.row(1, Ok(record))?;
         Ok(import.finish()?)
     })
@@ -236,7 +244,7 @@ async fn remove_kpi(caller: Caller, State(state): State<AppState>, Path(key): Pa
 
 async fn remove_record(state: &AppState, kind: &'static Kind, key: Vec<String>) -> Result<StatusCode, ApiError> {
     let shown = key.join("/");
-    match with_conn(&state.store, move |conn| Ok(store_records::delete(conn, kind, &key)?)).await? {
+    match with_records(state, move |records| Ok(records.delete(kind, &key)?)).await? {
         Deleted::Yes => Ok(StatusCode::NO_CONTENT),
         Deleted::NotFound => Err(ApiError::NotFound(format!("no {} {shown}", kind.singular))),
         Deleted::Referenced(why) => Err(ApiError::Conflict(why)),
@@ -288,10 +296,11 @@ async fn import_file(
     };
     let bytes = read_limited(&headers, body, limits::IMPORT_BODY_BYTES_MAX).await?;
     let (currency, listening) = (state.currency.clone(), state.listening.clone());
-    let report = with_conn(&state.store, move |conn| {
+    let report = with_records(&state, move |records| {
         let check = move |code: &str| currency.check(code);
         let reason = move |code: &str| listening.check_reason(code);
-        Ok(import::import(conn, kind, format, &bytes[..], Checks { currency: &check, reason: &reason }, &mut |_| {})?)
+        let target = Import::into_target(records.import_target(kind)?, kind, Checks { currency: &check, reason: &reason });
+        Ok(import::read_into(target, format, &bytes[..], &mut |_| {})?)
     })
     .await?;
     if report.stored {

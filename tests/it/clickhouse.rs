@@ -132,8 +132,16 @@ fn two_nodes_on_one_clickhouse_list_each_message_once_as_the_embedded_store_does
     let events = stored_events(&node_b, &token);
     let by_id: BTreeMap<String, Value> = events.into_iter().map(|r| (r["message_id"].as_str().unwrap().to_string(), r)).collect();
     assert_eq!(comparable(&by_id), comparable(&reference));
-    let reply = get(&node_a, "/api/v1/accounts", Some(&token));
+    for path in ["/api/v1/alerts", "/api/v1/health", "/portfolio", "/v1/surveys/pending"] {
+        let reply = get(&node_a, path, Some(&token));
+        assert_eq!(reply.status, 501, "{path}: {:?}", reply.body);
+    }
+    let reply = get(&node_a, "/no/such/page", Some(&token));
     assert_eq!(reply.status, 501);
+    // Erasure is not there yet: it answers so and erases nothing.
+    let erase = agent().delete(&node_a.url("/api/v1/users/ch-u2")).header("authorization", &format!("Bearer {token}")).call().unwrap();
+    assert_eq!(erase.status().as_u16(), 501);
+    assert_eq!(listed(dir_b.path(), Some(&store), &["--user", "ch-u2"]).len(), listed(dir_e.path(), None, &["--user", "ch-u2"]).len());
     assert!(reply.body["error"].as_str().unwrap().contains("ClickHouse"), "{:?}", reply.body);
     let ready = get(&node_b, "/readyz", None);
     assert_eq!((ready.status, &ready.body["database"]), (200, &json!(true)));

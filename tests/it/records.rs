@@ -14,15 +14,34 @@ fn data(name: &str) -> PathBuf {
 
 /// A data dir with a config that can report EUR; returns (dir, config path).
 fn setup() -> (tempfile::TempDir, PathBuf) {
+    setup_on(None)
+}
+
+/// As [`setup`], the config naming `store` (a ClickHouse URL) when given: every command and
+/// server of the test then runs on it.
+fn setup_on(store: Option<&str>) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("bellwether.toml");
-    std::fs::write(&config, "[currency]\nreport = \"USD\"\n[currency.rates]\nEUR = 1.08\n").unwrap();
+    let store = store.map_or(String::new(), |url| format!("store = \"{url}\"\n"));
+    std::fs::write(&config, format!("{store}[currency]\nreport = \"USD\"\n[currency.rates]\nEUR = 1.08\n")).unwrap();
     (dir, config)
+}
+
+fn token(dir: &Path, config: &Path, role: &str) -> String {
+    let out = cli(dir, &["--config", config.to_str().unwrap(), "token", "create", "--role", role]);
+    assert!(out.status.success(), "token create: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
 fn start(dir: &Path, config: &Path) -> (Server, String, String) {
     let server = Server::start(dir, &[("BELLWETHER_CONFIG", config.to_str().unwrap())]);
-    (server, create_token(dir, "admin"), create_token(dir, "read"))
+    let (admin, read) = (token(dir, config, "admin"), token(dir, config, "read"));
+    if std::fs::read_to_string(config).unwrap().contains("clickhouse://") {
+        // Really on ClickHouse: nothing in the data dir, and what ClickHouse lacks says so.
+        assert!(!dir.join("bellwether.db").exists(), "a ClickHouse test wrote {}", dir.display());
+        assert_eq!(get(&server, "/api/v1/alerts", Some(&admin)).status, 501);
+    }
+    (server, admin, read)
 }
 
 fn import_cli(dir: &Path, config: &Path, kind: &str, file: &Path) -> std::process::Output {
@@ -78,8 +97,16 @@ fn send(server: &Server, method: &str, path: &str, token: Option<&str>, body: Op
 
 #[test]
 fn csv_and_ndjson_imports_round_trip_through_the_api() {
-    let (dir_csv, config_csv) = setup();
-    let (dir_nd, config_nd) = setup();
+    imports_round_trip(setup(), setup());
+}
+
+#[test]
+fn csv_and_ndjson_imports_round_trip_through_the_api_on_clickhouse() {
+    let clickhouse = ClickHouseServer::start();
+    imports_round_trip(setup_on(Some(&clickhouse.store_url("bw_csv"))), setup_on(Some(&clickhouse.store_url("bw_ndjson"))));
+}
+
+fn imports_round_trip((dir_csv, config_csv): (tempfile::TempDir, PathBuf), (dir_nd, config_nd): (tempfile::TempDir, PathBuf)) {
     for kind in KINDS {
         let out = import_cli(dir_csv.path(), &config_csv, kind, &data(&format!("{kind}.csv")));
         assert!(out.status.success(), "{kind}.csv: {}", String::from_utf8_lossy(&out.stderr));
@@ -120,7 +147,7 @@ fn csv_and_ndjson_imports_round_trip_through_the_api() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("0 new, 5 updated"), "{}", String::from_utf8_lossy(&out.stderr));
     // Imports work while the server runs, over HTTP too.
     let body = "account_id,name,date,value\ninitech,hours_saved,2026-09-30,200\n";
-    let reply = post_with_token(&server_csv, "/api/v1/import/kpis", &create_token(dir_csv.path(), "admin"), "text/csv", body);
+    let reply = post_with_token(&server_csv, "/api/v1/import/kpis", &token(dir_csv.path(), &config_csv, "admin"), "text/csv", body);
     assert_eq!(reply.status, 200, "{:?}", reply.body);
     assert_eq!(reply.body["inserted"], json!(1));
     assert_eq!(list_all(&server_csv, &read_csv, "kpis").len(), 4);
@@ -132,7 +159,16 @@ fn post_with_token(server: &Server, path: &str, token: &str, content_type: &str,
 
 #[test]
 fn bad_files_get_a_row_numbered_report_and_store_nothing() {
-    let (dir, config) = setup();
+    bad_files(setup());
+}
+
+#[test]
+fn bad_files_get_a_row_numbered_report_and_store_nothing_on_clickhouse() {
+    let clickhouse = ClickHouseServer::start();
+    bad_files(setup_on(Some(&clickhouse.store_url("bw_bad_files"))));
+}
+
+fn bad_files((dir, config): (tempfile::TempDir, PathBuf)) {
     for kind in ["csms", "accounts", "subscriptions", "tickets"] {
         assert!(import_cli(dir.path(), &config, kind, &data(&format!("{kind}.csv"))).status.success());
     }
@@ -214,7 +250,16 @@ fn bad_files_get_a_row_numbered_report_and_store_nothing() {
 
 #[test]
 fn rest_api_creates_reads_updates_deletes_filters_and_pages() {
-    let (dir, config) = setup();
+    rest_api(setup());
+}
+
+#[test]
+fn rest_api_creates_reads_updates_deletes_filters_and_pages_on_clickhouse() {
+    let clickhouse = ClickHouseServer::start();
+    rest_api(setup_on(Some(&clickhouse.store_url("bw_rest"))));
+}
+
+fn rest_api((dir, config): (tempfile::TempDir, PathBuf)) {
     for kind in ["csms", "accounts"] {
         assert!(import_cli(dir.path(), &config, kind, &data(&format!("{kind}.csv"))).status.success());
     }
@@ -272,6 +317,19 @@ fn rest_api_creates_reads_updates_deletes_filters_and_pages() {
     let orphan = send(&server, "POST", "/api/v1/tickets", Some(&admin), Some(json!({"ticket_id": "t", "account_id": "nobody", "opened_at": "2026-01-01"})));
     assert_eq!(orphan.status, 400);
     assert_eq!(get(&server, "/api/v1/kpis/initech", Some(&read)).status, 404);
+
+    // An account its records refer to stays until they go; a deleted key can come back.
+    let referred = send(&server, "DELETE", "/api/v1/accounts/initech", Some(&admin), None);
+    assert_eq!(referred.status, 409, "{:?}", referred.body);
+    assert!(referred.body["detail"].as_str().unwrap().contains("1 kpis"), "{:?}", referred.body);
+    assert_eq!(send(&server, "DELETE", "/api/v1/kpis/initech/hours_saved/2026-03-31", Some(&admin), None).status, 204);
+    assert_eq!(get(&server, "/api/v1/kpis/initech/hours_saved/2026-03-31", Some(&read)).status, 404);
+    assert_eq!(send(&server, "DELETE", "/api/v1/accounts/initech", Some(&admin), None).status, 204);
+    let again = send(&server, "POST", "/api/v1/accounts", Some(&admin), Some(json!({"account_id": "hooli", "name": "Hooli again"})));
+    assert_eq!(again.status, 201, "{:?}", again.body);
+    assert_eq!((again.body["name"].clone(), again.body["traits"].clone()), (json!("Hooli again"), json!({})), "nothing of the deleted record comes back");
+    let ids: Vec<String> = list_all(&server, &read, "accounts").iter().map(|a| a["account_id"].as_str().unwrap().to_string()).collect();
+    assert_eq!(ids, vec!["acme, inc", "globex", "globex-eu", "globex-us", "hooli"]);
 }
 
 #[test]
