@@ -340,8 +340,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             config.currency.rates.entry(code.to_string()).or_insert(*rate);
         }
     }
-    if matches!(config.store, StoreLocation::ClickHouse(_)) && !matches!(cli.command, Command::Serve(_) | Command::Events(_) | Command::Import(_) | Command::Metrics(_) | Command::Generate(_) | Command::Token { .. }) {
-        bail!("this command needs the embedded store: on the ClickHouse store only `serve` (the tracking API, the events and metrics API), `events`, `import`, `metrics` and `token create` run so far; drop --store / BELLWETHER_STORE / `store` to use the data dir");
+    if matches!(config.store, StoreLocation::ClickHouse(_)) && !matches!(cli.command, Command::Serve(_) | Command::Events(_) | Command::Import(_) | Command::Metrics(_) | Command::Generate(_) | Command::Token { .. } | Command::DeleteUser { .. } | Command::Indicators(_) | Command::Recalibrate(_) | Command::Health(_) | Command::Backtest(_)) {
+        bail!("this command needs the embedded store: on the ClickHouse store only `serve` (the tracking API, the events, metrics, health and records API), `events`, `import`, `metrics`, `indicators`, `recalibrate`, `health`, `backtest`, `token create` and `delete-user` run so far; drop --store / BELLWETHER_STORE / `store` to use the data dir");
     }
     match cli.command {
         Command::Serve(_) => serve(&config),
@@ -357,8 +357,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Health(args) => health(&config, &args),
         Command::Backtest(args) => backtest(&config, &args),
         Command::DeleteUser { user_id } => {
-            let store = Store::open(&config.data_dir)?;
-            let deletion = store::records::delete_user(&mut store.connect()?, &user_id)?;
+            let deletion = match &config.store {
+                StoreLocation::ClickHouse(location) => store::clickhouse::block_on(async {
+                    store::clickhouse::ClickHouse::open(location).await?.delete_user(&user_id).await
+                })??,
+                StoreLocation::Embedded => store::records::delete_user(&mut Store::open(&config.data_dir)?.connect()?, &user_id)?,
+            };
             println!("{}", serde_json::to_string_pretty(&deletion)?);
             Ok(ExitCode::SUCCESS)
         }
@@ -676,21 +680,26 @@ fn open_existing(config: &Config) -> anyhow::Result<Store> {
     Ok(Store::open(&config.data_dir)?)
 }
 
-fn metrics(config: &Config, args: &MetricsArgs) -> anyhow::Result<ExitCode> {
-    let as_of = date_arg("as-of", args.as_of.as_deref())?;
-    let rows = match &config.store {
+/// Runs `work` on what the metrics and health read: the embedded store with its rollups
+/// caught up, or ClickHouse (whose reads wait on it from this thread, inside a runtime).
+fn on_source<T>(config: &Config, work: impl FnOnce(&dyn store::health::HealthSource) -> anyhow::Result<T>) -> anyhow::Result<T> {
+    match &config.store {
         StoreLocation::ClickHouse(location) => {
-            // The metrics' reads wait on ClickHouse from this thread, inside a runtime.
             let runtime = runtime()?;
             let _entered = runtime.enter();
             let clickhouse = store::clickhouse::block_on(store::clickhouse::ClickHouse::open(location))??;
-            store::metrics::Source::snapshot(&clickhouse, as_of, &config.metrics, &config.currency)?
+            work(&clickhouse)
         }
         StoreLocation::Embedded => {
             let (_store, conn) = store_caught_up(config)?;
-            store::metrics::snapshot(&conn, as_of, &config.metrics, &config.currency)?
+            work(&conn)
         }
-    };
+    }
+}
+
+fn metrics(config: &Config, args: &MetricsArgs) -> anyhow::Result<ExitCode> {
+    let as_of = date_arg("as-of", args.as_of.as_deref())?;
+    let rows = on_source(config, |source| Ok(source.snapshot(as_of, &config.metrics, &config.currency)?))?;
     let mut out = std::io::stdout().lock();
     if args.format == "json" {
         serde_json::to_writer(&mut out, &rows)?;
@@ -734,14 +743,16 @@ fn fmt(value: &serde_json::Value, digits: usize) -> String {
 }
 
 fn indicators(config: &Config, args: &IndicatorsArgs) -> anyhow::Result<ExitCode> {
-    let (_store, conn) = store_caught_up(config)?;
-    let model = match &args.as_of {
-        Some(text) => store::health::analyse(&conn, date_arg("as-of", Some(text))?, "indicators", settings(config))?,
-        None => match store::health::model_for(&conn, None)? {
-            Some(model) => model,
-            None => store::health::analyse(&conn, chrono::Utc::now().date_naive(), "indicators", settings(config))?,
-        },
-    };
+    let as_of = args.as_of.as_deref().map(|text| date_arg("as-of", Some(text))).transpose()?;
+    let model = on_source(config, |source| {
+        Ok(match as_of {
+            Some(day) => store::health::analyse(source, day, "indicators", settings(config))?,
+            None => match store::health::model_for(source, None)? {
+                Some(model) => model,
+                None => store::health::analyse(source, chrono::Utc::now().date_naive(), "indicators", settings(config))?,
+            },
+        })
+    })?;
     if let Some(segment) = &args.segment {
         if !model.segments.contains_key(segment) {
             bail!("--segment: no segment {segment:?}; segments: {}", model.segments.keys().cloned().collect::<Vec<_>>().join(", "));
@@ -794,12 +805,16 @@ fn indicators(config: &Config, args: &IndicatorsArgs) -> anyhow::Result<ExitCode
 
 fn recalibrate(config: &Config, args: &RecalibrateArgs) -> anyhow::Result<ExitCode> {
     let as_of = date_arg("as-of", args.as_of.as_deref())?;
-    let (_store, conn) = store_caught_up(config)?;
-    let model = store::health::recalibrate(&conn, as_of, "manual", settings(config))?;
+    let model = on_source(config, |source| Ok(store::health::recalibrate(source, as_of, "manual", settings(config))?))?;
     eprintln!("stored health model {} (renewals decided before {}: {})", model.id, model.as_of, model.decided_renewals);
     for (name, segment) in &model.segments {
         eprintln!("  {name}: power feature {}{}", segment.power_feature.as_deref().unwrap_or("-"), if segment.fallback { " (all-accounts model)" } else { "" });
     }
+    if matches!(config.store, StoreLocation::ClickHouse(_)) {
+        eprintln!("(the daily score and tier history is not kept on the ClickHouse store yet)");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let (_store, conn) = store_caught_up(config)?;
     // Tiers and scores from the new model, day by day up to today.
     let mut conn = conn;
     let bar = indicatif::ProgressBar::new(0).with_style(
@@ -816,8 +831,7 @@ fn recalibrate(config: &Config, args: &RecalibrateArgs) -> anyhow::Result<ExitCo
 
 fn health(config: &Config, args: &HealthArgs) -> anyhow::Result<ExitCode> {
     let as_of = date_arg("as-of", args.as_of.as_deref())?;
-    let (_store, conn) = store_caught_up(config)?;
-    let Some((model, rows)) = store::health::snapshot(&conn, as_of, settings(config))? else {
+    let Some((model, rows)) = on_source(config, |source| Ok(store::health::snapshot(source, as_of, settings(config))?))? else {
         bail!("no health model yet: run `bellwether recalibrate` (a running server makes the first one itself)");
     };
     let mut out = std::io::stdout().lock();
@@ -838,8 +852,7 @@ fn health(config: &Config, args: &HealthArgs) -> anyhow::Result<ExitCode> {
 
 fn backtest(config: &Config, args: &BacktestArgs) -> anyhow::Result<ExitCode> {
     let as_of = date_arg("as-of", Some(&args.as_of))?;
-    let (_store, conn) = store_caught_up(config)?;
-    let report = store::health::backtest(&conn, as_of, args.horizon_days, settings(config))?;
+    let report = on_source(config, |source| Ok(store::health::backtest(source, as_of, args.horizon_days, settings(config))?))?;
     let mut out = std::io::stdout().lock();
     if args.format == "json" {
         serde_json::to_writer(&mut out, &report)?;

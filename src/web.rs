@@ -86,7 +86,9 @@ pub const CLICKHOUSE_ROUTES: &[&str] = &[
     "/healthz", "/readyz", "/metrics", "/js/activity.js", "/js/survey.js",
     "/api/v1/events", "/api/v1/openapi.json",
     "/api/v1/metrics", "/api/v1/accounts/{id}/metrics", "/api/v1/accounts/{id}/timeseries", "/api/v1/segments", "/api/v1/outcomes",
-    "/api/v1/{kind}", "/api/v1/{kind}/{id}", "/api/v1/kpis/{account_id}/{name}/{date}", "/api/v1/import/{kind}",
+    "/api/v1/indicators", "/api/v1/models", "/api/v1/models/{id}", "/api/v1/recalibrate", "/api/v1/health", "/api/v1/accounts/{id}/health",
+    "/api/v1/backtest",
+    "/api/v1/{kind}", "/api/v1/{kind}/{id}", "/api/v1/kpis/{account_id}/{name}/{date}", "/api/v1/import/{kind}", "/api/v1/users/{id}",
 ];
 
 /// On ClickHouse, a route not in [`CLICKHOUSE_ROUTES`] answers 501 before its handler runs
@@ -104,7 +106,7 @@ fn not_on_clickhouse_yet() -> (axum::http::StatusCode, axum::Json<serde_json::Va
     (
         axum::http::StatusCode::NOT_IMPLEMENTED,
         axum::Json(serde_json::json!({
-            "error": "not available on the ClickHouse store yet (health, actions, listening, user erasure and the dashboard need the embedded store)",
+            "error": "not available on the ClickHouse store yet (health history and tier changes, actions, listening and the dashboard need the embedded store)",
             "served": CLICKHOUSE_ROUTES,
         })),
     )

@@ -21,10 +21,11 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
+use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::records::{Deleted, ImportTarget, ListFilter, Page, RecordStore};
+use super::records::{Deleted, ImportTarget, ListFilter, Page, RecordStore, UserDeletion};
 use super::{EventFilter, Role, StoreError, StoredEvent};
 use super::metrics::AccountInfo;
 use crate::config::{ClickHouseLocation, CurrencyConfig, MetricsConfig};
@@ -107,6 +108,14 @@ const SCHEMA: &[&str] = &[
         version      UInt64,
         deleted      UInt8
     ) ENGINE = ReplacingMergeTree(version) ORDER BY id",
+    // Health models, one row per version (ids given in order by the node that trains one).
+    "CREATE TABLE IF NOT EXISTS {db}.health_models (
+        id         Int64,
+        created_ms Int64,
+        as_of      String,
+        reason     String,
+        body       String
+    ) ENGINE = MergeTree ORDER BY id",
     "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.activity_view TO {db}.activity AS
     SELECT day, toUInt32(intDiv(greatest(timestamp_ms, 0), 900000)) AS bucket, source, user_id, anonymous_id, group_id, type, event,
            uniqExactState(message_id) AS messages,
@@ -156,8 +165,12 @@ const FIRST_COPY: &str = "ORDER BY received_ms, position LIMIT 1 BY source, mess
 const INSERT_SEND_TIMEOUT: Duration = Duration::from_secs(30);
 const INSERT_END_TIMEOUT: Duration = Duration::from_secs(60);
 const QUERY_TIMEOUT: Duration = Duration::from_secs(60);
-/// Reading every activity rollup row for an export may take a while on a large install.
+/// Reading a run of activity rollup rows for an export may take a while on a large install.
 const ROLLUP_READ_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Stored `activity` rows one query merges at most (more when one day holds more), and
+/// the days it spans at most.
+const ACTIVITY_ROWS_PER_READ: u64 = 500_000;
+const ACTIVITY_DAYS_PER_READ: u16 = 31;
 
 #[derive(Debug, clickhouse::Row, Serialize, Deserialize)]
 struct EventRow {
@@ -601,6 +614,112 @@ impl ClickHouse {
     }
 }
 
+/// How long an erasure waits for ClickHouse to finish rewriting the parts it touches.
+const ERASURE_TIMEOUT: Duration = Duration::from_secs(600);
+
+impl ClickHouse {
+    /// GDPR erasure, as `store::records::delete_user` on the embedded store: the person's
+    /// events (by userId, and by every id linked to it: anonymous ids and older userIds
+    /// aliased to it) with their traits, memberships and identity links, their `activity`
+    /// rollups, survey answers (every version); tickets and suggestions keep their account
+    /// but lose the person. Mutations rewrite the parts that hold these rows; this returns
+    /// once ClickHouse has finished them (the replaced parts leave the disk after the
+    /// server's `old_parts_lifetime`). The calls are counted by kind: `trait_versions` are
+    /// identify calls, `memberships` group calls, `identity_links` calls linking an id.
+    pub async fn delete_user(&self, user_id: &str) -> Result<UserDeletion, StoreError> {
+        #[derive(clickhouse::Row, Deserialize)]
+        struct Linked {
+            previous: String,
+        }
+        #[derive(clickhouse::Row, Deserialize)]
+        struct Calls {
+            kind: String,
+            links: u64,
+            n: u64,
+        }
+        let linked: Vec<String> = fetch_all::<Linked>(
+            self.client
+                .query(&format!(
+                    "SELECT DISTINCT {LINKED_ID} AS previous FROM events
+                     WHERE type IN ('alias', 'identify') AND user_id = ? AND {LINKED_ID} != '' AND {LINKED_ID} != user_id"
+                ))
+                .bind(user_id),
+            "ids linked to the person",
+        )
+        .await?
+        .into_iter()
+        .map(|l| l.previous)
+        .collect();
+        let mut ids = linked.clone();
+        ids.push(user_id.to_string());
+        // Their userId is one of the ids, or they have none and their anonymousId is linked
+        // (an empty array literal has no type on older servers: bound only when non-empty).
+        let whose = if linked.is_empty() { "has(?, user_id)" } else { "(has(?, user_id) OR (user_id = '' AND has(?, anonymous_id)))" };
+        let bind = |query: clickhouse::query::Query| if linked.is_empty() { query.bind(&ids) } else { query.bind(&ids).bind(&linked) };
+        let calls: Vec<Calls> = fetch_all(
+            bind(self.client.query(&format!(
+                "SELECT type AS kind, countIf({LINKED_ID} != '') AS links, count() AS n
+                 FROM (SELECT type, previous_id, anonymous_id FROM events WHERE {whose} {FIRST_COPY}) GROUP BY type"
+            ))),
+            "the person's events",
+        )
+        .await?;
+        let mut deletion = UserDeletion { user_id: user_id.to_string(), ..UserDeletion::default() };
+        for call in &calls {
+            deletion.events += call.n as usize;
+            match call.kind.as_str() {
+                "identify" => deletion.trait_versions += call.n as usize,
+                "group" => deletion.memberships += call.n as usize,
+                _ => {}
+            }
+            if matches!(call.kind.as_str(), "identify" | "alias") {
+                deletion.identity_links += call.links as usize;
+            }
+        }
+        let of_person = |kind: &'static Kind| {
+            let query = self.client.query(&current_records(kind, "", " AND has(?, user_id)", "")).bind(&ids);
+            self.read_records(kind, query)
+        };
+        deletion.survey_responses = of_person(&records::SURVEY_RESPONSES).await?.len();
+        deletion.tickets_unlinked = of_person(&records::TICKETS).await?.len();
+        deletion.suggestions_unlinked = of_person(&records::SUGGESTIONS).await?.len();
+
+        let mutations = [
+            format!("ALTER TABLE events DELETE WHERE {whose}"),
+            format!("ALTER TABLE activity DELETE WHERE {whose}"),
+            format!("ALTER TABLE {} DELETE WHERE has(?, user_id)", records::SURVEY_RESPONSES.name),
+            format!("ALTER TABLE {} UPDATE user_id = NULL WHERE has(?, user_id)", records::TICKETS.name),
+            format!("ALTER TABLE {} UPDATE user_id = NULL WHERE has(?, user_id)", records::SUGGESTIONS.name),
+        ];
+        for (i, sql) in mutations.iter().enumerate() {
+            let query = if i < 2 { bind(self.client.query(sql)) } else { self.client.query(sql).bind(&ids) };
+            match tokio::time::timeout(QUERY_TIMEOUT, query.execute()).await {
+                Ok(result) => result.map_err(|e| error("erasure", e))?,
+                Err(_) => return Err(StoreError::ClickHouse(format!("erasure: no answer within {} s", QUERY_TIMEOUT.as_secs()))),
+            }
+        }
+        #[derive(clickhouse::Row, Deserialize)]
+        struct Pending {
+            n: u64,
+        }
+        let deadline = Instant::now() + ERASURE_TIMEOUT;
+        loop {
+            let pending: Vec<Pending> = fetch_all(
+                self.client.query("SELECT count() AS n FROM system.mutations WHERE database = ? AND is_done = 0").bind(self.location.database.as_str()),
+                "erasure progress",
+            )
+            .await?;
+            if pending.first().is_none_or(|p| p.n == 0) {
+                return Ok(deletion);
+            }
+            if Instant::now() > deadline {
+                return Err(StoreError::ClickHouse(format!("erasure of {user_id}: ClickHouse has not finished rewriting its parts within {} s; it goes on in the background", ERASURE_TIMEOUT.as_secs())));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
 /// The current version of each record of `kind`, deleted ones left out. `FINAL` merges
 /// versions in a subquery, and `deleted` is filtered outside it: a filter on a non-key
 /// column next to `FINAL` may run before the merge on older servers and let an older
@@ -796,6 +915,8 @@ struct Rollups {
     days: HashMap<String, Vec<UserDay>>,
     features: HashMap<String, Vec<FeatureDay>>,
     first_use: HashMap<String, HashMap<String, i32>>,
+    /// The first local day with counted activity (of any account).
+    first_day: Option<i32>,
 }
 
 impl ClickHouse {
@@ -987,27 +1108,22 @@ impl ClickHouse {
         let mut cut: BTreeMap<(String, i32, String), super::rollup::DayAgg> = BTreeMap::new();
         let mut first_use: HashMap<String, HashMap<String, i32>> = HashMap::new();
         let mut kept: Option<HashMap<String, Vec<(i32, i32)>>> = None;
-        for _pass in 0..2 {
-            // The rollup rows stream by (never all in memory).
-            // An empty array literal has no element type on older servers: empty lists are left out.
-            let filter = match &scope {
-                None => String::new(),
-                Some((accounts, people)) => {
-                    let mut any = Vec::new();
-                    if !accounts.is_empty() {
-                        any.push("has(?, group_id)");
-                    }
-                    if !people.is_empty() {
-                        any.extend(["has(?, user_id)", "has(?, anonymous_id)"]);
-                    }
-                    if any.is_empty() { "WHERE 0".to_string() } else { format!("WHERE {}", any.join(" OR ")) }
+        let mut first_day: Option<i32> = None;
+        // An empty array literal has no element type on older servers: empty lists are left out.
+        let filter = match &scope {
+            None => "1".to_string(),
+            Some((accounts, people)) => {
+                let mut any = Vec::new();
+                if !accounts.is_empty() {
+                    any.push("has(?, group_id)");
                 }
-            };
-            let mut query = self.client.query(&format!(
-                "SELECT user_id, anonymous_id, group_id, type AS kind, event, uniqExactMerge(messages) AS messages,
-                        groupUniqArrayMerge(minutes) AS minutes, minMerge(first_ms) AS first_ms
-                 FROM activity {filter} GROUP BY user_id, anonymous_id, group_id, kind, event, bucket"
-            ));
+                if !people.is_empty() {
+                    any.extend(["has(?, user_id)", "has(?, anonymous_id)"]);
+                }
+                if any.is_empty() { "0".to_string() } else { format!("({})", any.join(" OR ")) }
+            }
+        };
+        let bind_scope = |mut query: clickhouse::query::Query| {
             if let Some((accounts, people)) = &scope {
                 if !accounts.is_empty() {
                     query = query.bind(accounts);
@@ -1016,69 +1132,118 @@ impl ClickHouse {
                     query = query.bind(people).bind(people);
                 }
             }
-            let mut cursor = query
-                .fetch::<ActivityRow>()
-                .map_err(|e| error("activity rollups", e))?;
-            let deadline = tokio::time::Instant::now() + ROLLUP_READ_TIMEOUT;
-            loop {
-                let next = match tokio::time::timeout_at(deadline, cursor.next()).await {
-                    Ok(next) => next.map_err(|e| error("activity rollups", e))?,
-                    Err(_) => return Err(StoreError::ClickHouse(format!("activity rollups: not read within {} s", ROLLUP_READ_TIMEOUT.as_secs()))),
-                };
-                let Some(row) = next else { break };
-                let Some(act) = classifier.classify(&row.kind, non_empty(&row.event).as_deref()) else { continue };
-                let person = if !row.user_id.is_empty() {
-                    canonical(&row.user_id, true)
-                } else if !row.anonymous_id.is_empty() {
-                    canonical(&row.anonymous_id, false)
-                } else {
-                    None
-                };
-                let Some(person) = person else { continue };
-                let account = match non_empty(&row.group_id) {
-                    Some(group) => group,
-                    None => match account_at(&person, row.first_ms) {
-                        Some(account) => account,
-                        None => continue,
-                    },
-                };
-                let tz = timezones.get(account.as_str()).copied().unwrap_or(chrono_tz::UTC);
-                let local = activity::local_day(row.first_ms, tz);
-                let Some(kept) = &kept else {
-                    if let Some(feature) = &act.feature {
-                        let first = first_use.entry(account).or_default().entry(feature.clone()).or_insert(local);
-                        *first = (*first).min(local);
+            query
+        };
+        // Merging every row's states in one query needs memory in proportion to all of them
+        // (a year of 10 M events went past 3.7 GB): the rows are read in runs of days, each
+        // under ACTIVITY_ROWS_PER_READ stored rows and ACTIVITY_DAYS_PER_READ days (a bucket
+        // never spans two days, so no row is split between runs).
+        #[derive(clickhouse::Row, Deserialize)]
+        struct DayRows {
+            day: u16,
+            rows: u64,
+        }
+        let per_day: Vec<DayRows> = fetch_all(
+            bind_scope(self.client.query(&format!("SELECT toUInt16(day) AS day, count() AS rows FROM activity WHERE {filter} GROUP BY day ORDER BY day"))),
+            "activity rollups",
+        )
+        .await?;
+        let mut runs: Vec<(u16, u16)> = Vec::new();
+        let mut in_run = 0u64;
+        for d in &per_day {
+            match runs.last_mut() {
+                Some(run) if in_run + d.rows <= ACTIVITY_ROWS_PER_READ && d.day - run.0 < ACTIVITY_DAYS_PER_READ => {
+                    run.1 = d.day;
+                    in_run += d.rows;
+                }
+                _ => {
+                    runs.push((d.day, d.day));
+                    in_run = d.rows;
+                }
+            }
+        }
+        let date = |day: u16| (NaiveDate::from_ymd_opt(1970, 1, 1).expect("a date") + chrono::Duration::days(i64::from(day))).to_string();
+        for _pass in 0..2 {
+            for &(first, last) in &runs {
+                // The rollup rows stream by (never all in memory).
+                let query = self.client.query(&format!(
+                    "SELECT user_id, anonymous_id, group_id, type AS kind, event, uniqExactMerge(messages) AS messages,
+                            groupUniqArrayMerge(minutes) AS minutes, minMerge(first_ms) AS first_ms
+                     FROM activity WHERE {filter} AND day BETWEEN toDate(?) AND toDate(?) GROUP BY user_id, anonymous_id, group_id, kind, event, bucket"
+                ));
+                let mut cursor = bind_scope(query)
+                    .bind(date(first))
+                    .bind(date(last))
+                    .fetch::<ActivityRow>()
+                    .map_err(|e| error("activity rollups", e))?;
+                let deadline = tokio::time::Instant::now() + ROLLUP_READ_TIMEOUT;
+                loop {
+                    let next = match tokio::time::timeout_at(deadline, cursor.next()).await {
+                        Ok(next) => next.map_err(|e| error("activity rollups", e))?,
+                        Err(_) => return Err(StoreError::ClickHouse(format!("activity rollups: not read within {} s", ROLLUP_READ_TIMEOUT.as_secs()))),
+                    };
+                    let Some(row) = next else { break };
+                    let Some(act) = classifier.classify(&row.kind, non_empty(&row.event).as_deref()) else { continue };
+                    let person = if !row.user_id.is_empty() {
+                        canonical(&row.user_id, true)
+                    } else if !row.anonymous_id.is_empty() {
+                        canonical(&row.anonymous_id, false)
+                    } else {
+                        None
+                    };
+                    let Some(person) = person else { continue };
+                    let account = match non_empty(&row.group_id) {
+                        Some(group) => group,
+                        None => match account_at(&person, row.first_ms) {
+                            Some(account) => account,
+                            None => continue,
+                        },
+                    };
+                    let tz = timezones.get(account.as_str()).copied().unwrap_or(chrono_tz::UTC);
+                    let local = activity::local_day(row.first_ms, tz);
+                    let Some(kept) = &kept else {
+                        first_day = Some(first_day.map_or(local, |d: i32| d.min(local)));
+                        if let Some(feature) = &act.feature {
+                            let first = first_use.entry(account).or_default().entry(feature.clone()).or_insert(local);
+                            *first = (*first).min(local);
+                        }
+                        continue;
+                    };
+                    // Days of accounts the export does not list, or outside its windows, are not kept.
+                    let Some(spans) = kept.get(&account) else { continue };
+                    if !spans.iter().any(|&(from, to)| local >= from && local <= to) {
+                        continue;
                     }
-                    continue;
-                };
-                // Days of accounts the export does not list, or outside its windows, are not kept.
-                let Some(spans) = kept.get(&account) else { continue };
-                if !spans.iter().any(|&(from, to)| local >= from && local <= to) {
-                    continue;
-                }
-                let day = cut.entry((account, local, person)).or_default();
-                let uses = row.messages as i64;
-                day.events += uses;
-                day.minutes.extend(&row.minutes);
-                if act.login {
-                    day.logins += uses;
-                    day.login_minutes.extend(&row.minutes);
-                }
-                if act.education {
-                    day.education += uses;
-                }
-                if let Some(feature) = &act.feature {
-                    day.transactions += uses;
-                    *day.features.entry(feature.clone()).or_default() += uses;
-                    if act.key {
-                        day.key_minutes.extend(&row.minutes);
+                    let day = cut.entry((account, local, person)).or_default();
+                    let uses = row.messages as i64;
+                    day.events += uses;
+                    day.minutes.extend(&row.minutes);
+                    if act.login {
+                        day.logins += uses;
+                        day.login_minutes.extend(&row.minutes);
+                    }
+                    if act.education {
+                        day.education += uses;
+                    }
+                    if let Some(feature) = &act.feature {
+                        day.transactions += uses;
+                        *day.features.entry(feature.clone()).or_default() += uses;
+                        if act.key {
+                            day.key_minutes.extend(&row.minutes);
+                        }
                     }
                 }
             }
             let none = HashMap::new();
-            kept = Some(infos.iter().map(|i| (i.account_id.clone(), windows(&i.account_id, first_use.get(&i.account_id).unwrap_or(&none)))).collect());
+            let windows: HashMap<String, Vec<(i32, i32)>> =
+                infos.iter().map(|i| (i.account_id.clone(), windows(&i.account_id, first_use.get(&i.account_id).unwrap_or(&none)))).collect();
+            if kept.is_some() || windows.values().all(Vec::is_empty) {
+                // Nothing to keep: no second pass.
+                break;
+            }
+            kept = Some(windows);
         }
-        let mut out = Rollups { first_use, ..Rollups::default() };
+        let mut out = Rollups { first_use, first_day, ..Rollups::default() };
         for ((account, day, person), mut agg) in cut {
             for list in [&mut agg.minutes, &mut agg.login_minutes, &mut agg.key_minutes] {
                 list.sort_unstable();
@@ -1153,6 +1318,116 @@ impl super::metrics::Source for ClickHouse {
 
     fn subscriptions(&self, infos: &[AccountInfo], currency: &CurrencyConfig) -> Result<HashMap<String, Vec<metrics::Subscription>>, StoreError> {
         block_on(ClickHouse::subscriptions(self, infos, currency))?
+    }
+}
+
+impl ClickHouse {
+    /// Each span's uses of each feature, from one read of the `activity` rollups.
+    async fn feature_uses(&self, spans: &[(String, i32, i32)], config: &MetricsConfig) -> Result<Vec<HashMap<String, i64>>, StoreError> {
+        let mut of_account: HashMap<&str, Vec<(i32, i32)>> = HashMap::new();
+        for (account, first, last) in spans {
+            of_account.entry(account.as_str()).or_default().push((*first, *last));
+        }
+        let infos: Vec<AccountInfo> = self.accounts().await?.into_iter().filter(|i| of_account.contains_key(i.account_id.as_str())).collect();
+        let members: Vec<&AccountInfo> = infos.iter().collect();
+        let groups = self.group_calls().await?;
+        let windows = |account: &str, _: &HashMap<String, i32>| of_account.get(account).cloned().unwrap_or_default();
+        let rollups = self.rollups(&members, &groups, config, &windows).await?;
+        Ok(spans
+            .iter()
+            .map(|(account, first, last)| {
+                let mut uses: HashMap<String, i64> = HashMap::new();
+                for f in rollups.features.get(account).into_iter().flatten().filter(|f| f.day >= *first && f.day <= *last) {
+                    *uses.entry(f.feature.clone()).or_default() += f.uses;
+                }
+                uses
+            })
+            .collect())
+    }
+
+    /// One stored model row, or the first of an ordered selection.
+    async fn model_row(&self, condition: &str, order: &str, bind: Option<String>) -> Result<Option<(i64, String)>, StoreError> {
+        #[derive(clickhouse::Row, Deserialize)]
+        struct Stored {
+            id: i64,
+            body: String,
+        }
+        let mut query = self.client.query(&format!("SELECT id, body FROM health_models WHERE {condition} ORDER BY {order} LIMIT 1"));
+        if let Some(value) = bind {
+            query = query.bind(value);
+        }
+        Ok(fetch_all::<Stored>(query, "health models").await?.pop().map(|s| (s.id, s.body)))
+    }
+}
+
+/// Health on ClickHouse, from a blocking thread.
+impl super::health::HealthSource for ClickHouse {
+    fn data_start(&self, config: &MetricsConfig) -> Result<Option<i32>, StoreError> {
+        let infos = block_on(ClickHouse::accounts(self))??;
+        let all: Vec<&AccountInfo> = infos.iter().collect();
+        let nothing = |_: &str, _: &HashMap<String, i32>| Vec::new();
+        block_on(async {
+            let groups = self.group_calls().await?;
+            Ok(self.rollups(&all, &groups, config, &nothing).await?.first_day)
+        })?
+    }
+
+    fn feature_uses(&self, spans: &[(String, i32, i32)], config: &MetricsConfig) -> Result<Vec<HashMap<String, i64>>, StoreError> {
+        block_on(ClickHouse::feature_uses(self, spans, config))?
+    }
+
+    fn model_for(&self, day: Option<NaiveDate>) -> Result<Option<super::health::Model>, StoreError> {
+        let row = block_on(async {
+            match day {
+                Some(day) => match self.model_row("as_of <= ?", "as_of DESC, id DESC", Some(day.to_string())).await? {
+                    Some(row) => Ok(Some(row)),
+                    None => self.model_row("1", "as_of ASC, id DESC", None).await,
+                },
+                None => self.model_row("1", "id DESC", None).await,
+            }
+        })??;
+        row.map(|(id, body)| super::health::parse_model(id, body)).transpose()
+    }
+
+    fn model(&self, id: i64) -> Result<Option<super::health::Model>, StoreError> {
+        let row = block_on(self.model_row("id = toInt64(?)", "id", Some(id.to_string())))??;
+        row.map(|(id, body)| super::health::parse_model(id, body)).transpose()
+    }
+
+    fn model_bodies(&self) -> Result<Vec<(i64, String)>, StoreError> {
+        #[derive(clickhouse::Row, Deserialize)]
+        struct Stored {
+            id: i64,
+            body: String,
+        }
+        let rows = block_on(fetch_all::<Stored>(self.client.query("SELECT id, body FROM health_models ORDER BY id DESC"), "health models"))??;
+        Ok(rows.into_iter().map(|s| (s.id, s.body)).collect())
+    }
+
+    /// The next id after the highest stored (two nodes training a model in the same moment
+    /// could give both one id: models are trained on demand, by one caller).
+    fn store_model(&self, model: &super::health::Model) -> Result<i64, StoreError> {
+        #[derive(clickhouse::Row, Deserialize)]
+        struct Max {
+            id: i64,
+        }
+        let body = super::health::model_body(model)?;
+        block_on(async {
+            let id = fetch_all::<Max>(self.client.query("SELECT max(id) AS id FROM health_models"), "health models").await?.first().map_or(0, |m| m.id) + 1;
+            let query = self
+                .client
+                .query("INSERT INTO health_models (id, created_ms, as_of, reason, body) VALUES (?, ?, ?, ?, ?)")
+                .bind(id)
+                .bind(chrono::Utc::now().timestamp_millis())
+                .bind(model.as_of.as_str())
+                .bind(model.reason.as_str())
+                .bind(body.as_str());
+            match tokio::time::timeout(QUERY_TIMEOUT, query.execute()).await {
+                Ok(result) => result.map_err(|e| error("store a health model", e))?,
+                Err(_) => return Err(StoreError::ClickHouse(format!("store a health model: no answer within {} s", QUERY_TIMEOUT.as_secs()))),
+            }
+            Ok(id)
+        })?
     }
 }
 

@@ -42,58 +42,124 @@ pub struct Model {
     pub segments: BTreeMap<String, SegmentModel>,
 }
 
-/// The first day with activity in the rollups: terms starting before it are not whole.
-fn data_start(conn: &Connection) -> Result<Option<i32>, StoreError> {
-    Ok(conn.query_row("SELECT min(day) FROM user_days", [], |r| r.get(0))?)
+/// What health reads and writes beyond the metrics: feature uses over spans of days, the
+/// first day of activity, and the stored models. The embedded store (a `Connection`) and
+/// ClickHouse implement it; the analysis, scoring and backtest are written once over it.
+pub trait HealthSource: sm::Source {
+    /// The first (local) day with activity in the rollups (`config` says what activity is).
+    fn data_start(&self, config: &MetricsConfig) -> Result<Option<i32>, StoreError>;
+    /// Each span's (account, first day, last day, inclusive) uses of each feature, in the
+    /// order of `spans`.
+    fn feature_uses(&self, spans: &[(String, i32, i32)], config: &MetricsConfig) -> Result<Vec<HashMap<String, i64>>, StoreError>;
+    /// The model in force on `day` (see [`model_for`]).
+    fn model_for(&self, day: Option<NaiveDate>) -> Result<Option<Model>, StoreError>;
+    fn model(&self, id: i64) -> Result<Option<Model>, StoreError>;
+    /// Every model as (id, body), newest first.
+    fn model_bodies(&self) -> Result<Vec<(i64, String)>, StoreError>;
+    /// Stores a model as a new version; returns its id.
+    fn store_model(&self, model: &Model) -> Result<i64, StoreError>;
+}
+
+impl HealthSource for Connection {
+    fn data_start(&self, _config: &MetricsConfig) -> Result<Option<i32>, StoreError> {
+        Ok(self.query_row("SELECT min(day) FROM user_days", [], |r| r.get(0))?)
+    }
+
+    fn feature_uses(&self, spans: &[(String, i32, i32)], _config: &MetricsConfig) -> Result<Vec<HashMap<String, i64>>, StoreError> {
+        let mut usage = self.prepare_cached("SELECT feature, sum(uses) FROM user_day_features WHERE account_id = ?1 AND day BETWEEN ?2 AND ?3 GROUP BY feature")?;
+        spans
+            .iter()
+            .map(|(account, first, last)| Ok(usage.query_map(params![account, first, last], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?))
+            .collect()
+    }
+
+    fn model_for(&self, day: Option<NaiveDate>) -> Result<Option<Model>, StoreError> {
+        let newest = |sql: &str, arg: String| -> Result<Option<(i64, String)>, StoreError> {
+            Ok(self.query_row(sql, [arg], |r| Ok((r.get(0)?, r.get(1)?))).optional()?)
+        };
+        let row = match day {
+            Some(day) => match newest("SELECT id, body FROM health_models WHERE as_of <= ?1 ORDER BY as_of DESC, id DESC LIMIT 1", day.to_string())? {
+                Some(row) => Some(row),
+                None => newest("SELECT id, body FROM health_models WHERE ?1 = ?1 ORDER BY as_of ASC, id DESC LIMIT 1", String::new())?,
+            },
+            None => newest("SELECT id, body FROM health_models WHERE ?1 = ?1 ORDER BY id DESC LIMIT 1", String::new())?,
+        };
+        row.map(|(id, body)| parse_model(id, body)).transpose()
+    }
+
+    fn model(&self, id: i64) -> Result<Option<Model>, StoreError> {
+        let row: Option<String> = self.query_row("SELECT body FROM health_models WHERE id = ?1", [id], |r| r.get(0)).optional()?;
+        row.map(|body| parse_model(id, body)).transpose()
+    }
+
+    fn model_bodies(&self) -> Result<Vec<(i64, String)>, StoreError> {
+        let mut query = self.prepare("SELECT id, body FROM health_models ORDER BY id DESC")?;
+        let rows = query.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn store_model(&self, model: &Model) -> Result<i64, StoreError> {
+        self.execute(
+            "INSERT INTO health_models (created_ms, as_of, reason, body) VALUES (?1, ?2, ?3, ?4)",
+            params![chrono::Utc::now().timestamp_millis(), model.as_of, model.reason, model_body(model)?],
+        )?;
+        Ok(self.last_insert_rowid())
+    }
+}
+
+pub(crate) fn model_body(model: &Model) -> Result<String, StoreError> {
+    serde_json::to_string(model).map_err(|e| StoreError::Invalid(e.to_string()))
 }
 
 /// Every renewal decided before `as_of` whose whole term lies inside the data, with the
 /// account's monthly use of each feature in the term.
-pub fn examples(conn: &Connection, as_of: i32, infos: &[AccountInfo], currency: &CurrencyConfig) -> Result<(Vec<Example>, Option<(i32, i32)>), StoreError> {
-    let Some(start) = data_start(conn)? else { return Ok((Vec::new(), None)) };
-    let segment_of: HashMap<&str, &str> = infos.iter().map(|i| (i.account_id.as_str(), i.segment.as_str())).collect();
-    let mut query = conn.prepare(
-        "SELECT account_id, arr, currency, start_date, end_date, outcome FROM subscriptions
-         WHERE outcome IN ('renewed', 'churned') AND end_date IS NOT NULL ORDER BY account_id, start_date",
-    )?;
-    let rows: Vec<(String, Option<f64>, Option<String>, String, String, String)> =
-        query.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))?.collect::<Result<_, _>>()?;
-    let mut usage = conn.prepare_cached("SELECT feature, sum(uses) FROM user_day_features WHERE account_id = ?1 AND day BETWEEN ?2 AND ?3 GROUP BY feature")?;
+pub fn examples(source: &dyn HealthSource, as_of: i32, infos: &[AccountInfo], settings: Settings) -> Result<(Vec<Example>, Option<(i32, i32)>), StoreError> {
+    let currency = settings.currency;
+    let Some(start) = source.data_start(settings.metrics)? else { return Ok((Vec::new(), None)) };
+    let mut subscriptions = source.subscriptions(infos, currency)?;
+    let mut terms = Vec::new();
+    for info in infos {
+        let mut decided: Vec<metrics::Subscription> = subscriptions
+            .remove(&info.account_id)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|s| matches!(s.outcome.as_deref(), Some("renewed" | "churned")) && s.end.is_some())
+            .collect();
+        decided.sort_by_key(|s| s.start);
+        for sub in decided {
+            let (first, last) = (sub.start, sub.end.expect("invariant: decided terms have an end"));
+            if first < start || last >= as_of || last < first {
+                continue;
+            }
+            terms.push((info, sub, first, last));
+        }
+    }
+    let spans: Vec<(String, i32, i32)> = terms.iter().map(|(info, _, first, last)| (info.account_id.clone(), *first, *last)).collect();
+    let uses = source.feature_uses(&spans, settings.metrics)?;
     let mut out = Vec::new();
     let mut span: Option<(i32, i32)> = None;
-    for (account, arr, code, from, to, outcome) in rows {
-        let (Ok(from), Ok(to)) = (from.parse::<NaiveDate>(), to.parse::<NaiveDate>()) else { continue };
-        let (first, last) = (day_number(from), day_number(to));
-        if first < start || last >= as_of || last < first {
-            continue;
-        }
-        let Some(segment) = segment_of.get(account.as_str()) else { continue };
+    for ((info, sub, first, last), uses) in terms.into_iter().zip(uses) {
         let days = f64::from(last - first + 1);
-        let monthly: HashMap<String, f64> = usage
-            .query_map(params![account, first, last], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
-            .map(|r| r.map(|(f, uses)| (f, uses as f64 * 30.0 / days)))
-            .collect::<Result<_, _>>()?;
-        let arr = metrics::report_arr(arr, code.as_deref(), currency).map_err(StoreError::Invalid)?;
+        let monthly: HashMap<String, f64> = uses.into_iter().map(|(f, uses)| (f, uses as f64 * 30.0 / days)).collect();
         span = Some(span.map_or((first, last), |(a, b)| (a.min(first), b.max(last))));
-        out.push(Example { account_id: account, segment: segment.to_string(), arr, renewed: outcome == "renewed", monthly });
+        let renewed = sub.outcome.as_deref() == Some("renewed");
+        out.push(Example { account_id: info.account_id.clone(), segment: info.segment.clone(), arr: sub.arr, renewed, monthly });
     }
     Ok((out, span))
 }
 
 /// Subscriptions with a decided outcome that ended before `day` (whole terms or not).
-fn decided_before(conn: &Connection, day: NaiveDate) -> Result<i64, StoreError> {
-    Ok(conn.query_row(
-        "SELECT count(*) FROM subscriptions WHERE outcome IN ('renewed', 'churned') AND end_date < ?1",
-        [day.to_string()],
-        |r| r.get(0),
-    )?)
+fn decided_before(source: &dyn HealthSource, infos: &[AccountInfo], day: NaiveDate, currency: &CurrencyConfig) -> Result<i64, StoreError> {
+    let day = day_number(day);
+    let subscriptions = source.subscriptions(infos, currency)?;
+    Ok(subscriptions.values().flatten().filter(|s| matches!(s.outcome.as_deref(), Some("renewed" | "churned")) && s.end.is_some_and(|end| end < day)).count() as i64)
 }
 
 /// Builds a model from the renewals decided before `as_of` (not stored).
-pub fn analyse(conn: &Connection, as_of: NaiveDate, reason: &str, settings: Settings) -> Result<Model, StoreError> {
-    let infos = sm::accounts(conn)?;
-    let (examples, span) = examples(conn, day_number(as_of), &infos, settings.currency)?;
-    let subscriptions_decided = decided_before(conn, as_of)?;
+pub fn analyse(source: &dyn HealthSource, as_of: NaiveDate, reason: &str, settings: Settings) -> Result<Model, StoreError> {
+    let infos = source.accounts()?;
+    let (examples, span) = examples(source, day_number(as_of), &infos, settings)?;
+    let subscriptions_decided = decided_before(source, &infos, as_of, settings.currency)?;
     let mut segments: Vec<String> = infos.iter().map(|i| i.segment.clone()).collect();
     segments.sort();
     segments.dedup();
@@ -111,18 +177,13 @@ pub fn analyse(conn: &Connection, as_of: NaiveDate, reason: &str, settings: Sett
 }
 
 /// Runs the analysis and stores it as a new model version.
-pub fn recalibrate(conn: &Connection, as_of: NaiveDate, reason: &str, settings: Settings) -> Result<Model, StoreError> {
-    let mut model = analyse(conn, as_of, reason, settings)?;
-    let body = serde_json::to_string(&model).map_err(|e| StoreError::Invalid(e.to_string()))?;
-    conn.execute(
-        "INSERT INTO health_models (created_ms, as_of, reason, body) VALUES (?1, ?2, ?3, ?4)",
-        params![chrono::Utc::now().timestamp_millis(), model.as_of, reason, body],
-    )?;
-    model.id = conn.last_insert_rowid();
+pub fn recalibrate(source: &dyn HealthSource, as_of: NaiveDate, reason: &str, settings: Settings) -> Result<Model, StoreError> {
+    let mut model = analyse(source, as_of, reason, settings)?;
+    model.id = source.store_model(&model)?;
     Ok(model)
 }
 
-fn parse_model(id: i64, body: String) -> Result<Model, StoreError> {
+pub(crate) fn parse_model(id: i64, body: String) -> Result<Model, StoreError> {
     let mut model: Model = serde_json::from_str(&body).map_err(|e| StoreError::Invalid(format!("health model {id}: {e}")))?;
     model.id = id;
     Ok(model)
@@ -131,30 +192,19 @@ fn parse_model(id: i64, body: String) -> Result<Model, StoreError> {
 /// The model in force on `day`: the newest trained as of that day or before; for days
 /// before the first model, the newest of the earliest `as_of` (history computed on a first
 /// start uses the model trained that day). `None` when there is no model at all.
-pub fn model_for(conn: &Connection, day: Option<NaiveDate>) -> Result<Option<Model>, StoreError> {
-    let newest = |sql: &str, arg: String| -> Result<Option<(i64, String)>, StoreError> {
-        Ok(conn.query_row(sql, [arg], |r| Ok((r.get(0)?, r.get(1)?))).optional()?)
-    };
-    let row = match day {
-        Some(day) => match newest("SELECT id, body FROM health_models WHERE as_of <= ?1 ORDER BY as_of DESC, id DESC LIMIT 1", day.to_string())? {
-            Some(row) => Some(row),
-            None => newest("SELECT id, body FROM health_models WHERE ?1 = ?1 ORDER BY as_of ASC, id DESC LIMIT 1", String::new())?,
-        },
-        None => newest("SELECT id, body FROM health_models WHERE ?1 = ?1 ORDER BY id DESC LIMIT 1", String::new())?,
-    };
-    row.map(|(id, body)| parse_model(id, body)).transpose()
+pub fn model_for(source: &dyn HealthSource, day: Option<NaiveDate>) -> Result<Option<Model>, StoreError> {
+    source.model_for(day)
 }
 
-pub fn model(conn: &Connection, id: i64) -> Result<Option<Model>, StoreError> {
-    let row: Option<String> = conn.query_row("SELECT body FROM health_models WHERE id = ?1", [id], |r| r.get(0)).optional()?;
-    row.map(|body| parse_model(id, body)).transpose()
+pub fn model(source: &dyn HealthSource, id: i64) -> Result<Option<Model>, StoreError> {
+    source.model(id)
 }
 
 /// Every model, newest first, without its indicator lists.
-pub fn models(conn: &Connection) -> Result<Vec<Value>, StoreError> {
-    let mut query = conn.prepare("SELECT id, body FROM health_models ORDER BY id DESC")?;
-    let rows: Vec<(i64, String)> = query.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
-    rows.into_iter()
+pub fn models(source: &dyn HealthSource) -> Result<Vec<Value>, StoreError> {
+    source
+        .model_bodies()?
+        .into_iter()
         .map(|(id, body)| {
             let model = parse_model(id, body)?;
             let segments: Map<String, Value> = model
@@ -168,63 +218,76 @@ pub fn models(conn: &Connection) -> Result<Vec<Value>, StoreError> {
         .collect()
 }
 
-/// Current monthly power-feature uses: uses in the last `usage_days` days (or since the
-/// first subscription started, if shorter) x 30 / days.
-fn monthly_uses(conn: &Connection, account: &str, feature: &str, as_of: i32, usage_days: i32, customer_since: Option<i32>) -> Result<f64, StoreError> {
-    let first = customer_since.map_or(as_of - usage_days + 1, |since| (as_of - usage_days + 1).max(since));
-    let days = (as_of - first + 1).max(1);
-    let uses: i64 = conn
-        .prepare_cached("SELECT coalesce(sum(uses), 0) FROM user_day_features WHERE account_id = ?1 AND day BETWEEN ?2 AND ?3 AND feature = ?4")?
-        .query_row(params![account, first, as_of, feature], |r| r.get(0))?;
-    Ok(uses as f64 * 30.0 / f64::from(days))
-}
-
-fn customer_since(conn: &Connection, account: &str) -> Result<Option<i32>, StoreError> {
-    let first: Option<String> = conn.query_row("SELECT min(start_date) FROM subscriptions WHERE account_id = ?1", [account], |r| r.get(0))?;
-    Ok(first.and_then(|d| d.parse::<NaiveDate>().ok()).map(day_number))
-}
-
 /// Adds health to one account's metrics row: power feature use, tier, expected renewal
 /// rate, score, band, breakdown and the model that gave them.
-pub fn assess(conn: &Connection, row: &Row, model: &Model, as_of: i32, settings: Settings) -> Result<Map<String, Value>, StoreError> {
-    let account = row["account_id"].as_str().unwrap_or_default();
-    let segment = row["segment"].as_str().unwrap_or_default();
-    let segment_model = model.segments.get(segment).or_else(|| model.segments.get("all"));
-    let mut out = Map::new();
-    out.insert("account_id".into(), account.into());
-    out.insert("segment".into(), segment.into());
-    out.insert("model_id".into(), model.id.into());
-    let (tier, rate, uses, power) = match segment_model.and_then(|m| m.power_feature.as_ref().map(|p| (m, p))) {
-        Some((m, power)) => {
-            let since = customer_since(conn, account)?;
-            let uses = monthly_uses(conn, account, power, as_of, settings.health.usage_days as i32, since)?;
-            let (tier, rate) = health::tier_of(m, uses);
-            (Some(tier), rate, Some(uses), Some(power.clone()))
-        }
-        None => (None, None, None, None),
+pub fn assess(source: &dyn HealthSource, row: &Row, model: &Model, as_of: i32, settings: Settings) -> Result<Map<String, Value>, StoreError> {
+    Ok(assess_all(source, std::slice::from_ref(row), model, as_of, settings)?.pop().expect("invariant: one row in, one out"))
+}
+
+/// [`assess`] for many rows, reading what they need in one go. The power feature's monthly
+/// uses are its uses in the last `usage_days` days (or since the account's first
+/// subscription started, if shorter) x 30 / days.
+pub fn assess_all(source: &dyn HealthSource, rows: &[Row], model: &Model, as_of: i32, settings: Settings) -> Result<Vec<Map<String, Value>>, StoreError> {
+    let segment_model = |row: &Row| {
+        let segment = row["segment"].as_str().unwrap_or_default();
+        model.segments.get(segment).or_else(|| model.segments.get("all"))
     };
-    out.insert("engagement_score".into(), row.get("engagement_score").cloned().unwrap_or(Value::Null));
-    out.insert("model_fallback".into(), segment_model.map(|m| m.fallback).into());
-    out.insert("power_feature".into(), power.into());
-    out.insert("power_feature_monthly_uses".into(), uses.into());
-    out.insert("tier".into(), tier.clone().into());
-    out.insert("expected_renewal_rate".into(), rate.into());
-    let mut measures = row.clone();
-    measures.insert("tier".into(), tier.into());
-    measures.insert("expected_renewal_rate".into(), rate.into());
-    let (score, band, components) = health::score(&measures, settings.health);
-    out.insert("health_score".into(), score.into());
-    out.insert("health_band".into(), band.into());
-    out.insert("components".into(), serde_json::to_value(components).unwrap_or_default());
+    let power_of = |row: &Row| segment_model(row).and_then(|m| m.power_feature.as_ref().map(|p| (m, p)));
+    let wanted: Vec<&str> = rows.iter().filter(|r| power_of(r).is_some()).map(|r| r["account_id"].as_str().unwrap_or_default()).collect();
+    let mut since: HashMap<String, i32> = HashMap::new();
+    if !wanted.is_empty() {
+        let infos: Vec<AccountInfo> = source.accounts()?.into_iter().filter(|i| wanted.contains(&i.account_id.as_str())).collect();
+        for (account, subscriptions) in source.subscriptions(&infos, settings.currency)? {
+            if let Some(first) = subscriptions.iter().map(|s| s.start).min() {
+                since.insert(account, first);
+            }
+        }
+    }
+    let usage_days = settings.health.usage_days as i32;
+    let first_of = |account: &str| since.get(account).map_or(as_of - usage_days + 1, |&since| (as_of - usage_days + 1).max(since));
+    let spans: Vec<(String, i32, i32)> = wanted.iter().map(|a| (a.to_string(), first_of(a), as_of)).collect();
+    let mut uses: HashMap<String, HashMap<String, i64>> = spans.iter().map(|s| s.0.clone()).zip(source.feature_uses(&spans, settings.metrics)?).collect();
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let account = row["account_id"].as_str().unwrap_or_default();
+        let segment = row["segment"].as_str().unwrap_or_default();
+        let mut health = Map::new();
+        health.insert("account_id".into(), account.into());
+        health.insert("segment".into(), segment.into());
+        health.insert("model_id".into(), model.id.into());
+        let (tier, rate, monthly, power) = match power_of(row) {
+            Some((m, power)) => {
+                let days = (as_of - first_of(account) + 1).max(1);
+                let count = uses.get_mut(account).and_then(|u| u.remove(power.as_str())).unwrap_or(0);
+                let monthly = count as f64 * 30.0 / f64::from(days);
+                let (tier, rate) = health::tier_of(m, monthly);
+                (Some(tier), rate, Some(monthly), Some(power.clone()))
+            }
+            None => (None, None, None, None),
+        };
+        health.insert("engagement_score".into(), row.get("engagement_score").cloned().unwrap_or(Value::Null));
+        health.insert("model_fallback".into(), segment_model(row).map(|m| m.fallback).into());
+        health.insert("power_feature".into(), power.into());
+        health.insert("power_feature_monthly_uses".into(), monthly.into());
+        health.insert("tier".into(), tier.clone().into());
+        health.insert("expected_renewal_rate".into(), rate.into());
+        let mut measures = row.clone();
+        measures.insert("tier".into(), tier.into());
+        measures.insert("expected_renewal_rate".into(), rate.into());
+        let (score, band, components) = health::score(&measures, settings.health);
+        health.insert("health_score".into(), score.into());
+        health.insert("health_band".into(), band.into());
+        health.insert("components".into(), serde_json::to_value(components).unwrap_or_default());
+        out.push(health);
+    }
     Ok(out)
 }
 
 /// Every account's health at `as_of` under the model in force that day.
-pub fn snapshot(conn: &Connection, as_of: NaiveDate, settings: Settings) -> Result<Option<(Model, Vec<Map<String, Value>>)>, StoreError> {
-    let Some(model) = model_for(conn, Some(as_of))? else { return Ok(None) };
-    let rows = sm::snapshot(conn, as_of, settings.metrics, settings.currency)?;
-    let day = day_number(as_of);
-    let assessed = rows.iter().map(|row| assess(conn, row, &model, day, settings)).collect::<Result<Vec<_>, _>>()?;
+pub fn snapshot(source: &dyn HealthSource, as_of: NaiveDate, settings: Settings) -> Result<Option<(Model, Vec<Map<String, Value>>)>, StoreError> {
+    let Some(model) = source.model_for(Some(as_of))? else { return Ok(None) };
+    let rows = source.snapshot(as_of, settings.metrics, settings.currency)?;
+    let assessed = assess_all(source, &rows, &model, day_number(as_of), settings)?;
     Ok(Some((model, assessed)))
 }
 
@@ -326,24 +389,26 @@ pub fn tier_changes(conn: &Connection, since: NaiveDate, account: Option<&str>) 
 /// in the `horizon_days` from `as_of`. Per segment and overall: ROC AUC of the health
 /// score, of the tier, of the expected renewal rate and, as a baseline, of logins per user
 /// and week; a calibration table per tier with lift.
-pub fn backtest(conn: &Connection, as_of: NaiveDate, horizon_days: i64, settings: Settings) -> Result<Value, StoreError> {
-    let mut model = analyse(conn, as_of, "backtest", settings)?;
+pub fn backtest(source: &dyn HealthSource, as_of: NaiveDate, horizon_days: i64, settings: Settings) -> Result<Value, StoreError> {
+    let mut model = analyse(source, as_of, "backtest", settings)?;
     model.id = 0;
     let scored_at = as_of - chrono::Duration::days(1);
-    let rows = sm::snapshot(conn, scored_at, settings.metrics, settings.currency)?;
+    let rows = source.snapshot(scored_at, settings.metrics, settings.currency)?;
     let day = day_number(scored_at);
-    let mut assessed: HashMap<String, (Map<String, Value>, Row)> = HashMap::new();
-    for row in &rows {
-        let health = assess(conn, row, &model, day, settings)?;
-        assessed.insert(row["account_id"].as_str().unwrap_or_default().to_string(), (health, row.clone()));
+    let healths = assess_all(source, &rows, &model, day, settings)?;
+    let assessed: HashMap<String, (Map<String, Value>, Row)> =
+        healths.into_iter().zip(&rows).map(|(health, row)| (row["account_id"].as_str().unwrap_or_default().to_string(), (health, row.clone()))).collect();
+    let (from, to) = (day_number(as_of), day_number(as_of + chrono::Duration::days(horizon_days)));
+    let infos = source.accounts()?;
+    let mut decided: Vec<(String, bool)> = Vec::new();
+    let mut subscriptions = source.subscriptions(&infos, settings.currency)?;
+    for info in &infos {
+        for sub in subscriptions.remove(&info.account_id).unwrap_or_default() {
+            if matches!(sub.outcome.as_deref(), Some("renewed" | "churned")) && sub.end.is_some_and(|end| end >= from && end < to) {
+                decided.push((info.account_id.clone(), sub.outcome.as_deref() == Some("renewed")));
+            }
+        }
     }
-    let horizon_end = as_of + chrono::Duration::days(horizon_days);
-    let mut query = conn.prepare(
-        "SELECT account_id, outcome FROM subscriptions WHERE outcome IN ('renewed', 'churned') AND end_date >= ?1 AND end_date < ?2",
-    )?;
-    let decided: Vec<(String, bool)> = query
-        .query_map(params![as_of.to_string(), horizon_end.to_string()], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)? == "renewed")))?
-        .collect::<Result<_, _>>()?;
     let mut groups: BTreeMap<String, Vec<(&Map<String, Value>, &Row, bool)>> = BTreeMap::new();
     for (account, renewed) in &decided {
         if let Some((health, row)) = assessed.get(account) {
@@ -448,7 +513,7 @@ fn run_once(conn: &mut Connection, settings: Settings) -> Result<bool, StoreErro
     let newest = model_for(conn, None)?;
     // Due: no model yet, the newest is older than the schedule, or renewals decided since
     // it have grown by a fifth (an import of history, the first data after an empty start).
-    let decided_now = decided_before(conn, today)?;
+    let decided_now = decided_before(conn, &sm::accounts(conn)?, today, settings.currency)?;
     let due = match &newest {
         None => Some("first model"),
         Some(m) if decided_now as f64 > m.subscriptions_decided as f64 * 1.2 + 10.0 => Some("new outcomes"),

@@ -505,12 +505,12 @@ pub fn delete_user(conn: &mut Connection, user_id: &str) -> Result<UserDeletion,
         tx.execute("INSERT OR IGNORE INTO erased_ids (key) VALUES (?1)", [id])?;
     }
     tx.execute("DELETE FROM users WHERE user_id = ?1", [user_id])?;
-    deletion.trait_versions = tx.execute("DELETE FROM user_traits WHERE user_id = ?1", [user_id])?;
+    deletion.trait_versions += tx.execute("DELETE FROM user_traits WHERE user_id = ?1", [user_id])?;
     deletion.memberships += tx.execute("DELETE FROM memberships WHERE user_id = ?1", [user_id])?;
     deletion.identity_links = tx.execute("DELETE FROM identity_links WHERE user_id = ?1 OR previous_id = ?1", [user_id])?;
-    deletion.survey_responses = tx.execute("DELETE FROM survey_responses WHERE user_id = ?1", [user_id])?;
-    deletion.tickets_unlinked = tx.execute("UPDATE tickets SET user_id = NULL WHERE user_id = ?1", [user_id])?;
-    deletion.suggestions_unlinked = tx.execute("UPDATE suggestions SET user_id = NULL WHERE user_id = ?1", [user_id])?;
+    deletion.survey_responses += tx.execute("DELETE FROM survey_responses WHERE user_id = ?1", [user_id])?;
+    deletion.tickets_unlinked += tx.execute("UPDATE tickets SET user_id = NULL WHERE user_id = ?1", [user_id])?;
+    deletion.suggestions_unlinked += tx.execute("UPDATE suggestions SET user_id = NULL WHERE user_id = ?1", [user_id])?;
     tx.commit()?;
     // Both files committed: nothing left to purge (a failure here only costs a no-op purge).
     super::rollup::purged(conn, &ids)?;

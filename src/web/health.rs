@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::api::{ApiError, ApiPath as Path, ApiQuery as Query, Caller};
-use super::metrics::{bad, date_param, today, with_settings};
+use super::metrics::{bad, date_param, today, with_source};
 use super::records::with_conn;
 use super::AppState;
 use crate::store::health as sh;
@@ -46,10 +46,10 @@ struct IndicatorsQuery {
 async fn indicators(_caller: Caller, State(state): State<AppState>, Query(query): Query<IndicatorsQuery>) -> Result<Json<Value>, ApiError> {
     let as_of = query.as_of.as_deref().map(|t| date_param("as_of", Some(t), today())).transpose()?;
     let segment = query.segment.clone();
-    let model = with_settings(&state, move |conn, settings| {
+    let model = with_source(&state, move |source, settings| {
         Ok(match as_of {
-            Some(day) => Some(sh::analyse(conn, day, "indicators", settings)?),
-            None => sh::model_for(conn, None)?,
+            Some(day) => Some(sh::analyse(source, day, "indicators", settings)?),
+            None => sh::model_for(source, None)?,
         })
     })
     .await?
@@ -64,12 +64,12 @@ async fn indicators(_caller: Caller, State(state): State<AppState>, Query(query)
 }
 
 async fn models(_caller: Caller, State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let models = with_conn(&state.store, |conn| Ok(sh::models(conn)?)).await?;
+    let models = with_source(&state, |source, _| Ok(sh::models(source)?)).await?;
     Ok(Json(json!({"models": models})))
 }
 
 async fn model(_caller: Caller, State(state): State<AppState>, Path(id): Path<i64>) -> Result<Json<Value>, ApiError> {
-    let model = with_conn(&state.store, move |conn| Ok(sh::model(conn, id)?)).await?;
+    let model = with_source(&state, move |source, _| Ok(sh::model(source, id)?)).await?;
     let model = model.ok_or_else(|| ApiError::NotFound(format!("no model {id}")))?;
     Ok(Json(serde_json::to_value(model).map_err(|e| ApiError::Internal(e.to_string()))?))
 }
@@ -79,7 +79,7 @@ async fn recalibrate(caller: Caller, State(state): State<AppState>) -> Result<Js
     if caller.role != Role::Admin {
         return Err(ApiError::Forbidden);
     }
-    let model = with_settings(&state, |conn, settings| Ok(sh::recalibrate(conn, today(), "manual", settings)?)).await?;
+    let model = with_source(&state, |source, settings| Ok(sh::recalibrate(source, today(), "manual", settings)?)).await?;
     Ok(Json(json!({"model_id": model.id, "as_of": model.as_of, "decided_renewals": model.decided_renewals})))
 }
 
@@ -91,7 +91,7 @@ struct AsOf {
 /// `GET /api/v1/health?as_of=`: every account's tier, score and breakdown.
 async fn all_health(_caller: Caller, State(state): State<AppState>, Query(query): Query<AsOf>) -> Result<Json<Value>, ApiError> {
     let as_of = date_param("as_of", query.as_of.as_deref(), today())?;
-    let (model, rows) = with_settings(&state, move |conn, settings| Ok(sh::snapshot(conn, as_of, settings)?)).await?.ok_or_else(no_model)?;
+    let (model, rows) = with_source(&state, move |source, settings| Ok(sh::snapshot(source, as_of, settings)?)).await?.ok_or_else(no_model)?;
     Ok(Json(json!({"as_of": as_of.to_string(), "model_id": model.id, "accounts": rows})))
 }
 
@@ -101,12 +101,12 @@ async fn account_health(_caller: Caller, State(state): State<AppState>, Path(id)
     let as_of = date_param("as_of", query.as_of.as_deref(), today())?;
     let peers = super::metrics::cached_snapshot(&state, as_of).await?;
     let account = id.clone();
-    let result = with_settings(&state, move |conn, settings| {
-        let Some(model) = sh::model_for(conn, Some(as_of))? else { return Ok(Err(no_model())) };
-        let Some(row) = crate::store::metrics::account(conn, &account, as_of, false, &peers, settings.metrics, settings.currency)? else {
+    let result = with_source(&state, move |source, settings| {
+        let Some(model) = sh::model_for(source, Some(as_of))? else { return Ok(Err(no_model())) };
+        let Some(row) = crate::store::metrics::account(source, &account, as_of, false, &peers, settings.metrics, settings.currency)? else {
             return Ok(Err(ApiError::NotFound(format!("no account {account}"))));
         };
-        let health = sh::assess(conn, &row, &model, crate::metrics::activity::day_number(as_of), settings)?;
+        let health = sh::assess(source, &row, &model, crate::metrics::activity::day_number(as_of), settings)?;
         let summary = json!({"id": model.id, "as_of": model.as_of, "created_at": model.created_at, "reason": model.reason});
         Ok(Ok((health, summary)))
     })
@@ -159,6 +159,6 @@ async fn backtest(_caller: Caller, State(state): State<AppState>, Query(query): 
     if !(1..=HORIZON_DAYS_MAX).contains(&horizon) {
         return Err(bad("horizon_days", format!("must be 1 to {HORIZON_DAYS_MAX}")));
     }
-    let report = with_settings(&state, move |conn, settings| Ok(sh::backtest(conn, as_of, horizon, settings)?)).await?;
+    let report = with_source(&state, move |source, settings| Ok(sh::backtest(source, as_of, horizon, settings)?)).await?;
     Ok(Json(report))
 }

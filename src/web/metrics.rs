@@ -62,7 +62,10 @@ pub(super) async fn with_settings<T: Send + 'static>(state: &AppState, work: imp
 
 /// Runs `work` off the async threads with the store the metrics read (the embedded
 /// store's connection, or ClickHouse) and the server's settings.
-pub(super) async fn with_source<T: Send + 'static>(state: &AppState, work: impl FnOnce(&dyn sm::Source, Settings) -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
+pub(super) async fn with_source<T: Send + 'static>(
+    state: &AppState,
+    work: impl FnOnce(&dyn crate::store::health::HealthSource, Settings) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
     let Some(clickhouse) = state.clickhouse.clone() else {
         return with_settings(state, move |conn, s| work(conn, s)).await;
     };

@@ -314,6 +314,9 @@ async fn import_file(
 
 async fn delete_user(caller: Caller, State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     require_admin(&caller)?;
-    let deletion = with_conn(&state.store, move |conn| Ok(store_records::delete_user(conn, &id)?)).await?;
+    let deletion = match &state.clickhouse {
+        Some(clickhouse) => clickhouse.delete_user(&id).await?,
+        None => with_conn(&state.store, move |conn| Ok(store_records::delete_user(conn, &id)?)).await?,
+    };
     Ok(Json(serde_json::to_value(deletion).map_err(|e| ApiError::Internal(e.to_string()))?))
 }

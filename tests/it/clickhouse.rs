@@ -132,16 +132,23 @@ fn two_nodes_on_one_clickhouse_list_each_message_once_as_the_embedded_store_does
     let events = stored_events(&node_b, &token);
     let by_id: BTreeMap<String, Value> = events.into_iter().map(|r| (r["message_id"].as_str().unwrap().to_string(), r)).collect();
     assert_eq!(comparable(&by_id), comparable(&reference));
-    for path in ["/api/v1/alerts", "/api/v1/health", "/portfolio", "/v1/surveys/pending"] {
+    for path in ["/api/v1/alerts", "/api/v1/tier_changes", "/portfolio", "/v1/surveys/pending"] {
         let reply = get(&node_a, path, Some(&token));
         assert_eq!(reply.status, 501, "{path}: {:?}", reply.body);
     }
     let reply = get(&node_a, "/no/such/page", Some(&token));
     assert_eq!(reply.status, 501);
-    // Erasure is not there yet: it answers so and erases nothing.
-    let erase = agent().delete(&node_a.url("/api/v1/users/ch-u2")).header("authorization", &format!("Bearer {token}")).call().unwrap();
-    assert_eq!(erase.status().as_u16(), 501);
-    assert_eq!(listed(dir_b.path(), Some(&store), &["--user", "ch-u2"]).len(), listed(dir_e.path(), None, &["--user", "ch-u2"]).len());
+    // A person erased through one node is gone from every node.
+    let out = cli(dir_b.path(), &["--store", &store, "token", "create", "--role", "admin"]);
+    let admin = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(!listed(dir_b.path(), Some(&store), &["--user", "ch-u2"]).is_empty());
+    let mut erase = agent().delete(&node_a.url("/api/v1/users/ch-u2")).header("authorization", &format!("Bearer {admin}")).call().unwrap();
+    let text = erase.body_mut().read_to_string().unwrap();
+    assert_eq!(erase.status().as_u16(), 200, "{text}");
+    let erased: Value = serde_json::from_str(&text).unwrap();
+    assert!(erased["events"].as_u64().unwrap() > 0, "{erased}");
+    assert!(listed(dir_b.path(), Some(&store), &["--user", "ch-u2"]).is_empty());
+    assert!(stored_events(&node_b, &token).iter().all(|e| e["user_id"] != json!("ch-u2")));
     assert!(reply.body["error"].as_str().unwrap().contains("ClickHouse"), "{:?}", reply.body);
     let ready = get(&node_b, "/readyz", None);
     assert_eq!((ready.status, &ready.body["database"]), (200, &json!(true)));
@@ -484,6 +491,54 @@ fn a_generated_customer_base_exports_the_same_metrics_from_clickhouse_as_from_th
         assert_eq!(actual.status, expected.status, "{path}: {:?}", actual.body);
         assert_eq!(actual.body, expected.body, "{path}");
     }
+    // Health: the analysis, a backtest, and (after a model is trained on each store) every
+    // account's tier and score answer alike. Model ids and creation times are the store's own.
+    let flags = |store: Option<&str>| -> Vec<String> {
+        let mut flags = vec!["--config".to_string(), config.to_str().unwrap().to_string()];
+        flags.extend(store.map(|s| ["--store".to_string(), s.to_string()]).into_iter().flatten());
+        flags
+    };
+    for (dir, store) in [(embedded.path(), None), (node.path(), Some(store.as_str()))] {
+        let args: Vec<String> = [flags(store), vec!["recalibrate".into(), "--as-of".into(), "2026-11-20".into()]].concat();
+        let out = cli(dir, &args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(out.status.success(), "recalibrate: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    fn without_ids(value: &mut Value) {
+        match value {
+            Value::Object(map) => {
+                for volatile in ["model_id", "created_at", "id"] {
+                    map.remove(volatile);
+                }
+                map.values_mut().for_each(without_ids);
+            }
+            Value::Array(items) => items.iter_mut().for_each(without_ids),
+            _ => {}
+        }
+    }
+    let mut health_paths = vec![
+        "/api/v1/indicators?as_of=2026-11-20".to_string(),
+        "/api/v1/backtest?as_of=2026-05-01&horizon_days=200".to_string(),
+        "/api/v1/health?as_of=2026-11-20".to_string(),
+    ];
+    health_paths.extend(accounts[..4].iter().map(|a| format!("/api/v1/accounts/{a}/health?as_of=2026-11-20")));
+    for path in &health_paths {
+        let (mut expected, mut actual) = (get(&embedded_server, path, Some(&embedded_token)), get(&node_server, path, Some(&node_token)));
+        assert_eq!(actual.status, expected.status, "{path}: {:?}", actual.body);
+        assert_eq!(expected.status, 200, "{path}: {:?}", expected.body);
+        without_ids(&mut expected.body);
+        without_ids(&mut actual.body);
+        assert_eq!(actual.body, expected.body, "{path}");
+    }
+    let health = get(&node_server, "/api/v1/health?as_of=2026-11-20", Some(&node_token)).body;
+    assert!(health["accounts"].as_array().unwrap().iter().any(|a| a["tier"].is_string()), "no account has a tier to compare: {health}");
+    let backtest = get(&node_server, "/api/v1/backtest?as_of=2026-05-01&horizon_days=200", Some(&node_token)).body;
+    assert!(backtest["segments"].as_array().is_some_and(|s| !s.is_empty()), "a backtest with nothing decided compares nothing: {backtest}");
+    let models = get(&node_server, "/api/v1/models", Some(&node_token)).body;
+    assert_eq!(models["models"].as_array().map(Vec::len), Some(1), "{models}");
+    let id = models["models"][0]["id"].as_i64().unwrap();
+    let model = get(&node_server, &format!("/api/v1/models/{id}"), Some(&node_token));
+    assert_eq!((model.status, model.body["as_of"].clone()), (200, json!("2026-11-20")));
+
     let with_subtree = accounts.iter().filter(|a| {
         let path = |subtree: bool| format!("/api/v1/accounts/{a}/metrics?as_of=2026-06-30&subtree={subtree}");
         get(&embedded_server, &path(true), Some(&embedded_token)).body["metrics"] != get(&embedded_server, &path(false), Some(&embedded_token)).body["metrics"]

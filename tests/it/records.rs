@@ -333,6 +333,54 @@ fn rest_api((dir, config): (tempfile::TempDir, PathBuf)) {
 }
 
 #[test]
+fn deleting_a_user_on_clickhouse_erases_events_rollups_and_survey_answers() {
+    let clickhouse = ClickHouseServer::start();
+    let (dir, config) = setup_on(Some(&clickhouse.store_url("bw_erasure")));
+    for kind in ["csms", "accounts", "tickets", "survey_responses"] {
+        assert!(import_cli(dir.path(), &config, kind, &data(&format!("{kind}.csv"))).status.success());
+    }
+    // A version of the answer and the ticket older than the current one: erased too.
+    assert!(import_cli(dir.path(), &config, "survey_responses", &data("survey_responses.csv")).status.success());
+    let (server, admin, read) = start(dir.path(), &config);
+    let body = r#"{"batch":[
+        {"type":"track","anonymousId":"anon-u7","event":"Visited"},
+        {"type":"identify","userId":"u-7","anonymousId":"anon-u7","traits":{"email":"u7@example.com"}},
+        {"type":"group","userId":"u-7","groupId":"initech"},
+        {"type":"track","userId":"u-7","event":"Exported"},
+        {"type":"track","userId":"u-7-old","event":"Before rename"},
+        {"type":"identify","userId":"u-7-old","traits":{"email":"old7@example.com"}},
+        {"type":"alias","previousId":"u-7-old","userId":"u-7"},
+        {"type":"track","userId":"u-8","event":"Exported"}]}"#;
+    assert_eq!(post(&server, "/v1/batch", Some(KEY), body).status, 200);
+    assert_eq!(send(&server, "DELETE", "/api/v1/users/u-7", Some(&read), None).status, 403);
+    let deletion = send(&server, "DELETE", "/api/v1/users/u-7", Some(&admin), None);
+    assert_eq!(deletion.status, 200, "{:?}", deletion.body);
+    assert_eq!(deletion.body["events"], json!(7), "4 as u-7 or its anonymous id, 3 as its earlier userId");
+    assert_eq!(deletion.body["survey_responses"], json!(1));
+    assert_eq!(deletion.body["tickets_unlinked"], json!(1));
+    let events = stored_events(&server, &read);
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["user_id"], json!("u-8"));
+    assert_eq!(get(&server, "/api/v1/survey_responses/r-1", Some(&read)).status, 404);
+    assert_eq!(get(&server, "/api/v1/survey_responses/r-2", Some(&read)).status, 200);
+    assert_eq!(get(&server, "/api/v1/tickets/t-1", Some(&read)).body["user_id"], Value::Null);
+    // No row ClickHouse holds (old versions included) names the person any more.
+    let count = |sql: &str| -> u64 { clickhouse.query(&format!("SELECT count() FROM bw_erasure.{sql}")).trim().parse().unwrap() };
+    for trace in ["u7@example.com", "old7@example.com", "anon-u7", "u-7-old", "Before rename"] {
+        assert_eq!(count(&format!("events WHERE position(raw, '{trace}') > 0")), 0, "{trace}");
+    }
+    assert_eq!(count("activity WHERE user_id IN ('u-7', 'u-7-old') OR anonymous_id = 'anon-u7'"), 0);
+    assert_eq!(count("activity WHERE user_id = 'u-8'"), 1, "others' rollups stay");
+    for table in ["survey_responses", "tickets"] {
+        assert_eq!(count(&format!("{table} WHERE user_id IN ('u-7', 'u-7-old', 'anon-u7')")), 0, "{table}");
+    }
+    // The CLI does the same.
+    let out = cli(dir.path(), &["--config", config.to_str().unwrap(), "delete-user", "u-8"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stored_events(&server, &read).is_empty());
+}
+
+#[test]
 fn deleting_a_user_erases_events_traits_and_survey_answers() {
     let (dir, config) = setup();
     for kind in ["csms", "accounts", "tickets", "survey_responses"] {
