@@ -533,14 +533,7 @@ impl ClickHouse {
                 Cell::Null => query.bind(None::<i64>),
             };
         }
-        let mut records = self.read_records(kind, query).await?;
-        let next_cursor = if records.len() > limit {
-            records.truncate(limit);
-            records.last().map(|r| r.key(kind))
-        } else {
-            None
-        };
-        Ok(Page { records, next_cursor })
+        Ok(Page::of(kind, self.read_records(kind, query).await?, limit))
     }
 
     /// Deletes a record (a newer version marked `deleted`); an account only when no record

@@ -138,17 +138,25 @@ pub fn list(conn: &Connection, kind: &Kind, filters: &[ListFilter], after: Optio
         kind.key.join(", "),
         limit + 1
     );
-    let mut records: Vec<Record> = conn
+    let records: Vec<Record> = conn
         .prepare(&sql)?
         .query_map(params.as_slice(), |r| read_record(kind, r))?
         .collect::<Result<_, _>>()?;
-    let next_cursor = if records.len() > limit {
-        records.truncate(limit);
-        records.last().map(|r| r.key(kind))
-    } else {
-        None
-    };
-    Ok(Page { records, next_cursor })
+    Ok(Page::of(kind, records, limit))
+}
+
+impl Page {
+    /// A page of `limit` records from up to `limit + 1` read in key order: a record past
+    /// the limit means there is a next page, after the last one kept.
+    pub(crate) fn of(kind: &Kind, mut records: Vec<Record>, limit: usize) -> Page {
+        let next_cursor = if records.len() > limit {
+            records.truncate(limit);
+            records.last().map(|r| r.key(kind))
+        } else {
+            None
+        };
+        Page { records, next_cursor }
+    }
 }
 
 /// What a delete did.

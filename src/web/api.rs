@@ -139,12 +139,7 @@ impl FromRequestParts<AppState> for Caller {
             .ok_or(ApiError::Unauthenticated)?;
         let role = match &state.clickhouse {
             Some(clickhouse) => clickhouse.token_role(&token).await?,
-            None => {
-                let store = state.store.clone();
-                tokio::task::spawn_blocking(move || store::token_role(&store.connect()?, &token))
-                    .await
-                    .map_err(|e| ApiError::Internal(e.to_string()))??
-            }
+            None => super::records::with_conn(&state.store, move |conn| Ok(store::token_role(conn, &token)?)).await?,
         };
         role.map(|role| Caller { role }).ok_or(ApiError::Unauthenticated)
     }
@@ -186,12 +181,7 @@ async fn list_events(caller: Caller, State(state): State<AppState>, ApiQuery(que
     let filter = EventFilter { since_ms, until_ms, user: query.user, account: query.account, limit };
     let events = match &state.clickhouse {
         Some(clickhouse) => clickhouse.list_events(&filter).await?,
-        None => {
-            let store = state.store.clone();
-            tokio::task::spawn_blocking(move || store::list_events(&store.connect()?, &filter))
-                .await
-                .map_err(|e| ApiError::Internal(e.to_string()))??
-        }
+        None => super::records::with_conn(&state.store, move |conn| Ok(store::list_events(conn, &filter)?)).await?,
     };
     if ndjson {
         let mut body = String::new();

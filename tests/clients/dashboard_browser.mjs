@@ -49,6 +49,7 @@ try {
   // 2. The portfolio (current customers), all accounts, then one segment's (a select
   // submits on change).
   report.portfolio_rows = await page.locator('#portfolio tbody tr').count()
+  report.current_accounts = await page.$$eval('#portfolio tbody tr', (rows) => rows.map((r) => r.dataset.account))
   report.portfolio_health = await page.$$eval('#portfolio tbody tr', (rows) => rows.slice(0, 8).map((r) => ({
     account: r.dataset.account,
     tier: r.querySelector('[data-tier]').dataset.tier,

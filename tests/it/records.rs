@@ -332,16 +332,10 @@ fn rest_api((dir, config): (tempfile::TempDir, PathBuf)) {
     assert_eq!(ids, vec!["acme, inc", "globex", "globex-eu", "globex-us", "hooli"]);
 }
 
-#[test]
-fn deleting_a_user_on_clickhouse_erases_events_rollups_and_survey_answers() {
-    let clickhouse = ClickHouseServer::start();
-    let (dir, config) = setup_on(Some(&clickhouse.store_url("bw_erasure")));
-    for kind in ["csms", "accounts", "tickets", "survey_responses"] {
-        assert!(import_cli(dir.path(), &config, kind, &data(&format!("{kind}.csv"))).status.success());
-    }
-    // A version of the answer and the ticket older than the current one: erased too.
-    assert!(import_cli(dir.path(), &config, "survey_responses", &data("survey_responses.csv")).status.success());
-    let (server, admin, read) = start(dir.path(), &config);
+/// Starts a server on `dir` (records imported), sends u-7's history under three ids and
+/// u-8's event, erases u-7 through the API and checks what the API shows afterwards.
+fn erase_u7(dir: &Path, config: &Path) -> (Server, String, String) {
+    let (server, admin, read) = start(dir, config);
     let body = r#"{"batch":[
         {"type":"track","anonymousId":"anon-u7","event":"Visited"},
         {"type":"identify","userId":"u-7","anonymousId":"anon-u7","traits":{"email":"u7@example.com"}},
@@ -364,6 +358,19 @@ fn deleting_a_user_on_clickhouse_erases_events_rollups_and_survey_answers() {
     assert_eq!(get(&server, "/api/v1/survey_responses/r-1", Some(&read)).status, 404);
     assert_eq!(get(&server, "/api/v1/survey_responses/r-2", Some(&read)).status, 200);
     assert_eq!(get(&server, "/api/v1/tickets/t-1", Some(&read)).body["user_id"], Value::Null);
+    (server, admin, read)
+}
+
+#[test]
+fn deleting_a_user_on_clickhouse_erases_events_rollups_and_survey_answers() {
+    let clickhouse = ClickHouseServer::start();
+    let (dir, config) = setup_on(Some(&clickhouse.store_url("bw_erasure")));
+    for kind in ["csms", "accounts", "tickets", "survey_responses"] {
+        assert!(import_cli(dir.path(), &config, kind, &data(&format!("{kind}.csv"))).status.success());
+    }
+    // A version of the answer and the ticket older than the current one: erased too.
+    assert!(import_cli(dir.path(), &config, "survey_responses", &data("survey_responses.csv")).status.success());
+    let (server, _, read) = erase_u7(dir.path(), &config);
     // No row ClickHouse holds (old versions included) names the person any more.
     let count = |sql: &str| -> u64 { clickhouse.query(&format!("SELECT count() FROM bw_erasure.{sql}")).trim().parse().unwrap() };
     for trace in ["u7@example.com", "old7@example.com", "anon-u7", "u-7-old", "Before rename"] {
@@ -386,30 +393,8 @@ fn deleting_a_user_erases_events_traits_and_survey_answers() {
     for kind in ["csms", "accounts", "tickets", "survey_responses"] {
         assert!(import_cli(dir.path(), &config, kind, &data(&format!("{kind}.csv"))).status.success());
     }
-    let (server, admin, read) = start(dir.path(), &config);
-    let body = r#"{"batch":[
-        {"type":"track","anonymousId":"anon-u7","event":"Visited"},
-        {"type":"identify","userId":"u-7","anonymousId":"anon-u7","traits":{"email":"u7@example.com"}},
-        {"type":"group","userId":"u-7","groupId":"initech"},
-        {"type":"track","userId":"u-7","event":"Exported"},
-        {"type":"track","userId":"u-7-old","event":"Before rename"},
-        {"type":"identify","userId":"u-7-old","traits":{"email":"old7@example.com"}},
-        {"type":"alias","previousId":"u-7-old","userId":"u-7"},
-        {"type":"track","userId":"u-8","event":"Exported"}]}"#;
-    assert_eq!(post(&server, "/v1/batch", Some(KEY), body).status, 200);
-    assert_eq!(send(&server, "DELETE", "/api/v1/users/u-7", Some(&read), None).status, 403);
-    let deletion = send(&server, "DELETE", "/api/v1/users/u-7", Some(&admin), None);
-    assert_eq!(deletion.status, 200, "{:?}", deletion.body);
-    assert_eq!(deletion.body["events"], json!(7), "4 as u-7 or its anonymous id, 3 as its earlier userId");
-    assert_eq!(deletion.body["survey_responses"], json!(1));
-    assert_eq!(deletion.body["tickets_unlinked"], json!(1));
-    let events = stored_events(&server, &read);
-    assert_eq!(events.len(), 1);
-    assert_eq!(events[0]["user_id"], json!("u-8"));
+    let (server, _, read) = erase_u7(dir.path(), &config);
     assert!(!stored_raw(dir.path()).iter().any(|e| e.to_string().contains("u7@example.com") || e.to_string().contains("u-7-old")));
-    assert_eq!(get(&server, "/api/v1/survey_responses/r-1", Some(&read)).status, 404);
-    assert_eq!(get(&server, "/api/v1/survey_responses/r-2", Some(&read)).status, 200);
-    assert_eq!(get(&server, "/api/v1/tickets/t-1", Some(&read)).body["user_id"], Value::Null);
     // A backup taken from now on holds no trace of the person, not even in free pages.
     let backup = dir.path().join("after-erasure.bwdb");
     let out = cli(dir.path(), &["backup", backup.to_str().unwrap()]);
