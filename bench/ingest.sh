@@ -15,26 +15,8 @@ CONNECTIONS=${CONNECTIONS:-64}
 cargo build --release --locked --bin bellwether --example ceiling --example loadgen >&2
 BIN=target/release/bellwether
 LOADGEN=target/release/examples/loadgen
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
-
-start() { # start NAME CMD...: runs CMD, waits for its "listening on URL" line, sets URL and PID
-    local name=$1; shift
-    "$@" > "$work/$name.out" 2> "$work/$name.err" &
-    PID=$!; pids+=("$PID")
-    for _ in $(seq 1 200); do
-        URL=$(grep -o 'http://[0-9.:]*' "$work/$name.out" 2>/dev/null | head -1 || true)
-        [ -n "$URL" ] && return 0
-        sleep 0.05
-    done
-    echo "$name did not start" >&2; cat "$work/$name.err" >&2; exit 1
-}
+. bench/lib.sh
 metric() { curl -s "$URL/metrics" | awk -v name="$1" '$1 == name {print $2}'; }
-field() { python3 -c "import json,sys; print(json.loads(sys.argv[1])['$2'])" "$1"; }
-rss_mb() { awk '/VmRSS/ {printf "%.0f", $2/1024}' "/proc/$1/status"; }
-hwm_mb() { awk '/VmHWM/ {printf "%.0f", $2/1024}' "/proc/$1/status"; }
 
 echo "machine: $(nproc) cores, $(uname -r), $(date -u +%Y-%m-%dT%H:%MZ)"
 

@@ -1,5 +1,6 @@
 # Set-up and shell helpers shared by the benchmark scripts (sourced from the repo root):
-# builds the binary unless BIN is given, makes $work (removed on exit, with every pid in
+# builds the binary unless BIN is given (scripts that also need the examples build them all
+# first and set BIN), makes $work (removed on exit, with every pid in
 # pids killed), copies the binary to $B, and names the data dir $DATA.
 if [ -z "${BIN:-}" ]; then
     cargo build --release --locked --bin bellwether >&2
@@ -16,6 +17,19 @@ DATA=$work/data
 
 stop() { kill -TERM "$1"; for _ in $(seq 1 100); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done; kill -9 "$1" 2>/dev/null || true; }
 hwm_mb() { awk '/VmHWM/ {printf "%.0f", $2/1024}' "/proc/$1/status"; }
+rss_mb() { awk '/VmRSS/ {printf "%.0f", $2/1024}' "/proc/$1/status"; }
+field() { python3 -c "import json,sys; print(json.loads(sys.argv[1])['$2'])" "$1"; }
+start() { # start NAME CMD...: runs CMD, waits for its "listening on URL" line, sets URL and PID
+    local name=$1; shift
+    "$@" > "$work/$name.out" 2> "$work/$name.err" &
+    PID=$!; pids+=("$PID"); disown "$PID"
+    for _ in $(seq 1 200); do
+        URL=$(grep -o 'http://[0-9.:]*' "$work/$name.out" 2>/dev/null | head -1 || true)
+        [ -n "$URL" ] && return 0
+        sleep 0.05
+    done
+    echo "$name did not start" >&2; cat "$work/$name.err" >&2; exit 1
+}
 sql() { python3 -c 'import sqlite3, sys; c = sqlite3.connect(f"file:{sys.argv[1]}/bellwether.db?mode=ro", uri=True); c.execute(f"ATTACH DATABASE \"file:{sys.argv[1]}/rollups.db?mode=ro\" AS rollups"); print("|".join(str(v) for v in c.execute(sys.argv[2]).fetchone()))' "$DATA" "$1"; }
 timed() { # timed OUT CMD...: runs CMD with stdout to OUT; prints "wall_seconds peak_rss_mb" (RSS from /usr/bin/time -v when there is one)
     local out=$1; shift
