@@ -124,9 +124,9 @@ pub fn facts(conn: &Connection, as_of: NaiveDate, snapshot: &[Row], settings: Se
     }
 
     if let Some(model) = super::health::model_for(conn, Some(as_of))? {
-        for row in snapshot {
+        let assessed = super::health::assess_all(conn, snapshot, &model, day_number(as_of), settings)?;
+        for (row, h) in snapshot.iter().zip(assessed) {
             let Some(&i) = row["account_id"].as_str().and_then(|id| index.get(id)) else { continue };
-            let h = super::health::assess(conn, row, &model, day_number(as_of), settings)?;
             out[i].health = Some(HealthDay {
                 day: as_of,
                 score: h["health_score"].as_f64(),

@@ -94,9 +94,24 @@ pub(crate) const RECORD_COLUMNS: &[(&str, &[&str])] = &[
 
 /// Records of `only` one account or of all, their times cut into the local days of `infos`.
 fn load_records<'a>(conn: &Connection, only: Option<&str>, infos: impl IntoIterator<Item = &'a AccountInfo>, currency: &CurrencyConfig) -> Result<Records, StoreError> {
+    let every: Vec<&str> = RECORD_COLUMNS.iter().map(|(table, _)| *table).collect();
+    load_records_of(conn, only, infos, currency, &every)
+}
+
+/// [`load_records`] of the record kinds in `tables` only (the others left empty).
+fn load_records_of<'a>(
+    conn: &Connection,
+    only: Option<&str>,
+    infos: impl IntoIterator<Item = &'a AccountInfo>,
+    currency: &CurrencyConfig,
+    tables: &[&str],
+) -> Result<Records, StoreError> {
     // Two forms so that a single account's rows are found by the account index.
     let filter = if only.is_some() { "WHERE account_id = ?1" } else { "WHERE ?1 IS NULL" };
     let mut rows = |table: &str, columns: &[&str]| -> Result<Vec<Vec<Cell>>, StoreError> {
+        if !tables.contains(&table) {
+            return Ok(Vec::new());
+        }
         let mut query = conn.prepare(&format!("SELECT {} FROM {table} {filter}", columns.join(", ")))?;
         let rows = query.query_map(params![only], |r| {
             (0..columns.len())
@@ -298,7 +313,9 @@ impl Source for Connection {
     }
 
     fn subscriptions(&self, infos: &[AccountInfo], currency: &CurrencyConfig) -> Result<HashMap<String, Vec<Subscription>>, StoreError> {
-        Ok(load_records(self, None, infos, currency)?.subscriptions)
+        // One account's rows are found by the account index; the other kinds are not read.
+        let only = if infos.len() == 1 { Some(infos[0].account_id.as_str()) } else { None };
+        Ok(load_records_of(self, only, infos, currency, &["subscriptions"])?.subscriptions)
     }
 
     fn snapshot(&self, as_of: NaiveDate, config: &MetricsConfig, currency: &CurrencyConfig) -> Result<Vec<Row>, StoreError> {
