@@ -250,10 +250,7 @@ impl ClickHouse {
             .bind(now)
             .bind(valid_for_seconds.map_or(0, |s| now + s * 1000))
             .bind(now as u64);
-        match tokio::time::timeout(QUERY_TIMEOUT, query.execute()).await {
-            Ok(result) => result.map_err(|e| error("create token", e))?,
-            Err(_) => return Err(StoreError::ClickHouse(format!("create token: no answer within {} s", QUERY_TIMEOUT.as_secs()))),
-        }
+        run(query, "create token").await?;
         Ok(secret)
     }
 
@@ -456,7 +453,12 @@ async fn fetch_all<T: clickhouse::RowOwned + clickhouse::RowRead>(query: clickho
 
 /// Runs one statement within [`QUERY_TIMEOUT`].
 async fn execute(client: &clickhouse::Client, sql: &str, context: &str) -> Result<(), StoreError> {
-    match tokio::time::timeout(QUERY_TIMEOUT, client.query(sql).execute()).await {
+    run(client.query(sql), context).await
+}
+
+/// Runs one statement with its values bound within [`QUERY_TIMEOUT`].
+async fn run(query: clickhouse::query::Query, context: &str) -> Result<(), StoreError> {
+    match tokio::time::timeout(QUERY_TIMEOUT, query.execute()).await {
         Ok(result) => result.map_err(|e| error(context, e)),
         Err(_) => Err(StoreError::ClickHouse(format!("{context}: no answer within {} s", QUERY_TIMEOUT.as_secs()))),
     }
@@ -686,10 +688,7 @@ impl ClickHouse {
         ];
         for (i, sql) in mutations.iter().enumerate() {
             let query = if i < 2 { bind(self.client.query(sql)) } else { self.client.query(sql).bind(&ids) };
-            match tokio::time::timeout(QUERY_TIMEOUT, query.execute()).await {
-                Ok(result) => result.map_err(|e| error("erasure", e))?,
-                Err(_) => return Err(StoreError::ClickHouse(format!("erasure: no answer within {} s", QUERY_TIMEOUT.as_secs()))),
-            }
+            run(query, "erasure").await?;
         }
         #[derive(clickhouse::Row, Deserialize)]
         struct Pending {
@@ -1415,10 +1414,7 @@ impl super::health::HealthSource for ClickHouse {
                 .bind(model.as_of.as_str())
                 .bind(model.reason.as_str())
                 .bind(body.as_str());
-            match tokio::time::timeout(QUERY_TIMEOUT, query.execute()).await {
-                Ok(result) => result.map_err(|e| error("store a health model", e))?,
-                Err(_) => return Err(StoreError::ClickHouse(format!("store a health model: no answer within {} s", QUERY_TIMEOUT.as_secs()))),
-            }
+            run(query, "store a health model").await?;
             Ok(id)
         })?
     }
