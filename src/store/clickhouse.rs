@@ -929,11 +929,12 @@ impl ClickHouse {
         self.account_infos(&self.group_calls().await?).await
     }
 
-    /// The records the metrics read, of the accounts of `infos` only.
-    async fn metric_records(&self, infos: &[&AccountInfo], currency: &CurrencyConfig) -> Result<super::metrics::Records, StoreError> {
+    /// The records the metrics read, of the accounts of `infos` only, of the kinds in
+    /// `tables` (None: every kind the metrics read).
+    async fn metric_records(&self, infos: &[&AccountInfo], currency: &CurrencyConfig, tables: Option<&[&str]>) -> Result<super::metrics::Records, StoreError> {
         let wanted: HashSet<&str> = infos.iter().map(|i| i.account_id.as_str()).collect();
         let mut rows: HashMap<&str, Vec<Vec<Cell>>> = HashMap::new();
-        for (table, columns) in super::metrics::RECORD_COLUMNS {
+        for (table, columns) in super::metrics::RECORD_COLUMNS.iter().filter(|(t, _)| tables.is_none_or(|tables| tables.contains(t))) {
             let kind = records::kind(table).expect("invariant: a record kind");
             let index: Vec<usize> = columns.iter().map(|c| kind.columns.iter().position(|k| k.name == *c).expect("invariant: a column of the kind")).collect();
             let current = self.records_of(kind, None).await?;
@@ -949,7 +950,7 @@ impl ClickHouse {
     /// account's value window.
     pub async fn load(&self, infos: &[&AccountInfo], from_day: i32, to_day: i32, config: &MetricsConfig, currency: &CurrencyConfig) -> Result<Vec<metrics::AccountData>, StoreError> {
         let groups = self.group_calls().await?;
-        let mut records = self.metric_records(infos, currency).await?;
+        let mut records = self.metric_records(infos, currency, None).await?;
         let mut datas: Vec<metrics::AccountData> = infos.iter().map(|info| records.account_data(info)).collect();
         let position: HashMap<&str, usize> = infos.iter().enumerate().map(|(i, info)| (info.account_id.as_str(), i)).collect();
         let from = from_day - config.lookback_days();
@@ -980,7 +981,7 @@ impl ClickHouse {
     /// Every account's subscriptions, in the report currency.
     async fn subscriptions(&self, infos: &[AccountInfo], currency: &CurrencyConfig) -> Result<HashMap<String, Vec<metrics::Subscription>>, StoreError> {
         let all: Vec<&AccountInfo> = infos.iter().collect();
-        Ok(self.metric_records(&all, currency).await?.subscriptions)
+        Ok(self.metric_records(&all, currency, Some(&["subscriptions"])).await?.subscriptions)
     }
 
     /// The accounts of the records, plus those only group calls named (their plan from the
@@ -1226,10 +1227,13 @@ impl ClickHouse {
                     }
                 }
             }
+            if kept.is_some() {
+                break;
+            }
             let none = HashMap::new();
             let windows: HashMap<String, Vec<(i32, i32)>> =
                 infos.iter().map(|i| (i.account_id.clone(), windows(&i.account_id, first_use.get(&i.account_id).unwrap_or(&none)))).collect();
-            if kept.is_some() || windows.values().all(Vec::is_empty) {
+            if windows.values().all(Vec::is_empty) {
                 // Nothing to keep: no second pass.
                 break;
             }
