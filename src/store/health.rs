@@ -112,17 +112,21 @@ pub(crate) fn model_body(model: &Model) -> Result<String, StoreError> {
 }
 
 /// Every renewal decided before `as_of` whose whole term lies inside the data, with the
-/// account's monthly use of each feature in the term.
-pub fn examples(source: &dyn HealthSource, as_of: i32, infos: &[AccountInfo], settings: Settings) -> Result<(Vec<Example>, Option<(i32, i32)>), StoreError> {
-    let currency = settings.currency;
+/// account's monthly use of each feature in the term (`subscriptions`: those of `infos`).
+pub fn examples(
+    source: &dyn HealthSource,
+    as_of: i32,
+    infos: &[AccountInfo],
+    subscriptions: &HashMap<String, Vec<metrics::Subscription>>,
+    settings: Settings,
+) -> Result<(Vec<Example>, Option<(i32, i32)>), StoreError> {
     let Some(start) = source.data_start(settings.metrics)? else { return Ok((Vec::new(), None)) };
-    let mut subscriptions = source.subscriptions(infos, currency)?;
     let mut terms = Vec::new();
     for info in infos {
-        let mut decided: Vec<metrics::Subscription> = subscriptions
-            .remove(&info.account_id)
-            .unwrap_or_default()
+        let mut decided: Vec<&metrics::Subscription> = subscriptions
+            .get(&info.account_id)
             .into_iter()
+            .flatten()
             .filter(|s| matches!(s.outcome.as_deref(), Some("renewed" | "churned")) && s.end.is_some())
             .collect();
         decided.sort_by_key(|s| s.start);
@@ -149,17 +153,17 @@ pub fn examples(source: &dyn HealthSource, as_of: i32, infos: &[AccountInfo], se
 }
 
 /// Subscriptions with a decided outcome that ended before `day` (whole terms or not).
-fn decided_before(source: &dyn HealthSource, infos: &[AccountInfo], day: NaiveDate, currency: &CurrencyConfig) -> Result<i64, StoreError> {
+fn decided_before(subscriptions: &HashMap<String, Vec<metrics::Subscription>>, day: NaiveDate) -> i64 {
     let day = day_number(day);
-    let subscriptions = source.subscriptions(infos, currency)?;
-    Ok(subscriptions.values().flatten().filter(|s| matches!(s.outcome.as_deref(), Some("renewed" | "churned")) && s.end.is_some_and(|end| end < day)).count() as i64)
+    subscriptions.values().flatten().filter(|s| matches!(s.outcome.as_deref(), Some("renewed" | "churned")) && s.end.is_some_and(|end| end < day)).count() as i64
 }
 
 /// Builds a model from the renewals decided before `as_of` (not stored).
 pub fn analyse(source: &dyn HealthSource, as_of: NaiveDate, reason: &str, settings: Settings) -> Result<Model, StoreError> {
     let infos = source.accounts()?;
-    let (examples, span) = examples(source, day_number(as_of), &infos, settings)?;
-    let subscriptions_decided = decided_before(source, &infos, as_of, settings.currency)?;
+    let subscriptions = source.subscriptions(&infos, settings.currency)?;
+    let (examples, span) = examples(source, day_number(as_of), &infos, &subscriptions, settings)?;
+    let subscriptions_decided = decided_before(&subscriptions, as_of);
     let mut segments: Vec<String> = infos.iter().map(|i| i.segment.clone()).collect();
     segments.sort();
     segments.dedup();
@@ -513,7 +517,7 @@ fn run_once(conn: &mut Connection, settings: Settings) -> Result<bool, StoreErro
     let newest = model_for(conn, None)?;
     // Due: no model yet, the newest is older than the schedule, or renewals decided since
     // it have grown by a fifth (an import of history, the first data after an empty start).
-    let decided_now = decided_before(conn, &sm::accounts(conn)?, today, settings.currency)?;
+    let decided_now = decided_before(&sm::Source::subscriptions(&*conn, &sm::accounts(conn)?, settings.currency)?, today);
     let due = match &newest {
         None => Some("first model"),
         Some(m) if decided_now as f64 > m.subscriptions_decided as f64 * 1.2 + 10.0 => Some("new outcomes"),
