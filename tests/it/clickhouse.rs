@@ -311,21 +311,11 @@ fn records_imported_into_clickhouse_equal_the_embedded_stores_and_a_bad_file_sto
     // The spec's columns (`traits_ms` is when a group call last merged traits, not imported).
     let spec = |kind: &str| -> (Vec<String>, String) {
         let conn = rusqlite::Connection::open(embedded.path().join("bellwether.db")).unwrap();
-        let columns: Vec<String> = conn
-            .prepare(&format!("SELECT name FROM pragma_table_info('{kind}') WHERE name NOT IN ('traits', 'traits_ms')"))
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        let key: Vec<String> = conn
-            .prepare(&format!("SELECT name FROM pragma_table_info('{kind}') WHERE pk > 0 ORDER BY pk"))
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        (columns, key.join(", "))
+        let names = |condition: &str| -> Vec<String> {
+            let sql = format!("SELECT name FROM pragma_table_info('{kind}') WHERE {condition}");
+            conn.prepare(&sql).unwrap().query_map([], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap()
+        };
+        (names("name NOT IN ('traits', 'traits_ms')"), names("pk > 0 ORDER BY pk").join(", "))
     };
     for kind in kinds {
         let (columns, key) = spec(kind);
