@@ -14,9 +14,16 @@
 //! after the fact: a `group` call dated before activity already counted, an `alias` or
 //! `identify` that links an id whose events were counted under another id (or not at all),
 //! an account's timezone changing. The person concerned is then recomputed from their raw
-//! events (found through `person_events`, which each step fills for its own batch before
-//! anything reads it), so the rollups always equal what
-//! [`rebuild`] computes from scratch.
+//! events, found through `person_events` up to `rollup_state.indexed_to` and through the
+//! step's [`Tail`] after it (it always covers the step's own batch before anything reads
+//! it), so the rollups always equal what [`rebuild`] computes from scratch.
+//!
+//! `person_events` is keyed by person, so writing it touches about one page per person
+//! whatever the number of events: written for every 20,000-event step that was ~5,000 pages
+//! (20 MB of WAL, then as much again checkpointed) per step under load, which made the
+//! ingest's own fsyncs wait. The worker therefore keeps the newest events' postings in
+//! memory and writes them once per [`INDEX_EVERY`] events; readers outside a step (erasure,
+//! the dashboard's recent events) scan the events after `indexed_to` themselves.
 //!
 //! Retention ([`super::retention`]) may drop raw events of days before a horizon
 //! (`rollup_state.frozen_before_day`). Rows of those days are then kept as they are when
@@ -44,11 +51,86 @@ use crate::telemetry::Telemetry;
 /// a retention pass (which lock rollups.db too) never waits long for it.
 pub const STEP_EVENTS: usize = 20_000;
 
+/// How many events' postings the worker keeps in memory before writing them to
+/// `person_events` in one sorted pass (see the module notes; ~10 MB at most).
+pub const INDEX_EVERY: i64 = 200_000;
+
 /// The rollup maintainer of one process.
 pub struct Rollup {
     classifier: Classifier,
     fingerprint: String,
     idle_minutes: u32,
+    /// [`INDEX_EVERY`] (the tests write the index more often).
+    index_every: i64,
+    /// The postings not yet in `person_events`, as of this process's last step (`None`
+    /// after a failed step: read again).
+    tail: Option<Tail>,
+}
+
+/// The (userId or anonymousId -> event ids) postings of every event with `from < id <= to`,
+/// where `from` is `rollup_state.indexed_to`: what `person_events` does not hold yet. An
+/// event erased since it was read may still be listed: every use joins with `events`.
+#[derive(Debug)]
+struct Tail {
+    from: i64,
+    to: i64,
+    postings: BTreeMap<String, Vec<i64>>,
+}
+
+impl Tail {
+    /// The postings of the stored events with `from < id <= to`.
+    fn read(tx: &Transaction, from: i64, to: i64) -> Result<Tail, StoreError> {
+        let mut tail = Tail { from, to, postings: BTreeMap::new() };
+        let mut query = tx.prepare_cached("SELECT id, user_id, anonymous_id FROM events WHERE id > ?1 AND id <= ?2 ORDER BY id")?;
+        let mut rows = query.query(params![from, to])?;
+        while let Some(row) = rows.next()? {
+            let (user, anonymous): (Option<String>, Option<String>) = (row.get(1)?, row.get(2)?);
+            tail.add(row.get(0)?, user.as_deref(), anonymous.as_deref());
+        }
+        Ok(tail)
+    }
+
+    /// Lists event `id` under its userId and anonymousId (both, if it has both); ids come in
+    /// ascending order.
+    fn add(&mut self, id: i64, user: Option<&str>, anonymous: Option<&str>) {
+        for key in [user, anonymous].into_iter().flatten() {
+            match self.postings.get_mut(key) {
+                Some(ids) => ids.push(id),
+                None => {
+                    self.postings.insert(key.to_string(), vec![id]);
+                }
+            }
+        }
+    }
+
+    /// The ids listed under `key`, ascending.
+    fn ids(&self, key: &str) -> &[i64] {
+        self.postings.get(key).map_or(&[], Vec::as_slice)
+    }
+
+    /// Writes the postings into `person_events`, in key order (each index page once), and
+    /// moves `indexed_to` up to `to`. An erasure may have deleted events since they were
+    /// read: a key whose newest event is gone gets only the postings of events still stored
+    /// (checking them all would read every event again), so an erased person's ids are never
+    /// written back. (Under a key whose newest event stands, a posting of an erased event
+    /// may remain; it leads nowhere, as every use joins with `events`.)
+    fn flush(self, tx: &Transaction) -> Result<Tail, StoreError> {
+        let mut stored = tx.prepare_cached("SELECT 1 FROM events WHERE id = ?1")?;
+        let mut insert = tx.prepare_cached("INSERT OR IGNORE INTO person_events (key, id) VALUES (?1, ?2)")?;
+        for (key, ids) in &self.postings {
+            let all_stored = match ids.last() {
+                Some(&newest) => stored.exists([newest])?,
+                None => continue,
+            };
+            for &id in ids {
+                if all_stored || stored.exists([id])? {
+                    insert.execute(params![key, id])?;
+                }
+            }
+        }
+        tx.execute("UPDATE rollup_state SET indexed_to = ?1 WHERE id = 1", [self.to])?;
+        Ok(Tail { from: self.to, to: self.to, postings: BTreeMap::new() })
+    }
 }
 
 /// The retention horizon as a step sees it (see the module notes).
@@ -131,7 +213,7 @@ struct Lookups {
 
 impl Rollup {
     pub fn new(config: &MetricsConfig) -> Rollup {
-        Rollup { classifier: Classifier::new(config), fingerprint: config.rollup_fingerprint(), idle_minutes: config.session_idle_minutes }
+        Rollup { classifier: Classifier::new(config), fingerprint: config.rollup_fingerprint(), idle_minutes: config.session_idle_minutes, index_every: INDEX_EVERY, tail: None }
     }
 
     /// Rolls up at most `max_events` new events in one transaction.
@@ -206,7 +288,19 @@ impl Rollup {
             _ => events_after(&tx, last, max_events)?,
         };
         let batch_max = rows.last().map(|r| r.id).unwrap_or(last);
-        index_people(&tx, &rows)?;
+        // The postings after indexed_to: this process's from its last step if nothing moved
+        // since, else read again; then this batch's (a rebuild rereads what is indexed).
+        let indexed_to: i64 = tx.query_row("SELECT indexed_to FROM rollup_state WHERE id = 1", [], |r| r.get(0))?;
+        let covered = indexed_to.max(last);
+        let mut tail = match self.tail.take() {
+            Some(tail) if tail.from == indexed_to && tail.to == covered => tail,
+            _ => Tail::read(&tx, indexed_to, covered)?,
+        };
+        let read_to = tail.to;
+        for row in rows.iter().filter(|r| r.id > read_to) {
+            tail.add(row.id, row.user_id.as_deref(), row.anonymous_id.as_deref());
+        }
+        tail.to = tail.to.max(batch_max);
 
         // Pass 1: identity and membership changes that rewrite what was already counted.
         for row in &rows {
@@ -214,13 +308,13 @@ impl Rollup {
                 "group" => {
                     let id = row.user_id.as_deref().or(row.anonymous_id.as_deref());
                     let Some(person) = id.and_then(|id| lookups.canonical_of(&tx, id, row.user_id.is_some()).transpose()).transpose()? else { continue };
-                    if has_activity(&tx, &identity_set(&tx, &person)?, Some(row.timestamp_ms), row.id)? {
+                    if has_activity(&tx, &tail, &identity_set(&tx, &person)?, Some(row.timestamp_ms), row.id)? {
                         dirty.insert(person);
                     }
                 }
                 "alias" | "identify" => {
                     let (Some(user), Some(previous)) = (row.user_id.as_deref(), previous_id(&tx, row)?) else { continue };
-                    if has_activity(&tx, &[previous], None, row.id)? {
+                    if has_activity(&tx, &tail, &[previous], None, row.id)? {
                         if let Some(person) = lookups.canonical_of(&tx, user, true)? {
                             dirty.insert(person);
                         }
@@ -263,6 +357,12 @@ impl Rollup {
                          AND (user_id = ?1 OR (user_id IS NULL AND anonymous_id = ?1))"
                 ))?;
                 own.extend(by_key.query_map(params![id, batch_max], event_row)?.collect::<Result<Vec<_>, _>>()?);
+                let mut by_id = tx.prepare_cached(&format!(
+                    "SELECT {EVENT_COLUMNS} FROM events WHERE id = ?1 AND (user_id = ?2 OR (user_id IS NULL AND anonymous_id = ?2))"
+                ))?;
+                for &event in tail.ids(id).iter().take_while(|&&event| event <= batch_max) {
+                    own.extend(by_id.query_row(params![event, id], event_row).optional()?);
+                }
             }
             own.sort_by_key(|r| r.id);
             own.dedup_by_key(|r| r.id);
@@ -285,7 +385,9 @@ impl Rollup {
             tx.execute("UPDATE rollup_accounts SET timezone = ?2 WHERE account_id = ?1", params![account, tz])?;
         }
         tx.execute("UPDATE rollup_state SET last_event_id = ?1 WHERE id = 1", [batch_max])?;
+        let tail = if tail.to - tail.from >= self.index_every { tail.flush(&tx)? } else { tail };
         tx.commit()?;
+        self.tail = Some(tail);
         purged(conn, &erased)?;
         Ok(Step { read: rows.len(), events, recomputed_users: dirty.len(), last_event_id: batch_max })
     }
@@ -464,26 +566,6 @@ pub(crate) fn purged(conn: &Connection, ids: &[String]) -> Result<(), StoreError
     Ok(())
 }
 
-/// Adds `rows` (the step's new events, in id order) to `person_events` under their userId
-/// and anonymousId, sorted so each index page is written once per step; skips what an
-/// earlier pass (a step before a rebuild) already indexed.
-fn index_people(tx: &Transaction, rows: &[EventRow]) -> Result<(), StoreError> {
-    let indexed_to: i64 = tx.query_row("SELECT indexed_to FROM rollup_state WHERE id = 1", [], |r| r.get(0))?;
-    let Some(newest) = rows.last().map(|r| r.id).filter(|&id| id > indexed_to) else { return Ok(()) };
-    let mut keys: Vec<(&str, i64)> = Vec::with_capacity(rows.len() * 2);
-    for row in rows.iter().filter(|r| r.id > indexed_to) {
-        keys.extend(row.user_id.as_deref().map(|k| (k, row.id)));
-        keys.extend(row.anonymous_id.as_deref().map(|k| (k, row.id)));
-    }
-    keys.sort_unstable();
-    let mut insert = tx.prepare_cached("INSERT OR IGNORE INTO person_events (key, id) VALUES (?1, ?2)")?;
-    for (key, id) in keys {
-        insert.execute(params![key, id])?;
-    }
-    tx.execute("UPDATE rollup_state SET indexed_to = ?1 WHERE id = 1", [newest])?;
-    Ok(())
-}
-
 /// Runs `delete`, a `DELETE FROM events ... RETURNING id, user_id, anonymous_id`, and
 /// removes the deleted events' `person_events` rows (under both ids); returns how many went
 /// and their ids.
@@ -514,9 +596,18 @@ fn any_pruned(tx: &Transaction, ids: &[String]) -> Result<bool, StoreError> {
 
 /// Whether any of `ids` has activity events (at or after `since`, if given) stored before
 /// event `before`.
-fn has_activity(tx: &Transaction, ids: &[String], since: Option<i64>, before: i64) -> Result<bool, StoreError> {
+fn has_activity(tx: &Transaction, tail: &Tail, ids: &[String], since: Option<i64>, before: i64) -> Result<bool, StoreError> {
     let since = since.unwrap_or(i64::MIN);
+    let mut activity_at = tx.prepare_cached(
+        "SELECT 1 FROM events WHERE id = ?1 AND timestamp_ms >= ?2 AND type IN ('track', 'page', 'screen')
+             AND (user_id = ?3 OR (user_id IS NULL AND anonymous_id = ?3))",
+    )?;
     for id in ids {
+        for &event in tail.ids(id).iter().rev().skip_while(|&&event| event >= before) {
+            if activity_at.exists(params![event, since, id])? {
+                return Ok(true);
+            }
+        }
         let found: Option<i64> = tx
             .prepare_cached(
                 "SELECT 1 FROM person_events p JOIN events e ON e.id = p.id
@@ -759,5 +850,85 @@ fn lower_priority() {
         if result != 0 {
             tracing::debug!(error = %std::io::Error::last_os_error(), "could not lower the rollup thread's priority");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Events as the writer stores them, in two deliveries, with the identity link and
+    /// membership that an identify and a group call leave: an anonymous visitor who later
+    /// identifies as u1 (their two earlier visits then count for u1), and u2, whose later
+    /// group call is dated before a visit already counted for no account (it then counts for
+    /// beta). Both make a step recompute a person from events of earlier steps.
+    fn deliver(conn: &Connection, second: bool) {
+        let t0 = 1_772_000_000_000_i64; // 2026-02-25T06:13:20Z
+        let events: &[(i64, &str, Option<&str>, Option<&str>, Option<&str>, i64)] = if second {
+            &[
+                (4, "identify", Some("u1"), Some("anon"), None, t0 + 600_000),
+                (5, "track", Some("u1"), None, Some("acme"), t0 + 1_200_000),
+                (6, "group", Some("u2"), None, Some("beta"), t0 - 60_000),
+            ]
+        } else {
+            &[
+                (1, "track", None, Some("anon"), Some("acme"), t0),
+                (2, "track", None, Some("anon"), Some("acme"), t0 + 60_000),
+                (3, "track", Some("u2"), None, None, t0),
+            ]
+        };
+        for &(id, kind, user, anonymous, group, ts) in events {
+            conn.execute(
+                "INSERT INTO events (id, received_ms, source, message_id, type, user_id, anonymous_id, group_id, event, timestamp_ms, raw)
+                 VALUES (?1, ?2, 'test', ?1, ?3, ?4, ?5, ?6, CASE WHEN ?3 = 'track' THEN 'Report Created' END, ?2, '{}')",
+                params![id, ts, kind, user, anonymous, group],
+            )
+            .unwrap();
+        }
+        if second {
+            conn.execute("INSERT INTO identity_links (previous_id, user_id, timestamp_ms, event_id) VALUES ('anon', 'u1', ?1, 4)", [t0 + 600_000]).unwrap();
+            conn.execute("INSERT INTO memberships (user_id, anonymous_id, account_id, timestamp_ms, event_id) VALUES ('u2', NULL, 'beta', ?1, 6)", [t0 - 60_000])
+                .unwrap();
+        }
+    }
+
+    fn counted(conn: &Connection) -> Vec<(String, String, i64)> {
+        let mut query = conn.prepare("SELECT account_id, user_id, events FROM user_days ORDER BY 1, 2").unwrap();
+        query.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().collect::<Result<_, _>>().unwrap()
+    }
+
+    /// Steps one event at a time, writing `person_events` every `index_every` events, with a
+    /// new `Rollup` (as another process would) before each step when `fresh`.
+    fn step_one_by_one(index_every: i64, fresh: bool) -> (Vec<(String, String, i64)>, i64, i64) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(dir.path()).unwrap();
+        let mut conn = store.connect().unwrap();
+        let config = MetricsConfig::default();
+        let mut rollup = Rollup { index_every, ..Rollup::new(&config) };
+        for second in [false, true] {
+            deliver(&conn, second);
+            for _ in 0..3 {
+                if fresh {
+                    rollup = Rollup { index_every, ..Rollup::new(&config) };
+                }
+                rollup.step(&mut conn, 1).unwrap();
+            }
+        }
+        let indexed: i64 = conn.query_row("SELECT count(*) FROM person_events", [], |r| r.get(0)).unwrap();
+        let indexed_to: i64 = conn.query_row("SELECT indexed_to FROM rollup_state", [], |r| r.get(0)).unwrap();
+        (counted(&conn), indexed, indexed_to)
+    }
+
+    #[test]
+    fn recomputes_find_a_persons_events_in_the_index_in_memory_or_both() {
+        let expected = vec![("acme".to_string(), "u1".to_string(), 3), ("beta".to_string(), "u2".to_string(), 1)];
+        // Written at every step: 7 postings (event 4 under both its ids).
+        assert_eq!(step_one_by_one(1, false), (expected.clone(), 7, 6));
+        // Never written: the recomputes find everything in memory.
+        assert_eq!(step_one_by_one(1_000, false), (expected.clone(), 0, 0));
+        // Written every 4 events (events 1-4), the rest in memory; and the same when each
+        // step is a new process that must read the unwritten postings back from the events.
+        assert_eq!(step_one_by_one(4, false), (expected.clone(), 5, 4));
+        assert_eq!(step_one_by_one(4, true), (expected, 5, 4));
     }
 }

@@ -429,7 +429,8 @@ const ROLLUPS_SCHEMA: &str = r#"
     CREATE TABLE IF NOT EXISTS rollups.pruned_ids (
         key TEXT PRIMARY KEY
     ) WITHOUT ROWID;
-    -- A person's events: the rollup worker fills it for each batch it reads.
+    -- A person's events up to rollup_state.indexed_to: the rollup worker writes them in
+    -- batches (store::rollup::INDEX_EVERY); newer ones are found by reading the events after it.
     CREATE TABLE IF NOT EXISTS rollups.person_events (
         key TEXT NOT NULL,      -- a userId or anonymousId of the event (both, if it has both)
         id  INTEGER NOT NULL,   -- events.id
