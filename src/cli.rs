@@ -810,19 +810,15 @@ fn recalibrate(config: &Config, args: &RecalibrateArgs) -> anyhow::Result<ExitCo
     for (name, segment) in &model.segments {
         eprintln!("  {name}: power feature {}{}", segment.power_feature.as_deref().unwrap_or("-"), if segment.fallback { " (all-accounts model)" } else { "" });
     }
-    if matches!(config.store, StoreLocation::ClickHouse(_)) {
-        eprintln!("(the daily score and tier history is not kept on the ClickHouse store yet)");
-        return Ok(ExitCode::SUCCESS);
-    }
-    let (_store, conn) = store_caught_up(config)?;
     // Tiers and scores from the new model, day by day up to today.
-    let mut conn = conn;
     let bar = indicatif::ProgressBar::new(0).with_style(
         indicatif::ProgressStyle::with_template("  history {bar:40} {pos}/{len} days").expect("invariant: valid template"),
     );
-    let days = store::health::update_history(&mut conn, chrono::Utc::now().date_naive(), settings(config), &mut |done, total| {
-        bar.set_length(total as u64);
-        bar.set_position(done as u64);
+    let days = on_source(config, |source| {
+        Ok(store::health::update_history(source, chrono::Utc::now().date_naive(), settings(config), &mut |done, total| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        })?)
     })?;
     bar.finish_and_clear();
     eprintln!("daily score and tier history brought up to today ({days} days computed)");

@@ -371,6 +371,11 @@ pub struct HealthConfig {
     pub usage_days: u32,
     /// How many days of daily score and tier history to compute on first start.
     pub history_days: u32,
+    /// Whether this process runs the background health thread (recalibration on schedule,
+    /// the daily history and tier changes). Unset: yes on the embedded store, no on
+    /// ClickHouse, where one node should (its writes are idempotent, but each pass computes
+    /// a full health snapshot).
+    pub background: Option<bool>,
 }
 
 fn cut_points<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Vec<f64>>, D::Error> {
@@ -406,6 +411,7 @@ impl Default for HealthConfig {
             recalibrate_every_days: 91,
             usage_days: 90,
             history_days: 180,
+            background: None,
         }
     }
 }

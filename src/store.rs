@@ -201,8 +201,9 @@ pub(crate) enum Lock {
 /// commits under. So: a deferred transaction whose first statements are no-op writes, to
 /// rollups.db first (the order every transaction takes both in, so none waits on another
 /// holding what it needs), then to bellwether.db.
-pub(crate) fn write_transaction(conn: &mut Connection, lock: Lock) -> rusqlite::Result<rusqlite::Transaction<'_>> {
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Deferred)?;
+pub(crate) fn write_transaction(conn: &Connection, lock: Lock) -> rusqlite::Result<rusqlite::Transaction<'_>> {
+    // Deferred (rusqlite's default); "unchecked" only means a nested one fails at run time.
+    let tx = conn.unchecked_transaction()?;
     if matches!(lock, Lock::Both | Lock::Rollups) {
         tx.execute("UPDATE rollups.rollup_state SET id = id WHERE id = 1", [])?;
     }

@@ -87,7 +87,7 @@ pub const CLICKHOUSE_ROUTES: &[&str] = &[
     "/api/v1/events", "/api/v1/openapi.json",
     "/api/v1/metrics", "/api/v1/accounts/{id}/metrics", "/api/v1/accounts/{id}/timeseries", "/api/v1/segments", "/api/v1/outcomes",
     "/api/v1/indicators", "/api/v1/models", "/api/v1/models/{id}", "/api/v1/recalibrate", "/api/v1/health", "/api/v1/accounts/{id}/health",
-    "/api/v1/backtest",
+    "/api/v1/backtest", "/api/v1/accounts/{id}/health/history", "/api/v1/tier_changes",
     "/api/v1/{kind}", "/api/v1/{kind}/{id}", "/api/v1/kpis/{account_id}/{name}/{date}", "/api/v1/import/{kind}", "/api/v1/users/{id}",
 ];
 
@@ -190,6 +190,12 @@ impl App {
             StoreLocation::ClickHouse(location) => {
                 let clickhouse = store::clickhouse::block_on(store::clickhouse::ClickHouse::open(location))??;
                 let writer = store::clickhouse::spawn_writer(clickhouse.clone(), receiver, telemetry.clone())?;
+                if config.health.background == Some(true) {
+                    let runtime = tokio::runtime::Handle::try_current().map_err(|e| StoreError::Thread(e.to_string()))?;
+                    store::health::spawn_on_clickhouse(clickhouse.clone(), runtime, config.metrics.clone(), config.health.clone(), config.currency.clone())?;
+                } else {
+                    tracing::info!("the health history is kept by the node with [health] background = true; not this one");
+                }
                 (Store::unopened(&config.data_dir), Some(clickhouse), writer)
             }
             StoreLocation::Embedded => {
@@ -200,7 +206,9 @@ impl App {
                 if config.retention.raw_events_days > 0 {
                     store::retention::spawn(&store, config.retention.raw_events_days)?;
                 }
-                store::health::spawn(&store, config.metrics.clone(), config.health.clone(), config.currency.clone())?;
+                if config.health.background != Some(false) {
+                    store::health::spawn(&store, config.metrics.clone(), config.health.clone(), config.currency.clone())?;
+                }
                 store::actions::spawn(&store, config.metrics.clone(), config.health.clone(), config.currency.clone(), config.actions.clone(), base_url(config))?;
                 (store, None, writer)
             }

@@ -27,6 +27,7 @@ use serde_json::{Map, Value};
 
 use super::records::{Deleted, ImportTarget, ListFilter, Page, RecordStore, UserDeletion};
 use super::{EventFilter, Role, StoreError, StoredEvent};
+use super::health::{HistoryRow, TierChange};
 use super::metrics::AccountInfo;
 use crate::config::{ClickHouseLocation, CurrencyConfig, MetricsConfig};
 use crate::metrics::activity::{self, Classifier};
@@ -116,6 +117,30 @@ const SCHEMA: &[&str] = &[
         reason     String,
         body       String
     ) ENGINE = MergeTree ORDER BY id",
+    // The daily health history: a day written again (by the same node later, or by another)
+    // replaces its rows; reads filter on key columns only, inside FINAL.
+    "CREATE TABLE IF NOT EXISTS {db}.health_history (
+        account_id    String,
+        day           Int32,
+        engagement    Nullable(Float64),
+        score         Nullable(Float64),
+        band          Nullable(String),
+        tier          Nullable(String),
+        expected_rate Nullable(Float64),
+        monthly_uses  Nullable(Float64),
+        model_id      Int64,
+        version       UInt64
+    ) ENGINE = ReplacingMergeTree(version) ORDER BY (account_id, day)",
+    // Tier changes: one per account, day and new tier, however many nodes record it.
+    "CREATE TABLE IF NOT EXISTS {db}.tier_changes (
+        id         Int64,
+        account_id String,
+        day        Int32,
+        from_tier  String,
+        to_tier    String,
+        model_id   Int64,
+        created_ms Int64
+    ) ENGINE = ReplacingMergeTree ORDER BY (account_id, day, to_tier)",
     "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.activity_view TO {db}.activity AS
     SELECT day, toUInt32(intDiv(greatest(timestamp_ms, 0), 900000)) AS bucket, source, user_id, anonymous_id, group_id, type, event,
            uniqExactState(message_id) AS messages,
@@ -598,14 +623,19 @@ impl ClickHouse {
     /// Writes [`record_line`]s as one insert block (stored whole or not at all).
     async fn insert_records(&self, kind: &'static Kind, body: Vec<u8>) -> Result<(), StoreError> {
         let names: Vec<&str> = kind.columns.iter().map(|c| c.name).collect();
-        let sql = format!("INSERT INTO {} ({}, traits, version, deleted) FORMAT JSONEachRow", kind.name, names.join(", "));
+        self.insert_lines(kind.name, &format!("{}, traits, version, deleted", names.join(", ")), body).await
+    }
+
+    /// Writes JSONEachRow lines of `columns` into `table` as one insert block.
+    async fn insert_lines(&self, table: &str, columns: &str, body: Vec<u8>) -> Result<(), StoreError> {
+        let sql = format!("INSERT INTO {table} ({columns}) FORMAT JSONEachRow");
         let client = self.client.clone().with_setting("max_insert_block_size", (limits::IMPORT_ROWS_MAX + 1).to_string());
         let written = async move {
             let mut insert = client.insert_formatted_with(sql).with_timeouts(Some(INSERT_SEND_TIMEOUT), Some(INSERT_END_TIMEOUT));
             insert.send(body.into()).await?;
             insert.end().await
         };
-        written.await.map_err(|e| error(&format!("write {}", kind.name), e))
+        written.await.map_err(|e| error(&format!("write {table}"), e))
     }
 }
 
@@ -1421,6 +1451,162 @@ impl super::health::HealthSource for ClickHouse {
             run(query, "store a health model").await?;
             Ok(id)
         })?
+    }
+
+    fn history_last_day(&self) -> Result<Option<i32>, StoreError> {
+        #[derive(clickhouse::Row, Deserialize)]
+        struct Last {
+            days: u64,
+            day: i32,
+        }
+        let last = block_on(fetch_all::<Last>(self.client.query("SELECT count() AS days, max(day) AS day FROM health_history"), "health history"))??;
+        Ok(last.first().filter(|l| l.days > 0).map(|l| l.day))
+    }
+
+    fn history_on(&self, day: i32, model_id: i64) -> Result<(i64, i64), StoreError> {
+        #[derive(clickhouse::Row, Deserialize)]
+        struct Counts {
+            rows: u64,
+            other: u64,
+        }
+        let query = self
+            .client
+            .query("SELECT count() AS rows, countIf(model_id != ?) AS other FROM health_history FINAL WHERE day = ?")
+            .bind(model_id)
+            .bind(day);
+        let counts = block_on(fetch_all::<Counts>(query, "health history"))??;
+        Ok(counts.first().map_or((0, 0), |c| (c.rows as i64, c.other as i64)))
+    }
+
+    fn tiers_on(&self, day: i32) -> Result<HashMap<String, Option<String>>, StoreError> {
+        #[derive(clickhouse::Row, Deserialize)]
+        struct Tier {
+            account_id: String,
+            tier: Option<String>,
+        }
+        let query = self.client.query("SELECT account_id, tier FROM health_history FINAL WHERE day = ?").bind(day);
+        Ok(block_on(fetch_all::<Tier>(query, "health history"))??.into_iter().map(|t| (t.account_id, t.tier)).collect())
+    }
+
+    fn changes_between(&self, after: i32, through: i32) -> Result<HashSet<(String, String)>, StoreError> {
+        #[derive(clickhouse::Row, Deserialize)]
+        struct Change {
+            account_id: String,
+            to_tier: String,
+        }
+        let query = self.client.query("SELECT DISTINCT account_id, to_tier FROM tier_changes WHERE day > ? AND day <= ?").bind(after).bind(through);
+        Ok(block_on(fetch_all::<Change>(query, "tier changes"))??.into_iter().map(|c| (c.account_id, c.to_tier)).collect())
+    }
+
+    fn write_history(&self, day: i32, model_id: i64, rows: &[HistoryRow], changes: &[TierChange]) -> Result<(), StoreError> {
+        block_on(self.write_history_day(day, model_id, rows, changes))?
+    }
+
+    fn history(&self, account: &str, from: NaiveDate, to: NaiveDate) -> Result<Vec<Value>, StoreError> {
+        block_on(self.history_rows(account, activity::day_number(from), activity::day_number(to)))?
+    }
+
+    fn tier_changes(&self, since: NaiveDate, account: Option<&str>) -> Result<Vec<Value>, StoreError> {
+        block_on(self.change_rows(activity::day_number(since), account))?
+    }
+}
+
+/// The daily health history and tier changes on ClickHouse, from a blocking thread.
+impl ClickHouse {
+    async fn history_rows(&self, account: &str, from: i32, to: i32) -> Result<Vec<Value>, StoreError> {
+        #[derive(clickhouse::Row, Deserialize)]
+        struct Stored {
+            day: i32,
+            engagement: Option<f64>,
+            score: Option<f64>,
+            band: Option<String>,
+            tier: Option<String>,
+            expected_rate: Option<f64>,
+            monthly_uses: Option<f64>,
+            model_id: i64,
+        }
+        let query = self
+            .client
+            .query(
+                "SELECT day, engagement, score, band, tier, expected_rate, monthly_uses, model_id FROM health_history FINAL
+                 WHERE account_id = ? AND day >= ? AND day <= ? ORDER BY day",
+            )
+            .bind(account)
+            .bind(from)
+            .bind(to);
+        Ok(fetch_all::<Stored>(query, "health history")
+            .await?
+            .into_iter()
+            .map(|s| {
+                let row = HistoryRow {
+                    account_id: account.to_string(),
+                    engagement: s.engagement,
+                    score: s.score,
+                    band: s.band,
+                    tier: s.tier,
+                    expected_rate: s.expected_rate,
+                    monthly_uses: s.monthly_uses,
+                };
+                super::health::history_point(s.day, &row, s.model_id)
+            })
+            .collect())
+    }
+
+    async fn change_rows(&self, since: i32, account: Option<&str>) -> Result<Vec<Value>, StoreError> {
+        #[derive(clickhouse::Row, Deserialize)]
+        struct Stored {
+            id: i64,
+            account_id: String,
+            day: i32,
+            from_tier: String,
+            to_tier: String,
+            model_id: i64,
+        }
+        let one = if account.is_some() { " AND account_id = ?" } else { "" };
+        let mut query = self
+            .client
+            .query(&format!("SELECT id, account_id, day, from_tier, to_tier, model_id FROM tier_changes FINAL WHERE day >= ?{one} ORDER BY day, id"))
+            .bind(since);
+        if let Some(account) = account {
+            query = query.bind(account);
+        }
+        Ok(fetch_all::<Stored>(query, "tier changes")
+            .await?
+            .into_iter()
+            .map(|s| {
+                let change = TierChange { account_id: s.account_id, day: s.day, from_tier: s.from_tier, to_tier: s.to_tier, model_id: s.model_id };
+                super::health::change_value(s.id, &change)
+            })
+            .collect())
+    }
+
+    /// Writes the changes first: if the history then fails, the day has no rows and is
+    /// computed again, finding its changes already recorded.
+    async fn write_history_day(&self, day: i32, model_id: i64, rows: &[HistoryRow], changes: &[TierChange]) -> Result<(), StoreError> {
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        if !changes.is_empty() {
+            let mut body = Vec::new();
+            for (n, change) in changes.iter().enumerate() {
+                // Ids in order of recording (a node writes at most a day's accounts per ms).
+                let line = serde_json::json!({"id": now_ms * 1000 + n as i64, "account_id": change.account_id, "day": change.day,
+                    "from_tier": change.from_tier, "to_tier": change.to_tier, "model_id": change.model_id, "created_ms": now_ms});
+                body.extend_from_slice(line.to_string().as_bytes());
+                body.push(b'\n');
+            }
+            self.insert_lines("tier_changes", "id, account_id, day, from_tier, to_tier, model_id, created_ms", body).await?;
+        }
+        let version = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+        let mut body = Vec::new();
+        for row in rows {
+            let line = serde_json::json!({"account_id": row.account_id, "day": day, "engagement": row.engagement, "score": row.score, "band": row.band,
+                "tier": row.tier, "expected_rate": row.expected_rate, "monthly_uses": row.monthly_uses, "model_id": model_id, "version": version});
+            body.extend_from_slice(line.to_string().as_bytes());
+            body.push(b'\n');
+        }
+        if body.is_empty() {
+            return Ok(());
+        }
+        self.insert_lines("health_history", "account_id, day, engagement, score, band, tier, expected_rate, monthly_uses, model_id, version", body).await
     }
 }
 

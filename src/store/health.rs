@@ -1,7 +1,7 @@
 //! Health on the store: decided renewals as examples, versioned models, per-account health
 //! (tier, score, breakdown), the daily history with tier changes, and the backtest.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::NaiveDate;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -42,9 +42,32 @@ pub struct Model {
     pub segments: BTreeMap<String, SegmentModel>,
 }
 
+/// One account's health on one day, as the daily history keeps it.
+#[derive(Debug, Clone, Serialize)]
+pub struct HistoryRow {
+    pub account_id: String,
+    pub engagement: Option<f64>,
+    pub score: Option<f64>,
+    pub band: Option<String>,
+    pub tier: Option<String>,
+    pub expected_rate: Option<f64>,
+    pub monthly_uses: Option<f64>,
+}
+
+/// A tier different from the account's tier 7 days earlier.
+#[derive(Debug, Clone, Serialize)]
+pub struct TierChange {
+    pub account_id: String,
+    pub day: i32,
+    pub from_tier: String,
+    pub to_tier: String,
+    pub model_id: i64,
+}
+
 /// What health reads and writes beyond the metrics: feature uses over spans of days, the
-/// first day of activity, and the stored models. The embedded store (a `Connection`) and
-/// ClickHouse implement it; the analysis, scoring and backtest are written once over it.
+/// first day of activity, the stored models and the daily history. The embedded store (a
+/// `Connection`) and ClickHouse implement it; the analysis, scoring, history and backtest
+/// are written once over it.
 pub trait HealthSource: sm::Source {
     /// The first (local) day with activity in the rollups (`config` says what activity is).
     fn data_start(&self, config: &MetricsConfig) -> Result<Option<i32>, StoreError>;
@@ -58,6 +81,35 @@ pub trait HealthSource: sm::Source {
     fn model_bodies(&self) -> Result<Vec<(i64, String)>, StoreError>;
     /// Stores a model as a new version; returns its id.
     fn store_model(&self, model: &Model) -> Result<i64, StoreError>;
+
+    /// The last day with stored history.
+    fn history_last_day(&self) -> Result<Option<i32>, StoreError>;
+    /// How many accounts have history on `day`, and how many of those rows came from another
+    /// model than `model_id`.
+    fn history_on(&self, day: i32, model_id: i64) -> Result<(i64, i64), StoreError>;
+    /// Each account's stored tier on `day`.
+    fn tiers_on(&self, day: i32) -> Result<HashMap<String, Option<String>>, StoreError>;
+    /// (account, tier changed to) of the changes recorded on days after `after` through `through`.
+    fn changes_between(&self, after: i32, through: i32) -> Result<HashSet<(String, String)>, StoreError>;
+    /// Stores one day's rows, replacing what that day had, with the changes found on it.
+    fn write_history(&self, day: i32, model_id: i64, rows: &[HistoryRow], changes: &[TierChange]) -> Result<(), StoreError>;
+    /// One account's stored history over [from, to], oldest first.
+    fn history(&self, account: &str, from: NaiveDate, to: NaiveDate) -> Result<Vec<Value>, StoreError>;
+    /// Tier changes on or after `since` (optionally of one account), oldest first.
+    fn tier_changes(&self, since: NaiveDate, account: Option<&str>) -> Result<Vec<Value>, StoreError>;
+}
+
+/// A stored history day as the API shows it.
+pub(crate) fn history_point(day: i32, row: &HistoryRow, model_id: i64) -> Value {
+    json!({"date": day_date(day).to_string(), "health_score": row.score, "health_band": row.band, "tier": row.tier,
+           "expected_renewal_rate": row.expected_rate, "power_feature_monthly_uses": row.monthly_uses, "model_id": model_id,
+           "engagement_score": row.engagement})
+}
+
+/// A stored tier change as the API shows it.
+pub(crate) fn change_value(id: i64, change: &TierChange) -> Value {
+    json!({"id": id, "account_id": change.account_id, "date": day_date(change.day).to_string(), "from": change.from_tier, "to": change.to_tier,
+           "model_id": change.model_id})
 }
 
 impl HealthSource for Connection {
@@ -104,6 +156,80 @@ impl HealthSource for Connection {
             params![chrono::Utc::now().timestamp_millis(), model.as_of, model.reason, model_body(model)?],
         )?;
         Ok(self.last_insert_rowid())
+    }
+
+    fn history_last_day(&self) -> Result<Option<i32>, StoreError> {
+        Ok(self.query_row("SELECT max(day) FROM health_history", [], |r| r.get(0))?)
+    }
+
+    fn history_on(&self, day: i32, model_id: i64) -> Result<(i64, i64), StoreError> {
+        Ok(self.query_row(
+            "SELECT count(*), count(*) FILTER (WHERE model_id != ?2) FROM health_history WHERE day = ?1",
+            params![day, model_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?)
+    }
+
+    fn tiers_on(&self, day: i32) -> Result<HashMap<String, Option<String>>, StoreError> {
+        let mut query = self.prepare_cached("SELECT account_id, tier FROM health_history WHERE day = ?1")?;
+        let rows = query.query_map([day], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn changes_between(&self, after: i32, through: i32) -> Result<HashSet<(String, String)>, StoreError> {
+        let mut query = self.prepare_cached("SELECT account_id, to_tier FROM tier_changes WHERE day > ?1 AND day <= ?2")?;
+        let rows = query.query_map([after, through], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn write_history(&self, day: i32, model_id: i64, rows: &[HistoryRow], changes: &[TierChange]) -> Result<(), StoreError> {
+        let tx = super::write_transaction(self, super::Lock::Main)?;
+        let mut insert = tx.prepare_cached(
+            "INSERT OR REPLACE INTO health_history (account_id, day, score, band, tier, expected_rate, monthly_uses, model_id, engagement)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?;
+        for row in rows {
+            insert.execute(params![row.account_id, day, row.score, row.band, row.tier, row.expected_rate, row.monthly_uses, model_id, row.engagement])?;
+        }
+        drop(insert);
+        let now = chrono::Utc::now().timestamp_millis();
+        for change in changes {
+            tx.prepare_cached("INSERT INTO tier_changes (account_id, day, from_tier, to_tier, model_id, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
+                .execute(params![change.account_id, change.day, change.from_tier, change.to_tier, change.model_id, now])?;
+        }
+        Ok(tx.commit()?)
+    }
+
+    fn history(&self, account: &str, from: NaiveDate, to: NaiveDate) -> Result<Vec<Value>, StoreError> {
+        let mut query = self.prepare(
+            "SELECT day, score, band, tier, expected_rate, monthly_uses, model_id, engagement FROM health_history
+             WHERE account_id = ?1 AND day BETWEEN ?2 AND ?3 ORDER BY day",
+        )?;
+        let rows = query.query_map(params![account, day_number(from), day_number(to)], |r| {
+            let row = HistoryRow {
+                account_id: account.to_string(),
+                score: r.get(1)?,
+                band: r.get(2)?,
+                tier: r.get(3)?,
+                expected_rate: r.get(4)?,
+                monthly_uses: r.get(5)?,
+                engagement: r.get(7)?,
+            };
+            Ok(history_point(r.get(0)?, &row, r.get(6)?))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn tier_changes(&self, since: NaiveDate, account: Option<&str>) -> Result<Vec<Value>, StoreError> {
+        let mut query = self.prepare(
+            "SELECT id, account_id, day, from_tier, to_tier, model_id FROM tier_changes
+             WHERE day >= ?1 AND (?2 IS NULL OR account_id = ?2) ORDER BY day, id",
+        )?;
+        let rows = query.query_map(params![day_number(since), account], |r| {
+            let change = TierChange { account_id: r.get(1)?, day: r.get(2)?, from_tier: r.get(3)?, to_tier: r.get(4)?, model_id: r.get(5)? };
+            Ok(change_value(r.get(0)?, &change))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 }
 
@@ -298,94 +424,49 @@ pub fn snapshot(source: &dyn HealthSource, as_of: NaiveDate, settings: Settings)
 /// Computes and stores the daily history of the last `history_days` days through
 /// `through` (only the days that need it), and the tier changes: a tier different from the
 /// account's tier 7 days earlier, recorded once per change. Returns the days written.
-pub fn update_history(conn: &mut Connection, through: NaiveDate, settings: Settings, progress: &mut dyn FnMut(usize, usize)) -> Result<usize, StoreError> {
+pub fn update_history(source: &dyn HealthSource, through: NaiveDate, settings: Settings, progress: &mut dyn FnMut(usize, usize)) -> Result<usize, StoreError> {
     let end = day_number(through);
     let first = end - settings.health.history_days as i32 + 1;
     // A day is (re)computed when it has no rows, when its rows came from another model
     // than the one now in force that day (a first real model replacing an empty one), or
     // when it is the last stored day (it may have been written before the day was over).
-    let last: Option<i32> = conn.query_row("SELECT max(day) FROM health_history", [], |r| r.get(0))?;
+    let last = source.history_last_day()?;
     let mut todo = Vec::new();
     for day in first..=end {
-        let Some(model) = model_for(conn, Some(day_date(day)))? else { return Ok(0) };
-        let (rows, other): (i64, i64) = conn.query_row(
-            "SELECT count(*), count(*) FILTER (WHERE model_id != ?2) FROM health_history WHERE day = ?1",
-            params![day, model.id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
+        let Some(model) = source.model_for(Some(day_date(day)))? else { return Ok(0) };
+        let (rows, other) = source.history_on(day, model.id)?;
         if rows == 0 || other > 0 || Some(day) >= last {
             todo.push(day);
         }
     }
     let total = todo.len();
     for (index, day) in todo.into_iter().enumerate() {
-        let Some((model, rows)) = snapshot(conn, day_date(day), settings)? else { return Ok(0) };
-        let tx = super::write_transaction(conn, super::Lock::Main)?;
-        for row in &rows {
-            let account = row["account_id"].as_str().unwrap_or_default();
-            let tier = row["tier"].as_str();
-            tx.prepare_cached(
-                "INSERT OR REPLACE INTO health_history (account_id, day, score, band, tier, expected_rate, monthly_uses, model_id, engagement)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            )?
-            .execute(params![
-                account,
-                day,
-                row["health_score"].as_f64(),
-                row["health_band"].as_str(),
-                tier,
-                row["expected_renewal_rate"].as_f64(),
-                row["power_feature_monthly_uses"].as_f64(),
-                model.id,
-                row["engagement_score"].as_f64()
-            ])?;
-            let before: Option<Option<String>> = tx
-                .prepare_cached("SELECT tier FROM health_history WHERE account_id = ?1 AND day = ?2")?
-                .query_row(params![account, day - 7], |r| r.get(0))
-                .optional()?;
-            if let (Some(Some(before)), Some(tier)) = (before, tier) {
-                let recorded: Option<i64> = tx
-                    .prepare_cached("SELECT 1 FROM tier_changes WHERE account_id = ?1 AND day > ?2 AND day <= ?3 AND to_tier = ?4")?
-                    .query_row(params![account, day - 7, day, tier], |r| r.get(0))
-                    .optional()?;
-                if before != tier && recorded.is_none() {
-                    tx.prepare_cached("INSERT INTO tier_changes (account_id, day, from_tier, to_tier, model_id, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
-                        .execute(params![account, day, before, tier, model.id, chrono::Utc::now().timestamp_millis()])?;
+        let Some((model, assessed)) = snapshot(source, day_date(day), settings)? else { return Ok(0) };
+        let before = source.tiers_on(day - 7)?;
+        let recorded = source.changes_between(day - 7, day)?;
+        let mut rows = Vec::with_capacity(assessed.len());
+        let mut changes = Vec::new();
+        for health in &assessed {
+            let row = HistoryRow {
+                account_id: health["account_id"].as_str().unwrap_or_default().to_string(),
+                engagement: health["engagement_score"].as_f64(),
+                score: health["health_score"].as_f64(),
+                band: health["health_band"].as_str().map(str::to_string),
+                tier: health["tier"].as_str().map(str::to_string),
+                expected_rate: health["expected_renewal_rate"].as_f64(),
+                monthly_uses: health["power_feature_monthly_uses"].as_f64(),
+            };
+            if let (Some(Some(from)), Some(to)) = (before.get(&row.account_id), &row.tier) {
+                if from != to && !recorded.contains(&(row.account_id.clone(), to.clone())) {
+                    changes.push(TierChange { account_id: row.account_id.clone(), day, from_tier: from.clone(), to_tier: to.clone(), model_id: model.id });
                 }
             }
+            rows.push(row);
         }
-        tx.commit()?;
+        source.write_history(day, model.id, &rows, &changes)?;
         progress(index + 1, total);
     }
     Ok(total)
-}
-
-/// One account's stored daily history over [from, to].
-pub fn history(conn: &Connection, account: &str, from: NaiveDate, to: NaiveDate) -> Result<Vec<Value>, StoreError> {
-    let mut query = conn.prepare(
-        "SELECT day, score, band, tier, expected_rate, monthly_uses, model_id, engagement FROM health_history
-         WHERE account_id = ?1 AND day BETWEEN ?2 AND ?3 ORDER BY day",
-    )?;
-    let rows = query.query_map(params![account, day_number(from), day_number(to)], |r| {
-        Ok(json!({"date": day_date(r.get(0)?).to_string(), "health_score": r.get::<_, Option<f64>>(1)?, "health_band": r.get::<_, Option<String>>(2)?,
-                  "tier": r.get::<_, Option<String>>(3)?, "expected_renewal_rate": r.get::<_, Option<f64>>(4)?,
-                  "power_feature_monthly_uses": r.get::<_, Option<f64>>(5)?, "model_id": r.get::<_, i64>(6)?,
-                  "engagement_score": r.get::<_, Option<f64>>(7)?}))
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
-}
-
-/// Tier changes on or after `since` (optionally of one account), oldest first.
-pub fn tier_changes(conn: &Connection, since: NaiveDate, account: Option<&str>) -> Result<Vec<Value>, StoreError> {
-    let mut query = conn.prepare(
-        "SELECT id, account_id, day, from_tier, to_tier, model_id FROM tier_changes
-         WHERE day >= ?1 AND (?2 IS NULL OR account_id = ?2) ORDER BY day, id",
-    )?;
-    let rows = query.query_map(params![day_number(since), account], |r| {
-        Ok(json!({"id": r.get::<_, i64>(0)?, "account_id": r.get::<_, String>(1)?, "date": day_date(r.get(2)?).to_string(),
-                  "from": r.get::<_, String>(3)?, "to": r.get::<_, String>(4)?, "model_id": r.get::<_, i64>(5)?}))
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// Backtest: a model trained on renewals decided before `as_of`, every account scored with
@@ -483,17 +564,50 @@ pub fn indicator_rows(model: &Model, segment: Option<&str>) -> Vec<Value> {
         .collect()
 }
 
-/// Starts the background health thread: it waits for the rollups to catch up, recalibrates
-/// when there is no model or the newest is older than `recalibrate_every_days`, and brings
-/// the daily history up to today; then again every `PERIOD`.
+/// Starts the background health thread of the embedded store: it waits for the rollups to
+/// catch up, recalibrates when there is no model or the newest is older than
+/// `recalibrate_every_days`, and brings the daily history up to today; then again every
+/// `PERIOD`.
 pub fn spawn(store: &super::Store, metrics: MetricsConfig, health: HealthConfig, currency: CurrencyConfig) -> Result<std::thread::JoinHandle<()>, StoreError> {
+    let conn = store.connect()?;
+    spawn_passes(metrics, health, currency, move |settings| {
+        let rolled = super::rollup::rolled_up_to(&conn)?;
+        let max: i64 = conn.query_row("SELECT coalesce(max(id), 0) FROM events", [], |r| r.get(0))?;
+        if max - rolled > super::rollup::STEP_EVENTS as i64 {
+            return Ok(false);
+        }
+        run_once(&conn, settings)
+    })
+}
+
+/// The same thread on a node on ClickHouse (its rollups are ClickHouse's own views: nothing
+/// to wait for), running its queries on `runtime`.
+pub fn spawn_on_clickhouse(
+    clickhouse: super::clickhouse::ClickHouse,
+    runtime: tokio::runtime::Handle,
+    metrics: MetricsConfig,
+    health: HealthConfig,
+    currency: CurrencyConfig,
+) -> Result<std::thread::JoinHandle<()>, StoreError> {
+    spawn_passes(metrics, health, currency, move |settings| {
+        let _entered = runtime.enter();
+        run_once(&clickhouse, settings)
+    })
+}
+
+/// Runs `pass` every `PERIOD` (every 2 s while it answers `false`: not ready).
+fn spawn_passes(
+    metrics: MetricsConfig,
+    health: HealthConfig,
+    currency: CurrencyConfig,
+    mut pass: impl FnMut(Settings) -> Result<bool, StoreError> + Send + 'static,
+) -> Result<std::thread::JoinHandle<()>, StoreError> {
     const PERIOD: std::time::Duration = std::time::Duration::from_secs(60);
-    let mut conn = store.connect()?;
     std::thread::Builder::new()
         .name("health".into())
         .spawn(move || loop {
             let settings = Settings { metrics: &metrics, health: &health, currency: &currency };
-            let wait = match run_once(&mut conn, settings) {
+            let wait = match pass(settings) {
                 Ok(true) => PERIOD,
                 Ok(false) => std::time::Duration::from_secs(2),
                 Err(error) => {
@@ -506,29 +620,24 @@ pub fn spawn(store: &super::Store, metrics: MetricsConfig, health: HealthConfig,
         .map_err(|e| StoreError::Thread(e.to_string()))
 }
 
-/// One pass of the health thread; `false` when the rollups are still catching up.
-fn run_once(conn: &mut Connection, settings: Settings) -> Result<bool, StoreError> {
-    let rolled = super::rollup::rolled_up_to(conn)?;
-    let max: i64 = conn.query_row("SELECT coalesce(max(id), 0) FROM events", [], |r| r.get(0))?;
-    if max - rolled > super::rollup::STEP_EVENTS as i64 {
-        return Ok(false);
-    }
+/// One pass of the health thread.
+fn run_once(source: &dyn HealthSource, settings: Settings) -> Result<bool, StoreError> {
     let today = chrono::Utc::now().date_naive();
-    let newest = model_for(conn, None)?;
+    let newest = model_for(source, None)?;
     // Due: no model yet, the newest is older than the schedule, or renewals decided since
     // it have grown by a fifth (an import of history, the first data after an empty start).
-    let decided_now = decided_before(&sm::Source::subscriptions(&*conn, &sm::accounts(conn)?, settings.currency)?, today);
+    let decided_now = decided_before(&source.subscriptions(&source.accounts()?, settings.currency)?, today);
     let due = match &newest {
         None => Some("first model"),
         Some(m) if decided_now as f64 > m.subscriptions_decided as f64 * 1.2 + 10.0 => Some("new outcomes"),
         Some(m) => m.as_of.parse::<NaiveDate>().ok().filter(|d| (today - *d).num_days() < i64::from(settings.health.recalibrate_every_days)).map_or(Some("schedule"), |_| None),
     };
     if let Some(reason) = due {
-        let model = recalibrate(conn, today, reason, settings)?;
+        let model = recalibrate(source, today, reason, settings)?;
         tracing::info!(model = model.id, decided = model.decided_renewals, reason, "health model recalibrated");
     }
     let started = std::time::Instant::now();
-    let days = update_history(conn, today, settings, &mut |_, _| {})?;
+    let days = update_history(source, today, settings, &mut |_, _| {})?;
     if days > 1 {
         tracing::info!(days, seconds = started.elapsed().as_secs_f64(), "health history updated");
     }

@@ -9,7 +9,6 @@ use serde_json::{json, Value};
 
 use super::api::{ApiError, ApiPath as Path, ApiQuery as Query, Caller};
 use super::metrics::{bad, date_param, today, with_source};
-use super::records::with_conn;
 use super::AppState;
 use crate::store::health as sh;
 use crate::store::Role;
@@ -128,7 +127,7 @@ async fn history(_caller: Caller, State(state): State<AppState>, Path(id): Path<
         return Err(bad("from", format!("must be on or before `to`, at most {HISTORY_DAYS_MAX} days")));
     }
     let account = id.clone();
-    let points = with_conn(&state.store, move |conn| Ok(sh::history(conn, &account, from, to)?)).await?;
+    let points = with_source(&state, move |source, _| Ok(source.history(&account, from, to)?)).await?;
     Ok(Json(json!({"account_id": id, "points": points})))
 }
 
@@ -142,7 +141,7 @@ struct ChangesQuery {
 async fn tier_changes(_caller: Caller, State(state): State<AppState>, Query(query): Query<ChangesQuery>) -> Result<Json<Value>, ApiError> {
     let since = date_param("since", query.since.as_deref(), today() - chrono::Duration::days(30))?;
     let account = query.account.clone();
-    let changes = with_conn(&state.store, move |conn| Ok(sh::tier_changes(conn, since, account.as_deref())?)).await?;
+    let changes = with_source(&state, move |source, _| Ok(source.tier_changes(since, account.as_deref())?)).await?;
     Ok(Json(json!({"since": since.to_string(), "tier_changes": changes})))
 }
 

@@ -52,7 +52,10 @@ fn two_nodes_on_one_clickhouse_list_each_message_once_as_the_embedded_store_does
     let clickhouse = ClickHouseServer::start();
     let store = clickhouse.store_url("bw_two_nodes");
     let (dir_a, dir_b, dir_e) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let node_a = Server::start(dir_a.path(), &[("BELLWETHER_STORE", &store)]);
+    // Node A keeps the health model and history (the other node does not).
+    let health_config = dir_a.path().join("bellwether.toml");
+    std::fs::write(&health_config, "[health]\nbackground = true\nhistory_days = 3\n").unwrap();
+    let node_a = Server::start(dir_a.path(), &[("BELLWETHER_STORE", &store), ("BELLWETHER_CONFIG", health_config.to_str().unwrap())]);
     let node_b = Server::start(dir_b.path(), &[("BELLWETHER_STORE", &store)]);
     let embedded = Server::start(dir_e.path(), &[]);
 
@@ -132,7 +135,7 @@ fn two_nodes_on_one_clickhouse_list_each_message_once_as_the_embedded_store_does
     let events = stored_events(&node_b, &token);
     let by_id: BTreeMap<String, Value> = events.into_iter().map(|r| (r["message_id"].as_str().unwrap().to_string(), r)).collect();
     assert_eq!(comparable(&by_id), comparable(&reference));
-    for path in ["/api/v1/alerts", "/api/v1/tier_changes", "/portfolio", "/v1/surveys/pending"] {
+    for path in ["/api/v1/alerts", "/api/v1/tasks", "/portfolio", "/v1/surveys/pending"] {
         let reply = get(&node_a, path, Some(&token));
         assert_eq!(reply.status, 501, "{path}: {:?}", reply.body);
     }
@@ -152,6 +155,20 @@ fn two_nodes_on_one_clickhouse_list_each_message_once_as_the_embedded_store_does
     assert!(reply.body["error"].as_str().unwrap().contains("ClickHouse"), "{:?}", reply.body);
     let ready = get(&node_b, "/readyz", None);
     assert_eq!((ready.status, &ready.body["database"]), (200, &json!(true)));
+
+    // Node A's health thread trained the first model on ClickHouse; node B sees it and
+    // trained none of its own.
+    let mut models = Value::Null;
+    for _ in 0..600 {
+        models = get(&node_b, "/api/v1/models", Some(&admin)).body;
+        if models["models"].as_array().is_some_and(|m| !m.is_empty()) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let listed_models = models["models"].as_array().expect("models listed");
+    assert_eq!(listed_models.len(), 1, "{models}");
+    assert_eq!(listed_models[0]["reason"], json!("first model"), "{models}");
 }
 
 #[test]
@@ -185,7 +202,10 @@ fn clickhouse_keeps_per_person_quarter_hour_rollups_that_count_a_retried_message
     let clickhouse = ClickHouseServer::start();
     let store = clickhouse.store_url("bw_rollups");
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let node_a = Server::start(dir_a.path(), &[("BELLWETHER_STORE", &store)]);
+    // Node A keeps the health model and history (the other node does not).
+    let health_config = dir_a.path().join("bellwether.toml");
+    std::fs::write(&health_config, "[health]\nbackground = true\nhistory_days = 3\n").unwrap();
+    let node_a = Server::start(dir_a.path(), &[("BELLWETHER_STORE", &store), ("BELLWETHER_CONFIG", health_config.to_str().unwrap())]);
     let node_b = Server::start(dir_b.path(), &[("BELLWETHER_STORE", &store)]);
     let track = |id: &str, who: (&str, &str), event: &str, ts: &str| {
         let mut message = json!({"type": "track", "messageId": id, "event": event, "timestamp": ts});
@@ -416,6 +436,12 @@ fn a_generated_customer_base_exports_the_same_metrics_from_clickhouse_as_from_th
     let out = cli(generated.path(), &["generate", "--out", generated.path().to_str().unwrap(), "--accounts", "20", "--years", "1", "--end-date", "2026-11-20", "--seed", "3"]);
     assert!(out.status.success(), "generate: {}", String::from_utf8_lossy(&out.stderr));
     let config = generated.path().join("bellwether.toml");
+    // The daily health history from 2026-11-12 (whatever today is) through today, kept by
+    // `recalibrate` alone: no background thread trains a model of its own meanwhile.
+    let history_days = (chrono::Utc::now().date_naive() - chrono::NaiveDate::from_ymd_opt(2026, 11, 12).unwrap()).num_days() + 1;
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!("\n[health]\nhistory_days = {history_days}\nbackground = false\n"));
+    std::fs::write(&config, text).unwrap();
     let clickhouse = ClickHouseServer::start();
     let store = clickhouse.store_url("bw_generated");
     let export = |dir: &std::path::Path, store: Option<&str>| -> (Vec<Value>, Server, String) {
@@ -511,6 +537,10 @@ fn a_generated_customer_base_exports_the_same_metrics_from_clickhouse_as_from_th
         "/api/v1/health?as_of=2026-11-20".to_string(),
     ];
     health_paths.extend(accounts[..4].iter().map(|a| format!("/api/v1/accounts/{a}/health?as_of=2026-11-20")));
+    // The history `recalibrate` wrote (each day's tiers and scores, the changes against a
+    // week before) through the last day of data.
+    health_paths.extend(accounts[..4].iter().map(|a| format!("/api/v1/accounts/{a}/health/history?from=2026-11-12&to=2026-11-20")));
+    health_paths.push("/api/v1/tier_changes?since=2026-11-12".to_string());
     for path in &health_paths {
         let (mut expected, mut actual) = (get(&embedded_server, path, Some(&embedded_token)), get(&node_server, path, Some(&node_token)));
         assert_eq!(actual.status, expected.status, "{path}: {:?}", actual.body);
@@ -521,6 +551,8 @@ fn a_generated_customer_base_exports_the_same_metrics_from_clickhouse_as_from_th
     }
     let health = get(&node_server, "/api/v1/health?as_of=2026-11-20", Some(&node_token)).body;
     assert!(health["accounts"].as_array().unwrap().iter().any(|a| a["tier"].is_string()), "no account has a tier to compare: {health}");
+    let history = get(&node_server, &format!("/api/v1/accounts/{}/health/history?from=2026-11-12&to=2026-11-20", accounts[0]), Some(&node_token)).body;
+    assert_eq!(history["points"].as_array().map(Vec::len), Some(9), "a point a day: {history}");
     let backtest = get(&node_server, "/api/v1/backtest?as_of=2026-05-01&horizon_days=200", Some(&node_token)).body;
     assert!(backtest["segments"].as_array().is_some_and(|s| !s.is_empty()), "a backtest with nothing decided compares nothing: {backtest}");
     let models = get(&node_server, "/api/v1/models", Some(&node_token)).body;

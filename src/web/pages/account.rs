@@ -67,7 +67,7 @@ pub async fn page(user: SignedIn, State(state): State<AppState>, Path(id): Path<
         let days: Vec<NaiveDate> = (0..CHART_WEEKS).rev().map(|w| as_of - Duration::weeks(w)).collect();
         let rows = sm::rows_on(conn, &account, &days, s.metrics, s.currency)?.unwrap_or_default();
         let weekly = days.into_iter().zip(rows).collect();
-        let history = sh::history(conn, &account, as_of - Duration::weeks(CHART_WEEKS), as_of)?;
+        let history = sh::HealthSource::history(conn, &account, as_of - Duration::weeks(CHART_WEEKS), as_of)?;
         let features = dashboard::feature_uses(conn, &account, as_of - Duration::days(29), as_of)?;
         let unused = dashboard::known_features(conn)?.into_iter().filter(|f| !features.iter().any(|(used, _)| used == f)).collect();
         let mut listed = Vec::new();
@@ -75,7 +75,7 @@ pub async fn page(user: SignedIn, State(state): State<AppState>, Path(id): Path<
             let kind = kind(name).expect("invariant: a record kind");
             listed.push((name, records::of_account(conn, kind, &account, order, RECORDS_LISTED)?));
         }
-        let changes = sh::tier_changes(conn, as_of - Duration::days(365), Some(&account))?;
+        let changes = sh::HealthSource::tier_changes(conn, as_of - Duration::days(365), Some(&account))?;
         let year_ago = (as_of - Duration::days(365)).and_hms_opt(0, 0, 0).expect("midnight exists").and_utc().timestamp_millis();
         let alerts = crate::store::actions::alerts(conn, year_ago, Some(&account), 50)?;
         let tasks = crate::store::actions::tasks(conn, None, None, Some(&account), 50)?;

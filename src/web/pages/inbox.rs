@@ -33,7 +33,7 @@ pub async fn page(user: SignedIn, State(state): State<AppState>, Query(query): Q
     let csm = if mine { user.user.csm_id.clone() } else { None };
     let (changes, facts, tasks, alerts) = with_settings(&state, move |conn, s| {
         Ok((
-            sh::tier_changes(conn, since, None)?,
+            sh::HealthSource::tier_changes(conn, since, None)?,
             dashboard::facts(conn, today, &[], s)?,
             sa::tasks(conn, None, csm.as_deref(), None, 500)?,
             sa::alerts(conn, since_ms, None, 500)?,

@@ -62,7 +62,7 @@ pub async fn page(user: SignedIn, State(state): State<AppState>, Query(filters):
     let (all, changes, csms, infos) = with_settings(&state, move |conn, s| {
         Ok((
             dashboard::facts(conn, as_of, &snapshot, s)?,
-            crate::store::health::tier_changes(conn, since, None)?,
+            crate::store::health::HealthSource::tier_changes(conn, since, None)?,
             dashboard::csms(conn)?,
             crate::store::metrics::accounts(conn)?,
         ))
