@@ -43,7 +43,7 @@ pub struct Model {
 }
 
 /// One account's health on one day, as the daily history keeps it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct HistoryRow {
     pub account_id: String,
     pub engagement: Option<f64>,
@@ -55,7 +55,7 @@ pub struct HistoryRow {
 }
 
 /// A tier different from the account's tier 7 days earlier.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct TierChange {
     pub account_id: String,
     pub day: i32,

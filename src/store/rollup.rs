@@ -52,8 +52,11 @@ use crate::telemetry::Telemetry;
 pub const STEP_EVENTS: usize = 20_000;
 
 /// How many events' postings the worker keeps in memory before writing them to
-/// `person_events` in one sorted pass (see the module notes; ~10 MB at most).
-pub const INDEX_EVERY: i64 = 200_000;
+/// `person_events` in one sorted pass (see the module notes; a few MB). Readers outside a
+/// step scan up to this many events (plus the rollup lag) themselves: ~17 ms at 100,000
+/// (measured: 34 ms for 200,000 with a warm cache), against 5x fewer index pages written
+/// than at every 20,000-event step.
+pub const INDEX_EVERY: i64 = 100_000;
 
 /// The rollup maintainer of one process.
 pub struct Rollup {
