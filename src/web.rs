@@ -88,6 +88,7 @@ pub const CLICKHOUSE_ROUTES: &[&str] = &[
     "/api/v1/metrics", "/api/v1/accounts/{id}/metrics", "/api/v1/accounts/{id}/timeseries", "/api/v1/segments", "/api/v1/outcomes",
     "/api/v1/indicators", "/api/v1/models", "/api/v1/models/{id}", "/api/v1/recalibrate", "/api/v1/health", "/api/v1/accounts/{id}/health",
     "/api/v1/backtest", "/api/v1/accounts/{id}/health/history", "/api/v1/tier_changes",
+    "/api/v1/comments", "/api/v1/accounts/{id}/notes", "/api/v1/themes", "/api/v1/reports/churn_reasons",
     "/api/v1/{kind}", "/api/v1/{kind}/{id}", "/api/v1/kpis/{account_id}/{name}/{date}", "/api/v1/import/{kind}", "/api/v1/users/{id}",
 ];
 

@@ -131,6 +131,15 @@ const SCHEMA: &[&str] = &[
         model_id      Int64,
         version       UInt64
     ) ENGINE = ReplacingMergeTree(version) ORDER BY (account_id, day)",
+    // CSM notes (ids from the time of writing and a random part: nodes write them apart).
+    "CREATE TABLE IF NOT EXISTS {db}.notes (
+        id         Int64,
+        account_id String,
+        author     String,
+        person     Nullable(String),
+        text       String,
+        created_ms Int64
+    ) ENGINE = MergeTree ORDER BY (account_id, id)",
     // Tier changes: one per account, day and new tier, however many nodes record it.
     "CREATE TABLE IF NOT EXISTS {db}.tier_changes (
         id         Int64,
@@ -954,6 +963,16 @@ impl ClickHouse {
         .await
     }
 
+    /// `columns` of every current record of kind `table`.
+    async fn record_cells(&self, table: &str, columns: &[&str]) -> Result<Vec<Vec<Cell>>, StoreError> {
+        let kind = records::kind(table).ok_or_else(|| StoreError::Invalid(format!("no record kind {table}")))?;
+        let index = columns
+            .iter()
+            .map(|c| kind.columns.iter().position(|k| k.name == *c).ok_or_else(|| StoreError::Invalid(format!("{table} has no column {c}"))))
+            .collect::<Result<Vec<usize>, _>>()?;
+        Ok(self.records_of(kind, None).await?.into_iter().map(|r| index.iter().map(|&i| r.cells[i].clone()).collect()).collect())
+    }
+
     /// Every account, by id order, as the embedded store lists them.
     pub async fn accounts(&self) -> Result<Vec<AccountInfo>, StoreError> {
         self.account_infos(&self.group_calls().await?).await
@@ -965,11 +984,8 @@ impl ClickHouse {
         let wanted: HashSet<&str> = infos.iter().map(|i| i.account_id.as_str()).collect();
         let mut rows: HashMap<&str, Vec<Vec<Cell>>> = HashMap::new();
         for (table, columns) in super::metrics::RECORD_COLUMNS.iter().filter(|(t, _)| tables.is_none_or(|tables| tables.contains(t))) {
-            let kind = records::kind(table).expect("invariant: a record kind");
-            let index: Vec<usize> = columns.iter().map(|c| kind.columns.iter().position(|k| k.name == *c).expect("invariant: a column of the kind")).collect();
-            let current = self.records_of(kind, None).await?;
-            let of_wanted = current.into_iter().filter(|r| r.cells[index[0]].as_text().is_some_and(|a| wanted.contains(a)));
-            rows.insert(table, of_wanted.map(|r| index.iter().map(|&i| r.cells[i].clone()).collect()).collect());
+            let current = self.record_cells(table, columns).await?;
+            rows.insert(table, current.into_iter().filter(|cells| cells[0].as_text().is_some_and(|a| wanted.contains(a))).collect());
         }
         super::metrics::build_records(&mut |table, _| Ok(rows.remove(table).unwrap_or_default()), infos.iter().copied(), currency)
     }
@@ -1345,6 +1361,10 @@ impl super::metrics::Source for ClickHouse {
     fn subscriptions(&self, infos: &[AccountInfo], currency: &CurrencyConfig) -> Result<HashMap<String, Vec<metrics::Subscription>>, StoreError> {
         block_on(ClickHouse::subscriptions(self, infos, currency))?
     }
+
+    fn record_rows(&self, table: &str, columns: &[&str]) -> Result<Vec<Vec<Cell>>, StoreError> {
+        block_on(self.record_cells(table, columns))?
+    }
 }
 
 impl ClickHouse {
@@ -1478,14 +1498,36 @@ impl super::health::HealthSource for ClickHouse {
         Ok(counts.first().map_or((0, 0), |c| (c.rows as i64, c.other as i64)))
     }
 
-    fn tiers_on(&self, day: i32) -> Result<HashMap<String, Option<String>>, StoreError> {
+    fn day_history(&self, day: i32) -> Result<HashMap<String, HistoryRow>, StoreError> {
         #[derive(clickhouse::Row, Deserialize)]
-        struct Tier {
+        struct Stored {
             account_id: String,
+            engagement: Option<f64>,
+            score: Option<f64>,
+            band: Option<String>,
             tier: Option<String>,
+            expected_rate: Option<f64>,
+            monthly_uses: Option<f64>,
         }
-        let query = self.client.query("SELECT account_id, tier FROM health_history FINAL WHERE day = ?").bind(day);
-        Ok(block_on(fetch_all::<Tier>(query, "health history"))??.into_iter().map(|t| (t.account_id, t.tier)).collect())
+        let query = self
+            .client
+            .query("SELECT account_id, engagement, score, band, tier, expected_rate, monthly_uses FROM health_history FINAL WHERE day = ?")
+            .bind(day);
+        Ok(block_on(fetch_all::<Stored>(query, "health history"))??
+            .into_iter()
+            .map(|s| {
+                let row = HistoryRow {
+                    account_id: s.account_id.clone(),
+                    engagement: s.engagement,
+                    score: s.score,
+                    band: s.band,
+                    tier: s.tier,
+                    expected_rate: s.expected_rate,
+                    monthly_uses: s.monthly_uses,
+                };
+                (s.account_id, row)
+            })
+            .collect())
     }
 
     fn changes_between(&self, after: i32, through: i32) -> Result<HashSet<(String, String)>, StoreError> {
@@ -1607,6 +1649,50 @@ impl ClickHouse {
             return Ok(());
         }
         self.insert_lines("health_history", "account_id, day, engagement, score, band, tier, expected_rate, monthly_uses, model_id, version", body).await
+    }
+}
+
+/// CSM notes on ClickHouse, from a blocking thread.
+impl super::listening::ListeningSource for ClickHouse {
+    fn add_note(&self, account: &str, author: &str, person: Option<&str>, text: &str) -> Result<Option<i64>, StoreError> {
+        let accounts = records::kind("accounts").expect("invariant: a record kind");
+        if RecordStore::get(self, accounts, &[account.to_string()])?.is_none() {
+            return Ok(None);
+        }
+        let created_ms = chrono::Utc::now().timestamp_millis();
+        let id = created_ms * 1000 + rand::random_range(0..1000);
+        let query = self
+            .client
+            .query("INSERT INTO notes (id, account_id, author, person, text, created_ms) VALUES (?, ?, ?, ?, ?, ?)")
+            .bind(id)
+            .bind(account)
+            .bind(author)
+            .bind(person)
+            .bind(text)
+            .bind(created_ms);
+        block_on(run(query, "store a note"))??;
+        Ok(Some(id))
+    }
+
+    fn stored_notes(&self, account: Option<&str>) -> Result<Vec<super::listening::Note>, StoreError> {
+        #[derive(clickhouse::Row, Deserialize)]
+        struct Stored {
+            id: i64,
+            account_id: String,
+            author: String,
+            person: Option<String>,
+            text: String,
+            created_ms: i64,
+        }
+        let one = if account.is_some() { "WHERE account_id = ?" } else { "" };
+        let mut query = self.client.query(&format!("SELECT id, account_id, author, person, text, created_ms FROM notes {one}"));
+        if let Some(account) = account {
+            query = query.bind(account);
+        }
+        Ok(block_on(fetch_all::<Stored>(query, "notes"))??
+            .into_iter()
+            .map(|s| super::listening::Note { id: s.id, account_id: s.account_id, author: s.author, person: s.person, text: s.text, created_ms: s.created_ms })
+            .collect())
     }
 }
 

@@ -7,7 +7,8 @@ use chrono::NaiveDate;
 use rusqlite::{params, Connection};
 
 use super::StoreError;
-use super::health::Settings;
+use super::health::{HealthSource, Settings};
+use crate::records::Cell;
 use crate::metrics::activity::{day_date, day_number};
 use crate::metrics::Row;
 
@@ -57,74 +58,65 @@ pub const TREND_DAYS: i32 = 7;
 /// Every account's facts on `as_of`. Health is assessed now from `snapshot` (the metrics
 /// snapshot of `as_of`) under the model in force, exactly as the health API does; the
 /// stored daily history gives the score a week earlier, for the trend.
-pub fn facts(conn: &Connection, as_of: NaiveDate, snapshot: &[Row], settings: Settings) -> Result<Vec<Facts>, StoreError> {
+pub fn facts(source: &dyn HealthSource, as_of: NaiveDate, snapshot: &[Row], settings: Settings) -> Result<Vec<Facts>, StoreError> {
     let currency = settings.currency;
-    let day = as_of.to_string();
-    let mut out: Vec<Facts> = Vec::new();
-    let mut query = conn.prepare(
-        "SELECT a.account_id, a.name, a.parent_id, a.segment, a.plan, a.csm, c.name FROM accounts a
-         LEFT JOIN csms c ON c.csm_id = a.csm ORDER BY a.account_id",
-    )?;
-    let mut rows = query.query([])?;
-    while let Some(r) = rows.next()? {
-        let account_id: String = r.get(0)?;
-        let plan: Option<String> = r.get(4)?;
-        let segment: Option<String> = r.get(3)?;
-        out.push(Facts {
-            name: r.get::<_, Option<String>>(1)?.unwrap_or_else(|| account_id.clone()),
-            account_id,
-            parent_id: r.get(2)?,
-            segment: segment.or_else(|| plan.clone()).unwrap_or_else(|| "unknown".into()),
-            plan,
-            csm_id: r.get(5)?,
-            csm_name: r.get(6)?,
-            ..Facts::default()
-        });
-    }
+    let text = |cell: &Cell| cell.as_text().map(str::to_string);
+    let csm_names: HashMap<String, Option<String>> =
+        source.record_rows("csms", &["csm_id", "name"])?.iter().filter_map(|r| Some((text(&r[0])?, text(&r[1])))).collect();
+    let mut out: Vec<Facts> = source
+        .record_rows("accounts", &["account_id", "name", "parent_id", "segment", "plan", "csm"])?
+        .iter()
+        .filter_map(|r| {
+            let account_id = text(&r[0])?;
+            let plan = text(&r[4]);
+            let csm_id = text(&r[5]);
+            Some(Facts {
+                name: text(&r[1]).unwrap_or_else(|| account_id.clone()),
+                parent_id: text(&r[2]),
+                segment: text(&r[3]).or_else(|| plan.clone()).unwrap_or_else(|| "unknown".into()),
+                plan,
+                csm_name: csm_id.as_ref().and_then(|c| csm_names.get(c).cloned().flatten()),
+                csm_id,
+                account_id,
+                ..Facts::default()
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| a.account_id.cmp(&b.account_id));
     let index: HashMap<String, usize> = out.iter().enumerate().map(|(i, f)| (f.account_id.clone(), i)).collect();
 
-    let mut query = conn.prepare(
-        "SELECT account_id, arr, currency, seats, end_date FROM subscriptions
-         WHERE start_date <= ?1 AND (end_date IS NULL OR end_date >= ?1)",
-    )?;
-    let mut rows = query.query([&day])?;
-    while let Some(r) = rows.next()? {
-        let Some(&i) = index.get(&r.get::<_, String>(0)?) else { continue };
+    // Dates are stored as YYYY-MM-DD and times as RFC 3339 UTC text: text order is time order.
+    let day = as_of.to_string();
+    for r in source.record_rows("subscriptions", &["account_id", "arr", "currency", "seats", "start_date", "end_date"])? {
+        let Some(&i) = r[0].as_text().and_then(|a| index.get(a)) else { continue };
         let facts = &mut out[i];
-        if let (Some(arr), currency_code) = (r.get::<_, Option<f64>>(1)?, r.get::<_, Option<String>>(2)?) {
-            facts.arr += crate::metrics::report_arr(Some(arr), currency_code.as_deref(), currency).map_err(StoreError::Invalid)?;
+        if let Some(start) = r[4].as_text().and_then(|s| s.parse::<NaiveDate>().ok()) {
+            facts.customer_since = Some(facts.customer_since.map_or(start, |since| since.min(start)));
         }
-        facts.seats += r.get::<_, Option<i64>>(3)?.unwrap_or(0);
-        if let Some(end) = r.get::<_, Option<String>>(4)?.and_then(|e| e.parse::<NaiveDate>().ok()) {
+        let in_force = r[4].as_text().is_some_and(|start| start <= day.as_str()) && r[5].as_text().is_none_or(|end| end >= day.as_str());
+        if !in_force {
+            continue;
+        }
+        if let Some(arr) = r[1].as_f64() {
+            facts.arr += crate::metrics::report_arr(Some(arr), r[2].as_text(), currency).map_err(StoreError::Invalid)?;
+        }
+        facts.seats += r[3].as_i64().unwrap_or(0);
+        if let Some(end) = r[5].as_text().and_then(|e| e.parse::<NaiveDate>().ok()) {
             facts.renewal = Some(facts.renewal.map_or(end, |r| r.min(end)));
         }
     }
 
-    let mut query = conn.prepare("SELECT account_id, MIN(start_date) FROM subscriptions GROUP BY account_id")?;
-    let mut rows = query.query([])?;
-    while let Some(r) = rows.next()? {
-        if let Some(&i) = index.get(&r.get::<_, String>(0)?) {
-            out[i].customer_since = r.get::<_, Option<String>>(1)?.and_then(|d| d.parse().ok());
-        }
-    }
-
-    // Timestamps are stored as RFC 3339 UTC text, so text order is time order.
     let through = format!("{day}T23:59:59.999Z");
-    let mut query = conn.prepare(
-        "SELECT account_id, MAX(at) FROM (
-            SELECT account_id, opened_at AS at FROM tickets WHERE opened_at <= ?1
-            UNION ALL SELECT account_id, answered_at FROM survey_responses WHERE answered_at <= ?1)
-         GROUP BY account_id",
-    )?;
-    let mut rows = query.query([&through])?;
-    while let Some(r) = rows.next()? {
-        if let Some(&i) = index.get(&r.get::<_, String>(0)?) {
-            out[i].last_contact = r.get(1)?;
+    let contacts = source.record_rows("tickets", &["account_id", "opened_at"])?.into_iter().chain(source.record_rows("survey_responses", &["account_id", "answered_at"])?);
+    for r in contacts {
+        let (Some(&i), Some(at)) = (r[0].as_text().and_then(|a| index.get(a)), r[1].as_text()) else { continue };
+        if at <= through.as_str() && out[i].last_contact.as_deref().is_none_or(|last| at > last) {
+            out[i].last_contact = Some(at.to_string());
         }
     }
 
-    if let Some(model) = super::health::model_for(conn, Some(as_of))? {
-        let assessed = super::health::assess_all(conn, snapshot, &model, day_number(as_of), settings)?;
+    if let Some(model) = super::health::model_for(source, Some(as_of))? {
+        let assessed = super::health::assess_all(source, snapshot, &model, day_number(as_of), settings)?;
         for (row, h) in snapshot.iter().zip(assessed) {
             let Some(&i) = row["account_id"].as_str().and_then(|id| index.get(id)) else { continue };
             out[i].health = Some(HealthDay {
@@ -135,12 +127,10 @@ pub fn facts(conn: &Connection, as_of: NaiveDate, snapshot: &[Row], settings: Se
             });
         }
     }
-    let mut query = conn.prepare("SELECT account_id, score, tier, expected_rate FROM health_history WHERE day = ?1")?;
     let earlier = day_number(as_of) - TREND_DAYS;
-    let mut found = query.query(params![earlier])?;
-    while let Some(r) = found.next()? {
-        let Some(&i) = index.get(&r.get::<_, String>(0)?) else { continue };
-        out[i].week_before = Some(HealthDay { day: day_date(earlier), score: r.get(1)?, tier: r.get(2)?, expected_rate: r.get(3)? });
+    for (account, h) in source.day_history(earlier)? {
+        let Some(&i) = index.get(&account) else { continue };
+        out[i].week_before = Some(HealthDay { day: day_date(earlier), score: h.score, tier: h.tier, expected_rate: h.expected_rate });
     }
     Ok(out)
 }

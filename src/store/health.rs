@@ -87,8 +87,8 @@ pub trait HealthSource: sm::Source {
     /// How many accounts have history on `day`, and how many of those rows came from another
     /// model than `model_id`.
     fn history_on(&self, day: i32, model_id: i64) -> Result<(i64, i64), StoreError>;
-    /// Each account's stored tier on `day`.
-    fn tiers_on(&self, day: i32) -> Result<HashMap<String, Option<String>>, StoreError>;
+    /// Each account's stored history row of `day`.
+    fn day_history(&self, day: i32) -> Result<HashMap<String, HistoryRow>, StoreError>;
     /// (account, tier changed to) of the changes recorded on days after `after` through `through`.
     fn changes_between(&self, after: i32, through: i32) -> Result<HashSet<(String, String)>, StoreError>;
     /// Stores one day's rows, replacing what that day had, with the changes found on it.
@@ -170,9 +170,22 @@ impl HealthSource for Connection {
         )?)
     }
 
-    fn tiers_on(&self, day: i32) -> Result<HashMap<String, Option<String>>, StoreError> {
-        let mut query = self.prepare_cached("SELECT account_id, tier FROM health_history WHERE day = ?1")?;
-        let rows = query.query_map([day], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    fn day_history(&self, day: i32) -> Result<HashMap<String, HistoryRow>, StoreError> {
+        let mut query =
+            self.prepare_cached("SELECT account_id, score, band, tier, expected_rate, monthly_uses, engagement FROM health_history WHERE day = ?1")?;
+        let rows = query.query_map([day], |r| {
+            let account_id: String = r.get(0)?;
+            let row = HistoryRow {
+                account_id: account_id.clone(),
+                score: r.get(1)?,
+                band: r.get(2)?,
+                tier: r.get(3)?,
+                expected_rate: r.get(4)?,
+                monthly_uses: r.get(5)?,
+                engagement: r.get(6)?,
+            };
+            Ok((account_id, row))
+        })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -442,7 +455,7 @@ pub fn update_history(source: &dyn HealthSource, through: NaiveDate, settings: S
     let total = todo.len();
     for (index, day) in todo.into_iter().enumerate() {
         let Some((model, assessed)) = snapshot(source, day_date(day), settings)? else { return Ok(0) };
-        let before = source.tiers_on(day - 7)?;
+        let before = source.day_history(day - 7)?;
         let recorded = source.changes_between(day - 7, day)?;
         let mut rows = Vec::with_capacity(assessed.len());
         let mut changes = Vec::new();
@@ -456,7 +469,7 @@ pub fn update_history(source: &dyn HealthSource, through: NaiveDate, settings: S
                 expected_rate: health["expected_renewal_rate"].as_f64(),
                 monthly_uses: health["power_feature_monthly_uses"].as_f64(),
             };
-            if let (Some(Some(from)), Some(to)) = (before.get(&row.account_id), &row.tier) {
+            if let (Some(Some(from)), Some(to)) = (before.get(&row.account_id).map(|b| &b.tier), &row.tier) {
                 if from != to && !recorded.contains(&(row.account_id.clone(), to.clone())) {
                     changes.push(TierChange { account_id: row.account_id.clone(), day, from_tier: from.clone(), to_tier: to.clone(), model_id: model.id });
                 }

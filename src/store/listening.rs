@@ -9,49 +9,118 @@ use chrono::NaiveDate;
 use rusqlite::{params, Connection};
 use serde_json::{json, Value};
 
+use super::health::HealthSource;
 use super::StoreError;
 use crate::config::CurrencyConfig;
 use crate::listening::{self, Comment};
+use crate::records::Cell;
 use crate::share::Quarter;
 
 /// Longest note.
 pub const NOTE_CHARS_MAX: usize = 4_000;
 
-/// Every comment, oldest first.
-pub fn comments(conn: &Connection) -> Result<Vec<Comment>, StoreError> {
-    let mut query = conn.prepare(
-        "SELECT 'survey', account_id, user_id, substr(answered_at, 1, 10), comment FROM survey_responses WHERE comment IS NOT NULL AND comment != ''
-         UNION ALL SELECT 'ticket', account_id, user_id, substr(opened_at, 1, 10), subject FROM tickets WHERE subject IS NOT NULL AND subject != ''
-         UNION ALL SELECT 'suggestion', account_id, user_id, substr(created_at, 1, 10), title FROM suggestions
-         UNION ALL SELECT 'churn', account_id, NULL, COALESCE(end_date, start_date), feedback FROM subscriptions WHERE feedback IS NOT NULL AND feedback != ''
-         UNION ALL SELECT 'note', account_id, person, date(created_ms / 1000, 'unixepoch'), text FROM notes
-         ORDER BY 4, 1, 2",
-    )?;
-    let rows = query.query_map([], |r| Ok(Comment { source: r.get(0)?, account_id: r.get(1)?, person: r.get(2)?, date: r.get(3)?, text: r.get(4)? }))?;
-    Ok(rows.collect::<Result<_, _>>()?)
+/// A CSM's note on an account.
+#[derive(Debug, Clone)]
+pub struct Note {
+    pub id: i64,
+    pub account_id: String,
+    pub author: String,
+    pub person: Option<String>,
+    pub text: String,
+    pub created_ms: i64,
 }
 
-/// Adds a CSM note to an account; `None` when there is no such account.
-pub fn add_note(conn: &Connection, account: &str, author: &str, person: Option<&str>, text: &str) -> Result<Option<i64>, StoreError> {
-    let known: i64 = conn.query_row("SELECT COUNT(*) FROM accounts WHERE account_id = ?1", [account], |r| r.get(0))?;
-    if known == 0 {
-        return Ok(None);
+impl Note {
+    fn to_json(&self) -> Value {
+        json!({"id": self.id, "author": self.author, "person": self.person, "text": self.text, "created_at": crate::ingest::format_timestamp(self.created_ms)})
     }
-    conn.execute(
-        "INSERT INTO notes (account_id, author, person, text, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![account, author, person, text, chrono::Utc::now().timestamp_millis()],
-    )?;
-    Ok(Some(conn.last_insert_rowid()))
+}
+
+/// What listening reads and writes beyond the records and health: CSM notes. The embedded
+/// store (a `Connection`) and ClickHouse implement it; comments, themes and the churn-reason
+/// report are written once over it.
+pub trait ListeningSource: HealthSource {
+    /// Stores a note on an existing account; `None` when there is no such account.
+    fn add_note(&self, account: &str, author: &str, person: Option<&str>, text: &str) -> Result<Option<i64>, StoreError>;
+    /// The notes of `account` (every account's with `None`).
+    fn stored_notes(&self, account: Option<&str>) -> Result<Vec<Note>, StoreError>;
+}
+
+impl ListeningSource for Connection {
+    fn add_note(&self, account: &str, author: &str, person: Option<&str>, text: &str) -> Result<Option<i64>, StoreError> {
+        let known: i64 = self.query_row("SELECT COUNT(*) FROM accounts WHERE account_id = ?1", [account], |r| r.get(0))?;
+        if known == 0 {
+            return Ok(None);
+        }
+        self.execute(
+            "INSERT INTO notes (account_id, author, person, text, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![account, author, person, text, chrono::Utc::now().timestamp_millis()],
+        )?;
+        Ok(Some(self.last_insert_rowid()))
+    }
+
+    fn stored_notes(&self, account: Option<&str>) -> Result<Vec<Note>, StoreError> {
+        let mut query = self.prepare("SELECT id, account_id, author, person, text, created_ms FROM notes WHERE ?1 IS NULL OR account_id = ?1")?;
+        let rows = query.query_map([account], |r| {
+            Ok(Note { id: r.get(0)?, account_id: r.get(1)?, author: r.get(2)?, person: r.get(3)?, text: r.get(4)?, created_ms: r.get(5)? })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+fn text(cell: &Cell) -> Option<String> {
+    cell.as_text().map(str::to_string)
+}
+
+/// The text of a non-empty cell.
+fn said(cell: &Cell) -> Option<String> {
+    cell.as_text().filter(|t| !t.is_empty()).map(str::to_string)
+}
+
+/// The day (YYYY-MM-DD) of a stored date or RFC 3339 time.
+fn day_of(cell: &Cell) -> String {
+    cell.as_text().map(|t| t.chars().take(10).collect()).unwrap_or_default()
+}
+
+/// Every comment, oldest first (then by source, account, person and text).
+pub fn comments(source: &dyn ListeningSource) -> Result<Vec<Comment>, StoreError> {
+    let mut all = Vec::new();
+    let mut add = |from: &str, account: &Cell, person: Option<String>, date: String, said: Option<String>| {
+        if let (Some(account_id), Some(text)) = (account.as_text(), said) {
+            all.push(Comment { source: from.to_string(), account_id: account_id.to_string(), person, date, text });
+        }
+    };
+    for r in source.record_rows("survey_responses", &["account_id", "user_id", "answered_at", "comment"])? {
+        add("survey", &r[0], text(&r[1]), day_of(&r[2]), said(&r[3]));
+    }
+    for r in source.record_rows("tickets", &["account_id", "user_id", "opened_at", "subject"])? {
+        add("ticket", &r[0], text(&r[1]), day_of(&r[2]), said(&r[3]));
+    }
+    for r in source.record_rows("suggestions", &["account_id", "user_id", "created_at", "title"])? {
+        add("suggestion", &r[0], text(&r[1]), day_of(&r[2]), Some(text(&r[3]).unwrap_or_default()));
+    }
+    for r in source.record_rows("subscriptions", &["account_id", "end_date", "start_date", "feedback"])? {
+        let date = if r[1].as_text().is_some() { day_of(&r[1]) } else { day_of(&r[2]) };
+        add("churn", &r[0], None, date, said(&r[3]));
+    }
+    for note in source.stored_notes(None)? {
+        all.push(Comment {
+            source: "note".into(),
+            account_id: note.account_id,
+            person: note.person,
+            date: crate::ingest::format_timestamp(note.created_ms).chars().take(10).collect(),
+            text: note.text,
+        });
+    }
+    all.sort_by(|a, b| (&a.date, &a.source, &a.account_id, &a.person, &a.text).cmp(&(&b.date, &b.source, &b.account_id, &b.person, &b.text)));
+    Ok(all)
 }
 
 /// An account's notes, newest first.
-pub fn notes(conn: &Connection, account: &str) -> Result<Vec<Value>, StoreError> {
-    let mut query = conn.prepare("SELECT id, author, person, text, created_ms FROM notes WHERE account_id = ?1 ORDER BY id DESC")?;
-    let rows = query.query_map([account], |r| {
-        Ok(json!({"id": r.get::<_, i64>(0)?, "author": r.get::<_, String>(1)?, "person": r.get::<_, Option<String>>(2)?,
-                  "text": r.get::<_, String>(3)?, "created_at": crate::ingest::format_timestamp(r.get(4)?)}))
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+pub fn notes(source: &dyn ListeningSource, account: &str) -> Result<Vec<Value>, StoreError> {
+    let mut notes = source.stored_notes(Some(account))?;
+    notes.sort_by_key(|n| std::cmp::Reverse((n.created_ms, n.id)));
+    Ok(notes.iter().map(Note::to_json).collect())
 }
 
 /// Sets a subscription's churn reason and feedback; false when there is no such subscription.
@@ -63,32 +132,47 @@ pub fn set_reason(conn: &Connection, subscription: &str, reason: Option<&str>, f
 /// segment and reason: churns (outcome `churned`) with the ARR lost, and downgrades (a
 /// renewed term with a reason) with the ARR the next term of the same product lost. Terms
 /// without a reason count under `unknown`.
-pub fn churn_reasons(conn: &Connection, from: NaiveDate, to: NaiveDate, currency: &CurrencyConfig) -> Result<Vec<Value>, StoreError> {
-    let mut query = conn.prepare(
-        "SELECT s.account_id, COALESCE(a.segment, a.plan, 'unknown'), s.product, s.arr, s.currency, s.end_date, s.outcome, s.reason,
-            (SELECT n.arr FROM subscriptions n WHERE n.account_id = s.account_id AND COALESCE(n.product, '') = COALESCE(s.product, '') AND n.start_date > s.end_date
-             ORDER BY n.start_date LIMIT 1),
-            (SELECT n.currency FROM subscriptions n WHERE n.account_id = s.account_id AND COALESCE(n.product, '') = COALESCE(s.product, '') AND n.start_date > s.end_date
-             ORDER BY n.start_date LIMIT 1)
-         FROM subscriptions s JOIN accounts a ON a.account_id = s.account_id
-         WHERE s.end_date >= ?1 AND s.end_date < ?2 AND (s.outcome = 'churned' OR (s.outcome = 'renewed' AND s.reason IS NOT NULL))",
-    )?;
+pub fn churn_reasons(source: &dyn ListeningSource, from: NaiveDate, to: NaiveDate, currency: &CurrencyConfig) -> Result<Vec<Value>, StoreError> {
+    let segments: HashMap<String, String> = source
+        .record_rows("accounts", &["account_id", "segment", "plan"])?
+        .into_iter()
+        .filter_map(|r| Some((text(&r[0])?, text(&r[1]).or_else(|| text(&r[2])).unwrap_or_else(|| "unknown".into()))))
+        .collect();
+    let terms = source.record_rows("subscriptions", &["account_id", "product", "arr", "currency", "start_date", "end_date", "outcome", "reason"])?;
+    // Each account's terms of each product by start, for the next term of a downgrade.
+    let mut by_product: HashMap<(&str, &str), Vec<&Vec<Cell>>> = HashMap::new();
+    for r in &terms {
+        if let Some(account) = r[0].as_text() {
+            by_product.entry((account, r[1].as_text().unwrap_or(""))).or_default().push(r);
+        }
+    }
+    for list in by_product.values_mut() {
+        list.sort_by(|a, b| a[4].as_text().cmp(&b[4].as_text()));
+    }
+    let (from, to) = (from.to_string(), to.to_string());
+    let mut rows = Vec::new();
+    for r in &terms {
+        let (Some(account), Some(end), Some(outcome)) = (r[0].as_text(), r[5].as_text(), r[6].as_text()) else { continue };
+        let Some(segment) = segments.get(account) else { continue };
+        if end < from.as_str() || end >= to.as_str() || !(outcome == "churned" || (outcome == "renewed" && r[7].as_text().is_some())) {
+            continue;
+        }
+        let next = by_product[&(account, r[1].as_text().unwrap_or(""))].iter().find(|n| n[4].as_text().is_some_and(|start| start > end));
+        rows.push((
+            account.to_string(),
+            segment.clone(),
+            r[2].as_f64(),
+            text(&r[3]),
+            end.to_string(),
+            outcome.to_string(),
+            text(&r[7]),
+            next.and_then(|n| n[2].as_f64()),
+            next.and_then(|n| text(&n[3])),
+        ));
+    }
     let mut groups: BTreeMap<(String, String, String, &'static str), (BTreeSet<String>, i64, f64)> = BTreeMap::new();
-    let rows = query.query_map(params![from.to_string(), to.to_string()], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, Option<f64>>(3)?,
-            r.get::<_, Option<String>>(4)?,
-            r.get::<_, String>(5)?,
-            r.get::<_, String>(6)?,
-            r.get::<_, Option<String>>(7)?,
-            r.get::<_, Option<f64>>(8)?,
-            r.get::<_, Option<String>>(9)?,
-        ))
-    })?;
     for row in rows {
-        let (account, segment, arr, code, end, outcome, reason, next_arr, next_code) = row?;
+        let (account, segment, arr, code, end, outcome, reason, next_arr, next_code) = row;
         let Ok(end) = end.parse::<NaiveDate>() else { continue };
         let money = |amount: Option<f64>, code: Option<&str>| crate::metrics::report_arr(amount, code, currency).map_err(StoreError::Invalid);
         let arr = money(arr, code.as_deref())?;
@@ -130,24 +214,35 @@ fn share(part: usize, whole: usize) -> Option<f64> {
 /// on `today` and a churned term) and from retained ones, the share of churned and of
 /// retained accounts raising it, mean sentiment, keywords and three recent quotes. `arr`
 /// maps account to its ARR in force.
-pub fn themes(conn: &Connection, rules: &BTreeMap<String, String>, today: NaiveDate, among: &[Among], arr: &HashMap<String, f64>) -> Result<Vec<Vec<Value>>, StoreError> {
-    let all = comments(conn)?;
+pub fn themes(source: &dyn ListeningSource, rules: &BTreeMap<String, String>, today: NaiveDate, among: &[Among], arr: &HashMap<String, f64>) -> Result<Vec<Vec<Value>>, StoreError> {
+    let all = comments(source)?;
     let (themed, keywords) = listening::themes(&all, rules);
     let detractors: HashSet<String> = if among.iter().any(|a| matches!(a, Among::Detractors)) {
-        let mut query = conn.prepare(
-            "SELECT user_id FROM survey_responses s WHERE kind = 'nps' AND user_id IS NOT NULL AND score <= 6
-             AND answered_at = (SELECT MAX(answered_at) FROM survey_responses t WHERE t.kind = 'nps' AND t.user_id = s.user_id)",
-        )?;
-        let rows = query.query_map([], |r| r.get(0))?;
-        rows.collect::<Result<_, _>>()?
+        // Each person's latest NPS answers (all of them, if several share that time).
+        let mut latest: HashMap<String, (String, Vec<f64>)> = HashMap::new();
+        for r in source.record_rows("survey_responses", &["user_id", "kind", "score", "answered_at"])? {
+            let (Some(user), Some("nps"), Some(score), Some(at)) = (text(&r[0]), r[1].as_text(), r[2].as_f64(), text(&r[3])) else { continue };
+            let entry = latest.entry(user).or_insert_with(|| (at.clone(), Vec::new()));
+            if at > entry.0 {
+                *entry = (at, vec![score]);
+            } else if at == entry.0 {
+                entry.1.push(score);
+            }
+        }
+        latest.into_iter().filter(|(_, (_, scores))| scores.iter().any(|&s| s <= 6.0)).map(|(user, _)| user).collect()
     } else {
         HashSet::new()
     };
-    let mut query = conn.prepare(
-        "SELECT DISTINCT account_id FROM subscriptions s WHERE outcome = 'churned'
-         AND NOT EXISTS (SELECT 1 FROM subscriptions n WHERE n.account_id = s.account_id AND n.start_date <= ?1 AND (n.end_date IS NULL OR n.end_date >= ?1))",
-    )?;
-    let churned: HashSet<String> = query.query_map([today.to_string()], |r| r.get(0))?.collect::<Result<_, _>>()?;
+    // Accounts with a churned term and no term in force today.
+    let day = today.to_string();
+    let terms = source.record_rows("subscriptions", &["account_id", "outcome", "start_date", "end_date"])?;
+    let in_force: HashSet<&str> = terms
+        .iter()
+        .filter(|r| r[2].as_text().is_some_and(|start| start <= day.as_str()) && r[3].as_text().is_none_or(|end| end >= day.as_str()))
+        .filter_map(|r| r[0].as_text())
+        .collect();
+    let churned: HashSet<String> =
+        terms.iter().filter(|r| r[1].as_text() == Some("churned")).filter_map(|r| r[0].as_text()).filter(|a| !in_force.contains(a)).map(str::to_string).collect();
     let report = |among: &Among| -> Vec<Value> {
         #[derive(Default)]
         struct Tally<'c> {

@@ -106,28 +106,33 @@ fn load_records_of<'a>(
     currency: &CurrencyConfig,
     tables: &[&str],
 ) -> Result<Records, StoreError> {
-    // Two forms so that a single account's rows are found by the account index.
-    let filter = if only.is_some() { "WHERE account_id = ?1" } else { "WHERE ?1 IS NULL" };
     let mut rows = |table: &str, columns: &[&str]| -> Result<Vec<Vec<Cell>>, StoreError> {
         if !tables.contains(&table) {
             return Ok(Vec::new());
         }
-        let mut query = conn.prepare(&format!("SELECT {} FROM {table} {filter}", columns.join(", ")))?;
-        let rows = query.query_map(params![only], |r| {
-            (0..columns.len())
-                .map(|i| {
-                    Ok(match r.get_ref(i)? {
-                        ValueRef::Null => Cell::Null,
-                        ValueRef::Integer(n) => Cell::Int(n),
-                        ValueRef::Real(f) => Cell::Real(f),
-                        ValueRef::Text(t) | ValueRef::Blob(t) => Cell::Text(String::from_utf8_lossy(t).into_owned()),
-                    })
-                })
-                .collect::<rusqlite::Result<Vec<Cell>>>()
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        record_rows(conn, table, columns, only)
     };
     build_records(&mut rows, infos, currency)
+}
+
+/// `columns` of every row of the record table `table` (of account `only`, if given).
+fn record_rows(conn: &Connection, table: &str, columns: &[&str], only: Option<&str>) -> Result<Vec<Vec<Cell>>, StoreError> {
+    // Two forms so that a single account's rows are found by the account index.
+    let filter = if only.is_some() { "WHERE account_id = ?1" } else { "WHERE ?1 IS NULL" };
+    let mut query = conn.prepare(&format!("SELECT {} FROM {table} {filter}", columns.join(", ")))?;
+    let rows = query.query_map(params![only], |r| {
+        (0..columns.len())
+            .map(|i| {
+                Ok(match r.get_ref(i)? {
+                    ValueRef::Null => Cell::Null,
+                    ValueRef::Integer(n) => Cell::Int(n),
+                    ValueRef::Real(f) => Cell::Real(f),
+                    ValueRef::Text(t) | ValueRef::Blob(t) => Cell::Text(String::from_utf8_lossy(t).into_owned()),
+                })
+            })
+            .collect::<rusqlite::Result<Vec<Cell>>>()
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// Builds the metrics' records from rows of [`RECORD_COLUMNS`] (`rows(table, columns)`),
@@ -291,6 +296,8 @@ pub trait Source {
     fn load(&self, infos: &[&AccountInfo], from_day: i32, to_day: i32, config: &MetricsConfig, currency: &CurrencyConfig) -> Result<Vec<AccountData>, StoreError>;
     /// Every account's subscriptions in the report currency.
     fn subscriptions(&self, infos: &[AccountInfo], currency: &CurrencyConfig) -> Result<HashMap<String, Vec<Subscription>>, StoreError>;
+    /// `columns` of every current record of kind `table`, in no set order.
+    fn record_rows(&self, table: &str, columns: &[&str]) -> Result<Vec<Vec<Cell>>, StoreError>;
 
     /// Every account's metrics at `as_of` (the export), engagement scores included.
     fn snapshot(&self, as_of: NaiveDate, config: &MetricsConfig, currency: &CurrencyConfig) -> Result<Vec<Row>, StoreError> {
@@ -316,6 +323,10 @@ impl Source for Connection {
         // One account's rows are found by the account index; the other kinds are not read.
         let only = if infos.len() == 1 { Some(infos[0].account_id.as_str()) } else { None };
         Ok(load_records_of(self, only, infos, currency, &["subscriptions"])?.subscriptions)
+    }
+
+    fn record_rows(&self, table: &str, columns: &[&str]) -> Result<Vec<Vec<Cell>>, StoreError> {
+        record_rows(self, table, columns, None)
     }
 
     fn snapshot(&self, as_of: NaiveDate, config: &MetricsConfig, currency: &CurrencyConfig) -> Result<Vec<Row>, StoreError> {

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::api::{ApiError, ApiPath as Path, ApiQuery as Query, Caller};
-use super::metrics::{bad, cached_snapshot, date_param, today, with_settings};
+use super::metrics::{bad, cached_snapshot, date_param, today, with_source};
 use super::AppState;
 use crate::store::listening::{self as sl, Among};
 use crate::store::{dashboard, Role};
@@ -69,7 +69,7 @@ async fn comments(_caller: Caller, State(state): State<AppState>, Query(query): 
         return Err(bad("source", format!("{source:?} is not one of {}", SOURCES.join(", "))));
     }
     let rules = state.listening.themes.clone();
-    let all = super::records::with_conn(&state.store, |conn| Ok(sl::comments(conn)?)).await?;
+    let all = with_source(&state, |source, _| Ok(sl::comments(source)?)).await?;
     let (themed, _) = crate::listening::themes(&all, &rules);
     let rows: Vec<Value> = all
         .iter()
@@ -86,7 +86,7 @@ async fn comments(_caller: Caller, State(state): State<AppState>, Query(query): 
 
 async fn notes(_caller: Caller, State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let account = id.clone();
-    let notes = super::records::with_conn(&state.store, move |conn| Ok(sl::notes(conn, &account)?)).await?;
+    let notes = with_source(&state, move |source, _| Ok(sl::notes(source, &account)?)).await?;
     Ok(Json(json!({"account_id": id, "notes": notes})))
 }
 
@@ -113,7 +113,7 @@ async fn add_note(caller: Caller, State(state): State<AppState>, Path(id): Path<
     }
     let account = id.clone();
     let author = note.author.unwrap_or_else(|| "api".into());
-    let stored = super::records::with_conn(&state.store, move |conn| Ok(sl::add_note(conn, &account, &author, note.person.as_deref(), &text)?)).await?;
+    let stored = with_source(&state, move |source, _| Ok(source.add_note(&account, &author, note.person.as_deref(), &text)?)).await?;
     match stored {
         Some(note_id) => Ok((StatusCode::CREATED, Json(json!({"id": note_id, "account_id": id}))).into_response()),
         None => Err(ApiError::NotFound(format!("no account {id}"))),
@@ -129,8 +129,8 @@ pub async fn theme_rows(state: &AppState, among: &[&str]) -> Result<Vec<Vec<Valu
     let snapshot = if among.contains(&"red") { Some(cached_snapshot(state, as_of).await?) } else { None };
     let rules = state.listening.themes.clone();
     let among: Vec<String> = among.iter().map(|a| a.to_string()).collect();
-    with_settings(state, move |conn, s| {
-        let facts = dashboard::facts(conn, as_of, snapshot.as_deref().map_or(&[], |rows| rows.as_slice()), s)?;
+    with_source(state, move |source, s| {
+        let facts = dashboard::facts(source, as_of, snapshot.as_deref().map_or(&[], |rows| rows.as_slice()), s)?;
         let red: HashSet<String> = facts.iter().filter(|f| f.health.as_ref().and_then(|h| h.tier.as_deref()) == Some("red")).map(|f| f.account_id.clone()).collect();
         let arr: HashMap<String, f64> = facts.iter().map(|f| (f.account_id.clone(), f.arr)).collect();
         let which: Vec<Among> = among
@@ -141,7 +141,7 @@ pub async fn theme_rows(state: &AppState, among: &[&str]) -> Result<Vec<Vec<Valu
                 _ => Among::All,
             })
             .collect();
-        Ok(sl::themes(conn, &rules, as_of, &which, &arr)?)
+        Ok(sl::themes(source, &rules, as_of, &which, &arr)?)
     })
     .await
 }
@@ -192,7 +192,7 @@ async fn churn_reasons(_caller: Caller, State(state): State<AppState>, Query(que
     if from >= to || (to - from).num_days() > super::metrics::OUTCOME_DAYS_MAX {
         return Err(bad("from", "must be before `to`, at most 20 years apart"));
     }
-    let rows = with_settings(&state, move |conn, s| Ok(sl::churn_reasons(conn, from, to, s.currency)?)).await?;
+    let rows = with_source(&state, move |source, s| Ok(sl::churn_reasons(source, from, to, s.currency)?)).await?;
     if csv {
         let columns = ["quarter", "segment", "reason", "kind", "accounts", "terms", "arr_lost"];
         return csv_response(&columns, rows.iter().map(|r| columns.iter().map(|c| cell(&r[*c])).collect()).collect());

@@ -16,9 +16,20 @@ fn import(dir: &Path, config: &Path, kind: &str, text: &str) -> std::process::Ou
 
 #[test]
 fn comments_get_themes_and_churn_reasons_add_up_by_quarter_and_segment() {
+    comments_themes_and_churn_reasons(None);
+}
+
+#[test]
+fn comments_get_themes_and_churn_reasons_add_up_by_quarter_and_segment_on_clickhouse() {
+    let clickhouse = ClickHouseServer::start();
+    comments_themes_and_churn_reasons(Some(&clickhouse.store_url("bw_listening")));
+}
+
+fn comments_themes_and_churn_reasons(store: Option<&str>) {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("bellwether.toml");
-    std::fs::write(&config, "[currency.rates]\nEUR = 1.1\n\n[listening.themes]\nprice = \"Pricing\"\n\"single sign\" = \"SSO\"\n").unwrap();
+    let store = store.map_or(String::new(), |url| format!("store = \"{url}\"\n"));
+    std::fs::write(&config, format!("{store}[currency.rates]\nEUR = 1.1\n\n[listening.themes]\nprice = \"Pricing\"\n\"single sign\" = \"SSO\"\n")).unwrap();
     let ok = |out: std::process::Output| assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     ok(import(dir.path(), &config, "accounts", "account_id,name,parent_id,segment,plan,csm,timezone,created_at\na1,A One,,pro,pro,,,\na2,A Two,,pro,pro,,,\na3,A Three,,starter,starter,,,\n"));
     // Q1 2026: a1 churns for price (12,000 USD), a2 for price (10,000 EUR = 11,000 USD),
@@ -64,7 +75,12 @@ fn comments_get_themes_and_churn_reasons_add_up_by_quarter_and_segment() {
     assert!(stderr.contains("row 3, column reason: \"weather\" is not a reason code"), "{stderr}");
 
     let server = Server::start(dir.path(), &[("BELLWETHER_CONFIG", config.to_str().unwrap())]);
-    let token = create_token(dir.path(), "admin");
+    let out = cli(dir.path(), &["--config", config.to_str().unwrap(), "token", "create", "--role", "admin"]);
+    ok(out.clone());
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    if !store.is_empty() {
+        assert!(!dir.path().join("bellwether.db").exists(), "a ClickHouse test wrote {}", dir.path().display());
+    }
     let note = post_with(&server, "/api/v1/accounts/a3/notes", None, &[("authorization", &format!("Bearer {token}"))], r#"{"text": "Their new CFO questions the price", "author": "maja"}"#);
     assert_eq!(note.status, 201, "{:?}", note.body);
     assert_eq!(post_with(&server, "/api/v1/accounts/nope/notes", None, &[("authorization", &format!("Bearer {token}"))], r#"{"text": "x"}"#).status, 404);

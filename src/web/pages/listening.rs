@@ -104,7 +104,7 @@ pub async fn add_note(user: SignedIn, State(state): State<AppState>, headers: He
         return Err(PageError::bad_request(format!("text: 1 to {} characters", sl::NOTE_CHARS_MAX)));
     }
     let (account, author) = (id.clone(), user.user.username.clone());
-    if with_conn(&state.store, move |conn| Ok(sl::add_note(conn, &account, &author, None, &text)?)).await?.is_none() {
+    if with_conn(&state.store, move |conn| Ok(sl::ListeningSource::add_note(conn, &account, &author, None, &text)?)).await?.is_none() {
         return Err(PageError::not_found(format!("no account {id}")));
     }
     Ok(Redirect::to(&format!("/accounts/{id}#notes")).into_response())
