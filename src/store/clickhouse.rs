@@ -655,8 +655,8 @@ impl ClickHouse {
     /// GDPR erasure, as `store::records::delete_user` on the embedded store: the person's
     /// events (by userId, and by every id linked to it: anonymous ids and older userIds
     /// aliased to it) with their traits, memberships and identity links, their `activity`
-    /// rollups, survey answers (every version); tickets and suggestions keep their account
-    /// but lose the person. Mutations rewrite the parts that hold these rows; this returns
+    /// rollups, survey answers (every version); tickets, suggestions and notes keep their
+    /// account but lose the person. Mutations rewrite the parts that hold these rows; this returns
     /// once ClickHouse has finished them (the replaced parts leave the disk after the
     /// server's `old_parts_lifetime`). The calls are counted by kind: `trait_versions` are
     /// identify calls, `memberships` group calls, `identity_links` calls linking an id.
@@ -717,6 +717,12 @@ impl ClickHouse {
         deletion.survey_responses = of_person(&records::SURVEY_RESPONSES).await?.len();
         deletion.tickets_unlinked = of_person(&records::TICKETS).await?.len();
         deletion.suggestions_unlinked = of_person(&records::SUGGESTIONS).await?.len();
+        #[derive(clickhouse::Row, Deserialize)]
+        struct Notes {
+            n: u64,
+        }
+        let notes = fetch_all::<Notes>(self.client.query("SELECT count() AS n FROM notes WHERE has(?, ifNull(person, ''))").bind(&ids), "notes about the person");
+        deletion.notes_unlinked = notes.await?.first().map_or(0, |n| n.n as usize);
 
         let mutations = [
             format!("ALTER TABLE events DELETE WHERE {whose}"),
@@ -724,6 +730,7 @@ impl ClickHouse {
             format!("ALTER TABLE {} DELETE WHERE has(?, user_id)", records::SURVEY_RESPONSES.name),
             format!("ALTER TABLE {} UPDATE user_id = NULL WHERE has(?, user_id)", records::TICKETS.name),
             format!("ALTER TABLE {} UPDATE user_id = NULL WHERE has(?, user_id)", records::SUGGESTIONS.name),
+            "ALTER TABLE notes UPDATE person = NULL WHERE has(?, ifNull(person, ''))".to_string(),
         ];
         for (i, sql) in mutations.iter().enumerate() {
             let query = if i < 2 { bind(self.client.query(sql)) } else { self.client.query(sql).bind(&ids) };

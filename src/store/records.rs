@@ -469,6 +469,11 @@ pub struct UserDeletion {
     /// Tickets and suggestions keep their account but lose the person.
     pub tickets_unlinked: usize,
     pub suggestions_unlinked: usize,
+    /// Survey invitations sent to the person (their rows go: the survey policy no longer
+    /// needs them).
+    pub survey_sends: usize,
+    /// CSM notes keep their account and text but lose the person they were about.
+    pub notes_unlinked: usize,
 }
 
 /// Deletes the events whose userId is `id` (and, with `anonymous`, those without a userId
@@ -481,10 +486,18 @@ fn delete_events_of(tx: &Transaction, id: &str, anonymous: bool) -> Result<usize
     Ok(super::rollup::delete_events(tx, &indexed, params![id, anonymous])?.0 + super::rollup::delete_events(tx, &newer, params![id, anonymous])?.0)
 }
 
+/// The survey invitations sent to `id` go; the notes about `id` lose the person.
+fn unlink_actions(tx: &Transaction, id: &str, deletion: &mut UserDeletion) -> Result<(), StoreError> {
+    deletion.survey_sends += tx.execute("DELETE FROM survey_sends WHERE user_id = ?1", [id])?;
+    deletion.notes_unlinked += tx.execute("UPDATE notes SET person = NULL WHERE person = ?1", [id])?;
+    Ok(())
+}
+
 /// GDPR erasure: the person's events (by userId and by every id linked to it: anonymous
 /// ids, and older userIds aliased to it), traits and
-/// their history, memberships, identity links and survey answers; tickets and suggestions
-/// are kept for the account with the person removed. One transaction over both files.
+/// their history, memberships, identity links, survey answers and survey invitations;
+/// tickets, suggestions and notes are kept for the account with the person removed. One
+/// transaction over both files.
 pub fn delete_user(conn: &mut Connection, user_id: &str) -> Result<UserDeletion, StoreError> {
     let tx = super::write_transaction(conn, super::Lock::Both)?;
     let linked: Vec<String> = tx
@@ -502,6 +515,7 @@ pub fn delete_user(conn: &mut Connection, user_id: &str) -> Result<UserDeletion,
         deletion.survey_responses += tx.execute("DELETE FROM survey_responses WHERE user_id = ?1", [previous])?;
         deletion.tickets_unlinked += tx.execute("UPDATE tickets SET user_id = NULL WHERE user_id = ?1", [previous])?;
         deletion.suggestions_unlinked += tx.execute("UPDATE suggestions SET user_id = NULL WHERE user_id = ?1", [previous])?;
+        unlink_actions(&tx, previous, &mut deletion)?;
     }
     // Their rollup rows go too; the accounts' first-use days are recomputed without them.
     // The ids are also noted in bellwether.db: a commit writes the two files one after the
@@ -519,6 +533,7 @@ pub fn delete_user(conn: &mut Connection, user_id: &str) -> Result<UserDeletion,
     deletion.survey_responses += tx.execute("DELETE FROM survey_responses WHERE user_id = ?1", [user_id])?;
     deletion.tickets_unlinked += tx.execute("UPDATE tickets SET user_id = NULL WHERE user_id = ?1", [user_id])?;
     deletion.suggestions_unlinked += tx.execute("UPDATE suggestions SET user_id = NULL WHERE user_id = ?1", [user_id])?;
+    unlink_actions(&tx, user_id, &mut deletion)?;
     tx.commit()?;
     // Both files committed: nothing left to purge (a failure here only costs a no-op purge).
     super::rollup::purged(conn, &ids)?;

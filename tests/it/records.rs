@@ -346,12 +346,17 @@ fn erase_u7(dir: &Path, config: &Path) -> (Server, String, String) {
         {"type":"alias","previousId":"u-7-old","userId":"u-7"},
         {"type":"track","userId":"u-8","event":"Exported"}]}"#;
     assert_eq!(post(&server, "/v1/batch", Some(KEY), body).status, 200);
+    let note = json!({"text": "Asked for a call about the renewal", "person": "u-7", "author": "maja"});
+    assert_eq!(send(&server, "POST", "/api/v1/accounts/initech/notes", Some(&admin), Some(note)).status, 201);
     assert_eq!(send(&server, "DELETE", "/api/v1/users/u-7", Some(&read), None).status, 403);
     let deletion = send(&server, "DELETE", "/api/v1/users/u-7", Some(&admin), None);
     assert_eq!(deletion.status, 200, "{:?}", deletion.body);
     assert_eq!(deletion.body["events"], json!(7), "4 as u-7 or its anonymous id, 3 as its earlier userId");
     assert_eq!(deletion.body["survey_responses"], json!(1));
     assert_eq!(deletion.body["tickets_unlinked"], json!(1));
+    assert_eq!(deletion.body["notes_unlinked"], json!(1));
+    let notes = get(&server, "/api/v1/accounts/initech/notes", Some(&read)).body;
+    assert_eq!((&notes["notes"][0]["person"], &notes["notes"][0]["text"]), (&Value::Null, &json!("Asked for a call about the renewal")), "{notes}");
     let events = stored_events(&server, &read);
     assert_eq!(events.len(), 1);
     assert_eq!(events[0]["user_id"], json!("u-8"));
@@ -381,6 +386,8 @@ fn deleting_a_user_on_clickhouse_erases_events_rollups_and_survey_answers() {
     for table in ["survey_responses", "tickets"] {
         assert_eq!(count(&format!("{table} WHERE user_id IN ('u-7', 'u-7-old', 'anon-u7')")), 0, "{table}");
     }
+    assert_eq!(count("notes WHERE person = 'u-7'"), 0);
+    assert_eq!(count("notes"), 1, "the note stays");
     // The CLI does the same.
     let out = cli(dir.path(), &["--config", config.to_str().unwrap(), "delete-user", "u-8"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -393,7 +400,16 @@ fn deleting_a_user_erases_events_traits_and_survey_answers() {
     for kind in ["csms", "accounts", "tickets", "survey_responses"] {
         assert!(import_cli(dir.path(), &config, kind, &data(&format!("{kind}.csv"))).status.success());
     }
+    // Survey invitations sent to the person and to their earlier id.
+    let sends = rusqlite::Connection::open(dir.path().join("bellwether.db")).unwrap();
+    for (key, user) in [("nps:u-7", "u-7"), ("nps:u-7-old", "u-7-old"), ("nps:u-8", "u-8")] {
+        sends
+            .execute("INSERT INTO survey_sends (key, user_id, account_id, kind, trigger, delivery, sent_ms) VALUES (?1, ?2, 'initech', 'nps', 'quarterly', 'email', 1)", [key, user])
+            .unwrap();
+    }
     let (server, _, read) = erase_u7(dir.path(), &config);
+    let left: Vec<String> = sends.prepare("SELECT user_id FROM survey_sends").unwrap().query_map([], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap();
+    assert_eq!(left, vec!["u-8".to_string()], "the person's invitations go, others' stay");
     assert!(!stored_raw(dir.path()).iter().any(|e| e.to_string().contains("u7@example.com") || e.to_string().contains("u-7-old")));
     // A backup taken from now on holds no trace of the person, not even in free pages.
     let backup = dir.path().join("after-erasure.bwdb");
