@@ -1506,35 +1506,8 @@ impl super::health::HealthSource for ClickHouse {
     }
 
     fn day_history(&self, day: i32) -> Result<HashMap<String, HistoryRow>, StoreError> {
-        #[derive(clickhouse::Row, Deserialize)]
-        struct Stored {
-            account_id: String,
-            engagement: Option<f64>,
-            score: Option<f64>,
-            band: Option<String>,
-            tier: Option<String>,
-            expected_rate: Option<f64>,
-            monthly_uses: Option<f64>,
-        }
-        let query = self
-            .client
-            .query("SELECT account_id, engagement, score, band, tier, expected_rate, monthly_uses FROM health_history FINAL WHERE day = ?")
-            .bind(day);
-        Ok(block_on(fetch_all::<Stored>(query, "health history"))??
-            .into_iter()
-            .map(|s| {
-                let row = HistoryRow {
-                    account_id: s.account_id.clone(),
-                    engagement: s.engagement,
-                    score: s.score,
-                    band: s.band,
-                    tier: s.tier,
-                    expected_rate: s.expected_rate,
-                    monthly_uses: s.monthly_uses,
-                };
-                (s.account_id, row)
-            })
-            .collect())
+        let rows = block_on(self.history_where("day = ?", |query| query.bind(day)))??;
+        Ok(rows.into_iter().map(|(_, _, row)| (row.account_id.clone(), row)).collect())
     }
 
     fn changes_between(&self, after: i32, through: i32) -> Result<HashSet<(String, String)>, StoreError> {
@@ -1562,9 +1535,16 @@ impl super::health::HealthSource for ClickHouse {
 
 /// The daily health history and tier changes on ClickHouse, from a blocking thread.
 impl ClickHouse {
-    async fn history_rows(&self, account: &str, from: i32, to: i32) -> Result<Vec<Value>, StoreError> {
+    /// The stored history rows meeting `condition` (on key columns), oldest first, as
+    /// (day, model id, row).
+    async fn history_where(
+        &self,
+        condition: &str,
+        bind: impl FnOnce(clickhouse::query::Query) -> clickhouse::query::Query,
+    ) -> Result<Vec<(i32, i64, HistoryRow)>, StoreError> {
         #[derive(clickhouse::Row, Deserialize)]
         struct Stored {
+            account_id: String,
             day: i32,
             engagement: Option<f64>,
             score: Option<f64>,
@@ -1574,21 +1554,16 @@ impl ClickHouse {
             monthly_uses: Option<f64>,
             model_id: i64,
         }
-        let query = self
-            .client
-            .query(
-                "SELECT day, engagement, score, band, tier, expected_rate, monthly_uses, model_id FROM health_history FINAL
-                 WHERE account_id = ? AND day >= ? AND day <= ? ORDER BY day",
-            )
-            .bind(account)
-            .bind(from)
-            .bind(to);
+        let query = bind(self.client.query(&format!(
+            "SELECT account_id, day, engagement, score, band, tier, expected_rate, monthly_uses, model_id FROM health_history FINAL
+             WHERE {condition} ORDER BY day"
+        )));
         Ok(fetch_all::<Stored>(query, "health history")
             .await?
             .into_iter()
             .map(|s| {
                 let row = HistoryRow {
-                    account_id: account.to_string(),
+                    account_id: s.account_id,
                     engagement: s.engagement,
                     score: s.score,
                     band: s.band,
@@ -1596,9 +1571,14 @@ impl ClickHouse {
                     expected_rate: s.expected_rate,
                     monthly_uses: s.monthly_uses,
                 };
-                super::health::history_point(s.day, &row, s.model_id)
+                (s.day, s.model_id, row)
             })
             .collect())
+    }
+
+    async fn history_rows(&self, account: &str, from: i32, to: i32) -> Result<Vec<Value>, StoreError> {
+        let rows = self.history_where("account_id = ? AND day >= ? AND day <= ?", |query| query.bind(account).bind(from).bind(to)).await?;
+        Ok(rows.iter().map(|(day, model_id, row)| super::health::history_point(*day, row, *model_id)).collect())
     }
 
     async fn change_rows(&self, since: i32, account: Option<&str>) -> Result<Vec<Value>, StoreError> {

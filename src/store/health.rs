@@ -171,22 +171,7 @@ impl HealthSource for Connection {
     }
 
     fn day_history(&self, day: i32) -> Result<HashMap<String, HistoryRow>, StoreError> {
-        let mut query =
-            self.prepare_cached("SELECT account_id, score, band, tier, expected_rate, monthly_uses, engagement FROM health_history WHERE day = ?1")?;
-        let rows = query.query_map([day], |r| {
-            let account_id: String = r.get(0)?;
-            let row = HistoryRow {
-                account_id: account_id.clone(),
-                score: r.get(1)?,
-                band: r.get(2)?,
-                tier: r.get(3)?,
-                expected_rate: r.get(4)?,
-                monthly_uses: r.get(5)?,
-                engagement: r.get(6)?,
-            };
-            Ok((account_id, row))
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        Ok(history_where(self, "day = ?1", [day])?.into_iter().map(|(_, _, row)| (row.account_id.clone(), row)).collect())
     }
 
     fn changes_between(&self, after: i32, through: i32) -> Result<HashSet<(String, String)>, StoreError> {
@@ -214,23 +199,8 @@ impl HealthSource for Connection {
     }
 
     fn history(&self, account: &str, from: NaiveDate, to: NaiveDate) -> Result<Vec<Value>, StoreError> {
-        let mut query = self.prepare(
-            "SELECT day, score, band, tier, expected_rate, monthly_uses, model_id, engagement FROM health_history
-             WHERE account_id = ?1 AND day BETWEEN ?2 AND ?3 ORDER BY day",
-        )?;
-        let rows = query.query_map(params![account, day_number(from), day_number(to)], |r| {
-            let row = HistoryRow {
-                account_id: account.to_string(),
-                score: r.get(1)?,
-                band: r.get(2)?,
-                tier: r.get(3)?,
-                expected_rate: r.get(4)?,
-                monthly_uses: r.get(5)?,
-                engagement: r.get(7)?,
-            };
-            Ok(history_point(r.get(0)?, &row, r.get(6)?))
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let rows = history_where(self, "account_id = ?1 AND day BETWEEN ?2 AND ?3", params![account, day_number(from), day_number(to)])?;
+        Ok(rows.iter().map(|(day, model_id, row)| history_point(*day, row, *model_id)).collect())
     }
 
     fn tier_changes(&self, since: NaiveDate, account: Option<&str>) -> Result<Vec<Value>, StoreError> {
@@ -244,6 +214,26 @@ impl HealthSource for Connection {
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
+}
+
+/// The stored history rows meeting `condition`, oldest first, as (day, model id, row).
+fn history_where(conn: &Connection, condition: &str, params: impl rusqlite::Params) -> Result<Vec<(i32, i64, HistoryRow)>, StoreError> {
+    let mut query = conn.prepare_cached(&format!(
+        "SELECT account_id, day, score, band, tier, expected_rate, monthly_uses, model_id, engagement FROM health_history WHERE {condition} ORDER BY day"
+    ))?;
+    let rows = query.query_map(params, |r| {
+        let row = HistoryRow {
+            account_id: r.get(0)?,
+            score: r.get(2)?,
+            band: r.get(3)?,
+            tier: r.get(4)?,
+            expected_rate: r.get(5)?,
+            monthly_uses: r.get(6)?,
+            engagement: r.get(8)?,
+        };
+        Ok((r.get(1)?, r.get(7)?, row))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 pub(crate) fn model_body(model: &Model) -> Result<String, StoreError> {
