@@ -469,8 +469,8 @@ pub struct UserDeletion {
     /// Tickets and suggestions keep their account but lose the person.
     pub tickets_unlinked: usize,
     pub suggestions_unlinked: usize,
-    /// Survey invitations sent to the person (their rows go: the survey policy no longer
-    /// needs them).
+    /// Survey invitations sent to the person (their rows go, with their emails in the
+    /// outbox: the survey policy no longer needs them).
     pub survey_sends: usize,
     /// CSM notes keep their account and text but lose the person they were about.
     pub notes_unlinked: usize,
@@ -486,8 +486,10 @@ fn delete_events_of(tx: &Transaction, id: &str, anonymous: bool) -> Result<usize
     Ok(super::rollup::delete_events(tx, &indexed, params![id, anonymous])?.0 + super::rollup::delete_events(tx, &newer, params![id, anonymous])?.0)
 }
 
-/// The survey invitations sent to `id` go; the notes about `id` lose the person.
+/// The survey invitations sent to `id` go, with their emails in the outbox (sent or not:
+/// they hold the address); the notes about `id` lose the person.
 fn unlink_actions(tx: &Transaction, id: &str, deletion: &mut UserDeletion) -> Result<(), StoreError> {
+    tx.execute("DELETE FROM outbox WHERE idempotency_key IN (SELECT 'survey-' || id FROM survey_sends WHERE user_id = ?1)", [id])?;
     deletion.survey_sends += tx.execute("DELETE FROM survey_sends WHERE user_id = ?1", [id])?;
     deletion.notes_unlinked += tx.execute("UPDATE notes SET person = NULL WHERE person = ?1", [id])?;
     Ok(())

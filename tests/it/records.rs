@@ -406,10 +406,21 @@ fn deleting_a_user_erases_events_traits_and_survey_answers() {
         sends
             .execute("INSERT INTO survey_sends (key, user_id, account_id, kind, trigger, delivery, sent_ms) VALUES (?1, ?2, 'initech', 'nps', 'quarterly', 'email', 1)", [key, user])
             .unwrap();
+        // Its email, as the survey dispatcher queues it (the backup check below looks for the address).
+        let id = sends.last_insert_rowid();
+        sends
+            .execute(
+                "INSERT INTO outbox (idempotency_key, channel, kind, target, subject, body, status, next_attempt_ms, created_ms)
+                 VALUES (?1, 'surveys', 'email', ?2, 'A quick question', 'How likely...', 'sent', 1, 1)",
+                [format!("survey-{id}"), format!("{}@example.com", user.replace('-', ""))],
+            )
+            .unwrap();
     }
     let (server, _, read) = erase_u7(dir.path(), &config);
     let left: Vec<String> = sends.prepare("SELECT user_id FROM survey_sends").unwrap().query_map([], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap();
     assert_eq!(left, vec!["u-8".to_string()], "the person's invitations go, others' stay");
+    let emails: Vec<String> = sends.prepare("SELECT target FROM outbox").unwrap().query_map([], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap();
+    assert_eq!(emails, vec!["u8@example.com".to_string()], "with their emails");
     assert!(!stored_raw(dir.path()).iter().any(|e| e.to_string().contains("u7@example.com") || e.to_string().contains("u-7-old")));
     // A backup taken from now on holds no trace of the person, not even in free pages.
     let backup = dir.path().join("after-erasure.bwdb");
