@@ -276,6 +276,12 @@ enum TokenCommand {
         #[arg(long, value_name = "DURATION")]
         valid_for: Option<String>,
     },
+    /// List the API tokens: id, name, role, created, expires (their secrets are not kept).
+    List,
+    /// Revoke an API token at once, by the id `token list` shows.
+    Revoke {
+        id: i64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -340,8 +346,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             config.currency.rates.entry(code.to_string()).or_insert(*rate);
         }
     }
-    if matches!(config.store, StoreLocation::ClickHouse(_)) && !matches!(cli.command, Command::Serve(_) | Command::Events(_) | Command::Import(_) | Command::Metrics(_) | Command::Generate(_) | Command::Token { .. } | Command::DeleteUser { .. } | Command::Indicators(_) | Command::Recalibrate(_) | Command::Health(_) | Command::Backtest(_)) {
-        bail!("this command needs the embedded store: on the ClickHouse store only `serve` (the tracking API, the events, metrics, health and records API), `events`, `import`, `metrics`, `indicators`, `recalibrate`, `health`, `backtest`, `token create` and `delete-user` run so far; drop --store / BELLWETHER_STORE / `store` to use the data dir");
+    if matches!(config.store, StoreLocation::ClickHouse(_)) && !matches!(cli.command, Command::Serve(_) | Command::Demo(_) | Command::Events(_) | Command::Import(_) | Command::Metrics(_) | Command::Generate(_) | Command::Token { .. } | Command::DeleteUser { .. } | Command::User { .. } | Command::ReviewLink { .. } | Command::Indicators(_) | Command::Recalibrate(_) | Command::Health(_) | Command::Backtest(_)) {
+        bail!("this command needs the embedded store: on the ClickHouse store only `serve` (the tracking API, the events, metrics, health, listening and records API, the dashboard), `demo`, `events`, `import`, `metrics`, `indicators`, `recalibrate`, `health`, `backtest`, `token`, `user`, `review-link` and `delete-user` run so far; drop --store / BELLWETHER_STORE / `store` to use the data dir");
     }
     match cli.command {
         Command::Serve(_) => serve(&config),
@@ -388,15 +394,24 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .as_deref()
                 .map(|text| crate::share::parse_validity(text).map_err(|r| anyhow::anyhow!("--valid-for: {r}")))
                 .transpose()?;
-            let secret = match &config.store {
-                StoreLocation::ClickHouse(location) => store::clickhouse::block_on(async {
-                    store::clickhouse::ClickHouse::open(location).await?.create_token(&name, role, seconds).await
-                })??,
-                StoreLocation::Embedded => store::create_token(&Store::open(&config.data_dir)?.connect()?, &name, role, seconds)?,
-            };
+            let secret = on_dashboard(&config, |source| Ok(source.add_token(&name, role, seconds)?))?;
             println!("{secret}");
             let until = valid_for.map_or("until revoked".to_string(), |text| format!("for {text}"));
             eprintln!("created {} token {name:?}, valid {until}; it is shown only now", role.as_str());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Token { command: TokenCommand::List } => {
+            for t in on_dashboard(&config, |source| Ok(source.tokens()?))? {
+                let expires = t.expires_ms.map_or("never".to_string(), crate::ingest::format_timestamp);
+                println!("{}\t{}\t{}\t{}\t{expires}", t.id, t.name, t.role, crate::ingest::format_timestamp(t.created_ms));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Token { command: TokenCommand::Revoke { id } } => {
+            if !on_dashboard(&config, |source| Ok(source.revoke_token(id)?))? {
+                bail!("no token {id}");
+            }
+            eprintln!("revoked token {id}");
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -447,6 +462,8 @@ fn demo(mut config: Config, args: &DemoArgs) -> anyhow::Result<ExitCode> {
     for (code, rate) in crate::demo::generate::RATES {
         config.currency.rates.entry(code.to_string()).or_insert(*rate);
     }
+    // The demo is the only node on its ClickHouse: it keeps the health history itself.
+    config.health.background.get_or_insert(true);
     let options = args.size.options()?;
     runtime()?.block_on(async {
         let app = crate::web::App::start(&config)?;
@@ -463,7 +480,10 @@ fn demo(mut config: Config, args: &DemoArgs) -> anyhow::Result<ExitCode> {
                 loaded?
             }
         };
-        crate::demo::ensure_logins(&app.state.store, &config.data_dir, &mut loaded)?;
+        match app.state.clickhouse.clone() {
+            Some(clickhouse) => tokio::task::block_in_place(|| crate::demo::ensure_logins(&clickhouse, &config.data_dir, &mut loaded))?,
+            None => crate::demo::ensure_logins(&app.state.store.connect()?, &config.data_dir, &mut loaded)?,
+        }
         app.serve(config.listen, |addr| {
             // Written without println!: a closed stdout must not stop the server.
             let mut out = std::io::stdout().lock();
@@ -486,9 +506,11 @@ fn demo(mut config: Config, args: &DemoArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn user(config: &Config, command: UserCommand) -> anyhow::Result<ExitCode> {
+    on_dashboard(config, |source| user_on(source, command))
+}
+
+fn user_on(source: &dyn store::dashboard::DashboardSource, command: UserCommand) -> anyhow::Result<ExitCode> {
     use crate::store::users::{self, User, UserRole};
-    let store = Store::open(&config.data_dir)?;
-    let conn = store.connect()?;
     match command {
         UserCommand::Create { username, role, csm, password_stdin, replace } => {
             let role = UserRole::parse(&role).context("role must be admin, csm or viewer")?;
@@ -501,7 +523,7 @@ fn user(config: &Config, command: UserCommand) -> anyhow::Result<ExitCode> {
             } else {
                 (store::hex(&rand::random::<[u8; 12]>()), true)
             };
-            users::create_user(&conn, &User { username: username.clone(), role, csm_id: csm }, &password, replace)?;
+            users::create_user(source, &User { username: username.clone(), role, csm_id: csm }, &password, replace)?;
             if generated {
                 println!("{password}");
                 eprintln!("created {} user {username:?} with the password above; it is shown only now", role.as_str());
@@ -510,12 +532,12 @@ fn user(config: &Config, command: UserCommand) -> anyhow::Result<ExitCode> {
             }
         }
         UserCommand::List => {
-            for u in users::list_users(&conn)? {
+            for u in users::list_users(source)? {
                 println!("{}\t{}\t{}", u.username, u.role.as_str(), u.csm_id.unwrap_or_default());
             }
         }
         UserCommand::Delete { username } => {
-            if !users::delete_user(&conn, &username)? {
+            if !users::delete_user(source, &username)? {
                 bail!("no user {username:?}");
             }
             eprintln!("deleted user {username:?}");
@@ -556,13 +578,13 @@ fn review_link(config: &Config, account: &str, quarter: Option<&str>, valid_for:
         None => Quarter::of(chrono::Utc::now().date_naive()).previous(),
     };
     let seconds = share::parse_validity(valid_for).map_err(|r| anyhow::anyhow!("--valid-for: {r}"))?;
-    let store = Store::open(&config.data_dir)?;
-    let conn = store.connect()?;
-    let known: i64 = conn.query_row("SELECT COUNT(*) FROM accounts WHERE account_id = ?1", [account], |r| r.get(0))?;
-    if known == 0 {
-        bail!("no account {account:?}");
-    }
-    let token = share::sign(&store::users::secret(&conn, share::SECRET_NAME)?, account, quarter, chrono::Utc::now().timestamp() + seconds);
+    let secret = on_dashboard(config, |source| {
+        if source.get(crate::records::kind("accounts").expect("a kind"), &[account.to_string()])?.is_none() {
+            bail!("no account {account:?}");
+        }
+        Ok(store::users::secret(source, share::SECRET_NAME)?)
+    })?;
+    let token = share::sign(&secret, account, quarter, chrono::Utc::now().timestamp() + seconds);
     let base = base_url.map(|b| b.trim_end_matches('/').to_string()).unwrap_or_else(|| format!("http://{}", config.listen));
     println!("{base}/r/{token}");
     eprintln!("review of {account} for {quarter}, valid for {valid_for}");
@@ -582,16 +604,31 @@ async fn load_demo(config: &Config, options: &crate::demo::generate::Options, ap
     })?;
     bar.finish();
     eprintln!("bellwether demo: loading records and events");
-    crate::demo::import_records(&app.state.store, &input, &config.currency, &config.listening)?;
-    let events = crate::demo::load_events(&app.state.ingestor, &input).await?;
     // The dashboard should open on real tiers, not wait for the background thread's
-    // schedule: roll up what was loaded and learn the first model from its renewals now.
-    eprintln!("bellwether demo: rolling up activity and learning the health model");
-    let mut conn = app.state.store.connect()?;
-    store::rollup::catch_up(&mut conn, &mut store::rollup::Rollup::new(&config.metrics), &mut rollup_progress())?;
-    let model = store::health::recalibrate(&conn, chrono::Utc::now().date_naive(), "demo loaded", settings(config))?;
-    eprintln!("bellwether demo: health model {} learned from {} decided renewals", model.id, model.decided_renewals);
-    let api_token = store::create_token(&conn, "demo", Role::Admin, None)?;
+    // schedule: roll up what was loaded (ClickHouse's views did as it arrived) and learn
+    // the first model from its renewals now.
+    let learn = |source: &dyn store::dashboard::DashboardSource| -> anyhow::Result<String> {
+        let model = store::health::recalibrate(source, chrono::Utc::now().date_naive(), "demo loaded", settings(config))?;
+        eprintln!("bellwether demo: health model {} learned from {} decided renewals", model.id, model.decided_renewals);
+        Ok(source.add_token("demo", Role::Admin, None)?)
+    };
+    let api_token = match app.state.clickhouse.clone() {
+        Some(mut clickhouse) => {
+            tokio::task::block_in_place(|| crate::demo::import_records(&mut clickhouse, &input, &config.currency, &config.listening))?;
+            let events = crate::demo::load_events(&app.state.ingestor, &input).await?;
+            eprintln!("bellwether demo: learning the health model");
+            (events, tokio::task::block_in_place(|| learn(&clickhouse))?)
+        }
+        None => {
+            crate::demo::import_records(&mut app.state.store.connect()?, &input, &config.currency, &config.listening)?;
+            let events = crate::demo::load_events(&app.state.ingestor, &input).await?;
+            eprintln!("bellwether demo: rolling up activity and learning the health model");
+            let mut conn = app.state.store.connect()?;
+            store::rollup::catch_up(&mut conn, &mut store::rollup::Rollup::new(&config.metrics), &mut rollup_progress())?;
+            (events, learn(&conn)?)
+        }
+    };
+    let (events, api_token) = api_token;
     let loaded = crate::demo::Loaded {
         seed: options.seed,
         accounts: summary.accounts,
@@ -678,6 +715,22 @@ fn open_existing(config: &Config) -> anyhow::Result<Store> {
         bail!("no database at {}: nothing has been stored in this data dir (see --data-dir)", config.database_path().display());
     }
     Ok(Store::open(&config.data_dir)?)
+}
+
+/// Runs `work` on the store's users, tokens, secrets and records (no rollup catch-up).
+fn on_dashboard<T>(config: &Config, work: impl FnOnce(&dyn store::dashboard::DashboardSource) -> anyhow::Result<T>) -> anyhow::Result<T> {
+    match &config.store {
+        StoreLocation::ClickHouse(location) => {
+            let runtime = runtime()?;
+            let _entered = runtime.enter();
+            let clickhouse = store::clickhouse::block_on(store::clickhouse::ClickHouse::open(location))??;
+            work(&clickhouse)
+        }
+        StoreLocation::Embedded => {
+            let store = Store::open(&config.data_dir)?;
+            work(&store.connect()?)
+        }
+    }
 }
 
 /// Runs `work` on what the metrics and health read: the embedded store with its rollups

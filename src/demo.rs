@@ -12,8 +12,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::config::CurrencyConfig;
 use crate::ingest::{self, Ingestor};
 use crate::records;
-use crate::store::records::Checks;
-use crate::store::Store;
+use crate::store::dashboard::DashboardSource;
+use crate::store::records::{Checks, Import, RecordStore};
 
 /// Written into the data dir once a demo load completed; its presence makes `demo` reuse
 /// the data instead of generating again.
@@ -54,17 +54,16 @@ pub struct Loaded {
 
 /// Makes the demo's dashboard users (an admin, and a CSM who owns some accounts) once, and
 /// records their passwords in the marker so later runs print them again.
-pub fn ensure_logins(store: &Store, data_dir: &Path, loaded: &mut Loaded) -> Result<(), DemoError> {
+pub fn ensure_logins(source: &dyn DashboardSource, data_dir: &Path, loaded: &mut Loaded) -> Result<(), DemoError> {
     use crate::store::users::{self, User, UserRole};
     if !loaded.logins.is_empty() {
         return Ok(());
     }
-    let conn = store.connect()?;
-    let csm: Option<String> = conn.query_row("SELECT MIN(csm) FROM accounts", [], |r| r.get(0)).map_err(crate::store::StoreError::from)?;
+    let csm = source.record_rows("accounts", &["csm"])?.iter().filter_map(|r| r[0].as_text().map(str::to_string)).min();
     for (name, role, csm_id) in [("admin", UserRole::Admin, None), ("csm", UserRole::Csm, csm)] {
         let password = crate::store::hex(&rand::random::<[u8; 8]>());
         let user = User { username: name.into(), role, csm_id };
-        users::create_user(&conn, &user, &password, true).map_err(|e| DemoError::Users(format!("{name}: {e}")))?;
+        users::create_user(source, &user, &password, true).map_err(|e| DemoError::Users(format!("{name}: {e}")))?;
         loaded.logins.push((name.into(), password, role.as_str().into()));
     }
     let path = data_dir.join(MARKER);
@@ -78,14 +77,14 @@ pub fn read_marker(data_dir: &Path) -> Option<Loaded> {
 }
 
 /// Imports the generated CSVs (all kinds, accounts first) into the store.
-pub fn import_records(store: &Store, dir: &Path, currency: &CurrencyConfig, listening: &crate::listening::ListeningConfig) -> Result<(), DemoError> {
+pub fn import_records(store: &mut dyn RecordStore, dir: &Path, currency: &CurrencyConfig, listening: &crate::listening::ListeningConfig) -> Result<(), DemoError> {
     for kind in records::KINDS {
         let path = dir.join(format!("{}.csv", kind.name));
         let file = std::fs::File::open(&path).map_err(|source| DemoError::Io { path: path.clone(), source })?;
-        let mut conn = store.connect()?;
         let check = |code: &str| currency.check(code);
         let reason = |code: &str| listening.check_reason(code);
-        let report = ingest::import::import(&mut conn, kind, ingest::import::Format::Csv, BufReader::new(file), Checks { currency: &check, reason: &reason }, &mut |_| {})?;
+        let import = Import::into_target(store.import_target(kind)?, kind, Checks { currency: &check, reason: &reason });
+        let report = ingest::import::read_into(import, ingest::import::Format::Csv, BufReader::new(file), &mut |_| {})?;
         if !report.stored {
             let first: Vec<String> = report.errors.iter().take(3).map(|e| format!("row {} {}: {}", e.row, e.column, e.reason)).collect();
             return Err(DemoError::Import { kind: kind.name, report: first.join("; ") });

@@ -90,6 +90,10 @@ pub const CLICKHOUSE_ROUTES: &[&str] = &[
     "/api/v1/backtest", "/api/v1/accounts/{id}/health/history", "/api/v1/tier_changes",
     "/api/v1/comments", "/api/v1/accounts/{id}/notes", "/api/v1/themes", "/api/v1/reports/churn_reasons",
     "/api/v1/{kind}", "/api/v1/{kind}/{id}", "/api/v1/kpis/{account_id}/{name}/{date}", "/api/v1/import/{kind}", "/api/v1/users/{id}",
+    // The dashboard, but for what only the actions keep (survey answers, task and rule changes, retries).
+    "/", "/login", "/logout", "/portfolio", "/accounts/{id}", "/accounts/{id}/review", "/accounts/{id}/review/share", "/accounts/{id}/review/goals",
+    "/r/{token}", "/segments", "/indicators", "/outcomes", "/onboarding", "/listening", "/accounts/{id}/notes", "/accounts/{id}/reason", "/inbox",
+    "/settings", "/settings/users", "/settings/users/delete", "/settings/tokens", "/settings/tokens/delete", "/assets/app.css", "/assets/app.js",
 ];
 
 /// On ClickHouse, a route not in [`CLICKHOUSE_ROUTES`] answers 501 before its handler runs
@@ -107,7 +111,7 @@ fn not_on_clickhouse_yet() -> (axum::http::StatusCode, axum::Json<serde_json::Va
     (
         axum::http::StatusCode::NOT_IMPLEMENTED,
         axum::Json(serde_json::json!({
-            "error": "not available on the ClickHouse store yet (health history and tier changes, actions, listening and the dashboard need the embedded store)",
+            "error": "not available on the ClickHouse store yet (the actions: alert rules, alerts, tasks, the outbox and surveys need the embedded store)",
             "served": CLICKHOUSE_ROUTES,
         })),
     )

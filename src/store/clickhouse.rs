@@ -3,9 +3,10 @@
 //!
 //! What runs on it so far: the Segment tracking API (each node's writer inserts its group of
 //! requests as one block and answers only once ClickHouse accepted it), `/healthz`,
-//! `/readyz`, `/metrics`, `bellwether events`, `bellwether import` ([`RecordImport`]) and
-//! the metrics (`ClickHouse` is a `store::metrics::Source`). Everything else still needs the embedded
-//! store and says so.
+//! `/readyz`, `/metrics`, `bellwether events`, `bellwether import` ([`RecordImport`]), the
+//! records API, the metrics (`ClickHouse` is a `store::metrics::Source`), health and its
+//! daily history, listening, users, tokens and the dashboard ([`dashboard`]). The actions
+//! (alert rules, alerts, tasks, the outbox, surveys) still need the embedded store and say so.
 //!
 //! Schema (created at start with `IF NOT EXISTS`, so nodes starting together agree):
 //! `events` is a ReplacingMergeTree partitioned by month of the event's UTC day and ordered
@@ -37,6 +38,8 @@ use crate::ingest::{format_timestamp, Job, JobOutcome};
 use crate::limits;
 use crate::records::{self, Cell, ColumnType, Kind, Record};
 use crate::telemetry::Telemetry;
+
+mod dashboard;
 
 /// A connection to one ClickHouse database (cheap to clone: a pooled HTTP client).
 #[derive(Clone)]
@@ -150,6 +153,38 @@ const SCHEMA: &[&str] = &[
         model_id   Int64,
         created_ms Int64
     ) ENGINE = ReplacingMergeTree ORDER BY (account_id, day, to_tier)",
+    // Dashboard users: a deleted user or a new password is a newer version. `csm_id` is ''
+    // for none (argMax skips NULLs). Sessions opened before `password_ms` are over.
+    "CREATE TABLE IF NOT EXISTS {db}.dashboard_users (
+        username      String,
+        role          String,
+        csm_id        String,
+        password_hash String,
+        password_ms   Int64,
+        version       UInt64,
+        deleted       UInt8
+    ) ENGINE = ReplacingMergeTree(version) ORDER BY username",
+    "CREATE TABLE IF NOT EXISTS {db}.web_sessions (
+        token_sha256 String,
+        username     String,
+        csrf         String,
+        opened_ms    Int64,
+        expires_ms   Int64,
+        version      UInt64,
+        deleted      UInt8
+    ) ENGINE = ReplacingMergeTree(version) ORDER BY token_sha256",
+    // The server's secrets: the first stored wins (version = u64::MAX - nanoseconds).
+    "CREATE TABLE IF NOT EXISTS {db}.secrets (
+        name    String,
+        value   String,
+        version UInt64
+    ) ENGINE = ReplacingMergeTree(version) ORDER BY name",
+    "CREATE TABLE IF NOT EXISTS {db}.review_goals (
+        account_id String,
+        quarter    String,
+        goals      String,
+        version    UInt64
+    ) ENGINE = ReplacingMergeTree(version) ORDER BY (account_id, quarter)",
     "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.activity_view TO {db}.activity AS
     SELECT day, toUInt32(intDiv(greatest(timestamp_ms, 0), 900000)) AS bucket, source, user_id, anonymous_id, group_id, type, event,
            uniqExactState(message_id) AS messages,
@@ -347,6 +382,11 @@ impl ClickHouse {
     /// Events received in the filter's range, oldest first, each message once (its first
     /// received copy), with user and account resolved as the embedded store does.
     pub async fn list_events(&self, filter: &EventFilter) -> Result<Vec<StoredEvent>, StoreError> {
+        self.events_in_order(filter, false).await
+    }
+
+    /// [`Self::list_events`], the first received first or (`newest_first`) the last.
+    async fn events_in_order(&self, filter: &EventFilter, newest_first: bool) -> Result<Vec<StoredEvent>, StoreError> {
         let limit = filter.limit.clamp(1, limits::EVENTS_LIST_ROWS_MAX);
         let until = filter.until_ms.unwrap_or(i64::MAX);
         // Each message once (LIMIT 1 BY runs before LIMIT, after ORDER BY: its first copy).
@@ -365,7 +405,11 @@ impl ClickHouse {
                       OR anonymous_id IN ({linked} IN ({MEMBERS})))))"
             ));
         }
-        sql.push_str(" ORDER BY received_ms, position, source, message_id LIMIT 1 BY source, message_id LIMIT ?");
+        sql.push_str(if newest_first {
+            " ORDER BY received_ms DESC, position DESC, source, message_id LIMIT 1 BY source, message_id LIMIT ?"
+        } else {
+            " ORDER BY received_ms, position, source, message_id LIMIT 1 BY source, message_id LIMIT ?"
+        });
         let mut query = self.client.query(&sql).bind(filter.since_ms).bind(until);
         if let Some(user) = &filter.user {
             query = query.bind(user).bind(user);

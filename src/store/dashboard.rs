@@ -5,10 +5,16 @@ use std::collections::HashMap;
 
 use chrono::NaiveDate;
 use rusqlite::{params, Connection};
+use serde_json::Value;
 
 use super::StoreError;
 use super::health::{HealthSource, Settings};
-use crate::records::Cell;
+use super::listening::ListeningSource;
+use super::metrics::Source;
+use super::records::RecordStore;
+use super::users::UserStore;
+use crate::config::MetricsConfig;
+use crate::records::{Cell, Kind};
 use crate::metrics::activity::{day_date, day_number};
 use crate::metrics::Row;
 
@@ -135,46 +141,83 @@ pub fn facts(source: &dyn HealthSource, as_of: NaiveDate, snapshot: &[Row], sett
     Ok(out)
 }
 
-/// Every CSM record: (id, name).
-pub fn csms(conn: &Connection) -> Result<Vec<(String, String)>, StoreError> {
-    let mut query = conn.prepare("SELECT csm_id, COALESCE(name, csm_id) FROM csms ORDER BY 2")?;
-    let rows = query.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    Ok(rows.collect::<Result<_, _>>()?)
+/// Every CSM record: (id, name), by name.
+pub fn csms(source: &dyn Source) -> Result<Vec<(String, String)>, StoreError> {
+    let mut out: Vec<(String, String)> = source
+        .record_rows("csms", &["csm_id", "name"])?
+        .iter()
+        .filter_map(|r| {
+            let id = r[0].as_text()?.to_string();
+            Some((id.clone(), r[1].as_text().map_or(id, str::to_string)))
+        })
+        .collect();
+    out.sort_by(|a, b| (&a.1, &a.0).cmp(&(&b.1, &b.0)));
+    Ok(out)
 }
 
-/// Every feature any account has used, by name.
-pub fn known_features(conn: &Connection) -> Result<Vec<String>, StoreError> {
-    let mut query = conn.prepare("SELECT DISTINCT feature FROM account_features ORDER BY feature")?;
-    let rows = query.query_map([], |r| r.get(0))?;
-    Ok(rows.collect::<Result<_, _>>()?)
+/// An account's uses of each feature over [from, to] (account-local days), most used first.
+pub fn feature_uses(source: &dyn HealthSource, account: &str, from: NaiveDate, to: NaiveDate, config: &MetricsConfig) -> Result<Vec<(String, i64)>, StoreError> {
+    let spans = [(account.to_string(), day_number(from), day_number(to))];
+    let mut uses: Vec<(String, i64)> = source.feature_uses(&spans, config)?.pop().unwrap_or_default().into_iter().collect();
+    uses.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    Ok(uses)
 }
 
-/// An account's uses of each feature over [from, to] (account-local days), by feature.
-pub fn feature_uses(conn: &Connection, account: &str, from: NaiveDate, to: NaiveDate) -> Result<Vec<(String, i64)>, StoreError> {
-    let mut query = conn.prepare(
-        "SELECT feature, SUM(uses) FROM user_day_features WHERE account_id = ?1 AND day BETWEEN ?2 AND ?3 GROUP BY feature ORDER BY 2 DESC, 1",
-    )?;
-    let rows = query.query_map(params![account, day_number(from), day_number(to)], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    Ok(rows.collect::<Result<_, _>>()?)
+/// A raw event as the account page lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecentEvent {
+    pub timestamp_ms: i64,
+    pub kind: String,
+    pub event: Option<String>,
+    pub user_id: Option<String>,
 }
 
-/// The last `limit` events received from the account's people (users a group call made
-/// members; each one's newest through `person_events`, plus those not indexed yet), newest
-/// first by time: (timestamp ms, type, event name, user id).
-pub fn recent_events(conn: &Connection, account: &str, limit: usize) -> Result<Vec<(i64, String, Option<String>, Option<String>)>, StoreError> {
-    let mut query = conn.prepare(
-        "SELECT timestamp_ms, type, event, user_id FROM (
-             SELECT e.id, e.timestamp_ms, e.type, e.event, e.user_id
-             FROM (SELECT DISTINCT user_id FROM memberships WHERE account_id = ?1 AND user_id IS NOT NULL) m
-             JOIN events e ON e.id IN (SELECT id FROM person_events WHERE key = m.user_id ORDER BY id DESC LIMIT ?2)
-             WHERE e.user_id = m.user_id
-             UNION
-             SELECT id, timestamp_ms, type, event, user_id FROM events
-             WHERE id > (SELECT indexed_to FROM rollup_state WHERE id = 1)
-                 AND user_id IN (SELECT user_id FROM memberships WHERE account_id = ?1)
-             ORDER BY id DESC LIMIT ?2
-         ) ORDER BY timestamp_ms DESC",
-    )?;
-    let rows = query.query_map(params![account, limit as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
-    Ok(rows.collect::<Result<_, _>>()?)
+/// What the dashboard reads beside the metrics, health and listening: its users and
+/// sessions, an account's records and latest events, the features known. Alerts, tasks,
+/// rules and the outbox are still kept by the embedded store alone ([`Self::embedded`]).
+pub trait DashboardSource: ListeningSource + UserStore + RecordStore {
+    /// Every feature any account has used, by name.
+    fn known_features(&self, config: &MetricsConfig) -> Result<Vec<String>, StoreError>;
+    /// The last `limit` events received from the account's people, newest first by time.
+    fn recent_events(&self, account: &str, limit: usize) -> Result<Vec<RecentEvent>, StoreError>;
+    /// An account's records of `kind`, the latest `order_by` first (ties by key), as JSON.
+    fn of_account(&self, kind: &'static Kind, account: &str, order_by: &str, limit: usize) -> Result<Vec<Value>, StoreError>;
+    /// The embedded store's connection; `None` on ClickHouse.
+    fn embedded(&self) -> Option<&Connection>;
+}
+
+impl DashboardSource for Connection {
+    fn known_features(&self, _config: &MetricsConfig) -> Result<Vec<String>, StoreError> {
+        let mut query = self.prepare("SELECT DISTINCT feature FROM account_features ORDER BY feature")?;
+        let rows = query.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The account's people are the users a group call made members; each one's newest
+    /// events come through `person_events`, plus those not indexed yet.
+    fn recent_events(&self, account: &str, limit: usize) -> Result<Vec<RecentEvent>, StoreError> {
+        let mut query = self.prepare(
+            "SELECT timestamp_ms, type, event, user_id FROM (
+                 SELECT e.id, e.timestamp_ms, e.type, e.event, e.user_id
+                 FROM (SELECT DISTINCT user_id FROM memberships WHERE account_id = ?1 AND user_id IS NOT NULL) m
+                 JOIN events e ON e.id IN (SELECT id FROM person_events WHERE key = m.user_id ORDER BY id DESC LIMIT ?2)
+                 WHERE e.user_id = m.user_id
+                 UNION
+                 SELECT id, timestamp_ms, type, event, user_id FROM events
+                 WHERE id > (SELECT indexed_to FROM rollup_state WHERE id = 1)
+                     AND user_id IN (SELECT user_id FROM memberships WHERE account_id = ?1)
+                 ORDER BY id DESC LIMIT ?2
+             ) ORDER BY timestamp_ms DESC",
+        )?;
+        let rows = query.query_map(params![account, limit as i64], |r| Ok(RecentEvent { timestamp_ms: r.get(0)?, kind: r.get(1)?, event: r.get(2)?, user_id: r.get(3)? }))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn of_account(&self, kind: &'static Kind, account: &str, order_by: &str, limit: usize) -> Result<Vec<Value>, StoreError> {
+        super::records::of_account(self, kind, account, order_by, limit)
+    }
+
+    fn embedded(&self) -> Option<&Connection> {
+        Some(self)
+    }
 }

@@ -10,6 +10,7 @@ use rusqlite::{params, Connection};
 use serde_json::{json, Value};
 
 use super::health::HealthSource;
+use super::records::RecordStore;
 use super::StoreError;
 use crate::config::CurrencyConfig;
 use crate::listening::{self, Comment};
@@ -123,9 +124,22 @@ pub fn notes(source: &dyn ListeningSource, account: &str) -> Result<Vec<Value>, 
     Ok(notes.iter().map(Note::to_json).collect())
 }
 
-/// Sets a subscription's churn reason and feedback; false when there is no such subscription.
-pub fn set_reason(conn: &Connection, subscription: &str, reason: Option<&str>, feedback: Option<&str>) -> Result<bool, StoreError> {
-    Ok(conn.execute("UPDATE subscriptions SET reason = ?2, feedback = ?3 WHERE subscription_id = ?1", params![subscription, reason, feedback])? > 0)
+/// Sets the churn reason and feedback of a subscription of `account`; false when the
+/// account has no such subscription. A new version of the record, on either store.
+pub fn set_reason(store: &mut dyn RecordStore, account: &str, subscription: &str, reason: Option<&str>, feedback: Option<&str>) -> Result<bool, StoreError> {
+    let kind = crate::records::kind("subscriptions").expect("invariant: a record kind");
+    let Some(mut record) = store.get(kind, &[subscription.to_string()])? else { return Ok(false) };
+    if record.get(kind, "account_id").as_text() != Some(account) {
+        return Ok(false);
+    }
+    for (column, value) in [("reason", reason), ("feedback", feedback)] {
+        let index = kind.columns.iter().position(|c| c.name == column).expect("invariant: a column of subscriptions");
+        record.cells[index] = value.map_or(Cell::Null, |v| Cell::Text(v.to_string()));
+    }
+    let mut target = store.import_target(kind)?;
+    target.upsert(kind, &record)?;
+    target.commit()?;
+    Ok(true)
 }
 
 /// Churn and downgrade reasons of terms ending in [from, to), per quarter (of the end),

@@ -62,7 +62,7 @@ pub fn get(conn: &Connection, kind: &Kind, key: &[String]) -> Result<Option<Reco
 /// most `limit`, as JSON objects.
 pub fn of_account(conn: &Connection, kind: &Kind, account: &str, order_by: &str, limit: usize) -> Result<Vec<Value>, StoreError> {
     assert!(kind.columns.iter().any(|c| c.name == order_by), "invariant: {order_by} is a column of {}", kind.name);
-    let sql = format!("SELECT {}, traits FROM {} WHERE account_id = ?1 ORDER BY {order_by} DESC LIMIT ?2", column_list(kind), kind.name);
+    let sql = format!("SELECT {}, traits FROM {} WHERE account_id = ?1 ORDER BY {order_by} DESC, {} LIMIT ?2", column_list(kind), kind.name, kind.key.join(", "));
     let mut query = conn.prepare_cached(&sql)?;
     let rows = query.query_map(params![account, limit as i64], |r| read_record(kind, r))?;
     rows.map(|r| Ok(r?.to_json(kind))).collect()

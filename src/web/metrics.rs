@@ -64,7 +64,7 @@ pub(super) async fn with_settings<T: Send + 'static>(state: &AppState, work: imp
 /// store's connection, or ClickHouse) and the server's settings.
 pub(super) async fn with_source<T: Send + 'static>(
     state: &AppState,
-    work: impl FnOnce(&dyn crate::store::listening::ListeningSource, Settings) -> Result<T, ApiError> + Send + 'static,
+    work: impl FnOnce(&dyn crate::store::dashboard::DashboardSource, Settings) -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     let Some(clickhouse) = state.clickhouse.clone() else {
         return with_settings(state, move |conn, s| work(conn, s)).await;

@@ -64,7 +64,7 @@ pub async fn with_conn<T: Send + 'static>(
 
 /// Runs record work off the async threads on the store that keeps the records (the
 /// embedded store's connection, or ClickHouse).
-async fn with_records<T: Send + 'static>(state: &AppState, work: impl FnOnce(&mut dyn RecordStore) -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
+pub(crate) async fn with_records<T: Send + 'static>(state: &AppState, work: impl FnOnce(&mut dyn RecordStore) -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
     match state.clickhouse.clone() {
         Some(mut clickhouse) => tokio::task::spawn_blocking(move || work(&mut clickhouse)).await.map_err(|e| ApiError::Internal(e.to_string()))?,
         None => with_conn(&state.store, move |conn| work(conn)).await,

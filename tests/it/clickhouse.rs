@@ -135,7 +135,7 @@ fn two_nodes_on_one_clickhouse_list_each_message_once_as_the_embedded_store_does
     let events = stored_events(&node_b, &token);
     let by_id: BTreeMap<String, Value> = events.into_iter().map(|r| (r["message_id"].as_str().unwrap().to_string(), r)).collect();
     assert_eq!(comparable(&by_id), comparable(&reference));
-    for path in ["/api/v1/alerts", "/api/v1/tasks", "/portfolio", "/v1/surveys/pending"] {
+    for path in ["/api/v1/alerts", "/api/v1/tasks", "/s/any-token", "/v1/surveys/pending"] {
         let reply = get(&node_a, path, Some(&token));
         assert_eq!(reply.status, 501, "{path}: {:?}", reply.body);
     }
@@ -566,4 +566,196 @@ fn a_generated_customer_base_exports_the_same_metrics_from_clickhouse_as_from_th
         get(&embedded_server, &path(true), Some(&embedded_token)).body["metrics"] != get(&embedded_server, &path(false), Some(&embedded_token)).body["metrics"]
     });
     assert!(with_subtree.count() > 0, "no account has a subtree to compare");
+
+    // The dashboard reads alike from both stores: a user made on each signs in, and the
+    // portfolio, accounts, analyses, listening and reviews show the same (the session's
+    // CSRF token aside).
+    for (dir, store) in [(embedded.path(), None), (node.path(), Some(store.as_str()))] {
+        let args: Vec<String> = [flags(store), ["user", "create", "maja", "--role", "admin"].map(String::from).to_vec()].concat();
+        let out = command(dir).args(&args).env("BELLWETHER_PASSWORD", "correct horse battery").output().unwrap();
+        assert!(out.status.success(), "user create: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let sessions = [sign_in(&embedded_server, "maja", "correct horse battery"), sign_in(&node_server, "maja", "correct horse battery")];
+    let mut pages = vec![
+        "/portfolio?as_of=2026-11-20&status=all".to_string(),
+        "/portfolio?as_of=2026-11-20&sort=arr&tier=red".to_string(),
+        "/segments?as_of=2026-11-20".to_string(),
+        "/segments?as_of=2026-11-20&by=plan".to_string(),
+        "/onboarding?as_of=2026-11-20".to_string(),
+        "/outcomes?from=2025-11-01&to=2026-11-01".to_string(),
+        "/listening".to_string(),
+    ];
+    pages.extend(accounts[..4].iter().map(|a| format!("/accounts/{a}?as_of=2026-11-20")));
+    pages.extend(accounts[..2].iter().map(|a| format!("/accounts/{a}/review?quarter=2026-Q3")));
+    for path in &pages {
+        let (expected, actual) = (page(&embedded_server, &sessions[0], path), page(&node_server, &sessions[1], path));
+        assert_eq!(expected.0, 200, "{path}: {}", expected.1);
+        assert_eq!(actual.0, 200, "{path}: {}", actual.1);
+        let (expected, actual) = (comparable_page(&expected.1), comparable_page(&actual.1));
+        if let Some(at) = expected.char_indices().zip(actual.chars()).find(|((_, e), a)| e != a).map(|((i, _), _)| i) {
+            let around = |text: &str| text.get(at.saturating_sub(300)..(at + 300).min(text.len())).unwrap_or("").to_string();
+            panic!("{path} differs at byte {at}:\nembedded:   {}\nClickHouse: {}", around(&expected), around(&actual));
+        }
+        assert_eq!(actual.len(), expected.len(), "{path}");
+    }
+}
+
+/// A page without what the stores show apart: the values of its CSRF fields (each session
+/// has its own), and alerts and tasks (not on ClickHouse yet; a note says so there).
+fn comparable_page(html: &str) -> String {
+    let mut html = without_csrf(html);
+    if let (Some(from), Some(to)) = (html.find("<h2 id=\"alerts\">Alerts and tasks</h2>"), html.find("<h3>Tier changes")) {
+        html.replace_range(from..to, "");
+    }
+    html
+}
+
+fn without_csrf(html: &str) -> String {
+    let mut out = String::new();
+    let mut rest = html;
+    while let Some(at) = rest.find("name=\"csrf\" value=\"") {
+        let start = at + "name=\"csrf\" value=\"".len();
+        out.push_str(&rest[..start]);
+        rest = &rest[start..];
+        rest = &rest[rest.find('"').unwrap_or(0)..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[test]
+fn dashboard_users_sessions_goals_and_share_links_hold_across_two_clickhouse_nodes() {
+    let clickhouse = ClickHouseServer::start();
+    let store = clickhouse.store_url("bw_dashboard");
+    let (dir_a, dir_b, files) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let run = |args: &[&str], password: &str| command(dir_a.path()).args(["--store", &store]).args(args).env("BELLWETHER_PASSWORD", password).output().unwrap();
+    for (kind, line) in [("csms", r#"{"csm_id":"csm-1","name":"Kim Berg"}"#), ("accounts", r#"{"account_id":"acme","name":"Acme AB","csm":"csm-1"}"#)] {
+        let file = files.path().join(format!("{kind}.ndjson"));
+        std::fs::write(&file, format!("{line}\n")).unwrap();
+        let out = run(&["import", kind, file.to_str().unwrap()], "");
+        assert!(out.status.success(), "import {kind}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    // Users are checked as on the embedded store: a known CSM record, no silent overwrite.
+    let out = run(&["user", "create", "bo", "--role", "csm", "--csm", "csm-9"], "long enough password");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("csm: no csms record \"csm-9\""), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(run(&["user", "create", "ann", "--role", "admin"], "correct horse battery").status.success());
+    assert!(run(&["user", "create", "bo", "--role", "csm", "--csm", "csm-1"], "bo's own password").status.success());
+    let out = run(&["user", "create", "ann", "--role", "viewer"], "another long password");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("user ann exists already"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(&["user", "list"], "");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ann\tadmin\t\nbo\tcsm\tcsm-1\n");
+
+    let env = [("BELLWETHER_STORE", store.as_str())];
+    let (node_a, node_b) = (Server::start(dir_a.path(), &env), Server::start(dir_b.path(), &env));
+    let csrf_of = |node: &Server, session: &Session| {
+        let (status, html) = page(node, session, "/settings");
+        assert_eq!(status, 200, "{html}");
+        html.split("name=\"csrf\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_string()
+    };
+    // A session opened on one node is good on the other (nodes keep nothing).
+    let ann = sign_in(&node_a, "ann", "correct%20horse%20battery");
+    let (status, html) = page(&node_b, &ann, "/portfolio?status=all");
+    assert_eq!(status, 200);
+    assert!(html.contains("Acme AB") && html.contains("Kim Berg"), "{html}");
+    let (status, html) = page(&node_b, &ann, "/settings");
+    assert_eq!(status, 200);
+    assert!(html.contains("Not on the ClickHouse store yet: alert rules"), "{html}");
+
+    // Review goals written through one node show on the other's review, and on a link
+    // signed by the CLI (all share one signing secret).
+    let csrf = csrf_of(&node_a, &ann);
+    let posted = form_post(&node_a, &ann, "/accounts/acme/review/goals", Some(&node_a.base), &format!("csrf={csrf}&quarter=2026-Q3&goals=Roll+out+to+the+Oslo+office"));
+    assert_eq!(posted, 303);
+    let (status, html) = page(&node_b, &ann, "/accounts/acme/review?quarter=2026-Q3");
+    assert_eq!(status, 200);
+    assert!(html.contains("Roll out to the Oslo office"), "{html}");
+    let out = run(&["review-link", "acme", "--quarter", "2026-Q3", "--base-url", &node_a.base], "");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let link = String::from_utf8(out.stdout).unwrap().trim().replace(&node_a.base, "");
+    let mut shared = no_redirects().get(&node_b.url(&link)).call().unwrap();
+    assert_eq!(shared.status(), 200);
+    let body = shared.body_mut().read_to_string().unwrap();
+    assert!(body.contains("Acme AB") && body.contains("Roll out to the Oslo office"), "{body}");
+    let mut forged = no_redirects().get(&node_b.url(&format!("{}x", link.trim_end_matches('/')))).call().unwrap();
+    assert_ne!(forged.status(), 200, "{}", forged.body_mut().read_to_string().unwrap());
+
+    // API tokens: made by the CLI, listed, revoked from the settings page of either node.
+    let out = run(&["token", "create", "--role", "read", "--name", "reports"], "");
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert_eq!(get(&node_a, "/api/v1/segments", Some(&token)).status, 200);
+    let listed = String::from_utf8(run(&["token", "list"], "").stdout).unwrap();
+    let id = listed.lines().find(|l| l.contains("\treports\tread\t")).unwrap_or_else(|| panic!("{listed}")).split('\t').next().unwrap().to_string();
+    let csrf = csrf_of(&node_b, &ann);
+    assert_eq!(form_post(&node_b, &ann, "/settings/tokens/delete", Some(&node_b.base), &format!("csrf={csrf}&id={id}")), 303);
+    assert_eq!(get(&node_a, "/api/v1/segments", Some(&token)).status, 401);
+    assert!(!String::from_utf8(run(&["token", "list"], "").stdout).unwrap().contains("\treports\t"));
+
+    // Signing out on one node ends the session on both; so do a new password and deleting
+    // the user.
+    let csrf = csrf_of(&node_a, &ann);
+    assert_eq!(form_post(&node_b, &ann, "/logout", Some(&node_b.base), &format!("csrf={csrf}")), 303);
+    assert_eq!(page(&node_a, &ann, "/portfolio").0, 303);
+    let ann = sign_in(&node_b, "ann", "correct%20horse%20battery");
+    let bo = sign_in(&node_a, "bo", "bo's%20own%20password");
+    assert_eq!(page(&node_a, &ann, "/portfolio").0, 200);
+    assert_eq!(page(&node_b, &bo, "/portfolio").0, 200);
+    assert!(run(&["user", "create", "ann", "--role", "admin", "--replace"], "a new long password").status.success());
+    assert_eq!(page(&node_a, &ann, "/portfolio").0, 303);
+    let refused = no_redirects().post(&node_a.url("/login")).header("content-type", "application/x-www-form-urlencoded").send(&b"username=ann&password=correct%20horse%20battery"[..]).unwrap();
+    assert_eq!(refused.status(), 401);
+    let ann = sign_in(&node_a, "ann", "a%20new%20long%20password");
+    let csrf = csrf_of(&node_a, &ann);
+    assert_eq!(form_post(&node_a, &ann, "/settings/users/delete", Some(&node_a.base), &format!("csrf={csrf}&username=bo")), 303);
+    assert_eq!(page(&node_b, &bo, "/portfolio").0, 303);
+    assert_eq!(String::from_utf8_lossy(&run(&["user", "list"], "").stdout), "ann\tadmin\t\n");
+
+    // What the actions keep is refused plainly, not half done.
+    let csrf = csrf_of(&node_a, &ann);
+    assert_eq!(form_post(&node_a, &ann, "/inbox/tasks/1", Some(&node_a.base), &format!("csrf={csrf}&action=done")), 501);
+    assert!(std::fs::read_dir(dir_a.path()).unwrap().next().is_none(), "a node on ClickHouse wrote to its data dir");
+}
+
+#[test]
+fn demo_on_clickhouse_loads_once_learns_tiers_and_serves_the_dashboard() {
+    let clickhouse = ClickHouseServer::start();
+    let store = clickhouse.store_url("bw_demo");
+    let data = tempfile::tempdir().unwrap();
+    let start = || {
+        let mut child = command(data.path())
+            .args(["--store", &store, "demo", "--accounts", "30", "--years", "1", "--listen", "127.0.0.1:0"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+        let base = line.trim().strip_prefix("bellwether demo listening on ").unwrap_or_else(|| panic!("{line:?}")).to_string();
+        (child, Server::attach(&base))
+    };
+    let (mut child, server) = start();
+    let marker: Value = serde_json::from_slice(&std::fs::read(data.path().join("demo.json")).unwrap()).unwrap();
+    let token = marker["api_token"].as_str().unwrap();
+    assert_eq!(get(&server, "/api/v1/accounts?limit=1000", Some(token)).body["items"].as_array().unwrap().len(), 30);
+    let loaded = marker["events"].as_f64().unwrap();
+    assert!(loaded > 1000.0, "{loaded} events");
+    assert_eq!(counter(&server, "bellwether_ingest_accepted_total"), loaded, "every generated event went through ingest");
+    let stored = clickhouse.query("SELECT count() FROM (SELECT 1 FROM bw_demo.events LIMIT 1 BY source, message_id)");
+    assert_eq!(stored.trim().parse::<f64>().unwrap(), loaded, "each event stored once in ClickHouse");
+    // The first model was learned at load: accounts have tiers, on the API and the dashboard.
+    let health = get(&server, "/api/v1/health", Some(token)).body;
+    assert!(health["accounts"].as_array().unwrap().iter().any(|a| a["tier"].is_string()), "{health}");
+    let (user, password) = (marker["logins"][0][0].as_str().unwrap(), marker["logins"][0][1].as_str().unwrap());
+    let session = sign_in(&server, user, password);
+    let (status, html) = page(&server, &session, "/portfolio?status=all");
+    assert_eq!(status, 200);
+    assert!(["red", "orange", "yellow", "green"].iter().any(|t| html.contains(&format!("data-tier=\"{t}\""))), "no tier on the portfolio");
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // Started again, it loads nothing and signs in the same users.
+    let (mut child, server) = start();
+    assert_eq!(counter(&server, "bellwether_ingest_accepted_total"), 0.0, "nothing generated or loaded again");
+    assert_eq!(page(&server, &sign_in(&server, user, password), "/portfolio").0, 200);
+    child.kill().unwrap();
+    child.wait().unwrap();
 }

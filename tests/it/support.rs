@@ -313,3 +313,39 @@ impl Drop for ClickHouseServer {
         let _ = self.child.wait();
     }
 }
+
+/// A signed-in browser session without a browser: its session cookie.
+pub struct Session {
+    pub cookie: String,
+}
+
+pub fn no_redirects() -> ureq::Agent {
+    ureq::Agent::config_builder().http_status_as_error(false).max_redirects(0).build().into()
+}
+
+pub fn sign_in(server: &Server, user: &str, password: &str) -> Session {
+    let response = no_redirects()
+        .post(&server.url("/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .send(format!("username={user}&password={password}").as_bytes())
+        .unwrap();
+    assert_eq!(response.status(), 303);
+    let set = response.headers().get("set-cookie").unwrap().to_str().unwrap().to_string();
+    for flag in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(set.contains(flag), "session cookie lacks {flag}: {set}");
+    }
+    Session { cookie: set.split(';').next().unwrap().to_string() }
+}
+
+pub fn page(server: &Server, session: &Session, path: &str) -> (u16, String) {
+    let mut response = no_redirects().get(&server.url(path)).header("cookie", &session.cookie).call().unwrap();
+    (response.status().as_u16(), response.body_mut().read_to_string().unwrap())
+}
+
+pub fn form_post(server: &Server, session: &Session, path: &str, origin: Option<&str>, body: &str) -> u16 {
+    let mut request = no_redirects().post(&server.url(path)).header("cookie", &session.cookie).header("content-type", "application/x-www-form-urlencoded");
+    if let Some(origin) = origin {
+        request = request.header("origin", origin);
+    }
+    request.send(body.as_bytes()).unwrap().status().as_u16()
+}

@@ -11,8 +11,8 @@ use super::charts::{self, Series};
 use super::{as_of, date, layout, money, number, percent, tier_badge, timestamp, value_text, PageError, PageResult, SignedIn};
 use crate::records::kind;
 use crate::store::dashboard::{self, Facts};
-use crate::store::{health as sh, metrics as sm, records};
-use crate::web::metrics::{cached_snapshot, with_settings};
+use crate::store::{health as sh, metrics as sm};
+use crate::web::metrics::{cached_snapshot, with_source};
 use crate::web::AppState;
 
 /// Weeks of history the charts cover.
@@ -40,47 +40,51 @@ struct View {
     unused: Vec<String>,
     records: Vec<(&'static str, Vec<Value>)>,
     changes: Vec<Value>,
-    alerts: Vec<Value>,
-    tasks: Vec<Value>,
+    /// `None` where the store keeps no alerts and tasks (ClickHouse, so far).
+    alerts: Option<Vec<Value>>,
+    tasks: Option<Vec<Value>>,
     notes: Vec<Value>,
-    events: Vec<(i64, String, Option<String>, Option<String>)>,
+    events: Vec<dashboard::RecentEvent>,
 }
 
 pub async fn page(user: SignedIn, State(state): State<AppState>, Path(id): Path<String>, Query(query): Query<AccountQuery>) -> PageResult {
     let as_of = as_of(query.as_of.as_deref())?;
     let peers = cached_snapshot(&state, as_of).await?;
     let account = id.clone();
-    let view = with_settings(&state, move |conn, s| {
-        let Some(row) = sm::account(conn, &account, as_of, false, &peers, s.metrics, s.currency)? else { return Ok(None) };
+    let view = with_source(&state, move |source, s| {
+        let Some(row) = sm::account(source, &account, as_of, false, &peers, s.metrics, s.currency)? else { return Ok(None) };
         // The account's own health is assessed below; the family's is not shown.
-        let all = dashboard::facts(conn, as_of, &[], s)?;
+        let all = dashboard::facts(source, as_of, &[], s)?;
         let facts = all.iter().find(|f| f.account_id == account).cloned().unwrap_or_default();
         let parent = facts.parent_id.as_ref().and_then(|p| all.iter().find(|f| &f.account_id == p)).cloned();
         let children = all.iter().filter(|f| f.parent_id.as_deref() == Some(account.as_str())).cloned().collect();
-        let health = match sh::model_for(conn, Some(as_of))? {
+        let health = match sh::model_for(source, Some(as_of))? {
             Some(model) => {
-                let assessed = sh::assess(conn, &row, &model, crate::metrics::activity::day_number(as_of), s)?;
+                let assessed = sh::assess(source, &row, &model, crate::metrics::activity::day_number(as_of), s)?;
                 Some((model, assessed))
             }
             None => None,
         };
         let days: Vec<NaiveDate> = (0..CHART_WEEKS).rev().map(|w| as_of - Duration::weeks(w)).collect();
-        let rows = sm::rows_on(conn, &account, &days, s.metrics, s.currency)?.unwrap_or_default();
+        let rows = sm::rows_on(source, &account, &days, s.metrics, s.currency)?.unwrap_or_default();
         let weekly = days.into_iter().zip(rows).collect();
-        let history = sh::HealthSource::history(conn, &account, as_of - Duration::weeks(CHART_WEEKS), as_of)?;
-        let features = dashboard::feature_uses(conn, &account, as_of - Duration::days(29), as_of)?;
-        let unused = dashboard::known_features(conn)?.into_iter().filter(|f| !features.iter().any(|(used, _)| used == f)).collect();
+        let history = source.history(&account, as_of - Duration::weeks(CHART_WEEKS), as_of)?;
+        let features = dashboard::feature_uses(source, &account, as_of - Duration::days(29), as_of, s.metrics)?;
+        let unused = source.known_features(s.metrics)?.into_iter().filter(|f| !features.iter().any(|(used, _)| used == f)).collect();
         let mut listed = Vec::new();
         for (name, order) in [("subscriptions", "start_date"), ("tickets", "opened_at"), ("survey_responses", "answered_at"), ("suggestions", "created_at"), ("kpis", "date")] {
             let kind = kind(name).expect("invariant: a record kind");
-            listed.push((name, records::of_account(conn, kind, &account, order, RECORDS_LISTED)?));
+            listed.push((name, source.of_account(kind, &account, order, RECORDS_LISTED)?));
         }
-        let changes = sh::HealthSource::tier_changes(conn, as_of - Duration::days(365), Some(&account))?;
+        let changes = source.tier_changes(as_of - Duration::days(365), Some(&account))?;
         let year_ago = (as_of - Duration::days(365)).and_hms_opt(0, 0, 0).expect("midnight exists").and_utc().timestamp_millis();
-        let alerts = crate::store::actions::alerts(conn, year_ago, Some(&account), 50)?;
-        let tasks = crate::store::actions::tasks(conn, None, None, Some(&account), 50)?;
-        let notes = crate::store::listening::notes(conn, &account)?;
-        let events = dashboard::recent_events(conn, &account, EVENTS_LISTED)?;
+        // Alerts and tasks are kept by the embedded store alone so far.
+        let (alerts, tasks) = match source.embedded() {
+            Some(conn) => (Some(crate::store::actions::alerts(conn, year_ago, Some(&account), 50)?), Some(crate::store::actions::tasks(conn, None, None, Some(&account), 50)?)),
+            None => (None, None),
+        };
+        let notes = crate::store::listening::notes(source, &account)?;
+        let events = source.recent_events(&account, EVENTS_LISTED)?;
         Ok(Some(View { facts, parent, children, row, health, weekly, history, features, unused, records: listed, changes, alerts, tasks, notes, events }))
     })
     .await?
@@ -223,12 +227,17 @@ fn render(v: &View, currency: &str, as_of: NaiveDate) -> Markup {
         }
         section aria-labelledby="alerts" {
             h2 id="alerts" { "Alerts and tasks" }
-            h3 { "Tasks" }
-            @if v.tasks.is_empty() { p.empty { "No tasks for this account." } }
-            ul { @for t in &v.tasks { li { (t["title"].as_str().unwrap_or("")) " — " (t["status"].as_str().unwrap_or("")) ", due " (t["due"].as_str().unwrap_or("–")) } } }
-            h3 { "Alerts (last year)" }
-            @if v.alerts.is_empty() { p.empty { "No alert fired." } }
-            ul { @for a in &v.alerts { li { (timestamp(a["fired_at"].as_str().unwrap_or(""))) ": " (a["rule"].as_str().unwrap_or("")) " (" (a["reason"].as_str().unwrap_or("")) ")" } } }
+            @match (&v.tasks, &v.alerts) {
+                (Some(tasks), Some(alerts)) => {
+                    h3 { "Tasks" }
+                    @if tasks.is_empty() { p.empty { "No tasks for this account." } }
+                    ul { @for t in tasks { li { (t["title"].as_str().unwrap_or("")) " — " (t["status"].as_str().unwrap_or("")) ", due " (t["due"].as_str().unwrap_or("–")) } } }
+                    h3 { "Alerts (last year)" }
+                    @if alerts.is_empty() { p.empty { "No alert fired." } }
+                    ul { @for a in alerts { li { (timestamp(a["fired_at"].as_str().unwrap_or(""))) ": " (a["rule"].as_str().unwrap_or("")) " (" (a["reason"].as_str().unwrap_or("")) ")" } } }
+                }
+                _ => { p.empty { "Alerts and tasks are not on the ClickHouse store yet." } }
+            }
             h3 { "Tier changes (last year)" }
             @if v.changes.is_empty() { p.empty { "No tier change in the last year." } }
             ul { @for c in &v.changes { li { (c["date"].as_str().unwrap_or("")) ": tier " (tier_badge(c["from"].as_str())) " → " (tier_badge(c["to"].as_str())) } } }
@@ -238,8 +247,8 @@ fn render(v: &View, currency: &str, as_of: NaiveDate) -> Markup {
             @if v.events.is_empty() { p.empty { "No events from this account's people." } }
             table.data {
                 thead { tr { th scope="col" { "When" } th scope="col" { "Type" } th scope="col" { "Event" } th scope="col" { "User" } } }
-                tbody { @for (ms, kind, event, user) in &v.events { tr {
-                    td { (timestamp(&crate::ingest::format_timestamp(*ms))) } td { (kind) } td { (event.as_deref().unwrap_or("")) } td { (user.as_deref().unwrap_or("")) }
+                tbody { @for e in &v.events { tr {
+                    td { (timestamp(&crate::ingest::format_timestamp(e.timestamp_ms))) } td { (e.kind) } td { (e.event.as_deref().unwrap_or("")) } td { (e.user_id.as_deref().unwrap_or("")) }
                 } } }
             }
         }

@@ -13,7 +13,7 @@ use super::charts::{self, RateBar, Series};
 use super::{as_of, layout, money, number, percent, tier_badge, value_text, PageError, PageResult, SignedIn};
 use crate::metrics::outcomes::Interval;
 use crate::store::{dashboard, health as sh, metrics as sm};
-use crate::web::metrics::{cached_snapshot, with_settings};
+use crate::web::metrics::{cached_snapshot, with_source};
 use crate::web::AppState;
 
 /// Accounts whose first contract started this many days ago or less are in onboarding.
@@ -46,7 +46,7 @@ pub async fn segments(user: SignedIn, State(state): State<AppState>, Query(query
     let by_plan = query.by.as_deref() == Some("plan");
     let rows = cached_snapshot(&state, as_of).await?;
     let snapshot = rows.clone();
-    let (infos, facts) = with_settings(&state, move |conn, s| Ok((sm::accounts(conn)?, dashboard::facts(conn, as_of, &snapshot, s)?))).await?;
+    let (infos, facts) = with_source(&state, move |source, s| Ok((source.accounts()?, dashboard::facts(source, as_of, &snapshot, s)?))).await?;
     let groups = sm::segments(&rows, &infos, by_plan);
     let key = if by_plan { "plan" } else { "segment" };
     let names: Vec<String> = groups.iter().map(|g| g[key].as_str().unwrap_or("").to_string()).collect();
@@ -108,12 +108,12 @@ pub async fn indicators(user: SignedIn, State(state): State<AppState>, Query(que
         None | Some("") => None,
         Some(text) => Some(crate::records::parse_date(text).map_err(|r| PageError::bad_request(format!("backtest: {r}")))?),
     };
-    let (model, history, backtest) = with_settings(&state, move |conn, s| {
+    let (model, history, backtest) = with_source(&state, move |source, s| {
         let backtest = match backtest_at {
-            Some(at) => Some(sh::backtest(conn, at, 365, s)?),
+            Some(at) => Some(sh::backtest(source, at, 365, s)?),
             None => None,
         };
-        Ok((sh::model_for(conn, None)?, sh::models(conn)?, backtest))
+        Ok((sh::model_for(source, None)?, sh::models(source)?, backtest))
     })
     .await?;
     let Some(model) = model else {
@@ -211,8 +211,8 @@ pub async fn outcomes(user: SignedIn, State(state): State<AppState>, Query(query
     }
     let interval_name = query.interval.clone().unwrap_or_else(|| "quarter".into());
     let interval = Interval::parse(&interval_name).ok_or_else(|| PageError::bad_request(format!("interval: {interval_name:?} is not whole, month or quarter")))?;
-    let (all, by_segment) = with_settings(&state, move |conn, s| {
-        Ok((sm::outcomes(conn, from, to, interval, false, s.currency)?, sm::outcomes(conn, from, to, interval, true, s.currency)?))
+    let (all, by_segment) = with_source(&state, move |source, s| {
+        Ok((sm::outcomes(source, from, to, interval, false, s.currency)?, sm::outcomes(source, from, to, interval, true, s.currency)?))
     })
     .await?;
     let currency = state.currency.report.clone();
@@ -273,7 +273,7 @@ pub async fn onboarding(user: SignedIn, State(state): State<AppState>, Query(que
     let as_of = as_of(query.as_of.as_deref())?;
     let rows = cached_snapshot(&state, as_of).await?;
     let snapshot = rows.clone();
-    let (infos, facts) = with_settings(&state, move |conn, s| Ok((sm::accounts(conn)?, dashboard::facts(conn, as_of, &snapshot, s)?))).await?;
+    let (infos, facts) = with_source(&state, move |source, s| Ok((source.accounts()?, dashboard::facts(source, as_of, &snapshot, s)?))).await?;
     let groups = sm::segments(&rows, &infos, false);
     let medians: BTreeMap<&str, &Value> = groups.iter().map(|g| (g["segment"].as_str().unwrap_or(""), &g["metrics"])).collect();
     let since = as_of - Duration::days(ONBOARDING_DAYS);

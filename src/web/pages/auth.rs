@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use super::{bare, PageError};
 use crate::store::users::{self, User};
-use crate::web::records::with_conn;
+use crate::web::metrics::with_source;
 use crate::web::AppState;
 
 pub const SESSION_COOKIE: &str = "bw_session";
@@ -54,7 +54,7 @@ impl FromRequestParts<AppState> for SignedIn {
         };
         let jar = CookieJar::from_headers(&parts.headers);
         let Some(secret) = jar.get(SESSION_COOKIE).map(|c| c.value().to_string()) else { return Err(to_login()) };
-        let session = with_conn(&state.store, move |conn| Ok(users::session(conn, &secret)?)).await.map_err(|e| PageError::from(e).into_response())?;
+        let session = with_source(state, move |source, _| Ok(users::session(source, &secret)?)).await.map_err(|e| PageError::from(e).into_response())?;
         match session {
             Some(s) => Ok(SignedIn { user: s.user, csrf: s.csrf }),
             None => Err(to_login()),
@@ -134,7 +134,7 @@ pub async fn login(State(state): State<AppState>, headers: HeaderMap, Form(form)
             .into_response());
     }
     let (name, password) = (form.username.clone(), form.password);
-    let secret = with_conn(&state.store, move |conn| Ok(users::sign_in(conn, &name, &password)?)).await?;
+    let secret = with_source(&state, move |source, _| Ok(users::sign_in(source, &name, &password)?)).await?;
     let Some(secret) = secret else {
         tracing::info!(username = %form.username, "dashboard sign-in refused");
         return Ok((StatusCode::UNAUTHORIZED, login_form(&next, Some("Wrong user name or password."), &form.username)).into_response());
@@ -153,7 +153,7 @@ pub struct CsrfForm {
 pub async fn logout(user: SignedIn, State(state): State<AppState>, headers: HeaderMap, jar: CookieJar, Form(form): Form<CsrfForm>) -> Result<Response, PageError> {
     user.check_post(&headers, &form.csrf)?;
     if let Some(secret) = jar.get(SESSION_COOKIE).map(|c| c.value().to_string()) {
-        with_conn(&state.store, move |conn| Ok(users::sign_out(conn, &secret)?)).await?;
+        with_source(&state, move |source, _| Ok(users::sign_out(source, &secret)?)).await?;
     }
     Ok((jar.remove(Cookie::build(SESSION_COOKIE).path("/")), Redirect::to("/login")).into_response())
 }

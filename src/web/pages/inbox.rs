@@ -10,8 +10,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{can_write, csrf_field, layout, money, tier_badge, timestamp, PageError, PageResult, SignedIn};
-use crate::store::{actions as sa, dashboard, health as sh};
-use crate::web::metrics::{today, with_settings};
+use crate::store::{actions as sa, dashboard};
+use crate::web::metrics::{today, with_source};
 use crate::web::records::with_conn;
 use crate::web::AppState;
 
@@ -31,19 +31,21 @@ pub async fn page(user: SignedIn, State(state): State<AppState>, Query(query): Q
     let since_ms = since.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc().timestamp_millis();
     let mine = query.csm.as_deref() != Some("all") && user.user.csm_id.is_some();
     let csm = if mine { user.user.csm_id.clone() } else { None };
-    let (changes, facts, tasks, alerts) = with_settings(&state, move |conn, s| {
-        Ok((
-            sh::HealthSource::tier_changes(conn, since, None)?,
-            dashboard::facts(conn, today, &[], s)?,
-            sa::tasks(conn, None, csm.as_deref(), None, 500)?,
-            sa::alerts(conn, since_ms, None, 500)?,
-        ))
+    let (changes, facts, actions) = with_source(&state, move |source, s| {
+        // Tasks and alerts are kept by the embedded store alone so far.
+        let actions = match source.embedded() {
+            Some(conn) => Some((sa::tasks(conn, None, csm.as_deref(), None, 500)?, sa::alerts(conn, since_ms, None, 500)?)),
+            None => None,
+        };
+        Ok((source.tier_changes(since, None)?, dashboard::facts(source, today, &[], s)?, actions))
     })
     .await?;
     let own = |account: &str| !mine || facts.iter().any(|f| f.account_id == account && f.csm_id == user.user.csm_id);
     let name = |account: &str| facts.iter().find(|f| f.account_id == account).map_or(account.to_string(), |f| f.name.clone());
     let currency = state.currency.report.clone();
     let changes: Vec<&Value> = changes.iter().rev().filter(|c| own(c["account_id"].as_str().unwrap_or(""))).collect();
+    let kept = actions.is_some();
+    let (tasks, alerts) = actions.unwrap_or_default();
     let alerts: Vec<&Value> = alerts.iter().filter(|a| own(a["account_id"].as_str().unwrap_or(""))).collect();
     let writable = can_write(&user.user);
     Ok(layout(&user, "Inbox", "/inbox", html! {
@@ -51,7 +53,7 @@ pub async fn page(user: SignedIn, State(state): State<AppState>, Query(query): Q
         p { @if mine { "Your accounts (" a href="/inbox?csm=all" { "show everyone's" } ")." } @else { "Everyone's accounts." } }
         section aria-labelledby="tasks" {
             h2 id="tasks" { "Tasks" }
-            @if tasks.is_empty() { p.empty { "No tasks. Rules and playbooks put them here." } } @else {
+            @if !kept { p.empty { "Tasks and alerts are not on the ClickHouse store yet." } } @else if tasks.is_empty() { p.empty { "No tasks. Rules and playbooks put them here." } } @else {
                 div.scroll { table.data id="tasks-table" {
                     thead { tr { th scope="col" { "Due" } th scope="col" { "Task" } th scope="col" { "Account" } th scope="col" { "Status" } th scope="col" { span.sr { "Actions" } } } }
                     tbody { @for t in &tasks {

@@ -11,8 +11,8 @@ use serde_json::Value;
 
 use super::{can_write, layout, money, number, percent, PageError, PageResult, SignedIn};
 use crate::store::listening as sl;
-use crate::web::metrics::{today, with_settings};
-use crate::web::records::with_conn;
+use crate::web::metrics::{today, with_source};
+use crate::web::records::with_records;
 use crate::web::AppState;
 
 /// Themes listed per table.
@@ -51,7 +51,7 @@ fn last_quarters(per_quarter: &Value) -> String {
 pub async fn page(user: SignedIn, State(state): State<AppState>) -> PageResult {
     let to = today() + chrono::Duration::days(1);
     let from = to - chrono::Months::new(12);
-    let reasons = with_settings(&state, move |conn, s| Ok(sl::churn_reasons(conn, from, to, s.currency)?)).await?;
+    let reasons = with_source(&state, move |source, s| Ok(sl::churn_reasons(source, from, to, s.currency)?)).await?;
     let reports = crate::web::listening::theme_rows(&state, &["all", "detractors", "red"]).await?;
     let (all, detractors, red) = (&reports[0], &reports[1], &reports[2]);
     let currency = state.currency.report.clone();
@@ -104,7 +104,7 @@ pub async fn add_note(user: SignedIn, State(state): State<AppState>, headers: He
         return Err(PageError::bad_request(format!("text: 1 to {} characters", sl::NOTE_CHARS_MAX)));
     }
     let (account, author) = (id.clone(), user.user.username.clone());
-    if with_conn(&state.store, move |conn| Ok(sl::ListeningSource::add_note(conn, &account, &author, None, &text)?)).await?.is_none() {
+    if with_source(&state, move |source, _| Ok(source.add_note(&account, &author, None, &text)?)).await?.is_none() {
         return Err(PageError::not_found(format!("no account {id}")));
     }
     Ok(Redirect::to(&format!("/accounts/{id}#notes")).into_response())
@@ -133,15 +133,7 @@ pub async fn set_reason(user: SignedIn, State(state): State<AppState>, headers: 
         return Err(PageError::bad_request("feedback: too long"));
     }
     let (account, subscription) = (id.clone(), form.subscription.clone());
-    let found = with_conn(&state.store, move |conn| {
-        let owner: Option<String> = rusqlite::OptionalExtension::optional(conn.query_row("SELECT account_id FROM subscriptions WHERE subscription_id = ?1", [&subscription], |r| r.get(0)))
-            .map_err(crate::store::StoreError::from)?;
-        if owner.as_deref() != Some(account.as_str()) {
-            return Ok(false);
-        }
-        Ok(sl::set_reason(conn, &subscription, reason.as_deref(), feedback.as_deref())?)
-    })
-    .await?;
+    let found = with_records(&state, move |store| Ok(sl::set_reason(store, &account, &subscription, reason.as_deref(), feedback.as_deref())?)).await?;
     if !found {
         return Err(PageError::not_found(format!("no subscription {} of account {id}", form.subscription)));
     }

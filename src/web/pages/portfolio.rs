@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::{as_of, date, day_of, layout, money, number, percent, tier_badge, PageResult, SignedIn};
 use crate::store::dashboard::{self, Facts};
-use crate::web::metrics::{cached_snapshot, with_settings};
+use crate::web::metrics::{cached_snapshot, with_source};
 use crate::web::AppState;
 
 /// Most rows one page lists.
@@ -59,13 +59,8 @@ pub async fn page(user: SignedIn, State(state): State<AppState>, Query(filters):
     let rows = cached_snapshot(&state, as_of).await?;
     let since = as_of - Duration::days(7);
     let snapshot = rows.clone();
-    let (all, changes, csms, infos) = with_settings(&state, move |conn, s| {
-        Ok((
-            dashboard::facts(conn, as_of, &snapshot, s)?,
-            crate::store::health::HealthSource::tier_changes(conn, since, None)?,
-            dashboard::csms(conn)?,
-            crate::store::metrics::accounts(conn)?,
-        ))
+    let (all, changes, csms, infos) = with_source(&state, move |source, s| {
+        Ok((dashboard::facts(source, as_of, &snapshot, s)?, source.tier_changes(since, None)?, dashboard::csms(source)?, source.accounts()?))
     })
     .await?;
     let metrics: HashMap<&str, &serde_json::Map<String, Value>> = rows.iter().map(|r| (r["account_id"].as_str().unwrap_or_default(), r)).collect();

@@ -14,9 +14,9 @@ use serde_json::{Map, Value};
 use super::charts::{self, Series};
 use super::{bare, csrf_field, layout, number, percent, value_text, PageError, PageResult, SignedIn};
 use crate::share::{self, LinkError, Quarter};
-use crate::store::{dashboard, metrics as sm, records, users, StoreError};
-use crate::web::metrics::{today, with_settings};
-use crate::web::records::with_conn;
+use crate::store::dashboard::{self, DashboardSource};
+use crate::store::{metrics as sm, users, StoreError};
+use crate::web::metrics::{today, with_source};
 use crate::web::AppState;
 
 /// Longest goals text.
@@ -44,24 +44,24 @@ fn started(quarter: Quarter) -> Result<Quarter, PageError> {
     Ok(quarter)
 }
 
-fn load(conn: &rusqlite::Connection, s: crate::store::health::Settings, account: &str, quarter: Quarter) -> Result<Option<Review>, StoreError> {
-    use rusqlite::OptionalExtension;
-    let name: Option<Option<String>> = conn.query_row("SELECT name FROM accounts WHERE account_id = ?1", [account], |r| r.get(0)).optional()?;
-    let Some(name) = name else { return Ok(None) };
+fn load(source: &dyn DashboardSource, s: crate::store::health::Settings, account: &str, quarter: Quarter) -> Result<Option<Review>, StoreError> {
+    let accounts = crate::records::kind("accounts").expect("a kind");
+    let Some(record) = source.get(accounts, &[account.to_string()])? else { return Ok(None) };
+    let name = record.get(accounts, "name").as_text().map(str::to_string);
     let (start, through) = (quarter.first_day(), quarter.last_day().min(today()));
     let mut days: Vec<NaiveDate> = std::iter::successors(Some(through), |d| Some(*d - Duration::weeks(1))).take_while(|d| *d >= start).collect();
     days.reverse();
-    let rows = sm::rows_on(conn, account, &days, s.metrics, s.currency)?.unwrap_or_default();
+    let rows = sm::rows_on(source, account, &days, s.metrics, s.currency)?.unwrap_or_default();
     let end = rows.last().cloned().unwrap_or_default();
-    let used = dashboard::feature_uses(conn, account, start, through)?;
-    let unused = dashboard::known_features(conn)?.into_iter().filter(|f| !used.iter().any(|(u, _)| u == f)).collect();
+    let used = dashboard::feature_uses(source, account, start, through, s.metrics)?;
+    let unused = source.known_features(s.metrics)?.into_iter().filter(|f| !used.iter().any(|(u, _)| u == f)).collect();
     let in_quarter = |v: &Value, column: &str| v[column].as_str().and_then(|t| t.get(..10)).is_some_and(|d| d >= start.to_string().as_str() && d <= through.to_string().as_str());
-    let kpis = records::of_account(conn, crate::records::kind("kpis").expect("a kind"), account, "date", 1_000)?.into_iter().filter(|k| in_quarter(k, "date")).collect();
-    let surveys = records::of_account(conn, crate::records::kind("survey_responses").expect("a kind"), account, "answered_at", 1_000)?
+    let kpis = source.of_account(crate::records::kind("kpis").expect("a kind"), account, "date", 1_000)?.into_iter().filter(|k| in_quarter(k, "date")).collect();
+    let surveys = source.of_account(crate::records::kind("survey_responses").expect("a kind"), account, "answered_at", 1_000)?
         .into_iter()
         .filter(|r| in_quarter(r, "answered_at"))
         .collect();
-    let goals = users::review_goals(conn, account, &quarter.to_string())?;
+    let goals = users::review_goals(source, account, &quarter.to_string())?;
     Ok(Some(Review { account_name: name.unwrap_or_else(|| account.to_string()), quarter, through, weekly: days.into_iter().zip(rows).collect(), end, used, unused, kpis, surveys, goals }))
 }
 
@@ -164,7 +164,7 @@ fn quarter_param(text: Option<&str>) -> Result<Quarter, PageError> {
 
 async fn internal_page(user: &SignedIn, state: &AppState, id: String, quarter: Quarter, link: Option<String>) -> PageResult {
     let account = id.clone();
-    let review = with_settings(state, move |conn, s| Ok(load(conn, s, &account, quarter)?))
+    let review = with_source(state, move |source, s| Ok(load(source, s, &account, quarter)?))
         .await?
         .ok_or_else(|| PageError::not_found(format!("no account {id}")))?;
     let writable = super::can_write(&user.user);
@@ -223,7 +223,7 @@ pub async fn share(user: SignedIn, State(state): State<AppState>, headers: Heade
     }
     let expires = chrono::Utc::now().timestamp() + form.days * 86_400;
     let account = id.clone();
-    let token = with_conn(&state.store, move |conn| Ok(share::sign(&users::secret(conn, share::SECRET_NAME)?, &account, quarter, expires))).await?;
+    let token = with_source(&state, move |source, _| Ok(share::sign(&users::secret(source, share::SECRET_NAME)?, &account, quarter, expires))).await?;
     tracing::info!(account = %id, %quarter, by = %user.user.username, days = form.days, "review share link created");
     let host = headers.get(axum::http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
     let scheme = if headers.get("x-forwarded-proto").and_then(|v| v.to_str().ok()) == Some("https") { "https" } else { "http" };
@@ -247,10 +247,10 @@ pub async fn goals(user: SignedIn, State(state): State<AppState>, headers: Heade
         return Err(PageError::bad_request(format!("goals: at most {GOALS_CHARS_MAX} characters")));
     }
     let (account, goals) = (id.clone(), form.goals.trim().to_string());
-    let known = with_conn(&state.store, move |conn| {
-        let known = conn.query_row("SELECT COUNT(*) FROM accounts WHERE account_id = ?1", [&account], |r| r.get::<_, i64>(0)).map_err(crate::store::StoreError::from)? > 0;
+    let known = with_source(&state, move |source, _| {
+        let known = source.get(crate::records::kind("accounts").expect("a kind"), std::slice::from_ref(&account))?.is_some();
         if known {
-            users::set_review_goals(conn, &account, &quarter.to_string(), &goals)?;
+            users::set_review_goals(source, &account, &quarter.to_string(), &goals)?;
         }
         Ok(known)
     })
@@ -267,12 +267,12 @@ pub async fn shared(State(state): State<AppState>, Path(token): Path<String>) ->
         let status = if e == LinkError::Expired { StatusCode::GONE } else { StatusCode::FORBIDDEN };
         (status, bare("Review link", html! { main.narrow { h1 { "Quarterly review" } p.error role="alert" { (e.to_string()) } } })).into_response()
     };
-    let secret = with_conn(&state.store, |conn| Ok(users::secret(conn, share::SECRET_NAME)?)).await?;
+    let secret = with_source(&state, |source, _| Ok(users::secret(source, share::SECRET_NAME)?)).await?;
     let (account, quarter) = match share::verify(&secret, &token, chrono::Utc::now().timestamp()) {
         Ok(found) => found,
         Err(e) => return Ok(refused(e)),
     };
-    let review = with_settings(&state, move |conn, s| Ok(load(conn, s, &account, quarter)?)).await?;
+    let review = with_source(&state, move |source, s| Ok(load(source, s, &account, quarter)?)).await?;
     match review {
         Some(review) => Ok(bare(&format!("Quarterly review {quarter}"), html! { main id="main" { (report(&review)) } }).into_response()),
         // The account was deleted after the link was made.

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use super::{csrf_field, layout, timestamp, PageError, PageResult, SignedIn};
 use crate::store::users::{self, User, UserRole};
 use crate::store::{self, Role};
+use crate::web::metrics::with_source;
 use crate::web::records::with_conn;
 use crate::web::AppState;
 
@@ -27,19 +28,15 @@ pub struct Notice {
 
 async fn render(user: &SignedIn, state: &AppState, notice: Option<String>, new_token: Option<String>) -> PageResult {
     let actions = state.actions.clone();
-    let (people, tokens, csms, rules, stored, dead) = with_conn(&state.store, move |conn| {
-        Ok((
-            users::list_users(conn)?,
-            store::list_tokens(conn)?,
-            store::dashboard::csms(conn)?,
-            store::actions::rules(conn, &actions)?,
-            store::actions::stored_rules(conn)?,
-            store::actions::outbox(conn, "dead", 200)?,
-        ))
+    let (people, tokens, csms, actions) = with_source(state, move |source, _| {
+        let actions = match source.embedded() {
+            Some(conn) => Some((store::actions::rules(conn, &actions)?, store::actions::stored_rules(conn)?, store::actions::outbox(conn, "dead", 200)?)),
+            None => None,
+        };
+        Ok((users::list_users(source)?, source.tokens()?, store::dashboard::csms(source)?, actions))
     })
     .await?;
     let now_ms = chrono::Utc::now().timestamp_millis();
-    let policy = &state.actions.surveys;
     Ok(layout(user, "Settings", "/settings", html! {
         h1 { "Settings" }
         @if let Some(n) = &notice { p.notice role="status" { (n) } }
@@ -97,11 +94,26 @@ async fn render(user: &SignedIn, state: &AppState, notice: Option<String>, new_t
                 button type="submit" { "Create token" }
             }
         }
+        @if let Some((rules, stored, dead)) = &actions {
+            (actions_sections(user, state, rules, stored, dead))
+        } @else {
+            section aria-labelledby="rules" {
+                h2 id="rules" { "Alert rules, channels, surveys, dead letters" }
+                p.empty { "Not on the ClickHouse store yet: alert rules, notifications, surveys and their outbox run on the embedded store only." }
+            }
+        }
+    }))
+}
+
+/// The sections of what the actions keep: rules, channels, the survey policy, dead letters.
+fn actions_sections(user: &SignedIn, state: &AppState, rules: &[crate::actions::Ready], stored: &[crate::actions::Rule], dead: &[serde_json::Value]) -> maud::Markup {
+    let policy = &state.actions.surveys;
+    html! {
         section aria-labelledby="rules" {
             h2 id="rules" { "Alert rules" }
             table.data id="rules-table" {
                 thead { tr { th scope="col" { "Rule" } th scope="col" { "When" } th scope="col" { "Segments" } th scope="col" { "Cooldown" } th scope="col" { "Notify" } th scope="col" { "Tasks" } th scope="col" { "From" } th scope="col" { span.sr { "Actions" } } } }
-                tbody { @for r in &rules {
+                tbody { @for r in rules {
                     @let api = stored.iter().any(|s| s.name == r.rule.name);
                     tr {
                         th scope="row" { (r.rule.name) @if !r.rule.enabled { " (off)" } } td { code { (r.rule.when) } }
@@ -147,7 +159,7 @@ async fn render(user: &SignedIn, state: &AppState, notice: Option<String>, new_t
             @if dead.is_empty() { p.empty { "None: every notification was delivered or is still being retried." } } @else {
                 table.data id="dead-table" {
                     thead { tr { th scope="col" { "Id" } th scope="col" { "Channel" } th scope="col" { "Target" } th scope="col" { "Attempts" } th scope="col" { "Last error" } th scope="col" { span.sr { "Actions" } } } }
-                    tbody { @for m in &dead { tr {
+                    tbody { @for m in dead { tr {
                         td.num { (m["id"]) } th scope="row" { (m["channel"].as_str().unwrap_or("")) } td { (m["target"].as_str().unwrap_or("")) }
                         td.num { (m["attempts"]) } td { (m["last_error"].as_str().unwrap_or("")) }
                         td { form.inline method="post" action="/settings/outbox/retry" { (csrf_field(user)) input type="hidden" name="id" value=(m["id"]); button type="submit" { "Retry" } } }
@@ -155,7 +167,7 @@ async fn render(user: &SignedIn, state: &AppState, notice: Option<String>, new_t
                 }
             }
         }
-    }))
+    }
 }
 
 pub async fn page(user: SignedIn, State(state): State<AppState>, Query(notice): Query<Notice>) -> PageResult {
@@ -179,7 +191,7 @@ pub async fn create_user(user: SignedIn, State(state): State<AppState>, headers:
     let role = UserRole::parse(&form.role).ok_or_else(|| PageError::bad_request(format!("role: {:?} is not admin, csm or viewer", form.role)))?;
     let new = User { username: form.username.trim().to_string(), role, csm_id: form.csm_id.filter(|c| !c.is_empty()) };
     let (replace, name) = (form.replace.is_some(), new.username.clone());
-    let result = with_conn(&state.store, move |conn| Ok(users::create_user(conn, &new, &form.password, replace))).await?;
+    let result = with_source(&state, move |source, _| Ok(users::create_user(source, &new, &form.password, replace))).await?;
     match result {
         Ok(()) => {
             tracing::info!(username = %name, by = %user.user.username, "dashboard user saved");
@@ -203,7 +215,7 @@ pub async fn delete_user(user: SignedIn, State(state): State<AppState>, headers:
         return Err(PageError::bad_request("username: you cannot delete yourself"));
     }
     let name = form.username.clone();
-    if !with_conn(&state.store, move |conn| Ok(users::delete_user(conn, &name)?)).await? {
+    if !with_source(&state, move |source, _| Ok(users::delete_user(source, &name)?)).await? {
         return Err(PageError::not_found(format!("no user {}", form.username)));
     }
     tracing::info!(username = %form.username, by = %user.user.username, "dashboard user deleted");
@@ -232,7 +244,7 @@ pub async fn create_token(user: SignedIn, State(state): State<AppState>, headers
         "" => None,
         text => Some(crate::share::parse_validity(text).map_err(|r| PageError::bad_request(format!("valid_for: {r}")))?),
     };
-    let secret = with_conn(&state.store, move |conn| Ok(store::create_token(conn, &name, role, valid_for)?)).await?;
+    let secret = with_source(&state, move |source, _| Ok(source.add_token(&name, role, valid_for)?)).await?;
     tracing::info!(name = %form.name, by = %user.user.username, "API token created");
     render(&user, &state, None, Some(secret)).await
 }
@@ -247,7 +259,7 @@ pub async fn delete_token(user: SignedIn, State(state): State<AppState>, headers
     user.check_post(&headers, &form.csrf)?;
     admin_only(&user)?;
     let id = form.id;
-    if !with_conn(&state.store, move |conn| Ok(store::delete_token(conn, id)?)).await? {
+    if !with_source(&state, move |source, _| Ok(source.revoke_token(id)?)).await? {
         return Err(PageError::not_found(format!("no token {id}")));
     }
     tracing::info!(id, by = %user.user.username, "API token revoked");
