@@ -465,16 +465,17 @@ fn demo(mut config: Config, args: &DemoArgs) -> anyhow::Result<ExitCode> {
     // The demo is the only node on its ClickHouse: it keeps the health history itself.
     config.health.background.get_or_insert(true);
     let options = args.size.options()?;
+    // No rule may fire, and no model be learned, on half-loaded data: held back from the start.
+    let reused = crate::demo::read_marker(&config.data_dir);
+    store::actions::pause(reused.is_none());
     runtime()?.block_on(async {
         let app = crate::web::App::start(&config)?;
-        let mut loaded = match crate::demo::read_marker(&config.data_dir) {
+        let mut loaded = match reused {
             Some(loaded) => {
                 eprintln!("bellwether demo: reusing the demo data in {} (delete it to start over)", config.data_dir.display());
                 loaded
             }
             None => {
-                // No rule may fire on half-loaded data.
-                store::actions::pause(true);
                 let loaded = load_demo(&config, &options, &app).await;
                 store::actions::pause(false);
                 loaded?

@@ -34,6 +34,11 @@ pub fn pause(paused: bool) {
     }
 }
 
+/// Whether a bulk load holds the evaluator (and the health thread) back.
+pub fn paused() -> bool {
+    PAUSED.load(std::sync::atomic::Ordering::SeqCst)
+}
+
 /// Asks the evaluator (if one runs in this process) to evaluate soon.
 pub fn poke() {
     let (flag, wake) = &POKE;
@@ -567,7 +572,7 @@ pub fn spawn(store: &super::Store, metrics: crate::config::MetricsConfig, health
                     // Not while a bulk load runs or the rollups lag behind the events.
                     let rolled = super::rollup::rolled_up_to(&conn)?;
                     let max: i64 = conn.query_row("SELECT coalesce(max(id), 0) FROM events", [], |r| r.get(0))?;
-                    if PAUSED.load(std::sync::atomic::Ordering::SeqCst) || max - rolled > super::rollup::STEP_EVENTS as i64 {
+                    if paused() || max - rolled > super::rollup::STEP_EVENTS as i64 {
                         return Ok((0, 0));
                     }
                     wake_snoozed(&conn, today)?;

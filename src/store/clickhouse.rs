@@ -1060,7 +1060,7 @@ impl ClickHouse {
             }
             windows
         };
-        let mut rollups = self.rollups(infos, &groups, config, &windows).await?;
+        let mut rollups = self.rollups(infos, &groups, config, Windows::AfterFirstUse(&windows)).await?;
         for (info, data) in infos.iter().zip(datas.iter_mut()) {
             let id = info.account_id.as_str();
             let days = rollups.days.remove(id).unwrap_or_default();
@@ -1120,14 +1120,9 @@ impl ClickHouse {
 
     /// Two passes over the `activity` rows, streamed: the first finds each account's first
     /// day of each feature, the second keeps the per-user days inside `windows(account,
-    /// first uses)` only, so memory is that of the days an export reads.
-    async fn rollups(
-        &self,
-        infos: &[&AccountInfo],
-        groups: &[GroupRow],
-        config: &MetricsConfig,
-        windows: &dyn Fn(&str, &HashMap<String, i32>) -> Vec<(i32, i32)>,
-    ) -> Result<Rollups, StoreError> {
+    /// first uses)` only, so memory is that of the days an export reads. With `Windows::Known`
+    /// the first pass is skipped and only the days around the windows are read.
+    async fn rollups(&self, infos: &[&AccountInfo], groups: &[GroupRow], config: &MetricsConfig, windows: Windows<'_>) -> Result<Rollups, StoreError> {
         let links: Vec<LinkRow> = fetch_all(
             self.client.query(&format!(
                 "SELECT {LINKED_ID} AS previous, user_id, timestamp_ms, received_ms, position
@@ -1197,7 +1192,19 @@ impl ClickHouse {
         let mut classifier = Classifier::new(config);
         let mut cut: BTreeMap<(String, i32, String), super::rollup::DayAgg> = BTreeMap::new();
         let mut first_use: HashMap<String, HashMap<String, i32>> = HashMap::new();
-        let mut kept: Option<HashMap<String, Vec<(i32, i32)>>> = None;
+        let mut kept: Option<HashMap<String, Vec<(i32, i32)>>> = match &windows {
+            Windows::Known(known) => Some(infos.iter().map(|i| (i.account_id.clone(), known(&i.account_id))).collect()),
+            Windows::AfterFirstUse(_) => None,
+        };
+        // Known windows: the UTC days that may hold their local days (a day either side).
+        let span = kept.as_ref().and_then(|k| {
+            let from = k.values().flatten().map(|w| w.0).min()?;
+            let to = k.values().flatten().map(|w| w.1).max()?;
+            Some((from - 1, to + 1))
+        });
+        if kept.as_ref().is_some_and(|_| span.is_none()) {
+            return Ok(Rollups::default());
+        }
         let mut first_day: Option<i32> = None;
         // An empty array literal has no element type on older servers: empty lists are left out.
         let filter = match &scope {
@@ -1240,7 +1247,8 @@ impl ClickHouse {
         .await?;
         let mut runs: Vec<(u16, u16)> = Vec::new();
         let mut in_run = 0u64;
-        for d in &per_day {
+        let wanted = |day: u16| span.is_none_or(|(from, to)| (from..=to).contains(&i32::from(day)));
+        for d in per_day.iter().filter(|d| wanted(d.day)) {
             match runs.last_mut() {
                 Some(run) if in_run + d.rows <= ACTIVITY_ROWS_PER_READ && d.day - run.0 < ACTIVITY_DAYS_PER_READ => {
                     run.1 = d.day;
@@ -1324,6 +1332,7 @@ impl ClickHouse {
                     }
                 }
             }
+            let Windows::AfterFirstUse(windows) = &windows else { break };
             if kept.is_some() {
                 break;
             }
@@ -1358,6 +1367,14 @@ impl ClickHouse {
         }
         Ok(out)
     }
+}
+
+/// Which per-user days a rollups read keeps, by account (local day number ranges).
+enum Windows<'a> {
+    /// Known before reading: one pass over the days they cover.
+    Known(&'a dyn Fn(&str) -> Vec<(i32, i32)>),
+    /// Known from each feature's first use: a first pass over every day finds those.
+    AfterFirstUse(&'a dyn Fn(&str, &HashMap<String, i32>) -> Vec<(i32, i32)>),
 }
 
 /// Accounts read together up to which the `activity` rows are filtered by who may count
@@ -1428,8 +1445,8 @@ impl ClickHouse {
         let infos: Vec<AccountInfo> = self.accounts().await?.into_iter().filter(|i| of_account.contains_key(i.account_id.as_str())).collect();
         let members: Vec<&AccountInfo> = infos.iter().collect();
         let groups = self.group_calls().await?;
-        let windows = |account: &str, _: &HashMap<String, i32>| of_account.get(account).cloned().unwrap_or_default();
-        let rollups = self.rollups(&members, &groups, config, &windows).await?;
+        let windows = |account: &str| of_account.get(account).cloned().unwrap_or_default();
+        let rollups = self.rollups(&members, &groups, config, Windows::Known(&windows)).await?;
         Ok(spans
             .iter()
             .map(|(account, first, last)| {
@@ -1465,7 +1482,7 @@ impl super::health::HealthSource for ClickHouse {
         let nothing = |_: &str, _: &HashMap<String, i32>| Vec::new();
         block_on(async {
             let groups = self.group_calls().await?;
-            Ok(self.rollups(&all, &groups, config, &nothing).await?.first_day)
+            Ok(self.rollups(&all, &groups, config, Windows::AfterFirstUse(&nothing)).await?.first_day)
         })?
     }
 

@@ -361,15 +361,23 @@ pub fn assess(source: &dyn HealthSource, row: &Row, model: &Model, as_of: i32, s
 /// uses are its uses in the last `usage_days` days (or since the account's first
 /// subscription started, if shorter) x 30 / days.
 pub fn assess_all(source: &dyn HealthSource, rows: &[Row], model: &Model, as_of: i32, settings: Settings) -> Result<Vec<Map<String, Value>>, StoreError> {
-    let segment_model = |row: &Row| {
+    Ok(assess_days(source, &[(rows, model, as_of)], settings)?.pop().expect("invariant: one day in, one out"))
+}
+
+/// [`assess_all`] for several days (rows, model in force, day) at once: the subscriptions
+/// and the feature uses are read once for all of them.
+pub fn assess_days(source: &dyn HealthSource, days: &[(&[Row], &Model, i32)], settings: Settings) -> Result<Vec<Vec<Map<String, Value>>>, StoreError> {
+    let has_power = |row: &Row, model: &Model| {
         let segment = row["segment"].as_str().unwrap_or_default();
-        model.segments.get(segment).or_else(|| model.segments.get("all"))
+        model.segments.get(segment).or_else(|| model.segments.get("all")).is_some_and(|m| m.power_feature.is_some())
     };
-    let power_of = |row: &Row| segment_model(row).and_then(|m| m.power_feature.as_ref().map(|p| (m, p)));
-    let wanted: Vec<&str> = rows.iter().filter(|r| power_of(r).is_some()).map(|r| r["account_id"].as_str().unwrap_or_default()).collect();
+    let wanted: HashSet<&str> = days
+        .iter()
+        .flat_map(|(rows, model, _)| rows.iter().filter(|r| has_power(r, model)).map(|r| r["account_id"].as_str().unwrap_or_default()))
+        .collect();
     let mut since: HashMap<String, i32> = HashMap::new();
     if !wanted.is_empty() {
-        let infos: Vec<AccountInfo> = source.accounts()?.into_iter().filter(|i| wanted.contains(&i.account_id.as_str())).collect();
+        let infos: Vec<AccountInfo> = source.accounts()?.into_iter().filter(|i| wanted.contains(i.account_id.as_str())).collect();
         for (account, subscriptions) in source.subscriptions(&infos, settings.currency)? {
             if let Some(first) = subscriptions.iter().map(|s| s.start).min() {
                 since.insert(account, first);
@@ -377,9 +385,34 @@ pub fn assess_all(source: &dyn HealthSource, rows: &[Row], model: &Model, as_of:
         }
     }
     let usage_days = settings.health.usage_days as i32;
-    let first_of = |account: &str| since.get(account).map_or(as_of - usage_days + 1, |&since| (as_of - usage_days + 1).max(since));
-    let spans: Vec<(String, i32, i32)> = wanted.iter().map(|a| (a.to_string(), first_of(a), as_of)).collect();
-    let mut uses: HashMap<String, HashMap<String, i64>> = spans.iter().map(|s| s.0.clone()).zip(source.feature_uses(&spans, settings.metrics)?).collect();
+    let first_of = |account: &str, as_of: i32| since.get(account).map_or(as_of - usage_days + 1, |&since| (as_of - usage_days + 1).max(since));
+    let spans: Vec<(String, i32, i32)> = days
+        .iter()
+        .flat_map(|(rows, model, as_of)| {
+            rows.iter().filter(|r| has_power(r, model)).map(|r| {
+                let account = r["account_id"].as_str().unwrap_or_default();
+                (account.to_string(), first_of(account, *as_of), *as_of)
+            })
+        })
+        .collect();
+    let mut uses: HashMap<(String, i32), HashMap<String, i64>> = spans.iter().map(|s| (s.0.clone(), s.2)).zip(source.feature_uses(&spans, settings.metrics)?).collect();
+    Ok(days.iter().map(|(rows, model, as_of)| assess_rows(rows, model, *as_of, &mut uses, &first_of, settings)).collect())
+}
+
+/// One day's assessment, with the power feature uses of each (account, day) read before.
+fn assess_rows(
+    rows: &[Row],
+    model: &Model,
+    as_of: i32,
+    uses: &mut HashMap<(String, i32), HashMap<String, i64>>,
+    first_of: &dyn Fn(&str, i32) -> i32,
+    settings: Settings,
+) -> Vec<Map<String, Value>> {
+    let segment_model = |row: &Row| {
+        let segment = row["segment"].as_str().unwrap_or_default();
+        model.segments.get(segment).or_else(|| model.segments.get("all"))
+    };
+    let power_of = |row: &Row| segment_model(row).and_then(|m| m.power_feature.as_ref().map(|p| (m, p)));
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {
         let account = row["account_id"].as_str().unwrap_or_default();
@@ -390,8 +423,8 @@ pub fn assess_all(source: &dyn HealthSource, rows: &[Row], model: &Model, as_of:
         health.insert("model_id".into(), model.id.into());
         let (tier, rate, monthly, power) = match power_of(row) {
             Some((m, power)) => {
-                let days = (as_of - first_of(account) + 1).max(1);
-                let count = uses.get_mut(account).and_then(|u| u.remove(power.as_str())).unwrap_or(0);
+                let days = (as_of - first_of(account, as_of) + 1).max(1);
+                let count = uses.get_mut(&(account.to_string(), as_of)).and_then(|u| u.remove(power.as_str())).unwrap_or(0);
                 let monthly = count as f64 * 30.0 / f64::from(days);
                 let (tier, rate) = health::tier_of(m, monthly);
                 (Some(tier), rate, Some(monthly), Some(power.clone()))
@@ -413,7 +446,7 @@ pub fn assess_all(source: &dyn HealthSource, rows: &[Row], model: &Model, as_of:
         health.insert("components".into(), serde_json::to_value(components).unwrap_or_default());
         out.push(health);
     }
-    Ok(out)
+    out
 }
 
 /// Every account's health at `as_of` under the model in force that day.
@@ -443,33 +476,56 @@ pub fn update_history(source: &dyn HealthSource, through: NaiveDate, settings: S
         }
     }
     let total = todo.len();
-    for (index, day) in todo.into_iter().enumerate() {
-        let Some((model, assessed)) = snapshot(source, day_date(day), settings)? else { return Ok(0) };
-        let before = source.day_history(day - 7)?;
-        let recorded = source.changes_between(day - 7, day)?;
-        let mut rows = Vec::with_capacity(assessed.len());
-        let mut changes = Vec::new();
-        for health in &assessed {
-            let row = HistoryRow {
-                account_id: health["account_id"].as_str().unwrap_or_default().to_string(),
-                engagement: health["engagement_score"].as_f64(),
-                score: health["health_score"].as_f64(),
-                band: health["health_band"].as_str().map(str::to_string),
-                tier: health["tier"].as_str().map(str::to_string),
-                expected_rate: health["expected_renewal_rate"].as_f64(),
-                monthly_uses: health["power_feature_monthly_uses"].as_f64(),
-            };
-            if let (Some(Some(from)), Some(to)) = (before.get(&row.account_id).map(|b| &b.tier), &row.tier) {
-                if from != to && !recorded.contains(&(row.account_id.clone(), to.clone())) {
-                    changes.push(TierChange { account_id: row.account_id.clone(), day, from_tier: from.clone(), to_tier: to.clone(), model_id: model.id });
-                }
-            }
-            rows.push(row);
+    let mut written = 0;
+    // Days in runs: one load of the metrics and one read of the feature uses per run.
+    for run in todo.chunks(HISTORY_DAYS_PER_READ) {
+        let dates: Vec<NaiveDate> = run.iter().map(|d| day_date(*d)).collect();
+        let mut models = Vec::with_capacity(run.len());
+        for date in &dates {
+            let Some(model) = source.model_for(Some(*date))? else { return Ok(written) };
+            models.push(model);
         }
-        source.write_history(day, model.id, &rows, &changes)?;
-        progress(index + 1, total);
+        let snapshots = source.snapshots(&dates, settings.metrics, settings.currency)?;
+        let days: Vec<(&[Row], &Model, i32)> = snapshots.iter().zip(&models).zip(run).map(|((rows, model), day)| (rows.as_slice(), model, *day)).collect();
+        let assessed_days = assess_days(source, &days, settings)?;
+        for ((&day, model), assessed) in run.iter().zip(&models).zip(assessed_days) {
+            write_history_day(source, day, model, &assessed)?;
+            written += 1;
+            progress(written, total);
+        }
     }
     Ok(total)
+}
+
+/// Days of history computed from one load (a run of consecutive days costs about one
+/// snapshot on ClickHouse, where reading the rollups is what costs).
+const HISTORY_DAYS_PER_READ: usize = 31;
+
+/// Stores one day's assessed health with the tier changes against a week before.
+fn write_history_day(source: &dyn HealthSource, day: i32, model: &Model, assessed: &[Map<String, Value>]) -> Result<(), StoreError> {
+    let before = source.day_history(day - 7)?;
+    let recorded = source.changes_between(day - 7, day)?;
+    let mut rows = Vec::with_capacity(assessed.len());
+    let mut changes = Vec::new();
+    for health in assessed {
+        let row = HistoryRow {
+            account_id: health["account_id"].as_str().unwrap_or_default().to_string(),
+            engagement: health["engagement_score"].as_f64(),
+            score: health["health_score"].as_f64(),
+            band: health["health_band"].as_str().map(str::to_string),
+            tier: health["tier"].as_str().map(str::to_string),
+            expected_rate: health["expected_renewal_rate"].as_f64(),
+            monthly_uses: health["power_feature_monthly_uses"].as_f64(),
+        };
+        if let (Some(Some(from)), Some(to)) = (before.get(&row.account_id).map(|b| &b.tier), &row.tier) {
+            if from != to && !recorded.contains(&(row.account_id.clone(), to.clone())) {
+                changes.push(TierChange { account_id: row.account_id.clone(), day, from_tier: from.clone(), to_tier: to.clone(), model_id: model.id });
+            }
+        }
+        rows.push(row);
+    }
+    source.write_history(day, model.id, &rows, &changes)?;
+    Ok(())
 }
 
 /// Backtest: a model trained on renewals decided before `as_of`, every account scored with
@@ -623,8 +679,12 @@ fn spawn_passes(
         .map_err(|e| StoreError::Thread(e.to_string()))
 }
 
-/// One pass of the health thread.
+/// One pass of the health thread; not ready (false) while a bulk load runs, whose half
+/// loaded renewals would make a model of nothing.
 fn run_once(source: &dyn HealthSource, settings: Settings) -> Result<bool, StoreError> {
+    if super::actions::paused() {
+        return Ok(false);
+    }
     let today = chrono::Utc::now().date_naive();
     let newest = model_for(source, None)?;
     // Due: no model yet, the newest is older than the schedule, or renewals decided since

@@ -308,6 +308,23 @@ pub trait Source {
         metrics::engagement_scores(&mut rows, config);
         Ok(rows)
     }
+
+    /// [`Self::snapshot`] on each of `days` (ascending): one load covers them all, so a run
+    /// of days costs about one snapshot where reading is what costs (ClickHouse).
+    fn snapshots(&self, days: &[NaiveDate], config: &MetricsConfig, currency: &CurrencyConfig) -> Result<Vec<Vec<Row>>, StoreError> {
+        let (Some(first), Some(last)) = (days.first(), days.last()) else { return Ok(Vec::new()) };
+        let infos = self.accounts()?;
+        let all: Vec<&AccountInfo> = infos.iter().collect();
+        let data = self.load(&all, day_number(*first), day_number(*last), config, currency)?;
+        Ok(days
+            .iter()
+            .map(|d| {
+                let mut rows: Vec<Row> = data.iter().map(|a| metrics::compute(a, day_number(*d), config)).collect();
+                metrics::engagement_scores(&mut rows, config);
+                rows
+            })
+            .collect())
+    }
 }
 
 impl Source for Connection {
@@ -331,6 +348,11 @@ impl Source for Connection {
 
     fn snapshot(&self, as_of: NaiveDate, config: &MetricsConfig, currency: &CurrencyConfig) -> Result<Vec<Row>, StoreError> {
         snapshot(self, as_of, config, currency)
+    }
+
+    /// Day by day: each snapshot holds one account's rollup rows at a time.
+    fn snapshots(&self, days: &[NaiveDate], config: &MetricsConfig, currency: &CurrencyConfig) -> Result<Vec<Vec<Row>>, StoreError> {
+        days.iter().map(|d| snapshot(self, *d, config, currency)).collect()
     }
 }
 
