@@ -346,8 +346,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             config.currency.rates.entry(code.to_string()).or_insert(*rate);
         }
     }
-    if matches!(config.store, StoreLocation::ClickHouse(_)) && !matches!(cli.command, Command::Serve(_) | Command::Demo(_) | Command::Events(_) | Command::Import(_) | Command::Metrics(_) | Command::Generate(_) | Command::Token { .. } | Command::DeleteUser { .. } | Command::User { .. } | Command::ReviewLink { .. } | Command::Indicators(_) | Command::Recalibrate(_) | Command::Health(_) | Command::Backtest(_)) {
-        bail!("this command needs the embedded store: on the ClickHouse store only `serve` (the tracking API, the events, metrics, health, listening and records API, the dashboard), `demo`, `events`, `import`, `metrics`, `indicators`, `recalibrate`, `health`, `backtest`, `token`, `user`, `review-link` and `delete-user` run so far; drop --store / BELLWETHER_STORE / `store` to use the data dir");
+    if matches!(config.store, StoreLocation::ClickHouse(_)) && !matches!(cli.command, Command::Serve(_) | Command::Demo(_) | Command::Events(_) | Command::Import(_) | Command::Metrics(_) | Command::Generate(_) | Command::Token { .. } | Command::DeleteUser { .. } | Command::User { .. } | Command::ReviewLink { .. } | Command::Retention { .. } | Command::Indicators(_) | Command::Recalibrate(_) | Command::Health(_) | Command::Backtest(_)) {
+        bail!("this command needs the embedded store: on the ClickHouse store only `serve` (the tracking API, the events, metrics, health, listening and records API, the dashboard), `demo`, `events`, `import`, `metrics`, `indicators`, `recalibrate`, `health`, `backtest`, `token`, `user`, `review-link`, `retention` and `delete-user` run so far; drop --store / BELLWETHER_STORE / `store` to use the data dir");
     }
     match cli.command {
         Command::Serve(_) => serve(&config),
@@ -951,6 +951,16 @@ fn retention(config: &Config, flag: Option<u32>) -> anyhow::Result<ExitCode> {
         }
         None => config.retention.raw_events_days,
     };
+    if let StoreLocation::ClickHouse(location) = &config.store {
+        let pruned = store::clickhouse::block_on(async {
+            store::clickhouse::ClickHouse::open(location).await?.prune(days, chrono::Utc::now().timestamp_millis()).await
+        })??;
+        eprintln!(
+            "dropped {} raw track, page and screen events older than {days} days (identify, group and alias calls stay); the activity rollups keep every day",
+            pruned.events
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     let store = open_existing(config)?;
     let mut conn = store.connect()?;
     // Everything received so far is rolled up first, so it can go.

@@ -197,9 +197,12 @@ impl App {
                 let writer = store::clickhouse::spawn_writer(clickhouse.clone(), receiver, telemetry.clone())?;
                 if config.health.background == Some(true) {
                     let runtime = tokio::runtime::Handle::try_current().map_err(|e| StoreError::Thread(e.to_string()))?;
-                    store::health::spawn_on_clickhouse(clickhouse.clone(), runtime, config.metrics.clone(), config.health.clone(), config.currency.clone())?;
+                    store::health::spawn_on_clickhouse(clickhouse.clone(), runtime.clone(), config.metrics.clone(), config.health.clone(), config.currency.clone())?;
+                    if config.retention.raw_events_days > 0 {
+                        store::retention::spawn_on_clickhouse(clickhouse.clone(), runtime, config.retention.raw_events_days)?;
+                    }
                 } else {
-                    tracing::info!("the health history is kept by the node with [health] background = true; not this one");
+                    tracing::info!("the health history and retention are kept by the node with [health] background = true; not this one");
                 }
                 (Store::unopened(&config.data_dir), Some(clickhouse), writer)
             }

@@ -780,6 +780,13 @@ impl ClickHouse {
             let query = if i < 2 { bind(self.client.query(sql)) } else { self.client.query(sql).bind(&ids) };
             run(query, "erasure").await?;
         }
+        self.mutations_done(&format!("erasure of {user_id}")).await?;
+        Ok(deletion)
+    }
+
+    /// Waits until ClickHouse has finished every mutation of the database, at most
+    /// [`ERASURE_TIMEOUT`].
+    async fn mutations_done(&self, what: &str) -> Result<(), StoreError> {
         #[derive(clickhouse::Row, Deserialize)]
         struct Pending {
             n: u64,
@@ -788,17 +795,43 @@ impl ClickHouse {
         loop {
             let pending: Vec<Pending> = fetch_all(
                 self.client.query("SELECT count() AS n FROM system.mutations WHERE database = ? AND is_done = 0").bind(self.location.database.as_str()),
-                "erasure progress",
+                "mutation progress",
             )
             .await?;
             if pending.first().is_none_or(|p| p.n == 0) {
-                return Ok(deletion);
+                return Ok(());
             }
             if Instant::now() > deadline {
-                return Err(StoreError::ClickHouse(format!("erasure of {user_id}: ClickHouse has not finished rewriting its parts within {} s; it goes on in the background", ERASURE_TIMEOUT.as_secs())));
+                return Err(StoreError::ClickHouse(format!("{what}: ClickHouse has not finished rewriting its parts within {} s; it goes on in the background", ERASURE_TIMEOUT.as_secs())));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Retention: drops the raw activity events (track, page, screen) timed more than 14
+    /// hours before the horizon's UTC midnight (today - `days`: their local day is before it
+    /// in every timezone) and received more than `days` ago (a retry within the dedup window
+    /// still finds its first copy). The metrics keep them: they read the `activity` rollups,
+    /// which ClickHouse filled as the events arrived, and the identify, group and alias calls,
+    /// which stay. One mutation; returns once ClickHouse has finished it.
+    pub async fn prune(&self, days: u32, now_ms: i64) -> Result<super::retention::Pruned, StoreError> {
+        #[derive(clickhouse::Row, Deserialize)]
+        struct Count {
+            n: u64,
+        }
+        let today = now_ms.div_euclid(86_400_000);
+        let horizon = today - i64::from(days);
+        let timed_before = horizon * 86_400_000 - 14 * 3_600_000;
+        let received_before = now_ms - i64::from(days) * 86_400_000;
+        let condition = "type IN ('track', 'page', 'screen') AND timestamp_ms < ? AND received_ms < ?";
+        let count = self.client.query(&format!("SELECT count() AS n FROM events WHERE {condition}")).bind(timed_before).bind(received_before);
+        let events = fetch_all::<Count>(count, "events past retention").await?.first().map_or(0, |c| c.n);
+        if events > 0 {
+            run(self.client.query(&format!("ALTER TABLE events DELETE WHERE {condition}")).bind(timed_before).bind(received_before), "retention").await?;
+            self.mutations_done("retention").await?;
+        }
+        let horizon = NaiveDate::from_ymd_opt(1970, 1, 1).expect("a date") + chrono::Duration::days(horizon);
+        Ok(super::retention::Pruned { events, horizon, skipped: None })
     }
 }
 

@@ -99,13 +99,22 @@ pub fn prune(conn: &mut Connection, days: u32, now_ms: i64, progress: &mut dyn F
 
 /// Starts the thread that runs a pass at start and then every 6 hours while serving.
 pub fn spawn(store: &super::Store, days: u32) -> Result<std::thread::JoinHandle<()>, StoreError> {
+    let mut conn = store.connect()?;
+    spawn_passes(days, move |now_ms| prune(&mut conn, days, now_ms, &mut |_, _| {}))
+}
+
+/// The same thread on the ClickHouse node that keeps the health history.
+pub fn spawn_on_clickhouse(clickhouse: super::clickhouse::ClickHouse, runtime: tokio::runtime::Handle, days: u32) -> Result<std::thread::JoinHandle<()>, StoreError> {
+    spawn_passes(days, move |now_ms| runtime.block_on(clickhouse.prune(days, now_ms)))
+}
+
+fn spawn_passes(days: u32, mut pass: impl FnMut(i64) -> Result<Pruned, StoreError> + Send + 'static) -> Result<std::thread::JoinHandle<()>, StoreError> {
     const EVERY: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
     const RETRY: std::time::Duration = std::time::Duration::from_secs(600);
-    let mut conn = store.connect()?;
     std::thread::Builder::new()
         .name("retention".into())
         .spawn(move || loop {
-            let wait = match prune(&mut conn, days, chrono::Utc::now().timestamp_millis(), &mut |_, _| {}) {
+            let wait = match pass(chrono::Utc::now().timestamp_millis()) {
                 Ok(Pruned { skipped: Some(reason), .. }) => {
                     tracing::info!(%reason, "retention pass skipped; trying again in 10 minutes");
                     RETRY

@@ -759,3 +759,69 @@ fn demo_on_clickhouse_loads_once_learns_tiers_and_serves_the_dashboard() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+#[test]
+fn retention_on_clickhouse_drops_old_activity_events_and_every_metric_stays() {
+    use super::metrics::{export, first_batch, record_bodies, second_batch, send, setup, AS_OF};
+    let (dir, config) = setup();
+    let clickhouse = ClickHouseServer::start();
+    let store = clickhouse.store_url("bw_retention");
+    let files = tempfile::tempdir().unwrap();
+    let mut lines: BTreeMap<&str, String> = BTreeMap::new();
+    let mut kinds: Vec<&str> = Vec::new();
+    for (kind, body) in record_bodies() {
+        if !kinds.contains(&kind) {
+            kinds.push(kind);
+        }
+        lines.entry(kind).or_default().push_str(&format!("{body}\n"));
+    }
+    let flags = ["--config", config.to_str().unwrap(), "--store", store.as_str()];
+    for kind in kinds {
+        let file = files.path().join(format!("{kind}.ndjson"));
+        std::fs::write(&file, &lines[kind]).unwrap();
+        let out = cli(dir.path(), &[flags.as_slice(), &["import", kind, file.to_str().unwrap()]].concat());
+        assert!(out.status.success(), "import {kind}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let node = Server::start(dir.path(), &[("BELLWETHER_CONFIG", config.to_str().unwrap()), ("BELLWETHER_STORE", store.as_str())]);
+    send(&node, first_batch());
+    send(&node, second_batch());
+    let metrics = || {
+        let out = cli(dir.path(), &[flags.as_slice(), &["metrics", "--as-of", AS_OF, "--format", "json"]].concat());
+        assert!(out.status.success(), "metrics: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let before = metrics();
+    let count = |types: &str| clickhouse.query(&format!("SELECT count() FROM bw_retention.events WHERE type IN ({types})")).trim().parse::<u64>().unwrap();
+    let (activity, calls) = (count("'track', 'page', 'screen'"), count("'identify', 'group', 'alias'"));
+    assert!(activity > 0 && calls > 0, "{activity} activity events, {calls} calls");
+
+    // Received just now: within the 30 days kept, nothing goes.
+    let retention = || cli(dir.path(), &[flags.as_slice(), &["retention", "--raw-events-days", "30"]].concat());
+    let out = retention();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("dropped 0 raw"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(count("'track', 'page', 'screen'"), activity);
+
+    // As if 31 days had passed since they arrived (the fixture is dated January to March):
+    // the activity events go, identify, group and alias calls stay, and the metrics with them.
+    clickhouse.query(&format!("ALTER TABLE bw_retention.events UPDATE received_ms = received_ms - {} WHERE 1", 31 * 86_400_000_i64));
+    let waited = std::time::Instant::now();
+    while clickhouse.query("SELECT count() FROM system.mutations WHERE database = 'bw_retention' AND is_done = 0").trim() != "0" {
+        assert!(waited.elapsed().as_secs() < 60, "the receipt update never finished");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let out = retention();
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("dropped {activity} raw")), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!((count("'track', 'page', 'screen'"), count("'identify', 'group', 'alias'")), (0, calls));
+    assert_eq!(metrics(), before);
+    // The event list keeps the calls.
+    let token = create_token_on(dir.path(), &store);
+    let listed = get(&node, "/api/v1/events?since=2000-01-01", Some(&token)).body;
+    assert_eq!(listed["events"].as_array().unwrap().len() as u64, calls);
+}
+
+fn create_token_on(dir: &std::path::Path, store: &str) -> String {
+    let out = cli(dir, &["--store", store, "token", "create", "--role", "read"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
