@@ -580,7 +580,7 @@ fn review_link(config: &Config, account: &str, quarter: Option<&str>, valid_for:
     };
     let seconds = share::parse_validity(valid_for).map_err(|r| anyhow::anyhow!("--valid-for: {r}"))?;
     let secret = on_dashboard(config, |source| {
-        if source.get(crate::records::kind("accounts").expect("a kind"), &[account.to_string()])?.is_none() {
+        if store::dashboard::account_name(source, account)?.is_none() {
             bail!("no account {account:?}");
         }
         Ok(store::users::secret(source, share::SECRET_NAME)?)
@@ -720,23 +720,18 @@ fn open_existing(config: &Config) -> anyhow::Result<Store> {
 
 /// Runs `work` on the store's users, tokens, secrets and records (no rollup catch-up).
 fn on_dashboard<T>(config: &Config, work: impl FnOnce(&dyn store::dashboard::DashboardSource) -> anyhow::Result<T>) -> anyhow::Result<T> {
-    match &config.store {
-        StoreLocation::ClickHouse(location) => {
-            let runtime = runtime()?;
-            let _entered = runtime.enter();
-            let clickhouse = store::clickhouse::block_on(store::clickhouse::ClickHouse::open(location))??;
-            work(&clickhouse)
-        }
-        StoreLocation::Embedded => {
-            let store = Store::open(&config.data_dir)?;
-            work(&store.connect()?)
-        }
-    }
+    on_store(config, false, work)
 }
 
 /// Runs `work` on what the metrics and health read: the embedded store with its rollups
 /// caught up, or ClickHouse (whose reads wait on it from this thread, inside a runtime).
 fn on_source<T>(config: &Config, work: impl FnOnce(&dyn store::health::HealthSource) -> anyhow::Result<T>) -> anyhow::Result<T> {
+    on_store(config, true, |source| work(source))
+}
+
+/// Runs `work` on the configured store (the embedded one after its rollups catch up, if
+/// `caught_up`).
+fn on_store<T>(config: &Config, caught_up: bool, work: impl FnOnce(&dyn store::dashboard::DashboardSource) -> anyhow::Result<T>) -> anyhow::Result<T> {
     match &config.store {
         StoreLocation::ClickHouse(location) => {
             let runtime = runtime()?;
@@ -744,10 +739,11 @@ fn on_source<T>(config: &Config, work: impl FnOnce(&dyn store::health::HealthSou
             let clickhouse = store::clickhouse::block_on(store::clickhouse::ClickHouse::open(location))??;
             work(&clickhouse)
         }
-        StoreLocation::Embedded => {
+        StoreLocation::Embedded if caught_up => {
             let (_store, conn) = store_caught_up(config)?;
             work(&conn)
         }
+        StoreLocation::Embedded => work(&Store::open(&config.data_dir)?.connect()?),
     }
 }
 

@@ -141,6 +141,13 @@ pub fn facts(source: &dyn HealthSource, as_of: NaiveDate, snapshot: &[Row], sett
     Ok(out)
 }
 
+/// An account's name, `Some(None)` when it has none, `None` when there is no such account
+/// (a record, or on the embedded store and ClickHouse alike, an account only group calls named).
+pub fn account_name(source: &dyn Source, account: &str) -> Result<Option<Option<String>>, StoreError> {
+    let rows = source.record_rows("accounts", &["account_id", "name"])?;
+    Ok(rows.iter().find(|r| r[0].as_text() == Some(account)).map(|r| r[1].as_text().map(str::to_string)))
+}
+
 /// Every CSM record: (id, name), by name.
 pub fn csms(source: &dyn Source) -> Result<Vec<(String, String)>, StoreError> {
     let mut out: Vec<(String, String)> = source

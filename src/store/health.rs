@@ -478,7 +478,7 @@ pub fn update_history(source: &dyn HealthSource, through: NaiveDate, settings: S
     let total = todo.len();
     let mut written = 0;
     // Days in runs: one load of the metrics and one read of the feature uses per run.
-    for run in todo.chunks(HISTORY_DAYS_PER_READ) {
+    for run in todo.chunks(source.days_per_load().max(1)) {
         let dates: Vec<NaiveDate> = run.iter().map(|d| day_date(*d)).collect();
         let mut models = Vec::with_capacity(run.len());
         for date in &dates {
@@ -496,10 +496,6 @@ pub fn update_history(source: &dyn HealthSource, through: NaiveDate, settings: S
     }
     Ok(total)
 }
-
-/// Days of history computed from one load (a run of consecutive days costs about one
-/// snapshot on ClickHouse, where reading the rollups is what costs).
-const HISTORY_DAYS_PER_READ: usize = 31;
 
 /// Stores one day's assessed health with the tier changes against a week before.
 fn write_history_day(source: &dyn HealthSource, day: i32, model: &Model, assessed: &[Map<String, Value>]) -> Result<(), StoreError> {
@@ -629,13 +625,14 @@ pub fn indicator_rows(model: &Model, segment: Option<&str>) -> Vec<Value> {
 /// `PERIOD`.
 pub fn spawn(store: &super::Store, metrics: MetricsConfig, health: HealthConfig, currency: CurrencyConfig) -> Result<std::thread::JoinHandle<()>, StoreError> {
     let conn = store.connect()?;
+    let mut state = PassState::default();
     spawn_passes(metrics, health, currency, move |settings| {
         let rolled = super::rollup::rolled_up_to(&conn)?;
         let max: i64 = conn.query_row("SELECT coalesce(max(id), 0) FROM events", [], |r| r.get(0))?;
         if max - rolled > super::rollup::STEP_EVENTS as i64 {
             return Ok(false);
         }
-        run_once(&conn, settings)
+        run_once(&conn, settings, &mut state)
     })
 }
 
@@ -648,9 +645,10 @@ pub fn spawn_on_clickhouse(
     health: HealthConfig,
     currency: CurrencyConfig,
 ) -> Result<std::thread::JoinHandle<()>, StoreError> {
+    let mut state = PassState::default();
     spawn_passes(metrics, health, currency, move |settings| {
         let _entered = runtime.enter();
-        run_once(&clickhouse, settings)
+        run_once(&clickhouse, settings, &mut state)
     })
 }
 
@@ -679,9 +677,21 @@ fn spawn_passes(
         .map_err(|e| StoreError::Thread(e.to_string()))
 }
 
+/// The reason given to a model trained because the one in force learned from nothing.
+const FIRST_DATA: &str = "first outcomes with data";
+/// How often an empty model is tried again while it stays empty.
+const EMPTY_RETRY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// What the health thread remembers between passes.
+#[derive(Default)]
+struct PassState {
+    /// When a model that learned from nothing was last tried again (and stayed empty).
+    empty_tried: Option<std::time::Instant>,
+}
+
 /// One pass of the health thread; not ready (false) while a bulk load runs, whose half
 /// loaded renewals would make a model of nothing.
-fn run_once(source: &dyn HealthSource, settings: Settings) -> Result<bool, StoreError> {
+fn run_once(source: &dyn HealthSource, settings: Settings, state: &mut PassState) -> Result<bool, StoreError> {
     if super::actions::paused() {
         return Ok(false);
     }
@@ -690,14 +700,28 @@ fn run_once(source: &dyn HealthSource, settings: Settings) -> Result<bool, Store
     // Due: no model yet, the newest is older than the schedule, or renewals decided since
     // it have grown by a fifth (an import of history, the first data after an empty start).
     let decided_now = decided_before(&source.subscriptions(&source.accounts()?, settings.currency)?, today);
+    // A model that learned from no renewal (records imported before any event arrived) is
+    // tried again at most once an hour while there are outcomes, and replaced only by one
+    // that learned from some: the events of a backfill make its tiers.
+    let stale_empty = |m: &Model| {
+        let tried = state.empty_tried.is_some_and(|at| at.elapsed() < EMPTY_RETRY);
+        m.decided_renewals == 0 && decided_now > 0 && !tried
+    };
     let due = match &newest {
         None => Some("first model"),
         Some(m) if decided_now as f64 > m.subscriptions_decided as f64 * 1.2 + 10.0 => Some("new outcomes"),
+        Some(m) if stale_empty(m) => Some(FIRST_DATA),
         Some(m) => m.as_of.parse::<NaiveDate>().ok().filter(|d| (today - *d).num_days() < i64::from(settings.health.recalibrate_every_days)).map_or(Some("schedule"), |_| None),
     };
     if let Some(reason) = due {
-        let model = recalibrate(source, today, reason, settings)?;
-        tracing::info!(model = model.id, decided = model.decided_renewals, reason, "health model recalibrated");
+        let mut model = analyse(source, today, reason, settings)?;
+        if reason == FIRST_DATA && model.decided_renewals == 0 {
+            // Still nothing to learn from: the model in force stays.
+            state.empty_tried = Some(std::time::Instant::now());
+        } else {
+            model.id = source.store_model(&model)?;
+            tracing::info!(model = model.id, decided = model.decided_renewals, reason, "health model recalibrated");
+        }
     }
     let started = std::time::Instant::now();
     let days = update_history(source, today, settings, &mut |_, _| {})?;
@@ -709,4 +733,71 @@ fn run_once(source: &dyn HealthSource, settings: Settings) -> Result<bool, Store
         super::actions::poke();
     }
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{CurrencyConfig, HealthConfig};
+    use crate::store::records::RecordStore;
+    use rusqlite::params;
+
+    fn import(conn: &mut Connection, kind: &str, object: Value) {
+        let kind = crate::records::kind(kind).unwrap();
+        let record = crate::records::from_json(kind, object.as_object().unwrap()).unwrap();
+        let mut target = conn.import_target(kind).unwrap();
+        target.upsert(kind, &record).unwrap();
+        target.commit().unwrap();
+    }
+
+    fn models(conn: &Connection) -> Vec<(i64, String, usize)> {
+        let mut all: Vec<(i64, String, usize)> = conn.model_bodies().unwrap().into_iter().map(|(id, body)| parse_model(id, body).unwrap()).map(|m| (m.id, m.reason, m.decided_renewals)).collect();
+        all.sort();
+        all
+    }
+
+    #[test]
+    fn a_model_that_learned_from_nothing_is_replaced_once_events_make_its_renewals_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(dir.path()).unwrap();
+        let mut conn = store.connect().unwrap();
+        let (metrics, health, currency) = (MetricsConfig::default(), HealthConfig::default(), CurrencyConfig::default());
+        let settings = Settings { metrics: &metrics, health: &health, currency: &currency };
+        let today = chrono::Utc::now().date_naive();
+        let date = |offset: i64| (today + chrono::Duration::days(offset)).to_string();
+        // Records first, as an install that imports its contracts before any event arrives.
+        import(&mut conn, "accounts", json!({"account_id": "a1"}));
+        import(&mut conn, "subscriptions", json!({"subscription_id": "s1", "account_id": "a1", "arr": 1000, "currency": "USD", "seats": 5,
+                                                  "start_date": date(-120), "end_date": date(-61), "outcome": "renewed"}));
+        let mut state = PassState::default();
+        run_once(&conn, settings, &mut state).unwrap();
+        assert_eq!(models(&conn), vec![(1, "first model".to_string(), 0)]);
+        // Tried again at once: still nothing to learn from, so nothing stored; then not
+        // again within the hour.
+        run_once(&conn, settings, &mut state).unwrap();
+        assert!(state.empty_tried.is_some());
+        run_once(&conn, settings, &mut state).unwrap();
+        assert_eq!(models(&conn).len(), 1);
+
+        // The backfill arrives: a member of a1 active before and during the renewed term.
+        let ms = |offset: i64| (today + chrono::Duration::days(offset)).and_hms_opt(12, 0, 0).unwrap().and_utc().timestamp_millis();
+        for (id, kind, offset) in [(1_i64, "group", -130), (2, "track", -125), (3, "track", -100)] {
+            conn.execute(
+                "INSERT INTO events (id, received_ms, source, message_id, type, user_id, group_id, event, timestamp_ms, raw)
+                 VALUES (?1, ?2, 'test', ?1, ?3, 'u1', CASE WHEN ?3 = 'group' THEN 'a1' END, CASE WHEN ?3 = 'track' THEN 'Report Created' END, ?2, '{}')",
+                params![id, ms(offset), kind],
+            )
+            .unwrap();
+        }
+        conn.execute("INSERT INTO memberships (user_id, anonymous_id, account_id, timestamp_ms, event_id) VALUES ('u1', NULL, 'a1', ?1, 1)", [ms(-130)]).unwrap();
+        crate::store::rollup::catch_up(&mut conn, &mut crate::store::rollup::Rollup::new(&metrics), &mut |_, _| {}).unwrap();
+        run_once(&conn, settings, &mut state).unwrap();
+        assert_eq!(models(&conn).len(), 1, "tried within the hour: not again");
+        state.empty_tried = state.empty_tried.map(|at| at - EMPTY_RETRY);
+        run_once(&conn, settings, &mut state).unwrap();
+        assert_eq!(models(&conn), vec![(1, "first model".to_string(), 0), (2, FIRST_DATA.to_string(), 1)]);
+        // A model that learned something is not retried.
+        run_once(&conn, settings, &mut state).unwrap();
+        assert_eq!(models(&conn).len(), 2);
+    }
 }

@@ -309,6 +309,12 @@ pub trait Source {
         Ok(rows)
     }
 
+    /// How many days of the daily health history to compute from one [`Self::snapshots`]:
+    /// their rows are all held at once (about 3 KB per account and day).
+    fn days_per_load(&self) -> usize {
+        1
+    }
+
     /// [`Self::snapshot`] on each of `days` (ascending): one load covers them all, so a run
     /// of days costs about one snapshot where reading is what costs (ClickHouse).
     fn snapshots(&self, days: &[NaiveDate], config: &MetricsConfig, currency: &CurrencyConfig) -> Result<Vec<Vec<Row>>, StoreError> {

@@ -645,8 +645,11 @@ fn dashboard_users_sessions_goals_and_share_links_hold_across_two_clickhouse_nod
     let out = run(&["user", "list"], "");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "ann\tadmin\t\nbo\tcsm\tcsm-1\n");
 
-    let env = [("BELLWETHER_STORE", store.as_str())];
+    let env = [("BELLWETHER_STORE", store.as_str()), ("BELLWETHER_WRITE_KEYS", KEY)];
     let (node_a, node_b) = (Server::start(dir_a.path(), &env), Server::start(dir_b.path(), &env));
+    // An account only a group call named is an account on the dashboard too.
+    let group = json!({"type": "group", "messageId": "g-globex", "userId": "u-9", "groupId": "globex", "traits": {"name": "Globex Corp", "plan": "pro"}});
+    assert_eq!(post(&node_a, "/v1/group", Some(KEY), group.to_string()).status, 200);
     let csrf_of = |node: &Server, session: &Session| {
         let (status, html) = page(node, session, "/settings");
         assert_eq!(status, 200, "{html}");
@@ -656,7 +659,14 @@ fn dashboard_users_sessions_goals_and_share_links_hold_across_two_clickhouse_nod
     let ann = sign_in(&node_a, "ann", "correct%20horse%20battery");
     let (status, html) = page(&node_b, &ann, "/portfolio?status=all");
     assert_eq!(status, 200);
-    assert!(html.contains("Acme AB") && html.contains("Kim Berg"), "{html}");
+    assert!(html.contains("Acme AB") && html.contains("Kim Berg") && html.contains("Globex Corp"), "{html}");
+    let csrf = csrf_of(&node_b, &ann);
+    assert_eq!(form_post(&node_b, &ann, "/accounts/globex/notes", Some(&node_b.base), &format!("csrf={csrf}&text=Met+their+CTO")), 303);
+    let (status, html) = page(&node_a, &ann, "/accounts/globex");
+    assert_eq!(status, 200);
+    assert!(html.contains("Globex Corp") && html.contains("Met their CTO"), "{html}");
+    assert_eq!(page(&node_a, &ann, "/accounts/globex/review?quarter=2026-Q3").0, 200);
+    assert_eq!(page(&node_a, &ann, "/accounts/no-such-account/review?quarter=2026-Q3").0, 404);
     let (status, html) = page(&node_b, &ann, "/settings");
     assert_eq!(status, 200);
     assert!(html.contains("Not on the ClickHouse store yet: alert rules"), "{html}");
@@ -762,7 +772,7 @@ fn demo_on_clickhouse_loads_once_learns_tiers_and_serves_the_dashboard() {
 
 #[test]
 fn retention_on_clickhouse_drops_old_activity_events_and_every_metric_stays() {
-    use super::metrics::{export, first_batch, record_bodies, second_batch, send, setup, AS_OF};
+    use super::metrics::{first_batch, record_bodies, second_batch, send, setup, AS_OF};
     let (dir, config) = setup();
     let clickhouse = ClickHouseServer::start();
     let store = clickhouse.store_url("bw_retention");

@@ -45,9 +45,7 @@ fn started(quarter: Quarter) -> Result<Quarter, PageError> {
 }
 
 fn load(source: &dyn DashboardSource, s: crate::store::health::Settings, account: &str, quarter: Quarter) -> Result<Option<Review>, StoreError> {
-    let accounts = crate::records::kind("accounts").expect("a kind");
-    let Some(record) = source.get(accounts, &[account.to_string()])? else { return Ok(None) };
-    let name = record.get(accounts, "name").as_text().map(str::to_string);
+    let Some(name) = dashboard::account_name(source, account)? else { return Ok(None) };
     let (start, through) = (quarter.first_day(), quarter.last_day().min(today()));
     let mut days: Vec<NaiveDate> = std::iter::successors(Some(through), |d| Some(*d - Duration::weeks(1))).take_while(|d| *d >= start).collect();
     days.reverse();
@@ -248,7 +246,7 @@ pub async fn goals(user: SignedIn, State(state): State<AppState>, headers: Heade
     }
     let (account, goals) = (id.clone(), form.goals.trim().to_string());
     let known = with_source(&state, move |source, _| {
-        let known = source.get(crate::records::kind("accounts").expect("a kind"), std::slice::from_ref(&account))?.is_some();
+        let known = dashboard::account_name(source, &account)?.is_some();
         if known {
             users::set_review_goals(source, &account, &quarter.to_string(), &goals)?;
         }
