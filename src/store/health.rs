@@ -367,10 +367,7 @@ pub fn assess_all(source: &dyn HealthSource, rows: &[Row], model: &Model, as_of:
 /// [`assess_all`] for several days (rows, model in force, day) at once: the subscriptions
 /// and the feature uses are read once for all of them.
 pub fn assess_days(source: &dyn HealthSource, days: &[(&[Row], &Model, i32)], settings: Settings) -> Result<Vec<Vec<Map<String, Value>>>, StoreError> {
-    let has_power = |row: &Row, model: &Model| {
-        let segment = row["segment"].as_str().unwrap_or_default();
-        model.segments.get(segment).or_else(|| model.segments.get("all")).is_some_and(|m| m.power_feature.is_some())
-    };
+    let has_power = |row: &Row, model: &Model| segment_model(model, row).is_some_and(|m| m.power_feature.is_some());
     let wanted: HashSet<&str> = days
         .iter()
         .flat_map(|(rows, model, _)| rows.iter().filter(|r| has_power(r, model)).map(|r| r["account_id"].as_str().unwrap_or_default()))
@@ -399,6 +396,12 @@ pub fn assess_days(source: &dyn HealthSource, days: &[(&[Row], &Model, i32)], se
     Ok(days.iter().map(|(rows, model, as_of)| assess_rows(rows, model, *as_of, &mut uses, &first_of, settings)).collect())
 }
 
+/// The model of a row's segment, else the all-accounts one.
+fn segment_model<'m>(model: &'m Model, row: &Row) -> Option<&'m SegmentModel> {
+    let segment = row["segment"].as_str().unwrap_or_default();
+    model.segments.get(segment).or_else(|| model.segments.get("all"))
+}
+
 /// One day's assessment, with the power feature uses of each (account, day) read before.
 fn assess_rows(
     rows: &[Row],
@@ -408,11 +411,7 @@ fn assess_rows(
     first_of: &dyn Fn(&str, i32) -> i32,
     settings: Settings,
 ) -> Vec<Map<String, Value>> {
-    let segment_model = |row: &Row| {
-        let segment = row["segment"].as_str().unwrap_or_default();
-        model.segments.get(segment).or_else(|| model.segments.get("all"))
-    };
-    let power_of = |row: &Row| segment_model(row).and_then(|m| m.power_feature.as_ref().map(|p| (m, p)));
+    let power_of = |row: &Row| segment_model(model, row).and_then(|m| m.power_feature.as_ref().map(|p| (m, p)));
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {
         let account = row["account_id"].as_str().unwrap_or_default();
@@ -432,7 +431,7 @@ fn assess_rows(
             None => (None, None, None, None),
         };
         health.insert("engagement_score".into(), row.get("engagement_score").cloned().unwrap_or(Value::Null));
-        health.insert("model_fallback".into(), segment_model(row).map(|m| m.fallback).into());
+        health.insert("model_fallback".into(), segment_model(model, row).map(|m| m.fallback).into());
         health.insert("power_feature".into(), power.into());
         health.insert("power_feature_monthly_uses".into(), monthly.into());
         health.insert("tier".into(), tier.clone().into());
@@ -467,29 +466,25 @@ pub fn update_history(source: &dyn HealthSource, through: NaiveDate, settings: S
     // than the one now in force that day (a first real model replacing an empty one), or
     // when it is the last stored day (it may have been written before the day was over).
     let last = source.history_last_day()?;
-    let mut todo = Vec::new();
+    // (day, the model in force that day).
+    let mut todo: Vec<(i32, Model)> = Vec::new();
     for day in first..=end {
         let Some(model) = source.model_for(Some(day_date(day)))? else { return Ok(0) };
         let (rows, other) = source.history_on(day, model.id)?;
         if rows == 0 || other > 0 || Some(day) >= last {
-            todo.push(day);
+            todo.push((day, model));
         }
     }
     let total = todo.len();
     let mut written = 0;
     // Days in runs: one load of the metrics and one read of the feature uses per run.
     for run in todo.chunks(source.days_per_load().max(1)) {
-        let dates: Vec<NaiveDate> = run.iter().map(|d| day_date(*d)).collect();
-        let mut models = Vec::with_capacity(run.len());
-        for date in &dates {
-            let Some(model) = source.model_for(Some(*date))? else { return Ok(written) };
-            models.push(model);
-        }
+        let dates: Vec<NaiveDate> = run.iter().map(|(day, _)| day_date(*day)).collect();
         let snapshots = source.snapshots(&dates, settings.metrics, settings.currency)?;
-        let days: Vec<(&[Row], &Model, i32)> = snapshots.iter().zip(&models).zip(run).map(|((rows, model), day)| (rows.as_slice(), model, *day)).collect();
+        let days: Vec<(&[Row], &Model, i32)> = snapshots.iter().zip(run).map(|(rows, (day, model))| (rows.as_slice(), model, *day)).collect();
         let assessed_days = assess_days(source, &days, settings)?;
-        for ((&day, model), assessed) in run.iter().zip(&models).zip(assessed_days) {
-            write_history_day(source, day, model, &assessed)?;
+        for ((day, model), assessed) in run.iter().zip(assessed_days) {
+            write_history_day(source, *day, model, &assessed)?;
             written += 1;
             progress(written, total);
         }
