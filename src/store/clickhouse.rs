@@ -821,10 +821,8 @@ impl ClickHouse {
         struct Count {
             n: u64,
         }
-        let today = now_ms.div_euclid(86_400_000);
-        let horizon = today - i64::from(days);
-        let timed_before = horizon * 86_400_000 - 14 * 3_600_000;
-        let received_before = now_ms - i64::from(days) * 86_400_000;
+        let horizon = super::retention::wanted_horizon(days, now_ms);
+        let (timed_before, received_before) = super::retention::cutoffs(horizon, days, now_ms);
         let condition = "type IN ('track', 'page', 'screen') AND timestamp_ms < ? AND received_ms < ?";
         let count = self.client.query(&format!("SELECT count() AS n FROM events WHERE {condition}")).bind(timed_before).bind(received_before);
         let events = fetch_all::<Count>(count, "events past retention").await?.first().map_or(0, |c| c.n);
@@ -832,8 +830,7 @@ impl ClickHouse {
             run(self.client.query(&format!("ALTER TABLE events DELETE WHERE {condition}")).bind(timed_before).bind(received_before), "retention").await?;
             self.mutations_done("retention").await?;
         }
-        let horizon = NaiveDate::from_ymd_opt(1970, 1, 1).expect("a date") + chrono::Duration::days(horizon);
-        Ok(super::retention::Pruned { events, horizon, skipped: None })
+        Ok(super::retention::Pruned { events, horizon: activity::day_date(horizon as i32), skipped: None })
     }
 }
 
@@ -850,7 +847,7 @@ fn current_records(kind: &Kind, inner: &str, outer: &str, tail: &str) -> String 
 
 /// One record as a JSONEachRow line of its table, versioned by the time of writing.
 fn record_line(kind: &Kind, record: &Record, traits: &Map<String, Value>, deleted: bool, body: &mut Vec<u8>) -> Result<(), StoreError> {
-    let version = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    let version = now_version();
     let mut row: Map<String, Value> = kind.columns.iter().zip(&record.cells).map(|(c, cell)| (c.name.to_string(), cell_to_json(cell))).collect();
     row.insert("traits".into(), Value::String(Value::Object(traits.clone()).to_string()));
     row.insert("version".into(), Value::from(version));
@@ -1266,7 +1263,7 @@ impl ClickHouse {
             let to = k.values().flatten().map(|w| w.1).max()?;
             Some((from - 1, to + 1))
         });
-        if kept.as_ref().is_some_and(|_| span.is_none()) {
+        if kept.is_some() && span.is_none() {
             return Ok(Rollups::default());
         }
         let mut first_day: Option<i32> = None;
@@ -1324,7 +1321,7 @@ impl ClickHouse {
                 }
             }
         }
-        let date = |day: u16| (NaiveDate::from_ymd_opt(1970, 1, 1).expect("a date") + chrono::Duration::days(i64::from(day))).to_string();
+        let date = |day: u16| activity::day_date(i32::from(day)).to_string();
         for _pass in 0..2 {
             for &(first, last) in &runs {
                 // The rollup rows stream by (never all in memory).
@@ -1759,7 +1756,7 @@ impl ClickHouse {
             }
             self.insert_lines("tier_changes", "id, account_id, day, from_tier, to_tier, model_id, created_ms", body).await?;
         }
-        let version = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+        let version = now_version();
         let mut body = Vec::new();
         for row in rows {
             let line = serde_json::json!({"account_id": row.account_id, "day": day, "engagement": row.engagement, "score": row.score, "band": row.band,
@@ -1815,6 +1812,12 @@ impl super::listening::ListeningSource for ClickHouse {
             .map(|s| super::listening::Note { id: s.id, account_id: s.account_id, author: s.author, person: s.person, text: s.text, created_ms: s.created_ms })
             .collect())
     }
+}
+
+/// Nanoseconds since 1970: the version of a row written now (a ReplacingMergeTree keeps
+/// the highest).
+fn now_version() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
 }
 
 fn non_empty(text: &str) -> Option<String> {

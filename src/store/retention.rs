@@ -27,6 +27,19 @@ pub const CHUNK_IDS: i64 = 50_000;
 /// The furthest any timezone is ahead of UTC.
 const MAX_UTC_OFFSET_MS: i64 = 14 * 3_600_000;
 
+/// The horizon (a day number) that keeping `days` days at `now_ms` asks for.
+pub(crate) fn wanted_horizon(days: u32, now_ms: i64) -> i64 {
+    let today = activity::day_number(chrono::DateTime::from_timestamp_millis(now_ms).unwrap_or_default().date_naive());
+    i64::from(today) - i64::from(days)
+}
+
+/// Which raw events may go for a horizon: (timed before, received before) in ms. Timed more
+/// than 14 hours before the horizon's UTC midnight, their local day is before it in every
+/// timezone; received more than `days` ago, a retry within the dedup window still finds them.
+pub(crate) fn cutoffs(horizon: i64, days: u32, now_ms: i64) -> (i64, i64) {
+    (horizon * 86_400_000 - MAX_UTC_OFFSET_MS, now_ms - i64::from(days) * 86_400_000)
+}
+
 /// What a pass did.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Pruned {
@@ -41,8 +54,7 @@ pub struct Pruned {
 /// Drops the raw events older than `days` (see the module notes). `progress` gets (ids
 /// looked at, ids to look at).
 pub fn prune(conn: &mut Connection, days: u32, now_ms: i64, progress: &mut dyn FnMut(i64, i64)) -> Result<Pruned, StoreError> {
-    let today = activity::day_number(chrono::DateTime::from_timestamp_millis(now_ms).unwrap_or_default().date_naive());
-    let wanted = i64::from(today) - i64::from(days);
+    let wanted = wanted_horizon(days, now_ms);
     // It writes only the horizon (rollups.db); the events it reads need no lock.
     let tx = super::write_transaction(conn, super::Lock::Rollups)?;
     let (last, counted_to, frozen_before): (i64, i64, Option<i64>) = tx.query_row(
@@ -69,8 +81,7 @@ pub fn prune(conn: &mut Connection, days: u32, now_ms: i64, progress: &mut dyn F
         tx.query_row("SELECT coalesce(min(id), 0), coalesce(max(id), 0) FROM events", [], |r| Ok((r.get(0)?, r.get(1)?)))?;
     tx.commit()?;
 
-    let timed_before = horizon * 86_400_000 - MAX_UTC_OFFSET_MS;
-    let received_before = now_ms - i64::from(days) * 86_400_000;
+    let (timed_before, received_before) = cutoffs(horizon, days, now_ms);
     // Never the newest event (ids must keep growing) and nothing the rollups have not read.
     let end = last.min(newest - 1);
     let mut deleted = 0u64;

@@ -11,7 +11,7 @@ use rusqlite::Connection;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{block_on, current_records, fetch_all, run, ClickHouse};
+use super::{block_on, current_records, fetch_all, now_version, run, ClickHouse};
 use crate::config::MetricsConfig;
 use crate::metrics::activity::Classifier;
 use crate::records::{self, Kind};
@@ -19,11 +19,6 @@ use crate::store::dashboard::{DashboardSource, RecentEvent};
 use crate::store::records::RecordStore;
 use crate::store::users::{Session, User, UserRole, UserStore};
 use crate::store::{ApiToken, EventFilter, Role, StoreError};
-
-/// Nanoseconds since 1970: the version of a row written now.
-fn now_version() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
-}
 
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
