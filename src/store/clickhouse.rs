@@ -371,7 +371,7 @@ impl ClickHouse {
                     group_id: m.group_id.clone().unwrap_or_default(),
                     event: m.event.clone().unwrap_or_default(),
                     previous_id: m.previous_id.clone().unwrap_or_default(),
-                    traits: m.traits.clone().unwrap_or_default(),
+                    traits: m.traits.as_deref().map(compact_json).unwrap_or_default(),
                     raw: m.raw.clone(),
                     first_wins: u64::MAX - m.received_ms.max(0) as u64,
                 };
@@ -1812,6 +1812,13 @@ impl super::listening::ListeningSource for ClickHouse {
             .map(|s| super::listening::Note { id: s.id, account_id: s.account_id, author: s.author, person: s.person, text: s.text, created_ms: s.created_ms })
             .collect())
     }
+}
+
+/// JSON object text without whitespace outside strings: `visitParamExtract*` (what reads
+/// traits on servers without JSONExtract) finds no value after `": "`. Text that is not
+/// JSON stays as it is (ingest has checked it is an object).
+fn compact_json(text: &str) -> String {
+    serde_json::from_str::<Value>(text).map_or_else(|_| text.to_string(), |v| v.to_string())
 }
 
 /// Nanoseconds since 1970: the version of a row written now (a ReplacingMergeTree keeps
