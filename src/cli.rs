@@ -346,8 +346,18 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             config.currency.rates.entry(code.to_string()).or_insert(*rate);
         }
     }
-    if matches!(config.store, StoreLocation::ClickHouse(_)) && !matches!(cli.command, Command::Serve(_) | Command::Demo(_) | Command::Events(_) | Command::Import(_) | Command::Metrics(_) | Command::Generate(_) | Command::Token { .. } | Command::DeleteUser { .. } | Command::User { .. } | Command::ReviewLink { .. } | Command::Retention { .. } | Command::Indicators(_) | Command::Recalibrate(_) | Command::Health(_) | Command::Backtest(_)) {
-        bail!("this command needs the embedded store: on the ClickHouse store only `serve` (the tracking API, the events, metrics, health, listening and records API, the dashboard), `demo`, `events`, `import`, `metrics`, `indicators`, `recalibrate`, `health`, `backtest`, `token`, `user`, `review-link`, `retention` and `delete-user` run so far; drop --store / BELLWETHER_STORE / `store` to use the data dir");
+    if matches!(config.store, StoreLocation::ClickHouse(_)) {
+        match &cli.command {
+            Command::Rebuild => bail!(
+                "rebuild is not needed on the ClickHouse store: its materialized view keeps the activity rollups as the events arrive, and what an event means \
+                 (features, logins, passive events) is applied when they are read, so a changed config takes effect at once"
+            ),
+            Command::Backup { .. } | Command::Restore { .. } => bail!(
+                "on the ClickHouse store, back up and restore the database with ClickHouse's own tools (`ALTER TABLE ... FREEZE` on each table of the database, \
+                 or clickhouse-backup): bellwether keeps nothing outside it"
+            ),
+            _ => {}
+        }
     }
     match cli.command {
         Command::Serve(_) => serve(&config),
@@ -548,17 +558,20 @@ fn user_on(source: &dyn store::dashboard::DashboardSource, command: UserCommand)
 }
 
 fn alerts(config: &Config, command: AlertsCommand) -> anyhow::Result<ExitCode> {
-    let (_store, mut conn) = store_caught_up(config)?;
+    on_store(config, true, |source| alerts_on(config, command, source))
+}
+
+fn alerts_on(config: &Config, command: AlertsCommand, source: &dyn store::actions::ActionStore) -> anyhow::Result<ExitCode> {
     match command {
         AlertsCommand::Rules => {
-            for ready in store::actions::rules(&conn, &config.actions)? {
+            for ready in store::actions::rules(source, &config.actions)? {
                 let r = &ready.rule;
                 println!("{}\t{}\tcooldown {} d\tnotify [{}]\t{} task(s){}", r.name, r.when, r.cooldown_days, ready.notify.join(", "), ready.tasks.len(), if r.enabled { "" } else { "\t(disabled)" });
             }
         }
         AlertsCommand::Test { rule, as_of, format } => {
             let as_of = date_arg("as-of", as_of.as_deref())?;
-            let fired = store::actions::evaluate(&mut conn, as_of, settings(config), &config.actions, &crate::web::base_url(config), Some(&rule), true)?;
+            let fired = store::actions::evaluate(source, as_of, settings(config), &config.actions, &crate::web::base_url(config), Some(&rule), true)?;
             if format == "json" {
                 println!("{}", serde_json::to_string_pretty(&fired)?);
             } else {
@@ -720,7 +733,7 @@ fn open_existing(config: &Config) -> anyhow::Result<Store> {
 
 /// Runs `work` on the store's users, tokens, secrets and records (no rollup catch-up).
 fn on_dashboard<T>(config: &Config, work: impl FnOnce(&dyn store::dashboard::DashboardSource) -> anyhow::Result<T>) -> anyhow::Result<T> {
-    on_store(config, false, work)
+    on_store(config, false, |source| work(source))
 }
 
 /// Runs `work` on what the metrics and health read: the embedded store with its rollups
@@ -731,7 +744,7 @@ fn on_source<T>(config: &Config, work: impl FnOnce(&dyn store::health::HealthSou
 
 /// Runs `work` on the configured store (the embedded one after its rollups catch up, if
 /// `caught_up`).
-fn on_store<T>(config: &Config, caught_up: bool, work: impl FnOnce(&dyn store::dashboard::DashboardSource) -> anyhow::Result<T>) -> anyhow::Result<T> {
+fn on_store<T>(config: &Config, caught_up: bool, work: impl FnOnce(&dyn store::actions::ActionStore) -> anyhow::Result<T>) -> anyhow::Result<T> {
     match &config.store {
         StoreLocation::ClickHouse(location) => {
             let runtime = runtime()?;

@@ -108,6 +108,7 @@ pub struct FeatureDay {
 
 #[derive(Debug, Clone)]
 pub struct Subscription {
+    pub id: String,
     pub product: Option<String>,
     pub plan: Option<String>,
     pub seats: i64,
@@ -130,6 +131,9 @@ impl Subscription {
 
 #[derive(Debug, Clone)]
 pub struct Ticket {
+    pub id: String,
+    /// The person who opened it.
+    pub user: Option<String>,
     pub kind: Option<String>,
     pub opened_ms: i64,
     pub opened: i32,
@@ -175,6 +179,8 @@ pub struct AccountData {
     pub features: Vec<FeatureDay>,
     /// First day the account used each feature (all time).
     pub first_use: HashMap<String, i32>,
+    /// The last day any person of the account was active (all time, like `first_use`).
+    pub last_active: Option<i32>,
     /// Rows of the 30 days from the value moment on (for `initial_adoption`).
     pub value_days: Vec<UserDay>,
     pub subscriptions: Vec<Subscription>,

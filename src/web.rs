@@ -30,8 +30,8 @@ use crate::telemetry::Telemetry;
 pub struct AppState {
     pub ingestor: Ingestor,
     pub store: Store,
-    /// Set when the node runs on ClickHouse: only the routes of [`CLICKHOUSE_ROUTES`] are
-    /// served, and `store` is never opened.
+    /// Set when the node runs on ClickHouse: every handler reads and writes there, and
+    /// `store` is never opened.
     pub clickhouse: Option<store::clickhouse::ClickHouse>,
     pub telemetry: Telemetry,
     /// SHA-256 of each write key -> source name. Looking keys up by digest means the time a
@@ -64,7 +64,7 @@ pub fn base_url(config: &Config) -> String {
 }
 
 pub fn router(state: AppState) -> Router {
-    let mut routes = Router::new()
+    let routes = Router::new()
         .merge(segment::router().layer(cors(&state.cors_origins)))
         .merge(api::router())
         .merge(metrics::router())
@@ -74,47 +74,7 @@ pub fn router(state: AppState) -> Router {
         .merge(records::router())
         .merge(ops::router())
         .merge(pages::router());
-    if state.clickhouse.is_some() {
-        routes = routes.route_layer(axum::middleware::from_fn(on_clickhouse_so_far)).fallback(|| async { not_on_clickhouse_yet() });
-    }
     routes.layer(axum::middleware::map_response(security_headers)).with_state(state)
-}
-
-/// The routes a node on ClickHouse serves so far (as routed: path templates).
-pub const CLICKHOUSE_ROUTES: &[&str] = &[
-    "/v1/track", "/v1/identify", "/v1/group", "/v1/page", "/v1/screen", "/v1/alias", "/v1/batch", "/v1/import",
-    "/healthz", "/readyz", "/metrics", "/js/activity.js", "/js/survey.js",
-    "/api/v1/events", "/api/v1/openapi.json",
-    "/api/v1/metrics", "/api/v1/accounts/{id}/metrics", "/api/v1/accounts/{id}/timeseries", "/api/v1/segments", "/api/v1/outcomes",
-    "/api/v1/indicators", "/api/v1/models", "/api/v1/models/{id}", "/api/v1/recalibrate", "/api/v1/health", "/api/v1/accounts/{id}/health",
-    "/api/v1/backtest", "/api/v1/accounts/{id}/health/history", "/api/v1/tier_changes",
-    "/api/v1/comments", "/api/v1/accounts/{id}/notes", "/api/v1/themes", "/api/v1/reports/churn_reasons",
-    "/api/v1/{kind}", "/api/v1/{kind}/{id}", "/api/v1/kpis/{account_id}/{name}/{date}", "/api/v1/import/{kind}", "/api/v1/users/{id}",
-    // The dashboard, but for what only the actions keep (survey answers, task and rule changes, retries).
-    "/", "/login", "/logout", "/portfolio", "/accounts/{id}", "/accounts/{id}/review", "/accounts/{id}/review/share", "/accounts/{id}/review/goals",
-    "/r/{token}", "/segments", "/indicators", "/outcomes", "/onboarding", "/listening", "/accounts/{id}/notes", "/accounts/{id}/reason", "/inbox",
-    "/settings", "/settings/users", "/settings/users/delete", "/settings/tokens", "/settings/tokens/delete", "/assets/app.css", "/assets/app.js",
-];
-
-/// On ClickHouse, a route not in [`CLICKHOUSE_ROUTES`] answers 501 before its handler runs
-/// (its handler would need the embedded store).
-async fn on_clickhouse_so_far(path: axum::extract::MatchedPath, request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    if CLICKHOUSE_ROUTES.contains(&path.as_str()) {
-        next.run(request).await
-    } else {
-        not_on_clickhouse_yet().into_response()
-    }
-}
-
-fn not_on_clickhouse_yet() -> (axum::http::StatusCode, axum::Json<serde_json::Value>) {
-    (
-        axum::http::StatusCode::NOT_IMPLEMENTED,
-        axum::Json(serde_json::json!({
-            "error": "not available on the ClickHouse store yet (the actions: alert rules, alerts, tasks, the outbox and surveys need the embedded store)",
-            "served": CLICKHOUSE_ROUTES,
-        })),
-    )
 }
 
 /// CORS for the tracking API: browsers on the configured origins may POST with a write key.
@@ -199,10 +159,20 @@ impl App {
                     let runtime = tokio::runtime::Handle::try_current().map_err(|e| StoreError::Thread(e.to_string()))?;
                     store::health::spawn_on_clickhouse(clickhouse.clone(), runtime.clone(), config.metrics.clone(), config.health.clone(), config.currency.clone())?;
                     if config.retention.raw_events_days > 0 {
-                        store::retention::spawn_on_clickhouse(clickhouse.clone(), runtime, config.retention.raw_events_days)?;
+                        store::retention::spawn_on_clickhouse(clickhouse.clone(), runtime.clone(), config.retention.raw_events_days)?;
                     }
+                    store::actions::spawn(
+                        clickhouse.clone(),
+                        clickhouse.clone(),
+                        Some(runtime),
+                        config.metrics.clone(),
+                        config.health.clone(),
+                        config.currency.clone(),
+                        config.actions.clone(),
+                        base_url(config),
+                    )?;
                 } else {
-                    tracing::info!("the health history and retention are kept by the node with [health] background = true; not this one");
+                    tracing::info!("the health history, retention, alert evaluation, surveys and the outbox run on the node with [health] background = true; not this one");
                 }
                 (Store::unopened(&config.data_dir), Some(clickhouse), writer)
             }
@@ -217,7 +187,7 @@ impl App {
                 if config.health.background != Some(false) {
                     store::health::spawn(&store, config.metrics.clone(), config.health.clone(), config.currency.clone())?;
                 }
-                store::actions::spawn(&store, config.metrics.clone(), config.health.clone(), config.currency.clone(), config.actions.clone(), base_url(config))?;
+                store::actions::spawn(store.connect()?, store.connect()?, None, config.metrics.clone(), config.health.clone(), config.currency.clone(), config.actions.clone(), base_url(config))?;
                 (store, None, writer)
             }
         };

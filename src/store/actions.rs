@@ -1,17 +1,25 @@
 //! Actions, stored: each account's measures for the rules, rule evaluation that records an
-//! alert, its outbox messages and its tasks in one transaction (so a decision and its
-//! notifications commit together), the outbox worker with retries and dead letters, the
+//! alert with its outbox messages and tasks all or none (so a decision and its
+//! notifications are kept together), the outbox worker with retries and dead letters, the
 //! CSM task inbox, and survey dispatch and answers.
+//!
+//! The decisions are written once over [`ActionStore`]: what the actions keep (API rules,
+//! alerts, the outbox, tasks, survey invitations), implemented by the embedded store's
+//! `Connection` (SQLite tables, one transaction per decision) and by ClickHouse
+//! (`store::clickhouse::actions`). What they read (metrics, records, health) comes from
+//! the same store through [`HealthSource`].
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
 use chrono::NaiveDate;
 use rusqlite::{params, Connection, OptionalExtension};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use super::health::Settings;
+use super::dashboard::DashboardSource;
+use super::health::{HealthSource, Settings};
 use super::StoreError;
 use crate::actions::deliver::{self, Message, Outcome};
 use crate::actions::surveys::{self, Policy, Sent, Trigger};
@@ -49,46 +57,316 @@ pub fn poke() {
 /// The name of the secret that signs survey links.
 pub const SURVEY_SECRET: &str = "survey-links";
 
-/// Every account's measures for the rules on `today`: the metrics row plus
-/// [`act::EXTRA_MEASURES`] and `uses_7d:FEATURE` for each of `features`; with the
-/// account's display name.
-pub fn measures(conn: &Connection, today: NaiveDate, settings: Settings, features: &[&str]) -> Result<Vec<(Map<String, Value>, String)>, StoreError> {
-    let rows = super::metrics::snapshot(conn, today, settings.metrics, settings.currency)?;
-    let facts = super::dashboard::facts(conn, today, &rows, settings)?;
-    let by_id: HashMap<&str, &super::dashboard::Facts> = facts.iter().map(|f| (f.account_id.as_str(), f)).collect();
-    let ms_today = chrono::Utc::now().timestamp_millis();
-    let mut escalations: HashMap<String, i64> = HashMap::new();
-    let mut query = conn.prepare("SELECT account_id, MIN(opened_at) FROM tickets WHERE escalated = 1 AND resolved_at IS NULL GROUP BY account_id")?;
-    for row in query.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
-        let (account, opened) = row?;
-        if let Ok(opened) = chrono::DateTime::parse_from_rfc3339(&opened) {
-            escalations.insert(account, (ms_today - opened.timestamp_millis()) / 86_400_000);
+/// Outbox messages the worker sends per round.
+const DELIVERIES_PER_ROUND: usize = 20;
+
+// ---- what is kept ----
+
+/// A fired alert as listed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertRow {
+    pub id: i64,
+    pub rule: String,
+    pub account_id: String,
+    pub fired_ms: i64,
+    pub reason: String,
+}
+
+impl AlertRow {
+    pub fn to_json(&self) -> Value {
+        json!({"id": self.id, "rule": self.rule, "account_id": self.account_id,
+               "fired_at": crate::ingest::format_timestamp(self.fired_ms), "reason": self.reason})
+    }
+}
+
+/// One outbox message with its delivery state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub idempotency_key: String,
+    pub alert_id: Option<i64>,
+    pub channel: String,
+    /// `slack`, `webhook` or `email`.
+    pub kind: String,
+    pub target: String,
+    pub subject: Option<String>,
+    pub body: String,
+    /// `pending`, `sent` or `dead`.
+    pub status: String,
+    pub attempts: i64,
+    pub next_attempt_ms: i64,
+    pub last_error: Option<String>,
+    pub created_ms: i64,
+    pub sent_ms: Option<i64>,
+}
+
+impl OutboxRow {
+    pub fn to_json(&self) -> Value {
+        json!({"id": self.id, "idempotency_key": self.idempotency_key, "alert_id": self.alert_id, "channel": self.channel, "kind": self.kind,
+               // Webhook URLs can hold secrets (Slack's do): show the host only.
+               "target": if self.kind == "email" { self.target.clone() } else { self.target.split('/').take(3).collect::<Vec<_>>().join("/") },
+               "status": self.status, "attempts": self.attempts,
+               "next_attempt_at": crate::ingest::format_timestamp(self.next_attempt_ms), "last_error": self.last_error,
+               "created_at": crate::ingest::format_timestamp(self.created_ms), "sent_at": self.sent_ms.map(crate::ingest::format_timestamp)})
+    }
+
+    fn message(&self) -> Message {
+        Message {
+            channel: self.channel.clone(),
+            kind: self.kind.clone(),
+            target: self.target.clone(),
+            subject: self.subject.clone(),
+            body: self.body.clone(),
+            idempotency_key: self.idempotency_key.clone(),
         }
     }
-    let week_ago = format!("{}T00:00:00.000Z", today - chrono::Duration::days(6));
-    let mut detractors: HashMap<String, i64> = HashMap::new();
-    let mut query = conn.prepare("SELECT account_id, COUNT(*) FROM survey_responses WHERE kind = 'nps' AND score <= 6 AND answered_at >= ?1 GROUP BY account_id")?;
-    for row in query.query_map([&week_ago], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
-        let (account, n) = row?;
-        detractors.insert(account, n);
+}
+
+/// A CSM task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskRow {
+    pub id: i64,
+    pub account_id: String,
+    pub alert_id: Option<i64>,
+    pub csm: Option<String>,
+    pub title: String,
+    /// `open`, `snoozed` or `done`.
+    pub status: String,
+    pub due: Option<String>,
+    pub snoozed_until: Option<String>,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+}
+
+/// Which tasks to list.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TaskFilter<'a> {
+    pub status: Option<&'a str>,
+    pub csm: Option<&'a str>,
+    pub account: Option<&'a str>,
+}
+
+impl TaskFilter<'_> {
+    pub fn holds(&self, task: &TaskRow) -> bool {
+        self.status.is_none_or(|s| task.status == s) && self.csm.is_none_or(|c| task.csm.as_deref() == Some(c)) && self.account.is_none_or(|a| task.account_id == a)
     }
-    let mut last_active: HashMap<String, i32> = HashMap::new();
-    let mut query = conn.prepare("SELECT account_id, MAX(day) FROM user_days GROUP BY account_id")?;
-    for row in query.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i32>(1)?)))? {
-        let (account, day) = row?;
-        last_active.insert(account, day);
-    }
-    let model = super::health::model_for(conn, Some(today))?;
+}
+
+/// Open and snoozed tasks first, by due day (none last), then by id.
+pub fn task_order(a: &TaskRow, b: &TaskRow) -> std::cmp::Ordering {
+    let due = |t: &TaskRow| (t.due.is_none(), t.due.clone());
+    (a.status == "done", due(a), a.id).cmp(&(b.status == "done", due(b), b.id))
+}
+
+/// A survey invitation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SendRow {
+    pub id: i64,
+    /// The occasion and person ([`Trigger::key`]): one invitation each.
+    pub key: String,
+    pub user_id: String,
+    pub account_id: String,
+    pub kind: String,
+    pub trigger: String,
+    /// `email` or `snippet`.
+    pub delivery: String,
+    pub sent_ms: i64,
+    pub answered_ms: Option<i64>,
+    pub response_id: Option<String>,
+}
+
+/// A firing to record, outside its rule's cooldown.
+#[derive(Debug, Clone)]
+pub struct NewAlert {
+    pub rule: String,
+    pub account_id: String,
+    pub account_name: String,
+    pub reason: String,
+    pub measures: Map<String, Value>,
+    /// Held back when the rule fired for the account after this.
+    pub cooldown_from_ms: i64,
+}
+
+/// A message to put in the outbox.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub idempotency_key: String,
+    pub channel: String,
+    pub kind: String,
+    pub target: String,
+    pub subject: Option<String>,
+    pub body: String,
+}
+
+/// A task to open.
+#[derive(Debug, Clone)]
+pub struct NewTask {
+    pub csm: Option<String>,
+    pub title: String,
+    pub due: NaiveDate,
+}
+
+/// What an alert brings with it, made once its id is known (the messages carry it).
+#[derive(Debug, Clone, Default)]
+pub struct FollowUp {
+    pub messages: Vec<NewMessage>,
+    pub tasks: Vec<NewTask>,
+}
+
+/// A survey invitation to record.
+#[derive(Debug, Clone)]
+pub struct NewSend {
+    pub key: String,
+    pub user_id: String,
+    pub account_id: String,
+    pub kind: String,
+    pub trigger: &'static str,
+    /// The address an `email` delivery goes to.
+    pub email: Option<String>,
+}
+
+/// How answering went.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Answered {
+    Stored(String),
+    AlreadyAnswered,
+    NoSuchSurvey,
+}
+
+/// What the actions keep, on either store. Every write is all or none; a decision whose
+/// condition a concurrent writer may have changed (a cooldown, an invitation's key, an
+/// answer) is checked again where it is stored.
+pub trait ActionStore: DashboardSource {
+    /// Whether the numbers are current: on the embedded store, the rollups hold (nearly)
+    /// every stored event.
+    fn settled(&self) -> Result<bool, StoreError>;
+
+    /// Rules made through the API, by name.
+    fn stored_rules(&self) -> Result<Vec<Rule>, StoreError>;
+    fn save_rule(&self, rule: &Rule) -> Result<(), StoreError>;
+    fn delete_rule(&self, name: &str) -> Result<bool, StoreError>;
+
+    /// Records each firing whose rule has not fired for its account since its
+    /// `cooldown_from_ms`, with what `follow_up` makes of its alert id; the ids (None: held
+    /// back by the cooldown), in order.
+    fn record_alerts(&self, now_ms: i64, alerts: &[NewAlert], follow_up: &dyn Fn(&NewAlert, i64) -> FollowUp) -> Result<Vec<Option<i64>>, StoreError>;
+    /// Alerts fired since `since_ms` (optionally of one account), newest first.
+    fn alerts(&self, since_ms: i64, account: Option<&str>, limit: usize) -> Result<Vec<AlertRow>, StoreError>;
+
+    /// Outbox messages of a status, newest first.
+    fn outbox(&self, status: &str, limit: usize) -> Result<Vec<OutboxRow>, StoreError>;
+    /// Pending messages due by `now_ms`, soonest first.
+    fn due(&self, now_ms: i64, limit: usize) -> Result<Vec<OutboxRow>, StoreError>;
+    /// Stores a message's new delivery state (status, attempts, next attempt, error, sent).
+    fn mark(&self, row: &OutboxRow) -> Result<(), StoreError>;
+    /// Puts a dead message back in line; false when there is no dead message with that id.
+    fn retry(&self, id: i64, now_ms: i64) -> Result<bool, StoreError>;
+
+    /// Tasks, filtered, in [`task_order`].
+    fn tasks(&self, filter: TaskFilter<'_>, limit: usize) -> Result<Vec<TaskRow>, StoreError>;
+    /// Sets a task's status, snooze day and (when given) due day; false when there is no such task.
+    fn update_task(&self, id: i64, status: &str, snoozed_until: Option<NaiveDate>, due: Option<NaiveDate>, now_ms: i64) -> Result<bool, StoreError>;
+    /// Snoozed tasks whose day has come are open again.
+    fn wake_snoozed(&self, today: NaiveDate) -> Result<(), StoreError>;
+
+    fn survey_send(&self, id: i64) -> Result<Option<SendRow>, StoreError>;
+    /// Every invitation sent to any of `users`.
+    fn sends_to(&self, users: &[&str]) -> Result<Vec<SendRow>, StoreError>;
+    /// The email address each of `users` gave in their traits, when they gave one.
+    fn user_emails(&self, users: &[&str]) -> Result<HashMap<String, String>, StoreError>;
+    /// Records the invitations whose key is still new, each with the email `email` makes
+    /// of its id (for an `email` delivery); how many were recorded.
+    fn record_sends(&self, now_ms: i64, sends: &[NewSend], email: &dyn Fn(&NewSend, i64) -> Option<NewMessage>) -> Result<usize, StoreError>;
+    /// Records an answer as a survey response `survey-ID`, once per invitation.
+    fn answer(&self, id: i64, score: i64, comment: Option<&str>, now_ms: i64) -> Result<Answered, StoreError>;
+    /// The newest unanswered invitation sent to a person since `since_ms`.
+    fn pending_survey(&self, user_id: &str, since_ms: i64) -> Result<Option<i64>, StoreError>;
+}
+
+// ---- measures and occasions ----
+
+/// What one look at every account gives the actions.
+pub struct Look {
+    /// Each account's measures for the rules: the metrics row plus [`act::EXTRA_MEASURES`]
+    /// and `uses_7d:FEATURE` for the features asked; with the account's display name.
+    pub measures: Vec<(Map<String, Value>, String)>,
+    /// The occasions to survey on the day: (user, account, trigger).
+    pub occasions: Vec<(String, String, Trigger)>,
+}
+
+/// What the actions read of one account beside its metrics row.
+#[derive(Default)]
+struct Extra {
+    escalation_opened_ms: Option<i64>,
+    detractors_7d: i64,
+    last_active: Option<i32>,
+    power_first_use: Option<i32>,
+    uses_7d: HashMap<String, i64>,
+}
+
+/// Every account's measures and the day's survey occasions, from one metrics snapshot of
+/// `today` (the records and rollups each account's metrics are computed from).
+///
+/// Survey occasions: tickets resolved in the last 7 days (account-local days), the
+/// quarter's NPS for the people active in the last 30 days of accounts with a contract in
+/// force and no ticket opened this quarter, and go-lives in the last 7 days.
+pub fn look(source: &dyn HealthSource, today: NaiveDate, settings: Settings, features: &[&str], policy: &Policy) -> Result<Look, StoreError> {
     let day = day_number(today);
-    // By the (account, day) primary key prefix: a short range per account.
-    let mut feature_uses = conn.prepare("SELECT coalesce(SUM(uses), 0) FROM user_day_features WHERE account_id = ?1 AND day > ?2 AND day <= ?3 AND feature = ?4")?;
-    let mut first_use = conn.prepare("SELECT first_day FROM account_features WHERE account_id = ?1 AND feature = ?2")?;
+    let model = super::health::model_for(source, Some(today))?;
+    let power = |segment: &str| model.as_ref().and_then(|m| m.segments.get(segment).or_else(|| m.segments.get("all"))).and_then(|s| s.power_feature.clone());
+    let week_ago_ms = (today - chrono::Duration::days(6)).and_hms_opt(0, 0, 0).expect("midnight exists").and_utc().timestamp_millis();
+    let quarter = crate::share::Quarter::of(today);
+    let quarter_start = day_number(quarter.first_day());
+    let mut extras: HashMap<String, Extra> = HashMap::new();
+    let mut tickets: Vec<(i64, String, String, String)> = Vec::new();
+    let mut quarterly: Vec<(String, Vec<String>)> = Vec::new();
+    let mut go_lives: Vec<(String, String, Vec<String>)> = Vec::new();
+    let rows = source.snapshot_with(today, settings.metrics, settings.currency, &mut |data| {
+        let open_escalations = data.tickets.iter().filter(|t| t.escalated && t.resolved_ms.is_none());
+        let uses_7d = features
+            .iter()
+            .map(|f| (f.to_string(), data.features.iter().filter(|u| u.feature == *f && u.day > day - 7 && u.day <= day).map(|u| u.uses).sum()))
+            .collect();
+        extras.insert(
+            data.account_id.clone(),
+            Extra {
+                escalation_opened_ms: open_escalations.map(|t| t.opened_ms).min(),
+                detractors_7d: data.surveys.iter().filter(|s| s.kind == "nps" && s.score <= 6 && s.answered_ms >= week_ago_ms).count() as i64,
+                last_active: data.last_active,
+                power_first_use: power(&data.segment).and_then(|p| data.first_use.get(&p).copied()),
+                uses_7d,
+            },
+        );
+        let this_week = |local: Option<i32>| local.is_some_and(|d| d > day - 7 && d <= day);
+        for t in data.tickets.iter().filter(|t| policy.after_ticket && this_week(t.resolved)) {
+            if let (Some(user), Some(resolved_ms)) = (&t.user, t.resolved_ms) {
+                tickets.push((resolved_ms, t.id.clone(), data.account_id.clone(), user.clone()));
+            }
+        }
+        if !policy.quarterly_nps && !policy.go_live {
+            return;
+        }
+        let active: BTreeSet<&str> = data.days.iter().filter(|d| d.day > day - 30 && d.day <= day).map(|d| d.user.as_str()).collect();
+        let active: Vec<String> = active.into_iter().map(str::to_string).collect();
+        let quiet = !data.tickets.iter().any(|t| t.opened >= quarter_start);
+        if policy.quarterly_nps && quiet && data.subscriptions.iter().any(|s| s.in_force(day)) {
+            quarterly.push((data.account_id.clone(), active.clone()));
+        }
+        let mut live: Vec<&str> = data.subscriptions.iter().filter(|s| policy.go_live && this_week(s.go_live)).map(|s| s.id.as_str()).collect();
+        live.sort_unstable();
+        for id in live {
+            go_lives.push((data.account_id.clone(), id.to_string(), active.clone()));
+        }
+    })?;
+    let facts = super::dashboard::facts(source, today, &rows, settings)?;
+    let by_id: HashMap<&str, &super::dashboard::Facts> = facts.iter().map(|f| (f.account_id.as_str(), f)).collect();
+    let now_ms = chrono::Utc::now().timestamp_millis();
     let rank = |tier: Option<&str>| tier.and_then(|t| crate::health::TIERS.iter().position(|x| *x == t));
-    let mut out = Vec::with_capacity(rows.len());
+    let mut measures = Vec::with_capacity(rows.len());
     for row in rows {
         let id = row["account_id"].as_str().unwrap_or_default().to_string();
-        let Some(f) = by_id.get(id.as_str()) else { continue };
-        let mut m = row.clone();
+        let (Some(f), Some(extra)) = (by_id.get(id.as_str()), extras.remove(&id)) else { continue };
+        let mut m = row;
         let tier = f.health.as_ref().and_then(|h| h.tier.clone());
         let before = f.week_before.as_ref().and_then(|h| h.tier.clone());
         m.insert("plan".into(), json!(f.plan));
@@ -99,54 +377,34 @@ pub fn measures(conn: &Connection, today: NaiveDate, settings: Settings, feature
         m.insert("expected_renewal_rate".into(), json!(f.health.as_ref().and_then(|h| h.expected_rate)));
         m.insert("arr".into(), json!(f.arr));
         m.insert("renewal_in_days".into(), json!(f.renewal.map(|r| (r - today).num_days())));
-        m.insert("escalation_open_days".into(), json!(escalations.get(&id)));
-        m.insert("nps_detractor_answers_7d".into(), json!(detractors.get(&id).copied().unwrap_or(0)));
-        m.insert("days_since_last_activity".into(), json!(last_active.get(&id).map(|d| day - d)));
-        let power = model.as_ref().and_then(|m| m.segments.get(&f.segment).or_else(|| m.segments.get("all"))).and_then(|s| s.power_feature.clone());
-        let first: Option<i32> = match &power {
-            Some(p) => first_use.query_row(params![id, p], |r| r.get(0)).optional()?,
-            None => None,
-        };
-        m.insert("power_feature_first_use_days".into(), json!(first.map(|d| day - d)));
-        for feature in features {
-            let uses: i64 = feature_uses.query_row(params![id, day - 7, day, feature], |r| r.get(0))?;
+        m.insert("escalation_open_days".into(), json!(extra.escalation_opened_ms.map(|opened| (now_ms - opened) / 86_400_000)));
+        m.insert("nps_detractor_answers_7d".into(), json!(extra.detractors_7d));
+        m.insert("days_since_last_activity".into(), json!(extra.last_active.map(|d| day - d)));
+        m.insert("power_feature_first_use_days".into(), json!(extra.power_first_use.map(|d| day - d)));
+        for (feature, uses) in extra.uses_7d {
             m.insert(format!("{}{feature}", act::FEATURE_USES_PREFIX), json!(uses));
         }
-        out.push((m, f.name.clone()));
+        measures.push((m, f.name.clone()));
     }
-    Ok(out)
-}
-
-/// Rules made through the API.
-pub fn stored_rules(conn: &Connection) -> Result<Vec<Rule>, StoreError> {
-    let mut query = conn.prepare("SELECT name, body FROM rules ORDER BY name")?;
-    let rows = query.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (name, body) = row?;
-        out.push(serde_json::from_str(&body).map_err(|e| StoreError::Invalid(format!("stored rule {name}: {e}")))?);
+    tickets.sort();
+    let mut occasions: Vec<(String, String, Trigger)> = tickets.into_iter().map(|(_, ticket_id, account, user)| (user, account, Trigger::Ticket { ticket_id })).collect();
+    for (account, users) in quarterly {
+        occasions.extend(users.into_iter().map(|user| (user, account.clone(), Trigger::Quarterly { quarter })));
     }
-    Ok(out)
+    for (account, subscription_id, users) in go_lives {
+        occasions.extend(users.into_iter().map(|user| (user, account.clone(), Trigger::GoLive { subscription_id: subscription_id.clone() })));
+    }
+    Ok(Look { measures, occasions })
 }
 
-pub fn save_rule(conn: &Connection, rule: &Rule) -> Result<(), StoreError> {
-    conn.execute(
-        "INSERT OR REPLACE INTO rules (name, body, created_ms) VALUES (?1, ?2, ?3)",
-        params![rule.name, serde_json::to_string(rule).expect("invariant: a rule serialises"), chrono::Utc::now().timestamp_millis()],
-    )?;
-    Ok(())
-}
-
-pub fn delete_rule(conn: &Connection, name: &str) -> Result<bool, StoreError> {
-    Ok(conn.execute("DELETE FROM rules WHERE name = ?1", [name])? > 0)
-}
+// ---- rules and alerts ----
 
 /// The rules in force: the config's, then the API's (an API rule may not reuse a config
 /// rule's name; one that fails to prepare, say after a channel left the config, is skipped
 /// with a warning).
-pub fn rules(conn: &Connection, config: &ActionsConfig) -> Result<Vec<Ready>, StoreError> {
+pub fn rules(store: &dyn ActionStore, config: &ActionsConfig) -> Result<Vec<Ready>, StoreError> {
     let mut ready = config.ready_rules().map_err(|(k, r)| StoreError::Invalid(format!("{k}: {r}")))?;
-    for rule in stored_rules(conn)? {
+    for rule in store.stored_rules()? {
         if ready.iter().any(|r| r.rule.name == rule.name) {
             continue;
         }
@@ -171,21 +429,33 @@ pub struct Fired {
 }
 
 /// Evaluates the rules (or one) for every account. Unless `dry_run`, each firing outside
-/// its cooldown is recorded with its outbox messages and tasks in one transaction.
-pub fn evaluate(conn: &mut Connection, today: NaiveDate, settings: Settings, config: &ActionsConfig, base_url: &str, only: Option<&str>, dry_run: bool) -> Result<Vec<Fired>, StoreError> {
-    let rules: Vec<Ready> = rules(conn, config)?.into_iter().filter(|r| only.is_none_or(|o| o == r.rule.name)).collect();
-    if let Some(name) = only {
-        if rules.is_empty() {
-            return Err(StoreError::Invalid(format!("no rule {name:?}")));
-        }
+/// its cooldown is recorded with its outbox messages and tasks.
+pub fn evaluate(store: &dyn ActionStore, today: NaiveDate, settings: Settings, config: &ActionsConfig, base_url: &str, only: Option<&str>, dry_run: bool) -> Result<Vec<Fired>, StoreError> {
+    let rules = rules_to_run(store, config, only)?;
+    let look = look(store, today, settings, &features_of(&rules), &Policy { after_ticket: false, quarterly_nps: false, go_live: false, ..config.surveys.clone() })?;
+    fire(store, today, config, base_url, &rules, &look, dry_run)
+}
+
+fn rules_to_run(store: &dyn ActionStore, config: &ActionsConfig, only: Option<&str>) -> Result<Vec<Ready>, StoreError> {
+    let rules: Vec<Ready> = rules(store, config)?.into_iter().filter(|r| only.is_none_or(|o| o == r.rule.name)).collect();
+    match only {
+        Some(name) if rules.is_empty() => Err(StoreError::Invalid(format!("no rule {name:?}"))),
+        _ => Ok(rules),
     }
+}
+
+fn features_of(rules: &[Ready]) -> Vec<&str> {
     let mut features: Vec<&str> = rules.iter().flat_map(|r| r.condition.features()).collect();
     features.sort();
     features.dedup();
-    let measures = measures(conn, today, settings, &features)?;
-    let mut fired = Vec::new();
-    for rule in &rules {
-        for (m, name) in &measures {
+    features
+}
+
+/// The rules fired by `look`'s measures, recorded unless `dry_run`.
+fn fire(store: &dyn ActionStore, today: NaiveDate, config: &ActionsConfig, base_url: &str, rules: &[Ready], look: &Look, dry_run: bool) -> Result<Vec<Fired>, StoreError> {
+    let mut fired: Vec<(&Ready, &Map<String, Value>, Fired)> = Vec::new();
+    for rule in rules {
+        for (m, name) in &look.measures {
             if rule.fires(m) {
                 let account_id = m["account_id"].as_str().unwrap_or_default().to_string();
                 fired.push((rule, m, Fired { rule: rule.rule.name.clone(), account_id, account_name: name.clone(), reason: act::reason(rule, m), recorded: false, alert_id: None }));
@@ -196,35 +466,31 @@ pub fn evaluate(conn: &mut Connection, today: NaiveDate, settings: Settings, con
         return Ok(fired.into_iter().map(|(_, _, f)| f).collect());
     }
     let now = chrono::Utc::now().timestamp_millis();
-    let tx = super::write_transaction(conn, super::Lock::Main)?;
-    let mut out = Vec::new();
-    for (rule, m, mut f) in fired {
-        let since = now - i64::from(rule.rule.cooldown_days) * 86_400_000;
-        let recent: Option<i64> = tx
-            .query_row("SELECT id FROM alerts WHERE rule = ?1 AND account_id = ?2 AND fired_ms > ?3 LIMIT 1", params![f.rule, f.account_id, since], |r| r.get(0))
-            .optional()?;
-        if recent.is_some() {
-            out.push(f);
-            continue;
-        }
-        tx.execute(
-            "INSERT INTO alerts (rule, account_id, fired_ms, reason, measures) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![f.rule, f.account_id, now, f.reason, Value::Object(m.clone()).to_string()],
-        )?;
-        let id = tx.last_insert_rowid();
-        let alert = Alert {
-            id,
+    let alerts: Vec<NewAlert> = fired
+        .iter()
+        .map(|(rule, m, f)| NewAlert {
             rule: f.rule.clone(),
             account_id: f.account_id.clone(),
             account_name: f.account_name.clone(),
             reason: f.reason.clone(),
-            link: format!("{}/accounts/{}", base_url.trim_end_matches('/'), f.account_id),
-            measures: m.clone(),
+            measures: (*m).clone(),
+            cooldown_from_ms: now - i64::from(rule.rule.cooldown_days) * 86_400_000,
+        })
+        .collect();
+    let owners = owners(store)?;
+    let follow_up = |new: &NewAlert, id: i64| -> FollowUp {
+        let rule = rules.iter().find(|r| r.rule.name == new.rule).expect("invariant: a fired rule is in force");
+        let alert = Alert {
+            id,
+            rule: new.rule.clone(),
+            account_id: new.account_id.clone(),
+            account_name: new.account_name.clone(),
+            reason: new.reason.clone(),
+            link: format!("{}/accounts/{}", base_url.trim_end_matches('/'), new.account_id),
+            measures: new.measures.clone(),
         };
-        let csm: Option<(Option<String>, Option<String>)> = tx
-            .query_row("SELECT a.csm, c.email FROM accounts a LEFT JOIN csms c ON c.csm_id = a.csm WHERE a.account_id = ?1", [&f.account_id], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?;
-        let (csm_id, csm_email) = csm.unwrap_or((None, None));
+        let (csm_id, csm_email) = owners.get(&new.account_id).cloned().unwrap_or_default();
+        let mut out = FollowUp::default();
         for channel in &rule.notify {
             let key = format!("alert-{id}-{channel}");
             let (kind, target, subject, body) = match &config.channels[channel] {
@@ -233,108 +499,94 @@ pub fn evaluate(conn: &mut Connection, today: NaiveDate, settings: Settings, con
                 Channel::Email { to } => {
                     let to = if to == "owner" { csm_email.clone() } else { Some(to.clone()) };
                     let Some(to) = to else {
-                        tracing::warn!(rule = %f.rule, account = %f.account_id, "email to the owner skipped: the account's CSM has no email");
+                        tracing::warn!(rule = %alert.rule, account = %alert.account_id, "email to the owner skipped: the account's CSM has no email");
                         continue;
                     };
                     let body = format!("{}\n\nWhy: {}\n\nOpen: {}\n", alert.account_name, alert.reason, alert.link);
                     ("email", to, Some(format!("[bellwether] {}: {}", alert.account_name, alert.rule)), body)
                 }
             };
-            tx.execute(
-                "INSERT INTO outbox (idempotency_key, alert_id, channel, kind, target, subject, body, status, next_attempt_ms, created_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?8)",
-                params![key, id, channel, kind, target, subject, body, now],
-            )?;
+            out.messages.push(NewMessage { idempotency_key: key, channel: channel.clone(), kind: kind.into(), target, subject, body });
         }
         for task in &rule.tasks {
-            let due = (today + chrono::Duration::days(i64::from(task.due_days))).to_string();
-            tx.execute(
-                "INSERT INTO tasks (account_id, alert_id, csm, title, status, due, created_ms, updated_ms) VALUES (?1, ?2, ?3, ?4, 'open', ?5, ?6, ?6)",
-                params![f.account_id, id, csm_id, act::task_title(&task.title, &alert), due, now],
-            )?;
+            out.tasks.push(NewTask { csm: csm_id.clone(), title: act::task_title(&task.title, &alert), due: today + chrono::Duration::days(i64::from(task.due_days)) });
         }
-        f.recorded = true;
-        f.alert_id = Some(id);
-        out.push(f);
-    }
-    tx.commit()?;
-    Ok(out)
+        out
+    };
+    let ids = store.record_alerts(now, &alerts, &follow_up)?;
+    Ok(fired
+        .into_iter()
+        .zip(ids)
+        .map(|((_, _, mut f), id)| {
+            f.recorded = id.is_some();
+            f.alert_id = id;
+            f
+        })
+        .collect())
 }
 
-/// Alerts fired since `since_ms` (optionally of one account), newest first.
-pub fn alerts(conn: &Connection, since_ms: i64, account: Option<&str>, limit: usize) -> Result<Vec<Value>, StoreError> {
-    let mut query = conn.prepare(
-        "SELECT id, rule, account_id, fired_ms, reason FROM alerts WHERE fired_ms >= ?1 AND (?2 IS NULL OR account_id = ?2) ORDER BY id DESC LIMIT ?3",
-    )?;
-    let rows = query.query_map(params![since_ms, account, limit as i64], |r| {
-        Ok(json!({"id": r.get::<_, i64>(0)?, "rule": r.get::<_, String>(1)?, "account_id": r.get::<_, String>(2)?,
-                  "fired_at": crate::ingest::format_timestamp(r.get(3)?), "reason": r.get::<_, String>(4)?}))
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+/// Each account's CSM and that CSM's email, from the records.
+fn owners(source: &dyn HealthSource) -> Result<HashMap<String, (Option<String>, Option<String>)>, StoreError> {
+    let text = |cell: &crate::records::Cell| cell.as_text().map(str::to_string);
+    let emails: HashMap<String, Option<String>> = source.record_rows("csms", &["csm_id", "email"])?.iter().filter_map(|r| Some((text(&r[0])?, text(&r[1])))).collect();
+    Ok(source
+        .record_rows("accounts", &["account_id", "csm"])?
+        .iter()
+        .filter_map(|r| {
+            let csm = text(&r[1]);
+            let email = csm.as_ref().and_then(|c| emails.get(c).cloned().flatten());
+            Some((text(&r[0])?, (csm, email)))
+        })
+        .collect())
+}
+
+/// Alerts fired since `since_ms` (optionally of one account), newest first, as the API shows them.
+pub fn alerts(store: &dyn ActionStore, since_ms: i64, account: Option<&str>, limit: usize) -> Result<Vec<Value>, StoreError> {
+    Ok(store.alerts(since_ms, account, limit)?.iter().map(AlertRow::to_json).collect())
 }
 
 // ---- the outbox ----
 
-/// Outbox rows of a status (`pending`, `sent`, `dead`), newest first.
-pub fn outbox(conn: &Connection, status: &str, limit: usize) -> Result<Vec<Value>, StoreError> {
-    let mut query = conn.prepare(
-        "SELECT id, idempotency_key, alert_id, channel, kind, target, status, attempts, next_attempt_ms, last_error, created_ms, sent_ms
-         FROM outbox WHERE status = ?1 ORDER BY id DESC LIMIT ?2",
-    )?;
-    let rows = query.query_map(params![status, limit as i64], |r| {
-        let target: String = r.get(5)?;
-        let kind: String = r.get(4)?;
-        Ok(json!({"id": r.get::<_, i64>(0)?, "idempotency_key": r.get::<_, String>(1)?, "alert_id": r.get::<_, Option<i64>>(2)?,
-                  "channel": r.get::<_, String>(3)?, "kind": kind,
-                  // Webhook URLs can hold secrets (Slack's do): show the host only.
-                  "target": if kind == "email" { target } else { target.split('/').take(3).collect::<Vec<_>>().join("/") },
-                  "status": r.get::<_, String>(6)?, "attempts": r.get::<_, i64>(7)?,
-                  "next_attempt_at": crate::ingest::format_timestamp(r.get(8)?), "last_error": r.get::<_, Option<String>>(9)?,
-                  "created_at": crate::ingest::format_timestamp(r.get(10)?), "sent_at": r.get::<_, Option<i64>>(11)?.map(crate::ingest::format_timestamp)}))
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+/// Outbox rows of a status (`pending`, `sent`, `dead`), newest first, as the API shows them.
+pub fn outbox(store: &dyn ActionStore, status: &str, limit: usize) -> Result<Vec<Value>, StoreError> {
+    Ok(store.outbox(status, limit)?.iter().map(OutboxRow::to_json).collect())
 }
 
 /// Puts a dead message back in line; false when there is no dead message with that id.
-pub fn retry(conn: &Connection, id: i64) -> Result<bool, StoreError> {
-    let now = chrono::Utc::now().timestamp_millis();
-    Ok(conn.execute("UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_ms = ?2 WHERE id = ?1 AND status = 'dead'", params![id, now])? > 0)
-}
-
-fn due(conn: &Connection, now: i64, limit: usize) -> Result<Vec<(i64, i64, Message)>, StoreError> {
-    let mut query = conn.prepare(
-        "SELECT id, attempts, channel, kind, target, subject, body, idempotency_key FROM outbox
-         WHERE status = 'pending' AND next_attempt_ms <= ?1 ORDER BY next_attempt_ms, id LIMIT ?2",
-    )?;
-    let rows = query.query_map(params![now, limit as i64], |r| {
-        Ok((r.get(0)?, r.get(1)?, Message { channel: r.get(2)?, kind: r.get(3)?, target: r.get(4)?, subject: r.get(5)?, body: r.get(6)?, idempotency_key: r.get(7)? }))
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+pub fn retry(store: &dyn ActionStore, id: i64) -> Result<bool, StoreError> {
+    store.retry(id, chrono::Utc::now().timestamp_millis())
 }
 
 /// Sends what is due once; returns how many were attempted. A message is marked only after
 /// its attempt: a crash in between sends it again with the same idempotency key (at least
 /// once; receivers drop the repeat by key), never loses it.
-pub fn deliver_due(conn: &Connection, config: &ActionsConfig, smtp_password: Option<&str>) -> Result<usize, StoreError> {
-    let now = chrono::Utc::now().timestamp_millis();
-    let batch = due(conn, now, 20)?;
-    for (id, attempts, message) in &batch {
-        let outcome = deliver::send(message, config, smtp_password);
-        let attempts = attempts + 1;
+pub fn deliver_due(store: &dyn ActionStore, config: &ActionsConfig, smtp_password: Option<&str>) -> Result<usize, StoreError> {
+    let batch = store.due(chrono::Utc::now().timestamp_millis(), DELIVERIES_PER_ROUND)?;
+    for row in &batch {
+        let outcome = deliver::send(&row.message(), config, smtp_password);
+        let mut row = row.clone();
+        row.attempts += 1;
         let now = chrono::Utc::now().timestamp_millis();
+        let (id, attempts) = (row.id, row.attempts);
         match outcome {
             Outcome::Sent => {
-                conn.execute("UPDATE outbox SET status = 'sent', attempts = ?2, sent_ms = ?3, last_error = NULL WHERE id = ?1", params![id, attempts, now])?;
-                tracing::info!(id, channel = %message.channel, attempts, "notification sent");
+                row.status = "sent".into();
+                row.sent_ms = Some(now);
+                row.last_error = None;
+                store.mark(&row)?;
+                tracing::info!(id, channel = %row.channel, attempts, "notification sent");
             }
             Outcome::Retry(error) if attempts < i64::from(config.max_attempts) => {
-                let next = now + act::retry_delay_ms(config.retry_base_seconds, attempts as u32);
-                conn.execute("UPDATE outbox SET attempts = ?2, next_attempt_ms = ?3, last_error = ?4 WHERE id = ?1", params![id, attempts, next, error])?;
-                tracing::warn!(id, channel = %message.channel, attempts, %error, "notification failed; will retry");
+                row.next_attempt_ms = now + act::retry_delay_ms(config.retry_base_seconds, attempts as u32);
+                row.last_error = Some(error.clone());
+                store.mark(&row)?;
+                tracing::warn!(id, channel = %row.channel, attempts, %error, "notification failed; will retry");
             }
             Outcome::Retry(error) | Outcome::Fatal(error) => {
-                conn.execute("UPDATE outbox SET status = 'dead', attempts = ?2, last_error = ?3 WHERE id = ?1", params![id, attempts, error])?;
-                tracing::error!(id, channel = %message.channel, attempts, %error, "notification moved to the dead letters");
+                row.status = "dead".into();
+                row.last_error = Some(error.clone());
+                store.mark(&row)?;
+                tracing::error!(id, channel = %row.channel, attempts, %error, "notification moved to the dead letters");
             }
         }
     }
@@ -343,37 +595,36 @@ pub fn deliver_due(conn: &Connection, config: &ActionsConfig, smtp_password: Opt
 
 // ---- tasks ----
 
-/// Tasks, filtered; open and snoozed first by due date.
-pub fn tasks(conn: &Connection, status: Option<&str>, csm: Option<&str>, account: Option<&str>, limit: usize) -> Result<Vec<Value>, StoreError> {
-    let mut query = conn.prepare(
-        "SELECT t.id, t.account_id, COALESCE(a.name, t.account_id), t.alert_id, t.csm, t.title, t.status, t.due, t.snoozed_until, t.created_ms, t.updated_ms
-         FROM tasks t LEFT JOIN accounts a ON a.account_id = t.account_id
-         WHERE (?1 IS NULL OR t.status = ?1) AND (?2 IS NULL OR t.csm = ?2) AND (?3 IS NULL OR t.account_id = ?3)
-         ORDER BY t.status = 'done', t.due, t.id LIMIT ?4",
-    )?;
-    let rows = query.query_map(params![status, csm, account, limit as i64], |r| {
-        Ok(json!({"id": r.get::<_, i64>(0)?, "account_id": r.get::<_, String>(1)?, "account_name": r.get::<_, String>(2)?,
-                  "alert_id": r.get::<_, Option<i64>>(3)?, "csm": r.get::<_, Option<String>>(4)?, "title": r.get::<_, String>(5)?,
-                  "status": r.get::<_, String>(6)?, "due": r.get::<_, Option<String>>(7)?, "snoozed_until": r.get::<_, Option<String>>(8)?,
-                  "created_at": crate::ingest::format_timestamp(r.get(9)?), "updated_at": crate::ingest::format_timestamp(r.get(10)?)}))
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+/// Each account's name (its id when it has none).
+fn account_names(source: &dyn HealthSource) -> Result<HashMap<String, String>, StoreError> {
+    Ok(source
+        .record_rows("accounts", &["account_id", "name"])?
+        .into_iter()
+        .filter_map(|r| {
+            let id = r[0].as_text()?.to_string();
+            Some((id.clone(), r[1].as_text().map_or(id, str::to_string)))
+        })
+        .collect())
+}
+
+/// Tasks, filtered; open and snoozed first by due date; as the API shows them.
+pub fn tasks(store: &dyn ActionStore, filter: TaskFilter<'_>, limit: usize) -> Result<Vec<Value>, StoreError> {
+    let rows = store.tasks(filter, limit)?;
+    let names = if rows.is_empty() { HashMap::new() } else { account_names(store)? };
+    Ok(rows
+        .iter()
+        .map(|t| {
+            json!({"id": t.id, "account_id": t.account_id, "account_name": names.get(&t.account_id).unwrap_or(&t.account_id),
+                   "alert_id": t.alert_id, "csm": t.csm, "title": t.title, "status": t.status, "due": t.due, "snoozed_until": t.snoozed_until,
+                   "created_at": crate::ingest::format_timestamp(t.created_ms), "updated_at": crate::ingest::format_timestamp(t.updated_ms)})
+        })
+        .collect())
 }
 
 /// Sets a task's status (`open`, `snoozed` with a day, `done`) and optionally its due day;
 /// false when there is no such task.
-pub fn update_task(conn: &Connection, id: i64, status: &str, snoozed_until: Option<NaiveDate>, due: Option<NaiveDate>) -> Result<bool, StoreError> {
-    let now = chrono::Utc::now().timestamp_millis();
-    Ok(conn.execute(
-        "UPDATE tasks SET status = ?2, snoozed_until = ?3, due = COALESCE(?4, due), updated_ms = ?5 WHERE id = ?1",
-        params![id, status, snoozed_until.map(|d| d.to_string()), due.map(|d| d.to_string()), now],
-    )? > 0)
-}
-
-/// Snoozed tasks whose day has come are open again.
-fn wake_snoozed(conn: &Connection, today: NaiveDate) -> Result<(), StoreError> {
-    conn.execute("UPDATE tasks SET status = 'open', snoozed_until = NULL WHERE status = 'snoozed' AND snoozed_until <= ?1", [today.to_string()])?;
-    Ok(())
+pub fn update_task(store: &dyn ActionStore, id: i64, status: &str, snoozed_until: Option<NaiveDate>, due: Option<NaiveDate>) -> Result<bool, StoreError> {
+    store.update_task(id, status, snoozed_until, due, chrono::Utc::now().timestamp_millis())
 }
 
 // ---- surveys ----
@@ -387,200 +638,118 @@ pub struct SurveySend {
     pub answered: bool,
 }
 
-pub fn survey_send(conn: &Connection, id: i64) -> Result<Option<SurveySend>, StoreError> {
-    Ok(conn
-        .query_row(
-            "SELECT s.id, s.kind, COALESCE(a.name, s.account_id), s.answered_ms IS NOT NULL FROM survey_sends s LEFT JOIN accounts a ON a.account_id = s.account_id WHERE s.id = ?1",
-            [id],
-            |r| Ok(SurveySend { id: r.get(0)?, kind: r.get(1)?, account_name: r.get(2)?, answered: r.get(3)? }),
-        )
-        .optional()?)
+pub fn survey_send(store: &dyn ActionStore, id: i64) -> Result<Option<SurveySend>, StoreError> {
+    let Some(send) = store.survey_send(id)? else { return Ok(None) };
+    let account_name = super::dashboard::account_name(store, &send.account_id)?.flatten().unwrap_or_else(|| send.account_id.clone());
+    Ok(Some(SurveySend { id: send.id, kind: send.kind, account_name, answered: send.answered_ms.is_some() }))
 }
 
-/// How answering went.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Answered {
-    Stored(String),
-    AlreadyAnswered,
-    NoSuchSurvey,
+/// Records an answer as a survey response, once per invitation.
+pub fn answer(store: &dyn ActionStore, id: i64, score: i64, comment: Option<&str>) -> Result<Answered, StoreError> {
+    store.answer(id, score, comment, chrono::Utc::now().timestamp_millis())
 }
 
-/// Records an answer as a survey response, once per send, in one transaction.
-pub fn answer(conn: &mut Connection, id: i64, score: i64, comment: Option<&str>) -> Result<Answered, StoreError> {
-    let tx = super::write_transaction(conn, super::Lock::Main)?;
-    let send: Option<(String, String, String, String, Option<i64>)> = tx
-        .query_row("SELECT user_id, account_id, kind, trigger, answered_ms FROM survey_sends WHERE id = ?1", [id], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-        })
-        .optional()?;
-    let Some((user, account, kind, trigger, answered)) = send else { return Ok(Answered::NoSuchSurvey) };
-    if answered.is_some() {
-        return Ok(Answered::AlreadyAnswered);
-    }
-    let now = chrono::Utc::now().timestamp_millis();
-    let response_id = format!("survey-{id}");
-    tx.execute(
-        "INSERT INTO survey_responses (response_id, account_id, user_id, kind, score, comment, answered_at, trigger, traits) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, '{}')",
-        params![response_id, account, user, kind, score, comment, crate::ingest::format_timestamp(now), trigger],
-    )?;
-    tx.execute("UPDATE survey_sends SET answered_ms = ?2, response_id = ?3 WHERE id = ?1", params![id, now, response_id])?;
-    tx.commit()?;
-    Ok(Answered::Stored(response_id))
-}
-
-/// The newest unanswered survey sent to a person for the web snippet, if any.
-pub fn pending_survey(conn: &Connection, user_id: &str, since_ms: i64) -> Result<Option<i64>, StoreError> {
-    Ok(conn
-        .query_row(
-            "SELECT id FROM survey_sends WHERE user_id = ?1 AND answered_ms IS NULL AND sent_ms >= ?2 ORDER BY id DESC LIMIT 1",
-            params![user_id, since_ms],
-            |r| r.get(0),
-        )
-        .optional()?)
-}
-
-/// The occasions to survey on `today`: closed tickets (last 7 days), the quarter's NPS
-/// for accounts without a ticket this quarter (people active in the last 30 days), and
-/// go-lives (last 7 days). (user, account, trigger).
-fn occasions(conn: &Connection, today: NaiveDate, policy: &Policy) -> Result<Vec<(String, String, Trigger)>, StoreError> {
-    let mut out = Vec::new();
-    let week_ago = format!("{}T00:00:00.000Z", today - chrono::Duration::days(6));
-    if policy.after_ticket {
-        let mut query = conn.prepare("SELECT ticket_id, account_id, user_id FROM tickets WHERE resolved_at >= ?1 AND user_id IS NOT NULL ORDER BY resolved_at")?;
-        for row in query.query_map([&week_ago], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))? {
-            let (ticket_id, account, user) = row?;
-            out.push((user, account, Trigger::Ticket { ticket_id }));
-        }
-    }
-    let active = |account: &str| -> Result<Vec<String>, StoreError> {
-        let mut query = conn.prepare("SELECT DISTINCT user_id FROM user_days WHERE account_id = ?1 AND day > ?2 ORDER BY user_id")?;
-        let rows = query.query_map(params![account, day_number(today) - 30], |r| r.get(0))?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    };
-    if policy.quarterly_nps {
-        let quarter = crate::share::Quarter::of(today);
-        let start = format!("{}T00:00:00.000Z", quarter.first_day());
-        let mut query = conn.prepare(
-            "SELECT a.account_id FROM accounts a WHERE NOT EXISTS (SELECT 1 FROM tickets t WHERE t.account_id = a.account_id AND t.opened_at >= ?1)
-             AND EXISTS (SELECT 1 FROM subscriptions s WHERE s.account_id = a.account_id AND s.start_date <= ?2 AND (s.end_date IS NULL OR s.end_date >= ?2))",
-        )?;
-        let accounts: Vec<String> = query.query_map(params![start, today.to_string()], |r| r.get(0))?.collect::<Result<_, _>>()?;
-        for account in accounts {
-            for user in active(&account)? {
-                out.push((user, account.clone(), Trigger::Quarterly { quarter }));
-            }
-        }
-    }
-    if policy.go_live {
-        let mut query = conn.prepare("SELECT subscription_id, account_id FROM subscriptions WHERE go_live_at >= ?1 AND go_live_at <= ?2")?;
-        let rows: Vec<(String, String)> = query.query_map(params![week_ago, format!("{today}T23:59:59.999Z")], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
-        for (subscription_id, account) in rows {
-            for user in active(&account)? {
-                out.push((user, account.clone(), Trigger::GoLive { subscription_id: subscription_id.clone() }));
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// Sends the surveys the policy allows today: each recorded once (by occasion and person)
-/// with an email in the outbox when the person has an email and SMTP is configured, else
-/// for the web snippet. Returns how many were sent.
-pub fn dispatch_surveys(conn: &mut Connection, today: NaiveDate, config: &ActionsConfig, base_url: &str) -> Result<usize, StoreError> {
+/// Sends the surveys the policy allows today among `occasions` (in order: a person asked
+/// by an earlier one is not asked again within the policy's gap): each recorded once (by
+/// occasion and person) with an email in the outbox when the person has an email and SMTP
+/// is configured, else for the web snippet. Returns how many were sent.
+pub fn dispatch_surveys(store: &dyn ActionStore, today: NaiveDate, config: &ActionsConfig, base_url: &str, occasions: &[(String, String, Trigger)]) -> Result<usize, StoreError> {
     let policy = &config.surveys;
-    if !policy.enabled {
+    if !policy.enabled || occasions.is_empty() {
         return Ok(0);
     }
-    let candidates = occasions(conn, today, policy)?;
-    let secret = super::users::secret(conn, SURVEY_SECRET)?;
-    let now = chrono::Utc::now().timestamp_millis();
-    let tx = super::write_transaction(conn, super::Lock::Main)?;
-    let mut sent = 0;
-    for (user, account, trigger) in candidates {
-        let key = trigger.key(&user);
-        let exists: Option<i64> = tx.query_row("SELECT 1 FROM survey_sends WHERE key = ?1", [&key], |r| r.get(0)).optional()?;
-        if exists.is_some() {
-            continue;
-        }
-        let history: Vec<Sent> = {
-            let mut query = tx.prepare_cached("SELECT trigger, sent_ms FROM survey_sends WHERE user_id = ?1")?;
-            let rows = query.query_map([&user], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
-            let mut history = Vec::new();
-            for row in rows {
-                let (name, ms) = row?;
-                let name = match name.as_str() {
-                    "ticket" => "ticket",
-                    "quarterly" => "quarterly",
-                    _ => "go-live",
-                };
-                let day = chrono::DateTime::from_timestamp_millis(ms).map(|d| d.date_naive()).unwrap_or(today);
-                history.push(Sent { trigger: name, day });
-            }
-            history
+    let mut users: Vec<&str> = occasions.iter().map(|(user, ..)| user.as_str()).collect();
+    users.sort_unstable();
+    users.dedup();
+    let mut keys: HashSet<String> = HashSet::new();
+    let mut history: HashMap<String, Vec<Sent>> = HashMap::new();
+    for send in store.sends_to(&users)? {
+        let trigger = match send.trigger.as_str() {
+            "ticket" => "ticket",
+            "quarterly" => "quarterly",
+            _ => "go-live",
         };
-        if surveys::allowed(&trigger, &history, today, policy).is_err() {
+        let day = chrono::DateTime::from_timestamp_millis(send.sent_ms).map(|d| d.date_naive()).unwrap_or(today);
+        history.entry(send.user_id).or_default().push(Sent { trigger, day });
+        keys.insert(send.key);
+    }
+    let emails = if config.smtp.is_some() { store.user_emails(&users)? } else { HashMap::new() };
+    let mut sends = Vec::new();
+    for (user, account, trigger) in occasions {
+        let key = trigger.key(user);
+        let past = history.entry(user.clone()).or_default();
+        if keys.contains(&key) || surveys::allowed(trigger, past, today, policy).is_err() {
             continue;
         }
-        let email: Option<String> = tx
-            .query_row("SELECT json_extract(traits, '$.email') FROM users WHERE user_id = ?1", [&user], |r| r.get(0))
-            .optional()?
-            .flatten();
-        let delivery = if email.is_some() && config.smtp.is_some() { "email" } else { "snippet" };
-        tx.execute(
-            "INSERT INTO survey_sends (key, user_id, account_id, kind, trigger, delivery, sent_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![key, user, account, trigger.kind(policy), trigger.name(), delivery, now],
-        )?;
-        let id = tx.last_insert_rowid();
-        if let (Some(to), "email") = (email, delivery) {
-            let expires = now / 1000 + i64::from(policy.token_valid_days) * 86_400;
-            let link = format!("{}/s/{}", base_url.trim_end_matches('/'), crate::share::sign_payload(&secret, &format!("survey\n{id}"), expires));
-            let body = format!("{}\n\nAnswer in one click (the link works for {} days):\n{link}\n", surveys::question(trigger.kind(policy)), policy.token_valid_days);
-            tx.execute(
-                "INSERT INTO outbox (idempotency_key, channel, kind, target, subject, body, status, next_attempt_ms, created_ms)
-                 VALUES (?1, 'surveys', 'email', ?2, 'A quick question', ?3, 'pending', ?4, ?4)",
-                params![format!("survey-{id}"), to, body, now],
-            )?;
-        }
-        sent += 1;
+        past.push(Sent { trigger: trigger.name(), day: today });
+        keys.insert(key.clone());
+        let kind = trigger.kind(policy).to_string();
+        sends.push(NewSend { key, user_id: user.clone(), account_id: account.clone(), kind, trigger: trigger.name(), email: emails.get(user).cloned() });
     }
-    tx.commit()?;
-    Ok(sent)
+    if sends.is_empty() {
+        return Ok(0);
+    }
+    let secret = super::users::secret(store, SURVEY_SECRET)?;
+    let now = chrono::Utc::now().timestamp_millis();
+    let email = |send: &NewSend, id: i64| -> Option<NewMessage> {
+        let to = send.email.clone()?;
+        let expires = now / 1000 + i64::from(policy.token_valid_days) * 86_400;
+        let link = format!("{}/s/{}", base_url.trim_end_matches('/'), crate::share::sign_payload(&secret, &format!("survey\n{id}"), expires));
+        let body = format!("{}\n\nAnswer in one click (the link works for {} days):\n{link}\n", surveys::question(&send.kind), policy.token_valid_days);
+        Some(NewMessage { idempotency_key: format!("survey-{id}"), channel: "surveys".into(), kind: "email".into(), target: to, subject: Some("A quick question".into()), body })
+    };
+    store.record_sends(now, &sends, &email)
 }
 
 /// A survey link for send `id` (also what the snippet hands out).
-pub fn survey_link(conn: &Connection, id: i64, valid_days: u32, base_url: &str) -> Result<String, StoreError> {
-    let secret = super::users::secret(conn, SURVEY_SECRET)?;
+pub fn survey_link(store: &dyn ActionStore, id: i64, valid_days: u32, base_url: &str) -> Result<String, StoreError> {
+    let secret = super::users::secret(store, SURVEY_SECRET)?;
     let expires = chrono::Utc::now().timestamp() + i64::from(valid_days) * 86_400;
     Ok(format!("{}/s/{}", base_url.trim_end_matches('/'), crate::share::sign_payload(&secret, &format!("survey\n{id}"), expires)))
 }
 
-/// Starts the evaluator (rules and surveys on the schedule and when poked) and the outbox
-/// worker (every second). Both run for the life of the process.
-pub fn spawn(store: &super::Store, metrics: crate::config::MetricsConfig, health: crate::config::HealthConfig, currency: crate::config::CurrencyConfig, config: ActionsConfig, base_url: String) -> Result<(), StoreError> {
-    let mut conn = store.connect()?;
+// ---- the threads ----
+
+/// One evaluation: snoozed tasks wake, the rules fire, the surveys go out. (alerts
+/// recorded, surveys sent); nothing while a bulk load runs or the numbers lag behind.
+fn run_once(store: &dyn ActionStore, today: NaiveDate, settings: Settings, config: &ActionsConfig, base_url: &str) -> Result<(usize, usize), StoreError> {
+    if paused() || !store.settled()? {
+        return Ok((0, 0));
+    }
+    store.wake_snoozed(today)?;
+    let rules = rules_to_run(store, config, None)?;
+    let look = look(store, today, settings, &features_of(&rules), &config.surveys)?;
+    let fired = fire(store, today, config, base_url, &rules, &look, false)?;
+    let surveys = dispatch_surveys(store, today, config, base_url, &look.occasions)?;
+    Ok((fired.iter().filter(|f| f.recorded).count(), surveys))
+}
+
+/// Starts the evaluator (rules and surveys on the schedule and when poked) on `evaluator`
+/// and the outbox worker (every second) on `outbox`. Both run for the life of the process,
+/// inside `runtime` when given (ClickHouse's calls need one).
+#[allow(clippy::too_many_arguments)]
+pub fn spawn<S: ActionStore + Send + 'static>(
+    evaluator: S,
+    outbox: S,
+    runtime: Option<tokio::runtime::Handle>,
+    metrics: crate::config::MetricsConfig,
+    health: crate::config::HealthConfig,
+    currency: crate::config::CurrencyConfig,
+    config: ActionsConfig,
+    base_url: String,
+) -> Result<(), StoreError> {
     let evaluator_config = config.clone();
+    let evaluator_runtime = runtime.clone();
     std::thread::Builder::new()
         .name("actions".into())
         .spawn(move || {
+            let _entered = evaluator_runtime.as_ref().map(|r| r.enter());
             let config = evaluator_config;
             // Let the first rollups and health model settle before the first evaluation.
             std::thread::sleep(Duration::from_secs(5));
             loop {
                 let settings = Settings { metrics: &metrics, health: &health, currency: &currency };
-                let today = chrono::Utc::now().date_naive();
-                let run = (|| -> Result<(usize, usize), StoreError> {
-                    // Not while a bulk load runs or the rollups lag behind the events.
-                    let rolled = super::rollup::rolled_up_to(&conn)?;
-                    let max: i64 = conn.query_row("SELECT coalesce(max(id), 0) FROM events", [], |r| r.get(0))?;
-                    if paused() || max - rolled > super::rollup::STEP_EVENTS as i64 {
-                        return Ok((0, 0));
-                    }
-                    wake_snoozed(&conn, today)?;
-                    let fired = evaluate(&mut conn, today, settings, &config, &base_url, None, false)?;
-                    let surveys = dispatch_surveys(&mut conn, today, &config, &base_url)?;
-                    Ok((fired.iter().filter(|f| f.recorded).count(), surveys))
-                })();
-                match run {
+                match run_once(&evaluator, chrono::Utc::now().date_naive(), settings, &config, &base_url) {
                     Ok((alerts, surveys)) if alerts + surveys > 0 => tracing::info!(alerts, surveys, "actions evaluated"),
                     Ok(_) => {}
                     Err(error) => tracing::error!(%error, "action evaluation failed"),
@@ -597,18 +766,281 @@ pub fn spawn(store: &super::Store, metrics: crate::config::MetricsConfig, health
             }
         })
         .map_err(|e| StoreError::Thread(e.to_string()))?;
-    let conn = store.connect()?;
     let password = std::env::var("BELLWETHER_SMTP_PASSWORD").ok();
     std::thread::Builder::new()
         .name("outbox".into())
-        .spawn(move || loop {
-            match deliver_due(&conn, &config, password.as_deref()) {
-                Ok(n) if n > 0 => continue,
-                Ok(_) => {}
-                Err(error) => tracing::error!(%error, "outbox delivery failed"),
+        .spawn(move || {
+            let _entered = runtime.as_ref().map(|r| r.enter());
+            loop {
+                match deliver_due(&outbox, &config, password.as_deref()) {
+                    Ok(n) if n > 0 => continue,
+                    Ok(_) => {}
+                    Err(error) => tracing::error!(%error, "outbox delivery failed"),
+                }
+                std::thread::sleep(Duration::from_secs(1));
             }
-            std::thread::sleep(Duration::from_secs(1));
         })
         .map_err(|e| StoreError::Thread(e.to_string()))?;
     Ok(())
+}
+
+// ---- the embedded store ----
+
+const OUTBOX_COLUMNS: &str = "id, idempotency_key, alert_id, channel, kind, target, subject, body, status, attempts, next_attempt_ms, last_error, created_ms, sent_ms";
+
+fn outbox_row(r: &rusqlite::Row) -> rusqlite::Result<OutboxRow> {
+    Ok(OutboxRow {
+        id: r.get(0)?,
+        idempotency_key: r.get(1)?,
+        alert_id: r.get(2)?,
+        channel: r.get(3)?,
+        kind: r.get(4)?,
+        target: r.get(5)?,
+        subject: r.get(6)?,
+        body: r.get(7)?,
+        status: r.get(8)?,
+        attempts: r.get(9)?,
+        next_attempt_ms: r.get(10)?,
+        last_error: r.get(11)?,
+        created_ms: r.get(12)?,
+        sent_ms: r.get(13)?,
+    })
+}
+
+const SEND_COLUMNS: &str = "id, key, user_id, account_id, kind, trigger, delivery, sent_ms, answered_ms, response_id";
+
+fn send_row(r: &rusqlite::Row) -> rusqlite::Result<SendRow> {
+    Ok(SendRow {
+        id: r.get(0)?,
+        key: r.get(1)?,
+        user_id: r.get(2)?,
+        account_id: r.get(3)?,
+        kind: r.get(4)?,
+        trigger: r.get(5)?,
+        delivery: r.get(6)?,
+        sent_ms: r.get(7)?,
+        answered_ms: r.get(8)?,
+        response_id: r.get(9)?,
+    })
+}
+
+fn insert_message(tx: &Connection, message: &NewMessage, alert_id: Option<i64>, now_ms: i64) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO outbox (idempotency_key, alert_id, channel, kind, target, subject, body, status, next_attempt_ms, created_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?8)",
+        params![message.idempotency_key, alert_id, message.channel, message.kind, message.target, message.subject, message.body, now_ms],
+    )?;
+    Ok(())
+}
+
+/// The actions' tables in bellwether.db; each decision in one IMMEDIATE transaction.
+impl ActionStore for Connection {
+    fn settled(&self) -> Result<bool, StoreError> {
+        let rolled = super::rollup::rolled_up_to(self)?;
+        let max: i64 = self.query_row("SELECT coalesce(max(id), 0) FROM events", [], |r| r.get(0))?;
+        Ok(max - rolled <= super::rollup::STEP_EVENTS as i64)
+    }
+
+    fn stored_rules(&self) -> Result<Vec<Rule>, StoreError> {
+        let mut query = self.prepare("SELECT name, body FROM rules ORDER BY name")?;
+        let rows = query.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (name, body) = row?;
+            out.push(serde_json::from_str(&body).map_err(|e| StoreError::Invalid(format!("stored rule {name}: {e}")))?);
+        }
+        Ok(out)
+    }
+
+    fn save_rule(&self, rule: &Rule) -> Result<(), StoreError> {
+        self.execute(
+            "INSERT OR REPLACE INTO rules (name, body, created_ms) VALUES (?1, ?2, ?3)",
+            params![rule.name, serde_json::to_string(rule).expect("invariant: a rule serialises"), chrono::Utc::now().timestamp_millis()],
+        )?;
+        Ok(())
+    }
+
+    fn delete_rule(&self, name: &str) -> Result<bool, StoreError> {
+        Ok(self.execute("DELETE FROM rules WHERE name = ?1", [name])? > 0)
+    }
+
+    /// The cooldown is checked inside the transaction that records the alert.
+    fn record_alerts(&self, now_ms: i64, alerts: &[NewAlert], follow_up: &dyn Fn(&NewAlert, i64) -> FollowUp) -> Result<Vec<Option<i64>>, StoreError> {
+        let tx = super::write_transaction(self, super::Lock::Main)?;
+        let mut out = Vec::with_capacity(alerts.len());
+        for new in alerts {
+            let recent: Option<i64> = tx
+                .query_row("SELECT id FROM alerts WHERE rule = ?1 AND account_id = ?2 AND fired_ms > ?3 LIMIT 1", params![new.rule, new.account_id, new.cooldown_from_ms], |r| r.get(0))
+                .optional()?;
+            if recent.is_some() {
+                out.push(None);
+                continue;
+            }
+            tx.execute(
+                "INSERT INTO alerts (rule, account_id, fired_ms, reason, measures) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![new.rule, new.account_id, now_ms, new.reason, Value::Object(new.measures.clone()).to_string()],
+            )?;
+            let id = tx.last_insert_rowid();
+            let follow = follow_up(new, id);
+            for message in &follow.messages {
+                insert_message(&tx, message, Some(id), now_ms)?;
+            }
+            for task in &follow.tasks {
+                tx.execute(
+                    "INSERT INTO tasks (account_id, alert_id, csm, title, status, due, created_ms, updated_ms) VALUES (?1, ?2, ?3, ?4, 'open', ?5, ?6, ?6)",
+                    params![new.account_id, id, task.csm, task.title, task.due.to_string(), now_ms],
+                )?;
+            }
+            out.push(Some(id));
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
+    fn alerts(&self, since_ms: i64, account: Option<&str>, limit: usize) -> Result<Vec<AlertRow>, StoreError> {
+        let mut query = self.prepare(
+            "SELECT id, rule, account_id, fired_ms, reason FROM alerts WHERE fired_ms >= ?1 AND (?2 IS NULL OR account_id = ?2) ORDER BY id DESC LIMIT ?3",
+        )?;
+        let rows = query.query_map(params![since_ms, account, limit as i64], |r| {
+            Ok(AlertRow { id: r.get(0)?, rule: r.get(1)?, account_id: r.get(2)?, fired_ms: r.get(3)?, reason: r.get(4)? })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn outbox(&self, status: &str, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
+        let mut query = self.prepare(&format!("SELECT {OUTBOX_COLUMNS} FROM outbox WHERE status = ?1 ORDER BY id DESC LIMIT ?2"))?;
+        let rows = query.query_map(params![status, limit as i64], outbox_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn due(&self, now_ms: i64, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
+        let mut query = self.prepare(&format!("SELECT {OUTBOX_COLUMNS} FROM outbox WHERE status = 'pending' AND next_attempt_ms <= ?1 ORDER BY next_attempt_ms, id LIMIT ?2"))?;
+        let rows = query.query_map(params![now_ms, limit as i64], outbox_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn mark(&self, row: &OutboxRow) -> Result<(), StoreError> {
+        self.execute(
+            "UPDATE outbox SET status = ?2, attempts = ?3, next_attempt_ms = ?4, last_error = ?5, sent_ms = ?6 WHERE id = ?1",
+            params![row.id, row.status, row.attempts, row.next_attempt_ms, row.last_error, row.sent_ms],
+        )?;
+        Ok(())
+    }
+
+    fn retry(&self, id: i64, now_ms: i64) -> Result<bool, StoreError> {
+        Ok(self.execute("UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_ms = ?2 WHERE id = ?1 AND status = 'dead'", params![id, now_ms])? > 0)
+    }
+
+    fn tasks(&self, filter: TaskFilter<'_>, limit: usize) -> Result<Vec<TaskRow>, StoreError> {
+        let mut query = self.prepare(
+            "SELECT id, account_id, alert_id, csm, title, status, due, snoozed_until, created_ms, updated_ms FROM tasks
+             WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR csm = ?2) AND (?3 IS NULL OR account_id = ?3)
+             ORDER BY status = 'done', due IS NULL, due, id LIMIT ?4",
+        )?;
+        let rows = query.query_map(params![filter.status, filter.csm, filter.account, limit as i64], |r| {
+            Ok(TaskRow {
+                id: r.get(0)?,
+                account_id: r.get(1)?,
+                alert_id: r.get(2)?,
+                csm: r.get(3)?,
+                title: r.get(4)?,
+                status: r.get(5)?,
+                due: r.get(6)?,
+                snoozed_until: r.get(7)?,
+                created_ms: r.get(8)?,
+                updated_ms: r.get(9)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn update_task(&self, id: i64, status: &str, snoozed_until: Option<NaiveDate>, due: Option<NaiveDate>, now_ms: i64) -> Result<bool, StoreError> {
+        Ok(self.execute(
+            "UPDATE tasks SET status = ?2, snoozed_until = ?3, due = COALESCE(?4, due), updated_ms = ?5 WHERE id = ?1",
+            params![id, status, snoozed_until.map(|d| d.to_string()), due.map(|d| d.to_string()), now_ms],
+        )? > 0)
+    }
+
+    fn wake_snoozed(&self, today: NaiveDate) -> Result<(), StoreError> {
+        self.execute("UPDATE tasks SET status = 'open', snoozed_until = NULL WHERE status = 'snoozed' AND snoozed_until <= ?1", [today.to_string()])?;
+        Ok(())
+    }
+
+    fn survey_send(&self, id: i64) -> Result<Option<SendRow>, StoreError> {
+        Ok(self.query_row(&format!("SELECT {SEND_COLUMNS} FROM survey_sends WHERE id = ?1"), [id], send_row).optional()?)
+    }
+
+    fn sends_to(&self, users: &[&str]) -> Result<Vec<SendRow>, StoreError> {
+        let mut query = self.prepare_cached(&format!("SELECT {SEND_COLUMNS} FROM survey_sends WHERE user_id = ?1"))?;
+        let mut out = Vec::new();
+        for user in users {
+            for row in query.query_map([user], send_row)? {
+                out.push(row?);
+            }
+        }
+        Ok(out)
+    }
+
+    fn user_emails(&self, users: &[&str]) -> Result<HashMap<String, String>, StoreError> {
+        let mut query = self.prepare_cached("SELECT json_extract(traits, '$.email') FROM users WHERE user_id = ?1")?;
+        let mut out = HashMap::new();
+        for user in users {
+            let email: Option<Option<String>> = query.query_row([user], |r| r.get(0)).optional()?;
+            if let Some(email) = email.flatten().filter(|e| !e.is_empty()) {
+                out.insert(user.to_string(), email);
+            }
+        }
+        Ok(out)
+    }
+
+    /// A key already recorded (by another process meanwhile) is skipped by the UNIQUE index.
+    fn record_sends(&self, now_ms: i64, sends: &[NewSend], email: &dyn Fn(&NewSend, i64) -> Option<NewMessage>) -> Result<usize, StoreError> {
+        let tx = super::write_transaction(self, super::Lock::Main)?;
+        let mut recorded = 0;
+        for send in sends {
+            let message = |id| email(send, id);
+            let delivery = if send.email.is_some() { "email" } else { "snippet" };
+            let inserted = tx.execute(
+                "INSERT OR IGNORE INTO survey_sends (key, user_id, account_id, kind, trigger, delivery, sent_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![send.key, send.user_id, send.account_id, send.kind, send.trigger, delivery, now_ms],
+            )?;
+            if inserted == 0 {
+                continue;
+            }
+            if let Some(message) = message(tx.last_insert_rowid()) {
+                insert_message(&tx, &message, None, now_ms)?;
+            }
+            recorded += 1;
+        }
+        tx.commit()?;
+        Ok(recorded)
+    }
+
+    fn answer(&self, id: i64, score: i64, comment: Option<&str>, now_ms: i64) -> Result<Answered, StoreError> {
+        let tx = super::write_transaction(self, super::Lock::Main)?;
+        let Some(send) = tx.query_row(&format!("SELECT {SEND_COLUMNS} FROM survey_sends WHERE id = ?1"), [id], send_row).optional()? else {
+            return Ok(Answered::NoSuchSurvey);
+        };
+        if send.answered_ms.is_some() {
+            return Ok(Answered::AlreadyAnswered);
+        }
+        let response_id = format!("survey-{id}");
+        tx.execute(
+            "INSERT INTO survey_responses (response_id, account_id, user_id, kind, score, comment, answered_at, trigger, traits) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, '{}')",
+            params![response_id, send.account_id, send.user_id, send.kind, score, comment, crate::ingest::format_timestamp(now_ms), send.trigger],
+        )?;
+        tx.execute("UPDATE survey_sends SET answered_ms = ?2, response_id = ?3 WHERE id = ?1", params![id, now_ms, response_id])?;
+        tx.commit()?;
+        Ok(Answered::Stored(response_id))
+    }
+
+    fn pending_survey(&self, user_id: &str, since_ms: i64) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .query_row(
+                "SELECT id FROM survey_sends WHERE user_id = ?1 AND answered_ms IS NULL AND sent_ms >= ?2 ORDER BY id DESC LIMIT 1",
+                params![user_id, since_ms],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
 }

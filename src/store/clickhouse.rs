@@ -5,8 +5,8 @@
 //! requests as one block and answers only once ClickHouse accepted it), `/healthz`,
 //! `/readyz`, `/metrics`, `bellwether events`, `bellwether import` ([`RecordImport`]), the
 //! records API, the metrics (`ClickHouse` is a `store::metrics::Source`), health and its
-//! daily history, listening, users, tokens and the dashboard ([`dashboard`]). The actions
-//! (alert rules, alerts, tasks, the outbox, surveys) still need the embedded store and say so.
+//! daily history, listening, users, tokens and the dashboard ([`dashboard`]), and the
+//! actions: alert rules, alerts, tasks, the outbox and surveys ([`actions`]).
 //!
 //! Schema (created at start with `IF NOT EXISTS`, so nodes starting together agree):
 //! `events` is a ReplacingMergeTree partitioned by month of the event's UTC day and ordered
@@ -39,6 +39,7 @@ use crate::limits;
 use crate::records::{self, Cell, ColumnType, Kind, Record};
 use crate::telemetry::Telemetry;
 
+mod actions;
 mod dashboard;
 
 /// A connection to one ClickHouse database (cheap to clone: a pooled HTTP client).
@@ -185,6 +186,19 @@ const SCHEMA: &[&str] = &[
         goals      String,
         version    UInt64
     ) ENGINE = ReplacingMergeTree(version) ORDER BY (account_id, quarter)",
+    // The actions' rules, alerts, outbox messages, tasks and survey invitations
+    // (store::clickhouse::actions): versioned JSON documents, one insert block a decision.
+    "CREATE TABLE IF NOT EXISTS {db}.action_rows (
+        kind       String,
+        id         Int64,
+        version    UInt64,
+        status     String,
+        account_id String,
+        user_id    String,
+        at_ms      Int64,
+        created_ms Int64,
+        body       String
+    ) ENGINE = ReplacingMergeTree(version) ORDER BY (kind, id)",
     "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.activity_view TO {db}.activity AS
     SELECT day, toUInt32(intDiv(greatest(timestamp_ms, 0), 900000)) AS bucket, source, user_id, anonymous_id, group_id, type, event,
            uniqExactState(message_id) AS messages,
@@ -769,6 +783,11 @@ impl ClickHouse {
         }
         let notes = fetch_all::<Notes>(self.client.query("SELECT count() AS n FROM notes WHERE has(?, ifNull(person, ''))").bind(&ids), "notes about the person");
         deletion.notes_unlinked = notes.await?.first().map_or(0, |n| n.n as usize);
+        let sends = fetch_all::<Notes>(
+            self.client.query("SELECT uniqExact(id) AS n FROM action_rows WHERE kind = 'survey_send' AND has(?, user_id)").bind(&ids),
+            "survey invitations of the person",
+        );
+        deletion.survey_sends = sends.await?.first().map_or(0, |n| n.n as usize);
 
         let mutations = [
             format!("ALTER TABLE events DELETE WHERE {whose}"),
@@ -777,6 +796,8 @@ impl ClickHouse {
             format!("ALTER TABLE {} UPDATE user_id = NULL WHERE has(?, user_id)", records::TICKETS.name),
             format!("ALTER TABLE {} UPDATE user_id = NULL WHERE has(?, user_id)", records::SUGGESTIONS.name),
             "ALTER TABLE notes UPDATE person = NULL WHERE has(?, ifNull(person, ''))".to_string(),
+            // Survey invitations and their emails (which hold the address), every version.
+            "ALTER TABLE action_rows DELETE WHERE kind IN ('survey_send', 'outbox') AND has(?, user_id)".to_string(),
         ];
         for (i, sql) in mutations.iter().enumerate() {
             let query = if i < 2 { bind(self.client.query(sql)) } else { self.client.query(sql).bind(&ids) };
@@ -1044,6 +1065,8 @@ struct Rollups {
     days: HashMap<String, Vec<UserDay>>,
     features: HashMap<String, Vec<FeatureDay>>,
     first_use: HashMap<String, HashMap<String, i32>>,
+    /// Each account's last local day with counted activity (found with `first_use`).
+    last_day: HashMap<String, i32>,
     /// The first local day with counted activity (of any account).
     first_day: Option<i32>,
 }
@@ -1135,6 +1158,7 @@ impl ClickHouse {
             let days = rollups.days.remove(id).unwrap_or_default();
             data.features = rollups.features.remove(id).unwrap_or_default().into_iter().filter(|f| f.day >= from && f.day <= to_day).collect();
             data.first_use = rollups.first_use.remove(id).unwrap_or_default();
+            data.last_active = rollups.last_day.remove(id);
             data.days = days.iter().filter(|d| d.day >= from && d.day <= to_day).cloned().collect();
             if let Some(moment) = data.value_moment(config) {
                 let last = moment + config.windows.adoption_days as i32 - 1;
@@ -1253,6 +1277,7 @@ impl ClickHouse {
         let mut classifier = Classifier::new(config);
         let mut cut: BTreeMap<(String, i32, String), super::rollup::DayAgg> = BTreeMap::new();
         let mut first_use: HashMap<String, HashMap<String, i32>> = HashMap::new();
+        let mut last_day: HashMap<String, i32> = HashMap::new();
         let mut kept: Option<HashMap<String, Vec<(i32, i32)>>> = match &windows {
             Windows::Known(known) => Some(infos.iter().map(|i| (i.account_id.clone(), known(&i.account_id))).collect()),
             Windows::AfterFirstUse(_) => None,
@@ -1362,6 +1387,12 @@ impl ClickHouse {
                     let local = activity::local_day(row.first_ms, tz);
                     let Some(kept) = &kept else {
                         first_day = Some(first_day.map_or(local, |d: i32| d.min(local)));
+                        match last_day.get_mut(&account) {
+                            Some(last) => *last = (*last).max(local),
+                            None => {
+                                last_day.insert(account.clone(), local);
+                            }
+                        }
                         if let Some(feature) = &act.feature {
                             let first = first_use.entry(account).or_default().entry(feature.clone()).or_insert(local);
                             *first = (*first).min(local);
@@ -1406,7 +1437,7 @@ impl ClickHouse {
             }
             kept = Some(windows);
         }
-        let mut out = Rollups { first_use, first_day, ..Rollups::default() };
+        let mut out = Rollups { first_use, last_day, first_day, ..Rollups::default() };
         for ((account, day, person), mut agg) in cut {
             for list in [&mut agg.minutes, &mut agg.login_minutes, &mut agg.key_minutes] {
                 list.sort_unstable();

@@ -180,8 +180,8 @@ pub struct RecentEvent {
 }
 
 /// What the dashboard reads beside the metrics, health and listening: its users and
-/// sessions, an account's records and latest events, the features known. Alerts, tasks,
-/// rules and the outbox are still kept by the embedded store alone ([`Self::embedded`]).
+/// sessions, an account's records and latest events, the features known (alerts, tasks,
+/// rules and the outbox: `store::actions::ActionStore`).
 pub trait DashboardSource: ListeningSource + UserStore + RecordStore {
     /// Every feature any account has used, by name.
     fn known_features(&self, config: &MetricsConfig) -> Result<Vec<String>, StoreError>;
@@ -189,8 +189,6 @@ pub trait DashboardSource: ListeningSource + UserStore + RecordStore {
     fn recent_events(&self, account: &str, limit: usize) -> Result<Vec<RecentEvent>, StoreError>;
     /// An account's records of `kind`, the latest `order_by` first (ties by key), as JSON.
     fn of_account(&self, kind: &'static Kind, account: &str, order_by: &str, limit: usize) -> Result<Vec<Value>, StoreError>;
-    /// The embedded store's connection; `None` on ClickHouse.
-    fn embedded(&self) -> Option<&Connection>;
 }
 
 impl DashboardSource for Connection {
@@ -222,9 +220,5 @@ impl DashboardSource for Connection {
 
     fn of_account(&self, kind: &'static Kind, account: &str, order_by: &str, limit: usize) -> Result<Vec<Value>, StoreError> {
         super::records::of_account(self, kind, account, order_by, limit)
-    }
-
-    fn embedded(&self) -> Option<&Connection> {
-        Some(self)
     }
 }

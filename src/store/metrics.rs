@@ -86,7 +86,7 @@ pub struct Records {
 /// The record columns the metrics read, per kind (the order [`build_records`] takes them in).
 pub(crate) const RECORD_COLUMNS: &[(&str, &[&str])] = &[
     ("subscriptions", &["account_id", "subscription_id", "product", "plan", "seats", "arr", "currency", "start_date", "end_date", "outcome", "provisioned_at", "go_live_at"]),
-    ("tickets", &["account_id", "type", "opened_at", "first_response_at", "resolved_at", "escalated"]),
+    ("tickets", &["account_id", "type", "opened_at", "first_response_at", "resolved_at", "escalated", "ticket_id", "user_id"]),
     ("survey_responses", &["account_id", "response_id", "user_id", "kind", "score", "answered_at"]),
     ("suggestions", &["account_id", "category", "created_at"]),
     ("kpis", &["account_id", "name", "date", "value"]),
@@ -156,6 +156,7 @@ pub(crate) fn build_records<'a>(
         let arr = metrics::report_arr(r[5].as_f64(), r[6].as_text(), currency)
             .map_err(|reason| StoreError::Invalid(format!("subscription {id}: {reason}")))?;
         let sub = Subscription {
+            id: id.clone(),
             product: text(&r[2]),
             plan: text(&r[3]),
             seats: r[4].as_i64().unwrap_or(0),
@@ -175,6 +176,8 @@ pub(crate) fn build_records<'a>(
         let first_response_ms = r[3].as_text().map(ms_of).transpose()?;
         let resolved_ms = r[4].as_text().map(ms_of).transpose()?;
         let ticket = Ticket {
+            id: required(&r[6], "ticket_id")?,
+            user: text(&r[7]),
             kind: text(&r[1]),
             opened_ms,
             opened: local(&account, opened_ms),
@@ -278,6 +281,7 @@ fn load_one(conn: &Connection, info: &AccountInfo, records: &mut Records, from_d
         .collect::<Result<_, _>>()?;
     let mut first = conn.prepare_cached("SELECT feature, first_day FROM account_features WHERE account_id = ?1")?;
     data.first_use = first.query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+    data.last_active = conn.prepare_cached("SELECT MAX(day) FROM user_days WHERE account_id = ?1")?.query_row([id], |r| r.get(0))?;
     if let Some(moment) = data.value_moment(config) {
         data.value_days = user_days(conn, id, moment, moment + config.windows.adoption_days as i32 - 1)?;
     }
@@ -301,10 +305,23 @@ pub trait Source {
 
     /// Every account's metrics at `as_of` (the export), engagement scores included.
     fn snapshot(&self, as_of: NaiveDate, config: &MetricsConfig, currency: &CurrencyConfig) -> Result<Vec<Row>, StoreError> {
+        self.snapshot_with(as_of, config, currency, &mut |_| {})
+    }
+
+    /// [`Self::snapshot`], handing each account's data to `also` as its row is computed
+    /// (the actions read more of it than the metrics row).
+    fn snapshot_with(&self, as_of: NaiveDate, config: &MetricsConfig, currency: &CurrencyConfig, also: &mut dyn FnMut(&AccountData)) -> Result<Vec<Row>, StoreError> {
         let day = day_number(as_of);
         let infos = self.accounts()?;
         let all: Vec<&AccountInfo> = infos.iter().collect();
-        let mut rows: Vec<Row> = self.load(&all, day, day, config, currency)?.iter().map(|data| metrics::compute(data, day, config)).collect();
+        let mut rows: Vec<Row> = self
+            .load(&all, day, day, config, currency)?
+            .iter()
+            .map(|data| {
+                also(data);
+                metrics::compute(data, day, config)
+            })
+            .collect();
         metrics::engagement_scores(&mut rows, config);
         Ok(rows)
     }
@@ -352,8 +369,8 @@ impl Source for Connection {
         record_rows(self, table, columns, None)
     }
 
-    fn snapshot(&self, as_of: NaiveDate, config: &MetricsConfig, currency: &CurrencyConfig) -> Result<Vec<Row>, StoreError> {
-        snapshot(self, as_of, config, currency)
+    fn snapshot_with(&self, as_of: NaiveDate, config: &MetricsConfig, currency: &CurrencyConfig, also: &mut dyn FnMut(&AccountData)) -> Result<Vec<Row>, StoreError> {
+        snapshot_with(self, as_of, config, currency, also)
     }
 
     /// Day by day: each snapshot holds one account's rollup rows at a time.
@@ -364,6 +381,11 @@ impl Source for Connection {
 
 /// Every account's metrics at `as_of` (the export), engagement scores included.
 pub fn snapshot(conn: &Connection, as_of: NaiveDate, config: &MetricsConfig, currency: &CurrencyConfig) -> Result<Vec<Row>, StoreError> {
+    snapshot_with(conn, as_of, config, currency, &mut |_| {})
+}
+
+/// [`snapshot`], handing each account's data to `also` before it is dropped.
+fn snapshot_with(conn: &Connection, as_of: NaiveDate, config: &MetricsConfig, currency: &CurrencyConfig, also: &mut dyn FnMut(&AccountData)) -> Result<Vec<Row>, StoreError> {
     let day = day_number(as_of);
     let infos = accounts(conn)?;
     // Records for every account in one pass per table; rollups account by account, each
@@ -372,6 +394,7 @@ pub fn snapshot(conn: &Connection, as_of: NaiveDate, config: &MetricsConfig, cur
     let mut rows = Vec::with_capacity(infos.len());
     for info in &infos {
         let data = load_one(conn, info, &mut records, day, day, config)?;
+        also(&data);
         rows.push(metrics::compute(&data, day, config));
     }
     metrics::engagement_scores(&mut rows, config);

@@ -12,9 +12,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::api::{ApiError, ApiPath as Path, ApiQuery as Query, Caller};
-use super::metrics::{bad, today, with_settings};
+use super::metrics::{bad, today, with_source};
 use super::pages::{bare, PageError};
-use super::records::with_conn;
 use super::AppState;
 use crate::actions::{self as act, surveys, Rule};
 use crate::share::LinkError;
@@ -43,7 +42,7 @@ fn admin(caller: &Caller) -> Result<(), ApiError> {
 /// `GET /api/v1/rules`: the rules in force, from the config and from the API.
 async fn list_rules(_caller: Caller, State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let config = state.actions.clone();
-    let (ready, stored) = with_conn(&state.store, move |conn| Ok((sa::rules(conn, &config)?, sa::stored_rules(conn)?))).await?;
+    let (ready, stored) = with_source(&state, move |store, _| Ok((sa::rules(store, &config)?, store.stored_rules()?))).await?;
     let rules: Vec<Value> = ready
         .iter()
         .map(|r| {
@@ -67,7 +66,7 @@ async fn create_rule(caller: Caller, State(state): State<AppState>, body: axum::
         return Err(ApiError::Conflict(format!("rule {} is defined in the config; change it there", rule.name)));
     }
     let saved = rule.clone();
-    with_conn(&state.store, move |conn| Ok(sa::save_rule(conn, &saved)?)).await?;
+    with_source(&state, move |store, _| Ok(store.save_rule(&saved)?)).await?;
     sa::poke();
     Ok((StatusCode::CREATED, Json(serde_json::to_value(&rule).unwrap_or_default())).into_response())
 }
@@ -76,7 +75,7 @@ async fn create_rule(caller: Caller, State(state): State<AppState>, body: axum::
 async fn delete_rule(caller: Caller, State(state): State<AppState>, Path(name): Path<String>) -> Result<Response, ApiError> {
     admin(&caller)?;
     let target = name.clone();
-    if !with_conn(&state.store, move |conn| Ok(sa::delete_rule(conn, &target)?)).await? {
+    if !with_source(&state, move |store, _| Ok(store.delete_rule(&target)?)).await? {
         return Err(ApiError::NotFound(format!("no API rule {name} (config rules are changed in the config)")));
     }
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -97,7 +96,7 @@ async fn list_alerts(_caller: Caller, State(state): State<AppState>, Query(query
         return Err(bad("limit", "must be 1 to 10000"));
     }
     let since_ms = since.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc().timestamp_millis();
-    let alerts = with_conn(&state.store, move |conn| Ok(sa::alerts(conn, since_ms, query.account.as_deref(), limit)?)).await?;
+    let alerts = with_source(&state, move |store, _| Ok(sa::alerts(store, since_ms, query.account.as_deref(), limit)?)).await?;
     Ok(Json(json!({"since": since.to_string(), "alerts": alerts})))
 }
 
@@ -114,8 +113,8 @@ async fn evaluate(caller: Caller, State(state): State<AppState>, Query(query): Q
     let (config, base) = (state.actions.clone(), state.base_url.clone());
     let dry_run = query.dry_run.unwrap_or(false);
     let rule = query.rule.clone();
-    let fired = with_settings(&state, move |conn, s| {
-        sa::evaluate(conn, today(), s, &config, &base, rule.as_deref(), dry_run).map_err(|e| match e {
+    let fired = with_source(&state, move |store, s| {
+        sa::evaluate(store, today(), s, &config, &base, rule.as_deref(), dry_run).map_err(|e| match e {
             crate::store::StoreError::Invalid(reason) => bad("rule", reason),
             other => other.into(),
         })
@@ -138,7 +137,11 @@ async fn list_tasks(_caller: Caller, State(state): State<AppState>, Query(query)
     if let Some(status) = query.status.as_deref().filter(|s| !TASK_STATUSES.contains(s)) {
         return Err(bad("status", format!("{status:?} is not open, snoozed or done")));
     }
-    let tasks = with_conn(&state.store, move |conn| Ok(sa::tasks(conn, query.status.as_deref(), query.csm.as_deref(), query.account.as_deref(), 1_000)?)).await?;
+    let tasks = with_source(&state, move |store, _| {
+        let filter = sa::TaskFilter { status: query.status.as_deref(), csm: query.csm.as_deref(), account: query.account.as_deref() };
+        Ok(sa::tasks(store, filter, 1_000)?)
+    })
+    .await?;
     Ok(Json(json!({"tasks": tasks})))
 }
 
@@ -171,11 +174,11 @@ async fn update_task(caller: Caller, State(state): State<AppState>, Path(id): Pa
     admin(&caller)?;
     let change: TaskChange = serde_json::from_slice(&body).map_err(|e| bad("body", e.to_string()))?;
     let (snooze, due) = check_task_change(&change).map_err(|(f, r)| ApiError::Invalid(vec![(f, r)]))?;
-    let found = with_conn(&state.store, move |conn| {
-        if !sa::update_task(conn, id, &change.status, snooze, due)? {
+    let found = with_source(&state, move |store, _| {
+        if !sa::update_task(store, id, &change.status, snooze, due)? {
             return Ok(None);
         }
-        Ok(sa::tasks(conn, None, None, None, 100_000)?.into_iter().find(|t| t["id"] == id))
+        Ok(sa::tasks(store, sa::TaskFilter::default(), 100_000)?.into_iter().find(|t| t["id"] == id))
     })
     .await?;
     found.map(Json).ok_or_else(|| ApiError::NotFound(format!("no task {id}")))
@@ -193,14 +196,14 @@ async fn list_outbox(_caller: Caller, State(state): State<AppState>, Query(query
         return Err(bad("status", format!("{status:?} is not pending, sent or dead")));
     }
     let shown = status.clone();
-    let messages = with_conn(&state.store, move |conn| Ok(sa::outbox(conn, &shown, 1_000)?)).await?;
+    let messages = with_source(&state, move |store, _| Ok(sa::outbox(store, &shown, 1_000)?)).await?;
     Ok(Json(json!({"status": status, "messages": messages})))
 }
 
 /// `POST /api/v1/outbox/{id}/retry` (admin): a dead letter goes back in line.
 async fn retry(caller: Caller, State(state): State<AppState>, Path(id): Path<i64>) -> Result<Json<Value>, ApiError> {
     admin(&caller)?;
-    if !with_conn(&state.store, move |conn| Ok(sa::retry(conn, id)?)).await? {
+    if !with_source(&state, move |store, _| Ok(sa::retry(store, id)?)).await? {
         return Err(ApiError::NotFound(format!("no dead message {id}")));
     }
     Ok(Json(json!({"id": id, "status": "pending"})))
@@ -214,14 +217,14 @@ fn survey_refused(status: StatusCode, text: &str) -> Response {
 
 /// The send a token names, or the page saying why not.
 async fn survey_of(state: &AppState, token: &str) -> Result<Result<sa::SurveySend, Response>, PageError> {
-    let secret = with_conn(&state.store, |conn| Ok(crate::store::users::secret(conn, sa::SURVEY_SECRET)?)).await?;
+    let secret = with_source(state, |store, _| Ok(crate::store::users::secret(store, sa::SURVEY_SECRET)?)).await?;
     let id = match crate::share::verify_payload(&secret, token, chrono::Utc::now().timestamp()) {
         Ok(payload) => payload.strip_prefix("survey\n").and_then(|id| id.parse::<i64>().ok()),
         Err(LinkError::Expired) => return Ok(Err(survey_refused(StatusCode::GONE, "This survey link has expired. Thank you anyway!"))),
         Err(LinkError::Invalid) => None,
     };
     let Some(id) = id else { return Ok(Err(survey_refused(StatusCode::FORBIDDEN, "This survey link is not valid."))) };
-    match with_conn(&state.store, move |conn| Ok(sa::survey_send(conn, id)?)).await? {
+    match with_source(state, move |store, _| Ok(sa::survey_send(store, id)?)).await? {
         Some(send) if send.answered => Ok(Err(survey_refused(StatusCode::CONFLICT, "This survey was answered already. Thank you!"))),
         Some(send) => Ok(Ok(send)),
         None => Ok(Err(survey_refused(StatusCode::FORBIDDEN, "This survey link is not valid."))),
@@ -270,7 +273,7 @@ pub async fn survey_answer(State(state): State<AppState>, axum::extract::Path(to
     let score: i64 = form.score.parse().ok().filter(|s| (low..=high).contains(s)).ok_or_else(|| PageError::bad_request(format!("score: must be {low} to {high}")))?;
     let comment = form.comment.map(|c| c.trim().chars().take(surveys::COMMENT_CHARS_MAX).collect::<String>()).filter(|c| !c.is_empty());
     let id = send.id;
-    let stored = with_conn(&state.store, move |conn| Ok(sa::answer(conn, id, score, comment.as_deref())?)).await?;
+    let stored = with_source(&state, move |store, _| Ok(sa::answer(store, id, score, comment.as_deref())?)).await?;
     match stored {
         sa::Answered::Stored(_) => {
             sa::poke();
@@ -300,9 +303,9 @@ pub async fn pending(State(state): State<AppState>, axum::extract::Query(query):
     }
     let (base, days) = (state.base_url.clone(), state.actions.surveys.token_valid_days);
     let since = chrono::Utc::now().timestamp_millis() - 30 * 86_400_000;
-    let found = with_conn(&state.store, move |conn| {
-        Ok(match sa::pending_survey(conn, &query.user_id, since)? {
-            Some(id) => Some(sa::survey_link(conn, id, days, &base)?),
+    let found = with_source(&state, move |store, _| {
+        Ok(match store.pending_survey(&query.user_id, since)? {
+            Some(id) => Some(sa::survey_link(store, id, days, &base)?),
             None => None,
         })
     })

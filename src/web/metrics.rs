@@ -53,23 +53,16 @@ pub(super) fn date_param(field: &str, text: Option<&str>, default: NaiveDate) ->
     }
 }
 
-/// Runs `work` off the async threads with a connection and the server's metrics, health
-/// and currency settings.
-pub(super) async fn with_settings<T: Send + 'static>(state: &AppState, work: impl FnOnce(&mut rusqlite::Connection, Settings) -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
-    let (metrics, health, currency) = (state.metrics.clone(), state.health.clone(), state.currency.clone());
-    with_conn(&state.store, move |conn| work(conn, Settings { metrics: &metrics, health: &health, currency: &currency })).await
-}
-
 /// Runs `work` off the async threads with the store the metrics read (the embedded
 /// store's connection, or ClickHouse) and the server's settings.
 pub(super) async fn with_source<T: Send + 'static>(
     state: &AppState,
-    work: impl FnOnce(&dyn crate::store::dashboard::DashboardSource, Settings) -> Result<T, ApiError> + Send + 'static,
+    work: impl FnOnce(&dyn crate::store::actions::ActionStore, Settings) -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    let Some(clickhouse) = state.clickhouse.clone() else {
-        return with_settings(state, move |conn, s| work(conn, s)).await;
-    };
     let (metrics, health, currency) = (state.metrics.clone(), state.health.clone(), state.currency.clone());
+    let Some(clickhouse) = state.clickhouse.clone() else {
+        return with_conn(&state.store, move |conn| work(conn, Settings { metrics: &metrics, health: &health, currency: &currency })).await;
+    };
     tokio::task::spawn_blocking(move || work(&clickhouse, Settings { metrics: &metrics, health: &health, currency: &currency }))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?

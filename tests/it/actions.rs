@@ -1,7 +1,8 @@
 //! Actions against real receivers: a Python HTTP server standing in for Slack and a
 //! webhook target, and an aiosmtpd SMTP server. Firing, cooldown, retries after 500s,
 //! signatures, tasks, a kill -9 in the middle of a delivery, and surveys answered through
-//! their hosted page (reuse and tampering refused).
+//! their hosted page (reuse and tampering refused); each on the embedded store and on a
+//! ClickHouse node that runs the background work.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -67,7 +68,7 @@ fn days_ago(days: i64) -> String {
 }
 
 /// Two accounts of CSM Maja; `esc` has an escalated ticket open for 10 days, `calm` none.
-fn import_fixture(dir: &Path) {
+fn import_fixture(dir: &Path, config: &Path) {
     let today = Utc::now().date_naive();
     let files = [
         ("csms", "csm_id,name,email\ncsm-1,Maja Lind,maja@vendor.example\n".to_string()),
@@ -87,17 +88,19 @@ fn import_fixture(dir: &Path) {
     for (kind, text) in files {
         let path = dir.join(format!("{kind}.csv"));
         std::fs::write(&path, text).unwrap();
-        let out = cli(dir, &["import", kind, path.to_str().unwrap()]);
+        let out = cli(dir, &["--config", config.to_str().unwrap(), "import", kind, path.to_str().unwrap()]);
         assert!(out.status.success(), "{kind}: {}", String::from_utf8_lossy(&out.stderr));
     }
 }
 
-fn config(dir: &Path, hook: u16, smtp: u16, surveys: bool) -> PathBuf {
+/// The config; with `store`, a ClickHouse node that runs the background work.
+fn config(dir: &Path, hook: u16, smtp: u16, surveys: bool, store: Option<&str>) -> PathBuf {
     let path = dir.join("bellwether.toml");
+    let store = store.map_or(String::new(), |url| format!("store = \"{url}\"\n\n[health]\nbackground = true\n"));
     std::fs::write(
         &path,
         format!(
-            r#"
+            r#"{store}
 [actions]
 builtin_rules = false
 evaluate_every_seconds = 1
@@ -148,6 +151,22 @@ fn start(dir: &Path, config: &Path) -> Server {
     Server::start(dir, &[("BELLWETHER_CONFIG", config.to_str().unwrap())])
 }
 
+fn token(dir: &Path, config: &Path, role: &str) -> String {
+    let out = cli(dir, &["--config", config.to_str().unwrap(), "token", "create", "--role", role]);
+    assert!(out.status.success(), "token create: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// Sinks for the webhook and Slack (`hook_args` for the HTTP sink) and SMTP, the config
+/// and the fixture.
+fn setup(dir: &Path, hook_args: &[&str], surveys: bool, store: Option<&str>) -> (Sink, Sink, PathBuf) {
+    let hook = Sink::start(dir, "http_sink.py", "hook", hook_args);
+    let smtp = Sink::start(dir, "smtp_sink.py", "smtp", &[]);
+    let config = config(dir, hook.port, smtp.port, surveys, store);
+    import_fixture(dir, &config);
+    (hook, smtp, config)
+}
+
 fn hmac_hex(secret: &str, message: &[u8]) -> String {
     use hmac::{Hmac, Mac};
     let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
@@ -157,12 +176,19 @@ fn hmac_hex(secret: &str, message: &[u8]) -> String {
 
 #[test]
 fn a_rule_fires_once_through_every_channel_with_retries_signature_and_a_task() {
+    fires_once_through_every_channel(None);
+}
+
+#[test]
+fn a_rule_fires_once_through_every_channel_with_retries_signature_and_a_task_on_clickhouse() {
+    let clickhouse = ClickHouseServer::start();
+    fires_once_through_every_channel(Some(&clickhouse.store_url("bw_actions")));
+}
+
+fn fires_once_through_every_channel(store: Option<&str>) {
     let dir = tempfile::tempdir().unwrap();
-    import_fixture(dir.path());
     // The first two requests get 500s: the outbox retries them.
-    let hook = Sink::start(dir.path(), "http_sink.py", "hook", &["--fail-first", "2"]);
-    let smtp = Sink::start(dir.path(), "smtp_sink.py", "smtp", &[]);
-    let config = config(dir.path(), hook.port, smtp.port, false);
+    let (hook, smtp, config) = setup(dir.path(), &["--fail-first", "2"], false, store);
 
     // Dry run first: the CLI names the account and records nothing.
     let out = cli(dir.path(), &["--config", config.to_str().unwrap(), "alerts", "test", "escalation-open"]);
@@ -172,7 +198,7 @@ fn a_rule_fires_once_through_every_channel_with_retries_signature_and_a_task() {
     assert!(stdout.starts_with("esc\tEscalated Co\tescalation_open_days is 10"), "{stdout}");
 
     let server = start(dir.path(), &config);
-    let token = create_token(dir.path(), "admin");
+    let token = token(dir.path(), &config, "admin");
     let delivered = |lines: &[Value], path: &str| lines.iter().filter(|l| l["path"] == path && l["status"] == 200).count();
     let lines = hook.wait_for("the webhook and Slack message", |l| delivered(l, "/hook") == 1 && delivered(l, "/slack") == 1);
     let mails = smtp.wait_for("the email to the CSM", |l| !l.is_empty());
@@ -248,17 +274,24 @@ fn a_rule_fires_once_through_every_channel_with_retries_signature_and_a_task() {
 
 #[test]
 fn a_kill_in_the_middle_of_a_delivery_neither_loses_nor_doubles_it() {
+    kill_in_a_delivery(None);
+}
+
+#[test]
+fn a_kill_in_the_middle_of_a_delivery_neither_loses_nor_doubles_it_on_clickhouse() {
+    let clickhouse = ClickHouseServer::start();
+    kill_in_a_delivery(Some(&clickhouse.store_url("bw_actions")));
+}
+
+fn kill_in_a_delivery(store: Option<&str>) {
     let dir = tempfile::tempdir().unwrap();
-    import_fixture(dir.path());
     // The sink holds the first request 10 s: bellwether is killed while it waits.
-    let hook = Sink::start(dir.path(), "http_sink.py", "hook", &["--hold-first", "10"]);
-    let smtp = Sink::start(dir.path(), "smtp_sink.py", "smtp", &[]);
-    let config = config(dir.path(), hook.port, smtp.port, false);
+    let (hook, smtp, config) = setup(dir.path(), &["--hold-first", "10"], false, store);
     let mut server = start(dir.path(), &config);
     hook.wait_for("the first delivery to arrive", |l| !l.is_empty());
     server.kill9();
     let mut server = start(dir.path(), &config);
-    let token = create_token(dir.path(), "read");
+    let token = token(dir.path(), &config, "read");
     hook.wait_for("the interrupted message again, and the next one", |l| {
         let keys: std::collections::HashSet<&str> = l.iter().filter_map(|x| x["headers"]["idempotency-key"].as_str()).collect();
         keys.len() == 2 && l.iter().filter(|x| x["headers"]["idempotency-key"] == l[0]["headers"]["idempotency-key"]).count() == 2
@@ -281,11 +314,18 @@ fn a_kill_in_the_middle_of_a_delivery_neither_loses_nor_doubles_it() {
 
 #[test]
 fn a_closed_ticket_brings_one_survey_answered_once_on_its_page() {
+    survey_answered_once(None);
+}
+
+#[test]
+fn a_closed_ticket_brings_one_survey_answered_once_on_its_page_on_clickhouse() {
+    let clickhouse = ClickHouseServer::start();
+    survey_answered_once(Some(&clickhouse.store_url("bw_actions")));
+}
+
+fn survey_answered_once(store: Option<&str>) {
     let dir = tempfile::tempdir().unwrap();
-    import_fixture(dir.path());
-    let hook = Sink::start(dir.path(), "http_sink.py", "hook", &[]);
-    let smtp = Sink::start(dir.path(), "smtp_sink.py", "smtp", &[]);
-    let config = config(dir.path(), hook.port, smtp.port, true);
+    let (_hook, smtp, config) = setup(dir.path(), &[], true, store);
     let server = start(dir.path(), &config);
     // u-2 (whose ticket at calm closed yesterday) has an email; u-1's ticket is still open.
     let identify = post(&server, "/v1/identify", Some(KEY), r#"{"userId": "u-2", "traits": {"email": "ann@customer.example"}}"#);
@@ -307,7 +347,7 @@ fn a_closed_ticket_brings_one_survey_answered_once_on_its_page() {
     assert_eq!(agent().get(&server.url(&tampered)).call().unwrap().status().as_u16(), 403);
 
     // The answer is a survey response at once.
-    let token = create_token(dir.path(), "read");
+    let token = token(dir.path(), &config, "read");
     let responses = get(&server, "/api/v1/survey_responses?account_id=calm", Some(&token)).body;
     let items = responses["items"].as_array().unwrap();
     assert_eq!(items.len(), 1, "{responses}");
@@ -329,20 +369,44 @@ fn a_closed_ticket_brings_one_survey_answered_once_on_its_page() {
     // One email in all: the same occasion never asks twice.
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(smtp.lines().iter().filter(|m| m["to"] == json!(["ann@customer.example"])).count(), 1);
+
+    // Erasing a person takes their invitation and the email that held their address.
+    let admin = self::token(dir.path(), &config, "admin");
+    let to_ann = |status: &str| {
+        let listed = get(&server, &format!("/api/v1/outbox?status={status}"), Some(&admin)).body;
+        listed["messages"].as_array().unwrap().iter().filter(|m| m["target"] == "ann@customer.example").count()
+    };
+    let started = Instant::now();
+    while to_ann("sent") == 0 {
+        assert!(started.elapsed() < Duration::from_secs(30), "the survey email is marked sent");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut erase = agent().delete(&server.url("/api/v1/users/u-2")).header("authorization", &format!("Bearer {admin}")).call().unwrap();
+    let report: Value = serde_json::from_str(&erase.body_mut().read_to_string().unwrap()).unwrap();
+    assert_eq!(report["survey_sends"], 1, "{report}");
+    assert_eq!((to_ann("sent"), to_ann("pending")), (0, 0));
+    assert_eq!(pending("u-3", KEY).status().as_u16(), 204, "another person's invitation is theirs still (answered)");
 }
 
 #[test]
 fn a_message_that_keeps_failing_becomes_a_dead_letter_and_a_retry_delivers_it() {
+    dead_letter_and_retry(None);
+}
+
+#[test]
+fn a_message_that_keeps_failing_becomes_a_dead_letter_and_a_retry_delivers_it_on_clickhouse() {
+    let clickhouse = ClickHouseServer::start();
+    dead_letter_and_retry(Some(&clickhouse.store_url("bw_actions")));
+}
+
+fn dead_letter_and_retry(store: Option<&str>) {
     let dir = tempfile::tempdir().unwrap();
-    import_fixture(dir.path());
     // The receiver fails the first 4 requests: with max_attempts = 2 both HTTP messages die.
-    let hook = Sink::start(dir.path(), "http_sink.py", "hook", &["--fail-first", "4"]);
-    let smtp = Sink::start(dir.path(), "smtp_sink.py", "smtp", &[]);
-    let config = config(dir.path(), hook.port, smtp.port, false);
+    let (hook, _smtp, config) = setup(dir.path(), &["--fail-first", "4"], false, store);
     let text = std::fs::read_to_string(&config).unwrap().replace("retry_base_seconds = 1", "retry_base_seconds = 1\nmax_attempts = 2");
     std::fs::write(&config, text).unwrap();
     let server = start(dir.path(), &config);
-    let token = create_token(dir.path(), "admin");
+    let token = token(dir.path(), &config, "admin");
     let auth = [("authorization", format!("Bearer {token}"))];
     let auth: Vec<(&str, &str)> = auth.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let started = Instant::now();

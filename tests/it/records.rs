@@ -37,9 +37,8 @@ fn start(dir: &Path, config: &Path) -> (Server, String, String) {
     let server = Server::start(dir, &[("BELLWETHER_CONFIG", config.to_str().unwrap())]);
     let (admin, read) = (token(dir, config, "admin"), token(dir, config, "read"));
     if std::fs::read_to_string(config).unwrap().contains("clickhouse://") {
-        // Really on ClickHouse: nothing in the data dir, and what ClickHouse lacks says so.
+        // Really on ClickHouse: nothing in the data dir.
         assert!(!dir.join("bellwether.db").exists(), "a ClickHouse test wrote {}", dir.display());
-        assert_eq!(get(&server, "/api/v1/alerts", Some(&admin)).status, 501);
     }
     (server, admin, read)
 }

@@ -7,7 +7,6 @@
 
 use std::collections::BTreeSet;
 
-use rusqlite::Connection;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -295,9 +294,5 @@ impl DashboardSource for ClickHouse {
         let tail = format!("ORDER BY {order_by} DESC NULLS LAST, {} LIMIT {limit}", kind.key.join(", "));
         let query = self.client.query(&current_records(kind, "", " AND account_id = ?", &tail)).bind(account);
         Ok(block_on(self.read_records(kind, query))??.iter().map(|r| r.to_json(kind)).collect())
-    }
-
-    fn embedded(&self) -> Option<&Connection> {
-        None
     }
 }

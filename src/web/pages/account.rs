@@ -40,9 +40,8 @@ struct View {
     unused: Vec<String>,
     records: Vec<(&'static str, Vec<Value>)>,
     changes: Vec<Value>,
-    /// `None` where the store keeps no alerts and tasks (ClickHouse, so far).
-    alerts: Option<Vec<Value>>,
-    tasks: Option<Vec<Value>>,
+    alerts: Vec<Value>,
+    tasks: Vec<Value>,
     notes: Vec<Value>,
     events: Vec<dashboard::RecentEvent>,
 }
@@ -78,11 +77,8 @@ pub async fn page(user: SignedIn, State(state): State<AppState>, Path(id): Path<
         }
         let changes = source.tier_changes(as_of - Duration::days(365), Some(&account))?;
         let year_ago = (as_of - Duration::days(365)).and_hms_opt(0, 0, 0).expect("midnight exists").and_utc().timestamp_millis();
-        // Alerts and tasks are kept by the embedded store alone so far.
-        let (alerts, tasks) = match source.embedded() {
-            Some(conn) => (Some(crate::store::actions::alerts(conn, year_ago, Some(&account), 50)?), Some(crate::store::actions::tasks(conn, None, None, Some(&account), 50)?)),
-            None => (None, None),
-        };
+        let alerts = crate::store::actions::alerts(source, year_ago, Some(&account), 50)?;
+        let tasks = crate::store::actions::tasks(source, crate::store::actions::TaskFilter { account: Some(&account), ..Default::default() }, 50)?;
         let notes = crate::store::listening::notes(source, &account)?;
         let events = source.recent_events(&account, EVENTS_LISTED)?;
         Ok(Some(View { facts, parent, children, row, health, weekly, history, features, unused, records: listed, changes, alerts, tasks, notes, events }))
@@ -227,17 +223,12 @@ fn render(v: &View, currency: &str, as_of: NaiveDate) -> Markup {
         }
         section aria-labelledby="alerts" {
             h2 id="alerts" { "Alerts and tasks" }
-            @match (&v.tasks, &v.alerts) {
-                (Some(tasks), Some(alerts)) => {
-                    h3 { "Tasks" }
-                    @if tasks.is_empty() { p.empty { "No tasks for this account." } }
-                    ul { @for t in tasks { li { (t["title"].as_str().unwrap_or("")) " — " (t["status"].as_str().unwrap_or("")) ", due " (t["due"].as_str().unwrap_or("–")) } } }
-                    h3 { "Alerts (last year)" }
-                    @if alerts.is_empty() { p.empty { "No alert fired." } }
-                    ul { @for a in alerts { li { (timestamp(a["fired_at"].as_str().unwrap_or(""))) ": " (a["rule"].as_str().unwrap_or("")) " (" (a["reason"].as_str().unwrap_or("")) ")" } } }
-                }
-                _ => { p.empty { "Alerts and tasks are not on the ClickHouse store yet." } }
-            }
+            h3 { "Tasks" }
+            @if v.tasks.is_empty() { p.empty { "No tasks for this account." } }
+            ul { @for t in &v.tasks { li { (t["title"].as_str().unwrap_or("")) " — " (t["status"].as_str().unwrap_or("")) ", due " (t["due"].as_str().unwrap_or("–")) } } }
+            h3 { "Alerts (last year)" }
+            @if v.alerts.is_empty() { p.empty { "No alert fired." } }
+            ul { @for a in &v.alerts { li { (timestamp(a["fired_at"].as_str().unwrap_or(""))) ": " (a["rule"].as_str().unwrap_or("")) " (" (a["reason"].as_str().unwrap_or("")) ")" } } }
             h3 { "Tier changes (last year)" }
             @if v.changes.is_empty() { p.empty { "No tier change in the last year." } }
             ul { @for c in &v.changes { li { (c["date"].as_str().unwrap_or("")) ": tier " (tier_badge(c["from"].as_str())) " → " (tier_badge(c["to"].as_str())) } } }

@@ -12,7 +12,6 @@ use serde_json::Value;
 use super::{can_write, csrf_field, layout, money, tier_badge, timestamp, PageError, PageResult, SignedIn};
 use crate::store::{actions as sa, dashboard};
 use crate::web::metrics::{today, with_source};
-use crate::web::records::with_conn;
 use crate::web::AppState;
 
 /// Days of alerts and tier changes the inbox lists.
@@ -32,11 +31,7 @@ pub async fn page(user: SignedIn, State(state): State<AppState>, Query(query): Q
     let mine = query.csm.as_deref() != Some("all") && user.user.csm_id.is_some();
     let csm = if mine { user.user.csm_id.clone() } else { None };
     let (changes, facts, actions) = with_source(&state, move |source, s| {
-        // Tasks and alerts are kept by the embedded store alone so far.
-        let actions = match source.embedded() {
-            Some(conn) => Some((sa::tasks(conn, None, csm.as_deref(), None, 500)?, sa::alerts(conn, since_ms, None, 500)?)),
-            None => None,
-        };
+        let actions = (sa::tasks(source, sa::TaskFilter { csm: csm.as_deref(), ..sa::TaskFilter::default() }, 500)?, sa::alerts(source, since_ms, None, 500)?);
         Ok((source.tier_changes(since, None)?, dashboard::facts(source, today, &[], s)?, actions))
     })
     .await?;
@@ -44,8 +39,7 @@ pub async fn page(user: SignedIn, State(state): State<AppState>, Query(query): Q
     let name = |account: &str| facts.iter().find(|f| f.account_id == account).map_or(account.to_string(), |f| f.name.clone());
     let currency = state.currency.report.clone();
     let changes: Vec<&Value> = changes.iter().rev().filter(|c| own(c["account_id"].as_str().unwrap_or(""))).collect();
-    let kept = actions.is_some();
-    let (tasks, alerts) = actions.unwrap_or_default();
+    let (tasks, alerts) = actions;
     let alerts: Vec<&Value> = alerts.iter().filter(|a| own(a["account_id"].as_str().unwrap_or(""))).collect();
     let writable = can_write(&user.user);
     Ok(layout(&user, "Inbox", "/inbox", html! {
@@ -53,7 +47,7 @@ pub async fn page(user: SignedIn, State(state): State<AppState>, Query(query): Q
         p { @if mine { "Your accounts (" a href="/inbox?csm=all" { "show everyone's" } ")." } @else { "Everyone's accounts." } }
         section aria-labelledby="tasks" {
             h2 id="tasks" { "Tasks" }
-            @if !kept { p.empty { "Tasks and alerts are not on the ClickHouse store yet." } } @else if tasks.is_empty() { p.empty { "No tasks. Rules and playbooks put them here." } } @else {
+            @if tasks.is_empty() { p.empty { "No tasks. Rules and playbooks put them here." } } @else {
                 div.scroll { table.data id="tasks-table" {
                     thead { tr { th scope="col" { "Due" } th scope="col" { "Task" } th scope="col" { "Account" } th scope="col" { "Status" } th scope="col" { span.sr { "Actions" } } } }
                     tbody { @for t in &tasks {
@@ -132,7 +126,7 @@ pub async fn update(user: SignedIn, State(state): State<AppState>, headers: Head
         "snooze" => ("snoozed", Some(today() + Duration::days(SNOOZE_DAYS))),
         other => return Err(PageError::bad_request(format!("action: {other:?} is not done, snooze or open"))),
     };
-    if !with_conn(&state.store, move |conn| Ok(sa::update_task(conn, id, status, snooze, None)?)).await? {
+    if !with_source(&state, move |source, _| Ok(sa::update_task(source, id, status, snooze, None)?)).await? {
         return Err(PageError::not_found(format!("no task {id}")));
     }
     tracing::info!(task = id, status, by = %user.user.username, "task updated");

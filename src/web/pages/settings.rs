@@ -11,7 +11,6 @@ use super::{csrf_field, layout, timestamp, PageError, PageResult, SignedIn};
 use crate::store::users::{self, User, UserRole};
 use crate::store::{self, Role};
 use crate::web::metrics::with_source;
-use crate::web::records::with_conn;
 use crate::web::AppState;
 
 fn admin_only(user: &SignedIn) -> Result<(), PageError> {
@@ -29,10 +28,7 @@ pub struct Notice {
 async fn render(user: &SignedIn, state: &AppState, notice: Option<String>, new_token: Option<String>) -> PageResult {
     let actions = state.actions.clone();
     let (people, tokens, csms, actions) = with_source(state, move |source, _| {
-        let actions = match source.embedded() {
-            Some(conn) => Some((store::actions::rules(conn, &actions)?, store::actions::stored_rules(conn)?, store::actions::outbox(conn, "dead", 200)?)),
-            None => None,
-        };
+        let actions = (store::actions::rules(source, &actions)?, source.stored_rules()?, store::actions::outbox(source, "dead", 200)?);
         Ok((users::list_users(source)?, source.tokens()?, store::dashboard::csms(source)?, actions))
     })
     .await?;
@@ -94,14 +90,7 @@ async fn render(user: &SignedIn, state: &AppState, notice: Option<String>, new_t
                 button type="submit" { "Create token" }
             }
         }
-        @if let Some((rules, stored, dead)) = &actions {
-            (actions_sections(user, state, rules, stored, dead))
-        } @else {
-            section aria-labelledby="rules" {
-                h2 id="rules" { "Alert rules, channels, surveys, dead letters" }
-                p.empty { "Not on the ClickHouse store yet: alert rules, notifications, surveys and their outbox run on the embedded store only." }
-            }
-        }
+        (actions_sections(user, state, &actions.0, &actions.1, &actions.2))
     }))
 }
 
@@ -299,7 +288,7 @@ pub async fn create_rule(user: SignedIn, State(state): State<AppState>, headers:
         return Err(PageError::new(axum::http::StatusCode::CONFLICT, format!("name: rule {} is defined in the config", rule.name)));
     }
     let name = rule.name.clone();
-    with_conn(&state.store, move |conn| Ok(store::actions::save_rule(conn, &rule)?)).await?;
+    with_source(&state, move |source, _| Ok(source.save_rule(&rule)?)).await?;
     store::actions::poke();
     tracing::info!(rule = %name, by = %user.user.username, "alert rule saved");
     Ok(Redirect::to("/settings?done=rule+saved").into_response())
@@ -315,7 +304,7 @@ pub async fn delete_rule(user: SignedIn, State(state): State<AppState>, headers:
     user.check_post(&headers, &form.csrf)?;
     admin_only(&user)?;
     let name = form.name.clone();
-    if !with_conn(&state.store, move |conn| Ok(store::actions::delete_rule(conn, &name)?)).await? {
+    if !with_source(&state, move |source, _| Ok(source.delete_rule(&name)?)).await? {
         return Err(PageError::not_found(format!("no rule {} added here", form.name)));
     }
     Ok(Redirect::to("/settings?done=rule+deleted").into_response())
@@ -325,7 +314,7 @@ pub async fn retry(user: SignedIn, State(state): State<AppState>, headers: Heade
     user.check_post(&headers, &form.csrf)?;
     admin_only(&user)?;
     let id = form.id;
-    if !with_conn(&state.store, move |conn| Ok(store::actions::retry(conn, id)?)).await? {
+    if !with_source(&state, move |source, _| Ok(store::actions::retry(source, id)?)).await? {
         return Err(PageError::not_found(format!("no dead message {id}")));
     }
     Ok(Redirect::to("/settings?done=message+queued+again").into_response())
