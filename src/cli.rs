@@ -70,12 +70,14 @@ enum Command {
         /// The person's userId.
         user_id: String,
     },
-    /// Write a consistent copy of the database to FILE, while a server may be running.
+    /// Write a consistent copy of the database to FILE, while a server may be running (on
+    /// ClickHouse: every table of the database, in ClickHouse's Native format).
     Backup {
         /// The new backup file (must not exist).
         file: PathBuf,
     },
-    /// Restore a backup as the data dir's database (stop the server first).
+    /// Restore a backup as the data dir's database (stop the server first; on ClickHouse:
+    /// into a database that holds nothing yet, the nodes may run).
     Restore {
         /// A file written by `bellwether backup`.
         file: PathBuf,
@@ -352,10 +354,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 "rebuild is not needed on the ClickHouse store: its materialized view keeps the activity rollups as the events arrive, and what an event means \
                  (features, logins, passive events) is applied when they are read, so a changed config takes effect at once"
             ),
-            Command::Backup { .. } | Command::Restore { .. } => bail!(
-                "on the ClickHouse store, back up and restore the database with ClickHouse's own tools (`ALTER TABLE ... FREEZE` on each table of the database, \
-                 or clickhouse-backup): bellwether keeps nothing outside it"
-            ),
             _ => {}
         }
     }
@@ -380,6 +378,19 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 StoreLocation::Embedded => store::records::delete_user(&mut Store::open(&config.data_dir)?.connect()?, &user_id)?,
             };
             println!("{}", serde_json::to_string_pretty(&deletion)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Backup { file } if matches!(config.store, StoreLocation::ClickHouse(_)) => {
+            let bytes = on_clickhouse(&config, |clickhouse| Ok(store::clickhouse::block_on(clickhouse.backup(&file))??))?;
+            eprintln!("backed up {} to {} ({bytes} bytes)", store_name(&config), file.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Restore { file, .. } if matches!(config.store, StoreLocation::ClickHouse(_)) => {
+            let restored = on_clickhouse(&config, |clickhouse| Ok(clickhouse.restore(&file)?))?;
+            for (table, rows) in &restored.tables {
+                eprintln!("{table}: {rows} rows");
+            }
+            eprintln!("restored {} into {}", file.display(), store_name(&config));
             Ok(ExitCode::SUCCESS)
         }
         Command::Backup { file } => {
@@ -742,16 +753,28 @@ fn on_source<T>(config: &Config, work: impl FnOnce(&dyn store::health::HealthSou
     on_store(config, true, |source| work(source))
 }
 
+/// Runs `work` on the configured ClickHouse store, inside a runtime.
+fn on_clickhouse<T>(config: &Config, work: impl FnOnce(&store::clickhouse::ClickHouse) -> anyhow::Result<T>) -> anyhow::Result<T> {
+    let StoreLocation::ClickHouse(location) = &config.store else { bail!("not on a ClickHouse store") };
+    let runtime = runtime()?;
+    let _entered = runtime.enter();
+    let clickhouse = store::clickhouse::block_on(store::clickhouse::ClickHouse::open(location))??;
+    work(&clickhouse)
+}
+
+/// The store as messages name it.
+fn store_name(config: &Config) -> String {
+    match &config.store {
+        StoreLocation::ClickHouse(location) => format!("ClickHouse database {}", location.database),
+        StoreLocation::Embedded => config.database_path().display().to_string(),
+    }
+}
+
 /// Runs `work` on the configured store (the embedded one after its rollups catch up, if
 /// `caught_up`).
 fn on_store<T>(config: &Config, caught_up: bool, work: impl FnOnce(&dyn store::actions::ActionStore) -> anyhow::Result<T>) -> anyhow::Result<T> {
     match &config.store {
-        StoreLocation::ClickHouse(location) => {
-            let runtime = runtime()?;
-            let _entered = runtime.enter();
-            let clickhouse = store::clickhouse::block_on(store::clickhouse::ClickHouse::open(location))??;
-            work(&clickhouse)
-        }
+        StoreLocation::ClickHouse(_) => on_clickhouse(config, |clickhouse| work(clickhouse)),
         StoreLocation::Embedded if caught_up => {
             let (_store, conn) = store_caught_up(config)?;
             work(&conn)

@@ -40,6 +40,7 @@ use crate::records::{self, Cell, ColumnType, Kind, Record};
 use crate::telemetry::Telemetry;
 
 mod actions;
+mod backup;
 mod dashboard;
 
 /// A connection to one ClickHouse database (cheap to clone: a pooled HTTP client).
