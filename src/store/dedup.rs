@@ -182,9 +182,10 @@ impl Sealed {
         (u64::from(self.high[i]) << 16) | u64::from(self.low[i])
     }
 
-    fn set(&mut self, i: usize, value: u64) {
-        self.high[i] = (value >> 16) as u32;
-        self.low[i] = value as u16;
+    /// Stores `entry`'s low 48 bits at `i` (its run keeps the rest).
+    fn set(&mut self, i: usize, entry: u64) {
+        self.high[i] = (entry >> 16) as u32;
+        self.low[i] = entry as u16;
     }
 
     /// Entry `i` whole, given the run `run` holding it.
@@ -194,12 +195,11 @@ impl Sealed {
 
     /// The entries whose top 44 bits (hash bits) are those of `key`.
     fn matching(&self, key: u64) -> impl Iterator<Item = u64> + '_ {
-        let (mut lo, hi, run) = match self.starts.is_empty() {
-            true => (0, 0, 0),
-            false => {
-                let run = Self::run(self.bits, key);
-                (self.starts[run] as usize, self.starts[run + 1] as usize, run)
-            }
+        let (mut lo, hi, run) = if self.starts.is_empty() {
+            (0, 0, 0)
+        } else {
+            let run = Self::run(self.bits, key);
+            (self.starts[run] as usize, self.starts[run + 1] as usize, run)
         };
         // Within a run every entry shares the key's top bits: compare the stored ones.
         let target = key & !SEGMENT_MASK & STORED_MASK;
@@ -248,7 +248,7 @@ impl Sealed {
                     fresh[j]
                 }
             };
-            self.set(k, value & STORED_MASK);
+            self.set(k, value);
             starts[Self::run(bits, value) + 1] += 1;
         }
         // Entries below i stayed where they were.
@@ -278,7 +278,7 @@ impl Sealed {
             for index in self.starts[run] as usize..self.starts[run + 1] as usize {
                 let entry = self.entry(index, run);
                 if keep(&entry) {
-                    self.set(kept, entry & STORED_MASK);
+                    self.set(kept, entry);
                     kept += 1;
                 }
             }
