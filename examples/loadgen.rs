@@ -59,6 +59,16 @@ fn message(run: u64, thread: usize, n: u64) -> String {
     )
 }
 
+/// POSTs one body; true on a 200. The response body is read to its end: ureq returns a
+/// connection to its pool only then, so every request after the first reuses its
+/// keep-alive connection (a dropped body would make each request open a new one).
+fn post(agent: &ureq::Agent, url: &str, auth: &str, body: &[u8]) -> bool {
+    match agent.post(url).header("authorization", auth).header("content-type", "application/json").send(body) {
+        Ok(mut response) => response.body_mut().read_to_vec().is_ok() && response.status() == 200,
+        Err(_) => false,
+    }
+}
+
 /// Sends every line of a gzipped batch file from `connections` threads; prints the summary.
 fn send_file(args: &Args, path: &str, auth: &str) {
     use std::io::BufRead;
@@ -81,13 +91,7 @@ fn send_file(args: &Args, path: &str, auth: &str) {
                         }
                         loop {
                             let sent = Instant::now();
-                            let ok = agent
-                                .post(url)
-                                .header("authorization", auth)
-                                .header("content-type", "application/json")
-                                .send(line.as_bytes())
-                                .map(|r| r.status() == 200)
-                                .unwrap_or(false);
+                            let ok = post(&agent, url, auth, line.as_bytes());
                             latencies_us.push(sent.elapsed().as_micros() as u64);
                             requests += 1;
                             if ok {
@@ -170,13 +174,7 @@ fn main() {
                             .collect();
                         format!(r#"{{"batch":[{}]}}"#, items.join(","))
                     };
-                    let ok = agent
-                        .post(&url)
-                        .header("authorization", &auth)
-                        .header("content-type", "application/json")
-                        .send(body.as_bytes())
-                        .map(|r| r.status() == 200)
-                        .unwrap_or(false);
+                    let ok = post(&agent, &url, &auth, body.as_bytes());
                     latencies_us.push(scheduled.elapsed().as_micros() as u64);
                     if ok {
                         events += per_request as u64;
