@@ -382,6 +382,17 @@ mod tests {
     }
 
     #[test]
+    fn scores_read_back_from_json_are_the_scores_written() {
+        // 1375/27 is a score the demo produced: without serde_json's float_roundtrip its
+        // text "50.925925925925924" parsed one ulp off, and the API disagreed with the page.
+        for score in [1375.0 / 27.0, 0.1 + 0.2, 100.0 / 3.0, 2.0f64.sqrt() * 50.0] {
+            let text = serde_json::to_string(&score).unwrap();
+            assert_eq!(serde_json::from_str::<f64>(&text).unwrap(), score, "{text}");
+            assert_eq!(serde_json::from_str::<Value>(&text).unwrap().as_f64(), Some(score), "{text}");
+        }
+    }
+
+    #[test]
     fn wilson_matches_the_textbook_values() {
         // 8 of 10: centre (0.8 + 1.9208/10) / 1.38415 = 0.71672, half 0.19856...
         let (low, high) = wilson(8, 10).unwrap();
