@@ -786,7 +786,7 @@ pub fn rolled_up_to(conn: &Connection) -> Result<i64, StoreError> {
 /// Starts the background thread that keeps the rollups current while serving: it steps
 /// again at once while a step finds a full batch, waits `GATHER` after a partial one (the
 /// cost of a step is mostly per user-day touched, so a larger batch costs less per event),
-/// and checks every `POLL` when idle.
+/// and checks every `POLL` when idle or while it yields to a burst of ingest ([`IngestLoad`]).
 pub fn spawn(store: &super::Store, config: &MetricsConfig, telemetry: Telemetry) -> Result<std::thread::JoinHandle<()>, StoreError> {
     const POLL: std::time::Duration = std::time::Duration::from_millis(100);
     const GATHER: std::time::Duration = std::time::Duration::from_millis(250);
@@ -804,7 +804,12 @@ pub fn spawn(store: &super::Store, config: &MetricsConfig, telemetry: Telemetry)
         .spawn(move || {
             lower_priority();
             let mut last = -1;
+            let mut ingest = IngestLoad::new(telemetry.stored_to.get());
             loop {
+                if ingest.yield_to_ingest(std::time::Instant::now(), telemetry.stored_to.get(), last) {
+                    std::thread::sleep(POLL);
+                    continue;
+                }
                 match rollup.step(&mut conn, STEP_EVENTS) {
                     Ok(step) if step.last_event_id != last || step.recomputed_users > 0 => {
                         last = step.last_event_id;
@@ -823,6 +828,46 @@ pub fn spawn(store: &super::Store, config: &MetricsConfig, telemetry: Telemetry)
             }
         })
         .map_err(|e| StoreError::Thread(e.to_string()))
+}
+
+/// Above this ingest rate (events stored per second) the rollup worker waits for the burst
+/// to end rather than step alongside it: a step's reads, cache footprint and fsyncs of
+/// rollups.db lengthen the ingest writer's commits, and every request in a group waits
+/// for its commit (measured in BENCHMARKS.md). At this rate a step keeps up with ~10% of a
+/// core, so below it the rollups stay current.
+const YIELD_ABOVE_EVENTS_PER_SEC: f64 = 20_000.0;
+/// How far the rollups may fall behind while yielding: past either bound a step runs
+/// whatever the load, so the metrics and alerting (which pause while the rollups lag) are
+/// never more than this stale.
+const YIELD_LAG_MAX_EVENTS: i64 = 2_000_000;
+const YIELD_FOR_MAX: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The ingest rate as the rollup worker sees it, between two of its checks.
+struct IngestLoad {
+    stored_to: i64,
+    at: std::time::Instant,
+    /// When the current run of yielding began.
+    yielding_since: Option<std::time::Instant>,
+}
+
+impl IngestLoad {
+    fn new(stored_to: i64) -> IngestLoad {
+        IngestLoad { stored_to, at: std::time::Instant::now(), yielding_since: None }
+    }
+
+    /// Whether to skip a step at `now`: ingest ran above [`YIELD_ABOVE_EVENTS_PER_SEC`]
+    /// since the last check and the rollups (at `rolled_up_to`) are within the yield bounds.
+    fn yield_to_ingest(&mut self, now: std::time::Instant, stored_to: i64, rolled_up_to: i64) -> bool {
+        let seconds = now.duration_since(self.at).as_secs_f64().max(1e-3);
+        let rate = (stored_to - self.stored_to) as f64 / seconds;
+        (self.stored_to, self.at) = (stored_to, now);
+        let since = *self.yielding_since.get_or_insert(now);
+        let yielding = rate > YIELD_ABOVE_EVENTS_PER_SEC && stored_to - rolled_up_to < YIELD_LAG_MAX_EVENTS && now.duration_since(since) < YIELD_FOR_MAX;
+        if !yielding {
+            self.yielding_since = None;
+        }
+        yielding
+    }
 }
 
 /// The rollup thread's scheduling priority (a nice value): on a busy machine the CPU goes to
@@ -859,6 +904,29 @@ fn lower_priority() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn steps_wait_while_ingest_runs_fast_within_the_lag_bounds() {
+        use std::time::{Duration, Instant};
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let mut load = IngestLoad { stored_to: 0, at: start, yielding_since: None };
+        // 3,000 events in 100 ms is 30,000/s: above 20,000/s, so wait.
+        assert!(load.yield_to_ingest(at(100), 3_000, 0));
+        // 1,000 in the next 100 ms is 10,000/s: step.
+        assert!(!load.yield_to_ingest(at(200), 4_000, 0));
+        // Fast again, but the rollups are 2 M events behind: step.
+        assert!(!load.yield_to_ingest(at(300), 2_004_000, 4_000 - 1));
+        assert!(load.yield_to_ingest(at(400), 2_007_000, 10_000));
+        // Fast for 30 s on end: one step, then waiting again.
+        let mut stored = 2_007_000;
+        for tick in 1..300 {
+            stored += 3_000;
+            assert!(load.yield_to_ingest(at(400 + tick * 100), stored, 1_000_000), "tick {tick}");
+        }
+        assert!(!load.yield_to_ingest(at(400 + 300 * 100), stored + 3_000, 1_000_000));
+        assert!(load.yield_to_ingest(at(400 + 301 * 100), stored + 6_000, 1_000_000));
+    }
 
     /// Events as the writer stores them, in two deliveries, with the identity link and
     /// membership that an identify and a group call leave: an anonymous visitor who later
