@@ -16,17 +16,24 @@ pub struct Telemetry {
     pub queue_bytes: IntGauge,
     /// Messages held in the in-memory dedup index.
     pub dedup_entries: IntGauge,
-    /// Time of one group commit, fsync included.
+    /// Time of one group commit (on the embedded store, the transaction; its fsync is
+    /// `sync_seconds`).
     pub commit_seconds: Histogram,
+    /// Time of one fsync of the write-ahead log, which covers every group committed since
+    /// the one before.
+    pub sync_seconds: Histogram,
     /// Messages per group commit.
     pub commit_messages: Histogram,
-    /// Id of the newest stored event (set by the writer).
+    /// Id of the newest durably stored event (set by the writer's syncer, after the fsync).
     pub stored_to: IntGauge,
     /// Every event up to this id is in the rollups (set by the rollup worker).
     pub rolled_up_to: IntGauge,
     /// Events stored but not rolled up yet: the difference of the two, at each scrape.
     rollup_lag: IntGauge,
 }
+
+/// Seconds: the buckets of the commit and sync histograms.
+const LATENCY_BUCKETS: [f64; 12] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
 
 impl Telemetry {
     pub fn new() -> Telemetry {
@@ -44,8 +51,13 @@ impl Telemetry {
         let dedup_entries = IntGauge::new("bellwether_dedup_entries", "message ids in the dedup window")
             .expect("invariant: valid metric");
         let commit_seconds = Histogram::with_opts(
-            HistogramOpts::new("bellwether_store_commit_seconds", "duration of one group commit, fsync included")
-                .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]),
+            HistogramOpts::new("bellwether_store_commit_seconds", "duration of one group commit (embedded store: the transaction, without its fsync)")
+                .buckets(LATENCY_BUCKETS.to_vec()),
+        )
+        .expect("invariant: valid metric");
+        let sync_seconds = Histogram::with_opts(
+            HistogramOpts::new("bellwether_store_sync_seconds", "duration of one fsync of the write-ahead log (it covers every group committed since the last)")
+                .buckets(LATENCY_BUCKETS.to_vec()),
         )
         .expect("invariant: valid metric");
         let commit_messages = Histogram::with_opts(
@@ -53,7 +65,7 @@ impl Telemetry {
                 .buckets(vec![1.0, 10.0, 100.0, 500.0, 1000.0, 5000.0, 10000.0, 20000.0]),
         )
         .expect("invariant: valid metric");
-        let stored_to = IntGauge::new("bellwether_store_last_event_id", "id of the newest stored event").expect("invariant: valid metric");
+        let stored_to = IntGauge::new("bellwether_store_last_event_id", "id of the newest durably stored event").expect("invariant: valid metric");
         let rolled_up_to = IntGauge::new("bellwether_rollup_last_event_id", "every event up to this id is in the rollups")
             .expect("invariant: valid metric");
         let rollup_lag = IntGauge::new("bellwether_rollup_lag_events", "events stored but not yet in the rollups (they catch up after a burst)")
@@ -65,6 +77,7 @@ impl Telemetry {
             Box::new(queue_bytes.clone()),
             Box::new(dedup_entries.clone()),
             Box::new(commit_seconds.clone()),
+            Box::new(sync_seconds.clone()),
             Box::new(commit_messages.clone()),
             Box::new(stored_to.clone()),
             Box::new(rolled_up_to.clone()),
@@ -80,6 +93,7 @@ impl Telemetry {
             queue_bytes,
             dedup_entries,
             commit_seconds,
+            sync_seconds,
             commit_messages,
             stored_to,
             rolled_up_to,

@@ -68,6 +68,9 @@ pub struct Rollup {
     /// The postings not yet in `person_events`, as of this process's last step (`None`
     /// after a failed step: read again).
     tail: Option<Tail>,
+    /// In a server: the newest event the ingest writer has synced. Steps read no further,
+    /// so nothing a crash of the machine could take back is counted (see `store::writer`).
+    synced_to: Option<prometheus::IntGauge>,
 }
 
 /// The (userId or anonymousId -> event ids) postings of every event with `from < id <= to`,
@@ -186,10 +189,10 @@ struct EventRow {
 
 const EVENT_COLUMNS: &str = "id, type, user_id, anonymous_id, group_id, event, timestamp_ms";
 
-/// The first `max` events after id `after`, in id order.
-fn events_after(conn: &Connection, after: i64, max: usize) -> Result<Vec<EventRow>, StoreError> {
-    let mut query = conn.prepare_cached(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE id > ?1 ORDER BY id LIMIT ?2"))?;
-    let rows = query.query_map(params![after, max as i64], event_row)?.collect::<Result<_, _>>()?;
+/// The first `max` events after id `after` up to id `until`, in id order.
+fn events_after(conn: &Connection, after: i64, until: i64, max: usize) -> Result<Vec<EventRow>, StoreError> {
+    let mut query = conn.prepare_cached(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE id > ?1 AND id <= ?2 ORDER BY id LIMIT ?3"))?;
+    let rows = query.query_map(params![after, until, max as i64], event_row)?.collect::<Result<_, _>>()?;
     Ok(rows)
 }
 
@@ -216,7 +219,14 @@ struct Lookups {
 
 impl Rollup {
     pub fn new(config: &MetricsConfig) -> Rollup {
-        Rollup { classifier: Classifier::new(config), fingerprint: config.rollup_fingerprint(), idle_minutes: config.session_idle_minutes, index_every: INDEX_EVERY, tail: None }
+        Rollup {
+            classifier: Classifier::new(config),
+            fingerprint: config.rollup_fingerprint(),
+            idle_minutes: config.session_idle_minutes,
+            index_every: INDEX_EVERY,
+            tail: None,
+            synced_to: None,
+        }
     }
 
     /// Rolls up at most `max_events` new events in one transaction.
@@ -225,6 +235,8 @@ impl Rollup {
         let (cursor, fingerprint): (i64, String) =
             conn.query_row("SELECT last_event_id, fingerprint FROM rollup_state WHERE id = 1", [], |r| Ok((r.get(0)?, r.get(1)?)))?;
         let newest: i64 = conn.query_row("SELECT coalesce(max(id), 0) FROM events", [], |r| r.get(0))?;
+        let until = self.synced_to.as_ref().map_or(i64::MAX, prometheus::IntGauge::get);
+        let newest = newest.min(until);
         let timezones_moved: i64 = conn.query_row(
             "SELECT count(*) FROM rollup_accounts r LEFT JOIN accounts a ON a.account_id = r.account_id WHERE r.timezone != coalesce(a.timezone, 'UTC')",
             [],
@@ -236,7 +248,7 @@ impl Rollup {
         }
         // Read the new events before taking the write lock (WAL readers do not block the
         // ingest writer); used below if no other process stepped meanwhile.
-        let prefetched = if fingerprint == self.fingerprint { Some((cursor, events_after(conn, cursor, max_events)?)) } else { None };
+        let prefetched = if fingerprint == self.fingerprint { Some((cursor, events_after(conn, cursor, until, max_events)?)) } else { None };
         // rollups.db's lock alone; reads of bellwether.db then see one snapshot, taken after
         // the lock, so no other step or erasure changes what this one reads.
         let tx = super::write_transaction(conn, super::Lock::Rollups)?;
@@ -288,7 +300,7 @@ impl Rollup {
         };
         let rows: Vec<EventRow> = match prefetched {
             Some((from, rows)) if prefetch_holds(from, &rows)? => rows,
-            _ => events_after(&tx, last, max_events)?,
+            _ => events_after(&tx, last, until, max_events)?,
         };
         let batch_max = rows.last().map(|r| r.id).unwrap_or(last);
         // The postings after indexed_to: this process's from its last step if nothing moved
@@ -797,7 +809,7 @@ pub fn spawn(store: &super::Store, config: &MetricsConfig, telemetry: Telemetry)
     // It reads bellwether.db in id order, once: a small cache there (4 MiB) is enough;
     // rollups.db, which it rewrites, keeps the default.
     conn.pragma_update(Some("main"), "cache_size", -4096)?;
-    let mut rollup = Rollup::new(config);
+    let mut rollup = Rollup { synced_to: Some(telemetry.stored_to.clone()), ..Rollup::new(config) };
     telemetry.rolled_up_to.set(rolled_up_to(&conn)?);
     std::thread::Builder::new()
         .name("rollup".into())
@@ -966,6 +978,25 @@ mod tests {
     fn counted(conn: &Connection) -> Vec<(String, String, i64)> {
         let mut query = conn.prepare("SELECT account_id, user_id, events FROM user_days ORDER BY 1, 2").unwrap();
         query.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().collect::<Result<_, _>>().unwrap()
+    }
+
+    #[test]
+    fn a_server_step_reads_no_event_past_the_last_synced_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(dir.path()).unwrap();
+        let mut conn = store.connect().unwrap();
+        deliver(&conn, false);
+        let synced = prometheus::IntGauge::new("synced", "test").unwrap();
+        let mut rollup = Rollup { synced_to: Some(synced.clone()), ..Rollup::new(&MetricsConfig::default()) };
+        synced.set(0);
+        assert_eq!(rollup.step(&mut conn, 100).unwrap().last_event_id, 0, "nothing synced yet");
+        synced.set(2);
+        let step = rollup.step(&mut conn, 100).unwrap();
+        assert_eq!((step.read, step.last_event_id), (2, 2));
+        assert_eq!(rolled_up_to(&conn).unwrap(), 2);
+        synced.set(3);
+        let step = rollup.step(&mut conn, 100).unwrap();
+        assert_eq!((step.read, step.last_event_id), (1, 3));
     }
 
     /// Steps one event at a time, writing `person_events` every `index_every` events, with a

@@ -1,7 +1,18 @@
 //! The single writer: drains the ingest queue, dedups, stores and applies identity effects
-//! in one transaction per group of requests, then answers each request.
+//! in one transaction per group of requests; a second thread, the syncer, makes what was
+//! committed durable and answers each request.
+//!
+//! The writer's connection commits without syncing (`synchronous = NORMAL`: SQLite still
+//! syncs around checkpoints and when the write-ahead log is reused) and hands each group to
+//! the syncer, which calls `fdatasync` on the log, then answers: a 200 still means fsynced,
+//! as with `synchronous = FULL`, but the writer stores the next group while the disk syncs
+//! the last, and one sync covers every group committed since the one before. Events
+//! committed but not yet synced are visible to readers; the rollup worker of this process
+//! reads only up to `bellwether_store_last_event_id`, which the syncer advances.
 
-use std::path::Path;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection, Statement, Transaction, TransactionBehavior};
@@ -35,6 +46,8 @@ pub fn spawn(
     let conn = connect_main(path)?;
     // Appends need little page cache: keep the writer's small (8 MiB).
     conn.pragma_update(None, "cache_size", -8192)?;
+    // Commits are synced by the syncer thread before any request is answered (module notes).
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
     // Another writer (a rollup step, a large import) may hold the lock: wait it out rather
     // than fail; the byte-bounded queue answers 503 to new requests meanwhile. Polled finely
     // at first: SQLite's own timeout sleeps up to 100 ms between tries, which an ack waits.
@@ -50,14 +63,103 @@ pub fn spawn(
     rebuild_dedup(&conn, &mut state.dedup, dedup_window_days)?;
     telemetry.dedup_entries.set(state.dedup.len() as i64);
     telemetry.stored_to.set(state.next_id - 1);
+    let (to_sync, committed) = mpsc::sync_channel(SYNC_QUEUE_GROUPS);
+    let mut wal = WalFile { path: wal_path(path), file: None };
+    // What an earlier process committed but may not have synced counts as stored from now on.
+    match wal.sync() {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(StoreError::Schema { path: wal.path.clone(), reason: format!("cannot sync the write-ahead log: {e}") })
+        }
+        _ => {}
+    }
+    let sync_telemetry = telemetry.clone();
+    let syncer = std::thread::Builder::new()
+        .name("store-sync".into())
+        .spawn(move || sync_and_answer(wal, committed, sync_telemetry))
+        .map_err(|e| StoreError::Thread(e.to_string()))?;
     let handle = std::thread::Builder::new()
         .name("store-writer".into())
         .spawn(move || {
-            run(conn, state, receiver, telemetry);
+            run(conn, state, receiver, to_sync, telemetry);
+            // The syncer answers what it was handed, then stops: the sender is gone.
+            let _ = syncer.join();
             drop(checkpointer); // the checkpointer does a last checkpoint and stops
         })
         .map_err(|e| StoreError::Thread(e.to_string()))?;
     Ok(handle)
+}
+
+/// Committed groups waiting for the syncer; past this the writer waits for it (a sync is
+/// a few ms, a commit as long or longer, so the queue is rarely more than one deep).
+const SYNC_QUEUE_GROUPS: usize = 8;
+
+/// One committed group on its way to the syncer.
+struct Committed {
+    jobs: Vec<Job>,
+    outcomes: Vec<JobResult>,
+    /// The id of the group's newest event.
+    last_id: i64,
+}
+
+/// SQLite's write-ahead log of the database at `path`.
+fn wal_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push("-wal");
+    PathBuf::from(name)
+}
+
+/// The write-ahead log, opened for syncing. SQLite keeps the file while any connection is
+/// open (the writer's always is); it is reopened should the path ever name another file.
+struct WalFile {
+    path: PathBuf,
+    file: Option<(std::fs::File, u64)>,
+}
+
+impl WalFile {
+    /// Makes everything written to the log so far durable.
+    fn sync(&mut self) -> std::io::Result<()> {
+        let inode = std::fs::metadata(&self.path)?.ino();
+        if self.file.as_ref().map(|(_, i)| *i) != Some(inode) {
+            let file = std::fs::File::open(&self.path)?;
+            let inode = file.metadata()?.ino();
+            self.file = Some((file, inode));
+        }
+        let (file, _) = self.file.as_ref().expect("invariant: opened above");
+        file.sync_data()
+    }
+}
+
+/// The syncer: takes every committed group waiting, syncs the log once for all of them,
+/// then answers their requests (or, if the sync failed, answers 503: the events are
+/// committed, so a retry finds them stored and is answered as duplicates).
+fn sync_and_answer(mut wal: WalFile, committed: mpsc::Receiver<Committed>, telemetry: Telemetry) {
+    while let Ok(first) = committed.recv() {
+        let mut groups = vec![first];
+        groups.extend(committed.try_iter());
+        let started = Instant::now();
+        let synced = wal.sync();
+        telemetry.sync_seconds.observe(started.elapsed().as_secs_f64());
+        if let Err(e) = &synced {
+            tracing::error!(error = %e, path = %wal.path.display(), "syncing the write-ahead log failed; the requests of its groups get 503");
+            telemetry.reject("store_error");
+        }
+        for group in groups {
+            if synced.is_ok() {
+                telemetry.stored_to.set(group.last_id);
+            }
+            for (job, outcome) in group.jobs.into_iter().zip(group.outcomes) {
+                match (&synced, outcome) {
+                    (Ok(()), Ok(outcome)) => {
+                        telemetry.accepted.inc_by(outcome.stored as u64);
+                        telemetry.deduplicated.inc_by(outcome.duplicates as u64);
+                        job.answer(Ok(outcome));
+                    }
+                    (Ok(()), Err(reason)) => job.answer(Err(reason)),
+                    (Err(e), _) => job.answer(Err(format!("syncing the write-ahead log failed: {e}"))),
+                }
+            }
+        }
+    }
 }
 
 /// The writer's busy handler: retry every 250 µs for the first half second (a rollup step
@@ -121,7 +223,7 @@ struct State {
     last_received_ms: i64,
 }
 
-fn run(mut conn: Connection, mut state: State, mut receiver: JobReceiver, telemetry: Telemetry) {
+fn run(mut conn: Connection, mut state: State, mut receiver: JobReceiver, to_sync: mpsc::SyncSender<Committed>, telemetry: Telemetry) {
     let mut last_expire = Instant::now();
     let mut last_commit = Duration::ZERO;
     while let Some(first) = receiver.blocking_recv() {
@@ -147,16 +249,12 @@ fn run(mut conn: Connection, mut state: State, mut receiver: JobReceiver, teleme
         telemetry.commit_messages.observe(count as f64);
         match result {
             Ok(outcomes) => {
-                telemetry.stored_to.set(state.next_id - 1);
-                for (job, outcome) in jobs.into_iter().zip(outcomes) {
-                    if let Ok(outcome) = &outcome {
-                        telemetry.accepted.inc_by(outcome.stored as u64);
-                        telemetry.deduplicated.inc_by(outcome.duplicates as u64);
-                    }
-                    job.answer(outcome);
+                if to_sync.send(Committed { jobs, outcomes, last_id: state.next_id - 1 }).is_err() {
+                    tracing::error!("the store syncer stopped; the store writer stops too");
+                    break;
                 }
-                // After the answers: sealing sorts up to a million ids (tens of ms), which
-                // the requests just committed need not wait for.
+                // Sealing sorts up to a million ids (tens of ms): done while the syncer
+                // syncs, after the group's hand-off.
                 state.dedup.seal_if_full();
             }
             Err(e) => {

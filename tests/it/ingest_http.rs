@@ -372,6 +372,8 @@ fn health_and_metrics_endpoints_report_state() {
     assert_eq!(counter(&server, "bellwether_ingest_rejected_total{reason=\"bad_timestamp\"}"), 1.0);
     assert_eq!(counter(&server, "bellwether_ingest_rejected_total{reason=\"unauthorized\"}"), 1.0);
     assert_eq!(counter(&server, "bellwether_store_commit_seconds_count"), 2.0);
+    // Each request was answered after its own group's WAL sync (the second was sent after).
+    assert_eq!(counter(&server, "bellwether_store_sync_seconds_count"), 2.0);
     assert_eq!(counter(&server, "bellwether_ingest_queue_bytes"), 0.0);
     // The one stored event is id 1; the lag is what the rollups have not read yet (one
     // scrape), and the rollup worker catches up.
