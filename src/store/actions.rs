@@ -711,17 +711,18 @@ pub fn survey_link(store: &dyn ActionStore, id: i64, valid_days: u32, base_url: 
 // ---- the threads ----
 
 /// One evaluation: snoozed tasks wake, the rules fire, the surveys go out. (alerts
-/// recorded, surveys sent); nothing while a bulk load runs or the numbers lag behind.
-fn run_once(store: &dyn ActionStore, today: NaiveDate, settings: Settings, config: &ActionsConfig, base_url: &str) -> Result<(usize, usize), StoreError> {
+/// recorded, surveys sent); `None`, doing nothing, while a bulk load runs or the numbers
+/// lag behind.
+fn run_once(store: &dyn ActionStore, today: NaiveDate, settings: Settings, config: &ActionsConfig, base_url: &str) -> Result<Option<(usize, usize)>, StoreError> {
     if paused() || !store.settled()? {
-        return Ok((0, 0));
+        return Ok(None);
     }
     store.wake_snoozed(today)?;
     let rules = rules_to_run(store, config, None)?;
     let look = look(store, today, settings, &features_of(&rules), &config.surveys)?;
     let fired = fire(store, today, config, base_url, &rules, &look, false)?;
     let surveys = dispatch_surveys(store, today, config, base_url, &look.occasions)?;
-    Ok((fired.iter().filter(|f| f.recorded).count(), surveys))
+    Ok(Some((fired.iter().filter(|f| f.recorded).count(), surveys)))
 }
 
 /// Starts the evaluator (rules and surveys on the schedule and when poked) on `evaluator`
@@ -750,8 +751,13 @@ pub fn spawn<S: ActionStore + Send + 'static>(
             loop {
                 let settings = Settings { metrics: &metrics, health: &health, currency: &currency };
                 match run_once(&evaluator, chrono::Utc::now().date_naive(), settings, &config, &base_url) {
-                    Ok((alerts, surveys)) if alerts + surveys > 0 => tracing::info!(alerts, surveys, "actions evaluated"),
-                    Ok(_) => {}
+                    Ok(Some((alerts, surveys))) if alerts + surveys > 0 => tracing::info!(alerts, surveys, "actions evaluated"),
+                    Ok(Some(_)) => {}
+                    // Not now (a bulk load, rollups behind): try again soon, not at the next turn.
+                    Ok(None) => {
+                        std::thread::sleep(Duration::from_secs(2));
+                        continue;
+                    }
                     Err(error) => tracing::error!(%error, "action evaluation failed"),
                 }
                 let (flag, wake) = &POKE;

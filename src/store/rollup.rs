@@ -848,11 +848,13 @@ pub fn spawn(store: &super::Store, config: &MetricsConfig, telemetry: Telemetry)
 /// for its commit (measured in BENCHMARKS.md). At this rate a step keeps up with ~10% of a
 /// core, so below it the rollups stay current.
 const YIELD_ABOVE_EVENTS_PER_SEC: f64 = 20_000.0;
-/// How far the rollups may fall behind while yielding: past either bound a step runs
-/// whatever the load, so the metrics and alerting (which pause while the rollups lag) are
-/// never more than this stale.
+/// How far the rollups may fall behind while yielding: past either bound they catch up
+/// whatever the load, then stay current for [`CURRENT_FOR`] before yielding again, so the
+/// metrics are never staler than this and the health and action threads (which wait for
+/// caught-up rollups, polling every 2 s) get their turn under sustained load too.
 const YIELD_LAG_MAX_EVENTS: i64 = 2_000_000;
 const YIELD_FOR_MAX: std::time::Duration = std::time::Duration::from_secs(30);
+const CURRENT_FOR: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The ingest rate as the rollup worker sees it, between two of its checks.
 struct IngestLoad {
@@ -860,11 +862,15 @@ struct IngestLoad {
     at: std::time::Instant,
     /// When the current run of yielding began.
     yielding_since: Option<std::time::Instant>,
+    /// A bound was hit: stepping until caught up.
+    catching_up: bool,
+    /// Caught up after a bound: no yielding before this.
+    current_until: Option<std::time::Instant>,
 }
 
 impl IngestLoad {
     fn new(stored_to: i64) -> IngestLoad {
-        IngestLoad { stored_to, at: std::time::Instant::now(), yielding_since: None }
+        IngestLoad { stored_to, at: std::time::Instant::now(), yielding_since: None, catching_up: false, current_until: None }
     }
 
     /// Whether to skip a step at `now`: ingest ran above [`YIELD_ABOVE_EVENTS_PER_SEC`]
@@ -873,12 +879,25 @@ impl IngestLoad {
         let seconds = now.duration_since(self.at).as_secs_f64().max(1e-3);
         let rate = (stored_to - self.stored_to) as f64 / seconds;
         (self.stored_to, self.at) = (stored_to, now);
-        let since = *self.yielding_since.get_or_insert(now);
-        let yielding = rate > YIELD_ABOVE_EVENTS_PER_SEC && stored_to - rolled_up_to < YIELD_LAG_MAX_EVENTS && now.duration_since(since) < YIELD_FOR_MAX;
-        if !yielding {
-            self.yielding_since = None;
+        let lag = stored_to - rolled_up_to;
+        if self.catching_up {
+            if lag > STEP_EVENTS as i64 {
+                return false;
+            }
+            self.catching_up = false;
+            self.current_until = Some(now + CURRENT_FOR);
         }
-        yielding
+        if self.current_until.is_some_and(|until| now < until) || rate <= YIELD_ABOVE_EVENTS_PER_SEC {
+            self.yielding_since = None;
+            return false;
+        }
+        let since = *self.yielding_since.get_or_insert(now);
+        if lag >= YIELD_LAG_MAX_EVENTS || now.duration_since(since) >= YIELD_FOR_MAX {
+            self.yielding_since = None;
+            self.catching_up = true;
+            return false;
+        }
+        true
     }
 }
 
@@ -922,22 +941,27 @@ mod tests {
         use std::time::{Duration, Instant};
         let start = Instant::now();
         let at = |ms: u64| start + Duration::from_millis(ms);
-        let mut load = IngestLoad { stored_to: 0, at: start, yielding_since: None };
+        let mut load = IngestLoad::new(0);
+        load.at = start;
         // 3,000 events in 100 ms is 30,000/s: above 20,000/s, so wait.
         assert!(load.yield_to_ingest(at(100), 3_000, 0));
         // 1,000 in the next 100 ms is 10,000/s: step.
         assert!(!load.yield_to_ingest(at(200), 4_000, 0));
-        // Fast again, but the rollups are 2 M events behind: step.
+        // Fast again, but the rollups are 2 M events behind: step until caught up (within
+        // 20,000 events), then 5 s of steps whatever the load, then wait again.
         assert!(!load.yield_to_ingest(at(300), 2_004_000, 4_000 - 1));
-        assert!(load.yield_to_ingest(at(400), 2_007_000, 10_000));
-        // Fast for 30 s on end: one step, then waiting again.
-        let mut stored = 2_007_000;
+        assert!(!load.yield_to_ingest(at(400), 2_007_000, 1_000_000), "still catching up");
+        assert!(!load.yield_to_ingest(at(500), 2_010_000, 1_990_000), "caught up");
+        assert!(!load.yield_to_ingest(at(5_400), 2_160_000, 2_150_000), "current for 5 s");
+        assert!(load.yield_to_ingest(at(5_500), 2_163_000, 2_150_000));
+        // Fast for 30 s on end: then the same catch-up.
+        let mut stored = 2_163_000;
         for tick in 1..300 {
             stored += 3_000;
-            assert!(load.yield_to_ingest(at(400 + tick * 100), stored, 1_000_000), "tick {tick}");
+            assert!(load.yield_to_ingest(at(5_500 + tick * 100), stored, 2_150_000), "tick {tick}");
         }
-        assert!(!load.yield_to_ingest(at(400 + 300 * 100), stored + 3_000, 1_000_000));
-        assert!(load.yield_to_ingest(at(400 + 301 * 100), stored + 6_000, 1_000_000));
+        assert!(!load.yield_to_ingest(at(5_500 + 300 * 100), stored + 3_000, 2_150_000));
+        assert!(!load.yield_to_ingest(at(5_500 + 301 * 100), stored + 6_000, 2_150_000), "catching up");
     }
 
     /// Events as the writer stores them, in two deliveries, with the identity link and
