@@ -860,8 +860,8 @@ const CURRENT_FOR: std::time::Duration = std::time::Duration::from_secs(5);
 struct IngestLoad {
     stored_to: i64,
     at: std::time::Instant,
-    /// When the current run of yielding began.
-    yielding_since: Option<std::time::Instant>,
+    /// When the rollups were last within a step of the newest event.
+    caught_up_at: std::time::Instant,
     /// A bound was hit: stepping until caught up.
     catching_up: bool,
     /// Caught up after a bound: no yielding before this.
@@ -870,7 +870,8 @@ struct IngestLoad {
 
 impl IngestLoad {
     fn new(stored_to: i64) -> IngestLoad {
-        IngestLoad { stored_to, at: std::time::Instant::now(), yielding_since: None, catching_up: false, current_until: None }
+        let now = std::time::Instant::now();
+        IngestLoad { stored_to, at: now, caught_up_at: now, catching_up: false, current_until: None }
     }
 
     /// Whether to skip a step at `now`: ingest ran above [`YIELD_ABOVE_EVENTS_PER_SEC`]
@@ -880,20 +881,23 @@ impl IngestLoad {
         let rate = (stored_to - self.stored_to) as f64 / seconds;
         (self.stored_to, self.at) = (stored_to, now);
         let lag = stored_to - rolled_up_to;
+        let caught_up = lag <= STEP_EVENTS as i64;
+        if caught_up {
+            self.caught_up_at = now;
+        }
         if self.catching_up {
-            if lag > STEP_EVENTS as i64 {
+            if !caught_up {
                 return false;
             }
             self.catching_up = false;
             self.current_until = Some(now + CURRENT_FOR);
         }
         if self.current_until.is_some_and(|until| now < until) || rate <= YIELD_ABOVE_EVENTS_PER_SEC {
-            self.yielding_since = None;
             return false;
         }
-        let since = *self.yielding_since.get_or_insert(now);
-        if lag >= YIELD_LAG_MAX_EVENTS || now.duration_since(since) >= YIELD_FOR_MAX {
-            self.yielding_since = None;
+        // Timed from the last time they were caught up, not from the last step: a lull
+        // between two commits lets one step through, which must not restart the clock.
+        if lag >= YIELD_LAG_MAX_EVENTS || now.duration_since(self.caught_up_at) >= YIELD_FOR_MAX {
             self.catching_up = true;
             return false;
         }
@@ -954,14 +958,19 @@ mod tests {
         assert!(!load.yield_to_ingest(at(500), 2_010_000, 1_990_000), "caught up");
         assert!(!load.yield_to_ingest(at(5_400), 2_160_000, 2_150_000), "current for 5 s");
         assert!(load.yield_to_ingest(at(5_500), 2_163_000, 2_150_000));
-        // Fast for 30 s on end: then the same catch-up.
+        // Fast for 30 s after the rollups were last caught up (tick 2, 19,000 behind; from
+        // tick 3 on more than a step's 20,000): then the same catch-up. A lull (100 ms
+        // without events) lets one step through but does not restart the 30 s.
         let mut stored = 2_163_000;
-        for tick in 1..300 {
-            stored += 3_000;
-            assert!(load.yield_to_ingest(at(5_500 + tick * 100), stored, 2_150_000), "tick {tick}");
+        for tick in 1..302 {
+            let lull = tick == 150;
+            if !lull {
+                stored += 3_000;
+            }
+            assert_eq!(load.yield_to_ingest(at(5_500 + tick * 100), stored, 2_150_000), !lull, "tick {tick}");
         }
-        assert!(!load.yield_to_ingest(at(5_500 + 300 * 100), stored + 3_000, 2_150_000));
-        assert!(!load.yield_to_ingest(at(5_500 + 301 * 100), stored + 6_000, 2_150_000), "catching up");
+        assert!(!load.yield_to_ingest(at(5_500 + 302 * 100), stored + 3_000, 2_150_000), "30 s behind");
+        assert!(!load.yield_to_ingest(at(5_500 + 303 * 100), stored + 6_000, 2_150_000), "catching up");
     }
 
     /// Events as the writer stores them, in two deliveries, with the identity link and
