@@ -842,9 +842,7 @@ fn insert_message(tx: &Connection, message: &NewMessage, alert_id: Option<i64>, 
 /// The actions' tables in bellwether.db; each decision in one IMMEDIATE transaction.
 impl ActionStore for Connection {
     fn settled(&self) -> Result<bool, StoreError> {
-        let rolled = super::rollup::rolled_up_to(self)?;
-        let max: i64 = self.query_row("SELECT coalesce(max(id), 0) FROM events", [], |r| r.get(0))?;
-        Ok(max - rolled <= super::rollup::STEP_EVENTS as i64)
+        super::rollup::settled(self)
     }
 
     fn stored_rules(&self) -> Result<Vec<Rule>, StoreError> {

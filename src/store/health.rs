@@ -622,9 +622,7 @@ pub fn spawn(store: &super::Store, metrics: MetricsConfig, health: HealthConfig,
     let conn = store.connect()?;
     let mut state = PassState::default();
     spawn_passes(metrics, health, currency, move |settings| {
-        let rolled = super::rollup::rolled_up_to(&conn)?;
-        let max: i64 = conn.query_row("SELECT coalesce(max(id), 0) FROM events", [], |r| r.get(0))?;
-        if max - rolled > super::rollup::STEP_EVENTS as i64 {
+        if !super::rollup::settled(&conn)? {
             return Ok(false);
         }
         run_once(&conn, settings, &mut state)

@@ -795,6 +795,18 @@ pub fn rolled_up_to(conn: &Connection) -> Result<i64, StoreError> {
     Ok(conn.query_row("SELECT last_event_id FROM rollup_state WHERE id = 1", [], |r| r.get(0))?)
 }
 
+/// Whether the rollups are within a step of the newest stored event: what the health and
+/// action threads wait for before they read them.
+pub fn settled(conn: &Connection) -> Result<bool, StoreError> {
+    let newest: i64 = conn.query_row("SELECT coalesce(max(id), 0) FROM events", [], |r| r.get(0))?;
+    Ok(within_a_step(newest - rolled_up_to(conn)?))
+}
+
+/// Whether `lag` events behind is caught up.
+fn within_a_step(lag: i64) -> bool {
+    lag <= STEP_EVENTS as i64
+}
+
 /// Starts the background thread that keeps the rollups current while serving: it steps
 /// again at once while a step finds a full batch, waits `GATHER` after a partial one (the
 /// cost of a step is mostly per user-day touched, so a larger batch costs less per event),
@@ -881,7 +893,7 @@ impl IngestLoad {
         let rate = (stored_to - self.stored_to) as f64 / seconds;
         (self.stored_to, self.at) = (stored_to, now);
         let lag = stored_to - rolled_up_to;
-        let caught_up = lag <= STEP_EVENTS as i64;
+        let caught_up = within_a_step(lag);
         if caught_up {
             self.caught_up_at = now;
         }
