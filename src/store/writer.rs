@@ -62,7 +62,6 @@ pub fn spawn(
     let mut state = State { dedup: Dedup::new(dedup_window_days), next_id: next_id(&connect(path)?)?, last_received_ms };
     rebuild_dedup(&conn, &mut state.dedup, dedup_window_days)?;
     telemetry.dedup_entries.set(state.dedup.len() as i64);
-    telemetry.stored_to.set(state.next_id - 1);
     let (to_sync, committed) = mpsc::sync_channel(SYNC_QUEUE_GROUPS);
     let mut wal = WalFile { path: wal_path(path), file: None };
     // What an earlier process committed but may not have synced counts as stored from now on.
@@ -72,6 +71,7 @@ pub fn spawn(
         }
         _ => {}
     }
+    telemetry.stored_to.set(state.next_id - 1);
     let sync_telemetry = telemetry.clone();
     let syncer = std::thread::Builder::new()
         .name("store-sync".into())
