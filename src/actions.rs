@@ -16,7 +16,7 @@ pub const EXTRA_MEASURES: &[(&str, &str)] = &[
     ("plan", "the account's plan"),
     ("tier", "health tier today: red, orange, yellow, green (null: none)"),
     ("tier_before", "tier 7 days ago, from the stored history"),
-    ("tier_dropped", "true when the tier is worse than 7 days ago"),
+    ("tier_dropped", "true when the account's use moved its tier down in the last 7 days (not a new model)"),
     ("health_score", "0-100 health score"),
     ("health_band", "band of the score"),
     ("expected_renewal_rate", "the tier's historical renewal rate"),

@@ -219,6 +219,10 @@ struct RecalibrateArgs {
     /// Train on the renewals decided before this day [default: today, UTC].
     #[arg(long, value_name = "DATE")]
     as_of: Option<String>,
+    /// Promote the new model even if its held-out test is worse than the model in force's
+    /// (the test is still recorded with the model).
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Debug, Args)]
@@ -633,7 +637,7 @@ async fn load_demo(config: &Config, options: &crate::demo::generate::Options, ap
     // schedule: roll up what was loaded (ClickHouse's views did as it arrived) and learn
     // the first model from its renewals now.
     let learn = |source: &dyn store::dashboard::DashboardSource| -> anyhow::Result<String> {
-        let model = store::health::recalibrate(source, chrono::Utc::now().date_naive(), "demo loaded", settings(config))?;
+        let model = store::health::recalibrate(source, chrono::Utc::now().date_naive(), "demo loaded", false, settings(config))?;
         eprintln!("bellwether demo: health model {} learned from {} decided renewals", model.id, model.decided_renewals);
         Ok(source.add_token("demo", Role::Admin, None)?)
     };
@@ -856,7 +860,7 @@ fn indicators(config: &Config, args: &IndicatorsArgs) -> anyhow::Result<ExitCode
         if args.segment.as_ref().is_some_and(|s| s != name) {
             continue;
         }
-        writeln!(out, "\n{name}: power feature {}{}", segment.power_feature.as_deref().unwrap_or("-"), if segment.fallback { " (all-accounts model)" } else { "" })?;
+        writeln!(out, "\n{name}: power feature {}{}", segment.power_feature.as_deref().unwrap_or("-"), if segment.fallback { " (not its own ranking: see the note)" } else { "" })?;
         if let Some(note) = &segment.note {
             writeln!(out, "  note: {note}")?;
         }
@@ -883,7 +887,7 @@ fn indicators(config: &Config, args: &IndicatorsArgs) -> anyhow::Result<ExitCode
         writeln!(out, "  tiers by monthly uses:")?;
         for b in &segment.buckets {
             let v = serde_json::to_value(b)?;
-            writeln!(out, "    {:<10} {:<7} {:>5} decided  renewal rate {} (95% {} - {})", b.label, b.tier, b.decided, fmt(&v["renewal_rate"], 2), fmt(&v["wilson_low"], 2), fmt(&v["wilson_high"], 2))?;
+            writeln!(out, "    {:<10} {:<7} {:>5} decided  renewal rate {} (95% {} - {})", b.label, b.tier, b.decided, fmt(&v["renewal_rate"], 2), fmt(&v["interval_low"], 2), fmt(&v["interval_high"], 2))?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -891,10 +895,14 @@ fn indicators(config: &Config, args: &IndicatorsArgs) -> anyhow::Result<ExitCode
 
 fn recalibrate(config: &Config, args: &RecalibrateArgs) -> anyhow::Result<ExitCode> {
     let as_of = date_arg("as-of", args.as_of.as_deref())?;
-    let model = on_source(config, |source| Ok(store::health::recalibrate(source, as_of, "manual", settings(config))?))?;
-    eprintln!("stored health model {} (renewals decided before {}: {})", model.id, model.as_of, model.decided_renewals);
+    let model = on_source(config, |source| Ok(store::health::recalibrate(source, as_of, "manual", args.force, settings(config))?))?;
+    eprintln!("stored health model {} (renewals decided before {}: {}), {}", model.id, model.as_of, model.decided_renewals, model.status);
+    if let Some(gate) = &model.gate {
+        eprintln!("  held-out test: {}", gate.reason);
+    }
     for (name, segment) in &model.segments {
-        eprintln!("  {name}: power feature {}{}", segment.power_feature.as_deref().unwrap_or("-"), if segment.fallback { " (all-accounts model)" } else { "" });
+        let note = segment.note.as_deref().map(|n| format!(" ({n})")).unwrap_or_default();
+        eprintln!("  {name}: power feature {}{note}", segment.power_feature.as_deref().unwrap_or("-"));
     }
     // Tiers and scores from the new model, day by day up to today.
     let bar = indicatif::ProgressBar::new(0).with_style(

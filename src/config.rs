@@ -349,26 +349,38 @@ impl MetricsConfig {
 pub struct HealthConfig {
     /// Indicators backed by fewer renewals or churns than this carry a warning.
     pub min_outcomes: u64,
-    /// A segment with fewer decided renewals (or without both outcomes) uses the
-    /// all-accounts model.
+    /// A segment with fewer decided renewals gets tier `unknown` (with the reason); from
+    /// this many with both outcomes it ranks its own features; with one outcome only it
+    /// takes the pooled ranking's best feature that it uses.
     pub min_decided: u64,
+    /// Automatic cut points are merged until every usage bucket holds at least this many
+    /// decided renewals of the segment (configured `cut_points` are kept as given).
+    pub min_bucket_decided: u64,
     /// Monthly power-feature uses where buckets start: `"auto"` (from the data) or a list
     /// such as `[1, 6, 11, 16]`.
     #[serde(deserialize_with = "cut_points")]
     pub cut_points: Option<Vec<f64>>,
     /// Segment -> power feature, overriding the top of the ranking.
     pub power_features: BTreeMap<String, String>,
-    /// Measure -> weight of the 0-100 health score.
+    /// Measure -> weight of a hand-set 0-100 health score (a weighted mean of points), for
+    /// every segment. Empty (the default): the score is learned from decided renewals.
     pub score_weights: BTreeMap<String, f64>,
-    /// Segment -> measure -> weight, replacing `score_weights` for that segment.
+    /// Segment -> measure -> weight: a hand-set score for that segment alone.
     pub segment_score_weights: BTreeMap<String, BTreeMap<String, f64>>,
-    /// Score colour bands: red below the first, orange below the second, yellow below the
-    /// third, green from it.
+    /// Score bands: `poor` below the first, `fair` below the second, `good` below the
+    /// third, `strong` from it (a learned score is a renewal estimate in percent).
     pub score_bands: [f64; 3],
     /// Recalibrate when the newest model is older than this many days.
     pub recalibrate_every_days: u32,
-    /// Current monthly power-feature uses are counted over this many days.
+    /// Monthly power-feature uses are counted over this many days: before `as_of` for a
+    /// live score, before the decision day for a decided renewal the model learns from.
     pub usage_days: u32,
+    /// An account's tier changes only once its new tier has held this many days.
+    pub tier_hold_days: u32,
+    /// A recalibrated model is promoted only if, trained on the renewals decided before the
+    /// last `holdout_days`, it is not worse on those held-out renewals than the model in
+    /// force and beats the logins baseline.
+    pub holdout_days: u32,
     /// How many days of daily score and tier history to compute on first start.
     pub history_days: u32,
     /// Whether this process runs the background health thread (recalibration on schedule,
@@ -399,17 +411,17 @@ impl Default for HealthConfig {
     fn default() -> Self {
         HealthConfig {
             min_outcomes: 20,
-            min_decided: 30,
+            min_decided: 10,
+            min_bucket_decided: 5,
             cut_points: None,
             power_features: BTreeMap::new(),
-            score_weights: [("engagement_score", 40.0), ("tier", 30.0), ("nps", 10.0), ("escalations_open", 10.0), ("license_utilization", 10.0)]
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v))
-                .collect(),
+            score_weights: BTreeMap::new(),
             segment_score_weights: BTreeMap::new(),
-            score_bands: [40.0, 60.0, 80.0],
+            score_bands: [60.0, 80.0, 90.0],
             recalibrate_every_days: 91,
             usage_days: 90,
+            tier_hold_days: 14,
+            holdout_days: 91,
             history_days: 180,
             background: None,
         }
@@ -433,9 +445,10 @@ fn check_weights(key: &str, weights: &BTreeMap<String, f64>) -> Result<(), (Stri
 }
 
 impl HealthConfig {
-    /// The score weights of a segment: its own table if configured, else `score_weights`.
-    pub fn weights_for(&self, segment: &str) -> &BTreeMap<String, f64> {
-        self.segment_score_weights.get(segment).unwrap_or(&self.score_weights)
+    /// The hand-set score weights of a segment: its own table if configured, else
+    /// `score_weights` if set; `None`: the score is learned.
+    pub fn weights_for(&self, segment: &str) -> Option<&BTreeMap<String, f64>> {
+        self.segment_score_weights.get(segment).or((!self.score_weights.is_empty()).then_some(&self.score_weights))
     }
 
     fn check(&self) -> Result<(), (String, String)> {
@@ -444,7 +457,9 @@ impl HealthConfig {
                 return Err(("cut_points".into(), "must be \"auto\" or 1 to 10 increasing positive numbers".into()));
             }
         }
-        check_weights("score_weights", &self.score_weights)?;
+        if !self.score_weights.is_empty() {
+            check_weights("score_weights", &self.score_weights)?;
+        }
         for (segment, weights) in &self.segment_score_weights {
             check_weights(&format!("segment_score_weights.{segment}"), weights)?;
         }
@@ -457,6 +472,18 @@ impl HealthConfig {
         }
         if !(7..=730).contains(&self.usage_days) {
             return Err(("usage_days".into(), format!("must be 7 to 730, got {}", self.usage_days)));
+        }
+        if !(1..=10_000).contains(&self.min_decided) {
+            return Err(("min_decided".into(), format!("must be 1 to 10000, got {}", self.min_decided)));
+        }
+        if self.min_bucket_decided > 10_000 {
+            return Err(("min_bucket_decided".into(), format!("must be at most 10000, got {}", self.min_bucket_decided)));
+        }
+        if !(1..=365).contains(&self.tier_hold_days) {
+            return Err(("tier_hold_days".into(), format!("must be 1 to 365, got {}", self.tier_hold_days)));
+        }
+        if !(7..=730).contains(&self.holdout_days) {
+            return Err(("holdout_days".into(), format!("must be 7 to 730, got {}", self.holdout_days)));
         }
         if self.history_days > 3660 {
             return Err(("history_days".into(), format!("must be at most 3660, got {}", self.history_days)));
@@ -892,8 +919,8 @@ mod tests {
         };
         let ok = load("[health]\ncut_points = [1, 6, 11, 16]\n[health.segment_score_weights.pro]\ntier = 2\nnps = 1\n").unwrap();
         assert_eq!(ok.health.cut_points, Some(vec![1.0, 6.0, 11.0, 16.0]));
-        assert_eq!(ok.health.weights_for("pro").len(), 2);
-        assert_eq!(ok.health.weights_for("starter"), &ok.health.score_weights);
+        assert_eq!(ok.health.weights_for("pro").map(BTreeMap::len), Some(2));
+        assert_eq!(ok.health.weights_for("starter"), None, "no hand-set weights: learned");
         let bad = load("[health.segment_score_weights.pro]\nlogins = 1\n").unwrap_err();
         assert!(bad.contains("health.segment_score_weights.pro.logins") && bad.contains("not a numeric metric"), "{bad}");
         let bad = load("[health]\ncut_points = [6, 1]\n").unwrap_err();

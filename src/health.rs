@@ -1,6 +1,9 @@
 //! Health (../shared/METRICS.md, Health): leading-indicator discovery over decided renewals,
-//! the power feature and its calibrated usage tiers, the 0-100 scorecard, and the backtest
-//! statistics. Pure: `store::health` loads the examples and stores the models.
+//! the power feature and its usage tiers (partially pooled across segments, monotone in use),
+//! the learned 0-100 score (`score`), tier hold, and the backtest statistics. Pure:
+//! `store::health` loads the examples and stores the models.
+
+pub mod score;
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -8,11 +11,17 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::config::HealthConfig;
+pub use score::Component;
 
 /// The tiers, lowest renewal rate first.
 pub const TIERS: [&str; 4] = ["red", "orange", "yellow", "green"];
+/// The tier of an account whose segment's data cannot say anything.
+pub const UNKNOWN: &str = "unknown";
+/// The score's bands, lowest first: names of their own, so a band never reads as a tier.
+pub const BANDS: [&str; 4] = ["poor", "fair", "good", "strong"];
 
-/// A decided renewal: one subscription's outcome and the account's feature use in its term.
+/// A decided renewal: one subscription's outcome and the account's use over the usage
+/// window ending on its last day (the same window a live score reads).
 #[derive(Debug, Clone)]
 pub struct Example {
     pub account_id: String,
@@ -20,8 +29,13 @@ pub struct Example {
     /// ARR of the subscription in the report currency.
     pub arr: f64,
     pub renewed: bool,
-    /// Feature -> monthly uses in the term (uses x 30 / term days).
+    /// The decision day (the term's last day).
+    pub day: i32,
+    /// Feature -> monthly uses in the window (uses x 30 / days in the window).
     pub monthly: HashMap<String, f64>,
+    /// The score's measures on the decision day (see `score::LEARNED_MEASURES`), without
+    /// `expected_renewal_rate`, which the model gives.
+    pub measures: BTreeMap<String, Option<f64>>,
 }
 
 /// Area under the ROC curve of `score` as a predictor of `positive`, ties counting half:
@@ -50,19 +64,6 @@ pub fn auc(points: &[(f64, bool, f64)]) -> Option<f64> {
         i = j;
     }
     (total_pos > 0.0 && total_neg > 0.0).then(|| wins / (total_pos * total_neg))
-}
-
-/// The 95% Wilson score interval of `k` successes in `n` trials.
-pub fn wilson(k: u64, n: u64) -> Option<(f64, f64)> {
-    if n == 0 {
-        return None;
-    }
-    let z = 1.959_963_984_540_054_f64;
-    let (n, p) = (n as f64, k as f64 / n as f64);
-    let denominator = 1.0 + z * z / n;
-    let centre = (p + z * z / (2.0 * n)) / denominator;
-    let half = z * (p * (1.0 - p) / n + z * z / (4.0 * n * n)).sqrt() / denominator;
-    Some(((centre - half).max(0.0), (centre + half).min(1.0)))
 }
 
 /// How one feature separates renewed from churned accounts in a segment.
@@ -148,9 +149,17 @@ pub struct Bucket {
     pub max: Option<f64>,
     pub decided: u64,
     pub renewed: u64,
-    pub renewal_rate: Option<f64>,
-    pub wilson_low: Option<f64>,
-    pub wilson_high: Option<f64>,
+    /// renewed / decided in this segment alone (null when empty).
+    pub observed_rate: Option<f64>,
+    /// The pooled rate of the same bucket (every segment's decisions, bucketed alike): the
+    /// prior's mean.
+    pub prior_rate: f64,
+    /// The posterior mean, made monotone in usage: the expected renewal rate of the bucket.
+    pub renewal_rate: f64,
+    /// 95% interval of the posterior (the beta distribution of the bucket, pooled with its
+    /// neighbours where monotonicity merged them).
+    pub interval_low: f64,
+    pub interval_high: f64,
     pub tier: String,
 }
 
@@ -176,6 +185,28 @@ pub fn auto_cut_points(values: &[f64]) -> Vec<f64> {
     cuts
 }
 
+/// Drops cut points until every bucket holds at least `min` of `values` (the smallest
+/// bucket is merged into its smaller neighbour first). At least one cut point stays.
+pub fn merge_small_buckets(mut cuts: Vec<f64>, values: &[f64], min: u64) -> Vec<f64> {
+    while cuts.len() > 1 {
+        let counts: Vec<u64> = (0..=cuts.len()).map(|i| values.iter().filter(|v| bucket_of(&cuts, **v) == i).count() as u64).collect();
+        let Some((smallest, count)) = counts.iter().enumerate().min_by_key(|(i, c)| (**c, *i)) else { break };
+        if *count >= min {
+            break;
+        }
+        // Merge bucket `smallest` with the smaller neighbour: remove the cut between them.
+        let cut = if smallest == 0 {
+            0
+        } else if smallest == cuts.len() || counts[smallest - 1] <= counts[smallest + 1] {
+            smallest - 1
+        } else {
+            smallest
+        };
+        cuts.remove(cut);
+    }
+    cuts
+}
+
 fn label(cuts: &[f64], index: usize) -> String {
     let show = |x: f64| if x.fract() == 0.0 { format!("{x:.0}") } else { format!("{x}") };
     match (index, cuts.get(index)) {
@@ -185,145 +216,361 @@ fn label(cuts: &[f64], index: usize) -> String {
     }
 }
 
-/// The buckets of the power feature with their renewal rates, mapped to tiers: the bucket
-/// below the first cut point (no real use) is red; the others take red, orange, yellow,
-/// green by rank of their renewal rate, spread so the best is green (four buckets: one
-/// each; two: red and green), an empty bucket ranking like the one below it.
-pub fn buckets(cuts: &[f64], examples: &[(f64, bool)]) -> Vec<Bucket> {
-    let mut out: Vec<Bucket> = (0..=cuts.len())
+/// (renewed, decided) of each bucket.
+fn counts(cuts: &[f64], examples: &[(f64, bool)]) -> Vec<(u64, u64)> {
+    let mut out = vec![(0, 0); cuts.len() + 1];
+    for (monthly, renewed) in examples {
+        let cell = &mut out[bucket_of(cuts, *monthly)];
+        cell.0 += u64::from(*renewed);
+        cell.1 += 1;
+    }
+    out
+}
+
+/// The 95% equal-tailed interval of a Beta(alpha, beta) distribution.
+pub fn beta_interval(alpha: f64, beta: f64) -> (f64, f64) {
+    use statrs::distribution::{Beta, ContinuousCDF};
+    match Beta::new(alpha.max(1e-6), beta.max(1e-6)) {
+        Ok(d) => (d.inverse_cdf(0.025), d.inverse_cdf(0.975)),
+        Err(_) => (0.0, 1.0),
+    }
+}
+
+/// Pool adjacent violators: the non-decreasing sequence closest to `values` in weighted
+/// least squares. Returns the fitted value of each input and, for each, the index of the
+/// first member of its pooled block.
+pub fn pool_adjacent_violators(values: &[f64], weights: &[f64]) -> (Vec<f64>, Vec<usize>) {
+    // Blocks as (first index, weighted sum, weight).
+    let mut blocks: Vec<(usize, f64, f64)> = Vec::new();
+    for (i, (v, w)) in values.iter().zip(weights).enumerate() {
+        blocks.push((i, v * w, *w));
+        while blocks.len() > 1 {
+            let (a, b) = (blocks[blocks.len() - 2], blocks[blocks.len() - 1]);
+            if a.1 / a.2 <= b.1 / b.2 {
+                break;
+            }
+            blocks.pop();
+            let last = blocks.last_mut().expect("invariant: two blocks were there");
+            last.1 += b.1;
+            last.2 += b.2;
+        }
+    }
+    let mut fitted = vec![0.0; values.len()];
+    let mut first = vec![0; values.len()];
+    for (index, block) in blocks.iter().enumerate() {
+        let end = blocks.get(index + 1).map_or(values.len(), |b| b.0);
+        for i in block.0..end {
+            fitted[i] = block.1 / block.2;
+            first[i] = block.0;
+        }
+    }
+    (fitted, first)
+}
+
+/// The buckets of the power feature: each bucket's (renewed, decided) in the segment,
+/// shrunk toward `prior` (the pooled rate of the same bucket) with `strength`
+/// pseudo-decisions, made non-decreasing in usage, and mapped to tiers by rank of the
+/// distinct rates (lowest red, highest green, spread evenly; a single rate is yellow: usage
+/// of the feature does not tell these accounts apart).
+pub fn buckets(cuts: &[f64], examples: &[(f64, bool)], prior: &[f64], strength: f64) -> Vec<Bucket> {
+    let cells = counts(cuts, examples);
+    let alpha: Vec<f64> = cells.iter().zip(prior).map(|((k, _), m)| strength * m + *k as f64).collect();
+    let beta: Vec<f64> = cells.iter().zip(prior).map(|((k, n), m)| strength * (1.0 - m) + (n - k) as f64).collect();
+    let weights: Vec<f64> = alpha.iter().zip(&beta).map(|(a, b)| a + b).collect();
+    let means: Vec<f64> = alpha.iter().zip(&weights).map(|(a, w)| if *w > 0.0 { a / w } else { 0.0 }).collect();
+    let (rates, first) = pool_adjacent_violators(&means, &weights);
+    let mut levels: Vec<f64> = rates.clone();
+    levels.dedup_by(|a, b| (*a - *b).abs() < 1e-12);
+    (0..cells.len())
         .map(|i| {
-            let inside: Vec<&(f64, bool)> = examples.iter().filter(|(v, _)| bucket_of(cuts, *v) == i).collect();
-            let decided = inside.len() as u64;
-            let renewed = inside.iter().filter(|(_, r)| *r).count() as u64;
-            let interval = wilson(renewed, decided);
+            let block: Vec<usize> = (0..cells.len()).filter(|&j| first[j] == first[i]).collect();
+            let (a, b) = block.iter().fold((0.0, 0.0), |(a, b), &j| (a + alpha[j], b + beta[j]));
+            let (low, high) = beta_interval(a, b);
+            let level = levels.iter().position(|l| (l - rates[i]).abs() < 1e-12).unwrap_or(0);
+            let tier = if levels.len() <= 1 { "yellow" } else { TIERS[((level * 3) as f64 / (levels.len() - 1) as f64).round() as usize] };
+            let (k, n) = cells[i];
             Bucket {
                 label: label(cuts, i),
                 min: if i == 0 { 0.0 } else { cuts[i - 1] },
                 max: cuts.get(i).copied(),
-                decided,
-                renewed,
-                renewal_rate: (decided > 0).then(|| renewed as f64 / decided as f64),
-                wilson_low: interval.map(|i| i.0),
-                wilson_high: interval.map(|i| i.1),
-                tier: TIERS[0].to_string(),
+                decided: n,
+                renewed: k,
+                observed_rate: (n > 0).then(|| k as f64 / n as f64),
+                prior_rate: prior[i],
+                renewal_rate: rates[i],
+                interval_low: low,
+                interval_high: high,
+                tier: tier.to_string(),
             }
         })
-        .collect();
-    let mut previous = 0.0;
-    let mut ranked: Vec<(f64, usize)> = Vec::new();
-    for (i, b) in out.iter().enumerate().skip(1) {
-        previous = b.renewal_rate.unwrap_or(previous);
-        ranked.push((previous, i));
-    }
-    ranked.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-    // Ranks spread over the four tiers: the best bucket is always green.
-    let n = ranked.len();
-    for (rank, (_, i)) in ranked.into_iter().enumerate() {
-        let index = if n <= 1 { 3 } else { ((rank * 3) as f64 / (n - 1) as f64).round() as usize };
-        out[i].tier = TIERS[index.min(3)].to_string();
-    }
-    out
+        .collect()
+}
+
+/// How far the data let a segment's model go.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Standing {
+    /// Its own feature ranking, its buckets shrunk toward the pooled rates.
+    Own,
+    /// Enough decisions but one outcome only: the pooled ranking, its buckets shrunk toward
+    /// the pooled rates.
+    Pooled,
+    /// Too few decisions to say anything: tier `unknown`.
+    Unknown,
 }
 
 /// The calibrated model of one segment.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct SegmentModel {
     pub segment: String,
-    /// True when the segment had too few decided renewals and the all-accounts model is used.
+    pub standing: Standing,
+    /// True when the feature ranking is not the segment's own (`pooled` or `unknown`).
     pub fallback: bool,
     pub note: Option<String>,
+    pub decided: u64,
+    pub renewed: u64,
     pub power_feature: Option<String>,
-    /// `data` (top of the ranking) or `config`.
+    /// `data` (top of the segment's ranking), `pooled` (top of the pooled ranking among the
+    /// features the segment uses) or `config`.
     pub power_feature_source: String,
     pub cut_points: Vec<f64>,
+    /// The prior's strength in pseudo-decisions (estimated once per model from how much
+    /// segments differ from the pooled rates).
+    pub prior_strength: f64,
     pub buckets: Vec<Bucket>,
     pub indicators: Vec<Indicator>,
+    /// The learned score (none on a hand-set or unknown segment without pooled data).
+    pub score: Option<score::ScoreModel>,
 }
 
-/// Builds one segment's model from its decided renewals.
-pub fn segment_model(segment: &str, examples: &[&Example], config: &HealthConfig) -> SegmentModel {
-    let mut indicators = indicators(segment, examples, config);
+/// Bounds of the prior strength, in pseudo-decisions.
+pub const PRIOR_STRENGTH_MIN: f64 = 2.0;
+pub const PRIOR_STRENGTH_MAX: f64 = 200.0;
+
+/// The beta-binomial prior strength by the method of moments over the cells
+/// (renewed k, decided n, prior mean m): E[(k/n - m)^2] = m(1-m)[1/n + rho(1 - 1/n)] with
+/// rho = 1 / (strength + 1), so rho is the excess of the observed spread over the binomial
+/// one. More spread between segments, a weaker prior.
+pub fn prior_strength(cells: &[(u64, u64, f64)]) -> f64 {
+    let (mut excess, mut scale) = (0.0, 0.0);
+    for &(k, n, m) in cells.iter().filter(|c| c.1 > 0) {
+        let (n, y) = (n as f64, k as f64 / n as f64);
+        excess += n * ((y - m).powi(2) - m * (1.0 - m) / n);
+        scale += n * m * (1.0 - m) * (1.0 - 1.0 / n);
+    }
+    if scale <= 0.0 {
+        return PRIOR_STRENGTH_MAX;
+    }
+    let rho = (excess / scale).clamp(1.0 / (PRIOR_STRENGTH_MAX + 1.0), 1.0 / (PRIOR_STRENGTH_MIN + 1.0));
+    1.0 / rho - 1.0
+}
+
+/// The plan of one segment before rates: standing, power feature, cut points.
+struct Plan<'a> {
+    segment: String,
+    examples: Vec<&'a Example>,
+    standing: Standing,
+    note: Option<String>,
+    power: Option<String>,
+    source: &'static str,
+    indicators: Vec<Indicator>,
+    cuts: Vec<f64>,
+}
+
+fn uses_of(examples: &[&Example], feature: Option<&String>) -> Vec<(f64, bool)> {
+    examples.iter().map(|e| (feature.and_then(|f| e.monthly.get(f)).copied().unwrap_or(0.0), e.renewed)).collect()
+}
+
+fn plan<'a>(segment: &str, own: Vec<&'a Example>, pooled: &[Indicator], config: &HealthConfig) -> Plan<'a> {
+    let renewed = own.iter().filter(|e| e.renewed).count();
+    let churned = own.len() - renewed;
     let configured = config.power_features.get(segment).cloned();
-    let power = configured.clone().or_else(|| indicators.first().map(|i| i.feature.clone()));
+    let (standing, note, mut indicators, ranked) = if (own.len() as u64) < config.min_decided {
+        let note = format!(
+            "{} decided renewals ({renewed} renewed, {churned} churned): fewer than {} to say anything; tier unknown",
+            own.len(),
+            config.min_decided
+        );
+        (Standing::Unknown, Some(note), Vec::new(), None)
+    } else if renewed == 0 || churned == 0 {
+        // The pooled ranking, among features this segment actually uses.
+        let used = |f: &str| own.iter().filter(|e| e.monthly.get(f).is_some_and(|u| *u > 0.0)).count() * 5 >= own.len();
+        let choice = pooled.iter().find(|i| used(&i.feature)).map(|i| i.feature.clone());
+        let note = format!(
+            "{} decided renewals, {churned} churned: no both outcomes to rank its own features; the pooled ranking's best feature that it uses, with bucket rates borrowed from all segments",
+            own.len()
+        );
+        (Standing::Pooled, Some(note), indicators(segment, &own, config), choice)
+    } else {
+        let ranked = indicators(segment, &own, config);
+        let top = ranked.first().map(|i| i.feature.clone());
+        (Standing::Own, None, ranked, top)
+    };
+    let (power, source) = match (configured, standing) {
+        (Some(p), _) => (Some(p), "config"),
+        (None, Standing::Own) => (ranked, "data"),
+        (None, _) => (ranked, "pooled"),
+    };
     for indicator in &mut indicators {
         indicator.power_feature = Some(&indicator.feature) == power.as_ref();
     }
-    let usage: Vec<(f64, bool)> = match &power {
-        Some(p) => examples.iter().map(|e| (e.monthly.get(p).copied().unwrap_or(0.0), e.renewed)).collect(),
-        None => Vec::new(),
-    };
+    let usage: Vec<f64> = uses_of(&own, power.as_ref()).iter().map(|u| u.0).collect();
     let cuts = match &config.cut_points {
         Some(given) => given.clone(),
-        None => auto_cut_points(&usage.iter().map(|u| u.0).collect::<Vec<_>>()),
+        None => merge_small_buckets(auto_cut_points(&usage), &usage, config.min_bucket_decided),
     };
-    SegmentModel {
-        segment: segment.to_string(),
-        fallback: false,
-        note: None,
-        power_feature: power,
-        power_feature_source: if configured.is_some() { "config" } else { "data" }.into(),
-        buckets: buckets(&cuts, &usage),
-        cut_points: cuts,
-        indicators,
-    }
+    Plan { segment: segment.to_string(), examples: own, standing, note, power, source, indicators, cuts }
 }
 
-/// Every segment's model, plus `all` (every segment pooled); a segment with fewer than
-/// `min_decided` decided renewals, or without both renewals and churns, uses `all`.
+/// The pooled rate of each bucket of `cuts` over `feature`, bucketing every decision (an
+/// empty pooled bucket takes the overall rate).
+fn pooled_rates(all: &[&Example], feature: Option<&String>, cuts: &[f64]) -> Vec<f64> {
+    let overall = if all.is_empty() { 0.5 } else { all.iter().filter(|e| e.renewed).count() as f64 / all.len() as f64 };
+    counts(cuts, &uses_of(all, feature)).into_iter().map(|(k, n)| if n > 0 { k as f64 / n as f64 } else { overall }).collect()
+}
+
+/// Every segment's model, plus `all` (every segment pooled): see [`Standing`]. Bucket rates
+/// are shrunk toward the pooled rates by one prior strength estimated across segments; the
+/// score is fitted on every decision (`all`) and, per segment with its own ranking, pulled
+/// toward that pooled fit. `examples` carry their score measures (all but the expected
+/// renewal rate, which the buckets give).
 pub fn build_models(examples: &[Example], segments: &[String], config: &HealthConfig) -> BTreeMap<String, SegmentModel> {
     let everyone: Vec<&Example> = examples.iter().collect();
-    let pooled = segment_model("all", &everyone, config);
-    let mut out = BTreeMap::new();
-    for segment in segments {
-        let own: Vec<&Example> = examples.iter().filter(|e| &e.segment == segment).collect();
-        let renewed = own.iter().filter(|e| e.renewed).count();
-        let churned = own.len() - renewed;
-        let model = if (own.len() as u64) < config.min_decided || renewed == 0 || churned == 0 {
-            let mut m = pooled.clone();
-            m.segment = segment.clone();
-            m.fallback = true;
-            m.note = Some(format!(
-                "{} decided renewals ({renewed} renewed, {churned} churned) are too few for a model of its own (minimum {} with both outcomes): the all-accounts model is used",
-                own.len(),
-                config.min_decided
-            ));
-            m
-        } else {
-            segment_model(segment, &own, config)
+    let mut pooled_plan = plan("all", everyone.clone(), &[], &HealthConfig { min_decided: 1, ..config.clone() });
+    let pooled_ranking = indicators("all", &everyone, config);
+    if pooled_plan.standing == Standing::Pooled {
+        // One outcome overall: nothing to rank against; keep the plan as is.
+        pooled_plan.indicators = pooled_ranking.clone();
+    }
+    let plans: Vec<Plan> = segments
+        .iter()
+        .map(|s| plan(s, examples.iter().filter(|e| &e.segment == s).collect(), &pooled_ranking, config))
+        .collect();
+    let priors: Vec<Vec<f64>> = plans.iter().map(|p| pooled_rates(&everyone, p.power.as_ref(), &p.cuts)).collect();
+    let cells: Vec<(u64, u64, f64)> = plans
+        .iter()
+        .zip(&priors)
+        .filter(|(p, _)| p.standing != Standing::Unknown)
+        .flat_map(|(p, prior)| counts(&p.cuts, &uses_of(&p.examples, p.power.as_ref())).into_iter().zip(prior.clone()).map(|((k, n), m)| (k, n, m)))
+        .collect();
+    let strength = prior_strength(&cells);
+    let finish = |p: &Plan, prior: &[f64], strength: f64| SegmentModel {
+        segment: p.segment.clone(),
+        standing: p.standing,
+        fallback: p.standing != Standing::Own,
+        note: p.note.clone(),
+        decided: p.examples.len() as u64,
+        renewed: p.examples.iter().filter(|e| e.renewed).count() as u64,
+        power_feature: p.power.clone(),
+        power_feature_source: p.source.to_string(),
+        cut_points: p.cuts.clone(),
+        prior_strength: strength,
+        buckets: if p.standing == Standing::Unknown { Vec::new() } else { buckets(&p.cuts, &uses_of(&p.examples, p.power.as_ref()), prior, strength) },
+        indicators: p.indicators.clone(),
+        score: None,
+    };
+    let all_prior = pooled_rates(&everyone, pooled_plan.power.as_ref(), &pooled_plan.cuts);
+    let mut pooled = finish(&pooled_plan, &all_prior, strength);
+    pooled.standing = Standing::Own;
+    pooled.fallback = false;
+    let mut out: BTreeMap<String, SegmentModel> = plans.iter().zip(&priors).map(|(p, prior)| (p.segment.clone(), finish(p, prior, strength))).collect();
+
+    // The score: each example's expected rate under its segment's model (the pooled one
+    // for an unknown segment), then the pooled fit, then each segment's own.
+    let rows: Vec<(String, score::Row)> = examples
+        .iter()
+        .map(|e| {
+            let model = out.get(&e.segment).filter(|m| m.standing != Standing::Unknown).unwrap_or(&pooled);
+            let monthly = model.power_feature.as_ref().and_then(|f| e.monthly.get(f)).copied().unwrap_or(0.0);
+            let mut measures = e.measures.clone();
+            measures.insert("expected_renewal_rate".into(), tier_of(model, monthly).1);
+            (e.segment.clone(), (measures, e.renewed))
+        })
+        .collect();
+    if !rows.is_empty() {
+        let all_rows: Vec<score::Row> = rows.iter().map(|r| r.1.clone()).collect();
+        pooled.score = Some(score::fit(&all_rows, None, "pooled"));
+    }
+    for model in out.values_mut() {
+        model.score = match model.standing {
+            Standing::Own => {
+                let own: Vec<score::Row> = rows.iter().filter(|r| r.0 == model.segment).map(|r| r.1.clone()).collect();
+                Some(score::fit(&own, pooled.score.as_ref(), "learned"))
+            }
+            _ => pooled.score.clone(),
         };
-        out.insert(segment.clone(), model);
     }
     out.insert("all".into(), pooled);
     out
 }
 
-/// The tier of a current monthly usage under a segment model: (tier, expected renewal rate).
+/// The tier of a current monthly usage under a segment model: (tier, expected renewal
+/// rate); `unknown` and no rate where the segment's data says nothing.
 pub fn tier_of(model: &SegmentModel, monthly: f64) -> (String, Option<f64>) {
-    let index = bucket_of(&model.cut_points, monthly);
-    let bucket = &model.buckets[index.min(model.buckets.len() - 1)];
-    // An empty bucket borrows the rate of the nearest non-empty one below it.
-    let rate = model.buckets[..=index.min(model.buckets.len() - 1)].iter().rev().find_map(|b| b.renewal_rate);
-    (bucket.tier.clone(), rate)
+    if model.standing == Standing::Unknown || model.buckets.is_empty() {
+        return (UNKNOWN.to_string(), None);
+    }
+    let bucket = &model.buckets[bucket_of(&model.cut_points, monthly).min(model.buckets.len() - 1)];
+    (bucket.tier.clone(), Some(bucket.renewal_rate))
 }
 
-/// Points of a tier on the 0-100 scale.
+/// Why an account's tier changed.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Cause {
+    /// The account's use moved (and the new tier held for `tier_hold_days`).
+    Usage,
+    /// A new model moved the power feature, cut points or rates.
+    Model,
+}
+
+impl Cause {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cause::Usage => "usage",
+            Cause::Model => "model",
+        }
+    }
+}
+
+/// The tier an account shows and what its raw (day's) tier has been doing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    /// The tier shown: changes only once a new raw tier has held `tier_hold_days` days.
+    pub tier: String,
+    /// The tier of the day's usage alone.
+    pub raw_tier: String,
+    /// The first day of the current run of equal raw tiers.
+    pub raw_since: i32,
+}
+
+/// The held tier of `day` from the day before's (`None`: no history, the raw tier shows at
+/// once) and the day's raw tier; `model_changed`: a new model is in force since the day
+/// before, so the tiers are re-set under it at once and a change is the model's.
+pub fn hold(previous: Option<&Held>, raw_tier: &str, day: i32, hold_days: u32, model_changed: bool) -> (Held, Option<Cause>) {
+    let Some(previous) = previous else {
+        return (Held { tier: raw_tier.to_string(), raw_tier: raw_tier.to_string(), raw_since: day }, None);
+    };
+    let raw_since = if previous.raw_tier == raw_tier && !model_changed { previous.raw_since } else { day };
+    let held = Held { tier: previous.tier.clone(), raw_tier: raw_tier.to_string(), raw_since };
+    if raw_tier == previous.tier {
+        return (held, None);
+    }
+    if model_changed {
+        return (Held { tier: raw_tier.to_string(), ..held }, Some(Cause::Model));
+    }
+    if day - raw_since + 1 >= hold_days as i32 {
+        return (Held { tier: raw_tier.to_string(), ..held }, Some(Cause::Usage));
+    }
+    (held, None)
+}
+
+/// Points of a tier on the 0-100 scale (hand-set scores weigh the tier this way).
 pub fn tier_points(tier: &str) -> Option<f64> {
     TIERS.iter().position(|t| *t == tier).map(|i| 100.0 * i as f64 / 3.0)
 }
 
-/// One component of a health score, for "why is this red".
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Component {
-    pub measure: String,
-    pub value: Value,
-    /// The measure on the 0-100 scale (null: no value, left out).
-    pub points: Option<f64>,
-    pub weight: f64,
-    /// Share of the score: points x weight / sum of weights of measures with a value.
-    pub contribution: Option<f64>,
-}
-
-/// Turns one measure's value into 0-100 points.
+/// Turns one measure's value into 0-100 points (hand-set scores).
 fn points(measure: &str, value: &Value) -> Option<f64> {
     match measure {
         "tier" => value.as_str().and_then(tier_points),
@@ -337,12 +584,37 @@ fn points(measure: &str, value: &Value) -> Option<f64> {
     }
 }
 
-/// The scorecard: weighted mean of the measures' points (missing ones left out, the other
-/// weights rescaled) with the weights of the row's segment, its colour band, and the breakdown.
-pub fn score(row: &serde_json::Map<String, Value>, config: &HealthConfig) -> (Option<f64>, Option<String>, Vec<Component>) {
+/// A score and where its weights came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scored {
+    pub score: Option<f64>,
+    pub band: Option<String>,
+    pub components: Vec<Component>,
+    /// `learned` (the segment's fit), `pooled` (all segments' fit) or `config` (hand-set).
+    pub weights_source: Option<String>,
+}
+
+/// The score of one account's measures: hand-set weights of its segment if the config has
+/// any (weighted mean of 0-100 points, missing measures left out and the other weights
+/// rescaled), else the segment's learned score.
+pub fn score(row: &serde_json::Map<String, Value>, model: Option<&SegmentModel>, config: &HealthConfig) -> Scored {
     let segment = row.get("segment").and_then(Value::as_str).unwrap_or_default();
-    let mut components: Vec<Component> = config
-        .weights_for(segment)
+    if let Some(weights) = config.weights_for(segment) {
+        let (score, components) = hand_set(row, weights);
+        let band = score.map(|s| band(s, config).to_string());
+        return Scored { score, band, components, weights_source: Some("config".into()) };
+    }
+    match model.and_then(|m| m.score.as_ref()) {
+        Some(learned) => {
+            let (score, components) = score::apply(learned, row);
+            Scored { score: Some(score), band: Some(band(score, config).to_string()), components, weights_source: Some(learned.source.clone()) }
+        }
+        None => Scored { score: None, band: None, components: Vec::new(), weights_source: None },
+    }
+}
+
+fn hand_set(row: &serde_json::Map<String, Value>, weights: &BTreeMap<String, f64>) -> (Option<f64>, Vec<Component>) {
+    let mut components: Vec<Component> = weights
         .iter()
         .map(|(measure, weight)| {
             let value = row.get(measure).cloned().unwrap_or(Value::Null);
@@ -351,19 +623,18 @@ pub fn score(row: &serde_json::Map<String, Value>, config: &HealthConfig) -> (Op
         .collect();
     let total: f64 = components.iter().filter(|c| c.points.is_some()).map(|c| c.weight).sum();
     if total <= 0.0 {
-        return (None, None, components);
+        return (None, components);
     }
     for c in &mut components {
         c.contribution = c.points.map(|p| p * c.weight / total);
     }
-    let score = components.iter().filter_map(|c| c.contribution).sum::<f64>();
-    (Some(score), Some(band(score, config).to_string()), components)
+    (Some(components.iter().filter_map(|c| c.contribution).sum::<f64>()), components)
 }
 
-/// The colour of a score: red below `bands[0]`, orange below `bands[1]`, yellow below `bands[2]`.
+/// The band of a score (its own names, not tier colours): `BANDS[0]` below `bands[0]`, ...
 pub fn band(score: f64, config: &HealthConfig) -> &'static str {
     let index = config.score_bands.iter().take_while(|b| score >= **b).count();
-    TIERS[index.min(3)]
+    BANDS[index.min(3)]
 }
 
 #[cfg(test)]
@@ -393,71 +664,183 @@ mod tests {
     }
 
     #[test]
-    fn wilson_matches_the_textbook_values() {
-        // 8 of 10: centre (0.8 + 1.9208/10) / 1.38415 = 0.71672, half 0.19856...
-        let (low, high) = wilson(8, 10).unwrap();
-        assert!((low - 0.490_162).abs() < 1e-5, "{low}");
-        assert!((high - 0.943_318).abs() < 1e-5, "{high}");
-        let (low, high) = wilson(0, 5).unwrap();
-        assert_eq!(low, 0.0);
-        assert!((high - 0.434_482).abs() < 1e-5, "{high}");
-        assert_eq!(wilson(0, 0), None);
+    fn pool_adjacent_violators_repairs_a_non_monotone_pattern() {
+        // The demo's enterprise pattern: 1-3.9 uses at 0.62, 3.9-7 at 0.38, 7+ at 0.9, with
+        // 10, 13, 12 decisions: the middle two pool to (6.2 + 4.94) / 23 = 0.4843.
+        let (fitted, first) = pool_adjacent_violators(&[0.2, 0.62, 0.38, 0.9], &[8.0, 10.0, 13.0, 12.0]);
+        assert_eq!(first, vec![0, 1, 1, 3]);
+        assert!((fitted[1] - 11.14 / 23.0).abs() < 1e-12 && fitted[1] == fitted[2], "{fitted:?}");
+        assert_eq!((fitted[0], fitted[3]), (0.2, 0.9));
+        let (fitted, _) = pool_adjacent_violators(&[0.9, 0.5, 0.1], &[1.0, 1.0, 1.0]);
+        assert_eq!(fitted, vec![0.5, 0.5, 0.5], "all decreasing: one block");
     }
 
     #[test]
-    fn buckets_follow_the_cut_points_and_rank_rates_into_tiers() {
-        let cuts = [1.0, 6.0, 11.0, 16.0];
-        assert_eq!(bucket_of(&cuts, 0.0), 0);
-        assert_eq!(bucket_of(&cuts, 0.9), 0);
-        assert_eq!(bucket_of(&cuts, 5.99), 1);
-        assert_eq!(bucket_of(&cuts, 6.0), 2);
-        assert_eq!(bucket_of(&cuts, 40.0), 4);
-        // 0: 1 of 4 renewed; 1-6: 1 of 2; 6-11: 2 of 2; 11-16: none; 16+: 1 of 2.
-        let examples = [(0.0, true), (0.0, false), (0.5, false), (0.2, false), (3.0, true), (5.0, false), (7.0, true), (9.0, true), (20.0, true), (30.0, false)];
-        let b = buckets(&cuts, &examples);
-        let summary: Vec<(&str, u64, u64, &str)> = b.iter().map(|b| (b.label.as_str(), b.decided, b.renewed, b.tier.as_str())).collect();
-        // Non-zero buckets by rate: 1-6 0.5 (rank 0), 11-16 empty borrows 1.0 from 6-11, 16+ 0.5 (rank 1),
-        // 6-11 1.0 (rank 2), 11-16 1.0 (rank 3).
-        assert_eq!(summary, vec![("< 1", 4, 1, "red"), ("1-6", 2, 1, "red"), ("6-11", 2, 2, "yellow"), ("11-16", 0, 0, "green"), ("16+", 2, 1, "orange")]);
-        assert_eq!(b[1].renewal_rate, Some(0.5));
-        assert_eq!(b[3].renewal_rate, None);
+    fn buckets_shrink_toward_the_prior_stay_monotone_and_map_to_tiers() {
+        let cuts = [1.0, 6.0];
+        assert_eq!((bucket_of(&cuts, 0.9), bucket_of(&cuts, 1.0), bucket_of(&cuts, 6.0)), (0, 1, 2));
+        // < 1: 1 of 4 renewed; 1-6: 3 of 3; 6+: 1 of 2. Prior 0.5 each, strength 2:
+        // posteriors (1+1)/(4+2) = 0.3333, (3+1)/(3+2) = 0.8, (1+1)/(2+2) = 0.5; the last
+        // two violate and pool to (4 + 2) / (5 + 4) = 0.6667.
+        let examples = [(0.0, true), (0.0, false), (0.5, false), (0.2, false), (3.0, true), (2.0, true), (5.0, true), (7.0, true), (30.0, false)];
+        let b = buckets(&cuts, &examples, &[0.5, 0.5, 0.5], 2.0);
+        let rates: Vec<f64> = b.iter().map(|b| b.renewal_rate).collect();
+        assert!((rates[0] - 1.0 / 3.0).abs() < 1e-12 && (rates[1] - 2.0 / 3.0).abs() < 1e-12 && rates[1] == rates[2], "{rates:?}");
+        assert_eq!(b.iter().map(|b| b.tier.as_str()).collect::<Vec<_>>(), vec!["red", "green", "green"]);
+        assert_eq!((b[1].observed_rate, b[1].decided, b[1].renewed), (Some(1.0), 3, 3));
+        // The pooled block's interval is Beta(6, 3)'s: I_x(6, 3) = P(Binomial(8, x) >= 6) is 0.025 at 0.34914, 0.975 at 0.91477.
+        assert!((b[1].interval_low - 0.349_14).abs() < 1e-4 && (b[1].interval_high - 0.914_77).abs() < 1e-4, "{:?}", b[1]);
+        // One rate level only: usage does not separate, so no colour claims it does.
+        let flat = buckets(&[1.0], &[(0.0, true), (2.0, true)], &[0.5, 0.5], 2.0);
+        assert_eq!(flat.iter().map(|b| b.tier.as_str()).collect::<Vec<_>>(), vec!["yellow", "yellow"]);
     }
 
     #[test]
-    fn one_bucket_of_real_use_is_green_and_zero_use_red() {
-        let b = buckets(&[1.0], &[(0.0, false), (2.0, true)]);
-        assert_eq!(b.iter().map(|b| b.tier.as_str()).collect::<Vec<_>>(), vec!["red", "green"]);
+    fn prior_strength_follows_the_spread_between_segments() {
+        // Two cells far from the prior mean 0.5 (0 of 20 and 20 of 20): spread beyond the
+        // binomial: excess 20 x (0.25 - 0.0125) x 2 = 9.5, scale 20 x 0.25 x 0.95 x 2 = 9.5,
+        // rho = 1 (clamped to 1/3): the weakest prior, 2 pseudo-decisions.
+        assert_eq!(prior_strength(&[(0, 20, 0.5), (20, 20, 0.5)]), PRIOR_STRENGTH_MIN);
+        // Cells exactly at the prior: no spread, the strongest prior.
+        assert_eq!(prior_strength(&[(10, 20, 0.5), (10, 20, 0.5)]), PRIOR_STRENGTH_MAX);
+        // 6 of 20 and 14 of 20 around 0.5: excess 2 x 20 x (0.04 - 0.0125) = 1.1, scale 9.5,
+        // rho = 0.11579, strength 1 / rho - 1 = 7.636.
+        let s = prior_strength(&[(6, 20, 0.5), (14, 20, 0.5)]);
+        assert!((s - (9.5 / 1.1 - 1.0)).abs() < 1e-9, "{s}");
     }
 
     #[test]
-    fn the_scorecard_rescales_weights_over_measures_with_a_value() {
-        let config = HealthConfig::default();
+    fn small_auto_buckets_are_merged() {
+        // 12 values: 6 below 1, 1 in [1, 2), 5 at 2+: the lone bucket joins its smaller
+        // neighbour (the 5 above), leaving one cut at 1.
+        let values = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0];
+        assert_eq!(merge_small_buckets(vec![1.0, 2.0], &values, 5), vec![1.0]);
+        assert_eq!(merge_small_buckets(vec![1.0, 2.0], &values, 1), vec![1.0, 2.0]);
+    }
+
+    fn example(id: &str, segment: &str, renewed: bool, uses: &[(&str, f64)]) -> Example {
+        Example {
+            account_id: id.into(),
+            segment: segment.into(),
+            arr: 1000.0,
+            renewed,
+            day: 0,
+            monthly: uses.iter().map(|(f, u)| (f.to_string(), *u)).collect(),
+            measures: BTreeMap::new(),
+        }
+    }
+
+    /// Segment `big`: 40 decisions where Reports separates (renewed use it 10 a month,
+    /// churned 10 or 0.5); `small`: 12 where only Exports does (Reports unused); `calm`: 10, all
+    /// renewed, using Reports; `tiny`: 8.
+    fn fixture() -> Vec<Example> {
+        let mut out = Vec::new();
+        for i in 0..40 {
+            let renewed = i % 4 != 0;
+            // Half the churned used Reports as much as the renewed.
+            let reports = if renewed || i % 8 == 0 { 10.0 } else { 0.5 };
+            out.push(example(&format!("b{i}"), "big", renewed, &[("Reports", reports), ("Exports", 2.0)]));
+        }
+        for i in 0..12 {
+            let renewed = i % 3 != 0;
+            out.push(example(&format!("s{i}"), "small", renewed, &[("Exports", if renewed { 8.0 } else { 0.2 }), ("Common", 3.0)]));
+        }
+        for i in 0..10 {
+            out.push(example(&format!("c{i}"), "calm", true, &[("Reports", 10.0)]));
+        }
+        for i in 0..8 {
+            out.push(example(&format!("t{i}"), "tiny", i % 2 == 0, &[("Reports", 5.0)]));
+        }
+        out
+    }
+
+    fn fixture_models() -> BTreeMap<String, SegmentModel> {
+        let segments: Vec<String> = ["big", "small", "calm", "tiny"].iter().map(|s| s.to_string()).collect();
+        build_models(&fixture(), &segments, &HealthConfig::default())
+    }
+
+    #[test]
+    fn a_small_segment_keeps_its_own_planted_feature() {
+        let models = fixture_models();
+        assert_eq!(models["all"].power_feature.as_deref(), Some("Reports"), "pooled, big dominates");
+        let small = &models["small"];
+        assert_eq!((small.standing, small.power_feature.as_deref(), small.power_feature_source.as_str()), (Standing::Own, Some("Exports"), "data"));
+        assert_eq!((small.decided, small.renewed), (12, 8));
+        // Its users renew far more than its non-users, after shrinkage too.
+        let (low, high) = (tier_of(small, 0.0), tier_of(small, 8.0));
+        assert!(high.1.unwrap() > low.1.unwrap() + 0.2, "{low:?} {high:?}");
+        assert_eq!((low.0.as_str(), high.0.as_str()), ("red", "green"));
+    }
+
+    #[test]
+    fn a_segment_without_churns_borrows_the_pooled_ranking_and_says_so() {
+        let models = fixture_models();
+        let calm = &models["calm"];
+        assert_eq!((calm.standing, calm.power_feature.as_deref(), calm.power_feature_source.as_str()), (Standing::Pooled, Some("Reports"), "pooled"));
+        assert!(calm.note.as_deref().unwrap().contains("10 decided renewals, 0 churned"), "{:?}", calm.note);
+        // Its buckets start from the pooled rates of Reports users (renewed big accounts,
+        // calm and tiny ones), pulled up by its own 10 renewals, but not to certainty.
+        let (tier, rate) = tier_of(calm, 10.0);
+        assert!(rate.unwrap() > 0.8 && rate.unwrap() < 1.0, "{rate:?}");
+        assert_ne!(tier, UNKNOWN);
+    }
+
+    #[test]
+    fn a_segment_with_eight_decisions_is_unknown_with_the_reason() {
+        let models = fixture_models();
+        let tiny = &models["tiny"];
+        assert_eq!(tiny.standing, Standing::Unknown);
+        assert_eq!(tiny.note.as_deref(), Some("8 decided renewals (4 renewed, 4 churned): fewer than 10 to say anything; tier unknown"));
+        assert_eq!(tier_of(tiny, 50.0), (UNKNOWN.to_string(), None));
+        assert!(tiny.buckets.is_empty());
+        // It is still scored, by the pooled score.
+        assert_eq!(tiny.score.as_ref().map(|s| s.source.as_str()), Some("pooled"));
+    }
+
+    #[test]
+    fn a_one_day_dip_does_not_change_the_tier() {
+        let green = Held { tier: "green".into(), raw_tier: "green".into(), raw_since: 0 };
+        let (day1, cause) = hold(Some(&green), "red", 10, 14, false);
+        assert_eq!((day1.tier.as_str(), day1.raw_since, cause), ("green", 10, None));
+        let (day2, cause) = hold(Some(&day1), "green", 11, 14, false);
+        assert_eq!((day2.tier.as_str(), day2.raw_since, cause), ("green", 11, None));
+        // Red for 14 days in a row: the tier follows, caused by usage.
+        let mut held = day2;
+        let mut changes = Vec::new();
+        for day in 12..=25 {
+            let (next, cause) = hold(Some(&held), "red", day, 14, false);
+            changes.extend(cause.map(|c| (day, c)));
+            held = next;
+        }
+        assert_eq!(changes, vec![(25, Cause::Usage)]);
+        assert_eq!(held.tier, "red");
+        // A new model moves it at once, and says so.
+        let (moved, cause) = hold(Some(&held), "yellow", 26, 14, true);
+        assert_eq!((moved.tier.as_str(), cause), ("yellow", Some(Cause::Model)));
+        // No history yet: the day's tier shows.
+        assert_eq!(hold(None, "orange", 3, 14, false).0.tier, "orange");
+    }
+
+    #[test]
+    fn hand_set_weights_rescale_over_measures_with_a_value() {
+        let mut config = HealthConfig::default();
+        config.score_weights = [("engagement_score", 40.0), ("tier", 30.0), ("nps", 10.0), ("escalations_open", 10.0), ("license_utilization", 10.0)]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
         // engagement 70 x 40, tier yellow (66.67) x 30, nps 20 -> 60 x 10, escalations 1 -> 50 x 10,
-        // utilization null (left out): (2800 + 2000 + 600 + 500) / 90 = 65.56 -> yellow.
+        // utilization null (left out): (2800 + 2000 + 600 + 500) / 90 = 65.56 -> band fair.
         let row: serde_json::Map<String, Value> = serde_json::from_value(serde_json::json!({
             "engagement_score": 70.0, "tier": "yellow", "nps": 20.0, "escalations_open": 1, "license_utilization": null
         }))
         .unwrap();
-        let (score, band, components) = score(&row, &config);
-        assert!((score.unwrap() - 5900.0 / 90.0).abs() < 1e-9, "{score:?}");
-        assert_eq!(band.as_deref(), Some("yellow"));
-        let utilization = components.iter().find(|c| c.measure == "license_utilization").unwrap();
+        let scored = score(&row, None, &config);
+        assert!((scored.score.unwrap() - 5900.0 / 90.0).abs() < 1e-9, "{scored:?}");
+        assert_eq!((scored.band.as_deref(), scored.weights_source.as_deref()), (Some("fair"), Some("config")));
+        let utilization = scored.components.iter().find(|c| c.measure == "license_utilization").unwrap();
         assert_eq!((utilization.points, utilization.contribution), (None, None));
-        let tier = components.iter().find(|c| c.measure == "tier").unwrap();
-        assert!((tier.contribution.unwrap() - 2000.0 / 90.0).abs() < 1e-9);
-        // A segment with its own weights: tier alone.
-        let mut per_segment = config.clone();
-        per_segment.segment_score_weights.insert("pro".into(), [("tier".to_string(), 1.0)].into_iter().collect());
-        let mut pro = row.clone();
-        pro.insert("segment".into(), "pro".into());
-        let (pro_score, pro_band, pro_components) = super::score(&pro, &per_segment);
-        assert!((pro_score.unwrap() - 200.0 / 3.0).abs() < 1e-9);
-        assert_eq!((pro_band.as_deref(), pro_components.len()), (Some("yellow"), 1));
-        assert!((score_of(&row, &per_segment) - 5900.0 / 90.0).abs() < 1e-9, "other segments keep the defaults");
-    }
-
-    fn score_of(row: &serde_json::Map<String, Value>, config: &HealthConfig) -> f64 {
-        super::score(row, config).0.unwrap()
+        // Without hand-set weights and without a model there is no score.
+        assert_eq!(score(&row, None, &HealthConfig::default()).score, None);
     }
 
     #[test]

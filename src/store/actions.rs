@@ -361,7 +361,16 @@ pub fn look(source: &dyn HealthSource, today: NaiveDate, settings: Settings, fea
     let facts = super::dashboard::facts(source, today, &rows, settings)?;
     let by_id: HashMap<&str, &super::dashboard::Facts> = facts.iter().map(|f| (f.account_id.as_str(), f)).collect();
     let now_ms = chrono::Utc::now().timestamp_millis();
-    let rank = |tier: Option<&str>| tier.and_then(|t| crate::health::TIERS.iter().position(|x| *x == t));
+    let rank = |tier: &str| crate::health::TIERS.iter().position(|x| *x == tier);
+    // Drops the account's use caused in the last week (a new model's re-tiering is no
+    // customer change and alerts nobody).
+    let dropped: HashSet<String> = source
+        .tier_changes(today - chrono::Duration::days(7), None)?
+        .iter()
+        .filter(|c| c["cause"] == "usage")
+        .filter(|c| matches!((c["to"].as_str().and_then(rank), c["from"].as_str().and_then(rank)), (Some(to), Some(from)) if to < from))
+        .filter_map(|c| c["account_id"].as_str().map(str::to_string))
+        .collect();
     let mut measures = Vec::with_capacity(rows.len());
     for row in rows {
         let id = row["account_id"].as_str().unwrap_or_default().to_string();
@@ -370,7 +379,7 @@ pub fn look(source: &dyn HealthSource, today: NaiveDate, settings: Settings, fea
         let tier = f.health.as_ref().and_then(|h| h.tier.clone());
         let before = f.week_before.as_ref().and_then(|h| h.tier.clone());
         m.insert("plan".into(), json!(f.plan));
-        m.insert("tier_dropped".into(), json!(matches!((rank(tier.as_deref()), rank(before.as_deref())), (Some(now), Some(then)) if now < then)));
+        m.insert("tier_dropped".into(), json!(dropped.contains(&id)));
         m.insert("tier".into(), json!(tier));
         m.insert("tier_before".into(), json!(before));
         m.insert("health_score".into(), json!(f.health.as_ref().and_then(|h| h.score)));

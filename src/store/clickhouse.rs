@@ -134,7 +134,9 @@ const SCHEMA: &[&str] = &[
         expected_rate Nullable(Float64),
         monthly_uses  Nullable(Float64),
         model_id      Int64,
-        version       UInt64
+        version       UInt64,
+        raw_tier      Nullable(String),
+        raw_since     Nullable(Int32)
     ) ENGINE = ReplacingMergeTree(version) ORDER BY (account_id, day)",
     // CSM notes (ids from the time of writing and a random part: nodes write them apart).
     "CREATE TABLE IF NOT EXISTS {db}.notes (
@@ -153,7 +155,8 @@ const SCHEMA: &[&str] = &[
         from_tier  String,
         to_tier    String,
         model_id   Int64,
-        created_ms Int64
+        created_ms Int64,
+        cause      String DEFAULT 'usage'
     ) ENGINE = ReplacingMergeTree ORDER BY (account_id, day, to_tier)",
     // Dashboard users: a deleted user or a new password is a newer version. `csm_id` is ''
     // for none (argMax skips NULLs). Sessions opened before `password_ms` are over.
@@ -309,6 +312,7 @@ impl ClickHouse {
         for kind in records::KINDS {
             execute(&client, &record_table(kind, database), &context).await?;
         }
+        add_columns(&client, database, &context).await?;
         // Numbers in JSON output as numbers (18.16 quotes 64-bit integers by default).
         let client = client.with_database(database).with_setting("output_format_json_quote_64bit_integers", "0");
         Ok(ClickHouse { client, location: location.clone() })
@@ -549,6 +553,32 @@ async fn fetch_all<T: clickhouse::RowOwned + clickhouse::RowRead>(query: clickho
 /// Runs one statement within [`QUERY_TIMEOUT`].
 async fn execute(client: &clickhouse::Client, sql: &str, context: &str) -> Result<(), StoreError> {
     run(client.query(sql), context).await
+}
+
+/// Columns added to tables after they were first created, as (table, column, type): added
+/// at start where missing (18.16 has no `ADD COLUMN IF NOT EXISTS`).
+const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
+    ("health_history", "raw_tier", "Nullable(String)"),
+    ("health_history", "raw_since", "Nullable(Int32)"),
+    ("tier_changes", "cause", "String DEFAULT 'usage'"),
+];
+
+async fn add_columns(client: &clickhouse::Client, database: &str, context: &str) -> Result<(), StoreError> {
+    #[derive(clickhouse::Row, Deserialize)]
+    struct Count {
+        n: u64,
+    }
+    for (table, column, kind) in ADDED_COLUMNS {
+        let query = client
+            .query("SELECT count() AS n FROM system.columns WHERE database = ? AND table = ? AND name = ?")
+            .bind(database)
+            .bind(*table)
+            .bind(*column);
+        if fetch_all::<Count>(query, context).await?.first().is_some_and(|c| c.n == 0) {
+            execute(client, &format!("ALTER TABLE {database}.{table} ADD COLUMN {column} {kind}"), context).await?;
+        }
+    }
+    Ok(())
 }
 
 /// Runs one statement with its values bound within [`QUERY_TIMEOUT`].
@@ -1577,6 +1607,10 @@ impl ClickHouse {
     }
 }
 
+/// The condition of a promoted model (the body's top-level `status`; models stored before
+/// the gate have none). `status` is the body's first key, and no nested object has one.
+const IN_FORCE: &str = "visitParamExtractString(body, 'status') != 'rejected'";
+
 /// Health on ClickHouse, from a blocking thread.
 impl super::health::HealthSource for ClickHouse {
     fn data_start(&self, config: &MetricsConfig) -> Result<Option<i32>, StoreError> {
@@ -1596,11 +1630,11 @@ impl super::health::HealthSource for ClickHouse {
     fn model_for(&self, day: Option<NaiveDate>) -> Result<Option<super::health::Model>, StoreError> {
         let row = block_on(async {
             match day {
-                Some(day) => match self.model_row("as_of <= ?", "as_of DESC, id DESC", Some(day.to_string())).await? {
+                Some(day) => match self.model_row(&format!("as_of <= ? AND {IN_FORCE}"), "as_of DESC, id DESC", Some(day.to_string())).await? {
                     Some(row) => Ok(Some(row)),
-                    None => self.model_row("1", "as_of ASC, id DESC", None).await,
+                    None => self.model_row(IN_FORCE, "as_of ASC, id DESC", None).await,
                 },
-                None => self.model_row("1", "id DESC", None).await,
+                None => self.model_row(IN_FORCE, "id DESC", None).await,
             }
         })??;
         row.map(|(id, body)| super::health::parse_model(id, body)).transpose()
@@ -1717,9 +1751,11 @@ impl ClickHouse {
             expected_rate: Option<f64>,
             monthly_uses: Option<f64>,
             model_id: i64,
+            raw_tier: Option<String>,
+            raw_since: Option<i32>,
         }
         let query = bind(self.client.query(&format!(
-            "SELECT account_id, day, engagement, score, band, tier, expected_rate, monthly_uses, model_id FROM health_history FINAL
+            "SELECT account_id, day, engagement, score, band, tier, expected_rate, monthly_uses, model_id, raw_tier, raw_since FROM health_history FINAL
              WHERE {condition} ORDER BY day"
         )));
         Ok(fetch_all::<Stored>(query, "health history")
@@ -1728,6 +1764,9 @@ impl ClickHouse {
             .map(|s| {
                 let row = HistoryRow {
                     account_id: s.account_id,
+                    model_id: s.model_id,
+                    raw_tier: s.raw_tier,
+                    raw_since: s.raw_since,
                     engagement: s.engagement,
                     score: s.score,
                     band: s.band,
@@ -1754,11 +1793,12 @@ impl ClickHouse {
             from_tier: String,
             to_tier: String,
             model_id: i64,
+            cause: String,
         }
         let one = if account.is_some() { " AND account_id = ?" } else { "" };
         let mut query = self
             .client
-            .query(&format!("SELECT id, account_id, day, from_tier, to_tier, model_id FROM tier_changes FINAL WHERE day >= ?{one} ORDER BY day, id"))
+            .query(&format!("SELECT id, account_id, day, from_tier, to_tier, model_id, cause FROM tier_changes FINAL WHERE day >= ?{one} ORDER BY day, id"))
             .bind(since);
         if let Some(account) = account {
             query = query.bind(account);
@@ -1767,7 +1807,8 @@ impl ClickHouse {
             .await?
             .into_iter()
             .map(|s| {
-                let change = TierChange { account_id: s.account_id, day: s.day, from_tier: s.from_tier, to_tier: s.to_tier, model_id: s.model_id };
+                let change =
+                    TierChange { account_id: s.account_id, day: s.day, from_tier: s.from_tier, to_tier: s.to_tier, model_id: s.model_id, cause: s.cause };
                 super::health::change_value(s.id, &change)
             })
             .collect())
@@ -1782,24 +1823,26 @@ impl ClickHouse {
             for (n, change) in changes.iter().enumerate() {
                 // Ids in order of recording (a node writes at most a day's accounts per ms).
                 let line = serde_json::json!({"id": now_ms * 1000 + n as i64, "account_id": change.account_id, "day": change.day,
-                    "from_tier": change.from_tier, "to_tier": change.to_tier, "model_id": change.model_id, "created_ms": now_ms});
+                    "from_tier": change.from_tier, "to_tier": change.to_tier, "model_id": change.model_id, "created_ms": now_ms, "cause": change.cause});
                 body.extend_from_slice(line.to_string().as_bytes());
                 body.push(b'\n');
             }
-            self.insert_lines("tier_changes", "id, account_id, day, from_tier, to_tier, model_id, created_ms", body).await?;
+            self.insert_lines("tier_changes", "id, account_id, day, from_tier, to_tier, model_id, created_ms, cause", body).await?;
         }
         let version = now_version();
         let mut body = Vec::new();
         for row in rows {
             let line = serde_json::json!({"account_id": row.account_id, "day": day, "engagement": row.engagement, "score": row.score, "band": row.band,
-                "tier": row.tier, "expected_rate": row.expected_rate, "monthly_uses": row.monthly_uses, "model_id": model_id, "version": version});
+                "tier": row.tier, "expected_rate": row.expected_rate, "monthly_uses": row.monthly_uses, "model_id": model_id, "version": version,
+                "raw_tier": row.raw_tier, "raw_since": row.raw_since});
             body.extend_from_slice(line.to_string().as_bytes());
             body.push(b'\n');
         }
         if body.is_empty() {
             return Ok(());
         }
-        self.insert_lines("health_history", "account_id, day, engagement, score, band, tier, expected_rate, monthly_uses, model_id, version", body).await
+        self.insert_lines("health_history", "account_id, day, engagement, score, band, tier, expected_rate, monthly_uses, model_id, version, raw_tier, raw_since", body)
+            .await
     }
 }
 

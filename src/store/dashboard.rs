@@ -122,7 +122,9 @@ pub fn facts(source: &dyn HealthSource, as_of: NaiveDate, snapshot: &[Row], sett
     }
 
     if let Some(model) = super::health::model_for(source, Some(as_of))? {
-        let assessed = super::health::assess_all(source, snapshot, &model, day_number(as_of), settings)?;
+        let mut assessed = super::health::assess_all(source, snapshot, &model, day_number(as_of), settings)?;
+        // The tier shown is the held one, the same the history and its changes record.
+        super::health::apply_held(source, day_number(as_of), &mut assessed, settings)?;
         for (row, h) in snapshot.iter().zip(assessed) {
             let Some(&i) = row["account_id"].as_str().and_then(|id| index.get(id)) else { continue };
             out[i].health = Some(HealthDay {

@@ -26,6 +26,10 @@ pub struct Settings<'a> {
 /// A stored model: the analysis of one run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Model {
+    /// `promoted` (in force from `as_of` until a newer promoted one) or `rejected` (kept to
+    /// show why: see `gate`). Models stored before the gate existed read as promoted.
+    #[serde(default = "promoted")]
+    pub status: String,
     pub id: i64,
     pub created_at: String,
     /// Renewals decided before this day trained it; tiers from it apply from this day on.
@@ -40,12 +44,46 @@ pub struct Model {
     #[serde(default)]
     pub subscriptions_decided: i64,
     pub segments: BTreeMap<String, SegmentModel>,
+    /// The held-out comparison that promoted or rejected it (see [`gate`]).
+    #[serde(default)]
+    pub gate: Option<Gate>,
+}
+
+fn promoted() -> String {
+    PROMOTED.to_string()
+}
+
+pub const PROMOTED: &str = "promoted";
+pub const REJECTED: &str = "rejected";
+
+/// A candidate model's test on held-out time: trained (the same way) on the renewals
+/// decided before `from`, it and the model in force score every account the day before
+/// `from` against the renewals decided from `from` until the candidate's `as_of`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Gate {
+    pub from: String,
+    pub to: String,
+    pub decided: usize,
+    pub current_model_id: Option<i64>,
+    /// Brier score of the health score (as a renewal probability) over the held-out renewals.
+    pub brier_candidate: Option<f64>,
+    pub brier_current: Option<f64>,
+    pub auc_score_candidate: Option<f64>,
+    pub auc_logins: Option<f64>,
+    pub promoted: bool,
+    pub reason: String,
 }
 
 /// One account's health on one day, as the daily history keeps it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct HistoryRow {
     pub account_id: String,
+    /// The model in force that day.
+    pub model_id: i64,
+    /// The tier of the day's usage alone; `tier` is the held tier (see `health::hold`).
+    pub raw_tier: Option<String>,
+    /// The first day of the current run of equal raw tiers.
+    pub raw_since: Option<i32>,
     pub engagement: Option<f64>,
     pub score: Option<f64>,
     pub band: Option<String>,
@@ -54,7 +92,7 @@ pub struct HistoryRow {
     pub monthly_uses: Option<f64>,
 }
 
-/// A tier different from the account's tier 7 days earlier.
+/// A change of an account's (held) tier.
 #[derive(Debug, Clone)]
 pub struct TierChange {
     pub account_id: String,
@@ -62,6 +100,8 @@ pub struct TierChange {
     pub from_tier: String,
     pub to_tier: String,
     pub model_id: i64,
+    /// `usage` or `model` (see `health::Cause`).
+    pub cause: String,
 }
 
 /// What health reads and writes beyond the metrics: feature uses over spans of days, the
@@ -102,15 +142,18 @@ pub trait HealthSource: sm::Source {
 /// A stored history day as the API shows it.
 pub(crate) fn history_point(day: i32, row: &HistoryRow, model_id: i64) -> Value {
     json!({"date": day_date(day).to_string(), "health_score": row.score, "health_band": row.band, "tier": row.tier,
-           "expected_renewal_rate": row.expected_rate, "power_feature_monthly_uses": row.monthly_uses, "model_id": model_id,
-           "engagement_score": row.engagement})
+           "usage_tier": row.raw_tier, "expected_renewal_rate": row.expected_rate, "power_feature_monthly_uses": row.monthly_uses,
+           "model_id": model_id, "engagement_score": row.engagement})
 }
 
 /// A stored tier change as the API shows it.
 pub(crate) fn change_value(id: i64, change: &TierChange) -> Value {
     json!({"id": id, "account_id": change.account_id, "date": day_date(change.day).to_string(), "from": change.from_tier, "to": change.to_tier,
-           "model_id": change.model_id})
+           "model_id": change.model_id, "cause": change.cause})
 }
+
+/// The SQL condition of a promoted model (models stored before the gate have no status).
+const IN_FORCE: &str = "coalesce(json_extract(body, '$.status'), 'promoted') != 'rejected'";
 
 impl HealthSource for Connection {
     fn data_start(&self, _config: &MetricsConfig) -> Result<Option<i32>, StoreError> {
@@ -130,11 +173,11 @@ impl HealthSource for Connection {
             Ok(self.query_row(sql, [arg], |r| Ok((r.get(0)?, r.get(1)?))).optional()?)
         };
         let row = match day {
-            Some(day) => match newest("SELECT id, body FROM health_models WHERE as_of <= ?1 ORDER BY as_of DESC, id DESC LIMIT 1", day.to_string())? {
+            Some(day) => match newest(&format!("SELECT id, body FROM health_models WHERE as_of <= ?1 AND {IN_FORCE} ORDER BY as_of DESC, id DESC LIMIT 1"), day.to_string())? {
                 Some(row) => Some(row),
-                None => newest("SELECT id, body FROM health_models WHERE ?1 = ?1 ORDER BY as_of ASC, id DESC LIMIT 1", String::new())?,
+                None => newest(&format!("SELECT id, body FROM health_models WHERE ?1 = ?1 AND {IN_FORCE} ORDER BY as_of ASC, id DESC LIMIT 1"), String::new())?,
             },
-            None => newest("SELECT id, body FROM health_models WHERE ?1 = ?1 ORDER BY id DESC LIMIT 1", String::new())?,
+            None => newest(&format!("SELECT id, body FROM health_models WHERE ?1 = ?1 AND {IN_FORCE} ORDER BY id DESC LIMIT 1"), String::new())?,
         };
         row.map(|(id, body)| parse_model(id, body)).transpose()
     }
@@ -183,17 +226,19 @@ impl HealthSource for Connection {
     fn write_history(&self, day: i32, model_id: i64, rows: &[HistoryRow], changes: &[TierChange]) -> Result<(), StoreError> {
         let tx = super::write_transaction(self, super::Lock::Main)?;
         let mut insert = tx.prepare_cached(
-            "INSERT OR REPLACE INTO health_history (account_id, day, score, band, tier, expected_rate, monthly_uses, model_id, engagement)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            "INSERT OR REPLACE INTO health_history (account_id, day, score, band, tier, expected_rate, monthly_uses, model_id, engagement, raw_tier, raw_since)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         )?;
         for row in rows {
-            insert.execute(params![row.account_id, day, row.score, row.band, row.tier, row.expected_rate, row.monthly_uses, model_id, row.engagement])?;
+            insert.execute(params![
+                row.account_id, day, row.score, row.band, row.tier, row.expected_rate, row.monthly_uses, model_id, row.engagement, row.raw_tier, row.raw_since
+            ])?;
         }
         drop(insert);
         let now = chrono::Utc::now().timestamp_millis();
         for change in changes {
-            tx.prepare_cached("INSERT INTO tier_changes (account_id, day, from_tier, to_tier, model_id, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
-                .execute(params![change.account_id, change.day, change.from_tier, change.to_tier, change.model_id, now])?;
+            tx.prepare_cached("INSERT INTO tier_changes (account_id, day, from_tier, to_tier, model_id, created_ms, cause) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?
+                .execute(params![change.account_id, change.day, change.from_tier, change.to_tier, change.model_id, now, change.cause])?;
         }
         Ok(tx.commit()?)
     }
@@ -205,11 +250,12 @@ impl HealthSource for Connection {
 
     fn tier_changes(&self, since: NaiveDate, account: Option<&str>) -> Result<Vec<Value>, StoreError> {
         let mut query = self.prepare(
-            "SELECT id, account_id, day, from_tier, to_tier, model_id FROM tier_changes
+            "SELECT id, account_id, day, from_tier, to_tier, model_id, cause FROM tier_changes
              WHERE day >= ?1 AND (?2 IS NULL OR account_id = ?2) ORDER BY day, id",
         )?;
         let rows = query.query_map(params![day_number(since), account], |r| {
-            let change = TierChange { account_id: r.get(1)?, day: r.get(2)?, from_tier: r.get(3)?, to_tier: r.get(4)?, model_id: r.get(5)? };
+            let change =
+                TierChange { account_id: r.get(1)?, day: r.get(2)?, from_tier: r.get(3)?, to_tier: r.get(4)?, model_id: r.get(5)?, cause: r.get(6)? };
             Ok(change_value(r.get(0)?, &change))
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -219,11 +265,15 @@ impl HealthSource for Connection {
 /// The stored history rows meeting `condition`, oldest first, as (day, model id, row).
 fn history_where(conn: &Connection, condition: &str, params: impl rusqlite::Params) -> Result<Vec<(i32, i64, HistoryRow)>, StoreError> {
     let mut query = conn.prepare_cached(&format!(
-        "SELECT account_id, day, score, band, tier, expected_rate, monthly_uses, model_id, engagement FROM health_history WHERE {condition} ORDER BY day"
+        "SELECT account_id, day, score, band, tier, expected_rate, monthly_uses, model_id, engagement, raw_tier, raw_since FROM health_history
+         WHERE {condition} ORDER BY day"
     ))?;
     let rows = query.query_map(params, |r| {
         let row = HistoryRow {
             account_id: r.get(0)?,
+            model_id: r.get(7)?,
+            raw_tier: r.get(9)?,
+            raw_since: r.get(10)?,
             score: r.get(2)?,
             band: r.get(3)?,
             tier: r.get(4)?,
@@ -240,8 +290,11 @@ pub(crate) fn model_body(model: &Model) -> Result<String, StoreError> {
     serde_json::to_string(model).map_err(|e| StoreError::Invalid(e.to_string()))
 }
 
-/// Every renewal decided before `as_of` whose whole term lies inside the data, with the
-/// account's monthly use of each feature in the term (`subscriptions`: those of `infos`).
+/// Every renewal decided before `as_of` whose usage window lies inside the data, with the
+/// account's monthly use of each feature over that window and its score measures on the
+/// decision day (`subscriptions`: those of `infos`). The window is the one a live score
+/// reads: the `usage_days` days ending with the term's last day, cut at the start of the
+/// account's first subscription.
 pub fn examples(
     source: &dyn HealthSource,
     as_of: i32,
@@ -250,17 +303,17 @@ pub fn examples(
     settings: Settings,
 ) -> Result<(Vec<Example>, Option<(i32, i32)>), StoreError> {
     let Some(start) = source.data_start(settings.metrics)? else { return Ok((Vec::new(), None)) };
+    let usage_days = settings.health.usage_days as i32;
     let mut terms = Vec::new();
     for info in infos {
-        let mut decided: Vec<&metrics::Subscription> = subscriptions
-            .get(&info.account_id)
-            .into_iter()
-            .flatten()
-            .filter(|s| matches!(s.outcome.as_deref(), Some("renewed" | "churned")) && s.end.is_some())
-            .collect();
+        let all = subscriptions.get(&info.account_id).map(Vec::as_slice).unwrap_or_default();
+        let Some(customer_since) = all.iter().map(|s| s.start).min() else { continue };
+        let mut decided: Vec<&metrics::Subscription> =
+            all.iter().filter(|s| matches!(s.outcome.as_deref(), Some("renewed" | "churned")) && s.end.is_some()).collect();
         decided.sort_by_key(|s| s.start);
         for sub in decided {
-            let (first, last) = (sub.start, sub.end.expect("invariant: decided terms have an end"));
+            let last = sub.end.expect("invariant: decided terms have an end");
+            let first = (last - usage_days + 1).max(customer_since);
             if first < start || last >= as_of || last < first {
                 continue;
             }
@@ -269,6 +322,8 @@ pub fn examples(
     }
     let spans: Vec<(String, i32, i32)> = terms.iter().map(|(info, _, first, last)| (info.account_id.clone(), *first, *last)).collect();
     let uses = source.feature_uses(&spans, settings.metrics)?;
+    let decision_days: Vec<(&AccountInfo, i32)> = terms.iter().map(|(info, _, _, last)| (*info, *last)).collect();
+    let mut measures = decision_measures(source, &decision_days, settings)?.into_iter();
     let mut out = Vec::new();
     let mut span: Option<(i32, i32)> = None;
     for ((info, sub, first, last), uses) in terms.into_iter().zip(uses) {
@@ -276,9 +331,46 @@ pub fn examples(
         let monthly: HashMap<String, f64> = uses.into_iter().map(|(f, uses)| (f, uses as f64 * 30.0 / days)).collect();
         span = Some(span.map_or((first, last), |(a, b)| (a.min(first), b.max(last))));
         let renewed = sub.outcome.as_deref() == Some("renewed");
-        out.push(Example { account_id: info.account_id.clone(), segment: info.segment.clone(), arr: sub.arr, renewed, monthly });
+        let measures = measures.next().unwrap_or_default();
+        out.push(Example { account_id: info.account_id.clone(), segment: info.segment.clone(), arr: sub.arr, renewed, day: last, monthly, measures });
     }
     Ok((out, span))
+}
+
+/// How many accounts' rollups [`decision_measures`] holds at once.
+const DECISION_ACCOUNTS_PER_LOAD: usize = 100;
+
+/// The learned score's measures (all but the expected renewal rate) of each (account,
+/// decision day), in order: the account's metrics on that day, the engagement score ranked
+/// among the decisions of the same segment (as a live one is among the segment's accounts).
+fn decision_measures(source: &dyn HealthSource, decisions: &[(&AccountInfo, i32)], settings: Settings) -> Result<Vec<BTreeMap<String, Option<f64>>>, StoreError> {
+    let mut by_account: BTreeMap<&str, (&AccountInfo, Vec<(usize, i32)>)> = BTreeMap::new();
+    for (index, (info, day)) in decisions.iter().enumerate() {
+        by_account.entry(info.account_id.as_str()).or_insert((info, Vec::new())).1.push((index, *day));
+    }
+    let mut rows: Vec<Row> = vec![Row::new(); decisions.len()];
+    let accounts: Vec<&(&AccountInfo, Vec<(usize, i32)>)> = by_account.values().collect();
+    for chunk in accounts.chunks(DECISION_ACCOUNTS_PER_LOAD) {
+        let infos: Vec<&AccountInfo> = chunk.iter().map(|(info, _)| *info).collect();
+        let from = chunk.iter().flat_map(|(_, days)| days.iter().map(|d| d.1)).min().unwrap_or(0);
+        let to = chunk.iter().flat_map(|(_, days)| days.iter().map(|d| d.1)).max().unwrap_or(0);
+        for (data, (_, days)) in source.load(&infos, from, to, settings.metrics, settings.currency)?.iter().zip(chunk) {
+            for (index, day) in days {
+                rows[*index] = metrics::compute(data, *day, settings.metrics);
+            }
+        }
+    }
+    metrics::engagement_scores(&mut rows, settings.metrics);
+    Ok(rows
+        .iter()
+        .map(|row| {
+            health::score::LEARNED_MEASURES
+                .iter()
+                .filter(|(m, _)| *m != "expected_renewal_rate")
+                .map(|(m, _)| (m.to_string(), row.get(*m).and_then(Value::as_f64)))
+                .collect()
+        })
+        .collect())
 }
 
 /// Subscriptions with a decided outcome that ended before `day` (whole terms or not).
@@ -287,7 +379,8 @@ fn decided_before(subscriptions: &HashMap<String, Vec<metrics::Subscription>>, d
     subscriptions.values().flatten().filter(|s| matches!(s.outcome.as_deref(), Some("renewed" | "churned")) && s.end.is_some_and(|end| end < day)).count() as i64
 }
 
-/// Builds a model from the renewals decided before `as_of` (not stored).
+/// Builds a model from the renewals decided before `as_of` (not stored, promoted until a
+/// gate says otherwise).
 pub fn analyse(source: &dyn HealthSource, as_of: NaiveDate, reason: &str, settings: Settings) -> Result<Model, StoreError> {
     let infos = source.accounts()?;
     let subscriptions = source.subscriptions(&infos, settings.currency)?;
@@ -297,6 +390,7 @@ pub fn analyse(source: &dyn HealthSource, as_of: NaiveDate, reason: &str, settin
     segments.sort();
     segments.dedup();
     Ok(Model {
+        status: PROMOTED.to_string(),
         id: 0,
         created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         as_of: as_of.to_string(),
@@ -306,14 +400,102 @@ pub fn analyse(source: &dyn HealthSource, as_of: NaiveDate, reason: &str, settin
         decided_renewals: examples.len(),
         subscriptions_decided,
         segments: health::build_models(&examples, &segments, settings.health),
+        gate: None,
     })
 }
 
-/// Runs the analysis and stores it as a new model version.
-pub fn recalibrate(source: &dyn HealthSource, as_of: NaiveDate, reason: &str, settings: Settings) -> Result<Model, StoreError> {
-    let mut model = analyse(source, as_of, reason, settings)?;
+/// Runs the analysis, tests it against the model in force on held-out time ([`gate`]) and
+/// stores it as a new version, promoted or rejected with the reason; `force` promotes it
+/// whatever the test says (the gate is still recorded).
+pub fn recalibrate(source: &dyn HealthSource, as_of: NaiveDate, reason: &str, force: bool, settings: Settings) -> Result<Model, StoreError> {
+    let model = analyse(source, as_of, reason, settings)?;
+    store_gated(source, model, force, settings)
+}
+
+/// Gates `model` against the model in force and stores it, promoted or rejected.
+fn store_gated(source: &dyn HealthSource, mut model: Model, force: bool, settings: Settings) -> Result<Model, StoreError> {
+    let as_of = model.as_of.parse::<NaiveDate>().map_err(|e| StoreError::Invalid(format!("model as_of: {e}")))?;
+    let current = source.model_for(None)?;
+    let mut gate = gate(source, current.as_ref(), as_of, settings)?;
+    if force && !gate.promoted {
+        gate.promoted = true;
+        gate.reason = format!("promoted by hand although {}", gate.reason);
+    }
+    model.status = if gate.promoted { PROMOTED } else { REJECTED }.to_string();
+    model.gate = Some(gate);
     model.id = source.store_model(&model)?;
     Ok(model)
+}
+
+/// Held-out renewals needed (with both outcomes) to test a candidate; fewer and it is
+/// promoted untested.
+pub const GATE_DECIDED_MIN: usize = 10;
+/// How much worse (higher) a candidate's held-out Brier score may be and still count as not
+/// worse: noise of a few decisions.
+pub const GATE_BRIER_TOLERANCE: f64 = 0.005;
+
+/// Tests the way `analyse` learns against the model in force: trained on the renewals
+/// decided before `as_of - holdout_days`, both score every account on the day before that
+/// and are judged on the renewals decided from then until `as_of` (Brier score of the score
+/// as a renewal probability; ROC AUC against the logins baseline).
+pub fn gate(source: &dyn HealthSource, current: Option<&Model>, as_of: NaiveDate, settings: Settings) -> Result<Gate, StoreError> {
+    let holdout = i64::from(settings.health.holdout_days);
+    let from = as_of - chrono::Duration::days(holdout);
+    let mut gate = Gate {
+        from: from.to_string(),
+        to: as_of.to_string(),
+        decided: 0,
+        current_model_id: current.map(|m| m.id),
+        brier_candidate: None,
+        brier_current: None,
+        auc_score_candidate: None,
+        auc_logins: None,
+        promoted: true,
+        reason: String::new(),
+    };
+    let Some(current) = current.filter(|m| m.decided_renewals > 0) else {
+        gate.reason = "no model that learned from renewals is in force: promoted".into();
+        return Ok(gate);
+    };
+    let trial = analyse(source, from, "held-out test", settings)?;
+    let rows = source.snapshot(from - chrono::Duration::days(1), settings.metrics, settings.currency)?;
+    let candidate = scored_decisions(source, &rows, &trial, from, holdout, settings)?;
+    let in_force = scored_decisions(source, &rows, current, from, holdout, settings)?;
+    let outcomes = |items: &[Decision]| (items.len(), items.iter().filter(|d| d.renewed).count());
+    let (decided, renewed) = outcomes(&candidate);
+    gate.decided = decided;
+    if trial.decided_renewals == 0 || decided < GATE_DECIDED_MIN || renewed == 0 || renewed == decided {
+        gate.reason = format!("{decided} held-out renewals ({renewed} renewed) cannot test it (at least {GATE_DECIDED_MIN} with both outcomes): promoted untested");
+        return Ok(gate);
+    }
+    let quality = Quality::of(&candidate);
+    gate.brier_candidate = quality.brier_score;
+    gate.brier_current = Quality::of(&in_force).brier_score;
+    gate.auc_score_candidate = quality.auc_score;
+    gate.auc_logins = quality.auc_logins;
+    let f = |x: Option<f64>| x.map_or("-".to_string(), |x| format!("{x:.3}"));
+    if let (Some(candidate), Some(current)) = (gate.brier_candidate, gate.brier_current) {
+        if candidate > current + GATE_BRIER_TOLERANCE {
+            gate.promoted = false;
+            gate.reason = format!("held-out Brier score {candidate:.3} is worse than the model in force's {current:.3}: rejected");
+            return Ok(gate);
+        }
+    }
+    if let (Some(score), Some(logins)) = (gate.auc_score_candidate, gate.auc_logins) {
+        if score <= logins {
+            gate.promoted = false;
+            gate.reason = format!("held-out score AUC {score:.3} does not beat the logins baseline's {logins:.3}: rejected");
+            return Ok(gate);
+        }
+    }
+    gate.reason = format!(
+        "held-out Brier score {} (model in force {}), score AUC {} (logins {}) on {decided} renewals: promoted",
+        f(gate.brier_candidate),
+        f(gate.brier_current),
+        f(gate.auc_score_candidate),
+        f(gate.auc_logins)
+    );
+    Ok(gate)
 }
 
 pub(crate) fn parse_model(id: i64, body: String) -> Result<Model, StoreError> {
@@ -322,9 +504,9 @@ pub(crate) fn parse_model(id: i64, body: String) -> Result<Model, StoreError> {
     Ok(model)
 }
 
-/// The model in force on `day`: the newest trained as of that day or before; for days
-/// before the first model, the newest of the earliest `as_of` (history computed on a first
-/// start uses the model trained that day). `None` when there is no model at all.
+/// The model in force on `day`: the newest promoted one trained as of that day or before;
+/// for days before the first model, the newest promoted of the earliest `as_of` (history
+/// computed on a first start uses the model trained that day). `None` when there is none.
 pub fn model_for(source: &dyn HealthSource, day: Option<NaiveDate>) -> Result<Option<Model>, StoreError> {
     source.model_for(day)
 }
@@ -333,7 +515,7 @@ pub fn model(source: &dyn HealthSource, id: i64) -> Result<Option<Model>, StoreE
     source.model(id)
 }
 
-/// Every model, newest first, without its indicator lists.
+/// Every model, newest first, promoted and rejected, without its indicator lists.
 pub fn models(source: &dyn HealthSource) -> Result<Vec<Value>, StoreError> {
     source
         .model_bodies()?
@@ -343,10 +525,14 @@ pub fn models(source: &dyn HealthSource) -> Result<Vec<Value>, StoreError> {
             let segments: Map<String, Value> = model
                 .segments
                 .iter()
-                .map(|(name, s)| (name.clone(), json!({"power_feature": s.power_feature, "fallback": s.fallback, "cut_points": s.cut_points})))
+                .map(|(name, s)| {
+                    (name.clone(), json!({"power_feature": s.power_feature, "standing": s.standing, "fallback": s.fallback, "cut_points": s.cut_points,
+                                          "decided": s.decided, "note": s.note}))
+                })
                 .collect();
-            Ok(json!({"id": model.id, "created_at": model.created_at, "as_of": model.as_of, "reason": model.reason,
-                      "data_from": model.data_from, "data_to": model.data_to, "decided_renewals": model.decided_renewals, "segments": segments}))
+            Ok(json!({"id": model.id, "status": model.status, "created_at": model.created_at, "as_of": model.as_of, "reason": model.reason,
+                      "data_from": model.data_from, "data_to": model.data_to, "decided_renewals": model.decided_renewals, "segments": segments,
+                      "gate": model.gate}))
         })
         .collect()
 }
@@ -364,13 +550,17 @@ pub fn assess_all(source: &dyn HealthSource, rows: &[Row], model: &Model, as_of:
     Ok(assess_days(source, &[(rows, model, as_of)], settings)?.pop().expect("invariant: one day in, one out"))
 }
 
+/// The segment model of a row whose tier comes from usage (a power feature, a known standing).
+fn usage_model<'m>(model: &'m Model, row: &Row) -> Option<(&'m SegmentModel, &'m String)> {
+    segment_model(model, row).filter(|m| m.standing != health::Standing::Unknown).and_then(|m| m.power_feature.as_ref().map(|p| (m, p)))
+}
+
 /// [`assess_all`] for several days (rows, model in force, day) at once: the subscriptions
 /// and the feature uses are read once for all of them.
 pub fn assess_days(source: &dyn HealthSource, days: &[(&[Row], &Model, i32)], settings: Settings) -> Result<Vec<Vec<Map<String, Value>>>, StoreError> {
-    let has_power = |row: &Row, model: &Model| segment_model(model, row).is_some_and(|m| m.power_feature.is_some());
     let wanted: HashSet<&str> = days
         .iter()
-        .flat_map(|(rows, model, _)| rows.iter().filter(|r| has_power(r, model)).map(|r| r["account_id"].as_str().unwrap_or_default()))
+        .flat_map(|(rows, model, _)| rows.iter().filter(|r| usage_model(model, r).is_some()).map(|r| r["account_id"].as_str().unwrap_or_default()))
         .collect();
     let mut since: HashMap<String, i32> = HashMap::new();
     if !wanted.is_empty() {
@@ -386,7 +576,7 @@ pub fn assess_days(source: &dyn HealthSource, days: &[(&[Row], &Model, i32)], se
     let spans: Vec<(String, i32, i32)> = days
         .iter()
         .flat_map(|(rows, model, as_of)| {
-            rows.iter().filter(|r| has_power(r, model)).map(|r| {
+            rows.iter().filter(|r| usage_model(model, r).is_some()).map(|r| {
                 let account = r["account_id"].as_str().unwrap_or_default();
                 (account.to_string(), first_of(account, *as_of), *as_of)
             })
@@ -411,67 +601,101 @@ fn assess_rows(
     first_of: &dyn Fn(&str, i32) -> i32,
     settings: Settings,
 ) -> Vec<Map<String, Value>> {
-    let power_of = |row: &Row| segment_model(model, row).and_then(|m| m.power_feature.as_ref().map(|p| (m, p)));
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {
         let account = row["account_id"].as_str().unwrap_or_default();
         let segment = row["segment"].as_str().unwrap_or_default();
+        let seg = segment_model(model, row);
         let mut health = Map::new();
         health.insert("account_id".into(), account.into());
         health.insert("segment".into(), segment.into());
         health.insert("model_id".into(), model.id.into());
-        let (tier, rate, monthly, power) = match power_of(row) {
-            Some((m, power)) => {
+        let (tier, rate, monthly, power) = match (seg, usage_model(model, row)) {
+            (_, Some((m, power))) => {
                 let days = (as_of - first_of(account, as_of) + 1).max(1);
                 let count = uses.get_mut(&(account.to_string(), as_of)).and_then(|u| u.remove(power.as_str())).unwrap_or(0);
                 let monthly = count as f64 * 30.0 / f64::from(days);
                 let (tier, rate) = health::tier_of(m, monthly);
                 (Some(tier), rate, Some(monthly), Some(power.clone()))
             }
-            None => (None, None, None, None),
+            (Some(_), None) => (Some(health::UNKNOWN.to_string()), None, None, None),
+            (None, None) => (None, None, None, None),
         };
         health.insert("engagement_score".into(), row.get("engagement_score").cloned().unwrap_or(Value::Null));
-        health.insert("model_fallback".into(), segment_model(model, row).map(|m| m.fallback).into());
+        health.insert("model_fallback".into(), seg.map(|m| m.fallback).into());
+        health.insert("model_standing".into(), seg.map(|m| json!(m.standing)).unwrap_or(Value::Null));
+        health.insert("model_note".into(), seg.and_then(|m| m.note.clone()).into());
         health.insert("power_feature".into(), power.into());
         health.insert("power_feature_monthly_uses".into(), monthly.into());
         health.insert("tier".into(), tier.clone().into());
+        health.insert("usage_tier".into(), tier.clone().into());
         health.insert("expected_renewal_rate".into(), rate.into());
         let mut measures = row.clone();
         measures.insert("tier".into(), tier.into());
         measures.insert("expected_renewal_rate".into(), rate.into());
-        let (score, band, components) = health::score(&measures, settings.health);
-        health.insert("health_score".into(), score.into());
-        health.insert("health_band".into(), band.into());
-        health.insert("components".into(), serde_json::to_value(components).unwrap_or_default());
+        let scored = health::score(&measures, seg, settings.health);
+        health.insert("health_score".into(), scored.score.into());
+        health.insert("health_band".into(), scored.band.into());
+        health.insert("score_weights".into(), scored.weights_source.into());
+        health.insert("components".into(), serde_json::to_value(scored.components).unwrap_or_default());
         out.push(health);
     }
     out
 }
 
-/// Every account's health at `as_of` under the model in force that day.
+/// Puts the held tier (the one the history shows) over each assessment's tier of `day`:
+/// the history row of that day if written, else the day before's held on by
+/// `health::hold`. The day's own tier stays in `usage_tier`.
+pub fn apply_held(source: &dyn HealthSource, day: i32, assessed: &mut [Map<String, Value>], settings: Settings) -> Result<(), StoreError> {
+    let today = source.day_history(day)?;
+    let before = if today.is_empty() { source.day_history(day - 1)? } else { HashMap::new() };
+    for h in assessed {
+        let account = h["account_id"].as_str().unwrap_or_default().to_string();
+        let Some(raw) = h["tier"].as_str().map(str::to_string) else { continue };
+        let model_id = h["model_id"].as_i64().unwrap_or_default();
+        let held = match (today.get(&account), before.get(&account)) {
+            (Some(row), _) if row.model_id == model_id => row.tier.clone(),
+            (None, Some(row)) => previous_held(row).map(|p| health::hold(Some(&p), &raw, day, settings.health.tier_hold_days, row.model_id != model_id).0.tier),
+            _ => None,
+        };
+        if let Some(tier) = held {
+            h.insert("tier".into(), tier.into());
+        }
+    }
+    Ok(())
+}
+
+fn previous_held(row: &HistoryRow) -> Option<health::Held> {
+    let tier = row.tier.clone()?;
+    Some(health::Held { raw_tier: row.raw_tier.clone().unwrap_or_else(|| tier.clone()), tier, raw_since: row.raw_since.unwrap_or(i32::MIN / 2) })
+}
+
+/// Every account's health at `as_of` under the model in force that day, tiers held.
 pub fn snapshot(source: &dyn HealthSource, as_of: NaiveDate, settings: Settings) -> Result<Option<(Model, Vec<Map<String, Value>>)>, StoreError> {
     let Some(model) = source.model_for(Some(as_of))? else { return Ok(None) };
     let rows = source.snapshot(as_of, settings.metrics, settings.currency)?;
-    let assessed = assess_all(source, &rows, &model, day_number(as_of), settings)?;
+    let mut assessed = assess_all(source, &rows, &model, day_number(as_of), settings)?;
+    apply_held(source, day_number(as_of), &mut assessed, settings)?;
     Ok(Some((model, assessed)))
 }
 
 /// Computes and stores the daily history of the last `history_days` days through
-/// `through` (only the days that need it), and the tier changes: a tier different from the
-/// account's tier 7 days earlier, recorded once per change. Returns the days written.
+/// `through` (only the days that need it), with the held tiers and their changes.
+/// Returns the days written.
 pub fn update_history(source: &dyn HealthSource, through: NaiveDate, settings: Settings, progress: &mut dyn FnMut(usize, usize)) -> Result<usize, StoreError> {
     let end = day_number(through);
     let first = end - settings.health.history_days as i32 + 1;
     // A day is (re)computed when it has no rows, when its rows came from another model
     // than the one now in force that day (a first real model replacing an empty one), or
-    // when it is the last stored day (it may have been written before the day was over).
+    // when it is the last stored day (it may have been written before the day was over);
+    // and every day after a recomputed one, whose held tiers follow from it.
     let last = source.history_last_day()?;
     // (day, the model in force that day).
     let mut todo: Vec<(i32, Model)> = Vec::new();
     for day in first..=end {
         let Some(model) = source.model_for(Some(day_date(day)))? else { return Ok(0) };
         let (rows, other) = source.history_on(day, model.id)?;
-        if rows == 0 || other > 0 || Some(day) >= last {
+        if !todo.is_empty() || rows == 0 || other > 0 || Some(day) >= last {
             todo.push((day, model));
         }
     }
@@ -484,7 +708,7 @@ pub fn update_history(source: &dyn HealthSource, through: NaiveDate, settings: S
         let days: Vec<(&[Row], &Model, i32)> = snapshots.iter().zip(run).map(|(rows, (day, model))| (rows.as_slice(), model, *day)).collect();
         let assessed_days = assess_days(source, &days, settings)?;
         for ((day, model), assessed) in run.iter().zip(assessed_days) {
-            write_history_day(source, *day, model, &assessed)?;
+            write_history_day(source, *day, model, &assessed, settings)?;
             written += 1;
             progress(written, total);
         }
@@ -492,26 +716,45 @@ pub fn update_history(source: &dyn HealthSource, through: NaiveDate, settings: S
     Ok(total)
 }
 
-/// Stores one day's assessed health with the tier changes against a week before.
-fn write_history_day(source: &dyn HealthSource, day: i32, model: &Model, assessed: &[Map<String, Value>]) -> Result<(), StoreError> {
-    let before = source.day_history(day - 7)?;
-    let recorded = source.changes_between(day - 7, day)?;
+/// Stores one day's assessed health: each account's held tier from the day before's
+/// (`health::hold`), and the changes of held tiers with their cause.
+fn write_history_day(source: &dyn HealthSource, day: i32, model: &Model, assessed: &[Map<String, Value>], settings: Settings) -> Result<(), StoreError> {
+    let before = source.day_history(day - 1)?;
+    let recorded = source.changes_between(day - 1, day)?;
     let mut rows = Vec::with_capacity(assessed.len());
     let mut changes = Vec::new();
     for health in assessed {
-        let row = HistoryRow {
+        let mut row = HistoryRow {
             account_id: health["account_id"].as_str().unwrap_or_default().to_string(),
+            model_id: model.id,
             engagement: health["engagement_score"].as_f64(),
             score: health["health_score"].as_f64(),
             band: health["health_band"].as_str().map(str::to_string),
             tier: health["tier"].as_str().map(str::to_string),
+            raw_tier: health["tier"].as_str().map(str::to_string),
+            raw_since: Some(day),
             expected_rate: health["expected_renewal_rate"].as_f64(),
             monthly_uses: health["power_feature_monthly_uses"].as_f64(),
         };
-        if let (Some(Some(from)), Some(to)) = (before.get(&row.account_id).map(|b| &b.tier), &row.tier) {
-            if from != to && !recorded.contains(&(row.account_id.clone(), to.clone())) {
-                changes.push(TierChange { account_id: row.account_id.clone(), day, from_tier: from.clone(), to_tier: to.clone(), model_id: model.id });
+        if let Some(raw) = row.raw_tier.clone() {
+            let previous = before.get(&row.account_id);
+            let previous_held = previous.and_then(previous_held);
+            let model_changed = previous.is_some_and(|p| p.model_id != model.id);
+            let (held, cause) = health::hold(previous_held.as_ref(), &raw, day, settings.health.tier_hold_days, model_changed);
+            if let (Some(cause), Some(from)) = (cause, previous_held.as_ref().map(|p| p.tier.clone())) {
+                if !recorded.contains(&(row.account_id.clone(), held.tier.clone())) {
+                    changes.push(TierChange {
+                        account_id: row.account_id.clone(),
+                        day,
+                        from_tier: from,
+                        to_tier: held.tier.clone(),
+                        model_id: model.id,
+                        cause: cause.as_str().to_string(),
+                    });
+                }
             }
+            row.tier = Some(held.tier);
+            row.raw_since = Some(held.raw_since);
         }
         rows.push(row);
     }
@@ -519,69 +762,174 @@ fn write_history_day(source: &dyn HealthSource, day: i32, model: &Model, assesse
     Ok(())
 }
 
+/// One decided renewal of a backtest with the health its account had before it.
+struct Decision {
+    segment: String,
+    renewed: bool,
+    health: Map<String, Value>,
+    logins: Option<f64>,
+}
+
+impl Decision {
+    /// The renewal probability the health gives: a learned score / 100, else the expected
+    /// renewal rate.
+    fn probability(&self) -> Option<f64> {
+        let learned = matches!(self.health["score_weights"].as_str(), Some("learned" | "pooled"));
+        match self.health["health_score"].as_f64() {
+            Some(score) if learned => Some(score / 100.0),
+            _ => self.health["expected_renewal_rate"].as_f64(),
+        }
+    }
+}
+
+/// Every account scored under `model` from `rows` (metrics of the day before `as_of`),
+/// joined with the renewals decided in [`as_of`, `as_of` + `horizon_days`).
+fn scored_decisions(source: &dyn HealthSource, rows: &[Row], model: &Model, as_of: NaiveDate, horizon_days: i64, settings: Settings) -> Result<Vec<Decision>, StoreError> {
+    let day = day_number(as_of) - 1;
+    let healths = assess_all(source, rows, model, day, settings)?;
+    let mut assessed: HashMap<String, (Map<String, Value>, Option<f64>)> = healths
+        .into_iter()
+        .zip(rows)
+        .map(|(health, row)| (row["account_id"].as_str().unwrap_or_default().to_string(), (health, row["logins_per_user_week"].as_f64())))
+        .collect();
+    let (from, to) = (day_number(as_of), day_number(as_of + chrono::Duration::days(horizon_days)));
+    let infos = source.accounts()?;
+    let mut subscriptions = source.subscriptions(&infos, settings.currency)?;
+    let mut out = Vec::new();
+    for info in &infos {
+        for sub in subscriptions.remove(&info.account_id).unwrap_or_default() {
+            if matches!(sub.outcome.as_deref(), Some("renewed" | "churned")) && sub.end.is_some_and(|end| end >= from && end < to) {
+                if let Some((health, logins)) = assessed.get(&info.account_id) {
+                    let segment = health["segment"].as_str().unwrap_or_default().to_string();
+                    out.push(Decision { segment, renewed: sub.outcome.as_deref() == Some("renewed"), health: health.clone(), logins: *logins });
+                }
+            }
+        }
+    }
+    assessed.clear();
+    Ok(out)
+}
+
+/// What a backtest reports of a group of decisions.
+#[derive(Debug, Default)]
+struct Quality {
+    auc_expected_rate: Option<f64>,
+    auc_score: Option<f64>,
+    auc_tier: Option<f64>,
+    auc_logins: Option<f64>,
+    brier_score: Option<f64>,
+    brier_expected_rate: Option<f64>,
+    brier_base: Option<f64>,
+    top_decile_lift: Option<f64>,
+}
+
+impl Quality {
+    fn of(items: &[Decision]) -> Quality {
+        let auc_of = |f: &dyn Fn(&Decision) -> Option<f64>| {
+            let points: Vec<(f64, bool, f64)> = items.iter().map(|d| (f(d).unwrap_or(0.0), d.renewed, 1.0)).collect();
+            health::auc(&points)
+        };
+        let tier_index = |d: &Decision| d.health["tier"].as_str().and_then(|t| health::TIERS.iter().position(|x| *x == t)).map(|i| i as f64);
+        let brier = |f: &dyn Fn(&Decision) -> Option<f64>| {
+            let errors: Vec<f64> = items.iter().filter_map(|d| f(d).map(|p| (p - if d.renewed { 1.0 } else { 0.0 }).powi(2))).collect();
+            (!errors.is_empty()).then(|| errors.iter().sum::<f64>() / errors.len() as f64)
+        };
+        let n = items.len();
+        let base = (n > 0).then(|| items.iter().filter(|d| d.renewed).count() as f64 / n as f64);
+        // Top-decile lift: the churn rate of the tenth with the lowest renewal probability
+        // over the churn rate of all.
+        let mut ranked: Vec<&Decision> = items.iter().filter(|d| d.probability().is_some()).collect();
+        ranked.sort_by(|a, b| a.probability().unwrap_or(0.0).total_cmp(&b.probability().unwrap_or(0.0)));
+        let decile = ranked.len().div_ceil(10);
+        let churn = |group: &[&Decision]| group.iter().filter(|d| !d.renewed).count() as f64 / group.len().max(1) as f64;
+        let overall_churn = churn(&ranked);
+        Quality {
+            auc_expected_rate: auc_of(&|d| d.health["expected_renewal_rate"].as_f64()),
+            auc_score: auc_of(&|d| d.health["health_score"].as_f64()),
+            auc_tier: auc_of(&tier_index),
+            auc_logins: auc_of(&|d| d.logins),
+            brier_score: brier(&Decision::probability),
+            brier_expected_rate: brier(&|d| d.health["expected_renewal_rate"].as_f64()),
+            brier_base: base.map(|p| p * (1.0 - p)),
+            top_decile_lift: (decile > 0 && overall_churn > 0.0).then(|| churn(&ranked[..decile]) / overall_churn),
+        }
+    }
+}
+
+/// The calibration of a group's tiers: per tier (and `unknown`) the decisions, the mean
+/// predicted rate, the observed rate with its 95% (Jeffreys) interval; and the
+/// decision-weighted mean |predicted - observed| over tiers with a prediction.
+fn calibration(items: &[Decision]) -> (Vec<Value>, Option<f64>, Option<f64>) {
+    let (mut error, mut weight) = (0.0, 0.0);
+    let mut largest = 0usize;
+    let tiers: Vec<Value> = health::TIERS
+        .iter()
+        .chain(std::iter::once(&health::UNKNOWN))
+        .map(|tier| {
+            let inside: Vec<&Decision> = items.iter().filter(|d| d.health["tier"] == *tier).collect();
+            let n = inside.len();
+            largest = largest.max(n);
+            let renewed = inside.iter().filter(|d| d.renewed).count();
+            let observed = (n > 0).then(|| renewed as f64 / n as f64);
+            let rates: Vec<f64> = inside.iter().filter_map(|d| d.health["expected_renewal_rate"].as_f64()).collect();
+            let predicted = (!rates.is_empty()).then(|| rates.iter().sum::<f64>() / rates.len() as f64);
+            if let (Some(p), Some(o)) = (predicted, observed) {
+                error += n as f64 * (p - o).abs();
+                weight += n as f64;
+            }
+            let interval = (n > 0).then(|| health::beta_interval(renewed as f64 + 0.5, (n - renewed) as f64 + 0.5));
+            json!({"tier": tier, "decided": n, "predicted_renewal_rate": predicted, "observed_renewal_rate": observed,
+                   "observed_low": interval.map(|i| i.0), "observed_high": interval.map(|i| i.1)})
+        })
+        .collect();
+    let share = (!items.is_empty()).then(|| largest as f64 / items.len() as f64);
+    (tiers, (weight > 0.0).then(|| error / weight), share)
+}
+
 /// Backtest: a model trained on renewals decided before `as_of`, every account scored with
 /// data before `as_of` only (metrics as of the day before), against the renewals decided
-/// in the `horizon_days` from `as_of`. Per segment and overall: ROC AUC of the health
-/// score, of the tier, of the expected renewal rate and, as a baseline, of logins per user
-/// and week; a calibration table per tier with lift.
+/// in the `horizon_days` from `as_of`. Per segment and overall: ROC AUC of the expected
+/// renewal rate, of the health score, of the tier and, as a baseline, of logins per user and
+/// week; top-decile lift; Brier scores and their skill against the base rate; calibration
+/// per tier with intervals.
 pub fn backtest(source: &dyn HealthSource, as_of: NaiveDate, horizon_days: i64, settings: Settings) -> Result<Value, StoreError> {
     let mut model = analyse(source, as_of, "backtest", settings)?;
     model.id = 0;
     let scored_at = as_of - chrono::Duration::days(1);
     let rows = source.snapshot(scored_at, settings.metrics, settings.currency)?;
-    let day = day_number(scored_at);
-    let healths = assess_all(source, &rows, &model, day, settings)?;
-    let assessed: HashMap<String, (Map<String, Value>, Row)> =
-        healths.into_iter().zip(&rows).map(|(health, row)| (row["account_id"].as_str().unwrap_or_default().to_string(), (health, row.clone()))).collect();
-    let (from, to) = (day_number(as_of), day_number(as_of + chrono::Duration::days(horizon_days)));
-    let infos = source.accounts()?;
-    let mut decided: Vec<(String, bool)> = Vec::new();
-    let mut subscriptions = source.subscriptions(&infos, settings.currency)?;
-    for info in &infos {
-        for sub in subscriptions.remove(&info.account_id).unwrap_or_default() {
-            if matches!(sub.outcome.as_deref(), Some("renewed" | "churned")) && sub.end.is_some_and(|end| end >= from && end < to) {
-                decided.push((info.account_id.clone(), sub.outcome.as_deref() == Some("renewed")));
-            }
-        }
-    }
-    let mut groups: BTreeMap<String, Vec<(&Map<String, Value>, &Row, bool)>> = BTreeMap::new();
-    for (account, renewed) in &decided {
-        if let Some((health, row)) = assessed.get(account) {
-            let segment = health["segment"].as_str().unwrap_or_default().to_string();
-            groups.entry(segment).or_default().push((health, row, *renewed));
-            groups.entry("all".into()).or_default().push((health, row, *renewed));
-        }
+    let decisions = scored_decisions(source, &rows, &model, as_of, horizon_days, settings)?;
+    let mut groups: BTreeMap<String, Vec<&Decision>> = BTreeMap::new();
+    for d in &decisions {
+        groups.entry(d.segment.clone()).or_default().push(d);
+        groups.entry("all".into()).or_default().push(d);
     }
     let segments: Vec<Value> = groups
         .into_iter()
         .map(|(segment, items)| {
-            let auc_of = |f: &dyn Fn(&Map<String, Value>, &Row) -> Option<f64>| {
-                let points: Vec<(f64, bool, f64)> = items.iter().map(|(h, r, renewed)| (f(h, r).unwrap_or(0.0), *renewed, 1.0)).collect();
-                health::auc(&points)
-            };
-            let tier_index = |h: &Map<String, Value>| h["tier"].as_str().and_then(|t| health::TIERS.iter().position(|x| *x == t)).map(|i| i as f64);
-            let renewed = items.iter().filter(|i| i.2).count();
-            let overall = renewed as f64 / items.len() as f64;
-            let calibration: Vec<Value> = health::TIERS
-                .iter()
-                .map(|tier| {
-                    let inside: Vec<&(&Map<String, Value>, &Row, bool)> = items.iter().filter(|(h, _, _)| h["tier"] == *tier).collect();
-                    let n = inside.len();
-                    let observed = (n > 0).then(|| inside.iter().filter(|i| i.2).count() as f64 / n as f64);
-                    let predicted = (n > 0).then(|| inside.iter().filter_map(|i| i.0["expected_renewal_rate"].as_f64()).sum::<f64>() / n as f64);
-                    json!({"tier": tier, "decided": n, "predicted_renewal_rate": predicted, "observed_renewal_rate": observed,
-                           "lift": observed.map(|o| if overall > 0.0 { o / overall } else { 0.0 })})
-                })
-                .collect();
+            let items: Vec<Decision> = items.into_iter().map(|d| Decision { segment: d.segment.clone(), renewed: d.renewed, health: d.health.clone(), logins: d.logins }).collect();
+            let q = Quality::of(&items);
+            let (calibration, calibration_error, largest_tier_share) = self::calibration(&items);
+            let renewed = items.iter().filter(|d| d.renewed).count();
+            let skill = |brier: Option<f64>| brier.zip(q.brier_base).and_then(|(b, base)| (base > 0.0).then(|| 1.0 - b / base));
+            let standing = model.segments.get(&segment).map(|m| json!(m.standing)).unwrap_or(Value::Null);
             json!({
                 "segment": segment,
+                "standing": standing,
                 "decided": items.len(),
                 "renewed": renewed,
                 "churned": items.len() - renewed,
-                "auc_health_score": auc_of(&|h, _| h["health_score"].as_f64()),
-                "auc_tier": auc_of(&|h, _| tier_index(h)),
-                "auc_expected_renewal_rate": auc_of(&|h, _| h["expected_renewal_rate"].as_f64()),
-                "auc_logins_per_user_week": auc_of(&|_, r| r["logins_per_user_week"].as_f64()),
+                "auc_expected_renewal_rate": q.auc_expected_rate,
+                "auc_health_score": q.auc_score,
+                "auc_tier": q.auc_tier,
+                "auc_logins_per_user_week": q.auc_logins,
+                "top_decile_lift": q.top_decile_lift,
+                "brier_health_score": q.brier_score,
+                "brier_skill_health_score": skill(q.brier_score),
+                "brier_expected_renewal_rate": q.brier_expected_rate,
+                "brier_skill_expected_renewal_rate": skill(q.brier_expected_rate),
+                "brier_base_rate": q.brier_base,
+                "calibration_error": calibration_error,
+                "largest_tier_share": largest_tier_share,
                 "calibration": calibration,
             })
         })
@@ -621,11 +969,11 @@ pub fn indicator_rows(model: &Model, segment: Option<&str>) -> Vec<Value> {
 pub fn spawn(store: &super::Store, metrics: MetricsConfig, health: HealthConfig, currency: CurrencyConfig) -> Result<std::thread::JoinHandle<()>, StoreError> {
     let conn = store.connect()?;
     let mut state = PassState::default();
-    spawn_passes(metrics, health, currency, move |settings| {
+    spawn_passes(metrics, health, currency, move |settings, today| {
         if !super::rollup::settled(&conn)? {
             return Ok(false);
         }
-        run_once(&conn, settings, &mut state)
+        run_once(&conn, settings, today, &mut state)
     })
 }
 
@@ -639,9 +987,9 @@ pub fn spawn_on_clickhouse(
     currency: CurrencyConfig,
 ) -> Result<std::thread::JoinHandle<()>, StoreError> {
     let mut state = PassState::default();
-    spawn_passes(metrics, health, currency, move |settings| {
+    spawn_passes(metrics, health, currency, move |settings, today| {
         let _entered = runtime.enter();
-        run_once(&clickhouse, settings, &mut state)
+        run_once(&clickhouse, settings, today, &mut state)
     })
 }
 
@@ -650,14 +998,14 @@ fn spawn_passes(
     metrics: MetricsConfig,
     health: HealthConfig,
     currency: CurrencyConfig,
-    mut pass: impl FnMut(Settings) -> Result<bool, StoreError> + Send + 'static,
+    mut pass: impl FnMut(Settings, NaiveDate) -> Result<bool, StoreError> + Send + 'static,
 ) -> Result<std::thread::JoinHandle<()>, StoreError> {
     const PERIOD: std::time::Duration = std::time::Duration::from_secs(60);
     std::thread::Builder::new()
         .name("health".into())
         .spawn(move || loop {
             let settings = Settings { metrics: &metrics, health: &health, currency: &currency };
-            let wait = match pass(settings) {
+            let wait = match pass(settings, chrono::Utc::now().date_naive()) {
                 Ok(true) => PERIOD,
                 Ok(false) => std::time::Duration::from_secs(2),
                 Err(error) => {
@@ -684,12 +1032,16 @@ struct PassState {
 
 /// One pass of the health thread; not ready (false) while a bulk load runs, whose half
 /// loaded renewals would make a model of nothing.
-fn run_once(source: &dyn HealthSource, settings: Settings, state: &mut PassState) -> Result<bool, StoreError> {
+fn run_once(source: &dyn HealthSource, settings: Settings, today: NaiveDate, state: &mut PassState) -> Result<bool, StoreError> {
     if super::actions::paused() {
         return Ok(false);
     }
-    let today = chrono::Utc::now().date_naive();
-    let newest = model_for(source, None)?;
+    // The newest model tried, promoted or not: a rejected one waits for the next due date
+    // like a promoted one.
+    let newest = match source.model_bodies()?.into_iter().next() {
+        Some((id, body)) => Some(parse_model(id, body)?),
+        None => None,
+    };
     // Due: no model yet, the newest is older than the schedule, or renewals decided since
     // it have grown by a fifth (an import of history, the first data after an empty start).
     let decided_now = decided_before(&source.subscriptions(&source.accounts()?, settings.currency)?, today);
@@ -707,13 +1059,14 @@ fn run_once(source: &dyn HealthSource, settings: Settings, state: &mut PassState
         Some(m) => m.as_of.parse::<NaiveDate>().ok().filter(|d| (today - *d).num_days() < i64::from(settings.health.recalibrate_every_days)).map_or(Some("schedule"), |_| None),
     };
     if let Some(reason) = due {
-        let mut model = analyse(source, today, reason, settings)?;
+        let model = analyse(source, today, reason, settings)?;
         if reason == FIRST_DATA && model.decided_renewals == 0 {
             // Still nothing to learn from: the model in force stays.
             state.empty_tried = Some(std::time::Instant::now());
         } else {
-            model.id = source.store_model(&model)?;
-            tracing::info!(model = model.id, decided = model.decided_renewals, reason, "health model recalibrated");
+            let model = store_gated(source, model, false, settings)?;
+            let gate = model.gate.as_ref().map(|g| g.reason.as_str()).unwrap_or_default();
+            tracing::info!(model = model.id, decided = model.decided_renewals, reason, status = %model.status, gate, "health model recalibrated");
         }
     }
     let started = std::time::Instant::now();
@@ -763,13 +1116,13 @@ mod tests {
         import(&mut conn, "subscriptions", json!({"subscription_id": "s1", "account_id": "a1", "arr": 1000, "currency": "USD", "seats": 5,
                                                   "start_date": date(-120), "end_date": date(-61), "outcome": "renewed"}));
         let mut state = PassState::default();
-        run_once(&conn, settings, &mut state).unwrap();
+        run_once(&conn, settings, today, &mut state).unwrap();
         assert_eq!(models(&conn), vec![(1, "first model".to_string(), 0)]);
         // Tried again at once: still nothing to learn from, so nothing stored; then not
         // again within the hour.
-        run_once(&conn, settings, &mut state).unwrap();
+        run_once(&conn, settings, today, &mut state).unwrap();
         assert!(state.empty_tried.is_some());
-        run_once(&conn, settings, &mut state).unwrap();
+        run_once(&conn, settings, today, &mut state).unwrap();
         assert_eq!(models(&conn).len(), 1);
 
         // The backfill arrives: a member of a1 active before and during the renewed term.
@@ -784,13 +1137,13 @@ mod tests {
         }
         conn.execute("INSERT INTO memberships (user_id, anonymous_id, account_id, timestamp_ms, event_id) VALUES ('u1', NULL, 'a1', ?1, 1)", [ms(-130)]).unwrap();
         crate::store::rollup::catch_up(&mut conn, &mut crate::store::rollup::Rollup::new(&metrics), &mut |_, _| {}).unwrap();
-        run_once(&conn, settings, &mut state).unwrap();
+        run_once(&conn, settings, today, &mut state).unwrap();
         assert_eq!(models(&conn).len(), 1, "tried within the hour: not again");
         state.empty_tried = state.empty_tried.map(|at| at - EMPTY_RETRY);
-        run_once(&conn, settings, &mut state).unwrap();
+        run_once(&conn, settings, today, &mut state).unwrap();
         assert_eq!(models(&conn), vec![(1, "first model".to_string(), 0), (2, FIRST_DATA.to_string(), 1)]);
         // A model that learned something is not retried.
-        run_once(&conn, settings, &mut state).unwrap();
+        run_once(&conn, settings, today, &mut state).unwrap();
         assert_eq!(models(&conn).len(), 2);
     }
 }

@@ -361,6 +361,13 @@ const MIGRATIONS: &[&str] = &[
     INSERT INTO write_lock VALUES (1);
     CREATE TABLE erased_ids (key TEXT PRIMARY KEY) WITHOUT ROWID;
     "#,
+    // 12: tiers that hold (health::hold): each history day keeps the day's own tier and
+    // since when it has been that; tier changes say whether usage or a new model caused them.
+    r#"
+    ALTER TABLE health_history ADD COLUMN raw_tier TEXT;
+    ALTER TABLE health_history ADD COLUMN raw_since INTEGER;
+    ALTER TABLE tier_changes ADD COLUMN cause TEXT NOT NULL DEFAULT 'usage';
+    "#,
 ];
 
 /// The tables of `rollups.db`, attached to every connection as `rollups` (unqualified names

@@ -78,8 +78,8 @@ async fn recalibrate(caller: Caller, State(state): State<AppState>) -> Result<Js
     if caller.role != Role::Admin {
         return Err(ApiError::Forbidden);
     }
-    let model = with_source(&state, |source, settings| Ok(sh::recalibrate(source, today(), "manual", settings)?)).await?;
-    Ok(Json(json!({"model_id": model.id, "as_of": model.as_of, "decided_renewals": model.decided_renewals})))
+    let model = with_source(&state, |source, settings| Ok(sh::recalibrate(source, today(), "manual", false, settings)?)).await?;
+    Ok(Json(json!({"model_id": model.id, "as_of": model.as_of, "decided_renewals": model.decided_renewals, "status": model.status, "gate": model.gate})))
 }
 
 #[derive(Debug, Deserialize)]

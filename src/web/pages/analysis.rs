@@ -127,7 +127,14 @@ pub async fn indicators(user: SignedIn, State(state): State<AppState>, Query(que
     let bars: Vec<RateBar> = sm_model
         .buckets
         .iter()
-        .map(|b| RateBar { label: b.label.clone(), rate: b.renewal_rate, low: b.wilson_low, high: b.wilson_high, count: b.decided, tier: Some(b.tier.clone()) })
+        .map(|b| RateBar {
+            label: b.label.clone(),
+            rate: Some(b.renewal_rate),
+            low: Some(b.interval_low),
+            high: Some(b.interval_high),
+            count: b.decided,
+            tier: Some(b.tier.clone()),
+        })
         .collect();
     Ok(layout(&user, "Indicators", "/indicators", html! {
         h1 { "Indicators" }
@@ -140,13 +147,14 @@ pub async fn indicators(user: SignedIn, State(state): State<AppState>, Query(que
         h2 { "Segment " (segment) }
         @if let Some(note) = &sm_model.note { p.note { (note) } }
         p { "Power feature: " strong data-field="power_feature" { (sm_model.power_feature.as_deref().unwrap_or("none")) } " (" (sm_model.power_feature_source) ")." }
-        (charts::rates(&format!("Renewal rate by monthly uses of {} (95% Wilson interval)", sm_model.power_feature.as_deref().unwrap_or("the power feature")), &bars))
+        (charts::rates(&format!("Expected renewal rate by monthly uses of {} (95% posterior interval)", sm_model.power_feature.as_deref().unwrap_or("the power feature")), &bars))
         table.data {
             caption { "Usage buckets" }
-            thead { tr { th scope="col" { "Monthly uses" } th scope="col" { "Decided" } th scope="col" { "Renewed" } th scope="col" { "Renewal rate" } th scope="col" { "95% interval" } th scope="col" { "Tier" } } }
+            thead { tr { th scope="col" { "Monthly uses" } th scope="col" { "Decided" } th scope="col" { "Renewed" } th scope="col" { "Observed rate" } th scope="col" { "Pooled rate" } th scope="col" { "Expected rate" } th scope="col" { "95% interval" } th scope="col" { "Tier" } } }
             tbody { @for b in &sm_model.buckets { tr {
-                th scope="row" { (b.label) } td.num { (b.decided) } td.num { (b.renewed) } td.num { (percent(b.renewal_rate)) }
-                td.num { (percent(b.wilson_low)) "–" (percent(b.wilson_high)) } td { (tier_badge(Some(&b.tier))) }
+                th scope="row" { (b.label) } td.num { (b.decided) } td.num { (b.renewed) } td.num { (percent(b.observed_rate)) }
+                td.num { (percent(Some(b.prior_rate))) } td.num { (percent(Some(b.renewal_rate))) }
+                td.num { (percent(Some(b.interval_low))) "–" (percent(Some(b.interval_high))) } td { (tier_badge(Some(&b.tier))) }
             } } }
         }
         div.scroll { table.data id="ranking" {
