@@ -151,8 +151,8 @@ pub struct Bucket {
     pub renewed: u64,
     /// renewed / decided in this segment alone (null when empty).
     pub observed_rate: Option<f64>,
-    /// The pooled rate of the same bucket (every segment's decisions, bucketed alike): the
-    /// prior's mean.
+    /// The prior's mean: the pooled model's bucket at the same place in the usage order,
+    /// moved to the segment's own level (see `prior_rates`).
     pub prior_rate: f64,
     /// The posterior mean, made monotone in usage: the expected renewal rate of the bucket.
     pub renewal_rate: f64,
@@ -422,11 +422,34 @@ fn plan<'a>(segment: &str, own: Vec<&'a Example>, pooled: &[Indicator], config: 
     Plan { segment: segment.to_string(), examples: own, standing, note, power, source, indicators, cuts }
 }
 
-/// The pooled rate of each bucket of `cuts` over `feature`, bucketing every decision (an
-/// empty pooled bucket takes the overall rate).
-fn pooled_rates(all: &[&Example], feature: Option<&String>, cuts: &[f64]) -> Vec<f64> {
-    let overall = if all.is_empty() { 0.5 } else { all.iter().filter(|e| e.renewed).count() as f64 / all.len() as f64 };
-    counts(cuts, &uses_of(all, feature)).into_iter().map(|(k, n)| if n > 0 { k as f64 / n as f64 } else { overall }).collect()
+/// Pseudo-decisions at the overall rate added to each pooled bucket, so that a prior mean
+/// is never exactly 0 or 1 (a bucket every account of which renewed would otherwise be
+/// certain for every segment that borrows it).
+const POOLED_SMOOTHING: f64 = 2.0;
+
+fn logit(p: f64) -> f64 {
+    let p = p.clamp(1e-6, 1.0 - 1e-6);
+    (p / (1.0 - p)).ln()
+}
+
+/// The prior mean of each of a segment's `buckets` buckets: the pooled model's bucket at
+/// the same place in the usage order (first with first, last with last: both cut "no
+/// real use" and then quantiles of use), moved by the segment's own level, i.e. in log-odds
+/// pooled bucket + (segment base rate - pooled base rate). So a segment borrows the pooled
+/// shape of "more use, more renewals", not other segments' level or their use of a
+/// feature that is only its own. Rates carry [`POOLED_SMOOTHING`] pseudo-decisions.
+fn prior_rates(pooled: &[(u64, u64)], pooled_base: f64, segment: &[&Example], buckets: usize) -> Vec<f64> {
+    let renewed = segment.iter().filter(|e| e.renewed).count() as f64;
+    let base = (renewed + POOLED_SMOOTHING * pooled_base) / (segment.len() as f64 + POOLED_SMOOTHING);
+    let shift = logit(base) - logit(pooled_base);
+    (0..buckets)
+        .map(|i| {
+            let j = if buckets <= 1 || pooled.len() <= 1 { pooled.len().saturating_sub(1) } else { (i * (pooled.len() - 1) + (buckets - 1) / 2) / (buckets - 1) };
+            let (k, n) = pooled.get(j).copied().unwrap_or((0, 0));
+            let rate = (k as f64 + POOLED_SMOOTHING * pooled_base) / (n as f64 + POOLED_SMOOTHING);
+            1.0 / (1.0 + (-(logit(rate) + shift)).exp())
+        })
+        .collect()
 }
 
 /// Every segment's model, plus `all` (every segment pooled): see [`Standing`]. Bucket rates
@@ -446,7 +469,9 @@ pub fn build_models(examples: &[Example], segments: &[String], config: &HealthCo
         .iter()
         .map(|s| plan(s, examples.iter().filter(|e| &e.segment == s).collect(), &pooled_ranking, config))
         .collect();
-    let priors: Vec<Vec<f64>> = plans.iter().map(|p| pooled_rates(&everyone, p.power.as_ref(), &p.cuts)).collect();
+    let pooled_base = (everyone.iter().filter(|e| e.renewed).count() as f64 + 1.0) / (everyone.len() as f64 + 2.0);
+    let pooled_cells = counts(&pooled_plan.cuts, &uses_of(&everyone, pooled_plan.power.as_ref()));
+    let priors: Vec<Vec<f64>> = plans.iter().map(|p| prior_rates(&pooled_cells, pooled_base, &p.examples, p.cuts.len() + 1)).collect();
     let cells: Vec<(u64, u64, f64)> = plans
         .iter()
         .zip(&priors)
@@ -469,7 +494,7 @@ pub fn build_models(examples: &[Example], segments: &[String], config: &HealthCo
         indicators: p.indicators.clone(),
         score: None,
     };
-    let all_prior = pooled_rates(&everyone, pooled_plan.power.as_ref(), &pooled_plan.cuts);
+    let all_prior = prior_rates(&pooled_cells, pooled_base, &everyone, pooled_cells.len());
     let mut pooled = finish(&pooled_plan, &all_prior, strength);
     pooled.standing = Standing::Own;
     pooled.fallback = false;

@@ -783,7 +783,8 @@ impl Decision {
 }
 
 /// Every account scored under `model` from `rows` (metrics of the day before `as_of`),
-/// joined with the renewals decided in [`as_of`, `as_of` + `horizon_days`).
+/// joined with the renewals decided in [`as_of`, `as_of` + `horizon_days`) of the accounts
+/// that were customers before `as_of` (one that was not has nothing to be scored on).
 fn scored_decisions(source: &dyn HealthSource, rows: &[Row], model: &Model, as_of: NaiveDate, horizon_days: i64, settings: Settings) -> Result<Vec<Decision>, StoreError> {
     let day = day_number(as_of) - 1;
     let healths = assess_all(source, rows, model, day, settings)?;
@@ -797,7 +798,11 @@ fn scored_decisions(source: &dyn HealthSource, rows: &[Row], model: &Model, as_o
     let mut subscriptions = source.subscriptions(&infos, settings.currency)?;
     let mut out = Vec::new();
     for info in &infos {
-        for sub in subscriptions.remove(&info.account_id).unwrap_or_default() {
+        let subs = subscriptions.remove(&info.account_id).unwrap_or_default();
+        if subs.iter().map(|s| s.start).min().is_none_or(|since| since >= from) {
+            continue;
+        }
+        for sub in subs {
             if matches!(sub.outcome.as_deref(), Some("renewed" | "churned")) && sub.end.is_some_and(|end| end >= from && end < to) {
                 if let Some((health, logins)) = assessed.get(&info.account_id) {
                     let segment = health["segment"].as_str().unwrap_or_default().to_string();
