@@ -5,11 +5,12 @@ Reproduces the setup of `bellwether backtest --as-of AS_OF --horizon-days H` fro
 SQLite database (read only, python sqlite3) and trains scikit-learn's
 HistGradientBoostingClassifier (default parameters, random_state=0) on it:
 
-  train: subscriptions with outcome renewed/churned whose whole term lies in the data
-         (start_date >= the first day in user_days, end_date < AS_OF); features: the
-         account's uses of every feature in the term (user_day_features) x 30 / term days,
-         plus the account's segment one-hot; label: renewed.
-  test:  subscriptions with outcome renewed/churned and AS_OF <= end_date < AS_OF + H days;
+  train: subscriptions with outcome renewed/churned ended before AS_OF whose usage window (the
+         90 days ending with end_date, cut at the account's first subscription start) lies in
+         the data; features: the account's uses of every feature in that window
+         (user_day_features) x 30 / days, plus the account's segment one-hot; label: renewed.
+  test:  subscriptions with outcome renewed/churned and AS_OF <= end_date < AS_OF + H days, of
+         accounts whose first subscription started before AS_OF;
          features: the account's uses in the 90 days ending the day before AS_OF x 30 / 90
          ("90d", the primary reading), and, as bellwether scores, over the same window cut
          at the account's first subscription start when that is later ("since").
@@ -80,9 +81,13 @@ def main():
             continue
         first, last = day_number(start), day_number(end)
         renewed = outcome == "renewed"
-        if first >= data_start and last < as_of and last >= first:
-            train.append((account, renewed, monthly(account, first, last)))
-        if as_of <= last < horizon_end:
+        # The window bellwether learns from: the WINDOW days ending with the term's last
+        # day, cut at the account's first subscription, inside the data.
+        window_first = max(last - WINDOW + 1, since.get(account, last - WINDOW + 1))
+        if window_first >= data_start and last < as_of and last >= window_first:
+            train.append((account, renewed, monthly(account, window_first, last)))
+        # Scored: accounts that were customers before AS_OF, as the backtest does.
+        if as_of <= last < horizon_end and since.get(account, as_of) < as_of:
             lo = scored - WINDOW + 1
             lo_since = max(lo, since.get(account, lo))
             test.append((account, renewed, monthly(account, lo, scored), monthly(account, lo_since, scored)))

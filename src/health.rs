@@ -331,7 +331,8 @@ pub struct SegmentModel {
     pub renewed: u64,
     pub power_feature: Option<String>,
     /// `data` (top of the segment's ranking), `pooled` (top of the pooled ranking among the
-    /// features the segment uses) or `config`.
+    /// features the segment uses), `config`, or `model` (kept from the model in force, in
+    /// the held-out test).
     pub power_feature_source: String,
     pub cut_points: Vec<f64>,
     /// The prior's strength in pseudo-decisions (estimated once per model from how much
@@ -381,7 +382,10 @@ fn uses_of(examples: &[&Example], feature: Option<&String>) -> Vec<(f64, bool)> 
     examples.iter().map(|e| (feature.and_then(|f| e.monthly.get(f)).copied().unwrap_or(0.0), e.renewed)).collect()
 }
 
-fn plan<'a>(segment: &str, own: Vec<&'a Example>, pooled: &[Indicator], config: &HealthConfig) -> Plan<'a> {
+/// A segment's structure taken from another model: its power feature and cut points.
+pub type Structure = BTreeMap<String, (Option<String>, Vec<f64>)>;
+
+fn plan<'a>(segment: &str, own: Vec<&'a Example>, pooled: &[Indicator], config: &HealthConfig, fixed: Option<&Structure>) -> Plan<'a> {
     let renewed = own.iter().filter(|e| e.renewed).count();
     let churned = own.len() - renewed;
     let configured = config.power_features.get(segment).cloned();
@@ -406,7 +410,9 @@ fn plan<'a>(segment: &str, own: Vec<&'a Example>, pooled: &[Indicator], config: 
         let top = ranked.first().map(|i| i.feature.clone());
         (Standing::Own, None, ranked, top)
     };
+    let kept = fixed.and_then(|f| f.get(segment));
     let (power, source) = match (configured, standing) {
+        _ if kept.is_some() => (kept.and_then(|k| k.0.clone()), "model"),
         (Some(p), _) => (Some(p), "config"),
         (None, Standing::Own) => (ranked, "data"),
         (None, _) => (ranked, "pooled"),
@@ -415,9 +421,10 @@ fn plan<'a>(segment: &str, own: Vec<&'a Example>, pooled: &[Indicator], config: 
         indicator.power_feature = Some(&indicator.feature) == power.as_ref();
     }
     let usage: Vec<f64> = uses_of(&own, power.as_ref()).iter().map(|u| u.0).collect();
-    let cuts = match &config.cut_points {
-        Some(given) => given.clone(),
-        None => merge_small_buckets(auto_cut_points(&usage), &usage, config.min_bucket_decided),
+    let cuts = match (kept, &config.cut_points) {
+        (Some(k), _) if !k.1.is_empty() => k.1.clone(),
+        (_, Some(given)) => given.clone(),
+        _ => merge_small_buckets(auto_cut_points(&usage), &usage, config.min_bucket_decided),
     };
     Plan { segment: segment.to_string(), examples: own, standing, note, power, source, indicators, cuts }
 }
@@ -458,8 +465,15 @@ fn prior_rates(pooled: &[(u64, u64)], pooled_base: f64, segment: &[&Example], bu
 /// toward that pooled fit. `examples` carry their score measures (all but the expected
 /// renewal rate, which the buckets give).
 pub fn build_models(examples: &[Example], segments: &[String], config: &HealthConfig) -> BTreeMap<String, SegmentModel> {
+    build_models_like(examples, segments, config, None)
+}
+
+/// [`build_models`], with each segment named in `fixed` keeping that power feature and those
+/// cut points (rates, priors and score learned anew): how a model in force would have
+/// learned from other data, for the held-out test.
+pub fn build_models_like(examples: &[Example], segments: &[String], config: &HealthConfig, fixed: Option<&Structure>) -> BTreeMap<String, SegmentModel> {
     let everyone: Vec<&Example> = examples.iter().collect();
-    let mut pooled_plan = plan("all", everyone.clone(), &[], &HealthConfig { min_decided: 1, ..config.clone() });
+    let mut pooled_plan = plan("all", everyone.clone(), &[], &HealthConfig { min_decided: 1, ..config.clone() }, fixed);
     let pooled_ranking = indicators("all", &everyone, config);
     if pooled_plan.standing == Standing::Pooled {
         // One outcome overall: nothing to rank against; keep the plan as is.
@@ -467,7 +481,7 @@ pub fn build_models(examples: &[Example], segments: &[String], config: &HealthCo
     }
     let plans: Vec<Plan> = segments
         .iter()
-        .map(|s| plan(s, examples.iter().filter(|e| &e.segment == s).collect(), &pooled_ranking, config))
+        .map(|s| plan(s, examples.iter().filter(|e| &e.segment == s).collect(), &pooled_ranking, config, fixed))
         .collect();
     let pooled_base = (everyone.iter().filter(|e| e.renewed).count() as f64 + 1.0) / (everyone.len() as f64 + 2.0);
     let pooled_cells = counts(&pooled_plan.cuts, &uses_of(&everyone, pooled_plan.power.as_ref()));

@@ -56,9 +56,10 @@ fn promoted() -> String {
 pub const PROMOTED: &str = "promoted";
 pub const REJECTED: &str = "rejected";
 
-/// A candidate model's test on held-out time: trained (the same way) on the renewals
-/// decided before `from`, it and the model in force score every account the day before
-/// `from` against the renewals decided from `from` until the candidate's `as_of`.
+/// A candidate model's test on held-out time: trained on the renewals decided before
+/// `from`, it and the model in force (its power features and cut points, the rest learned
+/// from the same renewals) score every account the day before `from`, against the renewals
+/// decided from `from` until the candidate's `as_of`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Gate {
     pub from: String,
@@ -382,6 +383,13 @@ fn decided_before(subscriptions: &HashMap<String, Vec<metrics::Subscription>>, d
 /// Builds a model from the renewals decided before `as_of` (not stored, promoted until a
 /// gate says otherwise).
 pub fn analyse(source: &dyn HealthSource, as_of: NaiveDate, reason: &str, settings: Settings) -> Result<Model, StoreError> {
+    analyse_like(source, as_of, reason, None, settings)
+}
+
+/// [`analyse`], keeping the power feature and cut points of `like`'s segments.
+fn analyse_like(source: &dyn HealthSource, as_of: NaiveDate, reason: &str, like: Option<&Model>, settings: Settings) -> Result<Model, StoreError> {
+    let structure: Option<health::Structure> =
+        like.map(|m| m.segments.iter().filter(|(_, s)| s.standing != health::Standing::Unknown).map(|(name, s)| (name.clone(), (s.power_feature.clone(), s.cut_points.clone()))).collect());
     let infos = source.accounts()?;
     let subscriptions = source.subscriptions(&infos, settings.currency)?;
     let (examples, span) = examples(source, day_number(as_of), &infos, &subscriptions, settings)?;
@@ -399,7 +407,7 @@ pub fn analyse(source: &dyn HealthSource, as_of: NaiveDate, reason: &str, settin
         data_to: span.map(|s| day_date(s.1).to_string()),
         decided_renewals: examples.len(),
         subscriptions_decided,
-        segments: health::build_models(&examples, &segments, settings.health),
+        segments: health::build_models_like(&examples, &segments, settings.health, structure.as_ref()),
         gate: None,
     })
 }
@@ -434,10 +442,12 @@ pub const GATE_DECIDED_MIN: usize = 10;
 /// worse: noise of a few decisions.
 pub const GATE_BRIER_TOLERANCE: f64 = 0.005;
 
-/// Tests the way `analyse` learns against the model in force: trained on the renewals
-/// decided before `as_of - holdout_days`, both score every account on the day before that
-/// and are judged on the renewals decided from then until `as_of` (Brier score of the score
-/// as a renewal probability; ROC AUC against the logins baseline).
+/// Tests the way `analyse` learns against the model in force, on time neither has learned
+/// from: both are trained on the renewals decided before `as_of - holdout_days` (the model
+/// in force keeping its power features and cut points, its rates and score learned anew),
+/// score every account on the day before, and are judged on the renewals decided from then
+/// until `as_of` (Brier score of the score as a renewal probability; ROC AUC against the
+/// logins baseline).
 pub fn gate(source: &dyn HealthSource, current: Option<&Model>, as_of: NaiveDate, settings: Settings) -> Result<Gate, StoreError> {
     let holdout = i64::from(settings.health.holdout_days);
     let from = as_of - chrono::Duration::days(holdout);
@@ -458,9 +468,10 @@ pub fn gate(source: &dyn HealthSource, current: Option<&Model>, as_of: NaiveDate
         return Ok(gate);
     };
     let trial = analyse(source, from, "held-out test", settings)?;
+    let baseline = analyse_like(source, from, "held-out test", Some(current), settings)?;
     let rows = source.snapshot(from - chrono::Duration::days(1), settings.metrics, settings.currency)?;
     let candidate = scored_decisions(source, &rows, &trial, from, holdout, settings)?;
-    let in_force = scored_decisions(source, &rows, current, from, holdout, settings)?;
+    let in_force = scored_decisions(source, &rows, &baseline, from, holdout, settings)?;
     let outcomes = |items: &[Decision]| (items.len(), items.iter().filter(|d| d.renewed).count());
     let (decided, renewed) = outcomes(&candidate);
     gate.decided = decided;
@@ -1150,5 +1161,20 @@ mod tests {
         // A model that learned something is not retried.
         run_once(&conn, settings, today, &mut state).unwrap();
         assert_eq!(models(&conn).len(), 2);
+
+        // The quarterly schedule, on an injected clock: 90 days on nothing is due; 91 days
+        // (recalibrate_every_days) after the newest model, a new one is trained and gated.
+        run_once(&conn, settings, today + chrono::Duration::days(90), &mut state).unwrap();
+        assert_eq!(models(&conn).len(), 2, "not due before 91 days");
+        run_once(&conn, settings, today + chrono::Duration::days(91), &mut state).unwrap();
+        let all = models(&conn);
+        assert_eq!((all.len(), all[2].1.as_str()), (3, "schedule"), "{all:?}");
+        let newest = parse_model(3, conn.model_bodies().unwrap()[0].1.clone()).unwrap();
+        let gate = newest.gate.expect("the held-out test is recorded");
+        // One decided renewal cannot test anything: promoted untested, and it says so.
+        assert!(gate.promoted && gate.reason.contains("promoted untested"), "{gate:?}");
+        assert_eq!(newest.as_of, (today + chrono::Duration::days(91)).to_string());
+        run_once(&conn, settings, today + chrono::Duration::days(92), &mut state).unwrap();
+        assert_eq!(models(&conn).len(), 3, "the schedule counts from the newest model");
     }
 }

@@ -134,13 +134,21 @@ fn render(v: &View, currency: &str, as_of: NaiveDate) -> Markup {
                 Some((model, h)) => {
                     p {
                         "Model " (model.id) " (trained " (model.as_of) ", " (model.reason) ")"
-                        @if h["model_fallback"] == Value::Bool(true) { " — this segment has too few decided renewals of its own; the pooled model of all segments applies" }
+                        @if let Some(note) = h["model_note"].as_str() { " — " (note) }
                         ". Power feature: " strong { (h["power_feature"].as_str().unwrap_or("none")) }
                         ", used " (number(h["power_feature_monthly_uses"].as_f64(), 1)) " times a month; accounts like this renewed "
                         strong data-field="expected_renewal_rate" { (percent(h["expected_renewal_rate"].as_f64())) } " of the time."
                     }
                     table.data {
-                        caption { "Score breakdown (band " (h["health_band"].as_str().unwrap_or("–")) ")" }
+                        caption {
+                            "Score breakdown (band " (h["health_band"].as_str().unwrap_or("–")) "; "
+                            @match h["score_weights"].as_str() {
+                                Some("config") => "weights set by hand in the config: contribution = points x weight / total weight",
+                                Some("pooled") => "weights learned from every segment's renewals: weight = log-odds per standard deviation, contribution = score points against an average value",
+                                _ => "weights learned from this segment's renewals: weight = log-odds per standard deviation, contribution = score points against an average value",
+                            }
+                            ")"
+                        }
                         thead { tr { th scope="col" { "Measure" } th scope="col" { "Value" } th scope="col" { "Points (0-100)" } th scope="col" { "Weight" } th scope="col" { "Contribution" } } }
                         tbody {
                             @for c in h["components"].as_array().into_iter().flatten() {

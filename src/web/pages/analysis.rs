@@ -102,6 +102,34 @@ pub struct IndicatorsQuery {
     backtest: Option<String>,
 }
 
+/// What the model in force changed against the one before it (the two newest promoted in
+/// `history`, newest first): per segment, a new power feature or new cut points. Tier
+/// changes a new model causes are recorded as `model` and alert nobody.
+fn model_notices(history: &[Value]) -> Vec<String> {
+    let mut promoted = history.iter().filter(|m| m["status"].as_str().unwrap_or("promoted") == "promoted");
+    let (Some(now), Some(before)) = (promoted.next(), promoted.next()) else { return Vec::new() };
+    let mut out = Vec::new();
+    for (segment, ours) in now["segments"].as_object().into_iter().flatten() {
+        let theirs = &before["segments"][segment];
+        if theirs.is_null() {
+            continue;
+        }
+        let feature = |v: &Value| v["power_feature"].as_str().unwrap_or("none").to_string();
+        if feature(ours) != feature(theirs) {
+            out.push(format!(
+                "Model {} changed {segment}'s power feature from {} to {}: accounts it moved to another tier are marked as model changes and alert nobody.",
+                now["id"], feature(theirs), feature(ours)
+            ));
+        } else if ours["cut_points"] != theirs["cut_points"] {
+            out.push(format!(
+                "Model {} moved {segment}'s cut points from {} to {}: accounts it moved to another tier are marked as model changes and alert nobody.",
+                now["id"], theirs["cut_points"], ours["cut_points"]
+            ));
+        }
+    }
+    out
+}
+
 pub async fn indicators(user: SignedIn, State(state): State<AppState>, Query(query): Query<IndicatorsQuery>) -> PageResult {
     let today = crate::web::metrics::today();
     let backtest_at = match query.backtest.as_deref() {
@@ -144,6 +172,7 @@ pub async fn indicators(user: SignedIn, State(state): State<AppState>, Query(que
                 a href=(format!("/indicators?segment={name}")) aria-current=[(*name == segment).then_some("page")] { (name) }
             }
         }
+        @for notice in model_notices(&history) { p.note data-field="model-notice" { (notice) } }
         h2 { "Segment " (segment) }
         @if let Some(note) = &sm_model.note { p.note { (note) } }
         p { "Power feature: " strong data-field="power_feature" { (sm_model.power_feature.as_deref().unwrap_or("none")) } " (" (sm_model.power_feature_source) ")." }
@@ -167,9 +196,10 @@ pub async fn indicators(user: SignedIn, State(state): State<AppState>, Query(que
         } }
         h2 { "Model history" }
         table.data {
-            thead { tr { th scope="col" { "Model" } th scope="col" { "Trained as of" } th scope="col" { "Reason" } th scope="col" { "Decided renewals" } th scope="col" { "Power features" } } }
+            thead { tr { th scope="col" { "Model" } th scope="col" { "Trained as of" } th scope="col" { "Reason" } th scope="col" { "Decided renewals" } th scope="col" { "Status" } th scope="col" { "Held-out test" } th scope="col" { "Power features" } } }
             tbody { @for m in history.iter().rev() { tr {
                 td.num { (m["id"]) } td { (value_text(Some(&m["as_of"]))) } td { (value_text(Some(&m["reason"]))) } td.num { (m["decided_renewals"]) }
+                td data-field="model-status" { (m["status"].as_str().unwrap_or("promoted")) } td { (m["gate"]["reason"].as_str().unwrap_or("–")) }
                 td { @for (s, v) in m["segments"].as_object().into_iter().flatten() { (s) ": " (v["power_feature"].as_str().unwrap_or("none")) br; } }
             } } }
         }
@@ -183,21 +213,47 @@ pub async fn indicators(user: SignedIn, State(state): State<AppState>, Query(que
                     button type="submit" { "Run backtest" }
                 }
             }
-            Some(report) => (backtest_table(report)),
+            Some(report) => (backtest_table(report, &segment)),
         }
     }))
 }
 
-fn backtest_table(report: &Value) -> Markup {
+fn backtest_table(report: &Value, segment: &str) -> Markup {
+    let rows: Vec<&Value> = report["segments"].as_array().into_iter().flatten().collect();
+    let chosen = rows.iter().find(|s| s["segment"] == segment).or_else(|| rows.iter().find(|s| s["segment"] == "all"));
+    // Observed renewal rate per tier (with its 95% interval) beside what the tier predicted.
+    let bars: Vec<RateBar> = chosen
+        .and_then(|s| s["calibration"].as_array())
+        .into_iter()
+        .flatten()
+        .filter(|c| c["decided"].as_u64().unwrap_or(0) > 0)
+        .map(|c| RateBar {
+            label: format!("{} (predicted {})", c["tier"].as_str().unwrap_or(""), percent(c["predicted_renewal_rate"].as_f64())),
+            rate: c["observed_renewal_rate"].as_f64(),
+            low: c["observed_low"].as_f64(),
+            high: c["observed_high"].as_f64(),
+            count: c["decided"].as_u64().unwrap_or(0),
+            tier: c["tier"].as_str().map(str::to_string),
+        })
+        .collect();
     html! {
         p { "Trained before " (value_text(Some(&report["as_of"]))) ", scored on data through " (value_text(Some(&report["scored_with_data_through"]))) ", renewals decided in the next " (report["horizon_days"]) " days." }
         table.data id="backtest" {
-            thead { tr { th scope="col" { "Segment" } th scope="col" { "Decided" } th scope="col" { "AUC score" } th scope="col" { "AUC tier" } th scope="col" { "AUC expected rate" } th scope="col" { "AUC logins (baseline)" } } }
-            tbody { @for s in report["segments"].as_array().into_iter().flatten() { tr {
+            thead { tr {
+                th scope="col" { "Segment" } th scope="col" { "Decided" } th scope="col" { "AUC expected rate" } th scope="col" { "AUC score" }
+                th scope="col" { "AUC logins (baseline)" } th scope="col" { "Top-decile lift" } th scope="col" { "Brier skill (score)" }
+                th scope="col" { "Calibration error" } th scope="col" { "Largest tier" }
+            } }
+            tbody { @for s in &rows { tr {
                 th scope="row" { (value_text(Some(&s["segment"]))) } td.num { (s["decided"]) }
-                td.num { (number(s["auc_health_score"].as_f64(), 3)) } td.num { (number(s["auc_tier"].as_f64(), 3)) }
-                td.num { (number(s["auc_expected_renewal_rate"].as_f64(), 3)) } td.num { (number(s["auc_logins_per_user_week"].as_f64(), 3)) }
+                td.num { (number(s["auc_expected_renewal_rate"].as_f64(), 3)) } td.num { (number(s["auc_health_score"].as_f64(), 3)) }
+                td.num { (number(s["auc_logins_per_user_week"].as_f64(), 3)) } td.num { (number(s["top_decile_lift"].as_f64(), 2)) }
+                td.num { (number(s["brier_skill_health_score"].as_f64(), 3)) } td.num { (number(s["calibration_error"].as_f64(), 3)) }
+                td.num { (percent(s["largest_tier_share"].as_f64())) }
             } } }
+        }
+        @if let Some(s) = chosen {
+            (charts::rates(&format!("Segment {}: observed renewal rate per tier (95% interval) against the tier's prediction", value_text(Some(&s["segment"]))), &bars))
         }
     }
 }
