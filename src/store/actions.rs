@@ -361,16 +361,7 @@ pub fn look(source: &dyn HealthSource, today: NaiveDate, settings: Settings, fea
     let facts = super::dashboard::facts(source, today, &rows, settings)?;
     let by_id: HashMap<&str, &super::dashboard::Facts> = facts.iter().map(|f| (f.account_id.as_str(), f)).collect();
     let now_ms = chrono::Utc::now().timestamp_millis();
-    let rank = |tier: &str| crate::health::TIERS.iter().position(|x| *x == tier);
-    // Drops the account's use caused in the last week (a new model's re-tiering is no
-    // customer change and alerts nobody).
-    let dropped: HashSet<String> = source
-        .tier_changes(today - chrono::Duration::days(7), None)?
-        .iter()
-        .filter(|c| c["cause"] == "usage")
-        .filter(|c| matches!((c["to"].as_str().and_then(rank), c["from"].as_str().and_then(rank)), (Some(to), Some(from)) if to < from))
-        .filter_map(|c| c["account_id"].as_str().map(str::to_string))
-        .collect();
+    let dropped = usage_drops(&source.tier_changes(today - chrono::Duration::days(7), None)?);
     let mut measures = Vec::with_capacity(rows.len());
     for row in rows {
         let id = row["account_id"].as_str().unwrap_or_default().to_string();
@@ -1055,5 +1046,35 @@ impl ActionStore for Connection {
                 |r| r.get(0),
             )
             .optional()?)
+    }
+}
+
+/// The accounts among `changes` (as `tier_changes` lists them) whose tier fell because their
+/// use moved: a new model's re-tiering (cause `model`) is no customer change and alerts nobody.
+pub fn usage_drops(changes: &[Value]) -> HashSet<String> {
+    let rank = |tier: &str| crate::health::TIERS.iter().position(|x| *x == tier);
+    changes
+        .iter()
+        .filter(|c| c["cause"] == "usage")
+        .filter(|c| matches!((c["to"].as_str().and_then(rank), c["from"].as_str().and_then(rank)), (Some(to), Some(from)) if to < from))
+        .filter_map(|c| c["account_id"].as_str().map(str::to_string))
+        .collect()
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_usage_caused_drops_alert() {
+        let change = |account: &str, from: &str, to: &str, cause: &str| json!({"account_id": account, "from": from, "to": to, "cause": cause});
+        let changes = [
+            change("a", "green", "red", "usage"),
+            change("b", "green", "red", "model"),
+            change("c", "red", "yellow", "usage"),
+            change("d", "unknown", "red", "model"),
+        ];
+        assert_eq!(usage_drops(&changes), HashSet::from(["a".to_string()]));
     }
 }

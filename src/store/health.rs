@@ -1101,6 +1101,7 @@ fn run_once(source: &dyn HealthSource, settings: Settings, today: NaiveDate, sta
 mod tests {
     use super::*;
     use crate::config::{CurrencyConfig, HealthConfig};
+    use crate::store::metrics::Source;
     use crate::store::records::RecordStore;
     use rusqlite::params;
 
@@ -1116,6 +1117,88 @@ mod tests {
         let mut all: Vec<(i64, String, usize)> = conn.model_bodies().unwrap().into_iter().map(|(id, body)| parse_model(id, body).unwrap()).map(|m| (m.id, m.reason, m.decided_renewals)).collect();
         all.sort();
         all
+    }
+
+    #[test]
+    fn a_renewal_is_learned_and_scored_over_the_same_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(dir.path()).unwrap();
+        let mut conn = store.connect().unwrap();
+        let metrics = MetricsConfig::default();
+        let (health, currency) = (HealthConfig { min_decided: 1, ..HealthConfig::default() }, CurrencyConfig::default());
+        let settings = Settings { metrics: &metrics, health: &health, currency: &currency };
+        let today = chrono::Utc::now().date_naive();
+        let date = |offset: i64| (today + chrono::Duration::days(offset)).to_string();
+        import(&mut conn, "accounts", json!({"account_id": "a1", "segment": "x"}));
+        import(&mut conn, "subscriptions", json!({"subscription_id": "s1", "account_id": "a1", "arr": 1000, "currency": "USD", "seats": 5,
+                                                  "start_date": date(-400), "end_date": date(-31), "outcome": "renewed"}));
+        import(&mut conn, "subscriptions", json!({"subscription_id": "s2", "account_id": "a1", "arr": 1000, "currency": "USD", "seats": 5,
+                                                  "start_date": date(-30), "end_date": date(335)}));
+        // Heavy use of Power early in the term (days -390 to -200), then 10 uses in the 90
+        // days before the decision (days -100 to -91), then none.
+        let ms = |offset: i64| (today + chrono::Duration::days(offset)).and_hms_opt(12, 0, 0).unwrap().and_utc().timestamp_millis();
+        let days: Vec<i64> = (-390..=-200).chain(-100..=-91).collect();
+        conn.execute(
+            "INSERT INTO events (id, received_ms, source, message_id, type, user_id, group_id, event, timestamp_ms, raw)
+             VALUES (1, ?1, 'test', 'g', 'group', 'u1', 'a1', NULL, ?1, '{}')",
+            [ms(-395)],
+        )
+        .unwrap();
+        for (n, day) in days.iter().enumerate() {
+            let id = n as i64 + 2;
+            conn.execute(
+                "INSERT INTO events (id, received_ms, source, message_id, type, user_id, group_id, event, timestamp_ms, raw)
+                 VALUES (?1, ?2, 'test', ?1, 'track', 'u1', NULL, 'Power', ?2, '{}')",
+                params![id, ms(*day)],
+            )
+            .unwrap();
+        }
+        conn.execute("INSERT INTO memberships (user_id, anonymous_id, account_id, timestamp_ms, event_id) VALUES ('u1', NULL, 'a1', ?1, 1)", [ms(-395)]).unwrap();
+        crate::store::rollup::catch_up(&mut conn, &mut crate::store::rollup::Rollup::new(&metrics), &mut |_, _| {}).unwrap();
+
+        // Learned: the 90 days ending with the term's last day (-120 to -31) hold 10 uses:
+        // 10 x 30 / 90 a month, not the whole term's 201 x 30 / 370.
+        let infos = conn.accounts().unwrap();
+        let subscriptions = conn.subscriptions(&infos, &currency).unwrap();
+        let (examples, _) = examples(&conn, day_number(today), &infos, &subscriptions, settings).unwrap();
+        assert_eq!(examples.len(), 1);
+        assert_eq!(examples[0].monthly.get("Power").copied(), Some(10.0 * 30.0 / 90.0));
+        assert_eq!(examples[0].day, day_number(today) - 31);
+        // Scored on the decision day: the same 90 days, the same monthly uses.
+        let model = analyse(&conn, today, "test", settings).unwrap();
+        assert_eq!(model.segments["x"].power_feature.as_deref(), Some("Power"));
+        let decision = today - chrono::Duration::days(31);
+        let rows = conn.snapshot(decision, &metrics, &currency).unwrap();
+        let assessed = assess_all(&conn, &rows, &model, day_number(decision), settings).unwrap();
+        assert_eq!(assessed[0]["power_feature_monthly_uses"].as_f64(), Some(10.0 * 30.0 / 90.0));
+    }
+
+    #[test]
+    fn a_new_model_moves_tiers_at_once_as_model_changes_while_usage_waits_to_hold() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(dir.path()).unwrap();
+        let conn = store.connect().unwrap();
+        let (metrics, health, currency) = (MetricsConfig::default(), HealthConfig::default(), CurrencyConfig::default());
+        let settings = Settings { metrics: &metrics, health: &health, currency: &currency };
+        let model = |id: i64| Model { id, ..analyse(&conn, chrono::Utc::now().date_naive(), "test", settings).unwrap() };
+        let assessed = |tiers: &[(&str, &str)]| -> Vec<Map<String, Value>> {
+            let row = |a: &str, t: &str| json!({"account_id": a, "tier": t, "engagement_score": null, "health_score": null, "health_band": null,
+                                               "expected_renewal_rate": null, "power_feature_monthly_uses": null});
+            tiers.iter().map(|(a, t)| row(a, t).as_object().unwrap().clone()).collect()
+        };
+        // Day 100 under model 1: a and b green. Day 101, same model: a's usage turns red
+        // (not held 14 days: still green, no change). Day 102, model 2: b is red under it at
+        // once, a change caused by the model; a too (its tier moved with the new model).
+        write_history_day(&conn, 100, &model(1), &assessed(&[("a", "green"), ("b", "green")]), settings).unwrap();
+        write_history_day(&conn, 101, &model(1), &assessed(&[("a", "red"), ("b", "green")]), settings).unwrap();
+        assert_eq!(conn.day_history(101).unwrap()["a"].tier.as_deref(), Some("green"));
+        assert_eq!(conn.day_history(101).unwrap()["a"].raw_tier.as_deref(), Some("red"));
+        write_history_day(&conn, 102, &model(2), &assessed(&[("a", "red"), ("b", "red")]), settings).unwrap();
+        let changes = conn.tier_changes(day_date(90), None).unwrap();
+        let summary: Vec<(&str, &str, &str)> = changes.iter().map(|c| (c["account_id"].as_str().unwrap(), c["to"].as_str().unwrap(), c["cause"].as_str().unwrap())).collect();
+        assert_eq!(summary, vec![("a", "red", "model"), ("b", "red", "model")]);
+        // So no tier_dropped alert follows them.
+        assert!(crate::store::actions::usage_drops(&changes).is_empty());
     }
 
     #[test]
