@@ -777,6 +777,8 @@ fn write_history_day(source: &dyn HealthSource, day: i32, model: &Model, assesse
 struct Decision {
     segment: String,
     renewed: bool,
+    /// ARR of the decided subscription, in the report currency.
+    arr: f64,
     health: Map<String, Value>,
     logins: Option<f64>,
 }
@@ -817,7 +819,8 @@ fn scored_decisions(source: &dyn HealthSource, rows: &[Row], model: &Model, as_o
             if matches!(sub.outcome.as_deref(), Some("renewed" | "churned")) && sub.end.is_some_and(|end| end >= from && end < to) {
                 if let Some((health, logins)) = assessed.get(&info.account_id) {
                     let segment = health["segment"].as_str().unwrap_or_default().to_string();
-                    out.push(Decision { segment, renewed: sub.outcome.as_deref() == Some("renewed"), health: health.clone(), logins: *logins });
+                    let renewed = sub.outcome.as_deref() == Some("renewed");
+                    out.push(Decision { segment, renewed, arr: sub.arr, health: health.clone(), logins: *logins });
                 }
             }
         }
@@ -922,12 +925,18 @@ pub fn backtest(source: &dyn HealthSource, as_of: NaiveDate, horizon_days: i64, 
     let segments: Vec<Value> = groups
         .into_iter()
         .map(|(segment, items)| {
-            let items: Vec<Decision> = items.into_iter().map(|d| Decision { segment: d.segment.clone(), renewed: d.renewed, health: d.health.clone(), logins: d.logins }).collect();
+            let items: Vec<Decision> =
+                items.into_iter().map(|d| Decision { segment: d.segment.clone(), renewed: d.renewed, arr: d.arr, health: d.health.clone(), logins: d.logins }).collect();
             let q = Quality::of(&items);
             let (calibration, calibration_error, largest_tier_share) = self::calibration(&items);
             let renewed = items.iter().filter(|d| d.renewed).count();
             let skill = |brier: Option<f64>| brier.zip(q.brier_base).and_then(|(b, base)| (base > 0.0).then(|| 1.0 - b / base));
             let standing = model.segments.get(&segment).map(|m| json!(m.standing)).unwrap_or(Value::Null);
+            // Revenue at risk as the portfolio counts it (ARR x (1 - expected renewal rate))
+            // against the ARR those decisions actually lost.
+            let arr_decided: f64 = items.iter().map(|d| d.arr).sum();
+            let arr_lost: f64 = items.iter().filter(|d| !d.renewed).map(|d| d.arr).sum();
+            let arr_at_risk: f64 = items.iter().map(|d| d.arr * (1.0 - d.health["expected_renewal_rate"].as_f64().unwrap_or(1.0))).sum();
             json!({
                 "segment": segment,
                 "standing": standing,
@@ -945,6 +954,9 @@ pub fn backtest(source: &dyn HealthSource, as_of: NaiveDate, horizon_days: i64, 
                 "brier_skill_expected_renewal_rate": skill(q.brier_expected_rate),
                 "brier_base_rate": q.brier_base,
                 "calibration_error": calibration_error,
+                "arr_decided": arr_decided,
+                "arr_at_risk_predicted": arr_at_risk,
+                "arr_lost_observed": arr_lost,
                 "largest_tier_share": largest_tier_share,
                 "calibration": calibration,
             })

@@ -38,7 +38,11 @@ pub async fn page(user: SignedIn, State(state): State<AppState>, Query(query): Q
     let own = |account: &str| !mine || facts.iter().any(|f| f.account_id == account && f.csm_id == user.user.csm_id);
     let name = |account: &str| facts.iter().find(|f| f.account_id == account).map_or(account.to_string(), |f| f.name.clone());
     let currency = state.currency.report.clone();
-    let changes: Vec<&Value> = changes.iter().rev().filter(|c| own(c["account_id"].as_str().unwrap_or(""))).collect();
+    // Only changes the account's use caused: a new model's re-tiering is no news about a
+    // customer (the Indicators page says what the model changed).
+    let mine_all: Vec<&Value> = changes.iter().rev().filter(|c| own(c["account_id"].as_str().unwrap_or(""))).collect();
+    let by_model = mine_all.iter().filter(|c| c["cause"] == "model").count();
+    let changes: Vec<&Value> = mine_all.into_iter().filter(|c| c["cause"] != "model").collect();
     let (tasks, alerts) = actions;
     let alerts: Vec<&Value> = alerts.iter().filter(|a| own(a["account_id"].as_str().unwrap_or(""))).collect();
     let writable = can_write(&user.user);
@@ -88,6 +92,9 @@ pub async fn page(user: SignedIn, State(state): State<AppState>, Query(query): Q
         }
         section aria-labelledby="changes" {
             h2 id="changes" { "Tier changes (last " (INBOX_DAYS) " days)" }
+            @if by_model > 0 {
+                p.note data-field="model-changes" { (by_model) " more accounts changed tier because a new health model took force, not because their use moved: see " a href="/indicators" { "Indicators" } "." }
+            }
             @if changes.is_empty() { p.empty { "Nothing changed tier lately." } } @else {
                 table.data id="inbox" {
                     thead { tr { th scope="col" { "Date" } th scope="col" { "Account" } th scope="col" { "Change" } th scope="col" { "ARR" } th scope="col" { "Renewal" } } }

@@ -184,7 +184,8 @@ pub async fn page(user: SignedIn, State(state): State<AppState>, Query(filters):
                                 th scope="row" {
                                     a href=(format!("/accounts/{}", f.account_id)) { (f.name) }
                                     @if let Some(c) = change {
-                                        span.badge title="tier changed in the last 7 days" { (c["from"].as_str().unwrap_or("")) " → " (c["to"].as_str().unwrap_or("")) }
+                                        @let title = if c["cause"] == "model" { "tier changed in the last 7 days with a new health model" } else { "tier changed in the last 7 days" };
+                                        span.badge title=(title) data-cause=(c["cause"].as_str().unwrap_or("usage")) { (c["from"].as_str().unwrap_or("")) " → " (c["to"].as_str().unwrap_or("")) @if c["cause"] == "model" { " (model)" } }
                                     }
                                 }
                                 td data-field="segment" { (f.segment) }
