@@ -950,22 +950,39 @@ fn backtest(config: &Config, args: &BacktestArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     writeln!(out, "backtest: scored with data through {}, renewals decided {} + {} days", report["scored_with_data_through"].as_str().unwrap_or("-"), as_of, args.horizon_days)?;
-    writeln!(out, "{:<12} {:>8} {:>8} {:>8} {:>10} {:>8} {:>10} {:>10}", "segment", "decided", "renewed", "churned", "auc_score", "auc_tier", "auc_rate", "auc_logins")?;
+    writeln!(
+        out,
+        "{:<12} {:>8} {:>8} {:>8} {:>9} {:>10} {:>10} {:>6} {:>12} {:>9} {:>13} {:>11}",
+        "segment", "decided", "renewed", "churned", "auc_rate", "auc_score", "auc_logins", "lift", "brier_skill", "cal_error", "arr_at_risk", "arr_lost"
+    )?;
     for s in report["segments"].as_array().into_iter().flatten() {
         writeln!(
             out,
-            "{:<12} {:>8} {:>8} {:>8} {:>10} {:>8} {:>10} {:>10}",
+            "{:<12} {:>8} {:>8} {:>8} {:>9} {:>10} {:>10} {:>6} {:>12} {:>9} {:>13} {:>11}",
             s["segment"].as_str().unwrap_or("-"),
             s["decided"],
             s["renewed"],
             s["churned"],
-            fmt(&s["auc_health_score"], 3),
-            fmt(&s["auc_tier"], 3),
             fmt(&s["auc_expected_renewal_rate"], 3),
-            fmt(&s["auc_logins_per_user_week"], 3)
+            fmt(&s["auc_health_score"], 3),
+            fmt(&s["auc_logins_per_user_week"], 3),
+            fmt(&s["top_decile_lift"], 2),
+            fmt(&s["brier_skill_health_score"], 3),
+            fmt(&s["calibration_error"], 3),
+            fmt(&s["arr_at_risk_predicted"], 0),
+            fmt(&s["arr_lost_observed"], 0)
         )?;
-        for c in s["calibration"].as_array().into_iter().flatten() {
-            writeln!(out, "    {:<7} decided {:>5}  predicted {:>5}  observed {:>5}  lift {:>5}", c["tier"].as_str().unwrap_or("-"), c["decided"], fmt(&c["predicted_renewal_rate"], 2), fmt(&c["observed_renewal_rate"], 2), fmt(&c["lift"], 2))?;
+        for c in s["calibration"].as_array().into_iter().flatten().filter(|c| c["decided"].as_u64().unwrap_or(0) > 0) {
+            writeln!(
+                out,
+                "    {:<7} decided {:>5}  predicted {:>5}  observed {:>5} (95% {} - {})",
+                c["tier"].as_str().unwrap_or("-"),
+                c["decided"],
+                fmt(&c["predicted_renewal_rate"], 2),
+                fmt(&c["observed_renewal_rate"], 2),
+                fmt(&c["observed_low"], 2),
+                fmt(&c["observed_high"], 2)
+            )?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -400,7 +400,7 @@ fn health_paths(paths: &mut Paths) {
             .response("404", problem("no model yet, or no such segment")),
         false,
     );
-    add(paths, "/api/v1/models", HttpMethod::Get, read("models", "Every stored health model, newest first").response("200", object("models")), false);
+    add(paths, "/api/v1/models", HttpMethod::Get, read("models", "Every stored health model, newest first: promoted or rejected, with its held-out test (gate)").response("200", object("models")), false);
     add(
         paths,
         "/api/v1/models/{id}",
@@ -417,7 +417,8 @@ fn health_paths(paths: &mut Paths) {
         paths,
         "/api/v1/recalibrate",
         HttpMethod::Post,
-        read("recalibrate", "Run the health analysis now and store a new model (admin)").response("200", object("model_id, as_of, decided_renewals")),
+        read("recalibrate", "Run the health analysis now and store a new model, promoted only if its held-out test is not worse than the model in force's (admin)")
+            .response("200", object("model_id, as_of, decided_renewals, status, gate")),
         true,
     );
     add(
@@ -456,7 +457,7 @@ fn health_paths(paths: &mut Paths) {
         paths,
         "/api/v1/tier_changes",
         HttpMethod::Get,
-        read("tier_changes", "tier_changed events")
+        read("tier_changes", "Changes of the held tier, each with its cause: usage or model")
             .parameter(date_param("since", "first day (default: 30 days ago)"))
             .parameter(query_param("account", typed(Type::String, false).into(), "one account"))
             .response("200", object("since, tier_changes")),

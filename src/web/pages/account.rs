@@ -36,6 +36,8 @@ struct View {
     health: Option<(sh::Model, Map<String, Value>)>,
     weekly: Vec<(NaiveDate, Map<String, Value>)>,
     history: Vec<Value>,
+    /// `[health] tier_hold_days`, to say when a usage tier will show.
+    hold_days: u32,
     features: Vec<(String, i64)>,
     unused: Vec<String>,
     records: Vec<(&'static str, Vec<Value>)>,
@@ -59,7 +61,11 @@ pub async fn page(user: SignedIn, State(state): State<AppState>, Path(id): Path<
         let children = all.iter().filter(|f| f.parent_id.as_deref() == Some(account.as_str())).cloned().collect();
         let health = match sh::model_for(source, Some(as_of))? {
             Some(model) => {
-                let assessed = sh::assess(source, &row, &model, crate::metrics::activity::day_number(as_of), s)?;
+                let day = crate::metrics::activity::day_number(as_of);
+                // The held tier, as the history and the portfolio show it.
+                let mut assessed = [sh::assess(source, &row, &model, day, s)?];
+                sh::apply_held(source, day, &mut assessed, s)?;
+                let [assessed] = assessed;
                 Some((model, assessed))
             }
             None => None,
@@ -81,7 +87,8 @@ pub async fn page(user: SignedIn, State(state): State<AppState>, Path(id): Path<
         let tasks = crate::store::actions::tasks(source, crate::store::actions::TaskFilter { account: Some(&account), ..Default::default() }, 50)?;
         let notes = crate::store::listening::notes(source, &account)?;
         let events = source.recent_events(&account, EVENTS_LISTED)?;
-        Ok(Some(View { facts, parent, children, row, health, weekly, history, features, unused, records: listed, changes, alerts, tasks, notes, events }))
+        let hold_days = s.health.tier_hold_days;
+        Ok(Some(View { facts, parent, children, row, health, weekly, history, hold_days, features, unused, records: listed, changes, alerts, tasks, notes, events }))
     })
     .await?
     .ok_or_else(|| PageError::not_found(format!("no account {id}")))?;
@@ -138,6 +145,9 @@ fn render(v: &View, currency: &str, as_of: NaiveDate) -> Markup {
                         ". Power feature: " strong { (h["power_feature"].as_str().unwrap_or("none")) }
                         ", used " (number(h["power_feature_monthly_uses"].as_f64(), 1)) " times a month; accounts like this renewed "
                         strong data-field="expected_renewal_rate" { (percent(h["expected_renewal_rate"].as_f64())) } " of the time."
+                        @if h["usage_tier"] != h["tier"] && h["usage_tier"].is_string() {
+                            " Its use of late points to " (tier_badge(h["usage_tier"].as_str())) "; the tier changes once that has held " (v.hold_days) " days."
+                        }
                     }
                     table.data {
                         caption {

@@ -179,7 +179,7 @@ pub async fn indicators(user: SignedIn, State(state): State<AppState>, Query(que
         (charts::rates(&format!("Expected renewal rate by monthly uses of {} (95% posterior interval)", sm_model.power_feature.as_deref().unwrap_or("the power feature")), &bars))
         table.data {
             caption { "Usage buckets" }
-            thead { tr { th scope="col" { "Monthly uses" } th scope="col" { "Decided" } th scope="col" { "Renewed" } th scope="col" { "Observed rate" } th scope="col" { "Pooled rate" } th scope="col" { "Expected rate" } th scope="col" { "95% interval" } th scope="col" { "Tier" } } }
+            thead { tr { th scope="col" { "Monthly uses" } th scope="col" { "Decided" } th scope="col" { "Renewed" } th scope="col" { "Observed rate" } th scope="col" { "Prior rate" } th scope="col" { "Expected rate" } th scope="col" { "95% interval" } th scope="col" { "Tier" } } }
             tbody { @for b in &sm_model.buckets { tr {
                 th scope="row" { (b.label) } td.num { (b.decided) } td.num { (b.renewed) } td.num { (percent(b.observed_rate)) }
                 td.num { (percent(Some(b.prior_rate))) } td.num { (percent(Some(b.renewal_rate))) }
