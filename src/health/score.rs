@@ -11,9 +11,17 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-/// The components a learned score weighs, each with the sign its weight must have.
-pub const LEARNED_MEASURES: &[(&str, f64)] =
-    &[("expected_renewal_rate", 1.0), ("engagement_score", 1.0), ("license_utilization", 1.0), ("nps", 1.0), ("escalations_open", -1.0)];
+/// The components a learned score weighs, each with the sign its weight must have. The
+/// usage ones are read over the health window (`usage_days` before the decision or
+/// `as_of`), from the same feature uses as the expected renewal rate: all features' uses a
+/// month, and how many distinct features were used; the others are the metrics of the day.
+pub const LEARNED_MEASURES: &[(&str, f64)] = &[
+    ("expected_renewal_rate", 1.0),
+    ("window_monthly_uses", 1.0),
+    ("window_features_used", 1.0),
+    ("nps", 1.0),
+    ("escalations_open", -1.0),
+];
 
 /// Ridge penalty on the standardized weights (toward 0 for the pooled fit, toward the pooled
 /// weights for a segment's): the weight of this many pseudo-observations' worth of belief.
@@ -45,13 +53,15 @@ pub struct ScoreModel {
 }
 
 /// What the score reads of a measure: rates as log-odds (so a rate's effect is
-/// multiplicative in odds), the rest as they are.
+/// multiplicative in odds), use counts on a log scale (twice the use is one step, whatever
+/// the size of the account), the rest as they are.
 pub fn transform(measure: &str, value: f64) -> f64 {
     match measure {
         "expected_renewal_rate" => {
             let p = value.clamp(0.01, 0.99);
             (p / (1.0 - p)).ln()
         }
+        "window_monthly_uses" => value.max(0.0).ln_1p(),
         _ => value,
     }
 }
@@ -254,7 +264,7 @@ mod tests {
     fn row(rate: f64, noise: f64, renewed: bool) -> Row {
         let mut m = BTreeMap::new();
         m.insert("expected_renewal_rate".to_string(), Some(rate));
-        m.insert("engagement_score".to_string(), Some(noise));
+        m.insert("window_features_used".to_string(), Some(noise));
         m.insert("nps".to_string(), None);
         (m, renewed)
     }
@@ -262,7 +272,7 @@ mod tests {
     #[test]
     fn a_component_without_signal_gets_a_weight_near_zero() {
         // 40 accounts: expected rate 0.9 renews 9 times in 10, 0.5 renews half the time;
-        // engagement alternates 20/80 with the same renewal rate either way (no signal).
+        // features used alternates 20/80 with the same renewal rate either way (no signal).
         let mut rows = Vec::new();
         for i in 0..20 {
             let noise = if i % 2 == 0 { 20.0 } else { 80.0 };
@@ -272,10 +282,10 @@ mod tests {
         let model = fit(&rows, None, "learned");
         let weight = |m: &str| model.terms.iter().find(|t| t.measure == m).unwrap().weight;
         assert!(weight("expected_renewal_rate") > 0.5, "{model:?}");
-        assert!(weight("engagement_score").abs() < 0.1, "{model:?}");
+        assert!(weight("window_features_used").abs() < 0.1, "{model:?}");
         assert_eq!(weight("nps"), 0.0, "never present");
         // Calibrated: mean fitted probability of each group near its observed rate.
-        let score = |rate: f64| apply(&model, &serde_json::json!({"expected_renewal_rate": rate, "engagement_score": 50.0}).as_object().unwrap().clone()).0;
+        let score = |rate: f64| apply(&model, &serde_json::json!({"expected_renewal_rate": rate, "window_features_used": 50.0}).as_object().unwrap().clone()).0;
         assert!((score(0.9) - 90.0).abs() < 6.0, "{}", score(0.9));
         assert!((score(0.5) - 50.0).abs() < 8.0, "{}", score(0.5));
     }

@@ -324,52 +324,45 @@ pub fn examples(
     let spans: Vec<(String, i32, i32)> = terms.iter().map(|(info, _, first, last)| (info.account_id.clone(), *first, *last)).collect();
     let uses = source.feature_uses(&spans, settings.metrics)?;
     let decision_days: Vec<(&AccountInfo, i32)> = terms.iter().map(|(info, _, _, last)| (*info, *last)).collect();
-    let mut measures = decision_measures(source, &decision_days, settings)?.into_iter();
+    let mut measures = record_measures(source, &decision_days, settings)?.into_iter();
     let mut out = Vec::new();
     let mut span: Option<(i32, i32)> = None;
     for ((info, sub, first, last), uses) in terms.into_iter().zip(uses) {
         let days = f64::from(last - first + 1);
+        let mut measures = measures.next().unwrap_or_default();
+        for (name, value) in window_measures(&uses, days) {
+            measures.insert(name.to_string(), Some(value));
+        }
         let monthly: HashMap<String, f64> = uses.into_iter().map(|(f, uses)| (f, uses as f64 * 30.0 / days)).collect();
         span = Some(span.map_or((first, last), |(a, b)| (a.min(first), b.max(last))));
         let renewed = sub.outcome.as_deref() == Some("renewed");
-        let measures = measures.next().unwrap_or_default();
         out.push(Example { account_id: info.account_id.clone(), segment: info.segment.clone(), arr: sub.arr, renewed, day: last, monthly, measures });
     }
     Ok((out, span))
 }
 
-/// How many accounts' rollups [`decision_measures`] holds at once.
-const DECISION_ACCOUNTS_PER_LOAD: usize = 100;
+/// The learned score's usage measures over a window of `days` days with these feature
+/// uses: all features' uses a month, and the distinct features used.
+pub(crate) fn window_measures(uses: &HashMap<String, i64>, days: f64) -> [(&'static str, f64); 2] {
+    let total: i64 = uses.values().sum();
+    let used = uses.values().filter(|u| **u > 0).count();
+    [("window_monthly_uses", total as f64 * 30.0 / days.max(1.0)), ("window_features_used", used as f64)]
+}
 
-/// The learned score's measures (all but the expected renewal rate) of each (account,
-/// decision day), in order: the account's metrics on that day, the engagement score ranked
-/// among the decisions of the same segment (as a live one is among the segment's accounts).
-fn decision_measures(source: &dyn HealthSource, decisions: &[(&AccountInfo, i32)], settings: Settings) -> Result<Vec<BTreeMap<String, Option<f64>>>, StoreError> {
-    let mut by_account: BTreeMap<&str, (&AccountInfo, Vec<(usize, i32)>)> = BTreeMap::new();
-    for (index, (info, day)) in decisions.iter().enumerate() {
-        by_account.entry(info.account_id.as_str()).or_insert((info, Vec::new())).1.push((index, *day));
-    }
-    let mut rows: Vec<Row> = vec![Row::new(); decisions.len()];
-    let accounts: Vec<&(&AccountInfo, Vec<(usize, i32)>)> = by_account.values().collect();
-    for chunk in accounts.chunks(DECISION_ACCOUNTS_PER_LOAD) {
-        let infos: Vec<&AccountInfo> = chunk.iter().map(|(info, _)| *info).collect();
-        let from = chunk.iter().flat_map(|(_, days)| days.iter().map(|d| d.1)).min().unwrap_or(0);
-        let to = chunk.iter().flat_map(|(_, days)| days.iter().map(|d| d.1)).max().unwrap_or(0);
-        for (data, (_, days)) in source.load(&infos, from, to, settings.metrics, settings.currency)?.iter().zip(chunk) {
-            for (index, day) in days {
-                rows[*index] = metrics::compute(data, *day, settings.metrics);
-            }
-        }
-    }
-    metrics::engagement_scores(&mut rows, settings.metrics);
-    Ok(rows
+/// The learned score's measures that come from records (nps, escalations open) of each
+/// (account, decision day), in order: the metrics of that day from the account's records,
+/// read once for every decision (the usage measures come from the window's feature uses).
+fn record_measures(source: &dyn HealthSource, decisions: &[(&AccountInfo, i32)], settings: Settings) -> Result<Vec<BTreeMap<String, Option<f64>>>, StoreError> {
+    let mut infos: Vec<&AccountInfo> = decisions.iter().map(|(info, _)| *info).collect();
+    infos.sort_by(|a, b| a.account_id.cmp(&b.account_id));
+    infos.dedup_by(|a, b| a.account_id == b.account_id);
+    let mut records = sm::build_records(&mut |table, columns| source.record_rows(table, columns), infos.iter().copied(), settings.currency)?;
+    let data: HashMap<&str, metrics::AccountData> = infos.iter().map(|info| (info.account_id.as_str(), records.account_data(info))).collect();
+    Ok(decisions
         .iter()
-        .map(|row| {
-            health::score::LEARNED_MEASURES
-                .iter()
-                .filter(|(m, _)| *m != "expected_renewal_rate")
-                .map(|(m, _)| (m.to_string(), row.get(*m).and_then(Value::as_f64)))
-                .collect()
+        .map(|(info, day)| {
+            let row = data.get(info.account_id.as_str()).map(|d| metrics::compute(d, *day, settings.metrics)).unwrap_or_default();
+            ["nps", "escalations_open"].into_iter().map(|m| (m.to_string(), row.get(m).and_then(Value::as_f64))).collect()
         })
         .collect())
 }
@@ -571,7 +564,7 @@ fn usage_model<'m>(model: &'m Model, row: &Row) -> Option<(&'m SegmentModel, &'m
 pub fn assess_days(source: &dyn HealthSource, days: &[(&[Row], &Model, i32)], settings: Settings) -> Result<Vec<Vec<Map<String, Value>>>, StoreError> {
     let wanted: HashSet<&str> = days
         .iter()
-        .flat_map(|(rows, model, _)| rows.iter().filter(|r| usage_model(model, r).is_some()).map(|r| r["account_id"].as_str().unwrap_or_default()))
+        .flat_map(|(rows, model, _)| rows.iter().filter(|r| segment_model(model, r).is_some()).map(|r| r["account_id"].as_str().unwrap_or_default()))
         .collect();
     let mut since: HashMap<String, i32> = HashMap::new();
     if !wanted.is_empty() {
@@ -587,7 +580,7 @@ pub fn assess_days(source: &dyn HealthSource, days: &[(&[Row], &Model, i32)], se
     let spans: Vec<(String, i32, i32)> = days
         .iter()
         .flat_map(|(rows, model, as_of)| {
-            rows.iter().filter(|r| usage_model(model, r).is_some()).map(|r| {
+            rows.iter().filter(|r| segment_model(model, r).is_some()).map(|r| {
                 let account = r["account_id"].as_str().unwrap_or_default();
                 (account.to_string(), first_of(account, *as_of), *as_of)
             })
@@ -621,10 +614,12 @@ fn assess_rows(
         health.insert("account_id".into(), account.into());
         health.insert("segment".into(), segment.into());
         health.insert("model_id".into(), model.id.into());
+        // The window's feature uses (read for every row with a segment model), taken out.
+        let window = uses.remove(&(account.to_string(), as_of));
+        let days = (as_of - first_of(account, as_of) + 1).max(1);
         let (tier, rate, monthly, power) = match (seg, usage_model(model, row)) {
             (_, Some((m, power))) => {
-                let days = (as_of - first_of(account, as_of) + 1).max(1);
-                let count = uses.get_mut(&(account.to_string(), as_of)).and_then(|u| u.remove(power.as_str())).unwrap_or(0);
+                let count = window.as_ref().and_then(|u| u.get(power.as_str()).copied()).unwrap_or(0);
                 let monthly = count as f64 * 30.0 / f64::from(days);
                 let (tier, rate) = health::tier_of(m, monthly);
                 (Some(tier), rate, Some(monthly), Some(power.clone()))
@@ -644,6 +639,12 @@ fn assess_rows(
         let mut measures = row.clone();
         measures.insert("tier".into(), tier.into());
         measures.insert("expected_renewal_rate".into(), rate.into());
+        if let Some(window) = &window {
+            for (name, value) in window_measures(window, f64::from(days)) {
+                measures.insert(name.into(), value.into());
+                health.insert(name.into(), value.into());
+            }
+        }
         let scored = health::score(&measures, seg, settings.health);
         health.insert("health_score".into(), scored.score.into());
         health.insert("health_band".into(), scored.band.into());

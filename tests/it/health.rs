@@ -85,7 +85,7 @@ fn planted_power_features_rank_first_and_tiers_match_the_planted_rates() {
     assert_eq!(health.body["model"]["id"], id);
     let components = health.body["health"]["components"].as_array().unwrap();
     let measures: Vec<&str> = components.iter().map(|c| c["measure"].as_str().unwrap()).collect();
-    assert_eq!(measures, vec!["expected_renewal_rate", "engagement_score", "license_utilization", "nps", "escalations_open"]);
+    assert_eq!(measures, vec!["expected_renewal_rate", "window_monthly_uses", "window_features_used", "nps", "escalations_open"]);
     assert_eq!(health.body["health"]["score_weights"], "learned", "pro, enterprise, starter and trial have their own renewals");
     // The score is the renewal estimate its components' contributions explain.
     let score = health.body["health"]["health_score"].as_f64().unwrap();
