@@ -431,9 +431,6 @@ fn store_gated(source: &dyn HealthSource, mut model: Model, force: bool, setting
 /// Held-out renewals needed (with both outcomes) to test a candidate; fewer and it is
 /// promoted untested.
 pub const GATE_DECIDED_MIN: usize = 10;
-/// How much worse (higher) a candidate's held-out Brier score may be and still count as not
-/// worse: noise of a few decisions.
-pub const GATE_BRIER_TOLERANCE: f64 = 0.005;
 
 /// Tests the way `analyse` learns against the model in force, on time neither has learned
 /// from: both are trained on the renewals decided before `as_of - holdout_days` (the model
@@ -479,7 +476,9 @@ pub fn gate(source: &dyn HealthSource, current: Option<&Model>, as_of: NaiveDate
     gate.auc_logins = quality.auc_logins;
     let f = |x: Option<f64>| x.map_or("-".to_string(), |x| format!("{x:.3}"));
     if let (Some(candidate), Some(current)) = (gate.brier_candidate, gate.brier_current) {
-        if candidate > current + GATE_BRIER_TOLERANCE {
+        // Not worse means no higher: a candidate learned the same way as the model in force
+        // scores exactly as it does, so only a different structure can lose.
+        if candidate > current {
             gate.promoted = false;
             gate.reason = format!("held-out Brier score {candidate:.3} is worse than the model in force's {current:.3}: rejected");
             return Ok(gate);
