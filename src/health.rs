@@ -473,15 +473,13 @@ pub fn build_models(examples: &[Example], segments: &[String], config: &HealthCo
 /// learned from other data, for the held-out test.
 pub fn build_models_like(examples: &[Example], segments: &[String], config: &HealthConfig, fixed: Option<&Structure>) -> BTreeMap<String, SegmentModel> {
     let everyone: Vec<&Example> = examples.iter().collect();
-    let mut pooled_plan = plan("all", everyone.clone(), &[], &HealthConfig { min_decided: 1, ..config.clone() }, fixed);
-    let pooled_ranking = indicators("all", &everyone, config);
-    if pooled_plan.standing == Standing::Pooled {
-        // One outcome overall: nothing to rank against; keep the plan as is.
-        pooled_plan.indicators = pooled_ranking.clone();
-    }
+    let pooled_plan = plan("all", everyone.clone(), &[], &HealthConfig { min_decided: 1, ..config.clone() }, fixed);
+    // The pooled plan ranked every decision already (its standing is own, or pooled when
+    // all decisions share one outcome: both rank `indicators("all", everyone)`).
+    let pooled_ranking = &pooled_plan.indicators;
     let plans: Vec<Plan> = segments
         .iter()
-        .map(|s| plan(s, examples.iter().filter(|e| &e.segment == s).collect(), &pooled_ranking, config, fixed))
+        .map(|s| plan(s, examples.iter().filter(|e| &e.segment == s).collect(), pooled_ranking, config, fixed))
         .collect();
     let pooled_base = (everyone.iter().filter(|e| e.renewed).count() as f64 + 1.0) / (everyone.len() as f64 + 2.0);
     let pooled_cells = counts(&pooled_plan.cuts, &uses_of(&everyone, pooled_plan.power.as_ref()));
