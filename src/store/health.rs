@@ -376,33 +376,54 @@ fn decided_before(subscriptions: &HashMap<String, Vec<metrics::Subscription>>, d
 /// Builds a model from the renewals decided before `as_of` (not stored, promoted until a
 /// gate says otherwise).
 pub fn analyse(source: &dyn HealthSource, as_of: NaiveDate, reason: &str, settings: Settings) -> Result<Model, StoreError> {
-    analyse_like(source, as_of, reason, None, settings)
+    Ok(Learning::read(source, as_of, settings)?.model(reason, None, settings))
 }
 
-/// [`analyse`], keeping the power feature and cut points of `like`'s segments.
-fn analyse_like(source: &dyn HealthSource, as_of: NaiveDate, reason: &str, like: Option<&Model>, settings: Settings) -> Result<Model, StoreError> {
-    let structure: Option<health::Structure> =
-        like.map(|m| m.segments.iter().filter(|(_, s)| s.standing != health::Standing::Unknown).map(|(name, s)| (name.clone(), (s.power_feature.clone(), s.cut_points.clone()))).collect());
-    let infos = source.accounts()?;
-    let subscriptions = source.subscriptions(&infos, settings.currency)?;
-    let (examples, span) = examples(source, day_number(as_of), &infos, &subscriptions, settings)?;
-    let subscriptions_decided = decided_before(&subscriptions, as_of);
-    let mut segments: Vec<String> = infos.iter().map(|i| i.segment.clone()).collect();
-    segments.sort();
-    segments.dedup();
-    Ok(Model {
-        status: PROMOTED.to_string(),
-        id: 0,
-        created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        as_of: as_of.to_string(),
-        reason: reason.to_string(),
-        data_from: span.map(|s| day_date(s.0).to_string()),
-        data_to: span.map(|s| day_date(s.1).to_string()),
-        decided_renewals: examples.len(),
-        subscriptions_decided,
-        segments: health::build_models_like(&examples, &segments, settings.health, structure.as_ref()),
-        gate: None,
-    })
+/// What a model learns from: the renewals decided before `as_of`, read once (the held-out
+/// test builds two models from them).
+struct Learning {
+    as_of: NaiveDate,
+    examples: Vec<Example>,
+    span: Option<(i32, i32)>,
+    subscriptions_decided: i64,
+    segments: Vec<String>,
+}
+
+impl Learning {
+    fn read(source: &dyn HealthSource, as_of: NaiveDate, settings: Settings) -> Result<Learning, StoreError> {
+        let infos = source.accounts()?;
+        let subscriptions = source.subscriptions(&infos, settings.currency)?;
+        let (examples, span) = examples(source, day_number(as_of), &infos, &subscriptions, settings)?;
+        let mut segments: Vec<String> = infos.iter().map(|i| i.segment.clone()).collect();
+        segments.sort();
+        segments.dedup();
+        Ok(Learning { as_of, examples, span, subscriptions_decided: decided_before(&subscriptions, as_of), segments })
+    }
+
+    /// The model these renewals give, keeping the power feature and cut points of `like`'s
+    /// segments if given.
+    fn model(&self, reason: &str, like: Option<&Model>, settings: Settings) -> Model {
+        let structure: Option<health::Structure> = like.map(|m| {
+            m.segments
+                .iter()
+                .filter(|(_, s)| s.standing != health::Standing::Unknown)
+                .map(|(name, s)| (name.clone(), (s.power_feature.clone(), s.cut_points.clone())))
+                .collect()
+        });
+        Model {
+            status: PROMOTED.to_string(),
+            id: 0,
+            created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            as_of: self.as_of.to_string(),
+            reason: reason.to_string(),
+            data_from: self.span.map(|s| day_date(s.0).to_string()),
+            data_to: self.span.map(|s| day_date(s.1).to_string()),
+            decided_renewals: self.examples.len(),
+            subscriptions_decided: self.subscriptions_decided,
+            segments: health::build_models_like(&self.examples, &self.segments, settings.health, structure.as_ref()),
+            gate: None,
+        }
+    }
 }
 
 /// Runs the analysis, tests it against the model in force on held-out time ([`gate`]) and
@@ -457,8 +478,9 @@ pub fn gate(source: &dyn HealthSource, current: Option<&Model>, as_of: NaiveDate
         gate.reason = "no model that learned from renewals is in force: promoted".into();
         return Ok(gate);
     };
-    let trial = analyse(source, from, "held-out test", settings)?;
-    let baseline = analyse_like(source, from, "held-out test", Some(current), settings)?;
+    let learning = Learning::read(source, from, settings)?;
+    let trial = learning.model("held-out test", None, settings);
+    let baseline = learning.model("held-out test", Some(current), settings);
     let rows = source.snapshot(from - chrono::Duration::days(1), settings.metrics, settings.currency)?;
     let candidate = scored_decisions(source, &rows, &trial, from, holdout, settings)?;
     let in_force = scored_decisions(source, &rows, &baseline, from, holdout, settings)?;
