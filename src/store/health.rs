@@ -491,9 +491,9 @@ pub fn gate(source: &dyn HealthSource, current: Option<&Model>, as_of: NaiveDate
         gate.reason = format!("{decided} held-out renewals ({renewed} renewed) cannot test it (at least {GATE_DECIDED_MIN} with both outcomes): promoted untested");
         return Ok(gate);
     }
-    let quality = Quality::of(&candidate);
+    let quality = Quality::of(&candidate.iter().collect::<Vec<_>>());
     gate.brier_candidate = quality.brier_score;
-    gate.brier_current = Quality::of(&in_force).brier_score;
+    gate.brier_current = Quality::of(&in_force.iter().collect::<Vec<_>>()).brier_score;
     gate.auc_score_candidate = quality.auc_score;
     gate.auc_logins = quality.auc_logins;
     let f = |x: Option<f64>| x.map_or("-".to_string(), |x| format!("{x:.3}"));
@@ -823,7 +823,7 @@ impl Decision {
 fn scored_decisions(source: &dyn HealthSource, rows: &[Row], model: &Model, as_of: NaiveDate, horizon_days: i64, settings: Settings) -> Result<Vec<Decision>, StoreError> {
     let day = day_number(as_of) - 1;
     let healths = assess_all(source, rows, model, day, settings)?;
-    let mut assessed: HashMap<String, (Map<String, Value>, Option<f64>)> = healths
+    let assessed: HashMap<String, (Map<String, Value>, Option<f64>)> = healths
         .into_iter()
         .zip(rows)
         .map(|(health, row)| (row["account_id"].as_str().unwrap_or_default().to_string(), (health, row["logins_per_user_week"].as_f64())))
@@ -847,7 +847,6 @@ fn scored_decisions(source: &dyn HealthSource, rows: &[Row], model: &Model, as_o
             }
         }
     }
-    assessed.clear();
     Ok(out)
 }
 
@@ -865,7 +864,7 @@ struct Quality {
 }
 
 impl Quality {
-    fn of(items: &[Decision]) -> Quality {
+    fn of(items: &[&Decision]) -> Quality {
         let auc_of = |f: &dyn Fn(&Decision) -> Option<f64>| {
             let points: Vec<(f64, bool, f64)> = items.iter().map(|d| (f(d).unwrap_or(0.0), d.renewed, 1.0)).collect();
             health::auc(&points)
@@ -879,7 +878,7 @@ impl Quality {
         let base = (n > 0).then(|| items.iter().filter(|d| d.renewed).count() as f64 / n as f64);
         // Top-decile lift: the churn rate of the tenth with the lowest renewal probability
         // over the churn rate of all.
-        let mut ranked: Vec<&Decision> = items.iter().filter(|d| d.probability().is_some()).collect();
+        let mut ranked: Vec<&Decision> = items.iter().copied().filter(|d| d.probability().is_some()).collect();
         ranked.sort_by(|a, b| a.probability().unwrap_or(0.0).total_cmp(&b.probability().unwrap_or(0.0)));
         let decile = ranked.len().div_ceil(10);
         let churn = |group: &[&Decision]| group.iter().filter(|d| !d.renewed).count() as f64 / group.len().max(1) as f64;
@@ -900,14 +899,14 @@ impl Quality {
 /// The calibration of a group's tiers: per tier (and `unknown`) the decisions, the mean
 /// predicted rate, the observed rate with its 95% (Jeffreys) interval; and the
 /// decision-weighted mean |predicted - observed| over tiers with a prediction.
-fn calibration(items: &[Decision]) -> (Vec<Value>, Option<f64>, Option<f64>) {
+fn calibration(items: &[&Decision]) -> (Vec<Value>, Option<f64>, Option<f64>) {
     let (mut error, mut weight) = (0.0, 0.0);
     let mut largest = 0usize;
     let tiers: Vec<Value> = health::TIERS
         .iter()
         .chain(std::iter::once(&health::UNKNOWN))
         .map(|tier| {
-            let inside: Vec<&Decision> = items.iter().filter(|d| d.health["tier"] == *tier).collect();
+            let inside: Vec<&Decision> = items.iter().copied().filter(|d| d.health["tier"] == *tier).collect();
             let n = inside.len();
             largest = largest.max(n);
             let renewed = inside.iter().filter(|d| d.renewed).count();
@@ -947,8 +946,6 @@ pub fn backtest(source: &dyn HealthSource, as_of: NaiveDate, horizon_days: i64, 
     let segments: Vec<Value> = groups
         .into_iter()
         .map(|(segment, items)| {
-            let items: Vec<Decision> =
-                items.into_iter().map(|d| Decision { segment: d.segment.clone(), renewed: d.renewed, arr: d.arr, health: d.health.clone(), logins: d.logins }).collect();
             let q = Quality::of(&items);
             let (calibration, calibration_error, largest_tier_share) = self::calibration(&items);
             let renewed = items.iter().filter(|d| d.renewed).count();
