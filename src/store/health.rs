@@ -568,6 +568,15 @@ pub fn assess(source: &dyn HealthSource, row: &Row, model: &Model, as_of: i32, s
     Ok(assess_all(source, std::slice::from_ref(row), model, as_of, settings)?.pop().expect("invariant: one row in, one out"))
 }
 
+/// [`assess`] with the held tier put over the day's (see [`apply_held`]): one account as
+/// the history, the portfolio and its page show it.
+pub fn assess_held(source: &dyn HealthSource, row: &Row, model: &Model, as_of: i32, settings: Settings) -> Result<Map<String, Value>, StoreError> {
+    let mut assessed = [assess(source, row, model, as_of, settings)?];
+    apply_held(source, as_of, &mut assessed, settings)?;
+    let [health] = assessed;
+    Ok(health)
+}
+
 /// [`assess`] for many rows, reading what they need in one go. The power feature's monthly
 /// uses are its uses in the last `usage_days` days (or since the account's first
 /// subscription started, if shorter) x 30 / days.

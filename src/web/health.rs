@@ -105,10 +105,7 @@ async fn account_health(_caller: Caller, State(state): State<AppState>, Path(id)
         let Some(row) = crate::store::metrics::account(source, &account, as_of, false, &peers, settings.metrics, settings.currency)? else {
             return Ok(Err(ApiError::NotFound(format!("no account {account}"))));
         };
-        let day = crate::metrics::activity::day_number(as_of);
-        let mut health = [sh::assess(source, &row, &model, day, settings)?];
-        sh::apply_held(source, day, &mut health, settings)?;
-        let [health] = health;
+        let health = sh::assess_held(source, &row, &model, crate::metrics::activity::day_number(as_of), settings)?;
         let summary = json!({"id": model.id, "as_of": model.as_of, "created_at": model.created_at, "reason": model.reason, "status": model.status});
         Ok(Ok((health, summary)))
     })

@@ -61,11 +61,8 @@ pub async fn page(user: SignedIn, State(state): State<AppState>, Path(id): Path<
         let children = all.iter().filter(|f| f.parent_id.as_deref() == Some(account.as_str())).cloned().collect();
         let health = match sh::model_for(source, Some(as_of))? {
             Some(model) => {
-                let day = crate::metrics::activity::day_number(as_of);
                 // The held tier, as the history and the portfolio show it.
-                let mut assessed = [sh::assess(source, &row, &model, day, s)?];
-                sh::apply_held(source, day, &mut assessed, s)?;
-                let [assessed] = assessed;
+                let assessed = sh::assess_held(source, &row, &model, crate::metrics::activity::day_number(as_of), s)?;
                 Some((model, assessed))
             }
             None => None,
