@@ -68,6 +68,8 @@ pub struct Config {
     pub actions: crate::actions::ActionsConfig,
     pub listening: crate::listening::ListeningConfig,
     pub retention: RetentionConfig,
+    /// `[server]`: timeouts, connection caps and per-address limits of the HTTP server.
+    pub server: crate::web::shield::ServerConfig,
     /// Where events and records are kept: the embedded files in `data_dir`, or ClickHouse.
     pub store: StoreLocation,
     /// Where the file layer came from, for messages.
@@ -134,6 +136,11 @@ impl StoreLocation {
     }
 }
 
+/// Messages a second each source may send unless configured: far above what a product's
+/// real traffic needs of one key, far below what the store takes, so a leaked browser key
+/// cannot flood it. Bursts of one second's worth pass (a full batch, 2,500, always fits).
+pub const RATE_LIMIT_PER_SECOND_DEFAULT: u32 = 10_000;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IngestConfig {
     /// A retried message (same source and `messageId`) received within this many days of
@@ -142,7 +149,8 @@ pub struct IngestConfig {
     /// Bound of the ingest queue in bytes of request bodies; past it `/v1` answers 503.
     pub queue_bytes_max: u64,
     /// Messages per second each source (write key) may send; 0 = no limit. Past it `/v1`
-    /// answers 429 with Retry-After. Bursts of up to one second's worth pass.
+    /// answers 429 with Retry-After. Bursts of up to one second's worth pass; a batch larger
+    /// than that is a 413.
     pub rate_limit_per_second: u32,
     /// Source name -> its own messages per second, overriding `rate_limit_per_second`.
     pub rate_limits: BTreeMap<String, u32>,
@@ -497,7 +505,7 @@ impl Default for IngestConfig {
         IngestConfig {
             dedup_window_days: 7,
             queue_bytes_max: limits::QUEUE_BYTES_MAX_DEFAULT,
-            rate_limit_per_second: 0,
+            rate_limit_per_second: RATE_LIMIT_PER_SECOND_DEFAULT,
             rate_limits: BTreeMap::new(),
             cors_origins: Vec::new(),
         }
@@ -519,6 +527,7 @@ struct FileLayer {
     actions: Option<crate::actions::ActionsConfig>,
     listening: Option<crate::listening::ListeningConfig>,
     retention: Option<RetentionConfig>,
+    server: Option<crate::web::shield::ServerConfig>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -655,6 +664,8 @@ impl Config {
         listening.check().map_err(|(key, reason)| key_error(&format!("listening.{key}"), reason))?;
         let actions = layer.actions.unwrap_or_default();
         actions.check().map_err(|(key, reason)| key_error(&format!("actions.{key}"), reason))?;
+        let server = layer.server.unwrap_or_default();
+        server.check().map_err(|(key, reason)| key_error(&format!("server.{key}"), reason))?;
         let write_keys = layer.write_keys.unwrap_or_default();
         check_write_keys(&write_keys).map_err(|(key, reason)| key_error(&key, reason))?;
         Ok(Config {
@@ -668,6 +679,7 @@ impl Config {
             actions,
             listening,
             retention: layer.retention.unwrap_or_default(),
+            server,
             store,
             file: path.map(Path::to_path_buf),
         })

@@ -1,8 +1,10 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use tracing_subscriber::field::MakeExt;
 
 fn main() -> ExitCode {
+    release_large_allocations();
     init_logging();
     let cli = bellwether::cli::Cli::parse();
     match bellwether::cli::run(cli) {
@@ -12,6 +14,17 @@ fn main() -> ExitCode {
             eprintln!("bellwether: error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Large blocks (a sign-in's 19 MiB argon2 memory) are mapped and unmapped rather than
+/// kept in glibc's heaps, so memory goes back to the system after a burst of sign-ins.
+/// glibc raises its threshold after the first such free unless it is set once.
+fn release_large_allocations() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; called before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1024 * 1024);
     }
 }
 
@@ -30,6 +43,17 @@ fn init_logging() {
     if std::env::var("BELLWETHER_LOG_FORMAT").as_deref() == Ok("json") {
         builder.json().init();
     } else {
-        builder.init();
+        // Every field is written with its control characters escaped, so input (a user
+        // name with a newline, say) can never start a forged line. JSON escapes by itself.
+        let fields = tracing_subscriber::fmt::format::debug_fn(|writer, field, value| {
+            let raw = format!("{value:?}");
+            let text = bellwether::telemetry::escape_controls(&raw);
+            match field.name() {
+                "message" => write!(writer, "{text}"),
+                name => write!(writer, "{name}={text}"),
+            }
+        })
+        .delimited(" ");
+        builder.fmt_fields(fields).init();
     }
 }

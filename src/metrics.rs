@@ -542,12 +542,26 @@ pub fn engagement_scores(rows: &mut [Row], config: &MetricsConfig) {
     }
 }
 
-/// One CSV cell: null as empty, objects as compact JSON.
+/// One CSV cell: null as empty, objects as compact JSON, text through [`csv_text`].
 pub fn csv_cell(value: &Value) -> String {
     match value {
         Value::Null => String::new(),
-        Value::String(s) => s.clone(),
+        Value::String(s) => csv_text(s),
         other => other.to_string(),
+    }
+}
+
+/// Text as a CSV cell that a spreadsheet shows and never runs: a cell beginning with `=`,
+/// `+`, `-`, `@`, a tab or a carriage return is a formula to Excel, LibreOffice and
+/// Google Sheets (`=HYPERLINK(...)`, `+cmd|' /C calc'!A0`), so it gets a leading `'`
+/// (OWASP's advice), unless the whole cell is a number (`-12.5` stays a number). Every
+/// CSV bellwether writes passes its text cells through here.
+pub fn csv_text(text: &str) -> String {
+    let risky = text.starts_with(['=', '+', '-', '@', '\t', '\r']);
+    if risky && text.parse::<f64>().is_err() {
+        format!("'{text}")
+    } else {
+        text.to_string()
     }
 }
 
@@ -562,6 +576,20 @@ pub fn report_arr(arr: Option<f64>, currency: Option<&str>, rates: &CurrencyConf
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn csv_cells_never_start_a_formula() {
+        for formula in ["=HYPERLINK(\"http://x\",\"y\")", "+cmd|' /C calc'!A0", "-2+3+cmd|' /C calc'!A0", "@SUM(1+1)*cmd|' /C calc'!A0", "\t=1+1", "\r=1+1", "-", "+1 2"] {
+            let cell = csv_text(formula);
+            assert!(cell.starts_with('\''), "{formula:?} became {cell:?}");
+            assert_eq!(&cell[1..], formula, "the text itself is kept");
+        }
+        for plain in ["Acme Corp", "-12.5", "+3", "1e3", "", "a=b", "mail@example.com"] {
+            assert_eq!(csv_text(plain), plain);
+        }
+        assert_eq!(csv_cell(&serde_json::json!(-4)), "-4");
+        assert_eq!(csv_cell(&serde_json::json!("=1+1")), "'=1+1");
+    }
 
     #[test]
     fn quantiles_interpolate_like_duckdb() {

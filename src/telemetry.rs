@@ -119,3 +119,31 @@ impl Default for Telemetry {
         Telemetry::new()
     }
 }
+
+/// Text with every control character written as an escape (`\n`, `\r`, `\t`,
+/// `\u{1b}`), for log lines: whatever a field holds, one event stays one line.
+pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod escape_tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_escaped_for_logs() {
+        assert_eq!(escape_controls("admin"), "admin");
+        assert_eq!(escape_controls("x\nINFO dashboard sign-in username=admin\r\u{1b}[31m"), "x\\nINFO dashboard sign-in username=admin\\r\\u{1b}[31m");
+    }
+}

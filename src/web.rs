@@ -12,6 +12,7 @@ pub mod ops;
 pub mod pages;
 pub mod records;
 pub mod segment;
+pub mod shield;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -50,13 +51,14 @@ pub struct AppState {
     pub listening: Arc<crate::listening::ListeningConfig>,
     /// The dashboard's address as people reach it, for links in messages.
     pub base_url: Arc<str>,
-    /// Sign-in attempts per user name (password guessing is slowed to a trickle).
-    pub sign_ins: Arc<governor::DefaultKeyedRateLimiter<String>>,
+    /// Per-address limits of the public endpoints and of sign-in.
+    pub limiters: Arc<shield::Limiters>,
+    /// Bounds the password hashes running at once.
+    pub hash_gate: Arc<shield::HashGate>,
+    /// Host names the dashboard answers to besides IP addresses and `localhost`.
+    pub allowed_hosts: Arc<Vec<String>>,
+    pub server: Arc<shield::ServerConfig>,
 }
-
-/// Sign-in attempts one user name may make per minute (a burst of this many, then one
-/// every 60/N seconds).
-pub const SIGN_INS_PER_MINUTE: u32 = 10;
 
 /// `[actions] dashboard_url`, else `http://LISTEN`.
 pub fn base_url(config: &Config) -> String {
@@ -74,7 +76,10 @@ pub fn router(state: AppState) -> Router {
         .merge(records::router())
         .merge(ops::router())
         .merge(pages::router());
-    routes.layer(axum::middleware::map_response(security_headers)).with_state(state)
+    routes
+        .layer(axum::middleware::from_fn_with_state(state.clone(), shield::guard))
+        .layer(axum::middleware::map_response(security_headers))
+        .with_state(state)
 }
 
 /// CORS for the tracking API: browsers on the configured origins may POST with a write key.
@@ -208,9 +213,10 @@ impl App {
             actions: Arc::new(config.actions.clone()),
             listening: Arc::new(config.listening.clone()),
             base_url: Arc::from(base_url(config)),
-            sign_ins: Arc::new(governor::RateLimiter::keyed(governor::Quota::per_minute(
-                std::num::NonZeroU32::new(SIGN_INS_PER_MINUTE).expect("invariant: a positive constant"),
-            ))),
+            limiters: Arc::new(shield::Limiters::new(&config.server)),
+            hash_gate: Arc::new(shield::HashGate::new(config.server.hashes(), config.server.sign_in_queue_max)),
+            allowed_hosts: Arc::new(allowed_hosts(config)),
+            server: Arc::new(config.server.clone()),
         };
         Ok(App { state, writer })
     }
@@ -224,9 +230,19 @@ impl App {
             Some(clickhouse) => tracing::info!(%addr, store = ?clickhouse, "serving"),
             None => tracing::info!(%addr, database = %self.state.store.path().display(), "serving"),
         }
+        let server = self.state.server.clone();
+        let limiters = self.state.limiters.clone();
+        let forget = tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+            loop {
+                every.tick().await;
+                limiters.forget_idle();
+            }
+        });
         let routes = router(self.state);
         on_listening(addr);
-        axum::serve(listener, routes).with_graceful_shutdown(shutdown_signal()).await?;
+        accept_loop(listener, routes, &server).await;
+        forget.abort();
         tracing::info!("stopped accepting; waiting for the writer to finish");
         // The router (and with it every Ingestor clone) is dropped once serve returns, which
         // closes the queue; the writer commits what it holds and exits.
@@ -236,15 +252,99 @@ impl App {
     }
 }
 
+/// How long open requests may finish after a shutdown signal.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Accepts connections until a shutdown signal: each within the caps of `[server]` (a
+/// connection past them is closed at once, without stalling the loop), served by HTTP/1
+/// with the header timeout (which also closes idle keep-alive connections) and the body
+/// stall timeout, and told who its client is.
+async fn accept_loop(listener: TcpListener, routes: Router, server: &shield::ServerConfig) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tower::ServiceExt;
+    let connections = shield::Connections::new(server.max_connections, server.max_connections_per_address);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let header_timeout = std::time::Duration::from_secs(server.header_timeout_seconds);
+    let body_timeout = std::time::Duration::from_secs(server.body_timeout_seconds);
+    let trusted = Arc::new(server.trusted_proxies.clone());
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of descriptors or memory: wait a little rather than spin.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let Some(permit) = connections.admit(peer.ip()) else {
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let (routes, trusted) = (routes.clone(), trusted.clone());
+        let service = hyper::service::service_fn(move |request: axum::http::Request<hyper::body::Incoming>| {
+            let client = shield::client_addr(peer, request.headers(), &trusted);
+            let mut request = request.map(|body| axum::body::Body::new(tower_http::timeout::TimeoutBody::new(body_timeout, body)));
+            request.extensions_mut().insert(shield::ClientAddr(client));
+            request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+            routes.clone().oneshot(request)
+        });
+        let connection = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .serve_connection(TokioIo::new(stream), service);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            let _ = connection.await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
+        tracing::warn!("requests still open {}s after the shutdown signal were cut", SHUTDOWN_GRACE.as_secs());
+    }
+}
+
+/// Names the dashboard answers to: `[server] allowed_hosts` and the host of
+/// `[actions] dashboard_url` (IP addresses and `localhost` always).
+fn allowed_hosts(config: &Config) -> Vec<String> {
+    let mut hosts = config.server.allowed_hosts.clone();
+    if let Some(url) = &config.actions.dashboard_url {
+        let rest = url.split_once("://").map_or(url.as_str(), |(_, rest)| rest);
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+        let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        let host = if host.starts_with('[') { host } else { host.split(':').next().unwrap_or("") };
+        if !host.is_empty() {
+            hosts.push(host.to_ascii_lowercase());
+        }
+    }
+    hosts
+}
+
 /// `bellwether serve`: start and serve on the configured address.
 pub async fn serve(config: &Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(), ServeError> {
     App::start(config)?.serve(config.listen, on_listening).await
 }
 
-/// Reads a request body of at most `limit` bytes. `Err(())` when it is longer; the rest of
+/// Why a body was not read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyError {
+    /// Longer than the limit.
+    TooLarge,
+    /// The client stopped sending for `[server] body_timeout_seconds`.
+    Stalled,
+}
+
+/// Reads a request body of at most `limit` bytes. `TooLarge` when it is longer; the rest of
 /// the body is then read and dropped (up to [`crate::limits::OVERSIZE_DRAIN_BYTES_MAX`]) so
 /// the client gets the 413 rather than a reset connection.
-pub async fn read_body_limited(headers: &axum::http::HeaderMap, body: axum::body::Body, limit: usize) -> Result<axum::body::Bytes, ()> {
+pub async fn read_body_limited(headers: &axum::http::HeaderMap, body: axum::body::Body, limit: usize) -> Result<axum::body::Bytes, BodyError> {
     let declared = headers
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -253,10 +353,22 @@ pub async fn read_body_limited(headers: &axum::http::HeaderMap, body: axum::body
         if declared.is_some_and(|len| len <= crate::limits::OVERSIZE_DRAIN_BYTES_MAX) {
             let _ = axum::body::to_bytes(body, crate::limits::OVERSIZE_DRAIN_BYTES_MAX).await;
         }
-        return Err(());
+        return Err(BodyError::TooLarge);
     }
     // Without a length the body is read up to the limit: past it, the connection closes.
-    axum::body::to_bytes(body, limit).await.map_err(|_| ())
+    axum::body::to_bytes(body, limit).await.map_err(|e| if stalled(&e) { BodyError::Stalled } else { BodyError::TooLarge })
+}
+
+/// Whether a body error is the body timeout's.
+fn stalled(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if e.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        current = e.source();
+    }
+    false
 }
 
 async fn shutdown_signal() {

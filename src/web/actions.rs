@@ -287,16 +287,23 @@ pub async fn survey_answer(State(state): State<AppState>, axum::extract::Path(to
 #[derive(Debug, Deserialize)]
 pub struct PendingQuery {
     #[serde(rename = "writeKey")]
-    write_key: String,
+    write_key: Option<String>,
     #[serde(rename = "userId")]
     user_id: String,
 }
 
-/// `GET /v1/surveys/pending?writeKey=&userId=`: for the web snippet, a link to the newest
-/// unanswered survey sent to this person in the last 30 days (204 when none).
-pub async fn pending(State(state): State<AppState>, axum::extract::Query(query): axum::extract::Query<PendingQuery>) -> Response {
-    if !state.write_keys.contains_key(&super::key_digest(&query.write_key)) {
-        return (StatusCode::UNAUTHORIZED, Json(json!({"success": false, "error": "unknown write key"}))).into_response();
+/// `GET /v1/surveys/pending?userId=` with the write key as the Basic auth user name (as
+/// `/v1` calls send it; `writeKey=` in the query also works, but proxies log queries): for
+/// the web snippet, a link to the newest unanswered survey sent to this person in the last
+/// 30 days (204 when none).
+pub async fn pending(State(state): State<AppState>, headers: axum::http::HeaderMap, axum::extract::Query(query): axum::extract::Query<PendingQuery>) -> Response {
+    let from_header = match super::segment::header_source(&state, &headers) {
+        Ok(source) => source,
+        Err(response) => return response,
+    };
+    let from_query = query.write_key.as_deref().and_then(|key| state.write_keys.get(&super::key_digest(key)).cloned());
+    if from_header.or(from_query).is_none() {
+        return (StatusCode::UNAUTHORIZED, Json(json!({"success": false, "error": "unknown write key; send it as the Basic auth user name"}))).into_response();
     }
     if query.user_id.is_empty() || query.user_id.len() > crate::limits::ID_BYTES_MAX {
         return (StatusCode::BAD_REQUEST, Json(json!({"success": false, "field": "userId", "error": "1 to 256 bytes"}))).into_response();

@@ -41,6 +41,8 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     TooLarge(String),
+    #[error("{0}")]
+    Timeout(String),
     #[error("import stored nothing: {} error(s)", .0.error_count)]
     ImportFailed(Box<crate::store::records::ImportReport>),
     #[error("internal error")]
@@ -63,6 +65,7 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not found"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too large"),
+            ApiError::Timeout(_) => (StatusCode::REQUEST_TIMEOUT, "timeout"),
             ApiError::ImportFailed(_) => (StatusCode::UNPROCESSABLE_ENTITY, "import failed"),
             ApiError::Internal(cause) => {
                 tracing::error!(cause = %cause, "api internal error");

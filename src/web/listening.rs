@@ -38,7 +38,7 @@ fn csv_response(header_row: &[&str], rows: Vec<Vec<String>>) -> Result<Response,
     let mut writer = csv::Writer::from_writer(Vec::new());
     writer.write_record(header_row).map_err(|e| ApiError::Internal(e.to_string()))?;
     for row in rows {
-        writer.write_record(&row).map_err(|e| ApiError::Internal(e.to_string()))?;
+        writer.write_record(row.iter().map(|cell| crate::metrics::csv_text(cell))).map_err(|e| ApiError::Internal(e.to_string()))?;
     }
     let body = writer.into_inner().map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], body).into_response())

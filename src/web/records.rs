@@ -261,7 +261,10 @@ async fn json_body(headers: &HeaderMap, body: Body) -> Result<Map<String, Value>
 }
 
 async fn read_limited(headers: &HeaderMap, body: Body, limit: usize) -> Result<axum::body::Bytes, ApiError> {
-    super::read_body_limited(headers, body, limit).await.map_err(|()| ApiError::TooLarge(format!("body longer than {limit} bytes")))
+    super::read_body_limited(headers, body, limit).await.map_err(|e| match e {
+        super::BodyError::TooLarge => ApiError::TooLarge(format!("body longer than {limit} bytes")),
+        super::BodyError::Stalled => ApiError::Timeout("the body stopped arriving before its announced end; nothing was stored".into()),
+    })
 }
 
 #[derive(serde::Deserialize)]

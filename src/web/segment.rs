@@ -5,7 +5,8 @@
 //! ones and answers `200 {"success":true,"rejected":[{"index","field","reason"}]}`; a batch
 //! with no valid item, or any refused single call, is `400 {"success":false,"field","reason"}`
 //! (plus `rejected` for batches). 401 unknown write key, 413 too large, 415 unknown
-//! Content-Encoding, 429 over the source's rate limit (Retry-After), 503 queue full or
+//! Content-Encoding (and 413 for a batch larger than the source's one-second allowance),
+//! 429 over the source's or the address's rate limit (Retry-After), 503 queue full or
 //! storage failing (retry later). Browsers may call from `[ingest] cors_origins`.
 
 use std::io::Read;
@@ -101,7 +102,7 @@ async fn batch(State(state): State<AppState>, headers: HeaderMap, body: Body) ->
 
 /// The source of an `Authorization: Basic` write key. `Ok(None)` when there is no such
 /// header (the body may carry `writeKey`); an unknown key is a 401 at once.
-fn header_source(state: &AppState, headers: &HeaderMap) -> Result<Option<Arc<str>>, Response> {
+pub(super) fn header_source(state: &AppState, headers: &HeaderMap) -> Result<Option<Arc<str>>, Response> {
     let Some(value) = headers.get(header::AUTHORIZATION) else { return Ok(None) };
     let key = value
         .to_str()
@@ -126,7 +127,13 @@ async fn read_body(state: &AppState, headers: &HeaderMap, body: Body, limit: usi
         state.telemetry.reject("too_large");
         error(StatusCode::PAYLOAD_TOO_LARGE, "body", &format!("longer than {limit} bytes"))
     };
-    let raw = super::read_body_limited(headers, body, limit).await.map_err(|()| too_large())?;
+    let raw = super::read_body_limited(headers, body, limit).await.map_err(|e| match e {
+        super::BodyError::TooLarge => too_large(),
+        super::BodyError::Stalled => {
+            state.telemetry.reject("body_timeout");
+            error(StatusCode::REQUEST_TIMEOUT, "body", "the body stopped arriving before its announced end; nothing was stored")
+        }
+    })?;
     let encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or("identity");
     match encoding.trim().to_ascii_lowercase().as_str() {
         "identity" | "" => Ok(raw),
@@ -154,7 +161,7 @@ async fn read_body(state: &AppState, headers: &HeaderMap, body: Body, limit: usi
 }
 
 /// The source's rate limit: `n` messages more now, or a 429 saying when to retry. A batch
-/// larger than one second's allowance is refused whole (send smaller batches).
+/// larger than one second's allowance is a 413 naming the limit (retrying would never pass).
 fn rate_check(state: &AppState, source: &str, n: usize) -> Result<(), Response> {
     let Some(limiter) = state.rate_limiters.get(source) else { return Ok(()) };
     let Some(n) = std::num::NonZeroU32::new(n.max(1) as u32) else { return Ok(()) };
@@ -170,7 +177,15 @@ fn rate_check(state: &AppState, source: &str, n: usize) -> Result<(), Response> 
             let wait = not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));
             Err(refuse(wait.as_secs_f64().ceil().max(1.0) as u64, format!("source {source} is over its rate limit; retry later")))
         }
-        Err(_) => Err(refuse(1, format!("{n} messages are more than source {source} may send in one second; send smaller batches"))),
+        // Retrying cannot help: the batch is larger than the bucket ever holds.
+        Err(governor::InsufficientCapacity(most)) => {
+            state.telemetry.reject("too_large");
+            Err(error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "batch",
+                &format!("{n} messages are more than source {source} may send in one second ([ingest] rate limit {most}); send batches of at most {most}"),
+            ))
+        }
     }
 }
 

@@ -10,8 +10,9 @@
   var writeKey = config.writeKey || (script && script.dataset.writeKey);
   var userId = config.userId || (script && script.dataset.userId);
   if (!writeKey || !userId || sessionStorage.getItem("bellwetherSurveyDismissed")) return;
-  var url = host + "/v1/surveys/pending?writeKey=" + encodeURIComponent(writeKey) + "&userId=" + encodeURIComponent(userId);
-  fetch(url, { credentials: "omit" }).then(function (response) {
+  // The write key goes in a header, where proxies do not log it (not in the query).
+  var url = host + "/v1/surveys/pending?userId=" + encodeURIComponent(userId);
+  fetch(url, { credentials: "omit", headers: { Authorization: "Basic " + btoa(writeKey + ":") } }).then(function (response) {
     if (response.status !== 200) return null;
     return response.json();
   }).then(function (pending) {

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use super::{bare, PageError};
 use crate::store::users::{self, User};
 use crate::web::metrics::with_source;
+use crate::web::shield::{retry_after, ClientAddr};
 use crate::web::AppState;
 
 pub const SESSION_COOKIE: &str = "bw_session";
@@ -119,27 +120,42 @@ pub struct LoginForm {
     next: Option<String>,
 }
 
-pub async fn login(State(state): State<AppState>, headers: HeaderMap, Form(form): Form<LoginForm>) -> Result<Response, PageError> {
+/// Longest user name looked at (longer ones are refused before any work).
+const USERNAME_BYTES_MAX: usize = 256;
+
+pub async fn login(State(state): State<AppState>, client: ClientAddr, headers: HeaderMap, Form(form): Form<LoginForm>) -> Result<Response, PageError> {
     let next = safe_next(form.next.as_deref());
     if !same_origin(&headers) {
         return Err(PageError::forbidden("sign-in must come from this site's own form"));
     }
-    if state.sign_ins.check_key(&form.username).is_err() {
-        tracing::warn!(username = %form.username, "dashboard sign-in rate limited");
-        return Ok((
-            StatusCode::TOO_MANY_REQUESTS,
-            [(header::RETRY_AFTER, "60")],
-            login_form(&next, Some("Too many sign-in attempts for this user name; wait a minute and try again."), &form.username),
-        )
-            .into_response());
+    if form.username.len() > USERNAME_BYTES_MAX {
+        return Ok((StatusCode::BAD_REQUEST, login_form(&next, Some("That user name is too long."), "")).into_response());
     }
+    let refuse = |status: StatusCode, retry: u64, message: &str| {
+        (status, [(header::RETRY_AFTER, retry.to_string())], login_form(&next, Some(message), &form.username)).into_response()
+    };
+    // Per address first (whatever the names), then per name from this address: a client
+    // guessing one user's password slows itself, not the user signing in from elsewhere.
+    if let Err(not_until) = state.limiters.sign_ins_by_address.check_key(&client.0) {
+        tracing::warn!(client = %client.0, "dashboard sign-in rate limited (address)");
+        return Ok(refuse(StatusCode::TOO_MANY_REQUESTS, retry_after(&not_until), "Too many sign-in attempts from your address; wait a minute and try again."));
+    }
+    if let Err(not_until) = state.limiters.sign_ins.check_key(&(form.username.clone(), client.0)) {
+        tracing::warn!(username = ?form.username, client = %client.0, "dashboard sign-in rate limited (user name)");
+        return Ok(refuse(StatusCode::TOO_MANY_REQUESTS, retry_after(&not_until), "Too many sign-in attempts for this user name; wait a minute and try again."));
+    }
+    // Each check costs an argon2id hash (~19 MiB): at most a few at once, a short queue.
+    let Ok(_slot) = state.hash_gate.slot().await else {
+        tracing::warn!(client = %client.0, "dashboard sign-in refused: every hash slot busy");
+        return Ok(refuse(StatusCode::SERVICE_UNAVAILABLE, 1, "The server is busy checking other sign-ins; try again in a moment."));
+    };
     let (name, password) = (form.username.clone(), form.password);
     let secret = with_source(&state, move |source, _| Ok(users::sign_in(source, &name, &password)?)).await?;
     let Some(secret) = secret else {
-        tracing::info!(username = %form.username, "dashboard sign-in refused");
+        tracing::info!(username = ?form.username, client = %client.0, "dashboard sign-in refused");
         return Ok((StatusCode::UNAUTHORIZED, login_form(&next, Some("Wrong user name or password."), &form.username)).into_response());
     };
-    tracing::info!(username = %form.username, "dashboard sign-in");
+    tracing::info!(username = ?form.username, client = %client.0, "dashboard sign-in");
     let secure = headers.get("x-forwarded-proto").and_then(|v| v.to_str().ok()) == Some("https");
     let cookie = Cookie::build((SESSION_COOKIE, secret)).http_only(true).same_site(SameSite::Strict).path("/").secure(secure);
     Ok((CookieJar::new().add(cookie), Redirect::to(&next)).into_response())
