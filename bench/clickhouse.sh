@@ -55,7 +55,7 @@ for _ in $(seq 1 300); do curl -sf "http://127.0.0.1:$http_port/ping" > /dev/nul
 echo "machine: $(nproc) cores, $(uname -r), $(date -u +%Y-%m-%dT%H:%MZ), clickhouse $(curl -s "http://127.0.0.1:$http_port/?query=SELECT%20version()")"
 run() { # run NAME [--store URL]: fills a fresh node with TOTAL_EVENTS events; sets RESULT, RSS, HWM
     local name=$1; shift
-    BELLWETHER_WRITE_KEYS=bench-key BELLWETHER_LOG=warn start "$name" "$BIN" serve --data-dir "$work/$name" --listen 127.0.0.1:0 "$@"
+    BELLWETHER_CONFIG=$UNLIMITED BELLWETHER_WRITE_KEYS=bench-key BELLWETHER_LOG=warn start "$name" "$BIN" serve --data-dir "$work/$name" --listen 127.0.0.1:0 "$@"
     echo "$name: sending $TOTAL_EVENTS events..." >&2
     RESULT=$($LOADGEN --url "$URL" --batch 100 --connections "$CONNECTIONS" --seconds 100000 --total-events "$TOTAL_EVENTS")
     RSS=$(rss_mb "$PID"); HWM=$(hwm_mb "$PID")
@@ -84,6 +84,8 @@ echo "| disk MB | $emb_disk | $ch_disk (events rows $rows, activity rows $activi
 echo "generating $ACCOUNTS accounts, one year to $END_DATE..." >&2
 "$BIN" generate --out "$work/gen" --accounts "$ACCOUNTS" --years 1 --end-date "$END_DATE" --seed 42 >&2
 gen_config="$work/gen/bellwether.toml"
+# The generated config (exchange rates) with the abuse limits lifted (see bench/lib.sh).
+cat "$UNLIMITED" >> "$gen_config"
 load() { # load NAME [--store URL]: imports the records, sends the events; sets LOAD, HWM
     local name=$1; shift
     for kind in csms accounts subscriptions tickets survey_responses suggestions kpis; do

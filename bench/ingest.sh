@@ -25,7 +25,7 @@ ceil_batch=$($LOADGEN --url "$URL" --batch 100 --connections "$CONNECTIONS" --se
 ceil_single=$($LOADGEN --url "$URL" --batch 1 --connections "$CONNECTIONS" --seconds "$SECONDS_PER_RUN")
 kill -9 "$PID"
 
-BELLWETHER_WRITE_KEYS=bench-key BELLWETHER_LOG=warn start bellwether "$BIN" serve --data-dir "$work/data" --listen 127.0.0.1:0
+BELLWETHER_CONFIG=$UNLIMITED BELLWETHER_WRITE_KEYS=bench-key BELLWETHER_LOG=warn start bellwether "$BIN" serve --data-dir "$work/data" --listen 127.0.0.1:0
 BW_PID=$PID
 bw_batch=$($LOADGEN --url "$URL" --batch 100 --connections "$CONNECTIONS" --seconds "$SECONDS_PER_RUN")
 # The rollup worker yields the CPU to ingest: how long after the burst until it has caught up.

@@ -14,6 +14,17 @@ trap cleanup EXIT
 cp "$BIN" "$work/bellwether"
 B=$work/bellwether
 DATA=$work/data
+# Capacity benchmarks measure the server, not its abuse limits (issue 28: per-source and
+# per-address rate limits and connection caps are on by default); this config lifts them.
+UNLIMITED=$work/unlimited.toml
+cat > "$UNLIMITED" <<'TOML'
+[ingest]
+rate_limit_per_second = 0
+[server]
+requests_per_second_per_address = 0
+max_connections = 1024
+max_connections_per_address = 1024
+TOML
 
 stop() { kill -TERM "$1"; for _ in $(seq 1 100); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done; kill -9 "$1" 2>/dev/null || true; }
 hwm_mb() { awk '/VmHWM/ {printf "%.0f", $2/1024}' "/proc/$1/status"; }

@@ -15,7 +15,7 @@ source bench/lib.sh
 LOADGEN=target/release/examples/loadgen
 
 echo "== demo with $ACCOUNTS accounts (load, then serve)" >&2
-"$B" --data-dir "$DATA" demo --accounts "$ACCOUNTS" --listen 127.0.0.1:0 > "$work/demo.out" 2> "$work/demo.err" &
+BELLWETHER_CONFIG=$UNLIMITED "$B" --data-dir "$DATA" demo --accounts "$ACCOUNTS" --listen 127.0.0.1:0 > "$work/demo.out" 2> "$work/demo.err" &
 PID=$!; pids+=("$PID")
 for _ in $(seq 1 1200); do grep -q 'listening on' "$work/demo.out" 2>/dev/null && break; sleep 0.25; done
 URL=$(grep -o 'http://[0-9.:]*' "$work/demo.out" | head -1)

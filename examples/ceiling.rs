@@ -16,14 +16,14 @@ fn now_ms() -> i64 {
 }
 
 async fn batch(body: Bytes) -> (StatusCode, Json<serde_json::Value>) {
-    match ingest::parse_batch(&body, now_ms()) {
+    match ingest::parse_batch(&body, now_ms(), &ingest::TimeRange::default()) {
         Ok(parsed) if parsed.rejected.is_empty() => (StatusCode::OK, Json(json!({"success": true}))),
         _ => (StatusCode::BAD_REQUEST, Json(json!({"success": false}))),
     }
 }
 
 async fn track(body: Bytes) -> (StatusCode, Json<serde_json::Value>) {
-    match ingest::parse_call(Kind::Track, &body, now_ms()) {
+    match ingest::parse_call(Kind::Track, &body, now_ms(), &ingest::TimeRange::default()) {
         Ok(_) => (StatusCode::OK, Json(json!({"success": true}))),
         Err(_) => (StatusCode::BAD_REQUEST, Json(json!({"success": false}))),
     }

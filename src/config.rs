@@ -157,6 +157,9 @@ pub struct IngestConfig {
     /// Origins browsers may send `/v1` calls from (CORS); `"*"` allows any. None: no CORS
     /// headers, so browsers refuse cross-origin calls.
     pub cors_origins: Vec<String>,
+    /// Event times accepted: `earliest_event` (a date, default 2000-01-01) to
+    /// `future_event_days` (default 1) after receipt, after clock-skew correction.
+    pub event_times: crate::ingest::TimeRange,
 }
 
 /// `[retention]`: how long raw events are kept (see `store::retention`).
@@ -508,6 +511,7 @@ impl Default for IngestConfig {
             rate_limit_per_second: RATE_LIMIT_PER_SECOND_DEFAULT,
             rate_limits: BTreeMap::new(),
             cors_origins: Vec::new(),
+            event_times: crate::ingest::TimeRange::default(),
         }
     }
 }
@@ -545,6 +549,8 @@ struct FileIngest {
     rate_limit_per_second: Option<u32>,
     rate_limits: Option<BTreeMap<String, u32>>,
     cors_origins: Option<Vec<String>>,
+    earliest_event: Option<String>,
+    future_event_days: Option<u32>,
 }
 
 /// Values given on the command line; `None` means "not given".
@@ -630,6 +636,17 @@ impl Config {
                 ingest.rate_limit_per_second = rate;
             }
             ingest.rate_limits = file_ingest.rate_limits.unwrap_or_default();
+            if let Some(date) = &file_ingest.earliest_event {
+                let date = chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d")
+                    .map_err(|_| key_error("ingest.earliest_event", format!("{date:?} is not a date (YYYY-MM-DD)")))?;
+                ingest.event_times.earliest_ms = date.and_hms_opt(0, 0, 0).expect("invariant: midnight exists").and_utc().timestamp_millis();
+            }
+            if let Some(days) = file_ingest.future_event_days {
+                if days > 3_650 {
+                    return Err(key_error("ingest.future_event_days", format!("{days} is more than 3650")));
+                }
+                ingest.event_times.future_ms = i64::from(days) * 86_400_000;
+            }
             for origin in file_ingest.cors_origins.unwrap_or_default() {
                 let ok = origin == "*"
                     || ((origin.starts_with("http://") || origin.starts_with("https://"))

@@ -111,7 +111,7 @@ pub async fn load_events(ingestor: &Ingestor, dir: &Path) -> Result<u64, DemoErr
     for line in reader.lines() {
         let line = line.map_err(|source| DemoError::Io { path: path.clone(), source })?;
         let received_ms = chrono::Utc::now().timestamp_millis();
-        let batch = ingest::parse_batch(line.as_bytes(), received_ms).map_err(|r| DemoError::Events(format!("{}: {}", r.field, r.reason)))?;
+        let batch = ingest::parse_batch(line.as_bytes(), received_ms, &ingest::TimeRange::ANY).map_err(|r| DemoError::Events(format!("{}: {}", r.field, r.reason)))?;
         if let Some(bad) = batch.rejected.first() {
             return Err(DemoError::Events(format!("message {} rejected: {} {}", bad.index, bad.field, bad.reason)));
         }

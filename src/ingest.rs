@@ -3,7 +3,8 @@
 //!
 //! Parsing is pure (no I/O): the web layer passes bytes in and gets messages or a
 //! [`Rejection`] naming the field and the reason. The raw text of every message is kept
-//! exactly as received, because raw events are the source of truth.
+//! exactly as received, because raw events are the source of truth, less a `writeKey` in
+//! it (a secret: it would be readable by every read-only token and in every backup).
 
 pub mod import;
 pub mod queue;
@@ -71,7 +72,7 @@ impl Rejection {
         match self.field.as_str() {
             "body" => "invalid_json",
             "userId" | "anonymousId" if self.reason.contains("required") => "missing_identity",
-            "timestamp" | "sentAt" => "bad_timestamp",
+            "timestamp" | "sentAt" | "originalTimestamp" => "bad_timestamp",
             _ if self.reason.starts_with("expected") => "wrong_type",
             _ if self.reason.contains("longer than") || self.reason.contains("more than") => "too_large",
             _ => "invalid_field",
@@ -100,8 +101,45 @@ pub struct Message {
     pub timestamp_ms: i64,
     /// When bellwether received it, in ms since the epoch.
     pub received_ms: i64,
-    /// The message exactly as received.
+    /// The message exactly as received (less a `writeKey`).
     pub raw: String,
+}
+
+/// The event times accepted (after clock-skew correction): from `earliest_ms` to
+/// `future_ms` after the message was received. `[ingest] earliest_event` and
+/// `future_event_days` set it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeRange {
+    pub earliest_ms: i64,
+    pub future_ms: i64,
+}
+
+impl Default for TimeRange {
+    /// 2000-01-01 to one day after receipt.
+    fn default() -> Self {
+        TimeRange { earliest_ms: 946_684_800_000, future_ms: 86_400_000 }
+    }
+}
+
+impl TimeRange {
+    /// Every time (the demo's own generated data).
+    pub const ANY: TimeRange = TimeRange { earliest_ms: i64::MIN, future_ms: i64::MAX };
+
+    fn check(&self, timestamp_ms: i64, received_ms: i64) -> Result<(), Rejection> {
+        let latest = received_ms.saturating_add(self.future_ms);
+        if timestamp_ms < self.earliest_ms || timestamp_ms > latest {
+            return Err(Rejection::new(
+                "timestamp",
+                format!(
+                    "{} (after clock-skew correction) is outside the accepted range {} to {}",
+                    format_timestamp(timestamp_ms),
+                    format_timestamp(self.earliest_ms),
+                    format_timestamp(latest)
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// A parsed batch: the messages that passed, and the ones that did not by index.
@@ -136,6 +174,8 @@ struct Wire<'a> {
     timestamp: Option<&'a RawValue>,
     #[serde(borrow)]
     sent_at: Option<&'a RawValue>,
+    #[serde(borrow)]
+    original_timestamp: Option<&'a RawValue>,
     #[serde(borrow)]
     event: Option<&'a RawValue>,
     #[serde(borrow)]
@@ -174,7 +214,7 @@ struct WireBatch<'a> {
 
 /// Parses a single call (`/v1/track` ...) whose type comes from the path. Returns the
 /// `writeKey` found in the body, if any, and the message.
-pub fn parse_call(kind: Kind, body: &[u8], received_ms: i64) -> Result<(Option<String>, Message), Rejection> {
+pub fn parse_call(kind: Kind, body: &[u8], received_ms: i64, range: &TimeRange) -> Result<(Option<String>, Message), Rejection> {
     if body.len() > limits::CALL_BYTES_MAX {
         return Err(Rejection::new("body", format!("longer than {} bytes", limits::CALL_BYTES_MAX)));
     }
@@ -187,13 +227,13 @@ pub fn parse_call(kind: Kind, body: &[u8], received_ms: i64) -> Result<(Option<S
             return Err(Rejection::new("type", format!("{named:?} does not match the endpoint /v1/{}", kind.as_str())));
         }
     }
-    let message = message_from_wire(kind, &wire, text, None, received_ms)?;
+    let message = message_from_wire(kind, &wire, text, None, received_ms, range)?;
     Ok((write_key, message))
 }
 
 /// Parses `/v1/batch` and `/v1/import`. A body that is not a batch at all is a
 /// [`Rejection`]; a bad item is listed in [`Batch::rejected`] and the others still pass.
-pub fn parse_batch(body: &[u8], received_ms: i64) -> Result<Batch, Rejection> {
+pub fn parse_batch(body: &[u8], received_ms: i64, range: &TimeRange) -> Result<Batch, Rejection> {
     if body.len() > limits::BATCH_BYTES_MAX {
         return Err(Rejection::new("body", format!("longer than {} bytes", limits::BATCH_BYTES_MAX)));
     }
@@ -218,7 +258,7 @@ pub fn parse_batch(body: &[u8], received_ms: i64) -> Result<Batch, Rejection> {
     let mut messages = Vec::with_capacity(items.len());
     let mut rejected = Vec::new();
     for (index, item) in items.into_iter().enumerate() {
-        match parse_item(item, batch_sent_at, received_ms) {
+        match parse_item(item, batch_sent_at, received_ms, range) {
             Ok(message) => messages.push(message),
             Err(r) => rejected.push(ItemRejection { index, field: r.field, reason: r.reason }),
         }
@@ -226,7 +266,7 @@ pub fn parse_batch(body: &[u8], received_ms: i64) -> Result<Batch, Rejection> {
     Ok(Batch { write_key, messages, rejected })
 }
 
-fn parse_item(item: &RawValue, batch_sent_at: Option<i64>, received_ms: i64) -> Result<Message, Rejection> {
+fn parse_item(item: &RawValue, batch_sent_at: Option<i64>, received_ms: i64, range: &TimeRange) -> Result<Message, Rejection> {
     let text = item.get();
     if text.len() > limits::CALL_BYTES_MAX {
         return Err(Rejection::new("message", format!("longer than {} bytes", limits::CALL_BYTES_MAX)));
@@ -239,7 +279,7 @@ fn parse_item(item: &RawValue, batch_sent_at: Option<i64>, received_ms: i64) -> 
     let kind = Kind::parse(&kind_name).ok_or_else(|| {
         Rejection::new("type", format!("{kind_name:?} is not one of track, identify, group, page, screen, alias"))
     })?;
-    message_from_wire(kind, &wire, text, batch_sent_at, received_ms)
+    message_from_wire(kind, &wire, text, batch_sent_at, received_ms, range)
 }
 
 fn message_from_wire(
@@ -248,6 +288,7 @@ fn message_from_wire(
     raw: &str,
     batch_sent_at: Option<i64>,
     received_ms: i64,
+    range: &TimeRange,
 ) -> Result<Message, Rejection> {
     if json_depth(raw) > limits::JSON_DEPTH_MAX {
         return Err(Rejection::new("message", format!("nested more than {} levels deep", limits::JSON_DEPTH_MAX)));
@@ -296,6 +337,12 @@ fn message_from_wire(
         None => (uuid::Uuid::new_v4().to_string(), true),
     };
     let timestamp_ms = corrected_timestamp(wire, batch_sent_at, received_ms)?;
+    range.check(timestamp_ms, received_ms)?;
+    // Read by nothing, but a client's own record: refused like the other times if it is
+    // not one.
+    if let Some(raw) = wire.original_timestamp {
+        parse_timestamp_field(raw, "originalTimestamp")?;
+    }
     Ok(Message {
         kind,
         message_id,
@@ -308,8 +355,46 @@ fn message_from_wire(
         traits,
         timestamp_ms,
         received_ms,
-        raw: raw.to_string(),
+        raw: if wire.write_key.is_some() { without_write_key(raw)? } else { raw.to_string() },
     })
+}
+
+/// A message's text without its top-level `writeKey`; every other member is kept byte for
+/// byte, in order.
+fn without_write_key(raw: &str) -> Result<String, Rejection> {
+    struct Members<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+    impl<'de: 'a, 'a> Deserialize<'de> for Members<'a> {
+        fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            struct Visit<'a>(std::marker::PhantomData<&'a ()>);
+            impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visit<'a> {
+                type Value = Members<'a>;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a JSON object")
+                }
+                fn visit_map<M: serde::de::MapAccess<'de>>(self, mut map: M) -> Result<Members<'a>, M::Error> {
+                    let mut members = Vec::new();
+                    while let Some((key, value)) = map.next_entry::<Cow<'a, str>, &'a RawValue>()? {
+                        members.push((key, value));
+                    }
+                    Ok(Members(members))
+                }
+            }
+            deserializer.deserialize_map(Visit(std::marker::PhantomData))
+        }
+    }
+    let members: Members = serde_json::from_str(raw).map_err(|e| Rejection::new("message", e.to_string()))?;
+    let mut out = String::with_capacity(raw.len());
+    out.push('{');
+    for (key, value) in members.0.iter().filter(|(key, _)| key != "writeKey") {
+        if out.len() > 1 {
+            out.push(',');
+        }
+        out.push_str(&serde_json::to_string(key).map_err(|e| Rejection::new("message", e.to_string()))?);
+        out.push(':');
+        out.push_str(value.get());
+    }
+    out.push('}');
+    Ok(out)
 }
 
 /// Segment's rule: with `sentAt`, the client clock's offset is removed:
@@ -478,11 +563,11 @@ mod tests {
         // received at 09:05 server time -> happened at 09:00.
         let body = br#"{"userId":"u","event":"E","timestamp":"2026-01-15T10:00:00Z","sentAt":"2026-01-15T10:05:00Z"}"#;
         let received = NOW - 55 * 60_000;
-        let (_, m) = parse_call(Kind::Track, body, received).unwrap();
+        let (_, m) = parse_call(Kind::Track, body, received, &TimeRange::default()).unwrap();
         assert_eq!(format_timestamp(m.timestamp_ms), "2026-01-15T09:00:00.000Z");
-        let (_, m) = parse_call(Kind::Track, br#"{"userId":"u","event":"E"}"#, NOW).unwrap();
+        let (_, m) = parse_call(Kind::Track, br#"{"userId":"u","event":"E"}"#, NOW, &TimeRange::default()).unwrap();
         assert_eq!(m.timestamp_ms, NOW);
-        let (_, m) = parse_call(Kind::Track, br#"{"userId":"u","event":"E","timestamp":"2026-01-15T11:00:00+01:00"}"#, 0).unwrap();
+        let (_, m) = parse_call(Kind::Track, br#"{"userId":"u","event":"E","timestamp":"2026-01-15T11:00:00+01:00"}"#, 0, &TimeRange::ANY).unwrap();
         assert_eq!(m.timestamp_ms, NOW);
     }
 
@@ -490,16 +575,37 @@ mod tests {
     fn nesting_is_limited_and_strings_do_not_count() {
         assert_eq!(json_depth(r#"{"a":[{"b":"[[[{{{\"]"}]}"#), 3);
         let deep = format!(r#"{{"userId":"u","event":"E","properties":{{"a":{}1{}}}}}"#, "[".repeat(30), "]".repeat(30));
-        assert!(parse_call(Kind::Track, deep.as_bytes(), NOW).is_ok(), "32 levels (message, properties, 30 arrays) pass");
+        assert!(parse_call(Kind::Track, deep.as_bytes(), NOW, &TimeRange::default()).is_ok(), "32 levels (message, properties, 30 arrays) pass");
         let deeper = format!(r#"{{"userId":"u","event":"E","properties":{{"a":{}1{}}}}}"#, "[".repeat(31), "]".repeat(31));
-        assert_eq!(parse_call(Kind::Track, deeper.as_bytes(), NOW).unwrap_err().field, "message");
+        assert_eq!(parse_call(Kind::Track, deeper.as_bytes(), NOW, &TimeRange::default()).unwrap_err().field, "message");
     }
 
     #[test]
     fn batch_keeps_good_items_and_lists_bad_ones() {
         let body = br#"{"batch":[{"type":"track","userId":"u","event":"A"},{"type":"track","event":"B"},{"type":"nope","userId":"u"}],"sentAt":"2026-01-15T10:00:00Z"}"#;
-        let batch = parse_batch(body, NOW).unwrap();
+        let batch = parse_batch(body, NOW, &TimeRange::default()).unwrap();
         assert_eq!(batch.messages.len(), 1);
         assert_eq!(batch.rejected.iter().map(|r| (r.index, r.field.as_str())).collect::<Vec<_>>(), vec![(1, "userId"), (2, "type")]);
+    }
+
+    #[test]
+    fn implausible_times_are_refused_with_their_field() {
+        let range = TimeRange::default();
+        let body = br#"{"batch":[{"type":"track","userId":"u","event":"A","timestamp":"0000-01-01T00:00:00Z"},{"type":"track","userId":"u","event":"B","timestamp":"2999-01-01T00:00:00Z"},{"type":"track","userId":"u","event":"C","originalTimestamp":"garbage"},{"type":"track","userId":"u","event":"D","timestamp":"2026-01-16T09:00:00Z","originalTimestamp":"2026-01-16T09:00:00Z"}]}"#;
+        let batch = parse_batch(body, NOW, &range).unwrap();
+        let rejected: Vec<(usize, &str)> = batch.rejected.iter().map(|r| (r.index, r.field.as_str())).collect();
+        assert_eq!(rejected, vec![(0, "timestamp"), (1, "timestamp"), (2, "originalTimestamp")]);
+        assert!(batch.rejected[1].reason.contains("outside the accepted range 2000-01-01T00:00:00.000Z to 2026-01-16T10:00:00.000Z"), "{}", batch.rejected[1].reason);
+        assert_eq!(batch.messages.len(), 1, "23 hours ahead is within the day allowed");
+    }
+
+    #[test]
+    fn a_write_key_in_the_body_is_not_kept_in_the_raw_message() {
+        let body = br#"{"writeKey":"secret-key","userId":"u","event":"E","properties":{"writeKey":"not the key","n":1.50}}"#;
+        let (key, m) = parse_call(Kind::Track, body, NOW, &TimeRange::default()).unwrap();
+        assert_eq!(key.as_deref(), Some("secret-key"));
+        assert_eq!(m.raw, r#"{"userId":"u","event":"E","properties":{"writeKey":"not the key","n":1.50}}"#, "the rest byte for byte");
+        let (_, m) = parse_call(Kind::Track, br#"{"userId":"u", "event":"E"}"#, NOW, &TimeRange::default()).unwrap();
+        assert_eq!(m.raw, r#"{"userId":"u", "event":"E"}"#, "without a key the text is untouched");
     }
 }

@@ -139,9 +139,33 @@ pub fn parse_validity(text: &str) -> Result<i64, String> {
     Ok(seconds)
 }
 
+/// The dashboard path of an account, its id percent-encoded as one path segment: ids come
+/// from customers' systems and may hold `/`, `?`, `#` or `..` (`a/b` must not link to
+/// another page).
+pub fn account_path(id: &str) -> String {
+    let mut path = String::from("/accounts/");
+    for byte in id.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') && !(id == "." || id == "..") {
+            path.push(byte as char);
+        } else {
+            path.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    path
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn account_ids_are_one_path_segment() {
+        assert_eq!(account_path("acct-0067_x.y~z"), "/accounts/acct-0067_x.y~z");
+        assert_eq!(account_path("a/b"), "/accounts/a%2Fb");
+        assert_eq!(account_path("../../etc/passwd"), "/accounts/..%2F..%2Fetc%2Fpasswd");
+        assert_eq!(account_path(".."), "/accounts/%2E%2E");
+        assert_eq!(account_path("x?y#z é"), "/accounts/x%3Fy%23z%20%C3%A9");
+    }
 
     const KEY: &[u8] = b"0123456789abcdef0123456789abcdef";
 

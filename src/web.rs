@@ -58,6 +58,8 @@ pub struct AppState {
     /// Host names the dashboard answers to besides IP addresses and `localhost`.
     pub allowed_hosts: Arc<Vec<String>>,
     pub server: Arc<shield::ServerConfig>,
+    /// Event times `/v1` accepts.
+    pub event_times: crate::ingest::TimeRange,
 }
 
 /// `[actions] dashboard_url`, else `http://LISTEN`.
@@ -217,6 +219,7 @@ impl App {
             hash_gate: Arc::new(shield::HashGate::new(config.server.hashes(), config.server.sign_in_queue_max)),
             allowed_hosts: Arc::new(allowed_hosts(config)),
             server: Arc::new(config.server.clone()),
+            event_times: config.ingest.event_times,
         };
         Ok(App { state, writer })
     }

@@ -14,6 +14,7 @@ mod it {
     mod durability;
     mod faults;
     mod health;
+    mod hostile;
     mod ingest_http;
     mod listening;
     mod metrics;

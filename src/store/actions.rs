@@ -486,7 +486,7 @@ fn fire(store: &dyn ActionStore, today: NaiveDate, config: &ActionsConfig, base_
             account_id: new.account_id.clone(),
             account_name: new.account_name.clone(),
             reason: new.reason.clone(),
-            link: format!("{}/accounts/{}", base_url.trim_end_matches('/'), new.account_id),
+            link: format!("{}{}", base_url.trim_end_matches('/'), crate::share::account_path(&new.account_id)),
             measures: new.measures.clone(),
         };
         let (csm_id, csm_email) = owners.get(&new.account_id).cloned().unwrap_or_default();

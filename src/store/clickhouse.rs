@@ -313,6 +313,7 @@ impl ClickHouse {
             execute(&client, &record_table(kind, database), &context).await?;
         }
         add_columns(&client, database, &context).await?;
+        strip_write_keys(&client, database, &context).await?;
         // Numbers in JSON output as numbers (18.16 quotes 64-bit integers by default).
         let client = client.with_database(database).with_setting("output_format_json_quote_64bit_integers", "0");
         Ok(ClickHouse { client, location: location.clone() })
@@ -579,6 +580,43 @@ async fn add_columns(client: &clickhouse::Client, database: &str, context: &str)
         }
     }
     Ok(())
+}
+
+/// Once per database: a `writeKey` an older bellwether kept in events' raw text is removed
+/// (ingest strips it now), by a mutation ClickHouse applies in the background; a row in
+/// `secrets` notes it was asked for. A database without events needs none.
+async fn strip_write_keys(client: &clickhouse::Client, database: &str, context: &str) -> Result<(), StoreError> {
+    #[derive(clickhouse::Row, Deserialize)]
+    struct Count {
+        n: u64,
+    }
+    const DONE: &str = "migration.write_keys_stripped";
+    let query = client.query(&format!("SELECT count() AS n FROM {database}.secrets WHERE name = ?")).bind(DONE);
+    if fetch_all::<Count>(query, context).await?.first().is_some_and(|c| c.n > 0) {
+        return Ok(());
+    }
+    // A database without events has nothing to strip (and stays empty for `restore`).
+    let query = client.query(&format!("SELECT count() AS n FROM {database}.events"));
+    if fetch_all::<Count>(query, context).await?.first().is_none_or(|c| c.n == 0) {
+        return Ok(());
+    }
+    // A top-level "writeKey":"..." member with the comma that joins it to the next or the
+    // previous one (RE2; a key is a JSON string without quotes or backslashes in practice,
+    // escapes are matched anyway).
+    let member = r#""writeKey"\s*:\s*"(?:[^"\\]|\\.)*""#;
+    // As SQL string literals: backslashes and quotes escaped; `?` doubled, the client's
+    // own escape for a literal `?` (not a bind placeholder).
+    let literal = |regex: String| format!("'{}'", regex.replace('\\', "\\\\").replace('\'', "\\'").replace('?', "??"));
+    let (then_comma, comma_then) = (literal(format!(r"{member}\s*,\s*")), literal(format!(r",?\s*{member}")));
+    let sql = format!(
+        "ALTER TABLE {database}.events UPDATE raw = replaceRegexpOne(replaceRegexpOne(raw, {then_comma}, ''), {comma_then}, '') WHERE position(raw, '\"writeKey\"') > 0"
+    );
+    // Not fatal: the server still starts (and tries again at its next start).
+    if let Err(e) = execute(client, &sql, context).await {
+        tracing::warn!(error = %e, "could not remove write keys stored in old events; trying again at the next start");
+        return Ok(());
+    }
+    run(client.query(&format!("INSERT INTO {database}.secrets (name, value, version) VALUES (?, 'asked', 0)")).bind(DONE), context).await
 }
 
 /// Runs one statement with its values bound within [`QUERY_TIMEOUT`].

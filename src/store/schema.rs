@@ -368,6 +368,13 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE health_history ADD COLUMN raw_since INTEGER;
     ALTER TABLE tier_changes ADD COLUMN cause TEXT NOT NULL DEFAULT 'usage';
     "#,
+    // 13: a writeKey sent in a message's body is a secret, no longer kept (ingest strips
+    // it); earlier versions stored it in the raw text, removed here (those rows' text
+    // comes back compact: SQLite's json_remove rewrites it).
+    r#"
+    UPDATE events SET raw = json_remove(raw, '$.writeKey')
+    WHERE instr(raw, '"writeKey"') > 0 AND json_valid(raw) AND json_type(raw, '$.writeKey') IS NOT NULL;
+    "#,
 ];
 
 /// The tables of `rollups.db`, attached to every connection as `rollups` (unqualified names
@@ -535,6 +542,27 @@ pub fn migrate(conn: &mut Connection) -> rusqlite::Result<Result<(), String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn version_13_removes_write_keys_from_stored_events() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let conn = Connection::open(dir.path().join("bellwether.db")).unwrap();
+            for sql in &MIGRATIONS[..12] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 12).unwrap();
+            conn.execute_batch(
+                r#"INSERT INTO events (id, received_ms, source, message_id, type, user_id, timestamp_ms, raw) VALUES
+                   (1, 0, 's', 'm1', 'track', 'u', 0, '{"writeKey":"secret","userId":"u","event":"E"}'),
+                   (2, 0, 's', 'm2', 'track', 'u', 0, '{"userId":"u", "event":"E","properties":{"writeKey":"kept"}}');"#,
+            )
+            .unwrap();
+        }
+        let conn = crate::store::Store::open(dir.path()).unwrap().connect().unwrap();
+        let raws: Vec<String> = conn.prepare("SELECT raw FROM events ORDER BY id").unwrap().query_map([], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap();
+        assert_eq!(raws, vec![r#"{"userId":"u","event":"E"}"#.to_string(), r#"{"userId":"u", "event":"E","properties":{"writeKey":"kept"}}"#.to_string()]);
+    }
 
     #[test]
     fn opening_a_database_from_before_version_10_moves_its_rollups_into_rollups_db() {

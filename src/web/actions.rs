@@ -265,13 +265,18 @@ pub struct AnswerForm {
 
 /// `POST /s/{token}`: one answer per link; stored as a survey response at once.
 pub async fn survey_answer(State(state): State<AppState>, axum::extract::Path(token): axum::extract::Path<String>, Form(form): Form<AnswerForm>) -> Result<Response, PageError> {
+    if form.comment.as_deref().is_some_and(|c| c.trim().chars().count() > surveys::COMMENT_CHARS_MAX) {
+        // Refused whole rather than cut: the respondent's words are not silently lost.
+        let text = format!("comment: longer than {} characters; shorten it and send again.", surveys::COMMENT_CHARS_MAX);
+        return Ok(survey_refused(StatusCode::PAYLOAD_TOO_LARGE, &text));
+    }
     let send = match survey_of(&state, &token).await? {
         Ok(send) => send,
         Err(refused) => return Ok(refused),
     };
     let (low, high) = surveys::scale(&send.kind).unwrap_or((0, 10));
     let score: i64 = form.score.parse().ok().filter(|s| (low..=high).contains(s)).ok_or_else(|| PageError::bad_request(format!("score: must be {low} to {high}")))?;
-    let comment = form.comment.map(|c| c.trim().chars().take(surveys::COMMENT_CHARS_MAX).collect::<String>()).filter(|c| !c.is_empty());
+    let comment = form.comment.map(|c| c.trim().to_string()).filter(|c| !c.is_empty());
     let id = send.id;
     let stored = with_source(&state, move |store, _| Ok(sa::answer(store, id, score, comment.as_deref())?)).await?;
     match stored {

@@ -55,7 +55,7 @@ async fn call(State(state): State<AppState>, headers: HeaderMap, body: Body, kin
         Ok(received) => received,
         Err(response) => return response,
     };
-    let (body_key, message) = match ingest::parse_call(kind, &bytes, received_ms) {
+    let (body_key, message) = match ingest::parse_call(kind, &bytes, received_ms, &state.event_times) {
         Ok(parsed) => parsed,
         Err(rejection) => return bad_request(&state, rejection, None),
     };
@@ -76,7 +76,7 @@ async fn batch(State(state): State<AppState>, headers: HeaderMap, body: Body) ->
         Ok(received) => received,
         Err(response) => return response,
     };
-    let parsed = match ingest::parse_batch(&bytes, received_ms) {
+    let parsed = match ingest::parse_batch(&bytes, received_ms, &state.event_times) {
         Ok(parsed) => parsed,
         Err(rejection) => return bad_request(&state, rejection, None),
     };

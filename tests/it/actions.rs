@@ -339,6 +339,7 @@ fn survey_answered_once(store: Option<&str>) {
     assert!(page.contains("How satisfied are you with the help you got?"), "{page}");
     let answer = |path: &str, body: &str| agent().post(&server.url(path)).header("content-type", "application/x-www-form-urlencoded").send(body.as_bytes()).unwrap().status().as_u16();
     assert_eq!(answer(path, "score=9"), 400, "CSAT is 1 to 5");
+    assert_eq!(answer(path, &format!("score=4&comment={}", "x".repeat(2_001))), 413, "a comment over 2,000 characters is refused whole, not cut");
     assert_eq!(answer(path, "score=4&comment=Quick+and+kind"), 200);
     assert_eq!(answer(path, "score=1"), 409, "one answer per link");
     let (payload, signature) = path.strip_prefix("/s/").unwrap().split_once('.').unwrap();

@@ -210,6 +210,35 @@ fn a_clickhouse_store_that_does_not_answer_or_is_misspelled_fails_at_start() {
     assert!(!out.status.success() && said.contains("materialized view keeps the activity rollups"), "{said}");
 }
 
+/// Events an older bellwether stored with the body's `writeKey` lose it at the next start
+/// (issue 28): a one-time mutation, which ClickHouse applies in the background.
+#[test]
+fn clickhouse_removes_write_keys_that_older_versions_stored_in_events() {
+    let clickhouse = ClickHouseServer::start();
+    let store = clickhouse.store_url("bw_writekeys");
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path(), &[("BELLWETHER_STORE", &store)]);
+    server.stop();
+    let columns = "v, day, timestamp_ms, received_ms, position, source, message_id, type, user_id, anonymous_id, group_id, event, previous_id, traits, raw, first_wins";
+    clickhouse.query(&format!(
+        r#"INSERT INTO bw_writekeys.events ({columns}) VALUES
+           (1, '2026-03-02', 0, 0, 0, 'default', 'm1', 'track', 'u1', '', '', 'E', '', '', '{{"writeKey":"leaked-key","userId":"u1","event":"E"}}', 1),
+           (1, '2026-03-02', 0, 0, 1, 'default', 'm2', 'track', 'u1', '', '', 'E', '', '', '{{"userId":"u1", "event":"E", "writeKey" : "leaked-key"}}', 2),
+           (1, '2026-03-02', 0, 0, 2, 'default', 'm3', 'track', 'u1', '', '', 'E', '', '', '{{"userId":"u1","event":"E"}}', 3)"#
+    ));
+    let _server = Server::start(dir.path(), &[("BELLWETHER_STORE", &store)]);
+    let mut raws = String::new();
+    for _ in 0..100 {
+        raws = clickhouse.query("SELECT raw FROM bw_writekeys.events ORDER BY message_id FORMAT TSV");
+        if !raws.contains("leaked-key") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let rows: Vec<&str> = raws.lines().collect();
+    assert_eq!(rows, vec![r#"{"userId":"u1","event":"E"}"#, r#"{"userId":"u1", "event":"E"}"#, r#"{"userId":"u1","event":"E"}"#], "{raws}");
+}
+
 #[test]
 fn clickhouse_keeps_per_person_quarter_hour_rollups_that_count_a_retried_message_once() {
     let clickhouse = ClickHouseServer::start();
@@ -454,6 +483,8 @@ fn a_generated_customer_base_exports_the_same_metrics_from_clickhouse_as_from_th
     let history_days = (chrono::Utc::now().date_naive() - chrono::NaiveDate::from_ymd_opt(2026, 11, 12).unwrap()).num_days() + 1;
     let mut text = std::fs::read_to_string(&config).unwrap();
     text.push_str(&format!("\n[health]\nhistory_days = {history_days}\nbackground = false\n"));
+    // The whole generated history at full speed from one sender: past the default limits.
+    text.push_str("\n[ingest]\nrate_limit_per_second = 0\n[server]\nrequests_per_second_per_address = 0\n");
     std::fs::write(&config, text).unwrap();
     let clickhouse = ClickHouseServer::start();
     let store = clickhouse.store_url("bw_generated");

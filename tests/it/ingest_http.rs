@@ -409,10 +409,13 @@ fn a_source_over_its_rate_limit_gets_429_and_browsers_need_an_allowed_origin() {
     assert_eq!(over.status, 429, "{:?}", over.body);
     assert_eq!(over.body["field"], "writeKey");
     assert!(over.retry_after.as_deref().and_then(|r| r.parse::<u64>().ok()).is_some_and(|r| r >= 1), "{:?}", over.retry_after);
-    // A batch larger than a second's allowance can never pass: it says so.
+    // A batch larger than a second's allowance can never pass: a 413 naming the limit, not
+    // a 429 that retrying would never get past.
     let big = post(&server, "/v1/batch", Some(KEY), batch(&["b1", "b2", "b3", "b4", "b5", "b6"]));
-    assert_eq!(big.status, 429);
-    assert!(big.body["reason"].as_str().unwrap().contains("smaller batches"), "{:?}", big.body);
+    assert_eq!(big.status, 413, "{:?}", big.body);
+    assert_eq!(big.body["field"], "batch");
+    assert!(big.body["reason"].as_str().unwrap().contains("batches of at most 5"), "{:?}", big.body);
+    assert_eq!(big.retry_after, None);
     // Another source has no limit (`other = 0`).
     for i in 0..12 {
         assert_eq!(post(&server, "/v1/track", Some("other-key"), track(&format!("o{i}")).to_string()).status, 200);
@@ -424,7 +427,7 @@ fn a_source_over_its_rate_limit_gets_429_and_browsers_need_an_allowed_origin() {
     let ids: Vec<String> = stored_events(&server, &token).iter().map(|e| e["message_id"].as_str().unwrap_or_default().to_string()).collect();
     assert_eq!(ids.iter().filter(|i| i.starts_with('a')).count(), 6, "{ids:?}");
     assert!(!ids.iter().any(|i| i.starts_with('b')), "{ids:?}");
-    assert_eq!(counter(&server, "bellwether_ingest_rejected_total{reason=\"rate_limited\"}"), 2.0);
+    assert_eq!(counter(&server, "bellwether_ingest_rejected_total{reason=\"rate_limited\"}"), 1.0);
 
     // CORS: a preflight from the allowed origin is answered; another origin gets no grant.
     let preflight = |origin: &str| {

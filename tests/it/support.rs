@@ -61,6 +61,11 @@ impl Server {
         Server { child: None, base: base.to_string(), data_dir: PathBuf::new() }
     }
 
+    /// The server process's id (for reading its memory from /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("an owned server").id()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }

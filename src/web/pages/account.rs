@@ -119,16 +119,16 @@ fn render(v: &View, currency: &str, as_of: NaiveDate) -> Markup {
                 dt { "Health score" } dd data-field="health_score" data-value=[health.and_then(|(_, h)| h["health_score"].as_f64())] { (number(health.and_then(|(_, h)| h["health_score"].as_f64()), 0)) }
             }
             p {
-                @if let Some(p) = &v.parent { "Part of " a href=(format!("/accounts/{}", p.account_id)) { (p.name) } ". " }
+                @if let Some(p) = &v.parent { "Part of " a href=(crate::share::account_path(&p.account_id)) { (p.name) } ". " }
                 @if !v.children.is_empty() {
                     "Children: "
                     @for (i, c) in v.children.iter().enumerate() {
                         @if i > 0 { ", " }
-                        a href=(format!("/accounts/{}", c.account_id)) { (c.name) }
+                        a href=(crate::share::account_path(&c.account_id)) { (c.name) }
                     }
                     "."
                 }
-                " " a href=(format!("/accounts/{}/review", f.account_id)) { "Quarterly review" }
+                " " a href=(format!("{}/review", crate::share::account_path(&f.account_id))) { "Quarterly review" }
             }
         }
         section aria-labelledby="health" {
@@ -270,7 +270,7 @@ fn listening_section(user: &SignedIn, v: &View, reasons: &[String]) -> Markup {
         section aria-labelledby="notes" {
             h2 id="notes" { "Notes" }
             @if writable {
-                form.stack method="post" action=(format!("/accounts/{id}/notes")) {
+                form.stack method="post" action=(format!("{}/notes", crate::share::account_path(&id))) {
                     (super::csrf_field(user))
                     label { "Add a note (internal: never in the customer's review)" textarea name="text" rows="2" required maxlength=(crate::store::listening::NOTE_CHARS_MAX) {} }
                     button type="submit" { "Add note" }
@@ -284,7 +284,7 @@ fn listening_section(user: &SignedIn, v: &View, reasons: &[String]) -> Markup {
             @if ended.is_empty() { p.empty { "No ended term." } }
             @for s in &ended {
                 @let sid = s["subscription_id"].as_str().unwrap_or("");
-                form.inline method="post" action=(format!("/accounts/{id}/reason")) {
+                form.inline method="post" action=(format!("{}/reason", crate::share::account_path(&id))) {
                     (super::csrf_field(user))
                     input type="hidden" name="subscription" value=(sid);
                     span { (sid) " (" (s["outcome"].as_str().unwrap_or("")) ", ended " (s["end_date"].as_str().unwrap_or("")) ")" }

@@ -355,7 +355,7 @@ pub async fn onboarding(user: SignedIn, State(state): State<AppState>, Query(que
                 tbody { @for f in &new {
                     @let row = row_of(&f.account_id);
                     tr data-account=(f.account_id) {
-                        th scope="row" { a href=(format!("/accounts/{}", f.account_id)) { (f.name) } }
+                        th scope="row" { a href=(crate::share::account_path(&f.account_id)) { (f.name) } }
                         td { (f.segment) }
                         td { (super::date(f.customer_since)) }
                         @for m in measures {

@@ -63,16 +63,22 @@ impl FromRequestParts<AppState> for SignedIn {
     }
 }
 
-/// Whether a post came from this site: its Origin (or, lacking one, Referer) names the
-/// Host it was sent to. Browsers send Origin on every cross-site post.
+/// Whether a post came from this site: its Origin (or, lacking one, Referer) is this
+/// site's scheme and Host. The scheme is `https` when a TLS proxy in front says so with
+/// `X-Forwarded-Proto: https`, else `http`. Browsers send Origin on every cross-site post.
 pub fn same_origin(headers: &HeaderMap) -> bool {
     let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else { return false };
+    let scheme = match headers.get("x-forwarded-proto").and_then(|v| v.to_str().ok()) {
+        Some(proto) if proto.trim().eq_ignore_ascii_case("https") => "https",
+        _ => "http",
+    };
+    let site = format!("{scheme}://{host}");
     let source = headers.get(header::ORIGIN).or_else(|| headers.get(header::REFERER)).and_then(|h| h.to_str().ok());
     match source {
         None => true, // not a browser form post (curl, tests); the CSRF token still guards
         Some(source) => {
-            let rest = source.strip_prefix("https://").or_else(|| source.strip_prefix("http://")).unwrap_or("");
-            rest.split('/').next() == Some(host)
+            let authority_end = source.get(site.len()..).is_none_or(|rest| rest.is_empty() || rest.starts_with(['/', '?', '#']));
+            source.get(..site.len()).is_some_and(|start| start.eq_ignore_ascii_case(&site)) && authority_end
         }
     }
 }
@@ -194,5 +200,16 @@ mod tests {
         assert!(same_origin(&headers));
         headers.insert(header::ORIGIN, "http://evil.example".parse().unwrap());
         assert!(!same_origin(&headers));
+        headers.insert(header::ORIGIN, "https://127.0.0.1:8780".parse().unwrap());
+        assert!(!same_origin(&headers), "another scheme is another origin");
+        headers.insert(header::ORIGIN, "http://127.0.0.1:87801".parse().unwrap());
+        assert!(!same_origin(&headers), "another port");
+        headers.remove(header::ORIGIN);
+        headers.insert(header::REFERER, "http://127.0.0.1:8780/settings?x=1".parse().unwrap());
+        assert!(same_origin(&headers));
+        headers.insert("x-forwarded-proto", "https".parse().unwrap());
+        assert!(!same_origin(&headers), "behind TLS the site is https");
+        headers.insert(header::REFERER, "https://127.0.0.1:8780/settings".parse().unwrap());
+        assert!(same_origin(&headers));
     }
 }

@@ -61,7 +61,7 @@ pub async fn page(user: SignedIn, State(state): State<AppState>, Query(query): Q
                         tr data-task=(id) class=[overdue.then_some("changed")] {
                             td { (t["due"].as_str().unwrap_or("–")) @if overdue { " (overdue)" } }
                             th scope="row" { (t["title"].as_str().unwrap_or("")) }
-                            td { a href=(format!("/accounts/{}", t["account_id"].as_str().unwrap_or(""))) { (t["account_name"].as_str().unwrap_or("")) } }
+                            td { a href=(crate::share::account_path(t["account_id"].as_str().unwrap_or(""))) { (t["account_name"].as_str().unwrap_or("")) } }
                             td data-field="status" { (status) @if let Some(until) = t["snoozed_until"].as_str() { " until " (until) } }
                             td { @if writable {
                                 form.inline method="post" action=(format!("/inbox/tasks/{id}")) {
@@ -83,7 +83,7 @@ pub async fn page(user: SignedIn, State(state): State<AppState>, Query(query): Q
                     thead { tr { th scope="col" { "When" } th scope="col" { "Account" } th scope="col" { "Rule" } th scope="col" { "Why" } } }
                     tbody { @for a in &alerts { tr {
                         td { (timestamp(a["fired_at"].as_str().unwrap_or(""))) }
-                        th scope="row" { a href=(format!("/accounts/{}", a["account_id"].as_str().unwrap_or(""))) { (name(a["account_id"].as_str().unwrap_or(""))) } }
+                        th scope="row" { a href=(crate::share::account_path(a["account_id"].as_str().unwrap_or(""))) { (name(a["account_id"].as_str().unwrap_or(""))) } }
                         td { (a["rule"].as_str().unwrap_or("")) }
                         td { (a["reason"].as_str().unwrap_or("")) }
                     } } }
@@ -103,7 +103,7 @@ pub async fn page(user: SignedIn, State(state): State<AppState>, Query(query): Q
                         @let f = facts.iter().find(|f| f.account_id == account);
                         tr {
                             td { (c["date"].as_str().unwrap_or("")) }
-                            th scope="row" { a href=(format!("/accounts/{account}")) { (name(account)) } }
+                            th scope="row" { a href=(crate::share::account_path(account)) { (name(account)) } }
                             td { (tier_badge(c["from"].as_str())) " → " (tier_badge(c["to"].as_str())) }
                             td.num { (money(f.map_or(0.0, |f| f.arr), &currency)) }
                             td { (super::date(f.and_then(|f| f.renewal))) }

@@ -107,7 +107,7 @@ pub async fn add_note(user: SignedIn, State(state): State<AppState>, headers: He
     if with_source(&state, move |source, _| Ok(source.add_note(&account, &author, None, &text)?)).await?.is_none() {
         return Err(PageError::not_found(format!("no account {id}")));
     }
-    Ok(Redirect::to(&format!("/accounts/{id}#notes")).into_response())
+    Ok(Redirect::to(&format!("{}#notes", crate::share::account_path(&id))).into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -137,5 +137,5 @@ pub async fn set_reason(user: SignedIn, State(state): State<AppState>, headers: 
     if !found {
         return Err(PageError::not_found(format!("no subscription {} of account {id}", form.subscription)));
     }
-    Ok(Redirect::to(&format!("/accounts/{id}#listening")).into_response())
+    Ok(Redirect::to(&format!("{}#listening", crate::share::account_path(&id))).into_response())
 }

@@ -182,7 +182,7 @@ pub async fn page(user: SignedIn, State(state): State<AppState>, Query(filters):
                             @let (arrow, direction) = trend(f);
                             tr data-account=(f.account_id) class=[change.map(|_| "changed")] {
                                 th scope="row" {
-                                    a href=(format!("/accounts/{}", f.account_id)) { (f.name) }
+                                    a href=(crate::share::account_path(&f.account_id)) { (f.name) }
                                     @if let Some(c) = change {
                                         @let title = if c["cause"] == "model" { "tier changed in the last 7 days with a new health model" } else { "tier changed in the last 7 days" };
                                         span.badge title=(title) data-cause=(c["cause"].as_str().unwrap_or("usage")) { (c["from"].as_str().unwrap_or("")) " → " (c["to"].as_str().unwrap_or("")) @if c["cause"] == "model" { " (model)" } }

@@ -168,21 +168,21 @@ async fn internal_page(user: &SignedIn, state: &AppState, id: String, quarter: Q
     let writable = super::can_write(&user.user);
     Ok(layout(user, &format!("Review {quarter}"), "/portfolio", html! {
         nav.noprint aria-label="Review" {
-            a href=(format!("/accounts/{id}")) { "← " (review.account_name) }
+            a href=(crate::share::account_path(&id)) { "← " (review.account_name) }
             " · Quarter: "
             @for q in [quarter.previous(), Quarter::of(today())] {
-                a href=(format!("/accounts/{id}/review?quarter={q}")) { (q) } " "
+                a href=(format!("{}/review?quarter={q}", crate::share::account_path(&id))) { (q) } " "
             }
         }
         @if writable {
             section.noprint.tools {
-                form.stack method="post" action=(format!("/accounts/{id}/review/goals")) {
+                form.stack method="post" action=(format!("{}/review/goals", crate::share::account_path(&id))) {
                     (csrf_field(user))
                     input type="hidden" name="quarter" value=(quarter.to_string());
                     label { "Goals for next quarter (shown to the customer)" textarea name="goals" rows="3" maxlength=(GOALS_CHARS_MAX) { (review.goals.as_deref().unwrap_or("")) } }
                     button type="submit" { "Save goals" }
                 }
-                form.inline method="post" action=(format!("/accounts/{id}/review/share")) {
+                form.inline method="post" action=(format!("{}/review/share", crate::share::account_path(&id))) {
                     (csrf_field(user))
                     input type="hidden" name="quarter" value=(quarter.to_string());
                     label { "Share for " input type="number" name="days" value="30" min="1" max=(share::VALID_DAYS_MAX) required; " days" }
@@ -256,7 +256,7 @@ pub async fn goals(user: SignedIn, State(state): State<AppState>, headers: Heade
     if !known {
         return Err(PageError::not_found(format!("no account {id}")));
     }
-    Ok(axum::response::Redirect::to(&format!("/accounts/{id}/review?quarter={quarter}")).into_response())
+    Ok(axum::response::Redirect::to(&format!("{}/review?quarter={quarter}", crate::share::account_path(&id))).into_response())
 }
 
 /// `GET /r/{token}`: the review behind a share link, no sign-in.
