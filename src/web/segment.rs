@@ -107,7 +107,10 @@ pub(super) fn header_source(state: &AppState, headers: &HeaderMap) -> Result<Opt
     let key = value
         .to_str()
         .ok()
-        .and_then(|v| v.strip_prefix("Basic ").or_else(|| v.strip_prefix("basic ")))
+        .and_then(|v| v.trim().split_once(' '))
+        // Auth schemes are case-insensitive (RFC 9110, 11.1).
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"))
+        .map(|(_, b64)| b64)
         .and_then(|b64| base64::engine::general_purpose::STANDARD.decode(b64.trim()).ok())
         .and_then(|decoded| String::from_utf8(decoded).ok())
         .map(|user_pass| user_pass.split_once(':').map(|(user, _)| user.to_string()).unwrap_or(user_pass));
