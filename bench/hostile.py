@@ -102,7 +102,7 @@ def main():
     p.add_argument("--password", required=True)
     p.add_argument("--flood", type=int, default=64)
     p.add_argument("--rounds", type=int, default=4)
-    p.add_argument("--wait", type=float, default=15.0, help="longest wait for a timeout probe, seconds")
+    p.add_argument("--wait", type=float, default=40.0, help="longest wait for a timeout probe, seconds")
     a = p.parse_args()
     u = urllib.parse.urlparse(a.url)
     host, port = u.hostname, u.port

@@ -260,14 +260,15 @@ const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Accepts connections until a shutdown signal: each within the caps of `[server]` (a
 /// connection past them is closed at once, without stalling the loop), served by HTTP/1
-/// with the header timeout (which also closes idle keep-alive connections) and the body
-/// stall timeout, and told who its client is.
+/// under a watchdog (the header and idle timeouts) with the body stall timeout, and told
+/// who its client is.
 async fn accept_loop(listener: TcpListener, routes: Router, server: &shield::ServerConfig) {
-    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::rt::TokioIo;
     use tower::ServiceExt;
     let connections = shield::Connections::new(server.max_connections, server.max_connections_per_address);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let header_timeout = std::time::Duration::from_secs(server.header_timeout_seconds);
+    let idle_timeout = std::time::Duration::from_secs(server.idle_timeout_seconds);
     let body_timeout = std::time::Duration::from_secs(server.body_timeout_seconds);
     let trusted = Arc::new(server.trusted_proxies.clone());
     let shutdown = shutdown_signal();
@@ -291,20 +292,29 @@ async fn accept_loop(listener: TcpListener, routes: Router, server: &shield::Ser
         };
         let _ = stream.set_nodelay(true);
         let (routes, trusted) = (routes.clone(), trusted.clone());
+        let activity = shield::Activity::new();
+        let io = shield::Watched::new(stream, activity.clone());
+        let watched = activity.clone();
         let service = hyper::service::service_fn(move |request: axum::http::Request<hyper::body::Incoming>| {
+            let in_flight = watched.started();
             let client = shield::client_addr(peer, request.headers(), &trusted);
             let mut request = request.map(|body| axum::body::Body::new(tower_http::timeout::TimeoutBody::new(body_timeout, body)));
             request.extensions_mut().insert(shield::ClientAddr(client));
             request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
-            routes.clone().oneshot(request)
+            let answer = routes.clone().oneshot(request);
+            async move {
+                let response = answer.await;
+                drop(in_flight);
+                response
+            }
         });
-        let connection = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(header_timeout)
-            .serve_connection(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection);
+        let connection = graceful.watch(hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(io), service));
         tokio::spawn(async move {
-            let _ = connection.await;
+            tokio::select! {
+                _ = connection => {}
+                // Dropping the connection closes its socket.
+                () = activity.expired(header_timeout, idle_timeout) => {}
+            }
             drop(permit);
         });
     }

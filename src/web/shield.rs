@@ -8,7 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -22,10 +22,12 @@ use super::AppState;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
-    /// Seconds a connection may take to send a complete request head, counted from when it
-    /// opens or from the previous response: slow headers and idle keep-alive connections
-    /// are both closed after it.
+    /// Seconds a connection may take to send a complete request head, counted from its
+    /// opening or from the first byte of the request (slow headers are closed after it).
     pub header_timeout_seconds: u64,
+    /// Seconds a kept-alive connection may sit idle (no request, nothing read or written)
+    /// before it is closed.
+    pub idle_timeout_seconds: u64,
     /// Seconds a request body may stall between two pieces before the request fails (408).
     pub body_timeout_seconds: u64,
     /// Open connections at most; past it new connections are closed at once.
@@ -53,6 +55,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             header_timeout_seconds: 10,
+            idle_timeout_seconds: 30,
             body_timeout_seconds: 10,
             max_connections: 1_024,
             max_connections_per_address: 64,
@@ -75,6 +78,7 @@ impl ServerConfig {
             Ok(())
         };
         range("header_timeout_seconds", self.header_timeout_seconds, 1, 3_600)?;
+        range("idle_timeout_seconds", self.idle_timeout_seconds, 1, 3_600)?;
         range("body_timeout_seconds", self.body_timeout_seconds, 1, 3_600)?;
         range("max_connections", self.max_connections as u64, 1, 100_000)?;
         range("max_connections_per_address", self.max_connections_per_address as u64, 1, self.max_connections as u64)?;
@@ -148,6 +152,136 @@ impl Drop for ConnectionPermit {
                 open.1.remove(&self.address);
             }
         }
+    }
+}
+
+/// What one connection has been doing, for its watchdog ([`Activity::expired`]).
+#[derive(Debug)]
+struct ConnState {
+    /// The last byte read or written.
+    last: Instant,
+    /// When the request head now arriving began (or the connection opened), until the
+    /// head is complete.
+    head_since: Option<Instant>,
+    /// Requests being answered.
+    in_flight: usize,
+}
+
+/// Shared between a connection's socket ([`Watched`]), its requests ([`Activity::started`])
+/// and its watchdog.
+#[derive(Debug, Clone)]
+pub struct Activity(Arc<Mutex<ConnState>>);
+
+/// A request being answered; dropping it (with the response) makes the connection idle.
+pub struct InFlight(Activity);
+
+/// How often the watchdog looks while a request is being answered (its body has its own
+/// timeout: `body_timeout_seconds`).
+const WATCH_TICK: Duration = Duration::from_secs(1);
+
+impl Activity {
+    /// A connection just opened: its first request head is due within the header timeout.
+    pub fn new() -> Activity {
+        let now = Instant::now();
+        Activity(Arc::new(Mutex::new(ConnState { last: now, head_since: Some(now), in_flight: 0 })))
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut ConnState) -> T) -> T {
+        f(&mut self.0.lock().expect("invariant: not poisoned"))
+    }
+
+    /// A request head is complete and is being answered.
+    pub fn started(&self) -> InFlight {
+        self.with(|s| {
+            s.head_since = None;
+            s.in_flight += 1;
+        });
+        InFlight(self.clone())
+    }
+
+    /// Returns once the connection should be closed: a request head not complete within
+    /// `header` of its first byte (or of the connection's opening), or no request and no
+    /// byte either way for `idle`.
+    pub async fn expired(&self, header: Duration, idle: Duration) {
+        loop {
+            let wait = self.with(|s| {
+                if s.in_flight > 0 {
+                    Some(WATCH_TICK)
+                } else if let Some(since) = s.head_since {
+                    header.checked_sub(since.elapsed())
+                } else {
+                    idle.checked_sub(s.last.elapsed())
+                }
+            });
+            match wait {
+                Some(wait) => tokio::time::sleep(wait.max(Duration::from_millis(10))).await,
+                None => return,
+            }
+        }
+    }
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Activity::new()
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.with(|s| {
+            s.in_flight -= 1;
+            s.last = Instant::now();
+        });
+    }
+}
+
+/// A socket that tells its [`Activity`] when bytes move.
+pub struct Watched<T> {
+    io: T,
+    activity: Activity,
+}
+
+impl<T> Watched<T> {
+    pub fn new(io: T, activity: Activity) -> Watched<T> {
+        Watched { io, activity }
+    }
+}
+
+type Polled<T> = std::task::Poll<std::io::Result<T>>;
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Watched<T> {
+    fn poll_read(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>, buf: &mut tokio::io::ReadBuf<'_>) -> Polled<()> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.with(|s| {
+                s.last = Instant::now();
+                // Bytes while nothing is being answered: the next request head has begun.
+                if s.in_flight == 0 && s.head_since.is_none() {
+                    s.head_since = Some(s.last);
+                }
+            });
+        }
+        polled
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Watched<T> {
+    fn poll_write(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>, buf: &[u8]) -> Polled<usize> {
+        let polled = std::pin::Pin::new(&mut self.io).poll_write(cx, buf);
+        if matches!(polled, std::task::Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.with(|s| s.last = Instant::now());
+        }
+        polled
+    }
+
+    fn poll_flush(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Polled<()> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Polled<()> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 

@@ -124,7 +124,7 @@ fn the_right_password_signs_in_while_another_address_hammers_the_name() {
 #[test]
 fn slow_headers_idle_connections_and_stalled_bodies_are_closed() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path(), "[server]\nheader_timeout_seconds = 1\nbody_timeout_seconds = 1\n");
+    let cfg = config(dir.path(), "[server]\nheader_timeout_seconds = 1\nidle_timeout_seconds = 3\nbody_timeout_seconds = 1\n");
     let server = Server::start(dir.path(), &[("BELLWETHER_CONFIG", &cfg)]);
     let host = server.base.trim_start_matches("http://").to_string();
     let closed = |mut stream: TcpStream| {
@@ -136,10 +136,21 @@ fn slow_headers_idle_connections_and_stalled_bodies_are_closed() {
     partial.write_all(format!("GET /healthz HTTP/1.1\r\nHost: {host}\r\n").as_bytes()).unwrap();
     assert!(closed(partial).is_ok(), "a partial request head is cut after the header timeout");
 
+    let mut silent = connect_from(&server, [127, 0, 0, 1]);
+    let mut nothing = [0u8; 16];
+    assert_eq!(silent.read(&mut nothing).unwrap_or(0), 0, "a connection that never sends its head is closed");
+
+    // Kept alive past the header timeout (the idle one is longer), then closed once idle.
     let mut idle = connect_from(&server, [127, 0, 0, 1]);
-    idle.write_all(format!("GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes()).unwrap();
+    let get = format!("GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n");
+    idle.write_all(get.as_bytes()).unwrap();
+    let mut first = [0u8; 4096];
+    let n = idle.read(&mut first).unwrap();
+    assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
+    std::thread::sleep(Duration::from_millis(1_500));
+    idle.write_all(get.as_bytes()).expect("still open after the header timeout");
     let answer = closed(idle).expect("an idle keep-alive connection is closed");
-    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"), "after answering the request it had");
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"), "the second request was answered before the idle close");
 
     let mut slow = connect_from(&server, [127, 0, 0, 1]);
     let auth = format!("Basic {}", base64_key());
