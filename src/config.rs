@@ -204,7 +204,7 @@ impl CurrencyConfig {
     }
 }
 
-/// Everything ../shared/METRICS.md leaves open (`[metrics]` in the config file). Changing
+/// Everything docs/metrics.md leaves open (`[metrics]` in the config file). Changing
 /// a key that shapes the rollups (names, features, key actions, education) rebuilds them at
 /// the next start; see [`MetricsConfig::rollup_fingerprint`].
 #[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
@@ -354,7 +354,7 @@ impl MetricsConfig {
     }
 }
 
-/// The health model (`[health]`): ../shared/METRICS.md, Health.
+/// The health model (`[health]`): docs/metrics.md, Health.
 #[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HealthConfig {

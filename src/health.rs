@@ -1,4 +1,4 @@
-//! Health (../shared/METRICS.md, Health): leading-indicator discovery over decided renewals,
+//! Health (docs/metrics.md, Health): leading-indicator discovery over decided renewals,
 //! the power feature and its usage tiers (partially pooled across segments, monotone in use),
 //! the learned 0-100 score (`score`), tier hold, and the backtest statistics. Pure:
 //! `store::health` loads the examples and stores the models.

@@ -1,4 +1,4 @@
-//! Every per-account number of ../shared/METRICS.md, computed from an account's rollups and
+//! Every per-account number of docs/metrics.md, computed from an account's rollups and
 //! records for one `as_of` day. Pure: `store::metrics` loads an [`AccountData`], this module
 //! turns it into a [`Row`] whose keys are exactly the export column names ([`COLUMNS`]).
 //!
@@ -14,7 +14,7 @@ use serde_json::{json, Map, Value};
 
 use crate::config::{CurrencyConfig, MetricsConfig};
 
-/// The export columns, in order (../shared/METRICS.md, Export contract).
+/// The export columns, in order (docs/metrics.md, Export contract).
 pub const COLUMNS: &[&str] = &[
     "account_id",
     "segment",

@@ -1,4 +1,4 @@
-//! The learned health score (../shared/METRICS.md, Health score): per segment, an
+//! The learned health score (docs/metrics.md, Health score): per segment, an
 //! L2-regularized logistic regression of renewal on a few standardized components, each held
 //! to its expected direction (more use, more satisfaction, fewer escalations never lower the
 //! score). The 0-100 score is 100 x the fitted renewal probability, so it reads as a

@@ -1,4 +1,4 @@
-//! What one event means for the activity metrics (../shared/METRICS.md, Inputs), and the
+//! What one event means for the activity metrics (docs/metrics.md, Inputs), and the
 //! small value types rollups are made of: local days and sorted minute lists.
 
 use std::collections::HashMap;

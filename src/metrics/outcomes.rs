@@ -1,4 +1,4 @@
-//! Outcomes per period and segment, in money and counts (../shared/METRICS.md, Outcomes).
+//! Outcomes per period and segment, in money and counts (docs/metrics.md, Outcomes).
 //!
 //! For a period [a, b): an account is active on a day when a subscription is in force on
 //! it; starting ARR is the ARR in force at `a` of accounts active at `a`. Accounts active at

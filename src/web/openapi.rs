@@ -288,7 +288,7 @@ fn import_operation(kind: &Kind) -> PathItem {
     PathItem::new(HttpMethod::Post, op.build())
 }
 
-/// One account's metrics: every export column (../shared/METRICS.md), null when undefined.
+/// One account's metrics: every export column (docs/metrics.md), null when undefined.
 fn metrics_row_schema() -> Schema {
     let mut object = ObjectBuilder::new().schema_type(Type::Object).description(Some("one account's metrics (the export's columns)"));
     for column in crate::metrics::COLUMNS {
