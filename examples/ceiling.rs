@@ -17,7 +17,9 @@ fn now_ms() -> i64 {
 
 async fn batch(body: Bytes) -> (StatusCode, Json<serde_json::Value>) {
     match ingest::parse_batch(&body, now_ms(), &ingest::TimeRange::default()) {
-        Ok(parsed) if parsed.rejected.is_empty() => (StatusCode::OK, Json(json!({"success": true}))),
+        Ok(parsed) if parsed.rejected.is_empty() => {
+            (StatusCode::OK, Json(json!({"success": true})))
+        }
         _ => (StatusCode::BAD_REQUEST, Json(json!({"success": false}))),
     }
 }
@@ -30,7 +32,9 @@ async fn track(body: Bytes) -> (StatusCode, Json<serde_json::Value>) {
 }
 
 fn main() -> std::io::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async {
         let app = Router::new()
             .route("/v1/batch", post(batch))

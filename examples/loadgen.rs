@@ -63,7 +63,12 @@ fn message(run: u64, thread: usize, n: u64) -> String {
 /// connection to its pool only then, so every request after the first reuses its
 /// keep-alive connection (a dropped body would make each request open a new one).
 fn post(agent: &ureq::Agent, url: &str, auth: &str, body: &[u8]) -> bool {
-    match agent.post(url).header("authorization", auth).header("content-type", "application/json").send(body) {
+    match agent
+        .post(url)
+        .header("authorization", auth)
+        .header("content-type", "application/json")
+        .send(body)
+    {
         Ok(mut response) => response.body_mut().read_to_vec().is_ok() && response.status() == 200,
         Err(_) => false,
     }
@@ -73,7 +78,8 @@ fn post(agent: &ureq::Agent, url: &str, auth: &str, body: &[u8]) -> bool {
 fn send_file(args: &Args, path: &str, auth: &str) {
     use std::io::BufRead;
     let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    let lines = std::sync::Mutex::new(std::io::BufReader::new(flate2::read::GzDecoder::new(file)).lines());
+    let lines =
+        std::sync::Mutex::new(std::io::BufReader::new(flate2::read::GzDecoder::new(file)).lines());
     let url = format!("{}/v1/batch", args.url);
     let start = Instant::now();
     let results: Vec<(u64, u64, u64, Vec<u64>)> = std::thread::scope(|scope| {
@@ -81,10 +87,16 @@ fn send_file(args: &Args, path: &str, auth: &str) {
             .map(|_| {
                 let (lines, url) = (&lines, &url);
                 scope.spawn(move || {
-                    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-                    let (mut events, mut requests, mut retries, mut latencies_us) = (0_u64, 0_u64, 0_u64, Vec::new());
+                    let agent: ureq::Agent = ureq::Agent::config_builder()
+                        .http_status_as_error(false)
+                        .build()
+                        .into();
+                    let (mut events, mut requests, mut retries, mut latencies_us) =
+                        (0_u64, 0_u64, 0_u64, Vec::new());
                     loop {
-                        let Some(line) = lines.lock().expect("lines").next() else { break };
+                        let Some(line) = lines.lock().expect("lines").next() else {
+                            break;
+                        };
                         let line = line.expect("readable file");
                         if line.trim().is_empty() {
                             continue;
@@ -106,13 +118,24 @@ fn send_file(args: &Args, path: &str, auth: &str) {
                 })
             })
             .collect();
-        threads.into_iter().map(|t| t.join().expect("send thread")).collect()
+        threads
+            .into_iter()
+            .map(|t| t.join().expect("send thread"))
+            .collect()
     });
     let elapsed = start.elapsed().as_secs_f64();
-    let (events, requests, retries) = results.iter().fold((0, 0, 0), |(e, r, x), t| (e + t.0, r + t.1, x + t.2));
+    let (events, requests, retries) = results
+        .iter()
+        .fold((0, 0, 0), |(e, r, x), t| (e + t.0, r + t.1, x + t.2));
     let mut latencies: Vec<u64> = results.into_iter().flat_map(|t| t.3).collect();
     latencies.sort_unstable();
-    let pct = |p: f64| latencies.get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1))).copied().unwrap_or(0) as f64 / 1000.0;
+    let pct = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0) as f64
+            / 1000.0
+    };
     println!(
         r#"{{"events_per_sec":{:.0},"events":{events},"requests":{requests},"errors":{retries},"p50_ms":{:.2},"p99_ms":{:.2},"max_ms":{:.2},"seconds":{elapsed:.1}}}"#,
         events as f64 / elapsed,
@@ -122,20 +145,31 @@ fn send_file(args: &Args, path: &str, auth: &str) {
     );
 }
 
+// Over 100 lines: A benchmark tool: its flags and its three load modes (closed loop, open loop, file) in one readable place.
+#[allow(clippy::too_many_lines)]
 fn main() {
     let args = parse_args();
     let run: u64 = rand::random::<u32>() as u64;
     let auth = {
         use base64::Engine;
-        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{}:", args.key)))
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{}:", args.key))
+        )
     };
     if let Some(file) = &args.file {
         send_file(&args, file, &auth);
         return;
     }
-    let (path, per_request) = if args.batch <= 1 { ("/v1/track", 1) } else { ("/v1/batch", args.batch) };
+    let (path, per_request) = if args.batch <= 1 {
+        ("/v1/track", 1)
+    } else {
+        ("/v1/batch", args.batch)
+    };
     let interval = if args.rate_events_per_sec > 0.0 {
-        Some(Duration::from_secs_f64(per_request as f64 * args.connections as f64 / args.rate_events_per_sec))
+        Some(Duration::from_secs_f64(
+            per_request as f64 * args.connections as f64 / args.rate_events_per_sec,
+        ))
     } else {
         None
     };
@@ -148,10 +182,15 @@ fn main() {
             let auth = auth.clone();
             let connections = args.connections as f64;
             std::thread::spawn(move || {
-                let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+                let agent: ureq::Agent = ureq::Agent::config_builder()
+                    .http_status_as_error(false)
+                    .build()
+                    .into();
                 let mut latencies_us = Vec::new();
                 let (mut events, mut errors, mut n) = (0_u64, 0_u64, 0_u64);
-                let offset = interval.map(|i| i.mul_f64(thread as f64 / connections)).unwrap_or_default();
+                let offset = interval
+                    .map(|i| i.mul_f64(thread as f64 / connections))
+                    .unwrap_or_default();
                 let mut scheduled = start + offset;
                 while Instant::now() < deadline && events < per_thread_events {
                     if interval.is_some() {
@@ -198,7 +237,13 @@ fn main() {
     }
     let elapsed = start.elapsed().as_secs_f64();
     latencies.sort_unstable();
-    let pct = |p: f64| latencies.get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1))).copied().unwrap_or(0) as f64 / 1000.0;
+    let pct = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0) as f64
+            / 1000.0
+    };
     println!(
         r#"{{"events_per_sec":{:.0},"events":{events},"requests":{},"errors":{errors},"p50_ms":{:.2},"p99_ms":{:.2},"max_ms":{:.2},"seconds":{elapsed:.1}}}"#,
         events as f64 / elapsed,

@@ -18,6 +18,14 @@ step "test dependencies: the official Segment libraries, playwright-core and sch
 python3 -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 (cd tests/clients && npm ci --no-audit --no-fund --loglevel=error)
 
+step "format and lints: cargo fmt --check, cargo clippy -D warnings (STYLE.md; rustfmt.toml, clippy.toml)"
+if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+    rustup component add rustfmt clippy
+fi
+cargo fmt --check
+(cd fuzz && cargo fmt --check)
+cargo clippy --locked --all-targets -- -D warnings
+
 step "build (debug, tests included)"
 cargo build --locked --all-targets
 

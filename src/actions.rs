@@ -14,18 +14,42 @@ use serde_json::{json, Map, Value};
 /// Measures a rule may test beside every metric of `metrics::COLUMNS`.
 pub const EXTRA_MEASURES: &[(&str, &str)] = &[
     ("plan", "the account's plan"),
-    ("tier", "health tier today: red, orange, yellow, green (null: none)"),
+    (
+        "tier",
+        "health tier today: red, orange, yellow, green (null: none)",
+    ),
     ("tier_before", "tier 7 days ago, from the stored history"),
-    ("tier_dropped", "true when the account's use moved its tier down in the last 7 days (not a new model)"),
+    (
+        "tier_dropped",
+        "true when the account's use moved its tier down in the last 7 days (not a new model)",
+    ),
     ("health_score", "0-100 health score"),
     ("health_band", "band of the score"),
-    ("expected_renewal_rate", "the tier's historical renewal rate"),
+    (
+        "expected_renewal_rate",
+        "the tier's historical renewal rate",
+    ),
     ("arr", "ARR in force, report currency"),
-    ("renewal_in_days", "days to the earliest end of a contract in force"),
-    ("escalation_open_days", "age in days of the oldest open escalated ticket (null: none)"),
-    ("nps_detractor_answers_7d", "NPS answers 0-6 in the last 7 days"),
-    ("power_feature_first_use_days", "days since the account first used its segment's power feature (null: never)"),
-    ("days_since_last_activity", "days since any person of the account was active (null: never)"),
+    (
+        "renewal_in_days",
+        "days to the earliest end of a contract in force",
+    ),
+    (
+        "escalation_open_days",
+        "age in days of the oldest open escalated ticket (null: none)",
+    ),
+    (
+        "nps_detractor_answers_7d",
+        "NPS answers 0-6 in the last 7 days",
+    ),
+    (
+        "power_feature_first_use_days",
+        "days since the account first used its segment's power feature (null: never)",
+    ),
+    (
+        "days_since_last_activity",
+        "days since any person of the account was active (null: never)",
+    ),
 ];
 
 fn default_true() -> bool {
@@ -156,18 +180,56 @@ pub fn builtin_rules() -> Vec<Rule> {
         segments: Vec::new(),
         cooldown_days,
         notify: Vec::new(),
-        tasks: vec![TaskTemplate { title: task.into(), due_days: 7 }],
+        tasks: vec![TaskTemplate {
+            title: task.into(),
+            due_days: 7,
+        }],
         playbook: None,
         enabled: true,
     };
     vec![
-        rule("tier-dropped", "tier_dropped == true", 14, "Find out why {account}'s health tier dropped"),
-        rule("usage-infrequent", "usage_frequency == 'infrequent'", 30, "{account} uses the product infrequently: reach out"),
-        rule("low-licence-use-before-renewal", "license_utilization < 0.5 and renewal_in_days <= 60 and renewal_in_days >= 0", 30, "{account} uses under half its seats, renewal in 60 days"),
-        rule("red-near-renewal", "tier == 'red' and renewal_in_days <= 90 and renewal_in_days >= 0", 30, "Save plan for {account}: red tier, renewal within 90 days"),
-        rule("escalation-open-7-days", "escalation_open_days > 7", 7, "Escalation open over a week at {account}"),
-        rule("nps-detractor", "nps_detractor_answers_7d > 0", 7, "Call back the NPS detractor at {account}"),
-        rule("power-feature-adopted", "power_feature_first_use_days <= 7", 365, "Congratulate {account} on adopting the power feature"),
+        rule(
+            "tier-dropped",
+            "tier_dropped == true",
+            14,
+            "Find out why {account}'s health tier dropped",
+        ),
+        rule(
+            "usage-infrequent",
+            "usage_frequency == 'infrequent'",
+            30,
+            "{account} uses the product infrequently: reach out",
+        ),
+        rule(
+            "low-licence-use-before-renewal",
+            "license_utilization < 0.5 and renewal_in_days <= 60 and renewal_in_days >= 0",
+            30,
+            "{account} uses under half its seats, renewal in 60 days",
+        ),
+        rule(
+            "red-near-renewal",
+            "tier == 'red' and renewal_in_days <= 90 and renewal_in_days >= 0",
+            30,
+            "Save plan for {account}: red tier, renewal within 90 days",
+        ),
+        rule(
+            "escalation-open-7-days",
+            "escalation_open_days > 7",
+            7,
+            "Escalation open over a week at {account}",
+        ),
+        rule(
+            "nps-detractor",
+            "nps_detractor_answers_7d > 0",
+            7,
+            "Call back the NPS detractor at {account}",
+        ),
+        rule(
+            "power-feature-adopted",
+            "power_feature_first_use_days <= 7",
+            365,
+            "Congratulate {account} on adopting the power feature",
+        ),
     ]
 }
 
@@ -206,13 +268,17 @@ pub const FEATURE_USES_PREFIX: &str = "uses_7d:";
 fn known_measure(name: &str) -> bool {
     crate::metrics::COLUMNS.contains(&name)
         || EXTRA_MEASURES.iter().any(|(m, _)| *m == name)
-        || name.strip_prefix(FEATURE_USES_PREFIX).is_some_and(|f| !f.trim().is_empty())
+        || name
+            .strip_prefix(FEATURE_USES_PREFIX)
+            .is_some_and(|f| !f.trim().is_empty())
 }
 
 impl Condition {
     /// The features named by `uses_7d:` clauses.
     pub fn features(&self) -> impl Iterator<Item = &str> {
-        self.clauses.iter().filter_map(|c| c.measure.strip_prefix(FEATURE_USES_PREFIX))
+        self.clauses
+            .iter()
+            .filter_map(|c| c.measure.strip_prefix(FEATURE_USES_PREFIX))
     }
 }
 
@@ -237,16 +303,19 @@ impl Condition {
                     EXTRA_MEASURES.iter().map(|(m, _)| *m).collect::<Vec<_>>().join(", ")
                 ));
             }
-            let value = if literal.len() >= 2 && literal.starts_with('\'') && literal.ends_with('\'') {
-                Value::String(literal[1..literal.len() - 1].to_string())
-            } else {
-                match literal {
-                    "true" => Value::Bool(true),
-                    "false" => Value::Bool(false),
-                    "null" => Value::Null,
-                    number => json!(number.parse::<f64>().map_err(|_| format!("{part:?}: {literal:?} is not a number, true, false, null or 'text'"))?),
-                }
-            };
+            let value =
+                if literal.len() >= 2 && literal.starts_with('\'') && literal.ends_with('\'') {
+                    Value::String(literal[1..literal.len() - 1].to_string())
+                } else {
+                    match literal {
+                        "true" => Value::Bool(true),
+                        "false" => Value::Bool(false),
+                        "null" => Value::Null,
+                        number => json!(number.parse::<f64>().map_err(|_| format!(
+                            "{part:?}: {literal:?} is not a number, true, false, null or 'text'"
+                        ))?),
+                    }
+                };
             let op = match op {
                 "==" => Op::Eq,
                 "!=" => Op::Ne,
@@ -258,7 +327,11 @@ impl Condition {
             if matches!(op, Op::Lt | Op::Le | Op::Gt | Op::Ge) && !value.is_number() {
                 return Err(format!("{part:?}: {op:?} compares numbers only"));
             }
-            clauses.push(Clause { measure: measure.to_string(), op, value });
+            clauses.push(Clause {
+                measure: measure.to_string(),
+                op,
+                value,
+            });
         }
         Ok(Condition { clauses })
     }
@@ -304,30 +377,49 @@ pub struct Ready {
 impl Ready {
     /// Whether the rule fires for an account with these measures.
     pub fn fires(&self, measures: &Map<String, Value>) -> bool {
-        let segment = measures.get("segment").and_then(Value::as_str).unwrap_or("");
-        self.rule.enabled && (self.rule.segments.is_empty() || self.rule.segments.iter().any(|s| s == segment)) && self.condition.holds(measures)
+        let segment = measures
+            .get("segment")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        self.rule.enabled
+            && (self.rule.segments.is_empty() || self.rule.segments.iter().any(|s| s == segment))
+            && self.condition.holds(measures)
     }
 }
 
 /// Checks one rule against the configured channels and playbooks.
 pub fn prepare(rule: &Rule, config: &ActionsConfig) -> Result<Ready, String> {
-    if rule.name.is_empty() || rule.name.len() > 64 || !rule.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+    if rule.name.is_empty()
+        || rule.name.len() > 64
+        || !rule
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
         return Err("name: 1 to 64 letters, digits, - or _".into());
     }
     let condition = Condition::parse(&rule.when).map_err(|r| format!("when: {r}"))?;
     if !(1..=3660).contains(&rule.cooldown_days) {
-        return Err(format!("cooldown_days: must be 1 to 3660, got {}", rule.cooldown_days));
+        return Err(format!(
+            "cooldown_days: must be 1 to 3660, got {}",
+            rule.cooldown_days
+        ));
     }
     let mut notify = rule.notify.clone();
     let mut tasks = rule.tasks.clone();
     if let Some(name) = &rule.playbook {
-        let playbook = config.playbooks.get(name).ok_or_else(|| format!("playbook: no playbook {name:?} in [actions.playbooks]"))?;
+        let playbook = config
+            .playbooks
+            .get(name)
+            .ok_or_else(|| format!("playbook: no playbook {name:?} in [actions.playbooks]"))?;
         notify.extend(playbook.notify.iter().cloned());
         tasks.extend(playbook.tasks.iter().cloned());
     }
     for channel in &notify {
         if !config.channels.contains_key(channel) {
-            return Err(format!("notify: no channel {channel:?} in [actions.channels]"));
+            return Err(format!(
+                "notify: no channel {channel:?} in [actions.channels]"
+            ));
         }
     }
     for task in &tasks {
@@ -335,19 +427,34 @@ pub fn prepare(rule: &Rule, config: &ActionsConfig) -> Result<Ready, String> {
             return Err("tasks: a title of 1 to 200 characters and due_days of at most 365".into());
         }
     }
-    Ok(Ready { rule: rule.clone(), condition, notify, tasks })
+    Ok(Ready {
+        rule: rule.clone(),
+        condition,
+        notify,
+        tasks,
+    })
 }
 
 impl ActionsConfig {
     /// The rules in force from the config: the built-in examples unless turned off (a
     /// configured rule of the same name replaces one), then the configured ones.
     pub fn ready_rules(&self) -> Result<Vec<Ready>, (String, String)> {
-        let mut rules: Vec<Rule> = if self.builtin_rules { builtin_rules() } else { Vec::new() };
+        let mut rules: Vec<Rule> = if self.builtin_rules {
+            builtin_rules()
+        } else {
+            Vec::new()
+        };
         for rule in &self.rules {
             rules.retain(|r| r.name != rule.name);
             rules.push(rule.clone());
         }
-        rules.iter().enumerate().map(|(i, r)| prepare(r, self).map_err(|reason| (format!("rules[{i}] ({})", r.name), reason))).collect()
+        rules
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                prepare(r, self).map_err(|reason| (format!("rules[{i}] ({})", r.name), reason))
+            })
+            .collect()
     }
 
     pub fn check(&self) -> Result<(), (String, String)> {
@@ -363,16 +470,27 @@ impl ActionsConfig {
         for (name, channel) in &self.channels {
             match channel {
                 Channel::Slack { url } | Channel::Webhook { url, .. } => {
-                    if !(url.starts_with("http://") || url.starts_with("https://")) || url.parse::<axum::http::Uri>().is_err() {
-                        return Err((format!("channels.{name}.url"), "must be an http:// or https:// URL".into()));
+                    if !(url.starts_with("http://") || url.starts_with("https://"))
+                        || url.parse::<axum::http::Uri>().is_err()
+                    {
+                        return Err((
+                            format!("channels.{name}.url"),
+                            "must be an http:// or https:// URL".into(),
+                        ));
                     }
                 }
                 Channel::Email { to } => {
                     if self.smtp.is_none() {
-                        return Err((format!("channels.{name}"), "an email channel needs [actions.smtp]".into()));
+                        return Err((
+                            format!("channels.{name}"),
+                            "an email channel needs [actions.smtp]".into(),
+                        ));
                     }
                     if to != "owner" && !to.contains('@') {
-                        return Err((format!("channels.{name}.to"), "an address or \"owner\" (the account's CSM)".into()));
+                        return Err((
+                            format!("channels.{name}.to"),
+                            "an address or \"owner\" (the account's CSM)".into(),
+                        ));
                     }
                 }
             }
@@ -385,7 +503,9 @@ impl ActionsConfig {
                 return Err(("smtp.from".into(), "an email address".into()));
             }
         }
-        self.surveys.check().map_err(|(k, r)| (format!("surveys.{k}"), r))?;
+        self.surveys
+            .check()
+            .map_err(|(k, r)| (format!("surveys.{k}"), r))?;
         self.ready_rules().map(|_| ())
     }
 }
@@ -419,7 +539,13 @@ pub fn reason(ready: &Ready, measures: &Map<String, Value>) -> String {
     for clause in &ready.condition.clauses {
         let value = match measures.get(&clause.measure) {
             None | Some(Value::Null) => "none".to_string(),
-            Some(Value::Number(n)) => n.as_f64().map_or(n.to_string(), |v| if v.fract() == 0.0 { format!("{v:.0}") } else { format!("{v:.2}") }),
+            Some(Value::Number(n)) => n.as_f64().map_or(n.to_string(), |v| {
+                if v.fract() == 0.0 {
+                    format!("{v:.0}")
+                } else {
+                    format!("{v:.2}")
+                }
+            }),
             Some(Value::String(s)) => s.clone(),
             Some(other) => other.to_string(),
         };
@@ -468,11 +594,15 @@ pub fn webhook_payload(alert: &Alert, idempotency_key: &str) -> Value {
 /// `X-Bellwether-Signature: t=UNIX,v1=HEX` where HEX is HMAC-SHA256(secret, "UNIX.BODY").
 pub fn signature(secret: &str, unix: i64, body: &[u8]) -> String {
     use hmac::{Hmac, Mac};
-    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("invariant: HMAC takes keys of any length");
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes())
+        .expect("invariant: HMAC takes keys of any length");
     mac.update(format!("{unix}.").as_bytes());
     mac.update(body);
     let tag = mac.finalize().into_bytes();
-    format!("t={unix},v1={}", tag.iter().map(|b| format!("{b:02x}")).collect::<String>())
+    format!(
+        "t={unix},v1={}",
+        tag.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    )
 }
 
 #[cfg(test)]
@@ -480,18 +610,32 @@ mod tests {
     use super::*;
 
     fn measures(pairs: &[(&str, Value)]) -> Map<String, Value> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect()
     }
 
     #[test]
     fn conditions_parse_and_hold_by_clause() {
         let c = Condition::parse("tier == 'red' and renewal_in_days <= 90").unwrap();
-        assert!(c.holds(&measures(&[("tier", json!("red")), ("renewal_in_days", json!(90))])));
-        assert!(!c.holds(&measures(&[("tier", json!("red")), ("renewal_in_days", json!(91))])));
-        assert!(!c.holds(&measures(&[("tier", json!("green")), ("renewal_in_days", json!(10))])));
+        assert!(c.holds(&measures(&[
+            ("tier", json!("red")),
+            ("renewal_in_days", json!(90))
+        ])));
+        assert!(!c.holds(&measures(&[
+            ("tier", json!("red")),
+            ("renewal_in_days", json!(91))
+        ])));
+        assert!(!c.holds(&measures(&[
+            ("tier", json!("green")),
+            ("renewal_in_days", json!(10))
+        ])));
         // A missing number is never below a threshold.
         assert!(!Condition::parse("nps < 0").unwrap().holds(&measures(&[])));
-        assert!(Condition::parse("tier_dropped == true").unwrap().holds(&measures(&[("tier_dropped", json!(true))])));
+        assert!(Condition::parse("tier_dropped == true")
+            .unwrap()
+            .holds(&measures(&[("tier_dropped", json!(true))])));
         // A condition on events: a feature's uses in the last 7 days.
         let uses = Condition::parse("uses_7d:Report Exported >= 3").unwrap();
         assert_eq!(uses.features().collect::<Vec<_>>(), vec!["Report Exported"]);
@@ -501,10 +645,18 @@ mod tests {
 
     #[test]
     fn bad_conditions_name_the_problem() {
-        assert!(Condition::parse("tierr == 'red'").unwrap_err().contains("\"tierr\" is not a measure"));
-        assert!(Condition::parse("tier = 'red'").unwrap_err().contains("no comparison"));
-        assert!(Condition::parse("tier < 'red'").unwrap_err().contains("compares numbers only"));
-        assert!(Condition::parse("nps > lots").unwrap_err().contains("is not a number"));
+        assert!(Condition::parse("tierr == 'red'")
+            .unwrap_err()
+            .contains("\"tierr\" is not a measure"));
+        assert!(Condition::parse("tier = 'red'")
+            .unwrap_err()
+            .contains("no comparison"));
+        assert!(Condition::parse("tier < 'red'")
+            .unwrap_err()
+            .contains("compares numbers only"));
+        assert!(Condition::parse("nps > lots")
+            .unwrap_err()
+            .contains("is not a number"));
     }
 
     #[test]
@@ -523,6 +675,9 @@ mod tests {
     #[test]
     fn signature_is_hmac_of_time_and_body() {
         // Reference: printf '1700000000.{"a":1}' | openssl dgst -sha256 -hmac secret
-        assert_eq!(signature("secret", 1_700_000_000, br#"{"a":1}"#), "t=1700000000,v1=49f24e537407743fa4a0242bb63b94b9a47ee99cbbe071ccd8a22550ae411686");
+        assert_eq!(
+            signature("secret", 1_700_000_000, br#"{"a":1}"#),
+            "t=1700000000,v1=49f24e537407743fa4a0242bb63b94b9a47ee99cbbe071ccd8a22550ae411686"
+        );
     }
 }

@@ -143,10 +143,17 @@ struct SizeArgs {
 impl SizeArgs {
     fn options(&self) -> anyhow::Result<crate::demo::generate::Options> {
         let end_date = match &self.end_date {
-            Some(text) => crate::records::parse_date(text).map_err(|e| anyhow::anyhow!("--end-date: {e}"))?,
+            Some(text) => {
+                crate::records::parse_date(text).map_err(|e| anyhow::anyhow!("--end-date: {e}"))?
+            }
             None => chrono::Utc::now().date_naive(),
         };
-        Ok(crate::demo::generate::Options { seed: self.seed, accounts: self.accounts as usize, years: self.years, end_date })
+        Ok(crate::demo::generate::Options {
+            seed: self.seed,
+            accounts: self.accounts as usize,
+            years: self.years,
+            end_date,
+        })
     }
 }
 
@@ -285,9 +292,7 @@ enum TokenCommand {
     /// List the API tokens: id, name, role, created, expires (their secrets are not kept).
     List,
     /// Revoke an API token at once, by the id `token list` shows.
-    Revoke {
-        id: i64,
-    },
+    Revoke { id: i64 },
 }
 
 #[derive(Debug, Subcommand)]
@@ -331,6 +336,8 @@ enum UserCommand {
 }
 
 /// Runs the command line; errors are printed by `main`.
+// Over 100 lines: A dispatch table: one arm per subcommand.
+#[allow(clippy::too_many_lines)]
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let listen = match &cli.command {
         Command::Serve(args) => args.listen.clone(),
@@ -338,8 +345,15 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         _ => None,
     };
     // The demo keeps its data apart unless a data dir is named.
-    let demo_dir_default = matches!(cli.command, Command::Demo(_)) && cli.data_dir.is_none() && std::env::var_os("BELLWETHER_DATA_DIR").is_none();
-    let flags = Flags { config: cli.config.clone(), data_dir: cli.data_dir.clone(), store: cli.store.clone(), listen };
+    let demo_dir_default = matches!(cli.command, Command::Demo(_))
+        && cli.data_dir.is_none()
+        && std::env::var_os("BELLWETHER_DATA_DIR").is_none();
+    let flags = Flags {
+        config: cli.config.clone(),
+        data_dir: cli.data_dir.clone(),
+        store: cli.store.clone(),
+        listen,
+    };
     let env: Vec<(String, String)> = std::env::vars().collect();
     let mut config = Config::load(&flags, &env)?;
     if demo_dir_default && config.file.is_none() {
@@ -349,16 +363,19 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     // their rates unless the config sets its own.
     if crate::demo::read_marker(&config.data_dir).is_some() {
         for (code, rate) in crate::demo::generate::RATES {
-            config.currency.rates.entry(code.to_string()).or_insert(*rate);
+            config
+                .currency
+                .rates
+                .entry(code.to_string())
+                .or_insert(*rate);
         }
     }
     if matches!(config.store, StoreLocation::ClickHouse(_)) {
-        match &cli.command {
-            Command::Rebuild => bail!(
-                "rebuild is not needed on the ClickHouse store: its materialized view keeps the activity rollups as the events arrive, and what an event means \
-                 (features, logins, passive events) is applied when they are read, so a changed config takes effect at once"
-            ),
-            _ => {}
+        if let Command::Rebuild = &cli.command {
+            bail!(
+            "rebuild is not needed on the ClickHouse store: its materialized view keeps the activity rollups as the events arrive, and what an event means \
+             (features, logins, passive events) is applied when they are read, so a changed config takes effect at once"
+        )
         }
     }
     match cli.command {
@@ -377,16 +394,28 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::DeleteUser { user_id } => {
             let deletion = match &config.store {
                 StoreLocation::ClickHouse(location) => store::clickhouse::block_on(async {
-                    store::clickhouse::ClickHouse::open(location).await?.delete_user(&user_id).await
+                    store::clickhouse::ClickHouse::open(location)
+                        .await?
+                        .delete_user(&user_id)
+                        .await
                 })??,
-                StoreLocation::Embedded => store::records::delete_user(&mut Store::open(&config.data_dir)?.connect()?, &user_id)?,
+                StoreLocation::Embedded => store::records::delete_user(
+                    &mut Store::open(&config.data_dir)?.connect()?,
+                    &user_id,
+                )?,
             };
             println!("{}", serde_json::to_string_pretty(&deletion)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Backup { file } if matches!(config.store, StoreLocation::ClickHouse(_)) => {
-            let bytes = on_clickhouse(&config, |clickhouse| Ok(store::clickhouse::block_on(clickhouse.backup(&file))??))?;
-            eprintln!("backed up {} to {} ({bytes} bytes)", store_name(&config), file.display());
+            let bytes = on_clickhouse(&config, |clickhouse| {
+                Ok(store::clickhouse::block_on(clickhouse.backup(&file))??)
+            })?;
+            eprintln!(
+                "backed up {} to {} ({bytes} bytes)",
+                store_name(&config),
+                file.display()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Restore { file, .. } if matches!(config.store, StoreLocation::ClickHouse(_)) => {
@@ -399,40 +428,91 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Backup { file } => {
             if !config.database_path().exists() {
-                bail!("no database at {}: nothing to back up (see --data-dir)", config.database_path().display());
+                bail!(
+                    "no database at {}: nothing to back up (see --data-dir)",
+                    config.database_path().display()
+                );
             }
             let bytes = store::backup(&Store::open(&config.data_dir)?, &file)?;
-            eprintln!("backed up {} to {} ({bytes} bytes)", config.database_path().display(), file.display());
+            eprintln!(
+                "backed up {} to {} ({bytes} bytes)",
+                config.database_path().display(),
+                file.display()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Restore { file, force } => {
             store::restore(&file, &config.data_dir, force)?;
-            eprintln!("restored {} into {}", file.display(), config.database_path().display());
+            eprintln!(
+                "restored {} into {}",
+                file.display(),
+                config.database_path().display()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::User { command } => user(&config, command),
         Command::Alerts { command } => alerts(&config, command),
-        Command::ReviewLink { account, quarter, valid_for, base_url } => review_link(&config, &account, quarter.as_deref(), &valid_for, base_url.as_deref()),
-        Command::Token { command: TokenCommand::Create { role, name, valid_for } } => {
+        Command::ReviewLink {
+            account,
+            quarter,
+            valid_for,
+            base_url,
+        } => review_link(
+            &config,
+            &account,
+            quarter.as_deref(),
+            &valid_for,
+            base_url.as_deref(),
+        ),
+        Command::Token {
+            command:
+                TokenCommand::Create {
+                    role,
+                    name,
+                    valid_for,
+                },
+        } => {
             let role = Role::parse(&role).context("role must be admin or read")?;
             let seconds = valid_for
                 .as_deref()
-                .map(|text| crate::share::parse_validity(text).map_err(|r| anyhow::anyhow!("--valid-for: {r}")))
+                .map(|text| {
+                    crate::share::parse_validity(text)
+                        .map_err(|r| anyhow::anyhow!("--valid-for: {r}"))
+                })
                 .transpose()?;
-            let secret = on_dashboard(&config, |source| Ok(source.add_token(&name, role, seconds)?))?;
+            let secret =
+                on_dashboard(
+                    &config,
+                    |source| Ok(source.add_token(&name, role, seconds)?),
+                )?;
             println!("{secret}");
             let until = valid_for.map_or("until revoked".to_string(), |text| format!("for {text}"));
-            eprintln!("created {} token {name:?}, valid {until}; it is shown only now", role.as_str());
+            eprintln!(
+                "created {} token {name:?}, valid {until}; it is shown only now",
+                role.as_str()
+            );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Token { command: TokenCommand::List } => {
+        Command::Token {
+            command: TokenCommand::List,
+        } => {
             for t in on_dashboard(&config, |source| Ok(source.tokens()?))? {
-                let expires = t.expires_ms.map_or("never".to_string(), crate::ingest::format_timestamp);
-                println!("{}\t{}\t{}\t{}\t{expires}", t.id, t.name, t.role, crate::ingest::format_timestamp(t.created_ms));
+                let expires = t
+                    .expires_ms
+                    .map_or("never".to_string(), crate::ingest::format_timestamp);
+                println!(
+                    "{}\t{}\t{}\t{}\t{expires}",
+                    t.id,
+                    t.name,
+                    t.role,
+                    crate::ingest::format_timestamp(t.created_ms)
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Token { command: TokenCommand::Revoke { id } } => {
+        Command::Token {
+            command: TokenCommand::Revoke { id },
+        } => {
             if !on_dashboard(&config, |source| Ok(source.revoke_token(id)?))? {
                 bail!("no token {id}");
             }
@@ -443,7 +523,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("bellwether").build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("bellwether")
+        .build()?)
 }
 
 fn serve(config: &Config) -> anyhow::Result<ExitCode> {
@@ -460,7 +543,8 @@ const DEMO_WRITE_KEY: &str = "demo-write-key";
 
 fn generation_bar(accounts: usize) -> indicatif::ProgressBar {
     indicatif::ProgressBar::new(accounts as u64).with_style(
-        indicatif::ProgressStyle::with_template("  accounts {bar:40} {pos}/{len}  {msg}").expect("invariant: valid template"),
+        indicatif::ProgressStyle::with_template("  accounts {bar:40} {pos}/{len}  {msg}")
+            .expect("invariant: valid template"),
     )
 }
 
@@ -469,7 +553,10 @@ fn generate(args: &GenerateArgs) -> anyhow::Result<ExitCode> {
     let bar = generation_bar(options.accounts);
     let summary = crate::demo::generate::generate(&options, &args.out, &mut |summary, done| {
         bar.set_position(done as u64);
-        bar.set_message(format!("{} users, {} events", summary.users, summary.events));
+        bar.set_message(format!(
+            "{} users, {} events",
+            summary.users, summary.events
+        ));
     })
     .with_context(|| format!("writing {}", args.out.display()))?;
     bar.finish();
@@ -483,18 +570,26 @@ fn generate(args: &GenerateArgs) -> anyhow::Result<ExitCode> {
 /// Generates and loads the demo on the first run (through the import and ingest paths a
 /// user's data takes), then serves. Later runs reuse the loaded data dir.
 fn demo(mut config: Config, args: &DemoArgs) -> anyhow::Result<ExitCode> {
-    config.write_keys.entry(DEMO_WRITE_KEY.into()).or_insert_with(|| "demo".into());
+    config
+        .write_keys
+        .entry(DEMO_WRITE_KEY.into())
+        .or_insert_with(|| "demo".into());
     for (code, rate) in crate::demo::generate::RATES {
-        config.currency.rates.entry(code.to_string()).or_insert(*rate);
+        config
+            .currency
+            .rates
+            .entry(code.to_string())
+            .or_insert(*rate);
     }
     // The demo is the only node on its ClickHouse: it keeps the health history itself.
     config.health.background.get_or_insert(true);
     let options = args.size.options()?;
     // No rule may fire, and no model be learned, on half-loaded data: held back from the start.
     let reused = crate::demo::read_marker(&config.data_dir);
-    store::actions::pause(reused.is_none());
+    let signals = crate::workers::Signals::default();
+    signals.pause(reused.is_none());
     runtime()?.block_on(async {
-        let app = crate::web::App::start(&config)?;
+        let app = crate::web::App::start_with(&config, signals.clone())?;
         let mut loaded = match reused {
             Some(loaded) => {
                 eprintln!("bellwether demo: reusing the demo data in {} (delete it to start over)", config.data_dir.display());
@@ -502,7 +597,7 @@ fn demo(mut config: Config, args: &DemoArgs) -> anyhow::Result<ExitCode> {
             }
             None => {
                 let loaded = load_demo(&config, &options, &app).await;
-                store::actions::pause(false);
+                signals.pause(false);
                 loaded?
             }
         };
@@ -535,31 +630,59 @@ fn user(config: &Config, command: UserCommand) -> anyhow::Result<ExitCode> {
     on_dashboard(config, |source| user_on(source, command))
 }
 
-fn user_on(source: &dyn store::dashboard::DashboardSource, command: UserCommand) -> anyhow::Result<ExitCode> {
+fn user_on(
+    source: &dyn store::dashboard::DashboardSource,
+    command: UserCommand,
+) -> anyhow::Result<ExitCode> {
     use crate::store::users::{self, User, UserRole};
     match command {
-        UserCommand::Create { username, role, csm, password_stdin, replace } => {
+        UserCommand::Create {
+            username,
+            role,
+            csm,
+            password_stdin,
+            replace,
+        } => {
             let role = UserRole::parse(&role).context("role must be admin, csm or viewer")?;
             let (password, generated) = if password_stdin {
                 let mut line = String::new();
-                std::io::stdin().read_line(&mut line).context("cannot read the password from stdin")?;
+                std::io::stdin()
+                    .read_line(&mut line)
+                    .context("cannot read the password from stdin")?;
                 (line.trim_end_matches(['\r', '\n']).to_string(), false)
             } else if let Ok(password) = std::env::var("BELLWETHER_PASSWORD") {
                 (password, false)
             } else {
                 (store::hex(&rand::random::<[u8; 12]>()), true)
             };
-            users::create_user(source, &User { username: username.clone(), role, csm_id: csm }, &password, replace)?;
+            users::create_user(
+                source,
+                &User {
+                    username: username.clone(),
+                    role,
+                    csm_id: csm,
+                },
+                &password,
+                replace,
+            )?;
             if generated {
                 println!("{password}");
-                eprintln!("created {} user {username:?} with the password above; it is shown only now", role.as_str());
+                eprintln!(
+                    "created {} user {username:?} with the password above; it is shown only now",
+                    role.as_str()
+                );
             } else {
                 eprintln!("saved {} user {username:?}", role.as_str());
             }
         }
         UserCommand::List => {
             for u in users::list_users(source)? {
-                println!("{}\t{}\t{}", u.username, u.role.as_str(), u.csm_id.unwrap_or_default());
+                println!(
+                    "{}\t{}\t{}",
+                    u.username,
+                    u.role.as_str(),
+                    u.csm_id.unwrap_or_default()
+                );
             }
         }
         UserCommand::Delete { username } => {
@@ -576,17 +699,41 @@ fn alerts(config: &Config, command: AlertsCommand) -> anyhow::Result<ExitCode> {
     on_store(config, true, |source| alerts_on(config, command, source))
 }
 
-fn alerts_on(config: &Config, command: AlertsCommand, source: &dyn store::actions::ActionStore) -> anyhow::Result<ExitCode> {
+fn alerts_on(
+    config: &Config,
+    command: AlertsCommand,
+    source: &dyn store::actions::ActionStore,
+) -> anyhow::Result<ExitCode> {
     match command {
         AlertsCommand::Rules => {
             for ready in store::actions::rules(source, &config.actions)? {
                 let r = &ready.rule;
-                println!("{}\t{}\tcooldown {} d\tnotify [{}]\t{} task(s){}", r.name, r.when, r.cooldown_days, ready.notify.join(", "), ready.tasks.len(), if r.enabled { "" } else { "\t(disabled)" });
+                println!(
+                    "{}\t{}\tcooldown {} d\tnotify [{}]\t{} task(s){}",
+                    r.name,
+                    r.when,
+                    r.cooldown_days,
+                    ready.notify.join(", "),
+                    ready.tasks.len(),
+                    if r.enabled { "" } else { "\t(disabled)" }
+                );
             }
         }
-        AlertsCommand::Test { rule, as_of, format } => {
+        AlertsCommand::Test {
+            rule,
+            as_of,
+            format,
+        } => {
             let as_of = date_arg("as-of", as_of.as_deref())?;
-            let fired = store::actions::evaluate(source, as_of, settings(config), &config.actions, &crate::web::base_url(config), Some(&rule), true)?;
+            let fired = store::actions::evaluate(
+                source,
+                as_of,
+                settings(config),
+                &config.actions,
+                &config.base_url(),
+                Some(&rule),
+                true,
+            )?;
             if format == "json" {
                 println!("{}", serde_json::to_string_pretty(&fired)?);
             } else {
@@ -600,36 +747,60 @@ fn alerts_on(config: &Config, command: AlertsCommand, source: &dyn store::action
     Ok(ExitCode::SUCCESS)
 }
 
-fn review_link(config: &Config, account: &str, quarter: Option<&str>, valid_for: &str, base_url: Option<&str>) -> anyhow::Result<ExitCode> {
+fn review_link(
+    config: &Config,
+    account: &str,
+    quarter: Option<&str>,
+    valid_for: &str,
+    base_url: Option<&str>,
+) -> anyhow::Result<ExitCode> {
     use crate::share::{self, Quarter};
     let quarter = match quarter {
         Some(text) => Quarter::parse(text).map_err(|r| anyhow::anyhow!("--quarter: {r}"))?,
         None => Quarter::of(chrono::Utc::now().date_naive()).previous(),
     };
-    let seconds = share::parse_validity(valid_for).map_err(|r| anyhow::anyhow!("--valid-for: {r}"))?;
+    let seconds =
+        share::parse_validity(valid_for).map_err(|r| anyhow::anyhow!("--valid-for: {r}"))?;
     let secret = on_dashboard(config, |source| {
         if store::dashboard::account_name(source, account)?.is_none() {
             bail!("no account {account:?}");
         }
         Ok(store::users::secret(source, share::SECRET_NAME)?)
     })?;
-    let token = share::sign(&secret, account, quarter, chrono::Utc::now().timestamp() + seconds);
-    let base = base_url.map(|b| b.trim_end_matches('/').to_string()).unwrap_or_else(|| format!("http://{}", config.listen));
+    let token = share::sign(
+        &secret,
+        account,
+        quarter,
+        chrono::Utc::now().timestamp() + seconds,
+    );
+    let base = base_url
+        .map(|b| b.trim_end_matches('/').to_string())
+        .unwrap_or_else(|| format!("http://{}", config.listen));
     println!("{base}/r/{token}");
     eprintln!("review of {account} for {quarter}, valid for {valid_for}");
     Ok(ExitCode::SUCCESS)
 }
 
-async fn load_demo(config: &Config, options: &crate::demo::generate::Options, app: &crate::web::App) -> anyhow::Result<crate::demo::Loaded> {
+async fn load_demo(
+    config: &Config,
+    options: &crate::demo::generate::Options,
+    app: &crate::web::App,
+) -> anyhow::Result<crate::demo::Loaded> {
     let input = config.data_dir.join("demo-input");
     eprintln!(
         "bellwether demo: generating {} accounts over {} years (seed {}) into {}",
-        options.accounts, options.years, options.seed, input.display()
+        options.accounts,
+        options.years,
+        options.seed,
+        input.display()
     );
     let bar = generation_bar(options.accounts);
     let summary = crate::demo::generate::generate(options, &input, &mut |summary, done| {
         bar.set_position(done as u64);
-        bar.set_message(format!("{} users, {} events", summary.users, summary.events));
+        bar.set_message(format!(
+            "{} users, {} events",
+            summary.users, summary.events
+        ));
     })?;
     bar.finish();
     eprintln!("bellwether demo: loading records and events");
@@ -637,23 +808,48 @@ async fn load_demo(config: &Config, options: &crate::demo::generate::Options, ap
     // schedule: roll up what was loaded (ClickHouse's views did as it arrived) and learn
     // the first model from its renewals now.
     let learn = |source: &dyn store::dashboard::DashboardSource| -> anyhow::Result<String> {
-        let model = store::health::recalibrate(source, chrono::Utc::now().date_naive(), "demo loaded", false, settings(config))?;
-        eprintln!("bellwether demo: health model {} learned from {} decided renewals", model.id, model.decided_renewals);
+        let model = store::health::recalibrate(
+            source,
+            chrono::Utc::now().date_naive(),
+            "demo loaded",
+            false,
+            settings(config),
+        )?;
+        eprintln!(
+            "bellwether demo: health model {} learned from {} decided renewals",
+            model.id, model.decided_renewals
+        );
         Ok(source.add_token("demo", Role::Admin, None)?)
     };
     let api_token = match app.state.clickhouse.clone() {
         Some(mut clickhouse) => {
-            tokio::task::block_in_place(|| crate::demo::import_records(&mut clickhouse, &input, &config.currency, &config.listening))?;
+            tokio::task::block_in_place(|| {
+                crate::demo::import_records(
+                    &mut clickhouse,
+                    &input,
+                    &config.currency,
+                    &config.listening,
+                )
+            })?;
             let events = crate::demo::load_events(&app.state.ingestor, &input).await?;
             eprintln!("bellwether demo: learning the health model");
             (events, tokio::task::block_in_place(|| learn(&clickhouse))?)
         }
         None => {
-            crate::demo::import_records(&mut app.state.store.connect()?, &input, &config.currency, &config.listening)?;
+            crate::demo::import_records(
+                &mut app.state.store.connect()?,
+                &input,
+                &config.currency,
+                &config.listening,
+            )?;
             let events = crate::demo::load_events(&app.state.ingestor, &input).await?;
             eprintln!("bellwether demo: rolling up activity and learning the health model");
             let mut conn = app.state.store.connect()?;
-            store::rollup::catch_up(&mut conn, &mut store::rollup::Rollup::new(&config.metrics), &mut rollup_progress())?;
+            store::rollup::catch_up(
+                &mut conn,
+                &mut store::rollup::Rollup::new(&config.metrics),
+                &mut rollup_progress(),
+            )?;
             (events, learn(&conn)?)
         }
     };
@@ -667,7 +863,10 @@ async fn load_demo(config: &Config, options: &crate::demo::generate::Options, ap
         api_token,
         logins: Vec::new(),
     };
-    std::fs::write(config.data_dir.join(crate::demo::MARKER), serde_json::to_string_pretty(&loaded)?)?;
+    std::fs::write(
+        config.data_dir.join(crate::demo::MARKER),
+        serde_json::to_string_pretty(&loaded)?,
+    )?;
     Ok(loaded)
 }
 
@@ -676,46 +875,79 @@ fn import(config: &Config, args: &ImportArgs) -> anyhow::Result<ExitCode> {
     let kind = crate::records::kind(&args.kind).context("unknown record kind")?;
     let format = match &args.format {
         Some(f) => Format::parse(f).context("format must be csv or ndjson")?,
-        None => Format::from_path(&args.file)
-            .with_context(|| format!("cannot tell the format of {} from its extension; pass --format csv|ndjson", args.file.display()))?,
+        None => Format::from_path(&args.file).with_context(|| {
+            format!(
+                "cannot tell the format of {} from its extension; pass --format csv|ndjson",
+                args.file.display()
+            )
+        })?,
     };
     let input: Box<dyn std::io::Read> = if args.file.as_os_str() == "-" {
         Box::new(std::io::stdin().lock())
     } else {
-        Box::new(std::fs::File::open(&args.file).with_context(|| format!("cannot read {}", args.file.display()))?)
+        Box::new(
+            std::fs::File::open(&args.file)
+                .with_context(|| format!("cannot read {}", args.file.display()))?,
+        )
     };
     let currency = config.currency.clone();
     let check = move |code: &str| currency.check(code);
     let reason = |code: &str| config.listening.check_reason(code);
-    let checks = crate::store::records::Checks { currency: &check, reason: &reason };
+    let checks = crate::store::records::Checks {
+        currency: &check,
+        reason: &reason,
+    };
     let mut progress = |rows: usize| eprint!("\rimporting {}: {rows} rows", kind.name);
     let input = std::io::BufReader::new(input);
     let report = match &config.store {
         StoreLocation::ClickHouse(location) => {
-            let clickhouse = store::clickhouse::block_on(store::clickhouse::ClickHouse::open(location))??;
+            let clickhouse =
+                store::clickhouse::block_on(store::clickhouse::ClickHouse::open(location))??;
             let target = Box::new(store::clickhouse::RecordImport::new(clickhouse, kind));
             let import = crate::store::records::Import::into_target(target, kind, checks);
             crate::ingest::import::read_into(import, format, input, &mut progress)?
         }
         StoreLocation::Embedded => {
             let store = Store::open(&config.data_dir)?;
-            crate::ingest::import::import(&mut store.connect()?, kind, format, input, checks, &mut progress)?
+            crate::ingest::import::import(
+                &mut store.connect()?,
+                kind,
+                format,
+                input,
+                checks,
+                &mut progress,
+            )?
         }
     };
     if report.rows >= crate::ingest::import::PROGRESS_EVERY_ROWS {
         eprintln!();
     }
     if report.stored {
-        eprintln!("imported {} {}: {} new, {} updated", report.rows, kind.name, report.inserted, report.updated);
+        eprintln!(
+            "imported {} {}: {} new, {} updated",
+            report.rows, kind.name, report.inserted, report.updated
+        );
         return Ok(ExitCode::SUCCESS);
     }
-    eprintln!("{}: nothing was imported; {} error(s) in {} rows:", args.file.display(), report.error_count, report.rows);
+    eprintln!(
+        "{}: nothing was imported; {} error(s) in {} rows:",
+        args.file.display(),
+        report.error_count,
+        report.rows
+    );
     for e in &report.errors {
-        let column = if e.column.is_empty() { String::new() } else { format!(", column {}", e.column) };
+        let column = if e.column.is_empty() {
+            String::new()
+        } else {
+            format!(", column {}", e.column)
+        };
         eprintln!("  row {}{column}: {}", e.row, e.reason);
     }
     if report.error_count > report.errors.len() {
-        eprintln!("  ... and {} more", report.error_count - report.errors.len());
+        eprintln!(
+            "  ... and {} more",
+            report.error_count - report.errors.len()
+        );
     }
     Ok(ExitCode::FAILURE)
 }
@@ -726,7 +958,8 @@ fn rollup_progress() -> impl FnMut(i64, i64) {
     move |done, total| {
         if bar.is_none() && total - done > store::rollup::STEP_EVENTS as i64 {
             let b = indicatif::ProgressBar::new(total as u64).with_style(
-                indicatif::ProgressStyle::with_template("  rollups {bar:40} {pos}/{len} events").expect("invariant: valid template"),
+                indicatif::ProgressStyle::with_template("  rollups {bar:40} {pos}/{len} events")
+                    .expect("invariant: valid template"),
             );
             bar = Some(b);
         }
@@ -741,25 +974,39 @@ fn rollup_progress() -> impl FnMut(i64, i64) {
 
 fn open_existing(config: &Config) -> anyhow::Result<Store> {
     if !config.database_path().exists() {
-        bail!("no database at {}: nothing has been stored in this data dir (see --data-dir)", config.database_path().display());
+        bail!(
+            "no database at {}: nothing has been stored in this data dir (see --data-dir)",
+            config.database_path().display()
+        );
     }
     Ok(Store::open(&config.data_dir)?)
 }
 
 /// Runs `work` on the store's users, tokens, secrets and records (no rollup catch-up).
-fn on_dashboard<T>(config: &Config, work: impl FnOnce(&dyn store::dashboard::DashboardSource) -> anyhow::Result<T>) -> anyhow::Result<T> {
+fn on_dashboard<T>(
+    config: &Config,
+    work: impl FnOnce(&dyn store::dashboard::DashboardSource) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
     on_store(config, false, |source| work(source))
 }
 
 /// Runs `work` on what the metrics and health read: the embedded store with its rollups
 /// caught up, or ClickHouse (whose reads wait on it from this thread, inside a runtime).
-fn on_source<T>(config: &Config, work: impl FnOnce(&dyn store::health::HealthSource) -> anyhow::Result<T>) -> anyhow::Result<T> {
+fn on_source<T>(
+    config: &Config,
+    work: impl FnOnce(&dyn store::health::HealthSource) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
     on_store(config, true, |source| work(source))
 }
 
 /// Runs `work` on the configured ClickHouse store, inside a runtime.
-fn on_clickhouse<T>(config: &Config, work: impl FnOnce(&store::clickhouse::ClickHouse) -> anyhow::Result<T>) -> anyhow::Result<T> {
-    let StoreLocation::ClickHouse(location) = &config.store else { bail!("not on a ClickHouse store") };
+fn on_clickhouse<T>(
+    config: &Config,
+    work: impl FnOnce(&store::clickhouse::ClickHouse) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let StoreLocation::ClickHouse(location) = &config.store else {
+        bail!("not on a ClickHouse store")
+    };
     let runtime = runtime()?;
     let _entered = runtime.enter();
     let clickhouse = store::clickhouse::block_on(store::clickhouse::ClickHouse::open(location))??;
@@ -776,7 +1023,11 @@ fn store_name(config: &Config) -> String {
 
 /// Runs `work` on the configured store (the embedded one after its rollups catch up, if
 /// `caught_up`).
-fn on_store<T>(config: &Config, caught_up: bool, work: impl FnOnce(&dyn store::actions::ActionStore) -> anyhow::Result<T>) -> anyhow::Result<T> {
+fn on_store<T>(
+    config: &Config,
+    caught_up: bool,
+    work: impl FnOnce(&dyn store::actions::ActionStore) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
     match &config.store {
         StoreLocation::ClickHouse(_) => on_clickhouse(config, |clickhouse| work(clickhouse)),
         StoreLocation::Embedded if caught_up => {
@@ -789,7 +1040,9 @@ fn on_store<T>(config: &Config, caught_up: bool, work: impl FnOnce(&dyn store::a
 
 fn metrics(config: &Config, args: &MetricsArgs) -> anyhow::Result<ExitCode> {
     let as_of = date_arg("as-of", args.as_of.as_deref())?;
-    let rows = on_source(config, |source| Ok(source.snapshot(as_of, &config.metrics, &config.currency)?))?;
+    let rows = on_source(config, |source| {
+        Ok(source.snapshot(as_of, &config.metrics, &config.currency)?)
+    })?;
     let mut out = std::io::stdout().lock();
     if args.format == "json" {
         serde_json::to_writer(&mut out, &rows)?;
@@ -798,7 +1051,11 @@ fn metrics(config: &Config, args: &MetricsArgs) -> anyhow::Result<ExitCode> {
         let mut writer = csv::Writer::from_writer(&mut out);
         writer.write_record(crate::metrics::COLUMNS)?;
         for row in &rows {
-            writer.write_record(crate::metrics::COLUMNS.iter().map(|c| crate::metrics::csv_cell(&row[*c])))?;
+            writer.write_record(
+                crate::metrics::COLUMNS
+                    .iter()
+                    .map(|c| crate::metrics::csv_cell(&row[*c])),
+            )?;
         }
         writer.flush()?;
     }
@@ -807,7 +1064,9 @@ fn metrics(config: &Config, args: &MetricsArgs) -> anyhow::Result<ExitCode> {
 
 fn date_arg(flag: &str, text: Option<&str>) -> anyhow::Result<chrono::NaiveDate> {
     match text {
-        Some(text) => crate::records::parse_date(text).map_err(|e| anyhow::anyhow!("--{flag}: {e}")),
+        Some(text) => {
+            crate::records::parse_date(text).map_err(|e| anyhow::anyhow!("--{flag}: {e}"))
+        }
         None => Ok(chrono::Utc::now().date_naive()),
     }
 }
@@ -816,12 +1075,20 @@ fn date_arg(flag: &str, text: Option<&str>) -> anyhow::Result<chrono::NaiveDate>
 fn store_caught_up(config: &Config) -> anyhow::Result<(Store, rusqlite::Connection)> {
     let store = open_existing(config)?;
     let mut conn = store.connect()?;
-    store::rollup::catch_up(&mut conn, &mut store::rollup::Rollup::new(&config.metrics), &mut rollup_progress())?;
+    store::rollup::catch_up(
+        &mut conn,
+        &mut store::rollup::Rollup::new(&config.metrics),
+        &mut rollup_progress(),
+    )?;
     Ok((store, conn))
 }
 
 fn settings(config: &Config) -> store::health::Settings<'_> {
-    store::health::Settings { metrics: &config.metrics, health: &config.health, currency: &config.currency }
+    store::health::Settings {
+        metrics: &config.metrics,
+        health: &config.health,
+        currency: &config.currency,
+    }
 }
 
 fn fmt(value: &serde_json::Value, digits: usize) -> String {
@@ -832,20 +1099,39 @@ fn fmt(value: &serde_json::Value, digits: usize) -> String {
     }
 }
 
+// Over 100 lines: Prints the ranking and the tiers in both output formats; splitting it is part of issue 29's typed values (item 4).
+#[allow(clippy::too_many_lines)]
 fn indicators(config: &Config, args: &IndicatorsArgs) -> anyhow::Result<ExitCode> {
-    let as_of = args.as_of.as_deref().map(|text| date_arg("as-of", Some(text))).transpose()?;
+    let as_of = args
+        .as_of
+        .as_deref()
+        .map(|text| date_arg("as-of", Some(text)))
+        .transpose()?;
     let model = on_source(config, |source| {
         Ok(match as_of {
             Some(day) => store::health::analyse(source, day, "indicators", settings(config))?,
             None => match store::health::model_for(source, None)? {
                 Some(model) => model,
-                None => store::health::analyse(source, chrono::Utc::now().date_naive(), "indicators", settings(config))?,
+                None => store::health::analyse(
+                    source,
+                    chrono::Utc::now().date_naive(),
+                    "indicators",
+                    settings(config),
+                )?,
             },
         })
     })?;
     if let Some(segment) = &args.segment {
         if !model.segments.contains_key(segment) {
-            bail!("--segment: no segment {segment:?}; segments: {}", model.segments.keys().cloned().collect::<Vec<_>>().join(", "));
+            bail!(
+                "--segment: no segment {segment:?}; segments: {}",
+                model
+                    .segments
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
         }
     }
     let rows = store::health::indicator_rows(&model, args.segment.as_deref());
@@ -855,16 +1141,36 @@ fn indicators(config: &Config, args: &IndicatorsArgs) -> anyhow::Result<ExitCode
         writeln!(out)?;
         return Ok(ExitCode::SUCCESS);
     }
-    writeln!(out, "renewals decided before {} ({} decisions, terms {} to {})", model.as_of, model.decided_renewals, model.data_from.as_deref().unwrap_or("-"), model.data_to.as_deref().unwrap_or("-"))?;
+    writeln!(
+        out,
+        "renewals decided before {} ({} decisions, terms {} to {})",
+        model.as_of,
+        model.decided_renewals,
+        model.data_from.as_deref().unwrap_or("-"),
+        model.data_to.as_deref().unwrap_or("-")
+    )?;
     for (name, segment) in &model.segments {
         if args.segment.as_ref().is_some_and(|s| s != name) {
             continue;
         }
-        writeln!(out, "\n{name}: power feature {}{}", segment.power_feature.as_deref().unwrap_or("-"), if segment.fallback { " (not its own ranking: see the note)" } else { "" })?;
+        writeln!(
+            out,
+            "\n{name}: power feature {}{}",
+            segment.power_feature.as_deref().unwrap_or("-"),
+            if segment.fallback {
+                " (not its own ranking: see the note)"
+            } else {
+                ""
+            }
+        )?;
         if let Some(note) = &segment.note {
             writeln!(out, "  note: {note}")?;
         }
-        writeln!(out, "  {:>4} {:<28} {:>6} {:>8} {:>8} {:>8} {:>9} {:>9}", "rank", "feature", "auc", "arr_auc", "renewed", "churned", "users_rr", "non_rr")?;
+        writeln!(
+            out,
+            "  {:>4} {:<28} {:>6} {:>8} {:>8} {:>8} {:>9} {:>9}",
+            "rank", "feature", "auc", "arr_auc", "renewed", "churned", "users_rr", "non_rr"
+        )?;
         for i in segment.indicators.iter().take(10) {
             let v = serde_json::to_value(i)?;
             writeln!(
@@ -878,7 +1184,11 @@ fn indicators(config: &Config, args: &IndicatorsArgs) -> anyhow::Result<ExitCode
                 i.churned_accounts,
                 fmt(&v["renewal_rate_users"], 2),
                 fmt(&v["renewal_rate_non_users"], 2),
-                if i.power_feature { "  <- power feature" } else { "" }
+                if i.power_feature {
+                    "  <- power feature"
+                } else {
+                    ""
+                }
             )?;
         }
         if let Some(warning) = segment.indicators.first().and_then(|i| i.warning.as_ref()) {
@@ -887,7 +1197,16 @@ fn indicators(config: &Config, args: &IndicatorsArgs) -> anyhow::Result<ExitCode
         writeln!(out, "  tiers by monthly uses:")?;
         for b in &segment.buckets {
             let v = serde_json::to_value(b)?;
-            writeln!(out, "    {:<10} {:<7} {:>5} decided  renewal rate {} (95% {} - {})", b.label, b.tier, b.decided, fmt(&v["renewal_rate"], 2), fmt(&v["interval_low"], 2), fmt(&v["interval_high"], 2))?;
+            writeln!(
+                out,
+                "    {:<10} {:<7} {:>5} decided  renewal rate {} (95% {} - {})",
+                b.label,
+                b.tier,
+                b.decided,
+                fmt(&v["renewal_rate"], 2),
+                fmt(&v["interval_low"], 2),
+                fmt(&v["interval_high"], 2)
+            )?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -895,24 +1214,48 @@ fn indicators(config: &Config, args: &IndicatorsArgs) -> anyhow::Result<ExitCode
 
 fn recalibrate(config: &Config, args: &RecalibrateArgs) -> anyhow::Result<ExitCode> {
     let as_of = date_arg("as-of", args.as_of.as_deref())?;
-    let model = on_source(config, |source| Ok(store::health::recalibrate(source, as_of, "manual", args.force, settings(config))?))?;
-    eprintln!("stored health model {} (renewals decided before {}: {}), {}", model.id, model.as_of, model.decided_renewals, model.status);
+    let model = on_source(config, |source| {
+        Ok(store::health::recalibrate(
+            source,
+            as_of,
+            "manual",
+            args.force,
+            settings(config),
+        )?)
+    })?;
+    eprintln!(
+        "stored health model {} (renewals decided before {}: {}), {}",
+        model.id, model.as_of, model.decided_renewals, model.status
+    );
     if let Some(gate) = &model.gate {
         eprintln!("  held-out test: {}", gate.reason);
     }
     for (name, segment) in &model.segments {
-        let note = segment.note.as_deref().map(|n| format!(" ({n})")).unwrap_or_default();
-        eprintln!("  {name}: power feature {}{note}", segment.power_feature.as_deref().unwrap_or("-"));
+        let note = segment
+            .note
+            .as_deref()
+            .map(|n| format!(" ({n})"))
+            .unwrap_or_default();
+        eprintln!(
+            "  {name}: power feature {}{note}",
+            segment.power_feature.as_deref().unwrap_or("-")
+        );
     }
     // Tiers and scores from the new model, day by day up to today.
     let bar = indicatif::ProgressBar::new(0).with_style(
-        indicatif::ProgressStyle::with_template("  history {bar:40} {pos}/{len} days").expect("invariant: valid template"),
+        indicatif::ProgressStyle::with_template("  history {bar:40} {pos}/{len} days")
+            .expect("invariant: valid template"),
     );
     let days = on_source(config, |source| {
-        Ok(store::health::update_history(source, chrono::Utc::now().date_naive(), settings(config), &mut |done, total| {
-            bar.set_length(total as u64);
-            bar.set_position(done as u64);
-        })?)
+        Ok(store::health::update_history(
+            source,
+            chrono::Utc::now().date_naive(),
+            settings(config),
+            &mut |done, total| {
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+            },
+        )?)
     })?;
     bar.finish_and_clear();
     eprintln!("daily score and tier history brought up to today ({days} days computed)");
@@ -921,16 +1264,32 @@ fn recalibrate(config: &Config, args: &RecalibrateArgs) -> anyhow::Result<ExitCo
 
 fn health(config: &Config, args: &HealthArgs) -> anyhow::Result<ExitCode> {
     let as_of = date_arg("as-of", args.as_of.as_deref())?;
-    let Some((model, rows)) = on_source(config, |source| Ok(store::health::snapshot(source, as_of, settings(config))?))? else {
+    let Some((model, rows)) = on_source(config, |source| {
+        Ok(store::health::snapshot(source, as_of, settings(config))?)
+    })?
+    else {
         bail!("no health model yet: run `bellwether recalibrate` (a running server makes the first one itself)");
     };
     let mut out = std::io::stdout().lock();
     if args.format == "json" {
-        serde_json::to_writer(&mut out, &serde_json::json!({"as_of": as_of.to_string(), "model_id": model.id, "accounts": rows}))?;
+        serde_json::to_writer(
+            &mut out,
+            &serde_json::json!({"as_of": as_of.to_string(), "model_id": model.id, "accounts": rows}),
+        )?;
         writeln!(out)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let columns = ["account_id", "segment", "tier", "expected_renewal_rate", "power_feature", "power_feature_monthly_uses", "health_score", "health_band", "model_id"];
+    let columns = [
+        "account_id",
+        "segment",
+        "tier",
+        "expected_renewal_rate",
+        "power_feature",
+        "power_feature_monthly_uses",
+        "health_score",
+        "health_band",
+        "model_id",
+    ];
     let mut writer = csv::Writer::from_writer(&mut out);
     writer.write_record(columns)?;
     for row in &rows {
@@ -942,18 +1301,42 @@ fn health(config: &Config, args: &HealthArgs) -> anyhow::Result<ExitCode> {
 
 fn backtest(config: &Config, args: &BacktestArgs) -> anyhow::Result<ExitCode> {
     let as_of = date_arg("as-of", Some(&args.as_of))?;
-    let report = on_source(config, |source| Ok(store::health::backtest(source, as_of, args.horizon_days, settings(config))?))?;
+    let report = on_source(config, |source| {
+        Ok(store::health::backtest(
+            source,
+            as_of,
+            args.horizon_days,
+            settings(config),
+        )?)
+    })?;
     let mut out = std::io::stdout().lock();
     if args.format == "json" {
         serde_json::to_writer(&mut out, &report)?;
         writeln!(out)?;
         return Ok(ExitCode::SUCCESS);
     }
-    writeln!(out, "backtest: scored with data through {}, renewals decided {} + {} days", report["scored_with_data_through"].as_str().unwrap_or("-"), as_of, args.horizon_days)?;
+    writeln!(
+        out,
+        "backtest: scored with data through {}, renewals decided {} + {} days",
+        report["scored_with_data_through"].as_str().unwrap_or("-"),
+        as_of,
+        args.horizon_days
+    )?;
     writeln!(
         out,
         "{:<12} {:>8} {:>8} {:>8} {:>9} {:>10} {:>10} {:>6} {:>12} {:>9} {:>13} {:>11}",
-        "segment", "decided", "renewed", "churned", "auc_rate", "auc_score", "auc_logins", "lift", "brier_skill", "cal_error", "arr_at_risk", "arr_lost"
+        "segment",
+        "decided",
+        "renewed",
+        "churned",
+        "auc_rate",
+        "auc_score",
+        "auc_logins",
+        "lift",
+        "brier_skill",
+        "cal_error",
+        "arr_at_risk",
+        "arr_lost"
     )?;
     for s in report["segments"].as_array().into_iter().flatten() {
         writeln!(
@@ -972,7 +1355,12 @@ fn backtest(config: &Config, args: &BacktestArgs) -> anyhow::Result<ExitCode> {
             fmt(&s["arr_at_risk_predicted"], 0),
             fmt(&s["arr_lost_observed"], 0)
         )?;
-        for c in s["calibration"].as_array().into_iter().flatten().filter(|c| c["decided"].as_u64().unwrap_or(0) > 0) {
+        for c in s["calibration"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|c| c["decided"].as_u64().unwrap_or(0) > 0)
+        {
             writeln!(
                 out,
                 "    {:<7} decided {:>5}  predicted {:>5}  observed {:>5} (95% {} - {})",
@@ -991,8 +1379,17 @@ fn backtest(config: &Config, args: &BacktestArgs) -> anyhow::Result<ExitCode> {
 fn rebuild(config: &Config) -> anyhow::Result<ExitCode> {
     let store = open_existing(config)?;
     let started = std::time::Instant::now();
-    let step = store::rollup::rebuild(&mut store.connect()?, &config.metrics, &mut rollup_progress())?;
-    eprintln!("rebuilt the rollups from {} activity events (up to event {}) in {:.1} s", step.events, step.last_event_id, started.elapsed().as_secs_f64());
+    let step = store::rollup::rebuild(
+        &mut store.connect()?,
+        &config.metrics,
+        &mut rollup_progress(),
+    )?;
+    eprintln!(
+        "rebuilt the rollups from {} activity events (up to event {}) in {:.1} s",
+        step.events,
+        step.last_event_id,
+        started.elapsed().as_secs_f64()
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -1010,7 +1407,10 @@ fn retention(config: &Config, flag: Option<u32>) -> anyhow::Result<ExitCode> {
     };
     if let StoreLocation::ClickHouse(location) = &config.store {
         let pruned = store::clickhouse::block_on(async {
-            store::clickhouse::ClickHouse::open(location).await?.prune(days, chrono::Utc::now().timestamp_millis()).await
+            store::clickhouse::ClickHouse::open(location)
+                .await?
+                .prune(days, chrono::Utc::now().timestamp_millis())
+                .await
         })??;
         eprintln!(
             "dropped {} raw track, page and screen events older than {days} days (identify, group and alias calls stay); the activity rollups keep every day",
@@ -1021,14 +1421,24 @@ fn retention(config: &Config, flag: Option<u32>) -> anyhow::Result<ExitCode> {
     let store = open_existing(config)?;
     let mut conn = store.connect()?;
     // Everything received so far is rolled up first, so it can go.
-    store::rollup::catch_up(&mut conn, &mut store::rollup::Rollup::new(&config.metrics), &mut rollup_progress())?;
+    store::rollup::catch_up(
+        &mut conn,
+        &mut store::rollup::Rollup::new(&config.metrics),
+        &mut rollup_progress(),
+    )?;
     let bar = indicatif::ProgressBar::new(0).with_style(
-        indicatif::ProgressStyle::with_template("dropping raw events {bar:30} {percent}% of ids").expect("valid template"),
+        indicatif::ProgressStyle::with_template("dropping raw events {bar:30} {percent}% of ids")
+            .expect("valid template"),
     );
-    let pruned = store::retention::prune(&mut conn, days, chrono::Utc::now().timestamp_millis(), &mut |done, total| {
-        bar.set_length(total.max(0) as u64);
-        bar.set_position(done.max(0) as u64);
-    })?;
+    let pruned = store::retention::prune(
+        &mut conn,
+        days,
+        chrono::Utc::now().timestamp_millis(),
+        &mut |done, total| {
+            bar.set_length(total.max(0) as u64);
+            bar.set_position(done.max(0) as u64);
+        },
+    )?;
     bar.finish_and_clear();
     match pruned.skipped {
         Some(reason) => eprintln!("nothing dropped: {reason}"),
@@ -1042,20 +1452,36 @@ fn retention(config: &Config, flag: Option<u32>) -> anyhow::Result<ExitCode> {
 
 fn events(config: &Config, args: &EventsArgs) -> anyhow::Result<ExitCode> {
     if args.limit == 0 || args.limit > crate::limits::EVENTS_LIST_ROWS_MAX {
-        bail!("--limit must be 1 to {}", crate::limits::EVENTS_LIST_ROWS_MAX);
+        bail!(
+            "--limit must be 1 to {}",
+            crate::limits::EVENTS_LIST_ROWS_MAX
+        );
     }
     let since_ms = match &args.since {
-        Some(text) => crate::ingest::parse_date_or_time(text).map_err(|r| anyhow::anyhow!("--since: {r}"))?,
+        Some(text) => {
+            crate::ingest::parse_date_or_time(text).map_err(|r| anyhow::anyhow!("--since: {r}"))?
+        }
         None => chrono::Utc::now().timestamp_millis() - 86_400_000,
     };
     let until_ms = match &args.until {
-        Some(text) => Some(crate::ingest::parse_date_or_time(text).map_err(|r| anyhow::anyhow!("--until: {r}"))?),
+        Some(text) => Some(
+            crate::ingest::parse_date_or_time(text).map_err(|r| anyhow::anyhow!("--until: {r}"))?,
+        ),
         None => None,
     };
-    let filter = EventFilter { since_ms, until_ms, user: args.user.clone(), account: args.account.clone(), limit: args.limit };
+    let filter = EventFilter {
+        since_ms,
+        until_ms,
+        user: args.user.clone(),
+        account: args.account.clone(),
+        limit: args.limit,
+    };
     let events = match &config.store {
         StoreLocation::ClickHouse(location) => store::clickhouse::block_on(async {
-            store::clickhouse::ClickHouse::open(location).await?.list_events(&filter).await
+            store::clickhouse::ClickHouse::open(location)
+                .await?
+                .list_events(&filter)
+                .await
         })??,
         StoreLocation::Embedded => store::list_events(&open_existing(config)?.connect()?, &filter)?,
     };
@@ -1070,7 +1496,11 @@ fn events(config: &Config, args: &EventsArgs) -> anyhow::Result<ExitCode> {
             writeln!(out, "{}", serde_json::to_string_pretty(&events)?)?;
         }
         EventsFormat::Table => {
-            writeln!(out, "{:<8} {:<24} {:<8} {:<20} {:<16} {:<24} {:<24} message_id", "id", "received_at", "type", "user_id", "account_id", "event", "timestamp")?;
+            writeln!(
+                out,
+                "{:<8} {:<24} {:<8} {:<20} {:<16} {:<24} {:<24} message_id",
+                "id", "received_at", "type", "user_id", "account_id", "event", "timestamp"
+            )?;
             for e in &events {
                 writeln!(
                     out,
@@ -1078,7 +1508,10 @@ fn events(config: &Config, args: &EventsArgs) -> anyhow::Result<ExitCode> {
                     e.id,
                     e.received_at,
                     e.kind,
-                    e.user_id.as_deref().or(e.anonymous_id.as_deref()).unwrap_or("-"),
+                    e.user_id
+                        .as_deref()
+                        .or(e.anonymous_id.as_deref())
+                        .unwrap_or("-"),
                     e.account_id.as_deref().unwrap_or("-"),
                     e.event.as_deref().unwrap_or("-"),
                     e.timestamp,

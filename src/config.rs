@@ -45,7 +45,11 @@ pub enum ConfigError {
     #[error("config file {path}: {reason}")]
     File { path: PathBuf, reason: String },
     #[error("config file {path}: key `{key}`: {reason}")]
-    Key { path: PathBuf, key: String, reason: String },
+    Key {
+        path: PathBuf,
+        key: String,
+        reason: String,
+    },
     #[error("environment variable {var}: {reason}")]
     Env { var: String, reason: String },
     #[error("flag --{flag}: {reason}")]
@@ -104,7 +108,9 @@ impl StoreLocation {
         if text == "embedded" {
             return Ok(StoreLocation::Embedded);
         }
-        let Some(rest) = text.strip_prefix("clickhouse://") else { return Err(format!("{FORM}, got {text:?}")) };
+        let Some(rest) = text.strip_prefix("clickhouse://") else {
+            return Err(format!("{FORM}, got {text:?}"));
+        };
         let Some((authority, database)) = rest.split_once('/') else {
             return Err(format!("{FORM}: {text:?} names no database"));
         };
@@ -113,7 +119,9 @@ impl StoreLocation {
         }
         let (host, port) = match authority.rsplit_once(':') {
             Some((host, port)) if !host.ends_with(']') || authority.starts_with('[') => {
-                let port: u16 = port.parse().map_err(|_| format!("{FORM}: port {port:?} is not a number from 1 to 65535"))?;
+                let port: u16 = port.parse().map_err(|_| {
+                    format!("{FORM}: port {port:?} is not a number from 1 to 65535")
+                })?;
                 if port == 0 {
                     return Err(format!("{FORM}: port 0"));
                 }
@@ -121,18 +129,28 @@ impl StoreLocation {
             }
             _ => (authority, 8123),
         };
-        let host_ok = !host.is_empty() && host.chars().all(|c| c.is_ascii_alphanumeric() || "-._[]:".contains(c));
+        let host_ok = !host.is_empty()
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-._[]:".contains(c));
         if !host_ok {
             return Err(format!("{FORM}: {host:?} is not a host name or address"));
         }
         let name_ok = !database.is_empty()
             && database.len() <= 64
-            && database.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && database
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
             && !database.starts_with(|c: char| c.is_ascii_digit());
         if !name_ok {
             return Err(format!("{FORM}: database {database:?} must be 1 to 64 letters, digits and underscores, not starting with a digit"));
         }
-        Ok(StoreLocation::ClickHouse(ClickHouseLocation { url: format!("http://{host}:{port}"), database: database.to_string(), user: None, password: None }))
+        Ok(StoreLocation::ClickHouse(ClickHouseLocation {
+            url: format!("http://{host}:{port}"),
+            database: database.to_string(),
+            user: None,
+            password: None,
+        }))
     }
 }
 
@@ -183,7 +201,10 @@ pub struct CurrencyConfig {
 
 impl Default for CurrencyConfig {
     fn default() -> Self {
-        CurrencyConfig { report: "USD".into(), rates: BTreeMap::new() }
+        CurrencyConfig {
+            report: "USD".into(),
+            rates: BTreeMap::new(),
+        }
     }
 }
 
@@ -258,7 +279,13 @@ pub struct Windows {
 
 impl Default for Windows {
     fn default() -> Self {
-        Windows { engagement_days: 14, adoption_days: 30, logins_days: 28, support_days: 90, nps_days: 180 }
+        Windows {
+            engagement_days: 14,
+            adoption_days: 30,
+            logins_days: 28,
+            support_days: 90,
+            nps_days: 180,
+        }
     }
 }
 
@@ -273,7 +300,12 @@ pub struct EngagementWeights {
 
 impl Default for EngagementWeights {
     fn default() -> Self {
-        EngagementWeights { active_days_14d: 1.0, active_minutes_14d: 1.0, active_users_14d: 1.0, license_utilization: 1.0 }
+        EngagementWeights {
+            active_days_14d: 1.0,
+            active_minutes_14d: 1.0,
+            active_users_14d: 1.0,
+            license_utilization: 1.0,
+        }
     }
 }
 
@@ -288,7 +320,9 @@ impl Default for MetricsConfig {
             key_actions: Vec::new(),
             value_feature: None,
             plan_features: BTreeMap::new(),
-            education_prefixes: ["Doc ", "Tutorial ", "Webinar ", "Course "].map(String::from).to_vec(),
+            education_prefixes: ["Doc ", "Tutorial ", "Webinar ", "Course "]
+                .map(String::from)
+                .to_vec(),
             session_idle_minutes: 30,
             daily_min_active_days: 10,
             adoption_logins_per_week: 3,
@@ -302,36 +336,77 @@ impl Default for MetricsConfig {
 impl MetricsConfig {
     /// `Err((key, reason))` for the first bad value.
     fn check(&self) -> Result<(), (String, String)> {
-        for (name, value) in [("login_event", &self.login_event), ("logout_event", &self.logout_event), ("heartbeat_event", &self.heartbeat_event)] {
+        for (name, value) in [
+            ("login_event", &self.login_event),
+            ("logout_event", &self.logout_event),
+            ("heartbeat_event", &self.heartbeat_event),
+        ] {
             if value.is_empty() || value.len() > limits::ID_BYTES_MAX {
-                return Err((name.into(), format!("must be 1 to {} bytes", limits::ID_BYTES_MAX)));
+                return Err((
+                    name.into(),
+                    format!("must be 1 to {} bytes", limits::ID_BYTES_MAX),
+                ));
             }
         }
         for pattern in self.passive_events.iter().chain(self.features.keys()) {
-            globset::Glob::new(pattern).map_err(|e| ("features".to_string(), format!("bad glob {pattern:?}: {e}")))?;
+            globset::Glob::new(pattern)
+                .map_err(|e| ("features".to_string(), format!("bad glob {pattern:?}: {e}")))?;
         }
         if !(1..=1440).contains(&self.session_idle_minutes) {
-            return Err(("session_idle_minutes".into(), format!("must be 1 to 1440, got {}", self.session_idle_minutes)));
+            return Err((
+                "session_idle_minutes".into(),
+                format!("must be 1 to 1440, got {}", self.session_idle_minutes),
+            ));
         }
         let w = &self.windows;
-        for (name, days) in [("engagement_days", w.engagement_days), ("adoption_days", w.adoption_days), ("logins_days", w.logins_days), ("support_days", w.support_days), ("nps_days", w.nps_days)] {
+        for (name, days) in [
+            ("engagement_days", w.engagement_days),
+            ("adoption_days", w.adoption_days),
+            ("logins_days", w.logins_days),
+            ("support_days", w.support_days),
+            ("nps_days", w.nps_days),
+        ] {
             if !(2..=730).contains(&days) {
-                return Err((format!("windows.{name}"), format!("must be 2 to 730 days, got {days}")));
+                return Err((
+                    format!("windows.{name}"),
+                    format!("must be 2 to 730 days, got {days}"),
+                ));
             }
         }
-        if w.logins_days % 7 != 0 {
-            return Err(("windows.logins_days".into(), format!("must be a whole number of weeks, got {}", w.logins_days)));
+        if !w.logins_days.is_multiple_of(7) {
+            return Err((
+                "windows.logins_days".into(),
+                format!("must be a whole number of weeks, got {}", w.logins_days),
+            ));
         }
         if !(1..=w.engagement_days).contains(&self.daily_min_active_days) {
-            return Err(("daily_min_active_days".into(), format!("must be 1 to windows.engagement_days ({}), got {}", w.engagement_days, self.daily_min_active_days)));
+            return Err((
+                "daily_min_active_days".into(),
+                format!(
+                    "must be 1 to windows.engagement_days ({}), got {}",
+                    w.engagement_days, self.daily_min_active_days
+                ),
+            ));
         }
         if !(1..=8).contains(&self.adoption_weeks) {
-            return Err(("adoption_weeks".into(), format!("must be 1 to 8, got {}", self.adoption_weeks)));
+            return Err((
+                "adoption_weeks".into(),
+                format!("must be 1 to 8, got {}", self.adoption_weeks),
+            ));
         }
         let w = &self.engagement_weights;
-        let weights = [w.active_days_14d, w.active_minutes_14d, w.active_users_14d, w.license_utilization];
-        if weights.iter().any(|x| !x.is_finite() || *x < 0.0) || weights.iter().sum::<f64>() <= 0.0 {
-            return Err(("engagement_weights".into(), "weights must be non-negative numbers, not all zero".into()));
+        let weights = [
+            w.active_days_14d,
+            w.active_minutes_14d,
+            w.active_users_14d,
+            w.license_utilization,
+        ];
+        if weights.iter().any(|x| !x.is_finite() || *x < 0.0) || weights.iter().sum::<f64>() <= 0.0
+        {
+            return Err((
+                "engagement_weights".into(),
+                "weights must be non-negative numbers, not all zero".into(),
+            ));
         }
         Ok(())
     }
@@ -339,7 +414,15 @@ impl MetricsConfig {
     /// How many days before `as_of` the rollup rows must reach for every window.
     pub fn lookback_days(&self) -> i32 {
         let w = &self.windows;
-        [w.engagement_days, 2 * w.adoption_days, w.logins_days, 7 * self.adoption_weeks + 7].into_iter().max().unwrap_or(60) as i32
+        [
+            w.engagement_days,
+            2 * w.adoption_days,
+            w.logins_days,
+            7 * self.adoption_weeks + 7,
+        ]
+        .into_iter()
+        .max()
+        .unwrap_or(60) as i32
     }
 
     /// The keys the stored rollups depend on, as one string: when it differs from the one
@@ -401,7 +484,9 @@ pub struct HealthConfig {
     pub background: Option<bool>,
 }
 
-fn cut_points<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Vec<f64>>, D::Error> {
+fn cut_points<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Vec<f64>>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Cuts {
@@ -410,7 +495,9 @@ fn cut_points<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Optio
     }
     match Cuts::deserialize(deserializer)? {
         Cuts::Word(word) if word == "auto" => Ok(None),
-        Cuts::Word(word) => Err(serde::de::Error::custom(format!("expected \"auto\" or a list of numbers, got {word:?}"))),
+        Cuts::Word(word) => Err(serde::de::Error::custom(format!(
+            "expected \"auto\" or a list of numbers, got {word:?}"
+        ))),
         Cuts::List(list) => Ok(Some(list)),
     }
 }
@@ -441,12 +528,20 @@ impl Default for HealthConfig {
 
 fn check_weights(key: &str, weights: &BTreeMap<String, f64>) -> Result<(), (String, String)> {
     for (measure, weight) in weights {
-        let known = crate::metrics::COLUMNS.contains(&measure.as_str()) && crate::metrics::is_numeric(measure) || SCORE_MEASURES_EXTRA.contains(&measure.as_str());
+        let known = crate::metrics::COLUMNS.contains(&measure.as_str())
+            && crate::metrics::is_numeric(measure)
+            || SCORE_MEASURES_EXTRA.contains(&measure.as_str());
         if !known {
-            return Err((format!("{key}.{measure}"), "not a numeric metric, `tier` or `expected_renewal_rate`".into()));
+            return Err((
+                format!("{key}.{measure}"),
+                "not a numeric metric, `tier` or `expected_renewal_rate`".into(),
+            ));
         }
         if !weight.is_finite() || *weight < 0.0 {
-            return Err((format!("{key}.{measure}"), format!("a weight must be a non-negative number, got {weight}")));
+            return Err((
+                format!("{key}.{measure}"),
+                format!("a weight must be a non-negative number, got {weight}"),
+            ));
         }
     }
     if weights.values().sum::<f64>() <= 0.0 {
@@ -459,13 +554,22 @@ impl HealthConfig {
     /// The hand-set score weights of a segment: its own table if configured, else
     /// `score_weights` if set; `None`: the score is learned.
     pub fn weights_for(&self, segment: &str) -> Option<&BTreeMap<String, f64>> {
-        self.segment_score_weights.get(segment).or((!self.score_weights.is_empty()).then_some(&self.score_weights))
+        self.segment_score_weights
+            .get(segment)
+            .or((!self.score_weights.is_empty()).then_some(&self.score_weights))
     }
 
     fn check(&self) -> Result<(), (String, String)> {
         if let Some(cuts) = &self.cut_points {
-            if cuts.is_empty() || cuts.len() > 10 || cuts.iter().any(|c| !c.is_finite() || *c <= 0.0) || cuts.windows(2).any(|w| w[0] >= w[1]) {
-                return Err(("cut_points".into(), "must be \"auto\" or 1 to 10 increasing positive numbers".into()));
+            if cuts.is_empty()
+                || cuts.len() > 10
+                || cuts.iter().any(|c| !c.is_finite() || *c <= 0.0)
+                || cuts.windows(2).any(|w| w[0] >= w[1])
+            {
+                return Err((
+                    "cut_points".into(),
+                    "must be \"auto\" or 1 to 10 increasing positive numbers".into(),
+                ));
             }
         }
         if !self.score_weights.is_empty() {
@@ -476,28 +580,52 @@ impl HealthConfig {
         }
         let b = self.score_bands;
         if !(0.0 <= b[0] && b[0] <= b[1] && b[1] <= b[2] && b[2] <= 100.0) {
-            return Err(("score_bands".into(), "three increasing numbers from 0 to 100".into()));
+            return Err((
+                "score_bands".into(),
+                "three increasing numbers from 0 to 100".into(),
+            ));
         }
         if !(1..=3660).contains(&self.recalibrate_every_days) {
-            return Err(("recalibrate_every_days".into(), format!("must be 1 to 3660, got {}", self.recalibrate_every_days)));
+            return Err((
+                "recalibrate_every_days".into(),
+                format!("must be 1 to 3660, got {}", self.recalibrate_every_days),
+            ));
         }
         if !(7..=730).contains(&self.usage_days) {
-            return Err(("usage_days".into(), format!("must be 7 to 730, got {}", self.usage_days)));
+            return Err((
+                "usage_days".into(),
+                format!("must be 7 to 730, got {}", self.usage_days),
+            ));
         }
         if !(1..=10_000).contains(&self.min_decided) {
-            return Err(("min_decided".into(), format!("must be 1 to 10000, got {}", self.min_decided)));
+            return Err((
+                "min_decided".into(),
+                format!("must be 1 to 10000, got {}", self.min_decided),
+            ));
         }
         if self.min_bucket_decided > 10_000 {
-            return Err(("min_bucket_decided".into(), format!("must be at most 10000, got {}", self.min_bucket_decided)));
+            return Err((
+                "min_bucket_decided".into(),
+                format!("must be at most 10000, got {}", self.min_bucket_decided),
+            ));
         }
         if !(1..=365).contains(&self.tier_hold_days) {
-            return Err(("tier_hold_days".into(), format!("must be 1 to 365, got {}", self.tier_hold_days)));
+            return Err((
+                "tier_hold_days".into(),
+                format!("must be 1 to 365, got {}", self.tier_hold_days),
+            ));
         }
         if !(7..=730).contains(&self.holdout_days) {
-            return Err(("holdout_days".into(), format!("must be 7 to 730, got {}", self.holdout_days)));
+            return Err((
+                "holdout_days".into(),
+                format!("must be 7 to 730, got {}", self.holdout_days),
+            ));
         }
         if self.history_days > 3660 {
-            return Err(("history_days".into(), format!("must be at most 3660, got {}", self.history_days)));
+            return Err((
+                "history_days".into(),
+                format!("must be at most 3660, got {}", self.history_days),
+            ));
         }
         Ok(())
     }
@@ -563,6 +691,14 @@ pub struct Flags {
 }
 
 impl Config {
+    /// The dashboard's address as people reach it, for links in messages: `[actions]
+    /// dashboard_url`, else `http://LISTEN`.
+    pub fn base_url(&self) -> String {
+        let url = self.actions.dashboard_url.clone();
+        let url = url.unwrap_or_else(|| format!("http://{}", self.listen));
+        url.trim_end_matches('/').to_string()
+    }
+
     /// Loads defaults <- file <- environment <- flags, then validates.
     pub fn load(flags: &Flags, env: &[(String, String)]) -> Result<Config, ConfigError> {
         let env_get = |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
@@ -574,7 +710,10 @@ impl Config {
                 });
             }
         }
-        let file = flags.config.clone().or_else(|| env_get("BELLWETHER_CONFIG").map(PathBuf::from));
+        let file = flags
+            .config
+            .clone()
+            .or_else(|| env_get("BELLWETHER_CONFIG").map(PathBuf::from));
         let layer = match &file {
             Some(path) => read_file_layer(path)?,
             None => FileLayer::default(),
@@ -597,7 +736,10 @@ impl Config {
 
     /// Raw events must outlive the dedup window (checked once every layer is applied).
     fn check_retention(&self) -> Result<(), ConfigError> {
-        let (kept, window) = (self.retention.raw_events_days, self.ingest.dedup_window_days);
+        let (kept, window) = (
+            self.retention.raw_events_days,
+            self.ingest.dedup_window_days,
+        );
         if kept != 0 && kept < window {
             return Err(ConfigError::Key {
                 path: self.file.clone().unwrap_or_default(),
@@ -610,6 +752,8 @@ impl Config {
         Ok(())
     }
 
+    // Over 100 lines: One check per key of the file layer, in the file's order, each naming its key.
+    #[allow(clippy::too_many_lines)]
     fn from_file_layer(layer: FileLayer, path: Option<&Path>) -> Result<Config, ConfigError> {
         let key_error = |key: &str, reason: String| ConfigError::Key {
             path: path.map(Path::to_path_buf).unwrap_or_default(),
@@ -619,7 +763,9 @@ impl Config {
         let listen = layer.listen.as_deref().unwrap_or(LISTEN_DEFAULT);
         let listen = parse_listen(listen).map_err(|reason| key_error("listen", reason))?;
         let store = match &layer.store {
-            Some(text) => StoreLocation::parse(text).map_err(|reason| key_error("store", reason))?,
+            Some(text) => {
+                StoreLocation::parse(text).map_err(|reason| key_error("store", reason))?
+            }
             None => StoreLocation::Embedded,
         };
         let mut ingest = IngestConfig::default();
@@ -637,13 +783,24 @@ impl Config {
             }
             ingest.rate_limits = file_ingest.rate_limits.unwrap_or_default();
             if let Some(date) = &file_ingest.earliest_event {
-                let date = chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d")
-                    .map_err(|_| key_error("ingest.earliest_event", format!("{date:?} is not a date (YYYY-MM-DD)")))?;
-                ingest.event_times.earliest_ms = date.and_hms_opt(0, 0, 0).expect("invariant: midnight exists").and_utc().timestamp_millis();
+                let date = chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").map_err(|_| {
+                    key_error(
+                        "ingest.earliest_event",
+                        format!("{date:?} is not a date (YYYY-MM-DD)"),
+                    )
+                })?;
+                ingest.event_times.earliest_ms = date
+                    .and_hms_opt(0, 0, 0)
+                    .expect("invariant: midnight exists")
+                    .and_utc()
+                    .timestamp_millis();
             }
             if let Some(days) = file_ingest.future_event_days {
                 if days > 3_650 {
-                    return Err(key_error("ingest.future_event_days", format!("{days} is more than 3650")));
+                    return Err(key_error(
+                        "ingest.future_event_days",
+                        format!("{days} is more than 3650"),
+                    ));
                 }
                 ingest.event_times.future_ms = i64::from(days) * 86_400_000;
             }
@@ -662,31 +819,47 @@ impl Config {
         let mut currency = CurrencyConfig::default();
         if let Some(file_currency) = layer.currency {
             if let Some(report) = file_currency.report {
-                currency.report = check_currency_code(&report).map_err(|r| key_error("currency.report", r))?;
+                currency.report =
+                    check_currency_code(&report).map_err(|r| key_error("currency.report", r))?;
             }
             for (code, rate) in file_currency.rates.unwrap_or_default() {
                 let key = format!("currency.rates.{code}");
                 check_currency_code(&code).map_err(|r| key_error(&key, r))?;
                 if !(rate.is_finite() && rate > 0.0) {
-                    return Err(key_error(&key, format!("a rate must be a positive number, got {rate}")));
+                    return Err(key_error(
+                        &key,
+                        format!("a rate must be a positive number, got {rate}"),
+                    ));
                 }
                 currency.rates.insert(code, rate);
             }
         }
         let metrics = layer.metrics.unwrap_or_default();
-        metrics.check().map_err(|(key, reason)| key_error(&format!("metrics.{key}"), reason))?;
+        metrics
+            .check()
+            .map_err(|(key, reason)| key_error(&format!("metrics.{key}"), reason))?;
         let health = layer.health.unwrap_or_default();
-        health.check().map_err(|(key, reason)| key_error(&format!("health.{key}"), reason))?;
+        health
+            .check()
+            .map_err(|(key, reason)| key_error(&format!("health.{key}"), reason))?;
         let listening = layer.listening.unwrap_or_default();
-        listening.check().map_err(|(key, reason)| key_error(&format!("listening.{key}"), reason))?;
+        listening
+            .check()
+            .map_err(|(key, reason)| key_error(&format!("listening.{key}"), reason))?;
         let actions = layer.actions.unwrap_or_default();
-        actions.check().map_err(|(key, reason)| key_error(&format!("actions.{key}"), reason))?;
+        actions
+            .check()
+            .map_err(|(key, reason)| key_error(&format!("actions.{key}"), reason))?;
         let server = layer.server.unwrap_or_default();
-        server.check().map_err(|(key, reason)| key_error(&format!("server.{key}"), reason))?;
+        server
+            .check()
+            .map_err(|(key, reason)| key_error(&format!("server.{key}"), reason))?;
         let write_keys = layer.write_keys.unwrap_or_default();
         check_write_keys(&write_keys).map_err(|(key, reason)| key_error(&key, reason))?;
         Ok(Config {
-            data_dir: layer.data_dir.unwrap_or_else(|| PathBuf::from(DATA_DIR_DEFAULT)),
+            data_dir: layer
+                .data_dir
+                .unwrap_or_else(|| PathBuf::from(DATA_DIR_DEFAULT)),
             listen,
             write_keys,
             ingest,
@@ -703,7 +876,10 @@ impl Config {
     }
 
     fn apply_env(&mut self, env_get: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
-        let env_error = |var: &str, reason: String| ConfigError::Env { var: var.to_string(), reason };
+        let env_error = |var: &str, reason: String| ConfigError::Env {
+            var: var.to_string(),
+            reason,
+        };
         if let Some(dir) = env_get("BELLWETHER_DATA_DIR") {
             if dir.is_empty() {
                 return Err(env_error("BELLWETHER_DATA_DIR", "must not be empty".into()));
@@ -711,7 +887,8 @@ impl Config {
             self.data_dir = PathBuf::from(dir);
         }
         if let Some(store) = env_get("BELLWETHER_STORE") {
-            self.store = StoreLocation::parse(&store).map_err(|r| env_error("BELLWETHER_STORE", r))?;
+            self.store =
+                StoreLocation::parse(&store).map_err(|r| env_error("BELLWETHER_STORE", r))?;
         }
         if let Some(listen) = env_get("BELLWETHER_LISTEN") {
             self.listen = parse_listen(&listen).map_err(|r| env_error("BELLWETHER_LISTEN", r))?;
@@ -723,16 +900,22 @@ impl Config {
             self.write_keys = parsed;
         }
         if let Some(days) = env_get("BELLWETHER_DEDUP_WINDOW_DAYS") {
-            let days: u32 = days
-                .parse()
-                .map_err(|_| env_error("BELLWETHER_DEDUP_WINDOW_DAYS", format!("not a whole number: {days:?}")))?;
-            self.ingest.dedup_window_days =
-                check_window_days(days).map_err(|r| env_error("BELLWETHER_DEDUP_WINDOW_DAYS", r))?;
+            let days: u32 = days.parse().map_err(|_| {
+                env_error(
+                    "BELLWETHER_DEDUP_WINDOW_DAYS",
+                    format!("not a whole number: {days:?}"),
+                )
+            })?;
+            self.ingest.dedup_window_days = check_window_days(days)
+                .map_err(|r| env_error("BELLWETHER_DEDUP_WINDOW_DAYS", r))?;
         }
         if let Some(bytes) = env_get("BELLWETHER_QUEUE_BYTES_MAX") {
-            let bytes: u64 = bytes
-                .parse()
-                .map_err(|_| env_error("BELLWETHER_QUEUE_BYTES_MAX", format!("not a whole number: {bytes:?}")))?;
+            let bytes: u64 = bytes.parse().map_err(|_| {
+                env_error(
+                    "BELLWETHER_QUEUE_BYTES_MAX",
+                    format!("not a whole number: {bytes:?}"),
+                )
+            })?;
             self.ingest.queue_bytes_max =
                 check_queue_bytes(bytes).map_err(|r| env_error("BELLWETHER_QUEUE_BYTES_MAX", r))?;
         }
@@ -753,11 +936,16 @@ impl Config {
             self.data_dir = dir.clone();
         }
         if let Some(store) = &flags.store {
-            self.store = StoreLocation::parse(store).map_err(|reason| ConfigError::Flag { flag: "store".into(), reason })?;
+            self.store = StoreLocation::parse(store).map_err(|reason| ConfigError::Flag {
+                flag: "store".into(),
+                reason,
+            })?;
         }
         if let Some(listen) = &flags.listen {
-            self.listen = parse_listen(listen)
-                .map_err(|reason| ConfigError::Flag { flag: "listen".into(), reason })?;
+            self.listen = parse_listen(listen).map_err(|reason| ConfigError::Flag {
+                flag: "listen".into(),
+                reason,
+            })?;
         }
         Ok(())
     }
@@ -769,7 +957,10 @@ impl Config {
 }
 
 fn read_file_layer(path: &Path) -> Result<FileLayer, ConfigError> {
-    let file_error = |reason: String| ConfigError::File { path: path.to_path_buf(), reason };
+    let file_error = |reason: String| ConfigError::File {
+        path: path.to_path_buf(),
+        reason,
+    };
     let meta = std::fs::metadata(path).map_err(|e| file_error(format!("cannot read: {e}")))?;
     if meta.len() > limits::CONFIG_BYTES_MAX {
         return Err(file_error(format!(
@@ -778,22 +969,36 @@ fn read_file_layer(path: &Path) -> Result<FileLayer, ConfigError> {
             limits::CONFIG_BYTES_MAX
         )));
     }
-    let text = std::fs::read_to_string(path).map_err(|e| file_error(format!("cannot read: {e}")))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| file_error(format!("cannot read: {e}")))?;
     parse_file_layer(&text, path)
 }
 
 /// The file layer from TOML text (`path` names it in errors).
 fn parse_file_layer(text: &str, path: &Path) -> Result<FileLayer, ConfigError> {
-    let file_error = |reason: String| ConfigError::File { path: path.to_path_buf(), reason };
+    let file_error = |reason: String| ConfigError::File {
+        path: path.to_path_buf(),
+        reason,
+    };
     toml::from_str::<FileLayer>(text).map_err(|e| {
         // toml names the line, column and (for type errors) the key; keep its words.
-        let key = e.span().map(|span| key_at(text, span.start)).unwrap_or_default();
+        let key = e
+            .span()
+            .map(|span| key_at(text, span.start))
+            .unwrap_or_default();
         let reason = e.message().to_string();
-        let line = e.span().map(|span| text[..span.start].lines().count().max(1)).unwrap_or(0);
+        let line = e
+            .span()
+            .map(|span| text[..span.start].lines().count().max(1))
+            .unwrap_or(0);
         if key.is_empty() {
             file_error(format!("line {line}: {reason}"))
         } else {
-            ConfigError::Key { path: path.to_path_buf(), key, reason: format!("line {line}: {reason}") }
+            ConfigError::Key {
+                path: path.to_path_buf(),
+                key,
+                reason: format!("line {line}: {reason}"),
+            }
         }
     })
 }
@@ -803,7 +1008,10 @@ fn parse_file_layer(text: &str, path: &Path) -> Result<FileLayer, ConfigError> {
 fn key_at(text: &str, offset: usize) -> String {
     let before = &text[..offset.min(text.len())];
     let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
-    let line_end = text[line_start..].find('\n').map(|i| line_start + i).unwrap_or(text.len());
+    let line_end = text[line_start..]
+        .find('\n')
+        .map(|i| line_start + i)
+        .unwrap_or(text.len());
     let line = &text[line_start..line_end];
     let table = before[..line_start]
         .lines()
@@ -813,9 +1021,18 @@ fn key_at(text: &str, offset: usize) -> String {
         .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string());
     let trimmed = line.trim();
     if trimmed.starts_with('[') {
-        return trimmed.trim_matches(|c| c == '[' || c == ']').trim().to_string();
+        return trimmed
+            .trim_matches(|c| c == '[' || c == ']')
+            .trim()
+            .to_string();
     }
-    let key = trimmed.split('=').next().unwrap_or("").trim().trim_matches('"').to_string();
+    let key = trimmed
+        .split('=')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .trim_matches('"')
+        .to_string();
     match (table, key.is_empty()) {
         (Some(t), false) => format!("{t}.{key}"),
         (Some(t), true) => t,
@@ -827,7 +1044,9 @@ fn check_currency_code(code: &str) -> Result<String, String> {
     if code.len() == 3 && code.chars().all(|c| c.is_ascii_uppercase()) {
         Ok(code.to_string())
     } else {
-        Err(format!("not an ISO 4217 currency code (three capital letters): {code:?}"))
+        Err(format!(
+            "not an ISO 4217 currency code (three capital letters): {code:?}"
+        ))
     }
 }
 
@@ -838,7 +1057,10 @@ fn parse_listen(text: &str) -> Result<SocketAddr, String> {
 
 fn check_window_days(days: u32) -> Result<u32, String> {
     if days == 0 || days > limits::DEDUP_WINDOW_DAYS_MAX {
-        return Err(format!("must be 1 to {}, got {days}", limits::DEDUP_WINDOW_DAYS_MAX));
+        return Err(format!(
+            "must be 1 to {}, got {days}",
+            limits::DEDUP_WINDOW_DAYS_MAX
+        ));
     }
     Ok(days)
 }
@@ -846,7 +1068,9 @@ fn check_window_days(days: u32) -> Result<u32, String> {
 fn check_queue_bytes(bytes: u64) -> Result<u64, String> {
     let min = limits::BATCH_BYTES_MAX as u64;
     if bytes < min {
-        return Err(format!("must be at least {min} (one full batch), got {bytes}"));
+        return Err(format!(
+            "must be at least {min} (one full batch), got {bytes}"
+        ));
     }
     Ok(bytes)
 }
@@ -866,19 +1090,36 @@ fn parse_env_write_keys(text: &str) -> BTreeMap<String, String> {
 /// Returns the offending key path (`write_keys.<source>` style, never the secret) and reason.
 fn check_write_keys(keys: &BTreeMap<String, String>) -> Result<(), (String, String)> {
     if keys.len() > limits::WRITE_KEYS_MAX {
-        return Err(("write_keys".into(), format!("more than {} keys", limits::WRITE_KEYS_MAX)));
+        return Err((
+            "write_keys".into(),
+            format!("more than {} keys", limits::WRITE_KEYS_MAX),
+        ));
     }
     for (key, source) in keys {
         let at = format!("write_keys (source {source:?})");
         if key.is_empty() || key.len() > limits::WRITE_KEY_BYTES_MAX {
-            return Err((at, format!("a write key must be 1 to {} bytes", limits::WRITE_KEY_BYTES_MAX)));
+            return Err((
+                at,
+                format!(
+                    "a write key must be 1 to {} bytes",
+                    limits::WRITE_KEY_BYTES_MAX
+                ),
+            ));
         }
-        if key.chars().any(|c| c.is_whitespace() || c.is_control() || c == ':') {
-            return Err((at, "a write key must not contain spaces, control characters or ':'".into()));
+        if key
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == ':')
+        {
+            return Err((
+                at,
+                "a write key must not contain spaces, control characters or ':'".into(),
+            ));
         }
         let name_ok = !source.is_empty()
             && source.len() <= limits::SOURCE_NAME_BYTES_MAX
-            && source.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+            && source
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
         if !name_ok {
             return Err((
                 at,
@@ -897,17 +1138,35 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn a_clickhouse_store_url_names_host_port_and_database_and_the_flag_beats_the_environment() {
         let parsed = StoreLocation::parse("clickhouse://ch.internal:9123/analytics_1").unwrap();
-        let StoreLocation::ClickHouse(location) = parsed else { panic!("not ClickHouse") };
-        assert_eq!((location.url.as_str(), location.database.as_str()), ("http://ch.internal:9123", "analytics_1"));
-        let StoreLocation::ClickHouse(location) = StoreLocation::parse("clickhouse://127.0.0.1/bw").unwrap() else { panic!() };
-        assert_eq!(location.url, "http://127.0.0.1:8123", "the HTTP port by default");
-        assert_eq!(StoreLocation::parse("embedded").unwrap(), StoreLocation::Embedded);
+        let StoreLocation::ClickHouse(location) = parsed else {
+            panic!("not ClickHouse")
+        };
+        assert_eq!(
+            (location.url.as_str(), location.database.as_str()),
+            ("http://ch.internal:9123", "analytics_1")
+        );
+        let StoreLocation::ClickHouse(location) =
+            StoreLocation::parse("clickhouse://127.0.0.1/bw").unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            location.url, "http://127.0.0.1:8123",
+            "the HTTP port by default"
+        );
+        assert_eq!(
+            StoreLocation::parse("embedded").unwrap(),
+            StoreLocation::Embedded
+        );
         for (bad, reason) in [
             ("clickhouse://h:0/bw", "port 0"),
             ("clickhouse://h:99999/bw", "port \"99999\""),
@@ -921,21 +1180,71 @@ mod tests {
             let error = StoreLocation::parse(bad).unwrap_err();
             assert!(error.contains(reason), "{bad}: {error}");
         }
-        let env = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>();
-        let from_env = env(&[("BELLWETHER_STORE", "clickhouse://a:1/x"), ("BELLWETHER_CLICKHOUSE_USER", "bw"), ("BELLWETHER_CLICKHOUSE_PASSWORD", "s3cret")]);
+        let env = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<Vec<_>>()
+        };
+        let from_env = env(&[
+            ("BELLWETHER_STORE", "clickhouse://a:1/x"),
+            ("BELLWETHER_CLICKHOUSE_USER", "bw"),
+            ("BELLWETHER_CLICKHOUSE_PASSWORD", "s3cret"),
+        ]);
         let config = Config::load(&Flags::default(), &from_env).unwrap();
-        let StoreLocation::ClickHouse(location) = &config.store else { panic!() };
-        assert_eq!((location.url.as_str(), location.user.as_deref(), location.password.as_deref()), ("http://a:1", Some("bw"), Some("s3cret")));
-        let flags = Flags { store: Some("clickhouse://b:2/y".into()), ..Flags::default() };
-        let StoreLocation::ClickHouse(location) = Config::load(&flags, &from_env).unwrap().store else { panic!() };
-        assert_eq!((location.url.as_str(), location.database.as_str(), location.user.as_deref()), ("http://b:2", "y", Some("bw")));
-        let error = Config::load(&Flags::default(), &env(&[("BELLWETHER_STORE", "clickhouse://a:1")])).unwrap_err().to_string();
-        assert!(error.contains("BELLWETHER_STORE") && error.contains("names no database"), "{error}");
+        let StoreLocation::ClickHouse(location) = &config.store else {
+            panic!()
+        };
+        assert_eq!(
+            (
+                location.url.as_str(),
+                location.user.as_deref(),
+                location.password.as_deref()
+            ),
+            ("http://a:1", Some("bw"), Some("s3cret"))
+        );
+        let flags = Flags {
+            store: Some("clickhouse://b:2/y".into()),
+            ..Flags::default()
+        };
+        let StoreLocation::ClickHouse(location) = Config::load(&flags, &from_env).unwrap().store
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (
+                location.url.as_str(),
+                location.database.as_str(),
+                location.user.as_deref()
+            ),
+            ("http://b:2", "y", Some("bw"))
+        );
+        let error = Config::load(
+            &Flags::default(),
+            &env(&[("BELLWETHER_STORE", "clickhouse://a:1")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("BELLWETHER_STORE") && error.contains("names no database"),
+            "{error}"
+        );
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bellwether.toml");
         std::fs::write(&path, "store = \"clickhouse://h:8123/bad-name\"\n").unwrap();
-        let error = Config::load(&Flags { config: Some(path), ..Flags::default() }, &[]).unwrap_err().to_string();
-        assert!(error.contains("key `store`") && error.contains("bad-name"), "{error}");
+        let error = Config::load(
+            &Flags {
+                config: Some(path),
+                ..Flags::default()
+            },
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("key `store`") && error.contains("bad-name"),
+            "{error}"
+        );
     }
 
     #[test]
@@ -944,22 +1253,43 @@ mod tests {
         let path = dir.path().join("c.toml");
         let load = |text: &str| {
             std::fs::write(&path, text).unwrap();
-            Config::load(&Flags { config: Some(path.clone()), ..Flags::default() }, &[]).map_err(|e| e.to_string())
+            Config::load(
+                &Flags {
+                    config: Some(path.clone()),
+                    ..Flags::default()
+                },
+                &[],
+            )
+            .map_err(|e| e.to_string())
         };
         let ok = load("[health]\ncut_points = [1, 6, 11, 16]\n[health.segment_score_weights.pro]\ntier = 2\nnps = 1\n").unwrap();
         assert_eq!(ok.health.cut_points, Some(vec![1.0, 6.0, 11.0, 16.0]));
         assert_eq!(ok.health.weights_for("pro").map(BTreeMap::len), Some(2));
-        assert_eq!(ok.health.weights_for("starter"), None, "no hand-set weights: learned");
+        assert_eq!(
+            ok.health.weights_for("starter"),
+            None,
+            "no hand-set weights: learned"
+        );
         let bad = load("[health.segment_score_weights.pro]\nlogins = 1\n").unwrap_err();
-        assert!(bad.contains("health.segment_score_weights.pro.logins") && bad.contains("not a numeric metric"), "{bad}");
+        assert!(
+            bad.contains("health.segment_score_weights.pro.logins")
+                && bad.contains("not a numeric metric"),
+            "{bad}"
+        );
         let bad = load("[health]\ncut_points = [6, 1]\n").unwrap_err();
-        assert!(bad.contains("health.cut_points") && bad.contains("increasing"), "{bad}");
+        assert!(
+            bad.contains("health.cut_points") && bad.contains("increasing"),
+            "{bad}"
+        );
         let bad = load("[health]\ncut_points = \"often\"\n").unwrap_err();
         assert!(bad.contains("auto"), "{bad}");
         let bad = load("[metrics]\nsession_idle_minutes = 0\n").unwrap_err();
         assert!(bad.contains("metrics.session_idle_minutes"), "{bad}");
         let bad = load("[metrics.features]\n\"Report [\" = \"r\"\n").unwrap_err();
-        assert!(bad.contains("metrics.features") && bad.contains("bad glob"), "{bad}");
+        assert!(
+            bad.contains("metrics.features") && bad.contains("bad glob"),
+            "{bad}"
+        );
     }
 
     #[test]
@@ -976,18 +1306,27 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
         std::fs::write(&path, "listen = \"127.0.0.1:1001\"\ndata_dir = \"/from-file\"\n[ingest]\ndedup_window_days = 3\n").unwrap();
-        let flags = Flags { config: Some(path.clone()), ..Flags::default() };
+        let flags = Flags {
+            config: Some(path.clone()),
+            ..Flags::default()
+        };
         let config = Config::load(&flags, &[]).unwrap();
         assert_eq!(config.listen.port(), 1001);
         assert_eq!(config.data_dir, PathBuf::from("/from-file"));
         assert_eq!(config.ingest.dedup_window_days, 3);
 
-        let vars = env(&[("BELLWETHER_LISTEN", "127.0.0.1:1002"), ("BELLWETHER_DATA_DIR", "/from-env")]);
+        let vars = env(&[
+            ("BELLWETHER_LISTEN", "127.0.0.1:1002"),
+            ("BELLWETHER_DATA_DIR", "/from-env"),
+        ]);
         let config = Config::load(&flags, &vars).unwrap();
         assert_eq!(config.listen.port(), 1002);
         assert_eq!(config.data_dir, PathBuf::from("/from-env"));
 
-        let flags = Flags { listen: Some("127.0.0.1:1003".into()), ..flags };
+        let flags = Flags {
+            listen: Some("127.0.0.1:1003".into()),
+            ..flags
+        };
         let config = Config::load(&flags, &vars).unwrap();
         assert_eq!(config.listen.port(), 1003);
         assert_eq!(config.data_dir, PathBuf::from("/from-env"));
@@ -997,14 +1336,30 @@ mod tests {
     fn write_keys_from_env_and_file_table() {
         let vars = env(&[("BELLWETHER_WRITE_KEYS", "k1, k2=mobile")]);
         let config = Config::load(&Flags::default(), &vars).unwrap();
-        assert_eq!(config.write_keys.get("k1").map(String::as_str), Some("default"));
-        assert_eq!(config.write_keys.get("k2").map(String::as_str), Some("mobile"));
+        assert_eq!(
+            config.write_keys.get("k1").map(String::as_str),
+            Some("default")
+        );
+        assert_eq!(
+            config.write_keys.get("k2").map(String::as_str),
+            Some("mobile")
+        );
 
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
         std::fs::write(&path, "[write_keys]\nwk_abc = \"web-app\"\n").unwrap();
-        let config = Config::load(&Flags { config: Some(path), ..Flags::default() }, &[]).unwrap();
-        assert_eq!(config.write_keys.get("wk_abc").map(String::as_str), Some("web-app"));
+        let config = Config::load(
+            &Flags {
+                config: Some(path),
+                ..Flags::default()
+            },
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            config.write_keys.get("wk_abc").map(String::as_str),
+            Some("web-app")
+        );
     }
 
     #[test]
@@ -1013,46 +1368,100 @@ mod tests {
         let path = dir.path().join("bad.toml");
         let check = |text: &str, expect: &[&str]| {
             std::fs::write(&path, text).unwrap();
-            let err = Config::load(&Flags { config: Some(path.clone()), ..Flags::default() }, &[])
-                .unwrap_err()
-                .to_string();
+            let err = Config::load(
+                &Flags {
+                    config: Some(path.clone()),
+                    ..Flags::default()
+                },
+                &[],
+            )
+            .unwrap_err()
+            .to_string();
             for part in expect {
                 assert!(err.contains(part), "{err:?} should contain {part:?}");
             }
             assert!(err.contains("bad.toml"), "{err:?} should name the file");
         };
-        check("[ingest]\ndedup_window_days = \"seven\"\n", &["ingest.dedup_window_days", "invalid type"]);
-        check("[ingest]\ndedup_window_days = 0\n", &["ingest.dedup_window_days", "must be 1 to 365"]);
+        check(
+            "[ingest]\ndedup_window_days = \"seven\"\n",
+            &["ingest.dedup_window_days", "invalid type"],
+        );
+        check(
+            "[ingest]\ndedup_window_days = 0\n",
+            &["ingest.dedup_window_days", "must be 1 to 365"],
+        );
         check("listen = \"localhost\"\n", &["listen", "not an address"]);
         check("lisen = \"127.0.0.1:1\"\n", &["lisen", "unknown field"]);
-        check("[write_keys]\nk = \"bad name!\"\n", &["write_keys", "source name"]);
+        check(
+            "[write_keys]\nk = \"bad name!\"\n",
+            &["write_keys", "source name"],
+        );
         check("listen = \n", &["line 1"]);
-        check("[currency.rates]\nEUR = -1.0\n", &["currency.rates.EUR", "positive"]);
-        check("[currency]\nreport = \"usd\"\n", &["currency.report", "ISO 4217"]);
+        check(
+            "[currency.rates]\nEUR = -1.0\n",
+            &["currency.rates.EUR", "positive"],
+        );
+        check(
+            "[currency]\nreport = \"usd\"\n",
+            &["currency.report", "ISO 4217"],
+        );
     }
 
     #[test]
     fn a_missing_exchange_rate_is_an_error_not_one() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
-        std::fs::write(&path, "[currency]\nreport = \"EUR\"\n[currency.rates]\nSEK = 0.09\n").unwrap();
-        let config = Config::load(&Flags { config: Some(path), ..Flags::default() }, &[]).unwrap();
+        std::fs::write(
+            &path,
+            "[currency]\nreport = \"EUR\"\n[currency.rates]\nSEK = 0.09\n",
+        )
+        .unwrap();
+        let config = Config::load(
+            &Flags {
+                config: Some(path),
+                ..Flags::default()
+            },
+            &[],
+        )
+        .unwrap();
         assert_eq!(config.currency.to_report(100.0, "EUR"), Ok(100.0));
         assert!((config.currency.to_report(100.0, "SEK").unwrap() - 9.0).abs() < 1e-9);
-        assert!(config.currency.to_report(100.0, "USD").unwrap_err().contains("no exchange rate for USD"));
+        assert!(config
+            .currency
+            .to_report(100.0, "USD")
+            .unwrap_err()
+            .contains("no exchange rate for USD"));
     }
 
     #[test]
     fn bad_environment_names_the_variable() {
         let err = Config::load(&Flags::default(), &env(&[("BELLWETHER_LISTN", "x")])).unwrap_err();
-        assert!(err.to_string().contains("BELLWETHER_LISTN: unknown variable"), "{err}");
-        let err = Config::load(&Flags::default(), &env(&[("BELLWETHER_DEDUP_WINDOW_DAYS", "x")]))
-            .unwrap_err();
-        assert!(err.to_string().contains("BELLWETHER_DEDUP_WINDOW_DAYS: not a whole number"), "{err}");
-        let err = Config::load(&Flags::default(), &env(&[("BELLWETHER_WRITE_KEYS", "a b")])).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("BELLWETHER_LISTN: unknown variable"),
+            "{err}"
+        );
+        let err = Config::load(
+            &Flags::default(),
+            &env(&[("BELLWETHER_DEDUP_WINDOW_DAYS", "x")]),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("BELLWETHER_DEDUP_WINDOW_DAYS: not a whole number"),
+            "{err}"
+        );
+        let err =
+            Config::load(&Flags::default(), &env(&[("BELLWETHER_WRITE_KEYS", "a b")])).unwrap_err();
         assert!(err.to_string().contains("BELLWETHER_WRITE_KEYS"), "{err}");
-        let missing = Flags { config: Some("/nonexistent/x.toml".into()), ..Flags::default() };
+        let missing = Flags {
+            config: Some("/nonexistent/x.toml".into()),
+            ..Flags::default()
+        };
         let err = Config::load(&missing, &[]).unwrap_err();
-        assert!(err.to_string().contains("/nonexistent/x.toml: cannot read"), "{err}");
+        assert!(
+            err.to_string().contains("/nonexistent/x.toml: cannot read"),
+            "{err}"
+        );
     }
 }

@@ -93,23 +93,39 @@ fn mean(values: impl Iterator<Item = f64>) -> Option<f64> {
 
 /// Ranks every feature used in any example's term by AUC (then by lift).
 pub fn indicators(segment: &str, examples: &[&Example], config: &HealthConfig) -> Vec<Indicator> {
-    let mut features: Vec<&str> = examples.iter().flat_map(|e| e.monthly.keys().map(String::as_str)).collect();
+    let mut features: Vec<&str> = examples
+        .iter()
+        .flat_map(|e| e.monthly.keys().map(String::as_str))
+        .collect();
     features.sort_unstable();
     features.dedup();
     let renewed = examples.iter().filter(|e| e.renewed).count() as u64;
     let churned = examples.len() as u64 - renewed;
     let warning = (renewed < config.min_outcomes || churned < config.min_outcomes).then(|| {
-        format!("only {renewed} renewals and {churned} churns back this (fewer than {} of either)", config.min_outcomes)
+        format!(
+            "only {renewed} renewals and {churned} churns back this (fewer than {} of either)",
+            config.min_outcomes
+        )
     });
     let mut out: Vec<Indicator> = features
         .into_iter()
         .map(|feature| {
             let usage = |e: &Example| e.monthly.get(feature).copied().unwrap_or(0.0);
-            let points: Vec<(f64, bool, f64)> = examples.iter().map(|e| (usage(e), e.renewed, 1.0)).collect();
-            let weighted: Vec<(f64, bool, f64)> = examples.iter().map(|e| (usage(e), e.renewed, e.arr.max(0.0))).collect();
+            let points: Vec<(f64, bool, f64)> = examples
+                .iter()
+                .map(|e| (usage(e), e.renewed, 1.0))
+                .collect();
+            let weighted: Vec<(f64, bool, f64)> = examples
+                .iter()
+                .map(|e| (usage(e), e.renewed, e.arr.max(0.0)))
+                .collect();
             let rate = |used: bool| {
-                let group: Vec<&&Example> = examples.iter().filter(|e| (usage(e) > 0.0) == used).collect();
-                (!group.is_empty()).then(|| group.iter().filter(|e| e.renewed).count() as f64 / group.len() as f64)
+                let group: Vec<&&Example> = examples
+                    .iter()
+                    .filter(|e| (usage(e) > 0.0) == used)
+                    .collect();
+                (!group.is_empty())
+                    .then(|| group.iter().filter(|e| e.renewed).count() as f64 / group.len() as f64)
             };
             let (users, non_users) = (rate(true), rate(false));
             Indicator {
@@ -120,8 +136,12 @@ pub fn indicators(segment: &str, examples: &[&Example], config: &HealthConfig) -
                 arr_weighted_auc: auc(&weighted),
                 renewed_accounts: renewed,
                 churned_accounts: churned,
-                mean_monthly_uses_renewed: mean(examples.iter().filter(|e| e.renewed).map(|e| usage(e))),
-                mean_monthly_uses_churned: mean(examples.iter().filter(|e| !e.renewed).map(|e| usage(e))),
+                mean_monthly_uses_renewed: mean(
+                    examples.iter().filter(|e| e.renewed).map(|e| usage(e)),
+                ),
+                mean_monthly_uses_churned: mean(
+                    examples.iter().filter(|e| !e.renewed).map(|e| usage(e)),
+                ),
                 renewal_rate_users: users,
                 renewal_rate_non_users: non_users,
                 lift: users.zip(non_users).map(|(u, n)| u - n),
@@ -132,7 +152,11 @@ pub fn indicators(segment: &str, examples: &[&Example], config: &HealthConfig) -
         .collect();
     out.sort_by(|a, b| {
         let key = |i: &Indicator| (i.auc.unwrap_or(0.5), i.lift.unwrap_or(0.0));
-        key(b).0.total_cmp(&key(a).0).then(key(b).1.total_cmp(&key(a).1)).then(a.feature.cmp(&b.feature))
+        key(b)
+            .0
+            .total_cmp(&key(a).0)
+            .then(key(b).1.total_cmp(&key(a).1))
+            .then(a.feature.cmp(&b.feature))
     });
     for (index, indicator) in out.iter_mut().enumerate() {
         indicator.rank = index + 1;
@@ -189,8 +213,13 @@ pub fn auto_cut_points(values: &[f64]) -> Vec<f64> {
 /// bucket is merged into its smaller neighbour first). At least one cut point stays.
 pub fn merge_small_buckets(mut cuts: Vec<f64>, values: &[f64], min: u64) -> Vec<f64> {
     while cuts.len() > 1 {
-        let counts: Vec<u64> = (0..=cuts.len()).map(|i| values.iter().filter(|v| bucket_of(&cuts, **v) == i).count() as u64).collect();
-        let Some((smallest, count)) = counts.iter().enumerate().min_by_key(|(i, c)| (**c, *i)) else { break };
+        let counts: Vec<u64> = (0..=cuts.len())
+            .map(|i| values.iter().filter(|v| bucket_of(&cuts, **v) == i).count() as u64)
+            .collect();
+        let Some((smallest, count)) = counts.iter().enumerate().min_by_key(|(i, c)| (**c, *i))
+        else {
+            break;
+        };
         if *count >= min {
             break;
         }
@@ -208,7 +237,13 @@ pub fn merge_small_buckets(mut cuts: Vec<f64>, values: &[f64], min: u64) -> Vec<
 }
 
 fn label(cuts: &[f64], index: usize) -> String {
-    let show = |x: f64| if x.fract() == 0.0 { format!("{x:.0}") } else { format!("{x}") };
+    let show = |x: f64| {
+        if x.fract() == 0.0 {
+            format!("{x:.0}")
+        } else {
+            format!("{x}")
+        }
+    };
     match (index, cuts.get(index)) {
         (0, Some(first)) => format!("< {}", show(*first)),
         (_, Some(upper)) => format!("{}-{}", show(cuts[index - 1]), show(*upper)),
@@ -272,22 +307,48 @@ pub fn pool_adjacent_violators(values: &[f64], weights: &[f64]) -> (Vec<f64>, Ve
 /// pseudo-decisions, made non-decreasing in usage, and mapped to tiers by rank of the
 /// distinct rates (lowest red, highest green, spread evenly; a single rate is yellow: usage
 /// of the feature does not tell these accounts apart).
-pub fn buckets(cuts: &[f64], examples: &[(f64, bool)], prior: &[f64], strength: f64) -> Vec<Bucket> {
+pub fn buckets(
+    cuts: &[f64],
+    examples: &[(f64, bool)],
+    prior: &[f64],
+    strength: f64,
+) -> Vec<Bucket> {
     let cells = counts(cuts, examples);
-    let alpha: Vec<f64> = cells.iter().zip(prior).map(|((k, _), m)| strength * m + *k as f64).collect();
-    let beta: Vec<f64> = cells.iter().zip(prior).map(|((k, n), m)| strength * (1.0 - m) + (n - k) as f64).collect();
+    let alpha: Vec<f64> = cells
+        .iter()
+        .zip(prior)
+        .map(|((k, _), m)| strength * m + *k as f64)
+        .collect();
+    let beta: Vec<f64> = cells
+        .iter()
+        .zip(prior)
+        .map(|((k, n), m)| strength * (1.0 - m) + (n - k) as f64)
+        .collect();
     let weights: Vec<f64> = alpha.iter().zip(&beta).map(|(a, b)| a + b).collect();
-    let means: Vec<f64> = alpha.iter().zip(&weights).map(|(a, w)| if *w > 0.0 { a / w } else { 0.0 }).collect();
+    let means: Vec<f64> = alpha
+        .iter()
+        .zip(&weights)
+        .map(|(a, w)| if *w > 0.0 { a / w } else { 0.0 })
+        .collect();
     let (rates, first) = pool_adjacent_violators(&means, &weights);
     let mut levels: Vec<f64> = rates.clone();
     levels.dedup_by(|a, b| (*a - *b).abs() < 1e-12);
     (0..cells.len())
         .map(|i| {
             let block: Vec<usize> = (0..cells.len()).filter(|&j| first[j] == first[i]).collect();
-            let (a, b) = block.iter().fold((0.0, 0.0), |(a, b), &j| (a + alpha[j], b + beta[j]));
+            let (a, b) = block
+                .iter()
+                .fold((0.0, 0.0), |(a, b), &j| (a + alpha[j], b + beta[j]));
             let (low, high) = beta_interval(a, b);
-            let level = levels.iter().position(|l| (l - rates[i]).abs() < 1e-12).unwrap_or(0);
-            let tier = if levels.len() <= 1 { "yellow" } else { TIERS[((level * 3) as f64 / (levels.len() - 1) as f64).round() as usize] };
+            let level = levels
+                .iter()
+                .position(|l| (l - rates[i]).abs() < 1e-12)
+                .unwrap_or(0);
+            let tier = if levels.len() <= 1 {
+                "yellow"
+            } else {
+                TIERS[((level * 3) as f64 / (levels.len() - 1) as f64).round() as usize]
+            };
             let (k, n) = cells[i];
             Bucket {
                 label: label(cuts, i),
@@ -362,7 +423,10 @@ pub fn prior_strength(cells: &[(u64, u64, f64)]) -> f64 {
     if scale <= 0.0 {
         return PRIOR_STRENGTH_MAX;
     }
-    let rho = (excess / scale).clamp(1.0 / (PRIOR_STRENGTH_MAX + 1.0), 1.0 / (PRIOR_STRENGTH_MIN + 1.0));
+    let rho = (excess / scale).clamp(
+        1.0 / (PRIOR_STRENGTH_MAX + 1.0),
+        1.0 / (PRIOR_STRENGTH_MIN + 1.0),
+    );
     1.0 / rho - 1.0
 }
 
@@ -379,13 +443,30 @@ struct Plan<'a> {
 }
 
 fn uses_of(examples: &[&Example], feature: Option<&String>) -> Vec<(f64, bool)> {
-    examples.iter().map(|e| (feature.and_then(|f| e.monthly.get(f)).copied().unwrap_or(0.0), e.renewed)).collect()
+    examples
+        .iter()
+        .map(|e| {
+            (
+                feature
+                    .and_then(|f| e.monthly.get(f))
+                    .copied()
+                    .unwrap_or(0.0),
+                e.renewed,
+            )
+        })
+        .collect()
 }
 
 /// A segment's structure taken from another model: its power feature and cut points.
 pub type Structure = BTreeMap<String, (Option<String>, Vec<f64>)>;
 
-fn plan<'a>(segment: &str, own: Vec<&'a Example>, pooled: &[Indicator], config: &HealthConfig, fixed: Option<&Structure>) -> Plan<'a> {
+fn plan<'a>(
+    segment: &str,
+    own: Vec<&'a Example>,
+    pooled: &[Indicator],
+    config: &HealthConfig,
+    fixed: Option<&Structure>,
+) -> Plan<'a> {
     let renewed = own.iter().filter(|e| e.renewed).count();
     let churned = own.len() - renewed;
     let configured = config.power_features.get(segment).cloned();
@@ -398,13 +479,27 @@ fn plan<'a>(segment: &str, own: Vec<&'a Example>, pooled: &[Indicator], config: 
         (Standing::Unknown, Some(note), Vec::new(), None)
     } else if renewed == 0 || churned == 0 {
         // The pooled ranking, among features this segment actually uses.
-        let used = |f: &str| own.iter().filter(|e| e.monthly.get(f).is_some_and(|u| *u > 0.0)).count() * 5 >= own.len();
-        let choice = pooled.iter().find(|i| used(&i.feature)).map(|i| i.feature.clone());
+        let used = |f: &str| {
+            own.iter()
+                .filter(|e| e.monthly.get(f).is_some_and(|u| *u > 0.0))
+                .count()
+                * 5
+                >= own.len()
+        };
+        let choice = pooled
+            .iter()
+            .find(|i| used(&i.feature))
+            .map(|i| i.feature.clone());
         let note = format!(
             "{} decided renewals, {churned} churned: no both outcomes to rank its own features; the pooled ranking's best feature that it uses, with bucket rates borrowed from all segments",
             own.len()
         );
-        (Standing::Pooled, Some(note), indicators(segment, &own, config), choice)
+        (
+            Standing::Pooled,
+            Some(note),
+            indicators(segment, &own, config),
+            choice,
+        )
     } else {
         let ranked = indicators(segment, &own, config);
         let top = ranked.first().map(|i| i.feature.clone());
@@ -426,7 +521,16 @@ fn plan<'a>(segment: &str, own: Vec<&'a Example>, pooled: &[Indicator], config: 
         (_, Some(given)) => given.clone(),
         _ => merge_small_buckets(auto_cut_points(&usage), &usage, config.min_bucket_decided),
     };
-    Plan { segment: segment.to_string(), examples: own, standing, note, power, source, indicators, cuts }
+    Plan {
+        segment: segment.to_string(),
+        examples: own,
+        standing,
+        note,
+        power,
+        source,
+        indicators,
+        cuts,
+    }
 }
 
 /// Pseudo-decisions at the overall rate added to each pooled bucket, so that a prior mean
@@ -445,13 +549,23 @@ fn logit(p: f64) -> f64 {
 /// pooled bucket + (segment base rate - pooled base rate). So a segment borrows the pooled
 /// shape of "more use, more renewals", not other segments' level or their use of a
 /// feature that is only its own. Rates carry [`POOLED_SMOOTHING`] pseudo-decisions.
-fn prior_rates(pooled: &[(u64, u64)], pooled_base: f64, segment: &[&Example], buckets: usize) -> Vec<f64> {
+fn prior_rates(
+    pooled: &[(u64, u64)],
+    pooled_base: f64,
+    segment: &[&Example],
+    buckets: usize,
+) -> Vec<f64> {
     let renewed = segment.iter().filter(|e| e.renewed).count() as f64;
-    let base = (renewed + POOLED_SMOOTHING * pooled_base) / (segment.len() as f64 + POOLED_SMOOTHING);
+    let base =
+        (renewed + POOLED_SMOOTHING * pooled_base) / (segment.len() as f64 + POOLED_SMOOTHING);
     let shift = logit(base) - logit(pooled_base);
     (0..buckets)
         .map(|i| {
-            let j = if buckets <= 1 || pooled.len() <= 1 { pooled.len().saturating_sub(1) } else { (i * (pooled.len() - 1) + (buckets - 1) / 2) / (buckets - 1) };
+            let j = if buckets <= 1 || pooled.len() <= 1 {
+                pooled.len().saturating_sub(1)
+            } else {
+                (i * (pooled.len() - 1) + (buckets - 1) / 2) / (buckets - 1)
+            };
             let (k, n) = pooled.get(j).copied().unwrap_or((0, 0));
             let rate = (k as f64 + POOLED_SMOOTHING * pooled_base) / (n as f64 + POOLED_SMOOTHING);
             1.0 / (1.0 + (-(logit(rate) + shift)).exp())
@@ -464,31 +578,71 @@ fn prior_rates(pooled: &[(u64, u64)], pooled_base: f64, segment: &[&Example], bu
 /// score is fitted on every decision (`all`) and, per segment with its own ranking, pulled
 /// toward that pooled fit. `examples` carry their score measures (all but the expected
 /// renewal rate, which the buckets give).
-pub fn build_models(examples: &[Example], segments: &[String], config: &HealthConfig) -> BTreeMap<String, SegmentModel> {
+pub fn build_models(
+    examples: &[Example],
+    segments: &[String],
+    config: &HealthConfig,
+) -> BTreeMap<String, SegmentModel> {
     build_models_like(examples, segments, config, None)
 }
 
 /// [`build_models`], with each segment named in `fixed` keeping that power feature and those
 /// cut points (rates, priors and score learned anew): how a model in force would have
 /// learned from other data, for the held-out test.
-pub fn build_models_like(examples: &[Example], segments: &[String], config: &HealthConfig, fixed: Option<&Structure>) -> BTreeMap<String, SegmentModel> {
+// Over 100 lines: Plans, priors, rates and scores of every segment in the order they depend on each other.
+#[allow(clippy::too_many_lines)]
+pub fn build_models_like(
+    examples: &[Example],
+    segments: &[String],
+    config: &HealthConfig,
+    fixed: Option<&Structure>,
+) -> BTreeMap<String, SegmentModel> {
     let everyone: Vec<&Example> = examples.iter().collect();
-    let pooled_plan = plan("all", everyone.clone(), &[], &HealthConfig { min_decided: 1, ..config.clone() }, fixed);
+    let pooled_plan = plan(
+        "all",
+        everyone.clone(),
+        &[],
+        &HealthConfig {
+            min_decided: 1,
+            ..config.clone()
+        },
+        fixed,
+    );
     // The pooled plan ranked every decision already (its standing is own, or pooled when
     // all decisions share one outcome: both rank `indicators("all", everyone)`).
     let pooled_ranking = &pooled_plan.indicators;
     let plans: Vec<Plan> = segments
         .iter()
-        .map(|s| plan(s, examples.iter().filter(|e| &e.segment == s).collect(), pooled_ranking, config, fixed))
+        .map(|s| {
+            plan(
+                s,
+                examples.iter().filter(|e| &e.segment == s).collect(),
+                pooled_ranking,
+                config,
+                fixed,
+            )
+        })
         .collect();
-    let pooled_base = (everyone.iter().filter(|e| e.renewed).count() as f64 + 1.0) / (everyone.len() as f64 + 2.0);
-    let pooled_cells = counts(&pooled_plan.cuts, &uses_of(&everyone, pooled_plan.power.as_ref()));
-    let priors: Vec<Vec<f64>> = plans.iter().map(|p| prior_rates(&pooled_cells, pooled_base, &p.examples, p.cuts.len() + 1)).collect();
+    let pooled_base = (everyone.iter().filter(|e| e.renewed).count() as f64 + 1.0)
+        / (everyone.len() as f64 + 2.0);
+    let pooled_cells = counts(
+        &pooled_plan.cuts,
+        &uses_of(&everyone, pooled_plan.power.as_ref()),
+    );
+    let priors: Vec<Vec<f64>> = plans
+        .iter()
+        .map(|p| prior_rates(&pooled_cells, pooled_base, &p.examples, p.cuts.len() + 1))
+        .collect();
     let cells: Vec<(u64, u64, f64)> = plans
         .iter()
         .zip(&priors)
         .filter(|(p, _)| p.standing != Standing::Unknown)
-        .flat_map(|(p, prior)| counts(&p.cuts, &uses_of(&p.examples, p.power.as_ref())).into_iter().zip(prior.clone()).map(|((k, n), m)| (k, n, m)))
+        .flat_map(|(p, prior)| {
+            counts(&p.cuts, &uses_of(&p.examples, p.power.as_ref()))
+                .into_iter()
+                .zip(prior.clone())
+                .map(|((k, n), m)| (k, n, m))
+        })
         .collect();
     let strength = prior_strength(&cells);
     let finish = |p: &Plan, prior: &[f64], strength: f64| SegmentModel {
@@ -502,7 +656,16 @@ pub fn build_models_like(examples: &[Example], segments: &[String], config: &Hea
         power_feature_source: p.source.to_string(),
         cut_points: p.cuts.clone(),
         prior_strength: strength,
-        buckets: if p.standing == Standing::Unknown { Vec::new() } else { buckets(&p.cuts, &uses_of(&p.examples, p.power.as_ref()), prior, strength) },
+        buckets: if p.standing == Standing::Unknown {
+            Vec::new()
+        } else {
+            buckets(
+                &p.cuts,
+                &uses_of(&p.examples, p.power.as_ref()),
+                prior,
+                strength,
+            )
+        },
         indicators: p.indicators.clone(),
         score: None,
     };
@@ -510,15 +673,27 @@ pub fn build_models_like(examples: &[Example], segments: &[String], config: &Hea
     let mut pooled = finish(&pooled_plan, &all_prior, strength);
     pooled.standing = Standing::Own;
     pooled.fallback = false;
-    let mut out: BTreeMap<String, SegmentModel> = plans.iter().zip(&priors).map(|(p, prior)| (p.segment.clone(), finish(p, prior, strength))).collect();
+    let mut out: BTreeMap<String, SegmentModel> = plans
+        .iter()
+        .zip(&priors)
+        .map(|(p, prior)| (p.segment.clone(), finish(p, prior, strength)))
+        .collect();
 
     // The score: each example's expected rate under its segment's model (the pooled one
     // for an unknown segment), then the pooled fit, then each segment's own.
     let rows: Vec<(String, score::Row)> = examples
         .iter()
         .map(|e| {
-            let model = out.get(&e.segment).filter(|m| m.standing != Standing::Unknown).unwrap_or(&pooled);
-            let monthly = model.power_feature.as_ref().and_then(|f| e.monthly.get(f)).copied().unwrap_or(0.0);
+            let model = out
+                .get(&e.segment)
+                .filter(|m| m.standing != Standing::Unknown)
+                .unwrap_or(&pooled);
+            let monthly = model
+                .power_feature
+                .as_ref()
+                .and_then(|f| e.monthly.get(f))
+                .copied()
+                .unwrap_or(0.0);
             let mut measures = e.measures.clone();
             measures.insert("expected_renewal_rate".into(), tier_of(model, monthly).1);
             (e.segment.clone(), (measures, e.renewed))
@@ -531,7 +706,11 @@ pub fn build_models_like(examples: &[Example], segments: &[String], config: &Hea
     for model in out.values_mut() {
         model.score = match model.standing {
             Standing::Own => {
-                let own: Vec<score::Row> = rows.iter().filter(|r| r.0 == model.segment).map(|r| r.1.clone()).collect();
+                let own: Vec<score::Row> = rows
+                    .iter()
+                    .filter(|r| r.0 == model.segment)
+                    .map(|r| r.1.clone())
+                    .collect();
                 Some(score::fit(&own, pooled.score.as_ref(), "learned"))
             }
             _ => pooled.score.clone(),
@@ -584,27 +763,63 @@ pub struct Held {
 /// The held tier of `day` from the day before's (`None`: no history, the raw tier shows at
 /// once) and the day's raw tier; `model_changed`: a new model is in force since the day
 /// before, so the tiers are re-set under it at once and a change is the model's.
-pub fn hold(previous: Option<&Held>, raw_tier: &str, day: i32, hold_days: u32, model_changed: bool) -> (Held, Option<Cause>) {
+pub fn hold(
+    previous: Option<&Held>,
+    raw_tier: &str,
+    day: i32,
+    hold_days: u32,
+    model_changed: bool,
+) -> (Held, Option<Cause>) {
     let Some(previous) = previous else {
-        return (Held { tier: raw_tier.to_string(), raw_tier: raw_tier.to_string(), raw_since: day }, None);
+        return (
+            Held {
+                tier: raw_tier.to_string(),
+                raw_tier: raw_tier.to_string(),
+                raw_since: day,
+            },
+            None,
+        );
     };
-    let raw_since = if previous.raw_tier == raw_tier && !model_changed { previous.raw_since } else { day };
-    let held = Held { tier: previous.tier.clone(), raw_tier: raw_tier.to_string(), raw_since };
+    let raw_since = if previous.raw_tier == raw_tier && !model_changed {
+        previous.raw_since
+    } else {
+        day
+    };
+    let held = Held {
+        tier: previous.tier.clone(),
+        raw_tier: raw_tier.to_string(),
+        raw_since,
+    };
     if raw_tier == previous.tier {
         return (held, None);
     }
     if model_changed {
-        return (Held { tier: raw_tier.to_string(), ..held }, Some(Cause::Model));
+        return (
+            Held {
+                tier: raw_tier.to_string(),
+                ..held
+            },
+            Some(Cause::Model),
+        );
     }
     if day - raw_since + 1 >= hold_days as i32 {
-        return (Held { tier: raw_tier.to_string(), ..held }, Some(Cause::Usage));
+        return (
+            Held {
+                tier: raw_tier.to_string(),
+                ..held
+            },
+            Some(Cause::Usage),
+        );
     }
     (held, None)
 }
 
 /// Points of a tier on the 0-100 scale (hand-set scores weigh the tier this way).
 pub fn tier_points(tier: &str) -> Option<f64> {
-    TIERS.iter().position(|t| *t == tier).map(|i| 100.0 * i as f64 / 3.0)
+    TIERS
+        .iter()
+        .position(|t| *t == tier)
+        .map(|i| 100.0 * i as f64 / 3.0)
 }
 
 /// Turns one measure's value into 0-100 points (hand-set scores).
@@ -613,7 +828,9 @@ fn points(measure: &str, value: &Value) -> Option<f64> {
         "tier" => value.as_str().and_then(tier_points),
         "nps" => value.as_f64().map(|x| (x + 100.0) / 2.0),
         "escalations_open" => value.as_f64().map(|x| (100.0 - 50.0 * x).max(0.0)),
-        "license_utilization" | "rate_of_adoption" | "feature_breadth" | "csat" => value.as_f64().map(|x| 100.0 * x.clamp(0.0, 1.0)),
+        "license_utilization" | "rate_of_adoption" | "feature_breadth" | "csat" => {
+            value.as_f64().map(|x| 100.0 * x.clamp(0.0, 1.0))
+        }
         "ces" => value.as_f64().map(|x| 100.0 * (x - 1.0) / 6.0),
         "expected_renewal_rate" => value.as_f64().map(|x| 100.0 * x),
         // engagement_score and any other 0-100 measure.
@@ -634,43 +851,90 @@ pub struct Scored {
 /// The score of one account's measures: hand-set weights of its segment if the config has
 /// any (weighted mean of 0-100 points, missing measures left out and the other weights
 /// rescaled), else the segment's learned score.
-pub fn score(row: &serde_json::Map<String, Value>, model: Option<&SegmentModel>, config: &HealthConfig) -> Scored {
-    let segment = row.get("segment").and_then(Value::as_str).unwrap_or_default();
+pub fn score(
+    row: &serde_json::Map<String, Value>,
+    model: Option<&SegmentModel>,
+    config: &HealthConfig,
+) -> Scored {
+    let segment = row
+        .get("segment")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     if let Some(weights) = config.weights_for(segment) {
         let (score, components) = hand_set(row, weights);
         let band = score.map(|s| band(s, config).to_string());
-        return Scored { score, band, components, weights_source: Some("config".into()) };
+        return Scored {
+            score,
+            band,
+            components,
+            weights_source: Some("config".into()),
+        };
     }
     match model.and_then(|m| m.score.as_ref()) {
         Some(learned) => {
             let (score, components) = score::apply(learned, row);
-            Scored { score: Some(score), band: Some(band(score, config).to_string()), components, weights_source: Some(learned.source.clone()) }
+            Scored {
+                score: Some(score),
+                band: Some(band(score, config).to_string()),
+                components,
+                weights_source: Some(learned.source.clone()),
+            }
         }
-        None => Scored { score: None, band: None, components: Vec::new(), weights_source: None },
+        None => Scored {
+            score: None,
+            band: None,
+            components: Vec::new(),
+            weights_source: None,
+        },
     }
 }
 
-fn hand_set(row: &serde_json::Map<String, Value>, weights: &BTreeMap<String, f64>) -> (Option<f64>, Vec<Component>) {
+fn hand_set(
+    row: &serde_json::Map<String, Value>,
+    weights: &BTreeMap<String, f64>,
+) -> (Option<f64>, Vec<Component>) {
     let mut components: Vec<Component> = weights
         .iter()
         .map(|(measure, weight)| {
             let value = row.get(measure).cloned().unwrap_or(Value::Null);
-            Component { measure: measure.clone(), points: points(measure, &value), value, weight: *weight, contribution: None }
+            Component {
+                measure: measure.clone(),
+                points: points(measure, &value),
+                value,
+                weight: *weight,
+                contribution: None,
+            }
         })
         .collect();
-    let total: f64 = components.iter().filter(|c| c.points.is_some()).map(|c| c.weight).sum();
+    let total: f64 = components
+        .iter()
+        .filter(|c| c.points.is_some())
+        .map(|c| c.weight)
+        .sum();
     if total <= 0.0 {
         return (None, components);
     }
     for c in &mut components {
         c.contribution = c.points.map(|p| p * c.weight / total);
     }
-    (Some(components.iter().filter_map(|c| c.contribution).sum::<f64>()), components)
+    (
+        Some(
+            components
+                .iter()
+                .filter_map(|c| c.contribution)
+                .sum::<f64>(),
+        ),
+        components,
+    )
 }
 
 /// The band of a score (its own names, not tier colours): `BANDS[0]` below `bands[0]`, ...
 pub fn band(score: f64, config: &HealthConfig) -> &'static str {
-    let index = config.score_bands.iter().take_while(|b| score >= **b).count();
+    let index = config
+        .score_bands
+        .iter()
+        .take_while(|b| score >= **b)
+        .count();
     BANDS[index.min(3)]
 }
 
@@ -681,11 +945,21 @@ mod tests {
     #[test]
     fn auc_counts_pairs_and_half_ties() {
         // Positives 3, 2; negatives 1, 2: pairs (3>1) (3>2) (2>1) (2=2 half) = 3.5 of 4.
-        let points = [(3.0, true, 1.0), (2.0, true, 1.0), (1.0, false, 1.0), (2.0, false, 1.0)];
+        let points = [
+            (3.0, true, 1.0),
+            (2.0, true, 1.0),
+            (1.0, false, 1.0),
+            (2.0, false, 1.0),
+        ];
         assert_eq!(auc(&points), Some(0.875));
         assert_eq!(auc(&[(1.0, true, 1.0)]), None, "one class only");
         // Weighted: the positive 2 weighs 3: wins 1x(1+1) + 3x(1 + 0.5) = 6.5 of 4 x 2 = 8.
-        let weighted = [(3.0, true, 1.0), (2.0, true, 3.0), (1.0, false, 1.0), (2.0, false, 1.0)];
+        let weighted = [
+            (3.0, true, 1.0),
+            (2.0, true, 3.0),
+            (1.0, false, 1.0),
+            (2.0, false, 1.0),
+        ];
         assert_eq!(auc(&weighted), Some(6.5 / 8.0));
     }
 
@@ -696,7 +970,11 @@ mod tests {
         for score in [1375.0 / 27.0, 0.1 + 0.2, 100.0 / 3.0, 2.0f64.sqrt() * 50.0] {
             let text = serde_json::to_string(&score).unwrap();
             assert_eq!(serde_json::from_str::<f64>(&text).unwrap(), score, "{text}");
-            assert_eq!(serde_json::from_str::<Value>(&text).unwrap().as_f64(), Some(score), "{text}");
+            assert_eq!(
+                serde_json::from_str::<Value>(&text).unwrap().as_f64(),
+                Some(score),
+                "{text}"
+            );
         }
     }
 
@@ -704,9 +982,13 @@ mod tests {
     fn pool_adjacent_violators_repairs_a_non_monotone_pattern() {
         // The demo's enterprise pattern: 1-3.9 uses at 0.62, 3.9-7 at 0.38, 7+ at 0.9, with
         // 10, 13, 12 decisions: the middle two pool to (6.2 + 4.94) / 23 = 0.4843.
-        let (fitted, first) = pool_adjacent_violators(&[0.2, 0.62, 0.38, 0.9], &[8.0, 10.0, 13.0, 12.0]);
+        let (fitted, first) =
+            pool_adjacent_violators(&[0.2, 0.62, 0.38, 0.9], &[8.0, 10.0, 13.0, 12.0]);
         assert_eq!(first, vec![0, 1, 1, 3]);
-        assert!((fitted[1] - 11.14 / 23.0).abs() < 1e-12 && fitted[1] == fitted[2], "{fitted:?}");
+        assert!(
+            (fitted[1] - 11.14 / 23.0).abs() < 1e-12 && fitted[1] == fitted[2],
+            "{fitted:?}"
+        );
         assert_eq!((fitted[0], fitted[3]), (0.2, 0.9));
         let (fitted, _) = pool_adjacent_violators(&[0.9, 0.5, 0.1], &[1.0, 1.0, 1.0]);
         assert_eq!(fitted, vec![0.5, 0.5, 0.5], "all decreasing: one block");
@@ -715,21 +997,57 @@ mod tests {
     #[test]
     fn buckets_shrink_toward_the_prior_stay_monotone_and_map_to_tiers() {
         let cuts = [1.0, 6.0];
-        assert_eq!((bucket_of(&cuts, 0.9), bucket_of(&cuts, 1.0), bucket_of(&cuts, 6.0)), (0, 1, 2));
+        assert_eq!(
+            (
+                bucket_of(&cuts, 0.9),
+                bucket_of(&cuts, 1.0),
+                bucket_of(&cuts, 6.0)
+            ),
+            (0, 1, 2)
+        );
         // < 1: 1 of 4 renewed; 1-6: 3 of 3; 6+: 1 of 2. Prior 0.5 each, strength 2:
         // posteriors (1+1)/(4+2) = 0.3333, (3+1)/(3+2) = 0.8, (1+1)/(2+2) = 0.5; the last
         // two violate and pool to (4 + 2) / (5 + 4) = 0.6667.
-        let examples = [(0.0, true), (0.0, false), (0.5, false), (0.2, false), (3.0, true), (2.0, true), (5.0, true), (7.0, true), (30.0, false)];
+        let examples = [
+            (0.0, true),
+            (0.0, false),
+            (0.5, false),
+            (0.2, false),
+            (3.0, true),
+            (2.0, true),
+            (5.0, true),
+            (7.0, true),
+            (30.0, false),
+        ];
         let b = buckets(&cuts, &examples, &[0.5, 0.5, 0.5], 2.0);
         let rates: Vec<f64> = b.iter().map(|b| b.renewal_rate).collect();
-        assert!((rates[0] - 1.0 / 3.0).abs() < 1e-12 && (rates[1] - 2.0 / 3.0).abs() < 1e-12 && rates[1] == rates[2], "{rates:?}");
-        assert_eq!(b.iter().map(|b| b.tier.as_str()).collect::<Vec<_>>(), vec!["red", "green", "green"]);
-        assert_eq!((b[1].observed_rate, b[1].decided, b[1].renewed), (Some(1.0), 3, 3));
+        assert!(
+            (rates[0] - 1.0 / 3.0).abs() < 1e-12
+                && (rates[1] - 2.0 / 3.0).abs() < 1e-12
+                && rates[1] == rates[2],
+            "{rates:?}"
+        );
+        assert_eq!(
+            b.iter().map(|b| b.tier.as_str()).collect::<Vec<_>>(),
+            vec!["red", "green", "green"]
+        );
+        assert_eq!(
+            (b[1].observed_rate, b[1].decided, b[1].renewed),
+            (Some(1.0), 3, 3)
+        );
         // The pooled block's interval is Beta(6, 3)'s: I_x(6, 3) = P(Binomial(8, x) >= 6) is 0.025 at 0.34914, 0.975 at 0.91477.
-        assert!((b[1].interval_low - 0.349_14).abs() < 1e-4 && (b[1].interval_high - 0.914_77).abs() < 1e-4, "{:?}", b[1]);
+        assert!(
+            (b[1].interval_low - 0.349_14).abs() < 1e-4
+                && (b[1].interval_high - 0.914_77).abs() < 1e-4,
+            "{:?}",
+            b[1]
+        );
         // One rate level only: usage does not separate, so no colour claims it does.
         let flat = buckets(&[1.0], &[(0.0, true), (2.0, true)], &[0.5, 0.5], 2.0);
-        assert_eq!(flat.iter().map(|b| b.tier.as_str()).collect::<Vec<_>>(), vec!["yellow", "yellow"]);
+        assert_eq!(
+            flat.iter().map(|b| b.tier.as_str()).collect::<Vec<_>>(),
+            vec!["yellow", "yellow"]
+        );
     }
 
     #[test]
@@ -737,9 +1055,15 @@ mod tests {
         // Two cells far from the prior mean 0.5 (0 of 20 and 20 of 20): spread beyond the
         // binomial: excess 20 x (0.25 - 0.0125) x 2 = 9.5, scale 20 x 0.25 x 0.95 x 2 = 9.5,
         // rho = 1 (clamped to 1/3): the weakest prior, 2 pseudo-decisions.
-        assert_eq!(prior_strength(&[(0, 20, 0.5), (20, 20, 0.5)]), PRIOR_STRENGTH_MIN);
+        assert_eq!(
+            prior_strength(&[(0, 20, 0.5), (20, 20, 0.5)]),
+            PRIOR_STRENGTH_MIN
+        );
         // Cells exactly at the prior: no spread, the strongest prior.
-        assert_eq!(prior_strength(&[(10, 20, 0.5), (10, 20, 0.5)]), PRIOR_STRENGTH_MAX);
+        assert_eq!(
+            prior_strength(&[(10, 20, 0.5), (10, 20, 0.5)]),
+            PRIOR_STRENGTH_MAX
+        );
         // 6 of 20 and 14 of 20 around 0.5: excess 2 x 20 x (0.04 - 0.0125) = 1.1, scale 9.5,
         // rho = 0.11579, strength 1 / rho - 1 = 7.636.
         let s = prior_strength(&[(6, 20, 0.5), (14, 20, 0.5)]);
@@ -752,7 +1076,10 @@ mod tests {
         // neighbour (the 5 above), leaving one cut at 1.
         let values = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0];
         assert_eq!(merge_small_buckets(vec![1.0, 2.0], &values, 5), vec![1.0]);
-        assert_eq!(merge_small_buckets(vec![1.0, 2.0], &values, 1), vec![1.0, 2.0]);
+        assert_eq!(
+            merge_small_buckets(vec![1.0, 2.0], &values, 1),
+            vec![1.0, 2.0]
+        );
     }
 
     fn example(id: &str, segment: &str, renewed: bool, uses: &[(&str, f64)]) -> Example {
@@ -776,32 +1103,69 @@ mod tests {
             let renewed = i % 4 != 0;
             // Half the churned used Reports as much as the renewed.
             let reports = if renewed || i % 8 == 0 { 10.0 } else { 0.5 };
-            out.push(example(&format!("b{i}"), "big", renewed, &[("Reports", reports), ("Exports", 2.0)]));
+            out.push(example(
+                &format!("b{i}"),
+                "big",
+                renewed,
+                &[("Reports", reports), ("Exports", 2.0)],
+            ));
         }
         for i in 0..12 {
             let renewed = i % 3 != 0;
-            out.push(example(&format!("s{i}"), "small", renewed, &[("Exports", if renewed { 8.0 } else { 0.2 }), ("Common", 3.0)]));
+            out.push(example(
+                &format!("s{i}"),
+                "small",
+                renewed,
+                &[
+                    ("Exports", if renewed { 8.0 } else { 0.2 }),
+                    ("Common", 3.0),
+                ],
+            ));
         }
         for i in 0..10 {
-            out.push(example(&format!("c{i}"), "calm", true, &[("Reports", 10.0)]));
+            out.push(example(
+                &format!("c{i}"),
+                "calm",
+                true,
+                &[("Reports", 10.0)],
+            ));
         }
         for i in 0..8 {
-            out.push(example(&format!("t{i}"), "tiny", i % 2 == 0, &[("Reports", 5.0)]));
+            out.push(example(
+                &format!("t{i}"),
+                "tiny",
+                i % 2 == 0,
+                &[("Reports", 5.0)],
+            ));
         }
         out
     }
 
     fn fixture_models() -> BTreeMap<String, SegmentModel> {
-        let segments: Vec<String> = ["big", "small", "calm", "tiny"].iter().map(|s| s.to_string()).collect();
+        let segments: Vec<String> = ["big", "small", "calm", "tiny"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         build_models(&fixture(), &segments, &HealthConfig::default())
     }
 
     #[test]
     fn a_small_segment_keeps_its_own_planted_feature() {
         let models = fixture_models();
-        assert_eq!(models["all"].power_feature.as_deref(), Some("Reports"), "pooled, big dominates");
+        assert_eq!(
+            models["all"].power_feature.as_deref(),
+            Some("Reports"),
+            "pooled, big dominates"
+        );
         let small = &models["small"];
-        assert_eq!((small.standing, small.power_feature.as_deref(), small.power_feature_source.as_str()), (Standing::Own, Some("Exports"), "data"));
+        assert_eq!(
+            (
+                small.standing,
+                small.power_feature.as_deref(),
+                small.power_feature_source.as_str()
+            ),
+            (Standing::Own, Some("Exports"), "data")
+        );
         assert_eq!((small.decided, small.renewed), (12, 8));
         // Its users renew far more than its non-users, after shrinkage too.
         let (low, high) = (tier_of(small, 0.0), tier_of(small, 8.0));
@@ -813,8 +1177,22 @@ mod tests {
     fn a_segment_without_churns_borrows_the_pooled_ranking_and_says_so() {
         let models = fixture_models();
         let calm = &models["calm"];
-        assert_eq!((calm.standing, calm.power_feature.as_deref(), calm.power_feature_source.as_str()), (Standing::Pooled, Some("Reports"), "pooled"));
-        assert!(calm.note.as_deref().unwrap().contains("10 decided renewals, 0 churned"), "{:?}", calm.note);
+        assert_eq!(
+            (
+                calm.standing,
+                calm.power_feature.as_deref(),
+                calm.power_feature_source.as_str()
+            ),
+            (Standing::Pooled, Some("Reports"), "pooled")
+        );
+        assert!(
+            calm.note
+                .as_deref()
+                .unwrap()
+                .contains("10 decided renewals, 0 churned"),
+            "{:?}",
+            calm.note
+        );
         // Its buckets start from the pooled rates of Reports users (renewed big accounts,
         // calm and tiny ones), pulled up by its own 10 renewals, but not to certainty.
         let (tier, rate) = tier_of(calm, 10.0);
@@ -831,16 +1209,29 @@ mod tests {
         assert_eq!(tier_of(tiny, 50.0), (UNKNOWN.to_string(), None));
         assert!(tiny.buckets.is_empty());
         // It is still scored, by the pooled score.
-        assert_eq!(tiny.score.as_ref().map(|s| s.source.as_str()), Some("pooled"));
+        assert_eq!(
+            tiny.score.as_ref().map(|s| s.source.as_str()),
+            Some("pooled")
+        );
     }
 
     #[test]
     fn a_one_day_dip_does_not_change_the_tier() {
-        let green = Held { tier: "green".into(), raw_tier: "green".into(), raw_since: 0 };
+        let green = Held {
+            tier: "green".into(),
+            raw_tier: "green".into(),
+            raw_since: 0,
+        };
         let (day1, cause) = hold(Some(&green), "red", 10, 14, false);
-        assert_eq!((day1.tier.as_str(), day1.raw_since, cause), ("green", 10, None));
+        assert_eq!(
+            (day1.tier.as_str(), day1.raw_since, cause),
+            ("green", 10, None)
+        );
         let (day2, cause) = hold(Some(&day1), "green", 11, 14, false);
-        assert_eq!((day2.tier.as_str(), day2.raw_since, cause), ("green", 11, None));
+        assert_eq!(
+            (day2.tier.as_str(), day2.raw_since, cause),
+            ("green", 11, None)
+        );
         // Red for 14 days in a row: the tier follows, caused by usage.
         let mut held = day2;
         let mut changes = Vec::new();
@@ -860,11 +1251,20 @@ mod tests {
 
     #[test]
     fn hand_set_weights_rescale_over_measures_with_a_value() {
-        let mut config = HealthConfig::default();
-        config.score_weights = [("engagement_score", 40.0), ("tier", 30.0), ("nps", 10.0), ("escalations_open", 10.0), ("license_utilization", 10.0)]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect();
+        let score_weights = [
+            ("engagement_score", 40.0),
+            ("tier", 30.0),
+            ("nps", 10.0),
+            ("escalations_open", 10.0),
+            ("license_utilization", 10.0),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let config = HealthConfig {
+            score_weights,
+            ..HealthConfig::default()
+        };
         // engagement 70 x 40, tier yellow (66.67) x 30, nps 20 -> 60 x 10, escalations 1 -> 50 x 10,
         // utilization null (left out): (2800 + 2000 + 600 + 500) / 90 = 65.56 -> band fair.
         let row: serde_json::Map<String, Value> = serde_json::from_value(serde_json::json!({
@@ -872,9 +1272,19 @@ mod tests {
         }))
         .unwrap();
         let scored = score(&row, None, &config);
-        assert!((scored.score.unwrap() - 5900.0 / 90.0).abs() < 1e-9, "{scored:?}");
-        assert_eq!((scored.band.as_deref(), scored.weights_source.as_deref()), (Some("fair"), Some("config")));
-        let utilization = scored.components.iter().find(|c| c.measure == "license_utilization").unwrap();
+        assert!(
+            (scored.score.unwrap() - 5900.0 / 90.0).abs() < 1e-9,
+            "{scored:?}"
+        );
+        assert_eq!(
+            (scored.band.as_deref(), scored.weights_source.as_deref()),
+            (Some("fair"), Some("config"))
+        );
+        let utilization = scored
+            .components
+            .iter()
+            .find(|c| c.measure == "license_utilization")
+            .unwrap();
         assert_eq!((utilization.points, utilization.contribution), (None, None));
         // Without hand-set weights and without a model there is no score.
         assert_eq!(score(&row, None, &HealthConfig::default()).score, None);

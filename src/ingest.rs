@@ -64,7 +64,10 @@ pub struct Rejection {
 
 impl Rejection {
     fn new(field: &str, reason: impl Into<String>) -> Rejection {
-        Rejection { field: field.to_string(), reason: reason.into() }
+        Rejection {
+            field: field.to_string(),
+            reason: reason.into(),
+        }
     }
 
     /// A short stable label for the `/metrics` counter of rejections.
@@ -74,7 +77,9 @@ impl Rejection {
             "userId" | "anonymousId" if self.reason.contains("required") => "missing_identity",
             "timestamp" | "sentAt" | "originalTimestamp" => "bad_timestamp",
             _ if self.reason.starts_with("expected") => "wrong_type",
-            _ if self.reason.contains("longer than") || self.reason.contains("more than") => "too_large",
+            _ if self.reason.contains("longer than") || self.reason.contains("more than") => {
+                "too_large"
+            }
             _ => "invalid_field",
         }
     }
@@ -117,13 +122,19 @@ pub struct TimeRange {
 impl Default for TimeRange {
     /// 2000-01-01 to one day after receipt.
     fn default() -> Self {
-        TimeRange { earliest_ms: 946_684_800_000, future_ms: 86_400_000 }
+        TimeRange {
+            earliest_ms: 946_684_800_000,
+            future_ms: 86_400_000,
+        }
     }
 }
 
 impl TimeRange {
     /// Every time (the demo's own generated data).
-    pub const ANY: TimeRange = TimeRange { earliest_ms: i64::MIN, future_ms: i64::MAX };
+    pub const ANY: TimeRange = TimeRange {
+        earliest_ms: i64::MIN,
+        future_ms: i64::MAX,
+    };
 
     fn check(&self, timestamp_ms: i64, received_ms: i64) -> Result<(), Rejection> {
         let latest = received_ms.saturating_add(self.future_ms);
@@ -214,9 +225,17 @@ struct WireBatch<'a> {
 
 /// Parses a single call (`/v1/track` ...) whose type comes from the path. Returns the
 /// `writeKey` found in the body, if any, and the message.
-pub fn parse_call(kind: Kind, body: &[u8], received_ms: i64, range: &TimeRange) -> Result<(Option<String>, Message), Rejection> {
+pub fn parse_call(
+    kind: Kind,
+    body: &[u8],
+    received_ms: i64,
+    range: &TimeRange,
+) -> Result<(Option<String>, Message), Rejection> {
     if body.len() > limits::CALL_BYTES_MAX {
-        return Err(Rejection::new("body", format!("longer than {} bytes", limits::CALL_BYTES_MAX)));
+        return Err(Rejection::new(
+            "body",
+            format!("longer than {} bytes", limits::CALL_BYTES_MAX),
+        ));
     }
     let text = body_text(body)?;
     let wire: Wire = serde_json::from_str(text).map_err(json_rejection)?;
@@ -224,7 +243,13 @@ pub fn parse_call(kind: Kind, body: &[u8], received_ms: i64, range: &TimeRange) 
     if let Some(kind_raw) = wire.kind {
         let named = required_string(Some(kind_raw), "type", 16)?;
         if Kind::parse(&named) != Some(kind) {
-            return Err(Rejection::new("type", format!("{named:?} does not match the endpoint /v1/{}", kind.as_str())));
+            return Err(Rejection::new(
+                "type",
+                format!(
+                    "{named:?} does not match the endpoint /v1/{}",
+                    kind.as_str()
+                ),
+            ));
         }
     }
     let message = message_from_wire(kind, &wire, text, None, received_ms, range)?;
@@ -235,7 +260,10 @@ pub fn parse_call(kind: Kind, body: &[u8], received_ms: i64, range: &TimeRange) 
 /// [`Rejection`]; a bad item is listed in [`Batch::rejected`] and the others still pass.
 pub fn parse_batch(body: &[u8], received_ms: i64, range: &TimeRange) -> Result<Batch, Rejection> {
     if body.len() > limits::BATCH_BYTES_MAX {
-        return Err(Rejection::new("body", format!("longer than {} bytes", limits::BATCH_BYTES_MAX)));
+        return Err(Rejection::new(
+            "body",
+            format!("longer than {} bytes", limits::BATCH_BYTES_MAX),
+        ));
     }
     let text = body_text(body)?;
     let wire: WireBatch = serde_json::from_str(text).map_err(json_rejection)?;
@@ -252,7 +280,11 @@ pub fn parse_batch(body: &[u8], received_ms: i64, range: &TimeRange) -> Result<B
     if items.len() > limits::BATCH_MESSAGES_MAX {
         return Err(Rejection::new(
             "batch",
-            format!("more than {} messages ({})", limits::BATCH_MESSAGES_MAX, items.len()),
+            format!(
+                "more than {} messages ({})",
+                limits::BATCH_MESSAGES_MAX,
+                items.len()
+            ),
         ));
     }
     let mut messages = Vec::with_capacity(items.len());
@@ -260,24 +292,44 @@ pub fn parse_batch(body: &[u8], received_ms: i64, range: &TimeRange) -> Result<B
     for (index, item) in items.into_iter().enumerate() {
         match parse_item(item, batch_sent_at, received_ms, range) {
             Ok(message) => messages.push(message),
-            Err(r) => rejected.push(ItemRejection { index, field: r.field, reason: r.reason }),
+            Err(r) => rejected.push(ItemRejection {
+                index,
+                field: r.field,
+                reason: r.reason,
+            }),
         }
     }
-    Ok(Batch { write_key, messages, rejected })
+    Ok(Batch {
+        write_key,
+        messages,
+        rejected,
+    })
 }
 
-fn parse_item(item: &RawValue, batch_sent_at: Option<i64>, received_ms: i64, range: &TimeRange) -> Result<Message, Rejection> {
+fn parse_item(
+    item: &RawValue,
+    batch_sent_at: Option<i64>,
+    received_ms: i64,
+    range: &TimeRange,
+) -> Result<Message, Rejection> {
     let text = item.get();
     if text.len() > limits::CALL_BYTES_MAX {
-        return Err(Rejection::new("message", format!("longer than {} bytes", limits::CALL_BYTES_MAX)));
+        return Err(Rejection::new(
+            "message",
+            format!("longer than {} bytes", limits::CALL_BYTES_MAX),
+        ));
     }
     if !text.starts_with('{') {
         return Err(Rejection::new("message", "expected an object"));
     }
-    let wire: Wire = serde_json::from_str(text).map_err(|e| Rejection::new("message", e.to_string()))?;
+    let wire: Wire =
+        serde_json::from_str(text).map_err(|e| Rejection::new("message", e.to_string()))?;
     let kind_name = required_string(wire.kind, "type", 16)?;
     let kind = Kind::parse(&kind_name).ok_or_else(|| {
-        Rejection::new("type", format!("{kind_name:?} is not one of track, identify, group, page, screen, alias"))
+        Rejection::new(
+            "type",
+            format!("{kind_name:?} is not one of track, identify, group, page, screen, alias"),
+        )
     })?;
     message_from_wire(kind, &wire, text, batch_sent_at, received_ms, range)
 }
@@ -291,7 +343,10 @@ fn message_from_wire(
     range: &TimeRange,
 ) -> Result<Message, Rejection> {
     if json_depth(raw) > limits::JSON_DEPTH_MAX {
-        return Err(Rejection::new("message", format!("nested more than {} levels deep", limits::JSON_DEPTH_MAX)));
+        return Err(Rejection::new(
+            "message",
+            format!("nested more than {} levels deep", limits::JSON_DEPTH_MAX),
+        ));
     }
     let user_id = optional_id(&wire.user_id, "userId")?;
     let anonymous_id = optional_id(&wire.anonymous_id, "anonymousId")?;
@@ -306,7 +361,10 @@ fn message_from_wire(
             }
         }
         _ if user_id.is_none() && anonymous_id.is_none() => {
-            return Err(Rejection::new("userId", "either userId or anonymousId is required"));
+            return Err(Rejection::new(
+                "userId",
+                "either userId or anonymousId is required",
+            ));
         }
         _ => {}
     }
@@ -318,14 +376,19 @@ fn message_from_wire(
             }
             Some(event)
         }
-        Kind::Page | Kind::Screen => optional_string(&wire.name, "name", limits::EVENT_NAME_BYTES_MAX)?,
+        Kind::Page | Kind::Screen => {
+            optional_string(&wire.name, "name", limits::EVENT_NAME_BYTES_MAX)?
+        }
         _ => None,
     };
     check_object(&wire.properties, "properties")?;
     check_object(&wire.traits, "traits")?;
     check_object(&wire.context, "context")?;
     let group_id = match kind {
-        Kind::Group => Some(optional_id(&wire.group_id, "groupId")?.ok_or_else(|| Rejection::new("groupId", "required for group"))?),
+        Kind::Group => Some(
+            optional_id(&wire.group_id, "groupId")?
+                .ok_or_else(|| Rejection::new("groupId", "required for group"))?,
+        ),
         _ => context_group_id(&wire.context)?,
     };
     let traits = match kind {
@@ -355,7 +418,11 @@ fn message_from_wire(
         traits,
         timestamp_ms,
         received_ms,
-        raw: if wire.write_key.is_some() { without_write_key(raw)? } else { raw.to_string() },
+        raw: if wire.write_key.is_some() {
+            without_write_key(raw)?
+        } else {
+            raw.to_string()
+        },
     })
 }
 
@@ -371,7 +438,10 @@ fn without_write_key(raw: &str) -> Result<String, Rejection> {
                 fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                     f.write_str("a JSON object")
                 }
-                fn visit_map<M: serde::de::MapAccess<'de>>(self, mut map: M) -> Result<Members<'a>, M::Error> {
+                fn visit_map<M: serde::de::MapAccess<'de>>(
+                    self,
+                    mut map: M,
+                ) -> Result<Members<'a>, M::Error> {
                     let mut members = Vec::new();
                     while let Some((key, value)) = map.next_entry::<Cow<'a, str>, &'a RawValue>()? {
                         members.push((key, value));
@@ -382,14 +452,17 @@ fn without_write_key(raw: &str) -> Result<String, Rejection> {
             deserializer.deserialize_map(Visit(std::marker::PhantomData))
         }
     }
-    let members: Members = serde_json::from_str(raw).map_err(|e| Rejection::new("message", e.to_string()))?;
+    let members: Members =
+        serde_json::from_str(raw).map_err(|e| Rejection::new("message", e.to_string()))?;
     let mut out = String::with_capacity(raw.len());
     out.push('{');
     for (key, value) in members.0.iter().filter(|(key, _)| key != "writeKey") {
         if out.len() > 1 {
             out.push(',');
         }
-        out.push_str(&serde_json::to_string(key).map_err(|e| Rejection::new("message", e.to_string()))?);
+        out.push_str(
+            &serde_json::to_string(key).map_err(|e| Rejection::new("message", e.to_string()))?,
+        );
         out.push(':');
         out.push_str(value.get());
     }
@@ -399,7 +472,11 @@ fn without_write_key(raw: &str) -> Result<String, Rejection> {
 
 /// Segment's rule: with `sentAt`, the client clock's offset is removed:
 /// `timestamp = receivedAt - (sentAt - timestamp)`. Without a `timestamp`, it is `receivedAt`.
-fn corrected_timestamp(wire: &Wire, batch_sent_at: Option<i64>, received_ms: i64) -> Result<i64, Rejection> {
+fn corrected_timestamp(
+    wire: &Wire,
+    batch_sent_at: Option<i64>,
+    received_ms: i64,
+) -> Result<i64, Rejection> {
     let sent_at = match wire.sent_at {
         Some(raw) => Some(parse_timestamp_field(raw, "sentAt")?),
         None => batch_sent_at,
@@ -441,7 +518,8 @@ fn json_depth(text: &str) -> usize {
 }
 
 fn body_text(body: &[u8]) -> Result<&str, Rejection> {
-    let text = std::str::from_utf8(body).map_err(|e| Rejection::new("body", format!("not UTF-8 at byte {}", e.valid_up_to())))?;
+    let text = std::str::from_utf8(body)
+        .map_err(|e| Rejection::new("body", format!("not UTF-8 at byte {}", e.valid_up_to())))?;
     match text.trim_start().as_bytes().first() {
         Some(b'{') => Ok(text),
         None => Err(Rejection::new("body", "empty; expected a JSON object")),
@@ -461,24 +539,34 @@ fn json_rejection(e: serde_json::Error) -> Rejection {
 
 fn check_object(raw: &Option<&RawValue>, field: &str) -> Result<(), Rejection> {
     match raw {
-        Some(value) if !value.get().starts_with('{') => Err(Rejection::new(field, "expected an object")),
+        Some(value) if !value.get().starts_with('{') => {
+            Err(Rejection::new(field, "expected an object"))
+        }
         _ => Ok(()),
     }
 }
 
 fn context_group_id(context: &Option<&RawValue>) -> Result<Option<String>, Rejection> {
-    let Some(context) = context else { return Ok(None) };
+    let Some(context) = context else {
+        return Ok(None);
+    };
     let parsed: WireContext = serde_json::from_str(context.get())
         .map_err(|e| Rejection::new("context", e.to_string()))?;
     optional_id(&parsed.group_id, "context.groupId")
 }
 
 /// A JSON string (or, for ids, a number, which Segment libraries also accept) as text.
-fn string_value(raw: &RawValue, field: &str, allow_number: bool, max: usize) -> Result<Option<String>, Rejection> {
+fn string_value(
+    raw: &RawValue,
+    field: &str,
+    allow_number: bool,
+    max: usize,
+) -> Result<Option<String>, Rejection> {
     let text = raw.get();
     let value: Cow<str> = match text.as_bytes().first() {
         Some(b'"') => Cow::Owned(
-            serde_json::from_str::<String>(text).map_err(|e| Rejection::new(field, e.to_string()))?,
+            serde_json::from_str::<String>(text)
+                .map_err(|e| Rejection::new(field, e.to_string()))?,
         ),
         Some(b'-' | b'0'..=b'9') if allow_number => Cow::Borrowed(text),
         Some(b'n') if text == "null" => return Ok(None),
@@ -501,7 +589,11 @@ fn optional_id(raw: &Option<&RawValue>, field: &str) -> Result<Option<String>, R
     }
 }
 
-fn optional_string(raw: &Option<&RawValue>, field: &str, max: usize) -> Result<Option<String>, Rejection> {
+fn optional_string(
+    raw: &Option<&RawValue>,
+    field: &str,
+    max: usize,
+) -> Result<Option<String>, Rejection> {
     match raw {
         Some(raw) => string_value(raw, field, false, max),
         None => Ok(None),
@@ -510,7 +602,9 @@ fn optional_string(raw: &Option<&RawValue>, field: &str, max: usize) -> Result<O
 
 fn required_string(raw: Option<&RawValue>, field: &str, max: usize) -> Result<String, Rejection> {
     match raw {
-        Some(raw) => string_value(raw, field, false, max)?.ok_or_else(|| Rejection::new(field, "required")),
+        Some(raw) => {
+            string_value(raw, field, false, max)?.ok_or_else(|| Rejection::new(field, "required"))
+        }
         None => Err(Rejection::new(field, "required")),
     }
 }
@@ -539,9 +633,14 @@ pub fn parse_timestamp(text: &str) -> Option<i64> {
 /// A `YYYY-MM-DD` date (midnight UTC) or an ISO-8601 date-time, as ms since the epoch.
 pub fn parse_date_or_time(text: &str) -> Result<i64, String> {
     if let Ok(date) = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
-        return Ok(date.and_hms_opt(0, 0, 0).expect("invariant: midnight exists").and_utc().timestamp_millis());
+        return Ok(date
+            .and_hms_opt(0, 0, 0)
+            .expect("invariant: midnight exists")
+            .and_utc()
+            .timestamp_millis());
     }
-    parse_timestamp(text).ok_or_else(|| format!("not a date (YYYY-MM-DD) or ISO-8601 date-time: {text:?}"))
+    parse_timestamp(text)
+        .ok_or_else(|| format!("not a date (YYYY-MM-DD) or ISO-8601 date-time: {text:?}"))
 }
 
 /// Formats ms since the epoch as RFC 3339 UTC with milliseconds, as Segment does.
@@ -565,19 +664,47 @@ mod tests {
         let received = NOW - 55 * 60_000;
         let (_, m) = parse_call(Kind::Track, body, received, &TimeRange::default()).unwrap();
         assert_eq!(format_timestamp(m.timestamp_ms), "2026-01-15T09:00:00.000Z");
-        let (_, m) = parse_call(Kind::Track, br#"{"userId":"u","event":"E"}"#, NOW, &TimeRange::default()).unwrap();
+        let (_, m) = parse_call(
+            Kind::Track,
+            br#"{"userId":"u","event":"E"}"#,
+            NOW,
+            &TimeRange::default(),
+        )
+        .unwrap();
         assert_eq!(m.timestamp_ms, NOW);
-        let (_, m) = parse_call(Kind::Track, br#"{"userId":"u","event":"E","timestamp":"2026-01-15T11:00:00+01:00"}"#, 0, &TimeRange::ANY).unwrap();
+        let (_, m) = parse_call(
+            Kind::Track,
+            br#"{"userId":"u","event":"E","timestamp":"2026-01-15T11:00:00+01:00"}"#,
+            0,
+            &TimeRange::ANY,
+        )
+        .unwrap();
         assert_eq!(m.timestamp_ms, NOW);
     }
 
     #[test]
     fn nesting_is_limited_and_strings_do_not_count() {
         assert_eq!(json_depth(r#"{"a":[{"b":"[[[{{{\"]"}]}"#), 3);
-        let deep = format!(r#"{{"userId":"u","event":"E","properties":{{"a":{}1{}}}}}"#, "[".repeat(30), "]".repeat(30));
-        assert!(parse_call(Kind::Track, deep.as_bytes(), NOW, &TimeRange::default()).is_ok(), "32 levels (message, properties, 30 arrays) pass");
-        let deeper = format!(r#"{{"userId":"u","event":"E","properties":{{"a":{}1{}}}}}"#, "[".repeat(31), "]".repeat(31));
-        assert_eq!(parse_call(Kind::Track, deeper.as_bytes(), NOW, &TimeRange::default()).unwrap_err().field, "message");
+        let deep = format!(
+            r#"{{"userId":"u","event":"E","properties":{{"a":{}1{}}}}}"#,
+            "[".repeat(30),
+            "]".repeat(30)
+        );
+        assert!(
+            parse_call(Kind::Track, deep.as_bytes(), NOW, &TimeRange::default()).is_ok(),
+            "32 levels (message, properties, 30 arrays) pass"
+        );
+        let deeper = format!(
+            r#"{{"userId":"u","event":"E","properties":{{"a":{}1{}}}}}"#,
+            "[".repeat(31),
+            "]".repeat(31)
+        );
+        assert_eq!(
+            parse_call(Kind::Track, deeper.as_bytes(), NOW, &TimeRange::default())
+                .unwrap_err()
+                .field,
+            "message"
+        );
     }
 
     #[test]
@@ -585,7 +712,14 @@ mod tests {
         let body = br#"{"batch":[{"type":"track","userId":"u","event":"A"},{"type":"track","event":"B"},{"type":"nope","userId":"u"}],"sentAt":"2026-01-15T10:00:00Z"}"#;
         let batch = parse_batch(body, NOW, &TimeRange::default()).unwrap();
         assert_eq!(batch.messages.len(), 1);
-        assert_eq!(batch.rejected.iter().map(|r| (r.index, r.field.as_str())).collect::<Vec<_>>(), vec![(1, "userId"), (2, "type")]);
+        assert_eq!(
+            batch
+                .rejected
+                .iter()
+                .map(|r| (r.index, r.field.as_str()))
+                .collect::<Vec<_>>(),
+            vec![(1, "userId"), (2, "type")]
+        );
     }
 
     #[test]
@@ -593,10 +727,27 @@ mod tests {
         let range = TimeRange::default();
         let body = br#"{"batch":[{"type":"track","userId":"u","event":"A","timestamp":"0000-01-01T00:00:00Z"},{"type":"track","userId":"u","event":"B","timestamp":"2999-01-01T00:00:00Z"},{"type":"track","userId":"u","event":"C","originalTimestamp":"garbage"},{"type":"track","userId":"u","event":"D","timestamp":"2026-01-16T09:00:00Z","originalTimestamp":"2026-01-16T09:00:00Z"}]}"#;
         let batch = parse_batch(body, NOW, &range).unwrap();
-        let rejected: Vec<(usize, &str)> = batch.rejected.iter().map(|r| (r.index, r.field.as_str())).collect();
-        assert_eq!(rejected, vec![(0, "timestamp"), (1, "timestamp"), (2, "originalTimestamp")]);
-        assert!(batch.rejected[1].reason.contains("outside the accepted range 2000-01-01T00:00:00.000Z to 2026-01-16T10:00:00.000Z"), "{}", batch.rejected[1].reason);
-        assert_eq!(batch.messages.len(), 1, "23 hours ahead is within the day allowed");
+        let rejected: Vec<(usize, &str)> = batch
+            .rejected
+            .iter()
+            .map(|r| (r.index, r.field.as_str()))
+            .collect();
+        assert_eq!(
+            rejected,
+            vec![(0, "timestamp"), (1, "timestamp"), (2, "originalTimestamp")]
+        );
+        assert!(
+            batch.rejected[1].reason.contains(
+                "outside the accepted range 2000-01-01T00:00:00.000Z to 2026-01-16T10:00:00.000Z"
+            ),
+            "{}",
+            batch.rejected[1].reason
+        );
+        assert_eq!(
+            batch.messages.len(),
+            1,
+            "23 hours ahead is within the day allowed"
+        );
     }
 
     #[test]
@@ -604,8 +755,20 @@ mod tests {
         let body = br#"{"writeKey":"secret-key","userId":"u","event":"E","properties":{"writeKey":"not the key","n":1.50}}"#;
         let (key, m) = parse_call(Kind::Track, body, NOW, &TimeRange::default()).unwrap();
         assert_eq!(key.as_deref(), Some("secret-key"));
-        assert_eq!(m.raw, r#"{"userId":"u","event":"E","properties":{"writeKey":"not the key","n":1.50}}"#, "the rest byte for byte");
-        let (_, m) = parse_call(Kind::Track, br#"{"userId":"u", "event":"E"}"#, NOW, &TimeRange::default()).unwrap();
-        assert_eq!(m.raw, r#"{"userId":"u", "event":"E"}"#, "without a key the text is untouched");
+        assert_eq!(
+            m.raw, r#"{"userId":"u","event":"E","properties":{"writeKey":"not the key","n":1.50}}"#,
+            "the rest byte for byte"
+        );
+        let (_, m) = parse_call(
+            Kind::Track,
+            br#"{"userId":"u", "event":"E"}"#,
+            NOW,
+            &TimeRange::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            m.raw, r#"{"userId":"u", "event":"E"}"#,
+            "without a key the text is untouched"
+        );
     }
 }

@@ -9,7 +9,16 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use serde::{Deserialize, Serialize};
 
 /// The default churn and downgrade reason codes.
-pub const DEFAULT_REASONS: &[&str] = &["price", "missing_feature", "support", "budget", "competitor", "no_adoption", "company_closed", "other"];
+pub const DEFAULT_REASONS: &[&str] = &[
+    "price",
+    "missing_feature",
+    "support",
+    "budget",
+    "competitor",
+    "no_adoption",
+    "company_closed",
+    "other",
+];
 
 /// `[listening]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -24,7 +33,10 @@ pub struct ListeningConfig {
 
 impl Default for ListeningConfig {
     fn default() -> Self {
-        ListeningConfig { reasons: DEFAULT_REASONS.iter().map(|r| r.to_string()).collect(), themes: BTreeMap::new() }
+        ListeningConfig {
+            reasons: DEFAULT_REASONS.iter().map(|r| r.to_string()).collect(),
+            themes: BTreeMap::new(),
+        }
     }
 }
 
@@ -34,8 +46,16 @@ impl ListeningConfig {
             return Err(("reasons".into(), "1 to 100 codes".into()));
         }
         for reason in &self.reasons {
-            if reason.is_empty() || reason.len() > 64 || !reason.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
-                return Err(("reasons".into(), format!("{reason:?}: codes are 1 to 64 of a-z, 0-9 and _")));
+            if reason.is_empty()
+                || reason.len() > 64
+                || !reason
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            {
+                return Err((
+                    "reasons".into(),
+                    format!("{reason:?}: codes are 1 to 64 of a-z, 0-9 and _"),
+                ));
             }
         }
         for (keyword, theme) in &self.themes {
@@ -51,22 +71,31 @@ impl ListeningConfig {
         if self.reasons.iter().any(|r| r == code) {
             Ok(())
         } else {
-            Err(format!("{code:?} is not a reason code; one of: {}", self.reasons.join(", ")))
+            Err(format!(
+                "{code:?} is not a reason code; one of: {}",
+                self.reasons.join(", ")
+            ))
         }
     }
 }
 
 /// English stop words: function words and words every feedback uses.
 const STOP_WORDS: &[&str] = &[
-    "a", "about", "above", "after", "again", "against", "all", "also", "am", "an", "and", "any", "are", "as", "at", "be", "because", "been", "before", "being",
-    "below", "between", "both", "but", "by", "can", "cannot", "could", "did", "do", "does", "doing", "don", "down", "during", "each", "even", "ever", "every",
-    "few", "for", "from", "further", "get", "gets", "getting", "got", "had", "has", "have", "having", "he", "her", "here", "hers", "him", "his", "how", "i",
-    "if", "in", "into", "is", "it", "its", "itself", "just", "let", "like", "lot", "lots", "made", "make", "many", "me", "more", "most", "much", "must", "my",
-    "no", "nor", "not", "now", "of", "off", "on", "once", "one", "only", "or", "other", "our", "ours", "out", "over", "own", "please", "really", "same", "she",
-    "should", "so", "some", "still", "such", "than", "that", "the", "their", "them", "then", "there", "these", "they", "thing", "things", "this", "those",
-    "through", "to", "too", "under", "until", "up", "us", "use", "used", "using", "very", "was", "we", "were", "what", "when", "where", "which", "while", "who",
-    "whom", "why", "will", "with", "would", "yet", "you", "your", "yours", "it's", "i'm", "we're", "don't", "doesn't", "didn't", "can't", "won't", "isn't",
-    "wasn't", "aren't", "need", "needs", "want", "wants", "way", "team", "product", "app", "tool", "bit", "well", "good", "great", "bad",
+    "a", "about", "above", "after", "again", "against", "all", "also", "am", "an", "and", "any",
+    "are", "as", "at", "be", "because", "been", "before", "being", "below", "between", "both",
+    "but", "by", "can", "cannot", "could", "did", "do", "does", "doing", "don", "down", "during",
+    "each", "even", "ever", "every", "few", "for", "from", "further", "get", "gets", "getting",
+    "got", "had", "has", "have", "having", "he", "her", "here", "hers", "him", "his", "how", "i",
+    "if", "in", "into", "is", "it", "its", "itself", "just", "let", "like", "lot", "lots", "made",
+    "make", "many", "me", "more", "most", "much", "must", "my", "no", "nor", "not", "now", "of",
+    "off", "on", "once", "one", "only", "or", "other", "our", "ours", "out", "over", "own",
+    "please", "really", "same", "she", "should", "so", "some", "still", "such", "than", "that",
+    "the", "their", "them", "then", "there", "these", "they", "thing", "things", "this", "those",
+    "through", "to", "too", "under", "until", "up", "us", "use", "used", "using", "very", "was",
+    "we", "were", "what", "when", "where", "which", "while", "who", "whom", "why", "will", "with",
+    "would", "yet", "you", "your", "yours", "it's", "i'm", "we're", "don't", "doesn't", "didn't",
+    "can't", "won't", "isn't", "wasn't", "aren't", "need", "needs", "want", "wants", "way", "team",
+    "product", "app", "tool", "bit", "well", "good", "great", "bad",
 ];
 
 /// Lowercase words of two or more letters, stop words out, a plural `s` folded.
@@ -75,8 +104,10 @@ pub fn tokens(text: &str) -> Vec<String> {
     text.to_lowercase()
         .split(|c: char| !(c.is_alphanumeric() || c == '\''))
         .map(|w| w.trim_matches('\''))
-        .filter(|w| w.chars().count() >= 3 && !w.chars().all(|c| c.is_ascii_digit()) && !stop.contains(w))
-        .map(|w| fold(w))
+        .filter(|w| {
+            w.chars().count() >= 3 && !w.chars().all(|c| c.is_ascii_digit()) && !stop.contains(w)
+        })
+        .map(fold)
         .collect()
 }
 
@@ -84,7 +115,12 @@ pub fn tokens(text: &str) -> Vec<String> {
 fn fold(word: &str) -> String {
     if word.len() > 4 && word.ends_with("ies") {
         format!("{}y", &word[..word.len() - 3])
-    } else if word.len() > 3 && word.ends_with('s') && !word.ends_with("ss") && !word.ends_with("us") && !word.ends_with("is") {
+    } else if word.len() > 3
+        && word.ends_with('s')
+        && !word.ends_with("ss")
+        && !word.ends_with("us")
+        && !word.ends_with("is")
+    {
         word[..word.len() - 1].to_string()
     } else {
         word.to_string()
@@ -92,23 +128,101 @@ fn fold(word: &str) -> String {
 }
 
 const POSITIVE: &[&str] = &[
-    "love", "loved", "excellent", "amazing", "awesome", "helpful", "easy", "fast", "quick", "quickly", "happy", "thank", "thanks", "perfect", "useful", "nice",
-    "intuitive", "reliable", "smooth", "friendly", "recommend", "impressed", "solved", "fantastic", "enjoy", "valuable", "responsive", "clear", "simple",
+    "love",
+    "loved",
+    "excellent",
+    "amazing",
+    "awesome",
+    "helpful",
+    "easy",
+    "fast",
+    "quick",
+    "quickly",
+    "happy",
+    "thank",
+    "thanks",
+    "perfect",
+    "useful",
+    "nice",
+    "intuitive",
+    "reliable",
+    "smooth",
+    "friendly",
+    "recommend",
+    "impressed",
+    "solved",
+    "fantastic",
+    "enjoy",
+    "valuable",
+    "responsive",
+    "clear",
+    "simple",
 ];
 const NEGATIVE: &[&str] = &[
-    "slow", "bug", "buggy", "broken", "crash", "crashes", "error", "errors", "confusing", "hard", "difficult", "expensive", "missing", "frustrating",
-    "frustrated", "annoying", "poor", "terrible", "awful", "hate", "unusable", "fail", "fails", "failed", "failing", "lacking", "cancel", "churn", "worse",
-    "worst", "unhappy", "disappointed", "problem", "problems", "issue", "issues", "waiting", "outage", "down", "timeout", "complicated", "pricey",
+    "slow",
+    "bug",
+    "buggy",
+    "broken",
+    "crash",
+    "crashes",
+    "error",
+    "errors",
+    "confusing",
+    "hard",
+    "difficult",
+    "expensive",
+    "missing",
+    "frustrating",
+    "frustrated",
+    "annoying",
+    "poor",
+    "terrible",
+    "awful",
+    "hate",
+    "unusable",
+    "fail",
+    "fails",
+    "failed",
+    "failing",
+    "lacking",
+    "cancel",
+    "churn",
+    "worse",
+    "worst",
+    "unhappy",
+    "disappointed",
+    "problem",
+    "problems",
+    "issue",
+    "issues",
+    "waiting",
+    "outage",
+    "down",
+    "timeout",
+    "complicated",
+    "pricey",
 ];
 
 /// Lexicon sentiment from -1 (only negative words) to 1 (only positive), 0 when neutral.
 /// "not" or "never" just before a word turns it around.
 pub fn sentiment(text: &str) -> f64 {
-    let words: Vec<String> = text.to_lowercase().split(|c: char| !(c.is_alphanumeric() || c == '\'')).filter(|w| !w.is_empty()).map(str::to_string).collect();
+    let words: Vec<String> = text
+        .to_lowercase()
+        .split(|c: char| !(c.is_alphanumeric() || c == '\''))
+        .filter(|w| !w.is_empty())
+        .map(str::to_string)
+        .collect();
     let (mut positive, mut negative) = (0.0, 0.0);
     for (i, word) in words.iter().enumerate() {
-        let negated = i > 0 && matches!(words[i - 1].as_str(), "not" | "never" | "no" | "isn't" | "wasn't" | "don't" | "doesn't");
-        let (pos, neg) = (POSITIVE.contains(&word.as_str()), NEGATIVE.contains(&word.as_str()));
+        let negated = i > 0
+            && matches!(
+                words[i - 1].as_str(),
+                "not" | "never" | "no" | "isn't" | "wasn't" | "don't" | "doesn't"
+            );
+        let (pos, neg) = (
+            POSITIVE.contains(&word.as_str()),
+            NEGATIVE.contains(&word.as_str()),
+        );
         match (pos, neg, negated) {
             (true, _, false) | (_, true, true) => positive += 1.0,
             (true, _, true) | (_, true, false) => negative += 1.0,
@@ -149,7 +263,10 @@ pub const UNTHEMED: &str = "other";
 /// Themes every comment: configured keyword rules first (all words of the keyword in the
 /// comment, rules in name order), else the comment's highest TF-IDF term that at least
 /// two comments share. Also returns each theme's top keywords by summed TF-IDF.
-pub fn themes(comments: &[Comment], rules: &BTreeMap<String, String>) -> (Vec<Themed>, BTreeMap<String, Vec<String>>) {
+pub fn themes(
+    comments: &[Comment],
+    rules: &BTreeMap<String, String>,
+) -> (Vec<Themed>, BTreeMap<String, Vec<String>>) {
     let docs: Vec<Vec<String>> = comments.iter().map(|c| tokens(&c.text)).collect();
     let mut df: HashMap<&str, usize> = HashMap::new();
     for doc in &docs {
@@ -164,19 +281,35 @@ pub fn themes(comments: &[Comment], rules: &BTreeMap<String, String>) -> (Vec<Th
             *tf.entry(term).or_default() += 1.0;
         }
         let len = doc.len().max(1) as f64;
-        tf.into_iter().map(|(t, f)| (t.to_string(), f / len * ((n + 1.0) / (df[t] as f64 + 1.0)).ln() + f / len * 1e-9)).collect()
+        tf.into_iter()
+            .map(|(t, f)| {
+                (
+                    t.to_string(),
+                    f / len * ((n + 1.0) / (df[t] as f64 + 1.0)).ln() + f / len * 1e-9,
+                )
+            })
+            .collect()
     };
-    let rule_tokens: Vec<(Vec<String>, &String)> = rules.iter().map(|(keyword, theme)| (tokens(keyword), theme)).collect();
+    let rule_tokens: Vec<(Vec<String>, &String)> = rules
+        .iter()
+        .map(|(keyword, theme)| (tokens(keyword), theme))
+        .collect();
     let mut out = Vec::with_capacity(comments.len());
     let mut keywords: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
     for (comment, doc) in comments.iter().zip(&docs) {
         let w = weights(doc);
-        let ruled = rule_tokens.iter().find(|(words, _)| !words.is_empty() && words.iter().all(|k| doc.contains(k))).map(|(_, theme)| theme.to_string());
+        let ruled = rule_tokens
+            .iter()
+            .find(|(words, _)| !words.is_empty() && words.iter().all(|k| doc.contains(k)))
+            .map(|(_, theme)| theme.to_string());
         let (theme, by) = match ruled {
             Some(theme) => (theme, "rule"),
             None => {
                 // Shared by two comments or more; highest weight, then alphabetical.
-                let best = w.iter().filter(|(t, _)| df[t.as_str()] >= 2).max_by(|a, b| a.1.total_cmp(&b.1).then_with(|| b.0.cmp(&a.0)));
+                let best = w
+                    .iter()
+                    .filter(|(t, _)| df[t.as_str()] >= 2)
+                    .max_by(|a, b| a.1.total_cmp(&b.1).then_with(|| b.0.cmp(&a.0)));
                 match best {
                     Some((term, _)) => (term.clone(), "auto"),
                     None => (UNTHEMED.to_string(), "auto"),
@@ -187,7 +320,11 @@ pub fn themes(comments: &[Comment], rules: &BTreeMap<String, String>) -> (Vec<Th
         for (term, weight) in w {
             *entry.entry(term).or_default() += weight;
         }
-        out.push(Themed { theme, by: by.into(), sentiment: sentiment(&comment.text) });
+        out.push(Themed {
+            theme,
+            by: by.into(),
+            sentiment: sentiment(&comment.text),
+        });
     }
     let top = keywords
         .into_iter()
@@ -205,20 +342,35 @@ mod tests {
     use super::*;
 
     fn comment(text: &str) -> Comment {
-        Comment { source: "survey".into(), account_id: "a".into(), person: None, date: "2026-01-01".into(), text: text.into() }
+        Comment {
+            source: "survey".into(),
+            account_id: "a".into(),
+            person: None,
+            date: "2026-01-01".into(),
+            text: text.into(),
+        }
     }
 
     #[test]
     fn tokens_drop_stop_words_and_fold_plurals() {
-        assert_eq!(tokens("The reports are SLOW, and the exports fail!"), vec!["report", "slow", "export", "fail"]);
-        assert_eq!(tokens("Prices went up 20%; the companies complain"), vec!["price", "went", "company", "complain"]);
+        assert_eq!(
+            tokens("The reports are SLOW, and the exports fail!"),
+            vec!["report", "slow", "export", "fail"]
+        );
+        assert_eq!(
+            tokens("Prices went up 20%; the companies complain"),
+            vec!["price", "went", "company", "complain"]
+        );
     }
 
     #[test]
     fn sentiment_counts_lexicon_words_and_negation() {
         assert_eq!(sentiment("Support was fast and helpful"), 1.0);
         assert_eq!(sentiment("Reports are slow and buggy"), -1.0);
-        assert_eq!(sentiment("Not easy to set up, but support was helpful"), 0.0);
+        assert_eq!(
+            sentiment("Not easy to set up, but support was helpful"),
+            0.0
+        );
         assert_eq!(sentiment("We ordered pizza"), 0.0);
     }
 
@@ -238,12 +390,21 @@ mod tests {
         let (themed, keywords) = themes(&comments, &BTreeMap::new());
         let names: Vec<&str> = themed.iter().map(|t| t.theme.as_str()).collect();
         // "report" and "slow" tie in both report comments; the alphabetically first wins.
-        assert_eq!(names, vec!["report", "report", "price", "price", UNTHEMED, UNTHEMED]);
+        assert_eq!(
+            names,
+            vec!["report", "report", "price", "price", UNTHEMED, UNTHEMED]
+        );
         assert!(keywords["price"].contains(&"price".to_string()));
         // A configured rule overrides the automatic theme.
-        let rules = BTreeMap::from([("price".to_string(), "Pricing".to_string()), ("support".to_string(), "Support".to_string())]);
+        let rules = BTreeMap::from([
+            ("price".to_string(), "Pricing".to_string()),
+            ("support".to_string(), "Support".to_string()),
+        ]);
         let (themed, _) = themes(&comments, &rules);
-        let names: Vec<(&str, &str)> = themed.iter().map(|t| (t.theme.as_str(), t.by.as_str())).collect();
+        let names: Vec<(&str, &str)> = themed
+            .iter()
+            .map(|t| (t.theme.as_str(), t.by.as_str()))
+            .collect();
         assert_eq!(names[2], ("Pricing", "rule"));
         assert_eq!(names[3], ("Pricing", "rule"));
         assert_eq!(names[4], ("Support", "rule"));
@@ -254,7 +415,15 @@ mod tests {
     fn reason_codes_are_checked_against_the_list() {
         let config = ListeningConfig::default();
         assert!(config.check_reason("price").is_ok());
-        assert!(config.check_reason("weather").unwrap_err().contains("not a reason code; one of: price"));
-        assert!(ListeningConfig { reasons: vec!["Bad Code".into()], ..config }.check().is_err());
+        assert!(config
+            .check_reason("weather")
+            .unwrap_err()
+            .contains("not a reason code; one of: price"));
+        assert!(ListeningConfig {
+            reasons: vec!["Bad Code".into()],
+            ..config
+        }
+        .check()
+        .is_err());
     }
 }

@@ -61,7 +61,13 @@ pub const COLUMNS: &[&str] = &[
 pub fn is_numeric(column: &str) -> bool {
     !matches!(
         column,
-        "account_id" | "segment" | "usage_frequency" | "tickets_by_type" | "suggestions_by_category" | "business_results" | "initial_adoption"
+        "account_id"
+            | "segment"
+            | "usage_frequency"
+            | "tickets_by_type"
+            | "suggestions_by_category"
+            | "business_results"
+            | "initial_adoption"
     )
 }
 
@@ -212,7 +218,11 @@ impl AccountData {
     /// of its newest subscription in force.
     fn plan_at(&self, day: i32) -> Option<&str> {
         self.plan.as_deref().or_else(|| {
-            self.subscriptions.iter().filter(|s| s.in_force(day)).max_by_key(|s| s.start).and_then(|s| s.plan.as_deref())
+            self.subscriptions
+                .iter()
+                .filter(|s| s.in_force(day))
+                .max_by_key(|s| s.start)
+                .and_then(|s| s.plan.as_deref())
         })
     }
 
@@ -223,9 +233,18 @@ impl AccountData {
     }
 
     /// The value moment were the account's first feature uses `first_use`.
-    pub fn value_moment_with(&self, first_use: &HashMap<String, i32>, config: &MetricsConfig) -> Option<i32> {
+    pub fn value_moment_with(
+        &self,
+        first_use: &HashMap<String, i32>,
+        config: &MetricsConfig,
+    ) -> Option<i32> {
         let go_live = self.subscriptions.iter().filter_map(|s| s.go_live).min();
-        go_live.or_else(|| config.value_feature.as_ref().and_then(|f| first_use.get(f).copied()))
+        go_live.or_else(|| {
+            config
+                .value_feature
+                .as_ref()
+                .and_then(|f| first_use.get(f).copied())
+        })
     }
 
     fn first_subscription(&self) -> Option<&Subscription> {
@@ -252,7 +271,9 @@ pub fn quantile(sorted: &[f64], q: f64) -> Option<f64> {
 }
 
 fn number(x: Option<f64>) -> Value {
-    x.filter(|x| x.is_finite()).map(Value::from).unwrap_or(Value::Null)
+    x.filter(|x| x.is_finite())
+        .map(Value::from)
+        .unwrap_or(Value::Null)
 }
 
 /// Monday-based weekday (0 = Monday) of a day number; 1970-01-01 was a Thursday.
@@ -262,22 +283,43 @@ pub fn weekday(day: i32) -> i32 {
 
 /// Computes every metric of one account (or merged subtree) at `as_of`, except
 /// `engagement_score`, which needs the segment: see [`engagement_scores`].
+// Over 100 lines: One block per metric group of docs/metrics.md, in its order; issue 29 item 4 turns it into a table of measures.
+#[allow(clippy::too_many_lines)]
 pub fn compute(data: &AccountData, as_of: i32, config: &MetricsConfig) -> Row {
     let w = &config.windows;
-    let (engagement, adoption, logins_window) = (w.engagement_days as i32, w.adoption_days as i32, w.logins_days as i32);
+    let (engagement, adoption, logins_window) = (
+        w.engagement_days as i32,
+        w.adoption_days as i32,
+        w.logins_days as i32,
+    );
     let mut row = Row::new();
     row.insert("account_id".into(), data.account_id.clone().into());
     row.insert("segment".into(), data.segment.clone().into());
 
     // People and days, with a person's minutes merged across accounts of a subtree.
     let mut person_days: HashMap<(&str, i32), Vec<&UserDay>> = HashMap::new();
-    for d in data.days.iter().filter(|d| d.day <= as_of && d.day > as_of - config.lookback_days() - 1) {
-        person_days.entry((d.user.as_str(), d.day)).or_default().push(d);
+    for d in data
+        .days
+        .iter()
+        .filter(|d| d.day <= as_of && d.day > as_of - config.lookback_days() - 1)
+    {
+        person_days
+            .entry((d.user.as_str(), d.day))
+            .or_default()
+            .push(d);
     }
     let users_in = |from: i32, to: i32| -> HashSet<&str> {
-        person_days.keys().filter(|(_, day)| *day >= from && *day <= to).map(|(u, _)| *u).collect()
+        person_days
+            .keys()
+            .filter(|(_, day)| *day >= from && *day <= to)
+            .map(|(u, _)| *u)
+            .collect()
     };
-    let active_days: HashSet<i32> = person_days.keys().filter(|(_, day)| in_window(*day, as_of, engagement)).map(|(_, d)| *d).collect();
+    let active_days: HashSet<i32> = person_days
+        .keys()
+        .filter(|(_, day)| in_window(*day, as_of, engagement))
+        .map(|(_, d)| *d)
+        .collect();
     let active_days_14d = active_days.len() as i64;
     let first_half = active_days.iter().any(|d| *d <= as_of - engagement / 2);
     let second_half = active_days.iter().any(|d| *d > as_of - engagement / 2);
@@ -296,7 +338,10 @@ pub fn compute(data: &AccountData, as_of: i32, config: &MetricsConfig) -> Row {
             active_minutes += if rows.len() == 1 {
                 rows[0].minutes.len()
             } else {
-                rows.iter().flat_map(|r| r.minutes.iter()).collect::<HashSet<_>>().len()
+                rows.iter()
+                    .flat_map(|r| r.minutes.iter())
+                    .collect::<HashSet<_>>()
+                    .len()
             };
         }
     }
@@ -305,10 +350,19 @@ pub fn compute(data: &AccountData, as_of: i32, config: &MetricsConfig) -> Row {
     let active_users_30d = users_30.len() as i64;
     let users_30_before = users_in(as_of - 2 * adoption + 1, as_of - adoption).len() as i64;
     let sum_in = |days: i32, field: fn(&UserDay) -> i64| -> i64 {
-        data.days.iter().filter(|d| in_window(d.day, as_of, days)).map(field).sum()
+        data.days
+            .iter()
+            .filter(|d| in_window(d.day, as_of, days))
+            .map(field)
+            .sum()
     };
     let logins_28 = sum_in(logins_window, |d| d.logins);
-    let seats: i64 = data.subscriptions.iter().filter(|s| s.in_force(as_of)).map(|s| s.seats).sum();
+    let seats: i64 = data
+        .subscriptions
+        .iter()
+        .filter(|s| s.in_force(as_of))
+        .map(|s| s.seats)
+        .sum();
     let ratio = |num: f64, den: f64| if den == 0.0 { None } else { Some(num / den) };
 
     row.insert("active_days_14d".into(), active_days_14d.into());
@@ -317,38 +371,90 @@ pub fn compute(data: &AccountData, as_of: i32, config: &MetricsConfig) -> Row {
     row.insert("active_users_14d".into(), active_users_14d.into());
     row.insert("active_users_30d".into(), active_users_30d.into());
     row.insert("dau".into(), (users_in(as_of, as_of).len() as i64).into());
-    row.insert("wau".into(), (users_in(as_of - 6, as_of).len() as i64).into());
+    row.insert(
+        "wau".into(),
+        (users_in(as_of - 6, as_of).len() as i64).into(),
+    );
     row.insert("mau".into(), active_users_30d.into());
-    row.insert("logins_per_user_week".into(), number(ratio(logins_28 as f64, active_users_30d as f64).map(|x| x / (logins_window / 7) as f64)));
+    row.insert(
+        "logins_per_user_week".into(),
+        number(
+            ratio(logins_28 as f64, active_users_30d as f64)
+                .map(|x| x / (logins_window / 7) as f64),
+        ),
+    );
     row.insert("seats".into(), seats.into());
-    row.insert("license_utilization".into(), number(ratio(active_users_30d as f64, seats as f64)));
+    row.insert(
+        "license_utilization".into(),
+        number(ratio(active_users_30d as f64, seats as f64)),
+    );
     row.insert("engagement_score".into(), Value::Null);
 
     // Adoption.
-    let used: HashSet<&str> = data.features.iter().filter(|f| in_window(f.day, as_of, adoption) && f.uses > 0).map(|f| f.feature.as_str()).collect();
-    let available = data.plan_at(as_of).and_then(|plan| config.plan_features.get(plan)).map(Vec::len).filter(|n| *n > 0);
-    let new_features = used.iter().filter(|f| data.first_use.get(**f).is_some_and(|first| *first > as_of - adoption)).count();
+    let used: HashSet<&str> = data
+        .features
+        .iter()
+        .filter(|f| in_window(f.day, as_of, adoption) && f.uses > 0)
+        .map(|f| f.feature.as_str())
+        .collect();
+    let available = data
+        .plan_at(as_of)
+        .and_then(|plan| config.plan_features.get(plan))
+        .map(Vec::len)
+        .filter(|n| *n > 0);
+    let new_features = used
+        .iter()
+        .filter(|f| {
+            data.first_use
+                .get(**f)
+                .is_some_and(|first| *first > as_of - adoption)
+        })
+        .count();
     row.insert("features_used_30d".into(), (used.len() as i64).into());
-    row.insert("feature_breadth".into(), number(available.map(|n| used.len() as f64 / n as f64)));
+    row.insert(
+        "feature_breadth".into(),
+        number(available.map(|n| used.len() as f64 / n as f64)),
+    );
     row.insert("new_features_30d".into(), (new_features as i64).into());
-    row.insert("transactions_30d".into(), sum_in(adoption, |d| d.transactions).into());
-    row.insert("user_adoption_growth".into(), number(ratio(active_users_30d as f64, users_30_before as f64).map(|x| x - 1.0)));
-    let adopted = users_30.iter().filter(|u| fully_adopted(data, u, as_of, config)).count();
-    row.insert("rate_of_adoption".into(), number(ratio(adopted as f64, active_users_30d as f64)));
-    row.insert("education_events_30d".into(), sum_in(adoption, |d| d.education).into());
+    row.insert(
+        "transactions_30d".into(),
+        sum_in(adoption, |d| d.transactions).into(),
+    );
+    row.insert(
+        "user_adoption_growth".into(),
+        number(ratio(active_users_30d as f64, users_30_before as f64).map(|x| x - 1.0)),
+    );
+    let adopted = users_30
+        .iter()
+        .filter(|u| fully_adopted(data, u, as_of, config))
+        .count();
+    row.insert(
+        "rate_of_adoption".into(),
+        number(ratio(adopted as f64, active_users_30d as f64)),
+    );
+    row.insert(
+        "education_events_30d".into(),
+        sum_in(adoption, |d| d.education).into(),
+    );
 
     // Onboarding.
     let first = data.first_subscription().filter(|s| s.start <= as_of);
     let provisioned = first.and_then(|s| s.provisioned).filter(|p| *p <= as_of);
-    row.insert("time_to_provision_days".into(), match (first, provisioned) {
-        (Some(s), Some(p)) => Value::from(p - s.start),
-        _ => Value::Null,
-    });
+    row.insert(
+        "time_to_provision_days".into(),
+        match (first, provisioned) {
+            (Some(s), Some(p)) => Value::from(p - s.start),
+            _ => Value::Null,
+        },
+    );
     let value_moment = data.value_moment(config).filter(|v| *v <= as_of);
-    row.insert("time_to_value_days".into(), match (value_moment, provisioned) {
-        (Some(v), Some(p)) => Value::from(v - p),
-        _ => Value::Null,
-    });
+    row.insert(
+        "time_to_value_days".into(),
+        match (value_moment, provisioned) {
+            (Some(v), Some(p)) => Value::from(v - p),
+            _ => Value::Null,
+        },
+    );
     row.insert("initial_adoption".into(), match value_moment {
         Some(v) => {
             let window: Vec<&UserDay> = data.value_days.iter().filter(|d| d.day >= v && d.day < v + adoption && d.day <= as_of).collect();
@@ -357,14 +463,27 @@ pub fn compute(data: &AccountData, as_of: i32, config: &MetricsConfig) -> Row {
         }
         None => Value::Null,
     });
-    let go_live: Vec<&Survey> = data.surveys.iter().filter(|s| s.kind == "go_live_recommend" && s.answered <= as_of).collect();
+    let go_live: Vec<&Survey> = data
+        .surveys
+        .iter()
+        .filter(|s| s.kind == "go_live_recommend" && s.answered <= as_of)
+        .collect();
     row.insert(
         "go_live_recommend_rate".into(),
-        number(ratio(go_live.iter().filter(|s| s.score == 1).count() as f64, go_live.len() as f64)),
+        number(ratio(
+            go_live.iter().filter(|s| s.score == 1).count() as f64,
+            go_live.len() as f64,
+        )),
     );
 
     support(&mut row, data, as_of, w.support_days as i32);
-    feedback(&mut row, data, as_of, w.support_days as i32, w.nps_days as i32);
+    feedback(
+        &mut row,
+        data,
+        as_of,
+        w.support_days as i32,
+        w.nps_days as i32,
+    );
     row
 }
 
@@ -380,18 +499,35 @@ fn fully_adopted(data: &AccountData, user: &str, as_of: i32, config: &MetricsCon
     let last_sunday = as_of - (weekday(as_of) + 1) % 7;
     let weeks = config.adoption_weeks as i32;
     let first_monday = last_sunday - 7 * weeks + 1;
-    let rows: Vec<&UserDay> = data.days.iter().filter(|d| d.user == user && d.day >= first_monday && d.day <= as_of).collect();
-    let mut minutes: Vec<u32> = rows.iter().flat_map(|d| d.minutes.iter().copied()).collect();
+    let rows: Vec<&UserDay> = data
+        .days
+        .iter()
+        .filter(|d| d.user == user && d.day >= first_monday && d.day <= as_of)
+        .collect();
+    let mut minutes: Vec<u32> = rows
+        .iter()
+        .flat_map(|d| d.minutes.iter().copied())
+        .collect();
     activity::normalize(&mut minutes);
-    let mut keys: Vec<u32> = rows.iter().flat_map(|d| d.key_minutes.iter().copied()).collect();
+    let mut keys: Vec<u32> = rows
+        .iter()
+        .flat_map(|d| d.key_minutes.iter().copied())
+        .collect();
     activity::normalize(&mut keys);
-    let mut logins: Vec<(u32, i32)> = rows.iter().flat_map(|d| d.login_minutes.iter().map(move |m| (*m, d.day))).collect();
+    let mut logins: Vec<(u32, i32)> = rows
+        .iter()
+        .flat_map(|d| d.login_minutes.iter().map(move |m| (*m, d.day)))
+        .collect();
     logins.sort_unstable();
     logins.dedup_by_key(|(m, _)| *m);
     for week in 0..weeks {
         let monday = first_monday + 7 * week;
         let sunday = monday + 6;
-        let count: i64 = rows.iter().filter(|d| d.day >= monday && d.day <= sunday).map(|d| d.logins).sum();
+        let count: i64 = rows
+            .iter()
+            .filter(|d| d.day >= monday && d.day <= sunday)
+            .map(|d| d.logins)
+            .sum();
         if count < i64::from(config.adoption_logins_per_week) {
             return false;
         }
@@ -410,7 +546,10 @@ fn fully_adopted(data: &AccountData, user: &str, as_of: i32, config: &MetricsCon
                 end = *m;
             }
             let key_at = keys.partition_point(|k| *k < *login);
-            if !keys.get(key_at).is_some_and(|k| *k <= end && *k < next_login) {
+            if !keys
+                .get(key_at)
+                .is_some_and(|k| *k <= end && *k < next_login)
+            {
                 return false;
             }
         }
@@ -430,38 +569,68 @@ fn support(row: &mut Row, data: &AccountData, as_of: i32, window: i32) {
     for t in &data.tickets {
         let flags = [opened(t), is_open(t), closed(t)];
         if flags.iter().any(|f| *f) {
-            let counts = by_type.entry(t.kind.clone().unwrap_or_else(|| "unspecified".into())).or_default();
+            let counts = by_type
+                .entry(t.kind.clone().unwrap_or_else(|| "unspecified".into()))
+                .or_default();
             for (c, f) in counts.iter_mut().zip(flags) {
                 *c += i64::from(f);
             }
         }
     }
-    let by_type: Map<String, Value> =
-        by_type.into_iter().map(|(k, [o, n, c])| (k, json!({"opened_90d": o, "open": n, "closed_90d": c}))).collect();
+    let by_type: Map<String, Value> = by_type
+        .into_iter()
+        .map(|(k, [o, n, c])| (k, json!({"opened_90d": o, "open": n, "closed_90d": c})))
+        .collect();
     row.insert("tickets_by_type".into(), Value::Object(by_type));
-    row.insert("escalations_open".into(), count(&|t| is_open(t) && t.escalated).into());
+    row.insert(
+        "escalations_open".into(),
+        count(&|t| is_open(t) && t.escalated).into(),
+    );
     let hours = |from: i64, to: i64| (to - from) as f64 / 3_600_000.0;
-    let mut resolution: Vec<f64> = data.tickets.iter().filter(|t| closed(t)).map(|t| hours(t.opened_ms, t.resolved_ms.unwrap_or(t.opened_ms))).collect();
+    let mut resolution: Vec<f64> = data
+        .tickets
+        .iter()
+        .filter(|t| closed(t))
+        .map(|t| hours(t.opened_ms, t.resolved_ms.unwrap_or(t.opened_ms)))
+        .collect();
     resolution.sort_by(f64::total_cmp);
     let mut response: Vec<f64> = data
         .tickets
         .iter()
-        .filter(|t| t.first_response.is_some_and(|r| in_window(r, as_of, window)))
+        .filter(|t| {
+            t.first_response
+                .is_some_and(|r| in_window(r, as_of, window))
+        })
         .map(|t| hours(t.opened_ms, t.first_response_ms.unwrap_or(t.opened_ms)))
         .collect();
     response.sort_by(f64::total_cmp);
-    row.insert("median_resolution_hours_90d".into(), number(quantile(&resolution, 0.5)));
-    row.insert("p90_resolution_hours_90d".into(), number(quantile(&resolution, 0.9)));
-    row.insert("median_first_response_hours_90d".into(), number(quantile(&response, 0.5)));
+    row.insert(
+        "median_resolution_hours_90d".into(),
+        number(quantile(&resolution, 0.5)),
+    );
+    row.insert(
+        "p90_resolution_hours_90d".into(),
+        number(quantile(&resolution, 0.9)),
+    );
+    row.insert(
+        "median_first_response_hours_90d".into(),
+        number(quantile(&response, 0.5)),
+    );
 }
 
 fn feedback(row: &mut Row, data: &AccountData, as_of: i32, window: i32, nps_window: i32) {
     // NPS over the latest answer of each person in 180 days (an answer without a person
     // stands for itself).
     let mut latest: HashMap<&str, &Survey> = HashMap::new();
-    for s in data.surveys.iter().filter(|s| s.kind == "nps" && in_window(s.answered, as_of, nps_window)) {
+    for s in data
+        .surveys
+        .iter()
+        .filter(|s| s.kind == "nps" && in_window(s.answered, as_of, nps_window))
+    {
         let who = s.user.as_deref().unwrap_or(s.response_id.as_str());
-        let keep = latest.get(who).is_none_or(|old| (s.answered_ms, &s.response_id) > (old.answered_ms, &old.response_id));
+        let keep = latest.get(who).is_none_or(|old| {
+            (s.answered_ms, &s.response_id) > (old.answered_ms, &old.response_id)
+        });
         if keep {
             latest.insert(who, s);
         }
@@ -469,18 +638,40 @@ fn feedback(row: &mut Row, data: &AccountData, as_of: i32, window: i32, nps_wind
     let n = latest.len() as f64;
     let promoters = latest.values().filter(|s| s.score >= 9).count() as f64;
     let detractors = latest.values().filter(|s| s.score <= 6).count() as f64;
-    row.insert("nps".into(), number((n > 0.0).then(|| 100.0 * (promoters - detractors) / n)));
+    row.insert(
+        "nps".into(),
+        number((n > 0.0).then(|| 100.0 * (promoters - detractors) / n)),
+    );
     let scores = |kind: &str| -> Vec<i64> {
-        data.surveys.iter().filter(|s| s.kind == kind && in_window(s.answered, as_of, window)).map(|s| s.score).collect()
+        data.surveys
+            .iter()
+            .filter(|s| s.kind == kind && in_window(s.answered, as_of, window))
+            .map(|s| s.score)
+            .collect()
     };
     let csat = scores("csat");
     let ces = scores("ces");
-    row.insert("csat".into(), number((!csat.is_empty()).then(|| csat.iter().filter(|s| **s >= 4).count() as f64 / csat.len() as f64)));
-    row.insert("ces".into(), number((!ces.is_empty()).then(|| ces.iter().sum::<i64>() as f64 / ces.len() as f64)));
-    let suggestions: Vec<&Suggestion> = data.suggestions.iter().filter(|s| in_window(s.created, as_of, window)).collect();
+    row.insert(
+        "csat".into(),
+        number(
+            (!csat.is_empty())
+                .then(|| csat.iter().filter(|s| **s >= 4).count() as f64 / csat.len() as f64),
+        ),
+    );
+    row.insert(
+        "ces".into(),
+        number((!ces.is_empty()).then(|| ces.iter().sum::<i64>() as f64 / ces.len() as f64)),
+    );
+    let suggestions: Vec<&Suggestion> = data
+        .suggestions
+        .iter()
+        .filter(|s| in_window(s.created, as_of, window))
+        .collect();
     let mut by_category: BTreeMap<String, i64> = BTreeMap::new();
     for s in &suggestions {
-        *by_category.entry(s.category.clone().unwrap_or_else(|| "unspecified".into())).or_default() += 1;
+        *by_category
+            .entry(s.category.clone().unwrap_or_else(|| "unspecified".into()))
+            .or_default() += 1;
     }
     row.insert("suggestions_90d".into(), (suggestions.len() as i64).into());
     row.insert("suggestions_by_category".into(), json!(by_category));
@@ -493,7 +684,10 @@ fn feedback(row: &mut Row, data: &AccountData, as_of: i32, window: i32, nps_wind
     for (name, mut values) in kpis {
         values.sort_by_key(|k| k.date);
         let last = values[values.len() - 1];
-        let change = values.len().checked_sub(2).map(|i| last.value - values[i].value);
+        let change = values
+            .len()
+            .checked_sub(2)
+            .map(|i| last.value - values[i].value);
         results.insert(
             name.to_string(),
             json!({"value": last.value, "date": activity::day_date(last.date).to_string(), "change": change}),
@@ -515,7 +709,10 @@ pub fn engagement_scores(rows: &mut [Row], config: &MetricsConfig) {
     ];
     let mut by_segment: HashMap<String, Vec<usize>> = HashMap::new();
     for (index, row) in rows.iter().enumerate() {
-        by_segment.entry(row["segment"].as_str().unwrap_or_default().to_string()).or_default().push(index);
+        by_segment
+            .entry(row["segment"].as_str().unwrap_or_default().to_string())
+            .or_default()
+            .push(index);
     }
     for members in by_segment.values() {
         let mut scores = vec![(0.0, 0.0); members.len()];
@@ -523,7 +720,10 @@ pub fn engagement_scores(rows: &mut [Row], config: &MetricsConfig) {
             if weight == 0.0 {
                 continue;
             }
-            let mut values: Vec<f64> = members.iter().filter_map(|i| rows[*i][name].as_f64()).collect();
+            let mut values: Vec<f64> = members
+                .iter()
+                .filter_map(|i| rows[*i][name].as_f64())
+                .collect();
             values.sort_by(f64::total_cmp);
             for (slot, i) in members.iter().enumerate() {
                 if let Some(x) = rows[*i][name].as_f64() {
@@ -537,7 +737,10 @@ pub fn engagement_scores(rows: &mut [Row], config: &MetricsConfig) {
         }
         for (slot, i) in members.iter().enumerate() {
             let (sum, weights) = scores[slot];
-            rows[*i].insert("engagement_score".into(), number((weights > 0.0).then(|| sum / weights)));
+            rows[*i].insert(
+                "engagement_score".into(),
+                number((weights > 0.0).then(|| sum / weights)),
+            );
         }
     }
 }
@@ -566,7 +769,11 @@ pub fn csv_text(text: &str) -> String {
 }
 
 /// ARR in the report currency; a subscription without ARR counts 0.
-pub fn report_arr(arr: Option<f64>, currency: Option<&str>, rates: &CurrencyConfig) -> Result<f64, String> {
+pub fn report_arr(
+    arr: Option<f64>,
+    currency: Option<&str>,
+    rates: &CurrencyConfig,
+) -> Result<f64, String> {
     match arr {
         Some(amount) => rates.to_report(amount, currency.unwrap_or(&rates.report)),
         None => Ok(0.0),
@@ -579,12 +786,29 @@ mod tests {
 
     #[test]
     fn csv_cells_never_start_a_formula() {
-        for formula in ["=HYPERLINK(\"http://x\",\"y\")", "+cmd|' /C calc'!A0", "-2+3+cmd|' /C calc'!A0", "@SUM(1+1)*cmd|' /C calc'!A0", "\t=1+1", "\r=1+1", "-", "+1 2"] {
+        for formula in [
+            "=HYPERLINK(\"http://x\",\"y\")",
+            "+cmd|' /C calc'!A0",
+            "-2+3+cmd|' /C calc'!A0",
+            "@SUM(1+1)*cmd|' /C calc'!A0",
+            "\t=1+1",
+            "\r=1+1",
+            "-",
+            "+1 2",
+        ] {
             let cell = csv_text(formula);
             assert!(cell.starts_with('\''), "{formula:?} became {cell:?}");
             assert_eq!(&cell[1..], formula, "the text itself is kept");
         }
-        for plain in ["Acme Corp", "-12.5", "+3", "1e3", "", "a=b", "mail@example.com"] {
+        for plain in [
+            "Acme Corp",
+            "-12.5",
+            "+3",
+            "1e3",
+            "",
+            "a=b",
+            "mail@example.com",
+        ] {
             assert_eq!(csv_text(plain), plain);
         }
         assert_eq!(csv_cell(&serde_json::json!(-4)), "-4");

@@ -75,13 +75,33 @@ pub struct Kind {
     pub references_account: bool,
 }
 
-const fn col(name: &'static str, ty: ColumnType, required: bool, filter: Filter, doc: &'static str) -> Column {
-    Column { name, ty, required, filter, doc, optional_header: false }
+const fn col(
+    name: &'static str,
+    ty: ColumnType,
+    required: bool,
+    filter: Filter,
+    doc: &'static str,
+) -> Column {
+    Column {
+        name,
+        ty,
+        required,
+        filter,
+        doc,
+        optional_header: false,
+    }
 }
 
 /// A column added later: import files written before it keep working without its header.
 const fn later(name: &'static str, ty: ColumnType, filter: Filter, doc: &'static str) -> Column {
-    Column { name, ty, required: false, filter, doc, optional_header: true }
+    Column {
+        name,
+        ty,
+        required: false,
+        filter,
+        doc,
+        optional_header: true,
+    }
 }
 
 use ColumnType::*;
@@ -98,14 +118,44 @@ pub const ACCOUNTS: Kind = Kind {
     key: &["account_id"],
     references_account: false,
     columns: &[
-        col("account_id", Id, true, NoFilter, "the account's id (the Segment groupId)"),
+        col(
+            "account_id",
+            Id,
+            true,
+            NoFilter,
+            "the account's id (the Segment groupId)",
+        ),
         col("name", Text, false, NoFilter, "display name"),
-        col("parent_id", Id, false, Equals, "parent account; accounts form a forest"),
+        col(
+            "parent_id",
+            Id,
+            false,
+            Equals,
+            "parent account; accounts form a forest",
+        ),
         col("segment", Text, false, Equals, "customer segment"),
-        col("plan", Text, false, Equals, "plan (trial, starter, pro, enterprise ...)"),
+        col(
+            "plan",
+            Text,
+            false,
+            Equals,
+            "plan (trial, starter, pro, enterprise ...)",
+        ),
         col("csm", Id, false, Equals, "id of the owning CSM (see csms)"),
-        col("timezone", Timezone, false, NoFilter, "IANA time zone for the account's days and weeks"),
-        col("created_at", DateTime, false, Range, "when the account became a customer"),
+        col(
+            "timezone",
+            Timezone,
+            false,
+            NoFilter,
+            "IANA time zone for the account's days and weeks",
+        ),
+        col(
+            "created_at",
+            DateTime,
+            false,
+            Range,
+            "when the account became a customer",
+        ),
     ],
 };
 
@@ -142,13 +192,36 @@ pub const TICKETS: Kind = Kind {
         col("ticket_id", Id, true, NoFilter, "the ticket's id"),
         col("account_id", Id, true, Equals, "the account"),
         col("user_id", Id, false, Equals, "the person who opened it"),
-        col("type", Text, false, Equals, "ticket type (question, bug, ...)"),
+        col(
+            "type",
+            Text,
+            false,
+            Equals,
+            "ticket type (question, bug, ...)",
+        ),
         col("priority", Text, false, Equals, "priority"),
         col("opened_at", DateTime, true, Range, "when it was opened"),
-        col("first_response_at", DateTime, false, NoFilter, "first answer to the customer"),
-        col("resolved_at", DateTime, false, Range, "when it was resolved (empty: open)"),
+        col(
+            "first_response_at",
+            DateTime,
+            false,
+            NoFilter,
+            "first answer to the customer",
+        ),
+        col(
+            "resolved_at",
+            DateTime,
+            false,
+            Range,
+            "when it was resolved (empty: open)",
+        ),
         col("escalated", Bool, false, Equals, "escalated"),
-        later("subject", Text, NoFilter, "the ticket's subject line (a comment stream of listening)"),
+        later(
+            "subject",
+            Text,
+            NoFilter,
+            "the ticket's subject line (a comment stream of listening)",
+        ),
     ],
 };
 
@@ -161,11 +234,29 @@ pub const SURVEY_RESPONSES: Kind = Kind {
         col("response_id", Id, true, NoFilter, "the answer's id"),
         col("account_id", Id, true, Equals, "the account"),
         col("user_id", Id, false, Equals, "the person who answered"),
-        col("kind", Enum(SURVEY_KINDS), true, Equals, "nps (0-10), csat (1-5), ces (1-7) or go_live_recommend (yes/no, stored 1/0)"),
-        col("score", Score, true, NoFilter, "the score, in the kind's range"),
+        col(
+            "kind",
+            Enum(SURVEY_KINDS),
+            true,
+            Equals,
+            "nps (0-10), csat (1-5), ces (1-7) or go_live_recommend (yes/no, stored 1/0)",
+        ),
+        col(
+            "score",
+            Score,
+            true,
+            NoFilter,
+            "the score, in the kind's range",
+        ),
         col("comment", Text, false, NoFilter, "free-text comment"),
         col("answered_at", DateTime, true, Range, "when it was answered"),
-        col("trigger", Enum(SURVEY_TRIGGERS), false, Equals, "ticket, quarterly, go-live or manual"),
+        col(
+            "trigger",
+            Enum(SURVEY_TRIGGERS),
+            false,
+            Equals,
+            "ticket, quarterly, go-live or manual",
+        ),
     ],
 };
 
@@ -180,7 +271,13 @@ pub const SUGGESTIONS: Kind = Kind {
         col("user_id", Id, false, Equals, "the person who suggested it"),
         col("title", Text, true, NoFilter, "what was asked for"),
         col("category", Text, false, Equals, "category"),
-        col("status", Text, false, Equals, "status (open, planned, shipped, declined ...)"),
+        col(
+            "status",
+            Text,
+            false,
+            Equals,
+            "status (open, planned, shipped, declined ...)",
+        ),
         col("created_at", DateTime, true, Range, "when it was made"),
     ],
 };
@@ -204,14 +301,28 @@ pub const CSMS: Kind = Kind {
     key: &["csm_id"],
     references_account: false,
     columns: &[
-        col("csm_id", Id, true, NoFilter, "the CSM's id (accounts refer to it in `csm`)"),
+        col(
+            "csm_id",
+            Id,
+            true,
+            NoFilter,
+            "the CSM's id (accounts refer to it in `csm`)",
+        ),
         col("name", Text, false, NoFilter, "full name"),
         col("email", Text, false, NoFilter, "email address"),
     ],
 };
 
 /// Every record kind, in the order imports should run (accounts first).
-pub const KINDS: &[&Kind] = &[&CSMS, &ACCOUNTS, &SUBSCRIPTIONS, &TICKETS, &SURVEY_RESPONSES, &SUGGESTIONS, &KPIS];
+pub const KINDS: &[&Kind] = &[
+    &CSMS,
+    &ACCOUNTS,
+    &SUBSCRIPTIONS,
+    &TICKETS,
+    &SURVEY_RESPONSES,
+    &SUGGESTIONS,
+    &KPIS,
+];
 
 pub fn kind(name: &str) -> Option<&'static Kind> {
     KINDS.iter().copied().find(|k| k.name == name)
@@ -233,7 +344,9 @@ impl Cell {
             (Cell::Text(s), _) => Value::String(s.clone()),
             (Cell::Int(i), Bool) => Value::Bool(*i != 0),
             (Cell::Int(i), _) => Value::from(*i),
-            (Cell::Real(f), _) => serde_json::Number::from_f64(*f).map(Value::Number).unwrap_or(Value::Null),
+            (Cell::Real(f), _) => serde_json::Number::from_f64(*f)
+                .map(Value::Number)
+                .unwrap_or(Value::Null),
         }
     }
 
@@ -271,12 +384,19 @@ pub struct Record {
 
 impl Record {
     pub fn get(&self, kind: &Kind, column: &str) -> &Cell {
-        let index = kind.columns.iter().position(|c| c.name == column).expect("invariant: column of this kind");
+        let index = kind
+            .columns
+            .iter()
+            .position(|c| c.name == column)
+            .expect("invariant: column of this kind");
         &self.cells[index]
     }
 
     pub fn key(&self, kind: &Kind) -> Vec<String> {
-        kind.key.iter().map(|k| self.get(kind, k).as_text().unwrap_or_default().to_string()).collect()
+        kind.key
+            .iter()
+            .map(|k| self.get(kind, k).as_text().unwrap_or_default().to_string())
+            .collect()
     }
 
     pub fn to_json(&self, kind: &Kind) -> Value {
@@ -298,17 +418,26 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(column: &str, reason: impl Into<String>) -> FieldError {
-        FieldError { column: column.to_string(), reason: reason.into() }
+        FieldError {
+            column: column.to_string(),
+            reason: reason.into(),
+        }
     }
 }
 
 /// Validates one record given as text fields (CSV cells, or JSON values rendered as text;
 /// `None` or empty means null). Returns every problem of the record, not just the first.
-pub fn validate(kind: &Kind, fields: &dyn Fn(&str) -> Option<String>, traits: Map<String, Value>) -> Result<Record, Vec<FieldError>> {
+pub fn validate(
+    kind: &Kind,
+    fields: &dyn Fn(&str) -> Option<String>,
+    traits: Map<String, Value>,
+) -> Result<Record, Vec<FieldError>> {
     let mut cells = Vec::with_capacity(kind.columns.len());
     let mut errors = Vec::new();
     for column in kind.columns {
-        let text = fields(column.name).map(|t| t.trim().to_string()).filter(|t| !t.is_empty());
+        let text = fields(column.name)
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty());
         match (text, column.required) {
             (None, true) => {
                 errors.push(FieldError::new(column.name, "required"));
@@ -352,7 +481,10 @@ fn parse_cell(ty: ColumnType, text: &str) -> Result<Cell, String> {
         }
         Text => {
             if text.len() > limits::RECORD_TEXT_BYTES_MAX {
-                return Err(format!("longer than {} bytes", limits::RECORD_TEXT_BYTES_MAX));
+                return Err(format!(
+                    "longer than {} bytes",
+                    limits::RECORD_TEXT_BYTES_MAX
+                ));
             }
             Ok(Cell::Text(text.to_string()))
         }
@@ -378,7 +510,9 @@ fn parse_cell(ty: ColumnType, text: &str) -> Result<Cell, String> {
             if text.len() == 3 && text.chars().all(|c| c.is_ascii_uppercase()) {
                 Ok(Cell::Text(text.to_string()))
             } else {
-                Err(format!("not an ISO 4217 currency code (three capital letters): {text:?}"))
+                Err(format!(
+                    "not an ISO 4217 currency code (three capital letters): {text:?}"
+                ))
             }
         }
         Timezone => text
@@ -400,20 +534,30 @@ fn parse_cell(ty: ColumnType, text: &str) -> Result<Cell, String> {
 /// A list filter's value, parsed like the column's values (a score as a whole number).
 pub fn parse_filter_value(ty: ColumnType, text: &str) -> Result<Cell, String> {
     match ty {
-        Score => text.parse::<i64>().map(Cell::Int).map_err(|_| format!("not a whole number: {text:?}")),
+        Score => text
+            .parse::<i64>()
+            .map(Cell::Int)
+            .map_err(|_| format!("not a whole number: {text:?}")),
         _ => parse_cell(ty, text),
     }
 }
 
 pub fn parse_date(text: &str) -> Result<NaiveDate, String> {
-    NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| format!("not a date (YYYY-MM-DD): {text:?}"))
+    NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .map_err(|_| format!("not a date (YYYY-MM-DD): {text:?}"))
 }
 
 /// An ISO-8601 date-time (or a bare date) as RFC 3339 UTC text with milliseconds.
 pub fn parse_datetime(text: &str) -> Result<String, String> {
     let ms = match parse_date(text) {
-        Ok(date) => date.and_hms_opt(0, 0, 0).expect("invariant: midnight exists").and_utc().timestamp_millis(),
-        Err(_) => parse_timestamp(text).ok_or_else(|| format!("not an ISO-8601 date-time: {text:?}"))?,
+        Ok(date) => date
+            .and_hms_opt(0, 0, 0)
+            .expect("invariant: midnight exists")
+            .and_utc()
+            .timestamp_millis(),
+        Err(_) => {
+            parse_timestamp(text).ok_or_else(|| format!("not an ISO-8601 date-time: {text:?}"))?
+        }
     };
     DateTime::<Utc>::from_timestamp_millis(ms)
         .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true))
@@ -427,7 +571,10 @@ fn cross_checks(kind: &Kind, record: &Record, errors: &mut Vec<FieldError>) {
         "subscriptions" => {
             if let (Some(start), Some(end)) = (text("start_date"), text("end_date")) {
                 if end < start {
-                    errors.push(FieldError::new("end_date", format!("{end} is before start_date {start}")));
+                    errors.push(FieldError::new(
+                        "end_date",
+                        format!("{end} is before start_date {start}"),
+                    ));
                 }
             }
         }
@@ -436,7 +583,10 @@ fn cross_checks(kind: &Kind, record: &Record, errors: &mut Vec<FieldError>) {
                 for later in ["first_response_at", "resolved_at"] {
                     if let Some(at) = text(later) {
                         if at < opened {
-                            errors.push(FieldError::new(later, format!("{at} is before opened_at {opened}")));
+                            errors.push(FieldError::new(
+                                later,
+                                format!("{at} is before opened_at {opened}"),
+                            ));
                         }
                     }
                 }
@@ -448,16 +598,32 @@ fn cross_checks(kind: &Kind, record: &Record, errors: &mut Vec<FieldError>) {
 
 /// The survey score check, which depends on `kind`; turns the score text into an integer.
 fn finish_survey_score(record: &mut Record) -> Result<(), FieldError> {
-    let kind_index = SURVEY_RESPONSES.columns.iter().position(|c| c.name == "kind").expect("invariant");
-    let score_index = SURVEY_RESPONSES.columns.iter().position(|c| c.name == "score").expect("invariant");
-    let (Some(kind), Cell::Text(score)) = (record.cells[kind_index].as_text().map(str::to_string), record.cells[score_index].clone()) else {
+    let kind_index = SURVEY_RESPONSES
+        .columns
+        .iter()
+        .position(|c| c.name == "kind")
+        .expect("invariant");
+    let score_index = SURVEY_RESPONSES
+        .columns
+        .iter()
+        .position(|c| c.name == "score")
+        .expect("invariant");
+    let (Some(kind), Cell::Text(score)) = (
+        record.cells[kind_index].as_text().map(str::to_string),
+        record.cells[score_index].clone(),
+    ) else {
         return Ok(());
     };
     let value = if kind == "go_live_recommend" {
         match score.to_ascii_lowercase().as_str() {
             "yes" | "true" | "1" => 1,
             "no" | "false" | "0" => 0,
-            _ => return Err(FieldError::new("score", format!("go_live_recommend takes yes or no, got {score:?}"))),
+            _ => {
+                return Err(FieldError::new(
+                    "score",
+                    format!("go_live_recommend takes yes or no, got {score:?}"),
+                ))
+            }
         }
     } else {
         let (low, high) = match kind.as_str() {
@@ -467,8 +633,18 @@ fn finish_survey_score(record: &mut Record) -> Result<(), FieldError> {
         };
         match score.parse::<i64>() {
             Ok(n) if (low..=high).contains(&n) => n,
-            Ok(n) => return Err(FieldError::new("score", format!("{kind} score must be {low} to {high}, got {n}"))),
-            Err(_) => return Err(FieldError::new("score", format!("not a whole number: {score:?}"))),
+            Ok(n) => {
+                return Err(FieldError::new(
+                    "score",
+                    format!("{kind} score must be {low} to {high}, got {n}"),
+                ))
+            }
+            Err(_) => {
+                return Err(FieldError::new(
+                    "score",
+                    format!("not a whole number: {score:?}"),
+                ))
+            }
         }
     };
     record.cells[score_index] = Cell::Int(value);
@@ -496,9 +672,15 @@ pub fn from_json(kind: &Kind, object: &Map<String, Value>) -> Result<Record, Vec
                 errors.push(FieldError::new("traits", "expected an object"));
             }
         } else if !kind.columns.iter().any(|c| c.name == name) {
-            errors.push(FieldError::new(name, format!("unknown field for {}", kind.name)));
+            errors.push(FieldError::new(
+                name,
+                format!("unknown field for {}", kind.name),
+            ));
         } else if value.is_object() || value.is_array() {
-            errors.push(FieldError::new(name, "expected a string, number or boolean"));
+            errors.push(FieldError::new(
+                name,
+                "expected a string, number or boolean",
+            ));
         }
     }
     let traits = match object.get("traits") {
@@ -541,10 +723,28 @@ mod tests {
     #[test]
     fn survey_scores_follow_their_kind() {
         let base = |kind: &str, score: Value| serde_json::json!({"response_id": "r", "account_id": "a", "kind": kind, "score": score, "answered_at": "2026-01-01T10:00:00Z"});
-        assert_eq!(check(&SURVEY_RESPONSES, base("nps", 10.into())).unwrap()["score"], 10);
-        assert_eq!(check(&SURVEY_RESPONSES, base("go_live_recommend", "yes".into())).unwrap()["score"], 1);
-        assert!(check(&SURVEY_RESPONSES, base("nps", 11.into())).unwrap_err()[0].1.contains("0 to 10"));
-        assert!(check(&SURVEY_RESPONSES, base("csat", 0.into())).unwrap_err()[0].1.contains("1 to 5"));
-        assert!(check(&SURVEY_RESPONSES, base("ces", 8.into())).unwrap_err()[0].1.contains("1 to 7"));
+        assert_eq!(
+            check(&SURVEY_RESPONSES, base("nps", 10.into())).unwrap()["score"],
+            10
+        );
+        assert_eq!(
+            check(&SURVEY_RESPONSES, base("go_live_recommend", "yes".into())).unwrap()["score"],
+            1
+        );
+        assert!(
+            check(&SURVEY_RESPONSES, base("nps", 11.into())).unwrap_err()[0]
+                .1
+                .contains("0 to 10")
+        );
+        assert!(
+            check(&SURVEY_RESPONSES, base("csat", 0.into())).unwrap_err()[0]
+                .1
+                .contains("1 to 5")
+        );
+        assert!(
+            check(&SURVEY_RESPONSES, base("ces", 8.into())).unwrap_err()[0]
+                .1
+                .contains("1 to 7")
+        );
     }
 }

@@ -42,11 +42,15 @@ impl Quarter {
 
     /// The quarter holding `day`.
     pub fn of(day: NaiveDate) -> Quarter {
-        Quarter { year: day.year(), number: (day.month() - 1) / 3 + 1 }
+        Quarter {
+            year: day.year(),
+            number: (day.month() - 1) / 3 + 1,
+        }
     }
 
     pub fn first_day(self) -> NaiveDate {
-        NaiveDate::from_ymd_opt(self.year, (self.number - 1) * 3 + 1, 1).expect("invariant: a valid quarter start")
+        NaiveDate::from_ymd_opt(self.year, (self.number - 1) * 3 + 1, 1)
+            .expect("invariant: a valid quarter start")
     }
 
     pub fn last_day(self) -> NaiveDate {
@@ -74,7 +78,8 @@ pub enum LinkError {
 }
 
 fn mac(secret: &[u8], payload: &[u8]) -> Hmac<Sha256> {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("invariant: HMAC takes keys of any length");
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(secret).expect("invariant: HMAC takes keys of any length");
     mac.update(payload);
     mac
 }
@@ -82,10 +87,17 @@ fn mac(secret: &[u8], payload: &[u8]) -> Hmac<Sha256> {
 /// A token for `payload` (which must not hold the token's own separators' meaning: any
 /// text is fine), valid until `expires_unix`.
 pub fn sign_payload(secret: &[u8], payload: &str, expires_unix: i64) -> String {
-    assert!(payload.len() <= PAYLOAD_BYTES_MAX, "invariant: signed payloads are at most {PAYLOAD_BYTES_MAX} bytes (ids are at most 256)");
+    assert!(
+        payload.len() <= PAYLOAD_BYTES_MAX,
+        "invariant: signed payloads are at most {PAYLOAD_BYTES_MAX} bytes (ids are at most 256)"
+    );
     let payload = format!("{payload}\n{expires_unix}");
     let tag = mac(secret, payload.as_bytes()).finalize().into_bytes();
-    format!("{}.{}", URL_SAFE_NO_PAD.encode(payload), URL_SAFE_NO_PAD.encode(tag))
+    format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(payload),
+        URL_SAFE_NO_PAD.encode(tag)
+    )
 }
 
 /// The payload of a token, if its signature holds and it has not expired at `now_unix`.
@@ -95,9 +107,15 @@ pub fn verify_payload(secret: &[u8], token: &str, now_unix: i64) -> Result<Strin
         return Err(LinkError::Invalid);
     }
     let (payload, tag) = token.split_once('.').ok_or(LinkError::Invalid)?;
-    let payload = URL_SAFE_NO_PAD.decode(payload).map_err(|_| LinkError::Invalid)?;
-    let tag = URL_SAFE_NO_PAD.decode(tag).map_err(|_| LinkError::Invalid)?;
-    mac(secret, &payload).verify_slice(&tag).map_err(|_| LinkError::Invalid)?;
+    let payload = URL_SAFE_NO_PAD
+        .decode(payload)
+        .map_err(|_| LinkError::Invalid)?;
+    let tag = URL_SAFE_NO_PAD
+        .decode(tag)
+        .map_err(|_| LinkError::Invalid)?;
+    mac(secret, &payload)
+        .verify_slice(&tag)
+        .map_err(|_| LinkError::Invalid)?;
     let text = String::from_utf8(payload).map_err(|_| LinkError::Invalid)?;
     let (payload, expires) = text.rsplit_once('\n').ok_or(LinkError::Invalid)?;
     let expires: i64 = expires.parse().map_err(|_| LinkError::Invalid)?;
@@ -124,7 +142,9 @@ pub fn verify(secret: &[u8], token: &str, now_unix: i64) -> Result<(String, Quar
 pub fn parse_validity(text: &str) -> Result<i64, String> {
     let bad = || format!("{text:?} is not a duration like 30d, 12h, 45m or 10s");
     let unit = text.chars().last().ok_or_else(bad)?;
-    let amount: i64 = text[..text.len() - unit.len_utf8()].parse().map_err(|_| bad())?;
+    let amount: i64 = text[..text.len() - unit.len_utf8()]
+        .parse()
+        .map_err(|_| bad())?;
     let seconds = match unit {
         'd' => amount.checked_mul(86_400),
         'h' => amount.checked_mul(3_600),
@@ -134,7 +154,9 @@ pub fn parse_validity(text: &str) -> Result<i64, String> {
     }
     .ok_or_else(bad)?;
     if seconds <= 0 || seconds > VALID_DAYS_MAX * 86_400 {
-        return Err(format!("must be more than 0 and at most {VALID_DAYS_MAX} days"));
+        return Err(format!(
+            "must be more than 0 and at most {VALID_DAYS_MAX} days"
+        ));
     }
     Ok(seconds)
 }
@@ -145,7 +167,9 @@ pub fn parse_validity(text: &str) -> Result<i64, String> {
 pub fn account_path(id: &str) -> String {
     let mut path = String::from("/accounts/");
     for byte in id.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') && !(id == "." || id == "..") {
+        if byte.is_ascii_alphanumeric()
+            || matches!(byte, b'-' | b'.' | b'_' | b'~') && !(id == "." || id == "..")
+        {
             path.push(byte as char);
         } else {
             path.push_str(&format!("%{byte:02X}"));
@@ -162,7 +186,10 @@ mod tests {
     fn account_ids_are_one_path_segment() {
         assert_eq!(account_path("acct-0067_x.y~z"), "/accounts/acct-0067_x.y~z");
         assert_eq!(account_path("a/b"), "/accounts/a%2Fb");
-        assert_eq!(account_path("../../etc/passwd"), "/accounts/..%2F..%2Fetc%2Fpasswd");
+        assert_eq!(
+            account_path("../../etc/passwd"),
+            "/accounts/..%2F..%2Fetc%2Fpasswd"
+        );
         assert_eq!(account_path(".."), "/accounts/%2E%2E");
         assert_eq!(account_path("x?y#z é"), "/accounts/x%3Fy%23z%20%C3%A9");
     }
@@ -185,13 +212,21 @@ mod tests {
             bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
             let altered = String::from_utf8(bytes).unwrap();
             if altered != token {
-                assert_eq!(verify(KEY, &altered, 0), Err(LinkError::Invalid), "byte {i}");
+                assert_eq!(
+                    verify(KEY, &altered, 0),
+                    Err(LinkError::Invalid),
+                    "byte {i}"
+                );
             }
         }
         assert_eq!(verify(b"another key", &token, 0), Err(LinkError::Invalid));
         // A longer expiry cannot be spliced in from another link.
         let later = sign(KEY, "acct-1", Quarter::parse("2026-Q3").unwrap(), 9_999);
-        let spliced = format!("{}.{}", later.split('.').next().unwrap(), token.split('.').nth(1).unwrap());
+        let spliced = format!(
+            "{}.{}",
+            later.split('.').next().unwrap(),
+            token.split('.').nth(1).unwrap()
+        );
         assert_eq!(verify(KEY, &spliced, 0), Err(LinkError::Invalid));
     }
 
@@ -203,15 +238,24 @@ mod tests {
         assert!(token.len() <= TOKEN_CHARS_MAX, "{}", token.len());
         assert_eq!(verify(KEY, &token, 0).map(|(a, _)| a), Ok(account));
         let longest = "x".repeat(PAYLOAD_BYTES_MAX);
-        assert_eq!(verify_payload(KEY, &sign_payload(KEY, &longest, i64::MAX), 0), Ok(longest));
+        assert_eq!(
+            verify_payload(KEY, &sign_payload(KEY, &longest, i64::MAX), 0),
+            Ok(longest)
+        );
     }
 
     #[test]
     fn quarters_have_their_days() {
         let q = Quarter::parse("2026-Q4").unwrap();
-        assert_eq!((q.first_day().to_string(), q.last_day().to_string()), ("2026-10-01".into(), "2026-12-31".into()));
+        assert_eq!(
+            (q.first_day().to_string(), q.last_day().to_string()),
+            ("2026-10-01".into(), "2026-12-31".into())
+        );
         assert_eq!(q.previous().to_string(), "2026-Q3");
-        assert_eq!(Quarter::parse("2027-Q1").unwrap().previous().to_string(), "2026-Q4");
+        assert_eq!(
+            Quarter::parse("2027-Q1").unwrap().previous().to_string(),
+            "2026-Q4"
+        );
         assert!(Quarter::parse("2026-Q5").is_err());
         assert!(Quarter::parse("2026Q1").is_err());
     }

@@ -14,10 +14,10 @@
 //! nothing reads.
 //! Writes go through the single [`writer`]; everything else here reads.
 
-pub mod dedup;
 pub mod actions;
 pub mod clickhouse;
 pub mod dashboard;
+pub mod dedup;
 pub mod health;
 pub mod listening;
 pub mod metrics;
@@ -40,9 +40,15 @@ use crate::limits;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("data directory {path}: {source}")]
-    DataDir { path: PathBuf, source: std::io::Error },
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("database {path}: {source}")]
-    Open { path: PathBuf, source: rusqlite::Error },
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
     #[error("database {path}: {reason}")]
     Schema { path: PathBuf, reason: String },
     #[error("database: {0}")]
@@ -64,23 +70,40 @@ pub struct Store {
 impl Store {
     /// Creates the data directory and database if needed and runs pending migrations.
     pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir { path: data_dir.to_path_buf(), source })?;
+        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
+            path: data_dir.to_path_buf(),
+            source,
+        })?;
         let path = data_dir.join("bellwether.db");
         let mut conn = connect(&path)?;
         schema::migrate(&mut conn)
-            .map_err(|source| StoreError::Open { path: path.clone(), source })?
-            .map_err(|reason| StoreError::Schema { path: path.clone(), reason })?;
+            .map_err(|source| StoreError::Open {
+                path: path.clone(),
+                source,
+            })?
+            .map_err(|reason| StoreError::Schema {
+                path: path.clone(),
+                reason,
+            })?;
         let rollups = rollups_path(&path);
         schema::split_rollups(&mut conn)
-            .map_err(|source| StoreError::Open { path: rollups.clone(), source })?
-            .map_err(|reason| StoreError::Schema { path: rollups, reason })?;
+            .map_err(|source| StoreError::Open {
+                path: rollups.clone(),
+                source,
+            })?
+            .map_err(|reason| StoreError::Schema {
+                path: rollups,
+                reason,
+            })?;
         Ok(Store { path })
     }
 
     /// A handle on the data dir's database that opens nothing: a node on ClickHouse keeps
     /// it for the handlers it does not route (see `web::App::start`).
     pub fn unopened(data_dir: &Path) -> Store {
-        Store { path: data_dir.join("bellwether.db") }
+        Store {
+            path: data_dir.join("bellwether.db"),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -102,9 +125,15 @@ const BUSY_TIMEOUT_SECS: u64 = 60;
 /// neither block it nor restart it. The copy is written beside the target and renamed into
 /// place once complete and synced.
 pub fn backup(store: &Store, target: &Path) -> Result<u64, StoreError> {
-    let io_error = |source| StoreError::DataDir { path: target.to_path_buf(), source };
+    let io_error = |source| StoreError::DataDir {
+        path: target.to_path_buf(),
+        source,
+    };
     if target.exists() {
-        return Err(io_error(std::io::Error::new(std::io::ErrorKind::AlreadyExists, "already exists; choose a new file")));
+        return Err(io_error(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            "already exists; choose a new file",
+        )));
     }
     let partial = target.with_extension("partial");
     let rollups = target.with_extension("rollups.partial");
@@ -118,8 +147,8 @@ pub fn backup(store: &Store, target: &Path) -> Result<u64, StoreError> {
     // are removed whatever happens (a killed backup leaves them; the next one removes them).
     let copied = (|| -> Result<(), StoreError> {
         let conn = store.connect()?;
-        let mut holder = store.connect()?;
-        let hold = write_transaction(&mut holder, Lock::Rollups)?;
+        let holder = store.connect()?;
+        let hold = write_transaction(&holder, Lock::Rollups)?;
         conn.execute("VACUUM rollups INTO ?1", [rollups.to_string_lossy()])?;
         conn.execute("VACUUM main INTO ?1", [partial.to_string_lossy()])?;
         drop(hold);
@@ -127,7 +156,9 @@ pub fn backup(store: &Store, target: &Path) -> Result<u64, StoreError> {
         copy.execute("ATTACH DATABASE ?1 AS copied", [rollups.to_string_lossy()])?;
         let tx = copy.transaction()?;
         for table in schema::ROLLUP_TABLES {
-            tx.execute_batch(&format!("CREATE TABLE main.{table} AS SELECT * FROM copied.{table}"))?;
+            tx.execute_batch(&format!(
+                "CREATE TABLE main.{table} AS SELECT * FROM copied.{table}"
+            ))?;
         }
         tx.commit()?;
         copy.execute("DETACH DATABASE copied", [])?;
@@ -138,7 +169,9 @@ pub fn backup(store: &Store, target: &Path) -> Result<u64, StoreError> {
         let _ = std::fs::remove_file(&partial);
         return Err(error);
     }
-    std::fs::File::open(&partial).and_then(|f| f.sync_all()).map_err(io_error)?;
+    std::fs::File::open(&partial)
+        .and_then(|f| f.sync_all())
+        .map_err(io_error)?;
     std::fs::rename(&partial, target).map_err(io_error)?;
     std::fs::metadata(target).map(|m| m.len()).map_err(io_error)
 }
@@ -147,36 +180,69 @@ pub fn backup(store: &Store, target: &Path) -> Result<u64, StoreError> {
 /// file that is not a bellwether database or fails SQLite's integrity check, and refuses
 /// to replace an existing database unless `replace` is set. Older schemas are migrated.
 pub fn restore(backup: &Path, data_dir: &Path, replace: bool) -> Result<Store, StoreError> {
-    let bad = |reason: String| StoreError::Schema { path: backup.to_path_buf(), reason };
+    let bad = |reason: String| StoreError::Schema {
+        path: backup.to_path_buf(),
+        reason,
+    };
     {
         let source = Connection::open_with_flags(backup, OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .map_err(|source| StoreError::Open { path: backup.to_path_buf(), source })?;
-        let check: String = source.query_row("PRAGMA quick_check", [], |r| r.get(0)).map_err(|e| bad(format!("not a readable database: {e}")))?;
+            .map_err(|source| StoreError::Open {
+                path: backup.to_path_buf(),
+                source,
+            })?;
+        let check: String = source
+            .query_row("PRAGMA quick_check", [], |r| r.get(0))
+            .map_err(|e| bad(format!("not a readable database: {e}")))?;
         if check != "ok" {
             return Err(bad(format!("integrity check failed: {check}")));
         }
-        let has_events: bool = source.query_row("SELECT count(*) > 0 FROM sqlite_master WHERE name = 'events'", [], |r| r.get(0))?;
+        let has_events: bool = source.query_row(
+            "SELECT count(*) > 0 FROM sqlite_master WHERE name = 'events'",
+            [],
+            |r| r.get(0),
+        )?;
         if !has_events {
             return Err(bad("not a bellwether database (no events table)".into()));
         }
     }
-    std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir { path: data_dir.to_path_buf(), source })?;
+    std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
+        path: data_dir.to_path_buf(),
+        source,
+    })?;
     let target = data_dir.join("bellwether.db");
     if target.exists() && !replace {
-        return Err(StoreError::Schema { path: target, reason: "a database is already there; pass --force to replace it (stop the server first)".into() });
+        return Err(StoreError::Schema {
+            path: target,
+            reason:
+                "a database is already there; pass --force to replace it (stop the server first)"
+                    .into(),
+        });
     }
-    let io_error = |source| StoreError::DataDir { path: target.clone(), source };
+    let io_error = |source| StoreError::DataDir {
+        path: target.clone(),
+        source,
+    };
     let partial = data_dir.join("bellwether.db.restoring");
     std::fs::copy(backup, &partial).map_err(io_error)?;
-    std::fs::File::open(&partial).and_then(|f| f.sync_all()).map_err(io_error)?;
+    std::fs::File::open(&partial)
+        .and_then(|f| f.sync_all())
+        .map_err(io_error)?;
     // The old files go, each WAL before its database (a WAL left beside a newer database
     // would be replayed into it). The backup carries its rollups in its one file; opening
     // moves them into a new rollups.db.
-    let stale = ["bellwether.db-wal", "bellwether.db-shm", "rollups.db-wal", "rollups.db-shm", ROLLUPS_FILE];
+    let stale = [
+        "bellwether.db-wal",
+        "bellwether.db-shm",
+        "rollups.db-wal",
+        "rollups.db-shm",
+        ROLLUPS_FILE,
+    ];
     for name in stale {
         let path = data_dir.join(name);
         match std::fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(StoreError::DataDir { path, source: e }),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(StoreError::DataDir { path, source: e })
+            }
             _ => {}
         }
     }
@@ -201,7 +267,10 @@ pub(crate) enum Lock {
 /// commits under. So: a deferred transaction whose first statements are no-op writes, to
 /// rollups.db first (the order every transaction takes both in, so none waits on another
 /// holding what it needs), then to bellwether.db.
-pub(crate) fn write_transaction(conn: &Connection, lock: Lock) -> rusqlite::Result<rusqlite::Transaction<'_>> {
+pub(crate) fn write_transaction(
+    conn: &Connection,
+    lock: Lock,
+) -> rusqlite::Result<rusqlite::Transaction<'_>> {
     // Deferred (rusqlite's default); "unchecked" only means a nested one fails at run time.
     let tx = conn.unchecked_transaction()?;
     if matches!(lock, Lock::Both | Lock::Rollups) {
@@ -224,8 +293,12 @@ const ROLLUPS_FILE: &str = "rollups.db";
 fn connect(path: &Path) -> Result<Connection, StoreError> {
     let conn = connect_main(path)?;
     let rollups = rollups_path(path);
-    let open_error = |source| StoreError::Open { path: rollups.clone(), source };
-    conn.execute("ATTACH DATABASE ?1 AS rollups", [rollups.to_string_lossy()]).map_err(open_error)?;
+    let open_error = |source| StoreError::Open {
+        path: rollups.clone(),
+        source,
+    };
+    conn.execute("ATTACH DATABASE ?1 AS rollups", [rollups.to_string_lossy()])
+        .map_err(open_error)?;
     conn.execute_batch(
         "PRAGMA rollups.journal_mode = WAL;
          PRAGMA rollups.synchronous = FULL;
@@ -238,10 +311,16 @@ fn connect(path: &Path) -> Result<Connection, StoreError> {
 /// A connection to the main file alone: the ingest writer's, whose IMMEDIATE transactions
 /// then lock that file only (with `rollups` attached they would lock both).
 fn connect_main(path: &Path) -> Result<Connection, StoreError> {
-    let open_error = |source| StoreError::Open { path: path.to_path_buf(), source };
-    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let open_error = |source| StoreError::Open {
+        path: path.to_path_buf(),
+        source,
+    };
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags).map_err(open_error)?;
-    conn.busy_timeout(std::time::Duration::from_secs(BUSY_TIMEOUT_SECS)).map_err(open_error)?;
+    conn.busy_timeout(std::time::Duration::from_secs(BUSY_TIMEOUT_SECS))
+        .map_err(open_error)?;
     conn.execute_batch(
         "PRAGMA journal_mode = WAL;
          PRAGMA synchronous = FULL;
@@ -327,13 +406,21 @@ const RECEIVE_DISORDER_MS: i64 = 60_000;
 
 /// The smallest id that may hold an event received at or after `since_ms` (ids follow
 /// receive order up to [`RECEIVE_DISORDER_MS`]); found by binary search on the rowid.
-pub fn first_id_received_since(conn: &Connection, since_ms: i64) -> Result<Option<i64>, StoreError> {
+pub fn first_id_received_since(
+    conn: &Connection,
+    since_ms: i64,
+) -> Result<Option<i64>, StoreError> {
     let target = since_ms.saturating_sub(RECEIVE_DISORDER_MS);
-    let mut at_or_after = conn.prepare_cached("SELECT id, received_ms FROM events WHERE id >= ?1 ORDER BY id LIMIT 1")?;
+    let mut at_or_after = conn
+        .prepare_cached("SELECT id, received_ms FROM events WHERE id >= ?1 ORDER BY id LIMIT 1")?;
     let mut row_at = |id: i64| -> Result<Option<(i64, i64)>, StoreError> {
-        Ok(at_or_after.query_row([id], |r| Ok((r.get(0)?, r.get(1)?))).optional()?)
+        Ok(at_or_after
+            .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?)
     };
-    let Some((first, first_ms)) = row_at(i64::MIN)? else { return Ok(None) };
+    let Some((first, first_ms)) = row_at(i64::MIN)? else {
+        return Ok(None);
+    };
     if first_ms >= target {
         return Ok(Some(first));
     }
@@ -352,36 +439,44 @@ pub fn first_id_received_since(conn: &Connection, since_ms: i64) -> Result<Optio
 
 /// Events received in the filter's range, oldest first, at most `filter.limit`
 /// (capped at [`limits::EVENTS_LIST_ROWS_MAX`]).
-pub fn list_events(conn: &Connection, filter: &EventFilter) -> Result<Vec<StoredEvent>, StoreError> {
+pub fn list_events(
+    conn: &Connection,
+    filter: &EventFilter,
+) -> Result<Vec<StoredEvent>, StoreError> {
     let limit = filter.limit.clamp(1, limits::EVENTS_LIST_ROWS_MAX);
     let until = filter.until_ms.unwrap_or(i64::MAX);
     let mut page = conn.prepare_cached(LIST_EVENTS)?;
     let mut account_at = conn.prepare_cached(ACCOUNT_AT)?;
     let mut account_first = conn.prepare_cached(ACCOUNT_FIRST)?;
     let mut out = Vec::new();
-    let Some(first_id) = first_id_received_since(conn, filter.since_ms)? else { return Ok(out) };
+    let Some(first_id) = first_id_received_since(conn, filter.since_ms)? else {
+        return Ok(out);
+    };
     let mut after_id = first_id - 1;
     loop {
         let rows: Vec<StoredEvent> = page
-            .query_map(params![filter.since_ms, until, after_id, SCAN_PAGE_ROWS], |r| {
-                let received_ms: i64 = r.get(1)?;
-                let timestamp_ms: i64 = r.get(9)?;
-                Ok(StoredEvent {
-                    id: r.get(0)?,
-                    received_at: format_timestamp(received_ms),
-                    source: r.get(2)?,
-                    message_id: r.get(3)?,
-                    kind: r.get(4)?,
-                    user_id: r.get(5)?,
-                    anonymous_id: r.get(6)?,
-                    account_id: r.get(7)?,
-                    event: r.get(8)?,
-                    timestamp: format_timestamp(timestamp_ms),
-                    received_ms,
-                    timestamp_ms,
-                    raw: r.get(10)?,
-                })
-            })?
+            .query_map(
+                params![filter.since_ms, until, after_id, SCAN_PAGE_ROWS],
+                |r| {
+                    let received_ms: i64 = r.get(1)?;
+                    let timestamp_ms: i64 = r.get(9)?;
+                    Ok(StoredEvent {
+                        id: r.get(0)?,
+                        received_at: format_timestamp(received_ms),
+                        source: r.get(2)?,
+                        message_id: r.get(3)?,
+                        kind: r.get(4)?,
+                        user_id: r.get(5)?,
+                        anonymous_id: r.get(6)?,
+                        account_id: r.get(7)?,
+                        event: r.get(8)?,
+                        timestamp: format_timestamp(timestamp_ms),
+                        received_ms,
+                        timestamp_ms,
+                        raw: r.get(10)?,
+                    })
+                },
+            )?
             .collect::<Result<_, _>>()?;
         let Some(last) = rows.last() else { break };
         after_id = last.id;
@@ -389,7 +484,10 @@ pub fn list_events(conn: &Connection, filter: &EventFilter) -> Result<Vec<Stored
         for mut event in rows {
             if event.account_id.is_none() {
                 event.account_id = account_at
-                    .query_row(params![event.user_id, event.anonymous_id, event.timestamp_ms], |r| r.get(0))
+                    .query_row(
+                        params![event.user_id, event.anonymous_id, event.timestamp_ms],
+                        |r| r.get(0),
+                    )
                     .optional()?;
             }
             if event.account_id.is_none() {
@@ -397,8 +495,14 @@ pub fn list_events(conn: &Connection, filter: &EventFilter) -> Result<Vec<Stored
                     .query_row(params![event.user_id, event.anonymous_id], |r| r.get(0))
                     .optional()?;
             }
-            let user_ok = filter.user.as_ref().is_none_or(|u| event.user_id.as_ref() == Some(u));
-            let account_ok = filter.account.as_ref().is_none_or(|a| event.account_id.as_ref() == Some(a));
+            let user_ok = filter
+                .user
+                .as_ref()
+                .is_none_or(|u| event.user_id.as_ref() == Some(u));
+            let account_ok = filter
+                .account
+                .as_ref()
+                .is_none_or(|a| event.account_id.as_ref() == Some(a));
             if user_ok && account_ok {
                 out.push(event);
                 if out.len() == limit {
@@ -439,7 +543,12 @@ impl Role {
 
 /// Creates an API token, valid for `valid_for_seconds` (None: until revoked), and returns
 /// its secret, shown once; only its SHA-256 is stored.
-pub fn create_token(conn: &Connection, name: &str, role: Role, valid_for_seconds: Option<i64>) -> Result<String, StoreError> {
+pub fn create_token(
+    conn: &Connection,
+    name: &str,
+    role: Role,
+    valid_for_seconds: Option<i64>,
+) -> Result<String, StoreError> {
     let secret = new_token_secret();
     let now = chrono::Utc::now().timestamp_millis();
     conn.execute(
@@ -475,9 +584,16 @@ pub struct ApiToken {
 
 /// Every API token, expired ones included.
 pub fn list_tokens(conn: &Connection) -> Result<Vec<ApiToken>, StoreError> {
-    let mut query = conn.prepare("SELECT id, name, role, created_ms, expires_ms FROM api_tokens ORDER BY id")?;
+    let mut query =
+        conn.prepare("SELECT id, name, role, created_ms, expires_ms FROM api_tokens ORDER BY id")?;
     let rows = query.query_map([], |r| {
-        Ok(ApiToken { id: r.get(0)?, name: r.get(1)?, role: r.get(2)?, created_ms: r.get(3)?, expires_ms: r.get(4)? })
+        Ok(ApiToken {
+            id: r.get(0)?,
+            name: r.get(1)?,
+            role: r.get(2)?,
+            created_ms: r.get(3)?,
+            expires_ms: r.get(4)?,
+        })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
 }

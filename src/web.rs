@@ -21,10 +21,11 @@ use std::sync::Arc;
 use axum::Router;
 use tokio::net::TcpListener;
 
-use crate::config::{Config, CurrencyConfig, HealthConfig, MetricsConfig, StoreLocation};
+use crate::config::{Config, CurrencyConfig, HealthConfig, MetricsConfig};
 use crate::ingest::Ingestor;
 use crate::store::{self, Store, StoreError};
 use crate::telemetry::Telemetry;
+use crate::workers;
 
 /// Everything a handler may use.
 #[derive(Clone)]
@@ -60,11 +61,8 @@ pub struct AppState {
     pub server: Arc<shield::ServerConfig>,
     /// Event times `/v1` accepts.
     pub event_times: crate::ingest::TimeRange,
-}
-
-/// `[actions] dashboard_url`, else `http://LISTEN`.
-pub fn base_url(config: &Config) -> String {
-    config.actions.dashboard_url.clone().unwrap_or_else(|| format!("http://{}", config.listen)).trim_end_matches('/').to_string()
+    /// Pokes the actions evaluator (after an import, a rule saved, a survey answer).
+    pub signals: workers::Signals,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -79,7 +77,10 @@ pub fn router(state: AppState) -> Router {
         .merge(ops::router())
         .merge(pages::router());
     routes
-        .layer(axum::middleware::from_fn_with_state(state.clone(), shield::guard))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            shield::guard,
+        ))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(state)
 }
@@ -96,7 +97,11 @@ fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
     CorsLayer::new()
         .allow_origin(allow)
         .allow_methods([Method::GET, Method::POST])
-        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::CONTENT_ENCODING])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::CONTENT_ENCODING,
+        ])
         .max_age(std::time::Duration::from_secs(86_400))
 }
 
@@ -105,14 +110,29 @@ fn rate_limiters(config: &Config) -> HashMap<String, governor::DefaultDirectRate
     let mut sources: Vec<&String> = config.write_keys.values().collect();
     sources.sort();
     sources.dedup();
-    for named in config.ingest.rate_limits.keys().filter(|s| !sources.contains(s)) {
+    for named in config
+        .ingest
+        .rate_limits
+        .keys()
+        .filter(|s| !sources.contains(s))
+    {
         tracing::warn!(source = %named, "[ingest.rate_limits] names a source no write key has; it limits nothing");
     }
     sources
         .into_iter()
         .filter_map(|source| {
-            let rate = config.ingest.rate_limits.get(source).copied().unwrap_or(config.ingest.rate_limit_per_second);
-            std::num::NonZeroU32::new(rate).map(|rate| (source.clone(), governor::RateLimiter::direct(governor::Quota::per_second(rate))))
+            let rate = config
+                .ingest
+                .rate_limits
+                .get(source)
+                .copied()
+                .unwrap_or(config.ingest.rate_limit_per_second);
+            std::num::NonZeroU32::new(rate).map(|rate| {
+                (
+                    source.clone(),
+                    governor::RateLimiter::direct(governor::Quota::per_second(rate)),
+                )
+            })
         })
         .collect()
 }
@@ -128,12 +148,23 @@ pub fn key_digest(key: &str) -> [u8; 32] {
 async fn security_headers(mut response: axum::response::Response) -> axum::response::Response {
     use axum::http::header::{self, HeaderValue};
     let headers = response.headers_mut();
-    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    headers.entry(header::REFERRER_POLICY).or_insert(HeaderValue::from_static("no-referrer"));
+    headers
+        .entry(header::REFERRER_POLICY)
+        .or_insert(HeaderValue::from_static("no-referrer"));
     // Dashboard pages set their own (they load the embedded stylesheet and script).
-    headers.entry(header::CONTENT_SECURITY_POLICY).or_insert(HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"));
-    headers.entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));
+    headers
+        .entry(header::CONTENT_SECURITY_POLICY)
+        .or_insert(HeaderValue::from_static(
+            "default-src 'none'; frame-ancestors 'none'",
+        ));
+    headers
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
     response
 }
 
@@ -142,7 +173,10 @@ pub enum ServeError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -156,48 +190,19 @@ pub struct App {
 impl App {
     /// Opens the store (creating and migrating it) and starts the writer.
     pub fn start(config: &Config) -> Result<App, ServeError> {
+        App::start_with(config, workers::Signals::default())
+    }
+
+    /// [`App::start`] with the signals the caller keeps (the demo holds the background work
+    /// while it loads).
+    pub fn start_with(config: &Config, signals: workers::Signals) -> Result<App, ServeError> {
         let telemetry = Telemetry::new();
         let (ingestor, receiver) = Ingestor::new(config.ingest.queue_bytes_max);
-        let (store, clickhouse, writer) = match &config.store {
-            StoreLocation::ClickHouse(location) => {
-                let clickhouse = store::clickhouse::block_on(store::clickhouse::ClickHouse::open(location))??;
-                let writer = store::clickhouse::spawn_writer(clickhouse.clone(), receiver, telemetry.clone())?;
-                if config.health.background == Some(true) {
-                    let runtime = tokio::runtime::Handle::try_current().map_err(|e| StoreError::Thread(e.to_string()))?;
-                    store::health::spawn_on_clickhouse(clickhouse.clone(), runtime.clone(), config.metrics.clone(), config.health.clone(), config.currency.clone())?;
-                    if config.retention.raw_events_days > 0 {
-                        store::retention::spawn_on_clickhouse(clickhouse.clone(), runtime.clone(), config.retention.raw_events_days)?;
-                    }
-                    store::actions::spawn(
-                        clickhouse.clone(),
-                        clickhouse.clone(),
-                        Some(runtime),
-                        config.metrics.clone(),
-                        config.health.clone(),
-                        config.currency.clone(),
-                        config.actions.clone(),
-                        base_url(config),
-                    )?;
-                } else {
-                    tracing::info!("the health history, retention, alert evaluation, surveys and the outbox run on the node with [health] background = true; not this one");
-                }
-                (Store::unopened(&config.data_dir), Some(clickhouse), writer)
-            }
-            StoreLocation::Embedded => {
-                let store = Store::open(&config.data_dir)?;
-                let writer = store::writer::spawn(store.path(), config.ingest.dedup_window_days, receiver, telemetry.clone())?;
-                // Runs for the life of the process; a step interrupted by exit rolls back.
-                store::rollup::spawn(&store, &config.metrics, telemetry.clone())?;
-                if config.retention.raw_events_days > 0 {
-                    store::retention::spawn(&store, config.retention.raw_events_days)?;
-                }
-                if config.health.background != Some(false) {
-                    store::health::spawn(&store, config.metrics.clone(), config.health.clone(), config.currency.clone())?;
-                }
-                store::actions::spawn(store.connect()?, store.connect()?, None, config.metrics.clone(), config.health.clone(), config.currency.clone(), config.actions.clone(), base_url(config))?;
-                (store, None, writer)
-            }
-        };
+        let workers::Started {
+            store,
+            clickhouse,
+            writer,
+        } = workers::start(config, receiver, &telemetry, &signals)?;
         let write_keys = config
             .write_keys
             .iter()
@@ -206,7 +211,13 @@ impl App {
         if write_keys.is_empty() {
             tracing::warn!("no write keys configured: /v1 answers 401 to every request (set BELLWETHER_WRITE_KEYS or [write_keys])");
         }
-        let state = AppState { ingestor, store, clickhouse, telemetry, write_keys: Arc::new(write_keys), currency: Arc::new(config.currency.clone()),
+        let state = AppState {
+            ingestor,
+            store,
+            clickhouse,
+            telemetry,
+            write_keys: Arc::new(write_keys),
+            currency: Arc::new(config.currency.clone()),
             metrics: Arc::new(config.metrics.clone()),
             health: Arc::new(config.health.clone()),
             rate_limiters: Arc::new(rate_limiters(config)),
@@ -214,20 +225,33 @@ impl App {
             snapshots: Arc::default(),
             actions: Arc::new(config.actions.clone()),
             listening: Arc::new(config.listening.clone()),
-            base_url: Arc::from(base_url(config)),
+            base_url: Arc::from(config.base_url()),
             limiters: Arc::new(shield::Limiters::new(&config.server)),
-            hash_gate: Arc::new(shield::HashGate::new(config.server.hashes(), config.server.sign_in_queue_max)),
+            hash_gate: Arc::new(shield::HashGate::new(
+                config.server.hashes(),
+                config.server.sign_in_queue_max,
+            )),
             allowed_hosts: Arc::new(allowed_hosts(config)),
             server: Arc::new(config.server.clone()),
             event_times: config.ingest.event_times,
+            signals,
         };
         Ok(App { state, writer })
     }
 
     /// Serves until SIGINT or SIGTERM; then stops accepting, lets the writer commit what
     /// it was given, and returns. `on_listening` gets the bound address (useful with port 0).
-    pub async fn serve(self, listen: SocketAddr, on_listening: impl FnOnce(SocketAddr)) -> Result<(), ServeError> {
-        let listener = TcpListener::bind(listen).await.map_err(|source| ServeError::Bind { addr: listen, source })?;
+    pub async fn serve(
+        self,
+        listen: SocketAddr,
+        on_listening: impl FnOnce(SocketAddr),
+    ) -> Result<(), ServeError> {
+        let listener = TcpListener::bind(listen)
+            .await
+            .map_err(|source| ServeError::Bind {
+                addr: listen,
+                source,
+            })?;
         let addr = listener.local_addr()?;
         match &self.state.clickhouse {
             Some(clickhouse) => tracing::info!(%addr, store = ?clickhouse, "serving"),
@@ -250,7 +274,9 @@ impl App {
         // The router (and with it every Ingestor clone) is dropped once serve returns, which
         // closes the queue; the writer commits what it holds and exits.
         let writer = self.writer;
-        tokio::task::spawn_blocking(move || writer.join()).await.ok();
+        tokio::task::spawn_blocking(move || writer.join())
+            .await
+            .ok();
         Ok(())
     }
 }
@@ -265,7 +291,8 @@ const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 async fn accept_loop(listener: TcpListener, routes: Router, server: &shield::ServerConfig) {
     use hyper_util::rt::TokioIo;
     use tower::ServiceExt;
-    let connections = shield::Connections::new(server.max_connections, server.max_connections_per_address);
+    let connections =
+        shield::Connections::new(server.max_connections, server.max_connections_per_address);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let header_timeout = std::time::Duration::from_secs(server.header_timeout_seconds);
     let idle_timeout = std::time::Duration::from_secs(server.idle_timeout_seconds);
@@ -295,20 +322,28 @@ async fn accept_loop(listener: TcpListener, routes: Router, server: &shield::Ser
         let activity = shield::Activity::new();
         let io = shield::Watched::new(stream, activity.clone());
         let watched = activity.clone();
-        let service = hyper::service::service_fn(move |request: axum::http::Request<hyper::body::Incoming>| {
-            let in_flight = watched.started();
-            let client = shield::client_addr(peer, request.headers(), &trusted);
-            let mut request = request.map(|body| axum::body::Body::new(tower_http::timeout::TimeoutBody::new(body_timeout, body)));
-            request.extensions_mut().insert(shield::ClientAddr(client));
-            request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
-            let answer = routes.clone().oneshot(request);
-            async move {
-                let response = answer.await;
-                drop(in_flight);
-                response
-            }
-        });
-        let connection = graceful.watch(hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(io), service));
+        let service = hyper::service::service_fn(
+            move |request: axum::http::Request<hyper::body::Incoming>| {
+                let in_flight = watched.started();
+                let client = shield::client_addr(peer, request.headers(), &trusted);
+                let mut request = request.map(|body| {
+                    axum::body::Body::new(tower_http::timeout::TimeoutBody::new(body_timeout, body))
+                });
+                request.extensions_mut().insert(shield::ClientAddr(client));
+                request
+                    .extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                let answer = routes.clone().oneshot(request);
+                async move {
+                    let response = answer.await;
+                    drop(in_flight);
+                    response
+                }
+            },
+        );
+        let connection = graceful.watch(
+            hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(io), service),
+        );
         tokio::spawn(async move {
             tokio::select! {
                 _ = connection => {}
@@ -319,8 +354,14 @@ async fn accept_loop(listener: TcpListener, routes: Router, server: &shield::Ser
         });
     }
     drop(listener);
-    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
-        tracing::warn!("requests still open {}s after the shutdown signal were cut", SHUTDOWN_GRACE.as_secs());
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "requests still open {}s after the shutdown signal were cut",
+            SHUTDOWN_GRACE.as_secs()
+        );
     }
 }
 
@@ -332,7 +373,11 @@ fn allowed_hosts(config: &Config) -> Vec<String> {
         let rest = url.split_once("://").map_or(url.as_str(), |(_, rest)| rest);
         let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
         let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-        let host = if host.starts_with('[') { host } else { host.split(':').next().unwrap_or("") };
+        let host = if host.starts_with('[') {
+            host
+        } else {
+            host.split(':').next().unwrap_or("")
+        };
         if !host.is_empty() {
             hosts.push(host.to_ascii_lowercase());
         }
@@ -341,7 +386,10 @@ fn allowed_hosts(config: &Config) -> Vec<String> {
 }
 
 /// `bellwether serve`: start and serve on the configured address.
-pub async fn serve(config: &Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(), ServeError> {
+pub async fn serve(
+    config: &Config,
+    on_listening: impl FnOnce(SocketAddr),
+) -> Result<(), ServeError> {
     App::start(config)?.serve(config.listen, on_listening).await
 }
 
@@ -357,7 +405,11 @@ pub enum BodyError {
 /// Reads a request body of at most `limit` bytes. `TooLarge` when it is longer; the rest of
 /// the body is then read and dropped (up to [`crate::limits::OVERSIZE_DRAIN_BYTES_MAX`]) so
 /// the client gets the 413 rather than a reset connection.
-pub async fn read_body_limited(headers: &axum::http::HeaderMap, body: axum::body::Body, limit: usize) -> Result<axum::body::Bytes, BodyError> {
+pub async fn read_body_limited(
+    headers: &axum::http::HeaderMap,
+    body: axum::body::Body,
+    limit: usize,
+) -> Result<axum::body::Bytes, BodyError> {
     let declared = headers
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -369,7 +421,13 @@ pub async fn read_body_limited(headers: &axum::http::HeaderMap, body: axum::body
         return Err(BodyError::TooLarge);
     }
     // Without a length the body is read up to the limit: past it, the connection closes.
-    axum::body::to_bytes(body, limit).await.map_err(|e| if stalled(&e) { BodyError::Stalled } else { BodyError::TooLarge })
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        if stalled(&e) {
+            BodyError::Stalled
+        } else {
+            BodyError::TooLarge
+        }
+    })
 }
 
 /// Whether a body error is the body timeout's.

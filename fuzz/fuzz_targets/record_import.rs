@@ -7,12 +7,36 @@ use bellwether::store::records::Checks;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&selector, body)) = data.split_first() else { return };
+    let Some((&selector, body)) = data.split_first() else {
+        return;
+    };
     let kind = &KINDS[selector as usize % KINDS.len()];
-    let format = if selector & 0x80 == 0 { Format::Csv } else { Format::Ndjson };
+    let format = if selector & 0x80 == 0 {
+        Format::Csv
+    } else {
+        Format::Ndjson
+    };
     let mut conn = rusqlite::Connection::open_in_memory().unwrap();
-    bellwether::store::schema::migrate(&mut conn).unwrap().unwrap();
-    let currency = |code: &str| if code == "USD" { Ok(()) } else { Err(format!("no rate for {code}")) };
+    bellwether::store::schema::migrate(&mut conn)
+        .unwrap()
+        .unwrap();
+    let currency = |code: &str| {
+        if code == "USD" {
+            Ok(())
+        } else {
+            Err(format!("no rate for {code}"))
+        }
+    };
     let reason = |code: &str| bellwether::listening::ListeningConfig::default().check_reason(code);
-    let _ = import(&mut conn, kind, format, body, Checks { currency: &currency, reason: &reason }, &mut |_| {});
+    let _ = import(
+        &mut conn,
+        kind,
+        format,
+        body,
+        Checks {
+            currency: &currency,
+            reason: &reason,
+        },
+        &mut |_| {},
+    );
 });

@@ -7,7 +7,14 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     let now = 1_790_000_000_000;
     let _ = parse_batch(data, now, &TimeRange::default());
-    for kind in [Kind::Track, Kind::Identify, Kind::Group, Kind::Page, Kind::Screen, Kind::Alias] {
+    for kind in [
+        Kind::Track,
+        Kind::Identify,
+        Kind::Group,
+        Kind::Page,
+        Kind::Screen,
+        Kind::Alias,
+    ] {
         let _ = parse_call(kind, data, now, &TimeRange::default());
     }
 });

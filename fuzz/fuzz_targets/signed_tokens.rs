@@ -7,7 +7,9 @@ use libfuzzer_sys::fuzz_target;
 const KEY: &[u8] = b"fuzzing key, 32 bytes long......";
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(token) = std::str::from_utf8(data) else { return };
+    let Ok(token) = std::str::from_utf8(data) else {
+        return;
+    };
     let _ = verify(KEY, token, 1_790_000_000);
     // Nothing the fuzzer makes up carries a valid signature.
     if let Ok(payload) = verify_payload(KEY, token, 1_790_000_000) {
@@ -18,5 +20,8 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     let signed = sign_payload(KEY, token, 1_790_000_001);
-    assert_eq!(verify_payload(KEY, &signed, 1_790_000_000).as_deref(), Ok(token));
+    assert_eq!(
+        verify_payload(KEY, &signed, 1_790_000_000).as_deref(),
+        Ok(token)
+    );
 });

@@ -39,7 +39,12 @@ pub fn send(message: &Message, config: &ActionsConfig, smtp_password: Option<&st
                 Some(Channel::Webhook { secret, .. }) => secret.clone(),
                 Some(Channel::Slack { .. }) => None,
                 _ if message.kind == "slack" => None,
-                _ => return Outcome::Fatal(format!("channel {:?} is no longer a webhook in the config", message.channel)),
+                _ => {
+                    return Outcome::Fatal(format!(
+                        "channel {:?} is no longer a webhook in the config",
+                        message.channel
+                    ))
+                }
             };
             post(message, secret.as_deref())
         }
@@ -52,15 +57,26 @@ pub fn send(message: &Message, config: &ActionsConfig, smtp_password: Option<&st
 }
 
 fn post(message: &Message, secret: Option<&str>) -> Outcome {
-    let agent: ureq::Agent = ureq::Agent::config_builder().timeout_global(Some(ATTEMPT_TIMEOUT)).http_status_as_error(false).build().into();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(ATTEMPT_TIMEOUT))
+        .http_status_as_error(false)
+        .build()
+        .into();
     let mut request = agent
         .post(&message.target)
         .header("content-type", "application/json")
         .header("idempotency-key", &message.idempotency_key)
-        .header("user-agent", concat!("bellwether/", env!("CARGO_PKG_VERSION")));
+        .header(
+            "user-agent",
+            concat!("bellwether/", env!("CARGO_PKG_VERSION")),
+        );
     let signature;
     if let Some(secret) = secret {
-        signature = super::signature(secret, chrono::Utc::now().timestamp(), message.body.as_bytes());
+        signature = super::signature(
+            secret,
+            chrono::Utc::now().timestamp(),
+            message.body.as_bytes(),
+        );
         request = request.header("x-bellwether-signature", &signature);
     }
     match request.send(message.body.as_bytes()) {
@@ -83,10 +99,16 @@ fn email(message: &Message, smtp: &SmtpConfig, password: Option<&str>) -> Outcom
     let built = (|| -> Result<lettre::Message, String> {
         lettre::Message::builder()
             .from(smtp.from.parse().map_err(|e| format!("from: {e}"))?)
-            .to(message.target.parse().map_err(|e| format!("to {:?}: {e}", message.target))?)
+            .to(message
+                .target
+                .parse()
+                .map_err(|e| format!("to {:?}: {e}", message.target))?)
             .subject(message.subject.clone().unwrap_or_default())
             // The idempotency key as Message-ID lets a mail system drop a resent copy.
-            .message_id(Some(format!("<{}@bellwether>", message.idempotency_key.replace(['<', '>', '@', ' '], "-"))))
+            .message_id(Some(format!(
+                "<{}@bellwether>",
+                message.idempotency_key.replace(['<', '>', '@', ' '], "-")
+            )))
             .header(ContentType::TEXT_PLAIN)
             .body(message.body.clone())
             .map_err(|e| e.to_string())

@@ -47,11 +47,28 @@ impl Default for Policy {
 impl Policy {
     pub fn check(&self) -> Result<(), (String, String)> {
         if !["csat", "ces"].contains(&self.after_ticket_kind.as_str()) {
-            return Err(("after_ticket_kind".into(), format!("{:?} is not csat or ces", self.after_ticket_kind)));
+            return Err((
+                "after_ticket_kind".into(),
+                format!("{:?} is not csat or ces", self.after_ticket_kind),
+            ));
         }
-        for (key, value, max) in [("after_ticket_days", self.after_ticket_days, 366), ("global_gap_days", self.global_gap_days, 366), ("token_valid_days", self.token_valid_days, 365)] {
+        for (key, value, max) in [
+            ("after_ticket_days", self.after_ticket_days, 366),
+            ("global_gap_days", self.global_gap_days, 366),
+            ("token_valid_days", self.token_valid_days, 365),
+        ] {
             if value > max || (key == "token_valid_days" && value == 0) {
-                return Err((key.into(), format!("must be at most {max}{}", if key == "token_valid_days" { " and at least 1" } else { "" })));
+                return Err((
+                    key.into(),
+                    format!(
+                        "must be at most {max}{}",
+                        if key == "token_valid_days" {
+                            " and at least 1"
+                        } else {
+                            ""
+                        }
+                    ),
+                ));
             }
         }
         Ok(())
@@ -107,16 +124,32 @@ pub struct Sent {
 
 /// Whether `trigger` may survey a person today given what they were sent before; the
 /// reason when not.
-pub fn allowed(trigger: &Trigger, history: &[Sent], today: NaiveDate, policy: &Policy) -> Result<(), String> {
-    let within = |days: u32, filter: &dyn Fn(&Sent) -> bool| history.iter().any(|s| filter(s) && (today - s.day).num_days() < i64::from(days));
+pub fn allowed(
+    trigger: &Trigger,
+    history: &[Sent],
+    today: NaiveDate,
+    policy: &Policy,
+) -> Result<(), String> {
+    let within = |days: u32, filter: &dyn Fn(&Sent) -> bool| {
+        history
+            .iter()
+            .any(|s| filter(s) && (today - s.day).num_days() < i64::from(days))
+    };
     if within(policy.global_gap_days, &|_| true) {
         return Err(format!("surveyed within {} days", policy.global_gap_days));
     }
     match trigger {
         Trigger::Ticket { .. } if within(policy.after_ticket_days, &|s| s.trigger == "ticket") => {
-            Err(format!("a ticket survey within {} days", policy.after_ticket_days))
+            Err(format!(
+                "a ticket survey within {} days",
+                policy.after_ticket_days
+            ))
         }
-        Trigger::Quarterly { quarter } if history.iter().any(|s| s.trigger == "quarterly" && Quarter::of(s.day) == *quarter) => {
+        Trigger::Quarterly { quarter }
+            if history
+                .iter()
+                .any(|s| s.trigger == "quarterly" && Quarter::of(s.day) == *quarter) =>
+        {
             Err(format!("already asked in {quarter}"))
         }
         _ => Ok(()),
@@ -156,45 +189,93 @@ mod tests {
     }
 
     fn policy() -> Policy {
-        Policy { enabled: true, ..Policy::default() }
+        Policy {
+            enabled: true,
+            ..Policy::default()
+        }
     }
 
     #[test]
     fn a_ticket_survey_at_most_once_per_30_days() {
-        let ticket = Trigger::Ticket { ticket_id: "t2".into() };
-        let history = [Sent { trigger: "ticket", day: day("2026-03-01") }];
+        let ticket = Trigger::Ticket {
+            ticket_id: "t2".into(),
+        };
+        let history = [Sent {
+            trigger: "ticket",
+            day: day("2026-03-01"),
+        }];
         // Day 29 after the last one: refused; day 30: allowed.
-        assert!(allowed(&ticket, &history, day("2026-03-30"), &policy()).unwrap_err().contains("within 30 days"));
-        assert_eq!(allowed(&ticket, &history, day("2026-03-31"), &policy()), Ok(()));
+        assert!(allowed(&ticket, &history, day("2026-03-30"), &policy())
+            .unwrap_err()
+            .contains("within 30 days"));
+        assert_eq!(
+            allowed(&ticket, &history, day("2026-03-31"), &policy()),
+            Ok(())
+        );
     }
 
     #[test]
     fn never_two_surveys_within_14_days_whatever_the_kind() {
-        let history = [Sent { trigger: "go-live", day: day("2026-04-01") }];
-        let quarterly = Trigger::Quarterly { quarter: Quarter::parse("2026-Q2").unwrap() };
-        assert!(allowed(&quarterly, &history, day("2026-04-14"), &policy()).unwrap_err().contains("within 14 days"));
-        assert_eq!(allowed(&quarterly, &history, day("2026-04-15"), &policy()), Ok(()));
+        let history = [Sent {
+            trigger: "go-live",
+            day: day("2026-04-01"),
+        }];
+        let quarterly = Trigger::Quarterly {
+            quarter: Quarter::parse("2026-Q2").unwrap(),
+        };
+        assert!(allowed(&quarterly, &history, day("2026-04-14"), &policy())
+            .unwrap_err()
+            .contains("within 14 days"));
+        assert_eq!(
+            allowed(&quarterly, &history, day("2026-04-15"), &policy()),
+            Ok(())
+        );
         // The ticket survey is held back by the global gap too.
-        let ticket = Trigger::Ticket { ticket_id: "t1".into() };
+        let ticket = Trigger::Ticket {
+            ticket_id: "t1".into(),
+        };
         assert!(allowed(&ticket, &history, day("2026-04-10"), &policy()).is_err());
     }
 
     #[test]
     fn the_quarterly_nps_once_per_quarter() {
-        let history = [Sent { trigger: "quarterly", day: day("2026-01-05") }];
-        let q1 = Trigger::Quarterly { quarter: Quarter::parse("2026-Q1").unwrap() };
-        let q2 = Trigger::Quarterly { quarter: Quarter::parse("2026-Q2").unwrap() };
-        assert!(allowed(&q1, &history, day("2026-03-20"), &policy()).unwrap_err().contains("already asked in 2026-Q1"));
+        let history = [Sent {
+            trigger: "quarterly",
+            day: day("2026-01-05"),
+        }];
+        let q1 = Trigger::Quarterly {
+            quarter: Quarter::parse("2026-Q1").unwrap(),
+        };
+        let q2 = Trigger::Quarterly {
+            quarter: Quarter::parse("2026-Q2").unwrap(),
+        };
+        assert!(allowed(&q1, &history, day("2026-03-20"), &policy())
+            .unwrap_err()
+            .contains("already asked in 2026-Q1"));
         assert_eq!(allowed(&q2, &history, day("2026-04-01"), &policy()), Ok(()));
     }
 
     #[test]
     fn occasions_have_one_key_per_person() {
-        let t = Trigger::GoLive { subscription_id: "s1".into() };
+        let t = Trigger::GoLive {
+            subscription_id: "s1".into(),
+        };
         assert_eq!(t.key("u1"), "go-live:s1:u1");
         assert_ne!(t.key("u1"), t.key("u2"));
-        assert_eq!((t.kind(&policy()), t.name()), ("go_live_recommend", "go-live"));
-        let ces = Policy { after_ticket_kind: "ces".into(), ..policy() };
-        assert_eq!(Trigger::Ticket { ticket_id: "t".into() }.kind(&ces), "ces");
+        assert_eq!(
+            (t.kind(&policy()), t.name()),
+            ("go_live_recommend", "go-live")
+        );
+        let ces = Policy {
+            after_ticket_kind: "ces".into(),
+            ..policy()
+        };
+        assert_eq!(
+            Trigger::Ticket {
+                ticket_id: "t".into()
+            }
+            .kind(&ces),
+            "ces"
+        );
     }
 }

@@ -78,37 +78,75 @@ pub type Row = (BTreeMap<String, Option<f64>>, bool);
 /// at zero (and the rest refitted).
 pub fn fit(rows: &[Row], prior: Option<&ScoreModel>, source: &str) -> ScoreModel {
     let measures: Vec<(&str, f64)> = LEARNED_MEASURES.to_vec();
-    let values = |m: &str| -> Vec<Option<f64>> { rows.iter().map(|(r, _)| r.get(m).copied().flatten().map(|v| transform(m, v))).collect() };
+    let values = |m: &str| -> Vec<Option<f64>> {
+        rows.iter()
+            .map(|(r, _)| r.get(m).copied().flatten().map(|v| transform(m, v)))
+            .collect()
+    };
     let mut terms: Vec<Term> = measures
         .iter()
         .map(|(m, _)| {
             let present: Vec<f64> = values(m).into_iter().flatten().collect();
-            let mean = if present.is_empty() { 0.0 } else { present.iter().sum::<f64>() / present.len() as f64 };
-            let var = if present.len() < 2 { 0.0 } else { present.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (present.len() - 1) as f64 };
-            Term { measure: m.to_string(), weight: 0.0, mean, sd: var.sqrt() }
+            let mean = if present.is_empty() {
+                0.0
+            } else {
+                present.iter().sum::<f64>() / present.len() as f64
+            };
+            let var = if present.len() < 2 {
+                0.0
+            } else {
+                present.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (present.len() - 1) as f64
+            };
+            Term {
+                measure: m.to_string(),
+                weight: 0.0,
+                mean,
+                sd: var.sqrt(),
+            }
         })
         .collect();
     // Standardized design matrix; a constant or missing measure is all zeros.
     let x: Vec<Vec<f64>> = {
         let columns: Vec<Vec<f64>> = terms
             .iter()
-            .map(|t| values(&t.measure).into_iter().map(|v| v.map_or(0.0, |v| if t.sd > 0.0 { (v - t.mean) / t.sd } else { 0.0 })).collect())
+            .map(|t| {
+                values(&t.measure)
+                    .into_iter()
+                    .map(|v| v.map_or(0.0, |v| if t.sd > 0.0 { (v - t.mean) / t.sd } else { 0.0 }))
+                    .collect()
+            })
             .collect();
-        (0..rows.len()).map(|i| columns.iter().map(|c| c[i]).collect()).collect()
+        (0..rows.len())
+            .map(|i| columns.iter().map(|c| c[i]).collect())
+            .collect()
     };
-    let y: Vec<f64> = rows.iter().map(|(_, renewed)| if *renewed { 1.0 } else { 0.0 }).collect();
-    let prior_weight = |m: &str| prior.and_then(|p| p.terms.iter().find(|t| t.measure == m)).map_or(0.0, |t| t.weight);
+    let y: Vec<f64> = rows
+        .iter()
+        .map(|(_, renewed)| if *renewed { 1.0 } else { 0.0 })
+        .collect();
+    let prior_weight = |m: &str| {
+        prior
+            .and_then(|p| p.terms.iter().find(|t| t.measure == m))
+            .map_or(0.0, |t| t.weight)
+    };
     let centre: Vec<f64> = terms.iter().map(|t| prior_weight(&t.measure)).collect();
     let intercept_centre = prior.map_or(0.0, |p| p.intercept);
     let mut active: Vec<bool> = terms.iter().map(|t| t.sd > 0.0).collect();
     loop {
         let (intercept, weights) = newton(&x, &y, &active, &centre, intercept_centre);
-        let wrong: Vec<usize> = (0..terms.len()).filter(|&j| active[j] && weights[j] * measures[j].1 < 0.0).collect();
+        let wrong: Vec<usize> = (0..terms.len())
+            .filter(|&j| active[j] && weights[j] * measures[j].1 < 0.0)
+            .collect();
         if wrong.is_empty() {
             for (term, w) in terms.iter_mut().zip(&weights) {
                 term.weight = *w;
             }
-            return ScoreModel { source: source.to_string(), intercept, terms, decided: rows.len() };
+            return ScoreModel {
+                source: source.to_string(),
+                intercept,
+                terms,
+                decided: rows.len(),
+            };
         }
         for j in wrong {
             active[j] = false;
@@ -117,7 +155,13 @@ pub fn fit(rows: &[Row], prior: Option<&ScoreModel>, source: &str) -> ScoreModel
 }
 
 /// Maximizes the penalized log-likelihood over the active weights (Newton's method).
-fn newton(x: &[Vec<f64>], y: &[f64], active: &[bool], centre: &[f64], intercept_centre: f64) -> (f64, Vec<f64>) {
+fn newton(
+    x: &[Vec<f64>],
+    y: &[f64],
+    active: &[bool],
+    centre: &[f64],
+    intercept_centre: f64,
+) -> (f64, Vec<f64>) {
     let p = active.len();
     // Parameters: [intercept, w_0 .. w_{p-1}]; inactive weights stay 0.
     let mut beta = vec![0.0; p + 1];
@@ -125,7 +169,9 @@ fn newton(x: &[Vec<f64>], y: &[f64], active: &[bool], centre: &[f64], intercept_
     for j in 0..p {
         beta[j + 1] = if active[j] { centre[j] } else { 0.0 };
     }
-    let free: Vec<usize> = std::iter::once(0).chain((0..p).filter(|&j| active[j]).map(|j| j + 1)).collect();
+    let free: Vec<usize> = std::iter::once(0)
+        .chain((0..p).filter(|&j| active[j]).map(|j| j + 1))
+        .collect();
     for _ in 0..NEWTON_STEPS_MAX {
         let k = free.len();
         let mut gradient = vec![0.0; k];
@@ -142,11 +188,17 @@ fn newton(x: &[Vec<f64>], y: &[f64], active: &[bool], centre: &[f64], intercept_
             }
         }
         for (a, &fa) in free.iter().enumerate() {
-            let (penalty, target) = if fa == 0 { (L2_INTERCEPT, intercept_centre) } else { (L2, centre[fa - 1]) };
+            let (penalty, target) = if fa == 0 {
+                (L2_INTERCEPT, intercept_centre)
+            } else {
+                (L2, centre[fa - 1])
+            };
             gradient[a] -= penalty * (beta[fa] - target);
             hessian[a][a] += penalty;
         }
-        let Some(step) = solve(hessian, gradient) else { break };
+        let Some(step) = solve(hessian, gradient) else {
+            break;
+        };
         // Damped: halve the step until the penalized likelihood does not fall (a plain
         // Newton step can overshoot far on nearly separable data).
         let before = objective(x, y, &beta, centre, intercept_centre);
@@ -161,7 +213,10 @@ fn newton(x: &[Vec<f64>], y: &[f64], active: &[bool], centre: &[f64], intercept_
             }
             scale /= 2.0;
         }
-        let largest = free.iter().map(|&f| (next[f] - beta[f]).abs()).fold(0.0, f64::max);
+        let largest = free
+            .iter()
+            .map(|&f| (next[f] - beta[f]).abs())
+            .fold(0.0, f64::max);
         beta = next;
         if largest < 1e-9 {
             break;
@@ -173,16 +228,31 @@ fn newton(x: &[Vec<f64>], y: &[f64], active: &[bool], centre: &[f64], intercept_
 const STEP_HALVINGS_MAX: usize = 30;
 
 /// The penalized log-likelihood Newton's method maximizes.
-fn objective(x: &[Vec<f64>], y: &[f64], beta: &[f64], centre: &[f64], intercept_centre: f64) -> f64 {
+fn objective(
+    x: &[Vec<f64>],
+    y: &[f64],
+    beta: &[f64],
+    centre: &[f64],
+    intercept_centre: f64,
+) -> f64 {
     let mut total = 0.0;
     for (row, target) in x.iter().zip(y) {
         let eta = beta[0] + row.iter().zip(&beta[1..]).map(|(a, b)| a * b).sum::<f64>();
         // log sigmoid(eta) and log(1 - sigmoid(eta)), stable for large |eta|.
-        let log_p = if eta > -30.0 { -(-eta).exp().ln_1p() } else { eta };
+        let log_p = if eta > -30.0 {
+            -(-eta).exp().ln_1p()
+        } else {
+            eta
+        };
         let log_q = if eta < 30.0 { -eta.exp().ln_1p() } else { -eta };
         total += target * log_p + (1.0 - target) * log_q;
     }
-    let penalty: f64 = beta[1..].iter().zip(centre).map(|(b, c)| L2 * (b - c).powi(2)).sum::<f64>() + L2_INTERCEPT * (beta[0] - intercept_centre).powi(2);
+    let penalty: f64 = beta[1..]
+        .iter()
+        .zip(centre)
+        .map(|(b, c)| L2 * (b - c).powi(2))
+        .sum::<f64>()
+        + L2_INTERCEPT * (beta[0] - intercept_centre).powi(2);
     total - penalty / 2.0
 }
 
@@ -199,8 +269,9 @@ fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Option<Vec<f64>> {
         b.swap(col, pivot);
         for row in col + 1..n {
             let factor = a[row][col] / a[col][col];
-            for c in col..n {
-                a[row][c] -= factor * a[col][c];
+            let pivot_row = a[col].clone();
+            for (cell, above) in a[row].iter_mut().zip(&pivot_row).skip(col) {
+                *cell -= factor * above;
             }
             b[row] -= factor * b[col];
         }
@@ -231,16 +302,31 @@ pub struct Component {
 }
 
 /// The learned score of one account's measures, with its breakdown.
-pub fn apply(model: &ScoreModel, measures: &serde_json::Map<String, serde_json::Value>) -> (f64, Vec<Component>) {
+pub fn apply(
+    model: &ScoreModel,
+    measures: &serde_json::Map<String, serde_json::Value>,
+) -> (f64, Vec<Component>) {
     let z: Vec<f64> = model
         .terms
         .iter()
         .map(|t| {
             let value = measures.get(&t.measure).and_then(serde_json::Value::as_f64);
-            value.map_or(0.0, |v| if t.sd > 0.0 { (transform(&t.measure, v) - t.mean) / t.sd } else { 0.0 })
+            value.map_or(0.0, |v| {
+                if t.sd > 0.0 {
+                    (transform(&t.measure, v) - t.mean) / t.sd
+                } else {
+                    0.0
+                }
+            })
         })
         .collect();
-    let eta = model.intercept + model.terms.iter().zip(&z).map(|(t, z)| t.weight * z).sum::<f64>();
+    let eta = model.intercept
+        + model
+            .terms
+            .iter()
+            .zip(&z)
+            .map(|(t, z)| t.weight * z)
+            .sum::<f64>();
     let score = 100.0 * sigmoid(eta);
     let components = model
         .terms
@@ -248,7 +334,10 @@ pub fn apply(model: &ScoreModel, measures: &serde_json::Map<String, serde_json::
         .zip(&z)
         .map(|(t, z)| Component {
             measure: t.measure.clone(),
-            value: measures.get(&t.measure).cloned().unwrap_or(serde_json::Value::Null),
+            value: measures
+                .get(&t.measure)
+                .cloned()
+                .unwrap_or(serde_json::Value::Null),
             points: None,
             weight: t.weight,
             contribution: Some(score - 100.0 * sigmoid(eta - t.weight * z)),
@@ -285,7 +374,16 @@ mod tests {
         assert!(weight("window_features_used").abs() < 0.1, "{model:?}");
         assert_eq!(weight("nps"), 0.0, "never present");
         // Calibrated: mean fitted probability of each group near its observed rate.
-        let score = |rate: f64| apply(&model, &serde_json::json!({"expected_renewal_rate": rate, "window_features_used": 50.0}).as_object().unwrap().clone()).0;
+        let score = |rate: f64| {
+            apply(
+                &model,
+                &serde_json::json!({"expected_renewal_rate": rate, "window_features_used": 50.0})
+                    .as_object()
+                    .unwrap()
+                    .clone(),
+            )
+            .0
+        };
         assert!((score(0.9) - 90.0).abs() < 6.0, "{}", score(0.9));
         assert!((score(0.5) - 50.0).abs() < 8.0, "{}", score(0.5));
     }
@@ -297,11 +395,21 @@ mod tests {
             .map(|i| {
                 let escalations = f64::from(i % 3);
                 let renewed = escalations > 0.0 || i % 2 == 0;
-                ([("escalations_open".to_string(), Some(escalations))].into_iter().collect(), renewed)
+                (
+                    [("escalations_open".to_string(), Some(escalations))]
+                        .into_iter()
+                        .collect(),
+                    renewed,
+                )
             })
             .collect();
         let model = fit(&rows, None, "learned");
-        let w = model.terms.iter().find(|t| t.measure == "escalations_open").unwrap().weight;
+        let w = model
+            .terms
+            .iter()
+            .find(|t| t.measure == "escalations_open")
+            .unwrap()
+            .weight;
         assert_eq!(w, 0.0);
         // With no term left, the score is the base rate: 25 of 30 renewed.
         let (score, _) = apply(&model, &serde_json::Map::new());
@@ -313,13 +421,31 @@ mod tests {
         // Every renewal has expected rate 0.9, every churn 0.1, and nps is missing for all
         // but one: plain Newton steps overshoot here (the demo's trial segment once fitted an
         // intercept of 2,500); the damped, penalized fit stays small and ranks them apart.
-        let mut rows: Vec<Row> = (0..30).map(|i| row(if i < 20 { 0.9 } else { 0.1 }, 50.0, i < 20)).collect();
+        let mut rows: Vec<Row> = (0..30)
+            .map(|i| row(if i < 20 { 0.9 } else { 0.1 }, 50.0, i < 20))
+            .collect();
         rows[0].0.insert("nps".into(), Some(100.0));
         let model = fit(&rows, None, "learned");
-        assert!(model.intercept.abs() < 10.0 && model.terms.iter().all(|t| t.weight.abs() < 10.0), "{model:?}");
-        let score = |rate: f64| apply(&model, serde_json::json!({"expected_renewal_rate": rate}).as_object().unwrap()).0;
+        assert!(
+            model.intercept.abs() < 10.0 && model.terms.iter().all(|t| t.weight.abs() < 10.0),
+            "{model:?}"
+        );
+        let score = |rate: f64| {
+            apply(
+                &model,
+                serde_json::json!({"expected_renewal_rate": rate})
+                    .as_object()
+                    .unwrap(),
+            )
+            .0
+        };
         // The penalty keeps it from certainty: 91 and 18 here.
-        assert!(score(0.9) > 85.0 && score(0.1) < 25.0, "{} {}", score(0.9), score(0.1));
+        assert!(
+            score(0.9) > 85.0 && score(0.1) < 25.0,
+            "{} {}",
+            score(0.9),
+            score(0.1)
+        );
     }
 
     #[test]
@@ -327,11 +453,17 @@ mod tests {
         let model = ScoreModel {
             source: "learned".into(),
             intercept: 0.0,
-            terms: vec![Term { measure: "nps".into(), weight: 1.0, mean: 0.0, sd: 50.0 }],
+            terms: vec![Term {
+                measure: "nps".into(),
+                weight: 1.0,
+                mean: 0.0,
+                sd: 50.0,
+            }],
             decided: 10,
         };
         // nps 50 is one sd up: eta 1, score 100 x sigmoid(1) = 73.11; against eta 0 (50): +23.11.
-        let (score, components) = apply(&model, serde_json::json!({"nps": 50}).as_object().unwrap());
+        let (score, components) =
+            apply(&model, serde_json::json!({"nps": 50}).as_object().unwrap());
         assert!((score - 73.105_857_863).abs() < 1e-6, "{score}");
         assert!((components[0].contribution.unwrap() - 23.105_857_863).abs() < 1e-6);
     }

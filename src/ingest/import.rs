@@ -53,7 +53,12 @@ pub fn import(
 }
 
 /// Reads the whole file into an import already begun (on any store) and returns its report.
-pub fn read_into(mut import: Import<'_>, format: Format, input: impl Read, progress: &mut dyn FnMut(usize)) -> Result<ImportReport, StoreError> {
+pub fn read_into(
+    mut import: Import<'_>,
+    format: Format,
+    input: impl Read,
+    progress: &mut dyn FnMut(usize),
+) -> Result<ImportReport, StoreError> {
     let kind = import.kind();
     match format {
         Format::Csv => read_csv(kind, input, &mut import, progress)?,
@@ -62,8 +67,16 @@ pub fn read_into(mut import: Import<'_>, format: Format, input: impl Read, progr
     import.finish()
 }
 
-fn read_csv(kind: &'static Kind, input: impl Read, import: &mut Import, progress: &mut dyn FnMut(usize)) -> Result<(), StoreError> {
-    let mut reader = csv::ReaderBuilder::new().has_headers(true).flexible(true).from_reader(input);
+fn read_csv(
+    kind: &'static Kind,
+    input: impl Read,
+    import: &mut Import,
+    progress: &mut dyn FnMut(usize),
+) -> Result<(), StoreError> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(true)
+        .from_reader(input);
     let headers: Vec<String> = match reader.headers() {
         Ok(h) => h.iter().map(|s| s.trim().to_string()).collect(),
         Err(e) => {
@@ -76,7 +89,11 @@ fn read_csv(kind: &'static Kind, input: impl Read, import: &mut Import, progress
     }
     let index_of = |name: &str| headers.iter().position(|h| h == name);
     let columns: Vec<Option<usize>> = kind.columns.iter().map(|c| index_of(c.name)).collect();
-    let extras: Vec<(usize, &String)> = headers.iter().enumerate().filter(|(_, h)| kind.columns.iter().all(|c| c.name != h.as_str())).collect();
+    let extras: Vec<(usize, &String)> = headers
+        .iter()
+        .enumerate()
+        .filter(|(_, h)| kind.columns.iter().all(|c| c.name != h.as_str()))
+        .collect();
     let mut record = csv::StringRecord::new();
     let mut row = 1;
     loop {
@@ -90,19 +107,34 @@ fn read_csv(kind: &'static Kind, input: impl Read, import: &mut Import, progress
         }
         row += 1;
         if record.len() != headers.len() {
-            import.error(row, "", format!("expected {} fields like the header, found {}", headers.len(), record.len()));
+            import.error(
+                row,
+                "",
+                format!(
+                    "expected {} fields like the header, found {}",
+                    headers.len(),
+                    record.len()
+                ),
+            );
             continue;
         }
         let fields = |name: &str| {
             let position = kind.columns.iter().position(|c| c.name == name)?;
-            columns[position].and_then(|i| record.get(i)).map(str::to_string)
+            columns[position]
+                .and_then(|i| record.get(i))
+                .map(str::to_string)
         };
         let traits: Map<String, Value> = extras
             .iter()
-            .filter_map(|(i, name)| record.get(*i).filter(|v| !v.is_empty()).map(|v| ((*name).clone(), Value::String(v.to_string()))))
+            .filter_map(|(i, name)| {
+                record
+                    .get(*i)
+                    .filter(|v| !v.is_empty())
+                    .map(|v| ((*name).clone(), Value::String(v.to_string())))
+            })
             .collect();
         import.row(row, records::validate(kind, &fields, traits))?;
-        if import.rows() % PROGRESS_EVERY_ROWS == 0 {
+        if import.rows().is_multiple_of(PROGRESS_EVERY_ROWS) {
             progress(import.rows());
         }
     }
@@ -124,14 +156,27 @@ fn check_headers(kind: &Kind, headers: &[String], import: &mut Import) -> bool {
     for column in kind.columns.iter().filter(|c| !c.optional_header) {
         if !headers.iter().any(|h| h == column.name) {
             let expected: Vec<&str> = kind.columns.iter().map(|c| c.name).collect();
-            import.error(1, column.name, format!("missing header; {} files need: {}", kind.name, expected.join(",")));
+            import.error(
+                1,
+                column.name,
+                format!(
+                    "missing header; {} files need: {}",
+                    kind.name,
+                    expected.join(",")
+                ),
+            );
             ok = false;
         }
     }
     ok
 }
 
-fn read_ndjson(kind: &'static Kind, input: impl Read, import: &mut Import, progress: &mut dyn FnMut(usize)) -> Result<(), StoreError> {
+fn read_ndjson(
+    kind: &'static Kind,
+    input: impl Read,
+    import: &mut Import,
+    progress: &mut dyn FnMut(usize),
+) -> Result<(), StoreError> {
     for (index, line) in BufReader::new(input).lines().enumerate() {
         let row = index + 1;
         let line = match line {
@@ -166,7 +211,7 @@ fn read_ndjson(kind: &'static Kind, input: impl Read, import: &mut Import, progr
         }
         let fields = |name: &str| object.get(name).and_then(records::json_field_text);
         import.row(row, records::validate(kind, &fields, traits))?;
-        if import.rows() % PROGRESS_EVERY_ROWS == 0 {
+        if import.rows().is_multiple_of(PROGRESS_EVERY_ROWS) {
             progress(import.rows());
         }
     }

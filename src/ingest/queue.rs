@@ -77,7 +77,9 @@ impl Ingestor {
     /// unbounded because the semaphore already bounds what can be in it.
     pub fn new(capacity_bytes: u64) -> (Ingestor, JobReceiver) {
         let (sender, receiver) = mpsc::unbounded_channel();
-        let permits = usize::try_from(capacity_bytes).unwrap_or(usize::MAX).min(Semaphore::MAX_PERMITS);
+        let permits = usize::try_from(capacity_bytes)
+            .unwrap_or(usize::MAX)
+            .min(Semaphore::MAX_PERMITS);
         let ingestor = Ingestor {
             sender,
             space: Arc::new(Semaphore::new(permits)),
@@ -89,16 +91,32 @@ impl Ingestor {
 
     /// Queues the messages and waits until they are durably committed (or refused).
     /// `bytes` is the request body size that the queue bound counts.
-    pub async fn submit(&self, source: Arc<str>, messages: Vec<Message>, bytes: u64) -> Result<JobOutcome, SubmitError> {
+    pub async fn submit(
+        &self,
+        source: Arc<str>,
+        messages: Vec<Message>,
+        bytes: u64,
+    ) -> Result<JobOutcome, SubmitError> {
         if messages.is_empty() {
             return Ok(JobOutcome::default());
         }
         let weight = u32::try_from(bytes.max(1)).unwrap_or(u32::MAX);
-        let permit = Arc::clone(&self.space).try_acquire_many_owned(weight).map_err(|_| SubmitError::QueueFull)?;
+        let permit = Arc::clone(&self.space)
+            .try_acquire_many_owned(weight)
+            .map_err(|_| SubmitError::QueueFull)?;
         self.depth_bytes.fetch_add(bytes, Ordering::Relaxed);
         let (reply, outcome) = oneshot::channel();
-        let slot = QueueSlot { _permit: permit, bytes, depth: Arc::clone(&self.depth_bytes) };
-        let job = Job { source, messages, reply, _slot: slot };
+        let slot = QueueSlot {
+            _permit: permit,
+            bytes,
+            depth: Arc::clone(&self.depth_bytes),
+        };
+        let job = Job {
+            source,
+            messages,
+            reply,
+            _slot: slot,
+        };
         self.sender.send(job).map_err(|_| SubmitError::WriterGone)?;
         match outcome.await {
             Ok(Ok(outcome)) => Ok(outcome),

@@ -47,7 +47,9 @@ pub fn periods(from: NaiveDate, to: NaiveDate, interval: Interval) -> Vec<(Naive
     while start < to {
         let month0 = start.month0() / months * months;
         let first = NaiveDate::from_ymd_opt(start.year(), month0 + 1, 1).expect("valid");
-        let next = first.checked_add_months(chrono::Months::new(months)).expect("in range");
+        let next = first
+            .checked_add_months(chrono::Months::new(months))
+            .expect("in range");
         let end = next.min(to);
         out.push((start, end));
         start = end;
@@ -77,7 +79,10 @@ fn arr_at(subs: &[Subscription], day: i32) -> f64 {
 }
 
 fn products_at(subs: &[Subscription], day: i32) -> BTreeSet<&str> {
-    subs.iter().filter(|s| s.in_force(day)).map(|s| s.product.as_deref().unwrap_or("")).collect()
+    subs.iter()
+        .filter(|s| s.in_force(day))
+        .map(|s| s.product.as_deref().unwrap_or(""))
+        .collect()
 }
 
 impl Tally {
@@ -85,7 +90,9 @@ impl Tally {
         let active_a = subs.iter().any(|s| s.in_force(a));
         let active_b = subs.iter().any(|s| s.in_force(b));
         let (arr_a, arr_b) = (arr_at(subs, a), arr_at(subs, b));
-        for s in subs.iter().filter(|s| s.end.is_some_and(|end| end >= a && end < b) && s.outcome.as_deref() == Some("renewed")) {
+        for s in subs.iter().filter(|s| {
+            s.end.is_some_and(|end| end >= a && end < b) && s.outcome.as_deref() == Some("renewed")
+        }) {
             self.renewals += 1;
             self.renewals_arr += s.arr;
         }
@@ -145,7 +152,11 @@ impl Tally {
 
 /// One row per period and segment (`by_segment`), or per period over all accounts, in
 /// period order then segment order. `accounts` holds (segment, subscriptions) per account.
-pub fn outcomes(accounts: &[(String, Vec<Subscription>)], periods: &[(NaiveDate, NaiveDate)], by_segment: bool) -> Vec<Value> {
+pub fn outcomes(
+    accounts: &[(String, Vec<Subscription>)],
+    periods: &[(NaiveDate, NaiveDate)],
+    by_segment: bool,
+) -> Vec<Value> {
     let mut rows = Vec::new();
     for (from, to) in periods {
         let (a, b) = (day_number(*from), day_number(*to));
@@ -172,7 +183,17 @@ mod tests {
     #[test]
     fn periods_follow_the_calendar() {
         let q = periods(d("2026-02-15"), d("2026-08-01"), Interval::Quarter);
-        assert_eq!(q, vec![(d("2026-02-15"), d("2026-04-01")), (d("2026-04-01"), d("2026-07-01")), (d("2026-07-01"), d("2026-08-01"))]);
-        assert_eq!(periods(d("2026-01-01"), d("2026-03-01"), Interval::Month).len(), 2);
+        assert_eq!(
+            q,
+            vec![
+                (d("2026-02-15"), d("2026-04-01")),
+                (d("2026-04-01"), d("2026-07-01")),
+                (d("2026-07-01"), d("2026-08-01"))
+            ]
+        );
+        assert_eq!(
+            periods(d("2026-01-01"), d("2026-03-01"), Interval::Month).len(),
+            2
+        );
     }
 }

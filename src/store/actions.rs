@@ -10,8 +10,6 @@
 //! the same store through [`HealthSource`].
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::{Condvar, Mutex};
-use std::time::Duration;
 
 use chrono::NaiveDate;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -25,34 +23,6 @@ use crate::actions::deliver::{self, Message, Outcome};
 use crate::actions::surveys::{self, Policy, Sent, Trigger};
 use crate::actions::{self as act, ActionsConfig, Alert, Channel, Ready, Rule};
 use crate::metrics::activity::day_number;
-
-/// Wakes the evaluator early (after an import, a health update, a survey answer). The
-/// evaluator waits on it with its schedule as the timeout.
-static POKE: (Mutex<bool>, Condvar) = (Mutex::new(false), Condvar::new());
-
-/// Set while a bulk load (the demo's) is under way: evaluating half-loaded data would fire
-/// on numbers that are not true yet.
-static PAUSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// Holds (true) or releases (false) the evaluator; releasing pokes it.
-pub fn pause(paused: bool) {
-    PAUSED.store(paused, std::sync::atomic::Ordering::SeqCst);
-    if !paused {
-        poke();
-    }
-}
-
-/// Whether a bulk load holds the evaluator (and the health thread) back.
-pub fn paused() -> bool {
-    PAUSED.load(std::sync::atomic::Ordering::SeqCst)
-}
-
-/// Asks the evaluator (if one runs in this process) to evaluate soon.
-pub fn poke() {
-    let (flag, wake) = &POKE;
-    *flag.lock().expect("invariant: not poisoned") = true;
-    wake.notify_all();
-}
 
 /// The name of the secret that signs survey links.
 pub const SURVEY_SECRET: &str = "survey-links";
@@ -148,7 +118,9 @@ pub struct TaskFilter<'a> {
 
 impl TaskFilter<'_> {
     pub fn holds(&self, task: &TaskRow) -> bool {
-        self.status.is_none_or(|s| task.status == s) && self.csm.is_none_or(|c| task.csm.as_deref() == Some(c)) && self.account.is_none_or(|a| task.account_id == a)
+        self.status.is_none_or(|s| task.status == s)
+            && self.csm.is_none_or(|c| task.csm.as_deref() == Some(c))
+            && self.account.is_none_or(|a| task.account_id == a)
     }
 }
 
@@ -249,9 +221,19 @@ pub trait ActionStore: DashboardSource {
     /// Records each firing whose rule has not fired for its account since its
     /// `cooldown_from_ms`, with what `follow_up` makes of its alert id; the ids (None: held
     /// back by the cooldown), in order.
-    fn record_alerts(&self, now_ms: i64, alerts: &[NewAlert], follow_up: &dyn Fn(&NewAlert, i64) -> FollowUp) -> Result<Vec<Option<i64>>, StoreError>;
+    fn record_alerts(
+        &self,
+        now_ms: i64,
+        alerts: &[NewAlert],
+        follow_up: &dyn Fn(&NewAlert, i64) -> FollowUp,
+    ) -> Result<Vec<Option<i64>>, StoreError>;
     /// Alerts fired since `since_ms` (optionally of one account), newest first.
-    fn alerts(&self, since_ms: i64, account: Option<&str>, limit: usize) -> Result<Vec<AlertRow>, StoreError>;
+    fn alerts(
+        &self,
+        since_ms: i64,
+        account: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AlertRow>, StoreError>;
 
     /// Outbox messages of a status, newest first.
     fn outbox(&self, status: &str, limit: usize) -> Result<Vec<OutboxRow>, StoreError>;
@@ -265,7 +247,14 @@ pub trait ActionStore: DashboardSource {
     /// Tasks, filtered, in [`task_order`].
     fn tasks(&self, filter: TaskFilter<'_>, limit: usize) -> Result<Vec<TaskRow>, StoreError>;
     /// Sets a task's status, snooze day and (when given) due day; false when there is no such task.
-    fn update_task(&self, id: i64, status: &str, snoozed_until: Option<NaiveDate>, due: Option<NaiveDate>, now_ms: i64) -> Result<bool, StoreError>;
+    fn update_task(
+        &self,
+        id: i64,
+        status: &str,
+        snoozed_until: Option<NaiveDate>,
+        due: Option<NaiveDate>,
+        now_ms: i64,
+    ) -> Result<bool, StoreError>;
     /// Snoozed tasks whose day has come are open again.
     fn wake_snoozed(&self, today: NaiveDate) -> Result<(), StoreError>;
 
@@ -276,9 +265,20 @@ pub trait ActionStore: DashboardSource {
     fn user_emails(&self, users: &[&str]) -> Result<HashMap<String, String>, StoreError>;
     /// Records the invitations whose key is still new, each with the email `email` makes
     /// of its id (for an `email` delivery); how many were recorded.
-    fn record_sends(&self, now_ms: i64, sends: &[NewSend], email: &dyn Fn(&NewSend, i64) -> Option<NewMessage>) -> Result<usize, StoreError>;
+    fn record_sends(
+        &self,
+        now_ms: i64,
+        sends: &[NewSend],
+        email: &dyn Fn(&NewSend, i64) -> Option<NewMessage>,
+    ) -> Result<usize, StoreError>;
     /// Records an answer as a survey response `survey-ID`, once per invitation.
-    fn answer(&self, id: i64, score: i64, comment: Option<&str>, now_ms: i64) -> Result<Answered, StoreError>;
+    fn answer(
+        &self,
+        id: i64,
+        score: i64,
+        comment: Option<&str>,
+        now_ms: i64,
+    ) -> Result<Answered, StoreError>;
     /// The newest unanswered invitation sent to a person since `since_ms`.
     fn pending_survey(&self, user_id: &str, since_ms: i64) -> Result<Option<i64>, StoreError>;
 }
@@ -310,11 +310,28 @@ struct Extra {
 /// Survey occasions: tickets resolved in the last 7 days (account-local days), the
 /// quarter's NPS for the people active in the last 30 days of accounts with a contract in
 /// force and no ticket opened this quarter, and go-lives in the last 7 days.
-pub fn look(source: &dyn HealthSource, today: NaiveDate, settings: Settings, features: &[&str], policy: &Policy) -> Result<Look, StoreError> {
+// Over 100 lines: One evaluation pass in order (rules, alerts, tasks, surveys); moves to `actions` and splits in issue 29 item 1.
+#[allow(clippy::too_many_lines)]
+pub fn look(
+    source: &dyn HealthSource,
+    today: NaiveDate,
+    settings: Settings,
+    features: &[&str],
+    policy: &Policy,
+) -> Result<Look, StoreError> {
     let day = day_number(today);
     let model = super::health::model_for(source, Some(today))?;
-    let power = |segment: &str| model.as_ref().and_then(|m| m.segments.get(segment).or_else(|| m.segments.get("all"))).and_then(|s| s.power_feature.clone());
-    let week_ago_ms = (today - chrono::Duration::days(6)).and_hms_opt(0, 0, 0).expect("midnight exists").and_utc().timestamp_millis();
+    let power = |segment: &str| {
+        model
+            .as_ref()
+            .and_then(|m| m.segments.get(segment).or_else(|| m.segments.get("all")))
+            .and_then(|s| s.power_feature.clone())
+    };
+    let week_ago_ms = (today - chrono::Duration::days(6))
+        .and_hms_opt(0, 0, 0)
+        .expect("midnight exists")
+        .and_utc()
+        .timestamp_millis();
     let quarter = crate::share::Quarter::of(today);
     let quarter_start = day_number(quarter.first_day());
     let mut extras: HashMap<String, Extra> = HashMap::new();
@@ -322,50 +339,88 @@ pub fn look(source: &dyn HealthSource, today: NaiveDate, settings: Settings, fea
     let mut quarterly: Vec<(String, Vec<String>)> = Vec::new();
     let mut go_lives: Vec<(String, String, Vec<String>)> = Vec::new();
     let rows = source.snapshot_with(today, settings.metrics, settings.currency, &mut |data| {
-        let open_escalations = data.tickets.iter().filter(|t| t.escalated && t.resolved_ms.is_none());
+        let open_escalations = data
+            .tickets
+            .iter()
+            .filter(|t| t.escalated && t.resolved_ms.is_none());
         let uses_7d = features
             .iter()
-            .map(|f| (f.to_string(), data.features.iter().filter(|u| u.feature == *f && u.day > day - 7 && u.day <= day).map(|u| u.uses).sum()))
+            .map(|f| {
+                (
+                    f.to_string(),
+                    data.features
+                        .iter()
+                        .filter(|u| u.feature == *f && u.day > day - 7 && u.day <= day)
+                        .map(|u| u.uses)
+                        .sum(),
+                )
+            })
             .collect();
         extras.insert(
             data.account_id.clone(),
             Extra {
                 escalation_opened_ms: open_escalations.map(|t| t.opened_ms).min(),
-                detractors_7d: data.surveys.iter().filter(|s| s.kind == "nps" && s.score <= 6 && s.answered_ms >= week_ago_ms).count() as i64,
+                detractors_7d: data
+                    .surveys
+                    .iter()
+                    .filter(|s| s.kind == "nps" && s.score <= 6 && s.answered_ms >= week_ago_ms)
+                    .count() as i64,
                 last_active: data.last_active,
                 power_first_use: power(&data.segment).and_then(|p| data.first_use.get(&p).copied()),
                 uses_7d,
             },
         );
         let this_week = |local: Option<i32>| local.is_some_and(|d| d > day - 7 && d <= day);
-        for t in data.tickets.iter().filter(|t| policy.after_ticket && this_week(t.resolved)) {
+        for t in data
+            .tickets
+            .iter()
+            .filter(|t| policy.after_ticket && this_week(t.resolved))
+        {
             if let (Some(user), Some(resolved_ms)) = (&t.user, t.resolved_ms) {
-                tickets.push((resolved_ms, t.id.clone(), data.account_id.clone(), user.clone()));
+                tickets.push((
+                    resolved_ms,
+                    t.id.clone(),
+                    data.account_id.clone(),
+                    user.clone(),
+                ));
             }
         }
         if !policy.quarterly_nps && !policy.go_live {
             return;
         }
-        let active: BTreeSet<&str> = data.days.iter().filter(|d| d.day > day - 30 && d.day <= day).map(|d| d.user.as_str()).collect();
+        let active: BTreeSet<&str> = data
+            .days
+            .iter()
+            .filter(|d| d.day > day - 30 && d.day <= day)
+            .map(|d| d.user.as_str())
+            .collect();
         let active: Vec<String> = active.into_iter().map(str::to_string).collect();
         let quiet = !data.tickets.iter().any(|t| t.opened >= quarter_start);
         if policy.quarterly_nps && quiet && data.subscriptions.iter().any(|s| s.in_force(day)) {
             quarterly.push((data.account_id.clone(), active.clone()));
         }
-        let mut live: Vec<&str> = data.subscriptions.iter().filter(|s| policy.go_live && this_week(s.go_live)).map(|s| s.id.as_str()).collect();
+        let mut live: Vec<&str> = data
+            .subscriptions
+            .iter()
+            .filter(|s| policy.go_live && this_week(s.go_live))
+            .map(|s| s.id.as_str())
+            .collect();
         live.sort_unstable();
         for id in live {
             go_lives.push((data.account_id.clone(), id.to_string(), active.clone()));
         }
     })?;
     let facts = super::dashboard::facts(source, today, &rows, settings)?;
-    let by_id: HashMap<&str, &super::dashboard::Facts> = facts.iter().map(|f| (f.account_id.as_str(), f)).collect();
+    let by_id: HashMap<&str, &super::dashboard::Facts> =
+        facts.iter().map(|f| (f.account_id.as_str(), f)).collect();
     let now_ms = chrono::Utc::now().timestamp_millis();
     let dropped = usage_drops(&source.tier_changes(today - chrono::Duration::days(7), None)?);
     let mut measures = Vec::with_capacity(rows.len());
     for row in rows {
         let id = row["account_id"].as_str().unwrap_or_default().to_string();
-        let (Some(f), Some(extra)) = (by_id.get(id.as_str()), extras.remove(&id)) else { continue };
+        let (Some(f), Some(extra)) = (by_id.get(id.as_str()), extras.remove(&id)) else {
+            continue;
+        };
         let mut m = row;
         let tier = f.health.as_ref().and_then(|h| h.tier.clone());
         let before = f.week_before.as_ref().and_then(|h| h.tier.clone());
@@ -373,28 +428,72 @@ pub fn look(source: &dyn HealthSource, today: NaiveDate, settings: Settings, fea
         m.insert("tier_dropped".into(), json!(dropped.contains(&id)));
         m.insert("tier".into(), json!(tier));
         m.insert("tier_before".into(), json!(before));
-        m.insert("health_score".into(), json!(f.health.as_ref().and_then(|h| h.score)));
-        m.insert("expected_renewal_rate".into(), json!(f.health.as_ref().and_then(|h| h.expected_rate)));
+        m.insert(
+            "health_score".into(),
+            json!(f.health.as_ref().and_then(|h| h.score)),
+        );
+        m.insert(
+            "expected_renewal_rate".into(),
+            json!(f.health.as_ref().and_then(|h| h.expected_rate)),
+        );
         m.insert("arr".into(), json!(f.arr));
-        m.insert("renewal_in_days".into(), json!(f.renewal.map(|r| (r - today).num_days())));
-        m.insert("escalation_open_days".into(), json!(extra.escalation_opened_ms.map(|opened| (now_ms - opened) / 86_400_000)));
-        m.insert("nps_detractor_answers_7d".into(), json!(extra.detractors_7d));
-        m.insert("days_since_last_activity".into(), json!(extra.last_active.map(|d| day - d)));
-        m.insert("power_feature_first_use_days".into(), json!(extra.power_first_use.map(|d| day - d)));
+        m.insert(
+            "renewal_in_days".into(),
+            json!(f.renewal.map(|r| (r - today).num_days())),
+        );
+        m.insert(
+            "escalation_open_days".into(),
+            json!(extra
+                .escalation_opened_ms
+                .map(|opened| (now_ms - opened) / 86_400_000)),
+        );
+        m.insert(
+            "nps_detractor_answers_7d".into(),
+            json!(extra.detractors_7d),
+        );
+        m.insert(
+            "days_since_last_activity".into(),
+            json!(extra.last_active.map(|d| day - d)),
+        );
+        m.insert(
+            "power_feature_first_use_days".into(),
+            json!(extra.power_first_use.map(|d| day - d)),
+        );
         for (feature, uses) in extra.uses_7d {
-            m.insert(format!("{}{feature}", act::FEATURE_USES_PREFIX), json!(uses));
+            m.insert(
+                format!("{}{feature}", act::FEATURE_USES_PREFIX),
+                json!(uses),
+            );
         }
         measures.push((m, f.name.clone()));
     }
     tickets.sort();
-    let mut occasions: Vec<(String, String, Trigger)> = tickets.into_iter().map(|(_, ticket_id, account, user)| (user, account, Trigger::Ticket { ticket_id })).collect();
+    let mut occasions: Vec<(String, String, Trigger)> = tickets
+        .into_iter()
+        .map(|(_, ticket_id, account, user)| (user, account, Trigger::Ticket { ticket_id }))
+        .collect();
     for (account, users) in quarterly {
-        occasions.extend(users.into_iter().map(|user| (user, account.clone(), Trigger::Quarterly { quarter })));
+        occasions.extend(
+            users
+                .into_iter()
+                .map(|user| (user, account.clone(), Trigger::Quarterly { quarter })),
+        );
     }
     for (account, subscription_id, users) in go_lives {
-        occasions.extend(users.into_iter().map(|user| (user, account.clone(), Trigger::GoLive { subscription_id: subscription_id.clone() })));
+        occasions.extend(users.into_iter().map(|user| {
+            (
+                user,
+                account.clone(),
+                Trigger::GoLive {
+                    subscription_id: subscription_id.clone(),
+                },
+            )
+        }));
     }
-    Ok(Look { measures, occasions })
+    Ok(Look {
+        measures,
+        occasions,
+    })
 }
 
 // ---- rules and alerts ----
@@ -403,7 +502,9 @@ pub fn look(source: &dyn HealthSource, today: NaiveDate, settings: Settings, fea
 /// rule's name; one that fails to prepare, say after a channel left the config, is skipped
 /// with a warning).
 pub fn rules(store: &dyn ActionStore, config: &ActionsConfig) -> Result<Vec<Ready>, StoreError> {
-    let mut ready = config.ready_rules().map_err(|(k, r)| StoreError::Invalid(format!("{k}: {r}")))?;
+    let mut ready = config
+        .ready_rules()
+        .map_err(|(k, r)| StoreError::Invalid(format!("{k}: {r}")))?;
     for rule in store.stored_rules()? {
         if ready.iter().any(|r| r.rule.name == rule.name) {
             continue;
@@ -430,14 +531,40 @@ pub struct Fired {
 
 /// Evaluates the rules (or one) for every account. Unless `dry_run`, each firing outside
 /// its cooldown is recorded with its outbox messages and tasks.
-pub fn evaluate(store: &dyn ActionStore, today: NaiveDate, settings: Settings, config: &ActionsConfig, base_url: &str, only: Option<&str>, dry_run: bool) -> Result<Vec<Fired>, StoreError> {
+pub fn evaluate(
+    store: &dyn ActionStore,
+    today: NaiveDate,
+    settings: Settings,
+    config: &ActionsConfig,
+    base_url: &str,
+    only: Option<&str>,
+    dry_run: bool,
+) -> Result<Vec<Fired>, StoreError> {
     let rules = rules_to_run(store, config, only)?;
-    let look = look(store, today, settings, &features_of(&rules), &Policy { after_ticket: false, quarterly_nps: false, go_live: false, ..config.surveys.clone() })?;
+    let look = look(
+        store,
+        today,
+        settings,
+        &features_of(&rules),
+        &Policy {
+            after_ticket: false,
+            quarterly_nps: false,
+            go_live: false,
+            ..config.surveys.clone()
+        },
+    )?;
     fire(store, today, config, base_url, &rules, &look, dry_run)
 }
 
-fn rules_to_run(store: &dyn ActionStore, config: &ActionsConfig, only: Option<&str>) -> Result<Vec<Ready>, StoreError> {
-    let rules: Vec<Ready> = rules(store, config)?.into_iter().filter(|r| only.is_none_or(|o| o == r.rule.name)).collect();
+fn rules_to_run(
+    store: &dyn ActionStore,
+    config: &ActionsConfig,
+    only: Option<&str>,
+) -> Result<Vec<Ready>, StoreError> {
+    let rules: Vec<Ready> = rules(store, config)?
+        .into_iter()
+        .filter(|r| only.is_none_or(|o| o == r.rule.name))
+        .collect();
     match only {
         Some(name) if rules.is_empty() => Err(StoreError::Invalid(format!("no rule {name:?}"))),
         _ => Ok(rules),
@@ -452,13 +579,34 @@ fn features_of(rules: &[Ready]) -> Vec<&str> {
 }
 
 /// The rules fired by `look`'s measures, recorded unless `dry_run`.
-fn fire(store: &dyn ActionStore, today: NaiveDate, config: &ActionsConfig, base_url: &str, rules: &[Ready], look: &Look, dry_run: bool) -> Result<Vec<Fired>, StoreError> {
+// Over 100 lines: Writes an alert and everything it triggers in one transaction; moves to `actions` in issue 29 item 1.
+#[allow(clippy::too_many_lines)]
+fn fire(
+    store: &dyn ActionStore,
+    today: NaiveDate,
+    config: &ActionsConfig,
+    base_url: &str,
+    rules: &[Ready],
+    look: &Look,
+    dry_run: bool,
+) -> Result<Vec<Fired>, StoreError> {
     let mut fired: Vec<(&Ready, &Map<String, Value>, Fired)> = Vec::new();
     for rule in rules {
         for (m, name) in &look.measures {
             if rule.fires(m) {
                 let account_id = m["account_id"].as_str().unwrap_or_default().to_string();
-                fired.push((rule, m, Fired { rule: rule.rule.name.clone(), account_id, account_name: name.clone(), reason: act::reason(rule, m), recorded: false, alert_id: None }));
+                fired.push((
+                    rule,
+                    m,
+                    Fired {
+                        rule: rule.rule.name.clone(),
+                        account_id,
+                        account_name: name.clone(),
+                        reason: act::reason(rule, m),
+                        recorded: false,
+                        alert_id: None,
+                    },
+                ));
             }
         }
     }
@@ -479,14 +627,21 @@ fn fire(store: &dyn ActionStore, today: NaiveDate, config: &ActionsConfig, base_
         .collect();
     let owners = owners(store)?;
     let follow_up = |new: &NewAlert, id: i64| -> FollowUp {
-        let rule = rules.iter().find(|r| r.rule.name == new.rule).expect("invariant: a fired rule is in force");
+        let rule = rules
+            .iter()
+            .find(|r| r.rule.name == new.rule)
+            .expect("invariant: a fired rule is in force");
         let alert = Alert {
             id,
             rule: new.rule.clone(),
             account_id: new.account_id.clone(),
             account_name: new.account_name.clone(),
             reason: new.reason.clone(),
-            link: format!("{}{}", base_url.trim_end_matches('/'), crate::share::account_path(&new.account_id)),
+            link: format!(
+                "{}{}",
+                base_url.trim_end_matches('/'),
+                crate::share::account_path(&new.account_id)
+            ),
             measures: new.measures.clone(),
         };
         let (csm_id, csm_email) = owners.get(&new.account_id).cloned().unwrap_or_default();
@@ -494,22 +649,58 @@ fn fire(store: &dyn ActionStore, today: NaiveDate, config: &ActionsConfig, base_
         for channel in &rule.notify {
             let key = format!("alert-{id}-{channel}");
             let (kind, target, subject, body) = match &config.channels[channel] {
-                Channel::Slack { url } => ("slack", url.clone(), None, act::slack_payload(&alert).to_string()),
-                Channel::Webhook { url, .. } => ("webhook", url.clone(), None, act::webhook_payload(&alert, &key).to_string()),
+                Channel::Slack { url } => (
+                    "slack",
+                    url.clone(),
+                    None,
+                    act::slack_payload(&alert).to_string(),
+                ),
+                Channel::Webhook { url, .. } => (
+                    "webhook",
+                    url.clone(),
+                    None,
+                    act::webhook_payload(&alert, &key).to_string(),
+                ),
                 Channel::Email { to } => {
-                    let to = if to == "owner" { csm_email.clone() } else { Some(to.clone()) };
+                    let to = if to == "owner" {
+                        csm_email.clone()
+                    } else {
+                        Some(to.clone())
+                    };
                     let Some(to) = to else {
                         tracing::warn!(rule = %alert.rule, account = %alert.account_id, "email to the owner skipped: the account's CSM has no email");
                         continue;
                     };
-                    let body = format!("{}\n\nWhy: {}\n\nOpen: {}\n", alert.account_name, alert.reason, alert.link);
-                    ("email", to, Some(format!("[bellwether] {}: {}", alert.account_name, alert.rule)), body)
+                    let body = format!(
+                        "{}\n\nWhy: {}\n\nOpen: {}\n",
+                        alert.account_name, alert.reason, alert.link
+                    );
+                    (
+                        "email",
+                        to,
+                        Some(format!(
+                            "[bellwether] {}: {}",
+                            alert.account_name, alert.rule
+                        )),
+                        body,
+                    )
                 }
             };
-            out.messages.push(NewMessage { idempotency_key: key, channel: channel.clone(), kind: kind.into(), target, subject, body });
+            out.messages.push(NewMessage {
+                idempotency_key: key,
+                channel: channel.clone(),
+                kind: kind.into(),
+                target,
+                subject,
+                body,
+            });
         }
         for task in &rule.tasks {
-            out.tasks.push(NewTask { csm: csm_id.clone(), title: act::task_title(&task.title, &alert), due: today + chrono::Duration::days(i64::from(task.due_days)) });
+            out.tasks.push(NewTask {
+                csm: csm_id.clone(),
+                title: act::task_title(&task.title, &alert),
+                due: today + chrono::Duration::days(i64::from(task.due_days)),
+            });
         }
         out
     };
@@ -525,10 +716,17 @@ fn fire(store: &dyn ActionStore, today: NaiveDate, config: &ActionsConfig, base_
         .collect())
 }
 
+/// Account id -> (its CSM's id, that CSM's email).
+type Owners = HashMap<String, (Option<String>, Option<String>)>;
+
 /// Each account's CSM and that CSM's email, from the records.
-fn owners(source: &dyn HealthSource) -> Result<HashMap<String, (Option<String>, Option<String>)>, StoreError> {
+fn owners(source: &dyn HealthSource) -> Result<Owners, StoreError> {
     let text = |cell: &crate::records::Cell| cell.as_text().map(str::to_string);
-    let emails: HashMap<String, Option<String>> = source.record_rows("csms", &["csm_id", "email"])?.iter().filter_map(|r| Some((text(&r[0])?, text(&r[1])))).collect();
+    let emails: HashMap<String, Option<String>> = source
+        .record_rows("csms", &["csm_id", "email"])?
+        .iter()
+        .filter_map(|r| Some((text(&r[0])?, text(&r[1]))))
+        .collect();
     Ok(source
         .record_rows("accounts", &["account_id", "csm"])?
         .iter()
@@ -541,15 +739,32 @@ fn owners(source: &dyn HealthSource) -> Result<HashMap<String, (Option<String>, 
 }
 
 /// Alerts fired since `since_ms` (optionally of one account), newest first, as the API shows them.
-pub fn alerts(store: &dyn ActionStore, since_ms: i64, account: Option<&str>, limit: usize) -> Result<Vec<Value>, StoreError> {
-    Ok(store.alerts(since_ms, account, limit)?.iter().map(AlertRow::to_json).collect())
+pub fn alerts(
+    store: &dyn ActionStore,
+    since_ms: i64,
+    account: Option<&str>,
+    limit: usize,
+) -> Result<Vec<Value>, StoreError> {
+    Ok(store
+        .alerts(since_ms, account, limit)?
+        .iter()
+        .map(AlertRow::to_json)
+        .collect())
 }
 
 // ---- the outbox ----
 
 /// Outbox rows of a status (`pending`, `sent`, `dead`), newest first, as the API shows them.
-pub fn outbox(store: &dyn ActionStore, status: &str, limit: usize) -> Result<Vec<Value>, StoreError> {
-    Ok(store.outbox(status, limit)?.iter().map(OutboxRow::to_json).collect())
+pub fn outbox(
+    store: &dyn ActionStore,
+    status: &str,
+    limit: usize,
+) -> Result<Vec<Value>, StoreError> {
+    Ok(store
+        .outbox(status, limit)?
+        .iter()
+        .map(OutboxRow::to_json)
+        .collect())
 }
 
 /// Puts a dead message back in line; false when there is no dead message with that id.
@@ -560,7 +775,11 @@ pub fn retry(store: &dyn ActionStore, id: i64) -> Result<bool, StoreError> {
 /// Sends what is due once; returns how many were attempted. A message is marked only after
 /// its attempt: a crash in between sends it again with the same idempotency key (at least
 /// once; receivers drop the repeat by key), never loses it.
-pub fn deliver_due(store: &dyn ActionStore, config: &ActionsConfig, smtp_password: Option<&str>) -> Result<usize, StoreError> {
+pub fn deliver_due(
+    store: &dyn ActionStore,
+    config: &ActionsConfig,
+    smtp_password: Option<&str>,
+) -> Result<usize, StoreError> {
     let batch = store.due(chrono::Utc::now().timestamp_millis(), DELIVERIES_PER_ROUND)?;
     for row in &batch {
         let outcome = deliver::send(&row.message(), config, smtp_password);
@@ -577,7 +796,8 @@ pub fn deliver_due(store: &dyn ActionStore, config: &ActionsConfig, smtp_passwor
                 tracing::info!(id, channel = %row.channel, attempts, "notification sent");
             }
             Outcome::Retry(error) if attempts < i64::from(config.max_attempts) => {
-                row.next_attempt_ms = now + act::retry_delay_ms(config.retry_base_seconds, attempts as u32);
+                row.next_attempt_ms =
+                    now + act::retry_delay_ms(config.retry_base_seconds, attempts as u32);
                 row.last_error = Some(error.clone());
                 store.mark(&row)?;
                 tracing::warn!(id, channel = %row.channel, attempts, %error, "notification failed; will retry");
@@ -608,9 +828,17 @@ fn account_names(source: &dyn HealthSource) -> Result<HashMap<String, String>, S
 }
 
 /// Tasks, filtered; open and snoozed first by due date; as the API shows them.
-pub fn tasks(store: &dyn ActionStore, filter: TaskFilter<'_>, limit: usize) -> Result<Vec<Value>, StoreError> {
+pub fn tasks(
+    store: &dyn ActionStore,
+    filter: TaskFilter<'_>,
+    limit: usize,
+) -> Result<Vec<Value>, StoreError> {
     let rows = store.tasks(filter, limit)?;
-    let names = if rows.is_empty() { HashMap::new() } else { account_names(store)? };
+    let names = if rows.is_empty() {
+        HashMap::new()
+    } else {
+        account_names(store)?
+    };
     Ok(rows
         .iter()
         .map(|t| {
@@ -623,8 +851,20 @@ pub fn tasks(store: &dyn ActionStore, filter: TaskFilter<'_>, limit: usize) -> R
 
 /// Sets a task's status (`open`, `snoozed` with a day, `done`) and optionally its due day;
 /// false when there is no such task.
-pub fn update_task(store: &dyn ActionStore, id: i64, status: &str, snoozed_until: Option<NaiveDate>, due: Option<NaiveDate>) -> Result<bool, StoreError> {
-    store.update_task(id, status, snoozed_until, due, chrono::Utc::now().timestamp_millis())
+pub fn update_task(
+    store: &dyn ActionStore,
+    id: i64,
+    status: &str,
+    snoozed_until: Option<NaiveDate>,
+    due: Option<NaiveDate>,
+) -> Result<bool, StoreError> {
+    store.update_task(
+        id,
+        status,
+        snoozed_until,
+        due,
+        chrono::Utc::now().timestamp_millis(),
+    )
 }
 
 // ---- surveys ----
@@ -639,13 +879,27 @@ pub struct SurveySend {
 }
 
 pub fn survey_send(store: &dyn ActionStore, id: i64) -> Result<Option<SurveySend>, StoreError> {
-    let Some(send) = store.survey_send(id)? else { return Ok(None) };
-    let account_name = super::dashboard::account_name(store, &send.account_id)?.flatten().unwrap_or_else(|| send.account_id.clone());
-    Ok(Some(SurveySend { id: send.id, kind: send.kind, account_name, answered: send.answered_ms.is_some() }))
+    let Some(send) = store.survey_send(id)? else {
+        return Ok(None);
+    };
+    let account_name = super::dashboard::account_name(store, &send.account_id)?
+        .flatten()
+        .unwrap_or_else(|| send.account_id.clone());
+    Ok(Some(SurveySend {
+        id: send.id,
+        kind: send.kind,
+        account_name,
+        answered: send.answered_ms.is_some(),
+    }))
 }
 
 /// Records an answer as a survey response, once per invitation.
-pub fn answer(store: &dyn ActionStore, id: i64, score: i64, comment: Option<&str>) -> Result<Answered, StoreError> {
+pub fn answer(
+    store: &dyn ActionStore,
+    id: i64,
+    score: i64,
+    comment: Option<&str>,
+) -> Result<Answered, StoreError> {
     store.answer(id, score, comment, chrono::Utc::now().timestamp_millis())
 }
 
@@ -653,7 +907,13 @@ pub fn answer(store: &dyn ActionStore, id: i64, score: i64, comment: Option<&str
 /// by an earlier one is not asked again within the policy's gap): each recorded once (by
 /// occasion and person) with an email in the outbox when the person has an email and SMTP
 /// is configured, else for the web snippet. Returns how many were sent.
-pub fn dispatch_surveys(store: &dyn ActionStore, today: NaiveDate, config: &ActionsConfig, base_url: &str, occasions: &[(String, String, Trigger)]) -> Result<usize, StoreError> {
+pub fn dispatch_surveys(
+    store: &dyn ActionStore,
+    today: NaiveDate,
+    config: &ActionsConfig,
+    base_url: &str,
+    occasions: &[(String, String, Trigger)],
+) -> Result<usize, StoreError> {
     let policy = &config.surveys;
     if !policy.enabled || occasions.is_empty() {
         return Ok(0);
@@ -669,11 +929,20 @@ pub fn dispatch_surveys(store: &dyn ActionStore, today: NaiveDate, config: &Acti
             "quarterly" => "quarterly",
             _ => "go-live",
         };
-        let day = chrono::DateTime::from_timestamp_millis(send.sent_ms).map(|d| d.date_naive()).unwrap_or(today);
-        history.entry(send.user_id).or_default().push(Sent { trigger, day });
+        let day = chrono::DateTime::from_timestamp_millis(send.sent_ms)
+            .map(|d| d.date_naive())
+            .unwrap_or(today);
+        history
+            .entry(send.user_id)
+            .or_default()
+            .push(Sent { trigger, day });
         keys.insert(send.key);
     }
-    let emails = if config.smtp.is_some() { store.user_emails(&users)? } else { HashMap::new() };
+    let emails = if config.smtp.is_some() {
+        store.user_emails(&users)?
+    } else {
+        HashMap::new()
+    };
     let mut sends = Vec::new();
     for (user, account, trigger) in occasions {
         let key = trigger.key(user);
@@ -681,10 +950,20 @@ pub fn dispatch_surveys(store: &dyn ActionStore, today: NaiveDate, config: &Acti
         if keys.contains(&key) || surveys::allowed(trigger, past, today, policy).is_err() {
             continue;
         }
-        past.push(Sent { trigger: trigger.name(), day: today });
+        past.push(Sent {
+            trigger: trigger.name(),
+            day: today,
+        });
         keys.insert(key.clone());
         let kind = trigger.kind(policy).to_string();
-        sends.push(NewSend { key, user_id: user.clone(), account_id: account.clone(), kind, trigger: trigger.name(), email: emails.get(user).cloned() });
+        sends.push(NewSend {
+            key,
+            user_id: user.clone(),
+            account_id: account.clone(),
+            kind,
+            trigger: trigger.name(),
+            email: emails.get(user).cloned(),
+        });
     }
     if sends.is_empty() {
         return Ok(0);
@@ -694,100 +973,70 @@ pub fn dispatch_surveys(store: &dyn ActionStore, today: NaiveDate, config: &Acti
     let email = |send: &NewSend, id: i64| -> Option<NewMessage> {
         let to = send.email.clone()?;
         let expires = now / 1000 + i64::from(policy.token_valid_days) * 86_400;
-        let link = format!("{}/s/{}", base_url.trim_end_matches('/'), crate::share::sign_payload(&secret, &format!("survey\n{id}"), expires));
-        let body = format!("{}\n\nAnswer in one click (the link works for {} days):\n{link}\n", surveys::question(&send.kind), policy.token_valid_days);
-        Some(NewMessage { idempotency_key: format!("survey-{id}"), channel: "surveys".into(), kind: "email".into(), target: to, subject: Some("A quick question".into()), body })
+        let link = format!(
+            "{}/s/{}",
+            base_url.trim_end_matches('/'),
+            crate::share::sign_payload(&secret, &format!("survey\n{id}"), expires)
+        );
+        let body = format!(
+            "{}\n\nAnswer in one click (the link works for {} days):\n{link}\n",
+            surveys::question(&send.kind),
+            policy.token_valid_days
+        );
+        Some(NewMessage {
+            idempotency_key: format!("survey-{id}"),
+            channel: "surveys".into(),
+            kind: "email".into(),
+            target: to,
+            subject: Some("A quick question".into()),
+            body,
+        })
     };
     store.record_sends(now, &sends, &email)
 }
 
 /// A survey link for send `id` (also what the snippet hands out).
-pub fn survey_link(store: &dyn ActionStore, id: i64, valid_days: u32, base_url: &str) -> Result<String, StoreError> {
+pub fn survey_link(
+    store: &dyn ActionStore,
+    id: i64,
+    valid_days: u32,
+    base_url: &str,
+) -> Result<String, StoreError> {
     let secret = super::users::secret(store, SURVEY_SECRET)?;
     let expires = chrono::Utc::now().timestamp() + i64::from(valid_days) * 86_400;
-    Ok(format!("{}/s/{}", base_url.trim_end_matches('/'), crate::share::sign_payload(&secret, &format!("survey\n{id}"), expires)))
+    Ok(format!(
+        "{}/s/{}",
+        base_url.trim_end_matches('/'),
+        crate::share::sign_payload(&secret, &format!("survey\n{id}"), expires)
+    ))
 }
 
 // ---- the threads ----
 
 /// One evaluation: snoozed tasks wake, the rules fire, the surveys go out. (alerts
-/// recorded, surveys sent); `None`, doing nothing, while a bulk load runs or the numbers
-/// lag behind.
-fn run_once(store: &dyn ActionStore, today: NaiveDate, settings: Settings, config: &ActionsConfig, base_url: &str) -> Result<Option<(usize, usize)>, StoreError> {
-    if paused() || !store.settled()? {
+/// recorded, surveys sent); `None`, doing nothing, while the numbers lag behind.
+pub fn run_once(
+    store: &dyn ActionStore,
+    today: NaiveDate,
+    settings: Settings,
+    config: &ActionsConfig,
+    base_url: &str,
+) -> Result<Option<(usize, usize)>, StoreError> {
+    if !store.settled()? {
         return Ok(None);
     }
     store.wake_snoozed(today)?;
     let rules = rules_to_run(store, config, None)?;
-    let look = look(store, today, settings, &features_of(&rules), &config.surveys)?;
+    let look = look(
+        store,
+        today,
+        settings,
+        &features_of(&rules),
+        &config.surveys,
+    )?;
     let fired = fire(store, today, config, base_url, &rules, &look, false)?;
     let surveys = dispatch_surveys(store, today, config, base_url, &look.occasions)?;
     Ok(Some((fired.iter().filter(|f| f.recorded).count(), surveys)))
-}
-
-/// Starts the evaluator (rules and surveys on the schedule and when poked) on `evaluator`
-/// and the outbox worker (every second) on `outbox`. Both run for the life of the process,
-/// inside `runtime` when given (ClickHouse's calls need one).
-#[allow(clippy::too_many_arguments)]
-pub fn spawn<S: ActionStore + Send + 'static>(
-    evaluator: S,
-    outbox: S,
-    runtime: Option<tokio::runtime::Handle>,
-    metrics: crate::config::MetricsConfig,
-    health: crate::config::HealthConfig,
-    currency: crate::config::CurrencyConfig,
-    config: ActionsConfig,
-    base_url: String,
-) -> Result<(), StoreError> {
-    let evaluator_config = config.clone();
-    let evaluator_runtime = runtime.clone();
-    std::thread::Builder::new()
-        .name("actions".into())
-        .spawn(move || {
-            let _entered = evaluator_runtime.as_ref().map(|r| r.enter());
-            let config = evaluator_config;
-            // Let the first rollups and health model settle before the first evaluation.
-            std::thread::sleep(Duration::from_secs(5));
-            loop {
-                let settings = Settings { metrics: &metrics, health: &health, currency: &currency };
-                match run_once(&evaluator, chrono::Utc::now().date_naive(), settings, &config, &base_url) {
-                    Ok(Some((alerts, surveys))) if alerts + surveys > 0 => tracing::info!(alerts, surveys, "actions evaluated"),
-                    Ok(Some(_)) => {}
-                    // Not now (a bulk load, rollups behind): try again soon, not at the next turn.
-                    Ok(None) => {
-                        std::thread::sleep(Duration::from_secs(2));
-                        continue;
-                    }
-                    Err(error) => tracing::error!(%error, "action evaluation failed"),
-                }
-                let (flag, wake) = &POKE;
-                let mut poked = flag.lock().expect("invariant: not poisoned");
-                if !*poked {
-                    poked = wake.wait_timeout(poked, Duration::from_secs(config.evaluate_every_seconds)).expect("invariant: not poisoned").0;
-                }
-                *poked = false;
-                drop(poked);
-                // Several changes in a burst (an import, then the health update) make one run.
-                std::thread::sleep(Duration::from_millis(500));
-            }
-        })
-        .map_err(|e| StoreError::Thread(e.to_string()))?;
-    let password = std::env::var("BELLWETHER_SMTP_PASSWORD").ok();
-    std::thread::Builder::new()
-        .name("outbox".into())
-        .spawn(move || {
-            let _entered = runtime.as_ref().map(|r| r.enter());
-            loop {
-                match deliver_due(&outbox, &config, password.as_deref()) {
-                    Ok(n) if n > 0 => continue,
-                    Ok(_) => {}
-                    Err(error) => tracing::error!(%error, "outbox delivery failed"),
-                }
-                std::thread::sleep(Duration::from_secs(1));
-            }
-        })
-        .map_err(|e| StoreError::Thread(e.to_string()))?;
-    Ok(())
 }
 
 // ---- the embedded store ----
@@ -813,7 +1062,8 @@ fn outbox_row(r: &rusqlite::Row) -> rusqlite::Result<OutboxRow> {
     })
 }
 
-const SEND_COLUMNS: &str = "id, key, user_id, account_id, kind, trigger, delivery, sent_ms, answered_ms, response_id";
+const SEND_COLUMNS: &str =
+    "id, key, user_id, account_id, kind, trigger, delivery, sent_ms, answered_ms, response_id";
 
 fn send_row(r: &rusqlite::Row) -> rusqlite::Result<SendRow> {
     Ok(SendRow {
@@ -830,7 +1080,12 @@ fn send_row(r: &rusqlite::Row) -> rusqlite::Result<SendRow> {
     })
 }
 
-fn insert_message(tx: &Connection, message: &NewMessage, alert_id: Option<i64>, now_ms: i64) -> Result<(), StoreError> {
+fn insert_message(
+    tx: &Connection,
+    message: &NewMessage,
+    alert_id: Option<i64>,
+    now_ms: i64,
+) -> Result<(), StoreError> {
     tx.execute(
         "INSERT INTO outbox (idempotency_key, alert_id, channel, kind, target, subject, body, status, next_attempt_ms, created_ms)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?8)",
@@ -851,7 +1106,10 @@ impl ActionStore for Connection {
         let mut out = Vec::new();
         for row in rows {
             let (name, body) = row?;
-            out.push(serde_json::from_str(&body).map_err(|e| StoreError::Invalid(format!("stored rule {name}: {e}")))?);
+            out.push(
+                serde_json::from_str(&body)
+                    .map_err(|e| StoreError::Invalid(format!("stored rule {name}: {e}")))?,
+            );
         }
         Ok(out)
     }
@@ -859,7 +1117,11 @@ impl ActionStore for Connection {
     fn save_rule(&self, rule: &Rule) -> Result<(), StoreError> {
         self.execute(
             "INSERT OR REPLACE INTO rules (name, body, created_ms) VALUES (?1, ?2, ?3)",
-            params![rule.name, serde_json::to_string(rule).expect("invariant: a rule serialises"), chrono::Utc::now().timestamp_millis()],
+            params![
+                rule.name,
+                serde_json::to_string(rule).expect("invariant: a rule serialises"),
+                chrono::Utc::now().timestamp_millis()
+            ],
         )?;
         Ok(())
     }
@@ -869,7 +1131,12 @@ impl ActionStore for Connection {
     }
 
     /// The cooldown is checked inside the transaction that records the alert.
-    fn record_alerts(&self, now_ms: i64, alerts: &[NewAlert], follow_up: &dyn Fn(&NewAlert, i64) -> FollowUp) -> Result<Vec<Option<i64>>, StoreError> {
+    fn record_alerts(
+        &self,
+        now_ms: i64,
+        alerts: &[NewAlert],
+        follow_up: &dyn Fn(&NewAlert, i64) -> FollowUp,
+    ) -> Result<Vec<Option<i64>>, StoreError> {
         let tx = super::write_transaction(self, super::Lock::Main)?;
         let mut out = Vec::with_capacity(alerts.len());
         for new in alerts {
@@ -901,18 +1168,31 @@ impl ActionStore for Connection {
         Ok(out)
     }
 
-    fn alerts(&self, since_ms: i64, account: Option<&str>, limit: usize) -> Result<Vec<AlertRow>, StoreError> {
+    fn alerts(
+        &self,
+        since_ms: i64,
+        account: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AlertRow>, StoreError> {
         let mut query = self.prepare(
             "SELECT id, rule, account_id, fired_ms, reason FROM alerts WHERE fired_ms >= ?1 AND (?2 IS NULL OR account_id = ?2) ORDER BY id DESC LIMIT ?3",
         )?;
         let rows = query.query_map(params![since_ms, account, limit as i64], |r| {
-            Ok(AlertRow { id: r.get(0)?, rule: r.get(1)?, account_id: r.get(2)?, fired_ms: r.get(3)?, reason: r.get(4)? })
+            Ok(AlertRow {
+                id: r.get(0)?,
+                rule: r.get(1)?,
+                account_id: r.get(2)?,
+                fired_ms: r.get(3)?,
+                reason: r.get(4)?,
+            })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
     fn outbox(&self, status: &str, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
-        let mut query = self.prepare(&format!("SELECT {OUTBOX_COLUMNS} FROM outbox WHERE status = ?1 ORDER BY id DESC LIMIT ?2"))?;
+        let mut query = self.prepare(&format!(
+            "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE status = ?1 ORDER BY id DESC LIMIT ?2"
+        ))?;
         let rows = query.query_map(params![status, limit as i64], outbox_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -941,24 +1221,34 @@ impl ActionStore for Connection {
              WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR csm = ?2) AND (?3 IS NULL OR account_id = ?3)
              ORDER BY status = 'done', due IS NULL, due, id LIMIT ?4",
         )?;
-        let rows = query.query_map(params![filter.status, filter.csm, filter.account, limit as i64], |r| {
-            Ok(TaskRow {
-                id: r.get(0)?,
-                account_id: r.get(1)?,
-                alert_id: r.get(2)?,
-                csm: r.get(3)?,
-                title: r.get(4)?,
-                status: r.get(5)?,
-                due: r.get(6)?,
-                snoozed_until: r.get(7)?,
-                created_ms: r.get(8)?,
-                updated_ms: r.get(9)?,
-            })
-        })?;
+        let rows = query.query_map(
+            params![filter.status, filter.csm, filter.account, limit as i64],
+            |r| {
+                Ok(TaskRow {
+                    id: r.get(0)?,
+                    account_id: r.get(1)?,
+                    alert_id: r.get(2)?,
+                    csm: r.get(3)?,
+                    title: r.get(4)?,
+                    status: r.get(5)?,
+                    due: r.get(6)?,
+                    snoozed_until: r.get(7)?,
+                    created_ms: r.get(8)?,
+                    updated_ms: r.get(9)?,
+                })
+            },
+        )?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    fn update_task(&self, id: i64, status: &str, snoozed_until: Option<NaiveDate>, due: Option<NaiveDate>, now_ms: i64) -> Result<bool, StoreError> {
+    fn update_task(
+        &self,
+        id: i64,
+        status: &str,
+        snoozed_until: Option<NaiveDate>,
+        due: Option<NaiveDate>,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
         Ok(self.execute(
             "UPDATE tasks SET status = ?2, snoozed_until = ?3, due = COALESCE(?4, due), updated_ms = ?5 WHERE id = ?1",
             params![id, status, snoozed_until.map(|d| d.to_string()), due.map(|d| d.to_string()), now_ms],
@@ -971,11 +1261,19 @@ impl ActionStore for Connection {
     }
 
     fn survey_send(&self, id: i64) -> Result<Option<SendRow>, StoreError> {
-        Ok(self.query_row(&format!("SELECT {SEND_COLUMNS} FROM survey_sends WHERE id = ?1"), [id], send_row).optional()?)
+        Ok(self
+            .query_row(
+                &format!("SELECT {SEND_COLUMNS} FROM survey_sends WHERE id = ?1"),
+                [id],
+                send_row,
+            )
+            .optional()?)
     }
 
     fn sends_to(&self, users: &[&str]) -> Result<Vec<SendRow>, StoreError> {
-        let mut query = self.prepare_cached(&format!("SELECT {SEND_COLUMNS} FROM survey_sends WHERE user_id = ?1"))?;
+        let mut query = self.prepare_cached(&format!(
+            "SELECT {SEND_COLUMNS} FROM survey_sends WHERE user_id = ?1"
+        ))?;
         let mut out = Vec::new();
         for user in users {
             for row in query.query_map([user], send_row)? {
@@ -986,7 +1284,9 @@ impl ActionStore for Connection {
     }
 
     fn user_emails(&self, users: &[&str]) -> Result<HashMap<String, String>, StoreError> {
-        let mut query = self.prepare_cached("SELECT json_extract(traits, '$.email') FROM users WHERE user_id = ?1")?;
+        let mut query = self.prepare_cached(
+            "SELECT json_extract(traits, '$.email') FROM users WHERE user_id = ?1",
+        )?;
         let mut out = HashMap::new();
         for user in users {
             let email: Option<Option<String>> = query.query_row([user], |r| r.get(0)).optional()?;
@@ -998,12 +1298,21 @@ impl ActionStore for Connection {
     }
 
     /// A key already recorded (by another process meanwhile) is skipped by the UNIQUE index.
-    fn record_sends(&self, now_ms: i64, sends: &[NewSend], email: &dyn Fn(&NewSend, i64) -> Option<NewMessage>) -> Result<usize, StoreError> {
+    fn record_sends(
+        &self,
+        now_ms: i64,
+        sends: &[NewSend],
+        email: &dyn Fn(&NewSend, i64) -> Option<NewMessage>,
+    ) -> Result<usize, StoreError> {
         let tx = super::write_transaction(self, super::Lock::Main)?;
         let mut recorded = 0;
         for send in sends {
             let message = |id| email(send, id);
-            let delivery = if send.email.is_some() { "email" } else { "snippet" };
+            let delivery = if send.email.is_some() {
+                "email"
+            } else {
+                "snippet"
+            };
             let inserted = tx.execute(
                 "INSERT OR IGNORE INTO survey_sends (key, user_id, account_id, kind, trigger, delivery, sent_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 params![send.key, send.user_id, send.account_id, send.kind, send.trigger, delivery, now_ms],
@@ -1020,9 +1329,22 @@ impl ActionStore for Connection {
         Ok(recorded)
     }
 
-    fn answer(&self, id: i64, score: i64, comment: Option<&str>, now_ms: i64) -> Result<Answered, StoreError> {
+    fn answer(
+        &self,
+        id: i64,
+        score: i64,
+        comment: Option<&str>,
+        now_ms: i64,
+    ) -> Result<Answered, StoreError> {
         let tx = super::write_transaction(self, super::Lock::Main)?;
-        let Some(send) = tx.query_row(&format!("SELECT {SEND_COLUMNS} FROM survey_sends WHERE id = ?1"), [id], send_row).optional()? else {
+        let Some(send) = tx
+            .query_row(
+                &format!("SELECT {SEND_COLUMNS} FROM survey_sends WHERE id = ?1"),
+                [id],
+                send_row,
+            )
+            .optional()?
+        else {
             return Ok(Answered::NoSuchSurvey);
         };
         if send.answered_ms.is_some() {
@@ -1033,7 +1355,10 @@ impl ActionStore for Connection {
             "INSERT INTO survey_responses (response_id, account_id, user_id, kind, score, comment, answered_at, trigger, traits) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, '{}')",
             params![response_id, send.account_id, send.user_id, send.kind, score, comment, crate::ingest::format_timestamp(now_ms), send.trigger],
         )?;
-        tx.execute("UPDATE survey_sends SET answered_ms = ?2, response_id = ?3 WHERE id = ?1", params![id, now_ms, response_id])?;
+        tx.execute(
+            "UPDATE survey_sends SET answered_ms = ?2, response_id = ?3 WHERE id = ?1",
+            params![id, now_ms, response_id],
+        )?;
         tx.commit()?;
         Ok(Answered::Stored(response_id))
     }
@@ -1060,7 +1385,6 @@ pub fn usage_drops(changes: &[Value]) -> HashSet<String> {
         .filter_map(|c| c["account_id"].as_str().map(str::to_string))
         .collect()
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -26,16 +26,16 @@ use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::records::{Deleted, ImportTarget, ListFilter, Page, RecordStore, UserDeletion};
-use super::{EventFilter, Role, StoreError, StoredEvent};
 use super::health::{HistoryRow, TierChange};
 use super::metrics::AccountInfo;
+use super::records::{Deleted, ImportTarget, ListFilter, Page, RecordStore, UserDeletion};
+use super::{EventFilter, Role, StoreError, StoredEvent};
 use crate::config::{ClickHouseLocation, CurrencyConfig, MetricsConfig};
-use crate::metrics::activity::{self, Classifier};
-use crate::metrics::{self, FeatureDay, UserDay};
 use crate::ingest::queue::JobReceiver;
 use crate::ingest::{format_timestamp, Job, JobOutcome};
 use crate::limits;
+use crate::metrics::activity::{self, Classifier};
+use crate::metrics::{self, FeatureDay, UserDay};
 use crate::records::{self, Cell, ColumnType, Kind, Record};
 use crate::telemetry::Telemetry;
 
@@ -52,7 +52,11 @@ pub struct ClickHouse {
 
 impl std::fmt::Debug for ClickHouse {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ClickHouse({}/{})", self.location.url, self.location.database)
+        write!(
+            f,
+            "ClickHouse({}/{})",
+            self.location.url, self.location.database
+        )
     }
 }
 
@@ -291,7 +295,9 @@ fn error(context: &str, e: clickhouse::error::Error) -> StoreError {
 impl ClickHouse {
     /// Connects, creates the database and tables if missing.
     pub async fn open(location: &ClickHouseLocation) -> Result<ClickHouse, StoreError> {
-        let mut client = clickhouse::Client::default().with_url(&location.url).with_validation(false);
+        let mut client = clickhouse::Client::default()
+            .with_url(&location.url)
+            .with_validation(false);
         if let Some(user) = &location.user {
             client = client.with_user(user);
         }
@@ -299,13 +305,23 @@ impl ClickHouse {
             client = client.with_password(password);
         }
         let context = format!("ClickHouse at {}", location.url);
-        let answered = tokio::time::timeout(Duration::from_secs(10), client.query("SELECT 1").execute()).await;
+        let answered =
+            tokio::time::timeout(Duration::from_secs(10), client.query("SELECT 1").execute()).await;
         match answered {
             Ok(result) => result.map_err(|e| error(&format!("{context} does not answer"), e))?,
-            Err(_) => return Err(StoreError::ClickHouse(format!("{context} does not answer within 10 s"))),
+            Err(_) => {
+                return Err(StoreError::ClickHouse(format!(
+                    "{context} does not answer within 10 s"
+                )))
+            }
         }
         let database = &location.database;
-        execute(&client, &format!("CREATE DATABASE IF NOT EXISTS {database}"), &context).await?;
+        execute(
+            &client,
+            &format!("CREATE DATABASE IF NOT EXISTS {database}"),
+            &context,
+        )
+        .await?;
         for statement in SCHEMA {
             execute(&client, &statement.replace("{db}", database), &context).await?;
         }
@@ -315,8 +331,13 @@ impl ClickHouse {
         add_columns(&client, database, &context).await?;
         strip_write_keys(&client, database, &context).await?;
         // Numbers in JSON output as numbers (18.16 quotes 64-bit integers by default).
-        let client = client.with_database(database).with_setting("output_format_json_quote_64bit_integers", "0");
-        Ok(ClickHouse { client, location: location.clone() })
+        let client = client
+            .with_database(database)
+            .with_setting("output_format_json_quote_64bit_integers", "0");
+        Ok(ClickHouse {
+            client,
+            location: location.clone(),
+        })
     }
 
     /// Answers when the server does.
@@ -326,7 +347,12 @@ impl ClickHouse {
 
     /// Creates an API token (as `store::create_token` does on the embedded store) and returns
     /// its secret; only its SHA-256 is stored.
-    pub async fn create_token(&self, name: &str, role: Role, valid_for_seconds: Option<i64>) -> Result<String, StoreError> {
+    pub async fn create_token(
+        &self,
+        name: &str,
+        role: Role,
+        valid_for_seconds: Option<i64>,
+    ) -> Result<String, StoreError> {
         let secret = super::new_token_secret();
         let now = chrono::Utc::now().timestamp_millis();
         // Ids stay below 2^53 so that JSON readers keep them exact.
@@ -362,7 +388,10 @@ impl ClickHouse {
             .bind(super::token_digest(secret));
         let rows: Vec<Current> = fetch_all(query, "token lookup").await?;
         let now = chrono::Utc::now().timestamp_millis();
-        Ok(rows.iter().find(|t| t.deleted == 0 && (t.expires_ms == 0 || t.expires_ms > now)).and_then(|t| Role::parse(&t.role)))
+        Ok(rows
+            .iter()
+            .find(|t| t.deleted == 0 && (t.expires_ms == 0 || t.expires_ms > now))
+            .and_then(|t| Role::parse(&t.role)))
     }
 
     /// Inserts the messages of `jobs` as one block; Ok once ClickHouse accepted it.
@@ -408,16 +437,27 @@ impl ClickHouse {
     }
 
     /// [`Self::list_events`], the first received first or (`newest_first`) the last.
-    async fn events_in_order(&self, filter: &EventFilter, newest_first: bool) -> Result<Vec<StoredEvent>, StoreError> {
+    // Over 100 lines: One paged read with its identity columns; shrinks with issue 29 item 3.
+    #[allow(clippy::too_many_lines)]
+    async fn events_in_order(
+        &self,
+        filter: &EventFilter,
+        newest_first: bool,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
         let limit = filter.limit.clamp(1, limits::EVENTS_LIST_ROWS_MAX);
         let until = filter.until_ms.unwrap_or(i64::MAX);
         // Each message once (LIMIT 1 BY runs before LIMIT, after ORDER BY: its first copy).
         // A user or account filter narrows the read to the events that may resolve to it
         // (its own, its linked anonymous ids', its members'); the exact test follows below.
-        let mut sql = String::from("SELECT ?fields FROM events WHERE received_ms >= ? AND received_ms < ?");
-        let linked = format!("SELECT {LINKED_ID} FROM events WHERE type IN ('alias', 'identify') AND user_id");
+        let mut sql =
+            String::from("SELECT ?fields FROM events WHERE received_ms >= ? AND received_ms < ?");
+        let linked = format!(
+            "SELECT {LINKED_ID} FROM events WHERE type IN ('alias', 'identify') AND user_id"
+        );
         if filter.user.is_some() {
-            sql.push_str(&format!(" AND (user_id = ? OR (user_id = '' AND anonymous_id IN ({linked} = ?)))"));
+            sql.push_str(&format!(
+                " AND (user_id = ? OR (user_id = '' AND anonymous_id IN ({linked} = ?)))"
+            ));
         }
         if filter.account.is_some() {
             const MEMBERS: &str = "SELECT user_id FROM events WHERE type = 'group' AND user_id != '' AND group_id = ?";
@@ -437,11 +477,23 @@ impl ClickHouse {
             query = query.bind(user).bind(user);
         }
         if let Some(account) = &filter.account {
-            query = query.bind(account).bind(account).bind(account).bind(account);
+            query = query
+                .bind(account)
+                .bind(account)
+                .bind(account)
+                .bind(account);
         }
-        let read = if filter.user.is_some() || filter.account.is_some() { limits::EVENTS_LIST_ROWS_MAX * 10 } else { limit };
+        let read = if filter.user.is_some() || filter.account.is_some() {
+            limits::EVENTS_LIST_ROWS_MAX * 10
+        } else {
+            limit
+        };
         let rows: Vec<EventRow> = fetch_all(query.bind(read), "list events").await?;
-        let people: BTreeSet<String> = rows.iter().flat_map(|r| [r.user_id.clone(), r.anonymous_id.clone()]).filter(|k| !k.is_empty()).collect();
+        let people: BTreeSet<String> = rows
+            .iter()
+            .flat_map(|r| [r.user_id.clone(), r.anonymous_id.clone()])
+            .filter(|k| !k.is_empty())
+            .collect();
         let links = self.links(&people).await?;
         let memberships = self.memberships(&people, &links).await?;
         let mut out = Vec::new();
@@ -450,13 +502,27 @@ impl ClickHouse {
             let anonymous_id = non_empty(&row.anonymous_id);
             let mut account_id = non_empty(&row.group_id);
             if account_id.is_none() {
-                let key = user_id.clone().or_else(|| anonymous_id.clone()).unwrap_or_default();
+                let key = user_id
+                    .clone()
+                    .or_else(|| anonymous_id.clone())
+                    .unwrap_or_default();
                 if let Some(joined) = memberships.get(&key) {
-                    account_id = joined.iter().rev().find(|(ms, _)| *ms <= row.timestamp_ms).or(joined.first()).map(|(_, a)| a.clone());
+                    account_id = joined
+                        .iter()
+                        .rev()
+                        .find(|(ms, _)| *ms <= row.timestamp_ms)
+                        .or(joined.first())
+                        .map(|(_, a)| a.clone());
                 }
             }
-            let user_ok = filter.user.as_ref().is_none_or(|u| user_id.as_ref() == Some(u));
-            let account_ok = filter.account.as_ref().is_none_or(|a| account_id.as_ref() == Some(a));
+            let user_ok = filter
+                .user
+                .as_ref()
+                .is_none_or(|u| user_id.as_ref() == Some(u));
+            let account_ok = filter
+                .account
+                .as_ref()
+                .is_none_or(|a| account_id.as_ref() == Some(a));
             if !(user_ok && account_ok) {
                 continue;
             }
@@ -508,7 +574,11 @@ impl ClickHouse {
     }
 
     /// Person (userId, else anonymousId) -> the group calls that placed them, by time.
-    async fn memberships(&self, keys: &BTreeSet<String>, links: &BTreeMap<String, String>) -> Result<BTreeMap<String, Vec<(i64, String)>>, StoreError> {
+    async fn memberships(
+        &self,
+        keys: &BTreeSet<String>,
+        links: &BTreeMap<String, String>,
+    ) -> Result<BTreeMap<String, Vec<(i64, String)>>, StoreError> {
         #[derive(clickhouse::Row, Deserialize)]
         struct Joined {
             user_id: String,
@@ -532,8 +602,14 @@ impl ClickHouse {
                 .bind(chunk);
             let joined: Vec<Joined> = fetch_all(query, "memberships").await?;
             for j in joined {
-                let key = if j.user_id.is_empty() { j.anonymous_id } else { j.user_id };
-                out.entry(key).or_default().push((j.timestamp_ms, j.group_id));
+                let key = if j.user_id.is_empty() {
+                    j.anonymous_id
+                } else {
+                    j.user_id
+                };
+                out.entry(key)
+                    .or_default()
+                    .push((j.timestamp_ms, j.group_id));
             }
         }
         for joined in out.values_mut() {
@@ -544,10 +620,16 @@ impl ClickHouse {
 }
 
 /// Runs a query within [`QUERY_TIMEOUT`]; all its rows.
-async fn fetch_all<T: clickhouse::RowOwned + clickhouse::RowRead>(query: clickhouse::query::Query, context: &str) -> Result<Vec<T>, StoreError> {
+async fn fetch_all<T: clickhouse::RowOwned + clickhouse::RowRead>(
+    query: clickhouse::query::Query,
+    context: &str,
+) -> Result<Vec<T>, StoreError> {
     match tokio::time::timeout(QUERY_TIMEOUT, query.fetch_all()).await {
         Ok(result) => result.map_err(|e| error(context, e)),
-        Err(_) => Err(StoreError::ClickHouse(format!("{context}: no answer within {} s", QUERY_TIMEOUT.as_secs()))),
+        Err(_) => Err(StoreError::ClickHouse(format!(
+            "{context}: no answer within {} s",
+            QUERY_TIMEOUT.as_secs()
+        ))),
     }
 }
 
@@ -564,7 +646,11 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("tier_changes", "cause", "String DEFAULT 'usage'"),
 ];
 
-async fn add_columns(client: &clickhouse::Client, database: &str, context: &str) -> Result<(), StoreError> {
+async fn add_columns(
+    client: &clickhouse::Client,
+    database: &str,
+    context: &str,
+) -> Result<(), StoreError> {
     #[derive(clickhouse::Row, Deserialize)]
     struct Count {
         n: u64,
@@ -575,8 +661,17 @@ async fn add_columns(client: &clickhouse::Client, database: &str, context: &str)
             .bind(database)
             .bind(*table)
             .bind(*column);
-        if fetch_all::<Count>(query, context).await?.first().is_some_and(|c| c.n == 0) {
-            execute(client, &format!("ALTER TABLE {database}.{table} ADD COLUMN {column} {kind}"), context).await?;
+        if fetch_all::<Count>(query, context)
+            .await?
+            .first()
+            .is_some_and(|c| c.n == 0)
+        {
+            execute(
+                client,
+                &format!("ALTER TABLE {database}.{table} ADD COLUMN {column} {kind}"),
+                context,
+            )
+            .await?;
         }
     }
     Ok(())
@@ -585,19 +680,35 @@ async fn add_columns(client: &clickhouse::Client, database: &str, context: &str)
 /// Once per database: a `writeKey` an older bellwether kept in events' raw text is removed
 /// (ingest strips it now), by a mutation ClickHouse applies in the background; a row in
 /// `secrets` notes it was asked for. A database without events needs none.
-async fn strip_write_keys(client: &clickhouse::Client, database: &str, context: &str) -> Result<(), StoreError> {
+async fn strip_write_keys(
+    client: &clickhouse::Client,
+    database: &str,
+    context: &str,
+) -> Result<(), StoreError> {
     #[derive(clickhouse::Row, Deserialize)]
     struct Count {
         n: u64,
     }
     const DONE: &str = "migration.write_keys_stripped";
-    let query = client.query(&format!("SELECT count() AS n FROM {database}.secrets WHERE name = ?")).bind(DONE);
-    if fetch_all::<Count>(query, context).await?.first().is_some_and(|c| c.n > 0) {
+    let query = client
+        .query(&format!(
+            "SELECT count() AS n FROM {database}.secrets WHERE name = ?"
+        ))
+        .bind(DONE);
+    if fetch_all::<Count>(query, context)
+        .await?
+        .first()
+        .is_some_and(|c| c.n > 0)
+    {
         return Ok(());
     }
     // A database without events has nothing to strip (and stays empty for `restore`).
     let query = client.query(&format!("SELECT count() AS n FROM {database}.events"));
-    if fetch_all::<Count>(query, context).await?.first().is_none_or(|c| c.n == 0) {
+    if fetch_all::<Count>(query, context)
+        .await?
+        .first()
+        .is_none_or(|c| c.n == 0)
+    {
         return Ok(());
     }
     // A top-level "writeKey":"..." member with the comma that joins it to the next or the
@@ -606,8 +717,19 @@ async fn strip_write_keys(client: &clickhouse::Client, database: &str, context: 
     let member = r#""writeKey"\s*:\s*"(?:[^"\\]|\\.)*""#;
     // As SQL string literals: backslashes and quotes escaped; `?` doubled, the client's
     // own escape for a literal `?` (not a bind placeholder).
-    let literal = |regex: String| format!("'{}'", regex.replace('\\', "\\\\").replace('\'', "\\'").replace('?', "??"));
-    let (then_comma, comma_then) = (literal(format!(r"{member}\s*,\s*")), literal(format!(r",?\s*{member}")));
+    let literal = |regex: String| {
+        format!(
+            "'{}'",
+            regex
+                .replace('\\', "\\\\")
+                .replace('\'', "\\'")
+                .replace('?', "??")
+        )
+    };
+    let (then_comma, comma_then) = (
+        literal(format!(r"{member}\s*,\s*")),
+        literal(format!(r",?\s*{member}")),
+    );
     let sql = format!(
         "ALTER TABLE {database}.events UPDATE raw = replaceRegexpOne(replaceRegexpOne(raw, {then_comma}, ''), {comma_then}, '') WHERE position(raw, '\"writeKey\"') > 0"
     );
@@ -616,14 +738,25 @@ async fn strip_write_keys(client: &clickhouse::Client, database: &str, context: 
         tracing::warn!(error = %e, "could not remove write keys stored in old events; trying again at the next start");
         return Ok(());
     }
-    run(client.query(&format!("INSERT INTO {database}.secrets (name, value, version) VALUES (?, 'asked', 0)")).bind(DONE), context).await
+    run(
+        client
+            .query(&format!(
+                "INSERT INTO {database}.secrets (name, value, version) VALUES (?, 'asked', 0)"
+            ))
+            .bind(DONE),
+        context,
+    )
+    .await
 }
 
 /// Runs one statement with its values bound within [`QUERY_TIMEOUT`].
 async fn run(query: clickhouse::query::Query, context: &str) -> Result<(), StoreError> {
     match tokio::time::timeout(QUERY_TIMEOUT, query.execute()).await {
         Ok(result) => result.map_err(|e| error(context, e)),
-        Err(_) => Err(StoreError::ClickHouse(format!("{context}: no answer within {} s", QUERY_TIMEOUT.as_secs()))),
+        Err(_) => Err(StoreError::ClickHouse(format!(
+            "{context}: no answer within {} s",
+            QUERY_TIMEOUT.as_secs()
+        ))),
     }
 }
 
@@ -639,14 +772,27 @@ pub struct RecordImport {
 
 impl RecordImport {
     pub fn new(store: ClickHouse, kind: &'static Kind) -> RecordImport {
-        RecordImport { store, kind, staged: Vec::new(), accounts: None }
+        RecordImport {
+            store,
+            kind,
+            staged: Vec::new(),
+            accounts: None,
+        }
     }
 }
 
 impl ClickHouse {
     /// Current records of `kind` (all, or those whose joined key is in `keys`).
-    async fn records_of(&self, kind: &'static Kind, keys: Option<&[String]>) -> Result<Vec<Record>, StoreError> {
-        let inner = if keys.is_some() { format!("WHERE has(?, {})", joined_key(kind)) } else { String::new() };
+    async fn records_of(
+        &self,
+        kind: &'static Kind,
+        keys: Option<&[String]>,
+    ) -> Result<Vec<Record>, StoreError> {
+        let inner = if keys.is_some() {
+            format!("WHERE has(?, {})", joined_key(kind))
+        } else {
+            String::new()
+        };
         let mut query = self.client.query(&current_records(kind, &inner, "", ""));
         if let Some(keys) = keys {
             query = query.bind(keys);
@@ -656,14 +802,21 @@ impl ClickHouse {
 
     /// A page of current records by key order, after the key `after` (as
     /// `store::records::list` on the embedded store).
-    async fn list_records(&self, kind: &'static Kind, filters: &[ListFilter], after: Option<&[String]>, limit: usize) -> Result<Page, StoreError> {
+    async fn list_records(
+        &self,
+        kind: &'static Kind,
+        filters: &[ListFilter],
+        after: Option<&[String]>,
+        limit: usize,
+    ) -> Result<Page, StoreError> {
         let limit = limit.clamp(1, limits::API_PAGE_ROWS_MAX);
         // After (k1, k2, ...): k1 > a1, or k1 = a1 and k2 > a2, ... (no tuple comparison on older servers).
         let inner = match after {
             Some(after) => {
                 let any: Vec<String> = (0..after.len().min(kind.key.len()))
                     .map(|i| {
-                        let mut all: Vec<String> = kind.key[..i].iter().map(|k| format!("{k} = ?")).collect();
+                        let mut all: Vec<String> =
+                            kind.key[..i].iter().map(|k| format!("{k} = ?")).collect();
                         all.push(format!("{} > ?", kind.key[i]));
                         format!("({})", all.join(" AND "))
                     })
@@ -681,7 +834,9 @@ impl ClickHouse {
             })
             .collect();
         let tail = format!("ORDER BY {} LIMIT {}", kind.key.join(", "), limit + 1);
-        let mut query = self.client.query(&current_records(kind, &inner, &outer, &tail));
+        let mut query = self
+            .client
+            .query(&current_records(kind, &inner, &outer, &tail));
         if let Some(after) = after {
             for i in 0..after.len().min(kind.key.len()) {
                 for value in &after[..=i] {
@@ -690,7 +845,9 @@ impl ClickHouse {
             }
         }
         for filter in filters {
-            let (ListFilter::Equals(_, cell) | ListFilter::AtLeast(_, cell) | ListFilter::AtMost(_, cell)) = filter;
+            let (ListFilter::Equals(_, cell)
+            | ListFilter::AtLeast(_, cell)
+            | ListFilter::AtMost(_, cell)) = filter;
             query = match cell {
                 Cell::Text(text) => query.bind(text.as_str()),
                 Cell::Int(n) => query.bind(*n),
@@ -703,8 +860,18 @@ impl ClickHouse {
 
     /// Deletes a record (a newer version marked `deleted`); an account only when no record
     /// refers to it, as on the embedded store.
-    async fn delete_record(&self, kind: &'static Kind, key: &[String]) -> Result<Deleted, StoreError> {
-        let Some(record) = self.records_of(kind, Some(&[key.join("\u{1f}")])).await?.pop() else { return Ok(Deleted::NotFound) };
+    async fn delete_record(
+        &self,
+        kind: &'static Kind,
+        key: &[String],
+    ) -> Result<Deleted, StoreError> {
+        let Some(record) = self
+            .records_of(kind, Some(&[key.join("\u{1f}")]))
+            .await?
+            .pop()
+        else {
+            return Ok(Deleted::NotFound);
+        };
         if kind.name == records::ACCOUNTS.name {
             #[derive(clickhouse::Row, Deserialize)]
             struct Count {
@@ -713,21 +880,33 @@ impl ClickHouse {
             let id = &key[0];
             let count = |table: &str, column: &str| {
                 let sql = format!("SELECT count() AS n FROM (SELECT {column}, deleted FROM {table} FINAL) WHERE deleted = 0 AND {column} = ?");
-                fetch_all::<Count>(self.client.query(&sql).bind(id.as_str()), "references of an account")
+                fetch_all::<Count>(
+                    self.client.query(&sql).bind(id.as_str()),
+                    "references of an account",
+                )
             };
             let mut referring = Vec::new();
-            let children = count("accounts", "parent_id").await?.first().map_or(0, |c| c.n);
+            let children = count("accounts", "parent_id")
+                .await?
+                .first()
+                .map_or(0, |c| c.n);
             if children > 0 {
                 referring.push(format!("{children} child account(s)"));
             }
             for other in records::KINDS.iter().filter(|k| k.references_account) {
-                let n = count(other.name, "account_id").await?.first().map_or(0, |c| c.n);
+                let n = count(other.name, "account_id")
+                    .await?
+                    .first()
+                    .map_or(0, |c| c.n);
                 if n > 0 {
                     referring.push(format!("{n} {}", other.name));
                 }
             }
             if !referring.is_empty() {
-                return Ok(Deleted::Referenced(format!("account {id} still has {}", referring.join(", "))));
+                return Ok(Deleted::Referenced(format!(
+                    "account {id} still has {}",
+                    referring.join(", ")
+                )));
             }
         }
         let mut body = Vec::new();
@@ -737,19 +916,44 @@ impl ClickHouse {
     }
 
     /// Parses the JSON rows of a [`current_records`] query.
-    async fn read_records(&self, kind: &'static Kind, query: clickhouse::query::Query) -> Result<Vec<Record>, StoreError> {
+    async fn read_records(
+        &self,
+        kind: &'static Kind,
+        query: clickhouse::query::Query,
+    ) -> Result<Vec<Record>, StoreError> {
         let context = format!("read {}", kind.name);
-        let bytes = match tokio::time::timeout(QUERY_TIMEOUT, async { query.fetch_bytes("JSONEachRow")?.collect().await }).await {
+        let bytes = match tokio::time::timeout(QUERY_TIMEOUT, async {
+            query.fetch_bytes("JSONEachRow")?.collect().await
+        })
+        .await
+        {
             Ok(result) => result.map_err(|e| error(&context, e))?,
-            Err(_) => return Err(StoreError::ClickHouse(format!("{context}: no answer within {} s", QUERY_TIMEOUT.as_secs()))),
+            Err(_) => {
+                return Err(StoreError::ClickHouse(format!(
+                    "{context}: no answer within {} s",
+                    QUERY_TIMEOUT.as_secs()
+                )))
+            }
         };
         let mut out = Vec::new();
         for line in bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-            let Value::Object(row) = serde_json::from_slice(line).map_err(|e| StoreError::Invalid(format!("{context}: {e}")))? else {
-                return Err(StoreError::Invalid(format!("{context}: a row is not an object")));
+            let Value::Object(row) = serde_json::from_slice(line)
+                .map_err(|e| StoreError::Invalid(format!("{context}: {e}")))?
+            else {
+                return Err(StoreError::Invalid(format!(
+                    "{context}: a row is not an object"
+                )));
             };
-            let cells = kind.columns.iter().map(|c| cell_from_json(row.get(c.name).unwrap_or(&Value::Null), c.ty)).collect();
-            let traits = match row.get("traits").and_then(Value::as_str).map(serde_json::from_str) {
+            let cells = kind
+                .columns
+                .iter()
+                .map(|c| cell_from_json(row.get(c.name).unwrap_or(&Value::Null), c.ty))
+                .collect();
+            let traits = match row
+                .get("traits")
+                .and_then(Value::as_str)
+                .map(serde_json::from_str)
+            {
                 Some(Ok(Value::Object(traits))) => traits,
                 _ => Map::new(),
             };
@@ -761,19 +965,36 @@ impl ClickHouse {
     /// Writes [`record_line`]s as one insert block (stored whole or not at all).
     async fn insert_records(&self, kind: &'static Kind, body: Vec<u8>) -> Result<(), StoreError> {
         let names: Vec<&str> = kind.columns.iter().map(|c| c.name).collect();
-        self.insert_lines(kind.name, &format!("{}, traits, version, deleted", names.join(", ")), body).await
+        self.insert_lines(
+            kind.name,
+            &format!("{}, traits, version, deleted", names.join(", ")),
+            body,
+        )
+        .await
     }
 
     /// Writes JSONEachRow lines of `columns` into `table` as one insert block.
-    async fn insert_lines(&self, table: &str, columns: &str, body: Vec<u8>) -> Result<(), StoreError> {
+    async fn insert_lines(
+        &self,
+        table: &str,
+        columns: &str,
+        body: Vec<u8>,
+    ) -> Result<(), StoreError> {
         let sql = format!("INSERT INTO {table} ({columns}) FORMAT JSONEachRow");
-        let client = self.client.clone().with_setting("max_insert_block_size", (limits::IMPORT_ROWS_MAX + 1).to_string());
+        let client = self.client.clone().with_setting(
+            "max_insert_block_size",
+            (limits::IMPORT_ROWS_MAX + 1).to_string(),
+        );
         let written = async move {
-            let mut insert = client.insert_formatted_with(sql).with_timeouts(Some(INSERT_SEND_TIMEOUT), Some(INSERT_END_TIMEOUT));
+            let mut insert = client
+                .insert_formatted_with(sql)
+                .with_timeouts(Some(INSERT_SEND_TIMEOUT), Some(INSERT_END_TIMEOUT));
             insert.send(body.into()).await?;
             insert.end().await
         };
-        written.await.map_err(|e| error(&format!("write {table}"), e))
+        written
+            .await
+            .map_err(|e| error(&format!("write {table}"), e))
     }
 }
 
@@ -789,6 +1010,8 @@ impl ClickHouse {
     /// once ClickHouse has finished them (the replaced parts leave the disk after the
     /// server's `old_parts_lifetime`). The calls are counted by kind: `trait_versions` are
     /// identify calls, `memberships` group calls, `identity_links` calls linking an id.
+    // Over 100 lines: Erases a person from every table in a fixed order; each step is one statement.
+    #[allow(clippy::too_many_lines)]
     pub async fn delete_user(&self, user_id: &str) -> Result<UserDeletion, StoreError> {
         #[derive(clickhouse::Row, Deserialize)]
         struct Linked {
@@ -817,8 +1040,18 @@ impl ClickHouse {
         ids.push(user_id.to_string());
         // Their userId is one of the ids, or they have none and their anonymousId is linked
         // (an empty array literal has no type on older servers: bound only when non-empty).
-        let whose = if linked.is_empty() { "has(?, user_id)" } else { "(has(?, user_id) OR (user_id = '' AND has(?, anonymous_id)))" };
-        let bind = |query: clickhouse::query::Query| if linked.is_empty() { query.bind(&ids) } else { query.bind(&ids).bind(&linked) };
+        let whose = if linked.is_empty() {
+            "has(?, user_id)"
+        } else {
+            "(has(?, user_id) OR (user_id = '' AND has(?, anonymous_id)))"
+        };
+        let bind = |query: clickhouse::query::Query| {
+            if linked.is_empty() {
+                query.bind(&ids)
+            } else {
+                query.bind(&ids).bind(&linked)
+            }
+        };
         let calls: Vec<Calls> = fetch_all(
             bind(self.client.query(&format!(
                 "SELECT type AS kind, countIf({LINKED_ID} != '') AS links, count() AS n
@@ -827,7 +1060,10 @@ impl ClickHouse {
             "the person's events",
         )
         .await?;
-        let mut deletion = UserDeletion { user_id: user_id.to_string(), ..UserDeletion::default() };
+        let mut deletion = UserDeletion {
+            user_id: user_id.to_string(),
+            ..UserDeletion::default()
+        };
         for call in &calls {
             deletion.events += call.n as usize;
             match call.kind.as_str() {
@@ -840,7 +1076,10 @@ impl ClickHouse {
             }
         }
         let of_person = |kind: &'static Kind| {
-            let query = self.client.query(&current_records(kind, "", " AND has(?, user_id)", "")).bind(&ids);
+            let query = self
+                .client
+                .query(&current_records(kind, "", " AND has(?, user_id)", ""))
+                .bind(&ids);
             self.read_records(kind, query)
         };
         deletion.survey_responses = of_person(&records::SURVEY_RESPONSES).await?.len();
@@ -850,7 +1089,12 @@ impl ClickHouse {
         struct Notes {
             n: u64,
         }
-        let notes = fetch_all::<Notes>(self.client.query("SELECT count() AS n FROM notes WHERE has(?, ifNull(person, ''))").bind(&ids), "notes about the person");
+        let notes = fetch_all::<Notes>(
+            self.client
+                .query("SELECT count() AS n FROM notes WHERE has(?, ifNull(person, ''))")
+                .bind(&ids),
+            "notes about the person",
+        );
         deletion.notes_unlinked = notes.await?.first().map_or(0, |n| n.n as usize);
         let sends = fetch_all::<Notes>(
             self.client.query("SELECT uniqExact(id) AS n FROM action_rows WHERE kind = 'survey_send' AND has(?, user_id)").bind(&ids),
@@ -869,10 +1113,15 @@ impl ClickHouse {
             "ALTER TABLE action_rows DELETE WHERE kind IN ('survey_send', 'outbox') AND has(?, user_id)".to_string(),
         ];
         for (i, sql) in mutations.iter().enumerate() {
-            let query = if i < 2 { bind(self.client.query(sql)) } else { self.client.query(sql).bind(&ids) };
+            let query = if i < 2 {
+                bind(self.client.query(sql))
+            } else {
+                self.client.query(sql).bind(&ids)
+            };
             run(query, "erasure").await?;
         }
-        self.mutations_done(&format!("erasure of {user_id}")).await?;
+        self.mutations_done(&format!("erasure of {user_id}"))
+            .await?;
         Ok(deletion)
     }
 
@@ -906,21 +1155,46 @@ impl ClickHouse {
     /// still finds its first copy). The metrics keep them: they read the `activity` rollups,
     /// which ClickHouse filled as the events arrived, and the identify, group and alias calls,
     /// which stay. One mutation; returns once ClickHouse has finished it.
-    pub async fn prune(&self, days: u32, now_ms: i64) -> Result<super::retention::Pruned, StoreError> {
+    pub async fn prune(
+        &self,
+        days: u32,
+        now_ms: i64,
+    ) -> Result<super::retention::Pruned, StoreError> {
         #[derive(clickhouse::Row, Deserialize)]
         struct Count {
             n: u64,
         }
         let horizon = super::retention::wanted_horizon(days, now_ms);
         let (timed_before, received_before) = super::retention::cutoffs(horizon, days, now_ms);
-        let condition = "type IN ('track', 'page', 'screen') AND timestamp_ms < ? AND received_ms < ?";
-        let count = self.client.query(&format!("SELECT count() AS n FROM events WHERE {condition}")).bind(timed_before).bind(received_before);
-        let events = fetch_all::<Count>(count, "events past retention").await?.first().map_or(0, |c| c.n);
+        let condition =
+            "type IN ('track', 'page', 'screen') AND timestamp_ms < ? AND received_ms < ?";
+        let count = self
+            .client
+            .query(&format!(
+                "SELECT count() AS n FROM events WHERE {condition}"
+            ))
+            .bind(timed_before)
+            .bind(received_before);
+        let events = fetch_all::<Count>(count, "events past retention")
+            .await?
+            .first()
+            .map_or(0, |c| c.n);
         if events > 0 {
-            run(self.client.query(&format!("ALTER TABLE events DELETE WHERE {condition}")).bind(timed_before).bind(received_before), "retention").await?;
+            run(
+                self.client
+                    .query(&format!("ALTER TABLE events DELETE WHERE {condition}"))
+                    .bind(timed_before)
+                    .bind(received_before),
+                "retention",
+            )
+            .await?;
             self.mutations_done("retention").await?;
         }
-        Ok(super::retention::Pruned { events, horizon: activity::day_date(horizon as i32), skipped: None })
+        Ok(super::retention::Pruned {
+            events,
+            horizon: activity::day_date(horizon as i32),
+            skipped: None,
+        })
     }
 }
 
@@ -936,13 +1210,28 @@ fn current_records(kind: &Kind, inner: &str, outer: &str, tail: &str) -> String 
 }
 
 /// One record as a JSONEachRow line of its table, versioned by the time of writing.
-fn record_line(kind: &Kind, record: &Record, traits: &Map<String, Value>, deleted: bool, body: &mut Vec<u8>) -> Result<(), StoreError> {
+fn record_line(
+    kind: &Kind,
+    record: &Record,
+    traits: &Map<String, Value>,
+    deleted: bool,
+    body: &mut Vec<u8>,
+) -> Result<(), StoreError> {
     let version = now_version();
-    let mut row: Map<String, Value> = kind.columns.iter().zip(&record.cells).map(|(c, cell)| (c.name.to_string(), cell_to_json(cell))).collect();
-    row.insert("traits".into(), Value::String(Value::Object(traits.clone()).to_string()));
+    let mut row: Map<String, Value> = kind
+        .columns
+        .iter()
+        .zip(&record.cells)
+        .map(|(c, cell)| (c.name.to_string(), cell_to_json(cell)))
+        .collect();
+    row.insert(
+        "traits".into(),
+        Value::String(Value::Object(traits.clone()).to_string()),
+    );
     row.insert("version".into(), Value::from(version));
     row.insert("deleted".into(), Value::from(u8::from(deleted)));
-    serde_json::to_writer(&mut *body, &Value::Object(row)).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    serde_json::to_writer(&mut *body, &Value::Object(row))
+        .map_err(|e| StoreError::Invalid(e.to_string()))?;
     body.push(b'\n');
     Ok(())
 }
@@ -953,7 +1242,13 @@ impl RecordStore for ClickHouse {
         Ok(block_on(self.records_of(kind, Some(&[key.join("\u{1f}")])))??.pop())
     }
 
-    fn list(&self, kind: &'static Kind, filters: &[ListFilter], after: Option<&[String]>, limit: usize) -> Result<Page, StoreError> {
+    fn list(
+        &self,
+        kind: &'static Kind,
+        filters: &[ListFilter],
+        after: Option<&[String]>,
+        limit: usize,
+    ) -> Result<Page, StoreError> {
         block_on(self.list_records(kind, filters, after, limit))?
     }
 
@@ -961,7 +1256,10 @@ impl RecordStore for ClickHouse {
         block_on(self.delete_record(kind, key))?
     }
 
-    fn import_target(&mut self, kind: &'static Kind) -> Result<Box<dyn ImportTarget + '_>, StoreError> {
+    fn import_target(
+        &mut self,
+        kind: &'static Kind,
+    ) -> Result<Box<dyn ImportTarget + '_>, StoreError> {
         Ok(Box::new(RecordImport::new(self.clone(), kind)))
     }
 }
@@ -982,7 +1280,9 @@ fn joined(kind: &Kind, record: &Record) -> String {
 fn cell_from_json(value: &Value, ty: ColumnType) -> Cell {
     match (value, ty) {
         (Value::Null, _) => Cell::Null,
-        (Value::Number(n), ColumnType::Money | ColumnType::Number) => n.as_f64().map_or(Cell::Null, Cell::Real),
+        (Value::Number(n), ColumnType::Money | ColumnType::Number) => {
+            n.as_f64().map_or(Cell::Null, Cell::Real)
+        }
         (Value::Number(n), _) => n.as_i64().map_or(Cell::Null, Cell::Int),
         (Value::String(text), _) => Cell::Text(text.clone()),
         (other, _) => Cell::Text(other.to_string()),
@@ -1006,7 +1306,9 @@ fn merge_patch(target: &mut Map<String, Value>, patch: &Map<String, Value>) {
                 target.remove(key);
             }
             Value::Object(inner) => {
-                let slot = target.entry(key.clone()).or_insert_with(|| Value::Object(Map::new()));
+                let slot = target
+                    .entry(key.clone())
+                    .or_insert_with(|| Value::Object(Map::new()));
                 if !slot.is_object() {
                     *slot = Value::Object(Map::new());
                 }
@@ -1025,7 +1327,12 @@ impl ImportTarget for RecordImport {
     fn account_exists(&mut self, id: &str) -> Result<bool, StoreError> {
         if self.accounts.is_none() {
             let accounts = block_on(self.store.records_of(&records::ACCOUNTS, None))??;
-            self.accounts = Some(accounts.iter().map(|a| joined(&records::ACCOUNTS, a)).collect());
+            self.accounts = Some(
+                accounts
+                    .iter()
+                    .map(|a| joined(&records::ACCOUNTS, a))
+                    .collect(),
+            );
         }
         Ok(self.accounts.as_ref().is_some_and(|a| a.contains(id)))
     }
@@ -1039,9 +1346,16 @@ impl ImportTarget for RecordImport {
         let accounts = &records::ACCOUNTS;
         let parent_of = |a: &Record| a.get(accounts, "parent_id").as_text().map(str::to_string);
         let mut parents: HashMap<String, Option<String>> =
-            block_on(self.store.records_of(accounts, None))??.iter().map(|a| (joined(accounts, a), parent_of(a))).collect();
+            block_on(self.store.records_of(accounts, None))??
+                .iter()
+                .map(|a| (joined(accounts, a), parent_of(a)))
+                .collect();
         if self.kind.name == accounts.name {
-            parents.extend(self.staged.iter().map(|a| (joined(accounts, a), parent_of(a))));
+            parents.extend(
+                self.staged
+                    .iter()
+                    .map(|a| (joined(accounts, a), parent_of(a))),
+            );
         }
         Ok(parents)
     }
@@ -1100,7 +1414,10 @@ struct GroupRow {
 
 /// The accounts only group calls name (`known` tells those with a record), with the name
 /// and plan of their newest call that has one (as the embedded store merges group traits).
-fn group_only_accounts<'a>(groups: &'a [GroupRow], known: &dyn Fn(&str) -> bool) -> BTreeMap<&'a str, (Option<String>, Option<String>)> {
+fn group_only_accounts<'a>(
+    groups: &'a [GroupRow],
+    known: &dyn Fn(&str) -> bool,
+) -> BTreeMap<&'a str, (Option<String>, Option<String>)> {
     let mut sorted: Vec<&GroupRow> = groups.iter().filter(|g| !known(&g.group_id)).collect();
     sorted.sort_by_key(|g| (g.timestamp_ms, g.received_ms, g.position));
     let mut out: BTreeMap<&str, (Option<String>, Option<String>)> = BTreeMap::new();
@@ -1155,17 +1472,33 @@ impl ClickHouse {
     }
 
     /// `columns` of every current record of kind `table`.
-    async fn record_cells(&self, table: &str, columns: &[&str]) -> Result<Vec<Vec<Cell>>, StoreError> {
-        let kind = records::kind(table).ok_or_else(|| StoreError::Invalid(format!("no record kind {table}")))?;
+    async fn record_cells(
+        &self,
+        table: &str,
+        columns: &[&str],
+    ) -> Result<Vec<Vec<Cell>>, StoreError> {
+        let kind = records::kind(table)
+            .ok_or_else(|| StoreError::Invalid(format!("no record kind {table}")))?;
         let index = columns
             .iter()
-            .map(|c| kind.columns.iter().position(|k| k.name == *c).ok_or_else(|| StoreError::Invalid(format!("{table} has no column {c}"))))
+            .map(|c| {
+                kind.columns
+                    .iter()
+                    .position(|k| k.name == *c)
+                    .ok_or_else(|| StoreError::Invalid(format!("{table} has no column {c}")))
+            })
             .collect::<Result<Vec<usize>, _>>()?;
         let stored = self.records_of(kind, None).await?;
-        let mut rows: Vec<Vec<Cell>> = stored.iter().map(|r| index.iter().map(|&i| r.cells[i].clone()).collect()).collect();
+        let mut rows: Vec<Vec<Cell>> = stored
+            .iter()
+            .map(|r| index.iter().map(|&i| r.cells[i].clone()).collect())
+            .collect();
         if kind.name == records::ACCOUNTS.name {
             // Accounts known from group calls alone are accounts too, as on the embedded store.
-            let known: HashSet<String> = stored.iter().filter_map(|r| r.get(kind, "account_id").as_text().map(str::to_string)).collect();
+            let known: HashSet<String> = stored
+                .iter()
+                .filter_map(|r| r.get(kind, "account_id").as_text().map(str::to_string))
+                .collect();
             let groups = self.group_calls().await?;
             for (id, (name, plan)) in group_only_accounts(&groups, &|id| known.contains(id)) {
                 let cell = |value: Option<String>| value.map_or(Cell::Null, Cell::Text);
@@ -1192,55 +1525,111 @@ impl ClickHouse {
 
     /// The records the metrics read, of the accounts of `infos` only, of the kinds in
     /// `tables` (None: every kind the metrics read).
-    async fn metric_records(&self, infos: &[&AccountInfo], currency: &CurrencyConfig, tables: Option<&[&str]>) -> Result<super::metrics::Records, StoreError> {
+    async fn metric_records(
+        &self,
+        infos: &[&AccountInfo],
+        currency: &CurrencyConfig,
+        tables: Option<&[&str]>,
+    ) -> Result<super::metrics::Records, StoreError> {
         let wanted: HashSet<&str> = infos.iter().map(|i| i.account_id.as_str()).collect();
         let mut rows: HashMap<&str, Vec<Vec<Cell>>> = HashMap::new();
-        for (table, columns) in super::metrics::RECORD_COLUMNS.iter().filter(|(t, _)| tables.is_none_or(|tables| tables.contains(t))) {
+        for (table, columns) in super::metrics::RECORD_COLUMNS
+            .iter()
+            .filter(|(t, _)| tables.is_none_or(|tables| tables.contains(t)))
+        {
             let current = self.record_cells(table, columns).await?;
-            rows.insert(table, current.into_iter().filter(|cells| cells[0].as_text().is_some_and(|a| wanted.contains(a))).collect());
+            rows.insert(
+                table,
+                current
+                    .into_iter()
+                    .filter(|cells| cells[0].as_text().is_some_and(|a| wanted.contains(a)))
+                    .collect(),
+            );
         }
-        super::metrics::build_records(&mut |table, _| Ok(rows.remove(table).unwrap_or_default()), infos.iter().copied(), currency)
+        super::metrics::build_records(
+            &mut |table, _| Ok(rows.remove(table).unwrap_or_default()),
+            infos.iter().copied(),
+            currency,
+        )
     }
 
     /// The data of `infos` as `store::metrics::load` reads it on the embedded store: records
     /// and the `activity` rollups read from ClickHouse (events already aggregated there),
     /// cut into per-user local days here, from `from_day - lookback` to `to_day` plus each
     /// account's value window.
-    pub async fn load(&self, infos: &[&AccountInfo], from_day: i32, to_day: i32, config: &MetricsConfig, currency: &CurrencyConfig) -> Result<Vec<metrics::AccountData>, StoreError> {
+    pub async fn load(
+        &self,
+        infos: &[&AccountInfo],
+        from_day: i32,
+        to_day: i32,
+        config: &MetricsConfig,
+        currency: &CurrencyConfig,
+    ) -> Result<Vec<metrics::AccountData>, StoreError> {
         let groups = self.group_calls().await?;
         let mut records = self.metric_records(infos, currency, None).await?;
-        let mut datas: Vec<metrics::AccountData> = infos.iter().map(|info| records.account_data(info)).collect();
-        let position: HashMap<&str, usize> = infos.iter().enumerate().map(|(i, info)| (info.account_id.as_str(), i)).collect();
+        let mut datas: Vec<metrics::AccountData> = infos
+            .iter()
+            .map(|info| records.account_data(info))
+            .collect();
+        let position: HashMap<&str, usize> = infos
+            .iter()
+            .enumerate()
+            .map(|(i, info)| (info.account_id.as_str(), i))
+            .collect();
         let from = from_day - config.lookback_days();
         // The days the computation reads: the lookback window and the value window.
         let windows = |account: &str, first_use: &HashMap<String, i32>| -> Vec<(i32, i32)> {
             let mut windows = vec![(from, to_day)];
-            let moment = position.get(account).and_then(|&i| datas[i].value_moment_with(first_use, config));
+            let moment = position
+                .get(account)
+                .and_then(|&i| datas[i].value_moment_with(first_use, config));
             if let Some(moment) = moment {
                 windows.push((moment, moment + config.windows.adoption_days as i32 - 1));
             }
             windows
         };
-        let mut rollups = self.rollups(infos, &groups, config, Windows::AfterFirstUse(&windows)).await?;
+        let mut rollups = self
+            .rollups(infos, &groups, config, Windows::AfterFirstUse(&windows))
+            .await?;
         for (info, data) in infos.iter().zip(datas.iter_mut()) {
             let id = info.account_id.as_str();
             let days = rollups.days.remove(id).unwrap_or_default();
-            data.features = rollups.features.remove(id).unwrap_or_default().into_iter().filter(|f| f.day >= from && f.day <= to_day).collect();
+            data.features = rollups
+                .features
+                .remove(id)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|f| f.day >= from && f.day <= to_day)
+                .collect();
             data.first_use = rollups.first_use.remove(id).unwrap_or_default();
             data.last_active = rollups.last_day.remove(id);
-            data.days = days.iter().filter(|d| d.day >= from && d.day <= to_day).cloned().collect();
+            data.days = days
+                .iter()
+                .filter(|d| d.day >= from && d.day <= to_day)
+                .cloned()
+                .collect();
             if let Some(moment) = data.value_moment(config) {
                 let last = moment + config.windows.adoption_days as i32 - 1;
-                data.value_days = days.into_iter().filter(|d| d.day >= moment && d.day <= last).collect();
+                data.value_days = days
+                    .into_iter()
+                    .filter(|d| d.day >= moment && d.day <= last)
+                    .collect();
             }
         }
         Ok(datas)
     }
 
     /// Every account's subscriptions, in the report currency.
-    async fn subscriptions(&self, infos: &[AccountInfo], currency: &CurrencyConfig) -> Result<HashMap<String, Vec<metrics::Subscription>>, StoreError> {
+    async fn subscriptions(
+        &self,
+        infos: &[AccountInfo],
+        currency: &CurrencyConfig,
+    ) -> Result<HashMap<String, Vec<metrics::Subscription>>, StoreError> {
         let all: Vec<&AccountInfo> = infos.iter().collect();
-        Ok(self.metric_records(&all, currency, Some(&["subscriptions"])).await?.subscriptions)
+        Ok(self
+            .metric_records(&all, currency, Some(&["subscriptions"]))
+            .await?
+            .subscriptions)
     }
 
     /// The accounts of the records, plus those only group calls named (their plan from the
@@ -1257,16 +1646,26 @@ impl ClickHouse {
                 AccountInfo {
                     account_id: id,
                     parent_id: text("parent_id"),
-                    segment: text("segment").or_else(|| plan.clone()).unwrap_or_else(|| "unknown".into()),
+                    segment: text("segment")
+                        .or_else(|| plan.clone())
+                        .unwrap_or_else(|| "unknown".into()),
                     plan,
-                    tz: text("timezone").and_then(|t| t.parse().ok()).unwrap_or(chrono_tz::UTC),
+                    tz: text("timezone")
+                        .and_then(|t| t.parse().ok())
+                        .unwrap_or(chrono_tz::UTC),
                 },
             );
         }
         for (id, (_, plan)) in group_only_accounts(groups, &|id| infos.contains_key(id)) {
             infos.insert(
                 id.to_string(),
-                AccountInfo { account_id: id.to_string(), parent_id: None, segment: plan.clone().unwrap_or_else(|| "unknown".into()), plan, tz: chrono_tz::UTC },
+                AccountInfo {
+                    account_id: id.to_string(),
+                    parent_id: None,
+                    segment: plan.clone().unwrap_or_else(|| "unknown".into()),
+                    plan,
+                    tz: chrono_tz::UTC,
+                },
             );
         }
         Ok(infos.into_values().collect())
@@ -1276,7 +1675,15 @@ impl ClickHouse {
     /// day of each feature, the second keeps the per-user days inside `windows(account,
     /// first uses)` only, so memory is that of the days an export reads. With `Windows::Known`
     /// the first pass is skipped and only the days around the windows are read.
-    async fn rollups(&self, infos: &[&AccountInfo], groups: &[GroupRow], config: &MetricsConfig, windows: Windows<'_>) -> Result<Rollups, StoreError> {
+    // Over 100 lines: Identity resolution duplicated from store/rollup.rs: issue 29 item 3 writes it once as a pure module and removes this.
+    #[allow(clippy::too_many_lines)]
+    async fn rollups(
+        &self,
+        infos: &[&AccountInfo],
+        groups: &[GroupRow],
+        config: &MetricsConfig,
+        windows: Windows<'_>,
+    ) -> Result<Rollups, StoreError> {
         let links: Vec<LinkRow> = fetch_all(
             self.client.query(&format!(
                 "SELECT {LINKED_ID} AS previous, user_id, timestamp_ms, received_ms, position
@@ -1285,16 +1692,24 @@ impl ClickHouse {
             "identity links",
         )
         .await?;
-        let timezones: HashMap<&str, chrono_tz::Tz> = infos.iter().map(|i| (i.account_id.as_str(), i.tz)).collect();
+        let timezones: HashMap<&str, chrono_tz::Tz> = infos
+            .iter()
+            .map(|i| (i.account_id.as_str(), i.tz))
+            .collect();
         // The newest link of each id, as the rollup worker follows them.
         let mut newest_link: HashMap<&str, &LinkRow> = HashMap::new();
         let mut linked_from: HashMap<&str, Vec<&str>> = HashMap::new();
         for link in links.iter().filter(|l| l.previous != l.user_id) {
             let slot = newest_link.entry(&link.previous).or_insert(link);
-            if (link.timestamp_ms, link.received_ms, link.position) >= (slot.timestamp_ms, slot.received_ms, slot.position) {
+            if (link.timestamp_ms, link.received_ms, link.position)
+                >= (slot.timestamp_ms, slot.received_ms, slot.position)
+            {
                 *slot = link;
             }
-            linked_from.entry(&link.user_id).or_default().push(&link.previous);
+            linked_from
+                .entry(&link.user_id)
+                .or_default()
+                .push(&link.previous);
         }
         let canonical = |id: &str, is_user: bool| -> Option<String> {
             let mut current = id;
@@ -1314,7 +1729,11 @@ impl ClickHouse {
         // Each person's group calls under any id linked into it, by time.
         let mut calls_of: HashMap<&str, Vec<&GroupRow>> = HashMap::new();
         for group in groups {
-            let id = if group.user_id.is_empty() { &group.anonymous_id } else { &group.user_id };
+            let id = if group.user_id.is_empty() {
+                &group.anonymous_id
+            } else {
+                &group.user_id
+            };
             calls_of.entry(id).or_default().push(group);
         }
         let mut memberships: HashMap<String, Vec<(i64, i64, u32, String)>> = HashMap::new();
@@ -1333,7 +1752,14 @@ impl ClickHouse {
                 let mut all: Vec<(i64, i64, u32, String)> = ids
                     .iter()
                     .flat_map(|id| calls_of.get(id).into_iter().flatten())
-                    .map(|g| (g.timestamp_ms, g.received_ms, g.position, g.group_id.clone()))
+                    .map(|g| {
+                        (
+                            g.timestamp_ms,
+                            g.received_ms,
+                            g.position,
+                            g.group_id.clone(),
+                        )
+                    })
                     .collect();
                 all.sort();
                 all
@@ -1348,7 +1774,12 @@ impl ClickHouse {
         let mut first_use: HashMap<String, HashMap<String, i32>> = HashMap::new();
         let mut last_day: HashMap<String, i32> = HashMap::new();
         let mut kept: Option<HashMap<String, Vec<(i32, i32)>>> = match &windows {
-            Windows::Known(known) => Some(infos.iter().map(|i| (i.account_id.clone(), known(&i.account_id))).collect()),
+            Windows::Known(known) => Some(
+                infos
+                    .iter()
+                    .map(|i| (i.account_id.clone(), known(&i.account_id)))
+                    .collect(),
+            ),
             Windows::AfterFirstUse(_) => None,
         };
         // Known windows: the UTC days that may hold their local days (a day either side).
@@ -1372,7 +1803,11 @@ impl ClickHouse {
                 if !people.is_empty() {
                     any.extend(["has(?, user_id)", "has(?, anonymous_id)"]);
                 }
-                if any.is_empty() { "0".to_string() } else { format!("({})", any.join(" OR ")) }
+                if any.is_empty() {
+                    "0".to_string()
+                } else {
+                    format!("({})", any.join(" OR "))
+                }
             }
         };
         let bind_scope = |mut query: clickhouse::query::Query| {
@@ -1405,7 +1840,10 @@ impl ClickHouse {
         let wanted = |day: u16| span.is_none_or(|(from, to)| (from..=to).contains(&i32::from(day)));
         for d in per_day.iter().filter(|d| wanted(d.day)) {
             match runs.last_mut() {
-                Some(run) if in_run + d.rows <= ACTIVITY_ROWS_PER_READ && d.day - run.0 < ACTIVITY_DAYS_PER_READ => {
+                Some(run)
+                    if in_run + d.rows <= ACTIVITY_ROWS_PER_READ
+                        && d.day - run.0 < ACTIVITY_DAYS_PER_READ =>
+                {
                     run.1 = d.day;
                     in_run += d.rows;
                 }
@@ -1433,10 +1871,19 @@ impl ClickHouse {
                 loop {
                     let next = match tokio::time::timeout_at(deadline, cursor.next()).await {
                         Ok(next) => next.map_err(|e| error("activity rollups", e))?,
-                        Err(_) => return Err(StoreError::ClickHouse(format!("activity rollups: not read within {} s", ROLLUP_READ_TIMEOUT.as_secs()))),
+                        Err(_) => {
+                            return Err(StoreError::ClickHouse(format!(
+                                "activity rollups: not read within {} s",
+                                ROLLUP_READ_TIMEOUT.as_secs()
+                            )))
+                        }
                     };
                     let Some(row) = next else { break };
-                    let Some(act) = classifier.classify(&row.kind, non_empty(&row.event).as_deref()) else { continue };
+                    let Some(act) =
+                        classifier.classify(&row.kind, non_empty(&row.event).as_deref())
+                    else {
+                        continue;
+                    };
                     let person = if !row.user_id.is_empty() {
                         canonical(&row.user_id, true)
                     } else if !row.anonymous_id.is_empty() {
@@ -1452,7 +1899,10 @@ impl ClickHouse {
                             None => continue,
                         },
                     };
-                    let tz = timezones.get(account.as_str()).copied().unwrap_or(chrono_tz::UTC);
+                    let tz = timezones
+                        .get(account.as_str())
+                        .copied()
+                        .unwrap_or(chrono_tz::UTC);
                     let local = activity::local_day(row.first_ms, tz);
                     let Some(kept) = &kept else {
                         first_day = Some(first_day.map_or(local, |d: i32| d.min(local)));
@@ -1463,13 +1913,19 @@ impl ClickHouse {
                             }
                         }
                         if let Some(feature) = &act.feature {
-                            let first = first_use.entry(account).or_default().entry(feature.clone()).or_insert(local);
+                            let first = first_use
+                                .entry(account)
+                                .or_default()
+                                .entry(feature.clone())
+                                .or_insert(local);
                             *first = (*first).min(local);
                         }
                         continue;
                     };
                     // Days of accounts the export does not list, or outside its windows, are not kept.
-                    let Some(spans) = kept.get(&account) else { continue };
+                    let Some(spans) = kept.get(&account) else {
+                        continue;
+                    };
                     if !spans.iter().any(|&(from, to)| local >= from && local <= to) {
                         continue;
                     }
@@ -1493,27 +1949,48 @@ impl ClickHouse {
                     }
                 }
             }
-            let Windows::AfterFirstUse(windows) = &windows else { break };
+            let Windows::AfterFirstUse(windows) = &windows else {
+                break;
+            };
             if kept.is_some() {
                 break;
             }
             let none = HashMap::new();
-            let windows: HashMap<String, Vec<(i32, i32)>> =
-                infos.iter().map(|i| (i.account_id.clone(), windows(&i.account_id, first_use.get(&i.account_id).unwrap_or(&none)))).collect();
+            let windows: HashMap<String, Vec<(i32, i32)>> = infos
+                .iter()
+                .map(|i| {
+                    (
+                        i.account_id.clone(),
+                        windows(&i.account_id, first_use.get(&i.account_id).unwrap_or(&none)),
+                    )
+                })
+                .collect();
             if windows.values().all(Vec::is_empty) {
                 // Nothing to keep: no second pass.
                 break;
             }
             kept = Some(windows);
         }
-        let mut out = Rollups { first_use, last_day, first_day, ..Rollups::default() };
+        let mut out = Rollups {
+            first_use,
+            last_day,
+            first_day,
+            ..Rollups::default()
+        };
         for ((account, day, person), mut agg) in cut {
-            for list in [&mut agg.minutes, &mut agg.login_minutes, &mut agg.key_minutes] {
+            for list in [
+                &mut agg.minutes,
+                &mut agg.login_minutes,
+                &mut agg.key_minutes,
+            ] {
                 list.sort_unstable();
                 list.dedup();
             }
             for (feature, uses) in agg.features {
-                out.features.entry(account.clone()).or_default().push(FeatureDay { day, feature, uses });
+                out.features
+                    .entry(account.clone())
+                    .or_default()
+                    .push(FeatureDay { day, feature, uses });
             }
             out.days.entry(account).or_default().push(UserDay {
                 day,
@@ -1535,8 +2012,11 @@ enum Windows<'a> {
     /// Known before reading: one pass over the days they cover.
     Known(&'a dyn Fn(&str) -> Vec<(i32, i32)>),
     /// Known from each feature's first use: a first pass over every day finds those.
-    AfterFirstUse(&'a dyn Fn(&str, &HashMap<String, i32>) -> Vec<(i32, i32)>),
+    AfterFirstUse(&'a FromFirstUse<'a>),
 }
+
+/// An account's day windows from its features' first days of use.
+type FromFirstUse<'a> = dyn Fn(&str, &HashMap<String, i32>) -> Vec<(i32, i32)> + 'a;
 
 /// Accounts read together up to which the `activity` rows are filtered by who may count
 /// for them (more: every row is read, which is cheaper than a long id list).
@@ -1548,7 +2028,11 @@ const SCOPED_IDS_MAX: usize = 100_000;
 /// may count for them: the ids in their group calls and every id linked to those, however
 /// indirectly (a superset of the people the rollup rules resolve into these accounts).
 /// None: read every row.
-fn people_of(infos: &[&AccountInfo], groups: &[GroupRow], links: &[LinkRow]) -> Option<(Vec<String>, Vec<String>)> {
+fn people_of(
+    infos: &[&AccountInfo],
+    groups: &[GroupRow],
+    links: &[LinkRow],
+) -> Option<(Vec<String>, Vec<String>)> {
     let accounts: HashSet<&str> = infos.iter().map(|i| i.account_id.as_str()).collect();
     // A quarter or more of the accounts with group calls: their people are most rows, and
     // matching every row against long id lists costs more than reading it (the 30-account
@@ -1559,8 +2043,14 @@ fn people_of(infos: &[&AccountInfo], groups: &[GroupRow], links: &[LinkRow]) -> 
     }
     let mut linked: HashMap<&str, Vec<&str>> = HashMap::new();
     for link in links {
-        linked.entry(&link.previous).or_default().push(&link.user_id);
-        linked.entry(&link.user_id).or_default().push(&link.previous);
+        linked
+            .entry(&link.previous)
+            .or_default()
+            .push(&link.user_id);
+        linked
+            .entry(&link.user_id)
+            .or_default()
+            .push(&link.previous);
     }
     let mut people: HashSet<&str> = HashSet::new();
     let mut next: Vec<&str> = groups
@@ -1577,7 +2067,10 @@ fn people_of(infos: &[&AccountInfo], groups: &[GroupRow], links: &[LinkRow]) -> 
             next.extend(linked.get(id).into_iter().flatten());
         }
     }
-    Some((accounts.into_iter().map(str::to_string).collect(), people.into_iter().map(str::to_string).collect()))
+    Some((
+        accounts.into_iter().map(str::to_string).collect(),
+        people.into_iter().map(str::to_string).collect(),
+    ))
 }
 
 /// The metrics' reads, from synchronous code (a blocking thread of the server, or the CLI
@@ -1587,11 +2080,24 @@ impl super::metrics::Source for ClickHouse {
         block_on(ClickHouse::accounts(self))?
     }
 
-    fn load(&self, infos: &[&AccountInfo], from_day: i32, to_day: i32, config: &MetricsConfig, currency: &CurrencyConfig) -> Result<Vec<metrics::AccountData>, StoreError> {
-        block_on(ClickHouse::load(self, infos, from_day, to_day, config, currency))?
+    fn load(
+        &self,
+        infos: &[&AccountInfo],
+        from_day: i32,
+        to_day: i32,
+        config: &MetricsConfig,
+        currency: &CurrencyConfig,
+    ) -> Result<Vec<metrics::AccountData>, StoreError> {
+        block_on(ClickHouse::load(
+            self, infos, from_day, to_day, config, currency,
+        ))?
     }
 
-    fn subscriptions(&self, infos: &[AccountInfo], currency: &CurrencyConfig) -> Result<HashMap<String, Vec<metrics::Subscription>>, StoreError> {
+    fn subscriptions(
+        &self,
+        infos: &[AccountInfo],
+        currency: &CurrencyConfig,
+    ) -> Result<HashMap<String, Vec<metrics::Subscription>>, StoreError> {
         block_on(ClickHouse::subscriptions(self, infos, currency))?
     }
 
@@ -1608,21 +2114,41 @@ impl super::metrics::Source for ClickHouse {
 
 impl ClickHouse {
     /// Each span's uses of each feature, from one read of the `activity` rollups.
-    async fn feature_uses(&self, spans: &[(String, i32, i32)], config: &MetricsConfig) -> Result<Vec<HashMap<String, i64>>, StoreError> {
+    async fn feature_uses(
+        &self,
+        spans: &[(String, i32, i32)],
+        config: &MetricsConfig,
+    ) -> Result<Vec<HashMap<String, i64>>, StoreError> {
         let mut of_account: HashMap<&str, Vec<(i32, i32)>> = HashMap::new();
         for (account, first, last) in spans {
-            of_account.entry(account.as_str()).or_default().push((*first, *last));
+            of_account
+                .entry(account.as_str())
+                .or_default()
+                .push((*first, *last));
         }
-        let infos: Vec<AccountInfo> = self.accounts().await?.into_iter().filter(|i| of_account.contains_key(i.account_id.as_str())).collect();
+        let infos: Vec<AccountInfo> = self
+            .accounts()
+            .await?
+            .into_iter()
+            .filter(|i| of_account.contains_key(i.account_id.as_str()))
+            .collect();
         let members: Vec<&AccountInfo> = infos.iter().collect();
         let groups = self.group_calls().await?;
         let windows = |account: &str| of_account.get(account).cloned().unwrap_or_default();
-        let rollups = self.rollups(&members, &groups, config, Windows::Known(&windows)).await?;
+        let rollups = self
+            .rollups(&members, &groups, config, Windows::Known(&windows))
+            .await?;
         Ok(spans
             .iter()
             .map(|(account, first, last)| {
                 let mut uses: HashMap<String, i64> = HashMap::new();
-                for f in rollups.features.get(account).into_iter().flatten().filter(|f| f.day >= *first && f.day <= *last) {
+                for f in rollups
+                    .features
+                    .get(account)
+                    .into_iter()
+                    .flatten()
+                    .filter(|f| f.day >= *first && f.day <= *last)
+                {
                     *uses.entry(f.feature.clone()).or_default() += f.uses;
                 }
                 uses
@@ -1631,17 +2157,27 @@ impl ClickHouse {
     }
 
     /// One stored model row, or the first of an ordered selection.
-    async fn model_row(&self, condition: &str, order: &str, bind: Option<String>) -> Result<Option<(i64, String)>, StoreError> {
+    async fn model_row(
+        &self,
+        condition: &str,
+        order: &str,
+        bind: Option<String>,
+    ) -> Result<Option<(i64, String)>, StoreError> {
         #[derive(clickhouse::Row, Deserialize)]
         struct Stored {
             id: i64,
             body: String,
         }
-        let mut query = self.client.query(&format!("SELECT id, body FROM health_models WHERE {condition} ORDER BY {order} LIMIT 1"));
+        let mut query = self.client.query(&format!(
+            "SELECT id, body FROM health_models WHERE {condition} ORDER BY {order} LIMIT 1"
+        ));
         if let Some(value) = bind {
             query = query.bind(value);
         }
-        Ok(fetch_all::<Stored>(query, "health models").await?.pop().map(|s| (s.id, s.body)))
+        Ok(fetch_all::<Stored>(query, "health models")
+            .await?
+            .pop()
+            .map(|s| (s.id, s.body)))
     }
 }
 
@@ -1657,30 +2193,49 @@ impl super::health::HealthSource for ClickHouse {
         let nothing = |_: &str, _: &HashMap<String, i32>| Vec::new();
         block_on(async {
             let groups = self.group_calls().await?;
-            Ok(self.rollups(&all, &groups, config, Windows::AfterFirstUse(&nothing)).await?.first_day)
+            Ok(self
+                .rollups(&all, &groups, config, Windows::AfterFirstUse(&nothing))
+                .await?
+                .first_day)
         })?
     }
 
-    fn feature_uses(&self, spans: &[(String, i32, i32)], config: &MetricsConfig) -> Result<Vec<HashMap<String, i64>>, StoreError> {
+    fn feature_uses(
+        &self,
+        spans: &[(String, i32, i32)],
+        config: &MetricsConfig,
+    ) -> Result<Vec<HashMap<String, i64>>, StoreError> {
         block_on(ClickHouse::feature_uses(self, spans, config))?
     }
 
-    fn model_for(&self, day: Option<NaiveDate>) -> Result<Option<super::health::Model>, StoreError> {
+    fn model_for(
+        &self,
+        day: Option<NaiveDate>,
+    ) -> Result<Option<super::health::Model>, StoreError> {
         let row = block_on(async {
             match day {
-                Some(day) => match self.model_row(&format!("as_of <= ? AND {IN_FORCE}"), "as_of DESC, id DESC", Some(day.to_string())).await? {
+                Some(day) => match self
+                    .model_row(
+                        &format!("as_of <= ? AND {IN_FORCE}"),
+                        "as_of DESC, id DESC",
+                        Some(day.to_string()),
+                    )
+                    .await?
+                {
                     Some(row) => Ok(Some(row)),
                     None => self.model_row(IN_FORCE, "as_of ASC, id DESC", None).await,
                 },
                 None => self.model_row(IN_FORCE, "id DESC", None).await,
             }
         })??;
-        row.map(|(id, body)| super::health::parse_model(id, body)).transpose()
+        row.map(|(id, body)| super::health::parse_model(id, body))
+            .transpose()
     }
 
     fn model(&self, id: i64) -> Result<Option<super::health::Model>, StoreError> {
         let row = block_on(self.model_row("id = toInt64(?)", "id", Some(id.to_string())))??;
-        row.map(|(id, body)| super::health::parse_model(id, body)).transpose()
+        row.map(|(id, body)| super::health::parse_model(id, body))
+            .transpose()
     }
 
     fn model_bodies(&self) -> Result<Vec<(i64, String)>, StoreError> {
@@ -1689,7 +2244,11 @@ impl super::health::HealthSource for ClickHouse {
             id: i64,
             body: String,
         }
-        let rows = block_on(fetch_all::<Stored>(self.client.query("SELECT id, body FROM health_models ORDER BY id DESC"), "health models"))??;
+        let rows = block_on(fetch_all::<Stored>(
+            self.client
+                .query("SELECT id, body FROM health_models ORDER BY id DESC"),
+            "health models",
+        ))??;
         Ok(rows.into_iter().map(|s| (s.id, s.body)).collect())
     }
 
@@ -1702,7 +2261,14 @@ impl super::health::HealthSource for ClickHouse {
         }
         let body = super::health::model_body(model)?;
         block_on(async {
-            let id = fetch_all::<Max>(self.client.query("SELECT max(id) AS id FROM health_models"), "health models").await?.first().map_or(0, |m| m.id) + 1;
+            let id = fetch_all::<Max>(
+                self.client.query("SELECT max(id) AS id FROM health_models"),
+                "health models",
+            )
+            .await?
+            .first()
+            .map_or(0, |m| m.id)
+                + 1;
             let query = self
                 .client
                 .query("INSERT INTO health_models (id, created_ms, as_of, reason, body) VALUES (?, ?, ?, ?, ?)")
@@ -1722,7 +2288,11 @@ impl super::health::HealthSource for ClickHouse {
             days: u64,
             day: i32,
         }
-        let last = block_on(fetch_all::<Last>(self.client.query("SELECT count() AS days, max(day) AS day FROM health_history"), "health history"))??;
+        let last = block_on(fetch_all::<Last>(
+            self.client
+                .query("SELECT count() AS days, max(day) AS day FROM health_history"),
+            "health history",
+        ))??;
         Ok(last.first().filter(|l| l.days > 0).map(|l| l.day))
     }
 
@@ -1738,33 +2308,70 @@ impl super::health::HealthSource for ClickHouse {
             .bind(model_id)
             .bind(day);
         let counts = block_on(fetch_all::<Counts>(query, "health history"))??;
-        Ok(counts.first().map_or((0, 0), |c| (c.rows as i64, c.other as i64)))
+        Ok(counts
+            .first()
+            .map_or((0, 0), |c| (c.rows as i64, c.other as i64)))
     }
 
     fn day_history(&self, day: i32) -> Result<HashMap<String, HistoryRow>, StoreError> {
         let rows = block_on(self.history_where("day = ?", |query| query.bind(day)))??;
-        Ok(rows.into_iter().map(|(_, _, row)| (row.account_id.clone(), row)).collect())
+        Ok(rows
+            .into_iter()
+            .map(|(_, _, row)| (row.account_id.clone(), row))
+            .collect())
     }
 
-    fn changes_between(&self, after: i32, through: i32) -> Result<HashSet<(String, String)>, StoreError> {
+    fn changes_between(
+        &self,
+        after: i32,
+        through: i32,
+    ) -> Result<HashSet<(String, String)>, StoreError> {
         #[derive(clickhouse::Row, Deserialize)]
         struct Change {
             account_id: String,
             to_tier: String,
         }
-        let query = self.client.query("SELECT DISTINCT account_id, to_tier FROM tier_changes WHERE day > ? AND day <= ?").bind(after).bind(through);
-        Ok(block_on(fetch_all::<Change>(query, "tier changes"))??.into_iter().map(|c| (c.account_id, c.to_tier)).collect())
+        let query = self
+            .client
+            .query(
+                "SELECT DISTINCT account_id, to_tier FROM tier_changes WHERE day > ? AND day <= ?",
+            )
+            .bind(after)
+            .bind(through);
+        Ok(block_on(fetch_all::<Change>(query, "tier changes"))??
+            .into_iter()
+            .map(|c| (c.account_id, c.to_tier))
+            .collect())
     }
 
-    fn write_history(&self, day: i32, model_id: i64, rows: &[HistoryRow], changes: &[TierChange]) -> Result<(), StoreError> {
+    fn write_history(
+        &self,
+        day: i32,
+        model_id: i64,
+        rows: &[HistoryRow],
+        changes: &[TierChange],
+    ) -> Result<(), StoreError> {
         block_on(self.write_history_day(day, model_id, rows, changes))?
     }
 
-    fn history(&self, account: &str, from: NaiveDate, to: NaiveDate) -> Result<Vec<Value>, StoreError> {
-        block_on(self.history_rows(account, activity::day_number(from), activity::day_number(to)))?
+    fn history(
+        &self,
+        account: &str,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<Vec<Value>, StoreError> {
+        block_on(self.history_rows(
+            account,
+            activity::day_number(from),
+            activity::day_number(to),
+        ))?
     }
 
-    fn tier_changes(&self, since: NaiveDate, account: Option<&str>) -> Result<Vec<Value>, StoreError> {
+    fn tier_changes(
+        &self,
+        since: NaiveDate,
+        account: Option<&str>,
+    ) -> Result<Vec<Value>, StoreError> {
         block_on(self.change_rows(activity::day_number(since), account))?
     }
 }
@@ -1817,12 +2424,28 @@ impl ClickHouse {
             .collect())
     }
 
-    async fn history_rows(&self, account: &str, from: i32, to: i32) -> Result<Vec<Value>, StoreError> {
-        let rows = self.history_where("account_id = ? AND day >= ? AND day <= ?", |query| query.bind(account).bind(from).bind(to)).await?;
-        Ok(rows.iter().map(|(day, model_id, row)| super::health::history_point(*day, row, *model_id)).collect())
+    async fn history_rows(
+        &self,
+        account: &str,
+        from: i32,
+        to: i32,
+    ) -> Result<Vec<Value>, StoreError> {
+        let rows = self
+            .history_where("account_id = ? AND day >= ? AND day <= ?", |query| {
+                query.bind(account).bind(from).bind(to)
+            })
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|(day, model_id, row)| super::health::history_point(*day, row, *model_id))
+            .collect())
     }
 
-    async fn change_rows(&self, since: i32, account: Option<&str>) -> Result<Vec<Value>, StoreError> {
+    async fn change_rows(
+        &self,
+        since: i32,
+        account: Option<&str>,
+    ) -> Result<Vec<Value>, StoreError> {
         #[derive(clickhouse::Row, Deserialize)]
         struct Stored {
             id: i64,
@@ -1833,7 +2456,11 @@ impl ClickHouse {
             model_id: i64,
             cause: String,
         }
-        let one = if account.is_some() { " AND account_id = ?" } else { "" };
+        let one = if account.is_some() {
+            " AND account_id = ?"
+        } else {
+            ""
+        };
         let mut query = self
             .client
             .query(&format!("SELECT id, account_id, day, from_tier, to_tier, model_id, cause FROM tier_changes FINAL WHERE day >= ?{one} ORDER BY day, id"))
@@ -1845,8 +2472,14 @@ impl ClickHouse {
             .await?
             .into_iter()
             .map(|s| {
-                let change =
-                    TierChange { account_id: s.account_id, day: s.day, from_tier: s.from_tier, to_tier: s.to_tier, model_id: s.model_id, cause: s.cause };
+                let change = TierChange {
+                    account_id: s.account_id,
+                    day: s.day,
+                    from_tier: s.from_tier,
+                    to_tier: s.to_tier,
+                    model_id: s.model_id,
+                    cause: s.cause,
+                };
                 super::health::change_value(s.id, &change)
             })
             .collect())
@@ -1854,7 +2487,13 @@ impl ClickHouse {
 
     /// Writes the changes first: if the history then fails, the day has no rows and is
     /// computed again, finding its changes already recorded.
-    async fn write_history_day(&self, day: i32, model_id: i64, rows: &[HistoryRow], changes: &[TierChange]) -> Result<(), StoreError> {
+    async fn write_history_day(
+        &self,
+        day: i32,
+        model_id: i64,
+        rows: &[HistoryRow],
+        changes: &[TierChange],
+    ) -> Result<(), StoreError> {
         let now_ms = chrono::Utc::now().timestamp_millis();
         if !changes.is_empty() {
             let mut body = Vec::new();
@@ -1865,7 +2504,12 @@ impl ClickHouse {
                 body.extend_from_slice(line.to_string().as_bytes());
                 body.push(b'\n');
             }
-            self.insert_lines("tier_changes", "id, account_id, day, from_tier, to_tier, model_id, created_ms, cause", body).await?;
+            self.insert_lines(
+                "tier_changes",
+                "id, account_id, day, from_tier, to_tier, model_id, created_ms, cause",
+                body,
+            )
+            .await?;
         }
         let version = now_version();
         let mut body = Vec::new();
@@ -1886,7 +2530,13 @@ impl ClickHouse {
 
 /// CSM notes on ClickHouse, from a blocking thread.
 impl super::listening::ListeningSource for ClickHouse {
-    fn add_note(&self, account: &str, author: &str, person: Option<&str>, text: &str) -> Result<Option<i64>, StoreError> {
+    fn add_note(
+        &self,
+        account: &str,
+        author: &str,
+        person: Option<&str>,
+        text: &str,
+    ) -> Result<Option<i64>, StoreError> {
         if super::dashboard::account_name(self, account)?.is_none() {
             return Ok(None);
         }
@@ -1905,7 +2555,10 @@ impl super::listening::ListeningSource for ClickHouse {
         Ok(Some(id))
     }
 
-    fn stored_notes(&self, account: Option<&str>) -> Result<Vec<super::listening::Note>, StoreError> {
+    fn stored_notes(
+        &self,
+        account: Option<&str>,
+    ) -> Result<Vec<super::listening::Note>, StoreError> {
         #[derive(clickhouse::Row, Deserialize)]
         struct Stored {
             id: i64,
@@ -1915,14 +2568,27 @@ impl super::listening::ListeningSource for ClickHouse {
             text: String,
             created_ms: i64,
         }
-        let one = if account.is_some() { "WHERE account_id = ?" } else { "" };
-        let mut query = self.client.query(&format!("SELECT id, account_id, author, person, text, created_ms FROM notes {one}"));
+        let one = if account.is_some() {
+            "WHERE account_id = ?"
+        } else {
+            ""
+        };
+        let mut query = self.client.query(&format!(
+            "SELECT id, account_id, author, person, text, created_ms FROM notes {one}"
+        ));
         if let Some(account) = account {
             query = query.bind(account);
         }
         Ok(block_on(fetch_all::<Stored>(query, "notes"))??
             .into_iter()
-            .map(|s| super::listening::Note { id: s.id, account_id: s.account_id, author: s.author, person: s.person, text: s.text, created_ms: s.created_ms })
+            .map(|s| super::listening::Note {
+                id: s.id,
+                account_id: s.account_id,
+                author: s.author,
+                person: s.person,
+                text: s.text,
+                created_ms: s.created_ms,
+            })
             .collect())
     }
 }
@@ -1937,7 +2603,9 @@ fn compact_json(text: &str) -> String {
 /// Nanoseconds since 1970: the version of a row written now (a ReplacingMergeTree keeps
 /// the highest).
 fn now_version() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 fn non_empty(text: &str) -> Option<String> {
@@ -1947,7 +2615,9 @@ fn non_empty(text: &str) -> Option<String> {
 /// The event's UTC day as ClickHouse's `Date` (days since 1970-01-01, 0 to 65535: events
 /// outside 1970-2149 are filed under the nearest end).
 fn day_of(timestamp_ms: i64) -> u16 {
-    timestamp_ms.div_euclid(86_400_000).clamp(0, i64::from(u16::MAX)) as u16
+    timestamp_ms
+        .div_euclid(86_400_000)
+        .clamp(0, i64::from(u16::MAX)) as u16
 }
 
 /// Runs `future` to completion from synchronous code, inside or outside a tokio runtime.
@@ -1955,7 +2625,10 @@ pub fn block_on<F: std::future::Future>(future: F) -> Result<F::Output, StoreErr
     match tokio::runtime::Handle::try_current() {
         Ok(handle) => Ok(tokio::task::block_in_place(|| handle.block_on(future))),
         Err(_) => {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| StoreError::Thread(e.to_string()))?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| StoreError::Thread(e.to_string()))?;
             Ok(runtime.block_on(future))
         }
     }
@@ -1967,7 +2640,11 @@ pub fn block_on<F: std::future::Future>(future: F) -> Result<F::Output, StoreErr
 /// one block and answers each request once ClickHouse accepted it; up to `IN_FLIGHT` blocks
 /// are on their way at once (an insert is a network round trip, not CPU). A failed insert
 /// answers 503 and the clients resend. When the queue closes, the blocks in flight finish.
-pub fn spawn_writer(store: ClickHouse, mut receiver: JobReceiver, telemetry: Telemetry) -> Result<std::thread::JoinHandle<()>, StoreError> {
+pub fn spawn_writer(
+    store: ClickHouse,
+    mut receiver: JobReceiver,
+    telemetry: Telemetry,
+) -> Result<std::thread::JoinHandle<()>, StoreError> {
     const GROUP_WAIT: Duration = Duration::from_millis(50);
     // A group also closes when no request came for this long (few clients: no point waiting).
     const GROUP_IDLE: Duration = Duration::from_millis(5);
@@ -1979,7 +2656,10 @@ pub fn spawn_writer(store: ClickHouse, mut receiver: JobReceiver, telemetry: Tel
     // On its own machine the network round trip is what a block waits for, which the second
     // block in flight overlaps.
     const IN_FLIGHT: u32 = 2;
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| StoreError::Thread(e.to_string()))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| StoreError::Thread(e.to_string()))?;
     std::thread::Builder::new()
         .name("clickhouse-writer".into())
         .spawn(move || {
@@ -1999,12 +2679,17 @@ pub fn spawn_writer(store: ClickHouse, mut receiver: JobReceiver, telemetry: Tel
                             _ => break,
                         }
                     }
-                    let slot = std::sync::Arc::clone(&slots).acquire_owned().await.expect("invariant: the semaphore is never closed");
+                    let slot = std::sync::Arc::clone(&slots)
+                        .acquire_owned()
+                        .await
+                        .expect("invariant: the semaphore is never closed");
                     let (store, telemetry) = (store.clone(), telemetry.clone());
                     tokio::spawn(async move {
                         let started = Instant::now();
                         let result = store.insert(&jobs).await;
-                        telemetry.commit_seconds.observe(started.elapsed().as_secs_f64());
+                        telemetry
+                            .commit_seconds
+                            .observe(started.elapsed().as_secs_f64());
                         telemetry.commit_messages.observe(count as f64);
                         answer(jobs, result, &telemetry);
                         drop(slot);
@@ -2023,7 +2708,10 @@ fn answer(jobs: Vec<Job>, result: Result<(), StoreError>, telemetry: &Telemetry)
             for job in jobs {
                 let stored = job.messages.len();
                 telemetry.accepted.inc_by(stored as u64);
-                job.answer(Ok(JobOutcome { stored, duplicates: 0 }));
+                job.answer(Ok(JobOutcome {
+                    stored,
+                    duplicates: 0,
+                }));
             }
         }
         Err(e) => {

@@ -7,16 +7,16 @@ use chrono::NaiveDate;
 use rusqlite::{params, Connection};
 use serde_json::Value;
 
-use super::StoreError;
 use super::health::{HealthSource, Settings};
 use super::listening::ListeningSource;
 use super::metrics::Source;
 use super::records::RecordStore;
 use super::users::UserStore;
+use super::StoreError;
 use crate::config::MetricsConfig;
-use crate::records::{Cell, Kind};
 use crate::metrics::activity::{day_date, day_number};
 use crate::metrics::Row;
+use crate::records::{Cell, Kind};
 
 /// One day of an account's stored health.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,7 +54,13 @@ pub struct Facts {
 impl Facts {
     /// ARR times the chance of not renewing: what the portfolio sorts by first.
     pub fn revenue_at_risk(&self) -> f64 {
-        self.arr * (1.0 - self.health.as_ref().and_then(|h| h.expected_rate).unwrap_or(1.0))
+        self.arr
+            * (1.0
+                - self
+                    .health
+                    .as_ref()
+                    .and_then(|h| h.expected_rate)
+                    .unwrap_or(1.0))
     }
 }
 
@@ -64,13 +70,26 @@ pub const TREND_DAYS: i32 = 7;
 /// Every account's facts on `as_of`. Health is assessed now from `snapshot` (the metrics
 /// snapshot of `as_of`) under the model in force, exactly as the health API does; the
 /// stored daily history gives the score a week earlier, for the trend.
-pub fn facts(source: &dyn HealthSource, as_of: NaiveDate, snapshot: &[Row], settings: Settings) -> Result<Vec<Facts>, StoreError> {
+// Over 100 lines: Gathers every fact a page shows in one pass over the records; moves to a dashboard-facts module in issue 29 item 1.
+#[allow(clippy::too_many_lines)]
+pub fn facts(
+    source: &dyn HealthSource,
+    as_of: NaiveDate,
+    snapshot: &[Row],
+    settings: Settings,
+) -> Result<Vec<Facts>, StoreError> {
     let currency = settings.currency;
     let text = |cell: &Cell| cell.as_text().map(str::to_string);
-    let csm_names: HashMap<String, Option<String>> =
-        source.record_rows("csms", &["csm_id", "name"])?.iter().filter_map(|r| Some((text(&r[0])?, text(&r[1])))).collect();
+    let csm_names: HashMap<String, Option<String>> = source
+        .record_rows("csms", &["csm_id", "name"])?
+        .iter()
+        .filter_map(|r| Some((text(&r[0])?, text(&r[1]))))
+        .collect();
     let mut out: Vec<Facts> = source
-        .record_rows("accounts", &["account_id", "name", "parent_id", "segment", "plan", "csm"])?
+        .record_rows(
+            "accounts",
+            &["account_id", "name", "parent_id", "segment", "plan", "csm"],
+        )?
         .iter()
         .filter_map(|r| {
             let account_id = text(&r[0])?;
@@ -79,9 +98,13 @@ pub fn facts(source: &dyn HealthSource, as_of: NaiveDate, snapshot: &[Row], sett
             Some(Facts {
                 name: text(&r[1]).unwrap_or_else(|| account_id.clone()),
                 parent_id: text(&r[2]),
-                segment: text(&r[3]).or_else(|| plan.clone()).unwrap_or_else(|| "unknown".into()),
+                segment: text(&r[3])
+                    .or_else(|| plan.clone())
+                    .unwrap_or_else(|| "unknown".into()),
                 plan,
-                csm_name: csm_id.as_ref().and_then(|c| csm_names.get(c).cloned().flatten()),
+                csm_name: csm_id
+                    .as_ref()
+                    .and_then(|c| csm_names.get(c).cloned().flatten()),
                 csm_id,
                 account_id,
                 ..Facts::default()
@@ -89,22 +112,41 @@ pub fn facts(source: &dyn HealthSource, as_of: NaiveDate, snapshot: &[Row], sett
         })
         .collect();
     out.sort_by(|a, b| a.account_id.cmp(&b.account_id));
-    let index: HashMap<String, usize> = out.iter().enumerate().map(|(i, f)| (f.account_id.clone(), i)).collect();
+    let index: HashMap<String, usize> = out
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (f.account_id.clone(), i))
+        .collect();
 
     // Dates are stored as YYYY-MM-DD and times as RFC 3339 UTC text: text order is time order.
     let day = as_of.to_string();
-    for r in source.record_rows("subscriptions", &["account_id", "arr", "currency", "seats", "start_date", "end_date"])? {
-        let Some(&i) = r[0].as_text().and_then(|a| index.get(a)) else { continue };
+    for r in source.record_rows(
+        "subscriptions",
+        &[
+            "account_id",
+            "arr",
+            "currency",
+            "seats",
+            "start_date",
+            "end_date",
+        ],
+    )? {
+        let Some(&i) = r[0].as_text().and_then(|a| index.get(a)) else {
+            continue;
+        };
         let facts = &mut out[i];
         if let Some(start) = r[4].as_text().and_then(|s| s.parse::<NaiveDate>().ok()) {
-            facts.customer_since = Some(facts.customer_since.map_or(start, |since| since.min(start)));
+            facts.customer_since =
+                Some(facts.customer_since.map_or(start, |since| since.min(start)));
         }
-        let in_force = r[4].as_text().is_some_and(|start| start <= day.as_str()) && r[5].as_text().is_none_or(|end| end >= day.as_str());
+        let in_force = r[4].as_text().is_some_and(|start| start <= day.as_str())
+            && r[5].as_text().is_none_or(|end| end >= day.as_str());
         if !in_force {
             continue;
         }
         if let Some(arr) = r[1].as_f64() {
-            facts.arr += crate::metrics::report_arr(Some(arr), r[2].as_text(), currency).map_err(StoreError::Invalid)?;
+            facts.arr += crate::metrics::report_arr(Some(arr), r[2].as_text(), currency)
+                .map_err(StoreError::Invalid)?;
         }
         facts.seats += r[3].as_i64().unwrap_or(0);
         if let Some(end) = r[5].as_text().and_then(|e| e.parse::<NaiveDate>().ok()) {
@@ -113,20 +155,29 @@ pub fn facts(source: &dyn HealthSource, as_of: NaiveDate, snapshot: &[Row], sett
     }
 
     let through = format!("{day}T23:59:59.999Z");
-    let contacts = source.record_rows("tickets", &["account_id", "opened_at"])?.into_iter().chain(source.record_rows("survey_responses", &["account_id", "answered_at"])?);
+    let contacts = source
+        .record_rows("tickets", &["account_id", "opened_at"])?
+        .into_iter()
+        .chain(source.record_rows("survey_responses", &["account_id", "answered_at"])?);
     for r in contacts {
-        let (Some(&i), Some(at)) = (r[0].as_text().and_then(|a| index.get(a)), r[1].as_text()) else { continue };
+        let (Some(&i), Some(at)) = (r[0].as_text().and_then(|a| index.get(a)), r[1].as_text())
+        else {
+            continue;
+        };
         if at <= through.as_str() && out[i].last_contact.as_deref().is_none_or(|last| at > last) {
             out[i].last_contact = Some(at.to_string());
         }
     }
 
     if let Some(model) = super::health::model_for(source, Some(as_of))? {
-        let mut assessed = super::health::assess_all(source, snapshot, &model, day_number(as_of), settings)?;
+        let mut assessed =
+            super::health::assess_all(source, snapshot, &model, day_number(as_of), settings)?;
         // The tier shown is the held one, the same the history and its changes record.
         super::health::apply_held(source, day_number(as_of), &mut assessed, settings)?;
         for (row, h) in snapshot.iter().zip(assessed) {
-            let Some(&i) = row["account_id"].as_str().and_then(|id| index.get(id)) else { continue };
+            let Some(&i) = row["account_id"].as_str().and_then(|id| index.get(id)) else {
+                continue;
+            };
             out[i].health = Some(HealthDay {
                 day: as_of,
                 score: h["health_score"].as_f64(),
@@ -137,17 +188,30 @@ pub fn facts(source: &dyn HealthSource, as_of: NaiveDate, snapshot: &[Row], sett
     }
     let earlier = day_number(as_of) - TREND_DAYS;
     for (account, h) in source.day_history(earlier)? {
-        let Some(&i) = index.get(&account) else { continue };
-        out[i].week_before = Some(HealthDay { day: day_date(earlier), score: h.score, tier: h.tier, expected_rate: h.expected_rate });
+        let Some(&i) = index.get(&account) else {
+            continue;
+        };
+        out[i].week_before = Some(HealthDay {
+            day: day_date(earlier),
+            score: h.score,
+            tier: h.tier,
+            expected_rate: h.expected_rate,
+        });
     }
     Ok(out)
 }
 
 /// An account's name, `Some(None)` when it has none, `None` when there is no such account
 /// (a record, or on the embedded store and ClickHouse alike, an account only group calls named).
-pub fn account_name(source: &dyn Source, account: &str) -> Result<Option<Option<String>>, StoreError> {
+pub fn account_name(
+    source: &dyn Source,
+    account: &str,
+) -> Result<Option<Option<String>>, StoreError> {
     let rows = source.record_rows("accounts", &["account_id", "name"])?;
-    Ok(rows.iter().find(|r| r[0].as_text() == Some(account)).map(|r| r[1].as_text().map(str::to_string)))
+    Ok(rows
+        .iter()
+        .find(|r| r[0].as_text() == Some(account))
+        .map(|r| r[1].as_text().map(str::to_string)))
 }
 
 /// Every CSM record: (id, name), by name.
@@ -165,9 +229,20 @@ pub fn csms(source: &dyn Source) -> Result<Vec<(String, String)>, StoreError> {
 }
 
 /// An account's uses of each feature over [from, to] (account-local days), most used first.
-pub fn feature_uses(source: &dyn HealthSource, account: &str, from: NaiveDate, to: NaiveDate, config: &MetricsConfig) -> Result<Vec<(String, i64)>, StoreError> {
+pub fn feature_uses(
+    source: &dyn HealthSource,
+    account: &str,
+    from: NaiveDate,
+    to: NaiveDate,
+    config: &MetricsConfig,
+) -> Result<Vec<(String, i64)>, StoreError> {
     let spans = [(account.to_string(), day_number(from), day_number(to))];
-    let mut uses: Vec<(String, i64)> = source.feature_uses(&spans, config)?.pop().unwrap_or_default().into_iter().collect();
+    let mut uses: Vec<(String, i64)> = source
+        .feature_uses(&spans, config)?
+        .pop()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
     uses.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     Ok(uses)
 }
@@ -190,12 +265,19 @@ pub trait DashboardSource: ListeningSource + UserStore + RecordStore {
     /// The last `limit` events received from the account's people, newest first by time.
     fn recent_events(&self, account: &str, limit: usize) -> Result<Vec<RecentEvent>, StoreError>;
     /// An account's records of `kind`, the latest `order_by` first (ties by key), as JSON.
-    fn of_account(&self, kind: &'static Kind, account: &str, order_by: &str, limit: usize) -> Result<Vec<Value>, StoreError>;
+    fn of_account(
+        &self,
+        kind: &'static Kind,
+        account: &str,
+        order_by: &str,
+        limit: usize,
+    ) -> Result<Vec<Value>, StoreError>;
 }
 
 impl DashboardSource for Connection {
     fn known_features(&self, _config: &MetricsConfig) -> Result<Vec<String>, StoreError> {
-        let mut query = self.prepare("SELECT DISTINCT feature FROM account_features ORDER BY feature")?;
+        let mut query =
+            self.prepare("SELECT DISTINCT feature FROM account_features ORDER BY feature")?;
         let rows = query.query_map([], |r| r.get(0))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -216,11 +298,24 @@ impl DashboardSource for Connection {
                  ORDER BY id DESC LIMIT ?2
              ) ORDER BY timestamp_ms DESC",
         )?;
-        let rows = query.query_map(params![account, limit as i64], |r| Ok(RecentEvent { timestamp_ms: r.get(0)?, kind: r.get(1)?, event: r.get(2)?, user_id: r.get(3)? }))?;
+        let rows = query.query_map(params![account, limit as i64], |r| {
+            Ok(RecentEvent {
+                timestamp_ms: r.get(0)?,
+                kind: r.get(1)?,
+                event: r.get(2)?,
+                user_id: r.get(3)?,
+            })
+        })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    fn of_account(&self, kind: &'static Kind, account: &str, order_by: &str, limit: usize) -> Result<Vec<Value>, StoreError> {
+    fn of_account(
+        &self,
+        kind: &'static Kind,
+        account: &str,
+        order_by: &str,
+        limit: usize,
+    ) -> Result<Vec<Value>, StoreError> {
         super::records::of_account(self, kind, account, order_by, limit)
     }
 }

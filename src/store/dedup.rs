@@ -75,7 +75,9 @@ impl Dedup {
     /// Row id ranges (inclusive) where a message with this key may be stored. Empty in the
     /// common case of a new message; the caller checks each range on disk.
     pub fn candidates(&self, key: Key) -> Vec<(i64, i64)> {
-        let Some(&(newest, _)) = self.segments.back() else { return Vec::new() };
+        let Some(&(newest, _)) = self.segments.back() else {
+            return Vec::new();
+        };
         let prefix = key.0 >> SEGMENT_BITS;
         self.table
             .iter_hash(table_hash(key.0))
@@ -85,7 +87,10 @@ impl Dedup {
             .map(|entry| {
                 let back = ((newest as u64).wrapping_sub(entry) & SEGMENT_MASK) as i64;
                 let segment = newest - back;
-                (segment << SEGMENT_SHIFT, ((segment + 1) << SEGMENT_SHIFT) - 1)
+                (
+                    segment << SEGMENT_SHIFT,
+                    ((segment + 1) << SEGMENT_SHIFT) - 1,
+                )
             })
             .collect()
     }
@@ -94,11 +99,16 @@ impl Dedup {
     /// Returns the entry, to undo with [`Dedup::remove`] if the transaction rolls back.
     pub fn insert(&mut self, key: Key, id: i64, received_ms: i64) -> u64 {
         let segment = id >> SEGMENT_SHIFT;
-        if self.segments.back().is_none_or(|&(newest, _)| newest < segment) {
+        if self
+            .segments
+            .back()
+            .is_none_or(|&(newest, _)| newest < segment)
+        {
             self.segments.push_back((segment, received_ms));
         }
         let entry = (key.0 & !SEGMENT_MASK) | (segment as u64 & SEGMENT_MASK);
-        self.table.insert_unique(table_hash(entry), entry, |&e| table_hash(e));
+        self.table
+            .insert_unique(table_hash(entry), entry, |&e| table_hash(e));
         entry
     }
 
@@ -132,7 +142,9 @@ impl Dedup {
         if !dropped_any {
             return 0;
         }
-        let (Some(&(oldest, _)), Some(&(newest, _))) = (self.segments.front(), self.segments.back()) else {
+        let (Some(&(oldest, _)), Some(&(newest, _))) =
+            (self.segments.front(), self.segments.back())
+        else {
             return 0;
         };
         let span = (newest - oldest) as u64;
@@ -199,7 +211,11 @@ impl Sealed {
             (0, 0, 0)
         } else {
             let run = Self::run(self.bits, key);
-            (self.starts[run] as usize, self.starts[run + 1] as usize, run)
+            (
+                self.starts[run] as usize,
+                self.starts[run + 1] as usize,
+                run,
+            )
         };
         // Within a run every entry shares the key's top bits: compare the stored ones.
         let target = key & !SEGMENT_MASK & STORED_MASK;
@@ -213,7 +229,9 @@ impl Sealed {
                 len = half;
             }
         }
-        (lo..hi).map(move |i| self.entry(i, run)).take_while(move |entry| entry >> SEGMENT_BITS == key >> SEGMENT_BITS)
+        (lo..hi)
+            .map(move |i| self.entry(i, run))
+            .take_while(move |entry| entry >> SEGMENT_BITS == key >> SEGMENT_BITS)
     }
 
     /// Merges `fresh` (sorted) in, in place from the back, and counts the new runs as the
@@ -293,12 +311,16 @@ impl Sealed {
 
     fn is_sorted(&self) -> bool {
         let mut previous = 0;
-        self.entries().all(|entry| std::mem::replace(&mut previous, entry) <= entry)
+        self.entries()
+            .all(|entry| std::mem::replace(&mut previous, entry) <= entry)
     }
 
     /// Every entry whole, in order.
     fn entries(&self) -> impl Iterator<Item = u64> + '_ {
-        (0..self.starts.len().saturating_sub(1)).flat_map(move |run| (self.starts[run] as usize..self.starts[run + 1] as usize).map(move |i| self.entry(i, run)))
+        (0..self.starts.len().saturating_sub(1)).flat_map(move |run| {
+            (self.starts[run] as usize..self.starts[run + 1] as usize)
+                .map(move |i| self.entry(i, run))
+        })
     }
 }
 
@@ -338,17 +360,31 @@ mod tests {
             sealed.merge(&fresh);
             all.extend(&fresh);
             all.sort_unstable();
-            assert_eq!(sealed.entries().collect::<Vec<u64>>(), all, "after merging {n}");
+            assert_eq!(
+                sealed.entries().collect::<Vec<u64>>(),
+                all,
+                "after merging {n}"
+            );
             let mut targets: Vec<u64> = (0..300).map(|_| rng.random()).collect();
             targets.extend(all.iter().step_by(all.len() / 200 + 1).copied());
             targets.extend([0, 1, u64::MAX, u64::MAX - 1]);
             for target in targets {
                 let prefix = target >> SEGMENT_BITS;
-                let (from, to) = (all.partition_point(|e| e >> SEGMENT_BITS < prefix), all.partition_point(|e| e >> SEGMENT_BITS <= prefix));
-                assert_eq!(sealed.matching(target).collect::<Vec<u64>>(), all[from..to], "n {n} target {target}");
+                let (from, to) = (
+                    all.partition_point(|e| e >> SEGMENT_BITS < prefix),
+                    all.partition_point(|e| e >> SEGMENT_BITS <= prefix),
+                );
+                assert_eq!(
+                    sealed.matching(target).collect::<Vec<u64>>(),
+                    all[from..to],
+                    "n {n} target {target}"
+                );
             }
         }
-        assert!(sealed.bits > IMPLIED_BITS, "the last merge made a directory of more than 2^16 runs");
+        assert!(
+            sealed.bits > IMPLIED_BITS,
+            "the last merge made a directory of more than 2^16 runs"
+        );
         let odd = |e: &u64| e & 1 == 1;
         sealed.retain(|e| odd(e));
         all.retain(odd);
@@ -363,7 +399,9 @@ mod tests {
     #[test]
     fn sealed_entries_are_still_found_and_expire() {
         let mut dedup = Dedup::new(1);
-        let keys: Vec<Key> = (0..ACTIVE_ENTRIES_MAX + 10).map(|i| dedup.key("s", &format!("m-{i}"))).collect();
+        let keys: Vec<Key> = (0..ACTIVE_ENTRIES_MAX + 10)
+            .map(|i| dedup.key("s", &format!("m-{i}")))
+            .collect();
         for (i, key) in keys.iter().enumerate() {
             dedup.insert(*key, i as i64 + 1, 0);
             dedup.seal_if_full();
@@ -372,15 +410,27 @@ mod tests {
         assert_eq!(dedup.len(), ACTIVE_ENTRIES_MAX + 10);
         for (i, key) in keys.iter().enumerate().step_by(997) {
             let segment = (i as i64 + 1) >> SEGMENT_SHIFT;
-            assert!(dedup.candidates(*key).contains(&(segment << SEGMENT_SHIFT, ((segment + 1) << SEGMENT_SHIFT) - 1)), "entry {i}");
+            assert!(
+                dedup.candidates(*key).contains(&(
+                    segment << SEGMENT_SHIFT,
+                    ((segment + 1) << SEGMENT_SHIFT) - 1
+                )),
+                "entry {i}"
+            );
         }
         assert!(dedup.candidates(dedup.key("s", "never")).is_empty());
         let day = 86_400_000;
         let late = dedup.key("s", "late");
         dedup.insert(late, ACTIVE_ENTRIES_MAX as i64 + 8192, 3 * day);
         let dropped = dedup.expire(3 * day);
-        assert!(dropped > 0 && dedup.candidates(keys[0]).is_empty(), "old sealed entries expire");
-        assert!(!dedup.candidates(keys[keys.len() - 1]).is_empty(), "the segment just before the window's start is kept");
+        assert!(
+            dropped > 0 && dedup.candidates(keys[0]).is_empty(),
+            "old sealed entries expire"
+        );
+        assert!(
+            !dedup.candidates(keys[keys.len() - 1]).is_empty(),
+            "the segment just before the window's start is kept"
+        );
         assert!(!dedup.candidates(late).is_empty());
         assert_eq!(dedup.len() + dropped, ACTIVE_ENTRIES_MAX + 11);
     }
@@ -393,8 +443,16 @@ mod tests {
         let new = dedup.key("s", "new");
         dedup.insert(old, 1, 0);
         dedup.insert(new, 4096, 2 * day);
-        assert_eq!(dedup.expire(2 * day), 0, "segment 1 began before the cutoff: keep segment 0");
-        assert_eq!(dedup.expire(3 * day + 1), 1, "all of segment 0 is older than the window");
+        assert_eq!(
+            dedup.expire(2 * day),
+            0,
+            "segment 1 began before the cutoff: keep segment 0"
+        );
+        assert_eq!(
+            dedup.expire(3 * day + 1),
+            1,
+            "all of segment 0 is older than the window"
+        );
         assert!(dedup.candidates(old).is_empty());
         assert_eq!(dedup.candidates(new), vec![(4096, 8191)]);
     }

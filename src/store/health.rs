@@ -114,7 +114,11 @@ pub trait HealthSource: sm::Source {
     fn data_start(&self, config: &MetricsConfig) -> Result<Option<i32>, StoreError>;
     /// Each span's (account, first day, last day, inclusive) uses of each feature, in the
     /// order of `spans`.
-    fn feature_uses(&self, spans: &[(String, i32, i32)], config: &MetricsConfig) -> Result<Vec<HashMap<String, i64>>, StoreError>;
+    fn feature_uses(
+        &self,
+        spans: &[(String, i32, i32)],
+        config: &MetricsConfig,
+    ) -> Result<Vec<HashMap<String, i64>>, StoreError>;
     /// The model in force on `day` (see [`model_for`]).
     fn model_for(&self, day: Option<NaiveDate>) -> Result<Option<Model>, StoreError>;
     fn model(&self, id: i64) -> Result<Option<Model>, StoreError>;
@@ -131,13 +135,32 @@ pub trait HealthSource: sm::Source {
     /// Each account's stored history row of `day`.
     fn day_history(&self, day: i32) -> Result<HashMap<String, HistoryRow>, StoreError>;
     /// (account, tier changed to) of the changes recorded on days after `after` through `through`.
-    fn changes_between(&self, after: i32, through: i32) -> Result<HashSet<(String, String)>, StoreError>;
+    fn changes_between(
+        &self,
+        after: i32,
+        through: i32,
+    ) -> Result<HashSet<(String, String)>, StoreError>;
     /// Stores one day's rows, replacing what that day had, with the changes found on it.
-    fn write_history(&self, day: i32, model_id: i64, rows: &[HistoryRow], changes: &[TierChange]) -> Result<(), StoreError>;
+    fn write_history(
+        &self,
+        day: i32,
+        model_id: i64,
+        rows: &[HistoryRow],
+        changes: &[TierChange],
+    ) -> Result<(), StoreError>;
     /// One account's stored history over [from, to], oldest first.
-    fn history(&self, account: &str, from: NaiveDate, to: NaiveDate) -> Result<Vec<Value>, StoreError>;
+    fn history(
+        &self,
+        account: &str,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<Vec<Value>, StoreError>;
     /// Tier changes on or after `since` (optionally of one account), oldest first.
-    fn tier_changes(&self, since: NaiveDate, account: Option<&str>) -> Result<Vec<Value>, StoreError>;
+    fn tier_changes(
+        &self,
+        since: NaiveDate,
+        account: Option<&str>,
+    ) -> Result<Vec<Value>, StoreError>;
 }
 
 /// A stored history day as the API shows it.
@@ -161,17 +184,29 @@ impl HealthSource for Connection {
         Ok(self.query_row("SELECT min(day) FROM user_days", [], |r| r.get(0))?)
     }
 
-    fn feature_uses(&self, spans: &[(String, i32, i32)], _config: &MetricsConfig) -> Result<Vec<HashMap<String, i64>>, StoreError> {
+    fn feature_uses(
+        &self,
+        spans: &[(String, i32, i32)],
+        _config: &MetricsConfig,
+    ) -> Result<Vec<HashMap<String, i64>>, StoreError> {
         let mut usage = self.prepare_cached("SELECT feature, sum(uses) FROM user_day_features WHERE account_id = ?1 AND day BETWEEN ?2 AND ?3 GROUP BY feature")?;
         spans
             .iter()
-            .map(|(account, first, last)| Ok(usage.query_map(params![account, first, last], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?))
+            .map(|(account, first, last)| {
+                Ok(usage
+                    .query_map(params![account, first, last], |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })?
+                    .collect::<Result<_, _>>()?)
+            })
             .collect()
     }
 
     fn model_for(&self, day: Option<NaiveDate>) -> Result<Option<Model>, StoreError> {
         let newest = |sql: &str, arg: String| -> Result<Option<(i64, String)>, StoreError> {
-            Ok(self.query_row(sql, [arg], |r| Ok((r.get(0)?, r.get(1)?))).optional()?)
+            Ok(self
+                .query_row(sql, [arg], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?)
         };
         let row = match day {
             Some(day) => match newest(&format!("SELECT id, body FROM health_models WHERE as_of <= ?1 AND {IN_FORCE} ORDER BY as_of DESC, id DESC LIMIT 1"), day.to_string())? {
@@ -184,7 +219,11 @@ impl HealthSource for Connection {
     }
 
     fn model(&self, id: i64) -> Result<Option<Model>, StoreError> {
-        let row: Option<String> = self.query_row("SELECT body FROM health_models WHERE id = ?1", [id], |r| r.get(0)).optional()?;
+        let row: Option<String> = self
+            .query_row("SELECT body FROM health_models WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .optional()?;
         row.map(|body| parse_model(id, body)).transpose()
     }
 
@@ -197,7 +236,12 @@ impl HealthSource for Connection {
     fn store_model(&self, model: &Model) -> Result<i64, StoreError> {
         self.execute(
             "INSERT INTO health_models (created_ms, as_of, reason, body) VALUES (?1, ?2, ?3, ?4)",
-            params![chrono::Utc::now().timestamp_millis(), model.as_of, model.reason, model_body(model)?],
+            params![
+                chrono::Utc::now().timestamp_millis(),
+                model.as_of,
+                model.reason,
+                model_body(model)?
+            ],
         )?;
         Ok(self.last_insert_rowid())
     }
@@ -215,16 +259,31 @@ impl HealthSource for Connection {
     }
 
     fn day_history(&self, day: i32) -> Result<HashMap<String, HistoryRow>, StoreError> {
-        Ok(history_where(self, "day = ?1", [day])?.into_iter().map(|(_, _, row)| (row.account_id.clone(), row)).collect())
+        Ok(history_where(self, "day = ?1", [day])?
+            .into_iter()
+            .map(|(_, _, row)| (row.account_id.clone(), row))
+            .collect())
     }
 
-    fn changes_between(&self, after: i32, through: i32) -> Result<HashSet<(String, String)>, StoreError> {
-        let mut query = self.prepare_cached("SELECT account_id, to_tier FROM tier_changes WHERE day > ?1 AND day <= ?2")?;
+    fn changes_between(
+        &self,
+        after: i32,
+        through: i32,
+    ) -> Result<HashSet<(String, String)>, StoreError> {
+        let mut query = self.prepare_cached(
+            "SELECT account_id, to_tier FROM tier_changes WHERE day > ?1 AND day <= ?2",
+        )?;
         let rows = query.query_map([after, through], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    fn write_history(&self, day: i32, model_id: i64, rows: &[HistoryRow], changes: &[TierChange]) -> Result<(), StoreError> {
+    fn write_history(
+        &self,
+        day: i32,
+        model_id: i64,
+        rows: &[HistoryRow],
+        changes: &[TierChange],
+    ) -> Result<(), StoreError> {
         let tx = super::write_transaction(self, super::Lock::Main)?;
         let mut insert = tx.prepare_cached(
             "INSERT OR REPLACE INTO health_history (account_id, day, score, band, tier, expected_rate, monthly_uses, model_id, engagement, raw_tier, raw_since)
@@ -232,7 +291,17 @@ impl HealthSource for Connection {
         )?;
         for row in rows {
             insert.execute(params![
-                row.account_id, day, row.score, row.band, row.tier, row.expected_rate, row.monthly_uses, model_id, row.engagement, row.raw_tier, row.raw_since
+                row.account_id,
+                day,
+                row.score,
+                row.band,
+                row.tier,
+                row.expected_rate,
+                row.monthly_uses,
+                model_id,
+                row.engagement,
+                row.raw_tier,
+                row.raw_since
             ])?;
         }
         drop(insert);
@@ -244,19 +313,41 @@ impl HealthSource for Connection {
         Ok(tx.commit()?)
     }
 
-    fn history(&self, account: &str, from: NaiveDate, to: NaiveDate) -> Result<Vec<Value>, StoreError> {
-        let rows = history_where(self, "account_id = ?1 AND day BETWEEN ?2 AND ?3", params![account, day_number(from), day_number(to)])?;
-        Ok(rows.iter().map(|(day, model_id, row)| history_point(*day, row, *model_id)).collect())
+    fn history(
+        &self,
+        account: &str,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<Vec<Value>, StoreError> {
+        let rows = history_where(
+            self,
+            "account_id = ?1 AND day BETWEEN ?2 AND ?3",
+            params![account, day_number(from), day_number(to)],
+        )?;
+        Ok(rows
+            .iter()
+            .map(|(day, model_id, row)| history_point(*day, row, *model_id))
+            .collect())
     }
 
-    fn tier_changes(&self, since: NaiveDate, account: Option<&str>) -> Result<Vec<Value>, StoreError> {
+    fn tier_changes(
+        &self,
+        since: NaiveDate,
+        account: Option<&str>,
+    ) -> Result<Vec<Value>, StoreError> {
         let mut query = self.prepare(
             "SELECT id, account_id, day, from_tier, to_tier, model_id, cause FROM tier_changes
              WHERE day >= ?1 AND (?2 IS NULL OR account_id = ?2) ORDER BY day, id",
         )?;
         let rows = query.query_map(params![day_number(since), account], |r| {
-            let change =
-                TierChange { account_id: r.get(1)?, day: r.get(2)?, from_tier: r.get(3)?, to_tier: r.get(4)?, model_id: r.get(5)?, cause: r.get(6)? };
+            let change = TierChange {
+                account_id: r.get(1)?,
+                day: r.get(2)?,
+                from_tier: r.get(3)?,
+                to_tier: r.get(4)?,
+                model_id: r.get(5)?,
+                cause: r.get(6)?,
+            };
             Ok(change_value(r.get(0)?, &change))
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -264,7 +355,11 @@ impl HealthSource for Connection {
 }
 
 /// The stored history rows meeting `condition`, oldest first, as (day, model id, row).
-fn history_where(conn: &Connection, condition: &str, params: impl rusqlite::Params) -> Result<Vec<(i32, i64, HistoryRow)>, StoreError> {
+fn history_where(
+    conn: &Connection,
+    condition: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<(i32, i64, HistoryRow)>, StoreError> {
     let mut query = conn.prepare_cached(&format!(
         "SELECT account_id, day, score, band, tier, expected_rate, monthly_uses, model_id, engagement, raw_tier, raw_since FROM health_history
          WHERE {condition} ORDER BY day"
@@ -291,6 +386,9 @@ pub(crate) fn model_body(model: &Model) -> Result<String, StoreError> {
     serde_json::to_string(model).map_err(|e| StoreError::Invalid(e.to_string()))
 }
 
+/// The first and last day (day numbers) of the data the examples were read from.
+pub type DaySpan = (i32, i32);
+
 /// Every renewal decided before `as_of` whose usage window lies inside the data, with the
 /// account's monthly use of each feature over that window and its score measures on the
 /// decision day (`subscriptions`: those of `infos`). The window is the one a live score
@@ -302,15 +400,26 @@ pub fn examples(
     infos: &[AccountInfo],
     subscriptions: &HashMap<String, Vec<metrics::Subscription>>,
     settings: Settings,
-) -> Result<(Vec<Example>, Option<(i32, i32)>), StoreError> {
-    let Some(start) = source.data_start(settings.metrics)? else { return Ok((Vec::new(), None)) };
+) -> Result<(Vec<Example>, Option<DaySpan>), StoreError> {
+    let Some(start) = source.data_start(settings.metrics)? else {
+        return Ok((Vec::new(), None));
+    };
     let usage_days = settings.health.usage_days as i32;
     let mut terms = Vec::new();
     for info in infos {
-        let all = subscriptions.get(&info.account_id).map(Vec::as_slice).unwrap_or_default();
-        let Some(customer_since) = all.iter().map(|s| s.start).min() else { continue };
-        let mut decided: Vec<&metrics::Subscription> =
-            all.iter().filter(|s| matches!(s.outcome.as_deref(), Some("renewed" | "churned")) && s.end.is_some()).collect();
+        let all = subscriptions
+            .get(&info.account_id)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let Some(customer_since) = all.iter().map(|s| s.start).min() else {
+            continue;
+        };
+        let mut decided: Vec<&metrics::Subscription> = all
+            .iter()
+            .filter(|s| {
+                matches!(s.outcome.as_deref(), Some("renewed" | "churned")) && s.end.is_some()
+            })
+            .collect();
         decided.sort_by_key(|s| s.start);
         for sub in decided {
             let last = sub.end.expect("invariant: decided terms have an end");
@@ -321,9 +430,15 @@ pub fn examples(
             terms.push((info, sub, first, last));
         }
     }
-    let spans: Vec<(String, i32, i32)> = terms.iter().map(|(info, _, first, last)| (info.account_id.clone(), *first, *last)).collect();
+    let spans: Vec<(String, i32, i32)> = terms
+        .iter()
+        .map(|(info, _, first, last)| (info.account_id.clone(), *first, *last))
+        .collect();
     let uses = source.feature_uses(&spans, settings.metrics)?;
-    let decision_days: Vec<(&AccountInfo, i32)> = terms.iter().map(|(info, _, _, last)| (*info, *last)).collect();
+    let decision_days: Vec<(&AccountInfo, i32)> = terms
+        .iter()
+        .map(|(info, _, _, last)| (*info, *last))
+        .collect();
     let mut measures = record_measures(source, &decision_days, settings)?.into_iter();
     let mut out = Vec::new();
     let mut span: Option<(i32, i32)> = None;
@@ -333,10 +448,21 @@ pub fn examples(
         for (name, value) in window_measures(&uses, days) {
             measures.insert(name.to_string(), Some(value));
         }
-        let monthly: HashMap<String, f64> = uses.into_iter().map(|(f, uses)| (f, uses as f64 * 30.0 / days)).collect();
+        let monthly: HashMap<String, f64> = uses
+            .into_iter()
+            .map(|(f, uses)| (f, uses as f64 * 30.0 / days))
+            .collect();
         span = Some(span.map_or((first, last), |(a, b)| (a.min(first), b.max(last))));
         let renewed = sub.outcome.as_deref() == Some("renewed");
-        out.push(Example { account_id: info.account_id.clone(), segment: info.segment.clone(), arr: sub.arr, renewed, day: last, monthly, measures });
+        out.push(Example {
+            account_id: info.account_id.clone(),
+            segment: info.segment.clone(),
+            arr: sub.arr,
+            renewed,
+            day: last,
+            monthly,
+            measures,
+        });
     }
     Ok((out, span))
 }
@@ -346,36 +472,71 @@ pub fn examples(
 pub(crate) fn window_measures(uses: &HashMap<String, i64>, days: f64) -> [(&'static str, f64); 2] {
     let total: i64 = uses.values().sum();
     let used = uses.values().filter(|u| **u > 0).count();
-    [("window_monthly_uses", total as f64 * 30.0 / days.max(1.0)), ("window_features_used", used as f64)]
+    [
+        ("window_monthly_uses", total as f64 * 30.0 / days.max(1.0)),
+        ("window_features_used", used as f64),
+    ]
 }
 
 /// The learned score's measures that come from records (nps, escalations open) of each
 /// (account, decision day), in order: the metrics of that day from the account's records,
 /// read once for every decision (the usage measures come from the window's feature uses).
-fn record_measures(source: &dyn HealthSource, decisions: &[(&AccountInfo, i32)], settings: Settings) -> Result<Vec<BTreeMap<String, Option<f64>>>, StoreError> {
+fn record_measures(
+    source: &dyn HealthSource,
+    decisions: &[(&AccountInfo, i32)],
+    settings: Settings,
+) -> Result<Vec<BTreeMap<String, Option<f64>>>, StoreError> {
     let mut infos: Vec<&AccountInfo> = decisions.iter().map(|(info, _)| *info).collect();
     infos.sort_by(|a, b| a.account_id.cmp(&b.account_id));
     infos.dedup_by(|a, b| a.account_id == b.account_id);
-    let mut records = sm::build_records(&mut |table, columns| source.record_rows(table, columns), infos.iter().copied(), settings.currency)?;
-    let data: HashMap<&str, metrics::AccountData> = infos.iter().map(|info| (info.account_id.as_str(), records.account_data(info))).collect();
+    let mut records = sm::build_records(
+        &mut |table, columns| source.record_rows(table, columns),
+        infos.iter().copied(),
+        settings.currency,
+    )?;
+    let data: HashMap<&str, metrics::AccountData> = infos
+        .iter()
+        .map(|info| (info.account_id.as_str(), records.account_data(info)))
+        .collect();
     Ok(decisions
         .iter()
         .map(|(info, day)| {
-            let row = data.get(info.account_id.as_str()).map(|d| metrics::compute(d, *day, settings.metrics)).unwrap_or_default();
-            ["nps", "escalations_open"].into_iter().map(|m| (m.to_string(), row.get(m).and_then(Value::as_f64))).collect()
+            let row = data
+                .get(info.account_id.as_str())
+                .map(|d| metrics::compute(d, *day, settings.metrics))
+                .unwrap_or_default();
+            ["nps", "escalations_open"]
+                .into_iter()
+                .map(|m| (m.to_string(), row.get(m).and_then(Value::as_f64)))
+                .collect()
         })
         .collect())
 }
 
 /// Subscriptions with a decided outcome that ended before `day` (whole terms or not).
-fn decided_before(subscriptions: &HashMap<String, Vec<metrics::Subscription>>, day: NaiveDate) -> i64 {
+fn decided_before(
+    subscriptions: &HashMap<String, Vec<metrics::Subscription>>,
+    day: NaiveDate,
+) -> i64 {
     let day = day_number(day);
-    subscriptions.values().flatten().filter(|s| matches!(s.outcome.as_deref(), Some("renewed" | "churned")) && s.end.is_some_and(|end| end < day)).count() as i64
+    subscriptions
+        .values()
+        .flatten()
+        .filter(|s| {
+            matches!(s.outcome.as_deref(), Some("renewed" | "churned"))
+                && s.end.is_some_and(|end| end < day)
+        })
+        .count() as i64
 }
 
 /// Builds a model from the renewals decided before `as_of` (not stored, promoted until a
 /// gate says otherwise).
-pub fn analyse(source: &dyn HealthSource, as_of: NaiveDate, reason: &str, settings: Settings) -> Result<Model, StoreError> {
+pub fn analyse(
+    source: &dyn HealthSource,
+    as_of: NaiveDate,
+    reason: &str,
+    settings: Settings,
+) -> Result<Model, StoreError> {
     Ok(Learning::read(source, as_of, settings)?.model(reason, None, settings))
 }
 
@@ -390,14 +551,25 @@ struct Learning {
 }
 
 impl Learning {
-    fn read(source: &dyn HealthSource, as_of: NaiveDate, settings: Settings) -> Result<Learning, StoreError> {
+    fn read(
+        source: &dyn HealthSource,
+        as_of: NaiveDate,
+        settings: Settings,
+    ) -> Result<Learning, StoreError> {
         let infos = source.accounts()?;
         let subscriptions = source.subscriptions(&infos, settings.currency)?;
-        let (examples, span) = examples(source, day_number(as_of), &infos, &subscriptions, settings)?;
+        let (examples, span) =
+            examples(source, day_number(as_of), &infos, &subscriptions, settings)?;
         let mut segments: Vec<String> = infos.iter().map(|i| i.segment.clone()).collect();
         segments.sort();
         segments.dedup();
-        Ok(Learning { as_of, examples, span, subscriptions_decided: decided_before(&subscriptions, as_of), segments })
+        Ok(Learning {
+            as_of,
+            examples,
+            span,
+            subscriptions_decided: decided_before(&subscriptions, as_of),
+            segments,
+        })
     }
 
     /// The model these renewals give, keeping the power feature and cut points of `like`'s
@@ -407,7 +579,12 @@ impl Learning {
             m.segments
                 .iter()
                 .filter(|(_, s)| s.standing != health::Standing::Unknown)
-                .map(|(name, s)| (name.clone(), (s.power_feature.clone(), s.cut_points.clone())))
+                .map(|(name, s)| {
+                    (
+                        name.clone(),
+                        (s.power_feature.clone(), s.cut_points.clone()),
+                    )
+                })
                 .collect()
         });
         Model {
@@ -420,7 +597,12 @@ impl Learning {
             data_to: self.span.map(|s| day_date(s.1).to_string()),
             decided_renewals: self.examples.len(),
             subscriptions_decided: self.subscriptions_decided,
-            segments: health::build_models_like(&self.examples, &self.segments, settings.health, structure.as_ref()),
+            segments: health::build_models_like(
+                &self.examples,
+                &self.segments,
+                settings.health,
+                structure.as_ref(),
+            ),
             gate: None,
         }
     }
@@ -429,14 +611,28 @@ impl Learning {
 /// Runs the analysis, tests it against the model in force on held-out time ([`gate`]) and
 /// stores it as a new version, promoted or rejected with the reason; `force` promotes it
 /// whatever the test says (the gate is still recorded).
-pub fn recalibrate(source: &dyn HealthSource, as_of: NaiveDate, reason: &str, force: bool, settings: Settings) -> Result<Model, StoreError> {
+pub fn recalibrate(
+    source: &dyn HealthSource,
+    as_of: NaiveDate,
+    reason: &str,
+    force: bool,
+    settings: Settings,
+) -> Result<Model, StoreError> {
     let model = analyse(source, as_of, reason, settings)?;
     store_gated(source, model, force, settings)
 }
 
 /// Gates `model` against the model in force and stores it, promoted or rejected.
-fn store_gated(source: &dyn HealthSource, mut model: Model, force: bool, settings: Settings) -> Result<Model, StoreError> {
-    let as_of = model.as_of.parse::<NaiveDate>().map_err(|e| StoreError::Invalid(format!("model as_of: {e}")))?;
+fn store_gated(
+    source: &dyn HealthSource,
+    mut model: Model,
+    force: bool,
+    settings: Settings,
+) -> Result<Model, StoreError> {
+    let as_of = model
+        .as_of
+        .parse::<NaiveDate>()
+        .map_err(|e| StoreError::Invalid(format!("model as_of: {e}")))?;
     let current = source.model_for(None)?;
     let mut gate = gate(source, current.as_ref(), as_of, settings)?;
     if force && !gate.promoted {
@@ -459,7 +655,12 @@ pub const GATE_DECIDED_MIN: usize = 10;
 /// score every account on the day before, and are judged on the renewals decided from then
 /// until `as_of` (Brier score of the score as a renewal probability; ROC AUC against the
 /// logins baseline).
-pub fn gate(source: &dyn HealthSource, current: Option<&Model>, as_of: NaiveDate, settings: Settings) -> Result<Gate, StoreError> {
+pub fn gate(
+    source: &dyn HealthSource,
+    current: Option<&Model>,
+    as_of: NaiveDate,
+    settings: Settings,
+) -> Result<Gate, StoreError> {
     let holdout = i64::from(settings.health.holdout_days);
     let from = as_of - chrono::Duration::days(holdout);
     let mut gate = Gate {
@@ -481,13 +682,21 @@ pub fn gate(source: &dyn HealthSource, current: Option<&Model>, as_of: NaiveDate
     let learning = Learning::read(source, from, settings)?;
     let trial = learning.model("held-out test", None, settings);
     let baseline = learning.model("held-out test", Some(current), settings);
-    let rows = source.snapshot(from - chrono::Duration::days(1), settings.metrics, settings.currency)?;
+    let rows = source.snapshot(
+        from - chrono::Duration::days(1),
+        settings.metrics,
+        settings.currency,
+    )?;
     let candidate = scored_decisions(source, &rows, &trial, from, holdout, settings)?;
     let in_force = scored_decisions(source, &rows, &baseline, from, holdout, settings)?;
     let outcomes = |items: &[Decision]| (items.len(), items.iter().filter(|d| d.renewed).count());
     let (decided, renewed) = outcomes(&candidate);
     gate.decided = decided;
-    if trial.decided_renewals == 0 || decided < GATE_DECIDED_MIN || renewed == 0 || renewed == decided {
+    if trial.decided_renewals == 0
+        || decided < GATE_DECIDED_MIN
+        || renewed == 0
+        || renewed == decided
+    {
         gate.reason = format!("{decided} held-out renewals ({renewed} renewed) cannot test it (at least {GATE_DECIDED_MIN} with both outcomes): promoted untested");
         return Ok(gate);
     }
@@ -524,7 +733,8 @@ pub fn gate(source: &dyn HealthSource, current: Option<&Model>, as_of: NaiveDate
 }
 
 pub(crate) fn parse_model(id: i64, body: String) -> Result<Model, StoreError> {
-    let mut model: Model = serde_json::from_str(&body).map_err(|e| StoreError::Invalid(format!("health model {id}: {e}")))?;
+    let mut model: Model = serde_json::from_str(&body)
+        .map_err(|e| StoreError::Invalid(format!("health model {id}: {e}")))?;
     model.id = id;
     Ok(model)
 }
@@ -532,7 +742,10 @@ pub(crate) fn parse_model(id: i64, body: String) -> Result<Model, StoreError> {
 /// The model in force on `day`: the newest promoted one trained as of that day or before;
 /// for days before the first model, the newest promoted of the earliest `as_of` (history
 /// computed on a first start uses the model trained that day). `None` when there is none.
-pub fn model_for(source: &dyn HealthSource, day: Option<NaiveDate>) -> Result<Option<Model>, StoreError> {
+pub fn model_for(
+    source: &dyn HealthSource,
+    day: Option<NaiveDate>,
+) -> Result<Option<Model>, StoreError> {
     source.model_for(day)
 }
 
@@ -564,13 +777,29 @@ pub fn models(source: &dyn HealthSource) -> Result<Vec<Value>, StoreError> {
 
 /// Adds health to one account's metrics row: power feature use, tier, expected renewal
 /// rate, score, band, breakdown and the model that gave them.
-pub fn assess(source: &dyn HealthSource, row: &Row, model: &Model, as_of: i32, settings: Settings) -> Result<Map<String, Value>, StoreError> {
-    Ok(assess_all(source, std::slice::from_ref(row), model, as_of, settings)?.pop().expect("invariant: one row in, one out"))
+pub fn assess(
+    source: &dyn HealthSource,
+    row: &Row,
+    model: &Model,
+    as_of: i32,
+    settings: Settings,
+) -> Result<Map<String, Value>, StoreError> {
+    Ok(
+        assess_all(source, std::slice::from_ref(row), model, as_of, settings)?
+            .pop()
+            .expect("invariant: one row in, one out"),
+    )
 }
 
 /// [`assess`] with the held tier put over the day's (see [`apply_held`]): one account as
 /// the history, the portfolio and its page show it.
-pub fn assess_held(source: &dyn HealthSource, row: &Row, model: &Model, as_of: i32, settings: Settings) -> Result<Map<String, Value>, StoreError> {
+pub fn assess_held(
+    source: &dyn HealthSource,
+    row: &Row,
+    model: &Model,
+    as_of: i32,
+    settings: Settings,
+) -> Result<Map<String, Value>, StoreError> {
     let mut assessed = [assess(source, row, model, as_of, settings)?];
     apply_held(source, as_of, &mut assessed, settings)?;
     let [health] = assessed;
@@ -580,25 +809,47 @@ pub fn assess_held(source: &dyn HealthSource, row: &Row, model: &Model, as_of: i
 /// [`assess`] for many rows, reading what they need in one go. The power feature's monthly
 /// uses are its uses in the last `usage_days` days (or since the account's first
 /// subscription started, if shorter) x 30 / days.
-pub fn assess_all(source: &dyn HealthSource, rows: &[Row], model: &Model, as_of: i32, settings: Settings) -> Result<Vec<Map<String, Value>>, StoreError> {
-    Ok(assess_days(source, &[(rows, model, as_of)], settings)?.pop().expect("invariant: one day in, one out"))
+pub fn assess_all(
+    source: &dyn HealthSource,
+    rows: &[Row],
+    model: &Model,
+    as_of: i32,
+    settings: Settings,
+) -> Result<Vec<Map<String, Value>>, StoreError> {
+    Ok(assess_days(source, &[(rows, model, as_of)], settings)?
+        .pop()
+        .expect("invariant: one day in, one out"))
 }
 
 /// The segment model of a row whose tier comes from usage (a power feature, a known standing).
 fn usage_model<'m>(model: &'m Model, row: &Row) -> Option<(&'m SegmentModel, &'m String)> {
-    segment_model(model, row).filter(|m| m.standing != health::Standing::Unknown).and_then(|m| m.power_feature.as_ref().map(|p| (m, p)))
+    segment_model(model, row)
+        .filter(|m| m.standing != health::Standing::Unknown)
+        .and_then(|m| m.power_feature.as_ref().map(|p| (m, p)))
 }
 
 /// [`assess_all`] for several days (rows, model in force, day) at once: the subscriptions
 /// and the feature uses are read once for all of them.
-pub fn assess_days(source: &dyn HealthSource, days: &[(&[Row], &Model, i32)], settings: Settings) -> Result<Vec<Vec<Map<String, Value>>>, StoreError> {
+pub fn assess_days(
+    source: &dyn HealthSource,
+    days: &[(&[Row], &Model, i32)],
+    settings: Settings,
+) -> Result<Vec<Vec<Map<String, Value>>>, StoreError> {
     let wanted: HashSet<&str> = days
         .iter()
-        .flat_map(|(rows, model, _)| rows.iter().filter(|r| segment_model(model, r).is_some()).map(|r| r["account_id"].as_str().unwrap_or_default()))
+        .flat_map(|(rows, model, _)| {
+            rows.iter()
+                .filter(|r| segment_model(model, r).is_some())
+                .map(|r| r["account_id"].as_str().unwrap_or_default())
+        })
         .collect();
     let mut since: HashMap<String, i32> = HashMap::new();
     if !wanted.is_empty() {
-        let infos: Vec<AccountInfo> = source.accounts()?.into_iter().filter(|i| wanted.contains(i.account_id.as_str())).collect();
+        let infos: Vec<AccountInfo> = source
+            .accounts()?
+            .into_iter()
+            .filter(|i| wanted.contains(i.account_id.as_str()))
+            .collect();
         for (account, subscriptions) in source.subscriptions(&infos, settings.currency)? {
             if let Some(first) = subscriptions.iter().map(|s| s.start).min() {
                 since.insert(account, first);
@@ -606,24 +857,42 @@ pub fn assess_days(source: &dyn HealthSource, days: &[(&[Row], &Model, i32)], se
         }
     }
     let usage_days = settings.health.usage_days as i32;
-    let first_of = |account: &str, as_of: i32| since.get(account).map_or(as_of - usage_days + 1, |&since| (as_of - usage_days + 1).max(since));
+    let first_of = |account: &str, as_of: i32| {
+        since.get(account).map_or(as_of - usage_days + 1, |&since| {
+            (as_of - usage_days + 1).max(since)
+        })
+    };
     let spans: Vec<(String, i32, i32)> = days
         .iter()
         .flat_map(|(rows, model, as_of)| {
-            rows.iter().filter(|r| segment_model(model, r).is_some()).map(|r| {
-                let account = r["account_id"].as_str().unwrap_or_default();
-                (account.to_string(), first_of(account, *as_of), *as_of)
-            })
+            rows.iter()
+                .filter(|r| segment_model(model, r).is_some())
+                .map(|r| {
+                    let account = r["account_id"].as_str().unwrap_or_default();
+                    (account.to_string(), first_of(account, *as_of), *as_of)
+                })
         })
         .collect();
-    let mut uses: HashMap<(String, i32), HashMap<String, i64>> = spans.iter().map(|s| (s.0.clone(), s.2)).zip(source.feature_uses(&spans, settings.metrics)?).collect();
-    Ok(days.iter().map(|(rows, model, as_of)| assess_rows(rows, model, *as_of, &mut uses, &first_of, settings)).collect())
+    let mut uses: HashMap<(String, i32), HashMap<String, i64>> = spans
+        .iter()
+        .map(|s| (s.0.clone(), s.2))
+        .zip(source.feature_uses(&spans, settings.metrics)?)
+        .collect();
+    Ok(days
+        .iter()
+        .map(|(rows, model, as_of)| {
+            assess_rows(rows, model, *as_of, &mut uses, &first_of, settings)
+        })
+        .collect())
 }
 
 /// The model of a row's segment, else the all-accounts one.
 fn segment_model<'m>(model: &'m Model, row: &Row) -> Option<&'m SegmentModel> {
     let segment = row["segment"].as_str().unwrap_or_default();
-    model.segments.get(segment).or_else(|| model.segments.get("all"))
+    model
+        .segments
+        .get(segment)
+        .or_else(|| model.segments.get("all"))
 }
 
 /// One day's assessment, with the power feature uses of each (account, day) read before.
@@ -649,7 +918,10 @@ fn assess_rows(
         let days = (as_of - first_of(account, as_of) + 1).max(1);
         let (tier, rate, monthly, power) = match (seg, usage_model(model, row)) {
             (_, Some((m, power))) => {
-                let count = window.as_ref().and_then(|u| u.get(power.as_str()).copied()).unwrap_or(0);
+                let count = window
+                    .as_ref()
+                    .and_then(|u| u.get(power.as_str()).copied())
+                    .unwrap_or(0);
                 let monthly = count as f64 * 30.0 / f64::from(days);
                 let (tier, rate) = health::tier_of(m, monthly);
                 (Some(tier), rate, Some(monthly), Some(power.clone()))
@@ -657,9 +929,15 @@ fn assess_rows(
             (Some(_), None) => (Some(health::UNKNOWN.to_string()), None, None, None),
             (None, None) => (None, None, None, None),
         };
-        health.insert("engagement_score".into(), row.get("engagement_score").cloned().unwrap_or(Value::Null));
+        health.insert(
+            "engagement_score".into(),
+            row.get("engagement_score").cloned().unwrap_or(Value::Null),
+        );
         health.insert("model_fallback".into(), seg.map(|m| m.fallback).into());
-        health.insert("model_standing".into(), seg.map(|m| json!(m.standing)).unwrap_or(Value::Null));
+        health.insert(
+            "model_standing".into(),
+            seg.map(|m| json!(m.standing)).unwrap_or(Value::Null),
+        );
         health.insert("model_note".into(), seg.and_then(|m| m.note.clone()).into());
         health.insert("power_feature".into(), power.into());
         health.insert("power_feature_monthly_uses".into(), monthly.into());
@@ -679,7 +957,10 @@ fn assess_rows(
         health.insert("health_score".into(), scored.score.into());
         health.insert("health_band".into(), scored.band.into());
         health.insert("score_weights".into(), scored.weights_source.into());
-        health.insert("components".into(), serde_json::to_value(scored.components).unwrap_or_default());
+        health.insert(
+            "components".into(),
+            serde_json::to_value(scored.components).unwrap_or_default(),
+        );
         out.push(health);
     }
     out
@@ -688,16 +969,37 @@ fn assess_rows(
 /// Puts the held tier (the one the history shows) over each assessment's tier of `day`:
 /// the history row of that day if written, else the day before's held on by
 /// `health::hold`. The day's own tier stays in `usage_tier`.
-pub fn apply_held(source: &dyn HealthSource, day: i32, assessed: &mut [Map<String, Value>], settings: Settings) -> Result<(), StoreError> {
+pub fn apply_held(
+    source: &dyn HealthSource,
+    day: i32,
+    assessed: &mut [Map<String, Value>],
+    settings: Settings,
+) -> Result<(), StoreError> {
     let today = source.day_history(day)?;
-    let before = if today.is_empty() { source.day_history(day - 1)? } else { HashMap::new() };
+    let before = if today.is_empty() {
+        source.day_history(day - 1)?
+    } else {
+        HashMap::new()
+    };
     for h in assessed {
         let account = h["account_id"].as_str().unwrap_or_default().to_string();
-        let Some(raw) = h["tier"].as_str().map(str::to_string) else { continue };
+        let Some(raw) = h["tier"].as_str().map(str::to_string) else {
+            continue;
+        };
         let model_id = h["model_id"].as_i64().unwrap_or_default();
         let held = match (today.get(&account), before.get(&account)) {
             (Some(row), _) if row.model_id == model_id => row.tier.clone(),
-            (None, Some(row)) => previous_held(row).map(|p| health::hold(Some(&p), &raw, day, settings.health.tier_hold_days, row.model_id != model_id).0.tier),
+            (None, Some(row)) => previous_held(row).map(|p| {
+                health::hold(
+                    Some(&p),
+                    &raw,
+                    day,
+                    settings.health.tier_hold_days,
+                    row.model_id != model_id,
+                )
+                .0
+                .tier
+            }),
             _ => None,
         };
         if let Some(tier) = held {
@@ -709,12 +1011,25 @@ pub fn apply_held(source: &dyn HealthSource, day: i32, assessed: &mut [Map<Strin
 
 fn previous_held(row: &HistoryRow) -> Option<health::Held> {
     let tier = row.tier.clone()?;
-    Some(health::Held { raw_tier: row.raw_tier.clone().unwrap_or_else(|| tier.clone()), tier, raw_since: row.raw_since.unwrap_or(i32::MIN / 2) })
+    Some(health::Held {
+        raw_tier: row.raw_tier.clone().unwrap_or_else(|| tier.clone()),
+        tier,
+        raw_since: row.raw_since.unwrap_or(i32::MIN / 2),
+    })
 }
 
+/// Every account's assessment, one JSON object each (typed in issue 29's next step).
+pub type Assessments = Vec<Map<String, Value>>;
+
 /// Every account's health at `as_of` under the model in force that day, tiers held.
-pub fn snapshot(source: &dyn HealthSource, as_of: NaiveDate, settings: Settings) -> Result<Option<(Model, Vec<Map<String, Value>>)>, StoreError> {
-    let Some(model) = source.model_for(Some(as_of))? else { return Ok(None) };
+pub fn snapshot(
+    source: &dyn HealthSource,
+    as_of: NaiveDate,
+    settings: Settings,
+) -> Result<Option<(Model, Assessments)>, StoreError> {
+    let Some(model) = source.model_for(Some(as_of))? else {
+        return Ok(None);
+    };
     let rows = source.snapshot(as_of, settings.metrics, settings.currency)?;
     let mut assessed = assess_all(source, &rows, &model, day_number(as_of), settings)?;
     apply_held(source, day_number(as_of), &mut assessed, settings)?;
@@ -724,7 +1039,12 @@ pub fn snapshot(source: &dyn HealthSource, as_of: NaiveDate, settings: Settings)
 /// Computes and stores the daily history of the last `history_days` days through
 /// `through` (only the days that need it), with the held tiers and their changes.
 /// Returns the days written.
-pub fn update_history(source: &dyn HealthSource, through: NaiveDate, settings: Settings, progress: &mut dyn FnMut(usize, usize)) -> Result<usize, StoreError> {
+pub fn update_history(
+    source: &dyn HealthSource,
+    through: NaiveDate,
+    settings: Settings,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<usize, StoreError> {
     let end = day_number(through);
     let first = end - settings.health.history_days as i32 + 1;
     // A day is (re)computed when it has no rows, when its rows came from another model
@@ -735,7 +1055,9 @@ pub fn update_history(source: &dyn HealthSource, through: NaiveDate, settings: S
     // (day, the model in force that day).
     let mut todo: Vec<(i32, Model)> = Vec::new();
     for day in first..=end {
-        let Some(model) = source.model_for(Some(day_date(day)))? else { return Ok(0) };
+        let Some(model) = source.model_for(Some(day_date(day)))? else {
+            return Ok(0);
+        };
         let (rows, other) = source.history_on(day, model.id)?;
         if !todo.is_empty() || rows == 0 || other > 0 || Some(day) >= last {
             todo.push((day, model));
@@ -747,7 +1069,11 @@ pub fn update_history(source: &dyn HealthSource, through: NaiveDate, settings: S
     for run in todo.chunks(source.days_per_load().max(1)) {
         let dates: Vec<NaiveDate> = run.iter().map(|(day, _)| day_date(*day)).collect();
         let snapshots = source.snapshots(&dates, settings.metrics, settings.currency)?;
-        let days: Vec<(&[Row], &Model, i32)> = snapshots.iter().zip(run).map(|(rows, (day, model))| (rows.as_slice(), model, *day)).collect();
+        let days: Vec<(&[Row], &Model, i32)> = snapshots
+            .iter()
+            .zip(run)
+            .map(|(rows, (day, model))| (rows.as_slice(), model, *day))
+            .collect();
         let assessed_days = assess_days(source, &days, settings)?;
         for ((day, model), assessed) in run.iter().zip(assessed_days) {
             write_history_day(source, *day, model, &assessed, settings)?;
@@ -760,14 +1086,23 @@ pub fn update_history(source: &dyn HealthSource, through: NaiveDate, settings: S
 
 /// Stores one day's assessed health: each account's held tier from the day before's
 /// (`health::hold`), and the changes of held tiers with their cause.
-fn write_history_day(source: &dyn HealthSource, day: i32, model: &Model, assessed: &[Map<String, Value>], settings: Settings) -> Result<(), StoreError> {
+fn write_history_day(
+    source: &dyn HealthSource,
+    day: i32,
+    model: &Model,
+    assessed: &[Map<String, Value>],
+    settings: Settings,
+) -> Result<(), StoreError> {
     let before = source.day_history(day - 1)?;
     let recorded = source.changes_between(day - 1, day)?;
     let mut rows = Vec::with_capacity(assessed.len());
     let mut changes = Vec::new();
     for health in assessed {
         let mut row = HistoryRow {
-            account_id: health["account_id"].as_str().unwrap_or_default().to_string(),
+            account_id: health["account_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
             model_id: model.id,
             engagement: health["engagement_score"].as_f64(),
             score: health["health_score"].as_f64(),
@@ -782,8 +1117,16 @@ fn write_history_day(source: &dyn HealthSource, day: i32, model: &Model, assesse
             let previous = before.get(&row.account_id);
             let previous_held = previous.and_then(previous_held);
             let model_changed = previous.is_some_and(|p| p.model_id != model.id);
-            let (held, cause) = health::hold(previous_held.as_ref(), &raw, day, settings.health.tier_hold_days, model_changed);
-            if let (Some(cause), Some(from)) = (cause, previous_held.as_ref().map(|p| p.tier.clone())) {
+            let (held, cause) = health::hold(
+                previous_held.as_ref(),
+                &raw,
+                day,
+                settings.health.tier_hold_days,
+                model_changed,
+            );
+            if let (Some(cause), Some(from)) =
+                (cause, previous_held.as_ref().map(|p| p.tier.clone()))
+            {
                 if !recorded.contains(&(row.account_id.clone(), held.tier.clone())) {
                     changes.push(TierChange {
                         account_id: row.account_id.clone(),
@@ -818,7 +1161,10 @@ impl Decision {
     /// The renewal probability the health gives: a learned score / 100, else the expected
     /// renewal rate.
     fn probability(&self) -> Option<f64> {
-        let learned = matches!(self.health["score_weights"].as_str(), Some("learned" | "pooled"));
+        let learned = matches!(
+            self.health["score_weights"].as_str(),
+            Some("learned" | "pooled")
+        );
         match self.health["health_score"].as_f64() {
             Some(score) if learned => Some(score / 100.0),
             _ => self.health["expected_renewal_rate"].as_f64(),
@@ -829,29 +1175,57 @@ impl Decision {
 /// Every account scored under `model` from `rows` (metrics of the day before `as_of`),
 /// joined with the renewals decided in [`as_of`, `as_of` + `horizon_days`) of the accounts
 /// that were customers before `as_of` (one that was not has nothing to be scored on).
-fn scored_decisions(source: &dyn HealthSource, rows: &[Row], model: &Model, as_of: NaiveDate, horizon_days: i64, settings: Settings) -> Result<Vec<Decision>, StoreError> {
+fn scored_decisions(
+    source: &dyn HealthSource,
+    rows: &[Row],
+    model: &Model,
+    as_of: NaiveDate,
+    horizon_days: i64,
+    settings: Settings,
+) -> Result<Vec<Decision>, StoreError> {
     let day = day_number(as_of) - 1;
     let healths = assess_all(source, rows, model, day, settings)?;
     let assessed: HashMap<String, (Map<String, Value>, Option<f64>)> = healths
         .into_iter()
         .zip(rows)
-        .map(|(health, row)| (row["account_id"].as_str().unwrap_or_default().to_string(), (health, row["logins_per_user_week"].as_f64())))
+        .map(|(health, row)| {
+            (
+                row["account_id"].as_str().unwrap_or_default().to_string(),
+                (health, row["logins_per_user_week"].as_f64()),
+            )
+        })
         .collect();
-    let (from, to) = (day_number(as_of), day_number(as_of + chrono::Duration::days(horizon_days)));
+    let (from, to) = (
+        day_number(as_of),
+        day_number(as_of + chrono::Duration::days(horizon_days)),
+    );
     let infos = source.accounts()?;
     let mut subscriptions = source.subscriptions(&infos, settings.currency)?;
     let mut out = Vec::new();
     for info in &infos {
         let subs = subscriptions.remove(&info.account_id).unwrap_or_default();
-        if subs.iter().map(|s| s.start).min().is_none_or(|since| since >= from) {
+        if subs
+            .iter()
+            .map(|s| s.start)
+            .min()
+            .is_none_or(|since| since >= from)
+        {
             continue;
         }
         for sub in subs {
-            if matches!(sub.outcome.as_deref(), Some("renewed" | "churned")) && sub.end.is_some_and(|end| end >= from && end < to) {
+            if matches!(sub.outcome.as_deref(), Some("renewed" | "churned"))
+                && sub.end.is_some_and(|end| end >= from && end < to)
+            {
                 if let Some((health, logins)) = assessed.get(&info.account_id) {
                     let segment = health["segment"].as_str().unwrap_or_default().to_string();
                     let renewed = sub.outcome.as_deref() == Some("renewed");
-                    out.push(Decision { segment, renewed, arr: sub.arr, health: health.clone(), logins: *logins });
+                    out.push(Decision {
+                        segment,
+                        renewed,
+                        arr: sub.arr,
+                        health: health.clone(),
+                        logins: *logins,
+                    });
                 }
             }
         }
@@ -875,22 +1249,43 @@ struct Quality {
 impl Quality {
     fn of(items: &[&Decision]) -> Quality {
         let auc_of = |f: &dyn Fn(&Decision) -> Option<f64>| {
-            let points: Vec<(f64, bool, f64)> = items.iter().map(|d| (f(d).unwrap_or(0.0), d.renewed, 1.0)).collect();
+            let points: Vec<(f64, bool, f64)> = items
+                .iter()
+                .map(|d| (f(d).unwrap_or(0.0), d.renewed, 1.0))
+                .collect();
             health::auc(&points)
         };
-        let tier_index = |d: &Decision| d.health["tier"].as_str().and_then(|t| health::TIERS.iter().position(|x| *x == t)).map(|i| i as f64);
+        let tier_index = |d: &Decision| {
+            d.health["tier"]
+                .as_str()
+                .and_then(|t| health::TIERS.iter().position(|x| *x == t))
+                .map(|i| i as f64)
+        };
         let brier = |f: &dyn Fn(&Decision) -> Option<f64>| {
-            let errors: Vec<f64> = items.iter().filter_map(|d| f(d).map(|p| (p - if d.renewed { 1.0 } else { 0.0 }).powi(2))).collect();
+            let errors: Vec<f64> = items
+                .iter()
+                .filter_map(|d| f(d).map(|p| (p - if d.renewed { 1.0 } else { 0.0 }).powi(2)))
+                .collect();
             (!errors.is_empty()).then(|| errors.iter().sum::<f64>() / errors.len() as f64)
         };
         let n = items.len();
         let base = (n > 0).then(|| items.iter().filter(|d| d.renewed).count() as f64 / n as f64);
         // Top-decile lift: the churn rate of the tenth with the lowest renewal probability
         // over the churn rate of all.
-        let mut ranked: Vec<&Decision> = items.iter().copied().filter(|d| d.probability().is_some()).collect();
-        ranked.sort_by(|a, b| a.probability().unwrap_or(0.0).total_cmp(&b.probability().unwrap_or(0.0)));
+        let mut ranked: Vec<&Decision> = items
+            .iter()
+            .copied()
+            .filter(|d| d.probability().is_some())
+            .collect();
+        ranked.sort_by(|a, b| {
+            a.probability()
+                .unwrap_or(0.0)
+                .total_cmp(&b.probability().unwrap_or(0.0))
+        });
         let decile = ranked.len().div_ceil(10);
-        let churn = |group: &[&Decision]| group.iter().filter(|d| !d.renewed).count() as f64 / group.len().max(1) as f64;
+        let churn = |group: &[&Decision]| {
+            group.iter().filter(|d| !d.renewed).count() as f64 / group.len().max(1) as f64
+        };
         let overall_churn = churn(&ranked);
         Quality {
             auc_expected_rate: auc_of(&|d| d.health["expected_renewal_rate"].as_f64()),
@@ -900,7 +1295,8 @@ impl Quality {
             brier_score: brier(&Decision::probability),
             brier_expected_rate: brier(&|d| d.health["expected_renewal_rate"].as_f64()),
             brier_base: base.map(|p| p * (1.0 - p)),
-            top_decile_lift: (decile > 0 && overall_churn > 0.0).then(|| churn(&ranked[..decile]) / overall_churn),
+            top_decile_lift: (decile > 0 && overall_churn > 0.0)
+                .then(|| churn(&ranked[..decile]) / overall_churn),
         }
     }
 }
@@ -941,7 +1337,12 @@ fn calibration(items: &[&Decision]) -> (Vec<Value>, Option<f64>, Option<f64>) {
 /// renewal rate, of the health score, of the tier and, as a baseline, of logins per user and
 /// week; top-decile lift; Brier scores and their skill against the base rate; calibration
 /// per tier with intervals.
-pub fn backtest(source: &dyn HealthSource, as_of: NaiveDate, horizon_days: i64, settings: Settings) -> Result<Value, StoreError> {
+pub fn backtest(
+    source: &dyn HealthSource,
+    as_of: NaiveDate,
+    horizon_days: i64,
+    settings: Settings,
+) -> Result<Value, StoreError> {
     let mut model = analyse(source, as_of, "backtest", settings)?;
     model.id = 0;
     let scored_at = as_of - chrono::Duration::days(1);
@@ -958,13 +1359,24 @@ pub fn backtest(source: &dyn HealthSource, as_of: NaiveDate, horizon_days: i64, 
             let q = Quality::of(&items);
             let (calibration, calibration_error, largest_tier_share) = self::calibration(&items);
             let renewed = items.iter().filter(|d| d.renewed).count();
-            let skill = |brier: Option<f64>| brier.zip(q.brier_base).and_then(|(b, base)| (base > 0.0).then(|| 1.0 - b / base));
-            let standing = model.segments.get(&segment).map(|m| json!(m.standing)).unwrap_or(Value::Null);
+            let skill = |brier: Option<f64>| {
+                brier
+                    .zip(q.brier_base)
+                    .and_then(|(b, base)| (base > 0.0).then(|| 1.0 - b / base))
+            };
+            let standing = model
+                .segments
+                .get(&segment)
+                .map(|m| json!(m.standing))
+                .unwrap_or(Value::Null);
             // Revenue at risk as the portfolio counts it (ARR x (1 - expected renewal rate))
             // against the ARR those decisions actually lost.
             let arr_decided: f64 = items.iter().map(|d| d.arr).sum();
             let arr_lost: f64 = items.iter().filter(|d| !d.renewed).map(|d| d.arr).sum();
-            let arr_at_risk: f64 = items.iter().map(|d| d.arr * (1.0 - d.health["expected_renewal_rate"].as_f64().unwrap_or(1.0))).sum();
+            let arr_at_risk: f64 = items
+                .iter()
+                .map(|d| d.arr * (1.0 - d.health["expected_renewal_rate"].as_f64().unwrap_or(1.0)))
+                .sum();
             json!({
                 "segment": segment,
                 "standing": standing,
@@ -990,7 +1402,11 @@ pub fn backtest(source: &dyn HealthSource, as_of: NaiveDate, horizon_days: i64, 
             })
         })
         .collect();
-    let powers: Map<String, Value> = model.segments.iter().map(|(s, m)| (s.clone(), json!(m.power_feature))).collect();
+    let powers: Map<String, Value> = model
+        .segments
+        .iter()
+        .map(|(s, m)| (s.clone(), json!(m.power_feature)))
+        .collect();
     Ok(json!({
         "as_of": as_of.to_string(),
         "scored_with_data_through": scored_at.to_string(),
@@ -1018,80 +1434,44 @@ pub fn indicator_rows(model: &Model, segment: Option<&str>) -> Vec<Value> {
         .collect()
 }
 
-/// Starts the background health thread of the embedded store: it waits for the rollups to
-/// catch up, recalibrates when there is no model or the newest is older than
-/// `recalibrate_every_days`, and brings the daily history up to today; then again every
-/// `PERIOD`.
-pub fn spawn(store: &super::Store, metrics: MetricsConfig, health: HealthConfig, currency: CurrencyConfig) -> Result<std::thread::JoinHandle<()>, StoreError> {
-    let conn = store.connect()?;
-    let mut state = PassState::default();
-    spawn_passes(metrics, health, currency, move |settings, today| {
-        if !super::rollup::settled(&conn)? {
-            return Ok(false);
-        }
-        run_once(&conn, settings, today, &mut state)
-    })
-}
-
-/// The same thread on a node on ClickHouse (its rollups are ClickHouse's own views: nothing
-/// to wait for), running its queries on `runtime`.
-pub fn spawn_on_clickhouse(
-    clickhouse: super::clickhouse::ClickHouse,
-    runtime: tokio::runtime::Handle,
-    metrics: MetricsConfig,
-    health: HealthConfig,
-    currency: CurrencyConfig,
-) -> Result<std::thread::JoinHandle<()>, StoreError> {
-    let mut state = PassState::default();
-    spawn_passes(metrics, health, currency, move |settings, today| {
-        let _entered = runtime.enter();
-        run_once(&clickhouse, settings, today, &mut state)
-    })
-}
-
-/// Runs `pass` every `PERIOD` (every 2 s while it answers `false`: not ready).
-fn spawn_passes(
-    metrics: MetricsConfig,
-    health: HealthConfig,
-    currency: CurrencyConfig,
-    mut pass: impl FnMut(Settings, NaiveDate) -> Result<bool, StoreError> + Send + 'static,
-) -> Result<std::thread::JoinHandle<()>, StoreError> {
-    const PERIOD: std::time::Duration = std::time::Duration::from_secs(60);
-    std::thread::Builder::new()
-        .name("health".into())
-        .spawn(move || loop {
-            let settings = Settings { metrics: &metrics, health: &health, currency: &currency };
-            let wait = match pass(settings, chrono::Utc::now().date_naive()) {
-                Ok(true) => PERIOD,
-                Ok(false) => std::time::Duration::from_secs(2),
-                Err(error) => {
-                    tracing::error!(%error, "health update failed; retrying in 60 s");
-                    std::time::Duration::from_secs(60)
-                }
-            };
-            std::thread::sleep(wait);
-        })
-        .map_err(|e| StoreError::Thread(e.to_string()))
-}
-
 /// The reason given to a model trained because the one in force learned from nothing.
 const FIRST_DATA: &str = "first outcomes with data";
 /// How often an empty model is tried again while it stays empty.
 const EMPTY_RETRY: std::time::Duration = std::time::Duration::from_secs(3600);
 
+/// The settings a background thread keeps for its life ([`Settings`] borrows them).
+#[derive(Debug, Clone)]
+pub struct OwnedSettings {
+    pub metrics: MetricsConfig,
+    pub health: HealthConfig,
+    pub currency: CurrencyConfig,
+}
+
+impl OwnedSettings {
+    pub fn borrowed(&self) -> Settings<'_> {
+        Settings {
+            metrics: &self.metrics,
+            health: &self.health,
+            currency: &self.currency,
+        }
+    }
+}
+
 /// What the health thread remembers between passes.
 #[derive(Default)]
-struct PassState {
+pub struct PassState {
     /// When a model that learned from nothing was last tried again (and stayed empty).
     empty_tried: Option<std::time::Instant>,
 }
 
-/// One pass of the health thread; not ready (false) while a bulk load runs, whose half
-/// loaded renewals would make a model of nothing.
-fn run_once(source: &dyn HealthSource, settings: Settings, today: NaiveDate, state: &mut PassState) -> Result<bool, StoreError> {
-    if super::actions::paused() {
-        return Ok(false);
-    }
+/// One pass of the health thread: recalibrate when due, bring the history up to today.
+/// Whether tiers may have moved (a new model, or days of history added).
+pub fn run_once(
+    source: &dyn HealthSource,
+    settings: Settings,
+    today: NaiveDate,
+    state: &mut PassState,
+) -> Result<bool, StoreError> {
     // The newest model tried, promoted or not: a rejected one waits for the next due date
     // like a promoted one.
     let newest = match source.model_bodies()?.into_iter().next() {
@@ -1100,19 +1480,31 @@ fn run_once(source: &dyn HealthSource, settings: Settings, today: NaiveDate, sta
     };
     // Due: no model yet, the newest is older than the schedule, or renewals decided since
     // it have grown by a fifth (an import of history, the first data after an empty start).
-    let decided_now = decided_before(&source.subscriptions(&source.accounts()?, settings.currency)?, today);
+    let decided_now = decided_before(
+        &source.subscriptions(&source.accounts()?, settings.currency)?,
+        today,
+    );
     // A model that learned from no renewal (records imported before any event arrived) is
     // tried again at most once an hour while there are outcomes, and replaced only by one
     // that learned from some: the events of a backfill make its tiers.
     let stale_empty = |m: &Model| {
-        let tried = state.empty_tried.is_some_and(|at| at.elapsed() < EMPTY_RETRY);
+        let tried = state
+            .empty_tried
+            .is_some_and(|at| at.elapsed() < EMPTY_RETRY);
         m.decided_renewals == 0 && decided_now > 0 && !tried
     };
     let due = match &newest {
         None => Some("first model"),
-        Some(m) if decided_now as f64 > m.subscriptions_decided as f64 * 1.2 + 10.0 => Some("new outcomes"),
+        Some(m) if decided_now as f64 > m.subscriptions_decided as f64 * 1.2 + 10.0 => {
+            Some("new outcomes")
+        }
         Some(m) if stale_empty(m) => Some(FIRST_DATA),
-        Some(m) => m.as_of.parse::<NaiveDate>().ok().filter(|d| (today - *d).num_days() < i64::from(settings.health.recalibrate_every_days)).map_or(Some("schedule"), |_| None),
+        Some(m) => m
+            .as_of
+            .parse::<NaiveDate>()
+            .ok()
+            .filter(|d| (today - *d).num_days() < i64::from(settings.health.recalibrate_every_days))
+            .map_or(Some("schedule"), |_| None),
     };
     if let Some(reason) = due {
         let model = analyse(source, today, reason, settings)?;
@@ -1121,20 +1513,24 @@ fn run_once(source: &dyn HealthSource, settings: Settings, today: NaiveDate, sta
             state.empty_tried = Some(std::time::Instant::now());
         } else {
             let model = store_gated(source, model, false, settings)?;
-            let gate = model.gate.as_ref().map(|g| g.reason.as_str()).unwrap_or_default();
+            let gate = model
+                .gate
+                .as_ref()
+                .map(|g| g.reason.as_str())
+                .unwrap_or_default();
             tracing::info!(model = model.id, decided = model.decided_renewals, reason, status = %model.status, gate, "health model recalibrated");
         }
     }
     let started = std::time::Instant::now();
     let days = update_history(source, today, settings, &mut |_, _| {})?;
     if days > 1 {
-        tracing::info!(days, seconds = started.elapsed().as_secs_f64(), "health history updated");
+        tracing::info!(
+            days,
+            seconds = started.elapsed().as_secs_f64(),
+            "health history updated"
+        );
     }
-    if due.is_some() || days > 1 {
-        // Tiers moved: rules on tiers may fire now rather than at their next schedule.
-        super::actions::poke();
-    }
-    Ok(true)
+    Ok(due.is_some() || days > 1)
 }
 
 #[cfg(test)]
@@ -1154,7 +1550,13 @@ mod tests {
     }
 
     fn models(conn: &Connection) -> Vec<(i64, String, usize)> {
-        let mut all: Vec<(i64, String, usize)> = conn.model_bodies().unwrap().into_iter().map(|(id, body)| parse_model(id, body).unwrap()).map(|m| (m.id, m.reason, m.decided_renewals)).collect();
+        let mut all: Vec<(i64, String, usize)> = conn
+            .model_bodies()
+            .unwrap()
+            .into_iter()
+            .map(|(id, body)| parse_model(id, body).unwrap())
+            .map(|m| (m.id, m.reason, m.decided_renewals))
+            .collect();
         all.sort();
         all
     }
@@ -1165,18 +1567,46 @@ mod tests {
         let store = crate::store::Store::open(dir.path()).unwrap();
         let mut conn = store.connect().unwrap();
         let metrics = MetricsConfig::default();
-        let (health, currency) = (HealthConfig { min_decided: 1, ..HealthConfig::default() }, CurrencyConfig::default());
-        let settings = Settings { metrics: &metrics, health: &health, currency: &currency };
+        let (health, currency) = (
+            HealthConfig {
+                min_decided: 1,
+                ..HealthConfig::default()
+            },
+            CurrencyConfig::default(),
+        );
+        let settings = Settings {
+            metrics: &metrics,
+            health: &health,
+            currency: &currency,
+        };
         let today = chrono::Utc::now().date_naive();
         let date = |offset: i64| (today + chrono::Duration::days(offset)).to_string();
-        import(&mut conn, "accounts", json!({"account_id": "a1", "segment": "x"}));
-        import(&mut conn, "subscriptions", json!({"subscription_id": "s1", "account_id": "a1", "arr": 1000, "currency": "USD", "seats": 5,
-                                                  "start_date": date(-400), "end_date": date(-31), "outcome": "renewed"}));
-        import(&mut conn, "subscriptions", json!({"subscription_id": "s2", "account_id": "a1", "arr": 1000, "currency": "USD", "seats": 5,
-                                                  "start_date": date(-30), "end_date": date(335)}));
+        import(
+            &mut conn,
+            "accounts",
+            json!({"account_id": "a1", "segment": "x"}),
+        );
+        import(
+            &mut conn,
+            "subscriptions",
+            json!({"subscription_id": "s1", "account_id": "a1", "arr": 1000, "currency": "USD", "seats": 5,
+                                                  "start_date": date(-400), "end_date": date(-31), "outcome": "renewed"}),
+        );
+        import(
+            &mut conn,
+            "subscriptions",
+            json!({"subscription_id": "s2", "account_id": "a1", "arr": 1000, "currency": "USD", "seats": 5,
+                                                  "start_date": date(-30), "end_date": date(335)}),
+        );
         // Heavy use of Power early in the term (days -390 to -200), then 10 uses in the 90
         // days before the decision (days -100 to -91), then none.
-        let ms = |offset: i64| (today + chrono::Duration::days(offset)).and_hms_opt(12, 0, 0).unwrap().and_utc().timestamp_millis();
+        let ms = |offset: i64| {
+            (today + chrono::Duration::days(offset))
+                .and_hms_opt(12, 0, 0)
+                .unwrap()
+                .and_utc()
+                .timestamp_millis()
+        };
         let days: Vec<i64> = (-390..=-200).chain(-100..=-91).collect();
         conn.execute(
             "INSERT INTO events (id, received_ms, source, message_id, type, user_id, group_id, event, timestamp_ms, raw)
@@ -1194,15 +1624,24 @@ mod tests {
             .unwrap();
         }
         conn.execute("INSERT INTO memberships (user_id, anonymous_id, account_id, timestamp_ms, event_id) VALUES ('u1', NULL, 'a1', ?1, 1)", [ms(-395)]).unwrap();
-        crate::store::rollup::catch_up(&mut conn, &mut crate::store::rollup::Rollup::new(&metrics), &mut |_, _| {}).unwrap();
+        crate::store::rollup::catch_up(
+            &mut conn,
+            &mut crate::store::rollup::Rollup::new(&metrics),
+            &mut |_, _| {},
+        )
+        .unwrap();
 
         // Learned: the 90 days ending with the term's last day (-120 to -31) hold 10 uses:
         // 10 x 30 / 90 a month, not the whole term's 201 x 30 / 370.
         let infos = conn.accounts().unwrap();
         let subscriptions = conn.subscriptions(&infos, &currency).unwrap();
-        let (examples, _) = examples(&conn, day_number(today), &infos, &subscriptions, settings).unwrap();
+        let (examples, _) =
+            examples(&conn, day_number(today), &infos, &subscriptions, settings).unwrap();
         assert_eq!(examples.len(), 1);
-        assert_eq!(examples[0].monthly.get("Power").copied(), Some(10.0 * 30.0 / 90.0));
+        assert_eq!(
+            examples[0].monthly.get("Power").copied(),
+            Some(10.0 * 30.0 / 90.0)
+        );
         assert_eq!(examples[0].day, day_number(today) - 31);
         // Scored on the decision day: the same 90 days, the same monthly uses.
         let model = analyse(&conn, today, "test", settings).unwrap();
@@ -1210,7 +1649,10 @@ mod tests {
         let decision = today - chrono::Duration::days(31);
         let rows = conn.snapshot(decision, &metrics, &currency).unwrap();
         let assessed = assess_all(&conn, &rows, &model, day_number(decision), settings).unwrap();
-        assert_eq!(assessed[0]["power_feature_monthly_uses"].as_f64(), Some(10.0 * 30.0 / 90.0));
+        assert_eq!(
+            assessed[0]["power_feature_monthly_uses"].as_f64(),
+            Some(10.0 * 30.0 / 90.0)
+        );
     }
 
     #[test]
@@ -1218,42 +1660,108 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = crate::store::Store::open(dir.path()).unwrap();
         let conn = store.connect().unwrap();
-        let (metrics, health, currency) = (MetricsConfig::default(), HealthConfig::default(), CurrencyConfig::default());
-        let settings = Settings { metrics: &metrics, health: &health, currency: &currency };
-        let model = |id: i64| Model { id, ..analyse(&conn, chrono::Utc::now().date_naive(), "test", settings).unwrap() };
+        let (metrics, health, currency) = (
+            MetricsConfig::default(),
+            HealthConfig::default(),
+            CurrencyConfig::default(),
+        );
+        let settings = Settings {
+            metrics: &metrics,
+            health: &health,
+            currency: &currency,
+        };
+        let model = |id: i64| Model {
+            id,
+            ..analyse(&conn, chrono::Utc::now().date_naive(), "test", settings).unwrap()
+        };
         let assessed = |tiers: &[(&str, &str)]| -> Vec<Map<String, Value>> {
-            let row = |a: &str, t: &str| json!({"account_id": a, "tier": t, "engagement_score": null, "health_score": null, "health_band": null,
-                                               "expected_renewal_rate": null, "power_feature_monthly_uses": null});
-            tiers.iter().map(|(a, t)| row(a, t).as_object().unwrap().clone()).collect()
+            let row = |a: &str, t: &str| {
+                json!({"account_id": a, "tier": t, "engagement_score": null, "health_score": null, "health_band": null,
+                                               "expected_renewal_rate": null, "power_feature_monthly_uses": null})
+            };
+            tiers
+                .iter()
+                .map(|(a, t)| row(a, t).as_object().unwrap().clone())
+                .collect()
         };
         // Day 100 under model 1: a and b green. Day 101, same model: a's usage turns red
         // (not held 14 days: still green, no change). Day 102, model 2: b is red under it at
         // once, a change caused by the model; a too (its tier moved with the new model).
-        write_history_day(&conn, 100, &model(1), &assessed(&[("a", "green"), ("b", "green")]), settings).unwrap();
-        write_history_day(&conn, 101, &model(1), &assessed(&[("a", "red"), ("b", "green")]), settings).unwrap();
-        assert_eq!(conn.day_history(101).unwrap()["a"].tier.as_deref(), Some("green"));
-        assert_eq!(conn.day_history(101).unwrap()["a"].raw_tier.as_deref(), Some("red"));
-        write_history_day(&conn, 102, &model(2), &assessed(&[("a", "red"), ("b", "red")]), settings).unwrap();
+        write_history_day(
+            &conn,
+            100,
+            &model(1),
+            &assessed(&[("a", "green"), ("b", "green")]),
+            settings,
+        )
+        .unwrap();
+        write_history_day(
+            &conn,
+            101,
+            &model(1),
+            &assessed(&[("a", "red"), ("b", "green")]),
+            settings,
+        )
+        .unwrap();
+        assert_eq!(
+            conn.day_history(101).unwrap()["a"].tier.as_deref(),
+            Some("green")
+        );
+        assert_eq!(
+            conn.day_history(101).unwrap()["a"].raw_tier.as_deref(),
+            Some("red")
+        );
+        write_history_day(
+            &conn,
+            102,
+            &model(2),
+            &assessed(&[("a", "red"), ("b", "red")]),
+            settings,
+        )
+        .unwrap();
         let changes = conn.tier_changes(day_date(90), None).unwrap();
-        let summary: Vec<(&str, &str, &str)> = changes.iter().map(|c| (c["account_id"].as_str().unwrap(), c["to"].as_str().unwrap(), c["cause"].as_str().unwrap())).collect();
+        let summary: Vec<(&str, &str, &str)> = changes
+            .iter()
+            .map(|c| {
+                (
+                    c["account_id"].as_str().unwrap(),
+                    c["to"].as_str().unwrap(),
+                    c["cause"].as_str().unwrap(),
+                )
+            })
+            .collect();
         assert_eq!(summary, vec![("a", "red", "model"), ("b", "red", "model")]);
         // So no tier_dropped alert follows them.
         assert!(crate::store::actions::usage_drops(&changes).is_empty());
     }
 
     #[test]
+    // Over 100 lines: A scenario test: each step depends on the one before.
+    #[allow(clippy::too_many_lines)]
     fn a_model_that_learned_from_nothing_is_replaced_once_events_make_its_renewals_count() {
         let dir = tempfile::tempdir().unwrap();
         let store = crate::store::Store::open(dir.path()).unwrap();
         let mut conn = store.connect().unwrap();
-        let (metrics, health, currency) = (MetricsConfig::default(), HealthConfig::default(), CurrencyConfig::default());
-        let settings = Settings { metrics: &metrics, health: &health, currency: &currency };
+        let (metrics, health, currency) = (
+            MetricsConfig::default(),
+            HealthConfig::default(),
+            CurrencyConfig::default(),
+        );
+        let settings = Settings {
+            metrics: &metrics,
+            health: &health,
+            currency: &currency,
+        };
         let today = chrono::Utc::now().date_naive();
         let date = |offset: i64| (today + chrono::Duration::days(offset)).to_string();
         // Records first, as an install that imports its contracts before any event arrives.
         import(&mut conn, "accounts", json!({"account_id": "a1"}));
-        import(&mut conn, "subscriptions", json!({"subscription_id": "s1", "account_id": "a1", "arr": 1000, "currency": "USD", "seats": 5,
-                                                  "start_date": date(-120), "end_date": date(-61), "outcome": "renewed"}));
+        import(
+            &mut conn,
+            "subscriptions",
+            json!({"subscription_id": "s1", "account_id": "a1", "arr": 1000, "currency": "USD", "seats": 5,
+                                                  "start_date": date(-120), "end_date": date(-61), "outcome": "renewed"}),
+        );
         let mut state = PassState::default();
         run_once(&conn, settings, today, &mut state).unwrap();
         assert_eq!(models(&conn), vec![(1, "first model".to_string(), 0)]);
@@ -1265,8 +1773,18 @@ mod tests {
         assert_eq!(models(&conn).len(), 1);
 
         // The backfill arrives: a member of a1 active before and during the renewed term.
-        let ms = |offset: i64| (today + chrono::Duration::days(offset)).and_hms_opt(12, 0, 0).unwrap().and_utc().timestamp_millis();
-        for (id, kind, offset) in [(1_i64, "group", -130), (2, "track", -125), (3, "track", -100)] {
+        let ms = |offset: i64| {
+            (today + chrono::Duration::days(offset))
+                .and_hms_opt(12, 0, 0)
+                .unwrap()
+                .and_utc()
+                .timestamp_millis()
+        };
+        for (id, kind, offset) in [
+            (1_i64, "group", -130),
+            (2, "track", -125),
+            (3, "track", -100),
+        ] {
             conn.execute(
                 "INSERT INTO events (id, received_ms, source, message_id, type, user_id, group_id, event, timestamp_ms, raw)
                  VALUES (?1, ?2, 'test', ?1, ?3, 'u1', CASE WHEN ?3 = 'group' THEN 'a1' END, CASE WHEN ?3 = 'track' THEN 'Report Created' END, ?2, '{}')",
@@ -1275,29 +1793,68 @@ mod tests {
             .unwrap();
         }
         conn.execute("INSERT INTO memberships (user_id, anonymous_id, account_id, timestamp_ms, event_id) VALUES ('u1', NULL, 'a1', ?1, 1)", [ms(-130)]).unwrap();
-        crate::store::rollup::catch_up(&mut conn, &mut crate::store::rollup::Rollup::new(&metrics), &mut |_, _| {}).unwrap();
+        crate::store::rollup::catch_up(
+            &mut conn,
+            &mut crate::store::rollup::Rollup::new(&metrics),
+            &mut |_, _| {},
+        )
+        .unwrap();
         run_once(&conn, settings, today, &mut state).unwrap();
         assert_eq!(models(&conn).len(), 1, "tried within the hour: not again");
         state.empty_tried = state.empty_tried.map(|at| at - EMPTY_RETRY);
         run_once(&conn, settings, today, &mut state).unwrap();
-        assert_eq!(models(&conn), vec![(1, "first model".to_string(), 0), (2, FIRST_DATA.to_string(), 1)]);
+        assert_eq!(
+            models(&conn),
+            vec![
+                (1, "first model".to_string(), 0),
+                (2, FIRST_DATA.to_string(), 1)
+            ]
+        );
         // A model that learned something is not retried.
         run_once(&conn, settings, today, &mut state).unwrap();
         assert_eq!(models(&conn).len(), 2);
 
         // The quarterly schedule, on an injected clock: 90 days on nothing is due; 91 days
         // (recalibrate_every_days) after the newest model, a new one is trained and gated.
-        run_once(&conn, settings, today + chrono::Duration::days(90), &mut state).unwrap();
+        run_once(
+            &conn,
+            settings,
+            today + chrono::Duration::days(90),
+            &mut state,
+        )
+        .unwrap();
         assert_eq!(models(&conn).len(), 2, "not due before 91 days");
-        run_once(&conn, settings, today + chrono::Duration::days(91), &mut state).unwrap();
+        run_once(
+            &conn,
+            settings,
+            today + chrono::Duration::days(91),
+            &mut state,
+        )
+        .unwrap();
         let all = models(&conn);
         assert_eq!((all.len(), all[2].1.as_str()), (3, "schedule"), "{all:?}");
         let newest = parse_model(3, conn.model_bodies().unwrap()[0].1.clone()).unwrap();
         let gate = newest.gate.expect("the held-out test is recorded");
         // One decided renewal cannot test anything: promoted untested, and it says so.
-        assert!(gate.promoted && gate.reason.contains("promoted untested"), "{gate:?}");
-        assert_eq!(newest.as_of, (today + chrono::Duration::days(91)).to_string());
-        run_once(&conn, settings, today + chrono::Duration::days(92), &mut state).unwrap();
-        assert_eq!(models(&conn).len(), 3, "the schedule counts from the newest model");
+        assert!(
+            gate.promoted && gate.reason.contains("promoted untested"),
+            "{gate:?}"
+        );
+        assert_eq!(
+            newest.as_of,
+            (today + chrono::Duration::days(91)).to_string()
+        );
+        run_once(
+            &conn,
+            settings,
+            today + chrono::Duration::days(92),
+            &mut state,
+        )
+        .unwrap();
+        assert_eq!(
+            models(&conn).len(),
+            3,
+            "the schedule counts from the newest model"
+        );
     }
 }

@@ -42,14 +42,30 @@ impl Note {
 /// report are written once over it.
 pub trait ListeningSource: HealthSource {
     /// Stores a note on an existing account; `None` when there is no such account.
-    fn add_note(&self, account: &str, author: &str, person: Option<&str>, text: &str) -> Result<Option<i64>, StoreError>;
+    fn add_note(
+        &self,
+        account: &str,
+        author: &str,
+        person: Option<&str>,
+        text: &str,
+    ) -> Result<Option<i64>, StoreError>;
     /// The notes of `account` (every account's with `None`).
     fn stored_notes(&self, account: Option<&str>) -> Result<Vec<Note>, StoreError>;
 }
 
 impl ListeningSource for Connection {
-    fn add_note(&self, account: &str, author: &str, person: Option<&str>, text: &str) -> Result<Option<i64>, StoreError> {
-        let known: i64 = self.query_row("SELECT COUNT(*) FROM accounts WHERE account_id = ?1", [account], |r| r.get(0))?;
+    fn add_note(
+        &self,
+        account: &str,
+        author: &str,
+        person: Option<&str>,
+        text: &str,
+    ) -> Result<Option<i64>, StoreError> {
+        let known: i64 = self.query_row(
+            "SELECT COUNT(*) FROM accounts WHERE account_id = ?1",
+            [account],
+            |r| r.get(0),
+        )?;
         if known == 0 {
             return Ok(None);
         }
@@ -63,7 +79,14 @@ impl ListeningSource for Connection {
     fn stored_notes(&self, account: Option<&str>) -> Result<Vec<Note>, StoreError> {
         let mut query = self.prepare("SELECT id, account_id, author, person, text, created_ms FROM notes WHERE ?1 IS NULL OR account_id = ?1")?;
         let rows = query.query_map([account], |r| {
-            Ok(Note { id: r.get(0)?, account_id: r.get(1)?, author: r.get(2)?, person: r.get(3)?, text: r.get(4)?, created_ms: r.get(5)? })
+            Ok(Note {
+                id: r.get(0)?,
+                account_id: r.get(1)?,
+                author: r.get(2)?,
+                person: r.get(3)?,
+                text: r.get(4)?,
+                created_ms: r.get(5)?,
+            })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -80,28 +103,59 @@ fn said(cell: &Cell) -> Option<String> {
 
 /// The day (YYYY-MM-DD) of a stored date or RFC 3339 time.
 fn day_of(cell: &Cell) -> String {
-    cell.as_text().map(|t| t.chars().take(10).collect()).unwrap_or_default()
+    cell.as_text()
+        .map(|t| t.chars().take(10).collect())
+        .unwrap_or_default()
 }
 
 /// Every comment, oldest first (then by source, account, person and text).
 pub fn comments(source: &dyn ListeningSource) -> Result<Vec<Comment>, StoreError> {
     let mut all = Vec::new();
-    let mut add = |from: &str, account: &Cell, person: Option<String>, date: String, said: Option<String>| {
-        if let (Some(account_id), Some(text)) = (account.as_text(), said) {
-            all.push(Comment { source: from.to_string(), account_id: account_id.to_string(), person, date, text });
-        }
-    };
-    for r in source.record_rows("survey_responses", &["account_id", "user_id", "answered_at", "comment"])? {
+    let mut add =
+        |from: &str, account: &Cell, person: Option<String>, date: String, said: Option<String>| {
+            if let (Some(account_id), Some(text)) = (account.as_text(), said) {
+                all.push(Comment {
+                    source: from.to_string(),
+                    account_id: account_id.to_string(),
+                    person,
+                    date,
+                    text,
+                });
+            }
+        };
+    for r in source.record_rows(
+        "survey_responses",
+        &["account_id", "user_id", "answered_at", "comment"],
+    )? {
         add("survey", &r[0], text(&r[1]), day_of(&r[2]), said(&r[3]));
     }
-    for r in source.record_rows("tickets", &["account_id", "user_id", "opened_at", "subject"])? {
+    for r in source.record_rows(
+        "tickets",
+        &["account_id", "user_id", "opened_at", "subject"],
+    )? {
         add("ticket", &r[0], text(&r[1]), day_of(&r[2]), said(&r[3]));
     }
-    for r in source.record_rows("suggestions", &["account_id", "user_id", "created_at", "title"])? {
-        add("suggestion", &r[0], text(&r[1]), day_of(&r[2]), Some(text(&r[3]).unwrap_or_default()));
+    for r in source.record_rows(
+        "suggestions",
+        &["account_id", "user_id", "created_at", "title"],
+    )? {
+        add(
+            "suggestion",
+            &r[0],
+            text(&r[1]),
+            day_of(&r[2]),
+            Some(text(&r[3]).unwrap_or_default()),
+        );
     }
-    for r in source.record_rows("subscriptions", &["account_id", "end_date", "start_date", "feedback"])? {
-        let date = if r[1].as_text().is_some() { day_of(&r[1]) } else { day_of(&r[2]) };
+    for r in source.record_rows(
+        "subscriptions",
+        &["account_id", "end_date", "start_date", "feedback"],
+    )? {
+        let date = if r[1].as_text().is_some() {
+            day_of(&r[1])
+        } else {
+            day_of(&r[2])
+        };
         add("churn", &r[0], None, date, said(&r[3]));
     }
     for note in source.stored_notes(None)? {
@@ -109,11 +163,22 @@ pub fn comments(source: &dyn ListeningSource) -> Result<Vec<Comment>, StoreError
             source: "note".into(),
             account_id: note.account_id,
             person: note.person,
-            date: crate::ingest::format_timestamp(note.created_ms).chars().take(10).collect(),
+            date: crate::ingest::format_timestamp(note.created_ms)
+                .chars()
+                .take(10)
+                .collect(),
             text: note.text,
         });
     }
-    all.sort_by(|a, b| (&a.date, &a.source, &a.account_id, &a.person, &a.text).cmp(&(&b.date, &b.source, &b.account_id, &b.person, &b.text)));
+    all.sort_by(|a, b| {
+        (&a.date, &a.source, &a.account_id, &a.person, &a.text).cmp(&(
+            &b.date,
+            &b.source,
+            &b.account_id,
+            &b.person,
+            &b.text,
+        ))
+    });
     Ok(all)
 }
 
@@ -126,14 +191,26 @@ pub fn notes(source: &dyn ListeningSource, account: &str) -> Result<Vec<Value>, 
 
 /// Sets the churn reason and feedback of a subscription of `account`; false when the
 /// account has no such subscription. A new version of the record, on either store.
-pub fn set_reason(store: &mut dyn RecordStore, account: &str, subscription: &str, reason: Option<&str>, feedback: Option<&str>) -> Result<bool, StoreError> {
+pub fn set_reason(
+    store: &mut dyn RecordStore,
+    account: &str,
+    subscription: &str,
+    reason: Option<&str>,
+    feedback: Option<&str>,
+) -> Result<bool, StoreError> {
     let kind = crate::records::kind("subscriptions").expect("invariant: a record kind");
-    let Some(mut record) = store.get(kind, &[subscription.to_string()])? else { return Ok(false) };
+    let Some(mut record) = store.get(kind, &[subscription.to_string()])? else {
+        return Ok(false);
+    };
     if record.get(kind, "account_id").as_text() != Some(account) {
         return Ok(false);
     }
     for (column, value) in [("reason", reason), ("feedback", feedback)] {
-        let index = kind.columns.iter().position(|c| c.name == column).expect("invariant: a column of subscriptions");
+        let index = kind
+            .columns
+            .iter()
+            .position(|c| c.name == column)
+            .expect("invariant: a column of subscriptions");
         record.cells[index] = value.map_or(Cell::Null, |v| Cell::Text(v.to_string()));
     }
     let mut target = store.import_target(kind)?;
@@ -146,18 +223,47 @@ pub fn set_reason(store: &mut dyn RecordStore, account: &str, subscription: &str
 /// segment and reason: churns (outcome `churned`) with the ARR lost, and downgrades (a
 /// renewed term with a reason) with the ARR the next term of the same product lost. Terms
 /// without a reason count under `unknown`.
-pub fn churn_reasons(source: &dyn ListeningSource, from: NaiveDate, to: NaiveDate, currency: &CurrencyConfig) -> Result<Vec<Value>, StoreError> {
+// Over 100 lines: Pairs each term with the next and totals by period, segment and reason in one pass; moves to `listening` in issue 29 item 1.
+#[allow(clippy::too_many_lines)]
+pub fn churn_reasons(
+    source: &dyn ListeningSource,
+    from: NaiveDate,
+    to: NaiveDate,
+    currency: &CurrencyConfig,
+) -> Result<Vec<Value>, StoreError> {
     let segments: HashMap<String, String> = source
         .record_rows("accounts", &["account_id", "segment", "plan"])?
         .into_iter()
-        .filter_map(|r| Some((text(&r[0])?, text(&r[1]).or_else(|| text(&r[2])).unwrap_or_else(|| "unknown".into()))))
+        .filter_map(|r| {
+            Some((
+                text(&r[0])?,
+                text(&r[1])
+                    .or_else(|| text(&r[2]))
+                    .unwrap_or_else(|| "unknown".into()),
+            ))
+        })
         .collect();
-    let terms = source.record_rows("subscriptions", &["account_id", "product", "arr", "currency", "start_date", "end_date", "outcome", "reason"])?;
+    let terms = source.record_rows(
+        "subscriptions",
+        &[
+            "account_id",
+            "product",
+            "arr",
+            "currency",
+            "start_date",
+            "end_date",
+            "outcome",
+            "reason",
+        ],
+    )?;
     // Each account's terms of each product by start, for the next term of a downgrade.
     let mut by_product: HashMap<(&str, &str), Vec<&Vec<Cell>>> = HashMap::new();
     for r in &terms {
         if let Some(account) = r[0].as_text() {
-            by_product.entry((account, r[1].as_text().unwrap_or(""))).or_default().push(r);
+            by_product
+                .entry((account, r[1].as_text().unwrap_or("")))
+                .or_default()
+                .push(r);
         }
     }
     for list in by_product.values_mut() {
@@ -166,12 +272,23 @@ pub fn churn_reasons(source: &dyn ListeningSource, from: NaiveDate, to: NaiveDat
     let (from, to) = (from.to_string(), to.to_string());
     let mut rows = Vec::new();
     for r in &terms {
-        let (Some(account), Some(end), Some(outcome)) = (r[0].as_text(), r[5].as_text(), r[6].as_text()) else { continue };
-        let Some(segment) = segments.get(account) else { continue };
-        if end < from.as_str() || end >= to.as_str() || !(outcome == "churned" || (outcome == "renewed" && r[7].as_text().is_some())) {
+        let (Some(account), Some(end), Some(outcome)) =
+            (r[0].as_text(), r[5].as_text(), r[6].as_text())
+        else {
+            continue;
+        };
+        let Some(segment) = segments.get(account) else {
+            continue;
+        };
+        if end < from.as_str()
+            || end >= to.as_str()
+            || !(outcome == "churned" || (outcome == "renewed" && r[7].as_text().is_some()))
+        {
             continue;
         }
-        let next = by_product[&(account, r[1].as_text().unwrap_or(""))].iter().find(|n| n[4].as_text().is_some_and(|start| start > end));
+        let next = by_product[&(account, r[1].as_text().unwrap_or(""))]
+            .iter()
+            .find(|n| n[4].as_text().is_some_and(|start| start > end));
         rows.push((
             account.to_string(),
             segment.clone(),
@@ -184,18 +301,32 @@ pub fn churn_reasons(source: &dyn ListeningSource, from: NaiveDate, to: NaiveDat
             next.and_then(|n| text(&n[3])),
         ));
     }
-    let mut groups: BTreeMap<(String, String, String, &'static str), (BTreeSet<String>, i64, f64)> = BTreeMap::new();
+    // (period, segment, reason, movement) -> (accounts, count, money)
+    type Key = (String, String, String, &'static str);
+    let mut groups: BTreeMap<Key, (BTreeSet<String>, i64, f64)> = BTreeMap::new();
     for row in rows {
         let (account, segment, arr, code, end, outcome, reason, next_arr, next_code) = row;
-        let Ok(end) = end.parse::<NaiveDate>() else { continue };
-        let money = |amount: Option<f64>, code: Option<&str>| crate::metrics::report_arr(amount, code, currency).map_err(StoreError::Invalid);
+        let Ok(end) = end.parse::<NaiveDate>() else {
+            continue;
+        };
+        let money = |amount: Option<f64>, code: Option<&str>| {
+            crate::metrics::report_arr(amount, code, currency).map_err(StoreError::Invalid)
+        };
         let arr = money(arr, code.as_deref())?;
         let (kind, lost) = if outcome == "churned" {
             ("churn", arr)
         } else {
-            ("downgrade", (arr - money(next_arr, next_code.as_deref())?).max(0.0))
+            (
+                "downgrade",
+                (arr - money(next_arr, next_code.as_deref())?).max(0.0),
+            )
         };
-        let key = (Quarter::of(end).to_string(), segment, reason.unwrap_or_else(|| "unknown".into()), kind);
+        let key = (
+            Quarter::of(end).to_string(),
+            segment,
+            reason.unwrap_or_else(|| "unknown".into()),
+            kind,
+        );
         let entry = groups.entry(key).or_default();
         entry.0.insert(account);
         entry.1 += 1;
@@ -228,35 +359,67 @@ fn share(part: usize, whole: usize) -> Option<f64> {
 /// on `today` and a churned term) and from retained ones, the share of churned and of
 /// retained accounts raising it, mean sentiment, keywords and three recent quotes. `arr`
 /// maps account to its ARR in force.
-pub fn themes(source: &dyn ListeningSource, rules: &BTreeMap<String, String>, today: NaiveDate, among: &[Among], arr: &HashMap<String, f64>) -> Result<Vec<Vec<Value>>, StoreError> {
+// Over 100 lines: Reads every comment stream and scores themes in one pass; moves to `listening` in issue 29 item 1.
+#[allow(clippy::too_many_lines)]
+pub fn themes(
+    source: &dyn ListeningSource,
+    rules: &BTreeMap<String, String>,
+    today: NaiveDate,
+    among: &[Among],
+    arr: &HashMap<String, f64>,
+) -> Result<Vec<Vec<Value>>, StoreError> {
     let all = comments(source)?;
     let (themed, keywords) = listening::themes(&all, rules);
     let detractors: HashSet<String> = if among.iter().any(|a| matches!(a, Among::Detractors)) {
         // Each person's latest NPS answers (all of them, if several share that time).
         let mut latest: HashMap<String, (String, Vec<f64>)> = HashMap::new();
-        for r in source.record_rows("survey_responses", &["user_id", "kind", "score", "answered_at"])? {
-            let (Some(user), Some("nps"), Some(score), Some(at)) = (text(&r[0]), r[1].as_text(), r[2].as_f64(), text(&r[3])) else { continue };
-            let entry = latest.entry(user).or_insert_with(|| (at.clone(), Vec::new()));
+        for r in source.record_rows(
+            "survey_responses",
+            &["user_id", "kind", "score", "answered_at"],
+        )? {
+            let (Some(user), Some("nps"), Some(score), Some(at)) =
+                (text(&r[0]), r[1].as_text(), r[2].as_f64(), text(&r[3]))
+            else {
+                continue;
+            };
+            let entry = latest
+                .entry(user)
+                .or_insert_with(|| (at.clone(), Vec::new()));
             if at > entry.0 {
                 *entry = (at, vec![score]);
             } else if at == entry.0 {
                 entry.1.push(score);
             }
         }
-        latest.into_iter().filter(|(_, (_, scores))| scores.iter().any(|&s| s <= 6.0)).map(|(user, _)| user).collect()
+        latest
+            .into_iter()
+            .filter(|(_, (_, scores))| scores.iter().any(|&s| s <= 6.0))
+            .map(|(user, _)| user)
+            .collect()
     } else {
         HashSet::new()
     };
     // Accounts with a churned term and no term in force today.
     let day = today.to_string();
-    let terms = source.record_rows("subscriptions", &["account_id", "outcome", "start_date", "end_date"])?;
+    let terms = source.record_rows(
+        "subscriptions",
+        &["account_id", "outcome", "start_date", "end_date"],
+    )?;
     let in_force: HashSet<&str> = terms
         .iter()
-        .filter(|r| r[2].as_text().is_some_and(|start| start <= day.as_str()) && r[3].as_text().is_none_or(|end| end >= day.as_str()))
+        .filter(|r| {
+            r[2].as_text().is_some_and(|start| start <= day.as_str())
+                && r[3].as_text().is_none_or(|end| end >= day.as_str())
+        })
         .filter_map(|r| r[0].as_text())
         .collect();
-    let churned: HashSet<String> =
-        terms.iter().filter(|r| r[1].as_text() == Some("churned")).filter_map(|r| r[0].as_text()).filter(|a| !in_force.contains(a)).map(str::to_string).collect();
+    let churned: HashSet<String> = terms
+        .iter()
+        .filter(|r| r[1].as_text() == Some("churned"))
+        .filter_map(|r| r[0].as_text())
+        .filter(|a| !in_force.contains(a))
+        .map(str::to_string)
+        .collect();
     let report = |among: &Among| -> Vec<Value> {
         #[derive(Default)]
         struct Tally<'c> {
@@ -274,7 +437,10 @@ pub fn themes(source: &dyn ListeningSource, rules: &BTreeMap<String, String>, to
         for (comment, t) in all.iter().zip(&themed) {
             let included = match among {
                 Among::All => true,
-                Among::Detractors => comment.person.as_ref().is_some_and(|p| detractors.contains(p)),
+                Among::Detractors => comment
+                    .person
+                    .as_ref()
+                    .is_some_and(|p| detractors.contains(p)),
                 Among::Accounts(set) => set.contains(&comment.account_id),
             };
             if !included {
@@ -289,7 +455,10 @@ pub fn themes(source: &dyn ListeningSource, rules: &BTreeMap<String, String>, to
             tally.count += 1;
             tally.accounts.insert(comment.account_id.as_str());
             if let Ok(day) = comment.date.parse::<NaiveDate>() {
-                *tally.quarters.entry(Quarter::of(day).to_string()).or_default() += 1;
+                *tally
+                    .quarters
+                    .entry(Quarter::of(day).to_string())
+                    .or_default() += 1;
             }
             tally.churned += usize::from(churned.contains(&comment.account_id));
             tally.sentiment += t.sentiment;
@@ -318,7 +487,12 @@ pub fn themes(source: &dyn ListeningSource, rules: &BTreeMap<String, String>, to
                 })
             })
             .collect();
-        out.sort_by(|a, b| b["comments"].as_u64().cmp(&a["comments"].as_u64()).then_with(|| a["theme"].as_str().cmp(&b["theme"].as_str())));
+        out.sort_by(|a, b| {
+            b["comments"]
+                .as_u64()
+                .cmp(&a["comments"].as_u64())
+                .then_with(|| a["theme"].as_str().cmp(&b["theme"].as_str()))
+        });
         out
     };
     Ok(among.iter().map(report).collect())

@@ -28,16 +28,27 @@ fn cell_from_sql(value: ValueRef, ty: ColumnType) -> Cell {
         (ValueRef::Integer(i), ColumnType::Money | ColumnType::Number) => Cell::Real(i as f64),
         (ValueRef::Integer(i), _) => Cell::Int(i),
         (ValueRef::Real(f), _) => Cell::Real(f),
-        (ValueRef::Text(t) | ValueRef::Blob(t), _) => Cell::Text(String::from_utf8_lossy(t).into_owned()),
+        (ValueRef::Text(t) | ValueRef::Blob(t), _) => {
+            Cell::Text(String::from_utf8_lossy(t).into_owned())
+        }
     }
 }
 
 fn column_list(kind: &Kind) -> String {
-    kind.columns.iter().map(|c| c.name).collect::<Vec<_>>().join(", ")
+    kind.columns
+        .iter()
+        .map(|c| c.name)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn key_condition(kind: &Kind, first_param: usize) -> String {
-    kind.key.iter().enumerate().map(|(i, k)| format!("{k} = ?{}", first_param + i)).collect::<Vec<_>>().join(" AND ")
+    kind.key
+        .iter()
+        .enumerate()
+        .map(|(i, k)| format!("{k} = ?{}", first_param + i))
+        .collect::<Vec<_>>()
+        .join(" AND ")
 }
 
 fn read_record(kind: &Kind, row: &rusqlite::Row) -> rusqlite::Result<Record> {
@@ -54,15 +65,38 @@ fn read_record(kind: &Kind, row: &rusqlite::Row) -> rusqlite::Result<Record> {
 }
 
 pub fn get(conn: &Connection, kind: &Kind, key: &[String]) -> Result<Option<Record>, StoreError> {
-    let sql = format!("SELECT {}, traits FROM {} WHERE {}", column_list(kind), kind.name, key_condition(kind, 1));
-    Ok(conn.prepare_cached(&sql)?.query_row(params_from_iter(key), |r| read_record(kind, r)).optional()?)
+    let sql = format!(
+        "SELECT {}, traits FROM {} WHERE {}",
+        column_list(kind),
+        kind.name,
+        key_condition(kind, 1)
+    );
+    Ok(conn
+        .prepare_cached(&sql)?
+        .query_row(params_from_iter(key), |r| read_record(kind, r))
+        .optional()?)
 }
 
 /// An account's records of `kind`, newest first by `order_by` (a column of the kind), at
 /// most `limit`, as JSON objects.
-pub fn of_account(conn: &Connection, kind: &Kind, account: &str, order_by: &str, limit: usize) -> Result<Vec<Value>, StoreError> {
-    assert!(kind.columns.iter().any(|c| c.name == order_by), "invariant: {order_by} is a column of {}", kind.name);
-    let sql = format!("SELECT {}, traits FROM {} WHERE account_id = ?1 ORDER BY {order_by} DESC, {} LIMIT ?2", column_list(kind), kind.name, kind.key.join(", "));
+pub fn of_account(
+    conn: &Connection,
+    kind: &Kind,
+    account: &str,
+    order_by: &str,
+    limit: usize,
+) -> Result<Vec<Value>, StoreError> {
+    assert!(
+        kind.columns.iter().any(|c| c.name == order_by),
+        "invariant: {order_by} is a column of {}",
+        kind.name
+    );
+    let sql = format!(
+        "SELECT {}, traits FROM {} WHERE account_id = ?1 ORDER BY {order_by} DESC, {} LIMIT ?2",
+        column_list(kind),
+        kind.name,
+        kind.key.join(", ")
+    );
     let mut query = conn.prepare_cached(&sql)?;
     let rows = query.query_map(params![account, limit as i64], |r| read_record(kind, r))?;
     rows.map(|r| Ok(r?.to_json(kind))).collect()
@@ -73,13 +107,18 @@ pub fn of_account(conn: &Connection, kind: &Kind, account: &str, order_by: &str,
 fn upsert(tx: &Connection, kind: &Kind, record: &Record) -> Result<bool, StoreError> {
     let existed = get(tx, kind, &record.key(kind))?.is_some();
     let names = column_list(kind);
-    let placeholders: Vec<String> = (1..=kind.columns.len() + 1).map(|i| format!("?{i}")).collect();
+    let placeholders: Vec<String> = (1..=kind.columns.len() + 1)
+        .map(|i| format!("?{i}"))
+        .collect();
     let updates: Vec<String> = kind
         .columns
         .iter()
         .filter(|c| !kind.key.contains(&c.name))
         .map(|c| format!("{0} = excluded.{0}", c.name))
-        .chain([format!("traits = json_patch({}.traits, excluded.traits)", kind.name)])
+        .chain([format!(
+            "traits = json_patch({}.traits, excluded.traits)",
+            kind.name
+        )])
         .collect();
     let sql = format!(
         "INSERT INTO {table} ({names}, traits) VALUES ({values}) ON CONFLICT({key}) DO UPDATE SET {updates}",
@@ -109,7 +148,13 @@ pub struct Page {
     pub next_cursor: Option<Vec<String>>,
 }
 
-pub fn list(conn: &Connection, kind: &Kind, filters: &[ListFilter], after: Option<&[String]>, limit: usize) -> Result<Page, StoreError> {
+pub fn list(
+    conn: &Connection,
+    kind: &Kind,
+    filters: &[ListFilter],
+    after: Option<&[String]>,
+    limit: usize,
+) -> Result<Page, StoreError> {
     let limit = limit.clamp(1, limits::API_PAGE_ROWS_MAX);
     let mut conditions = Vec::new();
     let mut params: Vec<&dyn ToSql> = Vec::new();
@@ -127,10 +172,20 @@ pub fn list(conn: &Connection, kind: &Kind, filters: &[ListFilter], after: Optio
         for value in after {
             params.push(value);
         }
-        let placeholders: Vec<String> = (first..first + after.len()).map(|i| format!("?{i}")).collect();
-        conditions.push(format!("({}) > ({})", kind.key.join(", "), placeholders.join(", ")));
+        let placeholders: Vec<String> = (first..first + after.len())
+            .map(|i| format!("?{i}"))
+            .collect();
+        conditions.push(format!(
+            "({}) > ({})",
+            kind.key.join(", "),
+            placeholders.join(", ")
+        ));
     }
-    let where_clause = if conditions.is_empty() { String::new() } else { format!("WHERE {}", conditions.join(" AND ")) };
+    let where_clause = if conditions.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", conditions.join(" AND "))
+    };
     let sql = format!(
         "SELECT {}, traits FROM {} {where_clause} ORDER BY {} LIMIT {}",
         column_list(kind),
@@ -155,7 +210,10 @@ impl Page {
         } else {
             None
         };
-        Page { records, next_cursor }
+        Page {
+            records,
+            next_cursor,
+        }
     }
 }
 
@@ -176,21 +234,35 @@ pub fn delete(conn: &mut Connection, kind: &Kind, key: &[String]) -> Result<Dele
     if kind.name == records::ACCOUNTS.name {
         let id = &key[0];
         let mut referring = Vec::new();
-        let children: i64 = tx.query_row("SELECT count(*) FROM accounts WHERE parent_id = ?1", [id], |r| r.get(0))?;
+        let children: i64 = tx.query_row(
+            "SELECT count(*) FROM accounts WHERE parent_id = ?1",
+            [id],
+            |r| r.get(0),
+        )?;
         if children > 0 {
             referring.push(format!("{children} child account(s)"));
         }
         for other in records::KINDS.iter().filter(|k| k.references_account) {
-            let n: i64 = tx.query_row(&format!("SELECT count(*) FROM {} WHERE account_id = ?1", other.name), [id], |r| r.get(0))?;
+            let n: i64 = tx.query_row(
+                &format!("SELECT count(*) FROM {} WHERE account_id = ?1", other.name),
+                [id],
+                |r| r.get(0),
+            )?;
             if n > 0 {
                 referring.push(format!("{n} {}", other.name));
             }
         }
         if !referring.is_empty() {
-            return Ok(Deleted::Referenced(format!("account {id} still has {}", referring.join(", "))));
+            return Ok(Deleted::Referenced(format!(
+                "account {id} still has {}",
+                referring.join(", ")
+            )));
         }
     }
-    tx.execute(&format!("DELETE FROM {} WHERE {}", kind.name, key_condition(kind, 1)), params_from_iter(key))?;
+    tx.execute(
+        &format!("DELETE FROM {} WHERE {}", kind.name, key_condition(kind, 1)),
+        params_from_iter(key),
+    )?;
     tx.commit()?;
     Ok(Deleted::Yes)
 }
@@ -246,11 +318,20 @@ pub trait RecordStore {
     /// The record with this key.
     fn get(&self, kind: &'static Kind, key: &[String]) -> Result<Option<Record>, StoreError>;
     /// A page of records by key order, after the key `after`.
-    fn list(&self, kind: &'static Kind, filters: &[ListFilter], after: Option<&[String]>, limit: usize) -> Result<Page, StoreError>;
+    fn list(
+        &self,
+        kind: &'static Kind,
+        filters: &[ListFilter],
+        after: Option<&[String]>,
+        limit: usize,
+    ) -> Result<Page, StoreError>;
     /// Deletes a record nothing refers to.
     fn delete(&mut self, kind: &'static Kind, key: &[String]) -> Result<Deleted, StoreError>;
     /// Where one import of `kind` goes (stored whole or not at all).
-    fn import_target(&mut self, kind: &'static Kind) -> Result<Box<dyn ImportTarget + '_>, StoreError>;
+    fn import_target(
+        &mut self,
+        kind: &'static Kind,
+    ) -> Result<Box<dyn ImportTarget + '_>, StoreError>;
 }
 
 impl RecordStore for Connection {
@@ -258,7 +339,13 @@ impl RecordStore for Connection {
         get(self, kind, key)
     }
 
-    fn list(&self, kind: &'static Kind, filters: &[ListFilter], after: Option<&[String]>, limit: usize) -> Result<Page, StoreError> {
+    fn list(
+        &self,
+        kind: &'static Kind,
+        filters: &[ListFilter],
+        after: Option<&[String]>,
+        limit: usize,
+    ) -> Result<Page, StoreError> {
         list(self, kind, filters, after, limit)
     }
 
@@ -266,9 +353,16 @@ impl RecordStore for Connection {
         delete(self, kind, key)
     }
 
-    fn import_target(&mut self, _kind: &'static Kind) -> Result<Box<dyn ImportTarget + '_>, StoreError> {
+    fn import_target(
+        &mut self,
+        _kind: &'static Kind,
+    ) -> Result<Box<dyn ImportTarget + '_>, StoreError> {
         let tx = super::write_transaction(self, super::Lock::Main)?;
-        Ok(Box::new(Embedded { tx, inserted: 0, updated: 0 }))
+        Ok(Box::new(Embedded {
+            tx,
+            inserted: 0,
+            updated: 0,
+        }))
     }
 }
 
@@ -294,7 +388,11 @@ impl ImportTarget for Embedded<'_> {
     }
 
     fn parents(&mut self) -> Result<HashMap<String, Option<String>>, StoreError> {
-        Ok(self.tx.prepare("SELECT account_id, parent_id FROM accounts")?.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?)
+        Ok(self
+            .tx
+            .prepare("SELECT account_id, parent_id FROM accounts")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?)
     }
 
     fn commit(self: Box<Self>) -> Result<(usize, usize), StoreError> {
@@ -316,20 +414,47 @@ pub struct Import<'c> {
 
 impl<'c> Import<'c> {
     /// An import into the embedded store: one transaction, committed whole or rolled back.
-    pub fn begin(conn: &'c mut Connection, kind: &'static Kind, checks: Checks<'c>) -> Result<Import<'c>, StoreError> {
+    pub fn begin(
+        conn: &'c mut Connection,
+        kind: &'static Kind,
+        checks: Checks<'c>,
+    ) -> Result<Import<'c>, StoreError> {
         Ok(Import::into_target(conn.import_target(kind)?, kind, checks))
     }
 
     /// An import into any target.
-    pub fn into_target(target: Box<dyn ImportTarget + 'c>, kind: &'static Kind, checks: Checks<'c>) -> Import<'c> {
-        let report = ImportReport { kind: kind.name, rows: 0, inserted: 0, updated: 0, stored: false, error_count: 0, errors: Vec::new() };
-        Import { target, kind, checks, keys: HashMap::new(), account_rows: HashMap::new(), report }
+    pub fn into_target(
+        target: Box<dyn ImportTarget + 'c>,
+        kind: &'static Kind,
+        checks: Checks<'c>,
+    ) -> Import<'c> {
+        let report = ImportReport {
+            kind: kind.name,
+            rows: 0,
+            inserted: 0,
+            updated: 0,
+            stored: false,
+            error_count: 0,
+            errors: Vec::new(),
+        };
+        Import {
+            target,
+            kind,
+            checks,
+            keys: HashMap::new(),
+            account_rows: HashMap::new(),
+            report,
+        }
     }
 
     pub fn error(&mut self, row: usize, column: &str, reason: impl Into<String>) {
         self.report.error_count += 1;
         if self.report.errors.len() < limits::IMPORT_ERRORS_MAX {
-            self.report.errors.push(RowError { row, column: column.to_string(), reason: reason.into() });
+            self.report.errors.push(RowError {
+                row,
+                column: column.to_string(),
+                reason: reason.into(),
+            });
         }
     }
 
@@ -347,10 +472,18 @@ impl<'c> Import<'c> {
 
     /// Validates one row's references and stores it (inside the transaction). Field errors
     /// from parsing come in as `Err` and are only recorded.
-    pub fn row(&mut self, row: usize, parsed: Result<Record, Vec<FieldError>>) -> Result<(), StoreError> {
+    pub fn row(
+        &mut self,
+        row: usize,
+        parsed: Result<Record, Vec<FieldError>>,
+    ) -> Result<(), StoreError> {
         self.report.rows += 1;
         if self.report.rows > limits::IMPORT_ROWS_MAX {
-            self.error(row, "", format!("more than {} rows; split the file", limits::IMPORT_ROWS_MAX));
+            self.error(
+                row,
+                "",
+                format!("more than {} rows; split the file", limits::IMPORT_ROWS_MAX),
+            );
             return Ok(());
         }
         let record = match parsed {
@@ -365,12 +498,20 @@ impl<'c> Import<'c> {
         let key = record.key(self.kind);
         if let Some(first) = self.keys.get(&key) {
             let shown = key.join("/");
-            self.error(row, self.kind.key[0], format!("duplicate id {shown:?} (first at row {first})"));
+            self.error(
+                row,
+                self.kind.key[0],
+                format!("duplicate id {shown:?} (first at row {first})"),
+            );
             return Ok(());
         }
         self.keys.insert(key.clone(), row);
         if self.kind.references_account {
-            let account = record.get(self.kind, "account_id").as_text().unwrap_or_default().to_string();
+            let account = record
+                .get(self.kind, "account_id")
+                .as_text()
+                .unwrap_or_default()
+                .to_string();
             if !self.target.account_exists(&account)? {
                 self.error(row, "account_id", format!("unknown account {account:?}"));
                 return Ok(());
@@ -419,20 +560,31 @@ impl<'c> Import<'c> {
 }
 
 fn account_exists(conn: &Connection, id: &str) -> Result<bool, StoreError> {
-    Ok(conn.prepare_cached("SELECT 1 FROM accounts WHERE account_id = ?1")?.exists([id])?)
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM accounts WHERE account_id = ?1")?
+        .exists([id])?)
 }
 
 /// Unknown parents and cycles among the accounts just imported (`parents`: every account's
 /// parent with the import applied).
-fn hierarchy_errors(parents: &HashMap<String, Option<String>>, imported: &HashMap<String, usize>) -> Vec<(usize, &'static str, String)> {
+fn hierarchy_errors(
+    parents: &HashMap<String, Option<String>>,
+    imported: &HashMap<String, usize>,
+) -> Vec<(usize, &'static str, String)> {
     let mut errors = Vec::new();
     let mut reported_cycles: HashSet<String> = HashSet::new();
     let mut ids: Vec<(&String, &usize)> = imported.iter().collect();
     ids.sort_by_key(|(_, row)| **row);
     for (id, &row) in ids {
-        let Some(Some(parent)) = parents.get(id) else { continue };
+        let Some(Some(parent)) = parents.get(id) else {
+            continue;
+        };
         if !parents.contains_key(parent) {
-            errors.push((row, "parent_id", format!("unknown parent account {parent:?}")));
+            errors.push((
+                row,
+                "parent_id",
+                format!("unknown parent account {parent:?}"),
+            ));
             continue;
         }
         let mut path = vec![id.clone()];
@@ -441,7 +593,11 @@ fn hierarchy_errors(parents: &HashMap<String, Option<String>>, imported: &HashMa
             path.push(at.clone());
             if at == *id {
                 if reported_cycles.insert(id.clone()) {
-                    errors.push((row, "parent_id", format!("hierarchy cycle: {}", path.join(" -> "))));
+                    errors.push((
+                        row,
+                        "parent_id",
+                        format!("hierarchy cycle: {}", path.join(" -> ")),
+                    ));
                 }
                 break;
             }
@@ -481,17 +637,27 @@ pub struct UserDeletion {
 /// rollup worker has not indexed yet; then their `person_events` rows (under both ids).
 fn delete_events_of(tx: &Transaction, id: &str, anonymous: bool) -> Result<usize, StoreError> {
     const WHOSE: &str = "(user_id = ?1 OR (?2 AND user_id IS NULL AND anonymous_id = ?1)) RETURNING id, user_id, anonymous_id";
-    let indexed = format!("DELETE FROM events WHERE id IN (SELECT id FROM person_events WHERE key = ?1) AND {WHOSE}");
+    let indexed = format!(
+        "DELETE FROM events WHERE id IN (SELECT id FROM person_events WHERE key = ?1) AND {WHOSE}"
+    );
     let newer = format!("DELETE FROM events WHERE id > (SELECT indexed_to FROM rollup_state WHERE id = 1) AND {WHOSE}");
-    Ok(super::rollup::delete_events(tx, &indexed, params![id, anonymous])?.0 + super::rollup::delete_events(tx, &newer, params![id, anonymous])?.0)
+    Ok(
+        super::rollup::delete_events(tx, &indexed, params![id, anonymous])?.0
+            + super::rollup::delete_events(tx, &newer, params![id, anonymous])?.0,
+    )
 }
 
 /// The survey invitations sent to `id` go, with their emails in the outbox (sent or not:
 /// they hold the address); the notes about `id` lose the person.
-fn unlink_actions(tx: &Transaction, id: &str, deletion: &mut UserDeletion) -> Result<(), StoreError> {
+fn unlink_actions(
+    tx: &Transaction,
+    id: &str,
+    deletion: &mut UserDeletion,
+) -> Result<(), StoreError> {
     tx.execute("DELETE FROM outbox WHERE idempotency_key IN (SELECT 'survey-' || id FROM survey_sends WHERE user_id = ?1)", [id])?;
     deletion.survey_sends += tx.execute("DELETE FROM survey_sends WHERE user_id = ?1", [id])?;
-    deletion.notes_unlinked += tx.execute("UPDATE notes SET person = NULL WHERE person = ?1", [id])?;
+    deletion.notes_unlinked +=
+        tx.execute("UPDATE notes SET person = NULL WHERE person = ?1", [id])?;
     Ok(())
 }
 
@@ -506,17 +672,33 @@ pub fn delete_user(conn: &mut Connection, user_id: &str) -> Result<UserDeletion,
         .prepare("SELECT previous_id FROM identity_links WHERE user_id = ?1")?
         .query_map([user_id], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
-    let mut deletion = UserDeletion { user_id: user_id.to_string(), ..UserDeletion::default() };
+    let mut deletion = UserDeletion {
+        user_id: user_id.to_string(),
+        ..UserDeletion::default()
+    };
     deletion.events = delete_events_of(&tx, user_id, false)?;
     // A linked id is an anonymousId, or an older userId the person had before an alias.
     for previous in &linked {
         deletion.events += delete_events_of(&tx, previous, true)?;
-        deletion.memberships += tx.execute("DELETE FROM memberships WHERE (user_id IS NULL AND anonymous_id = ?1) OR user_id = ?1", [previous])?;
+        deletion.memberships += tx.execute(
+            "DELETE FROM memberships WHERE (user_id IS NULL AND anonymous_id = ?1) OR user_id = ?1",
+            [previous],
+        )?;
         tx.execute("DELETE FROM users WHERE user_id = ?1", [previous])?;
-        deletion.trait_versions += tx.execute("DELETE FROM user_traits WHERE user_id = ?1", [previous])?;
-        deletion.survey_responses += tx.execute("DELETE FROM survey_responses WHERE user_id = ?1", [previous])?;
-        deletion.tickets_unlinked += tx.execute("UPDATE tickets SET user_id = NULL WHERE user_id = ?1", [previous])?;
-        deletion.suggestions_unlinked += tx.execute("UPDATE suggestions SET user_id = NULL WHERE user_id = ?1", [previous])?;
+        deletion.trait_versions +=
+            tx.execute("DELETE FROM user_traits WHERE user_id = ?1", [previous])?;
+        deletion.survey_responses += tx.execute(
+            "DELETE FROM survey_responses WHERE user_id = ?1",
+            [previous],
+        )?;
+        deletion.tickets_unlinked += tx.execute(
+            "UPDATE tickets SET user_id = NULL WHERE user_id = ?1",
+            [previous],
+        )?;
+        deletion.suggestions_unlinked += tx.execute(
+            "UPDATE suggestions SET user_id = NULL WHERE user_id = ?1",
+            [previous],
+        )?;
         unlink_actions(&tx, previous, &mut deletion)?;
     }
     // Their rollup rows go too; the accounts' first-use days are recomputed without them.
@@ -529,12 +711,23 @@ pub fn delete_user(conn: &mut Connection, user_id: &str) -> Result<UserDeletion,
         tx.execute("INSERT OR IGNORE INTO erased_ids (key) VALUES (?1)", [id])?;
     }
     tx.execute("DELETE FROM users WHERE user_id = ?1", [user_id])?;
-    deletion.trait_versions += tx.execute("DELETE FROM user_traits WHERE user_id = ?1", [user_id])?;
+    deletion.trait_versions +=
+        tx.execute("DELETE FROM user_traits WHERE user_id = ?1", [user_id])?;
     deletion.memberships += tx.execute("DELETE FROM memberships WHERE user_id = ?1", [user_id])?;
-    deletion.identity_links = tx.execute("DELETE FROM identity_links WHERE user_id = ?1 OR previous_id = ?1", [user_id])?;
-    deletion.survey_responses += tx.execute("DELETE FROM survey_responses WHERE user_id = ?1", [user_id])?;
-    deletion.tickets_unlinked += tx.execute("UPDATE tickets SET user_id = NULL WHERE user_id = ?1", [user_id])?;
-    deletion.suggestions_unlinked += tx.execute("UPDATE suggestions SET user_id = NULL WHERE user_id = ?1", [user_id])?;
+    deletion.identity_links = tx.execute(
+        "DELETE FROM identity_links WHERE user_id = ?1 OR previous_id = ?1",
+        [user_id],
+    )?;
+    deletion.survey_responses +=
+        tx.execute("DELETE FROM survey_responses WHERE user_id = ?1", [user_id])?;
+    deletion.tickets_unlinked += tx.execute(
+        "UPDATE tickets SET user_id = NULL WHERE user_id = ?1",
+        [user_id],
+    )?;
+    deletion.suggestions_unlinked += tx.execute(
+        "UPDATE suggestions SET user_id = NULL WHERE user_id = ?1",
+        [user_id],
+    )?;
     unlink_actions(&tx, user_id, &mut deletion)?;
     tx.commit()?;
     // Both files committed: nothing left to purge (a failure here only costs a no-op purge).

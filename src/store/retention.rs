@@ -29,7 +29,11 @@ const MAX_UTC_OFFSET_MS: i64 = 14 * 3_600_000;
 
 /// The horizon (a day number) that keeping `days` days at `now_ms` asks for.
 pub(crate) fn wanted_horizon(days: u32, now_ms: i64) -> i64 {
-    let today = activity::day_number(chrono::DateTime::from_timestamp_millis(now_ms).unwrap_or_default().date_naive());
+    let today = activity::day_number(
+        chrono::DateTime::from_timestamp_millis(now_ms)
+            .unwrap_or_default()
+            .date_naive(),
+    );
     i64::from(today) - i64::from(days)
 }
 
@@ -37,7 +41,10 @@ pub(crate) fn wanted_horizon(days: u32, now_ms: i64) -> i64 {
 /// than 14 hours before the horizon's UTC midnight, their local day is before it in every
 /// timezone; received more than `days` ago, a retry within the dedup window still finds them.
 pub(crate) fn cutoffs(horizon: i64, days: u32, now_ms: i64) -> (i64, i64) {
-    (horizon * 86_400_000 - MAX_UTC_OFFSET_MS, now_ms - i64::from(days) * 86_400_000)
+    (
+        horizon * 86_400_000 - MAX_UTC_OFFSET_MS,
+        now_ms - i64::from(days) * 86_400_000,
+    )
 }
 
 /// What a pass did.
@@ -53,7 +60,12 @@ pub struct Pruned {
 
 /// Drops the raw events older than `days` (see the module notes). `progress` gets (ids
 /// looked at, ids to look at).
-pub fn prune(conn: &mut Connection, days: u32, now_ms: i64, progress: &mut dyn FnMut(i64, i64)) -> Result<Pruned, StoreError> {
+pub fn prune(
+    conn: &mut Connection,
+    days: u32,
+    now_ms: i64,
+    progress: &mut dyn FnMut(i64, i64),
+) -> Result<Pruned, StoreError> {
     let wanted = wanted_horizon(days, now_ms);
     // It writes only the horizon (rollups.db); the events it reads need no lock.
     let tx = super::write_transaction(conn, super::Lock::Rollups)?;
@@ -63,13 +75,17 @@ pub fn prune(conn: &mut Connection, days: u32, now_ms: i64, progress: &mut dyn F
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
     )?;
     let horizon = frozen_before.map_or(wanted, |day| day.max(wanted));
-    let horizon_date = activity::day_date(horizon.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32);
+    let horizon_date =
+        activity::day_date(horizon.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32);
     if last < counted_to {
         // A rebuild is under way: rows of days about to be frozen are not complete yet.
         return Ok(Pruned {
             events: 0,
             horizon: horizon_date,
-            skipped: Some("the rollups are being rebuilt; raw events are dropped once they are current".into()),
+            skipped: Some(
+                "the rollups are being rebuilt; raw events are dropped once they are current"
+                    .into(),
+            ),
         });
     }
     // The first horizon starts the list of pruned ids: complete, as nothing was dropped before.
@@ -77,8 +93,11 @@ pub fn prune(conn: &mut Connection, days: u32, now_ms: i64, progress: &mut dyn F
         "UPDATE rollup_state SET frozen_before_day = ?1, pruned_known = (pruned_known OR frozen_before_day IS NULL) WHERE id = 1",
         [horizon],
     )?;
-    let (first, newest): (i64, i64) =
-        tx.query_row("SELECT coalesce(min(id), 0), coalesce(max(id), 0) FROM events", [], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let (first, newest): (i64, i64) = tx.query_row(
+        "SELECT coalesce(min(id), 0), coalesce(max(id), 0) FROM events",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
     tx.commit()?;
 
     let (timed_before, received_before) = cutoffs(horizon, days, now_ms);
@@ -105,21 +124,36 @@ pub fn prune(conn: &mut Connection, days: u32, now_ms: i64, progress: &mut dyn F
         progress(high - first + 1, end - first + 1);
         low = high + 1;
     }
-    Ok(Pruned { events: deleted, horizon: horizon_date, skipped: None })
+    Ok(Pruned {
+        events: deleted,
+        horizon: horizon_date,
+        skipped: None,
+    })
 }
 
 /// Starts the thread that runs a pass at start and then every 6 hours while serving.
 pub fn spawn(store: &super::Store, days: u32) -> Result<std::thread::JoinHandle<()>, StoreError> {
     let mut conn = store.connect()?;
-    spawn_passes(days, move |now_ms| prune(&mut conn, days, now_ms, &mut |_, _| {}))
+    spawn_passes(days, move |now_ms| {
+        prune(&mut conn, days, now_ms, &mut |_, _| {})
+    })
 }
 
 /// The same thread on the ClickHouse node that keeps the health history.
-pub fn spawn_on_clickhouse(clickhouse: super::clickhouse::ClickHouse, runtime: tokio::runtime::Handle, days: u32) -> Result<std::thread::JoinHandle<()>, StoreError> {
-    spawn_passes(days, move |now_ms| runtime.block_on(clickhouse.prune(days, now_ms)))
+pub fn spawn_on_clickhouse(
+    clickhouse: super::clickhouse::ClickHouse,
+    runtime: tokio::runtime::Handle,
+    days: u32,
+) -> Result<std::thread::JoinHandle<()>, StoreError> {
+    spawn_passes(days, move |now_ms| {
+        runtime.block_on(clickhouse.prune(days, now_ms))
+    })
 }
 
-fn spawn_passes(days: u32, mut pass: impl FnMut(i64) -> Result<Pruned, StoreError> + Send + 'static) -> Result<std::thread::JoinHandle<()>, StoreError> {
+fn spawn_passes(
+    days: u32,
+    mut pass: impl FnMut(i64) -> Result<Pruned, StoreError> + Send + 'static,
+) -> Result<std::thread::JoinHandle<()>, StoreError> {
     const EVERY: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
     const RETRY: std::time::Duration = std::time::Duration::from_secs(600);
     std::thread::Builder::new()

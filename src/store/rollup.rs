@@ -86,8 +86,14 @@ struct Tail {
 impl Tail {
     /// The postings of the stored events with `from < id <= to`.
     fn read(tx: &Transaction, from: i64, to: i64) -> Result<Tail, StoreError> {
-        let mut tail = Tail { from, to, postings: BTreeMap::new() };
-        let mut query = tx.prepare_cached("SELECT id, user_id, anonymous_id FROM events WHERE id > ?1 AND id <= ?2 ORDER BY id")?;
+        let mut tail = Tail {
+            from,
+            to,
+            postings: BTreeMap::new(),
+        };
+        let mut query = tx.prepare_cached(
+            "SELECT id, user_id, anonymous_id FROM events WHERE id > ?1 AND id <= ?2 ORDER BY id",
+        )?;
         let mut rows = query.query(params![from, to])?;
         while let Some(row) = rows.next()? {
             let (user, anonymous): (Option<String>, Option<String>) = (row.get(1)?, row.get(2)?);
@@ -122,7 +128,8 @@ impl Tail {
     /// may remain; it leads nowhere, as every use joins with `events`.)
     fn flush(self, tx: &Transaction) -> Result<Tail, StoreError> {
         let mut stored = tx.prepare_cached("SELECT 1 FROM events WHERE id = ?1")?;
-        let mut insert = tx.prepare_cached("INSERT OR IGNORE INTO person_events (key, id) VALUES (?1, ?2)")?;
+        let mut insert =
+            tx.prepare_cached("INSERT OR IGNORE INTO person_events (key, id) VALUES (?1, ?2)")?;
         for (key, ids) in &self.postings {
             let all_stored = match ids.last() {
                 Some(&newest) => stored.exists([newest])?,
@@ -134,8 +141,15 @@ impl Tail {
                 }
             }
         }
-        tx.execute("UPDATE rollup_state SET indexed_to = ?1 WHERE id = 1", [self.to])?;
-        Ok(Tail { from: self.to, to: self.to, postings: BTreeMap::new() })
+        tx.execute(
+            "UPDATE rollup_state SET indexed_to = ?1 WHERE id = 1",
+            [self.to],
+        )?;
+        Ok(Tail {
+            from: self.to,
+            to: self.to,
+            postings: BTreeMap::new(),
+        })
     }
 }
 
@@ -190,9 +204,18 @@ struct EventRow {
 const EVENT_COLUMNS: &str = "id, type, user_id, anonymous_id, group_id, event, timestamp_ms";
 
 /// The first `max` events after id `after` up to id `until`, in id order.
-fn events_after(conn: &Connection, after: i64, until: i64, max: usize) -> Result<Vec<EventRow>, StoreError> {
-    let mut query = conn.prepare_cached(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE id > ?1 AND id <= ?2 ORDER BY id LIMIT ?3"))?;
-    let rows = query.query_map(params![after, until, max as i64], event_row)?.collect::<Result<_, _>>()?;
+fn events_after(
+    conn: &Connection,
+    after: i64,
+    until: i64,
+    max: usize,
+) -> Result<Vec<EventRow>, StoreError> {
+    let mut query = conn.prepare_cached(&format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE id > ?1 AND id <= ?2 ORDER BY id LIMIT ?3"
+    ))?;
+    let rows = query
+        .query_map(params![after, until, max as i64], event_row)?
+        .collect::<Result<_, _>>()?;
     Ok(rows)
 }
 
@@ -212,7 +235,10 @@ fn event_row(r: &rusqlite::Row) -> rusqlite::Result<EventRow> {
 struct Lookups {
     timezones: HashMap<String, chrono_tz::Tz>,
     /// (userIds, anonymousIds) -> the person each stands for, as found so far.
-    canonical: (HashMap<String, Option<String>>, HashMap<String, Option<String>>),
+    canonical: (
+        HashMap<String, Option<String>>,
+        HashMap<String, Option<String>>,
+    ),
     /// canonical person -> (timestamp, event id, account) of every membership, sorted.
     memberships: HashMap<String, Vec<(i64, i64, String)>>,
 }
@@ -230,12 +256,21 @@ impl Rollup {
     }
 
     /// Rolls up at most `max_events` new events in one transaction.
+    // Over 100 lines: One rollup step in one transaction; its identity part becomes the shared pure module of issue 29 item 3.
+    #[allow(clippy::too_many_lines)]
     pub fn step(&mut self, conn: &mut Connection, max_events: usize) -> Result<Step, StoreError> {
         // Nothing to do (the usual case when idle): answer without taking the write lock.
-        let (cursor, fingerprint): (i64, String) =
-            conn.query_row("SELECT last_event_id, fingerprint FROM rollup_state WHERE id = 1", [], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        let newest: i64 = conn.query_row("SELECT coalesce(max(id), 0) FROM events", [], |r| r.get(0))?;
-        let until = self.synced_to.as_ref().map_or(i64::MAX, prometheus::IntGauge::get);
+        let (cursor, fingerprint): (i64, String) = conn.query_row(
+            "SELECT last_event_id, fingerprint FROM rollup_state WHERE id = 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        let newest: i64 =
+            conn.query_row("SELECT coalesce(max(id), 0) FROM events", [], |r| r.get(0))?;
+        let until = self
+            .synced_to
+            .as_ref()
+            .map_or(i64::MAX, prometheus::IntGauge::get);
         let newest = newest.min(until);
         let timezones_moved: i64 = conn.query_row(
             "SELECT count(*) FROM rollup_accounts r LEFT JOIN accounts a ON a.account_id = r.account_id WHERE r.timezone != coalesce(a.timezone, 'UTC')",
@@ -243,12 +278,25 @@ impl Rollup {
             |r| r.get(0),
         )?;
         let erased: i64 = conn.query_row("SELECT count(*) FROM erased_ids", [], |r| r.get(0))?;
-        if fingerprint == self.fingerprint && newest <= cursor && timezones_moved == 0 && erased == 0 {
-            return Ok(Step { read: 0, events: 0, recomputed_users: 0, last_event_id: cursor });
+        if fingerprint == self.fingerprint
+            && newest <= cursor
+            && timezones_moved == 0
+            && erased == 0
+        {
+            return Ok(Step {
+                read: 0,
+                events: 0,
+                recomputed_users: 0,
+                last_event_id: cursor,
+            });
         }
         // Read the new events before taking the write lock (WAL readers do not block the
         // ingest writer); used below if no other process stepped meanwhile.
-        let prefetched = if fingerprint == self.fingerprint { Some((cursor, events_after(conn, cursor, until, max_events)?)) } else { None };
+        let prefetched = if fingerprint == self.fingerprint {
+            Some((cursor, events_after(conn, cursor, until, max_events)?))
+        } else {
+            None
+        };
         // rollups.db's lock alone; reads of bellwether.db then see one snapshot, taken after
         // the lock, so no other step or erasure changes what this one reads.
         let tx = super::write_transaction(conn, super::Lock::Rollups)?;
@@ -268,23 +316,39 @@ impl Rollup {
             (last, counted_to)
         };
         // Days before the retention horizon: their rows already hold every event up to here.
-        let frozen = frozen_before.map(|day| Frozen { before_day: day, counted_to: last.max(counted_to) });
+        let frozen = frozen_before.map(|day| Frozen {
+            before_day: day,
+            counted_to: last.max(counted_to),
+        });
         // An erasure whose commit stopped after bellwether.db: purge the rows it left here.
-        let erased: Vec<String> =
-            tx.prepare("SELECT key FROM erased_ids")?.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+        let erased: Vec<String> = tx
+            .prepare("SELECT key FROM erased_ids")?
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
         purge_people(&tx, &erased)?;
-        let mut lookups = Lookups { timezones: load_timezones(&tx)?, canonical: Default::default(), memberships: HashMap::new() };
+        let mut lookups = Lookups {
+            timezones: load_timezones(&tx)?,
+            canonical: Default::default(),
+            memberships: HashMap::new(),
+        };
         let mut dirty: BTreeSet<String> = BTreeSet::new();
 
         // Accounts whose timezone changed since their days were cut: recompute their people.
-        let used: Vec<(String, String)> =
-            tx.prepare("SELECT account_id, timezone FROM rollup_accounts")?.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+        let used: Vec<(String, String)> = tx
+            .prepare("SELECT account_id, timezone FROM rollup_accounts")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
         let mut moved: Vec<(String, &'static str)> = Vec::new();
         for (account, used_tz) in used {
-            let now = lookups.timezones.get(&account).copied().unwrap_or(chrono_tz::UTC);
+            let now = lookups
+                .timezones
+                .get(&account)
+                .copied()
+                .unwrap_or(chrono_tz::UTC);
             if now.name() != used_tz {
                 moved.push((account.clone(), now.name()));
-                let mut people = tx.prepare("SELECT DISTINCT user_id FROM user_days WHERE account_id = ?1")?;
+                let mut people =
+                    tx.prepare("SELECT DISTINCT user_id FROM user_days WHERE account_id = ?1")?;
                 for person in people.query_map([&account], |r| r.get::<_, String>(0))? {
                     dirty.insert(person?);
                 }
@@ -294,8 +358,14 @@ impl Rollup {
         // The prefetched rows stand if no process stepped and nothing among them was erased
         // meanwhile (an erasure deletes events; nothing else changes stored ones).
         let prefetch_holds = |from: i64, rows: &[EventRow]| -> Result<bool, StoreError> {
-            let Some(newest) = rows.last().map(|r| r.id) else { return Ok(from == last) };
-            let still: usize = tx.query_row("SELECT count(*) FROM events WHERE id > ?1 AND id <= ?2", params![from, newest], |r| r.get(0))?;
+            let Some(newest) = rows.last().map(|r| r.id) else {
+                return Ok(from == last);
+            };
+            let still: usize = tx.query_row(
+                "SELECT count(*) FROM events WHERE id > ?1 AND id <= ?2",
+                params![from, newest],
+                |r| r.get(0),
+            )?;
             Ok(from == last && still == rows.len())
         };
         let rows: Vec<EventRow> = match prefetched {
@@ -305,7 +375,11 @@ impl Rollup {
         let batch_max = rows.last().map(|r| r.id).unwrap_or(last);
         // The postings after indexed_to: this process's from its last step if nothing moved
         // since, else read again; then this batch's (a rebuild rereads what is indexed).
-        let indexed_to: i64 = tx.query_row("SELECT indexed_to FROM rollup_state WHERE id = 1", [], |r| r.get(0))?;
+        let indexed_to: i64 = tx.query_row(
+            "SELECT indexed_to FROM rollup_state WHERE id = 1",
+            [],
+            |r| r.get(0),
+        )?;
         let covered = indexed_to.max(last);
         let mut tail = match self.tail.take() {
             Some(tail) if tail.from == indexed_to && tail.to == covered => tail,
@@ -322,13 +396,32 @@ impl Rollup {
             match row.kind.as_str() {
                 "group" => {
                     let id = row.user_id.as_deref().or(row.anonymous_id.as_deref());
-                    let Some(person) = id.and_then(|id| lookups.canonical_of(&tx, id, row.user_id.is_some()).transpose()).transpose()? else { continue };
-                    if has_activity(&tx, &tail, &identity_set(&tx, &person)?, Some(row.timestamp_ms), row.id)? {
+                    let Some(person) = id
+                        .and_then(|id| {
+                            lookups
+                                .canonical_of(&tx, id, row.user_id.is_some())
+                                .transpose()
+                        })
+                        .transpose()?
+                    else {
+                        continue;
+                    };
+                    if has_activity(
+                        &tx,
+                        &tail,
+                        &identity_set(&tx, &person)?,
+                        Some(row.timestamp_ms),
+                        row.id,
+                    )? {
                         dirty.insert(person);
                     }
                 }
                 "alias" | "identify" => {
-                    let (Some(user), Some(previous)) = (row.user_id.as_deref(), previous_id(&tx, row)?) else { continue };
+                    let (Some(user), Some(previous)) =
+                        (row.user_id.as_deref(), previous_id(&tx, row)?)
+                    else {
+                        continue;
+                    };
                     if has_activity(&tx, &tail, &[previous], None, row.id)? {
                         if let Some(person) = lookups.canonical_of(&tx, user, true)? {
                             dirty.insert(person);
@@ -343,8 +436,12 @@ impl Rollup {
         let mut pending: HashMap<DayKey, DayAgg> = HashMap::new();
         let mut events = 0;
         for row in &rows {
-            let Some(act) = self.classifier.classify(&row.kind, row.event.as_deref()) else { continue };
-            let Some(person) = lookups.person_of(&tx, row)? else { continue };
+            let Some(act) = self.classifier.classify(&row.kind, row.event.as_deref()) else {
+                continue;
+            };
+            let Some(person) = lookups.person_of(&tx, row)? else {
+                continue;
+            };
             if dirty.contains(&person) {
                 continue;
             }
@@ -354,14 +451,20 @@ impl Rollup {
         }
 
         // Recompute the people whose past changed, from their raw events up to batch_max.
-        let pruned_known: bool = tx.query_row("SELECT pruned_known FROM rollup_state WHERE id = 1", [], |r| r.get(0))?;
+        let pruned_known: bool = tx.query_row(
+            "SELECT pruned_known FROM rollup_state WHERE id = 1",
+            [],
+            |r| r.get(0),
+        )?;
         let mut touched_accounts: BTreeSet<String> = BTreeSet::new();
         for person in &dirty {
             let ids = identity_set(&tx, person)?;
             // Frozen rows stay only if some raw event of theirs may be gone, or a rebuild
             // under way will skip old days' events beyond this batch (they are in those rows).
             let frozen = match frozen {
-                Some(f) if pruned_known && f.counted_to <= batch_max && !any_pruned(&tx, &ids)? => None,
+                Some(f) if pruned_known && f.counted_to <= batch_max && !any_pruned(&tx, &ids)? => {
+                    None
+                }
                 other => other,
             };
             touched_accounts.extend(forget(&tx, &ids, frozen.map(|f| f.before_day))?);
@@ -371,7 +474,11 @@ impl Rollup {
                     "SELECT {EVENT_COLUMNS} FROM events WHERE id IN (SELECT id FROM person_events WHERE key = ?1 AND id <= ?2)
                          AND (user_id = ?1 OR (user_id IS NULL AND anonymous_id = ?1))"
                 ))?;
-                own.extend(by_key.query_map(params![id, batch_max], event_row)?.collect::<Result<Vec<_>, _>>()?);
+                own.extend(
+                    by_key
+                        .query_map(params![id, batch_max], event_row)?
+                        .collect::<Result<Vec<_>, _>>()?,
+                );
                 let mut by_id = tx.prepare_cached(&format!(
                     "SELECT {EVENT_COLUMNS} FROM events WHERE id = ?1 AND (user_id = ?2 OR (user_id IS NULL AND anonymous_id = ?2))"
                 ))?;
@@ -382,7 +489,9 @@ impl Rollup {
             own.sort_by_key(|r| r.id);
             own.dedup_by_key(|r| r.id);
             for row in &own {
-                let Some(act) = self.classifier.classify(&row.kind, row.event.as_deref()) else { continue };
+                let Some(act) = self.classifier.classify(&row.kind, row.event.as_deref()) else {
+                    continue;
+                };
                 // Each event counts for the person its own ids resolve to (an id linked
                 // elsewhere later belongs to that other person).
                 if lookups.person_of(&tx, row)?.as_deref() == Some(person.as_str()) {
@@ -397,14 +506,29 @@ impl Rollup {
         }
         // Accounts whose timezone changed are now all cut with the current one.
         for (account, tz) in &moved {
-            tx.execute("UPDATE rollup_accounts SET timezone = ?2 WHERE account_id = ?1", params![account, tz])?;
+            tx.execute(
+                "UPDATE rollup_accounts SET timezone = ?2 WHERE account_id = ?1",
+                params![account, tz],
+            )?;
         }
-        tx.execute("UPDATE rollup_state SET last_event_id = ?1 WHERE id = 1", [batch_max])?;
-        let tail = if tail.to - tail.from >= self.index_every { tail.flush(&tx)? } else { tail };
+        tx.execute(
+            "UPDATE rollup_state SET last_event_id = ?1 WHERE id = 1",
+            [batch_max],
+        )?;
+        let tail = if tail.to - tail.from >= self.index_every {
+            tail.flush(&tx)?
+        } else {
+            tail
+        };
         tx.commit()?;
         self.tail = Some(tail);
         purged(conn, &erased)?;
-        Ok(Step { read: rows.len(), events, recomputed_users: dirty.len(), last_event_id: batch_max })
+        Ok(Step {
+            read: rows.len(),
+            events,
+            recomputed_users: dirty.len(),
+            last_event_id: batch_max,
+        })
     }
 
     /// Adds one activity event of `person` to `pending`; false when it counts for no account
@@ -424,13 +548,25 @@ impl Rollup {
             Some(group) => Some(group.clone()),
             None => lookups.account_at(tx, person, row.timestamp_ms)?,
         };
-        let Some(account) = account else { return Ok(false) };
-        let tz = lookups.timezones.get(&account).copied().unwrap_or(chrono_tz::UTC);
+        let Some(account) = account else {
+            return Ok(false);
+        };
+        let tz = lookups
+            .timezones
+            .get(&account)
+            .copied()
+            .unwrap_or(chrono_tz::UTC);
         let day = activity::local_day(row.timestamp_ms, tz);
         if frozen.is_some_and(|f| i64::from(day) < f.before_day && row.id <= f.counted_to) {
             return Ok(false);
         }
-        let agg = pending.entry((account, day, person.to_string())).or_insert_with(|| DayAgg { first_ms: i64::MAX, last_ms: i64::MIN, ..DayAgg::default() });
+        let agg = pending
+            .entry((account, day, person.to_string()))
+            .or_insert_with(|| DayAgg {
+                first_ms: i64::MAX,
+                last_ms: i64::MIN,
+                ..DayAgg::default()
+            });
         let minute = activity::minute(row.timestamp_ms);
         agg.events += 1;
         agg.minutes.push(minute);
@@ -456,7 +592,11 @@ impl Rollup {
 
 impl Lookups {
     /// The person an event counts for: its userId's, else its anonymousId's (if linked).
-    fn person_of(&mut self, tx: &Transaction, row: &EventRow) -> Result<Option<String>, StoreError> {
+    fn person_of(
+        &mut self,
+        tx: &Transaction,
+        row: &EventRow,
+    ) -> Result<Option<String>, StoreError> {
         match (&row.user_id, &row.anonymous_id) {
             (Some(user), _) => self.canonical_of(tx, user, true),
             (None, Some(anonymous)) => self.canonical_of(tx, anonymous, false),
@@ -466,8 +606,17 @@ impl Lookups {
 
     /// The person an id stands for: ids linked by alias/identify resolve to the newest
     /// userId they were linked to. An anonymous id never linked stands for nobody.
-    fn canonical_of(&mut self, tx: &Transaction, id: &str, is_user: bool) -> Result<Option<String>, StoreError> {
-        let cache = if is_user { &self.canonical.0 } else { &self.canonical.1 };
+    fn canonical_of(
+        &mut self,
+        tx: &Transaction,
+        id: &str,
+        is_user: bool,
+    ) -> Result<Option<String>, StoreError> {
+        let cache = if is_user {
+            &self.canonical.0
+        } else {
+            &self.canonical.1
+        };
         if let Some(known) = cache.get(id) {
             return Ok(known.clone());
         }
@@ -487,14 +636,27 @@ impl Lookups {
                 None => break,
             }
         }
-        let person = if is_user || linked { Some(current) } else { None };
-        let cache = if is_user { &mut self.canonical.0 } else { &mut self.canonical.1 };
+        let person = if is_user || linked {
+            Some(current)
+        } else {
+            None
+        };
+        let cache = if is_user {
+            &mut self.canonical.0
+        } else {
+            &mut self.canonical.1
+        };
         cache.insert(id.to_string(), person.clone());
         Ok(person)
     }
 
     /// The account `person` was last grouped into at or before `ts`.
-    fn account_at(&mut self, tx: &Transaction, person: &str, ts: i64) -> Result<Option<String>, StoreError> {
+    fn account_at(
+        &mut self,
+        tx: &Transaction,
+        person: &str,
+        ts: i64,
+    ) -> Result<Option<String>, StoreError> {
         if !self.memberships.contains_key(person) {
             let mut all = Vec::new();
             for id in identity_set(tx, person)? {
@@ -502,7 +664,11 @@ impl Lookups {
                     "SELECT timestamp_ms, event_id, account_id FROM memberships WHERE user_id = ?1
                      UNION ALL SELECT timestamp_ms, event_id, account_id FROM memberships WHERE user_id IS NULL AND anonymous_id = ?1",
                 )?;
-                all.extend(query.query_map([&id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<Result<Vec<_>, _>>()?);
+                all.extend(
+                    query
+                        .query_map([&id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                        .collect::<Result<Vec<_>, _>>()?,
+                );
             }
             all.sort();
             self.memberships.insert(person.to_string(), all);
@@ -514,7 +680,8 @@ impl Lookups {
 }
 
 fn load_timezones(tx: &Transaction) -> Result<HashMap<String, chrono_tz::Tz>, StoreError> {
-    let mut query = tx.prepare("SELECT account_id, timezone FROM accounts WHERE timezone IS NOT NULL")?;
+    let mut query =
+        tx.prepare("SELECT account_id, timezone FROM accounts WHERE timezone IS NOT NULL")?;
     let rows = query.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
     let mut map = HashMap::new();
     for row in rows {
@@ -584,9 +751,15 @@ pub(crate) fn purged(conn: &Connection, ids: &[String]) -> Result<(), StoreError
 /// Runs `delete`, a `DELETE FROM events ... RETURNING id, user_id, anonymous_id`, and
 /// removes the deleted events' `person_events` rows (under both ids); returns how many went
 /// and their ids.
-pub(crate) fn delete_events(tx: &Transaction, delete: &str, params: impl rusqlite::Params) -> Result<(usize, BTreeSet<String>), StoreError> {
-    let gone: Vec<(i64, Option<String>, Option<String>)> =
-        tx.prepare_cached(delete)?.query_map(params, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<Result<_, _>>()?;
+pub(crate) fn delete_events(
+    tx: &Transaction,
+    delete: &str,
+    params: impl rusqlite::Params,
+) -> Result<(usize, BTreeSet<String>), StoreError> {
+    let gone: Vec<(i64, Option<String>, Option<String>)> = tx
+        .prepare_cached(delete)?
+        .query_map(params, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<Result<_, _>>()?;
     let mut unindex = tx.prepare_cached("DELETE FROM person_events WHERE key = ?1 AND id = ?2")?;
     let mut ids = BTreeSet::new();
     for (event, user, anonymous) in &gone {
@@ -611,14 +784,25 @@ fn any_pruned(tx: &Transaction, ids: &[String]) -> Result<bool, StoreError> {
 
 /// Whether any of `ids` has activity events (at or after `since`, if given) stored before
 /// event `before`.
-fn has_activity(tx: &Transaction, tail: &Tail, ids: &[String], since: Option<i64>, before: i64) -> Result<bool, StoreError> {
+fn has_activity(
+    tx: &Transaction,
+    tail: &Tail,
+    ids: &[String],
+    since: Option<i64>,
+    before: i64,
+) -> Result<bool, StoreError> {
     let since = since.unwrap_or(i64::MIN);
     let mut activity_at = tx.prepare_cached(
         "SELECT 1 FROM events WHERE id = ?1 AND timestamp_ms >= ?2 AND type IN ('track', 'page', 'screen')
              AND (user_id = ?3 OR (user_id IS NULL AND anonymous_id = ?3))",
     )?;
     for id in ids {
-        for &event in tail.ids(id).iter().rev().skip_while(|&&event| event >= before) {
+        for &event in tail
+            .ids(id)
+            .iter()
+            .rev()
+            .skip_while(|&&event| event >= before)
+        {
             if activity_at.exists(params![event, since, id])? {
                 return Ok(true);
             }
@@ -641,23 +825,32 @@ fn has_activity(tx: &Transaction, tail: &Tail, ids: &[String], since: Option<i64
 
 /// Deletes the rollup rows of `ids` (only those of days from `from_day` on, when given);
 /// returns the accounts they were in.
-pub(crate) fn forget(tx: &Transaction, ids: &[String], from_day: Option<i64>) -> Result<BTreeSet<String>, StoreError> {
+pub(crate) fn forget(
+    tx: &Transaction,
+    ids: &[String],
+    from_day: Option<i64>,
+) -> Result<BTreeSet<String>, StoreError> {
     let from_day = from_day.unwrap_or(i64::MIN);
     let mut accounts = BTreeSet::new();
     for id in ids {
-        let mut query = tx.prepare_cached("SELECT DISTINCT account_id FROM user_days WHERE user_id = ?1 AND day >= ?2")?;
+        let mut query = tx.prepare_cached(
+            "SELECT DISTINCT account_id FROM user_days WHERE user_id = ?1 AND day >= ?2",
+        )?;
         for account in query.query_map(params![id, from_day], |r| r.get::<_, String>(0))? {
             accounts.insert(account?);
         }
-        tx.prepare_cached("DELETE FROM user_days WHERE user_id = ?1 AND day >= ?2")?.execute(params![id, from_day])?;
-        tx.prepare_cached("DELETE FROM user_day_features WHERE user_id = ?1 AND day >= ?2")?.execute(params![id, from_day])?;
+        tx.prepare_cached("DELETE FROM user_days WHERE user_id = ?1 AND day >= ?2")?
+            .execute(params![id, from_day])?;
+        tx.prepare_cached("DELETE FROM user_day_features WHERE user_id = ?1 AND day >= ?2")?
+            .execute(params![id, from_day])?;
     }
     Ok(accounts)
 }
 
 /// Recomputes one account's first day of each feature from its feature rows.
 pub(crate) fn refresh_account_features(tx: &Transaction, account: &str) -> Result<(), StoreError> {
-    tx.prepare_cached("DELETE FROM account_features WHERE account_id = ?1")?.execute([account])?;
+    tx.prepare_cached("DELETE FROM account_features WHERE account_id = ?1")?
+        .execute([account])?;
     tx.prepare_cached(
         "INSERT INTO account_features (account_id, feature, first_day)
          SELECT account_id, feature, min(day) FROM user_day_features WHERE account_id = ?1 GROUP BY feature",
@@ -666,7 +859,12 @@ pub(crate) fn refresh_account_features(tx: &Transaction, account: &str) -> Resul
     Ok(())
 }
 
-fn flush(tx: &Transaction, pending: HashMap<DayKey, DayAgg>, lookups: &Lookups, idle: u32) -> Result<(), StoreError> {
+fn flush(
+    tx: &Transaction,
+    pending: HashMap<DayKey, DayAgg>,
+    lookups: &Lookups,
+    idle: u32,
+) -> Result<(), StoreError> {
     let mut seen_accounts = HashSet::new();
     // In key order, so the rows' B-tree pages are visited in order rather than at random.
     let mut pending: Vec<(DayKey, DayAgg)> = pending.into_iter().collect();
@@ -691,14 +889,27 @@ fn flush(tx: &Transaction, pending: HashMap<DayKey, DayAgg>, lookups: &Lookups, 
                 ))
             })
             .optional()?;
-        if let Some((events, logins, transactions, education, minutes, login_minutes, key_minutes, first_ms, last_ms)) = existing {
+        if let Some((
+            events,
+            logins,
+            transactions,
+            education,
+            minutes,
+            login_minutes,
+            key_minutes,
+            first_ms,
+            last_ms,
+        )) = existing
+        {
             agg.events += events;
             agg.logins += logins;
             agg.transactions += transactions;
             agg.education += education;
             agg.minutes.extend(activity::decode_minutes(&minutes));
-            agg.login_minutes.extend(activity::decode_minutes(&login_minutes));
-            agg.key_minutes.extend(activity::decode_minutes(&key_minutes));
+            agg.login_minutes
+                .extend(activity::decode_minutes(&login_minutes));
+            agg.key_minutes
+                .extend(activity::decode_minutes(&key_minutes));
             agg.first_ms = agg.first_ms.min(first_ms);
             agg.last_ms = agg.last_ms.max(last_ms);
         }
@@ -739,8 +950,15 @@ fn flush(tx: &Transaction, pending: HashMap<DayKey, DayAgg>, lookups: &Lookups, 
             .execute(params![account, feature, day])?;
         }
         if seen_accounts.insert(account.clone()) {
-            let tz = lookups.timezones.get(&account).copied().unwrap_or(chrono_tz::UTC);
-            tx.prepare_cached("INSERT OR IGNORE INTO rollup_accounts (account_id, timezone) VALUES (?1, ?2)")?.execute(params![account, tz.name()])?;
+            let tz = lookups
+                .timezones
+                .get(&account)
+                .copied()
+                .unwrap_or(chrono_tz::UTC);
+            tx.prepare_cached(
+                "INSERT OR IGNORE INTO rollup_accounts (account_id, timezone) VALUES (?1, ?2)",
+            )?
+            .execute(params![account, tz.name()])?;
         }
     }
     Ok(())
@@ -767,14 +985,19 @@ fn clear(tx: &Transaction, frozen_before: Option<i64>, counted_to: i64) -> Resul
 }
 
 /// Steps until every committed event is rolled up; `progress` gets (done, total) events.
-pub fn catch_up(conn: &mut Connection, rollup: &mut Rollup, progress: &mut dyn FnMut(i64, i64)) -> Result<Step, StoreError> {
+pub fn catch_up(
+    conn: &mut Connection,
+    rollup: &mut Rollup,
+    progress: &mut dyn FnMut(i64, i64),
+) -> Result<Step, StoreError> {
     let mut total = Step::default();
     loop {
         let step = rollup.step(conn, STEP_EVENTS)?;
         total.events += step.events;
         total.recomputed_users += step.recomputed_users;
         total.last_event_id = step.last_event_id;
-        let max: i64 = conn.query_row("SELECT coalesce(max(id), 0) FROM events", [], |r| r.get(0))?;
+        let max: i64 =
+            conn.query_row("SELECT coalesce(max(id), 0) FROM events", [], |r| r.get(0))?;
         progress(step.last_event_id, max);
         if step.last_event_id >= max {
             return Ok(total);
@@ -785,20 +1008,29 @@ pub fn catch_up(conn: &mut Connection, rollup: &mut Rollup, progress: &mut dyn F
 /// `bellwether rebuild`: drops every rollup and recomputes them from the raw events. It
 /// forgets the fingerprint the rollups were built with, so the next step (this process's,
 /// or a server's) clears them and starts over, as after a config change.
-pub fn rebuild(conn: &mut Connection, config: &MetricsConfig, progress: &mut dyn FnMut(i64, i64)) -> Result<Step, StoreError> {
+pub fn rebuild(
+    conn: &mut Connection,
+    config: &MetricsConfig,
+    progress: &mut dyn FnMut(i64, i64),
+) -> Result<Step, StoreError> {
     conn.execute("UPDATE rollup_state SET fingerprint = '' WHERE id = 1", [])?;
     catch_up(conn, &mut Rollup::new(config), progress)
 }
 
 /// Every event up to this id is in the rollups.
 pub fn rolled_up_to(conn: &Connection) -> Result<i64, StoreError> {
-    Ok(conn.query_row("SELECT last_event_id FROM rollup_state WHERE id = 1", [], |r| r.get(0))?)
+    Ok(conn.query_row(
+        "SELECT last_event_id FROM rollup_state WHERE id = 1",
+        [],
+        |r| r.get(0),
+    )?)
 }
 
 /// Whether the rollups are within a step of the newest stored event: what the health and
 /// action threads wait for before they read them.
 pub fn settled(conn: &Connection) -> Result<bool, StoreError> {
-    let newest: i64 = conn.query_row("SELECT coalesce(max(id), 0) FROM events", [], |r| r.get(0))?;
+    let newest: i64 =
+        conn.query_row("SELECT coalesce(max(id), 0) FROM events", [], |r| r.get(0))?;
     Ok(within_a_step(newest - rolled_up_to(conn)?))
 }
 
@@ -811,7 +1043,11 @@ fn within_a_step(lag: i64) -> bool {
 /// again at once while a step finds a full batch, waits `GATHER` after a partial one (the
 /// cost of a step is mostly per user-day touched, so a larger batch costs less per event),
 /// and checks every `POLL` when idle or while it yields to a burst of ingest ([`IngestLoad`]).
-pub fn spawn(store: &super::Store, config: &MetricsConfig, telemetry: Telemetry) -> Result<std::thread::JoinHandle<()>, StoreError> {
+pub fn spawn(
+    store: &super::Store,
+    config: &MetricsConfig,
+    telemetry: Telemetry,
+) -> Result<std::thread::JoinHandle<()>, StoreError> {
     const POLL: std::time::Duration = std::time::Duration::from_millis(100);
     const GATHER: std::time::Duration = std::time::Duration::from_millis(250);
     let mut conn = store.connect()?;
@@ -821,7 +1057,10 @@ pub fn spawn(store: &super::Store, config: &MetricsConfig, telemetry: Telemetry)
     // It reads bellwether.db in id order, once: a small cache there (4 MiB) is enough;
     // rollups.db, which it rewrites, keeps the default.
     conn.pragma_update(Some("main"), "cache_size", -4096)?;
-    let mut rollup = Rollup { synced_to: Some(telemetry.stored_to.clone()), ..Rollup::new(config) };
+    let mut rollup = Rollup {
+        synced_to: Some(telemetry.stored_to.clone()),
+        ..Rollup::new(config)
+    };
     telemetry.rolled_up_to.set(rolled_up_to(&conn)?);
     std::thread::Builder::new()
         .name("rollup".into())
@@ -830,7 +1069,11 @@ pub fn spawn(store: &super::Store, config: &MetricsConfig, telemetry: Telemetry)
             let mut last = -1;
             let mut ingest = IngestLoad::new(telemetry.stored_to.get());
             loop {
-                if ingest.yield_to_ingest(std::time::Instant::now(), telemetry.stored_to.get(), last) {
+                if ingest.yield_to_ingest(
+                    std::time::Instant::now(),
+                    telemetry.stored_to.get(),
+                    last,
+                ) {
                     std::thread::sleep(POLL);
                     continue;
                 }
@@ -883,12 +1126,23 @@ struct IngestLoad {
 impl IngestLoad {
     fn new(stored_to: i64) -> IngestLoad {
         let now = std::time::Instant::now();
-        IngestLoad { stored_to, at: now, caught_up_at: now, catching_up: false, current_until: None }
+        IngestLoad {
+            stored_to,
+            at: now,
+            caught_up_at: now,
+            catching_up: false,
+            current_until: None,
+        }
     }
 
     /// Whether to skip a step at `now`: ingest ran above [`YIELD_ABOVE_EVENTS_PER_SEC`]
     /// since the last check and the rollups (at `rolled_up_to`) are within the yield bounds.
-    fn yield_to_ingest(&mut self, now: std::time::Instant, stored_to: i64, rolled_up_to: i64) -> bool {
+    fn yield_to_ingest(
+        &mut self,
+        now: std::time::Instant,
+        stored_to: i64,
+        rolled_up_to: i64,
+    ) -> bool {
         let seconds = now.duration_since(self.at).as_secs_f64().max(1e-3);
         let rate = (stored_to - self.stored_to) as f64 / seconds;
         (self.stored_to, self.at) = (stored_to, now);
@@ -904,7 +1158,8 @@ impl IngestLoad {
             self.catching_up = false;
             self.current_until = Some(now + CURRENT_FOR);
         }
-        if self.current_until.is_some_and(|until| now < until) || rate <= YIELD_ABOVE_EVENTS_PER_SEC {
+        if self.current_until.is_some_and(|until| now < until) || rate <= YIELD_ABOVE_EVENTS_PER_SEC
+        {
             return false;
         }
         // Timed from the last time they were caught up, not from the last step: a lull
@@ -941,7 +1196,13 @@ fn lower_priority() {
     #[cfg(target_os = "linux")]
     {
         // SAFETY: gettid and setpriority take and return plain integers; no memory is shared.
-        let result = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, ROLLUP_NICE) };
+        let result = unsafe {
+            libc::setpriority(
+                libc::PRIO_PROCESS,
+                libc::gettid() as libc::id_t,
+                ROLLUP_NICE,
+            )
+        };
         if result != 0 {
             tracing::debug!(error = %std::io::Error::last_os_error(), "could not lower the rollup thread's priority");
         }
@@ -966,9 +1227,18 @@ mod tests {
         // Fast again, but the rollups are 2 M events behind: step until caught up (within
         // 20,000 events), then 5 s of steps whatever the load, then wait again.
         assert!(!load.yield_to_ingest(at(300), 2_004_000, 4_000 - 1));
-        assert!(!load.yield_to_ingest(at(400), 2_007_000, 1_000_000), "still catching up");
-        assert!(!load.yield_to_ingest(at(500), 2_010_000, 1_990_000), "caught up");
-        assert!(!load.yield_to_ingest(at(5_400), 2_160_000, 2_150_000), "current for 5 s");
+        assert!(
+            !load.yield_to_ingest(at(400), 2_007_000, 1_000_000),
+            "still catching up"
+        );
+        assert!(
+            !load.yield_to_ingest(at(500), 2_010_000, 1_990_000),
+            "caught up"
+        );
+        assert!(
+            !load.yield_to_ingest(at(5_400), 2_160_000, 2_150_000),
+            "current for 5 s"
+        );
         assert!(load.yield_to_ingest(at(5_500), 2_163_000, 2_150_000));
         // Fast for 30 s after the rollups were last caught up (tick 2, 19,000 behind; from
         // tick 3 on more than a step's 20,000): then the same catch-up. A lull (100 ms
@@ -979,10 +1249,20 @@ mod tests {
             if !lull {
                 stored += 3_000;
             }
-            assert_eq!(load.yield_to_ingest(at(5_500 + tick * 100), stored, 2_150_000), !lull, "tick {tick}");
+            assert_eq!(
+                load.yield_to_ingest(at(5_500 + tick * 100), stored, 2_150_000),
+                !lull,
+                "tick {tick}"
+            );
         }
-        assert!(!load.yield_to_ingest(at(5_500 + 302 * 100), stored + 3_000, 2_150_000), "30 s behind");
-        assert!(!load.yield_to_ingest(at(5_500 + 303 * 100), stored + 6_000, 2_150_000), "catching up");
+        assert!(
+            !load.yield_to_ingest(at(5_500 + 302 * 100), stored + 3_000, 2_150_000),
+            "30 s behind"
+        );
+        assert!(
+            !load.yield_to_ingest(at(5_500 + 303 * 100), stored + 6_000, 2_150_000),
+            "catching up"
+        );
     }
 
     /// Events as the writer stores them, in two deliveries, with the identity link and
@@ -992,7 +1272,16 @@ mod tests {
     /// beta). Both make a step recompute a person from events of earlier steps.
     fn deliver(conn: &Connection, second: bool) {
         let t0 = 1_772_000_000_000_i64; // 2026-02-25T06:13:20Z
-        let events: &[(i64, &str, Option<&str>, Option<&str>, Option<&str>, i64)] = if second {
+                                        // (id, type, userId, anonymousId, groupId, timestamp)
+        type Event<'a> = (
+            i64,
+            &'a str,
+            Option<&'a str>,
+            Option<&'a str>,
+            Option<&'a str>,
+            i64,
+        );
+        let events: &[Event] = if second {
             &[
                 (4, "identify", Some("u1"), Some("anon"), None, t0 + 600_000),
                 (5, "track", Some("u1"), None, Some("acme"), t0 + 1_200_000),
@@ -1021,8 +1310,14 @@ mod tests {
     }
 
     fn counted(conn: &Connection) -> Vec<(String, String, i64)> {
-        let mut query = conn.prepare("SELECT account_id, user_id, events FROM user_days ORDER BY 1, 2").unwrap();
-        query.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().collect::<Result<_, _>>().unwrap()
+        let mut query = conn
+            .prepare("SELECT account_id, user_id, events FROM user_days ORDER BY 1, 2")
+            .unwrap();
+        query
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
     }
 
     #[test]
@@ -1032,9 +1327,16 @@ mod tests {
         let mut conn = store.connect().unwrap();
         deliver(&conn, false);
         let synced = prometheus::IntGauge::new("synced", "test").unwrap();
-        let mut rollup = Rollup { synced_to: Some(synced.clone()), ..Rollup::new(&MetricsConfig::default()) };
+        let mut rollup = Rollup {
+            synced_to: Some(synced.clone()),
+            ..Rollup::new(&MetricsConfig::default())
+        };
         synced.set(0);
-        assert_eq!(rollup.step(&mut conn, 100).unwrap().last_event_id, 0, "nothing synced yet");
+        assert_eq!(
+            rollup.step(&mut conn, 100).unwrap().last_event_id,
+            0,
+            "nothing synced yet"
+        );
         synced.set(2);
         let step = rollup.step(&mut conn, 100).unwrap();
         assert_eq!((step.read, step.last_event_id), (2, 2));
@@ -1051,24 +1353,37 @@ mod tests {
         let store = crate::store::Store::open(dir.path()).unwrap();
         let mut conn = store.connect().unwrap();
         let config = MetricsConfig::default();
-        let mut rollup = Rollup { index_every, ..Rollup::new(&config) };
+        let mut rollup = Rollup {
+            index_every,
+            ..Rollup::new(&config)
+        };
         for second in [false, true] {
             deliver(&conn, second);
             for _ in 0..3 {
                 if fresh {
-                    rollup = Rollup { index_every, ..Rollup::new(&config) };
+                    rollup = Rollup {
+                        index_every,
+                        ..Rollup::new(&config)
+                    };
                 }
                 rollup.step(&mut conn, 1).unwrap();
             }
         }
-        let indexed: i64 = conn.query_row("SELECT count(*) FROM person_events", [], |r| r.get(0)).unwrap();
-        let indexed_to: i64 = conn.query_row("SELECT indexed_to FROM rollup_state", [], |r| r.get(0)).unwrap();
+        let indexed: i64 = conn
+            .query_row("SELECT count(*) FROM person_events", [], |r| r.get(0))
+            .unwrap();
+        let indexed_to: i64 = conn
+            .query_row("SELECT indexed_to FROM rollup_state", [], |r| r.get(0))
+            .unwrap();
         (counted(&conn), indexed, indexed_to)
     }
 
     #[test]
     fn recomputes_find_a_persons_events_in_the_index_in_memory_or_both() {
-        let expected = vec![("acme".to_string(), "u1".to_string(), 3), ("beta".to_string(), "u2".to_string(), 1)];
+        let expected = vec![
+            ("acme".to_string(), "u1".to_string(), 3),
+            ("beta".to_string(), "u2".to_string(), 1),
+        ];
         // Written at every step: 7 postings (event 4 under both its ids).
         assert_eq!(step_one_by_one(1, false), (expected.clone(), 7, 6));
         // Never written: the recomputes find everything in memory.

@@ -380,8 +380,15 @@ const MIGRATIONS: &[&str] = &[
 /// The tables of `rollups.db`, attached to every connection as `rollups` (unqualified names
 /// find them): per-user-day rollups, the person index and the rollup cursor. All derived
 /// from the events, except days frozen by retention (see `store::retention`).
-pub(crate) const ROLLUP_TABLES: &[&str] =
-    &["user_days", "user_day_features", "account_features", "rollup_accounts", "rollup_state", "person_events", "pruned_ids"];
+pub(crate) const ROLLUP_TABLES: &[&str] = &[
+    "user_days",
+    "user_day_features",
+    "account_features",
+    "rollup_accounts",
+    "rollup_state",
+    "person_events",
+    "pruned_ids",
+];
 
 /// The schema of `rollups.db` (its `user_version` 1); column order as in the main file's
 /// tables before version 10, so that rows move over unchanged.
@@ -464,7 +471,10 @@ pub fn split_rollups(conn: &mut Connection) -> rusqlite::Result<Result<(), Strin
         return Ok(Err(format!("rollups.db schema version {version} is newer than this bellwether understands ({ROLLUPS_VERSION}); upgrade bellwether")));
     }
     let in_main: i64 = conn.query_row(
-        &format!("SELECT count(*) FROM main.sqlite_master WHERE type = 'table' AND name IN ('{}')", ROLLUP_TABLES.join("', '")),
+        &format!(
+            "SELECT count(*) FROM main.sqlite_master WHERE type = 'table' AND name IN ('{}')",
+            ROLLUP_TABLES.join("', '")
+        ),
         [],
         |r| r.get(0),
     )?;
@@ -476,10 +486,16 @@ pub fn split_rollups(conn: &mut Connection) -> rusqlite::Result<Result<(), Strin
     // tables leave bellwether.db. A commit writing both files is not atomic; stopped between
     // the two, the next open copies again.
     // Version 2 added pruned_ids and rollup_state.pruned_known (set below).
-    let has_state: bool = conn.query_row("SELECT count(*) > 0 FROM rollups.sqlite_master WHERE name = 'rollup_state'", [], |r| r.get(0))?;
+    let has_state: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM rollups.sqlite_master WHERE name = 'rollup_state'",
+        [],
+        |r| r.get(0),
+    )?;
     let has_known: bool = conn.query_row("SELECT count(*) > 0 FROM pragma_table_info('rollup_state', 'rollups') WHERE name = 'pruned_known'", [], |r| r.get(0))?;
     if has_state && !has_known {
-        conn.execute_batch("ALTER TABLE rollups.rollup_state ADD COLUMN pruned_known INTEGER NOT NULL DEFAULT 0;")?;
+        conn.execute_batch(
+            "ALTER TABLE rollups.rollup_state ADD COLUMN pruned_known INTEGER NOT NULL DEFAULT 0;",
+        )?;
     }
     conn.execute_batch(ROLLUPS_SCHEMA)?;
     let moved: Vec<&str> = {
@@ -487,13 +503,18 @@ pub fn split_rollups(conn: &mut Connection) -> rusqlite::Result<Result<(), Strin
         tx.pragma_update(Some("rollups"), "user_version", ROLLUPS_VERSION)?;
         let mut moved = Vec::new();
         for &table in ROLLUP_TABLES {
-            let in_main: bool =
-                tx.query_row("SELECT count(*) > 0 FROM main.sqlite_master WHERE type = 'table' AND name = ?1", [table], |r| r.get(0))?;
+            let in_main: bool = tx.query_row(
+                "SELECT count(*) > 0 FROM main.sqlite_master WHERE type = 'table' AND name = ?1",
+                [table],
+                |r| r.get(0),
+            )?;
             if !in_main {
                 continue;
             }
-            let columns: Vec<String> =
-                tx.prepare("SELECT name FROM pragma_table_info(?1, 'main')")?.query_map([table], |r| r.get(0))?.collect::<Result<_, _>>()?;
+            let columns: Vec<String> = tx
+                .prepare("SELECT name FROM pragma_table_info(?1, 'main')")?
+                .query_map([table], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
             let columns = columns.join(", ");
             tx.execute_batch(&format!(
                 "DELETE FROM rollups.{table}; INSERT INTO rollups.{table} ({columns}) SELECT {columns} FROM main.{table};"
@@ -502,7 +523,10 @@ pub fn split_rollups(conn: &mut Connection) -> rusqlite::Result<Result<(), Strin
         }
         // The list of pruned ids (empty if none was copied) is complete if retention never
         // ran; else only if the copied state says so.
-        tx.execute("UPDATE rollups.rollup_state SET pruned_known = 1 WHERE frozen_before_day IS NULL", [])?;
+        tx.execute(
+            "UPDATE rollups.rollup_state SET pruned_known = 1 WHERE frozen_before_day IS NULL",
+            [],
+        )?;
         tx.commit()?;
         moved
     };
@@ -523,7 +547,8 @@ pub const VERSION: usize = MIGRATIONS.len();
 /// Runs the migrations not yet applied, each in its own transaction. A database written by
 /// a newer bellwether is refused rather than misread.
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<Result<(), String>> {
-    let current: usize = conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))? as usize;
+    let current: usize =
+        conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))? as usize;
     if current > VERSION {
         return Ok(Err(format!(
             "database schema version {current} is newer than this bellwether understands ({VERSION}); upgrade bellwether"
@@ -559,9 +584,24 @@ mod tests {
             )
             .unwrap();
         }
-        let conn = crate::store::Store::open(dir.path()).unwrap().connect().unwrap();
-        let raws: Vec<String> = conn.prepare("SELECT raw FROM events ORDER BY id").unwrap().query_map([], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap();
-        assert_eq!(raws, vec![r#"{"userId":"u","event":"E"}"#.to_string(), r#"{"userId":"u", "event":"E","properties":{"writeKey":"kept"}}"#.to_string()]);
+        let conn = crate::store::Store::open(dir.path())
+            .unwrap()
+            .connect()
+            .unwrap();
+        let raws: Vec<String> = conn
+            .prepare("SELECT raw FROM events ORDER BY id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            raws,
+            vec![
+                r#"{"userId":"u","event":"E"}"#.to_string(),
+                r#"{"userId":"u", "event":"E","properties":{"writeKey":"kept"}}"#.to_string()
+            ]
+        );
     }
 
     #[test]
@@ -585,8 +625,13 @@ mod tests {
         }
         for _ in 0..2 {
             // The second open finds nothing to move and changes nothing.
-            let conn = crate::store::Store::open(dir.path()).unwrap().connect().unwrap();
-            let version: i64 = conn.query_row("PRAGMA main.user_version", [], |r| r.get(0)).unwrap();
+            let conn = crate::store::Store::open(dir.path())
+                .unwrap()
+                .connect()
+                .unwrap();
+            let version: i64 = conn
+                .query_row("PRAGMA main.user_version", [], |r| r.get(0))
+                .unwrap();
             assert_eq!(version, VERSION as i64);
             let left: i64 = conn
                 .query_row("SELECT count(*) FROM main.sqlite_master WHERE name IN ('user_days', 'user_day_features', 'account_features', 'rollup_accounts', 'rollup_state', 'person_events')", [], |r| r.get(0))
@@ -606,7 +651,18 @@ mod tests {
                     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
                 })
                 .unwrap();
-            assert_eq!(day, ("acme".to_string(), 20000, "u1".to_string(), 3, 2, vec![1], 20));
+            assert_eq!(
+                day,
+                (
+                    "acme".to_string(),
+                    20000,
+                    "u1".to_string(),
+                    3,
+                    2,
+                    vec![1],
+                    20
+                )
+            );
             let others: (i64, i64, String, i64) = conn
                 .query_row(
                     "SELECT (SELECT uses FROM rollups.user_day_features), (SELECT first_day FROM rollups.account_features),
@@ -639,7 +695,10 @@ mod tests {
                 conn.execute("INSERT INTO rollup_state (id, last_event_id, fingerprint, frozen_before_day) VALUES (1, 0, '', ?1)", [frozen_before_day])
                     .unwrap();
             }
-            let conn = crate::store::Store::open(dir.path()).unwrap().connect().unwrap();
+            let conn = crate::store::Store::open(dir.path())
+                .unwrap()
+                .connect()
+                .unwrap();
             let state: (Option<i64>, bool, i64) = conn
                 .query_row(
                     "SELECT frozen_before_day, pruned_known, (SELECT count(*) FROM rollups.pruned_ids) FROM rollups.rollup_state",
@@ -648,7 +707,9 @@ mod tests {
                 )
                 .unwrap();
             assert_eq!(state, (frozen_before_day, known, 0));
-            let version: i64 = conn.query_row("PRAGMA rollups.user_version", [], |r| r.get(0)).unwrap();
+            let version: i64 = conn
+                .query_row("PRAGMA rollups.user_version", [], |r| r.get(0))
+                .unwrap();
             assert_eq!(version, ROLLUPS_VERSION);
         }
     }
@@ -662,8 +723,14 @@ mod tests {
         conn.pragma_update(None, "user_version", 7).unwrap();
         let insert = "INSERT INTO events (id, received_ms, source, message_id, type, user_id, anonymous_id, timestamp_ms, raw)
                       VALUES (?1, 0, 'web', ?1, 'track', ?2, ?3, 0, '{}')";
-        for (id, user, anonymous) in [(1, Some("u1"), None), (2, None, Some("a1")), (3, Some("u1"), Some("a1")), (5, Some("u2"), None)] {
-            conn.execute(insert, rusqlite::params![id, user, anonymous]).unwrap();
+        for (id, user, anonymous) in [
+            (1, Some("u1"), None),
+            (2, None, Some("a1")),
+            (3, Some("u1"), Some("a1")),
+            (5, Some("u2"), None),
+        ] {
+            conn.execute(insert, rusqlite::params![id, user, anonymous])
+                .unwrap();
         }
         migrate(&mut conn).unwrap().unwrap();
         let keys: Vec<(String, i64)> = conn
@@ -673,9 +740,12 @@ mod tests {
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
-        let expected = [("a1", 2), ("a1", 3), ("u1", 1), ("u1", 3), ("u2", 5)].map(|(k, i)| (k.to_string(), i));
+        let expected = [("a1", 2), ("a1", 3), ("u1", 1), ("u1", 3), ("u2", 5)]
+            .map(|(k, i)| (k.to_string(), i));
         assert_eq!(keys, expected);
-        let indexed_to: i64 = conn.query_row("SELECT indexed_to FROM rollup_state", [], |r| r.get(0)).unwrap();
+        let indexed_to: i64 = conn
+            .query_row("SELECT indexed_to FROM rollup_state", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(indexed_to, 5);
         let old_indexes: i64 = conn
             .query_row("SELECT count(*) FROM sqlite_master WHERE name IN ('events_user', 'events_anonymous')", [], |r| r.get(0))

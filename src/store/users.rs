@@ -86,10 +86,17 @@ impl From<rusqlite::Error> for UserError {
 /// Checks a user name: 1 to 64 letters, digits, `.`, `_`, `-` or `@`.
 pub fn check_username(name: &str) -> Result<(), UserError> {
     if name.is_empty() || name.chars().count() > USERNAME_CHARS_MAX {
-        return Err(UserError::Username(format!("must be 1 to {USERNAME_CHARS_MAX} characters")));
+        return Err(UserError::Username(format!(
+            "must be 1 to {USERNAME_CHARS_MAX} characters"
+        )));
     }
-    if let Some(c) = name.chars().find(|c| !(c.is_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'))) {
-        return Err(UserError::Username(format!("{c:?} is not allowed (letters, digits, . _ - @)")));
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_alphanumeric() || matches!(c, '.' | '_' | '-' | '@')))
+    {
+        return Err(UserError::Username(format!(
+            "{c:?} is not allowed (letters, digits, . _ - @)"
+        )));
     }
     Ok(())
 }
@@ -97,10 +104,14 @@ pub fn check_username(name: &str) -> Result<(), UserError> {
 fn check_password(password: &str) -> Result<(), UserError> {
     let chars = password.chars().count();
     if chars < PASSWORD_CHARS_MIN {
-        return Err(UserError::Password(format!("must have at least {PASSWORD_CHARS_MIN} characters")));
+        return Err(UserError::Password(format!(
+            "must have at least {PASSWORD_CHARS_MIN} characters"
+        )));
     }
     if chars > PASSWORD_CHARS_MAX {
-        return Err(UserError::Password(format!("must have at most {PASSWORD_CHARS_MAX} characters")));
+        return Err(UserError::Password(format!(
+            "must have at most {PASSWORD_CHARS_MAX} characters"
+        )));
     }
     Ok(())
 }
@@ -121,7 +132,13 @@ pub trait UserStore {
     /// Deletes a user and ends their sessions; false when there was no such user.
     fn remove_user(&self, username: &str) -> Result<bool, StoreError>;
     /// Opens a session, known by the SHA-256 of its cookie secret.
-    fn open_session(&self, digest: &str, username: &str, csrf: &str, expires_ms: i64) -> Result<(), StoreError>;
+    fn open_session(
+        &self,
+        digest: &str,
+        username: &str,
+        csrf: &str,
+        expires_ms: i64,
+    ) -> Result<(), StoreError>;
     /// The session of a digest, if it is open at `now_ms` and its user still signs in with
     /// the password it was opened with.
     fn session_of(&self, digest: &str, now_ms: i64) -> Result<Option<Session>, StoreError>;
@@ -129,17 +146,28 @@ pub trait UserStore {
     /// The secret called `name`, made of `fresh` on first use (the first one stored wins).
     fn secret_or(&self, name: &str, fresh: [u8; 32]) -> Result<Vec<u8>, StoreError>;
     fn review_goals(&self, account: &str, quarter: &str) -> Result<Option<String>, StoreError>;
-    fn set_review_goals(&self, account: &str, quarter: &str, goals: &str) -> Result<(), StoreError>;
+    fn set_review_goals(&self, account: &str, quarter: &str, goals: &str)
+        -> Result<(), StoreError>;
     /// Every API token, by id.
     fn tokens(&self) -> Result<Vec<ApiToken>, StoreError>;
     /// Creates an API token and returns its secret (only its SHA-256 is kept).
-    fn add_token(&self, name: &str, role: Role, valid_for_seconds: Option<i64>) -> Result<String, StoreError>;
+    fn add_token(
+        &self,
+        name: &str,
+        role: Role,
+        valid_for_seconds: Option<i64>,
+    ) -> Result<String, StoreError>;
     /// Revokes a token at once; false when there was none with that id.
     fn revoke_token(&self, id: i64) -> Result<bool, StoreError>;
 }
 
 /// Creates a user (or, with `replace`, resets an existing one's role and password).
-pub fn create_user(store: &dyn UserStore, user: &User, password: &str, replace: bool) -> Result<(), UserError> {
+pub fn create_user(
+    store: &dyn UserStore,
+    user: &User,
+    password: &str,
+    replace: bool,
+) -> Result<(), UserError> {
     check_username(&user.username)?;
     check_password(password)?;
     if let Some(csm) = &user.csm_id {
@@ -148,7 +176,11 @@ pub fn create_user(store: &dyn UserStore, user: &User, password: &str, replace: 
         }
     }
     let hash = Argon2::default()
-        .hash_password(password.as_bytes(), &SaltString::encode_b64(&rand::random::<[u8; 16]>()).map_err(|e| UserError::Password(e.to_string()))?)
+        .hash_password(
+            password.as_bytes(),
+            &SaltString::encode_b64(&rand::random::<[u8; 16]>())
+                .map_err(|e| UserError::Password(e.to_string()))?,
+        )
         .map_err(|e| UserError::Password(e.to_string()))?
         .to_string();
     if !store.put_user(user, &hash, replace)? {
@@ -172,18 +204,34 @@ pub fn delete_user(store: &dyn UserStore, username: &str) -> Result<bool, StoreE
 const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$2bV0LB9tgh1y4pFa3d3P4GN1ClEXfAvNrKjtdQ4ACFE";
 
 /// Checks a name and password; on success opens a session and returns its cookie secret.
-pub fn sign_in(store: &dyn UserStore, username: &str, password: &str) -> Result<Option<String>, StoreError> {
+pub fn sign_in(
+    store: &dyn UserStore,
+    username: &str,
+    password: &str,
+) -> Result<Option<String>, StoreError> {
     let stored = store.user_row(username)?.map(|(_, hash)| hash);
-    let password = if password.chars().count() > PASSWORD_CHARS_MAX { "" } else { password };
+    let password = if password.chars().count() > PASSWORD_CHARS_MAX {
+        ""
+    } else {
+        password
+    };
     let hash = stored.as_deref().unwrap_or(DUMMY_HASH);
-    let parsed = PasswordHash::new(hash).map_err(|e| StoreError::Invalid(format!("password hash of {username}: {e}")))?;
-    let matches = Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok();
+    let parsed = PasswordHash::new(hash)
+        .map_err(|e| StoreError::Invalid(format!("password hash of {username}: {e}")))?;
+    let matches = Argon2::default()
+        .verify_password(password.as_bytes(), &parsed)
+        .is_ok();
     if stored.is_none() || !matches {
         return Ok(None);
     }
     let secret = hex(&rand::random::<[u8; 32]>());
     let csrf = hex(&rand::random::<[u8; 24]>());
-    store.open_session(&token_digest(&secret), username, &csrf, chrono::Utc::now().timestamp_millis() + SESSION_MS)?;
+    store.open_session(
+        &token_digest(&secret),
+        username,
+        &csrf,
+        chrono::Utc::now().timestamp_millis() + SESSION_MS,
+    )?;
     Ok(Some(secret))
 }
 
@@ -205,63 +253,126 @@ pub fn secret(store: &dyn UserStore, name: &str) -> Result<Vec<u8>, StoreError> 
 }
 
 /// The goals written for an account's quarterly review.
-pub fn review_goals(store: &dyn UserStore, account: &str, quarter: &str) -> Result<Option<String>, StoreError> {
+pub fn review_goals(
+    store: &dyn UserStore,
+    account: &str,
+    quarter: &str,
+) -> Result<Option<String>, StoreError> {
     store.review_goals(account, quarter)
 }
 
-pub fn set_review_goals(store: &dyn UserStore, account: &str, quarter: &str, goals: &str) -> Result<(), StoreError> {
+pub fn set_review_goals(
+    store: &dyn UserStore,
+    account: &str,
+    quarter: &str,
+    goals: &str,
+) -> Result<(), StoreError> {
     store.set_review_goals(account, quarter, goals)
 }
 
 fn role_of(username: &str, role: &str) -> Result<UserRole, StoreError> {
-    UserRole::parse(role).ok_or_else(|| StoreError::Invalid(format!("user {username} has unknown role {role:?}")))
+    UserRole::parse(role)
+        .ok_or_else(|| StoreError::Invalid(format!("user {username} has unknown role {role:?}")))
 }
 
 impl UserStore for Connection {
     fn user_row(&self, username: &str) -> Result<Option<(User, String)>, StoreError> {
         let row = self
-            .query_row("SELECT role, csm_id, password_hash FROM dashboard_users WHERE username = ?1", [username], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?, r.get::<_, String>(2)?))
-            })
+            .query_row(
+                "SELECT role, csm_id, password_hash FROM dashboard_users WHERE username = ?1",
+                [username],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, Option<String>>(1)?,
+                        r.get::<_, String>(2)?,
+                    ))
+                },
+            )
             .optional()?;
-        row.map(|(role, csm_id, hash)| Ok((User { username: username.to_string(), role: role_of(username, &role)?, csm_id }, hash))).transpose()
+        row.map(|(role, csm_id, hash)| {
+            Ok((
+                User {
+                    username: username.to_string(),
+                    role: role_of(username, &role)?,
+                    csm_id,
+                },
+                hash,
+            ))
+        })
+        .transpose()
     }
 
     fn csm_known(&self, csm_id: &str) -> Result<bool, StoreError> {
-        Ok(self.query_row("SELECT 1 FROM csms WHERE csm_id = ?1", [csm_id], |r| r.get::<_, i64>(0)).optional()?.is_some())
+        Ok(self
+            .query_row("SELECT 1 FROM csms WHERE csm_id = ?1", [csm_id], |r| {
+                r.get::<_, i64>(0)
+            })
+            .optional()?
+            .is_some())
     }
 
     fn put_user(&self, user: &User, hash: &str, replace: bool) -> Result<bool, StoreError> {
-        let verb = if replace { "INSERT OR REPLACE" } else { "INSERT OR IGNORE" };
+        let verb = if replace {
+            "INSERT OR REPLACE"
+        } else {
+            "INSERT OR IGNORE"
+        };
         let changed = self.execute(
             &format!("{verb} INTO dashboard_users (username, role, csm_id, password_hash, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)"),
             params![user.username, user.role.as_str(), user.csm_id, hash, chrono::Utc::now().timestamp_millis()],
         )?;
         if changed > 0 {
             // A reset password ends the sessions opened with the old one.
-            self.execute("DELETE FROM web_sessions WHERE username = ?1", [&user.username])?;
+            self.execute(
+                "DELETE FROM web_sessions WHERE username = ?1",
+                [&user.username],
+            )?;
         }
         Ok(changed > 0)
     }
 
     fn users(&self) -> Result<Vec<User>, StoreError> {
-        let mut query = self.prepare("SELECT username, role, csm_id FROM dashboard_users ORDER BY username")?;
-        let rows = query.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, Option<String>>(2)?)))?;
+        let mut query =
+            self.prepare("SELECT username, role, csm_id FROM dashboard_users ORDER BY username")?;
+        let rows = query.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Option<String>>(2)?,
+            ))
+        })?;
         let mut users = Vec::new();
         for row in rows {
             let (username, role, csm_id) = row?;
-            users.push(User { role: role_of(&username, &role)?, username, csm_id });
+            users.push(User {
+                role: role_of(&username, &role)?,
+                username,
+                csm_id,
+            });
         }
         Ok(users)
     }
 
     fn remove_user(&self, username: &str) -> Result<bool, StoreError> {
         self.execute("DELETE FROM web_sessions WHERE username = ?1", [username])?;
-        Ok(self.execute("DELETE FROM dashboard_users WHERE username = ?1", [username])? > 0)
+        Ok(self.execute(
+            "DELETE FROM dashboard_users WHERE username = ?1",
+            [username],
+        )? > 0)
     }
 
-    fn open_session(&self, digest: &str, username: &str, csrf: &str, expires_ms: i64) -> Result<(), StoreError> {
-        self.execute("DELETE FROM web_sessions WHERE expires_ms < ?1", [chrono::Utc::now().timestamp_millis()])?;
+    fn open_session(
+        &self,
+        digest: &str,
+        username: &str,
+        csrf: &str,
+        expires_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.execute(
+            "DELETE FROM web_sessions WHERE expires_ms < ?1",
+            [chrono::Utc::now().timestamp_millis()],
+        )?;
         self.execute("INSERT INTO web_sessions (token_sha256, username, csrf, expires_ms) VALUES (?1, ?2, ?3, ?4)", params![digest, username, csrf, expires_ms])?;
         Ok(())
     }
@@ -275,7 +386,16 @@ impl UserStore for Connection {
                 |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, Option<String>>(2)?, r.get::<_, String>(3)?)),
             )
             .optional()?;
-        Ok(row.and_then(|(username, role, csm_id, csrf)| UserRole::parse(&role).map(|role| Session { user: User { username, role, csm_id }, csrf })))
+        Ok(row.and_then(|(username, role, csm_id, csrf)| {
+            UserRole::parse(&role).map(|role| Session {
+                user: User {
+                    username,
+                    role,
+                    csm_id,
+                },
+                csrf,
+            })
+        }))
     }
 
     fn end_session(&self, digest: &str) -> Result<(), StoreError> {
@@ -284,15 +404,33 @@ impl UserStore for Connection {
     }
 
     fn secret_or(&self, name: &str, fresh: [u8; 32]) -> Result<Vec<u8>, StoreError> {
-        self.execute("INSERT OR IGNORE INTO secrets (name, value) VALUES (?1, ?2)", params![name, fresh.to_vec()])?;
-        Ok(self.query_row("SELECT value FROM secrets WHERE name = ?1", [name], |r| r.get(0))?)
+        self.execute(
+            "INSERT OR IGNORE INTO secrets (name, value) VALUES (?1, ?2)",
+            params![name, fresh.to_vec()],
+        )?;
+        Ok(
+            self.query_row("SELECT value FROM secrets WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })?,
+        )
     }
 
     fn review_goals(&self, account: &str, quarter: &str) -> Result<Option<String>, StoreError> {
-        Ok(self.query_row("SELECT goals FROM review_goals WHERE account_id = ?1 AND quarter = ?2", [account, quarter], |r| r.get(0)).optional()?)
+        Ok(self
+            .query_row(
+                "SELECT goals FROM review_goals WHERE account_id = ?1 AND quarter = ?2",
+                [account, quarter],
+                |r| r.get(0),
+            )
+            .optional()?)
     }
 
-    fn set_review_goals(&self, account: &str, quarter: &str, goals: &str) -> Result<(), StoreError> {
+    fn set_review_goals(
+        &self,
+        account: &str,
+        quarter: &str,
+        goals: &str,
+    ) -> Result<(), StoreError> {
         self.execute(
             "INSERT OR REPLACE INTO review_goals (account_id, quarter, goals, updated_ms) VALUES (?1, ?2, ?3, ?4)",
             params![account, quarter, goals, chrono::Utc::now().timestamp_millis()],
@@ -304,7 +442,12 @@ impl UserStore for Connection {
         super::list_tokens(self)
     }
 
-    fn add_token(&self, name: &str, role: Role, valid_for_seconds: Option<i64>) -> Result<String, StoreError> {
+    fn add_token(
+        &self,
+        name: &str,
+        role: Role,
+        valid_for_seconds: Option<i64>,
+    ) -> Result<String, StoreError> {
         super::create_token(self, name, role, valid_for_seconds)
     }
 
@@ -320,13 +463,18 @@ mod tests {
     #[test]
     fn dummy_hash_parses_so_unknown_users_cost_a_verification() {
         let parsed = PasswordHash::new(DUMMY_HASH).unwrap();
-        assert!(Argon2::default().verify_password(b"whatever", &parsed).is_err());
+        assert!(Argon2::default()
+            .verify_password(b"whatever", &parsed)
+            .is_err());
     }
 
     #[test]
     fn usernames_are_checked_by_character() {
         assert!(check_username("maja.lind@vendor").is_ok());
         assert!(check_username("").is_err());
-        assert!(check_username("a b").unwrap_err().to_string().contains("' '"));
+        assert!(check_username("a b")
+            .unwrap_err()
+            .to_string()
+            .contains("' '"));
     }
 }

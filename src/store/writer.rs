@@ -58,16 +58,30 @@ pub fn spawn(
     // transactions it always catches up, which lets the WAL restart from its beginning.
     conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)?;
     let checkpointer = spawn_checkpointer(path)?;
-    let last_received_ms: i64 = conn.query_row("SELECT coalesce(max(received_ms), 0) FROM events", [], |r| r.get(0))?;
-    let mut state = State { dedup: Dedup::new(dedup_window_days), next_id: next_id(&connect(path)?)?, last_received_ms };
+    let last_received_ms: i64 = conn.query_row(
+        "SELECT coalesce(max(received_ms), 0) FROM events",
+        [],
+        |r| r.get(0),
+    )?;
+    let mut state = State {
+        dedup: Dedup::new(dedup_window_days),
+        next_id: next_id(&connect(path)?)?,
+        last_received_ms,
+    };
     rebuild_dedup(&conn, &mut state.dedup, dedup_window_days)?;
     telemetry.dedup_entries.set(state.dedup.len() as i64);
     let (to_sync, committed) = mpsc::sync_channel(SYNC_QUEUE_GROUPS);
-    let mut wal = WalFile { path: wal_path(path), file: None };
+    let mut wal = WalFile {
+        path: wal_path(path),
+        file: None,
+    };
     // What an earlier process committed but may not have synced counts as stored from now on.
     match wal.sync() {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            return Err(StoreError::Schema { path: wal.path.clone(), reason: format!("cannot sync the write-ahead log: {e}") })
+            return Err(StoreError::Schema {
+                path: wal.path.clone(),
+                reason: format!("cannot sync the write-ahead log: {e}"),
+            })
         }
         _ => {}
     }
@@ -138,7 +152,9 @@ fn sync_and_answer(mut wal: WalFile, committed: mpsc::Receiver<Committed>, telem
         groups.extend(committed.try_iter());
         let started = Instant::now();
         let synced = wal.sync();
-        telemetry.sync_seconds.observe(started.elapsed().as_secs_f64());
+        telemetry
+            .sync_seconds
+            .observe(started.elapsed().as_secs_f64());
         if let Err(e) = &synced {
             tracing::error!(error = %e, path = %wal.path.display(), "syncing the write-ahead log failed; the requests of its groups get 503");
             telemetry.reject("store_error");
@@ -155,7 +171,9 @@ fn sync_and_answer(mut wal: WalFile, committed: mpsc::Receiver<Committed>, telem
                         job.answer(Ok(outcome));
                     }
                     (Ok(()), Err(reason)) => job.answer(Err(reason)),
-                    (Err(e), _) => job.answer(Err(format!("syncing the write-ahead log failed: {e}"))),
+                    (Err(e), _) => {
+                        job.answer(Err(format!("syncing the write-ahead log failed: {e}")))
+                    }
                 }
             }
         }
@@ -195,12 +213,19 @@ fn spawn_checkpointer(path: &Path) -> Result<std::sync::mpsc::Sender<()>, StoreE
     std::thread::Builder::new()
         .name("store-checkpoint".into())
         .spawn(move || loop {
-            let last = matches!(stopped.recv_timeout(CHECKPOINT_EVERY), Err(std::sync::mpsc::RecvTimeoutError::Disconnected));
+            let last = matches!(
+                stopped.recv_timeout(CHECKPOINT_EVERY),
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected)
+            );
             let result: rusqlite::Result<(i64, i64, i64)> =
-                conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)));
+                conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                });
             match result {
                 Ok((_, wal_pages, _)) if wal_pages > WAL_PAGES_TRUNCATE || last => {
-                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
+                    if let Err(e) =
+                        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+                    {
                         tracing::warn!(error = %e, "WAL truncate checkpoint failed");
                     }
                 }
@@ -223,7 +248,13 @@ struct State {
     last_received_ms: i64,
 }
 
-fn run(mut conn: Connection, mut state: State, mut receiver: JobReceiver, to_sync: mpsc::SyncSender<Committed>, telemetry: Telemetry) {
+fn run(
+    mut conn: Connection,
+    mut state: State,
+    mut receiver: JobReceiver,
+    to_sync: mpsc::SyncSender<Committed>,
+    telemetry: Telemetry,
+) {
     let mut last_expire = Instant::now();
     let mut last_commit = Duration::ZERO;
     while let Some(first) = receiver.blocking_recv() {
@@ -236,7 +267,9 @@ fn run(mut conn: Connection, mut state: State, mut receiver: JobReceiver, to_syn
                     count += job.messages.len();
                     jobs.push(job);
                 }
-                Err(tokio::sync::mpsc::error::TryRecvError::Empty) if count < GROUP_MESSAGES_ENOUGH && Instant::now() < wait_until => {
+                Err(tokio::sync::mpsc::error::TryRecvError::Empty)
+                    if count < GROUP_MESSAGES_ENOUGH && Instant::now() < wait_until =>
+                {
                     std::thread::sleep(GROUP_POLL);
                 }
                 Err(_) => break,
@@ -249,7 +282,14 @@ fn run(mut conn: Connection, mut state: State, mut receiver: JobReceiver, to_syn
         telemetry.commit_messages.observe(count as f64);
         match result {
             Ok(outcomes) => {
-                if to_sync.send(Committed { jobs, outcomes, last_id: state.next_id - 1 }).is_err() {
+                if to_sync
+                    .send(Committed {
+                        jobs,
+                        outcomes,
+                        last_id: state.next_id - 1,
+                    })
+                    .is_err()
+                {
                     tracing::error!("the store syncer stopped; the store writer stops too");
                     break;
                 }
@@ -279,7 +319,8 @@ fn run(mut conn: Connection, mut state: State, mut receiver: JobReceiver, to_syn
 }
 
 const INSERT_EVENT: &str = "INSERT INTO events (id, received_ms, source, message_id, type, user_id, anonymous_id, group_id, event, timestamp_ms, raw) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
-const FIND_STORED: &str = "SELECT 1 FROM events WHERE id BETWEEN ?1 AND ?2 AND message_id = ?3 AND source = ?4 LIMIT 1";
+const FIND_STORED: &str =
+    "SELECT 1 FROM events WHERE id BETWEEN ?1 AND ?2 AND message_id = ?3 AND source = ?4 LIMIT 1";
 
 /// Each job's answer: its outcome, or why it alone was not stored.
 type JobResult = Result<JobOutcome, String>;
@@ -288,11 +329,16 @@ type JobResult = Result<JobOutcome, String>;
 /// refused) is rolled back alone and answered with an error while the others commit. If
 /// the commit itself fails the whole transaction rolls back; either way the dedup index
 /// is restored for what was not stored, so a retry is handled as new.
-fn commit(conn: &mut Connection, state: &mut State, jobs: &[Job]) -> Result<Vec<JobResult>, rusqlite::Error> {
+fn commit(
+    conn: &mut Connection,
+    state: &mut State,
+    jobs: &[Job],
+) -> Result<Vec<JobResult>, rusqlite::Error> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut undo = Vec::new();
     let (next_id_before, last_received_before) = (state.next_id, state.last_received_ms);
-    let result = store_jobs(&tx, state, jobs, &mut undo).and_then(|outcomes| tx.commit().map(|()| outcomes));
+    let result =
+        store_jobs(&tx, state, jobs, &mut undo).and_then(|outcomes| tx.commit().map(|()| outcomes));
     if result.is_err() {
         for entry in undo {
             state.dedup.remove(entry);
@@ -303,11 +349,17 @@ fn commit(conn: &mut Connection, state: &mut State, jobs: &[Job]) -> Result<Vec<
     result
 }
 
-fn store_jobs(tx: &Transaction, state: &mut State, jobs: &[Job], undo: &mut Vec<u64>) -> Result<Vec<JobResult>, rusqlite::Error> {
+fn store_jobs(
+    tx: &Transaction,
+    state: &mut State,
+    jobs: &[Job],
+    undo: &mut Vec<u64>,
+) -> Result<Vec<JobResult>, rusqlite::Error> {
     let mut outcomes = Vec::with_capacity(jobs.len());
     for job in jobs {
         tx.execute_batch("SAVEPOINT job")?;
-        let (next_id_before, last_received_before, undo_before) = (state.next_id, state.last_received_ms, undo.len());
+        let (next_id_before, last_received_before, undo_before) =
+            (state.next_id, state.last_received_ms, undo.len());
         match store_job(tx, state, job, undo) {
             Ok(outcome) => {
                 tx.execute_batch("RELEASE job")?;
@@ -328,14 +380,27 @@ fn store_jobs(tx: &Transaction, state: &mut State, jobs: &[Job], undo: &mut Vec<
     Ok(outcomes)
 }
 
-fn store_job(tx: &Transaction, state: &mut State, job: &Job, undo: &mut Vec<u64>) -> Result<JobOutcome, rusqlite::Error> {
+fn store_job(
+    tx: &Transaction,
+    state: &mut State,
+    job: &Job,
+    undo: &mut Vec<u64>,
+) -> Result<JobOutcome, rusqlite::Error> {
     let mut insert = tx.prepare_cached(INSERT_EVENT)?;
     let mut find = tx.prepare_cached(FIND_STORED)?;
     {
         let mut outcome = JobOutcome::default();
         for message in &job.messages {
             let key = state.dedup.key(&job.source, &message.message_id);
-            if !message.message_id_generated && is_stored(&mut find, &state.dedup, key, &job.source, &message.message_id)? {
+            if !message.message_id_generated
+                && is_stored(
+                    &mut find,
+                    &state.dedup,
+                    key,
+                    &job.source,
+                    &message.message_id,
+                )?
+            {
                 outcome.duplicates += 1;
                 continue;
             }
@@ -364,7 +429,13 @@ fn store_job(tx: &Transaction, state: &mut State, job: &Job, undo: &mut Vec<u64>
     }
 }
 
-fn is_stored(find: &mut Statement, dedup: &Dedup, key: Key, source: &str, message_id: &str) -> Result<bool, rusqlite::Error> {
+fn is_stored(
+    find: &mut Statement,
+    dedup: &Dedup,
+    key: Key,
+    source: &str,
+    message_id: &str,
+) -> Result<bool, rusqlite::Error> {
     for (first, last) in dedup.candidates(key) {
         if find.exists(params![first, last, message_id, source])? {
             return Ok(true);
@@ -400,7 +471,8 @@ fn apply_identity(tx: &Transaction, id: i64, message: &Message) -> Result<(), ru
     match message.kind {
         Kind::Identify => {
             if let Some(user) = &message.user_id {
-                tx.prepare_cached(UPSERT_USER)?.execute(params![user, traits, ts])?;
+                tx.prepare_cached(UPSERT_USER)?
+                    .execute(params![user, traits, ts])?;
                 tx.prepare_cached("INSERT INTO user_traits (user_id, timestamp_ms, event_id, traits) VALUES (?1, ?2, ?3, ?4)")?
                     .execute(params![user, ts, id, traits])?;
                 if let Some(anonymous) = &message.anonymous_id {
@@ -409,8 +481,12 @@ fn apply_identity(tx: &Transaction, id: i64, message: &Message) -> Result<(), ru
             }
         }
         Kind::Group => {
-            let account = message.group_id.as_deref().expect("invariant: ingest requires groupId on group calls");
-            tx.prepare_cached(UPSERT_ACCOUNT)?.execute(params![account, traits, ts])?;
+            let account = message
+                .group_id
+                .as_deref()
+                .expect("invariant: ingest requires groupId on group calls");
+            tx.prepare_cached(UPSERT_ACCOUNT)?
+                .execute(params![account, traits, ts])?;
             if message.traits.is_some() {
                 tx.prepare_cached("INSERT INTO account_traits (account_id, timestamp_ms, event_id, traits) VALUES (?1, ?2, ?3, ?4)")?
                     .execute(params![account, ts, id, traits])?;
@@ -419,8 +495,14 @@ fn apply_identity(tx: &Transaction, id: i64, message: &Message) -> Result<(), ru
                 .execute(params![message.user_id, message.anonymous_id, account, ts, id])?;
         }
         Kind::Alias => {
-            let user = message.user_id.as_deref().expect("invariant: ingest requires userId on alias calls");
-            let previous = message.previous_id.as_deref().expect("invariant: ingest requires previousId on alias calls");
+            let user = message
+                .user_id
+                .as_deref()
+                .expect("invariant: ingest requires userId on alias calls");
+            let previous = message
+                .previous_id
+                .as_deref()
+                .expect("invariant: ingest requires previousId on alias calls");
             link(tx, previous, user, ts, id)?;
         }
         Kind::Track | Kind::Page | Kind::Screen => {}
@@ -428,7 +510,13 @@ fn apply_identity(tx: &Transaction, id: i64, message: &Message) -> Result<(), ru
     Ok(())
 }
 
-fn link(tx: &Transaction, previous: &str, user: &str, ts: i64, id: i64) -> Result<(), rusqlite::Error> {
+fn link(
+    tx: &Transaction,
+    previous: &str,
+    user: &str,
+    ts: i64,
+    id: i64,
+) -> Result<(), rusqlite::Error> {
     if previous == user {
         return Ok(());
     }
@@ -453,22 +541,32 @@ fn next_id(conn: &Connection) -> Result<i64, rusqlite::Error> {
 /// segment holding the first one, so whole segments are covered).
 fn rebuild_dedup(conn: &Connection, dedup: &mut Dedup, window_days: u32) -> Result<(), StoreError> {
     let cutoff = chrono::Utc::now().timestamp_millis() - i64::from(window_days) * 86_400_000;
-    let Some(first) = super::first_id_received_since(conn, cutoff)? else { return Ok(()) };
+    let Some(first) = super::first_id_received_since(conn, cutoff)? else {
+        return Ok(());
+    };
     let start = (first >> SEGMENT_SHIFT) << SEGMENT_SHIFT;
     let started = Instant::now();
-    let mut stmt = conn.prepare("SELECT id, source, message_id, received_ms FROM events WHERE id >= ?1 ORDER BY id")?;
+    let mut stmt = conn.prepare(
+        "SELECT id, source, message_id, received_ms FROM events WHERE id >= ?1 ORDER BY id",
+    )?;
     let mut rows = stmt.query([start])?;
     let mut loaded: u64 = 0;
     while let Some(row) = rows.next()? {
-        let (id, source, message_id, received_ms): (i64, String, String, i64) = (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?);
+        let (id, source, message_id, received_ms): (i64, String, String, i64) =
+            (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?);
         let key = dedup.key(&source, &message_id);
         dedup.insert(key, id, received_ms);
         dedup.seal_if_full();
         loaded += 1;
-        if loaded % REBUILD_PROGRESS_ROWS == 0 {
+        if loaded.is_multiple_of(REBUILD_PROGRESS_ROWS) {
             tracing::info!(loaded, "rebuilding the dedup index from stored events");
         }
     }
-    tracing::info!(loaded, elapsed_ms = started.elapsed().as_millis() as u64, window_days, "dedup index ready");
+    tracing::info!(
+        loaded,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        window_days,
+        "dedup index ready"
+    );
     Ok(())
 }

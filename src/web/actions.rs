@@ -40,43 +40,81 @@ fn admin(caller: &Caller) -> Result<(), ApiError> {
 }
 
 /// `GET /api/v1/rules`: the rules in force, from the config and from the API.
-async fn list_rules(_caller: Caller, State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+async fn list_rules(
+    _caller: Caller,
+    State(state): State<AppState>,
+) -> Result<Json<Value>, ApiError> {
     let config = state.actions.clone();
-    let (ready, stored) = with_source(&state, move |store, _| Ok((sa::rules(store, &config)?, store.stored_rules()?))).await?;
+    let (ready, stored) = with_source(&state, move |store, _| {
+        Ok((sa::rules(store, &config)?, store.stored_rules()?))
+    })
+    .await?;
     let rules: Vec<Value> = ready
         .iter()
         .map(|r| {
             let mut v = serde_json::to_value(&r.rule).unwrap_or_default();
-            v["source"] = json!(if stored.iter().any(|s| s.name == r.rule.name) { "api" } else { "config" });
+            v["source"] = json!(if stored.iter().any(|s| s.name == r.rule.name) {
+                "api"
+            } else {
+                "config"
+            });
             v
         })
         .collect();
-    Ok(Json(json!({"rules": rules, "measures": act::EXTRA_MEASURES.iter().map(|(m, d)| json!({"name": m, "description": d})).collect::<Vec<_>>()})))
+    Ok(Json(
+        json!({"rules": rules, "measures": act::EXTRA_MEASURES.iter().map(|(m, d)| json!({"name": m, "description": d})).collect::<Vec<_>>()}),
+    ))
 }
 
 /// `POST /api/v1/rules` (admin): adds or replaces an API rule.
-async fn create_rule(caller: Caller, State(state): State<AppState>, body: axum::body::Bytes) -> Result<Response, ApiError> {
+async fn create_rule(
+    caller: Caller,
+    State(state): State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
     admin(&caller)?;
     let rule: Rule = serde_json::from_slice(&body).map_err(|e| bad("body", e.to_string()))?;
     act::prepare(&rule, &state.actions).map_err(|reason| {
-        let (field, reason) = reason.split_once(": ").map(|(f, r)| (f.to_string(), r.to_string())).unwrap_or(("body".into(), reason));
+        let (field, reason) = reason
+            .split_once(": ")
+            .map(|(f, r)| (f.to_string(), r.to_string()))
+            .unwrap_or(("body".into(), reason));
         ApiError::Invalid(vec![(field, reason)])
     })?;
-    if state.actions.ready_rules().map_err(|(k, r)| ApiError::Internal(format!("{k}: {r}")))?.iter().any(|r| r.rule.name == rule.name) {
-        return Err(ApiError::Conflict(format!("rule {} is defined in the config; change it there", rule.name)));
+    if state
+        .actions
+        .ready_rules()
+        .map_err(|(k, r)| ApiError::Internal(format!("{k}: {r}")))?
+        .iter()
+        .any(|r| r.rule.name == rule.name)
+    {
+        return Err(ApiError::Conflict(format!(
+            "rule {} is defined in the config; change it there",
+            rule.name
+        )));
     }
     let saved = rule.clone();
     with_source(&state, move |store, _| Ok(store.save_rule(&saved)?)).await?;
-    sa::poke();
-    Ok((StatusCode::CREATED, Json(serde_json::to_value(&rule).unwrap_or_default())).into_response())
+    state.signals.poke();
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::to_value(&rule).unwrap_or_default()),
+    )
+        .into_response())
 }
 
 /// `DELETE /api/v1/rules/{name}` (admin): removes an API rule.
-async fn delete_rule(caller: Caller, State(state): State<AppState>, Path(name): Path<String>) -> Result<Response, ApiError> {
+async fn delete_rule(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
     admin(&caller)?;
     let target = name.clone();
     if !with_source(&state, move |store, _| Ok(store.delete_rule(&target)?)).await? {
-        return Err(ApiError::NotFound(format!("no API rule {name} (config rules are changed in the config)")));
+        return Err(ApiError::NotFound(format!(
+            "no API rule {name} (config rules are changed in the config)"
+        )));
     }
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -89,14 +127,34 @@ struct AlertsQuery {
 }
 
 /// `GET /api/v1/alerts?since=&account=&limit=`: alerts fired, newest first.
-async fn list_alerts(_caller: Caller, State(state): State<AppState>, Query(query): Query<AlertsQuery>) -> Result<Json<Value>, ApiError> {
-    let since = super::metrics::date_param("since", query.since.as_deref(), today() - chrono::Duration::days(30))?;
+async fn list_alerts(
+    _caller: Caller,
+    State(state): State<AppState>,
+    Query(query): Query<AlertsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let since = super::metrics::date_param(
+        "since",
+        query.since.as_deref(),
+        today() - chrono::Duration::days(30),
+    )?;
     let limit = query.limit.unwrap_or(500);
     if !(1..=10_000).contains(&limit) {
         return Err(bad("limit", "must be 1 to 10000"));
     }
-    let since_ms = since.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc().timestamp_millis();
-    let alerts = with_source(&state, move |store, _| Ok(sa::alerts(store, since_ms, query.account.as_deref(), limit)?)).await?;
+    let since_ms = since
+        .and_hms_opt(0, 0, 0)
+        .expect("midnight exists")
+        .and_utc()
+        .timestamp_millis();
+    let alerts = with_source(&state, move |store, _| {
+        Ok(sa::alerts(
+            store,
+            since_ms,
+            query.account.as_deref(),
+            limit,
+        )?)
+    })
+    .await?;
     Ok(Json(json!({"since": since.to_string(), "alerts": alerts})))
 }
 
@@ -108,15 +166,21 @@ struct EvaluateQuery {
 
 /// `POST /api/v1/alerts/evaluate?rule=&dry_run=` (admin): evaluates now; a dry run
 /// records and sends nothing.
-async fn evaluate(caller: Caller, State(state): State<AppState>, Query(query): Query<EvaluateQuery>) -> Result<Json<Value>, ApiError> {
+async fn evaluate(
+    caller: Caller,
+    State(state): State<AppState>,
+    Query(query): Query<EvaluateQuery>,
+) -> Result<Json<Value>, ApiError> {
     admin(&caller)?;
     let (config, base) = (state.actions.clone(), state.base_url.clone());
     let dry_run = query.dry_run.unwrap_or(false);
     let rule = query.rule.clone();
     let fired = with_source(&state, move |store, s| {
-        sa::evaluate(store, today(), s, &config, &base, rule.as_deref(), dry_run).map_err(|e| match e {
-            crate::store::StoreError::Invalid(reason) => bad("rule", reason),
-            other => other.into(),
+        sa::evaluate(store, today(), s, &config, &base, rule.as_deref(), dry_run).map_err(|e| {
+            match e {
+                crate::store::StoreError::Invalid(reason) => bad("rule", reason),
+                other => other.into(),
+            }
         })
     })
     .await?;
@@ -133,12 +197,27 @@ struct TasksQuery {
 const TASK_STATUSES: &[&str] = &["open", "snoozed", "done"];
 
 /// `GET /api/v1/tasks?status=&csm=&account=`: CSM tasks, open ones first by due date.
-async fn list_tasks(_caller: Caller, State(state): State<AppState>, Query(query): Query<TasksQuery>) -> Result<Json<Value>, ApiError> {
-    if let Some(status) = query.status.as_deref().filter(|s| !TASK_STATUSES.contains(s)) {
-        return Err(bad("status", format!("{status:?} is not open, snoozed or done")));
+async fn list_tasks(
+    _caller: Caller,
+    State(state): State<AppState>,
+    Query(query): Query<TasksQuery>,
+) -> Result<Json<Value>, ApiError> {
+    if let Some(status) = query
+        .status
+        .as_deref()
+        .filter(|s| !TASK_STATUSES.contains(s))
+    {
+        return Err(bad(
+            "status",
+            format!("{status:?} is not open, snoozed or done"),
+        ));
     }
     let tasks = with_source(&state, move |store, _| {
-        let filter = sa::TaskFilter { status: query.status.as_deref(), csm: query.csm.as_deref(), account: query.account.as_deref() };
+        let filter = sa::TaskFilter {
+            status: query.status.as_deref(),
+            csm: query.csm.as_deref(),
+            account: query.account.as_deref(),
+        };
         Ok(sa::tasks(store, filter, 1_000)?)
     })
     .await?;
@@ -154,34 +233,58 @@ pub struct TaskChange {
 }
 
 /// Checks a task change: the status, a snooze day for `snoozed` (and only then), dates.
-pub fn check_task_change(change: &TaskChange) -> Result<(Option<chrono::NaiveDate>, Option<chrono::NaiveDate>), (String, String)> {
+pub fn check_task_change(
+    change: &TaskChange,
+) -> Result<(Option<chrono::NaiveDate>, Option<chrono::NaiveDate>), (String, String)> {
     if !TASK_STATUSES.contains(&change.status.as_str()) {
-        return Err(("status".into(), format!("{:?} is not open, snoozed or done", change.status)));
+        return Err((
+            "status".into(),
+            format!("{:?} is not open, snoozed or done", change.status),
+        ));
     }
-    let date = |field: &str, text: &Option<String>| text.as_deref().map(|t| crate::records::parse_date(t).map_err(|r| (field.to_string(), r))).transpose();
+    let date = |field: &str, text: &Option<String>| {
+        text.as_deref()
+            .map(|t| crate::records::parse_date(t).map_err(|r| (field.to_string(), r)))
+            .transpose()
+    };
     let snooze = date("snoozed_until", &change.snoozed_until)?;
     match (change.status.as_str(), snooze) {
         ("snoozed", None) => return Err(("snoozed_until".into(), "required to snooze".into())),
-        ("snoozed", Some(day)) if day <= today() => return Err(("snoozed_until".into(), "must be after today".into())),
-        ("open" | "done", Some(_)) => return Err(("snoozed_until".into(), "only with status snoozed".into())),
+        ("snoozed", Some(day)) if day <= today() => {
+            return Err(("snoozed_until".into(), "must be after today".into()))
+        }
+        ("open" | "done", Some(_)) => {
+            return Err(("snoozed_until".into(), "only with status snoozed".into()))
+        }
         _ => {}
     }
     Ok((snooze, date("due", &change.due)?))
 }
 
 /// `PATCH /api/v1/tasks/{id}` (admin): `{"status": "open"|"snoozed"|"done", "snoozed_until", "due"}`.
-async fn update_task(caller: Caller, State(state): State<AppState>, Path(id): Path<i64>, body: axum::body::Bytes) -> Result<Json<Value>, ApiError> {
+async fn update_task(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
     admin(&caller)?;
-    let change: TaskChange = serde_json::from_slice(&body).map_err(|e| bad("body", e.to_string()))?;
-    let (snooze, due) = check_task_change(&change).map_err(|(f, r)| ApiError::Invalid(vec![(f, r)]))?;
+    let change: TaskChange =
+        serde_json::from_slice(&body).map_err(|e| bad("body", e.to_string()))?;
+    let (snooze, due) =
+        check_task_change(&change).map_err(|(f, r)| ApiError::Invalid(vec![(f, r)]))?;
     let found = with_source(&state, move |store, _| {
         if !sa::update_task(store, id, &change.status, snooze, due)? {
             return Ok(None);
         }
-        Ok(sa::tasks(store, sa::TaskFilter::default(), 100_000)?.into_iter().find(|t| t["id"] == id))
+        Ok(sa::tasks(store, sa::TaskFilter::default(), 100_000)?
+            .into_iter()
+            .find(|t| t["id"] == id))
     })
     .await?;
-    found.map(Json).ok_or_else(|| ApiError::NotFound(format!("no task {id}")))
+    found
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("no task {id}")))
 }
 
 #[derive(Debug, Deserialize)]
@@ -190,18 +293,32 @@ struct OutboxQuery {
 }
 
 /// `GET /api/v1/outbox?status=pending|sent|dead`: notifications (default: the dead letters).
-async fn list_outbox(_caller: Caller, State(state): State<AppState>, Query(query): Query<OutboxQuery>) -> Result<Json<Value>, ApiError> {
+async fn list_outbox(
+    _caller: Caller,
+    State(state): State<AppState>,
+    Query(query): Query<OutboxQuery>,
+) -> Result<Json<Value>, ApiError> {
     let status = query.status.unwrap_or_else(|| "dead".into());
     if !["pending", "sent", "dead"].contains(&status.as_str()) {
-        return Err(bad("status", format!("{status:?} is not pending, sent or dead")));
+        return Err(bad(
+            "status",
+            format!("{status:?} is not pending, sent or dead"),
+        ));
     }
     let shown = status.clone();
-    let messages = with_source(&state, move |store, _| Ok(sa::outbox(store, &shown, 1_000)?)).await?;
+    let messages = with_source(&state, move |store, _| {
+        Ok(sa::outbox(store, &shown, 1_000)?)
+    })
+    .await?;
     Ok(Json(json!({"status": status, "messages": messages})))
 }
 
 /// `POST /api/v1/outbox/{id}/retry` (admin): a dead letter goes back in line.
-async fn retry(caller: Caller, State(state): State<AppState>, Path(id): Path<i64>) -> Result<Json<Value>, ApiError> {
+async fn retry(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+) -> Result<Json<Value>, ApiError> {
     admin(&caller)?;
     if !with_source(&state, move |store, _| Ok(sa::retry(store, id)?)).await? {
         return Err(ApiError::NotFound(format!("no dead message {id}")));
@@ -212,27 +329,61 @@ async fn retry(caller: Caller, State(state): State<AppState>, Path(id): Path<i64
 // ---- the hosted survey page ----
 
 fn survey_refused(status: StatusCode, text: &str) -> Response {
-    (status, bare("Survey", html! { main.narrow id="main" { h1 { "Survey" } p.error role="alert" { (text) } } })).into_response()
+    (
+        status,
+        bare(
+            "Survey",
+            html! { main.narrow id="main" { h1 { "Survey" } p.error role="alert" { (text) } } },
+        ),
+    )
+        .into_response()
 }
 
 /// The send a token names, or the page saying why not.
-async fn survey_of(state: &AppState, token: &str) -> Result<Result<sa::SurveySend, Response>, PageError> {
-    let secret = with_source(state, |store, _| Ok(crate::store::users::secret(store, sa::SURVEY_SECRET)?)).await?;
+async fn survey_of(
+    state: &AppState,
+    token: &str,
+) -> Result<Result<sa::SurveySend, Response>, PageError> {
+    let secret = with_source(state, |store, _| {
+        Ok(crate::store::users::secret(store, sa::SURVEY_SECRET)?)
+    })
+    .await?;
     let id = match crate::share::verify_payload(&secret, token, chrono::Utc::now().timestamp()) {
-        Ok(payload) => payload.strip_prefix("survey\n").and_then(|id| id.parse::<i64>().ok()),
-        Err(LinkError::Expired) => return Ok(Err(survey_refused(StatusCode::GONE, "This survey link has expired. Thank you anyway!"))),
+        Ok(payload) => payload
+            .strip_prefix("survey\n")
+            .and_then(|id| id.parse::<i64>().ok()),
+        Err(LinkError::Expired) => {
+            return Ok(Err(survey_refused(
+                StatusCode::GONE,
+                "This survey link has expired. Thank you anyway!",
+            )))
+        }
         Err(LinkError::Invalid) => None,
     };
-    let Some(id) = id else { return Ok(Err(survey_refused(StatusCode::FORBIDDEN, "This survey link is not valid."))) };
+    let Some(id) = id else {
+        return Ok(Err(survey_refused(
+            StatusCode::FORBIDDEN,
+            "This survey link is not valid.",
+        )));
+    };
     match with_source(state, move |store, _| Ok(sa::survey_send(store, id)?)).await? {
-        Some(send) if send.answered => Ok(Err(survey_refused(StatusCode::CONFLICT, "This survey was answered already. Thank you!"))),
+        Some(send) if send.answered => Ok(Err(survey_refused(
+            StatusCode::CONFLICT,
+            "This survey was answered already. Thank you!",
+        ))),
         Some(send) => Ok(Ok(send)),
-        None => Ok(Err(survey_refused(StatusCode::FORBIDDEN, "This survey link is not valid."))),
+        None => Ok(Err(survey_refused(
+            StatusCode::FORBIDDEN,
+            "This survey link is not valid.",
+        ))),
     }
 }
 
 /// `GET /s/{token}`: the question, no sign-in.
-pub async fn survey_page(State(state): State<AppState>, axum::extract::Path(token): axum::extract::Path<String>) -> Result<Response, PageError> {
+pub async fn survey_page(
+    State(state): State<AppState>,
+    axum::extract::Path(token): axum::extract::Path<String>,
+) -> Result<Response, PageError> {
     let send = match survey_of(&state, &token).await? {
         Ok(send) => send,
         Err(refused) => return Ok(refused),
@@ -264,10 +415,21 @@ pub struct AnswerForm {
 }
 
 /// `POST /s/{token}`: one answer per link; stored as a survey response at once.
-pub async fn survey_answer(State(state): State<AppState>, axum::extract::Path(token): axum::extract::Path<String>, Form(form): Form<AnswerForm>) -> Result<Response, PageError> {
-    if form.comment.as_deref().is_some_and(|c| c.trim().chars().count() > surveys::COMMENT_CHARS_MAX) {
+pub async fn survey_answer(
+    State(state): State<AppState>,
+    axum::extract::Path(token): axum::extract::Path<String>,
+    Form(form): Form<AnswerForm>,
+) -> Result<Response, PageError> {
+    if form
+        .comment
+        .as_deref()
+        .is_some_and(|c| c.trim().chars().count() > surveys::COMMENT_CHARS_MAX)
+    {
         // Refused whole rather than cut: the respondent's words are not silently lost.
-        let text = format!("comment: longer than {} characters; shorten it and send again.", surveys::COMMENT_CHARS_MAX);
+        let text = format!(
+            "comment: longer than {} characters; shorten it and send again.",
+            surveys::COMMENT_CHARS_MAX
+        );
         return Ok(survey_refused(StatusCode::PAYLOAD_TOO_LARGE, &text));
     }
     let send = match survey_of(&state, &token).await? {
@@ -275,17 +437,34 @@ pub async fn survey_answer(State(state): State<AppState>, axum::extract::Path(to
         Err(refused) => return Ok(refused),
     };
     let (low, high) = surveys::scale(&send.kind).unwrap_or((0, 10));
-    let score: i64 = form.score.parse().ok().filter(|s| (low..=high).contains(s)).ok_or_else(|| PageError::bad_request(format!("score: must be {low} to {high}")))?;
-    let comment = form.comment.map(|c| c.trim().to_string()).filter(|c| !c.is_empty());
+    let score: i64 = form
+        .score
+        .parse()
+        .ok()
+        .filter(|s| (low..=high).contains(s))
+        .ok_or_else(|| PageError::bad_request(format!("score: must be {low} to {high}")))?;
+    let comment = form
+        .comment
+        .map(|c| c.trim().to_string())
+        .filter(|c| !c.is_empty());
     let id = send.id;
-    let stored = with_source(&state, move |store, _| Ok(sa::answer(store, id, score, comment.as_deref())?)).await?;
+    let stored = with_source(&state, move |store, _| {
+        Ok(sa::answer(store, id, score, comment.as_deref())?)
+    })
+    .await?;
     match stored {
         sa::Answered::Stored(_) => {
-            sa::poke();
+            state.signals.poke();
             Ok(bare("Thank you", html! { main.narrow id="main" { h1 { "Thank you!" } p role="status" { "Your answer was recorded." } } }).into_response())
         }
-        sa::Answered::AlreadyAnswered => Ok(survey_refused(StatusCode::CONFLICT, "This survey was answered already. Thank you!")),
-        sa::Answered::NoSuchSurvey => Ok(survey_refused(StatusCode::FORBIDDEN, "This survey link is not valid.")),
+        sa::Answered::AlreadyAnswered => Ok(survey_refused(
+            StatusCode::CONFLICT,
+            "This survey was answered already. Thank you!",
+        )),
+        sa::Answered::NoSuchSurvey => Ok(survey_refused(
+            StatusCode::FORBIDDEN,
+            "This survey link is not valid.",
+        )),
     }
 }
 
@@ -301,19 +480,33 @@ pub struct PendingQuery {
 /// `/v1` calls send it; `writeKey=` in the query also works, but proxies log queries): for
 /// the web snippet, a link to the newest unanswered survey sent to this person in the last
 /// 30 days (204 when none).
-pub async fn pending(State(state): State<AppState>, headers: axum::http::HeaderMap, axum::extract::Query(query): axum::extract::Query<PendingQuery>) -> Response {
+pub async fn pending(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    axum::extract::Query(query): axum::extract::Query<PendingQuery>,
+) -> Response {
     let from_header = match super::segment::header_source(&state, &headers) {
         Ok(source) => source,
         Err(response) => return response,
     };
-    let from_query = query.write_key.as_deref().and_then(|key| state.write_keys.get(&super::key_digest(key)).cloned());
+    let from_query = query
+        .write_key
+        .as_deref()
+        .and_then(|key| state.write_keys.get(&super::key_digest(key)).cloned());
     if from_header.or(from_query).is_none() {
         return (StatusCode::UNAUTHORIZED, Json(json!({"success": false, "error": "unknown write key; send it as the Basic auth user name"}))).into_response();
     }
     if query.user_id.is_empty() || query.user_id.len() > crate::limits::ID_BYTES_MAX {
-        return (StatusCode::BAD_REQUEST, Json(json!({"success": false, "field": "userId", "error": "1 to 256 bytes"}))).into_response();
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"success": false, "field": "userId", "error": "1 to 256 bytes"})),
+        )
+            .into_response();
     }
-    let (base, days) = (state.base_url.clone(), state.actions.surveys.token_valid_days);
+    let (base, days) = (
+        state.base_url.clone(),
+        state.actions.surveys.token_valid_days,
+    );
     let since = chrono::Utc::now().timestamp_millis() - 30 * 86_400_000;
     let found = with_source(&state, move |store, _| {
         Ok(match store.pending_survey(&query.user_id, since)? {

@@ -76,7 +76,10 @@ impl IntoResponse for ApiError {
         match &self {
             ApiError::BadParameter { field, .. } => body["field"] = json!(field),
             ApiError::Invalid(errors) => {
-                body["errors"] = errors.iter().map(|(field, reason)| json!({"field": field, "reason": reason})).collect();
+                body["errors"] = errors
+                    .iter()
+                    .map(|(field, reason)| json!({"field": field, "reason": reason}))
+                    .collect();
             }
             ApiError::ImportFailed(report) => {
                 body["errors"] = json!(report.errors);
@@ -86,11 +89,15 @@ impl IntoResponse for ApiError {
             _ => {}
         }
         let mut response = (status, Json(body)).into_response();
-        response
-            .headers_mut()
-            .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/problem+json"));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("application/problem+json"),
+        );
         if status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
         }
         response
     }
@@ -106,7 +113,10 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> FromRequestParts<S> 
         axum::extract::Path::<T>::from_request_parts(parts, state)
             .await
             .map(|axum::extract::Path(value)| ApiPath(value))
-            .map_err(|e| ApiError::BadParameter { field: "path".into(), reason: e.body_text() })
+            .map_err(|e| ApiError::BadParameter {
+                field: "path".into(),
+                reason: e.body_text(),
+            })
     }
 }
 
@@ -120,7 +130,10 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> FromRequestParts<S> 
         Query::<T>::from_request_parts(parts, state)
             .await
             .map(|Query(value)| ApiQuery(value))
-            .map_err(|e| ApiError::BadParameter { field: "query".into(), reason: e.body_text() })
+            .map_err(|e| ApiError::BadParameter {
+                field: "query".into(),
+                reason: e.body_text(),
+            })
     }
 }
 
@@ -132,7 +145,10 @@ pub struct Caller {
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let token = parts
             .headers
             .get(header::AUTHORIZATION)
@@ -144,9 +160,15 @@ impl FromRequestParts<AppState> for Caller {
             .ok_or(ApiError::Unauthenticated)?;
         let role = match &state.clickhouse {
             Some(clickhouse) => clickhouse.token_role(&token).await?,
-            None => super::records::with_conn(&state.store, move |conn| Ok(store::token_role(conn, &token)?)).await?,
+            None => {
+                super::records::with_conn(&state.store, move |conn| {
+                    Ok(store::token_role(conn, &token)?)
+                })
+                .await?
+            }
         };
-        role.map(|role| Caller { role }).ok_or(ApiError::Unauthenticated)
+        role.map(|role| Caller { role })
+            .ok_or(ApiError::Unauthenticated)
     }
 }
 
@@ -162,10 +184,17 @@ struct EventsQuery {
 
 /// `GET /api/v1/events?since=&until=&user=&account=&limit=&format=json|ndjson`: stored
 /// events by the time they were received, for debugging an integration.
-async fn list_events(caller: Caller, State(state): State<AppState>, ApiQuery(query): ApiQuery<EventsQuery>) -> Result<Response, ApiError> {
+async fn list_events(
+    caller: Caller,
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<EventsQuery>,
+) -> Result<Response, ApiError> {
     let _ = caller.role; // every role may read events
     let now_ms = chrono::Utc::now().timestamp_millis();
-    let bad = |field: &str, reason: String| ApiError::BadParameter { field: field.into(), reason };
+    let bad = |field: &str, reason: String| ApiError::BadParameter {
+        field: field.into(),
+        reason,
+    };
     let since_ms = match &query.since {
         Some(text) => crate::ingest::parse_date_or_time(text).map_err(|r| bad("since", r))?,
         None => now_ms - 86_400_000,
@@ -176,17 +205,31 @@ async fn list_events(caller: Caller, State(state): State<AppState>, ApiQuery(que
     };
     let limit = query.limit.unwrap_or(1_000);
     if limit == 0 || limit > crate::limits::EVENTS_LIST_ROWS_MAX {
-        return Err(bad("limit", format!("must be 1 to {}", crate::limits::EVENTS_LIST_ROWS_MAX)));
+        return Err(bad(
+            "limit",
+            format!("must be 1 to {}", crate::limits::EVENTS_LIST_ROWS_MAX),
+        ));
     }
     let ndjson = match query.format.as_deref() {
         None | Some("json") => false,
         Some("ndjson") => true,
         Some(other) => return Err(bad("format", format!("{other:?} is not json or ndjson"))),
     };
-    let filter = EventFilter { since_ms, until_ms, user: query.user, account: query.account, limit };
+    let filter = EventFilter {
+        since_ms,
+        until_ms,
+        user: query.user,
+        account: query.account,
+        limit,
+    };
     let events = match &state.clickhouse {
         Some(clickhouse) => clickhouse.list_events(&filter).await?,
-        None => super::records::with_conn(&state.store, move |conn| Ok(store::list_events(conn, &filter)?)).await?,
+        None => {
+            super::records::with_conn(&state.store, move |conn| {
+                Ok(store::list_events(conn, &filter)?)
+            })
+            .await?
+        }
     };
     if ndjson {
         let mut body = String::new();

@@ -36,11 +36,17 @@ fn csv_wanted(format: Option<&str>) -> Result<bool, ApiError> {
 
 fn csv_response(header_row: &[&str], rows: Vec<Vec<String>>) -> Result<Response, ApiError> {
     let mut writer = csv::Writer::from_writer(Vec::new());
-    writer.write_record(header_row).map_err(|e| ApiError::Internal(e.to_string()))?;
+    writer
+        .write_record(header_row)
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
     for row in rows {
-        writer.write_record(row.iter().map(|cell| crate::metrics::csv_text(cell))).map_err(|e| ApiError::Internal(e.to_string()))?;
+        writer
+            .write_record(row.iter().map(|cell| crate::metrics::csv_text(cell)))
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
     }
-    let body = writer.into_inner().map_err(|e| ApiError::Internal(e.to_string()))?;
+    let body = writer
+        .into_inner()
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], body).into_response())
 }
 
@@ -63,10 +69,17 @@ const SOURCES: &[&str] = &["survey", "ticket", "suggestion", "churn", "note"];
 
 /// `GET /api/v1/comments?account=&source=&format=`: every comment stream in one list, each
 /// with its theme and sentiment.
-async fn comments(_caller: Caller, State(state): State<AppState>, Query(query): Query<CommentsQuery>) -> Result<Response, ApiError> {
+async fn comments(
+    _caller: Caller,
+    State(state): State<AppState>,
+    Query(query): Query<CommentsQuery>,
+) -> Result<Response, ApiError> {
     let csv = csv_wanted(query.format.as_deref())?;
     if let Some(source) = query.source.as_deref().filter(|s| !SOURCES.contains(s)) {
-        return Err(bad("source", format!("{source:?} is not one of {}", SOURCES.join(", "))));
+        return Err(bad(
+            "source",
+            format!("{source:?} is not one of {}", SOURCES.join(", ")),
+        ));
     }
     let rules = state.listening.themes.clone();
     let all = with_source(&state, |source, _| Ok(sl::comments(source)?)).await?;
@@ -78,13 +91,31 @@ async fn comments(_caller: Caller, State(state): State<AppState>, Query(query): 
         .map(|(c, t)| json!({"source": c.source, "account_id": c.account_id, "person": c.person, "date": c.date, "text": c.text, "theme": t.theme, "theme_by": t.by, "sentiment": t.sentiment}))
         .collect();
     if csv {
-        let columns = ["date", "source", "account_id", "person", "theme", "theme_by", "sentiment", "text"];
-        return csv_response(&columns, rows.iter().map(|r| columns.iter().map(|c| cell(&r[*c])).collect()).collect());
+        let columns = [
+            "date",
+            "source",
+            "account_id",
+            "person",
+            "theme",
+            "theme_by",
+            "sentiment",
+            "text",
+        ];
+        return csv_response(
+            &columns,
+            rows.iter()
+                .map(|r| columns.iter().map(|c| cell(&r[*c])).collect())
+                .collect(),
+        );
     }
     Ok(Json(json!({"comments": rows})).into_response())
 }
 
-async fn notes(_caller: Caller, State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn notes(
+    _caller: Caller,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let account = id.clone();
     let notes = with_source(&state, move |source, _| Ok(sl::notes(source, &account)?)).await?;
     Ok(Json(json!({"account_id": id, "notes": notes})))
@@ -99,23 +130,49 @@ struct NoteBody {
 }
 
 /// `POST /api/v1/accounts/{id}/notes` (admin): `{"text", "person"?, "author"?}`.
-async fn add_note(caller: Caller, State(state): State<AppState>, Path(id): Path<String>, body: axum::body::Bytes) -> Result<Response, ApiError> {
+async fn add_note(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
     if caller.role != Role::Admin {
         return Err(ApiError::Forbidden);
     }
     let note: NoteBody = serde_json::from_slice(&body).map_err(|e| bad("body", e.to_string()))?;
     let text = note.text.trim().to_string();
     if text.is_empty() || text.chars().count() > sl::NOTE_CHARS_MAX {
-        return Err(ApiError::Invalid(vec![("text".into(), format!("1 to {} characters", sl::NOTE_CHARS_MAX))]));
+        return Err(ApiError::Invalid(vec![(
+            "text".into(),
+            format!("1 to {} characters", sl::NOTE_CHARS_MAX),
+        )]));
     }
-    if note.person.as_ref().is_some_and(|p| p.is_empty() || p.len() > crate::limits::ID_BYTES_MAX) || note.author.as_ref().is_some_and(|a| a.is_empty() || a.len() > 64) {
-        return Err(ApiError::Invalid(vec![("person".into(), "1 to 256 bytes; author 1 to 64".into())]));
+    if note
+        .person
+        .as_ref()
+        .is_some_and(|p| p.is_empty() || p.len() > crate::limits::ID_BYTES_MAX)
+        || note
+            .author
+            .as_ref()
+            .is_some_and(|a| a.is_empty() || a.len() > 64)
+    {
+        return Err(ApiError::Invalid(vec![(
+            "person".into(),
+            "1 to 256 bytes; author 1 to 64".into(),
+        )]));
     }
     let account = id.clone();
     let author = note.author.unwrap_or_else(|| "api".into());
-    let stored = with_source(&state, move |source, _| Ok(source.add_note(&account, &author, note.person.as_deref(), &text)?)).await?;
+    let stored = with_source(&state, move |source, _| {
+        Ok(source.add_note(&account, &author, note.person.as_deref(), &text)?)
+    })
+    .await?;
     match stored {
-        Some(note_id) => Ok((StatusCode::CREATED, Json(json!({"id": note_id, "account_id": id}))).into_response()),
+        Some(note_id) => Ok((
+            StatusCode::CREATED,
+            Json(json!({"id": note_id, "account_id": id})),
+        )
+            .into_response()),
         None => Err(ApiError::NotFound(format!("no account {id}"))),
     }
 }
@@ -126,13 +183,29 @@ async fn add_note(caller: Caller, State(state): State<AppState>, Path(id): Path<
 pub async fn theme_rows(state: &AppState, among: &[&str]) -> Result<Vec<Vec<Value>>, ApiError> {
     let as_of = today();
     // Assessing every account needs the metrics snapshot; ARR does not.
-    let snapshot = if among.contains(&"red") { Some(cached_snapshot(state, as_of).await?) } else { None };
+    let snapshot = if among.contains(&"red") {
+        Some(cached_snapshot(state, as_of).await?)
+    } else {
+        None
+    };
     let rules = state.listening.themes.clone();
     let among: Vec<String> = among.iter().map(|a| a.to_string()).collect();
     with_source(state, move |source, s| {
-        let facts = dashboard::facts(source, as_of, snapshot.as_deref().map_or(&[], |rows| rows.as_slice()), s)?;
-        let red: HashSet<String> = facts.iter().filter(|f| f.health.as_ref().and_then(|h| h.tier.as_deref()) == Some("red")).map(|f| f.account_id.clone()).collect();
-        let arr: HashMap<String, f64> = facts.iter().map(|f| (f.account_id.clone(), f.arr)).collect();
+        let facts = dashboard::facts(
+            source,
+            as_of,
+            snapshot.as_deref().map_or(&[], |rows| rows.as_slice()),
+            s,
+        )?;
+        let red: HashSet<String> = facts
+            .iter()
+            .filter(|f| f.health.as_ref().and_then(|h| h.tier.as_deref()) == Some("red"))
+            .map(|f| f.account_id.clone())
+            .collect();
+        let arr: HashMap<String, f64> = facts
+            .iter()
+            .map(|f| (f.account_id.clone(), f.arr))
+            .collect();
         let which: Vec<Among> = among
             .iter()
             .map(|a| match a.as_str() {
@@ -153,27 +226,60 @@ struct ThemesQuery {
 }
 
 /// `GET /api/v1/themes?among=all|detractors|red&format=json|csv`.
-async fn themes(_caller: Caller, State(state): State<AppState>, Query(query): Query<ThemesQuery>) -> Result<Response, ApiError> {
+async fn themes(
+    _caller: Caller,
+    State(state): State<AppState>,
+    Query(query): Query<ThemesQuery>,
+) -> Result<Response, ApiError> {
     let csv = csv_wanted(query.format.as_deref())?;
     let among = query.among.unwrap_or_else(|| "all".into());
     if !["all", "detractors", "red"].contains(&among.as_str()) {
-        return Err(bad("among", format!("{among:?} is not all, detractors or red")));
+        return Err(bad(
+            "among",
+            format!("{among:?} is not all, detractors or red"),
+        ));
     }
-    let rows = theme_rows(&state, &[among.as_str()]).await?.pop().unwrap_or_default();
+    let rows = theme_rows(&state, &[among.as_str()])
+        .await?
+        .pop()
+        .unwrap_or_default();
     if csv {
-        let columns = ["theme", "comments", "accounts", "arr", "share_churned", "share_retained", "churned_accounts_raising", "retained_accounts_raising", "sentiment", "keywords"];
+        let columns = [
+            "theme",
+            "comments",
+            "accounts",
+            "arr",
+            "share_churned",
+            "share_retained",
+            "churned_accounts_raising",
+            "retained_accounts_raising",
+            "sentiment",
+            "keywords",
+        ];
         let cells = rows
             .iter()
             .map(|r| {
                 columns
                     .iter()
-                    .map(|c| if *c == "keywords" { r[*c].as_array().map(|k| k.iter().map(cell).collect::<Vec<_>>().join("; ")).unwrap_or_default() } else { cell(&r[*c]) })
+                    .map(|c| {
+                        if *c == "keywords" {
+                            r[*c]
+                                .as_array()
+                                .map(|k| k.iter().map(cell).collect::<Vec<_>>().join("; "))
+                                .unwrap_or_default()
+                        } else {
+                            cell(&r[*c])
+                        }
+                    })
                     .collect()
             })
             .collect();
         return csv_response(&columns, cells);
     }
-    Ok(Json(json!({"among": among, "currency": state.currency.report, "themes": rows})).into_response())
+    Ok(
+        Json(json!({"among": among, "currency": state.currency.report, "themes": rows}))
+            .into_response(),
+    )
 }
 
 #[derive(Debug, Deserialize)]
@@ -185,17 +291,35 @@ struct ReasonsQuery {
 
 /// `GET /api/v1/reports/churn_reasons?from=&to=&format=`: terms ending in [from, to)
 /// (default: the last 12 months) by quarter, segment, reason and kind.
-async fn churn_reasons(_caller: Caller, State(state): State<AppState>, Query(query): Query<ReasonsQuery>) -> Result<Response, ApiError> {
+async fn churn_reasons(
+    _caller: Caller,
+    State(state): State<AppState>,
+    Query(query): Query<ReasonsQuery>,
+) -> Result<Response, ApiError> {
     let csv = csv_wanted(query.format.as_deref())?;
-    let to = date_param("to", query.to.as_deref(), today() + chrono::Duration::days(1))?;
+    let to = date_param(
+        "to",
+        query.to.as_deref(),
+        today() + chrono::Duration::days(1),
+    )?;
     let from = date_param("from", query.from.as_deref(), to - chrono::Months::new(12))?;
     if from >= to || (to - from).num_days() > super::metrics::OUTCOME_DAYS_MAX {
         return Err(bad("from", "must be before `to`, at most 20 years apart"));
     }
-    let rows = with_source(&state, move |source, s| Ok(sl::churn_reasons(source, from, to, s.currency)?)).await?;
+    let rows = with_source(&state, move |source, s| {
+        Ok(sl::churn_reasons(source, from, to, s.currency)?)
+    })
+    .await?;
     if csv {
-        let columns = ["quarter", "segment", "reason", "kind", "accounts", "terms", "arr_lost"];
-        return csv_response(&columns, rows.iter().map(|r| columns.iter().map(|c| cell(&r[*c])).collect()).collect());
+        let columns = [
+            "quarter", "segment", "reason", "kind", "accounts", "terms", "arr_lost",
+        ];
+        return csv_response(
+            &columns,
+            rows.iter()
+                .map(|r| columns.iter().map(|c| cell(&r[*c])).collect())
+                .collect(),
+        );
     }
     Ok(Json(json!({"from": from.to_string(), "to": to.to_string(), "currency": state.currency.report, "reasons": rows})).into_response())
 }

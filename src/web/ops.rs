@@ -28,7 +28,10 @@ const SURVEY_JS: &str = include_str!("assets/survey.js");
 fn script(body: &'static str) -> impl IntoResponse {
     (
         [
-            (header::CONTENT_TYPE, "application/javascript; charset=utf-8"),
+            (
+                header::CONTENT_TYPE,
+                "application/javascript; charset=utf-8",
+            ),
             (header::CACHE_CONTROL, "public, max-age=3600"),
             (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
         ],
@@ -49,18 +52,36 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         None => {
             let store = state.store.clone();
             tokio::task::spawn_blocking(move || {
-                store.connect().and_then(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(Into::into)).is_ok()
+                store
+                    .connect()
+                    .and_then(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(Into::into))
+                    .is_ok()
             })
             .await
             .unwrap_or(false)
         }
     };
     let ready = writer && queue_room && database;
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(json!({"ready": ready, "writer": writer, "queue_room": queue_room, "database": database})))
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(
+            json!({"ready": ready, "writer": writer, "queue_room": queue_room, "database": database}),
+        ),
+    )
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    state.telemetry.queue_bytes.set(state.ingestor.depth_bytes() as i64);
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.telemetry.render())
+    state
+        .telemetry
+        .queue_bytes
+        .set(state.ingestor.depth_bytes() as i64);
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.telemetry.render(),
+    )
 }

@@ -37,7 +37,10 @@ pub fn router() -> Router<AppState> {
         .route("/accounts/{id}/review/share", post(review::share))
         .route("/accounts/{id}/review/goals", post(review::goals))
         .route("/r/{token}", get(review::shared))
-        .route("/s/{token}", get(super::actions::survey_page).post(super::actions::survey_answer))
+        .route(
+            "/s/{token}",
+            get(super::actions::survey_page).post(super::actions::survey_answer),
+        )
         .route("/segments", get(analysis::segments))
         .route("/indicators", get(analysis::indicators))
         .route("/outcomes", get(analysis::outcomes))
@@ -55,20 +58,41 @@ pub fn router() -> Router<AppState> {
         .route("/settings/rules", post(settings::create_rule))
         .route("/settings/rules/delete", post(settings::delete_rule))
         .route("/settings/outbox/retry", post(settings::retry))
-        .route("/assets/app.css", get(|| async { asset("text/css; charset=utf-8", include_str!("assets/app.css")) }))
-        .route("/assets/app.js", get(|| async { asset("application/javascript; charset=utf-8", include_str!("assets/app.js")) }))
+        .route(
+            "/assets/app.css",
+            get(|| async { asset("text/css; charset=utf-8", include_str!("assets/app.css")) }),
+        )
+        .route(
+            "/assets/app.js",
+            get(|| async {
+                asset(
+                    "application/javascript; charset=utf-8",
+                    include_str!("assets/app.js"),
+                )
+            }),
+        )
         .route_layer(axum::middleware::map_response(page_headers))
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
-    ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "public, max-age=3600")], body).into_response()
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 /// Pages may load their own stylesheet and script and nothing else; forms post only here.
 /// Referrers go to this site only: browsers then send `Origin` on our own form posts
 /// (with `no-referrer` they send `Origin: null`), which the CSRF check reads.
 async fn page_headers(mut response: Response) -> Response {
-    response.headers_mut().insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    response.headers_mut().insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
     response.headers_mut().insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static("default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
@@ -85,7 +109,10 @@ pub struct PageError {
 
 impl PageError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> PageError {
-        PageError { status, message: message.into() }
+        PageError {
+            status,
+            message: message.into(),
+        }
     }
 
     pub fn not_found(what: impl Into<String>) -> PageError {
@@ -117,7 +144,10 @@ impl From<ApiError> for PageError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Internal(cause) => {
                 tracing::error!(cause = %cause, "page internal error");
-                return PageError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error (see the server log)");
+                return PageError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal error (see the server log)",
+                );
             }
             _ => StatusCode::BAD_REQUEST,
         };
@@ -128,13 +158,16 @@ impl From<ApiError> for PageError {
 impl IntoResponse for PageError {
     fn into_response(self) -> Response {
         let title = self.status.canonical_reason().unwrap_or("error");
-        let body = bare(title, html! {
-            main.narrow {
-                h1 { (self.status.as_u16()) " " (title) }
-                p.error role="alert" { (self.message) }
-                p { a href="/portfolio" { "Back to the portfolio" } }
-            }
-        });
+        let body = bare(
+            title,
+            html! {
+                main.narrow {
+                    h1 { (self.status.as_u16()) " " (title) }
+                    p.error role="alert" { (self.message) }
+                    p { a href="/portfolio" { "Back to the portfolio" } }
+                }
+            },
+        );
         (self.status, body).into_response()
     }
 }
@@ -258,7 +291,9 @@ pub fn percent(value: Option<f64>) -> String {
 pub fn tier_badge(tier: Option<&str>) -> Markup {
     match tier {
         Some(t) => html! { span class=(format!("tier tier-{t}")) data-tier=(t) { (t) } },
-        None => html! { span.tier.tier-none data-tier="" title="no tier: no health model yet, or none for this segment" { "no tier" } },
+        None => {
+            html! { span.tier.tier-none data-tier="" title="no tier: no health model yet, or none for this segment" { "no tier" } }
+        }
     }
 }
 
@@ -280,7 +315,11 @@ pub fn date(day: Option<NaiveDate>) -> String {
 
 /// Today (UTC) unless the page is asked for another day with `?as_of=`.
 pub fn as_of(text: Option<&str>) -> Result<NaiveDate, PageError> {
-    Ok(super::metrics::date_param("as_of", text, super::metrics::today())?)
+    Ok(super::metrics::date_param(
+        "as_of",
+        text,
+        super::metrics::today(),
+    )?)
 }
 
 /// A JSON value as display text.

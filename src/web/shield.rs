@@ -73,22 +73,57 @@ impl ServerConfig {
     pub fn check(&self) -> Result<(), (String, String)> {
         let range = |key: &str, value: u64, low: u64, high: u64| {
             if value < low || value > high {
-                return Err((key.to_string(), format!("{value} is outside {low} to {high}")));
+                return Err((
+                    key.to_string(),
+                    format!("{value} is outside {low} to {high}"),
+                ));
             }
             Ok(())
         };
-        range("header_timeout_seconds", self.header_timeout_seconds, 1, 3_600)?;
+        range(
+            "header_timeout_seconds",
+            self.header_timeout_seconds,
+            1,
+            3_600,
+        )?;
         range("idle_timeout_seconds", self.idle_timeout_seconds, 1, 3_600)?;
         range("body_timeout_seconds", self.body_timeout_seconds, 1, 3_600)?;
         range("max_connections", self.max_connections as u64, 1, 100_000)?;
-        range("max_connections_per_address", self.max_connections_per_address as u64, 1, self.max_connections as u64)?;
-        range("sign_ins_per_minute_per_address", u64::from(self.sign_ins_per_minute_per_address), 1, 10_000)?;
-        range("sign_in_hashes_max", self.sign_in_hashes_max as u64, 0, 1_024)?;
-        range("sign_in_queue_max", self.sign_in_queue_max as u64, 0, 10_000)?;
+        range(
+            "max_connections_per_address",
+            self.max_connections_per_address as u64,
+            1,
+            self.max_connections as u64,
+        )?;
+        range(
+            "sign_ins_per_minute_per_address",
+            u64::from(self.sign_ins_per_minute_per_address),
+            1,
+            10_000,
+        )?;
+        range(
+            "sign_in_hashes_max",
+            self.sign_in_hashes_max as u64,
+            0,
+            1_024,
+        )?;
+        range(
+            "sign_in_queue_max",
+            self.sign_in_queue_max as u64,
+            0,
+            10_000,
+        )?;
         for host in &self.allowed_hosts {
-            let ok = !host.is_empty() && host.len() <= 253 && host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+            let ok = !host.is_empty()
+                && host.len() <= 253
+                && host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
             if !ok {
-                return Err(("allowed_hosts".into(), format!("{host:?} is not a host name (letters, digits, '.', '-', no port)")));
+                return Err((
+                    "allowed_hosts".into(),
+                    format!("{host:?} is not a host name (letters, digits, '.', '-', no port)"),
+                ));
             }
         }
         Ok(())
@@ -97,7 +132,9 @@ impl ServerConfig {
     /// Hashes at once: the configured number, else one per core.
     pub fn hashes(&self) -> usize {
         match self.sign_in_hashes_max {
-            0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            0 => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
             n => n,
         }
     }
@@ -120,7 +157,11 @@ pub struct ConnectionPermit {
 
 impl Connections {
     pub fn new(max: usize, max_per_address: usize) -> Arc<Connections> {
-        Arc::new(Connections { max, max_per_address, open: Mutex::new((0, HashMap::new())) })
+        Arc::new(Connections {
+            max,
+            max_per_address,
+            open: Mutex::new((0, HashMap::new())),
+        })
     }
 
     /// A place for a connection from `address`, or `None` when the server or the address is
@@ -133,7 +174,10 @@ impl Connections {
         }
         open.0 += 1;
         open.1.insert(address, of_address + 1);
-        Some(ConnectionPermit { gate: self.clone(), address })
+        Some(ConnectionPermit {
+            gate: self.clone(),
+            address,
+        })
     }
 
     /// Open connections now.
@@ -183,7 +227,11 @@ impl Activity {
     /// A connection just opened: its first request head is due within the header timeout.
     pub fn new() -> Activity {
         let now = Instant::now();
-        Activity(Arc::new(Mutex::new(ConnState { last: now, head_since: Some(now), in_flight: 0 })))
+        Activity(Arc::new(Mutex::new(ConnState {
+            last: now,
+            head_since: Some(now),
+            in_flight: 0,
+        })))
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut ConnState) -> T) -> T {
@@ -251,7 +299,11 @@ impl<T> Watched<T> {
 type Polled<T> = std::task::Poll<std::io::Result<T>>;
 
 impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Watched<T> {
-    fn poll_read(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>, buf: &mut tokio::io::ReadBuf<'_>) -> Polled<()> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Polled<()> {
         let before = buf.filled().len();
         let polled = std::pin::Pin::new(&mut self.io).poll_read(cx, buf);
         if buf.filled().len() > before {
@@ -268,7 +320,11 @@ impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Watched<T> {
 }
 
 impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Watched<T> {
-    fn poll_write(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>, buf: &[u8]) -> Polled<usize> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> Polled<usize> {
         let polled = std::pin::Pin::new(&mut self.io).poll_write(cx, buf);
         if matches!(polled, std::task::Poll::Ready(Ok(n)) if n > 0) {
             self.activity.with(|s| s.last = Instant::now());
@@ -276,11 +332,17 @@ impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Watched<T> {
         polled
     }
 
-    fn poll_flush(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Polled<()> {
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Polled<()> {
         std::pin::Pin::new(&mut self.io).poll_flush(cx)
     }
 
-    fn poll_shutdown(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Polled<()> {
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Polled<()> {
         std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
@@ -294,8 +356,15 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientAddr {
 
     /// Set by the accept loop; a request that did not come through it (none does in
     /// production) is from the unspecified address.
-    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(parts.extensions.get::<ClientAddr>().copied().unwrap_or(ClientAddr(IpAddr::from([0, 0, 0, 0]))))
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(parts
+            .extensions
+            .get::<ClientAddr>()
+            .copied()
+            .unwrap_or(ClientAddr(IpAddr::from([0, 0, 0, 0]))))
     }
 }
 
@@ -313,7 +382,11 @@ pub fn client_addr(peer: SocketAddr, headers: &HeaderMap, trusted: &[IpAddr]) ->
         .flat_map(|v| v.split(','))
         .map_while(|s| s.trim().parse().ok())
         .collect();
-    chain.into_iter().rev().find(|ip| !trusted.contains(ip)).unwrap_or(peer.ip())
+    chain
+        .into_iter()
+        .rev()
+        .find(|ip| !trusted.contains(ip))
+        .unwrap_or(peer.ip())
 }
 
 /// Rate limiters keyed by client address (and, for sign-in, user name and address).
@@ -333,13 +406,17 @@ pub const SIGN_INS_PER_MINUTE: u32 = 10;
 
 impl Limiters {
     pub fn new(config: &ServerConfig) -> Limiters {
-        let per_minute = |n: u32| governor::Quota::per_minute(NonZeroU32::new(n).expect("invariant: checked positive"));
+        let per_minute = |n: u32| {
+            governor::Quota::per_minute(NonZeroU32::new(n).expect("invariant: checked positive"))
+        };
         Limiters {
             requests: NonZeroU32::new(config.requests_per_second_per_address).map(|rate| {
                 let burst = rate.saturating_mul(NonZeroU32::new(2).expect("invariant: positive"));
                 governor::RateLimiter::keyed(governor::Quota::per_second(rate).allow_burst(burst))
             }),
-            sign_ins_by_address: governor::RateLimiter::keyed(per_minute(config.sign_ins_per_minute_per_address)),
+            sign_ins_by_address: governor::RateLimiter::keyed(per_minute(
+                config.sign_ins_per_minute_per_address,
+            )),
             sign_ins: governor::RateLimiter::keyed(per_minute(SIGN_INS_PER_MINUTE)),
         }
     }
@@ -360,25 +437,36 @@ impl Limiters {
 
 /// Seconds until a refused key may try again (at least 1).
 pub fn retry_after(not_until: &governor::NotUntil<governor::clock::QuantaInstant>) -> u64 {
-    let wait = not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));
+    let wait = not_until.wait_time_from(governor::clock::Clock::now(
+        &governor::clock::DefaultClock::default(),
+    ));
     wait.as_secs_f64().ceil().max(1.0) as u64
 }
 
 /// Whether a path is one of the public endpoints limited per address.
 fn is_public(path: &str) -> bool {
-    path.starts_with("/v1/") || path.starts_with("/s/") || path.starts_with("/r/") || path == "/login"
+    path.starts_with("/v1/")
+        || path.starts_with("/s/")
+        || path.starts_with("/r/")
+        || path == "/login"
 }
 
 /// Whether a path serves people or programs that may reach the server under any name:
 /// the tracking API and its script (customers' pages), probes of load balancers.
 fn any_host(path: &str) -> bool {
-    path.starts_with("/v1/") || path.starts_with("/js/") || matches!(path, "/healthz" | "/readyz" | "/metrics")
+    path.starts_with("/v1/")
+        || path.starts_with("/js/")
+        || matches!(path, "/healthz" | "/readyz" | "/metrics")
 }
 
 /// The host part of a `Host` header, lower case, without the port.
 fn host_name(host: &str) -> String {
     let host = host.trim();
-    let name = if let Some(rest) = host.strip_prefix('[') { rest.split(']').next().unwrap_or("") } else { host.rsplit_once(':').map_or(host, |(h, _)| h) };
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else {
+        host.rsplit_once(':').map_or(host, |(h, _)| h)
+    };
     name.to_ascii_lowercase()
 }
 
@@ -386,7 +474,9 @@ fn host_name(host: &str) -> String {
 /// page always uses a name), `localhost`, or a configured name.
 pub fn host_allowed(host: &str, allowed: &[String]) -> bool {
     let name = host_name(host);
-    name.parse::<IpAddr>().is_ok() || name == "localhost" || allowed.iter().any(|a| a.eq_ignore_ascii_case(&name))
+    name.parse::<IpAddr>().is_ok()
+        || name == "localhost"
+        || allowed.iter().any(|a| a.eq_ignore_ascii_case(&name))
 }
 
 /// Every request passes here: the `Host` check for the dashboard and the API, then the
@@ -394,7 +484,11 @@ pub fn host_allowed(host: &str, allowed: &[String]) -> bool {
 pub async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let path = request.uri().path().to_string();
     if !any_host(&path) {
-        let host = request.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+        let host = request
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("");
         if !host_allowed(host, &state.allowed_hosts) {
             tracing::warn!(host = ?host, "request to a host name this server does not answer to");
             let reason = format!(
@@ -405,17 +499,29 @@ pub async fn guard(State(state): State<AppState>, request: Request, next: Next) 
         }
     }
     if let (true, Some(limiter)) = (is_public(&path), &state.limiters.requests) {
-        let address = request.extensions().get::<ClientAddr>().map(|c| c.0).unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        let address = request
+            .extensions()
+            .get::<ClientAddr>()
+            .map(|c| c.0)
+            .unwrap_or(IpAddr::from([0, 0, 0, 0]));
         if let Err(not_until) = limiter.check_key(&address) {
             state.telemetry.reject("address_rate_limited");
             let retry = retry_after(&not_until);
             let reason = "too many requests from your address; retry later";
             let body = if path.starts_with("/v1/") {
-                axum::Json(serde_json::json!({"success": false, "field": "address", "reason": reason})).into_response()
+                axum::Json(
+                    serde_json::json!({"success": false, "field": "address", "reason": reason}),
+                )
+                .into_response()
             } else {
                 reason.into_response()
             };
-            return (StatusCode::TOO_MANY_REQUESTS, [(header::RETRY_AFTER, retry.to_string())], body).into_response();
+            return (
+                StatusCode::TOO_MANY_REQUESTS,
+                [(header::RETRY_AFTER, retry.to_string())],
+                body,
+            )
+                .into_response();
         }
     }
     next.run(request).await
@@ -438,7 +544,11 @@ const HASH_WAIT: Duration = Duration::from_secs(5);
 
 impl HashGate {
     pub fn new(slots: usize, queue_max: usize) -> HashGate {
-        HashGate { slots: tokio::sync::Semaphore::new(slots.max(1)), waiting: AtomicUsize::new(0), queue_max }
+        HashGate {
+            slots: tokio::sync::Semaphore::new(slots.max(1)),
+            waiting: AtomicUsize::new(0),
+            queue_max,
+        }
     }
 
     /// A slot, waited for at most [`HASH_WAIT`] behind at most `queue_max` others.
@@ -466,7 +576,11 @@ mod tests {
     #[test]
     fn connections_are_capped_in_total_and_per_address() {
         let gate = Connections::new(3, 2);
-        let (a, b, c) = (IpAddr::from([10, 0, 0, 1]), IpAddr::from([10, 0, 0, 2]), IpAddr::from([10, 0, 0, 3]));
+        let (a, b, c) = (
+            IpAddr::from([10, 0, 0, 1]),
+            IpAddr::from([10, 0, 0, 2]),
+            IpAddr::from([10, 0, 0, 3]),
+        );
         let first = gate.admit(a).unwrap();
         let _second = gate.admit(a).unwrap();
         assert!(gate.admit(a).is_none(), "a third from one address");
@@ -483,10 +597,21 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert("x-forwarded-for", "1.2.3.4, 5.6.7.8".parse().unwrap());
         let from_proxy = SocketAddr::new(proxy, 5000);
-        assert_eq!(client_addr(from_proxy, &headers, &[proxy]), IpAddr::from([5, 6, 7, 8]), "the proxy's own entry is the last");
-        assert_eq!(client_addr(from_proxy, &headers, &[]), proxy, "an untrusted peer's header is ignored");
+        assert_eq!(
+            client_addr(from_proxy, &headers, &[proxy]),
+            IpAddr::from([5, 6, 7, 8]),
+            "the proxy's own entry is the last"
+        );
+        assert_eq!(
+            client_addr(from_proxy, &headers, &[]),
+            proxy,
+            "an untrusted peer's header is ignored"
+        );
         let direct = SocketAddr::new(IpAddr::from([9, 9, 9, 9]), 5000);
-        assert_eq!(client_addr(direct, &headers, &[proxy]), IpAddr::from([9, 9, 9, 9]));
+        assert_eq!(
+            client_addr(direct, &headers, &[proxy]),
+            IpAddr::from([9, 9, 9, 9])
+        );
         headers.insert("x-forwarded-for", "garbage".parse().unwrap());
         assert_eq!(client_addr(from_proxy, &headers, &[proxy]), proxy);
     }
@@ -494,10 +619,22 @@ mod tests {
     #[test]
     fn the_dashboard_answers_to_addresses_localhost_and_configured_names() {
         let allowed = vec!["cs.example.com".to_string()];
-        for host in ["127.0.0.1:8780", "localhost:8780", "[::1]:8780", "10.1.2.3", "CS.example.com", "cs.example.com:443"] {
+        for host in [
+            "127.0.0.1:8780",
+            "localhost:8780",
+            "[::1]:8780",
+            "10.1.2.3",
+            "CS.example.com",
+            "cs.example.com:443",
+        ] {
             assert!(host_allowed(host, &allowed), "{host}");
         }
-        for host in ["evil.example", "evil.example:8780", "cs.example.com.evil.example", ""] {
+        for host in [
+            "evil.example",
+            "evil.example:8780",
+            "cs.example.com.evil.example",
+            "",
+        ] {
             assert!(!host_allowed(host, &allowed), "{host}");
         }
     }

@@ -29,24 +29,43 @@ impl Drop for Sink {
 
 impl Sink {
     fn start(dir: &Path, script: &str, name: &str, args: &[&str]) -> Sink {
-        let (log, port_file) = (dir.join(format!("{name}.jsonl")), dir.join(format!("{name}.port")));
+        let (log, port_file) = (
+            dir.join(format!("{name}.jsonl")),
+            dir.join(format!("{name}.port")),
+        );
         let child = Command::new("python3")
             .arg(clients_dir().join(script))
-            .args(["--log", log.to_str().unwrap(), "--port-file", port_file.to_str().unwrap()])
+            .args([
+                "--log",
+                log.to_str().unwrap(),
+                "--port-file",
+                port_file.to_str().unwrap(),
+            ])
             .args(args)
             .spawn()
             .expect("python3");
         let started = Instant::now();
         while !port_file.exists() {
-            assert!(started.elapsed() < Duration::from_secs(20), "{script} did not start (aiosmtpd is installed by the README's test command)");
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "{script} did not start (aiosmtpd is installed by the README's test command)"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
-        let port = std::fs::read_to_string(&port_file).unwrap().trim().parse().unwrap();
+        let port = std::fs::read_to_string(&port_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
         Sink { child, port, log }
     }
 
     fn lines(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.log).unwrap_or_default().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
     }
 
     /// Waits (bounded) until `done` holds for the log.
@@ -57,14 +76,19 @@ impl Sink {
             if done(&lines) {
                 return lines;
             }
-            assert!(started.elapsed() < Duration::from_secs(60), "waited a minute for {what}: {lines:?}");
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "waited a minute for {what}: {lines:?}"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
 }
 
 fn days_ago(days: i64) -> String {
-    (Utc::now() - chrono::Duration::days(days)).format("%Y-%m-%dT%H:%M:%SZ").to_string()
+    (Utc::now() - chrono::Duration::days(days))
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
 }
 
 /// Two accounts of CSM Maja; `esc` has an escalated ticket open for 10 days, `calm` none.
@@ -88,15 +112,30 @@ fn import_fixture(dir: &Path, config: &Path) {
     for (kind, text) in files {
         let path = dir.join(format!("{kind}.csv"));
         std::fs::write(&path, text).unwrap();
-        let out = cli(dir, &["--config", config.to_str().unwrap(), "import", kind, path.to_str().unwrap()]);
-        assert!(out.status.success(), "{kind}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = cli(
+            dir,
+            &[
+                "--config",
+                config.to_str().unwrap(),
+                "import",
+                kind,
+                path.to_str().unwrap(),
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "{kind}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
 /// The config; with `store`, a ClickHouse node that runs the background work.
 fn config(dir: &Path, hook: u16, smtp: u16, surveys: bool, store: Option<&str>) -> PathBuf {
     let path = dir.join("bellwether.toml");
-    let store = store.map_or(String::new(), |url| format!("store = \"{url}\"\n\n[health]\nbackground = true\n"));
+    let store = store.map_or(String::new(), |url| {
+        format!("store = \"{url}\"\n\n[health]\nbackground = true\n")
+    });
     std::fs::write(
         &path,
         format!(
@@ -152,14 +191,33 @@ fn start(dir: &Path, config: &Path) -> Server {
 }
 
 fn token(dir: &Path, config: &Path, role: &str) -> String {
-    let out = cli(dir, &["--config", config.to_str().unwrap(), "token", "create", "--role", role]);
-    assert!(out.status.success(), "token create: {}", String::from_utf8_lossy(&out.stderr));
+    let out = cli(
+        dir,
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "token",
+            "create",
+            "--role",
+            role,
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "token create: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
 /// Sinks for the webhook and Slack (`hook_args` for the HTTP sink) and SMTP, the config
 /// and the fixture.
-fn setup(dir: &Path, hook_args: &[&str], surveys: bool, store: Option<&str>) -> (Sink, Sink, PathBuf) {
+fn setup(
+    dir: &Path,
+    hook_args: &[&str],
+    surveys: bool,
+    store: Option<&str>,
+) -> (Sink, Sink, PathBuf) {
     let hook = Sink::start(dir, "http_sink.py", "hook", hook_args);
     let smtp = Sink::start(dir, "smtp_sink.py", "smtp", &[]);
     let config = config(dir, hook.port, smtp.port, surveys, store);
@@ -171,7 +229,11 @@ fn hmac_hex(secret: &str, message: &[u8]) -> String {
     use hmac::{Hmac, Mac};
     let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
     mac.update(message);
-    mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[test]
@@ -191,25 +253,61 @@ fn fires_once_through_every_channel(store: Option<&str>) {
     let (hook, smtp, config) = setup(dir.path(), &["--fail-first", "2"], false, store);
 
     // Dry run first: the CLI names the account and records nothing.
-    let out = cli(dir.path(), &["--config", config.to_str().unwrap(), "alerts", "test", "escalation-open"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = cli(
+        dir.path(),
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "alerts",
+            "test",
+            "escalation-open",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert_eq!(stdout.lines().count(), 1, "{stdout}");
-    assert!(stdout.starts_with("esc\tEscalated Co\tescalation_open_days is 10"), "{stdout}");
+    assert!(
+        stdout.starts_with("esc\tEscalated Co\tescalation_open_days is 10"),
+        "{stdout}"
+    );
 
     let server = start(dir.path(), &config);
     let token = token(dir.path(), &config, "admin");
-    let delivered = |lines: &[Value], path: &str| lines.iter().filter(|l| l["path"] == path && l["status"] == 200).count();
-    let lines = hook.wait_for("the webhook and Slack message", |l| delivered(l, "/hook") == 1 && delivered(l, "/slack") == 1);
+    let delivered = |lines: &[Value], path: &str| {
+        lines
+            .iter()
+            .filter(|l| l["path"] == path && l["status"] == 200)
+            .count()
+    };
+    let lines = hook.wait_for("the webhook and Slack message", |l| {
+        delivered(l, "/hook") == 1 && delivered(l, "/slack") == 1
+    });
     let mails = smtp.wait_for("the email to the CSM", |l| !l.is_empty());
 
     // The webhook: signed over "t.body" with the channel's secret; the idempotency key in
     // the header and the body.
-    let webhook = lines.iter().find(|l| l["path"] == "/hook" && l["status"] == 200).unwrap();
-    let signature = webhook["headers"]["x-bellwether-signature"].as_str().unwrap();
-    let (t, v1) = signature.strip_prefix("t=").unwrap().split_once(",v1=").unwrap();
+    let webhook = lines
+        .iter()
+        .find(|l| l["path"] == "/hook" && l["status"] == 200)
+        .unwrap();
+    let signature = webhook["headers"]["x-bellwether-signature"]
+        .as_str()
+        .unwrap();
+    let (t, v1) = signature
+        .strip_prefix("t=")
+        .unwrap()
+        .split_once(",v1=")
+        .unwrap();
     let body = webhook["body"].as_str().unwrap();
-    assert_eq!(v1, hmac_hex("s3cret", format!("{t}.{body}").as_bytes()), "signature verifies");
+    assert_eq!(
+        v1,
+        hmac_hex("s3cret", format!("{t}.{body}").as_bytes()),
+        "signature verifies"
+    );
     assert_ne!(v1, hmac_hex("wrong", format!("{t}.{body}").as_bytes()));
     let payload: Value = serde_json::from_str(body).unwrap();
     assert_eq!(payload["account_id"], "esc");
@@ -217,15 +315,38 @@ fn fires_once_through_every_channel(store: Option<&str>) {
     assert_eq!(payload["link"], "https://cs.vendor.example/accounts/esc");
     assert_eq!(payload["id"], webhook["headers"]["idempotency-key"]);
     // Slack: Block Kit with the account, the reason and a button to the dashboard.
-    let slack: Value = serde_json::from_str(lines.iter().find(|l| l["path"] == "/slack" && l["status"] == 200).unwrap()["body"].as_str().unwrap()).unwrap();
-    assert_eq!(slack["blocks"][0]["text"]["text"], "Escalated Co: escalation-open");
-    assert!(slack["blocks"][2]["text"]["text"].as_str().unwrap().contains("escalation_open_days is 10"));
-    assert_eq!(slack["blocks"][3]["elements"][0]["url"], "https://cs.vendor.example/accounts/esc");
+    let slack: Value = serde_json::from_str(
+        lines
+            .iter()
+            .find(|l| l["path"] == "/slack" && l["status"] == 200)
+            .unwrap()["body"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        slack["blocks"][0]["text"]["text"],
+        "Escalated Co: escalation-open"
+    );
+    assert!(slack["blocks"][2]["text"]["text"]
+        .as_str()
+        .unwrap()
+        .contains("escalation_open_days is 10"));
+    assert_eq!(
+        slack["blocks"][3]["elements"][0]["url"],
+        "https://cs.vendor.example/accounts/esc"
+    );
     // Email to the owning CSM.
     assert_eq!(mails.len(), 1);
     assert_eq!(mails[0]["to"], json!(["maja@vendor.example"]));
-    assert_eq!(mails[0]["subject"], "[bellwether] Escalated Co: escalation-open");
-    assert!(mails[0]["body"].as_str().unwrap().contains("https://cs.vendor.example/accounts/esc"));
+    assert_eq!(
+        mails[0]["subject"],
+        "[bellwether] Escalated Co: escalation-open"
+    );
+    assert!(mails[0]["body"]
+        .as_str()
+        .unwrap()
+        .contains("https://cs.vendor.example/accounts/esc"));
 
     // Two 500s, then success: three attempts across the messages, none dead.
     assert_eq!(lines.iter().filter(|l| l["status"] == 500).count(), 2);
@@ -239,37 +360,86 @@ fn fires_once_through_every_channel(store: Option<&str>) {
         std::thread::sleep(std::time::Duration::from_millis(50));
     };
     assert_eq!(sent["messages"].as_array().unwrap().len(), 3, "{sent}");
-    let attempts: i64 = sent["messages"].as_array().unwrap().iter().map(|m| m["attempts"].as_i64().unwrap()).sum();
-    assert_eq!(attempts, 5, "3 messages, 2 of their attempts failed: {sent}");
-    assert_eq!(get(&server, "/api/v1/outbox?status=dead", Some(&token)).body["messages"], json!([]));
+    let attempts: i64 = sent["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["attempts"].as_i64().unwrap())
+        .sum();
+    assert_eq!(
+        attempts, 5,
+        "3 messages, 2 of their attempts failed: {sent}"
+    );
+    assert_eq!(
+        get(&server, "/api/v1/outbox?status=dead", Some(&token)).body["messages"],
+        json!([])
+    );
 
     // The playbook's task is in the CSM's inbox, due in 2 days.
     let tasks = get(&server, "/api/v1/tasks?csm=csm-1", Some(&token)).body;
     let tasks = tasks["tasks"].as_array().unwrap();
     assert_eq!(tasks.len(), 1, "{tasks:?}");
     assert_eq!(tasks[0]["title"], "Call Escalated Co about the escalation");
-    assert_eq!(tasks[0]["due"], (Utc::now().date_naive() + chrono::Duration::days(2)).to_string());
+    assert_eq!(
+        tasks[0]["due"],
+        (Utc::now().date_naive() + chrono::Duration::days(2)).to_string()
+    );
     let id = tasks[0]["id"].as_i64().unwrap();
-    let snooze = post_with(&server, &format!("/api/v1/tasks/{id}"), None, &[("authorization", &format!("Bearer {token}"))], "");
+    let snooze = post_with(
+        &server,
+        &format!("/api/v1/tasks/{id}"),
+        None,
+        &[("authorization", &format!("Bearer {token}"))],
+        "",
+    );
     assert_eq!(snooze.status, 405, "tasks change by PATCH");
     let patch = |body: &str| {
-        let mut response = agent().patch(&server.url(&format!("/api/v1/tasks/{id}"))).header("authorization", &format!("Bearer {token}")).send(body.as_bytes()).unwrap();
-        (response.status().as_u16(), serde_json::from_str::<Value>(&response.body_mut().read_to_string().unwrap()).unwrap())
+        let mut response = agent()
+            .patch(&server.url(&format!("/api/v1/tasks/{id}")))
+            .header("authorization", &format!("Bearer {token}"))
+            .send(body.as_bytes())
+            .unwrap();
+        (
+            response.status().as_u16(),
+            serde_json::from_str::<Value>(&response.body_mut().read_to_string().unwrap()).unwrap(),
+        )
     };
     let (status, body) = patch(r#"{"status": "snoozed"}"#);
-    assert_eq!((status, body["errors"][0]["field"].as_str()), (400, Some("snoozed_until")), "{body}");
+    assert_eq!(
+        (status, body["errors"][0]["field"].as_str()),
+        (400, Some("snoozed_until")),
+        "{body}"
+    );
     let (status, body) = patch(r#"{"status": "done"}"#);
     assert_eq!((status, body["status"].as_str()), (200, Some("done")));
 
     // Cooldown: evaluating again fires nothing new, and nothing more arrives.
-    let again = post_with(&server, "/api/v1/alerts/evaluate", None, &[("authorization", &format!("Bearer {token}"))], "");
+    let again = post_with(
+        &server,
+        "/api/v1/alerts/evaluate",
+        None,
+        &[("authorization", &format!("Bearer {token}"))],
+        "",
+    );
     assert_eq!(again.status, 200, "{:?}", again.body);
     assert_eq!(again.body["fired"].as_array().unwrap().len(), 1);
-    assert_eq!(again.body["fired"][0]["recorded"], false, "held back by the cooldown");
+    assert_eq!(
+        again.body["fired"][0]["recorded"], false,
+        "held back by the cooldown"
+    );
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(hook.lines().iter().filter(|l| l["status"] == 200).count(), 2);
+    assert_eq!(
+        hook.lines().iter().filter(|l| l["status"] == 200).count(),
+        2
+    );
     assert_eq!(smtp.lines().len(), 1);
-    assert_eq!(get(&server, "/api/v1/alerts", Some(&token)).body["alerts"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        get(&server, "/api/v1/alerts", Some(&token)).body["alerts"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 #[test]
@@ -293,21 +463,41 @@ fn kill_in_a_delivery(store: Option<&str>) {
     let mut server = start(dir.path(), &config);
     let token = token(dir.path(), &config, "read");
     hook.wait_for("the interrupted message again, and the next one", |l| {
-        let keys: std::collections::HashSet<&str> = l.iter().filter_map(|x| x["headers"]["idempotency-key"].as_str()).collect();
-        keys.len() == 2 && l.iter().filter(|x| x["headers"]["idempotency-key"] == l[0]["headers"]["idempotency-key"]).count() == 2
+        let keys: std::collections::HashSet<&str> = l
+            .iter()
+            .filter_map(|x| x["headers"]["idempotency-key"].as_str())
+            .collect();
+        keys.len() == 2
+            && l.iter()
+                .filter(|x| x["headers"]["idempotency-key"] == l[0]["headers"]["idempotency-key"])
+                .count()
+                == 2
     });
     std::thread::sleep(Duration::from_secs(2));
     let lines = hook.lines();
     // The interrupted message came again with the same key: applied once, answered as a
     // repeat; no third message; the alert was decided once.
     let first_key = lines[0]["headers"]["idempotency-key"].as_str().unwrap();
-    let copies: Vec<&Value> = lines.iter().filter(|l| l["headers"]["idempotency-key"] == first_key).collect();
+    let copies: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["headers"]["idempotency-key"] == first_key)
+        .collect();
     assert_eq!(copies.len(), 2, "{lines:?}");
     assert_eq!(copies[1]["repeat"], true);
-    assert_eq!(lines.iter().filter(|l| l["repeat"] == false).count(), 2, "each message applied once: {lines:?}");
+    assert_eq!(
+        lines.iter().filter(|l| l["repeat"] == false).count(),
+        2,
+        "each message applied once: {lines:?}"
+    );
     let sent = get(&server, "/api/v1/outbox?status=sent", Some(&token)).body;
     assert_eq!(sent["messages"].as_array().unwrap().len(), 3, "{sent}");
-    assert_eq!(get(&server, "/api/v1/alerts", Some(&token)).body["alerts"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        get(&server, "/api/v1/alerts", Some(&token)).body["alerts"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
     assert_eq!(smtp.wait_for("the email", |l| !l.is_empty()).len(), 1);
     server.stop();
 }
@@ -328,65 +518,176 @@ fn survey_answered_once(store: Option<&str>) {
     let (_hook, smtp, config) = setup(dir.path(), &[], true, store);
     let server = start(dir.path(), &config);
     // u-2 (whose ticket at calm closed yesterday) has an email; u-1's ticket is still open.
-    let identify = post(&server, "/v1/identify", Some(KEY), r#"{"userId": "u-2", "traits": {"email": "ann@customer.example"}}"#);
+    let identify = post(
+        &server,
+        "/v1/identify",
+        Some(KEY),
+        r#"{"userId": "u-2", "traits": {"email": "ann@customer.example"}}"#,
+    );
     assert_eq!(identify.status, 200);
-    let mails = smtp.wait_for("the survey email", |l| l.iter().any(|m| m["to"] == json!(["ann@customer.example"])));
-    let mail = mails.iter().find(|m| m["to"] == json!(["ann@customer.example"])).unwrap()["body"].as_str().unwrap().to_string();
-    let link = mail.split_whitespace().find(|w| w.starts_with("https://cs.vendor.example/s/")).unwrap().to_string();
+    let mails = smtp.wait_for("the survey email", |l| {
+        l.iter().any(|m| m["to"] == json!(["ann@customer.example"]))
+    });
+    let mail = mails
+        .iter()
+        .find(|m| m["to"] == json!(["ann@customer.example"]))
+        .unwrap()["body"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let link = mail
+        .split_whitespace()
+        .find(|w| w.starts_with("https://cs.vendor.example/s/"))
+        .unwrap()
+        .to_string();
     let path = link.strip_prefix("https://cs.vendor.example").unwrap();
 
-    let page = agent().get(&server.url(path)).call().unwrap().into_body().read_to_string().unwrap();
-    assert!(page.contains("How satisfied are you with the help you got?"), "{page}");
-    let answer = |path: &str, body: &str| agent().post(&server.url(path)).header("content-type", "application/x-www-form-urlencoded").send(body.as_bytes()).unwrap().status().as_u16();
+    let page = agent()
+        .get(&server.url(path))
+        .call()
+        .unwrap()
+        .into_body()
+        .read_to_string()
+        .unwrap();
+    assert!(
+        page.contains("How satisfied are you with the help you got?"),
+        "{page}"
+    );
+    let answer = |path: &str, body: &str| {
+        agent()
+            .post(&server.url(path))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .send(body.as_bytes())
+            .unwrap()
+            .status()
+            .as_u16()
+    };
     assert_eq!(answer(path, "score=9"), 400, "CSAT is 1 to 5");
-    assert_eq!(answer(path, &format!("score=4&comment={}", "x".repeat(2_001))), 413, "a comment over 2,000 characters is refused whole, not cut");
+    assert_eq!(
+        answer(path, &format!("score=4&comment={}", "x".repeat(2_001))),
+        413,
+        "a comment over 2,000 characters is refused whole, not cut"
+    );
     assert_eq!(answer(path, "score=4&comment=Quick+and+kind"), 200);
     assert_eq!(answer(path, "score=1"), 409, "one answer per link");
     let (payload, signature) = path.strip_prefix("/s/").unwrap().split_once('.').unwrap();
-    let tampered = format!("/s/{payload}.{}{}", if signature.starts_with('A') { "B" } else { "A" }, &signature[1..]);
+    let tampered = format!(
+        "/s/{payload}.{}{}",
+        if signature.starts_with('A') { "B" } else { "A" },
+        &signature[1..]
+    );
     assert_eq!(answer(&tampered, "score=1"), 403);
-    assert_eq!(agent().get(&server.url(&tampered)).call().unwrap().status().as_u16(), 403);
+    assert_eq!(
+        agent()
+            .get(&server.url(&tampered))
+            .call()
+            .unwrap()
+            .status()
+            .as_u16(),
+        403
+    );
 
     // The answer is a survey response at once.
     let token = token(dir.path(), &config, "read");
-    let responses = get(&server, "/api/v1/survey_responses?account_id=calm", Some(&token)).body;
+    let responses = get(
+        &server,
+        "/api/v1/survey_responses?account_id=calm",
+        Some(&token),
+    )
+    .body;
     let items = responses["items"].as_array().unwrap();
     assert_eq!(items.len(), 1, "{responses}");
-    assert_eq!((items[0]["kind"].as_str(), items[0]["score"].as_i64(), items[0]["trigger"].as_str(), items[0]["user_id"].as_str()), (Some("csat"), Some(4), Some("ticket"), Some("u-2")));
+    assert_eq!(
+        (
+            items[0]["kind"].as_str(),
+            items[0]["score"].as_i64(),
+            items[0]["trigger"].as_str(),
+            items[0]["user_id"].as_str()
+        ),
+        (Some("csat"), Some(4), Some("ticket"), Some("u-2"))
+    );
     assert_eq!(items[0]["comment"], "Quick and kind");
-    let pending = |user: &str, key: &str| agent().get(&server.url(&format!("/v1/surveys/pending?writeKey={key}&userId={user}"))).call().unwrap();
-    assert_eq!(pending("u-2", KEY).status().as_u16(), 204, "answered: nothing pending");
+    let pending = |user: &str, key: &str| {
+        agent()
+            .get(&server.url(&format!("/v1/surveys/pending?writeKey={key}&userId={user}")))
+            .call()
+            .unwrap()
+    };
+    assert_eq!(
+        pending("u-2", KEY).status().as_u16(),
+        204,
+        "answered: nothing pending"
+    );
     // u-3 has no email: their survey waits for the web snippet, which gets a working link.
     assert_eq!(pending("u-3", "not-a-key").status().as_u16(), 401);
     let mut waiting = pending("u-3", KEY);
     assert_eq!(waiting.status().as_u16(), 200);
-    let url = serde_json::from_str::<Value>(&waiting.body_mut().read_to_string().unwrap()).unwrap()["url"].as_str().unwrap().to_string();
+    let url = serde_json::from_str::<Value>(&waiting.body_mut().read_to_string().unwrap()).unwrap()
+        ["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let snippet_path = url.strip_prefix("https://cs.vendor.example").unwrap();
     assert_eq!(answer(snippet_path, "score=5"), 200);
     assert_eq!(pending("u-3", KEY).status().as_u16(), 204);
     // u-1's ticket is still open: no survey for them.
     assert_eq!(pending("u-1", KEY).status().as_u16(), 204);
-    assert_eq!(agent().get(&server.url("/js/survey.js")).call().unwrap().status().as_u16(), 200);
+    assert_eq!(
+        agent()
+            .get(&server.url("/js/survey.js"))
+            .call()
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
     // One email in all: the same occasion never asks twice.
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(smtp.lines().iter().filter(|m| m["to"] == json!(["ann@customer.example"])).count(), 1);
+    assert_eq!(
+        smtp.lines()
+            .iter()
+            .filter(|m| m["to"] == json!(["ann@customer.example"]))
+            .count(),
+        1
+    );
 
     // Erasing a person takes their invitation and the email that held their address.
     let admin = self::token(dir.path(), &config, "admin");
     let to_ann = |status: &str| {
-        let listed = get(&server, &format!("/api/v1/outbox?status={status}"), Some(&admin)).body;
-        listed["messages"].as_array().unwrap().iter().filter(|m| m["target"] == "ann@customer.example").count()
+        let listed = get(
+            &server,
+            &format!("/api/v1/outbox?status={status}"),
+            Some(&admin),
+        )
+        .body;
+        listed["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["target"] == "ann@customer.example")
+            .count()
     };
     let started = Instant::now();
     while to_ann("sent") == 0 {
-        assert!(started.elapsed() < Duration::from_secs(30), "the survey email is marked sent");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the survey email is marked sent"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let mut erase = agent().delete(&server.url("/api/v1/users/u-2")).header("authorization", &format!("Bearer {admin}")).call().unwrap();
+    let mut erase = agent()
+        .delete(&server.url("/api/v1/users/u-2"))
+        .header("authorization", &format!("Bearer {admin}"))
+        .call()
+        .unwrap();
     let report: Value = serde_json::from_str(&erase.body_mut().read_to_string().unwrap()).unwrap();
     assert_eq!(report["survey_sends"], 1, "{report}");
     assert_eq!((to_ann("sent"), to_ann("pending")), (0, 0));
-    assert_eq!(pending("u-3", KEY).status().as_u16(), 204, "another person's invitation is theirs still (answered)");
+    assert_eq!(
+        pending("u-3", KEY).status().as_u16(),
+        204,
+        "another person's invitation is theirs still (answered)"
+    );
 }
 
 #[test]
@@ -404,7 +705,10 @@ fn dead_letter_and_retry(store: Option<&str>) {
     let dir = tempfile::tempdir().unwrap();
     // The receiver fails the first 4 requests: with max_attempts = 2 both HTTP messages die.
     let (hook, _smtp, config) = setup(dir.path(), &["--fail-first", "4"], false, store);
-    let text = std::fs::read_to_string(&config).unwrap().replace("retry_base_seconds = 1", "retry_base_seconds = 1\nmax_attempts = 2");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "retry_base_seconds = 1",
+        "retry_base_seconds = 1\nmax_attempts = 2",
+    );
     std::fs::write(&config, text).unwrap();
     let server = start(dir.path(), &config);
     let token = token(dir.path(), &config, "admin");
@@ -416,7 +720,10 @@ fn dead_letter_and_retry(store: Option<&str>) {
         if dead["messages"].as_array().unwrap().len() == 2 {
             break dead;
         }
-        assert!(started.elapsed() < Duration::from_secs(60), "two dead letters expected: {dead}");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "two dead letters expected: {dead}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     };
     for message in dead["messages"].as_array().unwrap() {
@@ -428,15 +735,37 @@ fn dead_letter_and_retry(store: Option<&str>) {
     // Retried, they are delivered (the sink answers 200 from the 5th request on).
     for message in dead["messages"].as_array().unwrap() {
         let id = message["id"].as_i64().unwrap();
-        let retried = post_with(&server, &format!("/api/v1/outbox/{id}/retry"), None, &auth, "");
+        let retried = post_with(
+            &server,
+            &format!("/api/v1/outbox/{id}/retry"),
+            None,
+            &auth,
+            "",
+        );
         assert_eq!(retried.status, 200, "{:?}", retried.body);
     }
-    assert_eq!(post_with(&server, "/api/v1/outbox/999999/retry", None, &auth, "").status, 404);
-    hook.wait_for("both messages delivered after the retry", |l| l.iter().filter(|x| x["status"] == 200).count() == 2);
+    assert_eq!(
+        post_with(&server, "/api/v1/outbox/999999/retry", None, &auth, "").status,
+        404
+    );
+    hook.wait_for("both messages delivered after the retry", |l| {
+        l.iter().filter(|x| x["status"] == 200).count() == 2
+    });
     let started = Instant::now();
-    while get(&server, "/api/v1/outbox?status=sent", Some(&token)).body["messages"].as_array().unwrap().len() < 3 {
-        assert!(started.elapsed() < Duration::from_secs(30), "the retried messages are marked sent");
+    while get(&server, "/api/v1/outbox?status=sent", Some(&token)).body["messages"]
+        .as_array()
+        .unwrap()
+        .len()
+        < 3
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the retried messages are marked sent"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert_eq!(get(&server, "/api/v1/outbox?status=dead", Some(&token)).body["messages"], json!([]));
+    assert_eq!(
+        get(&server, "/api/v1/outbox?status=dead", Some(&token)).body["messages"],
+        json!([])
+    );
 }

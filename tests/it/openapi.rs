@@ -25,7 +25,14 @@ fn schemathesis_finds_no_server_error_and_no_response_off_schema() {
     if !status.success() {
         // Print the failures without the (very long) generated request lines.
         let text = std::fs::read_to_string(&report).unwrap_or_default();
-        let short: Vec<String> = text.lines().filter(|l| !l.contains("curl ")).map(|l| l.chars().take(300).collect()).collect();
-        panic!("schemathesis failed:\n{}", short[short.len().saturating_sub(120)..].join("\n"));
+        let short: Vec<String> = text
+            .lines()
+            .filter(|l| !l.contains("curl "))
+            .map(|l| l.chars().take(300).collect())
+            .collect();
+        panic!(
+            "schemathesis failed:\n{}",
+            short[short.len().saturating_sub(120)..].join("\n")
+        );
     }
 }

@@ -10,11 +10,24 @@ use serde_json::{json, Value};
 use super::support::*;
 
 /// Runs one client script and returns the messages it reports as sent.
-pub(super) fn run_client(program: &str, script: &str, server: &Server, prefix: &str, extra: &[&str]) -> Vec<Value> {
+pub(super) fn run_client(
+    program: &str,
+    script: &str,
+    server: &Server,
+    prefix: &str,
+    extra: &[&str],
+) -> Vec<Value> {
     let path = clients_dir().join(script);
     let out = Command::new(program)
         .arg(&path)
-        .args(["--host", &server.base, "--write-key", KEY, "--prefix", prefix])
+        .args([
+            "--host",
+            &server.base,
+            "--write-key",
+            KEY,
+            "--prefix",
+            prefix,
+        ])
         .args(extra)
         .output()
         .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
@@ -33,9 +46,15 @@ fn check_stored(server: &Server, token: &str, prefix: &str, sent: &[Value]) {
     let stored = stored_events(server, token);
     let raw = stored_raw(&server.data_dir);
     assert_eq!(stored.len(), sent.len(), "every message stored, none twice");
-    let by_id: HashMap<&str, &Value> = stored.iter().map(|e| (e["message_id"].as_str().unwrap(), e)).collect();
+    let by_id: HashMap<&str, &Value> = stored
+        .iter()
+        .map(|e| (e["message_id"].as_str().unwrap(), e))
+        .collect();
     assert_eq!(by_id.len(), stored.len(), "message ids are unique");
-    let raw_by_id: HashMap<&str, &Value> = raw.iter().map(|e| (e["messageId"].as_str().unwrap(), e)).collect();
+    let raw_by_id: HashMap<&str, &Value> = raw
+        .iter()
+        .map(|e| (e["messageId"].as_str().unwrap(), e))
+        .collect();
     for message in sent {
         let id = message["messageId"].as_str().unwrap();
         let event = by_id.get(id).unwrap_or_else(|| panic!("{id} not stored"));
@@ -48,28 +67,44 @@ fn check_stored(server: &Server, token: &str, prefix: &str, sent: &[Value]) {
     let u2 = format!("{prefix}-u2");
     let acct = format!("{prefix}-acct");
     let find = |name: &str| -> &Value {
-        stored.iter().find(|e| e["event"] == json!(name)).unwrap_or_else(|| panic!("no {name} event"))
+        stored
+            .iter()
+            .find(|e| e["event"] == json!(name))
+            .unwrap_or_else(|| panic!("no {name} event"))
     };
     // Track with an explicit timestamp: the client sends it with a batch-level sentAt, so
     // the stored time is that timestamp moved by the (tiny) send delay.
     let report = find("Report Created");
     assert_eq!(report["user_id"], json!(u1));
-    assert_eq!(report["account_id"], json!(acct), "u1 belongs to the account it was grouped into");
+    assert_eq!(
+        report["account_id"],
+        json!(acct),
+        "u1 belongs to the account it was grouped into"
+    );
     let ts = chrono::DateTime::parse_from_rfc3339(report["timestamp"].as_str().unwrap()).unwrap();
     let expected = chrono::DateTime::parse_from_rfc3339("2026-01-15T10:00:00Z").unwrap();
-    assert!((ts - expected).num_milliseconds().abs() < 5_000, "timestamp {ts}");
+    assert!(
+        (ts - expected).num_milliseconds().abs() < 5_000,
+        "timestamp {ts}"
+    );
     let report_raw = raw_by_id[report["message_id"].as_str().unwrap()];
     assert_eq!(report_raw["properties"]["rows"], json!(42));
     assert_eq!(report_raw["properties"]["format"], json!("pdf"));
     assert_eq!(find("Dashboard")["type"], json!("page"));
     // The anonymous visit counts for u2 once aliased.
     assert_eq!(find("Visited Pricing")["user_id"], json!(u2));
-    let feature_uses = stored.iter().filter(|e| e["event"] == json!("Feature Used") && e["user_id"] == json!(u2)).count();
+    let feature_uses = stored
+        .iter()
+        .filter(|e| e["event"] == json!("Feature Used") && e["user_id"] == json!(u2))
+        .count();
     assert_eq!(feature_uses, 300);
     let group = stored.iter().find(|e| e["type"] == json!("group")).unwrap();
     assert_eq!(group["account_id"], json!(acct));
     let identify_raw = raw.iter().find(|e| e["type"] == json!("identify")).unwrap();
-    assert_eq!(identify_raw["traits"]["email"], json!(format!("{u1}@example.com")));
+    assert_eq!(
+        identify_raw["traits"]["email"],
+        json!(format!("{u1}@example.com"))
+    );
 }
 
 #[test]

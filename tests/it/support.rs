@@ -26,7 +26,10 @@ pub fn command(data_dir: &Path) -> Command {
 
 /// Runs a CLI command to completion.
 pub fn cli(data_dir: &Path, args: &[&str]) -> Output {
-    command(data_dir).args(args).output().expect("run bellwether")
+    command(data_dir)
+        .args(args)
+        .output()
+        .expect("run bellwether")
 }
 
 /// A `bellwether serve` process on a free loopback port, killed when dropped.
@@ -43,22 +46,34 @@ impl Server {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        cmd.args(["serve", "--listen", "127.0.0.1:0"]).stdout(Stdio::piped()).stderr(Stdio::inherit());
+        cmd.args(["serve", "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
         let mut child = cmd.spawn().expect("spawn bellwether serve");
         let stdout = child.stdout.take().expect("piped stdout");
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("read listening line");
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read listening line");
         let base = line
             .trim()
             .strip_prefix("bellwether listening on ")
             .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
             .to_string();
-        Server { child: Some(child), base, data_dir: data_dir.to_path_buf() }
+        Server {
+            child: Some(child),
+            base,
+            data_dir: data_dir.to_path_buf(),
+        }
     }
 
     /// A handle on a server another `Server` owns (for use from another thread).
     pub fn attach(base: &str) -> Server {
-        Server { child: None, base: base.to_string(), data_dir: PathBuf::new() }
+        Server {
+            child: None,
+            base: base.to_string(),
+            data_dir: PathBuf::new(),
+        }
     }
 
     /// The server process's id (for reading its memory from /proc).
@@ -81,7 +96,10 @@ impl Server {
     /// SIGTERM and wait for a clean exit.
     pub fn stop(&mut self) -> std::process::ExitStatus {
         let child = self.child.as_mut().expect("an owned server");
-        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
         child.wait().expect("wait for bellwether")
     }
 }
@@ -93,7 +111,10 @@ impl Drop for Server {
 }
 
 pub fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder().http_status_as_error(false).build().into()
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into()
 }
 
 /// A response reduced to what tests look at.
@@ -107,13 +128,28 @@ pub struct Reply {
 
 fn reply(mut response: ureq::http::Response<ureq::Body>) -> Reply {
     let status = response.status().as_u16();
-    let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
     let retry_after = header("retry-after");
     let content_type = header("content-type");
     let mut text = String::new();
-    response.body_mut().as_reader().read_to_string(&mut text).expect("read body");
+    response
+        .body_mut()
+        .as_reader()
+        .read_to_string(&mut text)
+        .expect("read body");
     let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-    Reply { status, body, retry_after, content_type }
+    Reply {
+        status,
+        body,
+        retry_after,
+        content_type,
+    }
 }
 
 /// POST with the write key as Basic auth user name (when `key` is given).
@@ -121,9 +157,18 @@ pub fn post(server: &Server, path: &str, key: Option<&str>, body: impl AsRef<[u8
     post_with(server, path, key, &[], body)
 }
 
-pub fn post_with(server: &Server, path: &str, key: Option<&str>, headers: &[(&str, &str)], body: impl AsRef<[u8]>) -> Reply {
+pub fn post_with(
+    server: &Server,
+    path: &str,
+    key: Option<&str>,
+    headers: &[(&str, &str)],
+    body: impl AsRef<[u8]>,
+) -> Reply {
     let mut request = agent().post(&server.url(path));
-    if !headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("content-type")) {
+    if !headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("content-type"))
+    {
         request = request.header("content-type", "application/json");
     }
     if let Some(key) = key {
@@ -147,21 +192,50 @@ pub fn get(server: &Server, path: &str, token: Option<&str>) -> Reply {
 
 pub fn create_token(data_dir: &Path, role: &str) -> String {
     let out = cli(data_dir, &["token", "create", "--role", role]);
-    assert!(out.status.success(), "token create: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).expect("utf-8").trim().to_string()
+    assert!(
+        out.status.success(),
+        "token create: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_string()
 }
 
 /// Every stored event (as resolved by the API: user, account, timestamp ...).
 pub fn stored_events(server: &Server, token: &str) -> Vec<Value> {
-    let reply = get(server, "/api/v1/events?since=2000-01-01&limit=10000", Some(token));
+    let reply = get(
+        server,
+        "/api/v1/events?since=2000-01-01&limit=10000",
+        Some(token),
+    );
     assert_eq!(reply.status, 200, "{:?}", reply.body);
-    reply.body["events"].as_array().expect("events array").clone()
+    reply.body["events"]
+        .as_array()
+        .expect("events array")
+        .clone()
 }
 
 /// Every stored event as received (the CLI's ndjson), read from the data dir directly.
 pub fn stored_raw(data_dir: &Path) -> Vec<Value> {
-    let out = cli(data_dir, &["events", "--since", "2000-01-01", "--format", "ndjson", "--limit", "10000"]);
-    assert!(out.status.success(), "events: {}", String::from_utf8_lossy(&out.stderr));
+    let out = cli(
+        data_dir,
+        &[
+            "events",
+            "--since",
+            "2000-01-01",
+            "--format",
+            "ndjson",
+            "--limit",
+            "10000",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "events: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout)
         .expect("utf-8")
         .lines()
@@ -176,7 +250,10 @@ pub fn counter(server: &Server, series: &str) -> f64 {
         other => panic!("metrics not text: {other:?}"),
     };
     text.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
         .map(|v| v.trim().parse().expect("number"))
         .unwrap_or(0.0)
 }
@@ -197,22 +274,37 @@ pub fn start_demo(data_dir: &Path, args: &[&str]) -> (Child, Server) {
         .spawn()
         .expect("spawn bellwether demo");
     let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("piped stdout")).read_line(&mut line).expect("read the listening line");
-    let base = line.trim().strip_prefix("bellwether demo listening on ").unwrap_or_else(|| panic!("unexpected first line: {line:?}")).to_string();
+    BufReader::new(child.stdout.take().expect("piped stdout"))
+        .read_line(&mut line)
+        .expect("read the listening line");
+    let base = line
+        .trim()
+        .strip_prefix("bellwether demo listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+        .to_string();
     (child, Server::attach(&base))
 }
 
 /// Runs a browser script of `tests/clients/` (headless chromium via playwright-core) with
 /// `args` and returns the JSON report it prints; fails the test with its output otherwise.
 pub fn browser_report(script: &str, args: &[&str]) -> Value {
-    let out = Command::new("node").arg(clients_dir().join(script)).args(args).output().expect("run node");
+    let out = Command::new("node")
+        .arg(clients_dir().join(script))
+        .args(args)
+        .output()
+        .expect("run node");
     assert!(
         out.status.success(),
         "browser steps failed (chromium and playwright-core are installed by the README's test command):\n{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{script} printed no JSON report: {e}: {}", String::from_utf8_lossy(&out.stdout)))
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{script} printed no JSON report: {e}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
 }
 
 /// A ClickHouse server (Debian's `clickhouse-server`, installed by the test command) as a
@@ -235,7 +327,13 @@ impl ClickHouseServer {
         );
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
-        let free_port = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let free_port = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        };
         let (http_port, tcp_port) = (free_port(), free_port());
         for sub in ["data", "tmp", "user_files", "log"] {
             std::fs::create_dir_all(root.join(sub)).unwrap();
@@ -275,23 +373,36 @@ impl ClickHouseServer {
         )
         .unwrap();
         let child = Command::new(Self::BINARY)
-            .arg(format!("--config-file={}", root.join("config.xml").display()))
+            .arg(format!(
+                "--config-file={}",
+                root.join("config.xml").display()
+            ))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("start clickhouse-server");
-        let mut server = ClickHouseServer { child, http_port, _dir: dir };
+        let mut server = ClickHouseServer {
+            child,
+            http_port,
+            _dir: dir,
+        };
         let started = std::time::Instant::now();
         loop {
-            let ping = agent().get(&format!("http://127.0.0.1:{http_port}/ping")).call();
+            let ping = agent()
+                .get(&format!("http://127.0.0.1:{http_port}/ping"))
+                .call();
             if ping.is_ok_and(|r| r.status() == 200) {
                 return server;
             }
             if let Ok(Some(status)) = server.child.try_wait() {
-                let log = std::fs::read_to_string(server._dir.path().join("log/error.log")).unwrap_or_default();
+                let log = std::fs::read_to_string(server._dir.path().join("log/error.log"))
+                    .unwrap_or_default();
                 panic!("clickhouse-server exited ({status}) before answering /ping:\n{log}");
             }
-            assert!(started.elapsed().as_secs() < 60, "clickhouse-server did not answer /ping within 60 s");
+            assert!(
+                started.elapsed().as_secs() < 60,
+                "clickhouse-server did not answer /ping within 60 s"
+            );
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
     }
@@ -299,7 +410,10 @@ impl ClickHouseServer {
     /// Runs one statement over HTTP; its output as text.
     pub fn query(&self, sql: &str) -> String {
         // 64-bit integers in JSON output as numbers (18.16 quotes them by default).
-        let url = format!("http://127.0.0.1:{}/?output_format_json_quote_64bit_integers=0", self.http_port);
+        let url = format!(
+            "http://127.0.0.1:{}/?output_format_json_quote_64bit_integers=0",
+            self.http_port
+        );
         let mut reply = agent().post(&url).send(sql).expect("ClickHouse HTTP");
         let text = reply.body_mut().read_to_string().unwrap();
         assert_eq!(reply.status(), 200, "{sql}: {text}");
@@ -325,7 +439,11 @@ pub struct Session {
 }
 
 pub fn no_redirects() -> ureq::Agent {
-    ureq::Agent::config_builder().http_status_as_error(false).max_redirects(0).build().into()
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .build()
+        .into()
 }
 
 pub fn sign_in(server: &Server, user: &str, password: &str) -> Session {
@@ -335,20 +453,44 @@ pub fn sign_in(server: &Server, user: &str, password: &str) -> Session {
         .send(format!("username={user}&password={password}").as_bytes())
         .unwrap();
     assert_eq!(response.status(), 303);
-    let set = response.headers().get("set-cookie").unwrap().to_str().unwrap().to_string();
+    let set = response
+        .headers()
+        .get("set-cookie")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
     for flag in ["HttpOnly", "SameSite=Strict", "Path=/"] {
         assert!(set.contains(flag), "session cookie lacks {flag}: {set}");
     }
-    Session { cookie: set.split(';').next().unwrap().to_string() }
+    Session {
+        cookie: set.split(';').next().unwrap().to_string(),
+    }
 }
 
 pub fn page(server: &Server, session: &Session, path: &str) -> (u16, String) {
-    let mut response = no_redirects().get(&server.url(path)).header("cookie", &session.cookie).call().unwrap();
-    (response.status().as_u16(), response.body_mut().read_to_string().unwrap())
+    let mut response = no_redirects()
+        .get(&server.url(path))
+        .header("cookie", &session.cookie)
+        .call()
+        .unwrap();
+    (
+        response.status().as_u16(),
+        response.body_mut().read_to_string().unwrap(),
+    )
 }
 
-pub fn form_post(server: &Server, session: &Session, path: &str, origin: Option<&str>, body: &str) -> u16 {
-    let mut request = no_redirects().post(&server.url(path)).header("cookie", &session.cookie).header("content-type", "application/x-www-form-urlencoded");
+pub fn form_post(
+    server: &Server,
+    session: &Session,
+    path: &str,
+    origin: Option<&str>,
+    body: &str,
+) -> u16 {
+    let mut request = no_redirects()
+        .post(&server.url(path))
+        .header("cookie", &session.cookie)
+        .header("content-type", "application/x-www-form-urlencoded");
     if let Some(origin) = origin {
         request = request.header("origin", origin);
     }

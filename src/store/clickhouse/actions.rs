@@ -23,7 +23,10 @@ use serde_json::Value;
 use super::{block_on, fetch_all, now_version, ClickHouse, RecordImport};
 use crate::actions::Rule;
 use crate::records;
-use crate::store::actions::{ActionStore, AlertRow, Answered, FollowUp, NewAlert, NewMessage, NewSend, OutboxRow, SendRow, TaskFilter, TaskRow};
+use crate::store::actions::{
+    ActionStore, AlertRow, Answered, FollowUp, NewAlert, NewMessage, NewSend, OutboxRow, SendRow,
+    TaskFilter, TaskRow,
+};
 use crate::store::records::ImportTarget;
 use crate::store::StoreError;
 
@@ -59,7 +62,12 @@ impl Line<'_> {
     }
 }
 
-fn outbox_line<'a>(row: &'a OutboxRow, account_id: &'a str, user_id: &'a str, version: u64) -> Line<'a> {
+fn outbox_line<'a>(
+    row: &'a OutboxRow,
+    account_id: &'a str,
+    user_id: &'a str,
+    version: u64,
+) -> Line<'a> {
     Line {
         kind: "outbox",
         id: row.id,
@@ -92,7 +100,11 @@ fn send_line(row: &SendRow, version: u64) -> Line<'_> {
         kind: "survey_send",
         id: row.id,
         version,
-        status: if row.answered_ms.is_some() { "answered" } else { "open" },
+        status: if row.answered_ms.is_some() {
+            "answered"
+        } else {
+            "open"
+        },
         account_id: &row.account_id,
         user_id: &row.user_id,
         at_ms: row.sent_ms,
@@ -112,7 +124,8 @@ struct Doc {
 
 impl Doc {
     fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T, StoreError> {
-        serde_json::from_str(&self.body).map_err(|e| StoreError::Invalid(format!("stored action row {}: {e}", self.id)))
+        serde_json::from_str(&self.body)
+            .map_err(|e| StoreError::Invalid(format!("stored action row {}: {e}", self.id)))
     }
 }
 
@@ -140,7 +153,15 @@ impl ClickHouse {
     }
 
     async fn one(&self, kind: &str, id: i64) -> Result<Option<Doc>, StoreError> {
-        Ok(self.docs(self.client.query(&current("AND id = ?", "")).bind(kind).bind(id)).await?.pop())
+        Ok(self
+            .docs(
+                self.client
+                    .query(&current("AND id = ?", ""))
+                    .bind(kind)
+                    .bind(id),
+            )
+            .await?
+            .pop())
     }
 
     async fn put(&self, lines: &[Line<'_>]) -> Result<(), StoreError> {
@@ -151,35 +172,76 @@ impl ClickHouse {
         for line in lines {
             line.write(&mut body);
         }
-        self.insert_lines("action_rows", "kind, id, version, status, account_id, user_id, at_ms, created_ms, body", body).await
+        self.insert_lines(
+            "action_rows",
+            "kind, id, version, status, account_id, user_id, at_ms, created_ms, body",
+            body,
+        )
+        .await
     }
 
     async fn current_tasks(&self, account: Option<&str>) -> Result<Vec<TaskRow>, StoreError> {
         let query = match account {
-            Some(account) => self.client.query(&current("AND account_id = ?", "")).bind("task").bind(account),
+            Some(account) => self
+                .client
+                .query(&current("AND account_id = ?", ""))
+                .bind("task")
+                .bind(account),
             None => self.client.query(&current("", "")).bind("task"),
         };
         self.docs(query).await?.iter().map(Doc::parse).collect()
     }
 
-    async fn record_alerts(&self, now_ms: i64, alerts: &[NewAlert], follow_up: &dyn Fn(&NewAlert, i64) -> FollowUp) -> Result<Vec<Option<i64>>, StoreError> {
-        let since = alerts.iter().map(|a| a.cooldown_from_ms).min().unwrap_or(now_ms);
-        let recent: Vec<AlertRow> =
-            self.docs(self.client.query(&current("", "WHERE cur_at > ?")).bind("alert").bind(since)).await?.iter().map(Doc::parse).collect::<Result<_, _>>()?;
+    async fn record_alerts(
+        &self,
+        now_ms: i64,
+        alerts: &[NewAlert],
+        follow_up: &dyn Fn(&NewAlert, i64) -> FollowUp,
+    ) -> Result<Vec<Option<i64>>, StoreError> {
+        let since = alerts
+            .iter()
+            .map(|a| a.cooldown_from_ms)
+            .min()
+            .unwrap_or(now_ms);
+        let recent: Vec<AlertRow> = self
+            .docs(
+                self.client
+                    .query(&current("", "WHERE cur_at > ?"))
+                    .bind("alert")
+                    .bind(since),
+            )
+            .await?
+            .iter()
+            .map(Doc::parse)
+            .collect::<Result<_, _>>()?;
         let day = now_ms.div_euclid(86_400_000);
         let mut ids = Vec::with_capacity(alerts.len());
         let mut rows: Vec<(AlertRow, Value, Vec<OutboxRow>, Vec<TaskRow>)> = Vec::new();
         for new in alerts {
-            if recent.iter().any(|r| r.rule == new.rule && r.account_id == new.account_id && r.fired_ms > new.cooldown_from_ms) {
+            if recent.iter().any(|r| {
+                r.rule == new.rule
+                    && r.account_id == new.account_id
+                    && r.fired_ms > new.cooldown_from_ms
+            }) {
                 ids.push(None);
                 continue;
             }
             let id = id_of(&format!("alert\n{}\n{}\n{day}", new.rule, new.account_id));
-            let alert = AlertRow { id, rule: new.rule.clone(), account_id: new.account_id.clone(), fired_ms: now_ms, reason: new.reason.clone() };
+            let alert = AlertRow {
+                id,
+                rule: new.rule.clone(),
+                account_id: new.account_id.clone(),
+                fired_ms: now_ms,
+                reason: new.reason.clone(),
+            };
             let mut body = serde_json::to_value(&alert).expect("invariant: a row serialises");
             body["measures"] = Value::Object(new.measures.clone());
             let follow = follow_up(new, id);
-            let messages = follow.messages.iter().map(|m| message_row(m, Some(id), now_ms)).collect();
+            let messages = follow
+                .messages
+                .iter()
+                .map(|m| message_row(m, Some(id), now_ms))
+                .collect();
             let tasks = follow
                 .tasks
                 .iter()
@@ -202,31 +264,61 @@ impl ClickHouse {
         }
         let mut lines = Vec::new();
         for (alert, body, messages, tasks) in &rows {
-            lines.push(Line { kind: "alert", id: alert.id, version: CREATED, status: "", account_id: &alert.account_id, user_id: "", at_ms: now_ms, created_ms: now_ms, body: body.clone() });
-            lines.extend(messages.iter().map(|m| outbox_line(m, &alert.account_id, "", CREATED)));
+            lines.push(Line {
+                kind: "alert",
+                id: alert.id,
+                version: CREATED,
+                status: "",
+                account_id: &alert.account_id,
+                user_id: "",
+                at_ms: now_ms,
+                created_ms: now_ms,
+                body: body.clone(),
+            });
+            lines.extend(
+                messages
+                    .iter()
+                    .map(|m| outbox_line(m, &alert.account_id, "", CREATED)),
+            );
             lines.extend(tasks.iter().map(|t| task_line(t, CREATED)));
         }
         self.put(&lines).await?;
         Ok(ids)
     }
 
-    async fn record_sends(&self, now_ms: i64, sends: &[NewSend], email: &dyn Fn(&NewSend, i64) -> Option<NewMessage>) -> Result<usize, StoreError> {
+    async fn record_sends(
+        &self,
+        now_ms: i64,
+        sends: &[NewSend],
+        email: &dyn Fn(&NewSend, i64) -> Option<NewMessage>,
+    ) -> Result<usize, StoreError> {
         #[derive(clickhouse::Row, Deserialize)]
         struct Id {
             id: i64,
         }
         let wanted: Vec<i64> = sends.iter().map(|s| id_of(&s.key)).collect();
-        let known: HashSet<i64> = fetch_all::<Id>(self.client.query("SELECT DISTINCT id FROM action_rows WHERE kind = 'survey_send' AND has(?, id)").bind(&wanted), "survey invitations")
-            .await?
-            .into_iter()
-            .map(|i| i.id)
-            .collect();
+        let known: HashSet<i64> = fetch_all::<Id>(
+            self.client
+                .query(
+                    "SELECT DISTINCT id FROM action_rows WHERE kind = 'survey_send' AND has(?, id)",
+                )
+                .bind(&wanted),
+            "survey invitations",
+        )
+        .await?
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
         let mut rows: Vec<(SendRow, Option<OutboxRow>)> = Vec::new();
         for (send, id) in sends.iter().zip(wanted) {
             if known.contains(&id) || rows.iter().any(|(r, _)| r.id == id) {
                 continue;
             }
-            let delivery = if send.email.is_some() { "email" } else { "snippet" };
+            let delivery = if send.email.is_some() {
+                "email"
+            } else {
+                "snippet"
+            };
             let row = SendRow {
                 id,
                 key: send.key.clone(),
@@ -245,7 +337,11 @@ impl ClickHouse {
         for (send, message) in &rows {
             lines.push(send_line(send, CREATED));
             // The email holds the person's address: erasure finds it by the person.
-            lines.extend(message.iter().map(|m| outbox_line(m, &send.account_id, &send.user_id, CREATED)));
+            lines.extend(
+                message
+                    .iter()
+                    .map(|m| outbox_line(m, &send.account_id, &send.user_id, CREATED)),
+            );
         }
         self.put(&lines).await?;
         Ok(rows.len())
@@ -279,7 +375,13 @@ impl ActionStore for ClickHouse {
     }
 
     fn stored_rules(&self) -> Result<Vec<Rule>, StoreError> {
-        let docs = block_on(self.docs(self.client.query(&current("", "WHERE cur_status != 'deleted'")).bind("rule")))??;
+        let docs = block_on(
+            self.docs(
+                self.client
+                    .query(&current("", "WHERE cur_status != 'deleted'"))
+                    .bind("rule"),
+            ),
+        )??;
         let mut rules: Vec<Rule> = docs.iter().map(Doc::parse).collect::<Result<_, _>>()?;
         rules.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(rules)
@@ -288,60 +390,133 @@ impl ActionStore for ClickHouse {
     fn save_rule(&self, rule: &Rule) -> Result<(), StoreError> {
         let now = chrono::Utc::now().timestamp_millis();
         let body = serde_json::to_value(rule).expect("invariant: a rule serialises");
-        let line = Line { kind: "rule", id: id_of(&format!("rule\n{}", rule.name)), version: now_version(), status: "active", account_id: "", user_id: "", at_ms: now, created_ms: now, body };
+        let line = Line {
+            kind: "rule",
+            id: id_of(&format!("rule\n{}", rule.name)),
+            version: now_version(),
+            status: "active",
+            account_id: "",
+            user_id: "",
+            at_ms: now,
+            created_ms: now,
+            body,
+        };
         block_on(self.put(&[line]))?
     }
 
     fn delete_rule(&self, name: &str) -> Result<bool, StoreError> {
         let id = id_of(&format!("rule\n{name}"));
         block_on(async {
-            let docs = self.docs(self.client.query(&current("AND id = ?", "WHERE cur_status != 'deleted'")).bind("rule").bind(id)).await?;
-            let Some(doc) = docs.first() else { return Ok(false) };
+            let docs = self
+                .docs(
+                    self.client
+                        .query(&current("AND id = ?", "WHERE cur_status != 'deleted'"))
+                        .bind("rule")
+                        .bind(id),
+                )
+                .await?;
+            let Some(doc) = docs.first() else {
+                return Ok(false);
+            };
             let now = chrono::Utc::now().timestamp_millis();
             let body: Value = doc.parse()?;
-            self.put(&[Line { kind: "rule", id, version: now_version(), status: "deleted", account_id: "", user_id: "", at_ms: now, created_ms: now, body }]).await?;
+            self.put(&[Line {
+                kind: "rule",
+                id,
+                version: now_version(),
+                status: "deleted",
+                account_id: "",
+                user_id: "",
+                at_ms: now,
+                created_ms: now,
+                body,
+            }])
+            .await?;
             Ok(true)
         })?
     }
 
-    fn record_alerts(&self, now_ms: i64, alerts: &[NewAlert], follow_up: &dyn Fn(&NewAlert, i64) -> FollowUp) -> Result<Vec<Option<i64>>, StoreError> {
+    fn record_alerts(
+        &self,
+        now_ms: i64,
+        alerts: &[NewAlert],
+        follow_up: &dyn Fn(&NewAlert, i64) -> FollowUp,
+    ) -> Result<Vec<Option<i64>>, StoreError> {
         block_on(ClickHouse::record_alerts(self, now_ms, alerts, follow_up))?
     }
 
-    fn alerts(&self, since_ms: i64, account: Option<&str>, limit: usize) -> Result<Vec<AlertRow>, StoreError> {
+    fn alerts(
+        &self,
+        since_ms: i64,
+        account: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AlertRow>, StoreError> {
         let outer = format!("WHERE cur_at >= ? ORDER BY cur_at DESC, id DESC LIMIT {limit}");
         let query = match account {
-            Some(account) => self.client.query(&current("AND account_id = ?", &outer)).bind("alert").bind(account),
+            Some(account) => self
+                .client
+                .query(&current("AND account_id = ?", &outer))
+                .bind("alert")
+                .bind(account),
             None => self.client.query(&current("", &outer)).bind("alert"),
         };
-        block_on(self.docs(query.bind(since_ms)))??.iter().map(Doc::parse).collect()
+        block_on(self.docs(query.bind(since_ms)))??
+            .iter()
+            .map(Doc::parse)
+            .collect()
     }
 
     fn outbox(&self, status: &str, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
-        let query = self.client.query(&current(&with_status("outbox"), &format!("ORDER BY cur_created DESC, id DESC LIMIT {limit}"))).bind("outbox").bind(status);
-        block_on(self.docs(query))??.iter().map(Doc::parse).collect()
+        let query = self
+            .client
+            .query(&current(
+                &with_status("outbox"),
+                &format!("ORDER BY cur_created DESC, id DESC LIMIT {limit}"),
+            ))
+            .bind("outbox")
+            .bind(status);
+        block_on(self.docs(query))??
+            .iter()
+            .map(Doc::parse)
+            .collect()
     }
 
     fn due(&self, now_ms: i64, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
         let query = self
             .client
-            .query(&current(&with_status("outbox"), &format!("WHERE cur_at <= ? ORDER BY cur_at, id LIMIT {limit}")))
+            .query(&current(
+                &with_status("outbox"),
+                &format!("WHERE cur_at <= ? ORDER BY cur_at, id LIMIT {limit}"),
+            ))
             .bind("outbox")
             .bind("pending")
             .bind(now_ms);
-        block_on(self.docs(query))??.iter().map(Doc::parse).collect()
+        block_on(self.docs(query))??
+            .iter()
+            .map(Doc::parse)
+            .collect()
     }
 
     fn mark(&self, row: &OutboxRow) -> Result<(), StoreError> {
         block_on(async {
-            let Some(doc) = self.one("outbox", row.id).await? else { return Err(StoreError::Invalid(format!("no outbox message {}", row.id))) };
-            self.put(&[outbox_line(row, &doc.account_id, &doc.user_id, now_version())]).await
+            let Some(doc) = self.one("outbox", row.id).await? else {
+                return Err(StoreError::Invalid(format!("no outbox message {}", row.id)));
+            };
+            self.put(&[outbox_line(
+                row,
+                &doc.account_id,
+                &doc.user_id,
+                now_version(),
+            )])
+            .await
         })?
     }
 
     fn retry(&self, id: i64, now_ms: i64) -> Result<bool, StoreError> {
         block_on(async {
-            let Some(doc) = self.one("outbox", id).await? else { return Ok(false) };
+            let Some(doc) = self.one("outbox", id).await? else {
+                return Ok(false);
+            };
             let mut row: OutboxRow = doc.parse()?;
             if row.status != "dead" {
                 return Ok(false);
@@ -349,21 +524,39 @@ impl ActionStore for ClickHouse {
             row.status = "pending".into();
             row.attempts = 0;
             row.next_attempt_ms = now_ms;
-            self.put(&[outbox_line(&row, &doc.account_id, &doc.user_id, now_version())]).await?;
+            self.put(&[outbox_line(
+                &row,
+                &doc.account_id,
+                &doc.user_id,
+                now_version(),
+            )])
+            .await?;
             Ok(true)
         })?
     }
 
     fn tasks(&self, filter: TaskFilter<'_>, limit: usize) -> Result<Vec<TaskRow>, StoreError> {
-        let mut tasks: Vec<TaskRow> = block_on(self.current_tasks(filter.account))??.into_iter().filter(|t| filter.holds(t)).collect();
+        let mut tasks: Vec<TaskRow> = block_on(self.current_tasks(filter.account))??
+            .into_iter()
+            .filter(|t| filter.holds(t))
+            .collect();
         tasks.sort_by(crate::store::actions::task_order);
         tasks.truncate(limit);
         Ok(tasks)
     }
 
-    fn update_task(&self, id: i64, status: &str, snoozed_until: Option<NaiveDate>, due: Option<NaiveDate>, now_ms: i64) -> Result<bool, StoreError> {
+    fn update_task(
+        &self,
+        id: i64,
+        status: &str,
+        snoozed_until: Option<NaiveDate>,
+        due: Option<NaiveDate>,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
         block_on(async {
-            let Some(doc) = self.one("task", id).await? else { return Ok(false) };
+            let Some(doc) = self.one("task", id).await? else {
+                return Ok(false);
+            };
             let mut task: TaskRow = doc.parse()?;
             task.status = status.to_string();
             task.snoozed_until = snoozed_until.map(|d| d.to_string());
@@ -379,30 +572,59 @@ impl ActionStore for ClickHouse {
     fn wake_snoozed(&self, today: NaiveDate) -> Result<(), StoreError> {
         let today = today.to_string();
         block_on(async {
-            let docs = self.docs(self.client.query(&current(&with_status("task"), "")).bind("task").bind("snoozed")).await?;
+            let docs = self
+                .docs(
+                    self.client
+                        .query(&current(&with_status("task"), ""))
+                        .bind("task")
+                        .bind("snoozed"),
+                )
+                .await?;
             let mut woken = Vec::new();
             for doc in &docs {
                 let mut task: TaskRow = doc.parse()?;
-                if task.snoozed_until.as_deref().is_some_and(|d| d <= today.as_str()) {
+                if task
+                    .snoozed_until
+                    .as_deref()
+                    .is_some_and(|d| d <= today.as_str())
+                {
                     task.status = "open".into();
                     task.snoozed_until = None;
                     woken.push(task);
                 }
             }
             let version = now_version();
-            self.put(&woken.iter().map(|t| task_line(t, version)).collect::<Vec<_>>()).await
+            self.put(
+                &woken
+                    .iter()
+                    .map(|t| task_line(t, version))
+                    .collect::<Vec<_>>(),
+            )
+            .await
         })?
     }
 
     fn survey_send(&self, id: i64) -> Result<Option<SendRow>, StoreError> {
-        block_on(self.one("survey_send", id))??.map(|d| d.parse()).transpose()
+        block_on(self.one("survey_send", id))??
+            .map(|d| d.parse())
+            .transpose()
     }
 
     fn sends_to(&self, users: &[&str]) -> Result<Vec<SendRow>, StoreError> {
         if users.is_empty() {
             return Ok(Vec::new());
         }
-        block_on(self.docs(self.client.query(&current("AND has(?, user_id)", "")).bind("survey_send").bind(users)))??.iter().map(Doc::parse).collect()
+        block_on(
+            self.docs(
+                self.client
+                    .query(&current("AND has(?, user_id)", ""))
+                    .bind("survey_send")
+                    .bind(users),
+            ),
+        )??
+        .iter()
+        .map(Doc::parse)
+        .collect()
     }
 
     /// The newest non-empty `email` trait of each person's identify calls.
@@ -422,17 +644,33 @@ impl ActionStore for ClickHouse {
                  WHERE type = 'identify' AND has(?, user_id) AND visitParamExtractString(traits, 'email') != '' GROUP BY user_id",
             )
             .bind(users);
-        Ok(block_on(fetch_all::<Email>(query, "people's emails"))??.into_iter().map(|e| (e.user_id, e.email)).collect())
+        Ok(block_on(fetch_all::<Email>(query, "people's emails"))??
+            .into_iter()
+            .map(|e| (e.user_id, e.email))
+            .collect())
     }
 
-    fn record_sends(&self, now_ms: i64, sends: &[NewSend], email: &dyn Fn(&NewSend, i64) -> Option<NewMessage>) -> Result<usize, StoreError> {
+    fn record_sends(
+        &self,
+        now_ms: i64,
+        sends: &[NewSend],
+        email: &dyn Fn(&NewSend, i64) -> Option<NewMessage>,
+    ) -> Result<usize, StoreError> {
         block_on(ClickHouse::record_sends(self, now_ms, sends, email))?
     }
 
     /// The answer is stored first: if marking the invitation answered then fails, answering
     /// again writes the same response.
-    fn answer(&self, id: i64, score: i64, comment: Option<&str>, now_ms: i64) -> Result<Answered, StoreError> {
-        let Some(doc) = block_on(self.one("survey_send", id))?? else { return Ok(Answered::NoSuchSurvey) };
+    fn answer(
+        &self,
+        id: i64,
+        score: i64,
+        comment: Option<&str>,
+        now_ms: i64,
+    ) -> Result<Answered, StoreError> {
+        let Some(doc) = block_on(self.one("survey_send", id))?? else {
+            return Ok(Answered::NoSuchSurvey);
+        };
         let mut send: SendRow = doc.parse()?;
         if send.answered_ms.is_some() {
             return Ok(Answered::AlreadyAnswered);
@@ -442,7 +680,15 @@ impl ActionStore for ClickHouse {
             "score": score, "comment": comment, "answered_at": crate::ingest::format_timestamp(now_ms), "trigger": send.trigger});
         let kind = &records::SURVEY_RESPONSES;
         let record = records::from_json(kind, fields.as_object().expect("invariant: an object"))
-            .map_err(|errors| StoreError::Invalid(errors.iter().map(|e| format!("{}: {}", e.column, e.reason)).collect::<Vec<_>>().join("; ")))?;
+            .map_err(|errors| {
+                StoreError::Invalid(
+                    errors
+                        .iter()
+                        .map(|e| format!("{}: {}", e.column, e.reason))
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                )
+            })?;
         let mut target = Box::new(RecordImport::new(self.clone(), kind));
         target.upsert(kind, &record)?;
         target.commit()?;
@@ -455,7 +701,10 @@ impl ActionStore for ClickHouse {
     fn pending_survey(&self, user_id: &str, since_ms: i64) -> Result<Option<i64>, StoreError> {
         let query = self
             .client
-            .query(&current(&format!("AND user_id = ? {}", with_status("survey_send")), "WHERE cur_at >= ? ORDER BY cur_at DESC, id DESC LIMIT 1"))
+            .query(&current(
+                &format!("AND user_id = ? {}", with_status("survey_send")),
+                "WHERE cur_at >= ? ORDER BY cur_at DESC, id DESC LIMIT 1",
+            ))
             .bind("survey_send")
             .bind(user_id)
             .bind("open")

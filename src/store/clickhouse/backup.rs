@@ -17,7 +17,9 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::{block_on, fetch_all, ClickHouse, INSERT_END_TIMEOUT, INSERT_SEND_TIMEOUT, ROLLUP_READ_TIMEOUT};
+use super::{
+    block_on, fetch_all, ClickHouse, INSERT_END_TIMEOUT, INSERT_SEND_TIMEOUT, ROLLUP_READ_TIMEOUT,
+};
 use crate::store::StoreError;
 
 const HEADER: &str = "bellwether clickhouse backup 1";
@@ -33,16 +35,24 @@ pub struct Restored {
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> StoreError + '_ {
-    move |source| StoreError::DataDir { path: path.to_path_buf(), source }
+    move |source| StoreError::DataDir {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 fn bad(path: &Path, reason: impl Into<String>) -> StoreError {
-    StoreError::Schema { path: path.to_path_buf(), reason: reason.into() }
+    StoreError::Schema {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    }
 }
 
 /// A table name as the file may carry it.
 fn plain_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 128 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    !name.is_empty()
+        && name.len() <= 128
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 impl ClickHouse {
@@ -56,7 +66,12 @@ impl ClickHouse {
             .client
             .query("SELECT name FROM system.tables WHERE database = ? AND engine NOT LIKE '%View' ORDER BY name")
             .bind(self.location.database.as_str());
-        let mut names: Vec<String> = fetch_all::<Table>(query, "the database's tables").await?.into_iter().map(|t| t.name).filter(|n| plain_name(n)).collect();
+        let mut names: Vec<String> = fetch_all::<Table>(query, "the database's tables")
+            .await?
+            .into_iter()
+            .map(|t| t.name)
+            .filter(|n| plain_name(n))
+            .collect();
         let rank = |name: &str| match name {
             "activity" => 0,
             "events" => 2,
@@ -69,7 +84,10 @@ impl ClickHouse {
     /// Writes every table's rows to `target` (which must not exist); its size in bytes.
     pub async fn backup(&self, target: &Path) -> Result<u64, StoreError> {
         if target.exists() {
-            return Err(io(target)(std::io::Error::new(std::io::ErrorKind::AlreadyExists, "already exists; choose a new file")));
+            return Err(io(target)(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "already exists; choose a new file",
+            )));
         }
         let partial = target.with_extension("partial");
         let written = self.write_backup(&partial).await;
@@ -78,7 +96,9 @@ impl ClickHouse {
             return Err(error);
         }
         std::fs::rename(&partial, target).map_err(io(target))?;
-        std::fs::metadata(target).map(|m| m.len()).map_err(io(target))
+        std::fs::metadata(target)
+            .map(|m| m.len())
+            .map_err(io(target))
     }
 
     async fn write_backup(&self, partial: &Path) -> Result<(), StoreError> {
@@ -88,12 +108,21 @@ impl ClickHouse {
         let deadline = tokio::time::Instant::now() + ROLLUP_READ_TIMEOUT;
         for table in self.tables().await? {
             writeln!(out, "table {table}").map_err(io(partial))?;
-            let mut cursor = self.client.query(&format!("SELECT * FROM {table}")).fetch_bytes("Native").map_err(|e| super::error("backup", e))?;
+            let mut cursor = self
+                .client
+                .query(&format!("SELECT * FROM {table}"))
+                .fetch_bytes("Native")
+                .map_err(|e| super::error("backup", e))?;
             let mut pending: Vec<u8> = Vec::new();
             loop {
                 let next = tokio::time::timeout_at(deadline, cursor.next())
                     .await
-                    .map_err(|_| StoreError::ClickHouse(format!("backup of {table}: not read within {} s", ROLLUP_READ_TIMEOUT.as_secs())))?
+                    .map_err(|_| {
+                        StoreError::ClickHouse(format!(
+                            "backup of {table}: not read within {} s",
+                            ROLLUP_READ_TIMEOUT.as_secs()
+                        ))
+                    })?
                     .map_err(|e| super::error(&format!("backup of {table}"), e))?;
                 let done = next.is_none();
                 if let Some(bytes) = next {
@@ -124,7 +153,13 @@ impl ClickHouse {
         // Read through once to check the frames and the tables, then again to insert.
         let listed = frames(backup, &mut |_, _| Ok(()))?;
         if let Some(table) = listed.iter().find(|t| !tables.contains(t)) {
-            return Err(bad(backup, format!("the backup holds table {table}, which database {} lacks", self.location.database)));
+            return Err(bad(
+                backup,
+                format!(
+                    "the backup holds table {table}, which database {} lacks",
+                    self.location.database
+                ),
+            ));
         }
         for table in &tables {
             let rows = block_on(self.rows(table))??;
@@ -135,7 +170,8 @@ impl ClickHouse {
         type Open = Option<(String, clickhouse::insert_formatted::InsertFormatted)>;
         let finish = |insert: &mut Open| -> Result<(), StoreError> {
             match insert.take() {
-                Some((table, open)) => block_on(open.end())?.map_err(|e| super::error(&format!("restore of {table}"), e)),
+                Some((table, open)) => block_on(open.end())?
+                    .map_err(|e| super::error(&format!("restore of {table}"), e)),
                 None => Ok(()),
             }
         };
@@ -150,7 +186,8 @@ impl ClickHouse {
                 insert = Some((table.to_string(), open));
             }
             let (_, open) = insert.as_mut().expect("invariant: opened above");
-            block_on(open.send(chunk.to_vec().into()))?.map_err(|e| super::error(&format!("restore of {table}"), e))
+            block_on(open.send(chunk.to_vec().into()))?
+                .map_err(|e| super::error(&format!("restore of {table}"), e))
         })?;
         finish(&mut insert)?;
         let mut restored = Restored::default();
@@ -166,30 +203,45 @@ impl ClickHouse {
         struct Count {
             n: u64,
         }
-        let counted = fetch_all::<Count>(self.client.query(&format!("SELECT count() AS n FROM {table}")), "row count").await?;
+        let counted = fetch_all::<Count>(
+            self.client
+                .query(&format!("SELECT count() AS n FROM {table}")),
+            "row count",
+        )
+        .await?;
         Ok(counted.first().map_or(0, |c| c.n))
     }
 }
 
+/// Takes one chunk of a table's rows from a backup file.
+type ChunkSink<'a> = dyn FnMut(&str, &[u8]) -> Result<(), StoreError> + 'a;
+
 /// Reads a backup file's frames, handing each non-empty chunk to `chunk(table, bytes)`;
 /// the tables in order. Fails, naming the file, on anything that is not such a backup.
-fn frames(path: &Path, chunk: &mut dyn FnMut(&str, &[u8]) -> Result<(), StoreError>) -> Result<Vec<String>, StoreError> {
+fn frames(path: &Path, chunk: &mut ChunkSink) -> Result<Vec<String>, StoreError> {
     let file = std::fs::File::open(path).map_err(io(path))?;
     let mut input = BufReader::new(file);
     let mut line = String::new();
-    let read_line = |input: &mut BufReader<std::fs::File>, line: &mut String| -> Result<(), StoreError> {
-        line.clear();
-        // A frame line is short: a longer one means this is not a backup.
-        (&mut *input).take(256).read_line(line).map_err(io(path))?;
-        if !line.ends_with('\n') {
-            return Err(bad(path, "not a bellwether ClickHouse backup, or it ends early"));
-        }
-        line.pop();
-        Ok(())
-    };
+    let read_line =
+        |input: &mut BufReader<std::fs::File>, line: &mut String| -> Result<(), StoreError> {
+            line.clear();
+            // A frame line is short: a longer one means this is not a backup.
+            (&mut *input).take(256).read_line(line).map_err(io(path))?;
+            if !line.ends_with('\n') {
+                return Err(bad(
+                    path,
+                    "not a bellwether ClickHouse backup, or it ends early",
+                ));
+            }
+            line.pop();
+            Ok(())
+        };
     read_line(&mut input, &mut line)?;
     if line != HEADER {
-        return Err(bad(path, format!("not a bellwether ClickHouse backup (its first line is not {HEADER:?})")));
+        return Err(bad(
+            path,
+            format!("not a bellwether ClickHouse backup (its first line is not {HEADER:?})"),
+        ));
     }
     let mut tables = Vec::new();
     let mut buffer = Vec::new();
@@ -198,12 +250,24 @@ fn frames(path: &Path, chunk: &mut dyn FnMut(&str, &[u8]) -> Result<(), StoreErr
         if line == "end" {
             return Ok(tables);
         }
-        let Some(table) = line.strip_prefix("table ").filter(|t| plain_name(t)).map(str::to_string) else {
-            return Err(bad(path, format!("unexpected line {line:?} where a table begins")));
+        let Some(table) = line
+            .strip_prefix("table ")
+            .filter(|t| plain_name(t))
+            .map(str::to_string)
+        else {
+            return Err(bad(
+                path,
+                format!("unexpected line {line:?} where a table begins"),
+            ));
         };
         loop {
             read_line(&mut input, &mut line)?;
-            let length: usize = line.parse().map_err(|_| bad(path, format!("table {table}: {line:?} is not a chunk length")))?;
+            let length: usize = line.parse().map_err(|_| {
+                bad(
+                    path,
+                    format!("table {table}: {line:?} is not a chunk length"),
+                )
+            })?;
             if length == 0 {
                 break;
             }
@@ -211,7 +275,9 @@ fn frames(path: &Path, chunk: &mut dyn FnMut(&str, &[u8]) -> Result<(), StoreErr
                 return Err(bad(path, format!("table {table}: a chunk of {length} bytes is over the {CHUNK_BYTES_MAX} a backup writes")));
             }
             buffer.resize(length, 0);
-            input.read_exact(&mut buffer).map_err(|_| bad(path, format!("table {table}: the file ends inside a chunk")))?;
+            input
+                .read_exact(&mut buffer)
+                .map_err(|_| bad(path, format!("table {table}: the file ends inside a chunk")))?;
             chunk(&table, &buffer)?;
         }
         tables.push(table);

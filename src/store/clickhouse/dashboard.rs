@@ -38,19 +38,39 @@ const USER_COLUMNS: &str = "username, argMax(role, version) AS role, argMax(csm_
 
 impl UserRow {
     fn user(&self) -> Result<User, StoreError> {
-        let role = UserRole::parse(&self.role).ok_or_else(|| StoreError::Invalid(format!("user {} has unknown role {:?}", self.username, self.role)))?;
-        Ok(User { username: self.username.clone(), role, csm_id: (!self.csm_id.is_empty()).then(|| self.csm_id.clone()) })
+        let role = UserRole::parse(&self.role).ok_or_else(|| {
+            StoreError::Invalid(format!(
+                "user {} has unknown role {:?}",
+                self.username, self.role
+            ))
+        })?;
+        Ok(User {
+            username: self.username.clone(),
+            role,
+            csm_id: (!self.csm_id.is_empty()).then(|| self.csm_id.clone()),
+        })
     }
 }
 
 impl ClickHouse {
     /// The current row of a user, deleted or not.
     async fn user_current(&self, username: &str) -> Result<Option<UserRow>, StoreError> {
-        let query = self.client.query(&format!("SELECT {USER_COLUMNS} FROM dashboard_users WHERE username = ? GROUP BY username")).bind(username);
+        let query = self
+            .client
+            .query(&format!(
+                "SELECT {USER_COLUMNS} FROM dashboard_users WHERE username = ? GROUP BY username"
+            ))
+            .bind(username);
         Ok(fetch_all::<UserRow>(query, "dashboard user").await?.pop())
     }
 
-    async fn write_user(&self, user: &User, hash: &str, password_ms: i64, deleted: bool) -> Result<(), StoreError> {
+    async fn write_user(
+        &self,
+        user: &User,
+        hash: &str,
+        password_ms: i64,
+        deleted: bool,
+    ) -> Result<(), StoreError> {
         let query = self
             .client
             .query("INSERT INTO dashboard_users (username, role, csm_id, password_hash, password_ms, version, deleted) VALUES (?, ?, ?, ?, ?, ?, ?)")
@@ -64,7 +84,11 @@ impl ClickHouse {
         run(query, "store a dashboard user").await
     }
 
-    async fn session_current(&self, digest: &str, now_ms: i64) -> Result<Option<Session>, StoreError> {
+    async fn session_current(
+        &self,
+        digest: &str,
+        now_ms: i64,
+    ) -> Result<Option<Session>, StoreError> {
         #[derive(clickhouse::Row, Deserialize)]
         struct Stored {
             username: String,
@@ -81,18 +105,32 @@ impl ClickHouse {
                  FROM web_sessions WHERE token_sha256 = ? GROUP BY token_sha256",
             )
             .bind(digest);
-        let Some(session) = fetch_all::<Stored>(query, "dashboard session").await?.pop() else { return Ok(None) };
+        let Some(session) = fetch_all::<Stored>(query, "dashboard session").await?.pop() else {
+            return Ok(None);
+        };
         if session.deleted != 0 || session.expires_ms <= now_ms {
             return Ok(None);
         }
-        let Some(user) = self.user_current(&session.username).await? else { return Ok(None) };
+        let Some(user) = self.user_current(&session.username).await? else {
+            return Ok(None);
+        };
         if user.deleted != 0 || user.password_ms > session.opened_ms {
             return Ok(None);
         }
-        Ok(Some(Session { user: user.user()?, csrf: session.csrf }))
+        Ok(Some(Session {
+            user: user.user()?,
+            csrf: session.csrf,
+        }))
     }
 
-    async fn write_session(&self, digest: &str, username: &str, csrf: &str, expires_ms: i64, deleted: bool) -> Result<(), StoreError> {
+    async fn write_session(
+        &self,
+        digest: &str,
+        username: &str,
+        csrf: &str,
+        expires_ms: i64,
+        deleted: bool,
+    ) -> Result<(), StoreError> {
         let query = self
             .client
             .query("INSERT INTO web_sessions (token_sha256, username, csrf, opened_ms, expires_ms, version, deleted) VALUES (?, ?, ?, ?, ?, ?, ?)")
@@ -111,12 +149,26 @@ impl ClickHouse {
         struct Stored {
             value: String,
         }
-        let query = self.client.query("SELECT argMax(value, version) AS value FROM secrets WHERE name = ? GROUP BY name").bind(name);
+        let query = self
+            .client
+            .query(
+                "SELECT argMax(value, version) AS value FROM secrets WHERE name = ? GROUP BY name",
+            )
+            .bind(name);
         match fetch_all::<Stored>(query, "secret").await?.pop() {
             Some(stored) => {
                 let text = stored.value.as_bytes();
-                let digits = text.chunks(2).map(|pair| std::str::from_utf8(pair).ok().and_then(|p| u8::from_str_radix(p, 16).ok()));
-                Ok(Some(digits.collect::<Option<Vec<u8>>>().filter(|v| v.len() * 2 == text.len()).ok_or_else(|| StoreError::Invalid(format!("secret {name} is not hex")))?))
+                let digits = text.chunks(2).map(|pair| {
+                    std::str::from_utf8(pair)
+                        .ok()
+                        .and_then(|p| u8::from_str_radix(p, 16).ok())
+                });
+                Ok(Some(
+                    digits
+                        .collect::<Option<Vec<u8>>>()
+                        .filter(|v| v.len() * 2 == text.len())
+                        .ok_or_else(|| StoreError::Invalid(format!("secret {name} is not hex")))?,
+                ))
             }
             None => Ok(None),
         }
@@ -140,7 +192,12 @@ impl UserStore for ClickHouse {
     /// Two nodes creating the same new user at once both succeed; the later write wins.
     fn put_user(&self, user: &User, hash: &str, replace: bool) -> Result<bool, StoreError> {
         block_on(async {
-            if !replace && self.user_current(&user.username).await?.is_some_and(|u| u.deleted == 0) {
+            if !replace
+                && self
+                    .user_current(&user.username)
+                    .await?
+                    .is_some_and(|u| u.deleted == 0)
+            {
                 return Ok(false);
             }
             self.write_user(user, hash, now_ms(), false).await?;
@@ -149,20 +206,39 @@ impl UserStore for ClickHouse {
     }
 
     fn users(&self) -> Result<Vec<User>, StoreError> {
-        let query = self.client.query(&format!("SELECT {USER_COLUMNS} FROM dashboard_users GROUP BY username ORDER BY username"));
-        block_on(fetch_all::<UserRow>(query, "dashboard users"))??.iter().filter(|u| u.deleted == 0).map(UserRow::user).collect()
+        let query = self.client.query(&format!(
+            "SELECT {USER_COLUMNS} FROM dashboard_users GROUP BY username ORDER BY username"
+        ));
+        block_on(fetch_all::<UserRow>(query, "dashboard users"))??
+            .iter()
+            .filter(|u| u.deleted == 0)
+            .map(UserRow::user)
+            .collect()
     }
 
     /// The user's sessions end with it: a session needs its user.
     fn remove_user(&self, username: &str) -> Result<bool, StoreError> {
         block_on(async {
-            let Some(row) = self.user_current(username).await?.filter(|u| u.deleted == 0) else { return Ok(false) };
-            self.write_user(&row.user()?, "", row.password_ms, true).await?;
+            let Some(row) = self
+                .user_current(username)
+                .await?
+                .filter(|u| u.deleted == 0)
+            else {
+                return Ok(false);
+            };
+            self.write_user(&row.user()?, "", row.password_ms, true)
+                .await?;
             Ok(true)
         })?
     }
 
-    fn open_session(&self, digest: &str, username: &str, csrf: &str, expires_ms: i64) -> Result<(), StoreError> {
+    fn open_session(
+        &self,
+        digest: &str,
+        username: &str,
+        csrf: &str,
+        expires_ms: i64,
+    ) -> Result<(), StoreError> {
         block_on(self.write_session(digest, username, csrf, expires_ms, false))?
     }
 
@@ -181,9 +257,16 @@ impl UserStore for ClickHouse {
             if let Some(value) = self.stored_secret(name).await? {
                 return Ok(value);
             }
-            let query = self.client.query("INSERT INTO secrets (name, value, version) VALUES (?, ?, ?)").bind(name).bind(crate::store::hex(&fresh)).bind(u64::MAX - now_version());
+            let query = self
+                .client
+                .query("INSERT INTO secrets (name, value, version) VALUES (?, ?, ?)")
+                .bind(name)
+                .bind(crate::store::hex(&fresh))
+                .bind(u64::MAX - now_version());
             run(query, "store a secret").await?;
-            self.stored_secret(name).await?.ok_or_else(|| StoreError::ClickHouse(format!("secret {name} is not there after it was written")))
+            self.stored_secret(name).await?.ok_or_else(|| {
+                StoreError::ClickHouse(format!("secret {name} is not there after it was written"))
+            })
         })?
     }
 
@@ -197,10 +280,17 @@ impl UserStore for ClickHouse {
             .query("SELECT argMax(goals, version) AS goals FROM review_goals WHERE account_id = ? AND quarter = ? GROUP BY account_id, quarter")
             .bind(account)
             .bind(quarter);
-        Ok(block_on(fetch_all::<Stored>(query, "review goals"))??.pop().map(|s| s.goals))
+        Ok(block_on(fetch_all::<Stored>(query, "review goals"))??
+            .pop()
+            .map(|s| s.goals))
     }
 
-    fn set_review_goals(&self, account: &str, quarter: &str, goals: &str) -> Result<(), StoreError> {
+    fn set_review_goals(
+        &self,
+        account: &str,
+        quarter: &str,
+        goals: &str,
+    ) -> Result<(), StoreError> {
         let query = self.client.query("INSERT INTO review_goals (account_id, quarter, goals, version) VALUES (?, ?, ?, ?)").bind(account).bind(quarter).bind(goals).bind(now_version());
         block_on(run(query, "store review goals"))?
     }
@@ -209,18 +299,36 @@ impl UserStore for ClickHouse {
         Ok(block_on(self.token_rows(None))??
             .into_iter()
             .filter(|t| t.deleted == 0)
-            .map(|t| ApiToken { id: t.id, name: t.name, role: t.role, created_ms: t.created_ms, expires_ms: (t.expires_ms != 0).then_some(t.expires_ms) })
+            .map(|t| ApiToken {
+                id: t.id,
+                name: t.name,
+                role: t.role,
+                created_ms: t.created_ms,
+                expires_ms: (t.expires_ms != 0).then_some(t.expires_ms),
+            })
             .collect())
     }
 
-    fn add_token(&self, name: &str, role: Role, valid_for_seconds: Option<i64>) -> Result<String, StoreError> {
+    fn add_token(
+        &self,
+        name: &str,
+        role: Role,
+        valid_for_seconds: Option<i64>,
+    ) -> Result<String, StoreError> {
         block_on(self.create_token(name, role, valid_for_seconds))?
     }
 
     /// A newer version of the token, marked deleted.
     fn revoke_token(&self, id: i64) -> Result<bool, StoreError> {
         block_on(async {
-            let Some(token) = self.token_rows(Some(id)).await?.pop().filter(|t| t.deleted == 0) else { return Ok(false) };
+            let Some(token) = self
+                .token_rows(Some(id))
+                .await?
+                .pop()
+                .filter(|t| t.deleted == 0)
+            else {
+                return Ok(false);
+            };
             let query = self
                 .client
                 .query("INSERT INTO api_tokens (id, name, role, token_sha256, created_ms, expires_ms, version, deleted) VALUES (?, ?, ?, ?, ?, ?, ?, 1)")
@@ -271,28 +379,63 @@ impl DashboardSource for ClickHouse {
         struct Name {
             event: String,
         }
-        let query = self.client.query("SELECT DISTINCT event FROM activity WHERE type = 'track'");
+        let query = self
+            .client
+            .query("SELECT DISTINCT event FROM activity WHERE type = 'track'");
         let names = block_on(fetch_all::<Name>(query, "tracked event names"))??;
         let mut classifier = Classifier::new(config);
-        let features: BTreeSet<String> = names.iter().filter_map(|n| classifier.classify("track", Some(&n.event))?.feature).collect();
+        let features: BTreeSet<String> = names
+            .iter()
+            .filter_map(|n| classifier.classify("track", Some(&n.event))?.feature)
+            .collect();
         Ok(features.into_iter().collect())
     }
 
     /// Newest by receipt, as the embedded store's newest by id.
     fn recent_events(&self, account: &str, limit: usize) -> Result<Vec<RecentEvent>, StoreError> {
-        let filter = EventFilter { since_ms: 0, until_ms: None, user: None, account: Some(account.to_string()), limit };
+        let filter = EventFilter {
+            since_ms: 0,
+            until_ms: None,
+            user: None,
+            account: Some(account.to_string()),
+            limit,
+        };
         let mut events: Vec<RecentEvent> = block_on(self.events_in_order(&filter, true))??
             .into_iter()
-            .map(|e| RecentEvent { timestamp_ms: e.timestamp_ms, kind: e.kind, event: e.event, user_id: e.user_id })
+            .map(|e| RecentEvent {
+                timestamp_ms: e.timestamp_ms,
+                kind: e.kind,
+                event: e.event,
+                user_id: e.user_id,
+            })
             .collect();
-        events.sort_by(|a, b| b.timestamp_ms.cmp(&a.timestamp_ms));
+        events.sort_by_key(|e| std::cmp::Reverse(e.timestamp_ms));
         Ok(events)
     }
 
-    fn of_account(&self, kind: &'static Kind, account: &str, order_by: &str, limit: usize) -> Result<Vec<Value>, StoreError> {
-        assert!(kind.columns.iter().any(|c| c.name == order_by), "invariant: {order_by} is a column of {}", kind.name);
-        let tail = format!("ORDER BY {order_by} DESC NULLS LAST, {} LIMIT {limit}", kind.key.join(", "));
-        let query = self.client.query(&current_records(kind, "", " AND account_id = ?", &tail)).bind(account);
-        Ok(block_on(self.read_records(kind, query))??.iter().map(|r| r.to_json(kind)).collect())
+    fn of_account(
+        &self,
+        kind: &'static Kind,
+        account: &str,
+        order_by: &str,
+        limit: usize,
+    ) -> Result<Vec<Value>, StoreError> {
+        assert!(
+            kind.columns.iter().any(|c| c.name == order_by),
+            "invariant: {order_by} is a column of {}",
+            kind.name
+        );
+        let tail = format!(
+            "ORDER BY {order_by} DESC NULLS LAST, {} LIMIT {limit}",
+            kind.key.join(", ")
+        );
+        let query = self
+            .client
+            .query(&current_records(kind, "", " AND account_id = ?", &tail))
+            .bind(account);
+        Ok(block_on(self.read_records(kind, query))??
+            .iter()
+            .map(|r| r.to_json(kind))
+            .collect())
     }
 }

@@ -29,7 +29,9 @@ impl SignedIn {
     pub fn check_post(&self, headers: &HeaderMap, csrf: &str) -> Result<(), PageError> {
         use subtle_eq::eq;
         if !same_origin(headers) || !eq(csrf.as_bytes(), self.csrf.as_bytes()) {
-            return Err(PageError::forbidden("the form was stale or came from another site; reload the page and try again"));
+            return Err(PageError::forbidden(
+                "the form was stale or came from another site; reload the page and try again",
+            ));
         }
         Ok(())
     }
@@ -47,17 +49,31 @@ mod subtle_eq {
 impl FromRequestParts<AppState> for SignedIn {
     type Rejection = Response;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let to_login = || {
-            let next = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/portfolio");
+            let next = parts
+                .uri
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or("/portfolio");
             let query = serde_urlencoded::to_string([("next", next)]).unwrap_or_default();
             Redirect::to(&format!("/login?{query}")).into_response()
         };
         let jar = CookieJar::from_headers(&parts.headers);
-        let Some(secret) = jar.get(SESSION_COOKIE).map(|c| c.value().to_string()) else { return Err(to_login()) };
-        let session = with_source(state, move |source, _| Ok(users::session(source, &secret)?)).await.map_err(|e| PageError::from(e).into_response())?;
+        let Some(secret) = jar.get(SESSION_COOKIE).map(|c| c.value().to_string()) else {
+            return Err(to_login());
+        };
+        let session = with_source(state, move |source, _| Ok(users::session(source, &secret)?))
+            .await
+            .map_err(|e| PageError::from(e).into_response())?;
         match session {
-            Some(s) => Ok(SignedIn { user: s.user, csrf: s.csrf }),
+            Some(s) => Ok(SignedIn {
+                user: s.user,
+                csrf: s.csrf,
+            }),
             None => Err(to_login()),
         }
     }
@@ -67,18 +83,31 @@ impl FromRequestParts<AppState> for SignedIn {
 /// site's scheme and Host. The scheme is `https` when a TLS proxy in front says so with
 /// `X-Forwarded-Proto: https`, else `http`. Browsers send Origin on every cross-site post.
 pub fn same_origin(headers: &HeaderMap) -> bool {
-    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else { return false };
-    let scheme = match headers.get("x-forwarded-proto").and_then(|v| v.to_str().ok()) {
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+        return false;
+    };
+    let scheme = match headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+    {
         Some(proto) if proto.trim().eq_ignore_ascii_case("https") => "https",
         _ => "http",
     };
     let site = format!("{scheme}://{host}");
-    let source = headers.get(header::ORIGIN).or_else(|| headers.get(header::REFERER)).and_then(|h| h.to_str().ok());
+    let source = headers
+        .get(header::ORIGIN)
+        .or_else(|| headers.get(header::REFERER))
+        .and_then(|h| h.to_str().ok());
     match source {
         None => true, // not a browser form post (curl, tests); the CSRF token still guards
         Some(source) => {
-            let authority_end = source.get(site.len()..).is_none_or(|rest| rest.is_empty() || rest.starts_with(['/', '?', '#']));
-            source.get(..site.len()).is_some_and(|start| start.eq_ignore_ascii_case(&site)) && authority_end
+            let authority_end = source
+                .get(site.len()..)
+                .is_none_or(|rest| rest.is_empty() || rest.starts_with(['/', '?', '#']));
+            source
+                .get(..site.len())
+                .is_some_and(|start| start.eq_ignore_ascii_case(&site))
+                && authority_end
         }
     }
 }
@@ -97,22 +126,25 @@ pub struct LoginQuery {
 }
 
 fn login_form(next: &str, error: Option<&str>, username: &str) -> maud::Markup {
-    bare("Sign in", html! {
-        main.narrow id="main" {
-            h1 { "bellwether" }
-            p { "Sign in to see your customers' health." }
-            @if let Some(error) = error {
-                p.error role="alert" { (error) }
+    bare(
+        "Sign in",
+        html! {
+            main.narrow id="main" {
+                h1 { "bellwether" }
+                p { "Sign in to see your customers' health." }
+                @if let Some(error) = error {
+                    p.error role="alert" { (error) }
+                }
+                form.stack method="post" action="/login" {
+                    input type="hidden" name="next" value=(next);
+                    label { "User name" input name="username" autocomplete="username" required value=(username) autofocus; }
+                    label { "Password" input type="password" name="password" autocomplete="current-password" required; }
+                    button type="submit" { "Sign in" }
+                }
+                p.muted { "Accounts are made with " code { "bellwether user create" } "." }
             }
-            form.stack method="post" action="/login" {
-                input type="hidden" name="next" value=(next);
-                label { "User name" input name="username" autocomplete="username" required value=(username) autofocus; }
-                label { "Password" input type="password" name="password" autocomplete="current-password" required; }
-                button type="submit" { "Sign in" }
-            }
-            p.muted { "Accounts are made with " code { "bellwether user create" } "." }
-        }
-    })
+        },
+    )
 }
 
 pub async fn login_page(Query(query): Query<LoginQuery>) -> maud::Markup {
@@ -129,41 +161,87 @@ pub struct LoginForm {
 /// Longest user name looked at (longer ones are refused before any work).
 const USERNAME_BYTES_MAX: usize = 256;
 
-pub async fn login(State(state): State<AppState>, client: ClientAddr, headers: HeaderMap, Form(form): Form<LoginForm>) -> Result<Response, PageError> {
+pub async fn login(
+    State(state): State<AppState>,
+    client: ClientAddr,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Result<Response, PageError> {
     let next = safe_next(form.next.as_deref());
     if !same_origin(&headers) {
-        return Err(PageError::forbidden("sign-in must come from this site's own form"));
+        return Err(PageError::forbidden(
+            "sign-in must come from this site's own form",
+        ));
     }
     if form.username.len() > USERNAME_BYTES_MAX {
-        return Ok((StatusCode::BAD_REQUEST, login_form(&next, Some("That user name is too long."), "")).into_response());
+        return Ok((
+            StatusCode::BAD_REQUEST,
+            login_form(&next, Some("That user name is too long."), ""),
+        )
+            .into_response());
     }
     let refuse = |status: StatusCode, retry: u64, message: &str| {
-        (status, [(header::RETRY_AFTER, retry.to_string())], login_form(&next, Some(message), &form.username)).into_response()
+        (
+            status,
+            [(header::RETRY_AFTER, retry.to_string())],
+            login_form(&next, Some(message), &form.username),
+        )
+            .into_response()
     };
     // Per address first (whatever the names), then per name from this address: a client
     // guessing one user's password slows itself, not the user signing in from elsewhere.
     if let Err(not_until) = state.limiters.sign_ins_by_address.check_key(&client.0) {
         tracing::warn!(client = %client.0, "dashboard sign-in rate limited (address)");
-        return Ok(refuse(StatusCode::TOO_MANY_REQUESTS, retry_after(&not_until), "Too many sign-in attempts from your address; wait a minute and try again."));
+        return Ok(refuse(
+            StatusCode::TOO_MANY_REQUESTS,
+            retry_after(&not_until),
+            "Too many sign-in attempts from your address; wait a minute and try again.",
+        ));
     }
-    if let Err(not_until) = state.limiters.sign_ins.check_key(&(form.username.clone(), client.0)) {
+    if let Err(not_until) = state
+        .limiters
+        .sign_ins
+        .check_key(&(form.username.clone(), client.0))
+    {
         tracing::warn!(username = ?form.username, client = %client.0, "dashboard sign-in rate limited (user name)");
-        return Ok(refuse(StatusCode::TOO_MANY_REQUESTS, retry_after(&not_until), "Too many sign-in attempts for this user name; wait a minute and try again."));
+        return Ok(refuse(
+            StatusCode::TOO_MANY_REQUESTS,
+            retry_after(&not_until),
+            "Too many sign-in attempts for this user name; wait a minute and try again.",
+        ));
     }
     // Each check costs an argon2id hash (~19 MiB): at most a few at once, a short queue.
     let Ok(_slot) = state.hash_gate.slot().await else {
         tracing::warn!(client = %client.0, "dashboard sign-in refused: every hash slot busy");
-        return Ok(refuse(StatusCode::SERVICE_UNAVAILABLE, 1, "The server is busy checking other sign-ins; try again in a moment."));
+        return Ok(refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            1,
+            "The server is busy checking other sign-ins; try again in a moment.",
+        ));
     };
     let (name, password) = (form.username.clone(), form.password);
-    let secret = with_source(&state, move |source, _| Ok(users::sign_in(source, &name, &password)?)).await?;
+    let secret = with_source(&state, move |source, _| {
+        Ok(users::sign_in(source, &name, &password)?)
+    })
+    .await?;
     let Some(secret) = secret else {
         tracing::info!(username = ?form.username, client = %client.0, "dashboard sign-in refused");
-        return Ok((StatusCode::UNAUTHORIZED, login_form(&next, Some("Wrong user name or password."), &form.username)).into_response());
+        return Ok((
+            StatusCode::UNAUTHORIZED,
+            login_form(&next, Some("Wrong user name or password."), &form.username),
+        )
+            .into_response());
     };
     tracing::info!(username = ?form.username, client = %client.0, "dashboard sign-in");
-    let secure = headers.get("x-forwarded-proto").and_then(|v| v.to_str().ok()) == Some("https");
-    let cookie = Cookie::build((SESSION_COOKIE, secret)).http_only(true).same_site(SameSite::Strict).path("/").secure(secure);
+    let secure = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        == Some("https");
+    let cookie = Cookie::build((SESSION_COOKIE, secret))
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .path("/")
+        .secure(secure);
     Ok((CookieJar::new().add(cookie), Redirect::to(&next)).into_response())
 }
 
@@ -172,12 +250,25 @@ pub struct CsrfForm {
     csrf: String,
 }
 
-pub async fn logout(user: SignedIn, State(state): State<AppState>, headers: HeaderMap, jar: CookieJar, Form(form): Form<CsrfForm>) -> Result<Response, PageError> {
+pub async fn logout(
+    user: SignedIn,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    jar: CookieJar,
+    Form(form): Form<CsrfForm>,
+) -> Result<Response, PageError> {
     user.check_post(&headers, &form.csrf)?;
     if let Some(secret) = jar.get(SESSION_COOKIE).map(|c| c.value().to_string()) {
-        with_source(&state, move |source, _| Ok(users::sign_out(source, &secret)?)).await?;
+        with_source(&state, move |source, _| {
+            Ok(users::sign_out(source, &secret)?)
+        })
+        .await?;
     }
-    Ok((jar.remove(Cookie::build(SESSION_COOKIE).path("/")), Redirect::to("/login")).into_response())
+    Ok((
+        jar.remove(Cookie::build(SESSION_COOKIE).path("/")),
+        Redirect::to("/login"),
+    )
+        .into_response())
 }
 
 #[cfg(test)]
@@ -205,11 +296,17 @@ mod tests {
         headers.insert(header::ORIGIN, "http://127.0.0.1:87801".parse().unwrap());
         assert!(!same_origin(&headers), "another port");
         headers.remove(header::ORIGIN);
-        headers.insert(header::REFERER, "http://127.0.0.1:8780/settings?x=1".parse().unwrap());
+        headers.insert(
+            header::REFERER,
+            "http://127.0.0.1:8780/settings?x=1".parse().unwrap(),
+        );
         assert!(same_origin(&headers));
         headers.insert("x-forwarded-proto", "https".parse().unwrap());
         assert!(!same_origin(&headers), "behind TLS the site is https");
-        headers.insert(header::REFERER, "https://127.0.0.1:8780/settings".parse().unwrap());
+        headers.insert(
+            header::REFERER,
+            "https://127.0.0.1:8780/settings".parse().unwrap(),
+        );
         assert!(same_origin(&headers));
     }
 }

@@ -32,7 +32,10 @@ fn axis_label(value: f64, percent: bool) -> String {
 
 /// A line chart over `labels` (x axis, e.g. dates); `None` values break the line.
 pub fn line(title: &str, labels: &[String], series: &[Series], percent: bool) -> Markup {
-    let max = series.iter().flat_map(|s| s.values.iter().flatten()).fold(0.0_f64, |m, v| m.max(*v));
+    let max = series
+        .iter()
+        .flat_map(|s| s.values.iter().flatten())
+        .fold(0.0_f64, |m, v| m.max(*v));
     let max = if max <= 0.0 { 1.0 } else { max * 1.1 };
     let n = labels.len().max(2);
     let x = |i: usize| LEFT + (WIDTH - LEFT - RIGHT) * i as f64 / (n - 1) as f64;
@@ -41,7 +44,11 @@ pub fn line(title: &str, labels: &[String], series: &[Series], percent: bool) ->
         .iter()
         .map(|s| {
             let last = s.values.iter().rev().flatten().next();
-            format!("{}: latest {}", s.label, last.map_or("none".into(), |v| axis_label(*v, percent)))
+            format!(
+                "{}: latest {}",
+                s.label,
+                last.map_or("none".into(), |v| axis_label(*v, percent))
+            )
         })
         .collect::<Vec<_>>()
         .join("; ");
@@ -53,7 +60,12 @@ pub fn line(title: &str, labels: &[String], series: &[Series], percent: bool) ->
             for (i, v) in s.values.iter().enumerate() {
                 match v {
                     Some(v) => {
-                        d.push_str(&format!("{}{:.1},{:.1} ", if pen_down { "L" } else { "M" }, x(i), y(*v)));
+                        d.push_str(&format!(
+                            "{}{:.1},{:.1} ",
+                            if pen_down { "L" } else { "M" },
+                            x(i),
+                            y(*v)
+                        ));
                         pen_down = true;
                     }
                     None => pen_down = false,
@@ -104,7 +116,15 @@ pub fn rates(title: &str, bars: &[RateBar]) -> Markup {
     let y = |v: f64| TOP + (HEIGHT - TOP - BOTTOM) * (1.0 - v);
     let summary = bars
         .iter()
-        .map(|b| format!("{}: {} of {}", b.label, b.rate.map_or("no data".into(), |r| format!("{:.0}%", r * 100.0)), b.count))
+        .map(|b| {
+            format!(
+                "{}: {} of {}",
+                b.label,
+                b.rate
+                    .map_or("no data".into(), |r| format!("{:.0}%", r * 100.0)),
+                b.count
+            )
+        })
         .collect::<Vec<_>>()
         .join("; ");
     html! {
@@ -138,9 +158,24 @@ mod tests {
 
     #[test]
     fn a_missing_value_breaks_the_line() {
-        let chart = line("t", &["a".into(), "b".into(), "c".into()], &[Series { label: "x".into(), class: "s1", values: vec![Some(1.0), None, Some(2.0)] }], false)
-            .into_string();
-        let d = chart.split("d=\"").nth(1).unwrap().split('"').next().unwrap();
+        let chart = line(
+            "t",
+            &["a".into(), "b".into(), "c".into()],
+            &[Series {
+                label: "x".into(),
+                class: "s1",
+                values: vec![Some(1.0), None, Some(2.0)],
+            }],
+            false,
+        )
+        .into_string();
+        let d = chart
+            .split("d=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap();
         assert_eq!(d.matches('M').count(), 2, "{d}");
         assert!(!d.contains('L'), "{d}");
     }

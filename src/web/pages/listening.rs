@@ -44,47 +44,62 @@ fn theme_table(id: &str, rows: &[Value], currency: &str) -> Markup {
 
 /// The newest four quarters of a per-quarter count, oldest first: "2026-Q1: 3 · 2026-Q2: 5".
 fn last_quarters(per_quarter: &Value) -> String {
-    let all: Vec<(&String, &Value)> = per_quarter.as_object().map(|m| m.iter().collect()).unwrap_or_default();
-    all[all.len().saturating_sub(4)..].iter().map(|(q, n)| format!("{q}: {n}")).collect::<Vec<_>>().join(" · ")
+    let all: Vec<(&String, &Value)> = per_quarter
+        .as_object()
+        .map(|m| m.iter().collect())
+        .unwrap_or_default();
+    all[all.len().saturating_sub(4)..]
+        .iter()
+        .map(|(q, n)| format!("{q}: {n}"))
+        .collect::<Vec<_>>()
+        .join(" · ")
 }
 
 pub async fn page(user: SignedIn, State(state): State<AppState>) -> PageResult {
     let to = today() + chrono::Duration::days(1);
     let from = to - chrono::Months::new(12);
-    let reasons = with_source(&state, move |source, s| Ok(sl::churn_reasons(source, from, to, s.currency)?)).await?;
+    let reasons = with_source(&state, move |source, s| {
+        Ok(sl::churn_reasons(source, from, to, s.currency)?)
+    })
+    .await?;
     let reports = crate::web::listening::theme_rows(&state, &["all", "detractors", "red"]).await?;
     let (all, detractors, red) = (&reports[0], &reports[1], &reports[2]);
     let currency = state.currency.report.clone();
-    Ok(layout(&user, "Listening", "/listening", html! {
-        h1 { "Listening" }
-        section aria-labelledby="reasons" {
-            h2 id="reasons" { "Why customers left or shrank (terms ending " (from) " to " (to - chrono::Duration::days(1)) ")" }
-            @if reasons.is_empty() { p.empty { "No churn or downgrade in that time." } } @else {
-                div.scroll { table.data id="reasons-table" {
-                    thead { tr { th scope="col" { "Quarter" } th scope="col" { "Segment" } th scope="col" { "Reason" } th scope="col" { "Kind" } th scope="col" { "Accounts" } th scope="col" { "ARR lost" } } }
-                    tbody { @for r in &reasons { tr {
-                        td { (r["quarter"].as_str().unwrap_or("")) } td { (r["segment"].as_str().unwrap_or("")) }
-                        th scope="row" { (r["reason"].as_str().unwrap_or("").replace('_', " ")) } td { (r["kind"].as_str().unwrap_or("")) }
-                        td.num { (r["accounts"]) } td.num { (money(r["arr_lost"].as_f64().unwrap_or(0.0), &currency)) }
-                    } } }
-                } }
-                p { a href="/api/v1/reports/churn_reasons?format=csv" { "CSV" } " (with an API token)" }
+    Ok(layout(
+        &user,
+        "Listening",
+        "/listening",
+        html! {
+            h1 { "Listening" }
+            section aria-labelledby="reasons" {
+                h2 id="reasons" { "Why customers left or shrank (terms ending " (from) " to " (to - chrono::Duration::days(1)) ")" }
+                @if reasons.is_empty() { p.empty { "No churn or downgrade in that time." } } @else {
+                    div.scroll { table.data id="reasons-table" {
+                        thead { tr { th scope="col" { "Quarter" } th scope="col" { "Segment" } th scope="col" { "Reason" } th scope="col" { "Kind" } th scope="col" { "Accounts" } th scope="col" { "ARR lost" } } }
+                        tbody { @for r in &reasons { tr {
+                            td { (r["quarter"].as_str().unwrap_or("")) } td { (r["segment"].as_str().unwrap_or("")) }
+                            th scope="row" { (r["reason"].as_str().unwrap_or("").replace('_', " ")) } td { (r["kind"].as_str().unwrap_or("")) }
+                            td.num { (r["accounts"]) } td.num { (money(r["arr_lost"].as_f64().unwrap_or(0.0), &currency)) }
+                        } } }
+                    } }
+                    p { a href="/api/v1/reports/churn_reasons?format=csv" { "CSV" } " (with an API token)" }
+                }
             }
-        }
-        section aria-labelledby="themes" {
-            h2 id="themes" { "What customers say: themes of every comment" }
-            (theme_table("themes-all", all, &currency))
-        }
-        section aria-labelledby="detractors" {
-            h2 id="detractors" { "Among detractors (NPS 0-6)" }
-            (theme_table("themes-detractors", detractors, &currency))
-        }
-        section aria-labelledby="red" {
-            h2 id="red" { "Among accounts red now" }
-            (theme_table("themes-red", red, &currency))
-        }
-        p.muted { "Themes: a configured keyword rule ([listening.themes]) if one matches, else the comment's most distinctive word (TF-IDF) that other comments share. Sentiment: positive minus negative lexicon words over both, -1 to 1." }
-    }))
+            section aria-labelledby="themes" {
+                h2 id="themes" { "What customers say: themes of every comment" }
+                (theme_table("themes-all", all, &currency))
+            }
+            section aria-labelledby="detractors" {
+                h2 id="detractors" { "Among detractors (NPS 0-6)" }
+                (theme_table("themes-detractors", detractors, &currency))
+            }
+            section aria-labelledby="red" {
+                h2 id="red" { "Among accounts red now" }
+                (theme_table("themes-red", red, &currency))
+            }
+            p.muted { "Themes: a configured keyword rule ([listening.themes]) if one matches, else the comment's most distinctive word (TF-IDF) that other comments share. Sentiment: positive minus negative lexicon words over both, -1 to 1." }
+        },
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -94,17 +109,31 @@ pub struct NoteForm {
 }
 
 /// `POST /accounts/{id}/notes`: a CSM note from the account page.
-pub async fn add_note(user: SignedIn, State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>, Form(form): Form<NoteForm>) -> Result<Response, PageError> {
+pub async fn add_note(
+    user: SignedIn,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(form): Form<NoteForm>,
+) -> Result<Response, PageError> {
     user.check_post(&headers, &form.csrf)?;
     if !can_write(&user.user) {
         return Err(PageError::forbidden("viewers cannot write notes"));
     }
     let text = form.text.trim().to_string();
     if text.is_empty() || text.chars().count() > sl::NOTE_CHARS_MAX {
-        return Err(PageError::bad_request(format!("text: 1 to {} characters", sl::NOTE_CHARS_MAX)));
+        return Err(PageError::bad_request(format!(
+            "text: 1 to {} characters",
+            sl::NOTE_CHARS_MAX
+        )));
     }
     let (account, author) = (id.clone(), user.user.username.clone());
-    if with_source(&state, move |source, _| Ok(source.add_note(&account, &author, None, &text)?)).await?.is_none() {
+    if with_source(&state, move |source, _| {
+        Ok(source.add_note(&account, &author, None, &text)?)
+    })
+    .await?
+    .is_none()
+    {
         return Err(PageError::not_found(format!("no account {id}")));
     }
     Ok(Redirect::to(&format!("{}#notes", crate::share::account_path(&id))).into_response())
@@ -119,23 +148,47 @@ pub struct ReasonForm {
 }
 
 /// `POST /accounts/{id}/reason`: a subscription's churn reason and feedback.
-pub async fn set_reason(user: SignedIn, State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>, Form(form): Form<ReasonForm>) -> Result<Response, PageError> {
+pub async fn set_reason(
+    user: SignedIn,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(form): Form<ReasonForm>,
+) -> Result<Response, PageError> {
     user.check_post(&headers, &form.csrf)?;
     if !can_write(&user.user) {
         return Err(PageError::forbidden("viewers cannot change reasons"));
     }
     let reason = Some(form.reason.trim().to_string()).filter(|r| !r.is_empty());
     if let Some(code) = &reason {
-        state.listening.check_reason(code).map_err(|r| PageError::bad_request(format!("reason: {r}")))?;
+        state
+            .listening
+            .check_reason(code)
+            .map_err(|r| PageError::bad_request(format!("reason: {r}")))?;
     }
     let feedback = Some(form.feedback.trim().to_string()).filter(|f| !f.is_empty());
-    if feedback.as_ref().is_some_and(|f| f.len() > crate::limits::RECORD_TEXT_BYTES_MAX) {
+    if feedback
+        .as_ref()
+        .is_some_and(|f| f.len() > crate::limits::RECORD_TEXT_BYTES_MAX)
+    {
         return Err(PageError::bad_request("feedback: too long"));
     }
     let (account, subscription) = (id.clone(), form.subscription.clone());
-    let found = with_records(&state, move |store| Ok(sl::set_reason(store, &account, &subscription, reason.as_deref(), feedback.as_deref())?)).await?;
+    let found = with_records(&state, move |store| {
+        Ok(sl::set_reason(
+            store,
+            &account,
+            &subscription,
+            reason.as_deref(),
+            feedback.as_deref(),
+        )?)
+    })
+    .await?;
     if !found {
-        return Err(PageError::not_found(format!("no subscription {} of account {id}", form.subscription)));
+        return Err(PageError::not_found(format!(
+            "no subscription {} of account {id}",
+            form.subscription
+        )));
     }
     Ok(Redirect::to(&format!("{}#listening", crate::share::account_path(&id))).into_response())
 }

@@ -10,7 +10,9 @@ use maud::html;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{as_of, date, day_of, layout, money, number, percent, tier_badge, PageResult, SignedIn};
+use super::{
+    as_of, date, day_of, layout, money, number, percent, tier_badge, PageResult, SignedIn,
+};
 use crate::store::dashboard::{self, Facts};
 use crate::web::metrics::{cached_snapshot, with_source};
 use crate::web::AppState;
@@ -54,19 +56,42 @@ fn trend(facts: &Facts) -> (&'static str, &'static str) {
     }
 }
 
-pub async fn page(user: SignedIn, State(state): State<AppState>, Query(filters): Query<Filters>) -> PageResult {
+// Over 100 lines: Filters, sorting and the table in page order; issue 30 rebuilds triage.
+#[allow(clippy::too_many_lines)]
+pub async fn page(
+    user: SignedIn,
+    State(state): State<AppState>,
+    Query(filters): Query<Filters>,
+) -> PageResult {
     let as_of = as_of(filters.as_of.as_deref())?;
     let rows = cached_snapshot(&state, as_of).await?;
     let since = as_of - Duration::days(7);
     let snapshot = rows.clone();
     let (all, changes, csms, infos) = with_source(&state, move |source, s| {
-        Ok((dashboard::facts(source, as_of, &snapshot, s)?, source.tier_changes(since, None)?, dashboard::csms(source)?, source.accounts()?))
+        Ok((
+            dashboard::facts(source, as_of, &snapshot, s)?,
+            source.tier_changes(since, None)?,
+            dashboard::csms(source)?,
+            source.accounts()?,
+        ))
     })
     .await?;
-    let metrics: HashMap<&str, &serde_json::Map<String, Value>> = rows.iter().map(|r| (r["account_id"].as_str().unwrap_or_default(), r)).collect();
-    let changed: HashMap<&str, &Value> = changes.iter().map(|c| (c["account_id"].as_str().unwrap_or_default(), c)).collect();
+    let metrics: HashMap<&str, &serde_json::Map<String, Value>> = rows
+        .iter()
+        .map(|r| (r["account_id"].as_str().unwrap_or_default(), r))
+        .collect();
+    let changed: HashMap<&str, &Value> = changes
+        .iter()
+        .map(|c| (c["account_id"].as_str().unwrap_or_default(), c))
+        .collect();
 
-    let owner = filters.csm.clone().unwrap_or_else(|| if user.user.csm_id.is_some() { "mine".into() } else { "all".into() });
+    let owner = filters.csm.clone().unwrap_or_else(|| {
+        if user.user.csm_id.is_some() {
+            "mine".into()
+        } else {
+            "all".into()
+        }
+    });
     let owner_id = match owner.as_str() {
         "all" => None,
         "mine" => Some(user.user.csm_id.clone().unwrap_or_default()),
@@ -81,16 +106,26 @@ pub async fn page(user: SignedIn, State(state): State<AppState>, Query(filters):
     let in_force = |f: &Facts| f.renewal.is_some() || f.arr > 0.0;
     let current: std::collections::HashSet<&str> = all
         .iter()
-        .filter(|f| in_force(f) || all.iter().any(|c| c.parent_id.as_deref() == Some(f.account_id.as_str()) && in_force(c)))
+        .filter(|f| {
+            in_force(f)
+                || all
+                    .iter()
+                    .any(|c| c.parent_id.as_deref() == Some(f.account_id.as_str()) && in_force(c))
+        })
         .map(|f| f.account_id.as_str())
         .collect();
     let empty = |v: &Option<String>| v.as_deref().is_none_or(str::is_empty);
     let mut shown: Vec<&Facts> = all
         .iter()
-        .filter(|f| empty(&filters.segment) || filters.segment.as_deref() == Some(f.segment.as_str()))
+        .filter(|f| {
+            empty(&filters.segment) || filters.segment.as_deref() == Some(f.segment.as_str())
+        })
         .filter(|f| empty(&filters.plan) || filters.plan.as_deref() == f.plan.as_deref())
         .filter(|f| owner_id.is_none() || owner_id.as_deref() == f.csm_id.as_deref())
-        .filter(|f| empty(&filters.tier) || filters.tier.as_deref() == f.health.as_ref().and_then(|h| h.tier.as_deref()))
+        .filter(|f| {
+            empty(&filters.tier)
+                || filters.tier.as_deref() == f.health.as_ref().and_then(|h| h.tier.as_deref())
+        })
         .filter(|f| match filters.parent.as_deref() {
             None | Some("") => true,
             Some("top") => f.parent_id.is_none(),
@@ -101,17 +136,33 @@ pub async fn page(user: SignedIn, State(state): State<AppState>, Query(filters):
             "former" => !current.contains(f.account_id.as_str()),
             _ => current.contains(f.account_id.as_str()),
         })
-        .filter(|f| q.is_empty() || f.name.to_lowercase().contains(&q) || f.account_id.to_lowercase().contains(&q))
+        .filter(|f| {
+            q.is_empty()
+                || f.name.to_lowercase().contains(&q)
+                || f.account_id.to_lowercase().contains(&q)
+        })
         .collect();
-    let utilization = |f: &Facts| metrics.get(f.account_id.as_str()).and_then(|m| m["license_utilization"].as_f64());
+    let utilization = |f: &Facts| {
+        metrics
+            .get(f.account_id.as_str())
+            .and_then(|m| m["license_utilization"].as_f64())
+    };
     let sort = filters.sort.clone().unwrap_or_else(|| "risk".into());
     match sort.as_str() {
         "arr" => shown.sort_by(|a, b| b.arr.total_cmp(&a.arr)),
         "score" => shown.sort_by(|a, b| score(a).total_cmp(&score(b))),
         "renewal" => shown.sort_by_key(|f| f.renewal.unwrap_or(chrono::NaiveDate::MAX)),
-        "utilization" => shown.sort_by(|a, b| utilization(a).unwrap_or(f64::MAX).total_cmp(&utilization(b).unwrap_or(f64::MAX))),
+        "utilization" => shown.sort_by(|a, b| {
+            utilization(a)
+                .unwrap_or(f64::MAX)
+                .total_cmp(&utilization(b).unwrap_or(f64::MAX))
+        }),
         "name" => shown.sort_by(|a, b| a.name.cmp(&b.name)),
-        _ => shown.sort_by(|a, b| b.revenue_at_risk().total_cmp(&a.revenue_at_risk()).then(b.arr.total_cmp(&a.arr))),
+        _ => shown.sort_by(|a, b| {
+            b.revenue_at_risk()
+                .total_cmp(&a.revenue_at_risk())
+                .then(b.arr.total_cmp(&a.arr))
+        }),
     }
     let total = shown.len();
     shown.truncate(ROWS_MAX);
@@ -124,91 +175,102 @@ pub async fn page(user: SignedIn, State(state): State<AppState>, Query(filters):
     let mut plans: Vec<&str> = all.iter().filter_map(|f| f.plan.as_deref()).collect();
     plans.sort();
     plans.dedup();
-    let parents: Vec<&Facts> = all.iter().filter(|f| all.iter().any(|c| c.parent_id.as_deref() == Some(f.account_id.as_str()))).collect();
+    let parents: Vec<&Facts> = all
+        .iter()
+        .filter(|f| {
+            all.iter()
+                .any(|c| c.parent_id.as_deref() == Some(f.account_id.as_str()))
+        })
+        .collect();
     let selected = |v: &Option<String>, option: &str| v.as_deref() == Some(option);
 
-    Ok(layout(&user, "Portfolio", "/portfolio", html! {
-        h1 { "Portfolio" }
-        form.filters method="get" action="/portfolio" aria-label="Filter accounts" {
-            label { "Search" input type="search" name="q" value=(filters.q.as_deref().unwrap_or("")); }
-            label { "Segment" select name="segment" {
-                option value="" { "all" }
-                @for s in &segments { option value=(s) selected[selected(&filters.segment, s)] { (s) } }
-            } }
-            label { "Plan" select name="plan" {
-                option value="" { "all" }
-                @for p in &plans { option value=(p) selected[selected(&filters.plan, p)] { (p) } }
-            } }
-            label { "CSM" select name="csm" {
-                option value="all" selected[owner == "all"] { "everyone" }
-                @if user.user.csm_id.is_some() { option value="mine" selected[owner == "mine"] { "my accounts" } }
-                @for (id, name) in &csms { option value=(id) selected[owner == *id] { (name) } }
-            } }
-            label { "Tier" select name="tier" {
-                option value="" { "all" }
-                @for t in ["red", "orange", "yellow", "green"] { option value=(t) selected[selected(&filters.tier, t)] { (t) } }
-            } }
-            label { "Hierarchy" select name="parent" {
-                option value="" { "all accounts" }
-                option value="top" selected[selected(&filters.parent, "top")] { "top-level only" }
-                @for p in &parents { option value=(p.account_id) selected[selected(&filters.parent, &p.account_id)] { (p.name) " and children" } }
-            } }
-            label { "Customers" select name="status" {
-                @for (key, label) in [("current", "current"), ("former", "former"), ("all", "all")] { option value=(key) selected[status == key] { (label) } }
-            } }
-            label { "Sort" select name="sort" {
-                @for (key, label) in SORTS { option value=(key) selected[sort == *key] { (label) } }
-            } }
-            button type="submit" { "Apply" }
-        }
-        p.summary {
-            span data-field="count" { (total) } " accounts · ARR " (money(arr, &currency)) " · revenue at risk " strong { (money(at_risk, &currency)) }
-            @if total > ROWS_MAX { " · showing the first " (ROWS_MAX) "; filter to narrow" }
-        }
-        @if shown.is_empty() {
-            p.empty { "No account matches these filters." }
-        } @else {
-            div.scroll {
-                table.data id="portfolio" {
-                    thead { tr {
-                        th scope="col" { "Account" } th scope="col" { "Segment" } th scope="col" { "Tier" } th scope="col" { "Score" }
-                        th scope="col" { "ARR" } th scope="col" { "At risk" } th scope="col" { "Renewal" } th scope="col" { "Usage" }
-                        th scope="col" { "Licences used" } th scope="col" { "Escalations" } th scope="col" { "Last contact" } th scope="col" { "CSM" }
-                    } }
-                    tbody {
-                        @for f in &shown {
-                            @let m = metrics.get(f.account_id.as_str());
-                            @let change = changed.get(f.account_id.as_str());
-                            @let (arrow, direction) = trend(f);
-                            tr data-account=(f.account_id) class=[change.map(|_| "changed")] {
-                                th scope="row" {
-                                    a href=(crate::share::account_path(&f.account_id)) { (f.name) }
-                                    @if let Some(c) = change {
-                                        @let title = if c["cause"] == "model" { "tier changed in the last 7 days with a new health model" } else { "tier changed in the last 7 days" };
-                                        span.badge title=(title) data-cause=(c["cause"].as_str().unwrap_or("usage")) { (c["from"].as_str().unwrap_or("")) " → " (c["to"].as_str().unwrap_or("")) @if c["cause"] == "model" { " (model)" } }
+    Ok(layout(
+        &user,
+        "Portfolio",
+        "/portfolio",
+        html! {
+            h1 { "Portfolio" }
+            form.filters method="get" action="/portfolio" aria-label="Filter accounts" {
+                label { "Search" input type="search" name="q" value=(filters.q.as_deref().unwrap_or("")); }
+                label { "Segment" select name="segment" {
+                    option value="" { "all" }
+                    @for s in &segments { option value=(s) selected[selected(&filters.segment, s)] { (s) } }
+                } }
+                label { "Plan" select name="plan" {
+                    option value="" { "all" }
+                    @for p in &plans { option value=(p) selected[selected(&filters.plan, p)] { (p) } }
+                } }
+                label { "CSM" select name="csm" {
+                    option value="all" selected[owner == "all"] { "everyone" }
+                    @if user.user.csm_id.is_some() { option value="mine" selected[owner == "mine"] { "my accounts" } }
+                    @for (id, name) in &csms { option value=(id) selected[owner == *id] { (name) } }
+                } }
+                label { "Tier" select name="tier" {
+                    option value="" { "all" }
+                    @for t in ["red", "orange", "yellow", "green"] { option value=(t) selected[selected(&filters.tier, t)] { (t) } }
+                } }
+                label { "Hierarchy" select name="parent" {
+                    option value="" { "all accounts" }
+                    option value="top" selected[selected(&filters.parent, "top")] { "top-level only" }
+                    @for p in &parents { option value=(p.account_id) selected[selected(&filters.parent, &p.account_id)] { (p.name) " and children" } }
+                } }
+                label { "Customers" select name="status" {
+                    @for (key, label) in [("current", "current"), ("former", "former"), ("all", "all")] { option value=(key) selected[status == key] { (label) } }
+                } }
+                label { "Sort" select name="sort" {
+                    @for (key, label) in SORTS { option value=(key) selected[sort == *key] { (label) } }
+                } }
+                button type="submit" { "Apply" }
+            }
+            p.summary {
+                span data-field="count" { (total) } " accounts · ARR " (money(arr, &currency)) " · revenue at risk " strong { (money(at_risk, &currency)) }
+                @if total > ROWS_MAX { " · showing the first " (ROWS_MAX) "; filter to narrow" }
+            }
+            @if shown.is_empty() {
+                p.empty { "No account matches these filters." }
+            } @else {
+                div.scroll {
+                    table.data id="portfolio" {
+                        thead { tr {
+                            th scope="col" { "Account" } th scope="col" { "Segment" } th scope="col" { "Tier" } th scope="col" { "Score" }
+                            th scope="col" { "ARR" } th scope="col" { "At risk" } th scope="col" { "Renewal" } th scope="col" { "Usage" }
+                            th scope="col" { "Licences used" } th scope="col" { "Escalations" } th scope="col" { "Last contact" } th scope="col" { "CSM" }
+                        } }
+                        tbody {
+                            @for f in &shown {
+                                @let m = metrics.get(f.account_id.as_str());
+                                @let change = changed.get(f.account_id.as_str());
+                                @let (arrow, direction) = trend(f);
+                                tr data-account=(f.account_id) class=[change.map(|_| "changed")] {
+                                    th scope="row" {
+                                        a href=(crate::share::account_path(&f.account_id)) { (f.name) }
+                                        @if let Some(c) = change {
+                                            @let title = if c["cause"] == "model" { "tier changed in the last 7 days with a new health model" } else { "tier changed in the last 7 days" };
+                                            span.badge title=(title) data-cause=(c["cause"].as_str().unwrap_or("usage")) { (c["from"].as_str().unwrap_or("")) " → " (c["to"].as_str().unwrap_or("")) @if c["cause"] == "model" { " (model)" } }
+                                        }
                                     }
+                                    td data-field="segment" { (f.segment) }
+                                    td data-field="tier" { (tier_badge(f.health.as_ref().and_then(|h| h.tier.as_deref()))) }
+                                    td data-field="health_score" data-value=[f.health.as_ref().and_then(|h| h.score)] {
+                                        (number(f.health.as_ref().and_then(|h| h.score), 0))
+                                        " " span class=(format!("trend trend-{direction}")) aria-label=(format!("trend {direction}")) { (arrow) }
+                                    }
+                                    td.num data-field="arr" data-value=(f.arr) { (money(f.arr, &currency)) }
+                                    td.num { (money(f.revenue_at_risk(), &currency)) }
+                                    td data-field="renewal" { (date(f.renewal)) }
+                                    td data-field="usage_frequency" { (m.and_then(|m| m["usage_frequency"].as_str()).unwrap_or("–")) }
+                                    td.num data-field="license_utilization" data-value=[m.and_then(|m| m["license_utilization"].as_f64())] { (percent(m.and_then(|m| m["license_utilization"].as_f64()))) }
+                                    td.num data-field="escalations_open" { (number(m.and_then(|m| m["escalations_open"].as_f64()), 0)) }
+                                    td { @match &f.last_contact { Some(t) => (day_of(t)), None => "–" } }
+                                    td { (f.csm_name.as_deref().unwrap_or("–")) }
                                 }
-                                td data-field="segment" { (f.segment) }
-                                td data-field="tier" { (tier_badge(f.health.as_ref().and_then(|h| h.tier.as_deref()))) }
-                                td data-field="health_score" data-value=[f.health.as_ref().and_then(|h| h.score)] {
-                                    (number(f.health.as_ref().and_then(|h| h.score), 0))
-                                    " " span class=(format!("trend trend-{direction}")) aria-label=(format!("trend {direction}")) { (arrow) }
-                                }
-                                td.num data-field="arr" data-value=(f.arr) { (money(f.arr, &currency)) }
-                                td.num { (money(f.revenue_at_risk(), &currency)) }
-                                td data-field="renewal" { (date(f.renewal)) }
-                                td data-field="usage_frequency" { (m.and_then(|m| m["usage_frequency"].as_str()).unwrap_or("–")) }
-                                td.num data-field="license_utilization" data-value=[m.and_then(|m| m["license_utilization"].as_f64())] { (percent(m.and_then(|m| m["license_utilization"].as_f64()))) }
-                                td.num data-field="escalations_open" { (number(m.and_then(|m| m["escalations_open"].as_f64()), 0)) }
-                                td { @match &f.last_contact { Some(t) => (day_of(t)), None => "–" } }
-                                td { (f.csm_name.as_deref().unwrap_or("–")) }
                             }
                         }
                     }
                 }
             }
-        }
-    }))
+        },
+    ))
 }
 
 fn score(f: &Facts) -> f64 {

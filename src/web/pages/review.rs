@@ -12,7 +12,9 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::charts::{self, Series};
-use super::{bare, csrf_field, layout, number, percent, value_text, PageError, PageResult, SignedIn};
+use super::{
+    bare, csrf_field, layout, number, percent, value_text, PageError, PageResult, SignedIn,
+};
 use crate::share::{self, LinkError, Quarter};
 use crate::store::dashboard::{self, DashboardSource};
 use crate::store::{metrics as sm, users, StoreError};
@@ -39,34 +41,86 @@ struct Review {
 /// A quarter that has begun (its days up to today are reported).
 fn started(quarter: Quarter) -> Result<Quarter, PageError> {
     if quarter.first_day() > today() {
-        return Err(PageError::bad_request(format!("quarter: {quarter} has not started yet")));
+        return Err(PageError::bad_request(format!(
+            "quarter: {quarter} has not started yet"
+        )));
     }
     Ok(quarter)
 }
 
-fn load(source: &dyn DashboardSource, s: crate::store::health::Settings, account: &str, quarter: Quarter) -> Result<Option<Review>, StoreError> {
-    let Some(name) = dashboard::account_name(source, account)? else { return Ok(None) };
+fn load(
+    source: &dyn DashboardSource,
+    s: crate::store::health::Settings,
+    account: &str,
+    quarter: Quarter,
+) -> Result<Option<Review>, StoreError> {
+    let Some(name) = dashboard::account_name(source, account)? else {
+        return Ok(None);
+    };
     let (start, through) = (quarter.first_day(), quarter.last_day().min(today()));
-    let mut days: Vec<NaiveDate> = std::iter::successors(Some(through), |d| Some(*d - Duration::weeks(1))).take_while(|d| *d >= start).collect();
+    let mut days: Vec<NaiveDate> =
+        std::iter::successors(Some(through), |d| Some(*d - Duration::weeks(1)))
+            .take_while(|d| *d >= start)
+            .collect();
     days.reverse();
     let rows = sm::rows_on(source, account, &days, s.metrics, s.currency)?.unwrap_or_default();
     let end = rows.last().cloned().unwrap_or_default();
     let used = dashboard::feature_uses(source, account, start, through, s.metrics)?;
-    let unused = source.known_features(s.metrics)?.into_iter().filter(|f| !used.iter().any(|(u, _)| u == f)).collect();
-    let in_quarter = |v: &Value, column: &str| v[column].as_str().and_then(|t| t.get(..10)).is_some_and(|d| d >= start.to_string().as_str() && d <= through.to_string().as_str());
-    let kpis = source.of_account(crate::records::kind("kpis").expect("a kind"), account, "date", 1_000)?.into_iter().filter(|k| in_quarter(k, "date")).collect();
-    let surveys = source.of_account(crate::records::kind("survey_responses").expect("a kind"), account, "answered_at", 1_000)?
+    let unused = source
+        .known_features(s.metrics)?
+        .into_iter()
+        .filter(|f| !used.iter().any(|(u, _)| u == f))
+        .collect();
+    let in_quarter = |v: &Value, column: &str| {
+        v[column]
+            .as_str()
+            .and_then(|t| t.get(..10))
+            .is_some_and(|d| d >= start.to_string().as_str() && d <= through.to_string().as_str())
+    };
+    let kpis = source
+        .of_account(
+            crate::records::kind("kpis").expect("a kind"),
+            account,
+            "date",
+            1_000,
+        )?
+        .into_iter()
+        .filter(|k| in_quarter(k, "date"))
+        .collect();
+    let surveys = source
+        .of_account(
+            crate::records::kind("survey_responses").expect("a kind"),
+            account,
+            "answered_at",
+            1_000,
+        )?
         .into_iter()
         .filter(|r| in_quarter(r, "answered_at"))
         .collect();
     let goals = users::review_goals(source, account, &quarter.to_string())?;
-    Ok(Some(Review { account_name: name.unwrap_or_else(|| account.to_string()), quarter, through, weekly: days.into_iter().zip(rows).collect(), end, used, unused, kpis, surveys, goals }))
+    Ok(Some(Review {
+        account_name: name.unwrap_or_else(|| account.to_string()),
+        quarter,
+        through,
+        weekly: days.into_iter().zip(rows).collect(),
+        end,
+        used,
+        unused,
+        kpis,
+        surveys,
+        goals,
+    }))
 }
 
 /// The report itself: the same for the CSM's preview and the customer's link.
 fn report(r: &Review) -> Markup {
     let labels: Vec<String> = r.weekly.iter().map(|(d, _)| d.to_string()).collect();
-    let col = |name: &str| -> Vec<Option<f64>> { r.weekly.iter().map(|(_, row)| row.get(name).and_then(Value::as_f64)).collect() };
+    let col = |name: &str| -> Vec<Option<f64>> {
+        r.weekly
+            .iter()
+            .map(|(_, row)| row.get(name).and_then(Value::as_f64))
+            .collect()
+    };
     let end = |name: &str| r.end.get(name);
     let mut kinds: Vec<(&str, Vec<f64>)> = Vec::new();
     for s in &r.surveys {
@@ -154,51 +208,71 @@ pub struct ReviewQuery {
 
 fn quarter_param(text: Option<&str>) -> Result<Quarter, PageError> {
     match text {
-        Some(t) if !t.is_empty() => started(Quarter::parse(t).map_err(|r| PageError::bad_request(format!("quarter: {r}")))?),
+        Some(t) if !t.is_empty() => {
+            started(Quarter::parse(t).map_err(|r| PageError::bad_request(format!("quarter: {r}")))?)
+        }
         // Reviews look back: the last complete quarter.
         _ => Ok(Quarter::of(today()).previous()),
     }
 }
 
-async fn internal_page(user: &SignedIn, state: &AppState, id: String, quarter: Quarter, link: Option<String>) -> PageResult {
+async fn internal_page(
+    user: &SignedIn,
+    state: &AppState,
+    id: String,
+    quarter: Quarter,
+    link: Option<String>,
+) -> PageResult {
     let account = id.clone();
-    let review = with_source(state, move |source, s| Ok(load(source, s, &account, quarter)?))
-        .await?
-        .ok_or_else(|| PageError::not_found(format!("no account {id}")))?;
+    let review = with_source(state, move |source, s| {
+        Ok(load(source, s, &account, quarter)?)
+    })
+    .await?
+    .ok_or_else(|| PageError::not_found(format!("no account {id}")))?;
     let writable = super::can_write(&user.user);
-    Ok(layout(user, &format!("Review {quarter}"), "/portfolio", html! {
-        nav.noprint aria-label="Review" {
-            a href=(crate::share::account_path(&id)) { "← " (review.account_name) }
-            " · Quarter: "
-            @for q in [quarter.previous(), Quarter::of(today())] {
-                a href=(format!("{}/review?quarter={q}", crate::share::account_path(&id))) { (q) } " "
+    Ok(layout(
+        user,
+        &format!("Review {quarter}"),
+        "/portfolio",
+        html! {
+            nav.noprint aria-label="Review" {
+                a href=(crate::share::account_path(&id)) { "← " (review.account_name) }
+                " · Quarter: "
+                @for q in [quarter.previous(), Quarter::of(today())] {
+                    a href=(format!("{}/review?quarter={q}", crate::share::account_path(&id))) { (q) } " "
+                }
             }
-        }
-        @if writable {
-            section.noprint.tools {
-                form.stack method="post" action=(format!("{}/review/goals", crate::share::account_path(&id))) {
-                    (csrf_field(user))
-                    input type="hidden" name="quarter" value=(quarter.to_string());
-                    label { "Goals for next quarter (shown to the customer)" textarea name="goals" rows="3" maxlength=(GOALS_CHARS_MAX) { (review.goals.as_deref().unwrap_or("")) } }
-                    button type="submit" { "Save goals" }
+            @if writable {
+                section.noprint.tools {
+                    form.stack method="post" action=(format!("{}/review/goals", crate::share::account_path(&id))) {
+                        (csrf_field(user))
+                        input type="hidden" name="quarter" value=(quarter.to_string());
+                        label { "Goals for next quarter (shown to the customer)" textarea name="goals" rows="3" maxlength=(GOALS_CHARS_MAX) { (review.goals.as_deref().unwrap_or("")) } }
+                        button type="submit" { "Save goals" }
+                    }
+                    form.inline method="post" action=(format!("{}/review/share", crate::share::account_path(&id))) {
+                        (csrf_field(user))
+                        input type="hidden" name="quarter" value=(quarter.to_string());
+                        label { "Share for " input type="number" name="days" value="30" min="1" max=(share::VALID_DAYS_MAX) required; " days" }
+                        button type="submit" { "Create share link" }
+                    }
+                    @if let Some(link) = &link {
+                        p.notice role="status" { "Share link (anyone with it can read this review until it expires): " br; a id="share-link" href=(link) { (link) } }
+                    }
+                    p.muted { "Print or save as PDF with your browser's print command." }
                 }
-                form.inline method="post" action=(format!("{}/review/share", crate::share::account_path(&id))) {
-                    (csrf_field(user))
-                    input type="hidden" name="quarter" value=(quarter.to_string());
-                    label { "Share for " input type="number" name="days" value="30" min="1" max=(share::VALID_DAYS_MAX) required; " days" }
-                    button type="submit" { "Create share link" }
-                }
-                @if let Some(link) = &link {
-                    p.notice role="status" { "Share link (anyone with it can read this review until it expires): " br; a id="share-link" href=(link) { (link) } }
-                }
-                p.muted { "Print or save as PDF with your browser's print command." }
             }
-        }
-        (report(&review))
-    }))
+            (report(&review))
+        },
+    ))
 }
 
-pub async fn internal(user: SignedIn, State(state): State<AppState>, Path(id): Path<String>, Query(query): Query<ReviewQuery>) -> PageResult {
+pub async fn internal(
+    user: SignedIn,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(query): Query<ReviewQuery>,
+) -> PageResult {
     let quarter = quarter_param(query.quarter.as_deref())?;
     internal_page(&user, &state, id, quarter, None).await
 }
@@ -210,22 +284,57 @@ pub struct ShareForm {
     days: i64,
 }
 
-pub async fn share(user: SignedIn, State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>, Form(form): Form<ShareForm>) -> PageResult {
+pub async fn share(
+    user: SignedIn,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(form): Form<ShareForm>,
+) -> PageResult {
     user.check_post(&headers, &form.csrf)?;
     if !super::can_write(&user.user) {
         return Err(PageError::forbidden("viewers cannot share reviews"));
     }
     let quarter = quarter_param(Some(&form.quarter))?;
     if !(1..=share::VALID_DAYS_MAX).contains(&form.days) {
-        return Err(PageError::bad_request(format!("days: must be 1 to {}", share::VALID_DAYS_MAX)));
+        return Err(PageError::bad_request(format!(
+            "days: must be 1 to {}",
+            share::VALID_DAYS_MAX
+        )));
     }
     let expires = chrono::Utc::now().timestamp() + form.days * 86_400;
     let account = id.clone();
-    let token = with_source(&state, move |source, _| Ok(share::sign(&users::secret(source, share::SECRET_NAME)?, &account, quarter, expires))).await?;
+    let token = with_source(&state, move |source, _| {
+        Ok(share::sign(
+            &users::secret(source, share::SECRET_NAME)?,
+            &account,
+            quarter,
+            expires,
+        ))
+    })
+    .await?;
     tracing::info!(account = %id, %quarter, by = %user.user.username, days = form.days, "review share link created");
-    let host = headers.get(axum::http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
-    let scheme = if headers.get("x-forwarded-proto").and_then(|v| v.to_str().ok()) == Some("https") { "https" } else { "http" };
-    internal_page(&user, &state, id, quarter, Some(format!("{scheme}://{host}/r/{token}"))).await
+    let host = headers
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost");
+    let scheme = if headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        == Some("https")
+    {
+        "https"
+    } else {
+        "http"
+    };
+    internal_page(
+        &user,
+        &state,
+        id,
+        quarter,
+        Some(format!("{scheme}://{host}/r/{token}")),
+    )
+    .await
 }
 
 #[derive(Debug, Deserialize)]
@@ -235,14 +344,22 @@ pub struct GoalsForm {
     goals: String,
 }
 
-pub async fn goals(user: SignedIn, State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>, Form(form): Form<GoalsForm>) -> Result<Response, PageError> {
+pub async fn goals(
+    user: SignedIn,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(form): Form<GoalsForm>,
+) -> Result<Response, PageError> {
     user.check_post(&headers, &form.csrf)?;
     if !super::can_write(&user.user) {
         return Err(PageError::forbidden("viewers cannot write goals"));
     }
     let quarter = quarter_param(Some(&form.quarter))?;
     if form.goals.chars().count() > GOALS_CHARS_MAX {
-        return Err(PageError::bad_request(format!("goals: at most {GOALS_CHARS_MAX} characters")));
+        return Err(PageError::bad_request(format!(
+            "goals: at most {GOALS_CHARS_MAX} characters"
+        )));
     }
     let (account, goals) = (id.clone(), form.goals.trim().to_string());
     let known = with_source(&state, move |source, _| {
@@ -256,23 +373,44 @@ pub async fn goals(user: SignedIn, State(state): State<AppState>, headers: Heade
     if !known {
         return Err(PageError::not_found(format!("no account {id}")));
     }
-    Ok(axum::response::Redirect::to(&format!("{}/review?quarter={quarter}", crate::share::account_path(&id))).into_response())
+    Ok(axum::response::Redirect::to(&format!(
+        "{}/review?quarter={quarter}",
+        crate::share::account_path(&id)
+    ))
+    .into_response())
 }
 
 /// `GET /r/{token}`: the review behind a share link, no sign-in.
-pub async fn shared(State(state): State<AppState>, Path(token): Path<String>) -> Result<Response, PageError> {
+pub async fn shared(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+) -> Result<Response, PageError> {
     let refused = |e: LinkError| {
-        let status = if e == LinkError::Expired { StatusCode::GONE } else { StatusCode::FORBIDDEN };
+        let status = if e == LinkError::Expired {
+            StatusCode::GONE
+        } else {
+            StatusCode::FORBIDDEN
+        };
         (status, bare("Review link", html! { main.narrow { h1 { "Quarterly review" } p.error role="alert" { (e.to_string()) } } })).into_response()
     };
-    let secret = with_source(&state, |source, _| Ok(users::secret(source, share::SECRET_NAME)?)).await?;
+    let secret = with_source(&state, |source, _| {
+        Ok(users::secret(source, share::SECRET_NAME)?)
+    })
+    .await?;
     let (account, quarter) = match share::verify(&secret, &token, chrono::Utc::now().timestamp()) {
         Ok(found) => found,
         Err(e) => return Ok(refused(e)),
     };
-    let review = with_source(&state, move |source, s| Ok(load(source, s, &account, quarter)?)).await?;
+    let review = with_source(&state, move |source, s| {
+        Ok(load(source, s, &account, quarter)?)
+    })
+    .await?;
     match review {
-        Some(review) => Ok(bare(&format!("Quarterly review {quarter}"), html! { main id="main" { (report(&review)) } }).into_response()),
+        Some(review) => Ok(bare(
+            &format!("Quarterly review {quarter}"),
+            html! { main id="main" { (report(&review)) } },
+        )
+        .into_response()),
         // The account was deleted after the link was made.
         None => Ok(refused(LinkError::Invalid)),
     }

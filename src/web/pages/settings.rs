@@ -25,77 +25,102 @@ pub struct Notice {
     done: Option<String>,
 }
 
-async fn render(user: &SignedIn, state: &AppState, notice: Option<String>, new_token: Option<String>) -> PageResult {
+async fn render(
+    user: &SignedIn,
+    state: &AppState,
+    notice: Option<String>,
+    new_token: Option<String>,
+) -> PageResult {
     let actions = state.actions.clone();
     let (people, tokens, csms, actions) = with_source(state, move |source, _| {
-        let actions = (store::actions::rules(source, &actions)?, source.stored_rules()?, store::actions::outbox(source, "dead", 200)?);
-        Ok((users::list_users(source)?, source.tokens()?, store::dashboard::csms(source)?, actions))
+        let actions = (
+            store::actions::rules(source, &actions)?,
+            source.stored_rules()?,
+            store::actions::outbox(source, "dead", 200)?,
+        );
+        Ok((
+            users::list_users(source)?,
+            source.tokens()?,
+            store::dashboard::csms(source)?,
+            actions,
+        ))
     })
     .await?;
     let now_ms = chrono::Utc::now().timestamp_millis();
-    Ok(layout(user, "Settings", "/settings", html! {
-        h1 { "Settings" }
-        @if let Some(n) = &notice { p.notice role="status" { (n) } }
-        section aria-labelledby="users" {
-            h2 id="users" { "Users" }
-            table.data id="users-table" {
-                thead { tr { th scope="col" { "User" } th scope="col" { "Role" } th scope="col" { "CSM record" } th scope="col" { span.sr { "Actions" } } } }
-                tbody { @for u in &people { tr {
-                    th scope="row" { (u.username) } td { (u.role.as_str()) } td { (u.csm_id.as_deref().unwrap_or("–")) }
-                    td { @if u.username != user.user.username {
-                        form.inline method="post" action="/settings/users/delete" {
-                            (csrf_field(user)) input type="hidden" name="username" value=(u.username);
-                            button type="submit" { "Delete" }
-                        }
+    Ok(layout(
+        user,
+        "Settings",
+        "/settings",
+        html! {
+            h1 { "Settings" }
+            @if let Some(n) = &notice { p.notice role="status" { (n) } }
+            section aria-labelledby="users" {
+                h2 id="users" { "Users" }
+                table.data id="users-table" {
+                    thead { tr { th scope="col" { "User" } th scope="col" { "Role" } th scope="col" { "CSM record" } th scope="col" { span.sr { "Actions" } } } }
+                    tbody { @for u in &people { tr {
+                        th scope="row" { (u.username) } td { (u.role.as_str()) } td { (u.csm_id.as_deref().unwrap_or("–")) }
+                        td { @if u.username != user.user.username {
+                            form.inline method="post" action="/settings/users/delete" {
+                                (csrf_field(user)) input type="hidden" name="username" value=(u.username);
+                                button type="submit" { "Delete" }
+                            }
+                        } }
+                    } } }
+                }
+                h3 { "Add or reset a user" }
+                form.stack method="post" action="/settings/users" {
+                    (csrf_field(user))
+                    label { "User name" input name="username" required maxlength=(users::USERNAME_CHARS_MAX); }
+                    label { "Password (at least " (users::PASSWORD_CHARS_MIN) " characters)" input type="password" name="password" required minlength=(users::PASSWORD_CHARS_MIN) autocomplete="new-password"; }
+                    label { "Role" select name="role" { option value="csm" { "CSM" } option value="viewer" { "viewer" } option value="admin" { "admin" } } }
+                    label { "Is CSM (for \"my accounts\")" select name="csm_id" { option value="" { "none" } @for (id, name) in &csms { option value=(id) { (name) } } } }
+                    label.check { input type="checkbox" name="replace" value="1"; " reset if the user exists" }
+                    button type="submit" { "Save user" }
+                }
+            }
+            section aria-labelledby="tokens" {
+                h2 id="tokens" { "API tokens" }
+                @if let Some(secret) = &new_token {
+                    p.notice role="status" { "New token (shown once): " code id="new-token" { (secret) } }
+                }
+                table.data {
+                    thead { tr { th scope="col" { "Id" } th scope="col" { "Name" } th scope="col" { "Role" } th scope="col" { "Created" } th scope="col" { "Expires" } th scope="col" { span.sr { "Actions" } } } }
+                    tbody { @for token in &tokens { tr {
+                        td.num { (token.id) } th scope="row" { (token.name) } td { (token.role) } td { (timestamp(&crate::ingest::format_timestamp(token.created_ms))) }
+                        td { @match token.expires_ms {
+                            Some(ms) => { (timestamp(&crate::ingest::format_timestamp(ms))) @if ms <= now_ms { " (expired)" } }
+                            None => "never",
+                        } }
+                        td { form.inline method="post" action="/settings/tokens/delete" {
+                            (csrf_field(user)) input type="hidden" name="id" value=(token.id);
+                            button type="submit" { "Revoke" }
+                        } }
+                    } } }
+                }
+                form.inline method="post" action="/settings/tokens" {
+                    (csrf_field(user))
+                    label { "Name " input name="name" required maxlength="64"; }
+                    label { "Role " select name="role" { option value="read" { "read" } option value="admin" { "admin" } } }
+                    label { "Valid for " select name="valid_for" {
+                        option value="" { "until revoked" } option value="30d" { "30 days" } option value="90d" selected { "90 days" } option value="365d" { "365 days" }
                     } }
-                } } }
+                    button type="submit" { "Create token" }
+                }
             }
-            h3 { "Add or reset a user" }
-            form.stack method="post" action="/settings/users" {
-                (csrf_field(user))
-                label { "User name" input name="username" required maxlength=(users::USERNAME_CHARS_MAX); }
-                label { "Password (at least " (users::PASSWORD_CHARS_MIN) " characters)" input type="password" name="password" required minlength=(users::PASSWORD_CHARS_MIN) autocomplete="new-password"; }
-                label { "Role" select name="role" { option value="csm" { "CSM" } option value="viewer" { "viewer" } option value="admin" { "admin" } } }
-                label { "Is CSM (for \"my accounts\")" select name="csm_id" { option value="" { "none" } @for (id, name) in &csms { option value=(id) { (name) } } } }
-                label.check { input type="checkbox" name="replace" value="1"; " reset if the user exists" }
-                button type="submit" { "Save user" }
-            }
-        }
-        section aria-labelledby="tokens" {
-            h2 id="tokens" { "API tokens" }
-            @if let Some(secret) = &new_token {
-                p.notice role="status" { "New token (shown once): " code id="new-token" { (secret) } }
-            }
-            table.data {
-                thead { tr { th scope="col" { "Id" } th scope="col" { "Name" } th scope="col" { "Role" } th scope="col" { "Created" } th scope="col" { "Expires" } th scope="col" { span.sr { "Actions" } } } }
-                tbody { @for token in &tokens { tr {
-                    td.num { (token.id) } th scope="row" { (token.name) } td { (token.role) } td { (timestamp(&crate::ingest::format_timestamp(token.created_ms))) }
-                    td { @match token.expires_ms {
-                        Some(ms) => { (timestamp(&crate::ingest::format_timestamp(ms))) @if ms <= now_ms { " (expired)" } }
-                        None => "never",
-                    } }
-                    td { form.inline method="post" action="/settings/tokens/delete" {
-                        (csrf_field(user)) input type="hidden" name="id" value=(token.id);
-                        button type="submit" { "Revoke" }
-                    } }
-                } } }
-            }
-            form.inline method="post" action="/settings/tokens" {
-                (csrf_field(user))
-                label { "Name " input name="name" required maxlength="64"; }
-                label { "Role " select name="role" { option value="read" { "read" } option value="admin" { "admin" } } }
-                label { "Valid for " select name="valid_for" {
-                    option value="" { "until revoked" } option value="30d" { "30 days" } option value="90d" selected { "90 days" } option value="365d" { "365 days" }
-                } }
-                button type="submit" { "Create token" }
-            }
-        }
-        (actions_sections(user, state, &actions.0, &actions.1, &actions.2))
-    }))
+            (actions_sections(user, state, &actions.0, &actions.1, &actions.2))
+        },
+    ))
 }
 
 /// The sections of what the actions keep: rules, channels, the survey policy, dead letters.
-fn actions_sections(user: &SignedIn, state: &AppState, rules: &[crate::actions::Ready], stored: &[crate::actions::Rule], dead: &[serde_json::Value]) -> maud::Markup {
+fn actions_sections(
+    user: &SignedIn,
+    state: &AppState,
+    rules: &[crate::actions::Ready],
+    stored: &[crate::actions::Rule],
+    dead: &[serde_json::Value],
+) -> maud::Markup {
     let policy = &state.actions.surveys;
     html! {
         section aria-labelledby="rules" {
@@ -159,7 +184,11 @@ fn actions_sections(user: &SignedIn, state: &AppState, rules: &[crate::actions::
     }
 }
 
-pub async fn page(user: SignedIn, State(state): State<AppState>, Query(notice): Query<Notice>) -> PageResult {
+pub async fn page(
+    user: SignedIn,
+    State(state): State<AppState>,
+    Query(notice): Query<Notice>,
+) -> PageResult {
     admin_only(&user)?;
     render(&user, &state, notice.done, None).await
 }
@@ -174,13 +203,27 @@ pub struct UserForm {
     replace: Option<String>,
 }
 
-pub async fn create_user(user: SignedIn, State(state): State<AppState>, headers: HeaderMap, Form(form): Form<UserForm>) -> Result<Response, PageError> {
+pub async fn create_user(
+    user: SignedIn,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<UserForm>,
+) -> Result<Response, PageError> {
     user.check_post(&headers, &form.csrf)?;
     admin_only(&user)?;
-    let role = UserRole::parse(&form.role).ok_or_else(|| PageError::bad_request(format!("role: {:?} is not admin, csm or viewer", form.role)))?;
-    let new = User { username: form.username.trim().to_string(), role, csm_id: form.csm_id.filter(|c| !c.is_empty()) };
+    let role = UserRole::parse(&form.role).ok_or_else(|| {
+        PageError::bad_request(format!("role: {:?} is not admin, csm or viewer", form.role))
+    })?;
+    let new = User {
+        username: form.username.trim().to_string(),
+        role,
+        csm_id: form.csm_id.filter(|c| !c.is_empty()),
+    };
     let (replace, name) = (form.replace.is_some(), new.username.clone());
-    let result = with_source(&state, move |source, _| Ok(users::create_user(source, &new, &form.password, replace))).await?;
+    let result = with_source(&state, move |source, _| {
+        Ok(users::create_user(source, &new, &form.password, replace))
+    })
+    .await?;
     match result {
         Ok(()) => {
             tracing::info!(username = %name, by = %user.user.username, "dashboard user saved");
@@ -197,14 +240,25 @@ pub struct DeleteUserForm {
     username: String,
 }
 
-pub async fn delete_user(user: SignedIn, State(state): State<AppState>, headers: HeaderMap, Form(form): Form<DeleteUserForm>) -> Result<Response, PageError> {
+pub async fn delete_user(
+    user: SignedIn,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<DeleteUserForm>,
+) -> Result<Response, PageError> {
     user.check_post(&headers, &form.csrf)?;
     admin_only(&user)?;
     if form.username == user.user.username {
-        return Err(PageError::bad_request("username: you cannot delete yourself"));
+        return Err(PageError::bad_request(
+            "username: you cannot delete yourself",
+        ));
     }
     let name = form.username.clone();
-    if !with_source(&state, move |source, _| Ok(users::delete_user(source, &name)?)).await? {
+    if !with_source(&state, move |source, _| {
+        Ok(users::delete_user(source, &name)?)
+    })
+    .await?
+    {
         return Err(PageError::not_found(format!("no user {}", form.username)));
     }
     tracing::info!(username = %form.username, by = %user.user.username, "dashboard user deleted");
@@ -221,19 +275,32 @@ pub struct TokenForm {
     valid_for: String,
 }
 
-pub async fn create_token(user: SignedIn, State(state): State<AppState>, headers: HeaderMap, Form(form): Form<TokenForm>) -> PageResult {
+pub async fn create_token(
+    user: SignedIn,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<TokenForm>,
+) -> PageResult {
     user.check_post(&headers, &form.csrf)?;
     admin_only(&user)?;
-    let role = Role::parse(&form.role).ok_or_else(|| PageError::bad_request(format!("role: {:?} is not admin or read", form.role)))?;
+    let role = Role::parse(&form.role).ok_or_else(|| {
+        PageError::bad_request(format!("role: {:?} is not admin or read", form.role))
+    })?;
     let name = form.name.trim().to_string();
     if name.is_empty() || name.chars().count() > 64 {
         return Err(PageError::bad_request("name: must be 1 to 64 characters"));
     }
     let valid_for = match form.valid_for.trim() {
         "" => None,
-        text => Some(crate::share::parse_validity(text).map_err(|r| PageError::bad_request(format!("valid_for: {r}")))?),
+        text => Some(
+            crate::share::parse_validity(text)
+                .map_err(|r| PageError::bad_request(format!("valid_for: {r}")))?,
+        ),
     };
-    let secret = with_source(&state, move |source, _| Ok(source.add_token(&name, role, valid_for)?)).await?;
+    let secret = with_source(&state, move |source, _| {
+        Ok(source.add_token(&name, role, valid_for)?)
+    })
+    .await?;
     tracing::info!(name = %form.name, by = %user.user.username, "API token created");
     render(&user, &state, None, Some(secret)).await
 }
@@ -244,7 +311,12 @@ pub struct IdForm {
     id: i64,
 }
 
-pub async fn delete_token(user: SignedIn, State(state): State<AppState>, headers: HeaderMap, Form(form): Form<IdForm>) -> Result<Response, PageError> {
+pub async fn delete_token(
+    user: SignedIn,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<IdForm>,
+) -> Result<Response, PageError> {
     user.check_post(&headers, &form.csrf)?;
     admin_only(&user)?;
     let id = form.id;
@@ -267,10 +339,20 @@ pub struct RuleForm {
 }
 
 fn list(text: Option<&str>) -> Vec<String> {
-    text.unwrap_or("").split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect()
+    text.unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
-pub async fn create_rule(user: SignedIn, State(state): State<AppState>, headers: HeaderMap, Form(form): Form<RuleForm>) -> Result<Response, PageError> {
+pub async fn create_rule(
+    user: SignedIn,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<RuleForm>,
+) -> Result<Response, PageError> {
     user.check_post(&headers, &form.csrf)?;
     admin_only(&user)?;
     let rule = crate::actions::Rule {
@@ -279,17 +361,35 @@ pub async fn create_rule(user: SignedIn, State(state): State<AppState>, headers:
         segments: list(form.segments.as_deref()),
         cooldown_days: form.cooldown_days,
         notify: list(form.notify.as_deref()),
-        tasks: form.task.filter(|t| !t.trim().is_empty()).map(|title| vec![crate::actions::TaskTemplate { title: title.trim().to_string(), due_days: 7 }]).unwrap_or_default(),
+        tasks: form
+            .task
+            .filter(|t| !t.trim().is_empty())
+            .map(|title| {
+                vec![crate::actions::TaskTemplate {
+                    title: title.trim().to_string(),
+                    due_days: 7,
+                }]
+            })
+            .unwrap_or_default(),
         playbook: None,
         enabled: true,
     };
     crate::actions::prepare(&rule, &state.actions).map_err(PageError::bad_request)?;
-    if state.actions.ready_rules().map_err(|(k, r)| PageError::bad_request(format!("{k}: {r}")))?.iter().any(|r| r.rule.name == rule.name) {
-        return Err(PageError::new(axum::http::StatusCode::CONFLICT, format!("name: rule {} is defined in the config", rule.name)));
+    if state
+        .actions
+        .ready_rules()
+        .map_err(|(k, r)| PageError::bad_request(format!("{k}: {r}")))?
+        .iter()
+        .any(|r| r.rule.name == rule.name)
+    {
+        return Err(PageError::new(
+            axum::http::StatusCode::CONFLICT,
+            format!("name: rule {} is defined in the config", rule.name),
+        ));
     }
     let name = rule.name.clone();
     with_source(&state, move |source, _| Ok(source.save_rule(&rule)?)).await?;
-    store::actions::poke();
+    state.signals.poke();
     tracing::info!(rule = %name, by = %user.user.username, "alert rule saved");
     Ok(Redirect::to("/settings?done=rule+saved").into_response())
 }
@@ -300,21 +400,38 @@ pub struct NameForm {
     name: String,
 }
 
-pub async fn delete_rule(user: SignedIn, State(state): State<AppState>, headers: HeaderMap, Form(form): Form<NameForm>) -> Result<Response, PageError> {
+pub async fn delete_rule(
+    user: SignedIn,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<NameForm>,
+) -> Result<Response, PageError> {
     user.check_post(&headers, &form.csrf)?;
     admin_only(&user)?;
     let name = form.name.clone();
     if !with_source(&state, move |source, _| Ok(source.delete_rule(&name)?)).await? {
-        return Err(PageError::not_found(format!("no rule {} added here", form.name)));
+        return Err(PageError::not_found(format!(
+            "no rule {} added here",
+            form.name
+        )));
     }
     Ok(Redirect::to("/settings?done=rule+deleted").into_response())
 }
 
-pub async fn retry(user: SignedIn, State(state): State<AppState>, headers: HeaderMap, Form(form): Form<IdForm>) -> Result<Response, PageError> {
+pub async fn retry(
+    user: SignedIn,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<IdForm>,
+) -> Result<Response, PageError> {
     user.check_post(&headers, &form.csrf)?;
     admin_only(&user)?;
     let id = form.id;
-    if !with_source(&state, move |source, _| Ok(store::actions::retry(source, id)?)).await? {
+    if !with_source(&state, move |source, _| {
+        Ok(store::actions::retry(source, id)?)
+    })
+    .await?
+    {
         return Err(PageError::not_found(format!("no dead message {id}")));
     }
     Ok(Redirect::to("/settings?done=message+queued+again").into_response())
