@@ -871,7 +871,7 @@ async fn load_demo(
 }
 
 fn import(config: &Config, args: &ImportArgs) -> anyhow::Result<ExitCode> {
-    use crate::ingest::import::Format;
+    use crate::import::Format;
     let kind = crate::records::kind(&args.kind).context("unknown record kind")?;
     let format = match &args.format {
         Some(f) => Format::parse(f).context("format must be csv or ndjson")?,
@@ -905,11 +905,11 @@ fn import(config: &Config, args: &ImportArgs) -> anyhow::Result<ExitCode> {
                 store::clickhouse::block_on(store::clickhouse::ClickHouse::open(location))??;
             let target = Box::new(store::clickhouse::RecordImport::new(clickhouse, kind));
             let import = crate::store::records::Import::into_target(target, kind, checks);
-            crate::ingest::import::read_into(import, format, input, &mut progress)?
+            crate::import::read_into(import, format, input, &mut progress)?
         }
         StoreLocation::Embedded => {
             let store = Store::open(&config.data_dir)?;
-            crate::ingest::import::import(
+            crate::import::import(
                 &mut store.connect()?,
                 kind,
                 format,
@@ -919,7 +919,7 @@ fn import(config: &Config, args: &ImportArgs) -> anyhow::Result<ExitCode> {
             )?
         }
     };
-    if report.rows >= crate::ingest::import::PROGRESS_EVERY_ROWS {
+    if report.rows >= crate::import::PROGRESS_EVERY_ROWS {
         eprintln!();
     }
     if report.stored {

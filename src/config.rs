@@ -5,12 +5,16 @@
 //! with a message naming where it came from (file path or variable), the key and the reason.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
 use crate::limits;
+
+// The domains own their settings; the config composes them.
+pub use crate::health::config::{HealthConfig, SCORE_MEASURES_EXTRA};
+pub use crate::metrics::config::{CurrencyConfig, EngagementWeights, MetricsConfig, Windows};
 
 /// Default data directory, relative to the working directory.
 pub const DATA_DIR_DEFAULT: &str = "./bellwether-data";
@@ -73,7 +77,7 @@ pub struct Config {
     pub listening: crate::listening::ListeningConfig,
     pub retention: RetentionConfig,
     /// `[server]`: timeouts, connection caps and per-address limits of the HTTP server.
-    pub server: crate::web::shield::ServerConfig,
+    pub server: ServerConfig,
     /// Where events and records are kept: the embedded files in `data_dir`, or ClickHouse.
     pub store: StoreLocation,
     /// Where the file layer came from, for messages.
@@ -190,447 +194,6 @@ pub struct RetentionConfig {
     pub raw_events_days: u32,
 }
 
-/// ARR keeps its own currency; reports convert it into `report` with `rates`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CurrencyConfig {
-    /// ISO 4217 code money is reported in.
-    pub report: String,
-    /// Value of one unit of each other currency in the report currency (`EUR = 1.08`).
-    pub rates: BTreeMap<String, f64>,
-}
-
-impl Default for CurrencyConfig {
-    fn default() -> Self {
-        CurrencyConfig {
-            report: "USD".into(),
-            rates: BTreeMap::new(),
-        }
-    }
-}
-
-impl CurrencyConfig {
-    /// An amount in `currency` converted to the report currency. A missing rate is an
-    /// error, never a silent 1.0.
-    pub fn to_report(&self, amount: f64, currency: &str) -> Result<f64, String> {
-        if currency == self.report {
-            return Ok(amount);
-        }
-        self.rates.get(currency).map(|rate| amount * rate).ok_or_else(|| {
-            format!("no exchange rate for {currency} to the report currency {}: add it to [currency.rates] in the config", self.report)
-        })
-    }
-
-    pub fn check(&self, currency: &str) -> Result<(), String> {
-        self.to_report(0.0, currency).map(|_| ())
-    }
-}
-
-/// Everything docs/metrics.md leaves open (`[metrics]` in the config file). Changing
-/// a key that shapes the rollups (names, features, key actions, education) rebuilds them at
-/// the next start; see [`MetricsConfig::rollup_fingerprint`].
-#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct MetricsConfig {
-    /// The track event that is a login.
-    pub login_event: String,
-    /// The track event that is a logout (never a feature).
-    pub logout_event: String,
-    /// The heartbeat event sent by /js/activity.js: activity, never a feature.
-    pub heartbeat_event: String,
-    /// Event names (or globs) stored but counted for no activity metric.
-    pub passive_events: Vec<String>,
-    /// Event name or glob -> feature. Unmapped names are their own feature.
-    pub features: BTreeMap<String, String>,
-    /// Features that are key actions (for `rate_of_adoption`).
-    pub key_actions: Vec<String>,
-    /// The feature whose first use is the value moment when no go_live_at is known.
-    pub value_feature: Option<String>,
-    /// Plan -> features available on it (for `feature_breadth`).
-    pub plan_features: BTreeMap<String, Vec<String>>,
-    /// Event-name prefixes that make an event an education event.
-    pub education_prefixes: Vec<String>,
-    /// A login session ends after this many minutes without activity.
-    pub session_idle_minutes: u32,
-    /// `usage_frequency` is `daily` from this many active days in the 14-day window.
-    pub daily_min_active_days: u32,
-    /// Full adoption: at least this many logins in each of the last `adoption_weeks` weeks.
-    pub adoption_logins_per_week: u32,
-    pub adoption_weeks: u32,
-    /// Weights of the engagement score's components.
-    pub engagement_weights: EngagementWeights,
-    /// Window lengths; the column names keep the default's number.
-    pub windows: Windows,
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Windows {
-    /// active_days_14d, active_minutes_14d, active_users_14d, usage_frequency.
-    pub engagement_days: u32,
-    /// The 30-day adoption metrics, active_users_30d, and initial_adoption after the value moment.
-    pub adoption_days: u32,
-    /// logins_per_user_week counts logins over this many days (a whole number of weeks).
-    pub logins_days: u32,
-    /// The 90-day support, CSAT, CES and suggestion metrics.
-    pub support_days: u32,
-    /// NPS.
-    pub nps_days: u32,
-}
-
-impl Default for Windows {
-    fn default() -> Self {
-        Windows {
-            engagement_days: 14,
-            adoption_days: 30,
-            logins_days: 28,
-            support_days: 90,
-            nps_days: 180,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct EngagementWeights {
-    pub active_days_14d: f64,
-    pub active_minutes_14d: f64,
-    pub active_users_14d: f64,
-    pub license_utilization: f64,
-}
-
-impl Default for EngagementWeights {
-    fn default() -> Self {
-        EngagementWeights {
-            active_days_14d: 1.0,
-            active_minutes_14d: 1.0,
-            active_users_14d: 1.0,
-            license_utilization: 1.0,
-        }
-    }
-}
-
-impl Default for MetricsConfig {
-    fn default() -> Self {
-        MetricsConfig {
-            login_event: "Signed In".into(),
-            logout_event: "Signed Out".into(),
-            heartbeat_event: "Active Ping".into(),
-            passive_events: Vec::new(),
-            features: BTreeMap::new(),
-            key_actions: Vec::new(),
-            value_feature: None,
-            plan_features: BTreeMap::new(),
-            education_prefixes: ["Doc ", "Tutorial ", "Webinar ", "Course "]
-                .map(String::from)
-                .to_vec(),
-            session_idle_minutes: 30,
-            daily_min_active_days: 10,
-            adoption_logins_per_week: 3,
-            adoption_weeks: 4,
-            engagement_weights: EngagementWeights::default(),
-            windows: Windows::default(),
-        }
-    }
-}
-
-impl MetricsConfig {
-    /// `Err((key, reason))` for the first bad value.
-    fn check(&self) -> Result<(), (String, String)> {
-        for (name, value) in [
-            ("login_event", &self.login_event),
-            ("logout_event", &self.logout_event),
-            ("heartbeat_event", &self.heartbeat_event),
-        ] {
-            if value.is_empty() || value.len() > limits::ID_BYTES_MAX {
-                return Err((
-                    name.into(),
-                    format!("must be 1 to {} bytes", limits::ID_BYTES_MAX),
-                ));
-            }
-        }
-        for pattern in self.passive_events.iter().chain(self.features.keys()) {
-            globset::Glob::new(pattern)
-                .map_err(|e| ("features".to_string(), format!("bad glob {pattern:?}: {e}")))?;
-        }
-        if !(1..=1440).contains(&self.session_idle_minutes) {
-            return Err((
-                "session_idle_minutes".into(),
-                format!("must be 1 to 1440, got {}", self.session_idle_minutes),
-            ));
-        }
-        let w = &self.windows;
-        for (name, days) in [
-            ("engagement_days", w.engagement_days),
-            ("adoption_days", w.adoption_days),
-            ("logins_days", w.logins_days),
-            ("support_days", w.support_days),
-            ("nps_days", w.nps_days),
-        ] {
-            if !(2..=730).contains(&days) {
-                return Err((
-                    format!("windows.{name}"),
-                    format!("must be 2 to 730 days, got {days}"),
-                ));
-            }
-        }
-        if !w.logins_days.is_multiple_of(7) {
-            return Err((
-                "windows.logins_days".into(),
-                format!("must be a whole number of weeks, got {}", w.logins_days),
-            ));
-        }
-        if !(1..=w.engagement_days).contains(&self.daily_min_active_days) {
-            return Err((
-                "daily_min_active_days".into(),
-                format!(
-                    "must be 1 to windows.engagement_days ({}), got {}",
-                    w.engagement_days, self.daily_min_active_days
-                ),
-            ));
-        }
-        if !(1..=8).contains(&self.adoption_weeks) {
-            return Err((
-                "adoption_weeks".into(),
-                format!("must be 1 to 8, got {}", self.adoption_weeks),
-            ));
-        }
-        let w = &self.engagement_weights;
-        let weights = [
-            w.active_days_14d,
-            w.active_minutes_14d,
-            w.active_users_14d,
-            w.license_utilization,
-        ];
-        if weights.iter().any(|x| !x.is_finite() || *x < 0.0) || weights.iter().sum::<f64>() <= 0.0
-        {
-            return Err((
-                "engagement_weights".into(),
-                "weights must be non-negative numbers, not all zero".into(),
-            ));
-        }
-        Ok(())
-    }
-
-    /// How many days before `as_of` the rollup rows must reach for every window.
-    pub fn lookback_days(&self) -> i32 {
-        let w = &self.windows;
-        [
-            w.engagement_days,
-            2 * w.adoption_days,
-            w.logins_days,
-            7 * self.adoption_weeks + 7,
-        ]
-        .into_iter()
-        .max()
-        .unwrap_or(60) as i32
-    }
-
-    /// The keys the stored rollups depend on, as one string: when it differs from the one
-    /// the rollups were built with, they are rebuilt.
-    pub fn rollup_fingerprint(&self) -> String {
-        serde_json::json!({
-            "login": self.login_event, "logout": self.logout_event, "heartbeat": self.heartbeat_event,
-            "passive": self.passive_events, "features": self.features, "key_actions": self.key_actions,
-            "education": self.education_prefixes,
-        })
-        .to_string()
-    }
-}
-
-/// The health model (`[health]`): docs/metrics.md, Health.
-#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct HealthConfig {
-    /// Indicators backed by fewer renewals or churns than this carry a warning.
-    pub min_outcomes: u64,
-    /// A segment with fewer decided renewals gets tier `unknown` (with the reason); from
-    /// this many with both outcomes it ranks its own features; with one outcome only it
-    /// takes the pooled ranking's best feature that it uses.
-    pub min_decided: u64,
-    /// Automatic cut points are merged until every usage bucket holds at least this many
-    /// decided renewals of the segment (configured `cut_points` are kept as given).
-    pub min_bucket_decided: u64,
-    /// Monthly power-feature uses where buckets start: `"auto"` (from the data) or a list
-    /// such as `[1, 6, 11, 16]`.
-    #[serde(deserialize_with = "cut_points")]
-    pub cut_points: Option<Vec<f64>>,
-    /// Segment -> power feature, overriding the top of the ranking.
-    pub power_features: BTreeMap<String, String>,
-    /// Measure -> weight of a hand-set 0-100 health score (a weighted mean of points), for
-    /// every segment. Empty (the default): the score is learned from decided renewals.
-    pub score_weights: BTreeMap<String, f64>,
-    /// Segment -> measure -> weight: a hand-set score for that segment alone.
-    pub segment_score_weights: BTreeMap<String, BTreeMap<String, f64>>,
-    /// Score bands: `poor` below the first, `fair` below the second, `good` below the
-    /// third, `strong` from it (a learned score is a renewal estimate in percent).
-    pub score_bands: [f64; 3],
-    /// Recalibrate when the newest model is older than this many days.
-    pub recalibrate_every_days: u32,
-    /// Monthly power-feature uses are counted over this many days: before `as_of` for a
-    /// live score, before the decision day for a decided renewal the model learns from.
-    pub usage_days: u32,
-    /// An account's tier changes only once its new tier has held this many days.
-    pub tier_hold_days: u32,
-    /// A recalibrated model is promoted only if, trained on the renewals decided before the
-    /// last `holdout_days`, it is not worse on those held-out renewals than the model in
-    /// force and beats the logins baseline.
-    pub holdout_days: u32,
-    /// How many days of daily score and tier history to compute on first start.
-    pub history_days: u32,
-    /// Whether this process runs the background health thread (recalibration on schedule,
-    /// the daily history and tier changes). Unset: yes on the embedded store, no on
-    /// ClickHouse, where one node should (its writes are idempotent, but each pass computes
-    /// a full health snapshot).
-    pub background: Option<bool>,
-}
-
-fn cut_points<'de, D: serde::Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Option<Vec<f64>>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Cuts {
-        Word(String),
-        List(Vec<f64>),
-    }
-    match Cuts::deserialize(deserializer)? {
-        Cuts::Word(word) if word == "auto" => Ok(None),
-        Cuts::Word(word) => Err(serde::de::Error::custom(format!(
-            "expected \"auto\" or a list of numbers, got {word:?}"
-        ))),
-        Cuts::List(list) => Ok(Some(list)),
-    }
-}
-
-/// Measures a health score can weigh, besides the numeric metrics.
-pub const SCORE_MEASURES_EXTRA: &[&str] = &["tier", "expected_renewal_rate"];
-
-impl Default for HealthConfig {
-    fn default() -> Self {
-        HealthConfig {
-            min_outcomes: 20,
-            min_decided: 10,
-            min_bucket_decided: 5,
-            cut_points: None,
-            power_features: BTreeMap::new(),
-            score_weights: BTreeMap::new(),
-            segment_score_weights: BTreeMap::new(),
-            score_bands: [60.0, 80.0, 90.0],
-            recalibrate_every_days: 91,
-            usage_days: 90,
-            tier_hold_days: 14,
-            holdout_days: 91,
-            history_days: 180,
-            background: None,
-        }
-    }
-}
-
-fn check_weights(key: &str, weights: &BTreeMap<String, f64>) -> Result<(), (String, String)> {
-    for (measure, weight) in weights {
-        let known = crate::metrics::COLUMNS.contains(&measure.as_str())
-            && crate::metrics::is_numeric(measure)
-            || SCORE_MEASURES_EXTRA.contains(&measure.as_str());
-        if !known {
-            return Err((
-                format!("{key}.{measure}"),
-                "not a numeric metric, `tier` or `expected_renewal_rate`".into(),
-            ));
-        }
-        if !weight.is_finite() || *weight < 0.0 {
-            return Err((
-                format!("{key}.{measure}"),
-                format!("a weight must be a non-negative number, got {weight}"),
-            ));
-        }
-    }
-    if weights.values().sum::<f64>() <= 0.0 {
-        return Err((key.into(), "at least one weight must be positive".into()));
-    }
-    Ok(())
-}
-
-impl HealthConfig {
-    /// The hand-set score weights of a segment: its own table if configured, else
-    /// `score_weights` if set; `None`: the score is learned.
-    pub fn weights_for(&self, segment: &str) -> Option<&BTreeMap<String, f64>> {
-        self.segment_score_weights
-            .get(segment)
-            .or((!self.score_weights.is_empty()).then_some(&self.score_weights))
-    }
-
-    fn check(&self) -> Result<(), (String, String)> {
-        if let Some(cuts) = &self.cut_points {
-            if cuts.is_empty()
-                || cuts.len() > 10
-                || cuts.iter().any(|c| !c.is_finite() || *c <= 0.0)
-                || cuts.windows(2).any(|w| w[0] >= w[1])
-            {
-                return Err((
-                    "cut_points".into(),
-                    "must be \"auto\" or 1 to 10 increasing positive numbers".into(),
-                ));
-            }
-        }
-        if !self.score_weights.is_empty() {
-            check_weights("score_weights", &self.score_weights)?;
-        }
-        for (segment, weights) in &self.segment_score_weights {
-            check_weights(&format!("segment_score_weights.{segment}"), weights)?;
-        }
-        let b = self.score_bands;
-        if !(0.0 <= b[0] && b[0] <= b[1] && b[1] <= b[2] && b[2] <= 100.0) {
-            return Err((
-                "score_bands".into(),
-                "three increasing numbers from 0 to 100".into(),
-            ));
-        }
-        if !(1..=3660).contains(&self.recalibrate_every_days) {
-            return Err((
-                "recalibrate_every_days".into(),
-                format!("must be 1 to 3660, got {}", self.recalibrate_every_days),
-            ));
-        }
-        if !(7..=730).contains(&self.usage_days) {
-            return Err((
-                "usage_days".into(),
-                format!("must be 7 to 730, got {}", self.usage_days),
-            ));
-        }
-        if !(1..=10_000).contains(&self.min_decided) {
-            return Err((
-                "min_decided".into(),
-                format!("must be 1 to 10000, got {}", self.min_decided),
-            ));
-        }
-        if self.min_bucket_decided > 10_000 {
-            return Err((
-                "min_bucket_decided".into(),
-                format!("must be at most 10000, got {}", self.min_bucket_decided),
-            ));
-        }
-        if !(1..=365).contains(&self.tier_hold_days) {
-            return Err((
-                "tier_hold_days".into(),
-                format!("must be 1 to 365, got {}", self.tier_hold_days),
-            ));
-        }
-        if !(7..=730).contains(&self.holdout_days) {
-            return Err((
-                "holdout_days".into(),
-                format!("must be 7 to 730, got {}", self.holdout_days),
-            ));
-        }
-        if self.history_days > 3660 {
-            return Err((
-                "history_days".into(),
-                format!("must be at most 3660, got {}", self.history_days),
-            ));
-        }
-        Ok(())
-    }
-}
-
 impl Default for IngestConfig {
     fn default() -> Self {
         IngestConfig {
@@ -640,6 +203,128 @@ impl Default for IngestConfig {
             rate_limits: BTreeMap::new(),
             cors_origins: Vec::new(),
             event_times: crate::ingest::TimeRange::default(),
+        }
+    }
+}
+
+/// `[server]`: connection and request limits of the HTTP server.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Seconds a connection may take to send a complete request head, counted from its
+    /// opening or from the first byte of the request (slow headers are closed after it).
+    pub header_timeout_seconds: u64,
+    /// Seconds a kept-alive connection may sit idle (no request, nothing read or written)
+    /// before it is closed.
+    pub idle_timeout_seconds: u64,
+    /// Seconds a request body may stall between two pieces before the request fails (408).
+    pub body_timeout_seconds: u64,
+    /// Open connections at most; past it new connections are closed at once.
+    pub max_connections: usize,
+    /// Open connections one client address may hold.
+    pub max_connections_per_address: usize,
+    /// Requests a second one client address may make to the public endpoints (`/v1/*`,
+    /// `/s/*`, `/r/*`, `/login`), bursts of twice that; 0 = no limit.
+    pub requests_per_second_per_address: u32,
+    /// Sign-in attempts a minute from one client address, whatever the user names.
+    pub sign_ins_per_minute_per_address: u32,
+    /// Password hashes computed at once (each takes ~19 MiB for ~50 ms); 0 = one per core.
+    pub sign_in_hashes_max: usize,
+    /// Sign-ins waiting for a hash slot at most; past it, 503 with Retry-After.
+    pub sign_in_queue_max: usize,
+    /// Host names the dashboard answers to besides IP addresses, `localhost` and the host
+    /// of `[actions] dashboard_url` (a page on any other name is refused: DNS rebinding).
+    pub allowed_hosts: Vec<String>,
+    /// Reverse proxies whose `X-Forwarded-For` names the client (its last address that is
+    /// not itself a trusted proxy). Empty: the connection's address is the client's.
+    pub trusted_proxies: Vec<IpAddr>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            header_timeout_seconds: 10,
+            idle_timeout_seconds: 30,
+            body_timeout_seconds: 10,
+            max_connections: 1_024,
+            max_connections_per_address: 64,
+            requests_per_second_per_address: 200,
+            sign_ins_per_minute_per_address: 30,
+            sign_in_hashes_max: 0,
+            sign_in_queue_max: 32,
+            allowed_hosts: Vec::new(),
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+impl ServerConfig {
+    pub fn check(&self) -> Result<(), (String, String)> {
+        let range = |key: &str, value: u64, low: u64, high: u64| {
+            if value < low || value > high {
+                return Err((
+                    key.to_string(),
+                    format!("{value} is outside {low} to {high}"),
+                ));
+            }
+            Ok(())
+        };
+        range(
+            "header_timeout_seconds",
+            self.header_timeout_seconds,
+            1,
+            3_600,
+        )?;
+        range("idle_timeout_seconds", self.idle_timeout_seconds, 1, 3_600)?;
+        range("body_timeout_seconds", self.body_timeout_seconds, 1, 3_600)?;
+        range("max_connections", self.max_connections as u64, 1, 100_000)?;
+        range(
+            "max_connections_per_address",
+            self.max_connections_per_address as u64,
+            1,
+            self.max_connections as u64,
+        )?;
+        range(
+            "sign_ins_per_minute_per_address",
+            u64::from(self.sign_ins_per_minute_per_address),
+            1,
+            10_000,
+        )?;
+        range(
+            "sign_in_hashes_max",
+            self.sign_in_hashes_max as u64,
+            0,
+            1_024,
+        )?;
+        range(
+            "sign_in_queue_max",
+            self.sign_in_queue_max as u64,
+            0,
+            10_000,
+        )?;
+        for host in &self.allowed_hosts {
+            let ok = !host.is_empty()
+                && host.len() <= 253
+                && host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+            if !ok {
+                return Err((
+                    "allowed_hosts".into(),
+                    format!("{host:?} is not a host name (letters, digits, '.', '-', no port)"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Hashes at once: the configured number, else one per core.
+    pub fn hashes(&self) -> usize {
+        match self.sign_in_hashes_max {
+            0 => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
+            n => n,
         }
     }
 }
@@ -659,7 +344,7 @@ struct FileLayer {
     actions: Option<crate::actions::ActionsConfig>,
     listening: Option<crate::listening::ListeningConfig>,
     retention: Option<RetentionConfig>,
-    server: Option<crate::web::shield::ServerConfig>,
+    server: Option<ServerConfig>,
 }
 
 #[derive(Debug, Default, Deserialize)]

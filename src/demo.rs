@@ -120,9 +120,9 @@ pub fn import_records(
                 reason: &reason,
             },
         );
-        let report = ingest::import::read_into(
+        let report = crate::import::read_into(
             import,
-            ingest::import::Format::Csv,
+            crate::import::Format::Csv,
             BufReader::new(file),
             &mut |_| {},
         )?;

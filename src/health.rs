@@ -3,6 +3,7 @@
 //! the learned 0-100 score (`score`), tier hold, and the backtest statistics. Pure:
 //! `store::health` loads the examples and stores the models.
 
+pub mod config;
 pub mod score;
 
 use std::collections::{BTreeMap, HashMap};
@@ -10,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::config::HealthConfig;
+pub use config::HealthConfig;
 pub use score::Component;
 
 /// The tiers, lowest renewal rate first.

@@ -6,7 +6,6 @@
 //! exactly as received, because raw events are the source of truth, less a `writeKey` in
 //! it (a secret: it would be readable by every read-only token and in every backup).
 
-pub mod import;
 pub mod queue;
 
 use std::borrow::Cow;

@@ -6,13 +6,14 @@
 //! a window of N days ending at `as_of` is `as_of - N + 1 ..= as_of`.
 
 pub mod activity;
+pub mod config;
 pub mod outcomes;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde_json::{json, Map, Value};
 
-use crate::config::{CurrencyConfig, MetricsConfig};
+pub use config::{CurrencyConfig, MetricsConfig};
 
 /// The export columns, in order (docs/metrics.md, Export contract).
 pub const COLUMNS: &[&str] = &[

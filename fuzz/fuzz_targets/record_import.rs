@@ -1,7 +1,7 @@
 //! Customer-record imports (CSV and NDJSON) of every kind into an empty in-memory database:
 //! any file is imported whole or refused with a row-numbered report, never a panic.
 #![no_main]
-use bellwether::ingest::import::{import, Format};
+use bellwether::import::{import, Format};
 use bellwether::records::KINDS;
 use bellwether::store::records::Checks;
 use libfuzzer_sys::fuzz_target;

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use chrono::{NaiveDate, TimeZone};
 use globset::{Glob, GlobSet, GlobSetBuilder};
 
-use crate::config::MetricsConfig;
+use crate::metrics::MetricsConfig;
 
 /// The activity meaning of an event that counts as activity.
 #[derive(Debug, Clone, PartialEq, Eq)]

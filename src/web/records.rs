@@ -16,7 +16,7 @@ use serde_json::{json, Map, Value};
 
 use super::api::{ApiError, ApiPath as Path, ApiQuery as Query, Caller};
 use super::AppState;
-use crate::ingest::import::{self, Format};
+use crate::import::{self, Format};
 use crate::limits;
 use crate::records::{self, FieldError, Filter, Kind, Record};
 use crate::store::records::{
