@@ -88,7 +88,17 @@ fn post(message: &Message, secret: Option<&str>) -> Outcome {
                 _ => Outcome::Fatal(format!("HTTP {status}")),
             }
         }
-        Err(error) => Outcome::Retry(error.to_string()),
+        // The URL is a secret (Slack's carries its token): the reason, which is logged and
+        // stored, names its scheme and host only.
+        Err(error) => {
+            let origin = message
+                .target
+                .split('/')
+                .take(3)
+                .collect::<Vec<_>>()
+                .join("/");
+            Outcome::Retry(error.to_string().replace(&message.target, &origin))
+        }
     }
 }
 

@@ -400,17 +400,7 @@ fn implausible_event_times_are_rejected_with_their_index() {
     ]});
     let reply = post(&server, "/v1/batch", Some(KEY), batch.to_string());
     assert_eq!(reply.status, 200, "{:?}", reply.body);
-    let rejected: Vec<(u64, String)> = reply.body["rejected"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            (
-                r["index"].as_u64().unwrap(),
-                r["field"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
+    let rejected = rejected_fields(&reply);
     assert_eq!(
         rejected,
         vec![

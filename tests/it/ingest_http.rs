@@ -142,17 +142,7 @@ fn batch_stores_valid_items_and_lists_rejected_ones_by_index() {
         {"type":"track","userId":"u1","event":"Kept B","messageId":"b-5"}]}"#;
     let reply = post(&server, "/v1/batch", Some(KEY), body);
     assert_eq!(reply.status, 200, "{:?}", reply.body);
-    let rejected: Vec<(u64, String)> = reply.body["rejected"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            (
-                r["index"].as_u64().unwrap(),
-                r["field"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
+    let rejected = rejected_fields(&reply);
     assert_eq!(
         rejected,
         vec![

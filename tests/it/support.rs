@@ -182,6 +182,20 @@ pub fn post_with(
     reply(request.send(body.as_ref()).expect("POST"))
 }
 
+/// A batch answer's `rejected` list as (index, field).
+pub fn rejected_fields(reply: &Reply) -> Vec<(u64, String)> {
+    let rejected = reply.body["rejected"].as_array().expect("a rejected list");
+    rejected
+        .iter()
+        .map(|r| {
+            (
+                r["index"].as_u64().unwrap(),
+                r["field"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
 pub fn get(server: &Server, path: &str, token: Option<&str>) -> Reply {
     let mut request = agent().get(&server.url(path));
     if let Some(token) = token {
