@@ -330,9 +330,6 @@ async fn accept_loop(listener: TcpListener, routes: Router, server: &shield::Ser
                     axum::body::Body::new(tower_http::timeout::TimeoutBody::new(body_timeout, body))
                 });
                 request.extensions_mut().insert(shield::ClientAddr(client));
-                request
-                    .extensions_mut()
-                    .insert(axum::extract::ConnectInfo(peer));
                 let answer = routes.clone().oneshot(request);
                 async move {
                     let response = answer.await;
@@ -372,14 +369,9 @@ fn allowed_hosts(config: &Config) -> Vec<String> {
     if let Some(url) = &config.actions.dashboard_url {
         let rest = url.split_once("://").map_or(url.as_str(), |(_, rest)| rest);
         let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-        let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-        let host = if host.starts_with('[') {
-            host
-        } else {
-            host.split(':').next().unwrap_or("")
-        };
+        let host = shield::host_name(authority.rsplit_once('@').map_or(authority, |(_, h)| h));
         if !host.is_empty() {
-            hosts.push(host.to_ascii_lowercase());
+            hosts.push(host);
         }
     }
     hosts
@@ -391,6 +383,19 @@ pub async fn serve(
     on_listening: impl FnOnce(SocketAddr),
 ) -> Result<(), ServeError> {
     App::start(config)?.serve(config.listen, on_listening).await
+}
+
+/// The credentials of an `Authorization: SCHEME credentials` header, the scheme matched
+/// case-insensitively (RFC 9110, 11.1: `bearer` is `Bearer`).
+pub fn credentials<'a>(headers: &'a axum::http::HeaderMap, scheme: &str) -> Option<&'a str> {
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (given, credentials) = value.trim().split_once(' ')?;
+    given
+        .eq_ignore_ascii_case(scheme)
+        .then(|| credentials.trim())
 }
 
 /// Why a body was not read.

@@ -489,10 +489,7 @@ pub async fn pending(
         Ok(source) => source,
         Err(response) => return response,
     };
-    let from_query = query
-        .write_key
-        .as_deref()
-        .and_then(|key| state.write_keys.get(&super::key_digest(key)).cloned());
+    let from_query = super::segment::body_source(&state, query.write_key.as_deref());
     if from_header.or(from_query).is_none() {
         return (StatusCode::UNAUTHORIZED, Json(json!({"success": false, "error": "unknown write key; send it as the Basic auth user name"}))).into_response();
     }

@@ -149,14 +149,8 @@ impl FromRequestParts<AppState> for Caller {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let token = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().split_once(' '))
-            // Auth schemes are case-insensitive (RFC 9110, 11.1): `bearer` is `Bearer`.
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, t)| t.trim().to_string())
+        let token = super::credentials(&parts.headers, "bearer")
+            .map(str::to_string)
             .ok_or(ApiError::Unauthenticated)?;
         let role = match &state.clickhouse {
             Some(clickhouse) => clickhouse.token_role(&token).await?,

@@ -154,21 +154,11 @@ pub(super) fn header_source(
     state: &AppState,
     headers: &HeaderMap,
 ) -> Result<Option<Arc<str>>, Response> {
-    let Some(value) = headers.get(header::AUTHORIZATION) else {
+    if !headers.contains_key(header::AUTHORIZATION) {
         return Ok(None);
-    };
-    let key = value
-        .to_str()
-        .ok()
-        .and_then(|v| v.trim().split_once(' '))
-        // Auth schemes are case-insensitive (RFC 9110, 11.1).
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"))
-        .map(|(_, b64)| b64)
-        .and_then(|b64| {
-            base64::engine::general_purpose::STANDARD
-                .decode(b64.trim())
-                .ok()
-        })
+    }
+    let key = super::credentials(headers, "basic")
+        .and_then(|b64| base64::engine::general_purpose::STANDARD.decode(b64).ok())
         .and_then(|decoded| String::from_utf8(decoded).ok())
         .map(|user_pass| {
             user_pass
@@ -182,7 +172,7 @@ pub(super) fn header_source(
     }
 }
 
-fn body_source(state: &AppState, key: Option<&str>) -> Option<Arc<str>> {
+pub(super) fn body_source(state: &AppState, key: Option<&str>) -> Option<Arc<str>> {
     key.and_then(|k| state.write_keys.get(&super::key_digest(k)).cloned())
 }
 
@@ -270,15 +260,10 @@ fn rate_check(state: &AppState, source: &str, n: usize) -> Result<(), Response> 
     };
     match limiter.check_n(n) {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(not_until)) => {
-            let wait = not_until.wait_time_from(governor::clock::Clock::now(
-                &governor::clock::DefaultClock::default(),
-            ));
-            Err(refuse(
-                wait.as_secs_f64().ceil().max(1.0) as u64,
-                format!("source {source} is over its rate limit; retry later"),
-            ))
-        }
+        Ok(Err(not_until)) => Err(refuse(
+            super::shield::retry_after(&not_until),
+            format!("source {source} is over its rate limit; retry later"),
+        )),
         // Retrying cannot help: the batch is larger than the bucket ever holds.
         Err(governor::InsufficientCapacity(most)) => {
             state.telemetry.reject("too_large");

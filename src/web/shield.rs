@@ -229,20 +229,26 @@ impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Watched<T> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientAddr(pub IpAddr);
 
+impl ClientAddr {
+    /// The address the accept loop put on a request; a request that did not come through
+    /// it (none does in production) is from the unspecified address.
+    pub fn of(extensions: &axum::http::Extensions) -> ClientAddr {
+        let unspecified = ClientAddr(IpAddr::from([0, 0, 0, 0]));
+        extensions
+            .get::<ClientAddr>()
+            .copied()
+            .unwrap_or(unspecified)
+    }
+}
+
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientAddr {
     type Rejection = std::convert::Infallible;
 
-    /// Set by the accept loop; a request that did not come through it (none does in
-    /// production) is from the unspecified address.
     async fn from_request_parts(
         parts: &mut axum::http::request::Parts,
         _: &S,
     ) -> Result<Self, Self::Rejection> {
-        Ok(parts
-            .extensions
-            .get::<ClientAddr>()
-            .copied()
-            .unwrap_or(ClientAddr(IpAddr::from([0, 0, 0, 0]))))
+        Ok(ClientAddr::of(&parts.extensions))
     }
 }
 
@@ -337,8 +343,8 @@ fn any_host(path: &str) -> bool {
         || matches!(path, "/healthz" | "/readyz" | "/metrics")
 }
 
-/// The host part of a `Host` header, lower case, without the port.
-fn host_name(host: &str) -> String {
+/// The host part of a `Host` header (or a URL's authority), lower case, without the port.
+pub fn host_name(host: &str) -> String {
     let host = host.trim();
     let name = if let Some(rest) = host.strip_prefix('[') {
         rest.split(']').next().unwrap_or("")
@@ -377,11 +383,7 @@ pub async fn guard(State(state): State<AppState>, request: Request, next: Next) 
         }
     }
     if let (true, Some(limiter)) = (is_public(&path), &state.limiters.requests) {
-        let address = request
-            .extensions()
-            .get::<ClientAddr>()
-            .map(|c| c.0)
-            .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        let address = ClientAddr::of(request.extensions()).0;
         if let Err(not_until) = limiter.check_key(&address) {
             state.telemetry.reject("address_rate_limited");
             let retry = retry_after(&not_until);

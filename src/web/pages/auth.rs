@@ -79,6 +79,14 @@ impl FromRequestParts<AppState> for SignedIn {
     }
 }
 
+/// Whether a TLS proxy in front says the request came over https (`X-Forwarded-Proto`).
+pub fn behind_tls(headers: &HeaderMap) -> bool {
+    let proto = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok());
+    proto.is_some_and(|p| p.trim().eq_ignore_ascii_case("https"))
+}
+
 /// Whether a post came from this site: its Origin (or, lacking one, Referer) is this
 /// site's scheme and Host. The scheme is `https` when a TLS proxy in front says so with
 /// `X-Forwarded-Proto: https`, else `http`. Browsers send Origin on every cross-site post.
@@ -86,13 +94,7 @@ pub fn same_origin(headers: &HeaderMap) -> bool {
     let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
         return false;
     };
-    let scheme = match headers
-        .get("x-forwarded-proto")
-        .and_then(|v| v.to_str().ok())
-    {
-        Some(proto) if proto.trim().eq_ignore_ascii_case("https") => "https",
-        _ => "http",
-    };
+    let scheme = if behind_tls(headers) { "https" } else { "http" };
     let site = format!("{scheme}://{host}");
     let source = headers
         .get(header::ORIGIN)
@@ -233,10 +235,7 @@ pub async fn login(
             .into_response());
     };
     tracing::info!(username = ?form.username, client = %client.0, "dashboard sign-in");
-    let secure = headers
-        .get("x-forwarded-proto")
-        .and_then(|v| v.to_str().ok())
-        == Some("https");
+    let secure = behind_tls(&headers);
     let cookie = Cookie::build((SESSION_COOKIE, secret))
         .http_only(true)
         .same_site(SameSite::Strict)

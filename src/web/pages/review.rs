@@ -318,11 +318,7 @@ pub async fn share(
         .get(axum::http::header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("localhost");
-    let scheme = if headers
-        .get("x-forwarded-proto")
-        .and_then(|v| v.to_str().ok())
-        == Some("https")
-    {
+    let scheme = if super::auth::behind_tls(&headers) {
         "https"
     } else {
         "http"
