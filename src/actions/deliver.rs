@@ -56,6 +56,12 @@ pub fn send(message: &Message, config: &ActionsConfig, smtp_password: Option<&st
     }
 }
 
+/// A URL's scheme and host, without its path: what may be shown or logged of a webhook
+/// (Slack's URLs carry their token in the path).
+pub fn origin(url: &str) -> String {
+    url.split('/').take(3).collect::<Vec<_>>().join("/")
+}
+
 fn post(message: &Message, secret: Option<&str>) -> Outcome {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(ATTEMPT_TIMEOUT))
@@ -91,12 +97,7 @@ fn post(message: &Message, secret: Option<&str>) -> Outcome {
         // The URL is a secret (Slack's carries its token): the reason, which is logged and
         // stored, names its scheme and host only.
         Err(error) => {
-            let origin = message
-                .target
-                .split('/')
-                .take(3)
-                .collect::<Vec<_>>()
-                .join("/");
+            let origin = origin(&message.target);
             Outcome::Retry(error.to_string().replace(&message.target, &origin))
         }
     }

@@ -74,7 +74,7 @@ impl OutboxRow {
     pub fn to_json(&self) -> Value {
         json!({"id": self.id, "idempotency_key": self.idempotency_key, "alert_id": self.alert_id, "channel": self.channel, "kind": self.kind,
                // Webhook URLs can hold secrets (Slack's do): show the host only.
-               "target": if self.kind == "email" { self.target.clone() } else { self.target.split('/').take(3).collect::<Vec<_>>().join("/") },
+               "target": if self.kind == "email" { self.target.clone() } else { deliver::origin(&self.target) },
                "status": self.status, "attempts": self.attempts,
                "next_attempt_at": crate::ingest::format_timestamp(self.next_attempt_ms), "last_error": self.last_error,
                "created_at": crate::ingest::format_timestamp(self.created_ms), "sent_at": self.sent_ms.map(crate::ingest::format_timestamp)})
