@@ -39,7 +39,7 @@ link AS (
     QUALIFY row_number() OVER (PARTITION BY previous_id ORDER BY timestamp_ms DESC, event_id DESC) = 1
 ),
 -- Follow the links from every linked id: a hop is taken from an id not seen before on the
--- walk, at most 16 ids seen (store::rollup::Lookups::canonical_of).
+-- walk, at most 16 ids seen (store::sqlite::rollup::Lookups::canonical_of).
 walk AS (
     SELECT id AS start, id AS cur, []::VARCHAR[] AS seen FROM link
     UNION ALL
@@ -62,7 +62,7 @@ ev AS (
       AND (e.type IN ('page', 'screen') OR (e.type = 'track' AND e.event IS NOT NULL))
 ),
 -- Every id standing for a person who needs a membership lookup: the person and the ids
--- linked to it, transitively (store::rollup::identity_set).
+-- linked to it, transitively (store::sqlite::rollup::identity_set).
 ids AS (
     SELECT DISTINCT person, person AS id FROM ev WHERE person IS NOT NULL AND group_id IS NULL
     UNION

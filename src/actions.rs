@@ -1,9 +1,10 @@
 //! Actions, pure: the `[actions]` configuration (channels, playbooks, alert rules, survey
 //! policy), rule conditions and their evaluation on one account's measures, the messages
 //! sent (Slack Block Kit, signed webhook JSON, email text) and the retry schedule.
-//! `store::actions` decides and records; `actions::deliver` sends.
+//! `actions::run` decides and records through the store; `actions::deliver` sends.
 
 pub mod deliver;
+pub mod run;
 pub mod surveys;
 
 use std::collections::BTreeMap;

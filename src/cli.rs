@@ -8,7 +8,8 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::{Config, Flags, StoreLocation};
-use crate::store::{self, EventFilter, Role, Store};
+use crate::store::sqlite::Store;
+use crate::store::{self, EventFilter, Role};
 
 /// Self-hosted customer-success analytics: Segment-compatible ingest, account health
 /// learned from renewal outcomes.
@@ -399,7 +400,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         .delete_user(&user_id)
                         .await
                 })??,
-                StoreLocation::Embedded => store::records::delete_user(
+                StoreLocation::Embedded => store::sqlite::records::delete_user(
                     &mut Store::open(&config.data_dir)?.connect()?,
                     &user_id,
                 )?,
@@ -433,7 +434,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     config.database_path().display()
                 );
             }
-            let bytes = store::backup(&Store::open(&config.data_dir)?, &file)?;
+            let bytes = store::sqlite::backup(&Store::open(&config.data_dir)?, &file)?;
             eprintln!(
                 "backed up {} to {} ({bytes} bytes)",
                 config.database_path().display(),
@@ -442,7 +443,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Restore { file, force } => {
-            store::restore(&file, &config.data_dir, force)?;
+            store::sqlite::restore(&file, &config.data_dir, force)?;
             eprintln!(
                 "restored {} into {}",
                 file.display(),
@@ -630,11 +631,9 @@ fn user(config: &Config, command: UserCommand) -> anyhow::Result<ExitCode> {
     on_dashboard(config, |source| user_on(source, command))
 }
 
-fn user_on(
-    source: &dyn store::dashboard::DashboardSource,
-    command: UserCommand,
-) -> anyhow::Result<ExitCode> {
-    use crate::store::users::{self, User, UserRole};
+fn user_on(source: &dyn store::DashboardSource, command: UserCommand) -> anyhow::Result<ExitCode> {
+    use crate::store::{User, UserRole};
+
     match command {
         UserCommand::Create {
             username,
@@ -653,9 +652,9 @@ fn user_on(
             } else if let Ok(password) = std::env::var("BELLWETHER_PASSWORD") {
                 (password, false)
             } else {
-                (store::hex(&rand::random::<[u8; 12]>()), true)
+                (store::sqlite::hex(&rand::random::<[u8; 12]>()), true)
             };
-            users::create_user(
+            crate::users::create_user(
                 source,
                 &User {
                     username: username.clone(),
@@ -676,7 +675,7 @@ fn user_on(
             }
         }
         UserCommand::List => {
-            for u in users::list_users(source)? {
+            for u in crate::users::list_users(source)? {
                 println!(
                     "{}\t{}\t{}",
                     u.username,
@@ -686,7 +685,7 @@ fn user_on(
             }
         }
         UserCommand::Delete { username } => {
-            if !users::delete_user(source, &username)? {
+            if !crate::users::delete_user(source, &username)? {
                 bail!("no user {username:?}");
             }
             eprintln!("deleted user {username:?}");
@@ -702,11 +701,11 @@ fn alerts(config: &Config, command: AlertsCommand) -> anyhow::Result<ExitCode> {
 fn alerts_on(
     config: &Config,
     command: AlertsCommand,
-    source: &dyn store::actions::ActionStore,
+    source: &dyn store::ActionStore,
 ) -> anyhow::Result<ExitCode> {
     match command {
         AlertsCommand::Rules => {
-            for ready in store::actions::rules(source, &config.actions)? {
+            for ready in crate::actions::run::rules(source, &config.actions)? {
                 let r = &ready.rule;
                 println!(
                     "{}\t{}\tcooldown {} d\tnotify [{}]\t{} task(s){}",
@@ -725,7 +724,7 @@ fn alerts_on(
             format,
         } => {
             let as_of = date_arg("as-of", as_of.as_deref())?;
-            let fired = store::actions::evaluate(
+            let fired = crate::actions::run::evaluate(
                 source,
                 as_of,
                 settings(config),
@@ -762,10 +761,10 @@ fn review_link(
     let seconds =
         share::parse_validity(valid_for).map_err(|r| anyhow::anyhow!("--valid-for: {r}"))?;
     let secret = on_dashboard(config, |source| {
-        if store::dashboard::account_name(source, account)?.is_none() {
+        if crate::store::account_name(source, account)?.is_none() {
             bail!("no account {account:?}");
         }
-        Ok(store::users::secret(source, share::SECRET_NAME)?)
+        Ok(crate::users::secret(source, share::SECRET_NAME)?)
     })?;
     let token = share::sign(
         &secret,
@@ -807,8 +806,8 @@ async fn load_demo(
     // The dashboard should open on real tiers, not wait for the background thread's
     // schedule: roll up what was loaded (ClickHouse's views did as it arrived) and learn
     // the first model from its renewals now.
-    let learn = |source: &dyn store::dashboard::DashboardSource| -> anyhow::Result<String> {
-        let model = store::health::recalibrate(
+    let learn = |source: &dyn store::DashboardSource| -> anyhow::Result<String> {
+        let model = crate::health::history::recalibrate(
             source,
             chrono::Utc::now().date_naive(),
             "demo loaded",
@@ -845,9 +844,9 @@ async fn load_demo(
             let events = crate::demo::load_events(&app.state.ingestor, &input).await?;
             eprintln!("bellwether demo: rolling up activity and learning the health model");
             let mut conn = app.state.store.connect()?;
-            store::rollup::catch_up(
+            store::sqlite::rollup::catch_up(
                 &mut conn,
-                &mut store::rollup::Rollup::new(&config.metrics),
+                &mut store::sqlite::rollup::Rollup::new(&config.metrics),
                 &mut rollup_progress(),
             )?;
             (events, learn(&conn)?)
@@ -893,7 +892,7 @@ fn import(config: &Config, args: &ImportArgs) -> anyhow::Result<ExitCode> {
     let currency = config.currency.clone();
     let check = move |code: &str| currency.check(code);
     let reason = |code: &str| config.listening.check_reason(code);
-    let checks = crate::store::records::Checks {
+    let checks = crate::import::Checks {
         currency: &check,
         reason: &reason,
     };
@@ -904,7 +903,7 @@ fn import(config: &Config, args: &ImportArgs) -> anyhow::Result<ExitCode> {
             let clickhouse =
                 store::clickhouse::block_on(store::clickhouse::ClickHouse::open(location))??;
             let target = Box::new(store::clickhouse::RecordImport::new(clickhouse, kind));
-            let import = crate::store::records::Import::into_target(target, kind, checks);
+            let import = crate::import::Import::into_target(target, kind, checks);
             crate::import::read_into(import, format, input, &mut progress)?
         }
         StoreLocation::Embedded => {
@@ -956,7 +955,7 @@ fn import(config: &Config, args: &ImportArgs) -> anyhow::Result<ExitCode> {
 fn rollup_progress() -> impl FnMut(i64, i64) {
     let mut bar: Option<indicatif::ProgressBar> = None;
     move |done, total| {
-        if bar.is_none() && total - done > store::rollup::STEP_EVENTS as i64 {
+        if bar.is_none() && total - done > store::sqlite::rollup::STEP_EVENTS as i64 {
             let b = indicatif::ProgressBar::new(total as u64).with_style(
                 indicatif::ProgressStyle::with_template("  rollups {bar:40} {pos}/{len} events")
                     .expect("invariant: valid template"),
@@ -985,7 +984,7 @@ fn open_existing(config: &Config) -> anyhow::Result<Store> {
 /// Runs `work` on the store's users, tokens, secrets and records (no rollup catch-up).
 fn on_dashboard<T>(
     config: &Config,
-    work: impl FnOnce(&dyn store::dashboard::DashboardSource) -> anyhow::Result<T>,
+    work: impl FnOnce(&dyn store::DashboardSource) -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
     on_store(config, false, |source| work(source))
 }
@@ -994,7 +993,7 @@ fn on_dashboard<T>(
 /// caught up, or ClickHouse (whose reads wait on it from this thread, inside a runtime).
 fn on_source<T>(
     config: &Config,
-    work: impl FnOnce(&dyn store::health::HealthSource) -> anyhow::Result<T>,
+    work: impl FnOnce(&dyn store::HealthSource) -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
     on_store(config, true, |source| work(source))
 }
@@ -1026,7 +1025,7 @@ fn store_name(config: &Config) -> String {
 fn on_store<T>(
     config: &Config,
     caught_up: bool,
-    work: impl FnOnce(&dyn store::actions::ActionStore) -> anyhow::Result<T>,
+    work: impl FnOnce(&dyn store::ActionStore) -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
     match &config.store {
         StoreLocation::ClickHouse(_) => on_clickhouse(config, |clickhouse| work(clickhouse)),
@@ -1075,16 +1074,16 @@ fn date_arg(flag: &str, text: Option<&str>) -> anyhow::Result<chrono::NaiveDate>
 fn store_caught_up(config: &Config) -> anyhow::Result<(Store, rusqlite::Connection)> {
     let store = open_existing(config)?;
     let mut conn = store.connect()?;
-    store::rollup::catch_up(
+    store::sqlite::rollup::catch_up(
         &mut conn,
-        &mut store::rollup::Rollup::new(&config.metrics),
+        &mut store::sqlite::rollup::Rollup::new(&config.metrics),
         &mut rollup_progress(),
     )?;
     Ok((store, conn))
 }
 
-fn settings(config: &Config) -> store::health::Settings<'_> {
-    store::health::Settings {
+fn settings(config: &Config) -> crate::health::model::Settings<'_> {
+    crate::health::model::Settings {
         metrics: &config.metrics,
         health: &config.health,
         currency: &config.currency,
@@ -1109,10 +1108,12 @@ fn indicators(config: &Config, args: &IndicatorsArgs) -> anyhow::Result<ExitCode
         .transpose()?;
     let model = on_source(config, |source| {
         Ok(match as_of {
-            Some(day) => store::health::analyse(source, day, "indicators", settings(config))?,
-            None => match store::health::model_for(source, None)? {
+            Some(day) => {
+                crate::health::history::analyse(source, day, "indicators", settings(config))?
+            }
+            None => match crate::health::history::model_for(source, None)? {
                 Some(model) => model,
-                None => store::health::analyse(
+                None => crate::health::history::analyse(
                     source,
                     chrono::Utc::now().date_naive(),
                     "indicators",
@@ -1134,7 +1135,7 @@ fn indicators(config: &Config, args: &IndicatorsArgs) -> anyhow::Result<ExitCode
             );
         }
     }
-    let rows = store::health::indicator_rows(&model, args.segment.as_deref());
+    let rows = crate::health::history::indicator_rows(&model, args.segment.as_deref());
     let mut out = std::io::stdout().lock();
     if args.format == "json" {
         serde_json::to_writer(&mut out, &rows)?;
@@ -1215,7 +1216,7 @@ fn indicators(config: &Config, args: &IndicatorsArgs) -> anyhow::Result<ExitCode
 fn recalibrate(config: &Config, args: &RecalibrateArgs) -> anyhow::Result<ExitCode> {
     let as_of = date_arg("as-of", args.as_of.as_deref())?;
     let model = on_source(config, |source| {
-        Ok(store::health::recalibrate(
+        Ok(crate::health::history::recalibrate(
             source,
             as_of,
             "manual",
@@ -1247,7 +1248,7 @@ fn recalibrate(config: &Config, args: &RecalibrateArgs) -> anyhow::Result<ExitCo
             .expect("invariant: valid template"),
     );
     let days = on_source(config, |source| {
-        Ok(store::health::update_history(
+        Ok(crate::health::history::update_history(
             source,
             chrono::Utc::now().date_naive(),
             settings(config),
@@ -1265,7 +1266,11 @@ fn recalibrate(config: &Config, args: &RecalibrateArgs) -> anyhow::Result<ExitCo
 fn health(config: &Config, args: &HealthArgs) -> anyhow::Result<ExitCode> {
     let as_of = date_arg("as-of", args.as_of.as_deref())?;
     let Some((model, rows)) = on_source(config, |source| {
-        Ok(store::health::snapshot(source, as_of, settings(config))?)
+        Ok(crate::health::history::snapshot(
+            source,
+            as_of,
+            settings(config),
+        )?)
     })?
     else {
         bail!("no health model yet: run `bellwether recalibrate` (a running server makes the first one itself)");
@@ -1302,7 +1307,7 @@ fn health(config: &Config, args: &HealthArgs) -> anyhow::Result<ExitCode> {
 fn backtest(config: &Config, args: &BacktestArgs) -> anyhow::Result<ExitCode> {
     let as_of = date_arg("as-of", Some(&args.as_of))?;
     let report = on_source(config, |source| {
-        Ok(store::health::backtest(
+        Ok(crate::health::backtest::backtest(
             source,
             as_of,
             args.horizon_days,
@@ -1379,7 +1384,7 @@ fn backtest(config: &Config, args: &BacktestArgs) -> anyhow::Result<ExitCode> {
 fn rebuild(config: &Config) -> anyhow::Result<ExitCode> {
     let store = open_existing(config)?;
     let started = std::time::Instant::now();
-    let step = store::rollup::rebuild(
+    let step = store::sqlite::rollup::rebuild(
         &mut store.connect()?,
         &config.metrics,
         &mut rollup_progress(),
@@ -1421,16 +1426,16 @@ fn retention(config: &Config, flag: Option<u32>) -> anyhow::Result<ExitCode> {
     let store = open_existing(config)?;
     let mut conn = store.connect()?;
     // Everything received so far is rolled up first, so it can go.
-    store::rollup::catch_up(
+    store::sqlite::rollup::catch_up(
         &mut conn,
-        &mut store::rollup::Rollup::new(&config.metrics),
+        &mut store::sqlite::rollup::Rollup::new(&config.metrics),
         &mut rollup_progress(),
     )?;
     let bar = indicatif::ProgressBar::new(0).with_style(
         indicatif::ProgressStyle::with_template("dropping raw events {bar:30} {percent}% of ids")
             .expect("valid template"),
     );
-    let pruned = store::retention::prune(
+    let pruned = store::sqlite::retention::prune(
         &mut conn,
         days,
         chrono::Utc::now().timestamp_millis(),
@@ -1483,7 +1488,9 @@ fn events(config: &Config, args: &EventsArgs) -> anyhow::Result<ExitCode> {
                 .list_events(&filter)
                 .await
         })??,
-        StoreLocation::Embedded => store::list_events(&open_existing(config)?.connect()?, &filter)?,
+        StoreLocation::Embedded => {
+            store::sqlite::list_events(&open_existing(config)?.connect()?, &filter)?
+        }
     };
     let mut out = std::io::stdout().lock();
     match args.format {

@@ -184,7 +184,7 @@ pub struct IngestConfig {
     pub event_times: crate::ingest::TimeRange,
 }
 
-/// `[retention]`: how long raw events are kept (see `store::retention`).
+/// `[retention]`: how long raw events are kept (see `store::sqlite::retention`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RetentionConfig {

@@ -10,10 +10,11 @@ use std::sync::Arc;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::config::CurrencyConfig;
+use crate::import::{Checks, Import};
 use crate::ingest::{self, Ingestor};
 use crate::records;
-use crate::store::dashboard::DashboardSource;
-use crate::store::records::{Checks, Import, RecordStore};
+use crate::store::DashboardSource;
+use crate::store::RecordStore;
 
 /// Written into the data dir once a demo load completed; its presence makes `demo` reuse
 /// the data instead of generating again.
@@ -62,7 +63,8 @@ pub fn ensure_logins(
     data_dir: &Path,
     loaded: &mut Loaded,
 ) -> Result<(), DemoError> {
-    use crate::store::users::{self, User, UserRole};
+    use crate::store::{User, UserRole};
+    use crate::users;
     if !loaded.logins.is_empty() {
         return Ok(());
     }
@@ -75,7 +77,7 @@ pub fn ensure_logins(
         ("admin", UserRole::Admin, None),
         ("csm", UserRole::Csm, csm),
     ] {
-        let password = crate::store::hex(&rand::random::<[u8; 8]>());
+        let password = crate::store::sqlite::hex(&rand::random::<[u8; 8]>());
         let user = User {
             username: name.into(),
             role,

@@ -1,9 +1,13 @@
 //! Health (docs/metrics.md, Health): leading-indicator discovery over decided renewals,
 //! the power feature and its usage tiers (partially pooled across segments, monotone in use),
 //! the learned 0-100 score (`score`), tier hold, and the backtest statistics. Pure:
-//! `store::health` loads the examples and stores the models.
+//! `history` and `backtest` read the store through its traits; the rest is pure.
 
+pub mod backtest;
 pub mod config;
+pub mod history;
+pub mod model;
+pub mod quality;
 pub mod score;
 
 use std::collections::{BTreeMap, HashMap};

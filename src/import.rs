@@ -1,15 +1,17 @@
 //! Imports of customer records from CSV (the documented headers; extra columns become
 //! traits) or NDJSON (the same field names; `traits` and unknown fields become traits).
-//! All or nothing per file: the store's [`Import`] holds one transaction and commits only
+//! All or nothing per file: an [`Import`] holds one transaction of the store and commits only
 //! when no row had an error; the report names row, column and reason for each.
 
+use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read};
 
+use rusqlite::Connection;
 use serde_json::{Map, Value};
 
-use crate::records::{self, Kind};
-use crate::store::records::{Checks, Import, ImportReport};
-use crate::store::StoreError;
+use crate::limits;
+use crate::records::{self, FieldError, Kind, Record};
+use crate::store::{ImportTarget, RecordStore, StoreError};
 
 /// Rows between two progress callbacks.
 pub const PROGRESS_EVERY_ROWS: usize = 100_000;
@@ -216,4 +218,240 @@ fn read_ndjson(
         }
     }
     Ok(())
+}
+/// A problem with one row of an import (row numbers count a CSV header as row 1).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RowError {
+    pub row: usize,
+    pub column: String,
+    pub reason: String,
+}
+
+/// The outcome of an import: either everything was stored, or nothing and the errors.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ImportReport {
+    pub kind: &'static str,
+    pub rows: usize,
+    pub inserted: usize,
+    pub updated: usize,
+    /// True when the file was stored; false when nothing was.
+    pub stored: bool,
+    /// All errors found; only the first [`limits::IMPORT_ERRORS_MAX`] are listed.
+    pub error_count: usize,
+    pub errors: Vec<RowError>,
+}
+
+/// Checks reaching beyond one record: its account exists, the currency has a rate, the
+/// churn reason is a configured code.
+pub struct Checks<'a> {
+    /// `Err(reason)` when ARR in this currency cannot be reported.
+    pub currency: &'a dyn Fn(&str) -> Result<(), String>,
+    /// `Err(reason)` when a subscription's `reason` is not a configured code.
+    pub reason: &'a dyn Fn(&str) -> Result<(), String>,
+}
+
+/// An import in progress: validated row by row into its target, which stores everything or
+/// nothing.
+pub struct Import<'c> {
+    target: Box<dyn ImportTarget + 'c>,
+    kind: &'static Kind,
+    checks: Checks<'c>,
+    keys: HashMap<Vec<String>, usize>,
+    account_rows: HashMap<String, usize>,
+    report: ImportReport,
+}
+
+impl<'c> Import<'c> {
+    /// An import into the embedded store: one transaction, committed whole or rolled back.
+    pub fn begin(
+        conn: &'c mut Connection,
+        kind: &'static Kind,
+        checks: Checks<'c>,
+    ) -> Result<Import<'c>, StoreError> {
+        Ok(Import::into_target(conn.import_target(kind)?, kind, checks))
+    }
+
+    /// An import into any target.
+    pub fn into_target(
+        target: Box<dyn ImportTarget + 'c>,
+        kind: &'static Kind,
+        checks: Checks<'c>,
+    ) -> Import<'c> {
+        let report = ImportReport {
+            kind: kind.name,
+            rows: 0,
+            inserted: 0,
+            updated: 0,
+            stored: false,
+            error_count: 0,
+            errors: Vec::new(),
+        };
+        Import {
+            target,
+            kind,
+            checks,
+            keys: HashMap::new(),
+            account_rows: HashMap::new(),
+            report,
+        }
+    }
+
+    pub fn error(&mut self, row: usize, column: &str, reason: impl Into<String>) {
+        self.report.error_count += 1;
+        if self.report.errors.len() < limits::IMPORT_ERRORS_MAX {
+            self.report.errors.push(RowError {
+                row,
+                column: column.to_string(),
+                reason: reason.into(),
+            });
+        }
+    }
+
+    pub fn kind(&self) -> &'static Kind {
+        self.kind
+    }
+
+    pub fn has_errors(&self) -> bool {
+        self.report.error_count > 0
+    }
+
+    pub fn rows(&self) -> usize {
+        self.report.rows
+    }
+
+    /// Validates one row's references and stores it (inside the transaction). Field errors
+    /// from parsing come in as `Err` and are only recorded.
+    pub fn row(
+        &mut self,
+        row: usize,
+        parsed: Result<Record, Vec<FieldError>>,
+    ) -> Result<(), StoreError> {
+        self.report.rows += 1;
+        if self.report.rows > limits::IMPORT_ROWS_MAX {
+            self.error(
+                row,
+                "",
+                format!("more than {} rows; split the file", limits::IMPORT_ROWS_MAX),
+            );
+            return Ok(());
+        }
+        let record = match parsed {
+            Ok(record) => record,
+            Err(errors) => {
+                for e in errors {
+                    self.error(row, &e.column, e.reason);
+                }
+                return Ok(());
+            }
+        };
+        let key = record.key(self.kind);
+        if let Some(first) = self.keys.get(&key) {
+            let shown = key.join("/");
+            self.error(
+                row,
+                self.kind.key[0],
+                format!("duplicate id {shown:?} (first at row {first})"),
+            );
+            return Ok(());
+        }
+        self.keys.insert(key.clone(), row);
+        if self.kind.references_account {
+            let account = record
+                .get(self.kind, "account_id")
+                .as_text()
+                .unwrap_or_default()
+                .to_string();
+            if !self.target.account_exists(&account)? {
+                self.error(row, "account_id", format!("unknown account {account:?}"));
+                return Ok(());
+            }
+        }
+        if self.kind.name == records::SUBSCRIPTIONS.name {
+            if let Some(currency) = record.get(self.kind, "currency").as_text() {
+                if let Err(reason) = (self.checks.currency)(currency) {
+                    self.error(row, "currency", reason);
+                    return Ok(());
+                }
+            }
+            if let Some(code) = record.get(self.kind, "reason").as_text() {
+                if let Err(reason) = (self.checks.reason)(code) {
+                    self.error(row, "reason", reason);
+                    return Ok(());
+                }
+            }
+        }
+        if self.kind.name == records::ACCOUNTS.name {
+            self.account_rows.insert(key[0].clone(), row);
+        }
+        if self.has_errors() {
+            return Ok(()); // nothing will be stored; keep validating only
+        }
+        self.target.upsert(self.kind, &record)
+    }
+
+    /// Runs the whole-file checks (account hierarchy) and commits, or rolls back if any row
+    /// had an error.
+    pub fn finish(mut self) -> Result<ImportReport, StoreError> {
+        if self.kind.name == records::ACCOUNTS.name && !self.has_errors() {
+            let parents = self.target.parents()?;
+            for (row, column, reason) in hierarchy_errors(&parents, &self.account_rows) {
+                self.error(row, column, reason);
+            }
+        }
+        if self.has_errors() {
+            self.report.errors.sort_by_key(|e| e.row);
+            return Ok(self.report); // dropping the target stores nothing
+        }
+        (self.report.inserted, self.report.updated) = self.target.commit()?;
+        self.report.stored = true;
+        Ok(self.report)
+    }
+}
+
+/// Unknown parents and cycles among the accounts just imported (`parents`: every account's
+/// parent with the import applied).
+fn hierarchy_errors(
+    parents: &HashMap<String, Option<String>>,
+    imported: &HashMap<String, usize>,
+) -> Vec<(usize, &'static str, String)> {
+    let mut errors = Vec::new();
+    let mut reported_cycles: HashSet<String> = HashSet::new();
+    let mut ids: Vec<(&String, &usize)> = imported.iter().collect();
+    ids.sort_by_key(|(_, row)| **row);
+    for (id, &row) in ids {
+        let Some(Some(parent)) = parents.get(id) else {
+            continue;
+        };
+        if !parents.contains_key(parent) {
+            errors.push((
+                row,
+                "parent_id",
+                format!("unknown parent account {parent:?}"),
+            ));
+            continue;
+        }
+        let mut path = vec![id.clone()];
+        let mut at = parent.clone();
+        while let Some(next) = parents.get(&at) {
+            path.push(at.clone());
+            if at == *id {
+                if reported_cycles.insert(id.clone()) {
+                    errors.push((
+                        row,
+                        "parent_id",
+                        format!("hierarchy cycle: {}", path.join(" -> ")),
+                    ));
+                }
+                break;
+            }
+            if path.len() > parents.len() {
+                break; // a cycle above this account, reported at its own row
+            }
+            match next {
+                Some(p) => at = p.clone(),
+                None => break,
+            }
+        }
+    }
+    errors
 }

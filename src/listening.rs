@@ -4,6 +4,7 @@
 //! keyword rule it matches, else its most distinctive term shared with other comments.
 //! Sentiment is a transparent lexicon count.
 
+pub mod report;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};

@@ -1,5 +1,5 @@
 //! Every per-account number of docs/metrics.md, computed from an account's rollups and
-//! records for one `as_of` day. Pure: `store::metrics` loads an [`AccountData`], this module
+//! records for one `as_of` day. Pure: the store loads an [`AccountData`], this module
 //! turns it into a [`Row`] whose keys are exactly the export column names ([`COLUMNS`]).
 //!
 //! Days are local days of the account (days since 1970-01-01, see [`activity::local_day`]);
@@ -8,6 +8,7 @@
 pub mod activity;
 pub mod config;
 pub mod outcomes;
+pub mod read;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 

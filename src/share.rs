@@ -8,7 +8,7 @@ use chrono::{Datelike, Months, NaiveDate};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-/// The name of the secret that signs share links (see `store::users::secret`).
+/// The name of the secret that signs share links (see `users::secret`).
 pub const SECRET_NAME: &str = "share-links";
 /// Longest validity a link may be given.
 pub const VALID_DAYS_MAX: i64 = 365;

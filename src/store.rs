@@ -1,41 +1,26 @@
-//! The store: the only module that does I/O on the database.
-//!
-//! The embedded backend is two SQLite files in the data directory: `bellwether.db` (events,
-//! records, everything else) and `rollups.db` (the rollup tables, attached to every
-//! connection as `rollups`), each in WAL mode with `synchronous = FULL`, so a committed
-//! transaction survives power loss and readers (the API, the CLI in another process) never
-//! block a writer. Two files, two write locks: the ingest writer commits to the first while
-//! the rollup worker commits to the second. Write transactions lock through
-//! [`write_transaction`]: only the files they write, rollups.db before bellwether.db.
-//! A transaction writing both (an erasure, a retention pass) commits bellwether.db, then
-//! rollups.db, so a stop between the two (a crash, a full disk) leaves one without the other:
-//! an erasure notes the erased ids in bellwether.db and the rollup worker purges their rows
-//! if they were left; a retention pass leaves at worst index rows of deleted events, which
-//! nothing reads.
-//! Writes go through the single [`writer`]; everything else here reads.
+//! Storage: the traits a backend implements, by capability, the rows they exchange and
+//! the error type. [`sqlite`] is the embedded backend (two SQLite files in the data
+//! directory), [`clickhouse`] the scale-out one; [`load`] turns either's record rows into
+//! the metrics' inputs. The domain logic that reads and writes through these traits lives
+//! in its domain (`health::history`, `actions::run`, `listening::report`, `accounts`).
 
-pub mod actions;
 pub mod clickhouse;
-pub mod dashboard;
-pub mod dedup;
-pub mod health;
-pub mod listening;
-pub mod metrics;
-pub mod records;
-pub mod retention;
-pub mod rollup;
-pub mod schema;
-pub mod users;
-pub mod writer;
+pub mod load;
+pub mod sqlite;
 
-use std::path::{Path, PathBuf};
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
 
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
-use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
+use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
 
-use crate::ingest::format_timestamp;
-use crate::limits;
+use crate::actions::Rule;
+use crate::health::model::Model;
+use crate::metrics::activity::{day_date, day_number};
+use crate::metrics::config::{CurrencyConfig, MetricsConfig};
+use crate::metrics::{self, AccountData, Row, Subscription};
+use crate::records::{Cell, Kind, Record};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -59,276 +44,6 @@ pub enum StoreError {
     Thread(String),
     #[error("{0}")]
     ClickHouse(String),
-}
-
-/// A handle on the embedded store: its path; connections are opened per use.
-#[derive(Debug, Clone)]
-pub struct Store {
-    path: PathBuf,
-}
-
-impl Store {
-    /// Creates the data directory and database if needed and runs pending migrations.
-    pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
-            path: data_dir.to_path_buf(),
-            source,
-        })?;
-        let path = data_dir.join("bellwether.db");
-        let mut conn = connect(&path)?;
-        schema::migrate(&mut conn)
-            .map_err(|source| StoreError::Open {
-                path: path.clone(),
-                source,
-            })?
-            .map_err(|reason| StoreError::Schema {
-                path: path.clone(),
-                reason,
-            })?;
-        let rollups = rollups_path(&path);
-        schema::split_rollups(&mut conn)
-            .map_err(|source| StoreError::Open {
-                path: rollups.clone(),
-                source,
-            })?
-            .map_err(|reason| StoreError::Schema {
-                path: rollups,
-                reason,
-            })?;
-        Ok(Store { path })
-    }
-
-    /// A handle on the data dir's database that opens nothing: a node on ClickHouse keeps
-    /// it for the handlers it does not route (see `web::App::start`).
-    pub fn unopened(data_dir: &Path) -> Store {
-        Store {
-            path: data_dir.join("bellwether.db"),
-        }
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// A new connection for reading (or for the writer).
-    pub fn connect(&self) -> Result<Connection, StoreError> {
-        connect(&self.path)
-    }
-}
-
-/// How long a write waits for another writer (an import in another process, say) before
-/// failing. A large import holds the write lock for its whole file.
-const BUSY_TIMEOUT_SECS: u64 = 60;
-
-/// Writes a consistent copy of the database, rollups included, to one file `target` while
-/// it is in use: `VACUUM INTO` copies one read snapshot of a file, so concurrent commits
-/// neither block it nor restart it. The copy is written beside the target and renamed into
-/// place once complete and synced.
-pub fn backup(store: &Store, target: &Path) -> Result<u64, StoreError> {
-    let io_error = |source| StoreError::DataDir {
-        path: target.to_path_buf(),
-        source,
-    };
-    if target.exists() {
-        return Err(io_error(std::io::Error::new(
-            std::io::ErrorKind::AlreadyExists,
-            "already exists; choose a new file",
-        )));
-    }
-    let partial = target.with_extension("partial");
-    let rollups = target.with_extension("rollups.partial");
-    let _ = std::fs::remove_file(&partial);
-    let _ = std::fs::remove_file(&rollups);
-    // Both files are copied (rollups.db's write lock held by a second connection across
-    // the two copies, so no step, erasure or retention pass commits between them: a pair of
-    // snapshots that agree; ingest goes on and the rollups catch up after), then the rollup
-    // tables go into the copy of bellwether.db, one file to keep: opening the restored file
-    // moves them back out (schema::split_rollups). The partial files, which hold everything,
-    // are removed whatever happens (a killed backup leaves them; the next one removes them).
-    let copied = (|| -> Result<(), StoreError> {
-        let conn = store.connect()?;
-        let holder = store.connect()?;
-        let hold = write_transaction(&holder, Lock::Rollups)?;
-        conn.execute("VACUUM rollups INTO ?1", [rollups.to_string_lossy()])?;
-        conn.execute("VACUUM main INTO ?1", [partial.to_string_lossy()])?;
-        drop(hold);
-        let mut copy = Connection::open(&partial)?;
-        copy.execute("ATTACH DATABASE ?1 AS copied", [rollups.to_string_lossy()])?;
-        let tx = copy.transaction()?;
-        for table in schema::ROLLUP_TABLES {
-            tx.execute_batch(&format!(
-                "CREATE TABLE main.{table} AS SELECT * FROM copied.{table}"
-            ))?;
-        }
-        tx.commit()?;
-        copy.execute("DETACH DATABASE copied", [])?;
-        Ok(())
-    })();
-    let _ = std::fs::remove_file(&rollups);
-    if let Err(error) = copied {
-        let _ = std::fs::remove_file(&partial);
-        return Err(error);
-    }
-    std::fs::File::open(&partial)
-        .and_then(|f| f.sync_all())
-        .map_err(io_error)?;
-    std::fs::rename(&partial, target).map_err(io_error)?;
-    std::fs::metadata(target).map(|m| m.len()).map_err(io_error)
-}
-
-/// Puts a backup in place as the data dir's database (stop the server first). Refuses a
-/// file that is not a bellwether database or fails SQLite's integrity check, and refuses
-/// to replace an existing database unless `replace` is set. Older schemas are migrated.
-pub fn restore(backup: &Path, data_dir: &Path, replace: bool) -> Result<Store, StoreError> {
-    let bad = |reason: String| StoreError::Schema {
-        path: backup.to_path_buf(),
-        reason,
-    };
-    {
-        let source = Connection::open_with_flags(backup, OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .map_err(|source| StoreError::Open {
-                path: backup.to_path_buf(),
-                source,
-            })?;
-        let check: String = source
-            .query_row("PRAGMA quick_check", [], |r| r.get(0))
-            .map_err(|e| bad(format!("not a readable database: {e}")))?;
-        if check != "ok" {
-            return Err(bad(format!("integrity check failed: {check}")));
-        }
-        let has_events: bool = source.query_row(
-            "SELECT count(*) > 0 FROM sqlite_master WHERE name = 'events'",
-            [],
-            |r| r.get(0),
-        )?;
-        if !has_events {
-            return Err(bad("not a bellwether database (no events table)".into()));
-        }
-    }
-    std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
-        path: data_dir.to_path_buf(),
-        source,
-    })?;
-    let target = data_dir.join("bellwether.db");
-    if target.exists() && !replace {
-        return Err(StoreError::Schema {
-            path: target,
-            reason:
-                "a database is already there; pass --force to replace it (stop the server first)"
-                    .into(),
-        });
-    }
-    let io_error = |source| StoreError::DataDir {
-        path: target.clone(),
-        source,
-    };
-    let partial = data_dir.join("bellwether.db.restoring");
-    std::fs::copy(backup, &partial).map_err(io_error)?;
-    std::fs::File::open(&partial)
-        .and_then(|f| f.sync_all())
-        .map_err(io_error)?;
-    // The old files go, each WAL before its database (a WAL left beside a newer database
-    // would be replayed into it). The backup carries its rollups in its one file; opening
-    // moves them into a new rollups.db.
-    let stale = [
-        "bellwether.db-wal",
-        "bellwether.db-shm",
-        "rollups.db-wal",
-        "rollups.db-shm",
-        ROLLUPS_FILE,
-    ];
-    for name in stale {
-        let path = data_dir.join(name);
-        match std::fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(StoreError::DataDir { path, source: e })
-            }
-            _ => {}
-        }
-    }
-    std::fs::rename(&partial, &target).map_err(io_error)?;
-    Store::open(data_dir)
-}
-
-/// Which files a write transaction locks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Lock {
-    /// bellwether.db only: ingest and the rollup worker go on.
-    Main,
-    /// rollups.db, then bellwether.db (an erasure, a retention pass).
-    Both,
-    /// rollups.db only (a rollup step; a backup holds it to copy both files consistently).
-    Rollups,
-}
-
-/// Begins a write transaction holding the write lock of `lock`'s files before anything is
-/// read. `BEGIN IMMEDIATE` would lock every attached file, in attach order: a transaction
-/// writing only bellwether.db would then wait for a rollup step while holding the lock ingest
-/// commits under. So: a deferred transaction whose first statements are no-op writes, to
-/// rollups.db first (the order every transaction takes both in, so none waits on another
-/// holding what it needs), then to bellwether.db.
-pub(crate) fn write_transaction(
-    conn: &Connection,
-    lock: Lock,
-) -> rusqlite::Result<rusqlite::Transaction<'_>> {
-    // Deferred (rusqlite's default); "unchecked" only means a nested one fails at run time.
-    let tx = conn.unchecked_transaction()?;
-    if matches!(lock, Lock::Both | Lock::Rollups) {
-        tx.execute("UPDATE rollups.rollup_state SET id = id WHERE id = 1", [])?;
-    }
-    if matches!(lock, Lock::Both | Lock::Main) {
-        tx.execute("UPDATE main.write_lock SET id = id WHERE id = 1", [])?;
-    }
-    Ok(tx)
-}
-
-/// The rollups file beside the database at `path` (see [`schema`]).
-fn rollups_path(path: &Path) -> PathBuf {
-    path.with_file_name(ROLLUPS_FILE)
-}
-const ROLLUPS_FILE: &str = "rollups.db";
-
-/// Opens a connection with the pragmas every connection needs, with the rollups file
-/// attached as `rollups` (unqualified table names find its tables).
-fn connect(path: &Path) -> Result<Connection, StoreError> {
-    let conn = connect_main(path)?;
-    let rollups = rollups_path(path);
-    let open_error = |source| StoreError::Open {
-        path: rollups.clone(),
-        source,
-    };
-    conn.execute("ATTACH DATABASE ?1 AS rollups", [rollups.to_string_lossy()])
-        .map_err(open_error)?;
-    conn.execute_batch(
-        "PRAGMA rollups.journal_mode = WAL;
-         PRAGMA rollups.synchronous = FULL;
-         PRAGMA rollups.cache_size = -16384;",
-    )
-    .map_err(open_error)?;
-    Ok(conn)
-}
-
-/// A connection to the main file alone: the ingest writer's, whose IMMEDIATE transactions
-/// then lock that file only (with `rollups` attached they would lock both).
-fn connect_main(path: &Path) -> Result<Connection, StoreError> {
-    let open_error = |source| StoreError::Open {
-        path: path.to_path_buf(),
-        source,
-    };
-    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
-        | OpenFlags::SQLITE_OPEN_CREATE
-        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = Connection::open_with_flags(path, flags).map_err(open_error)?;
-    conn.busy_timeout(std::time::Duration::from_secs(BUSY_TIMEOUT_SECS))
-        .map_err(open_error)?;
-    conn.execute_batch(
-        "PRAGMA journal_mode = WAL;
-         PRAGMA synchronous = FULL;
-         PRAGMA cache_size = -32768;
-         PRAGMA temp_store = MEMORY;",
-    )
-    .map_err(open_error)?;
-    Ok(conn)
 }
 
 /// Which events to list; `since_ms`/`until_ms` bound the time bellwether received them.
@@ -383,140 +98,6 @@ impl StoredEvent {
     }
 }
 
-const LIST_EVENTS: &str = "SELECT e.id, e.received_ms, e.source, e.message_id, e.type,
-        coalesce(e.user_id, (SELECT l.user_id FROM identity_links l WHERE l.previous_id = e.anonymous_id
-                             ORDER BY l.timestamp_ms LIMIT 1)),
-        e.anonymous_id, e.group_id, e.event, e.timestamp_ms, e.raw
-    FROM events e
-    WHERE e.received_ms >= ?1 AND e.received_ms < ?2 AND e.id > ?3
-    ORDER BY e.id LIMIT ?4";
-const ACCOUNT_AT: &str = "SELECT account_id FROM memberships
-    WHERE (user_id = ?1 OR (?1 IS NULL AND anonymous_id = ?2)) AND timestamp_ms <= ?3
-    ORDER BY timestamp_ms DESC, event_id DESC LIMIT 1";
-/// Events before a user's first group call go to the first account they joined.
-const ACCOUNT_FIRST: &str = "SELECT account_id FROM memberships
-    WHERE (user_id = ?1 OR (?1 IS NULL AND anonymous_id = ?2))
-    ORDER BY timestamp_ms, event_id LIMIT 1";
-const SCAN_PAGE_ROWS: i64 = 4_096;
-
-/// Safety margin of the binary search by receive time. The writer stores receive times
-/// that never decrease with id, so none is needed for rows it wrote; ranges still start
-/// this much earlier and filter, which costs a little scanning and guards the invariant.
-const RECEIVE_DISORDER_MS: i64 = 60_000;
-
-/// The smallest id that may hold an event received at or after `since_ms` (ids follow
-/// receive order up to [`RECEIVE_DISORDER_MS`]); found by binary search on the rowid.
-pub fn first_id_received_since(
-    conn: &Connection,
-    since_ms: i64,
-) -> Result<Option<i64>, StoreError> {
-    let target = since_ms.saturating_sub(RECEIVE_DISORDER_MS);
-    let mut at_or_after = conn
-        .prepare_cached("SELECT id, received_ms FROM events WHERE id >= ?1 ORDER BY id LIMIT 1")?;
-    let mut row_at = |id: i64| -> Result<Option<(i64, i64)>, StoreError> {
-        Ok(at_or_after
-            .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?)
-    };
-    let Some((first, first_ms)) = row_at(i64::MIN)? else {
-        return Ok(None);
-    };
-    if first_ms >= target {
-        return Ok(Some(first));
-    }
-    let last: i64 = conn.query_row("SELECT max(id) FROM events", [], |r| r.get(0))?;
-    // Invariant: the row at or after `low` is received before target; `high` is past it.
-    let (mut low, mut high) = (first, last + 1);
-    while high - low > 1 {
-        let mid = low + (high - low) / 2;
-        match row_at(mid)? {
-            Some((id, ms)) if ms < target => low = id.max(mid),
-            _ => high = mid,
-        }
-    }
-    Ok(if high > last { None } else { Some(high) })
-}
-
-/// Events received in the filter's range, oldest first, at most `filter.limit`
-/// (capped at [`limits::EVENTS_LIST_ROWS_MAX`]).
-pub fn list_events(
-    conn: &Connection,
-    filter: &EventFilter,
-) -> Result<Vec<StoredEvent>, StoreError> {
-    let limit = filter.limit.clamp(1, limits::EVENTS_LIST_ROWS_MAX);
-    let until = filter.until_ms.unwrap_or(i64::MAX);
-    let mut page = conn.prepare_cached(LIST_EVENTS)?;
-    let mut account_at = conn.prepare_cached(ACCOUNT_AT)?;
-    let mut account_first = conn.prepare_cached(ACCOUNT_FIRST)?;
-    let mut out = Vec::new();
-    let Some(first_id) = first_id_received_since(conn, filter.since_ms)? else {
-        return Ok(out);
-    };
-    let mut after_id = first_id - 1;
-    loop {
-        let rows: Vec<StoredEvent> = page
-            .query_map(
-                params![filter.since_ms, until, after_id, SCAN_PAGE_ROWS],
-                |r| {
-                    let received_ms: i64 = r.get(1)?;
-                    let timestamp_ms: i64 = r.get(9)?;
-                    Ok(StoredEvent {
-                        id: r.get(0)?,
-                        received_at: format_timestamp(received_ms),
-                        source: r.get(2)?,
-                        message_id: r.get(3)?,
-                        kind: r.get(4)?,
-                        user_id: r.get(5)?,
-                        anonymous_id: r.get(6)?,
-                        account_id: r.get(7)?,
-                        event: r.get(8)?,
-                        timestamp: format_timestamp(timestamp_ms),
-                        received_ms,
-                        timestamp_ms,
-                        raw: r.get(10)?,
-                    })
-                },
-            )?
-            .collect::<Result<_, _>>()?;
-        let Some(last) = rows.last() else { break };
-        after_id = last.id;
-        let full_page = rows.len() as i64 == SCAN_PAGE_ROWS;
-        for mut event in rows {
-            if event.account_id.is_none() {
-                event.account_id = account_at
-                    .query_row(
-                        params![event.user_id, event.anonymous_id, event.timestamp_ms],
-                        |r| r.get(0),
-                    )
-                    .optional()?;
-            }
-            if event.account_id.is_none() {
-                event.account_id = account_first
-                    .query_row(params![event.user_id, event.anonymous_id], |r| r.get(0))
-                    .optional()?;
-            }
-            let user_ok = filter
-                .user
-                .as_ref()
-                .is_none_or(|u| event.user_id.as_ref() == Some(u));
-            let account_ok = filter
-                .account
-                .as_ref()
-                .is_none_or(|a| event.account_id.as_ref() == Some(a));
-            if user_ok && account_ok {
-                out.push(event);
-                if out.len() == limit {
-                    return Ok(out);
-                }
-            }
-        }
-        if !full_page {
-            break;
-        }
-    }
-    Ok(out)
-}
-
 /// Roles an API token can have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -541,36 +122,6 @@ impl Role {
     }
 }
 
-/// Creates an API token, valid for `valid_for_seconds` (None: until revoked), and returns
-/// its secret, shown once; only its SHA-256 is stored.
-pub fn create_token(
-    conn: &Connection,
-    name: &str,
-    role: Role,
-    valid_for_seconds: Option<i64>,
-) -> Result<String, StoreError> {
-    let secret = new_token_secret();
-    let now = chrono::Utc::now().timestamp_millis();
-    conn.execute(
-        "INSERT INTO api_tokens (name, role, token_sha256, created_ms, expires_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![name, role.as_str(), token_digest(&secret), now, valid_for_seconds.map(|s| now + s * 1000)],
-    )?;
-    Ok(secret)
-}
-
-/// The role of a presented token, if it is known and has not expired. The lookup is by
-/// SHA-256 of the token, so timing reveals nothing about stored secrets.
-pub fn token_role(conn: &Connection, secret: &str) -> Result<Option<Role>, StoreError> {
-    let role: Option<String> = conn
-        .query_row(
-            "SELECT role FROM api_tokens WHERE token_sha256 = ?1 AND (expires_ms IS NULL OR expires_ms > ?2)",
-            params![token_digest(secret), chrono::Utc::now().timestamp_millis()],
-            |r| r.get(0),
-        )
-        .optional()?;
-    Ok(role.as_deref().and_then(Role::parse))
-}
-
 /// An API token as listed; its secret is not kept.
 #[derive(Debug, Clone)]
 pub struct ApiToken {
@@ -582,36 +133,750 @@ pub struct ApiToken {
     pub expires_ms: Option<i64>,
 }
 
-/// Every API token, expired ones included.
-pub fn list_tokens(conn: &Connection) -> Result<Vec<ApiToken>, StoreError> {
-    let mut query =
-        conn.prepare("SELECT id, name, role, created_ms, expires_ms FROM api_tokens ORDER BY id")?;
-    let rows = query.query_map([], |r| {
-        Ok(ApiToken {
-            id: r.get(0)?,
-            name: r.get(1)?,
-            role: r.get(2)?,
-            created_ms: r.get(3)?,
-            expires_ms: r.get(4)?,
-        })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+/// One account's health on one day, as the daily history keeps it.
+#[derive(Debug, Clone, Default)]
+pub struct HistoryRow {
+    pub account_id: String,
+    /// The model in force that day.
+    pub model_id: i64,
+    /// The tier of the day's usage alone; `tier` is the held tier (see `health::hold`).
+    pub raw_tier: Option<String>,
+    /// The first day of the current run of equal raw tiers.
+    pub raw_since: Option<i32>,
+    pub engagement: Option<f64>,
+    pub score: Option<f64>,
+    pub band: Option<String>,
+    pub tier: Option<String>,
+    pub expected_rate: Option<f64>,
+    pub monthly_uses: Option<f64>,
 }
 
-/// Revokes a token at once; false when there was none with that id.
-pub fn delete_token(conn: &Connection, id: i64) -> Result<bool, StoreError> {
-    Ok(conn.execute("DELETE FROM api_tokens WHERE id = ?1", [id])? > 0)
+/// A change of an account's (held) tier.
+#[derive(Debug, Clone)]
+pub struct TierChange {
+    pub account_id: String,
+    pub day: i32,
+    pub from_tier: String,
+    pub to_tier: String,
+    pub model_id: i64,
+    /// `usage` or `model` (see `health::Cause`).
+    pub cause: String,
 }
 
-/// A new API token's secret: `bw_` and 24 random bytes in hex.
-pub(crate) fn new_token_secret() -> String {
-    format!("bw_{}", hex(&rand::random::<[u8; 24]>()))
+/// What health reads and writes beyond the metrics: feature uses over spans of days, the
+/// first day of activity, the stored models and the daily history. The embedded store (a
+/// `Connection`) and ClickHouse implement it; the analysis, scoring, history and backtest
+/// are written once over it.
+pub trait HealthSource: Source {
+    /// The first (local) day with activity in the rollups (`config` says what activity is).
+    fn data_start(&self, config: &MetricsConfig) -> Result<Option<i32>, StoreError>;
+    /// Each span's (account, first day, last day, inclusive) uses of each feature, in the
+    /// order of `spans`.
+    fn feature_uses(
+        &self,
+        spans: &[(String, i32, i32)],
+        config: &MetricsConfig,
+    ) -> Result<Vec<HashMap<String, i64>>, StoreError>;
+    /// The model in force on `day` (see [`model_for`]).
+    fn model_for(&self, day: Option<NaiveDate>) -> Result<Option<Model>, StoreError>;
+    fn model(&self, id: i64) -> Result<Option<Model>, StoreError>;
+    /// Every model as (id, body), newest first.
+    fn model_bodies(&self) -> Result<Vec<(i64, String)>, StoreError>;
+    /// Stores a model as a new version; returns its id.
+    fn store_model(&self, model: &Model) -> Result<i64, StoreError>;
+
+    /// The last day with stored history.
+    fn history_last_day(&self) -> Result<Option<i32>, StoreError>;
+    /// How many accounts have history on `day`, and how many of those rows came from another
+    /// model than `model_id`.
+    fn history_on(&self, day: i32, model_id: i64) -> Result<(i64, i64), StoreError>;
+    /// Each account's stored history row of `day`.
+    fn day_history(&self, day: i32) -> Result<HashMap<String, HistoryRow>, StoreError>;
+    /// (account, tier changed to) of the changes recorded on days after `after` through `through`.
+    fn changes_between(
+        &self,
+        after: i32,
+        through: i32,
+    ) -> Result<HashSet<(String, String)>, StoreError>;
+    /// Stores one day's rows, replacing what that day had, with the changes found on it.
+    fn write_history(
+        &self,
+        day: i32,
+        model_id: i64,
+        rows: &[HistoryRow],
+        changes: &[TierChange],
+    ) -> Result<(), StoreError>;
+    /// One account's stored history over [from, to], oldest first.
+    fn history(
+        &self,
+        account: &str,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<Vec<Value>, StoreError>;
+    /// Tier changes on or after `since` (optionally of one account), oldest first.
+    fn tier_changes(
+        &self,
+        since: NaiveDate,
+        account: Option<&str>,
+    ) -> Result<Vec<Value>, StoreError>;
 }
 
-pub(crate) fn token_digest(secret: &str) -> String {
-    hex(&Sha256::digest(secret.as_bytes()))
+pub(crate) fn model_body(model: &Model) -> Result<String, StoreError> {
+    serde_json::to_string(model).map_err(|e| StoreError::Invalid(e.to_string()))
 }
 
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// The first and last day (day numbers) of the data the examples were read from.
+pub type DaySpan = (i32, i32);
+
+pub(crate) fn parse_model(id: i64, body: String) -> Result<Model, StoreError> {
+    let mut model: Model = serde_json::from_str(&body)
+        .map_err(|e| StoreError::Invalid(format!("health model {id}: {e}")))?;
+    model.id = id;
+    Ok(model)
+}
+
+// ---- what is kept ----
+
+/// A fired alert as listed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertRow {
+    pub id: i64,
+    pub rule: String,
+    pub account_id: String,
+    pub fired_ms: i64,
+    pub reason: String,
+}
+
+impl AlertRow {
+    pub fn to_json(&self) -> Value {
+        json!({"id": self.id, "rule": self.rule, "account_id": self.account_id,
+               "fired_at": crate::ingest::format_timestamp(self.fired_ms), "reason": self.reason})
+    }
+}
+
+/// One outbox message with its delivery state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub idempotency_key: String,
+    pub alert_id: Option<i64>,
+    pub channel: String,
+    /// `slack`, `webhook` or `email`.
+    pub kind: String,
+    pub target: String,
+    pub subject: Option<String>,
+    pub body: String,
+    /// `pending`, `sent` or `dead`.
+    pub status: String,
+    pub attempts: i64,
+    pub next_attempt_ms: i64,
+    pub last_error: Option<String>,
+    pub created_ms: i64,
+    pub sent_ms: Option<i64>,
+}
+
+/// A CSM task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskRow {
+    pub id: i64,
+    pub account_id: String,
+    pub alert_id: Option<i64>,
+    pub csm: Option<String>,
+    pub title: String,
+    /// `open`, `snoozed` or `done`.
+    pub status: String,
+    pub due: Option<String>,
+    pub snoozed_until: Option<String>,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+}
+
+/// Which tasks to list.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TaskFilter<'a> {
+    pub status: Option<&'a str>,
+    pub csm: Option<&'a str>,
+    pub account: Option<&'a str>,
+}
+
+impl TaskFilter<'_> {
+    pub fn holds(&self, task: &TaskRow) -> bool {
+        self.status.is_none_or(|s| task.status == s)
+            && self.csm.is_none_or(|c| task.csm.as_deref() == Some(c))
+            && self.account.is_none_or(|a| task.account_id == a)
+    }
+}
+
+/// Open and snoozed tasks first, by due day (none last), then by id.
+pub fn task_order(a: &TaskRow, b: &TaskRow) -> std::cmp::Ordering {
+    let due = |t: &TaskRow| (t.due.is_none(), t.due.clone());
+    (a.status == "done", due(a), a.id).cmp(&(b.status == "done", due(b), b.id))
+}
+
+/// A survey invitation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SendRow {
+    pub id: i64,
+    /// The occasion and person ([`Trigger::key`]): one invitation each.
+    pub key: String,
+    pub user_id: String,
+    pub account_id: String,
+    pub kind: String,
+    pub trigger: String,
+    /// `email` or `snippet`.
+    pub delivery: String,
+    pub sent_ms: i64,
+    pub answered_ms: Option<i64>,
+    pub response_id: Option<String>,
+}
+
+/// A firing to record, outside its rule's cooldown.
+#[derive(Debug, Clone)]
+pub struct NewAlert {
+    pub rule: String,
+    pub account_id: String,
+    pub account_name: String,
+    pub reason: String,
+    pub measures: Map<String, Value>,
+    /// Held back when the rule fired for the account after this.
+    pub cooldown_from_ms: i64,
+}
+
+/// A message to put in the outbox.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub idempotency_key: String,
+    pub channel: String,
+    pub kind: String,
+    pub target: String,
+    pub subject: Option<String>,
+    pub body: String,
+}
+
+/// A task to open.
+#[derive(Debug, Clone)]
+pub struct NewTask {
+    pub csm: Option<String>,
+    pub title: String,
+    pub due: NaiveDate,
+}
+
+/// What an alert brings with it, made once its id is known (the messages carry it).
+#[derive(Debug, Clone, Default)]
+pub struct FollowUp {
+    pub messages: Vec<NewMessage>,
+    pub tasks: Vec<NewTask>,
+}
+
+/// A survey invitation to record.
+#[derive(Debug, Clone)]
+pub struct NewSend {
+    pub key: String,
+    pub user_id: String,
+    pub account_id: String,
+    pub kind: String,
+    pub trigger: &'static str,
+    /// The address an `email` delivery goes to.
+    pub email: Option<String>,
+}
+
+/// How answering went.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Answered {
+    Stored(String),
+    AlreadyAnswered,
+    NoSuchSurvey,
+}
+
+/// What the actions keep, on either store. Every write is all or none; a decision whose
+/// condition a concurrent writer may have changed (a cooldown, an invitation's key, an
+/// answer) is checked again where it is stored.
+pub trait ActionStore: DashboardSource {
+    /// Whether the numbers are current: on the embedded store, the rollups hold (nearly)
+    /// every stored event.
+    fn settled(&self) -> Result<bool, StoreError>;
+
+    /// Rules made through the API, by name.
+    fn stored_rules(&self) -> Result<Vec<Rule>, StoreError>;
+    fn save_rule(&self, rule: &Rule) -> Result<(), StoreError>;
+    fn delete_rule(&self, name: &str) -> Result<bool, StoreError>;
+
+    /// Records each firing whose rule has not fired for its account since its
+    /// `cooldown_from_ms`, with what `follow_up` makes of its alert id; the ids (None: held
+    /// back by the cooldown), in order.
+    fn record_alerts(
+        &self,
+        now_ms: i64,
+        alerts: &[NewAlert],
+        follow_up: &dyn Fn(&NewAlert, i64) -> FollowUp,
+    ) -> Result<Vec<Option<i64>>, StoreError>;
+    /// Alerts fired since `since_ms` (optionally of one account), newest first.
+    fn alerts(
+        &self,
+        since_ms: i64,
+        account: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AlertRow>, StoreError>;
+
+    /// Outbox messages of a status, newest first.
+    fn outbox(&self, status: &str, limit: usize) -> Result<Vec<OutboxRow>, StoreError>;
+    /// Pending messages due by `now_ms`, soonest first.
+    fn due(&self, now_ms: i64, limit: usize) -> Result<Vec<OutboxRow>, StoreError>;
+    /// Stores a message's new delivery state (status, attempts, next attempt, error, sent).
+    fn mark(&self, row: &OutboxRow) -> Result<(), StoreError>;
+    /// Puts a dead message back in line; false when there is no dead message with that id.
+    fn retry(&self, id: i64, now_ms: i64) -> Result<bool, StoreError>;
+
+    /// Tasks, filtered, in [`task_order`].
+    fn tasks(&self, filter: TaskFilter<'_>, limit: usize) -> Result<Vec<TaskRow>, StoreError>;
+    /// Sets a task's status, snooze day and (when given) due day; false when there is no such task.
+    fn update_task(
+        &self,
+        id: i64,
+        status: &str,
+        snoozed_until: Option<NaiveDate>,
+        due: Option<NaiveDate>,
+        now_ms: i64,
+    ) -> Result<bool, StoreError>;
+    /// Snoozed tasks whose day has come are open again.
+    fn wake_snoozed(&self, today: NaiveDate) -> Result<(), StoreError>;
+
+    fn survey_send(&self, id: i64) -> Result<Option<SendRow>, StoreError>;
+    /// Every invitation sent to any of `users`.
+    fn sends_to(&self, users: &[&str]) -> Result<Vec<SendRow>, StoreError>;
+    /// The email address each of `users` gave in their traits, when they gave one.
+    fn user_emails(&self, users: &[&str]) -> Result<HashMap<String, String>, StoreError>;
+    /// Records the invitations whose key is still new, each with the email `email` makes
+    /// of its id (for an `email` delivery); how many were recorded.
+    fn record_sends(
+        &self,
+        now_ms: i64,
+        sends: &[NewSend],
+        email: &dyn Fn(&NewSend, i64) -> Option<NewMessage>,
+    ) -> Result<usize, StoreError>;
+    /// Records an answer as a survey response `survey-ID`, once per invitation.
+    fn answer(
+        &self,
+        id: i64,
+        score: i64,
+        comment: Option<&str>,
+        now_ms: i64,
+    ) -> Result<Answered, StoreError>;
+    /// The newest unanswered invitation sent to a person since `since_ms`.
+    fn pending_survey(&self, user_id: &str, since_ms: i64) -> Result<Option<i64>, StoreError>;
+}
+
+/// A CSM's note on an account.
+#[derive(Debug, Clone)]
+pub struct Note {
+    pub id: i64,
+    pub account_id: String,
+    pub author: String,
+    pub person: Option<String>,
+    pub text: String,
+    pub created_ms: i64,
+}
+
+/// What listening reads and writes beyond the records and health: CSM notes. The embedded
+/// store (a `Connection`) and ClickHouse implement it; comments, themes and the churn-reason
+/// report are written once over it.
+pub trait ListeningSource: HealthSource {
+    /// Stores a note on an existing account; `None` when there is no such account.
+    fn add_note(
+        &self,
+        account: &str,
+        author: &str,
+        person: Option<&str>,
+        text: &str,
+    ) -> Result<Option<i64>, StoreError>;
+    /// The notes of `account` (every account's with `None`).
+    fn stored_notes(&self, account: Option<&str>) -> Result<Vec<Note>, StoreError>;
+}
+
+/// A raw event as the account page lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecentEvent {
+    pub timestamp_ms: i64,
+    pub kind: String,
+    pub event: Option<String>,
+    pub user_id: Option<String>,
+}
+
+/// What the dashboard reads beside the metrics, health and listening: its users and
+/// sessions, an account's records and latest events, the features known (alerts, tasks,
+/// rules and the outbox: `store::ActionStore`).
+pub trait DashboardSource: ListeningSource + UserStore + RecordStore {
+    /// Every feature any account has used, by name.
+    fn known_features(&self, config: &MetricsConfig) -> Result<Vec<String>, StoreError>;
+    /// The last `limit` events received from the account's people, newest first by time.
+    fn recent_events(&self, account: &str, limit: usize) -> Result<Vec<RecentEvent>, StoreError>;
+    /// An account's records of `kind`, the latest `order_by` first (ties by key), as JSON.
+    fn of_account(
+        &self,
+        kind: &'static Kind,
+        account: &str,
+        order_by: &str,
+        limit: usize,
+    ) -> Result<Vec<Value>, StoreError>;
+}
+
+/// An account as the metrics see it.
+#[derive(Debug, Clone)]
+pub struct AccountInfo {
+    pub account_id: String,
+    pub parent_id: Option<String>,
+    pub segment: String,
+    pub plan: Option<String>,
+    pub tz: chrono_tz::Tz,
+}
+
+/// The account and every account below it.
+pub fn subtree(all: &[AccountInfo], root: &str) -> Vec<String> {
+    let mut children: HashMap<&str, Vec<&str>> = HashMap::new();
+    for a in all {
+        if let Some(parent) = &a.parent_id {
+            children
+                .entry(parent.as_str())
+                .or_default()
+                .push(a.account_id.as_str());
+        }
+    }
+    let mut out = vec![root.to_string()];
+    let mut index = 0;
+    while index < out.len() {
+        if let Some(kids) = children.get(out[index].as_str()) {
+            out.extend(
+                kids.iter()
+                    .map(|k| k.to_string())
+                    .filter(|k| !out.contains(k))
+                    .collect::<Vec<_>>(),
+            );
+        }
+        index += 1;
+    }
+    out
+}
+
+/// Where the metrics read accounts, records and rollups: the embedded store (a
+/// [`Connection`]) or ClickHouse (`store::clickhouse::ClickHouse`). The computations that
+/// need more than one account's numbers (one account ranked in its segment, time series,
+/// outcomes) are written once over it, so both stores answer them alike.
+pub trait Source {
+    /// Every account, by id order (see [`accounts`]).
+    fn accounts(&self) -> Result<Vec<AccountInfo>, StoreError>;
+    /// The data of `infos`, with rollup rows from `from_day - lookback` to `to_day` and
+    /// each account's value window (see [`load`]).
+    fn load(
+        &self,
+        infos: &[&AccountInfo],
+        from_day: i32,
+        to_day: i32,
+        config: &MetricsConfig,
+        currency: &CurrencyConfig,
+    ) -> Result<Vec<AccountData>, StoreError>;
+    /// Every account's subscriptions in the report currency.
+    fn subscriptions(
+        &self,
+        infos: &[AccountInfo],
+        currency: &CurrencyConfig,
+    ) -> Result<HashMap<String, Vec<Subscription>>, StoreError>;
+    /// `columns` of every current record of kind `table`, in no set order.
+    fn record_rows(&self, table: &str, columns: &[&str]) -> Result<Vec<Vec<Cell>>, StoreError>;
+
+    /// Every account's metrics at `as_of` (the export), engagement scores included.
+    fn snapshot(
+        &self,
+        as_of: NaiveDate,
+        config: &MetricsConfig,
+        currency: &CurrencyConfig,
+    ) -> Result<Vec<Row>, StoreError> {
+        self.snapshot_with(as_of, config, currency, &mut |_| {})
+    }
+
+    /// [`Self::snapshot`], handing each account's data to `also` as its row is computed
+    /// (the actions read more of it than the metrics row).
+    fn snapshot_with(
+        &self,
+        as_of: NaiveDate,
+        config: &MetricsConfig,
+        currency: &CurrencyConfig,
+        also: &mut dyn FnMut(&AccountData),
+    ) -> Result<Vec<Row>, StoreError> {
+        let day = day_number(as_of);
+        let infos = self.accounts()?;
+        let all: Vec<&AccountInfo> = infos.iter().collect();
+        let mut rows: Vec<Row> = self
+            .load(&all, day, day, config, currency)?
+            .iter()
+            .map(|data| {
+                also(data);
+                metrics::compute(data, day, config)
+            })
+            .collect();
+        metrics::engagement_scores(&mut rows, config);
+        Ok(rows)
+    }
+
+    /// How many days of the daily health history to compute from one [`Self::snapshots`]:
+    /// their rows are all held at once (about 3 KB per account and day).
+    fn days_per_load(&self) -> usize {
+        1
+    }
+
+    /// [`Self::snapshot`] on each of `days` (ascending): one load covers them all, so a run
+    /// of days costs about one snapshot where reading is what costs (ClickHouse).
+    fn snapshots(
+        &self,
+        days: &[NaiveDate],
+        config: &MetricsConfig,
+        currency: &CurrencyConfig,
+    ) -> Result<Vec<Vec<Row>>, StoreError> {
+        let (Some(first), Some(last)) = (days.first(), days.last()) else {
+            return Ok(Vec::new());
+        };
+        let infos = self.accounts()?;
+        let all: Vec<&AccountInfo> = infos.iter().collect();
+        let data = self.load(
+            &all,
+            day_number(*first),
+            day_number(*last),
+            config,
+            currency,
+        )?;
+        Ok(days
+            .iter()
+            .map(|d| {
+                let mut rows: Vec<Row> = data
+                    .iter()
+                    .map(|a| metrics::compute(a, day_number(*d), config))
+                    .collect();
+                metrics::engagement_scores(&mut rows, config);
+                rows
+            })
+            .collect())
+    }
+}
+
+/// One filter of a list request, already checked against the kind's spec.
+#[derive(Debug, Clone)]
+pub enum ListFilter {
+    Equals(&'static str, Cell),
+    AtLeast(&'static str, Cell),
+    AtMost(&'static str, Cell),
+}
+
+/// A page of records and the cursor of the next page, if there is one.
+pub struct Page {
+    pub records: Vec<Record>,
+    pub next_cursor: Option<Vec<String>>,
+}
+
+impl Page {
+    /// A page of `limit` records from up to `limit + 1` read in key order: a record past
+    /// the limit means there is a next page, after the last one kept.
+    pub(crate) fn of(kind: &Kind, mut records: Vec<Record>, limit: usize) -> Page {
+        let next_cursor = if records.len() > limit {
+            records.truncate(limit);
+            records.last().map(|r| r.key(kind))
+        } else {
+            None
+        };
+        Page {
+            records,
+            next_cursor,
+        }
+    }
+}
+
+/// What a delete did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Deleted {
+    Yes,
+    NotFound,
+    /// Other records still refer to it (named); nothing was deleted.
+    Referenced(String),
+}
+
+/// Where an import's records go: the embedded store's transaction ([`Import::begin`]) or
+/// ClickHouse (`store::clickhouse`). Nothing staged is visible until `commit`; a target
+/// dropped without it stores nothing.
+pub trait ImportTarget {
+    fn account_exists(&mut self, id: &str) -> Result<bool, StoreError>;
+    /// Stores (or stages) one valid record: a new key inserts, a known one updates (its
+    /// traits merged as JSON merge patch).
+    fn upsert(&mut self, kind: &'static Kind, record: &Record) -> Result<(), StoreError>;
+    /// Every account's parent as the import would leave them.
+    fn parents(&mut self) -> Result<HashMap<String, Option<String>>, StoreError>;
+    /// Makes everything visible at once; how many keys were new and how many updated.
+    fn commit(self: Box<Self>) -> Result<(usize, usize), StoreError>;
+}
+
+/// Where records are kept: the embedded store (a `Connection`) or ClickHouse
+/// (`store::clickhouse::ClickHouse`). The API's record routes are written once over it.
+pub trait RecordStore {
+    /// The record with this key.
+    fn get(&self, kind: &'static Kind, key: &[String]) -> Result<Option<Record>, StoreError>;
+    /// A page of records by key order, after the key `after`.
+    fn list(
+        &self,
+        kind: &'static Kind,
+        filters: &[ListFilter],
+        after: Option<&[String]>,
+        limit: usize,
+    ) -> Result<Page, StoreError>;
+    /// Deletes a record nothing refers to.
+    fn delete(&mut self, kind: &'static Kind, key: &[String]) -> Result<Deleted, StoreError>;
+    /// Where one import of `kind` goes (stored whole or not at all).
+    fn import_target(
+        &mut self,
+        kind: &'static Kind,
+    ) -> Result<Box<dyn ImportTarget + '_>, StoreError>;
+}
+
+/// What deleting a person removed.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct UserDeletion {
+    pub user_id: String,
+    pub events: usize,
+    pub trait_versions: usize,
+    pub memberships: usize,
+    pub identity_links: usize,
+    pub survey_responses: usize,
+    /// Tickets and suggestions keep their account but lose the person.
+    pub tickets_unlinked: usize,
+    pub suggestions_unlinked: usize,
+    /// Survey invitations sent to the person (their rows go, with their emails in the
+    /// outbox: the survey policy no longer needs them).
+    pub survey_sends: usize,
+    /// CSM notes keep their account and text but lose the person they were about.
+    pub notes_unlinked: usize,
+}
+
+/// What a dashboard user may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UserRole {
+    /// Everything, including users, tokens and settings.
+    Admin,
+    /// Reads everything, defaults to their own accounts, shares reviews, writes goals.
+    Csm,
+    /// Reads everything, changes nothing.
+    Viewer,
+}
+
+impl UserRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UserRole::Admin => "admin",
+            UserRole::Csm => "csm",
+            UserRole::Viewer => "viewer",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<UserRole> {
+        match text {
+            "admin" => Some(UserRole::Admin),
+            "csm" => Some(UserRole::Csm),
+            "viewer" => Some(UserRole::Viewer),
+            _ => None,
+        }
+    }
+}
+
+/// A signed-in user.
+#[derive(Debug, Clone)]
+pub struct User {
+    pub username: String,
+    pub role: UserRole,
+    /// The `csms` record this user is, for "my accounts".
+    pub csm_id: Option<String>,
+}
+
+/// A session: who, and the token its forms must carry.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub user: User,
+    pub csrf: String,
+}
+
+/// Where dashboard users, their sessions, the server's secrets and review goals are kept:
+/// the embedded store's tables, or ClickHouse's. The rules (names, passwords, hashing,
+/// expiry) are the free functions below, the same on both.
+pub trait UserStore {
+    /// The user called `username` and their password hash.
+    fn user_row(&self, username: &str) -> Result<Option<(User, String)>, StoreError>;
+    /// Whether a `csms` record `csm_id` exists.
+    fn csm_known(&self, csm_id: &str) -> Result<bool, StoreError>;
+    /// Stores a user with a password hash; false when one exists already and `replace` is
+    /// not set. Sessions opened before are ended.
+    fn put_user(&self, user: &User, hash: &str, replace: bool) -> Result<bool, StoreError>;
+    /// Every user, by name.
+    fn users(&self) -> Result<Vec<User>, StoreError>;
+    /// Deletes a user and ends their sessions; false when there was no such user.
+    fn remove_user(&self, username: &str) -> Result<bool, StoreError>;
+    /// Opens a session, known by the SHA-256 of its cookie secret.
+    fn open_session(
+        &self,
+        digest: &str,
+        username: &str,
+        csrf: &str,
+        expires_ms: i64,
+    ) -> Result<(), StoreError>;
+    /// The session of a digest, if it is open at `now_ms` and its user still signs in with
+    /// the password it was opened with.
+    fn session_of(&self, digest: &str, now_ms: i64) -> Result<Option<Session>, StoreError>;
+    fn end_session(&self, digest: &str) -> Result<(), StoreError>;
+    /// The secret called `name`, made of `fresh` on first use (the first one stored wins).
+    fn secret_or(&self, name: &str, fresh: [u8; 32]) -> Result<Vec<u8>, StoreError>;
+    fn review_goals(&self, account: &str, quarter: &str) -> Result<Option<String>, StoreError>;
+    fn set_review_goals(&self, account: &str, quarter: &str, goals: &str)
+        -> Result<(), StoreError>;
+    /// Every API token, by id.
+    fn tokens(&self) -> Result<Vec<ApiToken>, StoreError>;
+    /// Creates an API token and returns its secret (only its SHA-256 is kept).
+    fn add_token(
+        &self,
+        name: &str,
+        role: Role,
+        valid_for_seconds: Option<i64>,
+    ) -> Result<String, StoreError>;
+    /// Revokes a token at once; false when there was none with that id.
+    fn revoke_token(&self, id: i64) -> Result<bool, StoreError>;
+}
+
+/// A stored history day as the API shows it.
+pub(crate) fn history_point(day: i32, row: &HistoryRow, model_id: i64) -> Value {
+    json!({"date": day_date(day).to_string(), "health_score": row.score, "health_band": row.band, "tier": row.tier,
+           "usage_tier": row.raw_tier, "expected_renewal_rate": row.expected_rate, "power_feature_monthly_uses": row.monthly_uses,
+           "model_id": model_id, "engagement_score": row.engagement})
+}
+
+/// A stored tier change as the API shows it.
+pub(crate) fn change_value(id: i64, change: &TierChange) -> Value {
+    json!({"id": id, "account_id": change.account_id, "date": day_date(change.day).to_string(), "from": change.from_tier, "to": change.to_tier,
+           "model_id": change.model_id, "cause": change.cause})
+}
+
+/// An account's name, `Some(None)` when it has none, `None` when there is no such account
+/// (a record, or on the embedded store and ClickHouse alike, an account only group calls named).
+pub fn account_name(
+    source: &dyn Source,
+    account: &str,
+) -> Result<Option<Option<String>>, StoreError> {
+    let rows = source.record_rows("accounts", &["account_id", "name"])?;
+    Ok(rows
+        .iter()
+        .find(|r| r[0].as_text() == Some(account))
+        .map(|r| r[1].as_text().map(str::to_string)))
+}
+
+/// What a pass did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Pruned {
+    /// Raw events deleted.
+    pub events: u64,
+    /// First local day whose rollup rows are still backed by raw events.
+    pub horizon: chrono::NaiveDate,
+    /// Why nothing was deleted, when so.
+    pub skipped: Option<String>,
 }

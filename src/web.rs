@@ -23,7 +23,8 @@ use tokio::net::TcpListener;
 
 use crate::config::{Config, CurrencyConfig, HealthConfig, MetricsConfig};
 use crate::ingest::Ingestor;
-use crate::store::{self, Store, StoreError};
+use crate::store::sqlite::Store;
+use crate::store::{self, StoreError};
 use crate::telemetry::Telemetry;
 use crate::workers;
 
@@ -67,7 +68,11 @@ pub struct AppState {
 
 pub fn router(state: AppState) -> Router {
     let routes = Router::new()
-        .merge(segment::router().layer(cors(&state.cors_origins)))
+        .merge(
+            segment::router()
+                .merge(actions::public_router())
+                .layer(cors(&state.cors_origins)),
+        )
         .merge(api::router())
         .merge(metrics::router())
         .merge(health::router())

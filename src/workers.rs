@@ -9,12 +9,15 @@ use std::time::Duration;
 
 use chrono::NaiveDate;
 
+use crate::actions::run as actions_run;
 use crate::actions::ActionsConfig;
 use crate::config::{Config, StoreLocation};
+use crate::health::history::{self, OwnedSettings, PassState};
+use crate::health::model::Settings;
 use crate::ingest::queue::JobReceiver as Receiver;
-use crate::store::actions::{self as store_actions, ActionStore};
-use crate::store::health::{self, OwnedSettings, PassState, Settings};
-use crate::store::{self, Store, StoreError};
+use crate::store::sqlite::Store;
+use crate::store::ActionStore;
+use crate::store::{self, Pruned, StoreError};
 use crate::telemetry::Telemetry;
 
 /// Wake-ups and holds between the request handlers, the health thread and the evaluator.
@@ -101,16 +104,12 @@ pub fn start(
                     settings(config),
                     move |settings, today, state| {
                         let _entered = entered.enter();
-                        health::run_once(&on, settings, today, state).map(Some)
+                        history::run_once(&on, settings, today, state).map(Some)
                     },
                 )?;
                 if config.retention.raw_events_days > 0 {
                     let days = config.retention.raw_events_days;
-                    store::retention::spawn_on_clickhouse(
-                        clickhouse.clone(),
-                        runtime.clone(),
-                        days,
-                    )?;
+                    spawn_retention_on_clickhouse(clickhouse.clone(), runtime.clone(), days)?;
                 }
                 let (evaluator, outbox) = (clickhouse.clone(), clickhouse.clone());
                 let actions = (config.actions.clone(), base_url);
@@ -133,11 +132,12 @@ pub fn start(
         StoreLocation::Embedded => {
             let store = Store::open(&config.data_dir)?;
             let days = config.ingest.dedup_window_days;
-            let writer = store::writer::spawn(store.path(), days, receiver, telemetry.clone())?;
+            let writer =
+                store::sqlite::writer::spawn(store.path(), days, receiver, telemetry.clone())?;
             // Runs for the life of the process; a step interrupted by exit rolls back.
-            store::rollup::spawn(&store, &config.metrics, telemetry.clone())?;
+            store::sqlite::rollup::spawn(&store, &config.metrics, telemetry.clone())?;
             if config.retention.raw_events_days > 0 {
-                store::retention::spawn(&store, config.retention.raw_events_days)?;
+                spawn_retention(&store, config.retention.raw_events_days)?;
             }
             if config.health.background != Some(false) {
                 let conn = store.connect()?;
@@ -145,10 +145,10 @@ pub fn start(
                     signals.clone(),
                     settings(config),
                     move |settings, today, state| {
-                        if !store::rollup::settled(&conn)? {
+                        if !store::sqlite::rollup::settled(&conn)? {
                             return Ok(None);
                         }
-                        health::run_once(&conn, settings, today, state).map(Some)
+                        history::run_once(&conn, settings, today, state).map(Some)
                     },
                 )?;
             }
@@ -235,7 +235,7 @@ fn spawn_actions<S: ActionStore + Send + 'static>(
                 let ran = if signals.paused() {
                     Ok(None)
                 } else {
-                    store_actions::run_once(&evaluator, today, owned.borrowed(), &config, &base_url)
+                    actions_run::run_once(&evaluator, today, owned.borrowed(), &config, &base_url)
                 };
                 match ran {
                     Ok(Some((alerts, surveys))) if alerts + surveys > 0 => {
@@ -261,7 +261,7 @@ fn spawn_actions<S: ActionStore + Send + 'static>(
         .spawn(move || {
             let _entered = runtime.as_ref().map(|r| r.enter());
             loop {
-                match store_actions::deliver_due(&outbox, &config, password.as_deref()) {
+                match actions_run::deliver_due(&outbox, &config, password.as_deref()) {
                     Ok(n) if n > 0 => continue,
                     Ok(_) => {}
                     Err(error) => tracing::error!(%error, "outbox delivery failed"),
@@ -280,6 +280,54 @@ fn settings(config: &Config) -> OwnedSettings {
         health: config.health.clone(),
         currency: config.currency.clone(),
     }
+}
+
+/// Starts the retention thread: a pass at start and then every 6 hours while serving
+/// (`store::sqlite::retention` says what a pass drops).
+fn spawn_retention(store: &Store, days: u32) -> Result<std::thread::JoinHandle<()>, StoreError> {
+    let mut conn = store.connect()?;
+    spawn_passes(days, move |now_ms| {
+        store::sqlite::retention::prune(&mut conn, days, now_ms, &mut |_, _| {})
+    })
+}
+
+/// The same thread on the ClickHouse node that keeps the health history.
+fn spawn_retention_on_clickhouse(
+    clickhouse: store::clickhouse::ClickHouse,
+    runtime: tokio::runtime::Handle,
+    days: u32,
+) -> Result<std::thread::JoinHandle<()>, StoreError> {
+    spawn_passes(days, move |now_ms| {
+        runtime.block_on(clickhouse.prune(days, now_ms))
+    })
+}
+
+fn spawn_passes(
+    days: u32,
+    mut pass: impl FnMut(i64) -> Result<Pruned, StoreError> + Send + 'static,
+) -> Result<std::thread::JoinHandle<()>, StoreError> {
+    const EVERY: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
+    const RETRY: std::time::Duration = std::time::Duration::from_secs(600);
+    std::thread::Builder::new()
+        .name("retention".into())
+        .spawn(move || loop {
+            let wait = match pass(chrono::Utc::now().timestamp_millis()) {
+                Ok(Pruned { skipped: Some(reason), .. }) => {
+                    tracing::info!(%reason, "retention pass skipped; trying again in 10 minutes");
+                    RETRY
+                }
+                Ok(pruned) => {
+                    tracing::info!(events = pruned.events, horizon = %pruned.horizon, raw_events_days = days, "retention pass dropped old raw events");
+                    EVERY
+                }
+                Err(error) => {
+                    tracing::error!(%error, "retention pass failed; trying again in 10 minutes");
+                    RETRY
+                }
+            };
+            std::thread::sleep(wait);
+        })
+        .map_err(|e| StoreError::Thread(e.to_string()))
 }
 
 #[cfg(test)]

@@ -1,9 +1,9 @@
 //! Customer-record imports (CSV and NDJSON) of every kind into an empty in-memory database:
 //! any file is imported whole or refused with a row-numbered report, never a panic.
 #![no_main]
+use bellwether::import::Checks;
 use bellwether::import::{import, Format};
 use bellwether::records::KINDS;
-use bellwether::store::records::Checks;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -17,7 +17,7 @@ fuzz_target!(|data: &[u8]| {
         Format::Ndjson
     };
     let mut conn = rusqlite::Connection::open_in_memory().unwrap();
-    bellwether::store::schema::migrate(&mut conn)
+    bellwether::store::sqlite::schema::migrate(&mut conn)
         .unwrap()
         .unwrap();
     let currency = |code: &str| {

@@ -4,7 +4,7 @@
 //! What runs on it so far: the Segment tracking API (each node's writer inserts its group of
 //! requests as one block and answers only once ClickHouse accepted it), `/healthz`,
 //! `/readyz`, `/metrics`, `bellwether events`, `bellwether import` ([`RecordImport`]), the
-//! records API, the metrics (`ClickHouse` is a `store::metrics::Source`), health and its
+//! records API, the metrics (`ClickHouse` is a `store::Source`), health and its
 //! daily history, listening, users, tokens and the dashboard ([`dashboard`]), and the
 //! actions: alert rules, alerts, tasks, the outbox and surveys ([`actions`]).
 //!
@@ -26,9 +26,6 @@ use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::health::{HistoryRow, TierChange};
-use super::metrics::AccountInfo;
-use super::records::{Deleted, ImportTarget, ListFilter, Page, RecordStore, UserDeletion};
 use super::{EventFilter, Role, StoreError, StoredEvent};
 use crate::config::{ClickHouseLocation, CurrencyConfig, MetricsConfig};
 use crate::ingest::queue::JobReceiver;
@@ -37,6 +34,9 @@ use crate::limits;
 use crate::metrics::activity::{self, Classifier};
 use crate::metrics::{self, FeatureDay, UserDay};
 use crate::records::{self, Cell, ColumnType, Kind, Record};
+use crate::store::AccountInfo;
+use crate::store::{Deleted, ImportTarget, ListFilter, Page, RecordStore, UserDeletion};
+use crate::store::{HistoryRow, TierChange};
 use crate::telemetry::Telemetry;
 
 mod actions;
@@ -345,7 +345,7 @@ impl ClickHouse {
         execute(&self.client, "SELECT 1", "ClickHouse ping").await
     }
 
-    /// Creates an API token (as `store::create_token` does on the embedded store) and returns
+    /// Creates an API token (as `store::sqlite::create_token` does on the embedded store) and returns
     /// its secret; only its SHA-256 is stored.
     pub async fn create_token(
         &self,
@@ -353,7 +353,7 @@ impl ClickHouse {
         role: Role,
         valid_for_seconds: Option<i64>,
     ) -> Result<String, StoreError> {
-        let secret = super::new_token_secret();
+        let secret = crate::store::sqlite::new_token_secret();
         let now = chrono::Utc::now().timestamp_millis();
         // Ids stay below 2^53 so that JSON readers keep them exact.
         let id = (rand::random::<u64>() >> 11) as i64;
@@ -363,7 +363,7 @@ impl ClickHouse {
             .bind(id)
             .bind(name)
             .bind(role.as_str())
-            .bind(super::token_digest(&secret))
+            .bind(crate::store::sqlite::token_digest(&secret))
             .bind(now)
             .bind(valid_for_seconds.map_or(0, |s| now + s * 1000))
             .bind(now as u64);
@@ -385,7 +385,7 @@ impl ClickHouse {
                 "SELECT argMax(role, version) AS role, argMax(expires_ms, version) AS expires_ms, argMax(deleted, version) AS deleted
                  FROM api_tokens WHERE token_sha256 = ? GROUP BY id",
             )
-            .bind(super::token_digest(secret));
+            .bind(crate::store::sqlite::token_digest(secret));
         let rows: Vec<Current> = fetch_all(query, "token lookup").await?;
         let now = chrono::Utc::now().timestamp_millis();
         Ok(rows
@@ -801,7 +801,7 @@ impl ClickHouse {
     }
 
     /// A page of current records by key order, after the key `after` (as
-    /// `store::records::list` on the embedded store).
+    /// `store::sqlite::records::list` on the embedded store).
     async fn list_records(
         &self,
         kind: &'static Kind,
@@ -1002,7 +1002,7 @@ impl ClickHouse {
 const ERASURE_TIMEOUT: Duration = Duration::from_secs(600);
 
 impl ClickHouse {
-    /// GDPR erasure, as `store::records::delete_user` on the embedded store: the person's
+    /// GDPR erasure, as `store::sqlite::records::delete_user` on the embedded store: the person's
     /// events (by userId, and by every id linked to it: anonymous ids and older userIds
     /// aliased to it) with their traits, memberships and identity links, their `activity`
     /// rollups, survey answers (every version); tickets, suggestions and notes keep their
@@ -1155,17 +1155,14 @@ impl ClickHouse {
     /// still finds its first copy). The metrics keep them: they read the `activity` rollups,
     /// which ClickHouse filled as the events arrived, and the identify, group and alias calls,
     /// which stay. One mutation; returns once ClickHouse has finished it.
-    pub async fn prune(
-        &self,
-        days: u32,
-        now_ms: i64,
-    ) -> Result<super::retention::Pruned, StoreError> {
+    pub async fn prune(&self, days: u32, now_ms: i64) -> Result<crate::store::Pruned, StoreError> {
         #[derive(clickhouse::Row, Deserialize)]
         struct Count {
             n: u64,
         }
-        let horizon = super::retention::wanted_horizon(days, now_ms);
-        let (timed_before, received_before) = super::retention::cutoffs(horizon, days, now_ms);
+        let horizon = crate::store::sqlite::retention::wanted_horizon(days, now_ms);
+        let (timed_before, received_before) =
+            crate::store::sqlite::retention::cutoffs(horizon, days, now_ms);
         let condition =
             "type IN ('track', 'page', 'screen') AND timestamp_ms < ? AND received_ms < ?";
         let count = self
@@ -1190,7 +1187,7 @@ impl ClickHouse {
             .await?;
             self.mutations_done("retention").await?;
         }
-        Ok(super::retention::Pruned {
+        Ok(crate::store::Pruned {
             events,
             horizon: activity::day_date(horizon as i32),
             skipped: None,
@@ -1443,7 +1440,7 @@ struct ActivityRow {
 }
 
 /// Per-user-day rollups of every account, cut as the embedded store's rollup worker cuts
-/// them (see `store::rollup`): each activity row counts for the person its ids resolve to
+/// them (see `store::sqlite::rollup`): each activity row counts for the person its ids resolve to
 /// and for its event's account (`context.groupId`, else the account the person was grouped
 /// into at the time; none: not counted), on the local day of that account's timezone.
 #[derive(Default)]
@@ -1530,10 +1527,10 @@ impl ClickHouse {
         infos: &[&AccountInfo],
         currency: &CurrencyConfig,
         tables: Option<&[&str]>,
-    ) -> Result<super::metrics::Records, StoreError> {
+    ) -> Result<crate::store::load::Records, StoreError> {
         let wanted: HashSet<&str> = infos.iter().map(|i| i.account_id.as_str()).collect();
         let mut rows: HashMap<&str, Vec<Vec<Cell>>> = HashMap::new();
-        for (table, columns) in super::metrics::RECORD_COLUMNS
+        for (table, columns) in crate::store::load::RECORD_COLUMNS
             .iter()
             .filter(|(t, _)| tables.is_none_or(|tables| tables.contains(t)))
         {
@@ -1546,14 +1543,14 @@ impl ClickHouse {
                     .collect(),
             );
         }
-        super::metrics::build_records(
+        crate::store::load::build_records(
             &mut |table, _| Ok(rows.remove(table).unwrap_or_default()),
             infos.iter().copied(),
             currency,
         )
     }
 
-    /// The data of `infos` as `store::metrics::load` reads it on the embedded store: records
+    /// The data of `infos` as `store::sqlite::metrics::load` reads it on the embedded store: records
     /// and the `activity` rollups read from ClickHouse (events already aggregated there),
     /// cut into per-user local days here, from `from_day - lookback` to `to_day` plus each
     /// account's value window.
@@ -1770,7 +1767,8 @@ impl ClickHouse {
 
         let scope = people_of(infos, groups, &links);
         let mut classifier = Classifier::new(config);
-        let mut cut: BTreeMap<(String, i32, String), super::rollup::DayAgg> = BTreeMap::new();
+        let mut cut: BTreeMap<(String, i32, String), crate::store::sqlite::rollup::DayAgg> =
+            BTreeMap::new();
         let mut first_use: HashMap<String, HashMap<String, i32>> = HashMap::new();
         let mut last_day: HashMap<String, i32> = HashMap::new();
         let mut kept: Option<HashMap<String, Vec<(i32, i32)>>> = match &windows {
@@ -2075,7 +2073,7 @@ fn people_of(
 
 /// The metrics' reads, from synchronous code (a blocking thread of the server, or the CLI
 /// inside a runtime): each waits for its queries.
-impl super::metrics::Source for ClickHouse {
+impl crate::store::Source for ClickHouse {
     fn accounts(&self) -> Result<Vec<AccountInfo>, StoreError> {
         block_on(ClickHouse::accounts(self))?
     }
@@ -2186,7 +2184,7 @@ impl ClickHouse {
 const IN_FORCE: &str = "visitParamExtractString(body, 'status') != 'rejected'";
 
 /// Health on ClickHouse, from a blocking thread.
-impl super::health::HealthSource for ClickHouse {
+impl crate::store::HealthSource for ClickHouse {
     fn data_start(&self, config: &MetricsConfig) -> Result<Option<i32>, StoreError> {
         let infos = block_on(ClickHouse::accounts(self))??;
         let all: Vec<&AccountInfo> = infos.iter().collect();
@@ -2211,7 +2209,7 @@ impl super::health::HealthSource for ClickHouse {
     fn model_for(
         &self,
         day: Option<NaiveDate>,
-    ) -> Result<Option<super::health::Model>, StoreError> {
+    ) -> Result<Option<crate::health::model::Model>, StoreError> {
         let row = block_on(async {
             match day {
                 Some(day) => match self
@@ -2228,13 +2226,13 @@ impl super::health::HealthSource for ClickHouse {
                 None => self.model_row(IN_FORCE, "id DESC", None).await,
             }
         })??;
-        row.map(|(id, body)| super::health::parse_model(id, body))
+        row.map(|(id, body)| crate::store::parse_model(id, body))
             .transpose()
     }
 
-    fn model(&self, id: i64) -> Result<Option<super::health::Model>, StoreError> {
+    fn model(&self, id: i64) -> Result<Option<crate::health::model::Model>, StoreError> {
         let row = block_on(self.model_row("id = toInt64(?)", "id", Some(id.to_string())))??;
-        row.map(|(id, body)| super::health::parse_model(id, body))
+        row.map(|(id, body)| crate::store::parse_model(id, body))
             .transpose()
     }
 
@@ -2254,12 +2252,12 @@ impl super::health::HealthSource for ClickHouse {
 
     /// The next id after the highest stored (two nodes training a model in the same moment
     /// could give both one id: models are trained on demand, by one caller).
-    fn store_model(&self, model: &super::health::Model) -> Result<i64, StoreError> {
+    fn store_model(&self, model: &crate::health::model::Model) -> Result<i64, StoreError> {
         #[derive(clickhouse::Row, Deserialize)]
         struct Max {
             id: i64,
         }
-        let body = super::health::model_body(model)?;
+        let body = crate::store::model_body(model)?;
         block_on(async {
             let id = fetch_all::<Max>(
                 self.client.query("SELECT max(id) AS id FROM health_models"),
@@ -2437,7 +2435,7 @@ impl ClickHouse {
             .await?;
         Ok(rows
             .iter()
-            .map(|(day, model_id, row)| super::health::history_point(*day, row, *model_id))
+            .map(|(day, model_id, row)| super::history_point(*day, row, *model_id))
             .collect())
     }
 
@@ -2480,7 +2478,7 @@ impl ClickHouse {
                     model_id: s.model_id,
                     cause: s.cause,
                 };
-                super::health::change_value(s.id, &change)
+                super::change_value(s.id, &change)
             })
             .collect())
     }
@@ -2529,7 +2527,7 @@ impl ClickHouse {
 }
 
 /// CSM notes on ClickHouse, from a blocking thread.
-impl super::listening::ListeningSource for ClickHouse {
+impl crate::store::ListeningSource for ClickHouse {
     fn add_note(
         &self,
         account: &str,
@@ -2537,7 +2535,7 @@ impl super::listening::ListeningSource for ClickHouse {
         person: Option<&str>,
         text: &str,
     ) -> Result<Option<i64>, StoreError> {
-        if super::dashboard::account_name(self, account)?.is_none() {
+        if crate::store::account_name(self, account)?.is_none() {
             return Ok(None);
         }
         let created_ms = chrono::Utc::now().timestamp_millis();
@@ -2555,10 +2553,7 @@ impl super::listening::ListeningSource for ClickHouse {
         Ok(Some(id))
     }
 
-    fn stored_notes(
-        &self,
-        account: Option<&str>,
-    ) -> Result<Vec<super::listening::Note>, StoreError> {
+    fn stored_notes(&self, account: Option<&str>) -> Result<Vec<crate::store::Note>, StoreError> {
         #[derive(clickhouse::Row, Deserialize)]
         struct Stored {
             id: i64,
@@ -2581,7 +2576,7 @@ impl super::listening::ListeningSource for ClickHouse {
         }
         Ok(block_on(fetch_all::<Stored>(query, "notes"))??
             .into_iter()
-            .map(|s| super::listening::Note {
+            .map(|s| crate::store::Note {
                 id: s.id,
                 account_id: s.account_id,
                 author: s.author,

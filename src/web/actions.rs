@@ -15,13 +15,20 @@ use super::api::{ApiError, ApiPath as Path, ApiQuery as Query, Caller};
 use super::metrics::{bad, today, with_source};
 use super::pages::{bare, PageError};
 use super::AppState;
+use crate::actions::run;
 use crate::actions::{self as act, surveys, Rule};
 use crate::share::LinkError;
-use crate::store::actions as sa;
 use crate::store::Role;
+use crate::store::{Answered, TaskFilter};
+
+/// The survey routes customers' browsers call: the tracking API's CORS applies to them.
+pub fn public_router() -> Router<AppState> {
+    Router::new().route("/v1/surveys/pending", get(pending))
+}
 
 pub fn router() -> Router<AppState> {
     Router::new()
+        .route("/s/{token}", get(survey_page).post(survey_answer))
         .route("/api/v1/rules", get(list_rules).post(create_rule))
         .route("/api/v1/rules/{name}", axum::routing::delete(delete_rule))
         .route("/api/v1/alerts", get(list_alerts))
@@ -46,7 +53,7 @@ async fn list_rules(
 ) -> Result<Json<Value>, ApiError> {
     let config = state.actions.clone();
     let (ready, stored) = with_source(&state, move |store, _| {
-        Ok((sa::rules(store, &config)?, store.stored_rules()?))
+        Ok((run::rules(store, &config)?, store.stored_rules()?))
     })
     .await?;
     let rules: Vec<Value> = ready
@@ -147,7 +154,7 @@ async fn list_alerts(
         .and_utc()
         .timestamp_millis();
     let alerts = with_source(&state, move |store, _| {
-        Ok(sa::alerts(
+        Ok(run::alerts(
             store,
             since_ms,
             query.account.as_deref(),
@@ -176,7 +183,7 @@ async fn evaluate(
     let dry_run = query.dry_run.unwrap_or(false);
     let rule = query.rule.clone();
     let fired = with_source(&state, move |store, s| {
-        sa::evaluate(store, today(), s, &config, &base, rule.as_deref(), dry_run).map_err(|e| {
+        run::evaluate(store, today(), s, &config, &base, rule.as_deref(), dry_run).map_err(|e| {
             match e {
                 crate::store::StoreError::Invalid(reason) => bad("rule", reason),
                 other => other.into(),
@@ -213,12 +220,12 @@ async fn list_tasks(
         ));
     }
     let tasks = with_source(&state, move |store, _| {
-        let filter = sa::TaskFilter {
+        let filter = TaskFilter {
             status: query.status.as_deref(),
             csm: query.csm.as_deref(),
             account: query.account.as_deref(),
         };
-        Ok(sa::tasks(store, filter, 1_000)?)
+        Ok(run::tasks(store, filter, 1_000)?)
     })
     .await?;
     Ok(Json(json!({"tasks": tasks})))
@@ -274,10 +281,10 @@ async fn update_task(
     let (snooze, due) =
         check_task_change(&change).map_err(|(f, r)| ApiError::Invalid(vec![(f, r)]))?;
     let found = with_source(&state, move |store, _| {
-        if !sa::update_task(store, id, &change.status, snooze, due)? {
+        if !run::update_task(store, id, &change.status, snooze, due)? {
             return Ok(None);
         }
-        Ok(sa::tasks(store, sa::TaskFilter::default(), 100_000)?
+        Ok(run::tasks(store, TaskFilter::default(), 100_000)?
             .into_iter()
             .find(|t| t["id"] == id))
     })
@@ -307,7 +314,7 @@ async fn list_outbox(
     }
     let shown = status.clone();
     let messages = with_source(&state, move |store, _| {
-        Ok(sa::outbox(store, &shown, 1_000)?)
+        Ok(run::outbox(store, &shown, 1_000)?)
     })
     .await?;
     Ok(Json(json!({"status": status, "messages": messages})))
@@ -320,7 +327,7 @@ async fn retry(
     Path(id): Path<i64>,
 ) -> Result<Json<Value>, ApiError> {
     admin(&caller)?;
-    if !with_source(&state, move |store, _| Ok(sa::retry(store, id)?)).await? {
+    if !with_source(&state, move |store, _| Ok(run::retry(store, id)?)).await? {
         return Err(ApiError::NotFound(format!("no dead message {id}")));
     }
     Ok(Json(json!({"id": id, "status": "pending"})))
@@ -343,9 +350,9 @@ fn survey_refused(status: StatusCode, text: &str) -> Response {
 async fn survey_of(
     state: &AppState,
     token: &str,
-) -> Result<Result<sa::SurveySend, Response>, PageError> {
+) -> Result<Result<run::SurveySend, Response>, PageError> {
     let secret = with_source(state, |store, _| {
-        Ok(crate::store::users::secret(store, sa::SURVEY_SECRET)?)
+        Ok(crate::users::secret(store, run::SURVEY_SECRET)?)
     })
     .await?;
     let id = match crate::share::verify_payload(&secret, token, chrono::Utc::now().timestamp()) {
@@ -366,7 +373,7 @@ async fn survey_of(
             "This survey link is not valid.",
         )));
     };
-    match with_source(state, move |store, _| Ok(sa::survey_send(store, id)?)).await? {
+    match with_source(state, move |store, _| Ok(run::survey_send(store, id)?)).await? {
         Some(send) if send.answered => Ok(Err(survey_refused(
             StatusCode::CONFLICT,
             "This survey was answered already. Thank you!",
@@ -449,19 +456,19 @@ pub async fn survey_answer(
         .filter(|c| !c.is_empty());
     let id = send.id;
     let stored = with_source(&state, move |store, _| {
-        Ok(sa::answer(store, id, score, comment.as_deref())?)
+        Ok(run::answer(store, id, score, comment.as_deref())?)
     })
     .await?;
     match stored {
-        sa::Answered::Stored(_) => {
+        Answered::Stored(_) => {
             state.signals.poke();
             Ok(bare("Thank you", html! { main.narrow id="main" { h1 { "Thank you!" } p role="status" { "Your answer was recorded." } } }).into_response())
         }
-        sa::Answered::AlreadyAnswered => Ok(survey_refused(
+        Answered::AlreadyAnswered => Ok(survey_refused(
             StatusCode::CONFLICT,
             "This survey was answered already. Thank you!",
         )),
-        sa::Answered::NoSuchSurvey => Ok(survey_refused(
+        Answered::NoSuchSurvey => Ok(survey_refused(
             StatusCode::FORBIDDEN,
             "This survey link is not valid.",
         )),
@@ -507,7 +514,7 @@ pub async fn pending(
     let since = chrono::Utc::now().timestamp_millis() - 30 * 86_400_000;
     let found = with_source(&state, move |store, _| {
         Ok(match store.pending_survey(&query.user_id, since)? {
-            Some(id) => Some(sa::survey_link(store, id, days, &base)?),
+            Some(id) => Some(run::survey_link(store, id, days, &base)?),
             None => None,
         })
     })

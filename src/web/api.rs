@@ -44,7 +44,7 @@ pub enum ApiError {
     #[error("{0}")]
     Timeout(String),
     #[error("import stored nothing: {} error(s)", .0.error_count)]
-    ImportFailed(Box<crate::store::records::ImportReport>),
+    ImportFailed(Box<crate::import::ImportReport>),
     #[error("internal error")]
     Internal(String),
 }
@@ -155,8 +155,8 @@ impl FromRequestParts<AppState> for Caller {
         let role = match &state.clickhouse {
             Some(clickhouse) => clickhouse.token_role(&token).await?,
             None => {
-                super::records::with_conn(&state.store, move |conn| {
-                    Ok(store::token_role(conn, &token)?)
+                with_conn(&state.store, move |conn| {
+                    Ok(store::sqlite::token_role(conn, &token)?)
                 })
                 .await?
             }
@@ -219,8 +219,8 @@ async fn list_events(
     let events = match &state.clickhouse {
         Some(clickhouse) => clickhouse.list_events(&filter).await?,
         None => {
-            super::records::with_conn(&state.store, move |conn| {
-                Ok(store::list_events(conn, &filter)?)
+            with_conn(&state.store, move |conn| {
+                Ok(store::sqlite::list_events(conn, &filter)?)
             })
             .await?
         }
@@ -234,4 +234,15 @@ async fn list_events(
         return Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response());
     }
     Ok(Json(json!({"events": events})).into_response())
+}
+
+/// Runs database work off the async threads with a fresh connection.
+pub async fn with_conn<T: Send + 'static>(
+    store: &crate::store::sqlite::Store,
+    work: impl FnOnce(&mut rusqlite::Connection) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || work(&mut store.connect()?))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
 }

@@ -10,7 +10,8 @@ use serde_json::{json, Value};
 use super::api::{ApiError, ApiPath as Path, ApiQuery as Query, Caller};
 use super::metrics::{bad, date_param, today, with_source};
 use super::AppState;
-use crate::store::health as sh;
+use crate::health::backtest;
+use crate::health::history;
 use crate::store::Role;
 
 /// Longest backtest horizon and history range per request.
@@ -55,8 +56,8 @@ async fn indicators(
     let segment = query.segment.clone();
     let model = with_source(&state, move |source, settings| {
         Ok(match as_of {
-            Some(day) => Some(sh::analyse(source, day, "indicators", settings)?),
-            None => sh::model_for(source, None)?,
+            Some(day) => Some(history::analyse(source, day, "indicators", settings)?),
+            None => history::model_for(source, None)?,
         })
     })
     .await?
@@ -80,12 +81,12 @@ async fn indicators(
         .map(|(s, m)| (s.clone(), json!(m.note)))
         .collect();
     Ok(Json(
-        json!({"model_id": model.id, "as_of": model.as_of, "notes": notes, "indicators": sh::indicator_rows(&model, segment.as_deref())}),
+        json!({"model_id": model.id, "as_of": model.as_of, "notes": notes, "indicators": history::indicator_rows(&model, segment.as_deref())}),
     ))
 }
 
 async fn models(_caller: Caller, State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let models = with_source(&state, |source, _| Ok(sh::models(source)?)).await?;
+    let models = with_source(&state, |source, _| Ok(history::models(source)?)).await?;
     Ok(Json(json!({"models": models})))
 }
 
@@ -94,7 +95,7 @@ async fn model(
     State(state): State<AppState>,
     Path(id): Path<i64>,
 ) -> Result<Json<Value>, ApiError> {
-    let model = with_source(&state, move |source, _| Ok(sh::model(source, id)?)).await?;
+    let model = with_source(&state, move |source, _| Ok(history::model(source, id)?)).await?;
     let model = model.ok_or_else(|| ApiError::NotFound(format!("no model {id}")))?;
     Ok(Json(
         serde_json::to_value(model).map_err(|e| ApiError::Internal(e.to_string()))?,
@@ -110,7 +111,13 @@ async fn recalibrate(
         return Err(ApiError::Forbidden);
     }
     let model = with_source(&state, |source, settings| {
-        Ok(sh::recalibrate(source, today(), "manual", false, settings)?)
+        Ok(history::recalibrate(
+            source,
+            today(),
+            "manual",
+            false,
+            settings,
+        )?)
     })
     .await?;
     Ok(Json(
@@ -131,7 +138,7 @@ async fn all_health(
 ) -> Result<Json<Value>, ApiError> {
     let as_of = date_param("as_of", query.as_of.as_deref(), today())?;
     let (model, rows) = with_source(&state, move |source, settings| {
-        Ok(sh::snapshot(source, as_of, settings)?)
+        Ok(history::snapshot(source, as_of, settings)?)
     })
     .await?
     .ok_or_else(no_model)?;
@@ -152,11 +159,11 @@ async fn account_health(
     let peers = super::metrics::cached_snapshot(&state, as_of).await?;
     let account = id.clone();
     let result = with_source(&state, move |source, settings| {
-        let Some(model) = sh::model_for(source, Some(as_of))? else { return Ok(Err(no_model())) };
-        let Some(row) = crate::store::metrics::account(source, &account, as_of, false, &peers, settings.metrics, settings.currency)? else {
+        let Some(model) = history::model_for(source, Some(as_of))? else { return Ok(Err(no_model())) };
+        let Some(row) = crate::metrics::read::account(source, &account, as_of, false, &peers, settings.metrics, settings.currency)? else {
             return Ok(Err(ApiError::NotFound(format!("no account {account}"))));
         };
-        let health = sh::assess_held(source, &row, &model, crate::metrics::activity::day_number(as_of), settings)?;
+        let health = history::assess_held(source, &row, &model, crate::metrics::activity::day_number(as_of), settings)?;
         let summary = json!({"id": model.id, "as_of": model.as_of, "created_at": model.created_at, "reason": model.reason, "status": model.status});
         Ok(Ok((health, summary)))
     })
@@ -232,7 +239,7 @@ struct BacktestQuery {
     horizon_days: Option<i64>,
 }
 
-/// `GET /api/v1/backtest?as_of=&horizon_days=`: see `store::health::backtest`.
+/// `GET /api/v1/backtest?as_of=&horizon_days=`: see `health::backtest::backtest`.
 async fn backtest(
     _caller: Caller,
     State(state): State<AppState>,
@@ -251,7 +258,7 @@ async fn backtest(
         ));
     }
     let report = with_source(&state, move |source, settings| {
-        Ok(sh::backtest(source, as_of, horizon, settings)?)
+        Ok(backtest::backtest(source, as_of, horizon, settings)?)
     })
     .await?;
     Ok(Json(report))

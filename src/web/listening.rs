@@ -15,8 +15,9 @@ use serde_json::{json, Value};
 use super::api::{ApiError, ApiPath as Path, ApiQuery as Query, Caller};
 use super::metrics::{bad, cached_snapshot, date_param, today, with_source};
 use super::AppState;
-use crate::store::listening::{self as sl, Among};
-use crate::store::{dashboard, Role};
+use crate::accounts;
+use crate::listening::report::{self as sl, Among};
+use crate::store::Role;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -191,7 +192,7 @@ pub async fn theme_rows(state: &AppState, among: &[&str]) -> Result<Vec<Vec<Valu
     let rules = state.listening.themes.clone();
     let among: Vec<String> = among.iter().map(|a| a.to_string()).collect();
     with_source(state, move |source, s| {
-        let facts = dashboard::facts(
+        let facts = accounts::facts(
             source,
             as_of,
             snapshot.as_deref().map_or(&[], |rows| rows.as_slice()),

@@ -11,12 +11,12 @@ use chrono::NaiveDate;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::api::with_conn;
 use super::api::{ApiError, ApiPath as Path, ApiQuery as Query, Caller};
-use super::records::with_conn;
 use super::AppState;
+use crate::health::model::Settings;
+use crate::metrics::read as sm;
 use crate::metrics::{self as m, outcomes::Interval, Row};
-use crate::store::health::Settings;
-use crate::store::metrics as sm;
 
 /// Longest time series one request may ask for.
 pub const TIMESERIES_DAYS_MAX: i64 = 1_000;
@@ -64,9 +64,7 @@ pub(super) fn date_param(
 /// store's connection, or ClickHouse) and the server's settings.
 pub(super) async fn with_source<T: Send + 'static>(
     state: &AppState,
-    work: impl FnOnce(&dyn crate::store::actions::ActionStore, Settings) -> Result<T, ApiError>
-        + Send
-        + 'static,
+    work: impl FnOnce(&dyn crate::store::ActionStore, Settings) -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     let (metrics, health, currency) = (
         state.metrics.clone(),

@@ -21,8 +21,8 @@ use maud::{html, Markup, PreEscaped, DOCTYPE};
 
 use super::api::ApiError;
 use super::AppState;
-use crate::store::users::{User, UserRole};
 use crate::store::StoreError;
+use crate::store::{User, UserRole};
 
 pub use auth::SignedIn;
 
@@ -37,10 +37,6 @@ pub fn router() -> Router<AppState> {
         .route("/accounts/{id}/review/share", post(review::share))
         .route("/accounts/{id}/review/goals", post(review::goals))
         .route("/r/{token}", get(review::shared))
-        .route(
-            "/s/{token}",
-            get(super::actions::survey_page).post(super::actions::survey_answer),
-        )
         .route("/segments", get(analysis::segments))
         .route("/indicators", get(analysis::indicators))
         .route("/outcomes", get(analysis::outcomes))

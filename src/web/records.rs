@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 
+use super::api::with_conn;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
@@ -11,18 +12,17 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use base64::Engine;
-use rusqlite::Connection;
 use serde_json::{json, Map, Value};
 
 use super::api::{ApiError, ApiPath as Path, ApiQuery as Query, Caller};
 use super::AppState;
 use crate::import::{self, Format};
+use crate::import::{Checks, Import, ImportReport};
 use crate::limits;
 use crate::records::{self, FieldError, Filter, Kind, Record};
-use crate::store::records::{
-    self as store_records, Checks, Deleted, Import, ImportReport, ListFilter, RecordStore,
-};
-use crate::store::{Role, Store};
+use crate::store::sqlite::records as store_records;
+use crate::store::Role;
+use crate::store::{Deleted, ListFilter, RecordStore};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -61,17 +61,6 @@ fn require_admin(caller: &Caller) -> Result<(), ApiError> {
     } else {
         Err(ApiError::Forbidden)
     }
-}
-
-/// Runs database work off the async threads with a fresh connection.
-pub async fn with_conn<T: Send + 'static>(
-    store: &Store,
-    work: impl FnOnce(&mut Connection) -> Result<T, ApiError> + Send + 'static,
-) -> Result<T, ApiError> {
-    let store = store.clone();
-    tokio::task::spawn_blocking(move || work(&mut store.connect()?))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
 }
 
 /// Runs record work off the async threads on the store that keeps the records (the

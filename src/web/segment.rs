@@ -42,10 +42,6 @@ pub fn router() -> Router<AppState> {
         .route("/v1/alias", single(Kind::Alias))
         .route("/v1/batch", post(batch))
         .route("/v1/import", post(batch))
-        .route(
-            "/v1/surveys/pending",
-            axum::routing::get(super::actions::pending),
-        )
 }
 
 /// What every tracking call does first: authenticate by the Basic header if there is one

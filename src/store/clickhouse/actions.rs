@@ -23,12 +23,12 @@ use serde_json::Value;
 use super::{block_on, fetch_all, now_version, ClickHouse, RecordImport};
 use crate::actions::Rule;
 use crate::records;
-use crate::store::actions::{
+use crate::store::ImportTarget;
+use crate::store::StoreError;
+use crate::store::{
     ActionStore, AlertRow, Answered, FollowUp, NewAlert, NewMessage, NewSend, OutboxRow, SendRow,
     TaskFilter, TaskRow,
 };
-use crate::store::records::ImportTarget;
-use crate::store::StoreError;
 
 /// The version of a row as first written.
 const CREATED: u64 = 1;
@@ -540,7 +540,7 @@ impl ActionStore for ClickHouse {
             .into_iter()
             .filter(|t| filter.holds(t))
             .collect();
-        tasks.sort_by(crate::store::actions::task_order);
+        tasks.sort_by(crate::store::task_order);
         tasks.truncate(limit);
         Ok(tasks)
     }

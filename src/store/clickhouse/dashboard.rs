@@ -14,10 +14,10 @@ use super::{block_on, current_records, fetch_all, now_version, run, ClickHouse};
 use crate::config::MetricsConfig;
 use crate::metrics::activity::Classifier;
 use crate::records::{self, Kind};
-use crate::store::dashboard::{DashboardSource, RecentEvent};
-use crate::store::records::RecordStore;
-use crate::store::users::{Session, User, UserRole, UserStore};
+use crate::store::RecordStore;
 use crate::store::{ApiToken, EventFilter, Role, StoreError};
+use crate::store::{DashboardSource, RecentEvent};
+use crate::store::{Session, User, UserRole, UserStore};
 
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -261,7 +261,7 @@ impl UserStore for ClickHouse {
                 .client
                 .query("INSERT INTO secrets (name, value, version) VALUES (?, ?, ?)")
                 .bind(name)
-                .bind(crate::store::hex(&fresh))
+                .bind(crate::store::sqlite::hex(&fresh))
                 .bind(u64::MAX - now_version());
             run(query, "store a secret").await?;
             self.stored_secret(name).await?.ok_or_else(|| {

@@ -12,9 +12,11 @@ use super::{
     as_of, date, layout, money, number, percent, tier_badge, timestamp, value_text, PageError,
     PageResult, SignedIn,
 };
+use crate::accounts::{self, Facts};
+use crate::health::history;
+use crate::health::model;
+use crate::metrics::read;
 use crate::records::kind;
-use crate::store::dashboard::{self, Facts};
-use crate::store::{health as sh, metrics as sm};
 use crate::web::metrics::{cached_snapshot, with_source};
 use crate::web::AppState;
 
@@ -36,7 +38,7 @@ struct View {
     parent: Option<Facts>,
     children: Vec<Facts>,
     row: Map<String, Value>,
-    health: Option<(sh::Model, Map<String, Value>)>,
+    health: Option<(model::Model, Map<String, Value>)>,
     weekly: Vec<(NaiveDate, Map<String, Value>)>,
     history: Vec<Value>,
     /// `[health] tier_hold_days`, to say when a usage tier will show.
@@ -48,7 +50,7 @@ struct View {
     alerts: Vec<Value>,
     tasks: Vec<Value>,
     notes: Vec<Value>,
-    events: Vec<dashboard::RecentEvent>,
+    events: Vec<crate::store::RecentEvent>,
 }
 
 // Over 100 lines: Reads every part of the account page; issue 30 rebuilds this page.
@@ -63,14 +65,14 @@ pub async fn page(
     let peers = cached_snapshot(&state, as_of).await?;
     let account = id.clone();
     let view = with_source(&state, move |source, s| {
-        let Some(row) = sm::account(
+        let Some(row) = read::account(
             source, &account, as_of, false, &peers, s.metrics, s.currency,
         )?
         else {
             return Ok(None);
         };
         // The account's own health is assessed below; the family's is not shown.
-        let all = dashboard::facts(source, as_of, &[], s)?;
+        let all = accounts::facts(source, as_of, &[], s)?;
         let facts = all
             .iter()
             .find(|f| f.account_id == account)
@@ -86,10 +88,10 @@ pub async fn page(
             .filter(|f| f.parent_id.as_deref() == Some(account.as_str()))
             .cloned()
             .collect();
-        let health = match sh::model_for(source, Some(as_of))? {
+        let health = match history::model_for(source, Some(as_of))? {
             Some(model) => {
                 // The held tier, as the history and the portfolio show it.
-                let assessed = sh::assess_held(
+                let assessed = history::assess_held(
                     source,
                     &row,
                     &model,
@@ -104,10 +106,11 @@ pub async fn page(
             .rev()
             .map(|w| as_of - Duration::weeks(w))
             .collect();
-        let rows = sm::rows_on(source, &account, &days, s.metrics, s.currency)?.unwrap_or_default();
+        let rows =
+            read::rows_on(source, &account, &days, s.metrics, s.currency)?.unwrap_or_default();
         let weekly = days.into_iter().zip(rows).collect();
         let history = source.history(&account, as_of - Duration::weeks(CHART_WEEKS), as_of)?;
-        let features = dashboard::feature_uses(
+        let features = accounts::feature_uses(
             source,
             &account,
             as_of - Duration::days(29),
@@ -139,16 +142,16 @@ pub async fn page(
             .expect("midnight exists")
             .and_utc()
             .timestamp_millis();
-        let alerts = crate::store::actions::alerts(source, year_ago, Some(&account), 50)?;
-        let tasks = crate::store::actions::tasks(
+        let alerts = crate::actions::run::alerts(source, year_ago, Some(&account), 50)?;
+        let tasks = crate::actions::run::tasks(
             source,
-            crate::store::actions::TaskFilter {
+            crate::store::TaskFilter {
                 account: Some(&account),
                 ..Default::default()
             },
             50,
         )?;
-        let notes = crate::store::listening::notes(source, &account)?;
+        let notes = crate::listening::report::notes(source, &account)?;
         let events = source.recent_events(&account, EVENTS_LISTED)?;
         let hold_days = s.health.tier_hold_days;
         Ok(Some(View {
@@ -376,7 +379,7 @@ fn listening_section(user: &SignedIn, v: &View, reasons: &[String]) -> Markup {
             @if writable {
                 form.stack method="post" action=(format!("{}/notes", crate::share::account_path(id))) {
                     (super::csrf_field(user))
-                    label { "Add a note (internal: never in the customer's review)" textarea name="text" rows="2" required maxlength=(crate::store::listening::NOTE_CHARS_MAX) {} }
+                    label { "Add a note (internal: never in the customer's review)" textarea name="text" rows="2" required maxlength=(crate::listening::report::NOTE_CHARS_MAX) {} }
                     button type="submit" { "Add note" }
                 }
             }

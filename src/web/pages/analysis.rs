@@ -13,8 +13,10 @@ use super::charts::{self, RateBar, Series};
 use super::{
     as_of, layout, money, number, percent, tier_badge, value_text, PageError, PageResult, SignedIn,
 };
+use crate::health::backtest;
+use crate::health::history;
 use crate::metrics::outcomes::Interval;
-use crate::store::{dashboard, health as sh, metrics as sm};
+use crate::metrics::read;
 use crate::web::metrics::{cached_snapshot, with_source};
 use crate::web::AppState;
 
@@ -55,11 +57,11 @@ pub async fn segments(
     let (infos, facts) = with_source(&state, move |source, s| {
         Ok((
             source.accounts()?,
-            dashboard::facts(source, as_of, &snapshot, s)?,
+            crate::accounts::facts(source, as_of, &snapshot, s)?,
         ))
     })
     .await?;
-    let groups = sm::segments(&rows, &infos, by_plan);
+    let groups = read::segments(&rows, &infos, by_plan);
     let key = if by_plan { "plan" } else { "segment" };
     let names: Vec<String> = groups
         .iter()
@@ -183,10 +185,14 @@ pub async fn indicators(
     };
     let (model, history, backtest) = with_source(&state, move |source, s| {
         let backtest = match backtest_at {
-            Some(at) => Some(sh::backtest(source, at, 365, s)?),
+            Some(at) => Some(backtest::backtest(source, at, 365, s)?),
             None => None,
         };
-        Ok((sh::model_for(source, None)?, sh::models(source)?, backtest))
+        Ok((
+            history::model_for(source, None)?,
+            history::models(source)?,
+            backtest,
+        ))
     })
     .await?;
     let Some(model) = model else {
@@ -362,8 +368,8 @@ pub async fn outcomes(
     })?;
     let (all, by_segment) = with_source(&state, move |source, s| {
         Ok((
-            sm::outcomes(source, from, to, interval, false, s.currency)?,
-            sm::outcomes(source, from, to, interval, true, s.currency)?,
+            read::outcomes(source, from, to, interval, false, s.currency)?,
+            read::outcomes(source, from, to, interval, true, s.currency)?,
         ))
     })
     .await?;
@@ -440,17 +446,17 @@ pub async fn onboarding(
     let (infos, facts) = with_source(&state, move |source, s| {
         Ok((
             source.accounts()?,
-            dashboard::facts(source, as_of, &snapshot, s)?,
+            crate::accounts::facts(source, as_of, &snapshot, s)?,
         ))
     })
     .await?;
-    let groups = sm::segments(&rows, &infos, false);
+    let groups = read::segments(&rows, &infos, false);
     let medians: BTreeMap<&str, &Value> = groups
         .iter()
         .map(|g| (g["segment"].as_str().unwrap_or(""), &g["metrics"]))
         .collect();
     let since = as_of - Duration::days(ONBOARDING_DAYS);
-    let mut new: Vec<&dashboard::Facts> = facts
+    let mut new: Vec<&crate::accounts::Facts> = facts
         .iter()
         .filter(|f| f.customer_since.is_some_and(|d| d > since && d <= as_of))
         .collect();

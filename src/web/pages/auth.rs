@@ -11,7 +11,8 @@ use maud::html;
 use serde::Deserialize;
 
 use super::{bare, PageError};
-use crate::store::users::{self, User};
+use crate::store::User;
+use crate::users;
 use crate::web::metrics::with_source;
 use crate::web::shield::{retry_after, ClientAddr};
 use crate::web::AppState;

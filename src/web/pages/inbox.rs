@@ -12,7 +12,8 @@ use serde_json::Value;
 use super::{
     can_write, csrf_field, layout, money, tier_badge, timestamp, PageError, PageResult, SignedIn,
 };
-use crate::store::{actions as sa, dashboard};
+use crate::actions::run;
+use crate::store::TaskFilter;
 use crate::web::metrics::{today, with_source};
 use crate::web::AppState;
 
@@ -44,19 +45,19 @@ pub async fn page(
     let csm = if mine { user.user.csm_id.clone() } else { None };
     let (changes, facts, actions) = with_source(&state, move |source, s| {
         let actions = (
-            sa::tasks(
+            run::tasks(
                 source,
-                sa::TaskFilter {
+                TaskFilter {
                     csm: csm.as_deref(),
-                    ..sa::TaskFilter::default()
+                    ..TaskFilter::default()
                 },
                 500,
             )?,
-            sa::alerts(source, since_ms, None, 500)?,
+            run::alerts(source, since_ms, None, 500)?,
         );
         Ok((
             source.tier_changes(since, None)?,
-            dashboard::facts(source, today, &[], s)?,
+            crate::accounts::facts(source, today, &[], s)?,
             actions,
         ))
     })
@@ -195,7 +196,7 @@ pub async fn update(
         }
     };
     if !with_source(&state, move |source, _| {
-        Ok(sa::update_task(source, id, status, snooze, None)?)
+        Ok(run::update_task(source, id, status, snooze, None)?)
     })
     .await?
     {

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{can_write, layout, money, number, percent, PageError, PageResult, SignedIn};
-use crate::store::listening as sl;
+use crate::listening::report;
 use crate::web::metrics::{today, with_source};
 use crate::web::records::with_records;
 use crate::web::AppState;
@@ -59,7 +59,7 @@ pub async fn page(user: SignedIn, State(state): State<AppState>) -> PageResult {
     let to = today() + chrono::Duration::days(1);
     let from = to - chrono::Months::new(12);
     let reasons = with_source(&state, move |source, s| {
-        Ok(sl::churn_reasons(source, from, to, s.currency)?)
+        Ok(report::churn_reasons(source, from, to, s.currency)?)
     })
     .await?;
     let reports = crate::web::listening::theme_rows(&state, &["all", "detractors", "red"]).await?;
@@ -121,10 +121,10 @@ pub async fn add_note(
         return Err(PageError::forbidden("viewers cannot write notes"));
     }
     let text = form.text.trim().to_string();
-    if text.is_empty() || text.chars().count() > sl::NOTE_CHARS_MAX {
+    if text.is_empty() || text.chars().count() > report::NOTE_CHARS_MAX {
         return Err(PageError::bad_request(format!(
             "text: 1 to {} characters",
-            sl::NOTE_CHARS_MAX
+            report::NOTE_CHARS_MAX
         )));
     }
     let (account, author) = (id.clone(), user.user.username.clone());
@@ -175,7 +175,7 @@ pub async fn set_reason(
     }
     let (account, subscription) = (id.clone(), form.subscription.clone());
     let found = with_records(&state, move |store| {
-        Ok(sl::set_reason(
+        Ok(report::set_reason(
             store,
             &account,
             &subscription,

@@ -13,7 +13,7 @@ use serde_json::Value;
 use super::{
     as_of, date, day_of, layout, money, number, percent, tier_badge, PageResult, SignedIn,
 };
-use crate::store::dashboard::{self, Facts};
+use crate::accounts::{self, Facts};
 use crate::web::metrics::{cached_snapshot, with_source};
 use crate::web::AppState;
 
@@ -69,9 +69,9 @@ pub async fn page(
     let snapshot = rows.clone();
     let (all, changes, csms, infos) = with_source(&state, move |source, s| {
         Ok((
-            dashboard::facts(source, as_of, &snapshot, s)?,
+            accounts::facts(source, as_of, &snapshot, s)?,
             source.tier_changes(since, None)?,
-            dashboard::csms(source)?,
+            accounts::csms(source)?,
             source.accounts()?,
         ))
     })
@@ -99,7 +99,7 @@ pub async fn page(
     };
     let parent_ids: Vec<String> = match filters.parent.as_deref() {
         None | Some("") | Some("top") => Vec::new(),
-        Some(id) => crate::store::metrics::subtree(&infos, id),
+        Some(id) => crate::store::subtree(&infos, id),
     };
     let q = filters.q.as_deref().unwrap_or("").trim().to_lowercase();
     let status = filters.status.clone().unwrap_or_else(|| "current".into());

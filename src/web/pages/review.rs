@@ -15,9 +15,12 @@ use super::charts::{self, Series};
 use super::{
     bare, csrf_field, layout, number, percent, value_text, PageError, PageResult, SignedIn,
 };
+use crate::accounts;
+use crate::metrics::read;
 use crate::share::{self, LinkError, Quarter};
-use crate::store::dashboard::{self, DashboardSource};
-use crate::store::{metrics as sm, users, StoreError};
+use crate::store::DashboardSource;
+use crate::store::StoreError;
+use crate::users;
 use crate::web::metrics::{today, with_source};
 use crate::web::AppState;
 
@@ -50,11 +53,11 @@ fn started(quarter: Quarter) -> Result<Quarter, PageError> {
 
 fn load(
     source: &dyn DashboardSource,
-    s: crate::store::health::Settings,
+    s: crate::health::model::Settings,
     account: &str,
     quarter: Quarter,
 ) -> Result<Option<Review>, StoreError> {
-    let Some(name) = dashboard::account_name(source, account)? else {
+    let Some(name) = crate::store::account_name(source, account)? else {
         return Ok(None);
     };
     let (start, through) = (quarter.first_day(), quarter.last_day().min(today()));
@@ -63,9 +66,9 @@ fn load(
             .take_while(|d| *d >= start)
             .collect();
     days.reverse();
-    let rows = sm::rows_on(source, account, &days, s.metrics, s.currency)?.unwrap_or_default();
+    let rows = read::rows_on(source, account, &days, s.metrics, s.currency)?.unwrap_or_default();
     let end = rows.last().cloned().unwrap_or_default();
-    let used = dashboard::feature_uses(source, account, start, through, s.metrics)?;
+    let used = accounts::feature_uses(source, account, start, through, s.metrics)?;
     let unused = source
         .known_features(s.metrics)?
         .into_iter()
@@ -359,7 +362,7 @@ pub async fn goals(
     }
     let (account, goals) = (id.clone(), form.goals.trim().to_string());
     let known = with_source(&state, move |source, _| {
-        let known = dashboard::account_name(source, &account)?.is_some();
+        let known = crate::store::account_name(source, &account)?.is_some();
         if known {
             users::set_review_goals(source, &account, &quarter.to_string(), &goals)?;
         }

@@ -8,8 +8,8 @@ use maud::html;
 use serde::Deserialize;
 
 use super::{csrf_field, layout, timestamp, PageError, PageResult, SignedIn};
-use crate::store::users::{self, User, UserRole};
-use crate::store::{self, Role};
+use crate::store::Role;
+use crate::store::{User, UserRole};
 use crate::web::metrics::with_source;
 use crate::web::AppState;
 
@@ -34,14 +34,14 @@ async fn render(
     let actions = state.actions.clone();
     let (people, tokens, csms, actions) = with_source(state, move |source, _| {
         let actions = (
-            store::actions::rules(source, &actions)?,
+            crate::actions::run::rules(source, &actions)?,
             source.stored_rules()?,
-            store::actions::outbox(source, "dead", 200)?,
+            crate::actions::run::outbox(source, "dead", 200)?,
         );
         Ok((
-            users::list_users(source)?,
+            crate::users::list_users(source)?,
             source.tokens()?,
-            store::dashboard::csms(source)?,
+            crate::accounts::csms(source)?,
             actions,
         ))
     })
@@ -71,8 +71,8 @@ async fn render(
                 h3 { "Add or reset a user" }
                 form.stack method="post" action="/settings/users" {
                     (csrf_field(user))
-                    label { "User name" input name="username" required maxlength=(users::USERNAME_CHARS_MAX); }
-                    label { "Password (at least " (users::PASSWORD_CHARS_MIN) " characters)" input type="password" name="password" required minlength=(users::PASSWORD_CHARS_MIN) autocomplete="new-password"; }
+                    label { "User name" input name="username" required maxlength=(crate::users::USERNAME_CHARS_MAX); }
+                    label { "Password (at least " (crate::users::PASSWORD_CHARS_MIN) " characters)" input type="password" name="password" required minlength=(crate::users::PASSWORD_CHARS_MIN) autocomplete="new-password"; }
                     label { "Role" select name="role" { option value="csm" { "CSM" } option value="viewer" { "viewer" } option value="admin" { "admin" } } }
                     label { "Is CSM (for \"my accounts\")" select name="csm_id" { option value="" { "none" } @for (id, name) in &csms { option value=(id) { (name) } } } }
                     label.check { input type="checkbox" name="replace" value="1"; " reset if the user exists" }
@@ -221,7 +221,12 @@ pub async fn create_user(
     };
     let (replace, name) = (form.replace.is_some(), new.username.clone());
     let result = with_source(&state, move |source, _| {
-        Ok(users::create_user(source, &new, &form.password, replace))
+        Ok(crate::users::create_user(
+            source,
+            &new,
+            &form.password,
+            replace,
+        ))
     })
     .await?;
     match result {
@@ -229,7 +234,7 @@ pub async fn create_user(
             tracing::info!(username = %name, by = %user.user.username, "dashboard user saved");
             Ok(Redirect::to("/settings?done=user+saved").into_response())
         }
-        Err(users::UserError::Store(e)) => Err(e.into()),
+        Err(crate::users::UserError::Store(e)) => Err(e.into()),
         Err(e) => Err(PageError::bad_request(e.to_string())),
     }
 }
@@ -255,7 +260,7 @@ pub async fn delete_user(
     }
     let name = form.username.clone();
     if !with_source(&state, move |source, _| {
-        Ok(users::delete_user(source, &name)?)
+        Ok(crate::users::delete_user(source, &name)?)
     })
     .await?
     {
@@ -428,7 +433,7 @@ pub async fn retry(
     admin_only(&user)?;
     let id = form.id;
     if !with_source(&state, move |source, _| {
-        Ok(store::actions::retry(source, id)?)
+        Ok(crate::actions::run::retry(source, id)?)
     })
     .await?
     {

@@ -1,74 +1,34 @@
-//! Actions, stored: each account's measures for the rules, rule evaluation that records an
+//! Actions over the store: each account's measures for the rules, rule evaluation that records an
 //! alert with its outbox messages and tasks all or none (so a decision and its
 //! notifications are kept together), the outbox worker with retries and dead letters, the
 //! CSM task inbox, and survey dispatch and answers.
 //!
-//! The decisions are written once over [`ActionStore`]: what the actions keep (API rules,
+//! The decisions are written once over `ActionStore`: what the actions keep (API rules,
 //! alerts, the outbox, tasks, survey invitations), implemented by the embedded store's
 //! `Connection` (SQLite tables, one transaction per decision) and by ClickHouse
 //! (`store::clickhouse::actions`). What they read (metrics, records, health) comes from
-//! the same store through [`HealthSource`].
+//! the same store through `HealthSource`.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use chrono::NaiveDate;
-use rusqlite::{params, Connection, OptionalExtension};
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use super::dashboard::DashboardSource;
-use super::health::{HealthSource, Settings};
-use super::StoreError;
-use crate::actions::deliver::{self, Message, Outcome};
-use crate::actions::surveys::{self, Policy, Sent, Trigger};
-use crate::actions::{self as act, ActionsConfig, Alert, Channel, Ready, Rule};
+use super::deliver::{self, Message, Outcome};
+use super::surveys::{self, Policy, Sent, Trigger};
+use super::{ActionsConfig, Alert, Channel, Ready};
+use crate::health::model::Settings;
 use crate::metrics::activity::day_number;
+use crate::store::{
+    ActionStore, AlertRow, Answered, FollowUp, HealthSource, NewAlert, NewMessage, NewSend,
+    NewTask, OutboxRow, StoreError, TaskFilter,
+};
 
 /// The name of the secret that signs survey links.
 pub const SURVEY_SECRET: &str = "survey-links";
 
 /// Outbox messages the worker sends per round.
 const DELIVERIES_PER_ROUND: usize = 20;
-
-// ---- what is kept ----
-
-/// A fired alert as listed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AlertRow {
-    pub id: i64,
-    pub rule: String,
-    pub account_id: String,
-    pub fired_ms: i64,
-    pub reason: String,
-}
-
-impl AlertRow {
-    pub fn to_json(&self) -> Value {
-        json!({"id": self.id, "rule": self.rule, "account_id": self.account_id,
-               "fired_at": crate::ingest::format_timestamp(self.fired_ms), "reason": self.reason})
-    }
-}
-
-/// One outbox message with its delivery state.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct OutboxRow {
-    pub id: i64,
-    pub idempotency_key: String,
-    pub alert_id: Option<i64>,
-    pub channel: String,
-    /// `slack`, `webhook` or `email`.
-    pub kind: String,
-    pub target: String,
-    pub subject: Option<String>,
-    pub body: String,
-    /// `pending`, `sent` or `dead`.
-    pub status: String,
-    pub attempts: i64,
-    pub next_attempt_ms: i64,
-    pub last_error: Option<String>,
-    pub created_ms: i64,
-    pub sent_ms: Option<i64>,
-}
 
 impl OutboxRow {
     pub fn to_json(&self) -> Value {
@@ -92,202 +52,11 @@ impl OutboxRow {
     }
 }
 
-/// A CSM task.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TaskRow {
-    pub id: i64,
-    pub account_id: String,
-    pub alert_id: Option<i64>,
-    pub csm: Option<String>,
-    pub title: String,
-    /// `open`, `snoozed` or `done`.
-    pub status: String,
-    pub due: Option<String>,
-    pub snoozed_until: Option<String>,
-    pub created_ms: i64,
-    pub updated_ms: i64,
-}
-
-/// Which tasks to list.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct TaskFilter<'a> {
-    pub status: Option<&'a str>,
-    pub csm: Option<&'a str>,
-    pub account: Option<&'a str>,
-}
-
-impl TaskFilter<'_> {
-    pub fn holds(&self, task: &TaskRow) -> bool {
-        self.status.is_none_or(|s| task.status == s)
-            && self.csm.is_none_or(|c| task.csm.as_deref() == Some(c))
-            && self.account.is_none_or(|a| task.account_id == a)
-    }
-}
-
-/// Open and snoozed tasks first, by due day (none last), then by id.
-pub fn task_order(a: &TaskRow, b: &TaskRow) -> std::cmp::Ordering {
-    let due = |t: &TaskRow| (t.due.is_none(), t.due.clone());
-    (a.status == "done", due(a), a.id).cmp(&(b.status == "done", due(b), b.id))
-}
-
-/// A survey invitation.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SendRow {
-    pub id: i64,
-    /// The occasion and person ([`Trigger::key`]): one invitation each.
-    pub key: String,
-    pub user_id: String,
-    pub account_id: String,
-    pub kind: String,
-    pub trigger: String,
-    /// `email` or `snippet`.
-    pub delivery: String,
-    pub sent_ms: i64,
-    pub answered_ms: Option<i64>,
-    pub response_id: Option<String>,
-}
-
-/// A firing to record, outside its rule's cooldown.
-#[derive(Debug, Clone)]
-pub struct NewAlert {
-    pub rule: String,
-    pub account_id: String,
-    pub account_name: String,
-    pub reason: String,
-    pub measures: Map<String, Value>,
-    /// Held back when the rule fired for the account after this.
-    pub cooldown_from_ms: i64,
-}
-
-/// A message to put in the outbox.
-#[derive(Debug, Clone)]
-pub struct NewMessage {
-    pub idempotency_key: String,
-    pub channel: String,
-    pub kind: String,
-    pub target: String,
-    pub subject: Option<String>,
-    pub body: String,
-}
-
-/// A task to open.
-#[derive(Debug, Clone)]
-pub struct NewTask {
-    pub csm: Option<String>,
-    pub title: String,
-    pub due: NaiveDate,
-}
-
-/// What an alert brings with it, made once its id is known (the messages carry it).
-#[derive(Debug, Clone, Default)]
-pub struct FollowUp {
-    pub messages: Vec<NewMessage>,
-    pub tasks: Vec<NewTask>,
-}
-
-/// A survey invitation to record.
-#[derive(Debug, Clone)]
-pub struct NewSend {
-    pub key: String,
-    pub user_id: String,
-    pub account_id: String,
-    pub kind: String,
-    pub trigger: &'static str,
-    /// The address an `email` delivery goes to.
-    pub email: Option<String>,
-}
-
-/// How answering went.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Answered {
-    Stored(String),
-    AlreadyAnswered,
-    NoSuchSurvey,
-}
-
-/// What the actions keep, on either store. Every write is all or none; a decision whose
-/// condition a concurrent writer may have changed (a cooldown, an invitation's key, an
-/// answer) is checked again where it is stored.
-pub trait ActionStore: DashboardSource {
-    /// Whether the numbers are current: on the embedded store, the rollups hold (nearly)
-    /// every stored event.
-    fn settled(&self) -> Result<bool, StoreError>;
-
-    /// Rules made through the API, by name.
-    fn stored_rules(&self) -> Result<Vec<Rule>, StoreError>;
-    fn save_rule(&self, rule: &Rule) -> Result<(), StoreError>;
-    fn delete_rule(&self, name: &str) -> Result<bool, StoreError>;
-
-    /// Records each firing whose rule has not fired for its account since its
-    /// `cooldown_from_ms`, with what `follow_up` makes of its alert id; the ids (None: held
-    /// back by the cooldown), in order.
-    fn record_alerts(
-        &self,
-        now_ms: i64,
-        alerts: &[NewAlert],
-        follow_up: &dyn Fn(&NewAlert, i64) -> FollowUp,
-    ) -> Result<Vec<Option<i64>>, StoreError>;
-    /// Alerts fired since `since_ms` (optionally of one account), newest first.
-    fn alerts(
-        &self,
-        since_ms: i64,
-        account: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<AlertRow>, StoreError>;
-
-    /// Outbox messages of a status, newest first.
-    fn outbox(&self, status: &str, limit: usize) -> Result<Vec<OutboxRow>, StoreError>;
-    /// Pending messages due by `now_ms`, soonest first.
-    fn due(&self, now_ms: i64, limit: usize) -> Result<Vec<OutboxRow>, StoreError>;
-    /// Stores a message's new delivery state (status, attempts, next attempt, error, sent).
-    fn mark(&self, row: &OutboxRow) -> Result<(), StoreError>;
-    /// Puts a dead message back in line; false when there is no dead message with that id.
-    fn retry(&self, id: i64, now_ms: i64) -> Result<bool, StoreError>;
-
-    /// Tasks, filtered, in [`task_order`].
-    fn tasks(&self, filter: TaskFilter<'_>, limit: usize) -> Result<Vec<TaskRow>, StoreError>;
-    /// Sets a task's status, snooze day and (when given) due day; false when there is no such task.
-    fn update_task(
-        &self,
-        id: i64,
-        status: &str,
-        snoozed_until: Option<NaiveDate>,
-        due: Option<NaiveDate>,
-        now_ms: i64,
-    ) -> Result<bool, StoreError>;
-    /// Snoozed tasks whose day has come are open again.
-    fn wake_snoozed(&self, today: NaiveDate) -> Result<(), StoreError>;
-
-    fn survey_send(&self, id: i64) -> Result<Option<SendRow>, StoreError>;
-    /// Every invitation sent to any of `users`.
-    fn sends_to(&self, users: &[&str]) -> Result<Vec<SendRow>, StoreError>;
-    /// The email address each of `users` gave in their traits, when they gave one.
-    fn user_emails(&self, users: &[&str]) -> Result<HashMap<String, String>, StoreError>;
-    /// Records the invitations whose key is still new, each with the email `email` makes
-    /// of its id (for an `email` delivery); how many were recorded.
-    fn record_sends(
-        &self,
-        now_ms: i64,
-        sends: &[NewSend],
-        email: &dyn Fn(&NewSend, i64) -> Option<NewMessage>,
-    ) -> Result<usize, StoreError>;
-    /// Records an answer as a survey response `survey-ID`, once per invitation.
-    fn answer(
-        &self,
-        id: i64,
-        score: i64,
-        comment: Option<&str>,
-        now_ms: i64,
-    ) -> Result<Answered, StoreError>;
-    /// The newest unanswered invitation sent to a person since `since_ms`.
-    fn pending_survey(&self, user_id: &str, since_ms: i64) -> Result<Option<i64>, StoreError>;
-}
-
 // ---- measures and occasions ----
 
 /// What one look at every account gives the actions.
 pub struct Look {
-    /// Each account's measures for the rules: the metrics row plus [`act::EXTRA_MEASURES`]
+    /// Each account's measures for the rules: the metrics row plus [`super::EXTRA_MEASURES`]
     /// and `uses_7d:FEATURE` for the features asked; with the account's display name.
     pub measures: Vec<(Map<String, Value>, String)>,
     /// The occasions to survey on the day: (user, account, trigger).
@@ -320,7 +89,7 @@ pub fn look(
     policy: &Policy,
 ) -> Result<Look, StoreError> {
     let day = day_number(today);
-    let model = super::health::model_for(source, Some(today))?;
+    let model = crate::health::history::model_for(source, Some(today))?;
     let power = |segment: &str| {
         model
             .as_ref()
@@ -410,8 +179,8 @@ pub fn look(
             go_lives.push((data.account_id.clone(), id.to_string(), active.clone()));
         }
     })?;
-    let facts = super::dashboard::facts(source, today, &rows, settings)?;
-    let by_id: HashMap<&str, &super::dashboard::Facts> =
+    let facts = crate::accounts::facts(source, today, &rows, settings)?;
+    let by_id: HashMap<&str, &crate::accounts::Facts> =
         facts.iter().map(|f| (f.account_id.as_str(), f)).collect();
     let now_ms = chrono::Utc::now().timestamp_millis();
     let dropped = usage_drops(&source.tier_changes(today - chrono::Duration::days(7), None)?);
@@ -461,7 +230,7 @@ pub fn look(
         );
         for (feature, uses) in extra.uses_7d {
             m.insert(
-                format!("{}{feature}", act::FEATURE_USES_PREFIX),
+                format!("{}{feature}", super::FEATURE_USES_PREFIX),
                 json!(uses),
             );
         }
@@ -509,7 +278,7 @@ pub fn rules(store: &dyn ActionStore, config: &ActionsConfig) -> Result<Vec<Read
         if ready.iter().any(|r| r.rule.name == rule.name) {
             continue;
         }
-        match act::prepare(&rule, config) {
+        match super::prepare(&rule, config) {
             Ok(r) => ready.push(r),
             Err(reason) => tracing::warn!(rule = %rule.name, %reason, "stored rule skipped"),
         }
@@ -602,7 +371,7 @@ fn fire(
                         rule: rule.rule.name.clone(),
                         account_id,
                         account_name: name.clone(),
-                        reason: act::reason(rule, m),
+                        reason: super::reason(rule, m),
                         recorded: false,
                         alert_id: None,
                     },
@@ -653,13 +422,13 @@ fn fire(
                     "slack",
                     url.clone(),
                     None,
-                    act::slack_payload(&alert).to_string(),
+                    super::slack_payload(&alert).to_string(),
                 ),
                 Channel::Webhook { url, .. } => (
                     "webhook",
                     url.clone(),
                     None,
-                    act::webhook_payload(&alert, &key).to_string(),
+                    super::webhook_payload(&alert, &key).to_string(),
                 ),
                 Channel::Email { to } => {
                     let to = if to == "owner" {
@@ -698,7 +467,7 @@ fn fire(
         for task in &rule.tasks {
             out.tasks.push(NewTask {
                 csm: csm_id.clone(),
-                title: act::task_title(&task.title, &alert),
+                title: super::task_title(&task.title, &alert),
                 due: today + chrono::Duration::days(i64::from(task.due_days)),
             });
         }
@@ -797,7 +566,7 @@ pub fn deliver_due(
             }
             Outcome::Retry(error) if attempts < i64::from(config.max_attempts) => {
                 row.next_attempt_ms =
-                    now + act::retry_delay_ms(config.retry_base_seconds, attempts as u32);
+                    now + super::retry_delay_ms(config.retry_base_seconds, attempts as u32);
                 row.last_error = Some(error.clone());
                 store.mark(&row)?;
                 tracing::warn!(id, channel = %row.channel, attempts, %error, "notification failed; will retry");
@@ -882,7 +651,7 @@ pub fn survey_send(store: &dyn ActionStore, id: i64) -> Result<Option<SurveySend
     let Some(send) = store.survey_send(id)? else {
         return Ok(None);
     };
-    let account_name = super::dashboard::account_name(store, &send.account_id)?
+    let account_name = crate::store::account_name(store, &send.account_id)?
         .flatten()
         .unwrap_or_else(|| send.account_id.clone());
     Ok(Some(SurveySend {
@@ -968,7 +737,7 @@ pub fn dispatch_surveys(
     if sends.is_empty() {
         return Ok(0);
     }
-    let secret = super::users::secret(store, SURVEY_SECRET)?;
+    let secret = crate::users::secret(store, SURVEY_SECRET)?;
     let now = chrono::Utc::now().timestamp_millis();
     let email = |send: &NewSend, id: i64| -> Option<NewMessage> {
         let to = send.email.clone()?;
@@ -1002,7 +771,7 @@ pub fn survey_link(
     valid_days: u32,
     base_url: &str,
 ) -> Result<String, StoreError> {
-    let secret = super::users::secret(store, SURVEY_SECRET)?;
+    let secret = crate::users::secret(store, SURVEY_SECRET)?;
     let expires = chrono::Utc::now().timestamp() + i64::from(valid_days) * 86_400;
     Ok(format!(
         "{}/s/{}",
@@ -1037,341 +806,6 @@ pub fn run_once(
     let fired = fire(store, today, config, base_url, &rules, &look, false)?;
     let surveys = dispatch_surveys(store, today, config, base_url, &look.occasions)?;
     Ok(Some((fired.iter().filter(|f| f.recorded).count(), surveys)))
-}
-
-// ---- the embedded store ----
-
-const OUTBOX_COLUMNS: &str = "id, idempotency_key, alert_id, channel, kind, target, subject, body, status, attempts, next_attempt_ms, last_error, created_ms, sent_ms";
-
-fn outbox_row(r: &rusqlite::Row) -> rusqlite::Result<OutboxRow> {
-    Ok(OutboxRow {
-        id: r.get(0)?,
-        idempotency_key: r.get(1)?,
-        alert_id: r.get(2)?,
-        channel: r.get(3)?,
-        kind: r.get(4)?,
-        target: r.get(5)?,
-        subject: r.get(6)?,
-        body: r.get(7)?,
-        status: r.get(8)?,
-        attempts: r.get(9)?,
-        next_attempt_ms: r.get(10)?,
-        last_error: r.get(11)?,
-        created_ms: r.get(12)?,
-        sent_ms: r.get(13)?,
-    })
-}
-
-const SEND_COLUMNS: &str =
-    "id, key, user_id, account_id, kind, trigger, delivery, sent_ms, answered_ms, response_id";
-
-fn send_row(r: &rusqlite::Row) -> rusqlite::Result<SendRow> {
-    Ok(SendRow {
-        id: r.get(0)?,
-        key: r.get(1)?,
-        user_id: r.get(2)?,
-        account_id: r.get(3)?,
-        kind: r.get(4)?,
-        trigger: r.get(5)?,
-        delivery: r.get(6)?,
-        sent_ms: r.get(7)?,
-        answered_ms: r.get(8)?,
-        response_id: r.get(9)?,
-    })
-}
-
-fn insert_message(
-    tx: &Connection,
-    message: &NewMessage,
-    alert_id: Option<i64>,
-    now_ms: i64,
-) -> Result<(), StoreError> {
-    tx.execute(
-        "INSERT INTO outbox (idempotency_key, alert_id, channel, kind, target, subject, body, status, next_attempt_ms, created_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?8)",
-        params![message.idempotency_key, alert_id, message.channel, message.kind, message.target, message.subject, message.body, now_ms],
-    )?;
-    Ok(())
-}
-
-/// The actions' tables in bellwether.db; each decision in one IMMEDIATE transaction.
-impl ActionStore for Connection {
-    fn settled(&self) -> Result<bool, StoreError> {
-        super::rollup::settled(self)
-    }
-
-    fn stored_rules(&self) -> Result<Vec<Rule>, StoreError> {
-        let mut query = self.prepare("SELECT name, body FROM rules ORDER BY name")?;
-        let rows = query.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (name, body) = row?;
-            out.push(
-                serde_json::from_str(&body)
-                    .map_err(|e| StoreError::Invalid(format!("stored rule {name}: {e}")))?,
-            );
-        }
-        Ok(out)
-    }
-
-    fn save_rule(&self, rule: &Rule) -> Result<(), StoreError> {
-        self.execute(
-            "INSERT OR REPLACE INTO rules (name, body, created_ms) VALUES (?1, ?2, ?3)",
-            params![
-                rule.name,
-                serde_json::to_string(rule).expect("invariant: a rule serialises"),
-                chrono::Utc::now().timestamp_millis()
-            ],
-        )?;
-        Ok(())
-    }
-
-    fn delete_rule(&self, name: &str) -> Result<bool, StoreError> {
-        Ok(self.execute("DELETE FROM rules WHERE name = ?1", [name])? > 0)
-    }
-
-    /// The cooldown is checked inside the transaction that records the alert.
-    fn record_alerts(
-        &self,
-        now_ms: i64,
-        alerts: &[NewAlert],
-        follow_up: &dyn Fn(&NewAlert, i64) -> FollowUp,
-    ) -> Result<Vec<Option<i64>>, StoreError> {
-        let tx = super::write_transaction(self, super::Lock::Main)?;
-        let mut out = Vec::with_capacity(alerts.len());
-        for new in alerts {
-            let recent: Option<i64> = tx
-                .query_row("SELECT id FROM alerts WHERE rule = ?1 AND account_id = ?2 AND fired_ms > ?3 LIMIT 1", params![new.rule, new.account_id, new.cooldown_from_ms], |r| r.get(0))
-                .optional()?;
-            if recent.is_some() {
-                out.push(None);
-                continue;
-            }
-            tx.execute(
-                "INSERT INTO alerts (rule, account_id, fired_ms, reason, measures) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![new.rule, new.account_id, now_ms, new.reason, Value::Object(new.measures.clone()).to_string()],
-            )?;
-            let id = tx.last_insert_rowid();
-            let follow = follow_up(new, id);
-            for message in &follow.messages {
-                insert_message(&tx, message, Some(id), now_ms)?;
-            }
-            for task in &follow.tasks {
-                tx.execute(
-                    "INSERT INTO tasks (account_id, alert_id, csm, title, status, due, created_ms, updated_ms) VALUES (?1, ?2, ?3, ?4, 'open', ?5, ?6, ?6)",
-                    params![new.account_id, id, task.csm, task.title, task.due.to_string(), now_ms],
-                )?;
-            }
-            out.push(Some(id));
-        }
-        tx.commit()?;
-        Ok(out)
-    }
-
-    fn alerts(
-        &self,
-        since_ms: i64,
-        account: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<AlertRow>, StoreError> {
-        let mut query = self.prepare(
-            "SELECT id, rule, account_id, fired_ms, reason FROM alerts WHERE fired_ms >= ?1 AND (?2 IS NULL OR account_id = ?2) ORDER BY id DESC LIMIT ?3",
-        )?;
-        let rows = query.query_map(params![since_ms, account, limit as i64], |r| {
-            Ok(AlertRow {
-                id: r.get(0)?,
-                rule: r.get(1)?,
-                account_id: r.get(2)?,
-                fired_ms: r.get(3)?,
-                reason: r.get(4)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
-
-    fn outbox(&self, status: &str, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
-        let mut query = self.prepare(&format!(
-            "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE status = ?1 ORDER BY id DESC LIMIT ?2"
-        ))?;
-        let rows = query.query_map(params![status, limit as i64], outbox_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
-
-    fn due(&self, now_ms: i64, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
-        let mut query = self.prepare(&format!("SELECT {OUTBOX_COLUMNS} FROM outbox WHERE status = 'pending' AND next_attempt_ms <= ?1 ORDER BY next_attempt_ms, id LIMIT ?2"))?;
-        let rows = query.query_map(params![now_ms, limit as i64], outbox_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
-
-    fn mark(&self, row: &OutboxRow) -> Result<(), StoreError> {
-        self.execute(
-            "UPDATE outbox SET status = ?2, attempts = ?3, next_attempt_ms = ?4, last_error = ?5, sent_ms = ?6 WHERE id = ?1",
-            params![row.id, row.status, row.attempts, row.next_attempt_ms, row.last_error, row.sent_ms],
-        )?;
-        Ok(())
-    }
-
-    fn retry(&self, id: i64, now_ms: i64) -> Result<bool, StoreError> {
-        Ok(self.execute("UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_ms = ?2 WHERE id = ?1 AND status = 'dead'", params![id, now_ms])? > 0)
-    }
-
-    fn tasks(&self, filter: TaskFilter<'_>, limit: usize) -> Result<Vec<TaskRow>, StoreError> {
-        let mut query = self.prepare(
-            "SELECT id, account_id, alert_id, csm, title, status, due, snoozed_until, created_ms, updated_ms FROM tasks
-             WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR csm = ?2) AND (?3 IS NULL OR account_id = ?3)
-             ORDER BY status = 'done', due IS NULL, due, id LIMIT ?4",
-        )?;
-        let rows = query.query_map(
-            params![filter.status, filter.csm, filter.account, limit as i64],
-            |r| {
-                Ok(TaskRow {
-                    id: r.get(0)?,
-                    account_id: r.get(1)?,
-                    alert_id: r.get(2)?,
-                    csm: r.get(3)?,
-                    title: r.get(4)?,
-                    status: r.get(5)?,
-                    due: r.get(6)?,
-                    snoozed_until: r.get(7)?,
-                    created_ms: r.get(8)?,
-                    updated_ms: r.get(9)?,
-                })
-            },
-        )?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
-
-    fn update_task(
-        &self,
-        id: i64,
-        status: &str,
-        snoozed_until: Option<NaiveDate>,
-        due: Option<NaiveDate>,
-        now_ms: i64,
-    ) -> Result<bool, StoreError> {
-        Ok(self.execute(
-            "UPDATE tasks SET status = ?2, snoozed_until = ?3, due = COALESCE(?4, due), updated_ms = ?5 WHERE id = ?1",
-            params![id, status, snoozed_until.map(|d| d.to_string()), due.map(|d| d.to_string()), now_ms],
-        )? > 0)
-    }
-
-    fn wake_snoozed(&self, today: NaiveDate) -> Result<(), StoreError> {
-        self.execute("UPDATE tasks SET status = 'open', snoozed_until = NULL WHERE status = 'snoozed' AND snoozed_until <= ?1", [today.to_string()])?;
-        Ok(())
-    }
-
-    fn survey_send(&self, id: i64) -> Result<Option<SendRow>, StoreError> {
-        Ok(self
-            .query_row(
-                &format!("SELECT {SEND_COLUMNS} FROM survey_sends WHERE id = ?1"),
-                [id],
-                send_row,
-            )
-            .optional()?)
-    }
-
-    fn sends_to(&self, users: &[&str]) -> Result<Vec<SendRow>, StoreError> {
-        let mut query = self.prepare_cached(&format!(
-            "SELECT {SEND_COLUMNS} FROM survey_sends WHERE user_id = ?1"
-        ))?;
-        let mut out = Vec::new();
-        for user in users {
-            for row in query.query_map([user], send_row)? {
-                out.push(row?);
-            }
-        }
-        Ok(out)
-    }
-
-    fn user_emails(&self, users: &[&str]) -> Result<HashMap<String, String>, StoreError> {
-        let mut query = self.prepare_cached(
-            "SELECT json_extract(traits, '$.email') FROM users WHERE user_id = ?1",
-        )?;
-        let mut out = HashMap::new();
-        for user in users {
-            let email: Option<Option<String>> = query.query_row([user], |r| r.get(0)).optional()?;
-            if let Some(email) = email.flatten().filter(|e| !e.is_empty()) {
-                out.insert(user.to_string(), email);
-            }
-        }
-        Ok(out)
-    }
-
-    /// A key already recorded (by another process meanwhile) is skipped by the UNIQUE index.
-    fn record_sends(
-        &self,
-        now_ms: i64,
-        sends: &[NewSend],
-        email: &dyn Fn(&NewSend, i64) -> Option<NewMessage>,
-    ) -> Result<usize, StoreError> {
-        let tx = super::write_transaction(self, super::Lock::Main)?;
-        let mut recorded = 0;
-        for send in sends {
-            let message = |id| email(send, id);
-            let delivery = if send.email.is_some() {
-                "email"
-            } else {
-                "snippet"
-            };
-            let inserted = tx.execute(
-                "INSERT OR IGNORE INTO survey_sends (key, user_id, account_id, kind, trigger, delivery, sent_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![send.key, send.user_id, send.account_id, send.kind, send.trigger, delivery, now_ms],
-            )?;
-            if inserted == 0 {
-                continue;
-            }
-            if let Some(message) = message(tx.last_insert_rowid()) {
-                insert_message(&tx, &message, None, now_ms)?;
-            }
-            recorded += 1;
-        }
-        tx.commit()?;
-        Ok(recorded)
-    }
-
-    fn answer(
-        &self,
-        id: i64,
-        score: i64,
-        comment: Option<&str>,
-        now_ms: i64,
-    ) -> Result<Answered, StoreError> {
-        let tx = super::write_transaction(self, super::Lock::Main)?;
-        let Some(send) = tx
-            .query_row(
-                &format!("SELECT {SEND_COLUMNS} FROM survey_sends WHERE id = ?1"),
-                [id],
-                send_row,
-            )
-            .optional()?
-        else {
-            return Ok(Answered::NoSuchSurvey);
-        };
-        if send.answered_ms.is_some() {
-            return Ok(Answered::AlreadyAnswered);
-        }
-        let response_id = format!("survey-{id}");
-        tx.execute(
-            "INSERT INTO survey_responses (response_id, account_id, user_id, kind, score, comment, answered_at, trigger, traits) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, '{}')",
-            params![response_id, send.account_id, send.user_id, send.kind, score, comment, crate::ingest::format_timestamp(now_ms), send.trigger],
-        )?;
-        tx.execute(
-            "UPDATE survey_sends SET answered_ms = ?2, response_id = ?3 WHERE id = ?1",
-            params![id, now_ms, response_id],
-        )?;
-        tx.commit()?;
-        Ok(Answered::Stored(response_id))
-    }
-
-    fn pending_survey(&self, user_id: &str, since_ms: i64) -> Result<Option<i64>, StoreError> {
-        Ok(self
-            .query_row(
-                "SELECT id FROM survey_sends WHERE user_id = ?1 AND answered_ms IS NULL AND sent_ms >= ?2 ORDER BY id DESC LIMIT 1",
-                params![user_id, since_ms],
-                |r| r.get(0),
-            )
-            .optional()?)
-    }
 }
 
 /// The accounts among `changes` (as `tier_changes` lists them) whose tier fell because their

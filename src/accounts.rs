@@ -4,19 +4,13 @@
 use std::collections::HashMap;
 
 use chrono::NaiveDate;
-use rusqlite::{params, Connection};
-use serde_json::Value;
 
-use super::health::{HealthSource, Settings};
-use super::listening::ListeningSource;
-use super::metrics::Source;
-use super::records::RecordStore;
-use super::users::UserStore;
-use super::StoreError;
-use crate::config::MetricsConfig;
+use crate::health::model::Settings;
 use crate::metrics::activity::{day_date, day_number};
+use crate::metrics::config::MetricsConfig;
 use crate::metrics::Row;
-use crate::records::{Cell, Kind};
+use crate::records::Cell;
+use crate::store::{HealthSource, Source, StoreError};
 
 /// One day of an account's stored health.
 #[derive(Debug, Clone, PartialEq)]
@@ -169,11 +163,16 @@ pub fn facts(
         }
     }
 
-    if let Some(model) = super::health::model_for(source, Some(as_of))? {
-        let mut assessed =
-            super::health::assess_all(source, snapshot, &model, day_number(as_of), settings)?;
+    if let Some(model) = crate::health::history::model_for(source, Some(as_of))? {
+        let mut assessed = crate::health::history::assess_all(
+            source,
+            snapshot,
+            &model,
+            day_number(as_of),
+            settings,
+        )?;
         // The tier shown is the held one, the same the history and its changes record.
-        super::health::apply_held(source, day_number(as_of), &mut assessed, settings)?;
+        crate::health::history::apply_held(source, day_number(as_of), &mut assessed, settings)?;
         for (row, h) in snapshot.iter().zip(assessed) {
             let Some(&i) = row["account_id"].as_str().and_then(|id| index.get(id)) else {
                 continue;
@@ -199,19 +198,6 @@ pub fn facts(
         });
     }
     Ok(out)
-}
-
-/// An account's name, `Some(None)` when it has none, `None` when there is no such account
-/// (a record, or on the embedded store and ClickHouse alike, an account only group calls named).
-pub fn account_name(
-    source: &dyn Source,
-    account: &str,
-) -> Result<Option<Option<String>>, StoreError> {
-    let rows = source.record_rows("accounts", &["account_id", "name"])?;
-    Ok(rows
-        .iter()
-        .find(|r| r[0].as_text() == Some(account))
-        .map(|r| r[1].as_text().map(str::to_string)))
 }
 
 /// Every CSM record: (id, name), by name.
@@ -245,77 +231,4 @@ pub fn feature_uses(
         .collect();
     uses.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     Ok(uses)
-}
-
-/// A raw event as the account page lists it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RecentEvent {
-    pub timestamp_ms: i64,
-    pub kind: String,
-    pub event: Option<String>,
-    pub user_id: Option<String>,
-}
-
-/// What the dashboard reads beside the metrics, health and listening: its users and
-/// sessions, an account's records and latest events, the features known (alerts, tasks,
-/// rules and the outbox: `store::actions::ActionStore`).
-pub trait DashboardSource: ListeningSource + UserStore + RecordStore {
-    /// Every feature any account has used, by name.
-    fn known_features(&self, config: &MetricsConfig) -> Result<Vec<String>, StoreError>;
-    /// The last `limit` events received from the account's people, newest first by time.
-    fn recent_events(&self, account: &str, limit: usize) -> Result<Vec<RecentEvent>, StoreError>;
-    /// An account's records of `kind`, the latest `order_by` first (ties by key), as JSON.
-    fn of_account(
-        &self,
-        kind: &'static Kind,
-        account: &str,
-        order_by: &str,
-        limit: usize,
-    ) -> Result<Vec<Value>, StoreError>;
-}
-
-impl DashboardSource for Connection {
-    fn known_features(&self, _config: &MetricsConfig) -> Result<Vec<String>, StoreError> {
-        let mut query =
-            self.prepare("SELECT DISTINCT feature FROM account_features ORDER BY feature")?;
-        let rows = query.query_map([], |r| r.get(0))?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
-
-    /// The account's people are the users a group call made members; each one's newest
-    /// events come through `person_events`, plus those not indexed yet.
-    fn recent_events(&self, account: &str, limit: usize) -> Result<Vec<RecentEvent>, StoreError> {
-        let mut query = self.prepare(
-            "SELECT timestamp_ms, type, event, user_id FROM (
-                 SELECT e.id, e.timestamp_ms, e.type, e.event, e.user_id
-                 FROM (SELECT DISTINCT user_id FROM memberships WHERE account_id = ?1 AND user_id IS NOT NULL) m
-                 JOIN events e ON e.id IN (SELECT id FROM person_events WHERE key = m.user_id ORDER BY id DESC LIMIT ?2)
-                 WHERE e.user_id = m.user_id
-                 UNION
-                 SELECT id, timestamp_ms, type, event, user_id FROM events
-                 WHERE id > (SELECT indexed_to FROM rollup_state WHERE id = 1)
-                     AND user_id IN (SELECT user_id FROM memberships WHERE account_id = ?1)
-                 ORDER BY id DESC LIMIT ?2
-             ) ORDER BY timestamp_ms DESC",
-        )?;
-        let rows = query.query_map(params![account, limit as i64], |r| {
-            Ok(RecentEvent {
-                timestamp_ms: r.get(0)?,
-                kind: r.get(1)?,
-                event: r.get(2)?,
-                user_id: r.get(3)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
-
-    fn of_account(
-        &self,
-        kind: &'static Kind,
-        account: &str,
-        order_by: &str,
-        limit: usize,
-    ) -> Result<Vec<Value>, StoreError> {
-        super::records::of_account(self, kind, account, order_by, limit)
-    }
 }

@@ -1,4 +1,4 @@
-//! Listening, stored: every comment stream in one list (survey comments, ticket subjects,
+//! Listening over the store: every comment stream in one list (survey comments, ticket subjects,
 //! suggestion titles, churn feedback, CSM notes), notes, the churn-reason report, and theme
 //! statistics (count, accounts, their ARR, trend per quarter, churned vs retained share,
 //! sample quotes) over all comments, detractors' or chosen accounts'.
@@ -6,89 +6,20 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use chrono::NaiveDate;
-use rusqlite::{params, Connection};
 use serde_json::{json, Value};
 
-use super::health::HealthSource;
-use super::records::RecordStore;
-use super::StoreError;
-use crate::config::CurrencyConfig;
-use crate::listening::{self, Comment};
+use super::{self as listening, Comment};
+use crate::metrics::config::CurrencyConfig;
 use crate::records::Cell;
 use crate::share::Quarter;
+use crate::store::{ListeningSource, Note, RecordStore, StoreError};
 
 /// Longest note.
 pub const NOTE_CHARS_MAX: usize = 4_000;
 
-/// A CSM's note on an account.
-#[derive(Debug, Clone)]
-pub struct Note {
-    pub id: i64,
-    pub account_id: String,
-    pub author: String,
-    pub person: Option<String>,
-    pub text: String,
-    pub created_ms: i64,
-}
-
 impl Note {
     fn to_json(&self) -> Value {
         json!({"id": self.id, "author": self.author, "person": self.person, "text": self.text, "created_at": crate::ingest::format_timestamp(self.created_ms)})
-    }
-}
-
-/// What listening reads and writes beyond the records and health: CSM notes. The embedded
-/// store (a `Connection`) and ClickHouse implement it; comments, themes and the churn-reason
-/// report are written once over it.
-pub trait ListeningSource: HealthSource {
-    /// Stores a note on an existing account; `None` when there is no such account.
-    fn add_note(
-        &self,
-        account: &str,
-        author: &str,
-        person: Option<&str>,
-        text: &str,
-    ) -> Result<Option<i64>, StoreError>;
-    /// The notes of `account` (every account's with `None`).
-    fn stored_notes(&self, account: Option<&str>) -> Result<Vec<Note>, StoreError>;
-}
-
-impl ListeningSource for Connection {
-    fn add_note(
-        &self,
-        account: &str,
-        author: &str,
-        person: Option<&str>,
-        text: &str,
-    ) -> Result<Option<i64>, StoreError> {
-        let known: i64 = self.query_row(
-            "SELECT COUNT(*) FROM accounts WHERE account_id = ?1",
-            [account],
-            |r| r.get(0),
-        )?;
-        if known == 0 {
-            return Ok(None);
-        }
-        self.execute(
-            "INSERT INTO notes (account_id, author, person, text, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![account, author, person, text, chrono::Utc::now().timestamp_millis()],
-        )?;
-        Ok(Some(self.last_insert_rowid()))
-    }
-
-    fn stored_notes(&self, account: Option<&str>) -> Result<Vec<Note>, StoreError> {
-        let mut query = self.prepare("SELECT id, account_id, author, person, text, created_ms FROM notes WHERE ?1 IS NULL OR account_id = ?1")?;
-        let rows = query.query_map([account], |r| {
-            Ok(Note {
-                id: r.get(0)?,
-                account_id: r.get(1)?,
-                author: r.get(2)?,
-                person: r.get(3)?,
-                text: r.get(4)?,
-                created_ms: r.get(5)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
     }
 }
 

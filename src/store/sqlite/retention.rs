@@ -18,8 +18,8 @@
 
 use rusqlite::{params, Connection};
 
-use super::StoreError;
 use crate::metrics::activity;
+use crate::store::{Pruned, StoreError};
 
 /// Ids looked at per delete transaction: short enough that ingest never waits long.
 pub const CHUNK_IDS: i64 = 50_000;
@@ -45,17 +45,6 @@ pub(crate) fn cutoffs(horizon: i64, days: u32, now_ms: i64) -> (i64, i64) {
         horizon * 86_400_000 - MAX_UTC_OFFSET_MS,
         now_ms - i64::from(days) * 86_400_000,
     )
-}
-
-/// What a pass did.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Pruned {
-    /// Raw events deleted.
-    pub events: u64,
-    /// First local day whose rollup rows are still backed by raw events.
-    pub horizon: chrono::NaiveDate,
-    /// Why nothing was deleted, when so.
-    pub skipped: Option<String>,
 }
 
 /// Drops the raw events older than `days` (see the module notes). `progress` gets (ids
@@ -108,7 +97,7 @@ pub fn prune(
     while low <= end {
         let high = (low + CHUNK_IDS - 1).min(end);
         let tx = super::write_transaction(conn, super::Lock::Both)?;
-        let (events, ids) = super::rollup::delete_events(
+        let (events, ids) = crate::store::sqlite::rollup::delete_events(
             &tx,
             "DELETE FROM events WHERE id BETWEEN ?1 AND ?2 AND timestamp_ms < ?3 AND received_ms < ?4
              RETURNING id, user_id, anonymous_id",
@@ -129,51 +118,4 @@ pub fn prune(
         horizon: horizon_date,
         skipped: None,
     })
-}
-
-/// Starts the thread that runs a pass at start and then every 6 hours while serving.
-pub fn spawn(store: &super::Store, days: u32) -> Result<std::thread::JoinHandle<()>, StoreError> {
-    let mut conn = store.connect()?;
-    spawn_passes(days, move |now_ms| {
-        prune(&mut conn, days, now_ms, &mut |_, _| {})
-    })
-}
-
-/// The same thread on the ClickHouse node that keeps the health history.
-pub fn spawn_on_clickhouse(
-    clickhouse: super::clickhouse::ClickHouse,
-    runtime: tokio::runtime::Handle,
-    days: u32,
-) -> Result<std::thread::JoinHandle<()>, StoreError> {
-    spawn_passes(days, move |now_ms| {
-        runtime.block_on(clickhouse.prune(days, now_ms))
-    })
-}
-
-fn spawn_passes(
-    days: u32,
-    mut pass: impl FnMut(i64) -> Result<Pruned, StoreError> + Send + 'static,
-) -> Result<std::thread::JoinHandle<()>, StoreError> {
-    const EVERY: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
-    const RETRY: std::time::Duration = std::time::Duration::from_secs(600);
-    std::thread::Builder::new()
-        .name("retention".into())
-        .spawn(move || loop {
-            let wait = match pass(chrono::Utc::now().timestamp_millis()) {
-                Ok(Pruned { skipped: Some(reason), .. }) => {
-                    tracing::info!(%reason, "retention pass skipped; trying again in 10 minutes");
-                    RETRY
-                }
-                Ok(pruned) => {
-                    tracing::info!(events = pruned.events, horizon = %pruned.horizon, raw_events_days = days, "retention pass dropped old raw events");
-                    EVERY
-                }
-                Err(error) => {
-                    tracing::error!(%error, "retention pass failed; trying again in 10 minutes");
-                    RETRY
-                }
-            };
-            std::thread::sleep(wait);
-        })
-        .map_err(|e| StoreError::Thread(e.to_string()))
 }

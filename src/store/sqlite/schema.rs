@@ -20,7 +20,7 @@ const MIGRATIONS: &[&str] = &[
         raw          TEXT NOT NULL          -- the message exactly as received
     );
     -- No index on received_ms: ids follow receive order, so time ranges are found by
-    -- binary search on id (store::first_id_received_since); every index costs each insert.
+    -- binary search on id (store::sqlite::first_id_received_since); every index costs each insert.
 
     CREATE TABLE users (
         user_id       TEXT PRIMARY KEY,
@@ -127,7 +127,7 @@ const MIGRATIONS: &[&str] = &[
         created_ms   INTEGER NOT NULL
     );
     "#,
-    // 2: per-user-per-day rollups (store::rollup) and the indexes that find one person's
+    // 2: per-user-per-day rollups (store::sqlite::rollup) and the indexes that find one person's
     // events when their identity or membership changes after the fact.
     r#"
     CREATE INDEX events_user ON events(user_id, timestamp_ms);
@@ -319,7 +319,7 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX notes_account ON notes(account_id);
     "#,
-    // 7: retention of raw events (store::retention): rollup days before frozen_before_day
+    // 7: retention of raw events (store::sqlite::retention): rollup days before frozen_before_day
     // (a local day number) are kept as they are, their raw events may be gone; the frozen
     // rows hold every event of those days with id <= max(last_event_id, frozen_counted_to).
     r#"
@@ -354,8 +354,8 @@ const MIGRATIONS: &[&str] = &[
     // an older bellwether must not open.
     "",
     // 11: write_lock, a one-row table whose no-op update takes bellwether.db's write lock
-    // alone (store::write_transaction); erased_ids, the ids of erased people whose rollup
-    // rows are still to be purged (store::records::delete_user, store::rollup).
+    // alone (store::sqlite::write_transaction); erased_ids, the ids of erased people whose rollup
+    // rows are still to be purged (store::sqlite::records::delete_user, store::rollup).
     r#"
     CREATE TABLE write_lock (id INTEGER PRIMARY KEY CHECK (id = 1));
     INSERT INTO write_lock VALUES (1);
@@ -379,7 +379,7 @@ const MIGRATIONS: &[&str] = &[
 
 /// The tables of `rollups.db`, attached to every connection as `rollups` (unqualified names
 /// find them): per-user-day rollups, the person index and the rollup cursor. All derived
-/// from the events, except days frozen by retention (see `store::retention`).
+/// from the events, except days frozen by retention (see `store::sqlite::retention`).
 pub(crate) const ROLLUP_TABLES: &[&str] = &[
     "user_days",
     "user_day_features",
@@ -446,12 +446,12 @@ const ROLLUPS_SCHEMA: &str = r#"
     );
     INSERT OR IGNORE INTO rollups.rollup_state (id, last_event_id, fingerprint, pruned_known) VALUES (1, 0, '', 1);
     -- Ids (userId or anonymousId) some of whose raw events retention dropped: only their
-    -- people keep frozen rows through a recompute (store::rollup).
+    -- people keep frozen rows through a recompute (store::sqlite::rollup).
     CREATE TABLE IF NOT EXISTS rollups.pruned_ids (
         key TEXT PRIMARY KEY
     ) WITHOUT ROWID;
     -- A person's events up to rollup_state.indexed_to: the rollup worker writes them in
-    -- batches (store::rollup::INDEX_EVERY); newer ones are found by reading the events after it.
+    -- batches (store::sqlite::rollup::INDEX_EVERY); newer ones are found by reading the events after it.
     CREATE TABLE IF NOT EXISTS rollups.person_events (
         key TEXT NOT NULL,      -- a userId or anonymousId of the event (both, if it has both)
         id  INTEGER NOT NULL,   -- events.id
@@ -482,7 +482,7 @@ pub fn split_rollups(conn: &mut Connection) -> rusqlite::Result<Result<(), Strin
         return Ok(Ok(())); // the usual open: nothing to write, so no lock to wait for
     }
     // The tables (each statement idempotent), then two transactions locked as every writer
-    // locks (store::write_transaction): the copy into rollups.db commits first, then the
+    // locks (store::sqlite::write_transaction): the copy into rollups.db commits first, then the
     // tables leave bellwether.db. A commit writing both files is not atomic; stopped between
     // the two, the next open copies again.
     // Version 2 added pruned_ids and rollup_state.pruned_known (set below).
@@ -499,7 +499,8 @@ pub fn split_rollups(conn: &mut Connection) -> rusqlite::Result<Result<(), Strin
     }
     conn.execute_batch(ROLLUPS_SCHEMA)?;
     let moved: Vec<&str> = {
-        let tx = crate::store::write_transaction(conn, crate::store::Lock::Rollups)?;
+        let tx =
+            crate::store::sqlite::write_transaction(conn, crate::store::sqlite::Lock::Rollups)?;
         tx.pragma_update(Some("rollups"), "user_version", ROLLUPS_VERSION)?;
         let mut moved = Vec::new();
         for &table in ROLLUP_TABLES {
@@ -531,7 +532,7 @@ pub fn split_rollups(conn: &mut Connection) -> rusqlite::Result<Result<(), Strin
         moved
     };
     if !moved.is_empty() {
-        let tx = crate::store::write_transaction(conn, crate::store::Lock::Main)?;
+        let tx = crate::store::sqlite::write_transaction(conn, crate::store::sqlite::Lock::Main)?;
         for table in &moved {
             tx.execute_batch(&format!("DROP TABLE main.{table};"))?;
         }
@@ -584,7 +585,7 @@ mod tests {
             )
             .unwrap();
         }
-        let conn = crate::store::Store::open(dir.path())
+        let conn = crate::store::sqlite::Store::open(dir.path())
             .unwrap()
             .connect()
             .unwrap();
@@ -625,7 +626,7 @@ mod tests {
         }
         for _ in 0..2 {
             // The second open finds nothing to move and changes nothing.
-            let conn = crate::store::Store::open(dir.path())
+            let conn = crate::store::sqlite::Store::open(dir.path())
                 .unwrap()
                 .connect()
                 .unwrap();
@@ -679,7 +680,7 @@ mod tests {
     fn a_version_1_rollups_file_knows_its_pruned_ids_only_if_retention_never_ran() {
         for (frozen_before_day, known) in [(None, true), (Some(19990), false)] {
             let dir = tempfile::tempdir().unwrap();
-            drop(crate::store::Store::open(dir.path()).unwrap());
+            drop(crate::store::sqlite::Store::open(dir.path()).unwrap());
             {
                 // Back to rollups.db as version 1 wrote it.
                 let conn = Connection::open(dir.path().join("rollups.db")).unwrap();
@@ -695,7 +696,7 @@ mod tests {
                 conn.execute("INSERT INTO rollup_state (id, last_event_id, fingerprint, frozen_before_day) VALUES (1, 0, '', ?1)", [frozen_before_day])
                     .unwrap();
             }
-            let conn = crate::store::Store::open(dir.path())
+            let conn = crate::store::sqlite::Store::open(dir.path())
                 .unwrap()
                 .connect()
                 .unwrap();

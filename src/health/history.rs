@@ -1,393 +1,22 @@
-//! Health on the store: decided renewals as examples, versioned models, per-account health
-//! (tier, score, breakdown), the daily history with tier changes, and the backtest.
+//! Health over the store: decided renewals as examples, versioned models, per-account
+//! health (tier, score, breakdown) and the daily history with tier changes. Written once
+//! over the store's traits, so both backends answer alike.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::NaiveDate;
-use rusqlite::{params, Connection, OptionalExtension};
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use super::metrics::{self as sm, AccountInfo};
-use super::StoreError;
-use crate::config::{CurrencyConfig, HealthConfig, MetricsConfig};
+use super::config::HealthConfig;
+use super::model::{Gate, Model, Settings, PROMOTED, REJECTED};
+use super::quality::{Decision, Quality};
 use crate::health::{self, Example, SegmentModel};
 use crate::metrics::activity::{day_date, day_number};
+use crate::metrics::config::{CurrencyConfig, MetricsConfig};
 use crate::metrics::{self, Row};
-
-/// Everything health needs from the config.
-#[derive(Clone, Copy)]
-pub struct Settings<'a> {
-    pub metrics: &'a MetricsConfig,
-    pub health: &'a HealthConfig,
-    pub currency: &'a CurrencyConfig,
-}
-
-/// A stored model: the analysis of one run.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Model {
-    /// `promoted` (in force from `as_of` until a newer promoted one) or `rejected` (kept to
-    /// show why: see `gate`). Models stored before the gate existed read as promoted.
-    #[serde(default = "promoted")]
-    pub status: String,
-    pub id: i64,
-    pub created_at: String,
-    /// Renewals decided before this day trained it; tiers from it apply from this day on.
-    pub as_of: String,
-    pub reason: String,
-    /// First and last day of the renewal terms it learned from.
-    pub data_from: Option<String>,
-    pub data_to: Option<String>,
-    pub decided_renewals: usize,
-    /// Subscriptions with a decided outcome ending before `as_of` when it was trained
-    /// (whole terms or not), to notice new outcomes.
-    #[serde(default)]
-    pub subscriptions_decided: i64,
-    pub segments: BTreeMap<String, SegmentModel>,
-    /// The held-out comparison that promoted or rejected it (see [`gate`]).
-    #[serde(default)]
-    pub gate: Option<Gate>,
-}
-
-fn promoted() -> String {
-    PROMOTED.to_string()
-}
-
-pub const PROMOTED: &str = "promoted";
-pub const REJECTED: &str = "rejected";
-
-/// A candidate model's test on held-out time: trained on the renewals decided before
-/// `from`, it and the model in force (its power features and cut points, the rest learned
-/// from the same renewals) score every account the day before `from`, against the renewals
-/// decided from `from` until the candidate's `as_of`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Gate {
-    pub from: String,
-    pub to: String,
-    pub decided: usize,
-    pub current_model_id: Option<i64>,
-    /// Brier score of the health score (as a renewal probability) over the held-out renewals.
-    pub brier_candidate: Option<f64>,
-    pub brier_current: Option<f64>,
-    pub auc_score_candidate: Option<f64>,
-    pub auc_logins: Option<f64>,
-    pub promoted: bool,
-    pub reason: String,
-}
-
-/// One account's health on one day, as the daily history keeps it.
-#[derive(Debug, Clone, Default)]
-pub struct HistoryRow {
-    pub account_id: String,
-    /// The model in force that day.
-    pub model_id: i64,
-    /// The tier of the day's usage alone; `tier` is the held tier (see `health::hold`).
-    pub raw_tier: Option<String>,
-    /// The first day of the current run of equal raw tiers.
-    pub raw_since: Option<i32>,
-    pub engagement: Option<f64>,
-    pub score: Option<f64>,
-    pub band: Option<String>,
-    pub tier: Option<String>,
-    pub expected_rate: Option<f64>,
-    pub monthly_uses: Option<f64>,
-}
-
-/// A change of an account's (held) tier.
-#[derive(Debug, Clone)]
-pub struct TierChange {
-    pub account_id: String,
-    pub day: i32,
-    pub from_tier: String,
-    pub to_tier: String,
-    pub model_id: i64,
-    /// `usage` or `model` (see `health::Cause`).
-    pub cause: String,
-}
-
-/// What health reads and writes beyond the metrics: feature uses over spans of days, the
-/// first day of activity, the stored models and the daily history. The embedded store (a
-/// `Connection`) and ClickHouse implement it; the analysis, scoring, history and backtest
-/// are written once over it.
-pub trait HealthSource: sm::Source {
-    /// The first (local) day with activity in the rollups (`config` says what activity is).
-    fn data_start(&self, config: &MetricsConfig) -> Result<Option<i32>, StoreError>;
-    /// Each span's (account, first day, last day, inclusive) uses of each feature, in the
-    /// order of `spans`.
-    fn feature_uses(
-        &self,
-        spans: &[(String, i32, i32)],
-        config: &MetricsConfig,
-    ) -> Result<Vec<HashMap<String, i64>>, StoreError>;
-    /// The model in force on `day` (see [`model_for`]).
-    fn model_for(&self, day: Option<NaiveDate>) -> Result<Option<Model>, StoreError>;
-    fn model(&self, id: i64) -> Result<Option<Model>, StoreError>;
-    /// Every model as (id, body), newest first.
-    fn model_bodies(&self) -> Result<Vec<(i64, String)>, StoreError>;
-    /// Stores a model as a new version; returns its id.
-    fn store_model(&self, model: &Model) -> Result<i64, StoreError>;
-
-    /// The last day with stored history.
-    fn history_last_day(&self) -> Result<Option<i32>, StoreError>;
-    /// How many accounts have history on `day`, and how many of those rows came from another
-    /// model than `model_id`.
-    fn history_on(&self, day: i32, model_id: i64) -> Result<(i64, i64), StoreError>;
-    /// Each account's stored history row of `day`.
-    fn day_history(&self, day: i32) -> Result<HashMap<String, HistoryRow>, StoreError>;
-    /// (account, tier changed to) of the changes recorded on days after `after` through `through`.
-    fn changes_between(
-        &self,
-        after: i32,
-        through: i32,
-    ) -> Result<HashSet<(String, String)>, StoreError>;
-    /// Stores one day's rows, replacing what that day had, with the changes found on it.
-    fn write_history(
-        &self,
-        day: i32,
-        model_id: i64,
-        rows: &[HistoryRow],
-        changes: &[TierChange],
-    ) -> Result<(), StoreError>;
-    /// One account's stored history over [from, to], oldest first.
-    fn history(
-        &self,
-        account: &str,
-        from: NaiveDate,
-        to: NaiveDate,
-    ) -> Result<Vec<Value>, StoreError>;
-    /// Tier changes on or after `since` (optionally of one account), oldest first.
-    fn tier_changes(
-        &self,
-        since: NaiveDate,
-        account: Option<&str>,
-    ) -> Result<Vec<Value>, StoreError>;
-}
-
-/// A stored history day as the API shows it.
-pub(crate) fn history_point(day: i32, row: &HistoryRow, model_id: i64) -> Value {
-    json!({"date": day_date(day).to_string(), "health_score": row.score, "health_band": row.band, "tier": row.tier,
-           "usage_tier": row.raw_tier, "expected_renewal_rate": row.expected_rate, "power_feature_monthly_uses": row.monthly_uses,
-           "model_id": model_id, "engagement_score": row.engagement})
-}
-
-/// A stored tier change as the API shows it.
-pub(crate) fn change_value(id: i64, change: &TierChange) -> Value {
-    json!({"id": id, "account_id": change.account_id, "date": day_date(change.day).to_string(), "from": change.from_tier, "to": change.to_tier,
-           "model_id": change.model_id, "cause": change.cause})
-}
-
-/// The SQL condition of a promoted model (models stored before the gate have no status).
-const IN_FORCE: &str = "coalesce(json_extract(body, '$.status'), 'promoted') != 'rejected'";
-
-impl HealthSource for Connection {
-    fn data_start(&self, _config: &MetricsConfig) -> Result<Option<i32>, StoreError> {
-        Ok(self.query_row("SELECT min(day) FROM user_days", [], |r| r.get(0))?)
-    }
-
-    fn feature_uses(
-        &self,
-        spans: &[(String, i32, i32)],
-        _config: &MetricsConfig,
-    ) -> Result<Vec<HashMap<String, i64>>, StoreError> {
-        let mut usage = self.prepare_cached("SELECT feature, sum(uses) FROM user_day_features WHERE account_id = ?1 AND day BETWEEN ?2 AND ?3 GROUP BY feature")?;
-        spans
-            .iter()
-            .map(|(account, first, last)| {
-                Ok(usage
-                    .query_map(params![account, first, last], |r| {
-                        Ok((r.get(0)?, r.get(1)?))
-                    })?
-                    .collect::<Result<_, _>>()?)
-            })
-            .collect()
-    }
-
-    fn model_for(&self, day: Option<NaiveDate>) -> Result<Option<Model>, StoreError> {
-        let newest = |sql: &str, arg: String| -> Result<Option<(i64, String)>, StoreError> {
-            Ok(self
-                .query_row(sql, [arg], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()?)
-        };
-        let row = match day {
-            Some(day) => match newest(&format!("SELECT id, body FROM health_models WHERE as_of <= ?1 AND {IN_FORCE} ORDER BY as_of DESC, id DESC LIMIT 1"), day.to_string())? {
-                Some(row) => Some(row),
-                None => newest(&format!("SELECT id, body FROM health_models WHERE ?1 = ?1 AND {IN_FORCE} ORDER BY as_of ASC, id DESC LIMIT 1"), String::new())?,
-            },
-            None => newest(&format!("SELECT id, body FROM health_models WHERE ?1 = ?1 AND {IN_FORCE} ORDER BY id DESC LIMIT 1"), String::new())?,
-        };
-        row.map(|(id, body)| parse_model(id, body)).transpose()
-    }
-
-    fn model(&self, id: i64) -> Result<Option<Model>, StoreError> {
-        let row: Option<String> = self
-            .query_row("SELECT body FROM health_models WHERE id = ?1", [id], |r| {
-                r.get(0)
-            })
-            .optional()?;
-        row.map(|body| parse_model(id, body)).transpose()
-    }
-
-    fn model_bodies(&self) -> Result<Vec<(i64, String)>, StoreError> {
-        let mut query = self.prepare("SELECT id, body FROM health_models ORDER BY id DESC")?;
-        let rows = query.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
-
-    fn store_model(&self, model: &Model) -> Result<i64, StoreError> {
-        self.execute(
-            "INSERT INTO health_models (created_ms, as_of, reason, body) VALUES (?1, ?2, ?3, ?4)",
-            params![
-                chrono::Utc::now().timestamp_millis(),
-                model.as_of,
-                model.reason,
-                model_body(model)?
-            ],
-        )?;
-        Ok(self.last_insert_rowid())
-    }
-
-    fn history_last_day(&self) -> Result<Option<i32>, StoreError> {
-        Ok(self.query_row("SELECT max(day) FROM health_history", [], |r| r.get(0))?)
-    }
-
-    fn history_on(&self, day: i32, model_id: i64) -> Result<(i64, i64), StoreError> {
-        Ok(self.query_row(
-            "SELECT count(*), count(*) FILTER (WHERE model_id != ?2) FROM health_history WHERE day = ?1",
-            params![day, model_id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?)
-    }
-
-    fn day_history(&self, day: i32) -> Result<HashMap<String, HistoryRow>, StoreError> {
-        Ok(history_where(self, "day = ?1", [day])?
-            .into_iter()
-            .map(|(_, _, row)| (row.account_id.clone(), row))
-            .collect())
-    }
-
-    fn changes_between(
-        &self,
-        after: i32,
-        through: i32,
-    ) -> Result<HashSet<(String, String)>, StoreError> {
-        let mut query = self.prepare_cached(
-            "SELECT account_id, to_tier FROM tier_changes WHERE day > ?1 AND day <= ?2",
-        )?;
-        let rows = query.query_map([after, through], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
-
-    fn write_history(
-        &self,
-        day: i32,
-        model_id: i64,
-        rows: &[HistoryRow],
-        changes: &[TierChange],
-    ) -> Result<(), StoreError> {
-        let tx = super::write_transaction(self, super::Lock::Main)?;
-        let mut insert = tx.prepare_cached(
-            "INSERT OR REPLACE INTO health_history (account_id, day, score, band, tier, expected_rate, monthly_uses, model_id, engagement, raw_tier, raw_since)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-        )?;
-        for row in rows {
-            insert.execute(params![
-                row.account_id,
-                day,
-                row.score,
-                row.band,
-                row.tier,
-                row.expected_rate,
-                row.monthly_uses,
-                model_id,
-                row.engagement,
-                row.raw_tier,
-                row.raw_since
-            ])?;
-        }
-        drop(insert);
-        let now = chrono::Utc::now().timestamp_millis();
-        for change in changes {
-            tx.prepare_cached("INSERT INTO tier_changes (account_id, day, from_tier, to_tier, model_id, created_ms, cause) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?
-                .execute(params![change.account_id, change.day, change.from_tier, change.to_tier, change.model_id, now, change.cause])?;
-        }
-        Ok(tx.commit()?)
-    }
-
-    fn history(
-        &self,
-        account: &str,
-        from: NaiveDate,
-        to: NaiveDate,
-    ) -> Result<Vec<Value>, StoreError> {
-        let rows = history_where(
-            self,
-            "account_id = ?1 AND day BETWEEN ?2 AND ?3",
-            params![account, day_number(from), day_number(to)],
-        )?;
-        Ok(rows
-            .iter()
-            .map(|(day, model_id, row)| history_point(*day, row, *model_id))
-            .collect())
-    }
-
-    fn tier_changes(
-        &self,
-        since: NaiveDate,
-        account: Option<&str>,
-    ) -> Result<Vec<Value>, StoreError> {
-        let mut query = self.prepare(
-            "SELECT id, account_id, day, from_tier, to_tier, model_id, cause FROM tier_changes
-             WHERE day >= ?1 AND (?2 IS NULL OR account_id = ?2) ORDER BY day, id",
-        )?;
-        let rows = query.query_map(params![day_number(since), account], |r| {
-            let change = TierChange {
-                account_id: r.get(1)?,
-                day: r.get(2)?,
-                from_tier: r.get(3)?,
-                to_tier: r.get(4)?,
-                model_id: r.get(5)?,
-                cause: r.get(6)?,
-            };
-            Ok(change_value(r.get(0)?, &change))
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
-}
-
-/// The stored history rows meeting `condition`, oldest first, as (day, model id, row).
-fn history_where(
-    conn: &Connection,
-    condition: &str,
-    params: impl rusqlite::Params,
-) -> Result<Vec<(i32, i64, HistoryRow)>, StoreError> {
-    let mut query = conn.prepare_cached(&format!(
-        "SELECT account_id, day, score, band, tier, expected_rate, monthly_uses, model_id, engagement, raw_tier, raw_since FROM health_history
-         WHERE {condition} ORDER BY day"
-    ))?;
-    let rows = query.query_map(params, |r| {
-        let row = HistoryRow {
-            account_id: r.get(0)?,
-            model_id: r.get(7)?,
-            raw_tier: r.get(9)?,
-            raw_since: r.get(10)?,
-            score: r.get(2)?,
-            band: r.get(3)?,
-            tier: r.get(4)?,
-            expected_rate: r.get(5)?,
-            monthly_uses: r.get(6)?,
-            engagement: r.get(8)?,
-        };
-        Ok((r.get(1)?, r.get(7)?, row))
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
-}
-
-pub(crate) fn model_body(model: &Model) -> Result<String, StoreError> {
-    serde_json::to_string(model).map_err(|e| StoreError::Invalid(e.to_string()))
-}
-
-/// The first and last day (day numbers) of the data the examples were read from.
-pub type DaySpan = (i32, i32);
+use crate::store::{
+    parse_model, AccountInfo, DaySpan, HealthSource, HistoryRow, StoreError, TierChange,
+};
 
 /// Every renewal decided before `as_of` whose usage window lies inside the data, with the
 /// account's monthly use of each feature over that window and its score measures on the
@@ -489,7 +118,7 @@ fn record_measures(
     let mut infos: Vec<&AccountInfo> = decisions.iter().map(|(info, _)| *info).collect();
     infos.sort_by(|a, b| a.account_id.cmp(&b.account_id));
     infos.dedup_by(|a, b| a.account_id == b.account_id);
-    let mut records = sm::build_records(
+    let mut records = crate::store::load::build_records(
         &mut |table, columns| source.record_rows(table, columns),
         infos.iter().copied(),
         settings.currency,
@@ -730,13 +359,6 @@ pub fn gate(
         f(gate.auc_logins)
     );
     Ok(gate)
-}
-
-pub(crate) fn parse_model(id: i64, body: String) -> Result<Model, StoreError> {
-    let mut model: Model = serde_json::from_str(&body)
-        .map_err(|e| StoreError::Invalid(format!("health model {id}: {e}")))?;
-    model.id = id;
-    Ok(model)
 }
 
 /// The model in force on `day`: the newest promoted one trained as of that day or before;
@@ -1147,275 +769,6 @@ fn write_history_day(
     Ok(())
 }
 
-/// One decided renewal of a backtest with the health its account had before it.
-struct Decision {
-    segment: String,
-    renewed: bool,
-    /// ARR of the decided subscription, in the report currency.
-    arr: f64,
-    health: Map<String, Value>,
-    logins: Option<f64>,
-}
-
-impl Decision {
-    /// The renewal probability the health gives: a learned score / 100, else the expected
-    /// renewal rate.
-    fn probability(&self) -> Option<f64> {
-        let learned = matches!(
-            self.health["score_weights"].as_str(),
-            Some("learned" | "pooled")
-        );
-        match self.health["health_score"].as_f64() {
-            Some(score) if learned => Some(score / 100.0),
-            _ => self.health["expected_renewal_rate"].as_f64(),
-        }
-    }
-}
-
-/// Every account scored under `model` from `rows` (metrics of the day before `as_of`),
-/// joined with the renewals decided in [`as_of`, `as_of` + `horizon_days`) of the accounts
-/// that were customers before `as_of` (one that was not has nothing to be scored on).
-fn scored_decisions(
-    source: &dyn HealthSource,
-    rows: &[Row],
-    model: &Model,
-    as_of: NaiveDate,
-    horizon_days: i64,
-    settings: Settings,
-) -> Result<Vec<Decision>, StoreError> {
-    let day = day_number(as_of) - 1;
-    let healths = assess_all(source, rows, model, day, settings)?;
-    let assessed: HashMap<String, (Map<String, Value>, Option<f64>)> = healths
-        .into_iter()
-        .zip(rows)
-        .map(|(health, row)| {
-            (
-                row["account_id"].as_str().unwrap_or_default().to_string(),
-                (health, row["logins_per_user_week"].as_f64()),
-            )
-        })
-        .collect();
-    let (from, to) = (
-        day_number(as_of),
-        day_number(as_of + chrono::Duration::days(horizon_days)),
-    );
-    let infos = source.accounts()?;
-    let mut subscriptions = source.subscriptions(&infos, settings.currency)?;
-    let mut out = Vec::new();
-    for info in &infos {
-        let subs = subscriptions.remove(&info.account_id).unwrap_or_default();
-        if subs
-            .iter()
-            .map(|s| s.start)
-            .min()
-            .is_none_or(|since| since >= from)
-        {
-            continue;
-        }
-        for sub in subs {
-            if matches!(sub.outcome.as_deref(), Some("renewed" | "churned"))
-                && sub.end.is_some_and(|end| end >= from && end < to)
-            {
-                if let Some((health, logins)) = assessed.get(&info.account_id) {
-                    let segment = health["segment"].as_str().unwrap_or_default().to_string();
-                    let renewed = sub.outcome.as_deref() == Some("renewed");
-                    out.push(Decision {
-                        segment,
-                        renewed,
-                        arr: sub.arr,
-                        health: health.clone(),
-                        logins: *logins,
-                    });
-                }
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// What a backtest reports of a group of decisions.
-#[derive(Debug, Default)]
-struct Quality {
-    auc_expected_rate: Option<f64>,
-    auc_score: Option<f64>,
-    auc_tier: Option<f64>,
-    auc_logins: Option<f64>,
-    brier_score: Option<f64>,
-    brier_expected_rate: Option<f64>,
-    brier_base: Option<f64>,
-    top_decile_lift: Option<f64>,
-}
-
-impl Quality {
-    fn of(items: &[&Decision]) -> Quality {
-        let auc_of = |f: &dyn Fn(&Decision) -> Option<f64>| {
-            let points: Vec<(f64, bool, f64)> = items
-                .iter()
-                .map(|d| (f(d).unwrap_or(0.0), d.renewed, 1.0))
-                .collect();
-            health::auc(&points)
-        };
-        let tier_index = |d: &Decision| {
-            d.health["tier"]
-                .as_str()
-                .and_then(|t| health::TIERS.iter().position(|x| *x == t))
-                .map(|i| i as f64)
-        };
-        let brier = |f: &dyn Fn(&Decision) -> Option<f64>| {
-            let errors: Vec<f64> = items
-                .iter()
-                .filter_map(|d| f(d).map(|p| (p - if d.renewed { 1.0 } else { 0.0 }).powi(2)))
-                .collect();
-            (!errors.is_empty()).then(|| errors.iter().sum::<f64>() / errors.len() as f64)
-        };
-        let n = items.len();
-        let base = (n > 0).then(|| items.iter().filter(|d| d.renewed).count() as f64 / n as f64);
-        // Top-decile lift: the churn rate of the tenth with the lowest renewal probability
-        // over the churn rate of all.
-        let mut ranked: Vec<&Decision> = items
-            .iter()
-            .copied()
-            .filter(|d| d.probability().is_some())
-            .collect();
-        ranked.sort_by(|a, b| {
-            a.probability()
-                .unwrap_or(0.0)
-                .total_cmp(&b.probability().unwrap_or(0.0))
-        });
-        let decile = ranked.len().div_ceil(10);
-        let churn = |group: &[&Decision]| {
-            group.iter().filter(|d| !d.renewed).count() as f64 / group.len().max(1) as f64
-        };
-        let overall_churn = churn(&ranked);
-        Quality {
-            auc_expected_rate: auc_of(&|d| d.health["expected_renewal_rate"].as_f64()),
-            auc_score: auc_of(&|d| d.health["health_score"].as_f64()),
-            auc_tier: auc_of(&tier_index),
-            auc_logins: auc_of(&|d| d.logins),
-            brier_score: brier(&Decision::probability),
-            brier_expected_rate: brier(&|d| d.health["expected_renewal_rate"].as_f64()),
-            brier_base: base.map(|p| p * (1.0 - p)),
-            top_decile_lift: (decile > 0 && overall_churn > 0.0)
-                .then(|| churn(&ranked[..decile]) / overall_churn),
-        }
-    }
-}
-
-/// The calibration of a group's tiers: per tier (and `unknown`) the decisions, the mean
-/// predicted rate, the observed rate with its 95% (Jeffreys) interval; and the
-/// decision-weighted mean |predicted - observed| over tiers with a prediction.
-fn calibration(items: &[&Decision]) -> (Vec<Value>, Option<f64>, Option<f64>) {
-    let (mut error, mut weight) = (0.0, 0.0);
-    let mut largest = 0usize;
-    let tiers: Vec<Value> = health::TIERS
-        .iter()
-        .chain(std::iter::once(&health::UNKNOWN))
-        .map(|tier| {
-            let inside: Vec<&Decision> = items.iter().copied().filter(|d| d.health["tier"] == *tier).collect();
-            let n = inside.len();
-            largest = largest.max(n);
-            let renewed = inside.iter().filter(|d| d.renewed).count();
-            let observed = (n > 0).then(|| renewed as f64 / n as f64);
-            let rates: Vec<f64> = inside.iter().filter_map(|d| d.health["expected_renewal_rate"].as_f64()).collect();
-            let predicted = (!rates.is_empty()).then(|| rates.iter().sum::<f64>() / rates.len() as f64);
-            if let (Some(p), Some(o)) = (predicted, observed) {
-                error += n as f64 * (p - o).abs();
-                weight += n as f64;
-            }
-            let interval = (n > 0).then(|| health::beta_interval(renewed as f64 + 0.5, (n - renewed) as f64 + 0.5));
-            json!({"tier": tier, "decided": n, "predicted_renewal_rate": predicted, "observed_renewal_rate": observed,
-                   "observed_low": interval.map(|i| i.0), "observed_high": interval.map(|i| i.1)})
-        })
-        .collect();
-    let share = (!items.is_empty()).then(|| largest as f64 / items.len() as f64);
-    (tiers, (weight > 0.0).then(|| error / weight), share)
-}
-
-/// Backtest: a model trained on renewals decided before `as_of`, every account scored with
-/// data before `as_of` only (metrics as of the day before), against the renewals decided
-/// in the `horizon_days` from `as_of`. Per segment and overall: ROC AUC of the expected
-/// renewal rate, of the health score, of the tier and, as a baseline, of logins per user and
-/// week; top-decile lift; Brier scores and their skill against the base rate; calibration
-/// per tier with intervals.
-pub fn backtest(
-    source: &dyn HealthSource,
-    as_of: NaiveDate,
-    horizon_days: i64,
-    settings: Settings,
-) -> Result<Value, StoreError> {
-    let mut model = analyse(source, as_of, "backtest", settings)?;
-    model.id = 0;
-    let scored_at = as_of - chrono::Duration::days(1);
-    let rows = source.snapshot(scored_at, settings.metrics, settings.currency)?;
-    let decisions = scored_decisions(source, &rows, &model, as_of, horizon_days, settings)?;
-    let mut groups: BTreeMap<String, Vec<&Decision>> = BTreeMap::new();
-    for d in &decisions {
-        groups.entry(d.segment.clone()).or_default().push(d);
-        groups.entry("all".into()).or_default().push(d);
-    }
-    let segments: Vec<Value> = groups
-        .into_iter()
-        .map(|(segment, items)| {
-            let q = Quality::of(&items);
-            let (calibration, calibration_error, largest_tier_share) = self::calibration(&items);
-            let renewed = items.iter().filter(|d| d.renewed).count();
-            let skill = |brier: Option<f64>| {
-                brier
-                    .zip(q.brier_base)
-                    .and_then(|(b, base)| (base > 0.0).then(|| 1.0 - b / base))
-            };
-            let standing = model
-                .segments
-                .get(&segment)
-                .map(|m| json!(m.standing))
-                .unwrap_or(Value::Null);
-            // Revenue at risk as the portfolio counts it (ARR x (1 - expected renewal rate))
-            // against the ARR those decisions actually lost.
-            let arr_decided: f64 = items.iter().map(|d| d.arr).sum();
-            let arr_lost: f64 = items.iter().filter(|d| !d.renewed).map(|d| d.arr).sum();
-            let arr_at_risk: f64 = items
-                .iter()
-                .map(|d| d.arr * (1.0 - d.health["expected_renewal_rate"].as_f64().unwrap_or(1.0)))
-                .sum();
-            json!({
-                "segment": segment,
-                "standing": standing,
-                "decided": items.len(),
-                "renewed": renewed,
-                "churned": items.len() - renewed,
-                "auc_expected_renewal_rate": q.auc_expected_rate,
-                "auc_health_score": q.auc_score,
-                "auc_tier": q.auc_tier,
-                "auc_logins_per_user_week": q.auc_logins,
-                "top_decile_lift": q.top_decile_lift,
-                "brier_health_score": q.brier_score,
-                "brier_skill_health_score": skill(q.brier_score),
-                "brier_expected_renewal_rate": q.brier_expected_rate,
-                "brier_skill_expected_renewal_rate": skill(q.brier_expected_rate),
-                "brier_base_rate": q.brier_base,
-                "calibration_error": calibration_error,
-                "arr_decided": arr_decided,
-                "arr_at_risk_predicted": arr_at_risk,
-                "arr_lost_observed": arr_lost,
-                "largest_tier_share": largest_tier_share,
-                "calibration": calibration,
-            })
-        })
-        .collect();
-    let powers: Map<String, Value> = model
-        .segments
-        .iter()
-        .map(|(s, m)| (s.clone(), json!(m.power_feature)))
-        .collect();
-    Ok(json!({
-        "as_of": as_of.to_string(),
-        "scored_with_data_through": scored_at.to_string(),
-        "horizon_days": horizon_days,
-        "model": {"decided_renewals": model.decided_renewals, "data_from": model.data_from, "data_to": model.data_to, "power_features": powers},
-        "segments": segments,
-    }))
-}
-
 /// The indicators of a model as rows (`segment`, `feature`, `rank`, `auc`, ...), optionally
 /// of one segment. Fallback segments are listed under their own name with the pooled ranking.
 pub fn indicator_rows(model: &Model, segment: Option<&str>) -> Vec<Value> {
@@ -1533,13 +886,74 @@ pub fn run_once(
     Ok(due.is_some() || days > 1)
 }
 
+/// Every account scored under `model` from `rows` (metrics of the day before `as_of`),
+/// joined with the renewals decided in [`as_of`, `as_of` + `horizon_days`) of the accounts
+/// that were customers before `as_of` (one that was not has nothing to be scored on).
+pub(crate) fn scored_decisions(
+    source: &dyn HealthSource,
+    rows: &[Row],
+    model: &Model,
+    as_of: NaiveDate,
+    horizon_days: i64,
+    settings: Settings,
+) -> Result<Vec<Decision>, StoreError> {
+    let day = day_number(as_of) - 1;
+    let healths = assess_all(source, rows, model, day, settings)?;
+    let assessed: HashMap<String, (Map<String, Value>, Option<f64>)> = healths
+        .into_iter()
+        .zip(rows)
+        .map(|(health, row)| {
+            (
+                row["account_id"].as_str().unwrap_or_default().to_string(),
+                (health, row["logins_per_user_week"].as_f64()),
+            )
+        })
+        .collect();
+    let (from, to) = (
+        day_number(as_of),
+        day_number(as_of + chrono::Duration::days(horizon_days)),
+    );
+    let infos = source.accounts()?;
+    let mut subscriptions = source.subscriptions(&infos, settings.currency)?;
+    let mut out = Vec::new();
+    for info in &infos {
+        let subs = subscriptions.remove(&info.account_id).unwrap_or_default();
+        if subs
+            .iter()
+            .map(|s| s.start)
+            .min()
+            .is_none_or(|since| since >= from)
+        {
+            continue;
+        }
+        for sub in subs {
+            if matches!(sub.outcome.as_deref(), Some("renewed" | "churned"))
+                && sub.end.is_some_and(|end| end >= from && end < to)
+            {
+                if let Some((health, logins)) = assessed.get(&info.account_id) {
+                    let segment = health["segment"].as_str().unwrap_or_default().to_string();
+                    let renewed = sub.outcome.as_deref() == Some("renewed");
+                    out.push(Decision {
+                        segment,
+                        renewed,
+                        arr: sub.arr,
+                        health: health.clone(),
+                        logins: *logins,
+                    });
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::{CurrencyConfig, HealthConfig};
-    use crate::store::metrics::Source;
-    use crate::store::records::RecordStore;
-    use rusqlite::params;
+    use crate::store::RecordStore;
+    use crate::store::Source;
+    use rusqlite::{params, Connection};
 
     fn import(conn: &mut Connection, kind: &str, object: Value) {
         let kind = crate::records::kind(kind).unwrap();
@@ -1564,7 +978,7 @@ mod tests {
     #[test]
     fn a_renewal_is_learned_and_scored_over_the_same_window() {
         let dir = tempfile::tempdir().unwrap();
-        let store = crate::store::Store::open(dir.path()).unwrap();
+        let store = crate::store::sqlite::Store::open(dir.path()).unwrap();
         let mut conn = store.connect().unwrap();
         let metrics = MetricsConfig::default();
         let (health, currency) = (
@@ -1624,9 +1038,9 @@ mod tests {
             .unwrap();
         }
         conn.execute("INSERT INTO memberships (user_id, anonymous_id, account_id, timestamp_ms, event_id) VALUES ('u1', NULL, 'a1', ?1, 1)", [ms(-395)]).unwrap();
-        crate::store::rollup::catch_up(
+        crate::store::sqlite::rollup::catch_up(
             &mut conn,
-            &mut crate::store::rollup::Rollup::new(&metrics),
+            &mut crate::store::sqlite::rollup::Rollup::new(&metrics),
             &mut |_, _| {},
         )
         .unwrap();
@@ -1658,7 +1072,7 @@ mod tests {
     #[test]
     fn a_new_model_moves_tiers_at_once_as_model_changes_while_usage_waits_to_hold() {
         let dir = tempfile::tempdir().unwrap();
-        let store = crate::store::Store::open(dir.path()).unwrap();
+        let store = crate::store::sqlite::Store::open(dir.path()).unwrap();
         let conn = store.connect().unwrap();
         let (metrics, health, currency) = (
             MetricsConfig::default(),
@@ -1732,7 +1146,7 @@ mod tests {
             .collect();
         assert_eq!(summary, vec![("a", "red", "model"), ("b", "red", "model")]);
         // So no tier_dropped alert follows them.
-        assert!(crate::store::actions::usage_drops(&changes).is_empty());
+        assert!(crate::actions::run::usage_drops(&changes).is_empty());
     }
 
     #[test]
@@ -1740,7 +1154,7 @@ mod tests {
     #[allow(clippy::too_many_lines)]
     fn a_model_that_learned_from_nothing_is_replaced_once_events_make_its_renewals_count() {
         let dir = tempfile::tempdir().unwrap();
-        let store = crate::store::Store::open(dir.path()).unwrap();
+        let store = crate::store::sqlite::Store::open(dir.path()).unwrap();
         let mut conn = store.connect().unwrap();
         let (metrics, health, currency) = (
             MetricsConfig::default(),
@@ -1793,9 +1207,9 @@ mod tests {
             .unwrap();
         }
         conn.execute("INSERT INTO memberships (user_id, anonymous_id, account_id, timestamp_ms, event_id) VALUES ('u1', NULL, 'a1', ?1, 1)", [ms(-130)]).unwrap();
-        crate::store::rollup::catch_up(
+        crate::store::sqlite::rollup::catch_up(
             &mut conn,
-            &mut crate::store::rollup::Rollup::new(&metrics),
+            &mut crate::store::sqlite::rollup::Rollup::new(&metrics),
             &mut |_, _| {},
         )
         .unwrap();

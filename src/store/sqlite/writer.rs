@@ -17,11 +17,11 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection, Statement, Transaction, TransactionBehavior};
 
-use super::dedup::{Dedup, Key, SEGMENT_SHIFT};
 use super::{connect, connect_main, StoreError};
 use crate::ingest::queue::JobReceiver;
 use crate::ingest::{Job, JobOutcome, Kind, Message};
 use crate::limits;
+use crate::store::sqlite::dedup::{Dedup, Key, SEGMENT_SHIFT};
 use crate::telemetry::Telemetry;
 
 const EXPIRE_EVERY: Duration = Duration::from_secs(60);

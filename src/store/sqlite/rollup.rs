@@ -69,7 +69,7 @@ pub struct Rollup {
     /// after a failed step: read again).
     tail: Option<Tail>,
     /// In a server: the newest event the ingest writer has synced. Steps read no further,
-    /// so nothing a crash of the machine could take back is counted (see `store::writer`).
+    /// so nothing a crash of the machine could take back is counted (see `store::sqlite::writer`).
     synced_to: Option<prometheus::IntGauge>,
 }
 
@@ -1174,7 +1174,7 @@ impl IngestLoad {
 
 /// The rollup thread's scheduling priority (a nice value): on a busy machine the CPU goes to
 /// parsing, storing and acknowledging events first; the rollups catch up when load drops
-/// (their lag pauses alerting, see `store::actions`). Measured in BENCHMARKS.md.
+/// (their lag pauses alerting, see `actions::run`). Measured in BENCHMARKS.md.
 const ROLLUP_NICE: libc::c_int = 19;
 
 /// Lowers the calling thread's priority to [`ROLLUP_NICE`] (Linux sets nice per thread);
@@ -1323,7 +1323,7 @@ mod tests {
     #[test]
     fn a_server_step_reads_no_event_past_the_last_synced_one() {
         let dir = tempfile::tempdir().unwrap();
-        let store = crate::store::Store::open(dir.path()).unwrap();
+        let store = crate::store::sqlite::Store::open(dir.path()).unwrap();
         let mut conn = store.connect().unwrap();
         deliver(&conn, false);
         let synced = prometheus::IntGauge::new("synced", "test").unwrap();
@@ -1350,7 +1350,7 @@ mod tests {
     /// new `Rollup` (as another process would) before each step when `fresh`.
     fn step_one_by_one(index_every: i64, fresh: bool) -> (Vec<(String, String, i64)>, i64, i64) {
         let dir = tempfile::tempdir().unwrap();
-        let store = crate::store::Store::open(dir.path()).unwrap();
+        let store = crate::store::sqlite::Store::open(dir.path()).unwrap();
         let mut conn = store.connect().unwrap();
         let config = MetricsConfig::default();
         let mut rollup = Rollup {

@@ -1,15 +1,17 @@
 //! Records in SQLite: generic create/read/update/delete/list driven by the spec in
 //! `records.rs`, all-or-nothing imports, and GDPR deletion of a person.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, ToSql, Transaction};
 use serde_json::{Map, Value};
 
-use super::StoreError;
 use crate::limits;
-use crate::records::{self, Cell, ColumnType, FieldError, Kind, Record};
+use crate::records::{self, Cell, ColumnType, Kind, Record};
+use crate::store::{
+    Deleted, ImportTarget, ListFilter, Page, RecordStore, StoreError, UserDeletion,
+};
 
 impl ToSql for Cell {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
@@ -134,20 +136,6 @@ fn upsert(tx: &Connection, kind: &Kind, record: &Record) -> Result<bool, StoreEr
     Ok(!existed)
 }
 
-/// One filter of a list request, already checked against the kind's spec.
-#[derive(Debug, Clone)]
-pub enum ListFilter {
-    Equals(&'static str, Cell),
-    AtLeast(&'static str, Cell),
-    AtMost(&'static str, Cell),
-}
-
-/// A page of records and the cursor of the next page, if there is one.
-pub struct Page {
-    pub records: Vec<Record>,
-    pub next_cursor: Option<Vec<String>>,
-}
-
 pub fn list(
     conn: &Connection,
     kind: &Kind,
@@ -200,32 +188,6 @@ pub fn list(
     Ok(Page::of(kind, records, limit))
 }
 
-impl Page {
-    /// A page of `limit` records from up to `limit + 1` read in key order: a record past
-    /// the limit means there is a next page, after the last one kept.
-    pub(crate) fn of(kind: &Kind, mut records: Vec<Record>, limit: usize) -> Page {
-        let next_cursor = if records.len() > limit {
-            records.truncate(limit);
-            records.last().map(|r| r.key(kind))
-        } else {
-            None
-        };
-        Page {
-            records,
-            next_cursor,
-        }
-    }
-}
-
-/// What a delete did.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Deleted {
-    Yes,
-    NotFound,
-    /// Other records still refer to it (named); nothing was deleted.
-    Referenced(String),
-}
-
 pub fn delete(conn: &mut Connection, kind: &Kind, key: &[String]) -> Result<Deleted, StoreError> {
     let tx = super::write_transaction(conn, super::Lock::Main)?;
     if get(&tx, kind, key)?.is_none() {
@@ -265,73 +227,6 @@ pub fn delete(conn: &mut Connection, kind: &Kind, key: &[String]) -> Result<Dele
     )?;
     tx.commit()?;
     Ok(Deleted::Yes)
-}
-
-/// A problem with one row of an import (row numbers count a CSV header as row 1).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct RowError {
-    pub row: usize,
-    pub column: String,
-    pub reason: String,
-}
-
-/// The outcome of an import: either everything was stored, or nothing and the errors.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct ImportReport {
-    pub kind: &'static str,
-    pub rows: usize,
-    pub inserted: usize,
-    pub updated: usize,
-    /// True when the file was stored; false when nothing was.
-    pub stored: bool,
-    /// All errors found; only the first [`limits::IMPORT_ERRORS_MAX`] are listed.
-    pub error_count: usize,
-    pub errors: Vec<RowError>,
-}
-
-/// Checks reaching beyond one record: its account exists, the currency has a rate, the
-/// churn reason is a configured code.
-pub struct Checks<'a> {
-    /// `Err(reason)` when ARR in this currency cannot be reported.
-    pub currency: &'a dyn Fn(&str) -> Result<(), String>,
-    /// `Err(reason)` when a subscription's `reason` is not a configured code.
-    pub reason: &'a dyn Fn(&str) -> Result<(), String>,
-}
-
-/// Where an import's records go: the embedded store's transaction ([`Import::begin`]) or
-/// ClickHouse (`store::clickhouse`). Nothing staged is visible until `commit`; a target
-/// dropped without it stores nothing.
-pub trait ImportTarget {
-    fn account_exists(&mut self, id: &str) -> Result<bool, StoreError>;
-    /// Stores (or stages) one valid record: a new key inserts, a known one updates (its
-    /// traits merged as JSON merge patch).
-    fn upsert(&mut self, kind: &'static Kind, record: &Record) -> Result<(), StoreError>;
-    /// Every account's parent as the import would leave them.
-    fn parents(&mut self) -> Result<HashMap<String, Option<String>>, StoreError>;
-    /// Makes everything visible at once; how many keys were new and how many updated.
-    fn commit(self: Box<Self>) -> Result<(usize, usize), StoreError>;
-}
-
-/// Where records are kept: the embedded store (a `Connection`) or ClickHouse
-/// (`store::clickhouse::ClickHouse`). The API's record routes are written once over it.
-pub trait RecordStore {
-    /// The record with this key.
-    fn get(&self, kind: &'static Kind, key: &[String]) -> Result<Option<Record>, StoreError>;
-    /// A page of records by key order, after the key `after`.
-    fn list(
-        &self,
-        kind: &'static Kind,
-        filters: &[ListFilter],
-        after: Option<&[String]>,
-        limit: usize,
-    ) -> Result<Page, StoreError>;
-    /// Deletes a record nothing refers to.
-    fn delete(&mut self, kind: &'static Kind, key: &[String]) -> Result<Deleted, StoreError>;
-    /// Where one import of `kind` goes (stored whole or not at all).
-    fn import_target(
-        &mut self,
-        kind: &'static Kind,
-    ) -> Result<Box<dyn ImportTarget + '_>, StoreError>;
 }
 
 impl RecordStore for Connection {
@@ -401,235 +296,10 @@ impl ImportTarget for Embedded<'_> {
     }
 }
 
-/// An import in progress: validated row by row into its target, which stores everything or
-/// nothing.
-pub struct Import<'c> {
-    target: Box<dyn ImportTarget + 'c>,
-    kind: &'static Kind,
-    checks: Checks<'c>,
-    keys: HashMap<Vec<String>, usize>,
-    account_rows: HashMap<String, usize>,
-    report: ImportReport,
-}
-
-impl<'c> Import<'c> {
-    /// An import into the embedded store: one transaction, committed whole or rolled back.
-    pub fn begin(
-        conn: &'c mut Connection,
-        kind: &'static Kind,
-        checks: Checks<'c>,
-    ) -> Result<Import<'c>, StoreError> {
-        Ok(Import::into_target(conn.import_target(kind)?, kind, checks))
-    }
-
-    /// An import into any target.
-    pub fn into_target(
-        target: Box<dyn ImportTarget + 'c>,
-        kind: &'static Kind,
-        checks: Checks<'c>,
-    ) -> Import<'c> {
-        let report = ImportReport {
-            kind: kind.name,
-            rows: 0,
-            inserted: 0,
-            updated: 0,
-            stored: false,
-            error_count: 0,
-            errors: Vec::new(),
-        };
-        Import {
-            target,
-            kind,
-            checks,
-            keys: HashMap::new(),
-            account_rows: HashMap::new(),
-            report,
-        }
-    }
-
-    pub fn error(&mut self, row: usize, column: &str, reason: impl Into<String>) {
-        self.report.error_count += 1;
-        if self.report.errors.len() < limits::IMPORT_ERRORS_MAX {
-            self.report.errors.push(RowError {
-                row,
-                column: column.to_string(),
-                reason: reason.into(),
-            });
-        }
-    }
-
-    pub fn kind(&self) -> &'static Kind {
-        self.kind
-    }
-
-    pub fn has_errors(&self) -> bool {
-        self.report.error_count > 0
-    }
-
-    pub fn rows(&self) -> usize {
-        self.report.rows
-    }
-
-    /// Validates one row's references and stores it (inside the transaction). Field errors
-    /// from parsing come in as `Err` and are only recorded.
-    pub fn row(
-        &mut self,
-        row: usize,
-        parsed: Result<Record, Vec<FieldError>>,
-    ) -> Result<(), StoreError> {
-        self.report.rows += 1;
-        if self.report.rows > limits::IMPORT_ROWS_MAX {
-            self.error(
-                row,
-                "",
-                format!("more than {} rows; split the file", limits::IMPORT_ROWS_MAX),
-            );
-            return Ok(());
-        }
-        let record = match parsed {
-            Ok(record) => record,
-            Err(errors) => {
-                for e in errors {
-                    self.error(row, &e.column, e.reason);
-                }
-                return Ok(());
-            }
-        };
-        let key = record.key(self.kind);
-        if let Some(first) = self.keys.get(&key) {
-            let shown = key.join("/");
-            self.error(
-                row,
-                self.kind.key[0],
-                format!("duplicate id {shown:?} (first at row {first})"),
-            );
-            return Ok(());
-        }
-        self.keys.insert(key.clone(), row);
-        if self.kind.references_account {
-            let account = record
-                .get(self.kind, "account_id")
-                .as_text()
-                .unwrap_or_default()
-                .to_string();
-            if !self.target.account_exists(&account)? {
-                self.error(row, "account_id", format!("unknown account {account:?}"));
-                return Ok(());
-            }
-        }
-        if self.kind.name == records::SUBSCRIPTIONS.name {
-            if let Some(currency) = record.get(self.kind, "currency").as_text() {
-                if let Err(reason) = (self.checks.currency)(currency) {
-                    self.error(row, "currency", reason);
-                    return Ok(());
-                }
-            }
-            if let Some(code) = record.get(self.kind, "reason").as_text() {
-                if let Err(reason) = (self.checks.reason)(code) {
-                    self.error(row, "reason", reason);
-                    return Ok(());
-                }
-            }
-        }
-        if self.kind.name == records::ACCOUNTS.name {
-            self.account_rows.insert(key[0].clone(), row);
-        }
-        if self.has_errors() {
-            return Ok(()); // nothing will be stored; keep validating only
-        }
-        self.target.upsert(self.kind, &record)
-    }
-
-    /// Runs the whole-file checks (account hierarchy) and commits, or rolls back if any row
-    /// had an error.
-    pub fn finish(mut self) -> Result<ImportReport, StoreError> {
-        if self.kind.name == records::ACCOUNTS.name && !self.has_errors() {
-            let parents = self.target.parents()?;
-            for (row, column, reason) in hierarchy_errors(&parents, &self.account_rows) {
-                self.error(row, column, reason);
-            }
-        }
-        if self.has_errors() {
-            self.report.errors.sort_by_key(|e| e.row);
-            return Ok(self.report); // dropping the target stores nothing
-        }
-        (self.report.inserted, self.report.updated) = self.target.commit()?;
-        self.report.stored = true;
-        Ok(self.report)
-    }
-}
-
 fn account_exists(conn: &Connection, id: &str) -> Result<bool, StoreError> {
     Ok(conn
         .prepare_cached("SELECT 1 FROM accounts WHERE account_id = ?1")?
         .exists([id])?)
-}
-
-/// Unknown parents and cycles among the accounts just imported (`parents`: every account's
-/// parent with the import applied).
-fn hierarchy_errors(
-    parents: &HashMap<String, Option<String>>,
-    imported: &HashMap<String, usize>,
-) -> Vec<(usize, &'static str, String)> {
-    let mut errors = Vec::new();
-    let mut reported_cycles: HashSet<String> = HashSet::new();
-    let mut ids: Vec<(&String, &usize)> = imported.iter().collect();
-    ids.sort_by_key(|(_, row)| **row);
-    for (id, &row) in ids {
-        let Some(Some(parent)) = parents.get(id) else {
-            continue;
-        };
-        if !parents.contains_key(parent) {
-            errors.push((
-                row,
-                "parent_id",
-                format!("unknown parent account {parent:?}"),
-            ));
-            continue;
-        }
-        let mut path = vec![id.clone()];
-        let mut at = parent.clone();
-        while let Some(next) = parents.get(&at) {
-            path.push(at.clone());
-            if at == *id {
-                if reported_cycles.insert(id.clone()) {
-                    errors.push((
-                        row,
-                        "parent_id",
-                        format!("hierarchy cycle: {}", path.join(" -> ")),
-                    ));
-                }
-                break;
-            }
-            if path.len() > parents.len() {
-                break; // a cycle above this account, reported at its own row
-            }
-            match next {
-                Some(p) => at = p.clone(),
-                None => break,
-            }
-        }
-    }
-    errors
-}
-
-/// What deleting a person removed.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct UserDeletion {
-    pub user_id: String,
-    pub events: usize,
-    pub trait_versions: usize,
-    pub memberships: usize,
-    pub identity_links: usize,
-    pub survey_responses: usize,
-    /// Tickets and suggestions keep their account but lose the person.
-    pub tickets_unlinked: usize,
-    pub suggestions_unlinked: usize,
-    /// Survey invitations sent to the person (their rows go, with their emails in the
-    /// outbox: the survey policy no longer needs them).
-    pub survey_sends: usize,
-    /// CSM notes keep their account and text but lose the person they were about.
-    pub notes_unlinked: usize,
 }
 
 /// Deletes the events whose userId is `id` (and, with `anonymous`, those without a userId
@@ -642,8 +312,8 @@ fn delete_events_of(tx: &Transaction, id: &str, anonymous: bool) -> Result<usize
     );
     let newer = format!("DELETE FROM events WHERE id > (SELECT indexed_to FROM rollup_state WHERE id = 1) AND {WHOSE}");
     Ok(
-        super::rollup::delete_events(tx, &indexed, params![id, anonymous])?.0
-            + super::rollup::delete_events(tx, &newer, params![id, anonymous])?.0,
+        crate::store::sqlite::rollup::delete_events(tx, &indexed, params![id, anonymous])?.0
+            + crate::store::sqlite::rollup::delete_events(tx, &newer, params![id, anonymous])?.0,
     )
 }
 
@@ -706,7 +376,7 @@ pub fn delete_user(conn: &mut Connection, user_id: &str) -> Result<UserDeletion,
     // other, and should it stop between them, the rollup worker purges the rows still there.
     let mut ids = linked.clone();
     ids.push(user_id.to_string());
-    super::rollup::purge_people(&tx, &ids)?;
+    crate::store::sqlite::rollup::purge_people(&tx, &ids)?;
     for id in &ids {
         tx.execute("INSERT OR IGNORE INTO erased_ids (key) VALUES (?1)", [id])?;
     }
@@ -731,6 +401,6 @@ pub fn delete_user(conn: &mut Connection, user_id: &str) -> Result<UserDeletion,
     unlink_actions(&tx, user_id, &mut deletion)?;
     tx.commit()?;
     // Both files committed: nothing left to purge (a failure here only costs a no-op purge).
-    super::rollup::purged(conn, &ids)?;
+    crate::store::sqlite::rollup::purged(conn, &ids)?;
     Ok(deletion)
 }

@@ -1,0 +1,505 @@
+//! The embedded store: the only code that does I/O on the SQLite files.
+//!
+//! The embedded backend is two SQLite files in the data directory: `bellwether.db` (events,
+//! records, everything else) and `rollups.db` (the rollup tables, attached to every
+//! connection as `rollups`), each in WAL mode with `synchronous = FULL`, so a committed
+//! transaction survives power loss and readers (the API, the CLI in another process) never
+//! block a writer. Two files, two write locks: the ingest writer commits to the first while
+//! the rollup worker commits to the second. Write transactions lock through
+//! [`write_transaction`]: only the files they write, rollups.db before bellwether.db.
+//! A transaction writing both (an erasure, a retention pass) commits bellwether.db, then
+//! rollups.db, so a stop between the two (a crash, a full disk) leaves one without the other:
+//! an erasure notes the erased ids in bellwether.db and the rollup worker purges their rows
+//! if they were left; a retention pass leaves at worst index rows of deleted events, which
+//! nothing reads.
+//! Writes go through the single [`writer`]; everything else here reads.
+
+pub mod actions;
+pub mod dashboard;
+pub mod dedup;
+pub mod health;
+pub mod listening;
+pub mod metrics;
+pub mod records;
+pub mod retention;
+pub mod rollup;
+pub mod schema;
+pub mod users;
+pub mod writer;
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use sha2::{Digest, Sha256};
+
+use super::{ApiToken, EventFilter, Role, StoreError, StoredEvent};
+use crate::ingest::format_timestamp;
+use crate::limits;
+
+/// A handle on the embedded store: its path; connections are opened per use.
+#[derive(Debug, Clone)]
+pub struct Store {
+    path: PathBuf,
+}
+
+impl Store {
+    /// Creates the data directory and database if needed and runs pending migrations.
+    pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
+            path: data_dir.to_path_buf(),
+            source,
+        })?;
+        let path = data_dir.join("bellwether.db");
+        let mut conn = connect(&path)?;
+        schema::migrate(&mut conn)
+            .map_err(|source| StoreError::Open {
+                path: path.clone(),
+                source,
+            })?
+            .map_err(|reason| StoreError::Schema {
+                path: path.clone(),
+                reason,
+            })?;
+        let rollups = rollups_path(&path);
+        schema::split_rollups(&mut conn)
+            .map_err(|source| StoreError::Open {
+                path: rollups.clone(),
+                source,
+            })?
+            .map_err(|reason| StoreError::Schema {
+                path: rollups,
+                reason,
+            })?;
+        Ok(Store { path })
+    }
+
+    /// A handle on the data dir's database that opens nothing: a node on ClickHouse keeps
+    /// it for the handlers it does not route (see `web::App::start`).
+    pub fn unopened(data_dir: &Path) -> Store {
+        Store {
+            path: data_dir.join("bellwether.db"),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A new connection for reading (or for the writer).
+    pub fn connect(&self) -> Result<Connection, StoreError> {
+        connect(&self.path)
+    }
+}
+
+/// How long a write waits for another writer (an import in another process, say) before
+/// failing. A large import holds the write lock for its whole file.
+const BUSY_TIMEOUT_SECS: u64 = 60;
+
+/// Writes a consistent copy of the database, rollups included, to one file `target` while
+/// it is in use: `VACUUM INTO` copies one read snapshot of a file, so concurrent commits
+/// neither block it nor restart it. The copy is written beside the target and renamed into
+/// place once complete and synced.
+pub fn backup(store: &Store, target: &Path) -> Result<u64, StoreError> {
+    let io_error = |source| StoreError::DataDir {
+        path: target.to_path_buf(),
+        source,
+    };
+    if target.exists() {
+        return Err(io_error(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            "already exists; choose a new file",
+        )));
+    }
+    let partial = target.with_extension("partial");
+    let rollups = target.with_extension("rollups.partial");
+    let _ = std::fs::remove_file(&partial);
+    let _ = std::fs::remove_file(&rollups);
+    // Both files are copied (rollups.db's write lock held by a second connection across
+    // the two copies, so no step, erasure or retention pass commits between them: a pair of
+    // snapshots that agree; ingest goes on and the rollups catch up after), then the rollup
+    // tables go into the copy of bellwether.db, one file to keep: opening the restored file
+    // moves them back out (schema::split_rollups). The partial files, which hold everything,
+    // are removed whatever happens (a killed backup leaves them; the next one removes them).
+    let copied = (|| -> Result<(), StoreError> {
+        let conn = store.connect()?;
+        let holder = store.connect()?;
+        let hold = write_transaction(&holder, Lock::Rollups)?;
+        conn.execute("VACUUM rollups INTO ?1", [rollups.to_string_lossy()])?;
+        conn.execute("VACUUM main INTO ?1", [partial.to_string_lossy()])?;
+        drop(hold);
+        let mut copy = Connection::open(&partial)?;
+        copy.execute("ATTACH DATABASE ?1 AS copied", [rollups.to_string_lossy()])?;
+        let tx = copy.transaction()?;
+        for table in schema::ROLLUP_TABLES {
+            tx.execute_batch(&format!(
+                "CREATE TABLE main.{table} AS SELECT * FROM copied.{table}"
+            ))?;
+        }
+        tx.commit()?;
+        copy.execute("DETACH DATABASE copied", [])?;
+        Ok(())
+    })();
+    let _ = std::fs::remove_file(&rollups);
+    if let Err(error) = copied {
+        let _ = std::fs::remove_file(&partial);
+        return Err(error);
+    }
+    std::fs::File::open(&partial)
+        .and_then(|f| f.sync_all())
+        .map_err(io_error)?;
+    std::fs::rename(&partial, target).map_err(io_error)?;
+    std::fs::metadata(target).map(|m| m.len()).map_err(io_error)
+}
+
+/// Puts a backup in place as the data dir's database (stop the server first). Refuses a
+/// file that is not a bellwether database or fails SQLite's integrity check, and refuses
+/// to replace an existing database unless `replace` is set. Older schemas are migrated.
+pub fn restore(backup: &Path, data_dir: &Path, replace: bool) -> Result<Store, StoreError> {
+    let bad = |reason: String| StoreError::Schema {
+        path: backup.to_path_buf(),
+        reason,
+    };
+    {
+        let source = Connection::open_with_flags(backup, OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|source| StoreError::Open {
+                path: backup.to_path_buf(),
+                source,
+            })?;
+        let check: String = source
+            .query_row("PRAGMA quick_check", [], |r| r.get(0))
+            .map_err(|e| bad(format!("not a readable database: {e}")))?;
+        if check != "ok" {
+            return Err(bad(format!("integrity check failed: {check}")));
+        }
+        let has_events: bool = source.query_row(
+            "SELECT count(*) > 0 FROM sqlite_master WHERE name = 'events'",
+            [],
+            |r| r.get(0),
+        )?;
+        if !has_events {
+            return Err(bad("not a bellwether database (no events table)".into()));
+        }
+    }
+    std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
+        path: data_dir.to_path_buf(),
+        source,
+    })?;
+    let target = data_dir.join("bellwether.db");
+    if target.exists() && !replace {
+        return Err(StoreError::Schema {
+            path: target,
+            reason:
+                "a database is already there; pass --force to replace it (stop the server first)"
+                    .into(),
+        });
+    }
+    let io_error = |source| StoreError::DataDir {
+        path: target.clone(),
+        source,
+    };
+    let partial = data_dir.join("bellwether.db.restoring");
+    std::fs::copy(backup, &partial).map_err(io_error)?;
+    std::fs::File::open(&partial)
+        .and_then(|f| f.sync_all())
+        .map_err(io_error)?;
+    // The old files go, each WAL before its database (a WAL left beside a newer database
+    // would be replayed into it). The backup carries its rollups in its one file; opening
+    // moves them into a new rollups.db.
+    let stale = [
+        "bellwether.db-wal",
+        "bellwether.db-shm",
+        "rollups.db-wal",
+        "rollups.db-shm",
+        ROLLUPS_FILE,
+    ];
+    for name in stale {
+        let path = data_dir.join(name);
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(StoreError::DataDir { path, source: e })
+            }
+            _ => {}
+        }
+    }
+    std::fs::rename(&partial, &target).map_err(io_error)?;
+    Store::open(data_dir)
+}
+
+/// Which files a write transaction locks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lock {
+    /// bellwether.db only: ingest and the rollup worker go on.
+    Main,
+    /// rollups.db, then bellwether.db (an erasure, a retention pass).
+    Both,
+    /// rollups.db only (a rollup step; a backup holds it to copy both files consistently).
+    Rollups,
+}
+
+/// Begins a write transaction holding the write lock of `lock`'s files before anything is
+/// read. `BEGIN IMMEDIATE` would lock every attached file, in attach order: a transaction
+/// writing only bellwether.db would then wait for a rollup step while holding the lock ingest
+/// commits under. So: a deferred transaction whose first statements are no-op writes, to
+/// rollups.db first (the order every transaction takes both in, so none waits on another
+/// holding what it needs), then to bellwether.db.
+pub(crate) fn write_transaction(
+    conn: &Connection,
+    lock: Lock,
+) -> rusqlite::Result<rusqlite::Transaction<'_>> {
+    // Deferred (rusqlite's default); "unchecked" only means a nested one fails at run time.
+    let tx = conn.unchecked_transaction()?;
+    if matches!(lock, Lock::Both | Lock::Rollups) {
+        tx.execute("UPDATE rollups.rollup_state SET id = id WHERE id = 1", [])?;
+    }
+    if matches!(lock, Lock::Both | Lock::Main) {
+        tx.execute("UPDATE main.write_lock SET id = id WHERE id = 1", [])?;
+    }
+    Ok(tx)
+}
+
+/// The rollups file beside the database at `path` (see [`schema`]).
+fn rollups_path(path: &Path) -> PathBuf {
+    path.with_file_name(ROLLUPS_FILE)
+}
+const ROLLUPS_FILE: &str = "rollups.db";
+
+/// Opens a connection with the pragmas every connection needs, with the rollups file
+/// attached as `rollups` (unqualified table names find its tables).
+fn connect(path: &Path) -> Result<Connection, StoreError> {
+    let conn = connect_main(path)?;
+    let rollups = rollups_path(path);
+    let open_error = |source| StoreError::Open {
+        path: rollups.clone(),
+        source,
+    };
+    conn.execute("ATTACH DATABASE ?1 AS rollups", [rollups.to_string_lossy()])
+        .map_err(open_error)?;
+    conn.execute_batch(
+        "PRAGMA rollups.journal_mode = WAL;
+         PRAGMA rollups.synchronous = FULL;
+         PRAGMA rollups.cache_size = -16384;",
+    )
+    .map_err(open_error)?;
+    Ok(conn)
+}
+
+/// A connection to the main file alone: the ingest writer's, whose IMMEDIATE transactions
+/// then lock that file only (with `rollups` attached they would lock both).
+fn connect_main(path: &Path) -> Result<Connection, StoreError> {
+    let open_error = |source| StoreError::Open {
+        path: path.to_path_buf(),
+        source,
+    };
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).map_err(open_error)?;
+    conn.busy_timeout(std::time::Duration::from_secs(BUSY_TIMEOUT_SECS))
+        .map_err(open_error)?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = FULL;
+         PRAGMA cache_size = -32768;
+         PRAGMA temp_store = MEMORY;",
+    )
+    .map_err(open_error)?;
+    Ok(conn)
+}
+
+const LIST_EVENTS: &str = "SELECT e.id, e.received_ms, e.source, e.message_id, e.type,
+        coalesce(e.user_id, (SELECT l.user_id FROM identity_links l WHERE l.previous_id = e.anonymous_id
+                             ORDER BY l.timestamp_ms LIMIT 1)),
+        e.anonymous_id, e.group_id, e.event, e.timestamp_ms, e.raw
+    FROM events e
+    WHERE e.received_ms >= ?1 AND e.received_ms < ?2 AND e.id > ?3
+    ORDER BY e.id LIMIT ?4";
+const ACCOUNT_AT: &str = "SELECT account_id FROM memberships
+    WHERE (user_id = ?1 OR (?1 IS NULL AND anonymous_id = ?2)) AND timestamp_ms <= ?3
+    ORDER BY timestamp_ms DESC, event_id DESC LIMIT 1";
+/// Events before a user's first group call go to the first account they joined.
+const ACCOUNT_FIRST: &str = "SELECT account_id FROM memberships
+    WHERE (user_id = ?1 OR (?1 IS NULL AND anonymous_id = ?2))
+    ORDER BY timestamp_ms, event_id LIMIT 1";
+const SCAN_PAGE_ROWS: i64 = 4_096;
+
+/// Safety margin of the binary search by receive time. The writer stores receive times
+/// that never decrease with id, so none is needed for rows it wrote; ranges still start
+/// this much earlier and filter, which costs a little scanning and guards the invariant.
+const RECEIVE_DISORDER_MS: i64 = 60_000;
+
+/// The smallest id that may hold an event received at or after `since_ms` (ids follow
+/// receive order up to [`RECEIVE_DISORDER_MS`]); found by binary search on the rowid.
+pub fn first_id_received_since(
+    conn: &Connection,
+    since_ms: i64,
+) -> Result<Option<i64>, StoreError> {
+    let target = since_ms.saturating_sub(RECEIVE_DISORDER_MS);
+    let mut at_or_after = conn
+        .prepare_cached("SELECT id, received_ms FROM events WHERE id >= ?1 ORDER BY id LIMIT 1")?;
+    let mut row_at = |id: i64| -> Result<Option<(i64, i64)>, StoreError> {
+        Ok(at_or_after
+            .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?)
+    };
+    let Some((first, first_ms)) = row_at(i64::MIN)? else {
+        return Ok(None);
+    };
+    if first_ms >= target {
+        return Ok(Some(first));
+    }
+    let last: i64 = conn.query_row("SELECT max(id) FROM events", [], |r| r.get(0))?;
+    // Invariant: the row at or after `low` is received before target; `high` is past it.
+    let (mut low, mut high) = (first, last + 1);
+    while high - low > 1 {
+        let mid = low + (high - low) / 2;
+        match row_at(mid)? {
+            Some((id, ms)) if ms < target => low = id.max(mid),
+            _ => high = mid,
+        }
+    }
+    Ok(if high > last { None } else { Some(high) })
+}
+
+/// Events received in the filter's range, oldest first, at most `filter.limit`
+/// (capped at [`limits::EVENTS_LIST_ROWS_MAX`]).
+pub fn list_events(
+    conn: &Connection,
+    filter: &EventFilter,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    let limit = filter.limit.clamp(1, limits::EVENTS_LIST_ROWS_MAX);
+    let until = filter.until_ms.unwrap_or(i64::MAX);
+    let mut page = conn.prepare_cached(LIST_EVENTS)?;
+    let mut account_at = conn.prepare_cached(ACCOUNT_AT)?;
+    let mut account_first = conn.prepare_cached(ACCOUNT_FIRST)?;
+    let mut out = Vec::new();
+    let Some(first_id) = first_id_received_since(conn, filter.since_ms)? else {
+        return Ok(out);
+    };
+    let mut after_id = first_id - 1;
+    loop {
+        let rows: Vec<StoredEvent> = page
+            .query_map(
+                params![filter.since_ms, until, after_id, SCAN_PAGE_ROWS],
+                |r| {
+                    let received_ms: i64 = r.get(1)?;
+                    let timestamp_ms: i64 = r.get(9)?;
+                    Ok(StoredEvent {
+                        id: r.get(0)?,
+                        received_at: format_timestamp(received_ms),
+                        source: r.get(2)?,
+                        message_id: r.get(3)?,
+                        kind: r.get(4)?,
+                        user_id: r.get(5)?,
+                        anonymous_id: r.get(6)?,
+                        account_id: r.get(7)?,
+                        event: r.get(8)?,
+                        timestamp: format_timestamp(timestamp_ms),
+                        received_ms,
+                        timestamp_ms,
+                        raw: r.get(10)?,
+                    })
+                },
+            )?
+            .collect::<Result<_, _>>()?;
+        let Some(last) = rows.last() else { break };
+        after_id = last.id;
+        let full_page = rows.len() as i64 == SCAN_PAGE_ROWS;
+        for mut event in rows {
+            if event.account_id.is_none() {
+                event.account_id = account_at
+                    .query_row(
+                        params![event.user_id, event.anonymous_id, event.timestamp_ms],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+            }
+            if event.account_id.is_none() {
+                event.account_id = account_first
+                    .query_row(params![event.user_id, event.anonymous_id], |r| r.get(0))
+                    .optional()?;
+            }
+            let user_ok = filter
+                .user
+                .as_ref()
+                .is_none_or(|u| event.user_id.as_ref() == Some(u));
+            let account_ok = filter
+                .account
+                .as_ref()
+                .is_none_or(|a| event.account_id.as_ref() == Some(a));
+            if user_ok && account_ok {
+                out.push(event);
+                if out.len() == limit {
+                    return Ok(out);
+                }
+            }
+        }
+        if !full_page {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// Creates an API token, valid for `valid_for_seconds` (None: until revoked), and returns
+/// its secret, shown once; only its SHA-256 is stored.
+pub fn create_token(
+    conn: &Connection,
+    name: &str,
+    role: Role,
+    valid_for_seconds: Option<i64>,
+) -> Result<String, StoreError> {
+    let secret = new_token_secret();
+    let now = chrono::Utc::now().timestamp_millis();
+    conn.execute(
+        "INSERT INTO api_tokens (name, role, token_sha256, created_ms, expires_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![name, role.as_str(), token_digest(&secret), now, valid_for_seconds.map(|s| now + s * 1000)],
+    )?;
+    Ok(secret)
+}
+
+/// The role of a presented token, if it is known and has not expired. The lookup is by
+/// SHA-256 of the token, so timing reveals nothing about stored secrets.
+pub fn token_role(conn: &Connection, secret: &str) -> Result<Option<Role>, StoreError> {
+    let role: Option<String> = conn
+        .query_row(
+            "SELECT role FROM api_tokens WHERE token_sha256 = ?1 AND (expires_ms IS NULL OR expires_ms > ?2)",
+            params![token_digest(secret), chrono::Utc::now().timestamp_millis()],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(role.as_deref().and_then(Role::parse))
+}
+
+/// Every API token, expired ones included.
+pub fn list_tokens(conn: &Connection) -> Result<Vec<ApiToken>, StoreError> {
+    let mut query =
+        conn.prepare("SELECT id, name, role, created_ms, expires_ms FROM api_tokens ORDER BY id")?;
+    let rows = query.query_map([], |r| {
+        Ok(ApiToken {
+            id: r.get(0)?,
+            name: r.get(1)?,
+            role: r.get(2)?,
+            created_ms: r.get(3)?,
+            expires_ms: r.get(4)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Revokes a token at once; false when there was none with that id.
+pub fn delete_token(conn: &Connection, id: i64) -> Result<bool, StoreError> {
+    Ok(conn.execute("DELETE FROM api_tokens WHERE id = ?1", [id])? > 0)
+}
+
+/// A new API token's secret: `bw_` and 24 random bytes in hex.
+pub(crate) fn new_token_secret() -> String {
+    format!("bw_{}", hex(&rand::random::<[u8; 24]>()))
+}
+
+pub(crate) fn token_digest(secret: &str) -> String {
+    hex(&Sha256::digest(secret.as_bytes()))
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
