@@ -10,7 +10,8 @@ use std::collections::BTreeSet;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{block_on, current_records, fetch_all, now_version, run, ClickHouse};
+use super::records::current_records;
+use super::{block_on, fetch_all, now_version, run, ClickHouse};
 use crate::config::MetricsConfig;
 use crate::metrics::activity::Classifier;
 use crate::records::{self, Kind};
