@@ -10,7 +10,8 @@ use crate::metrics::activity::{day_date, day_number};
 use crate::metrics::config::MetricsConfig;
 use crate::metrics::Row;
 use crate::records::Cell;
-use crate::store::{HealthSource, Source, StoreError};
+use crate::store::StoreError;
+use crate::store::{Activity, History, Models, Records};
 
 /// One day of an account's stored health.
 #[derive(Debug, Clone, PartialEq)]
@@ -67,7 +68,7 @@ pub const TREND_DAYS: i32 = 7;
 // Over 100 lines: Gathers every fact a page shows in one pass over the records; moves to a dashboard-facts module in issue 29 item 1.
 #[allow(clippy::too_many_lines)]
 pub fn facts(
-    source: &dyn HealthSource,
+    source: &(impl Activity + Records + Models + History + ?Sized),
     as_of: NaiveDate,
     snapshot: &[Row],
     settings: Settings,
@@ -201,7 +202,7 @@ pub fn facts(
 }
 
 /// Every CSM record: (id, name), by name.
-pub fn csms(source: &dyn Source) -> Result<Vec<(String, String)>, StoreError> {
+pub fn csms(source: &(impl Records + ?Sized)) -> Result<Vec<(String, String)>, StoreError> {
     let mut out: Vec<(String, String)> = source
         .record_rows("csms", &["csm_id", "name"])?
         .iter()
@@ -216,7 +217,7 @@ pub fn csms(source: &dyn Source) -> Result<Vec<(String, String)>, StoreError> {
 
 /// An account's uses of each feature over [from, to] (account-local days), most used first.
 pub fn feature_uses(
-    source: &dyn HealthSource,
+    source: &(impl Activity + ?Sized),
     account: &str,
     from: NaiveDate,
     to: NaiveDate,

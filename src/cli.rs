@@ -631,7 +631,7 @@ fn user(config: &Config, command: UserCommand) -> anyhow::Result<ExitCode> {
     on_dashboard(config, |source| user_on(source, command))
 }
 
-fn user_on(source: &dyn store::DashboardSource, command: UserCommand) -> anyhow::Result<ExitCode> {
+fn user_on(source: &dyn store::Storage, command: UserCommand) -> anyhow::Result<ExitCode> {
     use crate::store::{User, UserRole};
 
     match command {
@@ -701,7 +701,7 @@ fn alerts(config: &Config, command: AlertsCommand) -> anyhow::Result<ExitCode> {
 fn alerts_on(
     config: &Config,
     command: AlertsCommand,
-    source: &dyn store::ActionStore,
+    source: &dyn store::Storage,
 ) -> anyhow::Result<ExitCode> {
     match command {
         AlertsCommand::Rules => {
@@ -806,7 +806,7 @@ async fn load_demo(
     // The dashboard should open on real tiers, not wait for the background thread's
     // schedule: roll up what was loaded (ClickHouse's views did as it arrived) and learn
     // the first model from its renewals now.
-    let learn = |source: &dyn store::DashboardSource| -> anyhow::Result<String> {
+    let learn = |source: &dyn store::Storage| -> anyhow::Result<String> {
         let model = crate::health::history::recalibrate(
             source,
             chrono::Utc::now().date_naive(),
@@ -984,7 +984,7 @@ fn open_existing(config: &Config) -> anyhow::Result<Store> {
 /// Runs `work` on the store's users, tokens, secrets and records (no rollup catch-up).
 fn on_dashboard<T>(
     config: &Config,
-    work: impl FnOnce(&dyn store::DashboardSource) -> anyhow::Result<T>,
+    work: impl FnOnce(&dyn store::Storage) -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
     on_store(config, false, |source| work(source))
 }
@@ -993,7 +993,7 @@ fn on_dashboard<T>(
 /// caught up, or ClickHouse (whose reads wait on it from this thread, inside a runtime).
 fn on_source<T>(
     config: &Config,
-    work: impl FnOnce(&dyn store::HealthSource) -> anyhow::Result<T>,
+    work: impl FnOnce(&dyn store::Storage) -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
     on_store(config, true, |source| work(source))
 }
@@ -1025,7 +1025,7 @@ fn store_name(config: &Config) -> String {
 fn on_store<T>(
     config: &Config,
     caught_up: bool,
-    work: impl FnOnce(&dyn store::ActionStore) -> anyhow::Result<T>,
+    work: impl FnOnce(&dyn store::Storage) -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
     match &config.store {
         StoreLocation::ClickHouse(_) => on_clickhouse(config, |clickhouse| work(clickhouse)),

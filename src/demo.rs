@@ -13,8 +13,7 @@ use crate::config::CurrencyConfig;
 use crate::import::{Checks, Import};
 use crate::ingest::{self, Ingestor};
 use crate::records;
-use crate::store::DashboardSource;
-use crate::store::RecordStore;
+use crate::store::{Records, Users};
 
 /// Written into the data dir once a demo load completed; its presence makes `demo` reuse
 /// the data instead of generating again.
@@ -59,7 +58,7 @@ pub struct Loaded {
 /// Makes the demo's dashboard users (an admin, and a CSM who owns some accounts) once, and
 /// records their passwords in the marker so later runs print them again.
 pub fn ensure_logins(
-    source: &dyn DashboardSource,
+    source: &(impl Records + Users + ?Sized),
     data_dir: &Path,
     loaded: &mut Loaded,
 ) -> Result<(), DemoError> {
@@ -101,7 +100,7 @@ pub fn read_marker(data_dir: &Path) -> Option<Loaded> {
 
 /// Imports the generated CSVs (all kinds, accounts first) into the store.
 pub fn import_records(
-    store: &mut dyn RecordStore,
+    store: &mut dyn Records,
     dir: &Path,
     currency: &CurrencyConfig,
     listening: &crate::listening::ListeningConfig,

@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 
 use crate::limits;
 use crate::records::{self, FieldError, Kind, Record};
-use crate::store::{ImportTarget, RecordStore, StoreError};
+use crate::store::{ImportTarget, Records, StoreError};
 
 /// Rows between two progress callbacks.
 pub const PROGRESS_EVERY_ROWS: usize = 100_000;

@@ -163,11 +163,10 @@ pub struct TierChange {
     pub cause: String,
 }
 
-/// What health reads and writes beyond the metrics: feature uses over spans of days, the
-/// first day of activity, the stored models and the daily history. The embedded store (a
-/// `Connection`) and ClickHouse implement it; the analysis, scoring, history and backtest
-/// are written once over it.
-pub trait HealthSource: Source {
+/// What the metrics read of each account (its info, rollups and subscriptions, loaded
+/// per day span), with the spans' feature uses, the first day of data, the features known
+/// and an account's latest events.
+pub trait Activity {
     /// The first (local) day with activity in the rollups (`config` says what activity is).
     fn data_start(&self, config: &MetricsConfig) -> Result<Option<i32>, StoreError>;
     /// Each span's (account, first day, last day, inclusive) uses of each feature, in the
@@ -177,6 +176,139 @@ pub trait HealthSource: Source {
         spans: &[(String, i32, i32)],
         config: &MetricsConfig,
     ) -> Result<Vec<HashMap<String, i64>>, StoreError>;
+    /// Whether the numbers are current: on the embedded store, the rollups hold (nearly)
+    /// every stored event.
+    fn settled(&self) -> Result<bool, StoreError>;
+    /// Every feature any account has used, by name.
+    fn known_features(&self, config: &MetricsConfig) -> Result<Vec<String>, StoreError>;
+    /// The last `limit` events received from the account's people, newest first by time.
+    fn recent_events(&self, account: &str, limit: usize) -> Result<Vec<RecentEvent>, StoreError>;
+    /// Every account, by id order (see [`accounts`]).
+    fn accounts(&self) -> Result<Vec<AccountInfo>, StoreError>;
+    /// The data of `infos`, with rollup rows from `from_day - lookback` to `to_day` and
+    /// each account's value window (see [`load`]).
+    fn load(
+        &self,
+        infos: &[&AccountInfo],
+        from_day: i32,
+        to_day: i32,
+        config: &MetricsConfig,
+        currency: &CurrencyConfig,
+    ) -> Result<Vec<AccountData>, StoreError>;
+    /// Every account's subscriptions in the report currency.
+    fn subscriptions(
+        &self,
+        infos: &[AccountInfo],
+        currency: &CurrencyConfig,
+    ) -> Result<HashMap<String, Vec<Subscription>>, StoreError>;
+
+    /// Every account's metrics at `as_of` (the export), engagement scores included.
+    fn snapshot(
+        &self,
+        as_of: NaiveDate,
+        config: &MetricsConfig,
+        currency: &CurrencyConfig,
+    ) -> Result<Vec<Row>, StoreError> {
+        self.snapshot_with(as_of, config, currency, &mut |_| {})
+    }
+
+    /// [`Self::snapshot`], handing each account's data to `also` as its row is computed
+    /// (the actions read more of it than the metrics row).
+    fn snapshot_with(
+        &self,
+        as_of: NaiveDate,
+        config: &MetricsConfig,
+        currency: &CurrencyConfig,
+        also: &mut dyn FnMut(&AccountData),
+    ) -> Result<Vec<Row>, StoreError> {
+        let day = day_number(as_of);
+        let infos = self.accounts()?;
+        let all: Vec<&AccountInfo> = infos.iter().collect();
+        let mut rows: Vec<Row> = self
+            .load(&all, day, day, config, currency)?
+            .iter()
+            .map(|data| {
+                also(data);
+                metrics::compute(data, day, config)
+            })
+            .collect();
+        metrics::engagement_scores(&mut rows, config);
+        Ok(rows)
+    }
+
+    /// How many days of the daily health history to compute from one [`Self::snapshots`]:
+    /// their rows are all held at once (about 3 KB per account and day).
+    fn days_per_load(&self) -> usize {
+        1
+    }
+
+    /// [`Self::snapshot`] on each of `days` (ascending): one load covers them all, so a run
+    /// of days costs about one snapshot where reading is what costs (ClickHouse).
+    fn snapshots(
+        &self,
+        days: &[NaiveDate],
+        config: &MetricsConfig,
+        currency: &CurrencyConfig,
+    ) -> Result<Vec<Vec<Row>>, StoreError> {
+        let (Some(first), Some(last)) = (days.first(), days.last()) else {
+            return Ok(Vec::new());
+        };
+        let infos = self.accounts()?;
+        let all: Vec<&AccountInfo> = infos.iter().collect();
+        let data = self.load(
+            &all,
+            day_number(*first),
+            day_number(*last),
+            config,
+            currency,
+        )?;
+        Ok(days
+            .iter()
+            .map(|d| {
+                let mut rows: Vec<Row> = data
+                    .iter()
+                    .map(|a| metrics::compute(a, day_number(*d), config))
+                    .collect();
+                metrics::engagement_scores(&mut rows, config);
+                rows
+            })
+            .collect())
+    }
+}
+
+/// Customer records: read, listed, deleted, imported, and their raw rows.
+pub trait Records {
+    /// An account's records of `kind`, the latest `order_by` first (ties by key), as JSON.
+    fn of_account(
+        &self,
+        kind: &'static Kind,
+        account: &str,
+        order_by: &str,
+        limit: usize,
+    ) -> Result<Vec<Value>, StoreError>;
+    /// `columns` of every current record of kind `table`, in no set order.
+    fn record_rows(&self, table: &str, columns: &[&str]) -> Result<Vec<Vec<Cell>>, StoreError>;
+    /// The record with this key.
+    fn get(&self, kind: &'static Kind, key: &[String]) -> Result<Option<Record>, StoreError>;
+    /// A page of records by key order, after the key `after`.
+    fn list(
+        &self,
+        kind: &'static Kind,
+        filters: &[ListFilter],
+        after: Option<&[String]>,
+        limit: usize,
+    ) -> Result<Page, StoreError>;
+    /// Deletes a record nothing refers to.
+    fn delete(&mut self, kind: &'static Kind, key: &[String]) -> Result<Deleted, StoreError>;
+    /// Where one import of `kind` goes (stored whole or not at all).
+    fn import_target(
+        &mut self,
+        kind: &'static Kind,
+    ) -> Result<Box<dyn ImportTarget + '_>, StoreError>;
+}
+
+/// The stored health models.
+pub trait Models {
     /// The model in force on `day` (see [`model_for`]).
     fn model_for(&self, day: Option<NaiveDate>) -> Result<Option<Model>, StoreError>;
     fn model(&self, id: i64) -> Result<Option<Model>, StoreError>;
@@ -184,7 +316,10 @@ pub trait HealthSource: Source {
     fn model_bodies(&self) -> Result<Vec<(i64, String)>, StoreError>;
     /// Stores a model as a new version; returns its id.
     fn store_model(&self, model: &Model) -> Result<i64, StoreError>;
+}
 
+/// The daily health history and its tier changes.
+pub trait History {
     /// The last day with stored history.
     fn history_last_day(&self) -> Result<Option<i32>, StoreError>;
     /// How many accounts have history on `day`, and how many of those rows came from another
@@ -219,6 +354,193 @@ pub trait HealthSource: Source {
         since: NaiveDate,
         account: Option<&str>,
     ) -> Result<Vec<Value>, StoreError>;
+}
+
+/// What CSMs write on an account: notes and review goals.
+pub trait Notes {
+    /// Stores a note on an existing account; `None` when there is no such account.
+    fn add_note(
+        &self,
+        account: &str,
+        author: &str,
+        person: Option<&str>,
+        text: &str,
+    ) -> Result<Option<i64>, StoreError>;
+    /// The notes of `account` (every account's with `None`).
+    fn stored_notes(&self, account: Option<&str>) -> Result<Vec<Note>, StoreError>;
+    fn review_goals(&self, account: &str, quarter: &str) -> Result<Option<String>, StoreError>;
+    fn set_review_goals(&self, account: &str, quarter: &str, goals: &str)
+        -> Result<(), StoreError>;
+}
+
+/// Alert rules saved through the API.
+pub trait Rules {
+    /// Rules made through the API, by name.
+    fn stored_rules(&self) -> Result<Vec<Rule>, StoreError>;
+    fn save_rule(&self, rule: &Rule) -> Result<(), StoreError>;
+    fn delete_rule(&self, name: &str) -> Result<bool, StoreError>;
+}
+
+/// Fired alerts, each recorded with its outbox messages and tasks all or none.
+pub trait Alerts {
+    /// Records each firing whose rule has not fired for its account since its
+    /// `cooldown_from_ms`, with what `follow_up` makes of its alert id; the ids (None: held
+    /// back by the cooldown), in order.
+    fn record_alerts(
+        &self,
+        now_ms: i64,
+        alerts: &[NewAlert],
+        follow_up: &dyn Fn(&NewAlert, i64) -> FollowUp,
+    ) -> Result<Vec<Option<i64>>, StoreError>;
+    /// Alerts fired since `since_ms` (optionally of one account), newest first.
+    fn alerts(
+        &self,
+        since_ms: i64,
+        account: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AlertRow>, StoreError>;
+}
+
+/// Notifications waiting, sent or dead, with their retries.
+pub trait Outbox {
+    /// Outbox messages of a status, newest first.
+    fn outbox(&self, status: &str, limit: usize) -> Result<Vec<OutboxRow>, StoreError>;
+    /// Pending messages due by `now_ms`, soonest first.
+    fn due(&self, now_ms: i64, limit: usize) -> Result<Vec<OutboxRow>, StoreError>;
+    /// Stores a message's new delivery state (status, attempts, next attempt, error, sent).
+    fn mark(&self, row: &OutboxRow) -> Result<(), StoreError>;
+    /// Puts a dead message back in line; false when there is no dead message with that id.
+    fn retry(&self, id: i64, now_ms: i64) -> Result<bool, StoreError>;
+}
+
+/// The CSM task inbox.
+pub trait Tasks {
+    /// Tasks, filtered, in [`task_order`].
+    fn tasks(&self, filter: TaskFilter<'_>, limit: usize) -> Result<Vec<TaskRow>, StoreError>;
+    /// Sets a task's status, snooze day and (when given) due day; false when there is no such task.
+    fn update_task(
+        &self,
+        id: i64,
+        status: &str,
+        snoozed_until: Option<NaiveDate>,
+        due: Option<NaiveDate>,
+        now_ms: i64,
+    ) -> Result<bool, StoreError>;
+    /// Snoozed tasks whose day has come are open again.
+    fn wake_snoozed(&self, today: NaiveDate) -> Result<(), StoreError>;
+}
+
+/// Survey invitations and their answers.
+pub trait Surveys {
+    fn survey_send(&self, id: i64) -> Result<Option<SendRow>, StoreError>;
+    /// Every invitation sent to any of `users`.
+    fn sends_to(&self, users: &[&str]) -> Result<Vec<SendRow>, StoreError>;
+    /// The email address each of `users` gave in their traits, when they gave one.
+    fn user_emails(&self, users: &[&str]) -> Result<HashMap<String, String>, StoreError>;
+    /// Records the invitations whose key is still new, each with the email `email` makes
+    /// of its id (for an `email` delivery); how many were recorded.
+    fn record_sends(
+        &self,
+        now_ms: i64,
+        sends: &[NewSend],
+        email: &dyn Fn(&NewSend, i64) -> Option<NewMessage>,
+    ) -> Result<usize, StoreError>;
+    /// Records an answer as a survey response `survey-ID`, once per invitation.
+    fn answer(
+        &self,
+        id: i64,
+        score: i64,
+        comment: Option<&str>,
+        now_ms: i64,
+    ) -> Result<Answered, StoreError>;
+    /// The newest unanswered invitation sent to a person since `since_ms`.
+    fn pending_survey(&self, user_id: &str, since_ms: i64) -> Result<Option<i64>, StoreError>;
+}
+
+/// Dashboard users.
+pub trait Users {
+    /// The user called `username` and their password hash.
+    fn user_row(&self, username: &str) -> Result<Option<(User, String)>, StoreError>;
+    /// Whether a `csms` record `csm_id` exists.
+    fn csm_known(&self, csm_id: &str) -> Result<bool, StoreError>;
+    /// Stores a user with a password hash; false when one exists already and `replace` is
+    /// not set. Sessions opened before are ended.
+    fn put_user(&self, user: &User, hash: &str, replace: bool) -> Result<bool, StoreError>;
+    /// Every user, by name.
+    fn users(&self) -> Result<Vec<User>, StoreError>;
+    /// Deletes a user and ends their sessions; false when there was no such user.
+    fn remove_user(&self, username: &str) -> Result<bool, StoreError>;
+}
+
+/// Sessions of dashboard users, and the server's named secrets.
+pub trait Sessions {
+    /// Opens a session, known by the SHA-256 of its cookie secret.
+    fn open_session(
+        &self,
+        digest: &str,
+        username: &str,
+        csrf: &str,
+        expires_ms: i64,
+    ) -> Result<(), StoreError>;
+    /// The session of a digest, if it is open at `now_ms` and its user still signs in with
+    /// the password it was opened with.
+    fn session_of(&self, digest: &str, now_ms: i64) -> Result<Option<Session>, StoreError>;
+    fn end_session(&self, digest: &str) -> Result<(), StoreError>;
+    /// The secret called `name`, made of `fresh` on first use (the first one stored wins).
+    fn secret_or(&self, name: &str, fresh: [u8; 32]) -> Result<Vec<u8>, StoreError>;
+}
+
+/// API tokens.
+pub trait Tokens {
+    /// Every API token, by id.
+    fn tokens(&self) -> Result<Vec<ApiToken>, StoreError>;
+    /// Creates an API token and returns its secret (only its SHA-256 is kept).
+    fn add_token(
+        &self,
+        name: &str,
+        role: Role,
+        valid_for_seconds: Option<i64>,
+    ) -> Result<String, StoreError>;
+    /// Revokes a token at once; false when there was none with that id.
+    fn revoke_token(&self, id: i64) -> Result<bool, StoreError>;
+}
+
+/// Every capability at once: what a backend is, and what a handler given "the store"
+/// holds. Functions ask for the capabilities they use, never for this.
+pub trait Storage:
+    Activity
+    + Records
+    + Models
+    + History
+    + Notes
+    + Rules
+    + Alerts
+    + Outbox
+    + Tasks
+    + Surveys
+    + Users
+    + Sessions
+    + Tokens
+{
+}
+
+impl<
+        T: Activity
+            + Records
+            + Models
+            + History
+            + Notes
+            + Rules
+            + Alerts
+            + Outbox
+            + Tasks
+            + Surveys
+            + Users
+            + Sessions
+            + Tokens
+            + ?Sized,
+    > Storage for T
+{
 }
 
 pub(crate) fn model_body(model: &Model) -> Result<String, StoreError> {
@@ -388,84 +710,6 @@ pub enum Answered {
     NoSuchSurvey,
 }
 
-/// What the actions keep, on either store. Every write is all or none; a decision whose
-/// condition a concurrent writer may have changed (a cooldown, an invitation's key, an
-/// answer) is checked again where it is stored.
-pub trait ActionStore: DashboardSource {
-    /// Whether the numbers are current: on the embedded store, the rollups hold (nearly)
-    /// every stored event.
-    fn settled(&self) -> Result<bool, StoreError>;
-
-    /// Rules made through the API, by name.
-    fn stored_rules(&self) -> Result<Vec<Rule>, StoreError>;
-    fn save_rule(&self, rule: &Rule) -> Result<(), StoreError>;
-    fn delete_rule(&self, name: &str) -> Result<bool, StoreError>;
-
-    /// Records each firing whose rule has not fired for its account since its
-    /// `cooldown_from_ms`, with what `follow_up` makes of its alert id; the ids (None: held
-    /// back by the cooldown), in order.
-    fn record_alerts(
-        &self,
-        now_ms: i64,
-        alerts: &[NewAlert],
-        follow_up: &dyn Fn(&NewAlert, i64) -> FollowUp,
-    ) -> Result<Vec<Option<i64>>, StoreError>;
-    /// Alerts fired since `since_ms` (optionally of one account), newest first.
-    fn alerts(
-        &self,
-        since_ms: i64,
-        account: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<AlertRow>, StoreError>;
-
-    /// Outbox messages of a status, newest first.
-    fn outbox(&self, status: &str, limit: usize) -> Result<Vec<OutboxRow>, StoreError>;
-    /// Pending messages due by `now_ms`, soonest first.
-    fn due(&self, now_ms: i64, limit: usize) -> Result<Vec<OutboxRow>, StoreError>;
-    /// Stores a message's new delivery state (status, attempts, next attempt, error, sent).
-    fn mark(&self, row: &OutboxRow) -> Result<(), StoreError>;
-    /// Puts a dead message back in line; false when there is no dead message with that id.
-    fn retry(&self, id: i64, now_ms: i64) -> Result<bool, StoreError>;
-
-    /// Tasks, filtered, in [`task_order`].
-    fn tasks(&self, filter: TaskFilter<'_>, limit: usize) -> Result<Vec<TaskRow>, StoreError>;
-    /// Sets a task's status, snooze day and (when given) due day; false when there is no such task.
-    fn update_task(
-        &self,
-        id: i64,
-        status: &str,
-        snoozed_until: Option<NaiveDate>,
-        due: Option<NaiveDate>,
-        now_ms: i64,
-    ) -> Result<bool, StoreError>;
-    /// Snoozed tasks whose day has come are open again.
-    fn wake_snoozed(&self, today: NaiveDate) -> Result<(), StoreError>;
-
-    fn survey_send(&self, id: i64) -> Result<Option<SendRow>, StoreError>;
-    /// Every invitation sent to any of `users`.
-    fn sends_to(&self, users: &[&str]) -> Result<Vec<SendRow>, StoreError>;
-    /// The email address each of `users` gave in their traits, when they gave one.
-    fn user_emails(&self, users: &[&str]) -> Result<HashMap<String, String>, StoreError>;
-    /// Records the invitations whose key is still new, each with the email `email` makes
-    /// of its id (for an `email` delivery); how many were recorded.
-    fn record_sends(
-        &self,
-        now_ms: i64,
-        sends: &[NewSend],
-        email: &dyn Fn(&NewSend, i64) -> Option<NewMessage>,
-    ) -> Result<usize, StoreError>;
-    /// Records an answer as a survey response `survey-ID`, once per invitation.
-    fn answer(
-        &self,
-        id: i64,
-        score: i64,
-        comment: Option<&str>,
-        now_ms: i64,
-    ) -> Result<Answered, StoreError>;
-    /// The newest unanswered invitation sent to a person since `since_ms`.
-    fn pending_survey(&self, user_id: &str, since_ms: i64) -> Result<Option<i64>, StoreError>;
-}
-
 /// A CSM's note on an account.
 #[derive(Debug, Clone)]
 pub struct Note {
@@ -477,22 +721,6 @@ pub struct Note {
     pub created_ms: i64,
 }
 
-/// What listening reads and writes beyond the records and health: CSM notes. The embedded
-/// store (a `Connection`) and ClickHouse implement it; comments, themes and the churn-reason
-/// report are written once over it.
-pub trait ListeningSource: HealthSource {
-    /// Stores a note on an existing account; `None` when there is no such account.
-    fn add_note(
-        &self,
-        account: &str,
-        author: &str,
-        person: Option<&str>,
-        text: &str,
-    ) -> Result<Option<i64>, StoreError>;
-    /// The notes of `account` (every account's with `None`).
-    fn stored_notes(&self, account: Option<&str>) -> Result<Vec<Note>, StoreError>;
-}
-
 /// A raw event as the account page lists it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RecentEvent {
@@ -500,24 +728,6 @@ pub struct RecentEvent {
     pub kind: String,
     pub event: Option<String>,
     pub user_id: Option<String>,
-}
-
-/// What the dashboard reads beside the metrics, health and listening: its users and
-/// sessions, an account's records and latest events, the features known (alerts, tasks,
-/// rules and the outbox: `store::ActionStore`).
-pub trait DashboardSource: ListeningSource + UserStore + RecordStore {
-    /// Every feature any account has used, by name.
-    fn known_features(&self, config: &MetricsConfig) -> Result<Vec<String>, StoreError>;
-    /// The last `limit` events received from the account's people, newest first by time.
-    fn recent_events(&self, account: &str, limit: usize) -> Result<Vec<RecentEvent>, StoreError>;
-    /// An account's records of `kind`, the latest `order_by` first (ties by key), as JSON.
-    fn of_account(
-        &self,
-        kind: &'static Kind,
-        account: &str,
-        order_by: &str,
-        limit: usize,
-    ) -> Result<Vec<Value>, StoreError>;
 }
 
 /// An account as the metrics see it.
@@ -555,106 +765,6 @@ pub fn subtree(all: &[AccountInfo], root: &str) -> Vec<String> {
         index += 1;
     }
     out
-}
-
-/// Where the metrics read accounts, records and rollups: the embedded store (a
-/// [`Connection`]) or ClickHouse (`store::clickhouse::ClickHouse`). The computations that
-/// need more than one account's numbers (one account ranked in its segment, time series,
-/// outcomes) are written once over it, so both stores answer them alike.
-pub trait Source {
-    /// Every account, by id order (see [`accounts`]).
-    fn accounts(&self) -> Result<Vec<AccountInfo>, StoreError>;
-    /// The data of `infos`, with rollup rows from `from_day - lookback` to `to_day` and
-    /// each account's value window (see [`load`]).
-    fn load(
-        &self,
-        infos: &[&AccountInfo],
-        from_day: i32,
-        to_day: i32,
-        config: &MetricsConfig,
-        currency: &CurrencyConfig,
-    ) -> Result<Vec<AccountData>, StoreError>;
-    /// Every account's subscriptions in the report currency.
-    fn subscriptions(
-        &self,
-        infos: &[AccountInfo],
-        currency: &CurrencyConfig,
-    ) -> Result<HashMap<String, Vec<Subscription>>, StoreError>;
-    /// `columns` of every current record of kind `table`, in no set order.
-    fn record_rows(&self, table: &str, columns: &[&str]) -> Result<Vec<Vec<Cell>>, StoreError>;
-
-    /// Every account's metrics at `as_of` (the export), engagement scores included.
-    fn snapshot(
-        &self,
-        as_of: NaiveDate,
-        config: &MetricsConfig,
-        currency: &CurrencyConfig,
-    ) -> Result<Vec<Row>, StoreError> {
-        self.snapshot_with(as_of, config, currency, &mut |_| {})
-    }
-
-    /// [`Self::snapshot`], handing each account's data to `also` as its row is computed
-    /// (the actions read more of it than the metrics row).
-    fn snapshot_with(
-        &self,
-        as_of: NaiveDate,
-        config: &MetricsConfig,
-        currency: &CurrencyConfig,
-        also: &mut dyn FnMut(&AccountData),
-    ) -> Result<Vec<Row>, StoreError> {
-        let day = day_number(as_of);
-        let infos = self.accounts()?;
-        let all: Vec<&AccountInfo> = infos.iter().collect();
-        let mut rows: Vec<Row> = self
-            .load(&all, day, day, config, currency)?
-            .iter()
-            .map(|data| {
-                also(data);
-                metrics::compute(data, day, config)
-            })
-            .collect();
-        metrics::engagement_scores(&mut rows, config);
-        Ok(rows)
-    }
-
-    /// How many days of the daily health history to compute from one [`Self::snapshots`]:
-    /// their rows are all held at once (about 3 KB per account and day).
-    fn days_per_load(&self) -> usize {
-        1
-    }
-
-    /// [`Self::snapshot`] on each of `days` (ascending): one load covers them all, so a run
-    /// of days costs about one snapshot where reading is what costs (ClickHouse).
-    fn snapshots(
-        &self,
-        days: &[NaiveDate],
-        config: &MetricsConfig,
-        currency: &CurrencyConfig,
-    ) -> Result<Vec<Vec<Row>>, StoreError> {
-        let (Some(first), Some(last)) = (days.first(), days.last()) else {
-            return Ok(Vec::new());
-        };
-        let infos = self.accounts()?;
-        let all: Vec<&AccountInfo> = infos.iter().collect();
-        let data = self.load(
-            &all,
-            day_number(*first),
-            day_number(*last),
-            config,
-            currency,
-        )?;
-        Ok(days
-            .iter()
-            .map(|d| {
-                let mut rows: Vec<Row> = data
-                    .iter()
-                    .map(|a| metrics::compute(a, day_number(*d), config))
-                    .collect();
-                metrics::engagement_scores(&mut rows, config);
-                rows
-            })
-            .collect())
-    }
 }
 
 /// One filter of a list request, already checked against the kind's spec.
@@ -709,28 +819,6 @@ pub trait ImportTarget {
     fn parents(&mut self) -> Result<HashMap<String, Option<String>>, StoreError>;
     /// Makes everything visible at once; how many keys were new and how many updated.
     fn commit(self: Box<Self>) -> Result<(usize, usize), StoreError>;
-}
-
-/// Where records are kept: the embedded store (a `Connection`) or ClickHouse
-/// (`store::clickhouse::ClickHouse`). The API's record routes are written once over it.
-pub trait RecordStore {
-    /// The record with this key.
-    fn get(&self, kind: &'static Kind, key: &[String]) -> Result<Option<Record>, StoreError>;
-    /// A page of records by key order, after the key `after`.
-    fn list(
-        &self,
-        kind: &'static Kind,
-        filters: &[ListFilter],
-        after: Option<&[String]>,
-        limit: usize,
-    ) -> Result<Page, StoreError>;
-    /// Deletes a record nothing refers to.
-    fn delete(&mut self, kind: &'static Kind, key: &[String]) -> Result<Deleted, StoreError>;
-    /// Where one import of `kind` goes (stored whole or not at all).
-    fn import_target(
-        &mut self,
-        kind: &'static Kind,
-    ) -> Result<Box<dyn ImportTarget + '_>, StoreError>;
 }
 
 /// What deleting a person removed.
@@ -799,51 +887,6 @@ pub struct Session {
     pub csrf: String,
 }
 
-/// Where dashboard users, their sessions, the server's secrets and review goals are kept:
-/// the embedded store's tables, or ClickHouse's. The rules (names, passwords, hashing,
-/// expiry) are the free functions below, the same on both.
-pub trait UserStore {
-    /// The user called `username` and their password hash.
-    fn user_row(&self, username: &str) -> Result<Option<(User, String)>, StoreError>;
-    /// Whether a `csms` record `csm_id` exists.
-    fn csm_known(&self, csm_id: &str) -> Result<bool, StoreError>;
-    /// Stores a user with a password hash; false when one exists already and `replace` is
-    /// not set. Sessions opened before are ended.
-    fn put_user(&self, user: &User, hash: &str, replace: bool) -> Result<bool, StoreError>;
-    /// Every user, by name.
-    fn users(&self) -> Result<Vec<User>, StoreError>;
-    /// Deletes a user and ends their sessions; false when there was no such user.
-    fn remove_user(&self, username: &str) -> Result<bool, StoreError>;
-    /// Opens a session, known by the SHA-256 of its cookie secret.
-    fn open_session(
-        &self,
-        digest: &str,
-        username: &str,
-        csrf: &str,
-        expires_ms: i64,
-    ) -> Result<(), StoreError>;
-    /// The session of a digest, if it is open at `now_ms` and its user still signs in with
-    /// the password it was opened with.
-    fn session_of(&self, digest: &str, now_ms: i64) -> Result<Option<Session>, StoreError>;
-    fn end_session(&self, digest: &str) -> Result<(), StoreError>;
-    /// The secret called `name`, made of `fresh` on first use (the first one stored wins).
-    fn secret_or(&self, name: &str, fresh: [u8; 32]) -> Result<Vec<u8>, StoreError>;
-    fn review_goals(&self, account: &str, quarter: &str) -> Result<Option<String>, StoreError>;
-    fn set_review_goals(&self, account: &str, quarter: &str, goals: &str)
-        -> Result<(), StoreError>;
-    /// Every API token, by id.
-    fn tokens(&self) -> Result<Vec<ApiToken>, StoreError>;
-    /// Creates an API token and returns its secret (only its SHA-256 is kept).
-    fn add_token(
-        &self,
-        name: &str,
-        role: Role,
-        valid_for_seconds: Option<i64>,
-    ) -> Result<String, StoreError>;
-    /// Revokes a token at once; false when there was none with that id.
-    fn revoke_token(&self, id: i64) -> Result<bool, StoreError>;
-}
-
 /// A stored history day as the API shows it.
 pub(crate) fn history_point(day: i32, row: &HistoryRow, model_id: i64) -> Value {
     json!({"date": day_date(day).to_string(), "health_score": row.score, "health_band": row.band, "tier": row.tier,
@@ -860,7 +903,7 @@ pub(crate) fn change_value(id: i64, change: &TierChange) -> Value {
 /// An account's name, `Some(None)` when it has none, `None` when there is no such account
 /// (a record, or on the embedded store and ClickHouse alike, an account only group calls named).
 pub fn account_name(
-    source: &dyn Source,
+    source: &(impl Records + ?Sized),
     account: &str,
 ) -> Result<Option<Option<String>>, StoreError> {
     let rows = source.record_rows("accounts", &["account_id", "name"])?;

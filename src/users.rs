@@ -5,7 +5,8 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use argon2::Argon2;
 
 use crate::store::sqlite::{hex, token_digest};
-use crate::store::{Session, StoreError, User, UserStore};
+use crate::store::{Notes, Sessions, Users};
+use crate::store::{Session, StoreError, User};
 
 /// How long a session lasts without signing in again.
 pub const SESSION_MS: i64 = 12 * 3_600_000;
@@ -71,7 +72,7 @@ fn check_password(password: &str) -> Result<(), UserError> {
 
 /// Creates a user (or, with `replace`, resets an existing one's role and password).
 pub fn create_user(
-    store: &dyn UserStore,
+    store: &(impl Users + ?Sized),
     user: &User,
     password: &str,
     replace: bool,
@@ -98,12 +99,12 @@ pub fn create_user(
 }
 
 /// Every user, by name.
-pub fn list_users(store: &dyn UserStore) -> Result<Vec<User>, StoreError> {
+pub fn list_users(store: &(impl Users + ?Sized)) -> Result<Vec<User>, StoreError> {
     store.users()
 }
 
 /// Deletes a user and their sessions; false when there was no such user.
-pub fn delete_user(store: &dyn UserStore, username: &str) -> Result<bool, StoreError> {
+pub fn delete_user(store: &(impl Users + ?Sized), username: &str) -> Result<bool, StoreError> {
     store.remove_user(username)
 }
 
@@ -113,7 +114,7 @@ const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$
 
 /// Checks a name and password; on success opens a session and returns its cookie secret.
 pub fn sign_in(
-    store: &dyn UserStore,
+    store: &(impl Users + Sessions + ?Sized),
     username: &str,
     password: &str,
 ) -> Result<Option<String>, StoreError> {
@@ -145,24 +146,27 @@ pub fn sign_in(
 
 /// The live session a cookie secret belongs to. Looked up by SHA-256, so timing says
 /// nothing about stored sessions.
-pub fn session(store: &dyn UserStore, secret: &str) -> Result<Option<Session>, StoreError> {
+pub fn session(
+    store: &(impl Sessions + ?Sized),
+    secret: &str,
+) -> Result<Option<Session>, StoreError> {
     store.session_of(&token_digest(secret), chrono::Utc::now().timestamp_millis())
 }
 
 /// Ends a session.
-pub fn sign_out(store: &dyn UserStore, secret: &str) -> Result<(), StoreError> {
+pub fn sign_out(store: &(impl Sessions + ?Sized), secret: &str) -> Result<(), StoreError> {
     store.end_session(&token_digest(secret))
 }
 
 /// The server's secret called `name` (32 random bytes made on first use), e.g. the key
 /// that signs review share links. It lives in the store, so backups carry it.
-pub fn secret(store: &dyn UserStore, name: &str) -> Result<Vec<u8>, StoreError> {
+pub fn secret(store: &(impl Sessions + ?Sized), name: &str) -> Result<Vec<u8>, StoreError> {
     store.secret_or(name, rand::random::<[u8; 32]>())
 }
 
 /// The goals written for an account's quarterly review.
 pub fn review_goals(
-    store: &dyn UserStore,
+    store: &(impl Notes + ?Sized),
     account: &str,
     quarter: &str,
 ) -> Result<Option<String>, StoreError> {
@@ -170,7 +174,7 @@ pub fn review_goals(
 }
 
 pub fn set_review_goals(
-    store: &dyn UserStore,
+    store: &(impl Notes + ?Sized),
     account: &str,
     quarter: &str,
     goals: &str,

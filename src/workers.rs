@@ -16,7 +16,7 @@ use crate::health::history::{self, OwnedSettings, PassState};
 use crate::health::model::Settings;
 use crate::ingest::queue::JobReceiver as Receiver;
 use crate::store::sqlite::Store;
-use crate::store::ActionStore;
+use crate::store::Storage;
 use crate::store::{self, Pruned, StoreError};
 use crate::telemetry::Telemetry;
 
@@ -214,7 +214,7 @@ fn spawn_health(
 /// The evaluator (rules and surveys on the schedule and when poked) on `evaluator` and the
 /// outbox worker (every second) on `outbox`, for the life of the process, inside `runtime`
 /// when given (ClickHouse's calls need one).
-fn spawn_actions<S: ActionStore + Send + 'static>(
+fn spawn_actions<S: Storage + Send + 'static>(
     (evaluator, outbox): (S, S),
     runtime: Option<tokio::runtime::Handle>,
     owned: OwnedSettings,

@@ -20,8 +20,11 @@ use super::{ActionsConfig, Alert, Channel, Ready};
 use crate::health::model::Settings;
 use crate::metrics::activity::day_number;
 use crate::store::{
-    ActionStore, AlertRow, Answered, FollowUp, HealthSource, NewAlert, NewMessage, NewSend,
-    NewTask, OutboxRow, StoreError, TaskFilter,
+    Activity, Alerts, History, Models, Outbox, Records, Rules, Sessions, Surveys, Tasks,
+};
+use crate::store::{
+    AlertRow, Answered, FollowUp, NewAlert, NewMessage, NewSend, NewTask, OutboxRow, StoreError,
+    TaskFilter,
 };
 
 /// The name of the secret that signs survey links.
@@ -82,7 +85,7 @@ struct Extra {
 // Over 100 lines: One evaluation pass in order (rules, alerts, tasks, surveys); moves to `actions` and splits in issue 29 item 1.
 #[allow(clippy::too_many_lines)]
 pub fn look(
-    source: &dyn HealthSource,
+    source: &(impl Activity + Records + Models + History + ?Sized),
     today: NaiveDate,
     settings: Settings,
     features: &[&str],
@@ -270,7 +273,10 @@ pub fn look(
 /// The rules in force: the config's, then the API's (an API rule may not reuse a config
 /// rule's name; one that fails to prepare, say after a channel left the config, is skipped
 /// with a warning).
-pub fn rules(store: &dyn ActionStore, config: &ActionsConfig) -> Result<Vec<Ready>, StoreError> {
+pub fn rules(
+    store: &(impl Rules + ?Sized),
+    config: &ActionsConfig,
+) -> Result<Vec<Ready>, StoreError> {
     let mut ready = config
         .ready_rules()
         .map_err(|(k, r)| StoreError::Invalid(format!("{k}: {r}")))?;
@@ -301,7 +307,7 @@ pub struct Fired {
 /// Evaluates the rules (or one) for every account. Unless `dry_run`, each firing outside
 /// its cooldown is recorded with its outbox messages and tasks.
 pub fn evaluate(
-    store: &dyn ActionStore,
+    store: &(impl Activity + Records + Models + History + Rules + Alerts + ?Sized),
     today: NaiveDate,
     settings: Settings,
     config: &ActionsConfig,
@@ -326,7 +332,7 @@ pub fn evaluate(
 }
 
 fn rules_to_run(
-    store: &dyn ActionStore,
+    store: &(impl Rules + ?Sized),
     config: &ActionsConfig,
     only: Option<&str>,
 ) -> Result<Vec<Ready>, StoreError> {
@@ -351,7 +357,7 @@ fn features_of(rules: &[Ready]) -> Vec<&str> {
 // Over 100 lines: Writes an alert and everything it triggers in one transaction; moves to `actions` in issue 29 item 1.
 #[allow(clippy::too_many_lines)]
 fn fire(
-    store: &dyn ActionStore,
+    store: &(impl Records + Alerts + ?Sized),
     today: NaiveDate,
     config: &ActionsConfig,
     base_url: &str,
@@ -489,7 +495,7 @@ fn fire(
 type Owners = HashMap<String, (Option<String>, Option<String>)>;
 
 /// Each account's CSM and that CSM's email, from the records.
-fn owners(source: &dyn HealthSource) -> Result<Owners, StoreError> {
+fn owners(source: &(impl Records + ?Sized)) -> Result<Owners, StoreError> {
     let text = |cell: &crate::records::Cell| cell.as_text().map(str::to_string);
     let emails: HashMap<String, Option<String>> = source
         .record_rows("csms", &["csm_id", "email"])?
@@ -509,7 +515,7 @@ fn owners(source: &dyn HealthSource) -> Result<Owners, StoreError> {
 
 /// Alerts fired since `since_ms` (optionally of one account), newest first, as the API shows them.
 pub fn alerts(
-    store: &dyn ActionStore,
+    store: &(impl Alerts + ?Sized),
     since_ms: i64,
     account: Option<&str>,
     limit: usize,
@@ -525,7 +531,7 @@ pub fn alerts(
 
 /// Outbox rows of a status (`pending`, `sent`, `dead`), newest first, as the API shows them.
 pub fn outbox(
-    store: &dyn ActionStore,
+    store: &(impl Outbox + ?Sized),
     status: &str,
     limit: usize,
 ) -> Result<Vec<Value>, StoreError> {
@@ -537,7 +543,7 @@ pub fn outbox(
 }
 
 /// Puts a dead message back in line; false when there is no dead message with that id.
-pub fn retry(store: &dyn ActionStore, id: i64) -> Result<bool, StoreError> {
+pub fn retry(store: &(impl Outbox + ?Sized), id: i64) -> Result<bool, StoreError> {
     store.retry(id, chrono::Utc::now().timestamp_millis())
 }
 
@@ -545,7 +551,7 @@ pub fn retry(store: &dyn ActionStore, id: i64) -> Result<bool, StoreError> {
 /// its attempt: a crash in between sends it again with the same idempotency key (at least
 /// once; receivers drop the repeat by key), never loses it.
 pub fn deliver_due(
-    store: &dyn ActionStore,
+    store: &(impl Outbox + ?Sized),
     config: &ActionsConfig,
     smtp_password: Option<&str>,
 ) -> Result<usize, StoreError> {
@@ -585,7 +591,7 @@ pub fn deliver_due(
 // ---- tasks ----
 
 /// Each account's name (its id when it has none).
-fn account_names(source: &dyn HealthSource) -> Result<HashMap<String, String>, StoreError> {
+fn account_names(source: &(impl Records + ?Sized)) -> Result<HashMap<String, String>, StoreError> {
     Ok(source
         .record_rows("accounts", &["account_id", "name"])?
         .into_iter()
@@ -598,7 +604,7 @@ fn account_names(source: &dyn HealthSource) -> Result<HashMap<String, String>, S
 
 /// Tasks, filtered; open and snoozed first by due date; as the API shows them.
 pub fn tasks(
-    store: &dyn ActionStore,
+    store: &(impl Records + Tasks + ?Sized),
     filter: TaskFilter<'_>,
     limit: usize,
 ) -> Result<Vec<Value>, StoreError> {
@@ -621,7 +627,7 @@ pub fn tasks(
 /// Sets a task's status (`open`, `snoozed` with a day, `done`) and optionally its due day;
 /// false when there is no such task.
 pub fn update_task(
-    store: &dyn ActionStore,
+    store: &(impl Tasks + ?Sized),
     id: i64,
     status: &str,
     snoozed_until: Option<NaiveDate>,
@@ -647,7 +653,10 @@ pub struct SurveySend {
     pub answered: bool,
 }
 
-pub fn survey_send(store: &dyn ActionStore, id: i64) -> Result<Option<SurveySend>, StoreError> {
+pub fn survey_send(
+    store: &(impl Records + Surveys + ?Sized),
+    id: i64,
+) -> Result<Option<SurveySend>, StoreError> {
     let Some(send) = store.survey_send(id)? else {
         return Ok(None);
     };
@@ -664,7 +673,7 @@ pub fn survey_send(store: &dyn ActionStore, id: i64) -> Result<Option<SurveySend
 
 /// Records an answer as a survey response, once per invitation.
 pub fn answer(
-    store: &dyn ActionStore,
+    store: &(impl Surveys + ?Sized),
     id: i64,
     score: i64,
     comment: Option<&str>,
@@ -677,7 +686,7 @@ pub fn answer(
 /// occasion and person) with an email in the outbox when the person has an email and SMTP
 /// is configured, else for the web snippet. Returns how many were sent.
 pub fn dispatch_surveys(
-    store: &dyn ActionStore,
+    store: &(impl Surveys + Sessions + ?Sized),
     today: NaiveDate,
     config: &ActionsConfig,
     base_url: &str,
@@ -766,7 +775,7 @@ pub fn dispatch_surveys(
 
 /// A survey link for send `id` (also what the snippet hands out).
 pub fn survey_link(
-    store: &dyn ActionStore,
+    store: &(impl Sessions + ?Sized),
     id: i64,
     valid_days: u32,
     base_url: &str,
@@ -785,7 +794,16 @@ pub fn survey_link(
 /// One evaluation: snoozed tasks wake, the rules fire, the surveys go out. (alerts
 /// recorded, surveys sent); `None`, doing nothing, while the numbers lag behind.
 pub fn run_once(
-    store: &dyn ActionStore,
+    store: &(impl Activity
+          + Records
+          + Models
+          + History
+          + Rules
+          + Alerts
+          + Tasks
+          + Surveys
+          + Sessions
+          + ?Sized),
     today: NaiveDate,
     settings: Settings,
     config: &ActionsConfig,

@@ -9,7 +9,8 @@ use serde_json::{json, Map, Value};
 use super::history::{analyse, scored_decisions};
 use super::model::Settings;
 use super::quality::{self, Decision, Quality};
-use crate::store::{HealthSource, StoreError};
+use crate::store::StoreError;
+use crate::store::{Activity, Records};
 
 /// Backtest: a model trained on renewals decided before `as_of`, every account scored with
 /// data before `as_of` only (metrics as of the day before), against the renewals decided
@@ -18,7 +19,7 @@ use crate::store::{HealthSource, StoreError};
 /// week; top-decile lift; Brier scores and their skill against the base rate; calibration
 /// per tier with intervals.
 pub fn backtest(
-    source: &dyn HealthSource,
+    source: &(impl Activity + Records + ?Sized),
     as_of: NaiveDate,
     horizon_days: i64,
     settings: Settings,

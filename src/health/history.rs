@@ -14,9 +14,8 @@ use crate::health::{self, Example, SegmentModel};
 use crate::metrics::activity::{day_date, day_number};
 use crate::metrics::config::{CurrencyConfig, MetricsConfig};
 use crate::metrics::{self, Row};
-use crate::store::{
-    parse_model, AccountInfo, DaySpan, HealthSource, HistoryRow, StoreError, TierChange,
-};
+use crate::store::{parse_model, AccountInfo, DaySpan, HistoryRow, StoreError, TierChange};
+use crate::store::{Activity, History, Models, Records};
 
 /// Every renewal decided before `as_of` whose usage window lies inside the data, with the
 /// account's monthly use of each feature over that window and its score measures on the
@@ -24,7 +23,7 @@ use crate::store::{
 /// reads: the `usage_days` days ending with the term's last day, cut at the start of the
 /// account's first subscription.
 pub fn examples(
-    source: &dyn HealthSource,
+    source: &(impl Activity + Records + ?Sized),
     as_of: i32,
     infos: &[AccountInfo],
     subscriptions: &HashMap<String, Vec<metrics::Subscription>>,
@@ -111,7 +110,7 @@ pub(crate) fn window_measures(uses: &HashMap<String, i64>, days: f64) -> [(&'sta
 /// (account, decision day), in order: the metrics of that day from the account's records,
 /// read once for every decision (the usage measures come from the window's feature uses).
 fn record_measures(
-    source: &dyn HealthSource,
+    source: &(impl Records + ?Sized),
     decisions: &[(&AccountInfo, i32)],
     settings: Settings,
 ) -> Result<Vec<BTreeMap<String, Option<f64>>>, StoreError> {
@@ -161,7 +160,7 @@ fn decided_before(
 /// Builds a model from the renewals decided before `as_of` (not stored, promoted until a
 /// gate says otherwise).
 pub fn analyse(
-    source: &dyn HealthSource,
+    source: &(impl Activity + Records + ?Sized),
     as_of: NaiveDate,
     reason: &str,
     settings: Settings,
@@ -181,7 +180,7 @@ struct Learning {
 
 impl Learning {
     fn read(
-        source: &dyn HealthSource,
+        source: &(impl Activity + Records + ?Sized),
         as_of: NaiveDate,
         settings: Settings,
     ) -> Result<Learning, StoreError> {
@@ -241,7 +240,7 @@ impl Learning {
 /// stores it as a new version, promoted or rejected with the reason; `force` promotes it
 /// whatever the test says (the gate is still recorded).
 pub fn recalibrate(
-    source: &dyn HealthSource,
+    source: &(impl Activity + Records + Models + ?Sized),
     as_of: NaiveDate,
     reason: &str,
     force: bool,
@@ -253,7 +252,7 @@ pub fn recalibrate(
 
 /// Gates `model` against the model in force and stores it, promoted or rejected.
 fn store_gated(
-    source: &dyn HealthSource,
+    source: &(impl Activity + Records + Models + ?Sized),
     mut model: Model,
     force: bool,
     settings: Settings,
@@ -285,7 +284,7 @@ pub const GATE_DECIDED_MIN: usize = 10;
 /// until `as_of` (Brier score of the score as a renewal probability; ROC AUC against the
 /// logins baseline).
 pub fn gate(
-    source: &dyn HealthSource,
+    source: &(impl Activity + Records + ?Sized),
     current: Option<&Model>,
     as_of: NaiveDate,
     settings: Settings,
@@ -365,18 +364,18 @@ pub fn gate(
 /// for days before the first model, the newest promoted of the earliest `as_of` (history
 /// computed on a first start uses the model trained that day). `None` when there is none.
 pub fn model_for(
-    source: &dyn HealthSource,
+    source: &(impl Models + ?Sized),
     day: Option<NaiveDate>,
 ) -> Result<Option<Model>, StoreError> {
     source.model_for(day)
 }
 
-pub fn model(source: &dyn HealthSource, id: i64) -> Result<Option<Model>, StoreError> {
+pub fn model(source: &(impl Models + ?Sized), id: i64) -> Result<Option<Model>, StoreError> {
     source.model(id)
 }
 
 /// Every model, newest first, promoted and rejected, without its indicator lists.
-pub fn models(source: &dyn HealthSource) -> Result<Vec<Value>, StoreError> {
+pub fn models(source: &(impl Models + ?Sized)) -> Result<Vec<Value>, StoreError> {
     source
         .model_bodies()?
         .into_iter()
@@ -400,7 +399,7 @@ pub fn models(source: &dyn HealthSource) -> Result<Vec<Value>, StoreError> {
 /// Adds health to one account's metrics row: power feature use, tier, expected renewal
 /// rate, score, band, breakdown and the model that gave them.
 pub fn assess(
-    source: &dyn HealthSource,
+    source: &(impl Activity + ?Sized),
     row: &Row,
     model: &Model,
     as_of: i32,
@@ -416,7 +415,7 @@ pub fn assess(
 /// [`assess`] with the held tier put over the day's (see [`apply_held`]): one account as
 /// the history, the portfolio and its page show it.
 pub fn assess_held(
-    source: &dyn HealthSource,
+    source: &(impl Activity + History + ?Sized),
     row: &Row,
     model: &Model,
     as_of: i32,
@@ -432,7 +431,7 @@ pub fn assess_held(
 /// uses are its uses in the last `usage_days` days (or since the account's first
 /// subscription started, if shorter) x 30 / days.
 pub fn assess_all(
-    source: &dyn HealthSource,
+    source: &(impl Activity + ?Sized),
     rows: &[Row],
     model: &Model,
     as_of: i32,
@@ -453,7 +452,7 @@ fn usage_model<'m>(model: &'m Model, row: &Row) -> Option<(&'m SegmentModel, &'m
 /// [`assess_all`] for several days (rows, model in force, day) at once: the subscriptions
 /// and the feature uses are read once for all of them.
 pub fn assess_days(
-    source: &dyn HealthSource,
+    source: &(impl Activity + ?Sized),
     days: &[(&[Row], &Model, i32)],
     settings: Settings,
 ) -> Result<Vec<Vec<Map<String, Value>>>, StoreError> {
@@ -592,7 +591,7 @@ fn assess_rows(
 /// the history row of that day if written, else the day before's held on by
 /// `health::hold`. The day's own tier stays in `usage_tier`.
 pub fn apply_held(
-    source: &dyn HealthSource,
+    source: &(impl History + ?Sized),
     day: i32,
     assessed: &mut [Map<String, Value>],
     settings: Settings,
@@ -645,7 +644,7 @@ pub type Assessments = Vec<Map<String, Value>>;
 
 /// Every account's health at `as_of` under the model in force that day, tiers held.
 pub fn snapshot(
-    source: &dyn HealthSource,
+    source: &(impl Activity + Models + History + ?Sized),
     as_of: NaiveDate,
     settings: Settings,
 ) -> Result<Option<(Model, Assessments)>, StoreError> {
@@ -662,7 +661,7 @@ pub fn snapshot(
 /// `through` (only the days that need it), with the held tiers and their changes.
 /// Returns the days written.
 pub fn update_history(
-    source: &dyn HealthSource,
+    source: &(impl Activity + Models + History + ?Sized),
     through: NaiveDate,
     settings: Settings,
     progress: &mut dyn FnMut(usize, usize),
@@ -709,7 +708,7 @@ pub fn update_history(
 /// Stores one day's assessed health: each account's held tier from the day before's
 /// (`health::hold`), and the changes of held tiers with their cause.
 fn write_history_day(
-    source: &dyn HealthSource,
+    source: &(impl History + ?Sized),
     day: i32,
     model: &Model,
     assessed: &[Map<String, Value>],
@@ -820,7 +819,7 @@ pub struct PassState {
 /// One pass of the health thread: recalibrate when due, bring the history up to today.
 /// Whether tiers may have moved (a new model, or days of history added).
 pub fn run_once(
-    source: &dyn HealthSource,
+    source: &(impl Activity + Records + Models + History + ?Sized),
     settings: Settings,
     today: NaiveDate,
     state: &mut PassState,
@@ -890,7 +889,7 @@ pub fn run_once(
 /// joined with the renewals decided in [`as_of`, `as_of` + `horizon_days`) of the accounts
 /// that were customers before `as_of` (one that was not has nothing to be scored on).
 pub(crate) fn scored_decisions(
-    source: &dyn HealthSource,
+    source: &(impl Activity + ?Sized),
     rows: &[Row],
     model: &Model,
     as_of: NaiveDate,
@@ -951,8 +950,8 @@ pub(crate) fn scored_decisions(
 mod tests {
     use super::*;
     use crate::config::{CurrencyConfig, HealthConfig};
-    use crate::store::RecordStore;
-    use crate::store::Source;
+    use crate::store::Records;
+    use crate::store::{Activity, History, Models};
     use rusqlite::{params, Connection};
 
     fn import(conn: &mut Connection, kind: &str, object: Value) {

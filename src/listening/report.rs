@@ -12,7 +12,8 @@ use super::{self as listening, Comment};
 use crate::metrics::config::CurrencyConfig;
 use crate::records::Cell;
 use crate::share::Quarter;
-use crate::store::{ListeningSource, Note, RecordStore, StoreError};
+use crate::store::{Notes, Records};
+use crate::store::{Note, StoreError};
 
 /// Longest note.
 pub const NOTE_CHARS_MAX: usize = 4_000;
@@ -40,7 +41,7 @@ fn day_of(cell: &Cell) -> String {
 }
 
 /// Every comment, oldest first (then by source, account, person and text).
-pub fn comments(source: &dyn ListeningSource) -> Result<Vec<Comment>, StoreError> {
+pub fn comments(source: &(impl Records + Notes + ?Sized)) -> Result<Vec<Comment>, StoreError> {
     let mut all = Vec::new();
     let mut add =
         |from: &str, account: &Cell, person: Option<String>, date: String, said: Option<String>| {
@@ -114,7 +115,7 @@ pub fn comments(source: &dyn ListeningSource) -> Result<Vec<Comment>, StoreError
 }
 
 /// An account's notes, newest first.
-pub fn notes(source: &dyn ListeningSource, account: &str) -> Result<Vec<Value>, StoreError> {
+pub fn notes(source: &(impl Notes + ?Sized), account: &str) -> Result<Vec<Value>, StoreError> {
     let mut notes = source.stored_notes(Some(account))?;
     notes.sort_by_key(|n| std::cmp::Reverse((n.created_ms, n.id)));
     Ok(notes.iter().map(Note::to_json).collect())
@@ -123,7 +124,7 @@ pub fn notes(source: &dyn ListeningSource, account: &str) -> Result<Vec<Value>, 
 /// Sets the churn reason and feedback of a subscription of `account`; false when the
 /// account has no such subscription. A new version of the record, on either store.
 pub fn set_reason(
-    store: &mut dyn RecordStore,
+    store: &mut dyn Records,
     account: &str,
     subscription: &str,
     reason: Option<&str>,
@@ -157,7 +158,7 @@ pub fn set_reason(
 // Over 100 lines: Pairs each term with the next and totals by period, segment and reason in one pass; moves to `listening` in issue 29 item 1.
 #[allow(clippy::too_many_lines)]
 pub fn churn_reasons(
-    source: &dyn ListeningSource,
+    source: &(impl Records + ?Sized),
     from: NaiveDate,
     to: NaiveDate,
     currency: &CurrencyConfig,
@@ -293,7 +294,7 @@ fn share(part: usize, whole: usize) -> Option<f64> {
 // Over 100 lines: Reads every comment stream and scores themes in one pass; moves to `listening` in issue 29 item 1.
 #[allow(clippy::too_many_lines)]
 pub fn themes(
-    source: &dyn ListeningSource,
+    source: &(impl Records + Notes + ?Sized),
     rules: &BTreeMap<String, String>,
     today: NaiveDate,
     among: &[Among],

@@ -12,12 +12,13 @@ use std::collections::BTreeMap;
 
 use super::activity;
 use super::{self as metrics, AccountData, Row, Subscription};
-use crate::store::{AccountInfo, Source, StoreError};
+use crate::store::{AccountInfo, StoreError};
+use crate::store::Activity;
 
 /// One account's metrics at `as_of` (with `subtree`, the account and all below it counted
 /// as one), its engagement score ranked against `peers` (a snapshot of the same day).
 pub fn account(
-    source: &dyn Source,
+    source: &(impl Activity + ?Sized),
     account_id: &str,
     as_of: NaiveDate,
     subtree: bool,
@@ -66,7 +67,7 @@ pub fn account(
 
 /// One metric of one account for every day of `from ..= to`.
 pub fn timeseries(
-    source: &dyn Source,
+    source: &(impl Activity + ?Sized),
     account_id: &str,
     metric: &str,
     from: NaiveDate,
@@ -115,7 +116,7 @@ pub fn timeseries(
 /// One account's metrics row on each of `days` (ascending), from one load. The engagement
 /// score, which needs the segment, is left as computed alone.
 pub fn rows_on(
-    source: &dyn Source,
+    source: &(impl Activity + ?Sized),
     account_id: &str,
     days: &[NaiveDate],
     config: &MetricsConfig,
@@ -196,7 +197,7 @@ pub fn segments(rows: &[Row], infos: &[AccountInfo], by_plan: bool) -> Vec<Value
 
 /// Outcomes over [from, to) split by `interval`, per segment or over all accounts.
 pub fn outcomes(
-    source: &dyn Source,
+    source: &(impl Activity + ?Sized),
     from: NaiveDate,
     to: NaiveDate,
     interval: metrics::outcomes::Interval,

@@ -29,7 +29,7 @@ fn day_of_date(text: &str) -> Result<i32, StoreError> {
 
 /// Records of accounts, grouped by account id: one query per table for all accounts.
 #[derive(Default)]
-pub struct Records {
+pub struct AccountRecords {
     pub(crate) subscriptions: HashMap<String, Vec<Subscription>>,
     tickets: HashMap<String, Vec<Ticket>>,
     surveys: HashMap<String, Vec<Survey>>,
@@ -92,7 +92,7 @@ pub(crate) fn build_records<'a>(
     rows: &mut RowSource,
     infos: impl IntoIterator<Item = &'a AccountInfo>,
     currency: &CurrencyConfig,
-) -> Result<Records, StoreError> {
+) -> Result<AccountRecords, StoreError> {
     let tz: HashMap<&str, chrono_tz::Tz> = infos
         .into_iter()
         .map(|i| (i.account_id.as_str(), i.tz))
@@ -105,7 +105,7 @@ pub(crate) fn build_records<'a>(
             .map(str::to_string)
             .ok_or_else(|| StoreError::Invalid(format!("stored {what} is empty")))
     };
-    let mut records = Records::default();
+    let mut records = AccountRecords::default();
     let columns = |table: &str| {
         RECORD_COLUMNS
             .iter()
@@ -203,7 +203,7 @@ pub(crate) fn build_records<'a>(
     Ok(records)
 }
 
-impl Records {
+impl AccountRecords {
     /// An account's data with its records (taken out of these), its rollups still empty.
     pub(crate) fn account_data(&mut self, info: &AccountInfo) -> AccountData {
         let id = info.account_id.as_str();

@@ -17,6 +17,7 @@ use super::AppState;
 use crate::health::model::Settings;
 use crate::metrics::read as sm;
 use crate::metrics::{self as m, outcomes::Interval, Row};
+use crate::store::Storage;
 
 /// Longest time series one request may ask for.
 pub const TIMESERIES_DAYS_MAX: i64 = 1_000;
@@ -64,7 +65,7 @@ pub(super) fn date_param(
 /// store's connection, or ClickHouse) and the server's settings.
 pub(super) async fn with_source<T: Send + 'static>(
     state: &AppState,
-    work: impl FnOnce(&dyn crate::store::ActionStore, Settings) -> Result<T, ApiError> + Send + 'static,
+    work: impl FnOnce(&dyn Storage, Settings) -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     let (metrics, health, currency) = (
         state.metrics.clone(),

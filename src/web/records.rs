@@ -22,7 +22,7 @@ use crate::limits;
 use crate::records::{self, FieldError, Filter, Kind, Record};
 use crate::store::sqlite::records as store_records;
 use crate::store::Role;
-use crate::store::{Deleted, ListFilter, RecordStore};
+use crate::store::{Deleted, ListFilter, Records};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -67,7 +67,7 @@ fn require_admin(caller: &Caller) -> Result<(), ApiError> {
 /// embedded store's connection, or ClickHouse).
 pub(crate) async fn with_records<T: Send + 'static>(
     state: &AppState,
-    work: impl FnOnce(&mut dyn RecordStore) -> Result<T, ApiError> + Send + 'static,
+    work: impl FnOnce(&mut dyn Records) -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     match state.clickhouse.clone() {
         Some(mut clickhouse) => tokio::task::spawn_blocking(move || work(&mut clickhouse))

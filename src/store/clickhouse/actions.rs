@@ -14,6 +14,7 @@
 //! evaluation, a second node) never undoes a later change such as a message marked sent.
 //! The evaluator and the outbox worker run on the node with `[health] background = true`.
 
+use crate::store::{Alerts, Outbox, Rules, Surveys, Tasks};
 use std::collections::{HashMap, HashSet};
 
 use chrono::NaiveDate;
@@ -26,8 +27,8 @@ use crate::records;
 use crate::store::ImportTarget;
 use crate::store::StoreError;
 use crate::store::{
-    ActionStore, AlertRow, Answered, FollowUp, NewAlert, NewMessage, NewSend, OutboxRow, SendRow,
-    TaskFilter, TaskRow,
+    AlertRow, Answered, FollowUp, NewAlert, NewMessage, NewSend, OutboxRow, SendRow, TaskFilter,
+    TaskRow,
 };
 
 /// The version of a row as first written.
@@ -367,13 +368,7 @@ fn message_row(message: &NewMessage, alert_id: Option<i64>, now_ms: i64) -> Outb
     }
 }
 
-/// The actions on ClickHouse, from a blocking thread.
-impl ActionStore for ClickHouse {
-    /// ClickHouse's materialized view keeps the rollups as the events arrive.
-    fn settled(&self) -> Result<bool, StoreError> {
-        Ok(true)
-    }
-
+impl Rules for ClickHouse {
     fn stored_rules(&self) -> Result<Vec<Rule>, StoreError> {
         let docs = block_on(
             self.docs(
@@ -435,7 +430,9 @@ impl ActionStore for ClickHouse {
             Ok(true)
         })?
     }
+}
 
+impl Alerts for ClickHouse {
     fn record_alerts(
         &self,
         now_ms: i64,
@@ -465,7 +462,9 @@ impl ActionStore for ClickHouse {
             .map(Doc::parse)
             .collect()
     }
+}
 
+impl Outbox for ClickHouse {
     fn outbox(&self, status: &str, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
         let query = self
             .client
@@ -534,7 +533,9 @@ impl ActionStore for ClickHouse {
             Ok(true)
         })?
     }
+}
 
+impl Tasks for ClickHouse {
     fn tasks(&self, filter: TaskFilter<'_>, limit: usize) -> Result<Vec<TaskRow>, StoreError> {
         let mut tasks: Vec<TaskRow> = block_on(self.current_tasks(filter.account))??
             .into_iter()
@@ -603,7 +604,9 @@ impl ActionStore for ClickHouse {
             .await
         })?
     }
+}
 
+impl Surveys for ClickHouse {
     fn survey_send(&self, id: i64) -> Result<Option<SendRow>, StoreError> {
         block_on(self.one("survey_send", id))??
             .map(|d| d.parse())

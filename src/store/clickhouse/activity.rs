@@ -1,6 +1,9 @@
 //! What the metrics read on ClickHouse: accounts, records and the `activity` rollups cut
 //! into per-person local days as the embedded rollups count them.
 
+use crate::store::Activity;
+use crate::store::{EventFilter, RecentEvent};
+use std::collections::BTreeSet;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::Deserialize;
@@ -98,7 +101,7 @@ impl ClickHouse {
     }
 
     /// `columns` of every current record of kind `table`.
-    async fn record_cells(
+    pub(super) async fn record_cells(
         &self,
         table: &str,
         columns: &[&str],
@@ -156,7 +159,7 @@ impl ClickHouse {
         infos: &[&AccountInfo],
         currency: &CurrencyConfig,
         tables: Option<&[&str]>,
-    ) -> Result<crate::store::load::Records, StoreError> {
+    ) -> Result<crate::store::load::AccountRecords, StoreError> {
         let wanted: HashSet<&str> = infos.iter().map(|i| i.account_id.as_str()).collect();
         let mut rows: HashMap<&str, Vec<Vec<Cell>>> = HashMap::new();
         for (table, columns) in crate::store::load::RECORD_COLUMNS
@@ -702,7 +705,7 @@ fn people_of(
 
 /// The metrics' reads, from synchronous code (a blocking thread of the server, or the CLI
 /// inside a runtime): each waits for its queries.
-impl crate::store::Source for ClickHouse {
+impl Activity for ClickHouse {
     fn accounts(&self) -> Result<Vec<AccountInfo>, StoreError> {
         block_on(ClickHouse::accounts(self))?
     }
@@ -734,7 +737,69 @@ impl crate::store::Source for ClickHouse {
         14
     }
 
-    fn record_rows(&self, table: &str, columns: &[&str]) -> Result<Vec<Vec<Cell>>, StoreError> {
-        block_on(self.record_cells(table, columns))?
+    fn data_start(&self, config: &MetricsConfig) -> Result<Option<i32>, StoreError> {
+        let infos = block_on(ClickHouse::accounts(self))??;
+        let all: Vec<&AccountInfo> = infos.iter().collect();
+        let nothing = |_: &str, _: &HashMap<String, i32>| Vec::new();
+        block_on(async {
+            let groups = self.group_calls().await?;
+            Ok(self
+                .rollups(&all, &groups, config, Windows::AfterFirstUse(&nothing))
+                .await?
+                .first_day)
+        })?
+    }
+
+    fn feature_uses(
+        &self,
+        spans: &[(String, i32, i32)],
+        config: &MetricsConfig,
+    ) -> Result<Vec<HashMap<String, i64>>, StoreError> {
+        block_on(ClickHouse::feature_uses(self, spans, config))?
+    }
+
+    /// ClickHouse's materialized view keeps the rollups as the events arrive.
+    fn settled(&self) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+
+    /// The features of the tracked event names in the rollups.
+    fn known_features(&self, config: &MetricsConfig) -> Result<Vec<String>, StoreError> {
+        #[derive(clickhouse::Row, Deserialize)]
+        struct Name {
+            event: String,
+        }
+        let query = self
+            .client
+            .query("SELECT DISTINCT event FROM activity WHERE type = 'track'");
+        let names = block_on(fetch_all::<Name>(query, "tracked event names"))??;
+        let mut classifier = Classifier::new(config);
+        let features: BTreeSet<String> = names
+            .iter()
+            .filter_map(|n| classifier.classify("track", Some(&n.event))?.feature)
+            .collect();
+        Ok(features.into_iter().collect())
+    }
+
+    /// Newest by receipt, as the embedded store's newest by id.
+    fn recent_events(&self, account: &str, limit: usize) -> Result<Vec<RecentEvent>, StoreError> {
+        let filter = EventFilter {
+            since_ms: 0,
+            until_ms: None,
+            user: None,
+            account: Some(account.to_string()),
+            limit,
+        };
+        let mut events: Vec<RecentEvent> = block_on(self.events_in_order(&filter, true))??
+            .into_iter()
+            .map(|e| RecentEvent {
+                timestamp_ms: e.timestamp_ms,
+                kind: e.kind,
+                event: e.event,
+                user_id: e.user_id,
+            })
+            .collect();
+        events.sort_by_key(|e| std::cmp::Reverse(e.timestamp_ms));
+        Ok(events)
     }
 }

@@ -5,20 +5,15 @@
 //! key (never `FINAL` with a filter on another column: older servers may filter before
 //! they merge). A change is a newer row; a deletion is a newer row marked `deleted`.
 
-use std::collections::BTreeSet;
+use crate::store::{Sessions, Tokens, Users};
 
 use serde::Deserialize;
-use serde_json::Value;
 
-use super::records::current_records;
 use super::{block_on, fetch_all, now_version, run, ClickHouse};
-use crate::config::MetricsConfig;
-use crate::metrics::activity::Classifier;
-use crate::records::{self, Kind};
-use crate::store::RecordStore;
-use crate::store::{ApiToken, EventFilter, Role, StoreError};
-use crate::store::{DashboardSource, RecentEvent};
-use crate::store::{Session, User, UserRole, UserStore};
+use crate::records::{self};
+use crate::store::Records;
+use crate::store::{ApiToken, Role, StoreError};
+use crate::store::{Session, User, UserRole};
 
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -176,8 +171,7 @@ impl ClickHouse {
     }
 }
 
-/// Users, sessions, secrets and review goals on ClickHouse, from a blocking thread.
-impl UserStore for ClickHouse {
+impl Users for ClickHouse {
     fn user_row(&self, username: &str) -> Result<Option<(User, String)>, StoreError> {
         match block_on(self.user_current(username))?? {
             Some(row) if row.deleted == 0 => Ok(Some((row.user()?, row.password_hash))),
@@ -187,7 +181,7 @@ impl UserStore for ClickHouse {
 
     fn csm_known(&self, csm_id: &str) -> Result<bool, StoreError> {
         let csms = records::kind("csms").expect("invariant: a record kind");
-        Ok(RecordStore::get(self, csms, &[csm_id.to_string()])?.is_some())
+        Ok(Records::get(self, csms, &[csm_id.to_string()])?.is_some())
     }
 
     /// Two nodes creating the same new user at once both succeed; the later write wins.
@@ -232,7 +226,9 @@ impl UserStore for ClickHouse {
             Ok(true)
         })?
     }
+}
 
+impl Sessions for ClickHouse {
     fn open_session(
         &self,
         digest: &str,
@@ -270,32 +266,9 @@ impl UserStore for ClickHouse {
             })
         })?
     }
+}
 
-    fn review_goals(&self, account: &str, quarter: &str) -> Result<Option<String>, StoreError> {
-        #[derive(clickhouse::Row, Deserialize)]
-        struct Stored {
-            goals: String,
-        }
-        let query = self
-            .client
-            .query("SELECT argMax(goals, version) AS goals FROM review_goals WHERE account_id = ? AND quarter = ? GROUP BY account_id, quarter")
-            .bind(account)
-            .bind(quarter);
-        Ok(block_on(fetch_all::<Stored>(query, "review goals"))??
-            .pop()
-            .map(|s| s.goals))
-    }
-
-    fn set_review_goals(
-        &self,
-        account: &str,
-        quarter: &str,
-        goals: &str,
-    ) -> Result<(), StoreError> {
-        let query = self.client.query("INSERT INTO review_goals (account_id, quarter, goals, version) VALUES (?, ?, ?, ?)").bind(account).bind(quarter).bind(goals).bind(now_version());
-        block_on(run(query, "store review goals"))?
-    }
-
+impl Tokens for ClickHouse {
     fn tokens(&self) -> Result<Vec<ApiToken>, StoreError> {
         Ok(block_on(self.token_rows(None))??
             .into_iter()
@@ -370,73 +343,5 @@ impl ClickHouse {
             query = query.bind(id);
         }
         fetch_all(query, "API tokens").await
-    }
-}
-
-impl DashboardSource for ClickHouse {
-    /// The features of the tracked event names in the rollups.
-    fn known_features(&self, config: &MetricsConfig) -> Result<Vec<String>, StoreError> {
-        #[derive(clickhouse::Row, Deserialize)]
-        struct Name {
-            event: String,
-        }
-        let query = self
-            .client
-            .query("SELECT DISTINCT event FROM activity WHERE type = 'track'");
-        let names = block_on(fetch_all::<Name>(query, "tracked event names"))??;
-        let mut classifier = Classifier::new(config);
-        let features: BTreeSet<String> = names
-            .iter()
-            .filter_map(|n| classifier.classify("track", Some(&n.event))?.feature)
-            .collect();
-        Ok(features.into_iter().collect())
-    }
-
-    /// Newest by receipt, as the embedded store's newest by id.
-    fn recent_events(&self, account: &str, limit: usize) -> Result<Vec<RecentEvent>, StoreError> {
-        let filter = EventFilter {
-            since_ms: 0,
-            until_ms: None,
-            user: None,
-            account: Some(account.to_string()),
-            limit,
-        };
-        let mut events: Vec<RecentEvent> = block_on(self.events_in_order(&filter, true))??
-            .into_iter()
-            .map(|e| RecentEvent {
-                timestamp_ms: e.timestamp_ms,
-                kind: e.kind,
-                event: e.event,
-                user_id: e.user_id,
-            })
-            .collect();
-        events.sort_by_key(|e| std::cmp::Reverse(e.timestamp_ms));
-        Ok(events)
-    }
-
-    fn of_account(
-        &self,
-        kind: &'static Kind,
-        account: &str,
-        order_by: &str,
-        limit: usize,
-    ) -> Result<Vec<Value>, StoreError> {
-        assert!(
-            kind.columns.iter().any(|c| c.name == order_by),
-            "invariant: {order_by} is a column of {}",
-            kind.name
-        );
-        let tail = format!(
-            "ORDER BY {order_by} DESC NULLS LAST, {} LIMIT {limit}",
-            kind.key.join(", ")
-        );
-        let query = self
-            .client
-            .query(&current_records(kind, "", " AND account_id = ?", &tail))
-            .bind(account);
-        Ok(block_on(self.read_records(kind, query))??
-            .iter()
-            .map(|r| r.to_json(kind))
-            .collect())
     }
 }

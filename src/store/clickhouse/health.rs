@@ -1,6 +1,7 @@
 //! Health on ClickHouse: feature uses over spans, stored models, the daily history and
 //! tier changes.
 
+use crate::store::{History, Models};
 use std::collections::{HashMap, HashSet};
 
 use chrono::NaiveDate;
@@ -15,7 +16,7 @@ use crate::store::{AccountInfo, HistoryRow, StoreError, TierChange};
 
 impl ClickHouse {
     /// Each span's uses of each feature, from one read of the `activity` rollups.
-    async fn feature_uses(
+    pub(super) async fn feature_uses(
         &self,
         spans: &[(String, i32, i32)],
         config: &MetricsConfig,
@@ -86,29 +87,7 @@ impl ClickHouse {
 /// the gate have none). `status` is the body's first key, and no nested object has one.
 const IN_FORCE: &str = "visitParamExtractString(body, 'status') != 'rejected'";
 
-/// Health on ClickHouse, from a blocking thread.
-impl crate::store::HealthSource for ClickHouse {
-    fn data_start(&self, config: &MetricsConfig) -> Result<Option<i32>, StoreError> {
-        let infos = block_on(ClickHouse::accounts(self))??;
-        let all: Vec<&AccountInfo> = infos.iter().collect();
-        let nothing = |_: &str, _: &HashMap<String, i32>| Vec::new();
-        block_on(async {
-            let groups = self.group_calls().await?;
-            Ok(self
-                .rollups(&all, &groups, config, Windows::AfterFirstUse(&nothing))
-                .await?
-                .first_day)
-        })?
-    }
-
-    fn feature_uses(
-        &self,
-        spans: &[(String, i32, i32)],
-        config: &MetricsConfig,
-    ) -> Result<Vec<HashMap<String, i64>>, StoreError> {
-        block_on(ClickHouse::feature_uses(self, spans, config))?
-    }
-
+impl Models for ClickHouse {
     fn model_for(
         &self,
         day: Option<NaiveDate>,
@@ -182,7 +161,9 @@ impl crate::store::HealthSource for ClickHouse {
             Ok(id)
         })?
     }
+}
 
+impl History for ClickHouse {
     fn history_last_day(&self) -> Result<Option<i32>, StoreError> {
         #[derive(clickhouse::Row, Deserialize)]
         struct Last {

@@ -1,12 +1,14 @@
 //! CSM notes on ClickHouse.
 
+use super::now_version;
+use crate::store::Notes;
 use serde::Deserialize;
 
 use super::{block_on, fetch_all, run, ClickHouse};
 use crate::store::StoreError;
 
 /// CSM notes on ClickHouse, from a blocking thread.
-impl crate::store::ListeningSource for ClickHouse {
+impl Notes for ClickHouse {
     fn add_note(
         &self,
         account: &str,
@@ -64,5 +66,30 @@ impl crate::store::ListeningSource for ClickHouse {
                 created_ms: s.created_ms,
             })
             .collect())
+    }
+
+    fn review_goals(&self, account: &str, quarter: &str) -> Result<Option<String>, StoreError> {
+        #[derive(clickhouse::Row, Deserialize)]
+        struct Stored {
+            goals: String,
+        }
+        let query = self
+            .client
+            .query("SELECT argMax(goals, version) AS goals FROM review_goals WHERE account_id = ? AND quarter = ? GROUP BY account_id, quarter")
+            .bind(account)
+            .bind(quarter);
+        Ok(block_on(fetch_all::<Stored>(query, "review goals"))??
+            .pop()
+            .map(|s| s.goals))
+    }
+
+    fn set_review_goals(
+        &self,
+        account: &str,
+        quarter: &str,
+        goals: &str,
+    ) -> Result<(), StoreError> {
+        let query = self.client.query("INSERT INTO review_goals (account_id, quarter, goals, version) VALUES (?, ?, ?, ?)").bind(account).bind(quarter).bind(goals).bind(now_version());
+        block_on(run(query, "store review goals"))?
     }
 }

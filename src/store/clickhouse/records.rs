@@ -12,7 +12,7 @@ use super::{
 };
 use crate::limits;
 use crate::records::{self, Cell, ColumnType, Kind, Record};
-use crate::store::{Deleted, ImportTarget, ListFilter, Page, RecordStore, StoreError};
+use crate::store::{Deleted, ImportTarget, ListFilter, Page, Records, StoreError};
 
 /// An import into ClickHouse: rows are validated as for the embedded store and staged;
 /// `commit` reads the rows the import replaces (to merge their traits and count updates)
@@ -291,7 +291,7 @@ fn record_line(
 }
 
 /// The API's record routes on ClickHouse, from a blocking thread.
-impl RecordStore for ClickHouse {
+impl Records for ClickHouse {
     fn get(&self, kind: &'static Kind, key: &[String]) -> Result<Option<Record>, StoreError> {
         Ok(block_on(self.records_of(kind, Some(&[key.join("\u{1f}")])))??.pop())
     }
@@ -315,6 +315,36 @@ impl RecordStore for ClickHouse {
         kind: &'static Kind,
     ) -> Result<Box<dyn ImportTarget + '_>, StoreError> {
         Ok(Box::new(RecordImport::new(self.clone(), kind)))
+    }
+
+    fn of_account(
+        &self,
+        kind: &'static Kind,
+        account: &str,
+        order_by: &str,
+        limit: usize,
+    ) -> Result<Vec<Value>, StoreError> {
+        assert!(
+            kind.columns.iter().any(|c| c.name == order_by),
+            "invariant: {order_by} is a column of {}",
+            kind.name
+        );
+        let tail = format!(
+            "ORDER BY {order_by} DESC NULLS LAST, {} LIMIT {limit}",
+            kind.key.join(", ")
+        );
+        let query = self
+            .client
+            .query(&current_records(kind, "", " AND account_id = ?", &tail))
+            .bind(account);
+        Ok(block_on(self.read_records(kind, query))??
+            .iter()
+            .map(|r| r.to_json(kind))
+            .collect())
+    }
+
+    fn record_rows(&self, table: &str, columns: &[&str]) -> Result<Vec<Vec<Cell>>, StoreError> {
+        block_on(self.record_cells(table, columns))?
     }
 }
 

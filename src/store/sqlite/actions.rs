@@ -1,6 +1,7 @@
 //! The actions' tables on the embedded store: API rules, alerts, the outbox, tasks and
 //! survey invitations; each decision in one IMMEDIATE transaction.
 
+use crate::store::{Alerts, Outbox, Rules, Surveys, Tasks};
 use std::collections::HashMap;
 
 use chrono::NaiveDate;
@@ -9,8 +10,8 @@ use serde_json::Value;
 
 use crate::actions::Rule;
 use crate::store::{
-    ActionStore, AlertRow, Answered, FollowUp, NewAlert, NewMessage, NewSend, OutboxRow, SendRow,
-    StoreError, TaskFilter, TaskRow,
+    AlertRow, Answered, FollowUp, NewAlert, NewMessage, NewSend, OutboxRow, SendRow, StoreError,
+    TaskFilter, TaskRow,
 };
 
 // ---- the embedded store ----
@@ -68,12 +69,7 @@ fn insert_message(
     Ok(())
 }
 
-/// The actions' tables in bellwether.db; each decision in one IMMEDIATE transaction.
-impl ActionStore for Connection {
-    fn settled(&self) -> Result<bool, StoreError> {
-        crate::store::sqlite::rollup::settled(self)
-    }
-
+impl Rules for Connection {
     fn stored_rules(&self) -> Result<Vec<Rule>, StoreError> {
         let mut query = self.prepare("SELECT name, body FROM rules ORDER BY name")?;
         let rows = query.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
@@ -103,7 +99,9 @@ impl ActionStore for Connection {
     fn delete_rule(&self, name: &str) -> Result<bool, StoreError> {
         Ok(self.execute("DELETE FROM rules WHERE name = ?1", [name])? > 0)
     }
+}
 
+impl Alerts for Connection {
     /// The cooldown is checked inside the transaction that records the alert.
     fn record_alerts(
         &self,
@@ -162,7 +160,9 @@ impl ActionStore for Connection {
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
+}
 
+impl Outbox for Connection {
     fn outbox(&self, status: &str, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
         let mut query = self.prepare(&format!(
             "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE status = ?1 ORDER BY id DESC LIMIT ?2"
@@ -188,7 +188,9 @@ impl ActionStore for Connection {
     fn retry(&self, id: i64, now_ms: i64) -> Result<bool, StoreError> {
         Ok(self.execute("UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_ms = ?2 WHERE id = ?1 AND status = 'dead'", params![id, now_ms])? > 0)
     }
+}
 
+impl Tasks for Connection {
     fn tasks(&self, filter: TaskFilter<'_>, limit: usize) -> Result<Vec<TaskRow>, StoreError> {
         let mut query = self.prepare(
             "SELECT id, account_id, alert_id, csm, title, status, due, snoozed_until, created_ms, updated_ms FROM tasks
@@ -233,7 +235,9 @@ impl ActionStore for Connection {
         self.execute("UPDATE tasks SET status = 'open', snoozed_until = NULL WHERE status = 'snoozed' AND snoozed_until <= ?1", [today.to_string()])?;
         Ok(())
     }
+}
 
+impl Surveys for Connection {
     fn survey_send(&self, id: i64) -> Result<Option<SendRow>, StoreError> {
         Ok(self
             .query_row(

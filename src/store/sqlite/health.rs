@@ -1,5 +1,6 @@
 //! Health's tables on the embedded store: the stored models and the daily history.
 
+use crate::store::{History, Models};
 use std::collections::{HashMap, HashSet};
 
 use chrono::NaiveDate;
@@ -8,38 +9,14 @@ use serde_json::Value;
 
 use crate::health::model::Model;
 use crate::metrics::activity::day_number;
-use crate::metrics::config::MetricsConfig;
 use crate::store::{
-    change_value, history_point, model_body, parse_model, HealthSource, HistoryRow, StoreError,
-    TierChange,
+    change_value, history_point, model_body, parse_model, HistoryRow, StoreError, TierChange,
 };
 
 /// The SQL condition of a promoted model (models stored before the gate have no status).
 const IN_FORCE: &str = "coalesce(json_extract(body, '$.status'), 'promoted') != 'rejected'";
 
-impl HealthSource for Connection {
-    fn data_start(&self, _config: &MetricsConfig) -> Result<Option<i32>, StoreError> {
-        Ok(self.query_row("SELECT min(day) FROM user_days", [], |r| r.get(0))?)
-    }
-
-    fn feature_uses(
-        &self,
-        spans: &[(String, i32, i32)],
-        _config: &MetricsConfig,
-    ) -> Result<Vec<HashMap<String, i64>>, StoreError> {
-        let mut usage = self.prepare_cached("SELECT feature, sum(uses) FROM user_day_features WHERE account_id = ?1 AND day BETWEEN ?2 AND ?3 GROUP BY feature")?;
-        spans
-            .iter()
-            .map(|(account, first, last)| {
-                Ok(usage
-                    .query_map(params![account, first, last], |r| {
-                        Ok((r.get(0)?, r.get(1)?))
-                    })?
-                    .collect::<Result<_, _>>()?)
-            })
-            .collect()
-    }
-
+impl Models for Connection {
     fn model_for(&self, day: Option<NaiveDate>) -> Result<Option<Model>, StoreError> {
         let newest = |sql: &str, arg: String| -> Result<Option<(i64, String)>, StoreError> {
             Ok(self
@@ -83,7 +60,9 @@ impl HealthSource for Connection {
         )?;
         Ok(self.last_insert_rowid())
     }
+}
 
+impl History for Connection {
     fn history_last_day(&self) -> Result<Option<i32>, StoreError> {
         Ok(self.query_row("SELECT max(day) FROM health_history", [], |r| r.get(0))?)
     }

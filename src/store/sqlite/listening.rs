@@ -1,10 +1,11 @@
 //! CSM notes on the embedded store.
 
-use rusqlite::{params, Connection};
+use crate::store::Notes;
+use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::store::{ListeningSource, Note, StoreError};
+use crate::store::{Note, StoreError};
 
-impl ListeningSource for Connection {
+impl Notes for Connection {
     fn add_note(
         &self,
         account: &str,
@@ -40,5 +41,28 @@ impl ListeningSource for Connection {
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn review_goals(&self, account: &str, quarter: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .query_row(
+                "SELECT goals FROM review_goals WHERE account_id = ?1 AND quarter = ?2",
+                [account, quarter],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    fn set_review_goals(
+        &self,
+        account: &str,
+        quarter: &str,
+        goals: &str,
+    ) -> Result<(), StoreError> {
+        self.execute(
+            "INSERT OR REPLACE INTO review_goals (account_id, quarter, goals, updated_ms) VALUES (?1, ?2, ?3, ?4)",
+            params![account, quarter, goals, chrono::Utc::now().timestamp_millis()],
+        )?;
+        Ok(())
     }
 }

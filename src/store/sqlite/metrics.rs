@@ -1,6 +1,8 @@
 //! Reads what the metrics are computed from on the embedded store: rollups and records, per
 //! account, converted to local days and the report currency.
 
+use crate::store::Activity;
+use crate::store::RecentEvent;
 use std::collections::HashMap;
 
 use chrono::NaiveDate;
@@ -11,8 +13,8 @@ use crate::metrics::activity::{self, day_number};
 use crate::metrics::config::{CurrencyConfig, MetricsConfig};
 use crate::metrics::{self, AccountData, FeatureDay, Row, Subscription, UserDay};
 use crate::records::Cell;
-use crate::store::load::{build_records, Records, RECORD_COLUMNS};
-use crate::store::{AccountInfo, Source, StoreError};
+use crate::store::load::{build_records, AccountRecords, RECORD_COLUMNS};
+use crate::store::{AccountInfo, StoreError};
 
 /// Every account, by id order. The segment is the account's `segment`, else its `plan`,
 /// else `unknown`.
@@ -43,7 +45,7 @@ fn load_records<'a>(
     only: Option<&str>,
     infos: impl IntoIterator<Item = &'a AccountInfo>,
     currency: &CurrencyConfig,
-) -> Result<Records, StoreError> {
+) -> Result<AccountRecords, StoreError> {
     let every: Vec<&str> = RECORD_COLUMNS.iter().map(|(table, _)| *table).collect();
     load_records_of(conn, only, infos, currency, &every)
 }
@@ -55,7 +57,7 @@ fn load_records_of<'a>(
     infos: impl IntoIterator<Item = &'a AccountInfo>,
     currency: &CurrencyConfig,
     tables: &[&str],
-) -> Result<Records, StoreError> {
+) -> Result<AccountRecords, StoreError> {
     let mut rows = |table: &str, columns: &[&str]| -> Result<Vec<Vec<Cell>>, StoreError> {
         if !tables.contains(&table) {
             return Ok(Vec::new());
@@ -66,7 +68,7 @@ fn load_records_of<'a>(
 }
 
 /// `columns` of every row of the record table `table` (of account `only`, if given).
-fn record_rows(
+pub(super) fn record_rows(
     conn: &Connection,
     table: &str,
     columns: &[&str],
@@ -149,7 +151,7 @@ pub fn load(
 fn load_one(
     conn: &Connection,
     info: &AccountInfo,
-    records: &mut Records,
+    records: &mut AccountRecords,
     from_day: i32,
     to_day: i32,
     config: &MetricsConfig,
@@ -189,7 +191,7 @@ fn load_one(
     Ok(data)
 }
 
-impl Source for Connection {
+impl Activity for Connection {
     fn accounts(&self) -> Result<Vec<AccountInfo>, StoreError> {
         accounts(self)
     }
@@ -219,10 +221,6 @@ impl Source for Connection {
         Ok(load_records_of(self, only, infos, currency, &["subscriptions"])?.subscriptions)
     }
 
-    fn record_rows(&self, table: &str, columns: &[&str]) -> Result<Vec<Vec<Cell>>, StoreError> {
-        record_rows(self, table, columns, None)
-    }
-
     fn snapshot_with(
         &self,
         as_of: NaiveDate,
@@ -243,6 +241,66 @@ impl Source for Connection {
         days.iter()
             .map(|d| snapshot(self, *d, config, currency))
             .collect()
+    }
+
+    fn data_start(&self, _config: &MetricsConfig) -> Result<Option<i32>, StoreError> {
+        Ok(self.query_row("SELECT min(day) FROM user_days", [], |r| r.get(0))?)
+    }
+
+    fn feature_uses(
+        &self,
+        spans: &[(String, i32, i32)],
+        _config: &MetricsConfig,
+    ) -> Result<Vec<HashMap<String, i64>>, StoreError> {
+        let mut usage = self.prepare_cached("SELECT feature, sum(uses) FROM user_day_features WHERE account_id = ?1 AND day BETWEEN ?2 AND ?3 GROUP BY feature")?;
+        spans
+            .iter()
+            .map(|(account, first, last)| {
+                Ok(usage
+                    .query_map(params![account, first, last], |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })?
+                    .collect::<Result<_, _>>()?)
+            })
+            .collect()
+    }
+
+    fn settled(&self) -> Result<bool, StoreError> {
+        crate::store::sqlite::rollup::settled(self)
+    }
+
+    fn known_features(&self, _config: &MetricsConfig) -> Result<Vec<String>, StoreError> {
+        let mut query =
+            self.prepare("SELECT DISTINCT feature FROM account_features ORDER BY feature")?;
+        let rows = query.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The account's people are the users a group call made members; each one's newest
+    /// events come through `person_events`, plus those not indexed yet.
+    fn recent_events(&self, account: &str, limit: usize) -> Result<Vec<RecentEvent>, StoreError> {
+        let mut query = self.prepare(
+            "SELECT timestamp_ms, type, event, user_id FROM (
+                 SELECT e.id, e.timestamp_ms, e.type, e.event, e.user_id
+                 FROM (SELECT DISTINCT user_id FROM memberships WHERE account_id = ?1 AND user_id IS NOT NULL) m
+                 JOIN events e ON e.id IN (SELECT id FROM person_events WHERE key = m.user_id ORDER BY id DESC LIMIT ?2)
+                 WHERE e.user_id = m.user_id
+                 UNION
+                 SELECT id, timestamp_ms, type, event, user_id FROM events
+                 WHERE id > (SELECT indexed_to FROM rollup_state WHERE id = 1)
+                     AND user_id IN (SELECT user_id FROM memberships WHERE account_id = ?1)
+                 ORDER BY id DESC LIMIT ?2
+             ) ORDER BY timestamp_ms DESC",
+        )?;
+        let rows = query.query_map(params![account, limit as i64], |r| {
+            Ok(RecentEvent {
+                timestamp_ms: r.get(0)?,
+                kind: r.get(1)?,
+                event: r.get(2)?,
+                user_id: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 }
 

@@ -1,6 +1,7 @@
 //! Records in SQLite: generic create/read/update/delete/list driven by the spec in
 //! `records.rs`, all-or-nothing imports, and GDPR deletion of a person.
 
+use super::metrics::record_rows;
 use std::collections::HashMap;
 
 use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
@@ -9,9 +10,7 @@ use serde_json::{Map, Value};
 
 use crate::limits;
 use crate::records::{self, Cell, ColumnType, Kind, Record};
-use crate::store::{
-    Deleted, ImportTarget, ListFilter, Page, RecordStore, StoreError, UserDeletion,
-};
+use crate::store::{Deleted, ImportTarget, ListFilter, Page, Records, StoreError, UserDeletion};
 
 impl ToSql for Cell {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
@@ -229,7 +228,7 @@ pub fn delete(conn: &mut Connection, kind: &Kind, key: &[String]) -> Result<Dele
     Ok(Deleted::Yes)
 }
 
-impl RecordStore for Connection {
+impl Records for Connection {
     fn get(&self, kind: &'static Kind, key: &[String]) -> Result<Option<Record>, StoreError> {
         get(self, kind, key)
     }
@@ -258,6 +257,20 @@ impl RecordStore for Connection {
             inserted: 0,
             updated: 0,
         }))
+    }
+
+    fn of_account(
+        &self,
+        kind: &'static Kind,
+        account: &str,
+        order_by: &str,
+        limit: usize,
+    ) -> Result<Vec<Value>, StoreError> {
+        crate::store::sqlite::records::of_account(self, kind, account, order_by, limit)
+    }
+
+    fn record_rows(&self, table: &str, columns: &[&str]) -> Result<Vec<Vec<Cell>>, StoreError> {
+        record_rows(self, table, columns, None)
     }
 }
 

@@ -1,15 +1,16 @@
 //! Dashboard users, sessions, secrets, review goals and API tokens on the embedded store.
 
+use crate::store::{Sessions, Tokens, Users};
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::store::{ApiToken, Role, Session, StoreError, User, UserRole, UserStore};
+use crate::store::{ApiToken, Role, Session, StoreError, User, UserRole};
 
 fn role_of(username: &str, role: &str) -> Result<UserRole, StoreError> {
     UserRole::parse(role)
         .ok_or_else(|| StoreError::Invalid(format!("user {username} has unknown role {role:?}")))
 }
 
-impl UserStore for Connection {
+impl Users for Connection {
     fn user_row(&self, username: &str) -> Result<Option<(User, String)>, StoreError> {
         let row = self
             .query_row(
@@ -95,7 +96,9 @@ impl UserStore for Connection {
             [username],
         )? > 0)
     }
+}
 
+impl Sessions for Connection {
     fn open_session(
         &self,
         digest: &str,
@@ -148,30 +151,9 @@ impl UserStore for Connection {
             })?,
         )
     }
+}
 
-    fn review_goals(&self, account: &str, quarter: &str) -> Result<Option<String>, StoreError> {
-        Ok(self
-            .query_row(
-                "SELECT goals FROM review_goals WHERE account_id = ?1 AND quarter = ?2",
-                [account, quarter],
-                |r| r.get(0),
-            )
-            .optional()?)
-    }
-
-    fn set_review_goals(
-        &self,
-        account: &str,
-        quarter: &str,
-        goals: &str,
-    ) -> Result<(), StoreError> {
-        self.execute(
-            "INSERT OR REPLACE INTO review_goals (account_id, quarter, goals, updated_ms) VALUES (?1, ?2, ?3, ?4)",
-            params![account, quarter, goals, chrono::Utc::now().timestamp_millis()],
-        )?;
-        Ok(())
-    }
-
+impl Tokens for Connection {
     fn tokens(&self) -> Result<Vec<ApiToken>, StoreError> {
         super::list_tokens(self)
     }

@@ -18,8 +18,8 @@ use super::{
 use crate::accounts;
 use crate::metrics::read;
 use crate::share::{self, LinkError, Quarter};
-use crate::store::DashboardSource;
 use crate::store::StoreError;
+use crate::store::{Activity, Notes, Records};
 use crate::users;
 use crate::web::metrics::{today, with_source};
 use crate::web::AppState;
@@ -52,7 +52,7 @@ fn started(quarter: Quarter) -> Result<Quarter, PageError> {
 }
 
 fn load(
-    source: &dyn DashboardSource,
+    source: &(impl Activity + Records + Notes + ?Sized),
     s: crate::health::model::Settings,
     account: &str,
     quarter: Quarter,
