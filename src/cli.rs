@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::config::{Config, Flags, StoreLocation};
-use crate::store::sqlite::Store;
+use crate::config::{Config, Flags};
+use crate::store::Backend;
 use crate::store::{self, EventFilter, Role};
 
 /// Self-hosted customer-success analytics: Segment-compatible ingest, account health
@@ -371,14 +371,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .or_insert(*rate);
         }
     }
-    if matches!(config.store, StoreLocation::ClickHouse(_)) {
-        if let Command::Rebuild = &cli.command {
-            bail!(
-            "rebuild is not needed on the ClickHouse store: its materialized view keeps the activity rollups as the events arrive, and what an event means \
-             (features, logins, passive events) is applied when they are read, so a changed config takes effect at once"
-        )
-        }
-    }
     match cli.command {
         Command::Serve(_) => serve(&config),
         Command::Demo(args) => demo(config, &args),
@@ -393,62 +385,26 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Health(args) => health(&config, &args),
         Command::Backtest(args) => backtest(&config, &args),
         Command::DeleteUser { user_id } => {
-            let deletion = match &config.store {
-                StoreLocation::ClickHouse(location) => store::clickhouse::block_on(async {
-                    store::clickhouse::ClickHouse::open(location)
-                        .await?
-                        .delete_user(&user_id)
-                        .await
-                })??,
-                StoreLocation::Embedded => store::sqlite::records::delete_user(
-                    &mut Store::open(&config.data_dir)?.connect()?,
-                    &user_id,
-                )?,
-            };
+            let deletion = on_store(&config, false, |backend| Ok(backend.delete_user(&user_id)?))?;
             println!("{}", serde_json::to_string_pretty(&deletion)?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Backup { file } if matches!(config.store, StoreLocation::ClickHouse(_)) => {
-            let bytes = on_clickhouse(&config, |clickhouse| {
-                Ok(store::clickhouse::block_on(clickhouse.backup(&file))??)
-            })?;
-            eprintln!(
-                "backed up {} to {} ({bytes} bytes)",
-                store_name(&config),
-                file.display()
-            );
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Restore { file, .. } if matches!(config.store, StoreLocation::ClickHouse(_)) => {
-            let restored = on_clickhouse(&config, |clickhouse| Ok(clickhouse.restore(&file)?))?;
-            for (table, rows) in &restored.tables {
-                eprintln!("{table}: {rows} rows");
-            }
-            eprintln!("restored {} into {}", file.display(), store_name(&config));
-            Ok(ExitCode::SUCCESS)
-        }
         Command::Backup { file } => {
-            if !config.database_path().exists() {
-                bail!(
-                    "no database at {}: nothing to back up (see --data-dir)",
-                    config.database_path().display()
-                );
-            }
-            let bytes = store::sqlite::backup(&Store::open(&config.data_dir)?, &file)?;
-            eprintln!(
-                "backed up {} to {} ({bytes} bytes)",
-                config.database_path().display(),
-                file.display()
-            );
+            let (bytes, name) = on_existing(&config, |backend| {
+                Ok((backend.backup(&file)?, backend.describe()))
+            })?;
+            eprintln!("backed up {name} to {} ({bytes} bytes)", file.display());
             Ok(ExitCode::SUCCESS)
         }
         Command::Restore { file, force } => {
-            store::sqlite::restore(&file, &config.data_dir, force)?;
-            eprintln!(
-                "restored {} into {}",
-                file.display(),
-                config.database_path().display()
-            );
+            let runtime = runtime()?;
+            let _entered = runtime.enter();
+            let restored = Backend::restore(&config.store, &config.data_dir, &file, force)?;
+            for (table, rows) in &restored {
+                eprintln!("{table}: {rows} rows");
+            }
+            let name = on_existing(&config, |backend| Ok(backend.describe()))?;
+            eprintln!("restored {} into {name}", file.display());
             Ok(ExitCode::SUCCESS)
         }
         Command::User { command } => user(&config, command),
@@ -602,10 +558,10 @@ fn demo(mut config: Config, args: &DemoArgs) -> anyhow::Result<ExitCode> {
                 loaded?
             }
         };
-        match app.state.clickhouse.clone() {
-            Some(clickhouse) => tokio::task::block_in_place(|| crate::demo::ensure_logins(&clickhouse, &config.data_dir, &mut loaded))?,
-            None => crate::demo::ensure_logins(&app.state.store.connect()?, &config.data_dir, &mut loaded)?,
-        }
+        let backend = app.state.backend.clone();
+        tokio::task::block_in_place(|| {
+            backend.run(|storage| crate::demo::ensure_logins(storage, &config.data_dir, &mut loaded))
+        })??;
         app.serve(config.listen, |addr| {
             // Written without println!: a closed stdout must not stop the server.
             let mut out = std::io::stdout().lock();
@@ -695,7 +651,7 @@ fn user_on(source: &dyn store::Storage, command: UserCommand) -> anyhow::Result<
 }
 
 fn alerts(config: &Config, command: AlertsCommand) -> anyhow::Result<ExitCode> {
-    on_store(config, true, |source| alerts_on(config, command, source))
+    on_source(config, |source| alerts_on(config, command, source))
 }
 
 fn alerts_on(
@@ -820,39 +776,16 @@ async fn load_demo(
         );
         Ok(source.add_token("demo", Role::Admin, None)?)
     };
-    let api_token = match app.state.clickhouse.clone() {
-        Some(mut clickhouse) => {
-            tokio::task::block_in_place(|| {
-                crate::demo::import_records(
-                    &mut clickhouse,
-                    &input,
-                    &config.currency,
-                    &config.listening,
-                )
-            })?;
-            let events = crate::demo::load_events(&app.state.ingestor, &input).await?;
-            eprintln!("bellwether demo: learning the health model");
-            (events, tokio::task::block_in_place(|| learn(&clickhouse))?)
-        }
-        None => {
-            crate::demo::import_records(
-                &mut app.state.store.connect()?,
-                &input,
-                &config.currency,
-                &config.listening,
-            )?;
-            let events = crate::demo::load_events(&app.state.ingestor, &input).await?;
-            eprintln!("bellwether demo: rolling up activity and learning the health model");
-            let mut conn = app.state.store.connect()?;
-            store::sqlite::rollup::catch_up(
-                &mut conn,
-                &mut store::sqlite::rollup::Rollup::new(&config.metrics),
-                &mut rollup_progress(),
-            )?;
-            (events, learn(&conn)?)
-        }
-    };
-    let (events, api_token) = api_token;
+    let backend = app.state.backend.clone();
+    tokio::task::block_in_place(|| {
+        backend.run(|storage| {
+            crate::demo::import_records(storage, &input, &config.currency, &config.listening)
+        })
+    })??;
+    let events = crate::demo::load_events(&app.state.ingestor, &input).await?;
+    eprintln!("bellwether demo: rolling up activity and learning the health model");
+    tokio::task::block_in_place(|| backend.catch_up(&config.metrics, &mut rollup_progress()))?;
+    let api_token = tokio::task::block_in_place(|| backend.run(|storage| learn(storage)))??;
     let loaded = crate::demo::Loaded {
         seed: options.seed,
         accounts: summary.accounts,
@@ -898,26 +831,18 @@ fn import(config: &Config, args: &ImportArgs) -> anyhow::Result<ExitCode> {
     };
     let mut progress = |rows: usize| eprint!("\rimporting {}: {rows} rows", kind.name);
     let input = std::io::BufReader::new(input);
-    let report = match &config.store {
-        StoreLocation::ClickHouse(location) => {
-            let clickhouse =
-                store::clickhouse::block_on(store::clickhouse::ClickHouse::open(location))??;
-            let target = Box::new(store::clickhouse::RecordImport::new(clickhouse, kind));
-            let import = crate::import::Import::into_target(target, kind, checks);
-            crate::import::read_into(import, format, input, &mut progress)?
-        }
-        StoreLocation::Embedded => {
-            let store = Store::open(&config.data_dir)?;
-            crate::import::import(
-                &mut store.connect()?,
-                kind,
+    let report = on_store(config, false, |backend| {
+        backend.run(|storage| {
+            let import =
+                crate::import::Import::into_target(storage.import_target(kind)?, kind, checks);
+            Ok(crate::import::read_into(
+                import,
                 format,
                 input,
-                checks,
                 &mut progress,
-            )?
-        }
-    };
+            )?)
+        })?
+    })?;
     if report.rows >= crate::import::PROGRESS_EVERY_ROWS {
         eprintln!();
     }
@@ -971,14 +896,32 @@ fn rollup_progress() -> impl FnMut(i64, i64) {
     }
 }
 
-fn open_existing(config: &Config) -> anyhow::Result<Store> {
-    if !config.database_path().exists() {
-        bail!(
-            "no database at {}: nothing has been stored in this data dir (see --data-dir)",
-            config.database_path().display()
-        );
+/// Runs `work` on the configured store, inside a runtime (ClickHouse's calls wait on it).
+/// With `reads`, the store must hold data already and its rollups are brought up to date
+/// first; without, an embedded store is created if need be.
+fn on_store<T>(
+    config: &Config,
+    reads: bool,
+    work: impl FnOnce(&Backend) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let runtime = runtime()?;
+    let _entered = runtime.enter();
+    if !reads {
+        return work(&Backend::open(&config.store, &config.data_dir)?);
     }
-    Ok(Store::open(&config.data_dir)?)
+    let backend = Backend::open_existing(&config.store, &config.data_dir)?;
+    backend.catch_up(&config.metrics, &mut rollup_progress())?;
+    work(&backend)
+}
+
+/// Runs `work` on the configured store as it is: it must hold data already.
+fn on_existing<T>(
+    config: &Config,
+    work: impl FnOnce(&Backend) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let runtime = runtime()?;
+    let _entered = runtime.enter();
+    work(&Backend::open_existing(&config.store, &config.data_dir)?)
 }
 
 /// Runs `work` on the store's users, tokens, secrets and records (no rollup catch-up).
@@ -986,55 +929,19 @@ fn on_dashboard<T>(
     config: &Config,
     work: impl FnOnce(&dyn store::Storage) -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
-    on_store(config, false, |source| work(source))
+    on_store(config, false, |backend| {
+        backend.run(|storage| work(storage))?
+    })
 }
 
-/// Runs `work` on what the metrics and health read: the embedded store with its rollups
-/// caught up, or ClickHouse (whose reads wait on it from this thread, inside a runtime).
+/// Runs `work` on what the metrics and health read, the rollups caught up.
 fn on_source<T>(
     config: &Config,
     work: impl FnOnce(&dyn store::Storage) -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
-    on_store(config, true, |source| work(source))
-}
-
-/// Runs `work` on the configured ClickHouse store, inside a runtime.
-fn on_clickhouse<T>(
-    config: &Config,
-    work: impl FnOnce(&store::clickhouse::ClickHouse) -> anyhow::Result<T>,
-) -> anyhow::Result<T> {
-    let StoreLocation::ClickHouse(location) = &config.store else {
-        bail!("not on a ClickHouse store")
-    };
-    let runtime = runtime()?;
-    let _entered = runtime.enter();
-    let clickhouse = store::clickhouse::block_on(store::clickhouse::ClickHouse::open(location))??;
-    work(&clickhouse)
-}
-
-/// The store as messages name it.
-fn store_name(config: &Config) -> String {
-    match &config.store {
-        StoreLocation::ClickHouse(location) => format!("ClickHouse database {}", location.database),
-        StoreLocation::Embedded => config.database_path().display().to_string(),
-    }
-}
-
-/// Runs `work` on the configured store (the embedded one after its rollups catch up, if
-/// `caught_up`).
-fn on_store<T>(
-    config: &Config,
-    caught_up: bool,
-    work: impl FnOnce(&dyn store::Storage) -> anyhow::Result<T>,
-) -> anyhow::Result<T> {
-    match &config.store {
-        StoreLocation::ClickHouse(_) => on_clickhouse(config, |clickhouse| work(clickhouse)),
-        StoreLocation::Embedded if caught_up => {
-            let (_store, conn) = store_caught_up(config)?;
-            work(&conn)
-        }
-        StoreLocation::Embedded => work(&Store::open(&config.data_dir)?.connect()?),
-    }
+    on_store(config, true, |backend| {
+        backend.run(|storage| work(storage))?
+    })
 }
 
 fn metrics(config: &Config, args: &MetricsArgs) -> anyhow::Result<ExitCode> {
@@ -1071,17 +978,6 @@ fn date_arg(flag: &str, text: Option<&str>) -> anyhow::Result<chrono::NaiveDate>
 }
 
 /// Opens the store with the rollups brought up to date (a server may not be running).
-fn store_caught_up(config: &Config) -> anyhow::Result<(Store, rusqlite::Connection)> {
-    let store = open_existing(config)?;
-    let mut conn = store.connect()?;
-    store::sqlite::rollup::catch_up(
-        &mut conn,
-        &mut store::sqlite::rollup::Rollup::new(&config.metrics),
-        &mut rollup_progress(),
-    )?;
-    Ok((store, conn))
-}
-
 fn settings(config: &Config) -> crate::health::model::Settings<'_> {
     crate::health::model::Settings {
         metrics: &config.metrics,
@@ -1382,13 +1278,19 @@ fn backtest(config: &Config, args: &BacktestArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn rebuild(config: &Config) -> anyhow::Result<ExitCode> {
-    let store = open_existing(config)?;
     let started = std::time::Instant::now();
-    let step = store::sqlite::rollup::rebuild(
-        &mut store.connect()?,
+    let rebuilt = Backend::rebuild_rollups(
+        &config.store,
+        &config.data_dir,
         &config.metrics,
         &mut rollup_progress(),
     )?;
+    let Some(step) = rebuilt else {
+        bail!(
+            "rebuild is not needed on the ClickHouse store: its materialized view keeps the activity rollups as the events arrive, and what an event means \
+             (features, logins, passive events) is applied when they are read, so a changed config takes effect at once"
+        )
+    };
     eprintln!(
         "rebuilt the rollups from {} activity events (up to event {}) in {:.1} s",
         step.events,
@@ -1410,41 +1312,27 @@ fn retention(config: &Config, flag: Option<u32>) -> anyhow::Result<ExitCode> {
         }
         None => config.retention.raw_events_days,
     };
-    if let StoreLocation::ClickHouse(location) = &config.store {
-        let pruned = store::clickhouse::block_on(async {
-            store::clickhouse::ClickHouse::open(location)
-                .await?
-                .prune(days, chrono::Utc::now().timestamp_millis())
-                .await
-        })??;
+    // Everything received so far is rolled up first (on_store), so it can go.
+    let bar = indicatif::ProgressBar::new(0).with_style(
+        indicatif::ProgressStyle::with_template("dropping raw events {bar:30} {percent}% of ids")
+            .expect("valid template"),
+    );
+    let (pruned, rollups) = on_store(config, true, |backend| {
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let pruned = backend.prune(days, now_ms, &mut |done, total| {
+            bar.set_length(total.max(0) as u64);
+            bar.set_position(done.max(0) as u64);
+        })?;
+        Ok((pruned, backend.has_rollups()))
+    })?;
+    bar.finish_and_clear();
+    if !rollups {
         eprintln!(
             "dropped {} raw track, page and screen events older than {days} days (identify, group and alias calls stay); the activity rollups keep every day",
             pruned.events
         );
         return Ok(ExitCode::SUCCESS);
     }
-    let store = open_existing(config)?;
-    let mut conn = store.connect()?;
-    // Everything received so far is rolled up first, so it can go.
-    store::sqlite::rollup::catch_up(
-        &mut conn,
-        &mut store::sqlite::rollup::Rollup::new(&config.metrics),
-        &mut rollup_progress(),
-    )?;
-    let bar = indicatif::ProgressBar::new(0).with_style(
-        indicatif::ProgressStyle::with_template("dropping raw events {bar:30} {percent}% of ids")
-            .expect("valid template"),
-    );
-    let pruned = store::sqlite::retention::prune(
-        &mut conn,
-        days,
-        chrono::Utc::now().timestamp_millis(),
-        &mut |done, total| {
-            bar.set_length(total.max(0) as u64);
-            bar.set_position(done.max(0) as u64);
-        },
-    )?;
-    bar.finish_and_clear();
     match pruned.skipped {
         Some(reason) => eprintln!("nothing dropped: {reason}"),
         None => eprintln!(
@@ -1481,17 +1369,7 @@ fn events(config: &Config, args: &EventsArgs) -> anyhow::Result<ExitCode> {
         account: args.account.clone(),
         limit: args.limit,
     };
-    let events = match &config.store {
-        StoreLocation::ClickHouse(location) => store::clickhouse::block_on(async {
-            store::clickhouse::ClickHouse::open(location)
-                .await?
-                .list_events(&filter)
-                .await
-        })??,
-        StoreLocation::Embedded => {
-            store::sqlite::list_events(&open_existing(config)?.connect()?, &filter)?
-        }
-    };
+    let events = on_existing(config, |backend| Ok(backend.list_events(&filter)?))?;
     let mut out = std::io::stdout().lock();
     match args.format {
         EventsFormat::Ndjson => {

@@ -634,11 +634,6 @@ impl Config {
         }
         Ok(())
     }
-
-    /// The database file inside the data directory.
-    pub fn database_path(&self) -> PathBuf {
-        self.data_dir.join("bellwether.db")
-    }
 }
 
 fn read_file_layer(path: &Path) -> Result<FileLayer, ConfigError> {

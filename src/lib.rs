@@ -12,6 +12,7 @@ pub mod records;
 pub mod accounts;
 pub mod actions;
 pub mod health;
+pub mod identity;
 pub mod import;
 pub mod ingest;
 pub mod listening;
@@ -54,6 +55,7 @@ mod tidy {
         "share",
         "records",
         "limits",
+        "identity",
     ];
     const SURFACES: &[&str] = &["web", "cli", "demo", "workers", "config"];
     /// Modules above storage that compose it for the surfaces.
@@ -236,6 +238,28 @@ mod tidy {
             crossing(&graph, workers, &["web", "cli", "demo"]),
             Vec::<String>::new()
         );
+    }
+
+    /// Only `store` tells the backends apart (`store::Backend`); the config that names them
+    /// is the one other place their names appear.
+    #[test]
+    fn nothing_outside_store_matches_on_the_backend() {
+        let mut found = Vec::new();
+        for (module, code) in modules() {
+            if under(&module, "store") || module == "config" {
+                continue;
+            }
+            for name in [
+                "Backend::Embedded",
+                "Backend::ClickHouse",
+                "StoreLocation::",
+            ] {
+                if code.contains(name) {
+                    found.push(format!("{module}: {name}"));
+                }
+            }
+        }
+        assert_eq!(found, Vec::<String>::new());
     }
 
     /// Depth first: a module met again while on the path closes a cycle.

@@ -68,3 +68,8 @@ pub const OVERSIZE_DRAIN_BYTES_MAX: usize = 8 * 1024 * 1024;
 /// Deepest nesting of objects and arrays in one message. SQLite's JSON functions stop at
 /// 1000 and serde_json's Value at 128; real Segment payloads are a few levels deep.
 pub const JSON_DEPTH_MAX: usize = 32;
+
+/// Ids followed from an id to the person it stands for (a cycle of alias calls ends here).
+pub const LINK_HOPS_MAX: usize = 16;
+/// Ids gathered as standing for one person (their group calls and events count for it).
+pub const IDENTITY_IDS_MAX: usize = 1_000;

@@ -4,9 +4,12 @@
 //! the metrics' inputs. The domain logic that reads and writes through these traits lives
 //! in its domain (`health::history`, `actions::run`, `listening::report`, `accounts`).
 
+pub mod backend;
 pub mod clickhouse;
 pub mod load;
 pub mod sqlite;
+
+pub use backend::Backend;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -44,6 +47,8 @@ pub enum StoreError {
     Thread(String),
     #[error("{0}")]
     ClickHouse(String),
+    #[error("no database at {}: nothing has been stored in this data dir (see --data-dir)", .0.display())]
+    Missing(PathBuf),
 }
 
 /// Which events to list; `since_ms`/`until_ms` bound the time bellwether received them.

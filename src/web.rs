@@ -23,8 +23,7 @@ use tokio::net::TcpListener;
 
 use crate::config::{Config, CurrencyConfig, HealthConfig, MetricsConfig};
 use crate::ingest::Ingestor;
-use crate::store::sqlite::Store;
-use crate::store::{self, StoreError};
+use crate::store::{Backend, StoreError};
 use crate::telemetry::Telemetry;
 use crate::workers;
 
@@ -32,10 +31,8 @@ use crate::workers;
 #[derive(Clone)]
 pub struct AppState {
     pub ingestor: Ingestor,
-    pub store: Store,
-    /// Set when the node runs on ClickHouse: every handler reads and writes there, and
-    /// `store` is never opened.
-    pub clickhouse: Option<store::clickhouse::ClickHouse>,
+    /// Where every handler reads and writes: the embedded store or ClickHouse.
+    pub backend: Backend,
     pub telemetry: Telemetry,
     /// SHA-256 of each write key -> source name. Looking keys up by digest means the time a
     /// lookup takes says nothing about the stored keys.
@@ -203,11 +200,8 @@ impl App {
     pub fn start_with(config: &Config, signals: workers::Signals) -> Result<App, ServeError> {
         let telemetry = Telemetry::new();
         let (ingestor, receiver) = Ingestor::new(config.ingest.queue_bytes_max);
-        let workers::Started {
-            store,
-            clickhouse,
-            writer,
-        } = workers::start(config, receiver, &telemetry, &signals)?;
+        let workers::Started { backend, writer } =
+            workers::start(config, receiver, &telemetry, &signals)?;
         let write_keys = config
             .write_keys
             .iter()
@@ -218,8 +212,7 @@ impl App {
         }
         let state = AppState {
             ingestor,
-            store,
-            clickhouse,
+            backend,
             telemetry,
             write_keys: Arc::new(write_keys),
             currency: Arc::new(config.currency.clone()),
@@ -258,10 +251,7 @@ impl App {
                 source,
             })?;
         let addr = listener.local_addr()?;
-        match &self.state.clickhouse {
-            Some(clickhouse) => tracing::info!(%addr, store = ?clickhouse, "serving"),
-            None => tracing::info!(%addr, database = %self.state.store.path().display(), "serving"),
-        }
+        tracing::info!(%addr, store = %self.state.backend.describe(), "serving");
         let server = self.state.server.clone();
         let limiters = self.state.limiters.clone();
         let forget = tokio::spawn(async move {

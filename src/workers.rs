@@ -11,13 +11,11 @@ use chrono::NaiveDate;
 
 use crate::actions::run as actions_run;
 use crate::actions::ActionsConfig;
-use crate::config::{Config, StoreLocation};
+use crate::config::Config;
 use crate::health::history::{self, OwnedSettings, PassState};
 use crate::health::model::Settings;
 use crate::ingest::queue::JobReceiver as Receiver;
-use crate::store::sqlite::Store;
-use crate::store::Storage;
-use crate::store::{self, Pruned, StoreError};
+use crate::store::{Backend, Pruned, Storage, StoreError};
 use crate::telemetry::Telemetry;
 
 /// Wake-ups and holds between the request handlers, the health thread and the evaluator.
@@ -73,95 +71,54 @@ impl Signals {
 
 /// What [`start`] opened and started.
 pub struct Started {
-    /// The embedded store (unopened on ClickHouse, where every route runs there).
-    pub store: Store,
-    pub clickhouse: Option<store::clickhouse::ClickHouse>,
+    pub backend: Backend,
     /// The writer: it commits what the ingest queue holds and exits once the queue closes.
     pub writer: std::thread::JoinHandle<()>,
 }
 
 /// Opens the configured store and starts its threads. On ClickHouse the health history,
-/// retention, the evaluator and the outbox run only where `[health] background = true`.
+/// retention, the evaluator and the outbox run only where `[health] background = true`;
+/// on the embedded store `background = false` turns the health thread off.
 pub fn start(
     config: &Config,
     receiver: Receiver,
     telemetry: &Telemetry,
     signals: &Signals,
 ) -> Result<Started, StoreError> {
-    let base_url = config.base_url();
-    match &config.store {
-        StoreLocation::ClickHouse(location) => {
-            let clickhouse =
-                store::clickhouse::block_on(store::clickhouse::ClickHouse::open(location))??;
-            let writer =
-                store::clickhouse::spawn_writer(clickhouse.clone(), receiver, telemetry.clone())?;
-            if config.health.background == Some(true) {
-                let runtime = tokio::runtime::Handle::try_current()
-                    .map_err(|e| StoreError::Thread(e.to_string()))?;
-                let (on, entered) = (clickhouse.clone(), runtime.clone());
-                spawn_health(
-                    signals.clone(),
-                    settings(config),
-                    move |settings, today, state| {
-                        let _entered = entered.enter();
-                        history::run_once(&on, settings, today, state).map(Some)
-                    },
-                )?;
-                if config.retention.raw_events_days > 0 {
-                    let days = config.retention.raw_events_days;
-                    spawn_retention_on_clickhouse(clickhouse.clone(), runtime.clone(), days)?;
-                }
-                let (evaluator, outbox) = (clickhouse.clone(), clickhouse.clone());
-                let actions = (config.actions.clone(), base_url);
-                spawn_actions(
-                    (evaluator, outbox),
-                    Some(runtime),
-                    settings(config),
-                    actions,
-                    signals,
-                )?;
-            } else {
-                tracing::info!("the health history, retention, alert evaluation, surveys and the outbox run on the node with [health] background = true; not this one");
-            }
-            Ok(Started {
-                store: Store::unopened(&config.data_dir),
-                clickhouse: Some(clickhouse),
-                writer,
-            })
-        }
-        StoreLocation::Embedded => {
-            let store = Store::open(&config.data_dir)?;
-            let days = config.ingest.dedup_window_days;
-            let writer =
-                store::sqlite::writer::spawn(store.path(), days, receiver, telemetry.clone())?;
-            // Runs for the life of the process; a step interrupted by exit rolls back.
-            store::sqlite::rollup::spawn(&store, &config.metrics, telemetry.clone())?;
-            if config.retention.raw_events_days > 0 {
-                spawn_retention(&store, config.retention.raw_events_days)?;
-            }
-            if config.health.background != Some(false) {
-                let conn = store.connect()?;
-                spawn_health(
-                    signals.clone(),
-                    settings(config),
-                    move |settings, today, state| {
-                        if !store::sqlite::rollup::settled(&conn)? {
-                            return Ok(None);
-                        }
-                        history::run_once(&conn, settings, today, state).map(Some)
-                    },
-                )?;
-            }
-            let actions = (config.actions.clone(), base_url);
-            let connections = (store.connect()?, store.connect()?);
-            spawn_actions(connections, None, settings(config), actions, signals)?;
-            Ok(Started {
-                store,
-                clickhouse: None,
-                writer,
-            })
-        }
+    let backend = Backend::open(&config.store, &config.data_dir)?;
+    let writer = backend.spawn_writer(receiver, config.ingest.dedup_window_days, telemetry)?;
+    backend.spawn_rollups(&config.metrics, telemetry)?;
+    if !backend.runs_background(config.health.background) {
+        tracing::info!("the health history, retention, alert evaluation, surveys and the outbox run on the node with [health] background = true; not this one");
+        return Ok(Started { backend, writer });
     }
+    // ClickHouse's calls wait on the server's runtime: each thread enters it.
+    let runtime = tokio::runtime::Handle::try_current().ok();
+    if config.retention.raw_events_days > 0 {
+        spawn_retention(
+            backend.clone(),
+            runtime.clone(),
+            config.retention.raw_events_days,
+        )?;
+    }
+    if config.health.background != Some(false) {
+        let (storage, entered) = (backend.for_thread()?, runtime.clone());
+        spawn_health(
+            signals.clone(),
+            settings(config),
+            move |settings, today, state| {
+                let _entered = entered.as_ref().map(|r| r.enter());
+                if !storage.settled()? {
+                    return Ok(None);
+                }
+                history::run_once(&*storage, settings, today, state).map(Some)
+            },
+        )?;
+    }
+    let storage = (backend.for_thread()?, backend.for_thread()?);
+    let actions = (config.actions.clone(), config.base_url());
+    spawn_actions(storage, runtime, settings(config), actions, signals)?;
+    Ok(Started { backend, writer })
 }
 
 /// How often the health thread passes when it is ready.
@@ -214,8 +171,8 @@ fn spawn_health(
 /// The evaluator (rules and surveys on the schedule and when poked) on `evaluator` and the
 /// outbox worker (every second) on `outbox`, for the life of the process, inside `runtime`
 /// when given (ClickHouse's calls need one).
-fn spawn_actions<S: Storage + Send + 'static>(
-    (evaluator, outbox): (S, S),
+fn spawn_actions(
+    (evaluator, outbox): (Box<dyn Storage + Send>, Box<dyn Storage + Send>),
     runtime: Option<tokio::runtime::Handle>,
     owned: OwnedSettings,
     (config, base_url): (ActionsConfig, String),
@@ -235,7 +192,7 @@ fn spawn_actions<S: Storage + Send + 'static>(
                 let ran = if signals.paused() {
                     Ok(None)
                 } else {
-                    actions_run::run_once(&evaluator, today, owned.borrowed(), &config, &base_url)
+                    actions_run::run_once(&*evaluator, today, owned.borrowed(), &config, &base_url)
                 };
                 match ran {
                     Ok(Some((alerts, surveys))) if alerts + surveys > 0 => {
@@ -261,7 +218,7 @@ fn spawn_actions<S: Storage + Send + 'static>(
         .spawn(move || {
             let _entered = runtime.as_ref().map(|r| r.enter());
             loop {
-                match actions_run::deliver_due(&outbox, &config, password.as_deref()) {
+                match actions_run::deliver_due(&*outbox, &config, password.as_deref()) {
                     Ok(n) if n > 0 => continue,
                     Ok(_) => {}
                     Err(error) => tracing::error!(%error, "outbox delivery failed"),
@@ -283,22 +240,15 @@ fn settings(config: &Config) -> OwnedSettings {
 }
 
 /// Starts the retention thread: a pass at start and then every 6 hours while serving
-/// (`store::sqlite::retention` says what a pass drops).
-fn spawn_retention(store: &Store, days: u32) -> Result<std::thread::JoinHandle<()>, StoreError> {
-    let mut conn = store.connect()?;
-    spawn_passes(days, move |now_ms| {
-        store::sqlite::retention::prune(&mut conn, days, now_ms, &mut |_, _| {})
-    })
-}
-
-/// The same thread on the ClickHouse node that keeps the health history.
-fn spawn_retention_on_clickhouse(
-    clickhouse: store::clickhouse::ClickHouse,
-    runtime: tokio::runtime::Handle,
+/// (`store::sqlite::retention` says what a pass drops), inside `runtime` when given.
+fn spawn_retention(
+    backend: Backend,
+    runtime: Option<tokio::runtime::Handle>,
     days: u32,
 ) -> Result<std::thread::JoinHandle<()>, StoreError> {
     spawn_passes(days, move |now_ms| {
-        runtime.block_on(clickhouse.prune(days, now_ms))
+        let _entered = runtime.as_ref().map(|r| r.enter());
+        backend.prune(days, now_ms, &mut |_, _| {})
     })
 }
 

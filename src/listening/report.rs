@@ -12,8 +12,8 @@ use super::{self as listening, Comment};
 use crate::metrics::config::CurrencyConfig;
 use crate::records::Cell;
 use crate::share::Quarter;
-use crate::store::{Notes, Records};
 use crate::store::{Note, StoreError};
+use crate::store::{Notes, Records};
 
 /// Longest note.
 pub const NOTE_CHARS_MAX: usize = 4_000;

@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 
 use super::activity;
 use super::{self as metrics, AccountData, Row, Subscription};
-use crate::store::{AccountInfo, StoreError};
 use crate::store::Activity;
+use crate::store::{AccountInfo, StoreError};
 
 /// One account's metrics at `as_of` (with `subtree`, the account and all below it counted
 /// as one), its engagement score ranked against `peers` (a snapshot of the same day).

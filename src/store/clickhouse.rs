@@ -135,6 +135,11 @@ impl ClickHouse {
         })
     }
 
+    /// The database bellwether keeps its tables in.
+    pub fn database(&self) -> &str {
+        &self.location.database
+    }
+
     /// Answers when the server does.
     pub async fn ping(&self) -> Result<(), StoreError> {
         execute(&self.client, "SELECT 1", "ClickHouse ping").await

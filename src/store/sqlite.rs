@@ -42,6 +42,13 @@ pub struct Store {
     path: PathBuf,
 }
 
+/// The main database file of the embedded store in `data_dir`.
+pub fn database_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(DATABASE_FILE)
+}
+
+const DATABASE_FILE: &str = "bellwether.db";
+
 impl Store {
     /// Creates the data directory and database if needed and runs pending migrations.
     pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
@@ -49,7 +56,7 @@ impl Store {
             path: data_dir.to_path_buf(),
             source,
         })?;
-        let path = data_dir.join("bellwether.db");
+        let path = database_path(data_dir);
         let mut conn = connect(&path)?;
         schema::migrate(&mut conn)
             .map_err(|source| StoreError::Open {

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::AppState;
-use crate::store::{self, EventFilter, Role, StoreError};
+use crate::store::{Backend, EventFilter, Role, StoreError};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -152,15 +152,7 @@ impl FromRequestParts<AppState> for Caller {
         let token = super::credentials(&parts.headers, "bearer")
             .map(str::to_string)
             .ok_or(ApiError::Unauthenticated)?;
-        let role = match &state.clickhouse {
-            Some(clickhouse) => clickhouse.token_role(&token).await?,
-            None => {
-                with_conn(&state.store, move |conn| {
-                    Ok(store::sqlite::token_role(conn, &token)?)
-                })
-                .await?
-            }
-        };
+        let role = blocking(state, move |backend| Ok(backend.token_role(&token)?)).await?;
         role.map(|role| Caller { role })
             .ok_or(ApiError::Unauthenticated)
     }
@@ -216,15 +208,7 @@ async fn list_events(
         account: query.account,
         limit,
     };
-    let events = match &state.clickhouse {
-        Some(clickhouse) => clickhouse.list_events(&filter).await?,
-        None => {
-            with_conn(&state.store, move |conn| {
-                Ok(store::sqlite::list_events(conn, &filter)?)
-            })
-            .await?
-        }
-    };
+    let events = blocking(&state, move |backend| Ok(backend.list_events(&filter)?)).await?;
     if ndjson {
         let mut body = String::new();
         for event in &events {
@@ -236,13 +220,13 @@ async fn list_events(
     Ok(Json(json!({"events": events})).into_response())
 }
 
-/// Runs database work off the async threads with a fresh connection.
-pub async fn with_conn<T: Send + 'static>(
-    store: &crate::store::sqlite::Store,
-    work: impl FnOnce(&mut rusqlite::Connection) -> Result<T, ApiError> + Send + 'static,
+/// Runs storage work off the async threads: `work` gets the configured backend.
+pub async fn blocking<T: Send + 'static>(
+    state: &AppState,
+    work: impl FnOnce(&Backend) -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    let store = store.clone();
-    tokio::task::spawn_blocking(move || work(&mut store.connect()?))
+    let backend = state.backend.clone();
+    tokio::task::spawn_blocking(move || work(&backend))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?
 }

@@ -11,7 +11,7 @@ use chrono::NaiveDate;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::api::with_conn;
+use super::api::blocking;
 use super::api::{ApiError, ApiPath as Path, ApiQuery as Query, Caller};
 use super::AppState;
 use crate::health::model::Settings;
@@ -72,31 +72,19 @@ pub(super) async fn with_source<T: Send + 'static>(
         state.health.clone(),
         state.currency.clone(),
     );
-    let Some(clickhouse) = state.clickhouse.clone() else {
-        return with_conn(&state.store, move |conn| {
+    blocking(state, move |backend| {
+        backend.run(|storage| {
             work(
-                conn,
+                storage,
                 Settings {
                     metrics: &metrics,
                     health: &health,
                     currency: &currency,
                 },
             )
-        })
-        .await;
-    };
-    tokio::task::spawn_blocking(move || {
-        work(
-            &clickhouse,
-            Settings {
-                metrics: &metrics,
-                health: &health,
-                currency: &currency,
-            },
-        )
+        })?
     })
     .await
-    .map_err(|e| ApiError::Internal(e.to_string()))?
 }
 
 pub(super) fn today() -> NaiveDate {

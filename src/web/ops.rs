@@ -47,20 +47,7 @@ async fn healthz() -> impl IntoResponse {
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let writer = state.ingestor.writer_alive();
     let queue_room = state.ingestor.depth_bytes() < state.ingestor.capacity_bytes();
-    let database = match &state.clickhouse {
-        Some(clickhouse) => clickhouse.ping().await.is_ok(),
-        None => {
-            let store = state.store.clone();
-            tokio::task::spawn_blocking(move || {
-                store
-                    .connect()
-                    .and_then(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(Into::into))
-                    .is_ok()
-            })
-            .await
-            .unwrap_or(false)
-        }
-    };
+    let database = state.backend.ping().await;
     let ready = writer && queue_room && database;
     let status = if ready {
         StatusCode::OK

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use super::api::with_conn;
+use super::api::blocking;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
@@ -20,7 +20,6 @@ use crate::import::{self, Format};
 use crate::import::{Checks, Import, ImportReport};
 use crate::limits;
 use crate::records::{self, FieldError, Filter, Kind, Record};
-use crate::store::sqlite::records as store_records;
 use crate::store::Role;
 use crate::store::{Deleted, ListFilter, Records};
 
@@ -69,12 +68,10 @@ pub(crate) async fn with_records<T: Send + 'static>(
     state: &AppState,
     work: impl FnOnce(&mut dyn Records) -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    match state.clickhouse.clone() {
-        Some(mut clickhouse) => tokio::task::spawn_blocking(move || work(&mut clickhouse))
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?,
-        None => with_conn(&state.store, move |conn| work(conn)).await,
-    }
+    blocking(state, move |backend| {
+        backend.run(|storage| work(storage))?
+    })
+    .await
 }
 
 fn field_errors(errors: Vec<FieldError>) -> ApiError {
@@ -468,15 +465,7 @@ async fn delete_user(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     require_admin(&caller)?;
-    let deletion = match &state.clickhouse {
-        Some(clickhouse) => clickhouse.delete_user(&id).await?,
-        None => {
-            with_conn(&state.store, move |conn| {
-                Ok(store_records::delete_user(conn, &id)?)
-            })
-            .await?
-        }
-    };
+    let deletion = blocking(&state, move |backend| Ok(backend.delete_user(&id)?)).await?;
     Ok(Json(
         serde_json::to_value(deletion).map_err(|e| ApiError::Internal(e.to_string()))?,
     ))

@@ -1,6 +1,7 @@
 //! What the metrics read on ClickHouse: accounts, records and the `activity` rollups cut
 //! into per-person local days as the embedded rollups count them.
 
+use crate::identity;
 use crate::store::Activity;
 use crate::store::{EventFilter, RecentEvent};
 use std::collections::BTreeSet;
@@ -340,20 +341,9 @@ impl ClickHouse {
                 .or_default()
                 .push(&link.previous);
         }
-        let canonical = |id: &str, is_user: bool| -> Option<String> {
-            let mut current = id;
-            let mut linked = false;
-            let mut seen = HashSet::new();
-            while seen.insert(current) && seen.len() <= 16 {
-                match newest_link.get(current) {
-                    Some(link) => {
-                        current = &link.user_id;
-                        linked = true;
-                    }
-                    None => break,
-                }
-            }
-            (is_user || linked).then(|| current.to_string())
+        let mut known = KnownLinks {
+            newest_link,
+            linked_from,
         };
         // Each person's group calls under any id linked into it, by time.
         let mut calls_of: HashMap<&str, Vec<&GroupRow>> = HashMap::new();
@@ -366,21 +356,12 @@ impl ClickHouse {
             calls_of.entry(id).or_default().push(group);
         }
         let mut memberships: HashMap<String, Vec<(i64, i64, u32, String)>> = HashMap::new();
-        let mut account_at = |person: &str, ts: i64| -> Option<String> {
+        let mut account_at = |links: &mut KnownLinks, person: &str, ts: i64| -> Option<String> {
             let list = memberships.entry(person.to_string()).or_insert_with(|| {
-                let mut ids = vec![person];
-                let mut index = 0;
-                while index < ids.len() && ids.len() < 1000 {
-                    for previous in linked_from.get(ids[index]).into_iter().flatten() {
-                        if !ids.contains(previous) {
-                            ids.push(previous);
-                        }
-                    }
-                    index += 1;
-                }
+                let Ok(ids) = identity::ids_of(links, person);
                 let mut all: Vec<(i64, i64, u32, String)> = ids
                     .iter()
-                    .flat_map(|id| calls_of.get(id).into_iter().flatten())
+                    .flat_map(|id| calls_of.get(id.as_str()).into_iter().flatten())
                     .map(|g| {
                         (
                             g.timestamp_ms,
@@ -393,8 +374,7 @@ impl ClickHouse {
                 all.sort();
                 all
             });
-            let index = list.partition_point(|(at, ..)| *at <= ts);
-            index.checked_sub(1).map(|i| list[i].3.clone())
+            identity::call_at(list, ts, |call| call.0).map(|call| call.3.clone())
         };
 
         let scope = people_of(infos, groups, &links);
@@ -515,16 +495,18 @@ impl ClickHouse {
                         continue;
                     };
                     let person = if !row.user_id.is_empty() {
-                        canonical(&row.user_id, true)
+                        let Ok(person) = identity::person_of(&mut known, &row.user_id, true);
+                        person
                     } else if !row.anonymous_id.is_empty() {
-                        canonical(&row.anonymous_id, false)
+                        let Ok(person) = identity::person_of(&mut known, &row.anonymous_id, false);
+                        person
                     } else {
                         None
                     };
                     let Some(person) = person else { continue };
                     let account = match non_empty(&row.group_id) {
                         Some(group) => group,
-                        None => match account_at(&person, row.first_ms) {
+                        None => match account_at(&mut known, &person, row.first_ms) {
                             Some(account) => account,
                             None => continue,
                         },
@@ -801,5 +783,31 @@ impl Activity for ClickHouse {
             .collect();
         events.sort_by_key(|e| std::cmp::Reverse(e.timestamp_ms));
         Ok(events)
+    }
+}
+
+/// The identity links read from the alias and identify calls, held in memory.
+struct KnownLinks<'a> {
+    /// Each id's newest link.
+    newest_link: HashMap<&'a str, &'a LinkRow>,
+    /// The ids linked to each user.
+    linked_from: HashMap<&'a str, Vec<&'a str>>,
+}
+
+impl identity::Links for KnownLinks<'_> {
+    type Error = std::convert::Infallible;
+
+    fn newest_link(&mut self, id: &str) -> Result<Option<String>, Self::Error> {
+        Ok(self.newest_link.get(id).map(|link| link.user_id.clone()))
+    }
+
+    fn linked_to(&mut self, user: &str) -> Result<Vec<String>, Self::Error> {
+        Ok(self
+            .linked_from
+            .get(user)
+            .into_iter()
+            .flatten()
+            .map(|id| id.to_string())
+            .collect())
     }
 }

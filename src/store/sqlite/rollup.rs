@@ -44,6 +44,7 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
 use super::StoreError;
 use crate::config::MetricsConfig;
+use crate::identity;
 use crate::metrics::activity::{self, Classifier};
 use crate::telemetry::Telemetry;
 
@@ -604,8 +605,7 @@ impl Lookups {
         }
     }
 
-    /// The person an id stands for: ids linked by alias/identify resolve to the newest
-    /// userId they were linked to. An anonymous id never linked stands for nobody.
+    /// The person an id stands for (`identity::person_of`), cached for the step.
     fn canonical_of(
         &mut self,
         tx: &Transaction,
@@ -613,39 +613,14 @@ impl Lookups {
         is_user: bool,
     ) -> Result<Option<String>, StoreError> {
         let cache = if is_user {
-            &self.canonical.0
-        } else {
-            &self.canonical.1
-        };
-        if let Some(known) = cache.get(id) {
-            return Ok(known.clone());
-        }
-        let mut current = id.to_string();
-        let mut linked = false;
-        let mut seen = HashSet::new();
-        while seen.insert(current.clone()) && seen.len() <= 16 {
-            let next: Option<String> = tx
-                .prepare_cached("SELECT user_id FROM identity_links WHERE previous_id = ?1 ORDER BY timestamp_ms DESC, event_id DESC LIMIT 1")?
-                .query_row([&current], |r| r.get(0))
-                .optional()?;
-            match next {
-                Some(next) => {
-                    current = next;
-                    linked = true;
-                }
-                None => break,
-            }
-        }
-        let person = if is_user || linked {
-            Some(current)
-        } else {
-            None
-        };
-        let cache = if is_user {
             &mut self.canonical.0
         } else {
             &mut self.canonical.1
         };
+        if let Some(known) = cache.get(id) {
+            return Ok(known.clone());
+        }
+        let person = identity::person_of(&mut Linked(tx), id, is_user)?;
         cache.insert(id.to_string(), person.clone());
         Ok(person)
     }
@@ -673,9 +648,8 @@ impl Lookups {
             all.sort();
             self.memberships.insert(person.to_string(), all);
         }
-        let list = &self.memberships[person];
-        let index = list.partition_point(|(at, _, _)| *at <= ts);
-        Ok(index.checked_sub(1).map(|i| list[i].2.clone()))
+        let call = identity::call_at(&self.memberships[person], ts, |call| call.0);
+        Ok(call.map(|call| call.2.clone()))
     }
 }
 
@@ -692,23 +666,32 @@ fn load_timezones(tx: &Transaction) -> Result<HashMap<String, chrono_tz::Tz>, St
     Ok(map)
 }
 
-/// Every id that stands for `person`: itself and the ids linked to it, transitively.
+/// Every id that stands for `person` (`identity::ids_of`).
 fn identity_set(tx: &Transaction, person: &str) -> Result<Vec<String>, StoreError> {
-    let mut ids = vec![person.to_string()];
-    let mut index = 0;
-    while index < ids.len() && ids.len() < 1000 {
-        let previous: Vec<String> = tx
-            .prepare_cached("SELECT DISTINCT previous_id FROM identity_links WHERE user_id = ?1")?
-            .query_map([&ids[index]], |r| r.get(0))?
-            .collect::<Result<_, _>>()?;
-        for id in previous {
-            if !ids.contains(&id) {
-                ids.push(id);
-            }
-        }
-        index += 1;
+    identity::ids_of(&mut Linked(tx), person)
+}
+
+/// The identity links of the events table, as identity resolution follows them.
+struct Linked<'t>(&'t Transaction<'t>);
+
+impl identity::Links for Linked<'_> {
+    type Error = StoreError;
+
+    fn newest_link(&mut self, id: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .0
+            .prepare_cached("SELECT user_id FROM identity_links WHERE previous_id = ?1 ORDER BY timestamp_ms DESC, event_id DESC LIMIT 1")?
+            .query_row([id], |r| r.get(0))
+            .optional()?)
     }
-    Ok(ids)
+
+    fn linked_to(&mut self, user: &str) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .0
+            .prepare_cached("SELECT DISTINCT previous_id FROM identity_links WHERE user_id = ?1")?
+            .query_map([user], |r| r.get(0))?
+            .collect::<Result<_, _>>()?)
+    }
 }
 
 /// The previous id an alias (previousId) or identify (anonymousId) links to its userId.
