@@ -16,82 +16,126 @@ use serde_json::{json, Map, Value};
 
 pub use config::{CurrencyConfig, MetricsConfig};
 
-/// The export columns, in order (docs/metrics.md, Export contract).
-pub const COLUMNS: &[&str] = &[
-    "account_id",
-    "segment",
-    "active_days_14d",
-    "usage_frequency",
-    "active_minutes_14d",
-    "active_users_14d",
-    "active_users_30d",
-    "dau",
-    "wau",
-    "mau",
-    "logins_per_user_week",
-    "seats",
-    "license_utilization",
-    "engagement_score",
-    "features_used_30d",
-    "feature_breadth",
-    "new_features_30d",
-    "transactions_30d",
-    "user_adoption_growth",
-    "rate_of_adoption",
-    "education_events_30d",
-    "time_to_provision_days",
-    "time_to_value_days",
-    "initial_adoption",
-    "go_live_recommend_rate",
-    "tickets_opened_90d",
-    "tickets_open",
-    "tickets_closed_90d",
-    "tickets_by_type",
-    "escalations_open",
-    "median_resolution_hours_90d",
-    "p90_resolution_hours_90d",
-    "median_first_response_hours_90d",
-    "nps",
-    "csat",
-    "ces",
-    "suggestions_90d",
-    "suggestions_by_category",
-    "business_results",
+/// What a measure's value is, which says how it is checked, typed and shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Text (an id, a segment, a frequency class).
+    Text,
+    /// A JSON object (counts by type or category, KPI values, initial adoption).
+    Object,
+    /// A whole number, never null.
+    Count,
+    /// Whole days, null when undefined.
+    Days,
+    /// A share, 0..1 (may exceed 1 where docs/metrics.md says so), null when undefined.
+    Ratio,
+    /// A score on its own scale (engagement 0..100, NPS -100..100), null when undefined.
+    Score,
+    /// Hours, null when undefined.
+    Hours,
+    /// Any other number, null when undefined.
+    Number,
+}
+
+impl Kind {
+    /// One number per account and day (time series, segment statistics, rules, health).
+    pub fn is_numeric(self) -> bool {
+        !matches!(self, Kind::Text | Kind::Object)
+    }
+}
+
+/// One metric of the export: its column, the name people read, its kind, and whether
+/// its sum over accounts means something (counts of things that do not overlap).
+#[derive(Debug, Clone, Copy)]
+pub struct Measure {
+    pub name: &'static str,
+    pub label: &'static str,
+    pub kind: Kind,
+    pub additive: bool,
+}
+
+impl Measure {
+    const fn new(name: &'static str, label: &'static str, kind: Kind, additive: bool) -> Measure {
+        Measure {
+            name,
+            label,
+            kind,
+            additive,
+        }
+    }
+}
+
+/// Every metric of an account, in export order (docs/metrics.md, Export contract): the one
+/// table the export columns, the numeric and additive checks, the rule measures, the API's
+/// schema and the pages' labels derive from. [`compute`] fills exactly these keys (a test
+/// holds it to that).
+#[rustfmt::skip] // A table: one measure a line.
+pub const MEASURES: &[Measure] = &[
+    Measure::new("account_id", "Account", Kind::Text, false),
+    Measure::new("segment", "Segment", Kind::Text, false),
+    Measure::new("active_days_14d", "Active days (14 days)", Kind::Count, false),
+    Measure::new("usage_frequency", "Usage frequency", Kind::Text, false),
+    Measure::new("active_minutes_14d", "Active minutes (14 days)", Kind::Count, true),
+    Measure::new("active_users_14d", "Active users (14 days)", Kind::Count, true),
+    Measure::new("active_users_30d", "Active users (30 days)", Kind::Count, true),
+    Measure::new("dau", "Daily active users", Kind::Count, true),
+    Measure::new("wau", "Weekly active users", Kind::Count, true),
+    Measure::new("mau", "Monthly active users", Kind::Count, true),
+    Measure::new("logins_per_user_week", "Logins per user per week", Kind::Number, false),
+    Measure::new("seats", "Paid seats", Kind::Count, true),
+    Measure::new("license_utilization", "Licence use", Kind::Ratio, false),
+    Measure::new("engagement_score", "Engagement score", Kind::Score, false),
+    Measure::new("features_used_30d", "Features used (30 days)", Kind::Count, false),
+    Measure::new("feature_breadth", "Feature breadth", Kind::Ratio, false),
+    Measure::new("new_features_30d", "New features (30 days)", Kind::Count, false),
+    Measure::new("transactions_30d", "Feature uses (30 days)", Kind::Count, true),
+    Measure::new("user_adoption_growth", "Active user growth", Kind::Ratio, false),
+    Measure::new("rate_of_adoption", "Fully adopted users", Kind::Ratio, false),
+    Measure::new("education_events_30d", "Education events (30 days)", Kind::Count, true),
+    Measure::new("time_to_provision_days", "Days to provision", Kind::Days, false),
+    Measure::new("time_to_value_days", "Days to first value", Kind::Days, false),
+    Measure::new("initial_adoption", "Initial adoption", Kind::Object, false),
+    Measure::new("go_live_recommend_rate", "Would recommend at go-live", Kind::Ratio, false),
+    Measure::new("tickets_opened_90d", "Tickets opened (90 days)", Kind::Count, true),
+    Measure::new("tickets_open", "Open tickets", Kind::Count, true),
+    Measure::new("tickets_closed_90d", "Tickets closed (90 days)", Kind::Count, true),
+    Measure::new("tickets_by_type", "Tickets by type", Kind::Object, false),
+    Measure::new("escalations_open", "Open escalations", Kind::Count, true),
+    Measure::new("median_resolution_hours_90d", "Median resolution time", Kind::Hours, false),
+    Measure::new("p90_resolution_hours_90d", "90th percentile resolution time", Kind::Hours, false),
+    Measure::new("median_first_response_hours_90d", "Median first response time", Kind::Hours, false),
+    Measure::new("nps", "NPS", Kind::Score, false),
+    Measure::new("csat", "CSAT", Kind::Ratio, false),
+    Measure::new("ces", "Customer effort (1-7)", Kind::Number, false),
+    Measure::new("suggestions_90d", "Suggestions (90 days)", Kind::Count, true),
+    Measure::new("suggestions_by_category", "Suggestions by category", Kind::Object, false),
+    Measure::new("business_results", "Business results", Kind::Object, false),
 ];
+
+/// The export columns, in order: the names of [`MEASURES`].
+pub const COLUMNS: [&str; MEASURES.len()] = {
+    let mut names = [""; MEASURES.len()];
+    let mut i = 0;
+    while i < MEASURES.len() {
+        names[i] = MEASURES[i].name;
+        i += 1;
+    }
+    names
+};
+
+/// The measure of an export column.
+pub fn measure(column: &str) -> Option<&'static Measure> {
+    MEASURES.iter().find(|m| m.name == column)
+}
 
 /// Metrics with one number per day, for time series and segment statistics.
 pub fn is_numeric(column: &str) -> bool {
-    !matches!(
-        column,
-        "account_id"
-            | "segment"
-            | "usage_frequency"
-            | "tickets_by_type"
-            | "suggestions_by_category"
-            | "business_results"
-            | "initial_adoption"
-    )
+    measure(column).is_some_and(|m| m.kind.is_numeric())
 }
 
 /// Metrics whose sum over accounts means something (counts of things that do not overlap).
 pub fn is_additive(column: &str) -> bool {
-    matches!(
-        column,
-        "active_minutes_14d"
-            | "active_users_14d"
-            | "active_users_30d"
-            | "dau"
-            | "wau"
-            | "mau"
-            | "seats"
-            | "transactions_30d"
-            | "education_events_30d"
-            | "tickets_opened_90d"
-            | "tickets_open"
-            | "tickets_closed_90d"
-            | "escalations_open"
-            | "suggestions_90d"
-    )
+    measure(column).is_some_and(|m| m.additive)
 }
 
 /// One person's activity on one local day in one account (a `user_days` row).
@@ -785,6 +829,35 @@ pub fn report_arr(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_row_has_exactly_the_measures_in_export_order() {
+        let config = MetricsConfig::default();
+        let data = AccountData {
+            account_id: "acct-1".into(),
+            segment: "pro".into(),
+            ..AccountData::default()
+        };
+        let mut rows = vec![compute(&data, 20_000, &config)];
+        engagement_scores(&mut rows, &config);
+        let keys: Vec<&str> = rows[0].keys().map(String::as_str).collect();
+        assert_eq!(keys, COLUMNS);
+        for measure in MEASURES {
+            let value = &rows[0][measure.name];
+            let fits = match measure.kind {
+                Kind::Text => value.is_string(),
+                Kind::Object => value.is_object() || value.is_null(),
+                Kind::Count => value.is_i64(),
+                Kind::Days => value.is_i64() || value.is_null(),
+                _ => value.is_number() || value.is_null(),
+            };
+            assert!(
+                fits,
+                "{}: {value} is not a {:?}",
+                measure.name, measure.kind
+            );
+        }
+    }
 
     #[test]
     fn csv_cells_never_start_a_formula() {

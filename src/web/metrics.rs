@@ -142,7 +142,7 @@ async fn all_metrics(
     let as_of = date_param("as_of", query.as_of.as_deref(), today())?;
     let rows = snapshot(&state, as_of, true).await?;
     Ok(Json(
-        json!({"as_of": as_of.to_string(), "columns": m::COLUMNS, "accounts": *rows}),
+        json!({"as_of": as_of.to_string(), "columns": &m::COLUMNS[..], "accounts": *rows}),
     ))
 }
 

@@ -401,32 +401,27 @@ fn metrics_row_schema() -> Schema {
     let mut object = ObjectBuilder::new()
         .schema_type(Type::Object)
         .description(Some("one account's metrics (the export's columns)"));
-    for column in crate::metrics::COLUMNS {
-        let schema: Schema = match *column {
-            "account_id" | "segment" => typed(Type::String, false).into(),
-            "usage_frequency" => typed(Type::String, false)
+    use crate::metrics::Kind;
+    for measure in crate::metrics::MEASURES {
+        let column = measure.name;
+        let schema: Schema = match (column, measure.kind) {
+            ("usage_frequency", _) => typed(Type::String, false)
                 .enum_values(Some(["daily", "weekly", "infrequent", "dormant"]))
                 .into(),
-            "tickets_by_type" | "suggestions_by_category" | "business_results" => {
-                free_object(column)
-            }
-            "initial_adoption" => ObjectBuilder::new()
+            ("initial_adoption", _) => ObjectBuilder::new()
                 .schema_type(SchemaType::from_iter([Type::Object, Type::Null]))
                 .property("active_users", typed(Type::Integer, false))
                 .property("transactions", typed(Type::Integer, false))
                 .into(),
-            c if crate::metrics::is_additive(c)
-                || matches!(
-                    c,
-                    "active_days_14d" | "features_used_30d" | "new_features_30d"
-                ) =>
-            {
-                typed(Type::Integer, false).into()
+            (_, Kind::Text) => typed(Type::String, false).into(),
+            (_, Kind::Object) => free_object(column),
+            (_, Kind::Count) => typed(Type::Integer, false).into(),
+            (_, Kind::Days) => typed(Type::Integer, true).into(),
+            (_, Kind::Ratio | Kind::Score | Kind::Hours | Kind::Number) => {
+                typed(Type::Number, true).into()
             }
-            "time_to_provision_days" | "time_to_value_days" => typed(Type::Integer, true).into(),
-            _ => typed(Type::Number, true).into(),
         };
-        object = object.property(*column, schema).required(*column);
+        object = object.property(column, schema).required(column);
     }
     object.into()
 }

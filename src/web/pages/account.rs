@@ -188,6 +188,11 @@ pub async fn page(
     ))
 }
 
+/// The name people read for a metric (`metrics::MEASURES`).
+fn label(name: &str) -> &str {
+    crate::metrics::measure(name).map_or(name, |m| m.label)
+}
+
 fn field(row: &Map<String, Value>, name: &str) -> Markup {
     let value = row.get(name);
     html! { dd data-field=(name) data-value=[value.and_then(Value::as_f64)] { (value_text(value)) } }
@@ -298,7 +303,7 @@ fn render(v: &View, currency: &str, as_of: NaiveDate) -> Markup {
             h2 id="usage" { "Usage on " (as_of) }
             dl.grid {
                 @for name in ["usage_frequency", "active_days_14d", "active_minutes_14d", "active_users_14d", "active_users_30d", "dau", "wau", "mau", "logins_per_user_week", "license_utilization", "engagement_score", "features_used_30d", "feature_breadth", "new_features_30d", "transactions_30d", "user_adoption_growth", "rate_of_adoption", "education_events_30d"] {
-                    dt { (name.replace('_', " ")) } (field(&v.row, name))
+                    dt { (label(name)) } (field(&v.row, name))
                 }
             }
         }
@@ -321,7 +326,7 @@ fn render(v: &View, currency: &str, as_of: NaiveDate) -> Markup {
             h2 id="onboarding" { "Onboarding" }
             dl.grid {
                 @for name in ["time_to_provision_days", "time_to_value_days", "initial_adoption", "go_live_recommend_rate"] {
-                    dt { (name.replace('_', " ")) } (field(&v.row, name))
+                    dt { (label(name)) } (field(&v.row, name))
                 }
             }
         }
@@ -329,7 +334,7 @@ fn render(v: &View, currency: &str, as_of: NaiveDate) -> Markup {
             h2 id="support" { "Support and voice of the customer" }
             dl.grid {
                 @for name in ["tickets_opened_90d", "tickets_open", "escalations_open", "median_resolution_hours_90d", "median_first_response_hours_90d", "nps", "csat", "ces", "suggestions_90d"] {
-                    dt { (name.replace('_', " ")) } (field(&v.row, name))
+                    dt { (label(name)) } (field(&v.row, name))
                 }
             }
             @for (kind, rows) in &v.records { (record_table(kind, rows)) }

@@ -104,7 +104,7 @@ pub async fn segments(
                         tr { th scope="row" { "accounts" } @for g in &groups { td.num { (g["accounts"]) } } }
                         @for measure in SEGMENT_MEASURES {
                             tr {
-                                th scope="row" { (measure.replace('_', " ")) }
+                                th scope="row" { (crate::metrics::measure(measure).map_or(*measure, |m| m.label)) }
                                 @for g in &groups {
                                     @let m = &g["metrics"][*measure];
                                     td.num data-group=(g[key].as_str().unwrap_or("")) data-field=(measure) data-value=[m["median"].as_f64()] {
