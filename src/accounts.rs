@@ -180,9 +180,9 @@ pub fn facts(
             };
             out[i].health = Some(HealthDay {
                 day: as_of,
-                score: h["health_score"].as_f64(),
-                tier: h["tier"].as_str().map(str::to_string),
-                expected_rate: h["expected_renewal_rate"].as_f64(),
+                score: h.health_score,
+                tier: h.tier.clone(),
+                expected_rate: h.expected_renewal_rate,
             });
         }
     }

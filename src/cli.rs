@@ -1194,6 +1194,7 @@ fn health(config: &Config, args: &HealthArgs) -> anyhow::Result<ExitCode> {
     let mut writer = csv::Writer::from_writer(&mut out);
     writer.write_record(columns)?;
     for row in &rows {
+        let row = serde_json::to_value(row)?;
         writer.write_record(columns.iter().map(|c| crate::metrics::csv_cell(&row[*c])))?;
     }
     writer.flush()?;

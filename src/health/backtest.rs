@@ -56,7 +56,7 @@ pub fn backtest(
             let arr_lost: f64 = items.iter().filter(|d| !d.renewed).map(|d| d.arr).sum();
             let arr_at_risk: f64 = items
                 .iter()
-                .map(|d| d.arr * (1.0 - d.health["expected_renewal_rate"].as_f64().unwrap_or(1.0)))
+                .map(|d| d.arr * (1.0 - d.health.expected_renewal_rate.unwrap_or(1.0)))
                 .sum();
             json!({
                 "segment": segment,

@@ -8,7 +8,7 @@ use chrono::NaiveDate;
 use serde_json::{json, Map, Value};
 
 use super::config::HealthConfig;
-use super::model::{Gate, Model, Settings, PROMOTED, REJECTED};
+use super::model::{Assessment, Gate, Model, Settings, PROMOTED, REJECTED};
 use super::quality::{Decision, Quality};
 use crate::health::{self, Example, SegmentModel};
 use crate::metrics::activity::{day_date, day_number};
@@ -404,7 +404,7 @@ pub fn assess(
     model: &Model,
     as_of: i32,
     settings: Settings,
-) -> Result<Map<String, Value>, StoreError> {
+) -> Result<Assessment, StoreError> {
     Ok(
         assess_all(source, std::slice::from_ref(row), model, as_of, settings)?
             .pop()
@@ -420,7 +420,7 @@ pub fn assess_held(
     model: &Model,
     as_of: i32,
     settings: Settings,
-) -> Result<Map<String, Value>, StoreError> {
+) -> Result<Assessment, StoreError> {
     let mut assessed = [assess(source, row, model, as_of, settings)?];
     apply_held(source, as_of, &mut assessed, settings)?;
     let [health] = assessed;
@@ -436,7 +436,7 @@ pub fn assess_all(
     model: &Model,
     as_of: i32,
     settings: Settings,
-) -> Result<Vec<Map<String, Value>>, StoreError> {
+) -> Result<Vec<Assessment>, StoreError> {
     Ok(assess_days(source, &[(rows, model, as_of)], settings)?
         .pop()
         .expect("invariant: one day in, one out"))
@@ -455,7 +455,7 @@ pub fn assess_days(
     source: &(impl Activity + ?Sized),
     days: &[(&[Row], &Model, i32)],
     settings: Settings,
-) -> Result<Vec<Vec<Map<String, Value>>>, StoreError> {
+) -> Result<Vec<Vec<Assessment>>, StoreError> {
     let wanted: HashSet<&str> = days
         .iter()
         .flat_map(|(rows, model, _)| {
@@ -524,16 +524,12 @@ fn assess_rows(
     uses: &mut HashMap<(String, i32), HashMap<String, i64>>,
     first_of: &dyn Fn(&str, i32) -> i32,
     settings: Settings,
-) -> Vec<Map<String, Value>> {
+) -> Vec<Assessment> {
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {
         let account = row["account_id"].as_str().unwrap_or_default();
         let segment = row["segment"].as_str().unwrap_or_default();
         let seg = segment_model(model, row);
-        let mut health = Map::new();
-        health.insert("account_id".into(), account.into());
-        health.insert("segment".into(), segment.into());
-        health.insert("model_id".into(), model.id.into());
         // The window's feature uses (read for every row with a segment model), taken out.
         let window = uses.remove(&(account.to_string(), as_of));
         let days = (as_of - first_of(account, as_of) + 1).max(1);
@@ -550,38 +546,36 @@ fn assess_rows(
             (Some(_), None) => (Some(health::UNKNOWN.to_string()), None, None, None),
             (None, None) => (None, None, None, None),
         };
-        health.insert(
-            "engagement_score".into(),
-            row.get("engagement_score").cloned().unwrap_or(Value::Null),
-        );
-        health.insert("model_fallback".into(), seg.map(|m| m.fallback).into());
-        health.insert(
-            "model_standing".into(),
-            seg.map(|m| json!(m.standing)).unwrap_or(Value::Null),
-        );
-        health.insert("model_note".into(), seg.and_then(|m| m.note.clone()).into());
-        health.insert("power_feature".into(), power.into());
-        health.insert("power_feature_monthly_uses".into(), monthly.into());
-        health.insert("tier".into(), tier.clone().into());
-        health.insert("usage_tier".into(), tier.clone().into());
-        health.insert("expected_renewal_rate".into(), rate.into());
         let mut measures = row.clone();
-        measures.insert("tier".into(), tier.into());
+        measures.insert("tier".into(), tier.clone().into());
         measures.insert("expected_renewal_rate".into(), rate.into());
+        let mut health = Assessment {
+            account_id: account.to_string(),
+            segment: segment.to_string(),
+            model_id: model.id,
+            engagement_score: row.get("engagement_score").and_then(Value::as_f64),
+            model_fallback: seg.map(|m| m.fallback),
+            model_standing: seg.map(|m| m.standing),
+            model_note: seg.and_then(|m| m.note.clone()),
+            power_feature: power,
+            power_feature_monthly_uses: monthly,
+            tier: tier.clone(),
+            usage_tier: tier,
+            expected_renewal_rate: rate,
+            ..Assessment::default()
+        };
         if let Some(window) = &window {
-            for (name, value) in window_measures(window, f64::from(days)) {
-                measures.insert(name.into(), value.into());
-                health.insert(name.into(), value.into());
-            }
+            let [(uses_name, uses), (used_name, used)] = window_measures(window, f64::from(days));
+            measures.insert(uses_name.into(), uses.into());
+            measures.insert(used_name.into(), used.into());
+            health.window_monthly_uses = Some(uses);
+            health.window_features_used = Some(used);
         }
         let scored = health::score(&measures, seg, settings.health);
-        health.insert("health_score".into(), scored.score.into());
-        health.insert("health_band".into(), scored.band.into());
-        health.insert("score_weights".into(), scored.weights_source.into());
-        health.insert(
-            "components".into(),
-            serde_json::to_value(scored.components).unwrap_or_default(),
-        );
+        health.health_score = scored.score;
+        health.health_band = scored.band;
+        health.score_weights = scored.weights_source;
+        health.components = scored.components;
         out.push(health);
     }
     out
@@ -593,7 +587,7 @@ fn assess_rows(
 pub fn apply_held(
     source: &(impl History + ?Sized),
     day: i32,
-    assessed: &mut [Map<String, Value>],
+    assessed: &mut [Assessment],
     settings: Settings,
 ) -> Result<(), StoreError> {
     let today = source.day_history(day)?;
@@ -603,11 +597,11 @@ pub fn apply_held(
         HashMap::new()
     };
     for h in assessed {
-        let account = h["account_id"].as_str().unwrap_or_default().to_string();
-        let Some(raw) = h["tier"].as_str().map(str::to_string) else {
+        let account = h.account_id.clone();
+        let Some(raw) = h.tier.clone() else {
             continue;
         };
-        let model_id = h["model_id"].as_i64().unwrap_or_default();
+        let model_id = h.model_id;
         let held = match (today.get(&account), before.get(&account)) {
             (Some(row), _) if row.model_id == model_id => row.tier.clone(),
             (None, Some(row)) => previous_held(row).map(|p| {
@@ -624,7 +618,7 @@ pub fn apply_held(
             _ => None,
         };
         if let Some(tier) = held {
-            h.insert("tier".into(), tier.into());
+            h.tier = Some(tier);
         }
     }
     Ok(())
@@ -639,8 +633,8 @@ fn previous_held(row: &HistoryRow) -> Option<health::Held> {
     })
 }
 
-/// Every account's assessment, one JSON object each (typed in issue 29's next step).
-pub type Assessments = Vec<Map<String, Value>>;
+/// Every account's assessment.
+pub type Assessments = Vec<Assessment>;
 
 /// Every account's health at `as_of` under the model in force that day, tiers held.
 pub fn snapshot(
@@ -711,7 +705,7 @@ fn write_history_day(
     source: &(impl History + ?Sized),
     day: i32,
     model: &Model,
-    assessed: &[Map<String, Value>],
+    assessed: &[Assessment],
     settings: Settings,
 ) -> Result<(), StoreError> {
     let before = source.day_history(day - 1)?;
@@ -720,19 +714,16 @@ fn write_history_day(
     let mut changes = Vec::new();
     for health in assessed {
         let mut row = HistoryRow {
-            account_id: health["account_id"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string(),
+            account_id: health.account_id.clone(),
             model_id: model.id,
-            engagement: health["engagement_score"].as_f64(),
-            score: health["health_score"].as_f64(),
-            band: health["health_band"].as_str().map(str::to_string),
-            tier: health["tier"].as_str().map(str::to_string),
-            raw_tier: health["tier"].as_str().map(str::to_string),
+            engagement: health.engagement_score,
+            score: health.health_score,
+            band: health.health_band.clone(),
+            tier: health.tier.clone(),
+            raw_tier: health.tier.clone(),
             raw_since: Some(day),
-            expected_rate: health["expected_renewal_rate"].as_f64(),
-            monthly_uses: health["power_feature_monthly_uses"].as_f64(),
+            expected_rate: health.expected_renewal_rate,
+            monthly_uses: health.power_feature_monthly_uses,
         };
         if let Some(raw) = row.raw_tier.clone() {
             let previous = before.get(&row.account_id);
@@ -898,7 +889,7 @@ pub(crate) fn scored_decisions(
 ) -> Result<Vec<Decision>, StoreError> {
     let day = day_number(as_of) - 1;
     let healths = assess_all(source, rows, model, day, settings)?;
-    let assessed: HashMap<String, (Map<String, Value>, Option<f64>)> = healths
+    let assessed: HashMap<String, (Assessment, Option<f64>)> = healths
         .into_iter()
         .zip(rows)
         .map(|(health, row)| {
@@ -930,7 +921,7 @@ pub(crate) fn scored_decisions(
                 && sub.end.is_some_and(|end| end >= from && end < to)
             {
                 if let Some((health, logins)) = assessed.get(&info.account_id) {
-                    let segment = health["segment"].as_str().unwrap_or_default().to_string();
+                    let segment = health.segment.clone();
                     let renewed = sub.outcome.as_deref() == Some("renewed");
                     out.push(Decision {
                         segment,
@@ -1063,7 +1054,7 @@ mod tests {
         let rows = conn.snapshot(decision, &metrics, &currency).unwrap();
         let assessed = assess_all(&conn, &rows, &model, day_number(decision), settings).unwrap();
         assert_eq!(
-            assessed[0]["power_feature_monthly_uses"].as_f64(),
+            assessed[0].power_feature_monthly_uses,
             Some(10.0 * 30.0 / 90.0)
         );
     }
@@ -1087,14 +1078,14 @@ mod tests {
             id,
             ..analyse(&conn, chrono::Utc::now().date_naive(), "test", settings).unwrap()
         };
-        let assessed = |tiers: &[(&str, &str)]| -> Vec<Map<String, Value>> {
-            let row = |a: &str, t: &str| {
-                json!({"account_id": a, "tier": t, "engagement_score": null, "health_score": null, "health_band": null,
-                                               "expected_renewal_rate": null, "power_feature_monthly_uses": null})
-            };
+        let assessed = |tiers: &[(&str, &str)]| -> Vec<Assessment> {
             tiers
                 .iter()
-                .map(|(a, t)| row(a, t).as_object().unwrap().clone())
+                .map(|(a, t)| Assessment {
+                    account_id: a.to_string(),
+                    tier: Some(t.to_string()),
+                    ..Assessment::default()
+                })
                 .collect()
         };
         // Day 100 under model 1: a and b green. Day 101, same model: a's usage turns red

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::config::HealthConfig;
-use super::SegmentModel;
+use super::score::Component;
+use super::{SegmentModel, Standing};
 use crate::metrics::config::{CurrencyConfig, MetricsConfig};
 
 /// Everything health needs from the config.
@@ -67,4 +68,35 @@ pub struct Gate {
     pub auc_logins: Option<f64>,
     pub promoted: bool,
     pub reason: String,
+}
+
+/// One account's health on one day under a model: its tier from the power feature's use,
+/// the expected renewal rate of that tier, and the score with its breakdown. What the API
+/// shows (as JSON, in this field order) and the daily history keeps.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Assessment {
+    pub account_id: String,
+    pub segment: String,
+    pub model_id: i64,
+    pub engagement_score: Option<f64>,
+    /// True when the segment's feature ranking is not its own; null with no segment model.
+    pub model_fallback: Option<bool>,
+    pub model_standing: Option<Standing>,
+    pub model_note: Option<String>,
+    pub power_feature: Option<String>,
+    pub power_feature_monthly_uses: Option<f64>,
+    /// The held tier (see `history::apply_held`); `usage_tier` is the day's own.
+    pub tier: Option<String>,
+    pub usage_tier: Option<String>,
+    pub expected_renewal_rate: Option<f64>,
+    /// The score's usage measures from the window's feature uses, when they were read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window_monthly_uses: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window_features_used: Option<f64>,
+    pub health_score: Option<f64>,
+    pub health_band: Option<String>,
+    /// `learned`, `pooled` or `config`: where the score's weights came from.
+    pub score_weights: Option<String>,
+    pub components: Vec<Component>,
 }

@@ -1,9 +1,10 @@
 //! How well a model's health ranked and predicted a set of decided renewals: AUCs, Brier
 //! scores, top-decile lift and calibration per tier. Pure: the decisions come scored.
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use crate::health;
+use crate::health::model::Assessment;
 
 /// One decided renewal of a backtest with the health its account had before it.
 pub struct Decision {
@@ -11,7 +12,7 @@ pub struct Decision {
     pub renewed: bool,
     /// ARR of the decided subscription, in the report currency.
     pub arr: f64,
-    pub health: Map<String, Value>,
+    pub health: Assessment,
     pub logins: Option<f64>,
 }
 
@@ -20,12 +21,12 @@ impl Decision {
     /// renewal rate.
     fn probability(&self) -> Option<f64> {
         let learned = matches!(
-            self.health["score_weights"].as_str(),
+            self.health.score_weights.as_deref(),
             Some("learned" | "pooled")
         );
-        match self.health["health_score"].as_f64() {
+        match self.health.health_score {
             Some(score) if learned => Some(score / 100.0),
-            _ => self.health["expected_renewal_rate"].as_f64(),
+            _ => self.health.expected_renewal_rate,
         }
     }
 }
@@ -53,8 +54,9 @@ impl Quality {
             health::auc(&points)
         };
         let tier_index = |d: &Decision| {
-            d.health["tier"]
-                .as_str()
+            d.health
+                .tier
+                .as_deref()
                 .and_then(|t| health::TIERS.iter().position(|x| *x == t))
                 .map(|i| i as f64)
         };
@@ -85,12 +87,12 @@ impl Quality {
         };
         let overall_churn = churn(&ranked);
         Quality {
-            auc_expected_rate: auc_of(&|d| d.health["expected_renewal_rate"].as_f64()),
-            auc_score: auc_of(&|d| d.health["health_score"].as_f64()),
+            auc_expected_rate: auc_of(&|d| d.health.expected_renewal_rate),
+            auc_score: auc_of(&|d| d.health.health_score),
             auc_tier: auc_of(&tier_index),
             auc_logins: auc_of(&|d| d.logins),
             brier_score: brier(&Decision::probability),
-            brier_expected_rate: brier(&|d| d.health["expected_renewal_rate"].as_f64()),
+            brier_expected_rate: brier(&|d| d.health.expected_renewal_rate),
             brier_base: base.map(|p| p * (1.0 - p)),
             top_decile_lift: (decile > 0 && overall_churn > 0.0)
                 .then(|| churn(&ranked[..decile]) / overall_churn),
@@ -108,12 +110,12 @@ pub fn calibration(items: &[&Decision]) -> (Vec<Value>, Option<f64>, Option<f64>
         .iter()
         .chain(std::iter::once(&health::UNKNOWN))
         .map(|tier| {
-            let inside: Vec<&Decision> = items.iter().copied().filter(|d| d.health["tier"] == *tier).collect();
+            let inside: Vec<&Decision> = items.iter().copied().filter(|d| d.health.tier.as_deref() == Some(*tier)).collect();
             let n = inside.len();
             largest = largest.max(n);
             let renewed = inside.iter().filter(|d| d.renewed).count();
             let observed = (n > 0).then(|| renewed as f64 / n as f64);
-            let rates: Vec<f64> = inside.iter().filter_map(|d| d.health["expected_renewal_rate"].as_f64()).collect();
+            let rates: Vec<f64> = inside.iter().filter_map(|d| d.health.expected_renewal_rate).collect();
             let predicted = (!rates.is_empty()).then(|| rates.iter().sum::<f64>() / rates.len() as f64);
             if let (Some(p), Some(o)) = (predicted, observed) {
                 error += n as f64 * (p - o).abs();

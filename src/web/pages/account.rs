@@ -38,7 +38,7 @@ struct View {
     parent: Option<Facts>,
     children: Vec<Facts>,
     row: Map<String, Value>,
-    health: Option<(model::Model, Map<String, Value>)>,
+    health: Option<(model::Model, model::Assessment)>,
     weekly: Vec<(NaiveDate, Map<String, Value>)>,
     history: Vec<Value>,
     /// `[health] tier_hold_days`, to say when a usage tier will show.
@@ -218,8 +218,8 @@ fn render(v: &View, currency: &str, as_of: NaiveDate) -> Markup {
                 dt { "ARR" } dd data-field="arr" data-value=(f.arr) { (money(f.arr, currency)) }
                 dt { "Seats" } dd data-field="seats" data-value=(f.seats) { (f.seats) }
                 dt { "Renewal" } dd data-field="renewal" { (date(f.renewal)) }
-                dt { "Tier" } dd data-field="tier" { (tier_badge(health.and_then(|(_, h)| h["tier"].as_str()))) }
-                dt { "Health score" } dd data-field="health_score" data-value=[health.and_then(|(_, h)| h["health_score"].as_f64())] { (number(health.and_then(|(_, h)| h["health_score"].as_f64()), 0)) }
+                dt { "Tier" } dd data-field="tier" { (tier_badge(health.and_then(|(_, h)| h.tier.as_deref()))) }
+                dt { "Health score" } dd data-field="health_score" data-value=[health.and_then(|(_, h)| h.health_score)] { (number(health.and_then(|(_, h)| h.health_score), 0)) }
             }
             p {
                 @if let Some(p) = &v.parent { "Part of " a href=(crate::share::account_path(&p.account_id)) { (p.name) } ". " }
@@ -241,18 +241,18 @@ fn render(v: &View, currency: &str, as_of: NaiveDate) -> Markup {
                 Some((model, h)) => {
                     p {
                         "Model " (model.id) " (trained " (model.as_of) ", " (model.reason) ")"
-                        @if let Some(note) = h["model_note"].as_str() { " — " (note) }
-                        ". Power feature: " strong { (h["power_feature"].as_str().unwrap_or("none")) }
-                        ", used " (number(h["power_feature_monthly_uses"].as_f64(), 1)) " times a month; accounts like this renewed "
-                        strong data-field="expected_renewal_rate" { (percent(h["expected_renewal_rate"].as_f64())) } " of the time."
-                        @if h["usage_tier"] != h["tier"] && h["usage_tier"].is_string() {
-                            " Its use of late points to " (tier_badge(h["usage_tier"].as_str())) "; the tier changes once that has held " (v.hold_days) " days."
+                        @if let Some(note) = h.model_note.as_deref() { " — " (note) }
+                        ". Power feature: " strong { (h.power_feature.as_deref().unwrap_or("none")) }
+                        ", used " (number(h.power_feature_monthly_uses, 1)) " times a month; accounts like this renewed "
+                        strong data-field="expected_renewal_rate" { (percent(h.expected_renewal_rate)) } " of the time."
+                        @if h.usage_tier != h.tier && h.usage_tier.is_some() {
+                            " Its use of late points to " (tier_badge(h.usage_tier.as_deref())) "; the tier changes once that has held " (v.hold_days) " days."
                         }
                     }
                     table.data {
                         caption {
-                            "Score breakdown (band " (h["health_band"].as_str().unwrap_or("–")) "; "
-                            @match h["score_weights"].as_str() {
+                            "Score breakdown (band " (h.health_band.as_deref().unwrap_or("–")) "; "
+                            @match h.score_weights.as_deref() {
                                 Some("config") => "weights set by hand in the config: contribution = points x weight / total weight",
                                 Some("pooled") => "weights learned from every segment's renewals: weight = log-odds per standard deviation, contribution = score points against an average value",
                                 _ => "weights learned from this segment's renewals: weight = log-odds per standard deviation, contribution = score points against an average value",
@@ -261,13 +261,13 @@ fn render(v: &View, currency: &str, as_of: NaiveDate) -> Markup {
                         }
                         thead { tr { th scope="col" { "Measure" } th scope="col" { "Value" } th scope="col" { "Points (0-100)" } th scope="col" { "Weight" } th scope="col" { "Contribution" } } }
                         tbody {
-                            @for c in h["components"].as_array().into_iter().flatten() {
+                            @for c in &h.components {
                                 tr {
-                                    th scope="row" { (c["measure"].as_str().unwrap_or("")) }
-                                    td { (value_text(Some(&c["value"]))) }
-                                    td.num { (number(c["points"].as_f64(), 0)) }
-                                    td.num { (number(c["weight"].as_f64(), 2)) }
-                                    td.num { (number(c["contribution"].as_f64(), 1)) }
+                                    th scope="row" { (label(&c.measure)) }
+                                    td { (value_text(Some(&c.value))) }
+                                    td.num { (number(c.points, 0)) }
+                                    td.num { (number(Some(c.weight), 2)) }
+                                    td.num { (number(c.contribution, 1)) }
                                 }
                             }
                         }
