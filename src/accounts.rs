@@ -175,7 +175,7 @@ pub fn facts(
         // The tier shown is the held one, the same the history and its changes record.
         crate::health::history::apply_held(source, day_number(as_of), &mut assessed, settings)?;
         for (row, h) in snapshot.iter().zip(assessed) {
-            let Some(&i) = row["account_id"].as_str().and_then(|id| index.get(id)) else {
+            let Some(&i) = Some(row.account_id.as_str()).and_then(|id| index.get(id)) else {
                 continue;
             };
             out[i].health = Some(HealthDay {

@@ -960,7 +960,7 @@ fn metrics(config: &Config, args: &MetricsArgs) -> anyhow::Result<ExitCode> {
             writer.write_record(
                 crate::metrics::COLUMNS
                     .iter()
-                    .map(|c| crate::metrics::csv_cell(&row[*c])),
+                    .map(|c| crate::metrics::csv_cell(&row.get(c).unwrap_or_default())),
             )?;
         }
         writer.flush()?;

@@ -12,7 +12,8 @@ pub mod read;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use serde_json::{json, Map, Value};
+use serde::Serialize;
+use serde_json::Value;
 
 pub use config::{CurrencyConfig, MetricsConfig};
 
@@ -65,52 +66,162 @@ impl Measure {
     }
 }
 
-/// Every metric of an account, in export order (docs/metrics.md, Export contract): the one
-/// table the export columns, the numeric and additive checks, the rule measures, the API's
-/// schema and the pages' labels derive from. [`compute`] fills exactly these keys (a test
-/// holds it to that).
+/// Declares the metrics once: the [`Metrics`] struct's fields, the [`MEASURES`] table and
+/// the lookups by column name, from one list of `name: type, "label", kind, additive;`.
+macro_rules! measures {
+    ($($name:ident: $ty:ty, $label:literal, $kind:ident, $additive:literal;)*) => {
+        /// Every metric of one account at one day, in export order (docs/metrics.md, Export
+        /// contract). Serialized, it is the export row: every column, null when undefined.
+        #[derive(Debug, Clone, Default, PartialEq, Serialize)]
+        pub struct Metrics {
+            $(pub $name: $ty,)*
+        }
+
+        /// Every metric of an account, in export order: the one table the export columns,
+        /// the numeric and additive checks, the rule measures, the API's schema and the
+        /// pages' labels derive from.
+        pub const MEASURES: &[Measure] = &[
+            $(Measure::new(stringify!($name), $label, Kind::$kind, $additive),)*
+        ];
+
+        impl Metrics {
+            /// A metric by column name, as JSON (`None`: no such column).
+            pub fn get(&self, column: &str) -> Option<Value> {
+                match column {
+                    $(stringify!($name) => Some(
+                        serde_json::to_value(&self.$name).unwrap_or(Value::Null),
+                    ),)*
+                    _ => None,
+                }
+            }
+
+            /// Every metric by column name, for what is looked up by name (rule conditions,
+            /// score measures), beside measures from elsewhere.
+            pub fn to_map(&self) -> serde_json::Map<String, Value> {
+                match serde_json::to_value(self) {
+                    Ok(Value::Object(map)) => map,
+                    _ => unreachable!("a struct serializes to an object"),
+                }
+            }
+
+            /// A numeric metric by column name (`None`: undefined, not numeric or no such
+            /// column).
+            pub fn number(&self, column: &str) -> Option<f64> {
+                match column {
+                    $(stringify!($name) => self.$name.as_number(),)*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
 #[rustfmt::skip] // A table: one measure a line.
-pub const MEASURES: &[Measure] = &[
-    Measure::new("account_id", "Account", Kind::Text, false),
-    Measure::new("segment", "Segment", Kind::Text, false),
-    Measure::new("active_days_14d", "Active days (14 days)", Kind::Count, false),
-    Measure::new("usage_frequency", "Usage frequency", Kind::Text, false),
-    Measure::new("active_minutes_14d", "Active minutes (14 days)", Kind::Count, true),
-    Measure::new("active_users_14d", "Active users (14 days)", Kind::Count, true),
-    Measure::new("active_users_30d", "Active users (30 days)", Kind::Count, true),
-    Measure::new("dau", "Daily active users", Kind::Count, true),
-    Measure::new("wau", "Weekly active users", Kind::Count, true),
-    Measure::new("mau", "Monthly active users", Kind::Count, true),
-    Measure::new("logins_per_user_week", "Logins per user per week", Kind::Number, false),
-    Measure::new("seats", "Paid seats", Kind::Count, true),
-    Measure::new("license_utilization", "Licence use", Kind::Ratio, false),
-    Measure::new("engagement_score", "Engagement score", Kind::Score, false),
-    Measure::new("features_used_30d", "Features used (30 days)", Kind::Count, false),
-    Measure::new("feature_breadth", "Feature breadth", Kind::Ratio, false),
-    Measure::new("new_features_30d", "New features (30 days)", Kind::Count, false),
-    Measure::new("transactions_30d", "Feature uses (30 days)", Kind::Count, true),
-    Measure::new("user_adoption_growth", "Active user growth", Kind::Ratio, false),
-    Measure::new("rate_of_adoption", "Fully adopted users", Kind::Ratio, false),
-    Measure::new("education_events_30d", "Education events (30 days)", Kind::Count, true),
-    Measure::new("time_to_provision_days", "Days to provision", Kind::Days, false),
-    Measure::new("time_to_value_days", "Days to first value", Kind::Days, false),
-    Measure::new("initial_adoption", "Initial adoption", Kind::Object, false),
-    Measure::new("go_live_recommend_rate", "Would recommend at go-live", Kind::Ratio, false),
-    Measure::new("tickets_opened_90d", "Tickets opened (90 days)", Kind::Count, true),
-    Measure::new("tickets_open", "Open tickets", Kind::Count, true),
-    Measure::new("tickets_closed_90d", "Tickets closed (90 days)", Kind::Count, true),
-    Measure::new("tickets_by_type", "Tickets by type", Kind::Object, false),
-    Measure::new("escalations_open", "Open escalations", Kind::Count, true),
-    Measure::new("median_resolution_hours_90d", "Median resolution time", Kind::Hours, false),
-    Measure::new("p90_resolution_hours_90d", "90th percentile resolution time", Kind::Hours, false),
-    Measure::new("median_first_response_hours_90d", "Median first response time", Kind::Hours, false),
-    Measure::new("nps", "NPS", Kind::Score, false),
-    Measure::new("csat", "CSAT", Kind::Ratio, false),
-    Measure::new("ces", "Customer effort (1-7)", Kind::Number, false),
-    Measure::new("suggestions_90d", "Suggestions (90 days)", Kind::Count, true),
-    Measure::new("suggestions_by_category", "Suggestions by category", Kind::Object, false),
-    Measure::new("business_results", "Business results", Kind::Object, false),
-];
+measures! {
+    account_id: String, "Account", Text, false;
+    segment: String, "Segment", Text, false;
+    active_days_14d: i64, "Active days (14 days)", Count, false;
+    usage_frequency: String, "Usage frequency", Text, false;
+    active_minutes_14d: i64, "Active minutes (14 days)", Count, true;
+    active_users_14d: i64, "Active users (14 days)", Count, true;
+    active_users_30d: i64, "Active users (30 days)", Count, true;
+    dau: i64, "Daily active users", Count, true;
+    wau: i64, "Weekly active users", Count, true;
+    mau: i64, "Monthly active users", Count, true;
+    logins_per_user_week: Option<f64>, "Logins per user per week", Number, false;
+    seats: i64, "Paid seats", Count, true;
+    license_utilization: Option<f64>, "Licence use", Ratio, false;
+    engagement_score: Option<f64>, "Engagement score", Score, false;
+    features_used_30d: i64, "Features used (30 days)", Count, false;
+    feature_breadth: Option<f64>, "Feature breadth", Ratio, false;
+    new_features_30d: i64, "New features (30 days)", Count, false;
+    transactions_30d: i64, "Feature uses (30 days)", Count, true;
+    user_adoption_growth: Option<f64>, "Active user growth", Ratio, false;
+    rate_of_adoption: Option<f64>, "Fully adopted users", Ratio, false;
+    education_events_30d: i64, "Education events (30 days)", Count, true;
+    time_to_provision_days: Option<i64>, "Days to provision", Days, false;
+    time_to_value_days: Option<i64>, "Days to first value", Days, false;
+    initial_adoption: Option<InitialAdoption>, "Initial adoption", Object, false;
+    go_live_recommend_rate: Option<f64>, "Would recommend at go-live", Ratio, false;
+    tickets_opened_90d: i64, "Tickets opened (90 days)", Count, true;
+    tickets_open: i64, "Open tickets", Count, true;
+    tickets_closed_90d: i64, "Tickets closed (90 days)", Count, true;
+    tickets_by_type: BTreeMap<String, TicketCounts>, "Tickets by type", Object, false;
+    escalations_open: i64, "Open escalations", Count, true;
+    median_resolution_hours_90d: Option<f64>, "Median resolution time", Hours, false;
+    p90_resolution_hours_90d: Option<f64>, "90th percentile resolution time", Hours, false;
+    median_first_response_hours_90d: Option<f64>, "Median first response time", Hours, false;
+    nps: Option<f64>, "NPS", Score, false;
+    csat: Option<f64>, "CSAT", Ratio, false;
+    ces: Option<f64>, "Customer effort (1-7)", Number, false;
+    suggestions_90d: i64, "Suggestions (90 days)", Count, true;
+    suggestions_by_category: BTreeMap<String, i64>, "Suggestions by category", Object, false;
+    business_results: BTreeMap<String, KpiResult>, "Business results", Object, false;
+}
+
+/// Initial adoption: the users and feature uses of the 30 days from the value moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct InitialAdoption {
+    pub active_users: i64,
+    pub transactions: i64,
+}
+
+/// One ticket type's counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct TicketCounts {
+    pub opened_90d: i64,
+    pub open: i64,
+    pub closed_90d: i64,
+}
+
+/// A KPI's latest value at the day, its date and its change from the value before.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct KpiResult {
+    pub value: f64,
+    pub date: String,
+    pub change: Option<f64>,
+}
+
+/// A metric's value as one number, where it is one.
+trait AsNumber {
+    fn as_number(&self) -> Option<f64>;
+}
+
+impl AsNumber for i64 {
+    fn as_number(&self) -> Option<f64> {
+        Some(*self as f64)
+    }
+}
+
+impl AsNumber for Option<i64> {
+    fn as_number(&self) -> Option<f64> {
+        self.map(|x| x as f64)
+    }
+}
+
+impl AsNumber for Option<f64> {
+    fn as_number(&self) -> Option<f64> {
+        self.filter(|x| x.is_finite())
+    }
+}
+
+impl AsNumber for String {
+    fn as_number(&self) -> Option<f64> {
+        None
+    }
+}
+
+impl AsNumber for Option<InitialAdoption> {
+    fn as_number(&self) -> Option<f64> {
+        None
+    }
+}
+
+impl<V> AsNumber for BTreeMap<String, V> {
+    fn as_number(&self) -> Option<f64> {
+        None
+    }
+}
 
 /// The export columns, in order: the names of [`MEASURES`].
 pub const COLUMNS: [&str; MEASURES.len()] = {
@@ -298,8 +409,8 @@ impl AccountData {
     }
 }
 
-/// One account's metrics: column name -> value (null when undefined).
-pub type Row = Map<String, Value>;
+/// One account's metrics: the export row.
+pub type Row = Metrics;
 
 fn in_window(day: i32, as_of: i32, days: i32) -> bool {
     day <= as_of && day > as_of - days
@@ -316,10 +427,9 @@ pub fn quantile(sorted: &[f64], q: f64) -> Option<f64> {
     Some(sorted[low] + (sorted[high] - sorted[low]) * (position - low as f64))
 }
 
-fn number(x: Option<f64>) -> Value {
+/// A number that JSON can carry: infinities and NaN are undefined.
+fn finite(x: Option<f64>) -> Option<f64> {
     x.filter(|x| x.is_finite())
-        .map(Value::from)
-        .unwrap_or(Value::Null)
 }
 
 /// Monday-based weekday (0 = Monday) of a day number; 1970-01-01 was a Thursday.
@@ -338,9 +448,11 @@ pub fn compute(data: &AccountData, as_of: i32, config: &MetricsConfig) -> Row {
         w.adoption_days as i32,
         w.logins_days as i32,
     );
-    let mut row = Row::new();
-    row.insert("account_id".into(), data.account_id.clone().into());
-    row.insert("segment".into(), data.segment.clone().into());
+    let mut row = Row {
+        account_id: data.account_id.clone(),
+        segment: data.segment.clone(),
+        ..Row::default()
+    };
 
     // People and days, with a person's minutes merged across accounts of a subtree.
     let mut person_days: HashMap<(&str, i32), Vec<&UserDay>> = HashMap::new();
@@ -411,30 +523,19 @@ pub fn compute(data: &AccountData, as_of: i32, config: &MetricsConfig) -> Row {
         .sum();
     let ratio = |num: f64, den: f64| if den == 0.0 { None } else { Some(num / den) };
 
-    row.insert("active_days_14d".into(), active_days_14d.into());
-    row.insert("usage_frequency".into(), frequency.into());
-    row.insert("active_minutes_14d".into(), (active_minutes as i64).into());
-    row.insert("active_users_14d".into(), active_users_14d.into());
-    row.insert("active_users_30d".into(), active_users_30d.into());
-    row.insert("dau".into(), (users_in(as_of, as_of).len() as i64).into());
-    row.insert(
-        "wau".into(),
-        (users_in(as_of - 6, as_of).len() as i64).into(),
+    row.active_days_14d = active_days_14d;
+    row.usage_frequency = frequency.to_string();
+    row.active_minutes_14d = active_minutes as i64;
+    row.active_users_14d = active_users_14d;
+    row.active_users_30d = active_users_30d;
+    row.dau = users_in(as_of, as_of).len() as i64;
+    row.wau = users_in(as_of - 6, as_of).len() as i64;
+    row.mau = active_users_30d;
+    row.logins_per_user_week = finite(
+        ratio(logins_28 as f64, active_users_30d as f64).map(|x| x / (logins_window / 7) as f64),
     );
-    row.insert("mau".into(), active_users_30d.into());
-    row.insert(
-        "logins_per_user_week".into(),
-        number(
-            ratio(logins_28 as f64, active_users_30d as f64)
-                .map(|x| x / (logins_window / 7) as f64),
-        ),
-    );
-    row.insert("seats".into(), seats.into());
-    row.insert(
-        "license_utilization".into(),
-        number(ratio(active_users_30d as f64, seats as f64)),
-    );
-    row.insert("engagement_score".into(), Value::Null);
+    row.seats = seats;
+    row.license_utilization = finite(ratio(active_users_30d as f64, seats as f64));
 
     // Adoption.
     let used: HashSet<&str> = data
@@ -456,71 +557,52 @@ pub fn compute(data: &AccountData, as_of: i32, config: &MetricsConfig) -> Row {
                 .is_some_and(|first| *first > as_of - adoption)
         })
         .count();
-    row.insert("features_used_30d".into(), (used.len() as i64).into());
-    row.insert(
-        "feature_breadth".into(),
-        number(available.map(|n| used.len() as f64 / n as f64)),
-    );
-    row.insert("new_features_30d".into(), (new_features as i64).into());
-    row.insert(
-        "transactions_30d".into(),
-        sum_in(adoption, |d| d.transactions).into(),
-    );
-    row.insert(
-        "user_adoption_growth".into(),
-        number(ratio(active_users_30d as f64, users_30_before as f64).map(|x| x - 1.0)),
-    );
+    row.features_used_30d = used.len() as i64;
+    row.feature_breadth = finite(available.map(|n| used.len() as f64 / n as f64));
+    row.new_features_30d = new_features as i64;
+    row.transactions_30d = sum_in(adoption, |d| d.transactions);
+    row.user_adoption_growth =
+        finite(ratio(active_users_30d as f64, users_30_before as f64).map(|x| x - 1.0));
     let adopted = users_30
         .iter()
         .filter(|u| fully_adopted(data, u, as_of, config))
         .count();
-    row.insert(
-        "rate_of_adoption".into(),
-        number(ratio(adopted as f64, active_users_30d as f64)),
-    );
-    row.insert(
-        "education_events_30d".into(),
-        sum_in(adoption, |d| d.education).into(),
-    );
+    row.rate_of_adoption = finite(ratio(adopted as f64, active_users_30d as f64));
+    row.education_events_30d = sum_in(adoption, |d| d.education);
 
     // Onboarding.
     let first = data.first_subscription().filter(|s| s.start <= as_of);
     let provisioned = first.and_then(|s| s.provisioned).filter(|p| *p <= as_of);
-    row.insert(
-        "time_to_provision_days".into(),
-        match (first, provisioned) {
-            (Some(s), Some(p)) => Value::from(p - s.start),
-            _ => Value::Null,
-        },
-    );
+    row.time_to_provision_days = match (first, provisioned) {
+        (Some(s), Some(p)) => Some(i64::from(p - s.start)),
+        _ => None,
+    };
     let value_moment = data.value_moment(config).filter(|v| *v <= as_of);
-    row.insert(
-        "time_to_value_days".into(),
-        match (value_moment, provisioned) {
-            (Some(v), Some(p)) => Value::from(v - p),
-            _ => Value::Null,
-        },
-    );
-    row.insert("initial_adoption".into(), match value_moment {
-        Some(v) => {
-            let window: Vec<&UserDay> = data.value_days.iter().filter(|d| d.day >= v && d.day < v + adoption && d.day <= as_of).collect();
-            let users: HashSet<&str> = window.iter().map(|d| d.user.as_str()).collect();
-            json!({"active_users": users.len(), "transactions": window.iter().map(|d| d.transactions).sum::<i64>()})
+    row.time_to_value_days = match (value_moment, provisioned) {
+        (Some(v), Some(p)) => Some(i64::from(v - p)),
+        _ => None,
+    };
+    row.initial_adoption = value_moment.map(|v| {
+        let window: Vec<&UserDay> = data
+            .value_days
+            .iter()
+            .filter(|d| d.day >= v && d.day < v + adoption && d.day <= as_of)
+            .collect();
+        let users: HashSet<&str> = window.iter().map(|d| d.user.as_str()).collect();
+        InitialAdoption {
+            active_users: users.len() as i64,
+            transactions: window.iter().map(|d| d.transactions).sum(),
         }
-        None => Value::Null,
     });
     let go_live: Vec<&Survey> = data
         .surveys
         .iter()
         .filter(|s| s.kind == "go_live_recommend" && s.answered <= as_of)
         .collect();
-    row.insert(
-        "go_live_recommend_rate".into(),
-        number(ratio(
-            go_live.iter().filter(|s| s.score == 1).count() as f64,
-            go_live.len() as f64,
-        )),
-    );
+    row.go_live_recommend_rate = finite(ratio(
+        go_live.iter().filter(|s| s.score == 1).count() as f64,
+        go_live.len() as f64,
+    ));
 
     support(&mut row, data, as_of, w.support_days as i32);
     feedback(
@@ -608,9 +690,9 @@ fn support(row: &mut Row, data: &AccountData, as_of: i32, window: i32) {
     let opened = |t: &Ticket| in_window(t.opened, as_of, window);
     let closed = |t: &Ticket| t.resolved.is_some_and(|r| in_window(r, as_of, window));
     let count = |f: &dyn Fn(&Ticket) -> bool| data.tickets.iter().filter(|t| f(t)).count() as i64;
-    row.insert("tickets_opened_90d".into(), count(&opened).into());
-    row.insert("tickets_open".into(), count(&is_open).into());
-    row.insert("tickets_closed_90d".into(), count(&closed).into());
+    row.tickets_opened_90d = count(&opened);
+    row.tickets_open = count(&is_open);
+    row.tickets_closed_90d = count(&closed);
     let mut by_type: BTreeMap<String, [i64; 3]> = BTreeMap::new();
     for t in &data.tickets {
         let flags = [opened(t), is_open(t), closed(t)];
@@ -623,15 +705,18 @@ fn support(row: &mut Row, data: &AccountData, as_of: i32, window: i32) {
             }
         }
     }
-    let by_type: Map<String, Value> = by_type
+    row.tickets_by_type = by_type
         .into_iter()
-        .map(|(k, [o, n, c])| (k, json!({"opened_90d": o, "open": n, "closed_90d": c})))
+        .map(|(kind, [opened_90d, open, closed_90d])| {
+            let counts = TicketCounts {
+                opened_90d,
+                open,
+                closed_90d,
+            };
+            (kind, counts)
+        })
         .collect();
-    row.insert("tickets_by_type".into(), Value::Object(by_type));
-    row.insert(
-        "escalations_open".into(),
-        count(&|t| is_open(t) && t.escalated).into(),
-    );
+    row.escalations_open = count(&|t| is_open(t) && t.escalated);
     let hours = |from: i64, to: i64| (to - from) as f64 / 3_600_000.0;
     let mut resolution: Vec<f64> = data
         .tickets
@@ -650,18 +735,9 @@ fn support(row: &mut Row, data: &AccountData, as_of: i32, window: i32) {
         .map(|t| hours(t.opened_ms, t.first_response_ms.unwrap_or(t.opened_ms)))
         .collect();
     response.sort_by(f64::total_cmp);
-    row.insert(
-        "median_resolution_hours_90d".into(),
-        number(quantile(&resolution, 0.5)),
-    );
-    row.insert(
-        "p90_resolution_hours_90d".into(),
-        number(quantile(&resolution, 0.9)),
-    );
-    row.insert(
-        "median_first_response_hours_90d".into(),
-        number(quantile(&response, 0.5)),
-    );
+    row.median_resolution_hours_90d = finite(quantile(&resolution, 0.5));
+    row.p90_resolution_hours_90d = finite(quantile(&resolution, 0.9));
+    row.median_first_response_hours_90d = finite(quantile(&response, 0.5));
 }
 
 fn feedback(row: &mut Row, data: &AccountData, as_of: i32, window: i32, nps_window: i32) {
@@ -684,10 +760,7 @@ fn feedback(row: &mut Row, data: &AccountData, as_of: i32, window: i32, nps_wind
     let n = latest.len() as f64;
     let promoters = latest.values().filter(|s| s.score >= 9).count() as f64;
     let detractors = latest.values().filter(|s| s.score <= 6).count() as f64;
-    row.insert(
-        "nps".into(),
-        number((n > 0.0).then(|| 100.0 * (promoters - detractors) / n)),
-    );
+    row.nps = finite((n > 0.0).then(|| 100.0 * (promoters - detractors) / n));
     let scores = |kind: &str| -> Vec<i64> {
         data.surveys
             .iter()
@@ -697,17 +770,11 @@ fn feedback(row: &mut Row, data: &AccountData, as_of: i32, window: i32, nps_wind
     };
     let csat = scores("csat");
     let ces = scores("ces");
-    row.insert(
-        "csat".into(),
-        number(
-            (!csat.is_empty())
-                .then(|| csat.iter().filter(|s| **s >= 4).count() as f64 / csat.len() as f64),
-        ),
+    row.csat = finite(
+        (!csat.is_empty())
+            .then(|| csat.iter().filter(|s| **s >= 4).count() as f64 / csat.len() as f64),
     );
-    row.insert(
-        "ces".into(),
-        number((!ces.is_empty()).then(|| ces.iter().sum::<i64>() as f64 / ces.len() as f64)),
-    );
+    row.ces = finite((!ces.is_empty()).then(|| ces.iter().sum::<i64>() as f64 / ces.len() as f64));
     let suggestions: Vec<&Suggestion> = data
         .suggestions
         .iter()
@@ -719,14 +786,13 @@ fn feedback(row: &mut Row, data: &AccountData, as_of: i32, window: i32, nps_wind
             .entry(s.category.clone().unwrap_or_else(|| "unspecified".into()))
             .or_default() += 1;
     }
-    row.insert("suggestions_90d".into(), (suggestions.len() as i64).into());
-    row.insert("suggestions_by_category".into(), json!(by_category));
+    row.suggestions_90d = suggestions.len() as i64;
+    row.suggestions_by_category = by_category;
     // Each KPI's latest value at as_of and its change from the value before.
     let mut kpis: BTreeMap<&str, Vec<&Kpi>> = BTreeMap::new();
     for k in data.kpis.iter().filter(|k| k.date <= as_of) {
         kpis.entry(k.name.as_str()).or_default().push(k);
     }
-    let mut results = Map::new();
     for (name, mut values) in kpis {
         values.sort_by_key(|k| k.date);
         let last = values[values.len() - 1];
@@ -734,12 +800,13 @@ fn feedback(row: &mut Row, data: &AccountData, as_of: i32, window: i32, nps_wind
             .len()
             .checked_sub(2)
             .map(|i| last.value - values[i].value);
-        results.insert(
-            name.to_string(),
-            json!({"value": last.value, "date": activity::day_date(last.date).to_string(), "change": change}),
-        );
+        let result = KpiResult {
+            value: last.value,
+            date: activity::day_date(last.date).to_string(),
+            change,
+        };
+        row.business_results.insert(name.to_string(), result);
     }
-    row.insert("business_results".into(), Value::Object(results));
 }
 
 /// Fills `engagement_score` in every row: each component's mid-rank percentile among the
@@ -756,7 +823,7 @@ pub fn engagement_scores(rows: &mut [Row], config: &MetricsConfig) {
     let mut by_segment: HashMap<String, Vec<usize>> = HashMap::new();
     for (index, row) in rows.iter().enumerate() {
         by_segment
-            .entry(row["segment"].as_str().unwrap_or_default().to_string())
+            .entry(row.segment.clone())
             .or_default()
             .push(index);
     }
@@ -768,11 +835,11 @@ pub fn engagement_scores(rows: &mut [Row], config: &MetricsConfig) {
             }
             let mut values: Vec<f64> = members
                 .iter()
-                .filter_map(|i| rows[*i][name].as_f64())
+                .filter_map(|i| rows[*i].number(name))
                 .collect();
             values.sort_by(f64::total_cmp);
             for (slot, i) in members.iter().enumerate() {
-                if let Some(x) = rows[*i][name].as_f64() {
+                if let Some(x) = rows[*i].number(name) {
                     let below = values.partition_point(|v| *v < x) as f64;
                     let equal = values.partition_point(|v| *v <= x) as f64 - below;
                     let rank = 100.0 * (below + equal / 2.0) / values.len() as f64;
@@ -783,10 +850,7 @@ pub fn engagement_scores(rows: &mut [Row], config: &MetricsConfig) {
         }
         for (slot, i) in members.iter().enumerate() {
             let (sum, weights) = scores[slot];
-            rows[*i].insert(
-                "engagement_score".into(),
-                number((weights > 0.0).then(|| sum / weights)),
-            );
+            rows[*i].engagement_score = finite((weights > 0.0).then(|| sum / weights));
         }
     }
 }
@@ -840,10 +904,22 @@ mod tests {
         };
         let mut rows = vec![compute(&data, 20_000, &config)];
         engagement_scores(&mut rows, &config);
-        let keys: Vec<&str> = rows[0].keys().map(String::as_str).collect();
+        let row = serde_json::to_value(&rows[0]).unwrap();
+        let keys: Vec<&str> = row
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
         assert_eq!(keys, COLUMNS);
         for measure in MEASURES {
-            let value = &rows[0][measure.name];
+            let value = &row[measure.name];
+            assert_eq!(
+                rows[0].get(measure.name).as_ref(),
+                Some(value),
+                "{}",
+                measure.name
+            );
             let fits = match measure.kind {
                 Kind::Text => value.is_string(),
                 Kind::Object => value.is_object() || value.is_null(),

@@ -189,11 +189,11 @@ pub fn look(
     let dropped = usage_drops(&source.tier_changes(today - chrono::Duration::days(7), None)?);
     let mut measures = Vec::with_capacity(rows.len());
     for row in rows {
-        let id = row["account_id"].as_str().unwrap_or_default().to_string();
+        let id = row.account_id.clone();
         let (Some(f), Some(extra)) = (by_id.get(id.as_str()), extras.remove(&id)) else {
             continue;
         };
-        let mut m = row;
+        let mut m = row.to_map();
         let tier = f.health.as_ref().and_then(|h| h.tier.clone());
         let before = f.week_before.as_ref().and_then(|h| h.tier.clone());
         m.insert("plan".into(), json!(f.plan));

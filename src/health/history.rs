@@ -135,7 +135,7 @@ fn record_measures(
                 .unwrap_or_default();
             ["nps", "escalations_open"]
                 .into_iter()
-                .map(|m| (m.to_string(), row.get(m).and_then(Value::as_f64)))
+                .map(|m| (m.to_string(), row.number(m)))
                 .collect()
         })
         .collect())
@@ -461,7 +461,7 @@ pub fn assess_days(
         .flat_map(|(rows, model, _)| {
             rows.iter()
                 .filter(|r| segment_model(model, r).is_some())
-                .map(|r| r["account_id"].as_str().unwrap_or_default())
+                .map(|r| r.account_id.as_str())
         })
         .collect();
     let mut since: HashMap<String, i32> = HashMap::new();
@@ -489,7 +489,7 @@ pub fn assess_days(
             rows.iter()
                 .filter(|r| segment_model(model, r).is_some())
                 .map(|r| {
-                    let account = r["account_id"].as_str().unwrap_or_default();
+                    let account = r.account_id.as_str();
                     (account.to_string(), first_of(account, *as_of), *as_of)
                 })
         })
@@ -509,7 +509,7 @@ pub fn assess_days(
 
 /// The model of a row's segment, else the all-accounts one.
 fn segment_model<'m>(model: &'m Model, row: &Row) -> Option<&'m SegmentModel> {
-    let segment = row["segment"].as_str().unwrap_or_default();
+    let segment = row.segment.as_str();
     model
         .segments
         .get(segment)
@@ -527,8 +527,8 @@ fn assess_rows(
 ) -> Vec<Assessment> {
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {
-        let account = row["account_id"].as_str().unwrap_or_default();
-        let segment = row["segment"].as_str().unwrap_or_default();
+        let account = row.account_id.as_str();
+        let segment = row.segment.as_str();
         let seg = segment_model(model, row);
         // The window's feature uses (read for every row with a segment model), taken out.
         let window = uses.remove(&(account.to_string(), as_of));
@@ -546,14 +546,14 @@ fn assess_rows(
             (Some(_), None) => (Some(health::UNKNOWN.to_string()), None, None, None),
             (None, None) => (None, None, None, None),
         };
-        let mut measures = row.clone();
+        let mut measures = row.to_map();
         measures.insert("tier".into(), tier.clone().into());
         measures.insert("expected_renewal_rate".into(), rate.into());
         let mut health = Assessment {
             account_id: account.to_string(),
             segment: segment.to_string(),
             model_id: model.id,
-            engagement_score: row.get("engagement_score").and_then(Value::as_f64),
+            engagement_score: row.engagement_score,
             model_fallback: seg.map(|m| m.fallback),
             model_standing: seg.map(|m| m.standing),
             model_note: seg.and_then(|m| m.note.clone()),
@@ -894,8 +894,8 @@ pub(crate) fn scored_decisions(
         .zip(rows)
         .map(|(health, row)| {
             (
-                row["account_id"].as_str().unwrap_or_default().to_string(),
-                (health, row["logins_per_user_week"].as_f64()),
+                row.account_id.clone(),
+                (health, row.number("logins_per_user_week")),
             )
         })
         .collect();

@@ -57,7 +57,7 @@ pub fn account(
     // Rank among the segment's snapshot, with this account's fresh values in place.
     let mut rows: Vec<Row> = peers
         .iter()
-        .filter(|p| p["segment"] == row["segment"] && p["account_id"] != row["account_id"])
+        .filter(|p| p.segment == row.segment && p.account_id != row.account_id)
         .cloned()
         .collect();
     rows.push(row);
@@ -96,8 +96,8 @@ pub fn timeseries(
                 .collect();
             metrics::engagement_scores(&mut rows, config);
             rows.into_iter()
-                .find(|r| r["account_id"] == account_id)
-                .map(|r| r[metric].clone())
+                .find(|r| r.account_id == account_id)
+                .and_then(|r| r.get(metric))
                 .unwrap_or(Value::Null)
         } else {
             let own = data
@@ -105,7 +105,7 @@ pub fn timeseries(
                 .find(|d| d.account_id == account_id)
                 .expect("invariant: loaded");
             metrics::compute(own, day, config)
-                .remove(metric)
+                .get(metric)
                 .unwrap_or(Value::Null)
         };
         series.push((activity::day_date(day), value));
@@ -160,11 +160,11 @@ pub fn segments(rows: &[Row], infos: &[AccountInfo], by_plan: bool) -> Vec<Value
         .collect();
     let mut groups: BTreeMap<String, Vec<&Row>> = BTreeMap::new();
     for row in rows {
-        let id = row["account_id"].as_str().unwrap_or_default();
+        let id = row.account_id.as_str();
         let key = if by_plan {
             plan_of.get(id).copied().unwrap_or("unknown").to_string()
         } else {
-            row["segment"].as_str().unwrap_or_default().to_string()
+            row.segment.clone()
         };
         groups.entry(key).or_default().push(row);
     }
@@ -173,7 +173,7 @@ pub fn segments(rows: &[Row], infos: &[AccountInfo], by_plan: bool) -> Vec<Value
         .map(|(group, members)| {
             let mut stats = serde_json::Map::new();
             for column in metrics::COLUMNS.iter().filter(|c| metrics::is_numeric(c)) {
-                let mut values: Vec<f64> = members.iter().filter_map(|r| r[*column].as_f64()).collect();
+                let mut values: Vec<f64> = members.iter().filter_map(|r| r.number(column)).collect();
                 values.sort_by(f64::total_cmp);
                 let mut entry = json!({
                     "count": values.len(),
@@ -187,7 +187,7 @@ pub fn segments(rows: &[Row], infos: &[AccountInfo], by_plan: bool) -> Vec<Value
                 stats.insert(column.to_string(), entry);
             }
             let frequency = members.iter().fold(BTreeMap::<String, i64>::new(), |mut m, r| {
-                *m.entry(r["usage_frequency"].as_str().unwrap_or_default().to_string()).or_default() += 1;
+                *m.entry(r.usage_frequency.clone()).or_default() += 1;
                 m
             });
             json!({ if by_plan { "plan" } else { "segment" }: group, "accounts": members.len(), "usage_frequency": frequency, "metrics": stats })

@@ -5,7 +5,7 @@ use axum::extract::{Path, Query, State};
 use chrono::{Duration, NaiveDate};
 use maud::{html, Markup};
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::charts::{self, Series};
 use super::{
@@ -37,9 +37,9 @@ struct View {
     facts: Facts,
     parent: Option<Facts>,
     children: Vec<Facts>,
-    row: Map<String, Value>,
+    row: crate::metrics::Row,
     health: Option<(model::Model, model::Assessment)>,
-    weekly: Vec<(NaiveDate, Map<String, Value>)>,
+    weekly: Vec<(NaiveDate, crate::metrics::Row)>,
     history: Vec<Value>,
     /// `[health] tier_hold_days`, to say when a usage tier will show.
     hold_days: u32,
@@ -193,9 +193,9 @@ fn label(name: &str) -> &str {
     crate::metrics::measure(name).map_or(name, |m| m.label)
 }
 
-fn field(row: &Map<String, Value>, name: &str) -> Markup {
+fn field(row: &crate::metrics::Row, name: &str) -> Markup {
     let value = row.get(name);
-    html! { dd data-field=(name) data-value=[value.and_then(Value::as_f64)] { (value_text(value)) } }
+    html! { dd data-field=(name) data-value=[row.number(name)] { (value_text(value.as_ref())) } }
 }
 
 // Over 100 lines: The account page's markup in page order; issue 30 rebuilds this page.
@@ -203,12 +203,8 @@ fn field(row: &Map<String, Value>, name: &str) -> Markup {
 fn render(v: &View, currency: &str, as_of: NaiveDate) -> Markup {
     let f = &v.facts;
     let labels: Vec<String> = v.weekly.iter().map(|(d, _)| d.to_string()).collect();
-    let col = |name: &str| -> Vec<Option<f64>> {
-        v.weekly
-            .iter()
-            .map(|(_, r)| r.get(name).and_then(Value::as_f64))
-            .collect()
-    };
+    let col =
+        |name: &str| -> Vec<Option<f64>> { v.weekly.iter().map(|(_, r)| r.number(name)).collect() };
     let health = v.health.as_ref();
     html! {
         header.account-head {

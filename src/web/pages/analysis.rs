@@ -461,7 +461,7 @@ pub async fn onboarding(
         .filter(|f| f.customer_since.is_some_and(|d| d > since && d <= as_of))
         .collect();
     new.sort_by_key(|f| std::cmp::Reverse(f.customer_since));
-    let row_of = |id: &str| rows.iter().find(|r| r["account_id"] == id);
+    let row_of = |id: &str| rows.iter().find(|r| r.account_id == id);
     let measures = ["time_to_provision_days", "time_to_value_days"];
     Ok(layout(
         &user,
@@ -482,11 +482,11 @@ pub async fn onboarding(
                             td { (super::date(f.customer_since)) }
                             @for m in measures {
                                 td.num data-field=(m) {
-                                    (number(row.and_then(|r| r[m].as_f64()), 0))
+                                    (number(row.and_then(|r| r.number(m)), 0))
                                     " (" (number(medians.get(f.segment.as_str()).and_then(|s| s[m]["median"].as_f64()), 0)) ")"
                                 }
                             }
-                            td { (value_text(row.map(|r| &r["initial_adoption"]))) }
+                            td { (value_text(row.and_then(|r| r.get("initial_adoption")).as_ref())) }
                         }
                     } }
                 } }

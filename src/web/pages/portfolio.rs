@@ -76,10 +76,8 @@ pub async fn page(
         ))
     })
     .await?;
-    let metrics: HashMap<&str, &serde_json::Map<String, Value>> = rows
-        .iter()
-        .map(|r| (r["account_id"].as_str().unwrap_or_default(), r))
-        .collect();
+    let metrics: HashMap<&str, &crate::metrics::Row> =
+        rows.iter().map(|r| (r.account_id.as_str(), r)).collect();
     let changed: HashMap<&str, &Value> = changes
         .iter()
         .map(|c| (c["account_id"].as_str().unwrap_or_default(), c))
@@ -145,7 +143,7 @@ pub async fn page(
     let utilization = |f: &Facts| {
         metrics
             .get(f.account_id.as_str())
-            .and_then(|m| m["license_utilization"].as_f64())
+            .and_then(|m| m.license_utilization)
     };
     let sort = filters.sort.clone().unwrap_or_else(|| "risk".into());
     match sort.as_str() {
@@ -258,9 +256,9 @@ pub async fn page(
                                     td.num data-field="arr" data-value=(f.arr) { (money(f.arr, &currency)) }
                                     td.num { (money(f.revenue_at_risk(), &currency)) }
                                     td data-field="renewal" { (date(f.renewal)) }
-                                    td data-field="usage_frequency" { (m.and_then(|m| m["usage_frequency"].as_str()).unwrap_or("–")) }
-                                    td.num data-field="license_utilization" data-value=[m.and_then(|m| m["license_utilization"].as_f64())] { (percent(m.and_then(|m| m["license_utilization"].as_f64()))) }
-                                    td.num data-field="escalations_open" { (number(m.and_then(|m| m["escalations_open"].as_f64()), 0)) }
+                                    td data-field="usage_frequency" { (m.map_or("–", |m| m.usage_frequency.as_str())) }
+                                    td.num data-field="license_utilization" data-value=[m.and_then(|m| m.license_utilization)] { (percent(m.and_then(|m| m.license_utilization))) }
+                                    td.num data-field="escalations_open" { (number(m.map(|m| m.escalations_open as f64), 0)) }
                                     td { @match &f.last_contact { Some(t) => (day_of(t)), None => "–" } }
                                     td { (f.csm_name.as_deref().unwrap_or("–")) }
                                 }

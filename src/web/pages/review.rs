@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::{Duration, NaiveDate};
 use maud::{html, Markup};
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::charts::{self, Series};
 use super::{
@@ -32,8 +32,8 @@ struct Review {
     account_name: String,
     quarter: Quarter,
     through: NaiveDate,
-    weekly: Vec<(NaiveDate, Map<String, Value>)>,
-    end: Map<String, Value>,
+    weekly: Vec<(NaiveDate, crate::metrics::Row)>,
+    end: crate::metrics::Row,
     used: Vec<(String, i64)>,
     unused: Vec<String>,
     kpis: Vec<Value>,
@@ -119,10 +119,7 @@ fn load(
 fn report(r: &Review) -> Markup {
     let labels: Vec<String> = r.weekly.iter().map(|(d, _)| d.to_string()).collect();
     let col = |name: &str| -> Vec<Option<f64>> {
-        r.weekly
-            .iter()
-            .map(|(_, row)| row.get(name).and_then(Value::as_f64))
-            .collect()
+        r.weekly.iter().map(|(_, row)| row.number(name)).collect()
     };
     let end = |name: &str| r.end.get(name);
     let mut kinds: Vec<(&str, Vec<f64>)> = Vec::new();
@@ -142,12 +139,12 @@ fn report(r: &Review) -> Markup {
             section {
                 h2 { "Usage and adoption" }
                 dl.grid {
-                    dt { "Active users (30 days)" } dd data-field="active_users_30d" { (value_text(end("active_users_30d"))) }
-                    dt { "Paid seats" } dd data-field="seats" { (value_text(end("seats"))) }
-                    dt { "Licence utilisation" } dd data-field="license_utilization" { (percent(end("license_utilization").and_then(Value::as_f64))) }
-                    dt { "Active days (last 14)" } dd { (value_text(end("active_days_14d"))) }
-                    dt { "Features used (30 days)" } dd { (value_text(end("features_used_30d"))) }
-                    dt { "Logins per user and week" } dd { (value_text(end("logins_per_user_week"))) }
+                    dt { "Active users (30 days)" } dd data-field="active_users_30d" { (value_text(end("active_users_30d").as_ref())) }
+                    dt { "Paid seats" } dd data-field="seats" { (value_text(end("seats").as_ref())) }
+                    dt { "Licence utilisation" } dd data-field="license_utilization" { (percent(r.end.license_utilization)) }
+                    dt { "Active days (last 14)" } dd { (value_text(end("active_days_14d").as_ref())) }
+                    dt { "Features used (30 days)" } dd { (value_text(end("features_used_30d").as_ref())) }
+                    dt { "Logins per user and week" } dd { (value_text(end("logins_per_user_week").as_ref())) }
                 }
                 div.charts {
                     (charts::line("Active users and seats, weekly", &labels, &[
@@ -171,11 +168,11 @@ fn report(r: &Review) -> Markup {
             section {
                 h2 { "Support (90 days to " (r.through) ")" }
                 dl.grid {
-                    dt { "Tickets opened" } dd { (value_text(end("tickets_opened_90d"))) }
-                    dt { "Tickets closed" } dd { (value_text(end("tickets_closed_90d"))) }
-                    dt { "Open now" } dd { (value_text(end("tickets_open"))) }
-                    dt { "Median first response (hours)" } dd { (value_text(end("median_first_response_hours_90d"))) }
-                    dt { "Median resolution (hours)" } dd { (value_text(end("median_resolution_hours_90d"))) }
+                    dt { "Tickets opened" } dd { (value_text(end("tickets_opened_90d").as_ref())) }
+                    dt { "Tickets closed" } dd { (value_text(end("tickets_closed_90d").as_ref())) }
+                    dt { "Open now" } dd { (value_text(end("tickets_open").as_ref())) }
+                    dt { "Median first response (hours)" } dd { (value_text(end("median_first_response_hours_90d").as_ref())) }
+                    dt { "Median resolution (hours)" } dd { (value_text(end("median_resolution_hours_90d").as_ref())) }
                 }
             }
             section {
@@ -186,7 +183,7 @@ fn report(r: &Review) -> Markup {
                             th scope="row" { (kind.to_uppercase().replace('_', " ")) } td.num { (scores.len()) }
                             td.num { (number((!scores.is_empty()).then(|| scores.iter().sum::<f64>() / scores.len() as f64), 1)) }
                         } } } }
-                    p { "NPS (last window): " (value_text(end("nps"))) " · CSAT: " (value_text(end("csat"))) " · CES: " (value_text(end("ces"))) }
+                    p { "NPS (last window): " (value_text(end("nps").as_ref())) " · CSAT: " (value_text(end("csat").as_ref())) " · CES: " (value_text(end("ces").as_ref())) }
                 }
             }
             section {
