@@ -352,13 +352,13 @@ pub trait History {
         account: &str,
         from: NaiveDate,
         to: NaiveDate,
-    ) -> Result<Vec<Value>, StoreError>;
+    ) -> Result<Vec<HistoryPoint>, StoreError>;
     /// Tier changes on or after `since` (optionally of one account), oldest first.
     fn tier_changes(
         &self,
         since: NaiveDate,
         account: Option<&str>,
-    ) -> Result<Vec<Value>, StoreError>;
+    ) -> Result<Vec<Change>, StoreError>;
 }
 
 /// What CSMs write on an account: notes and review goals.
@@ -892,17 +892,62 @@ pub struct Session {
     pub csrf: String,
 }
 
-/// A stored history day as the API shows it.
-pub(crate) fn history_point(day: i32, row: &HistoryRow, model_id: i64) -> Value {
-    json!({"date": day_date(day).to_string(), "health_score": row.score, "health_band": row.band, "tier": row.tier,
-           "usage_tier": row.raw_tier, "expected_renewal_rate": row.expected_rate, "power_feature_monthly_uses": row.monthly_uses,
-           "model_id": model_id, "engagement_score": row.engagement})
+/// One stored day of an account's health, as the API shows it (in this field order).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HistoryPoint {
+    pub date: NaiveDate,
+    pub health_score: Option<f64>,
+    pub health_band: Option<String>,
+    /// The held tier; `usage_tier` is the day's own.
+    pub tier: Option<String>,
+    pub usage_tier: Option<String>,
+    pub expected_renewal_rate: Option<f64>,
+    pub power_feature_monthly_uses: Option<f64>,
+    pub model_id: i64,
+    pub engagement_score: Option<f64>,
 }
 
-/// A stored tier change as the API shows it.
-pub(crate) fn change_value(id: i64, change: &TierChange) -> Value {
-    json!({"id": id, "account_id": change.account_id, "date": day_date(change.day).to_string(), "from": change.from_tier, "to": change.to_tier,
-           "model_id": change.model_id, "cause": change.cause})
+impl HistoryPoint {
+    pub(crate) fn of(day: i32, row: &HistoryRow, model_id: i64) -> HistoryPoint {
+        HistoryPoint {
+            date: day_date(day),
+            health_score: row.score,
+            health_band: row.band.clone(),
+            tier: row.tier.clone(),
+            usage_tier: row.raw_tier.clone(),
+            expected_renewal_rate: row.expected_rate,
+            power_feature_monthly_uses: row.monthly_uses,
+            model_id,
+            engagement_score: row.engagement,
+        }
+    }
+}
+
+/// A stored tier change, as the API shows it (in this field order).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Change {
+    pub id: i64,
+    pub account_id: String,
+    pub date: NaiveDate,
+    pub from: String,
+    pub to: String,
+    pub model_id: i64,
+    /// `usage` or `model` (see `health::Cause`).
+    pub cause: String,
+}
+
+impl Change {
+    pub(crate) fn of(id: i64, change: &TierChange) -> Change {
+        Change {
+            id,
+            account_id: change.account_id.clone(),
+            date: day_date(change.day),
+            from: change.from_tier.clone(),
+            to: change.to_tier.clone(),
+            model_id: change.model_id,
+            cause: change.cause.clone(),
+        }
+    }
 }
 
 /// An account's name, `Some(None)` when it has none, `None` when there is no such account

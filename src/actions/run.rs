@@ -19,6 +19,7 @@ use super::surveys::{self, Policy, Sent, Trigger};
 use super::{ActionsConfig, Alert, Channel, Ready};
 use crate::health::model::Settings;
 use crate::metrics::activity::day_number;
+use crate::store::Change;
 use crate::store::{
     Activity, Alerts, History, Models, Outbox, Records, Rules, Sessions, Surveys, Tasks,
 };
@@ -828,13 +829,13 @@ pub fn run_once(
 
 /// The accounts among `changes` (as `tier_changes` lists them) whose tier fell because their
 /// use moved: a new model's re-tiering (cause `model`) is no customer change and alerts nobody.
-pub fn usage_drops(changes: &[Value]) -> HashSet<String> {
+pub fn usage_drops(changes: &[Change]) -> HashSet<String> {
     let rank = |tier: &str| crate::health::TIERS.iter().position(|x| *x == tier);
     changes
         .iter()
-        .filter(|c| c["cause"] == "usage")
-        .filter(|c| matches!((c["to"].as_str().and_then(rank), c["from"].as_str().and_then(rank)), (Some(to), Some(from)) if to < from))
-        .filter_map(|c| c["account_id"].as_str().map(str::to_string))
+        .filter(|c| c.cause == "usage")
+        .filter(|c| matches!((rank(&c.to), rank(&c.from)), (Some(to), Some(from)) if to < from))
+        .map(|c| c.account_id.clone())
         .collect()
 }
 
@@ -844,7 +845,15 @@ mod tests {
 
     #[test]
     fn only_usage_caused_drops_alert() {
-        let change = |account: &str, from: &str, to: &str, cause: &str| json!({"account_id": account, "from": from, "to": to, "cause": cause});
+        let change = |account: &str, from: &str, to: &str, cause: &str| Change {
+            id: 0,
+            account_id: account.into(),
+            date: NaiveDate::default(),
+            from: from.into(),
+            to: to.into(),
+            model_id: 1,
+            cause: cause.into(),
+        };
         let changes = [
             change("a", "green", "red", "usage"),
             change("b", "green", "red", "model"),

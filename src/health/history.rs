@@ -1126,13 +1126,7 @@ mod tests {
         let changes = conn.tier_changes(day_date(90), None).unwrap();
         let summary: Vec<(&str, &str, &str)> = changes
             .iter()
-            .map(|c| {
-                (
-                    c["account_id"].as_str().unwrap(),
-                    c["to"].as_str().unwrap(),
-                    c["cause"].as_str().unwrap(),
-                )
-            })
+            .map(|c| (c.account_id.as_str(), c.to.as_str(), c.cause.as_str()))
             .collect();
         assert_eq!(summary, vec![("a", "red", "model"), ("b", "red", "model")]);
         // So no tier_dropped alert follows them.

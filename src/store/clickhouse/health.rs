@@ -1,12 +1,12 @@
 //! Health on ClickHouse: feature uses over spans, stored models, the daily history and
 //! tier changes.
 
+use crate::store::{Change, HistoryPoint};
 use crate::store::{History, Models};
 use std::collections::{HashMap, HashSet};
 
 use chrono::NaiveDate;
 use serde::Deserialize;
-use serde_json::Value;
 
 use super::activity::Windows;
 use super::{block_on, fetch_all, now_version, run, ClickHouse};
@@ -241,7 +241,7 @@ impl History for ClickHouse {
         account: &str,
         from: NaiveDate,
         to: NaiveDate,
-    ) -> Result<Vec<Value>, StoreError> {
+    ) -> Result<Vec<HistoryPoint>, StoreError> {
         block_on(self.history_rows(
             account,
             activity::day_number(from),
@@ -253,7 +253,7 @@ impl History for ClickHouse {
         &self,
         since: NaiveDate,
         account: Option<&str>,
-    ) -> Result<Vec<Value>, StoreError> {
+    ) -> Result<Vec<Change>, StoreError> {
         block_on(self.change_rows(activity::day_number(since), account))?
     }
 }
@@ -311,7 +311,7 @@ impl ClickHouse {
         account: &str,
         from: i32,
         to: i32,
-    ) -> Result<Vec<Value>, StoreError> {
+    ) -> Result<Vec<HistoryPoint>, StoreError> {
         let rows = self
             .history_where("account_id = ? AND day >= ? AND day <= ?", |query| {
                 query.bind(account).bind(from).bind(to)
@@ -319,7 +319,7 @@ impl ClickHouse {
             .await?;
         Ok(rows
             .iter()
-            .map(|(day, model_id, row)| crate::store::history_point(*day, row, *model_id))
+            .map(|(day, model_id, row)| HistoryPoint::of(*day, row, *model_id))
             .collect())
     }
 
@@ -327,7 +327,7 @@ impl ClickHouse {
         &self,
         since: i32,
         account: Option<&str>,
-    ) -> Result<Vec<Value>, StoreError> {
+    ) -> Result<Vec<Change>, StoreError> {
         #[derive(clickhouse::Row, Deserialize)]
         struct Stored {
             id: i64,
@@ -362,7 +362,7 @@ impl ClickHouse {
                     model_id: s.model_id,
                     cause: s.cause,
                 };
-                crate::store::change_value(s.id, &change)
+                Change::of(s.id, &change)
             })
             .collect())
     }

@@ -1,17 +1,15 @@
 //! Health's tables on the embedded store: the stored models and the daily history.
 
+use crate::store::{Change, HistoryPoint};
 use crate::store::{History, Models};
 use std::collections::{HashMap, HashSet};
 
 use chrono::NaiveDate;
 use rusqlite::{params, Connection, OptionalExtension};
-use serde_json::Value;
 
 use crate::health::model::Model;
 use crate::metrics::activity::day_number;
-use crate::store::{
-    change_value, history_point, model_body, parse_model, HistoryRow, StoreError, TierChange,
-};
+use crate::store::{model_body, parse_model, HistoryRow, StoreError, TierChange};
 
 /// The SQL condition of a promoted model (models stored before the gate have no status).
 const IN_FORCE: &str = "coalesce(json_extract(body, '$.status'), 'promoted') != 'rejected'";
@@ -135,7 +133,7 @@ impl History for Connection {
         account: &str,
         from: NaiveDate,
         to: NaiveDate,
-    ) -> Result<Vec<Value>, StoreError> {
+    ) -> Result<Vec<HistoryPoint>, StoreError> {
         let rows = history_where(
             self,
             "account_id = ?1 AND day BETWEEN ?2 AND ?3",
@@ -143,7 +141,7 @@ impl History for Connection {
         )?;
         Ok(rows
             .iter()
-            .map(|(day, model_id, row)| history_point(*day, row, *model_id))
+            .map(|(day, model_id, row)| HistoryPoint::of(*day, row, *model_id))
             .collect())
     }
 
@@ -151,7 +149,7 @@ impl History for Connection {
         &self,
         since: NaiveDate,
         account: Option<&str>,
-    ) -> Result<Vec<Value>, StoreError> {
+    ) -> Result<Vec<Change>, StoreError> {
         let mut query = self.prepare(
             "SELECT id, account_id, day, from_tier, to_tier, model_id, cause FROM tier_changes
              WHERE day >= ?1 AND (?2 IS NULL OR account_id = ?2) ORDER BY day, id",
@@ -165,7 +163,7 @@ impl History for Connection {
                 model_id: r.get(5)?,
                 cause: r.get(6)?,
             };
-            Ok(change_value(r.get(0)?, &change))
+            Ok(Change::of(r.get(0)?, &change))
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }

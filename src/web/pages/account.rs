@@ -40,13 +40,13 @@ struct View {
     row: crate::metrics::Row,
     health: Option<(model::Model, model::Assessment)>,
     weekly: Vec<(NaiveDate, crate::metrics::Row)>,
-    history: Vec<Value>,
+    history: Vec<crate::store::HistoryPoint>,
     /// `[health] tier_hold_days`, to say when a usage tier will show.
     hold_days: u32,
     features: Vec<(String, i64)>,
     unused: Vec<String>,
     records: Vec<(&'static str, Vec<Value>)>,
-    changes: Vec<Value>,
+    changes: Vec<crate::store::Change>,
     alerts: Vec<Value>,
     tasks: Vec<Value>,
     notes: Vec<Value>,
@@ -281,16 +281,16 @@ fn render(v: &View, currency: &str, as_of: NaiveDate) -> Markup {
                     Series { label: "seats".into(), class: "s3", values: col("seats") },
                 ], false))
                 (charts::line("Features used (30 days)", &labels, &[Series { label: "features".into(), class: "s2", values: col("features_used_30d") }], false))
-                @let history_labels: Vec<String> = v.history.iter().map(|h| h["date"].as_str().unwrap_or("").to_string()).collect();
+                @let history_labels: Vec<String> = v.history.iter().map(|h| h.date.to_string()).collect();
                 (charts::line("Health score and expected renewal rate", &history_labels, &[
-                    Series { label: "health score / 100".into(), class: "s1", values: v.history.iter().map(|h| h["health_score"].as_f64().map(|s| s / 100.0)).collect() },
-                    Series { label: "expected renewal rate".into(), class: "s4", values: v.history.iter().map(|h| h["expected_renewal_rate"].as_f64()).collect() },
+                    Series { label: "health score / 100".into(), class: "s1", values: v.history.iter().map(|h| h.health_score.map(|s| s / 100.0)).collect() },
+                    Series { label: "expected renewal rate".into(), class: "s4", values: v.history.iter().map(|h| h.expected_renewal_rate).collect() },
                 ], true))
             }
             @if !v.history.is_empty() {
                 p { "Tier by week: "
                     @for h in v.history.iter().rev().step_by(7).collect::<Vec<_>>().into_iter().rev() {
-                        span title=(h["date"].as_str().unwrap_or("")) { (tier_badge(h["tier"].as_str())) } " "
+                        span title=(h.date) { (tier_badge(h.tier.as_deref())) } " "
                     }
                 }
             }
@@ -345,7 +345,7 @@ fn render(v: &View, currency: &str, as_of: NaiveDate) -> Markup {
             ul { @for a in &v.alerts { li { (timestamp(a["fired_at"].as_str().unwrap_or(""))) ": " (a["rule"].as_str().unwrap_or("")) " (" (a["reason"].as_str().unwrap_or("")) ")" } } }
             h3 { "Tier changes (last year)" }
             @if v.changes.is_empty() { p.empty { "No tier change in the last year." } }
-            ul { @for c in &v.changes { li { (c["date"].as_str().unwrap_or("")) ": tier " (tier_badge(c["from"].as_str())) " → " (tier_badge(c["to"].as_str())) } } }
+            ul { @for c in &v.changes { li { (c.date) ": tier " (tier_badge(Some(&c.from))) " → " (tier_badge(Some(&c.to))) } } }
         }
         section aria-labelledby="events" {
             h2 id="events" { "Recent events" }

@@ -77,15 +77,15 @@ pub async fn page(
     let currency = state.currency.report.clone();
     // Only changes the account's use caused: a new model's re-tiering is no news about a
     // customer (the Indicators page says what the model changed).
-    let mine_all: Vec<&Value> = changes
+    let mine_all: Vec<&crate::store::Change> = changes
         .iter()
         .rev()
-        .filter(|c| own(c["account_id"].as_str().unwrap_or("")))
+        .filter(|c| own(&c.account_id))
         .collect();
-    let by_model = mine_all.iter().filter(|c| c["cause"] == "model").count();
-    let changes: Vec<&Value> = mine_all
+    let by_model = mine_all.iter().filter(|c| c.cause == "model").count();
+    let changes: Vec<&crate::store::Change> = mine_all
         .into_iter()
-        .filter(|c| c["cause"] != "model")
+        .filter(|c| c.cause != "model")
         .collect();
     let (tasks, alerts) = actions;
     let alerts: Vec<&Value> = alerts
@@ -150,12 +150,12 @@ pub async fn page(
                     table.data id="inbox" {
                         thead { tr { th scope="col" { "Date" } th scope="col" { "Account" } th scope="col" { "Change" } th scope="col" { "ARR" } th scope="col" { "Renewal" } } }
                         tbody { @for c in &changes {
-                            @let account = c["account_id"].as_str().unwrap_or("");
+                            @let account = c.account_id.as_str();
                             @let f = facts.iter().find(|f| f.account_id == account);
                             tr {
-                                td { (c["date"].as_str().unwrap_or("")) }
+                                td { (c.date) }
                                 th scope="row" { a href=(crate::share::account_path(account)) { (name(account)) } }
-                                td { (tier_badge(c["from"].as_str())) " → " (tier_badge(c["to"].as_str())) }
+                                td { (tier_badge(Some(&c.from))) " → " (tier_badge(Some(&c.to))) }
                                 td.num { (money(f.map_or(0.0, |f| f.arr), &currency)) }
                                 td { (super::date(f.and_then(|f| f.renewal))) }
                             }

@@ -8,7 +8,6 @@ use axum::extract::{Query, State};
 use chrono::Duration;
 use maud::html;
 use serde::Deserialize;
-use serde_json::Value;
 
 use super::{
     as_of, date, day_of, layout, money, number, percent, tier_badge, PageResult, SignedIn,
@@ -78,10 +77,8 @@ pub async fn page(
     .await?;
     let metrics: HashMap<&str, &crate::metrics::Row> =
         rows.iter().map(|r| (r.account_id.as_str(), r)).collect();
-    let changed: HashMap<&str, &Value> = changes
-        .iter()
-        .map(|c| (c["account_id"].as_str().unwrap_or_default(), c))
-        .collect();
+    let changed: HashMap<&str, &crate::store::Change> =
+        changes.iter().map(|c| (c.account_id.as_str(), c)).collect();
 
     let owner = filters.csm.clone().unwrap_or_else(|| {
         if user.user.csm_id.is_some() {
@@ -243,8 +240,8 @@ pub async fn page(
                                     th scope="row" {
                                         a href=(crate::share::account_path(&f.account_id)) { (f.name) }
                                         @if let Some(c) = change {
-                                            @let title = if c["cause"] == "model" { "tier changed in the last 7 days with a new health model" } else { "tier changed in the last 7 days" };
-                                            span.badge title=(title) data-cause=(c["cause"].as_str().unwrap_or("usage")) { (c["from"].as_str().unwrap_or("")) " → " (c["to"].as_str().unwrap_or("")) @if c["cause"] == "model" { " (model)" } }
+                                            @let title = if c.cause == "model" { "tier changed in the last 7 days with a new health model" } else { "tier changed in the last 7 days" };
+                                            span.badge title=(title) data-cause=(c.cause) { (c.from) " → " (c.to) @if c.cause == "model" { " (model)" } }
                                         }
                                     }
                                     td data-field="segment" { (f.segment) }
