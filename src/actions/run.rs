@@ -3,11 +3,11 @@
 //! notifications are kept together), the outbox worker with retries and dead letters, the
 //! CSM task inbox, and survey dispatch and answers.
 //!
-//! The decisions are written once over `ActionStore`: what the actions keep (API rules,
-//! alerts, the outbox, tasks, survey invitations), implemented by the embedded store's
+//! The decisions are written once over the store's traits: what the actions keep (`Rules`,
+//! `Alerts`, `Outbox`, `Tasks`, `Surveys`), implemented by the embedded store's
 //! `Connection` (SQLite tables, one transaction per decision) and by ClickHouse
-//! (`store::clickhouse::actions`). What they read (metrics, records, health) comes from
-//! the same store through `HealthSource`.
+//! (`store::clickhouse::actions`); what they read (metrics, records, health) comes from
+//! the same store through `Activity`, `Records`, `Models` and `History`.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 

@@ -4,7 +4,7 @@
 //! What runs on it so far: the Segment tracking API (each node's writer inserts its group of
 //! requests as one block and answers only once ClickHouse accepted it), `/healthz`,
 //! `/readyz`, `/metrics`, `bellwether events`, `bellwether import` ([`RecordImport`]), the
-//! records API, the metrics (`ClickHouse` is a `store::Source`), health and its
+//! records API, the metrics (`ClickHouse` implements every `store` trait), health and its
 //! daily history, listening, users, tokens and the dashboard ([`dashboard`]), and the
 //! actions: alert rules, alerts, tasks, the outbox and surveys ([`actions`]).
 //!
