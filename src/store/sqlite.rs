@@ -510,3 +510,268 @@ pub(crate) fn token_digest(secret: &str) -> String {
 pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// Store-level tests of the embedded backend's side of each capability trait, on a real
+/// database file: what is written is read back, and the all-or-none and once-only rules
+/// hold where the store keeps them.
+#[cfg(test)]
+mod tests {
+    use chrono::NaiveDate;
+    use rusqlite::Connection;
+    use serde_json::json;
+
+    use super::Store;
+    use crate::store::{
+        Alerts, Answered, FollowUp, NewAlert, NewMessage, NewSend, NewTask, Notes, Outbox, Records,
+        Role, Rules, Sessions, Surveys, TaskFilter, Tasks, Tokens, User, UserRole, Users,
+    };
+
+    fn store() -> (tempfile::TempDir, Connection) {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = Store::open(dir.path()).unwrap().connect().unwrap();
+        (dir, conn)
+    }
+
+    fn account(conn: &mut Connection, id: &str) {
+        let kind = crate::records::kind("accounts").unwrap();
+        let object = json!({"account_id": id, "name": format!("{id} Inc")});
+        let record = crate::records::from_json(kind, object.as_object().unwrap()).unwrap();
+        let mut target = conn.import_target(kind).unwrap();
+        target.upsert(kind, &record).unwrap();
+        target.commit().unwrap();
+    }
+
+    fn alert(account: &str, cooldown_from_ms: i64) -> NewAlert {
+        NewAlert {
+            rule: "low-use".into(),
+            account_id: account.into(),
+            account_name: account.into(),
+            reason: "license_utilization is 0.2".into(),
+            measures: serde_json::Map::new(),
+            cooldown_from_ms,
+        }
+    }
+
+    fn follow_up(alert: &NewAlert, id: i64) -> FollowUp {
+        FollowUp {
+            messages: vec![NewMessage {
+                idempotency_key: format!("alert-{id}"),
+                channel: "cs".into(),
+                kind: "webhook".into(),
+                target: "http://127.0.0.1:9/hook".into(),
+                subject: None,
+                body: format!("{{\"account\": \"{}\"}}", alert.account_id),
+            }],
+            tasks: vec![NewTask {
+                csm: Some("csm-1".into()),
+                title: format!("Call {}", alert.account_name),
+                due: NaiveDate::from_ymd_opt(2026, 12, 10).unwrap(),
+            }],
+        }
+    }
+
+    #[test]
+    fn notes_need_an_account_and_goals_are_kept_per_quarter() {
+        let (_dir, mut conn) = store();
+        assert_eq!(conn.add_note("acct-1", "ana", None, "hello").unwrap(), None);
+        account(&mut conn, "acct-1");
+        let id = conn
+            .add_note("acct-1", "ana", Some("u-1"), "call went well")
+            .unwrap();
+        let notes = conn.stored_notes(Some("acct-1")).unwrap();
+        assert_eq!(notes.len(), 1);
+        assert_eq!(
+            (Some(notes[0].id), notes[0].text.as_str()),
+            (id, "call went well")
+        );
+        assert_eq!(conn.review_goals("acct-1", "2026Q4").unwrap(), None);
+        conn.set_review_goals("acct-1", "2026Q4", "grow to 50 seats")
+            .unwrap();
+        conn.set_review_goals("acct-1", "2026Q4", "grow to 60 seats")
+            .unwrap();
+        assert_eq!(
+            conn.review_goals("acct-1", "2026Q4").unwrap().as_deref(),
+            Some("grow to 60 seats")
+        );
+        assert_eq!(conn.review_goals("acct-1", "2027Q1").unwrap(), None);
+    }
+
+    #[test]
+    fn rules_are_saved_replaced_and_deleted_by_name() {
+        let (_dir, conn) = store();
+        let rule = |when: &str| -> crate::actions::Rule {
+            serde_json::from_value(json!({"name": "low-use", "when": when})).unwrap()
+        };
+        conn.save_rule(&rule("license_utilization < 0.3")).unwrap();
+        conn.save_rule(&rule("license_utilization < 0.4")).unwrap();
+        let stored = conn.stored_rules().unwrap();
+        assert_eq!(stored, vec![rule("license_utilization < 0.4")]);
+        assert!(conn.delete_rule("low-use").unwrap());
+        assert!(!conn.delete_rule("low-use").unwrap());
+        assert!(conn.stored_rules().unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_alert_comes_with_its_messages_and_tasks_once_per_cooldown() {
+        let (_dir, conn) = store();
+        let ids = conn
+            .record_alerts(1_000, &[alert("acct-1", 0)], &follow_up)
+            .unwrap();
+        let Some(id) = ids[0] else { panic!("recorded") };
+        // Within the cooldown (it fired after 500): held back, nothing else written.
+        assert_eq!(
+            conn.record_alerts(2_000, &[alert("acct-1", 500)], &follow_up)
+                .unwrap(),
+            vec![None]
+        );
+        let alerts = conn.alerts(0, Some("acct-1"), 10).unwrap();
+        assert_eq!(alerts.iter().map(|a| a.id).collect::<Vec<_>>(), vec![id]);
+        let pending = conn.outbox("pending", 10).unwrap();
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].idempotency_key, format!("alert-{id}"));
+        assert_eq!(pending[0].alert_id, Some(id));
+        let tasks = conn.tasks(TaskFilter::default(), 10).unwrap();
+        assert_eq!(tasks.len(), 1);
+        assert_eq!(
+            (tasks[0].title.as_str(), tasks[0].status.as_str()),
+            ("Call acct-1", "open")
+        );
+    }
+
+    #[test]
+    fn the_outbox_hands_out_what_is_due_and_a_dead_letter_goes_back_in_line() {
+        let (_dir, conn) = store();
+        conn.record_alerts(1_000, &[alert("acct-1", 0)], &follow_up)
+            .unwrap();
+        let mut message = conn.due(1_000, 10).unwrap().pop().expect("due at once");
+        message.status = "dead".into();
+        message.attempts = 5;
+        message.last_error = Some("webhook 127.0.0.1: refused".into());
+        conn.mark(&message).unwrap();
+        assert!(conn.due(10_000, 10).unwrap().is_empty());
+        assert_eq!(conn.outbox("dead", 10).unwrap()[0].attempts, 5);
+        assert!(conn.retry(message.id, 20_000).unwrap());
+        assert!(!conn.retry(message.id, 20_000).unwrap(), "no longer dead");
+        assert_eq!(conn.due(20_000, 10).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_snoozed_task_wakes_on_its_day() {
+        let (_dir, conn) = store();
+        conn.record_alerts(1_000, &[alert("acct-1", 0)], &follow_up)
+            .unwrap();
+        let task = conn
+            .tasks(TaskFilter::default(), 10)
+            .unwrap()
+            .pop()
+            .unwrap();
+        let day = |d| NaiveDate::from_ymd_opt(2026, 12, d).unwrap();
+        assert!(conn
+            .update_task(task.id, "snoozed", Some(day(8)), None, 2_000)
+            .unwrap());
+        assert!(!conn
+            .update_task(task.id + 100, "done", None, None, 2_000)
+            .unwrap());
+        conn.wake_snoozed(day(7)).unwrap();
+        let snoozed = TaskFilter {
+            status: Some("snoozed"),
+            ..TaskFilter::default()
+        };
+        assert_eq!(conn.tasks(snoozed, 10).unwrap().len(), 1);
+        conn.wake_snoozed(day(8)).unwrap();
+        let open = TaskFilter {
+            status: Some("open"),
+            ..TaskFilter::default()
+        };
+        assert_eq!(conn.tasks(open, 10).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn an_invitation_is_recorded_once_per_key_and_answered_once() {
+        let (_dir, conn) = store();
+        let send = NewSend {
+            key: "nps-u-1-2026Q4".into(),
+            user_id: "u-1".into(),
+            account_id: "acct-1".into(),
+            kind: "nps".into(),
+            trigger: "quarterly",
+            email: None,
+        };
+        let none = |_: &NewSend, _: i64| None;
+        assert_eq!(conn.record_sends(1_000, &[send.clone()], &none).unwrap(), 1);
+        assert_eq!(
+            conn.record_sends(2_000, &[send], &none).unwrap(),
+            0,
+            "same key"
+        );
+        let id = conn.pending_survey("u-1", 0).unwrap().expect("pending");
+        assert_eq!(conn.sends_to(&["u-1"]).unwrap().len(), 1);
+        assert_eq!(
+            conn.survey_send(id).unwrap().map(|s| s.kind),
+            Some("nps".into())
+        );
+        assert!(matches!(
+            conn.answer(id, 9, Some("great"), 3_000).unwrap(),
+            Answered::Stored(_)
+        ));
+        assert_eq!(
+            conn.answer(id, 3, None, 4_000).unwrap(),
+            Answered::AlreadyAnswered
+        );
+        assert_eq!(
+            conn.answer(id + 100, 3, None, 4_000).unwrap(),
+            Answered::NoSuchSurvey
+        );
+        assert_eq!(conn.pending_survey("u-1", 0).unwrap(), None);
+    }
+
+    #[test]
+    fn users_sessions_secrets_and_tokens_round_trip() {
+        let (_dir, conn) = store();
+        let ana = User {
+            username: "ana".into(),
+            role: UserRole::Csm,
+            csm_id: None,
+        };
+        assert!(conn.put_user(&ana, "hash-1", false).unwrap());
+        assert!(
+            !conn.put_user(&ana, "hash-2", false).unwrap(),
+            "exists already"
+        );
+        assert_eq!(
+            conn.user_row("ana")
+                .unwrap()
+                .map(|(_, hash)| hash)
+                .as_deref(),
+            Some("hash-1")
+        );
+        conn.open_session("digest-1", "ana", "csrf-1", 10_000)
+            .unwrap();
+        assert_eq!(
+            conn.session_of("digest-1", 5_000)
+                .unwrap()
+                .map(|s| s.csrf)
+                .as_deref(),
+            Some("csrf-1")
+        );
+        assert!(
+            conn.session_of("digest-1", 10_001).unwrap().is_none(),
+            "expired"
+        );
+        conn.end_session("digest-1").unwrap();
+        assert!(conn.session_of("digest-1", 5_000).unwrap().is_none());
+        let first = conn.secret_or("share", [1; 32]).unwrap();
+        assert_eq!(
+            conn.secret_or("share", [2; 32]).unwrap(),
+            first,
+            "the first stored wins"
+        );
+        assert!(conn.remove_user("ana").unwrap());
+        assert!(conn.users().unwrap().is_empty());
+        let secret = conn.add_token("ci", Role::Read, None).unwrap();
+        assert_eq!(super::token_role(&conn, &secret).unwrap(), Some(Role::Read));
+        let id = conn.tokens().unwrap()[0].id;
+        assert!(conn.revoke_token(id).unwrap());
+        assert_eq!(super::token_role(&conn, &secret).unwrap(), None);
+    }
+}
