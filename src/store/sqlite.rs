@@ -698,7 +698,11 @@ mod tests {
             email: None,
         };
         let none = |_: &NewSend, _: i64| None;
-        assert_eq!(conn.record_sends(1_000, &[send.clone()], &none).unwrap(), 1);
+        assert_eq!(
+            conn.record_sends(1_000, std::slice::from_ref(&send), &none)
+                .unwrap(),
+            1
+        );
         assert_eq!(
             conn.record_sends(2_000, &[send], &none).unwrap(),
             0,
