@@ -5,8 +5,10 @@
 #   1. closed loop: 100-event batches from CONNECTIONS connections for SECONDS;
 #   2. after a 3 s pause, open loop at RATE events/s for SECONDS (p50/p99/max ack latency);
 # then the rollup lag and the server's RSS.
-# Usage: bench/ingest_ab.sh RATE ROUNDS BINARY... (e.g. copies of target/release/bellwether
-# built from the two commits; cp them aside, the next build overwrites the file).
+# Usage: [UNLIMITED_AB=1] bench/ingest_ab.sh RATE ROUNDS BINARY... (e.g. copies of
+# target/release/bellwether built from the two commits; cp them aside, the next build
+# overwrites the file). UNLIMITED_AB=1 lifts the default rate limits (bench/lib.sh's
+# $UNLIMITED config) for builds that know `[server]` (issue 28 on); older builds refuse it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RATE=${1:?events/s for the open-loop run}
@@ -28,7 +30,9 @@ echo "|---|---|---|---|---|---|---|---|"
 for round in $(seq 1 "$ROUNDS"); do
     for binary in "$@"; do
         rm -rf "$DATA"
-        BELLWETHER_WRITE_KEYS=bench-key BELLWETHER_LOG=warn start bellwether "$binary" serve --data-dir "$DATA" --listen 127.0.0.1:0
+        config=/dev/null
+        [ "${UNLIMITED_AB:-0}" = 1 ] && config=$UNLIMITED
+        BELLWETHER_CONFIG=$config BELLWETHER_WRITE_KEYS=bench-key BELLWETHER_LOG=warn start bellwether "$binary" serve --data-dir "$DATA" --listen 127.0.0.1:0
         closed=$($LOADGEN --url "$URL" --batch 100 --connections "$CONNECTIONS" --seconds "$SECONDS_PER_RUN")
         sleep 3
         open=$($LOADGEN --url "$URL" --batch 100 --connections "$CONNECTIONS" --seconds "$SECONDS_PER_RUN" --rate "$RATE")
