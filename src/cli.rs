@@ -399,12 +399,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Restore { file, force } => {
             let runtime = runtime()?;
             let _entered = runtime.enter();
-            let restored = Backend::restore(&config.store, &config.data_dir, &file, force)?;
+            let (backend, restored) =
+                Backend::restore(&config.store, &config.data_dir, &file, force)?;
             for (table, rows) in &restored {
                 eprintln!("{table}: {rows} rows");
             }
-            let name = on_existing(&config, |backend| Ok(backend.describe()))?;
-            eprintln!("restored {} into {name}", file.display());
+            eprintln!("restored {} into {}", file.display(), backend.describe());
             Ok(ExitCode::SUCCESS)
         }
         Command::User { command } => user(&config, command),

@@ -127,9 +127,11 @@ mod tidy {
         for (i, _) in code.match_indices("::") {
             // The whole path this `::` belongs to, from its first segment.
             let start = code[..i]
-                .rfind(|c: char| !(word(c) || c == ':'))
-                .map_or(0, |s| s + 1);
-            if start != i - code[start..i].len() || code[start..i].contains("::") {
+                .char_indices()
+                .rev()
+                .find(|(_, c)| !(word(*c) || *c == ':'))
+                .map_or(0, |(at, c)| at + c.len_utf8());
+            if code[start..i].contains("::") {
                 continue; // not the first `::` of its path
             }
             let end = code[i..]

@@ -35,13 +35,10 @@ impl Backend {
     /// [`Backend::open`] for a command that reads what was stored: an embedded store must
     /// exist already (opening would create an empty one).
     pub fn open_existing(location: &StoreLocation, data_dir: &Path) -> Result<Backend, StoreError> {
-        if let StoreLocation::Embedded = location {
-            let path = sqlite::database_path(data_dir);
-            if !path.exists() {
-                return Err(StoreError::Missing(path));
-            }
+        match location {
+            StoreLocation::Embedded => Ok(Backend::Embedded(existing_embedded(data_dir)?)),
+            StoreLocation::ClickHouse(_) => Backend::open(location, data_dir),
         }
-        Backend::open(location, data_dir)
     }
 
     /// The store as messages name it: the database file, or the ClickHouse database.
@@ -100,9 +97,7 @@ impl Backend {
         if let StoreLocation::ClickHouse(_) = location {
             return Ok(None);
         }
-        let Backend::Embedded(store) = Backend::open_existing(location, data_dir)? else {
-            unreachable!("an embedded location opens the embedded store")
-        };
+        let store = existing_embedded(data_dir)?;
         Ok(Some(sqlite::rollup::rebuild(
             &mut store.connect()?,
             config,
@@ -233,23 +228,34 @@ impl Backend {
     }
 
     /// Restores a backup into `location` (the embedded store: as the data dir's database,
-    /// replacing one only with `replace`); the tables restored with their rows, where the
-    /// backend counts them.
+    /// replacing one only with `replace`): the store restored into, and the tables restored
+    /// with their rows, where the backend counts them.
     pub fn restore(
         location: &StoreLocation,
         data_dir: &Path,
         backup: &Path,
         replace: bool,
-    ) -> Result<Vec<(String, u64)>, StoreError> {
+    ) -> Result<(Backend, Vec<(String, u64)>), StoreError> {
         match location {
             StoreLocation::Embedded => {
-                sqlite::restore(backup, data_dir, replace)?;
-                Ok(Vec::new())
+                let store = sqlite::restore(backup, data_dir, replace)?;
+                Ok((Backend::Embedded(store), Vec::new()))
             }
             StoreLocation::ClickHouse(location) => {
                 let clickhouse = clickhouse::block_on(ClickHouse::open(location))??;
-                Ok(clickhouse.restore(backup)?.tables)
+                let tables = clickhouse.restore(backup)?.tables;
+                Ok((Backend::ClickHouse(Box::new(clickhouse)), tables))
             }
         }
     }
+}
+
+/// The embedded store in `data_dir`, which must exist already (opening would create an empty
+/// one).
+fn existing_embedded(data_dir: &Path) -> Result<Store, StoreError> {
+    let path = sqlite::database_path(data_dir);
+    if !path.exists() {
+        return Err(StoreError::Missing(path));
+    }
+    Store::open(data_dir)
 }
