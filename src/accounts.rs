@@ -11,7 +11,7 @@ use crate::metrics::config::MetricsConfig;
 use crate::metrics::Row;
 use crate::records::Cell;
 use crate::store::StoreError;
-use crate::store::{Activity, History, Models, Records};
+use crate::store::{Activity, History, Models, Notes, Records};
 
 /// One day of an account's stored health.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,7 +39,8 @@ pub struct Facts {
     pub renewal: Option<NaiveDate>,
     /// The start of the account's first contract.
     pub customer_since: Option<NaiveDate>,
-    /// The latest ticket opened or answered survey, up to the day.
+    /// The latest ticket opened, survey answered or activity logged (a note, call, meeting
+    /// or email), up to the day.
     pub last_contact: Option<String>,
     pub health: Option<HealthDay>,
     /// The stored health seven days before `health`, for the trend.
@@ -68,7 +69,7 @@ pub const TREND_DAYS: i32 = 7;
 // Over 100 lines: Gathers every fact a page shows in one pass over the records; moves to a dashboard-facts module in issue 29 item 1.
 #[allow(clippy::too_many_lines)]
 pub fn facts(
-    source: &(impl Activity + Records + Models + History + ?Sized),
+    source: &(impl Activity + Records + Models + History + Notes + ?Sized),
     as_of: NaiveDate,
     snapshot: &[Row],
     settings: Settings,
@@ -161,6 +162,20 @@ pub fn facts(
         };
         if at <= through.as_str() && out[i].last_contact.as_deref().is_none_or(|last| at > last) {
             out[i].last_contact = Some(at.to_string());
+        }
+    }
+    for note in source.stored_notes(None)? {
+        let Some(&i) = index.get(&note.account_id) else {
+            continue;
+        };
+        let at = crate::ingest::format_timestamp(note.created_ms);
+        if at <= through
+            && out[i]
+                .last_contact
+                .as_deref()
+                .is_none_or(|last| at.as_str() > last)
+        {
+            out[i].last_contact = Some(at);
         }
     }
 

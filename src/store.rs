@@ -361,16 +361,12 @@ pub trait History {
     ) -> Result<Vec<Change>, StoreError>;
 }
 
-/// What CSMs write on an account: notes and review goals.
+/// What CSMs write on an account: notes and logged activities (calls, meetings, emails),
+/// and review goals.
 pub trait Notes {
-    /// Stores a note on an existing account; `None` when there is no such account.
-    fn add_note(
-        &self,
-        account: &str,
-        author: &str,
-        person: Option<&str>,
-        text: &str,
-    ) -> Result<Option<i64>, StoreError>;
+    /// Stores a note or logged activity on an existing account; `None` when there is no
+    /// such account.
+    fn add_note(&self, note: &NewNote<'_>) -> Result<Option<i64>, StoreError>;
     /// The notes of `account` (every account's with `None`).
     fn stored_notes(&self, account: Option<&str>) -> Result<Vec<Note>, StoreError>;
     fn review_goals(&self, account: &str, quarter: &str) -> Result<Option<String>, StoreError>;
@@ -431,6 +427,8 @@ pub trait Tasks {
         due: Option<NaiveDate>,
         now_ms: i64,
     ) -> Result<bool, StoreError>;
+    /// Stores a task made by hand (open, due on `due`); its id.
+    fn add_task(&self, task: &HandTask<'_>) -> Result<i64, StoreError>;
     /// Snoozed tasks whose day has come are open again.
     fn wake_snoozed(&self, today: NaiveDate) -> Result<(), StoreError>;
 }
@@ -722,8 +720,32 @@ pub struct Note {
     pub account_id: String,
     pub author: String,
     pub person: Option<String>,
+    /// `note`, `call`, `meeting` or `email` (`listening::report::ACTIVITY_KINDS`).
+    pub kind: String,
     pub text: String,
+    /// When it happened (a note: when it was written).
     pub created_ms: i64,
+}
+
+/// A note or activity to store.
+#[derive(Debug, Clone, Copy)]
+pub struct NewNote<'a> {
+    pub account: &'a str,
+    pub author: &'a str,
+    pub person: Option<&'a str>,
+    pub kind: &'a str,
+    pub text: &'a str,
+    pub at_ms: i64,
+}
+
+/// A task made by hand.
+#[derive(Debug, Clone, Copy)]
+pub struct HandTask<'a> {
+    pub account: &'a str,
+    pub csm: Option<&'a str>,
+    pub title: &'a str,
+    pub due: NaiveDate,
+    pub now_ms: i64,
 }
 
 /// A raw event as the account page lists it.

@@ -21,7 +21,7 @@ use crate::health::model::Settings;
 use crate::metrics::activity::day_number;
 use crate::store::Change;
 use crate::store::{
-    Activity, Alerts, History, Models, Outbox, Records, Rules, Sessions, Surveys, Tasks,
+    Activity, Alerts, History, Models, Notes, Outbox, Records, Rules, Sessions, Surveys, Tasks,
 };
 use crate::store::{
     AlertRow, Answered, FollowUp, NewAlert, NewMessage, NewSend, NewTask, OutboxRow, StoreError,
@@ -86,7 +86,7 @@ struct Extra {
 // Over 100 lines: One evaluation pass in order (rules, alerts, tasks, surveys); moves to `actions` and splits in issue 29 item 1.
 #[allow(clippy::too_many_lines)]
 pub fn look(
-    source: &(impl Activity + Records + Models + History + ?Sized),
+    source: &(impl Activity + Records + Models + History + Notes + ?Sized),
     today: NaiveDate,
     settings: Settings,
     features: &[&str],
@@ -308,7 +308,7 @@ pub struct Fired {
 /// Evaluates the rules (or one) for every account. Unless `dry_run`, each firing outside
 /// its cooldown is recorded with its outbox messages and tasks.
 pub fn evaluate(
-    store: &(impl Activity + Records + Models + History + Rules + Alerts + ?Sized),
+    store: &(impl Activity + Records + Models + History + Notes + Rules + Alerts + ?Sized),
     today: NaiveDate,
     settings: Settings,
     config: &ActionsConfig,
@@ -643,6 +643,32 @@ pub fn update_task(
     )
 }
 
+/// Makes a task by hand for `account`'s CSM (open, due on `due`); `None` when there is no
+/// such account. Check it first with [`super::check_task`].
+pub fn add_task(
+    store: &(impl Records + Tasks + ?Sized),
+    account: &str,
+    title: &str,
+    due: NaiveDate,
+    today: NaiveDate,
+) -> Result<Option<i64>, StoreError> {
+    let title = title.trim();
+    super::check_task(title, due, today)
+        .map_err(|(field, reason)| StoreError::Invalid(format!("{field}: {reason}")))?;
+    let Some((csm, _)) = owners(store)?.remove(account) else {
+        return Ok(None);
+    };
+    store
+        .add_task(&crate::store::HandTask {
+            account,
+            csm: csm.as_deref(),
+            title,
+            due,
+            now_ms: chrono::Utc::now().timestamp_millis(),
+        })
+        .map(Some)
+}
+
 // ---- surveys ----
 
 /// What a survey link leads to.
@@ -799,6 +825,7 @@ pub fn run_once(
           + Records
           + Models
           + History
+          + Notes
           + Rules
           + Alerts
           + Tasks

@@ -18,9 +18,36 @@ use crate::store::{Notes, Records};
 /// Longest note.
 pub const NOTE_CHARS_MAX: usize = 4_000;
 
+/// What a CSM logs against an account; each counts as contact.
+pub const ACTIVITY_KINDS: &[&str] = &["note", "call", "meeting", "email"];
+
+/// Checks a logged activity: its kind, its text's length, and its time (not in the future,
+/// nor before 2000); the message names the field.
+pub fn check_activity(
+    kind: &str,
+    text: &str,
+    at_ms: i64,
+    now_ms: i64,
+) -> Result<(), (String, String)> {
+    if !ACTIVITY_KINDS.contains(&kind) {
+        return Err((
+            "kind".into(),
+            format!("one of {}", ACTIVITY_KINDS.join(", ")),
+        ));
+    }
+    if text.trim().is_empty() || text.chars().count() > NOTE_CHARS_MAX {
+        return Err(("text".into(), format!("1 to {NOTE_CHARS_MAX} characters")));
+    }
+    // A minute's grace for clocks apart.
+    if at_ms > now_ms + 60_000 || at_ms < 946_684_800_000 {
+        return Err(("at".into(), "a time from 2000 until now".into()));
+    }
+    Ok(())
+}
+
 impl Note {
     fn to_json(&self) -> Value {
-        json!({"id": self.id, "author": self.author, "person": self.person, "text": self.text, "created_at": crate::ingest::format_timestamp(self.created_ms)})
+        json!({"id": self.id, "kind": self.kind, "author": self.author, "person": self.person, "text": self.text, "created_at": crate::ingest::format_timestamp(self.created_ms)})
     }
 }
 

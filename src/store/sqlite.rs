@@ -522,8 +522,9 @@ mod tests {
 
     use super::Store;
     use crate::store::{
-        Alerts, Answered, FollowUp, NewAlert, NewMessage, NewSend, NewTask, Notes, Outbox, Records,
-        Role, Rules, Sessions, Surveys, TaskFilter, Tasks, Tokens, User, UserRole, Users,
+        Alerts, Answered, FollowUp, HandTask, NewAlert, NewMessage, NewNote, NewSend, NewTask,
+        Notes, Outbox, Records, Role, Rules, Sessions, Surveys, TaskFilter, Tasks, Tokens, User,
+        UserRole, Users,
     };
 
     fn store() -> (tempfile::TempDir, Connection) {
@@ -573,16 +574,36 @@ mod tests {
     #[test]
     fn notes_need_an_account_and_goals_are_kept_per_quarter() {
         let (_dir, mut conn) = store();
-        assert_eq!(conn.add_note("acct-1", "ana", None, "hello").unwrap(), None);
+        let note = |account, kind, text, at_ms| NewNote {
+            account,
+            author: "ana",
+            person: None,
+            kind,
+            text,
+            at_ms,
+        };
+        assert_eq!(
+            conn.add_note(&note("acct-1", "note", "hello", 5)).unwrap(),
+            None
+        );
         account(&mut conn, "acct-1");
         let id = conn
-            .add_note("acct-1", "ana", Some("u-1"), "call went well")
+            .add_note(&NewNote {
+                person: Some("u-1"),
+                ..note("acct-1", "call", "call went well", 1_000)
+            })
             .unwrap();
         let notes = conn.stored_notes(Some("acct-1")).unwrap();
         assert_eq!(notes.len(), 1);
         assert_eq!(
-            (Some(notes[0].id), notes[0].text.as_str()),
-            (id, "call went well")
+            (
+                Some(notes[0].id),
+                notes[0].kind.as_str(),
+                notes[0].text.as_str(),
+                notes[0].created_ms,
+                notes[0].person.as_deref()
+            ),
+            (id, "call", "call went well", 1_000, Some("u-1"))
         );
         assert_eq!(conn.review_goals("acct-1", "2026Q4").unwrap(), None);
         conn.set_review_goals("acct-1", "2026Q4", "grow to 50 seats")
@@ -684,6 +705,27 @@ mod tests {
             ..TaskFilter::default()
         };
         assert_eq!(conn.tasks(open, 10).unwrap().len(), 1);
+        // A task made by hand: open, no alert, listed with the account's others by due day.
+        let id = conn
+            .add_task(&HandTask {
+                account: "acct-1",
+                csm: Some("csm-1"),
+                title: "Plan the QBR",
+                due: day(3),
+                now_ms: 3_000,
+            })
+            .unwrap();
+        let listed = conn.tasks(open, 10).unwrap();
+        assert_eq!(listed.len(), 2);
+        assert_eq!(
+            (
+                listed[0].id,
+                listed[0].alert_id,
+                listed[0].title.as_str(),
+                listed[0].csm.as_deref()
+            ),
+            (id, None, "Plan the QBR", Some("csm-1"))
+        );
     }
 
     #[test]

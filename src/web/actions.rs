@@ -35,6 +35,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/alerts/evaluate", post(evaluate))
         .route("/api/v1/tasks", get(list_tasks))
         .route("/api/v1/tasks/{id}", patch(update_task))
+        .route("/api/v1/accounts/{id}/tasks", post(create_task))
         .route("/api/v1/outbox", get(list_outbox))
         .route("/api/v1/outbox/{id}/retry", post(retry))
 }
@@ -293,6 +294,52 @@ async fn update_task(
         .map(Json)
         .ok_or_else(|| ApiError::NotFound(format!("no task {id}")))
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewTaskBody {
+    title: String,
+    /// YYYY-MM-DD; a week from today when absent.
+    due: Option<String>,
+}
+
+/// `POST /api/v1/accounts/{id}/tasks` (admin): `{"title", "due"?}`: a task made by hand for
+/// the account's CSM; answers the task as listed.
+async fn create_task(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(account): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    admin(&caller)?;
+    let new: NewTaskBody = serde_json::from_slice(&body).map_err(|e| bad("body", e.to_string()))?;
+    let due = match new.due.as_deref() {
+        Some(text) => crate::records::parse_date(text).map_err(|r| bad("due", r))?,
+        None => today() + chrono::Duration::days(DEFAULT_DUE_DAYS),
+    };
+    act::check_task(&new.title, due, today()).map_err(|e| ApiError::Invalid(vec![e]))?;
+    let id = account.clone();
+    let made = with_source(&state, move |store, _| {
+        let Some(task) = run::add_task(store, &id, &new.title, due, today())? else {
+            return Ok(None);
+        };
+        let filter = TaskFilter {
+            account: Some(&id),
+            ..TaskFilter::default()
+        };
+        Ok(run::tasks(store, filter, 100_000)?
+            .into_iter()
+            .find(|t| t["id"] == task))
+    })
+    .await?;
+    match made {
+        Some(task) => Ok((StatusCode::CREATED, Json(task)).into_response()),
+        None => Err(ApiError::NotFound(format!("no account {account}"))),
+    }
+}
+
+/// Days until a task made by hand is due when no day is given.
+pub const DEFAULT_DUE_DAYS: i64 = 7;
 
 #[derive(Debug, Deserialize)]
 struct OutboxQuery {

@@ -128,9 +128,14 @@ struct NoteBody {
     text: String,
     person: Option<String>,
     author: Option<String>,
+    /// `note` (the default), `call`, `meeting` or `email`.
+    kind: Option<String>,
+    /// When it happened (RFC 3339; default now).
+    at: Option<String>,
 }
 
-/// `POST /api/v1/accounts/{id}/notes` (admin): `{"text", "person"?, "author"?}`.
+/// `POST /api/v1/accounts/{id}/notes` (admin): `{"text", "person"?, "author"?, "kind"?,
+/// "at"?}`: a note, or a call, meeting or email logged against the account.
 async fn add_note(
     caller: Caller,
     State(state): State<AppState>,
@@ -142,12 +147,15 @@ async fn add_note(
     }
     let note: NoteBody = serde_json::from_slice(&body).map_err(|e| bad("body", e.to_string()))?;
     let text = note.text.trim().to_string();
-    if text.is_empty() || text.chars().count() > sl::NOTE_CHARS_MAX {
-        return Err(ApiError::Invalid(vec![(
-            "text".into(),
-            format!("1 to {} characters", sl::NOTE_CHARS_MAX),
-        )]));
-    }
+    let kind = note.kind.unwrap_or_else(|| "note".into());
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let at_ms = match &note.at {
+        None => now_ms,
+        Some(at) => chrono::DateTime::parse_from_rfc3339(at)
+            .map_err(|e| bad("at", format!("an RFC 3339 time: {e}")))?
+            .timestamp_millis(),
+    };
+    sl::check_activity(&kind, &text, at_ms, now_ms).map_err(|e| ApiError::Invalid(vec![e]))?;
     if note
         .person
         .as_ref()
@@ -165,7 +173,14 @@ async fn add_note(
     let account = id.clone();
     let author = note.author.unwrap_or_else(|| "api".into());
     let stored = with_source(&state, move |source, _| {
-        Ok(source.add_note(&account, &author, note.person.as_deref(), &text)?)
+        Ok(source.add_note(&crate::store::NewNote {
+            account: &account,
+            author: &author,
+            person: note.person.as_deref(),
+            kind: &kind,
+            text: &text,
+            at_ms,
+        })?)
     })
     .await?;
     match stored {

@@ -880,6 +880,21 @@ fn actions_paths(paths: &mut Paths) {
         "/api/v1/tasks/{id}".into(),
         PathItem::new(HttpMethod::Patch, update_task.build()),
     );
+    let create_task = with_common(
+        op(
+            "create_task",
+            "Make a task by hand for the account's CSM: title (1-200 characters), due (YYYY-MM-DD, today or later; default a week from today) (admin)",
+        )
+        .parameter(path_param("id"))
+        .request_body(Some(json_body("title, due")))
+        .response("201", object("the task"))
+        .response("404", problem("no such account")),
+        true,
+    );
+    paths.paths.insert(
+        "/api/v1/accounts/{id}/tasks".into(),
+        PathItem::new(HttpMethod::Post, create_task.build()),
+    );
     let outbox = with_common(
         op(
             "list_outbox",
@@ -951,7 +966,7 @@ fn listening_paths(paths: &mut Paths) {
         PathItem::new(HttpMethod::Get, comments.build()),
     );
     let list_notes = with_common(
-        op("list_notes", "An account's CSM notes, newest first")
+        op("list_notes", "An account's notes and logged activities (kind note, call, meeting or email), newest first")
             .parameter(path_param("id"))
             .response(
                 "200",
@@ -960,13 +975,13 @@ fn listening_paths(paths: &mut Paths) {
         false,
     );
     let add_note = with_common(
-        op("add_note", "Add a CSM note to an account (admin)")
+        op("add_note", "Add a note, or log a call, meeting or email, on an account: text, kind (note, call, meeting, email; default note), at (RFC 3339, not in the future; default now), person, author; it counts as contact (admin)")
             .parameter(path_param("id"))
             .request_body(Some(
                 RequestBodyBuilder::new()
                     .content(
                         "application/json",
-                        Content::new(Some(RefOr::T(free_object("text, person, author")))),
+                        Content::new(Some(RefOr::T(free_object("text, kind, at, person, author")))),
                     )
                     .required(Some(Required::True))
                     .build(),

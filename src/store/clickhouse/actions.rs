@@ -570,6 +570,27 @@ impl Tasks for ClickHouse {
         })?
     }
 
+    fn add_task(&self, task: &crate::store::HandTask<'_>) -> Result<i64, StoreError> {
+        let nonce: u64 = rand::random();
+        let row = TaskRow {
+            id: id_of(&format!(
+                "task\nhand\n{}\n{}\n{nonce}",
+                task.account, task.now_ms
+            )),
+            account_id: task.account.to_string(),
+            alert_id: None,
+            csm: task.csm.map(str::to_string),
+            title: task.title.to_string(),
+            status: "open".into(),
+            due: Some(task.due.to_string()),
+            snoozed_until: None,
+            created_ms: task.now_ms,
+            updated_ms: task.now_ms,
+        };
+        block_on(self.put(&[task_line(&row, CREATED)]))??;
+        Ok(row.id)
+    }
+
     fn wake_snoozed(&self, today: NaiveDate) -> Result<(), StoreError> {
         let today = today.to_string();
         block_on(async {

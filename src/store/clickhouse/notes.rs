@@ -9,27 +9,21 @@ use crate::store::StoreError;
 
 /// CSM notes on ClickHouse, from a blocking thread.
 impl Notes for ClickHouse {
-    fn add_note(
-        &self,
-        account: &str,
-        author: &str,
-        person: Option<&str>,
-        text: &str,
-    ) -> Result<Option<i64>, StoreError> {
-        if crate::store::account_name(self, account)?.is_none() {
+    fn add_note(&self, note: &crate::store::NewNote<'_>) -> Result<Option<i64>, StoreError> {
+        if crate::store::account_name(self, note.account)?.is_none() {
             return Ok(None);
         }
-        let created_ms = chrono::Utc::now().timestamp_millis();
-        let id = created_ms * 1000 + rand::random_range(0..1000);
+        let id = chrono::Utc::now().timestamp_millis() * 1000 + rand::random_range(0..1000);
         let query = self
             .client
-            .query("INSERT INTO notes (id, account_id, author, person, text, created_ms) VALUES (?, ?, ?, ?, ?, ?)")
+            .query("INSERT INTO notes (id, account_id, author, person, kind, text, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?)")
             .bind(id)
-            .bind(account)
-            .bind(author)
-            .bind(person)
-            .bind(text)
-            .bind(created_ms);
+            .bind(note.account)
+            .bind(note.author)
+            .bind(note.person)
+            .bind(note.kind)
+            .bind(note.text)
+            .bind(note.at_ms);
         block_on(run(query, "store a note"))??;
         Ok(Some(id))
     }
@@ -41,6 +35,7 @@ impl Notes for ClickHouse {
             account_id: String,
             author: String,
             person: Option<String>,
+            kind: String,
             text: String,
             created_ms: i64,
         }
@@ -50,7 +45,7 @@ impl Notes for ClickHouse {
             ""
         };
         let mut query = self.client.query(&format!(
-            "SELECT id, account_id, author, person, text, created_ms FROM notes {one}"
+            "SELECT id, account_id, author, person, kind, text, created_ms FROM notes {one}"
         ));
         if let Some(account) = account {
             query = query.bind(account);
@@ -62,6 +57,7 @@ impl Notes for ClickHouse {
                 account_id: s.account_id,
                 author: s.author,
                 person: s.person,
+                kind: s.kind,
                 text: s.text,
                 created_ms: s.created_ms,
             })

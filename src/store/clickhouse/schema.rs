@@ -95,6 +95,7 @@ pub(super) const SCHEMA: &[&str] = &[
         account_id String,
         author     String,
         person     Nullable(String),
+        kind       String DEFAULT 'note',
         text       String,
         created_ms Int64
     ) ENGINE = MergeTree ORDER BY (account_id, id)",
@@ -199,6 +200,7 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("health_history", "raw_tier", "Nullable(String)"),
     ("health_history", "raw_since", "Nullable(Int32)"),
     ("tier_changes", "cause", "String DEFAULT 'usage'"),
+    ("notes", "kind", "String DEFAULT 'note'"),
 ];
 
 pub(super) async fn add_columns(

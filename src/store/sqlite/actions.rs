@@ -231,6 +231,14 @@ impl Tasks for Connection {
         )? > 0)
     }
 
+    fn add_task(&self, task: &crate::store::HandTask<'_>) -> Result<i64, StoreError> {
+        self.execute(
+            "INSERT INTO tasks (account_id, alert_id, csm, title, status, due, created_ms, updated_ms) VALUES (?1, NULL, ?2, ?3, 'open', ?4, ?5, ?5)",
+            params![task.account, task.csm, task.title, task.due.to_string(), task.now_ms],
+        )?;
+        Ok(self.last_insert_rowid())
+    }
+
     fn wake_snoozed(&self, today: NaiveDate) -> Result<(), StoreError> {
         self.execute("UPDATE tasks SET status = 'open', snoozed_until = NULL WHERE status = 'snoozed' AND snoozed_until <= ?1", [today.to_string()])?;
         Ok(())

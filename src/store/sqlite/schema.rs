@@ -375,6 +375,11 @@ const MIGRATIONS: &[&str] = &[
     UPDATE events SET raw = json_remove(raw, '$.writeKey')
     WHERE instr(raw, '"writeKey"') > 0 AND json_valid(raw) AND json_type(raw, '$.writeKey') IS NOT NULL;
     "#,
+    // 14: activities: a note is one kind of what a CSM logs against an account, beside
+    // calls, meetings and emails; created_ms is when it happened.
+    r#"
+    ALTER TABLE notes ADD COLUMN kind TEXT NOT NULL DEFAULT 'note';
+    "#,
 ];
 
 /// The tables of `rollups.db`, attached to every connection as `rollups` (unqualified names
