@@ -205,7 +205,7 @@ pub fn builtin_rules() -> Vec<Rule> {
             "low-licence-use-before-renewal",
             "license_utilization < 0.5 and renewal_in_days <= 60 and renewal_in_days >= 0",
             30,
-            "{account} uses under half its seats, renewal in 60 days",
+            "{account} uses under half its seats and renews within 60 days",
         ),
         rule(
             "red-near-renewal",
@@ -232,6 +232,29 @@ pub fn builtin_rules() -> Vec<Rule> {
             "Congratulate {account} on adopting the power feature",
         ),
     ]
+}
+
+/// Longest title of a task made by hand, in characters.
+pub const TASK_TITLE_CHARS_MAX: usize = 200;
+
+/// Checks a task made by hand: a title of 1 to [`TASK_TITLE_CHARS_MAX`] characters, due
+/// today or later; the error names the field.
+pub fn check_task(
+    title: &str,
+    due: chrono::NaiveDate,
+    today: chrono::NaiveDate,
+) -> Result<(), (String, String)> {
+    let length = title.trim().chars().count();
+    if length == 0 || length > TASK_TITLE_CHARS_MAX {
+        return Err((
+            "title".into(),
+            format!("1 to {TASK_TITLE_CHARS_MAX} characters"),
+        ));
+    }
+    if due < today {
+        return Err(("due".into(), format!("{due} is before today ({today})")));
+    }
+    Ok(())
 }
 
 /// A comparison.
@@ -534,28 +557,32 @@ pub fn task_title(template: &str, alert: &Alert) -> String {
     template.replace("{account}", &alert.account_name)
 }
 
-/// The reason a rule fired, in words: its clauses with the account's values.
+/// The reason a rule fired, in words: its clauses with the account's values ("Licence use
+/// is 40%, renewal in 44 days").
 pub fn reason(ready: &Ready, measures: &Map<String, Value>) -> String {
     let mut parts: Vec<String> = Vec::new();
     for clause in &ready.condition.clauses {
-        let value = match measures.get(&clause.measure) {
-            None | Some(Value::Null) => "none".to_string(),
-            Some(Value::Number(n)) => n.as_f64().map_or(n.to_string(), |v| {
-                if v.fract() == 0.0 {
-                    format!("{v:.0}")
-                } else {
-                    format!("{v:.2}")
-                }
-            }),
-            Some(Value::String(s)) => s.clone(),
-            Some(other) => other.to_string(),
+        let value = measures.get(&clause.measure).unwrap_or(&Value::Null);
+        let part = match clause.measure.strip_prefix(FEATURE_USES_PREFIX) {
+            Some(feature) => format!(
+                "{} in the last 7 days",
+                crate::format::count(
+                    value.as_i64().unwrap_or(0),
+                    &format!("use of {feature}"),
+                    &format!("uses of {feature}")
+                )
+            ),
+            None => crate::format::clause(&clause.measure, value),
         };
-        let part = format!("{} is {value}", clause.measure);
         if !parts.contains(&part) {
             parts.push(part);
         }
     }
-    parts.join(", ")
+    let mut text = parts.join(", ");
+    if let Some(first) = text.get(..1) {
+        text = first.to_uppercase() + &text[1..];
+    }
+    text
 }
 
 /// A Slack incoming-webhook body (Block Kit): account, reason and a dashboard button.

@@ -11,6 +11,7 @@ pub mod records;
 
 pub mod accounts;
 pub mod actions;
+pub mod format;
 pub mod health;
 pub mod identity;
 pub mod import;
@@ -56,6 +57,7 @@ mod tidy {
         "records",
         "limits",
         "identity",
+        "format",
     ];
     const SURFACES: &[&str] = &["web", "cli", "demo", "workers", "config"];
     /// Modules above storage that compose it for the surfaces.

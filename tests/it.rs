@@ -13,6 +13,7 @@ mod it {
     mod browser;
     mod clickhouse;
     mod config_cli;
+    mod csm;
     mod dashboard;
     mod demo;
     mod durability;

@@ -46,6 +46,7 @@ pub fn router() -> Router<AppState> {
         .route("/accounts/{id}/reason", post(listening::set_reason))
         .route("/inbox", get(inbox::page))
         .route("/inbox/tasks/{id}", post(inbox::update))
+        .route("/accounts/{id}/tasks", post(inbox::create))
         .route("/settings", get(settings::page))
         .route("/settings/users", post(settings::create_user))
         .route("/settings/users/delete", post(settings::delete_user))
@@ -236,7 +237,12 @@ pub fn layout(user: &SignedIn, title: &str, active: &str, content: Markup) -> Ma
 
 /// A hidden CSRF field for a form of the signed-in dashboard.
 pub fn csrf_field(user: &SignedIn) -> Markup {
-    html! { input type="hidden" name="csrf" value=(user.csrf); }
+    csrf_field_value(&user.csrf)
+}
+
+/// A hidden CSRF field from the session's token.
+pub fn csrf_field_value(csrf: &str) -> Markup {
+    html! { input type="hidden" name="csrf" value=(csrf); }
 }
 
 /// Whether the user may change things (not a viewer).
@@ -244,44 +250,11 @@ pub fn can_write(user: &User) -> bool {
     user.role != UserRole::Viewer
 }
 
-// ---- formatting: one place, so every page shows numbers the same way ----
+// ---- formatting lives in web::format; these are the names pages use most ----
 
-/// 1234567.8 -> "1,234,568".
-pub fn thousands(value: f64) -> String {
-    let rounded = value.round();
-    let digits = format!("{:.0}", rounded.abs());
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    if rounded < 0.0 {
-        format!("-{out}")
-    } else {
-        out
-    }
-}
-
-/// An amount in the report currency: "12,500 USD".
-pub fn money(value: f64, currency: &str) -> String {
-    format!("{} {currency}", thousands(value))
-}
-
-/// A number with up to `decimals` decimals, or "–" when absent.
-pub fn number(value: Option<f64>, decimals: usize) -> String {
-    match value {
-        None => "–".into(),
-        Some(v) if v.abs() >= 1000.0 => thousands(v),
-        Some(v) => format!("{v:.decimals$}"),
-    }
-}
-
-/// A share 0-1 as a percentage, or "–".
-pub fn percent(value: Option<f64>) -> String {
-    value.map_or("–".into(), |v| format!("{:.0}%", v * 100.0))
-}
+pub use crate::format::{
+    day_or_dash, instant, instant_day, money, number, percent, thousands, value_text,
+};
 
 /// A tier as a coloured label that does not rely on colour alone.
 pub fn tier_badge(tier: Option<&str>) -> Markup {
@@ -293,22 +266,6 @@ pub fn tier_badge(tier: Option<&str>) -> Markup {
     }
 }
 
-/// A UTC timestamp shown in the viewer's timezone (by the page script; the UTC text stays
-/// readable without it).
-pub fn timestamp(rfc3339: &str) -> Markup {
-    html! { time datetime=(rfc3339) data-local { (rfc3339.get(..16).unwrap_or(rfc3339).replace('T', " ")) " UTC" } }
-}
-
-/// The day of a UTC timestamp, in the viewer's timezone (by the page script).
-pub fn day_of(rfc3339: &str) -> Markup {
-    html! { time datetime=(rfc3339) data-local="date" { (rfc3339.get(..10).unwrap_or(rfc3339)) } }
-}
-
-/// A date as text, or "–".
-pub fn date(day: Option<NaiveDate>) -> String {
-    day.map_or("–".into(), |d| d.to_string())
-}
-
 /// Today (UTC) unless the page is asked for another day with `?as_of=`.
 pub fn as_of(text: Option<&str>) -> Result<NaiveDate, PageError> {
     Ok(super::metrics::date_param(
@@ -318,37 +275,7 @@ pub fn as_of(text: Option<&str>) -> Result<NaiveDate, PageError> {
     )?)
 }
 
-/// A JSON value as display text.
-pub fn value_text(value: Option<&serde_json::Value>) -> String {
-    match value {
-        None | Some(serde_json::Value::Null) => "–".into(),
-        Some(serde_json::Value::Number(n)) => match n.as_f64() {
-            Some(v) if v.fract() == 0.0 => number(Some(v), 0),
-            v => number(v, 2),
-        },
-        Some(serde_json::Value::String(s)) => s.clone(),
-        Some(serde_json::Value::Bool(b)) => if *b { "yes" } else { "no" }.into(),
-        Some(other) => other.to_string(),
-    }
-}
-
 /// Rendered text for `PreEscaped` use in SVG (already escaped by the caller).
 pub fn raw(text: String) -> PreEscaped<String> {
     PreEscaped(text)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn thousands_groups_digits_and_keeps_the_sign() {
-        assert_eq!(thousands(0.0), "0");
-        assert_eq!(thousands(999.4), "999");
-        assert_eq!(thousands(1234567.8), "1,234,568");
-        assert_eq!(thousands(-12500.0), "-12,500");
-        assert_eq!(money(100000.0, "USD"), "100,000 USD");
-        assert_eq!(percent(Some(0.534)), "53%");
-        assert_eq!(number(None, 1), "–");
-    }
 }

@@ -271,7 +271,7 @@ fn fires_once_through_every_channel(store: Option<&str>) {
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert_eq!(stdout.lines().count(), 1, "{stdout}");
     assert!(
-        stdout.starts_with("esc\tEscalated Co\tescalation_open_days is 10"),
+        stdout.starts_with("esc\tEscalated Co\tAn escalation open for 10 days"),
         "{stdout}"
     );
 
@@ -331,7 +331,7 @@ fn fires_once_through_every_channel(store: Option<&str>) {
     assert!(slack["blocks"][2]["text"]["text"]
         .as_str()
         .unwrap()
-        .contains("escalation_open_days is 10"));
+        .contains("An escalation open for 10 days"));
     assert_eq!(
         slack["blocks"][3]["elements"][0]["url"],
         "https://cs.vendor.example/accounts/esc"

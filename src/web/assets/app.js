@@ -9,6 +9,12 @@
     var format = el.dataset.local === "date" ? dayOnly : withTime;
     if (!isNaN(when)) { el.textContent = format.format(when); el.title = el.getAttribute("datetime"); }
   });
+  // Calendar days in the viewer's locale (a day has no timezone).
+  var calendar = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeZone: "UTC" });
+  document.querySelectorAll("time[data-day]").forEach(function (el) {
+    var day = new Date(el.getAttribute("datetime") + "T00:00:00Z");
+    if (!isNaN(day)) { el.textContent = calendar.format(day); }
+  });
   // Filters apply as soon as a choice changes.
   document.querySelectorAll("form.filters select").forEach(function (select) {
     select.addEventListener("change", function () { select.form.submit(); });

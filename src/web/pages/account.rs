@@ -1,5 +1,10 @@
-//! Account 360: header, health and its breakdown, charts over time, features used and not,
-//! onboarding, tickets, surveys, suggestions, KPIs, revenue history, alerts and raw events.
+//! Account 360, what matters first: the header, why the account is in its tier and what
+//! to do next (`why`), its tasks, the activity timeline (`timeline`), then the score's
+//! breakdown, charts over time, usage, features, onboarding and support, and the raw
+//! records and events folded away.
+
+mod timeline;
+mod why;
 
 use axum::extract::{Path, Query, State};
 use chrono::{Duration, NaiveDate};
@@ -9,10 +14,10 @@ use serde_json::Value;
 
 use super::charts::{self, Series};
 use super::{
-    as_of, date, layout, money, number, percent, tier_badge, timestamp, value_text, PageError,
-    PageResult, SignedIn,
+    as_of, layout, money, number, tier_badge, value_text, PageError, PageResult, SignedIn,
 };
 use crate::accounts::{self, Facts};
+use crate::format;
 use crate::health::history;
 use crate::health::model;
 use crate::metrics::read;
@@ -47,10 +52,11 @@ struct View {
     unused: Vec<String>,
     records: Vec<(&'static str, Vec<Value>)>,
     changes: Vec<crate::store::Change>,
-    alerts: Vec<Value>,
-    tasks: Vec<Value>,
-    notes: Vec<Value>,
+    alerts: Vec<crate::store::AlertRow>,
+    tasks: Vec<crate::store::TaskRow>,
+    notes: Vec<crate::store::Note>,
     events: Vec<crate::store::RecentEvent>,
+    csrf: String,
 }
 
 // Over 100 lines: Reads every part of the account page; issue 30 rebuilds this page.
@@ -64,6 +70,7 @@ pub async fn page(
     let as_of = as_of(query.as_of.as_deref())?;
     let peers = cached_snapshot(&state, as_of).await?;
     let account = id.clone();
+    let csrf = user.csrf.clone();
     let view = with_source(&state, move |source, s| {
         let Some(row) = read::account(
             source, &account, as_of, false, &peers, s.metrics, s.currency,
@@ -142,16 +149,17 @@ pub async fn page(
             .expect("midnight exists")
             .and_utc()
             .timestamp_millis();
-        let alerts = crate::actions::run::alerts(source, year_ago, Some(&account), 50)?;
-        let tasks = crate::actions::run::tasks(
-            source,
+        let alerts = source.alerts(year_ago, Some(&account), 50)?;
+        let mut tasks = source.tasks(
             crate::store::TaskFilter {
                 account: Some(&account),
                 ..Default::default()
             },
             50,
         )?;
-        let notes = crate::listening::report::notes(source, &account)?;
+        tasks.retain(|t| t.status != "done");
+        let mut notes = source.stored_notes(Some(&account))?;
+        notes.sort_by_key(|n| std::cmp::Reverse((n.created_ms, n.id)));
         let events = source.recent_events(&account, EVENTS_LISTED)?;
         let hold_days = s.health.tier_hold_days;
         Ok(Some(View {
@@ -171,6 +179,7 @@ pub async fn page(
             tasks,
             notes,
             events,
+            csrf: csrf.clone(),
         }))
     })
     .await?
@@ -182,76 +191,110 @@ pub async fn page(
         &view.facts.name,
         "/portfolio",
         html! {
-            (render(&view, &currency, as_of))
+            (render(&view, &currency, as_of, super::can_write(&user.user)))
             (listening_section(&user, &view, &reasons))
         },
     ))
 }
 
-/// The name people read for a metric (`metrics::MEASURES`).
-fn label(name: &str) -> &str {
-    crate::metrics::measure(name).map_or(name, |m| m.label)
-}
-
 fn field(row: &crate::metrics::Row, name: &str) -> Markup {
-    let value = row.get(name);
-    html! { dd data-field=(name) data-value=[row.number(name)] { (value_text(value.as_ref())) } }
+    html! { dd data-field=(name) data-value=[row.number(name)] { (format::metric(row, name)) } }
 }
 
-// Over 100 lines: The account page's markup in page order; issue 30 rebuilds this page.
+/// Days to a renewal under which the page (and the portfolio) call it out.
+pub const RENEWAL_SOON_DAYS: i64 = 90;
+
+// Over 100 lines: The account page's markup in page order: what matters first.
 #[allow(clippy::too_many_lines)]
-fn render(v: &View, currency: &str, as_of: NaiveDate) -> Markup {
+fn render(v: &View, currency: &str, as_of: NaiveDate, writable: bool) -> Markup {
     let f = &v.facts;
-    let labels: Vec<String> = v.weekly.iter().map(|(d, _)| d.to_string()).collect();
+    let labels: Vec<String> = v
+        .weekly
+        .iter()
+        .map(|(d, _)| d.format("%-d %b").to_string())
+        .collect();
     let col =
         |name: &str| -> Vec<Option<f64>> { v.weekly.iter().map(|(_, r)| r.number(name)).collect() };
     let health = v.health.as_ref();
+    let path = crate::share::account_path(&f.account_id);
     html! {
         header.account-head {
             h1 { (f.name) }
-            p.muted { (f.account_id) " · segment " (f.segment) " · plan " (f.plan.as_deref().unwrap_or("–")) " · CSM " (f.csm_name.as_deref().unwrap_or("none")) }
+            p.muted { "Segment " (format::humanize(&f.segment)) " · plan " (f.plan.as_deref().map_or("–".into(), format::humanize)) " · CSM " (f.csm_name.as_deref().unwrap_or("none")) }
             dl.facts {
                 dt { "ARR" } dd data-field="arr" data-value=(f.arr) { (money(f.arr, currency)) }
-                dt { "Seats" } dd data-field="seats" data-value=(f.seats) { (f.seats) }
-                dt { "Renewal" } dd data-field="renewal" { (date(f.renewal)) }
+                dt { "Paid seats" } dd data-field="seats" data-value=(f.seats) { (f.seats) }
+                dt { "Renewal" } dd data-field="renewal" { (renewal(f.renewal, as_of)) }
                 dt { "Tier" } dd data-field="tier" { (tier_badge(health.and_then(|(_, h)| h.tier.as_deref()))) }
                 dt { "Health score" } dd data-field="health_score" data-value=[health.and_then(|(_, h)| h.health_score)] { (number(health.and_then(|(_, h)| h.health_score), 0)) }
+                dt { "Last contact" } dd data-field="last_contact" { @match &f.last_contact { Some(t) => (format::instant_day(t)), None => "none logged" } }
             }
-            p {
-                @if let Some(p) = &v.parent { "Part of " a href=(crate::share::account_path(&p.account_id)) { (p.name) } ". " }
-                @if !v.children.is_empty() {
-                    "Children: "
-                    @for (i, c) in v.children.iter().enumerate() {
-                        @if i > 0 { ", " }
-                        a href=(crate::share::account_path(&c.account_id)) { (c.name) }
+            @if v.parent.is_some() || !v.children.is_empty() {
+                p {
+                    @if let Some(p) = &v.parent { "Part of " a href=(crate::share::account_path(&p.account_id)) { (p.name) } ". " }
+                    @if !v.children.is_empty() {
+                        "Holds "
+                        @for (i, c) in v.children.iter().enumerate() {
+                            @if i > 0 { ", " }
+                            a href=(crate::share::account_path(&c.account_id)) { (c.name) }
+                        }
+                        "."
                     }
-                    "."
                 }
-                " " a href=(format!("{}/review", crate::share::account_path(&f.account_id))) { "Quarterly review" }
             }
         }
+        (why::card(v, as_of, &path, writable, currency))
+        section aria-labelledby="tasks" {
+            h2 id="tasks" { "Tasks" }
+            @if v.tasks.is_empty() { p.empty { "No open tasks for this account." } }
+            ul.tasks { @for t in &v.tasks {
+                li data-task=(t.id) {
+                    (t.title) " — " (t.status)
+                    @if let Some(due) = t.due.as_deref() { ", due " (format::day_text(due)) }
+                }
+            } }
+            @if writable {
+                form.stack id="new-task" method="post" action=(format!("{path}/tasks")) {
+                    (super::csrf_field_value(&v.csrf))
+                    label { "New task" input name="title" required maxlength=(crate::actions::TASK_TITLE_CHARS_MAX) placeholder="e.g. Walk the admins through the power feature"; }
+                    label { "Due" input type="date" name="due" value=((as_of + Duration::days(crate::web::actions::DEFAULT_DUE_DAYS)).to_string()) min=(as_of.to_string()); }
+                    button type="submit" { "Create task" }
+                }
+            }
+        }
+        section aria-labelledby="activity" {
+            h2 id="activity" { "Activity" }
+            @if writable {
+                form.stack id="log-activity" method="post" action=(format!("{path}/notes")) {
+                    (super::csrf_field_value(&v.csrf))
+                    div.row {
+                        label { "Kind " select name="kind" {
+                            @for k in crate::listening::report::ACTIVITY_KINDS { option value=(k) { (format::humanize(k)) } }
+                        } }
+                        label { "On " input type="date" name="on" value=(chrono::Utc::now().date_naive().to_string()) max=(chrono::Utc::now().date_naive().to_string()); }
+                    }
+                    label { "What happened (internal: never in the customer's review)" textarea name="text" rows="2" required maxlength=(crate::listening::report::NOTE_CHARS_MAX) {} }
+                    button type="submit" { "Log activity" }
+                }
+            }
+            (timeline::list(v))
+        }
         section aria-labelledby="health" {
-            h2 id="health" { "Health" }
+            h2 id="health" { "Health score" }
             @match health {
                 None => p.empty { "No health model yet: it is learned once enough renewals and churns are decided (see Indicators)." },
                 Some((model, h)) => {
-                    p {
-                        "Model " (model.id) " (trained " (model.as_of) ", " (model.reason) ")"
-                        @if let Some(note) = h.model_note.as_deref() { " — " (note) }
-                        ". Power feature: " strong { (h.power_feature.as_deref().unwrap_or("none")) }
-                        ", used " (number(h.power_feature_monthly_uses, 1)) " times a month; accounts like this renewed "
-                        strong data-field="expected_renewal_rate" { (percent(h.expected_renewal_rate)) } " of the time."
-                        @if h.usage_tier != h.tier && h.usage_tier.is_some() {
-                            " Its use of late points to " (tier_badge(h.usage_tier.as_deref())) "; the tier changes once that has held " (v.hold_days) " days."
-                        }
+                    p.muted {
+                        "Model " (model.id) ", trained " (format::day_text(&model.as_of)) "."
+                        @if let Some(note) = h.model_note.as_deref() { " " (note) }
                     }
-                    table.data {
+                    div.scroll { table.data {
                         caption {
-                            "Score breakdown (band " (h.health_band.as_deref().unwrap_or("–")) "; "
+                            "What makes up the score ("
                             @match h.score_weights.as_deref() {
                                 Some("config") => "weights set by hand in the config: contribution = points x weight / total weight",
-                                Some("pooled") => "weights learned from every segment's renewals: weight = log-odds per standard deviation, contribution = score points against an average value",
-                                _ => "weights learned from this segment's renewals: weight = log-odds per standard deviation, contribution = score points against an average value",
+                                Some("pooled") => "weights learned from every segment's renewals; contribution = score points against an average account",
+                                _ => "weights learned from this segment's renewals; contribution = score points against an average account",
                             }
                             ")"
                         }
@@ -259,15 +302,15 @@ fn render(v: &View, currency: &str, as_of: NaiveDate) -> Markup {
                         tbody {
                             @for c in &h.components {
                                 tr {
-                                    th scope="row" { (label(&c.measure)) }
-                                    td { (value_text(Some(&c.value))) }
+                                    th scope="row" { (format::label(&c.measure)) }
+                                    td { (format::measure_value(&c.measure, &c.value)) }
                                     td.num { (number(c.points, 0)) }
                                     td.num { (number(Some(c.weight), 2)) }
                                     td.num { (number(c.contribution, 1)) }
                                 }
                             }
                         }
-                    }
+                    } }
                 }
             }
         }
@@ -281,7 +324,7 @@ fn render(v: &View, currency: &str, as_of: NaiveDate) -> Markup {
                     Series { label: "seats".into(), class: "s3", values: col("seats") },
                 ], false))
                 (charts::line("Features used (30 days)", &labels, &[Series { label: "features".into(), class: "s2", values: col("features_used_30d") }], false))
-                @let history_labels: Vec<String> = v.history.iter().map(|h| h.date.to_string()).collect();
+                @let history_labels: Vec<String> = v.history.iter().map(|h| h.date.format("%-d %b").to_string()).collect();
                 (charts::line("Health score and expected renewal rate", &history_labels, &[
                     Series { label: "health score / 100".into(), class: "s1", values: v.history.iter().map(|h| h.health_score.map(|s| s / 100.0)).collect() },
                     Series { label: "expected renewal rate".into(), class: "s4", values: v.history.iter().map(|h| h.expected_renewal_rate).collect() },
@@ -290,16 +333,16 @@ fn render(v: &View, currency: &str, as_of: NaiveDate) -> Markup {
             @if !v.history.is_empty() {
                 p { "Tier by week: "
                     @for h in v.history.iter().rev().step_by(7).collect::<Vec<_>>().into_iter().rev() {
-                        span title=(h.date) { (tier_badge(h.tier.as_deref())) } " "
+                        span title=(h.date.format("%-d %b %Y")) { (tier_badge(h.tier.as_deref())) } " "
                     }
                 }
             }
         }
         section aria-labelledby="usage" {
-            h2 id="usage" { "Usage on " (as_of) }
+            h2 id="usage" { "Usage on " (format::day(as_of)) }
             dl.grid {
                 @for name in ["usage_frequency", "active_days_14d", "active_minutes_14d", "active_users_14d", "active_users_30d", "dau", "wau", "mau", "logins_per_user_week", "license_utilization", "engagement_score", "features_used_30d", "feature_breadth", "new_features_30d", "transactions_30d", "user_adoption_growth", "rate_of_adoption", "education_events_30d"] {
-                    dt { (label(name)) } (field(&v.row, name))
+                    dt { (format::label(name)) } (field(&v.row, name))
                 }
             }
         }
@@ -309,7 +352,7 @@ fn render(v: &View, currency: &str, as_of: NaiveDate) -> Markup {
                 div {
                     h3 { "Used" }
                     @if v.features.is_empty() { p.empty { "No feature used in the last 30 days." } }
-                    ul { @for (feature, uses) in &v.features { li { (feature) " — " (uses) " uses" } } }
+                    ul { @for (feature, uses) in &v.features { li { (feature) " — " (format::count(*uses, "use", "uses")) } } }
                 }
                 div {
                     h3 { "Not used yet: educate them on" }
@@ -322,7 +365,7 @@ fn render(v: &View, currency: &str, as_of: NaiveDate) -> Markup {
             h2 id="onboarding" { "Onboarding" }
             dl.grid {
                 @for name in ["time_to_provision_days", "time_to_value_days", "initial_adoption", "go_live_recommend_rate"] {
-                    dt { (label(name)) } (field(&v.row, name))
+                    dt { (format::label(name)) } (field(&v.row, name))
                 }
             }
         }
@@ -330,31 +373,36 @@ fn render(v: &View, currency: &str, as_of: NaiveDate) -> Markup {
             h2 id="support" { "Support and voice of the customer" }
             dl.grid {
                 @for name in ["tickets_opened_90d", "tickets_open", "escalations_open", "median_resolution_hours_90d", "median_first_response_hours_90d", "nps", "csat", "ces", "suggestions_90d"] {
-                    dt { (label(name)) } (field(&v.row, name))
+                    dt { (format::label(name)) } (field(&v.row, name))
                 }
             }
+        }
+        section aria-labelledby="records" {
+            h2 id="records" { "Records" }
             @for (kind, rows) in &v.records { (record_table(kind, rows)) }
+            details {
+                summary { "Recent events (" (v.events.len()) ")" }
+                @if v.events.is_empty() { p.empty { "No events from this account's people." } }
+                div.scroll { table.data {
+                    thead { tr { th scope="col" { "When" } th scope="col" { "Type" } th scope="col" { "Event" } th scope="col" { "Person" } } }
+                    tbody { @for e in &v.events { tr {
+                        td { (format::instant_ms(e.timestamp_ms)) } td { (e.kind) } td { (e.event.as_deref().unwrap_or("")) } td { (e.user_id.as_deref().unwrap_or("")) }
+                    } } }
+                } }
+            }
         }
-        section aria-labelledby="alerts" {
-            h2 id="alerts" { "Alerts and tasks" }
-            h3 { "Tasks" }
-            @if v.tasks.is_empty() { p.empty { "No tasks for this account." } }
-            ul { @for t in &v.tasks { li { (t["title"].as_str().unwrap_or("")) " — " (t["status"].as_str().unwrap_or("")) ", due " (t["due"].as_str().unwrap_or("–")) } } }
-            h3 { "Alerts (last year)" }
-            @if v.alerts.is_empty() { p.empty { "No alert fired." } }
-            ul { @for a in &v.alerts { li { (timestamp(a["fired_at"].as_str().unwrap_or(""))) ": " (a["rule"].as_str().unwrap_or("")) " (" (a["reason"].as_str().unwrap_or("")) ")" } } }
-            h3 { "Tier changes (last year)" }
-            @if v.changes.is_empty() { p.empty { "No tier change in the last year." } }
-            ul { @for c in &v.changes { li { (c.date) ": tier " (tier_badge(Some(&c.from))) " → " (tier_badge(Some(&c.to))) } } }
-        }
-        section aria-labelledby="events" {
-            h2 id="events" { "Recent events" }
-            @if v.events.is_empty() { p.empty { "No events from this account's people." } }
-            table.data {
-                thead { tr { th scope="col" { "When" } th scope="col" { "Type" } th scope="col" { "Event" } th scope="col" { "User" } } }
-                tbody { @for e in &v.events { tr {
-                    td { (timestamp(&crate::ingest::format_timestamp(e.timestamp_ms))) } td { (e.kind) } td { (e.event.as_deref().unwrap_or("")) } td { (e.user_id.as_deref().unwrap_or("")) }
-                } } }
+    }
+}
+
+/// The renewal day, called out with its distance when it is near.
+fn renewal(day: Option<NaiveDate>, as_of: NaiveDate) -> Markup {
+    match day {
+        None => html! { "no contract in force" },
+        Some(d) => {
+            let left = (d - as_of).num_days();
+            html! {
+                (format::day(d))
+                @if (0..RENEWAL_SOON_DAYS).contains(&left) { " " span.soon { "in " (format::days(left)) } }
             }
         }
     }
@@ -375,36 +423,46 @@ fn listening_section(user: &SignedIn, v: &View, reasons: &[String]) -> Markup {
         })
         .unwrap_or_default();
     html! {
-        section aria-labelledby="notes" {
-            h2 id="notes" { "Notes" }
-            @if writable {
-                form.stack method="post" action=(format!("{}/notes", crate::share::account_path(id))) {
-                    (super::csrf_field(user))
-                    label { "Add a note (internal: never in the customer's review)" textarea name="text" rows="2" required maxlength=(crate::listening::report::NOTE_CHARS_MAX) {} }
-                    button type="submit" { "Add note" }
-                }
-            }
-            @if v.notes.is_empty() { p.empty { "No notes yet." } }
-            ul id="notes-list" { @for n in &v.notes { li { (timestamp(n["created_at"].as_str().unwrap_or(""))) " " strong { (n["author"].as_str().unwrap_or("")) } ": " (n["text"].as_str().unwrap_or("")) } } }
-        }
         section aria-labelledby="listening" {
             h2 id="listening" { "Churn and downgrade reasons" }
-            @if ended.is_empty() { p.empty { "No ended term." } }
+            @if ended.is_empty() { p.empty { "No contract term has ended yet." } }
             @for s in &ended {
                 @let sid = s["subscription_id"].as_str().unwrap_or("");
                 form.inline method="post" action=(format!("{}/reason", crate::share::account_path(id))) {
                     (super::csrf_field(user))
                     input type="hidden" name="subscription" value=(sid);
-                    span { (sid) " (" (s["outcome"].as_str().unwrap_or("")) ", ended " (s["end_date"].as_str().unwrap_or("")) ")" }
+                    span { (sid) " (" (s["outcome"].as_str().unwrap_or("")) ", ended " (value_text(s.get("end_date"))) ")" }
                     label { "Reason " select name="reason" disabled[!writable] {
                         option value="" { "none" }
-                        @for r in reasons { option value=(r) selected[s["reason"].as_str() == Some(r.as_str())] { (r.replace('_', " ")) } }
+                        @for r in reasons { option value=(r) selected[s["reason"].as_str() == Some(r.as_str())] { (format::humanize(r)) } }
                     } }
                     label { "Feedback " input name="feedback" value=(s["feedback"].as_str().unwrap_or("")) disabled[!writable]; }
                     @if writable { button type="submit" { "Save" } }
                 }
             }
         }
+    }
+}
+
+/// Columns that hold a code from a short list (a KPI's name, a survey's kind, a ticket's
+/// type): shown as words.
+const CODE_COLUMNS: &[(&str, &str)] = &[
+    ("kpis", "name"),
+    ("survey_responses", "kind"),
+    ("tickets", "type"),
+    ("tickets", "priority"),
+    ("suggestions", "category"),
+    ("subscriptions", "outcome"),
+    ("subscriptions", "reason"),
+];
+
+fn cell(kind: &str, column: &str, value: Option<&Value>) -> Markup {
+    match value.and_then(Value::as_str) {
+        Some(code) if CODE_COLUMNS.contains(&(kind, column)) => match (kind, column) {
+            ("survey_responses", "kind") => html! { (format::survey_kind(code)) },
+            _ => html! { (format::humanize(code)) },
+        },
+        _ => value_text(value),
     }
 }
 
@@ -417,14 +475,15 @@ fn record_table(kind_name: &str, rows: &[Value]) -> Markup {
         .map(|c| c.name)
         .filter(|c| *c != "account_id")
         .collect();
-    let title = kind_name.replace('_', " ");
     html! {
-        h3 { (title[..1].to_uppercase()) (title[1..]) }
-        @if rows.is_empty() { p.empty { "None." } } @else {
-            div.scroll { table.data {
-                thead { tr { @for c in &columns { th scope="col" { (c.replace('_', " ")) } } } }
-                tbody { @for r in rows { tr { @for c in &columns { td { (value_text(r.get(*c))) } } } } }
-            } }
+        details {
+            summary { (format::humanize(kind_name)) " (" (rows.len()) @if rows.len() == RECORDS_LISTED { " newest" } ")" }
+            @if rows.is_empty() { p.empty { "None." } } @else {
+                div.scroll { table.data {
+                    thead { tr { @for c in &columns { th scope="col" { (format::humanize(c)) } } } }
+                    tbody { @for r in rows { tr { @for c in &columns { td { (cell(kind_name, c, r.get(*c))) } } } } }
+                } }
+            }
         }
     }
 }

@@ -330,7 +330,7 @@ fn backtest_table(report: &Value, segment: &str) -> Markup {
             } } }
         }
         @if let Some(s) = chosen {
-            (charts::rates(&format!("Segment {}: observed renewal rate per tier (95% interval) against the tier's prediction", value_text(Some(&s["segment"]))), &bars))
+            (charts::rates(&format!("Segment {}: observed renewal rate per tier (95% interval) against the tier's prediction", s["segment"].as_str().unwrap_or("–")), &bars))
         }
     }
 }
@@ -479,7 +479,7 @@ pub async fn onboarding(
                         tr data-account=(f.account_id) {
                             th scope="row" { a href=(crate::share::account_path(&f.account_id)) { (f.name) } }
                             td { (f.segment) }
-                            td { (super::date(f.customer_since)) }
+                            td { (super::day_or_dash(f.customer_since)) }
                             @for m in measures {
                                 td.num data-field=(m) {
                                     (number(row.and_then(|r| r.number(m)), 0))

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{
-    can_write, csrf_field, layout, money, tier_badge, timestamp, PageError, PageResult, SignedIn,
+    can_write, csrf_field, instant, layout, money, tier_badge, PageError, PageResult, SignedIn,
 };
 use crate::actions::run;
 use crate::store::TaskFilter;
@@ -133,7 +133,7 @@ pub async fn page(
                     table.data id="alerts-table" {
                         thead { tr { th scope="col" { "When" } th scope="col" { "Account" } th scope="col" { "Rule" } th scope="col" { "Why" } } }
                         tbody { @for a in &alerts { tr {
-                            td { (timestamp(a["fired_at"].as_str().unwrap_or(""))) }
+                            td { (instant(a["fired_at"].as_str().unwrap_or(""))) }
                             th scope="row" { a href=(crate::share::account_path(a["account_id"].as_str().unwrap_or(""))) { (name(a["account_id"].as_str().unwrap_or(""))) } }
                             td { (a["rule"].as_str().unwrap_or("")) }
                             td { (a["reason"].as_str().unwrap_or("")) }
@@ -157,7 +157,7 @@ pub async fn page(
                                 th scope="row" { a href=(crate::share::account_path(account)) { (name(account)) } }
                                 td { (tier_badge(Some(&c.from))) " → " (tier_badge(Some(&c.to))) }
                                 td.num { (money(f.map_or(0.0, |f| f.arr), &currency)) }
-                                td { (super::date(f.and_then(|f| f.renewal))) }
+                                td { (super::day_or_dash(f.and_then(|f| f.renewal))) }
                             }
                         } }
                     }
@@ -204,4 +204,45 @@ pub async fn update(
     }
     tracing::info!(task = id, status, by = %user.user.username, "task updated");
     Ok(Redirect::to("/inbox").into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct NewTaskForm {
+    csrf: String,
+    title: String,
+    /// YYYY-MM-DD; a week from today when empty.
+    due: Option<String>,
+}
+
+/// `POST /accounts/{id}/tasks`: a task made by hand from the account page, for the
+/// account's CSM; back to the account's tasks.
+pub async fn create(
+    user: SignedIn,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(account): Path<String>,
+    Form(form): Form<NewTaskForm>,
+) -> Result<Response, PageError> {
+    user.check_post(&headers, &form.csrf)?;
+    if !can_write(&user.user) {
+        return Err(PageError::forbidden("viewers cannot make tasks"));
+    }
+    let today = today();
+    let due = match form.due.as_deref().map(str::trim).filter(|d| !d.is_empty()) {
+        Some(text) => crate::records::parse_date(text)
+            .map_err(|reason| PageError::bad_request(format!("due: {reason}")))?,
+        None => today + Duration::days(crate::web::actions::DEFAULT_DUE_DAYS),
+    };
+    crate::actions::check_task(&form.title, due, today)
+        .map_err(|(field, reason)| PageError::bad_request(format!("{field}: {reason}")))?;
+    let id = account.clone();
+    let made = with_source(&state, move |source, _| {
+        Ok(run::add_task(source, &id, &form.title, due, today)?)
+    })
+    .await?;
+    let Some(task) = made else {
+        return Err(PageError::not_found(format!("no account {account}")));
+    };
+    tracing::info!(task, account = %account, by = %user.user.username, "task made by hand");
+    Ok(Redirect::to(&format!("{}#tasks", crate::share::account_path(&account))).into_response())
 }

@@ -106,9 +106,14 @@ pub async fn page(user: SignedIn, State(state): State<AppState>) -> PageResult {
 pub struct NoteForm {
     csrf: String,
     text: String,
+    /// `note` when absent.
+    kind: Option<String>,
+    /// The day it happened (YYYY-MM-DD; today when absent or empty).
+    on: Option<String>,
 }
 
-/// `POST /accounts/{id}/notes`: a CSM note from the account page.
+/// `POST /accounts/{id}/notes`: a note or a logged call, meeting or email from the account
+/// page.
 pub async fn add_note(
     user: SignedIn,
     State(state): State<AppState>,
@@ -121,22 +126,44 @@ pub async fn add_note(
         return Err(PageError::forbidden("viewers cannot write notes"));
     }
     let text = form.text.trim().to_string();
-    if text.is_empty() || text.chars().count() > report::NOTE_CHARS_MAX {
-        return Err(PageError::bad_request(format!(
-            "text: 1 to {} characters",
-            report::NOTE_CHARS_MAX
-        )));
-    }
+    let kind = form.kind.unwrap_or_else(|| "note".into());
+    let now = chrono::Utc::now();
+    // A day in the past is logged at its noon UTC; today, now.
+    let at_ms = match form.on.as_deref().map(str::trim).filter(|d| !d.is_empty()) {
+        None => now.timestamp_millis(),
+        Some(day) => {
+            let day: chrono::NaiveDate = day
+                .parse()
+                .map_err(|_| PageError::bad_request("on: a day as YYYY-MM-DD"))?;
+            if day == now.date_naive() {
+                now.timestamp_millis()
+            } else {
+                day.and_hms_opt(12, 0, 0)
+                    .expect("noon exists")
+                    .and_utc()
+                    .timestamp_millis()
+            }
+        }
+    };
+    report::check_activity(&kind, &text, at_ms, now.timestamp_millis())
+        .map_err(|(field, reason)| PageError::bad_request(format!("{field}: {reason}")))?;
     let (account, author) = (id.clone(), user.user.username.clone());
     if with_source(&state, move |source, _| {
-        Ok(source.add_note(&account, &author, None, &text)?)
+        Ok(source.add_note(&crate::store::NewNote {
+            account: &account,
+            author: &author,
+            person: None,
+            kind: &kind,
+            text: &text,
+            at_ms,
+        })?)
     })
     .await?
     .is_none()
     {
         return Err(PageError::not_found(format!("no account {id}")));
     }
-    Ok(Redirect::to(&format!("{}#notes", crate::share::account_path(&id))).into_response())
+    Ok(Redirect::to(&format!("{}#activity", crate::share::account_path(&id))).into_response())
 }
 
 #[derive(Debug, Deserialize)]

@@ -10,7 +10,8 @@ use maud::html;
 use serde::Deserialize;
 
 use super::{
-    as_of, date, day_of, layout, money, number, percent, tier_badge, PageResult, SignedIn,
+    as_of, day_or_dash, instant_day, layout, money, number, percent, tier_badge, PageResult,
+    SignedIn,
 };
 use crate::accounts::{self, Facts};
 use crate::web::metrics::{cached_snapshot, with_source};
@@ -252,11 +253,11 @@ pub async fn page(
                                     }
                                     td.num data-field="arr" data-value=(f.arr) { (money(f.arr, &currency)) }
                                     td.num { (money(f.revenue_at_risk(), &currency)) }
-                                    td data-field="renewal" { (date(f.renewal)) }
+                                    td data-field="renewal" { (day_or_dash(f.renewal)) }
                                     td data-field="usage_frequency" { (m.map_or("–", |m| m.usage_frequency.as_str())) }
                                     td.num data-field="license_utilization" data-value=[m.and_then(|m| m.license_utilization)] { (percent(m.and_then(|m| m.license_utilization))) }
                                     td.num data-field="escalations_open" { (number(m.map(|m| m.escalations_open as f64), 0)) }
-                                    td { @match &f.last_contact { Some(t) => (day_of(t)), None => "–" } }
+                                    td { @match &f.last_contact { Some(t) => (instant_day(t)), None => "–" } }
                                     td { (f.csm_name.as_deref().unwrap_or("–")) }
                                 }
                             }

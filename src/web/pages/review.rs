@@ -190,7 +190,7 @@ fn report(r: &Review) -> Markup {
                 h2 { "Business results" }
                 @if r.kpis.is_empty() { p.empty { "No results recorded this quarter." } } @else {
                     table.data { thead { tr { th scope="col" { "Measure" } th scope="col" { "Date" } th scope="col" { "Value" } } }
-                        tbody { @for k in &r.kpis { tr { th scope="row" { (value_text(Some(&k["name"]))) } td { (value_text(Some(&k["date"]))) } td.num { (value_text(Some(&k["value"]))) } } } } }
+                        tbody { @for k in &r.kpis { tr { th scope="row" { (crate::format::label(k["name"].as_str().unwrap_or(""))) } td { (value_text(Some(&k["date"]))) } td.num { (value_text(Some(&k["value"]))) } } } } }
                 }
             }
             section {

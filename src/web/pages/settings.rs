@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use maud::html;
 use serde::Deserialize;
 
-use super::{csrf_field, layout, timestamp, PageError, PageResult, SignedIn};
+use super::{csrf_field, instant, layout, PageError, PageResult, SignedIn};
 use crate::store::Role;
 use crate::store::{User, UserRole};
 use crate::web::metrics::with_source;
@@ -87,9 +87,9 @@ async fn render(
                 table.data {
                     thead { tr { th scope="col" { "Id" } th scope="col" { "Name" } th scope="col" { "Role" } th scope="col" { "Created" } th scope="col" { "Expires" } th scope="col" { span.sr { "Actions" } } } }
                     tbody { @for token in &tokens { tr {
-                        td.num { (token.id) } th scope="row" { (token.name) } td { (token.role) } td { (timestamp(&crate::ingest::format_timestamp(token.created_ms))) }
+                        td.num { (token.id) } th scope="row" { (token.name) } td { (token.role) } td { (instant(&crate::ingest::format_timestamp(token.created_ms))) }
                         td { @match token.expires_ms {
-                            Some(ms) => { (timestamp(&crate::ingest::format_timestamp(ms))) @if ms <= now_ms { " (expired)" } }
+                            Some(ms) => { (instant(&crate::ingest::format_timestamp(ms))) @if ms <= now_ms { " (expired)" } }
                             None => "never",
                         } }
                         td { form.inline method="post" action="/settings/tokens/delete" {
@@ -151,7 +151,16 @@ fn actions_sections(
                 label { "Task for the CSM ({account} is replaced; empty: none)" input name="task" maxlength="200"; }
                 button type="submit" { "Add rule" }
             }
-            p.muted { "Measures: every metric of the export, and " (crate::actions::EXTRA_MEASURES.iter().map(|(m, _)| *m).collect::<Vec<_>>().join(", ")) "." }
+            details {
+                summary { "Measures a condition can use" }
+                p.muted { "Every metric of the export by its column name, and these:" }
+                ul { @for (name, description) in crate::actions::EXTRA_MEASURES {
+                    li { code { (name) } " — " (crate::format::label(name)) ": " (description) }
+                } }
+                ul { @for m in crate::metrics::MEASURES.iter().filter(|m| m.kind.is_numeric() || m.name == "usage_frequency") {
+                    li { code { (m.name) } " — " (m.label) }
+                } }
+            }
         }
         section aria-labelledby="channels" {
             h2 id="channels" { "Channels" }

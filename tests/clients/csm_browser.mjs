@@ -1,0 +1,108 @@
+#!/usr/bin/env node
+// A CSM's Monday in headless Debian Chromium: every page at 1280 px and 390 px (its visible
+// text, whether it fits, a screenshot), the account page's top card, a task made by hand
+// and a call logged from it.
+// Usage: node csm_browser.mjs --base URL --login USER:PASS --account ID --screenshots DIR
+// Prints a JSON report (the Rust test compares it with the API) and exits non-zero when a
+// step could not be done.
+import { chromium } from 'playwright-core'
+import { parseArgs } from 'node:util'
+
+const { values: opts } = parseArgs({
+  options: {
+    base: { type: 'string' }, login: { type: 'string' }, account: { type: 'string' }, screenshots: { type: 'string' },
+  },
+})
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+})
+const report = { console_errors: [], pages: {} }
+const watch = (page) => page.on('console', (m) => {
+  if (m.type() === 'error' && !m.text().startsWith('Failed to load resource')) report.console_errors.push(`${page.url()}: ${m.text()}`)
+})
+const account = `/accounts/${opts.account}`
+const paths = ['/portfolio', account, `${account}/review`, '/segments', '/indicators', '/outcomes', '/onboarding', '/listening', '/inbox', '/settings']
+// What a page says to a person, folded parts opened: its rendered text without code
+// samples (rule syntax). Changes this page only; the next step loads another.
+const visibleText = () => {
+  document.querySelectorAll('details').forEach((d) => { d.open = true })
+  document.querySelectorAll('code, pre').forEach((e) => e.remove())
+  return document.body.innerText
+}
+try {
+  for (const [name, width] of [['wide', 1280], ['narrow', 390]]) {
+    const context = await browser.newContext({ viewport: { width, height: 900 }, timezoneId: 'Europe/Stockholm', locale: 'en-GB' })
+    const page = await context.newPage()
+    watch(page)
+    await page.goto(`${opts.base}/login`)
+    const [user, password] = opts.login.split(':')
+    await page.fill('input[name=username]', user)
+    await page.fill('input[name=password]', password)
+    await Promise.all([page.waitForNavigation(), page.click('button[type=submit]')])
+    for (const path of paths) {
+      const response = await page.goto(`${opts.base}${path}`)
+      const key = `${name} ${path}`
+      // Wider than the viewport: the page scrolls sideways.
+      const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth)
+      await page.screenshot({ path: `${opts.screenshots}/${name}${path.replaceAll('/', '-')}.png`, fullPage: true })
+      report.pages[key] = { status: response.status(), overflow, text: await page.evaluate(visibleText) }
+    }
+    await context.close()
+  }
+
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 }, timezoneId: 'Europe/Stockholm', locale: 'en-GB' })
+  const page = await context.newPage()
+  watch(page)
+  await page.goto(`${opts.base}/login`)
+  const [user, password] = opts.login.split(':')
+  await page.fill('input[name=username]', user)
+  await page.fill('input[name=password]', password)
+  await Promise.all([page.waitForNavigation(), page.click('button[type=submit]')])
+
+  // The top card: what it names, in page order before the tasks.
+  await page.goto(`${opts.base}${account}`)
+  const card = page.locator('section.why')
+  report.card = {
+    power_feature: await card.locator('[data-power-feature]').getAttribute('data-power-feature'),
+    rate: Number(await card.locator('[data-rate]').getAttribute('data-rate')),
+    rate_text: await card.locator('[data-rate]').textContent(),
+    monthly_uses: Number(await card.locator('[data-field=power_feature_monthly_uses]').getAttribute('data-value')),
+    next: await card.locator('p.next [data-next]').getAttribute('data-next'),
+    buttons: await card.locator('p.actions a').allTextContents(),
+    before_tasks: await page.evaluate(() => {
+      const why = document.querySelector('section.why'), tasks = document.getElementById('tasks')
+      return Boolean(why.compareDocumentPosition(tasks) & Node.DOCUMENT_POSITION_FOLLOWING)
+    }),
+    raw_tables_folded: await page.$$eval('section[aria-labelledby=records] details', (ds) => ds.length > 0 && ds.every((d) => !d.open)),
+  }
+
+  // A task made by hand: the card's button leads to the form.
+  await page.click('section.why a[href="#new-task"]')
+  await page.fill('#new-task input[name=title]', 'Walk the admins through reporting')
+  await page.fill('#new-task input[name=due]', '2099-01-31')
+  await Promise.all([page.waitForNavigation(), page.click('#new-task button[type=submit]')])
+  report.task = {
+    url: new URL(page.url()).pathname + new URL(page.url()).hash,
+    listed: await page.locator('ul.tasks li').allTextContents(),
+    next: await page.textContent('section.why p.next'),
+  }
+
+  // A call logged: first in the timeline, and the last contact is today.
+  await page.selectOption('#log-activity select[name=kind]', 'call')
+  await page.fill('#log-activity textarea[name=text]', 'Renewal call with the sponsor: budget approved')
+  await Promise.all([page.waitForNavigation(), page.click('#log-activity button[type=submit]')])
+  report.activity = {
+    first: await page.locator('#timeline li').first().getAttribute('data-kind'),
+    first_text: await page.locator('#timeline li').first().textContent(),
+    last_contact: await page.getAttribute('dd[data-field=last_contact] time', 'datetime'),
+  }
+  await page.screenshot({ path: `${opts.screenshots}/account-after-actions.png`, fullPage: true })
+  await context.close()
+} catch (e) {
+  console.error(e)
+  process.exitCode = 1
+} finally {
+  await browser.close()
+}
+console.log(JSON.stringify(report))

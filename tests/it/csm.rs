@@ -1,0 +1,219 @@
+//! Issue 30, a dashboard a CSM can act on, in headless Chromium against a demo: every page
+//! at 1280 and 390 px reads as words (no JSON, ISO timestamps or column names), the account
+//! page opens on why the account is in its tier and what to do next, as the API says, and
+//! a task made and a call logged from it land where the API and the page show them.
+//! Screenshots of every page at both widths are saved as test artifacts.
+
+use serde_json::Value;
+
+use super::support::*;
+
+/// Words written for machines: `license_utilization`, `renewal_in_days`.
+fn snake_words(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = text
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| {
+            let inner = w.trim_matches('_');
+            inner.contains('_') && inner.chars().any(|c| c.is_ascii_lowercase())
+        })
+        .map(str::to_string)
+        .collect();
+    out.dedup();
+    out
+}
+
+/// `2026-11-29T15:49` and the like.
+fn iso_times(text: &str) -> Vec<String> {
+    let b = text.as_bytes();
+    let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
+    (0..b.len().saturating_sub(15))
+        .filter(|&i| {
+            digits(i..i + 4)
+                && b[i + 4] == b'-'
+                && digits(i + 5..i + 7)
+                && b[i + 7] == b'-'
+                && digits(i + 8..i + 10)
+                && b[i + 10] == b'T'
+                && digits(i + 11..i + 13)
+                && b[i + 13] == b':'
+        })
+        .map(|i| text[i..i + 16].to_string())
+        .collect()
+}
+
+#[test]
+fn the_scans_find_what_they_look_for() {
+    assert_eq!(
+        snake_words("Licence use 35% · renewal_in_days is 44; acct-0067-u031"),
+        vec!["renewal_in_days"]
+    );
+    assert_eq!(
+        iso_times("opened 2026-11-29T15:49:00.000Z, due 2026-12-01"),
+        vec!["2026-11-29T15:49"]
+    );
+}
+
+#[test]
+fn every_page_reads_as_words_and_the_account_page_says_why_and_what_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, server) = start_demo(dir.path(), &["--accounts", "60", "--years", "3"]);
+    let marker: Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("demo.json")).unwrap()).unwrap();
+    let token = marker["api_token"].as_str().unwrap();
+    let admin = marker["logins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l[2] == "admin")
+        .unwrap();
+    let login = format!(
+        "{}:{}",
+        admin[0].as_str().unwrap(),
+        admin[1].as_str().unwrap()
+    );
+    let api = |path: &str| {
+        let reply = get(&server, path, Some(token));
+        assert_eq!(reply.status, 200, "{path}: {:?}", reply.body);
+        reply.body
+    };
+
+    // A current customer (seats in force) with a tier and a power feature: the top card
+    // has all to say.
+    let metrics = api("/api/v1/metrics");
+    let (account, health) = metrics["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["seats"].as_i64() > Some(0))
+        .map(|a| a["account_id"].as_str().unwrap().to_string())
+        .find_map(|id| {
+            let h = api(&format!("/api/v1/accounts/{id}/health"))["health"].clone();
+            (h["tier"].is_string() && h["power_feature"].is_string()).then_some((id, h))
+        })
+        .expect("a demo account with a tier");
+
+    let screenshots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("csm-screenshots");
+    std::fs::create_dir_all(&screenshots).unwrap();
+    let report = browser_report(
+        "csm_browser.mjs",
+        &[
+            "--base",
+            &server.base,
+            "--login",
+            &login,
+            "--account",
+            &account,
+            "--screenshots",
+            screenshots.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        report["console_errors"],
+        serde_json::json!([]),
+        "no script errors or CSP violations"
+    );
+
+    // Every page, both widths: words, not data.
+    let pages = report["pages"].as_object().unwrap();
+    assert_eq!(pages.len(), 20, "{:?}", pages.keys());
+    let mut machine_words = Vec::new();
+    for (page, shown) in pages {
+        assert_eq!(shown["status"], 200, "{page}");
+        let text = shown["text"].as_str().unwrap();
+        if text.contains("{\"") {
+            machine_words.push(format!("{page}: JSON"));
+        }
+        for found in iso_times(text).into_iter().chain(snake_words(text)) {
+            machine_words.push(format!("{page}: {found}"));
+        }
+        let png = format!(
+            "{}{}.png",
+            page.split(' ').next().unwrap(),
+            page.split(' ').nth(1).unwrap().replace('/', "-")
+        );
+        assert!(screenshots.join(&png).exists(), "{png}");
+    }
+    machine_words.dedup();
+    assert_eq!(
+        machine_words,
+        Vec::<String>::new(),
+        "pages show text written for machines"
+    );
+    // The account page fits a phone: nothing scrolls sideways.
+    let narrow = &pages[&format!("narrow /accounts/{account}")];
+    assert!(narrow["overflow"].as_i64().unwrap() <= 0, "{narrow}");
+
+    // The top card: the power feature and its renewal rate as the API gives them, first.
+    let card = &report["card"];
+    assert_eq!(card["power_feature"], health["power_feature"], "{card}");
+    assert_eq!(
+        card["rate"].as_f64(),
+        health["expected_renewal_rate"].as_f64(),
+        "{card}"
+    );
+    let percent = format!(
+        "{:.0}%",
+        health["expected_renewal_rate"].as_f64().unwrap() * 100.0
+    );
+    assert_eq!(card["rate_text"], percent.as_str());
+    assert_eq!(
+        card["monthly_uses"].as_f64(),
+        health["power_feature_monthly_uses"].as_f64(),
+        "{card}"
+    );
+    assert_eq!(
+        card["buttons"],
+        serde_json::json!([
+            "Create a task",
+            "Log an activity",
+            "Open the quarterly review"
+        ])
+    );
+    assert_eq!(card["before_tasks"], true);
+    assert_eq!(card["raw_tables_folded"], true);
+
+    // The task made by hand: on the page and in the API, for the account, open, due as set.
+    let title = "Walk the admins through reporting";
+    assert_eq!(
+        report["task"]["url"],
+        format!("/accounts/{account}#tasks").as_str()
+    );
+    assert!(
+        report["task"]["listed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t.as_str().unwrap().starts_with(title)),
+        "{report}"
+    );
+    let tasks = api(&format!("/api/v1/tasks?account={account}"));
+    let made = tasks["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["title"] == title)
+        .unwrap_or_else(|| panic!("{tasks}"));
+    assert_eq!(
+        (&made["status"], &made["due"], made["alert_id"].is_null()),
+        (&Value::from("open"), &Value::from("2099-01-31"), true)
+    );
+
+    // The call logged: first on the timeline, and the last contact is today.
+    let activity = &report["activity"];
+    assert_eq!(activity["first"], "call", "{activity}");
+    assert!(activity["first_text"]
+        .as_str()
+        .unwrap()
+        .contains("Renewal call with the sponsor: budget approved"));
+    let today = chrono::Utc::now().date_naive().to_string();
+    assert!(
+        activity["last_contact"]
+            .as_str()
+            .unwrap()
+            .starts_with(&today),
+        "{activity}"
+    );
+    let notes = api(&format!("/api/v1/accounts/{account}/notes"));
+    assert_eq!(notes["notes"][0]["kind"], "call", "{notes}");
+    let _ = child.kill();
+}
