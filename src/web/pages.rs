@@ -32,6 +32,7 @@ pub fn router() -> Router<AppState> {
         .route("/login", get(auth::login_page).post(auth::login))
         .route("/logout", post(auth::logout))
         .route("/portfolio", get(portfolio::page))
+        .route("/portfolio.csv", get(portfolio::csv))
         .route("/accounts/{id}", get(account::page))
         .route("/accounts/{id}/review", get(review::internal))
         .route("/accounts/{id}/review/share", post(review::share))

@@ -60,6 +60,39 @@ try {
   await page.fill('input[name=password]', password)
   await Promise.all([page.waitForNavigation(), page.click('button[type=submit]')])
 
+  // The portfolio by keyboard alone: an arrow key in a filter does not reload the page;
+  // the button applies it.
+  await page.goto(`${opts.base}/portfolio?status=all`)
+  const focused = () => page.evaluate(() => document.activeElement && (document.activeElement.name || document.activeElement.textContent.trim()))
+  for (let i = 0; i < 40 && (await focused()) !== 'segment'; i++) await page.keyboard.press('Tab')
+  const before = page.url()
+  await page.keyboard.press('ArrowDown')
+  await page.waitForTimeout(500)
+  report.keyboard = { reached: await focused(), after_arrow_same_url: page.url() === before }
+  for (let i = 0; i < 20 && (await focused()) !== 'Apply filters'; i++) await page.keyboard.press('Tab')
+  await Promise.all([page.waitForNavigation(), page.keyboard.press('Enter')])
+  report.keyboard.applied = new URL(page.url()).searchParams.get('segment')
+
+  // Headers sort; chips count and filter; the CSV is the view.
+  await page.goto(`${opts.base}/portfolio?status=all`)
+  const column = (field) => page.$$eval(`#portfolio td[data-field=${field}]`, (cells) => cells.map((c) => c.dataset.value ?? null))
+  await Promise.all([page.waitForNavigation(), page.click('th[data-sort=arr] a')])
+  report.sorted = { arr_first: await column('arr'), arr_first_aria: await page.getAttribute('th[data-sort=arr]', 'aria-sort') }
+  await Promise.all([page.waitForNavigation(), page.click('th[data-sort=arr] a')])
+  report.sorted.arr_second = await column('arr')
+  report.sorted.arr_second_aria = await page.getAttribute('th[data-sort=arr]', 'aria-sort')
+  await Promise.all([page.waitForNavigation(), page.click('th[data-sort=utilization] a')])
+  report.sorted.utilization = await column('license_utilization')
+  report.chips = await page.$$eval('nav.chips a.chip', (cs) => Object.fromEntries(cs.map((c) => [c.dataset.tier, Number(c.dataset.count)])))
+  await Promise.all([page.waitForNavigation(), page.click('nav.chips a[data-tier=red]')])
+  report.red = { tiers: await page.$$eval('#portfolio td[data-field=tier] [data-tier]', (ts) => ts.map((t) => t.dataset.tier)), count: Number(await page.textContent('[data-field=count]')) }
+  report.view_accounts = await page.$$eval('#portfolio tbody tr', (rows) => rows.map((r) => r.dataset.account))
+  const csvHref = await page.getAttribute('a[href^="/portfolio.csv"]', 'href')
+  // As the browser would download it: with the page's session cookie.
+  const download = await page.request.get(`${opts.base}${csvHref}`)
+  report.csv = { status: download.status(), type: download.headers()['content-type'], body: await download.text() }
+  await page.screenshot({ path: `${opts.screenshots}/portfolio-red.png`, fullPage: true })
+
   // The top card: what it names, in page order before the tasks.
   await page.goto(`${opts.base}${account}`)
   const card = page.locator('section.why')

@@ -46,8 +46,8 @@ try {
   await signIn(page, opts.admin)
   report.after_login_url = new URL(page.url()).pathname
 
-  // 2. The portfolio (current customers), all accounts, then one segment's (a select
-  // submits on change).
+  // 2. The portfolio (current customers), all accounts, then one segment's (filters apply
+  // on their button).
   report.portfolio_rows = await page.locator('#portfolio tbody tr').count()
   report.current_accounts = await page.$$eval('#portfolio tbody tr', (rows) => rows.map((r) => r.dataset.account))
   report.portfolio_health = await page.$$eval('#portfolio tbody tr', (rows) => rows.slice(0, 8).map((r) => ({
@@ -57,10 +57,12 @@ try {
   })))
   report.localized_time = await page.locator('time[data-local]').first().textContent()
   await shot(page, '02-portfolio')
-  await Promise.all([page.waitForNavigation(), page.selectOption('select[name=status]', 'all')])
+  await page.selectOption('select[name=status]', 'all')
+  await Promise.all([page.waitForNavigation(), page.click('form.filters button[type=submit]')])
   report.all_rows = await page.locator('#portfolio tbody tr').count()
-  await Promise.all([page.waitForNavigation(), page.selectOption('select[name=segment]', 'pro')])
-  report.filtered_segments = await page.$$eval('#portfolio td[data-field=segment]', (cells) => cells.map((c) => c.textContent))
+  await page.selectOption('select[name=segment]', 'pro')
+  await Promise.all([page.waitForNavigation(), page.click('form.filters button[type=submit]')])
+  report.filtered_segments = await page.$$eval('#portfolio td[data-field=segment]', (cells) => cells.map((c) => c.dataset.value))
   report.filtered_count = Number(await page.textContent('[data-field=count]'))
 
   // 3. Keyboard: the first Tab reaches the skip link.

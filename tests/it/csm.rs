@@ -143,6 +143,104 @@ fn every_page_reads_as_words_and_the_account_page_says_why_and_what_next() {
     let narrow = &pages[&format!("narrow /accounts/{account}")];
     assert!(narrow["overflow"].as_i64().unwrap() <= 0, "{narrow}");
 
+    // The portfolio by keyboard alone: an arrow key in a filter does not reload the page.
+    let keyboard = &report["keyboard"];
+    assert_eq!(keyboard["reached"], "segment", "{keyboard}");
+    assert_eq!(keyboard["after_arrow_same_url"], true, "{keyboard}");
+    assert!(
+        keyboard["applied"].is_string(),
+        "the button applied it: {keyboard}"
+    );
+
+    // Headers sort, each way; missing values last.
+    let numbers = |v: &Value| -> Vec<f64> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|x| x.as_str()?.parse().ok())
+            .collect()
+    };
+    let sorted = &report["sorted"];
+    let first = numbers(&sorted["arr_first"]);
+    assert!(
+        first.len() > 10 && first.windows(2).all(|w| w[0] >= w[1]),
+        "{sorted}"
+    );
+    assert_eq!(sorted["arr_first_aria"], "descending");
+    let second = numbers(&sorted["arr_second"]);
+    assert!(second.windows(2).all(|w| w[0] <= w[1]), "{sorted}");
+    assert_eq!(sorted["arr_second_aria"], "ascending");
+    let utilization = numbers(&sorted["utilization"]);
+    assert!(utilization.windows(2).all(|w| w[0] <= w[1]), "{sorted}");
+    let nulls_at = sorted["utilization"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(Value::is_null);
+    if let Some(i) = nulls_at {
+        assert!(sorted["utilization"].as_array().unwrap()[i..]
+            .iter()
+            .all(Value::is_null));
+    }
+
+    // Tier chips count the view's accounts by tier; the red one lists those.
+    let chips = &report["chips"];
+    let by_tier: u64 = ["red", "orange", "yellow", "green"]
+        .iter()
+        .map(|t| chips[t].as_u64().unwrap())
+        .sum();
+    assert!(by_tier <= chips["all"].as_u64().unwrap(), "{chips}");
+    assert_eq!(report["red"]["count"], chips["red"], "{report}");
+    assert!(report["red"]["tiers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|t| t == "red"));
+
+    // The CSV of the view is its rows, in its order, with the API's numbers.
+    let csv = &report["csv"];
+    assert_eq!(csv["status"], 200);
+    assert_eq!(csv["type"], "text/csv; charset=utf-8");
+    let mut reader = csv::Reader::from_reader(csv["body"].as_str().unwrap().as_bytes());
+    let head = reader.headers().unwrap().clone();
+    let col = |name: &str| head.iter().position(|h| h == name).unwrap();
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    let ids: Vec<&str> = rows.iter().map(|r| &r[col("account_id")]).collect();
+    let listed: Vec<&str> = report["view_accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(ids, listed);
+    assert!(!rows.is_empty());
+    let by_id: std::collections::HashMap<&str, &Value> = metrics["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["account_id"].as_str().unwrap(), a))
+        .collect();
+    for r in &rows {
+        let id = &r[col("account_id")];
+        let h = api(&format!("/api/v1/accounts/{id}/health"))["health"].clone();
+        assert_eq!(&r[col("tier")], h["tier"].as_str().unwrap_or(""), "{id}");
+        assert_eq!(
+            r[col("health_score")].parse::<f64>().ok(),
+            h["health_score"].as_f64(),
+            "{id}"
+        );
+        assert_eq!(
+            r[col("license_utilization")].parse::<f64>().ok(),
+            by_id[id]["license_utilization"].as_f64(),
+            "{id}"
+        );
+        assert_eq!(
+            r[col("escalations_open")].parse::<f64>().ok(),
+            by_id[id]["escalations_open"].as_f64(),
+            "{id}"
+        );
+    }
+
     // The top card: the power feature and its renewal rate as the API gives them, first.
     let card = &report["card"];
     assert_eq!(card["power_feature"], health["power_feature"], "{card}");

@@ -15,8 +15,6 @@
     var day = new Date(el.getAttribute("datetime") + "T00:00:00Z");
     if (!isNaN(day)) { el.textContent = calendar.format(day); }
   });
-  // Filters apply as soon as a choice changes.
-  document.querySelectorAll("form.filters select").forEach(function (select) {
-    select.addEventListener("change", function () { select.form.submit(); });
-  });
+  // Filters apply on their button, never on change (WCAG 3.2.2: an arrow key in a select
+  // must not reload the page).
 })();

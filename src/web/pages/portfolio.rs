@@ -1,49 +1,84 @@
 //! The portfolio: every account with tier, score and trend, ARR, renewal, usage, licence
-//! utilisation, open escalations and last contact; filters, sorting, and the most revenue
-//! at risk first.
+//! utilisation, open escalations and last contact; filters applied on a button, tier counts
+//! as chips, headers that sort, a CSV of the view, and the most revenue at risk first.
+//! A holding (a parent without a contract of its own) is not a customer: it is left out of
+//! current customers and shows no tier, its children are listed on their own.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use axum::extract::{Query, State};
-use chrono::Duration;
-use maud::html;
-use serde::Deserialize;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use chrono::{Duration, NaiveDate};
+use maud::{html, Markup};
+use serde::{Deserialize, Serialize};
 
 use super::{
-    as_of, day_or_dash, instant_day, layout, money, number, percent, tier_badge, PageResult,
-    SignedIn,
+    as_of, instant_day, layout, money, number, percent, tier_badge, PageError, PageResult, SignedIn,
 };
 use crate::accounts::{self, Facts};
+use crate::format;
 use crate::web::metrics::{cached_snapshot, with_source};
 use crate::web::AppState;
 
 /// Most rows one page lists.
 pub const ROWS_MAX: usize = 1_000;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
 pub struct Filters {
+    #[serde(skip_serializing_if = "Option::is_none")]
     segment: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     plan: Option<String>,
     /// A CSM id, `mine` or `all` (default: `mine` for a CSM user, else `all`).
+    #[serde(skip_serializing_if = "Option::is_none")]
     csm: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     tier: Option<String>,
     /// `top` for accounts without a parent, or an account id for it and its children.
+    #[serde(skip_serializing_if = "Option::is_none")]
     parent: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     q: Option<String>,
-    /// `current` (default: a contract in force, or a child with one), `former` or `all`.
+    /// `current` (default: a contract in force), `former` or `all`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     status: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     sort: Option<String>,
+    /// `asc` or `desc` (default: the sort's own, e.g. most at risk first).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dir: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     as_of: Option<String>,
 }
 
-const SORTS: &[(&str, &str)] = &[
-    ("risk", "Revenue at risk"),
-    ("arr", "ARR"),
-    ("score", "Health score (lowest first)"),
-    ("renewal", "Renewal date"),
-    ("utilization", "Licence utilisation (lowest first)"),
-    ("name", "Name"),
+impl Filters {
+    /// This view's query string with some fields changed.
+    fn with(&self, change: impl FnOnce(&mut Filters)) -> String {
+        let mut f = self.clone();
+        change(&mut f);
+        serde_urlencoded::to_string(&f).unwrap_or_default()
+    }
+}
+
+/// Sort keys: (key, column header, descending by default).
+const SORTS: &[(&str, &str, bool)] = &[
+    ("risk", "At risk", true),
+    ("name", "Account", false),
+    ("tier", "Tier", false),
+    ("score", "Score", false),
+    ("arr", "ARR", true),
+    ("renewal", "Renewal", false),
+    ("usage", "Active days (14)", false),
+    ("utilization", "Licences used", false),
+    ("escalations", "Escalations", true),
+    ("contact", "Last contact", false),
 ];
+
+const TIERS: &[&str] = &["red", "orange", "yellow", "green"];
+
+/// Days to a renewal the table calls out.
+const RENEWAL_SOON_DAYS: i64 = 90;
 
 fn trend(facts: &Facts) -> (&'static str, &'static str) {
     let now = facts.health.as_ref().and_then(|h| h.score);
@@ -56,18 +91,20 @@ fn trend(facts: &Facts) -> (&'static str, &'static str) {
     }
 }
 
-// Over 100 lines: Filters, sorting and the table in page order; issue 30 rebuilds triage.
-#[allow(clippy::too_many_lines)]
-pub async fn page(
-    user: SignedIn,
-    State(state): State<AppState>,
-    Query(filters): Query<Filters>,
-) -> PageResult {
-    let as_of = as_of(filters.as_of.as_deref())?;
-    let rows = cached_snapshot(&state, as_of).await?;
+/// Everything read for one view.
+struct Loaded {
+    all: Vec<Facts>,
+    rows: std::sync::Arc<Vec<crate::metrics::Row>>,
+    changes: Vec<crate::store::Change>,
+    csms: Vec<(String, String)>,
+    infos: Vec<crate::store::AccountInfo>,
+}
+
+async fn load(state: &AppState, as_of: NaiveDate) -> Result<Loaded, PageError> {
+    let rows = cached_snapshot(state, as_of).await?;
     let since = as_of - Duration::days(7);
     let snapshot = rows.clone();
-    let (all, changes, csms, infos) = with_source(&state, move |source, s| {
+    let (all, changes, csms, infos) = with_source(state, move |source, s| {
         Ok((
             accounts::facts(source, as_of, &snapshot, s)?,
             source.tier_changes(since, None)?,
@@ -76,11 +113,59 @@ pub async fn page(
         ))
     })
     .await?;
-    let metrics: HashMap<&str, &crate::metrics::Row> =
-        rows.iter().map(|r| (r.account_id.as_str(), r)).collect();
-    let changed: HashMap<&str, &crate::store::Change> =
-        changes.iter().map(|c| (c.account_id.as_str(), c)).collect();
+    Ok(Loaded {
+        all,
+        rows,
+        changes,
+        csms,
+        infos,
+    })
+}
 
+/// The accounts a view lists, sorted, and the tier counts of its other filters.
+struct View<'a> {
+    shown: Vec<&'a Facts>,
+    /// Accounts per tier (and `""`: none) with every filter but the tier's.
+    tiers: HashMap<&'a str, usize>,
+    metrics: HashMap<&'a str, &'a crate::metrics::Row>,
+    holdings: HashSet<&'a str>,
+    owner: String,
+    status: String,
+    sort: String,
+    descending: bool,
+}
+
+/// A parent without a contract of its own: it holds customers, it is not one.
+fn holdings(all: &[Facts]) -> HashSet<&str> {
+    let parents: HashSet<&str> = all.iter().filter_map(|f| f.parent_id.as_deref()).collect();
+    all.iter()
+        .filter(|f| parents.contains(f.account_id.as_str()) && !in_force(f))
+        .map(|f| f.account_id.as_str())
+        .collect()
+}
+
+fn in_force(f: &Facts) -> bool {
+    f.renewal.is_some() || f.arr > 0.0
+}
+
+/// The tier a row shows: none for a holding.
+fn tier<'a>(f: &'a Facts, holdings: &HashSet<&str>) -> Option<&'a str> {
+    if holdings.contains(f.account_id.as_str()) {
+        return None;
+    }
+    f.health.as_ref().and_then(|h| h.tier.as_deref())
+}
+
+// Over 100 lines: one filter per line, in the form's order, then the sort.
+#[allow(clippy::too_many_lines)]
+fn select<'a>(loaded: &'a Loaded, filters: &Filters, user: &SignedIn) -> View<'a> {
+    let all = &loaded.all;
+    let metrics: HashMap<&str, &crate::metrics::Row> = loaded
+        .rows
+        .iter()
+        .map(|r| (r.account_id.as_str(), r))
+        .collect();
+    let holdings = holdings(all);
     let owner = filters.csm.clone().unwrap_or_else(|| {
         if user.user.csm_id.is_some() {
             "mine".into()
@@ -95,33 +180,18 @@ pub async fn page(
     };
     let parent_ids: Vec<String> = match filters.parent.as_deref() {
         None | Some("") | Some("top") => Vec::new(),
-        Some(id) => crate::store::subtree(&infos, id),
+        Some(id) => crate::store::subtree(&loaded.infos, id),
     };
     let q = filters.q.as_deref().unwrap_or("").trim().to_lowercase();
     let status = filters.status.clone().unwrap_or_else(|| "current".into());
-    let in_force = |f: &Facts| f.renewal.is_some() || f.arr > 0.0;
-    let current: std::collections::HashSet<&str> = all
-        .iter()
-        .filter(|f| {
-            in_force(f)
-                || all
-                    .iter()
-                    .any(|c| c.parent_id.as_deref() == Some(f.account_id.as_str()) && in_force(c))
-        })
-        .map(|f| f.account_id.as_str())
-        .collect();
     let empty = |v: &Option<String>| v.as_deref().is_none_or(str::is_empty);
-    let mut shown: Vec<&Facts> = all
+    let others: Vec<&Facts> = all
         .iter()
         .filter(|f| {
             empty(&filters.segment) || filters.segment.as_deref() == Some(f.segment.as_str())
         })
         .filter(|f| empty(&filters.plan) || filters.plan.as_deref() == f.plan.as_deref())
         .filter(|f| owner_id.is_none() || owner_id.as_deref() == f.csm_id.as_deref())
-        .filter(|f| {
-            empty(&filters.tier)
-                || filters.tier.as_deref() == f.health.as_ref().and_then(|h| h.tier.as_deref())
-        })
         .filter(|f| match filters.parent.as_deref() {
             None | Some("") => true,
             Some("top") => f.parent_id.is_none(),
@@ -129,8 +199,8 @@ pub async fn page(
         })
         .filter(|f| match status.as_str() {
             "all" => true,
-            "former" => !current.contains(f.account_id.as_str()),
-            _ => current.contains(f.account_id.as_str()),
+            "former" => !in_force(f) && !holdings.contains(f.account_id.as_str()),
+            _ => in_force(f),
         })
         .filter(|f| {
             q.is_empty()
@@ -138,33 +208,176 @@ pub async fn page(
                 || f.account_id.to_lowercase().contains(&q)
         })
         .collect();
-    let utilization = |f: &Facts| {
-        metrics
-            .get(f.account_id.as_str())
-            .and_then(|m| m.license_utilization)
-    };
-    let sort = filters.sort.clone().unwrap_or_else(|| "risk".into());
-    match sort.as_str() {
-        "arr" => shown.sort_by(|a, b| b.arr.total_cmp(&a.arr)),
-        "score" => shown.sort_by(|a, b| score(a).total_cmp(&score(b))),
-        "renewal" => shown.sort_by_key(|f| f.renewal.unwrap_or(chrono::NaiveDate::MAX)),
-        "utilization" => shown.sort_by(|a, b| {
-            utilization(a)
-                .unwrap_or(f64::MAX)
-                .total_cmp(&utilization(b).unwrap_or(f64::MAX))
-        }),
-        "name" => shown.sort_by(|a, b| a.name.cmp(&b.name)),
-        _ => shown.sort_by(|a, b| {
-            b.revenue_at_risk()
-                .total_cmp(&a.revenue_at_risk())
-                .then(b.arr.total_cmp(&a.arr))
-        }),
+    let mut tiers: HashMap<&str, usize> = HashMap::new();
+    for f in &others {
+        *tiers.entry(tier(f, &holdings).unwrap_or("")).or_default() += 1;
     }
-    let total = shown.len();
-    shown.truncate(ROWS_MAX);
+    let mut shown: Vec<&Facts> = others
+        .into_iter()
+        .filter(|f| empty(&filters.tier) || filters.tier.as_deref() == tier(f, &holdings))
+        .collect();
+    let sort = filters
+        .sort
+        .clone()
+        .filter(|s| SORTS.iter().any(|(k, _, _)| k == s))
+        .unwrap_or_else(|| "risk".into());
+    let natural = SORTS
+        .iter()
+        .find(|(k, _, _)| *k == sort)
+        .is_some_and(|(_, _, d)| *d);
+    let descending = match filters.dir.as_deref() {
+        Some("asc") => false,
+        Some("desc") => true,
+        _ => natural,
+    };
+    let number = |f: &Facts, get: fn(&crate::metrics::Row) -> Option<f64>| {
+        metrics.get(f.account_id.as_str()).and_then(|m| get(m))
+    };
+    // Ascending keys; a missing value sorts last either way.
+    let key = |f: &Facts| -> Option<f64> {
+        match sort.as_str() {
+            "arr" => Some(f.arr),
+            "score" => f.health.as_ref().and_then(|h| h.score),
+            "tier" => tier(f, &holdings)
+                .and_then(|t| TIERS.iter().position(|x| *x == t))
+                .map(|i| i as f64),
+            "renewal" => f.renewal.map(|d| d.num_days_from_ce() as f64),
+            "usage" => number(f, |m| Some(m.active_days_14d as f64)),
+            "utilization" => number(f, |m| m.license_utilization),
+            "escalations" => number(f, |m| Some(m.escalations_open as f64)),
+            "contact" => f
+                .last_contact
+                .as_deref()
+                .and_then(|t| t.get(..10)?.parse::<NaiveDate>().ok())
+                .map(|d| d.num_days_from_ce() as f64),
+            _ => Some(f.revenue_at_risk()),
+        }
+    };
+    shown.sort_by(|a, b| {
+        let order = if sort == "name" {
+            a.name.cmp(&b.name)
+        } else {
+            match (key(a), key(b)) {
+                (Some(x), Some(y)) => x.total_cmp(&y),
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (None, None) => std::cmp::Ordering::Equal,
+            }
+        };
+        let missing_last = sort != "name" && (key(a).is_none() || key(b).is_none());
+        let order = if descending && !missing_last {
+            order.reverse()
+        } else {
+            order
+        };
+        order
+            .then_with(|| b.arr.total_cmp(&a.arr))
+            .then_with(|| a.account_id.cmp(&b.account_id))
+    });
+    View {
+        shown,
+        tiers,
+        metrics,
+        holdings,
+        owner,
+        status,
+        sort,
+        descending,
+    }
+}
+
+use chrono::Datelike;
+
+pub async fn page(
+    user: SignedIn,
+    State(state): State<AppState>,
+    Query(filters): Query<Filters>,
+) -> PageResult {
+    let as_of = as_of(filters.as_of.as_deref())?;
+    let loaded = load(&state, as_of).await?;
+    let view = select(&loaded, &filters, &user);
     let currency = state.currency.report.clone();
-    let at_risk: f64 = shown.iter().map(|f| f.revenue_at_risk()).sum();
-    let arr: f64 = shown.iter().map(|f| f.arr).sum();
+    Ok(layout(
+        &user,
+        "Portfolio",
+        "/portfolio",
+        html! {
+            h1 { "Portfolio" }
+            (filter_form(&loaded, &filters, &view, &user))
+            (summary(&view, &filters, &currency))
+            (table(&loaded, &view, &filters, &currency, as_of))
+        },
+    ))
+}
+
+/// `GET /portfolio.csv?<the view's filters>`: the rows of the view, as listed.
+pub async fn csv(
+    user: SignedIn,
+    State(state): State<AppState>,
+    Query(filters): Query<Filters>,
+) -> Result<Response, PageError> {
+    let as_of = as_of(filters.as_of.as_deref())?;
+    let loaded = load(&state, as_of).await?;
+    let view = select(&loaded, &filters, &user);
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    let header = [
+        "account_id",
+        "name",
+        "segment",
+        "tier",
+        "health_score",
+        "arr",
+        "revenue_at_risk",
+        "renewal",
+        "active_days_14d",
+        "license_utilization",
+        "escalations_open",
+        "last_contact",
+        "csm",
+    ];
+    let failed = |e: csv::Error| {
+        PageError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+    };
+    writer.write_record(header).map_err(failed)?;
+    let text = |v: Option<f64>| v.map(|x| x.to_string()).unwrap_or_default();
+    for f in &view.shown {
+        let m = view.metrics.get(f.account_id.as_str());
+        writer
+            .write_record([
+                f.account_id.clone(),
+                f.name.clone(),
+                f.segment.clone(),
+                tier(f, &view.holdings).unwrap_or("").to_string(),
+                text(f.health.as_ref().and_then(|h| h.score)),
+                f.arr.to_string(),
+                f.revenue_at_risk().to_string(),
+                f.renewal.map(|d| d.to_string()).unwrap_or_default(),
+                text(m.map(|m| m.active_days_14d as f64)),
+                text(m.and_then(|m| m.license_utilization)),
+                text(m.map(|m| m.escalations_open as f64)),
+                f.last_contact.clone().unwrap_or_default(),
+                f.csm_name.clone().unwrap_or_default(),
+            ])
+            .map_err(failed)?;
+    }
+    let body = writer.into_inner().map_err(|e| {
+        PageError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+    })?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"portfolio.csv\"",
+            ),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+fn filter_form(loaded: &Loaded, filters: &Filters, view: &View, user: &SignedIn) -> Markup {
+    let all = &loaded.all;
     let mut segments: Vec<&str> = all.iter().map(|f| f.segment.as_str()).collect();
     segments.sort();
     segments.dedup();
@@ -179,96 +392,168 @@ pub async fn page(
         })
         .collect();
     let selected = |v: &Option<String>, option: &str| v.as_deref() == Some(option);
+    let owner = view.owner.as_str();
+    html! {
+        form.filters method="get" action="/portfolio" aria-label="Filter accounts" {
+            @if let Some(tier) = filters.tier.as_deref() { input type="hidden" name="tier" value=(tier); }
+            @if let Some(sort) = filters.sort.as_deref() { input type="hidden" name="sort" value=(sort); }
+            @if let Some(dir) = filters.dir.as_deref() { input type="hidden" name="dir" value=(dir); }
+            label { "Search" input type="search" name="q" value=(filters.q.as_deref().unwrap_or("")); }
+            label { "Segment" select name="segment" {
+                option value="" { "all" }
+                @for s in &segments { option value=(s) selected[selected(&filters.segment, s)] { (format::humanize(s)) } }
+            } }
+            label { "Plan" select name="plan" {
+                option value="" { "all" }
+                @for p in &plans { option value=(p) selected[selected(&filters.plan, p)] { (format::humanize(p)) } }
+            } }
+            label { "CSM" select name="csm" {
+                option value="all" selected[owner == "all"] { "everyone" }
+                @if user.user.csm_id.is_some() { option value="mine" selected[owner == "mine"] { "my accounts" } }
+                @for (id, name) in &loaded.csms { option value=(id) selected[owner == id] { (name) } }
+            } }
+            label { "Hierarchy" select name="parent" {
+                option value="" { "all accounts" }
+                option value="top" selected[selected(&filters.parent, "top")] { "top-level only" }
+                @for p in &parents { option value=(p.account_id) selected[selected(&filters.parent, &p.account_id)] { (p.name) " and children" } }
+            } }
+            label { "Customers" select name="status" {
+                @for (key, label) in [("current", "current"), ("former", "former"), ("all", "all")] { option value=(key) selected[view.status == key] { (label) } }
+            } }
+            button type="submit" { "Apply filters" }
+        }
+    }
+}
 
-    Ok(layout(
-        &user,
-        "Portfolio",
-        "/portfolio",
+fn summary(view: &View, filters: &Filters, currency: &str) -> Markup {
+    let at_risk: f64 = view.shown.iter().map(|f| f.revenue_at_risk()).sum();
+    let arr: f64 = view.shown.iter().map(|f| f.arr).sum();
+    let total = view.shown.len();
+    let all: usize = view.tiers.values().sum();
+    let chip = |tier: Option<&str>, label: String, count: usize| {
+        let current = filters.tier.as_deref().filter(|t| !t.is_empty()) == tier;
+        let href = format!(
+            "/portfolio?{}",
+            filters.with(|f| f.tier = tier.map(str::to_string))
+        );
         html! {
-            h1 { "Portfolio" }
-            form.filters method="get" action="/portfolio" aria-label="Filter accounts" {
-                label { "Search" input type="search" name="q" value=(filters.q.as_deref().unwrap_or("")); }
-                label { "Segment" select name="segment" {
-                    option value="" { "all" }
-                    @for s in &segments { option value=(s) selected[selected(&filters.segment, s)] { (s) } }
-                } }
-                label { "Plan" select name="plan" {
-                    option value="" { "all" }
-                    @for p in &plans { option value=(p) selected[selected(&filters.plan, p)] { (p) } }
-                } }
-                label { "CSM" select name="csm" {
-                    option value="all" selected[owner == "all"] { "everyone" }
-                    @if user.user.csm_id.is_some() { option value="mine" selected[owner == "mine"] { "my accounts" } }
-                    @for (id, name) in &csms { option value=(id) selected[owner == *id] { (name) } }
-                } }
-                label { "Tier" select name="tier" {
-                    option value="" { "all" }
-                    @for t in ["red", "orange", "yellow", "green"] { option value=(t) selected[selected(&filters.tier, t)] { (t) } }
-                } }
-                label { "Hierarchy" select name="parent" {
-                    option value="" { "all accounts" }
-                    option value="top" selected[selected(&filters.parent, "top")] { "top-level only" }
-                    @for p in &parents { option value=(p.account_id) selected[selected(&filters.parent, &p.account_id)] { (p.name) " and children" } }
-                } }
-                label { "Customers" select name="status" {
-                    @for (key, label) in [("current", "current"), ("former", "former"), ("all", "all")] { option value=(key) selected[status == key] { (label) } }
-                } }
-                label { "Sort" select name="sort" {
-                    @for (key, label) in SORTS { option value=(key) selected[sort == *key] { (label) } }
-                } }
-                button type="submit" { "Apply" }
+            a.chip href=(href) aria-current=[current.then_some("true")] data-tier=(tier.unwrap_or("all")) data-count=(count) {
+                @if let Some(t) = tier { span class=(format!("dot tier-{t}")) {} }
+                (label) " " strong { (count) }
             }
-            p.summary {
-                span data-field="count" { (total) } " accounts · ARR " (money(arr, &currency)) " · revenue at risk " strong { (money(at_risk, &currency)) }
-                @if total > ROWS_MAX { " · showing the first " (ROWS_MAX) "; filter to narrow" }
+        }
+    };
+    html! {
+        nav.chips aria-label="Tiers" {
+            (chip(None, "All".into(), all))
+            @for t in TIERS { (chip(Some(t), format::humanize(t), view.tiers.get(t).copied().unwrap_or(0))) }
+            @if let Some(n) = view.tiers.get("").filter(|n| **n > 0) { span.chip.muted { "No tier " strong { (n) } } }
+        }
+        p.summary {
+            span data-field="count" { (total) } " accounts · ARR " (money(arr, currency)) " · revenue at risk " strong { (money(at_risk, currency)) }
+            " · " a href=(format!("/portfolio.csv?{}", filters.with(|_| {}))) download { "Download this view (CSV)" }
+        }
+    }
+}
+
+// Over 100 lines: the table's header and one row per account, cell by cell.
+#[allow(clippy::too_many_lines)]
+fn table(
+    loaded: &Loaded,
+    view: &View,
+    filters: &Filters,
+    currency: &str,
+    as_of: NaiveDate,
+) -> Markup {
+    let changed: HashMap<&str, &crate::store::Change> = loaded
+        .changes
+        .iter()
+        .map(|c| (c.account_id.as_str(), c))
+        .collect();
+    let header = |key: &str| {
+        let (_, label, natural) = SORTS
+            .iter()
+            .find(|(k, _, _)| *k == key)
+            .expect("invariant: a sort key");
+        let active = view.sort == key;
+        let descending = if active { !view.descending } else { *natural };
+        let href = format!(
+            "/portfolio?{}",
+            filters.with(|f| {
+                f.sort = Some(key.to_string());
+                f.dir = Some(if descending { "desc" } else { "asc" }.into());
+            })
+        );
+        let aria = active.then_some(if view.descending {
+            "descending"
+        } else {
+            "ascending"
+        });
+        html! {
+            th scope="col" aria-sort=[aria] data-sort=(key) {
+                a href=(href) { (label) @if active { " " span aria-hidden="true" { (if view.descending { "▼" } else { "▲" }) } } }
             }
-            @if shown.is_empty() {
-                p.empty { "No account matches these filters." }
-            } @else {
-                div.scroll {
-                    table.data id="portfolio" {
-                        thead { tr {
-                            th scope="col" { "Account" } th scope="col" { "Segment" } th scope="col" { "Tier" } th scope="col" { "Score" }
-                            th scope="col" { "ARR" } th scope="col" { "At risk" } th scope="col" { "Renewal" } th scope="col" { "Usage" }
-                            th scope="col" { "Licences used" } th scope="col" { "Escalations" } th scope="col" { "Last contact" } th scope="col" { "CSM" }
-                        } }
-                        tbody {
-                            @for f in &shown {
-                                @let m = metrics.get(f.account_id.as_str());
-                                @let change = changed.get(f.account_id.as_str());
-                                @let (arrow, direction) = trend(f);
-                                tr data-account=(f.account_id) class=[change.map(|_| "changed")] {
-                                    th scope="row" {
-                                        a href=(crate::share::account_path(&f.account_id)) { (f.name) }
-                                        @if let Some(c) = change {
-                                            @let title = if c.cause == "model" { "tier changed in the last 7 days with a new health model" } else { "tier changed in the last 7 days" };
-                                            span.badge title=(title) data-cause=(c.cause) { (c.from) " → " (c.to) @if c.cause == "model" { " (model)" } }
-                                        }
+        }
+    };
+    html! {
+        @if view.shown.is_empty() {
+            p.empty { "No account matches these filters." }
+        } @else {
+            div.scroll {
+                table.data.cards id="portfolio" {
+                    thead { tr {
+                        (header("name")) th scope="col" { "Segment" } (header("tier")) (header("score"))
+                        (header("arr")) (header("risk")) (header("renewal")) (header("usage"))
+                        (header("utilization")) (header("escalations")) (header("contact")) th scope="col" { "CSM" }
+                    } }
+                    tbody {
+                        @for f in view.shown.iter().take(ROWS_MAX) {
+                            @let m = view.metrics.get(f.account_id.as_str());
+                            @let change = changed.get(f.account_id.as_str());
+                            @let (arrow, direction) = trend(f);
+                            @let holding = view.holdings.contains(f.account_id.as_str());
+                            tr data-account=(f.account_id) class=[change.map(|_| "changed")] {
+                                th scope="row" data-label="Account" {
+                                    a href=(crate::share::account_path(&f.account_id)) { (f.name) }
+                                    @if holding { " " span.badge title="a parent without a contract of its own" { "holding" } }
+                                    @if let Some(c) = change {
+                                        @let title = if c.cause == "model" { "tier changed in the last 7 days with a new health model" } else { "tier changed in the last 7 days" };
+                                        span.badge title=(title) data-cause=(c.cause) { (c.from) " → " (c.to) @if c.cause == "model" { " (model)" } }
                                     }
-                                    td data-field="segment" { (f.segment) }
-                                    td data-field="tier" { (tier_badge(f.health.as_ref().and_then(|h| h.tier.as_deref()))) }
-                                    td data-field="health_score" data-value=[f.health.as_ref().and_then(|h| h.score)] {
+                                }
+                                td data-field="segment" data-label="Segment" data-value=(f.segment) { (format::humanize(&f.segment)) }
+                                td data-field="tier" data-label="Tier" { (tier_badge(tier(f, &view.holdings))) }
+                                td data-field="health_score" data-label="Score" data-value=[f.health.as_ref().and_then(|h| h.score).filter(|_| !holding)] {
+                                    @if holding { "–" } @else {
                                         (number(f.health.as_ref().and_then(|h| h.score), 0))
                                         " " span class=(format!("trend trend-{direction}")) aria-label=(format!("trend {direction}")) { (arrow) }
                                     }
-                                    td.num data-field="arr" data-value=(f.arr) { (money(f.arr, &currency)) }
-                                    td.num { (money(f.revenue_at_risk(), &currency)) }
-                                    td data-field="renewal" { (day_or_dash(f.renewal)) }
-                                    td data-field="usage_frequency" { (m.map_or("–", |m| m.usage_frequency.as_str())) }
-                                    td.num data-field="license_utilization" data-value=[m.and_then(|m| m.license_utilization)] { (percent(m.and_then(|m| m.license_utilization))) }
-                                    td.num data-field="escalations_open" { (number(m.map(|m| m.escalations_open as f64), 0)) }
-                                    td { @match &f.last_contact { Some(t) => (instant_day(t)), None => "–" } }
-                                    td { (f.csm_name.as_deref().unwrap_or("–")) }
                                 }
+                                td.num data-field="arr" data-label="ARR" data-value=(f.arr) { (money(f.arr, currency)) }
+                                td.num data-field="revenue_at_risk" data-label="At risk" data-value=(f.revenue_at_risk()) { (money(f.revenue_at_risk(), currency)) }
+                                td data-field="renewal" data-label="Renewal" data-value=[f.renewal.map(|d| d.to_string())] {
+                                    @match f.renewal {
+                                        None => "–",
+                                        Some(d) => {
+                                            (format::day(d))
+                                            @let left = (d - as_of).num_days();
+                                            @if (0..RENEWAL_SOON_DAYS).contains(&left) { " " span.soon { "in " (format::days(left)) } }
+                                        }
+                                    }
+                                }
+                                td.num data-field="active_days_14d" data-label="Active days (14)" data-value=[m.map(|m| m.active_days_14d)] {
+                                    @match m { Some(m) => { (m.active_days_14d) " of 14" }, None => "–" }
+                                }
+                                td.num data-field="license_utilization" data-label="Licences used" data-value=[m.and_then(|m| m.license_utilization)] { (percent(m.and_then(|m| m.license_utilization))) }
+                                td.num data-field="escalations_open" data-label="Escalations" data-value=[m.map(|m| m.escalations_open)] { (number(m.map(|m| m.escalations_open as f64), 0)) }
+                                td data-field="last_contact" data-label="Last contact" { @match &f.last_contact { Some(t) => (instant_day(t)), None => "–" } }
+                                td data-label="CSM" { (f.csm_name.as_deref().unwrap_or("–")) }
                             }
                         }
                     }
                 }
             }
-        },
-    ))
-}
-
-fn score(f: &Facts) -> f64 {
-    f.health.as_ref().and_then(|h| h.score).unwrap_or(f64::MAX)
+            @if view.shown.len() > ROWS_MAX { p.muted { "Showing the first " (ROWS_MAX) "; filter to narrow, or download the CSV for every row." } }
+        }
+    }
 }
