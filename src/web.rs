@@ -12,6 +12,10 @@ pub mod ops;
 pub mod pages;
 pub mod records;
 pub mod segment;
+
+/// The dashboard's session cookie. Pages need it; the API's reads (GET) take it too, so a
+/// signed-in user's CSV and JSON links work without an API token.
+pub const SESSION_COOKIE: &str = "bw_session";
 pub mod shield;
 
 use std::collections::HashMap;

@@ -149,13 +149,37 @@ impl FromRequestParts<AppState> for Caller {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let token = super::credentials(&parts.headers, "bearer")
-            .map(str::to_string)
-            .ok_or(ApiError::Unauthenticated)?;
+        let Some(token) = super::credentials(&parts.headers, "bearer").map(str::to_string) else {
+            return session_reader(parts, state).await;
+        };
         let role = blocking(state, move |backend| Ok(backend.token_role(&token)?)).await?;
         role.map(|role| Caller { role })
             .ok_or(ApiError::Unauthenticated)
     }
+}
+
+/// A read (GET or HEAD) with a dashboard session and no token: a reader, as every
+/// signed-in user may read every page. Writes need a token; a cross-site page cannot read
+/// the answer (no CORS for `/api`).
+async fn session_reader(parts: &Parts, state: &AppState) -> Result<Caller, ApiError> {
+    use axum::http::Method;
+    if parts.method != Method::GET && parts.method != Method::HEAD {
+        return Err(ApiError::Unauthenticated);
+    }
+    let jar = axum_extra::extract::cookie::CookieJar::from_headers(&parts.headers);
+    let Some(secret) = jar
+        .get(super::SESSION_COOKIE)
+        .map(|c| c.value().to_string())
+    else {
+        return Err(ApiError::Unauthenticated);
+    };
+    let session = blocking(state, move |backend| {
+        Ok(backend.run(|source| crate::users::session(source, &secret))??)
+    })
+    .await?;
+    session
+        .map(|_| Caller { role: Role::Read })
+        .ok_or(ApiError::Unauthenticated)
 }
 
 #[derive(Debug, Deserialize)]

@@ -93,6 +93,25 @@ try {
   report.csv = { status: download.status(), type: download.headers()['content-type'], body: await download.text() }
   await page.screenshot({ path: `${opts.screenshots}/portfolio-red.png`, fullPage: true })
 
+  // Numbers a VP can lift: headline tiles, quarters by name, charts at their own aspect;
+  // the Listening CSV with the session alone.
+  await page.goto(`${opts.base}/outcomes`)
+  report.outcomes = {
+    tiles: await page.$$eval('section.tiles .tile', (ts) => ts.map((t) => ({ field: t.dataset.field, value: t.dataset.value ?? null, text: t.querySelector('strong').textContent }))),
+    periods: await page.$$eval('#outcomes-all tbody th', (ths) => ths.map((t) => t.textContent)),
+    stretched: await page.locator('svg[preserveAspectRatio]').count(),
+    ticks: await page.$$eval('figure.chart svg text.axis', (ts) => ts.map((t) => t.textContent)),
+  }
+  await page.goto(`${opts.base}/listening`)
+  report.listening = {
+    bars: await page.locator('figure.totals rect.bar').count(),
+    total: await page.textContent('[data-field=reasons-total]').catch(() => null),
+  }
+  const reasonsCsv = await page.request.get(`${opts.base}${await page.getAttribute('a[href*="churn_reasons?format=csv"]', 'href')}`)
+  report.listening.csv = { status: reasonsCsv.status(), type: reasonsCsv.headers()['content-type'] }
+  await page.goto(`${opts.base}/segments`)
+  report.segments_counts = await page.$$eval('#segments-table tbody tr', (rows) => rows.length).catch(() => null)
+
   // The top card: what it names, in page order before the tasks.
   await page.goto(`${opts.base}${account}`)
   const card = page.locator('section.why')

@@ -22,22 +22,20 @@ fn snake_words(text: &str) -> Vec<String> {
     out
 }
 
-/// `2026-11-29T15:49` and the like.
-fn iso_times(text: &str) -> Vec<String> {
+/// ISO dates and times as written for machines: `2026-11-29T15:49`, `2026-11-29`.
+fn iso_dates(text: &str) -> Vec<String> {
     let b = text.as_bytes();
     let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
-    (0..b.len().saturating_sub(15))
+    (0..b.len().saturating_sub(9))
         .filter(|&i| {
-            digits(i..i + 4)
+            (i == 0 || !b[i - 1].is_ascii_alphanumeric())
+                && digits(i..i + 4)
                 && b[i + 4] == b'-'
                 && digits(i + 5..i + 7)
                 && b[i + 7] == b'-'
                 && digits(i + 8..i + 10)
-                && b[i + 10] == b'T'
-                && digits(i + 11..i + 13)
-                && b[i + 13] == b':'
         })
-        .map(|i| text[i..i + 16].to_string())
+        .map(|i| text[i..(i + 16).min(text.len())].to_string())
         .collect()
 }
 
@@ -48,9 +46,10 @@ fn the_scans_find_what_they_look_for() {
         vec!["renewal_in_days"]
     );
     assert_eq!(
-        iso_times("opened 2026-11-29T15:49:00.000Z, due 2026-12-01"),
-        vec!["2026-11-29T15:49"]
+        iso_dates("opened 2026-11-29T15:49:00.000Z, due 2026-12-01"),
+        vec!["2026-11-29T15:49", "2026-12-01"]
     );
+    assert_eq!(iso_dates("sub-000004, 5 Dec 2026"), Vec::<String>::new());
 }
 
 #[test]
@@ -123,7 +122,7 @@ fn every_page_reads_as_words_and_the_account_page_says_why_and_what_next() {
         if text.contains("{\"") {
             machine_words.push(format!("{page}: JSON"));
         }
-        for found in iso_times(text).into_iter().chain(snake_words(text)) {
+        for found in iso_dates(text).into_iter().chain(snake_words(text)) {
             machine_words.push(format!("{page}: {found}"));
         }
         let png = format!(
@@ -240,6 +239,57 @@ fn every_page_reads_as_words_and_the_account_page_says_why_and_what_next() {
             "{id}"
         );
     }
+
+    // The VP's tiles: the trailing twelve months as the outcomes API gives them.
+    let outcomes = &report["outcomes"];
+    let tiles = outcomes["tiles"].as_array().unwrap();
+    let fields: Vec<&str> = tiles.iter().map(|t| t["field"].as_str().unwrap()).collect();
+    assert_eq!(fields, ["arr", "grr", "nrr", "logo_retention"]);
+    let today = chrono::Utc::now().date_naive();
+    let end = today + chrono::Duration::days(1);
+    let whole = api(&format!(
+        "/api/v1/outcomes?from={}&to={end}&interval=whole&by=all",
+        end - chrono::Months::new(12)
+    ));
+    let period = &whole["periods"][0];
+    for t in &tiles[1..] {
+        let field = t["field"].as_str().unwrap();
+        assert_eq!(
+            t["value"].as_str().and_then(|v| v.parse::<f64>().ok()),
+            period[field].as_f64(),
+            "{field}: {t} vs {period}"
+        );
+    }
+    // Quarters by name, charts at their own aspect with whole-percent ticks.
+    let periods = outcomes["periods"].as_array().unwrap();
+    assert!(!periods.is_empty());
+    assert!(
+        periods.iter().all(|p| {
+            let p = p.as_str().unwrap();
+            p.starts_with('Q') && p.len() == 7
+        }),
+        "{periods:?}"
+    );
+    assert_eq!(outcomes["stretched"], 0);
+    for tick in outcomes["ticks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t.as_str())
+        .filter(|t| t.ends_with('%'))
+    {
+        let n: f64 = tick.trim_end_matches('%').parse().unwrap();
+        assert_eq!(n % 5.0, 0.0, "a readable tick: {tick}");
+    }
+    // Churn reasons as bars with a total; their CSV with the session alone.
+    let listening = &report["listening"];
+    assert!(listening["bars"].as_u64().unwrap() > 0, "{listening}");
+    assert!(
+        listening["total"].as_str().unwrap().starts_with("In all: "),
+        "{listening}"
+    );
+    assert_eq!(listening["csv"]["status"], 200, "{listening}");
+    assert_eq!(listening["csv"]["type"], "text/csv; charset=utf-8");
 
     // The top card: the power feature and its renewal rate as the API gives them, first.
     let card = &report["card"];

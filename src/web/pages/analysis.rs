@@ -43,6 +43,8 @@ const SEGMENT_MEASURES: &[&str] = &[
 pub struct SegmentsQuery {
     by: Option<String>,
     as_of: Option<String>,
+    /// `current` (default: a contract in force) or `all`.
+    status: Option<String>,
 }
 
 pub async fn segments(
@@ -61,6 +63,22 @@ pub async fn segments(
         ))
     })
     .await?;
+    // Current customers by default: former ones and holdings would pull the medians to 0.
+    let all_accounts = query.status.as_deref() == Some("all");
+    let current: std::collections::HashSet<&str> = facts
+        .iter()
+        .filter(|f| all_accounts || f.renewal.is_some() || f.arr > 0.0)
+        .map(|f| f.account_id.as_str())
+        .collect();
+    let rows: Vec<crate::metrics::Row> = rows
+        .iter()
+        .filter(|r| current.contains(r.account_id.as_str()))
+        .cloned()
+        .collect();
+    let facts: Vec<&crate::accounts::Facts> = facts
+        .iter()
+        .filter(|f| current.contains(f.account_id.as_str()))
+        .collect();
     let groups = read::segments(&rows, &infos, by_plan);
     let key = if by_plan { "plan" } else { "segment" };
     let names: Vec<String> = groups
@@ -96,7 +114,10 @@ pub async fn segments(
         "/segments",
         html! {
             h1 { "Segments side by side" }
-            p { "By " a href="/segments?by=segment" aria-current=[(!by_plan).then_some("page")] { "segment" } " · " a href="/segments?by=plan" aria-current=[by_plan.then_some("page")] { "plan" } ". Medians on " (as_of) " (p25–p75 below)." }
+            p { "By " a href="/segments?by=segment" aria-current=[(!by_plan).then_some("page")] { "segment" } " · " a href="/segments?by=plan" aria-current=[by_plan.then_some("page")] { "plan" } ". Medians on " (crate::format::day(as_of)) " (p25–p75 below) of "
+                @if all_accounts { "every account (" a href=(format!("/segments?by={}", if by_plan { "plan" } else { "segment" })) { "current customers only" } ")." }
+                @else { "current customers (" a href=(format!("/segments?by={}&status=all", if by_plan { "plan" } else { "segment" })) { "every account" } ")." }
+            }
             @if groups.is_empty() { p.empty { "No accounts yet: import accounts or send group calls." } } @else {
                 div.scroll { table.data id="segments" {
                     thead { tr { th scope="col" { "Measure" } @for n in &names { th scope="col" { (n) } } } }
@@ -231,7 +252,7 @@ pub async fn indicators(
         "/indicators",
         html! {
             h1 { "Indicators" }
-            p { "Model " (model.id) ", trained " (model.as_of) " (" (model.reason) ") on " (model.decided_renewals) " decided renewals." }
+            p { "Model " (model.id) ", trained " (crate::format::day_text(&model.as_of)) " (" (model.reason) ") on " (model.decided_renewals) " decided renewals." }
             nav.tabs aria-label="Segments" {
                 @for name in model.segments.keys() {
                     a href=(format!("/indicators?segment={name}")) aria-current=[(*name == segment).then_some("page")] { (name) }
@@ -366,24 +387,23 @@ pub async fn outcomes(
             "interval: {interval_name:?} is not whole, month or quarter"
         ))
     })?;
-    let (all, by_segment) = with_source(&state, move |source, s| {
+    let (all, by_segment, headline) = with_source(&state, move |source, s| {
         Ok((
             read::outcomes(source, from, to, interval, false, s.currency)?,
             read::outcomes(source, from, to, interval, true, s.currency)?,
+            headline(source, today, s)?,
         ))
     })
     .await?;
     let currency = state.currency.report.clone();
-    let labels: Vec<String> = all
-        .iter()
-        .map(|r| r["from"].as_str().unwrap_or("").to_string())
-        .collect();
+    let labels: Vec<String> = all.iter().map(period).collect();
     Ok(layout(
         &user,
         "Outcomes",
         "/outcomes",
         html! {
             h1 { "Outcomes" }
+            (tiles(&headline, &currency))
             form.filters method="get" action="/outcomes" {
                 label { "From" input type="date" name="from" value=(from.to_string()); }
                 label { "To (exclusive)" input type="date" name="to" value=(to.to_string()); }
@@ -391,9 +411,9 @@ pub async fn outcomes(
                 button type="submit" { "Apply" }
             }
             (charts::line("Retention per period", &labels, &[
-                Series { label: "NRR".into(), class: "s1", values: all.iter().map(|r| r["nrr"].as_f64()).collect() },
-                Series { label: "GRR".into(), class: "s2", values: all.iter().map(|r| r["grr"].as_f64()).collect() },
-                Series { label: "logo retention".into(), class: "s3", values: all.iter().map(|r| r["logo_retention"].as_f64()).collect() },
+                Series { label: "NRR (net revenue retention)".into(), class: "s1", values: all.iter().map(|r| r["nrr"].as_f64()).collect() },
+                Series { label: "GRR (gross revenue retention)".into(), class: "s2", values: all.iter().map(|r| r["grr"].as_f64()).collect() },
+                Series { label: "Logo retention".into(), class: "s3", values: all.iter().map(|r| r["logo_retention"].as_f64()).collect() },
             ], true))
             h2 { "All accounts" }
             (outcome_table(&all, &currency, "outcomes-all"))
@@ -403,24 +423,111 @@ pub async fn outcomes(
     ))
 }
 
+/// A period's name: "Q4 2025", "2025", or its first and last day.
+fn period(row: &Value) -> String {
+    let day = |k: &str| {
+        row[k]
+            .as_str()
+            .and_then(|d| d.parse::<chrono::NaiveDate>().ok())
+    };
+    match (day("from"), day("to")) {
+        (Some(from), Some(to)) => crate::format::period(from, to),
+        _ => "–".into(),
+    }
+}
+
+/// The trailing twelve months and the twelve before them, for the headline.
+struct Headline {
+    arr: f64,
+    arr_year_ago: f64,
+    now: Option<Value>,
+    before: Option<Value>,
+}
+
+fn headline(
+    source: &(impl crate::store::Activity
+          + crate::store::Records
+          + crate::store::Models
+          + crate::store::History
+          + crate::store::Notes
+          + ?Sized),
+    today: chrono::NaiveDate,
+    s: crate::health::model::Settings,
+) -> Result<Headline, crate::store::StoreError> {
+    let end = today + Duration::days(1);
+    let year_ago = end - Months::new(12);
+    let arr = |day| -> Result<f64, crate::store::StoreError> {
+        Ok(crate::accounts::facts(source, day, &[], s)?
+            .iter()
+            .map(|f| f.arr)
+            .sum())
+    };
+    let whole = |from, to| -> Result<Option<Value>, crate::store::StoreError> {
+        Ok(read::outcomes(source, from, to, Interval::Whole, false, s.currency)?.pop())
+    };
+    Ok(Headline {
+        arr: arr(today)?,
+        arr_year_ago: arr(today - Duration::days(365))?,
+        now: whole(year_ago, end)?,
+        before: whole(year_ago - Months::new(12), year_ago)?,
+    })
+}
+
+/// ARR, GRR, NRR and logo retention over the trailing twelve months, each with its change
+/// from the twelve before.
+fn tiles(h: &Headline, currency: &str) -> Markup {
+    let rate = |row: &Option<Value>, k: &str| row.as_ref().and_then(|r| r[k].as_f64());
+    let change = |now: Option<f64>, before: Option<f64>| match (now, before) {
+        (Some(n), Some(b)) => crate::format::points(n - b) + " on the 12 months before",
+        _ => "no earlier year to compare".into(),
+    };
+    let arr_change = if h.arr_year_ago > 0.0 {
+        format!(
+            "{:+.0}% on a year ago",
+            (h.arr / h.arr_year_ago - 1.0) * 100.0
+        )
+    } else {
+        "no ARR a year ago".into()
+    };
+    html! {
+        section.tiles aria-label="Trailing 12 months" {
+            div.tile data-field="arr" data-value=(h.arr) { span.label { "ARR now" } strong { (crate::format::money_short(h.arr, currency)) } small { (arr_change) } }
+            @for (key, label) in [("grr", "GRR, trailing 12 months"), ("nrr", "NRR, trailing 12 months"), ("logo_retention", "Logo retention, trailing 12 months")] {
+                div.tile data-field=(key) data-value=[rate(&h.now, key)] {
+                    span.label { (label) }
+                    strong { (percent(rate(&h.now, key))) }
+                    small { (change(rate(&h.now, key), rate(&h.before, key))) }
+                }
+            }
+        }
+    }
+}
+
 fn outcome_table(rows: &[Value], currency: &str, id: &str) -> Markup {
     let m = |v: &Value| money(v.as_f64().unwrap_or(0.0), currency);
     html! {
         @if rows.is_empty() { p.empty { "No period in this range." } } @else {
             div.scroll { table.data id=(id) {
-                thead { tr {
-                    th scope="col" { "Period" } th scope="col" { "Segment" } th scope="col" { "Starting ARR" } th scope="col" { "Renewals" } th scope="col" { "Expansion" }
-                    th scope="col" { "Contraction" } th scope="col" { "Churned" } th scope="col" { "New" } th scope="col" { "GRR" } th scope="col" { "NRR" } th scope="col" { "Logo retention" }
-                } }
+                thead {
+                    tr {
+                        th scope="col" rowspan="2" { "Period" } th scope="col" rowspan="2" { "Segment" } th scope="col" rowspan="2" { "Starting ARR" }
+                        th scope="colgroup" colspan="2" { "Renewed" } th scope="col" rowspan="2" { "Expansion" } th scope="col" rowspan="2" { "Contraction" }
+                        th scope="colgroup" colspan="2" { "Churned" } th scope="colgroup" colspan="2" { "New" }
+                        th scope="col" rowspan="2" { "GRR" } th scope="col" rowspan="2" { "NRR" } th scope="col" rowspan="2" { "Logo retention" }
+                    }
+                    tr {
+                        th scope="col" { "accounts" } th scope="col" { "ARR" } th scope="col" { "accounts" } th scope="col" { "ARR" } th scope="col" { "accounts" } th scope="col" { "ARR" }
+                    }
+                }
                 tbody { @for r in rows { tr {
-                    th scope="row" { (r["from"].as_str().unwrap_or("")) " – " (r["to"].as_str().unwrap_or("")) }
-                    td { (r["segment"].as_str().unwrap_or("")) }
+                    th scope="row" data-from=(r["from"].as_str().unwrap_or("")) { (period(r)) }
+                    td { (crate::format::humanize(r["segment"].as_str().unwrap_or("all"))) }
                     td.num { (m(&r["starting_arr"])) }
-                    td.num { (r["renewals"]) " · " (m(&r["renewals_arr"])) }
+                    td.num { (r["renewals"]) } td.num { (m(&r["renewals_arr"])) }
                     td.num { (m(&r["expansion_arr"])) }
                     td.num { (m(&r["contraction_arr"])) }
-                    td.num { (r["churned_accounts"]) " · " (m(&r["churned_arr"])) }
-                    td.num { (r["new_accounts"]) " · " (m(&r["new_arr"])) }
+                    td.num { (r["churned_accounts"]) } td.num { (m(&r["churned_arr"])) }
+                    td.num { (r["new_accounts"]) } td.num { (m(&r["new_arr"])) }
                     td.num data-field="grr" { (percent(r["grr"].as_f64())) }
                     td.num data-field="nrr" { (percent(r["nrr"].as_f64())) }
                     td.num { (percent(r["logo_retention"].as_f64())) }
@@ -469,7 +576,7 @@ pub async fn onboarding(
         "/onboarding",
         html! {
             h1 { "Onboarding" }
-            p { "Accounts whose first contract started in the " (ONBOARDING_DAYS) " days to " (as_of) ", against their segment's median." }
+            p { "Accounts whose first contract started in the " (ONBOARDING_DAYS) " days to " (crate::format::day(as_of)) ", against their segment's median." }
             @if new.is_empty() { p.empty { "No account started in that time." } } @else {
                 div.scroll { table.data id="onboarding" {
                     thead { tr { th scope="col" { "Account" } th scope="col" { "Segment" } th scope="col" { "Customer since" }

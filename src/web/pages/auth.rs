@@ -17,7 +17,7 @@ use crate::web::metrics::with_source;
 use crate::web::shield::{retry_after, ClientAddr};
 use crate::web::AppState;
 
-pub const SESSION_COOKIE: &str = "bw_session";
+pub use crate::web::SESSION_COOKIE;
 
 /// A request from a signed-in user.
 pub struct SignedIn {

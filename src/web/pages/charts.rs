@@ -30,13 +30,35 @@ fn axis_label(value: f64, percent: bool) -> String {
     }
 }
 
-/// A line chart over `labels` (x axis, e.g. dates); `None` values break the line.
+/// The top of a readable axis at or above `max`: 1, 2, 2.5 or 5 times a power of ten
+/// (a share's axis stops at 100% when the values fit).
+pub fn nice_max(max: f64, percent: bool) -> f64 {
+    if max <= 0.0 {
+        return 1.0;
+    }
+    if percent && max <= 1.0 {
+        return if max <= 0.5 {
+            nice_max(max, false)
+        } else {
+            1.0
+        };
+    }
+    let power = 10f64.powf(max.log10().floor());
+    [1.0, 2.0, 2.5, 5.0, 10.0]
+        .iter()
+        .map(|m| m * power)
+        .find(|top| *top >= max - 1e-12)
+        .unwrap_or(10.0 * power)
+}
+
+/// A line chart over `labels` (x axis, e.g. dates); `None` values break the line. Drawn at
+/// its own aspect ratio, with ticks at quarters of a round top.
 pub fn line(title: &str, labels: &[String], series: &[Series], percent: bool) -> Markup {
     let max = series
         .iter()
         .flat_map(|s| s.values.iter().flatten())
         .fold(0.0_f64, |m, v| m.max(*v));
-    let max = if max <= 0.0 { 1.0 } else { max * 1.1 };
+    let max = nice_max(max, percent);
     let n = labels.len().max(2);
     let x = |i: usize| LEFT + (WIDTH - LEFT - RIGHT) * i as f64 / (n - 1) as f64;
     let y = |v: f64| TOP + (HEIGHT - TOP - BOTTOM) * (1.0 - v / max);
@@ -77,15 +99,14 @@ pub fn line(title: &str, labels: &[String], series: &[Series], percent: bool) ->
     html! {
         figure.chart {
             figcaption { (title) }
-            svg viewBox=(format!("0 0 {WIDTH} {HEIGHT}")) role="img" aria-label=(format!("{title}. {summary}")) preserveAspectRatio="none" {
-                @for frac in [0.0, 0.5, 1.0] {
-                    @let v = max / 1.1 * frac;
+            svg viewBox=(format!("0 0 {WIDTH} {HEIGHT}")) role="img" aria-label=(format!("{title}. {summary}")) {
+                @for frac in [0.0, 0.25, 0.5, 0.75, 1.0] {
+                    @let v = max * frac;
                     line.grid x1=(LEFT) x2=(WIDTH - RIGHT) y1=(y(v)) y2=(y(v)) {}
                     text.axis x=(LEFT - 4.0) y=(y(v) + 4.0) text-anchor="end" { (axis_label(v, percent)) }
                 }
-                @if let (Some(first), Some(last)) = (labels.first(), labels.last()) {
-                    text.axis x=(LEFT) y=(HEIGHT - 6.0) { (first) }
-                    text.axis x=(WIDTH - RIGHT) y=(HEIGHT - 6.0) text-anchor="end" { (last) }
+                @for (i, label) in labels.iter().enumerate().filter(|(i, _)| shown_label(*i, labels.len())) {
+                    text.axis x=(x(i)) y=(HEIGHT - 6.0) text-anchor=(anchor(i, labels.len())) { (label) }
                 }
                 @for (d, s) in &paths {
                     path class=(format!("line {}", s.class)) d=(d) {}
@@ -93,6 +114,55 @@ pub fn line(title: &str, labels: &[String], series: &[Series], percent: bool) ->
             }
             ul.legend {
                 @for s in series { li { span class=(format!("swatch {}", s.class)) {} (s.label) } }
+            }
+        }
+    }
+}
+
+/// Labels under a line chart: every one when they fit, else about five spread evenly.
+fn shown_label(i: usize, n: usize) -> bool {
+    const FIT: usize = 8;
+    n <= FIT || i == 0 || i + 1 == n || i.is_multiple_of(n.div_ceil(4)) && n - i > n / 8
+}
+
+fn anchor(i: usize, n: usize) -> &'static str {
+    match i {
+        0 => "start",
+        _ if i + 1 == n => "end",
+        _ => "middle",
+    }
+}
+
+/// One bar of a total chart.
+pub struct Total {
+    pub label: String,
+    pub value: f64,
+    /// What the bar's end says ("12 accounts · 48,000 USD").
+    pub text: String,
+}
+
+/// Horizontal bars, longest first as given, each with its label and total.
+pub fn totals(title: &str, bars: &[Total]) -> Markup {
+    const ROW: f64 = 26.0;
+    const LABEL: f64 = 170.0;
+    let height = ROW * bars.len().max(1) as f64 + 8.0;
+    let max = bars.iter().fold(0.0_f64, |m, b| m.max(b.value)).max(1e-9);
+    let width = |v: f64| (WIDTH - LABEL - 170.0) * v / max;
+    let summary = bars
+        .iter()
+        .map(|b| format!("{}: {}", b.label, b.text))
+        .collect::<Vec<_>>()
+        .join("; ");
+    html! {
+        figure.chart.totals {
+            figcaption { (title) }
+            svg viewBox=(format!("0 0 {WIDTH} {height}")) role="img" aria-label=(format!("{title}. {summary}")) {
+                @for (i, b) in bars.iter().enumerate() {
+                    @let top = 4.0 + ROW * i as f64;
+                    text.axis.label x=(LABEL - 6.0) y=(top + 16.0) text-anchor="end" { (b.label) }
+                    rect.bar.total x=(LABEL) y=(top + 4.0) width=(width(b.value).max(1.0)) height=(ROW - 8.0) {}
+                    text.axis x=(LABEL + width(b.value) + 6.0) y=(top + 16.0) { (b.text) }
+                }
             }
         }
     }
@@ -155,6 +225,34 @@ pub fn rates(title: &str, bars: &[RateBar]) -> Markup {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn axes_top_out_at_round_numbers() {
+        assert_eq!(nice_max(0.93, true), 1.0);
+        assert_eq!(nice_max(0.47, true), 0.5);
+        assert_eq!(nice_max(0.3, true), 0.5);
+        assert_eq!(nice_max(1.12, true), 2.0);
+        assert_eq!(nice_max(93.0, false), 100.0);
+        assert_eq!(nice_max(21.0, false), 25.0);
+        assert_eq!(nice_max(7.0, false), 10.0);
+        assert_eq!(nice_max(0.0, false), 1.0);
+        // The ticks of a share are whole percentages.
+        let chart = line(
+            "t",
+            &["a".into(), "b".into()],
+            &[Series {
+                label: "x".into(),
+                class: "s1",
+                values: vec![Some(0.93), Some(0.4)],
+            }],
+            true,
+        )
+        .into_string();
+        for tick in ["0%", "25%", "50%", "75%", "100%"] {
+            assert!(chart.contains(&format!(">{tick}<")), "{tick}: {chart}");
+        }
+        assert!(!chart.contains("preserveAspectRatio"));
+    }
 
     #[test]
     fn a_missing_value_breaks_the_line() {

@@ -110,10 +110,10 @@ pub async fn page(
                             @let status = t["status"].as_str().unwrap_or("");
                             @let overdue = status == "open" && t["due"].as_str().is_some_and(|d| d < today.to_string().as_str());
                             tr data-task=(id) class=[overdue.then_some("changed")] {
-                                td { (t["due"].as_str().unwrap_or("–")) @if overdue { " (overdue)" } }
+                                td { @match t["due"].as_str() { Some(d) => (crate::format::day_text(d)), None => "–" } @if overdue { " (overdue)" } }
                                 th scope="row" { (t["title"].as_str().unwrap_or("")) }
                                 td { a href=(crate::share::account_path(t["account_id"].as_str().unwrap_or(""))) { (t["account_name"].as_str().unwrap_or("")) } }
-                                td data-field="status" { (status) @if let Some(until) = t["snoozed_until"].as_str() { " until " (until) } }
+                                td data-field="status" { (status) @if let Some(until) = t["snoozed_until"].as_str() { " until " (crate::format::day_text(until)) } }
                                 td { @if writable {
                                     form.inline method="post" action=(format!("/inbox/tasks/{id}")) {
                                         (csrf_field(&user))
@@ -153,7 +153,7 @@ pub async fn page(
                             @let account = c.account_id.as_str();
                             @let f = facts.iter().find(|f| f.account_id == account);
                             tr {
-                                td { (c.date) }
+                                td { (crate::format::day(c.date)) }
                                 th scope="row" { a href=(crate::share::account_path(account)) { (name(account)) } }
                                 td { (tier_badge(Some(&c.from))) " → " (tier_badge(Some(&c.to))) }
                                 td.num { (money(f.map_or(0.0, |f| f.arr), &currency)) }

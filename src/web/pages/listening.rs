@@ -42,6 +42,47 @@ fn theme_table(id: &str, rows: &[Value], currency: &str) -> Markup {
     }
 }
 
+/// "2026-Q1" as people write it: "Q1 2026".
+fn quarter_name(code: &str) -> String {
+    match code.split_once("-Q") {
+        Some((year, q)) => format!("Q{q} {year}"),
+        None => code.to_string(),
+    }
+}
+
+/// Each reason's accounts and ARR lost over the whole time, most ARR first, as bars with
+/// their totals, and the grand total.
+fn reason_totals(reasons: &[Value], currency: &str) -> Markup {
+    let mut by: std::collections::BTreeMap<String, (u64, f64)> = std::collections::BTreeMap::new();
+    for r in reasons {
+        let e = by
+            .entry(r["reason"].as_str().unwrap_or("none").to_string())
+            .or_default();
+        e.0 += r["accounts"].as_u64().unwrap_or(0);
+        e.1 += r["arr_lost"].as_f64().unwrap_or(0.0);
+    }
+    let mut rows: Vec<(String, (u64, f64))> = by.into_iter().collect();
+    rows.sort_by(|a, b| b.1 .1.total_cmp(&a.1 .1).then(a.0.cmp(&b.0)));
+    let bars: Vec<super::charts::Total> = rows
+        .iter()
+        .map(|(reason, (accounts, arr))| super::charts::Total {
+            label: crate::format::humanize(reason),
+            value: *arr,
+            text: format!(
+                "{} · {}",
+                crate::format::count(*accounts as i64, "account", "accounts"),
+                money(*arr, currency)
+            ),
+        })
+        .collect();
+    let accounts: u64 = rows.iter().map(|(_, (a, _))| a).sum();
+    let arr: f64 = rows.iter().map(|(_, (_, v))| v).sum();
+    html! {
+        (super::charts::totals("ARR lost by reason", &bars))
+        p.summary data-field="reasons-total" { "In all: " strong { (crate::format::count(accounts as i64, "account", "accounts")) } " and " strong { (money(arr, currency)) } " of ARR lost or shrunk." }
+    }
+}
+
 /// The newest four quarters of a per-quarter count, oldest first: "2026-Q1: 3 · 2026-Q2: 5".
 fn last_quarters(per_quarter: &Value) -> String {
     let all: Vec<(&String, &Value)> = per_quarter
@@ -50,7 +91,7 @@ fn last_quarters(per_quarter: &Value) -> String {
         .unwrap_or_default();
     all[all.len().saturating_sub(4)..]
         .iter()
-        .map(|(q, n)| format!("{q}: {n}"))
+        .map(|(q, n)| format!("{}: {n}", quarter_name(q)))
         .collect::<Vec<_>>()
         .join(" · ")
 }
@@ -72,17 +113,21 @@ pub async fn page(user: SignedIn, State(state): State<AppState>) -> PageResult {
         html! {
             h1 { "Listening" }
             section aria-labelledby="reasons" {
-                h2 id="reasons" { "Why customers left or shrank (terms ending " (from) " to " (to - chrono::Duration::days(1)) ")" }
+                h2 id="reasons" { "Why customers left or shrank (terms ending " (crate::format::day(from)) " to " (crate::format::day(to - chrono::Duration::days(1))) ")" }
                 @if reasons.is_empty() { p.empty { "No churn or downgrade in that time." } } @else {
+                    (reason_totals(&reasons, &currency))
+                    details {
+                        summary { "By quarter and segment" }
                     div.scroll { table.data id="reasons-table" {
                         thead { tr { th scope="col" { "Quarter" } th scope="col" { "Segment" } th scope="col" { "Reason" } th scope="col" { "Kind" } th scope="col" { "Accounts" } th scope="col" { "ARR lost" } } }
                         tbody { @for r in &reasons { tr {
-                            td { (r["quarter"].as_str().unwrap_or("")) } td { (r["segment"].as_str().unwrap_or("")) }
-                            th scope="row" { (r["reason"].as_str().unwrap_or("").replace('_', " ")) } td { (r["kind"].as_str().unwrap_or("")) }
+                            td { (quarter_name(r["quarter"].as_str().unwrap_or(""))) } td { (crate::format::humanize(r["segment"].as_str().unwrap_or(""))) }
+                            th scope="row" { (crate::format::humanize(r["reason"].as_str().unwrap_or(""))) } td { (r["kind"].as_str().unwrap_or("")) }
                             td.num { (r["accounts"]) } td.num { (money(r["arr_lost"].as_f64().unwrap_or(0.0), &currency)) }
                         } } }
                     } }
-                    p { a href="/api/v1/reports/churn_reasons?format=csv" { "CSV" } " (with an API token)" }
+                    }
+                    p { a href="/api/v1/reports/churn_reasons?format=csv" download { "Download as CSV" } }
                 }
             }
             section aria-labelledby="themes" {

@@ -117,7 +117,11 @@ fn load(
 
 /// The report itself: the same for the CSM's preview and the customer's link.
 fn report(r: &Review) -> Markup {
-    let labels: Vec<String> = r.weekly.iter().map(|(d, _)| d.to_string()).collect();
+    let labels: Vec<String> = r
+        .weekly
+        .iter()
+        .map(|(d, _)| d.format("%-d %b").to_string())
+        .collect();
     let col = |name: &str| -> Vec<Option<f64>> {
         r.weekly.iter().map(|(_, row)| row.number(name)).collect()
     };
@@ -133,8 +137,8 @@ fn report(r: &Review) -> Markup {
     html! {
         article.review id="review" {
             header {
-                h1 { (r.account_name) ": quarterly review " (r.quarter) }
-                p.muted { (r.quarter.first_day()) " to " (r.through) }
+                h1 { (r.account_name) ": quarterly review " (crate::format::quarter(r.quarter.first_day())) }
+                p.muted { (crate::format::day(r.quarter.first_day())) " to " (crate::format::day(r.through)) }
             }
             section {
                 h2 { "Usage and adoption" }
@@ -166,7 +170,7 @@ fn report(r: &Review) -> Markup {
                 }
             }
             section {
-                h2 { "Support (90 days to " (r.through) ")" }
+                h2 { "Support (90 days to " (crate::format::day(r.through)) ")" }
                 dl.grid {
                     dt { "Tickets opened" } dd { (value_text(end("tickets_opened_90d").as_ref())) }
                     dt { "Tickets closed" } dd { (value_text(end("tickets_closed_90d").as_ref())) }

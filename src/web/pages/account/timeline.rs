@@ -54,7 +54,7 @@ fn entries(v: &View) -> Vec<Entry> {
             text: html! {
                 @if subject.is_empty() { "Ticket " (text(t, "ticket_id")) } @else { (subject) }
                 @if t.get("escalated").and_then(Value::as_bool) == Some(true) { " (escalated)" }
-                @if t.get("closed_at").is_some_and(|c| !c.is_null()) { ", closed" } @else { ", open" }
+                @if t.get("resolved_at").is_some_and(|c| !c.is_null()) { ", resolved" } @else { ", open" }
             },
         });
     }
