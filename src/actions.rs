@@ -459,7 +459,72 @@ pub fn prepare(rule: &Rule, config: &ActionsConfig) -> Result<Ready, String> {
     })
 }
 
+/// The playbooks shipped with bellwether (with the built-in rules): checklists a CSM
+/// starts from the account page, each step due so many days after the start.
+pub fn builtin_playbooks() -> BTreeMap<String, Playbook> {
+    let playbook = |steps: &[(&str, u32)]| Playbook {
+        notify: Vec::new(),
+        tasks: steps
+            .iter()
+            .map(|(title, due_days)| TaskTemplate {
+                title: (*title).into(),
+                due_days: *due_days,
+            })
+            .collect(),
+    };
+    BTreeMap::from([
+        (
+            "save-plan".to_string(),
+            playbook(&[
+                (
+                    "Call {account}'s sponsor about what would make them renew",
+                    2,
+                ),
+                ("Agree a success plan with {account}", 7),
+                (
+                    "Check {account}'s use of the power feature against the plan",
+                    21,
+                ),
+            ]),
+        ),
+        (
+            "adoption-push".to_string(),
+            playbook(&[
+                ("Book a training on the power feature for {account}", 3),
+                (
+                    "Send {account}'s admins a how-to for their unused features",
+                    7,
+                ),
+                ("Review {account}'s active users against its seats", 30),
+            ]),
+        ),
+        (
+            "renewal-prep".to_string(),
+            playbook(&[
+                ("Prepare {account}'s quarterly review", 7),
+                (
+                    "Share the review with {account} and agree next year's goals",
+                    14,
+                ),
+                ("Confirm {account}'s renewal", 30),
+            ]),
+        ),
+    ])
+}
+
 impl ActionsConfig {
+    /// The playbooks in force: the built-in ones with the built-in rules (a configured
+    /// playbook of the same name replaces one), then the configured ones.
+    pub fn playbooks_in_force(&self) -> BTreeMap<String, Playbook> {
+        let mut out = if self.builtin_rules {
+            builtin_playbooks()
+        } else {
+            BTreeMap::new()
+        };
+        out.extend(self.playbooks.clone());
+        out
+    }
+
     /// The rules in force from the config: the built-in examples unless turned off (a
     /// configured rule of the same name replaces one), then the configured ones.
     pub fn ready_rules(&self) -> Result<Vec<Ready>, (String, String)> {

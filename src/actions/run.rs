@@ -669,6 +669,36 @@ pub fn add_task(
         .map(Some)
 }
 
+/// Starts a playbook on `account`: each of its steps becomes a task for the account's CSM,
+/// due its days after `today`, `{account}` in a title replaced by the account's name. The
+/// tasks' ids, in the playbook's order; `None` when there is no such account.
+pub fn start_playbook(
+    store: &(impl Records + Tasks + ?Sized),
+    account: &str,
+    playbook: &super::Playbook,
+    today: NaiveDate,
+) -> Result<Option<Vec<i64>>, StoreError> {
+    let Some((csm, _)) = owners(store)?.remove(account) else {
+        return Ok(None);
+    };
+    let name = account_names(store)?
+        .remove(account)
+        .unwrap_or_else(|| account.to_string());
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let mut ids = Vec::with_capacity(playbook.tasks.len());
+    for step in &playbook.tasks {
+        let title = step.title.replace("{account}", &name);
+        ids.push(store.add_task(&crate::store::HandTask {
+            account,
+            csm: csm.as_deref(),
+            title: &title,
+            due: today + chrono::Duration::days(i64::from(step.due_days)),
+            now_ms,
+        })?);
+    }
+    Ok(Some(ids))
+}
+
 // ---- surveys ----
 
 /// What a survey link leads to.

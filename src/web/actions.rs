@@ -36,6 +36,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/tasks", get(list_tasks))
         .route("/api/v1/tasks/{id}", patch(update_task))
         .route("/api/v1/accounts/{id}/tasks", post(create_task))
+        .route("/api/v1/accounts/{id}/playbooks", post(start_playbook))
         .route("/api/v1/outbox", get(list_outbox))
         .route("/api/v1/outbox/{id}/retry", post(retry))
 }
@@ -334,6 +335,58 @@ async fn create_task(
     .await?;
     match made {
         Some(task) => Ok((StatusCode::CREATED, Json(task)).into_response()),
+        None => Err(ApiError::NotFound(format!("no account {account}"))),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlaybookBody {
+    playbook: String,
+}
+
+/// `POST /api/v1/accounts/{id}/playbooks` (admin): `{"playbook"}`: its steps become tasks
+/// for the account's CSM, each due its days from today; answers the tasks made.
+async fn start_playbook(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(account): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    admin(&caller)?;
+    let asked: PlaybookBody =
+        serde_json::from_slice(&body).map_err(|e| bad("body", e.to_string()))?;
+    let playbooks = state.actions.playbooks_in_force();
+    let Some(playbook) = playbooks.get(&asked.playbook).cloned() else {
+        let known: Vec<&String> = playbooks.keys().collect();
+        return Err(ApiError::Invalid(vec![(
+            "playbook".into(),
+            format!("no playbook {:?}; known: {known:?}", asked.playbook),
+        )]));
+    };
+    let id = account.clone();
+    let made = with_source(&state, move |store, _| {
+        let Some(ids) = run::start_playbook(store, &id, &playbook, today())? else {
+            return Ok(None);
+        };
+        let filter = TaskFilter {
+            account: Some(&id),
+            ..TaskFilter::default()
+        };
+        Ok(Some(
+            run::tasks(store, filter, 100_000)?
+                .into_iter()
+                .filter(|t| t["id"].as_i64().is_some_and(|t| ids.contains(&t)))
+                .collect::<Vec<_>>(),
+        ))
+    })
+    .await?;
+    match made {
+        Some(tasks) => Ok((
+            StatusCode::CREATED,
+            Json(json!({"account_id": account, "playbook": asked.playbook, "tasks": tasks})),
+        )
+            .into_response()),
         None => Err(ApiError::NotFound(format!("no account {account}"))),
     }
 }

@@ -895,6 +895,21 @@ fn actions_paths(paths: &mut Paths) {
         "/api/v1/accounts/{id}/tasks".into(),
         PathItem::new(HttpMethod::Post, create_task.build()),
     );
+    let start_playbook = with_common(
+        op(
+            "start_playbook",
+            "Start a playbook on an account: each step becomes a task for its CSM, due its days from today (admin)",
+        )
+        .parameter(path_param("id"))
+        .request_body(Some(json_body("playbook")))
+        .response("201", object("account_id, playbook, tasks"))
+        .response("404", problem("no such account")),
+        true,
+    );
+    paths.paths.insert(
+        "/api/v1/accounts/{id}/playbooks".into(),
+        PathItem::new(HttpMethod::Post, start_playbook.build()),
+    );
     let outbox = with_common(
         op(
             "list_outbox",

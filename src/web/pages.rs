@@ -48,6 +48,7 @@ pub fn router() -> Router<AppState> {
         .route("/inbox", get(inbox::page))
         .route("/inbox/tasks/{id}", post(inbox::update))
         .route("/accounts/{id}/tasks", post(inbox::create))
+        .route("/accounts/{id}/playbooks", post(inbox::start_playbook))
         .route("/settings", get(settings::page))
         .route("/settings/users", post(settings::create_user))
         .route("/settings/users/delete", post(settings::delete_user))
@@ -216,7 +217,8 @@ pub fn layout(user: &SignedIn, title: &str, active: &str, content: Markup) -> Ma
                 a.skip href="#main" { "Skip to content" }
                 header.top {
                     a.brand href="/portfolio" { "bellwether" }
-                    nav aria-label="Main" {
+                    button.menu type="button" aria-controls="main-nav" aria-expanded="false" { "Menu" }
+                    nav id="main-nav" aria-label="Main" {
                         @for (href, label) in links {
                             a href=(href) aria-current=[(*href == active).then_some("page")] { (label) }
                         }

@@ -40,6 +40,13 @@ try {
     await page.fill('input[name=username]', user)
     await page.fill('input[name=password]', password)
     await Promise.all([page.waitForNavigation(), page.click('button[type=submit]')])
+    if (name === 'narrow') {
+      // The navigation folds behind its button on a phone.
+      const header = () => page.evaluate(() => document.querySelector('header.top').getBoundingClientRect().height)
+      report.menu = { folded_height: await header(), nav_visible: await page.isVisible('#main-nav') }
+      await page.click('header.top button.menu')
+      report.menu.open_nav_visible = await page.isVisible('#main-nav')
+    }
     for (const path of paths) {
       const response = await page.goto(`${opts.base}${path}`)
       const key = `${name} ${path}`
@@ -140,6 +147,11 @@ try {
     next: await page.textContent('section.why p.next'),
   }
 
+  // A playbook started: its steps become tasks.
+  await page.selectOption('#start-playbook select[name=playbook]', 'save-plan')
+  await Promise.all([page.waitForNavigation(), page.click('#start-playbook button[type=submit]')])
+  report.playbook = { listed: await page.locator('ul.tasks li').allTextContents() }
+
   // A call logged: first in the timeline, and the last contact is today.
   await page.selectOption('#log-activity select[name=kind]', 'call')
   await page.fill('#log-activity textarea[name=text]', 'Renewal call with the sponsor: budget approved')
@@ -150,6 +162,14 @@ try {
     last_contact: await page.getAttribute('dd[data-field=last_contact] time', 'datetime'),
   }
   await page.screenshot({ path: `${opts.screenshots}/account-after-actions.png`, fullPage: true })
+
+  // The inbox: priority and ARR on every task, high first.
+  await page.goto(`${opts.base}/inbox?csm=all`)
+  report.inbox = await page.$$eval('#tasks-table tbody tr', (rows) => rows.map((r) => ({
+    priority: r.querySelector('[data-field=priority]').dataset.value,
+    arr: r.querySelector('[data-field=arr]').dataset.value,
+    status: r.querySelector('[data-field=status]').textContent,
+  })))
   await context.close()
 } catch (e) {
   console.error(e)

@@ -346,6 +346,60 @@ fn every_page_reads_as_words_and_the_account_page_says_why_and_what_next() {
         (&Value::from("open"), &Value::from("2099-01-31"), true)
     );
 
+    // The playbook started: its three steps are the account's tasks, due 2, 7 and 21 days on.
+    let tasks = api(&format!("/api/v1/tasks?account={account}"));
+    let mut steps: Vec<(String, String)> = tasks["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| {
+            let title = t["title"].as_str().unwrap();
+            title.contains("sponsor about what would make them renew")
+                || title.starts_with("Agree a success plan with")
+                || title.contains("use of the power feature against the plan")
+        })
+        .map(|t| {
+            (
+                t["due"].as_str().unwrap().to_string(),
+                t["title"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    steps.sort();
+    let due: Vec<String> = steps.iter().map(|(d, _)| d.clone()).collect();
+    assert_eq!(
+        due,
+        [2, 7, 21].map(|d| (today + chrono::Duration::days(d)).to_string()),
+        "{tasks}"
+    );
+    assert!(!steps[0].1.contains("{account}"), "{steps:?}");
+    assert!(report["playbook"]["listed"].as_array().unwrap().len() >= 4);
+
+    // The inbox: a priority and ARR on every task, open ones high first.
+    let inbox = report["inbox"].as_array().unwrap();
+    assert!(!inbox.is_empty());
+    let rank = |p: &Value| {
+        ["high", "medium", "low"]
+            .iter()
+            .position(|x| p == x)
+            .unwrap()
+    };
+    let open: Vec<usize> = inbox
+        .iter()
+        .filter(|t| t["status"].as_str().unwrap().starts_with("open"))
+        .map(|t| rank(&t["priority"]))
+        .collect();
+    assert!(open.windows(2).all(|w| w[0] <= w[1]), "{inbox:?}");
+    assert!(inbox
+        .iter()
+        .all(|t| t["arr"].as_str().unwrap().parse::<f64>().is_ok()));
+
+    // On a phone the navigation folds behind its button.
+    let menu = &report["menu"];
+    assert_eq!(menu["nav_visible"], false, "{menu}");
+    assert_eq!(menu["open_nav_visible"], true, "{menu}");
+    assert!(menu["folded_height"].as_f64().unwrap() < 80.0, "{menu}");
+
     // The call logged: first on the timeline, and the last contact is today.
     let activity = &report["activity"];
     assert_eq!(activity["first"], "call", "{activity}");

@@ -15,6 +15,15 @@
     var day = new Date(el.getAttribute("datetime") + "T00:00:00Z");
     if (!isNaN(day)) { el.textContent = calendar.format(day); }
   });
+  // On a phone the navigation folds behind a Menu button (without the script it stays open).
+  document.documentElement.classList.add("js");
+  document.querySelectorAll("header.top button.menu").forEach(function (button) {
+    button.addEventListener("click", function () {
+      var open = button.getAttribute("aria-expanded") !== "true";
+      button.setAttribute("aria-expanded", open ? "true" : "false");
+      button.closest("header").classList.toggle("open", open);
+    });
+  });
   // Filters apply on their button, never on change (WCAG 3.2.2: an arrow key in a select
   // must not reload the page).
 })();

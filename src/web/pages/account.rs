@@ -57,6 +57,8 @@ struct View {
     notes: Vec<crate::store::Note>,
     events: Vec<crate::store::RecentEvent>,
     csrf: String,
+    /// The playbooks a CSM may start here, by name.
+    playbooks: std::collections::BTreeMap<String, crate::actions::Playbook>,
 }
 
 // Over 100 lines: Reads every part of the account page; issue 30 rebuilds this page.
@@ -71,6 +73,7 @@ pub async fn page(
     let peers = cached_snapshot(&state, as_of).await?;
     let account = id.clone();
     let csrf = user.csrf.clone();
+    let playbooks = state.actions.playbooks_in_force();
     let view = with_source(&state, move |source, s| {
         let Some(row) = read::account(
             source, &account, as_of, false, &peers, s.metrics, s.currency,
@@ -180,6 +183,7 @@ pub async fn page(
             notes,
             events,
             csrf: csrf.clone(),
+            playbooks,
         }))
     })
     .await?
@@ -259,6 +263,17 @@ fn render(v: &View, currency: &str, as_of: NaiveDate, writable: bool) -> Markup 
                     label { "New task" input name="title" required maxlength=(crate::actions::TASK_TITLE_CHARS_MAX) placeholder="e.g. Walk the admins through the power feature"; }
                     label { "Due" input type="date" name="due" value=((as_of + Duration::days(crate::web::actions::DEFAULT_DUE_DAYS)).to_string()) min=(as_of.to_string()); }
                     button type="submit" { "Create task" }
+                }
+                @if !v.playbooks.is_empty() {
+                    form.stack id="start-playbook" method="post" action=(format!("{path}/playbooks")) {
+                        (super::csrf_field_value(&v.csrf))
+                        label { "Or start a playbook (its steps become tasks)" select name="playbook" {
+                            @for (name, p) in &v.playbooks {
+                                option value=(name) { (format::humanize(name)) " — " (format::count(p.tasks.len() as i64, "step", "steps")) " over " (format::days(i64::from(p.tasks.iter().map(|t| t.due_days).max().unwrap_or(0)))) }
+                            }
+                        } }
+                        button type="submit" { "Start playbook" }
+                    }
                 }
             }
         }

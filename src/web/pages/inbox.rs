@@ -43,7 +43,7 @@ pub async fn page(
         .timestamp_millis();
     let mine = query.csm.as_deref() != Some("all") && user.user.csm_id.is_some();
     let csm = if mine { user.user.csm_id.clone() } else { None };
-    let (changes, facts, actions) = with_source(&state, move |source, s| {
+    let (changes, facts, actions, tiers) = with_source(&state, move |source, s| {
         let actions = (
             run::tasks(
                 source,
@@ -55,10 +55,17 @@ pub async fn page(
             )?,
             run::alerts(source, since_ms, None, 500)?,
         );
+        // Today's stored tiers (the daily history), for the tasks' priority.
+        let tiers: std::collections::HashMap<String, String> = source
+            .day_history(crate::metrics::activity::day_number(today))?
+            .into_iter()
+            .filter_map(|(account, h)| Some((account, h.tier?)))
+            .collect();
         Ok((
             source.tier_changes(since, None)?,
             crate::accounts::facts(source, today, &[], s)?,
             actions,
+            tiers,
         ))
     })
     .await?;
@@ -87,7 +94,21 @@ pub async fn page(
         .into_iter()
         .filter(|c| c.cause != "model")
         .collect();
-    let (tasks, alerts) = actions;
+    let (mut tasks, alerts) = actions;
+    let fact = |account: &str| facts.iter().find(|f| f.account_id == account);
+    let priority_of = |t: &Value| {
+        let account = t["account_id"].as_str().unwrap_or("");
+        let overdue = t["status"] == "open"
+            && t["due"]
+                .as_str()
+                .is_some_and(|d| d < today.to_string().as_str());
+        let renewal = fact(account)
+            .and_then(|f| f.renewal)
+            .map(|r| (r - today).num_days());
+        priority(tiers.get(account).map(String::as_str), renewal, overdue)
+    };
+    // Open first, then by priority, then by due day (the store's order within).
+    tasks.sort_by_key(|t| (t["status"] == "done", priority_of(t)));
     let alerts: Vec<&Value> = alerts
         .iter()
         .filter(|a| own(a["account_id"].as_str().unwrap_or("")))
@@ -104,15 +125,19 @@ pub async fn page(
                 h2 id="tasks" { "Tasks" }
                 @if tasks.is_empty() { p.empty { "No tasks. Rules and playbooks put them here." } } @else {
                     div.scroll { table.data id="tasks-table" {
-                        thead { tr { th scope="col" { "Due" } th scope="col" { "Task" } th scope="col" { "Account" } th scope="col" { "Status" } th scope="col" { span.sr { "Actions" } } } }
+                        thead { tr { th scope="col" { "Priority" } th scope="col" { "Due" } th scope="col" { "Task" } th scope="col" { "Account" } th scope="col" { "ARR" } th scope="col" { "Status" } th scope="col" { span.sr { "Actions" } } } }
                         tbody { @for t in &tasks {
                             @let id = t["id"].as_i64().unwrap_or_default();
                             @let status = t["status"].as_str().unwrap_or("");
                             @let overdue = status == "open" && t["due"].as_str().is_some_and(|d| d < today.to_string().as_str());
+                            @let account = t["account_id"].as_str().unwrap_or("");
+                            @let p = priority_of(t);
                             tr data-task=(id) class=[overdue.then_some("changed")] {
+                                td data-field="priority" data-value=(p.name()) { span class=(format!("priority priority-{}", p.name())) { (p.label()) } }
                                 td { @match t["due"].as_str() { Some(d) => (crate::format::day_text(d)), None => "–" } @if overdue { " (overdue)" } }
                                 th scope="row" { (t["title"].as_str().unwrap_or("")) }
-                                td { a href=(crate::share::account_path(t["account_id"].as_str().unwrap_or(""))) { (t["account_name"].as_str().unwrap_or("")) } }
+                                td { a href=(crate::share::account_path(account)) { (t["account_name"].as_str().unwrap_or("")) } }
+                                td.num data-field="arr" data-value=(fact(account).map_or(0.0, |f| f.arr)) { (money(fact(account).map_or(0.0, |f| f.arr), &currency)) }
                                 td data-field="status" { (status) @if let Some(until) = t["snoozed_until"].as_str() { " until " (crate::format::day_text(until)) } }
                                 td { @if writable {
                                     form.inline method="post" action=(format!("/inbox/tasks/{id}")) {
@@ -135,7 +160,7 @@ pub async fn page(
                         tbody { @for a in &alerts { tr {
                             td { (instant(a["fired_at"].as_str().unwrap_or(""))) }
                             th scope="row" { a href=(crate::share::account_path(a["account_id"].as_str().unwrap_or(""))) { (name(a["account_id"].as_str().unwrap_or(""))) } }
-                            td { (a["rule"].as_str().unwrap_or("")) }
+                            td { (crate::format::humanize(a["rule"].as_str().unwrap_or(""))) }
                             td { (a["reason"].as_str().unwrap_or("")) }
                         } } }
                     }
@@ -165,6 +190,46 @@ pub async fn page(
             }
         },
     ))
+}
+
+/// How soon a task needs doing, from its account's standing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Priority {
+    High,
+    Medium,
+    Low,
+}
+
+impl Priority {
+    pub fn name(self) -> &'static str {
+        match self {
+            Priority::High => "high",
+            Priority::Medium => "medium",
+            Priority::Low => "low",
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Priority::High => "High",
+            Priority::Medium => "Medium",
+            Priority::Low => "Low",
+        }
+    }
+}
+
+/// High: overdue, a red account, or an orange one renewing within 90 days. Medium: orange,
+/// or renewing within 90 days. Low: the rest.
+pub fn priority(tier: Option<&str>, renewal_in_days: Option<i64>, overdue: bool) -> Priority {
+    let soon = renewal_in_days.is_some_and(|d| (0..=90).contains(&d));
+    match tier {
+        _ if overdue => Priority::High,
+        Some("red") => Priority::High,
+        Some("orange") if soon => Priority::High,
+        Some("orange") => Priority::Medium,
+        _ if soon => Priority::Medium,
+        _ => Priority::Low,
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -245,4 +310,57 @@ pub async fn create(
     };
     tracing::info!(task, account = %account, by = %user.user.username, "task made by hand");
     Ok(Redirect::to(&format!("{}#tasks", crate::share::account_path(&account))).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PlaybookForm {
+    csrf: String,
+    playbook: String,
+}
+
+/// `POST /accounts/{id}/playbooks`: starts a playbook on the account (its steps become
+/// tasks); back to the account's tasks.
+pub async fn start_playbook(
+    user: SignedIn,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(account): Path<String>,
+    Form(form): Form<PlaybookForm>,
+) -> Result<Response, PageError> {
+    user.check_post(&headers, &form.csrf)?;
+    if !can_write(&user.user) {
+        return Err(PageError::forbidden("viewers cannot start playbooks"));
+    }
+    let Some(playbook) = state.actions.playbooks_in_force().remove(&form.playbook) else {
+        return Err(PageError::bad_request(format!(
+            "playbook: no playbook {:?}",
+            form.playbook
+        )));
+    };
+    let id = account.clone();
+    let started = with_source(&state, move |source, _| {
+        Ok(run::start_playbook(source, &id, &playbook, today())?)
+    })
+    .await?;
+    let Some(tasks) = started else {
+        return Err(PageError::not_found(format!("no account {account}")));
+    };
+    tracing::info!(account = %account, playbook = %form.playbook, tasks = tasks.len(), by = %user.user.username, "playbook started");
+    Ok(Redirect::to(&format!("{}#tasks", crate::share::account_path(&account))).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn priority_follows_tier_renewal_and_due_day() {
+        assert_eq!(priority(Some("green"), Some(200), true), Priority::High);
+        assert_eq!(priority(Some("red"), None, false), Priority::High);
+        assert_eq!(priority(Some("orange"), Some(44), false), Priority::High);
+        assert_eq!(priority(Some("orange"), Some(120), false), Priority::Medium);
+        assert_eq!(priority(Some("green"), Some(90), false), Priority::Medium);
+        assert_eq!(priority(Some("green"), Some(-3), false), Priority::Low);
+        assert_eq!(priority(None, None, false), Priority::Low);
+    }
 }
