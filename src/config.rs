@@ -75,6 +75,8 @@ pub struct Config {
     pub health: HealthConfig,
     pub actions: crate::actions::ActionsConfig,
     pub listening: crate::listening::ListeningConfig,
+    /// `[review]`: who the quarterly review is from.
+    pub review: ReviewConfig,
     pub retention: RetentionConfig,
     /// `[server]`: timeouts, connection caps and per-address limits of the HTTP server.
     pub server: ServerConfig,
@@ -82,6 +84,88 @@ pub struct Config {
     pub store: StoreLocation,
     /// Where the file layer came from, for messages.
     pub file: Option<PathBuf>,
+}
+
+/// `[review]`: the vendor the quarterly review comes from.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReviewConfig {
+    /// Your company's name, at the top of every review.
+    pub vendor_name: Option<String>,
+    /// A PNG, JPEG or SVG file (at most 200 KB; relative to the config file), shown beside
+    /// the name. Read once at start and served inside the page.
+    pub vendor_logo: Option<PathBuf>,
+    /// The logo as a `data:` URL, once read.
+    #[serde(skip)]
+    pub logo_data_url: Option<String>,
+}
+
+/// Largest logo file.
+pub const LOGO_BYTES_MAX: u64 = 200 * 1024;
+
+impl ReviewConfig {
+    /// Checks the name and reads the logo (relative paths from `base`).
+    pub fn load_logo(&mut self, base: Option<&Path>) -> Result<(), (String, String)> {
+        if self
+            .vendor_name
+            .as_ref()
+            .is_some_and(|n| n.trim().is_empty() || n.chars().count() > 100)
+        {
+            return Err(("vendor_name".into(), "1 to 100 characters".into()));
+        }
+        let Some(file) = &self.vendor_logo else {
+            return Ok(());
+        };
+        let file = match base {
+            Some(base) if file.is_relative() => base.join(file),
+            _ => file.clone(),
+        };
+        let mime = match file
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            Some("png") => "image/png",
+            Some("jpg" | "jpeg") => "image/jpeg",
+            Some("svg") => "image/svg+xml",
+            _ => {
+                return Err((
+                    "vendor_logo".into(),
+                    format!("{}: a .png, .jpg or .svg file", file.display()),
+                ))
+            }
+        };
+        let bytes_len = std::fs::metadata(&file)
+            .map_err(|e| {
+                (
+                    "vendor_logo".to_string(),
+                    format!("{}: {e}", file.display()),
+                )
+            })?
+            .len();
+        if bytes_len > LOGO_BYTES_MAX {
+            return Err((
+                "vendor_logo".into(),
+                format!(
+                    "{}: {bytes_len} bytes, at most {LOGO_BYTES_MAX}",
+                    file.display()
+                ),
+            ));
+        }
+        let bytes = std::fs::read(&file).map_err(|e| {
+            (
+                "vendor_logo".to_string(),
+                format!("{}: {e}", file.display()),
+            )
+        })?;
+        use base64::Engine;
+        self.logo_data_url = Some(format!(
+            "data:{mime};base64,{}",
+            base64::engine::general_purpose::STANDARD.encode(bytes)
+        ));
+        Ok(())
+    }
 }
 
 /// `store` (file), `BELLWETHER_STORE`, `--store`: `embedded` (the default) or
@@ -343,6 +427,7 @@ struct FileLayer {
     health: Option<HealthConfig>,
     actions: Option<crate::actions::ActionsConfig>,
     listening: Option<crate::listening::ListeningConfig>,
+    review: Option<ReviewConfig>,
     retention: Option<RetentionConfig>,
     server: Option<ServerConfig>,
 }
@@ -531,6 +616,10 @@ impl Config {
         listening
             .check()
             .map_err(|(key, reason)| key_error(&format!("listening.{key}"), reason))?;
+        let mut review = layer.review.unwrap_or_default();
+        review
+            .load_logo(path.and_then(Path::parent))
+            .map_err(|(key, reason)| key_error(&format!("review.{key}"), reason))?;
         let actions = layer.actions.unwrap_or_default();
         actions
             .check()
@@ -553,6 +642,7 @@ impl Config {
             health,
             actions,
             listening,
+            review,
             retention: layer.retention.unwrap_or_default(),
             server,
             store,

@@ -52,6 +52,7 @@ pub struct AppState {
     pub snapshots: Arc<std::sync::Mutex<Option<metrics::SnapshotCache>>>,
     pub actions: Arc<crate::actions::ActionsConfig>,
     pub listening: Arc<crate::listening::ListeningConfig>,
+    pub review: Arc<crate::config::ReviewConfig>,
     /// The dashboard's address as people reach it, for links in messages.
     pub base_url: Arc<str>,
     /// Per-address limits of the public endpoints and of sign-in.
@@ -227,6 +228,7 @@ impl App {
             snapshots: Arc::default(),
             actions: Arc::new(config.actions.clone()),
             listening: Arc::new(config.listening.clone()),
+            review: Arc::new(config.review.clone()),
             base_url: Arc::from(config.base_url()),
             limiters: Arc::new(shield::Limiters::new(&config.server)),
             hash_gate: Arc::new(shield::HashGate::new(

@@ -163,6 +163,30 @@ try {
   }
   await page.screenshot({ path: `${opts.screenshots}/account-after-actions.png`, fullPage: true })
 
+  // The review: from the vendor, with the CSM's contact, this quarter beside the last,
+  // scales explained; saving goals says so; on A4 each value sits on its label's line.
+  await page.goto(`${opts.base}${account}/review`)
+  await page.fill('textarea[name=goals]', 'Roll reporting out to finance')
+  await Promise.all([page.waitForNavigation(), page.click('form[action$="/goals"] button')])
+  report.review = {
+    saved: await page.textContent('[data-field=saved]').catch(() => null),
+    vendor: await page.textContent('[data-field=vendor]').catch(() => null),
+    logo: await page.locator('img.logo').count(),
+    csm: await page.textContent('[data-field=csm]').catch(() => null),
+    compared_rows: await page.locator('#review-usage tbody tr').count(),
+    scales: await page.$$eval('#review table.data td', (tds) => tds.map((t) => t.textContent).filter((t) => /^\d-\d+: /.test(t))),
+    shown: await page.$$eval('#review-usage td[data-field]', (tds) => Object.fromEntries(tds.map((t) => [t.dataset.field, t.dataset.value ?? null]))),
+  }
+  await page.emulateMedia({ media: 'print' })
+  await page.setViewportSize({ width: 794, height: 1123 })
+  report.review.print_rows = await page.$$eval('#review table.compare tbody tr', (rows) => rows.map((r) => {
+    const label = r.querySelector('th').getBoundingClientRect(), value = r.querySelector('td').getBoundingClientRect()
+    return { label: r.querySelector('th').textContent, same_line: Math.abs(label.top - value.top) < 4 && value.left > label.right - 1 }
+  }))
+  await page.pdf({ path: `${opts.screenshots}/review-a4.pdf`, format: 'A4', printBackground: true })
+  await page.emulateMedia({ media: 'screen' })
+  await page.setViewportSize({ width: 1280, height: 900 })
+
   // The inbox: priority and ARR on every task, high first.
   await page.goto(`${opts.base}/inbox?csm=all`)
   report.inbox = await page.$$eval('#tasks-table tbody tr', (rows) => rows.map((r) => ({

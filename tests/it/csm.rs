@@ -55,7 +55,29 @@ fn the_scans_find_what_they_look_for() {
 #[test]
 fn every_page_reads_as_words_and_the_account_page_says_why_and_what_next() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, server) = start_demo(dir.path(), &["--accounts", "60", "--years", "3"]);
+    // The vendor's name and logo for the review, from the config file.
+    let config = dir.path().join("bellwether.toml");
+    std::fs::write(
+        dir.path().join("logo.svg"),
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="40" height="40"><circle cx="20" cy="20" r="18" fill="#0a58ca"/></svg>"##,
+    )
+    .unwrap();
+    std::fs::write(
+        &config,
+        "[review]\nvendor_name = \"Acme Analytics\"\nvendor_logo = \"logo.svg\"\n",
+    )
+    .unwrap();
+    let (mut child, server) = start_demo(
+        dir.path(),
+        &[
+            "--accounts",
+            "60",
+            "--years",
+            "3",
+            "--config",
+            config.to_str().unwrap(),
+        ],
+    );
     let marker: Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("demo.json")).unwrap()).unwrap();
     let token = marker["api_token"].as_str().unwrap();
@@ -374,6 +396,58 @@ fn every_page_reads_as_words_and_the_account_page_says_why_and_what_next() {
     );
     assert!(!steps[0].1.contains("{account}"), "{steps:?}");
     assert!(report["playbook"]["listed"].as_array().unwrap().len() >= 4);
+
+    // The review: the vendor, the CSM, this quarter beside the last, scales, confirmation;
+    // printed on A4 each value on its label's line (the PDF is kept with the screenshots).
+    let review = &report["review"];
+    assert_eq!(review["vendor"], "Acme Analytics", "{review}");
+    assert_eq!(review["logo"], 1);
+    assert!(
+        review["csm"]
+            .as_str()
+            .unwrap()
+            .starts_with("Your customer success manager: "),
+        "{review}"
+    );
+    assert!(
+        review["saved"].as_str().unwrap().starts_with("Goals saved"),
+        "{review}"
+    );
+    assert_eq!(review["compared_rows"], 6);
+    assert!(review["scales"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|s| s.as_str().unwrap().contains(": ")));
+    // Its numbers are the metrics API's on the quarter's last day (the last complete one).
+    let quarter_start = chrono::NaiveDate::from_ymd_opt(
+        chrono::Datelike::year(&today),
+        (chrono::Datelike::month0(&today) / 3) * 3 + 1,
+        1,
+    )
+    .unwrap();
+    let last_day = quarter_start - chrono::Duration::days(1);
+    let then = api(&format!(
+        "/api/v1/accounts/{account}/metrics?as_of={last_day}"
+    ));
+    for field in [
+        "active_users_30d",
+        "seats",
+        "license_utilization",
+        "logins_per_user_week",
+    ] {
+        assert_eq!(
+            review["shown"][field]
+                .as_str()
+                .and_then(|v| v.parse::<f64>().ok()),
+            then["metrics"][field].as_f64(),
+            "{field}: {review} vs {then}"
+        );
+    }
+    let rows = review["print_rows"].as_array().unwrap();
+    assert!(rows.len() >= 11, "{review}");
+    assert!(rows.iter().all(|r| r["same_line"] == true), "{rows:?}");
+    assert!(screenshots.join("review-a4.pdf").exists());
 
     // The inbox: a priority and ARR on every task, open ones high first.
     let inbox = report["inbox"].as_array().unwrap();

@@ -24,6 +24,13 @@
       button.closest("header").classList.toggle("open", open);
     });
   });
+  // Copy buttons: the text to copy is in data-copy.
+  document.querySelectorAll("button[data-copy]").forEach(function (button) {
+    button.addEventListener("click", function () {
+      if (!navigator.clipboard) { return; }
+      navigator.clipboard.writeText(button.dataset.copy).then(function () { button.textContent = "Copied"; });
+    });
+  });
   // Filters apply on their button, never on change (WCAG 3.2.2: an arrow key in a select
   // must not reload the page).
 })();

@@ -100,8 +100,9 @@ pub fn line(title: &str, labels: &[String], series: &[Series], percent: bool) ->
         figure.chart {
             figcaption { (title) }
             svg viewBox=(format!("0 0 {WIDTH} {HEIGHT}")) role="img" aria-label=(format!("{title}. {summary}")) {
-                @for frac in [0.0, 0.25, 0.5, 0.75, 1.0] {
-                    @let v = max * frac;
+                @let steps = divisions(max, percent);
+                @for k in 0..=steps {
+                    @let v = max * k as f64 / steps as f64;
                     line.grid x1=(LEFT) x2=(WIDTH - RIGHT) y1=(y(v)) y2=(y(v)) {}
                     text.axis x=(LEFT - 4.0) y=(y(v) + 4.0) text-anchor="end" { (axis_label(v, percent)) }
                 }
@@ -122,7 +123,21 @@ pub fn line(title: &str, labels: &[String], series: &[Series], percent: bool) ->
 /// Labels under a line chart: every one when they fit, else about five spread evenly.
 fn shown_label(i: usize, n: usize) -> bool {
     const FIT: usize = 8;
-    n <= FIT || i == 0 || i + 1 == n || i.is_multiple_of(n.div_ceil(4)) && n - i > n / 8
+    let step = n.div_ceil(4).max(1);
+    n <= FIT || i == 0 || i + 1 == n || i.is_multiple_of(step) && n - 1 - i >= step.div_ceil(2)
+}
+
+/// How many equal steps divide `top` into round ticks: quarters, fifths or halves, each
+/// step a whole percent (shares) or a number with at most one decimal.
+pub fn divisions(top: f64, percent: bool) -> usize {
+    let scale = if percent { 100.0 } else { 10.0 };
+    [4, 5, 2]
+        .into_iter()
+        .find(|d| {
+            let step = top / *d as f64 * scale;
+            (step - step.round()).abs() < 1e-9
+        })
+        .unwrap_or(2)
 }
 
 fn anchor(i: usize, n: usize) -> &'static str {
@@ -236,6 +251,13 @@ mod tests {
         assert_eq!(nice_max(21.0, false), 25.0);
         assert_eq!(nice_max(7.0, false), 10.0);
         assert_eq!(nice_max(0.0, false), 1.0);
+        assert_eq!(divisions(1.0, true), 4);
+        assert_eq!(divisions(25.0, false), 5);
+        assert_eq!(divisions(100.0, false), 4);
+        assert_eq!(divisions(2.0, false), 4);
+        // 14 weekly labels: the first, every fourth, the last, none crowding it.
+        let shown: Vec<usize> = (0..14).filter(|i| shown_label(*i, 14)).collect();
+        assert_eq!(shown, [0, 4, 8, 13]);
         // The ticks of a share are whole percentages.
         let chart = line(
             "t",

@@ -12,9 +12,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::charts::{self, Series};
-use super::{
-    bare, csrf_field, layout, number, percent, value_text, PageError, PageResult, SignedIn,
-};
+use super::{bare, csrf_field, layout, number, value_text, PageError, PageResult, SignedIn};
 use crate::accounts;
 use crate::metrics::read;
 use crate::share::{self, LinkError, Quarter};
@@ -34,6 +32,10 @@ struct Review {
     through: NaiveDate,
     weekly: Vec<(NaiveDate, crate::metrics::Row)>,
     end: crate::metrics::Row,
+    /// The same measures at the end of the quarter before.
+    before: crate::metrics::Row,
+    /// The account's CSM: name and email.
+    csm: Option<(String, Option<String>)>,
     used: Vec<(String, i64)>,
     unused: Vec<String>,
     kpis: Vec<Value>,
@@ -68,6 +70,16 @@ fn load(
     days.reverse();
     let rows = read::rows_on(source, account, &days, s.metrics, s.currency)?.unwrap_or_default();
     let end = rows.last().cloned().unwrap_or_default();
+    let before = read::rows_on(
+        source,
+        account,
+        &[start - Duration::days(1)],
+        s.metrics,
+        s.currency,
+    )?
+    .and_then(|mut r| r.pop())
+    .unwrap_or_default();
+    let csm = csm_of(source, account)?;
     let used = accounts::feature_uses(source, account, start, through, s.metrics)?;
     let unused = source
         .known_features(s.metrics)?
@@ -107,6 +119,8 @@ fn load(
         through,
         weekly: days.into_iter().zip(rows).collect(),
         end,
+        before,
+        csm,
         used,
         unused,
         kpis,
@@ -115,8 +129,77 @@ fn load(
     }))
 }
 
+/// The account's CSM (name, email) from the records.
+fn csm_of(
+    source: &(impl Records + ?Sized),
+    account: &str,
+) -> Result<Option<(String, Option<String>)>, StoreError> {
+    let Some(csm) = source
+        .record_rows("accounts", &["account_id", "csm"])?
+        .into_iter()
+        .find(|r| r[0].as_text() == Some(account))
+        .and_then(|r| r[1].as_text().map(str::to_string))
+    else {
+        return Ok(None);
+    };
+    Ok(source
+        .record_rows("csms", &["csm_id", "name", "email"])?
+        .into_iter()
+        .find(|r| r[0].as_text() == Some(csm.as_str()))
+        .map(|r| {
+            (
+                r[1].as_text().unwrap_or(&csm).to_string(),
+                r[2].as_text().map(str::to_string),
+            )
+        }))
+}
+
+/// Measures the review compares with the quarter before, by section.
+const USAGE: &[&str] = &[
+    "active_users_30d",
+    "seats",
+    "license_utilization",
+    "active_days_14d",
+    "features_used_30d",
+    "logins_per_user_week",
+];
+const SUPPORT: &[&str] = &[
+    "tickets_opened_90d",
+    "tickets_closed_90d",
+    "tickets_open",
+    "median_first_response_hours_90d",
+    "median_resolution_hours_90d",
+];
+/// Features listed by name, most used first.
+const FEATURES_LISTED: usize = 10;
+
+/// A table of measures: this quarter's value next to its label, and last quarter's.
+fn compared(id: &str, r: &Review, names: &[&str]) -> Markup {
+    use crate::format;
+    html! {
+        table.data.compare id=(id) {
+            thead { tr { th scope="col" { "Measure" } th scope="col" { "This quarter" } th scope="col" { "Last quarter" } } }
+            tbody { @for name in names { tr {
+                th scope="row" { (format::label(name)) }
+                td.num data-field=(name) data-value=[r.end.number(name)] { (format::metric(&r.end, name)) }
+                td.num.muted { (format::metric(&r.before, name)) }
+            } } }
+        }
+    }
+}
+
+/// What a survey's score means.
+fn scale(kind: &str) -> &'static str {
+    match kind {
+        "nps" => "0-10: how likely to recommend us",
+        "csat" => "1-5: how satisfied",
+        "ces" => "1-7: how easy it was (higher is easier)",
+        _ => "as asked",
+    }
+}
+
 /// The report itself: the same for the CSM's preview and the customer's link.
-fn report(r: &Review) -> Markup {
+fn report(r: &Review, vendor: &crate::config::ReviewConfig) -> Markup {
     let labels: Vec<String> = r
         .weekly
         .iter()
@@ -125,7 +208,6 @@ fn report(r: &Review) -> Markup {
     let col = |name: &str| -> Vec<Option<f64>> {
         r.weekly.iter().map(|(_, row)| row.number(name)).collect()
     };
-    let end = |name: &str| r.end.get(name);
     let mut kinds: Vec<(&str, Vec<f64>)> = Vec::new();
     for s in &r.surveys {
         let kind = s["kind"].as_str().unwrap_or("");
@@ -136,20 +218,23 @@ fn report(r: &Review) -> Markup {
     }
     html! {
         article.review id="review" {
-            header {
+            header.review-head {
+                @if vendor.vendor_name.is_some() || vendor.logo_data_url.is_some() {
+                    p.vendor {
+                        @if let Some(logo) = &vendor.logo_data_url { img.logo src=(logo) alt=(vendor.vendor_name.as_deref().unwrap_or("logo")) height="40"; }
+                        @if let Some(name) = &vendor.vendor_name { strong data-field="vendor" { (name) } }
+                    }
+                }
                 h1 { (r.account_name) ": quarterly review " (crate::format::quarter(r.quarter.first_day())) }
                 p.muted { (crate::format::day(r.quarter.first_day())) " to " (crate::format::day(r.through)) }
-            }
-            section {
-                h2 { "Usage and adoption" }
-                dl.grid {
-                    dt { "Active users (30 days)" } dd data-field="active_users_30d" { (value_text(end("active_users_30d").as_ref())) }
-                    dt { "Paid seats" } dd data-field="seats" { (value_text(end("seats").as_ref())) }
-                    dt { "Licence utilisation" } dd data-field="license_utilization" { (percent(r.end.license_utilization)) }
-                    dt { "Active days (last 14)" } dd { (value_text(end("active_days_14d").as_ref())) }
-                    dt { "Features used (30 days)" } dd { (value_text(end("features_used_30d").as_ref())) }
-                    dt { "Logins per user and week" } dd { (value_text(end("logins_per_user_week").as_ref())) }
+                @if let Some((name, email)) = &r.csm {
+                    p.contact data-field="csm" { "Your customer success manager: " strong { (name) }
+                        @if let Some(email) = email { " · " a href=(format!("mailto:{email}")) { (email) } } }
                 }
+            }
+            section data-section="usage" {
+                h2 { "Usage and adoption" }
+                (compared("review-usage", r, USAGE))
                 div.charts {
                     (charts::line("Active users and seats, weekly", &labels, &[
                         Series { label: "active users (30 days)".into(), class: "s1", values: col("active_users_30d") },
@@ -161,33 +246,31 @@ fn report(r: &Review) -> Markup {
             section {
                 h2 { "Features" }
                 div.two {
-                    div { h3 { "Used this quarter" }
+                    div { h3 { "Used most this quarter" }
                         @if r.used.is_empty() { p.empty { "No feature use recorded this quarter." } }
-                        ul { @for (f, n) in &r.used { li { (f) " (" (n) ")" } } } }
+                        ul { @for (f, n) in r.used.iter().take(FEATURES_LISTED) { li { (f) " — " (crate::format::count(*n, "use", "uses")) } } }
+                        @if r.used.len() > FEATURES_LISTED { p.muted { "and " (r.used.len() - FEATURES_LISTED) " more." } } }
                     div { h3 { "Not used yet: worth a look" }
                         @if r.unused.is_empty() { p.empty { "You use every feature." } }
                         ul data-field="unused_features" { @for f in &r.unused { li { (f) } } } }
                 }
             }
-            section {
+            section data-section="support" {
                 h2 { "Support (90 days to " (crate::format::day(r.through)) ")" }
-                dl.grid {
-                    dt { "Tickets opened" } dd { (value_text(end("tickets_opened_90d").as_ref())) }
-                    dt { "Tickets closed" } dd { (value_text(end("tickets_closed_90d").as_ref())) }
-                    dt { "Open now" } dd { (value_text(end("tickets_open").as_ref())) }
-                    dt { "Median first response (hours)" } dd { (value_text(end("median_first_response_hours_90d").as_ref())) }
-                    dt { "Median resolution (hours)" } dd { (value_text(end("median_resolution_hours_90d").as_ref())) }
-                }
+                (compared("review-support", r, SUPPORT))
             }
             section {
                 h2 { "What your team told us" }
                 @if kinds.is_empty() { p.empty { "No survey answers this quarter." } } @else {
-                    table.data { thead { tr { th scope="col" { "Survey" } th scope="col" { "Answers" } th scope="col" { "Average" } } }
+                    table.data { thead { tr { th scope="col" { "Survey" } th scope="col" { "Scale" } th scope="col" { "Answers" } th scope="col" { "Average answer" } } }
                         tbody { @for (kind, scores) in &kinds { tr {
-                            th scope="row" { (kind.to_uppercase().replace('_', " ")) } td.num { (scores.len()) }
+                            th scope="row" { (crate::format::survey_kind(kind)) } td { (scale(kind)) } td.num { (scores.len()) }
                             td.num { (number((!scores.is_empty()).then(|| scores.iter().sum::<f64>() / scores.len() as f64), 1)) }
                         } } } }
-                    p { "NPS (last window): " (value_text(end("nps").as_ref())) " · CSAT: " (value_text(end("csat").as_ref())) " · CES: " (value_text(end("ces").as_ref())) }
+                    p.muted { "NPS (each person's latest answer in 180 days): the share of promoters (9-10) less the share of detractors (0-6), -100 to 100: "
+                        strong data-field="nps" { (crate::format::metric(&r.end, "nps")) } ". CSAT (90 days): the share of answers of 4 or 5: "
+                        strong data-field="csat" { (crate::format::metric(&r.end, "csat")) } ". CES (90 days): the average answer, 1-7, higher is easier: "
+                        strong data-field="ces" { (crate::format::metric(&r.end, "ces")) } "." }
                 }
             }
             section {
@@ -208,6 +291,8 @@ fn report(r: &Review) -> Markup {
 #[derive(Debug, Deserialize)]
 pub struct ReviewQuery {
     quarter: Option<String>,
+    /// `goals` after goals were saved: the page confirms it.
+    saved: Option<String>,
 }
 
 fn quarter_param(text: Option<&str>) -> Result<Quarter, PageError> {
@@ -226,6 +311,7 @@ async fn internal_page(
     id: String,
     quarter: Quarter,
     link: Option<String>,
+    saved: bool,
 ) -> PageResult {
     let account = id.clone();
     let review = with_source(state, move |source, s| {
@@ -243,7 +329,7 @@ async fn internal_page(
                 a href=(crate::share::account_path(&id)) { "← " (review.account_name) }
                 " · Quarter: "
                 @for q in [quarter.previous(), Quarter::of(today())] {
-                    a href=(format!("{}/review?quarter={q}", crate::share::account_path(&id))) { (q) } " "
+                    a href=(format!("{}/review?quarter={q}", crate::share::account_path(&id))) { (crate::format::quarter(q.first_day())) } " "
                 }
             }
             @if writable {
@@ -253,6 +339,7 @@ async fn internal_page(
                         input type="hidden" name="quarter" value=(quarter.to_string());
                         label { "Goals for next quarter (shown to the customer)" textarea name="goals" rows="3" maxlength=(GOALS_CHARS_MAX) { (review.goals.as_deref().unwrap_or("")) } }
                         button type="submit" { "Save goals" }
+                        @if saved { p.notice role="status" data-field="saved" { "Goals saved: the customer sees them on this review." } }
                     }
                     form.inline method="post" action=(format!("{}/review/share", crate::share::account_path(&id))) {
                         (csrf_field(user))
@@ -261,12 +348,13 @@ async fn internal_page(
                         button type="submit" { "Create share link" }
                     }
                     @if let Some(link) = &link {
-                        p.notice role="status" { "Share link (anyone with it can read this review until it expires): " br; a id="share-link" href=(link) { (link) } }
+                        p.notice role="status" { "Share link (anyone with it can read this review until it expires): " br; a id="share-link" href=(link) { (link) } " "
+                            button.copy type="button" data-copy=(link) { "Copy link" } }
                     }
                     p.muted { "Print or save as PDF with your browser's print command." }
                 }
             }
-            (report(&review))
+            (report(&review, &state.review))
         },
     ))
 }
@@ -278,7 +366,8 @@ pub async fn internal(
     Query(query): Query<ReviewQuery>,
 ) -> PageResult {
     let quarter = quarter_param(query.quarter.as_deref())?;
-    internal_page(&user, &state, id, quarter, None).await
+    let saved = query.saved.as_deref() == Some("goals");
+    internal_page(&user, &state, id, quarter, None, saved).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -333,6 +422,7 @@ pub async fn share(
         id,
         quarter,
         Some(format!("{scheme}://{host}/r/{token}")),
+        false,
     )
     .await
 }
@@ -374,7 +464,7 @@ pub async fn goals(
         return Err(PageError::not_found(format!("no account {id}")));
     }
     Ok(axum::response::Redirect::to(&format!(
-        "{}/review?quarter={quarter}",
+        "{}/review?quarter={quarter}&saved=goals",
         crate::share::account_path(&id)
     ))
     .into_response())
@@ -408,7 +498,7 @@ pub async fn shared(
     match review {
         Some(review) => Ok(bare(
             &format!("Quarterly review {quarter}"),
-            html! { main id="main" { (report(&review)) } },
+            html! { main id="main" { (report(&review, &state.review)) } },
         )
         .into_response()),
         // The account was deleted after the link was made.
