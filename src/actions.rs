@@ -257,6 +257,42 @@ pub fn check_task(
     Ok(())
 }
 
+/// The comparisons a condition may use, as written.
+pub const OPS: &[&str] = &["==", "!=", "<", "<=", ">", ">="];
+
+/// A condition built from a form's rows (measure, comparison, value): a number, `true`,
+/// `false` or `null` as written, anything else as quoted text. Rows without a measure are
+/// skipped; the error names the row's field.
+pub fn condition_from(rows: &[(&str, &str, &str)]) -> Result<String, (String, String)> {
+    let mut clauses = Vec::new();
+    for (i, (measure, op, value)) in rows.iter().enumerate() {
+        let (measure, value) = (measure.trim(), value.trim());
+        if measure.is_empty() {
+            continue;
+        }
+        let n = i + 1;
+        if !OPS.contains(op) {
+            return Err((format!("op_{n}"), format!("one of {}", OPS.join(" "))));
+        }
+        if value.is_empty() {
+            return Err((format!("value_{n}"), "a value to compare with".into()));
+        }
+        let literal = value.parse::<f64>().is_ok() || matches!(value, "true" | "false" | "null");
+        let value = if literal {
+            value.to_string()
+        } else if value.contains('\'') {
+            return Err((format!("value_{n}"), "text without a quote (')".into()));
+        } else {
+            format!("'{value}'")
+        };
+        clauses.push(format!("{measure} {op} {value}"));
+    }
+    if clauses.is_empty() {
+        return Err(("measure_1".into(), "at least one condition".into()));
+    }
+    Ok(clauses.join(" and "))
+}
+
 /// A comparison.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
@@ -707,6 +743,32 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.clone()))
             .collect()
+    }
+
+    #[test]
+    fn a_form_builds_a_condition_the_parser_reads() {
+        let when = condition_from(&[
+            ("tier", "==", "red"),
+            ("renewal_in_days", "<=", "90"),
+            ("", "==", ""),
+        ])
+        .unwrap();
+        assert_eq!(when, "tier == 'red' and renewal_in_days <= 90");
+        assert_eq!(Condition::parse(&when).unwrap().clauses.len(), 2);
+        assert_eq!(
+            condition_from(&[("tier_dropped", "==", "true")]).unwrap(),
+            "tier_dropped == true"
+        );
+        assert_eq!(condition_from(&[("", "", "")]).unwrap_err().0, "measure_1");
+        assert_eq!(condition_from(&[("nps", "=~", "1")]).unwrap_err().0, "op_1");
+        assert_eq!(
+            condition_from(&[("nps", "<", "")]).unwrap_err().0,
+            "value_1"
+        );
+        assert_eq!(
+            condition_from(&[("plan", "==", "o'brien")]).unwrap_err().0,
+            "value_1"
+        );
     }
 
     #[test]

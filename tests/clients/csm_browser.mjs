@@ -187,6 +187,33 @@ try {
   await page.emulateMedia({ media: 'screen' })
   await page.setViewportSize({ width: 1280, height: 900 })
 
+  // Settings without the config file: a rule built from the form; deleting it asks first.
+  await page.goto(`${opts.base}/settings`)
+  await page.fill('form[action="/settings/rules"] input[name=name]', 'quiet-big-account')
+  await page.selectOption('select[name=measure_1]', 'days_since_last_activity')
+  await page.selectOption('select[name=op_1]', '>=')
+  await page.fill('input[name=value_1]', '14')
+  await page.selectOption('select[name=measure_2]', 'arr')
+  await page.selectOption('select[name=op_2]', '>')
+  await page.fill('input[name=value_2]', '50000')
+  await Promise.all([page.waitForNavigation(), page.click('form[action="/settings/rules"] button[type=submit]')])
+  const ruleRow = () => page.locator('#rules-table tbody tr', { hasText: 'quiet-big-account' })
+  report.rule = { when: await ruleRow().locator('code').textContent() }
+  page.once('dialog', (d) => { report.rule.question = d.message(); d.dismiss() })
+  await ruleRow().locator('button').click()
+  await page.waitForTimeout(300)
+  report.rule.after_dismiss = await ruleRow().count()
+  page.once('dialog', (d) => d.accept())
+  await Promise.all([page.waitForNavigation(), ruleRow().locator('button').click()])
+  report.rule.after_accept = await ruleRow().count()
+  await page.fill('form[action="/settings/tokens"] input[name=name]', 'reporting')
+  await Promise.all([page.waitForNavigation(), page.click('form[action="/settings/tokens"] button[type=submit]')])
+  report.token = {
+    copy: await page.getAttribute('button[data-copy]', 'data-copy'),
+    shown: await page.textContent('#new-token'),
+    example: await page.textContent('.notice pre'),
+  }
+
   // The inbox: priority and ARR on every task, high first.
   await page.goto(`${opts.base}/inbox?csm=all`)
   report.inbox = await page.$$eval('#tasks-table tbody tr', (rows) => rows.map((r) => ({

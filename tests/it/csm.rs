@@ -449,6 +449,31 @@ fn every_page_reads_as_words_and_the_account_page_says_why_and_what_next() {
     assert!(rows.iter().all(|r| r["same_line"] == true), "{rows:?}");
     assert!(screenshots.join("review-a4.pdf").exists());
 
+    // A rule built from the form, as the condition syntax; deleting it asks first.
+    let rule = &report["rule"];
+    assert_eq!(
+        rule["when"], "days_since_last_activity >= 14 and arr > 50000",
+        "{rule}"
+    );
+    assert_eq!(rule["question"], "Delete the rule quiet-big-account?");
+    assert_eq!(rule["after_dismiss"], 1, "dismissed: still there");
+    assert_eq!(rule["after_accept"], 0);
+    // A new token: a copy button and an example that uses it.
+    let made = &report["token"];
+    let secret = made["shown"].as_str().unwrap();
+    assert_eq!(made["copy"], secret);
+    assert!(
+        made["example"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("Bearer {secret}")),
+        "{made}"
+    );
+    assert_eq!(
+        get(&server, "/api/v1/accounts?limit=1", Some(secret)).status,
+        200
+    );
+
     // The inbox: a priority and ARR on every task, open ones high first.
     let inbox = report["inbox"].as_array().unwrap();
     assert!(!inbox.is_empty());

@@ -24,6 +24,12 @@
       button.closest("header").classList.toggle("open", open);
     });
   });
+  // Destructive forms ask first (data-confirm holds the question).
+  document.querySelectorAll("form[data-confirm]").forEach(function (form) {
+    form.addEventListener("submit", function (event) {
+      if (!window.confirm(form.dataset.confirm)) { event.preventDefault(); }
+    });
+  });
   // Copy buttons: the text to copy is in data-copy.
   document.querySelectorAll("button[data-copy]").forEach(function (button) {
     button.addEventListener("click", function () {

@@ -61,7 +61,7 @@ async fn render(
                     tbody { @for u in &people { tr {
                         th scope="row" { (u.username) } td { (u.role.as_str()) } td { (u.csm_id.as_deref().unwrap_or("–")) }
                         td { @if u.username != user.user.username {
-                            form.inline method="post" action="/settings/users/delete" {
+                            form.inline method="post" action="/settings/users/delete" data-confirm=(format!("Delete the user {}? Their sessions end.", u.username)) {
                                 (csrf_field(user)) input type="hidden" name="username" value=(u.username);
                                 button type="submit" { "Delete" }
                             }
@@ -82,7 +82,11 @@ async fn render(
             section aria-labelledby="tokens" {
                 h2 id="tokens" { "API tokens" }
                 @if let Some(secret) = &new_token {
-                    p.notice role="status" { "New token (shown once): " code id="new-token" { (secret) } }
+                    div.notice role="status" {
+                        p { "New token (shown once: copy it now): " code id="new-token" { (secret) } " " button.copy type="button" data-copy=(secret) { "Copy token" } }
+                        p { "Use it as a bearer token, e.g.: " }
+                        pre { code { "curl -H 'Authorization: Bearer " (secret) "' " (state.base_url) "/api/v1/accounts" } }
+                    }
                 }
                 table.data {
                     thead { tr { th scope="col" { "Id" } th scope="col" { "Name" } th scope="col" { "Role" } th scope="col" { "Created" } th scope="col" { "Expires" } th scope="col" { span.sr { "Actions" } } } }
@@ -92,7 +96,7 @@ async fn render(
                             Some(ms) => { (instant(&crate::ingest::format_timestamp(ms))) @if ms <= now_ms { " (expired)" } }
                             None => "never",
                         } }
-                        td { form.inline method="post" action="/settings/tokens/delete" {
+                        td { form.inline method="post" action="/settings/tokens/delete" data-confirm=(format!("Revoke the token {}? Whatever uses it stops working.", token.name)) {
                             (csrf_field(user)) input type="hidden" name="id" value=(token.id);
                             button type="submit" { "Revoke" }
                         } }
@@ -135,7 +139,7 @@ fn actions_sections(
                         td.num { (r.rule.cooldown_days) " d" } td { (r.notify.join(", ")) } td.num { (r.tasks.len()) }
                         td { @if api { "added here" } @else { "config" } }
                         td { @if api {
-                            form.inline method="post" action="/settings/rules/delete" { (csrf_field(user)) input type="hidden" name="name" value=(r.rule.name); button type="submit" { "Delete" } }
+                            form.inline method="post" action="/settings/rules/delete" data-confirm=(format!("Delete the rule {}?", r.rule.name)) { (csrf_field(user)) input type="hidden" name="name" value=(r.rule.name); button type="submit" { "Delete" } }
                         } }
                     }
                 } }
@@ -143,8 +147,25 @@ fn actions_sections(
             h3 { "Add a rule" }
             form.stack method="post" action="/settings/rules" {
                 (csrf_field(user))
-                label { "Name (letters, digits, - _)" input name="name" required maxlength="64" pattern="[A-Za-z0-9_-]+"; }
-                label { "When (clauses joined by and, e.g. " code { "tier == 'red' and renewal_in_days <= 90" } ")" input name="when" required maxlength=(crate::actions::CONDITION_CHARS_MAX); }
+                label { "Name (letters, digits, - _)" input name="name" required maxlength="64" pattern="[A-Za-z0-9_\\-]+"; }
+                fieldset.conditions {
+                    legend { "When all of these hold" }
+                    @for n in 1..=3 {
+                        div.row {
+                            label { "Measure " select name=(format!("measure_{n}")) {
+                                option value="" { @if n == 1 { "choose a measure" } @else { "(none)" } }
+                                @for (name, _) in crate::actions::EXTRA_MEASURES { option value=(name) { (crate::format::label(name)) } }
+                                @for m in crate::metrics::MEASURES.iter().filter(|m| m.kind.is_numeric() || m.name == "usage_frequency") { option value=(m.name) { (m.label) } }
+                            } }
+                            label { "is " select name=(format!("op_{n}")) { @for (op, words) in [("<", "below"), ("<=", "at most"), ("==", "equal to"), ("!=", "not"), (">=", "at least"), (">", "above")] { option value=(op) { (words) } } } }
+                            label { "Value " input name=(format!("value_{n}")) maxlength="200" placeholder="e.g. 90, red, true"; }
+                        }
+                    }
+                    details {
+                        summary { "Or write the condition" }
+                        label { "Condition (clauses joined by and; replaces the rows above)" input name="when" maxlength=(crate::actions::CONDITION_CHARS_MAX) placeholder="tier == 'red' and renewal_in_days <= 90"; }
+                    }
+                }
                 label { "Segments (comma-separated; empty: all)" input name="segments"; }
                 label { "Cooldown days" input type="number" name="cooldown_days" value="7" min="1" max="3660" required; }
                 label { "Notify channels (comma-separated): " (state.actions.channels.keys().cloned().collect::<Vec<_>>().join(", ")) input name="notify"; }
@@ -345,7 +366,27 @@ pub async fn delete_token(
 pub struct RuleForm {
     csrf: String,
     name: String,
+    /// Written by hand; when empty, built from the rows below.
+    #[serde(default)]
     when: String,
+    #[serde(default)]
+    measure_1: String,
+    #[serde(default)]
+    op_1: String,
+    #[serde(default)]
+    value_1: String,
+    #[serde(default)]
+    measure_2: String,
+    #[serde(default)]
+    op_2: String,
+    #[serde(default)]
+    value_2: String,
+    #[serde(default)]
+    measure_3: String,
+    #[serde(default)]
+    op_3: String,
+    #[serde(default)]
+    value_3: String,
     segments: Option<String>,
     cooldown_days: u32,
     notify: Option<String>,
@@ -369,9 +410,19 @@ pub async fn create_rule(
 ) -> Result<Response, PageError> {
     user.check_post(&headers, &form.csrf)?;
     admin_only(&user)?;
+    let when = if form.when.trim().is_empty() {
+        crate::actions::condition_from(&[
+            (&form.measure_1, &form.op_1, &form.value_1),
+            (&form.measure_2, &form.op_2, &form.value_2),
+            (&form.measure_3, &form.op_3, &form.value_3),
+        ])
+        .map_err(|(field, reason)| PageError::bad_request(format!("{field}: {reason}")))?
+    } else {
+        form.when.trim().to_string()
+    };
     let rule = crate::actions::Rule {
         name: form.name.trim().to_string(),
-        when: form.when.trim().to_string(),
+        when,
         segments: list(form.segments.as_deref()),
         cooldown_days: form.cooldown_days,
         notify: list(form.notify.as_deref()),
