@@ -324,13 +324,7 @@ async fn create_task(
         let Some(task) = run::add_task(store, &id, &new.title, due, today())? else {
             return Ok(None);
         };
-        let filter = TaskFilter {
-            account: Some(&id),
-            ..TaskFilter::default()
-        };
-        Ok(run::tasks(store, filter, 100_000)?
-            .into_iter()
-            .find(|t| t["id"] == task))
+        Ok(account_tasks(store, &id, &[task])?.pop())
     })
     .await?;
     match made {
@@ -369,16 +363,7 @@ async fn start_playbook(
         let Some(ids) = run::start_playbook(store, &id, &playbook, today())? else {
             return Ok(None);
         };
-        let filter = TaskFilter {
-            account: Some(&id),
-            ..TaskFilter::default()
-        };
-        Ok(Some(
-            run::tasks(store, filter, 100_000)?
-                .into_iter()
-                .filter(|t| t["id"].as_i64().is_some_and(|t| ids.contains(&t)))
-                .collect::<Vec<_>>(),
-        ))
+        Ok(Some(account_tasks(store, &id, &ids)?))
     })
     .await?;
     match made {
@@ -389,6 +374,22 @@ async fn start_playbook(
             .into_response()),
         None => Err(ApiError::NotFound(format!("no account {account}"))),
     }
+}
+
+/// The tasks `ids` of `account` as the API lists them.
+fn account_tasks(
+    store: &(impl crate::store::Records + crate::store::Tasks + ?Sized),
+    account: &str,
+    ids: &[i64],
+) -> Result<Vec<Value>, crate::store::StoreError> {
+    let filter = TaskFilter {
+        account: Some(account),
+        ..TaskFilter::default()
+    };
+    Ok(run::tasks(store, filter, 100_000)?
+        .into_iter()
+        .filter(|t| t["id"].as_i64().is_some_and(|t| ids.contains(&t)))
+        .collect())
 }
 
 /// Days until a task made by hand is due when no day is given.

@@ -30,16 +30,21 @@ const visibleText = () => {
   document.querySelectorAll('code, pre').forEach((e) => e.remove())
   return document.body.innerText
 }
+// A new browser context of `width` px, signed in.
+const signedIn = async (width) => {
+  const context = await browser.newContext({ viewport: { width, height: 900 }, timezoneId: 'Europe/Stockholm', locale: 'en-GB' })
+  const page = await context.newPage()
+  watch(page)
+  await page.goto(`${opts.base}/login`)
+  const [user, password] = opts.login.split(':')
+  await page.fill('input[name=username]', user)
+  await page.fill('input[name=password]', password)
+  await Promise.all([page.waitForNavigation(), page.click('button[type=submit]')])
+  return [context, page]
+}
 try {
   for (const [name, width] of [['wide', 1280], ['narrow', 390]]) {
-    const context = await browser.newContext({ viewport: { width, height: 900 }, timezoneId: 'Europe/Stockholm', locale: 'en-GB' })
-    const page = await context.newPage()
-    watch(page)
-    await page.goto(`${opts.base}/login`)
-    const [user, password] = opts.login.split(':')
-    await page.fill('input[name=username]', user)
-    await page.fill('input[name=password]', password)
-    await Promise.all([page.waitForNavigation(), page.click('button[type=submit]')])
+    const [context, page] = await signedIn(width)
     if (name === 'narrow') {
       // The navigation folds behind its button on a phone.
       const header = () => page.evaluate(() => document.querySelector('header.top').getBoundingClientRect().height)
@@ -58,14 +63,7 @@ try {
     await context.close()
   }
 
-  const context = await browser.newContext({ viewport: { width: 1280, height: 900 }, timezoneId: 'Europe/Stockholm', locale: 'en-GB' })
-  const page = await context.newPage()
-  watch(page)
-  await page.goto(`${opts.base}/login`)
-  const [user, password] = opts.login.split(':')
-  await page.fill('input[name=username]', user)
-  await page.fill('input[name=password]', password)
-  await Promise.all([page.waitForNavigation(), page.click('button[type=submit]')])
+  const [context, page] = await signedIn(1280)
 
   // The portfolio by keyboard alone: an arrow key in a filter does not reload the page;
   // the button applies it.

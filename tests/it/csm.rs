@@ -518,3 +518,143 @@ fn every_page_reads_as_words_and_the_account_page_says_why_and_what_next() {
     assert_eq!(notes["notes"][0]["kind"], "call", "{notes}");
     let _ = child.kill();
 }
+
+#[test]
+fn tasks_playbooks_and_activities_through_the_api_name_the_field_they_refuse() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, server) = start_demo(dir.path(), &["--accounts", "20", "--years", "2"]);
+    let marker: Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("demo.json")).unwrap()).unwrap();
+    let admin = marker["api_token"].as_str().unwrap().to_string();
+    let bearer = format!("Bearer {admin}");
+    let call = |path: &str, body: &str| {
+        post_with(
+            &server,
+            path,
+            None,
+            &[("authorization", bearer.as_str())],
+            body,
+        )
+    };
+    let today = chrono::Utc::now().date_naive();
+
+    // A task by hand: refused fields named; made for the account's CSM, a week on by default.
+    let refused = call("/api/v1/accounts/acct-0001/tasks", r#"{"title": "  "}"#);
+    assert_eq!(refused.status, 400, "{:?}", refused.body);
+    assert!(
+        refused.body.to_string().contains("title"),
+        "{:?}",
+        refused.body
+    );
+    let past = call(
+        "/api/v1/accounts/acct-0001/tasks",
+        &format!(
+            r#"{{"title": "Call", "due": "{}"}}"#,
+            today - chrono::Duration::days(1)
+        ),
+    );
+    assert_eq!(past.status, 400);
+    assert!(past.body.to_string().contains("due"), "{:?}", past.body);
+    assert_eq!(
+        call("/api/v1/accounts/nobody/tasks", r#"{"title": "Call"}"#).status,
+        404
+    );
+    let made = call(
+        "/api/v1/accounts/acct-0001/tasks",
+        r#"{"title": "Call the sponsor"}"#,
+    );
+    assert_eq!(made.status, 201, "{:?}", made.body);
+    assert_eq!(made.body["status"], "open");
+    assert_eq!(
+        made.body["due"],
+        (today + chrono::Duration::days(7)).to_string().as_str()
+    );
+
+    // A playbook: unknown ones refused by name; renewal-prep's three steps, due 7, 14, 30.
+    let unknown = call(
+        "/api/v1/accounts/acct-0001/playbooks",
+        r#"{"playbook": "nope"}"#,
+    );
+    assert_eq!(unknown.status, 400);
+    assert!(
+        unknown.body.to_string().contains("renewal-prep"),
+        "{:?}",
+        unknown.body
+    );
+    let started = call(
+        "/api/v1/accounts/acct-0001/playbooks",
+        r#"{"playbook": "renewal-prep"}"#,
+    );
+    assert_eq!(started.status, 201, "{:?}", started.body);
+    let mut due: Vec<String> = started.body["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["due"].as_str().unwrap().to_string())
+        .collect();
+    due.sort();
+    assert_eq!(
+        due,
+        [7, 14, 30].map(|d| (today + chrono::Duration::days(d)).to_string())
+    );
+
+    // An activity: its kind and time kept; a future time or an unknown kind refused.
+    let call_logged = call(
+        "/api/v1/accounts/acct-0001/notes",
+        r#"{"text": "QBR prep call", "kind": "meeting", "at": "2026-01-15T10:00:00Z"}"#,
+    );
+    assert_eq!(call_logged.status, 201, "{:?}", call_logged.body);
+    let bad_kind = call(
+        "/api/v1/accounts/acct-0001/notes",
+        r#"{"text": "x", "kind": "fax"}"#,
+    );
+    assert_eq!(bad_kind.status, 400);
+    assert!(bad_kind.body.to_string().contains("kind"));
+    let future = call(
+        "/api/v1/accounts/acct-0001/notes",
+        r#"{"text": "x", "at": "2999-01-01T00:00:00Z"}"#,
+    );
+    assert_eq!(future.status, 400);
+    assert!(future.body.to_string().contains("at"));
+    let notes = get(&server, "/api/v1/accounts/acct-0001/notes", Some(&admin));
+    let meeting = notes.body["notes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["text"] == "QBR prep call")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (&meeting["kind"], &meeting["created_at"]),
+        (
+            &Value::from("meeting"),
+            &Value::from("2026-01-15T10:00:00.000Z")
+        )
+    );
+
+    // The API reads with a dashboard session (no token), never writes with one.
+    let login = marker["logins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l[2] == "admin")
+        .unwrap();
+    let session = sign_in(
+        &server,
+        login[0].as_str().unwrap(),
+        login[1].as_str().unwrap(),
+    );
+    let cookie = session.cookie.clone();
+    let (status, body) = page(&server, &session, "/api/v1/tasks?account=acct-0001");
+    assert_eq!(status, 200);
+    assert!(body.contains("Call the sponsor"), "{body}");
+    let write = post_with(
+        &server,
+        "/api/v1/accounts/acct-0001/tasks",
+        None,
+        &[("cookie", cookie.as_str())],
+        r#"{"title": "Sneaky"}"#,
+    );
+    assert_eq!(write.status, 401);
+    let _ = child.kill();
+}
