@@ -223,7 +223,7 @@ pub fn label(name: &str) -> String {
         "power_feature_first_use_days" => "Days since the power feature's first use",
         "days_since_last_activity" => "Days since last activity",
         "power_feature_monthly_uses" => "Power feature uses a month",
-        "window_monthly_uses" => "Power feature uses a month (score window)",
+        "window_monthly_uses" => "Feature uses a month (score window)",
         "window_features_used" => "Features used (score window)",
         _ => "",
     };
