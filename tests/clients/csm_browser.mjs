@@ -131,6 +131,7 @@ try {
       const why = document.querySelector('section.why'), tasks = document.getElementById('tasks')
       return Boolean(why.compareDocumentPosition(tasks) & Node.DOCUMENT_POSITION_FOLLOWING)
     }),
+    people: await page.$$eval('[data-person]', (ps) => ps.map((p) => ({ id: p.dataset.person, shown: p.textContent }))),
     raw_tables_folded: await page.$$eval('section[aria-labelledby=records] details', (ds) => ds.length > 0 && ds.every((d) => !d.open)),
   }
 

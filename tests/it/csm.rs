@@ -160,9 +160,20 @@ fn every_page_reads_as_words_and_the_account_page_says_why_and_what_next() {
         Vec::<String>::new(),
         "pages show text written for machines"
     );
-    // The account page fits a phone: nothing scrolls sideways.
-    let narrow = &pages[&format!("narrow /accounts/{account}")];
-    assert!(narrow["overflow"].as_i64().unwrap() <= 0, "{narrow}");
+    // The account page, the portfolio and the inbox fit a phone: nothing scrolls sideways
+    // (the portfolio's and the inbox's rows are cards there).
+    for path in [
+        format!("/accounts/{account}"),
+        "/portfolio".into(),
+        "/inbox".into(),
+    ] {
+        let narrow = &pages[&format!("narrow {path}")];
+        assert!(
+            narrow["overflow"].as_i64().unwrap() <= 0,
+            "{path}: {}",
+            narrow["overflow"]
+        );
+    }
 
     // The portfolio by keyboard alone: an arrow key in a filter does not reload the page.
     let keyboard = &report["keyboard"];
@@ -340,6 +351,13 @@ fn every_page_reads_as_words_and_the_account_page_says_why_and_what_next() {
         ])
     );
     assert_eq!(card["before_tasks"], true);
+    // People by the email they gave in identify traits, not by id.
+    let people = card["people"].as_array().unwrap();
+    assert!(!people.is_empty(), "{card}");
+    for p in people {
+        let id = p["id"].as_str().unwrap();
+        assert_eq!(p["shown"], format!("{id}@customer.example").as_str(), "{p}");
+    }
     assert_eq!(card["raw_tables_folded"], true);
 
     // The task made by hand: on the page and in the API, for the account, open, due as set.

@@ -56,6 +56,8 @@ struct View {
     tasks: Vec<crate::store::TaskRow>,
     notes: Vec<crate::store::Note>,
     events: Vec<crate::store::RecentEvent>,
+    /// Person id -> email, from identify traits.
+    emails: std::collections::HashMap<String, String>,
     csrf: String,
     /// The playbooks a CSM may start here, by name.
     playbooks: std::collections::BTreeMap<String, crate::actions::Playbook>,
@@ -164,6 +166,12 @@ pub async fn page(
         let mut notes = source.stored_notes(Some(&account))?;
         notes.sort_by_key(|n| std::cmp::Reverse((n.created_ms, n.id)));
         let events = source.recent_events(&account, EVENTS_LISTED)?;
+        // People by their email (from identify traits) where they gave one.
+        let mut people: Vec<&str> = events.iter().filter_map(|e| e.user_id.as_deref()).collect();
+        people.extend(records_people(&listed));
+        people.sort_unstable();
+        people.dedup();
+        let emails = source.user_emails(&people)?;
         let hold_days = s.health.tier_hold_days;
         Ok(Some(View {
             facts,
@@ -182,6 +190,7 @@ pub async fn page(
             tasks,
             notes,
             events,
+            emails,
             csrf: csrf.clone(),
             playbooks,
         }))
@@ -394,18 +403,38 @@ fn render(v: &View, currency: &str, as_of: NaiveDate, writable: bool) -> Markup 
         }
         section aria-labelledby="records" {
             h2 id="records" { "Records" }
-            @for (kind, rows) in &v.records { (record_table(kind, rows)) }
+            @for (kind, rows) in &v.records { (record_table(v, kind, rows)) }
             details {
                 summary { "Recent events (" (v.events.len()) ")" }
                 @if v.events.is_empty() { p.empty { "No events from this account's people." } }
                 div.scroll { table.data {
                     thead { tr { th scope="col" { "When" } th scope="col" { "Type" } th scope="col" { "Event" } th scope="col" { "Person" } } }
                     tbody { @for e in &v.events { tr {
-                        td { (format::instant_ms(e.timestamp_ms)) } td { (e.kind) } td { (e.event.as_deref().unwrap_or("")) } td { (e.user_id.as_deref().unwrap_or("")) }
+                        td { (format::instant_ms(e.timestamp_ms)) } td { (e.kind) } td { (e.event.as_deref().unwrap_or("")) } td { (person(v, e.user_id.as_deref())) }
                     } } }
                 } }
             }
         }
+    }
+}
+
+/// The people the listed records name (tickets' and survey answers' `user_id`).
+fn records_people<'a>(records: &'a [(&'static str, Vec<Value>)]) -> Vec<&'a str> {
+    records
+        .iter()
+        .flat_map(|(_, rows)| rows.iter())
+        .filter_map(|r| r.get("user_id").and_then(Value::as_str))
+        .collect()
+}
+
+/// A person as people know them: their email where they gave one, else their id.
+fn person(v: &View, id: Option<&str>) -> Markup {
+    match id {
+        None => html! { "–" },
+        Some(id) => match v.emails.get(id) {
+            Some(email) => html! { span.person title=(id) data-person=(id) { (email) } },
+            None => html! { span.person data-person=(id) { (id) } },
+        },
     }
 }
 
@@ -471,7 +500,10 @@ const CODE_COLUMNS: &[(&str, &str)] = &[
     ("subscriptions", "reason"),
 ];
 
-fn cell(kind: &str, column: &str, value: Option<&Value>) -> Markup {
+fn cell(v: &View, kind: &str, column: &str, value: Option<&Value>) -> Markup {
+    if column == "user_id" {
+        return person(v, value.and_then(Value::as_str));
+    }
     match value.and_then(Value::as_str) {
         Some(code) if CODE_COLUMNS.contains(&(kind, column)) => match (kind, column) {
             ("survey_responses", "kind") => html! { (format::survey_kind(code)) },
@@ -482,7 +514,7 @@ fn cell(kind: &str, column: &str, value: Option<&Value>) -> Markup {
 }
 
 /// A kind's newest records as a table of its columns (the account column left out).
-fn record_table(kind_name: &str, rows: &[Value]) -> Markup {
+fn record_table(v: &View, kind_name: &str, rows: &[Value]) -> Markup {
     let kind = kind(kind_name).expect("invariant: a record kind");
     let columns: Vec<&str> = kind
         .columns
@@ -496,7 +528,7 @@ fn record_table(kind_name: &str, rows: &[Value]) -> Markup {
             @if rows.is_empty() { p.empty { "None." } } @else {
                 div.scroll { table.data {
                     thead { tr { @for c in &columns { th scope="col" { (format::humanize(c)) } } } }
-                    tbody { @for r in rows { tr { @for c in &columns { td { (cell(kind_name, c, r.get(*c))) } } } } }
+                    tbody { @for r in rows { tr { @for c in &columns { td { (cell(v, kind_name, c, r.get(*c))) } } } } }
                 } }
             }
         }

@@ -124,7 +124,7 @@ pub async fn page(
             section aria-labelledby="tasks" {
                 h2 id="tasks" { "Tasks" }
                 @if tasks.is_empty() { p.empty { "No tasks. Rules and playbooks put them here." } } @else {
-                    div.scroll { table.data id="tasks-table" {
+                    div.scroll { table.data.cards id="tasks-table" {
                         thead { tr { th scope="col" { "Priority" } th scope="col" { "Due" } th scope="col" { "Task" } th scope="col" { "Account" } th scope="col" { "ARR" } th scope="col" { "Status" } th scope="col" { span.sr { "Actions" } } } }
                         tbody { @for t in &tasks {
                             @let id = t["id"].as_i64().unwrap_or_default();
@@ -133,12 +133,12 @@ pub async fn page(
                             @let account = t["account_id"].as_str().unwrap_or("");
                             @let p = priority_of(t);
                             tr data-task=(id) class=[overdue.then_some("changed")] {
-                                td data-field="priority" data-value=(p.name()) { span class=(format!("priority priority-{}", p.name())) { (p.label()) } }
-                                td { @match t["due"].as_str() { Some(d) => (crate::format::day_text(d)), None => "–" } @if overdue { " (overdue)" } }
+                                td data-field="priority" data-label="Priority" data-value=(p.name()) { span class=(format!("priority priority-{}", p.name())) { (p.label()) } }
+                                td data-label="Due" { @match t["due"].as_str() { Some(d) => (crate::format::day_text(d)), None => "–" } @if overdue { " (overdue)" } }
                                 th scope="row" { (t["title"].as_str().unwrap_or("")) }
-                                td { a href=(crate::share::account_path(account)) { (t["account_name"].as_str().unwrap_or("")) } }
-                                td.num data-field="arr" data-value=(fact(account).map_or(0.0, |f| f.arr)) { (money(fact(account).map_or(0.0, |f| f.arr), &currency)) }
-                                td data-field="status" { (status) @if let Some(until) = t["snoozed_until"].as_str() { " until " (crate::format::day_text(until)) } }
+                                td data-label="Account" { a href=(crate::share::account_path(account)) { (t["account_name"].as_str().unwrap_or("")) } }
+                                td.num data-field="arr" data-label="ARR" data-value=(fact(account).map_or(0.0, |f| f.arr)) { (money(fact(account).map_or(0.0, |f| f.arr), &currency)) }
+                                td data-field="status" data-label="Status" { (status) @if let Some(until) = t["snoozed_until"].as_str() { " until " (crate::format::day_text(until)) } }
                                 td { @if writable {
                                     form.inline method="post" action=(format!("/inbox/tasks/{id}")) {
                                         (csrf_field(&user))
