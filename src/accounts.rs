@@ -47,7 +47,20 @@ pub struct Facts {
     pub week_before: Option<HealthDay>,
 }
 
+/// Days to a renewal under which the pages call it out and a task's priority rises.
+pub const RENEWAL_SOON_DAYS: i64 = 90;
+
 impl Facts {
+    /// The (UTC) day of the last contact.
+    pub fn last_contact_day(&self) -> Option<NaiveDate> {
+        self.last_contact.as_deref()?.get(..10)?.parse().ok()
+    }
+
+    /// A customer on the day: a contract in force (a holding without one is not).
+    pub fn in_force(&self) -> bool {
+        self.renewal.is_some() || self.arr > 0.0
+    }
+
     /// ARR times the chance of not renewing: what the portfolio sorts by first.
     pub fn revenue_at_risk(&self) -> f64 {
         self.arr
@@ -164,16 +177,22 @@ pub fn facts(
             out[i].last_contact = Some(at.to_string());
         }
     }
-    for note in source.stored_notes(None)? {
-        let Some(&i) = index.get(&note.account_id) else {
+    // Logged activities count as contact up to the day's end.
+    let through_ms = (as_of + chrono::Duration::days(1))
+        .and_hms_opt(0, 0, 0)
+        .expect("midnight exists")
+        .and_utc()
+        .timestamp_millis()
+        - 1;
+    for (account, last_ms) in source.last_notes(through_ms)? {
+        let Some(&i) = index.get(&account) else {
             continue;
         };
-        let at = crate::ingest::format_timestamp(note.created_ms);
-        if at <= through
-            && out[i]
-                .last_contact
-                .as_deref()
-                .is_none_or(|last| at.as_str() > last)
+        let at = crate::ingest::format_timestamp(last_ms);
+        if out[i]
+            .last_contact
+            .as_deref()
+            .is_none_or(|last| at.as_str() > last)
         {
             out[i].last_contact = Some(at);
         }

@@ -292,8 +292,7 @@ pub fn value(kind: Kind, v: Option<f64>) -> String {
         Kind::Days => v.map_or("–".into(), |d| days(d as i64)),
         Kind::Hours => hours(v),
         Kind::Score => number(v, 0),
-        Kind::Number => number(v, 2),
-        Kind::Text | Kind::Object => number(v, 2),
+        Kind::Number | Kind::Text | Kind::Object => number(v, 2),
     }
 }
 

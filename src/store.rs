@@ -369,6 +369,8 @@ pub trait Notes {
     fn add_note(&self, note: &NewNote<'_>) -> Result<Option<i64>, StoreError>;
     /// The notes of `account` (every account's with `None`).
     fn stored_notes(&self, account: Option<&str>) -> Result<Vec<Note>, StoreError>;
+    /// When each account's newest note or activity happened (Unix ms), up to `through_ms`.
+    fn last_notes(&self, through_ms: i64) -> Result<HashMap<String, i64>, StoreError>;
     fn review_goals(&self, account: &str, quarter: &str) -> Result<Option<String>, StoreError>;
     fn set_review_goals(&self, account: &str, quarter: &str, goals: &str)
         -> Result<(), StoreError>;

@@ -605,6 +605,15 @@ mod tests {
             ),
             (id, "call", "call went well", 1_000, Some("u-1"))
         );
+        // The newest activity of each account, up to a time.
+        conn.add_note(&note("acct-1", "note", "later", 2_000))
+            .unwrap();
+        assert_eq!(
+            conn.last_notes(1_999).unwrap(),
+            std::collections::HashMap::from([("acct-1".to_string(), 1_000)])
+        );
+        assert_eq!(conn.last_notes(2_000).unwrap()["acct-1"], 2_000);
+        assert!(conn.last_notes(999).unwrap().is_empty());
         assert_eq!(conn.review_goals("acct-1", "2026Q4").unwrap(), None);
         conn.set_review_goals("acct-1", "2026Q4", "grow to 50 seats")
             .unwrap();

@@ -259,6 +259,15 @@ pub use crate::format::{
     day_or_dash, instant, instant_day, money, number, percent, thousands, value_text,
 };
 
+/// A renewal day, with "in N days" called out under `accounts::RENEWAL_SOON_DAYS`.
+pub fn renewal_day(day: NaiveDate, as_of: NaiveDate) -> Markup {
+    let left = (day - as_of).num_days();
+    html! {
+        (crate::format::day(day))
+        @if (0..crate::accounts::RENEWAL_SOON_DAYS).contains(&left) { " " span.soon { "in " (crate::format::days(left)) } }
+    }
+}
+
 /// A tier as a coloured label that does not rely on colour alone.
 pub fn tier_badge(tier: Option<&str>) -> Markup {
     match tier {

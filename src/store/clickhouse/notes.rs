@@ -64,6 +64,25 @@ impl Notes for ClickHouse {
             .collect())
     }
 
+    fn last_notes(
+        &self,
+        through_ms: i64,
+    ) -> Result<std::collections::HashMap<String, i64>, StoreError> {
+        #[derive(clickhouse::Row, Deserialize)]
+        struct Last {
+            account_id: String,
+            last_ms: i64,
+        }
+        let query = self
+            .client
+            .query("SELECT account_id, max(created_ms) AS last_ms FROM notes WHERE created_ms <= ? GROUP BY account_id")
+            .bind(through_ms);
+        Ok(block_on(fetch_all::<Last>(query, "last notes"))??
+            .into_iter()
+            .map(|l| (l.account_id, l.last_ms))
+            .collect())
+    }
+
     fn review_goals(&self, account: &str, quarter: &str) -> Result<Option<String>, StoreError> {
         #[derive(clickhouse::Row, Deserialize)]
         struct Stored {

@@ -3,6 +3,8 @@
 use crate::store::Notes;
 use rusqlite::{params, Connection, OptionalExtension};
 
+use std::collections::HashMap;
+
 use crate::store::{NewNote, Note, StoreError};
 
 impl Notes for Connection {
@@ -35,6 +37,14 @@ impl Notes for Connection {
                 created_ms: r.get(6)?,
             })
         })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn last_notes(&self, through_ms: i64) -> Result<HashMap<String, i64>, StoreError> {
+        let mut query = self.prepare(
+            "SELECT account_id, MAX(created_ms) FROM notes WHERE created_ms <= ?1 GROUP BY account_id",
+        )?;
+        let rows = query.query_map([through_ms], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 

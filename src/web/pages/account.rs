@@ -214,9 +214,6 @@ fn field(row: &crate::metrics::Row, name: &str) -> Markup {
     html! { dd data-field=(name) data-value=[row.number(name)] { (format::metric(row, name)) } }
 }
 
-/// Days to a renewal under which the page (and the portfolio) call it out.
-pub const RENEWAL_SOON_DAYS: i64 = 90;
-
 // Over 100 lines: The account page's markup in page order: what matters first.
 #[allow(clippy::too_many_lines)]
 fn render(v: &View, currency: &str, as_of: NaiveDate, writable: bool) -> Markup {
@@ -237,7 +234,7 @@ fn render(v: &View, currency: &str, as_of: NaiveDate, writable: bool) -> Markup 
             dl.facts {
                 dt { "ARR" } dd data-field="arr" data-value=(f.arr) { (money(f.arr, currency)) }
                 dt { "Paid seats" } dd data-field="seats" data-value=(f.seats) { (f.seats) }
-                dt { "Renewal" } dd data-field="renewal" { (renewal(f.renewal, as_of)) }
+                dt { "Renewal" } dd data-field="renewal" { @match f.renewal { Some(d) => (super::renewal_day(d, as_of)), None => "no contract in force" } }
                 dt { "Tier" } dd data-field="tier" { (tier_badge(health.and_then(|(_, h)| h.tier.as_deref()))) }
                 dt { "Health score" } dd data-field="health_score" data-value=[health.and_then(|(_, h)| h.health_score)] { (number(health.and_then(|(_, h)| h.health_score), 0)) }
                 dt { "Last contact" } dd data-field="last_contact" { @match &f.last_contact { Some(t) => (format::instant_day(t)), None => "none logged" } }
@@ -435,20 +432,6 @@ fn person(v: &View, id: Option<&str>) -> Markup {
             Some(email) => html! { span.person title=(id) data-person=(id) { (email) } },
             None => html! { span.person data-person=(id) { (id) } },
         },
-    }
-}
-
-/// The renewal day, called out with its distance when it is near.
-fn renewal(day: Option<NaiveDate>, as_of: NaiveDate) -> Markup {
-    match day {
-        None => html! { "no contract in force" },
-        Some(d) => {
-            let left = (d - as_of).num_days();
-            html! {
-                (format::day(d))
-                @if (0..RENEWAL_SOON_DAYS).contains(&left) { " " span.soon { "in " (format::days(left)) } }
-            }
-        }
     }
 }
 

@@ -67,7 +67,7 @@ pub async fn segments(
     let all_accounts = query.status.as_deref() == Some("all");
     let current: std::collections::HashSet<&str> = facts
         .iter()
-        .filter(|f| all_accounts || f.renewal.is_some() || f.arr > 0.0)
+        .filter(|f| all_accounts || f.in_force())
         .map(|f| f.account_id.as_str())
         .collect();
     let rows: Vec<crate::metrics::Row> = rows

@@ -18,15 +18,12 @@ pub struct Series {
     pub values: Vec<Option<f64>>,
 }
 
+/// An axis value as every page writes numbers (`crate::format`).
 fn axis_label(value: f64, percent: bool) -> String {
     if percent {
-        format!("{:.0}%", value * 100.0)
-    } else if value >= 1000.0 {
-        super::thousands(value)
-    } else if value.fract() == 0.0 {
-        format!("{value:.0}")
+        crate::format::percent(Some(value))
     } else {
-        format!("{value:.1}")
+        crate::format::number(Some(value), 1)
     }
 }
 

@@ -69,18 +69,11 @@ pub async fn page(
         ))
     })
     .await?;
-    let own = |account: &str| {
-        !mine
-            || facts
-                .iter()
-                .any(|f| f.account_id == account && f.csm_id == user.user.csm_id)
-    };
-    let name = |account: &str| {
-        facts
-            .iter()
-            .find(|f| f.account_id == account)
-            .map_or(account.to_string(), |f| f.name.clone())
-    };
+    let by_id: std::collections::HashMap<&str, &crate::accounts::Facts> =
+        facts.iter().map(|f| (f.account_id.as_str(), f)).collect();
+    let fact = |account: &str| by_id.get(account).copied();
+    let own = |account: &str| !mine || fact(account).is_some_and(|f| f.csm_id == user.user.csm_id);
+    let name = |account: &str| fact(account).map_or(account.to_string(), |f| f.name.clone());
     let currency = state.currency.report.clone();
     // Only changes the account's use caused: a new model's re-tiering is no news about a
     // customer (the Indicators page says what the model changed).
@@ -95,7 +88,6 @@ pub async fn page(
         .filter(|c| c.cause != "model")
         .collect();
     let (mut tasks, alerts) = actions;
-    let fact = |account: &str| facts.iter().find(|f| f.account_id == account);
     let priority_of = |t: &Value| {
         let account = t["account_id"].as_str().unwrap_or("");
         let overdue = t["status"] == "open"
@@ -108,7 +100,7 @@ pub async fn page(
         priority(tiers.get(account).map(String::as_str), renewal, overdue)
     };
     // Open first, then by priority, then by due day (the store's order within).
-    tasks.sort_by_key(|t| (t["status"] == "done", priority_of(t)));
+    tasks.sort_by_cached_key(|t| (t["status"] == "done", priority_of(t)));
     let alerts: Vec<&Value> = alerts
         .iter()
         .filter(|a| own(a["account_id"].as_str().unwrap_or("")))
@@ -176,7 +168,7 @@ pub async fn page(
                         thead { tr { th scope="col" { "Date" } th scope="col" { "Account" } th scope="col" { "Change" } th scope="col" { "ARR" } th scope="col" { "Renewal" } } }
                         tbody { @for c in &changes {
                             @let account = c.account_id.as_str();
-                            @let f = facts.iter().find(|f| f.account_id == account);
+                            @let f = fact(account);
                             tr {
                                 td { (crate::format::day(c.date)) }
                                 th scope="row" { a href=(crate::share::account_path(account)) { (name(account)) } }
@@ -221,7 +213,8 @@ impl Priority {
 /// High: overdue, a red account, or an orange one renewing within 90 days. Medium: orange,
 /// or renewing within 90 days. Low: the rest.
 pub fn priority(tier: Option<&str>, renewal_in_days: Option<i64>, overdue: bool) -> Priority {
-    let soon = renewal_in_days.is_some_and(|d| (0..=90).contains(&d));
+    let soon =
+        renewal_in_days.is_some_and(|d| (0..=crate::accounts::RENEWAL_SOON_DAYS).contains(&d));
     match tier {
         _ if overdue => Priority::High,
         Some("red") => Priority::High,

@@ -77,9 +77,6 @@ const SORTS: &[(&str, &str, bool)] = &[
 
 const TIERS: &[&str] = &["red", "orange", "yellow", "green"];
 
-/// Days to a renewal the table calls out.
-const RENEWAL_SOON_DAYS: i64 = 90;
-
 fn trend(facts: &Facts) -> (&'static str, &'static str) {
     let now = facts.health.as_ref().and_then(|h| h.score);
     let before = facts.week_before.as_ref().and_then(|h| h.score);
@@ -139,13 +136,9 @@ struct View<'a> {
 fn holdings(all: &[Facts]) -> HashSet<&str> {
     let parents: HashSet<&str> = all.iter().filter_map(|f| f.parent_id.as_deref()).collect();
     all.iter()
-        .filter(|f| parents.contains(f.account_id.as_str()) && !in_force(f))
+        .filter(|f| parents.contains(f.account_id.as_str()) && !f.in_force())
         .map(|f| f.account_id.as_str())
         .collect()
-}
-
-fn in_force(f: &Facts) -> bool {
-    f.renewal.is_some() || f.arr > 0.0
 }
 
 /// The tier a row shows: none for a holding.
@@ -199,8 +192,8 @@ fn select<'a>(loaded: &'a Loaded, filters: &Filters, user: &SignedIn) -> View<'a
         })
         .filter(|f| match status.as_str() {
             "all" => true,
-            "former" => !in_force(f) && !holdings.contains(f.account_id.as_str()),
-            _ => in_force(f),
+            "former" => !f.in_force() && !holdings.contains(f.account_id.as_str()),
+            _ => f.in_force(),
         })
         .filter(|f| {
             q.is_empty()
@@ -212,7 +205,7 @@ fn select<'a>(loaded: &'a Loaded, filters: &Filters, user: &SignedIn) -> View<'a
     for f in &others {
         *tiers.entry(tier(f, &holdings).unwrap_or("")).or_default() += 1;
     }
-    let mut shown: Vec<&Facts> = others
+    let shown: Vec<&Facts> = others
         .into_iter()
         .filter(|f| empty(&filters.tier) || filters.tier.as_deref() == tier(f, &holdings))
         .collect();
@@ -245,26 +238,24 @@ fn select<'a>(loaded: &'a Loaded, filters: &Filters, user: &SignedIn) -> View<'a
             "usage" => number(f, |m| Some(m.active_days_14d as f64)),
             "utilization" => number(f, |m| m.license_utilization),
             "escalations" => number(f, |m| Some(m.escalations_open as f64)),
-            "contact" => f
-                .last_contact
-                .as_deref()
-                .and_then(|t| t.get(..10)?.parse::<NaiveDate>().ok())
-                .map(|d| d.num_days_from_ce() as f64),
+            "contact" => f.last_contact_day().map(|d| d.num_days_from_ce() as f64),
             _ => Some(f.revenue_at_risk()),
         }
     };
-    shown.sort_by(|a, b| {
+    // Each row's key once, not per comparison.
+    let mut keyed: Vec<(Option<f64>, &Facts)> = shown.into_iter().map(|f| (key(f), f)).collect();
+    keyed.sort_by(|(ka, a), (kb, b)| {
         let order = if sort == "name" {
             a.name.cmp(&b.name)
         } else {
-            match (key(a), key(b)) {
-                (Some(x), Some(y)) => x.total_cmp(&y),
+            match (ka, kb) {
+                (Some(x), Some(y)) => x.total_cmp(y),
                 (Some(_), None) => std::cmp::Ordering::Less,
                 (None, Some(_)) => std::cmp::Ordering::Greater,
                 (None, None) => std::cmp::Ordering::Equal,
             }
         };
-        let missing_last = sort != "name" && (key(a).is_none() || key(b).is_none());
+        let missing_last = sort != "name" && (ka.is_none() || kb.is_none());
         let order = if descending && !missing_last {
             order.reverse()
         } else {
@@ -274,6 +265,7 @@ fn select<'a>(loaded: &'a Loaded, filters: &Filters, user: &SignedIn) -> View<'a
             .then_with(|| b.arr.total_cmp(&a.arr))
             .then_with(|| a.account_id.cmp(&b.account_id))
     });
+    let shown: Vec<&Facts> = keyed.into_iter().map(|(_, f)| f).collect();
     View {
         shown,
         tiers,
@@ -532,14 +524,7 @@ fn table(
                                 td.num data-field="arr" data-label="ARR" data-value=(f.arr) { (money(f.arr, currency)) }
                                 td.num data-field="revenue_at_risk" data-label="At risk" data-value=(f.revenue_at_risk()) { (money(f.revenue_at_risk(), currency)) }
                                 td data-field="renewal" data-label="Renewal" data-value=[f.renewal.map(|d| d.to_string())] {
-                                    @match f.renewal {
-                                        None => "–",
-                                        Some(d) => {
-                                            (format::day(d))
-                                            @let left = (d - as_of).num_days();
-                                            @if (0..RENEWAL_SOON_DAYS).contains(&left) { " " span.soon { "in " (format::days(left)) } }
-                                        }
-                                    }
+                                    @match f.renewal { Some(d) => (super::renewal_day(d, as_of)), None => "–" }
                                 }
                                 td.num data-field="active_days_14d" data-label="Active days (14)" data-value=[m.map(|m| m.active_days_14d)] {
                                     @match m { Some(m) => { (m.active_days_14d) " of 14" }, None => "–" }

@@ -5,7 +5,8 @@
 use chrono::NaiveDate;
 use maud::{html, Markup};
 
-use super::{View, RENEWAL_SOON_DAYS};
+use super::View;
+use crate::accounts::RENEWAL_SOON_DAYS;
 use crate::format;
 use crate::health::{bucket_of, Bucket};
 
@@ -106,11 +107,7 @@ fn reasons(v: &View, as_of: NaiveDate, currency: &str) -> Vec<Markup> {
     if let Some(nps) = row.nps.filter(|n| *n < 0.0) {
         out.push(html! { "NPS " strong { (format::number(Some(nps), 0)) } ": more detractors than promoters." });
     }
-    let quiet = f
-        .last_contact
-        .as_deref()
-        .and_then(|t| t.get(..10)?.parse::<NaiveDate>().ok())
-        .map(|d| (as_of - d).num_days());
+    let quiet = f.last_contact_day().map(|d| (as_of - d).num_days());
     match quiet {
         Some(days) if days > QUIET_DAYS => {
             out.push(html! { "No contact for " (format::days(days)) "." })
