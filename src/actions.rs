@@ -169,6 +169,10 @@ pub struct Rule {
     #[serde(default)]
     pub tasks: Vec<TaskTemplate>,
     pub playbook: Option<String>,
+    /// What the rule's tasks are about: an open task of the account with the same cause
+    /// takes a firing's reason instead of a new task being made. Default: see [`cause_of`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<String>,
     #[serde(default = "default_true")]
     pub enabled: bool,
 }
@@ -186,6 +190,7 @@ pub fn builtin_rules() -> Vec<Rule> {
             due_days: 7,
         }],
         playbook: None,
+        cause: None,
         enabled: true,
     };
     vec![
@@ -445,6 +450,27 @@ impl Ready {
             && (self.rule.segments.is_empty() || self.rule.segments.iter().any(|s| s == segment))
             && self.condition.holds(measures)
     }
+}
+
+/// What a rule's tasks are about, for merging them (one open task per account per cause):
+/// the rule's `cause`; else `renewal` when its condition looks at `renewal_in_days` (the
+/// licence and tier rules before a renewal are one conversation); else its first clause's
+/// measure.
+pub fn cause_of(rule: &Rule, condition: &Condition) -> String {
+    if let Some(cause) = &rule.cause {
+        return cause.clone();
+    }
+    if condition
+        .clauses
+        .iter()
+        .any(|c| c.measure == "renewal_in_days")
+    {
+        return "renewal".into();
+    }
+    condition
+        .clauses
+        .first()
+        .map_or_else(|| rule.name.clone(), |c| c.measure.clone())
 }
 
 /// Checks one rule against the configured channels and playbooks.
@@ -743,6 +769,48 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.clone()))
             .collect()
+    }
+
+    #[test]
+    fn a_rules_cause_is_its_own_else_renewal_else_its_first_measure() {
+        let cause = |name: &str, when: &str| {
+            let rule = builtin_rules()
+                .into_iter()
+                .find(|r| r.name == name)
+                .unwrap();
+            let rule = Rule {
+                when: when.into(),
+                ..rule
+            };
+            cause_of(&rule, &Condition::parse(&rule.when).unwrap())
+        };
+        // The two rules before a renewal are one conversation with the customer.
+        assert_eq!(
+            cause(
+                "low-licence-use-before-renewal",
+                "license_utilization < 0.5 and renewal_in_days <= 60"
+            ),
+            "renewal"
+        );
+        assert_eq!(
+            cause(
+                "red-near-renewal",
+                "tier == 'red' and renewal_in_days <= 90"
+            ),
+            "renewal"
+        );
+        assert_eq!(
+            cause("usage-infrequent", "usage_frequency == 'infrequent'"),
+            "usage_frequency"
+        );
+        let own = Rule {
+            cause: Some("adoption".into()),
+            ..builtin_rules().remove(0)
+        };
+        assert_eq!(
+            cause_of(&own, &Condition::parse(&own.when).unwrap()),
+            "adoption"
+        );
     }
 
     #[test]

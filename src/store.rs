@@ -616,6 +616,12 @@ pub struct TaskRow {
     pub snoozed_until: Option<String>,
     pub created_ms: i64,
     pub updated_ms: i64,
+    /// What a rule's task is about (`None` for tasks made by hand or before causes).
+    #[serde(default)]
+    pub cause: Option<String>,
+    /// The reasons of later alerts with the same cause, merged into this task.
+    #[serde(default)]
+    pub also: Vec<String>,
 }
 
 /// Which tasks to list.
@@ -669,6 +675,11 @@ pub struct NewAlert {
     pub cooldown_from_ms: i64,
 }
 
+/// How an alert merged into an open task of the same cause reads on it: its reason and rule.
+pub(crate) fn merged_reason(alert: &NewAlert) -> String {
+    format!("{} ({})", alert.reason, alert.rule)
+}
+
 /// A message to put in the outbox.
 #[derive(Debug, Clone)]
 pub struct NewMessage {
@@ -683,6 +694,9 @@ pub struct NewMessage {
 /// A task to open.
 #[derive(Debug, Clone)]
 pub struct NewTask {
+    /// What it is about: an open or snoozed task of the account with the same cause takes
+    /// the alert's reason (in `also`) instead.
+    pub cause: String,
     pub csm: Option<String>,
     pub title: String,
     pub due: NaiveDate,

@@ -471,8 +471,10 @@ fn fire(
                 body,
             });
         }
+        let cause = crate::actions::cause_of(&rule.rule, &rule.condition);
         for task in &rule.tasks {
             out.tasks.push(NewTask {
+                cause: cause.clone(),
                 csm: csm_id.clone(),
                 title: super::task_title(&task.title, &alert),
                 due: today + chrono::Duration::days(i64::from(task.due_days)),
@@ -620,6 +622,7 @@ pub fn tasks(
         .map(|t| {
             json!({"id": t.id, "account_id": t.account_id, "account_name": names.get(&t.account_id).unwrap_or(&t.account_id),
                    "alert_id": t.alert_id, "csm": t.csm, "title": t.title, "status": t.status, "due": t.due, "snoozed_until": t.snoozed_until,
+                   "cause": t.cause, "also": t.also,
                    "created_at": crate::ingest::format_timestamp(t.created_ms), "updated_at": crate::ingest::format_timestamp(t.updated_ms)})
         })
         .collect())

@@ -564,6 +564,7 @@ mod tests {
                 body: format!("{{\"account\": \"{}\"}}", alert.account_id),
             }],
             tasks: vec![NewTask {
+                cause: "renewal".into(),
                 csm: Some("csm-1".into()),
                 title: format!("Call {}", alert.account_name),
                 due: NaiveDate::from_ymd_opt(2026, 12, 10).unwrap(),
@@ -666,6 +667,57 @@ mod tests {
             (tasks[0].title.as_str(), tasks[0].status.as_str()),
             ("Call acct-1", "open")
         );
+    }
+
+    #[test]
+    fn a_second_rule_with_the_same_cause_merges_into_the_open_task() {
+        let (_dir, conn) = store();
+        let other_rule = |cause: &'static str| {
+            move |alert: &NewAlert, id: i64| {
+                let mut follow = follow_up(alert, id);
+                follow.tasks[0].cause = cause.into();
+                follow.tasks[0].title = format!("Other {}", alert.account_name);
+                follow
+            }
+        };
+        let second = |rule: &str| NewAlert {
+            rule: rule.into(),
+            reason: "Tier is red, renewal in 44 days".into(),
+            ..alert("acct-1", 0)
+        };
+        conn.record_alerts(1_000, &[alert("acct-1", 0)], &follow_up)
+            .unwrap();
+        // Same account, same cause, another rule: the alert is recorded, its reason goes
+        // on the open task, and no task is made.
+        let ids = conn
+            .record_alerts(2_000, &[second("red-near-renewal")], &other_rule("renewal"))
+            .unwrap();
+        assert!(ids[0].is_some());
+        let tasks = conn.tasks(TaskFilter::default(), 10).unwrap();
+        assert_eq!(tasks.len(), 1);
+        assert_eq!(tasks[0].title, "Call acct-1");
+        assert_eq!(tasks[0].cause.as_deref(), Some("renewal"));
+        assert_eq!(
+            tasks[0].also,
+            vec!["Tier is red, renewal in 44 days (red-near-renewal)".to_string()]
+        );
+        assert_eq!(tasks[0].updated_ms, 2_000);
+        // Another cause makes its own task.
+        conn.record_alerts(3_000, &[second("nps-detractor")], &other_rule("nps"))
+            .unwrap();
+        assert_eq!(conn.tasks(TaskFilter::default(), 10).unwrap().len(), 2);
+        // Once the task is done, the cause makes a new one.
+        conn.update_task(tasks[0].id, "done", None, None, 4_000)
+            .unwrap();
+        conn.record_alerts(5_000, &[second("renewal-late")], &other_rule("renewal"))
+            .unwrap();
+        let open = TaskFilter {
+            status: Some("open"),
+            ..TaskFilter::default()
+        };
+        let open = conn.tasks(open, 10).unwrap();
+        assert_eq!(open.len(), 2);
+        assert!(open.iter().all(|t| t.also.is_empty()));
     }
 
     #[test]

@@ -774,7 +774,7 @@ fn actions_paths(paths: &mut Paths) {
     let create_rule = with_common(
         op("create_rule", "Add or replace an API rule (admin)")
             .request_body(Some(json_body(
-                "name, when, segments, cooldown_days, notify, tasks, playbook, enabled",
+                "name, when, segments, cooldown_days, notify, tasks, playbook, cause, enabled",
             )))
             .response("201", object("the rule"))
             .response("409", problem("a config rule has that name")),
@@ -840,7 +840,7 @@ fn actions_paths(paths: &mut Paths) {
         PathItem::new(HttpMethod::Post, evaluate.build()),
     );
     let tasks = with_common(
-        op("list_tasks", "CSM tasks, open first by due date")
+        op("list_tasks", "CSM tasks, open first by due date; a rule's task has its cause and the reasons of later alerts merged into it (also)")
             .parameter(query_param(
                 "status",
                 typed(Type::String, false)

@@ -251,6 +251,19 @@ fn fires_once_through_every_channel(store: Option<&str>) {
     let dir = tempfile::tempdir().unwrap();
     // The first two requests get 500s: the outbox retries them.
     let (hook, smtp, config) = setup(dir.path(), &["--fail-first", "2"], false, store);
+    // A second rule about the same cause (the open escalation): it alerts, but its task
+    // merges into the first rule's.
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(
+        r#"
+[[actions.rules]]
+name = "escalation-long"
+when = "escalation_open_days > 5"
+cooldown_days = 7
+tasks = [{ title = "A second task for {account}", due_days = 1 }]
+"#,
+    );
+    std::fs::write(&config, text).unwrap();
 
     // Dry run first: the CLI names the account and records nothing.
     let out = cli(
@@ -378,8 +391,13 @@ fn fires_once_through_every_channel(store: Option<&str>) {
     // The playbook's task is in the CSM's inbox, due in 2 days.
     let tasks = get(&server, "/api/v1/tasks?csm=csm-1", Some(&token)).body;
     let tasks = tasks["tasks"].as_array().unwrap();
-    assert_eq!(tasks.len(), 1, "{tasks:?}");
+    assert_eq!(tasks.len(), 1, "one task per account per cause: {tasks:?}");
     assert_eq!(tasks[0]["title"], "Call Escalated Co about the escalation");
+    assert_eq!(
+        tasks[0]["also"],
+        json!(["An escalation open for 10 days (escalation-long)"]),
+        "the second rule's reason is on the task"
+    );
     assert_eq!(
         tasks[0]["due"],
         (Utc::now().date_naive() + chrono::Duration::days(2)).to_string()
@@ -422,10 +440,15 @@ fn fires_once_through_every_channel(store: Option<&str>) {
         "",
     );
     assert_eq!(again.status, 200, "{:?}", again.body);
-    assert_eq!(again.body["fired"].as_array().unwrap().len(), 1);
-    assert_eq!(
-        again.body["fired"][0]["recorded"], false,
-        "held back by the cooldown"
+    assert_eq!(again.body["fired"].as_array().unwrap().len(), 2);
+    assert!(
+        again.body["fired"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["recorded"] == false),
+        "held back by the cooldown: {}",
+        again.body
     );
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(
@@ -438,7 +461,8 @@ fn fires_once_through_every_channel(store: Option<&str>) {
             .as_array()
             .unwrap()
             .len(),
-        1
+        2,
+        "both rules alerted"
     );
 }
 

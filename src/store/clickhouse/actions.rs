@@ -216,8 +216,25 @@ impl ClickHouse {
             .map(Doc::parse)
             .collect::<Result<_, _>>()?;
         let day = now_ms.div_euclid(86_400_000);
+        // Tasks not done on these accounts, with the version to write them at: `Some` for
+        // those made or merged into here.
+        let accounts: Vec<&str> = alerts.iter().map(|a| a.account_id.as_str()).collect();
+        let mut open: Vec<(TaskRow, Option<u64>)> = self
+            .docs(
+                self.client
+                    .query(&current(
+                        "AND has(?, account_id)",
+                        "WHERE cur_status != 'done'",
+                    ))
+                    .bind("task")
+                    .bind(&accounts),
+            )
+            .await?
+            .iter()
+            .map(|d| Ok((d.parse::<TaskRow>()?, None)))
+            .collect::<Result<_, StoreError>>()?;
         let mut ids = Vec::with_capacity(alerts.len());
-        let mut rows: Vec<(AlertRow, Value, Vec<OutboxRow>, Vec<TaskRow>)> = Vec::new();
+        let mut rows: Vec<(AlertRow, Value, Vec<OutboxRow>)> = Vec::new();
         for new in alerts {
             if recent.iter().any(|r| {
                 r.rule == new.rule
@@ -243,11 +260,22 @@ impl ClickHouse {
                 .iter()
                 .map(|m| message_row(m, Some(id), now_ms))
                 .collect();
-            let tasks = follow
-                .tasks
-                .iter()
-                .enumerate()
-                .map(|(n, t)| TaskRow {
+            let merge_into = follow.tasks.first().and_then(|t| {
+                open.iter().position(|(o, _)| {
+                    o.account_id == new.account_id && o.cause.as_deref() == Some(t.cause.as_str())
+                })
+            });
+            if let Some(at) = merge_into {
+                let (task, version) = &mut open[at];
+                task.also.push(crate::store::merged_reason(new));
+                task.updated_ms = now_ms;
+                version.get_or_insert_with(now_version);
+                rows.push((alert, body, messages));
+                ids.push(Some(id));
+                continue;
+            }
+            open.extend(follow.tasks.iter().enumerate().map(|(n, t)| {
+                let task = TaskRow {
                     id: id_of(&format!("task\n{id}\n{n}")),
                     account_id: new.account_id.clone(),
                     alert_id: Some(id),
@@ -258,13 +286,16 @@ impl ClickHouse {
                     snoozed_until: None,
                     created_ms: now_ms,
                     updated_ms: now_ms,
-                })
-                .collect();
-            rows.push((alert, body, messages, tasks));
+                    cause: Some(t.cause.clone()),
+                    also: Vec::new(),
+                };
+                (task, Some(CREATED))
+            }));
+            rows.push((alert, body, messages));
             ids.push(Some(id));
         }
         let mut lines = Vec::new();
-        for (alert, body, messages, tasks) in &rows {
+        for (alert, body, messages) in &rows {
             lines.push(Line {
                 kind: "alert",
                 id: alert.id,
@@ -281,8 +312,11 @@ impl ClickHouse {
                     .iter()
                     .map(|m| outbox_line(m, &alert.account_id, "", CREATED)),
             );
-            lines.extend(tasks.iter().map(|t| task_line(t, CREATED)));
         }
+        lines.extend(
+            open.iter()
+                .filter_map(|(t, version)| Some(task_line(t, (*version)?))),
+        );
         self.put(&lines).await?;
         Ok(ids)
     }
@@ -586,6 +620,8 @@ impl Tasks for ClickHouse {
             snoozed_until: None,
             created_ms: task.now_ms,
             updated_ms: task.now_ms,
+            cause: None,
+            also: Vec::new(),
         };
         block_on(self.put(&[task_line(&row, CREATED)]))??;
         Ok(row.id)

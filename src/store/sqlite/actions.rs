@@ -128,11 +128,28 @@ impl Alerts for Connection {
             for message in &follow.messages {
                 insert_message(&tx, message, Some(id), now_ms)?;
             }
-            for task in &follow.tasks {
+            let open: Option<i64> = match follow.tasks.first() {
+                Some(task) => tx
+                    .query_row(
+                        "SELECT id FROM tasks WHERE account_id = ?1 AND cause = ?2 AND status != 'done' ORDER BY id LIMIT 1",
+                        params![new.account_id, task.cause],
+                        |r| r.get(0),
+                    )
+                    .optional()?,
+                None => None,
+            };
+            if let Some(task) = open {
                 tx.execute(
-                    "INSERT INTO tasks (account_id, alert_id, csm, title, status, due, created_ms, updated_ms) VALUES (?1, ?2, ?3, ?4, 'open', ?5, ?6, ?6)",
-                    params![new.account_id, id, task.csm, task.title, task.due.to_string(), now_ms],
+                    "UPDATE tasks SET also = COALESCE(also || char(10), '') || ?2, updated_ms = ?3 WHERE id = ?1",
+                    params![task, crate::store::merged_reason(new), now_ms],
                 )?;
+            } else {
+                for task in &follow.tasks {
+                    tx.execute(
+                        "INSERT INTO tasks (account_id, alert_id, csm, title, status, due, created_ms, updated_ms, cause) VALUES (?1, ?2, ?3, ?4, 'open', ?5, ?6, ?6, ?7)",
+                        params![new.account_id, id, task.csm, task.title, task.due.to_string(), now_ms, task.cause],
+                    )?;
+                }
             }
             out.push(Some(id));
         }
@@ -193,7 +210,7 @@ impl Outbox for Connection {
 impl Tasks for Connection {
     fn tasks(&self, filter: TaskFilter<'_>, limit: usize) -> Result<Vec<TaskRow>, StoreError> {
         let mut query = self.prepare(
-            "SELECT id, account_id, alert_id, csm, title, status, due, snoozed_until, created_ms, updated_ms FROM tasks
+            "SELECT id, account_id, alert_id, csm, title, status, due, snoozed_until, created_ms, updated_ms, cause, also FROM tasks
              WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR csm = ?2) AND (?3 IS NULL OR account_id = ?3)
              ORDER BY status = 'done', due IS NULL, due, id LIMIT ?4",
         )?;
@@ -211,6 +228,11 @@ impl Tasks for Connection {
                     snoozed_until: r.get(7)?,
                     created_ms: r.get(8)?,
                     updated_ms: r.get(9)?,
+                    cause: r.get(10)?,
+                    also: r
+                        .get::<_, Option<String>>(11)?
+                        .map(|a| a.lines().map(str::to_string).collect())
+                        .unwrap_or_default(),
                 })
             },
         )?;

@@ -380,6 +380,13 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE notes ADD COLUMN kind TEXT NOT NULL DEFAULT 'note';
     "#,
+    // 15: one task per account per cause: a rule's task knows what it is about, and the
+    // reasons of later alerts with the same cause merge into it.
+    r#"
+    ALTER TABLE tasks ADD COLUMN cause TEXT;
+    ALTER TABLE tasks ADD COLUMN also TEXT;
+    CREATE INDEX tasks_account_cause ON tasks(account_id, cause);
+    "#,
 ];
 
 /// The tables of `rollups.db`, attached to every connection as `rollups` (unqualified names

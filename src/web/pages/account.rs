@@ -261,6 +261,9 @@ fn render(v: &View, currency: &str, as_of: NaiveDate, writable: bool) -> Markup 
                 li data-task=(t.id) {
                     (t.title) " — " (t.status)
                     @if let Some(due) = t.due.as_deref() { ", due " (format::day_text(due)) }
+                    @if !t.also.is_empty() {
+                        ul.also aria-label="Also fired" { @for reason in &t.also { li { "Also: " (reason) } } }
+                    }
                 }
             } }
             @if writable {

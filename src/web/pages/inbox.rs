@@ -127,7 +127,12 @@ pub async fn page(
                             tr data-task=(id) class=[overdue.then_some("changed")] {
                                 td data-field="priority" data-label="Priority" data-value=(p.name()) { span class=(format!("priority priority-{}", p.name())) { (p.label()) } }
                                 td data-label="Due" { @match t["due"].as_str() { Some(d) => (crate::format::day_text(d)), None => "–" } @if overdue { " (overdue)" } }
-                                th scope="row" { (t["title"].as_str().unwrap_or("")) }
+                                th scope="row" {
+                                    (t["title"].as_str().unwrap_or(""))
+                                    @if let Some(also) = t["also"].as_array().filter(|a| !a.is_empty()) {
+                                        ul.also aria-label="Also fired" { @for reason in also { li { "Also: " (reason.as_str().unwrap_or("")) } } }
+                                    }
+                                }
                                 td data-label="Account" { a href=(crate::share::account_path(account)) { (t["account_name"].as_str().unwrap_or("")) } }
                                 td.num data-field="arr" data-label="ARR" data-value=(fact(account).map_or(0.0, |f| f.arr)) { (money(fact(account).map_or(0.0, |f| f.arr), &currency)) }
                                 td data-field="status" data-label="Status" { (status) @if let Some(until) = t["snoozed_until"].as_str() { " until " (crate::format::day_text(until)) } }

@@ -437,6 +437,7 @@ pub async fn create_rule(
             })
             .unwrap_or_default(),
         playbook: None,
+        cause: None,
         enabled: true,
     };
     crate::actions::prepare(&rule, &state.actions).map_err(PageError::bad_request)?;
