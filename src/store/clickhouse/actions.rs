@@ -27,8 +27,8 @@ use crate::records;
 use crate::store::ImportTarget;
 use crate::store::StoreError;
 use crate::store::{
-    AlertRow, Answered, FollowUp, NewAlert, NewMessage, NewSend, OutboxRow, SendRow, TaskFilter,
-    TaskRow,
+    AlertRow, Answered, FollowUp, NewAlert, NewMessage, NewSend, NewTask, OutboxRow, SendRow,
+    TaskFilter, TaskRow,
 };
 
 /// The version of a row as first written.
@@ -80,6 +80,46 @@ fn outbox_line<'a>(
         created_ms: row.created_ms,
         body: serde_json::to_value(row).expect("invariant: a row serialises"),
     }
+}
+
+/// An alert's tasks among `open` (the account's tasks not done, with the version to write
+/// each at): merged into the open task with the same cause, else made (at `CREATED`).
+fn add_tasks(
+    open: &mut Vec<(TaskRow, Option<u64>)>,
+    alert: &NewAlert,
+    id: i64,
+    tasks: &[NewTask],
+    now_ms: i64,
+) {
+    let merge_into = tasks.first().and_then(|t| {
+        open.iter().position(|(o, _)| {
+            o.account_id == alert.account_id && o.cause.as_deref() == Some(t.cause.as_str())
+        })
+    });
+    if let Some(at) = merge_into {
+        let (task, version) = &mut open[at];
+        task.also.push(crate::store::merged_reason(alert));
+        task.updated_ms = now_ms;
+        version.get_or_insert_with(now_version);
+        return;
+    }
+    open.extend(tasks.iter().enumerate().map(|(n, t)| {
+        let task = TaskRow {
+            id: id_of(&format!("task\n{id}\n{n}")),
+            account_id: alert.account_id.clone(),
+            alert_id: Some(id),
+            csm: t.csm.clone(),
+            title: t.title.clone(),
+            status: "open".into(),
+            due: Some(t.due.to_string()),
+            snoozed_until: None,
+            created_ms: now_ms,
+            updated_ms: now_ms,
+            cause: Some(t.cause.clone()),
+            also: Vec::new(),
+        };
+        (task, Some(CREATED))
+    }));
 }
 
 fn task_line(row: &TaskRow, version: u64) -> Line<'_> {
@@ -193,6 +233,28 @@ impl ClickHouse {
         self.docs(query).await?.iter().map(Doc::parse).collect()
     }
 
+    /// The tasks not done on the alerts' accounts, each with the version to write it at
+    /// (`None` until it is merged into).
+    async fn open_tasks(
+        &self,
+        alerts: &[NewAlert],
+    ) -> Result<Vec<(TaskRow, Option<u64>)>, StoreError> {
+        let accounts: Vec<&str> = alerts.iter().map(|a| a.account_id.as_str()).collect();
+        self.docs(
+            self.client
+                .query(&current(
+                    "AND has(?, account_id)",
+                    "WHERE cur_status != 'done'",
+                ))
+                .bind("task")
+                .bind(&accounts),
+        )
+        .await?
+        .iter()
+        .map(|d| Ok((d.parse::<TaskRow>()?, None)))
+        .collect()
+    }
+
     async fn record_alerts(
         &self,
         now_ms: i64,
@@ -216,23 +278,7 @@ impl ClickHouse {
             .map(Doc::parse)
             .collect::<Result<_, _>>()?;
         let day = now_ms.div_euclid(86_400_000);
-        // Tasks not done on these accounts, with the version to write them at: `Some` for
-        // those made or merged into here.
-        let accounts: Vec<&str> = alerts.iter().map(|a| a.account_id.as_str()).collect();
-        let mut open: Vec<(TaskRow, Option<u64>)> = self
-            .docs(
-                self.client
-                    .query(&current(
-                        "AND has(?, account_id)",
-                        "WHERE cur_status != 'done'",
-                    ))
-                    .bind("task")
-                    .bind(&accounts),
-            )
-            .await?
-            .iter()
-            .map(|d| Ok((d.parse::<TaskRow>()?, None)))
-            .collect::<Result<_, StoreError>>()?;
+        let mut open = self.open_tasks(alerts).await?;
         let mut ids = Vec::with_capacity(alerts.len());
         let mut rows: Vec<(AlertRow, Value, Vec<OutboxRow>)> = Vec::new();
         for new in alerts {
@@ -260,37 +306,7 @@ impl ClickHouse {
                 .iter()
                 .map(|m| message_row(m, Some(id), now_ms))
                 .collect();
-            let merge_into = follow.tasks.first().and_then(|t| {
-                open.iter().position(|(o, _)| {
-                    o.account_id == new.account_id && o.cause.as_deref() == Some(t.cause.as_str())
-                })
-            });
-            if let Some(at) = merge_into {
-                let (task, version) = &mut open[at];
-                task.also.push(crate::store::merged_reason(new));
-                task.updated_ms = now_ms;
-                version.get_or_insert_with(now_version);
-                rows.push((alert, body, messages));
-                ids.push(Some(id));
-                continue;
-            }
-            open.extend(follow.tasks.iter().enumerate().map(|(n, t)| {
-                let task = TaskRow {
-                    id: id_of(&format!("task\n{id}\n{n}")),
-                    account_id: new.account_id.clone(),
-                    alert_id: Some(id),
-                    csm: t.csm.clone(),
-                    title: t.title.clone(),
-                    status: "open".into(),
-                    due: Some(t.due.to_string()),
-                    snoozed_until: None,
-                    created_ms: now_ms,
-                    updated_ms: now_ms,
-                    cause: Some(t.cause.clone()),
-                    also: Vec::new(),
-                };
-                (task, Some(CREATED))
-            }));
+            add_tasks(&mut open, new, id, &follow.tasks, now_ms);
             rows.push((alert, body, messages));
             ids.push(Some(id));
         }
