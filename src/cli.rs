@@ -716,23 +716,29 @@ fn review_link(
     };
     let seconds =
         share::parse_validity(valid_for).map_err(|r| anyhow::anyhow!("--valid-for: {r}"))?;
-    let secret = on_dashboard(config, |source| {
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let link = crate::store::ShareLink {
+        id: 0,
+        account_id: account.to_string(),
+        quarter: quarter.to_string(),
+        created_by: "cli".into(),
+        created_ms: now_ms,
+        expires_ms: (now_ms / 1000 + seconds) * 1000,
+        revoked_ms: None,
+    };
+    let (secret, id) = on_dashboard(config, |source| {
         if crate::store::account_name(source, account)?.is_none() {
             bail!("no account {account:?}");
         }
-        Ok(crate::users::secret(source, share::SECRET_NAME)?)
+        let secret = crate::users::secret(source, share::SECRET_NAME)?;
+        Ok((secret, source.add_share_link(&link)?))
     })?;
-    let token = share::sign(
-        &secret,
-        account,
-        quarter,
-        chrono::Utc::now().timestamp() + seconds,
-    );
+    let token = share::sign(&secret, account, quarter, id, link.expires_ms / 1000);
     let base = base_url
         .map(|b| b.trim_end_matches('/').to_string())
         .unwrap_or_else(|| format!("http://{}", config.listen));
     println!("{base}/r/{token}");
-    eprintln!("review of {account} for {quarter}, valid for {valid_for}");
+    eprintln!("review of {account} for {quarter}, valid for {valid_for} (link {id}: listed and revocable on the review page)");
     Ok(ExitCode::SUCCESS)
 }
 

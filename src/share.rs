@@ -75,6 +75,8 @@ pub enum LinkError {
     Invalid,
     #[error("this link expired")]
     Expired,
+    #[error("this link was revoked")]
+    Revoked,
 }
 
 fn mac(secret: &[u8], payload: &[u8]) -> Hmac<Sha256> {
@@ -125,17 +127,44 @@ pub fn verify_payload(secret: &[u8], token: &str, now_unix: i64) -> Result<Strin
     Ok(payload.to_string())
 }
 
-/// A review link token for `account`'s review of `quarter`.
-pub fn sign(secret: &[u8], account: &str, quarter: Quarter, expires_unix: i64) -> String {
-    sign_payload(secret, &format!("{account}\n{quarter}"), expires_unix)
+/// A review link token for `account`'s review of `quarter`, the stored link `link`.
+pub fn sign(
+    secret: &[u8],
+    account: &str,
+    quarter: Quarter,
+    link: i64,
+    expires_unix: i64,
+) -> String {
+    sign_payload(
+        secret,
+        &format!("{account}\n{quarter}\n{link}"),
+        expires_unix,
+    )
 }
 
-/// The account and quarter of a review link token.
-pub fn verify(secret: &[u8], token: &str, now_unix: i64) -> Result<(String, Quarter), LinkError> {
+/// What a review link token opens: the account, the quarter and the stored link (`None`
+/// for links made before links were stored, which cannot be revoked).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Opened {
+    pub account: String,
+    pub quarter: Quarter,
+    pub link: Option<i64>,
+}
+
+/// The account, quarter and link of a review link token.
+pub fn verify(secret: &[u8], token: &str, now_unix: i64) -> Result<Opened, LinkError> {
     let payload = verify_payload(secret, token, now_unix)?;
-    let (account, quarter) = payload.split_once('\n').ok_or(LinkError::Invalid)?;
+    let (account, rest) = payload.split_once('\n').ok_or(LinkError::Invalid)?;
+    let (quarter, link) = match rest.split_once('\n') {
+        Some((quarter, link)) => (quarter, Some(link.parse().map_err(|_| LinkError::Invalid)?)),
+        None => (rest, None),
+    };
     let quarter = Quarter::parse(quarter).map_err(|_| LinkError::Invalid)?;
-    Ok((account.to_string(), quarter))
+    Ok(Opened {
+        account: account.to_string(),
+        quarter,
+        link,
+    })
 }
 
 /// A validity like `30d`, `12h`, `45m` or `10s` in seconds (at most [`VALID_DAYS_MAX`] days).
@@ -199,14 +228,24 @@ mod tests {
     #[test]
     fn a_signed_link_verifies_until_it_expires() {
         let q = Quarter::parse("2026-Q3").unwrap();
-        let token = sign(KEY, "acct-1", q, 1_000);
-        assert_eq!(verify(KEY, &token, 999), Ok(("acct-1".to_string(), q)));
+        let token = sign(KEY, "acct-1", q, 7, 1_000);
+        assert_eq!(
+            verify(KEY, &token, 999),
+            Ok(Opened {
+                account: "acct-1".into(),
+                quarter: q,
+                link: Some(7)
+            })
+        );
         assert_eq!(verify(KEY, &token, 1_000), Err(LinkError::Expired));
+        // A link made before links were stored still opens, with no link to revoke.
+        let old = sign_payload(KEY, "acct-1\n2026-Q3", 1_000);
+        assert_eq!(verify(KEY, &old, 999).map(|o| o.link), Ok(None));
     }
 
     #[test]
     fn any_changed_byte_or_key_is_refused() {
-        let token = sign(KEY, "acct-1", Quarter::parse("2026-Q3").unwrap(), 1_000);
+        let token = sign(KEY, "acct-1", Quarter::parse("2026-Q3").unwrap(), 7, 1_000);
         for i in 0..token.len() {
             let mut bytes = token.clone().into_bytes();
             bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
@@ -221,7 +260,7 @@ mod tests {
         }
         assert_eq!(verify(b"another key", &token, 0), Err(LinkError::Invalid));
         // A longer expiry cannot be spliced in from another link.
-        let later = sign(KEY, "acct-1", Quarter::parse("2026-Q3").unwrap(), 9_999);
+        let later = sign(KEY, "acct-1", Quarter::parse("2026-Q3").unwrap(), 7, 9_999);
         let spliced = format!(
             "{}.{}",
             later.split('.').next().unwrap(),
@@ -234,9 +273,15 @@ mod tests {
     fn the_longest_payload_signed_still_verifies() {
         // Found by fuzzing: a signed token must never be longer than verify accepts.
         let account = "a".repeat(crate::limits::ID_BYTES_MAX);
-        let token = sign(KEY, &account, Quarter::parse("2026-Q3").unwrap(), i64::MAX);
+        let token = sign(
+            KEY,
+            &account,
+            Quarter::parse("2026-Q3").unwrap(),
+            i64::MIN,
+            i64::MAX,
+        );
         assert!(token.len() <= TOKEN_CHARS_MAX, "{}", token.len());
-        assert_eq!(verify(KEY, &token, 0).map(|(a, _)| a), Ok(account));
+        assert_eq!(verify(KEY, &token, 0).map(|o| o.account), Ok(account));
         let longest = "x".repeat(PAYLOAD_BYTES_MAX);
         assert_eq!(
             verify_payload(KEY, &sign_payload(KEY, &longest, i64::MAX), 0),

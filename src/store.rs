@@ -371,9 +371,71 @@ pub trait Notes {
     fn stored_notes(&self, account: Option<&str>) -> Result<Vec<Note>, StoreError>;
     /// When each account's newest note or activity happened (Unix ms), up to `through_ms`.
     fn last_notes(&self, through_ms: i64) -> Result<HashMap<String, i64>, StoreError>;
-    fn review_goals(&self, account: &str, quarter: &str) -> Result<Option<String>, StoreError>;
-    fn set_review_goals(&self, account: &str, quarter: &str, goals: &str)
-        -> Result<(), StoreError>;
+    /// What was set on an account's review of `quarter` (`YYYYQn`), if anything.
+    fn review_plan(&self, account: &str, quarter: &str) -> Result<Option<ReviewPlan>, StoreError>;
+    fn set_review_plan(
+        &self,
+        account: &str,
+        quarter: &str,
+        plan: &ReviewPlan,
+    ) -> Result<(), StoreError>;
+    /// Keeps a review share link (its `id` is given by the store and returned).
+    fn add_share_link(&self, link: &ShareLink) -> Result<i64, StoreError>;
+    /// The share links made for `account`, newest first.
+    fn share_links(&self, account: &str) -> Result<Vec<ShareLink>, StoreError>;
+    fn share_link(&self, id: i64) -> Result<Option<ShareLink>, StoreError>;
+    /// Revokes a link of `account` (false when it has no such link, or it was revoked).
+    fn revoke_share_link(&self, account: &str, id: i64, now_ms: i64) -> Result<bool, StoreError>;
+}
+
+/// What a CSM set on an account's quarterly review.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReviewPlan {
+    /// Goals for the next quarter, shown to the customer.
+    pub goals: Option<String>,
+    /// The sections the customer does not see (by their `data-section` names).
+    pub hidden: Vec<String>,
+    /// Targets of KPIs, by KPI name.
+    pub targets: std::collections::BTreeMap<String, f64>,
+}
+
+impl ReviewPlan {
+    /// The hidden sections as stored: names joined by commas.
+    pub(crate) fn hidden_text(&self) -> String {
+        self.hidden.join(",")
+    }
+
+    /// The targets as stored: a JSON object.
+    pub(crate) fn targets_text(&self) -> String {
+        serde_json::to_string(&self.targets).expect("invariant: a map of numbers serialises")
+    }
+
+    /// A plan from its stored columns (an unreadable targets column reads as none).
+    pub(crate) fn from_stored(goals: String, hidden: &str, targets: &str) -> ReviewPlan {
+        ReviewPlan {
+            goals: (!goals.is_empty()).then_some(goals),
+            hidden: hidden
+                .split(',')
+                .filter(|h| !h.is_empty())
+                .map(str::to_string)
+                .collect(),
+            targets: serde_json::from_str(targets).unwrap_or_default(),
+        }
+    }
+}
+
+/// A review share link, kept so it can be listed, copied again and revoked (the token is
+/// signed over its id, account, quarter and expiry).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShareLink {
+    pub id: i64,
+    pub account_id: String,
+    /// `YYYYQn`.
+    pub quarter: String,
+    pub created_by: String,
+    pub created_ms: i64,
+    pub expires_ms: i64,
+    pub revoked_ms: Option<i64>,
 }
 
 /// Alert rules saved through the API.

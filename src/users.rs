@@ -6,7 +6,7 @@ use argon2::Argon2;
 
 use crate::store::sqlite::{hex, token_digest};
 use crate::store::{Notes, Sessions, Users};
-use crate::store::{Session, StoreError, User};
+use crate::store::{ReviewPlan, Session, StoreError, User};
 
 /// How long a session lasts without signing in again.
 pub const SESSION_MS: i64 = 12 * 3_600_000;
@@ -164,22 +164,22 @@ pub fn secret(store: &(impl Sessions + ?Sized), name: &str) -> Result<Vec<u8>, S
     store.secret_or(name, rand::random::<[u8; 32]>())
 }
 
-/// The goals written for an account's quarterly review.
-pub fn review_goals(
+/// What was set on an account's quarterly review (goals, hidden sections, KPI targets).
+pub fn review_plan(
     store: &(impl Notes + ?Sized),
     account: &str,
     quarter: &str,
-) -> Result<Option<String>, StoreError> {
-    store.review_goals(account, quarter)
+) -> Result<ReviewPlan, StoreError> {
+    Ok(store.review_plan(account, quarter)?.unwrap_or_default())
 }
 
-pub fn set_review_goals(
+pub fn set_review_plan(
     store: &(impl Notes + ?Sized),
     account: &str,
     quarter: &str,
-    goals: &str,
+    plan: &ReviewPlan,
 ) -> Result<(), StoreError> {
-    store.set_review_goals(account, quarter, goals)
+    store.set_review_plan(account, quarter, plan)
 }
 
 #[cfg(test)]

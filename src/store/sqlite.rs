@@ -615,16 +615,60 @@ mod tests {
         );
         assert_eq!(conn.last_notes(2_000).unwrap()["acct-1"], 2_000);
         assert!(conn.last_notes(999).unwrap().is_empty());
-        assert_eq!(conn.review_goals("acct-1", "2026Q4").unwrap(), None);
-        conn.set_review_goals("acct-1", "2026Q4", "grow to 50 seats")
+        assert_eq!(conn.review_plan("acct-1", "2026Q4").unwrap(), None);
+        let plan = |goals: &str| crate::store::ReviewPlan {
+            goals: Some(goals.into()),
+            hidden: vec!["support".into(), "surveys".into()],
+            targets: [("hours_saved".to_string(), 120.5)].into(),
+        };
+        conn.set_review_plan("acct-1", "2026Q4", &plan("grow to 50 seats"))
             .unwrap();
-        conn.set_review_goals("acct-1", "2026Q4", "grow to 60 seats")
+        conn.set_review_plan("acct-1", "2026Q4", &plan("grow to 60 seats"))
             .unwrap();
         assert_eq!(
-            conn.review_goals("acct-1", "2026Q4").unwrap().as_deref(),
-            Some("grow to 60 seats")
+            conn.review_plan("acct-1", "2026Q4").unwrap(),
+            Some(plan("grow to 60 seats"))
         );
-        assert_eq!(conn.review_goals("acct-1", "2027Q1").unwrap(), None);
+        assert_eq!(conn.review_plan("acct-1", "2027Q1").unwrap(), None);
+    }
+
+    #[test]
+    fn share_links_are_kept_listed_newest_first_and_revoked_once() {
+        let (_dir, conn) = store();
+        let link = |account: &str, quarter: &str| crate::store::ShareLink {
+            id: 0,
+            account_id: account.into(),
+            quarter: quarter.into(),
+            created_by: "ana".into(),
+            created_ms: 1_000,
+            expires_ms: 9_000,
+            revoked_ms: None,
+        };
+        let first = conn.add_share_link(&link("acct-1", "2026-Q3")).unwrap();
+        let second = conn.add_share_link(&link("acct-1", "2026-Q4")).unwrap();
+        conn.add_share_link(&link("acct-2", "2026-Q4")).unwrap();
+        let listed = conn.share_links("acct-1").unwrap();
+        assert_eq!(
+            listed.iter().map(|l| l.id).collect::<Vec<_>>(),
+            vec![second, first]
+        );
+        assert_eq!(
+            listed[1],
+            crate::store::ShareLink {
+                id: first,
+                ..link("acct-1", "2026-Q3")
+            }
+        );
+        // Only the account's own link, and only once.
+        assert!(!conn.revoke_share_link("acct-2", first, 5_000).unwrap());
+        assert!(conn.revoke_share_link("acct-1", first, 5_000).unwrap());
+        assert!(!conn.revoke_share_link("acct-1", first, 6_000).unwrap());
+        assert_eq!(
+            conn.share_link(first).unwrap().unwrap().revoked_ms,
+            Some(5_000)
+        );
+        assert_eq!(conn.share_link(second).unwrap().unwrap().revoked_ms, None);
+        assert_eq!(conn.share_link(999).unwrap(), None);
     }
 
     #[test]

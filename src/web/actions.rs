@@ -466,7 +466,7 @@ async fn survey_of(
                 "This survey link has expired. Thank you anyway!",
             )))
         }
-        Err(LinkError::Invalid) => None,
+        Err(LinkError::Invalid | LinkError::Revoked) => None,
     };
     let Some(id) = id else {
         return Ok(Err(survey_refused(

@@ -37,6 +37,10 @@ pub fn router() -> Router<AppState> {
         .route("/accounts/{id}/review", get(review::internal))
         .route("/accounts/{id}/review/share", post(review::share))
         .route("/accounts/{id}/review/goals", post(review::goals))
+        .route(
+            "/accounts/{id}/review/links/{link}/revoke",
+            post(review::revoke),
+        )
         .route("/r/{token}", get(review::shared))
         .route("/segments", get(analysis::segments))
         .route("/indicators", get(analysis::indicators))

@@ -186,6 +186,36 @@ try {
   await page.emulateMedia({ media: 'screen' })
   await page.setViewportSize({ width: 1280, height: 900 })
 
+  // Sections switched off and a KPI target, then a share link: made by a POST that
+  // redirects to a GET (reloading re-posts nothing), listed with its expiry, opened by a
+  // stranger as the CSM set it up, revoked after a confirmation, then refused.
+  await page.uncheck('input[name="show:support"]')
+  await page.fill('input[name="target:hours_saved"]', '100')
+  await Promise.all([page.waitForNavigation(), page.click('form[action$="/goals"] button')])
+  await Promise.all([page.waitForNavigation(), page.click('form[action$="/share"] button')])
+  const shareUrl = await page.getAttribute('#share-link', 'href')
+  const linkRow = page.locator('#share-links-table tbody tr').first()
+  report.share = {
+    page_after_post: new URL(page.url()).pathname,
+    rows: await page.locator('#share-links-table tbody tr').count(),
+    status: await linkRow.locator('[data-field=status]').textContent(),
+    copy: await linkRow.locator('button.copy').getAttribute('data-copy'),
+    expires: await linkRow.locator('td[data-label=Expires] time').getAttribute('datetime'),
+    url: shareUrl,
+  }
+  await page.screenshot({ path: `${opts.screenshots}/review-share-links.png`, fullPage: true })
+  const strangers = await browser.newContext()
+  const guest = await strangers.newPage()
+  report.share.opened = (await guest.goto(shareUrl)).status()
+  report.share.sections = await guest.$$eval('#review section[data-section]', (s) => s.map((x) => x.dataset.section))
+  report.share.results = await guest.$$eval('#review-results tbody tr', (rows) => rows.map((r) => [r.querySelector('th').textContent, r.querySelector('[data-field=kpi]').textContent, r.querySelector('[data-field=target]').textContent]))
+  page.once('dialog', (d) => { report.share.question = d.message(); d.accept() })
+  await Promise.all([page.waitForNavigation(), linkRow.locator('button.danger').click()])
+  report.share.status_after = await page.locator('#share-links-table tbody tr').first().locator('[data-field=status]').textContent()
+  report.share.revoked_open = (await guest.goto(shareUrl)).status()
+  report.share.revoked_text = await guest.textContent('[role=alert]')
+  await strangers.close()
+
   // Settings without the config file: a rule built from the form; deleting it asks first.
   await page.goto(`${opts.base}/settings`)
   await page.fill('form[action="/settings/rules"] input[name=name]', 'quiet-big-account')

@@ -1449,6 +1449,28 @@ fn dashboard_users_sessions_goals_and_share_links_hold_across_two_clickhouse_nod
         "{}",
         forged.body_mut().read_to_string().unwrap()
     );
+    // The CLI's link is listed on either node's review page; revoked through node A, node
+    // B refuses it.
+    let (_, html) = page(&node_b, &ann, "/accounts/acme/review?quarter=2026-Q3");
+    let link_id = html
+        .split("data-link=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no share link listed: {html}"))
+        .to_string();
+    let csrf = csrf_of(&node_a, &ann);
+    assert_eq!(
+        form_post(
+            &node_a,
+            &ann,
+            &format!("/accounts/acme/review/links/{link_id}/revoke"),
+            Some(&node_a.base),
+            &format!("csrf={csrf}&quarter=2026-Q3"),
+        ),
+        303
+    );
+    let revoked = no_redirects().get(&node_b.url(&link)).call().unwrap();
+    assert_eq!(revoked.status(), 410, "revoked on the other node");
 
     // API tokens: made by the CLI, listed, revoked from the settings page of either node.
     let out = run(

@@ -4,7 +4,7 @@
 //! a task made and a call logged from it land where the API and the page show them.
 //! Screenshots of every page at both widths are saved as test artifacts.
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use super::support::*;
 
@@ -113,6 +113,24 @@ fn every_page_reads_as_words_and_the_account_page_says_why_and_what_next() {
         })
         .expect("a demo account with a tier");
 
+    // A business result in the quarter the review shows (the last complete one), for a
+    // target.
+    let today = chrono::Utc::now().date_naive();
+    let quarter_start = chrono::NaiveDate::from_ymd_opt(
+        chrono::Datelike::year(&today),
+        (chrono::Datelike::month0(&today) / 3) * 3 + 1,
+        1,
+    )
+    .unwrap();
+    let kpi = post_with(
+        &server,
+        "/api/v1/kpis",
+        None,
+        &[("authorization", &format!("Bearer {token}"))],
+        json!({"account_id": account, "name": "hours_saved", "date": (quarter_start - chrono::Duration::days(20)).to_string(), "value": 120}).to_string(),
+    );
+    assert_eq!(kpi.status, 201, "{:?}", kpi.body);
+
     let screenshots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("csm-screenshots");
     std::fs::create_dir_all(&screenshots).unwrap();
     let report = browser_report(
@@ -160,13 +178,8 @@ fn every_page_reads_as_words_and_the_account_page_says_why_and_what_next() {
         Vec::<String>::new(),
         "pages show text written for machines"
     );
-    // The account page, the portfolio and the inbox fit a phone: nothing scrolls sideways
-    // (the portfolio's and the inbox's rows are cards there).
-    for path in [
-        format!("/accounts/{account}"),
-        "/portfolio".into(),
-        "/inbox".into(),
-    ] {
+    // Every page fits a phone: nothing scrolls sideways (tables' rows are cards there).
+    for path in pages.keys().filter_map(|k| k.strip_prefix("narrow ")) {
         let narrow = &pages[&format!("narrow {path}")];
         assert!(
             narrow["overflow"].as_i64().unwrap() <= 0,
@@ -428,9 +441,58 @@ fn every_page_reads_as_words_and_the_account_page_says_why_and_what_next() {
         "{review}"
     );
     assert!(
-        review["saved"].as_str().unwrap().starts_with("Goals saved"),
+        review["saved"].as_str().unwrap().starts_with("Saved"),
         "{review}"
     );
+    // Share links: the POST ends on the review page (a GET), the link is listed, active,
+    // with its copy button and expiry 30 days out; the stranger sees the review without
+    // the hidden section and with the target met; revoked after a question, it is refused.
+    let share = &report["share"];
+    assert_eq!(
+        share["page_after_post"],
+        format!("/accounts/{account}/review"),
+        "{share}"
+    );
+    assert_eq!(share["rows"], 1, "{share}");
+    assert_eq!(share["status"], "active");
+    assert_eq!(share["copy"], share["url"]);
+    let expires = chrono::DateTime::parse_from_rfc3339(share["expires"].as_str().unwrap()).unwrap();
+    assert_eq!((expires.date_naive() - today).num_days(), 30, "{share}");
+    assert_eq!(share["opened"], 200);
+    let sections: Vec<&str> = share["sections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        sections,
+        ["usage", "features", "surveys", "results", "goals"],
+        "support hidden"
+    );
+    // Each hours-saved result has the target beside it, met when at least 100 (the one
+    // posted above is 120); other results have none.
+    let results = share["results"].as_array().unwrap();
+    assert!(
+        results.iter().any(|r| r[1] == "120" && r[2] == "100 (met)"),
+        "{share}"
+    );
+    for r in results {
+        let value: f64 = r[1].as_str().unwrap().replace(',', "").parse().unwrap();
+        let expected = match r[0].as_str().unwrap() {
+            "Hours saved" if value >= 100.0 => "100 (met)",
+            "Hours saved" => "100 (not yet)",
+            _ => "–",
+        };
+        assert_eq!(r[2], expected, "{r}");
+    }
+    assert!(
+        share["question"].as_str().unwrap().starts_with("Revoke"),
+        "{share}"
+    );
+    assert_eq!(share["status_after"], "revoked");
+    assert_eq!(share["revoked_open"], 410);
+    assert_eq!(share["revoked_text"], "this link was revoked");
     assert_eq!(review["compared_rows"], 6);
     assert!(review["scales"]
         .as_array()

@@ -1,7 +1,7 @@
 //! CSM notes on ClickHouse.
 
 use super::now_version;
-use crate::store::Notes;
+use crate::store::{Notes, ReviewPlan, ShareLink};
 use serde::Deserialize;
 
 use super::{block_on, fetch_all, run, ClickHouse};
@@ -83,28 +83,123 @@ impl Notes for ClickHouse {
             .collect())
     }
 
-    fn review_goals(&self, account: &str, quarter: &str) -> Result<Option<String>, StoreError> {
+    fn review_plan(&self, account: &str, quarter: &str) -> Result<Option<ReviewPlan>, StoreError> {
         #[derive(clickhouse::Row, Deserialize)]
         struct Stored {
             goals: String,
+            hidden: String,
+            targets: String,
         }
         let query = self
             .client
-            .query("SELECT argMax(goals, version) AS goals FROM review_goals WHERE account_id = ? AND quarter = ? GROUP BY account_id, quarter")
+            .query("SELECT argMax(goals, version) AS goals, argMax(hidden, version) AS hidden, argMax(targets, version) AS targets FROM review_goals WHERE account_id = ? AND quarter = ? GROUP BY account_id, quarter")
             .bind(account)
             .bind(quarter);
         Ok(block_on(fetch_all::<Stored>(query, "review goals"))??
             .pop()
-            .map(|s| s.goals))
+            .map(|s| ReviewPlan::from_stored(s.goals, &s.hidden, &s.targets)))
     }
 
-    fn set_review_goals(
+    fn set_review_plan(
         &self,
         account: &str,
         quarter: &str,
-        goals: &str,
+        plan: &ReviewPlan,
     ) -> Result<(), StoreError> {
-        let query = self.client.query("INSERT INTO review_goals (account_id, quarter, goals, version) VALUES (?, ?, ?, ?)").bind(account).bind(quarter).bind(goals).bind(now_version());
+        let query = self
+            .client
+            .query("INSERT INTO review_goals (account_id, quarter, goals, hidden, targets, version) VALUES (?, ?, ?, ?, ?, ?)")
+            .bind(account)
+            .bind(quarter)
+            .bind(plan.goals.as_deref().unwrap_or(""))
+            .bind(plan.hidden_text())
+            .bind(plan.targets_text())
+            .bind(now_version());
         block_on(run(query, "store review goals"))?
+    }
+
+    fn add_share_link(&self, link: &ShareLink) -> Result<i64, StoreError> {
+        let id = chrono::Utc::now().timestamp_millis() * 1000 + rand::random_range(0..1000);
+        block_on(self.put_link(&ShareLink { id, ..link.clone() }))??;
+        Ok(id)
+    }
+
+    fn share_links(&self, account: &str) -> Result<Vec<ShareLink>, StoreError> {
+        let query = self
+            .client
+            .query(&links("WHERE account_id = ?"))
+            .bind(account);
+        Ok(block_on(fetch_all::<StoredLink>(query, "share links"))??
+            .into_iter()
+            .map(StoredLink::into_link)
+            .collect())
+    }
+
+    fn share_link(&self, id: i64) -> Result<Option<ShareLink>, StoreError> {
+        let query = self.client.query(&links("WHERE id = ?")).bind(id);
+        Ok(block_on(fetch_all::<StoredLink>(query, "share link"))??
+            .pop()
+            .map(StoredLink::into_link))
+    }
+
+    fn revoke_share_link(&self, account: &str, id: i64, now_ms: i64) -> Result<bool, StoreError> {
+        let Some(link) = self.share_link(id)? else {
+            return Ok(false);
+        };
+        if link.account_id != account || link.revoked_ms.is_some() {
+            return Ok(false);
+        }
+        block_on(self.put_link(&ShareLink {
+            revoked_ms: Some(now_ms),
+            ..link
+        }))??;
+        Ok(true)
+    }
+}
+
+/// The newest version of the share links `filter` (a `WHERE` on the stored rows) selects.
+fn links(filter: &str) -> String {
+    format!("SELECT id, any(account_id), any(quarter), any(created_by), any(created_ms), any(expires_ms), argMax(revoked_ms, version) FROM share_links {filter} GROUP BY id ORDER BY id DESC")
+}
+
+#[derive(clickhouse::Row, Deserialize)]
+struct StoredLink {
+    id: i64,
+    account_id: String,
+    quarter: String,
+    created_by: String,
+    created_ms: i64,
+    expires_ms: i64,
+    revoked_ms: i64,
+}
+
+impl StoredLink {
+    fn into_link(self) -> ShareLink {
+        ShareLink {
+            id: self.id,
+            account_id: self.account_id,
+            quarter: self.quarter,
+            created_by: self.created_by,
+            created_ms: self.created_ms,
+            expires_ms: self.expires_ms,
+            revoked_ms: (self.revoked_ms != 0).then_some(self.revoked_ms),
+        }
+    }
+}
+
+impl ClickHouse {
+    async fn put_link(&self, link: &ShareLink) -> Result<(), StoreError> {
+        let query = self
+            .client
+            .query("INSERT INTO share_links (id, account_id, quarter, created_by, created_ms, expires_ms, revoked_ms, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+            .bind(link.id)
+            .bind(&link.account_id)
+            .bind(&link.quarter)
+            .bind(&link.created_by)
+            .bind(link.created_ms)
+            .bind(link.expires_ms)
+            .bind(link.revoked_ms.unwrap_or(0))
+            .bind(now_version());
+        run(query, "store a share link").await
     }
 }

@@ -142,6 +142,17 @@ pub(super) const SCHEMA: &[&str] = &[
         goals      String,
         version    UInt64
     ) ENGINE = ReplacingMergeTree(version) ORDER BY (account_id, quarter)",
+    // Review share links; a revocation is a newer version (revoked_ms 0: not revoked).
+    "CREATE TABLE IF NOT EXISTS {db}.share_links (
+        id         Int64,
+        account_id String,
+        quarter    String,
+        created_by String,
+        created_ms Int64,
+        expires_ms Int64,
+        revoked_ms Int64,
+        version    UInt64
+    ) ENGINE = ReplacingMergeTree(version) ORDER BY id",
     // The actions' rules, alerts, outbox messages, tasks and survey invitations
     // (store::clickhouse::actions): versioned JSON documents, one insert block a decision.
     "CREATE TABLE IF NOT EXISTS {db}.action_rows (
@@ -201,6 +212,8 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("health_history", "raw_since", "Nullable(Int32)"),
     ("tier_changes", "cause", "String DEFAULT 'usage'"),
     ("notes", "kind", "String DEFAULT 'note'"),
+    ("review_goals", "hidden", "String DEFAULT ''"),
+    ("review_goals", "targets", "String DEFAULT '{}'"),
 ];
 
 pub(super) async fn add_columns(

@@ -387,6 +387,22 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE tasks ADD COLUMN also TEXT;
     CREATE INDEX tasks_account_cause ON tasks(account_id, cause);
     "#,
+    // 16: reviews: sections hidden from the customer and KPI targets beside the goals;
+    // share links kept so they can be listed and revoked.
+    r#"
+    ALTER TABLE review_goals ADD COLUMN hidden TEXT NOT NULL DEFAULT '';
+    ALTER TABLE review_goals ADD COLUMN targets TEXT NOT NULL DEFAULT '{}';
+    CREATE TABLE share_links (
+        id          INTEGER PRIMARY KEY,
+        account_id  TEXT NOT NULL,
+        quarter     TEXT NOT NULL,
+        created_by  TEXT NOT NULL,
+        created_ms  INTEGER NOT NULL,
+        expires_ms  INTEGER NOT NULL,
+        revoked_ms  INTEGER
+    );
+    CREATE INDEX share_links_account ON share_links(account_id);
+    "#,
 ];
 
 /// The tables of `rollups.db`, attached to every connection as `rollups` (unqualified names

@@ -24,6 +24,18 @@
       button.closest("header").classList.toggle("open", open);
     });
   });
+  // Under 600 px every data table's rows become cards (CSS); each cell is labelled with its
+  // column's heading unless it has a label already (without the script tables scroll).
+  document.querySelectorAll("table.data").forEach(function (table) {
+    var heads = Array.prototype.map.call(table.querySelectorAll("thead th"), function (th) { return th.textContent.trim(); });
+    if (heads.length === 0) { return; }
+    table.classList.add("cards");
+    table.querySelectorAll("tbody tr").forEach(function (row) {
+      Array.prototype.forEach.call(row.children, function (cell, i) {
+        if (cell.tagName === "TD" && !cell.hasAttribute("data-label") && heads[i]) { cell.setAttribute("data-label", heads[i]); }
+      });
+    });
+  });
   // Destructive forms ask first (data-confirm holds the question).
   document.querySelectorAll("form[data-confirm]").forEach(function (form) {
     form.addEventListener("submit", function (event) {

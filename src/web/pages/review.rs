@@ -17,7 +17,7 @@ use crate::accounts;
 use crate::metrics::read;
 use crate::share::{self, LinkError, Quarter};
 use crate::store::StoreError;
-use crate::store::{Activity, Notes, Records};
+use crate::store::{Activity, Notes, Records, ReviewPlan, ShareLink};
 use crate::users;
 use crate::web::metrics::{today, with_source};
 use crate::web::AppState;
@@ -40,8 +40,18 @@ struct Review {
     unused: Vec<String>,
     kpis: Vec<Value>,
     surveys: Vec<Value>,
-    goals: Option<String>,
+    plan: ReviewPlan,
 }
+
+/// The report's sections a CSM can hide from the customer: name and heading.
+const SECTIONS: &[(&str, &str)] = &[
+    ("usage", "Usage and adoption"),
+    ("features", "Features"),
+    ("support", "Support"),
+    ("surveys", "What your team told us"),
+    ("results", "Business results"),
+    ("goals", "Goals for next quarter"),
+];
 
 /// A quarter that has begun (its days up to today are reported).
 fn started(quarter: Quarter) -> Result<Quarter, PageError> {
@@ -112,7 +122,7 @@ fn load(
         .into_iter()
         .filter(|r| in_quarter(r, "answered_at"))
         .collect();
-    let goals = users::review_goals(source, account, &quarter.to_string())?;
+    let plan = users::review_plan(source, account, &quarter.to_string())?;
     Ok(Some(Review {
         account_name: name.unwrap_or_else(|| account.to_string()),
         quarter,
@@ -125,7 +135,7 @@ fn load(
         unused,
         kpis,
         surveys,
-        goals,
+        plan,
     }))
 }
 
@@ -216,6 +226,7 @@ fn report(r: &Review, vendor: &crate::config::ReviewConfig) -> Markup {
             None => kinds.push((kind, s["score"].as_f64().into_iter().collect())),
         }
     }
+    let shown = |section: &str| !r.plan.hidden.iter().any(|h| h == section);
     html! {
         article.review id="review" {
             header.review-head {
@@ -232,7 +243,7 @@ fn report(r: &Review, vendor: &crate::config::ReviewConfig) -> Markup {
                         @if let Some(email) = email { " · " a href=(format!("mailto:{email}")) { (email) } } }
                 }
             }
-            section data-section="usage" {
+            @if shown("usage") { section data-section="usage" {
                 h2 { "Usage and adoption" }
                 (compared("review-usage", r, USAGE))
                 div.charts {
@@ -242,8 +253,8 @@ fn report(r: &Review, vendor: &crate::config::ReviewConfig) -> Markup {
                     ], false))
                     (charts::line("Features used (30 days), weekly", &labels, &[Series { label: "features".into(), class: "s2", values: col("features_used_30d") }], false))
                 }
-            }
-            section {
+            } }
+            @if shown("features") { section data-section="features" {
                 h2 { "Features" }
                 div.two {
                     div { h3 { "Used most this quarter" }
@@ -254,12 +265,12 @@ fn report(r: &Review, vendor: &crate::config::ReviewConfig) -> Markup {
                         @if r.unused.is_empty() { p.empty { "You use every feature." } }
                         ul data-field="unused_features" { @for f in &r.unused { li { (f) } } } }
                 }
-            }
-            section data-section="support" {
+            } }
+            @if shown("support") { section data-section="support" {
                 h2 { "Support (90 days to " (crate::format::day(r.through)) ")" }
                 (compared("review-support", r, SUPPORT))
-            }
-            section {
+            } }
+            @if shown("surveys") { section data-section="surveys" {
                 h2 { "What your team told us" }
                 @if kinds.is_empty() { p.empty { "No survey answers this quarter." } } @else {
                     table.data { thead { tr { th scope="col" { "Survey" } th scope="col" { "Scale" } th scope="col" { "Answers" } th scope="col" { "Average answer" } } }
@@ -272,18 +283,30 @@ fn report(r: &Review, vendor: &crate::config::ReviewConfig) -> Markup {
                         strong data-field="csat" { (crate::format::metric(&r.end, "csat")) } ". CES (90 days): the average answer, 1-7, higher is easier: "
                         strong data-field="ces" { (crate::format::metric(&r.end, "ces")) } "." }
                 }
-            }
-            section {
+            } }
+            @if shown("results") { section data-section="results" {
                 h2 { "Business results" }
                 @if r.kpis.is_empty() { p.empty { "No results recorded this quarter." } } @else {
-                    table.data { thead { tr { th scope="col" { "Measure" } th scope="col" { "Date" } th scope="col" { "Value" } } }
-                        tbody { @for k in &r.kpis { tr { th scope="row" { (crate::format::label(k["name"].as_str().unwrap_or(""))) } td { (value_text(Some(&k["date"]))) } td.num { (value_text(Some(&k["value"]))) } } } } }
+                    table.data id="review-results" { thead { tr { th scope="col" { "Measure" } th scope="col" { "Date" } th scope="col" { "Value" } th scope="col" { "Target" } } }
+                        tbody { @for k in &r.kpis {
+                            @let name = k["name"].as_str().unwrap_or("");
+                            @let target = r.plan.targets.get(name);
+                            tr {
+                                th scope="row" { (crate::format::label(name)) }
+                                td { (value_text(Some(&k["date"]))) }
+                                td.num data-field="kpi" { (value_text(Some(&k["value"]))) }
+                                td.num data-field="target" { @match target {
+                                    Some(t) => { (number(Some(*t), 2)) @if let Some(v) = k["value"].as_f64() { " (" (if v >= *t { "met" } else { "not yet" }) ")" } }
+                                    None => "–",
+                                } }
+                            }
+                        } } }
                 }
-            }
-            section {
+            } }
+            @if shown("goals") { section data-section="goals" {
                 h2 { "Goals for next quarter" }
-                @match &r.goals { Some(g) => p.goals { (g) }, None => p.empty { "No goals written yet." } }
-            }
+                @match &r.plan.goals { Some(g) => p.goals { (g) }, None => p.empty { "No goals written yet." } }
+            } }
         }
     }
 }
@@ -291,8 +314,12 @@ fn report(r: &Review, vendor: &crate::config::ReviewConfig) -> Markup {
 #[derive(Debug, Deserialize)]
 pub struct ReviewQuery {
     quarter: Option<String>,
-    /// `goals` after goals were saved: the page confirms it.
+    /// `goals` after the review's goals were saved: the page confirms it.
     saved: Option<String>,
+    /// The share link just made: the page shows it to copy.
+    link: Option<i64>,
+    /// Set after a link was revoked.
+    revoked: Option<String>,
 }
 
 fn quarter_param(text: Option<&str>) -> Result<Quarter, PageError> {
@@ -305,54 +332,167 @@ fn quarter_param(text: Option<&str>) -> Result<Quarter, PageError> {
     }
 }
 
+/// What the internal page shows beside the report after a form was posted.
+#[derive(Debug, Default)]
+struct Notice {
+    /// The share link just made, to copy.
+    link: Option<i64>,
+    saved: bool,
+    revoked: bool,
+}
+
+/// The stored links of an account, each with its URL (re-signed: the token is a function of
+/// the stored link).
+fn link_urls(
+    links: Vec<ShareLink>,
+    secret: &[u8],
+    base: &str,
+) -> Result<Vec<(ShareLink, String)>, PageError> {
+    links
+        .into_iter()
+        .map(|l| {
+            let quarter = Quarter::parse(&l.quarter).map_err(|r| {
+                PageError::from(StoreError::Invalid(format!("share link {}: {r}", l.id)))
+            })?;
+            let token = share::sign(secret, &l.account_id, quarter, l.id, l.expires_ms / 1000);
+            Ok((l, format!("{base}/r/{token}")))
+        })
+        .collect()
+}
+
+/// Where the server is reached, as the request named it: links are made with it.
+fn base_url(headers: &HeaderMap) -> String {
+    let host = headers
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost");
+    let scheme = if super::auth::behind_tls(headers) {
+        "https"
+    } else {
+        "http"
+    };
+    format!("{scheme}://{host}")
+}
+
+/// The account's share links: the review they open, when made and by whom, expiry,
+/// status, and copy and revoke for the active ones.
+fn links_table(
+    user: &SignedIn,
+    path: &str,
+    quarter: Quarter,
+    links: &[(ShareLink, String)],
+) -> Markup {
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    html! {
+        section.noprint aria-labelledby="share-links" {
+            h2 id="share-links" { "Share links" }
+            @if links.is_empty() { p.empty { "No link made yet." } } @else {
+                div.scroll { table.data.cards id="share-links-table" {
+                    thead { tr { th scope="col" { "Review" } th scope="col" { "Made" } th scope="col" { "Expires" } th scope="col" { "Status" } th scope="col" { span.sr { "Actions" } } } }
+                    tbody { @for (link, url) in links {
+                        @let status = if link.revoked_ms.is_some() { "revoked" } else if link.expires_ms <= now_ms { "expired" } else { "active" };
+                        tr data-link=(link.id) {
+                            th scope="row" { (Quarter::parse(&link.quarter).map_or(link.quarter.clone(), |q| crate::format::quarter(q.first_day()))) }
+                            td data-label="Made" { (crate::format::instant_ms(link.created_ms)) " by " (link.created_by) }
+                            td data-label="Expires" { (crate::format::instant_day(&crate::ingest::format_timestamp(link.expires_ms))) }
+                            td data-field="status" data-label="Status" { (status) }
+                            td { @if status == "active" {
+                                button.copy type="button" data-copy=(url) { "Copy link" }
+                                form.inline method="post" action=(format!("{path}/review/links/{}/revoke", link.id)) data-confirm="Revoke this link? Whoever has it can no longer open the review." {
+                                    (csrf_field(user))
+                                    input type="hidden" name="quarter" value=(quarter.to_string());
+                                    button.danger type="submit" { "Revoke" }
+                                }
+                            } }
+                        }
+                    } }
+                } }
+            }
+        }
+    }
+}
+
 async fn internal_page(
     user: &SignedIn,
     state: &AppState,
+    headers: &HeaderMap,
     id: String,
     quarter: Quarter,
-    link: Option<String>,
-    saved: bool,
+    notice: Notice,
 ) -> PageResult {
     let account = id.clone();
-    let review = with_source(state, move |source, s| {
-        Ok(load(source, s, &account, quarter)?)
+    let loaded = with_source(state, move |source, s| {
+        let Some(review) = load(source, s, &account, quarter)? else {
+            return Ok(None);
+        };
+        let links = source.share_links(&account)?;
+        let secret = users::secret(source, share::SECRET_NAME)?;
+        Ok(Some((review, links, secret)))
     })
-    .await?
-    .ok_or_else(|| PageError::not_found(format!("no account {id}")))?;
+    .await?;
+    let (review, links, secret) =
+        loaded.ok_or_else(|| PageError::not_found(format!("no account {id}")))?;
+    let links = link_urls(links, &secret, &base_url(headers))?;
     let writable = super::can_write(&user.user);
+    let path = crate::share::account_path(&id);
+    let mut kpi_names: Vec<&str> = review
+        .kpis
+        .iter()
+        .filter_map(|k| k["name"].as_str())
+        .chain(review.plan.targets.keys().map(String::as_str))
+        .collect();
+    kpi_names.sort_unstable();
+    kpi_names.dedup();
     Ok(layout(
         user,
         &format!("Review {quarter}"),
         "/portfolio",
         html! {
             nav.noprint aria-label="Review" {
-                a href=(crate::share::account_path(&id)) { "← " (review.account_name) }
+                a href=(path) { "← " (review.account_name) }
                 " · Quarter: "
                 @for q in [quarter.previous(), Quarter::of(today())] {
-                    a href=(format!("{}/review?quarter={q}", crate::share::account_path(&id))) { (crate::format::quarter(q.first_day())) } " "
+                    a href=(format!("{path}/review?quarter={q}")) { (crate::format::quarter(q.first_day())) } " "
                 }
             }
             @if writable {
                 section.noprint.tools {
-                    form.stack method="post" action=(format!("{}/review/goals", crate::share::account_path(&id))) {
+                    form.stack id="review-plan" method="post" action=(format!("{path}/review/goals")) {
                         (csrf_field(user))
                         input type="hidden" name="quarter" value=(quarter.to_string());
-                        label { "Goals for next quarter (shown to the customer)" textarea name="goals" rows="3" maxlength=(GOALS_CHARS_MAX) { (review.goals.as_deref().unwrap_or("")) } }
-                        button type="submit" { "Save goals" }
-                        @if saved { p.notice role="status" data-field="saved" { "Goals saved: the customer sees them on this review." } }
+                        label { "Goals for next quarter (shown to the customer)" textarea name="goals" rows="3" maxlength=(GOALS_CHARS_MAX) { (review.plan.goals.as_deref().unwrap_or("")) } }
+                        fieldset.sections {
+                            legend { "Sections the customer sees" }
+                            input type="hidden" name="sections" value="listed";
+                            @for (name, heading) in SECTIONS {
+                                label.check { input type="checkbox" name=(format!("show:{name}")) checked[!review.plan.hidden.iter().any(|h| h == name)]; " " (heading) }
+                            }
+                        }
+                        @if !kpi_names.is_empty() {
+                            fieldset.targets {
+                                legend { "Targets for business results (empty: none)" }
+                                @for name in &kpi_names {
+                                    label { (crate::format::label(name)) " " input type="number" step="any" name=(format!("target:{name}")) value=[review.plan.targets.get(*name)]; }
+                                }
+                            }
+                        }
+                        button type="submit" { "Save review" }
+                        @if notice.saved { p.notice role="status" data-field="saved" { "Saved: the customer sees these goals, sections and targets on this review." } }
                     }
-                    form.inline method="post" action=(format!("{}/review/share", crate::share::account_path(&id))) {
+                    form.inline method="post" action=(format!("{path}/review/share")) {
                         (csrf_field(user))
                         input type="hidden" name="quarter" value=(quarter.to_string());
                         label { "Share for " input type="number" name="days" value="30" min="1" max=(share::VALID_DAYS_MAX) required; " days" }
                         button type="submit" { "Create share link" }
                     }
-                    @if let Some(link) = &link {
-                        p.notice role="status" { "Share link (anyone with it can read this review until it expires): " br; a id="share-link" href=(link) { (link) } " "
-                            button.copy type="button" data-copy=(link) { "Copy link" } }
+                    @if let Some((link, url)) = notice.link.and_then(|n| links.iter().find(|(l, _)| l.id == n)) {
+                        p.notice role="status" { "Share link (anyone with it can read the " (crate::format::quarter(quarter.first_day())) " review until " (crate::format::instant_day(&crate::ingest::format_timestamp(link.expires_ms))) "): " br; a id="share-link" href=(url) { (url) } " "
+                            button.copy type="button" data-copy=(url) { "Copy link" } }
                     }
+                    @if notice.revoked { p.notice role="status" { "Link revoked: it no longer opens the review." } }
                     p.muted { "Print or save as PDF with your browser's print command." }
                 }
+                (links_table(user, &path, quarter, &links))
             }
             (report(&review, &state.review))
         },
@@ -362,12 +502,26 @@ async fn internal_page(
 pub async fn internal(
     user: SignedIn,
     State(state): State<AppState>,
+    headers: HeaderMap,
     Path(id): Path<String>,
     Query(query): Query<ReviewQuery>,
 ) -> PageResult {
     let quarter = quarter_param(query.quarter.as_deref())?;
-    let saved = query.saved.as_deref() == Some("goals");
-    internal_page(&user, &state, id, quarter, None, saved).await
+    let notice = Notice {
+        link: query.link,
+        saved: query.saved.as_deref() == Some("goals"),
+        revoked: query.revoked.is_some(),
+    };
+    internal_page(&user, &state, &headers, id, quarter, notice).await
+}
+
+/// Back to the review page, with what to confirm (POST-redirect-GET).
+fn back_to(id: &str, quarter: Quarter, what: &str) -> Response {
+    axum::response::Redirect::to(&format!(
+        "{}/review?quarter={quarter}&{what}",
+        crate::share::account_path(id)
+    ))
+    .into_response()
 }
 
 #[derive(Debug, Deserialize)]
@@ -383,7 +537,7 @@ pub async fn share(
     headers: HeaderMap,
     Path(id): Path<String>,
     Form(form): Form<ShareForm>,
-) -> PageResult {
+) -> Result<Response, PageError> {
     user.check_post(&headers, &form.csrf)?;
     if !super::can_write(&user.user) {
         return Err(PageError::forbidden("viewers cannot share reviews"));
@@ -395,67 +549,91 @@ pub async fn share(
             share::VALID_DAYS_MAX
         )));
     }
-    let expires = chrono::Utc::now().timestamp() + form.days * 86_400;
-    let account = id.clone();
-    let token = with_source(&state, move |source, _| {
-        Ok(share::sign(
-            &users::secret(source, share::SECRET_NAME)?,
-            &account,
-            quarter,
-            expires,
-        ))
-    })
-    .await?;
-    tracing::info!(account = %id, %quarter, by = %user.user.username, days = form.days, "review share link created");
-    let host = headers
-        .get(axum::http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("localhost");
-    let scheme = if super::auth::behind_tls(&headers) {
-        "https"
-    } else {
-        "http"
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let link = ShareLink {
+        id: 0,
+        account_id: id.clone(),
+        quarter: quarter.to_string(),
+        created_by: user.user.username.clone(),
+        created_ms: now_ms,
+        // Whole seconds: the token carries the expiry in seconds.
+        expires_ms: (now_ms / 1000 + form.days * 86_400) * 1000,
+        revoked_ms: None,
     };
-    internal_page(
-        &user,
-        &state,
-        id,
-        quarter,
-        Some(format!("{scheme}://{host}/r/{token}")),
-        false,
-    )
-    .await
+    let made = with_source(&state, move |source, _| {
+        if crate::store::account_name(source, &link.account_id)?.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(source.add_share_link(&link)?))
+    })
+    .await?
+    .ok_or_else(|| PageError::not_found(format!("no account {id}")))?;
+    tracing::info!(account = %id, %quarter, link = made, by = %user.user.username, days = form.days, "review share link created");
+    Ok(back_to(&id, quarter, &format!("link={made}#share-link")))
 }
 
 #[derive(Debug, Deserialize)]
-pub struct GoalsForm {
+pub struct RevokeForm {
     csrf: String,
     quarter: String,
-    goals: String,
 }
 
+/// `POST /accounts/{id}/review/links/{link}/revoke`.
+pub async fn revoke(
+    user: SignedIn,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((id, link)): Path<(String, i64)>,
+    Form(form): Form<RevokeForm>,
+) -> Result<Response, PageError> {
+    user.check_post(&headers, &form.csrf)?;
+    if !super::can_write(&user.user) {
+        return Err(PageError::forbidden("viewers cannot revoke share links"));
+    }
+    let quarter = quarter_param(Some(&form.quarter))?;
+    let account = id.clone();
+    let revoked = with_source(&state, move |source, _| {
+        Ok(source.revoke_share_link(&account, link, chrono::Utc::now().timestamp_millis())?)
+    })
+    .await?;
+    if !revoked {
+        return Err(PageError::not_found(format!(
+            "no active share link {link} on account {id}"
+        )));
+    }
+    tracing::info!(account = %id, link, by = %user.user.username, "review share link revoked");
+    Ok(back_to(&id, quarter, "revoked=1#share-links"))
+}
+
+/// Most KPI targets one review keeps.
+const TARGETS_MAX: usize = 50;
+
+/// `POST /accounts/{id}/review/goals`: goals, the sections shown and KPI targets (fields
+/// `goals`, `show:SECTION`, `target:KPI`).
 pub async fn goals(
     user: SignedIn,
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    Form(form): Form<GoalsForm>,
+    Form(fields): Form<Vec<(String, String)>>,
 ) -> Result<Response, PageError> {
-    user.check_post(&headers, &form.csrf)?;
+    let field = |name: &str| {
+        fields
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    user.check_post(&headers, field("csrf").unwrap_or(""))?;
     if !super::can_write(&user.user) {
         return Err(PageError::forbidden("viewers cannot write goals"));
     }
-    let quarter = quarter_param(Some(&form.quarter))?;
-    if form.goals.chars().count() > GOALS_CHARS_MAX {
-        return Err(PageError::bad_request(format!(
-            "goals: at most {GOALS_CHARS_MAX} characters"
-        )));
-    }
-    let (account, goals) = (id.clone(), form.goals.trim().to_string());
+    let quarter = quarter_param(field("quarter"))?;
+    let plan = plan_of(&fields)?;
+    let account = id.clone();
     let known = with_source(&state, move |source, _| {
         let known = crate::store::account_name(source, &account)?.is_some();
         if known {
-            users::set_review_goals(source, &account, &quarter.to_string(), &goals)?;
+            users::set_review_plan(source, &account, &quarter.to_string(), &plan)?;
         }
         Ok(known)
     })
@@ -463,11 +641,67 @@ pub async fn goals(
     if !known {
         return Err(PageError::not_found(format!("no account {id}")));
     }
-    Ok(axum::response::Redirect::to(&format!(
-        "{}/review?quarter={quarter}&saved=goals",
-        crate::share::account_path(&id)
-    ))
-    .into_response())
+    Ok(back_to(&id, quarter, "saved=goals#review-plan"))
+}
+
+/// The review plan a form posted; a bad field is named.
+fn plan_of(fields: &[(String, String)]) -> Result<ReviewPlan, PageError> {
+    let goals = fields
+        .iter()
+        .find(|(k, _)| k == "goals")
+        .map_or("", |(_, v)| v.trim());
+    if goals.chars().count() > GOALS_CHARS_MAX {
+        return Err(PageError::bad_request(format!(
+            "goals: at most {GOALS_CHARS_MAX} characters"
+        )));
+    }
+    // Unchecked boxes are not posted: the form says it had them (`sections`), and a post
+    // without them (a script's) shows every section.
+    let with_sections = fields.iter().any(|(k, _)| k == "sections");
+    let hidden = SECTIONS
+        .iter()
+        .filter(|(name, _)| {
+            with_sections
+                && !fields
+                    .iter()
+                    .any(|(k, _)| k.strip_prefix("show:") == Some(name))
+        })
+        .map(|(name, _)| name.to_string())
+        .collect();
+    let mut targets = std::collections::BTreeMap::new();
+    for (key, value) in fields {
+        let Some(name) = key.strip_prefix("target:") else {
+            continue;
+        };
+        if value.trim().is_empty() {
+            continue;
+        }
+        if name.is_empty() || name.len() > crate::limits::ID_BYTES_MAX {
+            return Err(PageError::bad_request(format!(
+                "target: a KPI name is 1 to {} bytes",
+                crate::limits::ID_BYTES_MAX
+            )));
+        }
+        let target: f64 = value
+            .trim()
+            .parse()
+            .ok()
+            .filter(|t: &f64| t.is_finite())
+            .ok_or_else(|| {
+                PageError::bad_request(format!("target:{name}: {value:?} is not a number"))
+            })?;
+        targets.insert(name.to_string(), target);
+    }
+    if targets.len() > TARGETS_MAX {
+        return Err(PageError::bad_request(format!(
+            "target: at most {TARGETS_MAX} KPI targets"
+        )));
+    }
+    Ok(ReviewPlan {
+        goals: (!goals.is_empty()).then(|| goals.to_string()),
+        hidden,
+        targets,
+    })
 }
 
 /// `GET /r/{token}`: the review behind a share link, no sign-in.
@@ -476,7 +710,7 @@ pub async fn shared(
     Path(token): Path<String>,
 ) -> Result<Response, PageError> {
     let refused = |e: LinkError| {
-        let status = if e == LinkError::Expired {
+        let status = if matches!(e, LinkError::Expired | LinkError::Revoked) {
             StatusCode::GONE
         } else {
             StatusCode::FORBIDDEN
@@ -487,14 +721,26 @@ pub async fn shared(
         Ok(users::secret(source, share::SECRET_NAME)?)
     })
     .await?;
-    let (account, quarter) = match share::verify(&secret, &token, chrono::Utc::now().timestamp()) {
+    let opened = match share::verify(&secret, &token, chrono::Utc::now().timestamp()) {
         Ok(found) => found,
         Err(e) => return Ok(refused(e)),
     };
+    let quarter = opened.quarter;
     let review = with_source(&state, move |source, s| {
-        Ok(load(source, s, &account, quarter)?)
+        if let Some(id) = opened.link {
+            match source.share_link(id)? {
+                Some(link) if link.revoked_ms.is_some() => return Ok(Err(LinkError::Revoked)),
+                Some(link) if link.account_id == opened.account => {}
+                _ => return Ok(Err(LinkError::Invalid)),
+            }
+        }
+        Ok(Ok(load(source, s, &opened.account, quarter)?))
     })
     .await?;
+    let review = match review {
+        Ok(review) => review,
+        Err(e) => return Ok(refused(e)),
+    };
     match review {
         Some(review) => Ok(bare(
             &format!("Quarterly review {quarter}"),
