@@ -388,6 +388,121 @@ pub trait Notes {
     fn revoke_share_link(&self, account: &str, id: i64, now_ms: i64) -> Result<bool, StoreError>;
 }
 
+/// The people of an account as a CSM knows them.
+pub trait People {
+    /// The account's people (everyone grouped into it, and anyone given a role on it), with
+    /// name and email from their identify traits and their role on the account; by name.
+    fn account_people(&self, account: &str) -> Result<Vec<Contact>, StoreError>;
+    /// Sets a person's role on an account (`None` clears it).
+    fn set_contact_role(
+        &self,
+        account: &str,
+        user: &str,
+        role: Option<&str>,
+        now_ms: i64,
+    ) -> Result<(), StoreError>;
+}
+
+/// Views of a list a dashboard user saved: a name and the list's query string.
+pub trait Views {
+    /// `username`'s saved views of `page` (`portfolio`), by name.
+    fn saved_views(&self, username: &str, page: &str) -> Result<Vec<SavedView>, StoreError>;
+    /// Saves (or replaces, by name) a view.
+    fn save_view(&self, username: &str, view: &SavedView, now_ms: i64) -> Result<(), StoreError>;
+    /// Deletes a view; false when there was none by that name.
+    fn delete_view(
+        &self,
+        username: &str,
+        page: &str,
+        name: &str,
+        now_ms: i64,
+    ) -> Result<bool, StoreError>;
+}
+
+/// A saved view.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SavedView {
+    pub page: String,
+    pub name: String,
+    /// The list's query string, without `?`.
+    pub query: String,
+}
+
+/// The roles a person can hold on an account, in the order people are listed.
+pub const CONTACT_ROLES: &[&str] = &["champion", "sponsor", "admin", "user"];
+
+/// A role as a form or the API gives it: one of [`CONTACT_ROLES`], or empty for none.
+pub fn contact_role(text: &str) -> Result<Option<&'static str>, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    CONTACT_ROLES
+        .iter()
+        .find(|r| **r == text)
+        .map(|r| Some(*r))
+        .ok_or_else(|| format!("{text:?} is not one of {}", CONTACT_ROLES.join(", ")))
+}
+
+/// A person of an account.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Contact {
+    pub user_id: String,
+    pub name: Option<String>,
+    pub email: Option<String>,
+    /// champion, sponsor, admin or user ([`CONTACT_ROLES`]).
+    pub role: Option<String>,
+}
+
+impl Contact {
+    /// A person from their identify traits: `name`, else first and last name (Segment's
+    /// `firstName`/`lastName`, or `first_name`/`last_name`); `email`.
+    pub fn from_traits(
+        user_id: &str,
+        traits: &Map<String, Value>,
+        role: Option<String>,
+    ) -> Contact {
+        let text = |key: &str| {
+            traits
+                .get(key)
+                .and_then(Value::as_str)
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+        };
+        let joined = |first: &str, last: &str| {
+            let parts: Vec<&str> = [text(first), text(last)].into_iter().flatten().collect();
+            (!parts.is_empty()).then(|| parts.join(" "))
+        };
+        Contact {
+            user_id: user_id.to_string(),
+            name: text("name")
+                .map(str::to_string)
+                .or_else(|| joined("firstName", "lastName"))
+                .or_else(|| joined("first_name", "last_name")),
+            email: text("email").map(str::to_string),
+            role,
+        }
+    }
+}
+
+/// People by role (champions and sponsors first), then by name or email, then id.
+pub(crate) fn contact_order(a: &Contact, b: &Contact) -> std::cmp::Ordering {
+    let rank = |c: &Contact| {
+        c.role
+            .as_deref()
+            .and_then(|r| CONTACT_ROLES.iter().position(|x| *x == r))
+            .unwrap_or(usize::MAX)
+    };
+    let shown = |c: &Contact| {
+        c.name
+            .clone()
+            .or_else(|| c.email.clone())
+            .unwrap_or_else(|| c.user_id.clone())
+            .to_lowercase()
+    };
+    (rank(a), shown(a), &a.user_id).cmp(&(rank(b), shown(b), &b.user_id))
+}
+
 /// What a CSM set on an account's quarterly review.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ReviewPlan {
@@ -588,6 +703,8 @@ pub trait Storage:
     + Users
     + Sessions
     + Tokens
+    + People
+    + Views
 {
 }
 
@@ -605,6 +722,8 @@ impl<
             + Users
             + Sessions
             + Tokens
+            + People
+            + Views
             + ?Sized,
     > Storage for T
 {

@@ -813,6 +813,35 @@ fn grow_users(
     Ok(())
 }
 
+/// People's names in the demo (picked by their number, not drawn: the random stream stays
+/// as it was).
+const FIRST_NAMES: &[&str] = &[
+    "Ana", "Ben", "Chen", "Dana", "Elif", "Femi", "Greta", "Hiro", "Ines", "Jonas", "Kofi", "Lena",
+    "Maya", "Nils", "Omar", "Priya", "Rosa", "Sven", "Tara", "Ugo", "Vera", "Wen",
+];
+const LAST_NAMES: &[&str] = &[
+    "Andersson",
+    "Baker",
+    "Costa",
+    "Dubois",
+    "Eriksen",
+    "Fischer",
+    "Garcia",
+    "Haddad",
+    "Ito",
+    "Jensen",
+    "Kowalski",
+    "Lindqvist",
+    "Moreau",
+    "Novak",
+    "Okafor",
+    "Park",
+    "Rossi",
+    "Silva",
+    "Tanaka",
+    "Weber",
+];
+
 fn add_user(
     rng: &mut ChaCha8Rng,
     account: &Account,
@@ -829,7 +858,9 @@ fn add_user(
         events.push(json!({"type": "page", "anonymousId": anonymous, "name": "Pricing", "timestamp": ts(at(8, 5 + v)), "properties": {"path": "/pricing"}}))?;
     }
     events.push(json!({"type": "identify", "userId": user_id, "anonymousId": anonymous, "timestamp": ts(at(8, 20)),
-        "traits": {"email": format!("{user_id}@customer.example"), "role": if n == 1 { "admin" } else { "member" }}}))?;
+        "traits": {"email": format!("{user_id}@customer.example"), "firstName": FIRST_NAMES[n % FIRST_NAMES.len()],
+                   "lastName": LAST_NAMES[(n * 7 + account.id.len() + usize::from(account.id.bytes().last().unwrap_or(0))) % LAST_NAMES.len()],
+                   "role": if n == 1 { "admin" } else { "member" }}}))?;
     events.push(json!({"type": "group", "userId": user_id, "groupId": account.id, "timestamp": ts(at(8, 21)), "traits": {"plan": account.segment}}))?;
     users.push(User {
         id: user_id,

@@ -633,6 +633,84 @@ mod tests {
     }
 
     #[test]
+    fn an_accounts_people_have_names_from_traits_and_roles_set_on_it() {
+        use crate::store::{Contact, People, SavedView, Views};
+        let (_dir, conn) = store();
+        conn.execute_batch(
+            r#"INSERT INTO users (user_id, traits, traits_ms, first_seen_ms) VALUES
+                 ('u-1', '{"firstName": "Ana", "lastName": "Costa", "email": "ana@x.example"}', 1, 1),
+                 ('u-2', '{"name": "Ben Ito"}', 1, 1),
+                 ('u-3', '{"email": "c@x.example"}', 1, 1);
+               INSERT INTO memberships (user_id, anonymous_id, account_id, timestamp_ms, event_id) VALUES
+                 ('u-1', NULL, 'acct-1', 1, 1), ('u-1', NULL, 'acct-1', 2, 2),
+                 ('u-2', NULL, 'acct-1', 1, 3), ('u-3', NULL, 'acct-2', 1, 4);"#,
+        )
+        .unwrap();
+        let contact =
+            |id: &str, name: Option<&str>, email: Option<&str>, role: Option<&str>| Contact {
+                user_id: id.into(),
+                name: name.map(Into::into),
+                email: email.map(Into::into),
+                role: role.map(Into::into),
+            };
+        // By name while no one has a role.
+        assert_eq!(
+            conn.account_people("acct-1").unwrap(),
+            vec![
+                contact("u-1", Some("Ana Costa"), Some("ana@x.example"), None),
+                contact("u-2", Some("Ben Ito"), None, None),
+            ]
+        );
+        // A sponsor comes first; someone given a role without a group call is listed too.
+        conn.set_contact_role("acct-1", "u-2", Some("sponsor"), 5)
+            .unwrap();
+        conn.set_contact_role("acct-1", "u-3", Some("user"), 5)
+            .unwrap();
+        assert_eq!(
+            conn.account_people("acct-1").unwrap(),
+            vec![
+                contact("u-2", Some("Ben Ito"), None, Some("sponsor")),
+                contact("u-3", None, Some("c@x.example"), Some("user")),
+                contact("u-1", Some("Ana Costa"), Some("ana@x.example"), None),
+            ]
+        );
+        conn.set_contact_role("acct-1", "u-3", None, 6).unwrap();
+        // Roles as forms give them: one of four, or none.
+        assert_eq!(crate::store::contact_role(" sponsor"), Ok(Some("sponsor")));
+        assert_eq!(crate::store::contact_role(""), Ok(None));
+        assert!(crate::store::contact_role("boss")
+            .unwrap_err()
+            .contains("champion, sponsor, admin, user"));
+        assert_eq!(conn.account_people("acct-1").unwrap().len(), 2);
+        assert_eq!(conn.account_people("acct-2").unwrap()[0].role, None);
+
+        // Saved views: per user and page, replaced by name, deleted once.
+        let view = |name: &str, query: &str| SavedView {
+            page: "portfolio".into(),
+            name: name.into(),
+            query: query.into(),
+        };
+        conn.save_view("ana", &view("Red renewals", "tier=red"), 1)
+            .unwrap();
+        conn.save_view("ana", &view("Red renewals", "tier=red&sort=renewal"), 2)
+            .unwrap();
+        conn.save_view("ana", &view("All", "status=all"), 2)
+            .unwrap();
+        conn.save_view("ben", &view("Mine", "csm=me"), 2).unwrap();
+        assert_eq!(
+            conn.saved_views("ana", "portfolio").unwrap(),
+            vec![
+                view("All", "status=all"),
+                view("Red renewals", "tier=red&sort=renewal")
+            ]
+        );
+        assert!(conn.delete_view("ana", "portfolio", "All", 3).unwrap());
+        assert!(!conn.delete_view("ana", "portfolio", "All", 3).unwrap());
+        assert_eq!(conn.saved_views("ana", "portfolio").unwrap().len(), 1);
+        assert!(conn.saved_views("ana", "inbox").unwrap().is_empty());
+    }
+
+    #[test]
     fn share_links_are_kept_listed_newest_first_and_revoked_once() {
         let (_dir, conn) = store();
         let link = |account: &str, quarter: &str| crate::store::ShareLink {

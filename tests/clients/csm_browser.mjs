@@ -98,6 +98,20 @@ try {
   report.csv = { status: download.status(), type: download.headers()['content-type'], body: await download.text() }
   await page.screenshot({ path: `${opts.screenshots}/portfolio-red.png`, fullPage: true })
 
+  // A saved view: this one (red, by utilisation) under a name; from the plain portfolio
+  // its link brings the same rows back; deleted after a question.
+  const redUrl = new URL(page.url())
+  await page.fill('#save-view input[name=name]', 'Red by licence use')
+  await Promise.all([page.waitForNavigation(), page.click('#save-view button[type=submit]')])
+  report.saved_view = { after_save: new URL(page.url()).search, red_search: redUrl.search }
+  await page.goto(`${opts.base}/portfolio`)
+  report.saved_view.listed = await page.$$eval('ul.views li', (ls) => ls.map((l) => l.dataset.view))
+  await Promise.all([page.waitForNavigation(), page.click('ul.views li[data-view="Red by licence use"] a')])
+  report.saved_view.rows = await page.$$eval('#portfolio tbody tr', (rows) => rows.map((r) => r.dataset.account))
+  page.once('dialog', (d) => { report.saved_view.question = d.message(); d.accept() })
+  await Promise.all([page.waitForNavigation(), page.click('ul.views li[data-view="Red by licence use"] button')])
+  report.saved_view.after_delete = await page.locator('ul.views li').count()
+
   // Numbers a VP can lift: headline tiles, quarters by name, charts at their own aspect;
   // the Listening CSV with the session alone.
   await page.goto(`${opts.base}/outcomes`)
@@ -131,7 +145,7 @@ try {
       const why = document.querySelector('section.why'), tasks = document.getElementById('tasks')
       return Boolean(why.compareDocumentPosition(tasks) & Node.DOCUMENT_POSITION_FOLLOWING)
     }),
-    people: await page.$$eval('[data-person]', (ps) => ps.map((p) => ({ id: p.dataset.person, shown: p.textContent }))),
+    people: await page.$$eval('span.person[data-person]', (ps) => ps.map((p) => ({ id: p.dataset.person, shown: p.textContent, title: p.title }))),
     raw_tables_folded: await page.$$eval('section[aria-labelledby=records] details', (ds) => ds.length > 0 && ds.every((d) => !d.open)),
   }
 
@@ -150,6 +164,19 @@ try {
   await page.selectOption('#start-playbook select[name=playbook]', 'save-plan')
   await Promise.all([page.waitForNavigation(), page.click('#start-playbook button[type=submit]')])
   report.playbook = { listed: await page.locator('ul.tasks li').allTextContents() }
+
+  // People: by name from their identify traits; a role set from the page stays set.
+  const person = page.locator('#people-table tbody tr').first()
+  const personId = await person.getAttribute('data-contact')
+  await person.locator('select[name=role]').selectOption('champion')
+  await Promise.all([page.waitForNavigation(), person.locator('button[type=submit]').click()])
+  report.people = {
+    names: await page.$$eval('#people-table tbody th', (ths) => ths.map((t) => t.textContent)),
+    first: await page.locator('#people-table tbody tr').first().getAttribute('data-contact'),
+    first_role: await page.locator('#people-table tbody tr').first().locator('[data-field=role]').getAttribute('data-value'),
+    chosen: personId,
+    at: new URL(page.url()).hash,
+  }
 
   // A call logged: first in the timeline, and the last contact is today.
   await page.selectOption('#log-activity select[name=kind]', 'call')

@@ -1471,6 +1471,49 @@ fn dashboard_users_sessions_goals_and_share_links_hold_across_two_clickhouse_nod
     );
     let revoked = no_redirects().get(&node_b.url(&link)).call().unwrap();
     assert_eq!(revoked.status(), 410, "revoked on the other node");
+    // A person's role set through one node shows on the other; so does a saved view, and
+    // its deletion.
+    assert_eq!(
+        form_post(
+            &node_a,
+            &ann,
+            "/accounts/acme/people",
+            Some(&node_a.base),
+            &format!("csrf={csrf}&user=ch-person&role=sponsor"),
+        ),
+        303
+    );
+    let (_, html) = page(&node_b, &ann, "/accounts/acme");
+    assert!(
+        html.contains("data-contact=\"ch-person\"") && html.contains("data-value=\"sponsor\""),
+        "{html}"
+    );
+    assert_eq!(
+        form_post(
+            &node_a,
+            &ann,
+            "/portfolio/views",
+            Some(&node_a.base),
+            &format!("csrf={csrf}&name=Red+ones&query=tier%3Dred"),
+        ),
+        303
+    );
+    assert!(page(&node_b, &ann, "/portfolio")
+        .1
+        .contains("data-view=\"Red ones\""));
+    assert_eq!(
+        form_post(
+            &node_b,
+            &ann,
+            "/portfolio/views/delete",
+            Some(&node_b.base),
+            &format!("csrf={}&name=Red+ones", csrf_of(&node_b, &ann)),
+        ),
+        303
+    );
+    assert!(!page(&node_a, &ann, "/portfolio")
+        .1
+        .contains("data-view=\"Red ones\""));
 
     // API tokens: made by the CLI, listed, revoked from the settings page of either node.
     let out = run(
@@ -1653,6 +1696,15 @@ fn demo_on_clickhouse_loads_once_learns_tiers_and_serves_the_dashboard() {
             .iter()
             .any(|t| html.contains(&format!("data-tier=\"{t}\""))),
         "no tier on the portfolio"
+    );
+    // The account's people, from group and identify events, by name.
+    let (status, html) = page(&server, &session, "/accounts/acct-0001");
+    assert_eq!(status, 200);
+    assert!(
+        html.contains("data-contact=\"acct-0001-u001\"")
+            && html.contains("mailto:acct-0001-u001@customer.example")
+            && !html.contains("title=\"acct-0001-u001\">–<"),
+        "{html}"
     );
     child.kill().unwrap();
     child.wait().unwrap();

@@ -364,12 +364,14 @@ fn every_page_reads_as_words_and_the_account_page_says_why_and_what_next() {
         ])
     );
     assert_eq!(card["before_tasks"], true);
-    // People by the email they gave in identify traits, not by id.
+    // People by the name they gave in identify traits, their email on hover, not by id.
     let people = card["people"].as_array().unwrap();
     assert!(!people.is_empty(), "{card}");
     for p in people {
         let id = p["id"].as_str().unwrap();
-        assert_eq!(p["shown"], format!("{id}@customer.example").as_str(), "{p}");
+        let shown = p["shown"].as_str().unwrap();
+        assert!(shown.contains(' ') && !shown.contains(id), "{p}");
+        assert_eq!(p["title"], format!("{id}@customer.example").as_str(), "{p}");
     }
     assert_eq!(card["raw_tables_folded"], true);
 
@@ -444,6 +446,26 @@ fn every_page_reads_as_words_and_the_account_page_says_why_and_what_next() {
         review["saved"].as_str().unwrap().starts_with("Saved"),
         "{review}"
     );
+    // People by name (the demo's identify traits carry first and last names); the role
+    // set from the page puts the person first, back at the people section.
+    let people = &report["people"];
+    assert!(
+        people["names"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n.as_str().unwrap().contains(' ')),
+        "{people}"
+    );
+    assert_eq!(people["first"], people["chosen"], "{people}");
+    assert_eq!(people["first_role"], "champion");
+    assert_eq!(people["at"], "#people");
+    // A saved view brings the same rows back, and is deleted after a question.
+    let saved = &report["saved_view"];
+    assert_eq!(saved["listed"], json!(["Red by licence use"]), "{saved}");
+    assert_eq!(saved["rows"], report["view_accounts"], "{saved}");
+    assert!(saved["question"].as_str().unwrap().starts_with("Delete"));
+    assert_eq!(saved["after_delete"], 0);
     // Share links: the POST ends on the review page (a GET), the link is listed, active,
     // with its copy button and expiry 30 days out; the stranger sees the review without
     // the hidden section and with the target met; revoked after a question, it is refused.

@@ -345,3 +345,195 @@ impl ClickHouse {
         fetch_all(query, "API tokens").await
     }
 }
+
+/// An account's people on ClickHouse: those grouped into it (group events) and those given
+/// a role, with the newest non-empty name and email traits of their identify events.
+impl crate::store::People for ClickHouse {
+    fn account_people(&self, account: &str) -> Result<Vec<crate::store::Contact>, StoreError> {
+        #[derive(clickhouse::Row, Deserialize)]
+        struct Role {
+            user_id: String,
+            role: String,
+        }
+        #[derive(clickhouse::Row, Deserialize)]
+        struct Traits {
+            user_id: String,
+            name: String,
+            first: String,
+            last: String,
+            first_snake: String,
+            last_snake: String,
+            email: String,
+        }
+        let roles: Vec<Role> = block_on(fetch_all::<Role>(
+            self.client
+                .query("SELECT user_id, argMax(role, version) AS role FROM contact_roles WHERE account_id = ? GROUP BY user_id")
+                .bind(account),
+            "contact roles",
+        ))??;
+        #[derive(clickhouse::Row, Deserialize)]
+        struct Member {
+            user_id: String,
+        }
+        let mut people: Vec<String> = block_on(fetch_all::<Member>(
+            self.client
+                .query("SELECT DISTINCT user_id FROM events WHERE type = 'group' AND group_id = ? AND user_id != ''")
+                .bind(account),
+            "account members",
+        ))??
+        .into_iter()
+        .map(|m| m.user_id)
+        .collect();
+        people.extend(
+            roles
+                .iter()
+                .filter(|r| !r.role.is_empty())
+                .map(|r| r.user_id.clone()),
+        );
+        people.sort_unstable();
+        people.dedup();
+        if people.is_empty() {
+            return Ok(Vec::new());
+        }
+        let field = |key: &str| {
+            format!("argMaxIf(visitParamExtractString(traits, '{key}'), timestamp_ms, visitParamExtractString(traits, '{key}') != '')")
+        };
+        let query = format!(
+            "SELECT user_id, {}, {}, {}, {}, {}, {} FROM events WHERE type = 'identify' AND has(?, user_id) GROUP BY user_id",
+            field("name"),
+            field("firstName"),
+            field("lastName"),
+            field("first_name"),
+            field("last_name"),
+            field("email")
+        );
+        let traits: std::collections::HashMap<String, Traits> = block_on(fetch_all::<Traits>(
+            self.client.query(&query).bind(&people),
+            "people's traits",
+        ))??
+        .into_iter()
+        .map(|t| (t.user_id.clone(), t))
+        .collect();
+        let mut out: Vec<crate::store::Contact> = people
+            .iter()
+            .map(|user| {
+                let mut map = serde_json::Map::new();
+                if let Some(t) = traits.get(user) {
+                    for (key, value) in [
+                        ("name", &t.name),
+                        ("firstName", &t.first),
+                        ("lastName", &t.last),
+                        ("first_name", &t.first_snake),
+                        ("last_name", &t.last_snake),
+                        ("email", &t.email),
+                    ] {
+                        map.insert(key.into(), value.clone().into());
+                    }
+                }
+                let role = roles
+                    .iter()
+                    .find(|r| &r.user_id == user && !r.role.is_empty())
+                    .map(|r| r.role.clone());
+                crate::store::Contact::from_traits(user, &map, role)
+            })
+            .collect();
+        out.sort_by(crate::store::contact_order);
+        Ok(out)
+    }
+
+    fn set_contact_role(
+        &self,
+        account: &str,
+        user: &str,
+        role: Option<&str>,
+        _now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let query = self
+            .client
+            .query("INSERT INTO contact_roles (account_id, user_id, role, version) VALUES (?, ?, ?, ?)")
+            .bind(account)
+            .bind(user)
+            .bind(role.unwrap_or(""))
+            .bind(now_version());
+        block_on(run(query, "store a contact role"))?
+    }
+}
+
+/// Saved views on ClickHouse: a deletion is a newer row marked deleted.
+impl crate::store::Views for ClickHouse {
+    fn saved_views(
+        &self,
+        username: &str,
+        page: &str,
+    ) -> Result<Vec<crate::store::SavedView>, StoreError> {
+        #[derive(clickhouse::Row, Deserialize)]
+        struct Stored {
+            name: String,
+            query: String,
+            deleted: u8,
+        }
+        let query = self
+            .client
+            .query("SELECT name, argMax(query, version) AS query, argMax(deleted, version) AS deleted FROM saved_views WHERE username = ? AND page = ? GROUP BY name ORDER BY name")
+            .bind(username)
+            .bind(page);
+        Ok(block_on(fetch_all::<Stored>(query, "saved views"))??
+            .into_iter()
+            .filter(|v| v.deleted == 0)
+            .map(|v| crate::store::SavedView {
+                page: page.to_string(),
+                name: v.name,
+                query: v.query,
+            })
+            .collect())
+    }
+
+    fn save_view(
+        &self,
+        username: &str,
+        view: &crate::store::SavedView,
+        _now_ms: i64,
+    ) -> Result<(), StoreError> {
+        block_on(self.put_view(username, &view.page, &view.name, &view.query, false))?
+    }
+
+    fn delete_view(
+        &self,
+        username: &str,
+        page: &str,
+        name: &str,
+        _now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        if !self
+            .saved_views(username, page)?
+            .iter()
+            .any(|v| v.name == name)
+        {
+            return Ok(false);
+        }
+        block_on(self.put_view(username, page, name, "", true))??;
+        Ok(true)
+    }
+}
+
+impl ClickHouse {
+    async fn put_view(
+        &self,
+        username: &str,
+        page: &str,
+        name: &str,
+        query: &str,
+        deleted: bool,
+    ) -> Result<(), StoreError> {
+        let insert = self
+            .client
+            .query("INSERT INTO saved_views (username, page, name, query, deleted, version) VALUES (?, ?, ?, ?, ?, ?)")
+            .bind(username)
+            .bind(page)
+            .bind(name)
+            .bind(query)
+            .bind(u8::from(deleted))
+            .bind(now_version());
+        run(insert, "store a saved view").await
+    }
+}

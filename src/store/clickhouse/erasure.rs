@@ -121,6 +121,7 @@ impl ClickHouse {
             format!("ALTER TABLE {} UPDATE user_id = NULL WHERE has(?, user_id)", records::TICKETS.name),
             format!("ALTER TABLE {} UPDATE user_id = NULL WHERE has(?, user_id)", records::SUGGESTIONS.name),
             "ALTER TABLE notes UPDATE person = NULL WHERE has(?, ifNull(person, ''))".to_string(),
+            "ALTER TABLE contact_roles DELETE WHERE has(?, user_id)".to_string(),
             // Survey invitations and their emails (which hold the address), every version.
             "ALTER TABLE action_rows DELETE WHERE kind IN ('survey_send', 'outbox') AND has(?, user_id)".to_string(),
         ];

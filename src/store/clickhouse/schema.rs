@@ -142,6 +142,21 @@ pub(super) const SCHEMA: &[&str] = &[
         goals      String,
         version    UInt64
     ) ENGINE = ReplacingMergeTree(version) ORDER BY (account_id, quarter)",
+    // People's roles on accounts ('' once cleared) and users' saved views (deleted: 1).
+    "CREATE TABLE IF NOT EXISTS {db}.contact_roles (
+        account_id String,
+        user_id    String,
+        role       String,
+        version    UInt64
+    ) ENGINE = ReplacingMergeTree(version) ORDER BY (account_id, user_id)",
+    "CREATE TABLE IF NOT EXISTS {db}.saved_views (
+        username String,
+        page     String,
+        name     String,
+        query    String,
+        deleted  UInt8,
+        version  UInt64
+    ) ENGINE = ReplacingMergeTree(version) ORDER BY (username, page, name)",
     // Review share links; a revocation is a newer version (revoked_ms 0: not revoked).
     "CREATE TABLE IF NOT EXISTS {db}.share_links (
         id         Int64,

@@ -397,6 +397,7 @@ pub fn delete_user(conn: &mut Connection, user_id: &str) -> Result<UserDeletion,
     deletion.trait_versions +=
         tx.execute("DELETE FROM user_traits WHERE user_id = ?1", [user_id])?;
     deletion.memberships += tx.execute("DELETE FROM memberships WHERE user_id = ?1", [user_id])?;
+    tx.execute("DELETE FROM contact_roles WHERE user_id = ?1", [user_id])?;
     deletion.identity_links = tx.execute(
         "DELETE FROM identity_links WHERE user_id = ?1 OR previous_id = ?1",
         [user_id],

@@ -403,6 +403,26 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX share_links_account ON share_links(account_id);
     "#,
+    // 17: people's roles on an account (champion, sponsor, admin, user) and the views
+    // dashboard users save.
+    r#"
+    CREATE TABLE contact_roles (
+        account_id TEXT NOT NULL,
+        user_id    TEXT NOT NULL,
+        role       TEXT NOT NULL,
+        updated_ms INTEGER NOT NULL,
+        PRIMARY KEY (account_id, user_id)
+    );
+    CREATE TABLE saved_views (
+        username   TEXT NOT NULL,
+        page       TEXT NOT NULL,
+        name       TEXT NOT NULL,
+        query      TEXT NOT NULL,
+        updated_ms INTEGER NOT NULL,
+        PRIMARY KEY (username, page, name)
+    );
+    CREATE INDEX memberships_account ON memberships(account_id, user_id);
+    "#,
 ];
 
 /// The tables of `rollups.db`, attached to every connection as `rollups` (unqualified names

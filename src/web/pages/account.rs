@@ -3,6 +3,7 @@
 //! breakdown, charts over time, usage, features, onboarding and support, and the raw
 //! records and events folded away.
 
+pub mod people;
 mod timeline;
 mod why;
 
@@ -58,6 +59,8 @@ struct View {
     events: Vec<crate::store::RecentEvent>,
     /// Person id -> email, from identify traits.
     emails: std::collections::HashMap<String, String>,
+    /// The account's people with their names and roles.
+    people: Vec<crate::store::Contact>,
     csrf: String,
     /// The playbooks a CSM may start here, by name.
     playbooks: std::collections::BTreeMap<String, crate::actions::Playbook>,
@@ -172,6 +175,7 @@ pub async fn page(
         people.sort_unstable();
         people.dedup();
         let emails = source.user_emails(&people)?;
+        let people = source.account_people(&account)?;
         let hold_days = s.health.tier_hold_days;
         Ok(Some(View {
             facts,
@@ -191,6 +195,7 @@ pub async fn page(
             notes,
             events,
             emails,
+            people,
             csrf: csrf.clone(),
             playbooks,
         }))
@@ -303,6 +308,7 @@ fn render(v: &View, currency: &str, as_of: NaiveDate, writable: bool) -> Markup 
             }
             (timeline::list(v))
         }
+        (people::section(v, &path, writable))
         section aria-labelledby="health" {
             h2 id="health" { "Health score" }
             @match health {
@@ -431,10 +437,21 @@ fn records_people<'a>(records: &'a [(&'static str, Vec<Value>)]) -> Vec<&'a str>
 fn person(v: &View, id: Option<&str>) -> Markup {
     match id {
         None => html! { "–" },
-        Some(id) => match v.emails.get(id) {
-            Some(email) => html! { span.person title=(id) data-person=(id) { (email) } },
-            None => html! { span.person data-person=(id) { (id) } },
-        },
+        Some(id) => {
+            let contact = v.people.iter().find(|c| c.user_id == id);
+            let email = contact
+                .and_then(|c| c.email.as_ref())
+                .or_else(|| v.emails.get(id));
+            match (contact.and_then(|c| c.name.as_ref()), email) {
+                (Some(name), _) => {
+                    html! { span.person title=(email.map_or(id, |e| e.as_str())) data-person=(id) { (name) } }
+                }
+                (None, Some(email)) => {
+                    html! { span.person title=(id) data-person=(id) { (email) } }
+                }
+                (None, None) => html! { span.person data-person=(id) { (id) } },
+            }
+        }
     }
 }
 

@@ -18,6 +18,7 @@ use super::{
 };
 use crate::accounts::{self, Facts};
 use crate::format;
+use crate::store::SavedView;
 use crate::web::metrics::{cached_snapshot, with_source};
 use crate::web::AppState;
 
@@ -289,6 +290,11 @@ pub async fn page(
     let loaded = load(&state, as_of).await?;
     let view = select(&loaded, &filters, &user);
     let currency = state.currency.report.clone();
+    let username = user.user.username.clone();
+    let saved = with_source(&state, move |source, _| {
+        Ok(source.saved_views(&username, VIEWS_PAGE)?)
+    })
+    .await?;
     Ok(layout(
         &user,
         "Portfolio",
@@ -296,6 +302,7 @@ pub async fn page(
         html! {
             h1 { "Portfolio" }
             (filter_form(&loaded, &filters, &view, &user))
+            (saved_views(&saved, &filters, &user))
             (summary(&view, &filters, &currency))
             (table(&loaded, &view, &filters, &currency, as_of))
         },
@@ -415,6 +422,124 @@ fn filter_form(loaded: &Loaded, filters: &Filters, view: &View, user: &SignedIn)
             button type="submit" { "Apply filters" }
         }
     }
+}
+
+/// The page saved views belong to.
+const VIEWS_PAGE: &str = "portfolio";
+/// Most views one user saves.
+pub const VIEWS_MAX: usize = 50;
+/// Longest view name.
+pub const VIEW_NAME_CHARS_MAX: usize = 60;
+
+/// The user's saved views as links (each deletable), and a form to save this one.
+fn saved_views(saved: &[SavedView], filters: &Filters, user: &SignedIn) -> Markup {
+    let current = filters.with(|_| {});
+    html! {
+        section.views aria-label="Saved views" {
+            @if !saved.is_empty() {
+                span.muted { "Saved views: " }
+                ul.views { @for v in saved {
+                    li data-view=(v.name) {
+                        a href=(format!("/portfolio?{}", v.query)) aria-current=[(v.query == current).then_some("true")] { (v.name) }
+                        form.inline method="post" action="/portfolio/views/delete" data-confirm=(format!("Delete the saved view {:?}?", v.name)) {
+                            (super::csrf_field(user))
+                            input type="hidden" name="name" value=(v.name);
+                            button.link type="submit" aria-label=(format!("Delete {}", v.name)) { "×" }
+                        }
+                    }
+                } }
+            }
+            form.inline id="save-view" method="post" action="/portfolio/views" {
+                (super::csrf_field(user))
+                input type="hidden" name="query" value=(current);
+                label { "Save this view as " input name="name" required maxlength=(VIEW_NAME_CHARS_MAX) placeholder="e.g. Red renewals"; }
+                " " button type="submit" { "Save view" }
+            }
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ViewForm {
+    csrf: String,
+    name: String,
+    #[serde(default)]
+    query: String,
+}
+
+/// `POST /portfolio/views`: saves the view (its filters, sort and direction) under a name,
+/// replacing the user's view of that name; back to the view.
+pub async fn save_view(
+    user: SignedIn,
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    axum::extract::Form(form): axum::extract::Form<ViewForm>,
+) -> Result<Response, PageError> {
+    user.check_post(&headers, &form.csrf)?;
+    let name = form.name.trim().to_string();
+    if name.is_empty() || name.chars().count() > VIEW_NAME_CHARS_MAX {
+        return Err(PageError::bad_request(format!(
+            "name: 1 to {VIEW_NAME_CHARS_MAX} characters"
+        )));
+    }
+    // Only what the page understands is kept, written as the page writes it.
+    let filters: Filters = serde_urlencoded::from_str(form.query.trim_start_matches('?'))
+        .map_err(|e| PageError::bad_request(format!("query: not a portfolio view: {e}")))?;
+    let view = SavedView {
+        page: VIEWS_PAGE.into(),
+        name,
+        query: filters.with(|_| {}),
+    };
+    let (username, query) = (user.user.username.clone(), view.query.clone());
+    let saved = with_source(&state, move |source, _| {
+        let views = source.saved_views(&username, VIEWS_PAGE)?;
+        if views.len() >= VIEWS_MAX && !views.iter().any(|v| v.name == view.name) {
+            return Ok(false);
+        }
+        source.save_view(&username, &view, chrono::Utc::now().timestamp_millis())?;
+        Ok(true)
+    })
+    .await?;
+    if !saved {
+        return Err(PageError::bad_request(format!(
+            "name: at most {VIEWS_MAX} saved views; delete one first"
+        )));
+    }
+    Ok(axum::response::Redirect::to(&format!("/portfolio?{query}")).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DeleteViewForm {
+    csrf: String,
+    name: String,
+}
+
+/// `POST /portfolio/views/delete`.
+pub async fn delete_view(
+    user: SignedIn,
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    axum::extract::Form(form): axum::extract::Form<DeleteViewForm>,
+) -> Result<Response, PageError> {
+    user.check_post(&headers, &form.csrf)?;
+    let username = user.user.username.clone();
+    let name = form.name.clone();
+    let deleted = with_source(&state, move |source, _| {
+        Ok(source.delete_view(
+            &username,
+            VIEWS_PAGE,
+            &name,
+            chrono::Utc::now().timestamp_millis(),
+        )?)
+    })
+    .await?;
+    if !deleted {
+        return Err(PageError::not_found(format!(
+            "no saved view {:?}",
+            form.name
+        )));
+    }
+    Ok(axum::response::Redirect::to("/portfolio").into_response())
 }
 
 fn summary(view: &View, filters: &Filters, currency: &str) -> Markup {
