@@ -268,7 +268,12 @@ try {
     copy: await page.getAttribute('button[data-copy]', 'data-copy'),
     shown: await page.textContent('#new-token'),
     example: await page.textContent('.notice pre'),
+    page: new URL(page.url()).pathname,
   }
+  // Reloading re-posts nothing and the secret is not shown again.
+  await page.reload()
+  report.token.after_reload = await page.locator('#new-token').count()
+  report.token.listed = await page.locator('#tokens-table tbody tr', { hasText: 'reporting' }).count()
 
   // The inbox: priority and ARR on every task, high first.
   await page.goto(`${opts.base}/inbox?csm=all`)

@@ -575,6 +575,9 @@ fn every_page_reads_as_words_and_the_account_page_says_why_and_what_next() {
         get(&server, "/api/v1/accounts?limit=1", Some(secret)).status,
         200
     );
+    assert_eq!(made["page"], "/settings", "shown on a GET after the POST");
+    assert_eq!(made["after_reload"], 0, "shown once");
+    assert_eq!(made["listed"], 1, "reloading made no second token");
 
     // The inbox: a priority and ARR on every task, open ones high first.
     let inbox = report["inbox"].as_array().unwrap();

@@ -404,7 +404,8 @@ fn forms_need_the_session_csrf_token_and_this_origin_and_roles_limit_settings() 
             Some(&own_origin),
             &format!("csrf={csrf}&name=made-here&role=read")
         ),
-        200
+        303,
+        "POST-redirect-GET: the secret is shown once on the page redirected to"
     );
     assert!(page(&server, &admin, "/settings")
         .1

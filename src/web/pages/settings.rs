@@ -4,6 +4,7 @@
 use axum::extract::{Form, Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Redirect, Response};
+use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
 use maud::html;
 use serde::Deserialize;
 
@@ -82,13 +83,13 @@ async fn render(
             section aria-labelledby="tokens" {
                 h2 id="tokens" { "API tokens" }
                 @if let Some(secret) = &new_token {
-                    div.notice role="status" {
+                    div.notice role="status" id="new-token-notice" {
                         p { "New token (shown once: copy it now): " code id="new-token" { (secret) } " " button.copy type="button" data-copy=(secret) { "Copy token" } }
                         p { "Use it as a bearer token, e.g.: " }
                         pre { code { "curl -H 'Authorization: Bearer " (secret) "' " (state.base_url) "/api/v1/accounts" } }
                     }
                 }
-                table.data {
+                table.data id="tokens-table" {
                     thead { tr { th scope="col" { "Id" } th scope="col" { "Name" } th scope="col" { "Role" } th scope="col" { "Created" } th scope="col" { "Expires" } th scope="col" { span.sr { "Actions" } } } }
                     tbody { @for token in &tokens { tr {
                         td.num { (token.id) } th scope="row" { (token.name) } td { (token.role) } td { (instant(&crate::ingest::format_timestamp(token.created_ms))) }
@@ -214,13 +215,50 @@ fn actions_sections(
     }
 }
 
+/// The cookie that carries a new token's secret from its POST to the page that shows it
+/// once (POST-redirect-GET): HttpOnly, SameSite=Strict, only under /settings, cleared by
+/// the page that shows it, and shown only within [`NEW_TOKEN_SHOWN_SECONDS`] of its making.
+const NEW_TOKEN_COOKIE: &str = "bw_new_token";
+const NEW_TOKEN_SHOWN_SECONDS: i64 = 300;
+
+fn new_token_cookie(secret: &str, secure: bool) -> Cookie<'static> {
+    let made = chrono::Utc::now().timestamp();
+    Cookie::build((NEW_TOKEN_COOKIE, format!("{secret}.{made}")))
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .path("/settings")
+        .secure(secure)
+        .build()
+}
+
+/// The secret a new-token cookie carries, if it was made in the last few minutes.
+fn new_token_of(value: &str) -> Option<String> {
+    let (secret, made) = value.rsplit_once('.')?;
+    let age = chrono::Utc::now().timestamp() - made.parse::<i64>().ok()?;
+    ((0..NEW_TOKEN_SHOWN_SECONDS).contains(&age)
+        && secret.starts_with("bw_")
+        && secret.len() <= 128)
+        .then(|| secret.to_string())
+}
+
 pub async fn page(
     user: SignedIn,
     State(state): State<AppState>,
+    jar: CookieJar,
     Query(notice): Query<Notice>,
-) -> PageResult {
+) -> Result<Response, PageError> {
     admin_only(&user)?;
-    render(&user, &state, notice.done, None).await
+    let cookie = jar.get(NEW_TOKEN_COOKIE).map(|c| c.value().to_string());
+    let new_token = cookie.as_deref().and_then(new_token_of);
+    let page = render(&user, &state, notice.done, new_token).await?;
+    Ok(match cookie {
+        Some(_) => (
+            jar.remove(Cookie::build(NEW_TOKEN_COOKIE).path("/settings")),
+            page,
+        )
+            .into_response(),
+        None => page.into_response(),
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -315,7 +353,7 @@ pub async fn create_token(
     State(state): State<AppState>,
     headers: HeaderMap,
     Form(form): Form<TokenForm>,
-) -> PageResult {
+) -> Result<Response, PageError> {
     user.check_post(&headers, &form.csrf)?;
     admin_only(&user)?;
     let role = Role::parse(&form.role).ok_or_else(|| {
@@ -337,7 +375,12 @@ pub async fn create_token(
     })
     .await?;
     tracing::info!(name = %form.name, by = %user.user.username, "API token created");
-    render(&user, &state, None, Some(secret)).await
+    let cookie = new_token_cookie(&secret, super::auth::behind_tls(&headers));
+    Ok((
+        CookieJar::new().add(cookie),
+        Redirect::to("/settings#new-token"),
+    )
+        .into_response())
 }
 
 #[derive(Debug, Deserialize)]
