@@ -258,8 +258,9 @@ struct BacktestArgs {
 
 #[derive(Debug, Args)]
 struct ImportArgs {
-    /// What the file holds: accounts, subscriptions, tickets, survey_responses, suggestions, kpis or csms.
-    #[arg(value_parser = crate::records::KINDS.iter().map(|k| k.name).collect::<Vec<_>>())]
+    /// What the file holds: accounts, subscriptions, tickets, survey_responses, suggestions,
+    /// kpis or csms; or activities (logged calls, meetings, emails and notes, CSV only).
+    #[arg(value_parser = crate::records::KINDS.iter().map(|k| k.name).chain(["activities"]).collect::<Vec<_>>())]
     kind: String,
     /// The file (`-` for standard input).
     file: PathBuf,
@@ -742,6 +743,38 @@ fn review_link(
     Ok(ExitCode::SUCCESS)
 }
 
+/// `bellwether import activities FILE.csv`: all or none, repeats of logged ones skipped.
+fn import_activities(config: &Config, args: &ImportArgs) -> anyhow::Result<ExitCode> {
+    if args.format.as_deref().is_some_and(|f| f != "csv") {
+        bail!("--format: activities are imported from CSV");
+    }
+    let input: Box<dyn std::io::Read> = if args.file.as_os_str() == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(
+            std::fs::File::open(&args.file)
+                .with_context(|| format!("cannot read {}", args.file.display()))?,
+        )
+    };
+    let input = std::io::BufReader::new(input);
+    let report = on_store(config, false, |backend| {
+        Ok(backend.run(|storage| {
+            crate::import::activities::import(storage, input, chrono::Utc::now().timestamp_millis())
+        })??)
+    })?;
+    if report.stored {
+        eprintln!(
+            "imported {} activities: {} logged, {} already logged",
+            report.rows,
+            report.inserted,
+            report.rows - report.inserted
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    print_import_errors(&args.file, &report);
+    Ok(ExitCode::FAILURE)
+}
+
 async fn load_demo(
     config: &Config,
     options: &crate::demo::generate::Options,
@@ -810,6 +843,9 @@ async fn load_demo(
 
 fn import(config: &Config, args: &ImportArgs) -> anyhow::Result<ExitCode> {
     use crate::import::Format;
+    if args.kind == "activities" {
+        return import_activities(config, args);
+    }
     let kind = crate::records::kind(&args.kind).context("unknown record kind")?;
     let format = match &args.format {
         Some(f) => Format::parse(f).context("format must be csv or ndjson")?,
@@ -859,9 +895,15 @@ fn import(config: &Config, args: &ImportArgs) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
+    print_import_errors(&args.file, &report);
+    Ok(ExitCode::FAILURE)
+}
+
+/// What a refused import says: nothing imported, and each error by row and column.
+fn print_import_errors(file: &std::path::Path, report: &crate::import::ImportReport) {
     eprintln!(
         "{}: nothing was imported; {} error(s) in {} rows:",
-        args.file.display(),
+        file.display(),
         report.error_count,
         report.rows
     );
@@ -879,7 +921,6 @@ fn import(config: &Config, args: &ImportArgs) -> anyhow::Result<ExitCode> {
             report.error_count - report.errors.len()
         );
     }
-    Ok(ExitCode::FAILURE)
 }
 
 /// A bar for rolling up events, shown only when there is much to do.

@@ -3,6 +3,8 @@
 //! All or nothing per file: an [`Import`] holds one transaction of the store and commits only
 //! when no row had an error; the report names row, column and reason for each.
 
+pub mod activities;
+
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read};
 

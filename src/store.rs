@@ -367,6 +367,9 @@ pub trait Notes {
     /// Stores a note or logged activity on an existing account; `None` when there is no
     /// such account.
     fn add_note(&self, note: &NewNote<'_>) -> Result<Option<i64>, StoreError>;
+    /// Stores notes or logged activities all at once, or none (their accounts checked by
+    /// the caller); how many were stored.
+    fn add_notes(&self, notes: &[NewNote<'_>]) -> Result<usize, StoreError>;
     /// The notes of `account` (every account's with `None`).
     fn stored_notes(&self, account: Option<&str>) -> Result<Vec<Note>, StoreError>;
     /// When each account's newest note or activity happened (Unix ms), up to `through_ms`.

@@ -750,6 +750,43 @@ mod tests {
     }
 
     #[test]
+    fn an_activities_file_is_logged_all_or_nothing_and_once() {
+        let (_dir, mut conn) = store();
+        account(&mut conn, "acct-1");
+        let now = 1_764_936_000_000; // 2025-12-05T12:00:00Z
+        let import = |conn: &Connection, file: &str| {
+            crate::import::activities::import(conn, file.as_bytes(), now).unwrap()
+        };
+        // An unknown account refuses the whole file, naming its row.
+        let refused = import(
+            &conn,
+            "account_id,kind,at,text\nacct-1,call,2025-12-01,Kick-off\nacct-9,call,2025-12-01,Who?\n",
+        );
+        assert!(!refused.stored);
+        assert_eq!(
+            (refused.errors[0].row, refused.errors[0].column.as_str()),
+            (3, "account_id")
+        );
+        assert!(conn.stored_notes(Some("acct-1")).unwrap().is_empty());
+        // Stored, each counting as contact; again, nothing more (a repeat in the file too).
+        let file = "account_id,kind,at,text,author\nacct-1,call,2025-12-01,Kick-off,ana\nacct-1,email,2025-12-02,Sent the plan,\nacct-1,call,2025-12-01,Kick-off,ana\n";
+        let first = import(&conn, file);
+        assert!(first.stored);
+        assert_eq!((first.rows, first.inserted), (3, 2));
+        assert_eq!(import(&conn, file).inserted, 0);
+        let notes = conn.stored_notes(Some("acct-1")).unwrap();
+        assert_eq!(notes.len(), 2);
+        assert!(notes
+            .iter()
+            .any(|n| n.kind == "call" && n.author == "ana" && n.text == "Kick-off"));
+        assert!(notes.iter().any(|n| n.author == "import"));
+        assert_eq!(
+            conn.last_notes(now).unwrap()["acct-1"],
+            1_764_676_800_000 // 2025-12-02 at noon UTC
+        );
+    }
+
+    #[test]
     fn rules_are_saved_replaced_and_deleted_by_name() {
         let (_dir, conn) = store();
         let rule = |when: &str| -> crate::actions::Rule {

@@ -1074,6 +1074,31 @@ fn build() -> utoipa::openapi::OpenApi {
             import_operation(kind),
         );
     }
+    let activities = with_common(
+        OperationBuilder::new()
+            .operation_id(Some("import_activities"))
+            .summary(Some("Import logged calls, meetings, emails and notes, all or nothing; repeats of logged ones are skipped"))
+            .tag("import")
+            .request_body(Some(
+                RequestBodyBuilder::new()
+                    .description(Some(format!(
+                        "CSV with the header {} (the last two optional; at: YYYY-MM-DD or RFC 3339; kind: {})",
+                        crate::import::activities::COLUMNS.join(","),
+                        crate::listening::report::ACTIVITY_KINDS.join(", ")
+                    )))
+                    .content("text/csv", Content::new(Some(typed(Type::String, false))))
+                    .required(Some(Required::True))
+                    .build(),
+            ))
+            .response("200", json_response("stored (inserted: activities logged)", reference("ImportReport")))
+            .response("413", problem("body too large"))
+            .response("422", problem("nothing stored; errors by row and column")),
+        true,
+    );
+    paths.paths.insert(
+        "/api/v1/import/activities".into(),
+        PathItem::new(HttpMethod::Post, activities.build()),
+    );
     let delete_user = with_common(
         OperationBuilder::new()
             .operation_id(Some("delete_user"))

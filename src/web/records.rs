@@ -411,6 +411,9 @@ async fn import_file(
     body: Body,
 ) -> Result<Response, ApiError> {
     require_admin(&caller)?;
+    if kind == "activities" {
+        return import_activities(&state, &headers, body).await;
+    }
     let kind = kind_of(&kind)?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -453,6 +456,41 @@ async fn import_file(
     if report.stored {
         // New tickets, answers or contracts may make rules fire.
         state.signals.poke();
+        Ok(Json(report).into_response())
+    } else {
+        Err(ApiError::ImportFailed(Box::new(report)))
+    }
+}
+
+/// `POST /api/v1/import/activities`: logged calls, meetings, emails and notes from a CSV
+/// (see `import::activities`), all or none.
+async fn import_activities(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !content_type.starts_with("text/csv") {
+        return Err(ApiError::BadParameter {
+            field: "Content-Type".into(),
+            reason: "activities are imported from CSV: send text/csv".into(),
+        });
+    }
+    let bytes = read_limited(headers, body, limits::IMPORT_BODY_BYTES_MAX).await?;
+    let report = crate::web::api::blocking(state, move |backend| {
+        Ok(backend.run(|storage| {
+            crate::import::activities::import(
+                storage,
+                &bytes[..],
+                chrono::Utc::now().timestamp_millis(),
+            )
+        })??)
+    })
+    .await?;
+    if report.stored {
         Ok(Json(report).into_response())
     } else {
         Err(ApiError::ImportFailed(Box::new(report)))

@@ -1471,6 +1471,23 @@ fn dashboard_users_sessions_goals_and_share_links_hold_across_two_clickhouse_nod
     );
     let revoked = no_redirects().get(&node_b.url(&link)).call().unwrap();
     assert_eq!(revoked.status(), 410, "revoked on the other node");
+    // Activities imported from a CSV through the CLI show on a node's account page; a
+    // second import of the same file logs nothing more.
+    let files = tempfile::tempdir().unwrap();
+    let activities = files.path().join("activities.csv");
+    std::fs::write(
+        &activities,
+        "account_id,kind,at,text\nacme,meeting,2026-11-20,Quarterly review with the sponsor\n",
+    )
+    .unwrap();
+    for logged in ["1 logged, 0 already", "0 logged, 1 already"] {
+        let out = run(&["import", "activities", activities.to_str().unwrap()], "");
+        let said = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success() && said.contains(logged), "{said}");
+    }
+    assert!(page(&node_b, &ann, "/accounts/acme")
+        .1
+        .contains("Quarterly review with the sponsor"));
     // A person's role set through one node shows on the other; so does a saved view, and
     // its deletion.
     assert_eq!(

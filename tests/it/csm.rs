@@ -130,6 +130,42 @@ fn every_page_reads_as_words_and_the_account_page_says_why_and_what_next() {
         json!({"account_id": account, "name": "hours_saved", "date": (quarter_start - chrono::Duration::days(20)).to_string(), "value": 120}).to_string(),
     );
     assert_eq!(kpi.status, 201, "{:?}", kpi.body);
+    // Activities from another tool, as CSV: a bad row refuses the file and is named; a
+    // good file is logged once however often it is sent.
+    let auth = format!("Bearer {token}");
+    let send = |csv: &str| {
+        post_with(
+            &server,
+            "/api/v1/import/activities",
+            None,
+            &[("authorization", &auth), ("content-type", "text/csv")],
+            csv,
+        )
+    };
+    let yesterday = (today - chrono::Duration::days(1)).to_string();
+    let refused = send(&format!(
+        "account_id,kind,at,text\n{account},lunch,{yesterday},Lunch with the team\n"
+    ));
+    assert_eq!(refused.status, 422, "{:?}", refused.body);
+    assert_eq!(
+        (
+            &refused.body["errors"][0]["row"],
+            &refused.body["errors"][0]["column"]
+        ),
+        (&json!(2), &json!("kind"))
+    );
+    let file = format!(
+        "account_id,kind,at,text,author\n{account},email,{yesterday},Sent the renewal quote,ana\n"
+    );
+    for inserted in [1, 0] {
+        let sent = send(&file);
+        assert_eq!(
+            (sent.status, &sent.body["inserted"]),
+            (200, &json!(inserted)),
+            "{:?}",
+            sent.body
+        );
+    }
 
     let screenshots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("csm-screenshots");
     std::fs::create_dir_all(&screenshots).unwrap();

@@ -28,6 +28,27 @@ impl Notes for ClickHouse {
         Ok(Some(id))
     }
 
+    fn add_notes(&self, notes: &[crate::store::NewNote<'_>]) -> Result<usize, StoreError> {
+        if notes.is_empty() {
+            return Ok(0);
+        }
+        // One insert block: stored all or none.
+        let base = chrono::Utc::now().timestamp_millis() * 1000 + rand::random_range(0..1000);
+        let mut body = Vec::new();
+        for (n, note) in notes.iter().enumerate() {
+            let line = serde_json::json!({"id": base + n as i64, "account_id": note.account, "author": note.author,
+                "person": note.person, "kind": note.kind, "text": note.text, "created_ms": note.at_ms});
+            body.extend_from_slice(line.to_string().as_bytes());
+            body.push(b'\n');
+        }
+        block_on(self.insert_lines(
+            "notes",
+            "id, account_id, author, person, kind, text, created_ms",
+            body,
+        ))??;
+        Ok(notes.len())
+    }
+
     fn stored_notes(&self, account: Option<&str>) -> Result<Vec<crate::store::Note>, StoreError> {
         #[derive(clickhouse::Row, Deserialize)]
         struct Stored {

@@ -24,6 +24,27 @@ impl Notes for Connection {
         Ok(Some(self.last_insert_rowid()))
     }
 
+    fn add_notes(&self, notes: &[NewNote<'_>]) -> Result<usize, StoreError> {
+        let tx = super::write_transaction(self, super::Lock::Main)?;
+        {
+            let mut insert = tx.prepare(
+                "INSERT INTO notes (account_id, author, person, kind, text, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            for note in notes {
+                insert.execute(params![
+                    note.account,
+                    note.author,
+                    note.person,
+                    note.kind,
+                    note.text,
+                    note.at_ms
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(notes.len())
+    }
+
     fn stored_notes(&self, account: Option<&str>) -> Result<Vec<Note>, StoreError> {
         let mut query = self.prepare("SELECT id, account_id, author, person, kind, text, created_ms FROM notes WHERE ?1 IS NULL OR account_id = ?1")?;
         let rows = query.query_map([account], |r| {
