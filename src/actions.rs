@@ -618,6 +618,23 @@ impl ActionsConfig {
         if !(1..=50).contains(&self.max_attempts) {
             return Err(("max_attempts".into(), "must be 1 to 50".into()));
         }
+        self.check_channels()?;
+        if let Some(smtp) = &self.smtp {
+            if !["none", "starttls", "tls"].contains(&smtp.tls.as_str()) {
+                return Err(("smtp.tls".into(), "none, starttls or tls".into()));
+            }
+            if !smtp.from.contains('@') {
+                return Err(("smtp.from".into(), "an email address".into()));
+            }
+        }
+        self.surveys
+            .check()
+            .map_err(|(k, r)| (format!("surveys.{k}"), r))?;
+        self.ready_rules().map(|_| ())
+    }
+
+    /// Each channel's URL or address, and SMTP for email channels.
+    pub fn check_channels(&self) -> Result<(), (String, String)> {
         for (name, channel) in &self.channels {
             match channel {
                 Channel::Slack { url } | Channel::Webhook { url, .. } => {
@@ -646,18 +663,62 @@ impl ActionsConfig {
                 }
             }
         }
-        if let Some(smtp) = &self.smtp {
-            if !["none", "starttls", "tls"].contains(&smtp.tls.as_str()) {
-                return Err(("smtp.tls".into(), "none, starttls or tls".into()));
+        Ok(())
+    }
+}
+
+/// The stored setting that holds channels added on the dashboard (a JSON object of name to
+/// channel, as `[actions.channels]`).
+pub const CHANNELS_SETTING: &str = "actions.channels";
+/// The stored setting that holds the survey policy set on the dashboard (JSON, as
+/// `[actions.surveys]`); it replaces the config file's.
+pub const SURVEYS_SETTING: &str = "actions.surveys";
+
+/// Channels as stored.
+pub fn stored_channels(text: Option<&str>) -> Result<BTreeMap<String, Channel>, String> {
+    text.map_or(Ok(BTreeMap::new()), |t| {
+        serde_json::from_str(t).map_err(|e| e.to_string())
+    })
+}
+
+impl ActionsConfig {
+    /// This config with what was set on the dashboard: channels added there (a config
+    /// channel of the same name wins) and the survey policy set there (it replaces the
+    /// file's). A stored setting that no longer holds (say an email channel after
+    /// `[actions.smtp]` left the file) is left out, with the reason.
+    pub fn in_force(
+        &self,
+        channels: Option<&str>,
+        surveys: Option<&str>,
+    ) -> (ActionsConfig, Vec<String>) {
+        let mut config = self.clone();
+        let mut warnings = Vec::new();
+        match stored_channels(channels) {
+            Ok(stored) => {
+                for (name, channel) in stored {
+                    if config.channels.contains_key(&name) {
+                        continue;
+                    }
+                    let mut with = config.clone();
+                    with.channels = BTreeMap::from([(name.clone(), channel.clone())]);
+                    match with.check_channels() {
+                        Ok(()) => {
+                            config.channels.insert(name, channel);
+                        }
+                        Err((key, reason)) => warnings.push(format!("{key}: {reason}")),
+                    }
+                }
             }
-            if !smtp.from.contains('@') {
-                return Err(("smtp.from".into(), "an email address".into()));
+            Err(reason) => warnings.push(format!("stored channels: {reason}")),
+        }
+        if let Some(text) = surveys {
+            match serde_json::from_str::<surveys::Policy>(text) {
+                Ok(policy) if policy.check().is_ok() => config.surveys = policy,
+                Ok(_) => warnings.push("stored survey policy: out of bounds".into()),
+                Err(e) => warnings.push(format!("stored survey policy: {e}")),
             }
         }
-        self.surveys
-            .check()
-            .map_err(|(k, r)| (format!("surveys.{k}"), r))?;
-        self.ready_rules().map(|_| ())
+        (config, warnings)
     }
 }
 
@@ -769,6 +830,51 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.clone()))
             .collect()
+    }
+
+    #[test]
+    fn settings_made_on_the_dashboard_add_channels_and_replace_the_survey_policy() {
+        let config = ActionsConfig {
+            channels: BTreeMap::from([(
+                "cs".to_string(),
+                Channel::Slack {
+                    url: "https://hooks.example/cs".into(),
+                },
+            )]),
+            ..ActionsConfig::default()
+        };
+        let stored = r#"{"cs": {"type": "webhook", "url": "https://elsewhere.example"},
+                         "ops": {"type": "webhook", "url": "https://ops.example/hook", "secret": "s"},
+                         "mail": {"type": "email", "to": "owner"}}"#;
+        let policy = r#"{"enabled": true, "after_ticket": true, "after_ticket_days": 10, "after_ticket_kind": "ces",
+                         "quarterly_nps": false, "go_live": true, "global_gap_days": 7, "token_valid_days": 5}"#;
+        let (in_force, warnings) = config.in_force(Some(stored), Some(policy));
+        // The config's channel wins its name; the webhook is added; the email channel needs
+        // SMTP, which the file does not have: left out, with the reason.
+        assert_eq!(
+            in_force.channels.keys().collect::<Vec<_>>(),
+            vec!["cs", "ops"]
+        );
+        assert_eq!(in_force.channels["cs"], config.channels["cs"]);
+        assert_eq!(
+            warnings,
+            vec!["channels.mail: an email channel needs [actions.smtp]"]
+        );
+        assert_eq!(
+            (
+                in_force.surveys.enabled,
+                in_force.surveys.after_ticket_kind.as_str(),
+                in_force.surveys.global_gap_days
+            ),
+            (true, "ces", 7)
+        );
+        // A policy out of bounds or unreadable settings leave the file's in force.
+        let bad = policy.replace("\"token_valid_days\": 5", "\"token_valid_days\": 0");
+        let (in_force, warnings) = config.in_force(Some("not json"), Some(&bad));
+        assert_eq!(in_force.surveys, config.surveys);
+        assert_eq!(in_force.channels, config.channels);
+        assert_eq!(warnings.len(), 2);
+        assert_eq!(config.in_force(None, None).0.channels, config.channels);
     }
 
     #[test]

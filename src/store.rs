@@ -406,6 +406,14 @@ pub trait People {
     ) -> Result<(), StoreError>;
 }
 
+/// Settings an admin changes on the dashboard instead of in the config file (channels, the
+/// survey policy), each a JSON text under a name.
+pub trait StoredSettings {
+    fn stored_setting(&self, name: &str) -> Result<Option<String>, StoreError>;
+    /// Sets a setting (`None` removes it: the config file's holds again).
+    fn set_stored_setting(&self, name: &str, value: Option<&str>) -> Result<(), StoreError>;
+}
+
 /// Views of a list a dashboard user saved: a name and the list's query string.
 pub trait Views {
     /// `username`'s saved views of `page` (`portfolio`), by name.
@@ -708,6 +716,7 @@ pub trait Storage:
     + Tokens
     + People
     + Views
+    + StoredSettings
 {
 }
 
@@ -727,6 +736,7 @@ impl<
             + Tokens
             + People
             + Views
+            + StoredSettings
             + ?Sized,
     > Storage for T
 {

@@ -20,6 +20,7 @@ use super::{ActionsConfig, Alert, Channel, Ready};
 use crate::health::model::Settings;
 use crate::metrics::activity::day_number;
 use crate::store::Change;
+use crate::store::StoredSettings;
 use crate::store::{
     Activity, Alerts, History, Models, Notes, Outbox, Records, Rules, Sessions, Surveys, Tasks,
 };
@@ -271,13 +272,32 @@ pub fn look(
 
 // ---- rules and alerts ----
 
+/// The actions config with what was set on the dashboard (see [`ActionsConfig::in_force`]);
+/// a stored setting that no longer holds is left out with a warning.
+pub fn config_in_force(
+    store: &(impl StoredSettings + ?Sized),
+    config: &ActionsConfig,
+) -> Result<ActionsConfig, StoreError> {
+    let channels = store.stored_setting(super::CHANNELS_SETTING)?;
+    let surveys = store.stored_setting(super::SURVEYS_SETTING)?;
+    if channels.is_none() && surveys.is_none() {
+        return Ok(config.clone());
+    }
+    let (config, warnings) = config.in_force(channels.as_deref(), surveys.as_deref());
+    for warning in warnings {
+        tracing::warn!(%warning, "a setting made on the dashboard is not in force");
+    }
+    Ok(config)
+}
+
 /// The rules in force: the config's, then the API's (an API rule may not reuse a config
 /// rule's name; one that fails to prepare, say after a channel left the config, is skipped
 /// with a warning).
 pub fn rules(
-    store: &(impl Rules + ?Sized),
+    store: &(impl Rules + StoredSettings + ?Sized),
     config: &ActionsConfig,
 ) -> Result<Vec<Ready>, StoreError> {
+    let config = &config_in_force(store, config)?;
     let mut ready = config
         .ready_rules()
         .map_err(|(k, r)| StoreError::Invalid(format!("{k}: {r}")))?;
@@ -308,7 +328,15 @@ pub struct Fired {
 /// Evaluates the rules (or one) for every account. Unless `dry_run`, each firing outside
 /// its cooldown is recorded with its outbox messages and tasks.
 pub fn evaluate(
-    store: &(impl Activity + Records + Models + History + Notes + Rules + Alerts + ?Sized),
+    store: &(impl Activity
+          + Records
+          + Models
+          + History
+          + Notes
+          + Rules
+          + Alerts
+          + StoredSettings
+          + ?Sized),
     today: NaiveDate,
     settings: Settings,
     config: &ActionsConfig,
@@ -316,6 +344,7 @@ pub fn evaluate(
     only: Option<&str>,
     dry_run: bool,
 ) -> Result<Vec<Fired>, StoreError> {
+    let config = &config_in_force(store, config)?;
     let rules = rules_to_run(store, config, only)?;
     let look = look(
         store,
@@ -333,7 +362,7 @@ pub fn evaluate(
 }
 
 fn rules_to_run(
-    store: &(impl Rules + ?Sized),
+    store: &(impl Rules + StoredSettings + ?Sized),
     config: &ActionsConfig,
     only: Option<&str>,
 ) -> Result<Vec<Ready>, StoreError> {
@@ -554,11 +583,16 @@ pub fn retry(store: &(impl Outbox + ?Sized), id: i64) -> Result<bool, StoreError
 /// its attempt: a crash in between sends it again with the same idempotency key (at least
 /// once; receivers drop the repeat by key), never loses it.
 pub fn deliver_due(
-    store: &(impl Outbox + ?Sized),
+    store: &(impl Outbox + StoredSettings + ?Sized),
     config: &ActionsConfig,
     smtp_password: Option<&str>,
 ) -> Result<usize, StoreError> {
     let batch = store.due(chrono::Utc::now().timestamp_millis(), DELIVERIES_PER_ROUND)?;
+    if batch.is_empty() {
+        return Ok(0);
+    }
+    // Channels added on the dashboard carry their own secrets.
+    let config = &config_in_force(store, config)?;
     for row in &batch {
         let outcome = deliver::send(&row.message(), config, smtp_password);
         let mut row = row.clone();
@@ -864,6 +898,7 @@ pub fn run_once(
           + Tasks
           + Surveys
           + Sessions
+          + StoredSettings
           + ?Sized),
     today: NaiveDate,
     settings: Settings,
@@ -874,6 +909,7 @@ pub fn run_once(
         return Ok(None);
     }
     store.wake_snoozed(today)?;
+    let config = &config_in_force(store, config)?;
     let rules = rules_to_run(store, config, None)?;
     let look = look(
         store,

@@ -708,6 +708,20 @@ mod tests {
         assert!(!conn.delete_view("ana", "portfolio", "All", 3).unwrap());
         assert_eq!(conn.saved_views("ana", "portfolio").unwrap().len(), 1);
         assert!(conn.saved_views("ana", "inbox").unwrap().is_empty());
+
+        // Settings made on the dashboard: set, replaced, removed.
+        use crate::store::StoredSettings;
+        assert_eq!(conn.stored_setting("actions.surveys").unwrap(), None);
+        conn.set_stored_setting("actions.surveys", Some("{}"))
+            .unwrap();
+        conn.set_stored_setting("actions.surveys", Some(r#"{"enabled": true}"#))
+            .unwrap();
+        assert_eq!(
+            conn.stored_setting("actions.surveys").unwrap().as_deref(),
+            Some(r#"{"enabled": true}"#)
+        );
+        conn.set_stored_setting("actions.surveys", None).unwrap();
+        assert_eq!(conn.stored_setting("actions.surveys").unwrap(), None);
     }
 
     #[test]

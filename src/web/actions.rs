@@ -83,7 +83,12 @@ async fn create_rule(
 ) -> Result<Response, ApiError> {
     admin(&caller)?;
     let rule: Rule = serde_json::from_slice(&body).map_err(|e| bad("body", e.to_string()))?;
-    act::prepare(&rule, &state.actions).map_err(|reason| {
+    let config = state.actions.clone();
+    let in_force = with_source(&state, move |store, _| {
+        Ok(run::config_in_force(store, &config)?)
+    })
+    .await?;
+    act::prepare(&rule, &in_force).map_err(|reason| {
         let (field, reason) = reason
             .split_once(": ")
             .map(|(f, r)| (f.to_string(), r.to_string()))
@@ -608,12 +613,12 @@ pub async fn pending(
         )
             .into_response();
     }
-    let (base, days) = (
-        state.base_url.clone(),
-        state.actions.surveys.token_valid_days,
-    );
+    let (base, config) = (state.base_url.clone(), state.actions.clone());
     let since = chrono::Utc::now().timestamp_millis() - 30 * 86_400_000;
     let found = with_source(&state, move |store, _| {
+        let days = run::config_in_force(store, &config)?
+            .surveys
+            .token_valid_days;
         Ok(match store.pending_survey(&query.user_id, since)? {
             Some(id) => Some(run::survey_link(store, id, days, &base)?),
             None => None,

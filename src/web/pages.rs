@@ -64,6 +64,10 @@ pub fn router() -> Router<AppState> {
         .route("/settings/rules", post(settings::create_rule))
         .route("/settings/rules/delete", post(settings::delete_rule))
         .route("/settings/outbox/retry", post(settings::retry))
+        .route("/settings/channels", post(settings::add_channel))
+        .route("/settings/channels/delete", post(settings::delete_channel))
+        .route("/settings/surveys", post(settings::save_policy))
+        .route("/settings/surveys/reset", post(settings::reset_policy))
         .route(
             "/assets/app.css",
             get(|| async { asset("text/css; charset=utf-8", include_str!("assets/app.css")) }),

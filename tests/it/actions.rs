@@ -793,3 +793,129 @@ fn dead_letter_and_retry(store: Option<&str>) {
         json!([])
     );
 }
+
+#[test]
+fn a_channel_and_survey_policy_set_in_settings_hold_without_the_config_file() {
+    settings_without_the_config_file(None);
+}
+
+#[test]
+fn a_channel_and_survey_policy_set_in_settings_hold_without_the_config_file_on_clickhouse() {
+    let clickhouse = ClickHouseServer::start();
+    settings_without_the_config_file(Some(&clickhouse.store_url("bw_settings")));
+}
+
+fn settings_without_the_config_file(store: Option<&str>) {
+    let dir = tempfile::tempdir().unwrap();
+    let (hook, _smtp, config) = setup(dir.path(), &[], false, store);
+    let out = command(dir.path())
+        .args(["--config", config.to_str().unwrap()])
+        .args(["user", "create", "root", "--role", "admin"])
+        .env("BELLWETHER_PASSWORD", "correct horse battery")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let server = start(dir.path(), &config);
+    let token = token(dir.path(), &config, "admin");
+    let admin = sign_in(&server, "root", "correct%20horse%20battery");
+    let csrf = {
+        let html = page(&server, &admin, "/settings").1;
+        html.split("name=\"csrf\" value=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let post = |path: &str, body: &str| {
+        let mut response = no_redirects()
+            .post(&server.url(path))
+            .header("cookie", &admin.cookie)
+            .header("origin", &server.base)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .send(format!("csrf={csrf}&{body}").as_bytes())
+            .unwrap();
+        (
+            response.status().as_u16(),
+            response.body_mut().read_to_string().unwrap(),
+        )
+    };
+    let rule = r#"{"name": "escalation-ops", "when": "escalation_open_days > 7", "cooldown_days": 7, "notify": ["ops"]}"#;
+    let add_rule = || {
+        post_with(
+            &server,
+            "/api/v1/rules",
+            None,
+            &[("authorization", &format!("Bearer {token}"))],
+            rule,
+        )
+    };
+    // No such channel yet: the rule is refused, naming notify.
+    let refused = add_rule();
+    assert_eq!(
+        (refused.status, refused.body["errors"][0]["field"].as_str()),
+        (400, Some("notify")),
+        "{:?}",
+        refused.body
+    );
+    // A bad channel is refused by field; a config channel's name is taken.
+    let (status, body) = post(
+        "/settings/channels",
+        "name=bad&type=webhook&url=ftp%3A%2F%2Fx",
+    );
+    assert_eq!(status, 400);
+    assert!(body.contains("url: must be an http"), "{body}");
+    let (status, _) = post(
+        "/settings/channels",
+        "name=hook&type=slack&url=http%3A%2F%2F127.0.0.1%3A9%2Fx",
+    );
+    assert_eq!(status, 409);
+    // Added here, it takes a rule and the rule's alert reaches it, signed with its secret.
+    let (status, _) = post(
+        "/settings/channels",
+        &format!(
+            "name=ops&type=webhook&url=http%3A%2F%2F127.0.0.1%3A{}%2Fops&secret=ops-secret",
+            hook.port
+        ),
+    );
+    assert_eq!(status, 303);
+    assert_eq!(add_rule().status, 201);
+    let lines = hook.wait_for("the alert on the channel added in settings", |l| {
+        l.iter().any(|l| l["path"] == "/ops" && l["status"] == 200)
+    });
+    let sent = lines.iter().find(|l| l["path"] == "/ops").unwrap();
+    let signature = sent["headers"]["x-bellwether-signature"].as_str().unwrap();
+    let (t, v1) = signature
+        .split_once(",v1=")
+        .map(|(t, v)| (t.trim_start_matches("t="), v))
+        .unwrap();
+    let body = sent["body"].as_str().unwrap();
+    assert_eq!(v1, hmac_hex("ops-secret", format!("{t}.{body}").as_bytes()));
+    let (_, html) = page(&server, &admin, "/settings");
+    assert!(html.contains("data-channel=\"ops\""), "{html}");
+
+    // The survey policy: a bad value is refused by field; saved, it is the policy in force.
+    let policy = |kind: &str, gap: u32| {
+        format!("enabled=on&after_ticket=on&after_ticket_kind={kind}&after_ticket_days=30&go_live=on&global_gap_days={gap}&token_valid_days=20")
+    };
+    let (status, body) = post("/settings/surveys", &policy("nps", 14));
+    assert_eq!(status, 400);
+    assert!(body.contains("after_ticket_kind"), "{body}");
+    assert_eq!(post("/settings/surveys", &policy("ces", 21)).0, 303);
+    let (_, html) = page(&server, &admin, "/settings");
+    assert!(html.contains("Set here"), "{html}");
+    assert!(
+        html.contains("name=\"global_gap_days\" min=\"0\" max=\"366\" value=\"21\""),
+        "{html}"
+    );
+    assert!(!html.contains("name=\"quarterly_nps\" checked"), "{html}");
+    assert_eq!(post("/settings/surveys/reset", "").0, 303);
+    assert!(page(&server, &admin, "/settings")
+        .1
+        .contains("From the config file"));
+}

@@ -537,3 +537,33 @@ impl ClickHouse {
         run(insert, "store a saved view").await
     }
 }
+
+/// Dashboard settings on ClickHouse: the newest version of each name wins.
+impl crate::store::StoredSettings for ClickHouse {
+    fn stored_setting(&self, name: &str) -> Result<Option<String>, StoreError> {
+        #[derive(clickhouse::Row, Deserialize)]
+        struct Stored {
+            value: String,
+            deleted: u8,
+        }
+        let query = self
+            .client
+            .query("SELECT argMax(value, version) AS value, argMax(deleted, version) AS deleted FROM settings WHERE name = ? GROUP BY name")
+            .bind(name);
+        Ok(block_on(fetch_all::<Stored>(query, "settings"))??
+            .pop()
+            .filter(|s| s.deleted == 0)
+            .map(|s| s.value))
+    }
+
+    fn set_stored_setting(&self, name: &str, value: Option<&str>) -> Result<(), StoreError> {
+        let query = self
+            .client
+            .query("INSERT INTO settings (name, value, deleted, version) VALUES (?, ?, ?, ?)")
+            .bind(name)
+            .bind(value.unwrap_or(""))
+            .bind(u8::from(value.is_none()))
+            .bind(now_version());
+        block_on(run(query, "store a setting"))?
+    }
+}

@@ -142,6 +142,13 @@ pub(super) const SCHEMA: &[&str] = &[
         goals      String,
         version    UInt64
     ) ENGINE = ReplacingMergeTree(version) ORDER BY (account_id, quarter)",
+    // Settings changed on the dashboard (deleted: 1 once back to the config file's).
+    "CREATE TABLE IF NOT EXISTS {db}.settings (
+        name    String,
+        value   String,
+        deleted UInt8,
+        version UInt64
+    ) ENGINE = ReplacingMergeTree(version) ORDER BY name",
     // People's roles on accounts ('' once cleared) and users' saved views (deleted: 1).
     "CREATE TABLE IF NOT EXISTS {db}.contact_roles (
         account_id String,

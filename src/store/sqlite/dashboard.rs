@@ -1,9 +1,11 @@
 //! What the dashboard keeps on the embedded store beside the metrics: an account's people
-//! with their roles, and the views users saved.
+//! with their roles, the views users saved and settings changed on the dashboard.
 
 use rusqlite::{params, Connection};
 
-use crate::store::{Contact, People, SavedView, StoreError, Views};
+use rusqlite::OptionalExtension;
+
+use crate::store::{Contact, People, SavedView, StoreError, StoredSettings, Views};
 
 impl People for Connection {
     fn account_people(&self, account: &str) -> Result<Vec<Contact>, StoreError> {
@@ -89,5 +91,26 @@ impl Views for Connection {
             "DELETE FROM saved_views WHERE username = ?1 AND page = ?2 AND name = ?3",
             params![username, page, name],
         )? > 0)
+    }
+}
+
+impl StoredSettings for Connection {
+    fn stored_setting(&self, name: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .query_row("SELECT value FROM settings WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    }
+
+    fn set_stored_setting(&self, name: &str, value: Option<&str>) -> Result<(), StoreError> {
+        match value {
+            Some(value) => self.execute(
+                "INSERT OR REPLACE INTO settings (name, value, updated_ms) VALUES (?1, ?2, ?3)",
+                params![name, value, chrono::Utc::now().timestamp_millis()],
+            )?,
+            None => self.execute("DELETE FROM settings WHERE name = ?1", [name])?,
+        };
+        Ok(())
     }
 }

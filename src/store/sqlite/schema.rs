@@ -423,6 +423,15 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX memberships_account ON memberships(account_id, user_id);
     "#,
+    // 18: settings changed on the dashboard instead of the config file (channels, the
+    // survey policy), as JSON.
+    r#"
+    CREATE TABLE settings (
+        name       TEXT PRIMARY KEY,
+        value      TEXT NOT NULL,
+        updated_ms INTEGER NOT NULL
+    );
+    "#,
 ];
 
 /// The tables of `rollups.db`, attached to every connection as `rollups` (unqualified names

@@ -38,6 +38,7 @@ async fn render(
             crate::actions::run::rules(source, &actions)?,
             source.stored_rules()?,
             crate::actions::run::outbox(source, "dead", 200)?,
+            InForce::read(source, &actions)?,
         );
         Ok((
             crate::users::list_users(source)?,
@@ -113,20 +114,307 @@ async fn render(
                     button type="submit" { "Create token" }
                 }
             }
-            (actions_sections(user, state, &actions.0, &actions.1, &actions.2))
+            (actions_sections(user, &actions.3, &actions.0, &actions.1, &actions.2))
+            (channels_section(user, &actions.3))
+            (surveys_section(user, &actions.3))
         },
     ))
 }
 
 /// The sections of what the actions keep: rules, channels, the survey policy, dead letters.
+/// Channels: the config file's, and those added here (with a form to add one and delete).
+fn channels_section(user: &SignedIn, in_force: &InForce) -> maud::Markup {
+    use crate::actions::Channel;
+    html! {
+        section aria-labelledby="channels" {
+            h2 id="channels" { "Channels" }
+            @if in_force.config.channels.is_empty() { p.empty { "No channel yet: alerts go to the inbox only." } } @else {
+                table.data id="channels-table" {
+                    thead { tr { th scope="col" { "Channel" } th scope="col" { "Kind" } th scope="col" { "Goes to" } th scope="col" { "From" } th scope="col" { span.sr { "Actions" } } } }
+                    tbody { @for (name, channel) in &in_force.config.channels {
+                        @let here = in_force.channels_here.contains(name);
+                        tr data-channel=(name) {
+                            th scope="row" { (name) }
+                            td { (match channel { Channel::Slack { .. } => "Slack", Channel::Webhook { secret: Some(_), .. } => "webhook (signed)", Channel::Webhook { .. } => "webhook", Channel::Email { .. } => "email" }) }
+                            td { (match channel { Channel::Slack { url } | Channel::Webhook { url, .. } => crate::actions::deliver::origin(url), Channel::Email { to } if to == "owner" => "the account's CSM".into(), Channel::Email { to } => to.clone() }) }
+                            td { @if here { "added here" } @else { "config" } }
+                            td { @if here {
+                                form.inline method="post" action="/settings/channels/delete" data-confirm=(format!("Delete the channel {name}? Rules that notify it stop notifying it.")) {
+                                    (csrf_field(user)) input type="hidden" name="name" value=(name);
+                                    button type="submit" { "Delete" }
+                                }
+                            } }
+                        }
+                    } }
+                }
+            }
+            h3 { "Add a channel" }
+            form.stack id="add-channel" method="post" action="/settings/channels" {
+                (csrf_field(user))
+                div.row {
+                    label { "Name (letters, digits, - _)" input name="name" required maxlength="64" pattern="[A-Za-z0-9_\\-]+"; }
+                    label { "Kind " select name="type" { option value="slack" { "Slack" } option value="webhook" { "webhook" } option value="email" { "email" } } }
+                }
+                label { "URL (Slack and webhook)" input name="url" type="url" maxlength="2000" placeholder="https://hooks.slack.com/services/..."; }
+                label { "Signing secret (webhook; empty: unsigned)" input name="secret" maxlength="200" autocomplete="off"; }
+                label { "To (email: an address, or owner for the account's CSM; needs [actions.smtp])" input name="to" maxlength="320"; }
+                button type="submit" { "Add channel" }
+            }
+        }
+    }
+}
+
+/// The survey policy in force, as a form (saved here it replaces the config file's).
+fn surveys_section(user: &SignedIn, in_force: &InForce) -> maud::Markup {
+    let policy = &in_force.config.surveys;
+    html! {
+        section aria-labelledby="surveys" {
+            h2 id="surveys" { "Surveys" }
+            p.muted data-field="policy-source" { @if in_force.policy_here { "Set here (the config file's [actions.surveys] does not apply)." } @else { "From the config file's [actions.surveys] (or its defaults)." } }
+            form.stack id="survey-policy" method="post" action="/settings/surveys" {
+                (csrf_field(user))
+                label.check { input type="checkbox" name="enabled" checked[policy.enabled]; " Send surveys (off: nobody is surveyed)" }
+                div.row {
+                    label.check { input type="checkbox" name="after_ticket" checked[policy.after_ticket]; " After a ticket closes" }
+                    label { "asking " select name="after_ticket_kind" { @for (k, l) in [("csat", "CSAT (1-5)"), ("ces", "CES (1-7)")] { option value=(k) selected[policy.after_ticket_kind == k] { (l) } } } }
+                    label { "at most once per " input type="number" name="after_ticket_days" min="0" max="366" value=(policy.after_ticket_days) required; " days per person" }
+                }
+                label.check { input type="checkbox" name="quarterly_nps" checked[policy.quarterly_nps]; " Quarterly NPS to accounts with no ticket in the quarter" }
+                label.check { input type="checkbox" name="go_live" checked[policy.go_live]; " The go-live question when a contract goes live" }
+                div.row {
+                    label { "Never two surveys to one person within " input type="number" name="global_gap_days" min="0" max="366" value=(policy.global_gap_days) required; " days" }
+                    label { "links work " input type="number" name="token_valid_days" min="1" max="365" value=(policy.token_valid_days) required; " days" }
+                }
+                button type="submit" { "Save survey policy" }
+            }
+            @if in_force.policy_here {
+                form.inline method="post" action="/settings/surveys/reset" data-confirm="Go back to the config file's survey policy?" {
+                    (csrf_field(user)) button type="submit" { "Use the config file's policy" }
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ChannelForm {
+    csrf: String,
+    name: String,
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    url: String,
+    #[serde(default)]
+    secret: String,
+    #[serde(default)]
+    to: String,
+}
+
+/// `POST /settings/channels`: adds a channel (a config channel's name is taken).
+pub async fn add_channel(
+    user: SignedIn,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<ChannelForm>,
+) -> Result<Response, PageError> {
+    use crate::actions::Channel;
+    user.check_post(&headers, &form.csrf)?;
+    admin_only(&user)?;
+    let name = form.name.trim().to_string();
+    if name.is_empty()
+        || name.len() > 64
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(PageError::bad_request(
+            "name: 1 to 64 letters, digits, - or _",
+        ));
+    }
+    if state.actions.channels.contains_key(&name) {
+        return Err(PageError::new(
+            axum::http::StatusCode::CONFLICT,
+            format!("name: channel {name} is defined in the config"),
+        ));
+    }
+    let channel = match form.kind.as_str() {
+        "slack" => Channel::Slack {
+            url: form.url.trim().to_string(),
+        },
+        "webhook" => Channel::Webhook {
+            url: form.url.trim().to_string(),
+            secret: Some(form.secret.trim().to_string()).filter(|s| !s.is_empty()),
+        },
+        "email" => Channel::Email {
+            to: form.to.trim().to_string(),
+        },
+        other => {
+            return Err(PageError::bad_request(format!(
+                "type: {other:?} is not slack, webhook or email"
+            )))
+        }
+    };
+    let mut check = state.actions.as_ref().clone();
+    check.channels = std::collections::BTreeMap::from([(name.clone(), channel.clone())]);
+    check.check_channels().map_err(|(field, reason)| {
+        PageError::bad_request(format!(
+            "{}: {reason}",
+            field
+                .rsplit('.')
+                .next()
+                .filter(|f| *f != name)
+                .unwrap_or("name")
+        ))
+    })?;
+    let added = name.clone();
+    with_source(&state, move |source, _| {
+        let key = crate::actions::CHANNELS_SETTING;
+        let mut stored = crate::actions::stored_channels(source.stored_setting(key)?.as_deref())
+            .unwrap_or_default();
+        stored.insert(added, channel);
+        let text = serde_json::to_string(&stored).expect("invariant: channels serialise");
+        Ok(source.set_stored_setting(key, Some(&text))?)
+    })
+    .await?;
+    tracing::info!(channel = %name, by = %user.user.username, "channel added on the dashboard");
+    Ok(Redirect::to("/settings?done=channel+added#channels").into_response())
+}
+
+/// `POST /settings/channels/delete`: removes a channel added here.
+pub async fn delete_channel(
+    user: SignedIn,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<NameForm>,
+) -> Result<Response, PageError> {
+    user.check_post(&headers, &form.csrf)?;
+    admin_only(&user)?;
+    let name = form.name.clone();
+    let removed = with_source(&state, move |source, _| {
+        let key = crate::actions::CHANNELS_SETTING;
+        let mut stored = crate::actions::stored_channels(source.stored_setting(key)?.as_deref())
+            .unwrap_or_default();
+        if stored.remove(&name).is_none() {
+            return Ok(false);
+        }
+        let text = serde_json::to_string(&stored).expect("invariant: channels serialise");
+        source.set_stored_setting(key, Some(&text))?;
+        Ok(true)
+    })
+    .await?;
+    if !removed {
+        return Err(PageError::not_found(format!(
+            "no channel {} added here",
+            form.name
+        )));
+    }
+    tracing::info!(channel = %form.name, by = %user.user.username, "channel deleted on the dashboard");
+    Ok(Redirect::to("/settings?done=channel+deleted#channels").into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PolicyForm {
+    csrf: String,
+    enabled: Option<String>,
+    after_ticket: Option<String>,
+    after_ticket_kind: String,
+    after_ticket_days: u32,
+    quarterly_nps: Option<String>,
+    go_live: Option<String>,
+    global_gap_days: u32,
+    token_valid_days: u32,
+}
+
+/// `POST /settings/surveys`: the survey policy, checked, replacing the config file's.
+pub async fn save_policy(
+    user: SignedIn,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<PolicyForm>,
+) -> Result<Response, PageError> {
+    user.check_post(&headers, &form.csrf)?;
+    admin_only(&user)?;
+    let policy = crate::actions::surveys::Policy {
+        enabled: form.enabled.is_some(),
+        after_ticket: form.after_ticket.is_some(),
+        after_ticket_days: form.after_ticket_days,
+        after_ticket_kind: form.after_ticket_kind.clone(),
+        quarterly_nps: form.quarterly_nps.is_some(),
+        go_live: form.go_live.is_some(),
+        global_gap_days: form.global_gap_days,
+        token_valid_days: form.token_valid_days,
+    };
+    policy
+        .check()
+        .map_err(|(field, reason)| PageError::bad_request(format!("{field}: {reason}")))?;
+    let text = serde_json::to_string(&policy).expect("invariant: a policy serialises");
+    with_source(&state, move |source, _| {
+        Ok(source.set_stored_setting(crate::actions::SURVEYS_SETTING, Some(&text))?)
+    })
+    .await?;
+    state.signals.poke();
+    tracing::info!(by = %user.user.username, enabled = policy.enabled, "survey policy set on the dashboard");
+    Ok(Redirect::to("/settings?done=survey+policy+saved#surveys").into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CsrfForm {
+    csrf: String,
+}
+
+/// `POST /settings/surveys/reset`: back to the config file's survey policy.
+pub async fn reset_policy(
+    user: SignedIn,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<CsrfForm>,
+) -> Result<Response, PageError> {
+    user.check_post(&headers, &form.csrf)?;
+    admin_only(&user)?;
+    with_source(&state, move |source, _| {
+        Ok(source.set_stored_setting(crate::actions::SURVEYS_SETTING, None)?)
+    })
+    .await?;
+    tracing::info!(by = %user.user.username, "survey policy back to the config file's");
+    Ok(Redirect::to("/settings?done=survey+policy+from+the+config+file#surveys").into_response())
+}
+
+/// The actions config in force (the file's with what was set here) and what was set here.
+struct InForce {
+    config: crate::actions::ActionsConfig,
+    /// Channels added on this page (not in the config file).
+    channels_here: Vec<String>,
+    /// Whether the survey policy was set on this page.
+    policy_here: bool,
+}
+
+impl InForce {
+    fn read(
+        source: &dyn crate::store::Storage,
+        config: &crate::actions::ActionsConfig,
+    ) -> Result<InForce, crate::store::StoreError> {
+        let channels = source.stored_setting(crate::actions::CHANNELS_SETTING)?;
+        Ok(InForce {
+            config: crate::actions::run::config_in_force(source, config)?,
+            channels_here: crate::actions::stored_channels(channels.as_deref())
+                .unwrap_or_default()
+                .into_keys()
+                .filter(|n| !config.channels.contains_key(n))
+                .collect(),
+            policy_here: source
+                .stored_setting(crate::actions::SURVEYS_SETTING)?
+                .is_some(),
+        })
+    }
+}
+
 fn actions_sections(
     user: &SignedIn,
-    state: &AppState,
+    in_force: &InForce,
     rules: &[crate::actions::Ready],
     stored: &[crate::actions::Rule],
     dead: &[serde_json::Value],
 ) -> maud::Markup {
-    let policy = &state.actions.surveys;
     html! {
         section aria-labelledby="rules" {
             h2 id="rules" { "Alert rules" }
@@ -169,7 +457,7 @@ fn actions_sections(
                 }
                 label { "Segments (comma-separated; empty: all)" input name="segments"; }
                 label { "Cooldown days" input type="number" name="cooldown_days" value="7" min="1" max="3660" required; }
-                label { "Notify channels (comma-separated): " (state.actions.channels.keys().cloned().collect::<Vec<_>>().join(", ")) input name="notify"; }
+                label { "Notify channels (comma-separated): " (in_force.config.channels.keys().cloned().collect::<Vec<_>>().join(", ")) input name="notify"; }
                 label { "Task for the CSM ({account} is replaced; empty: none)" input name="task" maxlength="200"; }
                 button type="submit" { "Add rule" }
             }
@@ -182,21 +470,6 @@ fn actions_sections(
                 ul { @for m in crate::metrics::MEASURES.iter().filter(|m| m.kind.is_numeric() || m.name == "usage_frequency") {
                     li { code { (m.name) } " — " (m.label) }
                 } }
-            }
-        }
-        section aria-labelledby="channels" {
-            h2 id="channels" { "Channels" }
-            @if state.actions.channels.is_empty() { p.empty { "No channel configured: alerts go to the inbox only. Add [actions.channels] to the config." } }
-            ul { @for (name, channel) in &state.actions.channels { li { (name) ": " (match channel { crate::actions::Channel::Slack { .. } => "Slack", crate::actions::Channel::Webhook { .. } => "webhook (signed)", crate::actions::Channel::Email { .. } => "email" }) } } }
-        }
-        section aria-labelledby="surveys" {
-            h2 id="surveys" { "Surveys" }
-            @if !policy.enabled { p { "Surveys are off. Turn them on with " code { "[actions.surveys] enabled = true" } "." } }
-            ul {
-                li { "After a ticket closes (CSAT): " (if policy.after_ticket { format!("at most once per {} days per person", policy.after_ticket_days) } else { "off".into() }) }
-                li { "Quarterly NPS for accounts with no ticket in the quarter: " (if policy.quarterly_nps { "on" } else { "off" }) }
-                li { "Go-live question: " (if policy.go_live { "on" } else { "off" }) }
-                li { "Never two surveys to one person within " (policy.global_gap_days) " days; links work " (policy.token_valid_days) " days." }
             }
         }
         section aria-labelledby="dead" {
@@ -483,7 +756,12 @@ pub async fn create_rule(
         cause: None,
         enabled: true,
     };
-    crate::actions::prepare(&rule, &state.actions).map_err(PageError::bad_request)?;
+    let config = state.actions.clone();
+    let in_force = with_source(&state, move |source, _| {
+        Ok(crate::actions::run::config_in_force(source, &config)?)
+    })
+    .await?;
+    crate::actions::prepare(&rule, &in_force).map_err(PageError::bad_request)?;
     if state
         .actions
         .ready_rules()
