@@ -27,9 +27,15 @@ pub fn thousands(value: f64) -> String {
     }
 }
 
-/// An amount in the report currency: "12,500 USD".
-pub fn money(value: f64, currency: &str) -> String {
+/// An amount in the report currency as text: "12,500 USD".
+pub fn money_text(value: f64, currency: &str) -> String {
     format!("{} {currency}", thousands(value))
+}
+
+/// An amount in the report currency on a page: "12,500 USD", which the page script writes
+/// with the viewer's locale's digit grouping ("12.500 USD" in German).
+pub fn money(value: f64, currency: &str) -> Markup {
+    html! { data value=(value.round()) data-unit=(currency) { (money_text(value, currency)) } }
 }
 
 /// An amount in short form for headlines: "1.2 M USD", "350 k USD", "900 USD".
@@ -40,7 +46,7 @@ pub fn money_short(value: f64, currency: &str) -> String {
     } else if a >= 1e4 {
         format!("{} k {currency}", thousands(value / 1e3))
     } else {
-        money(value, currency)
+        money_text(value, currency)
     }
 }
 
@@ -412,7 +418,11 @@ mod tests {
         assert_eq!(thousands(999.4), "999");
         assert_eq!(thousands(1234567.8), "1,234,568");
         assert_eq!(thousands(-12500.0), "-12,500");
-        assert_eq!(money(100000.0, "USD"), "100,000 USD");
+        assert_eq!(money_text(100000.0, "USD"), "100,000 USD");
+        assert_eq!(
+            money(100000.4, "USD").into_string(),
+            r#"<data value="100000" data-unit="USD">100,000 USD</data>"#
+        );
         assert_eq!(money_short(1_260_000.0, "USD"), "1.3 M USD");
         assert_eq!(money_short(350_400.0, "EUR"), "350 k EUR");
         assert_eq!(money_short(900.0, "USD"), "900 USD");

@@ -98,6 +98,18 @@ try {
   report.csv = { status: download.status(), type: download.headers()['content-type'], body: await download.text() }
   await page.screenshot({ path: `${opts.screenshots}/portfolio-red.png`, fullPage: true })
 
+  // Amounts in the viewer's locale: a German browser groups digits with dots.
+  const german = await browser.newContext({ locale: 'de-DE', timezoneId: 'Europe/Berlin' })
+  const germanPage = await german.newPage()
+  await germanPage.goto(`${opts.base}/login`)
+  const [germanUser, germanPassword] = opts.login.split(':')
+  await germanPage.fill('input[name=username]', germanUser)
+  await germanPage.fill('input[name=password]', germanPassword)
+  await Promise.all([germanPage.waitForNavigation(), germanPage.click('button[type=submit]')])
+  await germanPage.goto(`${opts.base}/portfolio?status=all&sort=arr`)
+  report.german_arr = await germanPage.$$eval('#portfolio td[data-field=arr] data', (ds) => ds.slice(0, 5).map((d) => [d.getAttribute('value'), d.textContent]))
+  await german.close()
+
   // A saved view: this one (red, by utilisation) under a name; from the plain portfolio
   // its link brings the same rows back; deleted after a question.
   const redUrl = new URL(page.url())

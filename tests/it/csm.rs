@@ -496,6 +496,22 @@ fn every_page_reads_as_words_and_the_account_page_says_why_and_what_next() {
     assert_eq!(people["first"], people["chosen"], "{people}");
     assert_eq!(people["first_role"], "champion");
     assert_eq!(people["at"], "#people");
+    // Amounts in a German browser: "12.500 USD".
+    let german = report["german_arr"].as_array().unwrap();
+    assert!(!german.is_empty(), "{report}");
+    for pair in german {
+        let value: i64 = pair[0].as_str().unwrap().parse().unwrap();
+        let digits = value.abs().to_string();
+        let mut grouped = String::new();
+        for (i, c) in digits.chars().enumerate() {
+            if i > 0 && (digits.len() - i) % 3 == 0 {
+                grouped.push('.');
+            }
+            grouped.push(c);
+        }
+        let sign = if value < 0 { "-" } else { "" };
+        assert_eq!(pair[1], format!("{sign}{grouped} USD").as_str(), "{pair}");
+    }
     // A saved view brings the same rows back, and is deleted after a question.
     let saved = &report["saved_view"];
     assert_eq!(saved["listed"], json!(["Red by licence use"]), "{saved}");

@@ -15,6 +15,12 @@
     var day = new Date(el.getAttribute("datetime") + "T00:00:00Z");
     if (!isNaN(day)) { el.textContent = calendar.format(day); }
   });
+  // Amounts with the viewer's locale's digit grouping (the server writes 12,500).
+  var whole = new Intl.NumberFormat(undefined, { maximumFractionDigits: 0 });
+  document.querySelectorAll("data[data-unit]").forEach(function (el) {
+    var value = Number(el.getAttribute("value"));
+    if (!isNaN(value)) { el.textContent = whole.format(value) + " " + el.dataset.unit; }
+  });
   // On a phone the navigation folds behind a Menu button (without the script it stays open).
   document.documentElement.classList.add("js");
   document.querySelectorAll("header.top button.menu").forEach(function (button) {
@@ -27,8 +33,9 @@
   // Under 600 px every data table's rows become cards (CSS); each cell is labelled with its
   // column's heading unless it has a label already (without the script tables scroll).
   document.querySelectorAll("table.data").forEach(function (table) {
-    var heads = Array.prototype.map.call(table.querySelectorAll("thead th"), function (th) { return th.textContent.trim(); });
-    if (heads.length === 0) { return; }
+    // Headings in one row only (a table with grouped headings keeps scrolling in its box).
+    if (!table.tHead || table.tHead.rows.length !== 1) { return; }
+    var heads = Array.prototype.map.call(table.tHead.rows[0].cells, function (th) { return th.textContent.trim(); });
     table.classList.add("cards");
     table.querySelectorAll("tbody tr").forEach(function (row) {
       Array.prototype.forEach.call(row.children, function (cell, i) {

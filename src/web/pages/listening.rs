@@ -71,7 +71,7 @@ fn reason_totals(reasons: &[Value], currency: &str) -> Markup {
             text: format!(
                 "{} · {}",
                 crate::format::count(*accounts as i64, "account", "accounts"),
-                money(*arr, currency)
+                crate::format::money_text(*arr, currency)
             ),
         })
         .collect();
