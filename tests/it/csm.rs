@@ -504,7 +504,7 @@ fn every_page_reads_as_words_and_the_account_page_says_why_and_what_next() {
         let digits = value.abs().to_string();
         let mut grouped = String::new();
         for (i, c) in digits.chars().enumerate() {
-            if i > 0 && (digits.len() - i) % 3 == 0 {
+            if i > 0 && (digits.len() - i).is_multiple_of(3) {
                 grouped.push('.');
             }
             grouped.push(c);
