@@ -743,19 +743,23 @@ fn review_link(
     Ok(ExitCode::SUCCESS)
 }
 
+/// An import's file, or standard input for `-`.
+fn import_input(file: &std::path::Path) -> anyhow::Result<Box<dyn std::io::Read>> {
+    Ok(if file.as_os_str() == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(
+            std::fs::File::open(file).with_context(|| format!("cannot read {}", file.display()))?,
+        )
+    })
+}
+
 /// `bellwether import activities FILE.csv`: all or none, repeats of logged ones skipped.
 fn import_activities(config: &Config, args: &ImportArgs) -> anyhow::Result<ExitCode> {
     if args.format.as_deref().is_some_and(|f| f != "csv") {
         bail!("--format: activities are imported from CSV");
     }
-    let input: Box<dyn std::io::Read> = if args.file.as_os_str() == "-" {
-        Box::new(std::io::stdin().lock())
-    } else {
-        Box::new(
-            std::fs::File::open(&args.file)
-                .with_context(|| format!("cannot read {}", args.file.display()))?,
-        )
-    };
+    let input = import_input(&args.file)?;
     let input = std::io::BufReader::new(input);
     let report = on_store(config, false, |backend| {
         Ok(backend.run(|storage| {
@@ -856,14 +860,7 @@ fn import(config: &Config, args: &ImportArgs) -> anyhow::Result<ExitCode> {
             )
         })?,
     };
-    let input: Box<dyn std::io::Read> = if args.file.as_os_str() == "-" {
-        Box::new(std::io::stdin().lock())
-    } else {
-        Box::new(
-            std::fs::File::open(&args.file)
-                .with_context(|| format!("cannot read {}", args.file.display()))?,
-        )
-    };
+    let input = import_input(&args.file)?;
     let currency = config.currency.clone();
     let check = move |code: &str| currency.check(code);
     let reason = |code: &str| config.listening.check_reason(code);

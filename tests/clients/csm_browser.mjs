@@ -108,6 +108,7 @@ try {
   await Promise.all([germanPage.waitForNavigation(), germanPage.click('button[type=submit]')])
   await germanPage.goto(`${opts.base}/portfolio?status=all&sort=arr`)
   report.german_arr = await germanPage.$$eval('#portfolio td[data-field=arr] data', (ds) => ds.slice(0, 5).map((d) => [d.getAttribute('value'), d.textContent]))
+  report.german_use = await germanPage.$$eval('#portfolio td[data-field=license_utilization][data-value]', (ds) => ds.slice(0, 5).map((d) => [d.dataset.value, d.textContent]))
   await german.close()
 
   // A saved view: this one (red, by utilisation) under a name; from the plain portfolio

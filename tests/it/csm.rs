@@ -512,6 +512,20 @@ fn every_page_reads_as_words_and_the_account_page_says_why_and_what_next() {
         let sign = if value < 0 { "-" } else { "" };
         assert_eq!(pair[1], format!("{sign}{grouped} USD").as_str(), "{pair}");
     }
+    // Percentages too: "35 %" (a no-break space) in German.
+    let german = report["german_use"].as_array().unwrap();
+    assert!(!german.is_empty(), "{report}");
+    for pair in german {
+        let share: f64 = pair[0].as_str().unwrap().parse().unwrap();
+        let shown: f64 = pair[1]
+            .as_str()
+            .unwrap()
+            .strip_suffix("\u{a0}%")
+            .unwrap_or_else(|| panic!("{pair}"))
+            .parse()
+            .unwrap();
+        assert!((shown - share * 100.0).abs() <= 0.5, "{pair}");
+    }
     // A saved view brings the same rows back, and is deleted after a question.
     let saved = &report["saved_view"];
     assert_eq!(saved["listed"], json!(["Red by licence use"]), "{saved}");

@@ -21,6 +21,19 @@
     var value = Number(el.getAttribute("value"));
     if (!isNaN(value)) { el.textContent = whole.format(value) + " " + el.dataset.unit; }
   });
+  // Plain numbers and percentages in numeric cells in the viewer's locale (the server
+  // writes 1,234.5 and 35%): only cells whose whole text is one number.
+  var plain = /^(-?\d{1,3}(?:,\d{3})*(?:\.\d+)?|-?\d+(?:\.\d+)?)(%?)$/;
+  document.querySelectorAll("td.num, dd[data-value], td[data-value]").forEach(function (el) {
+    if (el.children.length > 0) { return; }
+    var m = plain.exec(el.textContent.trim());
+    if (!m) { return; }
+    var n = Number(m[1].replace(/,/g, ""));
+    var decimals = (m[1].split(".")[1] || "").length;
+    var options = { minimumFractionDigits: decimals, maximumFractionDigits: decimals };
+    if (m[2]) { options.style = "percent"; n = n / 100; }
+    if (!isNaN(n)) { el.textContent = new Intl.NumberFormat(undefined, options).format(n); }
+  });
   // On a phone the navigation folds behind a Menu button (without the script it stays open).
   document.documentElement.classList.add("js");
   document.querySelectorAll("header.top button.menu").forEach(function (button) {

@@ -268,16 +268,31 @@ pub async fn add_channel(
     })?;
     let added = name.clone();
     with_source(&state, move |source, _| {
-        let key = crate::actions::CHANNELS_SETTING;
-        let mut stored = crate::actions::stored_channels(source.stored_setting(key)?.as_deref())
-            .unwrap_or_default();
-        stored.insert(added, channel);
-        let text = serde_json::to_string(&stored).expect("invariant: channels serialise");
-        Ok(source.set_stored_setting(key, Some(&text))?)
+        Ok(change_channels(source, |stored| {
+            stored.insert(added, channel);
+            true
+        })?)
     })
     .await?;
     tracing::info!(channel = %name, by = %user.user.username, "channel added on the dashboard");
     Ok(Redirect::to("/settings?done=channel+added#channels").into_response())
+}
+
+/// Changes the channels added on the dashboard: `change` says whether it changed them (then
+/// they are stored).
+fn change_channels(
+    source: &dyn crate::store::Storage,
+    change: impl FnOnce(&mut std::collections::BTreeMap<String, crate::actions::Channel>) -> bool,
+) -> Result<bool, crate::store::StoreError> {
+    let key = crate::actions::CHANNELS_SETTING;
+    let mut stored =
+        crate::actions::stored_channels(source.stored_setting(key)?.as_deref()).unwrap_or_default();
+    if !change(&mut stored) {
+        return Ok(false);
+    }
+    let text = serde_json::to_string(&stored).expect("invariant: channels serialise");
+    source.set_stored_setting(key, Some(&text))?;
+    Ok(true)
 }
 
 /// `POST /settings/channels/delete`: removes a channel added here.
@@ -291,15 +306,9 @@ pub async fn delete_channel(
     admin_only(&user)?;
     let name = form.name.clone();
     let removed = with_source(&state, move |source, _| {
-        let key = crate::actions::CHANNELS_SETTING;
-        let mut stored = crate::actions::stored_channels(source.stored_setting(key)?.as_deref())
-            .unwrap_or_default();
-        if stored.remove(&name).is_none() {
-            return Ok(false);
-        }
-        let text = serde_json::to_string(&stored).expect("invariant: channels serialise");
-        source.set_stored_setting(key, Some(&text))?;
-        Ok(true)
+        Ok(change_channels(source, |stored| {
+            stored.remove(&name).is_some()
+        })?)
     })
     .await?;
     if !removed {
