@@ -297,7 +297,15 @@ pub fn rules(
     store: &(impl Rules + StoredSettings + ?Sized),
     config: &ActionsConfig,
 ) -> Result<Vec<Ready>, StoreError> {
-    let config = &config_in_force(store, config)?;
+    rules_under(store, &config_in_force(store, config)?)
+}
+
+/// [`rules`] under a config already in force (read once per evaluation, so the rules and
+/// their channels agree).
+fn rules_under(
+    store: &(impl Rules + ?Sized),
+    config: &ActionsConfig,
+) -> Result<Vec<Ready>, StoreError> {
     let mut ready = config
         .ready_rules()
         .map_err(|(k, r)| StoreError::Invalid(format!("{k}: {r}")))?;
@@ -361,12 +369,13 @@ pub fn evaluate(
     fire(store, today, config, base_url, &rules, &look, dry_run)
 }
 
+/// The rules to evaluate under `config`, a config in force ([`config_in_force`]).
 fn rules_to_run(
-    store: &(impl Rules + StoredSettings + ?Sized),
+    store: &(impl Rules + ?Sized),
     config: &ActionsConfig,
     only: Option<&str>,
 ) -> Result<Vec<Ready>, StoreError> {
-    let rules: Vec<Ready> = rules(store, config)?
+    let rules: Vec<Ready> = rules_under(store, config)?
         .into_iter()
         .filter(|r| only.is_none_or(|o| o == r.rule.name))
         .collect();
@@ -453,7 +462,11 @@ fn fire(
         let mut out = FollowUp::default();
         for channel in &rule.notify {
             let key = format!("alert-{id}-{channel}");
-            let (kind, target, subject, body) = match &config.channels[channel] {
+            let Some(channel_config) = config.channels.get(channel) else {
+                tracing::warn!(rule = %alert.rule, %channel, "notification skipped: no such channel");
+                continue;
+            };
+            let (kind, target, subject, body) = match channel_config {
                 Channel::Slack { url } => (
                     "slack",
                     url.clone(),

@@ -898,6 +898,11 @@ fn settings_without_the_config_file(store: Option<&str>) {
     assert_eq!(v1, hmac_hex("ops-secret", format!("{t}.{body}").as_bytes()));
     let (_, html) = page(&server, &admin, "/settings");
     assert!(html.contains("data-channel=\"ops\""), "{html}");
+    // A channel a rule notifies is not deleted (the rule would stop firing): the refusal
+    // names the rule.
+    let (status, body) = post("/settings/channels/delete", "name=ops");
+    assert_eq!(status, 409);
+    assert!(body.contains("escalation-ops"), "{body}");
 
     // The survey policy: a bad value is refused by field; saved, it is the policy in force.
     let policy = |kind: &str, gap: u32| {

@@ -91,10 +91,15 @@ fn add_tasks(
     tasks: &[NewTask],
     now_ms: i64,
 ) {
+    // The oldest such task, as on the embedded store.
     let merge_into = tasks.first().and_then(|t| {
-        open.iter().position(|(o, _)| {
-            o.account_id == alert.account_id && o.cause.as_deref() == Some(t.cause.as_str())
-        })
+        open.iter()
+            .enumerate()
+            .filter(|(_, (o, _))| {
+                o.account_id == alert.account_id && o.cause.as_deref() == Some(t.cause.as_str())
+            })
+            .min_by_key(|(_, (o, _))| (o.created_ms, o.id))
+            .map(|(at, _)| at)
     });
     if let Some(at) = merge_into {
         let (task, version) = &mut open[at];

@@ -131,7 +131,7 @@ impl Alerts for Connection {
             let open: Option<i64> = match follow.tasks.first() {
                 Some(task) => tx
                     .query_row(
-                        "SELECT id FROM tasks WHERE account_id = ?1 AND cause = ?2 AND status != 'done' ORDER BY id LIMIT 1",
+                        "SELECT id FROM tasks WHERE account_id = ?1 AND cause = ?2 AND status != 'done' ORDER BY created_ms, id LIMIT 1",
                         params![new.account_id, task.cause],
                         |r| r.get(0),
                     )

@@ -22,8 +22,9 @@
     if (!isNaN(value)) { el.textContent = whole.format(value) + " " + el.dataset.unit; }
   });
   // Plain numbers and percentages in numeric cells in the viewer's locale (the server
-  // writes 1,234.5 and 35%): only cells whose whole text is one number.
-  var plain = /^(-?\d{1,3}(?:,\d{3})*(?:\.\d+)?|-?\d+(?:\.\d+)?)(%?)$/;
+  // writes 1,234.5 and 35%): only cells whose whole text is one number with a grouping
+  // comma, decimals or a percent sign (bare digits, such as ids, stay as written).
+  var plain = /^(-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d+\.\d+|-?\d+(?=%))(%?)$/;
   document.querySelectorAll("td.num, dd[data-value], td[data-value]").forEach(function (el) {
     if (el.children.length > 0) { return; }
     var m = plain.exec(el.textContent.trim());

@@ -139,7 +139,7 @@ fn channels_section(user: &SignedIn, in_force: &InForce) -> maud::Markup {
                             td { (match channel { Channel::Slack { url } | Channel::Webhook { url, .. } => crate::actions::deliver::origin(url), Channel::Email { to } if to == "owner" => "the account's CSM".into(), Channel::Email { to } => to.clone() }) }
                             td { @if here { "added here" } @else { "config" } }
                             td { @if here {
-                                form.inline method="post" action="/settings/channels/delete" data-confirm=(format!("Delete the channel {name}? Rules that notify it stop notifying it.")) {
+                                form.inline method="post" action="/settings/channels/delete" data-confirm=(format!("Delete the channel {name}?")) {
                                     (csrf_field(user)) input type="hidden" name="name" value=(name);
                                     button type="submit" { "Delete" }
                                 }
@@ -306,11 +306,31 @@ pub async fn delete_channel(
     admin_only(&user)?;
     let name = form.name.clone();
     let removed = with_source(&state, move |source, _| {
-        Ok(change_channels(source, |stored| {
+        // A rule that notifies the channel would stop firing: it is changed first.
+        let users: Vec<String> = source
+            .stored_rules()?
+            .into_iter()
+            .filter(|r| r.notify.contains(&name))
+            .map(|r| r.name)
+            .collect();
+        if !users.is_empty() {
+            return Ok(Err(users));
+        }
+        Ok(Ok(change_channels(source, |stored| {
             stored.remove(&name).is_some()
-        })?)
+        })?))
     })
     .await?;
+    let removed = removed.map_err(|rules| {
+        PageError::new(
+            axum::http::StatusCode::CONFLICT,
+            format!(
+                "name: the rule(s) {} notify {}; change or delete them first",
+                rules.join(", "),
+                form.name
+            ),
+        )
+    })?;
     if !removed {
         return Err(PageError::not_found(format!(
             "no channel {} added here",
@@ -534,7 +554,9 @@ pub async fn page(
     let new_token = cookie.as_deref().and_then(new_token_of);
     let page = render(&user, &state, notice.done, new_token).await?;
     Ok(match cookie {
+        // The page with a secret is not kept by the browser (the back button shows none).
         Some(_) => (
+            [(axum::http::header::CACHE_CONTROL, "no-store")],
             jar.remove(Cookie::build(NEW_TOKEN_COOKIE).path("/settings")),
             page,
         )
