@@ -98,6 +98,16 @@ try {
   report.csv = { status: download.status(), type: download.headers()['content-type'], body: await download.text() }
   await page.screenshot({ path: `${opts.screenshots}/portfolio-red.png`, fullPage: true })
 
+  // On a phone a table with grouped headings is cards too, each cell labelled with its
+  // group and column.
+  {
+    const [phone, phonePage] = await signedIn(390)
+    await phonePage.goto(`${opts.base}/outcomes`)
+    report.outcome_labels = await phonePage.$$eval('#outcomes-all tbody tr:first-child td', (tds) => tds.map((t) => t.dataset.label))
+    report.outcome_card = await phonePage.$eval('#outcomes-all tbody tr', (tr) => getComputedStyle(tr).display)
+    await phone.close()
+  }
+
   // Amounts in the viewer's locale: a German browser groups digits with dots.
   const german = await browser.newContext({ locale: 'de-DE', timezoneId: 'Europe/Berlin' })
   const germanPage = await german.newPage()

@@ -496,6 +496,26 @@ fn every_page_reads_as_words_and_the_account_page_says_why_and_what_next() {
     assert_eq!(people["first"], people["chosen"], "{people}");
     assert_eq!(people["first_role"], "champion");
     assert_eq!(people["at"], "#people");
+    // Grouped headings label a phone's cards by group and column.
+    assert_eq!(
+        report["outcome_labels"],
+        json!([
+            "Segment",
+            "Starting ARR",
+            "Renewed accounts",
+            "Renewed ARR",
+            "Expansion",
+            "Contraction",
+            "Churned accounts",
+            "Churned ARR",
+            "New accounts",
+            "New ARR",
+            "GRR",
+            "NRR",
+            "Logo retention"
+        ])
+    );
+    assert_eq!(report["outcome_card"], "block");
     // Amounts in a German browser: "12.500 USD".
     let german = report["german_arr"].as_array().unwrap();
     assert!(!german.is_empty(), "{report}");

@@ -45,11 +45,32 @@
     });
   });
   // Under 600 px every data table's rows become cards (CSS); each cell is labelled with its
-  // column's heading unless it has a label already (without the script tables scroll).
+  // column's heading (grouped headings joined: "Renewed ARR") unless it has a label already
+  // (without the script tables scroll in their box).
+  var columnLabels = function (head) {
+    var grid = [];
+    Array.prototype.forEach.call(head.rows, function (row, r) {
+      grid[r] = grid[r] || [];
+      var c = 0;
+      Array.prototype.forEach.call(row.cells, function (cell) {
+        while (grid[r][c] !== undefined) { c++; }
+        for (var i = 0; i < (cell.rowSpan || 1); i++) {
+          grid[r + i] = grid[r + i] || [];
+          for (var j = 0; j < (cell.colSpan || 1); j++) { grid[r + i][c + j] = cell.textContent.trim(); }
+        }
+      });
+    });
+    var labels = [];
+    (grid[0] || []).forEach(function (_, c) {
+      var parts = [];
+      grid.forEach(function (row) { var t = row[c]; if (t && parts.indexOf(t) < 0) { parts.push(t); } });
+      labels.push(parts.join(" "));
+    });
+    return labels;
+  };
   document.querySelectorAll("table.data").forEach(function (table) {
-    // Headings in one row only (a table with grouped headings keeps scrolling in its box).
-    if (!table.tHead || table.tHead.rows.length !== 1) { return; }
-    var heads = Array.prototype.map.call(table.tHead.rows[0].cells, function (th) { return th.textContent.trim(); });
+    if (!table.tHead) { return; }
+    var heads = columnLabels(table.tHead);
     table.classList.add("cards");
     table.querySelectorAll("tbody tr").forEach(function (row) {
       Array.prototype.forEach.call(row.children, function (cell, i) {
