@@ -71,20 +71,31 @@ pub fn read_into(
     import.finish()
 }
 
+/// A CSV reader over `input` (rows may differ in length: the caller says which row is
+/// wrong) and its header, trimmed, or why the header cannot be read.
+pub(crate) fn csv_with_header<R: Read>(input: R) -> (csv::Reader<R>, Result<Vec<String>, String>) {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(true)
+        .from_reader(input);
+    let headers = reader
+        .headers()
+        .map(|h| h.iter().map(|s| s.trim().to_string()).collect())
+        .map_err(|e| format!("cannot read the header: {e}"));
+    (reader, headers)
+}
+
 fn read_csv(
     kind: &'static Kind,
     input: impl Read,
     import: &mut Import,
     progress: &mut dyn FnMut(usize),
 ) -> Result<(), StoreError> {
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .flexible(true)
-        .from_reader(input);
-    let headers: Vec<String> = match reader.headers() {
-        Ok(h) => h.iter().map(|s| s.trim().to_string()).collect(),
-        Err(e) => {
-            import.error(1, "", format!("cannot read the header: {e}"));
+    let (mut reader, headers) = csv_with_header(input);
+    let headers = match headers {
+        Ok(h) => h,
+        Err(reason) => {
+            import.error(1, "", reason);
             return Ok(());
         }
     };

@@ -57,14 +57,11 @@ fn push(errors: &mut Vec<RowError>, row: usize, column: &str, reason: String) {
 /// Reads and checks every row (not yet against the store); the rows read and the errors.
 pub fn parse_csv(input: impl Read, now_ms: i64) -> (Vec<Activity>, usize, Vec<RowError>) {
     let mut errors = Vec::new();
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .flexible(true)
-        .from_reader(input);
-    let headers: Vec<String> = match reader.headers() {
-        Ok(h) => h.iter().map(|s| s.trim().to_string()).collect(),
-        Err(e) => {
-            push(&mut errors, 1, "", format!("cannot read the header: {e}"));
+    let (mut reader, headers) = super::csv_with_header(input);
+    let headers = match headers {
+        Ok(h) => h,
+        Err(reason) => {
+            push(&mut errors, 1, "", reason);
             return (Vec::new(), 0, errors);
         }
     };
